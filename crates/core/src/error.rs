@@ -1,0 +1,187 @@
+//! The error type of every fallible operation, with a stable code per kind.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// What went wrong, as a stable string code (see [`ErrorCode::as_str`]) that
+/// callers, including the JavaScript layer, branch on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The file system failed in a way no other code describes.
+    Io,
+    /// A file is damaged: bad magic, bad checksum, bad length, truncated.
+    Corrupt,
+    /// A file was written by a newer format version.
+    UnsupportedVersion,
+    /// A file uses a compressor, encryptor or flag this build does not know.
+    UnsupportedCodec,
+    /// A file holds another key than the one asked for (or than its name says).
+    KeyMismatch,
+    /// Bytes that are not a valid canonical key encoding (FORMAT.md §2).
+    InvalidKey,
+    /// An argument out of range, such as a segment too large for the format.
+    InvalidArgument,
+    /// A previous fsync failed; writes are refused until the store is reopened.
+    StorePoisoned,
+    /// A lock system call failed.
+    Lock,
+    /// An fsync failed. The store is poisoned from then on.
+    Fsync,
+    /// The file system is full (`ENOSPC`, `EDQUOT`).
+    NoSpace,
+    /// The file system is read-only (`EROFS`).
+    ReadOnly,
+}
+
+impl ErrorCode {
+    /// The stable code string, such as `"ERR_CORRUPT"`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ErrorCode::Io => "ERR_IO",
+            ErrorCode::Corrupt => "ERR_CORRUPT",
+            ErrorCode::UnsupportedVersion => "ERR_UNSUPPORTED_VERSION",
+            ErrorCode::UnsupportedCodec => "ERR_UNSUPPORTED_CODEC",
+            ErrorCode::KeyMismatch => "ERR_KEY_MISMATCH",
+            ErrorCode::InvalidKey => "ERR_INVALID_KEY",
+            ErrorCode::InvalidArgument => "ERR_INVALID_ARGUMENT",
+            ErrorCode::StorePoisoned => "ERR_STORE_POISONED",
+            ErrorCode::Lock => "ERR_LOCK",
+            ErrorCode::Fsync => "ERR_FSYNC",
+            ErrorCode::NoSpace => "ERR_NO_SPACE",
+            ErrorCode::ReadOnly => "ERR_READ_ONLY",
+        }
+    }
+
+    /// The code that describes an I/O error: `NoSpace` and `ReadOnly` where the
+    /// OS error says so, `Io` otherwise.
+    pub fn of_io(err: &io::Error) -> ErrorCode {
+        match err.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => ErrorCode::NoSpace,
+            Some(libc::EROFS) => ErrorCode::ReadOnly,
+            _ => ErrorCode::Io,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error of the konserve core: a [code](ErrorCode), a message, the file it
+/// concerns (if any) and the underlying I/O error (if any).
+///
+/// `Display` prints the message and the I/O error, not the code or the file,
+/// so that bindings can carry those separately.
+#[derive(Debug)]
+pub struct Error {
+    code: ErrorCode,
+    message: String,
+    file: Option<PathBuf>,
+    source: Option<io::Error>,
+}
+
+impl Error {
+    /// A new error with no file and no I/O cause.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Error {
+        Error { code, message: message.into(), file: None, source: None }
+    }
+
+    /// An error caused by an I/O error while doing `what` on `file`; the code is
+    /// derived from the OS error ([`ErrorCode::of_io`]).
+    pub fn io(err: io::Error, what: impl Into<String>, file: impl Into<PathBuf>) -> Error {
+        Error::io_with_code(ErrorCode::of_io(&err), err, what, file)
+    }
+
+    /// Like [`Error::io`] with an explicit code (for example `Fsync` or `Lock`).
+    pub fn io_with_code(
+        code: ErrorCode,
+        err: io::Error,
+        what: impl Into<String>,
+        file: impl Into<PathBuf>,
+    ) -> Error {
+        Error { code, message: what.into(), file: Some(file.into()), source: Some(err) }
+    }
+
+    /// Shorthand for an [`ErrorCode::Corrupt`] error.
+    pub fn corrupt(message: impl Into<String>) -> Error {
+        Error::new(ErrorCode::Corrupt, message)
+    }
+
+    /// Shorthand for an [`ErrorCode::InvalidKey`] error.
+    pub fn invalid_key(message: impl Into<String>) -> Error {
+        Error::new(ErrorCode::InvalidKey, message)
+    }
+
+    /// Returns the error with `file` attached, unless it already names a file.
+    pub fn with_file(mut self, file: impl Into<PathBuf>) -> Error {
+        if self.file.is_none() {
+            self.file = Some(file.into());
+        }
+        self
+    }
+
+    /// The stable code of this error.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// The message, without the code, the file or the I/O cause.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The file this error concerns, if any.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// The underlying I/O error, if any.
+    pub fn io_error(&self) -> Option<&io::Error> {
+        self.source.as_ref()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(source) = &self.source {
+            write!(f, ": {source}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_ref().map(|e| e as _)
+    }
+}
+
+/// The result type of the konserve core.
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_map_to_codes() {
+        let code = |errno| ErrorCode::of_io(&io::Error::from_raw_os_error(errno));
+        assert_eq!(code(libc::ENOSPC), ErrorCode::NoSpace);
+        assert_eq!(code(libc::EDQUOT), ErrorCode::NoSpace);
+        assert_eq!(code(libc::EROFS), ErrorCode::ReadOnly);
+        assert_eq!(code(libc::EIO), ErrorCode::Io);
+    }
+
+    #[test]
+    fn display_has_message_and_cause() {
+        let e = Error::io(io::Error::from_raw_os_error(libc::ENOSPC), "cannot write", "/x/y");
+        assert_eq!(e.code().as_str(), "ERR_NO_SPACE");
+        assert_eq!(e.file(), Some(Path::new("/x/y")));
+        assert!(e.to_string().starts_with("cannot write: "));
+    }
+}

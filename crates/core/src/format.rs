@@ -1,0 +1,408 @@
+//! The key file layout of FORMAT.md §4: a 48-byte header, the meta segment
+//! (the key's CKE and the metadata), the value segment.
+//!
+//! Every decoder here is total: any input gives `Ok` or an `Err`, never a panic.
+//! Errors carry no file path; the store adds it.
+
+use std::borrow::Cow;
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::error::{Error, ErrorCode, Result};
+
+/// The magic number at the start of every key file.
+pub const MAGIC: [u8; 4] = *b"KNSV";
+/// The format version this crate writes and reads.
+pub const VERSION: u8 = 1;
+/// The length of the header.
+pub const HEADER_LEN: usize = 48;
+
+/// Compressor id 0: no compression.
+pub const COMPRESSOR_NONE: u8 = 0;
+/// Encryptor id 0: no encryption.
+pub const ENCRYPTOR_NONE: u8 = 0;
+
+/// The decoded header of a key file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Serializer id of the value segment (FORMAT.md §4.1).
+    pub serializer: u8,
+    /// How both segments are compressed and encrypted.
+    pub codec: Codec,
+    /// Length of the meta segment as stored.
+    pub meta_len: u32,
+    /// Length of the value segment as stored.
+    pub value_len: u64,
+    /// XXH3-64 of the meta segment as stored.
+    pub meta_checksum: u64,
+    /// XXH3-64 of the value segment as stored.
+    pub value_checksum: u64,
+}
+
+impl Header {
+    /// The 48 header bytes (version 1, flags 0, header checksum filled in).
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        h[0..4].copy_from_slice(&MAGIC);
+        h[4] = VERSION;
+        h[5] = self.serializer;
+        h[6] = self.codec.compressor;
+        h[7] = self.codec.encryptor;
+        // h[8..12]: flags, 0.
+        h[12..16].copy_from_slice(&self.meta_len.to_le_bytes());
+        h[16..24].copy_from_slice(&self.value_len.to_le_bytes());
+        h[24..32].copy_from_slice(&self.meta_checksum.to_le_bytes());
+        h[32..40].copy_from_slice(&self.value_checksum.to_le_bytes());
+        let sum = xxh3_64(&h[..40]);
+        h[40..48].copy_from_slice(&sum.to_le_bytes());
+        h
+    }
+
+    /// Decodes the header from the first bytes of a file whose total length is
+    /// `file_len`, with the checks of FORMAT.md §4 in their order: the length is
+    /// at least 48, the magic, the header checksum, the version, the flags, the
+    /// codec ids, the total length.
+    pub fn decode(bytes: &[u8], file_len: u64) -> Result<Header> {
+        if file_len < HEADER_LEN as u64 || bytes.len() < HEADER_LEN {
+            return Err(Error::corrupt(format!("file is {file_len} bytes, shorter than a header")));
+        }
+        let h = &bytes[..HEADER_LEN];
+        if h[0..4] != MAGIC {
+            return Err(Error::corrupt("not a konserve key file (bad magic)"));
+        }
+        if xxh3_64(&h[..40]) != le_u64(&h[40..48]) {
+            return Err(Error::corrupt("header checksum mismatch"));
+        }
+        if h[4] != VERSION {
+            return Err(Error::new(
+                ErrorCode::UnsupportedVersion,
+                format!("file format version {} is not supported (this build reads {VERSION})", h[4]),
+            ));
+        }
+        let flags = le_u32(&h[8..12]);
+        if flags != 0 {
+            return Err(Error::new(ErrorCode::UnsupportedCodec, format!("unknown header flags 0x{flags:08x}")));
+        }
+        let codec = Codec { compressor: h[6], encryptor: h[7] };
+        codec.check()?;
+        let header = Header {
+            serializer: h[5],
+            codec,
+            meta_len: le_u32(&h[12..16]),
+            value_len: le_u64(&h[16..24]),
+            meta_checksum: le_u64(&h[24..32]),
+            value_checksum: le_u64(&h[32..40]),
+        };
+        match header.file_len() {
+            Some(n) if n == file_len => Ok(header),
+            _ => Err(Error::corrupt(format!(
+                "file is {file_len} bytes, its header says 48 + {} + {}",
+                header.meta_len, header.value_len
+            ))),
+        }
+    }
+
+    /// The total file length the header describes (`None` if it overflows).
+    pub fn file_len(&self) -> Option<u64> {
+        (HEADER_LEN as u64).checked_add(u64::from(self.meta_len))?.checked_add(self.value_len)
+    }
+}
+
+fn le_u32(b: &[u8]) -> u32 {
+    u32::from_le_bytes(b.try_into().expect("4 bytes"))
+}
+
+fn le_u64(b: &[u8]) -> u64 {
+    u64::from_le_bytes(b.try_into().expect("8 bytes"))
+}
+
+/// The compressor and encryptor of a file's segments (FORMAT.md §4.2, §4.3):
+/// `stored = encrypt(compress(plain))`. Only id 0 of each exists in this build;
+/// new codecs go into [`Codec::encode`] and [`Codec::decode`], callers stay as they are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Codec {
+    /// Compressor id.
+    pub compressor: u8,
+    /// Encryptor id.
+    pub encryptor: u8,
+}
+
+impl Codec {
+    /// No compression, no encryption: `stored = plain`.
+    pub const NONE: Codec = Codec { compressor: COMPRESSOR_NONE, encryptor: ENCRYPTOR_NONE };
+
+    /// Fails with `ERR_UNSUPPORTED_CODEC` unless this build has both ids.
+    pub fn check(&self) -> Result<()> {
+        if self.compressor != COMPRESSOR_NONE {
+            return Err(Error::new(
+                ErrorCode::UnsupportedCodec,
+                format!("compressor id {} is not supported by this build", self.compressor),
+            ));
+        }
+        if self.encryptor != ENCRYPTOR_NONE {
+            return Err(Error::new(
+                ErrorCode::UnsupportedCodec,
+                format!("encryptor id {} is not supported by this build", self.encryptor),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A segment's stored bytes from its plain bytes.
+    pub fn encode<'a>(&self, plain: &'a [u8]) -> Result<Cow<'a, [u8]>> {
+        self.check()?;
+        Ok(Cow::Borrowed(plain))
+    }
+
+    /// A segment's plain bytes from its stored bytes (checksum already checked).
+    pub fn decode<'a>(&self, stored: &'a [u8]) -> Result<Cow<'a, [u8]>> {
+        self.check()?;
+        Ok(Cow::Borrowed(stored))
+    }
+}
+
+/// The plain bytes of a meta segment: u32 LE key length, the key's CKE, the metadata.
+pub fn compose_meta(key_cke: &[u8], meta: &[u8]) -> Result<Vec<u8>> {
+    let k = u32::try_from(key_cke.len())
+        .map_err(|_| Error::invalid_key("a key encoding is longer than 2^32 - 1 bytes"))?;
+    let mut plain = Vec::with_capacity(4 + key_cke.len() + meta.len());
+    plain.extend_from_slice(&k.to_le_bytes());
+    plain.extend_from_slice(key_cke);
+    plain.extend_from_slice(meta);
+    Ok(plain)
+}
+
+/// Splits a meta segment's plain bytes into the key's CKE and the metadata.
+/// The CKE is not validated here.
+pub fn split_meta(plain: &[u8]) -> Result<(&[u8], &[u8])> {
+    let Some((len, rest)) = plain.split_first_chunk::<4>() else {
+        return Err(Error::corrupt("meta segment is shorter than its key length field"));
+    };
+    let k = u32::from_le_bytes(*len) as usize;
+    if k > rest.len() {
+        return Err(Error::corrupt("meta segment is shorter than the key it announces"));
+    }
+    Ok(rest.split_at(k))
+}
+
+/// The decoded meta segment of a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetaSegment {
+    /// The stored key's CKE (not validated).
+    pub key: Vec<u8>,
+    /// The metadata bytes (a MessagePack map, not decoded here).
+    pub meta: Vec<u8>,
+}
+
+/// Checks the meta segment's checksum against `header`, decodes and splits it.
+pub fn decode_meta(header: &Header, stored: &[u8]) -> Result<MetaSegment> {
+    if stored.len() as u64 != u64::from(header.meta_len) {
+        return Err(Error::corrupt("meta segment length differs from the header"));
+    }
+    if xxh3_64(stored) != header.meta_checksum {
+        return Err(Error::corrupt("meta segment checksum mismatch"));
+    }
+    let plain = header.codec.decode(stored)?;
+    let (key, meta) = split_meta(&plain)?;
+    Ok(MetaSegment { key: key.to_vec(), meta: meta.to_vec() })
+}
+
+/// Checks the value segment's checksum against `header` and decodes it.
+pub fn decode_value(header: &Header, stored: &[u8]) -> Result<Vec<u8>> {
+    if stored.len() as u64 != header.value_len {
+        return Err(Error::corrupt("value segment length differs from the header"));
+    }
+    if xxh3_64(stored) != header.value_checksum {
+        return Err(Error::corrupt("value segment checksum mismatch"));
+    }
+    Ok(header.codec.decode(stored)?.into_owned())
+}
+
+/// [`decode_value`] for a segment read into its own buffer: when the segment is
+/// stored as is, the buffer is returned without a copy (large blobs).
+pub fn decode_value_owned(header: &Header, stored: Vec<u8>) -> Result<Vec<u8>> {
+    if stored.len() as u64 != header.value_len {
+        return Err(Error::corrupt("value segment length differs from the header"));
+    }
+    if xxh3_64(&stored) != header.value_checksum {
+        return Err(Error::corrupt("value segment checksum mismatch"));
+    }
+    match header.codec.decode(&stored)? {
+        Cow::Borrowed(_) => Ok(stored),
+        Cow::Owned(plain) => Ok(plain),
+    }
+}
+
+/// A key file split in the two parts a writer writes: header + meta segment,
+/// then the value segment (borrowed when stored as is, so a large value is
+/// not copied).
+#[derive(Debug)]
+pub struct EncodedFile<'a> {
+    /// The header followed by the stored meta segment.
+    pub head: Vec<u8>,
+    /// The stored value segment.
+    pub value: Cow<'a, [u8]>,
+}
+
+impl EncodedFile<'_> {
+    /// The whole file as one buffer.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.head.len() + self.value.len());
+        out.extend_from_slice(&self.head);
+        out.extend_from_slice(&self.value);
+        out
+    }
+}
+
+/// Encodes a key file with `codec`. Fails with `ERR_INVALID_ARGUMENT` if the
+/// meta segment exceeds the format's 4 GiB, or with the codec's error.
+pub fn encode_parts<'a>(
+    codec: Codec,
+    key_cke: &[u8],
+    serializer: u8,
+    meta: &[u8],
+    value: &'a [u8],
+) -> Result<EncodedFile<'a>> {
+    let meta_plain = compose_meta(key_cke, meta)?;
+    let meta_stored = codec.encode(&meta_plain)?;
+    let value_stored = codec.encode(value)?;
+    let meta_len = u32::try_from(meta_stored.len()).map_err(|_| {
+        Error::new(ErrorCode::InvalidArgument, "a key and its metadata exceed the format's 4 GiB")
+    })?;
+    let header = Header {
+        serializer,
+        codec,
+        meta_len,
+        value_len: value_stored.len() as u64,
+        meta_checksum: xxh3_64(&meta_stored),
+        value_checksum: xxh3_64(&value_stored),
+    };
+    let mut head = Vec::with_capacity(HEADER_LEN + meta_stored.len());
+    head.extend_from_slice(&header.encode());
+    head.extend_from_slice(&meta_stored);
+    Ok(EncodedFile { head, value: value_stored })
+}
+
+/// Encodes a whole key file without compression or encryption.
+pub fn encode_file(key_cke: &[u8], serializer: u8, meta: &[u8], value: &[u8]) -> Result<Vec<u8>> {
+    Ok(encode_parts(Codec::NONE, key_cke, serializer, meta, value)?.to_vec())
+}
+
+/// A whole parsed key file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParsedFile {
+    /// The header.
+    pub header: Header,
+    /// The stored key's CKE (not validated).
+    pub key: Vec<u8>,
+    /// The metadata bytes.
+    pub meta: Vec<u8>,
+    /// The value's plain bytes.
+    pub value: Vec<u8>,
+}
+
+/// Parses the header and meta segment from the start of a file: `prefix` is at
+/// least the first `48 + m` bytes (more is ignored), `file_len` the file's
+/// total length. This is all `keys` and `getMeta` read.
+pub fn parse_head(prefix: &[u8], file_len: u64) -> Result<(Header, MetaSegment)> {
+    let header = Header::decode(prefix, file_len)?;
+    let end = HEADER_LEN + header.meta_len as usize;
+    let stored = prefix
+        .get(HEADER_LEN..end)
+        .ok_or_else(|| Error::corrupt("file ends inside the meta segment"))?;
+    let meta = decode_meta(&header, stored)?;
+    Ok((header, meta))
+}
+
+/// Parses a whole key file, checking everything FORMAT.md §4 lists.
+pub fn parse_file(bytes: &[u8]) -> Result<ParsedFile> {
+    let (header, meta) = parse_head(bytes, bytes.len() as u64)?;
+    // The total length was checked against the header, so this slice is exact.
+    let value = decode_value(&header, &bytes[HEADER_LEN + header.meta_len as usize..])?;
+    Ok(ParsedFile { header, key: meta.key, meta: meta.meta, value })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<u8> {
+        encode_file(b"\x05\x00\x00\x00\x01a", 1, b"\x80", b"\x2a").unwrap()
+    }
+
+    #[test]
+    fn round_trip() {
+        let file = sample();
+        assert_eq!(file.len(), 48 + 4 + 6 + 1 + 1);
+        let p = parse_file(&file).unwrap();
+        assert_eq!(p.key, b"\x05\x00\x00\x00\x01a");
+        assert_eq!(p.meta, b"\x80");
+        assert_eq!(p.value, b"\x2a");
+        assert_eq!(p.header.serializer, 1);
+        let (h, m) = parse_head(&file[..48 + 11], file.len() as u64).unwrap();
+        assert_eq!(h, p.header);
+        assert_eq!(m.key, p.key);
+    }
+
+    #[test]
+    fn every_truncation_is_corrupt() {
+        let file = sample();
+        for n in 0..file.len() {
+            assert_eq!(parse_file(&file[..n]).unwrap_err().code(), ErrorCode::Corrupt, "length {n}");
+        }
+        let mut longer = file.clone();
+        longer.push(0);
+        assert_eq!(parse_file(&longer).unwrap_err().code(), ErrorCode::Corrupt);
+    }
+
+    /// Re-seals a header after changing it, so the later checks are reached.
+    fn reseal(file: &mut [u8]) {
+        let sum = xxh3_64(&file[..40]);
+        file[40..48].copy_from_slice(&sum.to_le_bytes());
+    }
+
+    #[test]
+    fn check_order() {
+        let mut f = sample();
+        f[4] = 2;
+        assert_eq!(parse_file(&f).unwrap_err().code(), ErrorCode::Corrupt, "checksum comes before version");
+        reseal(&mut f);
+        assert_eq!(parse_file(&f).unwrap_err().code(), ErrorCode::UnsupportedVersion);
+
+        let mut f = sample();
+        f[8] = 1;
+        reseal(&mut f);
+        assert_eq!(parse_file(&f).unwrap_err().code(), ErrorCode::UnsupportedCodec);
+
+        for i in [6, 7] {
+            let mut f = sample();
+            f[i] = 1;
+            reseal(&mut f);
+            assert_eq!(parse_file(&f).unwrap_err().code(), ErrorCode::UnsupportedCodec);
+        }
+
+        // Lengths that overflow or disagree with the file are corrupt.
+        let mut f = sample();
+        f[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+        reseal(&mut f);
+        assert_eq!(parse_file(&f).unwrap_err().code(), ErrorCode::Corrupt);
+
+        // A meta segment whose key length points past its end.
+        let mut f = sample();
+        f[48] = 200;
+        let sum = xxh3_64(&f[48..59]);
+        f[24..32].copy_from_slice(&sum.to_le_bytes());
+        reseal(&mut f);
+        assert_eq!(parse_file(&f).unwrap_err().code(), ErrorCode::Corrupt);
+    }
+
+    #[test]
+    fn every_flipped_byte_is_detected() {
+        let file = sample();
+        for i in 0..file.len() {
+            let mut f = file.clone();
+            f[i] ^= 0x01;
+            assert_eq!(parse_file(&f).unwrap_err().code(), ErrorCode::Corrupt, "byte {i}");
+        }
+    }
+}

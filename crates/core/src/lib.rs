@@ -1,0 +1,22 @@
+//! The storage engine of konserve: the on-disk format (docs/FORMAT.md), the
+//! durable file store, and the key locks. No N-API in here: the binding crate
+//! at the repository root only converts arguments and calls this crate.
+//!
+//! Keys arrive as their canonical key encoding (CKE, [`cke`]); values and
+//! metadata as bytes the caller serialized. The store writes each key to its
+//! own file, durably: staging file, fsync, rename, directory fsync.
+
+#![warn(missing_docs)]
+
+pub mod cke;
+pub mod error;
+pub mod format;
+pub mod keyhash;
+mod locks;
+mod staging;
+pub mod store;
+pub mod vfs;
+
+pub use error::{Error, ErrorCode, Result};
+pub use keyhash::file_name;
+pub use store::{delete_store, Entry, FileStore, ListResult, MetaEntry, Options, Write, LOCK_FILE_NAME};

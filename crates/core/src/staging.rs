@@ -1,0 +1,117 @@
+//! Staging file names (FORMAT.md §5): `.<32 hex>.<pid>.<seq>.stage`, unique per
+//! write, and the registry of this process's staging files in flight.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+
+use crate::keyhash::is_lower_hex;
+
+const SUFFIX: &str = ".stage";
+
+/// The next staging sequence number of this process.
+pub(crate) fn next_seq() -> u64 {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    SEQ.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The staging name for the key file `<hex32>.ksv`.
+pub(crate) fn staging_name(hex32: &str, pid: u32, seq: u64) -> String {
+    format!(".{hex32}.{pid}.{seq}{SUFFIX}")
+}
+
+/// The `(pid, seq)` of a staging name, or `None` for any other name, including
+/// near misses (upper-case hex, a sign, leading zeros, pid 0), which we never wrote.
+pub(crate) fn parse_staging_name(name: &str) -> Option<(u32, u64)> {
+    let middle = name.strip_prefix('.')?.strip_suffix(SUFFIX)?;
+    let mut parts = middle.split('.');
+    let (hex, pid, seq) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || hex.len() != 32 || !is_lower_hex(hex.as_bytes()) {
+        return None;
+    }
+    let pid: u32 = canonical_decimal(pid)?.try_into().ok()?;
+    let seq = canonical_decimal(seq)?;
+    (pid != 0).then_some((pid, seq))
+}
+
+fn canonical_decimal(s: &str) -> Option<u64> {
+    let digits = s.bytes().all(|b| b.is_ascii_digit());
+    if s.is_empty() || !digits || (s.len() > 1 && s.starts_with('0')) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+type InFlightSet = HashSet<(u64, String)>;
+
+fn in_flight() -> MutexGuard<'static, InFlightSet> {
+    static SET: OnceLock<Mutex<InFlightSet>> = OnceLock::new();
+    SET.get_or_init(Default::default).lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A staging file of this process that exists or is about to: registered from
+/// before its creation until it is renamed or removed (when this is dropped).
+///
+/// Lets the sweep on open tell a leftover that merely has our pid (a previous
+/// process of the same pid, common in containers) from a live write.
+pub(crate) struct InFlight {
+    store: u64,
+    name: String,
+}
+
+impl InFlight {
+    pub(crate) fn register(store: u64, name: String) -> InFlight {
+        in_flight().insert((store, name.clone()));
+        InFlight { store, name }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        in_flight().remove(&(self.store, std::mem::take(&mut self.name)));
+    }
+}
+
+/// Runs `remove` unless `name` is in flight in `store`, holding the registry so
+/// that no write can register the name meanwhile.
+pub(crate) fn remove_unless_in_flight(store: u64, name: &str, remove: impl FnOnce()) {
+    let set = in_flight();
+    if !set.contains(&(store, name.to_string())) {
+        remove();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEX: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn names_round_trip() {
+        assert_eq!(parse_staging_name(&staging_name(HEX, 42, 7)), Some((42, 7)));
+        assert_eq!(parse_staging_name(&staging_name(HEX, u32::MAX, u64::MAX)), Some((u32::MAX, u64::MAX)));
+    }
+
+    #[test]
+    fn near_misses_are_not_staging_names() {
+        for name in [
+            format!("{HEX}.1.1.stage"),
+            format!(".{HEX}.1.1.stage~"),
+            format!(".{HEX}.1.stage"),
+            format!(".{HEX}.1.1.1.stage"),
+            format!(".{HEX}.0.1.stage"),
+            format!(".{HEX}.01.1.stage"),
+            format!(".{HEX}.1.01.stage"),
+            format!(".{HEX}.+1.1.stage"),
+            format!(".{HEX}.-1.1.stage"),
+            format!(".{HEX}..1.stage"),
+            format!(".{HEX}.4294967296.1.stage"),
+            format!(".{}.1.1.stage", HEX.to_uppercase()),
+            format!(".{}.1.1.stage", &HEX[1..]),
+            ".konserve.lock".to_string(),
+        ] {
+            assert_eq!(parse_staging_name(&name), None, "{name}");
+        }
+    }
+}

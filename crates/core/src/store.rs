@@ -1,0 +1,733 @@
+//! The durable file store: one file per key (FORMAT.md §3, §4), written through
+//! a staging file and an atomic rename (§5), locked per key (§6).
+//!
+//! The store does no read-modify-write of its own: callers (the binding's
+//! facade) take a key's [lock](FileStore::lock), read, compute, [put](FileStore::put)
+//! and unlock. Plain reads need no lock: a key's file is only ever replaced by
+//! a rename, so a reader sees the old file or the new one, whole.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::cke;
+use crate::error::{Error, ErrorCode, Result};
+use crate::format::{self, Codec, HEADER_LEN};
+use crate::keyhash::{self, is_key_file_name, KEY_FILE_SUFFIX};
+use crate::locks::{LockId, LockTable};
+use crate::staging::{self, InFlight};
+use crate::vfs::{RealFs, Vfs, VfsFile, VfsLockFile};
+
+/// The lock file of a store directory (FORMAT.md §6): never renamed, never
+/// deleted while the store exists.
+pub const LOCK_FILE_NAME: &str = ".konserve.lock";
+
+/// How much of a key file `keys` and `getMeta` read in their first read:
+/// the header and, for all but unusual keys, the whole meta segment.
+const HEAD_READ: usize = 4096;
+
+/// Store options.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// fsync each staging file and the directory before a write returns
+    /// (default `true`). With `false`, a crash may lose recent writes, but a
+    /// key still holds its old value or its new one, never a torn one.
+    pub sync_blob: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { sync_blob: true }
+    }
+}
+
+/// A key's record as stored: serializer id, metadata bytes, value bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Serializer id of the value (FORMAT.md §4.1; 0 = raw bytes).
+    pub serializer: u8,
+    /// The metadata (a MessagePack map).
+    pub meta: Vec<u8>,
+    /// The value's bytes, as the serializer wrote them.
+    pub value: Vec<u8>,
+}
+
+/// A key's metadata, read without its value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetaEntry {
+    /// The key's CKE, as stored in the file.
+    pub key: Vec<u8>,
+    /// Serializer id of the value.
+    pub serializer: u8,
+    /// The metadata (a MessagePack map).
+    pub meta: Vec<u8>,
+    /// The key file's path.
+    pub file: String,
+}
+
+/// What [`FileStore::list`] found: the readable keys, and the key files that
+/// could not be read (reported, never changed).
+#[derive(Debug, Default)]
+pub struct ListResult {
+    /// One entry per readable key file.
+    pub entries: Vec<MetaEntry>,
+    /// One error per unreadable key file, each naming its file.
+    pub corrupt: Vec<Error>,
+}
+
+/// One key to write.
+#[derive(Clone, Copy, Debug)]
+pub struct Write<'a> {
+    /// The key's CKE.
+    pub key: &'a [u8],
+    /// Serializer id of the value (0 = raw bytes).
+    pub serializer: u8,
+    /// The metadata bytes.
+    pub meta: &'a [u8],
+    /// The value bytes.
+    pub value: &'a [u8],
+}
+
+/// A store directory, open.
+pub struct FileStore {
+    dir: PathBuf,
+    vfs: Arc<dyn Vfs>,
+    lock_file: Box<dyn VfsLockFile>,
+    /// Identifies the directory within this process (hash of its canonical
+    /// path): two opens of one directory share in-process locks and staging
+    /// registrations.
+    id: u64,
+    options: Options,
+    /// Set when an fsync failed: the kernel may have dropped the dirty pages,
+    /// so no later write may be trusted to be durable (PostgreSQL's
+    /// "fsyncgate"). Cleared only by opening the store again.
+    poisoned: AtomicBool,
+}
+
+impl std::fmt::Debug for FileStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileStore").field("dir", &self.dir).field("options", &self.options).finish()
+    }
+}
+
+impl FileStore {
+    /// Opens the store in `dir` on the real file system, creating the
+    /// directory if needed, and sweeps staging files left by dead writers.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<FileStore> {
+        FileStore::open_with(Arc::new(RealFs), dir.as_ref(), options)
+    }
+
+    /// [`FileStore::open`] on any [`Vfs`] (tests use a simulated one).
+    pub fn open_with(vfs: Arc<dyn Vfs>, dir: &Path, options: Options) -> Result<FileStore> {
+        vfs.create_dir_all(dir).map_err(|e| Error::io(e, "cannot create the store directory", dir))?;
+        let dir = vfs.canonicalize(dir).map_err(|e| Error::io(e, "cannot resolve the store directory", dir))?;
+        let lock_path = dir.join(LOCK_FILE_NAME);
+        let lock_file = vfs
+            .open_lock_file(&lock_path)
+            .map_err(|e| Error::io_with_code(ErrorCode::Lock, e, "cannot open the lock file", &lock_path))?;
+        let id = xxh3_64(dir.as_os_str().as_encoded_bytes());
+        let store = FileStore { dir, vfs, lock_file, id, options, poisoned: AtomicBool::new(false) };
+        store.sweep_staging()?;
+        Ok(store)
+    }
+
+    /// The store directory (canonical).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The store's options.
+    pub fn options(&self) -> Options {
+        self.options
+    }
+
+    /// The path of the file that holds `key` (given as its CKE), whether or not it exists.
+    pub fn file_path(&self, key: &[u8]) -> PathBuf {
+        self.dir.join(keyhash::file_name(key))
+    }
+
+    /// Removes staging files that no live write owns: those of dead processes,
+    /// and those of this process that no write of this store has in flight
+    /// (a previous process that had our pid). Nothing else is touched.
+    fn sweep_staging(&self) -> Result<()> {
+        let names = self.vfs.read_dir(&self.dir).map_err(|e| Error::io(e, "cannot list the store directory", &self.dir))?;
+        let me = std::process::id();
+        let mut removed = false;
+        for name in names {
+            let Some(name) = name.to_str() else { continue };
+            let Some((pid, _)) = staging::parse_staging_name(name) else { continue };
+            let path = self.dir.join(name);
+            let mut remove = || {
+                // A failure here only leaves garbage behind; it never loses data.
+                if self.vfs.remove_file(&path).is_ok() {
+                    removed = true;
+                }
+            };
+            if pid == me {
+                staging::remove_unless_in_flight(self.id, name, remove);
+            } else if !self.vfs.process_alive(pid) {
+                remove();
+            }
+        }
+        if removed && self.options.sync_blob {
+            self.sync_dir()?;
+        }
+        Ok(())
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(Error::new(
+                ErrorCode::StorePoisoned,
+                "an earlier fsync failed, so durability cannot be promised; reopen the store to write again",
+            )
+            .with_file(&self.dir));
+        }
+        Ok(())
+    }
+
+    /// An fsync error: poisons the store, then describes the failure.
+    fn fsync_failed(&self, err: io::Error, what: &str, path: &Path) -> Error {
+        self.poisoned.store(true, Ordering::Release);
+        Error::io_with_code(ErrorCode::Fsync, err, what, path)
+    }
+
+    fn sync_dir(&self) -> Result<()> {
+        self.vfs.sync_dir(&self.dir).map_err(|e| self.fsync_failed(e, "cannot fsync the store directory", &self.dir))
+    }
+
+    /// Opens `key`'s file for reading: `None` if it does not exist.
+    fn open_key(&self, key: &[u8]) -> Result<Option<(Box<dyn VfsFile>, u64, PathBuf)>> {
+        cke::validate(key)?;
+        let path = self.file_path(key);
+        let file = match self.vfs.open_read(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(e, "cannot open the key file", &path)),
+        };
+        let size = file.size().map_err(|e| Error::io(e, "cannot stat the key file", &path))?;
+        Ok(Some((file, size, path)))
+    }
+
+    /// Reads and checks the header and meta segment of an open key file.
+    fn read_head(file: &dyn VfsFile, size: u64, path: &Path) -> Result<(format::Header, format::MetaSegment)> {
+        let read_err = |e: io::Error| match e.kind() {
+            // The file is shorter than its header says: truncated.
+            io::ErrorKind::UnexpectedEof => Error::corrupt("the key file ends early").with_file(path),
+            _ => Error::io(e, "cannot read the key file", path),
+        };
+        let first = usize::try_from(size).unwrap_or(usize::MAX).min(HEAD_READ);
+        let mut buf = vec![0u8; first];
+        file.read_exact_at(&mut buf, 0).map_err(read_err)?;
+        let header = format::Header::decode(&buf, size).map_err(|e| e.with_file(path))?;
+        let head_len = HEADER_LEN + header.meta_len as usize;
+        if head_len > buf.len() {
+            let have = buf.len();
+            buf.resize(head_len, 0);
+            file.read_exact_at(&mut buf[have..], have as u64).map_err(read_err)?;
+        }
+        format::parse_head(&buf, size).map_err(|e| e.with_file(path))
+    }
+
+    /// Fails with `ERR_KEY_MISMATCH` unless the file holds `key`.
+    fn check_key(stored: &[u8], key: &[u8], path: &Path) -> Result<()> {
+        if stored != key {
+            return Err(Error::new(ErrorCode::KeyMismatch, "the key file holds another key than the one asked for")
+                .with_file(path));
+        }
+        Ok(())
+    }
+
+    /// The record of `key` (its CKE), or `None` if the key does not exist.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Entry>> {
+        let Some((file, size, path)) = self.open_key(key)? else { return Ok(None) };
+        let (header, meta) = Self::read_head(&*file, size, &path)?;
+        Self::check_key(&meta.key, key, &path)?;
+        let offset = (HEADER_LEN + header.meta_len as usize) as u64;
+        let len = usize::try_from(header.value_len)
+            .map_err(|_| Error::new(ErrorCode::InvalidArgument, "the value is too large for this platform").with_file(&path))?;
+        let mut stored = Vec::new();
+        stored.try_reserve_exact(len).map_err(|_| {
+            Error::new(ErrorCode::InvalidArgument, format!("cannot allocate {len} bytes for the value")).with_file(&path)
+        })?;
+        stored.resize(len, 0);
+        file.read_exact_at(&mut stored, offset).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => Error::corrupt("the key file ends early").with_file(&path),
+            _ => Error::io(e, "cannot read the key file", &path),
+        })?;
+        let value = format::decode_value_owned(&header, stored).map_err(|e| e.with_file(&path))?;
+        Ok(Some(Entry { serializer: header.serializer, meta: meta.meta, value }))
+    }
+
+    /// The metadata of `key`, read without the value, or `None`.
+    pub fn get_meta(&self, key: &[u8]) -> Result<Option<MetaEntry>> {
+        let Some((file, size, path)) = self.open_key(key)? else { return Ok(None) };
+        let (header, meta) = Self::read_head(&*file, size, &path)?;
+        Self::check_key(&meta.key, key, &path)?;
+        Ok(Some(MetaEntry { key: meta.key, serializer: header.serializer, meta: meta.meta, file: path.display().to_string() }))
+    }
+
+    /// Whether `key` has a file.
+    pub fn exists(&self, key: &[u8]) -> Result<bool> {
+        cke::validate(key)?;
+        let path = self.file_path(key);
+        self.vfs.exists(&path).map_err(|e| Error::io(e, "cannot look up the key file", &path))
+    }
+
+    /// Writes every entry: each to a new staging file, written whole and
+    /// fsynced; then each renamed over its key file; then one directory fsync.
+    /// Returns only when all of it is durable (with `sync_blob`). Each key is
+    /// replaced atomically; a batch is not (a crash may keep some keys' new
+    /// values and others' old ones). The caller holds the keys' locks.
+    pub fn put(&self, writes: &[Write<'_>]) -> Result<()> {
+        self.check_writable()?;
+        for w in writes {
+            cke::validate(w.key)?;
+        }
+        let mut staged: Vec<(PathBuf, PathBuf, InFlight)> = Vec::with_capacity(writes.len());
+        let result = self.stage_all(writes, &mut staged).and_then(|()| self.commit(&mut staged));
+        // Whatever was not renamed is removed: a failed write leaves no trace.
+        for (stage, _, _) in &staged {
+            let _ = self.vfs.remove_file(stage);
+        }
+        result
+    }
+
+    fn stage_all(&self, writes: &[Write<'_>], staged: &mut Vec<(PathBuf, PathBuf, InFlight)>) -> Result<()> {
+        let pid = std::process::id();
+        for w in writes {
+            let target = self.file_path(w.key);
+            let file = format::encode_parts(Codec::NONE, w.key, w.serializer, w.meta, w.value)
+                .map_err(|e| e.with_file(&target))?;
+            let name = keyhash::file_name(w.key);
+            let hex = &name[..name.len() - KEY_FILE_SUFFIX.len()];
+            let stage_name = staging::staging_name(hex, pid, staging::next_seq());
+            let stage = self.dir.join(&stage_name);
+            // Registered before it exists, so a concurrent sweep never takes it.
+            let in_flight = InFlight::register(self.id, stage_name);
+            let mut f = self.vfs.create_new(&stage).map_err(|e| Error::io(e, "cannot create a staging file", &stage))?;
+            staged.push((stage.clone(), target, in_flight));
+            f.write_all(&file.head).map_err(|e| Error::io(e, "cannot write a staging file", &stage))?;
+            f.write_all(&file.value).map_err(|e| Error::io(e, "cannot write a staging file", &stage))?;
+            if self.options.sync_blob {
+                f.sync().map_err(|e| self.fsync_failed(e, "cannot fsync a staging file", &stage))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Renames every staged file over its target, then fsyncs the directory.
+    /// Renamed entries leave `staged`, so the caller removes only what is left.
+    fn commit(&self, staged: &mut Vec<(PathBuf, PathBuf, InFlight)>) -> Result<()> {
+        while !staged.is_empty() {
+            let (stage, target, _) = &staged[0];
+            self.vfs.rename(stage, target).map_err(|e| Error::io(e, "cannot rename a staging file over the key file", target))?;
+            staged.remove(0);
+        }
+        if self.options.sync_blob {
+            self.sync_dir()?;
+        }
+        Ok(())
+    }
+
+    /// Deletes each key (given as its CKE); returns whether each existed. One
+    /// directory fsync makes all the deletions durable before this returns.
+    pub fn delete(&self, keys: &[&[u8]]) -> Result<Vec<bool>> {
+        self.check_writable()?;
+        for k in keys {
+            cke::validate(k)?;
+        }
+        let mut existed = Vec::with_capacity(keys.len());
+        for k in keys {
+            let path = self.file_path(k);
+            match self.vfs.remove_file(&path) {
+                Ok(()) => existed.push(true),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => existed.push(false),
+                Err(e) => return Err(Error::io(e, "cannot delete the key file", &path)),
+            }
+        }
+        if self.options.sync_blob && existed.iter().any(|&b| b) {
+            self.sync_dir()?;
+        }
+        Ok(existed)
+    }
+
+    /// Reads the header and metadata of every key file, one file open at a
+    /// time. Files that are not key files are ignored; key files that cannot
+    /// be read are reported in [`ListResult::corrupt`]; nothing is changed.
+    pub fn list(&self) -> Result<ListResult> {
+        let names = self.vfs.read_dir(&self.dir).map_err(|e| Error::io(e, "cannot list the store directory", &self.dir))?;
+        let mut out = ListResult::default();
+        for name in names {
+            let Some(name) = name.to_str() else { continue };
+            if !is_key_file_name(name) {
+                continue;
+            }
+            let path = self.dir.join(name);
+            match self.list_one(&path, name) {
+                Ok(Some(entry)) => out.entries.push(entry),
+                Ok(None) => {} // deleted since the directory was read
+                Err(e) => out.corrupt.push(e),
+            }
+        }
+        Ok(out)
+    }
+
+    fn list_one(&self, path: &Path, name: &str) -> Result<Option<MetaEntry>> {
+        let file = match self.vfs.open_read(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(e, "cannot open the key file", path)),
+        };
+        let size = file.size().map_err(|e| Error::io(e, "cannot stat the key file", path))?;
+        let (header, meta) = Self::read_head(&*file, size, path)?;
+        cke::validate(&meta.key).map_err(|e| Error::corrupt(format!("the stored key is invalid: {e}")).with_file(path))?;
+        if keyhash::file_name(&meta.key) != name {
+            return Err(Error::new(ErrorCode::KeyMismatch, "the key file holds a key whose name is another file's")
+                .with_file(path));
+        }
+        Ok(Some(MetaEntry { key: meta.key, serializer: header.serializer, meta: meta.meta, file: path.display().to_string() }))
+    }
+
+    /// The lock ids of `keys`, sorted and without duplicates: every holder
+    /// takes locks in one order, so two multi-key writers cannot deadlock.
+    fn lock_ids(&self, keys: &[&[u8]]) -> Result<Vec<LockId>> {
+        let mut ids = Vec::with_capacity(keys.len());
+        for k in keys {
+            cke::validate(k)?;
+            ids.push((self.id, keyhash::lock_offset(k)));
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    fn lock_error(&self, e: io::Error) -> Error {
+        Error::io_with_code(ErrorCode::Lock, e, "cannot lock a key", self.dir.join(LOCK_FILE_NAME))
+    }
+
+    /// Locks every key against every other holder, in this process (any
+    /// thread) and in others, waiting as long as it takes.
+    pub fn lock(&self, keys: &[&[u8]]) -> Result<()> {
+        let ids = self.lock_ids(keys)?;
+        let table = LockTable::global();
+        for (i, &id) in ids.iter().enumerate() {
+            table.lock(id);
+            if let Err(e) = self.lock_file.lock(id.1) {
+                table.unlock(id);
+                self.release(&ids[..i]);
+                return Err(self.lock_error(e));
+            }
+        }
+        Ok(())
+    }
+
+    /// Locks every key if all are free right now, or none; never waits.
+    pub fn try_lock(&self, keys: &[&[u8]]) -> Result<bool> {
+        let ids = self.lock_ids(keys)?;
+        let table = LockTable::global();
+        for (i, &id) in ids.iter().enumerate() {
+            if !table.try_lock(id) {
+                self.release(&ids[..i]);
+                return Ok(false);
+            }
+            match self.lock_file.try_lock(id.1) {
+                Ok(true) => {}
+                Ok(false) => {
+                    table.unlock(id);
+                    self.release(&ids[..i]);
+                    return Ok(false);
+                }
+                Err(e) => {
+                    table.unlock(id);
+                    self.release(&ids[..i]);
+                    return Err(self.lock_error(e));
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Releases the locks of `keys` (taken with [`lock`](Self::lock) or [`try_lock`](Self::try_lock)).
+    pub fn unlock(&self, keys: &[&[u8]]) -> Result<()> {
+        let ids = self.lock_ids(keys)?;
+        self.release(&ids);
+        Ok(())
+    }
+
+    fn release(&self, ids: &[LockId]) {
+        for &id in ids {
+            // An unlock fails only for a bad descriptor; the kernel drops the
+            // lock with the descriptor anyway, so the table must not stay held.
+            let _ = self.lock_file.unlock(id.1);
+            LockTable::global().unlock(id);
+        }
+    }
+}
+
+/// Deletes a store: its key files, staging files and lock file, then the
+/// directory if nothing else is left in it. A missing directory is not an error.
+pub fn delete_store(dir: impl AsRef<Path>) -> Result<()> {
+    delete_store_with(&RealFs, dir.as_ref())
+}
+
+/// [`delete_store`] on any [`Vfs`].
+pub fn delete_store_with(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
+    let names = match vfs.read_dir(dir) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(e, "cannot list the store directory", dir)),
+    };
+    let mut foreign = false;
+    for name in names {
+        let ours = name
+            .to_str()
+            .is_some_and(|n| is_key_file_name(n) || n == LOCK_FILE_NAME || staging::parse_staging_name(n).is_some());
+        if !ours {
+            foreign = true;
+            continue;
+        }
+        let path = dir.join(&name);
+        match vfs.remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(e, "cannot delete a store file", &path)),
+        }
+    }
+    if !foreign {
+        match vfs.remove_dir(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(e, "cannot remove the store directory", dir)),
+        }
+    } else {
+        vfs.sync_dir(dir).map_err(|e| Error::io_with_code(ErrorCode::Fsync, e, "cannot fsync the store directory", dir))?;
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        vfs.sync_dir(parent).map_err(|e| Error::io_with_code(ErrorCode::Fsync, e, "cannot fsync the parent directory", parent))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cke::{encode, Key};
+    use std::fs;
+
+    fn key(s: &str) -> Vec<u8> {
+        encode(&Key::str(s))
+    }
+
+    fn open(dir: &Path) -> FileStore {
+        FileStore::open(dir, Options::default()).unwrap()
+    }
+
+    fn put1(store: &FileStore, k: &[u8], value: &[u8]) {
+        store.put(&[Write { key: k, serializer: 1, meta: b"\x80", value }]).unwrap();
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn put_get_meta_exists_delete() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = open(tmp.path());
+        let k = key("a");
+        assert_eq!(store.get(&k).unwrap(), None);
+        assert!(!store.exists(&k).unwrap());
+        put1(&store, &k, b"value");
+        let e = store.get(&k).unwrap().unwrap();
+        assert_eq!(e, Entry { serializer: 1, meta: b"\x80".to_vec(), value: b"value".to_vec() });
+        let m = store.get_meta(&k).unwrap().unwrap();
+        assert_eq!(m.key, k);
+        assert!(m.file.ends_with(&keyhash::file_name(&k)));
+        assert!(store.exists(&k).unwrap());
+        put1(&store, &k, b"second");
+        assert_eq!(store.get(&k).unwrap().unwrap().value, b"second");
+        assert_eq!(store.delete(&[&k, &key("missing")]).unwrap(), vec![true, false]);
+        assert_eq!(store.get(&k).unwrap(), None);
+        // Only the lock file is left: no staging file, no placeholder.
+        assert_eq!(names(tmp.path()), vec![LOCK_FILE_NAME.to_string()]);
+    }
+
+    #[test]
+    fn invalid_keys_are_refused_and_write_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = open(tmp.path());
+        for bad in [&b""[..], b"\x09", b"\x05\x00\x00\x00\x05a"] {
+            assert_eq!(store.get(bad).unwrap_err().code(), ErrorCode::InvalidKey);
+            let w = Write { key: bad, serializer: 1, meta: b"", value: b"" };
+            assert_eq!(store.put(&[w]).unwrap_err().code(), ErrorCode::InvalidKey);
+            assert_eq!(store.lock(&[bad]).unwrap_err().code(), ErrorCode::InvalidKey);
+        }
+        assert_eq!(names(tmp.path()), vec![LOCK_FILE_NAME.to_string()]);
+    }
+
+    #[test]
+    fn large_and_empty_values_round_trip() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = open(tmp.path());
+        let big: Vec<u8> = (0..(3 << 20)).map(|i| (i * 7 % 251) as u8).collect();
+        put1(&store, &key("big"), &big);
+        put1(&store, &key("empty"), b"");
+        assert_eq!(store.get(&key("big")).unwrap().unwrap().value, big);
+        assert_eq!(store.get(&key("empty")).unwrap().unwrap().value, b"");
+        // A key longer than the first head read.
+        let long = key(&"k".repeat(100_000));
+        put1(&store, &long, b"x");
+        assert_eq!(store.get_meta(&long).unwrap().unwrap().key, long);
+        assert_eq!(store.list().unwrap().entries.len(), 3);
+    }
+
+    #[test]
+    fn corrupt_and_moved_files_are_typed_errors_naming_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = open(tmp.path());
+        let (a, b) = (key("a"), key("b"));
+        put1(&store, &a, b"aaaa");
+        put1(&store, &b, b"bbbb");
+        let pa = store.file_path(&a);
+        let pb = store.file_path(&b);
+        // b's file now holds a's bytes.
+        fs::copy(&pa, &pb).unwrap();
+        let err = store.get(&b).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::KeyMismatch);
+        assert_eq!(err.file(), Some(pb.as_path()));
+        let listing = store.list().unwrap();
+        assert_eq!(listing.entries.len(), 1);
+        assert_eq!(listing.corrupt[0].code(), ErrorCode::KeyMismatch);
+        // Flip the last byte of a's value.
+        let mut bytes = fs::read(&pa).unwrap();
+        *bytes.last_mut().unwrap() ^= 1;
+        fs::write(&pa, &bytes).unwrap();
+        let err = store.get(&a).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Corrupt);
+        assert_eq!(err.file(), Some(pa.as_path()));
+        assert_eq!(fs::read(&pa).unwrap(), bytes, "a failed read changes nothing");
+        // The meta segment is still whole, so the metadata reads.
+        assert!(store.get_meta(&a).unwrap().is_some());
+        // Truncated inside the header.
+        fs::write(&pa, &bytes[..20]).unwrap();
+        assert_eq!(store.get(&a).unwrap_err().code(), ErrorCode::Corrupt);
+        assert_eq!(store.get_meta(&a).unwrap_err().code(), ErrorCode::Corrupt);
+    }
+
+    #[test]
+    fn list_ignores_foreign_files_and_never_changes_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = open(tmp.path());
+        put1(&store, &key("real"), b"1");
+        let foreign = [".nfs0001", "notes.txt", "abc.ksv", "0123456789abcdef0123456789abcdef.ksv~"];
+        for f in foreign {
+            fs::write(tmp.path().join(f), b"not konserve").unwrap();
+        }
+        let listing = store.list().unwrap();
+        assert_eq!(listing.entries.len(), 1);
+        assert!(listing.corrupt.is_empty());
+        drop(store);
+        let _again = open(tmp.path());
+        for f in foreign {
+            assert_eq!(fs::read(tmp.path().join(f)).unwrap(), b"not konserve");
+        }
+    }
+
+    #[test]
+    fn open_sweeps_dead_writers_staging_files_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = open(tmp.path());
+        put1(&store, &key("kept"), b"1");
+        drop(store);
+        let hex = "0123456789abcdef0123456789abcdef";
+        // pid 2^31 - 1 is beyond Linux's pid_max: certainly dead.
+        let dead = staging::staging_name(hex, (1 << 31) - 1, 0);
+        // Our own pid, but no write in flight: a previous process with our pid.
+        let stale_own = staging::staging_name(hex, std::process::id(), u64::MAX);
+        // pid 1 is alive: its staging file must stay.
+        let live = staging::staging_name(hex, 1, 0);
+        for n in [&dead, &stale_own, &live] {
+            fs::write(tmp.path().join(n), b"partial").unwrap();
+        }
+        let store = open(tmp.path());
+        let left = names(tmp.path());
+        assert!(!left.contains(&dead));
+        assert!(!left.contains(&stale_own));
+        assert!(left.contains(&live));
+        assert_eq!(store.get(&key("kept")).unwrap().unwrap().value, b"1");
+    }
+
+    #[test]
+    fn locks_exclude_threads_and_are_all_or_none() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Arc::new(open(tmp.path()));
+        let (a, b) = (key("a"), key("b"));
+        assert!(store.try_lock(&[&a, &b]).unwrap());
+        // A second open of the same directory shares the in-process locks.
+        let other = open(tmp.path());
+        assert!(!other.try_lock(&[&a]).unwrap());
+        assert!(!other.try_lock(&[&key("c"), &b]).unwrap());
+        assert!(other.try_lock(&[&key("c")]).unwrap(), "c was not left locked by the failed attempt");
+        other.unlock(&[&key("c")]).unwrap();
+        store.unlock(&[&a, &b]).unwrap();
+
+        // Threads incrementing one counter under the lock lose no update.
+        let k = key("counter");
+        put1(&store, &k, &0u64.to_le_bytes());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let store = Arc::clone(&store);
+                let k = k.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..200 {
+                        store.lock(&[&k]).unwrap();
+                        let v = store.get(&k).unwrap().unwrap().value;
+                        let n = u64::from_le_bytes(v.try_into().unwrap()) + 1;
+                        put1(&store, &k, &n.to_le_bytes());
+                        store.unlock(&[&k]).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let v = store.get(&k).unwrap().unwrap().value;
+        assert_eq!(u64::from_le_bytes(v.try_into().unwrap()), 800);
+        assert_eq!(LockTable::global().len(), 0, "the lock table holds no slot for released keys");
+    }
+
+    #[test]
+    fn sync_blob_false_writes_the_same_bytes() {
+        let (t1, t2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let s1 = open(t1.path());
+        let s2 = FileStore::open(t2.path(), Options { sync_blob: false }).unwrap();
+        put1(&s1, &key("k"), b"v");
+        put1(&s2, &key("k"), b"v");
+        assert_eq!(fs::read(s1.file_path(&key("k"))).unwrap(), fs::read(s2.file_path(&key("k"))).unwrap());
+    }
+
+    #[test]
+    fn delete_store_removes_konserve_files_and_keeps_foreign_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("s");
+        let store = open(&dir);
+        put1(&store, &key("a"), b"1");
+        drop(store);
+        delete_store(&dir).unwrap();
+        assert!(!dir.exists());
+        delete_store(&dir).unwrap(); // missing: fine
+
+        let store = open(&dir);
+        put1(&store, &key("a"), b"1");
+        fs::write(dir.join("mine.txt"), b"keep").unwrap();
+        delete_store(&dir).unwrap();
+        assert_eq!(names(&dir), vec!["mine.txt".to_string()]);
+    }
+}

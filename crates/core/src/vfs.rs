@@ -1,0 +1,233 @@
+//! The I/O seam: every file-system call of the store goes through [`Vfs`].
+//!
+//! [`RealFs`] is the real thing (std + libc). A simulated, pessimistic file
+//! system (data durable only after a file fsync, names only after a directory
+//! fsync, a crash at any step) can implement the same traits, so the store's
+//! crash consistency can be tested without a real crash.
+
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write as _};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// A file system, as the store uses it.
+pub trait Vfs: Send + Sync {
+    /// Creates a new file for writing; fails with `AlreadyExists` if the name
+    /// is taken (`O_CREAT | O_EXCL`).
+    fn create_new(&self, path: &Path) -> io::Result<Box<dyn VfsFile>>;
+
+    /// Opens an existing file for reading.
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn VfsFile>>;
+
+    /// Whether a directory entry `path` exists (without following symlinks).
+    fn exists(&self, path: &Path) -> io::Result<bool>;
+
+    /// Renames `from` to `to`, atomically replacing `to` if it exists.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+
+    /// Removes a file.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+
+    /// The names of a directory's entries (without `.` and `..`).
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<OsString>>;
+
+    /// Creates a directory and any missing parents.
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+
+    /// Removes an empty directory.
+    fn remove_dir(&self, path: &Path) -> io::Result<()>;
+
+    /// Makes a directory's entries (creations, renames, removals) durable.
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+
+    /// The canonical absolute form of a path (symlinks resolved).
+    fn canonicalize(&self, path: &Path) -> io::Result<PathBuf>;
+
+    /// Opens, creating it if missing, a lock file; never truncates it.
+    fn open_lock_file(&self, path: &Path) -> io::Result<Box<dyn VfsLockFile>>;
+
+    /// Whether process `pid` may be alive: only a definite "no such process"
+    /// answers `false`, so that a staging file is never removed on a doubt.
+    fn process_alive(&self, pid: u32) -> bool {
+        match libc::pid_t::try_from(pid) {
+            // pid 0 and negative pids name process groups: never ask about them.
+            Ok(pid) if pid > 0 => {
+                // SAFETY: signal 0 only checks that the process exists.
+                let r = unsafe { libc::kill(pid, 0) };
+                r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+            }
+            _ => true,
+        }
+    }
+}
+
+/// An open file.
+pub trait VfsFile: Send + Sync {
+    /// Writes all of `buf` at the current position (files are written once, in order).
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()>;
+
+    /// Reads exactly `buf.len()` bytes at `offset`; `UnexpectedEof` if the file is shorter.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+
+    /// The file's current length in bytes.
+    fn size(&self) -> io::Result<u64>;
+
+    /// Makes the file's data durable (fsync).
+    fn sync(&self) -> io::Result<()>;
+}
+
+/// An open lock file: exclusive locks on single bytes, held by this open file
+/// (not by a thread), released by the kernel when the process dies.
+pub trait VfsLockFile: Send + Sync {
+    /// Takes the exclusive lock on byte `offset`, waiting as long as it takes.
+    fn lock(&self, offset: u64) -> io::Result<()>;
+
+    /// Takes the exclusive lock on byte `offset` if it is free; never waits.
+    fn try_lock(&self, offset: u64) -> io::Result<bool>;
+
+    /// Releases the lock on byte `offset`.
+    fn unlock(&self, offset: u64) -> io::Result<()>;
+}
+
+/// The real file system, through std and libc.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RealFs;
+
+impl Vfs for RealFs {
+    fn create_new(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+        let file = OpenOptions::new().write(true).create_new(true).mode(0o644).open(path)?;
+        Ok(Box::new(RealFile(file)))
+    }
+
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+        Ok(Box::new(RealFile(File::open(path)?)))
+    }
+
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        match fs::symlink_metadata(path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<OsString>> {
+        fs::read_dir(path)?.map(|entry| entry.map(|e| e.file_name())).collect()
+    }
+
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        fs::create_dir_all(path)
+    }
+
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        fs::remove_dir(path)
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        File::open(path)?.sync_all()
+    }
+
+    fn canonicalize(&self, path: &Path) -> io::Result<PathBuf> {
+        fs::canonicalize(path)
+    }
+
+    fn open_lock_file(&self, path: &Path) -> io::Result<Box<dyn VfsLockFile>> {
+        // Write access: an exclusive (F_WRLCK) lock needs a file open for writing.
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o644).open(path)?;
+        Ok(Box::new(RealLockFile(file)))
+    }
+}
+
+/// A [`VfsFile`] on a real file.
+#[derive(Debug)]
+pub struct RealFile(pub File);
+
+impl VfsFile for RealFile {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.0.write_all(buf)
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        FileExt::read_exact_at(&self.0, buf, offset)
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        // On macOS std issues F_FULLFSYNC here.
+        self.0.sync_all()
+    }
+}
+
+/// A [`VfsLockFile`] on a real file: open-file-description locks on Linux,
+/// which belong to this open file, so they are not tied to a thread and do not
+/// vanish when some other descriptor of the same file is closed.
+#[derive(Debug)]
+pub struct RealLockFile(pub File);
+
+#[cfg(target_os = "linux")]
+const F_SETLK: libc::c_int = libc::F_OFD_SETLK;
+#[cfg(target_os = "linux")]
+const F_SETLKW: libc::c_int = libc::F_OFD_SETLKW;
+// Elsewhere, classic POSIX locks: per process, and dropped when the process
+// closes any descriptor of the lock file. Good enough as a fallback.
+#[cfg(not(target_os = "linux"))]
+const F_SETLK: libc::c_int = libc::F_SETLK;
+#[cfg(not(target_os = "linux"))]
+const F_SETLKW: libc::c_int = libc::F_SETLKW;
+
+impl RealLockFile {
+    /// One `fcntl` lock call on the byte at `offset`, retried on `EINTR`.
+    fn fcntl(&self, cmd: libc::c_int, lock_type: libc::c_int, offset: u64) -> io::Result<()> {
+        let start = libc::off_t::try_from(offset)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: flock is plain data; all-zero is valid, and OFD locks require l_pid = 0.
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = lock_type as _;
+        fl.l_whence = libc::SEEK_SET as _;
+        fl.l_start = start;
+        fl.l_len = 1;
+        loop {
+            // SAFETY: a valid descriptor and a pointer to a live flock.
+            let r = unsafe { libc::fcntl(self.0.as_raw_fd(), cmd, &mut fl as *mut libc::flock) };
+            if r != -1 {
+                return Ok(());
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+}
+
+impl VfsLockFile for RealLockFile {
+    fn lock(&self, offset: u64) -> io::Result<()> {
+        self.fcntl(F_SETLKW, libc::F_WRLCK as _, offset)
+    }
+
+    fn try_lock(&self, offset: u64) -> io::Result<bool> {
+        match self.fcntl(F_SETLK, libc::F_WRLCK as _, offset) {
+            Ok(()) => Ok(true),
+            // POSIX allows either errno for "held by someone else".
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn unlock(&self, offset: u64) -> io::Result<()> {
+        self.fcntl(F_SETLK, libc::F_UNLCK as _, offset)
+    }
+}
