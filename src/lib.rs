@@ -1,0 +1,359 @@
+//! N-API binding of `konserve-core`.
+//!
+//! Thin by design: argument conversion, and every core operation exposed twice,
+//! as a blocking `*Sync` method and as an `AsyncTask` that runs on the libuv
+//! threadpool and resolves a Promise. No storage logic lives here.
+//!
+//! Errors cross as `napi::Error` whose message is `CODE \x1f file \x1f message`;
+//! the TypeScript layer turns that into a `KonserveError` with `code`, `file`
+//! and the key (which only JavaScript knows how to print).
+
+use std::sync::Arc;
+
+use konserve_core as core;
+use napi::bindgen_prelude::*;
+use napi::{Env, Task};
+use napi_derive::napi;
+
+fn js_error(e: core::Error) -> Error {
+  let file = e.file().map(|p| p.display().to_string()).unwrap_or_default();
+  Error::new(
+    Status::GenericFailure,
+    format!("{}\u{1f}{}\u{1f}{}", e.code().as_str(), file, e),
+  )
+}
+
+type CoreResult<T> = std::result::Result<T, core::Error>;
+
+/// A key's record: serializer id, metadata bytes, value bytes.
+#[napi(object)]
+pub struct NativeEntry {
+  pub serializer: u32,
+  pub meta: Buffer,
+  pub value: Buffer,
+}
+
+/// A key's metadata, as `keys` and `getMeta` read it.
+#[napi(object)]
+pub struct NativeMetaEntry {
+  /// The key's canonical encoding (CKE).
+  pub key: Buffer,
+  pub serializer: u32,
+  pub meta: Buffer,
+  pub file: String,
+}
+
+/// A file `keys` could not read: reported, never fatal, never modified.
+#[napi(object)]
+pub struct NativeCorruptFile {
+  pub code: String,
+  pub file: String,
+  pub message: String,
+}
+
+#[napi(object)]
+pub struct NativeListing {
+  pub entries: Vec<NativeMetaEntry>,
+  pub corrupt: Vec<NativeCorruptFile>,
+}
+
+/// One key to write. `serializer` 0 marks raw bytes (bassoc).
+#[napi(object)]
+pub struct NativeWrite {
+  pub key: Buffer,
+  pub serializer: u32,
+  pub meta: Buffer,
+  pub value: Buffer,
+}
+
+fn entry_to_js(e: core::Entry) -> NativeEntry {
+  NativeEntry { serializer: e.serializer as u32, meta: e.meta.into(), value: e.value.into() }
+}
+
+fn meta_to_js(e: core::MetaEntry) -> NativeMetaEntry {
+  NativeMetaEntry {
+    key: e.key.into(),
+    serializer: e.serializer as u32,
+    meta: e.meta.into(),
+    file: e.file,
+  }
+}
+
+fn listing_to_js(l: core::ListResult) -> NativeListing {
+  NativeListing {
+    entries: l.entries.into_iter().map(meta_to_js).collect(),
+    corrupt: l
+      .corrupt
+      .into_iter()
+      .map(|e| NativeCorruptFile {
+        code: e.code().as_str().to_string(),
+        file: e.file().map(|p| p.display().to_string()).unwrap_or_default(),
+        message: e.to_string(),
+      })
+      .collect(),
+  }
+}
+
+fn serializer_id(n: u32) -> Result<u8> {
+  u8::try_from(n).map_err(|_| {
+    Error::new(
+      Status::InvalidArg,
+      format!("ERR_INVALID_ARGUMENT\u{1f}\u{1f}serializer id {n} is not in 0..=255"),
+    )
+  })
+}
+
+fn put(store: &core::FileStore, writes: &[NativeWrite]) -> CoreResult<()> {
+  let ws: Vec<core::Write<'_>> = writes
+    .iter()
+    .map(|w| core::Write {
+      key: &w.key,
+      serializer: w.serializer as u8,
+      meta: &w.meta,
+      value: &w.value,
+    })
+    .collect();
+  store.put(&ws)
+}
+
+fn check_writes(writes: &[NativeWrite]) -> Result<()> {
+  for w in writes {
+    serializer_id(w.serializer)?;
+  }
+  Ok(())
+}
+
+fn key_slices(keys: &[Buffer]) -> Vec<&[u8]> {
+  keys.iter().map(|k| k.as_ref()).collect()
+}
+
+/// One store directory opened by the native core.
+#[napi]
+pub struct NativeFileStore {
+  inner: Arc<core::FileStore>,
+}
+
+#[napi]
+impl NativeFileStore {
+  /// Opens (creating if needed) the store directory; sweeps dead writers' staging files.
+  #[napi(factory)]
+  pub fn open(path: String, sync_blob: bool) -> Result<Self> {
+    let store = core::FileStore::open(&path, core::Options { sync_blob }).map_err(js_error)?;
+    Ok(Self { inner: Arc::new(store) })
+  }
+
+  /// Opens the store on the threadpool.
+  #[napi(ts_return_type = "Promise<NativeFileStore>")]
+  pub fn open_async(path: String, sync_blob: bool) -> AsyncTask<OpenTask> {
+    AsyncTask::new(OpenTask { path, sync_blob })
+  }
+
+  #[napi]
+  pub fn get_sync(&self, key: Buffer) -> Result<Option<NativeEntry>> {
+    Ok(self.inner.get(&key).map_err(js_error)?.map(entry_to_js))
+  }
+
+  #[napi(ts_return_type = "Promise<NativeEntry | null>")]
+  pub fn get_async(&self, key: Buffer) -> AsyncTask<StoreTask> {
+    self.task(Op::Get(key))
+  }
+
+  #[napi]
+  pub fn get_meta_sync(&self, key: Buffer) -> Result<Option<NativeMetaEntry>> {
+    Ok(self.inner.get_meta(&key).map_err(js_error)?.map(meta_to_js))
+  }
+
+  #[napi(ts_return_type = "Promise<NativeMetaEntry | null>")]
+  pub fn get_meta_async(&self, key: Buffer) -> AsyncTask<StoreTask> {
+    self.task(Op::GetMeta(key))
+  }
+
+  #[napi]
+  pub fn exists_sync(&self, key: Buffer) -> Result<bool> {
+    self.inner.exists(&key).map_err(js_error)
+  }
+
+  #[napi(ts_return_type = "Promise<boolean>")]
+  pub fn exists_async(&self, key: Buffer) -> AsyncTask<StoreTask> {
+    self.task(Op::Exists(key))
+  }
+
+  /// Writes every entry durably (staging, fsync, rename, one directory fsync).
+  /// The caller holds the keys' locks.
+  #[napi]
+  pub fn put_sync(&self, writes: Vec<NativeWrite>) -> Result<()> {
+    check_writes(&writes)?;
+    put(&self.inner, &writes).map_err(js_error)
+  }
+
+  #[napi(ts_return_type = "Promise<void>")]
+  pub fn put_async(&self, writes: Vec<NativeWrite>) -> Result<AsyncTask<StoreTask>> {
+    check_writes(&writes)?;
+    Ok(self.task(Op::Put(writes)))
+  }
+
+  /// Deletes each key; returns whether each existed.
+  #[napi]
+  pub fn delete_sync(&self, keys: Vec<Buffer>) -> Result<Vec<bool>> {
+    self.inner.delete(&key_slices(&keys)).map_err(js_error)
+  }
+
+  #[napi(ts_return_type = "Promise<boolean[]>")]
+  pub fn delete_async(&self, keys: Vec<Buffer>) -> AsyncTask<StoreTask> {
+    self.task(Op::Delete(keys))
+  }
+
+  #[napi]
+  pub fn list_sync(&self) -> Result<NativeListing> {
+    Ok(listing_to_js(self.inner.list().map_err(js_error)?))
+  }
+
+  #[napi(ts_return_type = "Promise<NativeListing>")]
+  pub fn list_async(&self) -> AsyncTask<StoreTask> {
+    self.task(Op::List)
+  }
+
+  /// Blocks until every key is locked (in this process and across processes).
+  #[napi]
+  pub fn lock_sync(&self, keys: Vec<Buffer>) -> Result<()> {
+    self.inner.lock(&key_slices(&keys)).map_err(js_error)
+  }
+
+  /// Takes every key's lock, or none; never blocks. Async callers poll this
+  /// instead of parking a threadpool thread on a lock whose holder may need
+  /// that very thread to finish.
+  #[napi]
+  pub fn try_lock(&self, keys: Vec<Buffer>) -> Result<bool> {
+    self.inner.try_lock(&key_slices(&keys)).map_err(js_error)
+  }
+
+  #[napi]
+  pub fn unlock(&self, keys: Vec<Buffer>) -> Result<()> {
+    self.inner.unlock(&key_slices(&keys)).map_err(js_error)
+  }
+
+  /// The path of the file that holds `key`.
+  #[napi]
+  pub fn file_path(&self, key: Buffer) -> String {
+    self.inner.file_path(&key).display().to_string()
+  }
+
+  fn task(&self, op: Op) -> AsyncTask<StoreTask> {
+    AsyncTask::new(StoreTask { store: self.inner.clone(), op: Some(op) })
+  }
+}
+
+/// The file name (`<32 hex>.ksv`) of a key given as its canonical encoding.
+#[napi]
+pub fn file_name(key: Buffer) -> String {
+  core::file_name(&key)
+}
+
+/// Removes a store directory's konserve files (see `konserve_core::delete_store`).
+#[napi]
+pub fn delete_store_sync(path: String) -> Result<()> {
+  core::delete_store(&path).map_err(js_error)
+}
+
+#[napi(ts_return_type = "Promise<void>")]
+pub fn delete_store_async(path: String) -> AsyncTask<DeleteStoreTask> {
+  AsyncTask::new(DeleteStoreTask { path })
+}
+
+pub struct OpenTask {
+  path: String,
+  sync_blob: bool,
+}
+
+impl Task for OpenTask {
+  type Output = core::FileStore;
+  type JsValue = NativeFileStore;
+
+  fn compute(&mut self) -> Result<Self::Output> {
+    core::FileStore::open(&self.path, core::Options { sync_blob: self.sync_blob }).map_err(js_error)
+  }
+
+  fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
+    Ok(NativeFileStore { inner: Arc::new(output) })
+  }
+}
+
+pub struct DeleteStoreTask {
+  path: String,
+}
+
+impl Task for DeleteStoreTask {
+  type Output = ();
+  type JsValue = ();
+
+  fn compute(&mut self) -> Result<()> {
+    core::delete_store(&self.path).map_err(js_error)
+  }
+
+  fn resolve(&mut self, _env: Env, _output: ()) -> Result<()> {
+    Ok(())
+  }
+}
+
+/// A store operation run on the libuv threadpool.
+pub enum Op {
+  Get(Buffer),
+  GetMeta(Buffer),
+  Exists(Buffer),
+  Put(Vec<NativeWrite>),
+  Delete(Vec<Buffer>),
+  List,
+}
+
+pub enum OpOutput {
+  Entry(Option<core::Entry>),
+  Meta(Option<core::MetaEntry>),
+  Bool(bool),
+  Unit,
+  Bools(Vec<bool>),
+  Listing(core::ListResult),
+}
+
+pub struct StoreTask {
+  store: Arc<core::FileStore>,
+  op: Option<Op>,
+}
+
+impl Task for StoreTask {
+  type Output = OpOutput;
+  type JsValue = Unknown<'static>;
+
+  fn compute(&mut self) -> Result<OpOutput> {
+    let store = &self.store;
+    // The input buffers stay referenced until `finally`, so JS cannot free them mid-write.
+    let op = self.op.as_ref().expect("task computed twice");
+    let out = match op {
+      Op::Get(k) => OpOutput::Entry(store.get(k).map_err(js_error)?),
+      Op::GetMeta(k) => OpOutput::Meta(store.get_meta(k).map_err(js_error)?),
+      Op::Exists(k) => OpOutput::Bool(store.exists(k).map_err(js_error)?),
+      Op::Put(ws) => {
+        put(store, ws).map_err(js_error)?;
+        OpOutput::Unit
+      }
+      Op::Delete(ks) => OpOutput::Bools(store.delete(&key_slices(ks)).map_err(js_error)?),
+      Op::List => OpOutput::Listing(store.list().map_err(js_error)?),
+    };
+    Ok(out)
+  }
+
+  fn resolve(&mut self, env: Env, output: OpOutput) -> Result<Self::JsValue> {
+    let raw = env.raw();
+    // SAFETY: each value is converted in the env the task resolves in.
+    let value = unsafe {
+      match output {
+        OpOutput::Entry(e) => ToNapiValue::to_napi_value(raw, e.map(entry_to_js))?,
+        OpOutput::Meta(m) => ToNapiValue::to_napi_value(raw, m.map(meta_to_js))?,
+        OpOutput::Bool(b) => ToNapiValue::to_napi_value(raw, b)?,
+        OpOutput::Unit => ToNapiValue::to_napi_value(raw, ())?,
+        OpOutput::Bools(v) => ToNapiValue::to_napi_value(raw, v)?,
+        OpOutput::Listing(l) => ToNapiValue::to_napi_value(raw, listing_to_js(l))?,
+      }
+    };
+    Ok(unsafe { Unknown::from_raw_unchecked(raw, value) })
+  }
+}
