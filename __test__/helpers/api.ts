@@ -1,0 +1,82 @@
+/**
+ * Runs each check of the compliance suite through one calling form. `api('sync')`
+ * calls with `{ sync: true }` and asserts the result is a plain value (no
+ * Promise); `api('async')` asserts a Promise. Either way the test awaits it.
+ */
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import * as k from 'konserve'
+
+export type Mode = 'sync' | 'async'
+
+function wrap<F extends (...args: any[]) => any>(mode: Mode, f: F, optsIndex: number) {
+  return (...args: any[]): Promise<any> => {
+    const a = args.slice()
+    const given = a[optsIndex] ?? {}
+    while (a.length < optsIndex) a.push(undefined)
+    a[optsIndex] = mode === 'sync' ? { ...given, sync: true } : given
+    let r: unknown
+    try {
+      r = f(...a)
+    } catch (err) {
+      if (mode === 'async') return Promise.reject(new Error(`async form threw synchronously: ${(err as Error).message}`))
+      return Promise.reject(err)
+    }
+    const isPromise = r instanceof Promise
+    if (mode === 'sync' && isPromise) return Promise.reject(new Error(`${f.name} returned a Promise with { sync: true }`))
+    if (mode === 'async' && !isPromise) return Promise.reject(new Error(`${f.name} did not return a Promise`))
+    return Promise.resolve(r)
+  }
+}
+
+export function api(mode: Mode) {
+  return {
+    mode,
+    get: wrap(mode, k.get, 2),
+    getIn: wrap(mode, k.getIn, 3),
+    getMeta: wrap(mode, k.getMeta, 2),
+    exists: wrap(mode, k.exists, 2),
+    assoc: wrap(mode, k.assoc, 3),
+    assocIn: wrap(mode, k.assocIn, 3),
+    update: wrap(mode, k.update, 3),
+    updateIn: wrap(mode, k.updateIn, 3),
+    dissoc: wrap(mode, k.dissoc, 2),
+    keys: wrap(mode, k.keys, 1),
+    bassoc: wrap(mode, k.bassoc, 3),
+    bget: wrap(mode, k.bget, 3),
+    append: wrap(mode, k.append, 3),
+    log: wrap(mode, k.log, 2),
+    reduceLog: wrap(mode, k.reduceLog, 4),
+    multiGet: wrap(mode, k.multiGet, 2),
+    multiAssoc: wrap(mode, k.multiAssoc, 2),
+    multiDissoc: wrap(mode, k.multiDissoc, 2),
+  }
+}
+
+export type Api = ReturnType<typeof api>
+
+export function tempDir(prefix = 'konserve-test-'): string {
+  return mkdtempSync(join(tmpdir(), prefix))
+}
+
+export interface StoreKind {
+  name: string
+  open(mode: Mode, options?: k.FsStoreOptions): Promise<k.Store>
+}
+
+export const storeKinds: StoreKind[] = [
+  {
+    name: 'memory',
+    async open(mode, options = {}) {
+      return mode === 'sync' ? k.newMemStore({ ...options, sync: true }) : k.newMemStore(options)
+    },
+  },
+  {
+    name: 'file',
+    async open(mode, options = {}) {
+      const dir = join(tempDir(), 'store')
+      return mode === 'sync' ? k.connectFsStore(dir, { ...options, sync: true }) : k.connectFsStore(dir, options)
+    },
+  },
+]

@@ -1,0 +1,81 @@
+/**
+ * The backing-store interface: what a backend implements to get the whole
+ * konserve API (paths, serializers, metadata, locking, sync and async) for free.
+ *
+ * A backend stores, per key, three things: the serializer id, the metadata bytes
+ * and the value bytes. Keys arrive as their canonical encoding (CKE, FORMAT.md §2).
+ * Every operation exists in a blocking form (`*Sync`) and a Promise form; a
+ * backend with no blocking I/O (IndexedDB) throws `ERR_NOT_SUPPORTED` from the
+ * sync forms.
+ */
+
+export interface RawEntry {
+  serializer: number
+  meta: Uint8Array
+  value: Uint8Array
+}
+
+export interface RawMeta {
+  /** The key's CKE. */
+  key: Uint8Array
+  serializer: number
+  meta: Uint8Array
+  /** Where the key lives, for backends that have files. */
+  file?: string
+}
+
+export interface RawWrite {
+  key: Uint8Array
+  serializer: number
+  meta: Uint8Array
+  value: Uint8Array
+}
+
+export interface RawCorrupt {
+  code: string
+  file: string
+  message: string
+}
+
+export interface RawListing {
+  entries: RawMeta[]
+  /** Entries that could not be read; `keys` reports them, never deletes them. */
+  corrupt: RawCorrupt[]
+}
+
+export interface Backing {
+  /** 'native', 'pure' or 'memory': which implementation does the work. */
+  readonly implementation: 'native' | 'pure' | 'memory'
+  /** Keys with the same scope share locks (one directory = one scope). */
+  readonly lockScope: string
+  /** True when a multi-key write is all-or-nothing. */
+  readonly atomicMultiKey: boolean
+
+  getSync(key: Uint8Array): RawEntry | undefined
+  getAsync(key: Uint8Array): Promise<RawEntry | undefined>
+  getMetaSync(key: Uint8Array): RawMeta | undefined
+  getMetaAsync(key: Uint8Array): Promise<RawMeta | undefined>
+  existsSync(key: Uint8Array): boolean
+  existsAsync(key: Uint8Array): Promise<boolean>
+  /** Writes all entries; each key's write is atomic and, when durable, synced before returning. */
+  putSync(writes: RawWrite[]): void
+  putAsync(writes: RawWrite[]): Promise<void>
+  /** Deletes the keys; returns whether each existed. */
+  deleteSync(keys: Uint8Array[]): boolean[]
+  deleteAsync(keys: Uint8Array[]): Promise<boolean[]>
+  listSync(): RawListing
+  listAsync(): Promise<RawListing>
+
+  /**
+   * Locking beyond this JavaScript thread (other threads, other processes).
+   * The facade already serializes callers within one thread; a backend that is
+   * private to one thread (memory) implements these as no-ops.
+   * `lockSync` blocks; `tryLock` takes every key or none and never blocks.
+   */
+  lockSync(keys: Uint8Array[]): void
+  tryLock(keys: Uint8Array[]): boolean
+  unlock(keys: Uint8Array[]): void
+
+  /** The file holding a key, where there is one. */
+  filePath?(key: Uint8Array): string
+}

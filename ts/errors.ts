@@ -1,0 +1,78 @@
+/**
+ * Every error konserve throws (or rejects with) is a `KonserveError` with a
+ * stable `code` to branch on, and, where they are known, the key and the file.
+ */
+export type ErrorCode =
+  | 'ERR_IO'
+  | 'ERR_CORRUPT'
+  | 'ERR_UNSUPPORTED_VERSION'
+  | 'ERR_UNSUPPORTED_CODEC'
+  | 'ERR_KEY_MISMATCH'
+  | 'ERR_INVALID_KEY'
+  | 'ERR_STORE_POISONED'
+  | 'ERR_LOCK'
+  | 'ERR_LOCK_BUSY'
+  | 'ERR_FSYNC'
+  | 'ERR_NO_SPACE'
+  | 'ERR_READ_ONLY'
+  | 'ERR_SERIALIZE'
+  | 'ERR_DESERIALIZE'
+  | 'ERR_SERIALIZER_NOT_FOUND'
+  | 'ERR_NOT_A_LOG'
+  | 'ERR_NOT_BINARY'
+  | 'ERR_INVALID_PATH'
+  | 'ERR_INVALID_ARGUMENT'
+  | 'ERR_NOT_SUPPORTED'
+  | 'ERR_NATIVE_UNAVAILABLE'
+
+export class KonserveError extends Error {
+  override name = 'KonserveError'
+  readonly code: ErrorCode
+  // `declare`: no class field is emitted, so `'key' in err` says whether a key
+  // was attached (an ES2022 field would always exist, set to undefined).
+  /** The key the operation was about, when there is one. */
+  declare key?: unknown
+  /** The file involved, for file stores. */
+  declare file?: string
+
+  constructor(code: ErrorCode, message: string, details: { key?: unknown; file?: string; cause?: unknown } = {}) {
+    super(message, details.cause === undefined ? undefined : { cause: details.cause })
+    this.code = code
+    if ('key' in details) this.key = details.key
+    if (details.file) this.file = details.file
+  }
+}
+
+/** Attaches the key to an error thrown while working on it, and types foreign errors. */
+export function withKey(err: unknown, key: unknown): KonserveError {
+  const e = toKonserveError(err)
+  if (!('key' in e)) {
+    e.key = key
+    e.message = `${e.message} (key ${describeKey(key)})`
+  }
+  return e
+}
+
+const SEP = '\u001f'
+
+/** Native errors arrive as `CODE \x1f file \x1f message` (see src/lib.rs). */
+export function toKonserveError(err: unknown): KonserveError {
+  if (err instanceof KonserveError) return err
+  if (err instanceof Error && err.message.includes(SEP)) {
+    const [code, file, ...rest] = err.message.split(SEP)
+    return new KonserveError(code as ErrorCode, rest.join(SEP), { file: file || undefined, cause: err })
+  }
+  const message = err instanceof Error ? err.message : String(err)
+  return new KonserveError('ERR_IO', message, { cause: err })
+}
+
+/** A short, printable form of a key for messages (keys can be 100 KB). */
+export function describeKey(key: unknown): string {
+  let s: string
+  try {
+    s = JSON.stringify(key, (_k, v) => (v instanceof Uint8Array ? `<${v.length} bytes>` : v)) ?? String(key)
+  } catch {
+    s = String(key)
+  }
+  return s.length > 120 ? `${s.slice(0, 117)}...` : s
+}

@@ -1,0 +1,38 @@
+/**
+ * konserve: a durable key-value document store with Clojure-style path access,
+ * in sync and async form. See README.md.
+ */
+export {
+  append,
+  assoc,
+  assocIn,
+  bassoc,
+  bget,
+  dissoc,
+  exists,
+  get,
+  getIn,
+  getMeta,
+  keys,
+  log,
+  multiAssoc,
+  multiDissoc,
+  multiGet,
+  reduceLog,
+  update,
+  updateIn,
+} from './api.js'
+export type { BlobAccess, GetOptions, Key, KeyType, KeysOptions, Metadata, Options, Result, WriteOptions } from './api.js'
+export { Store, connectFsStore, deleteStore, newMemStore } from './store.js'
+export type { FsStoreOptions, StoreOptions, SyncOption } from './store.js'
+export { KonserveError } from './errors.js'
+export type { ErrorCode } from './errors.js'
+export {
+  addMsgpackExtension,
+  jsonSerializer,
+  msgpackSerializer,
+  registerSerializer,
+} from './serializers.js'
+export type { Serializer, SerializerOption } from './serializers.js'
+export type { Backing, RawEntry, RawListing, RawMeta, RawWrite } from './backing.js'
+export { decodeKey, encodeKey } from './codec/key.js'

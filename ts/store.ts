@@ -1,0 +1,112 @@
+/**
+ * Stores: a backing plus the serializers it writes and reads with.
+ * `connectFsStore` and `newMemStore` return a Store; every API function takes it first.
+ */
+import { mkdirSync, realpathSync } from 'node:fs'
+import { mkdir, realpath } from 'node:fs/promises'
+import { resolve } from 'node:path'
+import type { Backing } from './backing.js'
+import { KonserveError, toKonserveError } from './errors.js'
+import { loadNative } from './native.js'
+import { type Serializer, type SerializerOption, SerializerSet } from './serializers.js'
+import { MemoryBacking } from './stores/memory.js'
+import { NativeFileBacking } from './stores/native-file.js'
+
+export interface StoreOptions {
+  /** Serializer for new writes: 'msgpack' (default), 'json', or your own. */
+  serializer?: SerializerOption
+  /** More serializers to read with (ids 128..255). */
+  serializers?: Serializer[]
+}
+
+export interface FsStoreOptions extends StoreOptions {
+  /**
+   * fsync each write's file and the directory before a write returns (default
+   * true). With false, a crash may lose recent writes but never tears a value.
+   */
+  syncBlob?: boolean
+}
+
+export interface SyncOption {
+  /** Return the result (or throw) instead of a Promise. */
+  sync?: boolean
+}
+
+export class Store {
+  /** @internal */
+  readonly serializers: SerializerSet
+
+  constructor(
+    /** @internal */ readonly backing: Backing,
+    options: StoreOptions,
+    /** The store directory, for file stores. */
+    readonly path?: string,
+  ) {
+    this.serializers = new SerializerSet(options.serializer, options.serializers)
+  }
+
+  /** Which implementation does the work: 'native' (Rust core), 'pure' (TypeScript) or 'memory'. */
+  get implementation(): 'native' | 'pure' | 'memory' {
+    return this.backing.implementation
+  }
+}
+
+type Ret<O, T> = O extends { sync: true } ? T : Promise<T>
+
+function checkPath(path: unknown): string {
+  if (typeof path !== 'string' || path === '') {
+    throw new KonserveError('ERR_INVALID_ARGUMENT', 'a file store needs a directory path (a non-empty string)')
+  }
+  return resolve(path)
+}
+
+/** Opens (creating if needed) a file store in the directory `path`. */
+export function connectFsStore<O extends FsStoreOptions & SyncOption>(path: string, options?: O): Ret<O, Store> {
+  const opts: FsStoreOptions & SyncOption = options ?? {}
+  const syncBlob = opts.syncBlob ?? true
+  if (opts.sync) {
+    const dir = checkPath(path)
+    const native = loadNative()
+    mkdirSync(dir, { recursive: true })
+    let store
+    try {
+      store = native.NativeFileStore.open(dir, syncBlob)
+    } catch (err) {
+      throw toKonserveError(err)
+    }
+    return new Store(new NativeFileBacking(store, `file:${realpathSync(dir)}`), opts, dir) as Ret<O, Store>
+  }
+  return (async () => {
+    const dir = checkPath(path)
+    const native = loadNative()
+    await mkdir(dir, { recursive: true })
+    const store = await native.NativeFileStore.openAsync(dir, syncBlob).catch((err: unknown) => {
+      throw toKonserveError(err)
+    })
+    return new Store(new NativeFileBacking(store, `file:${await realpath(dir)}`), opts, dir)
+  })() as Ret<O, Store>
+}
+
+/** A new, empty store in memory, private to this thread. */
+export function newMemStore<O extends StoreOptions & SyncOption>(options?: O): Ret<O, Store> {
+  const store = new Store(new MemoryBacking(), options ?? {})
+  return (options?.sync ? store : Promise.resolve(store)) as Ret<O, Store>
+}
+
+/** Deletes a file store's files (konserve files only: anything else and the directory stay if not empty). */
+export function deleteStore<O extends SyncOption>(path: string, options?: O): Ret<O, void> {
+  if (options?.sync) {
+    try {
+      return loadNative().deleteStoreSync(checkPath(path)) as Ret<O, void>
+    } catch (err) {
+      throw toKonserveError(err)
+    }
+  }
+  return (async () => {
+    try {
+      await loadNative().deleteStoreAsync(checkPath(path))
+    } catch (err) {
+      throw toKonserveError(err)
+    }
+  })() as Ret<O, void>
+}

@@ -1,0 +1,84 @@
+/**
+ * The memory backing: a Map of encoded records, private to one JavaScript
+ * thread. Values are stored serialized, so a value read back is a copy and
+ * the store behaves exactly like a file store (same errors, same metadata).
+ * Multi-key writes are atomic.
+ */
+import type { Backing, RawEntry, RawListing, RawMeta, RawWrite } from '../backing.js'
+
+interface Slot extends RawEntry {
+  key: Uint8Array
+}
+
+let counter = 0
+
+function id(key: Uint8Array): string {
+  let s = ''
+  for (let i = 0; i < key.length; i += 4096) s += String.fromCharCode(...key.subarray(i, i + 4096))
+  return s
+}
+
+export class MemoryBacking implements Backing {
+  readonly implementation = 'memory' as const
+  readonly lockScope = `memory:${++counter}`
+  readonly atomicMultiKey = true
+  private readonly slots = new Map<string, Slot>()
+
+  getSync(key: Uint8Array): RawEntry | undefined {
+    const s = this.slots.get(id(key))
+    return s && { serializer: s.serializer, meta: s.meta, value: s.value }
+  }
+  getMetaSync(key: Uint8Array): RawMeta | undefined {
+    const s = this.slots.get(id(key))
+    return s && { key: s.key, serializer: s.serializer, meta: s.meta }
+  }
+  existsSync(key: Uint8Array): boolean {
+    return this.slots.has(id(key))
+  }
+  putSync(writes: RawWrite[]): void {
+    // Copy in: callers may reuse their buffers.
+    for (const w of writes) {
+      this.slots.set(id(w.key), {
+        key: w.key.slice(),
+        serializer: w.serializer,
+        meta: w.meta.slice(),
+        value: w.value.slice(),
+      })
+    }
+  }
+  deleteSync(keys: Uint8Array[]): boolean[] {
+    return keys.map((k) => this.slots.delete(id(k)))
+  }
+  listSync(): RawListing {
+    return {
+      entries: [...this.slots.values()].map((s) => ({ key: s.key, serializer: s.serializer, meta: s.meta })),
+      corrupt: [],
+    }
+  }
+
+  async getAsync(key: Uint8Array) {
+    return this.getSync(key)
+  }
+  async getMetaAsync(key: Uint8Array) {
+    return this.getMetaSync(key)
+  }
+  async existsAsync(key: Uint8Array) {
+    return this.existsSync(key)
+  }
+  async putAsync(writes: RawWrite[]) {
+    this.putSync(writes)
+  }
+  async deleteAsync(keys: Uint8Array[]) {
+    return this.deleteSync(keys)
+  }
+  async listAsync() {
+    return this.listSync()
+  }
+
+  // One thread owns this store: the facade's in-thread locks are all it needs.
+  lockSync(): void {}
+  tryLock(): boolean {
+    return true
+  }
+  unlock(): void {}
+}
