@@ -5,7 +5,7 @@
  */
 import test from 'ava'
 import { Readable } from 'node:stream'
-import { KonserveError, type Metadata, type Store, registerSerializer } from 'konserve'
+import { KonserveError, type Metadata, type Store, addMsgpackExtension, registerSerializer } from 'konserve'
 import { type Api, type Mode, api, storeKinds } from './helpers/api.js'
 
 const modes: Mode[] = ['sync', 'async']
@@ -21,6 +21,18 @@ async function readAll(stream: Readable): Promise<Buffer> {
   for await (const c of stream) chunks.push(Buffer.from(c))
   return Buffer.concat(chunks)
 }
+
+/** A user class, stored through a msgpackr extension (konserve uses incognito for records). */
+class Point {
+  constructor(
+    readonly x: number,
+    readonly y: number,
+  ) {}
+  norm(): number {
+    return Math.hypot(this.x, this.y)
+  }
+}
+addMsgpackExtension({ Class: Point, type: 42, write: (p: Point) => [p.x, p.y], read: ([x, y]: [number, number]) => new Point(x, y) })
 
 registerSerializer({
   id: 200,
@@ -353,6 +365,18 @@ for (const kind of storeKinds) {
       await k.assoc(s, 'cyc', cyclic)
       const back = (await k.get(s, 'cyc')) as Record<string, unknown>
       t.is(back.self, back)
+    })
+
+    test(title('classes round-trip through a msgpackr extension'), async (t) => {
+      const [s, k] = await setup()
+      await k.assoc(s, 'shape', { corners: [new Point(3, 4), new Point(0, 1)] })
+      const back = (await k.get(s, 'shape')) as { corners: Point[] }
+      t.true(back.corners[0] instanceof Point)
+      t.is(back.corners[0]!.norm(), 5)
+      t.deepEqual(await k.updateIn(s, ['shape', 'corners', 1], (p: Point) => new Point(p.x + 1, p.y)), [
+        { corners: [new Point(3, 4), new Point(0, 1)] },
+        { corners: [new Point(3, 4), new Point(1, 1)] },
+      ])
     })
 
     test(title('unserializable values are typed errors and keep the old value'), async (t) => {
