@@ -33,6 +33,9 @@ pub enum ErrorCode {
     NoSpace,
     /// The file system is read-only (`EROFS`).
     ReadOnly,
+    /// An encrypted segment does not authenticate (wrong key, or altered), or
+    /// the store has no key for an encrypted file.
+    Decrypt,
 }
 
 impl ErrorCode {
@@ -51,6 +54,7 @@ impl ErrorCode {
             ErrorCode::Fsync => "ERR_FSYNC",
             ErrorCode::NoSpace => "ERR_NO_SPACE",
             ErrorCode::ReadOnly => "ERR_READ_ONLY",
+            ErrorCode::Decrypt => "ERR_DECRYPT",
         }
     }
 

@@ -8,6 +8,8 @@ use std::borrow::Cow;
 
 use xxhash_rust::xxh3::xxh3_64;
 
+pub use crate::codec::{Codec, SegmentContext, SegmentKind};
+use crate::codec::{OsRandom, Randomness};
 use crate::error::{Error, ErrorCode, Result};
 
 /// The magic number at the start of every key file.
@@ -16,11 +18,6 @@ pub const MAGIC: [u8; 4] = *b"KNSV";
 pub const VERSION: u8 = 1;
 /// The length of the header.
 pub const HEADER_LEN: usize = 48;
-
-/// Compressor id 0: no compression.
-pub const COMPRESSOR_NONE: u8 = 0;
-/// Encryptor id 0: no encryption.
-pub const ENCRYPTOR_NONE: u8 = 0;
 
 /// The decoded header of a key file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,51 +113,6 @@ fn le_u64(b: &[u8]) -> u64 {
     u64::from_le_bytes(b.try_into().expect("8 bytes"))
 }
 
-/// The compressor and encryptor of a file's segments (FORMAT.md §4.2, §4.3):
-/// `stored = encrypt(compress(plain))`. Only id 0 of each exists in this build;
-/// new codecs go into [`Codec::encode`] and [`Codec::decode`], callers stay as they are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Codec {
-    /// Compressor id.
-    pub compressor: u8,
-    /// Encryptor id.
-    pub encryptor: u8,
-}
-
-impl Codec {
-    /// No compression, no encryption: `stored = plain`.
-    pub const NONE: Codec = Codec { compressor: COMPRESSOR_NONE, encryptor: ENCRYPTOR_NONE };
-
-    /// Fails with `ERR_UNSUPPORTED_CODEC` unless this build has both ids.
-    pub fn check(&self) -> Result<()> {
-        if self.compressor != COMPRESSOR_NONE {
-            return Err(Error::new(
-                ErrorCode::UnsupportedCodec,
-                format!("compressor id {} is not supported by this build", self.compressor),
-            ));
-        }
-        if self.encryptor != ENCRYPTOR_NONE {
-            return Err(Error::new(
-                ErrorCode::UnsupportedCodec,
-                format!("encryptor id {} is not supported by this build", self.encryptor),
-            ));
-        }
-        Ok(())
-    }
-
-    /// A segment's stored bytes from its plain bytes.
-    pub fn encode<'a>(&self, plain: &'a [u8]) -> Result<Cow<'a, [u8]>> {
-        self.check()?;
-        Ok(Cow::Borrowed(plain))
-    }
-
-    /// A segment's plain bytes from its stored bytes (checksum already checked).
-    pub fn decode<'a>(&self, stored: &'a [u8]) -> Result<Cow<'a, [u8]>> {
-        self.check()?;
-        Ok(Cow::Borrowed(stored))
-    }
-}
-
 /// The plain bytes of a meta segment: u32 LE key length, the key's CKE, the metadata.
 pub fn compose_meta(key_cke: &[u8], meta: &[u8]) -> Result<Vec<u8>> {
     let k = u32::try_from(key_cke.len())
@@ -195,39 +147,39 @@ pub struct MetaSegment {
 }
 
 /// Checks the meta segment's checksum against `header`, decodes and splits it.
-pub fn decode_meta(header: &Header, stored: &[u8]) -> Result<MetaSegment> {
+pub fn decode_meta(header: &Header, ctx: &SegmentContext<'_>, stored: &[u8]) -> Result<MetaSegment> {
     if stored.len() as u64 != u64::from(header.meta_len) {
         return Err(Error::corrupt("meta segment length differs from the header"));
     }
     if xxh3_64(stored) != header.meta_checksum {
         return Err(Error::corrupt("meta segment checksum mismatch"));
     }
-    let plain = header.codec.decode(stored)?;
+    let plain = header.codec.decode(ctx, SegmentKind::Meta, stored)?;
     let (key, meta) = split_meta(&plain)?;
     Ok(MetaSegment { key: key.to_vec(), meta: meta.to_vec() })
 }
 
 /// Checks the value segment's checksum against `header` and decodes it.
-pub fn decode_value(header: &Header, stored: &[u8]) -> Result<Vec<u8>> {
+pub fn decode_value(header: &Header, ctx: &SegmentContext<'_>, stored: &[u8]) -> Result<Vec<u8>> {
     if stored.len() as u64 != header.value_len {
         return Err(Error::corrupt("value segment length differs from the header"));
     }
     if xxh3_64(stored) != header.value_checksum {
         return Err(Error::corrupt("value segment checksum mismatch"));
     }
-    Ok(header.codec.decode(stored)?.into_owned())
+    Ok(header.codec.decode(ctx, SegmentKind::Value, stored)?.into_owned())
 }
 
 /// [`decode_value`] for a segment read into its own buffer: when the segment is
 /// stored as is, the buffer is returned without a copy (large blobs).
-pub fn decode_value_owned(header: &Header, stored: Vec<u8>) -> Result<Vec<u8>> {
+pub fn decode_value_owned(header: &Header, ctx: &SegmentContext<'_>, stored: Vec<u8>) -> Result<Vec<u8>> {
     if stored.len() as u64 != header.value_len {
         return Err(Error::corrupt("value segment length differs from the header"));
     }
     if xxh3_64(&stored) != header.value_checksum {
         return Err(Error::corrupt("value segment checksum mismatch"));
     }
-    match header.codec.decode(&stored)? {
+    match header.codec.decode(ctx, SegmentKind::Value, &stored)? {
         Cow::Borrowed(_) => Ok(stored),
         Cow::Owned(plain) => Ok(plain),
     }
@@ -254,18 +206,23 @@ impl EncodedFile<'_> {
     }
 }
 
-/// Encodes a key file with `codec`. Fails with `ERR_INVALID_ARGUMENT` if the
-/// meta segment exceeds the format's 4 GiB, or with the codec's error.
+/// Encodes a key file with `codec`; salts and IVs come from `rng`. Fails with
+/// `ERR_INVALID_ARGUMENT` if the meta segment exceeds the format's 4 GiB, or
+/// with the codec's error.
+#[allow(clippy::too_many_arguments)]
 pub fn encode_parts<'a>(
     codec: Codec,
+    secret: Option<&[u8]>,
     key_cke: &[u8],
     serializer: u8,
     meta: &[u8],
     value: &'a [u8],
+    rng: &mut dyn Randomness,
 ) -> Result<EncodedFile<'a>> {
+    let ctx = SegmentContext { secret, key_hash: crate::keyhash::key_hash(key_cke) };
     let meta_plain = compose_meta(key_cke, meta)?;
-    let meta_stored = codec.encode(&meta_plain)?;
-    let value_stored = codec.encode(value)?;
+    let meta_stored = codec.encode(&ctx, SegmentKind::Meta, &meta_plain, rng)?;
+    let value_stored = codec.encode(&ctx, SegmentKind::Value, value, rng)?;
     let meta_len = u32::try_from(meta_stored.len()).map_err(|_| {
         Error::new(ErrorCode::InvalidArgument, "a key and its metadata exceed the format's 4 GiB")
     })?;
@@ -285,7 +242,7 @@ pub fn encode_parts<'a>(
 
 /// Encodes a whole key file without compression or encryption.
 pub fn encode_file(key_cke: &[u8], serializer: u8, meta: &[u8], value: &[u8]) -> Result<Vec<u8>> {
-    Ok(encode_parts(Codec::NONE, key_cke, serializer, meta, value)?.to_vec())
+    Ok(encode_parts(Codec::NONE, None, key_cke, serializer, meta, value, &mut OsRandom)?.to_vec())
 }
 
 /// A whole parsed key file.
@@ -304,27 +261,33 @@ pub struct ParsedFile {
 /// Parses the header and meta segment from the start of a file: `prefix` is at
 /// least the first `48 + m` bytes (more is ignored), `file_len` the file's
 /// total length. This is all `keys` and `getMeta` read.
-pub fn parse_head(prefix: &[u8], file_len: u64) -> Result<(Header, MetaSegment)> {
+pub fn parse_head(prefix: &[u8], file_len: u64, ctx: &SegmentContext<'_>) -> Result<(Header, MetaSegment)> {
     let header = Header::decode(prefix, file_len)?;
     let end = HEADER_LEN + header.meta_len as usize;
     let stored = prefix
         .get(HEADER_LEN..end)
         .ok_or_else(|| Error::corrupt("file ends inside the meta segment"))?;
-    let meta = decode_meta(&header, stored)?;
+    let meta = decode_meta(&header, ctx, stored)?;
     Ok((header, meta))
 }
 
 /// Parses a whole key file, checking everything FORMAT.md §4 lists.
-pub fn parse_file(bytes: &[u8]) -> Result<ParsedFile> {
-    let (header, meta) = parse_head(bytes, bytes.len() as u64)?;
+pub fn parse_file(bytes: &[u8], ctx: &SegmentContext<'_>) -> Result<ParsedFile> {
+    let (header, meta) = parse_head(bytes, bytes.len() as u64, ctx)?;
     // The total length was checked against the header, so this slice is exact.
-    let value = decode_value(&header, &bytes[HEADER_LEN + header.meta_len as usize..])?;
+    let value = decode_value(&header, ctx, &bytes[HEADER_LEN + header.meta_len as usize..])?;
     Ok(ParsedFile { header, key: meta.key, meta: meta.meta, value })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const PLAIN: SegmentContext<'static> = SegmentContext { secret: None, key_hash: 0 };
+
+    fn parse_file(bytes: &[u8]) -> Result<ParsedFile> {
+        super::parse_file(bytes, &PLAIN)
+    }
 
     fn sample() -> Vec<u8> {
         encode_file(b"\x05\x00\x00\x00\x01a", 1, b"\x80", b"\x2a").unwrap()
@@ -339,7 +302,7 @@ mod tests {
         assert_eq!(p.meta, b"\x80");
         assert_eq!(p.value, b"\x2a");
         assert_eq!(p.header.serializer, 1);
-        let (h, m) = parse_head(&file[..48 + 11], file.len() as u64).unwrap();
+        let (h, m) = parse_head(&file[..48 + 11], file.len() as u64, &PLAIN).unwrap();
         assert_eq!(h, p.header);
         assert_eq!(m.key, p.key);
     }
@@ -376,7 +339,7 @@ mod tests {
 
         for i in [6, 7] {
             let mut f = sample();
-            f[i] = 1;
+            f[i] = 9;
             reseal(&mut f);
             assert_eq!(parse_file(&f).unwrap_err().code(), ErrorCode::UnsupportedCodec);
         }

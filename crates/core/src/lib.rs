@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod cke;
+pub mod codec;
 pub mod error;
 pub mod format;
 pub mod keyhash;

@@ -14,8 +14,9 @@ use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::cke;
+use crate::codec::{Codec, OsRandom, SegmentContext, COMPRESSOR_LZ4, ENCRYPTOR_AES, ENCRYPTOR_NONE};
 use crate::error::{Error, ErrorCode, Result};
-use crate::format::{self, Codec, HEADER_LEN};
+use crate::format::{self, HEADER_LEN};
 use crate::keyhash::{self, is_key_file_name, KEY_FILE_SUFFIX};
 use crate::locks::{LockId, LockTable};
 use crate::staging::{self, InFlight};
@@ -30,17 +31,50 @@ pub const LOCK_FILE_NAME: &str = ".konserve.lock";
 const HEAD_READ: usize = 4096;
 
 /// Store options.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone)]
 pub struct Options {
     /// fsync each staging file and the directory before a write returns
     /// (default `true`). With `false`, a crash may lose recent writes, but a
     /// key still holds its old value or its new one, never a torn one.
     pub sync_blob: bool,
+    /// The compressor new writes use (FORMAT.md §4.2): 0 none, 1 LZ4.
+    pub compressor: u8,
+    /// The user's encryption key: when set, new writes are encrypted
+    /// (FORMAT.md §4.3), and encrypted files can be read.
+    pub encryption_key: Option<Vec<u8>>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { sync_blob: true }
+        Options { sync_blob: true, compressor: 0, encryption_key: None }
+    }
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("sync_blob", &self.sync_blob)
+            .field("compressor", &self.compressor)
+            .field("encryption_key", &self.encryption_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl Options {
+    /// The codec new writes use.
+    fn codec(&self) -> Codec {
+        let encryptor = if self.encryption_key.is_some() { ENCRYPTOR_AES } else { ENCRYPTOR_NONE };
+        Codec { compressor: self.compressor, encryptor }
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.compressor > COMPRESSOR_LZ4 {
+            return Err(Error::new(ErrorCode::InvalidArgument, format!("unknown compressor id {}", self.compressor)));
+        }
+        if self.encryption_key.as_ref().is_some_and(|k| k.is_empty()) {
+            return Err(Error::new(ErrorCode::InvalidArgument, "the encryption key is empty"));
+        }
+        Ok(())
     }
 }
 
@@ -122,6 +156,7 @@ impl FileStore {
 
     /// [`FileStore::open`] on any [`Vfs`] (tests use a simulated one).
     pub fn open_with(vfs: Arc<dyn Vfs>, dir: &Path, options: Options) -> Result<FileStore> {
+        options.check()?;
         vfs.create_dir_all(dir).map_err(|e| Error::io(e, "cannot create the store directory", dir))?;
         let dir = vfs.canonicalize(dir).map_err(|e| Error::io(e, "cannot resolve the store directory", dir))?;
         let lock_path = dir.join(LOCK_FILE_NAME);
@@ -140,8 +175,13 @@ impl FileStore {
     }
 
     /// The store's options.
-    pub fn options(&self) -> Options {
-        self.options
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// What decoding a segment of the key with this hash needs.
+    fn context(&self, key_hash: u128) -> SegmentContext<'_> {
+        SegmentContext { secret: self.options.encryption_key.as_deref(), key_hash }
     }
 
     /// The path of the file that holds `key` (given as its CKE), whether or not it exists.
@@ -213,7 +253,12 @@ impl FileStore {
     }
 
     /// Reads and checks the header and meta segment of an open key file.
-    fn read_head(file: &dyn VfsFile, size: u64, path: &Path) -> Result<(format::Header, format::MetaSegment)> {
+    fn read_head(
+        file: &dyn VfsFile,
+        size: u64,
+        path: &Path,
+        ctx: &SegmentContext<'_>,
+    ) -> Result<(format::Header, format::MetaSegment)> {
         let read_err = |e: io::Error| match e.kind() {
             // The file is shorter than its header says: truncated.
             io::ErrorKind::UnexpectedEof => Error::corrupt("the key file ends early").with_file(path),
@@ -229,7 +274,7 @@ impl FileStore {
             buf.resize(head_len, 0);
             file.read_exact_at(&mut buf[have..], have as u64).map_err(read_err)?;
         }
-        format::parse_head(&buf, size).map_err(|e| e.with_file(path))
+        format::parse_head(&buf, size, ctx).map_err(|e| e.with_file(path))
     }
 
     /// Fails with `ERR_KEY_MISMATCH` unless the file holds `key`.
@@ -244,7 +289,8 @@ impl FileStore {
     /// The record of `key` (its CKE), or `None` if the key does not exist.
     pub fn get(&self, key: &[u8]) -> Result<Option<Entry>> {
         let Some((file, size, path)) = self.open_key(key)? else { return Ok(None) };
-        let (header, meta) = Self::read_head(&*file, size, &path)?;
+        let ctx = self.context(keyhash::key_hash(key));
+        let (header, meta) = Self::read_head(&*file, size, &path, &ctx)?;
         Self::check_key(&meta.key, key, &path)?;
         let offset = (HEADER_LEN + header.meta_len as usize) as u64;
         let len = usize::try_from(header.value_len)
@@ -258,14 +304,15 @@ impl FileStore {
             io::ErrorKind::UnexpectedEof => Error::corrupt("the key file ends early").with_file(&path),
             _ => Error::io(e, "cannot read the key file", &path),
         })?;
-        let value = format::decode_value_owned(&header, stored).map_err(|e| e.with_file(&path))?;
+        let value = format::decode_value_owned(&header, &ctx, stored).map_err(|e| e.with_file(&path))?;
         Ok(Some(Entry { serializer: header.serializer, meta: meta.meta, value }))
     }
 
     /// The metadata of `key`, read without the value, or `None`.
     pub fn get_meta(&self, key: &[u8]) -> Result<Option<MetaEntry>> {
         let Some((file, size, path)) = self.open_key(key)? else { return Ok(None) };
-        let (header, meta) = Self::read_head(&*file, size, &path)?;
+        let ctx = self.context(keyhash::key_hash(key));
+        let (header, meta) = Self::read_head(&*file, size, &path, &ctx)?;
         Self::check_key(&meta.key, key, &path)?;
         Ok(Some(MetaEntry { key: meta.key, serializer: header.serializer, meta: meta.meta, file: path.display().to_string() }))
     }
@@ -300,7 +347,8 @@ impl FileStore {
         let pid = std::process::id();
         for w in writes {
             let target = self.file_path(w.key);
-            let file = format::encode_parts(Codec::NONE, w.key, w.serializer, w.meta, w.value)
+            let secret = self.options.encryption_key.as_deref();
+            let file = format::encode_parts(self.options.codec(), secret, w.key, w.serializer, w.meta, w.value, &mut OsRandom)
                 .map_err(|e| e.with_file(&target))?;
             let name = keyhash::file_name(w.key);
             let hex = &name[..name.len() - KEY_FILE_SUFFIX.len()];
@@ -383,7 +431,9 @@ impl FileStore {
             Err(e) => return Err(Error::io(e, "cannot open the key file", path)),
         };
         let size = file.size().map_err(|e| Error::io(e, "cannot stat the key file", path))?;
-        let (header, meta) = Self::read_head(&*file, size, path)?;
+        // A key file's name is the hex of its key's hash (checked by is_key_file_name).
+        let key_hash = u128::from_str_radix(&name[..32], 16).expect("32 lowercase hex digits");
+        let (header, meta) = Self::read_head(&*file, size, path, &self.context(key_hash))?;
         cke::validate(&meta.key).map_err(|e| Error::corrupt(format!("the stored key is invalid: {e}")).with_file(path))?;
         if keyhash::file_name(&meta.key) != name {
             return Err(Error::new(ErrorCode::KeyMismatch, "the key file holds a key whose name is another file's")
@@ -703,11 +753,74 @@ mod tests {
         assert_eq!(LockTable::global().len(), 0, "the lock table holds no slot for released keys");
     }
 
+    fn with_codec(compressor: u8, key: Option<&str>) -> Options {
+        Options { compressor, encryption_key: key.map(|k| k.as_bytes().to_vec()), ..Options::default() }
+    }
+
+    #[test]
+    fn every_codec_combination_round_trips_and_reads_the_others() {
+        let tmp = tempfile::tempdir().unwrap();
+        let combos = [(0, None), (1, None), (0, Some("s3cr3t")), (1, Some("s3cr3t"))];
+        let value: Vec<u8> = b"PLAINTEXT-MARKER ".repeat(1000);
+        for (i, &(c, k)) in combos.iter().enumerate() {
+            let store = FileStore::open(tmp.path(), with_codec(c, k)).unwrap();
+            let key = key(&format!("k{i}"));
+            store.put(&[Write { key: &key, serializer: 1, meta: b"\x80", value: &value }]).unwrap();
+            assert_eq!(store.get(&key).unwrap().unwrap().value, value);
+            let bytes = fs::read(store.file_path(&key)).unwrap();
+            assert_eq!((bytes[6], bytes[7]), (c, u8::from(k.is_some())), "header ids");
+            if c == 1 {
+                assert!(bytes.len() < value.len() / 10, "LZ4 shrinks a repetitive value");
+            }
+            if k.is_some() {
+                assert!(!bytes.windows(16).any(|w| w == b"PLAINTEXT-MARKER"), "no plaintext on disk");
+            }
+        }
+        // A store with the key reads every file, whatever codec wrote it.
+        let reader = FileStore::open(tmp.path(), with_codec(1, Some("s3cr3t"))).unwrap();
+        assert_eq!(reader.list().unwrap().entries.len(), 4);
+        for i in 0..4 {
+            assert_eq!(reader.get(&key(&format!("k{i}"))).unwrap().unwrap().value, value);
+        }
+    }
+
+    #[test]
+    fn wrong_or_missing_key_is_a_typed_error_and_changes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = FileStore::open(tmp.path(), with_codec(1, Some("right"))).unwrap();
+        put1(&store, &key("secret"), b"value");
+        let path = store.file_path(&key("secret"));
+        let before = fs::read(&path).unwrap();
+        for opts in [with_codec(0, Some("wrong")), with_codec(0, None)] {
+            let other = FileStore::open(tmp.path(), opts).unwrap();
+            let err = other.get(&key("secret")).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::Decrypt);
+            assert_eq!(err.file(), Some(path.as_path()));
+            assert_eq!(other.get_meta(&key("secret")).unwrap_err().code(), ErrorCode::Decrypt);
+            let listing = other.list().unwrap();
+            assert!(listing.entries.is_empty());
+            assert_eq!(listing.corrupt[0].code(), ErrorCode::Decrypt);
+        }
+        assert_eq!(fs::read(&path).unwrap(), before);
+        // An encrypted file copied over another key's file does not authenticate there.
+        put1(&store, &key("other"), b"x");
+        fs::copy(&path, store.file_path(&key("other"))).unwrap();
+        assert_eq!(store.get(&key("other")).unwrap_err().code(), ErrorCode::Decrypt);
+    }
+
+    #[test]
+    fn bad_options_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(FileStore::open(tmp.path(), with_codec(2, None)).unwrap_err().code(), ErrorCode::InvalidArgument);
+        assert_eq!(FileStore::open(tmp.path(), with_codec(0, Some(""))).unwrap_err().code(), ErrorCode::InvalidArgument);
+        assert!(!format!("{:?}", with_codec(0, Some("hunter2"))).contains("hunter2"), "Debug never prints the key");
+    }
+
     #[test]
     fn sync_blob_false_writes_the_same_bytes() {
         let (t1, t2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let s1 = open(t1.path());
-        let s2 = FileStore::open(t2.path(), Options { sync_blob: false }).unwrap();
+        let s2 = FileStore::open(t2.path(), Options { sync_blob: false, ..Options::default() }).unwrap();
         put1(&s1, &key("k"), b"v");
         put1(&s2, &key("k"), b"v");
         assert_eq!(fs::read(s1.file_path(&key("k"))).unwrap(), fs::read(s2.file_path(&key("k"))).unwrap());

@@ -1,0 +1,157 @@
+//! How a segment's plain bytes become its stored bytes (FORMAT.md §4.4):
+//! `stored = encrypt(compress(plain))`, and back.
+//!
+//! The header names the compressor and the encryptor by id. A reader uses the
+//! ids of the file, so a store reads files written with other settings; the
+//! encryption key comes from the store's options.
+
+use std::borrow::Cow;
+
+use crate::error::{Error, ErrorCode, Result};
+
+pub mod aes;
+pub mod lz4;
+
+/// Compressor id 0: none.
+pub const COMPRESSOR_NONE: u8 = 0;
+/// Compressor id 1: LZ4 frame.
+pub const COMPRESSOR_LZ4: u8 = 1;
+/// Encryptor id 0: none.
+pub const ENCRYPTOR_NONE: u8 = 0;
+/// Encryptor id 1: AES-256-CBC + HMAC-SHA256, HKDF-derived keys.
+pub const ENCRYPTOR_AES: u8 = 1;
+
+/// Which segment of a file: part of what the MAC authenticates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SegmentKind {
+    /// The meta segment (the key and the metadata).
+    Meta = 0,
+    /// The value segment.
+    Value = 1,
+}
+
+/// Where the random salts and IVs of encryption come from.
+pub trait Randomness {
+    /// Fills `buf` with unpredictable bytes.
+    fn fill(&mut self, buf: &mut [u8]) -> Result<()>;
+}
+
+/// The operating system's random source.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OsRandom;
+
+impl Randomness for OsRandom {
+    fn fill(&mut self, buf: &mut [u8]) -> Result<()> {
+        getrandom::getrandom(buf).map_err(|e| Error::new(ErrorCode::Io, format!("the OS random source failed: {e}")))
+    }
+}
+
+/// Fixed bytes, consumed in order: for golden test vectors only. Never use it
+/// to write real data, since salts and IVs must never repeat.
+#[derive(Clone, Debug)]
+pub struct FixedRandom {
+    bytes: Vec<u8>,
+    pos: usize,
+}
+
+impl FixedRandom {
+    /// Random bytes that are `bytes`, in order, then an error.
+    pub fn new(bytes: Vec<u8>) -> FixedRandom {
+        FixedRandom { bytes, pos: 0 }
+    }
+}
+
+impl Randomness for FixedRandom {
+    fn fill(&mut self, buf: &mut [u8]) -> Result<()> {
+        let end = self.pos + buf.len();
+        let src = self.bytes.get(self.pos..end).ok_or_else(|| Error::new(ErrorCode::InvalidArgument, "fixed randomness used up"))?;
+        buf.copy_from_slice(src);
+        self.pos = end;
+        Ok(())
+    }
+}
+
+/// The compressor and encryptor of a file's segments, by id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Codec {
+    /// Compressor id.
+    pub compressor: u8,
+    /// Encryptor id.
+    pub encryptor: u8,
+}
+
+/// What encoding and decoding a segment needs besides its bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct SegmentContext<'a> {
+    /// The user's encryption key, if the store has one.
+    pub secret: Option<&'a [u8]>,
+    /// XXH3-128 of the key's CKE (the file name's hash).
+    pub key_hash: u128,
+}
+
+impl Codec {
+    /// No compression, no encryption: `stored = plain`.
+    pub const NONE: Codec = Codec { compressor: COMPRESSOR_NONE, encryptor: ENCRYPTOR_NONE };
+
+    /// Fails with `ERR_UNSUPPORTED_CODEC` unless this build has both ids.
+    pub fn check(&self) -> Result<()> {
+        if self.compressor > COMPRESSOR_LZ4 {
+            return Err(Error::new(
+                ErrorCode::UnsupportedCodec,
+                format!("compressor id {} is not supported by this build", self.compressor),
+            ));
+        }
+        if self.encryptor > ENCRYPTOR_AES {
+            return Err(Error::new(
+                ErrorCode::UnsupportedCodec,
+                format!("encryptor id {} is not supported by this build", self.encryptor),
+            ));
+        }
+        Ok(())
+    }
+
+    fn secret<'a>(&self, ctx: &SegmentContext<'a>) -> Result<&'a [u8]> {
+        ctx.secret.ok_or_else(|| {
+            Error::new(ErrorCode::Decrypt, "the file is encrypted and the store was opened without an encryption key")
+        })
+    }
+
+    /// A segment's stored bytes from its plain bytes (borrowed when neither
+    /// compressed nor encrypted, so large values are not copied).
+    pub fn encode<'a>(
+        &self,
+        ctx: &SegmentContext<'_>,
+        kind: SegmentKind,
+        plain: &'a [u8],
+        rng: &mut dyn Randomness,
+    ) -> Result<Cow<'a, [u8]>> {
+        self.check()?;
+        let compressed: Cow<'a, [u8]> = match self.compressor {
+            COMPRESSOR_LZ4 => Cow::Owned(lz4::compress(plain)),
+            _ => Cow::Borrowed(plain),
+        };
+        if self.encryptor == ENCRYPTOR_AES {
+            let secret = self.secret(ctx)?;
+            let mut salt = [0u8; aes::SALT_LEN];
+            let mut iv = [0u8; aes::IV_LEN];
+            rng.fill(&mut salt)?;
+            rng.fill(&mut iv)?;
+            return Ok(Cow::Owned(aes::seal(secret, kind as u8, ctx.key_hash, &compressed, &salt, &iv)));
+        }
+        Ok(compressed)
+    }
+
+    /// A segment's plain bytes from its stored bytes (checksum already checked).
+    pub fn decode<'a>(&self, ctx: &SegmentContext<'_>, kind: SegmentKind, stored: &'a [u8]) -> Result<Cow<'a, [u8]>> {
+        self.check()?;
+        let decrypted: Cow<'a, [u8]> = match self.encryptor {
+            ENCRYPTOR_AES => Cow::Owned(aes::open(self.secret(ctx)?, kind as u8, ctx.key_hash, stored)?),
+            _ => Cow::Borrowed(stored),
+        };
+        match self.compressor {
+            COMPRESSOR_LZ4 => Ok(Cow::Owned(lz4::decompress(&decrypted)?)),
+            _ => Ok(decrypted),
+        }
+    }
+}
