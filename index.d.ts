@@ -12,9 +12,9 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 /** One store directory opened by the native core. */
 export declare class NativeFileStore {
   /** Opens (creating if needed) the store directory; sweeps dead writers' staging files. */
-  static open(path: string, syncBlob: boolean): NativeFileStore
+  static open(path: string, options: NativeOpenOptions): NativeFileStore
   /** Opens the store on the threadpool. */
-  static openAsync(path: string, syncBlob: boolean): Promise<NativeFileStore>
+  static openAsync(path: string, options: NativeOpenOptions): Promise<NativeFileStore>
   getSync(key: Buffer): NativeEntry | null
   getAsync(key: Buffer): Promise<NativeEntry | null>
   getMetaSync(key: Buffer): NativeMetaEntry | null
@@ -53,6 +53,12 @@ export declare function deleteStoreSync(path: string): void
 /** The file name (`<32 hex>.ksv`) of a key given as its canonical encoding. */
 export declare function fileName(key: Buffer): string
 
+/** An LZ4 frame of `data`, written by the reference compressor (FORMAT.md §4.2). */
+export declare function lz4Compress(data: Buffer): Buffer
+
+/** The content of one standard LZ4 frame. */
+export declare function lz4Decompress(frame: Buffer): Buffer
+
 /** A file `keys` could not read: reported, never fatal, never modified. */
 export interface NativeCorruptFile {
   code: string
@@ -79,6 +85,15 @@ export interface NativeMetaEntry {
   serializer: number
   meta: Buffer
   file: string
+}
+
+/** How a store is opened (see `FsStoreOptions` in the TypeScript layer). */
+export interface NativeOpenOptions {
+  syncBlob: boolean
+  /** 0: none, 1: LZ4. */
+  compressor: number
+  /** When set, new writes are encrypted and encrypted files can be read. */
+  encryptionKey?: Buffer
 }
 
 /** One key to write. `serializer` 0 marks raw bytes (bassoc). */

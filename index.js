@@ -839,3 +839,5 @@ module.exports.NativeFileStore = nativeBinding.NativeFileStore
 module.exports.deleteStoreAsync = nativeBinding.deleteStoreAsync
 module.exports.deleteStoreSync = nativeBinding.deleteStoreSync
 module.exports.fileName = nativeBinding.fileName
+module.exports.lz4Compress = nativeBinding.lz4Compress
+module.exports.lz4Decompress = nativeBinding.lz4Decompress

@@ -127,6 +127,27 @@ fn key_slices(keys: &[Buffer]) -> Vec<&[u8]> {
   keys.iter().map(|k| k.as_ref()).collect()
 }
 
+/// How a store is opened (see `FsStoreOptions` in the TypeScript layer).
+#[napi(object)]
+pub struct NativeOpenOptions {
+  pub sync_blob: bool,
+  /// 0: none, 1: LZ4.
+  pub compressor: u32,
+  /// When set, new writes are encrypted and encrypted files can be read.
+  pub encryption_key: Option<Buffer>,
+}
+
+fn core_options(o: &NativeOpenOptions) -> Result<core::Options> {
+  let compressor = u8::try_from(o.compressor).map_err(|_| {
+    Error::new(Status::InvalidArg, format!("ERR_INVALID_ARGUMENT\u{1f}\u{1f}unknown compressor id {}", o.compressor))
+  })?;
+  Ok(core::Options {
+    sync_blob: o.sync_blob,
+    compressor,
+    encryption_key: o.encryption_key.as_ref().map(|k| k.to_vec()),
+  })
+}
+
 /// One store directory opened by the native core.
 #[napi]
 pub struct NativeFileStore {
@@ -137,15 +158,15 @@ pub struct NativeFileStore {
 impl NativeFileStore {
   /// Opens (creating if needed) the store directory; sweeps dead writers' staging files.
   #[napi(factory)]
-  pub fn open(path: String, sync_blob: bool) -> Result<Self> {
-    let store = core::FileStore::open(&path, core::Options { sync_blob }).map_err(js_error)?;
+  pub fn open(path: String, options: NativeOpenOptions) -> Result<Self> {
+    let store = core::FileStore::open(&path, core_options(&options)?).map_err(js_error)?;
     Ok(Self { inner: Arc::new(store) })
   }
 
   /// Opens the store on the threadpool.
   #[napi(ts_return_type = "Promise<NativeFileStore>")]
-  pub fn open_async(path: String, sync_blob: bool) -> AsyncTask<OpenTask> {
-    AsyncTask::new(OpenTask { path, sync_blob })
+  pub fn open_async(path: String, options: NativeOpenOptions) -> Result<AsyncTask<OpenTask>> {
+    Ok(AsyncTask::new(OpenTask { path, options: Some(core_options(&options)?) }))
   }
 
   #[napi]
@@ -249,6 +270,18 @@ pub fn file_name(key: Buffer) -> String {
   core::file_name(&key)
 }
 
+/// An LZ4 frame of `data`, written by the reference compressor (FORMAT.md §4.2).
+#[napi]
+pub fn lz4_compress(data: Buffer) -> Buffer {
+  core::codec::lz4::compress(&data).into()
+}
+
+/// The content of one standard LZ4 frame.
+#[napi]
+pub fn lz4_decompress(frame: Buffer) -> Result<Buffer> {
+  Ok(core::codec::lz4::decompress(&frame).map_err(js_error)?.into())
+}
+
 /// Removes a store directory's konserve files (see `konserve_core::delete_store`).
 #[napi]
 pub fn delete_store_sync(path: String) -> Result<()> {
@@ -262,7 +295,7 @@ pub fn delete_store_async(path: String) -> AsyncTask<DeleteStoreTask> {
 
 pub struct OpenTask {
   path: String,
-  sync_blob: bool,
+  options: Option<core::Options>,
 }
 
 impl Task for OpenTask {
@@ -270,7 +303,8 @@ impl Task for OpenTask {
   type JsValue = NativeFileStore;
 
   fn compute(&mut self) -> Result<Self::Output> {
-    core::FileStore::open(&self.path, core::Options { sync_blob: self.sync_blob }).map_err(js_error)
+    let options = self.options.take().expect("open task computed twice");
+    core::FileStore::open(&self.path, options).map_err(js_error)
   }
 
   fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {

@@ -15,6 +15,7 @@ export type ErrorCode =
   | 'ERR_FSYNC'
   | 'ERR_NO_SPACE'
   | 'ERR_READ_ONLY'
+  | 'ERR_DECRYPT'
   | 'ERR_SERIALIZE'
   | 'ERR_DESERIALIZE'
   | 'ERR_SERIALIZER_NOT_FOUND'

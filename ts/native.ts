@@ -11,6 +11,8 @@ export type NativeFileStore = NativeFileStoreClass
 export interface NativeBinding {
   NativeFileStore: typeof NativeFileStoreClass
   fileName(key: Uint8Array): string
+  lz4Compress(data: Buffer): Buffer
+  lz4Decompress(frame: Buffer): Buffer
   deleteStoreSync(path: string): void
   deleteStoreAsync(path: string): Promise<void>
 }

@@ -19,12 +19,52 @@ export interface StoreOptions {
   serializers?: Serializer[]
 }
 
+/** LZ4 compression of values and metadata (docs/FORMAT.md §4.2). */
+export interface CompressorOption {
+  type: 'lz4'
+}
+
+/**
+ * AES-256-CBC encryption of values and metadata, authenticated with
+ * HMAC-SHA256, keys derived per segment with HKDF from `key` (docs/FORMAT.md §4.3).
+ */
+export interface EncryptorOption {
+  type: 'aes'
+  /** The secret: a string (its UTF-8 bytes are used) or bytes. */
+  key: string | Uint8Array
+}
+
 export interface FsStoreOptions extends StoreOptions {
   /**
    * fsync each write's file and the directory before a write returns (default
    * true). With false, a crash may lose recent writes but never tears a value.
    */
   syncBlob?: boolean
+  /** Compress new writes. Files are always read by the compressor their header names. */
+  compressor?: CompressorOption | null
+  /** Encrypt new writes; needed to read encrypted files. */
+  encryptor?: EncryptorOption | null
+}
+
+function badOption(message: string): KonserveError {
+  return new KonserveError('ERR_INVALID_ARGUMENT', message)
+}
+
+/** Checks the codec options and turns them into the binding's form. */
+function codecOptions(opts: FsStoreOptions): { compressor: number; encryptionKey?: Buffer } {
+  let compressor = 0
+  if (opts.compressor != null) {
+    if (typeof opts.compressor !== 'object' || opts.compressor.type !== 'lz4') {
+      throw badOption(`unknown compressor ${JSON.stringify(opts.compressor)}; the one compressor is { type: 'lz4' }`)
+    }
+    compressor = 1
+  }
+  if (opts.encryptor == null) return { compressor }
+  const { type, key } = opts.encryptor as Partial<EncryptorOption>
+  if (type !== 'aes') throw badOption(`unknown encryptor type ${JSON.stringify(type)}; the one encryptor is { type: 'aes', key }`)
+  const bytes = typeof key === 'string' ? Buffer.from(key, 'utf8') : key instanceof Uint8Array ? Buffer.from(key) : undefined
+  if (!bytes || bytes.length === 0) throw badOption('the aes encryptor needs a non-empty key (a string or a Uint8Array)')
+  return { compressor, encryptionKey: bytes }
 }
 
 export interface SyncOption {
@@ -63,14 +103,15 @@ function checkPath(path: unknown): string {
 /** Opens (creating if needed) a file store in the directory `path`. */
 export function connectFsStore<O extends FsStoreOptions & SyncOption>(path: string, options?: O): Ret<O, Store> {
   const opts: FsStoreOptions & SyncOption = options ?? {}
-  const syncBlob = opts.syncBlob ?? true
+  const nativeOptions = () => ({ syncBlob: opts.syncBlob ?? true, ...codecOptions(opts) })
   if (opts.sync) {
     const dir = checkPath(path)
+    const openOptions = nativeOptions()
     const native = loadNative()
     mkdirSync(dir, { recursive: true })
     let store
     try {
-      store = native.NativeFileStore.open(dir, syncBlob)
+      store = native.NativeFileStore.open(dir, openOptions)
     } catch (err) {
       throw toKonserveError(err)
     }
@@ -78,9 +119,10 @@ export function connectFsStore<O extends FsStoreOptions & SyncOption>(path: stri
   }
   return (async () => {
     const dir = checkPath(path)
+    const openOptions = nativeOptions()
     const native = loadNative()
     await mkdir(dir, { recursive: true })
-    const store = await native.NativeFileStore.openAsync(dir, syncBlob).catch((err: unknown) => {
+    const store = await native.NativeFileStore.openAsync(dir, openOptions).catch((err: unknown) => {
       throw toKonserveError(err)
     })
     return new Store(new NativeFileBacking(store, `file:${await realpath(dir)}`), opts, dir)
@@ -89,6 +131,11 @@ export function connectFsStore<O extends FsStoreOptions & SyncOption>(path: stri
 
 /** A new, empty store in memory, private to this thread. */
 export function newMemStore<O extends StoreOptions & SyncOption>(options?: O): Ret<O, Store> {
+  const given = (options ?? {}) as FsStoreOptions
+  // Refused, never silently dropped: a user asking for encryption must not get plaintext.
+  if (given.compressor != null || given.encryptor != null) {
+    throw badOption('the memory store keeps values in memory and neither compresses nor encrypts; use a file store')
+  }
   const store = new Store(new MemoryBacking(), options ?? {})
   return (options?.sync ? store : Promise.resolve(store)) as Ret<O, Store>
 }

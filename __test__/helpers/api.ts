@@ -79,4 +79,13 @@ export const storeKinds: StoreKind[] = [
       return mode === 'sync' ? k.connectFsStore(dir, { ...options, sync: true }) : k.connectFsStore(dir, options)
     },
   },
+  {
+    // The heaviest codec: every check also runs through LZ4 and authenticated AES.
+    name: 'file lz4+aes',
+    async open(mode, options = {}) {
+      const dir = join(tempDir(), 'store')
+      const codec = { compressor: { type: 'lz4' as const }, encryptor: { type: 'aes' as const, key: 'compliance' } }
+      return mode === 'sync' ? k.connectFsStore(dir, { ...codec, ...options, sync: true }) : k.connectFsStore(dir, { ...codec, ...options })
+    },
+  },
 ]
