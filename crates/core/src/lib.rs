@@ -14,6 +14,7 @@ pub mod error;
 pub mod format;
 pub mod keyhash;
 mod locks;
+#[cfg(test)] mod sim;
 mod staging;
 pub mod store;
 pub mod vfs;
