@@ -34,8 +34,10 @@ const HEAD_READ: usize = 4096;
 #[derive(Clone)]
 pub struct Options {
     /// fsync each staging file and the directory before a write returns
-    /// (default `true`). With `false`, a crash may lose recent writes, but a
-    /// key still holds its old value or its new one, never a torn one.
+    /// (default `true`). With `false`, a crash may lose recent writes, and on
+    /// file systems that do not order a file's data before its rename (XFS,
+    /// for one) a key may be left torn: its checksum then reports it as
+    /// `ERR_CORRUPT`. A key never reads back a wrong value.
     pub sync_blob: bool,
     /// The compressor new writes use (FORMAT.md §4.2): 0 none, 1 LZ4.
     pub compressor: u8,
@@ -157,7 +159,7 @@ impl FileStore {
     /// [`FileStore::open`] on any [`Vfs`] (tests use a simulated one).
     pub fn open_with(vfs: Arc<dyn Vfs>, dir: &Path, options: Options) -> Result<FileStore> {
         options.check()?;
-        vfs.create_dir_all(dir).map_err(|e| Error::io(e, "cannot create the store directory", dir))?;
+        create_dir_durably(&*vfs, dir, options.sync_blob)?;
         let dir = vfs.canonicalize(dir).map_err(|e| Error::io(e, "cannot resolve the store directory", dir))?;
         let lock_path = dir.join(LOCK_FILE_NAME);
         let lock_file = vfs
@@ -516,6 +518,34 @@ impl FileStore {
             LockTable::global().unlock(id);
         }
     }
+}
+
+/// Creates `dir` and its missing parents. With `sync` each new directory's
+/// entry is made durable by an fsync of its parent, top-most first: otherwise
+/// a crash could take a new store directory away with every write acknowledged
+/// in it.
+fn create_dir_durably(vfs: &dyn Vfs, dir: &Path, sync: bool) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut level = Some(dir);
+    while let Some(d) = level.filter(|d| !d.as_os_str().is_empty()) {
+        if vfs.exists(d).map_err(|e| Error::io(e, "cannot look up the store directory", d))? {
+            break;
+        }
+        missing.push(d);
+        level = d.parent();
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    vfs.create_dir_all(dir).map_err(|e| Error::io(e, "cannot create the store directory", dir))?;
+    if sync {
+        for d in missing.iter().rev() {
+            let parent = d.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            vfs.sync_dir(parent)
+                .map_err(|e| Error::io_with_code(ErrorCode::Fsync, e, "cannot fsync the parent of a new directory", parent))?;
+        }
+    }
+    Ok(())
 }
 
 /// Deletes a store: its key files, staging files and lock file, then the
