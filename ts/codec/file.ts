@@ -1,0 +1,349 @@
+/**
+ * The key file layout of docs/FORMAT.md §4 and the segment codec of §4.4, as
+ * crates/core/src/format.rs and codec/mod.rs: a 48-byte header, the meta segment
+ * (the key's CKE and the metadata), the value segment, each segment stored as
+ * `encrypt(compress(plain))`. Same checks, same order, same error codes.
+ *
+ * Every decoder is total: any input gives a result or a `KonserveError`.
+ * Decoded bytes may be views of the input. Each operation has a blocking and
+ * an async form; encryption in the blocking form needs a provider with `sync`
+ * primitives (../crypto-node.ts), the async form defaults to WebCrypto.
+ * No `node:` imports: shared with the browser store.
+ */
+import gensync, { type Handler } from 'gensync'
+import { KonserveError } from '../errors.js'
+import { type CryptoProvider, SALT_LEN, IV_LEN, openSegment, randomBytes, sealSegment, webCryptoProvider } from './aes.js'
+import { lz4Compress, lz4Decompress } from './lz4.js'
+import { xxh3_128, xxh3_64 } from './xxhash.js'
+
+/** The magic number at the start of every key file: "KNSV". */
+const MAGIC = [0x4b, 0x4e, 0x53, 0x56]
+/** The format version this module writes and reads. */
+export const FORMAT_VERSION = 1
+/** The length of the header. */
+export const HEADER_LEN = 48
+
+export const COMPRESSOR_NONE = 0
+export const COMPRESSOR_LZ4 = 1
+export const ENCRYPTOR_NONE = 0
+export const ENCRYPTOR_AES = 1
+
+/** Which segment: part of what the MAC authenticates. */
+const META = 0
+const VALUE = 1
+
+/** The decoded header of a key file. */
+export interface Header {
+  /** Serializer id of the value segment (§4.1). */
+  serializer: number
+  compressor: number
+  encryptor: number
+  /** Length of the meta segment as stored. */
+  metaLen: number
+  /** Length of the value segment as stored (inexact above 2^53, which no real file reaches). */
+  valueLen: number
+  /** XXH3-64 of the meta segment as stored. */
+  metaChecksum: bigint
+  /** XXH3-64 of the value segment as stored. */
+  valueChecksum: bigint
+}
+
+/** What encoding a key file takes. */
+export interface EncodeInput {
+  compressor: number
+  encryptor: number
+  /** The encryption key (a string is its UTF-8 bytes); needed when `encryptor` is 1. */
+  secret?: Uint8Array | string | null
+  /** The key's canonical encoding (codec/key.ts). */
+  keyCke: Uint8Array
+  serializer: number
+  /** The metadata bytes (codec/meta.ts). */
+  meta: Uint8Array
+  /** The value's plain bytes. */
+  value: Uint8Array
+  /** Fixed bytes for the salts and IVs, consumed in order (golden tests only: they must never repeat). */
+  random?: Uint8Array
+  /** Crypto primitives; the async form defaults to WebCrypto. */
+  crypto?: CryptoProvider
+}
+
+/** What decoding a key file takes. */
+export interface DecodeContext {
+  /** The encryption key, if the store has one. */
+  secret?: Uint8Array | string | null
+  /**
+   * XXH3-128 of the key's CKE, 16 bytes big-endian (`keyHash(cke)`, or
+   * `keyHashOfFileName(name)` when listing); needed for encrypted files.
+   */
+  keyHash?: Uint8Array
+  /** Crypto primitives; the async form defaults to WebCrypto. */
+  crypto?: CryptoProvider
+}
+
+/** A key file as its two writes: header + meta segment, then the value segment. */
+export interface EncodedParts {
+  head: Uint8Array
+  /** The stored value segment: the plain value itself when neither compressed nor encrypted. */
+  value: Uint8Array
+}
+
+/** The header and meta segment of a file: what `keys` and `getMeta` need. */
+export interface DecodedHead {
+  header: Header
+  /** The stored key's CKE (not validated). */
+  key: Uint8Array
+  /** The metadata bytes (a MessagePack map, not decoded here). */
+  meta: Uint8Array
+}
+
+/** A whole decoded key file. */
+export interface DecodedFile extends DecodedHead {
+  serializer: number
+  /** The value's plain bytes. */
+  value: Uint8Array
+}
+
+const corrupt = (message: string) => new KonserveError('ERR_CORRUPT', message)
+
+const viewOf = (b: Uint8Array) => new DataView(b.buffer, b.byteOffset, b.byteLength)
+
+/** XXH3-128 of a key's CKE: the MAC's key hash and the file name's digits. */
+export const keyHash = (cke: Uint8Array): Uint8Array => xxh3_128(cke)
+
+/** The key hash a key file name stands for, or `undefined` if `name` is not one (`<32 lowercase hex>.ksv`). */
+export function keyHashOfFileName(name: string): Uint8Array | undefined {
+  if (!/^[0-9a-f]{32}\.ksv$/.test(name)) return undefined
+  const out = new Uint8Array(16)
+  for (let i = 0; i < 16; i++) out[i] = parseInt(name.slice(2 * i, 2 * i + 2), 16)
+  return out
+}
+
+// ---- header -----------------------------------------------------------------
+
+/** Fails with `ERR_UNSUPPORTED_CODEC` unless both ids are known. */
+function checkCodec(compressor: number, encryptor: number): void {
+  if (compressor > COMPRESSOR_LZ4) {
+    throw new KonserveError('ERR_UNSUPPORTED_CODEC', `compressor id ${compressor} is not supported by this build`)
+  }
+  if (encryptor > ENCRYPTOR_AES) {
+    throw new KonserveError('ERR_UNSUPPORTED_CODEC', `encryptor id ${encryptor} is not supported by this build`)
+  }
+}
+
+/** The 48 header bytes (version 1, flags 0, header checksum filled in). */
+export function encodeHeader(h: Header): Uint8Array {
+  const out = new Uint8Array(HEADER_LEN)
+  const v = viewOf(out)
+  out.set(MAGIC)
+  out[4] = FORMAT_VERSION
+  out[5] = h.serializer
+  out[6] = h.compressor
+  out[7] = h.encryptor
+  v.setUint32(12, h.metaLen, true)
+  v.setBigUint64(16, BigInt(h.valueLen), true)
+  v.setBigUint64(24, h.metaChecksum, true)
+  v.setBigUint64(32, h.valueChecksum, true)
+  v.setBigUint64(40, xxh3_64(out.subarray(0, 40)), true)
+  return out
+}
+
+/**
+ * Decodes the header from the first bytes of a file of `fileLength` bytes,
+ * checking in the order of §4: the length is at least 48, the magic, the header
+ * checksum, the version, the flags, the codec ids, the total length.
+ */
+export function decodeHeader(bytes: Uint8Array, fileLength: number): Header {
+  if (fileLength < HEADER_LEN || bytes.length < HEADER_LEN) {
+    throw corrupt(`file is ${fileLength} bytes, shorter than a header`)
+  }
+  const v = viewOf(bytes)
+  if (MAGIC.some((m, i) => bytes[i] !== m)) throw corrupt('not a konserve key file (bad magic)')
+  if (xxh3_64(bytes.subarray(0, 40)) !== v.getBigUint64(40, true)) throw corrupt('header checksum mismatch')
+  const version = bytes[4]!
+  if (version !== FORMAT_VERSION) {
+    throw new KonserveError(
+      'ERR_UNSUPPORTED_VERSION',
+      `file format version ${version} is not supported (this build reads ${FORMAT_VERSION})`,
+    )
+  }
+  const flags = v.getUint32(8, true)
+  if (flags !== 0) throw new KonserveError('ERR_UNSUPPORTED_CODEC', `unknown header flags 0x${flags.toString(16).padStart(8, '0')}`)
+  const compressor = bytes[6]!
+  const encryptor = bytes[7]!
+  checkCodec(compressor, encryptor)
+  const header: Header = {
+    serializer: bytes[5]!,
+    compressor,
+    encryptor,
+    metaLen: v.getUint32(12, true),
+    valueLen: v.getUint32(16, true) + v.getUint32(20, true) * 0x100000000,
+    metaChecksum: v.getBigUint64(24, true),
+    valueChecksum: v.getBigUint64(32, true),
+  }
+  // Above 2^53 the sum is inexact, but then it cannot equal a real file's length.
+  if (HEADER_LEN + header.metaLen + header.valueLen !== fileLength) {
+    throw corrupt(`file is ${fileLength} bytes, its header says 48 + ${header.metaLen} + ${header.valueLen}`)
+  }
+  return header
+}
+
+// ---- meta segment -------------------------------------------------------------
+
+/** The plain bytes of a meta segment: u32 LE key length, the key's CKE, the metadata. */
+export function composeMeta(keyCke: Uint8Array, meta: Uint8Array): Uint8Array {
+  if (keyCke.length > 0xffffffff) throw new KonserveError('ERR_INVALID_KEY', 'a key encoding is longer than 2^32 - 1 bytes')
+  const plain = new Uint8Array(4 + keyCke.length + meta.length)
+  viewOf(plain).setUint32(0, keyCke.length, true)
+  plain.set(keyCke, 4)
+  plain.set(meta, 4 + keyCke.length)
+  return plain
+}
+
+/** Splits a meta segment's plain bytes into the key's CKE (not validated) and the metadata. */
+export function splitMeta(plain: Uint8Array): { key: Uint8Array; meta: Uint8Array } {
+  if (plain.length < 4) throw corrupt('meta segment is shorter than its key length field')
+  const k = viewOf(plain).getUint32(0, true)
+  if (k > plain.length - 4) throw corrupt('meta segment is shorter than the key it announces')
+  return { key: plain.subarray(4, 4 + k), meta: plain.subarray(4 + k) }
+}
+
+// ---- segment codec (§4.4) ---------------------------------------------------------
+
+interface SegmentContext {
+  crypto: CryptoProvider
+  secret: Uint8Array | undefined
+  keyHash: Uint8Array | undefined
+}
+
+function contextOf(ctx: DecodeContext): SegmentContext {
+  const secret = typeof ctx.secret === 'string' ? new TextEncoder().encode(ctx.secret) : (ctx.secret ?? undefined)
+  return { crypto: ctx.crypto ?? webCryptoProvider, secret, keyHash: ctx.keyHash }
+}
+
+function secretOf(ctx: SegmentContext): Uint8Array {
+  if (!ctx.secret) {
+    throw new KonserveError('ERR_DECRYPT', 'the file is encrypted and the store was opened without an encryption key')
+  }
+  return ctx.secret
+}
+
+function keyHashOf(ctx: SegmentContext): Uint8Array {
+  if (!ctx.keyHash) throw new KonserveError('ERR_INVALID_ARGUMENT', 'decoding an encrypted file needs the key hash')
+  return ctx.keyHash
+}
+
+/** Where salts and IVs come from: the fixed bytes when given, else the provider. */
+function* draw(ctx: SegmentContext, random: { bytes?: Uint8Array; pos: number }, n: number): Handler<Uint8Array> {
+  if (!random.bytes) return yield* randomBytes(ctx.crypto, n)
+  if (random.pos + n > random.bytes.length) throw new KonserveError('ERR_INVALID_ARGUMENT', 'fixed randomness used up')
+  random.pos += n
+  return random.bytes.subarray(random.pos - n, random.pos)
+}
+
+function* encodeSegment(
+  ctx: SegmentContext,
+  compressor: number,
+  encryptor: number,
+  kind: number,
+  plain: Uint8Array,
+  random: { bytes?: Uint8Array; pos: number },
+): Handler<Uint8Array> {
+  checkCodec(compressor, encryptor)
+  const compressed = compressor === COMPRESSOR_LZ4 ? lz4Compress(plain) : plain
+  if (encryptor !== ENCRYPTOR_AES) return compressed
+  const secret = secretOf(ctx)
+  const salt = yield* draw(ctx, random, SALT_LEN)
+  const iv = yield* draw(ctx, random, IV_LEN)
+  return yield* sealSegment(ctx.crypto, secret, kind, keyHashOf(ctx), compressed, salt, iv)
+}
+
+/** A segment's plain bytes from its stored bytes (checksum already checked). */
+function* decodeSegment(ctx: SegmentContext, header: Header, kind: number, stored: Uint8Array): Handler<Uint8Array> {
+  checkCodec(header.compressor, header.encryptor)
+  const decrypted =
+    header.encryptor === ENCRYPTOR_AES ? yield* openSegment(ctx.crypto, secretOf(ctx), kind, keyHashOf(ctx), stored) : stored
+  return header.compressor === COMPRESSOR_LZ4 ? lz4Decompress(decrypted) : decrypted
+}
+
+// ---- whole files --------------------------------------------------------------
+
+function* encodeParts(input: EncodeInput): Handler<EncodedParts> {
+  const ctx = { ...contextOf(input), keyHash: keyHash(input.keyCke) }
+  const random = { bytes: input.random, pos: 0 }
+  const { compressor, encryptor } = input
+  const metaStored = yield* encodeSegment(ctx, compressor, encryptor, META, composeMeta(input.keyCke, input.meta), random)
+  const valueStored = yield* encodeSegment(ctx, compressor, encryptor, VALUE, input.value, random)
+  if (metaStored.length > 0xffffffff) {
+    throw new KonserveError('ERR_INVALID_ARGUMENT', "a key and its metadata exceed the format's 4 GiB")
+  }
+  const header = encodeHeader({
+    serializer: input.serializer,
+    compressor,
+    encryptor,
+    metaLen: metaStored.length,
+    valueLen: valueStored.length,
+    metaChecksum: xxh3_64(metaStored),
+    valueChecksum: xxh3_64(valueStored),
+  })
+  const head = new Uint8Array(HEADER_LEN + metaStored.length)
+  head.set(header)
+  head.set(metaStored, HEADER_LEN)
+  return { head, value: valueStored }
+}
+
+function* encodeWhole(input: EncodeInput): Handler<Uint8Array> {
+  const { head, value } = yield* encodeParts(input)
+  const file = new Uint8Array(head.length + value.length)
+  file.set(head)
+  file.set(value, head.length)
+  return file
+}
+
+function* decodeHead(prefix: Uint8Array, fileLength: number, ctx: SegmentContext): Handler<DecodedHead> {
+  const header = decodeHeader(prefix, fileLength)
+  const end = HEADER_LEN + header.metaLen
+  if (prefix.length < end) throw corrupt('file ends inside the meta segment')
+  const stored = prefix.subarray(HEADER_LEN, end)
+  if (xxh3_64(stored) !== header.metaChecksum) throw corrupt('meta segment checksum mismatch')
+  const plain = yield* decodeSegment(ctx, header, META, stored)
+  return { header, ...splitMeta(plain) }
+}
+
+function* decodeWhole(bytes: Uint8Array, context: DecodeContext): Handler<DecodedFile> {
+  const ctx = contextOf(context)
+  const head = yield* decodeHead(bytes, bytes.length, ctx)
+  // The total length was checked against the header, so this view is exact.
+  const stored = bytes.subarray(HEADER_LEN + head.header.metaLen)
+  if (xxh3_64(stored) !== head.header.valueChecksum) throw corrupt('value segment checksum mismatch')
+  const value = yield* decodeSegment(ctx, head.header, VALUE, stored)
+  return { ...head, serializer: head.header.serializer, value }
+}
+
+const encodePartsG = gensync(encodeParts)
+const encodeWholeG = gensync(encodeWhole)
+const decodeHeadG = gensync(function* (prefix: Uint8Array, fileLength: number, context: DecodeContext) {
+  return yield* decodeHead(prefix, fileLength, contextOf(context))
+})
+const decodeWholeG = gensync(decodeWhole)
+
+/** Encodes a key file: header + meta segment, and the value segment, to write one after the other. */
+export const encodeKeyFilePartsSync = (input: EncodeInput): EncodedParts => encodePartsG.sync(input)
+export const encodeKeyFilePartsAsync = (input: EncodeInput): Promise<EncodedParts> => encodePartsG.async(input)
+
+/** Encodes a whole key file as one buffer. */
+export const encodeKeyFileSync = (input: EncodeInput): Uint8Array => encodeWholeG.sync(input)
+export const encodeKeyFileAsync = (input: EncodeInput): Promise<Uint8Array> => encodeWholeG.async(input)
+
+/** Decodes a whole key file, checking everything §4 lists. */
+export const decodeKeyFileSync = (bytes: Uint8Array, ctx: DecodeContext): DecodedFile => decodeWholeG.sync(bytes, ctx)
+export const decodeKeyFileAsync = (bytes: Uint8Array, ctx: DecodeContext): Promise<DecodedFile> => decodeWholeG.async(bytes, ctx)
+
+/**
+ * Decodes the header and meta segment from the start of a file: `prefix` holds
+ * at least its first `48 + metaLen` bytes (more is ignored; `decodeHeader` on the
+ * first 48 says how many), `fileLength` is the file's total length.
+ */
+export const decodeKeyFileHeadSync = (prefix: Uint8Array, fileLength: number, ctx: DecodeContext): DecodedHead =>
+  decodeHeadG.sync(prefix, fileLength, ctx)
+export const decodeKeyFileHeadAsync = (prefix: Uint8Array, fileLength: number, ctx: DecodeContext): Promise<DecodedHead> =>
+  decodeHeadG.async(prefix, fileLength, ctx)
