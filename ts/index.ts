@@ -23,7 +23,7 @@ export {
   updateIn,
 } from './api.js'
 export type { BlobAccess, GetOptions, Key, KeyType, KeysOptions, Metadata, Options, Result, WriteOptions } from './api.js'
-export { Store, connectFsStore, deleteStore, newMemStore } from './store.js'
+export { Store, connectFsStore, deleteStore, implementation, newMemStore } from './store.js'
 export type { CompressorOption, EncryptorOption, FsStoreOptions, StoreOptions, SyncOption } from './store.js'
 export { KonserveError } from './errors.js'
 export type { ErrorCode } from './errors.js'

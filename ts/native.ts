@@ -20,6 +20,24 @@ export interface NativeBinding {
 let binding: NativeBinding | undefined
 let loadError: unknown
 
+/** The binding, or undefined (after one process warning) when it cannot load here. */
+export function nativeOrWarn(): NativeBinding | undefined {
+  try {
+    return loadNative()
+  } catch (err) {
+    if (!warned) {
+      warned = true
+      process.emitWarning(
+        `konserve: ${(err as Error).message}. Using the pure-TypeScript implementation (same files, slower). ` +
+          'Set KONSERVE_NATIVE=0 to choose it explicitly and silence this warning.',
+        { code: 'KONSERVE_PURE_FALLBACK' },
+      )
+    }
+    return undefined
+  }
+}
+let warned = false
+
 export function loadNative(): NativeBinding {
   if (binding) return binding
   if (loadError === undefined) {

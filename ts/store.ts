@@ -7,10 +7,12 @@ import { mkdir, realpath } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import type { Backing } from './backing.js'
 import { KonserveError, toKonserveError } from './errors.js'
-import { loadNative } from './native.js'
+import { type NativeBinding, loadNative, nativeOrWarn } from './native.js'
 import { type Serializer, type SerializerOption, SerializerSet } from './serializers.js'
 import { MemoryBacking } from './stores/memory.js'
 import { NativeFileBacking } from './stores/native-file.js'
+import { createPureCodec } from './stores/pure-codec.js'
+import { PureFileBacking, deleteStorePure } from './stores/pure-file.js'
 
 export interface StoreOptions {
   /** Serializer for new writes: 'msgpack' (default), 'json', or your own. */
@@ -37,13 +39,22 @@ export interface EncryptorOption {
 export interface FsStoreOptions extends StoreOptions {
   /**
    * fsync each write's file and the directory before a write returns (default
-   * true). With false, a crash may lose recent writes but never tears a value.
+   * true). With false, a crash may lose recent writes, and on file systems that
+   * do not order data before renames (XFS, for one) may leave a key torn: it
+   * then reads as ERR_CORRUPT, never as a wrong value.
    */
   syncBlob?: boolean
   /** Compress new writes. Files are always read by the compressor their header names. */
   compressor?: CompressorOption | null
   /** Encrypt new writes; needed to read encrypted files. */
   encryptor?: EncryptorOption | null
+  /**
+   * Which implementation writes the files (the same bytes either way): `true`
+   * requires the native Rust core (`ERR_NATIVE_UNAVAILABLE` without it),
+   * `false` uses pure TypeScript. Default: native where its binary loads,
+   * else pure with one warning; `KONSERVE_NATIVE=0` makes pure the default.
+   */
+  native?: boolean
 }
 
 function badOption(message: string): KonserveError {
@@ -100,6 +111,13 @@ function checkPath(path: unknown): string {
   return resolve(path)
 }
 
+/** The native binding if this store should use it, else undefined (pure TypeScript). */
+function chooseNative(opts: FsStoreOptions): NativeBinding | undefined {
+  if (opts.native === true) return loadNative()
+  if (opts.native === false || process.env.KONSERVE_NATIVE === '0') return undefined
+  return nativeOrWarn()
+}
+
 /** Opens (creating if needed) a file store in the directory `path`. */
 export function connectFsStore<O extends FsStoreOptions & SyncOption>(path: string, options?: O): Ret<O, Store> {
   const opts: FsStoreOptions & SyncOption = options ?? {}
@@ -107,7 +125,11 @@ export function connectFsStore<O extends FsStoreOptions & SyncOption>(path: stri
   if (opts.sync) {
     const dir = checkPath(path)
     const openOptions = nativeOptions()
-    const native = loadNative()
+    const native = chooseNative(opts)
+    if (!native) {
+      const codec = createPureCodec(openOptions.compressor, openOptions.encryptionKey)
+      return new Store(PureFileBacking.openSync(dir, codec, openOptions), opts, dir) as Ret<O, Store>
+    }
     mkdirSync(dir, { recursive: true })
     let store
     try {
@@ -120,7 +142,11 @@ export function connectFsStore<O extends FsStoreOptions & SyncOption>(path: stri
   return (async () => {
     const dir = checkPath(path)
     const openOptions = nativeOptions()
-    const native = loadNative()
+    const native = chooseNative(opts)
+    if (!native) {
+      const codec = createPureCodec(openOptions.compressor, openOptions.encryptionKey)
+      return new Store(await PureFileBacking.open(dir, codec, openOptions), opts, dir)
+    }
     await mkdir(dir, { recursive: true })
     const store = await native.NativeFileStore.openAsync(dir, openOptions).catch((err: unknown) => {
       throw toKonserveError(err)
@@ -141,19 +167,34 @@ export function newMemStore<O extends StoreOptions & SyncOption>(options?: O): R
 }
 
 /** Deletes a file store's files (konserve files only: anything else and the directory stay if not empty). */
-export function deleteStore<O extends SyncOption>(path: string, options?: O): Ret<O, void> {
+export function deleteStore<O extends SyncOption & { native?: boolean }>(path: string, options?: O): Ret<O, void> {
   if (options?.sync) {
+    const dir = checkPath(path)
+    const native = chooseNative(options)
     try {
-      return loadNative().deleteStoreSync(checkPath(path)) as Ret<O, void>
+      return (native ? native.deleteStoreSync(dir) : deleteStorePure(dir)) as Ret<O, void>
     } catch (err) {
       throw toKonserveError(err)
     }
   }
   return (async () => {
+    const dir = checkPath(path)
+    const native = chooseNative(options ?? {})
     try {
-      await loadNative().deleteStoreAsync(checkPath(path))
+      await (native ? native.deleteStoreAsync(dir) : deleteStorePure(dir))
     } catch (err) {
       throw toKonserveError(err)
     }
   })() as Ret<O, void>
+}
+
+/**
+ * Which implementation a store uses: 'native' (the Rust core), 'pure'
+ * (TypeScript, the same files) or 'memory'. Without a store: which one a new
+ * file store would use here ('native' if its binary loads and KONSERVE_NATIVE
+ * is not 0).
+ */
+export function implementation(store?: Store): 'native' | 'pure' | 'memory' {
+  if (store) return store.implementation
+  return chooseNative({}) ? 'native' : 'pure'
 }

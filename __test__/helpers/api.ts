@@ -65,6 +65,20 @@ export interface StoreKind {
   open(mode: Mode, options?: k.FsStoreOptions): Promise<k.Store>
 }
 
+const lz4Aes = { compressor: { type: 'lz4' as const }, encryptor: { type: 'aes' as const, key: 'compliance' } }
+
+/** A file store in a new directory, opened with `base` options under the test's own. */
+function fileKind(name: string, base: k.FsStoreOptions): StoreKind {
+  return {
+    name,
+    async open(mode, options = {}) {
+      const dir = join(tempDir(), 'store')
+      const all = { ...base, ...options }
+      return mode === 'sync' ? k.connectFsStore(dir, { ...all, sync: true }) : k.connectFsStore(dir, all)
+    },
+  }
+}
+
 export const storeKinds: StoreKind[] = [
   {
     name: 'memory',
@@ -72,20 +86,10 @@ export const storeKinds: StoreKind[] = [
       return mode === 'sync' ? k.newMemStore({ ...options, sync: true }) : k.newMemStore(options)
     },
   },
-  {
-    name: 'file',
-    async open(mode, options = {}) {
-      const dir = join(tempDir(), 'store')
-      return mode === 'sync' ? k.connectFsStore(dir, { ...options, sync: true }) : k.connectFsStore(dir, options)
-    },
-  },
-  {
-    // The heaviest codec: every check also runs through LZ4 and authenticated AES.
-    name: 'file lz4+aes',
-    async open(mode, options = {}) {
-      const dir = join(tempDir(), 'store')
-      const codec = { compressor: { type: 'lz4' as const }, encryptor: { type: 'aes' as const, key: 'compliance' } }
-      return mode === 'sync' ? k.connectFsStore(dir, { ...codec, ...options, sync: true }) : k.connectFsStore(dir, { ...codec, ...options })
-    },
-  },
+  fileKind('file', { native: true }),
+  // The heaviest codec: every check also runs through LZ4 and authenticated AES.
+  fileKind('file lz4+aes', { native: true, ...lz4Aes }),
+  // The pure-TypeScript implementation, which writes the same files.
+  fileKind('pure file', { native: false }),
+  fileKind('pure file lz4+aes', { native: false, ...lz4Aes }),
 ]

@@ -1,0 +1,81 @@
+/**
+ * One format, two implementations: for every serializer x compressor x
+ * encryptor combination, random keys and values (fast-check) written by the
+ * native core read back identically through pure TypeScript, and the other way
+ * round, from the same store directory; and both list the same keys.
+ */
+import test from 'ava'
+import fc from 'fast-check'
+import { join } from 'node:path'
+import * as k from 'konserve'
+import { tempDir } from './helpers/api.js'
+
+const user: k.Serializer = {
+  id: 151,
+  name: 'json-user',
+  encode: (v) => new TextEncoder().encode(JSON.stringify(v)),
+  decode: (b) => JSON.parse(new TextDecoder().decode(b)),
+}
+const serializers: Array<[string, k.Serializer]> = [
+  ['msgpack', k.msgpackSerializer()],
+  ['json', k.jsonSerializer()],
+  ['user', user],
+]
+
+const key = fc.oneof(
+  fc.string(),
+  fc.integer(),
+  fc.double(),
+  fc.uint8Array({ maxLength: 20 }),
+  fc.array(fc.oneof(fc.string(), fc.integer(), fc.boolean(), fc.constant(null)), { maxLength: 4 }),
+  fc.dictionary(fc.string(), fc.oneof(fc.string(), fc.integer())),
+)
+const value = (serializer: string) =>
+  serializer === 'msgpack'
+    ? fc.oneof(
+        fc.jsonValue(),
+        fc.uint8Array({ maxLength: 3000 }),
+        fc.date({ noInvalidDate: true }),
+        fc.bigInt(),
+        fc.array(fc.string(), { maxLength: 200 }).map((a) => new Set(a)),
+        fc.string({ maxLength: 5000 }),
+      )
+    : fc.jsonValue()
+
+for (const [sName, serializer] of serializers) {
+  for (const compressor of [null, { type: 'lz4' as const }]) {
+    for (const encryptor of [null, { type: 'aes' as const, key: 'cross' }]) {
+      const name = `${sName}${compressor ? ' + lz4' : ''}${encryptor ? ' + aes' : ''}`
+      test(`native and pure read each other's files: ${name}`, (t) => {
+        const dir = join(tempDir(), 'store')
+        const opts = { serializer, compressor, encryptor, syncBlob: false, sync: true as const }
+        const stores = { native: k.connectFsStore(dir, { ...opts, native: true }), pure: k.connectFsStore(dir, { ...opts, native: false }) }
+        t.is(k.implementation(stores.native), 'native')
+        t.is(k.implementation(stores.pure), 'pure')
+        const written = new Map<string, unknown>()
+        fc.assert(
+          fc.property(key, value(sName), fc.boolean(), (kk, v, nativeWrites) => {
+            const [writer, reader] = nativeWrites ? [stores.native, stores.pure] : [stores.pure, stores.native]
+            const expected = serializer.decode(serializer.encode(v))
+            k.assoc(writer, kk, v, { sync: true })
+            written.set(JSON.stringify(k.encodeKey(kk)), kk)
+            t.deepEqual(k.get(reader, kk, { sync: true }), expected)
+            t.deepEqual(k.get(writer, kk, { sync: true }), expected)
+            const bytes = new Uint8Array([1, 2, 3, ...new TextEncoder().encode(JSON.stringify(kk))])
+            k.bassoc(writer, ['blob', kk], bytes, { sync: true })
+            written.set(JSON.stringify(k.encodeKey(['blob', kk])), ['blob', kk])
+            t.deepEqual(new Uint8Array(k.get(reader, ['blob', kk], { sync: true }) as Uint8Array), bytes)
+          }),
+          { numRuns: 60, seed: 42 },
+        )
+        const listed = (s: k.Store) =>
+          k
+            .keys(s, { sync: true, onCorrupt: (e: Error) => t.fail(e.message) })
+            .map((m: k.Metadata) => JSON.stringify(k.encodeKey(m.key)))
+            .sort()
+        t.deepEqual(listed(stores.native), [...written.keys()].sort())
+        t.deepEqual(listed(stores.pure), listed(stores.native))
+      })
+    }
+  }
+}

@@ -1,0 +1,70 @@
+/**
+ * The codec as the pure file backing uses it: ts/codec/ (the same bytes as the
+ * Rust core) bound to one store's compressor and key, with node:crypto doing
+ * the cryptography in both the sync and the async form.
+ */
+import type { RawWrite } from '../backing.js'
+import {
+  type EncodedParts,
+  decodeKeyFileAsync,
+  decodeKeyFileHeadAsync,
+  decodeKeyFileHeadSync,
+  decodeKeyFileSync,
+  encodeKeyFilePartsAsync,
+  encodeKeyFilePartsSync,
+  keyHash,
+  keyHashOfFileName,
+} from '../codec/file.js'
+import { fileName } from '../codec/xxhash.js'
+import { nodeCryptoProvider } from '../crypto-node.js'
+
+export interface DecodedHead {
+  serializer: number
+  key: Uint8Array
+  meta: Uint8Array
+}
+
+export interface DecodedEntry extends DecodedHead {
+  value: Uint8Array
+}
+
+export interface PureCodec {
+  /** `<32 hex>.ksv` of a key's CKE. */
+  fileName(cke: Uint8Array): string
+  encodeSync(w: RawWrite): EncodedParts
+  encode(w: RawWrite): Promise<EncodedParts>
+  /** Decodes a whole file that should hold `key`. */
+  decodeSync(bytes: Uint8Array, key: Uint8Array): DecodedEntry
+  decode(bytes: Uint8Array, key: Uint8Array): Promise<DecodedEntry>
+  /**
+   * Decodes a file's header and meta segment; the key hash comes from `key`
+   * (a lookup) or from the file's `name` (a listing).
+   */
+  decodeHeadSync(head: Uint8Array, fileLength: number, key?: Uint8Array, name?: string): DecodedHead
+  decodeHead(head: Uint8Array, fileLength: number, key?: Uint8Array, name?: string): Promise<DecodedHead>
+}
+
+export function createPureCodec(compressor: number, secret?: Uint8Array): PureCodec {
+  const crypto = nodeCryptoProvider
+  const encryptor = secret ? 1 : 0
+  const input = (w: RawWrite) => ({ compressor, encryptor, secret, crypto, keyCke: w.key, serializer: w.serializer, meta: w.meta, value: w.value })
+  const ctx = (key?: Uint8Array, name?: string) => ({
+    secret,
+    crypto,
+    keyHash: key ? keyHash(key) : name ? keyHashOfFileName(name) : undefined,
+  })
+  const head = (d: { header: { serializer: number }; key: Uint8Array; meta: Uint8Array }): DecodedHead => ({
+    serializer: d.header.serializer,
+    key: d.key,
+    meta: d.meta,
+  })
+  return {
+    fileName,
+    encodeSync: (w) => encodeKeyFilePartsSync(input(w)),
+    encode: (w) => encodeKeyFilePartsAsync(input(w)),
+    decodeSync: (bytes, key) => decodeKeyFileSync(bytes, ctx(key)),
+    decode: (bytes, key) => decodeKeyFileAsync(bytes, ctx(key)),
+    decodeHeadSync: (h, n, key, name) => head(decodeKeyFileHeadSync(h, n, ctx(key, name))),
+    decodeHead: async (h, n, key, name) => head(await decodeKeyFileHeadAsync(h, n, ctx(key, name))),
+  }
+}
