@@ -51,12 +51,14 @@ function combos() {
 
 const storeBytes = (dir: string) => Buffer.concat(readdirSync(dir).map((f) => readFileSync(join(dir, f))))
 
-for (const { name, options } of combos()) {
-  for (const mode of ['sync', 'async'] as const) {
-    test(`${name} (${mode}): values, metadata, blobs and logs round-trip`, async (t) => {
+for (const { name, options: combo } of combos()) {
+  for (const [impl, mode] of [['native', 'sync'], ['native', 'async'], ['pure', 'sync'], ['pure', 'async']] as const) {
+    test(`${impl} ${name} (${mode}): values, metadata, blobs and logs round-trip`, async (t) => {
       const dir = join(tempDir(), 'store')
       const sync = mode === 'sync'
+      const options = { ...combo, native: impl === 'native' }
       const store = sync ? k.connectFsStore(dir, { ...options, sync: true }) : await k.connectFsStore(dir, options)
+      t.is(k.implementation(store), impl)
       const o = sync ? { sync: true as const } : {}
       const doc = { text: `${MARKER} `.repeat(50), n: 42, list: [1, 'two', null] }
       await k.assoc(store, MARKER, doc, { ...o, meta: { note: MARKER } })

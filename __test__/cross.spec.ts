@@ -79,3 +79,23 @@ for (const [sName, serializer] of serializers) {
     }
   }
 }
+
+test('one directory holding every combination: native reads all that pure wrote, and the reverse', async (t) => {
+  const combos: k.FsStoreOptions[] = []
+  for (const [, serializer] of serializers) {
+    for (const compressor of [null, { type: 'lz4' as const }]) {
+      for (const encryptor of [null, { type: 'aes' as const, key: 'cross' }]) combos.push({ serializer, compressor, encryptor })
+    }
+  }
+  const value = (i: number) => ({ i, text: `value ${i} `.repeat(20), list: [i, null, 'x'] })
+  for (const [writer, reader] of [[true, false], [false, true]]) {
+    const dir = join(tempDir(), 'store')
+    for (const [i, c] of combos.entries()) {
+      await k.assoc(await k.connectFsStore(dir, { ...c, native: writer }), ['combo', i], value(i))
+    }
+    // Any store with the key reads every file: the header names serializer and codec.
+    const r = await k.connectFsStore(dir, { native: reader, serializers: [user], encryptor: { type: 'aes', key: 'cross' } })
+    for (const [i] of combos.entries()) t.deepEqual(await k.get(r, ['combo', i]), value(i), `${writer ? 'native' : 'pure'} wrote combination ${i}`)
+    t.is((await k.keys(r, { onCorrupt: (e: Error) => t.fail(e.message) })).length, combos.length)
+  }
+})
