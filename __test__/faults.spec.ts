@@ -1,0 +1,284 @@
+/**
+ * Real system-call faults, injected with strace into a live Node process.
+ *
+ * A child (fixtures/fault-child.mjs) opens a store and writes 'victim' with an
+ * old value; then strace attaches to it (`strace -f -p PID`) and fails exactly
+ * one system call: `-P PATH` restricts tracing, and so injection, to the calls
+ * on one path (the write's staging file, the key file or the store
+ * directory), and `when=1` fails the first of those. The child then attempts
+ * a write and reports the error; strace's own log (`-o`, with `-y` for fd
+ * paths) must show the one INJECTED call where we aimed it. Finally this
+ * process reopens the store, as a new process would after the failure.
+ *
+ * Why attach after the open, and aim by path, rather than count calls from
+ * the start: strace counts `when=` per system call and per thread, and Node's
+ * start-up makes write(2) calls of its own (to eventfds and pipes, on the main
+ * thread and the libuv threadpool) whose number is not fixed. Attaching after
+ * the store is open and the old value written keeps the open out of reach;
+ * `-P` makes the first matching call the one we mean, on whichever thread (the
+ * async form runs on the threadpool).
+ *
+ * What each fault must give (FORMAT.md §5, README "Errors"):
+ * - EIO from fsync of the staging file: ERR_FSYNC; the store is poisoned
+ *   (ERR_STORE_POISONED for every later write until it is reopened); the
+ *   staging file is removed; the key keeps its old value, also after reopening.
+ * - EIO from fsync of the directory after the rename: ERR_FSYNC and poisoned,
+ *   but the rename had already happened, so the key holds the NEW value, whole,
+ *   in this process and after reopening (the page cache was not lost). The
+ *   error tells the caller that durability was not confirmed, not that nothing
+ *   was written: had the machine lost power, the key would hold the old or the
+ *   new value, each whole (the new file was fsynced before the rename).
+ *   Likewise a delete whose directory fsync fails: the key is gone, and the
+ *   caller was told it may not be durably gone.
+ * - ENOSPC / EIO from write(2) to the staging file: ERR_NO_SPACE / ERR_IO, old
+ *   value intact, no staging file left, store still writable (not poisoned).
+ * - EROFS from rename(2) / renameat(2) / renameat2(2): ERR_READ_ONLY, old
+ *   value intact, no staging file left, store still writable.
+ * - EROFS from unlink(2) in a delete: ERR_READ_ONLY, the key still there.
+ *
+ * Needs strace (Debian: `apt-get install strace`) and permission to ptrace
+ * one's own child processes; .ci/run installs it. Without strace they fail.
+ */
+import test, { type ExecutionContext } from 'ava'
+import { type ChildProcessWithoutNullStreams, spawn, spawnSync } from 'node:child_process'
+import { readFileSync, readdirSync } from 'node:fs'
+import { join } from 'node:path'
+import * as k from 'konserve'
+import { tempDir } from './helpers/api.js'
+
+const here = import.meta.dirname ?? new URL('.', import.meta.url).pathname
+const CHILD = join(here, 'fixtures', 'fault-child.mjs')
+const OLD = { value: 'old', n: [1, 2, 3] }
+const NEW = { value: 'new', pad: 'x'.repeat(10_000) }
+const sync = { sync: true } as const
+
+const straceVersion = (() => {
+  const r = spawnSync('strace', ['-V'], { encoding: 'utf8' })
+  return r.error ? undefined : r.stdout.split('\n')[0]
+})()
+
+type Form = 'sync' | 'async'
+type Target = 'staging' | 'dir' | 'keyFile'
+interface Fault {
+  title: string
+  op: 'assoc' | 'bassoc' | 'dissoc'
+  /** System calls to fail (a leading '?' lets strace ignore names this architecture lacks). */
+  syscalls: string[]
+  errno: string
+  /** Which path's calls the fault is aimed at. */
+  target: Target
+  code: string
+  poisons: boolean
+  /** What 'victim' holds after the failed write, in the child and after reopening. */
+  after: 'old' | 'new' | 'absent'
+}
+
+const WRITE_CALLS = ['write', '?pwrite64', '?writev', '?pwritev', '?pwritev2']
+const FSYNC_CALLS = ['fsync', 'fdatasync']
+const RENAME_CALLS = ['?rename', '?renameat', '?renameat2']
+
+const faults: Array<[Fault, Form[]]> = [
+  [{ title: 'EIO from fsync of the staging file', op: 'assoc', syscalls: FSYNC_CALLS, errno: 'EIO', target: 'staging', code: 'ERR_FSYNC', poisons: true, after: 'old' }, ['sync', 'async']],
+  [{ title: 'EIO from fsync of the directory after the rename', op: 'assoc', syscalls: FSYNC_CALLS, errno: 'EIO', target: 'dir', code: 'ERR_FSYNC', poisons: true, after: 'new' }, ['sync', 'async']],
+  [{ title: 'ENOSPC from write', op: 'assoc', syscalls: WRITE_CALLS, errno: 'ENOSPC', target: 'staging', code: 'ERR_NO_SPACE', poisons: false, after: 'old' }, ['sync', 'async']],
+  [{ title: 'EIO from write', op: 'assoc', syscalls: WRITE_CALLS, errno: 'EIO', target: 'staging', code: 'ERR_IO', poisons: false, after: 'old' }, ['sync', 'async']],
+  [{ title: 'EROFS from rename', op: 'assoc', syscalls: RENAME_CALLS, errno: 'EROFS', target: 'keyFile', code: 'ERR_READ_ONLY', poisons: false, after: 'old' }, ['sync', 'async']],
+  [{ title: 'ENOSPC from write of a blob', op: 'bassoc', syscalls: WRITE_CALLS, errno: 'ENOSPC', target: 'staging', code: 'ERR_NO_SPACE', poisons: false, after: 'old' }, ['async']],
+  [{ title: 'EROFS from unlink in a delete', op: 'dissoc', syscalls: ['?unlink', '?unlinkat'], errno: 'EROFS', target: 'keyFile', code: 'ERR_READ_ONLY', poisons: false, after: 'old' }, ['sync']],
+  [{ title: 'EIO from fsync of the directory after a delete', op: 'dissoc', syscalls: FSYNC_CALLS, errno: 'EIO', target: 'dir', code: 'ERR_FSYNC', poisons: true, after: 'absent' }, ['async']],
+]
+
+interface Ready {
+  pid: number
+  dir: string
+  keyFile: string
+  staging: string[]
+}
+interface Attempt {
+  ok: boolean
+  how: string
+  code?: string
+  message?: string
+  isKonserveError?: boolean
+  value?: unknown
+}
+interface Report {
+  first: Attempt
+  stagingAfter: string[]
+  readBack: { ok: boolean; value?: unknown; code?: string; message?: string }
+  followUp: Attempt
+}
+
+/** Resolves with each JSON line the child prints, in order. */
+function lineReader(child: ChildProcessWithoutNullStreams) {
+  const lines: unknown[] = []
+  const waiters: Array<(v: unknown) => void> = []
+  let buffered = ''
+  let closed = false
+  child.stdout.setEncoding('utf8')
+  child.stdout.on('data', (chunk: string) => {
+    buffered += chunk
+    let nl
+    while ((nl = buffered.indexOf('\n')) >= 0) {
+      const v = JSON.parse(buffered.slice(0, nl))
+      buffered = buffered.slice(nl + 1)
+      const w = waiters.shift()
+      if (w) w(v)
+      else lines.push(v)
+    }
+  })
+  child.once('close', () => {
+    closed = true
+    for (const w of waiters.splice(0)) w(undefined)
+  })
+  return () =>
+    new Promise<unknown>((resolve) => {
+      if (lines.length > 0) resolve(lines.shift())
+      else if (closed) resolve(undefined)
+      else waiters.push(resolve)
+    })
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/** Whether every thread of `pid` is traced by `tracer`. */
+function allTracedBy(pid: number, tracer: number): boolean {
+  try {
+    const tasks = readdirSync(`/proc/${pid}/task`)
+    return (
+      tasks.length > 0 &&
+      tasks.every((tid) => /^TracerPid:\s*(\d+)$/m.exec(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'))?.[1] === String(tracer))
+    )
+  } catch {
+    return false
+  }
+}
+
+function closed(p: ChildProcessWithoutNullStreams | ReturnType<typeof spawn>) {
+  return new Promise<number | null>((resolve) => {
+    if (p.exitCode !== null || p.signalCode !== null) resolve(p.exitCode)
+    else p.once('close', (code) => resolve(code))
+  })
+}
+
+interface Outcome {
+  ready: Ready
+  report: Report
+  injected: string[]
+  straceLog: string
+}
+
+async function runWithFault(t: ExecutionContext, dir: string, fault: Fault, form: Form): Promise<Outcome> {
+  const child = spawn(process.execPath, [CHILD, dir, fault.op, form], { stdio: ['pipe', 'pipe', 'pipe'] })
+  let childErr = ''
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (childErr += d))
+  const next = lineReader(child)
+  const ready = (await next()) as Ready | undefined
+  if (!ready) throw new Error(`the child failed before it was ready: ${childErr}`)
+
+  const paths = fault.target === 'dir' ? [ready.dir] : fault.target === 'keyFile' ? [ready.keyFile, ...ready.staging] : ready.staging
+  const logFile = join(tempDir('konserve-strace-'), 'strace.log')
+  const set = fault.syscalls.join(',')
+  const straceArgs = [
+    '-f',
+    '-y',
+    '-o',
+    logFile,
+    '-e',
+    `trace=${set}`,
+    '-e',
+    `inject=${set}:error=${fault.errno}:when=1`,
+    ...paths.flatMap((p) => ['-P', p]),
+    '-p',
+    String(ready.pid),
+  ]
+  const strace = spawn('strace', straceArgs, { stdio: ['ignore', 'ignore', 'pipe'] })
+  let straceErr = ''
+  strace.stderr!.setEncoding('utf8').on('data', (d: string) => (straceErr += d))
+  try {
+    // Go only once every thread of the child is traced (new threads are followed: -f).
+    for (let waited = 0; !allTracedBy(ready.pid, strace.pid!); waited += 10) {
+      if (strace.exitCode !== null || waited > 10_000) throw new Error(`strace did not attach: ${straceErr}`)
+      await sleep(10)
+    }
+    child.stdin.end('go\n')
+    const report = (await next()) as Report | undefined
+    await closed(child)
+    await closed(strace)
+    if (!report) throw new Error(`the child died: ${childErr}`)
+    const straceLog = readFileSync(logFile, 'utf8')
+    const injected = straceLog.split('\n').filter((l) => l.includes('(INJECTED)'))
+    const shown = fault.target === 'dir' ? 'the store directory' : fault.target === 'keyFile' ? 'the key file (and staging files)' : `the ${ready.staging.length} possible staging files`
+    t.log(`strace -f -y -e trace=${set} -e inject=${set}:error=${fault.errno}:when=1 -P <${shown}> -p <child>`)
+    for (const l of injected) t.log(`injected: ${l.length > 240 ? `${l.slice(0, 240)}...` : l}`)
+    return { ready, report, injected, straceLog }
+  } finally {
+    child.kill('SIGKILL')
+    strace.kill('SIGKILL')
+  }
+}
+
+for (const [fault, forms] of faults) {
+  for (const form of forms) {
+    const name = `${fault.op} (${form}) with ${fault.title} -> ${fault.code}`
+    test(name, async (t) => {
+      if (!straceVersion) {
+        t.fail('strace is not installed (Debian: apt-get install strace; .ci/run installs it)')
+        return
+      }
+      const dir = join(tempDir('konserve-fault-'), 'store')
+      const { ready, report, injected } = await runWithFault(t, dir, fault, form)
+
+      // strace failed exactly one call, the one we aimed at. (strace counts
+      // `when=` per thread: a second INJECTED line means another thread
+      // reached the same path later, such as a write a poisoned store should
+      // have refused.)
+      t.is(injected.length, 1, 'exactly one system call failed')
+      const name = fault.syscalls.map((s) => s.replace(/^\?/, ''))
+      const m = /^\d+\s+(\w+)\((.*)$/.exec(injected[0] ?? '')
+      t.true(m !== null && name.includes(m[1]!), `the failed call is one of ${name}`)
+      const aimed = fault.target === 'dir' ? `${ready.dir}>` : fault.target === 'keyFile' ? ready.keyFile : `.stage`
+      t.true(injected[0]?.includes(aimed), `the failed call was on ${aimed}`)
+      t.true(injected[0]?.includes(`-1 ${fault.errno}`), `it failed with ${fault.errno}`)
+
+      // The caller was told, with a typed error, in the form it called.
+      const { first } = report
+      t.false(first.ok, 'the write failed')
+      t.is(first.code, fault.code, first.message)
+      t.true(first.isKonserveError, 'a KonserveError')
+      t.is(first.how, form === 'sync' ? 'threw' : 'rejected')
+      t.truthy(first.message)
+
+      // What the store holds, seen by the same process right after the error.
+      t.deepEqual(report.stagingAfter, [], 'no staging file left behind')
+      t.true(report.readBack.ok, `the key reads without error: ${report.readBack.message}`)
+      const expected = fault.after === 'new' ? NEW : fault.after === 'absent' ? undefined : OLD
+      t.deepEqual(report.readBack.value, expected, `the key holds the ${fault.after} value`)
+
+      // Poisoned after a failed fsync; otherwise the store still takes writes.
+      if (fault.poisons) {
+        t.false(report.followUp.ok)
+        t.is(report.followUp.code, 'ERR_STORE_POISONED', report.followUp.message)
+      } else {
+        t.true(report.followUp.ok, `a later write succeeds: ${report.followUp.code} ${report.followUp.message}`)
+      }
+
+      // A new process (this one) opens the store without faults.
+      const store = k.connectFsStore(dir, sync)
+      t.deepEqual(k.get(store, 'victim', sync), expected, `after reopening, the key holds the ${fault.after} value`)
+      t.deepEqual(
+        readdirSync(dir).filter((n) => n.endsWith('.stage')),
+        [],
+        'no staging file after reopening',
+      )
+      const corrupt: string[] = []
+      const listed = k.keys(store, { ...sync, onCorrupt: (e: k.KonserveError) => corrupt.push(`${e.code} ${e.file}`) })
+      t.deepEqual(corrupt, [], 'keys() finds nothing corrupt')
+      const want = [...(expected === undefined ? [] : ['victim']), ...(fault.poisons ? [] : ['other'])].sort()
+      t.deepEqual(listed.map((m: k.Metadata) => m.key as string).sort(), want)
+      // The reopened store is not poisoned: it writes and reads back.
+      k.assoc(store, 'victim', 'after', sync)
+      t.is(k.get(store, 'victim', sync), 'after')
+    })
+  }
+}
