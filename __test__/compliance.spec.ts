@@ -393,6 +393,22 @@ for (const kind of storeKinds) {
       t.is(await k.get(s, 'v'), 'old')
     })
 
+    test(title('msgpack refuses strings with a lone surrogate rather than change them; JSON keeps them'), async (t) => {
+      const [s, k] = await setup()
+      await k.assoc(s, 'v', 'old')
+      for (const bad of ['a\uD83Db', { text: 'x\uDC00' }, { ['key\uD800']: 1 }, new Map([['m', ['\uDFFF']]]), new Set(['\uD83D'])]) {
+        const err = (await t.throwsAsync(k.assoc(s, 'v', bad))) as KonserveError
+        t.is(err.code, 'ERR_SERIALIZE')
+        t.regex(err.message, /lone UTF-16 surrogate/)
+      }
+      t.is(await k.get(s, 'v'), 'old')
+      await k.assoc(s, 'emoji', 'paired \uD83D\uDE00 is fine')
+      t.is(await k.get(s, 'emoji'), 'paired \uD83D\uDE00 is fine')
+      const [js] = await setup({ serializer: 'json' })
+      await k.assoc(js, 'lone', { text: 'a\uD83Db' })
+      t.deepEqual(await k.get(js, 'lone'), { text: 'a\uD83Db' })
+    })
+
     test(title('JSON and user serializers'), async (t) => {
       const [js, k] = await setup({ serializer: 'json' })
       await k.assoc(js, 'j', { a: [1, 2], s: 'x' })

@@ -3,6 +3,7 @@
  * so a store can always read what it wrote, even after its default changed.
  */
 import { Packr, addExtension as addMsgpackrExtension } from 'msgpackr'
+import { isWellFormed } from './codec/key.js'
 import { KonserveError } from './errors.js'
 
 export interface Serializer {
@@ -28,16 +29,28 @@ const msgpackOptions = {
 } as const
 
 /**
- * msgpackr turns functions into `undefined` without a word; a store must refuse
- * them instead of silently losing data.
+ * msgpackr turns functions into `undefined` without a word, and writes strings
+ * as UTF-8, which turns a lone UTF-16 surrogate into U+FFFD: a store must
+ * refuse such values instead of silently changing them. (JSON keeps lone
+ * surrogates, as \uXXXX escapes, so it only refuses functions and symbols.)
  */
-function assertEncodable(value: unknown, serializer: string): void {
+function assertEncodable(value: unknown, serializer: string, utf8Strings: boolean): void {
   const seen = new Set<object>()
+  const checkString = (s: string, path: string): void => {
+    if (utf8Strings && !isWellFormed(s)) {
+      throw new KonserveError(
+        'ERR_SERIALIZE',
+        `${serializer} cannot store a string with a lone UTF-16 surrogate (at ${path || 'the top level'}) without changing it; ` +
+          'fix the string (String.prototype.toWellFormed) or use the json serializer',
+      )
+    }
+  }
   const visit = (v: unknown, path: string): void => {
     const t = typeof v
     if (t === 'function' || t === 'symbol') {
       throw new KonserveError('ERR_SERIALIZE', `${serializer} cannot serialize a ${t} at ${path || 'the top level'}`)
     }
+    if (t === 'string') return checkString(v as string, path)
     if (t !== 'object' || v === null || ArrayBuffer.isView(v) || v instanceof Date) return
     const o = v as object
     if (seen.has(o)) return
@@ -52,7 +65,11 @@ function assertEncodable(value: unknown, serializer: string): void {
     } else if (Array.isArray(o)) {
       for (let i = 0; i < o.length; i++) visit(o[i], `${path}[${i}]`)
     } else {
-      for (const k of Object.keys(o)) visit((o as Record<string, unknown>)[k], path ? `${path}.${k}` : k)
+      for (const k of Object.keys(o)) {
+        const at = path ? `${path}.${k}` : k
+        checkString(k, `${at} (a property name)`)
+        visit((o as Record<string, unknown>)[k], at)
+      }
     }
   }
   visit(value, '')
@@ -64,7 +81,7 @@ export function msgpackSerializer(): Serializer {
     id: 1,
     name: 'msgpack',
     encode(value) {
-      assertEncodable(value, 'msgpack')
+      assertEncodable(value, 'msgpack', true)
       return packr.pack(value)
     },
     decode(bytes) {
@@ -87,7 +104,7 @@ export function jsonSerializer(): Serializer {
     id: 2,
     name: 'json',
     encode(value) {
-      assertEncodable(value, 'json')
+      assertEncodable(value, 'json', false)
       const text = JSON.stringify(value)
       if (text === undefined) throw new KonserveError('ERR_SERIALIZE', 'json cannot serialize undefined')
       return utf8Encoder.encode(text)

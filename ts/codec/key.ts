@@ -78,7 +78,8 @@ class Writer {
   }
 }
 
-const isWellFormed: (s: string) => boolean =
+/** Whether a string has no lone UTF-16 surrogate (String.prototype.isWellFormed, or its equivalent before Node 20). */
+export const isWellFormed: (s: string) => boolean =
   typeof (String.prototype as { isWellFormed?: unknown }).isWellFormed === 'function'
     ? (s) => (s as unknown as { isWellFormed(): boolean }).isWellFormed()
     : (s) => !/[\uD800-\uDFFF]/.test(s.replace(/[\uD800-\uDBFF][\uDC00-\uDFFF]/g, ''))
