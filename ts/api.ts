@@ -12,6 +12,7 @@ import { now } from './clock.js'
 import { type Key, decodeKey, encodeKey } from './codec/key.js'
 import { type KeyType, type Metadata, decodeMeta, encodeMeta } from './codec/meta.js'
 import { KonserveError, withKey } from './errors.js'
+import { type WriteOp, afterWrite } from './hooks.js'
 import { acquire, acquireSync, lockIds, release } from './locks.js'
 import { type Path, getPath, missing, setPath } from './paths.js'
 import { RAW_BYTES_ID } from './serializers.js'
@@ -286,6 +287,7 @@ const assocOp = gensync(function* (store: Store, key: Key, value: unknown, extra
     yield* withLock(store.backing, [cke], function* () {
       yield* bPut(store.backing, [write])
     })
+    afterWrite(store, { op: 'assoc', key, path: [key], oldValue: undefined, newValue: value })
     return [undefined, value] as [undefined, unknown]
   })
 })
@@ -300,12 +302,12 @@ export function assoc<O extends WriteOptions>(store: Store, key: Key, value: unk
 
 type Updater = (old: unknown) => unknown
 
-const updateInOp = gensync(function* (store: Store, path: Path, fn: Updater, extra: Record<string, unknown> | undefined) {
+const updateInOp = gensync(function* (store: Store, path: Path, fn: Updater, extra: Record<string, unknown> | undefined, op: WriteOp) {
   checkPath(path)
   const [key, ...rest] = path
   return yield* about(key, function* () {
     const cke = encodeKey(key)
-    return yield* withLock(store.backing, [cke], function* () {
+    const result = yield* withLock(store.backing, [cke], function* () {
       const raw = yield* bGet(store.backing, cke)
       const old = raw ? decodeValue(store, raw) : undefined
       const oldMeta = raw ? readMeta(key, raw) : undefined
@@ -318,6 +320,8 @@ const updateInOp = gensync(function* (store: Store, path: Path, fn: Updater, ext
       yield* bPut(store.backing, [buildWrite(store, cke, next, nextMeta(key, 'value', oldMeta, extra))])
       return [old, next] as [unknown, unknown]
     })
+    afterWrite(store, { op, key, path: [key, ...rest], oldValue: result[0], newValue: result[1] })
+    return result
   })
 })
 
@@ -333,26 +337,28 @@ export function updateIn<O extends WriteOptions>(
   fn: (old: any) => unknown,
   opts?: O,
 ): Result<O, [unknown, unknown]> {
-  return run(updateInOp, opts, [store, path, fn, opts?.meta]) as Result<O, [unknown, unknown]>
+  return run(updateInOp, opts, [store, path, fn, opts?.meta, 'updateIn']) as Result<O, [unknown, unknown]>
 }
 
 /** `updateIn(store, [key], fn)`. */
 export function update<O extends WriteOptions>(store: Store, key: Key, fn: (old: any) => unknown, opts?: O): Result<O, [unknown, unknown]> {
-  return run(updateInOp, opts, [store, [key], fn, opts?.meta]) as Result<O, [unknown, unknown]>
+  return run(updateInOp, opts, [store, [key], fn, opts?.meta, 'update']) as Result<O, [unknown, unknown]>
 }
 
 /** Sets the value at `path` (creating maps along it). Returns `[old, new]` of the top-level value. */
 export function assocIn<O extends WriteOptions>(store: Store, path: Path, value: unknown, opts?: O): Result<O, [unknown, unknown]> {
-  return run(updateInOp, opts, [store, path, () => value, opts?.meta]) as Result<O, [unknown, unknown]>
+  return run(updateInOp, opts, [store, path, () => value, opts?.meta, 'assocIn']) as Result<O, [unknown, unknown]>
 }
 
 const dissocOp = gensync(function* (store: Store, key: Key) {
   return yield* about(key, function* () {
     const cke = encodeKey(key)
-    return yield* withLock(store.backing, [cke], function* () {
+    const existed = yield* withLock(store.backing, [cke], function* () {
       const [existed] = yield* bDelete(store.backing, [cke])
       return existed === true
     })
+    if (existed) afterWrite(store, { op: 'dissoc', key, path: [key], oldValue: undefined, newValue: undefined })
+    return existed
   })
 })
 
@@ -384,6 +390,7 @@ const bassocOp = gensync(function* (store: Store, key: Key, input: unknown, extr
     yield* withLock(store.backing, [cke], function* () {
       yield* bPut(store.backing, [write])
     })
+    afterWrite(store, { op: 'bassoc', key, path: [key], oldValue: undefined, newValue: bytes })
     return true as const
   })
 })
@@ -443,7 +450,7 @@ function* readLog(store: Store, key: Key): Handler<unknown[] | undefined> {
 const appendOp = gensync(function* (store: Store, key: Key, elem: unknown, extra: Record<string, unknown> | undefined) {
   return yield* about(key, function* () {
     const cke = encodeKey(key)
-    return yield* withLock(store.backing, [cke], function* () {
+    const [old, next] = yield* withLock(store.backing, [cke], function* () {
       const raw = yield* bGet(store.backing, cke)
       const oldMeta = raw ? readMeta(key, raw) : undefined
       const old = raw ? decodeValue(store, raw) : []
@@ -454,8 +461,10 @@ const appendOp = gensync(function* (store: Store, key: Key, elem: unknown, extra
       // before or after this append, never a half-linked list.
       const next = [...(old as unknown[]), elem]
       yield* bPut(store.backing, [buildWrite(store, cke, next, nextMeta(key, 'append-log', oldMeta, extra))])
-      return next.length
+      return [raw ? old : undefined, next] as const
     })
+    afterWrite(store, { op: 'append', key, path: [key], oldValue: old, newValue: next })
+    return next.length
   })
 })
 
@@ -532,6 +541,7 @@ const multiAssocOp = gensync(function* (store: Store, kvs: unknown, extra: Recor
   yield* withLock(store.backing, ckes, function* () {
     yield* bPut(store.backing, writes)
   })
+  afterWrite(store, () => entries.map(([k, v]) => ({ op: 'multiAssoc', key: k, path: [k], oldValue: undefined, newValue: v })))
   return new Map(entries.map(([k]) => [k, true as const]))
 })
 
@@ -559,6 +569,9 @@ const multiDissocOp = gensync(function* (store: Store, ks: Key[]) {
   const existed = yield* withLock(store.backing, ckes, function* () {
     return yield* bDelete(store.backing, ckes)
   })
+  afterWrite(store, () =>
+    ks.filter((_, i) => existed[i] === true).map((k) => ({ op: 'multiDissoc', key: k, path: [k], oldValue: undefined, newValue: undefined })),
+  )
   return new Map(ks.map((k, i) => [k, existed[i] === true]))
 })
 

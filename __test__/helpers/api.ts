@@ -93,3 +93,29 @@ export const storeKinds: StoreKind[] = [
   fileKind('pure file', { native: false }),
   fileKind('pure file lz4+aes', { native: false, ...lz4Aes }),
 ]
+
+// The read cache and the tiered store (hooks-cache-tiers): the whole suite over them.
+const nativeFile = async (mode: Mode, options: k.FsStoreOptions): Promise<k.Store> => {
+  const dir = join(tempDir(), 'store')
+  const all = { ...options, native: true }
+  return mode === 'sync' ? k.connectFsStore(dir, { ...all, sync: true }) : k.connectFsStore(dir, all)
+}
+storeKinds.push(
+  {
+    // A small cache, so the suite also runs with evictions.
+    name: 'cached file',
+    async open(mode, options = {}) {
+      return k.withCache(await nativeFile(mode, options), { maxEntries: 8, maxBytes: 64 * 1024 })
+    },
+  },
+  ...(['write-through', 'write-behind'] as const).map(
+    (writePolicy): StoreKind => ({
+      name: `tiered memory/file ${writePolicy}`,
+      async open(mode, options = {}) {
+        const mem = options as k.StoreOptions
+        const front = mode === 'sync' ? k.newMemStore({ ...mem, sync: true }) : await k.newMemStore(mem)
+        return k.tieredStore(front, await nativeFile(mode, options), { writePolicy })
+      },
+    }),
+  ),
+)

@@ -1,0 +1,428 @@
+/**
+ * A tiered store (konserve.tiered): a fast front store (usually memory) over a
+ * durable back store (usually a file store).
+ *
+ * Reads (`readPolicy: 'front-first'`): the front first; on a miss, the back, and
+ * what the back returned is written into the front. `keys` lists the back.
+ *
+ * Writes:
+ * - `'write-through'` (default): the back first (durable when the call
+ *   returns), then the front. A back write that fails removes the keys from the
+ *   front, so reads go to the back and see whatever it holds. A front write that
+ *   fails after the back write succeeded removes the keys from the front and the
+ *   write counts as done (it is durable); the front's error goes to `onError`.
+ * - `'write-behind'`: the front, then the call returns; the back write is
+ *   queued and done in the background, in order for each key (queued writes of
+ *   one key are coalesced: the last one wins). `flush(store)` resolves once
+ *   every write queued before it is in the back. A background write that fails
+ *   is reported to `onError` at once (default: a process warning) and makes the
+ *   next `flush` reject with it; it is not retried, and this store keeps
+ *   answering reads of the key with the value it was given. Until a write is
+ *   flushed it is only in memory: a crash loses it, and other processes do not
+ *   see it.
+ *
+ * Locks: the tiered store locks the back store's keys (same lock scope, the
+ * back's cross-process lock), so its read-modify-write operations are atomic in
+ * this thread. With write-through, a read-modify-write also reads the back
+ * (never the front) while it holds the lock, so it stays atomic against other
+ * processes writing the back store. Plain reads are served from the front and do
+ * not see writes made to the back by other processes or other Store objects.
+ * With write-behind, other writers of the back are not coordinated with at all:
+ * use it for a back store that only this tiered store writes.
+ */
+import gensync, { type Handler } from 'gensync'
+import type { Backing, RawEntry, RawListing, RawMeta, RawWrite } from '../backing.js'
+import { KonserveError } from '../errors.js'
+import { Store } from '../store.js'
+import { FillGuard, HeldKeys, copyEntry, keyId, ops, storeLike } from './cached.js'
+
+export type WritePolicy = 'write-through' | 'write-behind'
+export type ReadPolicy = 'front-first'
+
+export interface TieredOptions {
+  /** 'write-through' (default) or 'write-behind'. */
+  writePolicy?: WritePolicy
+  /** 'front-first' (the default and only policy). */
+  readPolicy?: ReadPolicy
+  /**
+   * Gets errors that no caller receives: failed background writes
+   * (write-behind) and failed front writes after a durable back write
+   * (write-through). Default: `process.emitWarning` (code `KONSERVE_TIER_ERROR`).
+   */
+  onError?: (err: unknown) => void
+}
+
+/** A queued back write (write) or delete (no write) of one key. */
+interface Queued {
+  id: string
+  key: Uint8Array
+  seq: number
+  write?: RawWrite
+  /** The back write failed: the entry stays in `pending` so reads keep seeing it. */
+  failed?: boolean
+}
+
+function defaultOnError(err: unknown): void {
+  const message = `konserve tiered store: ${err instanceof Error ? err.message : String(err)}`
+  if (typeof process !== 'undefined' && typeof process.emitWarning === 'function') {
+    process.emitWarning(message, { code: 'KONSERVE_TIER_ERROR', detail: err instanceof Error ? err.stack : undefined })
+  } else {
+    console.warn(message, err)
+  }
+}
+
+function asEntry(w: RawWrite): RawEntry {
+  return copyEntry(w)
+}
+
+class TieredBacking implements Backing {
+  readonly implementation: Backing['implementation']
+  readonly lockScope: string
+  readonly atomicMultiKey: boolean
+  readonly filePath?: (key: Uint8Array) => string
+  /** @internal */ readonly guard = new FillGuard()
+  /** @internal */ readonly held = new HeldKeys()
+  /** @internal write-behind: the latest queued write of each key not yet in the back */
+  readonly pending = new Map<string, Queued>()
+  /** @internal */ queue: Queued[] = []
+  /** @internal */ seq = 0
+  /** @internal */ done = 0
+  /** @internal */ worker: Promise<void> | undefined
+  /** @internal background errors not yet reported by a flush */
+  readonly errors: unknown[] = []
+
+  constructor(
+    /** @internal */ readonly front: Backing,
+    /** @internal */ readonly back: Backing,
+    readonly writePolicy: WritePolicy,
+    /** @internal */ readonly onError: (err: unknown) => void,
+  ) {
+    this.implementation = back.implementation
+    // Locks are the back's: one scope, and the back's cross-process lock.
+    this.lockScope = back.lockScope
+    this.atomicMultiKey = front.atomicMultiKey && back.atomicMultiKey && writePolicy === 'write-through'
+    if (back.filePath) this.filePath = (key) => back.filePath!(key)
+  }
+
+  /** @internal Report an error no caller will see; never throws. */
+  report(err: unknown): void {
+    try {
+      this.onError(err)
+    } catch (inner) {
+      defaultOnError(inner)
+    }
+  }
+
+  /** @internal With write-through, a locked key is read from the back. */
+  readsBack(id: string): boolean {
+    return this.writePolicy === 'write-through' && this.held.has(id)
+  }
+
+  getSync(key: Uint8Array) {
+    return tGet.sync(this, key)
+  }
+  getAsync(key: Uint8Array) {
+    return tGet.async(this, key)
+  }
+  getMetaSync(key: Uint8Array) {
+    return tGetMeta.sync(this, key)
+  }
+  getMetaAsync(key: Uint8Array) {
+    return tGetMeta.async(this, key)
+  }
+  existsSync(key: Uint8Array) {
+    return tExists.sync(this, key)
+  }
+  existsAsync(key: Uint8Array) {
+    return tExists.async(this, key)
+  }
+  putSync(writes: RawWrite[]) {
+    tPut.sync(this, writes)
+  }
+  putAsync(writes: RawWrite[]) {
+    return tPut.async(this, writes)
+  }
+  deleteSync(keys: Uint8Array[]) {
+    return tDelete.sync(this, keys)
+  }
+  deleteAsync(keys: Uint8Array[]) {
+    return tDelete.async(this, keys)
+  }
+  listSync() {
+    return tList.sync(this)
+  }
+  listAsync() {
+    return tList.async(this)
+  }
+
+  lockSync(keys: Uint8Array[]): void {
+    this.back.lockSync(keys)
+    this.held.add(keys)
+  }
+  tryLock(keys: Uint8Array[]): boolean {
+    const ok = this.back.tryLock(keys)
+    if (ok) this.held.add(keys)
+    return ok
+  }
+  unlock(keys: Uint8Array[]): void {
+    try {
+      this.back.unlock(keys)
+    } finally {
+      this.held.remove(keys)
+    }
+  }
+
+  // ---- write-behind queue ----
+
+  /** @internal */
+  enqueue(items: Array<{ key: Uint8Array; write?: RawWrite }>): void {
+    for (const { key, write } of items) {
+      const q: Queued = { id: keyId(key), key, seq: ++this.seq, write }
+      this.pending.set(q.id, q)
+      this.queue.push(q)
+    }
+    this.worker ??= this.drain()
+  }
+
+  private async drain(): Promise<void> {
+    try {
+      // Let the writes of this tick join the first batch.
+      await null
+      while (this.queue.length > 0) {
+        const batch = this.queue.splice(0)
+        // In order per key: the last queued operation of each key is its final state.
+        const last = new Map<string, Queued>()
+        for (const q of batch) last.set(q.id, q)
+        const puts = [...last.values()].filter((q) => q.write)
+        const dels = [...last.values()].filter((q) => !q.write)
+        const failed = new Set<Queued>()
+        if (puts.length > 0) {
+          try {
+            await this.back.putAsync(puts.map((q) => q.write!))
+          } catch (err) {
+            for (const q of puts) failed.add(q)
+            this.fail(err, 'write', puts)
+          }
+        }
+        if (dels.length > 0) {
+          try {
+            await this.back.deleteAsync(dels.map((q) => q.key))
+          } catch (err) {
+            for (const q of dels) failed.add(q)
+            this.fail(err, 'delete', dels)
+          }
+        }
+        for (const q of last.values()) {
+          if (this.pending.get(q.id) !== q) continue // a newer write of the key is queued
+          if (failed.has(q)) q.failed = true
+          else this.pending.delete(q.id)
+        }
+        this.done = batch[batch.length - 1]!.seq
+      }
+    } finally {
+      this.worker = undefined
+    }
+  }
+
+  private fail(err: unknown, what: string, qs: Queued[]): void {
+    const e =
+      err instanceof KonserveError
+        ? err
+        : new KonserveError('ERR_IO', `${err instanceof Error ? err.message : String(err)}`, { cause: err })
+    const wrapped = new KonserveError(
+      e.code,
+      `a background ${what} of ${qs.length} key(s) to the back store failed (write-behind): ${e.message}`,
+      { cause: err, file: e.file },
+    )
+    this.errors.push(wrapped)
+    this.report(wrapped)
+  }
+
+  /** @internal */
+  async flushAsync(): Promise<void> {
+    const upTo = this.seq
+    while (this.done < upTo && this.worker) await this.worker
+    const errs = this.errors.splice(0)
+    if (errs.length === 1) throw errs[0]
+    if (errs.length > 1) throw new AggregateError(errs, `${errs.length} background writes to the back store failed`)
+  }
+}
+
+/** Removes keys from the front; false if that failed (the front may then be stale). */
+function* dropFront(self: TieredBacking, keys: Uint8Array[]): Handler<boolean> {
+  try {
+    yield* ops.delete(self.front, keys)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** Puts what the back returned into the front, unless a write of the key came in between. */
+function* fill(self: TieredBacking, id: string, key: Uint8Array, raw: RawEntry | undefined, g0: number): Handler<void> {
+  if (!self.guard.clean(id, g0)) return
+  if (!raw) {
+    // The back has no such key: a front entry of it (written outside) is stale.
+    if (self.readsBack(id)) yield* dropFront(self, [key])
+    return
+  }
+  try {
+    yield* ops.put(self.front, [{ key, serializer: raw.serializer, meta: raw.meta, value: raw.value }])
+  } catch {
+    return // a front that cannot take the entry: it is a cache, the read still succeeds
+  }
+  // A write that began while the fill was landing may have landed first: drop
+  // the filled entry, the next read goes to the back (removing is always safe).
+  if (!self.guard.clean(id, g0)) yield* dropFront(self, [key])
+}
+
+const tGet = gensync(function* (self: TieredBacking, key: Uint8Array): Handler<RawEntry | undefined> {
+  const id = keyId(key)
+  const p = self.pending.get(id)
+  if (p) return p.write ? asEntry(p.write) : undefined
+  if (!self.readsBack(id)) {
+    const hit = yield* ops.get(self.front, key)
+    if (hit) return hit
+  }
+  const g0 = self.guard.begin()
+  try {
+    const raw = yield* ops.get(self.back, key)
+    yield* fill(self, id, key, raw, g0)
+    return raw
+  } finally {
+    self.guard.end()
+  }
+})
+
+const tGetMeta = gensync(function* (self: TieredBacking, key: Uint8Array): Handler<RawMeta | undefined> {
+  const id = keyId(key)
+  const p = self.pending.get(id)
+  if (p) return p.write ? { key: key.slice(), serializer: p.write.serializer, meta: p.write.meta.slice() } : undefined
+  if (!self.readsBack(id)) {
+    const hit = yield* ops.getMeta(self.front, key)
+    if (hit) return hit
+  }
+  return yield* ops.getMeta(self.back, key)
+})
+
+const tExists = gensync(function* (self: TieredBacking, key: Uint8Array): Handler<boolean> {
+  const id = keyId(key)
+  const p = self.pending.get(id)
+  if (p) return p.write !== undefined
+  if (!self.readsBack(id) && (yield* ops.exists(self.front, key))) return true
+  return yield* ops.exists(self.back, key)
+})
+
+const tList = gensync(function* (self: TieredBacking): Handler<RawListing> {
+  const listing = yield* ops.list(self.back)
+  if (self.pending.size === 0) return listing
+  // write-behind: the back, with the queued writes applied
+  const entries = listing.entries.filter((e) => !self.pending.has(keyId(e.key)))
+  for (const q of self.pending.values()) {
+    if (q.write) entries.push({ key: q.key.slice(), serializer: q.write.serializer, meta: q.write.meta.slice() })
+  }
+  return { entries, corrupt: listing.corrupt }
+})
+
+const tPut = gensync(function* (self: TieredBacking, writes: RawWrite[]): Handler<void> {
+  const ids = writes.map((w) => keyId(w.key))
+  const keys = writes.map((w) => w.key)
+  self.guard.wrote(ids)
+  try {
+    if (self.writePolicy === 'write-through') {
+      try {
+        yield* ops.put(self.back, writes)
+      } catch (err) {
+        yield* dropFront(self, keys)
+        throw err
+      }
+      try {
+        yield* ops.put(self.front, writes)
+      } catch (err) {
+        // Durable in the back; the front must not keep the old value.
+        if (!(yield* dropFront(self, keys))) throw err
+        self.report(err)
+      }
+      return
+    }
+    // write-behind
+    try {
+      yield* ops.put(self.front, writes)
+    } catch (err) {
+      // Nothing is queued; keys the front may have taken are dropped (reads
+      // then see the queued or back value, as before this write).
+      yield* dropFront(self, keys)
+      throw err
+    }
+    // Copies: the queue outlives the caller's buffers.
+    self.enqueue(writes.map((w) => ({ key: w.key.slice(), write: { key: w.key.slice(), ...copyEntry(w) } })))
+  } finally {
+    self.guard.wrote(ids)
+  }
+})
+
+const tDelete = gensync(function* (self: TieredBacking, keys: Uint8Array[]): Handler<boolean[]> {
+  const ids = keys.map(keyId)
+  self.guard.wrote(ids)
+  try {
+    if (self.writePolicy === 'write-through') {
+      let existed: boolean[]
+      try {
+        existed = yield* ops.delete(self.back, keys)
+      } catch (err) {
+        yield* dropFront(self, keys)
+        throw err
+      }
+      // If this fails the front may still hold a deleted key: the caller must know.
+      yield* ops.delete(self.front, keys)
+      return existed
+    }
+    // write-behind: whether each key existed, as this store sees it
+    const before = ids.map((id) => self.pending.get(id))
+    const inFront = yield* ops.delete(self.front, keys)
+    const existed: boolean[] = []
+    for (let i = 0; i < keys.length; i++) {
+      const p = before[i]
+      existed.push(p ? p.write !== undefined : inFront[i] === true || (yield* ops.exists(self.back, keys[i]!)))
+    }
+    self.enqueue(keys.map((k) => ({ key: k.slice() })))
+    return existed
+  } finally {
+    self.guard.wrote(ids)
+  }
+})
+
+/**
+ * A Store that reads `front` first and falls back to `back`, and writes both
+ * (see the module comment for the policies). It writes with `back`'s
+ * serializers and locks `back`'s keys. Hooks are per Store object: add them to
+ * the tiered Store.
+ */
+export function tieredStore(front: Store, back: Store, options: TieredOptions = {}): Store {
+  if (!(front instanceof Store) || !(back instanceof Store)) {
+    throw new KonserveError('ERR_INVALID_ARGUMENT', 'tieredStore takes two Stores: front and back')
+  }
+  if (front === back || front.backing === back.backing) {
+    throw new KonserveError('ERR_INVALID_ARGUMENT', 'tieredStore: the front and the back must be different stores')
+  }
+  const writePolicy = options.writePolicy ?? 'write-through'
+  if (writePolicy !== 'write-through' && writePolicy !== 'write-behind') {
+    throw new KonserveError('ERR_INVALID_ARGUMENT', `tieredStore: unknown writePolicy ${JSON.stringify(writePolicy)}`)
+  }
+  const readPolicy = options.readPolicy ?? 'front-first'
+  if (readPolicy !== 'front-first') {
+    throw new KonserveError('ERR_INVALID_ARGUMENT', `tieredStore: unknown readPolicy ${JSON.stringify(readPolicy)}`)
+  }
+  return storeLike(new TieredBacking(front.backing, back.backing, writePolicy, options.onError ?? defaultOnError), back)
+}
+
+/**
+ * Resolves once every write queued (write-behind) before the call is in the
+ * back store, durably. Rejects with the error of any background write that
+ * failed since the last flush (an AggregateError if several did). Resolves at
+ * once for a write-through tiered store and for any other store.
+ */
+export async function flush(store: Store): Promise<void> {
+  const b = store.backing as { flushAsync?: () => Promise<void> }
+  if (typeof b.flushAsync === 'function') await b.flushAsync()
+}
