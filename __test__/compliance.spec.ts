@@ -198,9 +198,9 @@ for (const kind of storeKinds) {
       await k.append(s, 'foolog', { bar: 43 })
       const all = await k.keys(s)
       t.deepEqual(stripLastWrite(all), [
-        { key: 'baz', type: 'value' },
-        { key: 'binbar', type: 'binary' },
-        { key: 'foolog', type: 'append-log' },
+        { key: 'baz', type: 'value', revision: 1 },
+        { key: 'binbar', type: 'binary', revision: 1 },
+        { key: 'foolog', type: 'append-log', revision: 2 },
       ])
       for (const m of all) t.true(m.lastWrite instanceof Date)
     })
@@ -215,6 +215,59 @@ for (const kind of storeKinds) {
       t.is((await k.getMeta(s, 'doc')).owner, 'ana')
       await k.assoc(s, 'doc', 5)
       t.is((await k.getMeta(s, 'doc')).owner, undefined, 'assoc rebuilds metadata')
+    })
+
+    test(title('revisions: every write counts one up; expectedRevision guards writes'), async (t) => {
+      const [s, k] = await setup()
+      const rev = async (key: string) => (await k.getMeta(s, key))?.revision
+      await k.assoc(s, 'doc', { n: 1 })
+      t.is(await rev('doc'), 1)
+      await k.assocIn(s, ['doc', 'n'], 2)
+      await k.updateIn(s, ['doc', 'n'], (n: number) => n + 1)
+      await k.assoc(s, 'doc', { n: 10 }, { meta: { revision: 99 } })
+      t.is(await rev('doc'), 4, 'replacing writes count on; user metadata cannot set the revision')
+      // A mismatch: typed error, the function never runs, nothing is written.
+      let ran = false
+      const err = (await t.throwsAsync(
+        k.updateIn(s, ['doc', 'n'], () => {
+          ran = true
+          return 0
+        }, { expectedRevision: 3 }),
+      )) as KonserveError
+      t.is(err.code, 'ERR_REVISION_MISMATCH')
+      t.is(err.actualRevision, 4)
+      t.is(err.key, 'doc')
+      t.false(ran)
+      t.deepEqual(await k.get(s, 'doc'), { n: 10 })
+      for (const attempt of [
+        () => k.assoc(s, 'doc', 'x', { expectedRevision: 1 }),
+        () => k.assocIn(s, ['doc', 'n'], 0, { expectedRevision: 5 }),
+        () => k.update(s, 'doc', () => 0, { expectedRevision: 0 }),
+        () => k.bassoc(s, 'doc', new Uint8Array([1]), { expectedRevision: 2 }),
+        () => k.dissoc(s, 'doc', { expectedRevision: 3 }),
+      ]) {
+        t.is(((await t.throwsAsync(attempt())) as KonserveError).code, 'ERR_REVISION_MISMATCH')
+      }
+      t.deepEqual(await k.get(s, 'doc'), { n: 10 })
+      t.is(await rev('doc'), 4)
+      // The right revision writes.
+      t.deepEqual(await k.updateIn(s, ['doc', 'n'], (n: number) => n + 1, { expectedRevision: 4 }), [{ n: 10 }, { n: 11 }])
+      t.is(await rev('doc'), 5)
+      // 0: the key must not exist yet.
+      await k.assoc(s, 'fresh', 1, { expectedRevision: 0 })
+      t.is(((await t.throwsAsync(k.assoc(s, 'fresh', 2, { expectedRevision: 0 }))) as KonserveError).code, 'ERR_REVISION_MISMATCH')
+      t.is(await k.get(s, 'fresh'), 1)
+      await k.append(s, 'log', 'a', { expectedRevision: 0 })
+      await k.append(s, 'log', 'b', { expectedRevision: 1 })
+      t.is(((await t.throwsAsync(k.append(s, 'log', 'c', { expectedRevision: 1 }))) as KonserveError).code, 'ERR_REVISION_MISMATCH')
+      t.deepEqual(await k.log(s, 'log'), ['a', 'b'])
+      t.true(await k.dissoc(s, 'fresh', { expectedRevision: 1 }))
+      // A deleted key starts over.
+      await k.assoc(s, 'fresh', 3, { expectedRevision: 0 })
+      t.is(await rev('fresh'), 1)
+      await k.multiAssoc(s, { fresh: 4, other: 5 })
+      t.is(await rev('fresh'), 2)
+      t.is(await rev('other'), 1)
     })
 
     test(title('lastWrite never goes backwards'), async (t) => {

@@ -31,6 +31,17 @@ for (const impl of ['native', 'pure'] as const) {
     })
   }
 
+  test(`${impl}: conditional writes across processes: 2 x 300 optimistic increments lose nothing`, async (t) => {
+    const dir = join(tempDir(), 'store')
+    await k.connectFsStore(dir, { native })
+    const outs = await Promise.all([1, 2].map(() => run(process.execPath, [fixture('optimistic.mjs'), dir, '300', impl])))
+    const retries = outs.reduce((sum, o) => sum + Number(o.stdout), 0)
+    t.log(`${retries} writes were refused and retried`)
+    const store = await k.connectFsStore(dir, { native })
+    t.is(await k.get(store, 'counter'), 600)
+    t.is((await k.getMeta(store, 'counter'))!.revision, 600)
+  })
+
   test(`${impl}: a process killed while holding a key lock does not wedge the key`, async (t) => {
     const dir = join(tempDir(), 'store')
     const store = await k.connectFsStore(dir, { native })

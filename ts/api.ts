@@ -27,7 +27,19 @@ export interface Options extends SyncOption {}
 export interface WriteOptions extends Options {
   /** User metadata merged into the key's metadata (konserve's own fields win). */
   meta?: Record<string, unknown>
+  /**
+   * Write only if the key is at this revision (its metadata's `revision`);
+   * `0`: only if the key does not exist yet. Otherwise the call fails with
+   * `ERR_REVISION_MISMATCH` (its `actualRevision` says where the key is), no
+   * update function runs and nothing is written. Checked under the key's lock,
+   * so it holds across processes.
+   */
+  expectedRevision?: number
 }
+
+/** What the write operations take from their options. */
+type WriteArgs = Pick<WriteOptions, 'meta' | 'expectedRevision'>
+const writeArgs = (o: WriteOptions | undefined): WriteArgs => ({ meta: o?.meta, expectedRevision: o?.expectedRevision })
 
 /** Sync calls return `T`; async calls return `Promise<T>`. */
 export type Result<O, T> = O extends { sync: true } ? T : Promise<T>
@@ -148,8 +160,50 @@ function readMeta(key: Key, raw: { meta: Uint8Array }): Metadata {
   return decodeMeta(key, raw.meta)
 }
 
-function nextMeta(key: Key, type: KeyType, old: Metadata | undefined, extra: Record<string, unknown> | undefined): Metadata {
-  return { ...old, ...extra, key, type, lastWrite: now() }
+/** A key's revision: 0 when it is missing; files from before revisions count as 1. */
+function revisionOf(meta: Metadata | undefined): number {
+  if (!meta) return 0
+  return typeof meta.revision === 'number' ? meta.revision : 1
+}
+
+function checkRevision(w: WriteArgs, current: Metadata | undefined): void {
+  if (w.expectedRevision === undefined) return
+  const actual = revisionOf(current)
+  if (actual !== w.expectedRevision) {
+    const e = new KonserveError(
+      'ERR_REVISION_MISMATCH',
+      w.expectedRevision === 0
+        ? `the key must not exist yet, but it is at revision ${actual}`
+        : `expected revision ${w.expectedRevision}, but the key is at revision ${actual}`,
+    )
+    e.actualRevision = actual
+    throw e
+  }
+}
+
+/**
+ * The metadata of a write: `prev`'s fields if `keep` (updates keep them,
+ * replacing writes do not), the user's, then konserve's own, which win; the
+ * revision counts on from `prev`'s.
+ */
+function nextMeta(key: Key, type: KeyType, prev: Metadata | undefined, w: WriteArgs, keep: boolean): Metadata {
+  return { ...(keep ? prev : undefined), ...w.meta, key, type, lastWrite: now(), revision: revisionOf(prev) + 1 }
+}
+
+/**
+ * The current metadata of a key that a replacing write (assoc, bassoc,
+ * multiAssoc) is about to overwrite, for its revision. An unreadable old file
+ * must not stop the write that repairs it: it restarts at revision 1, unless
+ * the caller asked for a revision, which cannot then be checked.
+ */
+function* metaBeforeReplace(store: Store, key: Key, cke: Uint8Array, w: WriteArgs): Handler<Metadata | undefined> {
+  try {
+    const raw = yield* bGetMeta(store.backing, cke)
+    return raw ? readMeta(key, raw) : undefined
+  } catch (err) {
+    if (w.expectedRevision !== undefined) throw err
+    return undefined
+  }
 }
 
 function checkPath(path: unknown): asserts path is readonly [Key, ...unknown[]] {
@@ -279,13 +333,16 @@ function buildWrite(store: Store, cke: Uint8Array, value: unknown, meta: Metadat
   return { key: cke, serializer, meta: encodeMeta(meta), value: bytes }
 }
 
-const assocOp = gensync(function* (store: Store, key: Key, value: unknown, extra: Record<string, unknown> | undefined) {
+const assocOp = gensync(function* (store: Store, key: Key, value: unknown, w: WriteArgs) {
   return yield* about(key, function* () {
     const cke = encodeKey(key)
     // Encode before locking: a value that cannot be stored fails with nothing written.
-    const write = buildWrite(store, cke, value, nextMeta(key, 'value', undefined, extra))
+    const { serializer, bytes } = encodeValue(store, value)
     yield* withLock(store.backing, [cke], function* () {
-      yield* bPut(store.backing, [write])
+      const prev = yield* metaBeforeReplace(store, key, cke, w)
+      checkRevision(w, prev)
+      const meta = encodeMeta(nextMeta(key, 'value', prev, w, false))
+      yield* bPut(store.backing, [{ key: cke, serializer, meta, value: bytes }])
     })
     afterWrite(store, { op: 'assoc', key, path: [key], oldValue: undefined, newValue: value })
     return [undefined, value] as [undefined, unknown]
@@ -297,12 +354,12 @@ const assocOp = gensync(function* (store: Store, key: Key, value: unknown, extra
  * Returns `[undefined, value]`: the old value is not read.
  */
 export function assoc<O extends WriteOptions>(store: Store, key: Key, value: unknown, opts?: O): Result<O, [undefined, unknown]> {
-  return run(assocOp, opts, [store, key, value, opts?.meta]) as Result<O, [undefined, unknown]>
+  return run(assocOp, opts, [store, key, value, writeArgs(opts)]) as Result<O, [undefined, unknown]>
 }
 
 type Updater = (old: unknown) => unknown
 
-const updateInOp = gensync(function* (store: Store, path: Path, fn: Updater, extra: Record<string, unknown> | undefined, op: WriteOp) {
+const updateInOp = gensync(function* (store: Store, path: Path, fn: Updater, w: WriteArgs, op: WriteOp) {
   checkPath(path)
   const [key, ...rest] = path
   return yield* about(key, function* () {
@@ -311,13 +368,14 @@ const updateInOp = gensync(function* (store: Store, path: Path, fn: Updater, ext
       const raw = yield* bGet(store.backing, cke)
       const old = raw ? decodeValue(store, raw) : undefined
       const oldMeta = raw ? readMeta(key, raw) : undefined
+      checkRevision(w, oldMeta)
       if (raw && raw.serializer === RAW_BYTES_ID && rest.length > 0) {
         throw new KonserveError('ERR_INVALID_PATH', 'cannot go into a binary value')
       }
       const at = getPath(old, rest)
       const leaf = yield* callUser(fn as (...a: unknown[]) => unknown, [at === missing ? undefined : at])
       const next = setPath(old, rest, leaf)
-      yield* bPut(store.backing, [buildWrite(store, cke, next, nextMeta(key, 'value', oldMeta, extra))])
+      yield* bPut(store.backing, [buildWrite(store, cke, next, nextMeta(key, 'value', oldMeta, w, true))])
       return [old, next] as [unknown, unknown]
     })
     afterWrite(store, { op, key, path: [key, ...rest], oldValue: result[0], newValue: result[1] })
@@ -337,23 +395,27 @@ export function updateIn<O extends WriteOptions>(
   fn: (old: any) => unknown,
   opts?: O,
 ): Result<O, [unknown, unknown]> {
-  return run(updateInOp, opts, [store, path, fn, opts?.meta, 'updateIn']) as Result<O, [unknown, unknown]>
+  return run(updateInOp, opts, [store, path, fn, writeArgs(opts), 'updateIn']) as Result<O, [unknown, unknown]>
 }
 
 /** `updateIn(store, [key], fn)`. */
 export function update<O extends WriteOptions>(store: Store, key: Key, fn: (old: any) => unknown, opts?: O): Result<O, [unknown, unknown]> {
-  return run(updateInOp, opts, [store, [key], fn, opts?.meta, 'update']) as Result<O, [unknown, unknown]>
+  return run(updateInOp, opts, [store, [key], fn, writeArgs(opts), 'update']) as Result<O, [unknown, unknown]>
 }
 
 /** Sets the value at `path` (creating maps along it). Returns `[old, new]` of the top-level value. */
 export function assocIn<O extends WriteOptions>(store: Store, path: Path, value: unknown, opts?: O): Result<O, [unknown, unknown]> {
-  return run(updateInOp, opts, [store, path, () => value, opts?.meta, 'assocIn']) as Result<O, [unknown, unknown]>
+  return run(updateInOp, opts, [store, path, () => value, writeArgs(opts), 'assocIn']) as Result<O, [unknown, unknown]>
 }
 
-const dissocOp = gensync(function* (store: Store, key: Key) {
+const dissocOp = gensync(function* (store: Store, key: Key, w: WriteArgs) {
   return yield* about(key, function* () {
     const cke = encodeKey(key)
     const existed = yield* withLock(store.backing, [cke], function* () {
+      if (w.expectedRevision !== undefined) {
+        const raw = yield* bGetMeta(store.backing, cke)
+        checkRevision(w, raw ? readMeta(key, raw) : undefined)
+      }
       const [existed] = yield* bDelete(store.backing, [cke])
       return existed === true
     })
@@ -362,9 +424,9 @@ const dissocOp = gensync(function* (store: Store, key: Key) {
   })
 })
 
-/** Removes `key`. Returns whether it existed. */
-export function dissoc<O extends Options>(store: Store, key: Key, opts?: O): Result<O, boolean> {
-  return run(dissocOp, opts, [store, key]) as Result<O, boolean>
+/** Removes `key`. Returns whether it existed. Takes `expectedRevision` like the writes. */
+export function dissoc<O extends Options & Pick<WriteOptions, 'expectedRevision'>>(store: Store, key: Key, opts?: O): Result<O, boolean> {
+  return run(dissocOp, opts, [store, key, { expectedRevision: opts?.expectedRevision }]) as Result<O, boolean>
 }
 
 // ---- binary blobs -------------------------------------------------------------
@@ -377,18 +439,15 @@ function toBytes(input: unknown): Uint8Array {
   throw new KonserveError('ERR_INVALID_ARGUMENT', 'bassoc takes a Uint8Array, Buffer, ArrayBuffer, typed array or string')
 }
 
-const bassocOp = gensync(function* (store: Store, key: Key, input: unknown, extra: Record<string, unknown> | undefined) {
+const bassocOp = gensync(function* (store: Store, key: Key, input: unknown, w: WriteArgs) {
   return yield* about(key, function* () {
     const cke = encodeKey(key)
     const bytes = toBytes(input)
-    const write: RawWrite = {
-      key: cke,
-      serializer: RAW_BYTES_ID,
-      meta: encodeMeta(nextMeta(key, 'binary', undefined, extra)),
-      value: bytes,
-    }
     yield* withLock(store.backing, [cke], function* () {
-      yield* bPut(store.backing, [write])
+      const prev = yield* metaBeforeReplace(store, key, cke, w)
+      checkRevision(w, prev)
+      const meta = encodeMeta(nextMeta(key, 'binary', prev, w, false))
+      yield* bPut(store.backing, [{ key: cke, serializer: RAW_BYTES_ID, meta, value: bytes }])
     })
     afterWrite(store, { op: 'bassoc', key, path: [key], oldValue: undefined, newValue: bytes })
     return true as const
@@ -397,7 +456,7 @@ const bassocOp = gensync(function* (store: Store, key: Key, input: unknown, extr
 
 /** Stores raw bytes under `key` (no serializer). Returns true. */
 export function bassoc<O extends WriteOptions>(store: Store, key: Key, bytes: Uint8Array | ArrayBuffer | string, opts?: O): Result<O, true> {
-  return run(bassocOp, opts, [store, key, bytes, opts?.meta]) as Result<O, true>
+  return run(bassocOp, opts, [store, key, bytes, writeArgs(opts)]) as Result<O, true>
 }
 
 /** What `bget`'s callback gets: `blob` in sync form, `stream` in async form. */
@@ -447,7 +506,7 @@ function* readLog(store: Store, key: Key): Handler<unknown[] | undefined> {
   return value
 }
 
-const appendOp = gensync(function* (store: Store, key: Key, elem: unknown, extra: Record<string, unknown> | undefined) {
+const appendOp = gensync(function* (store: Store, key: Key, elem: unknown, w: WriteArgs) {
   return yield* about(key, function* () {
     const cke = encodeKey(key)
     const [old, next] = yield* withLock(store.backing, [cke], function* () {
@@ -457,10 +516,11 @@ const appendOp = gensync(function* (store: Store, key: Key, elem: unknown, extra
       if (raw && (oldMeta?.type !== 'append-log' || !Array.isArray(old))) {
         throw new KonserveError('ERR_NOT_A_LOG', 'the key holds something other than an append log')
       }
+      checkRevision(w, oldMeta)
       // The whole log is one file replaced atomically: a crash leaves the log
       // before or after this append, never a half-linked list.
       const next = [...(old as unknown[]), elem]
-      yield* bPut(store.backing, [buildWrite(store, cke, next, nextMeta(key, 'append-log', oldMeta, extra))])
+      yield* bPut(store.backing, [buildWrite(store, cke, next, nextMeta(key, 'append-log', oldMeta, w, true))])
       return [raw ? old : undefined, next] as const
     })
     afterWrite(store, { op: 'append', key, path: [key], oldValue: old, newValue: next })
@@ -470,7 +530,7 @@ const appendOp = gensync(function* (store: Store, key: Key, elem: unknown, extra
 
 /** Appends `elem` to the log at `key` (creating it). Returns the log's length after the append. */
 export function append<O extends WriteOptions>(store: Store, key: Key, elem: unknown, opts?: O): Result<O, number> {
-  return run(appendOp, opts, [store, key, elem, opts?.meta]) as Result<O, number>
+  return run(appendOp, opts, [store, key, elem, writeArgs(opts)]) as Result<O, number>
 }
 
 const logOp = gensync(function* (store: Store, key: Key) {
@@ -527,18 +587,22 @@ export function multiGet<O extends Options>(store: Store, ks: Iterable<Key>, opt
 
 const multiAssocOp = gensync(function* (store: Store, kvs: unknown, extra: Record<string, unknown> | undefined) {
   const entries = entriesOf(kvs)
-  const writes: RawWrite[] = []
-  const ckes: Uint8Array[] = []
-  for (const [k, v] of entries) {
-    const cke = encodeKey(k)
+  const w: WriteArgs = { meta: extra }
+  // Encode every value before locking: one that cannot be stored fails the batch with nothing written.
+  const encoded = entries.map(([k, v]) => {
     try {
-      writes.push(buildWrite(store, cke, v, nextMeta(k, 'value', undefined, extra)))
+      return { key: k, cke: encodeKey(k), ...encodeValue(store, v) }
     } catch (err) {
       throw withKey(err, k)
     }
-    ckes.push(cke)
-  }
+  })
+  const ckes = encoded.map((e) => e.cke)
   yield* withLock(store.backing, ckes, function* () {
+    const writes: RawWrite[] = []
+    for (const e of encoded) {
+      const prev = yield* about(e.key, () => metaBeforeReplace(store, e.key, e.cke, w))
+      writes.push({ key: e.cke, serializer: e.serializer, meta: encodeMeta(nextMeta(e.key, 'value', prev, w, false)), value: e.bytes })
+    }
     yield* bPut(store.backing, writes)
   })
   afterWrite(store, () => entries.map(([k, v]) => ({ op: 'multiAssoc', key: k, path: [k], oldValue: undefined, newValue: v })))

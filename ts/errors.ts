@@ -16,6 +16,7 @@ export type ErrorCode =
   | 'ERR_NO_SPACE'
   | 'ERR_READ_ONLY'
   | 'ERR_DECRYPT'
+  | 'ERR_REVISION_MISMATCH'
   | 'ERR_SERIALIZE'
   | 'ERR_DESERIALIZE'
   | 'ERR_SERIALIZER_NOT_FOUND'
@@ -35,6 +36,8 @@ export class KonserveError extends Error {
   declare key?: unknown
   /** The file involved, for file stores. */
   declare file?: string
+  /** For `ERR_REVISION_MISMATCH`: the revision the key is at. */
+  declare actualRevision?: number
 
   constructor(code: ErrorCode, message: string, details: { key?: unknown; file?: string; cause?: unknown } = {}) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause })

@@ -15,6 +15,8 @@ export interface Metadata {
   type: KeyType
   /** When the key was last written; never earlier than a previous write in this process. */
   lastWrite: Date
+  /** Counts the key's writes: 1 after the first; a new revision on every write (see `expectedRevision`). */
+  revision?: number
   /** Any user metadata given on write. */
   [field: string]: unknown
 }
