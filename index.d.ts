@@ -32,6 +32,8 @@ export declare class NativeFileStore {
   deleteAsync(keys: Array<Buffer>): Promise<boolean[]>
   listSync(): NativeListing
   listAsync(): Promise<NativeListing>
+  /** A streaming listing: batches of at most `max` key files (see `NativeListCursor`). */
+  openList(): NativeListCursor
   /** Blocks until every key is locked (in this process and across processes). */
   lockSync(keys: Array<Buffer>): void
   /**
@@ -43,6 +45,17 @@ export declare class NativeFileStore {
   unlock(keys: Array<Buffer>): void
   /** The path of the file that holds `key`. */
   filePath(key: Buffer): string
+}
+
+/**
+ * A streaming listing of a store directory: `readdir` as it goes, one key
+ * file open at a time, batches of metadata. `null` once exhausted.
+ */
+export declare class NativeListCursor {
+  nextBatchSync(max: number): NativeListing | null
+  nextBatchAsync(max: number): Promise<NativeListing | null>
+  /** Releases the directory handle (also done when exhausted or collected). */
+  close(): void
 }
 
 export declare function deleteStoreAsync(path: string): Promise<void>

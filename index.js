@@ -836,6 +836,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.NativeFileStore = nativeBinding.NativeFileStore
+module.exports.NativeListCursor = nativeBinding.NativeListCursor
 module.exports.deleteStoreAsync = nativeBinding.deleteStoreAsync
 module.exports.deleteStoreSync = nativeBinding.deleteStoreSync
 module.exports.fileName = nativeBinding.fileName

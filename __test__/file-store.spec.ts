@@ -73,7 +73,7 @@ for (const impl of ['native', 'pure'] as const) {
     const names = readdirSync(dir).sort()
     t.deepEqual(
       names.filter((n) => !n.endsWith('.ksv')),
-      ['.konserve.lock'],
+      ['.konserve.clock', '.konserve.lock'], // the lastWrite watermark (FORMAT.md §7) and the lock file
     )
     t.is(ksvFiles(dir).length, 4)
     for (const n of ksvFiles(dir)) t.regex(n, /^[0-9a-f]{32}\.ksv$/)

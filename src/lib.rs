@@ -8,7 +8,7 @@
 //! the TypeScript layer turns that into a `KonserveError` with `code`, `file`
 //! and the key (which only JavaScript knows how to print).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use konserve_core as core;
 use napi::bindgen_prelude::*;
@@ -234,6 +234,13 @@ impl NativeFileStore {
     self.task(Op::List)
   }
 
+  /// A streaming listing: batches of at most `max` key files (see `NativeListCursor`).
+  #[napi]
+  pub fn open_list(&self) -> Result<NativeListCursor> {
+    let cursor = self.inner.list_cursor().map_err(js_error)?;
+    Ok(NativeListCursor { inner: Arc::new(Mutex::new(Some(cursor))) })
+  }
+
   /// Blocks until every key is locked (in this process and across processes).
   #[napi]
   pub fn lock_sync(&self, keys: Vec<Buffer>) -> Result<()> {
@@ -261,6 +268,59 @@ impl NativeFileStore {
 
   fn task(&self, op: Op) -> AsyncTask<StoreTask> {
     AsyncTask::new(StoreTask { store: self.inner.clone(), op: Some(op) })
+  }
+}
+
+/// A streaming listing of a store directory: `readdir` as it goes, one key
+/// file open at a time, batches of metadata. `null` once exhausted.
+#[napi]
+pub struct NativeListCursor {
+  inner: Arc<Mutex<Option<core::ListCursor>>>,
+}
+
+fn next_batch(cursor: &Mutex<Option<core::ListCursor>>, max: u32) -> CoreResult<Option<core::ListResult>> {
+  let mut guard = cursor.lock().unwrap_or_else(|p| p.into_inner());
+  match guard.as_mut() {
+    Some(c) => c.next_batch(max as usize),
+    None => Ok(None),
+  }
+}
+
+#[napi]
+impl NativeListCursor {
+  #[napi]
+  pub fn next_batch_sync(&self, max: u32) -> Result<Option<NativeListing>> {
+    Ok(next_batch(&self.inner, max).map_err(js_error)?.map(listing_to_js))
+  }
+
+  #[napi(ts_return_type = "Promise<NativeListing | null>")]
+  pub fn next_batch_async(&self, max: u32) -> AsyncTask<CursorTask> {
+    AsyncTask::new(CursorTask { cursor: self.inner.clone(), max })
+  }
+
+  /// Releases the directory handle (also done when exhausted or collected).
+  #[napi]
+  pub fn close(&self) {
+    let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+    *guard = None;
+  }
+}
+
+pub struct CursorTask {
+  cursor: Arc<Mutex<Option<core::ListCursor>>>,
+  max: u32,
+}
+
+impl Task for CursorTask {
+  type Output = Option<core::ListResult>;
+  type JsValue = Option<NativeListing>;
+
+  fn compute(&mut self) -> Result<Self::Output> {
+    next_batch(&self.cursor, self.max).map_err(js_error)
+  }
+
+  fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
+    Ok(output.map(listing_to_js))
   }
 }
 

@@ -8,7 +8,7 @@
 import { Readable } from 'node:stream'
 import gensync, { type Handler } from 'gensync'
 import type { Backing, RawEntry, RawMeta, RawWrite } from './backing.js'
-import { now } from './clock.js'
+import { nowMs } from './clock.js'
 import { type Key, decodeKey, encodeKey } from './codec/key.js'
 import { type KeyType, type Metadata, decodeMeta, encodeMeta } from './codec/meta.js'
 import { KonserveError, withKey } from './errors.js'
@@ -66,9 +66,19 @@ const bDelete = gensync({
   sync: (b: Backing, ks: Uint8Array[]) => b.deleteSync(ks),
   async: (b: Backing, ks: Uint8Array[]) => b.deleteAsync(ks),
 })
+/** @internal */
+export const bGetMetaOp = bGetMeta
+/** @internal */
+export const bDeleteOp = bDelete
 const bList = gensync({
   sync: (b: Backing) => b.listSync(),
   async: (b: Backing) => b.listAsync(),
+})
+
+/** A lastWrite stamp: the store's clock (file stores: the watermark), else the process's. */
+const stamp = gensync({
+  sync: (b: Backing) => new Date(b.clock ? b.clock.nowSync() : nowMs()),
+  async: async (b: Backing) => new Date(b.clock ? await b.clock.now() : nowMs()),
 })
 
 function isThenable(v: unknown): v is PromiseLike<unknown> {
@@ -90,7 +100,8 @@ const callUser = gensync({
 // Async lock waits poll the cross-process lock with a short, growing pause.
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 
-const lockKeys = gensync({
+/** @internal Takes the keys' locks (this thread, then the backing's cross-process lock). */
+export const lockKeys = gensync({
   sync: (b: Backing, keys: Uint8Array[]): string[] => {
     const ids = lockIds(b.lockScope, keys)
     acquireSync(ids)
@@ -117,7 +128,8 @@ const lockKeys = gensync({
   },
 })
 
-function* withLock<R>(b: Backing, keys: Uint8Array[], body: () => Handler<R>): Handler<R> {
+/** @internal Runs `body` holding the keys' locks. */
+export function* withLock<R>(b: Backing, keys: Uint8Array[], body: () => Handler<R>): Handler<R> {
   const ids = yield* lockKeys(b, keys)
   try {
     return yield* body()
@@ -156,7 +168,8 @@ function encodeValue(store: Store, value: unknown): { serializer: number; bytes:
   }
 }
 
-function readMeta(key: Key, raw: { meta: Uint8Array }): Metadata {
+/** @internal */
+export function readMeta(key: Key, raw: { meta: Uint8Array }): Metadata {
   return decodeMeta(key, raw.meta)
 }
 
@@ -186,8 +199,8 @@ function checkRevision(w: WriteArgs, current: Metadata | undefined): void {
  * replacing writes do not), the user's, then konserve's own, which win; the
  * revision counts on from `prev`'s.
  */
-function nextMeta(key: Key, type: KeyType, prev: Metadata | undefined, w: WriteArgs, keep: boolean): Metadata {
-  return { ...(keep ? prev : undefined), ...w.meta, key, type, lastWrite: now(), revision: revisionOf(prev) + 1 }
+function nextMeta(key: Key, type: KeyType, prev: Metadata | undefined, w: WriteArgs, keep: boolean, lastWrite: Date): Metadata {
+  return { ...(keep ? prev : undefined), ...w.meta, key, type, lastWrite, revision: revisionOf(prev) + 1 }
 }
 
 /**
@@ -212,7 +225,8 @@ function checkPath(path: unknown): asserts path is readonly [Key, ...unknown[]] 
   }
 }
 
-function run<A extends unknown[], R>(op: gensync.Gensync<A, R>, opts: Options | undefined, args: A): R | Promise<R> {
+/** @internal */
+export function run<A extends unknown[], R>(op: gensync.Gensync<A, R>, opts: Options | undefined, args: A): R | Promise<R> {
   if (opts?.sync) return op.sync(...args)
   try {
     return op.async(...args)
@@ -295,7 +309,8 @@ export interface KeysOptions extends Options {
   onCorrupt?: (err: KonserveError) => void
 }
 
-function warnCorrupt(err: KonserveError): void {
+/** @internal */
+export function warnCorrupt(err: KonserveError): void {
   if (typeof process !== 'undefined' && typeof process.emitWarning === 'function') {
     process.emitWarning(err.message, { code: err.code, detail: err.file })
   } else {
@@ -341,7 +356,7 @@ const assocOp = gensync(function* (store: Store, key: Key, value: unknown, w: Wr
     yield* withLock(store.backing, [cke], function* () {
       const prev = yield* metaBeforeReplace(store, key, cke, w)
       checkRevision(w, prev)
-      const meta = encodeMeta(nextMeta(key, 'value', prev, w, false))
+      const meta = encodeMeta(nextMeta(key, 'value', prev, w, false, yield* stamp(store.backing)))
       yield* bPut(store.backing, [{ key: cke, serializer, meta, value: bytes }])
     })
     afterWrite(store, { op: 'assoc', key, path: [key], oldValue: undefined, newValue: value })
@@ -375,7 +390,7 @@ const updateInOp = gensync(function* (store: Store, path: Path, fn: Updater, w: 
       const at = getPath(old, rest)
       const leaf = yield* callUser(fn as (...a: unknown[]) => unknown, [at === missing ? undefined : at])
       const next = setPath(old, rest, leaf)
-      yield* bPut(store.backing, [buildWrite(store, cke, next, nextMeta(key, 'value', oldMeta, w, true))])
+      yield* bPut(store.backing, [buildWrite(store, cke, next, nextMeta(key, 'value', oldMeta, w, true, yield* stamp(store.backing)))])
       return [old, next] as [unknown, unknown]
     })
     afterWrite(store, { op, key, path: [key, ...rest], oldValue: result[0], newValue: result[1] })
@@ -446,7 +461,7 @@ const bassocOp = gensync(function* (store: Store, key: Key, input: unknown, w: W
     yield* withLock(store.backing, [cke], function* () {
       const prev = yield* metaBeforeReplace(store, key, cke, w)
       checkRevision(w, prev)
-      const meta = encodeMeta(nextMeta(key, 'binary', prev, w, false))
+      const meta = encodeMeta(nextMeta(key, 'binary', prev, w, false, yield* stamp(store.backing)))
       yield* bPut(store.backing, [{ key: cke, serializer: RAW_BYTES_ID, meta, value: bytes }])
     })
     afterWrite(store, { op: 'bassoc', key, path: [key], oldValue: undefined, newValue: bytes })
@@ -520,7 +535,7 @@ const appendOp = gensync(function* (store: Store, key: Key, elem: unknown, w: Wr
       // The whole log is one file replaced atomically: a crash leaves the log
       // before or after this append, never a half-linked list.
       const next = [...(old as unknown[]), elem]
-      yield* bPut(store.backing, [buildWrite(store, cke, next, nextMeta(key, 'append-log', oldMeta, w, true))])
+      yield* bPut(store.backing, [buildWrite(store, cke, next, nextMeta(key, 'append-log', oldMeta, w, true, yield* stamp(store.backing)))])
       return [raw ? old : undefined, next] as const
     })
     afterWrite(store, { op: 'append', key, path: [key], oldValue: old, newValue: next })
@@ -599,9 +614,10 @@ const multiAssocOp = gensync(function* (store: Store, kvs: unknown, extra: Recor
   const ckes = encoded.map((e) => e.cke)
   yield* withLock(store.backing, ckes, function* () {
     const writes: RawWrite[] = []
+    const lastWrite = yield* stamp(store.backing)
     for (const e of encoded) {
       const prev = yield* about(e.key, () => metaBeforeReplace(store, e.key, e.cke, w))
-      writes.push({ key: e.cke, serializer: e.serializer, meta: encodeMeta(nextMeta(e.key, 'value', prev, w, false)), value: e.bytes })
+      writes.push({ key: e.cke, serializer: e.serializer, meta: encodeMeta(nextMeta(e.key, 'value', prev, w, false, lastWrite)), value: e.bytes })
     }
     yield* bPut(store.backing, writes)
   })

@@ -43,6 +43,25 @@ export interface RawListing {
   corrupt: RawCorrupt[]
 }
 
+/**
+ * A streaming listing: batches of at most `max` entries (entries and corrupt
+ * files together), `undefined` once every entry was listed. Keys written or
+ * deleted while a cursor runs may or may not be seen. A cursor is used in one
+ * form (sync or async) at a time; `close` releases it early (idempotent).
+ */
+export interface ListCursor {
+  nextSync(max: number): RawListing | undefined
+  next(max: number): Promise<RawListing | undefined>
+  close(): void
+}
+
+/** A per-store last-write clock (file stores: the `.konserve.clock` watermark). */
+export interface StoreClock {
+  /** A lastWrite stamp (ms since epoch) for a write about to happen. */
+  nowSync(): number
+  now(): Promise<number>
+}
+
 export interface Backing {
   /** 'native', 'pure' or 'memory': which implementation does the work. */
   readonly implementation: 'native' | 'pure' | 'memory'
@@ -63,8 +82,13 @@ export interface Backing {
   /** Deletes the keys; returns whether each existed. */
   deleteSync(keys: Uint8Array[]): boolean[]
   deleteAsync(keys: Uint8Array[]): Promise<boolean[]>
+  /** Every entry at once (memory proportional to the store). */
   listSync(): RawListing
   listAsync(): Promise<RawListing>
+  /** Every entry, in batches (memory proportional to a batch). */
+  openList(): ListCursor
+  /** The store's own lastWrite clock; without one, the per-process clock is used. */
+  readonly clock?: StoreClock
 
   /**
    * Locking beyond this JavaScript thread (other threads, other processes).

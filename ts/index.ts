@@ -34,7 +34,9 @@ export {
   registerSerializer,
 } from './serializers.js'
 export type { Serializer, SerializerOption } from './serializers.js'
-export type { Backing, RawEntry, RawListing, RawMeta, RawWrite } from './backing.js'
+export type { Backing, ListCursor, RawEntry, RawListing, RawMeta, RawWrite, StoreClock } from './backing.js'
+export { sweep } from './gc.js'
+export type { SweepOptions, SweepProgress } from './gc.js'
 export { decodeKey, encodeKey } from './codec/key.js'
 export { addWriteHook, removeWriteHook } from './hooks.js'
 export type { HookId, WriteEvent, WriteHook, WriteHookOptions, WriteOp } from './hooks.js'

@@ -7,6 +7,7 @@ import { mkdir, realpath } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import type { Backing } from './backing.js'
 import { KonserveError, toKonserveError } from './errors.js'
+import { FileClock } from './clock.js'
 import { type NativeBinding, loadNative, nativeOrWarn } from './native.js'
 import { type Serializer, type SerializerOption, SerializerSet } from './serializers.js'
 import { MemoryBacking } from './stores/memory.js'
@@ -137,7 +138,14 @@ export function connectFsStore<O extends FsStoreOptions & SyncOption>(path: stri
     } catch (err) {
       throw toKonserveError(err)
     }
-    return new Store(new NativeFileBacking(store, `file:${realpathSync(dir)}`), opts, dir) as Ret<O, Store>
+    const real = realpathSync(dir)
+    let clock: FileClock
+    try {
+      clock = FileClock.openSync(real, openOptions.syncBlob)
+    } catch (err) {
+      throw toKonserveError(err)
+    }
+    return new Store(new NativeFileBacking(store, `file:${real}`, clock), opts, dir) as Ret<O, Store>
   }
   return (async () => {
     const dir = checkPath(path)
@@ -151,7 +159,14 @@ export function connectFsStore<O extends FsStoreOptions & SyncOption>(path: stri
     const store = await native.NativeFileStore.openAsync(dir, openOptions).catch((err: unknown) => {
       throw toKonserveError(err)
     })
-    return new Store(new NativeFileBacking(store, `file:${await realpath(dir)}`), opts, dir)
+    const real = await realpath(dir)
+    let clock: FileClock
+    try {
+      clock = FileClock.openSync(real, openOptions.syncBlob)
+    } catch (err) {
+      throw toKonserveError(err)
+    }
+    return new Store(new NativeFileBacking(store, `file:${real}`, clock), opts, dir)
   })() as Ret<O, Store>
 }
 

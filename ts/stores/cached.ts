@@ -23,7 +23,7 @@
  */
 import gensync, { type Handler } from 'gensync'
 import { LRUCache } from 'lru-cache'
-import type { Backing, RawEntry, RawListing, RawMeta, RawWrite } from '../backing.js'
+import type { Backing, ListCursor, RawEntry, RawListing, RawMeta, RawWrite, StoreClock } from '../backing.js'
 import { KonserveError } from '../errors.js'
 import { Store } from '../store.js'
 
@@ -239,6 +239,13 @@ class CachedBacking implements Backing {
   }
   listSync(): RawListing {
     return this.inner.listSync()
+  }
+  /** The underlying store's: a listing never goes through the cache. */
+  openList(): ListCursor {
+    return this.inner.openList()
+  }
+  get clock(): StoreClock | undefined {
+    return this.inner.clock
   }
   listAsync(): Promise<RawListing> {
     return this.inner.listAsync()

@@ -4,7 +4,7 @@
  * the store behaves exactly like a file store (same errors, same metadata).
  * Multi-key writes are atomic.
  */
-import type { Backing, RawEntry, RawListing, RawMeta, RawWrite } from '../backing.js'
+import type { Backing, ListCursor, RawEntry, RawListing, RawMeta, RawWrite } from '../backing.js'
 
 interface Slot extends RawEntry {
   key: Uint8Array
@@ -53,6 +53,30 @@ export class MemoryBacking implements Backing {
     return {
       entries: [...this.slots.values()].map((s) => ({ key: s.key, serializer: s.serializer, meta: s.meta })),
       corrupt: [],
+    }
+  }
+
+  /** A snapshot of the key ids; each batch reads the keys still there. */
+  openList(): ListCursor {
+    let ids: string[] | undefined = [...this.slots.keys()]
+    let at = 0
+    const nextSync = (max: number): RawListing | undefined => {
+      if (!ids) return undefined
+      const out: RawListing = { entries: [], corrupt: [] }
+      const n = Math.max(1, max)
+      while (at < ids.length && out.entries.length < n) {
+        const s = this.slots.get(ids[at++]!)
+        if (s) out.entries.push({ key: s.key, serializer: s.serializer, meta: s.meta })
+      }
+      if (at >= ids.length) ids = undefined
+      return out.entries.length > 0 ? out : undefined
+    }
+    return {
+      nextSync,
+      next: async (max) => nextSync(max),
+      close: () => {
+        ids = undefined
+      },
     }
   }
 

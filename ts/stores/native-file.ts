@@ -2,7 +2,7 @@
  * The file backing on the Rust core: durable writes, cross-process locks,
  * blocking calls on the main thread and async calls on the libuv threadpool.
  */
-import type { Backing, RawEntry, RawListing, RawMeta, RawWrite } from '../backing.js'
+import type { Backing, ListCursor, RawEntry, RawListing, RawMeta, RawWrite, StoreClock } from '../backing.js'
 import { toKonserveError } from '../errors.js'
 import type { NativeFileStore } from '../native.js'
 
@@ -39,6 +39,7 @@ export class NativeFileBacking implements Backing {
   constructor(
     private readonly native: NativeFileStore,
     readonly lockScope: string,
+    readonly clock?: StoreClock,
   ) {}
 
   getSync(key: Uint8Array): RawEntry | undefined {
@@ -76,6 +77,14 @@ export class NativeFileBacking implements Backing {
   }
   listAsync(): Promise<RawListing> {
     return callAsync(() => this.native.listAsync())
+  }
+  openList(): ListCursor {
+    const cursor = call(() => this.native.openList())
+    return {
+      nextSync: (max) => call(() => orUndefined(cursor.nextBatchSync(max))),
+      next: (max) => callAsync(async () => orUndefined(await cursor.nextBatchAsync(max))),
+      close: () => cursor.close(),
+    }
   }
   lockSync(keys: Uint8Array[]): void {
     call(() => this.native.lockSync(bufs(keys)))

@@ -16,7 +16,8 @@
 import * as fs from 'node:fs'
 import * as fsp from 'node:fs/promises'
 import { dirname, join, relative, sep } from 'node:path'
-import type { Backing, RawCorrupt, RawEntry, RawListing, RawMeta, RawWrite } from '../backing.js'
+import type { Backing, ListCursor, RawCorrupt, RawEntry, RawListing, RawMeta, RawWrite } from '../backing.js'
+import { CLOCK_FILE, FileClock } from '../clock.js'
 import type { ErrorCode } from '../errors.js'
 import { KonserveError } from '../errors.js'
 import type { EncodedParts } from '../codec/file.js'
@@ -102,6 +103,8 @@ export class PureFileBacking implements Backing {
   readonly atomicMultiKey = false
   readonly lockScope: string
   private poisoned = false
+  /** The store's lastWrite clock (the `.konserve.clock` watermark). */
+  readonly clock: FileClock
   /** Staging files this store is writing now: the sweep on open must not take them. */
   private static readonly inFlight = new Set<string>()
 
@@ -111,6 +114,7 @@ export class PureFileBacking implements Backing {
     private readonly options: PureFileOptions,
   ) {
     this.lockScope = `file:${dir}`
+    this.clock = FileClock.openSync(dir, options.syncBlob)
   }
 
   /** Opens the store in `dir` (created if needed, canonical path), sweeping dead writers' staging files. */
@@ -594,6 +598,105 @@ export class PureFileBacking implements Backing {
     return out
   }
 
+  /** A streaming listing over `opendir`: one key file open at a time. */
+  openList(): ListCursor {
+    let dir: fs.Dir | undefined
+    try {
+      dir = fs.opendirSync(this.dir)
+    } catch (err) {
+      throw ioError(err, 'cannot list the store directory', this.dir)
+    }
+    const fail = (err: unknown) => {
+      close()
+      return ioError(err, 'cannot list the store directory', this.dir)
+    }
+    const close = () => {
+      const d = dir
+      dir = undefined
+      try {
+        d?.closeSync()
+      } catch {
+        // already closed
+      }
+    }
+    const corrupt = (out: RawListing, name: string, err: unknown) => {
+      const e = ioError(err, 'cannot read the key file', join(this.dir, name))
+      out.corrupt.push({ code: e.code, file: e.file!, message: e.message })
+    }
+    const nextSync = (max: number): RawListing | undefined => {
+      const out: RawListing = { entries: [], corrupt: [] }
+      let n = 0
+      while (dir && n < Math.max(1, max)) {
+        let ent: fs.Dirent | null
+        try {
+          ent = dir.readSync()
+        } catch (err) {
+          throw fail(err)
+        }
+        if (!ent) {
+          close()
+          break
+        }
+        const name = ent.name
+        if (!KEY_FILE.test(name)) continue
+        let head: Uint8Array | undefined
+        try {
+          head = this.readHeadSync(join(this.dir, name))
+        } catch (err) {
+          corrupt(out, name, err)
+          n++
+          continue
+        }
+        if (!head) continue
+        const h = head
+        this.listed(name, () => this.codec.decodeHeadSync(h, this.sizes.get(h)!, undefined, name), out)
+        n++
+      }
+      return n > 0 ? out : undefined
+    }
+    const next = async (max: number): Promise<RawListing | undefined> => {
+      const out: RawListing = { entries: [], corrupt: [] }
+      let n = 0
+      while (dir && n < Math.max(1, max)) {
+        let ent: fs.Dirent | null
+        try {
+          ent = await dir.read()
+        } catch (err) {
+          throw fail(err)
+        }
+        if (!ent) {
+          close()
+          break
+        }
+        const name = ent.name
+        if (!KEY_FILE.test(name)) continue
+        let head: Uint8Array | undefined
+        try {
+          head = await this.readHead(join(this.dir, name))
+        } catch (err) {
+          corrupt(out, name, err)
+          n++
+          continue
+        }
+        if (!head) continue
+        let decoded: { serializer: number; key: Uint8Array; meta: Uint8Array }
+        try {
+          decoded = await this.codec.decodeHead(head, this.sizes.get(head)!, undefined, name)
+        } catch (err) {
+          this.listed(name, () => {
+            throw err
+          }, out)
+          n++
+          continue
+        }
+        this.listed(name, () => decoded, out)
+        n++
+      }
+      return n > 0 ? out : undefined
+    }
+    return { nextSync, next, close }
+  }
+
   // ---- cross-process locks ---------------------------------------------------------
 
   private lockPath(key: Uint8Array): string {
@@ -686,7 +789,7 @@ export function deleteStorePure(dir: string): void {
   }
   let foreign = false
   for (const name of names) {
-    if (KEY_FILE.test(name) || STAGING.test(name) || name === LOCK_FILE || /^\.[0-9a-f]{32}\.lock$/.test(name)) {
+    if (KEY_FILE.test(name) || STAGING.test(name) || name === LOCK_FILE || name === CLOCK_FILE || /^\.[0-9a-f]{32}\.lock$/.test(name)) {
       try {
         fs.unlinkSync(join(dir, name))
       } catch (err) {

@@ -31,7 +31,7 @@
  * use it for a back store that only this tiered store writes.
  */
 import gensync, { type Handler } from 'gensync'
-import type { Backing, RawEntry, RawListing, RawMeta, RawWrite } from '../backing.js'
+import type { Backing, ListCursor, RawEntry, RawListing, RawMeta, RawWrite, StoreClock } from '../backing.js'
 import { KonserveError } from '../errors.js'
 import { Store } from '../store.js'
 import { FillGuard, HeldKeys, copyEntry, keyId, ops, storeLike } from './cached.js'
@@ -153,6 +153,53 @@ class TieredBacking implements Backing {
   }
   listAsync() {
     return tList.async(this)
+  }
+  /**
+   * The back's cursor, with the write-behind queue as it was on open applied:
+   * queued keys are dropped from the back's batches and their queued writes
+   * (not deletes) come last.
+   */
+  openList(): ListCursor {
+    const queued = new Map(this.pending)
+    const back = this.back.openList()
+    let tail: Queued[] | undefined
+    const filter = (l: RawListing | undefined): RawListing | undefined => {
+      if (l && queued.size > 0) l = { entries: l.entries.filter((e) => !queued.has(keyId(e.key))), corrupt: l.corrupt }
+      return l
+    }
+    const fromTail = (max: number): RawListing | undefined => {
+      tail ??= [...queued.values()].filter((q) => q.write)
+      if (tail.length === 0) return undefined
+      const batch = tail.splice(0, Math.max(1, max))
+      return { entries: batch.map((q) => ({ key: q.key.slice(), serializer: q.write!.serializer, meta: q.write!.meta.slice() })), corrupt: [] }
+    }
+    let backDone = false
+    return {
+      nextSync: (max) => {
+        if (!backDone) {
+          const l = back.nextSync(max)
+          if (l) return filter(l)
+          backDone = true
+        }
+        return fromTail(max)
+      },
+      next: async (max) => {
+        if (!backDone) {
+          const l = await back.next(max)
+          if (l) return filter(l)
+          backDone = true
+        }
+        return fromTail(max)
+      },
+      close: () => {
+        backDone = true
+        tail = []
+        back.close()
+      },
+    }
+  }
+  get clock(): StoreClock | undefined {
+    return this.back.clock
   }
 
   lockSync(keys: Uint8Array[]): void {

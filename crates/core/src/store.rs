@@ -20,11 +20,15 @@ use crate::format::{self, HEADER_LEN};
 use crate::keyhash::{self, is_key_file_name, KEY_FILE_SUFFIX};
 use crate::locks::{LockId, LockTable};
 use crate::staging::{self, InFlight};
-use crate::vfs::{RealFs, Vfs, VfsFile, VfsLockFile};
+use crate::vfs::{self, RealFs, Vfs, VfsFile, VfsLockFile};
 
 /// The lock file of a store directory (FORMAT.md §6): never renamed, never
 /// deleted while the store exists.
 pub const LOCK_FILE_NAME: &str = ".konserve.lock";
+
+/// The clock watermark file of a store directory (FORMAT.md §1, §7): written
+/// by the facade, never a key; `delete_store` removes it.
+pub const CLOCK_FILE_NAME: &str = ".konserve.clock";
 
 /// How much of a key file `keys` and `getMeta` read in their first read:
 /// the header and, for all but unusual keys, the whole meta segment.
@@ -412,18 +416,35 @@ impl FileStore {
         let names = self.vfs.read_dir(&self.dir).map_err(|e| Error::io(e, "cannot list the store directory", &self.dir))?;
         let mut out = ListResult::default();
         for name in names {
-            let Some(name) = name.to_str() else { continue };
-            if !is_key_file_name(name) {
-                continue;
-            }
-            let path = self.dir.join(name);
-            match self.list_one(&path, name) {
-                Ok(Some(entry)) => out.entries.push(entry),
-                Ok(None) => {} // deleted since the directory was read
-                Err(e) => out.corrupt.push(e),
-            }
+            self.list_name(&name, &mut out);
         }
         Ok(out)
+    }
+
+    /// A streaming [`list`](Self::list): the directory is read as it goes
+    /// (`readdir`, no full name list), each batch holds at most `max` key
+    /// files' metadata, one file open at a time. The same rules as `list`:
+    /// foreign files are skipped, unreadable key files reported, nothing changed.
+    /// A key written or deleted while the cursor runs may or may not be seen.
+    pub fn list_cursor(self: &Arc<Self>) -> Result<ListCursor> {
+        let names =
+            self.vfs.read_dir_iter(&self.dir).map_err(|e| Error::io(e, "cannot list the store directory", &self.dir))?;
+        Ok(ListCursor { store: Arc::clone(self), names: Some(names) })
+    }
+
+    /// Lists one directory entry into `out` if it is a key file.
+    fn list_name(&self, name: &std::ffi::OsStr, out: &mut ListResult) -> bool {
+        let Some(name) = name.to_str() else { return false };
+        if !is_key_file_name(name) {
+            return false;
+        }
+        let path = self.dir.join(name);
+        match self.list_one(&path, name) {
+            Ok(Some(entry)) => out.entries.push(entry),
+            Ok(None) => return false, // deleted since the directory was read
+            Err(e) => out.corrupt.push(e),
+        }
+        true
     }
 
     fn list_one(&self, path: &Path, name: &str) -> Result<Option<MetaEntry>> {
@@ -520,6 +541,56 @@ impl FileStore {
     }
 }
 
+/// A streaming listing of a store (see [`FileStore::list_cursor`]).
+pub struct ListCursor {
+    store: Arc<FileStore>,
+    /// `None` once the directory is exhausted or the cursor closed.
+    names: Option<vfs::DirNames>,
+}
+
+impl std::fmt::Debug for ListCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListCursor").field("dir", &self.store.dir).field("done", &self.names.is_none()).finish()
+    }
+}
+
+impl ListCursor {
+    /// The next batch of at most `max` (at least 1) key files: `None` when the
+    /// directory is exhausted. A batch may hold fewer than `max` only at the end.
+    pub fn next_batch(&mut self, max: usize) -> Result<Option<ListResult>> {
+        let max = max.max(1);
+        let Some(names) = self.names.as_mut() else { return Ok(None) };
+        let mut out = ListResult::default();
+        let mut n = 0;
+        while n < max {
+            match names.next() {
+                Some(Ok(name)) => {
+                    if self.store.list_name(&name, &mut out) {
+                        n += 1;
+                    }
+                }
+                Some(Err(e)) => {
+                    self.names = None;
+                    return Err(Error::io(e, "cannot list the store directory", &self.store.dir));
+                }
+                None => {
+                    self.names = None;
+                    break;
+                }
+            }
+        }
+        if n == 0 && self.names.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(out))
+    }
+
+    /// Releases the directory handle; later batches are `None`.
+    pub fn close(&mut self) {
+        self.names = None;
+    }
+}
+
 /// Creates `dir` and its missing parents. With `sync` each new directory's
 /// entry is made durable by an fsync of its parent, top-most first: otherwise
 /// a crash could take a new store directory away with every write acknowledged
@@ -565,7 +636,9 @@ pub fn delete_store_with(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
     for name in names {
         let ours = name
             .to_str()
-            .is_some_and(|n| is_key_file_name(n) || n == LOCK_FILE_NAME || staging::parse_staging_name(n).is_some());
+            .is_some_and(|n| {
+                is_key_file_name(n) || n == LOCK_FILE_NAME || n == CLOCK_FILE_NAME || staging::parse_staging_name(n).is_some()
+            });
         if !ours {
             foreign = true;
             continue;
@@ -872,5 +945,55 @@ mod tests {
         fs::write(dir.join("mine.txt"), b"keep").unwrap();
         delete_store(&dir).unwrap();
         assert_eq!(names(&dir), vec!["mine.txt".to_string()]);
+    }
+
+    #[test]
+    fn list_cursor_streams_batches_with_the_rules_of_list() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Arc::new(open(tmp.path()));
+        for i in 0..25 {
+            put1(&store, &key(&format!("k{i}")), b"v");
+        }
+        // A foreign file, a clock file and a corrupt key file.
+        fs::write(tmp.path().join("notes.txt"), b"x").unwrap();
+        fs::write(tmp.path().join(CLOCK_FILE_NAME), b"1\n").unwrap();
+        let bad = store.file_path(&key("k3"));
+        fs::write(&bad, b"garbage").unwrap();
+        let mut cursor = store.list_cursor().unwrap();
+        let (mut entries, mut corrupt, mut batches) = (Vec::new(), Vec::new(), 0);
+        while let Some(b) = cursor.next_batch(10).unwrap() {
+            assert!(b.entries.len() + b.corrupt.len() <= 10);
+            batches += 1;
+            entries.extend(b.entries);
+            corrupt.extend(b.corrupt);
+        }
+        assert_eq!(batches, 3);
+        assert!(cursor.next_batch(10).unwrap().is_none(), "done stays done");
+        assert_eq!(entries.len(), 24);
+        assert_eq!(corrupt.len(), 1);
+        assert_eq!(corrupt[0].file(), Some(bad.as_path()));
+        let mut keys: Vec<Vec<u8>> = entries.into_iter().map(|e| e.key).collect();
+        keys.sort();
+        let mut want: Vec<Vec<u8>> = (0..25).filter(|&i| i != 3).map(|i| key(&format!("k{i}"))).collect();
+        want.sort();
+        assert_eq!(keys, want);
+        assert_eq!(fs::read(&bad).unwrap(), b"garbage", "listing changes nothing");
+        // Closed early: nothing more.
+        let mut c2 = store.list_cursor().unwrap();
+        let one = |b: ListResult| b.entries.len() + b.corrupt.len();
+        assert_eq!(one(c2.next_batch(1).unwrap().unwrap()), 1);
+        assert_eq!(one(c2.next_batch(0).unwrap().unwrap()), 1, "max 0 counts as 1");
+        c2.close();
+        assert!(c2.next_batch(5).unwrap().is_none());
+        // An empty store: no batch at all.
+        let empty = tempfile::tempdir().unwrap();
+        assert!(Arc::new(open(empty.path())).list_cursor().unwrap().next_batch(5).unwrap().is_none());
+        // delete_store removes the clock file too.
+        drop(cursor);
+        drop(c2);
+        drop(store);
+        fs::remove_file(tmp.path().join("notes.txt")).unwrap();
+        delete_store(tmp.path()).unwrap();
+        assert!(!tmp.path().exists());
     }
 }

@@ -12,6 +12,9 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
+/// A directory's entry names, streamed.
+pub type DirNames = Box<dyn Iterator<Item = io::Result<OsString>> + Send>;
+
 /// A file system, as the store uses it.
 pub trait Vfs: Send + Sync {
     /// Creates a new file for writing; fails with `AlreadyExists` if the name
@@ -32,6 +35,12 @@ pub trait Vfs: Send + Sync {
 
     /// The names of a directory's entries (without `.` and `..`).
     fn read_dir(&self, path: &Path) -> io::Result<Vec<OsString>>;
+
+    /// The names of a directory's entries, one at a time (a streaming listing
+    /// holds no more than one name). The default reads them all first.
+    fn read_dir_iter(&self, path: &Path) -> io::Result<DirNames> {
+        Ok(Box::new(self.read_dir(path)?.into_iter().map(Ok)))
+    }
 
     /// Creates a directory and any missing parents.
     fn create_dir_all(&self, path: &Path) -> io::Result<()>;
@@ -123,6 +132,10 @@ impl Vfs for RealFs {
 
     fn read_dir(&self, path: &Path) -> io::Result<Vec<OsString>> {
         fs::read_dir(path)?.map(|entry| entry.map(|e| e.file_name())).collect()
+    }
+
+    fn read_dir_iter(&self, path: &Path) -> io::Result<DirNames> {
+        Ok(Box::new(fs::read_dir(path)?.map(|entry| entry.map(|e| e.file_name()))))
     }
 
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {

@@ -1,0 +1,199 @@
+/**
+ * Garbage collection: delete every key that is neither whitelisted nor
+ * written since a cutoff, in bounded memory and without ever deleting a key
+ * that was written after it was listed.
+ *
+ * The store is listed through the backing's cursor (`openList`), `batchSize`
+ * entries at a time. For each batch, the candidates (not whitelisted,
+ * lastWrite < cutoff) are locked (the same locks as every write takes), their
+ * metadata read again, and only those whose metadata is unchanged since the
+ * listing (same bytes: no write in between) and still older than the cutoff
+ * are deleted. Memory: one batch, the whitelist, and the deleted keys.
+ */
+import gensync, { type Handler } from 'gensync'
+import { bDeleteOp, bGetMetaOp, readMeta, run, warnCorrupt, withLock } from './api.js'
+import type { Key, Metadata, Result } from './api.js'
+import type { ListCursor, RawListing, RawMeta } from './backing.js'
+import { decodeKey, encodeKey } from './codec/key.js'
+import { KonserveError, withKey } from './errors.js'
+import { afterWrite } from './hooks.js'
+import type { Store, SyncOption } from './store.js'
+
+export interface SweepProgress {
+  /** Entries listed so far (readable or not). */
+  scanned: number
+  /** Keys deleted so far. */
+  deleted: number
+  /** Batches done so far (1 after the first). */
+  batch: number
+}
+
+export interface SweepOptions extends SyncOption {
+  /** Entries listed, and at most keys deleted, per batch (default 1000). */
+  batchSize?: number
+  /** Called after each batch. In async form it may return a Promise, which is awaited. */
+  onProgress?: (p: SweepProgress) => unknown
+  /** Called for each file that cannot be read: it is reported and never deleted. Default: a process warning. */
+  onCorrupt?: (err: KonserveError) => void
+}
+
+const nextBatch = gensync({
+  sync: (c: ListCursor, max: number) => c.nextSync(max),
+  async: (c: ListCursor, max: number) => c.next(max),
+})
+
+const callProgress = gensync({
+  sync: (f: (p: SweepProgress) => unknown, p: SweepProgress) => {
+    f(p)
+  },
+  async: async (f: (p: SweepProgress) => unknown, p: SweepProgress) => {
+    await f(p)
+  },
+})
+
+/** The CKE of a key as a Map/Set key (latin1: one char per byte). */
+function idOf(cke: Uint8Array): string {
+  return Buffer.from(cke.buffer, cke.byteOffset, cke.byteLength).toString('latin1')
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.length).equals(Buffer.from(b.buffer, b.byteOffset, b.length))
+}
+
+function lastWriteOf(meta: Metadata): number | undefined {
+  const lw = meta.lastWrite as unknown
+  const t = lw instanceof Date ? lw.getTime() : typeof lw === 'number' ? lw : Number.NaN
+  return Number.isFinite(t) ? t : undefined
+}
+
+interface Candidate {
+  key: Key
+  cke: Uint8Array
+  meta: Uint8Array
+}
+
+function reportRaw(listing: RawListing, onCorrupt: (e: KonserveError) => void): void {
+  for (const c of listing.corrupt) onCorrupt(new KonserveError(c.code as KonserveError['code'], c.message, { file: c.file }))
+}
+
+/** Decodes a listed entry; undefined (after reporting it) when it cannot be read. */
+function decodeListed(e: RawMeta, onCorrupt: (e: KonserveError) => void): { key: Key; meta: Metadata } | undefined {
+  try {
+    const key = decodeKey(e.key)
+    return { key, meta: readMeta(key, e) }
+  } catch (err) {
+    const ke = withKey(err, undefined)
+    if (e.file) ke.file = e.file
+    onCorrupt(ke)
+    return undefined
+  }
+}
+
+/** Deletes the candidates that still are garbage, under their locks. */
+function* collect(store: Store, cands: Candidate[], cutoff: number, onCorrupt: (e: KonserveError) => void): Handler<Key[]> {
+  const b = store.backing
+  return yield* withLock(b, cands.map((c) => c.cke), function* () {
+    const doomed: Candidate[] = []
+    for (const c of cands) {
+      let raw: RawMeta | undefined
+      try {
+        raw = yield* bGetMetaOp(b, c.cke)
+      } catch (err) {
+        onCorrupt(withKey(err, c.key))
+        continue
+      }
+      if (!raw) continue // deleted meanwhile
+      // Written since it was listed (whatever its stamp says): it stays.
+      if (!sameBytes(raw.meta, c.meta)) continue
+      let meta: Metadata
+      try {
+        meta = readMeta(c.key, raw)
+      } catch (err) {
+        onCorrupt(withKey(err, c.key))
+        continue
+      }
+      const t = lastWriteOf(meta)
+      if (t === undefined || t >= cutoff) continue
+      doomed.push(c)
+    }
+    if (doomed.length === 0) return []
+    const existed = yield* bDeleteOp(b, doomed.map((c) => c.cke))
+    return doomed.filter((_, i) => existed[i] === true).map((c) => c.key)
+  })
+}
+
+const sweepOp = gensync(function* (
+  store: Store,
+  whitelist: Iterable<Key>,
+  cutoff: Date,
+  batchSize: number,
+  onProgress: ((p: SweepProgress) => unknown) | undefined,
+  onCorrupt: (e: KonserveError) => void,
+) {
+  const keep = new Set<string>()
+  for (const k of whitelist) {
+    try {
+      keep.add(idOf(encodeKey(k)))
+    } catch (err) {
+      throw withKey(err, k)
+    }
+  }
+  const limit = cutoff.getTime()
+  const deleted: Key[] = []
+  const progress: SweepProgress = { scanned: 0, deleted: 0, batch: 0 }
+  const cursor = store.backing.openList()
+  try {
+    for (;;) {
+      const listing = yield* nextBatch(cursor, batchSize)
+      if (!listing) break
+      progress.scanned += listing.entries.length + listing.corrupt.length
+      reportRaw(listing, onCorrupt)
+      const cands: Candidate[] = []
+      for (const e of listing.entries) {
+        if (keep.has(idOf(e.key))) continue
+        const d = decodeListed(e, onCorrupt)
+        if (!d) continue
+        const t = lastWriteOf(d.meta)
+        // No readable stamp: not known to be old, so never deleted.
+        if (t === undefined || t >= limit) continue
+        cands.push({ key: d.key, cke: e.key, meta: e.meta })
+      }
+      if (cands.length > 0) {
+        const gone = yield* collect(store, cands, limit, onCorrupt)
+        for (const k of gone) deleted.push(k)
+        progress.deleted += gone.length
+        if (gone.length > 0) {
+          afterWrite(store, () => gone.map((k) => ({ op: 'dissoc', key: k, path: [k], oldValue: undefined, newValue: undefined })))
+        }
+      }
+      progress.batch++
+      if (onProgress) yield* callProgress(onProgress, { ...progress })
+    }
+  } finally {
+    cursor.close()
+  }
+  return deleted
+})
+
+/**
+ * Deletes every key that is not in `whitelist` and whose `lastWrite` is older
+ * than `cutoff`, listing the store in batches of `batchSize` (memory bounded
+ * by a batch, the whitelist and the result). A key is locked and its metadata
+ * read again before it is deleted: a key written after it was listed is never
+ * deleted. Unreadable files are reported to `onCorrupt` and never deleted.
+ * Returns the deleted keys.
+ */
+export function sweep<O extends SweepOptions>(store: Store, whitelist: Iterable<Key>, cutoff: Date, opts?: O): Result<O, Key[]> {
+  if (!(cutoff instanceof Date) || Number.isNaN(cutoff.getTime())) {
+    const e = new KonserveError('ERR_INVALID_ARGUMENT', 'sweep takes a valid Date as its cutoff')
+    if (opts?.sync) throw e
+    return Promise.reject(e) as Result<O, Key[]>
+  }
+  const batchSize = opts?.batchSize ?? 1000
+  if (!Number.isInteger(batchSize) || batchSize < 1) {
+    const e = new KonserveError('ERR_INVALID_ARGUMENT', 'batchSize must be a positive integer')
+    if (opts?.sync) throw e
+    return Promise.reject(e) as Result<O, Key[]>
+  }
+  return run(sweepOp, opts, [store, whitelist, cutoff, batchSize, opts?.onProgress, opts?.onCorrupt ?? warnCorrupt]) as Result<O, Key[]>
+}
