@@ -540,60 +540,23 @@ export class PureFileBacking implements Backing {
     }
   }
 
+  // The whole listing is the cursor drained: one set of listing rules.
   listSync(): RawListing {
+    const cursor = this.openList()
     const out: RawListing = { entries: [], corrupt: [] }
-    let names: string[]
-    try {
-      names = fs.readdirSync(this.dir)
-    } catch (err) {
-      throw ioError(err, 'cannot list the store directory', this.dir)
-    }
-    for (const name of names) {
-      if (!KEY_FILE.test(name)) continue
-      let head: Uint8Array | undefined
-      try {
-        head = this.readHeadSync(join(this.dir, name))
-      } catch (err) {
-        const e = ioError(err, 'cannot read the key file', join(this.dir, name))
-        out.corrupt.push({ code: e.code, file: e.file!, message: e.message })
-        continue
-      }
-      if (!head) continue // deleted since the directory was read
-      const h = head
-      this.listed(name, () => this.codec.decodeHeadSync(h, this.sizes.get(h)!, undefined, name), out)
+    for (let batch = cursor.nextSync(1000); batch; batch = cursor.nextSync(1000)) {
+      out.entries.push(...batch.entries)
+      out.corrupt.push(...batch.corrupt)
     }
     return out
   }
 
   async listAsync(): Promise<RawListing> {
+    const cursor = this.openList()
     const out: RawListing = { entries: [], corrupt: [] }
-    let names: string[]
-    try {
-      names = await fsp.readdir(this.dir)
-    } catch (err) {
-      throw ioError(err, 'cannot list the store directory', this.dir)
-    }
-    for (const name of names) {
-      if (!KEY_FILE.test(name)) continue
-      let head: Uint8Array | undefined
-      try {
-        head = await this.readHead(join(this.dir, name))
-      } catch (err) {
-        const e = ioError(err, 'cannot read the key file', join(this.dir, name))
-        out.corrupt.push({ code: e.code, file: e.file!, message: e.message })
-        continue
-      }
-      if (!head) continue
-      let decoded: { serializer: number; key: Uint8Array; meta: Uint8Array }
-      try {
-        decoded = await this.codec.decodeHead(head, this.sizes.get(head)!, undefined, name)
-      } catch (err) {
-        this.listed(name, () => {
-          throw err
-        }, out)
-        continue
-      }
-      this.listed(name, () => decoded, out)
+    for (let batch = await cursor.next(1000); batch; batch = await cursor.next(1000)) {
+      out.entries.push(...batch.entries)
+      out.corrupt.push(...batch.corrupt)
     }
     return out
   }
