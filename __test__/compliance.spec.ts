@@ -189,6 +189,21 @@ for (const kind of storeKinds) {
       await t.throwsAsync(k.bget(s, 'notbin', () => 1), { code: 'ERR_NOT_BINARY' } as any)
     })
 
+    test(title('stored bytes are copies: changing the writer or reader buffer changes nothing'), async (t) => {
+      const [s, k] = await setup()
+      const input = Buffer.from([1, 2, 3])
+      await k.bassoc(s, 'b', input)
+      input[0] = 99
+      const got = (await k.get(s, 'b')) as Uint8Array
+      t.deepEqual([...got], [1, 2, 3])
+      got[1] = 77
+      t.deepEqual([...((await k.get(s, 'b')) as Uint8Array)], [1, 2, 3])
+      const doc = { list: [1] }
+      await k.assoc(s, 'doc', doc)
+      doc.list.push(2)
+      t.deepEqual(await k.get(s, 'doc'), { list: [1] })
+    })
+
     test(title('keys returns the exact set of metadata'), async (t) => {
       const [s, k] = await setup()
       t.deepEqual(await k.keys(s), [])

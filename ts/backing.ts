@@ -103,3 +103,12 @@ export interface Backing {
   /** The file holding a key, where there is one. */
   filePath?(key: Uint8Array): string
 }
+
+/**
+ * A copy of bytes that shares no memory with them, for backings that keep or
+ * hand out bytes. (Not `.slice()`: on a Node Buffer that is a view of the same
+ * memory, so a caller changing its buffer would change the store.)
+ */
+export function copyBytes(b: Uint8Array): Uint8Array {
+  return new Uint8Array(b)
+}

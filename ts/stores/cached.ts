@@ -23,7 +23,7 @@
  */
 import gensync, { type Handler } from 'gensync'
 import { LRUCache } from 'lru-cache'
-import type { Backing, ListCursor, RawEntry, RawListing, RawMeta, RawWrite, StoreClock } from '../backing.js'
+import { type Backing, type ListCursor, type RawEntry, type RawListing, type RawMeta, type RawWrite, type StoreClock, copyBytes } from '../backing.js'
 import { KonserveError } from '../errors.js'
 import { Store } from '../store.js'
 
@@ -66,7 +66,7 @@ export function keyId(key: Uint8Array): string {
 
 /** A copy that shares no memory with `e` (decoders may return views into their input). */
 export function copyEntry(e: RawEntry): RawEntry {
-  return { serializer: e.serializer, meta: e.meta.slice(), value: e.value.slice() }
+  return { serializer: e.serializer, meta: copyBytes(e.meta), value: copyBytes(e.value) }
 }
 
 /**
@@ -305,7 +305,7 @@ const cGet = gensync(function* (self: CachedBacking, key: Uint8Array): Handler<R
 const cGetMeta = gensync(function* (self: CachedBacking, key: Uint8Array): Handler<RawMeta | undefined> {
   const id = keyId(key)
   const slot = lookup(self, id)
-  if (slot) return slot.absent ? undefined : { key: key.slice(), serializer: slot.serializer, meta: slot.meta.slice() }
+  if (slot) return slot.absent ? undefined : { key: copyBytes(key), serializer: slot.serializer, meta: copyBytes(slot.meta) }
   const g0 = self.guard.begin()
   try {
     const raw = yield* ops.getMeta(self.inner, key)

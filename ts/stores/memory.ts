@@ -4,7 +4,7 @@
  * the store behaves exactly like a file store (same errors, same metadata).
  * Multi-key writes are atomic.
  */
-import type { Backing, ListCursor, RawEntry, RawListing, RawMeta, RawWrite } from '../backing.js'
+import { type Backing, type ListCursor, type RawEntry, type RawListing, type RawMeta, type RawWrite, copyBytes } from '../backing.js'
 
 interface Slot extends RawEntry {
   key: Uint8Array
@@ -26,7 +26,8 @@ export class MemoryBacking implements Backing {
 
   getSync(key: Uint8Array): RawEntry | undefined {
     const s = this.slots.get(id(key))
-    return s && { serializer: s.serializer, meta: s.meta, value: s.value }
+    // Copied out as well as in: a reader that changes a blob must not change the store.
+    return s && { serializer: s.serializer, meta: s.meta, value: copyBytes(s.value) }
   }
   getMetaSync(key: Uint8Array): RawMeta | undefined {
     const s = this.slots.get(id(key))
@@ -39,10 +40,10 @@ export class MemoryBacking implements Backing {
     // Copy in: callers may reuse their buffers.
     for (const w of writes) {
       this.slots.set(id(w.key), {
-        key: w.key.slice(),
+        key: copyBytes(w.key),
         serializer: w.serializer,
-        meta: w.meta.slice(),
-        value: w.value.slice(),
+        meta: copyBytes(w.meta),
+        value: copyBytes(w.value),
       })
     }
   }

@@ -31,7 +31,7 @@
  * use it for a back store that only this tiered store writes.
  */
 import gensync, { type Handler } from 'gensync'
-import type { Backing, ListCursor, RawEntry, RawListing, RawMeta, RawWrite, StoreClock } from '../backing.js'
+import { type Backing, type ListCursor, type RawEntry, type RawListing, type RawMeta, type RawWrite, type StoreClock, copyBytes } from '../backing.js'
 import { KonserveError } from '../errors.js'
 import { Store } from '../store.js'
 import { FillGuard, HeldKeys, copyEntry, keyId, ops, storeLike } from './cached.js'
@@ -171,7 +171,7 @@ class TieredBacking implements Backing {
       tail ??= [...queued.values()].filter((q) => q.write)
       if (tail.length === 0) return undefined
       const batch = tail.splice(0, Math.max(1, max))
-      return { entries: batch.map((q) => ({ key: q.key.slice(), serializer: q.write!.serializer, meta: q.write!.meta.slice() })), corrupt: [] }
+      return { entries: batch.map((q) => ({ key: copyBytes(q.key), serializer: q.write!.serializer, meta: copyBytes(q.write!.meta) })), corrupt: [] }
     }
     let backDone = false
     return {
@@ -344,7 +344,7 @@ const tGet = gensync(function* (self: TieredBacking, key: Uint8Array): Handler<R
 const tGetMeta = gensync(function* (self: TieredBacking, key: Uint8Array): Handler<RawMeta | undefined> {
   const id = keyId(key)
   const p = self.pending.get(id)
-  if (p) return p.write ? { key: key.slice(), serializer: p.write.serializer, meta: p.write.meta.slice() } : undefined
+  if (p) return p.write ? { key: copyBytes(key), serializer: p.write.serializer, meta: copyBytes(p.write.meta) } : undefined
   if (!self.readsBack(id)) {
     const hit = yield* ops.getMeta(self.front, key)
     if (hit) return hit
@@ -366,7 +366,7 @@ const tList = gensync(function* (self: TieredBacking): Handler<RawListing> {
   // write-behind: the back, with the queued writes applied
   const entries = listing.entries.filter((e) => !self.pending.has(keyId(e.key)))
   for (const q of self.pending.values()) {
-    if (q.write) entries.push({ key: q.key.slice(), serializer: q.write.serializer, meta: q.write.meta.slice() })
+    if (q.write) entries.push({ key: copyBytes(q.key), serializer: q.write.serializer, meta: copyBytes(q.write.meta) })
   }
   return { entries, corrupt: listing.corrupt }
 })
@@ -402,7 +402,7 @@ const tPut = gensync(function* (self: TieredBacking, writes: RawWrite[]): Handle
       throw err
     }
     // Copies: the queue outlives the caller's buffers.
-    self.enqueue(writes.map((w) => ({ key: w.key.slice(), write: { key: w.key.slice(), ...copyEntry(w) } })))
+    self.enqueue(writes.map((w) => ({ key: copyBytes(w.key), write: { key: copyBytes(w.key), ...copyEntry(w) } })))
   } finally {
     self.guard.wrote(ids)
   }
@@ -432,7 +432,7 @@ const tDelete = gensync(function* (self: TieredBacking, keys: Uint8Array[]): Han
       const p = before[i]
       existed.push(p ? p.write !== undefined : inFront[i] === true || (yield* ops.exists(self.back, keys[i]!)))
     }
-    self.enqueue(keys.map((k) => ({ key: k.slice() })))
+    self.enqueue(keys.map((k) => ({ key: copyBytes(k) })))
     return existed
   } finally {
     self.guard.wrote(ids)
