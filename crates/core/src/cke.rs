@@ -29,6 +29,13 @@ pub const MAX_DEPTH: usize = 256;
 /// The one bit pattern of NaN in a CKE.
 const CANONICAL_NAN: u64 = 0x7FF8_0000_0000_0000;
 
+/// At most this many items of a container are reserved before they decode.
+/// A count is checked against the bytes left, but each of up to
+/// [`MAX_DEPTH`] nested containers may announce that many: reserving them all
+/// would ask for `MAX_DEPTH` times the input's length in keys (gigabytes for a
+/// megabyte of input). Past this, the vector grows as items actually decode.
+const MAX_PREALLOC: usize = 16;
+
 /// A key, as JavaScript sees it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Key {
@@ -314,7 +321,7 @@ impl<'a> Parser<'a> {
         Ok(bytes)
     }
 
-    /// A count of items, each at least one byte: bounds what we preallocate.
+    /// A count of items, each at least one byte, so at most the bytes left.
     fn count(&mut self) -> Result<usize> {
         let n = self.u32()?;
         if n > self.buf.len() - self.pos {
@@ -369,7 +376,7 @@ impl<'a> Parser<'a> {
             }
             T_ARRAY => {
                 let n = self.count()?;
-                let mut items = Vec::with_capacity(if BUILD { n } else { 0 });
+                let mut items = Vec::with_capacity(if BUILD { n.min(MAX_PREALLOC) } else { 0 });
                 for _ in 0..n {
                     let item = self.value::<BUILD>(depth + 1)?;
                     if BUILD {
@@ -380,7 +387,7 @@ impl<'a> Parser<'a> {
             }
             T_MAP => {
                 let n = self.count()?;
-                let mut entries = Vec::with_capacity(if BUILD { n } else { 0 });
+                let mut entries = Vec::with_capacity(if BUILD { n.min(MAX_PREALLOC) } else { 0 });
                 let mut prev: Option<&[u8]> = None;
                 for _ in 0..n {
                     if self.u8()? != T_STRING {
@@ -577,6 +584,80 @@ mod tests {
         // The same rules hold for map keys.
         rejected("08 00000001 05 00000002 c080 00");
         rejected("08 00000001 05 00000006 eda080edb080 00");
+    }
+
+    /// Counts the bytes this thread allocates (for the test below).
+    mod counting {
+        use std::alloc::{GlobalAlloc, Layout, System};
+        use std::cell::Cell;
+
+        thread_local! {
+            static ALLOCATED: Cell<usize> = const { Cell::new(0) };
+        }
+
+        fn count(bytes: usize) {
+            let _ = ALLOCATED.try_with(|a| a.set(a.get().saturating_add(bytes)));
+        }
+
+        struct Counting;
+
+        unsafe impl GlobalAlloc for Counting {
+            unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+                count(layout.size());
+                System.alloc(layout)
+            }
+            unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+                count(layout.size());
+                System.alloc_zeroed(layout)
+            }
+            unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+                count(new_size.saturating_sub(layout.size()));
+                System.realloc(ptr, layout, new_size)
+            }
+            unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+                System.dealloc(ptr, layout)
+            }
+        }
+
+        #[global_allocator]
+        static GLOBAL: Counting = Counting;
+
+        /// Runs `f`; returns its result and the bytes it allocated on this thread.
+        pub fn allocated_by<R>(f: impl FnOnce() -> R) -> (R, usize) {
+            let before = ALLOCATED.with(Cell::get);
+            let r = f();
+            (r, ALLOCATED.with(Cell::get) - before)
+        }
+    }
+
+    /// Found while fuzzing (the `cke_decode` target checks what `decode`
+    /// allocates): nested containers that each announce as many items as
+    /// there are bytes left made `decode` reserve up to `MAX_DEPTH` times the
+    /// input in keys: 1.4 GB for 100 kB.
+    #[test]
+    fn decode_allocates_in_proportion_to_its_input() {
+        let pad = 100_000u32;
+        for (tag, level) in [(T_ARRAY, &[][..]), (T_MAP, &[T_STRING, 0, 0, 0, 0][..])] {
+            let mut b = Vec::new();
+            for _ in 0..MAX_DEPTH {
+                b.push(tag);
+                b.extend_from_slice(&pad.to_be_bytes());
+                b.extend_from_slice(level);
+            }
+            b.push(T_NULL);
+            b.resize(b.len() + pad as usize, T_NULL);
+            let (result, bytes) = counting::allocated_by(|| decode(&b));
+            assert_eq!(result.unwrap_err().code(), ErrorCode::InvalidKey);
+            assert!(bytes < 256 * b.len(), "decoding {} bytes allocated {bytes}", b.len());
+        }
+        // A valid key of many items still decodes, growing as it goes.
+        let n = 100_000;
+        let mut b = vec![T_ARRAY];
+        b.extend_from_slice(&(n as u32).to_be_bytes());
+        b.resize(b.len() + n, T_NULL);
+        let (key, bytes) = counting::allocated_by(|| decode(&b).unwrap());
+        assert_eq!(key, Key::Array(vec![Key::Null; n]));
+        assert!(bytes < 256 * b.len(), "decoding {} bytes allocated {bytes}", b.len());
     }
 
     #[test]
