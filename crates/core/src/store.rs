@@ -258,13 +258,15 @@ impl FileStore {
         Ok(Some((file, size, path)))
     }
 
-    /// Reads and checks the header and meta segment of an open key file.
+    /// Reads and checks the header and meta segment of an open key file; also
+    /// returns the bytes read from the start of the file (at least the head,
+    /// often the whole file), so a small value needs no second read.
     fn read_head(
         file: &dyn VfsFile,
         size: u64,
         path: &Path,
         ctx: &SegmentContext<'_>,
-    ) -> Result<(format::Header, format::MetaSegment)> {
+    ) -> Result<(format::Header, format::MetaSegment, Vec<u8>)> {
         let read_err = |e: io::Error| match e.kind() {
             // The file is shorter than its header says: truncated.
             io::ErrorKind::UnexpectedEof => Error::corrupt("the key file ends early").with_file(path),
@@ -280,7 +282,8 @@ impl FileStore {
             buf.resize(head_len, 0);
             file.read_exact_at(&mut buf[have..], have as u64).map_err(read_err)?;
         }
-        format::parse_head(&buf, size, ctx).map_err(|e| e.with_file(path))
+        let (header, meta) = format::parse_head(&buf, size, ctx).map_err(|e| e.with_file(path))?;
+        Ok((header, meta, buf))
     }
 
     /// Fails with `ERR_KEY_MISMATCH` unless the file holds `key`.
@@ -296,11 +299,17 @@ impl FileStore {
     pub fn get(&self, key: &[u8]) -> Result<Option<Entry>> {
         let Some((file, size, path)) = self.open_key(key)? else { return Ok(None) };
         let ctx = self.context(keyhash::key_hash(key));
-        let (header, meta) = Self::read_head(&*file, size, &path, &ctx)?;
+        let (header, meta, prefix) = Self::read_head(&*file, size, &path, &ctx)?;
         Self::check_key(&meta.key, key, &path)?;
-        let offset = (HEADER_LEN + header.meta_len as usize) as u64;
+        let offset = HEADER_LEN + header.meta_len as usize;
         let len = usize::try_from(header.value_len)
             .map_err(|_| Error::new(ErrorCode::InvalidArgument, "the value is too large for this platform").with_file(&path))?;
+        // The first read usually held the whole file already.
+        if let Some(stored) = prefix.get(offset..offset + len) {
+            let value = format::decode_value_owned(&header, &ctx, stored.to_vec()).map_err(|e| e.with_file(&path))?;
+            return Ok(Some(Entry { serializer: header.serializer, meta: meta.meta, value }));
+        }
+        let offset = offset as u64;
         let mut stored = Vec::new();
         stored.try_reserve_exact(len).map_err(|_| {
             Error::new(ErrorCode::InvalidArgument, format!("cannot allocate {len} bytes for the value")).with_file(&path)
@@ -318,7 +327,7 @@ impl FileStore {
     pub fn get_meta(&self, key: &[u8]) -> Result<Option<MetaEntry>> {
         let Some((file, size, path)) = self.open_key(key)? else { return Ok(None) };
         let ctx = self.context(keyhash::key_hash(key));
-        let (header, meta) = Self::read_head(&*file, size, &path, &ctx)?;
+        let (header, meta, _) = Self::read_head(&*file, size, &path, &ctx)?;
         Self::check_key(&meta.key, key, &path)?;
         Ok(Some(MetaEntry { key: meta.key, serializer: header.serializer, meta: meta.meta, file: path.display().to_string() }))
     }
@@ -456,7 +465,7 @@ impl FileStore {
         let size = file.size().map_err(|e| Error::io(e, "cannot stat the key file", path))?;
         // A key file's name is the hex of its key's hash (checked by is_key_file_name).
         let key_hash = u128::from_str_radix(&name[..32], 16).expect("32 lowercase hex digits");
-        let (header, meta) = Self::read_head(&*file, size, path, &self.context(key_hash))?;
+        let (header, meta, _) = Self::read_head(&*file, size, path, &self.context(key_hash))?;
         cke::validate(&meta.key).map_err(|e| Error::corrupt(format!("the stored key is invalid: {e}")).with_file(path))?;
         if keyhash::file_name(&meta.key) != name {
             return Err(Error::new(ErrorCode::KeyMismatch, "the key file holds a key whose name is another file's")
