@@ -2,13 +2,13 @@
  * Stores: a backing plus the serializers it writes and reads with.
  * `connectFsStore` and `newMemStore` return a Store; every API function takes it first.
  */
-import { mkdirSync, realpathSync } from 'node:fs'
-import { mkdir, realpath } from 'node:fs/promises'
+import { realpathSync } from 'node:fs'
+import { realpath } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import type { Backing } from './backing.js'
 import { KonserveError, toKonserveError } from './errors.js'
 import { FileClock } from './clock.js'
-import { type NativeBinding, loadNative, nativeOrWarn } from './native.js'
+import { type NativeBinding, type NativeFileStore, loadNative, nativeOrWarn } from './native.js'
 import { type Serializer, type SerializerOption, SerializerSet } from './serializers.js'
 import { MemoryBacking } from './stores/memory.js'
 import { NativeFileBacking } from './stores/native-file.js'
@@ -119,6 +119,15 @@ function chooseNative(opts: FsStoreOptions): NativeBinding | undefined {
   return nativeOrWarn()
 }
 
+/** The backing over an opened native store in the canonical directory `real`, with its clock. */
+function nativeBacking(store: NativeFileStore, real: string, syncBlob: boolean): NativeFileBacking {
+  try {
+    return new NativeFileBacking(store, `file:${real}`, FileClock.openSync(real, syncBlob))
+  } catch (err) {
+    throw toKonserveError(err)
+  }
+}
+
 /** Opens (creating if needed) a file store in the directory `path`. */
 export function connectFsStore<O extends FsStoreOptions & SyncOption>(path: string, options?: O): Ret<O, Store> {
   const opts: FsStoreOptions & SyncOption = options ?? {}
@@ -131,21 +140,14 @@ export function connectFsStore<O extends FsStoreOptions & SyncOption>(path: stri
       const codec = createPureCodec(openOptions.compressor, openOptions.encryptionKey)
       return new Store(PureFileBacking.openSync(dir, codec, openOptions), opts, dir) as Ret<O, Store>
     }
-    mkdirSync(dir, { recursive: true })
+    // The core creates the directory, fsyncing each new level into its parent.
     let store
     try {
       store = native.NativeFileStore.open(dir, openOptions)
     } catch (err) {
       throw toKonserveError(err)
     }
-    const real = realpathSync(dir)
-    let clock: FileClock
-    try {
-      clock = FileClock.openSync(real, openOptions.syncBlob)
-    } catch (err) {
-      throw toKonserveError(err)
-    }
-    return new Store(new NativeFileBacking(store, `file:${real}`, clock), opts, dir) as Ret<O, Store>
+    return new Store(nativeBacking(store, realpathSync(dir), openOptions.syncBlob), opts, dir) as Ret<O, Store>
   }
   return (async () => {
     const dir = checkPath(path)
@@ -155,18 +157,10 @@ export function connectFsStore<O extends FsStoreOptions & SyncOption>(path: stri
       const codec = createPureCodec(openOptions.compressor, openOptions.encryptionKey)
       return new Store(await PureFileBacking.open(dir, codec, openOptions), opts, dir)
     }
-    await mkdir(dir, { recursive: true })
     const store = await native.NativeFileStore.openAsync(dir, openOptions).catch((err: unknown) => {
       throw toKonserveError(err)
     })
-    const real = await realpath(dir)
-    let clock: FileClock
-    try {
-      clock = FileClock.openSync(real, openOptions.syncBlob)
-    } catch (err) {
-      throw toKonserveError(err)
-    }
-    return new Store(new NativeFileBacking(store, `file:${real}`, clock), opts, dir)
+    return new Store(nativeBacking(store, await realpath(dir), openOptions.syncBlob), opts, dir)
   })() as Ret<O, Store>
 }
 
