@@ -17,6 +17,7 @@
 import * as fs from 'node:fs'
 import { join } from 'node:path'
 import type { StoreClock } from './backing.js'
+import { fsyncDirSync } from './fsync.js'
 
 let last = 0
 
@@ -70,14 +71,6 @@ export function readClockSync(dir: string): number {
   return Number(m[1])
 }
 
-function fsyncDir(dir: string): void {
-  const fd = fs.openSync(dir, 'r')
-  try {
-    fs.fsyncSync(fd)
-  } finally {
-    fs.closeSync(fd)
-  }
-}
 
 /** Writes the watermark as a key file is written: staging file, fsync, rename, directory fsync. */
 export function writeClockSync(dir: string, mark: number, durable: boolean): void {
@@ -93,7 +86,7 @@ export function writeClockSync(dir: string, mark: number, durable: boolean): voi
         fs.closeSync(fd)
       }
       fs.renameSync(stage, target)
-      if (durable) fsyncDir(dir)
+      if (durable) fsyncDirSync(dir)
       return
     } catch (err) {
       try {

@@ -20,6 +20,7 @@ import type { Backing, ListCursor, RawCorrupt, RawEntry, RawListing, RawMeta, Ra
 import { CLOCK_FILE, FileClock } from '../clock.js'
 import type { ErrorCode } from '../errors.js'
 import { KonserveError } from '../errors.js'
+import { fsyncDirSync } from '../fsync.js'
 import type { EncodedParts } from '../codec/file.js'
 import type { PureCodec } from './pure-codec.js'
 
@@ -89,14 +90,6 @@ function parentsOfNewDirs(first: string | undefined, dir: string): string[] {
   return created.map((d) => dirname(d))
 }
 
-function fsyncDirSync(path: string): void {
-  const fd = fs.openSync(path, 'r')
-  try {
-    fs.fsyncSync(fd)
-  } finally {
-    fs.closeSync(fd)
-  }
-}
 
 export class PureFileBacking implements Backing {
   readonly implementation = 'pure' as const
