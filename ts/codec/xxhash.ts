@@ -295,31 +295,8 @@ function hash64(input: Uint8Array): void {
     add64(H, L, fh, fl)
     add64(H, L, 0, n)
     avalanche3(H, L)
-  } else if (n <= 128) {
-    mul64(nh, nl, P64_1H, P64_1L)
-    let ah = H, al = L
-    const mix = (ip: number, sp: number) => {
-      mix16(input, ip, sp)
-      add64(ah, al, H, L)
-      ah = H
-      al = L
-    }
-    if (n > 32) {
-      if (n > 64) {
-        if (n > 96) {
-          mix(48, 96)
-          mix(n - 64, 112)
-        }
-        mix(32, 64)
-        mix(n - 48, 80)
-      }
-      mix(16, 32)
-      mix(n - 32, 48)
-    }
-    mix(0, 0)
-    mix(n - 16, 16)
-    avalanche3(ah, al)
   } else if (n <= 240) {
+    // 17..240 bytes: an accumulator seeded with n * P64_1, 16-byte mixes added in.
     mul64(nh, nl, P64_1H, P64_1L)
     let ah = H, al = L
     const mix = (ip: number, sp: number) => {
@@ -327,6 +304,24 @@ function hash64(input: Uint8Array): void {
       add64(ah, al, H, L)
       ah = H
       al = L
+    }
+    if (n <= 128) {
+      if (n > 32) {
+        if (n > 64) {
+          if (n > 96) {
+            mix(48, 96)
+            mix(n - 64, 112)
+          }
+          mix(32, 64)
+          mix(n - 48, 80)
+        }
+        mix(16, 32)
+        mix(n - 32, 48)
+      }
+      mix(0, 0)
+      mix(n - 16, 16)
+      avalanche3(ah, al)
+      return
     }
     for (let i = 0; i < 8; i++) mix(16 * i, 16 * i)
     avalanche3(ah, al)
