@@ -17,6 +17,7 @@ import { tempDir } from './helpers/api.js'
 const native = createRequire(import.meta.url)('../index.js') as {
   lz4Compress(b: Buffer): Buffer
   lz4Decompress(b: Buffer): Buffer
+  fileName(b: Buffer): string
 }
 const vectors = (name: string) => JSON.parse(readFileSync(new URL(`../test-vectors/${name}`, import.meta.url), 'utf8'))
 const hex = (s: string) => Buffer.from(s, 'hex')
@@ -187,7 +188,7 @@ test('AES: node:crypto (HKDF, HMAC-SHA256, AES-256-CBC) opens the segments of th
     if (!v.encryptor) continue
     const { meta, value } = splitFile(hex(v.file))
     // The key hash is the file name's hex (FORMAT.md §3); take it from the binding.
-    const name = keyNames.get(v.key) ?? (createRequire(import.meta.url)('../index.js') as { fileName(b: Buffer): string }).fileName(hex(v.key))
+    const name = keyNames.get(v.key) ?? native.fileName(hex(v.key))
     const keyHash = Buffer.from(name.slice(0, 32), 'hex')
     const unwrap = (b: Buffer) => (v.compressor ? decompressFrameSync(b) : b)
     const metaPlain = unwrap(openWithNodeCrypto(v.secret!, 0, keyHash, meta))
