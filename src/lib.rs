@@ -15,7 +15,7 @@ use napi::bindgen_prelude::*;
 use napi::{Env, Task};
 use napi_derive::napi;
 
-fn js_error(e: core::Error) -> Error {
+pub(crate) fn js_error(e: core::Error) -> Error {
   let file = e.file().map(|p| p.display().to_string()).unwrap_or_default();
   Error::new(
     Status::GenericFailure,
@@ -24,6 +24,9 @@ fn js_error(e: core::Error) -> Error {
 }
 
 type CoreResult<T> = std::result::Result<T, core::Error>;
+
+mod blob;
+mod log;
 
 /// A key's record: serializer id, metadata bytes, value bytes.
 #[napi(object)]
@@ -151,7 +154,7 @@ fn core_options(o: &NativeOpenOptions) -> Result<core::Options> {
 /// One store directory opened by the native core.
 #[napi]
 pub struct NativeFileStore {
-  inner: Arc<core::FileStore>,
+  pub(crate) inner: Arc<core::FileStore>,
 }
 
 #[napi]

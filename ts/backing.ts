@@ -12,7 +12,10 @@
 export interface RawEntry {
   serializer: number
   meta: Uint8Array
+  /** The value's bytes; empty for a log (read its records with `openLog*`). */
   value: Uint8Array
+  /** Set when the key holds an append log (FORMAT.md §4.6). */
+  log?: LogInfo
 }
 
 export interface RawMeta {
@@ -22,6 +25,80 @@ export interface RawMeta {
   meta: Uint8Array
   /** Where the key lives, for backends that have files. */
   file?: string
+  /** Set when the key holds an append log. */
+  log?: LogInfo
+}
+
+/** Where an append log stands (FORMAT.md §4.6). */
+export interface LogInfo {
+  /** Index of the first record; `lastIndex + 1` when there are none. */
+  firstIndex: number
+  /** Index of the last record; -1 when there are none. */
+  lastIndex: number
+  /** lastWrite (ms) of the last record; 0 when there are none. */
+  lastStamp: number
+}
+
+/** One record of an append log: the element as its serializer wrote it. */
+export interface LogRecord {
+  index: number
+  /** lastWrite (ms) of the append that wrote it. */
+  stamp: number
+  serializer: number
+  bytes: Uint8Array
+}
+
+/** A new record to append (its index is the next one, chosen by the backing). */
+export interface NewRecord {
+  serializer: number
+  stamp: number
+  bytes: Uint8Array
+}
+
+/**
+ * A log's records in batches of at most `max`, oldest first, `undefined` after
+ * the last. Reads see the log as it was when opened (records appended since may
+ * or may not be seen). `close` is idempotent.
+ */
+export interface LogCursor {
+  nextSync(max: number): LogRecord[] | undefined
+  next(max: number): Promise<LogRecord[] | undefined>
+  close(): void
+}
+
+/**
+ * A blob being written: bytes go to a private staging file; `commit` makes it
+ * durable and replaces the key atomically (a reader sees the old blob or the
+ * whole new one). The caller holds the key's lock from creation to
+ * commit/abort. After a failed write or commit, or `abort`, nothing is left.
+ */
+export interface BlobSink {
+  writeSync(bytes: Uint8Array): void
+  write(bytes: Uint8Array): Promise<void>
+  commitSync(): void
+  commit(): Promise<void>
+  /** Drops the staged blob; idempotent, and a no-op after commit. */
+  abort(): void
+}
+
+/**
+ * An open blob: a consistent snapshot (a later write replaces the file, it does
+ * not change this one). Every piece is checked before it is returned.
+ */
+export interface BlobSource {
+  /** The blob's length in bytes. */
+  readonly size: number
+  /** The key's metadata. */
+  readonly meta: RawMeta
+  /** Up to `length` bytes from `offset` (fewer only at the end of the blob). */
+  readSync(offset: number, length: number): Uint8Array
+  read(offset: number, length: number): Promise<Uint8Array>
+  close(): void
+  /**
+   * Where the blob's bytes lie as they are, in one file, when it is stored
+   * neither compressed nor encrypted (FORMAT.md §4.5); otherwise undefined.
+   */
+  readonly plain?: { file: string; offset: number }
 }
 
 export interface RawWrite {
@@ -102,6 +179,33 @@ export interface Backing {
 
   /** The file holding a key, where there is one. */
   filePath?(key: Uint8Array): string
+
+  // ---- streamed blobs (FORMAT.md §4.5) ----
+  /** Starts writing a blob under `key` with this metadata (see BlobSink). */
+  blobWriterSync(key: Uint8Array, meta: Uint8Array): BlobSink
+  blobWriterAsync(key: Uint8Array, meta: Uint8Array): Promise<BlobSink>
+  /** Opens the blob at `key`; undefined when missing; `ERR_NOT_BINARY` when the key holds something else. */
+  openBlobSync(key: Uint8Array): BlobSource | undefined
+  openBlobAsync(key: Uint8Array): Promise<BlobSource | undefined>
+
+  // ---- append logs (FORMAT.md §4.6) ----
+  /**
+   * Appends one record to the log at `key` (the caller holds the key's lock),
+   * durably when the store is durable. A missing key becomes a new log with
+   * metadata `createMeta`; a key holding something else fails with
+   * `ERR_NOT_A_LOG` and is not changed. Returns the log after the append.
+   */
+  appendSync(key: Uint8Array, record: NewRecord, createMeta: Uint8Array): LogInfo
+  appendAsync(key: Uint8Array, record: NewRecord, createMeta: Uint8Array): Promise<LogInfo>
+  /** The records of the log at `key`; undefined when missing; `ERR_NOT_A_LOG` for another kind of key. */
+  openLogSync(key: Uint8Array): LogCursor | undefined
+  openLogAsync(key: Uint8Array): Promise<LogCursor | undefined>
+  /**
+   * Replaces the log at `key` atomically by one with metadata `meta` and only
+   * the records whose index is at least `keepFrom` (caller holds the lock).
+   */
+  trimLogSync(key: Uint8Array, keepFrom: number, meta: Uint8Array): LogInfo
+  trimLogAsync(key: Uint8Array, keepFrom: number, meta: Uint8Array): Promise<LogInfo>
 }
 
 /**

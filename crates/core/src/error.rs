@@ -36,6 +36,10 @@ pub enum ErrorCode {
     /// An encrypted segment does not authenticate (wrong key, or altered), or
     /// the store has no key for an encrypted file.
     Decrypt,
+    /// A log operation on a key that holds something other than an append log.
+    NotALog,
+    /// A blob operation on a key that holds something other than a blob.
+    NotBinary,
 }
 
 impl ErrorCode {
@@ -55,6 +59,8 @@ impl ErrorCode {
             ErrorCode::NoSpace => "ERR_NO_SPACE",
             ErrorCode::ReadOnly => "ERR_READ_ONLY",
             ErrorCode::Decrypt => "ERR_DECRYPT",
+            ErrorCode::NotALog => "ERR_NOT_A_LOG",
+            ErrorCode::NotBinary => "ERR_NOT_BINARY",
         }
     }
 

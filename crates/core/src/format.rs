@@ -18,10 +18,16 @@ pub const MAGIC: [u8; 4] = *b"KNSV";
 pub const VERSION: u8 = 1;
 /// The length of the header.
 pub const HEADER_LEN: usize = 48;
+/// Header flag: the value segment is a chunked blob (FORMAT.md §4.5).
+pub const FLAG_CHUNKED: u32 = 1;
+/// Header flag: the file is an append log, records after the meta segment (FORMAT.md §4.6).
+pub const FLAG_LOG: u32 = 2;
 
 /// The decoded header of a key file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
+    /// 0, [`FLAG_CHUNKED`] or [`FLAG_LOG`].
+    pub flags: u32,
     /// Serializer id of the value segment (FORMAT.md §4.1).
     pub serializer: u8,
     /// How both segments are compressed and encrypted.
@@ -37,7 +43,7 @@ pub struct Header {
 }
 
 impl Header {
-    /// The 48 header bytes (version 1, flags 0, header checksum filled in).
+    /// The 48 header bytes (version 1, header checksum filled in).
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let mut h = [0u8; HEADER_LEN];
         h[0..4].copy_from_slice(&MAGIC);
@@ -45,7 +51,7 @@ impl Header {
         h[5] = self.serializer;
         h[6] = self.codec.compressor;
         h[7] = self.codec.encryptor;
-        // h[8..12]: flags, 0.
+        h[8..12].copy_from_slice(&self.flags.to_le_bytes());
         h[12..16].copy_from_slice(&self.meta_len.to_le_bytes());
         h[16..24].copy_from_slice(&self.value_len.to_le_bytes());
         h[24..32].copy_from_slice(&self.meta_checksum.to_le_bytes());
@@ -77,12 +83,13 @@ impl Header {
             ));
         }
         let flags = le_u32(&h[8..12]);
-        if flags != 0 {
+        if !matches!(flags, 0 | FLAG_CHUNKED | FLAG_LOG) {
             return Err(Error::new(ErrorCode::UnsupportedCodec, format!("unknown header flags 0x{flags:08x}")));
         }
         let codec = Codec { compressor: h[6], encryptor: h[7] };
         codec.check()?;
         let header = Header {
+            flags,
             serializer: h[5],
             codec,
             meta_len: le_u32(&h[12..16]),
@@ -92,6 +99,8 @@ impl Header {
         };
         match header.file_len() {
             Some(n) if n == file_len => Ok(header),
+            // A log's records follow its (empty) value segment to the end of the file.
+            Some(n) if header.flags == FLAG_LOG && header.value_len == 0 && n <= file_len => Ok(header),
             _ => Err(Error::corrupt(format!(
                 "file is {file_len} bytes, its header says 48 + {} + {}",
                 header.meta_len, header.value_len
@@ -227,6 +236,7 @@ pub fn encode_parts<'a>(
         Error::new(ErrorCode::InvalidArgument, "a key and its metadata exceed the format's 4 GiB")
     })?;
     let header = Header {
+        flags: 0,
         serializer,
         codec,
         meta_len,

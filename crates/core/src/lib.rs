@@ -8,11 +8,13 @@
 
 #![warn(missing_docs)]
 
+pub mod blob;
 pub mod cke;
 pub mod codec;
 pub mod error;
 pub mod format;
 pub mod keyhash;
+pub mod log;
 mod locks;
 #[cfg(test)] mod sim;
 mod staging;

@@ -133,13 +133,13 @@ pub struct Write<'a> {
 
 /// A store directory, open.
 pub struct FileStore {
-    dir: PathBuf,
-    vfs: Arc<dyn Vfs>,
+    pub(crate) dir: PathBuf,
+    pub(crate) vfs: Arc<dyn Vfs>,
     lock_file: Box<dyn VfsLockFile>,
     /// Identifies the directory within this process (hash of its canonical
     /// path): two opens of one directory share in-process locks and staging
     /// registrations.
-    id: u64,
+    pub(crate) id: u64,
     options: Options,
     /// Set when an fsync failed: the kernel may have dropped the dirty pages,
     /// so no later write may be trusted to be durable (PostgreSQL's
@@ -186,7 +186,7 @@ impl FileStore {
     }
 
     /// What decoding a segment of the key with this hash needs.
-    fn context(&self, key_hash: u128) -> SegmentContext<'_> {
+    pub(crate) fn context(&self, key_hash: u128) -> SegmentContext<'_> {
         SegmentContext { secret: self.options.encryption_key.as_deref(), key_hash }
     }
 
@@ -224,7 +224,7 @@ impl FileStore {
         Ok(())
     }
 
-    fn check_writable(&self) -> Result<()> {
+    pub(crate) fn check_writable(&self) -> Result<()> {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(Error::new(
                 ErrorCode::StorePoisoned,
@@ -236,17 +236,17 @@ impl FileStore {
     }
 
     /// An fsync error: poisons the store, then describes the failure.
-    fn fsync_failed(&self, err: io::Error, what: &str, path: &Path) -> Error {
+    pub(crate) fn fsync_failed(&self, err: io::Error, what: &str, path: &Path) -> Error {
         self.poisoned.store(true, Ordering::Release);
         Error::io_with_code(ErrorCode::Fsync, err, what, path)
     }
 
-    fn sync_dir(&self) -> Result<()> {
+    pub(crate) fn sync_dir(&self) -> Result<()> {
         self.vfs.sync_dir(&self.dir).map_err(|e| self.fsync_failed(e, "cannot fsync the store directory", &self.dir))
     }
 
     /// Opens `key`'s file for reading: `None` if it does not exist.
-    fn open_key(&self, key: &[u8]) -> Result<Option<(Box<dyn VfsFile>, u64, PathBuf)>> {
+    pub(crate) fn open_key(&self, key: &[u8]) -> Result<Option<(Box<dyn VfsFile>, u64, PathBuf)>> {
         cke::validate(key)?;
         let path = self.file_path(key);
         let file = match self.vfs.open_read(&path) {
@@ -261,7 +261,7 @@ impl FileStore {
     /// Reads and checks the header and meta segment of an open key file; also
     /// returns the bytes read from the start of the file (at least the head,
     /// often the whole file), so a small value needs no second read.
-    fn read_head(
+    pub(crate) fn read_head(
         file: &dyn VfsFile,
         size: u64,
         path: &Path,
@@ -287,7 +287,7 @@ impl FileStore {
     }
 
     /// Fails with `ERR_KEY_MISMATCH` unless the file holds `key`.
-    fn check_key(stored: &[u8], key: &[u8], path: &Path) -> Result<()> {
+    pub(crate) fn check_key(stored: &[u8], key: &[u8], path: &Path) -> Result<()> {
         if stored != key {
             return Err(Error::new(ErrorCode::KeyMismatch, "the key file holds another key than the one asked for")
                 .with_file(path));

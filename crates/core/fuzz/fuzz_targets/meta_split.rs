@@ -31,6 +31,7 @@ fuzz_target!(|data: &[u8]| {
     let codec = Codec { compressor: *compressor, encryptor: *encryptor };
     let Ok(meta_len) = u32::try_from(segment.len()) else { return };
     let header = Header {
+        flags: 0,
         serializer: 0,
         codec,
         meta_len,

@@ -47,24 +47,41 @@ fn derive(user_key: &[u8], salt: &[u8]) -> SegmentKeys {
     keys
 }
 
-/// The MAC over `kind || key_hash (16 bytes, big-endian) || salt || iv || ciphertext`.
-fn mac(keys: &SegmentKeys, kind: u8, key_hash: u128, salt_iv_ct: &[u8]) -> HmacSha256 {
+/// The MAC over `kind || key_hash (16 bytes, big-endian) || [index (u64 LE)] || salt || iv || ciphertext`;
+/// the index is there for blob chunks and log records (FORMAT.md §4.3).
+fn mac(keys: &SegmentKeys, kind: u8, key_hash: u128, index: Option<u64>, salt_iv_ct: &[u8]) -> HmacSha256 {
     let mut m = <HmacSha256 as Mac>::new_from_slice(&keys.mac).expect("HMAC takes any key length");
     m.update(&[kind]);
     m.update(&key_hash.to_be_bytes());
+    if let Some(i) = index {
+        m.update(&i.to_le_bytes());
+    }
     m.update(salt_iv_ct);
     m
 }
 
 /// Encrypts one segment: `salt || iv || AES-256-CBC(plain) || tag`.
 pub fn seal(user_key: &[u8], kind: u8, key_hash: u128, plain: &[u8], salt: &[u8; SALT_LEN], iv: &[u8; IV_LEN]) -> Vec<u8> {
+    seal_at(user_key, kind, key_hash, None, plain, salt, iv)
+}
+
+/// [`seal`] with a chunk or record index bound into the MAC (kinds 2, 3, 4).
+pub fn seal_at(
+    user_key: &[u8],
+    kind: u8,
+    key_hash: u128,
+    index: Option<u64>,
+    plain: &[u8],
+    salt: &[u8; SALT_LEN],
+    iv: &[u8; IV_LEN],
+) -> Vec<u8> {
     let keys = derive(user_key, salt);
     let ct = Aes256CbcEnc::new(&keys.aes.into(), iv.into()).encrypt_padded_vec_mut::<Pkcs7>(plain);
     let mut out = Vec::with_capacity(OVERHEAD + ct.len());
     out.extend_from_slice(salt);
     out.extend_from_slice(iv);
     out.extend_from_slice(&ct);
-    let tag = mac(&keys, kind, key_hash, &out).finalize().into_bytes();
+    let tag = mac(&keys, kind, key_hash, index, &out).finalize().into_bytes();
     out.extend_from_slice(&tag);
     out
 }
@@ -76,13 +93,18 @@ fn decrypt_error(message: &str) -> Error {
 /// Checks the tag of a sealed segment, then decrypts it. A wrong key, a
 /// tampered byte or a segment from another file or place give `ERR_DECRYPT`.
 pub fn open(user_key: &[u8], kind: u8, key_hash: u128, sealed: &[u8]) -> Result<Vec<u8>> {
+    open_at(user_key, kind, key_hash, None, sealed)
+}
+
+/// [`open`] of a segment sealed by [`seal_at`] with this index.
+pub fn open_at(user_key: &[u8], kind: u8, key_hash: u128, index: Option<u64>, sealed: &[u8]) -> Result<Vec<u8>> {
     if sealed.len() < OVERHEAD + 16 || (sealed.len() - OVERHEAD) % 16 != 0 {
         return Err(Error::corrupt("an encrypted segment has an impossible length"));
     }
     let (body, tag) = sealed.split_at(sealed.len() - TAG_LEN);
     let keys = derive(user_key, &body[..SALT_LEN]);
     // verify_slice compares in constant time.
-    mac(&keys, kind, key_hash, body)
+    mac(&keys, kind, key_hash, index, body)
         .verify_slice(tag)
         .map_err(|_| decrypt_error("the segment does not authenticate: wrong encryption key, or the file was altered"))?;
     let iv: [u8; IV_LEN] = body[SALT_LEN..SALT_LEN + IV_LEN].try_into().expect("16 bytes");
@@ -121,6 +143,15 @@ mod tests {
             assert_eq!(open(b"s3cr3t", 1, 42, &s).unwrap_err().code(), ErrorCode::Decrypt, "byte {i}");
         }
         assert_eq!(open(b"s3cr3t", 1, 42, &sealed[..sealed.len() - 1]).unwrap_err().code(), ErrorCode::Corrupt);
+    }
+
+    #[test]
+    fn the_index_is_bound() {
+        let sealed = seal_at(b"k", 2, 9, Some(3), b"chunk", &SALT, &IV);
+        assert_eq!(open_at(b"k", 2, 9, Some(3), &sealed).unwrap(), b"chunk");
+        for other in [None, Some(2), Some(4)] {
+            assert_eq!(open_at(b"k", 2, 9, other, &sealed).unwrap_err().code(), ErrorCode::Decrypt);
+        }
     }
 
     #[test]

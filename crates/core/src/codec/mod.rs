@@ -29,6 +29,12 @@ pub enum SegmentKind {
     Meta = 0,
     /// The value segment.
     Value = 1,
+    /// A chunk of a chunked blob that is not the last (FORMAT.md §4.5).
+    Chunk = 2,
+    /// The last chunk of a chunked blob.
+    FinalChunk = 3,
+    /// A log record's payload (FORMAT.md §4.6).
+    Record = 4,
 }
 
 /// Where the random salts and IVs of encryption come from.
@@ -126,6 +132,19 @@ impl Codec {
         plain: &'a [u8],
         rng: &mut dyn Randomness,
     ) -> Result<Cow<'a, [u8]>> {
+        self.encode_at(ctx, kind, None, plain, rng)
+    }
+
+    /// [`encode`](Self::encode) of a blob chunk or log record: `index` is
+    /// bound into the MAC (FORMAT.md §4.3).
+    pub fn encode_at<'a>(
+        &self,
+        ctx: &SegmentContext<'_>,
+        kind: SegmentKind,
+        index: Option<u64>,
+        plain: &'a [u8],
+        rng: &mut dyn Randomness,
+    ) -> Result<Cow<'a, [u8]>> {
         self.check()?;
         let compressed: Cow<'a, [u8]> = match self.compressor {
             COMPRESSOR_LZ4 => Cow::Owned(lz4::compress(plain)),
@@ -137,16 +156,27 @@ impl Codec {
             let mut iv = [0u8; aes::IV_LEN];
             rng.fill(&mut salt)?;
             rng.fill(&mut iv)?;
-            return Ok(Cow::Owned(aes::seal(secret, kind as u8, ctx.key_hash, &compressed, &salt, &iv)));
+            return Ok(Cow::Owned(aes::seal_at(secret, kind as u8, ctx.key_hash, index, &compressed, &salt, &iv)));
         }
         Ok(compressed)
     }
 
     /// A segment's plain bytes from its stored bytes (checksum already checked).
     pub fn decode<'a>(&self, ctx: &SegmentContext<'_>, kind: SegmentKind, stored: &'a [u8]) -> Result<Cow<'a, [u8]>> {
+        self.decode_at(ctx, kind, None, stored)
+    }
+
+    /// [`decode`](Self::decode) of a segment written by [`encode_at`](Self::encode_at).
+    pub fn decode_at<'a>(
+        &self,
+        ctx: &SegmentContext<'_>,
+        kind: SegmentKind,
+        index: Option<u64>,
+        stored: &'a [u8],
+    ) -> Result<Cow<'a, [u8]>> {
         self.check()?;
         let decrypted: Cow<'a, [u8]> = match self.encryptor {
-            ENCRYPTOR_AES => Cow::Owned(aes::open(self.secret(ctx)?, kind as u8, ctx.key_hash, stored)?),
+            ENCRYPTOR_AES => Cow::Owned(aes::open_at(self.secret(ctx)?, kind as u8, ctx.key_hash, index, stored)?),
             _ => Cow::Borrowed(stored),
         };
         match self.compressor {

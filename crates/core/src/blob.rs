@@ -1,0 +1,1 @@
+//! Streamed, chunked blobs (FORMAT.md §4.5). Being written.

@@ -1,0 +1,1 @@
+//! Binding of the core's streamed blobs. Being written.

@@ -1,0 +1,1 @@
+//! Binding of the core's append logs. Being written.
