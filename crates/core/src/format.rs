@@ -342,10 +342,12 @@ mod tests {
         reseal(&mut f);
         assert_eq!(parse_file(&f).unwrap_err().code(), ErrorCode::UnsupportedVersion);
 
-        let mut f = sample();
-        f[8] = 1;
-        reseal(&mut f);
-        assert_eq!(parse_file(&f).unwrap_err().code(), ErrorCode::UnsupportedCodec);
+        for flag in [3, 4, 0x8000_0000u32] {
+            let mut f = sample();
+            f[8..12].copy_from_slice(&flag.to_le_bytes());
+            reseal(&mut f);
+            assert_eq!(parse_file(&f).unwrap_err().code(), ErrorCode::UnsupportedCodec, "flags {flag:#x}");
+        }
 
         for i in [6, 7] {
             let mut f = sample();

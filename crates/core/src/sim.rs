@@ -79,7 +79,8 @@ struct Dir {
 #[derive(Clone, Debug, Default)]
 struct FileData {
     data: Vec<u8>,
-    /// `data[..synced]` is durable (files are only appended to).
+    /// `data[..synced]` is durable; a write or a cut below `synced` lowers it
+    /// (an overwritten durable byte is no longer known to be on disk).
     synced: usize,
 }
 
@@ -442,6 +443,13 @@ impl Vfs for SimFs {
         Ok(Box::new(SimFile { state: Arc::clone(&self.state), ino, generation: s.generation, writable: false }))
     }
 
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+        let s = self.state();
+        s.alive()?;
+        let ino = s.file_ino(path)?;
+        Ok(Box::new(SimFile { state: Arc::clone(&self.state), ino, generation: s.generation, writable: true }))
+    }
+
     fn exists(&self, path: &Path) -> io::Result<bool> {
         let s = self.state();
         s.alive()?;
@@ -593,6 +601,38 @@ impl VfsFile for SimFile {
             return Err(io::Error::new(io::ErrorKind::PermissionDenied, "the file is open for reading only"));
         }
         s.files.get_mut(&self.ino).expect("an open inode").data.extend_from_slice(buf);
+        Ok(())
+    }
+
+    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let mut s = self.state();
+        s.step("write_all_at")?;
+        s.check_generation(self.generation)?;
+        if !self.writable {
+            return Err(io::Error::new(io::ErrorKind::PermissionDenied, "the file is open for reading only"));
+        }
+        let start = usize::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        let f = s.files.get_mut(&self.ino).expect("an open inode");
+        let end = start + buf.len();
+        if f.data.len() < end {
+            f.data.resize(end, 0);
+        }
+        f.data[start..end].copy_from_slice(buf);
+        f.synced = f.synced.min(start);
+        Ok(())
+    }
+
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        let mut s = self.state();
+        s.step("set_len")?;
+        s.check_generation(self.generation)?;
+        if !self.writable {
+            return Err(io::Error::new(io::ErrorKind::PermissionDenied, "the file is open for reading only"));
+        }
+        let len = usize::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        let f = s.files.get_mut(&self.ino).expect("an open inode");
+        f.data.resize(len, 0);
+        f.synced = f.synced.min(len);
         Ok(())
     }
 

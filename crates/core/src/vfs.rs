@@ -24,6 +24,10 @@ pub trait Vfs: Send + Sync {
     /// Opens an existing file for reading.
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn VfsFile>>;
 
+    /// Opens an existing file for reading and writing in place (append logs);
+    /// never creates or truncates it.
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn VfsFile>>;
+
     /// Whether a directory entry `path` exists (without following symlinks).
     fn exists(&self, path: &Path) -> io::Result<bool>;
 
@@ -77,6 +81,12 @@ pub trait VfsFile: Send + Sync {
     /// Writes all of `buf` at the current position (files are written once, in order).
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()>;
 
+    /// Writes all of `buf` at `offset` (`pwrite`), extending the file if needed.
+    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()>;
+
+    /// Cuts or extends the file to `len` bytes (`ftruncate`).
+    fn set_len(&mut self, len: u64) -> io::Result<()>;
+
     /// Reads exactly `buf.len()` bytes at `offset`; `UnexpectedEof` if the file is shorter.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
 
@@ -112,6 +122,10 @@ impl Vfs for RealFs {
 
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
         Ok(Box::new(RealFile(File::open(path)?)))
+    }
+
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+        Ok(Box::new(RealFile(OpenOptions::new().read(true).write(true).open(path)?)))
     }
 
     fn exists(&self, path: &Path) -> io::Result<bool> {
@@ -168,6 +182,14 @@ pub struct RealFile(pub File);
 impl VfsFile for RealFile {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         self.0.write_all(buf)
+    }
+
+    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        FileExt::write_all_at(&self.0, buf, offset)
+    }
+
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
