@@ -9,6 +9,56 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/**
+ * One version of a key's blob, open for range reads: it holds the key file
+ * open, so a later write or delete of the key does not change what it reads.
+ * Every range is checked chunk by chunk before any byte is returned.
+ */
+export declare class NativeBlobReader {
+  /** The blob's length in bytes. */
+  get size(): number
+  /** The key's metadata stored with this version of the blob. */
+  get meta(): NativeMetaEntry
+  /**
+   * Where the blob's bytes lie contiguously in the file (neither compressed
+   * nor encrypted), or null.
+   */
+  get plainOffset(): number | null
+  /** The key file's path. */
+  get file(): string
+  /**
+   * Up to `length` bytes from `offset` (fewer only at the end of the blob;
+   * an offset past the end is ERR_INVALID_ARGUMENT).
+   */
+  readSync(offset: number, length: number): Buffer
+  readAsync(offset: number, length: number): Promise<Buffer>
+  /** Releases the file once no read is running; later reads fail. Idempotent. */
+  close(): void
+}
+
+/**
+ * A blob being written to a key, in pieces; nothing is visible under the key
+ * before the commit. The caller holds the key's lock from the open to the
+ * commit or abort. Writes must not overlap: await each before the next.
+ */
+export declare class NativeBlobWriter {
+  /** Appends `bytes` to the blob. */
+  writeSync(bytes: Buffer): void
+  /** Appends a copy of `bytes` to the blob, on the threadpool. */
+  writeAsync(bytes: Buffer): Promise<void>
+  /**
+   * Finishes the blob durably (last chunk, table, header, fsync, rename,
+   * directory fsync). The writer is closed afterwards, even on error.
+   */
+  commitSync(): void
+  commitAsync(): Promise<void>
+  /**
+   * Gives the blob up: removes the staging file; the key keeps its old
+   * value. Idempotent, and a no-op after a commit.
+   */
+  abort(): void
+}
+
 /** One store directory opened by the native core. */
 export declare class NativeFileStore {
   /** Opens (creating if needed) the store directory; sweeps dead writers' staging files. */
@@ -58,6 +108,36 @@ export declare class NativeListCursor {
   close(): void
 }
 
+/**
+ * The records of a log as of its opening, in batches; `null` once exhausted.
+ * A torn tail (a crash during an append) just ends the log; damage in the
+ * middle is `ERR_CORRUPT` once reached. Holds the file open until exhausted,
+ * closed or collected.
+ */
+export declare class NativeLogCursor {
+  /** The next at most `max` (at least 1) records, or `null` at the end. */
+  nextBatchSync(max: number): NativeLogRecord[] | null
+  nextBatchAsync(max: number): Promise<NativeLogRecord[] | null>
+  /** Releases the file (also done when exhausted or collected). */
+  close(): void
+}
+
+export declare function blobOpenAsync(store: NativeFileStore, key: Buffer): Promise<NativeBlobReader | null>
+
+/**
+ * Opens the blob of `key` (its CKE) for range reads; null if the key does
+ * not exist, ERR_NOT_BINARY if it holds something else.
+ */
+export declare function blobOpenSync(store: NativeFileStore, key: Buffer): NativeBlobReader | null
+
+export declare function blobWriterOpenAsync(store: NativeFileStore, key: Buffer, meta: Buffer): Promise<NativeBlobWriter>
+
+/**
+ * Starts writing a blob to `key` (its CKE) with metadata `meta`: creates the
+ * staging file. The store's compressor and encryption apply.
+ */
+export declare function blobWriterOpenSync(store: NativeFileStore, key: Buffer, meta: Buffer): NativeBlobWriter
+
 export declare function deleteStoreAsync(path: string): Promise<void>
 
 /** Removes a store directory's konserve files (see `konserve_core::delete_store`). */
@@ -65,6 +145,32 @@ export declare function deleteStoreSync(path: string): void
 
 /** The file name (`<32 hex>.ksv`) of a key given as its canonical encoding. */
 export declare function fileName(key: Buffer): string
+
+export declare function logAppendAsync(store: NativeFileStore, key: Buffer, serializer: number, stamp: number, bytes: Buffer, createMeta: Buffer): Promise<NativeLogInfo>
+
+/**
+ * Appends one record to the log of `key` (its CKE), creating the log with
+ * `createMeta` as its metadata if the key is missing. Returns where the log
+ * stands after it. `ERR_NOT_A_LOG` if the key holds something else.
+ */
+export declare function logAppendSync(store: NativeFileStore, key: Buffer, serializer: number, stamp: number, bytes: Buffer, createMeta: Buffer): NativeLogInfo
+
+export declare function logOpenAsync(store: NativeFileStore, key: Buffer): Promise<NativeLogCursor | null>
+
+/**
+ * Opens the log of `key` for reading: `null` if the key is missing,
+ * `ERR_NOT_A_LOG` if it holds something else.
+ */
+export declare function logOpenSync(store: NativeFileStore, key: Buffer): NativeLogCursor | null
+
+export declare function logTrimAsync(store: NativeFileStore, key: Buffer, keepFrom: number, meta: Buffer): Promise<NativeLogInfo>
+
+/**
+ * Rewrites the log of `key` atomically with `meta` and only its records of
+ * index `keepFrom` or more (they keep their indexes). A missing key writes
+ * nothing and reports an empty log.
+ */
+export declare function logTrimSync(store: NativeFileStore, key: Buffer, keepFrom: number, meta: Buffer): NativeLogInfo
 
 /** An LZ4 frame of `data`, written by the reference compressor (FORMAT.md §4.2). */
 export declare function lz4Compress(data: Buffer): Buffer
@@ -84,11 +190,33 @@ export interface NativeEntry {
   serializer: number
   meta: Buffer
   value: Buffer
+  /** Set for an append log (whose `value` is empty): where the log stands. */
+  log?: NativeLogInfo
 }
 
 export interface NativeListing {
   entries: Array<NativeMetaEntry>
   corrupt: Array<NativeCorruptFile>
+}
+
+/** Where a log stands. */
+export interface NativeLogInfo {
+  /** The index of the first record (0 when there is none). */
+  firstIndex: number
+  /** The index of the last record; -1 when there is none. */
+  lastIndex: number
+  /** The stamp (ms since the epoch) of the last record; 0 when there is none. */
+  lastStamp: number
+}
+
+/** One record of a log, decoded (decrypted and decompressed). */
+export interface NativeLogRecord {
+  index: number
+  /** The stamp of its append (ms since the epoch). */
+  stamp: number
+  /** Serializer id of `bytes`. */
+  serializer: number
+  bytes: Buffer
 }
 
 /** A key's metadata, as `keys` and `getMeta` read it. */
@@ -98,6 +226,8 @@ export interface NativeMetaEntry {
   serializer: number
   meta: Buffer
   file: string
+  /** Set for an append log: where the log stands. */
+  log?: NativeLogInfo
 }
 
 /** How a store is opened (see `FsStoreOptions` in the TypeScript layer). */

@@ -835,10 +835,23 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.NativeBlobReader = nativeBinding.NativeBlobReader
+module.exports.NativeBlobWriter = nativeBinding.NativeBlobWriter
 module.exports.NativeFileStore = nativeBinding.NativeFileStore
 module.exports.NativeListCursor = nativeBinding.NativeListCursor
+module.exports.NativeLogCursor = nativeBinding.NativeLogCursor
+module.exports.blobOpenAsync = nativeBinding.blobOpenAsync
+module.exports.blobOpenSync = nativeBinding.blobOpenSync
+module.exports.blobWriterOpenAsync = nativeBinding.blobWriterOpenAsync
+module.exports.blobWriterOpenSync = nativeBinding.blobWriterOpenSync
 module.exports.deleteStoreAsync = nativeBinding.deleteStoreAsync
 module.exports.deleteStoreSync = nativeBinding.deleteStoreSync
 module.exports.fileName = nativeBinding.fileName
+module.exports.logAppendAsync = nativeBinding.logAppendAsync
+module.exports.logAppendSync = nativeBinding.logAppendSync
+module.exports.logOpenAsync = nativeBinding.logOpenAsync
+module.exports.logOpenSync = nativeBinding.logOpenSync
+module.exports.logTrimAsync = nativeBinding.logTrimAsync
+module.exports.logTrimSync = nativeBinding.logTrimSync
 module.exports.lz4Compress = nativeBinding.lz4Compress
 module.exports.lz4Decompress = nativeBinding.lz4Decompress

@@ -34,6 +34,8 @@ pub struct NativeEntry {
   pub serializer: u32,
   pub meta: Buffer,
   pub value: Buffer,
+  /// Set for an append log (whose `value` is empty): where the log stands.
+  pub log: Option<log::NativeLogInfo>,
 }
 
 /// A key's metadata, as `keys` and `getMeta` read it.
@@ -44,6 +46,8 @@ pub struct NativeMetaEntry {
   pub serializer: u32,
   pub meta: Buffer,
   pub file: String,
+  /// Set for an append log: where the log stands.
+  pub log: Option<log::NativeLogInfo>,
 }
 
 /// A file `keys` could not read: reported, never fatal, never modified.
@@ -70,7 +74,12 @@ pub struct NativeWrite {
 }
 
 fn entry_to_js(e: core::Entry) -> NativeEntry {
-  NativeEntry { serializer: e.serializer as u32, meta: e.meta.into(), value: e.value.into() }
+  NativeEntry {
+    serializer: e.serializer as u32,
+    meta: e.meta.into(),
+    value: e.value.into(),
+    log: e.log.map(log::info_to_js),
+  }
 }
 
 fn meta_to_js(e: core::MetaEntry) -> NativeMetaEntry {
@@ -79,6 +88,7 @@ fn meta_to_js(e: core::MetaEntry) -> NativeMetaEntry {
     serializer: e.serializer as u32,
     meta: e.meta.into(),
     file: e.file,
+    log: e.log.map(log::info_to_js),
   }
 }
 

@@ -1,1 +1,248 @@
-//! Binding of the core's append logs. Being written.
+//! Binding of the core's append logs (FORMAT.md §4.6): append a record, read
+//! the records with a cursor, trim. Every operation is blocking (`*Sync`) and
+//! an `AsyncTask` on the libuv threadpool (`*Async`).
+//!
+//! Numbers cross as JS numbers (f64): indexes and stamps are integers below
+//! 2^53, checked on the way in. A log with no record reports `lastIndex: -1`
+//! and `lastStamp: 0`. Appends and trims expect the caller to hold the key's
+//! lock; a cursor needs none.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use konserve_core as core;
+use konserve_core::log::{LogCursor, LogInfo, LogRecord};
+use napi::bindgen_prelude::*;
+use napi::{Env, Task};
+use napi_derive::napi;
+
+use crate::{js_error, NativeFileStore};
+
+/// Where a log stands.
+#[napi(object)]
+pub struct NativeLogInfo {
+  /// The index of the first record (0 when there is none).
+  pub first_index: f64,
+  /// The index of the last record; -1 when there is none.
+  pub last_index: f64,
+  /// The stamp (ms since the epoch) of the last record; 0 when there is none.
+  pub last_stamp: f64,
+}
+
+pub(crate) fn info_to_js(i: LogInfo) -> NativeLogInfo {
+  NativeLogInfo {
+    first_index: i.first_index as f64,
+    last_index: i.last_index.map_or(-1.0, |n| n as f64),
+    last_stamp: i.last_stamp as f64,
+  }
+}
+
+/// One record of a log, decoded (decrypted and decompressed).
+#[napi(object)]
+pub struct NativeLogRecord {
+  pub index: f64,
+  /// The stamp of its append (ms since the epoch).
+  pub stamp: f64,
+  /// Serializer id of `bytes`.
+  pub serializer: u32,
+  pub bytes: Buffer,
+}
+
+fn record_to_js(r: LogRecord) -> NativeLogRecord {
+  NativeLogRecord { index: r.index as f64, stamp: r.stamp as f64, serializer: r.serializer as u32, bytes: r.bytes.into() }
+}
+
+fn records_to_js(batch: Option<Vec<LogRecord>>) -> Option<Vec<NativeLogRecord>> {
+  batch.map(|b| b.into_iter().map(record_to_js).collect())
+}
+
+fn invalid(message: String) -> Error {
+  js_error(core::Error::new(core::ErrorCode::InvalidArgument, message))
+}
+
+/// A JS number that must be an integer in `0 ..= 2^53 - 1`.
+fn whole(n: f64, what: &str) -> Result<u64> {
+  const MAX_SAFE: f64 = 9_007_199_254_740_991.0;
+  if n.is_finite() && n >= 0.0 && n.fract() == 0.0 && n <= MAX_SAFE {
+    Ok(n as u64)
+  } else {
+    Err(invalid(format!("{what} must be an integer in 0..=2^53-1, got {n}")))
+  }
+}
+
+fn serializer(n: u32) -> Result<u8> {
+  u8::try_from(n).map_err(|_| invalid(format!("serializer id {n} is not in 0..=255")))
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+  m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Appends one record to the log of `key` (its CKE), creating the log with
+/// `createMeta` as its metadata if the key is missing. Returns where the log
+/// stands after it. `ERR_NOT_A_LOG` if the key holds something else.
+#[napi]
+pub fn log_append_sync(
+  store: &NativeFileStore,
+  key: Buffer,
+  serializer: u32,
+  stamp: f64,
+  bytes: Buffer,
+  create_meta: Buffer,
+) -> Result<NativeLogInfo> {
+  let (ser, stamp) = (self::serializer(serializer)?, whole(stamp, "the stamp")?);
+  let info = store.inner.log_append(&key, ser, stamp, &bytes, &create_meta).map_err(js_error)?;
+  Ok(info_to_js(info))
+}
+
+#[napi(ts_return_type = "Promise<NativeLogInfo>")]
+pub fn log_append_async(
+  store: &NativeFileStore,
+  key: Buffer,
+  serializer: u32,
+  stamp: f64,
+  bytes: Buffer,
+  create_meta: Buffer,
+) -> Result<AsyncTask<LogWriteTask>> {
+  let op = LogWrite::Append { key, serializer: self::serializer(serializer)?, stamp: whole(stamp, "the stamp")?, bytes, create_meta };
+  Ok(AsyncTask::new(LogWriteTask { store: store.inner.clone(), op }))
+}
+
+/// Rewrites the log of `key` atomically with `meta` and only its records of
+/// index `keepFrom` or more (they keep their indexes). A missing key writes
+/// nothing and reports an empty log.
+#[napi]
+pub fn log_trim_sync(store: &NativeFileStore, key: Buffer, keep_from: f64, meta: Buffer) -> Result<NativeLogInfo> {
+  let keep_from = whole(keep_from, "keepFrom")?;
+  Ok(info_to_js(store.inner.log_trim(&key, keep_from, &meta).map_err(js_error)?))
+}
+
+#[napi(ts_return_type = "Promise<NativeLogInfo>")]
+pub fn log_trim_async(store: &NativeFileStore, key: Buffer, keep_from: f64, meta: Buffer) -> Result<AsyncTask<LogWriteTask>> {
+  let op = LogWrite::Trim { key, keep_from: whole(keep_from, "keepFrom")?, meta };
+  Ok(AsyncTask::new(LogWriteTask { store: store.inner.clone(), op }))
+}
+
+/// An append or a trim, run on the libuv threadpool. The input buffers stay
+/// referenced by the task until it is done.
+pub enum LogWrite {
+  Append { key: Buffer, serializer: u8, stamp: u64, bytes: Buffer, create_meta: Buffer },
+  Trim { key: Buffer, keep_from: u64, meta: Buffer },
+}
+
+pub struct LogWriteTask {
+  store: Arc<core::FileStore>,
+  op: LogWrite,
+}
+
+impl Task for LogWriteTask {
+  type Output = LogInfo;
+  type JsValue = NativeLogInfo;
+
+  fn compute(&mut self) -> Result<LogInfo> {
+    match &self.op {
+      LogWrite::Append { key, serializer, stamp, bytes, create_meta } => {
+        self.store.log_append(key, *serializer, *stamp, bytes, create_meta)
+      }
+      LogWrite::Trim { key, keep_from, meta } => self.store.log_trim(key, *keep_from, meta),
+    }
+    .map_err(js_error)
+  }
+
+  fn resolve(&mut self, _env: Env, output: LogInfo) -> Result<NativeLogInfo> {
+    Ok(info_to_js(output))
+  }
+}
+
+type SharedCursor = Arc<Mutex<Option<LogCursor>>>;
+
+/// The records of a log as of its opening, in batches; `null` once exhausted.
+/// A torn tail (a crash during an append) just ends the log; damage in the
+/// middle is `ERR_CORRUPT` once reached. Holds the file open until exhausted,
+/// closed or collected.
+#[napi]
+pub struct NativeLogCursor {
+  inner: SharedCursor,
+}
+
+fn next_batch(cursor: &Mutex<Option<LogCursor>>, max: u32) -> core::Result<Option<Vec<LogRecord>>> {
+  let mut guard = lock(cursor);
+  let Some(c) = guard.as_mut() else { return Ok(None) };
+  let batch = c.next_batch(max as usize);
+  if !matches!(batch, Ok(Some(_))) {
+    // Exhausted or failed: release the file now.
+    *guard = None;
+  }
+  batch
+}
+
+#[napi]
+impl NativeLogCursor {
+  /// The next at most `max` (at least 1) records, or `null` at the end.
+  #[napi(ts_return_type = "NativeLogRecord[] | null")]
+  pub fn next_batch_sync(&self, max: u32) -> Result<Option<Vec<NativeLogRecord>>> {
+    Ok(records_to_js(next_batch(&self.inner, max).map_err(js_error)?))
+  }
+
+  #[napi(ts_return_type = "Promise<NativeLogRecord[] | null>")]
+  pub fn next_batch_async(&self, max: u32) -> AsyncTask<LogBatchTask> {
+    AsyncTask::new(LogBatchTask { cursor: self.inner.clone(), max })
+  }
+
+  /// Releases the file (also done when exhausted or collected).
+  #[napi]
+  pub fn close(&self) {
+    *lock(&self.inner) = None;
+  }
+}
+
+pub struct LogBatchTask {
+  cursor: SharedCursor,
+  max: u32,
+}
+
+impl Task for LogBatchTask {
+  type Output = Option<Vec<LogRecord>>;
+  type JsValue = Option<Vec<NativeLogRecord>>;
+
+  fn compute(&mut self) -> Result<Self::Output> {
+    next_batch(&self.cursor, self.max).map_err(js_error)
+  }
+
+  fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
+    Ok(records_to_js(output))
+  }
+}
+
+fn cursor_to_js(c: Option<LogCursor>) -> Option<NativeLogCursor> {
+  c.map(|c| NativeLogCursor { inner: Arc::new(Mutex::new(Some(c))) })
+}
+
+/// Opens the log of `key` for reading: `null` if the key is missing,
+/// `ERR_NOT_A_LOG` if it holds something else.
+#[napi]
+pub fn log_open_sync(store: &NativeFileStore, key: Buffer) -> Result<Option<NativeLogCursor>> {
+  Ok(cursor_to_js(store.inner.open_log(&key).map_err(js_error)?))
+}
+
+#[napi(ts_return_type = "Promise<NativeLogCursor | null>")]
+pub fn log_open_async(store: &NativeFileStore, key: Buffer) -> AsyncTask<LogOpenTask> {
+  AsyncTask::new(LogOpenTask { store: store.inner.clone(), key })
+}
+
+pub struct LogOpenTask {
+  store: Arc<core::FileStore>,
+  key: Buffer,
+}
+
+impl Task for LogOpenTask {
+  type Output = Option<LogCursor>;
+  type JsValue = Option<NativeLogCursor>;
+
+  fn compute(&mut self) -> Result<Self::Output> {
+    self.store.open_log(&self.key).map_err(js_error)
+  }
+
+  fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
+    Ok(cursor_to_js(output))
+  }
+}

@@ -285,7 +285,12 @@ pub fn parse_head(prefix: &[u8], file_len: u64, ctx: &SegmentContext<'_>) -> Res
 pub fn parse_file(bytes: &[u8], ctx: &SegmentContext<'_>) -> Result<ParsedFile> {
     let (header, meta) = parse_head(bytes, bytes.len() as u64, ctx)?;
     // The total length was checked against the header, so this slice is exact.
-    let value = decode_value(&header, ctx, &bytes[HEADER_LEN + header.meta_len as usize..])?;
+    let value = if header.flags == FLAG_CHUNKED {
+        // A chunked blob (§4.5): every chunk checked, then concatenated.
+        crate::blob::decode_chunked_value(&header, ctx, bytes)?
+    } else {
+        decode_value(&header, ctx, &bytes[HEADER_LEN + header.meta_len as usize..])?
+    };
     Ok(ParsedFile { header, key: meta.key, meta: meta.meta, value })
 }
 

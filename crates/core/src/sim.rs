@@ -841,7 +841,7 @@ mod tests {
     }
 
     fn record(value: &[u8]) -> Entry {
-        Entry { serializer: 0, meta: META.to_vec(), value: value.to_vec() }
+        Entry { serializer: 0, meta: META.to_vec(), value: value.to_vec(), log: None }
     }
 
     /// Single puts, overwrites, a multi-key batch, a 256 KiB blob written

@@ -91,8 +91,11 @@ pub struct Entry {
     pub serializer: u8,
     /// The metadata (a MessagePack map).
     pub meta: Vec<u8>,
-    /// The value's bytes, as the serializer wrote them.
+    /// The value's bytes, as the serializer wrote them. Empty for an append
+    /// log, whose records are read with [`FileStore::open_log`].
     pub value: Vec<u8>,
+    /// For an append log (FORMAT.md §4.6): where it stands. `None` otherwise.
+    pub log: Option<crate::log::LogInfo>,
 }
 
 /// A key's metadata, read without its value.
@@ -106,6 +109,8 @@ pub struct MetaEntry {
     pub meta: Vec<u8>,
     /// The key file's path.
     pub file: String,
+    /// For an append log (FORMAT.md §4.6): where it stands. `None` otherwise.
+    pub log: Option<crate::log::LogInfo>,
 }
 
 /// What [`FileStore::list`] found: the readable keys, and the key files that
@@ -301,13 +306,23 @@ impl FileStore {
         let ctx = self.context(keyhash::key_hash(key));
         let (header, meta, prefix) = Self::read_head(&*file, size, &path, &ctx)?;
         Self::check_key(&meta.key, key, &path)?;
+        if header.flags == format::FLAG_LOG {
+            // An append log (FORMAT.md §4.6): no value; its records are read with a log cursor.
+            let info = crate::log::log_info(&*file, size, &path, &header, &prefix)?;
+            return Ok(Some(Entry { serializer: header.serializer, meta: meta.meta, value: Vec::new(), log: Some(info) }));
+        }
+        if header.flags == format::FLAG_CHUNKED {
+            // A chunked blob (FORMAT.md §4.5): the whole blob, every chunk checked.
+            let value = crate::blob::read_chunked_value(&*file, &prefix, &path, &header, &ctx)?;
+            return Ok(Some(Entry { serializer: header.serializer, meta: meta.meta, value, log: None }));
+        }
         let offset = HEADER_LEN + header.meta_len as usize;
         let len = usize::try_from(header.value_len)
             .map_err(|_| Error::new(ErrorCode::InvalidArgument, "the value is too large for this platform").with_file(&path))?;
         // The first read usually held the whole file already.
         if let Some(stored) = prefix.get(offset..offset + len) {
             let value = format::decode_value_owned(&header, &ctx, stored.to_vec()).map_err(|e| e.with_file(&path))?;
-            return Ok(Some(Entry { serializer: header.serializer, meta: meta.meta, value }));
+            return Ok(Some(Entry { serializer: header.serializer, meta: meta.meta, value, log: None }));
         }
         let offset = offset as u64;
         let mut stored = Vec::new();
@@ -320,16 +335,21 @@ impl FileStore {
             _ => Error::io(e, "cannot read the key file", &path),
         })?;
         let value = format::decode_value_owned(&header, &ctx, stored).map_err(|e| e.with_file(&path))?;
-        Ok(Some(Entry { serializer: header.serializer, meta: meta.meta, value }))
+        Ok(Some(Entry { serializer: header.serializer, meta: meta.meta, value, log: None }))
     }
 
     /// The metadata of `key`, read without the value, or `None`.
     pub fn get_meta(&self, key: &[u8]) -> Result<Option<MetaEntry>> {
         let Some((file, size, path)) = self.open_key(key)? else { return Ok(None) };
         let ctx = self.context(keyhash::key_hash(key));
-        let (header, meta, _) = Self::read_head(&*file, size, &path, &ctx)?;
+        let (header, meta, prefix) = Self::read_head(&*file, size, &path, &ctx)?;
         Self::check_key(&meta.key, key, &path)?;
-        Ok(Some(MetaEntry { key: meta.key, serializer: header.serializer, meta: meta.meta, file: path.display().to_string() }))
+        let log = if header.flags == format::FLAG_LOG {
+            Some(crate::log::log_info(&*file, size, &path, &header, &prefix)?)
+        } else {
+            None
+        };
+        Ok(Some(MetaEntry { key: meta.key, serializer: header.serializer, meta: meta.meta, file: path.display().to_string(), log }))
     }
 
     /// Whether `key` has a file.
@@ -465,13 +485,18 @@ impl FileStore {
         let size = file.size().map_err(|e| Error::io(e, "cannot stat the key file", path))?;
         // A key file's name is the hex of its key's hash (checked by is_key_file_name).
         let key_hash = u128::from_str_radix(&name[..32], 16).expect("32 lowercase hex digits");
-        let (header, meta, _) = Self::read_head(&*file, size, path, &self.context(key_hash))?;
+        let (header, meta, prefix) = Self::read_head(&*file, size, path, &self.context(key_hash))?;
         cke::validate(&meta.key).map_err(|e| Error::corrupt(format!("the stored key is invalid: {e}")).with_file(path))?;
         if keyhash::file_name(&meta.key) != name {
             return Err(Error::new(ErrorCode::KeyMismatch, "the key file holds a key whose name is another file's")
                 .with_file(path));
         }
-        Ok(Some(MetaEntry { key: meta.key, serializer: header.serializer, meta: meta.meta, file: path.display().to_string() }))
+        let log = if header.flags == format::FLAG_LOG {
+            Some(crate::log::log_info(&*file, size, path, &header, &prefix)?)
+        } else {
+            None
+        };
+        Ok(Some(MetaEntry { key: meta.key, serializer: header.serializer, meta: meta.meta, file: path.display().to_string(), log }))
     }
 
     /// The lock ids of `keys`, sorted and without duplicates: every holder
@@ -707,7 +732,7 @@ mod tests {
         assert!(!store.exists(&k).unwrap());
         put1(&store, &k, b"value");
         let e = store.get(&k).unwrap().unwrap();
-        assert_eq!(e, Entry { serializer: 1, meta: b"\x80".to_vec(), value: b"value".to_vec() });
+        assert_eq!(e, Entry { serializer: 1, meta: b"\x80".to_vec(), value: b"value".to_vec(), log: None });
         let m = store.get_meta(&k).unwrap().unwrap();
         assert_eq!(m.key, k);
         assert!(m.file.ends_with(&keyhash::file_name(&k)));
