@@ -11,7 +11,7 @@ import { join } from 'node:path'
 import test from 'ava'
 import fc from 'fast-check'
 import * as k from 'konserve'
-import { KonserveError, type Backing, type RawWrite, type Store, type WriteEvent } from 'konserve'
+import { KonserveError, type Backing, type BlobSink, type NewRecord, type RawWrite, type Store, type WriteEvent } from 'konserve'
 import { type Api, type Mode, api, tempDir } from './helpers/api.js'
 
 const modes: Mode[] = ['sync', 'async']
@@ -51,7 +51,32 @@ function faulty(inner: Backing): { backing: Backing; faults: Faults } {
     if (faults.delete === 'after') throw injected()
     return r
   }
+  // Blob commits and log appends are writes too: they fail like puts.
+  const append = (key: Uint8Array, r: NewRecord, createMeta: Uint8Array) => {
+    faults.puts++
+    if (faults.put === 'before') throw injected()
+    const info = inner.appendSync(key, r, createMeta)
+    if (faults.put === 'after') throw injected()
+    return info
+  }
+  const blobWriter = (key: Uint8Array, meta: Uint8Array): BlobSink => {
+    const sink = inner.blobWriterSync(key, meta)
+    const commit = () => {
+      faults.puts++
+      if (faults.put === 'before') {
+        sink.abort()
+        throw injected()
+      }
+      sink.commitSync()
+      if (faults.put === 'after') throw injected()
+    }
+    return { ...sink, commitSync: commit, commit: async () => commit() }
+  }
   const backing = wrapBacking(inner, {
+    appendSync: append,
+    appendAsync: async (key, r, m) => append(key, r, m),
+    blobWriterSync: blobWriter,
+    blobWriterAsync: async (key, meta) => blobWriter(key, meta),
     putSync: put,
     putAsync: async (ws) => {
       if (faults.gate) await faults.gate
@@ -148,8 +173,8 @@ for (const mode of modes) {
         { op: 'updateIn', key: 'm', path: ['m', 'x'], oldValue: { x: 1 }, newValue: { x: 2 } },
         { op: 'dissoc', key: 'a', path: ['a'], oldValue: undefined, newValue: undefined },
         { op: 'bassoc', key: 'b', path: ['b'], oldValue: undefined, newValue: bytes },
-        { op: 'append', key: 'l', path: ['l'], oldValue: undefined, newValue: ['e1'] },
-        { op: 'append', key: 'l', path: ['l'], oldValue: ['e1'], newValue: ['e1', 'e2'] },
+        { op: 'append', key: 'l', path: ['l'], oldValue: undefined, newValue: 'e1' },
+        { op: 'append', key: 'l', path: ['l'], oldValue: undefined, newValue: 'e2' },
         { op: 'multiAssoc', key: 'p', path: ['p'], oldValue: undefined, newValue: 1 },
         { op: 'multiAssoc', key: 'q', path: ['q'], oldValue: undefined, newValue: { r: 2 } },
         { op: 'multiDissoc', key: 'p', path: ['p'], oldValue: undefined, newValue: undefined },

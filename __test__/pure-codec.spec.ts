@@ -379,7 +379,7 @@ test('header checks come in the order of FORMAT.md §4, with the core codes', as
   unsealed[4] = 2
   t.is(await code(unsealed), 'ERR_CORRUPT', 'the header checksum comes before the version')
   t.is(await code(sealed((f) => (f[4] = 2))), 'ERR_UNSUPPORTED_VERSION')
-  t.is(await code(sealed((f) => (f[8] = 1))), 'ERR_UNSUPPORTED_CODEC')
+  t.is(await code(sealed((f) => (f[8] = 3))), 'ERR_UNSUPPORTED_CODEC')
   t.is(await code(sealed((f) => (f[6] = 9))), 'ERR_UNSUPPORTED_CODEC')
   t.is(await code(sealed((f) => (f[7] = 9))), 'ERR_UNSUPPORTED_CODEC')
   t.is(await code(sealed((f) => f.fill(0xff, 16, 24))), 'ERR_CORRUPT', 'a value length past 2^64')

@@ -7,7 +7,7 @@
  */
 import { Readable } from 'node:stream'
 import gensync, { type Handler } from 'gensync'
-import type { Backing, RawEntry, RawMeta, RawWrite } from './backing.js'
+import type { Backing, BlobSink, BlobSource, LogCursor, LogInfo, LogRecord, NewRecord, RawEntry, RawMeta, RawWrite } from './backing.js'
 import { nowMs } from './clock.js'
 import { type Key, decodeKey, encodeKey } from './codec/key.js'
 import { type KeyType, type Metadata, decodeMeta, encodeMeta } from './codec/meta.js'
@@ -168,9 +168,17 @@ function encodeValue(store: Store, value: unknown): { serializer: number; bytes:
   }
 }
 
-/** @internal */
-export function readMeta(key: Key, raw: { meta: Uint8Array }): Metadata {
-  return decodeMeta(key, raw.meta)
+/**
+ * @internal The metadata of a key as users see it. A log grows in place, so
+ * its revision and lastWrite come from its records (FORMAT.md §4.6).
+ */
+export function readMeta(key: Key, raw: { meta: Uint8Array; log?: LogInfo }): Metadata {
+  const m = decodeMeta(key, raw.meta)
+  if (raw.log) {
+    m.revision = (typeof m.revision === 'number' ? m.revision : 0) + raw.log.lastIndex + 1
+    if (raw.log.lastStamp > m.lastWrite.getTime()) m.lastWrite = new Date(raw.log.lastStamp)
+  }
+  return m
 }
 
 /** A key's revision: 0 when it is missing; files from before revisions count as 1. */
@@ -257,10 +265,22 @@ export function exists<O extends Options>(store: Store, key: Key, opts?: O): Res
   return run(existsOp, opts, [store, key]) as Result<O, boolean>
 }
 
-function* readValue(store: Store, key: Key): Handler<{ found: boolean; value: unknown; meta?: Metadata }> {
-  const raw = yield* bGet(store.backing, encodeKey(key))
+/** A key's value; a log's is the array of its elements. */
+function* valueOf(store: Store, cke: Uint8Array, raw: RawEntry): Handler<unknown> {
+  if (raw.log) return (yield* readLog(store, cke)) ?? []
+  return decodeValue(store, raw)
+}
+
+/**
+ * A key's value. Its metadata is not decoded: the file's checksums already
+ * vouch for every byte, and metadata is checked where it is used (getMeta,
+ * keys, writes).
+ */
+function* readValue(store: Store, key: Key): Handler<{ found: boolean; value: unknown }> {
+  const cke = encodeKey(key)
+  const raw = yield* bGet(store.backing, cke)
   if (!raw) return { found: false, value: undefined }
-  return { found: true, value: decodeValue(store, raw), meta: readMeta(key, raw) }
+  return { found: true, value: yield* valueOf(store, cke, raw) }
 }
 
 const getInOp = gensync(function* (store: Store, path: Path, notFound: unknown) {
@@ -381,7 +401,7 @@ const updateInOp = gensync(function* (store: Store, path: Path, fn: Updater, w: 
     const cke = encodeKey(key)
     const result = yield* withLock(store.backing, [cke], function* () {
       const raw = yield* bGet(store.backing, cke)
-      const old = raw ? decodeValue(store, raw) : undefined
+      const old = raw ? yield* valueOf(store, cke, raw) : undefined
       const oldMeta = raw ? readMeta(key, raw) : undefined
       checkRevision(w, oldMeta)
       if (raw && raw.serializer === RAW_BYTES_ID && rest.length > 0) {
@@ -445,33 +465,170 @@ export function dissoc<O extends Options & Pick<WriteOptions, 'expectedRevision'
 }
 
 // ---- binary blobs -------------------------------------------------------------
+// A blob is written through the backing's BlobSink: streamed to a staging file
+// chunk by chunk (FORMAT.md §4.5), so memory stays bounded whatever its size,
+// and committed atomically. Reads open a BlobSource: a snapshot of the file
+// that serves any byte range, each chunk checked before it is released. Reads
+// take no lock: a writer replaces the file, it never changes it.
 
-function toBytes(input: unknown): Uint8Array {
+/** What `bassoc` takes: bytes, or (async form only) a stream of them. */
+export type BlobInput =
+  | Uint8Array
+  | ArrayBuffer
+  | ArrayBufferView
+  | string
+  | AsyncIterable<Uint8Array | string>
+  | ReadableStream<Uint8Array>
+
+/** Pieces handed to the backing: at least this much is gathered (fewer crossings into the core). */
+const GATHER = 1 << 20
+/** A larger piece is cut to this size, so the core never copies more than this at once. */
+const SLICE = 4 << 20
+
+const utf8 = new TextEncoder()
+
+function bytesOf(input: unknown): Uint8Array | undefined {
   if (input instanceof Uint8Array) return input
   if (input instanceof ArrayBuffer) return new Uint8Array(input)
   if (ArrayBuffer.isView(input)) return new Uint8Array(input.buffer, input.byteOffset, input.byteLength)
-  if (typeof input === 'string') return new TextEncoder().encode(input)
-  throw new KonserveError('ERR_INVALID_ARGUMENT', 'bassoc takes a Uint8Array, Buffer, ArrayBuffer, typed array or string')
+  if (typeof input === 'string') return utf8.encode(input)
+  return undefined
+}
+
+function isReadableStream(v: unknown): v is ReadableStream<Uint8Array> {
+  return typeof ReadableStream !== 'undefined' && v instanceof ReadableStream
+}
+
+/** The pieces of a stream input as an async iterator (web streams without async iteration too). */
+function piecesOf(input: unknown): AsyncIterator<unknown> | undefined {
+  if (input !== null && typeof input === 'object' && Symbol.asyncIterator in input) {
+    return (input as AsyncIterable<unknown>)[Symbol.asyncIterator]()
+  }
+  if (isReadableStream(input)) {
+    const reader = input.getReader()
+    return {
+      next: async () => {
+        const r = await reader.read()
+        return r.done ? { done: true, value: undefined } : { done: false, value: r.value }
+      },
+      return: async () => {
+        await reader.cancel()
+        return { done: true, value: undefined }
+      },
+    }
+  }
+  return undefined
+}
+
+const bBlobWriter = gensync({
+  sync: (b: Backing, k: Uint8Array, meta: Uint8Array) => b.blobWriterSync(k, meta),
+  async: (b: Backing, k: Uint8Array, meta: Uint8Array) => b.blobWriterAsync(k, meta),
+})
+const sinkWrite = gensync({
+  sync: (s: BlobSink, bytes: Uint8Array) => s.writeSync(bytes),
+  async: (s: BlobSink, bytes: Uint8Array) => s.write(bytes),
+})
+const sinkCommit = gensync({
+  sync: (s: BlobSink) => s.commitSync(),
+  async: (s: BlobSink) => s.commit(),
+})
+const bOpenBlob = gensync({
+  sync: (b: Backing, k: Uint8Array) => b.openBlobSync(k),
+  async: (b: Backing, k: Uint8Array) => b.openBlobAsync(k),
+})
+const sourceRead = gensync({
+  sync: (s: BlobSource, offset: number, length: number) => s.readSync(offset, length),
+  async: (s: BlobSource, offset: number, length: number) => s.read(offset, length),
+})
+/** The next piece of a stream: only the async form has streams. */
+const nextPiece = gensync({
+  sync: (_it: AsyncIterator<unknown>): IteratorResult<unknown> => {
+    throw new KonserveError('ERR_INVALID_ARGUMENT', 'a stream can only be stored with the async form of bassoc')
+  },
+  async: (it: AsyncIterator<unknown>) => it.next(),
+})
+
+/** Writes bytes to the sink in slices of at most SLICE. */
+function* writeBytes(sink: BlobSink, bytes: Uint8Array): Handler<void> {
+  for (let at = 0; at < bytes.length; at += SLICE) yield* sinkWrite(sink, bytes.subarray(at, at + SLICE))
+}
+
+/** Drains a stream into the sink, gathering small pieces into GATHER-sized ones. */
+function* writeStream(sink: BlobSink, it: AsyncIterator<unknown>): Handler<number> {
+  let gathered: Uint8Array[] = []
+  let held = 0
+  let total = 0
+  const flushGathered = function* (): Handler<void> {
+    if (held === 0) return
+    const one = gathered.length === 1 ? gathered[0]! : Buffer.concat(gathered, held)
+    gathered = []
+    held = 0
+    yield* writeBytes(sink, one)
+  }
+  for (;;) {
+    const r = yield* nextPiece(it)
+    if (r.done) break
+    const piece = bytesOf(r.value)
+    if (!piece) throw new KonserveError('ERR_INVALID_ARGUMENT', 'a bassoc stream must yield Uint8Array, Buffer or string pieces')
+    total += piece.length
+    if (piece.length >= GATHER) {
+      yield* flushGathered()
+      yield* writeBytes(sink, piece)
+      continue
+    }
+    // Copied: a stream may reuse its buffer for the next piece.
+    gathered.push(Uint8Array.prototype.slice.call(piece))
+    held += piece.length
+    if (held >= GATHER) yield* flushGathered()
+  }
+  yield* flushGathered()
+  return total
 }
 
 const bassocOp = gensync(function* (store: Store, key: Key, input: unknown, w: WriteArgs) {
   return yield* about(key, function* () {
     const cke = encodeKey(key)
-    const bytes = toBytes(input)
-    yield* withLock(store.backing, [cke], function* () {
-      const prev = yield* metaBeforeReplace(store, key, cke, w)
-      checkRevision(w, prev)
-      const meta = encodeMeta(nextMeta(key, 'binary', prev, w, false, yield* stamp(store.backing)))
-      yield* bPut(store.backing, [{ key: cke, serializer: RAW_BYTES_ID, meta, value: bytes }])
-    })
+    const bytes = bytesOf(input)
+    const it = bytes ? undefined : piecesOf(input)
+    if (!bytes && !it) {
+      throw new KonserveError(
+        'ERR_INVALID_ARGUMENT',
+        'bassoc takes a Uint8Array, Buffer, ArrayBuffer, typed array, string, or (async form) a Readable, ReadableStream or AsyncIterable of bytes',
+      )
+    }
+    try {
+      yield* withLock(store.backing, [cke], function* () {
+        const prev = yield* metaBeforeReplace(store, key, cke, w)
+        checkRevision(w, prev)
+        const meta = encodeMeta(nextMeta(key, 'binary', prev, w, false, yield* stamp(store.backing)))
+        const sink = yield* bBlobWriter(store.backing, cke, meta)
+        try {
+          if (bytes) yield* writeBytes(sink, bytes)
+          else yield* writeStream(sink, it!)
+          yield* sinkCommit(sink)
+        } catch (err) {
+          sink.abort()
+          throw err
+        }
+      })
+    } catch (err) {
+      // A stream we stop reading is told so (a Readable is destroyed).
+      if (it?.return) yield* callUser(() => it.return!(), [])
+      throw err
+    }
     afterWrite(store, { op: 'bassoc', key, path: [key], oldValue: undefined, newValue: bytes })
     return true as const
   })
 })
 
-/** Stores raw bytes under `key` (no serializer). Returns true. */
-export function bassoc<O extends WriteOptions>(store: Store, key: Key, bytes: Uint8Array | ArrayBuffer | string, opts?: O): Result<O, true> {
-  return run(bassocOp, opts, [store, key, bytes, writeArgs(opts)]) as Result<O, true>
+/**
+ * Stores binary data under `key` (no serializer): bytes, or in async form a
+ * Node Readable, a web ReadableStream or any AsyncIterable of byte pieces,
+ * streamed to disk with bounded memory. Atomic and, by default, durable: a
+ * reader sees the old blob or the whole new one. Returns true.
+ */
+export function bassoc<O extends WriteOptions>(store: Store, key: Key, input: BlobInput, opts?: O): Result<O, true> {
+  return run(bassocOp, opts, [store, key, input, writeArgs(opts)]) as Result<O, true>
 }
 
 /** What `bget`'s callback gets: `blob` in sync form, `stream` in async form. */
@@ -485,88 +642,306 @@ function asBuffer(b: Uint8Array): Buffer {
   return Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength)
 }
 
+/** How much a blob stream reads at a time: one chunk (FORMAT.md §4.5), so reads stay chunk-aligned. */
+const READ_PIECE = 1 << 20
+
+/** The bytes [start, end) of an open blob as a Node Readable; closes the source when done. */
+function nodeStream(src: BlobSource, start: number, end: number): Readable {
+  let pos = start
+  return new Readable({
+    highWaterMark: READ_PIECE,
+    read() {
+      if (pos >= end) {
+        this.push(null)
+        return
+      }
+      const n = Math.min(READ_PIECE - (pos % READ_PIECE), end - pos)
+      src.read(pos, n).then(
+        (b) => {
+          pos += b.length
+          this.push(asBuffer(b))
+        },
+        (err) => this.destroy(err),
+      )
+    },
+    destroy(err, cb) {
+      src.close()
+      cb(err)
+    },
+  })
+}
+
+/** The bytes [start, end) of an open blob as a web ReadableStream; closes the source when done. */
+function webStream(src: BlobSource, start: number, end: number): ReadableStream<Uint8Array> {
+  let pos = start
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        if (pos >= end) {
+          src.close()
+          controller.close()
+          return
+        }
+        try {
+          const b = await src.read(pos, Math.min(READ_PIECE - (pos % READ_PIECE), end - pos))
+          pos += b.length
+          controller.enqueue(b)
+        } catch (err) {
+          src.close()
+          controller.error(err)
+        }
+      },
+      cancel() {
+        src.close()
+      },
+    },
+    { highWaterMark: 1 },
+  )
+}
+
+function checkRange(offset: unknown, length: unknown): void {
+  for (const [name, v] of [
+    ['offset', offset],
+    ['length', length],
+  ] as const) {
+    if (v !== undefined && (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)) {
+      throw new KonserveError('ERR_INVALID_ARGUMENT', `${name} must be a non-negative integer`)
+    }
+  }
+}
+
+/** [start, end) of a range within a blob of `size` bytes (clamped to it). */
+function rangeOf(size: number, offset = 0, length?: number): [number, number] {
+  const start = Math.min(offset, size)
+  return [start, length === undefined ? size : Math.min(size, start + length)]
+}
+
 const bgetOp = gensync(function* (store: Store, key: Key, cb: (blob: BlobAccess) => unknown, streaming: boolean) {
   return yield* about(key, function* () {
-    const cke = encodeKey(key)
-    return yield* withLock(store.backing, [cke], function* () {
-      const raw = yield* bGet(store.backing, cke)
-      if (!raw) return undefined
-      if (raw.serializer !== RAW_BYTES_ID) {
-        throw new KonserveError('ERR_NOT_BINARY', 'the key holds a value, not binary data written by bassoc')
+    const src = yield* bOpenBlob(store.backing, encodeKey(key))
+    if (!src) return undefined
+    let stream: Readable | undefined
+    try {
+      if (streaming) {
+        stream = nodeStream(src, 0, src.size)
+        return yield* callUser(cb as (...a: unknown[]) => unknown, [{ size: src.size, stream }])
       }
-      const blob = asBuffer(raw.value)
-      const access: BlobAccess = streaming ? { size: blob.length, stream: Readable.from([blob]) } : { size: blob.length, blob }
-      return yield* callUser(cb as (...a: unknown[]) => unknown, [access])
-    })
+      const blob = asBuffer(yield* sourceRead(src, 0, src.size))
+      return yield* callUser(cb as (...a: unknown[]) => unknown, [{ size: src.size, blob }])
+    } finally {
+      // The stream is the callback's to consume while it runs (konserve's bget contract).
+      if (stream) stream.destroy()
+      else src.close()
+    }
   })
 })
 
 /**
- * Calls `cb` with the key's bytes while the key is locked and returns what `cb`
- * returns (awaited in async form). Sync form: `{ size, blob }`; async form:
- * `{ size, stream }`. A missing key returns undefined without calling `cb`.
+ * Calls `cb` with the blob at `key` and returns what `cb` returns (awaited in
+ * async form). Sync form: `{ size, blob }` (a Buffer); async form: `{ size,
+ * stream }` (a Node Readable, streamed from disk, to be consumed before `cb`
+ * settles). A missing key returns undefined without calling `cb`. For a stream
+ * that outlives a callback, a web stream or a byte range, use `readBlob`.
  */
 export function bget<O extends Options, R>(store: Store, key: Key, cb: (blob: BlobAccess) => R, opts?: O): Result<O, Awaited<R> | undefined> {
   return run(bgetOp, opts, [store, key, cb as (b: BlobAccess) => unknown, !opts?.sync]) as Result<O, Awaited<R> | undefined>
 }
 
-// ---- append-only logs -----------------------------------------------------------
+export interface ReadBlobOptions extends Options {
+  /** `'buffer'` (default), `'stream'` (a Node Readable) or `'web'` (a web ReadableStream); streams are async only. */
+  as?: 'buffer' | 'stream' | 'web'
+  /** First byte to read (default 0). */
+  offset?: number
+  /** How many bytes to read (default: to the end). A range past the end is cut at the end. */
+  length?: number
+}
 
-function* readLog(store: Store, key: Key): Handler<unknown[] | undefined> {
-  const { found, value, meta } = yield* readValue(store, key)
-  if (!found) return undefined
-  if (meta?.type !== 'append-log' || !Array.isArray(value)) {
-    throw new KonserveError('ERR_NOT_A_LOG', 'the key holds something other than an append log')
+type ReadBlobResult<O> = O extends { as: 'stream' } ? Readable : O extends { as: 'web' } ? ReadableStream<Uint8Array> : Buffer
+
+const readBlobOp = gensync(function* (store: Store, key: Key, o: ReadBlobOptions) {
+  return yield* about(key, function* () {
+    checkRange(o.offset, o.length)
+    const as = o.as ?? 'buffer'
+    if (as !== 'buffer' && as !== 'stream' && as !== 'web') {
+      throw new KonserveError('ERR_INVALID_ARGUMENT', `readBlob: unknown 'as' ${JSON.stringify(as)}`)
+    }
+    if (as !== 'buffer' && o.sync) throw new KonserveError('ERR_INVALID_ARGUMENT', 'readBlob: streams are only given by the async form')
+    const src = yield* bOpenBlob(store.backing, encodeKey(key))
+    if (!src) return undefined
+    const [start, end] = rangeOf(src.size, o.offset, o.length)
+    if (as === 'stream') return nodeStream(src, start, end)
+    if (as === 'web') return webStream(src, start, end)
+    try {
+      return asBuffer(yield* sourceRead(src, start, end - start))
+    } finally {
+      src.close()
+    }
+  })
+})
+
+/**
+ * The blob at `key` (or the byte range `offset`, `length` of it) as a Buffer,
+ * a Node Readable (`as: 'stream'`) or a web ReadableStream (`as: 'web'`);
+ * undefined when the key is missing. Only the chunks the range touches are
+ * read, each checked before it is returned. Streams read one chunk at a time
+ * and hold the file open until they end or are destroyed.
+ */
+export function readBlob<O extends ReadBlobOptions>(store: Store, key: Key, opts?: O): Result<O, ReadBlobResult<O> | undefined> {
+  return run(readBlobOp, opts, [store, key, opts ?? {}]) as Result<O, ReadBlobResult<O> | undefined>
+}
+
+/** Where a blob's bytes lie in a plain file (see `blobFile`). */
+export interface BlobFile {
+  /** The key file. */
+  file: string
+  /** Where the blob's bytes begin in it. */
+  offset: number
+  /** How many bytes the blob has. */
+  length: number
+}
+
+const blobFileOp = gensync(function* (store: Store, key: Key) {
+  return yield* about(key, function* () {
+    const src = yield* bOpenBlob(store.backing, encodeKey(key))
+    if (!src) return undefined
+    try {
+      if (!src.plain) {
+        throw new KonserveError(
+          'ERR_NOT_SUPPORTED',
+          'the blob is not stored as plain bytes in a file (a memory store, or a compressed or encrypted one)',
+        )
+      }
+      return { file: src.plain.file, offset: src.plain.offset, length: src.size }
+    } finally {
+      src.close()
+    }
+  })
+})
+
+/**
+ * Where the blob at `key` lies as plain bytes, for tools that want a file:
+ * `length` bytes at `offset` of `file` (e.g. `fs.createReadStream(file, { start:
+ * offset, end: offset + length - 1 })`). Only for file stores with neither
+ * compression nor encryption (otherwise `ERR_NOT_SUPPORTED`). A later write of
+ * the key replaces the file (rename), never changes it: a descriptor opened on
+ * it keeps reading this blob.
+ */
+export function blobFile<O extends Options>(store: Store, key: Key, opts?: O): Result<O, BlobFile | undefined> {
+  return run(blobFileOp, opts, [store, key]) as Result<O, BlobFile | undefined>
+}
+
+// ---- append-only logs -----------------------------------------------------------
+// A log is its own file of records (FORMAT.md §4.6): an append writes one
+// length-prefixed, checksummed record at the end and syncs the file; a torn
+// tail from a crash is dropped, never misread. Reads stream the records.
+
+const bAppend = gensync({
+  sync: (b: Backing, k: Uint8Array, r: NewRecord, createMeta: Uint8Array) => b.appendSync(k, r, createMeta),
+  async: (b: Backing, k: Uint8Array, r: NewRecord, createMeta: Uint8Array) => b.appendAsync(k, r, createMeta),
+})
+const bOpenLog = gensync({
+  sync: (b: Backing, k: Uint8Array) => b.openLogSync(k),
+  async: (b: Backing, k: Uint8Array) => b.openLogAsync(k),
+})
+const bTrimLog = gensync({
+  sync: (b: Backing, k: Uint8Array, keepFrom: number, meta: Uint8Array) => b.trimLogSync(k, keepFrom, meta),
+  async: (b: Backing, k: Uint8Array, keepFrom: number, meta: Uint8Array) => b.trimLogAsync(k, keepFrom, meta),
+})
+const cursorNext = gensync({
+  sync: (c: LogCursor, max: number) => c.nextSync(max),
+  async: (c: LogCursor, max: number) => c.next(max),
+})
+
+/** Records read per batch: bounded memory whatever the log's length. */
+const LOG_BATCH = 256
+
+const notALog = () => new KonserveError('ERR_NOT_A_LOG', 'the key holds something other than an append log')
+
+function decodeRecord(store: Store, r: LogRecord): unknown {
+  return decodeValue(store, { serializer: r.serializer, meta: new Uint8Array(0), value: r.bytes })
+}
+
+/** Every element of the log at `cke`, or undefined when it is missing. */
+function* readLog(store: Store, cke: Uint8Array): Handler<unknown[] | undefined> {
+  const out: unknown[] = []
+  const found = yield* eachRecord(store, cke, function* (e) {
+    out.push(e)
+  })
+  return found ? out : undefined
+}
+
+/** Calls `f` on each element of the log, oldest first; false when the key is missing. */
+function* eachRecord(store: Store, cke: Uint8Array, f: (elem: unknown) => Handler<void>): Handler<boolean> {
+  const cursor = yield* bOpenLog(store.backing, cke)
+  if (!cursor) return false
+  try {
+    for (;;) {
+      const batch = yield* cursorNext(cursor, LOG_BATCH)
+      if (!batch) return true
+      for (const r of batch) yield* f(decodeRecord(store, r))
+    }
+  } finally {
+    cursor.close()
   }
-  return value
 }
 
 const appendOp = gensync(function* (store: Store, key: Key, elem: unknown, w: WriteArgs) {
   return yield* about(key, function* () {
     const cke = encodeKey(key)
-    const [old, next] = yield* withLock(store.backing, [cke], function* () {
-      const raw = yield* bGet(store.backing, cke)
-      const oldMeta = raw ? readMeta(key, raw) : undefined
-      const old = raw ? decodeValue(store, raw) : []
-      if (raw && (oldMeta?.type !== 'append-log' || !Array.isArray(old))) {
-        throw new KonserveError('ERR_NOT_A_LOG', 'the key holds something other than an append log')
+    // Encoded before locking: an element that cannot be stored fails with nothing written.
+    const { serializer, bytes } = encodeValue(store, elem)
+    const info = yield* withLock(store.backing, [cke], function* () {
+      if (w.expectedRevision !== undefined) {
+        const raw = yield* bGetMeta(store.backing, cke)
+        if (raw && !raw.log) throw notALog()
+        checkRevision(w, raw ? readMeta(key, raw) : undefined)
       }
-      checkRevision(w, oldMeta)
-      // The whole log is one file replaced atomically: a crash leaves the log
-      // before or after this append, never a half-linked list.
-      const next = [...(old as unknown[]), elem]
-      yield* bPut(store.backing, [buildWrite(store, cke, next, nextMeta(key, 'append-log', oldMeta, w, true, yield* stamp(store.backing)))])
-      return [raw ? old : undefined, next] as const
+      const lastWrite = yield* stamp(store.backing)
+      // Used only if the log is new; its revision (0) plus the records' count is the log's revision.
+      const createMeta = encodeMeta({ ...w.meta, key, type: 'append-log', lastWrite, revision: 0 })
+      return yield* bAppend(store.backing, cke, { serializer, bytes, stamp: lastWrite.getTime() }, createMeta)
     })
-    afterWrite(store, { op: 'append', key, path: [key], oldValue: old, newValue: next })
-    return next.length
+    afterWrite(store, { op: 'append', key, path: [key], oldValue: undefined, newValue: elem })
+    return info.lastIndex - info.firstIndex + 1
   })
 })
 
-/** Appends `elem` to the log at `key` (creating it). Returns the log's length after the append. */
+/**
+ * Appends `elem` to the log at `key`, creating the log (with `opts.meta`) if
+ * the key is missing. Durable when it returns (one record written at the end of
+ * the log's file and synced). Returns the number of elements in the log.
+ */
 export function append<O extends WriteOptions>(store: Store, key: Key, elem: unknown, opts?: O): Result<O, number> {
   return run(appendOp, opts, [store, key, elem, writeArgs(opts)]) as Result<O, number>
 }
 
 const logOp = gensync(function* (store: Store, key: Key) {
-  return yield* about(key, () => readLog(store, key))
+  return yield* about(key, () => readLog(store, encodeKey(key)))
 })
 
-/** The elements of the log at `key`, oldest first, or undefined when there is no log. */
+/**
+ * The elements of the log at `key`, oldest first, or undefined when there is
+ * no log. This holds them all: for long logs use `reduceLog` or `logStream`.
+ */
 export function log<O extends Options>(store: Store, key: Key, opts?: O): Result<O, unknown[] | undefined> {
   return run(logOp, opts, [store, key]) as Result<O, unknown[] | undefined>
 }
 
 const reduceLogOp = gensync(function* (store: Store, key: Key, fn: (acc: unknown, elem: unknown) => unknown, init: unknown) {
   return yield* about(key, function* () {
-    const elems = (yield* readLog(store, key)) ?? []
     let acc = init
-    for (const e of elems) acc = yield* callUser(fn as (...a: unknown[]) => unknown, [acc, e])
+    yield* eachRecord(store, encodeKey(key), function* (e) {
+      acc = yield* callUser(fn as (...a: unknown[]) => unknown, [acc, e])
+    })
     return acc
   })
 })
 
-/** Folds the log at `key` oldest first: `fn(acc, elem)`, starting from `init`. */
+/**
+ * Folds the log at `key` oldest first: `fn(acc, elem)`, starting from `init`
+ * (returned as is when there is no log). Reads the log in batches: memory does
+ * not grow with its length.
+ */
 export function reduceLog<O extends Options, A>(
   store: Store,
   key: Key,
@@ -575,6 +950,91 @@ export function reduceLog<O extends Options, A>(
   opts?: O,
 ): Result<O, A> {
   return run(reduceLogOp, opts, [store, key, fn as (a: unknown, e: unknown) => unknown, init]) as Result<O, A>
+}
+
+/**
+ * The elements of the log at `key`, oldest first, as an async iterable read in
+ * batches (bounded memory). Nothing when there is no log. Breaking out of the
+ * loop closes the log.
+ */
+export async function* logStream(store: Store, key: Key): AsyncGenerator<unknown, void, undefined> {
+  const cke = encodeKey(key)
+  let cursor: LogCursor | undefined
+  try {
+    cursor = await store.backing.openLogAsync(cke)
+  } catch (err) {
+    throw withKey(err, key)
+  }
+  if (!cursor) return
+  try {
+    for (;;) {
+      let batch: LogRecord[] | undefined
+      try {
+        batch = await cursor.next(LOG_BATCH)
+      } catch (err) {
+        throw withKey(err, key)
+      }
+      if (!batch) return
+      for (const r of batch) yield decodeRecordAbout(store, r, key)
+    }
+  } finally {
+    cursor.close()
+  }
+}
+
+function decodeRecordAbout(store: Store, r: LogRecord, key: Key): unknown {
+  try {
+    return decodeRecord(store, r)
+  } catch (err) {
+    throw withKey(err, key)
+  }
+}
+
+export interface TrimLogOptions extends Pick<WriteOptions, 'expectedRevision' | 'sync'> {
+  /** Keep only the newest `keepLast` elements. */
+  keepLast?: number
+  /** Drop the oldest `dropFirst` elements. */
+  dropFirst?: number
+}
+
+const trimLogOp = gensync(function* (store: Store, key: Key, o: TrimLogOptions) {
+  return yield* about(key, function* () {
+    if ((o.keepLast === undefined) === (o.dropFirst === undefined)) {
+      throw new KonserveError('ERR_INVALID_ARGUMENT', 'trimLog takes exactly one of keepLast and dropFirst')
+    }
+    checkRange(o.keepLast, o.dropFirst)
+    const cke = encodeKey(key)
+    const removed = yield* withLock(store.backing, [cke], function* () {
+      const raw = yield* bGetMeta(store.backing, cke)
+      if (!raw) {
+        checkRevision(o, undefined)
+        return 0
+      }
+      if (!raw.log) throw notALog()
+      const current = readMeta(key, raw)
+      checkRevision(o, current)
+      const { firstIndex, lastIndex } = raw.log
+      const count = lastIndex - firstIndex + 1
+      const keepFrom = o.keepLast !== undefined ? firstIndex + Math.max(0, count - o.keepLast) : firstIndex + Math.min(count, o.dropFirst!)
+      if (keepFrom === firstIndex) return 0
+      // The log's revision goes up by one (FORMAT.md §4.6).
+      const revision = revisionOf(current) + 1 - (keepFrom <= lastIndex ? lastIndex + 1 : 0)
+      const meta = encodeMeta({ ...decodeMeta(key, raw.meta), lastWrite: yield* stamp(store.backing), revision })
+      yield* bTrimLog(store.backing, cke, keepFrom, meta)
+      return keepFrom - firstIndex
+    })
+    if (removed > 0) afterWrite(store, { op: 'trimLog', key, path: [key], oldValue: undefined, newValue: undefined })
+    return removed
+  })
+})
+
+/**
+ * Removes the oldest elements of the log at `key`: all but the newest
+ * `keepLast`, or the oldest `dropFirst`. The log is rewritten atomically.
+ * Returns how many elements were removed (0 when there is no log).
+ */
+export function trimLog<O extends TrimLogOptions>(store: Store, key: Key, opts: O): Result<O, number> {
+  return run(trimLogOp, opts, [store, key, opts]) as Result<O, number>
 }
 
 // ---- several keys at once ---------------------------------------------------------

@@ -29,7 +29,7 @@ import type { Key } from './codec/key.js'
 import type { Store } from './store.js'
 
 /** The write operations that call hooks. */
-export type WriteOp = 'assoc' | 'assocIn' | 'update' | 'updateIn' | 'dissoc' | 'bassoc' | 'append' | 'multiAssoc' | 'multiDissoc'
+export type WriteOp = 'assoc' | 'assocIn' | 'update' | 'updateIn' | 'dissoc' | 'bassoc' | 'append' | 'trimLog' | 'multiAssoc' | 'multiDissoc'
 
 /** What a hook gets: one event per written key. */
 export interface WriteEvent {

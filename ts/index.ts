@@ -8,6 +8,7 @@ export {
   assocIn,
   bassoc,
   bget,
+  blobFile,
   dissoc,
   exists,
   get,
@@ -15,14 +16,17 @@ export {
   getMeta,
   keys,
   log,
+  logStream,
   multiAssoc,
   multiDissoc,
   multiGet,
+  readBlob,
   reduceLog,
+  trimLog,
   update,
   updateIn,
 } from './api.js'
-export type { BlobAccess, GetOptions, Key, KeyType, KeysOptions, Metadata, Options, Result, WriteOptions } from './api.js'
+export type { BlobAccess, BlobFile, BlobInput, GetOptions, ReadBlobOptions, TrimLogOptions, Key, KeyType, KeysOptions, Metadata, Options, Result, WriteOptions } from './api.js'
 export { Store, connectFsStore, deleteStore, implementation, newMemStore } from './store.js'
 export type { CompressorOption, EncryptorOption, FsStoreOptions, StoreOptions, SyncOption } from './store.js'
 export { KonserveError } from './errors.js'
@@ -34,7 +38,21 @@ export {
   registerSerializer,
 } from './serializers.js'
 export type { Serializer, SerializerOption } from './serializers.js'
-export type { Backing, ListCursor, RawEntry, RawListing, RawMeta, RawWrite, StoreClock } from './backing.js'
+export type {
+  Backing,
+  BlobSink,
+  BlobSource,
+  ListCursor,
+  LogCursor,
+  LogInfo,
+  LogRecord,
+  NewRecord,
+  RawEntry,
+  RawListing,
+  RawMeta,
+  RawWrite,
+  StoreClock,
+} from './backing.js'
 export { sweep } from './gc.js'
 export type { SweepOptions, SweepProgress } from './gc.js'
 export { decodeKey, encodeKey } from './codec/key.js'

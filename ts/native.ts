@@ -8,8 +8,59 @@ import { KonserveError } from './errors.js'
 
 export type NativeFileStore = NativeFileStoreClass
 
+/** The binding's streamed-blob and log surface (src/blob.rs, src/log.rs). */
+export interface NativeBlobWriter {
+  writeSync(bytes: Buffer): void
+  writeAsync(bytes: Buffer): Promise<void>
+  commitSync(): void
+  commitAsync(): Promise<void>
+  abort(): void
+}
+export interface NativeLogInfo {
+  firstIndex: number
+  lastIndex: number
+  lastStamp: number
+}
+export interface NativeMetaEntryLike {
+  key: Buffer
+  serializer: number
+  meta: Buffer
+  file: string
+  log?: NativeLogInfo | null
+}
+export interface NativeBlobReader {
+  readonly size: number
+  readonly meta: NativeMetaEntryLike
+  readonly plainOffset: number | null
+  readonly file: string
+  readSync(offset: number, length: number): Buffer
+  readAsync(offset: number, length: number): Promise<Buffer>
+  close(): void
+}
+export interface NativeLogRecord {
+  index: number
+  stamp: number
+  serializer: number
+  bytes: Buffer
+}
+export interface NativeLogCursor {
+  nextBatchSync(max: number): NativeLogRecord[] | null
+  nextBatchAsync(max: number): Promise<NativeLogRecord[] | null>
+  close(): void
+}
+
 export interface NativeBinding {
   NativeFileStore: typeof NativeFileStoreClass
+  blobWriterOpenSync(store: NativeFileStore, key: Buffer, meta: Buffer): NativeBlobWriter
+  blobWriterOpenAsync(store: NativeFileStore, key: Buffer, meta: Buffer): Promise<NativeBlobWriter>
+  blobOpenSync(store: NativeFileStore, key: Buffer): NativeBlobReader | null
+  blobOpenAsync(store: NativeFileStore, key: Buffer): Promise<NativeBlobReader | null>
+  logAppendSync(store: NativeFileStore, key: Buffer, serializer: number, stamp: number, bytes: Buffer, createMeta: Buffer): NativeLogInfo
+  logAppendAsync(store: NativeFileStore, key: Buffer, serializer: number, stamp: number, bytes: Buffer, createMeta: Buffer): Promise<NativeLogInfo>
+  logOpenSync(store: NativeFileStore, key: Buffer): NativeLogCursor | null
+  logOpenAsync(store: NativeFileStore, key: Buffer): Promise<NativeLogCursor | null>
+  logTrimSync(store: NativeFileStore, key: Buffer, keepFrom: number, meta: Buffer): NativeLogInfo
+  logTrimAsync(store: NativeFileStore, key: Buffer, keepFrom: number, meta: Buffer): Promise<NativeLogInfo>
   fileName(key: Uint8Array): string
   lz4Compress(data: Buffer): Buffer
   lz4Decompress(frame: Buffer): Buffer

@@ -151,19 +151,33 @@ export const randomBytes = gensync({
 
 // ---- the scheme ---------------------------------------------------------------
 
-/** What the MAC covers before the sealed bytes: the segment kind and the key's 16-byte hash. */
-function macPrefix(kind: number, keyHash: Uint8Array): Uint8Array {
+/**
+ * What the MAC covers before the sealed bytes: the segment kind, the key's
+ * 16-byte hash and, for blob chunks and log records (kinds 2, 3, 4), their
+ * index as u64 LE (FORMAT.md §4.3).
+ */
+function macPrefix(kind: number, keyHash: Uint8Array, index?: number): Uint8Array {
   if (keyHash.length !== 16) throw new KonserveError('ERR_INVALID_ARGUMENT', 'a key hash is 16 bytes')
-  const prefix = new Uint8Array(17)
+  if (index !== undefined && !(Number.isSafeInteger(index) && index >= 0)) {
+    throw new KonserveError('ERR_INVALID_ARGUMENT', `a chunk or record index is an integer from 0 to 2^53 - 1, not ${index}`)
+  }
+  const prefix = new Uint8Array(index === undefined ? 17 : 25)
   prefix[0] = kind
   prefix.set(keyHash, 1)
+  if (index !== undefined) {
+    const v = new DataView(prefix.buffer)
+    v.setUint32(17, index % 0x100000000, true)
+    v.setUint32(21, Math.floor(index / 0x100000000), true)
+  }
   return prefix
 }
 
 /**
  * Encrypts one segment: `salt || iv || AES-256-CBC(plain) || tag`. `kind` is 0
- * for the meta segment, 1 for the value segment; `keyHash` is XXH3-128 of the
- * key's CKE, big-endian (the file name's digits).
+ * for the meta segment, 1 for the value segment, 2 / 3 for a blob chunk (not
+ * the last / the last), 4 for a log record; `keyHash` is XXH3-128 of the key's
+ * CKE, big-endian (the file name's digits). `index` (chunks and records only)
+ * is bound into the MAC.
  */
 export const sealSegment = gensync(function* (
   provider: CryptoProvider,
@@ -173,6 +187,7 @@ export const sealSegment = gensync(function* (
   plain: Uint8Array,
   salt: Uint8Array,
   iv: Uint8Array,
+  index?: number,
 ): Handler<Uint8Array> {
   if (salt.length !== SALT_LEN || iv.length !== IV_LEN) throw new KonserveError('ERR_INVALID_ARGUMENT', 'salt and IV are 16 bytes each')
   const okm = yield* deriveKeys(provider, secret, salt)
@@ -182,14 +197,14 @@ export const sealSegment = gensync(function* (
   out.set(iv, SALT_LEN)
   out.set(ct, SALT_LEN + IV_LEN)
   const body = out.subarray(0, out.length - TAG_LEN)
-  out.set(yield* hmac(provider, okm.subarray(32), [macPrefix(kind, keyHash), body]), body.length)
+  out.set(yield* hmac(provider, okm.subarray(32), [macPrefix(kind, keyHash, index), body]), body.length)
   return out
 })
 
 /**
  * Checks the tag of a sealed segment, then decrypts it. A wrong key, an altered
- * byte, or a segment from another file or place give `ERR_DECRYPT`; an
- * impossible length gives `ERR_CORRUPT`.
+ * byte, or a segment from another file or place (or with another `index`)
+ * give `ERR_DECRYPT`; an impossible length gives `ERR_CORRUPT`.
  */
 export const openSegment = gensync(function* (
   provider: CryptoProvider,
@@ -197,6 +212,7 @@ export const openSegment = gensync(function* (
   kind: number,
   keyHash: Uint8Array,
   sealed: Uint8Array,
+  index?: number,
 ): Handler<Uint8Array> {
   if (sealed.length < OVERHEAD + 16 || (sealed.length - OVERHEAD) % 16 !== 0) {
     throw new KonserveError('ERR_CORRUPT', 'an encrypted segment has an impossible length')
@@ -205,7 +221,7 @@ export const openSegment = gensync(function* (
   const tag = sealed.subarray(sealed.length - TAG_LEN)
   const okm = yield* deriveKeys(provider, secret, body.subarray(0, SALT_LEN))
   // The tag is checked before anything is decrypted: no padding oracle.
-  if (!(yield* hmacVerify(provider, okm.subarray(32), [macPrefix(kind, keyHash), body], tag))) {
+  if (!(yield* hmacVerify(provider, okm.subarray(32), [macPrefix(kind, keyHash, index), body], tag))) {
     throw new KonserveError('ERR_DECRYPT', 'the segment does not authenticate: wrong encryption key, or the file was altered')
   }
   const plain = yield* decrypt(provider, okm.subarray(0, 32), body.subarray(SALT_LEN, SALT_LEN + IV_LEN), body.subarray(SALT_LEN + IV_LEN))

@@ -9,10 +9,17 @@
  * an async form; encryption in the blocking form needs a provider with `sync`
  * primitives (../crypto-node.ts), the async form defaults to WebCrypto.
  * No `node:` imports: shared with the browser store.
+ *
+ * Chunked blob values (§4.5) are in blob.ts, append logs (§4.6) in log.ts;
+ * `decodeKeyFile*` decodes files of every kind.
  */
 import gensync, { type Handler } from 'gensync'
+import type { LogInfo } from '../backing.js'
 import { KonserveError } from '../errors.js'
 import { type CryptoProvider, SALT_LEN, IV_LEN, openSegment, randomBytes, sealSegment, webCryptoProvider } from './aes.js'
+// blob.ts and log.ts build on this module; their functions are only called at run time, never while modules load.
+import { decodeChunkedValue } from './blob.js'
+import { readLogInfo } from './log.js'
 import { lz4Compress, lz4Decompress } from './lz4.js'
 import { xxh3_128, xxh3_64 } from './xxhash.js'
 
@@ -28,12 +35,24 @@ export const COMPRESSOR_LZ4 = 1
 export const ENCRYPTOR_NONE = 0
 export const ENCRYPTOR_AES = 1
 
-/** Which segment: part of what the MAC authenticates. */
-const META = 0
-const VALUE = 1
+/** Header flags (§4): a plain value, a chunked blob (§4.5), an append log (§4.6). */
+export const FLAG_NONE = 0
+export const FLAG_CHUNKED = 1
+export const FLAG_LOG = 2
+
+/** Which segment: part of what the MAC authenticates (§4.3). */
+export const KIND_META = 0
+export const KIND_VALUE = 1
+export const KIND_CHUNK = 2
+export const KIND_LAST_CHUNK = 3
+export const KIND_RECORD = 4
+const META = KIND_META
+const VALUE = KIND_VALUE
 
 /** The decoded header of a key file. */
 export interface Header {
+  /** FLAG_NONE (the default when encoding), FLAG_CHUNKED or FLAG_LOG. */
+  flags?: number
   /** Serializer id of the value segment (§4.1). */
   serializer: number
   compressor: number
@@ -99,8 +118,24 @@ export interface DecodedHead {
 /** A whole decoded key file. */
 export interface DecodedFile extends DecodedHead {
   serializer: number
-  /** The value's plain bytes. */
+  /** The value's plain bytes (a chunked blob's whole blob; empty for a log). */
   value: Uint8Array
+  /** Where the log stands, for a log file (FORMAT.md §4.6). */
+  log?: LogInfo
+}
+
+/**
+ * Reads up to `length` bytes of a file from `pos` (fewer only at its end): how
+ * blob.ts and log.ts read, from memory (`bytesReader`) or from a file.
+ */
+export type ReadAt = (pos: number, length: number) => Handler<Uint8Array>
+
+/** A `ReadAt` over bytes in memory (views, not copies). */
+export function bytesReader(bytes: Uint8Array): ReadAt {
+  // eslint-disable-next-line require-yield
+  return function* (pos, length) {
+    return bytes.subarray(Math.min(pos, bytes.length), Math.min(bytes.length, pos + length))
+  }
 }
 
 const corrupt = (message: string) => new KonserveError('ERR_CORRUPT', message)
@@ -130,7 +165,7 @@ function checkCodec(compressor: number, encryptor: number): void {
   }
 }
 
-/** The 48 header bytes (version 1, flags 0, header checksum filled in). */
+/** The 48 header bytes (version 1, header checksum filled in). */
 export function encodeHeader(h: Header): Uint8Array {
   const out = new Uint8Array(HEADER_LEN)
   const v = viewOf(out)
@@ -139,6 +174,7 @@ export function encodeHeader(h: Header): Uint8Array {
   out[5] = h.serializer
   out[6] = h.compressor
   out[7] = h.encryptor
+  v.setUint32(8, h.flags ?? FLAG_NONE, true)
   v.setUint32(12, h.metaLen, true)
   v.setBigUint64(16, BigInt(h.valueLen), true)
   v.setBigUint64(24, h.metaChecksum, true)
@@ -150,7 +186,8 @@ export function encodeHeader(h: Header): Uint8Array {
 /**
  * Decodes the header from the first bytes of a file of `fileLength` bytes,
  * checking in the order of §4: the length is at least 48, the magic, the header
- * checksum, the version, the flags, the codec ids, the total length.
+ * checksum, the version, the flags, the codec ids, the total length (a log,
+ * flags FLAG_LOG, is at least `48 + m` bytes with `v = 0`: its records follow).
  */
 export function decodeHeader(bytes: Uint8Array, fileLength: number): Header {
   if (fileLength < HEADER_LEN || bytes.length < HEADER_LEN) {
@@ -167,11 +204,14 @@ export function decodeHeader(bytes: Uint8Array, fileLength: number): Header {
     )
   }
   const flags = v.getUint32(8, true)
-  if (flags !== 0) throw new KonserveError('ERR_UNSUPPORTED_CODEC', `unknown header flags 0x${flags.toString(16).padStart(8, '0')}`)
+  if (flags !== FLAG_NONE && flags !== FLAG_CHUNKED && flags !== FLAG_LOG) {
+    throw new KonserveError('ERR_UNSUPPORTED_CODEC', `unknown header flags 0x${flags.toString(16).padStart(8, '0')}`)
+  }
   const compressor = bytes[6]!
   const encryptor = bytes[7]!
   checkCodec(compressor, encryptor)
   const header: Header = {
+    flags,
     serializer: bytes[5]!,
     compressor,
     encryptor,
@@ -181,7 +221,9 @@ export function decodeHeader(bytes: Uint8Array, fileLength: number): Header {
     valueChecksum: v.getBigUint64(32, true),
   }
   // Above 2^53 the sum is inexact, but then it cannot equal a real file's length.
-  if (HEADER_LEN + header.metaLen + header.valueLen !== fileLength) {
+  const declared = HEADER_LEN + header.metaLen + header.valueLen
+  const isLog = flags === FLAG_LOG && header.valueLen === 0 && declared <= fileLength
+  if (declared !== fileLength && !isLog) {
     throw corrupt(`file is ${fileLength} bytes, its header says 48 + ${header.metaLen} + ${header.valueLen}`)
   }
   return header
@@ -215,9 +257,26 @@ interface SegmentContext {
   keyHash: Uint8Array | undefined
 }
 
+/** How one file's segments are encoded: its codec ids and what encryption needs. */
+export interface SegmentCodec extends SegmentContext {
+  compressor: number
+  encryptor: number
+}
+
+/** Where salts and IVs come from: `bytes` (fixed, golden tests only) from `pos` on, or the crypto provider. */
+export interface RandomSource {
+  bytes?: Uint8Array
+  pos: number
+}
+
 function contextOf(ctx: DecodeContext): SegmentContext {
   const secret = typeof ctx.secret === 'string' ? new TextEncoder().encode(ctx.secret) : (ctx.secret ?? undefined)
   return { crypto: ctx.crypto ?? webCryptoProvider, secret, keyHash: ctx.keyHash }
+}
+
+/** The codec of a file with these ids (a header's, or a store's for new files). */
+export function segmentCodec(compressor: number, encryptor: number, ctx: DecodeContext): SegmentCodec {
+  return { ...contextOf(ctx), compressor, encryptor }
 }
 
 function secretOf(ctx: SegmentContext): Uint8Array {
@@ -233,7 +292,7 @@ function keyHashOf(ctx: SegmentContext): Uint8Array {
 }
 
 /** Where salts and IVs come from: the fixed bytes when given, else the provider. */
-function* draw(ctx: SegmentContext, random: { bytes?: Uint8Array; pos: number }, n: number): Handler<Uint8Array> {
+function* draw(ctx: SegmentContext, random: RandomSource, n: number): Handler<Uint8Array> {
   if (!random.bytes) return yield* randomBytes(ctx.crypto, n)
   if (random.pos + n > random.bytes.length) throw new KonserveError('ERR_INVALID_ARGUMENT', 'fixed randomness used up')
   random.pos += n
@@ -246,7 +305,8 @@ function* encodeSegment(
   encryptor: number,
   kind: number,
   plain: Uint8Array,
-  random: { bytes?: Uint8Array; pos: number },
+  random: RandomSource,
+  index?: number,
 ): Handler<Uint8Array> {
   checkCodec(compressor, encryptor)
   const compressed = compressor === COMPRESSOR_LZ4 ? lz4Compress(plain) : plain
@@ -254,16 +314,67 @@ function* encodeSegment(
   const secret = secretOf(ctx)
   const salt = yield* draw(ctx, random, SALT_LEN)
   const iv = yield* draw(ctx, random, IV_LEN)
-  return yield* sealSegment(ctx.crypto, secret, kind, keyHashOf(ctx), compressed, salt, iv)
+  return yield* sealSegment(ctx.crypto, secret, kind, keyHashOf(ctx), compressed, salt, iv, index)
 }
 
 /** A segment's plain bytes from its stored bytes (checksum already checked). */
-function* decodeSegment(ctx: SegmentContext, header: Header, kind: number, stored: Uint8Array): Handler<Uint8Array> {
+function* decodeSegment(
+  ctx: SegmentContext,
+  header: { compressor: number; encryptor: number },
+  kind: number,
+  stored: Uint8Array,
+  index?: number,
+): Handler<Uint8Array> {
   checkCodec(header.compressor, header.encryptor)
   const decrypted =
-    header.encryptor === ENCRYPTOR_AES ? yield* openSegment(ctx.crypto, secretOf(ctx), kind, keyHashOf(ctx), stored) : stored
+    header.encryptor === ENCRYPTOR_AES ? yield* openSegment(ctx.crypto, secretOf(ctx), kind, keyHashOf(ctx), stored, index) : stored
   return header.compressor === COMPRESSOR_LZ4 ? lz4Decompress(decrypted) : decrypted
 }
+
+/**
+ * `encrypt(compress(plain))` with the file's codec (§4.4); `index` is the
+ * chunk or record index bound into the MAC (kinds 2, 3, 4). With neither
+ * compression nor encryption the result is `plain` itself.
+ */
+export const encodeSegmentAt = gensync(function* (
+  codec: SegmentCodec,
+  kind: number,
+  index: number | undefined,
+  plain: Uint8Array,
+  random?: RandomSource,
+): Handler<Uint8Array> {
+  return yield* encodeSegment(codec, codec.compressor, codec.encryptor, kind, plain, random ?? { pos: 0 }, index)
+})
+
+/** `decompress(decrypt(stored))` with the file's codec (the caller checked the checksum). */
+export const decodeSegmentAt = gensync(function* (
+  codec: SegmentCodec,
+  kind: number,
+  index: number | undefined,
+  stored: Uint8Array,
+): Handler<Uint8Array> {
+  return yield* decodeSegment(codec, codec, kind, stored, index)
+})
+
+/** The stored meta segment of a new file: the key's CKE and the metadata, encoded (§4.4). */
+export const encodeMetaSegment = gensync(function* (
+  codec: SegmentCodec,
+  keyCke: Uint8Array,
+  meta: Uint8Array,
+  random?: RandomSource,
+): Handler<Uint8Array> {
+  const stored = yield* encodeSegment(codec, codec.compressor, codec.encryptor, META, composeMeta(keyCke, meta), random ?? { pos: 0 })
+  if (stored.length > 0xffffffff) {
+    throw new KonserveError('ERR_INVALID_ARGUMENT', "a key and its metadata exceed the format's 4 GiB")
+  }
+  return stored
+})
+
+/** A plain (flags 0) file's value from its stored value segment: checksum, then decode. */
+export const decodeValueSegment = gensync(function* (codec: SegmentCodec, header: Header, stored: Uint8Array): Handler<Uint8Array> {
+  if (xxh3_64(stored) !== header.valueChecksum) throw corrupt('value segment checksum mismatch')
+  return yield* decodeSegment(codec, header, VALUE, stored)
+})
 
 // ---- whole files --------------------------------------------------------------
 
@@ -312,11 +423,20 @@ function* decodeHead(prefix: Uint8Array, fileLength: number, ctx: SegmentContext
 function* decodeWhole(bytes: Uint8Array, context: DecodeContext): Handler<DecodedFile> {
   const ctx = contextOf(context)
   const head = yield* decodeHead(bytes, bytes.length, ctx)
+  const { header } = head
+  const codec: SegmentCodec = { ...ctx, compressor: header.compressor, encryptor: header.encryptor }
+  const valueStart = HEADER_LEN + header.metaLen
+  if (header.flags === FLAG_CHUNKED) {
+    const value = yield* decodeChunkedValue(bytesReader(bytes), codec, header, valueStart)
+    return { ...head, serializer: header.serializer, value }
+  }
+  if (header.flags === FLAG_LOG) {
+    const log = yield* readLogInfo(bytesReader(bytes), header, valueStart, bytes.length)
+    return { ...head, serializer: header.serializer, value: new Uint8Array(0), log }
+  }
   // The total length was checked against the header, so this view is exact.
-  const stored = bytes.subarray(HEADER_LEN + head.header.metaLen)
-  if (xxh3_64(stored) !== head.header.valueChecksum) throw corrupt('value segment checksum mismatch')
-  const value = yield* decodeSegment(ctx, head.header, VALUE, stored)
-  return { ...head, serializer: head.header.serializer, value }
+  const value = yield* decodeValueSegment(codec, header, bytes.subarray(valueStart))
+  return { ...head, serializer: header.serializer, value }
 }
 
 const encodePartsG = gensync(encodeParts)
@@ -324,6 +444,8 @@ const encodeWholeG = gensync(encodeWhole)
 const decodeHeadG = gensync(function* (prefix: Uint8Array, fileLength: number, context: DecodeContext) {
   return yield* decodeHead(prefix, fileLength, contextOf(context))
 })
+/** `decodeKeyFileHead*` as a gensync operation (to `yield*` in other gensync generators). */
+export const decodeKeyFileHead = decodeHeadG
 const decodeWholeG = gensync(decodeWhole)
 
 /** Encodes a key file: header + meta segment, and the value segment, to write one after the other. */
@@ -334,7 +456,10 @@ export const encodeKeyFilePartsAsync = (input: EncodeInput): Promise<EncodedPart
 export const encodeKeyFileSync = (input: EncodeInput): Uint8Array => encodeWholeG.sync(input)
 export const encodeKeyFileAsync = (input: EncodeInput): Promise<Uint8Array> => encodeWholeG.async(input)
 
-/** Decodes a whole key file, checking everything §4 lists. */
+/**
+ * Decodes a whole key file, checking everything §4 lists: a chunked blob's
+ * value is the whole blob; a log's value is empty and `log` says where it stands.
+ */
 export const decodeKeyFileSync = (bytes: Uint8Array, ctx: DecodeContext): DecodedFile => decodeWholeG.sync(bytes, ctx)
 export const decodeKeyFileAsync = (bytes: Uint8Array, ctx: DecodeContext): Promise<DecodedFile> => decodeWholeG.async(bytes, ctx)
 

@@ -23,7 +23,19 @@
  */
 import gensync, { type Handler } from 'gensync'
 import { LRUCache } from 'lru-cache'
-import { type Backing, type ListCursor, type RawEntry, type RawListing, type RawMeta, type RawWrite, type StoreClock, copyBytes } from '../backing.js'
+import {
+  type Backing,
+  type BlobSink,
+  type ListCursor,
+  type LogInfo,
+  type NewRecord,
+  type RawEntry,
+  type RawListing,
+  type RawMeta,
+  type RawWrite,
+  type StoreClock,
+  copyBytes,
+} from '../backing.js'
 import { KonserveError } from '../errors.js'
 import { Store } from '../store.js'
 
@@ -66,7 +78,38 @@ export function keyId(key: Uint8Array): string {
 
 /** A copy that shares no memory with `e` (decoders may return views into their input). */
 export function copyEntry(e: RawEntry): RawEntry {
-  return { serializer: e.serializer, meta: copyBytes(e.meta), value: copyBytes(e.value) }
+  const c: RawEntry = { serializer: e.serializer, meta: copyBytes(e.meta), value: copyBytes(e.value) }
+  if (e.log) c.log = { ...e.log }
+  return c
+}
+
+/** `sink`, calling `done` once it is committed or aborted (whether that worked or not). */
+export function watchSink(sink: BlobSink, done: () => void): BlobSink {
+  return {
+    writeSync: (b) => sink.writeSync(b),
+    write: (b) => sink.write(b),
+    commitSync: () => {
+      try {
+        sink.commitSync()
+      } finally {
+        done()
+      }
+    },
+    commit: async () => {
+      try {
+        await sink.commit()
+      } finally {
+        done()
+      }
+    },
+    abort: () => {
+      try {
+        sink.abort()
+      } finally {
+        done()
+      }
+    },
+  }
 }
 
 /**
@@ -268,6 +311,66 @@ class CachedBacking implements Backing {
     }
   }
 
+  // Streamed blobs and logs are never cached: a write forgets the key before
+  // and after it, and reads go to the underlying store.
+  private forget(key: Uint8Array): void {
+    const id = keyId(key)
+    this.guard.wrote([id])
+    this.lru.delete(id)
+  }
+  blobWriterSync(key: Uint8Array, meta: Uint8Array): BlobSink {
+    this.forget(key)
+    return watchSink(this.inner.blobWriterSync(key, meta), () => this.forget(key))
+  }
+  async blobWriterAsync(key: Uint8Array, meta: Uint8Array): Promise<BlobSink> {
+    this.forget(key)
+    return watchSink(await this.inner.blobWriterAsync(key, meta), () => this.forget(key))
+  }
+  openBlobSync(key: Uint8Array) {
+    return this.inner.openBlobSync(key)
+  }
+  openBlobAsync(key: Uint8Array) {
+    return this.inner.openBlobAsync(key)
+  }
+  appendSync(key: Uint8Array, record: NewRecord, createMeta: Uint8Array): LogInfo {
+    this.forget(key)
+    try {
+      return this.inner.appendSync(key, record, createMeta)
+    } finally {
+      this.forget(key)
+    }
+  }
+  async appendAsync(key: Uint8Array, record: NewRecord, createMeta: Uint8Array): Promise<LogInfo> {
+    this.forget(key)
+    try {
+      return await this.inner.appendAsync(key, record, createMeta)
+    } finally {
+      this.forget(key)
+    }
+  }
+  openLogSync(key: Uint8Array) {
+    return this.inner.openLogSync(key)
+  }
+  openLogAsync(key: Uint8Array) {
+    return this.inner.openLogAsync(key)
+  }
+  trimLogSync(key: Uint8Array, keepFrom: number, meta: Uint8Array): LogInfo {
+    this.forget(key)
+    try {
+      return this.inner.trimLogSync(key, keepFrom, meta)
+    } finally {
+      this.forget(key)
+    }
+  }
+  async trimLogAsync(key: Uint8Array, keepFrom: number, meta: Uint8Array): Promise<LogInfo> {
+    this.forget(key)
+    try {
+      return await this.inner.trimLogAsync(key, keepFrom, meta)
+    } finally {
+      this.forget(key)
+    }
+  }
+
   /** Lets `flush` reach a tiered store under the cache. @internal */
   flushAsync(): Promise<void> {
     const f = (this.inner as { flushAsync?: () => Promise<void> }).flushAsync
@@ -305,7 +408,12 @@ const cGet = gensync(function* (self: CachedBacking, key: Uint8Array): Handler<R
 const cGetMeta = gensync(function* (self: CachedBacking, key: Uint8Array): Handler<RawMeta | undefined> {
   const id = keyId(key)
   const slot = lookup(self, id)
-  if (slot) return slot.absent ? undefined : { key: copyBytes(key), serializer: slot.serializer, meta: copyBytes(slot.meta) }
+  if (slot) {
+    if (slot.absent) return undefined
+    const m: RawMeta = { key: copyBytes(key), serializer: slot.serializer, meta: copyBytes(slot.meta) }
+    if (slot.log) m.log = { ...slot.log }
+    return m
+  }
   const g0 = self.guard.begin()
   try {
     const raw = yield* ops.getMeta(self.inner, key)

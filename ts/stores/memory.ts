@@ -4,11 +4,42 @@
  * the store behaves exactly like a file store (same errors, same metadata).
  * Multi-key writes are atomic.
  */
-import { type Backing, type ListCursor, type RawEntry, type RawListing, type RawMeta, type RawWrite, copyBytes } from '../backing.js'
+import {
+  type Backing,
+  type BlobSink,
+  type BlobSource,
+  type ListCursor,
+  type LogCursor,
+  type LogInfo,
+  type LogRecord,
+  type NewRecord,
+  type RawEntry,
+  type RawListing,
+  type RawMeta,
+  type RawWrite,
+  copyBytes,
+} from '../backing.js'
+import { KonserveError } from '../errors.js'
+import { RAW_BYTES_ID } from '../serializers.js'
 
 interface Slot extends RawEntry {
   key: Uint8Array
+  /** Set for an append log: its records, oldest first. */
+  records?: LogRecord[]
+  /** The index the next record gets (logs only). */
+  nextIndex?: number
 }
+
+function logInfo(s: Slot): LogInfo {
+  const r = s.records!
+  const last = r[r.length - 1]
+  return last
+    ? { firstIndex: r[0]!.index, lastIndex: last.index, lastStamp: last.stamp }
+    : { firstIndex: s.nextIndex ?? 0, lastIndex: (s.nextIndex ?? 0) - 1, lastStamp: 0 }
+}
+
+const notALog = () => new KonserveError('ERR_NOT_A_LOG', 'the key holds something other than an append log')
+const notBinary = () => new KonserveError('ERR_NOT_BINARY', 'the key holds a value, not binary data written by bassoc')
 
 let counter = 0
 
@@ -26,12 +57,16 @@ export class MemoryBacking implements Backing {
 
   getSync(key: Uint8Array): RawEntry | undefined {
     const s = this.slots.get(id(key))
+    if (s?.records) return { serializer: s.serializer, meta: s.meta, value: new Uint8Array(0), log: logInfo(s) }
     // Copied out as well as in: a reader that changes a blob must not change the store.
     return s && { serializer: s.serializer, meta: s.meta, value: copyBytes(s.value) }
   }
   getMetaSync(key: Uint8Array): RawMeta | undefined {
     const s = this.slots.get(id(key))
-    return s && { key: s.key, serializer: s.serializer, meta: s.meta }
+    return s && this.metaOf(s)
+  }
+  private metaOf(s: Slot): RawMeta {
+    return s.records ? { key: s.key, serializer: s.serializer, meta: s.meta, log: logInfo(s) } : { key: s.key, serializer: s.serializer, meta: s.meta }
   }
   existsSync(key: Uint8Array): boolean {
     return this.slots.has(id(key))
@@ -52,7 +87,7 @@ export class MemoryBacking implements Backing {
   }
   listSync(): RawListing {
     return {
-      entries: [...this.slots.values()].map((s) => ({ key: s.key, serializer: s.serializer, meta: s.meta })),
+      entries: [...this.slots.values()].map((s) => this.metaOf(s)),
       corrupt: [],
     }
   }
@@ -67,7 +102,7 @@ export class MemoryBacking implements Backing {
       const n = Math.max(1, max)
       while (at < ids.length && out.entries.length < n) {
         const s = this.slots.get(ids[at++]!)
-        if (s) out.entries.push({ key: s.key, serializer: s.serializer, meta: s.meta })
+        if (s) out.entries.push(this.metaOf(s))
       }
       if (at >= ids.length) ids = undefined
       return out.entries.length > 0 ? out : undefined
@@ -98,6 +133,105 @@ export class MemoryBacking implements Backing {
   }
   async listAsync() {
     return this.listSync()
+  }
+
+  // ---- blobs: held whole (a memory store holds every value anyway) ----
+
+  blobWriterSync(key: Uint8Array, meta: Uint8Array): BlobSink {
+    let parts: Uint8Array[] | undefined = []
+    const k = copyBytes(key)
+    const m = copyBytes(meta)
+    const sink: BlobSink = {
+      writeSync: (bytes) => {
+        if (!parts) throw new KonserveError('ERR_INVALID_ARGUMENT', 'the blob writer is closed')
+        parts.push(copyBytes(bytes))
+      },
+      write: async (bytes) => sink.writeSync(bytes),
+      commitSync: () => {
+        if (!parts) throw new KonserveError('ERR_INVALID_ARGUMENT', 'the blob writer is closed')
+        const value = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
+        let at = 0
+        for (const p of parts) {
+          value.set(p, at)
+          at += p.length
+        }
+        parts = undefined
+        this.slots.set(id(k), { key: k, serializer: RAW_BYTES_ID, meta: m, value })
+      },
+      commit: async () => sink.commitSync(),
+      abort: () => {
+        parts = undefined
+      },
+    }
+    return sink
+  }
+  async blobWriterAsync(key: Uint8Array, meta: Uint8Array) {
+    return this.blobWriterSync(key, meta)
+  }
+  openBlobSync(key: Uint8Array): BlobSource | undefined {
+    const s = this.slots.get(id(key))
+    if (!s) return undefined
+    if (s.records || s.serializer !== RAW_BYTES_ID) throw notBinary()
+    const value = s.value // replaced, never changed in place: a snapshot
+    const readSync = (offset: number, length: number) => copyBytes(value.subarray(offset, Math.min(value.length, offset + length)))
+    return { size: value.length, meta: this.metaOf(s), readSync, read: async (o, l) => readSync(o, l), close: () => {} }
+  }
+  async openBlobAsync(key: Uint8Array) {
+    return this.openBlobSync(key)
+  }
+
+  // ---- append logs ----
+
+  appendSync(key: Uint8Array, record: NewRecord, createMeta: Uint8Array): LogInfo {
+    const sid = id(key)
+    let s = this.slots.get(sid)
+    if (s && !s.records) throw notALog()
+    if (!s) {
+      s = { key: copyBytes(key), serializer: 0, meta: copyBytes(createMeta), value: new Uint8Array(0), records: [], nextIndex: 0 }
+      this.slots.set(sid, s)
+    }
+    const index = s.nextIndex ?? 0
+    s.records!.push({ index, stamp: record.stamp, serializer: record.serializer, bytes: copyBytes(record.bytes) })
+    s.nextIndex = index + 1
+    return logInfo(s)
+  }
+  async appendAsync(key: Uint8Array, record: NewRecord, createMeta: Uint8Array) {
+    return this.appendSync(key, record, createMeta)
+  }
+  openLogSync(key: Uint8Array): LogCursor | undefined {
+    const s = this.slots.get(id(key))
+    if (!s) return undefined
+    if (!s.records) throw notALog()
+    let records: LogRecord[] | undefined = s.records.slice()
+    let at = 0
+    const nextSync = (max: number): LogRecord[] | undefined => {
+      if (!records || at >= records.length) return undefined
+      const batch = records.slice(at, at + Math.max(1, max)).map((r) => ({ ...r, bytes: copyBytes(r.bytes) }))
+      at += batch.length
+      return batch
+    }
+    return {
+      nextSync,
+      next: async (max) => nextSync(max),
+      close: () => {
+        records = undefined
+      },
+    }
+  }
+  async openLogAsync(key: Uint8Array) {
+    return this.openLogSync(key)
+  }
+  trimLogSync(key: Uint8Array, keepFrom: number, meta: Uint8Array): LogInfo {
+    const s = this.slots.get(id(key))
+    if (!s) return { firstIndex: 0, lastIndex: -1, lastStamp: 0 }
+    if (!s.records) throw notALog()
+    const records = s.records.filter((r) => r.index >= keepFrom)
+    const next: Slot = { ...s, meta: copyBytes(meta), records, nextIndex: records.length > 0 ? s.nextIndex : 0 }
+    this.slots.set(id(key), next)
+    return logInfo(next)
+  }
+  async trimLogAsync(key: Uint8Array, keepFrom: number, meta: Uint8Array) {
+    return this.trimLogSync(key, keepFrom, meta)
   }
 
   // One thread owns this store: the facade's in-thread locks are all it needs.

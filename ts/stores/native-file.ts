@@ -2,9 +2,22 @@
  * The file backing on the Rust core: durable writes, cross-process locks,
  * blocking calls on the main thread and async calls on the libuv threadpool.
  */
-import type { Backing, ListCursor, RawEntry, RawListing, RawMeta, RawWrite, StoreClock } from '../backing.js'
+import type {
+  Backing,
+  BlobSink,
+  BlobSource,
+  ListCursor,
+  LogCursor,
+  LogInfo,
+  NewRecord,
+  RawEntry,
+  RawListing,
+  RawMeta,
+  RawWrite,
+  StoreClock,
+} from '../backing.js'
 import { toKonserveError } from '../errors.js'
-import type { NativeFileStore } from '../native.js'
+import { type NativeBlobReader, type NativeBlobWriter, type NativeFileStore, type NativeLogCursor, type NativeMetaEntryLike, loadNative } from '../native.js'
 
 function call<T>(f: () => T): T {
   try {
@@ -32,6 +45,50 @@ const bufs = (keys: Uint8Array[]) => keys.map(buf)
 const writes = (ws: RawWrite[]) =>
   ws.map((w) => ({ key: buf(w.key), serializer: w.serializer, meta: buf(w.meta), value: buf(w.value) }))
 
+/** napi-rs gives `null` for an absent optional field; the Backing interface wants it absent. */
+function meta(m: NativeMetaEntryLike): RawMeta {
+  return m.log ? { key: m.key, serializer: m.serializer, meta: m.meta, file: m.file, log: m.log } : { key: m.key, serializer: m.serializer, meta: m.meta, file: m.file }
+}
+function entry<T extends object>(e: T | null): T | undefined {
+  if (e === null) return undefined
+  const o = e as { log?: LogInfo | null }
+  if (o.log == null) delete o.log
+  return e
+}
+
+function sink(w: NativeBlobWriter): BlobSink {
+  return {
+    writeSync: (bytes) => call(() => w.writeSync(buf(bytes))),
+    write: (bytes) => callAsync(() => w.writeAsync(buf(bytes))),
+    commitSync: () => call(() => w.commitSync()),
+    commit: () => callAsync(() => w.commitAsync()),
+    abort: () => call(() => w.abort()),
+  }
+}
+
+function source(r: NativeBlobReader | null): BlobSource | undefined {
+  if (r === null) return undefined
+  const plainOffset = r.plainOffset
+  const file = r.file
+  return {
+    size: r.size,
+    meta: meta(r.meta),
+    readSync: (offset, length) => call(() => r.readSync(offset, length)),
+    read: (offset, length) => callAsync(() => r.readAsync(offset, length)),
+    close: () => r.close(),
+    plain: plainOffset === null || plainOffset === undefined ? undefined : { file, offset: plainOffset },
+  }
+}
+
+function logCursor(c: NativeLogCursor | null): LogCursor | undefined {
+  if (c === null) return undefined
+  return {
+    nextSync: (max) => call(() => orUndefined(c.nextBatchSync(max))),
+    next: (max) => callAsync(async () => orUndefined(await c.nextBatchAsync(max))),
+    close: () => c.close(),
+  }
+}
+
 export class NativeFileBacking implements Backing {
   readonly implementation = 'native' as const
   readonly atomicMultiKey = false
@@ -43,16 +100,16 @@ export class NativeFileBacking implements Backing {
   ) {}
 
   getSync(key: Uint8Array): RawEntry | undefined {
-    return call(() => orUndefined(this.native.getSync(buf(key))))
+    return call(() => entry(this.native.getSync(buf(key))))
   }
   getAsync(key: Uint8Array): Promise<RawEntry | undefined> {
-    return callAsync(async () => orUndefined(await this.native.getAsync(buf(key))))
+    return callAsync(async () => entry(await this.native.getAsync(buf(key))))
   }
   getMetaSync(key: Uint8Array): RawMeta | undefined {
-    return call(() => orUndefined(this.native.getMetaSync(buf(key))))
+    return call(() => entry(this.native.getMetaSync(buf(key))))
   }
   getMetaAsync(key: Uint8Array): Promise<RawMeta | undefined> {
-    return callAsync(async () => orUndefined(await this.native.getMetaAsync(buf(key))))
+    return callAsync(async () => entry(await this.native.getMetaAsync(buf(key))))
   }
   existsSync(key: Uint8Array): boolean {
     return call(() => this.native.existsSync(buf(key)))
@@ -97,5 +154,36 @@ export class NativeFileBacking implements Backing {
   }
   filePath(key: Uint8Array): string {
     return this.native.filePath(buf(key))
+  }
+
+  blobWriterSync(key: Uint8Array, m: Uint8Array): BlobSink {
+    return sink(call(() => loadNative().blobWriterOpenSync(this.native, buf(key), buf(m))))
+  }
+  async blobWriterAsync(key: Uint8Array, m: Uint8Array): Promise<BlobSink> {
+    return sink(await callAsync(() => loadNative().blobWriterOpenAsync(this.native, buf(key), buf(m))))
+  }
+  openBlobSync(key: Uint8Array): BlobSource | undefined {
+    return source(call(() => loadNative().blobOpenSync(this.native, buf(key))))
+  }
+  async openBlobAsync(key: Uint8Array): Promise<BlobSource | undefined> {
+    return source(await callAsync(() => loadNative().blobOpenAsync(this.native, buf(key))))
+  }
+  appendSync(key: Uint8Array, r: NewRecord, createMeta: Uint8Array): LogInfo {
+    return call(() => loadNative().logAppendSync(this.native, buf(key), r.serializer, r.stamp, buf(r.bytes), buf(createMeta)))
+  }
+  appendAsync(key: Uint8Array, r: NewRecord, createMeta: Uint8Array): Promise<LogInfo> {
+    return callAsync(() => loadNative().logAppendAsync(this.native, buf(key), r.serializer, r.stamp, buf(r.bytes), buf(createMeta)))
+  }
+  openLogSync(key: Uint8Array): LogCursor | undefined {
+    return logCursor(call(() => loadNative().logOpenSync(this.native, buf(key))))
+  }
+  async openLogAsync(key: Uint8Array): Promise<LogCursor | undefined> {
+    return logCursor(await callAsync(() => loadNative().logOpenAsync(this.native, buf(key))))
+  }
+  trimLogSync(key: Uint8Array, keepFrom: number, m: Uint8Array): LogInfo {
+    return call(() => loadNative().logTrimSync(this.native, buf(key), keepFrom, buf(m)))
+  }
+  trimLogAsync(key: Uint8Array, keepFrom: number, m: Uint8Array): Promise<LogInfo> {
+    return callAsync(() => loadNative().logTrimAsync(this.native, buf(key), keepFrom, buf(m)))
   }
 }

@@ -3,9 +3,14 @@
  * Rust core) bound to one store's compressor and key, with node:crypto doing
  * the cryptography in both the sync and the async form.
  */
+import type { Handler } from 'gensync'
 import type { RawWrite } from '../backing.js'
 import {
   type EncodedParts,
+  type Header,
+  type SegmentCodec,
+  decodeKeyFileHead,
+  segmentCodec,
   decodeKeyFileAsync,
   decodeKeyFileHeadAsync,
   decodeKeyFileHeadSync,
@@ -22,6 +27,8 @@ export interface DecodedHead {
   serializer: number
   key: Uint8Array
   meta: Uint8Array
+  /** The file's header (flags, codec ids, segment lengths). */
+  header: Header
 }
 
 export interface DecodedEntry extends DecodedHead {
@@ -42,6 +49,12 @@ export interface PureCodec {
    */
   decodeHeadSync(head: Uint8Array, fileLength: number, key?: Uint8Array, name?: string): DecodedHead
   decodeHead(head: Uint8Array, fileLength: number, key?: Uint8Array, name?: string): Promise<DecodedHead>
+  /** `decodeHead*` as a gensync operation, to `yield*` in the backing's generators. */
+  decodeHeadGen(head: Uint8Array, fileLength: number, key?: Uint8Array, name?: string): Handler<DecodedHead>
+  /** The codec new files of `key` are written with: the store's compressor and key. */
+  writeCodec(key: Uint8Array): SegmentCodec
+  /** The codec a file is read (and a log appended to) with: the ids its header names, the store's key. */
+  readCodec(header: { compressor: number; encryptor: number }, key: Uint8Array): SegmentCodec
 }
 
 export function createPureCodec(compressor: number, secret?: Uint8Array): PureCodec {
@@ -53,10 +66,11 @@ export function createPureCodec(compressor: number, secret?: Uint8Array): PureCo
     crypto,
     keyHash: key ? keyHash(key) : name ? keyHashOfFileName(name) : undefined,
   })
-  const head = (d: { header: { serializer: number }; key: Uint8Array; meta: Uint8Array }): DecodedHead => ({
+  const head = (d: { header: Header; key: Uint8Array; meta: Uint8Array }): DecodedHead => ({
     serializer: d.header.serializer,
     key: d.key,
     meta: d.meta,
+    header: d.header,
   })
   return {
     fileName,
@@ -66,5 +80,10 @@ export function createPureCodec(compressor: number, secret?: Uint8Array): PureCo
     decode: (bytes, key) => decodeKeyFileAsync(bytes, ctx(key)),
     decodeHeadSync: (h, n, key, name) => head(decodeKeyFileHeadSync(h, n, ctx(key, name))),
     decodeHead: async (h, n, key, name) => head(await decodeKeyFileHeadAsync(h, n, ctx(key, name))),
+    *decodeHeadGen(h, n, key, name) {
+      return head(yield* decodeKeyFileHead(h, n, ctx(key, name)))
+    },
+    writeCodec: (key) => segmentCodec(compressor, encryptor, ctx(key)),
+    readCodec: (header, key) => segmentCodec(header.compressor, header.encryptor, ctx(key)),
   }
 }

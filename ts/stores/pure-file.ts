@@ -13,20 +13,70 @@
  * whose owner is dead is taken over. These locks exclude other pure-TS
  * processes, not native ones: do not write one directory from both at once.
  */
+import gensync, { type Handler } from 'gensync'
 import * as fs from 'node:fs'
 import * as fsp from 'node:fs/promises'
 import { dirname, join, relative, sep } from 'node:path'
-import type { Backing, ListCursor, RawCorrupt, RawEntry, RawListing, RawMeta, RawWrite } from '../backing.js'
+import type {
+  Backing,
+  BlobSink,
+  BlobSource,
+  ListCursor,
+  LogCursor,
+  LogInfo,
+  LogRecord,
+  NewRecord,
+  RawCorrupt,
+  RawEntry,
+  RawListing,
+  RawMeta,
+  RawWrite,
+} from '../backing.js'
 import { CLOCK_FILE, FileClock } from '../clock.js'
 import type { ErrorCode } from '../errors.js'
 import { KonserveError } from '../errors.js'
 import { fsyncDirSync } from '../fsync.js'
-import type { EncodedParts } from '../codec/file.js'
-import type { PureCodec } from './pure-codec.js'
+import { RAW_BYTES_ID } from '../serializers.js'
+import {
+  type BlobLayout,
+  type ChunkSink,
+  CHUNK_SIZE,
+  ChunkedEncoder,
+  blobHeader,
+  decodeChunkedValue,
+  readBlobLayout,
+  readChunk,
+} from '../codec/blob.js'
+import {
+  type EncodedParts,
+  type ReadAt,
+  type SegmentCodec,
+  FLAG_CHUNKED,
+  FLAG_LOG,
+  decodeValueSegment,
+  encodeMetaSegment,
+} from '../codec/file.js'
+import {
+  type FoundRecord,
+  type LogScan,
+  type RecordInfo,
+  LogReader,
+  bufferedReader,
+  checkLogHeader,
+  encodeRecord,
+  logHeader,
+  logInfoOf,
+  readLogInfo,
+  scanLog,
+  tailRecord,
+} from '../codec/log.js'
+import type { DecodedHead, PureCodec } from './pure-codec.js'
 
 const HEADER_LEN = 48
 /** How much of a key file a metadata read takes first (as the core does). */
 const HEAD_READ = 4096
+/** How much of a key file a get reads first: a small file is read at once. */
+const GET_READ = 64 * 1024
 const LOCK_FILE = '.konserve.lock'
 const KEY_FILE = /^[0-9a-f]{32}\.ksv$/
 const STAGING = /^\.([0-9a-f]{32})\.([1-9][0-9]*)\.(0|[1-9][0-9]*)\.stage$/
@@ -62,6 +112,164 @@ function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
   return true
 }
+
+// ---- file I/O, blocking or on the threadpool (gensync operations) ------------------------
+
+function cb<T>(f: (done: (err: NodeJS.ErrnoException | null, value: T) => void) => void): Promise<T> {
+  return new Promise((resolve, reject) => f((err, value) => (err ? reject(err) : resolve(value))))
+}
+const done0 = (d: (err: NodeJS.ErrnoException | null, value: void) => void) => (err: NodeJS.ErrnoException | null) => d(err, undefined)
+
+const io = {
+  open: gensync({
+    sync: (path: string, flags: string, mode?: number): number => fs.openSync(path, flags, mode),
+    async: (path: string, flags: string, mode?: number) => cb<number>((d) => fs.open(path, flags, mode ?? 0o666, d)),
+  }),
+  close: gensync({
+    sync: (fd: number): void => fs.closeSync(fd),
+    async: (fd: number) => cb<void>((d) => fs.close(fd, done0(d))),
+  }),
+  size: gensync({
+    sync: (fd: number): number => fs.fstatSync(fd).size,
+    async: async (fd: number) => (await cb<fs.Stats>((d) => fs.fstat(fd, d))).size,
+  }),
+  read: gensync({
+    sync: (fd: number, buf: Uint8Array, off: number, len: number, pos: number): number => fs.readSync(fd, buf, off, len, pos),
+    async: (fd: number, buf: Uint8Array, off: number, len: number, pos: number) =>
+      cb<number>((d) => fs.read(fd, buf, off, len, pos, (err, n) => d(err, n))),
+  }),
+  write: gensync({
+    sync: (fd: number, buf: Uint8Array, off: number, len: number, pos: number): number => fs.writeSync(fd, buf, off, len, pos),
+    async: (fd: number, buf: Uint8Array, off: number, len: number, pos: number) =>
+      cb<number>((d) => fs.write(fd, buf, off, len, pos, (err, n) => d(err, n))),
+  }),
+  fsync: gensync({
+    sync: (fd: number): void => fs.fsyncSync(fd),
+    async: (fd: number) => cb<void>((d) => fs.fsync(fd, done0(d))),
+  }),
+  truncate: gensync({
+    sync: (fd: number, len: number): void => fs.ftruncateSync(fd, len),
+    async: (fd: number, len: number) => cb<void>((d) => fs.ftruncate(fd, len, done0(d))),
+  }),
+  rename: gensync({
+    sync: (from: string, to: string): void => fs.renameSync(from, to),
+    async: (from: string, to: string) => cb<void>((d) => fs.rename(from, to, done0(d))),
+  }),
+  syncDir: gensync({
+    sync: (dir: string): void => fsyncDirSync(dir),
+    async: async (dir: string): Promise<void> => {
+      const handle = await fsp.open(dir, 'r')
+      try {
+        await handle.sync()
+      } finally {
+        await handle.close()
+      }
+    },
+  }),
+  readDir: gensync({
+    sync: (dir: fs.Dir): fs.Dirent | null => dir.readSync(),
+    async: (dir: fs.Dir) => dir.read(),
+  }),
+}
+
+const runner = gensync(function* (g: Handler<unknown>): Handler<unknown> {
+  return yield* g
+})
+/** Runs a generator of gensync operations blocking. */
+const runSync = <T>(g: Handler<T>): T => runner.sync(g) as T
+/** Runs a generator of gensync operations with the async forms. */
+const runAsync = <T>(g: Handler<T>): Promise<T> => runner.async(g) as Promise<T>
+
+/** Up to `length` bytes at `pos` (fewer only at the end of the file). */
+function* preadG(fd: number, pos: number, length: number): Handler<Uint8Array> {
+  const buf = new Uint8Array(length)
+  let n = 0
+  while (n < length) {
+    const got = yield* io.read(fd, buf, n, length - n, pos + n)
+    if (got === 0) break
+    n += got
+  }
+  return n < length ? buf.subarray(0, n) : buf
+}
+
+/** Writes all of `bytes` at `pos` (write may write less than asked, as write(2) may). */
+function* writeAllG(fd: number, bytes: Uint8Array, pos: number): Handler<void> {
+  let off = 0
+  while (off < bytes.length) off += yield* io.write(fd, bytes, off, bytes.length - off, pos + off)
+}
+
+/** A `ReadAt` (codec/file.ts) over an open file: each read a new buffer. */
+const fdReader = (fd: number): ReadAt => (pos, length) => preadG(fd, pos, length)
+
+/** A `ReadAt` over an open key file that serves what its prefix (already read) holds without reading again. */
+const fileReader = (f: { fd: number; prefix: Uint8Array }): ReadAt =>
+  function* (pos, length) {
+    if (pos + length <= f.prefix.length) return f.prefix.subarray(pos, pos + length)
+    return yield* preadG(f.fd, pos, length)
+  }
+
+function closeQuietly(fd: number | undefined): void {
+  if (fd === undefined) return
+  try {
+    fs.closeSync(fd)
+  } catch {
+    // Nothing to release.
+  }
+}
+
+/** An open key file with its decoded head. */
+interface OpenKeyFile {
+  fd: number
+  file: string
+  size: number
+  /** The bytes read from the start of the file: at least the head. */
+  prefix: Uint8Array
+  head: DecodedHead
+  /** Where the value segment (a log's records) starts: `48 + m`. */
+  valueStart: number
+}
+
+/** A staging file being written. */
+interface Staging {
+  stage: string
+  fd: number
+  /** Whether `fd` is still open. */
+  open: boolean
+}
+
+/**
+ * Logs this process has verified whole, by store directory and key file name:
+ * the size and last record checksum the file had then, and its first index.
+ * While a log's file still has that size and last record, an append need not
+ * scan it again (as the core does: the first append to a log in a process
+ * scans it, so damage in the middle is found before anything is written).
+ */
+interface Verified {
+  size: number
+  lastChecksum: bigint
+  firstIndex: number
+}
+const verifiedLogs = new Map<string, Verified>()
+/** At most this many logs are remembered; then the memory starts over. */
+const VERIFIED_MAX = 4096
+
+/** Forgets every verified log, so that the next append to each scans it (tests that damage files use this). */
+export function forgetVerifiedLogs(): void {
+  verifiedLogs.clear()
+}
+
+function remember(id: string, v: Verified | undefined): void {
+  if (!v) {
+    verifiedLogs.delete(id)
+    return
+  }
+  if (verifiedLogs.size >= VERIFIED_MAX) verifiedLogs.clear()
+  verifiedLogs.set(id, v)
+}
+
+/** The stored checksum of a whole record's bytes. */
+const recordChecksum = (rec: Uint8Array): bigint =>
+  new DataView(rec.buffer, rec.byteOffset, rec.byteLength).getBigUint64(rec.length - 12, true)
 
 /** Whether process `pid` may be alive: only a definite "no such process" says no. */
 function processAlive(pid: number): boolean {
@@ -207,95 +415,52 @@ export class PureFileBacking implements Backing {
     }
   }
 
-  getSync(key: Uint8Array): RawEntry | undefined {
-    const file = this.filePath(key)
-    let bytes: Uint8Array
-    try {
-      bytes = fs.readFileSync(file)
-    } catch (err) {
-      if (isMissing(err)) return undefined
-      throw ioError(err, 'cannot read the key file', file)
-    }
-    try {
-      const d = this.codec.decodeSync(bytes, key)
-      this.checkKey(d.key, key, file)
-      return { serializer: d.serializer, meta: d.meta, value: d.value }
-    } catch (err) {
-      throw ioError(err, 'cannot decode the key file', file)
-    }
-  }
-
-  async getAsync(key: Uint8Array): Promise<RawEntry | undefined> {
-    const file = this.filePath(key)
-    let bytes: Uint8Array
-    try {
-      bytes = await fsp.readFile(file)
-    } catch (err) {
-      if (isMissing(err)) return undefined
-      throw ioError(err, 'cannot read the key file', file)
-    }
-    try {
-      const d = await this.codec.decode(bytes, key)
-      this.checkKey(d.key, key, file)
-      return { serializer: d.serializer, meta: d.meta, value: d.value }
-    } catch (err) {
-      throw ioError(err, 'cannot decode the key file', file)
-    }
-  }
-
-  /** Reads the header and the meta segment of a file: what keys and getMeta need. */
-  private readHeadSync(file: string): Uint8Array | undefined {
+  /**
+   * Opens a key file and decodes its header and meta segment (reading
+   * `firstRead` bytes first, then the rest of the head if it is longer);
+   * undefined when the file does not exist. The caller closes `fd`.
+   */
+  private *openHeadG(file: string, firstRead: number, key?: Uint8Array, name?: string, flags = 'r'): Handler<OpenKeyFile | undefined> {
     let fd: number
     try {
-      fd = fs.openSync(file, 'r')
+      fd = yield* io.open(file, flags)
     } catch (err) {
       if (isMissing(err)) return undefined
       throw ioError(err, 'cannot open the key file', file)
     }
     try {
-      const size = fs.fstatSync(fd).size
-      let buf = new Uint8Array(Math.min(size, HEAD_READ))
-      fs.readSync(fd, buf, 0, buf.length, 0)
-      const need = this.headLength(buf, size)
-      if (need > buf.length) {
-        const more = new Uint8Array(need)
-        more.set(buf)
-        fs.readSync(fd, more, buf.length, need - buf.length, buf.length)
-        buf = more
-      }
-      return this.withSize(buf, size)
+      return yield* this.readHeadG(fd, file, firstRead, key, name)
     } catch (err) {
-      throw ioError(err, 'cannot read the key file', file)
-    } finally {
-      fs.closeSync(fd)
+      closeQuietly(fd)
+      throw err
     }
   }
 
-  private async readHead(file: string): Promise<Uint8Array | undefined> {
-    let handle: fsp.FileHandle
+  /** Reads and decodes the head of the open file `fd` (see openHeadG); checks the key when it is given. */
+  private *readHeadG(fd: number, file: string, firstRead: number, key?: Uint8Array, name?: string): Handler<OpenKeyFile> {
+    let size: number
+    let prefix: Uint8Array
     try {
-      handle = await fsp.open(file, 'r')
-    } catch (err) {
-      if (isMissing(err)) return undefined
-      throw ioError(err, 'cannot open the key file', file)
-    }
-    try {
-      const size = (await handle.stat()).size
-      let buf = new Uint8Array(Math.min(size, HEAD_READ))
-      await handle.read(buf, 0, buf.length, 0)
-      const need = this.headLength(buf, size)
-      if (need > buf.length) {
+      size = yield* io.size(fd)
+      prefix = yield* preadG(fd, 0, Math.min(size, firstRead))
+      const need = this.headLength(prefix, size)
+      if (need > prefix.length) {
         const more = new Uint8Array(need)
-        more.set(buf)
-        await handle.read(more, buf.length, need - buf.length, buf.length)
-        buf = more
+        more.set(prefix)
+        more.set(yield* preadG(fd, prefix.length, need - prefix.length), prefix.length)
+        prefix = more
       }
-      return this.withSize(buf, size)
     } catch (err) {
       throw ioError(err, 'cannot read the key file', file)
-    } finally {
-      await handle.close()
     }
+    let head: DecodedHead
+    try {
+      head = yield* this.codec.decodeHeadGen(prefix, size, key, name)
+      if (key) this.checkKey(head.key, key, file)
+    } catch (err) {
+      throw ioError(err, 'cannot decode the key file', file)
+    }
+    return { fd, file, size, prefix, head, valueStart: HEADER_LEN + head.header.metaLen }
   }
 
   /** How many bytes the header and meta segment take (a short or damaged header: what we have). */
@@ -305,38 +470,73 @@ export class PureFileBacking implements Backing {
     return Math.min(size, HEADER_LEN + metaLen)
   }
 
-  // The file's total length travels with its head: the header's length check needs it.
-  private readonly sizes = new WeakMap<Uint8Array, number>()
-  private withSize(buf: Uint8Array, size: number): Uint8Array {
-    this.sizes.set(buf, size)
-    return buf
+  /** A log's state, for a log file; undefined for other files. */
+  private *logInfoG(f: OpenKeyFile): Handler<LogInfo | undefined> {
+    if (f.head.header.flags !== FLAG_LOG) return undefined
+    try {
+      return yield* readLogInfo(bufferedReader(fileReader(f)), f.head.header, f.valueStart, f.size)
+    } catch (err) {
+      throw ioError(err, 'cannot read the log', f.file)
+    }
   }
 
-  private checkedMeta(key: Uint8Array, file: string, d: { serializer: number; key: Uint8Array; meta: Uint8Array }): RawMeta {
-    this.checkKey(d.key, key, file)
-    return { key: d.key, serializer: d.serializer, meta: d.meta, file }
+  private *getG(key: Uint8Array): Handler<RawEntry | undefined> {
+    const f = yield* this.openHeadG(this.filePath(key), GET_READ, key)
+    if (!f) return undefined
+    try {
+      const { header, meta } = f.head
+      const codec = this.codec.readCodec(header, key)
+      if (header.flags === FLAG_LOG) {
+        return { serializer: header.serializer, meta, value: new Uint8Array(0), log: yield* this.logInfoG(f) }
+      }
+      let value: Uint8Array
+      try {
+        if (header.flags === FLAG_CHUNKED) {
+          value = yield* decodeChunkedValue(fileReader(f), codec, header, f.valueStart)
+        } else {
+          const stored = f.prefix.length >= f.size ? f.prefix.subarray(f.valueStart) : yield* preadG(f.fd, f.valueStart, f.size - f.valueStart)
+          value = yield* decodeValueSegment(codec, header, stored)
+        }
+      } catch (err) {
+        throw ioError(err, 'cannot decode the key file', f.file)
+      }
+      return { serializer: header.serializer, meta, value }
+    } finally {
+      closeQuietly(f.fd)
+    }
+  }
+
+  getSync(key: Uint8Array): RawEntry | undefined {
+    return runSync(this.getG(key))
+  }
+
+  getAsync(key: Uint8Array): Promise<RawEntry | undefined> {
+    return runAsync(this.getG(key))
+  }
+
+  private *getMetaG(key: Uint8Array): Handler<RawMeta | undefined> {
+    const f = yield* this.openHeadG(this.filePath(key), HEAD_READ, key)
+    if (!f) return undefined
+    try {
+      return yield* this.rawMetaG(f)
+    } finally {
+      closeQuietly(f.fd)
+    }
+  }
+
+  private *rawMetaG(f: OpenKeyFile): Handler<RawMeta> {
+    const m: RawMeta = { key: f.head.key, serializer: f.head.serializer, meta: f.head.meta, file: f.file }
+    const log = yield* this.logInfoG(f)
+    if (log) m.log = log
+    return m
   }
 
   getMetaSync(key: Uint8Array): RawMeta | undefined {
-    const file = this.filePath(key)
-    const head = this.readHeadSync(file)
-    if (!head) return undefined
-    try {
-      return this.checkedMeta(key, file, this.codec.decodeHeadSync(head, this.sizes.get(head)!, key))
-    } catch (err) {
-      throw ioError(err, 'cannot decode the key file', file)
-    }
+    return runSync(this.getMetaG(key))
   }
 
-  async getMetaAsync(key: Uint8Array): Promise<RawMeta | undefined> {
-    const file = this.filePath(key)
-    const head = await this.readHead(file)
-    if (!head) return undefined
-    try {
-      return this.checkedMeta(key, file, await this.codec.decodeHead(head, this.sizes.get(head)!, key))
-    } catch (err) {
-      throw ioError(err, 'cannot decode the key file', file)
-    }
+  getMetaAsync(key: Uint8Array): Promise<RawMeta | undefined> {
+    return runAsync(this.getMetaG(key))
   }
 
   existsSync(key: Uint8Array): boolean {
@@ -519,18 +719,25 @@ export class PureFileBacking implements Backing {
 
   // ---- listing ------------------------------------------------------------------
 
-  private listed(name: string, decode: () => { serializer: number; key: Uint8Array; meta: Uint8Array }, out: RawListing): void {
+  /** One key file of a listing: its entry, nothing if it vanished, or a corrupt entry. */
+  private *listOneG(name: string, out: RawListing): Handler<boolean> {
     const file = join(this.dir, name)
     try {
-      const d = decode()
-      if (this.codec.fileName(d.key) !== name) {
-        throw new KonserveError('ERR_KEY_MISMATCH', "the key file holds a key whose name is another file's", { file })
+      const f = yield* this.openHeadG(file, HEAD_READ, undefined, name)
+      if (!f) return false
+      try {
+        if (this.codec.fileName(f.head.key) !== name) {
+          throw new KonserveError('ERR_KEY_MISMATCH', "the key file holds a key whose name is another file's", { file })
+        }
+        out.entries.push(yield* this.rawMetaG(f))
+      } finally {
+        closeQuietly(f.fd)
       }
-      out.entries.push({ key: d.key, serializer: d.serializer, meta: d.meta, file })
     } catch (err) {
       const e = ioError(err, 'cannot read the key file', file)
       out.corrupt.push({ code: e.code, file, message: e.message } satisfies RawCorrupt)
     }
+    return true
   }
 
   // The whole listing is the cursor drained: one set of listing rules.
@@ -562,10 +769,6 @@ export class PureFileBacking implements Backing {
     } catch (err) {
       throw ioError(err, 'cannot list the store directory', this.dir)
     }
-    const fail = (err: unknown) => {
-      close()
-      return ioError(err, 'cannot list the store directory', this.dir)
-    }
     const close = () => {
       const d = dir
       dir = undefined
@@ -575,82 +778,353 @@ export class PureFileBacking implements Backing {
         // already closed
       }
     }
-    const corrupt = (out: RawListing, name: string, err: unknown) => {
-      const e = ioError(err, 'cannot read the key file', join(this.dir, name))
-      out.corrupt.push({ code: e.code, file: e.file!, message: e.message })
-    }
-    const nextSync = (max: number): RawListing | undefined => {
+    const self = this
+    function* nextG(max: number): Handler<RawListing | undefined> {
       const out: RawListing = { entries: [], corrupt: [] }
       let n = 0
       while (dir && n < Math.max(1, max)) {
         let ent: fs.Dirent | null
         try {
-          ent = dir.readSync()
+          ent = yield* io.readDir(dir)
         } catch (err) {
-          throw fail(err)
+          close()
+          throw ioError(err, 'cannot list the store directory', self.dir)
         }
         if (!ent) {
           close()
           break
         }
-        const name = ent.name
-        if (!KEY_FILE.test(name)) continue
-        let head: Uint8Array | undefined
-        try {
-          head = this.readHeadSync(join(this.dir, name))
-        } catch (err) {
-          corrupt(out, name, err)
-          n++
-          continue
-        }
-        if (!head) continue
-        const h = head
-        this.listed(name, () => this.codec.decodeHeadSync(h, this.sizes.get(h)!, undefined, name), out)
-        n++
+        if (!KEY_FILE.test(ent.name)) continue
+        if (yield* self.listOneG(ent.name, out)) n++
       }
       return n > 0 ? out : undefined
     }
-    const next = async (max: number): Promise<RawListing | undefined> => {
-      const out: RawListing = { entries: [], corrupt: [] }
-      let n = 0
-      while (dir && n < Math.max(1, max)) {
-        let ent: fs.Dirent | null
-        try {
-          ent = await dir.read()
-        } catch (err) {
-          throw fail(err)
-        }
-        if (!ent) {
-          close()
-          break
-        }
-        const name = ent.name
-        if (!KEY_FILE.test(name)) continue
-        let head: Uint8Array | undefined
-        try {
-          head = await this.readHead(join(this.dir, name))
-        } catch (err) {
-          corrupt(out, name, err)
-          n++
-          continue
-        }
-        if (!head) continue
-        let decoded: { serializer: number; key: Uint8Array; meta: Uint8Array }
-        try {
-          decoded = await this.codec.decodeHead(head, this.sizes.get(head)!, undefined, name)
-        } catch (err) {
-          this.listed(name, () => {
-            throw err
-          }, out)
-          n++
-          continue
-        }
-        this.listed(name, () => decoded, out)
-        n++
-      }
-      return n > 0 ? out : undefined
+    return { nextSync: (max) => runSync(nextG(max)), next: (max) => runAsync(nextG(max)), close }
+  }
+
+  // ---- streamed blobs (FORMAT.md §4.5) ------------------------------------------------
+
+  private *blobWriterG(key: Uint8Array, meta: Uint8Array): Handler<BlobSink> {
+    this.checkWritable()
+    const codec = this.codec.writeCodec(key)
+    const metaStored = yield* encodeMetaSegment(codec, key, meta)
+    const staging = yield* this.createStagingG(key)
+    try {
+      // 48 placeholder bytes, then the meta segment; the header comes last.
+      yield* writeAllG(staging.fd, new Uint8Array(HEADER_LEN), 0)
+      yield* writeAllG(staging.fd, metaStored, HEADER_LEN)
+    } catch (err) {
+      this.dropStaging(staging)
+      throw ioError(err, 'cannot write a staging file', staging.stage)
     }
-    return { nextSync, next, close }
+    return new PureBlobSink(this, staging, this.filePath(key), codec, metaStored)
+  }
+
+  blobWriterSync(key: Uint8Array, meta: Uint8Array): BlobSink {
+    return runSync(this.blobWriterG(key, meta))
+  }
+
+  blobWriterAsync(key: Uint8Array, meta: Uint8Array): Promise<BlobSink> {
+    return runAsync(this.blobWriterG(key, meta))
+  }
+
+  private *openBlobG(key: Uint8Array): Handler<BlobSource | undefined> {
+    const f = yield* this.openHeadG(this.filePath(key), HEAD_READ, key)
+    if (!f) return undefined
+    try {
+      const { header } = f.head
+      const codec = this.codec.readCodec(header, key)
+      const meta: RawMeta = { key: f.head.key, serializer: header.serializer, meta: f.head.meta, file: f.file }
+      const plain = header.compressor === 0 && header.encryptor === 0 ? { file: f.file, offset: f.valueStart } : undefined
+      if (header.serializer !== RAW_BYTES_ID || header.flags === FLAG_LOG) {
+        const what = header.flags === FLAG_LOG ? 'an append log' : `a value of serializer ${header.serializer}`
+        throw new KonserveError('ERR_NOT_BINARY', `the key holds ${what}, not a blob`, { file: f.file })
+      }
+      if (header.flags === FLAG_CHUNKED) {
+        let layout: BlobLayout
+        try {
+          layout = yield* readBlobLayout(fileReader(f), header, f.valueStart)
+        } catch (err) {
+          throw ioError(err, 'cannot read the blob', f.file)
+        }
+        return new PureBlobSource(f.fd, f.file, codec, layout, meta, plain)
+      }
+      // A blob written whole (flags 0), as before chunking: served from its value, read here.
+      let value: Uint8Array
+      try {
+        const stored = f.prefix.length >= f.size ? f.prefix.subarray(f.valueStart) : yield* preadG(f.fd, f.valueStart, f.size - f.valueStart)
+        value = yield* decodeValueSegment(codec, header, stored)
+      } catch (err) {
+        throw ioError(err, 'cannot decode the key file', f.file)
+      }
+      closeQuietly(f.fd)
+      return new PureBlobSource(undefined, f.file, codec, { size: value.length, chunks: [] }, meta, plain, value)
+    } catch (err) {
+      closeQuietly(f.fd)
+      throw err
+    }
+  }
+
+  openBlobSync(key: Uint8Array): BlobSource | undefined {
+    return runSync(this.openBlobG(key))
+  }
+
+  openBlobAsync(key: Uint8Array): Promise<BlobSource | undefined> {
+    return runAsync(this.openBlobG(key))
+  }
+
+  // ---- staging files for blobs and logs ----------------------------------------------------
+
+  /** Creates a new staging file for `key` (O_EXCL), registered as in flight. */
+  private *createStagingG(key: Uint8Array): Handler<Staging> {
+    const stage = this.stagingPath(key)
+    PureFileBacking.inFlight.add(stage)
+    try {
+      return { stage, fd: yield* io.open(stage, 'wx', 0o644), open: true }
+    } catch (err) {
+      PureFileBacking.inFlight.delete(stage)
+      throw ioError(err, 'cannot create a staging file', stage)
+    }
+  }
+
+  /** fsync (when durable), close, rename over `target`, fsync the directory (when durable). */
+  *commitStagingG(staging: Staging, target: string): Handler<void> {
+    this.checkWritable()
+    if (this.options.syncBlob) {
+      try {
+        yield* io.fsync(staging.fd)
+      } catch (err) {
+        throw this.fsyncFailed(err, 'cannot fsync a staging file', staging.stage)
+      }
+    }
+    staging.open = false
+    try {
+      yield* io.close(staging.fd)
+    } catch (err) {
+      throw ioError(err, 'cannot close a staging file', staging.stage)
+    }
+    try {
+      yield* io.rename(staging.stage, target)
+    } catch (err) {
+      throw ioError(err, 'cannot rename a staging file over the key file', target)
+    }
+    PureFileBacking.inFlight.delete(staging.stage)
+    if (this.options.syncBlob) {
+      try {
+        yield* io.syncDir(this.dir)
+      } catch (err) {
+        throw this.fsyncFailed(err, 'cannot fsync the store directory', this.dir)
+      }
+    }
+  }
+
+  /** Closes and removes a staging file that will not be committed (idempotent). */
+  dropStaging(staging: Staging): void {
+    if (staging.open) {
+      staging.open = false
+      closeQuietly(staging.fd)
+    }
+    if (PureFileBacking.inFlight.has(staging.stage)) {
+      try {
+        fs.unlinkSync(staging.stage)
+      } catch {
+        // It may be gone already.
+      }
+      PureFileBacking.inFlight.delete(staging.stage)
+    }
+  }
+
+  /** Writes a whole new file for `key` from `parts` through a staging file (FORMAT.md §5). */
+  private *writeNewFileG(key: Uint8Array, parts: Uint8Array[]): Handler<void> {
+    const staging = yield* this.createStagingG(key)
+    try {
+      let pos = 0
+      for (const p of parts) {
+        try {
+          yield* writeAllG(staging.fd, p, pos)
+        } catch (err) {
+          throw ioError(err, 'cannot write a staging file', staging.stage)
+        }
+        pos += p.length
+      }
+      yield* this.commitStagingG(staging, this.filePath(key))
+    } finally {
+      this.dropStaging(staging)
+    }
+  }
+
+  // ---- append logs (FORMAT.md §4.6) -------------------------------------------------------
+
+  /** The head of the log file at `key` opened with `flags`, checked to be a log; undefined when missing. */
+  private *openLogFileG(key: Uint8Array, flags: string): Handler<OpenKeyFile | undefined> {
+    const f = yield* this.openHeadG(this.filePath(key), HEAD_READ, key, undefined, flags)
+    if (!f) return undefined
+    try {
+      if (f.head.header.flags !== FLAG_LOG) {
+        throw new KonserveError('ERR_NOT_A_LOG', 'the key holds something other than an append log', { file: f.file })
+      }
+      checkLogHeader(f.head.header)
+    } catch (err) {
+      closeQuietly(f.fd)
+      throw ioError(err, 'cannot read the log', f.file)
+    }
+    return f
+  }
+
+  private *appendG(key: Uint8Array, record: NewRecord, createMeta: Uint8Array): Handler<LogInfo> {
+    this.checkWritable()
+    const id = this.logId(key)
+    const f = yield* this.openLogFileG(key, 'r+')
+    if (!f) {
+      // A new log: its meta segment and record 0, as a whole new file.
+      const codec = this.codec.writeCodec(key)
+      const metaStored = yield* encodeMetaSegment(codec, key, createMeta)
+      const first = yield* encodeRecord(codec, 0, record.stamp, record.serializer, record.bytes)
+      const head = logHeader(codec, metaStored)
+      remember(id, undefined)
+      yield* this.writeNewFileG(key, [head, metaStored, first])
+      remember(id, { size: head.length + metaStored.length + first.length, lastChecksum: recordChecksum(first), firstIndex: 0 })
+      return { firstIndex: 0, lastIndex: 0, lastStamp: record.stamp }
+    }
+    try {
+      const codec = this.codec.readCodec(f.head.header, key)
+      const at = yield* this.appendAtG(f, id)
+      const index = at.lastIndex + 1
+      const bytes = yield* encodeRecord(codec, index, record.stamp, record.serializer, record.bytes)
+      // Forgotten first: if the write fails halfway, the next append looks at the file again.
+      remember(id, undefined)
+      try {
+        // A torn tail (an append that never reported success) is cut first.
+        if (at.end < f.size) yield* io.truncate(f.fd, at.end)
+        yield* writeAllG(f.fd, bytes, at.end)
+      } catch (err) {
+        try {
+          fs.ftruncateSync(f.fd, at.end)
+        } catch {
+          // The next append cuts it.
+        }
+        throw ioError(err, 'cannot append to the log', f.file)
+      }
+      if (this.options.syncBlob) {
+        try {
+          yield* io.fsync(f.fd)
+        } catch (err) {
+          throw this.fsyncFailed(err, 'cannot fsync the log', f.file)
+        }
+      }
+      const firstIndex = at.lastIndex >= 0 ? at.firstIndex : index
+      remember(id, { size: at.end + bytes.length, lastChecksum: recordChecksum(bytes), firstIndex })
+      return { firstIndex, lastIndex: index, lastStamp: record.stamp }
+    } finally {
+      closeQuietly(f.fd)
+    }
+  }
+
+  /** The key's entry in the verified-logs memory. */
+  private logId(key: Uint8Array): string {
+    return `${this.dir}\0${this.codec.fileName(key)}`
+  }
+
+  /**
+   * Where an append goes: after the last record found from the end when this
+   * process verified the log whole as it is now; otherwise after a scan of
+   * every record (which tells a torn tail from damage in the middle).
+   */
+  private *appendAtG(f: OpenKeyFile, id: string): Handler<LogInfo & { end: number }> {
+    const read = bufferedReader(fileReader(f))
+    let scan: LogScan
+    try {
+      const tail = yield* tailRecord(read, f.valueStart, f.size)
+      const known = verifiedLogs.get(id)
+      if (tail && known && known.size === f.size && known.lastChecksum === tail.info.checksum) {
+        return { end: f.size, firstIndex: known.firstIndex, lastIndex: tail.info.index, lastStamp: tail.info.stamp }
+      }
+      scan = yield* scanLog(read, f.valueStart, f.size)
+    } catch (err) {
+      throw ioError(err, 'cannot read the log', f.file)
+    }
+    if (scan.last && !scan.torn) remember(id, { size: f.size, lastChecksum: scan.last.checksum, firstIndex: scan.first!.index })
+    return { end: scan.end, ...logInfoOf(scan) }
+  }
+
+  appendSync(key: Uint8Array, record: NewRecord, createMeta: Uint8Array): LogInfo {
+    return runSync(this.appendG(key, record, createMeta))
+  }
+
+  appendAsync(key: Uint8Array, record: NewRecord, createMeta: Uint8Array): Promise<LogInfo> {
+    return runAsync(this.appendG(key, record, createMeta))
+  }
+
+  private *openLogG(key: Uint8Array): Handler<LogCursor | undefined> {
+    const f = yield* this.openLogFileG(key, 'r')
+    if (!f) return undefined
+    let reader: LogReader
+    try {
+      const read = fileReader(f)
+      const tail = yield* tailRecord(read, f.valueStart, f.size)
+      reader = new LogReader(read, this.codec.readCodec(f.head.header, key), f.valueStart, f.size, !!tail)
+    } catch (err) {
+      closeQuietly(f.fd)
+      throw ioError(err, 'cannot read the log', f.file)
+    }
+    return new PureLogCursor(f.fd, f.file, reader)
+  }
+
+  openLogSync(key: Uint8Array): LogCursor | undefined {
+    return runSync(this.openLogG(key))
+  }
+
+  openLogAsync(key: Uint8Array): Promise<LogCursor | undefined> {
+    return runAsync(this.openLogG(key))
+  }
+
+  private *trimLogG(key: Uint8Array, keepFrom: number, meta: Uint8Array): Handler<LogInfo> {
+    this.checkWritable()
+    const id = this.logId(key)
+    const f = yield* this.openLogFileG(key, 'r')
+    if (!f) return { firstIndex: 0, lastIndex: -1, lastStamp: 0 }
+    try {
+      // The records are copied as they are (their MAC binds the key and their
+      // index, not the file), so the new file keeps the old file's codec.
+      const codec = this.codec.readCodec(f.head.header, key)
+      const metaStored = yield* encodeMetaSegment(codec, key, meta)
+      const staging = yield* this.createStagingG(key)
+      try {
+        const out = new StagingWriter(staging)
+        yield* out.write(logHeader(codec, metaStored))
+        yield* out.write(metaStored)
+        let first: RecordInfo | undefined
+        let last: RecordInfo | undefined
+        function* keep(rec: FoundRecord): Handler<void> {
+          if (rec.info.index < keepFrom) return
+          first ??= rec.info
+          last = rec.info
+          yield* out.write(rec.bytes)
+        }
+        try {
+          yield* scanLog(bufferedReader(fileReader(f)), f.valueStart, f.size, keep)
+        } catch (err) {
+          throw ioError(err, 'cannot read the log', f.file)
+        }
+        yield* out.flush()
+        remember(id, undefined)
+        yield* this.commitStagingG(staging, f.file)
+        if (last) remember(id, { size: out.length, lastChecksum: last.checksum, firstIndex: first!.index })
+        return logInfoOf({ first, last })
+      } finally {
+        this.dropStaging(staging)
+      }
+    } finally {
+      closeQuietly(f.fd)
+    }
+  }
+
+  trimLogSync(key: Uint8Array, keepFrom: number, meta: Uint8Array): LogInfo {
+    return runSync(this.trimLogG(key, keepFrom, meta))
+  }
+
+  trimLogAsync(key: Uint8Array, keepFrom: number, meta: Uint8Array): Promise<LogInfo> {
+    return runAsync(this.trimLogG(key, keepFrom, meta))
   }
 
   // ---- cross-process locks ---------------------------------------------------------
@@ -731,6 +1205,278 @@ export class PureFileBacking implements Backing {
         // Already gone: nothing to release.
       }
     }
+  }
+}
+
+/** Writes a staging file in order, through a 1 MiB buffer. */
+class StagingWriter {
+  private readonly buf = new Uint8Array(1 << 20)
+  private fill = 0
+  private pos = 0
+
+  constructor(private readonly staging: Staging) {}
+
+  *write(bytes: Uint8Array): Handler<void> {
+    if (this.fill + bytes.length > this.buf.length) yield* this.flush()
+    if (bytes.length >= this.buf.length) {
+      yield* this.writeAt(bytes)
+      return
+    }
+    this.buf.set(bytes, this.fill)
+    this.fill += bytes.length
+  }
+
+  /** How many bytes were written, buffered ones included. */
+  get length(): number {
+    return this.pos + this.fill
+  }
+
+  *flush(): Handler<void> {
+    if (this.fill === 0) return
+    const fill = this.fill
+    this.fill = 0
+    yield* this.writeAt(this.buf.subarray(0, fill))
+  }
+
+  private *writeAt(bytes: Uint8Array): Handler<void> {
+    try {
+      yield* writeAllG(this.staging.fd, bytes, this.pos)
+    } catch (err) {
+      throw ioError(err, 'cannot write a staging file', this.staging.stage)
+    }
+    this.pos += bytes.length
+  }
+}
+
+const closedError = (what: string) => new KonserveError('ERR_INVALID_ARGUMENT', what)
+
+/**
+ * A blob being streamed to a staging file: 48 placeholder bytes and the meta
+ * segment (written on creation), each chunk as it fills, the table and the
+ * trailer, then the real header at offset 0, fsync, rename, directory fsync.
+ * Holds one chunk in memory. Any failure, or abort, removes the staging file.
+ */
+class PureBlobSink implements BlobSink {
+  private state: 'open' | 'committed' | 'dropped' = 'open'
+  private busy = false
+  private readonly encoder: ChunkedEncoder
+  private pos: number
+  private readonly sink: ChunkSink
+
+  constructor(
+    private readonly store: PureFileBacking,
+    private readonly staging: Staging,
+    private readonly target: string,
+    private readonly codec: SegmentCodec,
+    private readonly metaStored: Uint8Array,
+  ) {
+    this.encoder = new ChunkedEncoder(codec)
+    this.pos = HEADER_LEN + metaStored.length
+    const self = this
+    this.sink = function* (stored) {
+      if (self.state !== 'open') throw closedError('the blob writer was aborted')
+      try {
+        yield* writeAllG(staging.fd, stored, self.pos)
+      } catch (err) {
+        throw ioError(err, 'cannot write a staging file', staging.stage)
+      }
+      self.pos += stored.length
+    }
+  }
+
+  private *guard(op: () => Handler<void>): Handler<void> {
+    if (this.state !== 'open') {
+      throw closedError(this.state === 'committed' ? 'the blob is already committed' : 'the blob writer was aborted or has failed')
+    }
+    if (this.busy) throw closedError('another call on this blob writer is in progress')
+    this.busy = true
+    try {
+      yield* op()
+    } catch (err) {
+      this.state = 'dropped'
+      throw err
+    } finally {
+      this.busy = false
+      // Also after an abort that came while this call ran: its file descriptor was in use.
+      if (this.state === 'dropped') this.store.dropStaging(this.staging)
+    }
+  }
+
+  private *writeG(bytes: Uint8Array): Handler<void> {
+    yield* this.guard(() => this.encoder.write(bytes, this.sink))
+  }
+
+  private *commitG(): Handler<void> {
+    const self = this
+    yield* this.guard(function* () {
+      const tail = yield* self.encoder.finish(self.sink)
+      yield* self.sink(tail)
+      const header = blobHeader(self.codec, self.metaStored, self.encoder.valueLength, tail)
+      try {
+        yield* writeAllG(self.staging.fd, header, 0)
+      } catch (err) {
+        throw ioError(err, 'cannot write a staging file', self.staging.stage)
+      }
+      yield* self.store.commitStagingG(self.staging, self.target)
+      self.state = 'committed'
+    })
+  }
+
+  writeSync(bytes: Uint8Array): void {
+    runSync(this.writeG(bytes))
+  }
+
+  write(bytes: Uint8Array): Promise<void> {
+    return runAsync(this.writeG(bytes))
+  }
+
+  commitSync(): void {
+    runSync(this.commitG())
+  }
+
+  commit(): Promise<void> {
+    return runAsync(this.commitG())
+  }
+
+  abort(): void {
+    if (this.state !== 'open') return
+    this.state = 'dropped'
+    if (!this.busy) this.store.dropStaging(this.staging)
+  }
+}
+
+/**
+ * An open blob: the file descriptor keeps the file as it was opened. Reads
+ * take only the chunks they overlap, each checked before any byte is
+ * returned; the last chunk read is kept for the next read.
+ */
+class PureBlobSource implements BlobSource {
+  readonly size: number
+  private cached: { index: number; plain: Uint8Array } | undefined
+  private closed = false
+  private reading = 0
+
+  constructor(
+    private fd: number | undefined,
+    private readonly file: string,
+    private readonly codec: SegmentCodec,
+    private readonly layout: BlobLayout,
+    readonly meta: RawMeta,
+    readonly plain: { file: string; offset: number } | undefined,
+    /** The whole blob, for a blob stored as one value. */
+    private readonly whole?: Uint8Array,
+  ) {
+    this.size = whole ? whole.length : layout.size
+  }
+
+  private *chunkG(i: number): Handler<Uint8Array> {
+    if (this.cached?.index === i) return this.cached.plain
+    let plain: Uint8Array
+    try {
+      plain = yield* readChunk(fdReader(this.fd!), this.codec, this.layout, i)
+    } catch (err) {
+      throw ioError(err, 'cannot read the blob', this.file)
+    }
+    this.cached = { index: i, plain }
+    return plain
+  }
+
+  private *readG(offset: number, length: number): Handler<Uint8Array> {
+    if (this.closed) throw closedError('the blob is closed')
+    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
+      throw new KonserveError('ERR_INVALID_ARGUMENT', `a blob read takes a non-negative integer offset and length, not ${offset}, ${length}`)
+    }
+    if (offset > this.size) {
+      throw new KonserveError('ERR_INVALID_ARGUMENT', `offset ${offset} is past the end of the blob (${this.size} bytes)`, { file: this.file })
+    }
+    const end = Math.min(this.size, offset + length)
+    if (offset >= end) return new Uint8Array(0)
+    if (this.whole) return this.whole.slice(offset, end)
+    this.reading++
+    try {
+      const out = new Uint8Array(end - offset)
+      for (let i = Math.floor(offset / CHUNK_SIZE); i * CHUNK_SIZE < end; i++) {
+        const plain = yield* this.chunkG(i)
+        const from = Math.max(offset, i * CHUNK_SIZE)
+        const to = Math.min(end, (i + 1) * CHUNK_SIZE)
+        out.set(plain.subarray(from - i * CHUNK_SIZE, to - i * CHUNK_SIZE), from - offset)
+      }
+      return out
+    } finally {
+      // A close that came during this read closes the file now.
+      if (--this.reading === 0 && this.closed) this.release()
+    }
+  }
+
+  readSync(offset: number, length: number): Uint8Array {
+    return runSync(this.readG(offset, length))
+  }
+
+  read(offset: number, length: number): Promise<Uint8Array> {
+    return runAsync(this.readG(offset, length))
+  }
+
+  private release(): void {
+    const fd = this.fd
+    this.fd = undefined
+    this.cached = undefined
+    closeQuietly(fd)
+  }
+
+  close(): void {
+    this.closed = true
+    if (this.reading === 0) this.release()
+  }
+}
+
+/** A log's records in batches (codec/log.ts LogReader over the open file); closes the file at the end. */
+class PureLogCursor implements LogCursor {
+  private closed = false
+  private busy = false
+
+  constructor(
+    private fd: number | undefined,
+    private readonly file: string,
+    private readonly reader: LogReader,
+  ) {}
+
+  private *nextG(max: number): Handler<LogRecord[] | undefined> {
+    if (this.closed) return undefined
+    if (this.busy) throw closedError('another read of this log cursor is in progress')
+    this.busy = true
+    let batch: LogRecord[] | undefined
+    try {
+      batch = yield* this.reader.next(max)
+    } catch (err) {
+      this.closed = true
+      throw ioError(err, 'cannot read the log', this.file)
+    } finally {
+      this.busy = false
+      if (this.closed) this.release()
+    }
+    // Done: the file is not needed any more, even if the caller never asks again.
+    if (!batch || this.reader.finished) this.close()
+    return batch
+  }
+
+  nextSync(max: number): LogRecord[] | undefined {
+    return runSync(this.nextG(max))
+  }
+
+  next(max: number): Promise<LogRecord[] | undefined> {
+    return runAsync(this.nextG(max))
+  }
+
+  private release(): void {
+    const fd = this.fd
+    this.fd = undefined
+    closeQuietly(fd)
+  }
+
+  close(): void {
+    this.closed = true
+    this.reader.close()
+    if (!this.busy) this.release()
   }
 }
 

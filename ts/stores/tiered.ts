@@ -31,10 +31,24 @@
  * use it for a back store that only this tiered store writes.
  */
 import gensync, { type Handler } from 'gensync'
-import { type Backing, type ListCursor, type RawEntry, type RawListing, type RawMeta, type RawWrite, type StoreClock, copyBytes } from '../backing.js'
+import {
+  type Backing,
+  type BlobSink,
+  type BlobSource,
+  type ListCursor,
+  type LogCursor,
+  type LogInfo,
+  type NewRecord,
+  type RawEntry,
+  type RawListing,
+  type RawMeta,
+  type RawWrite,
+  type StoreClock,
+  copyBytes,
+} from '../backing.js'
 import { KonserveError } from '../errors.js'
 import { Store } from '../store.js'
-import { FillGuard, HeldKeys, copyEntry, keyId, ops, storeLike } from './cached.js'
+import { FillGuard, HeldKeys, copyEntry, keyId, ops, storeLike, watchSink } from './cached.js'
 
 export type WritePolicy = 'write-through' | 'write-behind'
 export type ReadPolicy = 'front-first'
@@ -219,6 +233,106 @@ class TieredBacking implements Backing {
     }
   }
 
+  // ---- streamed blobs and logs: the back alone ----
+  // They are never held in the front (a blob may be larger than memory; a log
+  // grows in place). A write first waits until no queued write of the key is
+  // left (write-behind), forgets the key in the front before and after, and
+  // goes to the back; reads of them go to the back.
+
+  /**
+   * The sync form cannot wait for a queued write of the key to reach the back.
+   * A log operation over a queued value fails as it would after the flush
+   * (the key holds a value); anything else asks for the async form.
+   */
+  private settledSync(key: Uint8Array, log = false): void {
+    const p = this.pending.get(keyId(key))
+    if (!p) return
+    if (log && p.write) throw new KonserveError('ERR_NOT_A_LOG', 'the key holds something other than an append log')
+    throw new KonserveError(
+      'ERR_NOT_SUPPORTED',
+      'a write of this key is still queued (write-behind): use the async form, or flush first',
+    )
+  }
+  private async settled(key: Uint8Array, log = false): Promise<void> {
+    const id = keyId(key)
+    while (this.pending.has(id) && this.worker) await this.worker
+    this.settledSync(key, log)
+  }
+  private forgetSync(key: Uint8Array): void {
+    this.guard.wrote([keyId(key)])
+    this.front.deleteSync([key])
+  }
+  private async forget(key: Uint8Array): Promise<void> {
+    this.guard.wrote([keyId(key)])
+    await this.front.deleteAsync([key])
+  }
+  /** A queued write or delete of the key, which reads must see instead of the back. */
+  private queued(key: Uint8Array, kind: 'ERR_NOT_BINARY' | 'ERR_NOT_A_LOG'): { found: boolean } | undefined {
+    const p = this.pending.get(keyId(key))
+    if (!p) return undefined
+    if (p.write) throw new KonserveError(kind, kind === 'ERR_NOT_BINARY' ? 'the key holds a value, not binary data' : 'the key holds something other than an append log')
+    return { found: false }
+  }
+
+  blobWriterSync(key: Uint8Array, meta: Uint8Array): BlobSink {
+    this.settledSync(key)
+    this.forgetSync(key)
+    return watchSink(this.back.blobWriterSync(key, meta), () => this.guard.wrote([keyId(key)]))
+  }
+  async blobWriterAsync(key: Uint8Array, meta: Uint8Array): Promise<BlobSink> {
+    await this.settled(key)
+    await this.forget(key)
+    return watchSink(await this.back.blobWriterAsync(key, meta), () => this.guard.wrote([keyId(key)]))
+  }
+  openBlobSync(key: Uint8Array): BlobSource | undefined {
+    return this.queued(key, 'ERR_NOT_BINARY') ? undefined : this.back.openBlobSync(key)
+  }
+  async openBlobAsync(key: Uint8Array): Promise<BlobSource | undefined> {
+    return this.queued(key, 'ERR_NOT_BINARY') ? undefined : this.back.openBlobAsync(key)
+  }
+  appendSync(key: Uint8Array, record: NewRecord, createMeta: Uint8Array): LogInfo {
+    this.settledSync(key, true)
+    this.forgetSync(key)
+    try {
+      return this.back.appendSync(key, record, createMeta)
+    } finally {
+      this.guard.wrote([keyId(key)])
+    }
+  }
+  async appendAsync(key: Uint8Array, record: NewRecord, createMeta: Uint8Array): Promise<LogInfo> {
+    await this.settled(key, true)
+    await this.forget(key)
+    try {
+      return await this.back.appendAsync(key, record, createMeta)
+    } finally {
+      this.guard.wrote([keyId(key)])
+    }
+  }
+  openLogSync(key: Uint8Array): LogCursor | undefined {
+    return this.queued(key, 'ERR_NOT_A_LOG') ? undefined : this.back.openLogSync(key)
+  }
+  async openLogAsync(key: Uint8Array): Promise<LogCursor | undefined> {
+    return this.queued(key, 'ERR_NOT_A_LOG') ? undefined : this.back.openLogAsync(key)
+  }
+  trimLogSync(key: Uint8Array, keepFrom: number, meta: Uint8Array): LogInfo {
+    this.settledSync(key, true)
+    this.forgetSync(key)
+    try {
+      return this.back.trimLogSync(key, keepFrom, meta)
+    } finally {
+      this.guard.wrote([keyId(key)])
+    }
+  }
+  async trimLogAsync(key: Uint8Array, keepFrom: number, meta: Uint8Array): Promise<LogInfo> {
+    await this.settled(key, true)
+    await this.forget(key)
+    try {
+      return await this.back.trimLogAsync(key, keepFrom, meta)
+    } finally {
+      this.guard.wrote([keyId(key)])
+    }
+  }
+
   // ---- write-behind queue ----
 
   /** @internal */
@@ -308,6 +422,8 @@ function* dropFront(self: TieredBacking, keys: Uint8Array[]): Handler<boolean> {
 /** Puts what the back returned into the front, unless a write of the key came in between. */
 function* fill(self: TieredBacking, id: string, key: Uint8Array, raw: RawEntry | undefined, g0: number): Handler<void> {
   if (!self.guard.clean(id, g0)) return
+  // Logs stay in the back (see "streamed blobs and logs").
+  if (raw?.log) return
   if (!raw) {
     // The back has no such key: a front entry of it (written outside) is stale.
     if (self.readsBack(id)) yield* dropFront(self, [key])
