@@ -32,6 +32,19 @@ export declare class NativeBlobReader {
    */
   readSync(offset: number, length: number): Buffer
   readAsync(offset: number, length: number): Promise<Buffer>
+  /**
+   * Reads up to `target.length` bytes from `offset` into `target` and
+   * returns how many (fewer only at the end of the blob), checked like
+   * `readSync`. A stream reads into memory the JavaScript engine allocated
+   * (and accounts for) instead of a new external buffer per piece. On error
+   * `target` may hold bytes that were not checked.
+   */
+  readIntoSync(offset: number, target: Buffer): number
+  /**
+   * `readIntoSync` on the threadpool: `target` stays referenced by the task
+   * and is filled there; do not touch it until the promise settles.
+   */
+  readIntoAsync(offset: number, target: Buffer): Promise<number>
   /** Releases the file once no read is running; later reads fail. Idempotent. */
   close(): void
 }
@@ -146,14 +159,16 @@ export declare function deleteStoreSync(path: string): void
 /** The file name (`<32 hex>.ksv`) of a key given as its canonical encoding. */
 export declare function fileName(key: Buffer): string
 
-export declare function logAppendAsync(store: NativeFileStore, key: Buffer, serializer: number, stamp: number, bytes: Buffer, createMeta: Buffer): Promise<NativeLogInfo>
+export declare function logAppendAsync(store: NativeFileStore, key: Buffer, records: Array<NativeNewRecord>, createMeta: Buffer): Promise<NativeLogInfo>
 
 /**
- * Appends one record to the log of `key` (its CKE), creating the log with
- * `createMeta` as its metadata if the key is missing. Returns where the log
- * stands after it. `ERR_NOT_A_LOG` if the key holds something else.
+ * Appends `records` (one or more, in order) to the log of `key` (its CKE)
+ * as one group commit: one write and one fsync. A missing key becomes a new
+ * log with `createMeta` as its metadata. Returns where the log stands after
+ * the last record. No records: ERR_INVALID_ARGUMENT; a key holding
+ * something else: ERR_NOT_A_LOG.
  */
-export declare function logAppendSync(store: NativeFileStore, key: Buffer, serializer: number, stamp: number, bytes: Buffer, createMeta: Buffer): NativeLogInfo
+export declare function logAppendSync(store: NativeFileStore, key: Buffer, records: Array<NativeNewRecord>, createMeta: Buffer): NativeLogInfo
 
 export declare function logOpenAsync(store: NativeFileStore, key: Buffer): Promise<NativeLogCursor | null>
 
@@ -228,6 +243,16 @@ export interface NativeMetaEntry {
   file: string
   /** Set for an append log: where the log stands. */
   log?: NativeLogInfo
+}
+
+/** A record to append: its index is the next one, chosen by the store. */
+export interface NativeNewRecord {
+  /** Serializer id of `bytes` (0..=255). */
+  serializer: number
+  /** The stamp of the append (ms since the epoch), an integer below 2^53. */
+  stamp: number
+  /** The element's serialized bytes (the store compresses and encrypts them). */
+  bytes: Buffer
 }
 
 /** How a store is opened (see `FsStoreOptions` in the TypeScript layer). */

@@ -52,7 +52,7 @@ function faulty(inner: Backing): { backing: Backing; faults: Faults } {
     return r
   }
   // Blob commits and log appends are writes too: they fail like puts.
-  const append = (key: Uint8Array, r: NewRecord, createMeta: Uint8Array) => {
+  const append = (key: Uint8Array, r: NewRecord[], createMeta: Uint8Array) => {
     faults.puts++
     if (faults.put === 'before') throw injected()
     const info = inner.appendSync(key, r, createMeta)

@@ -281,7 +281,7 @@ if (!logs) {
       t.deepEqual(store.getMetaSync(keyCke)!.log, info)
       t.deepEqual((await store.getAsync(keyCke))!.log, info)
       const next = (last?.index ?? -1) + 1
-      t.deepEqual(store.appendSync(keyCke, { serializer: 1, stamp: 4242, bytes: new Uint8Array([1, 2, 3]) }, new Uint8Array()), {
+      t.deepEqual(store.appendSync(keyCke, [{ serializer: 1, stamp: 4242, bytes: new Uint8Array([1, 2, 3]) }], new Uint8Array()), {
         firstIndex: last ? kept[0]!.index : next,
         lastIndex: next,
         lastStamp: 4242,

@@ -184,6 +184,12 @@ fn read(reader: &Mutex<Option<Arc<BlobReader>>>, offset: f64, length: f64) -> Re
   r.read_at(offset, usize::try_from(length).unwrap_or(usize::MAX)).map_err(js_error)
 }
 
+fn read_into(reader: &Mutex<Option<Arc<BlobReader>>>, offset: f64, target: &mut [u8]) -> Result<usize> {
+  let offset = whole(offset, "offset")?;
+  let r = lock(reader).clone().ok_or_else(|| invalid("the blob reader is closed".to_string()))?;
+  r.read_into(offset, target).map_err(js_error)
+}
+
 #[napi]
 impl NativeBlobReader {
   /// The blob's length in bytes.
@@ -223,6 +229,23 @@ impl NativeBlobReader {
     AsyncTask::new(ReadTask { reader: self.inner.clone(), offset, length })
   }
 
+  /// Reads up to `target.length` bytes from `offset` into `target` and
+  /// returns how many (fewer only at the end of the blob), checked like
+  /// `readSync`. A stream reads into memory the JavaScript engine allocated
+  /// (and accounts for) instead of a new external buffer per piece. On error
+  /// `target` may hold bytes that were not checked.
+  #[napi]
+  pub fn read_into_sync(&self, offset: f64, mut target: Buffer) -> Result<f64> {
+    read_into(&self.inner, offset, &mut target).map(|n| n as f64)
+  }
+
+  /// `readIntoSync` on the threadpool: `target` stays referenced by the task
+  /// and is filled there; do not touch it until the promise settles.
+  #[napi(ts_return_type = "Promise<number>")]
+  pub fn read_into_async(&self, offset: f64, target: Buffer) -> AsyncTask<ReadIntoTask> {
+    AsyncTask::new(ReadIntoTask { reader: self.inner.clone(), offset, target })
+  }
+
   /// Releases the file once no read is running; later reads fail. Idempotent.
   #[napi]
   pub fn close(&self) {
@@ -246,6 +269,27 @@ impl Task for ReadTask {
 
   fn resolve(&mut self, _env: Env, output: Vec<u8>) -> Result<Buffer> {
     Ok(output.into())
+  }
+}
+
+/// A read into a caller's buffer, on the threadpool. The task holds a
+/// reference to the buffer, so it outlives the read.
+pub struct ReadIntoTask {
+  reader: SharedReader,
+  offset: f64,
+  target: Buffer,
+}
+
+impl Task for ReadIntoTask {
+  type Output = usize;
+  type JsValue = f64;
+
+  fn compute(&mut self) -> Result<usize> {
+    read_into(&self.reader, self.offset, &mut self.target)
+  }
+
+  fn resolve(&mut self, _env: Env, output: usize) -> Result<f64> {
+    Ok(output as f64)
   }
 }
 

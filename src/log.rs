@@ -1,5 +1,5 @@
-//! Binding of the core's append logs (FORMAT.md §4.6): append a record, read
-//! the records with a cursor, trim. Every operation is blocking (`*Sync`) and
+//! Binding of the core's append logs (FORMAT.md §4.6): append records (one
+//! or more, as one group commit), read the records with a cursor, trim. Every operation is blocking (`*Sync`) and
 //! an `AsyncTask` on the libuv threadpool (`*Async`).
 //!
 //! Numbers cross as JS numbers (f64): indexes and stamps are integers below
@@ -10,7 +10,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use konserve_core as core;
-use konserve_core::log::{LogCursor, LogInfo, LogRecord};
+use konserve_core::log::{LogCursor, LogInfo, LogRecord, NewRecord};
 use napi::bindgen_prelude::*;
 use napi::{Env, Task};
 use napi_derive::napi;
@@ -77,20 +77,51 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
   m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Appends one record to the log of `key` (its CKE), creating the log with
-/// `createMeta` as its metadata if the key is missing. Returns where the log
-/// stands after it. `ERR_NOT_A_LOG` if the key holds something else.
+/// A record to append: its index is the next one, chosen by the store.
+#[napi(object)]
+pub struct NativeNewRecord {
+  /// Serializer id of `bytes` (0..=255).
+  pub serializer: u32,
+  /// The stamp of the append (ms since the epoch), an integer below 2^53.
+  pub stamp: f64,
+  /// The element's serialized bytes (the store compresses and encrypts them).
+  pub bytes: Buffer,
+}
+
+/// A record checked on the way in; its buffer stays referenced until the append is done.
+pub struct CheckedRecord {
+  serializer: u8,
+  stamp: u64,
+  bytes: Buffer,
+}
+
+fn check_records(records: Vec<NativeNewRecord>) -> Result<Vec<CheckedRecord>> {
+  records
+    .into_iter()
+    .map(|r| Ok(CheckedRecord { serializer: serializer(r.serializer)?, stamp: whole(r.stamp, "the stamp")?, bytes: r.bytes }))
+    .collect()
+}
+
+fn append(store: &core::FileStore, key: &[u8], records: &[CheckedRecord], create_meta: &[u8]) -> core::Result<LogInfo> {
+  let news: Vec<NewRecord<'_>> =
+    records.iter().map(|r| NewRecord { serializer: r.serializer, stamp: r.stamp, payload: &r.bytes }).collect();
+  store.log_append(key, &news, create_meta)
+}
+
+/// Appends `records` (one or more, in order) to the log of `key` (its CKE)
+/// as one group commit: one write and one fsync. A missing key becomes a new
+/// log with `createMeta` as its metadata. Returns where the log stands after
+/// the last record. No records: ERR_INVALID_ARGUMENT; a key holding
+/// something else: ERR_NOT_A_LOG.
 #[napi]
 pub fn log_append_sync(
   store: &NativeFileStore,
   key: Buffer,
-  serializer: u32,
-  stamp: f64,
-  bytes: Buffer,
+  records: Vec<NativeNewRecord>,
   create_meta: Buffer,
 ) -> Result<NativeLogInfo> {
-  let (ser, stamp) = (self::serializer(serializer)?, whole(stamp, "the stamp")?);
-  let info = store.inner.log_append(&key, ser, stamp, &bytes, &create_meta).map_err(js_error)?;
+  let records = check_records(records)?;
+  let info = append(&store.inner, &key, &records, &create_meta).map_err(js_error)?;
   Ok(info_to_js(info))
 }
 
@@ -98,12 +129,10 @@ pub fn log_append_sync(
 pub fn log_append_async(
   store: &NativeFileStore,
   key: Buffer,
-  serializer: u32,
-  stamp: f64,
-  bytes: Buffer,
+  records: Vec<NativeNewRecord>,
   create_meta: Buffer,
 ) -> Result<AsyncTask<LogWriteTask>> {
-  let op = LogWrite::Append { key, serializer: self::serializer(serializer)?, stamp: whole(stamp, "the stamp")?, bytes, create_meta };
+  let op = LogWrite::Append { key, records: check_records(records)?, create_meta };
   Ok(AsyncTask::new(LogWriteTask { store: store.inner.clone(), op }))
 }
 
@@ -125,7 +154,7 @@ pub fn log_trim_async(store: &NativeFileStore, key: Buffer, keep_from: f64, meta
 /// An append or a trim, run on the libuv threadpool. The input buffers stay
 /// referenced by the task until it is done.
 pub enum LogWrite {
-  Append { key: Buffer, serializer: u8, stamp: u64, bytes: Buffer, create_meta: Buffer },
+  Append { key: Buffer, records: Vec<CheckedRecord>, create_meta: Buffer },
   Trim { key: Buffer, keep_from: u64, meta: Buffer },
 }
 
@@ -140,9 +169,7 @@ impl Task for LogWriteTask {
 
   fn compute(&mut self) -> Result<LogInfo> {
     match &self.op {
-      LogWrite::Append { key, serializer, stamp, bytes, create_meta } => {
-        self.store.log_append(key, *serializer, *stamp, bytes, create_meta)
-      }
+      LogWrite::Append { key, records, create_meta } => append(&self.store, key, records, create_meta),
       LogWrite::Trim { key, keep_from, meta } => self.store.log_trim(key, *keep_from, meta),
     }
     .map_err(js_error)

@@ -301,15 +301,57 @@ export interface GetOptions extends Options {
 
 /** The value of `key`, or `opts.notFound` (default undefined) when it is missing. */
 export function get<O extends GetOptions>(store: Store, key: Key, opts?: O): Result<O, unknown> {
-  return run(getInOp, opts, [store, [key], opts?.notFound]) as Result<O, unknown>
+  return readPath(store, [key], opts?.notFound, opts) as Result<O, unknown>
 }
+
+/**
+ * The hot read path, without gensync's generator machinery (a get is a few
+ * microseconds of work, and the generators cost as much again). Logs take the
+ * general path.
+ */
+function readPath(store: Store, path: Path, notFound: unknown, opts: Options | undefined): unknown {
+  checkPath(path)
+  const key = path[0]
+  const found = (raw: RawEntry | undefined): unknown => {
+    if (!raw) return notFound
+    const v = getPath(decodeValue(store, raw), path.length === 1 ? [] : path.slice(1))
+    return v === missing ? notFound : v
+  }
+  if (opts?.sync) {
+    try {
+      const raw = store.backing.getSync(encodeKey(key))
+      if (!raw?.log) return found(raw)
+    } catch (err) {
+      throw withKey(err, key)
+    }
+    return getInOp.sync(store, path, notFound)
+  }
+  return (async () => {
+    try {
+      const raw = await store.backing.getAsync(encodeKey(key))
+      if (!raw?.log) return found(raw)
+    } catch (err) {
+      throw withKey(err, key)
+    }
+    return getInOp.async(store, path, notFound)
+  })()
+}
+
+
 
 /**
  * The value at `path` = [key, ...inner path], or `notFound` when the key or any
  * step of the inner path is missing.
  */
 export function getIn<O extends Options>(store: Store, path: Path, notFound?: unknown, opts?: O): Result<O, unknown> {
-  return run(getInOp, opts, [store, path, notFound]) as Result<O, unknown>
+  if (!opts?.sync) {
+    try {
+      return readPath(store, path, notFound, opts) as Result<O, unknown>
+    } catch (err) {
+      return Promise.reject(err) as Result<O, unknown>
+    }
+  }
+  return readPath(store, path, notFound, opts) as Result<O, unknown>
 }
 
 const getMetaOp = gensync(function* (store: Store, key: Key) {
@@ -645,6 +687,18 @@ function asBuffer(b: Uint8Array): Buffer {
 /** How much a blob stream reads at a time: one chunk (FORMAT.md §4.5), so reads stay chunk-aligned. */
 const READ_PIECE = 1 << 20
 
+/**
+ * `n` bytes at `pos`, into a Buffer the JavaScript engine allocated where the
+ * source can fill one: V8 then counts that memory and collects it in time
+ * (memory made outside it is invisible to its heuristics).
+ */
+async function readPiece(src: BlobSource, pos: number, n: number): Promise<Buffer> {
+  if (!src.readInto) return asBuffer(await src.read(pos, n))
+  const target = Buffer.allocUnsafeSlow(n)
+  const got = await src.readInto(pos, target)
+  return got === n ? target : target.subarray(0, got)
+}
+
 /** The bytes [start, end) of an open blob as a Node Readable; closes the source when done. */
 function nodeStream(src: BlobSource, start: number, end: number): Readable {
   let pos = start
@@ -656,10 +710,10 @@ function nodeStream(src: BlobSource, start: number, end: number): Readable {
         return
       }
       const n = Math.min(READ_PIECE - (pos % READ_PIECE), end - pos)
-      src.read(pos, n).then(
+      readPiece(src, pos, n).then(
         (b) => {
           pos += b.length
-          this.push(asBuffer(b))
+          this.push(b)
         },
         (err) => this.destroy(err),
       )
@@ -683,7 +737,7 @@ function webStream(src: BlobSource, start: number, end: number): ReadableStream<
           return
         }
         try {
-          const b = await src.read(pos, Math.min(READ_PIECE - (pos % READ_PIECE), end - pos))
+          const b = await readPiece(src, pos, Math.min(READ_PIECE - (pos % READ_PIECE), end - pos))
           pos += b.length
           controller.enqueue(b)
         } catch (err) {
@@ -836,8 +890,8 @@ export function blobFile<O extends Options>(store: Store, key: Key, opts?: O): R
 // tail from a crash is dropped, never misread. Reads stream the records.
 
 const bAppend = gensync({
-  sync: (b: Backing, k: Uint8Array, r: NewRecord, createMeta: Uint8Array) => b.appendSync(k, r, createMeta),
-  async: (b: Backing, k: Uint8Array, r: NewRecord, createMeta: Uint8Array) => b.appendAsync(k, r, createMeta),
+  sync: (b: Backing, k: Uint8Array, rs: NewRecord[], createMeta: Uint8Array) => b.appendSync(k, rs, createMeta),
+  async: (b: Backing, k: Uint8Array, rs: NewRecord[], createMeta: Uint8Array) => b.appendAsync(k, rs, createMeta),
 })
 const bOpenLog = gensync({
   sync: (b: Backing, k: Uint8Array) => b.openLogSync(k),
@@ -899,19 +953,110 @@ const appendOp = gensync(function* (store: Store, key: Key, elem: unknown, w: Wr
       const lastWrite = yield* stamp(store.backing)
       // Used only if the log is new; its revision (0) plus the records' count is the log's revision.
       const createMeta = encodeMeta({ ...w.meta, key, type: 'append-log', lastWrite, revision: 0 })
-      return yield* bAppend(store.backing, cke, { serializer, bytes, stamp: lastWrite.getTime() }, createMeta)
+      return yield* bAppend(store.backing, cke, [{ serializer, bytes, stamp: lastWrite.getTime() }], createMeta)
     })
     afterWrite(store, { op: 'append', key, path: [key], oldValue: undefined, newValue: elem })
     return info.lastIndex - info.firstIndex + 1
   })
 })
 
+/** Async appends waiting for their key's current appender, per backing and key. */
+interface AppendWaiter {
+  key: Key
+  elem: unknown
+  record: NewRecord
+  meta: Record<string, unknown> | undefined
+  resolve: (count: number) => void
+  reject: (err: unknown) => void
+}
+const appendQueues = new WeakMap<Backing, Map<string, AppendWaiter[]>>()
+/** Records per group commit: bounds what one write holds. */
+const APPEND_BATCH = 1024
+
+/**
+ * Group commit of async appends: the first append of a key takes its lock and
+ * writes; appends of the same key that come meanwhile wait in a queue, and the
+ * next write takes them all, as one write and one fsync. Each call resolves
+ * when its own record is durable. (Appends with `expectedRevision` check the
+ * revision on their own, through the plain path.)
+ */
+async function appendGrouped(store: Store, key: Key, elem: unknown, w: WriteArgs): Promise<number> {
+  const cke = encodeKey(key)
+  const { serializer, bytes } = encodeValue(store, elem)
+  const b = store.backing
+  let queues = appendQueues.get(b)
+  if (!queues) appendQueues.set(b, (queues = new Map()))
+  const id = lockIds(b.lockScope, [cke])[0]!
+  const record: NewRecord = { serializer, bytes, stamp: 0 }
+  const waiting = queues.get(id)
+  const done = new Promise<number>((resolve, reject) => {
+    const me: AppendWaiter = { key, elem, record, meta: w.meta, resolve, reject }
+    if (waiting) waiting.push(me)
+    else queues.set(id, [me])
+  })
+  if (waiting) return done
+  const queue = queues.get(id)!
+  try {
+    await lockKeys.async(b, [cke]).then(async (ids) => {
+      try {
+        while (queue.length > 0) {
+          const batch = queue.splice(0, APPEND_BATCH)
+          try {
+            const lastWrite = await stamp.async(b)
+            for (const x of batch) x.record.stamp = lastWrite.getTime()
+            // Used only if the log is new; its revision (0) plus the records' count is the log's revision.
+            const createMeta = encodeMeta({ ...batch[0]!.meta, key, type: 'append-log', lastWrite, revision: 0 })
+            const info = await b.appendAsync(
+              cke,
+              batch.map((x) => x.record),
+              createMeta,
+            )
+            batch.forEach((x, i) => x.resolve(info.lastIndex - (batch.length - 1 - i) - info.firstIndex + 1))
+          } catch (err) {
+            for (const x of batch) x.reject(err)
+          }
+        }
+      } finally {
+        queues.delete(id)
+        try {
+          b.unlock([cke])
+        } finally {
+          release(ids)
+        }
+      }
+    })
+  } catch (err) {
+    // The lock could not be taken: everyone waiting fails with that.
+    queues.delete(id)
+    for (const x of queue.splice(0)) x.reject(err)
+  }
+  return done
+}
+
+async function appendAsyncOp(store: Store, key: Key, elem: unknown, w: WriteArgs): Promise<number> {
+  try {
+    const count = await appendGrouped(store, key, elem, w)
+    afterWrite(store, { op: 'append', key, path: [key], oldValue: undefined, newValue: elem })
+    return count
+  } catch (err) {
+    throw withKey(err, key)
+  }
+}
+
 /**
  * Appends `elem` to the log at `key`, creating the log (with `opts.meta`) if
- * the key is missing. Durable when it returns (one record written at the end of
- * the log's file and synced). Returns the number of elements in the log.
+ * the key is missing. Durable when it returns: one record written at the end of
+ * the log's file and synced (concurrent async appends to one log share one
+ * write and one sync). Returns the number of elements in the log.
  */
 export function append<O extends WriteOptions>(store: Store, key: Key, elem: unknown, opts?: O): Result<O, number> {
+  if (!opts?.sync && opts?.expectedRevision === undefined) {
+    try {
+      return appendAsyncOp(store, key, elem, writeArgs(opts)) as Result<O, number>
+    } catch (err) {
+      return Promise.reject(err) as Result<O, number>
+    }
+  }
   return run(appendOp, opts, [store, key, elem, writeArgs(opts)]) as Result<O, number>
 }
 

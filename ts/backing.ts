@@ -93,6 +93,12 @@ export interface BlobSource {
   /** Up to `length` bytes from `offset` (fewer only at the end of the blob). */
   readSync(offset: number, length: number): Uint8Array
   read(offset: number, length: number): Promise<Uint8Array>
+  /**
+   * Reads into `target` (up to its length) from `offset`; resolves to the
+   * number of bytes read (fewer only at the end of the blob). Lets streams
+   * read into memory the JavaScript engine allocated and accounts for.
+   */
+  readInto?(offset: number, target: Uint8Array): Promise<number>
   close(): void
   /**
    * Where the blob's bytes lie as they are, in one file, when it is stored
@@ -190,13 +196,15 @@ export interface Backing {
 
   // ---- append logs (FORMAT.md §4.6) ----
   /**
-   * Appends one record to the log at `key` (the caller holds the key's lock),
-   * durably when the store is durable. A missing key becomes a new log with
-   * metadata `createMeta`; a key holding something else fails with
-   * `ERR_NOT_A_LOG` and is not changed. Returns the log after the append.
+   * Appends records (one or more, in order) to the log at `key` (the caller
+   * holds the key's lock), durably when the store is durable: all of them are
+   * written and synced together (one fsync for a group commit). A missing key
+   * becomes a new log with metadata `createMeta`; a key holding something else
+   * fails with `ERR_NOT_A_LOG` and is not changed. Returns the log after the
+   * append.
    */
-  appendSync(key: Uint8Array, record: NewRecord, createMeta: Uint8Array): LogInfo
-  appendAsync(key: Uint8Array, record: NewRecord, createMeta: Uint8Array): Promise<LogInfo>
+  appendSync(key: Uint8Array, records: NewRecord[], createMeta: Uint8Array): LogInfo
+  appendAsync(key: Uint8Array, records: NewRecord[], createMeta: Uint8Array): Promise<LogInfo>
   /** The records of the log at `key`; undefined when missing; `ERR_NOT_A_LOG` for another kind of key. */
   openLogSync(key: Uint8Array): LogCursor | undefined
   openLogAsync(key: Uint8Array): Promise<LogCursor | undefined>

@@ -35,12 +35,18 @@ export interface NativeBlobReader {
   readonly file: string
   readSync(offset: number, length: number): Buffer
   readAsync(offset: number, length: number): Promise<Buffer>
+  readIntoAsync?(offset: number, target: Buffer): Promise<number>
   close(): void
 }
 export interface NativeLogRecord {
   index: number
   stamp: number
   serializer: number
+  bytes: Buffer
+}
+export interface NativeNewRecord {
+  serializer: number
+  stamp: number
   bytes: Buffer
 }
 export interface NativeLogCursor {
@@ -55,8 +61,8 @@ export interface NativeBinding {
   blobWriterOpenAsync(store: NativeFileStore, key: Buffer, meta: Buffer): Promise<NativeBlobWriter>
   blobOpenSync(store: NativeFileStore, key: Buffer): NativeBlobReader | null
   blobOpenAsync(store: NativeFileStore, key: Buffer): Promise<NativeBlobReader | null>
-  logAppendSync(store: NativeFileStore, key: Buffer, serializer: number, stamp: number, bytes: Buffer, createMeta: Buffer): NativeLogInfo
-  logAppendAsync(store: NativeFileStore, key: Buffer, serializer: number, stamp: number, bytes: Buffer, createMeta: Buffer): Promise<NativeLogInfo>
+  logAppendSync(store: NativeFileStore, key: Buffer, records: NativeNewRecord[], createMeta: Buffer): NativeLogInfo
+  logAppendAsync(store: NativeFileStore, key: Buffer, records: NativeNewRecord[], createMeta: Buffer): Promise<NativeLogInfo>
   logOpenSync(store: NativeFileStore, key: Buffer): NativeLogCursor | null
   logOpenAsync(store: NativeFileStore, key: Buffer): Promise<NativeLogCursor | null>
   logTrimSync(store: NativeFileStore, key: Buffer, keepFrom: number, meta: Buffer): NativeLogInfo

@@ -134,16 +134,27 @@ export const readBlobLayout = gensync(function* (read: ReadAt, header: Header, v
 })
 
 /**
+ * Checks chunk `i`'s stored bytes against the table: their length and
+ * checksum (ERR_CORRUPT). For a blob stored as is (no compression, no
+ * encryption) whose chunk holds exactly its plain length, this is the whole
+ * check: a reader may read such a chunk straight into the caller's memory
+ * and check it there.
+ */
+export function checkStoredChunk(layout: BlobLayout, i: number, stored: Uint8Array): void {
+  const entry = layout.chunks[i]
+  if (!entry) throw new KonserveError('ERR_INVALID_ARGUMENT', `no chunk ${i}`)
+  if (stored.length !== entry.length) throw corrupt(`chunk ${i} is ${stored.length} bytes, its table says ${entry.length}`)
+  if (xxh3_64(stored) !== entry.checksum) throw corrupt(`chunk ${i} checksum mismatch`)
+}
+
+/**
  * Chunk `i`'s plain bytes from its stored bytes, checked in order: length and
  * checksum (ERR_CORRUPT), then authentication (ERR_DECRYPT), decompression,
  * and the exact plain length.
  */
 export const decodeChunk = gensync(function* (codec: SegmentCodec, layout: BlobLayout, i: number, stored: Uint8Array): Handler<Uint8Array> {
-  const entry = layout.chunks[i]
-  if (!entry) throw new KonserveError('ERR_INVALID_ARGUMENT', `no chunk ${i}`)
   const count = layout.chunks.length
-  if (stored.length !== entry.length) throw corrupt(`chunk ${i} is ${stored.length} bytes, its table says ${entry.length}`)
-  if (xxh3_64(stored) !== entry.checksum) throw corrupt(`chunk ${i} checksum mismatch`)
+  checkStoredChunk(layout, i, stored)
   const plain = yield* decodeSegmentAt(codec, i === count - 1 ? KIND_LAST_CHUNK : KIND_CHUNK, i, stored)
   const want = chunkPlainLength(layout.size, count, i)
   if (plain.length !== want) throw corrupt(`chunk ${i} holds ${plain.length} bytes, not ${want}`)

@@ -16,7 +16,7 @@
  * and open files, one record (or a 64 KiB window) at a time. No `node:` imports.
  */
 import gensync, { type Handler } from 'gensync'
-import type { LogInfo, LogRecord } from '../backing.js'
+import type { LogInfo, LogRecord, NewRecord } from '../backing.js'
 import { KonserveError } from '../errors.js'
 import type { CryptoProvider } from './aes.js'
 import {
@@ -122,6 +122,32 @@ export const encodeRecord = gensync(function* (
 ): Handler<Uint8Array> {
   const payload = yield* encodeSegmentAt(codec, KIND_RECORD, index, plain, random)
   return composeRecord(index, stamp, serializer, payload)
+})
+
+/**
+ * The records of one append (a group commit), stored one after the other as
+ * one run of bytes, what an append writes at once: indexes `firstIndex`,
+ * `firstIndex + 1`, ...; salts and IVs drawn record by record, in order (as
+ * the core's `encode_records`). Every record is encoded before anything is
+ * written: no records, or one that cannot be stored, is ERR_INVALID_ARGUMENT.
+ */
+export const encodeRecords = gensync(function* (
+  codec: SegmentCodec,
+  firstIndex: number,
+  records: ReadonlyArray<NewRecord>,
+  random?: RandomSource,
+): Handler<Uint8Array> {
+  if (records.length === 0) throw new KonserveError('ERR_INVALID_ARGUMENT', 'an append takes at least one record')
+  const parts: Uint8Array[] = []
+  for (const [i, r] of records.entries()) parts.push(yield* encodeRecord(codec, firstIndex + i, r.stamp, r.serializer, r.bytes, random))
+  if (parts.length === 1) return parts[0]!
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
+  let at = 0
+  for (const p of parts) {
+    out.set(p, at)
+    at += p.length
+  }
+  return out
 })
 
 /** The fields of a whole record's bytes found at `pos`, or undefined if they are not a valid record. */

@@ -332,18 +332,18 @@ class CachedBacking implements Backing {
   openBlobAsync(key: Uint8Array) {
     return this.inner.openBlobAsync(key)
   }
-  appendSync(key: Uint8Array, record: NewRecord, createMeta: Uint8Array): LogInfo {
+  appendSync(key: Uint8Array, records: NewRecord[], createMeta: Uint8Array): LogInfo {
     this.forget(key)
     try {
-      return this.inner.appendSync(key, record, createMeta)
+      return this.inner.appendSync(key, records, createMeta)
     } finally {
       this.forget(key)
     }
   }
-  async appendAsync(key: Uint8Array, record: NewRecord, createMeta: Uint8Array): Promise<LogInfo> {
+  async appendAsync(key: Uint8Array, records: NewRecord[], createMeta: Uint8Array): Promise<LogInfo> {
     this.forget(key)
     try {
-      return await this.inner.appendAsync(key, record, createMeta)
+      return await this.inner.appendAsync(key, records, createMeta)
     } finally {
       this.forget(key)
     }

@@ -182,7 +182,8 @@ export class MemoryBacking implements Backing {
 
   // ---- append logs ----
 
-  appendSync(key: Uint8Array, record: NewRecord, createMeta: Uint8Array): LogInfo {
+  appendSync(key: Uint8Array, records: NewRecord[], createMeta: Uint8Array): LogInfo {
+    if (records.length === 0) throw new KonserveError('ERR_INVALID_ARGUMENT', 'an append needs at least one record')
     const sid = id(key)
     let s = this.slots.get(sid)
     if (s && !s.records) throw notALog()
@@ -190,13 +191,15 @@ export class MemoryBacking implements Backing {
       s = { key: copyBytes(key), serializer: 0, meta: copyBytes(createMeta), value: new Uint8Array(0), records: [], nextIndex: 0 }
       this.slots.set(sid, s)
     }
-    const index = s.nextIndex ?? 0
-    s.records!.push({ index, stamp: record.stamp, serializer: record.serializer, bytes: copyBytes(record.bytes) })
-    s.nextIndex = index + 1
+    for (const record of records) {
+      const index = s.nextIndex ?? 0
+      s.records!.push({ index, stamp: record.stamp, serializer: record.serializer, bytes: copyBytes(record.bytes) })
+      s.nextIndex = index + 1
+    }
     return logInfo(s)
   }
-  async appendAsync(key: Uint8Array, record: NewRecord, createMeta: Uint8Array) {
-    return this.appendSync(key, record, createMeta)
+  async appendAsync(key: Uint8Array, records: NewRecord[], createMeta: Uint8Array) {
+    return this.appendSync(key, records, createMeta)
   }
   openLogSync(key: Uint8Array): LogCursor | undefined {
     const s = this.slots.get(id(key))

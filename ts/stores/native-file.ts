@@ -17,6 +17,7 @@ import type {
   StoreClock,
 } from '../backing.js'
 import { toKonserveError } from '../errors.js'
+import { GroupCommit } from './group-commit.js'
 import { type NativeBlobReader, type NativeBlobWriter, type NativeFileStore, type NativeLogCursor, type NativeMetaEntryLike, loadNative } from '../native.js'
 
 function call<T>(f: () => T): T {
@@ -42,18 +43,17 @@ function buf(b: Uint8Array): Buffer {
   return Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength)
 }
 const bufs = (keys: Uint8Array[]) => keys.map(buf)
+const records = (rs: NewRecord[]) => rs.map((r) => ({ serializer: r.serializer, stamp: r.stamp, bytes: buf(r.bytes) }))
 const writes = (ws: RawWrite[]) =>
   ws.map((w) => ({ key: buf(w.key), serializer: w.serializer, meta: buf(w.meta), value: buf(w.value) }))
 
-/** napi-rs gives `null` for an absent optional field; the Backing interface wants it absent. */
+/** napi-rs gives `null` for an absent optional field here; the Backing interface wants it absent. */
 function meta(m: NativeMetaEntryLike): RawMeta {
   return m.log ? { key: m.key, serializer: m.serializer, meta: m.meta, file: m.file, log: m.log } : { key: m.key, serializer: m.serializer, meta: m.meta, file: m.file }
 }
 function entry<T extends object>(e: T | null): T | undefined {
-  if (e === null) return undefined
-  const o = e as { log?: LogInfo | null }
-  if (o.log == null) delete o.log
-  return e
+  // (An absent `log` arrives as undefined: the object is passed on as it is.)
+  return e === null ? undefined : e
 }
 
 function sink(w: NativeBlobWriter): BlobSink {
@@ -75,6 +75,7 @@ function source(r: NativeBlobReader | null): BlobSource | undefined {
     meta: meta(r.meta),
     readSync: (offset, length) => call(() => r.readSync(offset, length)),
     read: (offset, length) => callAsync(() => r.readAsync(offset, length)),
+    readInto: r.readIntoAsync ? (offset, target) => callAsync(() => r.readIntoAsync!(offset, buf(target))) : undefined,
     close: () => r.close(),
     plain: plainOffset === null || plainOffset === undefined ? undefined : { file, offset: plainOffset },
   }
@@ -120,8 +121,10 @@ export class NativeFileBacking implements Backing {
   putSync(ws: RawWrite[]): void {
     call(() => this.native.putSync(writes(ws)))
   }
+  /** Concurrent async puts are written as group commits (see group-commit.ts). */
+  private readonly group = new GroupCommit((ws) => callAsync(() => this.native.putAsync(writes(ws))))
   putAsync(ws: RawWrite[]): Promise<void> {
-    return callAsync(() => this.native.putAsync(writes(ws)))
+    return this.group.put(ws)
   }
   deleteSync(keys: Uint8Array[]): boolean[] {
     return call(() => this.native.deleteSync(bufs(keys)))
@@ -168,11 +171,11 @@ export class NativeFileBacking implements Backing {
   async openBlobAsync(key: Uint8Array): Promise<BlobSource | undefined> {
     return source(await callAsync(() => loadNative().blobOpenAsync(this.native, buf(key))))
   }
-  appendSync(key: Uint8Array, r: NewRecord, createMeta: Uint8Array): LogInfo {
-    return call(() => loadNative().logAppendSync(this.native, buf(key), r.serializer, r.stamp, buf(r.bytes), buf(createMeta)))
+  appendSync(key: Uint8Array, rs: NewRecord[], createMeta: Uint8Array): LogInfo {
+    return call(() => loadNative().logAppendSync(this.native, buf(key), records(rs), buf(createMeta)))
   }
-  appendAsync(key: Uint8Array, r: NewRecord, createMeta: Uint8Array): Promise<LogInfo> {
-    return callAsync(() => loadNative().logAppendAsync(this.native, buf(key), r.serializer, r.stamp, buf(r.bytes), buf(createMeta)))
+  appendAsync(key: Uint8Array, rs: NewRecord[], createMeta: Uint8Array): Promise<LogInfo> {
+    return callAsync(() => loadNative().logAppendAsync(this.native, buf(key), records(rs), buf(createMeta)))
   }
   openLogSync(key: Uint8Array): LogCursor | undefined {
     return logCursor(call(() => loadNative().logOpenSync(this.native, buf(key))))

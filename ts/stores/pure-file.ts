@@ -6,7 +6,9 @@
  * The write path is the core's: a unique staging file (O_EXCL), written whole,
  * fsynced, renamed over the key file, then one fsync of the directory; a failed
  * fsync poisons the store until it is reopened. Async calls use `fs/promises`,
- * which runs on the libuv threadpool.
+ * which runs on the libuv threadpool. Concurrent async puts are group commits
+ * (one directory fsync per batch), and an append writes all its records with
+ * one write and one fsync.
  *
  * Locks: Node has no fcntl, so a key's cross-process lock is a lock file
  * `.<hash>.<lock>` created with O_EXCL and holding the owner's pid; a lock
@@ -43,6 +45,8 @@ import {
   CHUNK_SIZE,
   ChunkedEncoder,
   blobHeader,
+  checkStoredChunk,
+  chunkPlainLength,
   decodeChunkedValue,
   readBlobLayout,
   readChunk,
@@ -63,13 +67,14 @@ import {
   LogReader,
   bufferedReader,
   checkLogHeader,
-  encodeRecord,
+  encodeRecords,
   logHeader,
   logInfoOf,
   readLogInfo,
   scanLog,
   tailRecord,
 } from '../codec/log.js'
+import { GroupCommit } from './group-commit.js'
 import type { DecodedHead, PureCodec } from './pure-codec.js'
 
 const HEADER_LEN = 48
@@ -82,6 +87,31 @@ const KEY_FILE = /^[0-9a-f]{32}\.ksv$/
 const STAGING = /^\.([0-9a-f]{32})\.([1-9][0-9]*)\.(0|[1-9][0-9]*)\.stage$/
 
 let stagingSeq = 0
+/** How many staging files of one batch of puts are written and fsynced at once. */
+const STAGING_CONCURRENCY = 16
+
+/**
+ * Runs `task(0 .. n - 1)`, at most `limit` at a time, and waits for every one
+ * that started. Fails after that with an ERR_FSYNC among the failures if there
+ * is one (it poisoned the store), else the first failure; once one failed, no
+ * more start.
+ */
+async function eachLimited(n: number, limit: number, task: (i: number) => Promise<void>): Promise<void> {
+  let next = 0
+  const errors: unknown[] = []
+  const worker = async () => {
+    while (next < n && errors.length === 0) {
+      const i = next++
+      try {
+        await task(i)
+      } catch (err) {
+        errors.push(err)
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(n, limit) }, worker))
+  if (errors.length > 0) throw errors.find((e) => (e as { code?: unknown }).code === 'ERR_FSYNC') ?? errors[0]
+}
 
 /** The core's error code for an OS error (see crates/core/src/error.rs). */
 function codeOf(err: NodeJS.ErrnoException): ErrorCode {
@@ -190,6 +220,17 @@ function* preadG(fd: number, pos: number, length: number): Handler<Uint8Array> {
     n += got
   }
   return n < length ? buf.subarray(0, n) : buf
+}
+
+/** Reads into all of `buf` from `pos` (fewer only at the end of the file); returns how many bytes were read. */
+function* preadIntoG(fd: number, buf: Uint8Array, pos: number): Handler<number> {
+  let n = 0
+  while (n < buf.length) {
+    const got = yield* io.read(fd, buf, n, buf.length - n, pos + n)
+    if (got === 0) break
+    n += got
+  }
+  return n
 }
 
 /** Writes all of `bytes` at `pos` (write may write less than asked, as write(2) may). */
@@ -625,30 +666,53 @@ export class PureFileBacking implements Backing {
     }
   }
 
-  async putAsync(writes: RawWrite[]): Promise<void> {
-    this.checkWritable()
-    const files = await Promise.all(writes.map((w) => this.codec.encode(w)))
-    const staged: Array<[string, string]> = []
+  /**
+   * Concurrent async puts are group commits (group-commit.ts): the puts that
+   * arrive while a batch is being written go together as the next batch, one
+   * directory fsync for all of them; each caller resolves once its batch is
+   * durable, and a failed batch of several callers is retried caller by
+   * caller, so each gets its own result.
+   */
+  putAsync(writes: RawWrite[]): Promise<void> {
     try {
-      for (const [i, w] of writes.entries()) {
-        const stage = this.stagingPath(w.key)
-        PureFileBacking.inFlight.add(stage)
-        staged.push([stage, this.filePath(w.key)])
-        await this.writeStaging(stage, files[i]!)
-      }
-      while (staged.length > 0) {
-        const [stage, target] = staged[0]!
+      this.checkWritable()
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    return this.group.put(writes)
+  }
+
+  private readonly group = new GroupCommit((writes) => this.writeBatch(writes))
+
+  /**
+   * One batch of puts: every staging file written and fsynced (several at
+   * once, on the threadpool), then the renames in order (a later write to
+   * the same key wins), then ONE directory fsync. Whatever was not renamed
+   * is removed. When writes fail, an ERR_FSYNC among them is the error
+   * reported (the store is poisoned), else the first.
+   */
+  private async writeBatch(writes: RawWrite[]): Promise<void> {
+    this.checkWritable()
+    if (writes.length === 0) return
+    const files = await Promise.all(writes.map((w) => this.codec.encode(w)))
+    const staged = writes.map((w) => ({ stage: this.stagingPath(w.key), target: this.filePath(w.key) }))
+    for (const { stage } of staged) PureFileBacking.inFlight.add(stage)
+    let renamed = 0
+    try {
+      await eachLimited(staged.length, STAGING_CONCURRENCY, (i) => this.writeStaging(staged[i]!.stage, files[i]!))
+      this.checkWritable()
+      for (; renamed < staged.length; renamed++) {
+        const { stage, target } = staged[renamed]!
         try {
           await fsp.rename(stage, target)
         } catch (err) {
           throw ioError(err, 'cannot rename a staging file over the key file', target)
         }
         PureFileBacking.inFlight.delete(stage)
-        staged.shift()
       }
       if (this.options.syncBlob) await this.syncDir()
     } finally {
-      for (const [stage] of staged) {
+      for (const { stage } of staged.slice(renamed)) {
         await fsp.unlink(stage).catch(() => {})
         PureFileBacking.inFlight.delete(stage)
       }
@@ -971,32 +1035,42 @@ export class PureFileBacking implements Backing {
     return f
   }
 
-  private *appendG(key: Uint8Array, record: NewRecord, createMeta: Uint8Array): Handler<LogInfo> {
+  /**
+   * Appends `records` (one or more, in order) as one group commit, as the
+   * core does: all encoded first (a bad one writes nothing), then a new log
+   * written whole through a staging file, or the records written to the end
+   * of the log with one write and made durable with one fsync.
+   */
+  private *appendG(key: Uint8Array, records: NewRecord[], createMeta: Uint8Array): Handler<LogInfo> {
     this.checkWritable()
+    if (!Array.isArray(records) || records.length === 0) {
+      throw new KonserveError('ERR_INVALID_ARGUMENT', 'an append takes at least one record')
+    }
     const id = this.logId(key)
+    const last = records[records.length - 1]!
     const f = yield* this.openLogFileG(key, 'r+')
     if (!f) {
-      // A new log: its meta segment and record 0, as a whole new file.
+      // A new log: its meta segment and records 0, 1, ..., as a whole new file.
       const codec = this.codec.writeCodec(key)
       const metaStored = yield* encodeMetaSegment(codec, key, createMeta)
-      const first = yield* encodeRecord(codec, 0, record.stamp, record.serializer, record.bytes)
+      const batch = yield* encodeRecords(codec, 0, records)
       const head = logHeader(codec, metaStored)
       remember(id, undefined)
-      yield* this.writeNewFileG(key, [head, metaStored, first])
-      remember(id, { size: head.length + metaStored.length + first.length, lastChecksum: recordChecksum(first), firstIndex: 0 })
-      return { firstIndex: 0, lastIndex: 0, lastStamp: record.stamp }
+      yield* this.writeNewFileG(key, [head, metaStored, batch])
+      remember(id, { size: head.length + metaStored.length + batch.length, lastChecksum: recordChecksum(batch), firstIndex: 0 })
+      return { firstIndex: 0, lastIndex: records.length - 1, lastStamp: last.stamp }
     }
     try {
       const codec = this.codec.readCodec(f.head.header, key)
       const at = yield* this.appendAtG(f, id)
       const index = at.lastIndex + 1
-      const bytes = yield* encodeRecord(codec, index, record.stamp, record.serializer, record.bytes)
+      const batch = yield* encodeRecords(codec, index, records)
       // Forgotten first: if the write fails halfway, the next append looks at the file again.
       remember(id, undefined)
       try {
         // A torn tail (an append that never reported success) is cut first.
         if (at.end < f.size) yield* io.truncate(f.fd, at.end)
-        yield* writeAllG(f.fd, bytes, at.end)
+        yield* writeAllG(f.fd, batch, at.end)
       } catch (err) {
         try {
           fs.ftruncateSync(f.fd, at.end)
@@ -1013,8 +1087,8 @@ export class PureFileBacking implements Backing {
         }
       }
       const firstIndex = at.lastIndex >= 0 ? at.firstIndex : index
-      remember(id, { size: at.end + bytes.length, lastChecksum: recordChecksum(bytes), firstIndex })
-      return { firstIndex, lastIndex: index, lastStamp: record.stamp }
+      remember(id, { size: at.end + batch.length, lastChecksum: recordChecksum(batch), firstIndex })
+      return { firstIndex, lastIndex: index + records.length - 1, lastStamp: last.stamp }
     } finally {
       closeQuietly(f.fd)
     }
@@ -1047,12 +1121,12 @@ export class PureFileBacking implements Backing {
     return { end: scan.end, ...logInfoOf(scan) }
   }
 
-  appendSync(key: Uint8Array, record: NewRecord, createMeta: Uint8Array): LogInfo {
-    return runSync(this.appendG(key, record, createMeta))
+  appendSync(key: Uint8Array, records: NewRecord[], createMeta: Uint8Array): LogInfo {
+    return runSync(this.appendG(key, records, createMeta))
   }
 
-  appendAsync(key: Uint8Array, record: NewRecord, createMeta: Uint8Array): Promise<LogInfo> {
-    return runAsync(this.appendG(key, record, createMeta))
+  appendAsync(key: Uint8Array, records: NewRecord[], createMeta: Uint8Array): Promise<LogInfo> {
+    return runAsync(this.appendG(key, records, createMeta))
   }
 
   private *openLogG(key: Uint8Array): Handler<LogCursor | undefined> {
@@ -1414,6 +1488,62 @@ class PureBlobSource implements BlobSource {
 
   read(offset: number, length: number): Promise<Uint8Array> {
     return runAsync(this.readG(offset, length))
+  }
+
+  /**
+   * Fills `target` from `offset` (up to its length; fewer only at the end of
+   * the blob) with the checks of `read`. A whole chunk of a blob stored as
+   * is goes straight from the file into `target` and is checked there; other
+   * chunks are decoded (or taken from the chunk kept from the last read) and
+   * copied. On error `target` may hold bytes that were not checked.
+   */
+  private *readIntoG(offset: number, target: Uint8Array): Handler<number> {
+    if (this.closed) throw closedError('the blob is closed')
+    if (!Number.isSafeInteger(offset) || offset < 0 || !(target instanceof Uint8Array)) {
+      throw new KonserveError('ERR_INVALID_ARGUMENT', `a blob read takes a non-negative integer offset and a Uint8Array, not ${offset}, ${String(target)}`)
+    }
+    if (offset > this.size) {
+      throw new KonserveError('ERR_INVALID_ARGUMENT', `offset ${offset} is past the end of the blob (${this.size} bytes)`, { file: this.file })
+    }
+    const n = Math.min(target.length, this.size - offset)
+    if (n === 0) return 0
+    if (this.whole) {
+      target.set(this.whole.subarray(offset, offset + n))
+      return n
+    }
+    const end = offset + n
+    const direct = this.codec.compressor === 0 && this.codec.encryptor === 0
+    const count = this.layout.chunks.length
+    this.reading++
+    try {
+      for (let i = Math.floor(offset / CHUNK_SIZE); i * CHUNK_SIZE < end; i++) {
+        const base = i * CHUNK_SIZE
+        const from = Math.max(offset, base)
+        const to = Math.min(end, base + CHUNK_SIZE)
+        const dst = target.subarray(from - offset, to - offset)
+        const entry = this.layout.chunks[i]!
+        const whole = from === base && to - base === chunkPlainLength(this.size, count, i)
+        if (direct && whole && entry.length === dst.length && this.cached?.index !== i) {
+          try {
+            const got = yield* preadIntoG(this.fd!, dst, entry.offset)
+            if (got !== dst.length) throw new KonserveError('ERR_CORRUPT', `the file ends inside chunk ${i}`)
+            checkStoredChunk(this.layout, i, dst)
+          } catch (err) {
+            throw ioError(err, 'cannot read the blob', this.file)
+          }
+          continue
+        }
+        const plain = yield* this.chunkG(i)
+        dst.set(plain.subarray(from - base, to - base))
+      }
+      return n
+    } finally {
+      if (--this.reading === 0 && this.closed) this.release()
+    }
+  }
+
+  readInto(offset: number, target: Uint8Array): Promise<number> {
+    return runAsync(this.readIntoG(offset, target))
   }
 
   private release(): void {

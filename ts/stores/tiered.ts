@@ -290,20 +290,20 @@ class TieredBacking implements Backing {
   async openBlobAsync(key: Uint8Array): Promise<BlobSource | undefined> {
     return this.queued(key, 'ERR_NOT_BINARY') ? undefined : this.back.openBlobAsync(key)
   }
-  appendSync(key: Uint8Array, record: NewRecord, createMeta: Uint8Array): LogInfo {
+  appendSync(key: Uint8Array, records: NewRecord[], createMeta: Uint8Array): LogInfo {
     this.settledSync(key, true)
     this.forgetSync(key)
     try {
-      return this.back.appendSync(key, record, createMeta)
+      return this.back.appendSync(key, records, createMeta)
     } finally {
       this.guard.wrote([keyId(key)])
     }
   }
-  async appendAsync(key: Uint8Array, record: NewRecord, createMeta: Uint8Array): Promise<LogInfo> {
+  async appendAsync(key: Uint8Array, records: NewRecord[], createMeta: Uint8Array): Promise<LogInfo> {
     await this.settled(key, true)
     await this.forget(key)
     try {
-      return await this.back.appendAsync(key, record, createMeta)
+      return await this.back.appendAsync(key, records, createMeta)
     } finally {
       this.guard.wrote([keyId(key)])
     }

@@ -497,20 +497,58 @@ impl ChunkIndex {
     /// Reads chunk `i` and checks it: checksum, then decrypt, then decompress,
     /// then its plain length.
     fn chunk(&self, i: u64, codec: Codec, ctx: &SegmentContext<'_>, read: &ReadAt<'_>) -> Result<Vec<u8>> {
+        let mut stored = Vec::new();
+        self.read_stored(i, read, &mut stored)?;
+        Ok(match self.decode(i, codec, ctx, &stored)? {
+            std::borrow::Cow::Borrowed(_) => stored,
+            std::borrow::Cow::Owned(plain) => plain,
+        })
+    }
+
+    /// The stored length of chunk `i`.
+    fn stored_len(&self, i: u64) -> u64 {
+        self.offsets[i as usize + 1] - self.offsets[i as usize]
+    }
+
+    /// The plain length chunk `i` must have.
+    fn plain_len(&self, i: u64) -> u64 {
         let n = self.count();
-        let (start, end) = (self.offsets[i as usize], self.offsets[i as usize + 1]);
-        let stored = read_vec(read, self.value_start + start, end - start)?;
-        if xxh3_64(&stored) != self.sums[i as usize] {
-            return Err(Error::corrupt(format!("chunk {i} of {n}: checksum mismatch")));
+        if i + 1 == n {
+            self.size - (n - 1) * CHUNK_SIZE as u64
+        } else {
+            CHUNK_SIZE as u64
         }
-        let last = i + 1 == n;
-        let kind = if last { SegmentKind::FinalChunk } else { SegmentKind::Chunk };
-        let plain = match codec.decode_at(ctx, kind, Some(i), &stored) {
-            Ok(std::borrow::Cow::Borrowed(_)) => stored,
-            Ok(std::borrow::Cow::Owned(plain)) => plain,
-            Err(e) => return Err(Error::new(e.code(), format!("chunk {i} of {n}: {}", e.message()))),
-        };
-        let want = if last { self.size - (n - 1) * CHUNK_SIZE as u64 } else { CHUNK_SIZE as u64 };
+    }
+
+    /// Reads the stored bytes of chunk `i` into `buf` (resized to fit) and
+    /// checks their checksum.
+    fn read_stored(&self, i: u64, read: &ReadAt<'_>, buf: &mut Vec<u8>) -> Result<()> {
+        let len = self.stored_len(i);
+        buf.clear();
+        let n = usize::try_from(len).ok().filter(|&n| buf.try_reserve_exact(n).is_ok()).ok_or_else(|| {
+            Error::new(ErrorCode::InvalidArgument, format!("cannot allocate {len} bytes for a blob"))
+        })?;
+        buf.resize(n, 0);
+        read(buf, self.value_start + self.offsets[i as usize])?;
+        self.check_sum(i, buf)
+    }
+
+    fn check_sum(&self, i: u64, stored: &[u8]) -> Result<()> {
+        if xxh3_64(stored) != self.sums[i as usize] {
+            return Err(Error::corrupt(format!("chunk {i} of {}: checksum mismatch", self.count())));
+        }
+        Ok(())
+    }
+
+    /// Chunk `i`'s plain bytes from its stored bytes (checksum already
+    /// checked): decrypt, decompress, check the plain length.
+    fn decode<'a>(&self, i: u64, codec: Codec, ctx: &SegmentContext<'_>, stored: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>> {
+        let n = self.count();
+        let kind = if i + 1 == n { SegmentKind::FinalChunk } else { SegmentKind::Chunk };
+        let plain = codec
+            .decode_at(ctx, kind, Some(i), stored)
+            .map_err(|e| Error::new(e.code(), format!("chunk {i} of {n}: {}", e.message())))?;
+        let want = self.plain_len(i);
         if plain.len() as u64 != want {
             return Err(Error::corrupt(format!("chunk {i} of {n} holds {} bytes, not {want}", plain.len())));
         }
@@ -534,6 +572,37 @@ impl ChunkIndex {
             out.extend_from_slice(&plain[from..to]);
         }
         Ok(out)
+    }
+
+    /// Fills `out` with the plain bytes from `offset` (`offset + out.len()`
+    /// at most the blob's size), chunk by chunk, each checked before its
+    /// bytes are used. A chunk stored as is (codec none) that `out` covers
+    /// whole is read straight into `out` and checked there; the others go
+    /// through one scratch buffer of at most a stored chunk. On error `out`
+    /// may hold unchecked bytes.
+    fn range_into(&self, offset: u64, out: &mut [u8], codec: Codec, ctx: &SegmentContext<'_>, read: &ReadAt<'_>) -> Result<()> {
+        let end = offset + out.len() as u64;
+        debug_assert!(end <= self.size);
+        if out.is_empty() {
+            return Ok(());
+        }
+        let chunk = CHUNK_SIZE as u64;
+        let mut scratch = Vec::new();
+        for i in offset / chunk..=(end - 1) / chunk {
+            let base = i * chunk;
+            let (from, to) = (offset.max(base), end.min(base + chunk));
+            let dst = &mut out[(from - offset) as usize..(to - offset) as usize];
+            let whole = from == base && to - base == self.plain_len(i);
+            if codec == Codec::NONE && whole && self.stored_len(i) == dst.len() as u64 {
+                read(dst, self.value_start + self.offsets[i as usize])?;
+                self.check_sum(i, dst)?;
+                continue;
+            }
+            self.read_stored(i, read, &mut scratch)?;
+            let plain = self.decode(i, codec, ctx, &scratch)?;
+            dst.copy_from_slice(&plain[(from - base) as usize..(to - base) as usize]);
+        }
+        Ok(())
     }
 }
 
@@ -685,6 +754,35 @@ impl BlobReader {
             }
         }
     }
+
+    /// Reads up to `buf.len()` bytes of the blob from `offset` into `buf`
+    /// and returns how many (fewer only at the end of the blob), with the
+    /// checks of [`read_at`](Self::read_at) but no new buffer for the result:
+    /// a blob stored as is is read straight into `buf` (each whole chunk
+    /// checked there); otherwise one stored chunk at a time goes through a
+    /// scratch buffer. An offset past the end is `ERR_INVALID_ARGUMENT`. On
+    /// error `buf` may hold bytes that were not checked: do not use them.
+    pub fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let size = self.size();
+        if offset > size {
+            return Err(Error::new(
+                ErrorCode::InvalidArgument,
+                format!("offset {offset} is past the end of the blob ({size} bytes)"),
+            )
+            .with_file(&self.path));
+        }
+        let n = usize::try_from(size - offset).unwrap_or(usize::MAX).min(buf.len());
+        let out = &mut buf[..n];
+        match &self.layout {
+            Layout::Whole(bytes) => out.copy_from_slice(&bytes[offset as usize..offset as usize + n]),
+            Layout::Chunked(index) => {
+                let ctx = self.store.context(self.key_hash);
+                let read = reader_from(&*self.file, &[], &self.path);
+                index.range_into(offset, out, self.header.codec, &ctx, &read).map_err(|e| e.with_file(&self.path))?;
+            }
+        }
+        Ok(n)
+    }
 }
 
 #[cfg(test)]
@@ -832,6 +930,107 @@ mod tests {
             let err = r.read_at(n as u64 + 1, 1).unwrap_err();
             assert_eq!(err.code(), ErrorCode::InvalidArgument);
             assert_eq!(err.file(), Some(store.file_path(&k).as_path()));
+        }
+    }
+
+    /// `read_into` gives what `read_at` gives, in the caller's buffer, and
+    /// writes nothing past the count it returns.
+    #[test]
+    fn read_into_at_chunk_boundaries_and_the_end() {
+        let tmp = tempfile::tempdir().unwrap();
+        for (name, options) in codecs() {
+            let store = open(tmp.path(), options);
+            let k = key(name);
+            let n = 2 * MIB + 1000;
+            let blob = pattern(n, 4);
+            write_blob(&store, &k, &blob, MIB / 3);
+            let r = store.open_blob(&k).unwrap().unwrap();
+            for (off, len) in [
+                (0, 0),
+                (0, 1),
+                (0, MIB),
+                (0, MIB + 1),
+                (MIB - 1, 1),
+                (MIB - 1, 2),
+                (MIB, MIB),
+                (MIB - 10, MIB + 20),
+                (1, 2 * MIB),
+                (2 * MIB, 1000),
+                (2 * MIB, 5000),
+                (2 * MIB - 1, 1001),
+                (n - 1, 1),
+                (n - 1, 10),
+                (n, 0),
+                (n, 5),
+                (0, n),
+                (0, 3 * MIB),
+                (12345, 3 * MIB),
+            ] {
+                let ctx = format!("{name}: {len} bytes at {off}");
+                let mut buf = vec![0xEEu8; len + 7];
+                let got = r.read_into(off as u64, &mut buf[..len]).unwrap();
+                let want = &blob[off.min(n)..(off + len).min(n)];
+                assert_eq!(got, want.len(), "{ctx}");
+                assert!(&buf[..got] == want, "{ctx}: the bytes");
+                assert!(buf[got..].iter().all(|&b| b == 0xEE), "{ctx}: nothing written past the count");
+            }
+            // A whole blob, piece by piece, as a stream reads it.
+            let mut out = Vec::new();
+            let mut piece = vec![0u8; MIB];
+            loop {
+                let got = r.read_into(out.len() as u64, &mut piece).unwrap();
+                if got == 0 {
+                    break;
+                }
+                out.extend_from_slice(&piece[..got]);
+            }
+            assert!(out == blob, "{name}: streamed whole");
+            let err = r.read_into(n as u64 + 1, &mut piece).unwrap_err();
+            assert_eq!((err.code(), err.file()), (ErrorCode::InvalidArgument, Some(store.file_path(&k).as_path())));
+        }
+        // An empty blob, and an old raw blob written whole.
+        let store = open(tmp.path(), Options::default());
+        write_blob(&store, &key("empty"), &[], 1);
+        let r = store.open_blob(&key("empty")).unwrap().unwrap();
+        assert_eq!(r.read_into(0, &mut [0u8; 10]).unwrap(), 0);
+        let old = noise(3000, 6);
+        store.put(&[Write { key: &key("old"), serializer: 0, meta: META, value: &old }]).unwrap();
+        let r = store.open_blob(&key("old")).unwrap().unwrap();
+        let mut buf = [0u8; 100];
+        assert_eq!(r.read_into(2950, &mut buf).unwrap(), 50);
+        assert_eq!(buf[..50], old[2950..]);
+        assert_eq!(r.read_into(3000, &mut buf).unwrap(), 0);
+        assert_eq!(r.read_into(3001, &mut buf).unwrap_err().code(), ErrorCode::InvalidArgument);
+    }
+
+    /// A damaged chunk fails `read_into` as it fails `read_at`, whether it is
+    /// read straight into the buffer (codec none, a whole chunk) or not.
+    #[test]
+    fn read_into_checks_every_chunk() {
+        let tmp = tempfile::tempdir().unwrap();
+        for (name, options) in codecs() {
+            let store = open(tmp.path(), options);
+            let k = key(name);
+            let blob = noise(2 * MIB + 10, 3);
+            write_blob(&store, &k, &blob, MIB);
+            let path = store.file_path(&k);
+            let file = fs::read(&path).unwrap();
+            let (_, ends, _) = layout_of(&file);
+            // One byte in the middle of chunk 1.
+            let mut bad = file.clone();
+            bad[(ends[0] + ends[1]) / 2] ^= 1;
+            fs::write(&path, &bad).unwrap();
+            let r = store.open_blob(&k).unwrap().unwrap();
+            let mut buf = vec![0u8; 3 * MIB];
+            for (off, len) in [(MIB, MIB), (MIB + 5, 10), (0, 3 * MIB), (MIB - 1, 2)] {
+                let e = r.read_into(off as u64, &mut buf[..len]).unwrap_err();
+                assert_eq!((e.code(), e.file()), (ErrorCode::Corrupt, Some(path.as_path())), "{name}: {len} at {off}");
+            }
+            // The chunks around it still read.
+            assert_eq!(r.read_into(0, &mut buf[..MIB]).unwrap(), MIB);
+            assert!(buf[..MIB] == blob[..MIB], "{name}");
+            assert_eq!(r.read_into(2 * MIB as u64, &mut buf).unwrap(), 10);
+            assert!(buf[..10] == blob[2 * MIB..], "{name}");
         }
     }
 

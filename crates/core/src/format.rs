@@ -108,6 +108,15 @@ impl Header {
         }
     }
 
+    /// The total length the first bytes of a file say it has (`48 + m + v`),
+    /// unchecked: for sizing a small file from one read. `None` if fewer than
+    /// 24 bytes are given, or the sum overflows.
+    pub fn declared_len(bytes: &[u8]) -> Option<u64> {
+        let m = u64::from(le_u32(bytes.get(12..16)?));
+        let v = le_u64(bytes.get(16..24)?);
+        (HEADER_LEN as u64).checked_add(m)?.checked_add(v)
+    }
+
     /// The total file length the header describes (`None` if it overflows).
     pub fn file_len(&self) -> Option<u64> {
         (HEADER_LEN as u64).checked_add(u64::from(self.meta_len))?.checked_add(self.value_len)

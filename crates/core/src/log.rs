@@ -3,9 +3,10 @@
 //! A log is a key file with [`FLAG_LOG`]: the header (`v = 0`), the meta
 //! segment, then records to the end of the file, each
 //! `s | index | stamp | serializer | payload | xxh3_64 | s`. An append writes
-//! one record in place at the end of the last valid record (`pwrite`, after
-//! cutting a torn tail with `ftruncate`) and fsyncs the file; a new log and a
-//! trim are written whole, through a staging file and a rename (§5).
+//! one or more records (a group commit) in place at the end of the last valid
+//! record, with one `pwrite` (after cutting a torn tail with `ftruncate`), and
+//! fsyncs the file once; a new log and a trim are written whole, through a
+//! staging file and a rename (§5).
 //!
 //! Reading rules (§4.6): records are read from `48 + m` on, and the first
 //! record that does not verify (length past the end, checksum, the two length
@@ -86,6 +87,18 @@ pub struct LogRecord {
     pub bytes: Vec<u8>,
 }
 
+/// A record to append (see [`FileStore::log_append`]): its index is the
+/// store's to choose, the next one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewRecord<'a> {
+    /// Serializer id of the payload (FORMAT.md §4.1).
+    pub serializer: u8,
+    /// The stamp of the append (ms since the epoch).
+    pub stamp: u64,
+    /// The payload's plain bytes (the store compresses and encrypts them).
+    pub payload: &'a [u8],
+}
+
 /// A whole log file, parsed (see [`parse_log`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParsedLog {
@@ -142,25 +155,77 @@ pub fn encode_record(
     plain: &[u8],
     rng: &mut dyn Randomness,
 ) -> Result<Vec<u8>> {
+    let mut rec = Vec::new();
+    push_record(&mut rec, codec, ctx, index, stamp, serializer, plain, rng)?;
+    Ok(rec)
+}
+
+/// [`encode_record`], appended to `out`; returns the record's checksum.
+#[allow(clippy::too_many_arguments)]
+fn push_record(
+    out: &mut Vec<u8>,
+    codec: Codec,
+    ctx: &SegmentContext<'_>,
+    index: u64,
+    stamp: u64,
+    serializer: u8,
+    plain: &[u8],
+    rng: &mut dyn Randomness,
+) -> Result<u64> {
     let payload = codec.encode_at(ctx, SegmentKind::Record, Some(index), plain, rng)?;
     let s = u32::try_from(payload.len())
         .map_err(|_| Error::new(ErrorCode::InvalidArgument, "a log record exceeds the format's 4 GiB"))?;
-    let mut rec = Vec::with_capacity(RECORD_OVERHEAD + payload.len());
-    rec.extend_from_slice(&s.to_le_bytes());
-    rec.extend_from_slice(&index.to_le_bytes());
-    rec.extend_from_slice(&stamp.to_le_bytes());
-    rec.push(serializer);
-    rec.extend_from_slice(&payload);
-    let sum = xxh3_64(&rec);
-    rec.extend_from_slice(&sum.to_le_bytes());
-    rec.extend_from_slice(&s.to_le_bytes());
-    Ok(rec)
+    out.try_reserve(RECORD_OVERHEAD + payload.len()).map_err(|_| {
+        Error::new(ErrorCode::InvalidArgument, format!("cannot allocate {} bytes for log records", out.len() + RECORD_OVERHEAD + payload.len()))
+    })?;
+    let start = out.len();
+    out.extend_from_slice(&s.to_le_bytes());
+    out.extend_from_slice(&index.to_le_bytes());
+    out.extend_from_slice(&stamp.to_le_bytes());
+    out.push(serializer);
+    out.extend_from_slice(&payload);
+    let sum = xxh3_64(&out[start..]);
+    out.extend_from_slice(&sum.to_le_bytes());
+    out.extend_from_slice(&s.to_le_bytes());
+    Ok(sum)
+}
+
+/// The records of one append, stored one after the other as a single run of
+/// bytes (what [`FileStore::log_append`] writes with one `pwrite`), with the
+/// indexes `first_index`, `first_index + 1`, ...; randomness is drawn record
+/// by record, in order. Returns the bytes and the last record's checksum.
+/// Every record is encoded before anything is written, so a record that
+/// cannot be stored fails the whole append: `ERR_INVALID_ARGUMENT` for no
+/// records, an index past `u64::MAX`, or a stored payload over 4 GiB - 1.
+pub fn encode_records(
+    codec: Codec,
+    ctx: &SegmentContext<'_>,
+    first_index: u64,
+    records: &[NewRecord<'_>],
+    rng: &mut dyn Randomness,
+) -> Result<(Vec<u8>, u64)> {
+    if records.is_empty() {
+        return Err(Error::new(ErrorCode::InvalidArgument, "an append takes at least one record"));
+    }
+    first_index
+        .checked_add(records.len() as u64 - 1)
+        .ok_or_else(|| Error::new(ErrorCode::InvalidArgument, "the log has used up every record index"))?;
+    let total = records.iter().fold(0usize, |n, r| n.saturating_add(RECORD_OVERHEAD).saturating_add(r.payload.len()));
+    let mut out = Vec::new();
+    // A guess (compression may shrink, encryption grows by a few bytes).
+    let _ = out.try_reserve(total.saturating_add(records.len() * 64));
+    let mut sum = 0;
+    for (i, r) in records.iter().enumerate() {
+        sum = push_record(&mut out, codec, ctx, first_index + i as u64, r.stamp, r.serializer, r.payload, rng)?;
+    }
+    Ok((out, sum))
 }
 
 /// A new log file: [`encode_log_head`], then record 0 ([`encode_record`]).
 /// Randomness is drawn in that order: the meta segment's salt and IV, then
 /// the record's. This is exactly what [`FileStore::log_append`] writes for a
-/// missing key.
+/// missing key and one record (with several: the head, then
+/// [`encode_records`] from index 0).
 #[allow(clippy::too_many_arguments)]
 pub fn encode_new_log(
     codec: Codec,
@@ -727,30 +792,50 @@ impl FileStore {
         result
     }
 
-    /// Appends one record to the log of `key` (its CKE) and returns where the
-    /// log stands after it. The caller holds the key's lock.
+    /// Appends `records` (one or more, in order) to the log of `key` (its
+    /// CKE) as one group commit, and returns where the log stands after the
+    /// last of them. The caller holds the key's lock.
+    ///
+    /// Every record is encoded first ([`encode_records`]): no records, a
+    /// payload too large, or indexes running out fail with
+    /// `ERR_INVALID_ARGUMENT` before anything is written.
     ///
     /// - No file: a new log is written whole (staging file, fsync, rename,
     ///   directory fsync) with the store's codec, the meta segment from
-    ///   `create_meta`, and this record as record 0.
-    /// - A log: the record goes after the last valid record (a torn tail is
-    ///   cut off first), encoded with the file's codec, with the next index;
-    ///   then the file is fsynced (with `sync_blob`; a failed fsync poisons
-    ///   the store). `create_meta` is not used.
+    ///   `create_meta`, and the records as records 0, 1, ...
+    /// - A log: the records go after the last valid record (a torn tail is
+    ///   cut off first), encoded with the file's codec, with the next
+    ///   indexes, all with ONE `pwrite`; then the file is fsynced once (with
+    ///   `sync_blob`; a failed fsync poisons the store). `create_meta` is not
+    ///   used.
     /// - Any other key file: `ERR_NOT_A_LOG`, the file unchanged.
     ///
     /// The first append to a log in this process scans it whole: a log
     /// damaged in the middle is `ERR_CORRUPT` and left unchanged. Later
     /// appends read only its last record, as long as the file still ends
     /// where this process left it.
-    pub fn log_append(&self, key: &[u8], serializer: u8, stamp: u64, payload: &[u8], create_meta: &[u8]) -> Result<LogInfo> {
+    ///
+    /// A crash before this returns keeps every append acknowledged before,
+    /// and of this one, what reached the disk: for a new log all its records
+    /// or none (the rename decides); for an existing log, when the file's
+    /// un-synced bytes reach the disk as a prefix (as the simulated file
+    /// system models it), any prefix of the records, from none to all,
+    /// followed by a torn tail that readers ignore and the next append cuts.
+    /// (A file system that wrote back a later page of the one `pwrite` and
+    /// not an earlier one would leave a valid record after a damaged one:
+    /// `ERR_CORRUPT` by the reading rules of FORMAT.md §4.6, with every
+    /// acknowledged record still readable before the damage.)
+    pub fn log_append(&self, key: &[u8], records: &[NewRecord<'_>], create_meta: &[u8]) -> Result<LogInfo> {
         self.check_writable()?;
         cke::validate(key)?;
+        if records.is_empty() {
+            return Err(Error::new(ErrorCode::InvalidArgument, "an append takes at least one record"));
+        }
         let key_hash = keyhash::key_hash(key);
         let path = self.file_path(key);
         let mut file = match self.vfs.open_write(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return self.log_create(key, serializer, stamp, payload, create_meta),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return self.log_create(key, records, create_meta),
             Err(e) => return Err(Error::io(e, "cannot open the log file", &path)),
         };
         let size = file.size().map_err(|e| Error::io(e, "cannot stat the log file", &path))?;
@@ -762,38 +847,47 @@ impl FileStore {
         }
         let at = self.append_at(&*file, size, &path, &header, prefix, key_hash)?;
         let index = at.info.next_index().map_err(|e| e.with_file(&path))?;
-        let rec = encode_record(header.codec, &ctx, index, stamp, serializer, payload, &mut OsRandom)
-            .map_err(|e| e.with_file(&path))?;
+        let (batch, last_sum) =
+            encode_records(header.codec, &ctx, index, records, &mut OsRandom).map_err(|e| e.with_file(&path))?;
+        let last_index = index + (records.len() as u64 - 1);
         if at.end < size {
             file.set_len(at.end).map_err(|e| Error::io(e, "cannot cut the torn tail of the log file", &path))?;
         }
         // Forget the file's state first: if the write fails halfway, the
         // next append must look at the file again.
         remember((self.id, key_hash), None);
-        file.write_all_at(&rec, at.end).map_err(|e| Error::io(e, "cannot write to the log file", &path))?;
+        file.write_all_at(&batch, at.end).map_err(|e| Error::io(e, "cannot write to the log file", &path))?;
         if self.options().sync_blob {
             file.sync().map_err(|e| self.fsync_failed(e, "cannot fsync the log file", &path))?;
         }
         let first_index = if at.info.last_index.is_some() { at.info.first_index } else { index };
-        let sum = le_u64(&rec[rec.len() - RECORD_TRAILER..rec.len() - 4]);
-        let v = Verified { meta_sum: header.meta_checksum, size: at.end + rec.len() as u64, last_sum: sum, first_index };
+        let v = Verified { meta_sum: header.meta_checksum, size: at.end + batch.len() as u64, last_sum, first_index };
         remember((self.id, key_hash), Some(v));
-        Ok(LogInfo { first_index, last_index: Some(index), last_stamp: stamp })
+        let last_stamp = records[records.len() - 1].stamp;
+        Ok(LogInfo { first_index, last_index: Some(last_index), last_stamp })
     }
 
-    /// A new log with one record, written whole.
-    fn log_create(&self, key: &[u8], serializer: u8, stamp: u64, payload: &[u8], meta: &[u8]) -> Result<LogInfo> {
+    /// A new log with `records` (indexes 0, 1, ...), written whole.
+    fn log_create(&self, key: &[u8], records: &[NewRecord<'_>], meta: &[u8]) -> Result<LogInfo> {
         let path = self.file_path(key);
         let secret = self.options().encryption_key.as_deref();
-        let bytes = encode_new_log(self.new_file_codec(), secret, key, meta, stamp, serializer, payload, &mut OsRandom)
-            .map_err(|e| e.with_file(&path))?;
+        let codec = self.new_file_codec();
         let key_hash = keyhash::key_hash(key);
+        let ctx = SegmentContext { secret, key_hash };
+        let mut rng = OsRandom;
+        let head = encode_log_head(codec, secret, key, meta, &mut rng).map_err(|e| e.with_file(&path))?;
+        let (batch, last_sum) = encode_records(codec, &ctx, 0, records, &mut rng).map_err(|e| e.with_file(&path))?;
         remember((self.id, key_hash), None);
-        self.write_whole(key, |f, stage| f.write_all(&bytes).map_err(|e| Error::io(e, "cannot write a staging file", stage)))?;
-        let sum = le_u64(&bytes[bytes.len() - RECORD_TRAILER..bytes.len() - 4]);
-        let meta_sum = le_u64(&bytes[24..32]);
-        remember((self.id, key_hash), Some(Verified { meta_sum, size: bytes.len() as u64, last_sum: sum, first_index: 0 }));
-        Ok(LogInfo { first_index: 0, last_index: Some(0), last_stamp: stamp })
+        self.write_whole(key, |f, stage| {
+            let write = |f: &mut dyn VfsFile, b: &[u8]| f.write_all(b).map_err(|e| Error::io(e, "cannot write a staging file", stage));
+            write(&mut *f, &head)?;
+            write(&mut *f, &batch)
+        })?;
+        let meta_sum = le_u64(&head[24..32]);
+        let size = (head.len() + batch.len()) as u64;
+        remember((self.id, key_hash), Some(Verified { meta_sum, size, last_sum, first_index: 0 }));
+        let last_index = records.len() as u64 - 1;
+        Ok(LogInfo { first_index: 0, last_index: Some(last_index), last_stamp: records[records.len() - 1].stamp })
     }
 
     /// Finds where an append goes: after the last record found from the end
@@ -960,7 +1054,16 @@ mod tests {
     }
 
     fn append(store: &FileStore, k: &[u8], r: &LogRecord) -> Result<LogInfo> {
-        store.log_append(k, r.serializer, r.stamp, &r.bytes, META)
+        store.log_append(k, &[new_record(r)], META)
+    }
+
+    fn new_record(r: &LogRecord) -> NewRecord<'_> {
+        NewRecord { serializer: r.serializer, stamp: r.stamp, payload: &r.bytes }
+    }
+
+    /// One record of serializer 1.
+    fn one(stamp: u64, payload: &[u8]) -> [NewRecord<'_>; 1] {
+        [NewRecord { serializer: 1, stamp, payload }]
     }
 
     fn info(first: u64, last: Option<u64>, stamp: u64) -> LogInfo {
@@ -1025,12 +1128,12 @@ mod tests {
         let store = FileStore::open(tmp.path(), Options { sync_blob: false, ..Options::default() }).unwrap();
         let k = key("many");
         for i in 0..10_000u64 {
-            let li = store.log_append(&k, 1, i, &i.to_le_bytes(), META).unwrap();
+            let li = store.log_append(&k, &one(i, &i.to_le_bytes()), META).unwrap();
             assert_eq!(li.last_index, Some(i));
         }
         let mut cursor = store.open_log(&k).unwrap().unwrap();
         // Appends after the cursor opened are not seen by it.
-        store.log_append(&k, 1, 10_000, b"later", META).unwrap();
+        store.log_append(&k, &one(10_000, b"later"), META).unwrap();
         let mut next = 0u64;
         let mut batches = 0;
         while let Some(batch) = cursor.next_batch(1000).unwrap() {
@@ -1280,7 +1383,116 @@ mod tests {
         assert_eq!(store.log_trim(&k, 0, META).unwrap_err().code(), ErrorCode::NotALog);
         assert_eq!(fs::read(&path).unwrap(), before);
         assert!(store.open_log(&key("missing")).unwrap().is_none());
-        assert_eq!(store.log_append(b"\x09", 0, 0, b"", META).unwrap_err().code(), ErrorCode::InvalidKey);
+        assert_eq!(store.log_append(b"\x09", &one(0, b""), META).unwrap_err().code(), ErrorCode::InvalidKey);
+    }
+
+    // --- Several records in one append. ---
+
+    #[test]
+    fn a_multi_record_append_gets_consecutive_indexes_and_reads_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        for (c, secret) in COMBOS {
+            let store = FileStore::open(tmp.path(), with_codec(c, secret)).unwrap();
+            let k = key(&format!("batch-{c}-{secret:?}"));
+            // A new log of three records, then batches of 1, 5 (one larger
+            // than the read buffer) and 2, with stamps of their own.
+            let big: Vec<u8> = (0..400_000u32).map(|i| (i % 251) as u8).collect();
+            let mut want: Vec<LogRecord> = Vec::new();
+            for (n, size) in [(3usize, 0usize), (1, 0), (5, 1), (2, 0)] {
+                let first = want.len() as u64;
+                let batch: Vec<LogRecord> = (first..first + n as u64)
+                    .map(|i| if size == 1 && i == first + 2 { rec(i, big.clone()) } else { rec(i, payload(i)) })
+                    .collect();
+                let news: Vec<NewRecord<'_>> = batch.iter().map(new_record).collect();
+                let last = batch.last().unwrap();
+                assert_eq!(store.log_append(&k, &news, META).unwrap(), info(0, Some(last.index), last.stamp), "{c} {secret:?}");
+                want.extend(batch);
+            }
+            assert_eq!(read_all(&store, &k).unwrap(), want);
+            assert_eq!(store.get_meta(&k).unwrap().unwrap().log, Some(info(0, Some(10), 1010)));
+            // A later process (nothing remembered) reads and appends the same.
+            forget_verified(&store);
+            assert_eq!(append(&store, &k, &rec(11, b"one more".to_vec())).unwrap(), info(0, Some(11), 1011));
+            want.push(rec(11, b"one more".to_vec()));
+            assert_eq!(read_all(&store, &k).unwrap(), want);
+            let bytes = fs::read(store.file_path(&k)).unwrap();
+            assert_eq!(parse_log(&bytes, &store.context(keyhash::key_hash(&k))).unwrap().records, want);
+        }
+    }
+
+    #[test]
+    fn a_batch_is_the_same_bytes_as_its_records_appended_one_by_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        for c in [0, 1] {
+            let store = FileStore::open(tmp.path(), with_codec(c, None)).unwrap();
+            let recs: Vec<LogRecord> = (0..6).map(|i| rec(i, payload(i + 5))).collect();
+            let (one_by_one, batched) = (key(&format!("singly-{c}")), key(&format!("batched-{c}")));
+            for r in &recs {
+                append(&store, &one_by_one, r).unwrap();
+            }
+            let news: Vec<NewRecord<'_>> = recs.iter().map(new_record).collect();
+            store.log_append(&batched, &news[..2], META).unwrap();
+            store.log_append(&batched, &news[2..], META).unwrap();
+            let (a, b) = (fs::read(store.file_path(&one_by_one)).unwrap(), fs::read(store.file_path(&batched)).unwrap());
+            // The meta segments differ only in the key; the records are the same bytes.
+            let starts = |f: &[u8]| record_starts(f)[0];
+            assert_eq!(a[starts(&a)..], b[starts(&b)..], "codec {c}");
+            // What encode_records gives is what was written.
+            let ctx = store.context(keyhash::key_hash(&batched));
+            let (enc, sum) = encode_records(Codec { compressor: c, encryptor: 0 }, &ctx, 0, &news, &mut OsRandom).unwrap();
+            assert_eq!(enc, b[starts(&b)..]);
+            assert_eq!(sum.to_le_bytes(), b[b.len() - 12..b.len() - 4]);
+        }
+    }
+
+    #[test]
+    fn a_bad_batch_writes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = FileStore::open(tmp.path(), Options::default()).unwrap();
+        let k = key("bad-batch");
+        let err = store.log_append(&k, &[], META).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidArgument);
+        assert!(!store.exists(&k).unwrap(), "an empty batch creates no log");
+        append(&store, &k, &rec(0, b"zero".to_vec())).unwrap();
+        let before = fs::read(store.file_path(&k)).unwrap();
+        assert_eq!(store.log_append(&k, &[], META).unwrap_err().code(), ErrorCode::InvalidArgument);
+        assert_eq!(fs::read(store.file_path(&k)).unwrap(), before);
+        // Indexes that would run past u64::MAX: refused before anything is written.
+        let ctx = store.context(keyhash::key_hash(&k));
+        let two = [NewRecord { serializer: 1, stamp: 1, payload: b"a" }; 2];
+        assert_eq!(encode_records(Codec::NONE, &ctx, u64::MAX, &two, &mut OsRandom).unwrap_err().code(), ErrorCode::InvalidArgument);
+        assert!(encode_records(Codec::NONE, &ctx, u64::MAX, &two[..1], &mut OsRandom).is_ok());
+    }
+
+    #[test]
+    fn a_batch_is_one_write_and_one_fsync() {
+        let (fs, dir) = setup(1, "/sim/log-calls");
+        let store = FileStore::open_with(Arc::new(fs.clone()), &dir, synced()).unwrap();
+        let k = key("calls");
+        store.log_append(&k, &one(1, b"create"), META).unwrap();
+        let payloads: Vec<Vec<u8>> = (0..50u64).map(payload).collect();
+        let news: Vec<NewRecord<'_>> = payloads.iter().map(|p| NewRecord { serializer: 1, stamp: 2, payload: p }).collect();
+        let steps = |f: &dyn Fn()| {
+            let start = fs.steps();
+            f();
+            fs.steps() - start
+        };
+        let single = steps(&|| {
+            store.log_append(&k, &one(2, b"single"), META).unwrap();
+        });
+        let batch = steps(&|| {
+            assert_eq!(store.log_append(&k, &news, META).unwrap().last_index, Some(51));
+        });
+        assert_eq!((single, batch), (2, 2), "one write_all_at and one sync either way");
+        // A new log of many records: the same calls as a new log of one.
+        let create_one = steps(&|| {
+            store.log_append(&key("new-1"), &one(3, b"x"), META).unwrap();
+        });
+        let create_many = steps(&|| {
+            store.log_append(&key("new-50"), &news, META).unwrap();
+        });
+        assert_eq!(create_one, create_many);
+        assert_eq!(read_all(&store, &key("new-50")).unwrap().len(), 50);
     }
 
     // --- Crashes, on the simulated file system. ---
@@ -1288,7 +1500,8 @@ mod tests {
     /// One step of the log workload.
     #[derive(Clone, Debug)]
     enum Op {
-        Append(Vec<u8>),
+        /// One append of these records (a group commit when more than one).
+        Append(Vec<Vec<u8>>),
         Trim(u64, &'static [u8]),
     }
 
@@ -1297,39 +1510,70 @@ mod tests {
 
     fn workload() -> Vec<Op> {
         let big: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        let one = |b: &[u8]| Op::Append(vec![b.to_vec()]);
         vec![
-            Op::Append(b"first".to_vec()),
-            Op::Append(b"second".to_vec()),
-            Op::Append(Vec::new()),
-            Op::Append(big),
-            Op::Append(b"fifth".to_vec()),
+            one(b"first"),
+            one(b"second"),
+            one(b""),
+            Op::Append(vec![big]),
+            one(b"fifth"),
+            // A group commit of three, the middle one spanning several pages.
+            Op::Append(vec![b"six".to_vec(), b"y".repeat(9000), b"eight".to_vec()]),
             Op::Trim(2, b"\x81\xa1t\x01"),
-            Op::Append(b"after trim".to_vec()),
-            Op::Append(b"x".repeat(1000)),
+            one(b"after trim"),
+            one(&b"x".repeat(1000)),
             Op::Trim(100, b"\x81\xa1t\x02"),
-            Op::Append(b"restart".to_vec()),
-            Op::Append(b"again".to_vec()),
+            // A group commit to a log with no records: indexes from 0.
+            Op::Append(vec![b"restart".to_vec(), b"again".to_vec()]),
+            one(b"last"),
         ]
     }
 
-    /// The stamp of the `i`th op: each op's own, so a record tells its append.
-    fn stamp(i: usize) -> u64 {
-        1_000 + i as u64
+    /// A new log created by a group commit, then another one.
+    fn create_workload() -> Vec<Op> {
+        vec![
+            Op::Append(vec![b"a".to_vec(), b"b".repeat(5000), Vec::new(), b"d".to_vec()]),
+            Op::Append(vec![b"e".to_vec(), b"f".repeat(3000)]),
+        ]
     }
 
+    /// The stamp of record `j` of the `i`th op: each its own, so a record
+    /// tells its append.
+    fn stamp(i: usize, j: usize) -> u64 {
+        1_000 + 10 * i as u64 + j as u64
+    }
+
+    /// The state after op `i` applied whole.
     fn effect(state: &State, i: usize, op: &Op) -> State {
+        effect_prefix(state, i, op, usize::MAX)
+    }
+
+    /// The state after op `i`, of which, for an append, only the first `n` records.
+    fn effect_prefix(state: &State, i: usize, op: &Op, n: usize) -> State {
         match (op, state) {
-            (Op::Append(b), None) => Some((META.to_vec(), vec![LogRecord { index: 0, stamp: stamp(i), serializer: 1, bytes: b.clone() }])),
-            (Op::Append(b), Some((m, recs))) => {
-                let index = recs.last().map_or(0, |r| r.index + 1);
-                let mut recs = recs.clone();
-                recs.push(LogRecord { index, stamp: stamp(i), serializer: 1, bytes: b.clone() });
-                Some((m.clone(), recs))
+            (Op::Append(batch), _) => {
+                let (meta, mut recs) = state.clone().unwrap_or_else(|| (META.to_vec(), Vec::new()));
+                let next = recs.last().map_or(0, |r| r.index + 1);
+                for (j, b) in batch.iter().enumerate().take(n) {
+                    recs.push(LogRecord { index: next + j as u64, stamp: stamp(i, j), serializer: 1, bytes: b.clone() });
+                }
+                Some((meta, recs))
             }
             (Op::Trim(..), None) => None,
             (Op::Trim(from, meta), Some((_, recs))) => {
                 Some((meta.to_vec(), recs.iter().filter(|r| r.index >= *from).cloned().collect()))
             }
+        }
+    }
+
+    /// What op `i` may leave when it was interrupted (or its fsync failed)
+    /// and the machine crashed: besides the state before it, the state after
+    /// it, and for an append to an existing log, any nonempty prefix of its
+    /// records (the rest a torn tail). A new log is all or nothing.
+    fn interrupted(state: &State, i: usize, op: &Op) -> Vec<State> {
+        match (op, state) {
+            (Op::Append(batch), Some(_)) => (1..=batch.len()).map(|n| effect_prefix(state, i, op, n)).collect(),
+            _ => vec![effect(state, i, op)],
         }
     }
 
@@ -1364,7 +1608,14 @@ mod tests {
             .map(|(i, op)| {
                 let dead_before = fs.is_dead();
                 let result = match op {
-                    Op::Append(b) => store.log_append(&k, 1, stamp(i), b, META).map(drop),
+                    Op::Append(batch) => {
+                        let news: Vec<NewRecord<'_>> = batch
+                            .iter()
+                            .enumerate()
+                            .map(|(j, b)| NewRecord { serializer: 1, stamp: stamp(i, j), payload: b })
+                            .collect();
+                        store.log_append(&k, &news, META).map(drop)
+                    }
                     Op::Trim(from, meta) => store.log_trim(&k, *from, meta).map(drop),
                 };
                 match result {
@@ -1403,59 +1654,65 @@ mod tests {
     }
 
     /// Reopens the store after a crash; checks the log with `check` and that
-    /// it takes an append with the next index. Returns whether it was corrupt.
-    fn recover(fs: &SimFs, dir: &Path, options: &Options, corrupt_ok: bool, ctx: &str, check: impl Fn(&State) -> bool) -> bool {
+    /// it takes an append with the next index. Returns the state, or `None`
+    /// if it was corrupt (only when `corrupt_ok`).
+    fn recover(fs: &SimFs, dir: &Path, options: &Options, corrupt_ok: bool, ctx: &str, check: impl Fn(&State) -> bool) -> Option<State> {
         let store = FileStore::open_with(Arc::new(fs.clone()), dir, options.clone())
             .unwrap_or_else(|e| panic!("{ctx}: reopen failed: {e}"));
         let state = match read_state(&store) {
             Ok(s) => s,
-            Err(e) if corrupt_ok && e.code() == ErrorCode::Corrupt => return true,
+            Err(e) if corrupt_ok && e.code() == ErrorCode::Corrupt => return None,
             Err(e) => panic!("{ctx}: the log cannot be read: {e}"),
         };
         assert!(check(&state), "{ctx}: the log holds {:?}", state.as_ref().map(|(m, r)| (m, r.iter().map(|r| (r.index, r.bytes.len())).collect::<Vec<_>>())));
         let names: Vec<String> = fs.read_dir(dir).unwrap().into_iter().map(|n| n.into_string().unwrap()).collect();
         assert!(names.iter().all(|n| !n.ends_with(".stage")), "{ctx}: staging files left: {names:?}");
         let next = state.as_ref().and_then(|(_, r)| r.last()).map_or(0, |r| r.index + 1);
-        let li = store.log_append(&key("log"), 1, 9, b"after recovery", META).unwrap();
+        let li = store.log_append(&key("log"), &one(9, b"after recovery"), META).unwrap();
         assert_eq!(li.last_index, Some(next), "{ctx}");
         let after = read_state(&store).unwrap().unwrap().1;
         assert_eq!(after.last().unwrap().bytes, b"after recovery", "{ctx}");
-        assert_eq!(after.len(), state.map_or(0, |(_, r)| r.len()) + 1, "{ctx}");
-        false
+        assert_eq!(after.len(), state.as_ref().map_or(0, |(_, r)| r.len()) + 1, "{ctx}");
+        Some(state)
     }
 
-    fn count_steps(options: &Options, dir: &str) -> u64 {
+    fn count_steps(options: &Options, dir: &str, ops: &[Op]) -> u64 {
         let (fs, dir) = setup(0, dir);
         let start = fs.steps();
-        assert!(run(&fs, &dir, options, &workload()).iter().all(|&o| o == Outcome::Acked));
+        assert!(run(&fs, &dir, options, ops).iter().all(|&o| o == Outcome::Acked));
         fs.steps() - start
     }
 
-    fn crash_at_every_step(options: Options, writeback: Writeback, seeds: &[u64], dir: &str) {
+    /// Crashes at every step of `ops`: the log holds every acknowledged op,
+    /// and of the interrupted one what [`interrupted`] allows. Returns how
+    /// many runs left a group commit cut between its records.
+    fn crash_at_every_step(options: Options, writeback: Writeback, seeds: &[u64], dir: &str, ops: &[Op]) -> usize {
         assert!(options.sync_blob);
-        let ops = workload();
-        let states = history(&ops);
-        let total = count_steps(&options, dir);
+        let states = history(ops);
+        let total = count_steps(&options, dir, ops);
+        let mut partial = 0;
         for n in 0..=total {
             for &seed in seeds {
                 let ctx = format!("crash at step {n} of {total}, seed {seed}, {writeback:?}");
                 let (fs, dir) = setup(seed, dir);
                 fs.fail_after(n);
-                let outcomes = run(&fs, &dir, &options, &ops);
+                let outcomes = run(&fs, &dir, &options, ops);
                 assert_eq!(fs.is_dead(), n < total, "{ctx}");
                 fs.crash(writeback);
-                // The state after the last acknowledged op, or after the op the
-                // crash interrupted.
+                // The state after the last acknowledged op, or what the op the
+                // crash interrupted may have left.
                 let acked = outcomes.iter().rposition(|o| *o == Outcome::Acked).map_or(0, |i| i + 1);
-                let mut allowed = vec![&states[acked]];
+                let mut allowed = vec![states[acked].clone()];
                 if outcomes.get(acked).is_some_and(|o| matches!(o, Outcome::Failed(_))) {
-                    allowed.push(&states[acked + 1]);
+                    allowed.extend(interrupted(&states[acked], acked, &ops[acked]));
                 }
                 assert!(outcomes[..acked].iter().all(|o| *o == Outcome::Acked), "{ctx}");
-                recover(&fs, &dir, &options, false, &ctx, |s| allowed.contains(&s));
+                let state = recover(&fs, &dir, &options, false, &ctx, |s| allowed.contains(s)).unwrap();
+                partial += usize::from(state != states[acked] && acked < ops.len() && state != states[acked + 1]);
             }
         }
-        eprintln!("log, {writeback:?}: {} crash runs", (total + 1) * seeds.len() as u64);
+        eprintln!("log, {writeback:?}: {} crash runs, {partial} left part of a group commit", (total + 1) * seeds.len() as u64);
+        partial
     }
 
     fn synced() -> Options {
@@ -1464,23 +1721,61 @@ mod tests {
 
     #[test]
     fn acknowledged_appends_survive_a_crash_at_every_step() {
-        crash_at_every_step(synced(), Writeback::None, &[1], "/sim/log-none");
+        crash_at_every_step(synced(), Writeback::None, &[1], "/sim/log-none", &workload());
     }
 
     #[test]
     fn acknowledged_appends_survive_a_crash_with_partial_writeback() {
-        crash_at_every_step(synced(), Writeback::Unordered, &[3, 4], "/sim/log-unordered");
+        crash_at_every_step(synced(), Writeback::Unordered, &[3, 4], "/sim/log-unordered", &workload());
     }
 
     #[test]
     fn acknowledged_appends_survive_a_crash_with_ordered_writeback() {
-        crash_at_every_step(synced(), Writeback::Ordered, &[6], "/sim/log-ordered");
+        crash_at_every_step(synced(), Writeback::Ordered, &[6], "/sim/log-ordered", &workload());
     }
 
     #[test]
     fn acknowledged_appends_survive_a_crash_with_lz4_and_encryption() {
         let options = Options { compressor: 1, encryption_key: Some(b"s3cr3t".to_vec()), ..synced() };
-        crash_at_every_step(options, Writeback::Unordered, &[7], "/sim/log-codec");
+        crash_at_every_step(options, Writeback::Unordered, &[7], "/sim/log-codec", &workload());
+    }
+
+    /// A new log made by a group commit is all or nothing (`interrupted`
+    /// allows no prefix for it); a later group commit may be cut.
+    #[test]
+    fn a_new_log_of_several_records_survives_a_crash_whole_or_not_at_all() {
+        for writeback in [Writeback::None, Writeback::Unordered, Writeback::Ordered] {
+            crash_at_every_step(synced(), writeback, &[1, 2, 3], "/sim/log-create", &create_workload());
+        }
+    }
+
+    /// A crash while a group commit of 4 records is being fsynced: the log
+    /// holds the records acknowledged before and a prefix of the 4 (none,
+    /// some, or, if every byte happened to reach the disk, all), never a
+    /// later record without an earlier one; the rest of the file is a torn
+    /// tail, ignored and then cut by the next append. Over many seeds every
+    /// prefix short of the whole batch shows up.
+    #[test]
+    fn a_crash_during_a_group_commit_leaves_a_prefix_of_its_records() {
+        let batch: Vec<Vec<u8>> = (0..4u8).map(|i| vec![b'a' + i; 1000]).collect();
+        let ops = vec![Op::Append(vec![b"r0".to_vec()]), Op::Append(batch.clone())];
+        let states = history(&ops);
+        let dir = "/sim/log-prefix";
+        // The steps of op 0, then the group commit's write; the crash hits its fsync.
+        let before_sync = count_steps(&synced(), dir, &ops[..1]) + 1;
+        let mut seen = BTreeSet::new();
+        for seed in 0..200 {
+            let ctx = format!("seed {seed}");
+            let (fs, dir) = setup(seed, dir);
+            fs.fail_after(before_sync);
+            let outcomes = run(&fs, &dir, &synced(), &ops);
+            assert_eq!(outcomes, [Outcome::Acked, Outcome::Failed(ErrorCode::Fsync)], "{ctx}");
+            fs.crash(Writeback::None);
+            let allowed: Vec<State> = (0..=batch.len()).map(|n| effect_prefix(&states[1], 1, &ops[1], n)).collect();
+            let state = recover(&fs, &dir, &synced(), false, &ctx, |s| allowed.contains(s)).unwrap();
+            seen.insert(state.unwrap().1.len() - 1);
+        }
+        assert!((0..batch.len()).all(|n| seen.contains(&n)), "every prefix short of the whole batch occurs: {seen:?}");
     }
 
     /// Without fsyncs a crash may lose any suffix of the log's history, but a
@@ -1494,7 +1789,7 @@ mod tests {
         let ops = workload();
         let states = history(&ops);
         let dir = "/sim/log-nosync";
-        let total = count_steps(&options, dir);
+        let total = count_steps(&options, dir, &ops);
         let mut corrupt = 0;
         for n in 0..=total {
             for (seed, writeback) in [(1, Writeback::None), (2, Writeback::Ordered), (3, Writeback::Ordered), (4, Writeback::Unordered), (5, Writeback::Unordered)] {
@@ -1507,22 +1802,22 @@ mod tests {
                     None => true,
                     Some((meta, recs)) => states.iter().flatten().any(|(m, r)| m == meta && r.starts_with(recs)),
                 };
-                corrupt += usize::from(recover(&fs, &dir, &options, writeback == Writeback::Unordered, &ctx, prefix_of_some_state));
+                corrupt += usize::from(recover(&fs, &dir, &options, writeback == Writeback::Unordered, &ctx, prefix_of_some_state).is_none());
             }
         }
         eprintln!("log without sync: {corrupt} damaged heads, all detected");
     }
 
     /// A lone I/O error at every step: the op that hit it fails, and changes
-    /// nothing unless it was an fsync (whose data may or may not be on disk);
-    /// after a failed fsync every write is refused. A crash then keeps what
-    /// was acknowledged.
+    /// nothing unless it was an fsync (whose data may or may not be on disk,
+    /// for a group commit also in part); after a failed fsync every write is
+    /// refused. A crash then keeps what was acknowledged.
     #[test]
     fn a_lone_io_error_fails_its_op_and_a_failed_fsync_stops_appends() {
         let options = synced();
         let ops = workload();
         let dir = "/sim/log-eio";
-        let total = count_steps(&options, dir);
+        let total = count_steps(&options, dir, &ops);
         for n in 0..total {
             let (fs, dir) = setup(1, dir);
             fs.fail_once(n);
@@ -1531,25 +1826,25 @@ mod tests {
             let ctx = format!("EIO at step {n} of {total} ({call})");
             let fsync = call == "sync" || call == "sync_dir";
             let mut state: State = None;
-            let mut alternative: Option<State> = None;
+            let mut alternatives: Option<Vec<State>> = None;
             for (i, (op, outcome)) in ops.iter().zip(&outcomes).enumerate() {
                 match outcome {
                     Outcome::Acked => {
-                        assert!(alternative.is_none(), "{ctx}: op {i} acknowledged after a failed fsync");
+                        assert!(alternatives.is_none(), "{ctx}: op {i} acknowledged after a failed fsync");
                         state = effect(&state, i, op);
                     }
-                    Outcome::Failed(ErrorCode::StorePoisoned) => assert!(alternative.is_some(), "{ctx}: op {i}"),
+                    Outcome::Failed(ErrorCode::StorePoisoned) => assert!(alternatives.is_some(), "{ctx}: op {i}"),
                     Outcome::Failed(code) => {
                         assert_eq!(*code == ErrorCode::Fsync, fsync, "{ctx}: op {i} failed with {code:?}");
                         if fsync {
-                            alternative = Some(effect(&state, i, op));
+                            alternatives = Some(interrupted(&state, i, op));
                         }
                     }
                     Outcome::NotRun => assert!(matches!(call, "open_lock_file"), "{ctx}: the open failed"),
                 }
             }
             fs.crash(Writeback::None);
-            let allowed: Vec<State> = std::iter::once(state).chain(alternative).collect();
+            let allowed: Vec<State> = std::iter::once(state).chain(alternatives.into_iter().flatten()).collect();
             recover(&fs, &dir, &options, false, &ctx, |s| allowed.contains(s));
         }
     }
@@ -1557,7 +1852,7 @@ mod tests {
     #[test]
     fn the_log_workload_covers_what_it_claims() {
         let ops = workload();
-        assert!(ops.iter().any(|o| matches!(o, Op::Append(b) if b.len() > READ_BUF)), "a record larger than the read buffer");
+        assert!(ops.iter().any(|o| matches!(o, Op::Append(b) if b.iter().any(|r| r.len() > READ_BUF))), "a record larger than the read buffer");
         let states = history(&ops);
         let kinds: BTreeSet<&str> = ops
             .iter()
@@ -1565,11 +1860,14 @@ mod tests {
             .map(|(op, s)| match (op, s) {
                 (Op::Trim(..), Some((_, r))) if r.is_empty() => "trim to none",
                 (Op::Trim(..), _) => "trim",
-                (Op::Append(_), Some((_, r))) if r.len() == 1 => "create or restart",
+                (Op::Append(b), Some((_, r))) if r.len() == b.len() && b.len() > 1 => "restart with a group commit",
+                (Op::Append(b), Some((_, r))) if r.len() == b.len() => "create or restart",
+                (Op::Append(b), _) if b.len() > 1 => "group commit",
                 (Op::Append(_), _) => "append",
             })
             .collect();
-        assert_eq!(kinds.len(), 4, "{kinds:?}");
-        assert!(count_steps(&synced(), "/sim/log-count") > 30);
+        assert_eq!(kinds.len(), 6, "{kinds:?}");
+        assert!(count_steps(&synced(), "/sim/log-count", &ops) > 30);
+        assert!(matches!(&create_workload()[0], Op::Append(b) if b.len() > 1), "a new log made by a group commit");
     }
 }

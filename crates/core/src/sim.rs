@@ -576,6 +576,10 @@ impl Vfs for SimFs {
     fn process_alive(&self, pid: u32) -> bool {
         !self.state().dead_pids.contains(&pid)
     }
+
+    fn parallel_sync(&self) -> bool {
+        false
+    }
 }
 
 /// An open file of a [`SimFs`]: a handle on an inode, not on a name.
@@ -648,6 +652,17 @@ impl VfsFile for SimFile {
             .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the file"))?;
         buf.copy_from_slice(&data[range]);
         Ok(())
+    }
+
+    fn read_upto_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let s = self.state();
+        s.alive()?;
+        s.check_generation(self.generation)?;
+        let data = &s.files[&self.ino].data;
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(data.len());
+        let n = buf.len().min(data.len() - start);
+        buf[..n].copy_from_slice(&data[start..start + n]);
+        Ok(n)
     }
 
     fn size(&self) -> io::Result<u64> {

@@ -136,6 +136,19 @@ pub struct Write<'a> {
     pub value: &'a [u8],
 }
 
+/// The error of a read of a key file's head: a short file is truncated.
+fn head_read_error(e: io::Error, path: &Path) -> Error {
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof => Error::corrupt("the key file ends early").with_file(path),
+        _ => Error::io(e, "cannot read the key file", path),
+    }
+}
+
+/// A batch of at least this many files is fsynced by several threads.
+const PARALLEL_SYNC_MIN: usize = 4;
+/// At most this many threads fsync one batch.
+const PARALLEL_SYNC_THREADS: usize = 8;
+
 /// A store directory, open.
 pub struct FileStore {
     pub(crate) dir: PathBuf,
@@ -272,23 +285,58 @@ impl FileStore {
         path: &Path,
         ctx: &SegmentContext<'_>,
     ) -> Result<(format::Header, format::MetaSegment, Vec<u8>)> {
-        let read_err = |e: io::Error| match e.kind() {
-            // The file is shorter than its header says: truncated.
-            io::ErrorKind::UnexpectedEof => Error::corrupt("the key file ends early").with_file(path),
-            _ => Error::io(e, "cannot read the key file", path),
-        };
         let first = usize::try_from(size).unwrap_or(usize::MAX).min(HEAD_READ);
         let mut buf = vec![0u8; first];
-        file.read_exact_at(&mut buf, 0).map_err(read_err)?;
+        file.read_exact_at(&mut buf, 0).map_err(|e| head_read_error(e, path))?;
+        Self::finish_head(file, size, path, ctx, buf)
+    }
+
+    /// [`read_head`](Self::read_head) from the first bytes of the file, already read.
+    fn finish_head(
+        file: &dyn VfsFile,
+        size: u64,
+        path: &Path,
+        ctx: &SegmentContext<'_>,
+        mut buf: Vec<u8>,
+    ) -> Result<(format::Header, format::MetaSegment, Vec<u8>)> {
         let header = format::Header::decode(&buf, size).map_err(|e| e.with_file(path))?;
         let head_len = HEADER_LEN + header.meta_len as usize;
         if head_len > buf.len() {
             let have = buf.len();
             buf.resize(head_len, 0);
-            file.read_exact_at(&mut buf[have..], have as u64).map_err(read_err)?;
+            file.read_exact_at(&mut buf[have..], have as u64).map_err(|e| head_read_error(e, path))?;
         }
         let (header, meta) = format::parse_head(&buf, size, ctx).map_err(|e| e.with_file(path))?;
         Ok((header, meta, buf))
+    }
+
+    /// Opens `key`'s file and reads its head: `None` if it does not exist. A
+    /// file shorter than the first read is sized by that read, so a small key
+    /// costs three system calls (open, read, close), no stat.
+    #[allow(clippy::type_complexity)]
+    fn open_head(
+        &self,
+        key: &[u8],
+        ctx: &SegmentContext<'_>,
+    ) -> Result<Option<(Box<dyn VfsFile>, u64, PathBuf, format::Header, format::MetaSegment, Vec<u8>)>> {
+        cke::validate(key)?;
+        let path = self.file_path(key);
+        let file = match self.vfs.open_read(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(e, "cannot open the key file", &path)),
+        };
+        let mut buf = vec![0u8; HEAD_READ];
+        let got = file.read_upto_at(&mut buf, 0).map_err(|e| head_read_error(e, &path))?;
+        buf.truncate(got);
+        // A read shorter than asked is the whole file, if the header agrees;
+        // otherwise the file system says how long the file is.
+        let size = match format::Header::declared_len(&buf) {
+            Some(len) if got < HEAD_READ && len == got as u64 => len,
+            _ => file.size().map_err(|e| Error::io(e, "cannot stat the key file", &path))?,
+        };
+        let (header, meta, prefix) = Self::finish_head(&*file, size, &path, ctx, buf)?;
+        Ok(Some((file, size, path, header, meta, prefix)))
     }
 
     /// Fails with `ERR_KEY_MISMATCH` unless the file holds `key`.
@@ -302,9 +350,8 @@ impl FileStore {
 
     /// The record of `key` (its CKE), or `None` if the key does not exist.
     pub fn get(&self, key: &[u8]) -> Result<Option<Entry>> {
-        let Some((file, size, path)) = self.open_key(key)? else { return Ok(None) };
         let ctx = self.context(keyhash::key_hash(key));
-        let (header, meta, prefix) = Self::read_head(&*file, size, &path, &ctx)?;
+        let Some((file, size, path, header, meta, prefix)) = self.open_head(key, &ctx)? else { return Ok(None) };
         Self::check_key(&meta.key, key, &path)?;
         if header.flags == format::FLAG_LOG {
             // An append log (FORMAT.md §4.6): no value; its records are read with a log cursor.
@@ -340,9 +387,8 @@ impl FileStore {
 
     /// The metadata of `key`, read without the value, or `None`.
     pub fn get_meta(&self, key: &[u8]) -> Result<Option<MetaEntry>> {
-        let Some((file, size, path)) = self.open_key(key)? else { return Ok(None) };
         let ctx = self.context(keyhash::key_hash(key));
-        let (header, meta, prefix) = Self::read_head(&*file, size, &path, &ctx)?;
+        let Some((file, size, path, header, meta, prefix)) = self.open_head(key, &ctx)? else { return Ok(None) };
         Self::check_key(&meta.key, key, &path)?;
         let log = if header.flags == format::FLAG_LOG {
             Some(crate::log::log_info(&*file, size, &path, &header, &prefix)?)
@@ -380,6 +426,7 @@ impl FileStore {
 
     fn stage_all(&self, writes: &[Write<'_>], staged: &mut Vec<(PathBuf, PathBuf, InFlight)>) -> Result<()> {
         let pid = std::process::id();
+        let mut files: Vec<(Box<dyn VfsFile>, PathBuf)> = Vec::with_capacity(writes.len());
         for w in writes {
             let target = self.file_path(w.key);
             let secret = self.options.encryption_key.as_deref();
@@ -395,11 +442,38 @@ impl FileStore {
             staged.push((stage.clone(), target, in_flight));
             f.write_all(&file.head).map_err(|e| Error::io(e, "cannot write a staging file", &stage))?;
             f.write_all(&file.value).map_err(|e| Error::io(e, "cannot write a staging file", &stage))?;
-            if self.options.sync_blob {
-                f.sync().map_err(|e| self.fsync_failed(e, "cannot fsync a staging file", &stage))?;
-            }
+            files.push((f, stage));
+        }
+        if self.options.sync_blob {
+            self.sync_staged(&files)?;
         }
         Ok(())
+    }
+
+    /// Fsyncs the staged files of a batch. A large batch (a group commit) is
+    /// synced by several threads at once: the file system then makes many of
+    /// them durable in one journal commit, instead of one commit per file.
+    fn sync_staged(&self, files: &[(Box<dyn VfsFile>, PathBuf)]) -> Result<()> {
+        let sync_one = |(f, stage): &(Box<dyn VfsFile>, PathBuf)| {
+            f.sync().map_err(|e| self.fsync_failed(e, "cannot fsync a staging file", stage))
+        };
+        if files.len() < PARALLEL_SYNC_MIN || !self.vfs.parallel_sync() {
+            return files.iter().try_for_each(sync_one);
+        }
+        let threads = files.len().min(PARALLEL_SYNC_THREADS);
+        let per_thread = files.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = files.chunks(per_thread).map(|part| scope.spawn(move || part.iter().try_for_each(sync_one))).collect();
+            // Every thread is joined (scope), and the first error is reported.
+            let mut first = Ok(());
+            for h in handles {
+                let r = h.join().unwrap_or_else(|_| Err(Error::new(ErrorCode::Io, "a staging fsync thread panicked")));
+                if first.is_ok() {
+                    first = r;
+                }
+            }
+            first
+        })
     }
 
     /// Renames every staged file over its target, then fsyncs the directory.

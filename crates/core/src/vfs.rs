@@ -61,6 +61,13 @@ pub trait Vfs: Send + Sync {
     /// Opens, creating it if missing, a lock file; never truncates it.
     fn open_lock_file(&self, path: &Path) -> io::Result<Box<dyn VfsLockFile>>;
 
+    /// Whether files may be fsynced from several threads at once (group
+    /// commits). The simulated file system says no, so its crash steps stay
+    /// in a reproducible order.
+    fn parallel_sync(&self) -> bool {
+        true
+    }
+
     /// Whether process `pid` may be alive: only a definite "no such process"
     /// answers `false`, so that a staging file is never removed on a doubt.
     fn process_alive(&self, pid: u32) -> bool {
@@ -89,6 +96,16 @@ pub trait VfsFile: Send + Sync {
 
     /// Reads exactly `buf.len()` bytes at `offset`; `UnexpectedEof` if the file is shorter.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+
+    /// Reads up to `buf.len()` bytes at `offset` and returns how many: fewer
+    /// where the file ends (a network file system may also return fewer, so
+    /// callers check what they got). A small file is read without a stat.
+    fn read_upto_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let end = self.size()?.min(offset.saturating_add(buf.len() as u64));
+        let n = usize::try_from(end.saturating_sub(offset)).unwrap_or(0);
+        self.read_exact_at(&mut buf[..n], offset)?;
+        Ok(n)
+    }
 
     /// The file's current length in bytes.
     fn size(&self) -> io::Result<u64>;
@@ -194,6 +211,18 @@ impl VfsFile for RealFile {
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         FileExt::read_exact_at(&self.0, buf, offset)
+    }
+
+    fn read_upto_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        // One pread: on a regular file a short read means the end of the file.
+        // (Callers that size a file this way check the length against the
+        // header and ask the file system when they differ.)
+        loop {
+            match FileExt::read_at(&self.0, buf, offset) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                r => return r,
+            }
+        }
     }
 
     fn size(&self) -> io::Result<u64> {
