@@ -29,13 +29,21 @@ function run(scenario: string, dir: string, bytes: number): Run {
 test('a 1 GiB stream goes in and out in bounded memory, and the event loop stays free', (t) => {
   const dir = tempDir()
   try {
-    const write = run('bassoc', dir, GiB)
-    t.log('bassoc of a 1 GiB stream', write)
-    t.true(write.growthMB < 64, `memory grew by ${write.growthMB.toFixed(1)} MB while writing`)
-    // The bench quotes the worst lateness itself (a few ms); on a shared CI
-    // machine the bound is looser, but a blocked loop (a whole chunk written
-    // on the main thread would take seconds in total) still fails it.
-    t.true(write.worstLateMs < 25, `a 1 ms timer was late by ${write.worstLateMs.toFixed(1)} ms`)
+    // The event loop's lateness is taken as the best of up to 3 runs: on a
+    // shared 2-core machine running other test files at once, a run can wait
+    // for a core; an event loop that is really blocked is late in every run.
+    const writes: Run[] = []
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const write = run('bassoc', dir, GiB)
+      t.log(`bassoc of a 1 GiB stream, run ${attempt + 1}`, write)
+      t.true(write.growthMB < 64, `memory grew by ${write.growthMB.toFixed(1)} MB while writing`)
+      writes.push(write)
+      if (write.worstLateMs < 10) break
+    }
+    const best = Math.min(...writes.map((w) => w.worstLateMs))
+    // 10 ms is the promise; bench/blobs-logs.mjs measures it alone. Beside
+    // other test files a little more is allowed.
+    t.true(best < 20, `a 1 ms timer was late by ${best.toFixed(1)} ms at best`)
     const read = run('stream-out', dir, GiB)
     t.log('readBlob stream of 1 GiB', read)
     t.true(read.growthMB < 64, `memory grew by ${read.growthMB.toFixed(1)} MB while reading`)

@@ -73,6 +73,9 @@ const result = {
   fdsAfterWarmup: warm.fds,
   fdsMax: Math.max(...after.map((s) => s.fds)),
 }
-result.flat = result.rssMaxMB - result.rssAfterWarmupMB <= 64 && result.fdsMax - result.fdsAfterWarmup <= 4
+// Open files: group commits and blob streams hold a few files each while in
+// flight (8 workers here), so the count moves by more than one; a leak would
+// grow it by thousands in a minute at these rates.
+result.flat = result.rssMaxMB - result.rssAfterWarmupMB <= 64 && result.fdsMax - result.fdsAfterWarmup <= 16
 console.log(JSON.stringify(result))
 process.exitCode = result.flat ? 0 : 1

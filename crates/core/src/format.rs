@@ -293,6 +293,9 @@ pub fn parse_head(prefix: &[u8], file_len: u64, ctx: &SegmentContext<'_>) -> Res
 /// Parses a whole key file, checking everything FORMAT.md §4 lists.
 pub fn parse_file(bytes: &[u8], ctx: &SegmentContext<'_>) -> Result<ParsedFile> {
     let (header, meta) = parse_head(bytes, bytes.len() as u64, ctx)?;
+    if header.flags == FLAG_LOG {
+        return Err(Error::new(ErrorCode::NotALog, "the file is an append log: read it with log::parse_log"));
+    }
     // The total length was checked against the header, so this slice is exact.
     let value = if header.flags == FLAG_CHUNKED {
         // A chunked blob (§4.5): every chunk checked, then concatenated.
