@@ -61,7 +61,8 @@ function subtle(): SubtleCrypto {
   return s
 }
 
-function concat(parts: readonly Uint8Array[]): Uint8Array {
+/** The parts joined into one new array. */
+export function concat(parts: readonly Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
   let at = 0
   for (const p of parts) {

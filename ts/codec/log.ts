@@ -18,7 +18,7 @@
 import gensync, { type Handler } from 'gensync'
 import type { LogInfo, LogRecord, NewRecord } from '../backing.js'
 import { KonserveError } from '../errors.js'
-import type { CryptoProvider } from './aes.js'
+import { type CryptoProvider, concat } from './aes.js'
 import {
   FLAG_LOG,
   HEADER_LEN,
@@ -141,13 +141,7 @@ export const encodeRecords = gensync(function* (
   const parts: Uint8Array[] = []
   for (const [i, r] of records.entries()) parts.push(yield* encodeRecord(codec, firstIndex + i, r.stamp, r.serializer, r.bytes, random))
   if (parts.length === 1) return parts[0]!
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
-  let at = 0
-  for (const p of parts) {
-    out.set(p, at)
-    at += p.length
-  }
-  return out
+  return concat(parts)
 })
 
 /** The fields of a whole record's bytes found at `pos`, or undefined if they are not a valid record. */
@@ -415,13 +409,7 @@ const encodeLogFileG = gensync(function* (input: LogFileInput): Handler<Uint8Arr
   const metaStored = yield* encodeMetaSegment(codec, input.keyCke, input.meta, random)
   const parts = [logHeader(codec, metaStored), metaStored]
   for (const r of input.records) parts.push(yield* encodeRecord(codec, r.index, r.stamp, r.serializer, r.bytes, random))
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
-  let at = 0
-  for (const p of parts) {
-    out.set(p, at)
-    at += p.length
-  }
-  return out
+  return concat(parts)
 })
 
 /** A whole log file: header, meta segment, the records (as creating it and appending the rest writes it). */
@@ -477,13 +465,7 @@ const trimLogFileG = gensync(function* (bytes: Uint8Array, input: LogTrimInput):
   yield* scanLog(bytesReader(bytes), HEADER_LEN + head.header.metaLen, bytes.length, function* (rec) {
     if (rec.info.index >= input.keepFrom) parts.push(rec.bytes.slice())
   })
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
-  let at = 0
-  for (const p of parts) {
-    out.set(p, at)
-    at += p.length
-  }
-  return out
+  return concat(parts)
 })
 
 /** A log file trimmed as a store trims it: new metadata, the records from `keepFrom` on copied as they are. */

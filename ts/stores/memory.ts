@@ -19,6 +19,7 @@ import {
   type RawWrite,
   copyBytes,
 } from '../backing.js'
+import { concat } from '../codec/aes.js'
 import { KonserveError } from '../errors.js'
 import { RAW_BYTES_ID } from '../serializers.js'
 
@@ -149,12 +150,7 @@ export class MemoryBacking implements Backing {
       write: async (bytes) => sink.writeSync(bytes),
       commitSync: () => {
         if (!parts) throw new KonserveError('ERR_INVALID_ARGUMENT', 'the blob writer is closed')
-        const value = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
-        let at = 0
-        for (const p of parts) {
-          value.set(p, at)
-          at += p.length
-        }
+        const value = concat(parts)
         parts = undefined
         this.slots.set(id(k), { key: k, serializer: RAW_BYTES_ID, meta: m, value })
       },

@@ -263,15 +263,20 @@ impl FileStore {
         self.vfs.sync_dir(&self.dir).map_err(|e| self.fsync_failed(e, "cannot fsync the store directory", &self.dir))
     }
 
-    /// Opens `key`'s file for reading: `None` if it does not exist.
-    pub(crate) fn open_key(&self, key: &[u8]) -> Result<Option<(Box<dyn VfsFile>, u64, PathBuf)>> {
+    /// Opens `key`'s file for reading, with its path: `None` if it does not exist.
+    fn open_key_file(&self, key: &[u8]) -> Result<Option<(Box<dyn VfsFile>, PathBuf)>> {
         cke::validate(key)?;
         let path = self.file_path(key);
-        let file = match self.vfs.open_read(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io(e, "cannot open the key file", &path)),
-        };
+        match self.vfs.open_read(&path) {
+            Ok(f) => Ok(Some((f, path))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(e, "cannot open the key file", &path)),
+        }
+    }
+
+    /// Opens `key`'s file for reading, with its size: `None` if it does not exist.
+    pub(crate) fn open_key(&self, key: &[u8]) -> Result<Option<(Box<dyn VfsFile>, u64, PathBuf)>> {
+        let Some((file, path)) = self.open_key_file(key)? else { return Ok(None) };
         let size = file.size().map_err(|e| Error::io(e, "cannot stat the key file", &path))?;
         Ok(Some((file, size, path)))
     }
@@ -319,13 +324,7 @@ impl FileStore {
         key: &[u8],
         ctx: &SegmentContext<'_>,
     ) -> Result<Option<(Box<dyn VfsFile>, u64, PathBuf, format::Header, format::MetaSegment, Vec<u8>)>> {
-        cke::validate(key)?;
-        let path = self.file_path(key);
-        let file = match self.vfs.open_read(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io(e, "cannot open the key file", &path)),
-        };
+        let Some((file, path)) = self.open_key_file(key)? else { return Ok(None) };
         let mut buf = vec![0u8; HEAD_READ];
         let got = file.read_upto_at(&mut buf, 0).map_err(|e| head_read_error(e, &path))?;
         buf.truncate(got);

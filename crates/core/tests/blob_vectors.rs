@@ -28,7 +28,6 @@
 //! The file is serializer 0, flags FLAG_CHUNKED (1), chunks of 1 MiB (the
 //! last shorter, an empty blob is one empty chunk).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use konserve_core::blob::{chunk_count, encode_chunked_file, CHUNK_SIZE};
@@ -38,23 +37,10 @@ use konserve_core::format;
 use konserve_core::keyhash::{file_name, key_hash};
 use konserve_core::{FileStore, Options};
 use serde_json::{json, Value};
+
+mod common;
+use common::*;
 use sha2::{Digest, Sha256};
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
-}
-
-fn vector_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../test-vectors").join(name)
-}
-
-fn regenerate() -> bool {
-    std::env::var_os("KONSERVE_REGEN_VECTORS").is_some()
-}
 
 /// The blob of every case: `byte[i] = (i * 7 + (i >> 10)) & 0xff`.
 fn blob(n: usize) -> Vec<u8> {
@@ -140,17 +126,3 @@ fn blob_files() {
     check_or_write("blobs.json", Value::Array(out));
 }
 
-/// Writes the vectors when regenerating; otherwise checks they equal the committed file.
-fn check_or_write(name: &str, computed: Value) {
-    let path = vector_path(name);
-    if regenerate() {
-        std::fs::write(&path, serde_json::to_string_pretty(&computed).unwrap() + "\n").unwrap();
-        return;
-    }
-    let committed: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let (c, w) = (computed.as_array().unwrap(), committed.as_array().unwrap());
-    assert_eq!(c.len(), w.len(), "{name}: number of vectors");
-    for (c, w) in c.iter().zip(w) {
-        assert_eq!(c, w, "{name}: vector {}", w["name"]);
-    }
-}

@@ -28,7 +28,6 @@
 //! IV from "trim.random"), then the kept records (index >= keepFrom) copied
 //! byte for byte from the untrimmed file.
 
-use std::path::PathBuf;
 
 use konserve_core::cke::{self, Key};
 use konserve_core::codec::{Codec, FixedRandom, SegmentContext};
@@ -36,28 +35,8 @@ use konserve_core::keyhash::key_hash;
 use konserve_core::log::{encode_log_head, encode_new_log, encode_record, parse_log, LogRecord};
 use serde_json::{json, Value};
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn vector_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../test-vectors").join(name)
-}
-
-/// Writes the vectors when regenerating; otherwise checks they equal the committed file.
-fn check_or_write(name: &str, computed: Value) {
-    let path = vector_path(name);
-    if std::env::var_os("KONSERVE_REGEN_VECTORS").is_some() {
-        std::fs::write(&path, serde_json::to_string_pretty(&computed).unwrap() + "\n").unwrap();
-        return;
-    }
-    let committed: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let (c, w) = (computed.as_array().unwrap(), committed.as_array().unwrap());
-    assert_eq!(c.len(), w.len(), "{name}: number of vectors");
-    for (c, w) in c.iter().zip(w) {
-        assert_eq!(c, w, "{name}: vector {}", w["name"]);
-    }
-}
+mod common;
+use common::*;
 
 /// A MessagePack map `{type: "append-log", lastWrite: <timestamp 32>}`, plus
 /// `revision` when given.
