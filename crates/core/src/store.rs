@@ -144,9 +144,9 @@ fn head_read_error(e: io::Error, path: &Path) -> Error {
     }
 }
 
-/// A batch of at least this many files is fsynced by several threads.
+/// A batch of at least this many files is staged by several threads.
 const PARALLEL_SYNC_MIN: usize = 4;
-/// At most this many threads fsync one batch.
+/// At most this many threads stage one batch.
 const PARALLEL_SYNC_THREADS: usize = 8;
 
 /// A store directory, open.
@@ -423,56 +423,64 @@ impl FileStore {
         result
     }
 
+    /// Writes each entry to its own new staging file and (when durable) fsyncs
+    /// it. A large batch (a group commit) is staged by several threads at
+    /// once: creating, writing and syncing many small files is latency-bound,
+    /// and the file system makes many of them durable in one journal commit.
+    /// Every staging file created, even on failure, ends up in `staged`, so the
+    /// caller removes what was not renamed.
     fn stage_all(&self, writes: &[Write<'_>], staged: &mut Vec<(PathBuf, PathBuf, InFlight)>) -> Result<()> {
-        let pid = std::process::id();
-        let mut files: Vec<(Box<dyn VfsFile>, PathBuf)> = Vec::with_capacity(writes.len());
-        for w in writes {
-            let target = self.file_path(w.key);
-            let secret = self.options.encryption_key.as_deref();
-            let file = format::encode_parts(self.options.codec(), secret, w.key, w.serializer, w.meta, w.value, &mut OsRandom)
-                .map_err(|e| e.with_file(&target))?;
-            let name = keyhash::file_name(w.key);
-            let hex = &name[..name.len() - KEY_FILE_SUFFIX.len()];
-            let stage_name = staging::staging_name(hex, pid, staging::next_seq());
-            let stage = self.dir.join(&stage_name);
-            // Registered before it exists, so a concurrent sweep never takes it.
-            let in_flight = InFlight::register(self.id, stage_name);
-            let mut f = self.vfs.create_new(&stage).map_err(|e| Error::io(e, "cannot create a staging file", &stage))?;
-            staged.push((stage.clone(), target, in_flight));
-            f.write_all(&file.head).map_err(|e| Error::io(e, "cannot write a staging file", &stage))?;
-            f.write_all(&file.value).map_err(|e| Error::io(e, "cannot write a staging file", &stage))?;
-            files.push((f, stage));
+        if writes.len() < PARALLEL_SYNC_MIN || !self.vfs.parallel_sync() {
+            return writes.iter().try_for_each(|w| self.stage_one(w, staged));
         }
-        if self.options.sync_blob {
-            self.sync_staged(&files)?;
+        let threads = writes.len().min(PARALLEL_SYNC_THREADS);
+        let per_thread = writes.len().div_ceil(threads);
+        let results: Vec<(Vec<(PathBuf, PathBuf, InFlight)>, Result<()>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = writes
+                .chunks(per_thread)
+                .map(|part| {
+                    scope.spawn(move || {
+                        let mut mine = Vec::with_capacity(part.len());
+                        let r = part.iter().try_for_each(|w| self.stage_one(w, &mut mine));
+                        (mine, r)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| (Vec::new(), Err(Error::new(ErrorCode::Io, "a staging thread panicked")))))
+                .collect()
+        });
+        let mut first = Ok(());
+        for (mine, r) in results {
+            staged.extend(mine);
+            if first.is_ok() {
+                first = r;
+            }
         }
-        Ok(())
+        first
     }
 
-    /// Fsyncs the staged files of a batch. A large batch (a group commit) is
-    /// synced by several threads at once: the file system then makes many of
-    /// them durable in one journal commit, instead of one commit per file.
-    fn sync_staged(&self, files: &[(Box<dyn VfsFile>, PathBuf)]) -> Result<()> {
-        let sync_one = |(f, stage): &(Box<dyn VfsFile>, PathBuf)| {
-            f.sync().map_err(|e| self.fsync_failed(e, "cannot fsync a staging file", stage))
-        };
-        if files.len() < PARALLEL_SYNC_MIN || !self.vfs.parallel_sync() {
-            return files.iter().try_for_each(sync_one);
+    /// Stages one entry: a new staging file, written whole, fsynced when durable.
+    fn stage_one(&self, w: &Write<'_>, staged: &mut Vec<(PathBuf, PathBuf, InFlight)>) -> Result<()> {
+        let target = self.file_path(w.key);
+        let secret = self.options.encryption_key.as_deref();
+        let file = format::encode_parts(self.options.codec(), secret, w.key, w.serializer, w.meta, w.value, &mut OsRandom)
+            .map_err(|e| e.with_file(&target))?;
+        let name = keyhash::file_name(w.key);
+        let hex = &name[..name.len() - KEY_FILE_SUFFIX.len()];
+        let stage_name = staging::staging_name(hex, std::process::id(), staging::next_seq());
+        let stage = self.dir.join(&stage_name);
+        // Registered before it exists, so a concurrent sweep never takes it.
+        let in_flight = InFlight::register(self.id, stage_name);
+        let mut f = self.vfs.create_new(&stage).map_err(|e| Error::io(e, "cannot create a staging file", &stage))?;
+        staged.push((stage.clone(), target, in_flight));
+        f.write_all(&file.head).map_err(|e| Error::io(e, "cannot write a staging file", &stage))?;
+        f.write_all(&file.value).map_err(|e| Error::io(e, "cannot write a staging file", &stage))?;
+        if self.options.sync_blob {
+            f.sync().map_err(|e| self.fsync_failed(e, "cannot fsync a staging file", &stage))?;
         }
-        let threads = files.len().min(PARALLEL_SYNC_THREADS);
-        let per_thread = files.len().div_ceil(threads);
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = files.chunks(per_thread).map(|part| scope.spawn(move || part.iter().try_for_each(sync_one))).collect();
-            // Every thread is joined (scope), and the first error is reported.
-            let mut first = Ok(());
-            for h in handles {
-                let r = h.join().unwrap_or_else(|_| Err(Error::new(ErrorCode::Io, "a staging fsync thread panicked")));
-                if first.is_ok() {
-                    first = r;
-                }
-            }
-            first
-        })
+        Ok(())
     }
 
     /// Renames every staged file over its target, then fsyncs the directory.

@@ -61,7 +61,7 @@ pub trait Vfs: Send + Sync {
     /// Opens, creating it if missing, a lock file; never truncates it.
     fn open_lock_file(&self, path: &Path) -> io::Result<Box<dyn VfsLockFile>>;
 
-    /// Whether files may be fsynced from several threads at once (group
+    /// Whether files may be staged and fsynced from several threads at once (group
     /// commits). The simulated file system says no, so its crash steps stay
     /// in a reproducible order.
     fn parallel_sync(&self) -> bool {
