@@ -595,17 +595,20 @@ function* writeBytes(sink: BlobSink, bytes: Uint8Array): Handler<void> {
   for (let at = 0; at < bytes.length; at += SLICE) yield* sinkWrite(sink, bytes.subarray(at, at + SLICE))
 }
 
-/** Drains a stream into the sink, gathering small pieces into GATHER-sized ones. */
+/**
+ * Drains a stream into the sink. Small pieces are copied into one reused
+ * GATHER-sized buffer (a stream may reuse its own buffer for the next piece,
+ * and fewer, larger writes cost fewer crossings into the core); the sink is
+ * done with the bytes once its write has resolved, so the buffer is reused.
+ */
 function* writeStream(sink: BlobSink, it: AsyncIterator<unknown>): Handler<number> {
-  let gathered: Uint8Array[] = []
+  let gather: Uint8Array | undefined
   let held = 0
   let total = 0
   const flushGathered = function* (): Handler<void> {
     if (held === 0) return
-    const one = gathered.length === 1 ? gathered[0]! : Buffer.concat(gathered, held)
-    gathered = []
+    yield* sinkWrite(sink, gather!.subarray(0, held))
     held = 0
-    yield* writeBytes(sink, one)
   }
   for (;;) {
     const r = yield* nextPiece(it)
@@ -618,10 +621,15 @@ function* writeStream(sink: BlobSink, it: AsyncIterator<unknown>): Handler<numbe
       yield* writeBytes(sink, piece)
       continue
     }
-    // Copied: a stream may reuse its buffer for the next piece.
-    gathered.push(Uint8Array.prototype.slice.call(piece))
-    held += piece.length
-    if (held >= GATHER) yield* flushGathered()
+    gather ??= new Uint8Array(GATHER)
+    let at = 0
+    while (at < piece.length) {
+      const n = Math.min(GATHER - held, piece.length - at)
+      gather.set(piece.subarray(at, at + n), held)
+      held += n
+      at += n
+      if (held === GATHER) yield* flushGathered()
+    }
   }
   yield* flushGathered()
   return total
