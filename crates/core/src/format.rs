@@ -98,9 +98,18 @@ impl Header {
             value_checksum: le_u64(&h[32..40]),
         };
         match header.file_len() {
+            // A log's value segment is empty and its records follow to the end of the file.
+            Some(n) if header.flags == FLAG_LOG => {
+                if header.value_len == 0 && n <= file_len {
+                    Ok(header)
+                } else {
+                    Err(Error::corrupt(format!(
+                        "a log file of {file_len} bytes whose header says 48 + {} + {} (a log's value segment is empty)",
+                        header.meta_len, header.value_len
+                    )))
+                }
+            }
             Some(n) if n == file_len => Ok(header),
-            // A log's records follow its (empty) value segment to the end of the file.
-            Some(n) if header.flags == FLAG_LOG && header.value_len == 0 && n <= file_len => Ok(header),
             _ => Err(Error::corrupt(format!(
                 "file is {file_len} bytes, its header says 48 + {} + {}",
                 header.meta_len, header.value_len

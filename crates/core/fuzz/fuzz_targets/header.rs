@@ -1,13 +1,14 @@
 //! The 48-byte header (FORMAT.md §4): `Header::decode` of any bytes and any
 //! file length. A decoded header re-encodes to the same 48 bytes and
-//! describes exactly the file length it was given.
+//! describes exactly the file length it was given; a log's header (§4.6)
+//! describes at most that length (its records follow) and an empty value.
 //!
 //! Input: mode (1 byte) | file length (u64 LE) | header bytes (rest).
 //! Mode bit 0 re-seals the header checksum first, so that mutations reach the
 //! checks after it (version, flags, codec ids, total length).
 #![no_main]
 
-use konserve_core::format::{Header, HEADER_LEN};
+use konserve_core::format::{Header, FLAG_LOG, HEADER_LEN};
 use libfuzzer_sys::fuzz_target;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -22,6 +23,11 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(h) = Header::decode(&bytes, file_len) {
         assert_eq!(h.encode()[..], bytes[..HEADER_LEN]);
-        assert_eq!(h.file_len(), Some(file_len));
+        if h.flags == FLAG_LOG {
+            assert_eq!(h.value_len, 0);
+            assert!(h.file_len().is_some_and(|n| n <= file_len));
+        } else {
+            assert_eq!(h.file_len(), Some(file_len));
+        }
     }
 });
