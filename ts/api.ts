@@ -696,11 +696,13 @@ function asBuffer(b: Uint8Array): Buffer {
 const READ_PIECE = 1 << 20
 
 /**
- * `n` bytes at `pos`, into a Buffer the JavaScript engine allocated where the
+ * The bytes from `pos` up to the next chunk boundary (or `end`), into a Buffer the JavaScript engine allocated where the
  * source can fill one: V8 then counts that memory and collects it in time
  * (memory made outside it is invisible to its heuristics).
  */
-async function readPiece(src: BlobSource, pos: number, n: number): Promise<Buffer> {
+async function readPiece(src: BlobSource, pos: number, end: number): Promise<Buffer> {
+  // Up to the next chunk boundary: reads stay chunk-aligned.
+  const n = Math.min(READ_PIECE - (pos % READ_PIECE), end - pos)
   if (!src.readInto) return asBuffer(await src.read(pos, n))
   const target = Buffer.allocUnsafeSlow(n)
   const got = await src.readInto(pos, target)
@@ -717,8 +719,7 @@ function nodeStream(src: BlobSource, start: number, end: number): Readable {
         this.push(null)
         return
       }
-      const n = Math.min(READ_PIECE - (pos % READ_PIECE), end - pos)
-      readPiece(src, pos, n).then(
+      readPiece(src, pos, end).then(
         (b) => {
           pos += b.length
           this.push(b)
@@ -745,7 +746,7 @@ function webStream(src: BlobSource, start: number, end: number): ReadableStream<
           return
         }
         try {
-          const b = await readPiece(src, pos, Math.min(READ_PIECE - (pos % READ_PIECE), end - pos))
+          const b = await readPiece(src, pos, end)
           pos += b.length
           controller.enqueue(b)
         } catch (err) {

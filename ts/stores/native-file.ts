@@ -51,10 +51,6 @@ const writes = (ws: RawWrite[]) =>
 function meta(m: NativeMetaEntryLike): RawMeta {
   return m.log ? { key: m.key, serializer: m.serializer, meta: m.meta, file: m.file, log: m.log } : { key: m.key, serializer: m.serializer, meta: m.meta, file: m.file }
 }
-function entry<T extends object>(e: T | null): T | undefined {
-  // (An absent `log` arrives as undefined: the object is passed on as it is.)
-  return e === null ? undefined : e
-}
 
 function sink(w: NativeBlobWriter): BlobSink {
   return {
@@ -101,16 +97,16 @@ export class NativeFileBacking implements Backing {
   ) {}
 
   getSync(key: Uint8Array): RawEntry | undefined {
-    return call(() => entry(this.native.getSync(buf(key))))
+    return call(() => orUndefined(this.native.getSync(buf(key))))
   }
   getAsync(key: Uint8Array): Promise<RawEntry | undefined> {
-    return callAsync(async () => entry(await this.native.getAsync(buf(key))))
+    return callAsync(async () => orUndefined(await this.native.getAsync(buf(key))))
   }
   getMetaSync(key: Uint8Array): RawMeta | undefined {
-    return call(() => entry(this.native.getMetaSync(buf(key))))
+    return call(() => orUndefined(this.native.getMetaSync(buf(key))))
   }
   getMetaAsync(key: Uint8Array): Promise<RawMeta | undefined> {
-    return callAsync(async () => entry(await this.native.getMetaAsync(buf(key))))
+    return callAsync(async () => orUndefined(await this.native.getMetaAsync(buf(key))))
   }
   existsSync(key: Uint8Array): boolean {
     return call(() => this.native.existsSync(buf(key)))
