@@ -79,6 +79,32 @@ export declare class NativeFileStore {
   /** Opens the store on the threadpool. */
   static openAsync(path: string, options: NativeOpenOptions): Promise<NativeFileStore>
   getSync(key: Buffer): NativeEntry | null
+  /**
+   * The hot read behind `get`: the value as one Buffer `[flags, serializer,
+   * ...value]` (flags bit 0: an append log, whose records a log cursor
+   * reads), copied once into memory V8 owns (no external buffer and no
+   * finalizer to sweep); `null` if the key is missing.
+   */
+  getValueSync(key: Buffer): Buffer | null
+  /**
+   * The hottest read behind `get`, into memory JavaScript owns: reads `key`'s
+   * file into `slab[offset + 2..]` and decodes it there, writing the flags
+   * (bit 0: an append log) at `slab[offset]` and the serializer at
+   * `slab[offset + 1]`. Returns -1 if the key is missing, -2 if its file does
+   * not fit in the rest of the slab (read it with `getValueSync`), else
+   * `start * 2^32 + len`: the value is at `offset + 2 + start`, `len` bytes.
+   * No allocation, no copy: the caller hands out views of its slab.
+   */
+  getValueInto(key: Buffer, slab: Buffer, offset: number): number
+  /**
+   * `getValueInto` done only if it cannot wait for the disk (see
+   * `FileStore::read_value_into_now`): the same results, or -3 when it would
+   * wait (then read with `getValueAsync`). Lets an async `get` of a cached key
+   * be answered at once, without blocking the event loop on the disk.
+   */
+  getValueNow(key: Buffer, slab: Buffer, offset: number): number
+  /** `getValueSync` on the threadpool. */
+  getValueAsync(key: Buffer): Promise<Buffer | null>
   getAsync(key: Buffer): Promise<NativeEntry | null>
   getMetaSync(key: Buffer): NativeMetaEntry | null
   getMetaAsync(key: Buffer): Promise<NativeMetaEntry | null>

@@ -16,9 +16,11 @@
 //
 //   node bench/peers.mjs [--quick]        (npm run bench [-- --quick])
 //   --quick: fewer ops, 10 MB blobs only, keys at 10k only; < 2 minutes.
-//   --only=a,b: run only the cases whose id starts with one of these (debugging).
+//   --only=a,b: run only the cases (tables) whose id starts with one of these,
+//     e.g. --only=put-inflight or --only=get (debugging, profiling).
 //
-// Writes bench/results/latest.md (all tables) and bench/results/latest.svg.
+// Writes bench/results/latest.md (all tables) and bench/results/latest.svg
+// (partial.md and partial.svg, not committed, for an --only run).
 import fs from 'node:fs'
 import os from 'node:os'
 import { join, dirname } from 'node:path'
@@ -43,6 +45,8 @@ const distStamp = (() => {
 const quick = process.argv.includes('--quick')
 const only = (process.argv.find((a) => a.startsWith('--only=')) ?? '').slice(7).split(',').filter(Boolean)
 const wanted = (id) => !only.length || only.some((o) => id.startsWith(o))
+// A group of cases runs if a wanted id names the group or one of its tables.
+const wantedGroup = (g) => !only.length || only.some((o) => o.startsWith(g) || g.startsWith(o))
 
 const MB = 1 << 20
 const C = quick
@@ -146,7 +150,7 @@ const orderOf = (list, r) => (r % 2 ? [...list].reverse() : list)
 
 // ---------------------------------------------------------------- drivers
 
-const ks = (impl, api, durable) => D.konserve({ impl, api, durable })
+const ks = (impl, api, durable, cached = false) => D.konserve({ impl, api, durable, cached })
 const P = {
   ksNS: ks('native', 'sync', true),
   ksNA: ks('native', 'async', true),
@@ -155,6 +159,7 @@ const P = {
   ksNSnd: ks('native', 'sync', false),
   ksNAnd: ks('native', 'async', false),
   ksPSnd: ks('pure', 'sync', false),
+  ksNScached: ks('native', 'sync', false, true),
   mem: D.konserveMem(),
   lmdb: await D.lmdb({ durable: true }),
   lmdbNd: await D.lmdb({ durable: false }),
@@ -170,6 +175,7 @@ const P = {
   rawS: D.raw({ durable: true, api: 'sync' }),
   rawA: D.raw({ durable: true, api: 'async' }),
   rawSnd: D.raw({ durable: false, api: 'sync' }),
+  rawDecode: D.raw({ durable: false, api: 'sync', decode: true }),
   rawListRead: D.rawList({ readEach: true }),
   rawList: D.rawList({ readEach: false }),
 }
@@ -178,7 +184,7 @@ const P = {
 const DURABLE_WRITERS = [P.ksNS, P.ksNA, P.ksPS, P.lmdb, P.level, P.wfaS, P.rawS]
 const INFLIGHT_WRITERS = [P.ksNA, P.ksPA, P.lmdb, P.level, P.wfaA, P.rawA]
 const ND_WRITERS = [P.ksNSnd, P.ksNAnd, P.ksPSnd, P.mem, P.lmdbNd, P.levelNd, P.persist, P.cacache, P.unstorage, P.keyv, P.wfaSnd, P.rawSnd]
-const READERS = [P.ksNSnd, P.ksNAnd, P.ksPSnd, P.mem, P.lmdbNd, P.levelNd, P.persist, P.cacache, P.unstorage, P.keyv, P.rawSnd]
+const READERS = [P.ksNSnd, P.ksNAnd, P.ksPSnd, P.ksNScached, P.mem, P.lmdbNd, P.levelNd, P.persist, P.cacache, P.unstorage, P.keyv, P.rawSnd, P.rawDecode]
 
 // ---------------------------------------------------------------- cases
 
@@ -407,38 +413,39 @@ const REF_SYNC = P.ksNS.id
 const REF_ND = P.ksNSnd.id
 const valueNote = `value: a ${VALUE_BYTES}-byte msgpack document (msgpackr.pack of one object)`
 
-if (wanted('put')) {
+if (wantedGroup('put')) {
   const a = table('put-durable', 'Durable put, one at a time (new keys)', 'ops/s', REF_SYNC, [valueNote])
-  await casePut(a, DURABLE_WRITERS, C.durablePut)
+  if (wanted(a.id)) await casePut(a, DURABLE_WRITERS, C.durablePut)
   const b = table('put-inflight', 'Durable put, 64 in flight (async APIs)', 'ops/s', P.ksNA.id, [
     'reference: konserve native through the async API (the sync API cannot have 64 in flight)',
     'latency is per put, from its call to its resolution, so it includes queueing behind the other 63',
   ])
-  await casePut(b, INFLIGHT_WRITERS, C.inflight)
+  if (wanted(b.id)) await casePut(b, INFLIGHT_WRITERS, C.inflight)
   const c = table('put-nd', 'Non-durable put, one at a time (new keys)', 'ops/s', REF_ND, [
     'reference: konserve native sync with syncBlob: false',
   ])
-  await casePut(c, ND_WRITERS, C.ndPut)
+  if (wanted(c.id)) await casePut(c, ND_WRITERS, C.ndPut)
 }
-if (wanted('get')) {
+if (wantedGroup('get')) {
   const cold = table('get-cold', `Get, cold: a fresh store instance, then each of ${C.get.keys} keys once`, 'ops/s', REF_ND, [
     'throughput includes opening the instance (its own column); the OS page cache is warm (it cannot be dropped on a shared machine)',
     'the memory store has no cold state and is left out; cacache and the raw loop have no instance',
   ])
   const warm = table('get-warm', `Get, warm: the same instance, ${C.get.warmPasses} more passes over the ${C.get.keys} keys`, 'ops/s', REF_ND, [
-    'raw: fs.readFileSync only, no decode; every other store returns the decoded document',
+    'raw syscalls: fs.readFileSync only, no decode; raw readFileSync + msgpack decode: the least a get of a document must do; every other store returns the decoded document',
+    'konserve native + read cache: withCache over the native store; its first pass (cold) fills the cache, the warm passes are hits',
   ])
   await caseGet(cold, warm, READERS, C.get)
 }
-if (wanted('update')) {
+if (wantedGroup('update')) {
   const a = table('update-durable', 'updateIn of a counter, durable', 'ops/s', REF_SYNC, [
     'ours: updateIn(store, [key], x => x + 1) under the key lock; lmdb: a write transaction (atomic); the others: get + put, not atomic',
   ])
-  await caseUpdate(a, DURABLE_WRITERS.filter((d) => d.update), C.updateDurable)
+  if (wanted(a.id)) await caseUpdate(a, DURABLE_WRITERS.filter((d) => d.update), C.updateDurable)
   const b = table('update-nd', 'updateIn of a counter, non-durable', 'ops/s', REF_ND)
-  await caseUpdate(b, ND_WRITERS.filter((d) => d.update), C.updateNd)
+  if (wanted(b.id)) await caseUpdate(b, ND_WRITERS.filter((d) => d.update), C.updateNd)
 }
-if (wanted('blob')) {
+if (wantedGroup('blob')) {
   for (const spec of C.blobs) {
     const tag = spec.label.replace(' ', '')
     const tw = table(`blob${tag}-write-durable`, `${spec.label} blob write, durable`, 'MB/s', REF_SYNC, [
@@ -459,7 +466,7 @@ if (wanted('blob')) {
 }
 const populateRates = []
 const keysTables = []
-if (wanted('keys')) {
+if (wantedGroup('keys')) {
   for (const spec of C.keys) {
     const t = table(`keys-${spec.label}`, `keys on a store of ${spec.label} keys`, 'keys/s', REF_ND, [
       `one call on a freshly opened instance, ${spec.rounds} round(s); keys/s and × ours count open + keys (keyv-file does its work when it opens: it parses its whole file)`,
@@ -509,10 +516,14 @@ const meta = {
   rounds: C.rounds,
 }
 const drivers = Object.values(P)
-const md = markdown({ meta, tables, drivers, keysTables, populateRates })
+// Tables that --only skipped are left out of the report.
+const ran = tables.filter((t) => t.rows.size > 0)
+const md = markdown({ meta, tables: ran, drivers, keysTables, populateRates })
+// A partial run (--only) must not replace the latest full run's results.
+const base = only.length ? 'partial' : 'latest'
 fs.mkdirSync(join(here, 'results'), { recursive: true })
-fs.writeFileSync(join(here, 'results', 'latest.md'), md)
-fs.writeFileSync(join(here, 'results', 'latest.svg'), svg({ meta, tables }))
+fs.writeFileSync(join(here, 'results', `${base}.md`), md)
+fs.writeFileSync(join(here, 'results', `${base}.svg`), svg({ meta, tables: ran }))
 console.log(md)
-log(`done in ${totalSecs.toFixed(0)} s; wrote bench/results/latest.md and latest.svg`)
+log(`done in ${totalSecs.toFixed(0)} s; wrote bench/results/${base}.md and ${base}.svg`)
 process.exit(0)

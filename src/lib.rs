@@ -82,6 +82,43 @@ fn entry_to_js(e: core::Entry) -> NativeEntry {
   }
 }
 
+/// The slab region at `offset`, split into its 2-byte prefix and the rest.
+fn slab_region<'a>(slab: &'a mut BufferSlice<'_>, offset: u32) -> Result<(&'a mut [u8], &'a mut [u8])> {
+  let region = slab
+    .get_mut(offset as usize..)
+    .filter(|r| r.len() > 2)
+    .ok_or_else(|| Error::new(Status::InvalidArg, "the slab offset leaves no room"))?;
+  Ok(region.split_at_mut(2))
+}
+
+/// `getValueInto`'s number for `found`, with the prefix written.
+fn value_into_result(head: &mut [u8], found: core::ValueInto) -> f64 {
+  match found {
+    core::ValueInto::Missing => -1.0,
+    core::ValueInto::TooLarge => -2.0,
+    core::ValueInto::Found { serializer, log, start, len } => {
+      head[0] = u8::from(log);
+      head[1] = serializer;
+      start as f64 * 4_294_967_296.0 + len as f64
+    }
+  }
+}
+
+/// A Buffer of V8's own `[flags, serializer, ...value]` (see `getValueSync`).
+fn value_buffer<'env>(env: &'env Env, v: core::ValueRef<'_>) -> Result<BufferSlice<'env>> {
+  let len = v.bytes.len() + 2;
+  let mut data = std::ptr::null_mut();
+  let mut raw = std::ptr::null_mut();
+  check_status!(unsafe { napi::sys::napi_create_buffer(env.raw(), len, &mut data, &mut raw) })?;
+  // SAFETY: napi_create_buffer succeeded, so `data` points at `len` writable bytes.
+  let out = unsafe { std::slice::from_raw_parts_mut(data.cast::<u8>(), len) };
+  out[0] = u8::from(v.log);
+  out[1] = v.serializer;
+  out[2..].copy_from_slice(v.bytes);
+  // SAFETY: `raw` is the Buffer just created in this env.
+  unsafe { BufferSlice::from_napi_value(env.raw(), raw) }
+}
+
 fn meta_to_js(e: core::MetaEntry) -> NativeMetaEntry {
   NativeMetaEntry {
     key: e.key.into(),
@@ -185,6 +222,49 @@ impl NativeFileStore {
   #[napi]
   pub fn get_sync(&self, key: Buffer) -> Result<Option<NativeEntry>> {
     Ok(self.inner.get(&key).map_err(js_error)?.map(entry_to_js))
+  }
+
+  /// The hot read behind `get`: the value as one Buffer `[flags, serializer,
+  /// ...value]` (flags bit 0: an append log, whose records a log cursor
+  /// reads), copied once into memory V8 owns (no external buffer and no
+  /// finalizer to sweep); `null` if the key is missing.
+  #[napi(ts_return_type = "Buffer | null")]
+  pub fn get_value_sync<'env>(&self, env: &'env Env, key: BufferSlice<'_>) -> Result<Option<BufferSlice<'env>>> {
+    let found = self.inner.read_value(&key, |v| value_buffer(env, v)).map_err(js_error)?;
+    found.transpose()
+  }
+
+  /// The hottest read behind `get`, into memory JavaScript owns: reads `key`'s
+  /// file into `slab[offset + 2..]` and decodes it there, writing the flags
+  /// (bit 0: an append log) at `slab[offset]` and the serializer at
+  /// `slab[offset + 1]`. Returns -1 if the key is missing, -2 if its file does
+  /// not fit in the rest of the slab (read it with `getValueSync`), else
+  /// `start * 2^32 + len`: the value is at `offset + 2 + start`, `len` bytes.
+  /// No allocation, no copy: the caller hands out views of its slab.
+  #[napi]
+  pub fn get_value_into(&self, key: BufferSlice<'_>, mut slab: BufferSlice<'_>, offset: u32) -> Result<f64> {
+    let (head, file) = slab_region(&mut slab, offset)?;
+    let found = self.inner.read_value_into(&key, file).map_err(js_error)?;
+    Ok(value_into_result(head, found))
+  }
+
+  /// `getValueInto` done only if it cannot wait for the disk (see
+  /// `FileStore::read_value_into_now`): the same results, or -3 when it would
+  /// wait (then read with `getValueAsync`). Lets an async `get` of a cached key
+  /// be answered at once, without blocking the event loop on the disk.
+  #[napi]
+  pub fn get_value_now(&self, key: BufferSlice<'_>, mut slab: BufferSlice<'_>, offset: u32) -> Result<f64> {
+    let (head, file) = slab_region(&mut slab, offset)?;
+    match self.inner.read_value_into_now(&key, file).map_err(js_error)? {
+      None => Ok(-3.0),
+      Some(found) => Ok(value_into_result(head, found)),
+    }
+  }
+
+  /// `getValueSync` on the threadpool.
+  #[napi(ts_return_type = "Promise<Buffer | null>")]
+  pub fn get_value_async(&self, key: Buffer) -> AsyncTask<StoreTask> {
+    self.task(Op::GetValue(key))
   }
 
   #[napi(ts_return_type = "Promise<NativeEntry | null>")]
@@ -405,6 +485,7 @@ impl Task for DeleteStoreTask {
 /// A store operation run on the libuv threadpool.
 pub enum Op {
   Get(Buffer),
+  GetValue(Buffer),
   GetMeta(Buffer),
   Exists(Buffer),
   Put(Vec<NativeWrite>),
@@ -414,6 +495,8 @@ pub enum Op {
 
 pub enum OpOutput {
   Entry(Option<core::Entry>),
+  /// `[flags, serializer, ...value]`, as `getValueSync` lays it out.
+  Value(Option<Vec<u8>>),
   Meta(Option<core::MetaEntry>),
   Bool(bool),
   Unit,
@@ -436,6 +519,16 @@ impl Task for StoreTask {
     let op = self.op.as_ref().expect("task computed twice");
     let out = match op {
       Op::Get(k) => OpOutput::Entry(store.get(k).map_err(js_error)?),
+      Op::GetValue(k) => OpOutput::Value(
+        store
+          .read_value(k, |v| {
+            let mut out = Vec::with_capacity(v.bytes.len() + 2);
+            out.extend_from_slice(&[u8::from(v.log), v.serializer]);
+            out.extend_from_slice(v.bytes);
+            out
+          })
+          .map_err(js_error)?,
+      ),
       Op::GetMeta(k) => OpOutput::Meta(store.get_meta(k).map_err(js_error)?),
       Op::Exists(k) => OpOutput::Bool(store.exists(k).map_err(js_error)?),
       Op::Put(ws) => {
@@ -454,6 +547,7 @@ impl Task for StoreTask {
     let value = unsafe {
       match output {
         OpOutput::Entry(e) => ToNapiValue::to_napi_value(raw, e.map(entry_to_js))?,
+        OpOutput::Value(v) => ToNapiValue::to_napi_value(raw, v.map(Buffer::from))?,
         OpOutput::Meta(m) => ToNapiValue::to_napi_value(raw, m.map(meta_to_js))?,
         OpOutput::Bool(b) => ToNapiValue::to_napi_value(raw, b)?,
         OpOutput::Unit => ToNapiValue::to_napi_value(raw, ())?,

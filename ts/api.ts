@@ -7,7 +7,7 @@
  */
 import { Readable } from 'node:stream'
 import gensync, { type Handler } from 'gensync'
-import type { Backing, BlobSink, BlobSource, LogCursor, LogInfo, LogRecord, NewRecord, RawEntry, RawMeta, RawWrite } from './backing.js'
+import { type Backing, type BlobSink, type BlobSource, type LogCursor, type LogInfo, type LogRecord, type NewRecord, type RawEntry, type RawMeta, type RawValue, type RawWrite, copyBytes } from './backing.js'
 import { nowMs } from './clock.js'
 import { type Key, decodeKey, encodeKey } from './codec/key.js'
 import { type KeyType, type Metadata, decodeMeta, encodeMeta } from './codec/meta.js'
@@ -144,11 +144,11 @@ export function* withLock<R>(b: Backing, keys: Uint8Array[], body: () => Handler
 
 // ---- encoding helpers -------------------------------------------------------
 
-function decodeValue(store: Store, raw: RawEntry): unknown {
-  if (raw.serializer === RAW_BYTES_ID) return raw.value
+function decodeValue(store: Store, raw: { serializer: number; value: Uint8Array; shared?: boolean }): unknown {
+  if (raw.serializer === RAW_BYTES_ID) return raw.shared ? copyBytes(raw.value) : raw.value
   const s = store.serializers.forId(raw.serializer)
   try {
-    return s.decode(raw.value)
+    return s.decode(raw.shared && !s.copiesInput ? copyBytes(raw.value) : raw.value)
   } catch (err) {
     throw new KonserveError('ERR_DESERIALIZE', `the ${s.name} serializer cannot decode the stored value: ${(err as Error).message}`, {
       cause: err,
@@ -301,57 +301,73 @@ export interface GetOptions extends Options {
 
 /** The value of `key`, or `opts.notFound` (default undefined) when it is missing. */
 export function get<O extends GetOptions>(store: Store, key: Key, opts?: O): Result<O, unknown> {
-  return readPath(store, [key], opts?.notFound, opts) as Result<O, unknown>
+  if (!opts?.sync) {
+    try {
+      return readKey(store, key, undefined, opts?.notFound, opts) as Result<O, unknown>
+    } catch (err) {
+      return Promise.reject(err) as Result<O, unknown>
+    }
+  }
+  return readKey(store, key, undefined, opts.notFound, opts) as Result<O, unknown>
+}
+
+/** The value `raw` holds, at the inner path `rest` (none: the whole value). */
+function valueAt(store: Store, raw: RawValue | RawEntry | undefined, rest: Path | undefined, notFound: unknown): unknown {
+  if (!raw) return notFound
+  const value = decodeValue(store, raw)
+  if (!rest) return value
+  const v = getPath(value, rest)
+  return v === missing ? notFound : v
 }
 
 /**
  * The hot read path, without gensync's generator machinery (a get is a few
- * microseconds of work, and the generators cost as much again). Logs take the
- * general path.
+ * microseconds of work, and the generators cost as much again): `key`'s value
+ * at the inner path `rest`. Logs take the general path.
  */
-function readPath(store: Store, path: Path, notFound: unknown, opts: Options | undefined): unknown {
-  checkPath(path)
-  const key = path[0]
-  const found = (raw: RawEntry | undefined): unknown => {
-    if (!raw) return notFound
-    const v = getPath(decodeValue(store, raw), path.length === 1 ? [] : path.slice(1))
-    return v === missing ? notFound : v
-  }
+function readKey(store: Store, key: Key, rest: Path | undefined, notFound: unknown, opts: Options | undefined): unknown {
+  const b = store.backing
   if (opts?.sync) {
+    let raw: RawValue | RawEntry | undefined
     try {
-      const raw = store.backing.getSync(encodeKey(key))
-      if (!raw?.log) return found(raw)
+      const cke = encodeKey(key)
+      raw = b.getValueSync ? b.getValueSync(cke) : b.getSync(cke)
     } catch (err) {
       throw withKey(err, key)
     }
-    return getInOp.sync(store, path, notFound)
+    if (!raw?.log) return valueAt(store, raw, rest, notFound)
+    return getInOp.sync(store, [key, ...(rest ?? [])], notFound)
   }
   return (async () => {
+    let raw: RawValue | RawEntry | undefined
     try {
-      const raw = await store.backing.getAsync(encodeKey(key))
-      if (!raw?.log) return found(raw)
+      const cke = encodeKey(key)
+      raw = await (b.getValueAsync ? b.getValueAsync(cke) : b.getAsync(cke))
     } catch (err) {
       throw withKey(err, key)
     }
-    return getInOp.async(store, path, notFound)
+    if (!raw?.log) return valueAt(store, raw, rest, notFound)
+    return getInOp.async(store, [key, ...(rest ?? [])], notFound)
   })()
 }
-
-
 
 /**
  * The value at `path` = [key, ...inner path], or `notFound` when the key or any
  * step of the inner path is missing.
  */
 export function getIn<O extends Options>(store: Store, path: Path, notFound?: unknown, opts?: O): Result<O, unknown> {
+  const read = () => {
+    checkPath(path)
+    return readKey(store, path[0], path.length > 1 ? path.slice(1) : undefined, notFound, opts)
+  }
   if (!opts?.sync) {
     try {
-      return readPath(store, path, notFound, opts) as Result<O, unknown>
+      return read() as Result<O, unknown>
     } catch (err) {
       return Promise.reject(err) as Result<O, unknown>
     }
   }
-  return readPath(store, path, notFound, opts) as Result<O, unknown>
+  return read() as Result<O, unknown>
 }
 
 const getMetaOp = gensync(function* (store: Store, key: Key) {
@@ -921,7 +937,7 @@ const LOG_BATCH = 256
 const notALog = () => new KonserveError('ERR_NOT_A_LOG', 'the key holds something other than an append log')
 
 function decodeRecord(store: Store, r: LogRecord): unknown {
-  return decodeValue(store, { serializer: r.serializer, meta: new Uint8Array(0), value: r.bytes })
+  return decodeValue(store, { serializer: r.serializer, value: r.bytes })
 }
 
 /** Every element of the log at `cke`, or undefined when it is missing. */

@@ -18,6 +18,20 @@ export interface RawEntry {
   log?: LogInfo
 }
 
+/** A key's value as `get` needs it, without its metadata (see Backing.getValueSync). */
+export interface RawValue {
+  serializer: number
+  value: Uint8Array
+  /** The key holds an append log: `value` is empty; read its records with `openLog*`. */
+  log: boolean
+  /**
+   * `value` is memory the backing keeps or shares with other values: it must
+   * not escape. The facade copies it before handing it out, or to a decoder
+   * that may keep it (see Serializer.copiesInput); decoders never write to it.
+   */
+  shared?: boolean
+}
+
 export interface RawMeta {
   /** The key's CKE. */
   key: Uint8Array
@@ -154,6 +168,10 @@ export interface Backing {
   readonly atomicMultiKey: boolean
 
   getSync(key: Uint8Array): RawEntry | undefined
+  /** Optional: `get`'s hot path, the value without metadata (falls back to getSync). */
+  getValueSync?(key: Uint8Array): RawValue | undefined
+  /** Optional: `get`'s hot path, the value without metadata (falls back to getAsync). */
+  getValueAsync?(key: Uint8Array): Promise<RawValue | undefined>
   getAsync(key: Uint8Array): Promise<RawEntry | undefined>
   getMetaSync(key: Uint8Array): RawMeta | undefined
   getMetaAsync(key: Uint8Array): Promise<RawMeta | undefined>
@@ -223,4 +241,13 @@ export interface Backing {
  */
 export function copyBytes(b: Uint8Array): Uint8Array {
   return new Uint8Array(b)
+}
+
+/** A string that identifies a key by its CKE, for maps: one char per byte. */
+export function keyId(key: Uint8Array): string {
+  // One byte per char; apply() over the array, in pieces that fit on the stack.
+  if (key.length <= 4096) return String.fromCharCode.apply(null, key as unknown as number[])
+  let s = ''
+  for (let i = 0; i < key.length; i += 4096) s += String.fromCharCode.apply(null, key.subarray(i, i + 4096) as unknown as number[])
+  return s
 }

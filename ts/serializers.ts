@@ -12,6 +12,12 @@ export interface Serializer {
   readonly name: string
   encode(value: unknown): Uint8Array
   decode(bytes: Uint8Array): unknown
+  /**
+   * Set if `decode` never keeps a reference to `bytes` (nor a view of them) in
+   * what it returns: the store may then decode straight from its read buffers.
+   * Unset, `decode` gets bytes of its own.
+   */
+  readonly copiesInput?: boolean
 }
 
 /** Id 0 in a header marks raw bytes written by `bassoc`; it is not a serializer. */
@@ -26,6 +32,9 @@ const msgpackOptions = {
   moreTypes: true,
   useBigIntExtension: true,
   structuredClone: true,
+  // Binary fields get memory of their own, not views of the bytes read: a
+  // decoded value never pins a read buffer (see Serializer.copiesInput).
+  copyBuffers: true,
 } as const
 
 /**
@@ -75,20 +84,27 @@ function assertEncodable(value: unknown, serializer: string, utf8Strings: boolea
   visit(value, '')
 }
 
+/** Node's Buffer, where there is one (this module also runs in browsers). */
+const NodeBuffer = (globalThis as { Buffer?: typeof Buffer }).Buffer
+
 export function msgpackSerializer(): Serializer {
   const packr = new Packr(msgpackOptions)
   return {
     id: 1,
     name: 'msgpack',
+    copiesInput: true,
     encode(value) {
       assertEncodable(value, 'msgpack', true)
       return packr.pack(value)
     },
     decode(bytes) {
-      return packr.unpack(bytes)
+      // Binary fields come back as the input's kind: Buffers in Node whichever
+      // store read the bytes (a view, no copy), Uint8Arrays in browsers.
+      return packr.unpack(NodeBuffer && !NodeBuffer.isBuffer(bytes) ? NodeBuffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength) : bytes)
     },
   }
 }
+
 
 /**
  * Registers a msgpackr extension (a class and its wire form), as konserve does
@@ -103,6 +119,7 @@ export function jsonSerializer(): Serializer {
   return {
     id: 2,
     name: 'json',
+    copiesInput: true,
     encode(value) {
       assertEncodable(value, 'json', false)
       const text = JSON.stringify(value)

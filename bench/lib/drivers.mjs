@@ -37,20 +37,26 @@ export async function pool(items, conc, fn) {
 
 // ---------------------------------------------------------------- konserve
 
-export function konserve({ impl = 'native', api = 'sync', durable = true }) {
+// The read cache in front of the file store: sized to hold every key of the get cases.
+const CACHE = { maxEntries: 100_000, maxBytes: 256 << 20 }
+
+export function konserve({ impl = 'native', api = 'sync', durable = true, cached = false }) {
   const sync = api === 'sync'
   const o = sync ? SYNC : undefined
   const native = impl === 'native'
+  const base = `connectFsStore(dir, { native: ${native}, syncBlob: ${durable} })`
   return {
-    id: `ks-${impl}-${api}${durable ? '' : '-nd'}`,
-    name: `konserve ${native ? 'native' : 'pure-TS'} (${api})`,
-    family: `konserve ${native ? 'native' : 'pure-TS'} (${api})`,
+    id: `ks-${impl}-${api}${durable ? '' : '-nd'}${cached ? '-cached' : ''}`,
+    name: `konserve ${native ? 'native' : 'pure-TS'}${cached ? ' + read cache' : ''} (${api})`,
+    family: `konserve ${native ? 'native' : 'pure-TS'}${cached ? ' + read cache' : ''} (${api})`,
     kind: 'ours',
     mode: durable ? 'durable' : 'non-durable',
     api: {},
     defaultApi: api,
-    config: `connectFsStore(dir, { native: ${native}, syncBlob: ${durable} })${sync ? ', { sync: true } calls' : ', Promise calls'}`,
-    open: (dir) => k.connectFsStore(dir, { sync, native, syncBlob: durable }),
+    config: `${cached ? `withCache(${base}, { maxEntries: 100000, maxBytes: 256 MiB })` : base}${sync ? ', { sync: true } calls' : ', Promise calls'}`,
+    open: cached
+      ? async (dir) => k.withCache(await k.connectFsStore(dir, { sync, native, syncBlob: durable }), CACHE)
+      : (dir) => k.connectFsStore(dir, { sync, native, syncBlob: durable }),
     close: () => {},
     put: (s, key, v) => k.assoc(s, key, v, o),
     get: (s, key) => k.get(s, key, o),
@@ -377,23 +383,26 @@ export async function rawWriteAsync(dir, name, buf, durable) {
   }
 }
 
-export function raw({ durable = true, api = 'sync' }) {
+export function raw({ durable = true, api = 'sync', decode = false }) {
   const sync = api === 'sync'
+  const read = decode ? (dir, key) => unpack(fs.readFileSync(join(dir, key))) : (dir, key) => fs.readFileSync(join(dir, key))
   return {
-    id: `raw-${api}${durable ? '' : '-nd'}`,
-    name: `raw syscalls (${api})`,
-    family: `raw syscalls (${api})`,
+    id: `raw-${api}${durable ? '' : '-nd'}${decode ? '-decode' : ''}`,
+    name: decode ? `raw readFileSync + msgpack decode (${api})` : `raw syscalls (${api})`,
+    family: decode ? `raw readFileSync + msgpack decode (${api})` : `raw syscalls (${api})`,
     kind: 'raw',
     mode: durable ? 'durable' : 'non-durable',
     api: {},
     defaultApi: api,
     config: durable
       ? `open(O_EXCL) staging file, write, fsync, close, rename, open+fsync+close the directory (${sync ? 'fs.*Sync' : 'fs.promises'}); msgpackr.pack of the value; reads: fs.readFileSync, no decode`
-      : `the same without the two fsyncs (${sync ? 'fs.*Sync' : 'fs.promises'})`,
+      : decode
+        ? 'reads only: fs.readFileSync of the file, then msgpackr.unpack (what a get must at least do)'
+        : `the same without the two fsyncs (${sync ? 'fs.*Sync' : 'fs.promises'})`,
     open: (dir) => dir,
     close: () => {},
     put: sync ? (dir, key, v) => rawWriteSync(dir, key, pack(v), durable) : (dir, key, v) => rawWriteAsync(dir, key, pack(v), durable),
-    get: (dir, key) => fs.readFileSync(join(dir, key)),
+    get: read,
     update: sync
       ? (dir, key) => {
           let n

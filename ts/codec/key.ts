@@ -232,11 +232,40 @@ function write(w: Writer, key: unknown, depth: number, seen: Set<object>): void 
 
 /** Encodes a key canonically. Throws `ERR_INVALID_KEY` for anything else. */
 export function encodeKey(key: unknown): Uint8Array {
+  if (typeof key === 'string') return encodeStringKey(key)
   if (key === undefined) throw invalid('a key cannot be undefined')
   const w = new Writer()
   write(w, key, 0, new Set())
   if (w.len > 0xffffffff) throw invalid('a key encodes to more than 4 GiB')
   return w.result()
+}
+
+/**
+ * The CKE of a string key (the common case, on every get): the same bytes as
+ * the general writer, encoded straight into one array.
+ */
+function encodeStringKey(key: string): Uint8Array {
+  if (key.length > 0x3fffffff || !isWellFormed(key)) {
+    const w = new Writer()
+    write(w, key, 0, new Set())
+    if (w.len > 0xffffffff) throw invalid('a key encodes to more than 4 GiB')
+    return w.result()
+  }
+  // Sized for ASCII first (one byte per unit); otherwise for the most UTF-8
+  // can take (3 bytes per UTF-16 unit), then cut to size.
+  let out = new Uint8Array(5 + key.length)
+  let { read, written: n } = utf8.encodeInto(key, out.subarray(5))
+  if (read < key.length) {
+    const wide = new Uint8Array(5 + key.length * 3)
+    n = utf8.encodeInto(key, wide.subarray(5)).written
+    out = wide.slice(0, 5 + n)
+  }
+  out[0] = T_STRING
+  out[1] = n >>> 24
+  out[2] = (n >>> 16) & 0xff
+  out[3] = (n >>> 8) & 0xff
+  out[4] = n & 0xff
+  return out
 }
 
 class Reader {

@@ -32,9 +32,11 @@ import {
   type RawEntry,
   type RawListing,
   type RawMeta,
+  type RawValue,
   type RawWrite,
   type StoreClock,
   copyBytes,
+  keyId,
 } from '../backing.js'
 import { KonserveError } from '../errors.js'
 import { Store } from '../store.js'
@@ -70,11 +72,6 @@ export const ops = {
 }
 
 /** A key's canonical encoding as a Map key. */
-export function keyId(key: Uint8Array): string {
-  let s = ''
-  for (let i = 0; i < key.length; i += 4096) s += String.fromCharCode(...key.subarray(i, i + 4096))
-  return s
-}
 
 /** A copy that shares no memory with `e` (decoders may return views into their input). */
 export function copyEntry(e: RawEntry): RawEntry {
@@ -256,6 +253,14 @@ class CachedBacking implements Backing {
   getAsync(key: Uint8Array) {
     return cGet.async(this, key)
   }
+  /** `get`'s hot path: a hit lends the cached bytes, marked shared (the facade copies them where they could escape). */
+  getValueSync(key: Uint8Array): RawValue | undefined {
+    const id = keyId(key)
+    const slot = lookup(this, id)
+    const raw = slot ? (slot.absent ? undefined : slot) : cFill.sync(this, key, id)
+    if (!raw) return undefined
+    return { serializer: raw.serializer, value: raw.value, log: raw.log !== undefined, shared: slot !== undefined }
+  }
   getMetaSync(key: Uint8Array) {
     return cGetMeta.sync(this, key)
   }
@@ -395,6 +400,11 @@ const cGet = gensync(function* (self: CachedBacking, key: Uint8Array): Handler<R
   const id = keyId(key)
   const slot = lookup(self, id)
   if (slot) return slot.absent ? undefined : copyEntry(slot)
+  return yield* cFill(self, key, id)
+})
+
+/** A miss: reads the underlying store and caches what it read, unless a write raced it. */
+const cFill = gensync(function* (self: CachedBacking, key: Uint8Array, id: string): Handler<RawEntry | undefined> {
   const g0 = self.guard.begin()
   try {
     const raw = yield* ops.get(self.inner, key)

@@ -16,8 +16,10 @@ import {
   type RawEntry,
   type RawListing,
   type RawMeta,
+  type RawValue,
   type RawWrite,
   copyBytes,
+  keyId,
 } from '../backing.js'
 import { concat } from '../codec/aes.js'
 import { KonserveError } from '../errors.js'
@@ -44,11 +46,7 @@ const notBinary = () => new KonserveError('ERR_NOT_BINARY', 'the key holds a val
 
 let counter = 0
 
-function id(key: Uint8Array): string {
-  let s = ''
-  for (let i = 0; i < key.length; i += 4096) s += String.fromCharCode(...key.subarray(i, i + 4096))
-  return s
-}
+const id = keyId
 
 export class MemoryBacking implements Backing {
   readonly implementation = 'memory' as const
@@ -61,6 +59,13 @@ export class MemoryBacking implements Backing {
     if (s?.records) return { serializer: s.serializer, meta: s.meta, value: new Uint8Array(0), log: logInfo(s) }
     // Copied out as well as in: a reader that changes a blob must not change the store.
     return s && { serializer: s.serializer, meta: s.meta, value: copyBytes(s.value) }
+  }
+  /** `get`'s hot path: the stored bytes themselves, marked shared (the facade copies them where they could escape). */
+  getValueSync(key: Uint8Array): RawValue | undefined {
+    const s = this.slots.get(id(key))
+    if (!s) return undefined
+    if (s.records) return { serializer: s.serializer, value: new Uint8Array(0), log: true }
+    return { serializer: s.serializer, value: s.value, log: false, shared: true }
   }
   getMetaSync(key: Uint8Array): RawMeta | undefined {
     const s = this.slots.get(id(key))

@@ -13,10 +13,12 @@ import type {
   RawEntry,
   RawListing,
   RawMeta,
+  RawValue,
   RawWrite,
   StoreClock,
 } from '../backing.js'
 import { toKonserveError } from '../errors.js'
+import { RAW_BYTES_ID } from '../serializers.js'
 import { GroupCommit } from './group-commit.js'
 import { type NativeBlobReader, type NativeBlobWriter, type NativeFileStore, type NativeLogCursor, type NativeMetaEntryLike, loadNative } from '../native.js'
 
@@ -37,6 +39,24 @@ async function callAsync<T>(p: () => Promise<T>): Promise<T> {
 }
 
 const orUndefined = <T>(v: T | null): T | undefined => (v === null ? undefined : v)
+
+/**
+ * `get` reads small files straight into a slab that this module owns (see
+ * getValueInto in src/lib.rs): each read takes the next region, a region is
+ * never written again, and a full slab is replaced, not reused. So a value is
+ * a view that stays valid, and a read allocates nothing.
+ */
+const SLAB_SIZE = 64 * 1024
+// A region must hold the 2-byte prefix and the largest file read this way.
+const SLAB_MIN_ROOM = 2 + 16 * 1024
+let slab = Buffer.allocUnsafeSlow(SLAB_SIZE)
+let slabAt = 0
+const WOULD_BLOCK = Symbol('would block')
+
+/** A value laid out `[flags, serializer, ...value]` (getValueSync, getValueAsync). */
+function fromPrefixed(b: Buffer | null): RawValue | undefined {
+  return b === null ? undefined : { serializer: b[1]!, value: b.subarray(2), log: b[0] === 1 }
+}
 
 // napi-rs takes Buffers; a Buffer view over the same memory costs no copy.
 function buf(b: Uint8Array): Buffer {
@@ -98,6 +118,41 @@ export class NativeFileBacking implements Backing {
 
   getSync(key: Uint8Array): RawEntry | undefined {
     return call(() => orUndefined(this.native.getSync(buf(key))))
+  }
+  getValueSync(key: Uint8Array): RawValue | undefined {
+    return call(() => this.readSlab(key, false) as RawValue | undefined)
+  }
+  getValueAsync(key: Uint8Array): Promise<RawValue | undefined> {
+    try {
+      // Answered at once when the file is cached (no thread hop, no disk wait).
+      const now = this.readSlab(key, true)
+      if (now !== WOULD_BLOCK) return Promise.resolve(now)
+    } catch (err) {
+      return Promise.reject(toKonserveError(err))
+    }
+    return callAsync(async () => fromPrefixed(await this.native.getValueAsync(buf(key))))
+  }
+  /** Reads `key` into the slab (see SLAB_SIZE); `now`: only if that cannot wait for the disk. */
+  private readSlab(key: Uint8Array, now: boolean): RawValue | undefined | typeof WOULD_BLOCK {
+    if (SLAB_SIZE - slabAt < SLAB_MIN_ROOM) {
+      slab = Buffer.allocUnsafeSlow(SLAB_SIZE)
+      slabAt = 0
+    }
+    const at = slabAt
+    // napi-rs reads any Uint8Array as a Buffer: no view to make.
+    const r = now ? this.native.getValueNow(key as Buffer, slab, at) : this.native.getValueInto(key as Buffer, slab, at)
+    if (r === -1) return undefined
+    if (r === -3) return WOULD_BLOCK
+    // Too large for the slab: a Buffer of its own.
+    if (r === -2) return now ? WOULD_BLOCK : fromPrefixed(this.native.getValueSync(key as Buffer))
+    const len = r % 0x1_0000_0000
+    const start = at + 2 + (r - len) / 0x1_0000_0000
+    slabAt = (start + len + 7) & ~7
+    const value = slab.subarray(start, start + len)
+    const serializer = slab[at + 1]!
+    // Raw bytes go to the caller as they are: a Buffer of their own (small ones from Node's pool).
+    if (serializer === RAW_BYTES_ID) return { serializer, value: Buffer.from(value), log: false }
+    return { serializer, value, log: slab[at] === 1, shared: true }
   }
   getAsync(key: Uint8Array): Promise<RawEntry | undefined> {
     return callAsync(async () => orUndefined(await this.native.getAsync(buf(key))))

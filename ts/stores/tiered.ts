@@ -45,10 +45,11 @@ import {
   type RawWrite,
   type StoreClock,
   copyBytes,
+  keyId,
 } from '../backing.js'
 import { KonserveError } from '../errors.js'
 import { Store } from '../store.js'
-import { FillGuard, HeldKeys, copyEntry, keyId, ops, storeLike, watchSink } from './cached.js'
+import { FillGuard, HeldKeys, copyEntry, ops, storeLike, watchSink } from './cached.js'
 
 export type WritePolicy = 'write-through' | 'write-behind'
 export type ReadPolicy = 'front-first'

@@ -175,41 +175,48 @@ pub struct MetaSegment {
 
 /// Checks the meta segment's checksum against `header`, decodes and splits it.
 pub fn decode_meta(header: &Header, ctx: &SegmentContext<'_>, stored: &[u8]) -> Result<MetaSegment> {
+    let plain = decode_meta_plain(header, ctx, stored)?;
+    let (key, meta) = split_meta(&plain)?;
+    Ok(MetaSegment { key: key.to_vec(), meta: meta.to_vec() })
+}
+
+/// Checks the meta segment's checksum and decodes it, borrowing `stored` when
+/// it is stored as is; [`split_meta`] splits the result.
+pub fn decode_meta_plain<'a>(header: &Header, ctx: &SegmentContext<'_>, stored: &'a [u8]) -> Result<Cow<'a, [u8]>> {
     if stored.len() as u64 != u64::from(header.meta_len) {
         return Err(Error::corrupt("meta segment length differs from the header"));
     }
     if xxh3_64(stored) != header.meta_checksum {
         return Err(Error::corrupt("meta segment checksum mismatch"));
     }
-    let plain = header.codec.decode(ctx, SegmentKind::Meta, stored)?;
-    let (key, meta) = split_meta(&plain)?;
-    Ok(MetaSegment { key: key.to_vec(), meta: meta.to_vec() })
+    header.codec.decode(ctx, SegmentKind::Meta, stored)
 }
 
 /// Checks the value segment's checksum against `header` and decodes it.
 pub fn decode_value(header: &Header, ctx: &SegmentContext<'_>, stored: &[u8]) -> Result<Vec<u8>> {
+    Ok(decode_value_plain(header, ctx, stored)?.into_owned())
+}
+
+/// [`decode_value`] borrowing `stored` when the segment is stored as is (the
+/// hot read path copies the value once, straight into the caller's memory).
+pub fn decode_value_plain<'a>(header: &Header, ctx: &SegmentContext<'_>, stored: &'a [u8]) -> Result<Cow<'a, [u8]>> {
     if stored.len() as u64 != header.value_len {
         return Err(Error::corrupt("value segment length differs from the header"));
     }
     if xxh3_64(stored) != header.value_checksum {
         return Err(Error::corrupt("value segment checksum mismatch"));
     }
-    Ok(header.codec.decode(ctx, SegmentKind::Value, stored)?.into_owned())
+    header.codec.decode(ctx, SegmentKind::Value, stored)
 }
 
 /// [`decode_value`] for a segment read into its own buffer: when the segment is
 /// stored as is, the buffer is returned without a copy (large blobs).
 pub fn decode_value_owned(header: &Header, ctx: &SegmentContext<'_>, stored: Vec<u8>) -> Result<Vec<u8>> {
-    if stored.len() as u64 != header.value_len {
-        return Err(Error::corrupt("value segment length differs from the header"));
-    }
-    if xxh3_64(&stored) != header.value_checksum {
-        return Err(Error::corrupt("value segment checksum mismatch"));
-    }
-    match header.codec.decode(ctx, SegmentKind::Value, &stored)? {
-        Cow::Borrowed(_) => Ok(stored),
-        Cow::Owned(plain) => Ok(plain),
-    }
+    let plain = match decode_value_plain(header, ctx, &stored)? {
+        Cow::Borrowed(_) => None,
+        Cow::Owned(plain) => Some(plain),
+    };
+    Ok(plain.unwrap_or(stored))
 }
 
 /// A key file split in the two parts a writer writes: header + meta segment,

@@ -23,4 +23,4 @@ pub mod vfs;
 
 pub use error::{Error, ErrorCode, Result};
 pub use keyhash::file_name;
-pub use store::{delete_store, Entry, FileStore, ListCursor, ListResult, MetaEntry, Options, Write, CLOCK_FILE_NAME, LOCK_FILE_NAME};
+pub use store::{delete_store, Entry, FileStore, ListCursor, ListResult, MetaEntry, Options, ValueInto, ValueRef, Write, CLOCK_FILE_NAME, LOCK_FILE_NAME};

@@ -6,6 +6,7 @@
 //! and unlock. Plain reads need no lock: a key's file is only ever replaced by
 //! a rename, so a reader sees the old file or the new one, whole.
 
+use std::borrow::Cow;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +34,45 @@ pub const CLOCK_FILE_NAME: &str = ".konserve.clock";
 /// How much of a key file `keys` and `getMeta` read in their first read:
 /// the header and, for all but unusual keys, the whole meta segment.
 const HEAD_READ: usize = 4096;
+
+/// The largest file [`FileStore::read_value`] reads in one `pread` into its
+/// reused per-thread buffer; larger values take the general path.
+const SMALL_READ: usize = 16 * 1024;
+
+thread_local! {
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Where [`FileStore::read_value_into`] left a key's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueInto {
+    /// The key does not exist.
+    Missing,
+    /// The file does not fit in the buffer whole, or is a chunked blob: read it with `get`.
+    TooLarge,
+    /// The value is at `buf[start..start + len]` (empty for an append log).
+    Found {
+        /// The serializer id the value was written with (0: raw bytes).
+        serializer: u8,
+        /// The key is an append log (FORMAT.md §4.6): read its records with a log cursor.
+        log: bool,
+        /// Where the value starts in the buffer.
+        start: usize,
+        /// The value's length.
+        len: usize,
+    },
+}
+
+/// A value as [`FileStore::read_value`] lends it: valid during the call only.
+#[derive(Debug, Clone, Copy)]
+pub struct ValueRef<'a> {
+    /// The serializer id the value was written with (0: raw bytes).
+    pub serializer: u8,
+    /// The key is an append log (FORMAT.md §4.6): `bytes` is empty; read its records with a log cursor.
+    pub log: bool,
+    /// The value, decoded (decrypted, decompressed).
+    pub bytes: &'a [u8],
+}
 
 /// Store options.
 #[derive(Clone)]
@@ -382,6 +422,106 @@ impl FileStore {
         })?;
         let value = format::decode_value_owned(&header, &ctx, stored).map_err(|e| e.with_file(&path))?;
         Ok(Some(Entry { serializer: header.serializer, meta: meta.meta, value, log: None }))
+    }
+
+    /// The hot read, into the caller's memory: `key`'s whole file is read into
+    /// `buf` with one `pread` and decoded there, so a small plain value costs
+    /// open, read, close and no copy at all. Every check of [`get`](Self::get)
+    /// applies: header, checksums, the stored key. A file that does not fit in
+    /// `buf` whole (or a chunked blob) is [`ValueInto::TooLarge`]: read it with `get`.
+    pub fn read_value_into(&self, key: &[u8], buf: &mut [u8]) -> Result<ValueInto> {
+        let Some((file, path)) = self.open_key_file(key)? else { return Ok(ValueInto::Missing) };
+        let got = file.read_upto_at(buf, 0).map_err(|e| head_read_error(e, &path))?;
+        drop(file);
+        self.decode_read(key, &path, buf, got)
+    }
+
+    /// [`read_value_into`](Self::read_value_into), done only if it cannot wait
+    /// for the disk: the path lookup and the read from cached pages alone
+    /// ([`Vfs::open_read_cached`], [`VfsFile::read_cached_at`]). `None` when it
+    /// would wait: the caller then reads on a worker thread. So an async `get`
+    /// of a cached key is answered at once, without a thread hop, and still
+    /// never blocks its event loop on the disk.
+    pub fn read_value_into_now(&self, key: &[u8], buf: &mut [u8]) -> Result<Option<ValueInto>> {
+        cke::validate(key)?;
+        let path = self.file_path(key);
+        let file = match self.vfs.open_read_cached(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Some(ValueInto::Missing)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(Error::io(e, "cannot open the key file", &path)),
+        };
+        let got = match file.read_cached_at(buf, 0) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(head_read_error(e, &path)),
+        };
+        // A cached read may stop short of the end: only the file's size tells.
+        if got < buf.len() && file.size().map_err(|e| Error::io(e, "cannot stat the key file", &path))? != got as u64 {
+            return Ok(None);
+        }
+        drop(file);
+        self.decode_read(key, &path, buf, got).map(Some)
+    }
+
+    /// Decodes a key file that a read put in `buf[..got]` (see [`read_value_into`](Self::read_value_into)).
+    fn decode_read(&self, key: &[u8], path: &Path, buf: &mut [u8], got: usize) -> Result<ValueInto> {
+        // Only a file that the read held whole (a short read), as its header says.
+        if got == buf.len() || format::Header::declared_len(&buf[..got]) != Some(got as u64) {
+            return Ok(ValueInto::TooLarge);
+        }
+        let whole = &buf[..got];
+        let ctx = self.context(keyhash::key_hash(key));
+        let header = format::Header::decode(whole, got as u64).map_err(|e| e.with_file(&path))?;
+        if header.flags == format::FLAG_CHUNKED {
+            return Ok(ValueInto::TooLarge);
+        }
+        let value_at = HEADER_LEN + header.meta_len as usize;
+        let meta = format::decode_meta_plain(&header, &ctx, &whole[HEADER_LEN..value_at]).map_err(|e| e.with_file(&path))?;
+        let (stored_key, _) = format::split_meta(&meta).map_err(|e| e.with_file(&path))?;
+        Self::check_key(stored_key, key, &path)?;
+        let serializer = header.serializer;
+        if header.flags == format::FLAG_LOG {
+            return Ok(ValueInto::Found { serializer, log: true, start: 0, len: 0 });
+        }
+        let plain = match format::decode_value_plain(&header, &ctx, &whole[value_at..]).map_err(|e| e.with_file(&path))? {
+            Cow::Borrowed(v) => return Ok(ValueInto::Found { serializer, log: false, start: value_at, len: v.len() }),
+            Cow::Owned(plain) => plain,
+        };
+        // Decoded (decompressed, decrypted) into its own buffer: copied over the file's bytes.
+        if plain.len() > buf.len() {
+            return Ok(ValueInto::TooLarge);
+        }
+        buf[..plain.len()].copy_from_slice(&plain);
+        Ok(ValueInto::Found { serializer, log: false, start: 0, len: plain.len() })
+    }
+
+    /// The hot read, lent: `key`'s value handed to `f` as a borrowed
+    /// [`ValueRef`], or `None` if the key does not exist. A small file is read
+    /// into this thread's reused buffer ([`read_value_into`](Self::read_value_into)),
+    /// so the caller copies its value once, straight into its own memory; a
+    /// large one goes through [`get`](Self::get).
+    pub fn read_value<R>(&self, key: &[u8], f: impl FnOnce(ValueRef<'_>) -> R) -> Result<Option<R>> {
+        let mut f = Some(f);
+        let mut call = |v: ValueRef<'_>| f.take().map(|f| f(v));
+        let small = READ_BUF.with(|cell| -> Result<Option<Option<R>>> {
+            // A re-entrant call (none exists today) would find the buffer taken.
+            let Ok(mut buf) = cell.try_borrow_mut() else { return Ok(None) };
+            if buf.is_empty() {
+                buf.resize(SMALL_READ, 0);
+            }
+            Ok(match self.read_value_into(key, &mut buf)? {
+                ValueInto::Missing => Some(None),
+                ValueInto::TooLarge => None,
+                ValueInto::Found { serializer, log, start, len } => {
+                    Some(call(ValueRef { serializer, log, bytes: &buf[start..start + len] }))
+                }
+            })
+        })?;
+        if let Some(done) = small {
+            return Ok(done);
+        }
+        Ok(self.get(key)?.and_then(|e| call(ValueRef { serializer: e.serializer, log: e.log.is_some(), bytes: &e.value })))
     }
 
     /// The metadata of `key`, read without the value, or `None`.
@@ -824,6 +964,54 @@ mod tests {
         assert_eq!(store.get(&k).unwrap(), None);
         // Only the lock file is left: no staging file, no placeholder.
         assert_eq!(names(tmp.path()), vec![LOCK_FILE_NAME.to_string()]);
+    }
+
+    #[test]
+    fn read_value_into_finds_values_in_place_and_sends_large_ones_to_get() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = open(tmp.path());
+        put1(&store, &key("a"), b"value");
+        let mut buf = vec![0u8; 4096];
+        let ValueInto::Found { serializer, log, start, len } = store.read_value_into(&key("a"), &mut buf).unwrap() else {
+            panic!("not found")
+        };
+        assert_eq!((serializer, log, &buf[start..start + len]), (1, false, &b"value"[..]));
+        assert_eq!(store.read_value_into(&key("missing"), &mut buf).unwrap(), ValueInto::Missing);
+        put1(&store, &key("big"), &[7u8; 5000]);
+        assert_eq!(store.read_value_into(&key("big"), &mut buf).unwrap(), ValueInto::TooLarge);
+        // The lent form reads both, the large one through get.
+        assert_eq!(store.read_value(&key("big"), |v| v.bytes.len()).unwrap(), Some(5000));
+        assert_eq!(store.read_value(&key("a"), |v| v.bytes.to_vec()).unwrap(), Some(b"value".to_vec()));
+        // A file holding another key is refused here too.
+        fs::copy(store.file_path(&key("a")), store.file_path(&key("b"))).unwrap();
+        assert_eq!(store.read_value_into(&key("b"), &mut buf).unwrap_err().code(), ErrorCode::KeyMismatch);
+    }
+
+    /// The cached-only read answers from the page cache, and says "would
+    /// block" once the file's pages are dropped, instead of reading the disk.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn read_value_into_now_never_waits_for_the_disk() {
+        use std::os::unix::io::AsRawFd;
+        let tmp = tempfile::tempdir().unwrap();
+        let store = open(tmp.path());
+        put1(&store, &key("a"), b"value");
+        let mut buf = vec![0u8; 4096];
+        let cached = store.read_value_into_now(&key("a"), &mut buf).unwrap();
+        let Some(ValueInto::Found { start, len, .. }) = cached else { panic!("a cached file must be read at once: {cached:?}") };
+        assert_eq!(&buf[start..start + len], b"value");
+        // Missing keys are answered at once too (the negative lookup is cached after a first miss).
+        let _ = store.read_value_into(&key("missing"), &mut buf).unwrap();
+        assert_eq!(store.read_value_into_now(&key("missing"), &mut buf).unwrap(), Some(ValueInto::Missing));
+        // Drop the file's (clean, fsynced) pages: the cached-only read must not wait for them.
+        let f = fs::File::open(store.file_path(&key("a"))).unwrap();
+        // SAFETY: a valid descriptor; advice only.
+        let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(r, 0);
+        assert_eq!(store.read_value_into_now(&key("a"), &mut buf).unwrap(), None);
+        // The blocking read brings the pages back.
+        assert!(matches!(store.read_value_into(&key("a"), &mut buf).unwrap(), ValueInto::Found { .. }));
+        assert!(matches!(store.read_value_into_now(&key("a"), &mut buf).unwrap(), Some(ValueInto::Found { .. })));
     }
 
     #[test]

@@ -24,6 +24,14 @@ pub trait Vfs: Send + Sync {
     /// Opens an existing file for reading.
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn VfsFile>>;
 
+    /// Opens an existing file for reading, but only if that cannot wait for the
+    /// disk: `WouldBlock` otherwise. Lets an async read be answered on the
+    /// caller's thread when everything it needs is cached. The default (and
+    /// any system that cannot promise it) always says `WouldBlock`.
+    fn open_read_cached(&self, _path: &Path) -> io::Result<Box<dyn VfsFile>> {
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+
     /// Opens an existing file for reading and writing in place (append logs);
     /// never creates or truncates it.
     fn open_write(&self, path: &Path) -> io::Result<Box<dyn VfsFile>>;
@@ -107,6 +115,13 @@ pub trait VfsFile: Send + Sync {
         Ok(n)
     }
 
+    /// Reads up to `buf.len()` bytes at `offset` from cached pages only:
+    /// `WouldBlock` if that would wait for the disk. May return fewer bytes than
+    /// the file holds (only part of it cached). The default always says `WouldBlock`.
+    fn read_cached_at(&self, _buf: &mut [u8], _offset: u64) -> io::Result<usize> {
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+
     /// The file's current length in bytes.
     fn size(&self) -> io::Result<u64>;
 
@@ -143,6 +158,43 @@ impl Vfs for RealFs {
 
     fn open_write(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
         Ok(Box::new(RealFile(OpenOptions::new().read(true).write(true).open(path)?)))
+    }
+
+    /// `openat2` with `RESOLVE_CACHED` (Linux 5.12): the whole path lookup
+    /// from the dentry cache, or `EAGAIN`. A kernel without it (or a seccomp
+    /// filter that refuses it) is remembered, and every later call says `WouldBlock`.
+    #[cfg(target_os = "linux")]
+    fn open_read_cached(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::io::FromRawFd;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+        if UNSUPPORTED.load(Ordering::Relaxed) {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: open_how is plain data (non_exhaustive, so built from zeroes).
+        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+        how.flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
+        how.resolve = libc::RESOLVE_CACHED;
+        // SAFETY: a valid C string and a valid open_how of the size passed.
+        let fd = unsafe {
+            libc::syscall(libc::SYS_openat2, libc::AT_FDCWD, c_path.as_ptr(), &how as *const libc::open_how, std::mem::size_of::<libc::open_how>())
+        };
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            return Err(match e.raw_os_error() {
+                Some(libc::EAGAIN) => io::ErrorKind::WouldBlock.into(),
+                Some(libc::ENOSYS | libc::EINVAL | libc::EPERM | libc::E2BIG) => {
+                    UNSUPPORTED.store(true, Ordering::Relaxed);
+                    io::ErrorKind::WouldBlock.into()
+                }
+                _ => e,
+            });
+        }
+        // SAFETY: openat2 returned a new descriptor that nothing else owns.
+        let fd = unsafe { File::from_raw_fd(fd as libc::c_int) };
+        Ok(Box::new(RealFile(fd)))
     }
 
     fn exists(&self, path: &Path) -> io::Result<bool> {
@@ -221,6 +273,26 @@ impl VfsFile for RealFile {
             match FileExt::read_at(&self.0, buf, offset) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 r => return r,
+            }
+        }
+    }
+
+    /// `preadv2` with `RWF_NOWAIT`: cached pages only, or `EAGAIN`.
+    #[cfg(target_os = "linux")]
+    fn read_cached_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let offset = libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+        loop {
+            // SAFETY: one iovec over `buf`, valid for writes of its length.
+            let n = unsafe { libc::preadv2(self.0.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT) };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => {}
+                Some(libc::EAGAIN | libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL) => return Err(io::ErrorKind::WouldBlock.into()),
+                _ => return Err(e),
             }
         }
     }
