@@ -106,6 +106,13 @@ const freshDir = (id) => {
   return d
 }
 const rmDir = (d) => fs.rmSync(d, { recursive: true, force: true })
+// Directories of many small files are deleted only when the run ends: deleting
+// thousands of files slows the file creations that follow on some file
+// systems (an ext4 without a journal scans its recently deleted inodes on
+// every create: bench/fs-costs.mjs shows the cost), which would tax whichever
+// store runs next. The blob cases' few large files are deleted at once.
+const retired = []
+const retire = (d) => retired.push(d)
 /** Deletes directories with one `rm -rf` each, all at once. */
 const rmDirs = (dirs) =>
   Promise.all(dirs.map((d) => new Promise((resolve) => execFile('rm', ['-rf', d], () => resolve()))))
@@ -205,7 +212,7 @@ async function casePut(t, drivers, { n, maxMs, conc }) {
       } catch (e) {
         fail(t, d, 'put', e)
       } finally {
-        rmDir(dir)
+        retire(dir)
       }
     }
   }
@@ -230,7 +237,7 @@ async function caseGet(cold, warm, drivers, { keys: nKeys, warmPasses }) {
       } catch (e) {
         fail(cold, d, 'get', e)
         fail(warm, d, 'get', e)
-        rmDir(dir)
+        retire(dir)
       }
     }),
   )
@@ -259,7 +266,7 @@ async function caseGet(cold, warm, drivers, { keys: nKeys, warmPasses }) {
       }
     }
   }
-  await rmDirs([...state.values()].map((s) => s.dir))
+  for (const st of state.values()) retire(st.dir)
 }
 
 async function caseUpdate(t, drivers, { n, maxMs }) {
@@ -281,7 +288,7 @@ async function caseUpdate(t, drivers, { n, maxMs }) {
       } catch (e) {
         fail(t, d, 'updateIn', e)
       } finally {
-        rmDir(dir)
+        retire(dir)
       }
     }
   }
@@ -525,5 +532,5 @@ fs.mkdirSync(join(here, 'results'), { recursive: true })
 fs.writeFileSync(join(here, 'results', `${base}.md`), md)
 fs.writeFileSync(join(here, 'results', `${base}.svg`), svg({ meta, tables: ran }))
 console.log(md)
-log(`done in ${totalSecs.toFixed(0)} s; wrote bench/results/${base}.md and ${base}.svg`)
+log(`done in ${totalSecs.toFixed(0)} s; wrote bench/results/${base}.md and ${base}.svg; deleting ${retired.length} store directories`)
 process.exit(0)

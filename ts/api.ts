@@ -540,8 +540,12 @@ export type BlobInput =
 
 /** Pieces handed to the backing: at least this much is gathered (fewer crossings into the core). */
 const GATHER = 1 << 20
-/** A larger piece is cut to this size, so the core never copies more than this at once. */
-const SLICE = 4 << 20
+/**
+ * A larger piece is cut to this size, so a backing never copies more than this
+ * at once. Large: the core seals whole chunks straight from the caller's bytes,
+ * except a slice's last chunk (it might be the blob's last), which it copies.
+ */
+const SLICE = 64 << 20
 
 const utf8 = new TextEncoder()
 

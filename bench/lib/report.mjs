@@ -107,7 +107,7 @@ export function markdown({ meta, tables, drivers, keysTables, populateRates }) {
   L.push(`- p50/p99 are per-operation latencies pooled over the rounds. Peak ΔRSS is the largest growth of the process's resident set (process.memoryUsage.rss, sampled every 2 ms) over its level at the start of a run.`)
   L.push(`- The last column is, for async APIs, the event loop's worst delay during the run (perf_hooks.monitorEventLoopDelay, 2 ms resolution); for sync APIs, the longest single call (the loop is blocked for each call).`)
   L.push(`- Durable: a write has been fsynced (file and directory) when it returns. Non-durable: no fsync; a crash may lose it. A store that cannot fsync appears only in non-durable tables.`)
-  L.push(`- Every store gets a fresh directory under ${meta.tmpdir} per case (per round for writes); directories are deleted after each case.`, '')
+  L.push(`- Every store gets a fresh directory under ${meta.tmpdir} per case (per round for writes); the blob cases' directories are deleted after each case, all others when the run ends (deleting many files between cases slows later file creation on some file systems: see bench/fs-costs.mjs).`, '')
   L.push('## Stores and their modes', '')
   L.push('| store | id | mode | how it runs |', '|---|---|---|---|')
   for (const d of drivers) L.push(`| ${d.name} | ${d.id} | ${d.mode} | ${d.config} |`)

@@ -231,6 +231,29 @@ struct Staged {
     path: PathBuf,
     /// Keeps the open sweep of this process away from the file.
     _in_flight: InFlight,
+    /// Bytes written so far (the file is written in order from its start).
+    written: u64,
+    /// Where the bytes whose writeback has not been started begin.
+    kicked: u64,
+}
+
+/// With durable writes, a blob's writeback is started every this many bytes:
+/// the disk works while the rest of the blob is still being written, so the
+/// fsync at commit has little left to wait for (and dirty memory stays small).
+const WRITEBACK_STEP: u64 = 1 << 20;
+
+impl Staged {
+    /// Appends `bytes`; with `durable`, starts the writeback of each full step.
+    fn append(&mut self, bytes: &[u8], durable: bool) -> Result<()> {
+        self.file.write_all(bytes).map_err(|e| Error::io(e, "cannot write a staging file", &self.path))?;
+        self.written += bytes.len() as u64;
+        if durable && self.written - self.kicked >= WRITEBACK_STEP {
+            // Only a hint: a write-back error comes back from the fsync at commit.
+            let _ = self.file.start_writeback(self.kicked, self.written - self.kicked);
+            self.kicked = self.written;
+        }
+        Ok(())
+    }
 }
 
 /// A blob being written to a key from a stream (see [`FileStore::blob_writer`]).
@@ -285,7 +308,7 @@ impl FileStore {
         let mut writer = BlobWriter {
             store: Arc::clone(self),
             target,
-            staged: Some(Staged { file, path, _in_flight: in_flight }),
+            staged: Some(Staged { file, path, _in_flight: in_flight, written: 0, kicked: 0 }),
             stream,
         };
         let mut head = vec![0u8; HEADER_LEN];
@@ -328,9 +351,9 @@ impl FileStore {
 impl BlobWriter {
     /// Writes stored bytes to the staging file; on failure the file is removed.
     fn write_raw(&mut self, bytes: &[u8]) -> Result<()> {
+        let durable = self.store.options().sync_blob;
         let staged = self.staged.as_mut().ok_or_else(closed_error)?;
-        if let Err(e) = staged.file.write_all(bytes) {
-            let err = Error::io(e, "cannot write a staging file", &staged.path);
+        if let Err(err) = staged.append(bytes, durable) {
             self.discard();
             return Err(err);
         }
@@ -340,7 +363,7 @@ impl BlobWriter {
     /// Removes the staging file, if there still is one.
     fn discard(&mut self) {
         if let Some(staged) = self.staged.take() {
-            let Staged { file, path, _in_flight } = staged;
+            let Staged { file, path, _in_flight, .. } = staged;
             drop(file);
             // A failure here only leaves garbage for the next open's sweep.
             let _ = self.store.vfs.remove_file(&path);
@@ -353,9 +376,9 @@ impl BlobWriter {
     /// its staging file removed.
     pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
         let Some(staged) = self.staged.as_mut() else { return Err(closed_error()) };
-        let secret = self.store.options().encryption_key.as_deref();
-        let (file, path) = (&mut staged.file, &staged.path);
-        let mut sink = |b: &[u8]| file.write_all(b).map_err(|e| Error::io(e, "cannot write a staging file", path));
+        let options = self.store.options();
+        let (secret, durable) = (options.encryption_key.as_deref(), options.sync_blob);
+        let mut sink = |b: &[u8]| staged.append(b, durable);
         let result = self.stream.push(secret, bytes, &mut OsRandom, &mut sink);
         if let Err(e) = result {
             let e = e.with_file(&self.target);
@@ -392,11 +415,12 @@ impl BlobWriter {
         let staged = self.staged.as_mut().ok_or_else(closed_error)?;
         store.check_writable()?;
         let secret = store.options().encryption_key.as_deref();
+        let durable = store.options().sync_blob;
+        let mut sink = |b: &[u8]| staged.append(b, durable);
+        let (tail, header) = self.stream.finish(secret, &mut OsRandom, &mut sink).map_err(|e| e.with_file(&self.target))?;
+        staged.append(&tail, durable)?;
         let (file, path) = (&mut staged.file, &staged.path);
         let write_err = |e: io::Error| Error::io(e, "cannot write a staging file", path);
-        let mut sink = |b: &[u8]| file.write_all(b).map_err(write_err);
-        let (tail, header) = self.stream.finish(secret, &mut OsRandom, &mut sink).map_err(|e| e.with_file(&self.target))?;
-        file.write_all(&tail).map_err(write_err)?;
         file.write_all_at(&header, 0).map_err(write_err)?;
         if store.options().sync_blob {
             file.sync().map_err(|e| store.fsync_failed(e, "cannot fsync a staging file", path))?;
