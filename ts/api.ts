@@ -7,7 +7,7 @@
  */
 import { Readable } from 'node:stream'
 import gensync, { type Handler } from 'gensync'
-import { type Backing, type BlobSink, type BlobSource, type LogCursor, type LogInfo, type LogRecord, type NewRecord, type RawEntry, type RawMeta, type RawValue, type RawWrite, copyBytes } from './backing.js'
+import { type Backing, type BlobSink, type BlobSource, type ListCursor, type LogCursor, type LogInfo, type LogRecord, type NewRecord, type RawEntry, type RawMeta, type RawValue, type RawWrite, copyBytes } from './backing.js'
 import { nowMs } from './clock.js'
 import { type Key, decodeKey, encodeKey } from './codec/key.js'
 import { type KeyType, type Metadata, decodeMeta, encodeMeta } from './codec/meta.js'
@@ -70,9 +70,10 @@ const bDelete = gensync({
 export const bGetMetaOp = bGetMeta
 /** @internal */
 export const bDeleteOp = bDelete
-const bList = gensync({
-  sync: (b: Backing) => b.listSync(),
-  async: (b: Backing) => b.listAsync(),
+/** @internal The next batch of a listing cursor (keys, gc). */
+export const bListNext = gensync({
+  sync: (c: ListCursor, max: number) => c.nextSync(max),
+  async: (c: ListCursor, max: number) => c.next(max),
 })
 
 /** A lastWrite stamp: the store's clock (file stores: the watermark), else the process's. */
@@ -396,20 +397,30 @@ export function warnCorrupt(err: KonserveError): void {
   }
 }
 
+/** How many keys' raw entries `keys` holds at once, on top of its result. */
+const KEYS_BATCH = 4096
+
 const keysOp = gensync(function* (store: Store, onCorrupt: (err: KonserveError) => void) {
-  const listing = yield* bList(store.backing)
+  // Read through the listing cursor: only the result grows with the store.
+  const cursor = store.backing.openList()
   const out: Metadata[] = []
-  for (const c of listing.corrupt) {
-    onCorrupt(new KonserveError(c.code as KonserveError['code'], c.message, { file: c.file }))
-  }
-  for (const e of listing.entries) {
-    try {
-      out.push(readMeta(decodeKey(e.key), e))
-    } catch (err) {
-      const ke = withKey(err, undefined)
-      if (e.file) ke.file = e.file
-      onCorrupt(ke)
+  try {
+    for (let listing = yield* bListNext(cursor, KEYS_BATCH); listing; listing = yield* bListNext(cursor, KEYS_BATCH)) {
+      for (const c of listing.corrupt) {
+        onCorrupt(new KonserveError(c.code as KonserveError['code'], c.message, { file: c.file }))
+      }
+      for (const e of listing.entries) {
+        try {
+          out.push(readMeta(decodeKey(e.key), e))
+        } catch (err) {
+          const ke = withKey(err, undefined)
+          if (e.file) ke.file = e.file
+          onCorrupt(ke)
+        }
+      }
     }
+  } finally {
+    cursor.close()
   }
   return out
 })

@@ -11,9 +11,9 @@
  * are deleted. Memory: one batch, the whitelist, and the deleted keys.
  */
 import gensync, { type Handler } from 'gensync'
-import { bDeleteOp, bGetMetaOp, readMeta, run, warnCorrupt, withLock } from './api.js'
+import { bDeleteOp, bGetMetaOp, bListNext as nextBatch, readMeta, run, warnCorrupt, withLock } from './api.js'
 import type { Key, Metadata, Result } from './api.js'
-import type { ListCursor, RawListing, RawMeta } from './backing.js'
+import type { RawListing, RawMeta } from './backing.js'
 import { decodeKey, encodeKey } from './codec/key.js'
 import { KonserveError, withKey } from './errors.js'
 import { afterWrite } from './hooks.js'
@@ -37,10 +37,6 @@ export interface SweepOptions extends SyncOption {
   onCorrupt?: (err: KonserveError) => void
 }
 
-const nextBatch = gensync({
-  sync: (c: ListCursor, max: number) => c.nextSync(max),
-  async: (c: ListCursor, max: number) => c.next(max),
-})
 
 const callProgress = gensync({
   sync: (f: (p: SweepProgress) => unknown, p: SweepProgress) => {

@@ -615,8 +615,17 @@ impl FileStore {
         let in_flight = InFlight::register(self.id, stage_name);
         let mut f = self.vfs.create_new(&stage).map_err(|e| Error::io(e, "cannot create a staging file", &stage))?;
         staged.push((stage.clone(), target, in_flight));
-        f.write_all(&file.head).map_err(|e| Error::io(e, "cannot write a staging file", &stage))?;
-        f.write_all(&file.value).map_err(|e| Error::io(e, "cannot write a staging file", &stage))?;
+        let write_err = |e| Error::io(e, "cannot write a staging file", &stage);
+        if file.value.len() <= SMALL_READ {
+            // A small file in one write: a copy of a few KiB costs less than a system call.
+            let mut whole = Vec::with_capacity(file.head.len() + file.value.len());
+            whole.extend_from_slice(&file.head);
+            whole.extend_from_slice(&file.value);
+            f.write_all(&whole).map_err(write_err)?;
+        } else {
+            f.write_all(&file.head).map_err(write_err)?;
+            f.write_all(&file.value).map_err(write_err)?;
+        }
         if self.options.sync_blob {
             f.sync().map_err(|e| self.fsync_failed(e, "cannot fsync a staging file", &stage))?;
         }
