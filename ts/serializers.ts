@@ -5,6 +5,7 @@
 import { Packr, addExtension as addMsgpackrExtension } from 'msgpackr'
 import { isWellFormed } from './codec/key.js'
 import { KonserveError } from './errors.js'
+import { NodeBuffer } from './node-buffer.js'
 
 export interface Serializer {
   /** Wire id: 1..127 are konserve's, 128..255 are yours. Never reuse one. */
@@ -84,8 +85,6 @@ function assertEncodable(value: unknown, serializer: string, utf8Strings: boolea
   visit(value, '')
 }
 
-/** Node's Buffer, where there is one (this module also runs in browsers). */
-const NodeBuffer = (globalThis as { Buffer?: typeof Buffer }).Buffer
 
 export function msgpackSerializer(): Serializer {
   const packr = new Packr(msgpackOptions)
