@@ -20,7 +20,7 @@
 //     e.g. --only=put-inflight or --only=get (debugging, profiling).
 //
 // Writes bench/results/latest.md (all tables) and bench/results/latest.svg
-// (partial.md and partial.svg, not committed, for an --only run).
+// (quick.* for --quick, partial.* for --only: neither is committed).
 import fs from 'node:fs'
 import os from 'node:os'
 import { join, dirname } from 'node:path'
@@ -526,8 +526,8 @@ const drivers = Object.values(P)
 // Tables that --only skipped are left out of the report.
 const ran = tables.filter((t) => t.rows.size > 0)
 const md = markdown({ meta, tables: ran, drivers, keysTables, populateRates })
-// A partial run (--only) must not replace the latest full run's results.
-const base = only.length ? 'partial' : 'latest'
+// A partial (--only) or quick run must not replace the latest full run's results.
+const base = only.length ? 'partial' : quick ? 'quick' : 'latest'
 fs.mkdirSync(join(here, 'results'), { recursive: true })
 fs.writeFileSync(join(here, 'results', `${base}.md`), md)
 fs.writeFileSync(join(here, 'results', `${base}.svg`), svg({ meta, tables: ran }))
