@@ -80,10 +80,11 @@ export declare class NativeFileStore {
   static openAsync(path: string, options: NativeOpenOptions): Promise<NativeFileStore>
   getSync(key: Buffer): NativeEntry | null
   /**
-   * The hot read behind `get`: the value as one Buffer `[flags, serializer,
-   * ...value]` (flags bit 0: an append log, whose records a log cursor
-   * reads), copied once into memory V8 owns (no external buffer and no
-   * finalizer to sweep); `null` if the key is missing.
+   * `get`'s read of a value that `getValueInto` found too large for its
+   * slab: the value as one Buffer `[flags, serializer, ...value]` (flags bit
+   * 0: an append log, whose records a log cursor reads), copied once into
+   * memory V8 owns; `null` if the key is missing. Reads through the core's
+   * `get` straight away: a small-file attempt would only open the file again.
    */
   getValueSync(key: Buffer): Buffer | null
   /**

@@ -9,6 +9,7 @@
 // alone); lmdb keeps the record structures once per database and decodes
 // against them.
 import { Packr, pack, unpack } from 'msgpackr'
+import { median } from './lib/harness.mjs'
 
 const VALUE = {
   id: 12345,
@@ -28,7 +29,6 @@ const cases = [
   ['shared structures (as lmdb)', shared.pack(VALUE), (b) => shared.unpack(b)],
 ]
 const N = 1_000_000
-const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1]
 console.log('| format | bytes | ns per decode (median of 5) |\n|---|--:|--:|')
 for (const [name, bytes, decode] of cases) {
   const runs = []

@@ -14,6 +14,7 @@
 import fs from 'node:fs'
 import os from 'node:os'
 import { join } from 'node:path'
+import { median } from './lib/harness.mjs'
 
 const arg = (name, dflt) => {
   const a = process.argv.find((x) => x.startsWith(`--${name}=`))
@@ -24,10 +25,6 @@ const ROUNDS = Number(arg('rounds', 5))
 const base = arg('dir', os.tmpdir())
 
 const now = () => performance.now()
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b)
-  return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
-}
 
 function mountOf(path) {
   const real = fs.realpathSync(path)

@@ -224,14 +224,17 @@ impl NativeFileStore {
     Ok(self.inner.get(&key).map_err(js_error)?.map(entry_to_js))
   }
 
-  /// The hot read behind `get`: the value as one Buffer `[flags, serializer,
-  /// ...value]` (flags bit 0: an append log, whose records a log cursor
-  /// reads), copied once into memory V8 owns (no external buffer and no
-  /// finalizer to sweep); `null` if the key is missing.
+  /// `get`'s read of a value that `getValueInto` found too large for its
+  /// slab: the value as one Buffer `[flags, serializer, ...value]` (flags bit
+  /// 0: an append log, whose records a log cursor reads), copied once into
+  /// memory V8 owns; `null` if the key is missing. Reads through the core's
+  /// `get` straight away: a small-file attempt would only open the file again.
   #[napi(ts_return_type = "Buffer | null")]
   pub fn get_value_sync<'env>(&self, env: &'env Env, key: BufferSlice<'_>) -> Result<Option<BufferSlice<'env>>> {
-    let found = self.inner.read_value(&key, |v| value_buffer(env, v)).map_err(js_error)?;
-    found.transpose()
+    let found = self.inner.get(&key).map_err(js_error)?;
+    found
+      .map(|e| value_buffer(env, core::ValueRef { serializer: e.serializer, log: e.log.is_some(), bytes: &e.value }))
+      .transpose()
   }
 
   /// The hottest read behind `get`, into memory JavaScript owns: reads `key`'s
