@@ -52,6 +52,7 @@ const SLAB_MIN_ROOM = 2 + 16 * 1024
 let slab = Buffer.allocUnsafeSlow(SLAB_SIZE)
 let slabAt = 0
 const WOULD_BLOCK = Symbol('would block')
+const TOO_LARGE = Symbol('too large for the slab')
 
 /** A value laid out `[flags, serializer, ...value]` (getValueSync, getValueAsync). */
 function fromPrefixed(b: Buffer | null): RawValue | undefined {
@@ -126,6 +127,8 @@ export class NativeFileBacking implements Backing {
     try {
       // Answered at once when the file is cached (no thread hop, no disk wait).
       const now = this.readSlab(key, true)
+      // Known to be large: the general read on the threadpool, which opens it once.
+      if (now === TOO_LARGE) return this.getAsync(key).then((e) => e && { serializer: e.serializer, value: e.value, log: e.log !== undefined })
       if (now !== WOULD_BLOCK) return Promise.resolve(now)
     } catch (err) {
       return Promise.reject(toKonserveError(err))
@@ -133,7 +136,7 @@ export class NativeFileBacking implements Backing {
     return callAsync(async () => fromPrefixed(await this.native.getValueAsync(buf(key))))
   }
   /** Reads `key` into the slab (see SLAB_SIZE); `now`: only if that cannot wait for the disk. */
-  private readSlab(key: Uint8Array, now: boolean): RawValue | undefined | typeof WOULD_BLOCK {
+  private readSlab(key: Uint8Array, now: boolean): RawValue | undefined | typeof WOULD_BLOCK | typeof TOO_LARGE {
     if (SLAB_SIZE - slabAt < SLAB_MIN_ROOM) {
       slab = Buffer.allocUnsafeSlow(SLAB_SIZE)
       slabAt = 0
@@ -144,7 +147,7 @@ export class NativeFileBacking implements Backing {
     if (r === -1) return undefined
     if (r === -3) return WOULD_BLOCK
     // Too large for the slab: a Buffer of its own.
-    if (r === -2) return now ? WOULD_BLOCK : fromPrefixed(this.native.getValueSync(key as Buffer))
+    if (r === -2) return now ? TOO_LARGE : fromPrefixed(this.native.getValueSync(key as Buffer))
     const len = r % 0x1_0000_0000
     const start = at + 2 + (r - len) / 0x1_0000_0000
     slabAt = (start + len + 7) & ~7
