@@ -15,6 +15,10 @@ export type ErrorCode =
   | 'ERR_FSYNC'
   | 'ERR_NO_SPACE'
   | 'ERR_READ_ONLY'
+  | 'ERR_PERMISSION'
+  | 'ERR_TOO_MANY_FILES'
+  | 'ERR_NOT_A_DIRECTORY'
+  | 'ERR_NOT_A_FILE'
   | 'ERR_DECRYPT'
   | 'ERR_REVISION_MISMATCH'
   | 'ERR_SERIALIZE'
@@ -57,6 +61,45 @@ export function withKey(err: unknown, key: unknown): KonserveError {
   return e
 }
 
+/**
+ * The one errno table (docs/RELIABILITY.md "One fault, one code"; the core's
+ * `ErrorCode::of_io` is the same table): the code an OS error gets wherever it
+ * happens, or undefined for an errno the table does not name (then the
+ * operation's own code applies: ERR_IO, or ERR_LOCK for a lock call).
+ */
+export function codeOfErrno(errno: string | undefined): ErrorCode | undefined {
+  switch (errno) {
+    case 'EACCES':
+    case 'EPERM':
+      return 'ERR_PERMISSION'
+    case 'EROFS':
+      return 'ERR_READ_ONLY'
+    case 'ENOSPC':
+    case 'EDQUOT':
+      return 'ERR_NO_SPACE'
+    case 'EMFILE':
+    case 'ENFILE':
+      return 'ERR_TOO_MANY_FILES'
+    case 'ENOTDIR':
+      return 'ERR_NOT_A_DIRECTORY'
+    case 'ELOOP':
+    case 'EISDIR':
+      return 'ERR_NOT_A_FILE'
+    default:
+      return undefined
+  }
+}
+
+/**
+ * The code of a Node OS error done in an operation whose own code is
+ * `fallback` (ERR_IO for ordinary file calls, ERR_LOCK for lock calls).
+ * ERR_FSYNC is never overridden: a failed fsync is always ERR_FSYNC.
+ */
+export function codeOfOsError(err: unknown, fallback: ErrorCode = 'ERR_IO'): ErrorCode {
+  if (fallback === 'ERR_FSYNC') return fallback
+  return codeOfErrno((err as NodeJS.ErrnoException | undefined)?.code) ?? fallback
+}
+
 const SEP = '\u001f'
 
 /** Native errors arrive as `CODE \x1f file \x1f message` (see src/lib.rs). */
@@ -67,7 +110,8 @@ export function toKonserveError(err: unknown): KonserveError {
     return new KonserveError(code as ErrorCode, rest.join(SEP), { file: file || undefined, cause: err })
   }
   const message = err instanceof Error ? err.message : String(err)
-  return new KonserveError('ERR_IO', message, { cause: err })
+  const file = (err as NodeJS.ErrnoException | undefined)?.path
+  return new KonserveError(codeOfOsError(err), message, { cause: err, file: typeof file === 'string' ? file : undefined })
 }
 
 /** A short, printable form of a key for messages (keys can be 100 KB). */

@@ -36,8 +36,8 @@ import type {
 } from '../backing.js'
 import { CLOCK_FILE, FileClock } from '../clock.js'
 import type { ErrorCode } from '../errors.js'
-import { KonserveError } from '../errors.js'
-import { fsyncDirSync } from '../fsync.js'
+import { KonserveError, codeOfOsError } from '../errors.js'
+import { fsyncDirSync, isFsyncFailure } from '../fsync.js'
 import { RAW_BYTES_ID } from '../serializers.js'
 import {
   type BlobLayout,
@@ -113,26 +113,14 @@ async function eachLimited(n: number, limit: number, task: (i: number) => Promis
   if (errors.length > 0) throw errors.find((e) => (e as { code?: unknown }).code === 'ERR_FSYNC') ?? errors[0]
 }
 
-/** The core's error code for an OS error (see crates/core/src/error.rs). */
-function codeOf(err: NodeJS.ErrnoException): ErrorCode {
-  switch (err.code) {
-    case 'ENOSPC':
-    case 'EDQUOT':
-      return 'ERR_NO_SPACE'
-    case 'EROFS':
-      return 'ERR_READ_ONLY'
-    default:
-      return 'ERR_IO'
-  }
-}
-
 function ioError(err: unknown, what: string, file: string, code?: ErrorCode): KonserveError {
   if (err instanceof KonserveError) {
     if (!err.file) err.file = file
     return err
   }
   const e = err as NodeJS.ErrnoException
-  return new KonserveError(code ?? codeOf(e), `${what}: ${e.message}`, { file, cause: err })
+  // One errno, one code (errors.ts codeOfErrno, the core's ErrorCode::of_io).
+  return new KonserveError(codeOfOsError(e, code), `${what}: ${e.message}`, { file, cause: err })
 }
 
 const isMissing = (err: unknown) => (err as NodeJS.ErrnoException).code === 'ENOENT'
@@ -424,6 +412,8 @@ export class PureFileBacking implements Backing {
   }
 
   private fsyncFailed(err: unknown, what: string, file: string): KonserveError {
+    // Out of descriptors while opening the directory to fsync it is not a failed fsync.
+    if (!isFsyncFailure(err)) return ioError(err, what, file)
     this.poisoned = true
     return ioError(err, what, file, 'ERR_FSYNC')
   }

@@ -33,6 +33,16 @@ pub enum ErrorCode {
     NoSpace,
     /// The file system is read-only (`EROFS`).
     ReadOnly,
+    /// No permission (`EACCES`, `EPERM`).
+    Permission,
+    /// Out of file descriptors (`EMFILE`, `ENFILE`).
+    TooManyFiles,
+    /// A path component that must be a directory is not one (`ENOTDIR`),
+    /// such as a store path that names a regular file.
+    NotADirectory,
+    /// A store file is not a regular file: a symbolic link (`ELOOP` under
+    /// `O_NOFOLLOW`), a FIFO, a device, a directory (`EISDIR`).
+    NotAFile,
     /// An encrypted segment does not authenticate (wrong key, or altered), or
     /// the store has no key for an encrypted file.
     Decrypt,
@@ -58,21 +68,50 @@ impl ErrorCode {
             ErrorCode::Fsync => "ERR_FSYNC",
             ErrorCode::NoSpace => "ERR_NO_SPACE",
             ErrorCode::ReadOnly => "ERR_READ_ONLY",
+            ErrorCode::Permission => "ERR_PERMISSION",
+            ErrorCode::TooManyFiles => "ERR_TOO_MANY_FILES",
+            ErrorCode::NotADirectory => "ERR_NOT_A_DIRECTORY",
+            ErrorCode::NotAFile => "ERR_NOT_A_FILE",
             ErrorCode::Decrypt => "ERR_DECRYPT",
             ErrorCode::NotALog => "ERR_NOT_A_LOG",
             ErrorCode::NotBinary => "ERR_NOT_BINARY",
         }
     }
 
-    /// The code that describes an I/O error: `NoSpace` and `ReadOnly` where the
-    /// OS error says so, `Io` otherwise.
+    /// The code that describes an I/O error: the one errno table
+    /// (docs/RELIABILITY.md "One fault, one code"; the TypeScript store's
+    /// `codeOfErrno` is the same table), `Io` for an errno it does not name.
     pub fn of_io(err: &io::Error) -> ErrorCode {
+        ErrorCode::of_io_or(err, ErrorCode::Io)
+    }
+
+    /// The table's code for `err`, or `fallback` for an errno the table does
+    /// not name (a lock call's own failures are `Lock`, for one).
+    pub fn of_io_or(err: &io::Error, fallback: ErrorCode) -> ErrorCode {
+        if err.get_ref().is_some_and(|e| e.is::<crate::vfs::NotRegularFile>()) {
+            return ErrorCode::NotAFile;
+        }
         match err.raw_os_error() {
-            Some(libc::ENOSPC) | Some(libc::EDQUOT) => ErrorCode::NoSpace,
+            Some(libc::EACCES) | Some(libc::EPERM) => ErrorCode::Permission,
             Some(libc::EROFS) => ErrorCode::ReadOnly,
-            _ => ErrorCode::Io,
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => ErrorCode::NoSpace,
+            Some(libc::EMFILE) | Some(libc::ENFILE) => ErrorCode::TooManyFiles,
+            Some(libc::ENOTDIR) => ErrorCode::NotADirectory,
+            Some(libc::ELOOP) | Some(libc::EISDIR) => ErrorCode::NotAFile,
+            _ => fallback,
         }
     }
+}
+
+/// Whether an error of an fsync step means that the fsync itself failed, so
+/// that the store must be poisoned. The errnos that only the open before an
+/// fsync gives (out of descriptors or memory, no access) do not: no dirty
+/// page was dropped. (The TypeScript store's `isFsyncFailure` is the same list.)
+pub fn is_fsync_failure(err: &io::Error) -> bool {
+    !matches!(
+        err.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EACCES | libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
+    )
 }
 
 impl fmt::Display for ErrorCode {
@@ -106,13 +145,22 @@ impl Error {
         Error::io_with_code(ErrorCode::of_io(&err), err, what, file)
     }
 
-    /// Like [`Error::io`] with an explicit code (for example `Fsync` or `Lock`).
+    /// Like [`Error::io`] with the operation's own code: `Fsync` is kept
+    /// whatever the errno when the fsync itself failed ([`is_fsync_failure`];
+    /// a failed open before it gets the table's code); any other code
+    /// (`Lock`, for one) applies only where the errno table names no code, so
+    /// one fault has one code wherever it happens.
     pub fn io_with_code(
         code: ErrorCode,
         err: io::Error,
         what: impl Into<String>,
         file: impl Into<PathBuf>,
     ) -> Error {
+        let code = match code {
+            ErrorCode::Fsync if is_fsync_failure(&err) => code,
+            ErrorCode::Fsync => ErrorCode::of_io(&err),
+            _ => ErrorCode::of_io_or(&err, code),
+        };
         Error { code, message: what.into(), file: Some(file.into()), source: Some(err) }
     }
 
@@ -185,6 +233,29 @@ mod tests {
         assert_eq!(code(libc::EDQUOT), ErrorCode::NoSpace);
         assert_eq!(code(libc::EROFS), ErrorCode::ReadOnly);
         assert_eq!(code(libc::EIO), ErrorCode::Io);
+        assert_eq!(code(libc::EACCES), ErrorCode::Permission);
+        assert_eq!(code(libc::EPERM), ErrorCode::Permission);
+        assert_eq!(code(libc::EMFILE), ErrorCode::TooManyFiles);
+        assert_eq!(code(libc::ENFILE), ErrorCode::TooManyFiles);
+        assert_eq!(code(libc::ENOTDIR), ErrorCode::NotADirectory);
+        assert_eq!(code(libc::ELOOP), ErrorCode::NotAFile);
+        assert_eq!(code(libc::EISDIR), ErrorCode::NotAFile);
+    }
+
+    #[test]
+    fn context_codes_yield_to_the_table_except_fsync() {
+        let e = |code, errno| Error::io_with_code(code, io::Error::from_raw_os_error(errno), "x", "/x").code();
+        assert_eq!(e(ErrorCode::Lock, libc::EROFS), ErrorCode::ReadOnly);
+        assert_eq!(e(ErrorCode::Lock, libc::ENOTDIR), ErrorCode::NotADirectory);
+        assert_eq!(e(ErrorCode::Lock, libc::ENOLCK), ErrorCode::Lock);
+        assert_eq!(e(ErrorCode::Fsync, libc::ENOSPC), ErrorCode::Fsync);
+        assert_eq!(e(ErrorCode::Fsync, libc::EIO), ErrorCode::Fsync);
+        assert_eq!(e(ErrorCode::Fsync, libc::EMFILE), ErrorCode::TooManyFiles);
+        assert!(is_fsync_failure(&io::Error::from_raw_os_error(libc::EIO)));
+        assert!(is_fsync_failure(&io::Error::from_raw_os_error(libc::ENOSPC)));
+        assert!(!is_fsync_failure(&io::Error::from_raw_os_error(libc::EMFILE)));
+        assert!(!is_fsync_failure(&io::Error::from_raw_os_error(libc::ENFILE)));
+        assert!(!is_fsync_failure(&io::Error::from_raw_os_error(libc::ENOMEM)));
     }
 
     #[test]

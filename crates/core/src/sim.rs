@@ -140,6 +140,8 @@ struct State {
     fail_once_at: Option<u64>,
     /// The call that failed that way.
     failed_call: Option<&'static str>,
+    /// The errno of that lone failure (`EIO` unless a test says otherwise).
+    fail_errno: i32,
     /// Bumped at each crash: handles opened before it no longer work.
     generation: u64,
     dead_pids: BTreeSet<u32>,
@@ -188,6 +190,7 @@ impl State {
             dead: false,
             fail_once_at: None,
             failed_call: None,
+            fail_errno: libc::EIO,
             generation: 0,
             dead_pids: BTreeSet::new(),
             locks: BTreeMap::new(),
@@ -215,7 +218,7 @@ impl State {
         self.steps += 1;
         if self.fail_once_at == Some(self.steps - 1) {
             self.failed_call = Some(call);
-            return Err(io::Error::from_raw_os_error(libc::EIO));
+            return Err(io::Error::from_raw_os_error(self.fail_errno));
         }
         Ok(())
     }
@@ -391,6 +394,13 @@ impl SimFs {
     pub(crate) fn fail_once(&self, n: u64) {
         let mut s = self.state();
         s.fail_once_at = Some(s.steps + n);
+    }
+
+    /// [`fail_once`](Self::fail_once) with another errno than `EIO`.
+    pub(crate) fn fail_once_with(&self, n: u64, errno: i32) {
+        let mut s = self.state();
+        s.fail_once_at = Some(s.steps + n);
+        s.fail_errno = errno;
     }
 
     /// The call that [`fail_once`](Self::fail_once) made fail, once it has.
@@ -1168,6 +1178,36 @@ mod tests {
             fs.crash(Writeback::None);
             check_recovery(&fs, &dir, &options, &ops, |k| allowed_states(&ops, &outcomes, k), false, &ctx);
         }
+    }
+
+    /// Running out of descriptors when the directory is opened for its fsync
+    /// (EMFILE, ENFILE) is not a failed fsync: the op fails with the table's
+    /// code, and the store is not poisoned (issue #23 item 5).
+    #[test]
+    fn a_directory_that_cannot_be_opened_for_fsync_does_not_poison() {
+        let options = Options { sync_blob: true, ..Options::default() };
+        let ops = workload();
+        let dir = "/sim/emfile";
+        let total = count_steps(&options, dir);
+        let mut seen = 0;
+        for errno in [libc::EMFILE, libc::ENFILE] {
+            for n in 0..total {
+                let ctx = format!("errno {errno} at step {n} of {total}");
+                let (fs, dir) = setup(1, dir);
+                fs.fail_once_with(n, errno);
+                let outcomes = run(&fs, &dir, &options, &ops);
+                if fs.failed_call() != Some("sync_dir") {
+                    continue;
+                }
+                let Some(first) = outcomes.iter().position(|o| *o != Outcome::Acked && *o != Outcome::NotRun) else { continue };
+                seen += 1;
+                assert_eq!(outcomes[first], Outcome::Failed(ErrorCode::TooManyFiles), "{ctx}");
+                for later in &outcomes[first + 1..] {
+                    assert_eq!(*later, Outcome::Acked, "{ctx}: an op after the failure");
+                }
+            }
+        }
+        assert!(seen > 4, "only {seen} directory fsyncs failed");
     }
 
     #[test]

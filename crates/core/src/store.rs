@@ -294,8 +294,12 @@ impl FileStore {
     }
 
     /// An fsync error: poisons the store, then describes the failure.
+    /// Only a failure of the fsync itself poisons: a directory that could not
+    /// be opened for its fsync (`EMFILE`, `ENFILE`, `ENOMEM`) dropped nothing.
     pub(crate) fn fsync_failed(&self, err: io::Error, what: &str, path: &Path) -> Error {
-        self.poisoned.store(true, Ordering::Release);
+        if crate::error::is_fsync_failure(&err) {
+            self.poisoned.store(true, Ordering::Release);
+        }
         Error::io_with_code(ErrorCode::Fsync, err, what, path)
     }
 
@@ -890,7 +894,24 @@ pub fn delete_store(dir: impl AsRef<Path>) -> Result<()> {
 }
 
 /// [`delete_store`] on any [`Vfs`].
+///
+/// A store path that is a symbolic link names the directory it points to
+/// (resolved once, as [`FileStore::open`] does): that directory's store files
+/// are deleted, and the link and the directory are left in place, so the path
+/// opens again as an empty store.
 pub fn delete_store_with(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
+    let link = vfs.is_symlink(dir).map_err(|e| Error::io(e, "cannot look up the store directory", dir))?;
+    let resolved;
+    let dir = if link {
+        resolved = match vfs.canonicalize(dir) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(e, "cannot resolve the store directory", dir)),
+        };
+        resolved.as_path()
+    } else {
+        dir
+    };
     let names = match vfs.read_dir(dir) {
         Ok(n) => n,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -914,7 +935,7 @@ pub fn delete_store_with(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
             Err(e) => return Err(Error::io(e, "cannot delete a store file", &path)),
         }
     }
-    if !foreign {
+    if !foreign && !link {
         match vfs.remove_dir(dir) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}

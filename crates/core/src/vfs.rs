@@ -39,6 +39,12 @@ pub trait Vfs: Send + Sync {
     /// Whether a directory entry `path` exists (without following symlinks).
     fn exists(&self, path: &Path) -> io::Result<bool>;
 
+    /// Whether the directory entry `path` is a symbolic link (false if it does
+    /// not exist). The default (a file system without links) says no.
+    fn is_symlink(&self, _path: &Path) -> io::Result<bool> {
+        Ok(false)
+    }
+
     /// Renames `from` to `to`, atomically replacing `to` if it exists.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
 
@@ -153,18 +159,77 @@ pub trait VfsLockFile: Send + Sync {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RealFs;
 
+/// A store file that is not a regular file (a FIFO, a device, a directory):
+/// the error [`RealFs`] gives instead of opening it for reads and writes
+/// (`ErrorCode::NotAFile`, like `ELOOP` for a symbolic link).
+#[derive(Debug)]
+pub struct NotRegularFile(pub &'static str);
+
+impl std::fmt::Display for NotRegularFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "not a regular file but {}", self.0)
+    }
+}
+
+impl std::error::Error for NotRegularFile {}
+
+impl NotRegularFile {
+    /// The error for a file of type `ft`.
+    pub fn error(ft: fs::FileType) -> io::Error {
+        use std::os::unix::fs::FileTypeExt;
+        let what = if ft.is_dir() {
+            "a directory"
+        } else if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_socket() {
+            "a socket"
+        } else if ft.is_char_device() {
+            "a character device"
+        } else if ft.is_block_device() {
+            "a block device"
+        } else if ft.is_symlink() {
+            "a symbolic link"
+        } else {
+            "of an unknown type"
+        };
+        io::Error::new(io::ErrorKind::InvalidInput, NotRegularFile(what))
+    }
+}
+
+/// Flags of every open of a store file: a symbolic link is never followed
+/// (`ELOOP`, so no store file leads outside the store), and opening a FIFO
+/// never waits for a writer (`O_NONBLOCK`; without effect on regular files).
+const STORE_OPEN_FLAGS: libc::c_int = libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+
+/// The file, if it is a regular file; otherwise a [`NotRegularFile`] error.
+fn regular(file: File) -> io::Result<Box<dyn VfsFile>> {
+    let ft = file.metadata()?.file_type();
+    if !ft.is_file() {
+        return Err(NotRegularFile::error(ft));
+    }
+    Ok(Box::new(RealFile(file)))
+}
+
 impl Vfs for RealFs {
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
-        let file = OpenOptions::new().write(true).create_new(true).mode(0o644).open(path)?;
+        let file = OpenOptions::new().write(true).create_new(true).mode(0o644).custom_flags(libc::O_NOFOLLOW).open(path)?;
         Ok(Box::new(RealFile(file)))
     }
 
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
-        Ok(Box::new(RealFile(File::open(path)?)))
+        regular(OpenOptions::new().read(true).custom_flags(STORE_OPEN_FLAGS).open(path)?)
     }
 
     fn open_write(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
-        Ok(Box::new(RealFile(OpenOptions::new().read(true).write(true).open(path)?)))
+        regular(OpenOptions::new().read(true).write(true).custom_flags(STORE_OPEN_FLAGS).open(path)?)
+    }
+
+    fn is_symlink(&self, path: &Path) -> io::Result<bool> {
+        match fs::symlink_metadata(path) {
+            Ok(m) => Ok(m.file_type().is_symlink()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// `openat2` with `RESOLVE_CACHED` (Linux 5.12): the whole path lookup
@@ -182,7 +247,7 @@ impl Vfs for RealFs {
         let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         // SAFETY: open_how is plain data (non_exhaustive, so built from zeroes).
         let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-        how.flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
+        how.flags = (libc::O_RDONLY | STORE_OPEN_FLAGS) as u64;
         how.resolve = libc::RESOLVE_CACHED;
         // SAFETY: a valid C string and a valid open_how of the size passed.
         let fd = unsafe {
@@ -201,7 +266,7 @@ impl Vfs for RealFs {
         }
         // SAFETY: openat2 returned a new descriptor that nothing else owns.
         let fd = unsafe { File::from_raw_fd(fd as libc::c_int) };
-        Ok(Box::new(RealFile(fd)))
+        regular(fd)
     }
 
     fn exists(&self, path: &Path) -> io::Result<bool> {
@@ -237,7 +302,7 @@ impl Vfs for RealFs {
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        File::open(path)?.sync_all()
+        OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC).open(path)?.sync_all()
     }
 
     fn canonicalize(&self, path: &Path) -> io::Result<PathBuf> {
@@ -246,7 +311,8 @@ impl Vfs for RealFs {
 
     fn open_lock_file(&self, path: &Path) -> io::Result<Box<dyn VfsLockFile>> {
         // Write access: an exclusive (F_WRLCK) lock needs a file open for writing.
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o644).open(path)?;
+        // Never through a symbolic link: a planted link would make the store create its target elsewhere.
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o644).custom_flags(libc::O_NOFOLLOW).open(path)?;
         Ok(Box::new(RealLockFile(file)))
     }
 }
@@ -380,5 +446,122 @@ impl VfsLockFile for RealLockFile {
 
     fn unlock(&self, offset: u64) -> io::Result<()> {
         self.fcntl(F_SETLK, libc::F_UNLCK as _, offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cke::{encode, Key};
+    use crate::error::ErrorCode;
+    use crate::keyhash;
+    use crate::store::{delete_store, FileStore, Options, Write};
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    fn key(s: &str) -> Vec<u8> {
+        encode(&Key::str(s))
+    }
+
+    fn mkfifo(path: &Path) {
+        let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo {}", path.display());
+    }
+
+    fn put(store: &FileStore, k: &str, v: &[u8]) {
+        store.put(&[Write { key: &key(k), serializer: 0, meta: b"\x80", value: v }]).unwrap();
+    }
+
+    /// A FIFO (or a directory) named like a key file is an error naming the
+    /// file on every read path, never a wait (issue #23 item 3).
+    #[test]
+    fn a_fifo_or_a_directory_named_like_a_key_file_is_an_error_not_a_wait() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Arc::new(FileStore::open(tmp.path(), Options::default()).unwrap());
+        put(&store, "good", b"v");
+        for (name, make) in [("fifo", mkfifo as fn(&Path)), ("dir", |p: &Path| std::fs::create_dir(p).unwrap())] {
+            let k = key(name);
+            let path = store.file_path(&k);
+            make(&path);
+            let check = |e: crate::Error, what: &str| {
+                assert_eq!(e.code(), ErrorCode::NotAFile, "{name} {what}: {e}");
+                assert_eq!(e.file(), Some(path.as_path()), "{name} {what}");
+            };
+            check(store.get(&k).unwrap_err(), "get");
+            check(store.get_meta(&k).unwrap_err(), "get_meta");
+            check(store.read_value_into(&k, &mut [0; 64]).unwrap_err(), "read_value_into");
+            if let Err(e) = store.read_value_into_now(&k, &mut [0; 64]) {
+                check(e, "read_value_into_now");
+            }
+            check(store.open_blob(&k).err().unwrap(), "open_blob");
+            check(store.open_log(&k).err().unwrap(), "open_log");
+            check(store.log_append(&k, &[crate::log::NewRecord { serializer: 0, stamp: 1, payload: b"r" }], b"\x80").unwrap_err(), "log_append");
+            let listing = store.list().unwrap();
+            assert_eq!(listing.entries.len(), 1, "{name}: the good key is listed");
+            assert!(listing.corrupt.iter().any(|e| e.code() == ErrorCode::NotAFile && e.file() == Some(path.as_path())), "{name}: reported");
+            let mut cursor = store.list_cursor().unwrap();
+            let batch = cursor.next_batch(100).unwrap().unwrap();
+            assert!(batch.corrupt.iter().any(|e| e.code() == ErrorCode::NotAFile), "{name}: the cursor reports it");
+            if name == "fifo" {
+                std::fs::remove_file(&path).unwrap();
+            } else {
+                std::fs::remove_dir(&path).unwrap();
+            }
+        }
+    }
+
+    /// A key file (or the lock file) that is a symbolic link is never
+    /// followed out of the store (issue #23 item 4).
+    #[test]
+    fn symlinked_store_files_are_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        let dir = tmp.path().join("store");
+        // A real key file elsewhere, and a link to it in the store under its name.
+        let other = FileStore::open(&outside, Options::default()).unwrap();
+        put(&other, "k", b"secret");
+        let name = keyhash::file_name(&key("k"));
+        std::fs::create_dir(&dir).unwrap();
+        std::os::unix::fs::symlink(outside.join(&name), dir.join(&name)).unwrap();
+        // The lock file a link to a file that does not exist yet: opening must not create it.
+        let target = tmp.path().join("created-by-the-lock");
+        std::os::unix::fs::symlink(&target, dir.join(crate::LOCK_FILE_NAME)).unwrap();
+        match FileStore::open(&dir, Options::default()) {
+            Ok(store) => {
+                let e = store.get(&key("k")).unwrap_err();
+                assert_eq!(e.code(), ErrorCode::NotAFile, "{e}");
+                assert_eq!(e.file(), Some(dir.canonicalize().unwrap().join(&name).as_path()));
+                assert_eq!(store.get_meta(&key("k")).unwrap_err().code(), ErrorCode::NotAFile);
+                let listing = store.list().unwrap();
+                assert!(listing.entries.is_empty());
+                assert_eq!(listing.corrupt.len(), 1);
+                let _ = store.lock(&[&key("k")]);
+            }
+            Err(e) => assert_eq!(e.code(), ErrorCode::NotAFile, "{e}"),
+        }
+        assert!(!target.exists(), "the lock file's link target was created outside the store");
+    }
+
+    /// deleteStore on a path that is a symbolic link to a store directory
+    /// deletes the store's files there and leaves the link and the directory.
+    #[test]
+    fn delete_store_through_a_symlink_deletes_the_files_and_keeps_link_and_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("real");
+        let link = tmp.path().join("link");
+        std::fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let store = FileStore::open(&link, Options::default()).unwrap();
+        put(&store, "a", b"1");
+        drop(store);
+        delete_store(&link).unwrap();
+        assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
+        assert!(real.is_dir());
+        assert_eq!(std::fs::read_dir(&real).unwrap().count(), 0);
+        let store = FileStore::open(&link, Options::default()).unwrap();
+        assert_eq!(store.get(&key("a")).unwrap(), None);
     }
 }
