@@ -1,22 +1,33 @@
 /**
  * The last-write clock: wall time, but never behind a stamp it already gave
  * out, so a wall-clock step back cannot make a new write look old (konserve
- * issue #156, DESIGN.md §4 lesson 10: GC swept live data after such a step).
+ * issue #156, DESIGN.md §4 lesson 10: GC swept live data after such a step),
+ * and never ahead of the wall clock by more than a millisecond while the wall
+ * clock is honest (DESIGN.md §4 lesson 14: a watermark adopted as the next
+ * process's floor drifted lastWrite a minute per process).
  *
  * Two floors:
  * - per process (`now`): never behind a stamp this process gave out;
  * - per file store (`FileClock`): never behind a stamp any earlier process
- *   gave out in this store, through the watermark file `.konserve.clock`
- *   (docs/FORMAT.md §7). The file holds a time H that no stamp ever issued in
- *   the store reached. On open H becomes the store's floor; before a stamp at
- *   or beyond the current mark is issued, the mark is durably raised to
- *   stamp + 60 s. So a write costs one small durable write at most once a
- *   minute, and after a restart (even with the wall clock stepped back) the
- *   first stamps are at least H: never below any earlier one.
+ *   gave out in this store, through the record in `.konserve.clock`
+ *   (docs/FORMAT.md §7). The record holds a cap H (no stamp ever issued in
+ *   the store reached it), a fixed floor F (no earlier boot's stamp is above
+ *   it), and a projection: the wall time W and the monotonic time M (which
+ *   every process of one boot shares) of its last write, with the boot's id.
+ *   A process of the same boot takes as its floor
+ *   `max(F, min(H, W + (monoNow - M)))`: the wall time the clock would show
+ *   now had it not been set since, so an honest clock is never behind it (no
+ *   drift, whatever the number of processes), and after a step back stamps go
+ *   on from where they were. Another boot (or an older record) has no usable
+ *   monotonic time: the floor is then H, at most 60 s ahead of the last stamp.
+ *   The record is rewritten (durably, like a key file) before a stamp it does
+ *   not cover is issued: once a minute of stamps (H), and when the wall clock
+ *   jumped ahead of the projection.
  */
 import * as fs from 'node:fs'
 import { join } from 'node:path'
 import type { StoreClock } from './backing.js'
+import { KonserveError, codeOfOsError } from './errors.js'
 import { fsyncDirSync } from './fsync.js'
 
 let last = 0
@@ -35,7 +46,7 @@ export function now(): Date {
 
 /** The watermark file's name in a store directory. */
 export const CLOCK_FILE = '.konserve.clock'
-/** How far ahead of a stamp the watermark is raised. */
+/** How far ahead of a stamp the cap H is raised. */
 export const CLOCK_AHEAD_MS = 60_000
 /**
  * Staging files of the watermark use the staging-file pattern of FORMAT.md §5
@@ -43,9 +54,62 @@ export const CLOCK_AHEAD_MS = 60_000
  * every other staging file.
  */
 const CLOCK_STAGE_HEX = 'c10cc10cc10cc10cc10cc10cc10cc10c'
-const CONTENT = /^konserve-clock 1 ([0-9]{1,16})\n?$/
+const CONTENT_V1 = /^konserve-clock 1 ([0-9]{1,16})\n?$/
+const CONTENT_V2 = /^konserve-clock 2 ([0-9]{1,16}) ([0-9]{1,16}) ([0-9a-f-]{1,64}) ([0-9]{1,16}) ([0-9]{1,20})\n?$/
 
-let stageSeq = 0
+/** The record of `.konserve.clock` (FORMAT.md §7). */
+export interface ClockRecord {
+  /** No stamp ever issued in the store reached this (ms). */
+  h: number
+  /** No stamp of an earlier boot is above this (ms). */
+  f: number
+  /** The boot the projection belongs to; undefined: none (no file, or a version 1 file). */
+  boot?: string
+  /** Wall time (ms) at the last write, plus 1 (Date.now truncates). */
+  w: number
+  /** CLOCK_MONOTONIC (ns) at the last write. */
+  m: bigint
+}
+
+const EMPTY: ClockRecord = { h: 0, f: 0, w: 0, m: 0n }
+
+let bootIdCache: string | null | undefined
+/** This boot's id (Linux: /proc/sys/kernel/random/boot_id); undefined where there is none. */
+export function bootId(): string | undefined {
+  if (bootIdCache === undefined) {
+    try {
+      const id = fs.readFileSync('/proc/sys/kernel/random/boot_id', 'latin1').trim()
+      bootIdCache = /^[0-9a-f-]{1,64}$/.test(id) ? id : null
+    } catch {
+      bootIdCache = null
+    }
+  }
+  return bootIdCache ?? undefined
+}
+
+/** CLOCK_MONOTONIC in ns (libuv's hrtime): shared by every process of one boot. */
+const mono = (): bigint => process.hrtime.bigint()
+
+/** The projection of `r` at monotonic time `m`, if it is usable in this boot. */
+function projection(r: ClockRecord, m: bigint): number | undefined {
+  const boot = bootId()
+  if (boot === undefined || r.boot !== boot || m < r.m) return undefined
+  return r.w + Number((m - r.m) / 1_000_000n)
+}
+
+/** The floor a record sets at monotonic time `m`: no stamp it covers is above it. */
+export function floorOf(r: ClockRecord, m: bigint = mono()): number {
+  const p = projection(r, m)
+  return p === undefined ? r.h : Math.max(r.f, Math.min(r.h, p))
+}
+
+/** Whether stamp `t` issued at `m` is covered by `r`: every later floor of `r` is at least `t`. */
+function covers(r: ClockRecord, t: number, m: bigint): boolean {
+  if (t >= r.h) return false
+  if (t <= r.f) return true
+  const p = projection(r, m)
+  return p !== undefined && t <= p
+}
 
 function warn(message: string, file: string): void {
   if (typeof process !== 'undefined' && typeof process.emitWarning === 'function') {
@@ -53,39 +117,83 @@ function warn(message: string, file: string): void {
   }
 }
 
-/** The watermark stored in `dir` (0 when there is none; a damaged file warns and counts as 0). */
-export function readClockSync(dir: string): number {
+function clockError(err: unknown, what: string, file: string): KonserveError {
+  if (err instanceof KonserveError) return err
+  const e = err as NodeJS.ErrnoException
+  // One errno, one code (errors.ts codeOfErrno): EROFS is ERR_READ_ONLY here too.
+  return new KonserveError(codeOfOsError(e), `${what}: ${e.message}`, { file, cause: err })
+}
+
+/** Parses the clock file's text (undefined: not a clock record). */
+export function parseClock(text: string): ClockRecord | undefined {
+  const v2 = CONTENT_V2.exec(text)
+  if (v2) {
+    const h = Number(v2[1])
+    const f = Math.min(Number(v2[2]), h)
+    return { h, f, boot: v2[3] === '-' ? undefined : v2[3], w: Number(v2[4]), m: BigInt(v2[5]!) }
+  }
+  const v1 = CONTENT_V1.exec(text)
+  // Version 1 holds H only: every stamp it covers is below H.
+  if (v1) return { h: Number(v1[1]), f: Number(v1[1]), w: 0, m: 0n }
+  return undefined
+}
+
+/** The text of a record (version 2). */
+export function formatClock(r: ClockRecord): string {
+  return `konserve-clock 2 ${r.h} ${r.f} ${r.boot ?? '-'} ${r.w} ${r.m}\n`
+}
+
+/** The record stored in `dir` (none: all zero; a damaged file warns and counts as none). */
+export function readClockRecordSync(dir: string): ClockRecord {
   const file = join(dir, CLOCK_FILE)
   let text: string
   try {
-    text = fs.readFileSync(file, 'latin1')
+    // O_NOFOLLOW: a planted link is never followed out of the store (ERR_NOT_A_FILE).
+    const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK)
+    try {
+      if (!fs.fstatSync(fd).isFile()) throw new KonserveError('ERR_NOT_A_FILE', 'cannot read the clock file: not a regular file', { file })
+      text = fs.readFileSync(fd, 'latin1')
+    } finally {
+      fs.closeSync(fd)
+    }
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0
-    throw err
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return EMPTY
+    throw clockError(err, 'cannot read the clock file', file)
   }
-  const m = CONTENT.exec(text)
-  if (!m) {
+  const r = parseClock(text)
+  if (!r) {
     warn(`konserve: the clock file cannot be read; it will be rewritten (${JSON.stringify(text.slice(0, 40))})`, file)
-    return 0
+    return EMPTY
   }
-  return Number(m[1])
+  return r
 }
 
+/** The watermark H stored in `dir` (0 when there is none). */
+export function readClockSync(dir: string): number {
+  return readClockRecordSync(dir).h
+}
 
-/** Writes the watermark as a key file is written: staging file, fsync, rename, directory fsync. */
-export function writeClockSync(dir: string, mark: number, durable: boolean): void {
+let stageSeq = 0
+
+/** Writes the record as a key file is written: staging file, fsync, rename, directory fsync. */
+export function writeClockRecordSync(dir: string, record: ClockRecord, durable: boolean): void {
   const target = join(dir, CLOCK_FILE)
   for (let attempt = 0; ; attempt++) {
     const stage = join(dir, `.${CLOCK_STAGE_HEX}.${process.pid}.${stageSeq++}.stage`)
+    let step = 'cannot create a staging file of the clock'
     try {
-      const fd = fs.openSync(stage, 'wx', 0o644)
+      const fd = fs.openSync(stage, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o644)
       try {
-        fs.writeSync(fd, `konserve-clock 1 ${mark}\n`)
+        step = 'cannot write the clock file'
+        fs.writeSync(fd, formatClock(record))
+        step = 'cannot fsync the clock file'
         if (durable) fs.fsyncSync(fd)
       } finally {
         fs.closeSync(fd)
       }
+      step = 'cannot rename the clock file'
       fs.renameSync(stage, target)
+      step = 'cannot fsync the store directory'
       if (durable) fsyncDirSync(dir)
       return
     } catch (err) {
@@ -95,43 +203,51 @@ export function writeClockSync(dir: string, mark: number, durable: boolean): voi
         // never created, or already renamed
       }
       // A concurrent open's staging sweep (native core, same process) may take the file: try again.
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || attempt >= 2) throw err
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || attempt >= 2) {
+        throw clockError(err, step, step.includes('staging') ? stage : target)
+      }
     }
   }
 }
 
 /**
- * A file store's clock. Raising the watermark is a blocking write of one
- * small file (in both forms: at most once a minute per store), so a raise is
- * never interleaved with another raise of this process.
+ * A file store's clock. Rewriting the record is a blocking write of one
+ * small file (in both forms: about once a minute per store), so a rewrite is
+ * never interleaved with another one of this process.
  */
 export class FileClock implements StoreClock {
-  /** Stamps never go below the watermark found on open. */
-  private readonly floor: number
-  /** What the file says: no stamp at or beyond it is given out. */
-  private mark: number
+  /** The record as this store knows it: the one it read on open or last wrote. */
+  private record: ClockRecord
+  /** The last stamp this store gave out. */
+  private lastStamp = 0
 
   constructor(
     readonly dir: string,
-    found: number,
+    found: ClockRecord | number,
     private readonly durable: boolean,
   ) {
-    this.floor = found
-    this.mark = found
+    this.record = typeof found === 'number' ? { h: found, f: found, w: 0, m: 0n } : found
   }
 
   static openSync(dir: string, durable: boolean): FileClock {
-    return new FileClock(dir, readClockSync(dir), durable)
+    return new FileClock(dir, readClockRecordSync(dir), durable)
   }
 
-  /** The watermark as this store knows it (for tests and diagnostics). */
+  /** The cap H as this store knows it (for tests and diagnostics). */
   get watermark(): number {
-    return this.mark
+    return this.record.h
+  }
+
+  /** The floor the store's record sets now. */
+  get floor(): number {
+    return floorOf(this.record)
   }
 
   nowSync(): number {
-    const t = Math.max(nowMs(), this.floor)
-    if (t >= this.mark) this.raise(t + CLOCK_AHEAD_MS)
+    const m = mono()
+    const t = Math.max(nowMs(), floorOf(this.record, m), this.lastStamp)
+    if (!covers(this.record, t, m)) this.raise(t, m)
+    this.lastStamp = t
     return t
   }
 
@@ -139,11 +255,19 @@ export class FileClock implements StoreClock {
     return this.nowSync()
   }
 
-  private raise(target: number): void {
-    // Another process may have raised it further: never lower it.
-    const onDisk = readClockSync(this.dir)
-    const mark = Math.max(target, onDisk)
-    writeClockSync(this.dir, mark, this.durable)
-    this.mark = mark
+  /** Rewrites the record so that it covers `t` issued at `m`, merged with what the file holds now. */
+  private raise(t: number, m: bigint): void {
+    const disk = readClockRecordSync(this.dir)
+    const boot = bootId()
+    // What earlier boots (or records without a projection) issued is below their H.
+    const fixed = (r: ClockRecord) => (projection(r, m) === undefined ? r.h : r.f)
+    const f = Math.max(fixed(disk), fixed(this.record))
+    const h = Math.max(disk.h, this.record.h, t + CLOCK_AHEAD_MS)
+    // Date.now truncates: +1 keeps an honest wall clock at or below the projection.
+    let w = Math.max(nowMs() + 1, projection(disk, m) ?? 0, projection(this.record, m) ?? 0)
+    if (t > Math.max(f, w)) w = t
+    const next: ClockRecord = boot === undefined ? { h, f: Math.max(f, t), w: 0, m: 0n } : { h, f, boot, w, m }
+    writeClockRecordSync(this.dir, next, this.durable)
+    this.record = next
   }
 }

@@ -2,6 +2,8 @@
  * Every error konserve throws (or rejects with) is a `KonserveError` with a
  * stable `code` to branch on, and, where they are known, the key and the file.
  */
+import { constants as osConstants } from 'node:os'
+
 export type ErrorCode =
   | 'ERR_IO'
   | 'ERR_CORRUPT'
@@ -97,7 +99,21 @@ export function codeOfErrno(errno: string | undefined): ErrorCode | undefined {
  */
 export function codeOfOsError(err: unknown, fallback: ErrorCode = 'ERR_IO'): ErrorCode {
   if (fallback === 'ERR_FSYNC') return fallback
-  return codeOfErrno((err as NodeJS.ErrnoException | undefined)?.code) ?? fallback
+  return codeOfErrno(errnoName(err)) ?? fallback
+}
+
+/** The errno's name of a Node OS error (libuv names no EDQUOT: 'Unknown system error -122'). */
+function errnoName(err: unknown): string | undefined {
+  const e = err as NodeJS.ErrnoException | undefined
+  if (typeof e?.code !== 'string') return undefined
+  if (e.code.startsWith('E') || typeof e.errno !== 'number') return e.code
+  return errnoConstants()[-e.errno]
+}
+
+let byNumber: Record<number, string> | undefined
+function errnoConstants(): Record<number, string> {
+  byNumber ??= Object.fromEntries(Object.entries(osConstants.errno as Record<string, number>).map(([name, n]) => [n, name]))
+  return byNumber
 }
 
 const SEP = '\u001f'

@@ -138,10 +138,36 @@ function cb<T>(f: (done: (err: NodeJS.ErrnoException | null, value: T) => void) 
 }
 const done0 = (d: (err: NodeJS.ErrnoException | null, value: void) => void) => (err: NodeJS.ErrnoException | null) => d(err, undefined)
 
+/**
+ * Flags of every open of an existing store file: a symbolic link is never
+ * followed (ELOOP: ERR_NOT_A_FILE, so no store file leads outside the store),
+ * and a FIFO never makes the open wait for a writer (O_NONBLOCK, without
+ * effect on regular files). The core opens with the same flags (vfs.rs).
+ */
+const STORE_OPEN = {
+  r: fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK,
+  'r+': fs.constants.O_RDWR | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK,
+} as const
+
+function fileType(st: fs.Stats): string {
+  if (st.isDirectory()) return 'a directory'
+  if (st.isFIFO()) return 'a FIFO'
+  if (st.isSocket()) return 'a socket'
+  if (st.isCharacterDevice()) return 'a character device'
+  if (st.isBlockDevice()) return 'a block device'
+  if (st.isSymbolicLink()) return 'a symbolic link'
+  return 'of an unknown type'
+}
+
+function regularSize(st: fs.Stats, file: string): number {
+  if (!st.isFile()) throw new KonserveError('ERR_NOT_A_FILE', `cannot read the key file: not a regular file but ${fileType(st)}`, { file })
+  return st.size
+}
+
 const io = {
   open: gensync({
-    sync: (path: string, flags: string, mode?: number): number => fs.openSync(path, flags, mode),
-    async: (path: string, flags: string, mode?: number) => cb<number>((d) => fs.open(path, flags, mode ?? 0o666, d)),
+    sync: (path: string, flags: string | number, mode?: number): number => fs.openSync(path, flags, mode),
+    async: (path: string, flags: string | number, mode?: number) => cb<number>((d) => fs.open(path, flags, mode ?? 0o666, d)),
   }),
   close: gensync({
     sync: (fd: number): void => fs.closeSync(fd),
@@ -150,6 +176,11 @@ const io = {
   size: gensync({
     sync: (fd: number): number => fs.fstatSync(fd).size,
     async: async (fd: number) => (await cb<fs.Stats>((d) => fs.fstat(fd, d))).size,
+  }),
+  /** fstat of an open store file: its size, or ERR_NOT_A_FILE when it is not a regular file. */
+  regularSize: gensync({
+    sync: (fd: number, file: string): number => regularSize(fs.fstatSync(fd), file),
+    async: async (fd: number, file: string) => regularSize(await cb<fs.Stats>((d) => fs.fstat(fd, d)), file),
   }),
   read: gensync({
     sync: (fd: number, buf: Uint8Array, off: number, len: number, pos: number): number => fs.readSync(fd, buf, off, len, pos),
@@ -328,6 +359,14 @@ function parentsOfNewDirs(first: string | undefined, dir: string): string[] {
 }
 
 
+/** An error of opening a store: mkdir's EEXIST says the path is something other than a directory. */
+function openError(err: unknown, dir: string): KonserveError {
+  if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
+    return new KonserveError('ERR_NOT_A_DIRECTORY', 'cannot open the store directory: the path exists and is not a directory', { file: dir, cause: err })
+  }
+  return ioError(err, 'cannot open the store directory', dir)
+}
+
 export class PureFileBacking implements Backing {
   readonly implementation = 'pure' as const
   readonly atomicMultiKey = false
@@ -358,7 +397,7 @@ export class PureFileBacking implements Backing {
       store.sweepStaging(fs.readdirSync(real))
       return store
     } catch (err) {
-      throw ioError(err, 'cannot open the store directory', dir)
+      throw openError(err, dir)
     }
   }
 
@@ -372,7 +411,7 @@ export class PureFileBacking implements Backing {
       store.sweepStaging(await fsp.readdir(real))
       return store
     } catch (err) {
-      throw ioError(err, 'cannot open the store directory', dir)
+      throw openError(err, dir)
     }
   }
 
@@ -451,10 +490,10 @@ export class PureFileBacking implements Backing {
    * `firstRead` bytes first, then the rest of the head if it is longer);
    * undefined when the file does not exist. The caller closes `fd`.
    */
-  private *openHeadG(file: string, firstRead: number, key?: Uint8Array, name?: string, flags = 'r'): Handler<OpenKeyFile | undefined> {
+  private *openHeadG(file: string, firstRead: number, key?: Uint8Array, name?: string, flags: keyof typeof STORE_OPEN = 'r'): Handler<OpenKeyFile | undefined> {
     let fd: number
     try {
-      fd = yield* io.open(file, flags)
+      fd = yield* io.open(file, STORE_OPEN[flags])
     } catch (err) {
       if (isMissing(err)) return undefined
       throw ioError(err, 'cannot open the key file', file)
@@ -472,7 +511,7 @@ export class PureFileBacking implements Backing {
     let size: number
     let prefix: Uint8Array
     try {
-      size = yield* io.size(fd)
+      size = yield* io.regularSize(fd, file)
       prefix = yield* preadG(fd, 0, Math.min(size, firstRead))
       const need = this.headLength(prefix, size)
       if (need > prefix.length) {
@@ -1010,7 +1049,7 @@ export class PureFileBacking implements Backing {
   // ---- append logs (FORMAT.md §4.6) -------------------------------------------------------
 
   /** The head of the log file at `key` opened with `flags`, checked to be a log; undefined when missing. */
-  private *openLogFileG(key: Uint8Array, flags: string): Handler<OpenKeyFile | undefined> {
+  private *openLogFileG(key: Uint8Array, flags: 'r' | 'r+'): Handler<OpenKeyFile | undefined> {
     const f = yield* this.openHeadG(this.filePath(key), HEAD_READ, key, undefined, flags)
     if (!f) return undefined
     try {
@@ -1601,7 +1640,19 @@ class PureLogCursor implements LogCursor {
 }
 
 /** Deletes a store's konserve files, then the directory if nothing else is in it. */
-export function deleteStorePure(dir: string): void {
+export function deleteStorePure(path: string): void {
+  // A store path that is a symbolic link names the directory it points to
+  // (resolved once, as open does): that directory's store files are deleted,
+  // and the link and the directory stay (as the core's delete_store does).
+  let dir = path
+  let link = false
+  try {
+    link = fs.lstatSync(path, { throwIfNoEntry: false })?.isSymbolicLink() ?? false
+    if (link) dir = fs.realpathSync(path)
+  } catch (err) {
+    if (isMissing(err)) return
+    throw ioError(err, 'cannot resolve the store directory', path)
+  }
   let names: string[]
   try {
     names = fs.readdirSync(dir)
@@ -1621,7 +1672,7 @@ export function deleteStorePure(dir: string): void {
       foreign = true
     }
   }
-  if (!foreign) {
+  if (!foreign && !link) {
     try {
       fs.rmdirSync(dir)
     } catch (err) {
