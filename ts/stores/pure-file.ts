@@ -359,6 +359,9 @@ function parentsOfNewDirs(first: string | undefined, dir: string): string[] {
 }
 
 
+/** `a`, but never through a symbolic link (a planted link would create its target outside the store). */
+const LOCK_FILE_OPEN = fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW
+
 /** An error of opening a store: mkdir's EEXIST says the path is something other than a directory. */
 function openError(err: unknown, dir: string): KonserveError {
   if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
@@ -392,7 +395,7 @@ export class PureFileBacking implements Backing {
       const first = fs.mkdirSync(dir, { recursive: true })
       if (options.syncBlob) for (const parent of parentsOfNewDirs(first, dir)) fsyncDirSync(parent)
       const real = fs.realpathSync(dir)
-      fs.closeSync(fs.openSync(join(real, LOCK_FILE), 'a', 0o644))
+      fs.closeSync(fs.openSync(join(real, LOCK_FILE), LOCK_FILE_OPEN, 0o644))
       const store = new PureFileBacking(real, codec, options)
       store.sweepStaging(fs.readdirSync(real))
       return store
@@ -406,7 +409,7 @@ export class PureFileBacking implements Backing {
       const first = await fsp.mkdir(dir, { recursive: true })
       if (options.syncBlob) for (const parent of parentsOfNewDirs(first, dir)) fsyncDirSync(parent)
       const real = await fsp.realpath(dir)
-      await (await fsp.open(join(real, LOCK_FILE), 'a', 0o644)).close()
+      await (await fsp.open(join(real, LOCK_FILE), LOCK_FILE_OPEN, 0o644)).close()
       const store = new PureFileBacking(real, codec, options)
       store.sweepStaging(await fsp.readdir(real))
       return store
