@@ -2522,10 +2522,11 @@ mod tests {
     }
 
     /// Without fsyncs a crash may lose any suffix of the log's history, but a
-    /// reader never errs or misreads: it sees the metadata of some state and
-    /// a prefix of that state's records. Only where a renamed file's data may
-    /// be torn (unordered writeback) may a new or trimmed log's head be
-    /// damaged, and then it reads as `ERR_CORRUPT`.
+    /// reader never misreads: it sees the metadata of some state and a prefix
+    /// of that state's records, or `ERR_CORRUPT`. FORMAT.md §4.6 allows that
+    /// wherever a commit slot reaches the disk before the records it commits;
+    /// in this model it happens where a renamed file's data may be torn
+    /// (unordered writeback): a new or trimmed log's head, or its commit.
     #[test]
     fn without_sync_a_crash_loses_only_a_suffix() {
         let options = Options { sync_blob: false, ..Options::default() };
@@ -2548,7 +2549,7 @@ mod tests {
                 corrupt += usize::from(recover(&fs, &dir, &options, writeback == Writeback::Unordered, &ctx, prefix_of_some_state).is_none());
             }
         }
-        eprintln!("log without sync: {corrupt} damaged heads, all detected");
+        eprintln!("log without sync: {corrupt} damaged logs, all reported as ERR_CORRUPT");
     }
 
     /// A lone I/O error at every step: the op that hit it fails, and changes
