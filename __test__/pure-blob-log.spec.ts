@@ -8,7 +8,7 @@
  */
 import test from 'ava'
 import { randomBytes } from 'node:crypto'
-import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs'
+import { appendFileSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -16,7 +16,7 @@ import type { BlobSource, LogInfo, LogRecord, NewRecord } from '../ts/backing.js
 import { encodeBlobFileSync } from '../ts/codec/blob.js'
 import * as file from '../ts/codec/file.js'
 import { encodeKey } from '../ts/codec/key.js'
-import { encodeLogFileSync } from '../ts/codec/log.js'
+import { appendLogFileSync, encodeLogFileSync } from '../ts/codec/log.js'
 import { xxh3_64 } from '../ts/codec/xxhash.js'
 import { nodeCryptoProvider } from '../ts/crypto-node.js'
 import { KonserveError } from '../ts/errors.js'
@@ -24,6 +24,17 @@ import { createPureCodec } from '../ts/stores/pure-codec.js'
 import { PureFileBacking, forgetVerifiedLogs } from '../ts/stores/pure-file.js'
 
 const MiB = 1 << 20
+
+/** A plain log file as a store writes it: created with the first `sizes[0]` records, each next batch appended by itself. */
+function appendedLog(compressor: number, k: Uint8Array, written: ReadonlyArray<LogRecord>, sizes: number[]): Uint8Array {
+  let at = sizes[0]!
+  let bytes = encodeLogFileSync({ compressor, encryptor: 0, keyCke: k, meta: LOG_META, records: written.slice(0, at) })
+  for (const n of sizes.slice(1)) {
+    bytes = appendLogFileSync(bytes, { keyCke: k, records: written.slice(at, at + n) })
+    at += n
+  }
+  return bytes
+}
 const SECRET = 'blob and log s3cr3t'
 const META = new Uint8Array(Buffer.from('81a474797065a662696e617279', 'hex')) // {type: "binary"}
 const LOG_META = new Uint8Array(Buffer.from('81a474797065aa617070656e642d6c6f67', 'hex')) // {type: "append-log"}
@@ -506,9 +517,9 @@ for (const c of codecs) {
       t.deepEqual(listing.entries.map((e) => e.log), [expected])
       const bytes = readFileSync(store.filePath(k))
       const header = file.decodeHeader(bytes, bytes.length)
-      t.like(header, { flags: file.FLAG_LOG, serializer: 0, valueLen: 0, compressor: c.compressor, encryptor: c.encryptor })
+      t.like(header, { flags: file.FLAGS_COMMITTED_LOG, serializer: 0, valueLen: 128, compressor: c.compressor, encryptor: c.encryptor })
       if (c.encryptor === 0) {
-        const whole = encodeLogFileSync({ compressor: c.compressor, encryptor: 0, keyCke: k, meta: LOG_META, records: written })
+        const whole = appendedLog(c.compressor, k, written, written.map(() => 1))
         t.true(same(bytes, whole), 'the file is exactly the codec encoding of its records')
       }
       t.is(mode === 'sync' ? store.openLogSync(key('none')) : await store.openLogAsync(key('none')), undefined)
@@ -566,7 +577,7 @@ test('log: trims keep indexes, drop the rest, and restart at 0 when nothing is k
     t.deepEqual(await readAll(store, k), [])
     t.deepEqual(store.getMetaSync(k)!.log, EMPTY)
     t.deepEqual(store.getSync(k)!.log, EMPTY)
-    t.is(statSync(store.filePath(k)).size, 48 + file.decodeHeader(readFileSync(store.filePath(k)), statSync(store.filePath(k)).size).metaLen)
+    t.is(statSync(store.filePath(k)).size, 48 + file.decodeHeader(readFileSync(store.filePath(k)), statSync(store.filePath(k)).size).metaLen + 128)
     t.deepEqual(store.trimLogSync(k, 0, LOG_META), EMPTY, 'an empty log trimmed')
     t.deepEqual(store.appendSync(k, [rec(0, pattern(4))], LOG_META), info(0, 0, rec(0, pattern(4)).stamp), 'an emptied log restarts at 0')
     t.deepEqual(plainRecords(await readAll(store, k)), plainRecords([asRecord(0, rec(0, pattern(4)))]))
@@ -599,42 +610,58 @@ function build(store: PureFileBacking, k: Uint8Array, recs: NewRecord[]): { full
   return { full: new Uint8Array(readFileSync(store.filePath(k))), ends }
 }
 
+/** Where a log file's commit area starts (48 + m) and its records start (after the area, in the current layout). */
+function logParts(bytes: Uint8Array): { areaAt: number; dataStart: number } {
+  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  const areaAt = 48 + v.getUint32(12, true)
+  return { areaAt, dataStart: areaAt + (v.getUint32(8, true) === file.FLAGS_COMMITTED_LOG ? 128 : 0) }
+}
+
+/** Whether `after` keeps `before`'s head and records (up to `before`'s end), whatever its commit area says. */
+function keepsRecords(after: Uint8Array, before: Uint8Array): boolean {
+  const { areaAt, dataStart } = logParts(before)
+  return same(after.subarray(0, areaAt), before.subarray(0, areaAt)) && same(after.subarray(dataStart, before.length), before.subarray(dataStart))
+}
+
 for (const c of codecs) {
-  test(`log torn tails (${codecName(c)}): ignored at every byte of the last record, cut by the next append`, async (t) => {
+  test(`log torn tails (${codecName(c)}): bytes past the acknowledged records are ignored, cut by the next append`, async (t) => {
     const dir = tempDir(t)
     const store = open(dir, c)
     const k = key('torn')
     const path = store.filePath(k)
     const recs = [0, 1, 2].map((i) => rec(i, pattern(20 + 30 * i, i)))
-    const { full, ends } = build(store, k, recs)
-    const good = full.subarray(0, ends[1]!)
+    // The log after two appends, then the third's bytes: what a crash during
+    // the third can leave is the first with some of them after it.
+    const { full: good, ends } = build(store, k, recs.slice(0, 2))
+    store.appendSync(k, [recs[2]!], LOG_META)
+    const third = new Uint8Array(readFileSync(path)).subarray(ends[1]!)
     const kept = recs.slice(0, 2).map((r, i) => asRecord(i, r))
     const next = rec(2, new TextEncoder().encode('replacement'))
     const tails: Uint8Array[] = []
-    for (let n = ends[1]!; n < ends[2]!; n++) tails.push(full.subarray(0, n))
+    for (let n = 0; n <= third.length; n++) tails.push(Buffer.concat([good, third.subarray(0, n)]))
+    tails.push(Buffer.concat([good, third, third, Buffer.from('junk')]))
     // Cut records followed by zeros (the size reached the disk, the data did not).
-    for (const n of [1, 5, 21, 40, 100]) for (const at of [ends[1]!, ends[1]! + 4, ends[1]! + 30]) tails.push(Buffer.concat([full.subarray(0, at), new Uint8Array(n)]))
-    const zeroed = full.slice()
-    zeroed.fill(0, ends[1]! + 10)
-    tails.push(zeroed)
+    for (const n of [1, 5, 21, 40, 100]) for (const at of [0, 4, 30]) tails.push(Buffer.concat([good, third.subarray(0, at), new Uint8Array(n)]))
     for (const [i, torn] of tails.entries()) {
       const what = `torn file of ${torn.length} bytes (${i})`
       const mode: Mode = i % 2 ? 'async' : 'sync'
       writeFileSync(path, torn)
+      forgetVerifiedLogs()
       t.deepEqual(plainRecords(await readAll(store, k, mode)), plainRecords(kept), what)
       t.deepEqual(store.getMetaSync(k)!.log, info(0, 1, recs[1]!.stamp), what)
       t.deepEqual(await append(store, mode, k, next), info(0, 2, next.stamp), what)
-      const after = new Uint8Array(readFileSync(path))
-      if (!same(after.subarray(0, ends[1]!), good)) t.fail(`${what}: the valid records are untouched`)
+      if (!keepsRecords(new Uint8Array(readFileSync(path)), good)) t.fail(`${what}: the acknowledged records are untouched`)
       t.deepEqual(plainRecords(await readAll(store, k, mode)), plainRecords([...kept, asRecord(2, next)]), what)
     }
     // A torn large record (larger than the read window).
     writeFileSync(path, good)
+    forgetVerifiedLogs()
     const big = rec(2, new Uint8Array(randomBytes(300_000)))
     store.appendSync(k, [big], LOG_META)
     const withBig = new Uint8Array(readFileSync(path))
-    for (const n of [ends[1]! + 21, ends[1]! + 100_000, withBig.length - 13, withBig.length - 1]) {
-      writeFileSync(path, withBig.subarray(0, n))
+    for (const n of [ends[1]! + 21, ends[1]! + 100_000, withBig.length - 13, withBig.length - 1, withBig.length]) {
+      writeFileSync(path, Buffer.concat([good, withBig.subarray(ends[1]!, n)]))
+      forgetVerifiedLogs()
       t.deepEqual(plainRecords(await readAll(store, k)), plainRecords(kept))
       t.is(store.appendSync(k, [next], LOG_META).lastIndex, 2)
       t.deepEqual(plainRecords(await readAll(store, k)), plainRecords([...kept, asRecord(2, next)]))
@@ -642,22 +669,22 @@ for (const c of codecs) {
     writeFileSync(path, withBig)
     t.deepEqual(plainRecords(await readAll(store, k, 'async')), plainRecords([...kept, asRecord(2, big)]))
     // A trim drops a torn tail.
-    writeFileSync(path, full.subarray(0, ends[2]! - 3))
+    writeFileSync(path, Buffer.concat([good, third.subarray(0, 10)]))
     t.deepEqual(store.trimLogSync(k, 1, LOG_META), info(1, 1, recs[1]!.stamp))
     t.deepEqual(plainRecords(await readAll(store, k)), plainRecords(kept.slice(1)))
-    // A log whose only record is torn has no records; the next append is record 0.
-    writeFileSync(path, full.subarray(0, ends[0]! - 5))
+    // A log with no acknowledged records and a torn one after them; the next append is record 0.
+    store.trimLogSync(k, 100, LOG_META)
+    writeFileSync(path, Buffer.concat([readFileSync(path), third.subarray(0, 40)]))
+    forgetVerifiedLogs()
     t.deepEqual(await readAll(store, k), [])
     t.deepEqual(store.getMetaSync(k)!.log, EMPTY)
     t.deepEqual(store.appendSync(k, [recs[0]!], LOG_META), info(0, 0, recs[0]!.stamp))
-    const now = new Uint8Array(readFileSync(path))
-    if (c.encryptor === 0) t.true(same(now, full.subarray(0, ends[0]!)), 'the same bytes as the first append made')
-    else t.is(now.length, ends[0]!)
+    t.deepEqual(plainRecords(await readAll(store, k)), plainRecords(kept.slice(0, 1)))
   })
 }
 
 for (const c of [{ compressor: 0, encryptor: 0 }, { compressor: 1, encryptor: 1 }]) {
-  test(`log damage in the middle (${codecName(c)}): ERR_CORRUPT, the file never written over`, async (t) => {
+  test(`log damage to acknowledged records (${codecName(c)}): ERR_CORRUPT, never a shorter log, the file never written over`, async (t) => {
     const dir = tempDir(t)
     const store = open(dir, c)
     const k = key('damaged')
@@ -665,55 +692,77 @@ for (const c of [{ compressor: 0, encryptor: 0 }, { compressor: 1, encryptor: 1 
     const recs = [0, 1, 2, 3].map((i) => rec(i, pattern(20 + 30 * i, i)))
     const { full, ends } = build(store, k, recs)
     const all = recs.map((r, i) => asRecord(i, r))
-    // Every byte of record 1 (neither the first nor the last).
-    for (let at = ends[0]!; at < ends[1]!; at++) {
-      const what = `byte ${at} flipped`
+    const { dataStart } = logParts(full)
+    // Every byte of record 1 (in the middle) and of record 3 (the last), and every shorter length.
+    const damages: Array<[string, Uint8Array]> = []
+    for (let at = ends[0]!; at < ends[3]!; at++) {
+      if (at >= ends[1]! && at < ends[2]!) continue
       const bad = full.slice()
       bad[at]! ^= 0x10
+      damages.push([`byte ${at} flipped`, bad])
+    }
+    for (let n = dataStart; n < full.length; n += 3) damages.push([`cut to ${n} bytes`, full.slice(0, n)])
+    for (const [i, [what, bad]] of damages.entries()) {
       writeFileSync(path, bad)
-      // Changed behind this process's back, its end as it was: the next append must scan.
+      // Changed behind this process's back: the next append must scan.
       forgetVerifiedLogs()
-      for (const mode of modes) {
-        const cursor = mode === 'sync' ? store.openLogSync(k)! : (await store.openLogAsync(k))!
-        const first = mode === 'sync' ? cursor.nextSync(10) : await cursor.next(10)
-        t.deepEqual(plainRecords(first!), plainRecords(all.slice(0, 1)), `${what}: the records before the damage`)
-        const e = await failure(() => (mode === 'sync' ? cursor.nextSync(10) : cursor.next(10)))
-        if (e.code !== 'ERR_CORRUPT' || e.file !== path) t.fail(`${what}: ${e.code} ${e.file}`)
-        t.is(mode === 'sync' ? cursor.nextSync(10) : await cursor.next(10), undefined)
-        cursor.close()
-      }
-      const e = await failure(() => store.appendSync(k, [rec(4, pattern(1))], LOG_META))
-      if (e.code !== 'ERR_CORRUPT' || e.file !== path) t.fail(`${what}: append ${e.code} ${e.file}`)
-      t.is(await outcome(() => store.appendAsync(k, [rec(4, pattern(1))], LOG_META)), 'ERR_CORRUPT', what)
-      t.is(await outcome(() => store.trimLogSync(k, 0, LOG_META)), 'ERR_CORRUPT', what)
+      const mode: Mode = i % 2 ? 'async' : 'sync'
+      const e = await failure(() => readAll(store, k, mode))
+      if (e.code !== 'ERR_CORRUPT' || e.file !== path) t.fail(`${what}: read ${e.code} ${e.file}`)
+      const a = await failure(() => (mode === 'sync' ? store.appendSync(k, [rec(4, pattern(1))], LOG_META) : store.appendAsync(k, [rec(4, pattern(1))], LOG_META)))
+      if (a.code !== 'ERR_CORRUPT' || a.file !== path) t.fail(`${what}: append ${a.code} ${a.file}`)
+      if ((await outcome(() => store.trimLogSync(k, 0, LOG_META))) !== 'ERR_CORRUPT') t.fail(`${what}: trim`)
       if (!same(new Uint8Array(readFileSync(path)), bad)) t.fail(`${what}: the file is unchanged`)
-      // getMeta reads only the first and the last record: both are whole.
-      t.deepEqual(store.getMetaSync(k)!.log, info(0, 3, recs[3]!.stamp), what)
     }
     t.deepEqual(stagingFiles(dir), [])
-    // Damage in the first record is seen by getMeta, get and the listing too.
-    const bad = full.slice()
-    bad[ends[0]! - 15]! ^= 1
-    writeFileSync(path, bad)
-    t.is(await outcome(() => store.getMetaSync(k)), 'ERR_CORRUPT')
-    t.is(await outcome(() => store.getAsync(k)), 'ERR_CORRUPT')
-    const listing = store.listSync()
-    t.is(listing.corrupt.length, 1)
-    t.is(listing.corrupt[0]!.file, path)
-    // A flipped byte in the last record, with nothing valid at the end of the
-    // file, cannot be told from a torn tail: read as one, cut by the next append.
-    const last = full.slice()
-    last[ends[2]! + 25]! ^= 1
-    writeFileSync(path, last)
-    t.deepEqual(plainRecords(await readAll(store, k)), plainRecords(all.slice(0, 3)))
-    t.is(store.appendSync(k, [recs[3]!], LOG_META).lastIndex, 3)
-    t.true(same(new Uint8Array(readFileSync(path)).subarray(0, ends[2]!), full.subarray(0, ends[2]!)))
-    t.deepEqual(plainRecords(await readAll(store, k)), plainRecords(all))
-    // Damage in the middle of a log that ends well: readers report it.
-    const again = new Uint8Array(readFileSync(path))
-    again[ends[1]! + 3]! ^= 1
-    writeFileSync(path, again)
+    // The records before the damage come first, then the error.
+    const mid = full.slice()
+    mid[ends[1]! + 25]! ^= 1
+    writeFileSync(path, mid)
+    const cursor = store.openLogSync(k)!
+    t.deepEqual(plainRecords(cursor.nextSync(10)!), plainRecords(all.slice(0, 2)))
+    t.is(await outcome(() => cursor.nextSync(10)), 'ERR_CORRUPT')
+    t.is(cursor.nextSync(10), undefined)
+    // getMeta reads only the first and the last record: damage in between it does not see.
+    t.deepEqual(store.getMetaSync(k)!.log, info(0, 3, recs[3]!.stamp))
+    // Damage in the first or the last record is seen by getMeta, get and the listing too.
+    for (const at of [ends[0]! - 15, ends[3]! - 15]) {
+      const bad = full.slice()
+      bad[at]! ^= 1
+      writeFileSync(path, bad)
+      t.is(await outcome(() => store.getMetaSync(k)), 'ERR_CORRUPT')
+      t.is(await outcome(() => store.getAsync(k)), 'ERR_CORRUPT')
+      const listing = store.listSync()
+      t.is(listing.corrupt.length, 1)
+      t.is(listing.corrupt[0]!.file, path)
+    }
+    // A process that appended to the log checks its last record again before the next append.
+    writeFileSync(path, full)
+    forgetVerifiedLogs()
+    store.appendSync(k, [rec(4, pattern(4))], LOG_META)
+    const whole = new Uint8Array(readFileSync(path))
+    whole[whole.length - 20]! ^= 4
+    writeFileSync(path, whole)
+    t.is(await outcome(() => store.appendSync(k, [rec(5, pattern(5))], LOG_META)), 'ERR_CORRUPT')
+    t.true(same(new Uint8Array(readFileSync(path)), whole))
+    // One commit slot damaged (as a crash while it is written leaves it): the other holds the commit.
+    const { areaAt } = logParts(full)
+    for (const at of [areaAt + 3, areaAt + 64 + 3, areaAt + 60, areaAt + 127]) {
+      const bad = full.slice()
+      bad[at]! ^= 0x40
+      writeFileSync(path, bad)
+      forgetVerifiedLogs()
+      t.deepEqual(plainRecords(await readAll(store, k)), plainRecords(all), `commit byte ${at}`)
+      store.appendSync(k, [rec(4, pattern(4))], LOG_META)
+      const after = new Uint8Array(readFileSync(path))
+      t.true(same(after.subarray(areaAt, areaAt + 64), after.subarray(areaAt + 64, areaAt + 128)), `commit byte ${at}: both slots rewritten`)
+    }
+    const both = full.slice()
+    both[areaAt + 3]! ^= 1
+    both[areaAt + 64 + 3]! ^= 1
+    writeFileSync(path, both)
     t.is(await outcome(() => readAll(store, k)), 'ERR_CORRUPT')
+    t.is(await outcome(() => store.appendSync(k, [rec(4, pattern(4))], LOG_META)), 'ERR_CORRUPT')
   })
 }
 
@@ -791,8 +840,8 @@ for (const c of codecs) {
     for (const mode of modes) t.deepEqual(plainRecords(await readAll(store, k, mode, 4)), plainRecords(written))
     t.deepEqual(store.getMetaSync(k)!.log, info(0, 9, written[9]!.stamp))
     if (c.encryptor === 0) {
-      const whole = encodeLogFileSync({ compressor: c.compressor, encryptor: 0, keyCke: k, meta: LOG_META, records: written })
-      t.true(same(readFileSync(store.filePath(k)), whole), 'the same bytes as one record per append')
+      const whole = appendedLog(c.compressor, k, written, sizes)
+      t.true(same(readFileSync(store.filePath(k)), whole), 'the same bytes as the codec appending the same batches')
     }
     // Another process (nothing remembered) appends a batch after a torn tail: cut, then written.
     const path = store.filePath(k)
@@ -801,7 +850,7 @@ for (const c of codecs) {
     forgetVerifiedLogs()
     const more = [rec(10, pattern(5)), rec(11, pattern(6))]
     t.deepEqual(await store.appendAsync(k, more, LOG_META), info(0, 11, more[1]!.stamp))
-    t.true(readFileSync(path).subarray(0, before.length).equals(before), 'the records before are untouched')
+    t.true(keepsRecords(new Uint8Array(readFileSync(path)), new Uint8Array(before)), 'the records before are untouched')
     t.deepEqual(plainRecords(await readAll(store, k)), plainRecords([...written, asRecord(10, more[0]!), asRecord(11, more[1]!)]))
   })
 }
@@ -1129,19 +1178,21 @@ if (!hasLogs) {
         }
         const a = readFileSync(pure.filePath(k2))
         const b = readFileSync(pure.filePath(k3))
-        const metaEnd = (f: Buffer) => 48 + f.readUInt32LE(12)
+        const metaEnd = (f: Buffer) => logParts(f).dataStart
         t.true(a.subarray(metaEnd(a)).equals(b.subarray(metaEnd(b))), 'the same record bytes')
       }
-      // A torn tail left by one is cut by the other.
+      // A torn tail (bytes past the acknowledged records) left by one is cut by the other.
       const path = pure.filePath(k)
-      native!.logAppendSync!(nat, buf(k), [{ serializer: 1, stamp: 99, bytes: buf(pattern(50)) }], buf(LOG_META))
-      truncateSync(path, statSync(path).size - 7)
+      appendFileSync(path, pattern(50))
       t.is(pure.appendSync(k, [rec(12, pattern(3))], LOG_META).lastIndex, 12)
       t.deepEqual(plainRecords(nativeAll()), plainRecords([...written.slice(6), asRecord(12, rec(12, pattern(3)))]))
-      pure.appendSync(k, [rec(13, pattern(50))], LOG_META)
-      truncateSync(path, statSync(path).size - 7)
+      appendFileSync(path, pattern(50))
       t.is(native!.logAppendSync!(nat, buf(k), [{ serializer: 1, stamp: 77, bytes: buf(pattern(4)) }], buf(LOG_META)).lastIndex, 13)
       t.deepEqual((await readAll(pure, k)).map((r) => r.index), [6, 7, 8, 9, 10, 11, 12, 13])
+      // Damage to an acknowledged record is ERR_CORRUPT to both, and neither appends over it.
+      truncateSync(path, statSync(path).size - 7)
+      t.is(await outcome(() => pure.appendSync(k, [rec(14, pattern(3))], LOG_META)), 'ERR_CORRUPT')
+      t.throws(() => native!.logAppendSync!(nat, buf(k), [{ serializer: 1, stamp: 77, bytes: buf(pattern(4)) }], buf(LOG_META)), { message: /^ERR_CORRUPT/ })
     })
   }
 }
@@ -1163,7 +1214,7 @@ if (hasLogs) {
       batch.forEach((r, j) => written.push(asRecord(first + j, r)))
     }
     t.deepEqual(plainRecords(await readAll(pure, k)), plainRecords(written))
-    const whole = encodeLogFileSync({ compressor: c.compressor, encryptor: 0, keyCke: k, meta: LOG_META, records: written })
+    const whole = appendedLog(c.compressor, k, written, [3, 1, 5, 2, 4])
     t.true(same(readFileSync(pure.filePath(k)), whole), 'the same file whoever wrote which batch')
     // A new log of several records, by native: the same bytes as by pure.
     const k2 = key('native-new')
@@ -1171,7 +1222,7 @@ if (hasLogs) {
     const recs = written.slice(0, 4).map((r) => ({ serializer: r.serializer, stamp: r.stamp, bytes: r.bytes }))
     native!.logAppendSync!(nat, buf(k2), nativeRecords(recs), buf(LOG_META))
     pure.appendSync(k3, recs, LOG_META)
-    const metaEnd = (f: Buffer) => 48 + f.readUInt32LE(12)
+    const metaEnd = (f: Buffer) => logParts(f).dataStart
     const a = readFileSync(pure.filePath(k2))
     const b2 = readFileSync(pure.filePath(k3))
     t.true(a.subarray(metaEnd(a)).equals(b2.subarray(metaEnd(b2))))

@@ -16,8 +16,12 @@ import { type CryptoProvider, webCryptoProvider } from '../ts/codec/aes.js'
 import { type ChunkSink, ChunkedEncoder, blobHeader, encodeBlobFileAsync, encodeBlobFileSync, readBlobLayout } from '../ts/codec/blob.js'
 import * as file from '../ts/codec/file.js'
 import {
+  appendLogFileAsync,
+  appendLogFileSync,
   decodeLogFileAsync,
   decodeLogFileSync,
+  encodeLegacyLogFileAsync,
+  encodeLegacyLogFileSync,
   encodeLogFileAsync,
   encodeLogFileSync,
   trimLogFileAsync,
@@ -191,6 +195,8 @@ const runBlocking = <T>(g: Handler<T>): T => runner.sync(g) as T
 
 interface LogVector {
   name: string
+  /** "committed": flags 6, a commit area; "legacy": flags 2, the earlier layout (read, and migrated by an append). */
+  layout: 'committed' | 'legacy'
   key: string
   meta: string
   compressor: number
@@ -199,6 +205,8 @@ interface LogVector {
   records: Array<{ index: number; stamp: number; serializer: number; bytes: string }>
   /** For a trimmed log: `file` is the log of `records` trimmed with this (the new meta segment's salt and IV in `random`). */
   trim?: { keepFrom: number; meta: string; random: string | null }
+  /** The commit in both slots (committed layout). */
+  commit?: { seq: number; count: number; end: number }
   file: string
 }
 
@@ -210,8 +218,12 @@ if (!logs) {
     t.pass()
   })
 } else {
-  test('log vectors: every codec, and a trimmed log', (t) => {
-    for (const c of [0, 1]) for (const e of [null, 'x']) t.true(logs.some((v) => v.compressor === c && (v.encryptionKey === null) === (e === null)))
+  test('log vectors: every codec, both layouts, and a trimmed log', (t) => {
+    for (const layout of ['committed', 'legacy']) {
+      for (const c of [0, 1]) {
+        for (const e of [null, 'x']) t.true(logs.some((v) => v.layout === layout && v.compressor === c && (v.encryptionKey === null) === (e === null)))
+      }
+    }
     t.true(logs.some((v) => v.trim && v.trim.keepFrom > 0), 'a trimmed log')
   })
 
@@ -229,23 +241,54 @@ if (!logs) {
   })
 
   const recordsOf = (v: LogVector): LogRecord[] => v.records.map((r) => ({ index: r.index, stamp: r.stamp, serializer: r.serializer, bytes: hex(r.bytes) }))
-  const inputOf = (v: LogVector, crypto: CryptoProvider) => ({
+  const inputOf = (v: LogVector, crypto: CryptoProvider, records = recordsOf(v)) => ({
     compressor: v.compressor,
     encryptor: v.encryptionKey === null ? 0 : 1,
     secret: v.encryptionKey,
     keyCke: hex(v.key),
     meta: hex(v.meta),
-    records: recordsOf(v),
+    records,
     random: v.random === null ? undefined : hex(v.random),
     crypto,
   })
 
+  /** The vector's log as the store makes it: created with record 0, each other record appended by itself (the randomness consumed in order). */
+  function* appendedBytes(v: LogVector, fl: (typeof flavours)[number]): Generator<unknown, Uint8Array> {
+    const random = v.random === null ? undefined : hex(v.random)
+    const recs = recordsOf(v)
+    const first = inputOf(v, fl.crypto, recs.slice(0, 1))
+    let bytes = fl.sync ? encodeLogFileSync(first) : yield encodeLogFileAsync(first)
+    for (const [i, r] of recs.entries()) {
+      if (i === 0) continue
+      const input = {
+        secret: v.encryptionKey,
+        keyCke: hex(v.key),
+        records: [{ serializer: r.serializer, stamp: r.stamp, bytes: r.bytes }],
+        random: random?.subarray(32 * (i + 1)),
+        crypto: fl.crypto,
+      }
+      bytes = fl.sync ? appendLogFileSync(bytes as Uint8Array, input) : yield appendLogFileAsync(bytes as Uint8Array, input)
+    }
+    return bytes as Uint8Array
+  }
+  const runAppended = async (v: LogVector, fl: (typeof flavours)[number]): Promise<Uint8Array> => {
+    const it = appendedBytes(v, fl)
+    let step = it.next()
+    while (!step.done) step = it.next(await (step.value as Promise<Uint8Array>))
+    return step.value
+  }
+
   for (const v of logs) {
     for (const fl of flavours) {
       test(`log vector (${fl.name}): ${v.name}: the same bytes, read back`, async (t) => {
-        const input = inputOf(v, fl.crypto)
-        let bytes = fl.sync ? encodeLogFileSync(input) : await encodeLogFileAsync(input)
-        if (v.trim) bytes = fl.sync ? trimLogFileSync(bytes, trimInputOf(v, fl.crypto)) : await trimLogFileAsync(bytes, trimInputOf(v, fl.crypto))
+        let bytes: Uint8Array
+        if (v.layout === 'legacy') {
+          const input = inputOf(v, fl.crypto)
+          bytes = fl.sync ? encodeLegacyLogFileSync(input) : await encodeLegacyLogFileAsync(input)
+        } else {
+          bytes = await runAppended(v, fl)
+          if (v.trim) bytes = fl.sync ? trimLogFileSync(bytes, trimInputOf(v, fl.crypto)) : await trimLogFileAsync(bytes, trimInputOf(v, fl.crypto))
+        }
         t.is(toHex(bytes), v.file)
         const ctx = { secret: v.encryptionKey, keyHash: file.keyHash(hex(v.key)), crypto: fl.crypto }
         const d = fl.sync ? decodeLogFileSync(hex(v.file), ctx) : await decodeLogFileAsync(hex(v.file), ctx)
@@ -256,12 +299,18 @@ if (!logs) {
           d.records.map((r) => ({ ...r, bytes: toHex(r.bytes) })),
           kept,
         )
+        if (v.commit) t.like(d.commit, v.commit)
+        else t.is(d.commit, undefined)
         const last = kept[kept.length - 1]
         t.deepEqual(d.log, last ? { firstIndex: kept[0]!.index, lastIndex: last.index, lastStamp: last.stamp } : { firstIndex: 0, lastIndex: -1, lastStamp: 0 })
         const whole = fl.sync ? file.decodeKeyFileSync(hex(v.file), ctx) : await file.decodeKeyFileAsync(hex(v.file), ctx)
         t.is(whole.value.length, 0)
         t.deepEqual(whole.log, d.log)
-        t.is(whole.header.flags, file.FLAG_LOG)
+        t.is(whole.header.flags, v.layout === 'legacy' ? file.FLAG_LOG : file.FLAGS_COMMITTED_LOG)
+        // One byte short: the earlier layout drops its torn last record; the current one refuses.
+        const short = hex(v.file).subarray(0, v.file.length / 2 - 1)
+        if (v.layout === 'legacy') t.is((fl.sync ? decodeLogFileSync(short, ctx) : await decodeLogFileAsync(short, ctx)).records.length, kept.length - 1)
+        else t.is(await outcome(() => (fl.sync ? decodeLogFileSync(short, ctx) : decodeLogFileAsync(short, ctx))), 'ERR_CORRUPT')
       })
     }
 
@@ -281,13 +330,29 @@ if (!logs) {
       t.deepEqual(store.getMetaSync(keyCke)!.log, info)
       t.deepEqual((await store.getAsync(keyCke))!.log, info)
       const next = (last?.index ?? -1) + 1
-      t.deepEqual(store.appendSync(keyCke, [{ serializer: 1, stamp: 4242, bytes: new Uint8Array([1, 2, 3]) }], new Uint8Array()), {
+      const added = { serializer: 1, stamp: 4242, bytes: new Uint8Array([1, 2, 3]) }
+      t.deepEqual(store.appendSync(keyCke, [added], new Uint8Array()), {
         firstIndex: last ? kept[0]!.index : next,
         lastIndex: next,
         lastStamp: 4242,
       })
-      const after = readFileSync(store.filePath(keyCke))
-      t.true(same(after.subarray(0, v.file.length / 2), hex(v.file)), 'the append leaves the bytes before it as they were')
+      const after = new Uint8Array(readFileSync(store.filePath(keyCke)))
+      // What the codec's append makes of the vector's file (a legacy log: migrated), but for the salts of the new record.
+      const expected = appendLogFileSync(hex(v.file), { secret: v.encryptionKey, keyCke, records: [added], crypto: nodeCryptoProvider })
+      t.is(after.length, expected.length)
+      const ctx = { secret: v.encryptionKey, keyHash: file.keyHash(keyCke), crypto: nodeCryptoProvider }
+      const decoded = decodeLogFileSync(after, ctx)
+      t.is(decoded.header.flags, file.FLAGS_COMMITTED_LOG)
+      t.like(decoded.commit, { seq: v.layout === 'legacy' ? 1 : v.commit!.seq + 1, count: kept.length + 1, end: after.length })
+      t.is(decoded.records.length, kept.length + 1)
+      if (v.encryptionKey === null) t.true(same(after, expected), 'the bytes the codec makes')
+      if (v.layout === 'committed') {
+        // The head and the records before the append are as they were; only the commit area changed.
+        const metaLen = new DataView(after.buffer, after.byteOffset).getUint32(12, true)
+        const area = 48 + metaLen
+        t.true(same(after.subarray(0, area), hex(v.file).subarray(0, area)), 'the head is unchanged')
+        t.true(same(after.subarray(area + 128, v.file.length / 2), hex(v.file).subarray(area + 128)), 'the records before are unchanged')
+      }
     })
 
     if (v.trim) {
@@ -301,8 +366,8 @@ if (!logs) {
         const after = new Uint8Array(readFileSync(store.filePath(keyCke)))
         const expected = hex(v.file)
         const metaLen = (b: Uint8Array) => new DataView(b.buffer, b.byteOffset).getUint32(12, true)
-        // The meta segment has fresh salts; the records are the vector's bytes.
-        t.is(toHex(after.subarray(48 + metaLen(after))), toHex(expected.subarray(48 + metaLen(expected))))
+        // The meta segment has fresh salts (and so the commit's tag differs); the records are the vector's bytes.
+        t.is(toHex(after.subarray(48 + metaLen(after) + 128)), toHex(expected.subarray(48 + metaLen(expected) + 128)))
         t.is(toHex(store.getMetaSync(keyCke)!.meta), v.trim!.meta)
       })
     }

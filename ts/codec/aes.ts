@@ -230,3 +230,22 @@ export const openSegment = gensync(function* (
   if (plain === null) throw new KonserveError('ERR_CORRUPT', 'an authenticated segment has invalid padding')
   return plain
 })
+
+/** The MAC kind of a log's commit slot (FORMAT.md §4.6). */
+export const KIND_COMMIT = 5
+
+/**
+ * The tag of a log's commit slot (FORMAT.md §4.6): HMAC-SHA256 over
+ * `5 || keyHash || body` with the MAC key that HKDF derives from `salt`, the
+ * log's meta segment's salt (the slot stores the first 24 bytes).
+ */
+export const commitTag = gensync(function* (
+  provider: CryptoProvider,
+  secret: Uint8Array,
+  keyHash: Uint8Array,
+  salt: Uint8Array,
+  body: Uint8Array,
+): Handler<Uint8Array> {
+  const okm = yield* deriveKeys(provider, secret, salt)
+  return yield* hmac(provider, okm.subarray(32), [macPrefix(KIND_COMMIT, keyHash), body])
+})

@@ -39,6 +39,15 @@ export const ENCRYPTOR_AES = 1
 export const FLAG_NONE = 0
 export const FLAG_CHUNKED = 1
 export const FLAG_LOG = 2
+/** With FLAG_LOG only: the log's value segment is its commit area (§4.6); without it, a log of the earlier layout. */
+export const FLAG_LOG_COMMIT = 4
+/** The flags of a log with a commit area. */
+export const FLAGS_COMMITTED_LOG = FLAG_LOG | FLAG_LOG_COMMIT
+/** The length of a log's commit area (two 64-byte slots): its `v`. */
+export const LOG_COMMIT_AREA = 128
+
+/** Whether a header is an append log's, of either layout (§4.6). */
+export const isLogHeader = (header: { flags?: number }): boolean => ((header.flags ?? 0) & FLAG_LOG) !== 0
 
 /** Which segment: part of what the MAC authenticates (§4.3). */
 export const KIND_META = 0
@@ -51,7 +60,7 @@ const VALUE = KIND_VALUE
 
 /** The decoded header of a key file. */
 export interface Header {
-  /** FLAG_NONE (the default when encoding), FLAG_CHUNKED or FLAG_LOG. */
+  /** FLAG_NONE (the default when encoding), FLAG_CHUNKED, FLAG_LOG or FLAGS_COMMITTED_LOG. */
   flags?: number
   /** Serializer id of the value segment (§4.1). */
   serializer: number
@@ -186,8 +195,9 @@ export function encodeHeader(h: Header): Uint8Array {
 /**
  * Decodes the header from the first bytes of a file of `fileLength` bytes,
  * checking in the order of §4: the length is at least 48, the magic, the header
- * checksum, the version, the flags, the codec ids, the total length (a log,
- * flags FLAG_LOG, is at least `48 + m` bytes with `v = 0`: its records follow).
+ * checksum, the version, the flags, the codec ids, the total length (a log is
+ * at least `48 + m + v` bytes, `v` = 128 with flags 6 and 0 with flags 2: its
+ * records follow).
  */
 export function decodeHeader(bytes: Uint8Array, fileLength: number): Header {
   if (fileLength < HEADER_LEN || bytes.length < HEADER_LEN) {
@@ -204,7 +214,7 @@ export function decodeHeader(bytes: Uint8Array, fileLength: number): Header {
     )
   }
   const flags = v.getUint32(8, true)
-  if (flags !== FLAG_NONE && flags !== FLAG_CHUNKED && flags !== FLAG_LOG) {
+  if (flags !== FLAG_NONE && flags !== FLAG_CHUNKED && flags !== FLAG_LOG && flags !== FLAGS_COMMITTED_LOG) {
     throw new KonserveError('ERR_UNSUPPORTED_CODEC', `unknown header flags 0x${flags.toString(16).padStart(8, '0')}`)
   }
   const compressor = bytes[6]!
@@ -222,8 +232,11 @@ export function decodeHeader(bytes: Uint8Array, fileLength: number): Header {
   }
   // Above 2^53 the sum is inexact, but then it cannot equal a real file's length.
   const declared = HEADER_LEN + header.metaLen + header.valueLen
-  const isLog = flags === FLAG_LOG && header.valueLen === 0 && declared <= fileLength
-  if (declared !== fileLength && !isLog) {
+  const logArea = flags === FLAG_LOG ? 0 : flags === FLAGS_COMMITTED_LOG ? LOG_COMMIT_AREA : undefined
+  if (logArea !== undefined && (header.valueLen !== logArea || declared > fileLength)) {
+    throw corrupt(`a log file of ${fileLength} bytes whose header says 48 + ${header.metaLen} + ${header.valueLen} (a log's value segment is ${logArea} bytes)`)
+  }
+  if (declared !== fileLength && logArea === undefined) {
     throw corrupt(`file is ${fileLength} bytes, its header says 48 + ${header.metaLen} + ${header.valueLen}`)
   }
   return header
@@ -430,8 +443,8 @@ function* decodeWhole(bytes: Uint8Array, context: DecodeContext): Handler<Decode
     const value = yield* decodeChunkedValue(bytesReader(bytes), codec, header, valueStart)
     return { ...head, serializer: header.serializer, value }
   }
-  if (header.flags === FLAG_LOG) {
-    const log = yield* readLogInfo(bytesReader(bytes), header, valueStart, bytes.length)
+  if (isLogHeader(header)) {
+    const log = yield* readLogInfo(bytesReader(bytes), header, bytes, codec, bytes.length)
     return { ...head, serializer: header.serializer, value: new Uint8Array(0), log }
   }
   // The total length was checked against the header, so this view is exact.

@@ -1,16 +1,22 @@
 /**
  * Append logs (docs/FORMAT.md §4.6), as crates/core/src/log.rs: a header with
- * FLAG_LOG and `v = 0`, the meta segment, then records to the end of the file:
+ * flags 6 (FLAG_LOG | FLAG_LOG_COMMIT) and `v = 128`, the meta segment, the
+ * commit area (two 64-byte commit slots, A and B), then records to the end
+ * of the file:
  *
  *   u32 LE s | u64 LE index | u64 LE stamp | u8 serializer | payload (s bytes,
  *   kind 4, this index) | u64 LE xxh3_64 of the 21 + s bytes before | u32 LE s
  *
- * Reading goes forward from `48 + m`; the first record that runs past the end,
- * fails its checksum, has two different lengths or is not the next index ends
- * the log. The bytes from there on are a torn tail (ignored) unless a valid
- * record ends exactly at the end of the file: then the log is damaged in the
- * middle (ERR_CORRUPT). The last record is found from the end first (its last
- * 12 bytes are its checksum and length), with the forward scan as the fallback.
+ * The commit (slot B if valid, else slot A) says how many records were
+ * acknowledged and where they end: every one of them must verify (anything
+ * short of them is ERR_CORRUPT); only the bytes past them, the torn tail of an
+ * append that never returned, are ignored.
+ *
+ * A log of the earlier layout (flags 2, `v = 0`, no commit area) is read by
+ * the old rule: the first record that runs past the end, fails its checksum,
+ * has two different lengths or is not the next index ends the log; the bytes
+ * from there on are a torn tail unless a valid record ends the file (then
+ * ERR_CORRUPT). Its first append rewrites it in the current layout.
  *
  * Everything reads through a `ReadAt`, so the same code serves bytes in memory
  * and open files, one record (or a 64 KiB window) at a time. No `node:` imports.
@@ -18,10 +24,13 @@
 import gensync, { type Handler } from 'gensync'
 import type { LogInfo, LogRecord, NewRecord } from '../backing.js'
 import { KonserveError } from '../errors.js'
-import { type CryptoProvider, concat } from './aes.js'
+import { type CryptoProvider, SALT_LEN, commitTag, concat } from './aes.js'
 import {
+  ENCRYPTOR_AES,
+  FLAGS_COMMITTED_LOG,
   FLAG_LOG,
   HEADER_LEN,
+  LOG_COMMIT_AREA,
   KIND_RECORD,
   type DecodeContext,
   type DecodedHead,
@@ -199,18 +208,176 @@ export const decodeRecordPayload = gensync(function* (codec: SegmentCodec, info:
   return yield* decodeSegmentAt(codec, KIND_RECORD, info.index, bytes.subarray(RECORD_HEAD_LEN, RECORD_HEAD_LEN + info.payloadLength))
 })
 
+// ---- the commit -------------------------------------------------------------------
+
+/** The length of one commit slot; the commit area is two, A then B. */
+export const COMMIT_SLOT = 64
+/** The bytes of a slot its tag covers: seq, count, end, last. */
+const SLOT_FIELDS = 32
+/** The bytes of a slot's tag (the first 24 of the HMAC-SHA256). */
+const SLOT_TAG = 24
+/** The offset of a slot's checksum (xxh3_64 of bytes 0..56). */
+const SLOT_CHECK = SLOT_FIELDS + SLOT_TAG
+
+/** What a log's commit says: the records acknowledged (§4.6). */
+export interface Commit {
+  /** Commits since the file was written whole, from 1. */
+  seq: number
+  /** How many records were acknowledged. */
+  count: number
+  /** The file offset where they end. */
+  end: number
+  /** The stored checksum of the last of them; 0 when there is none. */
+  lastChecksum: bigint
+}
+
+const noKey = () => new KonserveError('ERR_DECRYPT', 'the log is encrypted and the store was opened without an encryption key')
+
+function metaSalt(metaStored: Uint8Array): Uint8Array {
+  if (metaStored.length < SALT_LEN) throw corrupt('an encrypted meta segment is shorter than its salt')
+  return metaStored.subarray(0, SALT_LEN)
+}
+
+function* slotTag(codec: SegmentCodec, metaStored: Uint8Array, fields: Uint8Array): Handler<Uint8Array> {
+  if (!codec.secret) throw noKey()
+  if (!codec.keyHash) throw new KonserveError('ERR_INVALID_ARGUMENT', 'a commit of an encrypted log needs the key hash')
+  return (yield* commitTag(codec.crypto, codec.secret, codec.keyHash, metaSalt(metaStored), fields)).subarray(0, SLOT_TAG)
+}
+
+/**
+ * One commit slot of a log whose stored meta segment is `metaStored`:
+ * `seq | count | end | last` (u64 LE each), the tag (encryptor 1: the first
+ * 24 bytes of HMAC-SHA256 over `5 || keyHash || bytes 0..32` with the meta
+ * segment's MAC key; else zeros), the xxh3_64 of bytes 0..56.
+ */
+export const encodeCommitSlot = gensync(function* (commit: Commit, codec: SegmentCodec, metaStored: Uint8Array): Handler<Uint8Array> {
+  const slot = new Uint8Array(COMMIT_SLOT)
+  const v = viewOf(slot)
+  setU64(v, 0, commit.seq)
+  setU64(v, 8, commit.count)
+  setU64(v, 16, commit.end)
+  v.setBigUint64(24, commit.lastChecksum, true)
+  if (codec.encryptor === ENCRYPTOR_AES) slot.set(yield* slotTag(codec, metaStored, slot.subarray(0, SLOT_FIELDS)), SLOT_FIELDS)
+  v.setBigUint64(SLOT_CHECK, xxh3_64(slot.subarray(0, SLOT_CHECK)), true)
+  return slot
+})
+
+/** The commit area of a log: `commit` in both slots. */
+export const encodeCommitArea = gensync(function* (commit: Commit, codec: SegmentCodec, metaStored: Uint8Array): Handler<Uint8Array> {
+  const slot = yield* encodeCommitSlot(commit, codec, metaStored)
+  return concat([slot, slot])
+})
+
+/**
+ * One slot decoded: undefined if its checksum fails (torn by a crash, or
+ * damaged). With encryption, a slot whose checksum holds but whose tag does
+ * not verify was edited on purpose: ERR_DECRYPT.
+ */
+function* decodeCommitSlot(slot: Uint8Array, codec: SegmentCodec, metaStored: Uint8Array): Handler<Commit | undefined> {
+  const v = viewOf(slot)
+  if (xxh3_64(slot.subarray(0, SLOT_CHECK)) !== v.getBigUint64(SLOT_CHECK, true)) return undefined
+  if (codec.encryptor === ENCRYPTOR_AES) {
+    const tag = yield* slotTag(codec, metaStored, slot.subarray(0, SLOT_FIELDS))
+    let diff = 0 // compared in constant time
+    for (let i = 0; i < SLOT_TAG; i++) diff |= tag[i]! ^ slot[SLOT_FIELDS + i]!
+    if (diff !== 0) throw new KonserveError('ERR_DECRYPT', "the log's commit does not authenticate: wrong encryption key, or the file was altered")
+  }
+  const seq = u64(v, 0)
+  const count = u64(v, 8)
+  const end = u64(v, 16)
+  if (seq === undefined || count === undefined || end === undefined) throw corrupt("the log's commit is impossible: a field past 2^53")
+  return { seq, count, end, lastChecksum: v.getBigUint64(24, true) }
+}
+
+/** How an open log file reads: where its parts are and how far its records count. */
+export interface LogLayout {
+  /** The offset of the first record. */
+  dataStart: number
+  /** The offset of the commit area (= dataStart in the earlier layout). */
+  areaAt: number
+  /** The commit (the current layout); undefined for the earlier layout. */
+  commit?: Commit
+  /** Whether slot B held the commit (else A did). */
+  bValid: boolean
+  /** The earlier layout: whether a valid record ends the file (then a record that does not verify is damage). */
+  validAtEnd: boolean
+}
+
+/** Nothing at or past this offset is read as a record. */
+export const layoutLimit = (layout: LogLayout, fileLength: number): number => layout.commit?.end ?? fileLength
+
+/** Fails unless a log's header is well formed: flags 2 with `v = 0` or 6 with `v = 128`, the value checksum of no bytes. */
+export function checkLogHeader(header: Header): void {
+  if (header.flags !== FLAG_LOG && header.flags !== FLAGS_COMMITTED_LOG) {
+    throw new KonserveError('ERR_NOT_A_LOG', 'the key holds something other than an append log')
+  }
+  const area = header.flags === FLAG_LOG ? 0 : LOG_COMMIT_AREA
+  if (header.valueLen !== area || header.valueChecksum !== emptyValueChecksum()) {
+    throw corrupt(`a log's value segment is not the ${area} bytes of its layout`)
+  }
+}
+
+/**
+ * Reads a log's layout: for the current layout its commit (from `prefix`,
+ * the bytes read from the start of the file, or one read of the commit
+ * area), checked against the file's length; for the earlier layout whether a
+ * valid record ends the file. `prefix` holds at least the header and meta segment.
+ */
+export const openLogLayout = gensync(function* (
+  read: ReadAt,
+  header: Header,
+  prefix: Uint8Array,
+  codec: SegmentCodec,
+  fileLength: number,
+): Handler<LogLayout> {
+  checkLogHeader(header)
+  const metaEnd = HEADER_LEN + header.metaLen
+  if (header.flags === FLAG_LOG) {
+    const validAtEnd = !!(yield* tailRecord(read, metaEnd, fileLength))
+    return { dataStart: metaEnd, areaAt: metaEnd, bValid: false, validAtEnd }
+  }
+  const dataStart = metaEnd + LOG_COMMIT_AREA
+  const area = prefix.length >= dataStart ? prefix.subarray(metaEnd, dataStart) : yield* read(metaEnd, LOG_COMMIT_AREA)
+  if (area.length < LOG_COMMIT_AREA) throw corrupt('the log file ends inside its commit area')
+  const metaStored = prefix.subarray(HEADER_LEN, metaEnd)
+  let commit = yield* decodeCommitSlot(area.subarray(COMMIT_SLOT), codec, metaStored)
+  const bValid = commit !== undefined
+  commit ??= yield* decodeCommitSlot(area.subarray(0, COMMIT_SLOT), codec, metaStored)
+  if (!commit) throw corrupt('both commit slots of the log are damaged')
+  const room = commit.end - dataStart
+  const possible =
+    commit.seq >= 1 && room >= 0 && (commit.count === 0) === (room === 0) && commit.count * RECORD_OVERHEAD <= room && (commit.count > 0 || commit.lastChecksum === 0n)
+  if (!possible) throw corrupt(`the log's commit is impossible: ${commit.count} records ending at offset ${commit.end}, from offset ${dataStart}`)
+  if (fileLength < commit.end) {
+    throw corrupt(`the log file is ${fileLength} bytes, shorter than its acknowledged records, which end at offset ${commit.end}`)
+  }
+  return { dataStart, areaAt: metaEnd, commit, bValid, validAtEnd: false }
+})
+
+const damagedLegacy = (pos: number) =>
+  corrupt(`the log is damaged in the middle: the record at offset ${pos} does not verify, yet the file ends with a valid record`)
+const damagedCommitted = (pos: number, commit: Commit) =>
+  corrupt(`the log is damaged: its acknowledged record at offset ${pos} does not verify (its commit says ${commit.count} records end at offset ${commit.end})`)
+
+/** Fails unless the records found (their count, the last one's checksum) are exactly those `commit` acknowledged. */
+function checkCommitEnd(commit: Commit, count: number, lastChecksum: bigint | undefined): void {
+  if (count !== commit.count || (lastChecksum ?? 0n) !== commit.lastChecksum) {
+    throw corrupt(`the log's records do not match its commit: ${count} records end at offset ${commit.end}, the commit says ${commit.count} with another last record`)
+  }
+}
+
 // ---- the whole log ------------------------------------------------------------------
 
 /** Where a log's valid records are. */
 export interface LogScan {
-  /** Offset of the first record (`48 + m`). */
+  /** Offset of the first record. */
   start: number
   /** End of the last valid record: where the next one goes. */
   end: number
   first?: RecordInfo
   last?: RecordInfo
-  /** Whether bytes past `end` are a torn tail to cut before appending. */
-  torn: boolean
+  /** How many records were found. */
+  count: number
 }
 
 /** The log's state from a scan: indexes and the last stamp (no records: 0, -1, 0). */
@@ -220,61 +387,86 @@ export function logInfoOf(scan: Pick<LogScan, 'first' | 'last'>): LogInfo {
     : { firstIndex: 0, lastIndex: -1, lastStamp: 0 }
 }
 
-/** Fails unless a log's header is well formed (FLAG_LOG, `v = 0`, the checksum of no bytes). */
-export function checkLogHeader(header: Header): void {
-  if (header.flags !== FLAG_LOG) throw new KonserveError('ERR_NOT_A_LOG', 'the key holds something other than an append log')
-  if (header.valueLen !== 0 || header.valueChecksum !== emptyValueChecksum()) {
-    throw corrupt("a log's value segment is not empty")
-  }
-}
-
 /**
- * Reads the records forward from `start` to `fileEnd`, calling `visit` for
- * each valid one in order (its bytes are a view, valid during the call).
- * Damage in the middle is ERR_CORRUPT; a torn tail is reported in the result.
+ * Reads the records forward, calling `visit` for each valid one in order (its
+ * bytes are a view, valid during the call). Damage (an acknowledged record
+ * that does not verify; in the earlier layout, a record that does not verify
+ * when a valid record ends the file) is ERR_CORRUPT; a torn tail ends the scan.
  */
 export const scanLog = gensync(function* (
   read: ReadAt,
-  start: number,
-  fileEnd: number,
+  layout: LogLayout,
+  fileLength: number,
   visit?: (record: FoundRecord) => Handler<void>,
 ): Handler<LogScan> {
-  let pos = start
+  const limit = layoutLimit(layout, fileLength)
+  let pos = layout.dataStart
   let first: RecordInfo | undefined
   let last: RecordInfo | undefined
-  while (pos < fileEnd) {
-    const rec = yield* readRecordAt(read, pos, fileEnd, last ? last.index + 1 : undefined)
+  let count = 0
+  while (pos < limit) {
+    const rec = yield* readRecordAt(read, pos, limit, last ? last.index + 1 : undefined)
     if (!rec) break
     if (visit) yield* visit(rec)
     first ??= rec.info
     last = rec.info
+    count++
     pos = rec.info.end
   }
-  if (pos < fileEnd && (yield* tailRecord(read, start, fileEnd))) {
-    throw corrupt(`the log is damaged in the middle: the record at offset ${pos} does not verify, yet the file ends with a valid record`)
+  if (layout.commit) {
+    if (pos < limit) throw damagedCommitted(pos, layout.commit)
+    checkCommitEnd(layout.commit, count, last?.checksum)
+  } else if (pos < limit && layout.validAtEnd) {
+    throw damagedLegacy(pos)
   }
-  return { start, end: pos, first, last, torn: pos < fileEnd }
+  return { start: layout.dataStart, end: pos, first, last, count }
 })
 
 /**
- * Where the log ends and its first and last records: from the end when the
- * file ends with a valid record (and the first record verifies), else by the
- * forward scan.
+ * A log's `LogInfo` as `get`, `getMeta` and `keys` report it: from its last
+ * record found from the end of the acknowledged records (the earlier layout:
+ * of the file) and its first record, with the forward scan as the fallback
+ * for a log of the earlier layout that ends in a torn tail. In the current
+ * layout the last record must be the one the commit names, and the first and
+ * the last must span the commit's count: else ERR_CORRUPT.
  */
-export const locateLogEnd = gensync(function* (read: ReadAt, start: number, fileEnd: number): Handler<LogScan> {
-  const tail = yield* tailRecord(read, start, fileEnd)
-  if (tail) {
-    const last = tail.info
-    const first = last.pos === start ? last : (yield* readRecordAt(read, start, fileEnd))?.info
-    if (first && first.index <= last.index) return { start, end: fileEnd, first, last, torn: false }
-  }
-  return yield* scanLog(read, start, fileEnd)
-})
-
-/** A log file's `LogInfo`, from its header, where its records start and its length. */
-export const readLogInfo = gensync(function* (read: ReadAt, header: Header, start: number, fileLength: number): Handler<LogInfo> {
+export const readLogInfo = gensync(function* (
+  read: ReadAt,
+  header: Header,
+  prefix: Uint8Array,
+  codec: SegmentCodec,
+  fileLength: number,
+): Handler<LogInfo> {
   checkLogHeader(header)
-  return logInfoOf(yield* locateLogEnd(read, start, fileLength))
+  const metaEnd = HEADER_LEN + header.metaLen
+  if (header.flags === FLAG_LOG) {
+    const tail = yield* tailRecord(read, metaEnd, fileLength)
+    if (tail) {
+      const last = tail.info
+      const first = last.pos === metaEnd ? last : (yield* readRecordAt(read, metaEnd, fileLength))?.info
+      if (first && first.index <= last.index) return logInfoOf({ first, last })
+    }
+    const layout: LogLayout = { dataStart: metaEnd, areaAt: metaEnd, bValid: false, validAtEnd: !!tail }
+    return logInfoOf(yield* scanLog(read, layout, fileLength))
+  }
+  const layout = yield* openLogLayout(read, header, prefix, codec, fileLength)
+  const commit = layout.commit!
+  if (commit.count === 0) return logInfoOf({})
+  const tail = yield* tailRecord(read, layout.dataStart, commit.end)
+  if (!tail || tail.info.checksum !== commit.lastChecksum) {
+    throw corrupt(`the log is damaged: its last acknowledged record, ending at offset ${commit.end}, does not verify`)
+  }
+  const last = tail.info
+  let first = last
+  if (commit.count > 1 || last.pos !== layout.dataStart) {
+    const found = commit.count > 1 ? (yield* readRecordAt(read, layout.dataStart, commit.end))?.info : undefined
+    if (!found || found.end > last.pos) throw damagedCommitted(layout.dataStart, commit)
+    first = found
+  }
+  if (first.index + commit.count - 1 !== last.index) {
+    throw corrupt(`the log's first and last acknowledged records (indexes ${first.index} and ${last.index}) do not span its ${commit.count} records`)
+  }
+  return logInfoOf({ first, last })
 })
 
 /** A `ReadAt` that reads ahead in windows of `window` bytes (larger reads go straight through). Views, not copies. */
@@ -291,14 +483,16 @@ export function bufferedReader(read: ReadAt, window = WINDOW): ReadAt {
 }
 
 /**
- * Reads a log's records in batches, oldest first, from a view of the file
- * `start .. fileEnd` (a snapshot: later appends are not seen). `tailValid`
- * says whether the file ends with a valid record (`tailRecord`): then a record
- * that does not verify before `fileEnd` is damage in the middle, ERR_CORRUPT.
+ * Reads a log's records in batches, oldest first, as its layout says (a
+ * snapshot: later appends are not seen). Damage is ERR_CORRUPT after the
+ * records before it; a torn tail just ends the log.
  */
 export class LogReader {
   private pos: number
+  private readonly limit: number
   private lastIndex: number | undefined
+  private lastChecksum: bigint | undefined
+  private count = 0
   private done = false
   /** An error met while filling a batch: reported by the next call, after the records before it. */
   private pending: unknown
@@ -307,18 +501,18 @@ export class LogReader {
   constructor(
     read: ReadAt,
     private readonly codec: SegmentCodec,
-    start: number,
-    private readonly fileEnd: number,
-    private readonly tailValid: boolean,
+    private readonly layout: LogLayout,
+    fileLength: number,
   ) {
     this.read = bufferedReader(read)
-    this.pos = start
+    this.pos = layout.dataStart
+    this.limit = layoutLimit(layout, fileLength)
   }
 
   /**
    * Up to `max` records (at least 1; a batch also ends at 16 MiB of
-   * records), or undefined after the last. An error (damage in the middle, a
-   * record that does not decrypt) comes after the records before it.
+   * records), or undefined after the last. An error (damage, a record that
+   * does not decrypt) comes after the records before it.
    */
   *next(max: number): Handler<LogRecord[] | undefined> {
     if (this.pending !== undefined) {
@@ -332,15 +526,15 @@ export class LogReader {
     let bytes = 0
     try {
       while (!this.done && out.length < n && bytes < BATCH_BYTES) {
-        if (this.pos >= this.fileEnd) {
+        if (this.pos >= this.limit) {
+          if (this.layout.commit) checkCommitEnd(this.layout.commit, this.count, this.lastChecksum)
           this.done = true
           break
         }
-        const rec = yield* readRecordAt(this.read, this.pos, this.fileEnd, this.lastIndex === undefined ? undefined : this.lastIndex + 1)
+        const rec = yield* readRecordAt(this.read, this.pos, this.limit, this.lastIndex === undefined ? undefined : this.lastIndex + 1)
         if (!rec) {
-          if (this.tailValid) {
-            throw corrupt(`the log is damaged in the middle: the record at offset ${this.pos} does not verify, yet the file ends with a valid record`)
-          }
+          if (this.layout.commit) throw damagedCommitted(this.pos, this.layout.commit)
+          if (this.layout.validAtEnd) throw damagedLegacy(this.pos)
           this.done = true // a torn tail: ignored
           break
         }
@@ -349,6 +543,8 @@ export class LogReader {
         out.push({ index: rec.info.index, stamp: rec.info.stamp, serializer: rec.info.serializer, bytes: plain.slice() })
         bytes += plain.length
         this.lastIndex = rec.info.index
+        this.lastChecksum = rec.info.checksum
+        this.count++
         this.pos = rec.info.end
       }
     } catch (err) {
@@ -373,10 +569,24 @@ export class LogReader {
   }
 }
 
-// ---- whole files (golden tests and tools) ----------------------------------------------
+// ---- writing whole logs ----------------------------------------------------------------
 
-/** The header of a log file whose stored meta segment is `metaStored`. */
+/** The header of a log of the current layout whose stored meta segment is `metaStored`. */
 export function logHeader(codec: { compressor: number; encryptor: number }, metaStored: Uint8Array): Uint8Array {
+  return encodeHeader({
+    flags: FLAGS_COMMITTED_LOG,
+    serializer: 0,
+    compressor: codec.compressor,
+    encryptor: codec.encryptor,
+    metaLen: metaStored.length,
+    valueLen: LOG_COMMIT_AREA,
+    metaChecksum: xxh3_64(metaStored),
+    valueChecksum: emptyValueChecksum(),
+  })
+}
+
+/** The header of a log of the EARLIER layout (flags 2, `v = 0`): no store writes it any more; for tests and tools. */
+export function legacyLogHeader(codec: { compressor: number; encryptor: number }, metaStored: Uint8Array): Uint8Array {
   return encodeHeader({
     flags: FLAG_LOG,
     serializer: 0,
@@ -389,6 +599,93 @@ export function logHeader(codec: { compressor: number; encryptor: number }, meta
   })
 }
 
+/** Where a whole log is written: in order, then the commit area at its place. */
+export interface LogSink {
+  write(bytes: Uint8Array): Handler<void>
+  /** Writes `bytes` at `pos` (before the end: the commit area). */
+  writeAt(bytes: Uint8Array, pos: number): Handler<void>
+}
+
+/** The source of a rewrite: an open log and its layout. */
+export interface LogSource {
+  read: ReadAt
+  layout: LogLayout
+  fileLength: number
+}
+
+/**
+ * Writes a whole log to `sink` (as the core's `write_log_whole`): the header
+ * and `metaStored`, a placeholder for the commit area, the records of `src`
+ * (if any) of index `keepFrom` or more, copied as stored, then `extra`
+ * encoded with the next indexes (salts and IVs from `random`, record by
+ * record); then the commit area (both slots: seq 1) at its place. Returns
+ * where the log stands and its commit.
+ */
+export const writeLogWhole = gensync(function* (
+  sink: LogSink,
+  codec: SegmentCodec,
+  metaStored: Uint8Array,
+  src: LogSource | undefined,
+  keepFrom: number,
+  extra: ReadonlyArray<NewRecord>,
+  random?: RandomSource,
+): Handler<{ info: LogInfo; commit: Commit }> {
+  const dataStart = HEADER_LEN + metaStored.length + LOG_COMMIT_AREA
+  yield* sink.write(concat([logHeader(codec, metaStored), metaStored, new Uint8Array(LOG_COMMIT_AREA)]))
+  let first: RecordInfo | undefined
+  let last: RecordInfo | undefined
+  let count = 0
+  let end = dataStart
+  let lastChecksum = 0n
+  if (src) {
+    yield* scanLog(src.read, src.layout, src.fileLength, function* (rec) {
+      if (rec.info.index < keepFrom) return
+      first ??= rec.info
+      last = rec.info
+      count++
+      end += rec.bytes.length
+      lastChecksum = rec.info.checksum
+      yield* sink.write(rec.bytes)
+    })
+  }
+  let info = logInfoOf({ first, last })
+  if (extra.length > 0) {
+    const index = info.lastIndex + 1
+    const batch = yield* encodeRecords(codec, index, extra, random)
+    yield* sink.write(batch)
+    info = { firstIndex: count > 0 ? info.firstIndex : index, lastIndex: index + extra.length - 1, lastStamp: extra[extra.length - 1]!.stamp }
+    count += extra.length
+    end += batch.length
+    lastChecksum = viewOf(batch).getBigUint64(batch.length - 12, true)
+  }
+  const commit: Commit = { seq: 1, count, end, lastChecksum }
+  yield* sink.writeAt(yield* encodeCommitArea(commit, codec, metaStored), HEADER_LEN + metaStored.length)
+  return { info, commit }
+})
+
+/** A sink that collects a whole log in memory. */
+function memorySink(): LogSink & { bytes(): Uint8Array } {
+  const parts: Uint8Array[] = []
+  const patches: Array<[Uint8Array, number]> = []
+  return {
+    // eslint-disable-next-line require-yield
+    *write(bytes) {
+      parts.push(bytes.slice())
+    },
+    // eslint-disable-next-line require-yield
+    *writeAt(bytes, pos) {
+      patches.push([bytes.slice(), pos])
+    },
+    bytes() {
+      const out = concat(parts)
+      for (const [b, pos] of patches) out.set(b, pos)
+      return out
+    },
+  }
+}
+
+// ---- whole files (golden tests and tools) ----------------------------------------------
+
 /** What a whole log file takes. */
 export interface LogFileInput {
   compressor: number
@@ -396,48 +693,119 @@ export interface LogFileInput {
   secret?: Uint8Array | string | null
   keyCke: Uint8Array
   meta: Uint8Array
-  /** The records in order, each with its index (consecutive). */
+  /** The records in order, indexes 0, 1, ... */
   records: ReadonlyArray<LogRecord>
   /** Fixed bytes for the salts and IVs: the meta segment's salt and IV, then each record's. */
   random?: Uint8Array
   crypto?: CryptoProvider
 }
 
+const codecOf = (input: { compressor: number; encryptor: number; secret?: Uint8Array | string | null; crypto?: CryptoProvider; keyCke: Uint8Array }) =>
+  segmentCodec(input.compressor, input.encryptor, { secret: input.secret, crypto: input.crypto, keyHash: keyHash(input.keyCke) })
+
+const checkIndexes = (records: ReadonlyArray<LogRecord>) => {
+  records.forEach((r, i) => {
+    if (r.index !== i) throw new KonserveError('ERR_INVALID_ARGUMENT', `a new log's records are indexes 0, 1, ...: record ${i} has index ${r.index}`)
+  })
+}
+
 const encodeLogFileG = gensync(function* (input: LogFileInput): Handler<Uint8Array> {
-  const codec = segmentCodec(input.compressor, input.encryptor, { secret: input.secret, crypto: input.crypto, keyHash: keyHash(input.keyCke) })
+  checkIndexes(input.records)
+  const codec = codecOf(input)
   const random: RandomSource = { bytes: input.random, pos: 0 }
   const metaStored = yield* encodeMetaSegment(codec, input.keyCke, input.meta, random)
-  const parts = [logHeader(codec, metaStored), metaStored]
+  const sink = memorySink()
+  yield* writeLogWhole(sink, codec, metaStored, undefined, 0, input.records, random)
+  return sink.bytes()
+})
+
+/** A new log file as a store creates it with all `records` in one append: header, meta segment, commit area (seq 1), the records. */
+export const encodeLogFileSync = (input: LogFileInput): Uint8Array => encodeLogFileG.sync(input)
+export const encodeLogFileAsync = (input: LogFileInput): Promise<Uint8Array> => encodeLogFileG.async(input)
+
+const encodeLegacyLogFileG = gensync(function* (input: LogFileInput): Handler<Uint8Array> {
+  checkIndexes(input.records)
+  const codec = codecOf(input)
+  const random: RandomSource = { bytes: input.random, pos: 0 }
+  const metaStored = yield* encodeMetaSegment(codec, input.keyCke, input.meta, random)
+  const parts = [legacyLogHeader(codec, metaStored), metaStored]
   for (const r of input.records) parts.push(yield* encodeRecord(codec, r.index, r.stamp, r.serializer, r.bytes, random))
   return concat(parts)
 })
 
-/** A whole log file: header, meta segment, the records (as creating it and appending the rest writes it). */
-export const encodeLogFileSync = (input: LogFileInput): Uint8Array => encodeLogFileG.sync(input)
-export const encodeLogFileAsync = (input: LogFileInput): Promise<Uint8Array> => encodeLogFileG.async(input)
+/** A log file of the EARLIER layout (flags 2, no commit area), as builds before the commit wrote it: for tests and tools. */
+export const encodeLegacyLogFileSync = (input: LogFileInput): Uint8Array => encodeLegacyLogFileG.sync(input)
+export const encodeLegacyLogFileAsync = (input: LogFileInput): Promise<Uint8Array> => encodeLegacyLogFileG.async(input)
 
-/** A decoded log file: its head, where it stands and every record. */
+/** A decoded log file: its head, where it stands, its commit (undefined: the earlier layout) and every record. */
 export interface DecodedLog extends DecodedHead {
   log: LogInfo
+  commit?: Commit
   records: LogRecord[]
 }
 
-const decodeLogFileG = gensync(function* (bytes: Uint8Array, ctx: DecodeContext): Handler<DecodedLog> {
+/** An in-memory log's head, codec and layout. */
+function* openBytes(bytes: Uint8Array, ctx: DecodeContext) {
   const head = yield* decodeKeyFileHead(bytes, bytes.length, ctx)
   checkLogHeader(head.header)
   const read = bytesReader(bytes)
-  const start = HEADER_LEN + head.header.metaLen
   const codec = segmentCodec(head.header.compressor, head.header.encryptor, ctx)
-  const scan = yield* locateLogEnd(read, start, bytes.length)
-  const reader = new LogReader(read, codec, start, bytes.length, !!(yield* tailRecord(read, start, bytes.length)))
+  const layout = yield* openLogLayout(read, head.header, bytes, codec, bytes.length)
+  return { head, read, codec, layout }
+}
+
+const decodeLogFileG = gensync(function* (bytes: Uint8Array, ctx: DecodeContext): Handler<DecodedLog> {
+  const { head, read, codec, layout } = yield* openBytes(bytes, ctx)
+  const log = yield* readLogInfo(read, head.header, bytes, codec, bytes.length)
+  const reader = new LogReader(read, codec, layout, bytes.length)
   const records: LogRecord[] = []
   for (let batch = yield* reader.next(1000); batch; batch = yield* reader.next(1000)) records.push(...batch)
-  return { ...head, log: logInfoOf(scan), records }
+  return { ...head, log, commit: layout.commit, records }
 })
 
-/** Decodes a whole log file and all its records (a torn tail is ignored; damage in the middle is ERR_CORRUPT). */
+/** Decodes a whole log file and all its records (a torn tail is ignored; damage to acknowledged records is ERR_CORRUPT). */
 export const decodeLogFileSync = (bytes: Uint8Array, ctx: DecodeContext): DecodedLog => decodeLogFileG.sync(bytes, ctx)
 export const decodeLogFileAsync = (bytes: Uint8Array, ctx: DecodeContext): Promise<DecodedLog> => decodeLogFileG.async(bytes, ctx)
+
+/** What appending to a log file in memory takes (golden tests and tools). */
+export interface LogAppendInput {
+  secret?: Uint8Array | string | null
+  /** The key's CKE (its hash is needed to decrypt). */
+  keyCke: Uint8Array
+  records: ReadonlyArray<NewRecord>
+  /** Fixed bytes for the records' salts and IVs. */
+  random?: Uint8Array
+  crypto?: CryptoProvider
+}
+
+const appendLogFileG = gensync(function* (bytes: Uint8Array, input: LogAppendInput): Handler<Uint8Array> {
+  const ctx: DecodeContext = { secret: input.secret, crypto: input.crypto, keyHash: keyHash(input.keyCke) }
+  const { head, read, codec, layout } = yield* openBytes(bytes, ctx)
+  const random: RandomSource = { bytes: input.random, pos: 0 }
+  const metaStored = bytes.subarray(HEADER_LEN, HEADER_LEN + head.header.metaLen)
+  const commit = layout.commit
+  if (!commit) {
+    // The earlier layout: rewritten in the current one, as a store migrates it.
+    const sink = memorySink()
+    yield* writeLogWhole(sink, codec, metaStored, { read, layout, fileLength: bytes.length }, 0, input.records, random)
+    return sink.bytes()
+  }
+  const scan = yield* scanLog(read, layout, bytes.length)
+  const batch = yield* encodeRecords(codec, logInfoOf(scan).lastIndex + 1, input.records, random)
+  const next: Commit = {
+    seq: commit.seq + 1,
+    count: commit.count + input.records.length,
+    end: commit.end + batch.length,
+    lastChecksum: viewOf(batch).getBigUint64(batch.length - 12, true),
+  }
+  const out = concat([bytes.subarray(0, commit.end), batch])
+  out.set(yield* encodeCommitArea(next, codec, metaStored), layout.areaAt)
+  return out
+})
+
+/** Appends records to a whole log file in memory exactly as a store appends them (a log of the earlier layout is rewritten in the current one first). */
+export const appendLogFileSync = (bytes: Uint8Array, input: LogAppendInput): Uint8Array => appendLogFileG.sync(bytes, input)
+export const appendLogFileAsync = (bytes: Uint8Array, input: LogAppendInput): Promise<Uint8Array> => appendLogFileG.async(bytes, input)
 
 /** What trimming a log file in memory takes (golden tests and tools; stores trim in bounded memory). */
 export interface LogTrimInput {
@@ -455,19 +823,14 @@ export interface LogTrimInput {
 
 const trimLogFileG = gensync(function* (bytes: Uint8Array, input: LogTrimInput): Handler<Uint8Array> {
   const ctx: DecodeContext = { secret: input.secret, crypto: input.crypto, keyHash: keyHash(input.keyCke) }
-  const head = yield* decodeKeyFileHead(bytes, bytes.length, ctx)
-  checkLogHeader(head.header)
+  const { read, codec, layout } = yield* openBytes(bytes, ctx)
   // The records are kept as stored, so the file keeps its codec.
-  const codec = segmentCodec(head.header.compressor, head.header.encryptor, ctx)
   const metaStored = yield* encodeMetaSegment(codec, input.keyCke, input.meta, { bytes: input.random, pos: 0 })
-  const parts = [logHeader(codec, metaStored), metaStored]
-  // eslint-disable-next-line require-yield
-  yield* scanLog(bytesReader(bytes), HEADER_LEN + head.header.metaLen, bytes.length, function* (rec) {
-    if (rec.info.index >= input.keepFrom) parts.push(rec.bytes.slice())
-  })
-  return concat(parts)
+  const sink = memorySink()
+  yield* writeLogWhole(sink, codec, metaStored, { read, layout, fileLength: bytes.length }, input.keepFrom, [])
+  return sink.bytes()
 })
 
-/** A log file trimmed as a store trims it: new metadata, the records from `keepFrom` on copied as they are. */
+/** A log file trimmed as a store trims it: new metadata, a new commit, the records from `keepFrom` on copied as they are. */
 export const trimLogFileSync = (bytes: Uint8Array, input: LogTrimInput): Uint8Array => trimLogFileG.sync(bytes, input)
 export const trimLogFileAsync = (bytes: Uint8Array, input: LogTrimInput): Promise<Uint8Array> => trimLogFileG.async(bytes, input)

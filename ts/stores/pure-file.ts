@@ -56,24 +56,27 @@ import {
   type ReadAt,
   type SegmentCodec,
   FLAG_CHUNKED,
-  FLAG_LOG,
   decodeValueSegment,
   encodeMetaSegment,
+  isLogHeader,
 } from '../codec/file.js'
 import {
-  type FoundRecord,
-  type LogScan,
-  type RecordInfo,
+  type Commit,
+  type LogLayout,
+  type LogSink,
+  COMMIT_SLOT,
   LogReader,
   bufferedReader,
   checkLogHeader,
+  encodeCommitSlot,
   encodeRecords,
-  logHeader,
   logInfoOf,
+  openLogLayout,
   readLogInfo,
   scanLog,
-  tailRecord,
+  writeLogWhole,
 } from '../codec/log.js'
+import { xxh3_64 } from '../codec/xxhash.js'
 import { GroupCommit } from './group-commit.js'
 import type { DecodedHead, PureCodec } from './pure-codec.js'
 
@@ -299,15 +302,15 @@ interface Staging {
 
 /**
  * Logs this process has verified whole, by store directory and key file name:
- * the size and last record checksum the file had then, and its first index.
- * While a log's file still has that size and last record, an append need not
- * scan it again (as the core does: the first append to a log in a process
- * scans it, so damage in the middle is found before anything is written).
+ * the meta segment's checksum and the commit the file had then (FORMAT.md
+ * §4.6). While a log's file still has that commit, an append need not scan it
+ * again: it checks its first and last records only (as the core does: the
+ * first append to a log in a process scans it, so damage to its acknowledged
+ * records is found before anything is written).
  */
 interface Verified {
-  size: number
-  lastChecksum: bigint
-  firstIndex: number
+  metaChecksum: bigint
+  commit: Commit
 }
 const verifiedLogs = new Map<string, Verified>()
 /** At most this many logs are remembered; then the memory starts over. */
@@ -327,9 +330,7 @@ function remember(id: string, v: Verified | undefined): void {
   verifiedLogs.set(id, v)
 }
 
-/** The stored checksum of a whole record's bytes. */
-const recordChecksum = (rec: Uint8Array): bigint =>
-  new DataView(rec.buffer, rec.byteOffset, rec.byteLength).getBigUint64(rec.length - 12, true)
+const sameCommit = (a: Commit, b: Commit) => a.seq === b.seq && a.count === b.count && a.end === b.end && a.lastChecksum === b.lastChecksum
 
 /** Whether process `pid` may be alive: only a definite "no such process" says no. */
 function processAlive(pid: number): boolean {
@@ -545,9 +546,10 @@ export class PureFileBacking implements Backing {
 
   /** A log's state, for a log file; undefined for other files. */
   private *logInfoG(f: OpenKeyFile): Handler<LogInfo | undefined> {
-    if (f.head.header.flags !== FLAG_LOG) return undefined
+    if (!isLogHeader(f.head.header)) return undefined
     try {
-      return yield* readLogInfo(bufferedReader(fileReader(f)), f.head.header, f.valueStart, f.size)
+      const codec = this.codec.readCodec(f.head.header, f.head.key)
+      return yield* readLogInfo(bufferedReader(fileReader(f)), f.head.header, f.prefix, codec, f.size)
     } catch (err) {
       throw ioError(err, 'cannot read the log', f.file)
     }
@@ -559,7 +561,7 @@ export class PureFileBacking implements Backing {
     try {
       const { header, meta } = f.head
       const codec = this.codec.readCodec(header, key)
-      if (header.flags === FLAG_LOG) {
+      if (isLogHeader(header)) {
         return { serializer: header.serializer, meta, value: new Uint8Array(0), log: yield* this.logInfoG(f) }
       }
       let value: Uint8Array
@@ -932,8 +934,8 @@ export class PureFileBacking implements Backing {
       const codec = this.codec.readCodec(header, key)
       const meta: RawMeta = { key: f.head.key, serializer: header.serializer, meta: f.head.meta, file: f.file }
       const plain = header.compressor === 0 && header.encryptor === 0 ? { file: f.file, offset: f.valueStart } : undefined
-      if (header.serializer !== RAW_BYTES_ID || header.flags === FLAG_LOG) {
-        const what = header.flags === FLAG_LOG ? 'an append log' : `a value of serializer ${header.serializer}`
+      if (header.serializer !== RAW_BYTES_ID || isLogHeader(header)) {
+        const what = isLogHeader(header) ? 'an append log' : `a value of serializer ${header.serializer}`
         throw new KonserveError('ERR_NOT_BINARY', `the key holds ${what}, not a blob`, { file: f.file })
       }
       if (header.flags === FLAG_CHUNKED) {
@@ -1051,27 +1053,85 @@ export class PureFileBacking implements Backing {
 
   // ---- append logs (FORMAT.md §4.6) -------------------------------------------------------
 
-  /** The head of the log file at `key` opened with `flags`, checked to be a log; undefined when missing. */
-  private *openLogFileG(key: Uint8Array, flags: 'r' | 'r+'): Handler<OpenKeyFile | undefined> {
+  /** The head of the log file at `key` opened with `flags`, checked to be a log, and its layout; undefined when missing. */
+  private *openLogFileG(key: Uint8Array, flags: 'r' | 'r+'): Handler<(OpenKeyFile & { layout: LogLayout }) | undefined> {
     const f = yield* this.openHeadG(this.filePath(key), HEAD_READ, key, undefined, flags)
     if (!f) return undefined
     try {
-      if (f.head.header.flags !== FLAG_LOG) {
+      if (!isLogHeader(f.head.header)) {
         throw new KonserveError('ERR_NOT_A_LOG', 'the key holds something other than an append log', { file: f.file })
       }
       checkLogHeader(f.head.header)
+      const codec = this.codec.readCodec(f.head.header, key)
+      const layout = yield* openLogLayout(bufferedReader(fileReader(f)), f.head.header, f.prefix, codec, f.size)
+      return { ...f, layout }
     } catch (err) {
       closeQuietly(f.fd)
       throw ioError(err, 'cannot read the log', f.file)
     }
-    return f
+  }
+
+  /** A sink that writes a whole log into a staging file (the commit area last, at its place). */
+  private logSink(staging: Staging): LogSink & { flush(): Handler<void> } {
+    const out = new StagingWriter(staging)
+    return {
+      write: (bytes) => out.write(bytes),
+      *writeAt(bytes, pos) {
+        yield* out.flush()
+        try {
+          yield* writeAllG(staging.fd, bytes, pos)
+        } catch (err) {
+          throw ioError(err, 'cannot write a staging file', staging.stage)
+        }
+      },
+      flush: () => out.flush(),
+    }
+  }
+
+  /**
+   * Writes a whole log for `key` through a staging file (FORMAT.md §5): a
+   * new log, a trim, or the migration of a log of the earlier layout
+   * (codec/log.ts writeLogWhole). Remembers the new file as verified.
+   */
+  private *writeLogG(
+    key: Uint8Array,
+    codec: SegmentCodec,
+    metaStored: Uint8Array,
+    src: (OpenKeyFile & { layout: LogLayout }) | undefined,
+    keepFrom: number,
+    extra: NewRecord[],
+  ): Handler<LogInfo> {
+    const id = this.logId(key)
+    const staging = yield* this.createStagingG(key)
+    try {
+      const sink = this.logSink(staging)
+      let written: { info: LogInfo; commit: Commit }
+      try {
+        const source = src && { read: bufferedReader(fileReader(src)), layout: src.layout, fileLength: src.size }
+        written = yield* writeLogWhole(sink, codec, metaStored, source, keepFrom, extra)
+      } catch (err) {
+        throw ioError(err, 'cannot read the log', src?.file ?? this.filePath(key))
+      }
+      yield* sink.flush()
+      remember(id, undefined)
+      yield* this.commitStagingG(staging, this.filePath(key))
+      remember(id, { metaChecksum: xxh3_64(metaStored), commit: written.commit })
+      return written.info
+    } finally {
+      this.dropStaging(staging)
+    }
   }
 
   /**
    * Appends `records` (one or more, in order) as one group commit, as the
-   * core does: all encoded first (a bad one writes nothing), then a new log
-   * written whole through a staging file, or the records written to the end
-   * of the log with one write and made durable with one fsync.
+   * core does (FORMAT.md §4.6): all encoded first (a bad one writes
+   * nothing). A new log, or a log of the earlier layout, is written whole
+   * through a staging file. Otherwise the acknowledged records are checked
+   * (all of them the first time this process appends to the log, then the
+   * first and the last; damage is ERR_CORRUPT and nothing is written), slot B
+   * is repaired if a crash damaged it, the bytes past the acknowledged
+   * records are cut, the records written after them with one write and slot
+   * A set to the new commit, one fsync; then slot B, one fsync.
    */
   private *appendG(key: Uint8Array, records: NewRecord[], createMeta: Uint8Array): Handler<LogInfo> {
     this.checkWritable()
@@ -1085,41 +1145,75 @@ export class PureFileBacking implements Backing {
       // A new log: its meta segment and records 0, 1, ..., as a whole new file.
       const codec = this.codec.writeCodec(key)
       const metaStored = yield* encodeMetaSegment(codec, key, createMeta)
-      const batch = yield* encodeRecords(codec, 0, records)
-      const head = logHeader(codec, metaStored)
-      remember(id, undefined)
-      yield* this.writeNewFileG(key, [head, metaStored, batch])
-      remember(id, { size: head.length + metaStored.length + batch.length, lastChecksum: recordChecksum(batch), firstIndex: 0 })
-      return { firstIndex: 0, lastIndex: records.length - 1, lastStamp: last.stamp }
+      yield* encodeRecords(codec, 0, records) // a record that cannot be stored fails before the staging file
+      return yield* this.writeLogG(key, codec, metaStored, undefined, 0, records)
     }
     try {
       const codec = this.codec.readCodec(f.head.header, key)
-      const at = yield* this.appendAtG(f, id)
+      const metaStored = f.prefix.subarray(HEADER_LEN, f.valueStart)
+      const commit = f.layout.commit
+      // The earlier layout: rewritten in the current one, the new records after the old.
+      if (!commit) return yield* this.writeLogG(key, codec, metaStored, f, 0, records)
+      let at: LogInfo
+      try {
+        const read = bufferedReader(fileReader(f))
+        const known = verifiedLogs.get(id)
+        if (known && known.metaChecksum === f.head.header.metaChecksum && sameCommit(known.commit, commit)) {
+          at = yield* readLogInfo(read, f.head.header, f.prefix, codec, f.size)
+        } else {
+          const scan = yield* scanLog(read, f.layout, f.size)
+          at = logInfoOf(scan)
+        }
+      } catch (err) {
+        throw ioError(err, 'cannot read the log', f.file)
+      }
       const index = at.lastIndex + 1
       const batch = yield* encodeRecords(codec, index, records)
-      // Forgotten first: if the write fails halfway, the next append looks at the file again.
-      remember(id, undefined)
-      try {
-        // A torn tail (an append that never reported success) is cut first.
-        if (at.end < f.size) yield* io.truncate(f.fd, at.end)
-        yield* writeAllG(f.fd, batch, at.end)
-      } catch (err) {
-        try {
-          fs.ftruncateSync(f.fd, at.end)
-        } catch {
-          // The next append cuts it.
-        }
-        throw ioError(err, 'cannot append to the log', f.file)
+      const next: Commit = {
+        seq: commit.seq + 1,
+        count: commit.count + records.length,
+        end: commit.end + batch.length,
+        lastChecksum: new DataView(batch.buffer, batch.byteOffset, batch.byteLength).getBigUint64(batch.length - 12, true),
       }
-      if (this.options.syncBlob) {
+      const slot = yield* encodeCommitSlot(next, codec, metaStored)
+      const slotB = f.layout.areaAt + COMMIT_SLOT
+      const fsync = function* (this: PureFileBacking): Handler<void> {
+        if (!this.options.syncBlob) return
         try {
           yield* io.fsync(f.fd)
         } catch (err) {
           throw this.fsyncFailed(err, 'cannot fsync the log', f.file)
         }
+      }.bind(this)
+      // Forgotten first: if a write fails halfway, the next append looks at the file again.
+      remember(id, undefined)
+      const write = function* (bytes: Uint8Array, pos: number): Handler<void> {
+        try {
+          yield* writeAllG(f.fd, bytes, pos)
+        } catch (err) {
+          throw ioError(err, 'cannot append to the log', f.file)
+        }
       }
+      if (!f.layout.bValid) {
+        // A crash while slot B was written: B gets A's commit, durably, before A is written again.
+        yield* write(yield* encodeCommitSlot(commit, codec, metaStored), slotB)
+        yield* fsync()
+      }
+      if (commit.end < f.size) {
+        // The torn tail of an append that never returned.
+        try {
+          yield* io.truncate(f.fd, commit.end)
+        } catch (err) {
+          throw ioError(err, 'cannot cut the torn tail of the log', f.file)
+        }
+      }
+      yield* write(batch, commit.end)
+      yield* write(slot, f.layout.areaAt)
+      yield* fsync()
+      yield* write(slot, slotB)
+      yield* fsync()
+      remember(id, { metaChecksum: f.head.header.metaChecksum, commit: next })
       const firstIndex = at.lastIndex >= 0 ? at.firstIndex : index
-      remember(id, { size: at.end + batch.length, lastChecksum: recordChecksum(batch), firstIndex })
       return { firstIndex, lastIndex: index + records.length - 1, lastStamp: last.stamp }
     } finally {
       closeQuietly(f.fd)
@@ -1129,28 +1223,6 @@ export class PureFileBacking implements Backing {
   /** The key's entry in the verified-logs memory. */
   private logId(key: Uint8Array): string {
     return `${this.dir}\0${this.codec.fileName(key)}`
-  }
-
-  /**
-   * Where an append goes: after the last record found from the end when this
-   * process verified the log whole as it is now; otherwise after a scan of
-   * every record (which tells a torn tail from damage in the middle).
-   */
-  private *appendAtG(f: OpenKeyFile, id: string): Handler<LogInfo & { end: number }> {
-    const read = bufferedReader(fileReader(f))
-    let scan: LogScan
-    try {
-      const tail = yield* tailRecord(read, f.valueStart, f.size)
-      const known = verifiedLogs.get(id)
-      if (tail && known && known.size === f.size && known.lastChecksum === tail.info.checksum) {
-        return { end: f.size, firstIndex: known.firstIndex, lastIndex: tail.info.index, lastStamp: tail.info.stamp }
-      }
-      scan = yield* scanLog(read, f.valueStart, f.size)
-    } catch (err) {
-      throw ioError(err, 'cannot read the log', f.file)
-    }
-    if (scan.last && !scan.torn) remember(id, { size: f.size, lastChecksum: scan.last.checksum, firstIndex: scan.first!.index })
-    return { end: scan.end, ...logInfoOf(scan) }
   }
 
   appendSync(key: Uint8Array, records: NewRecord[], createMeta: Uint8Array): LogInfo {
@@ -1164,15 +1236,7 @@ export class PureFileBacking implements Backing {
   private *openLogG(key: Uint8Array): Handler<LogCursor | undefined> {
     const f = yield* this.openLogFileG(key, 'r')
     if (!f) return undefined
-    let reader: LogReader
-    try {
-      const read = fileReader(f)
-      const tail = yield* tailRecord(read, f.valueStart, f.size)
-      reader = new LogReader(read, this.codec.readCodec(f.head.header, key), f.valueStart, f.size, !!tail)
-    } catch (err) {
-      closeQuietly(f.fd)
-      throw ioError(err, 'cannot read the log', f.file)
-    }
+    const reader = new LogReader(fileReader(f), this.codec.readCodec(f.head.header, key), f.layout, f.size)
     return new PureLogCursor(f.fd, f.file, reader)
   }
 
@@ -1186,7 +1250,6 @@ export class PureFileBacking implements Backing {
 
   private *trimLogG(key: Uint8Array, keepFrom: number, meta: Uint8Array): Handler<LogInfo> {
     this.checkWritable()
-    const id = this.logId(key)
     const f = yield* this.openLogFileG(key, 'r')
     if (!f) return { firstIndex: 0, lastIndex: -1, lastStamp: 0 }
     try {
@@ -1194,32 +1257,7 @@ export class PureFileBacking implements Backing {
       // index, not the file), so the new file keeps the old file's codec.
       const codec = this.codec.readCodec(f.head.header, key)
       const metaStored = yield* encodeMetaSegment(codec, key, meta)
-      const staging = yield* this.createStagingG(key)
-      try {
-        const out = new StagingWriter(staging)
-        yield* out.write(logHeader(codec, metaStored))
-        yield* out.write(metaStored)
-        let first: RecordInfo | undefined
-        let last: RecordInfo | undefined
-        function* keep(rec: FoundRecord): Handler<void> {
-          if (rec.info.index < keepFrom) return
-          first ??= rec.info
-          last = rec.info
-          yield* out.write(rec.bytes)
-        }
-        try {
-          yield* scanLog(bufferedReader(fileReader(f)), f.valueStart, f.size, keep)
-        } catch (err) {
-          throw ioError(err, 'cannot read the log', f.file)
-        }
-        yield* out.flush()
-        remember(id, undefined)
-        yield* this.commitStagingG(staging, f.file)
-        if (last) remember(id, { size: out.length, lastChecksum: last.checksum, firstIndex: first!.index })
-        return logInfoOf({ first, last })
-      } finally {
-        this.dropStaging(staging)
-      }
+      return yield* this.writeLogG(key, codec, metaStored, f, keepFrom, [])
     } finally {
       closeQuietly(f.fd)
     }

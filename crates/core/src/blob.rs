@@ -23,7 +23,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use crate::cke;
 use crate::codec::{Codec, OsRandom, Randomness, SegmentContext, SegmentKind, ENCRYPTOR_AES, ENCRYPTOR_NONE};
 use crate::error::{Error, ErrorCode, Result};
-use crate::format::{self, Header, FLAG_CHUNKED, FLAG_LOG, HEADER_LEN};
+use crate::format::{self, Header, FLAG_CHUNKED, HEADER_LEN};
 use crate::keyhash::{self, KEY_FILE_SUFFIX};
 use crate::staging::{self, InFlight};
 use crate::store::{FileStore, MetaEntry};
@@ -329,8 +329,8 @@ impl FileStore {
         let ctx = self.context(key_hash);
         let (header, meta, prefix) = Self::read_head(&*file, size, &path, &ctx)?;
         Self::check_key(&meta.key, key, &path)?;
-        if header.serializer != 0 || header.flags == FLAG_LOG {
-            let what = if header.flags == FLAG_LOG { "an append log".to_string() } else { format!("a value of serializer {}", header.serializer) };
+        if header.serializer != 0 || header.is_log() {
+            let what = if header.is_log() { "an append log".to_string() } else { format!("a value of serializer {}", header.serializer) };
             return Err(Error::new(ErrorCode::NotBinary, format!("the key holds {what}, not a blob")).with_file(&path));
         }
         let layout = {
@@ -1276,7 +1276,7 @@ mod tests {
         let path = store.file_path(&key("old"));
         let mut f = fs::read(&path).unwrap();
         let mut h = Header::decode(&f, f.len() as u64).unwrap();
-        h.flags = FLAG_LOG;
+        h.flags = format::FLAG_LOG;
         h.value_len = 0;
         h.value_checksum = xxh3_64(b"");
         f.truncate(f.len() - 3000);

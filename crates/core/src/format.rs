@@ -22,11 +22,20 @@ pub const HEADER_LEN: usize = 48;
 pub const FLAG_CHUNKED: u32 = 1;
 /// Header flag: the file is an append log, records after the meta segment (FORMAT.md §4.6).
 pub const FLAG_LOG: u32 = 2;
+/// Header flag, only with [`FLAG_LOG`]: the log's value segment is its commit
+/// area of [`LOG_COMMIT_AREA`] bytes, which says how many records were
+/// acknowledged (FORMAT.md §4.6). A log without it (flags 2) is of the
+/// earlier layout.
+pub const FLAG_LOG_COMMIT: u32 = 4;
+/// The flags of a log with a commit area: `FLAG_LOG | FLAG_LOG_COMMIT`.
+pub const FLAGS_COMMITTED_LOG: u32 = FLAG_LOG | FLAG_LOG_COMMIT;
+/// The length of a log's commit area (two 64-byte commit slots), its `v`.
+pub const LOG_COMMIT_AREA: u64 = 128;
 
 /// The decoded header of a key file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
-    /// 0, [`FLAG_CHUNKED`] or [`FLAG_LOG`].
+    /// 0, [`FLAG_CHUNKED`], [`FLAG_LOG`] or [`FLAGS_COMMITTED_LOG`].
     pub flags: u32,
     /// Serializer id of the value segment (FORMAT.md §4.1).
     pub serializer: u8,
@@ -83,7 +92,7 @@ impl Header {
             ));
         }
         let flags = le_u32(&h[8..12]);
-        if !matches!(flags, 0 | FLAG_CHUNKED | FLAG_LOG) {
+        if !matches!(flags, 0 | FLAG_CHUNKED | FLAG_LOG | FLAGS_COMMITTED_LOG) {
             return Err(Error::new(ErrorCode::UnsupportedCodec, format!("unknown header flags 0x{flags:08x}")));
         }
         let codec = Codec { compressor: h[6], encryptor: h[7] };
@@ -99,6 +108,17 @@ impl Header {
         };
         match header.file_len() {
             // A log's value segment is empty and its records follow to the end of the file.
+            // A log with a commit area: `v` is that area, records follow it.
+            Some(n) if header.flags == FLAGS_COMMITTED_LOG => {
+                if header.value_len == LOG_COMMIT_AREA && n <= file_len {
+                    Ok(header)
+                } else {
+                    Err(Error::corrupt(format!(
+                        "a log file of {file_len} bytes whose header says 48 + {} + {} (a log's commit area is {LOG_COMMIT_AREA} bytes)",
+                        header.meta_len, header.value_len
+                    )))
+                }
+            }
             Some(n) if header.flags == FLAG_LOG => {
                 if header.value_len == 0 && n <= file_len {
                     Ok(header)
@@ -124,6 +144,11 @@ impl Header {
         let m = u64::from(le_u32(bytes.get(12..16)?));
         let v = le_u64(bytes.get(16..24)?);
         (HEADER_LEN as u64).checked_add(m)?.checked_add(v)
+    }
+
+    /// Whether the file is an append log, of either layout (FORMAT.md §4.6).
+    pub fn is_log(&self) -> bool {
+        self.flags & FLAG_LOG != 0
     }
 
     /// The total file length the header describes (`None` if it overflows).
@@ -309,7 +334,7 @@ pub fn parse_head(prefix: &[u8], file_len: u64, ctx: &SegmentContext<'_>) -> Res
 /// Parses a whole key file, checking everything FORMAT.md §4 lists.
 pub fn parse_file(bytes: &[u8], ctx: &SegmentContext<'_>) -> Result<ParsedFile> {
     let (header, meta) = parse_head(bytes, bytes.len() as u64, ctx)?;
-    if header.flags == FLAG_LOG {
+    if header.is_log() {
         return Err(Error::new(ErrorCode::NotALog, "the file is an append log: read it with log::parse_log"));
     }
     // The total length was checked against the header, so this slice is exact.

@@ -16,8 +16,13 @@
 //! - [`SimFs::fail_once`] makes one call fail with `EIO` while the process
 //!   lives on, to test how the store reports and survives a lone I/O error.
 //!
+//! - A write over a file's durable bytes (a log's commit slots) is not durable
+//!   either until the next sync: at a crash each such write is lost, kept, or
+//!   torn (a random prefix or suffix of it kept), independently, in order, and
+//!   the bytes it did not reach keep their durable contents.
+//!
 //! Only what the store needs is modelled: no hard links, no renames across
-//! directories or of directories, files written once, in order.
+//! directories or of directories.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -79,9 +84,23 @@ struct Dir {
 #[derive(Clone, Debug, Default)]
 struct FileData {
     data: Vec<u8>,
-    /// `data[..synced]` is durable; a write or a cut below `synced` lowers it
-    /// (an overwritten durable byte is no longer known to be on disk).
+    /// `data[..synced]` is durable, but for the writes in `overwrites`; a cut
+    /// below `synced` lowers it.
     synced: usize,
+    /// Writes over durable bytes since the last sync: where, and what they
+    /// wrote. A crash decides for each whether it reached the disk.
+    overwrites: Vec<(usize, Vec<u8>)>,
+    /// `data[..synced]` as of the last sync, kept while `overwrites` is not empty.
+    durable: Vec<u8>,
+}
+
+impl FileData {
+    /// Everything is on disk: after a sync, or a rename that carries the data.
+    fn mark_synced(&mut self) {
+        self.synced = self.data.len();
+        self.overwrites.clear();
+        self.durable.clear();
+    }
 }
 
 /// What survives of the un-synced changes at a crash, besides torn file tails.
@@ -311,7 +330,7 @@ impl State {
                         _ => None,
                     };
                     if let Some(f) = moved.and_then(|f| self.files.get_mut(&f)) {
-                        f.synced = f.data.len();
+                        f.mark_synced();
                     }
                 }
             }
@@ -342,6 +361,26 @@ impl State {
         // and of that part a random end may hold zeros instead of the data
         // (the size was updated, the data blocks were not).
         for f in self.files.values_mut() {
+            // Each write over durable bytes is lost, kept or torn, in order,
+            // over the durable contents.
+            if !f.overwrites.is_empty() {
+                let mut image = std::mem::take(&mut f.durable);
+                for (at, bytes) in std::mem::take(&mut f.overwrites) {
+                    let end = (at + bytes.len()).min(image.len());
+                    if at >= end {
+                        continue;
+                    }
+                    let n = end - at;
+                    let (from, to) = match self.rng.upto(3) {
+                        0 => (0, 0),
+                        1 => (0, n),
+                        2 => (0, self.rng.upto(n)),
+                        _ => (self.rng.upto(n), n),
+                    };
+                    image[at + from..at + to].copy_from_slice(&bytes[from..to]);
+                }
+                f.data[..image.len()].copy_from_slice(&image);
+            }
             let keep = f.synced + self.rng.upto(f.data.len() - f.synced);
             if self.rng.next() & 1 == 0 {
                 let zeros_from = f.synced + self.rng.upto(keep - f.synced);
@@ -628,11 +667,18 @@ impl VfsFile for SimFile {
         let start = usize::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
         let f = s.files.get_mut(&self.ino).expect("an open inode");
         let end = start + buf.len();
+        if start < f.synced {
+            // Over durable bytes: not durable until the next sync.
+            if f.overwrites.is_empty() {
+                f.durable = f.data[..f.synced].to_vec();
+            }
+            let n = end.min(f.synced) - start;
+            f.overwrites.push((start, buf[..n].to_vec()));
+        }
         if f.data.len() < end {
             f.data.resize(end, 0);
         }
         f.data[start..end].copy_from_slice(buf);
-        f.synced = f.synced.min(start);
         Ok(())
     }
 
@@ -647,6 +693,7 @@ impl VfsFile for SimFile {
         let f = s.files.get_mut(&self.ino).expect("an open inode");
         f.data.resize(len, 0);
         f.synced = f.synced.min(len);
+        f.durable.truncate(f.synced);
         Ok(())
     }
 
@@ -686,8 +733,7 @@ impl VfsFile for SimFile {
         let mut s = self.state();
         s.step("sync")?;
         s.check_generation(self.generation)?;
-        let f = s.files.get_mut(&self.ino).expect("an open inode");
-        f.synced = f.data.len();
+        s.files.get_mut(&self.ino).expect("an open inode").mark_synced();
         Ok(())
     }
 }

@@ -396,9 +396,9 @@ impl FileStore {
         let ctx = self.context(keyhash::key_hash(key));
         let Some((file, size, path, header, meta, prefix)) = self.open_head(key, &ctx)? else { return Ok(None) };
         Self::check_key(&meta.key, key, &path)?;
-        if header.flags == format::FLAG_LOG {
+        if header.is_log() {
             // An append log (FORMAT.md §4.6): no value; its records are read with a log cursor.
-            let info = crate::log::log_info(&*file, size, &path, &header, &prefix)?;
+            let info = crate::log::log_info(&*file, size, &path, &header, &prefix, &ctx)?;
             return Ok(Some(Entry { serializer: header.serializer, meta: meta.meta, value: Vec::new(), log: Some(info) }));
         }
         if header.flags == format::FLAG_CHUNKED {
@@ -485,7 +485,7 @@ impl FileStore {
         let (stored_key, _) = format::split_meta(&meta).map_err(|e| e.with_file(&path))?;
         Self::check_key(stored_key, key, &path)?;
         let serializer = header.serializer;
-        if header.flags == format::FLAG_LOG {
+        if header.is_log() {
             return Ok(ValueInto::Found { serializer, log: true, start: 0, len: 0 });
         }
         let plain = match format::decode_value_plain(&header, &ctx, &whole[value_at..]).map_err(|e| e.with_file(&path))? {
@@ -533,8 +533,8 @@ impl FileStore {
         let ctx = self.context(keyhash::key_hash(key));
         let Some((file, size, path, header, meta, prefix)) = self.open_head(key, &ctx)? else { return Ok(None) };
         Self::check_key(&meta.key, key, &path)?;
-        let log = if header.flags == format::FLAG_LOG {
-            Some(crate::log::log_info(&*file, size, &path, &header, &prefix)?)
+        let log = if header.is_log() {
+            Some(crate::log::log_info(&*file, size, &path, &header, &prefix, &ctx)?)
         } else {
             None
         };
@@ -719,14 +719,15 @@ impl FileStore {
         let size = file.size().map_err(|e| Error::io(e, "cannot stat the key file", path))?;
         // A key file's name is the hex of its key's hash (checked by is_key_file_name).
         let key_hash = u128::from_str_radix(&name[..32], 16).expect("32 lowercase hex digits");
-        let (header, meta, prefix) = Self::read_head(&*file, size, path, &self.context(key_hash))?;
+        let ctx = self.context(key_hash);
+        let (header, meta, prefix) = Self::read_head(&*file, size, path, &ctx)?;
         cke::validate(&meta.key).map_err(|e| Error::corrupt(format!("the stored key is invalid: {e}")).with_file(path))?;
         if keyhash::file_name(&meta.key) != name {
             return Err(Error::new(ErrorCode::KeyMismatch, "the key file holds a key whose name is another file's")
                 .with_file(path));
         }
-        let log = if header.flags == format::FLAG_LOG {
-            Some(crate::log::log_info(&*file, size, path, &header, &prefix)?)
+        let log = if header.is_log() {
+            Some(crate::log::log_info(&*file, size, path, &header, &prefix, &ctx)?)
         } else {
             None
         };

@@ -114,6 +114,18 @@ pub fn open_at(user_key: &[u8], kind: u8, key_hash: u128, index: Option<u64>, se
         .map_err(|_| Error::corrupt("an authenticated segment has invalid padding"))
 }
 
+/// The MAC kind of a log's commit slot (FORMAT.md §4.6).
+pub const KIND_COMMIT: u8 = 5;
+
+/// The tag of a log's commit slot (FORMAT.md §4.6): HMAC-SHA256 over
+/// `5 || key_hash (16 bytes, big-endian) || body` with the MAC key that HKDF
+/// derives from `salt`, the log's meta segment's salt. The slot stores its
+/// first 24 bytes.
+pub fn commit_tag(user_key: &[u8], key_hash: u128, salt: &[u8], body: &[u8]) -> [u8; 32] {
+    let keys = derive(user_key, salt);
+    mac(&keys, KIND_COMMIT, key_hash, None, body).finalize().into_bytes().into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
