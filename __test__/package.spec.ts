@@ -41,7 +41,16 @@ test('the main tarball holds LICENSE, README, the loader and the ESM and CJS ent
   t.truthy(pkg.repository?.url)
 })
 
-test('optionalDependencies name a complete konserve-<platform> package for every napi target, at the same version', (t) => {
+test('the packed package.json names a complete konserve-<platform> package for every napi target, at the same version', async (t) => {
+  const { withOptionalDependencies, withoutOptionalDependencies } = await import('../scripts/pack-manifest.mjs')
+  // Committed without them (npm ci needs a lockfile entry for each, and they are not on npm yet);
+  // prepack adds them, postpack takes them out again, byte for byte.
+  t.is(pkg.optionalDependencies, undefined)
+  const packed = await withOptionalDependencies(pkg)
+  t.is(`${JSON.stringify(withoutOptionalDependencies(packed), null, 2)}\n`, readFileSync(join(root, 'package.json'), 'utf8'))
+  t.deepEqual(Object.keys(packed).indexOf('optionalDependencies'), Object.keys(packed).indexOf('dependencies') + 1)
+  t.regex(pkg.scripts.prepack, /pack-manifest\.mjs add/)
+  t.regex(pkg.scripts.postpack, /pack-manifest\.mjs restore/)
   const expected: Record<string, string> = {}
   for (const triple of pkg.napi.targets as string[]) {
     const { platformArchABI, platform, arch, abi } = parseTriple(triple)
@@ -63,8 +72,24 @@ test('optionalDependencies name a complete konserve-<platform> package for every
     t.is(p.scripts, undefined)
     expected[p.name] = pkg.version
   }
-  t.deepEqual(pkg.optionalDependencies, expected)
+  t.deepEqual(packed.optionalDependencies, expected)
   t.deepEqual(readdirSync(join(root, 'npm')).sort(), (pkg.napi.targets as string[]).map((tr) => parseTriple(tr).platformArchABI).sort(), 'no stale npm/ folder')
+})
+
+test('postpack keeps the optionalDependencies under npm publish, which re-reads package.json for the registry', async (t) => {
+  const dir = tempDir('konserve-manifest-')
+  mkdirSync(join(dir, 'scripts'))
+  cpSync(join(root, 'scripts/pack-manifest.mjs'), join(dir, 'scripts/pack-manifest.mjs'))
+  cpSync(join(root, 'package.json'), join(dir, 'package.json'))
+  symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'))
+  const script = join(dir, 'scripts/pack-manifest.mjs')
+  const read = () => JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8'))
+  await run(process.execPath, [script, 'add'])
+  t.is(Object.keys(read().optionalDependencies).length, pkg.napi.targets.length)
+  await run(process.execPath, [script, 'restore'], { env: { ...process.env, npm_command: 'publish' } })
+  t.truthy(read().optionalDependencies, 'kept for npm publish')
+  await run(process.execPath, [script, 'restore'], { env: { ...process.env, npm_command: 'pack' } })
+  t.is(readFileSync(join(dir, 'package.json'), 'utf8'), readFileSync(join(root, 'package.json'), 'utf8'), 'restored after npm pack')
 })
 
 test("no script that a consumer's npm would run or flag: the build runs in prepack", (t) => {

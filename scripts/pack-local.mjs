@@ -5,7 +5,8 @@
 // 1. Builds the linux-x64-gnu binary the way the release does: `napi build -x`
 //    (cargo-zigbuild and zig, pinned, from PyPI into target/pack-tools) against
 //    glibc 2.17, and checks that napi generated the loader we commit.
-// 2. Packs the main package (its `prepack` builds the TypeScript) and the
+// 2. Packs the main package (its `prepack` builds the TypeScript and adds the
+//    optionalDependencies, scripts/pack-manifest.mjs) and the
 //    konserve-linux-x64-gnu package into pack/.
 // 3. In a fresh project whose PATH has no cargo, installs both and checks:
 //    implementation() is 'native'; `npx konserve put`/`get` work; no install
@@ -32,7 +33,8 @@ const TOOLS = ['cargo-zigbuild==0.24.0', 'ziglang==0.17.0']
 const FOREIGN_INSTALL_SCRIPTS = new Set(['msgpackr-extract'])
 
 const started = Date.now()
-const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'))
+const pkgText = readFileSync(join(root, 'package.json'), 'utf8')
+const pkg = JSON.parse(pkgText)
 const packDir = join(root, 'pack')
 const toolsDir = join(root, 'target', 'pack-tools')
 const buildDir = join(root, 'target', 'pack-build')
@@ -122,7 +124,6 @@ mkdirSync(packDir)
 const platformDir = join(root, 'npm', PLATFORM)
 const platformPkg = JSON.parse(readFileSync(join(platformDir, 'package.json'), 'utf8'))
 check(platformPkg.version === pkg.version, `konserve-${PLATFORM} has the main package's version ${pkg.version}`)
-check(pkg.optionalDependencies?.[platformPkg.name] === pkg.version, `the main package depends optionally on ${platformPkg.name}@${pkg.version}`)
 rmSync(stageDir, { recursive: true, force: true })
 mkdirSync(stageDir, { recursive: true })
 for (const f of ['package.json', 'README.md']) copyFileSync(join(platformDir, f), join(stageDir, f))
@@ -143,6 +144,14 @@ for (const [name, dir] of [
   console.log(`${info.filename}: ${kib(info.size)} packed, ${kib(info.unpackedSize)} unpacked, ${info.entryCount} files`)
   for (const f of info.files) console.log(`  ${String(f.size).padStart(8)}  ${f.path}`)
 }
+const packedPkg = JSON.parse(execFileSync('tar', ['-xOzf', join(packDir, packs[pkg.name].filename), 'package/package.json'], { encoding: 'utf8' }))
+const platforms = pkg.napi.targets.length
+check(
+  Object.keys(packedPkg.optionalDependencies ?? {}).length === platforms && Object.values(packedPkg.optionalDependencies).every((v) => v === pkg.version),
+  `the packed package.json depends optionally on all ${platforms} konserve-<platform> packages at ${pkg.version}: ${Object.keys(packedPkg.optionalDependencies ?? {}).join(', ')}`,
+)
+check(packedPkg.optionalDependencies[platformPkg.name] === pkg.version, `among them ${platformPkg.name}@${pkg.version}`)
+check(readFileSync(join(root, 'package.json'), 'utf8') === pkgText, 'postpack restored the committed package.json')
 const mainFiles = packs[pkg.name].files.map((f) => f.path).sort()
 const allowed = [/^LICENSE$/, /^README\.md$/, /^package\.json$/, /^index\.js$/, /^dist\/(index|cli)\.js$/, /^dist\/index\.mjs$/, /^dist\/chunk-[A-Z0-9]+\.mjs$/, /^dist\/index\.d\.m?ts$/]
 const unexpected = mainFiles.filter((f) => !allowed.some((re) => re.test(f)))
