@@ -81,19 +81,22 @@ let loadError: unknown
 export function nativeOrWarn(): NativeBinding | undefined {
   try {
     return loadNative()
-  } catch (err) {
-    if (!warned) {
-      warned = true
+  } catch {
+    // Once per process, even when both the CommonJS and the ESM build are loaded.
+    const g = globalThis as { [warnedKey]?: boolean }
+    if (!g[warnedKey]) {
+      g[warnedKey] = true
       process.emitWarning(
-        `konserve: ${(err as Error).message}. Using the pure-TypeScript implementation (same files, slower). ` +
-          'Set KONSERVE_NATIVE=0 to choose it explicitly and silence this warning.',
+        `konserve: no native core for ${process.platform}-${process.arch} (${describeLoadFailure(loadError)}); ` +
+          'using the pure-TypeScript store, which reads and writes the same files, more slowly. ' +
+          'Set KONSERVE_NATIVE=0 to choose it and silence this warning.',
         { code: 'KONSERVE_PURE_FALLBACK' },
       )
     }
     return undefined
   }
 }
-let warned = false
+const warnedKey = Symbol.for('konserve.pureFallbackWarned')
 
 export function loadNative(): NativeBinding {
   if (binding) return binding
@@ -105,7 +108,32 @@ export function loadNative(): NativeBinding {
       loadError = err
     }
   }
-  throw new KonserveError('ERR_NATIVE_UNAVAILABLE', `the native binding could not be loaded: ${(loadError as Error).message}`, {
+  throw new KonserveError('ERR_NATIVE_UNAVAILABLE', `the native core could not be loaded: ${describeLoadFailure(loadError)}`, {
     cause: loadError,
   })
+}
+
+/**
+ * What the loader tried and why each failed, in one line. The generated loader
+ * (index.js) throws one error whose `cause` chain holds a failure per candidate
+ * (the local `.node` file, then the `konserve-<platform>` package); its own
+ * message is napi-rs's generic advice, which does not apply here, so it is left out.
+ */
+export function describeLoadFailure(err: unknown): string {
+  const notFound: string[] = []
+  const failed: string[] = []
+  const seen = new Set<unknown>()
+  let e = (err as { cause?: unknown } | undefined)?.cause ?? err
+  while (e && !seen.has(e)) {
+    seen.add(e)
+    const message = String((e as Error).message ?? e).split('\n')[0] ?? ''
+    const missing = /^Cannot find module '([^']+)'/.exec(message)?.[1]
+    if (missing) notFound.unshift(missing.replace(/^\.\//, ''))
+    else failed.unshift(message)
+    e = (e as { cause?: unknown }).cause
+  }
+  const parts: string[] = []
+  if (notFound.length > 0) parts.push(`tried ${notFound.join(', ')}`)
+  parts.push(...failed)
+  return parts.join('; ') || String((err as Error)?.message ?? err)
 }
