@@ -1,9 +1,10 @@
 /** The `konserve` command, as a user runs it. */
 import test from 'ava'
-import { execFile } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { execFile, spawnSync } from 'node:child_process'
+import { closeSync, existsSync, openSync, readFileSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
+import * as k from 'konserve'
 import { tempDir } from './helpers/api.js'
 
 const run = promisify(execFile)
@@ -49,4 +50,95 @@ test('--json-key, --dir and errors', async (t) => {
   const usage = await konserve(cwd, 'put', 'only-key')
   t.is(usage.code, 2)
   t.regex(usage.stderr, /ERR_INVALID_ARGUMENT/)
+})
+
+/** Runs the command with `input` on stdin and stdout sent to `stdout` (a pipe unless an fd is given). */
+function konserveWith(cwd: string, args: string[], opts: { input?: string | Buffer; stdout?: number } = {}) {
+  const r = spawnSync(process.execPath, [cli, ...args], {
+    cwd,
+    input: opts.input,
+    stdio: ['pipe', opts.stdout ?? 'pipe', 'pipe'],
+    encoding: 'utf8',
+  })
+  return { code: r.status, signal: r.signal, stdout: r.stdout ?? '', stderr: r.stderr ?? '' }
+}
+
+test('integers beyond 2^53 are stored and printed exactly (issue #12.7)', async (t) => {
+  const cwd = tempDir()
+  t.is((await konserve(cwd, 'put', 'id', '12345678901234567890')).code, 0)
+  t.is((await konserve(cwd, 'get', 'id')).stdout.trim(), '12345678901234567890')
+  await konserve(cwd, 'put', 'doc', '{"big":-123456789012345678901234567890,"safe":9007199254740991,"f":1.5,"list":[18446744073709551615]}')
+  t.is((await konserve(cwd, 'get', 'doc')).stdout.trim(), '{"big":-123456789012345678901234567890,"safe":9007199254740991,"f":1.5,"list":[18446744073709551615]}')
+  // Through the API: a BigInt where the number is beyond 2^53, a number where it is safe.
+  const s = await k.connectFsStore(join(cwd, 'konserve-data'))
+  t.is(await k.get(s, 'id'), 12345678901234567890n)
+  t.deepEqual(await k.get(s, 'doc'), { big: -123456789012345678901234567890n, safe: 9007199254740991, f: 1.5, list: [18446744073709551615n] })
+})
+
+test('put KEY - reads the value from stdin: JSON if it parses, else the string (issue #12.7)', (t) => {
+  const cwd = tempDir()
+  t.is(konserveWith(cwd, ['put', 'k', '-'], { input: 'x\n' }).code, 0)
+  t.is(konserveWith(cwd, ['get', 'k']).stdout, '"x"\n', 'echo x | konserve put k - stores "x", not "-"')
+  konserveWith(cwd, ['put', 'j', '-'], { input: '{"n": 98765432109876543210, "s": "multi\\nline"}\n' })
+  t.is(konserveWith(cwd, ['get', 'j']).stdout, '{"n":98765432109876543210,"s":"multi\\nline"}\n')
+  konserveWith(cwd, ['put', 'text', '-'], { input: 'two\nlines\n' })
+  t.is(konserveWith(cwd, ['get', 'text']).stdout, '"two\\nlines"\n')
+  const bytes = Buffer.from([0, 1, 2, 255, 10])
+  t.is(konserveWith(cwd, ['put-file', 'f', '-'], { input: bytes }).code, 0)
+  t.deepEqual(JSON.parse(konserveWith(cwd, ['get', 'f']).stdout), { bytes: 5, base64: bytes.toString('base64') })
+})
+
+test('output that cannot be written exits non-zero with a message (issue #23.7)', (t) => {
+  const cwd = tempDir()
+  t.is(konserveWith(cwd, ['put', 'k', '"some value"']).code, 0)
+  for (const args of [['get', 'k'], ['keys'], ['exists', 'k'], ['--version']]) {
+    const full = openSync('/dev/full', 'w')
+    try {
+      const r = konserveWith(cwd, args, { stdout: full })
+      t.is(r.code, 2, `${args.join(' ')} > /dev/full`)
+      t.regex(r.stderr, /cannot write the output: ENOSPC/)
+    } finally {
+      closeSync(full)
+    }
+  }
+})
+
+test('read commands create nothing: a missing store directory is an error, and is not created (issue #23.7)', (t) => {
+  const cwd = tempDir()
+  for (const args of [['keys'], ['get', 'x'], ['exists', 'x']]) {
+    for (const dir of [[], ['--dir', 'nested/missing']]) {
+      const r = konserveWith(cwd, [...dir, ...args])
+      t.is(r.code, 1, `${[...dir, ...args].join(' ')}`)
+      t.regex(r.stderr, /no store at .* \(the directory does not exist\)/)
+      t.is(r.stdout, '')
+    }
+  }
+  t.deepEqual(readdirSync(cwd), [], 'nothing was created')
+  const unknown = konserveWith(cwd, ['frobnicate'])
+  t.is(unknown.code, 2)
+  t.deepEqual(readdirSync(cwd), [], 'an unknown command creates nothing either')
+})
+
+test('create: false opens an existing store and refuses a missing directory, for both implementations', async (t) => {
+  for (const native of [true, false]) {
+    const dir = join(tempDir(), 'a', 'b')
+    const err = (await t.throwsAsync(k.connectFsStore(dir, { native, create: false }))) as k.KonserveError
+    t.is(err.code, 'ERR_IO')
+    t.is((err.cause as NodeJS.ErrnoException).code, 'ENOENT')
+    t.throws(() => k.connectFsStore(dir, { native, create: false, sync: true }), { code: 'ERR_IO', message: /does not exist/ } as any)
+    t.false(existsSync(join(dir, '..')), 'not even the parent was created')
+    await k.assoc(await k.connectFsStore(dir, { native }), 'k', 1)
+    t.is(await k.get(await k.connectFsStore(dir, { native, create: false }), 'k'), 1)
+  }
+})
+
+test('--version prints the package version', (t) => {
+  const cwd = tempDir()
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
+  for (const flag of ['--version', '-v']) {
+    const r = konserveWith(cwd, [flag])
+    t.is(r.code, 0)
+    t.is(r.stdout, `${pkg.version}\n`)
+  }
+  t.deepEqual(readdirSync(cwd), [])
 })

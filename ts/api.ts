@@ -16,6 +16,7 @@ import { type WriteOp, afterWrite } from './hooks.js'
 import { acquire, acquireSync, lockIds, release } from './locks.js'
 import { type Path, getPath, missing, setPath } from './paths.js'
 import { RAW_BYTES_ID } from './serializers.js'
+import { type ByteSource, byteSource, bytesOf, itemsOf } from './sources.js'
 import type { Store, SyncOption } from './store.js'
 
 export type { Key, KeyType, Metadata }
@@ -540,12 +541,13 @@ export function dissoc<O extends Options & Pick<WriteOptions, 'expectedRevision'
 // that serves any byte range, each chunk checked before it is released. Reads
 // take no lock: a writer replaces the file, it never changes it.
 
-/** What `bassoc` takes: bytes, or (async form only) a stream of them. */
+/** What `bassoc` takes: bytes, an Iterable of byte pieces, or (async form only) a stream of them. */
 export type BlobInput =
   | Uint8Array
   | ArrayBuffer
   | ArrayBufferView
   | string
+  | Iterable<Uint8Array | string>
   | AsyncIterable<Uint8Array | string>
   | ReadableStream<Uint8Array>
 
@@ -557,41 +559,6 @@ const GATHER = 1 << 20
  * except a slice's last chunk (it might be the blob's last), which it copies.
  */
 const SLICE = 64 << 20
-
-const utf8 = new TextEncoder()
-
-function bytesOf(input: unknown): Uint8Array | undefined {
-  if (input instanceof Uint8Array) return input
-  if (input instanceof ArrayBuffer) return new Uint8Array(input)
-  if (ArrayBuffer.isView(input)) return new Uint8Array(input.buffer, input.byteOffset, input.byteLength)
-  if (typeof input === 'string') return utf8.encode(input)
-  return undefined
-}
-
-function isReadableStream(v: unknown): v is ReadableStream<Uint8Array> {
-  return typeof ReadableStream !== 'undefined' && v instanceof ReadableStream
-}
-
-/** The pieces of a stream input as an async iterator (web streams without async iteration too). */
-function piecesOf(input: unknown): AsyncIterator<unknown> | undefined {
-  if (input !== null && typeof input === 'object' && Symbol.asyncIterator in input) {
-    return (input as AsyncIterable<unknown>)[Symbol.asyncIterator]()
-  }
-  if (isReadableStream(input)) {
-    const reader = input.getReader()
-    return {
-      next: async () => {
-        const r = await reader.read()
-        return r.done ? { done: true, value: undefined } : { done: false, value: r.value }
-      },
-      return: async () => {
-        await reader.cancel()
-        return { done: true, value: undefined }
-      },
-    }
-  }
-  return undefined
-}
 
 const bBlobWriter = gensync({
   sync: (b: Backing, k: Uint8Array, meta: Uint8Array) => b.blobWriterSync(k, meta),
@@ -613,12 +580,20 @@ const sourceRead = gensync({
   sync: (s: BlobSource, offset: number, length: number) => s.readSync(offset, length),
   async: (s: BlobSource, offset: number, length: number) => s.read(offset, length),
 })
-/** The next piece of a stream: only the async form has streams. */
+/** The next piece of a source: a sync form reads only sync Iterables (checked before). */
 const nextPiece = gensync({
-  sync: (_it: AsyncIterator<unknown>): IteratorResult<unknown> => {
-    throw new KonserveError('ERR_INVALID_ARGUMENT', 'a stream can only be stored with the async form of bassoc')
-  },
-  async: (it: AsyncIterator<unknown>) => it.next(),
+  sync: (src: ByteSource) => src.nextSync(),
+  async: (src: ByteSource) => src.next(),
+})
+/** Stops reading a source early; the sync form does not wait for an iterator's `return`. */
+const closeSource = gensync({
+  sync: (src: ByteSource, reason: unknown) => void src.close(reason),
+  async: (src: ByteSource, reason: unknown) => src.close(reason),
+})
+/** Whether this is the sync form (gensync runs the matching function). */
+const isSyncForm = gensync({
+  sync: () => true,
+  async: async () => false,
 })
 
 /** Writes bytes to the sink in slices of at most SLICE. */
@@ -632,7 +607,7 @@ function* writeBytes(sink: BlobSink, bytes: Uint8Array): Handler<void> {
  * and fewer, larger writes cost fewer crossings into the core); the sink is
  * done with the bytes once its write has resolved, so the buffer is reused.
  */
-function* writeStream(sink: BlobSink, it: AsyncIterator<unknown>): Handler<number> {
+function* writeStream(sink: BlobSink, src: ByteSource): Handler<number> {
   let gather: Uint8Array | undefined
   let held = 0
   let total = 0
@@ -642,10 +617,9 @@ function* writeStream(sink: BlobSink, it: AsyncIterator<unknown>): Handler<numbe
     held = 0
   }
   for (;;) {
-    const r = yield* nextPiece(it)
+    const r = yield* nextPiece(src)
     if (r.done) break
-    const piece = bytesOf(r.value)
-    if (!piece) throw new KonserveError('ERR_INVALID_ARGUMENT', 'a bassoc stream must yield Uint8Array, Buffer or string pieces')
+    const piece = r.value
     total += piece.length
     if (piece.length >= GATHER) {
       yield* flushGathered()
@@ -670,14 +644,18 @@ const bassocOp = gensync(function* (store: Store, key: Key, input: unknown, w: W
   return yield* about(key, function* () {
     const cke = encodeKey(key)
     const bytes = bytesOf(input)
-    const it = bytes ? undefined : piecesOf(input)
-    if (!bytes && !it) {
+    // Listened to from here on: a source that fails while we wait for the lock is reported, not thrown at the process.
+    const src = bytes ? undefined : byteSource(input)
+    if (!bytes && !src) {
       throw new KonserveError(
         'ERR_INVALID_ARGUMENT',
-        'bassoc takes a Uint8Array, Buffer, ArrayBuffer, typed array, string, or (async form) a Readable, ReadableStream or AsyncIterable of bytes',
+        'bassoc takes a Uint8Array, Buffer, ArrayBuffer, typed array, string, an Iterable of byte pieces, or (async form) a Readable, ReadableStream or AsyncIterable of them',
       )
     }
     try {
+      if (src && !src.sync && (yield* isSyncForm())) {
+        throw new KonserveError('ERR_INVALID_ARGUMENT', `a ${src.kind} can only be stored with the async form of bassoc`)
+      }
       yield* withLock(store.backing, [cke], function* () {
         const prev = yield* metaBeforeReplace(store, key, cke, w)
         checkRevision(w, prev)
@@ -685,16 +663,19 @@ const bassocOp = gensync(function* (store: Store, key: Key, input: unknown, w: W
         const sink = yield* bBlobWriter(store.backing, cke, meta)
         try {
           if (bytes) yield* writeBytes(sink, bytes)
-          else yield* writeStream(sink, it!)
+          else yield* writeStream(sink, src!)
           yield* sinkCommit(sink)
         } catch (err) {
-          sink.abort()
+          // Nothing of the new blob is left; a failing abort must not hide why.
+          try {
+            sink.abort()
+          } catch {}
           throw err
         }
       })
     } catch (err) {
-      // A stream we stop reading is told so (a Readable is destroyed).
-      if (it?.return) yield* callUser(() => it.return!(), [])
+      // A source we stop reading is told so (a Readable is destroyed, a web stream cancelled).
+      if (src) yield* closeSource(src, err)
       throw err
     }
     afterWrite(store, { op: 'bassoc', key, path: [key], oldValue: undefined, newValue: bytes })
@@ -1226,12 +1207,13 @@ export function trimLog<O extends TrimLogOptions>(store: Store, key: Key, opts: 
 
 function entriesOf(kvs: unknown): Array<[Key, unknown]> {
   if (kvs instanceof Map) return [...kvs.entries()] as Array<[Key, unknown]>
-  if (kvs !== null && typeof kvs === 'object' && Symbol.iterator in kvs) return [...(kvs as Iterable<[Key, unknown]>)]
+  if (kvs !== null && typeof kvs === 'object' && Symbol.iterator in kvs) return itemsOf(kvs as Iterable<[Key, unknown]>, 'multiAssoc')
   if (kvs !== null && typeof kvs === 'object') return Object.entries(kvs) as Array<[Key, unknown]>
   throw new KonserveError('ERR_INVALID_ARGUMENT', 'multiAssoc takes a Map, an iterable of [key, value] pairs, or an object')
 }
 
-const multiGetOp = gensync(function* (store: Store, ks: Key[]) {
+const multiGetOp = gensync(function* (store: Store, keys: Iterable<Key>) {
+  const ks = itemsOf(keys, 'multiGet')
   const out = new Map<Key, unknown>()
   for (const k of ks) {
     const { found, value } = yield* about(k, () => readValue(store, k))
@@ -1242,7 +1224,7 @@ const multiGetOp = gensync(function* (store: Store, ks: Key[]) {
 
 /** The values of the keys that exist, as a Map from key to value. */
 export function multiGet<O extends Options>(store: Store, ks: Iterable<Key>, opts?: O): Result<O, Map<Key, unknown>> {
-  return run(multiGetOp, opts, [store, [...ks]]) as Result<O, Map<Key, unknown>>
+  return run(multiGetOp, opts, [store, ks]) as Result<O, Map<Key, unknown>>
 }
 
 const multiAssocOp = gensync(function* (store: Store, kvs: unknown, extra: Record<string, unknown> | undefined) {
@@ -1283,7 +1265,8 @@ export function multiAssoc<O extends WriteOptions>(
   return run(multiAssocOp, opts, [store, kvs, opts?.meta]) as Result<O, Map<Key, true>>
 }
 
-const multiDissocOp = gensync(function* (store: Store, ks: Key[]) {
+const multiDissocOp = gensync(function* (store: Store, keys: Iterable<Key>) {
+  const ks = itemsOf(keys, 'multiDissoc')
   const ckes = ks.map((k) => {
     try {
       return encodeKey(k)
@@ -1302,5 +1285,5 @@ const multiDissocOp = gensync(function* (store: Store, ks: Key[]) {
 
 /** Removes several keys. Returns Map key -> whether it existed. */
 export function multiDissoc<O extends Options>(store: Store, ks: Iterable<Key>, opts?: O): Result<O, Map<Key, boolean>> {
-  return run(multiDissocOp, opts, [store, [...ks]]) as Result<O, Map<Key, boolean>>
+  return run(multiDissocOp, opts, [store, ks]) as Result<O, Map<Key, boolean>>
 }

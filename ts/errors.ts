@@ -32,6 +32,7 @@ export type ErrorCode =
   | 'ERR_INVALID_ARGUMENT'
   | 'ERR_NOT_SUPPORTED'
   | 'ERR_NATIVE_UNAVAILABLE'
+  | 'ERR_SOURCE'
 
 export class KonserveError extends Error {
   override name = 'KonserveError'

@@ -2,8 +2,8 @@
  * Stores: a backing plus the serializers it writes and reads with.
  * `connectFsStore` and `newMemStore` return a Store; every API function takes it first.
  */
-import { realpathSync } from 'node:fs'
-import { realpath } from 'node:fs/promises'
+import { realpathSync, statSync } from 'node:fs'
+import { realpath, stat } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import type { Backing } from './backing.js'
 import { KonserveError, toKonserveError } from './errors.js'
@@ -56,6 +56,38 @@ export interface FsStoreOptions extends StoreOptions {
    * else pure with one warning; `KONSERVE_NATIVE=0` makes pure the default.
    */
   native?: boolean
+  /**
+   * Create the store directory (and its missing parents) if it does not exist
+   * (default true). With false, opening a missing directory fails with ERR_IO
+   * (its cause ENOENT) and creates nothing: for tools that only read.
+   */
+  create?: boolean
+}
+
+/** With `create: false`: the store directory must already be a directory. */
+function notADir(dir: string, cause: unknown): KonserveError {
+  const missing = (cause as NodeJS.ErrnoException)?.code === 'ENOENT'
+  return new KonserveError('ERR_IO', `the store directory ${missing ? 'does not exist' : 'is not a directory'} (create: false): ${dir}`, { file: dir, cause })
+}
+
+function existingDirSync(dir: string): void {
+  let st
+  try {
+    st = statSync(dir)
+  } catch (err) {
+    throw notADir(dir, err)
+  }
+  if (!st.isDirectory()) throw notADir(dir, undefined)
+}
+
+async function existingDir(dir: string): Promise<void> {
+  let st
+  try {
+    st = await stat(dir)
+  } catch (err) {
+    throw notADir(dir, err)
+  }
+  if (!st.isDirectory()) throw notADir(dir, undefined)
 }
 
 function badOption(message: string): KonserveError {
@@ -134,6 +166,7 @@ export function connectFsStore<O extends FsStoreOptions & SyncOption>(path: stri
   const nativeOptions = () => ({ syncBlob: opts.syncBlob ?? true, ...codecOptions(opts) })
   if (opts.sync) {
     const dir = checkPath(path)
+    if (opts.create === false) existingDirSync(dir)
     const openOptions = nativeOptions()
     const native = chooseNative(opts)
     if (!native) {
@@ -151,6 +184,7 @@ export function connectFsStore<O extends FsStoreOptions & SyncOption>(path: stri
   }
   return (async () => {
     const dir = checkPath(path)
+    if (opts.create === false) await existingDir(dir)
     const openOptions = nativeOptions()
     const native = chooseNative(opts)
     if (!native) {
