@@ -2,7 +2,7 @@
 //! Every implementation must produce exactly these bytes from these inputs and
 //! read them back; the pure-TypeScript implementation checks the same file.
 //!
-//! `KONSERVE_REGEN_VECTORS=1 cargo test --test log_vectors` rewrites it; do
+//! `npm run vectors:regen` rewrites it; do
 //! that only for a deliberate format change, and review the diff.
 //!
 //! Schema: a JSON array of objects

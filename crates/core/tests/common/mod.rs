@@ -1,6 +1,9 @@
 //! What the golden-vector tests share: hex, where the vectors live, and the
-//! check-or-regenerate rule (`KONSERVE_REGEN_VECTORS=1` rewrites them; do that
-//! only for a deliberate format change, and review the diff).
+//! check. The tests only compare: they never rewrite the committed vectors.
+//! Each also leaves what it computed in `target/tmp/konserve-vectors/`, and
+//! `npm run vectors:regen` (scripts/regen-vectors.mjs) copies those over the
+//! committed files; do that only for a deliberate format change, and review
+//! the diff.
 #![allow(dead_code)] // each test uses its own part
 
 use std::path::PathBuf;
@@ -19,21 +22,26 @@ pub fn vector_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../test-vectors").join(name)
 }
 
-pub fn regenerate() -> bool {
-    std::env::var_os("KONSERVE_REGEN_VECTORS").is_some()
+/// Where a test leaves the vectors it computed, for `npm run vectors:regen`.
+pub fn computed_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("konserve-vectors").join(name)
 }
 
-/// Writes the vectors when regenerating; otherwise checks they equal the committed file.
+/// Checks that the computed vectors equal the committed file (after leaving
+/// them in `computed_path(name)`; the committed file is never written here).
 pub fn check_or_write(name: &str, computed: Value) {
+    let text = serde_json::to_string_pretty(&computed).unwrap() + "\n";
+    let out = computed_path(name);
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    std::fs::write(&out, &text).unwrap();
     let path = vector_path(name);
-    if regenerate() {
-        std::fs::write(&path, serde_json::to_string_pretty(&computed).unwrap() + "\n").unwrap();
-        return;
-    }
-    let committed: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let committed: Value = serde_json::from_str(
+        &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (npm run vectors:regen writes it)", path.display())),
+    )
+    .unwrap();
     let (c, w) = (computed.as_array().unwrap(), committed.as_array().unwrap());
-    assert_eq!(c.len(), w.len(), "{name}: number of vectors");
+    assert_eq!(c.len(), w.len(), "{name}: number of vectors (computed: {})", out.display());
     for (c, w) in c.iter().zip(w) {
-        assert_eq!(c, w, "{name}: vector {}", w["name"]);
+        assert_eq!(c, w, "{name}: vector {} (computed: {})", w["name"], out.display());
     }
 }
