@@ -134,6 +134,8 @@ interface Stats {
   acked: number
   begun: number
   inFlightAtKill: number
+  /** Blobs of more than one chunk that a kill caught in flight. */
+  multiChunkBlobAtKill: number
   /** Kills that found two or more async calls of one writer in flight: a group commit could be cut. */
   asyncBatchAtKill: number
   inFlightLanded: number
@@ -172,6 +174,7 @@ class Harness {
     acked: 0,
     begun: 0,
     inFlightAtKill: 0,
+    multiChunkBlobAtKill: 0,
     asyncBatchAtKill: 0,
     inFlightLanded: 0,
     killedBeforeOpen: 0,
@@ -427,7 +430,7 @@ interface RunResult {
 }
 
 /** Runs one writer until it is killed; returns the protocol errors and the writes in flight at the kill. */
-async function runAndKill(h: Harness, w: Writer, seed: number, shared: SharedRun): Promise<RunResult> {
+async function runAndKill(h: Harness, w: Writer, seed: number, shared: SharedRun, turn: number): Promise<RunResult> {
   const lanes = 1 + rand(MAX_LANES)
   const env = { ...process.env, KONSERVE_NATIVE: w.impl === 'pure' ? '0' : '1' }
   const child = spawn(process.execPath, [WRITER, h.dir, String(seed), '30', String(lanes), w.prefix], { stdio: ['ignore', 'pipe', 'pipe'], env })
@@ -446,11 +449,21 @@ async function runAndKill(h: Harness, w: Writer, seed: number, shared: SharedRun
   }
 
   // Where the kill lands: during start-up and open, right at the start of a
-  // write (synchronously, on the next turn, or a few ms in), or at a random time.
+  // write (synchronously, on the next turn, or a few ms in), at the start of a
+  // blob of several chunks, or at a random time. Every tenth run of a writer
+  // kills it at once (before it can open the store) and every tenth at a big
+  // blob, so that those moments are reached in every case.
   const strategy = rand(100)
   let killAtBegin = -1
+  let killAtBigBlob = false
   let how: string
-  if (strategy < 15) {
+  if (turn % 10 === 0) {
+    how = 'at-spawn'
+    kill()
+  } else if (turn % 10 === 5) {
+    how = 'at-big-blob'
+    killAtBigBlob = true
+  } else if (strategy < 15) {
     how = 'startup'
     setTimeout(kill, rand(150))
   } else if (strategy < 85) {
@@ -490,7 +503,7 @@ async function runAndKill(h: Harness, w: Writer, seed: number, shared: SharedRun
       stats.ops[line.op!] = (stats.ops[line.op!] ?? 0) + 1
       if (line.s) stats.syncOps++
       else stats.asyncOps++
-      if (++begins === killAtBegin) {
+      if (++begins === killAtBegin || (killAtBigBlob && line.op === 'bassoc' && line.size! > 1 << 20)) {
         if (beginDelay === 0) kill()
         else if (beginDelay === 1) setImmediate(kill)
         else setTimeout(kill, Math.random() * 3 * beginDelay)
@@ -544,6 +557,7 @@ async function runAndKill(h: Harness, w: Writer, seed: number, shared: SharedRun
   }
   if (flying.length > 0) stats.inFlightAtKill++
   if (flying.filter((b) => !b.s).length >= 2) stats.asyncBatchAtKill++
+  if (flying.some((b) => b.op === 'bassoc' && b.size! > 1 << 20)) stats.multiChunkBlobAtKill++
   if (!opened) stats.killedBeforeOpen++
   return { errors, inFlight: flying, opened, how }
 }
@@ -569,14 +583,14 @@ for (const c of CASES) {
         let errors: string[]
         try {
           let shared = new Map(c.writers.map((w) => [w.prefix, h.newShared(w)] as const))
-          runs = await Promise.all(c.writers.map((w, j) => runAndKill(h, w, seed + j, shared.get(w.prefix)!)))
+          runs = await Promise.all(c.writers.map((w, j) => runAndKill(h, w, seed + j, shared.get(w.prefix)!, n + 3 * j)))
           for (let retry = 0; runs.some((r) => r.notLoaded) && retry < 5; retry++) {
             // Only a run that wrote nothing can be retried; a partner that ran has to be verified first.
             if (runs.some((r) => !r.notLoaded && r.opened)) break
             h.stats.notLoaded++
             await new Promise((r) => setTimeout(r, 5000))
             shared = new Map(c.writers.map((w) => [w.prefix, h.newShared(w)] as const))
-            runs = await Promise.all(c.writers.map((w, j) => runAndKill(h, w, seed + j, shared.get(w.prefix)!)))
+            runs = await Promise.all(c.writers.map((w, j) => runAndKill(h, w, seed + j, shared.get(w.prefix)!, n + 3 * j)))
           }
           for (const r of runs) if (r.notLoaded) r.errors.push('the writer could not load konserve (is dist/ built?)')
           h.stats.kills++
@@ -615,7 +629,7 @@ for (const c of CASES) {
     t.log(`kills survived: ${s.kills}; acknowledged writes verified: ${s.acked} (of ${s.begun} begun)`)
     t.log(
       `kills with a write in flight: ${s.inFlightAtKill} (it landed on a key ${s.inFlightLanded} times); ` +
-        `with several async calls in flight: ${s.asyncBatchAtKill}; most calls in flight at once: ${s.maxInFlight}; ` +
+        `with several async calls in flight: ${s.asyncBatchAtKill}; with a blob of 2 or 3 chunks in flight: ${s.multiChunkBlobAtKill}; most calls in flight at once: ${s.maxInFlight}; ` +
         `kills before the store was open: ${s.killedBeforeOpen}; ` +
         `kills that left a staging file to sweep: ${s.stagingLeftByKill}; sync/async calls: ${s.syncOps}/${s.asyncOps}`,
     )
@@ -634,6 +648,7 @@ for (const c of CASES) {
     t.true(s.inFlightAtKill >= KILLS * 0.4, 'most kills landed with a write in flight')
     if (KILLS >= 30) {
       t.true(s.asyncBatchAtKill > 0, 'some kills landed with several async calls in flight')
+      t.true(s.multiChunkBlobAtKill > 0, 'some kills landed with a blob of several chunks in flight')
       t.true(s.maxInFlight >= 3, 'calls ran concurrently')
       t.true(s.sharedIncsAcked > 0 && s.sharedAppendsAcked > 0, 'lanes updated the shared counter and log')
       t.true(s.killedBeforeOpen > 0, 'some kills landed before the store was open')

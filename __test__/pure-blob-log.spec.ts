@@ -2,9 +2,9 @@
  * Chunked blobs (FORMAT.md §4.5) and append logs (§4.6) in the pure-TypeScript
  * file store (ts/stores/pure-file.ts over ts/codec/blob.ts and log.ts): round
  * trips for every codec in both calling forms, range reads, damage and
- * truncation as typed errors, aborts, torn tails, trims, and, when the native
- * binding has the blob and log functions, files written by one implementation
- * read by the other.
+ * truncation as typed errors, aborts, torn tails, trims, and files written by
+ * one implementation read by the other (the native binding is required: without
+ * it those tests fail).
  */
 import test from 'ava'
 import { randomBytes } from 'node:crypto'
