@@ -135,6 +135,7 @@ interface Attempt {
   how: string
   code?: string
   message?: string
+  name?: string
   isKonserveError?: boolean
   value?: unknown
 }
