@@ -229,7 +229,11 @@ for (const kind of storeKinds) {
       const [s, a] = await setup()
       await a.append(s, 'l', 1, { meta: { owner: 'me' } })
       const first = (await a.getMeta(s, 'l')).lastWrite.getTime()
-      await new Promise((r) => setTimeout(r, 5))
+      // The next stamp is later than the first once the wall clock has passed it.
+      for (const until = Date.now() + 10_000; Date.now() <= first; ) {
+        if (Date.now() > until) throw new Error(`the clock did not pass ${first}`)
+        await new Promise((r) => setImmediate(r))
+      }
       await a.append(s, 'l', 2)
       const m = await a.getMeta(s, 'l')
       t.is(m.owner, 'me')

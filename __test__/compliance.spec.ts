@@ -285,15 +285,30 @@ for (const kind of storeKinds) {
       t.is(await rev('other'), 1)
     })
 
-    test(title('lastWrite never goes backwards'), async (t) => {
+    // Serial: it moves this process's wall clock (Date.now) back an hour
+    // while it runs, and ava runs serial tests alone, before the others.
+    test.serial(title('lastWrite never goes backwards, also when the wall clock steps back'), async (t) => {
       const [s, k] = await setup()
+      const realNow = Date.now
       let prev = 0
-      for (let i = 0; i < 20; i++) {
+      const check = async (i: number) => {
         await k.assoc(s, `k${i % 3}`, i)
         const m = await k.getMeta(s, `k${i % 3}`)
-        t.true(m.lastWrite.getTime() >= prev)
+        t.true(m.lastWrite.getTime() >= prev, `write ${i}: lastWrite ${m.lastWrite.getTime()} is behind ${prev}`)
         prev = m.lastWrite.getTime()
       }
+      try {
+        for (let i = 0; i < 10; i++) await check(i)
+        // The wall clock steps back an hour (an NTP correction, a VM restore).
+        const back = realNow() - 3_600_000
+        Date.now = () => back
+        t.true(Date.now() < prev, 'the clock is now behind the last stamp')
+        for (let i = 10; i < 20; i++) await check(i)
+      } finally {
+        Date.now = realNow
+      }
+      // The clock comes back: stamps go on from the real time.
+      await check(20)
     })
 
     test(title('multi-key operations'), async (t) => {
@@ -511,13 +526,17 @@ for (const kind of storeKinds) {
       const sk = api('sync')
       let inside!: () => void
       const entered = new Promise<void>((r) => (inside = r))
+      // The async update holds the lock until the sync write has been refused.
+      let letGo!: () => void
+      const held = new Promise<void>((r) => (letGo = r))
       const pending = api('async').updateIn(s, ['x'], async (v: number) => {
         inside()
-        await new Promise((r) => setTimeout(r, 20))
+        await held
         return v + 1
       })
       await entered
       const err = await t.throwsAsync(sk.assoc(s, 'x', 99))
+      letGo()
       t.is((err as KonserveError).code, 'ERR_LOCK_BUSY')
       await pending
       t.is(await k.get(s, 'x'), 1)

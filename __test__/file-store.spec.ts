@@ -42,26 +42,53 @@ for (const impl of ['native', 'pure'] as const) {
     t.is((await k.getMeta(store, 'counter'))!.revision, 600)
   })
 
-  test(`${impl}: a process killed while holding a key lock does not wedge the key`, async (t) => {
+  test(`${impl}: a process killed while holding a key lock does not wedge the key; its waiters all go on`, async (t) => {
     const dir = join(tempDir(), 'store')
     const store = await k.connectFsStore(dir, { native })
     await k.assoc(store, 'held', 1)
     const child = fork(fixture('lock-holder.mjs'), [dir, impl], { stdio: 'ignore' })
-    await new Promise<void>((resolve, reject) => {
-      child.once('message', () => resolve())
-      child.once('exit', (code) => reject(new Error(`lock holder exited early with ${code}`)))
-    })
-    let done = false
-    const update = k.updateIn(store, ['held'], (x: number) => x + 1).then((r) => {
-      done = true
-      return r
-    })
-    await new Promise((r) => setTimeout(r, 300))
-    t.false(done, 'the update waits while another process holds the lock')
+    const message = (want: string) =>
+      new Promise<void>((resolve, reject) => {
+        const onMessage = (m: unknown) => {
+          if (m !== want) return
+          child.off('message', onMessage)
+          child.off('exit', onExit)
+          resolve()
+        }
+        const onExit = (code: number | null) => reject(new Error(`lock holder exited early with ${code}`))
+        child.on('message', onMessage)
+        child.once('exit', onExit)
+      })
+    await message('locked')
+    // Three waiters in this process. None may run its function while the holder lives.
+    let holderAlive = true
+    let ranWhileHeld = 0
+    let finished = 0
+    const updates = [1, 2, 3].map(() =>
+      k
+        .updateIn(store, ['held'], (x: number) => {
+          if (holderAlive) ranWhileHeld++
+          return x + 1
+        })
+        .then((r) => {
+          finished++
+          return r
+        }),
+    )
+    // A sync write cannot wait: it is refused while the other process holds the lock.
     t.throws(() => k.assoc(store, 'held', 5, { sync: true }), { code: 'ERR_LOCK_BUSY' } as any)
+    // A round trip to the holder (still inside its update) gives the waiters
+    // every chance to run, which they must not take.
+    const pong = message('pong')
+    child.send('ping')
+    await pong
+    t.is(finished, 0, 'no waiter finished while the holder lived')
+    holderAlive = false
     child.kill('SIGKILL')
-    t.deepEqual(await update, [1, 2])
-    t.is(await k.get(store, 'held'), 2)
+    const results = await Promise.all(updates)
+    t.is(ranWhileHeld, 0, 'no waiter ran while the holder lived')
+    t.deepEqual(results.map(([, now]) => now).sort(), [2, 3, 4], 'each waiter updated in turn, none lost')
+    t.is(await k.get(store, 'held'), 4)
   })
 
   test(`${impl}: a write leaves exactly the key file: no staging files, no placeholder`, async (t) => {

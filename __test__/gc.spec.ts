@@ -13,7 +13,13 @@ import { tempDir } from './helpers/api.js'
 const run = promisify(execFile)
 const fixture = (name: string) => join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, 'fixtures', name)
 const ksvFiles = (dir: string) => readdirSync(dir).filter((f) => f.endsWith('.ksv'))
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+/** Resolves once the wall clock is past `ms`, so the next stamp is later than `ms` (bounded: 10 s). */
+async function clockPast(ms: number): Promise<void> {
+  for (const until = Date.now() + 10_000; Date.now() <= ms; ) {
+    if (Date.now() > until) throw new Error(`the clock did not pass ${ms}`)
+    await new Promise((r) => setImmediate(r))
+  }
+}
 
 type Kind = 'memory' | 'native' | 'pure'
 type Mode = 'sync' | 'async'
@@ -43,10 +49,13 @@ for (const kind of ['memory', 'native', 'pure'] as const) {
       for (let i = 0; i < 25; i++) await k.assoc(store, `old${i}`, i)
       await k.append(store, ['log', 1], 'x') // a log is a key like any other
       await k.assoc(store, { map: 'key' }, 1)
-      await sleep(5)
-      const cutoff = new Date()
-      await sleep(5)
+      // The cutoff is just past the newest old stamp (stamps never go back, so
+      // every old key is older), and 'new' is written once the clock passed it.
+      const newest = Math.max(...(await k.keys(store)).map((m) => m.lastWrite.getTime()))
+      const cutoff = new Date(newest + 1)
+      await clockPast(newest)
       await k.assoc(store, 'new', 1)
+      t.true((await k.getMeta(store, 'new'))!.lastWrite >= cutoff, "'new' is not older than the cutoff")
       const progress: k.SweepProgress[] = []
       const deleted = await doSweep(mode, store, ['old0', 'old1', { map: 'key' }, 'not-there'], cutoff, {
         batchSize: 10,

@@ -31,6 +31,8 @@ interface Faults {
   delete?: 'before' | 'after'
   /** Async puts and deletes wait for this before they write. */
   gate?: Promise<void>
+  /** Called when an async put or delete starts to wait for the gate. */
+  onGate?: () => void
   puts: number
 }
 
@@ -79,12 +81,18 @@ function faulty(inner: Backing): { backing: Backing; faults: Faults } {
     blobWriterAsync: async (key, meta) => blobWriter(key, meta),
     putSync: put,
     putAsync: async (ws) => {
-      if (faults.gate) await faults.gate
+      if (faults.gate) {
+        faults.onGate?.()
+        await faults.gate
+      }
       put(ws)
     },
     deleteSync: del,
     deleteAsync: async (ks) => {
-      if (faults.gate) await faults.gate
+      if (faults.gate) {
+        faults.onGate?.()
+        await faults.gate
+      }
       return del(ks)
     },
   })
@@ -642,6 +650,8 @@ for (const mode of modes) {
     const tier = k.tieredStore(front, back, { writePolicy: 'write-behind' })
     const gate = deferred()
     faults.gate = gate.promise
+    const waiting = deferred()
+    faults.onGate = waiting.resolve
     await a.assoc(tier, 'x', 1)
     await a.multiAssoc(tier, { p: 1, q: 2 })
     await a.updateIn(tier, ['x'], (v: number) => v + 1)
@@ -655,8 +665,11 @@ for (const mode of modes) {
     )
     let flushed = false
     const f = k.flush(tier).then(() => (flushed = true))
-    await new Promise((r) => setTimeout(r, 20))
-    t.false(flushed)
+    // The queued write is held at the gate; a flush that did not wait for it
+    // would have settled within the microtasks that run before setImmediate.
+    await waiting.promise
+    await new Promise((r) => setImmediate(r))
+    t.false(flushed, 'flush waits for the queued write')
     gate.resolve()
     await f
     t.is(k.get(plain, 'x', { sync: true }), 2)
@@ -685,7 +698,14 @@ for (const mode of modes) {
     const front = await openMem(mode)
     const { store: back, plain, faults } = faultyMemStore()
     const errors: unknown[] = []
-    const tier = k.tieredStore(front, back, { writePolicy: 'write-behind', onError: (e) => errors.push(e) })
+    // Resolves once `n` background errors were reported.
+    const reported: Array<[number, () => void]> = []
+    const errorCount = (n: number) => new Promise<void>((r) => (errors.length >= n ? r() : reported.push([n, r])))
+    const onError = (e: unknown) => {
+      errors.push(e)
+      for (const [n, r] of reported) if (errors.length >= n) r()
+    }
+    const tier = k.tieredStore(front, back, { writePolicy: 'write-behind', onError })
     await a.assoc(tier, 'x', 1)
     await k.flush(tier)
     faults.put = 'before'
@@ -702,7 +722,7 @@ for (const mode of modes) {
     await a.assoc(tier, 'y', 1)
     await k.flush(tier).catch(() => {})
     await a.assoc(tier, 'z', 1)
-    while (errors.length < 3) await new Promise((r) => setTimeout(r, 1)) // z's batch failed
+    await errorCount(3) // z's batch failed
     await a.assoc(tier, 'w', 1)
     const agg = await t.throwsAsync(k.flush(tier), { instanceOf: AggregateError })
     t.is((agg as AggregateError).errors.length, 2)

@@ -496,47 +496,4 @@ for (const { compressor, encryptor } of codecs) {
   })
 }
 
-// ---- speed (logged, not asserted) ------------------------------------------------------
-
-const WARM_UP = 5
-const RUNS = 10
-
-function time(f: () => unknown): number {
-  for (let i = 0; i < WARM_UP; i++) f()
-  const start = performance.now()
-  for (let i = 0; i < RUNS; i++) f()
-  return (performance.now() - start) / RUNS
-}
-
-async function timeAsync(f: () => Promise<unknown>): Promise<number> {
-  for (let i = 0; i < WARM_UP; i++) await f()
-  const start = performance.now()
-  for (let i = 0; i < RUNS; i++) await f()
-  return (performance.now() - start) / RUNS
-}
-
-// Serial: ava runs serial tests first, alone, so other tests do not skew the numbers.
-test.serial('speed of 1 MB (logged)', async (t) => {
-  const random = randomBytes(1 << 20)
-  const items = Array.from({ length: 30000 }, (_, i) => ({ id: i, name: `item ${i}`, tags: ['a', 'b'] }))
-  const text = new TextEncoder().encode(JSON.stringify(items)).slice(0, 1 << 20)
-  const ms = (x: number) => `${x.toFixed(2)} ms`
-  t.log(`xxh3_64: ${ms(time(() => xxh3_64(random)))}, xxh3_128: ${ms(time(() => xxh3_128(random)))}, xxh32: ${ms(time(() => xxh32(random)))}`)
-  for (const [name, data] of [['JSON text', text], ['random', random]] as const) {
-    const frame = lz4Compress(data)
-    t.log(
-      `lz4 ${name} (${data.length} -> ${frame.length} bytes): compress ${ms(time(() => lz4Compress(data)))}, decompress ${ms(time(() => lz4Decompress(frame)))}` +
-        ` (native: ${ms(time(() => native.lz4Compress(buf(data))))}, ${ms(time(() => native.lz4Decompress(buf(frame))))})`,
-    )
-  }
-  const keyCke = encodeKey('big')
-  const input = { compressor: 1, encryptor: 1, secret: 's3cr3t', keyCke, serializer: 2, meta: new Uint8Array(20), value: text }
-  const ctx = { secret: 's3cr3t', keyHash: file.keyHash(keyCke) }
-  for (const fl of flavours) {
-    const bytes = await fl.encode(input)
-    const enc = await timeAsync(() => fl.encode(input))
-    const dec = await timeAsync(() => fl.decode(bytes, ctx))
-    t.log(`lz4+aes file of 1 MB JSON, ${fl.name}: encode ${ms(enc)}, decode ${ms(dec)}`)
-  }
-  t.pass()
-})
+// The speed of these primitives is measured, not tested: bench/pure-codec.mts.

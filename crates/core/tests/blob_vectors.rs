@@ -3,7 +3,7 @@
 //! codec. Every implementation must produce exactly these bytes from these
 //! inputs, and read the blob back from them.
 //!
-//! `KONSERVE_REGEN_VECTORS=1 cargo test --test blob_vectors` rewrites the file;
+//! `npm run vectors:regen` rewrites the file;
 //! do that only for a deliberate format change, and review the diff.
 //!
 //! Schema: a JSON array of objects, one per case:

@@ -4,7 +4,7 @@
 //! bytes from these inputs and read them back (the TypeScript codec checks the
 //! same files).
 //!
-//! `KONSERVE_REGEN_VECTORS=1 cargo test --test file_vectors` rewrites them; do
+//! `npm run vectors:regen` rewrites them; do
 //! that only for a deliberate format change, and review the diff.
 
 
