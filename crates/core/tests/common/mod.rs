@@ -26,7 +26,12 @@ pub fn vector_path(name: &str) -> PathBuf {
 
 /// Where a test leaves the vectors it computed, for `npm run vectors:regen`.
 pub fn computed_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("konserve-vectors").join(name)
+    // CARGO_TARGET_TMPDIR exists for integration tests only; the example that
+    // shares this module (regen_log_vectors) falls back to the same place.
+    let tmp = option_env!("CARGO_TARGET_TMPDIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/tmp"));
+    tmp.join("konserve-vectors").join(name)
 }
 
 /// Checks that the computed vectors equal the committed file (after leaving
