@@ -285,7 +285,8 @@ async function runWithFault(t: ExecutionContext, dir: string, impl: Impl, fault:
 
 const VALUES: Record<State, unknown> = { old: OLD, new: NEW, absent: undefined }
 const VALUES2: Record<State, unknown> = { old: OLD2, new: NEW2, absent: undefined }
-const CLOCK = /^konserve-clock 1 (\d+)\n$/
+// FORMAT.md §7, version 2: the mark H, the floor F, the boot id, wall and monotonic times.
+const CLOCK = /^konserve-clock 2 (\d+) (\d+) ([0-9a-f-]+) (\d+) (\d+)\n$/
 
 /** The one of `states` whose value `v` is, or undefined. */
 const which = (values: Record<State, unknown>, states: State[], v: unknown) => states.find((s) => isDeepStrictEqual(values[s], v))
