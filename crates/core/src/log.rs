@@ -1498,8 +1498,11 @@ mod tests {
             let listed = store.list().unwrap().entries.into_iter().find(|e| e.key == k).unwrap();
             assert_eq!(listed.log, Some(expect));
         }
-        // A value key lists with no log info.
-        let store = FileStore::open(tmp.path(), with_codec(1, Some("s3cr3t"))).unwrap();
+        // A value key lists with no log info. The store with the key reads
+        // plaintext logs only with accept_plaintext (a migration).
+        let strict = FileStore::open(tmp.path(), with_codec(1, Some("s3cr3t"))).unwrap();
+        assert_eq!(strict.list().unwrap().entries.iter().filter(|e| e.log.is_some()).count(), 2);
+        let store = FileStore::open(tmp.path(), Options { accept_plaintext: true, ..with_codec(1, Some("s3cr3t")) }).unwrap();
         store.put(&[Write { key: &key("v"), serializer: 1, meta: b"\x80", value: b"x" }]).unwrap();
         assert_eq!(store.get_meta(&key("v")).unwrap().unwrap().log, None);
         assert_eq!(store.get(&key("v")).unwrap().unwrap().log, None);

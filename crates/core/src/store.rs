@@ -1219,8 +1219,12 @@ mod tests {
                 assert!(!bytes.windows(16).any(|w| w == b"PLAINTEXT-MARKER"), "no plaintext on disk");
             }
         }
-        // A store with the key reads every file, whatever codec wrote it.
-        let reader = FileStore::open(tmp.path(), with_codec(1, Some("s3cr3t"))).unwrap();
+        // A store with the key reads every encrypted file, whatever compressor
+        // wrote it; plaintext ones only with accept_plaintext (a migration).
+        let strict = FileStore::open(tmp.path(), with_codec(1, Some("s3cr3t"))).unwrap();
+        assert_eq!(strict.list().unwrap().entries.len(), 2);
+        assert_eq!(strict.get(&key("k0")).unwrap_err().code(), ErrorCode::Decrypt);
+        let reader = FileStore::open(tmp.path(), Options { accept_plaintext: true, ..with_codec(1, Some("s3cr3t")) }).unwrap();
         assert_eq!(reader.list().unwrap().entries.len(), 4);
         for i in 0..4 {
             assert_eq!(reader.get(&key(&format!("k{i}"))).unwrap().unwrap().value, value);
