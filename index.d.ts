@@ -289,6 +289,8 @@ export interface NativeOpenOptions {
   compressor: number
   /** When set, new writes are encrypted and encrypted files can be read. */
   encryptionKey?: Buffer
+  /** With an encryption key: also read plaintext files (a migration). */
+  acceptPlaintext?: boolean
 }
 
 /** One key to write. `serializer` 0 marks raw bytes (bassoc). */

@@ -185,6 +185,8 @@ pub struct NativeOpenOptions {
   pub compressor: u32,
   /// When set, new writes are encrypted and encrypted files can be read.
   pub encryption_key: Option<Buffer>,
+  /// With an encryption key: also read plaintext files (a migration).
+  pub accept_plaintext: Option<bool>,
 }
 
 fn core_options(o: &NativeOpenOptions) -> Result<core::Options> {
@@ -195,6 +197,7 @@ fn core_options(o: &NativeOpenOptions) -> Result<core::Options> {
     sync_blob: o.sync_blob,
     compressor,
     encryption_key: o.encryption_key.as_ref().map(|k| k.to_vec()),
+    accept_plaintext: o.accept_plaintext.unwrap_or(false),
   })
 }
 

@@ -47,8 +47,18 @@ export interface FsStoreOptions extends StoreOptions {
   syncBlob?: boolean
   /** Compress new writes. Files are always read by the compressor their header names. */
   compressor?: CompressorOption | null
-  /** Encrypt new writes; needed to read encrypted files. */
+  /**
+   * Encrypt new writes; needed to read encrypted files. An encrypted store
+   * refuses (ERR_DECRYPT) every file that is not encrypted: anyone who can
+   * write the directory could have planted it.
+   */
   encryptor?: EncryptorOption | null
+  /**
+   * With an `encryptor`: also read files that are not encrypted, for the
+   * explicit migration of a plaintext store (rewrite each key to encrypt it).
+   * Default false.
+   */
+  acceptPlaintext?: boolean
   /**
    * Which implementation writes the files (the same bytes either way): `true`
    * requires the native Rust core (`ERR_NATIVE_UNAVAILABLE` without it),
@@ -95,7 +105,7 @@ function badOption(message: string): KonserveError {
 }
 
 /** Checks the codec options and turns them into the binding's form. */
-function codecOptions(opts: FsStoreOptions): { compressor: number; encryptionKey?: Buffer } {
+function codecOptions(opts: FsStoreOptions): { compressor: number; encryptionKey?: Buffer; acceptPlaintext?: boolean } {
   let compressor = 0
   if (opts.compressor != null) {
     if (typeof opts.compressor !== 'object' || opts.compressor.type !== 'lz4') {
@@ -108,7 +118,7 @@ function codecOptions(opts: FsStoreOptions): { compressor: number; encryptionKey
   if (type !== 'aes') throw badOption(`unknown encryptor type ${JSON.stringify(type)}; the one encryptor is { type: 'aes', key }`)
   const bytes = typeof key === 'string' ? Buffer.from(key, 'utf8') : key instanceof Uint8Array ? Buffer.from(key) : undefined
   if (!bytes || bytes.length === 0) throw badOption('the aes encryptor needs a non-empty key (a string or a Uint8Array)')
-  return { compressor, encryptionKey: bytes }
+  return { compressor, encryptionKey: bytes, acceptPlaintext: opts.acceptPlaintext === true }
 }
 
 export interface SyncOption {
@@ -170,7 +180,7 @@ export function connectFsStore<O extends FsStoreOptions & SyncOption>(path: stri
     const openOptions = nativeOptions()
     const native = chooseNative(opts)
     if (!native) {
-      const codec = createPureCodec(openOptions.compressor, openOptions.encryptionKey)
+      const codec = createPureCodec(openOptions.compressor, openOptions.encryptionKey, openOptions.acceptPlaintext)
       return new Store(PureFileBacking.openSync(dir, codec, openOptions), opts, dir) as Ret<O, Store>
     }
     // The core creates the directory, fsyncing each new level into its parent.
@@ -188,7 +198,7 @@ export function connectFsStore<O extends FsStoreOptions & SyncOption>(path: stri
     const openOptions = nativeOptions()
     const native = chooseNative(opts)
     if (!native) {
-      const codec = createPureCodec(openOptions.compressor, openOptions.encryptionKey)
+      const codec = createPureCodec(openOptions.compressor, openOptions.encryptionKey, openOptions.acceptPlaintext)
       return new Store(await PureFileBacking.open(dir, codec, openOptions), opts, dir)
     }
     const store = await native.NativeFileStore.openAsync(dir, openOptions).catch((err: unknown) => {

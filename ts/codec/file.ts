@@ -106,6 +106,12 @@ export interface DecodeContext {
   keyHash?: Uint8Array
   /** Crypto primitives; the async form defaults to WebCrypto. */
   crypto?: CryptoProvider
+  /**
+   * With a `secret`: also read files that are not encrypted (encryptor id 0),
+   * for the explicit migration of a plaintext store. Without it an encrypted
+   * store refuses them with ERR_DECRYPT (FORMAT.md §4.3).
+   */
+  acceptPlaintext?: boolean
 }
 
 /** A key file as its two writes: header + meta segment, then the value segment. */
@@ -268,6 +274,7 @@ interface SegmentContext {
   crypto: CryptoProvider
   secret: Uint8Array | undefined
   keyHash: Uint8Array | undefined
+  acceptPlaintext?: boolean
 }
 
 /** How one file's segments are encoded: its codec ids and what encryption needs. */
@@ -284,7 +291,7 @@ export interface RandomSource {
 
 function contextOf(ctx: DecodeContext): SegmentContext {
   const secret = typeof ctx.secret === 'string' ? new TextEncoder().encode(ctx.secret) : (ctx.secret ?? undefined)
-  return { crypto: ctx.crypto ?? webCryptoProvider, secret, keyHash: ctx.keyHash }
+  return { crypto: ctx.crypto ?? webCryptoProvider, secret, keyHash: ctx.keyHash, acceptPlaintext: ctx.acceptPlaintext === true }
 }
 
 /** The codec of a file with these ids (a header's, or a store's for new files). */
@@ -297,6 +304,20 @@ function secretOf(ctx: SegmentContext): Uint8Array {
     throw new KonserveError('ERR_DECRYPT', 'the file is encrypted and the store was opened without an encryption key')
   }
   return ctx.secret
+}
+
+/**
+ * ERR_DECRYPT when the store has a key and the file (by its header's
+ * encryptor id) is not encrypted, unless plaintext is accepted for a
+ * migration: anyone who can write the directory could have planted it.
+ */
+export function checkEncrypted(ctx: { secret?: Uint8Array | string | null; acceptPlaintext?: boolean }, encryptor: number): void {
+  if (ctx.secret && encryptor !== ENCRYPTOR_AES && !ctx.acceptPlaintext) {
+    throw new KonserveError(
+      'ERR_DECRYPT',
+      `the file is not encrypted (encryptor id ${encryptor}) and the store is: refused, since anyone who can write the directory could have planted it (open with acceptPlaintext to migrate a plaintext store)`,
+    )
+  }
 }
 
 function keyHashOf(ctx: SegmentContext): Uint8Array {
@@ -339,6 +360,7 @@ function* decodeSegment(
   index?: number,
 ): Handler<Uint8Array> {
   checkCodec(header.compressor, header.encryptor)
+  checkEncrypted(ctx, header.encryptor)
   const decrypted =
     header.encryptor === ENCRYPTOR_AES ? yield* openSegment(ctx.crypto, secretOf(ctx), kind, keyHashOf(ctx), stored, index) : stored
   return header.compressor === COMPRESSOR_LZ4 ? lz4Decompress(decrypted) : decrypted

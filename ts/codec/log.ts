@@ -40,6 +40,7 @@ import {
   type SegmentCodec,
   bytesReader,
   decodeKeyFileHead,
+  checkEncrypted,
   decodeSegmentAt,
   encodeHeader,
   encodeMetaSegment,
@@ -331,6 +332,9 @@ export const openLogLayout = gensync(function* (
   fileLength: number,
 ): Handler<LogLayout> {
   checkLogHeader(header)
+  // Every read of a log decides its layout here: an encrypted store refuses a
+  // plaintext log before trusting its (unauthenticated) commit area.
+  checkEncrypted(codec, header.encryptor)
   const metaEnd = HEADER_LEN + header.metaLen
   if (header.flags === FLAG_LOG) {
     const validAtEnd = !!(yield* tailRecord(read, metaEnd, fileLength))

@@ -57,13 +57,14 @@ export interface PureCodec {
   readCodec(header: { compressor: number; encryptor: number }, key: Uint8Array): SegmentCodec
 }
 
-export function createPureCodec(compressor: number, secret?: Uint8Array): PureCodec {
+export function createPureCodec(compressor: number, secret?: Uint8Array, acceptPlaintext = false): PureCodec {
   const crypto = nodeCryptoProvider
   const encryptor = secret ? 1 : 0
   const input = (w: RawWrite) => ({ compressor, encryptor, secret, crypto, keyCke: w.key, serializer: w.serializer, meta: w.meta, value: w.value })
   const ctx = (key?: Uint8Array, name?: string) => ({
     secret,
     crypto,
+    acceptPlaintext,
     keyHash: key ? keyHash(key) : name ? keyHashOfFileName(name) : undefined,
   })
   const head = (d: { header: Header; key: Uint8Array; meta: Uint8Array }): DecodedHead => ({

@@ -85,7 +85,7 @@ impl ChunkStream {
         rng: &mut dyn Randomness,
     ) -> Result<(ChunkStream, Vec<u8>)> {
         let key_hash = keyhash::key_hash(key_cke);
-        let ctx = SegmentContext { secret, key_hash };
+        let ctx = SegmentContext { secret, key_hash, accept_plaintext: false };
         let plain = format::compose_meta(key_cke, meta)?;
         let stored = codec.encode(&ctx, SegmentKind::Meta, &plain, rng)?.into_owned();
         let meta_len = u32::try_from(stored.len()).map_err(|_| {
@@ -119,7 +119,7 @@ impl ChunkStream {
         rng: &mut dyn Randomness,
         sink: &mut Sink<'_>,
     ) -> Result<()> {
-        let ctx = SegmentContext { secret, key_hash: self.key_hash };
+        let ctx = SegmentContext { secret, key_hash: self.key_hash, accept_plaintext: false };
         let kind = if last { SegmentKind::FinalChunk } else { SegmentKind::Chunk };
         let stored = self.codec.encode_at(&ctx, kind, Some(self.chunks), plain, rng)?;
         let len = u32::try_from(stored.len())
@@ -1437,7 +1437,7 @@ mod tests {
 
         #[test]
         fn a_compressed_encrypted_blob_write_survives_a_crash_at_every_step() {
-            let options = Options { sync_blob: true, compressor: 1, encryption_key: Some(b"k".to_vec()) };
+            let options = Options { sync_blob: true, compressor: 1, encryption_key: Some(b"k".to_vec()), accept_plaintext: false };
             crash_at_every_step(options, &[(Writeback::Unordered, 6), (Writeback::Ordered, 7)], "/sim/blob-codec");
         }
 

@@ -278,7 +278,7 @@ pub fn encode_parts<'a>(
     value: &'a [u8],
     rng: &mut dyn Randomness,
 ) -> Result<EncodedFile<'a>> {
-    let ctx = SegmentContext { secret, key_hash: crate::keyhash::key_hash(key_cke) };
+    let ctx = SegmentContext { secret, key_hash: crate::keyhash::key_hash(key_cke), accept_plaintext: false };
     let meta_plain = compose_meta(key_cke, meta)?;
     let meta_stored = codec.encode(&ctx, SegmentKind::Meta, &meta_plain, rng)?;
     let value_stored = codec.encode(&ctx, SegmentKind::Value, value, rng)?;
@@ -351,7 +351,7 @@ pub fn parse_file(bytes: &[u8], ctx: &SegmentContext<'_>) -> Result<ParsedFile> 
 mod tests {
     use super::*;
 
-    const PLAIN: SegmentContext<'static> = SegmentContext { secret: None, key_hash: 0 };
+    const PLAIN: SegmentContext<'static> = SegmentContext { secret: None, key_hash: 0, accept_plaintext: false };
 
     fn parse_file(bytes: &[u8]) -> Result<ParsedFile> {
         super::parse_file(bytes, &PLAIN)

@@ -163,7 +163,7 @@ fn log_header(codec: Codec, meta_stored: &[u8]) -> Result<Header> {
 
 /// The stored meta segment of a new log (its salt and IV, with encryption, from `rng`).
 fn encode_log_meta(codec: Codec, secret: Option<&[u8]>, key_cke: &[u8], meta: &[u8], rng: &mut dyn Randomness) -> Result<Vec<u8>> {
-    let ctx = SegmentContext { secret, key_hash: keyhash::key_hash(key_cke) };
+    let ctx = SegmentContext { secret, key_hash: keyhash::key_hash(key_cke), accept_plaintext: false };
     let meta_plain = format::compose_meta(key_cke, meta)?;
     Ok(codec.encode(&ctx, SegmentKind::Meta, &meta_plain, rng)?.into_owned())
 }
@@ -276,7 +276,7 @@ pub fn encode_log_file(
     rng: &mut dyn Randomness,
 ) -> Result<Vec<u8>> {
     let meta_stored = encode_log_meta(codec, secret, key_cke, meta, rng)?;
-    let ctx = SegmentContext { secret, key_hash: keyhash::key_hash(key_cke) };
+    let ctx = SegmentContext { secret, key_hash: keyhash::key_hash(key_cke), accept_plaintext: false };
     let (batch, last_sum) = encode_records(codec, &ctx, 0, records, rng)?;
     let data_start = (HEADER_LEN + meta_stored.len()) as u64 + LOG_COMMIT_AREA;
     let commit = Commit { seq: 1, count: records.len() as u64, end: data_start + batch.len() as u64, last_sum };
@@ -385,7 +385,7 @@ pub fn parse_log(bytes: &[u8], ctx: &SegmentContext<'_>) -> Result<ParsedLog> {
         Bound::Committed { commit, .. } => Some(commit),
         Bound::Legacy { .. } => None,
     };
-    let mut cursor = LogCursor::with_layout(Box::new(file), size, PathBuf::new(), &header, layout, bytes.to_vec(), ctx.secret.map(<[u8]>::to_vec), ctx.key_hash);
+    let mut cursor = LogCursor::with_layout(Box::new(file), size, PathBuf::new(), &header, layout, bytes.to_vec(), ctx.secret.map(<[u8]>::to_vec), ctx.key_hash, ctx.accept_plaintext);
     let mut records = Vec::new();
     while let Some(batch) = cursor.next_batch(usize::MAX)? {
         records.extend(batch);
@@ -749,6 +749,9 @@ impl LogLayout {
 /// commit area at most, usually none: it is in `prefix`), checked against the
 /// file's size; for the earlier one, whether a valid record ends the file.
 fn open_layout(file: &dyn VfsFile, size: u64, path: &Path, header: &Header, prefix: &[u8], ctx: &SegmentContext<'_>) -> Result<LogLayout> {
+    // Every read of a log decides its layout here: an encrypted store refuses
+    // a plaintext log before trusting its (unauthenticated) commit area.
+    ctx.check_encrypted(header.codec).map_err(|e| e.with_file(path))?;
     let meta_end = HEADER_LEN as u64 + u64::from(header.meta_len);
     if header.flags == FLAG_LOG {
         let valid_at_end = last_record(file, size, meta_end, prefix, path)?.is_some();
@@ -1033,6 +1036,7 @@ pub struct LogCursor {
     codec: Codec,
     secret: Option<Vec<u8>>,
     key_hash: u128,
+    accept_plaintext: bool,
     reader: RecordReader,
     bound: Bound,
     /// Records delivered so far, and the checksum of the last one.
@@ -1060,6 +1064,7 @@ impl LogCursor {
         prefix: Vec<u8>,
         secret: Option<Vec<u8>>,
         key_hash: u128,
+        accept_plaintext: bool,
     ) -> LogCursor {
         let limit = match layout.bound {
             Bound::Legacy { .. } => size.max(layout.data_start),
@@ -1071,6 +1076,7 @@ impl LogCursor {
             codec: header.codec,
             secret,
             key_hash,
+            accept_plaintext,
             reader: RecordReader::new(layout.data_start, limit, prefix, 0),
             bound: layout.bound,
             count: 0,
@@ -1093,7 +1099,7 @@ impl LogCursor {
         }
         let max = max.max(1);
         let Some(file) = self.file.as_deref() else { return Ok(None) };
-        let ctx = SegmentContext { secret: self.secret.as_deref(), key_hash: self.key_hash };
+        let ctx = SegmentContext { secret: self.secret.as_deref(), key_hash: self.key_hash, accept_plaintext: self.accept_plaintext };
         let mut out = Vec::new();
         let mut bytes = 0usize;
         // A batch also ends at 16 MiB of records, so that `max` bounds memory
@@ -1318,7 +1324,7 @@ impl FileStore {
         let secret = self.options().encryption_key.as_deref();
         let codec = self.new_file_codec();
         let key_hash = keyhash::key_hash(key);
-        let ctx = SegmentContext { secret, key_hash };
+        let ctx = SegmentContext { secret, key_hash, accept_plaintext: false };
         let mut rng = OsRandom;
         let meta_stored = encode_log_meta(codec, secret, key, meta, &mut rng).map_err(|e| e.with_file(&path))?;
         remember((self.id, key_hash), None);
@@ -1346,7 +1352,7 @@ impl FileStore {
         }
         let layout = open_layout(&*file, size, &path, &header, &prefix, &ctx)?;
         let secret = self.options().encryption_key.clone();
-        Ok(Some(LogCursor::with_layout(file, size, path, &header, layout, prefix, secret, key_hash)))
+        Ok(Some(LogCursor::with_layout(file, size, path, &header, layout, prefix, secret, key_hash, ctx.accept_plaintext)))
     }
 
     /// Rewrites the log of `key` (its CKE) with the meta segment from `meta`
@@ -1492,8 +1498,11 @@ mod tests {
             let listed = store.list().unwrap().entries.into_iter().find(|e| e.key == k).unwrap();
             assert_eq!(listed.log, Some(expect));
         }
-        // A value key lists with no log info.
-        let store = FileStore::open(tmp.path(), with_codec(1, Some("s3cr3t"))).unwrap();
+        // A value key lists with no log info. The store with the key reads
+        // plaintext logs only with accept_plaintext (a migration).
+        let strict = FileStore::open(tmp.path(), with_codec(1, Some("s3cr3t"))).unwrap();
+        assert_eq!(strict.list().unwrap().entries.iter().filter(|e| e.log.is_some()).count(), 2);
+        let store = FileStore::open(tmp.path(), Options { accept_plaintext: true, ..with_codec(1, Some("s3cr3t")) }).unwrap();
         store.put(&[Write { key: &key("v"), serializer: 1, meta: b"\x80", value: b"x" }]).unwrap();
         assert_eq!(store.get_meta(&key("v")).unwrap().unwrap().log, None);
         assert_eq!(store.get(&key("v")).unwrap().unwrap().log, None);
@@ -2011,7 +2020,7 @@ mod tests {
     /// A log of `n` records created and appended one by one, in memory
     /// ([`encode_log_file`], [`append_log_file`]); the end of each record.
     fn log_bytes(codec: Codec, secret: Option<&[u8]>, k: &[u8], n: u64) -> (Vec<u8>, Vec<usize>) {
-        let ctx = SegmentContext { secret, key_hash: keyhash::key_hash(k) };
+        let ctx = SegmentContext { secret, key_hash: keyhash::key_hash(k), accept_plaintext: false };
         let recs: Vec<LogRecord> = (0..n).map(|i| rec(i, payload(i).into_iter().take(40).collect())).collect();
         let mut file = encode_log_file(codec, secret, k, META, &[new_record(&recs[0])], &mut OsRandom).unwrap();
         let mut ends = vec![file.len()];
@@ -2033,7 +2042,7 @@ mod tests {
         for (c, secret) in COMBOS {
             let secret = secret.map(str::as_bytes);
             let codec = Codec { compressor: c, encryptor: u8::from(secret.is_some()) };
-            let ctx = SegmentContext { secret, key_hash: keyhash::key_hash(&k) };
+            let ctx = SegmentContext { secret, key_hash: keyhash::key_hash(&k), accept_plaintext: false };
             let (full, ends) = log_bytes(codec, secret, &k, 10);
             let want = parse_log(&full, &ctx).unwrap().records;
             assert_eq!(want.len(), 10);
@@ -2111,7 +2120,7 @@ mod tests {
 
     /// A log of the earlier layout (flags 2), as builds before the commit wrote it.
     fn legacy_log(codec: Codec, secret: Option<&[u8]>, k: &[u8], recs: &[LogRecord]) -> Vec<u8> {
-        let ctx = SegmentContext { secret, key_hash: keyhash::key_hash(k) };
+        let ctx = SegmentContext { secret, key_hash: keyhash::key_hash(k), accept_plaintext: false };
         let mut file = encode_legacy_log_head(codec, secret, k, META, &mut OsRandom).unwrap();
         let news: Vec<NewRecord<'_>> = recs.iter().map(new_record).collect();
         file.extend_from_slice(&encode_records(codec, &ctx, 0, &news, &mut OsRandom).unwrap().0);

@@ -88,11 +88,16 @@ pub struct Options {
     /// The user's encryption key: when set, new writes are encrypted
     /// (FORMAT.md §4.3), and encrypted files can be read.
     pub encryption_key: Option<Vec<u8>>,
+    /// With an `encryption_key`: also read files that are not encrypted
+    /// (encryptor id 0), for the explicit migration of a plaintext store.
+    /// Without it (the default) an encrypted store refuses them with
+    /// `ERR_DECRYPT` (FORMAT.md §4.3).
+    pub accept_plaintext: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { sync_blob: true, compressor: 0, encryption_key: None }
+        Options { sync_blob: true, compressor: 0, encryption_key: None, accept_plaintext: false }
     }
 }
 
@@ -102,6 +107,7 @@ impl std::fmt::Debug for Options {
             .field("sync_blob", &self.sync_blob)
             .field("compressor", &self.compressor)
             .field("encryption_key", &self.encryption_key.as_ref().map(|_| "<redacted>"))
+            .field("accept_plaintext", &self.accept_plaintext)
             .finish()
     }
 }
@@ -245,7 +251,7 @@ impl FileStore {
 
     /// What decoding a segment of the key with this hash needs.
     pub(crate) fn context(&self, key_hash: u128) -> SegmentContext<'_> {
-        SegmentContext { secret: self.options.encryption_key.as_deref(), key_hash }
+        SegmentContext { secret: self.options.encryption_key.as_deref(), key_hash, accept_plaintext: self.options.accept_plaintext }
     }
 
     /// The path of the file that holds `key` (given as its CKE), whether or not it exists.
@@ -1213,8 +1219,12 @@ mod tests {
                 assert!(!bytes.windows(16).any(|w| w == b"PLAINTEXT-MARKER"), "no plaintext on disk");
             }
         }
-        // A store with the key reads every file, whatever codec wrote it.
-        let reader = FileStore::open(tmp.path(), with_codec(1, Some("s3cr3t"))).unwrap();
+        // A store with the key reads every encrypted file, whatever compressor
+        // wrote it; plaintext ones only with accept_plaintext (a migration).
+        let strict = FileStore::open(tmp.path(), with_codec(1, Some("s3cr3t"))).unwrap();
+        assert_eq!(strict.list().unwrap().entries.len(), 2);
+        assert_eq!(strict.get(&key("k0")).unwrap_err().code(), ErrorCode::Decrypt);
+        let reader = FileStore::open(tmp.path(), Options { accept_plaintext: true, ..with_codec(1, Some("s3cr3t")) }).unwrap();
         assert_eq!(reader.list().unwrap().entries.len(), 4);
         for i in 0..4 {
             assert_eq!(reader.get(&key(&format!("k{i}"))).unwrap().unwrap().value, value);

@@ -78,7 +78,7 @@ fn blob_files() {
             let file = encode_chunked_file(codec, secret_bytes, &key, &meta, &data, &mut FixedRandom::new(random.clone())).unwrap();
 
             // The bytes parse back to the blob.
-            let ctx = SegmentContext { secret: secret_bytes, key_hash: key_hash(&key) };
+            let ctx = SegmentContext { secret: secret_bytes, key_hash: key_hash(&key), accept_plaintext: false };
             let parsed = format::parse_file(&file, &ctx).unwrap();
             assert_eq!((parsed.header.flags, parsed.header.serializer), (format::FLAG_CHUNKED, 0), "{name}");
             assert!(parsed.key == key && parsed.meta == meta && parsed.value == data, "{name}: parse_file");

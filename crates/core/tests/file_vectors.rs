@@ -116,11 +116,11 @@ fn key_files() {
         let file = format::encode_parts(codec, secret, &cke, case.serializer, &case.meta, &case.value, &mut rng)
             .unwrap()
             .to_vec();
-        let ctx = SegmentContext { secret, key_hash: key_hash(&cke) };
+        let ctx = SegmentContext { secret, key_hash: key_hash(&cke), accept_plaintext: false };
         let parsed = format::parse_file(&file, &ctx).unwrap();
         assert_eq!((parsed.key, parsed.meta.clone(), parsed.value.clone()), (cke.clone(), case.meta.clone(), case.value.clone()), "{}", case.name);
         if case.secret.is_some() {
-            let wrong = SegmentContext { secret: Some(b"wrong"), key_hash: key_hash(&cke) };
+            let wrong = SegmentContext { secret: Some(b"wrong"), key_hash: key_hash(&cke), accept_plaintext: false };
             assert_eq!(format::parse_file(&file, &wrong).unwrap_err().code().as_str(), "ERR_DECRYPT");
         }
         out.push(json!({

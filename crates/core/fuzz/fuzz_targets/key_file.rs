@@ -77,8 +77,8 @@ fuzz_target!(|data: &[u8]| {
         reseal(&mut file);
     }
     let hash = key_hash(cke);
-    let plain = check(&file, &SegmentContext { secret: None, key_hash: hash });
-    let secret = check(&file, &SegmentContext { secret: Some(b"s3cr3t"), key_hash: hash });
+    let plain = check(&file, &SegmentContext { secret: None, key_hash: hash, accept_plaintext: false });
+    let secret = check(&file, &SegmentContext { secret: Some(b"s3cr3t"), key_hash: hash, accept_plaintext: false });
     if plain.is_some() {
         // It needed no secret, so it was not encrypted: the secret changes nothing.
         assert_eq!(plain, secret);

@@ -63,6 +63,6 @@ fuzz_target!(|data: &[u8]| {
         reseal_head(&mut file);
     }
     let hash = key_hash(cke);
-    check(&file, &SegmentContext { secret: None, key_hash: hash });
-    check(&file, &SegmentContext { secret: Some(b"s3cr3t"), key_hash: hash });
+    check(&file, &SegmentContext { secret: None, key_hash: hash, accept_plaintext: false });
+    check(&file, &SegmentContext { secret: Some(b"s3cr3t"), key_hash: hash, accept_plaintext: false });
 });

@@ -39,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
         meta_checksum: xxh3_64(segment),
         value_checksum: xxh3_64(b""),
     };
-    let ctx = SegmentContext { secret: Some(b"s3cr3t"), key_hash: key_hash(cke) };
+    let ctx = SegmentContext { secret: Some(b"s3cr3t"), key_hash: key_hash(cke), accept_plaintext: false };
     match format::decode_meta(&header, &ctx, segment) {
         Ok(m) => {
             if codec == Codec::NONE {

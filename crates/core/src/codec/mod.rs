@@ -94,6 +94,29 @@ pub struct SegmentContext<'a> {
     pub secret: Option<&'a [u8]>,
     /// XXH3-128 of the key's CKE (the file name's hash).
     pub key_hash: u128,
+    /// With a `secret`: read files that are not encrypted (encryptor id 0)
+    /// too. Only for an explicit migration of a plaintext store; otherwise an
+    /// encrypted store refuses them with `ERR_DECRYPT` (FORMAT.md §4.3),
+    /// since anyone who can write the directory could plant them.
+    pub accept_plaintext: bool,
+}
+
+impl SegmentContext<'_> {
+    /// Fails with `ERR_DECRYPT` when the store has a key, the file (by its
+    /// header's codec) is not encrypted with the store's encryptor, and
+    /// plaintext is not accepted for a migration.
+    pub fn check_encrypted(&self, codec: Codec) -> Result<()> {
+        if self.secret.is_some() && codec.encryptor != ENCRYPTOR_AES && !self.accept_plaintext {
+            return Err(Error::new(
+                ErrorCode::Decrypt,
+                format!(
+                    "the file is not encrypted (encryptor id {}) and the store is: refused, since anyone who can write the directory could have planted it (open with acceptPlaintext to migrate a plaintext store)",
+                    codec.encryptor
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Codec {
@@ -175,6 +198,7 @@ impl Codec {
         stored: &'a [u8],
     ) -> Result<Cow<'a, [u8]>> {
         self.check()?;
+        ctx.check_encrypted(*self)?;
         let decrypted: Cow<'a, [u8]> = match self.encryptor {
             ENCRYPTOR_AES => Cow::Owned(aes::open_at(self.secret(ctx)?, kind as u8, ctx.key_hash, index, stored)?),
             _ => Cow::Borrowed(stored),

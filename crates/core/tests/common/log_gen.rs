@@ -92,7 +92,7 @@ fn build(compressor: u8, secret: Option<&'static str>, key: &Key, meta: &[u8], r
     let random = fixed_random(32 * (1 + recs.len()), 0x80);
     let mut rng = FixedRandom::new(random.clone());
     let s = secret.map(str::as_bytes);
-    let ctx = SegmentContext { secret: s, key_hash: key_hash(&cke) };
+    let ctx = SegmentContext { secret: s, key_hash: key_hash(&cke), accept_plaintext: false };
     let file = if legacy {
         let mut file = encode_legacy_log_head(codec, s, &cke, meta, &mut rng).unwrap();
         for r in recs {
@@ -122,7 +122,7 @@ fn record_json(recs: &[LogRecord]) -> Value {
 /// layout) or reads as a prefix (the earlier one), and (encrypted) that a
 /// wrong key does not decrypt it. Returns the commit.
 fn check_reads(b: &Built, file: &[u8], meta: &[u8], recs: &[LogRecord], name: &str, legacy: bool) -> Option<Commit> {
-    let ctx = SegmentContext { secret: b.secret.map(str::as_bytes), key_hash: key_hash(&b.cke) };
+    let ctx = SegmentContext { secret: b.secret.map(str::as_bytes), key_hash: key_hash(&b.cke), accept_plaintext: false };
     let parsed = parse_log(file, &ctx).unwrap();
     assert_eq!((&parsed.key, parsed.meta.as_slice(), parsed.records.as_slice()), (&b.cke, meta, recs), "{name}");
     let (flags, v) = if legacy { (2, 0) } else { (6, 128) };
@@ -134,7 +134,7 @@ fn check_reads(b: &Built, file: &[u8], meta: &[u8], recs: &[LogRecord], name: &s
         assert_eq!(torn.unwrap_err().code().as_str(), "ERR_CORRUPT", "{name}: an acknowledged record cut short");
     }
     if b.secret.is_some() {
-        let wrong = SegmentContext { secret: Some(b"wrong"), key_hash: key_hash(&b.cke) };
+        let wrong = SegmentContext { secret: Some(b"wrong"), key_hash: key_hash(&b.cke), accept_plaintext: false };
         assert_eq!(parse_log(file, &wrong).unwrap_err().code().as_str(), "ERR_DECRYPT", "{name}");
     }
     parsed.commit
@@ -181,7 +181,7 @@ pub fn log_vectors() -> Value {
     let b = build(1, Some("golden key"), &Key::str("trimmed log"), &meta, &recs, false);
     let trim_meta = log_meta(Some(1));
     let trim_random = fixed_random(32, 0x05);
-    let ctx = SegmentContext { secret: b.secret.map(str::as_bytes), key_hash: key_hash(&b.cke) };
+    let ctx = SegmentContext { secret: b.secret.map(str::as_bytes), key_hash: key_hash(&b.cke), accept_plaintext: false };
     let trimmed = trim_log_file(&b.file, &ctx, 1, &trim_meta, &mut FixedRandom::new(trim_random.clone())).unwrap();
     let commit = check_reads(&b, &trimmed, &trim_meta, &recs[1..], &name, false).unwrap();
     assert_eq!((commit.seq, commit.count), (1, 2));
