@@ -13,7 +13,7 @@ import { type Key, decodeKey, encodeKey } from './codec/key.js'
 import { type KeyType, type Metadata, decodeMeta, encodeMeta } from './codec/meta.js'
 import { KonserveError, withKey } from './errors.js'
 import { type WriteOp, afterWrite } from './hooks.js'
-import { acquire, acquireSync, lockIds, release, runHolding } from './locks.js'
+import { acquire, acquireSync, lockIds, release, runHolding, runUser } from './locks.js'
 import { type Path, getPath, missing, setPath } from './paths.js'
 import { RAW_BYTES_ID } from './serializers.js'
 import type { Store, SyncOption } from './store.js'
@@ -89,13 +89,13 @@ function isThenable(v: unknown): v is PromiseLike<unknown> {
 /** Calls user code: awaited in async form; in sync form it must not return a Promise. */
 const callUser = gensync({
   sync: (f: (...a: unknown[]) => unknown, args: unknown[]) => {
-    const r = f(...args)
+    const r = runUser(() => f(...args))
     if (isThenable(r)) {
       throw new KonserveError('ERR_INVALID_ARGUMENT', 'a { sync: true } call got a function that returned a Promise; use the async form')
     }
     return r
   },
-  async: async (f: (...a: unknown[]) => unknown, args: unknown[]) => f(...args),
+  async: async (f: (...a: unknown[]) => unknown, args: unknown[]) => runUser(() => f(...args)),
 })
 
 // Async lock waits poll the cross-process lock with a short, growing pause.
