@@ -129,9 +129,10 @@ export declare class NativeFileStore {
   /**
    * Takes every key's lock, or none; never blocks. Async callers poll this
    * instead of parking a threadpool thread on a lock whose holder may need
-   * that very thread to finish.
+   * that very thread to finish. A caller that has polled for `waited_ms`
+   * gets `ERR_LOCK_TIMEOUT` (naming the holder) once that reaches the lock timeout.
    */
-  tryLock(keys: Array<Buffer>): boolean
+  tryLock(keys: Array<Buffer>, waitedMs?: number | undefined | null): boolean
   unlock(keys: Array<Buffer>): void
   /** The path of the file that holds `key`. */
   filePath(key: Buffer): string
@@ -291,6 +292,8 @@ export interface NativeOpenOptions {
   encryptionKey?: Buffer
   /** With an encryption key: also read plaintext files (a migration). */
   acceptPlaintext?: boolean
+  /** How long a lock waits for another holder (default 60000). */
+  lockTimeoutMs?: number
 }
 
 /** One key to write. `serializer` 0 marks raw bytes (bassoc). */

@@ -100,7 +100,7 @@ for (const impl of ['native', 'pure'] as const) {
     const names = readdirSync(dir).sort()
     t.deepEqual(
       names.filter((n) => !n.endsWith('.ksv')),
-      ['.konserve.clock', '.konserve.lock'], // the lastWrite watermark (FORMAT.md §7) and the lock file
+      ['.konserve.clock'], // the lastWrite watermark (FORMAT.md §7); no lock file outlives its lock (§6)
     )
     t.is(ksvFiles(dir).length, 4)
     for (const n of ksvFiles(dir)) t.regex(n, /^[0-9a-f]{32}\.ksv$/)

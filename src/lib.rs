@@ -187,18 +187,28 @@ pub struct NativeOpenOptions {
   pub encryption_key: Option<Buffer>,
   /// With an encryption key: also read plaintext files (a migration).
   pub accept_plaintext: Option<bool>,
+  /// How long a lock waits for another holder (default 60000).
+  pub lock_timeout_ms: Option<f64>,
 }
 
 fn core_options(o: &NativeOpenOptions) -> Result<core::Options> {
   let compressor = u8::try_from(o.compressor).map_err(|_| {
     Error::new(Status::InvalidArg, format!("ERR_INVALID_ARGUMENT\u{1f}\u{1f}unknown compressor id {}", o.compressor))
   })?;
-  Ok(core::Options {
+  let mut options = core::Options {
     sync_blob: o.sync_blob,
     compressor,
     encryption_key: o.encryption_key.as_ref().map(|k| k.to_vec()),
     accept_plaintext: o.accept_plaintext.unwrap_or(false),
-  })
+    ..core::Options::default()
+  };
+  if let Some(ms) = o.lock_timeout_ms {
+    if !(ms.is_finite() && ms >= 0.0) {
+      return Err(Error::new(Status::InvalidArg, format!("ERR_INVALID_ARGUMENT\u{1f}\u{1f}lockTimeoutMs must be a number >= 0, not {ms}")));
+    }
+    options.lock_timeout = std::time::Duration::from_secs_f64(ms / 1000.0);
+  }
+  Ok(options)
 }
 
 /// One store directory opened by the native core.
@@ -348,10 +358,12 @@ impl NativeFileStore {
 
   /// Takes every key's lock, or none; never blocks. Async callers poll this
   /// instead of parking a threadpool thread on a lock whose holder may need
-  /// that very thread to finish.
+  /// that very thread to finish. A caller that has polled for `waited_ms`
+  /// gets `ERR_LOCK_TIMEOUT` (naming the holder) once that reaches the lock timeout.
   #[napi]
-  pub fn try_lock(&self, keys: Vec<Buffer>) -> Result<bool> {
-    self.inner.try_lock(&key_slices(&keys)).map_err(js_error)
+  pub fn try_lock(&self, keys: Vec<Buffer>, waited_ms: Option<f64>) -> Result<bool> {
+    let waited = waited_ms.filter(|w| w.is_finite() && *w >= 0.0).map(|w| std::time::Duration::from_secs_f64(w / 1000.0));
+    self.inner.try_lock_waited(&key_slices(&keys), waited).map_err(js_error)
   }
 
   #[napi]

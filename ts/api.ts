@@ -13,7 +13,7 @@ import { type Key, decodeKey, encodeKey } from './codec/key.js'
 import { type KeyType, type Metadata, decodeMeta, encodeMeta } from './codec/meta.js'
 import { KonserveError, withKey } from './errors.js'
 import { type WriteOp, afterWrite } from './hooks.js'
-import { acquire, acquireSync, lockIds, release } from './locks.js'
+import { acquire, acquireSync, lockIds, release, runHolding, runUser } from './locks.js'
 import { type Path, getPath, missing, setPath } from './paths.js'
 import { RAW_BYTES_ID } from './serializers.js'
 import { type ByteSource, byteSource, bytesOf, itemsOf } from './sources.js'
@@ -90,13 +90,13 @@ function isThenable(v: unknown): v is PromiseLike<unknown> {
 /** Calls user code: awaited in async form; in sync form it must not return a Promise. */
 const callUser = gensync({
   sync: (f: (...a: unknown[]) => unknown, args: unknown[]) => {
-    const r = f(...args)
+    const r = runUser(() => f(...args))
     if (isThenable(r)) {
       throw new KonserveError('ERR_INVALID_ARGUMENT', 'a { sync: true } call got a function that returned a Promise; use the async form')
     }
     return r
   },
-  async: async (f: (...a: unknown[]) => unknown, args: unknown[]) => f(...args),
+  async: async (f: (...a: unknown[]) => unknown, args: unknown[]) => runUser(() => f(...args)),
 })
 
 // Async lock waits poll the cross-process lock with a short, growing pause.
@@ -119,7 +119,9 @@ export const lockKeys = gensync({
     const ids = lockIds(b.lockScope, keys)
     await acquire(ids)
     try {
-      for (let pause = 0; !b.tryLock(keys); pause = Math.min(pause * 2 || 0.25, 8)) {
+      // Waits are bounded: the backing fails with ERR_LOCK_TIMEOUT once it has waited its lockTimeoutMs.
+      const start = performance.now()
+      for (let pause = 0; !b.tryLock(keys, performance.now() - start); pause = Math.min(pause * 2 || 0.25, 8)) {
         await (pause < 1 ? new Promise<void>((r) => setImmediate(r)) : sleep(pause))
       }
     } catch (err) {
@@ -130,11 +132,21 @@ export const lockKeys = gensync({
   },
 })
 
+/**
+ * Runs a generator as a holder of `ids` (see `runHolding`): a lock call made
+ * from inside it (an update function writing its own key) fails with
+ * ERR_LOCK_REENTRY instead of waiting for itself.
+ */
+const holding = gensync({
+  sync: (ids: string[], body: () => Handler<unknown>): unknown => runHolding(ids, () => gensync(body).sync()),
+  async: (ids: string[], body: () => Handler<unknown>): Promise<unknown> => runHolding(ids, () => gensync(body).async()),
+})
+
 /** @internal Runs `body` holding the keys' locks. */
 export function* withLock<R>(b: Backing, keys: Uint8Array[], body: () => Handler<R>): Handler<R> {
   const ids = yield* lockKeys(b, keys)
   try {
-    return yield* body()
+    return (yield* holding(ids, body)) as R
   } finally {
     try {
       b.unlock(keys)

@@ -196,10 +196,13 @@ export interface Backing {
    * Locking beyond this JavaScript thread (other threads, other processes).
    * The facade already serializes callers within one thread; a backend that is
    * private to one thread (memory) implements these as no-ops.
-   * `lockSync` blocks; `tryLock` takes every key or none and never blocks.
+   * `lockSync` blocks (at most the store's lock timeout: ERR_LOCK_TIMEOUT);
+   * `tryLock` takes every key or none and never blocks. A caller that has
+   * been polling `tryLock` for `waitedMs` gets ERR_LOCK_TIMEOUT (naming the
+   * holder) instead of `false` once that reaches the lock timeout.
    */
   lockSync(keys: Uint8Array[]): void
-  tryLock(keys: Uint8Array[]): boolean
+  tryLock(keys: Uint8Array[], waitedMs?: number): boolean
   unlock(keys: Uint8Array[]): void
 
   /** The file holding a key, where there is one. */

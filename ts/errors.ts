@@ -14,6 +14,8 @@ export type ErrorCode =
   | 'ERR_STORE_POISONED'
   | 'ERR_LOCK'
   | 'ERR_LOCK_BUSY'
+  | 'ERR_LOCK_TIMEOUT'
+  | 'ERR_LOCK_REENTRY'
   | 'ERR_FSYNC'
   | 'ERR_NO_SPACE'
   | 'ERR_READ_ONLY'

@@ -6,9 +6,89 @@
  * finish: a deadlock). Entries are removed when released, so the table never
  * grows with the number of distinct keys.
  */
+import { AsyncLocalStorage } from 'node:async_hooks'
 import { KonserveError } from './errors.js'
 
 const held = new Map<string, Array<() => void>>()
+
+/**
+ * Which locks the running operation holds, carried along its async context
+ * (the only use of `node:async_hooks`; a browser build swaps this module).
+ * Waiting for one of them is a deadlock only while the holder waits for the
+ * user's code (an update function) that asks: so a frame counts while the
+ * holder is inside a user call (`runUser`) and the lock is held. A callback
+ * the function started but did not await just waits its turn.
+ */
+interface Frame {
+  readonly ids: readonly string[]
+  active: boolean
+  /** User calls of the holder that have not returned (or settled) yet. */
+  users: number
+}
+const context = new AsyncLocalStorage<readonly Frame[]>()
+
+/** Runs `fn` (and everything it starts) as a holder of `ids`. */
+export function runHolding<T>(ids: readonly string[], fn: () => T): T {
+  const frame: Frame = { ids, active: true, users: 0 }
+  const frames = [...(context.getStore() ?? []).filter((f) => f.active), frame]
+  let result: T
+  try {
+    result = context.run(frames, fn)
+  } catch (err) {
+    frame.active = false
+    throw err
+  }
+  if (result instanceof Promise) {
+    return result.finally(() => {
+      frame.active = false
+    }) as T
+  }
+  frame.active = false
+  return result
+}
+
+/** Runs user code (an update function) of the innermost holder; see `Frame`. */
+export function runUser<T>(fn: () => T): T {
+  const frames = context.getStore()
+  const top = frames?.[frames.length - 1]
+  if (!top) return fn()
+  top.users++
+  let result: T
+  try {
+    result = fn()
+  } catch (err) {
+    top.users--
+    throw err
+  }
+  if (result && typeof (result as { then?: unknown }).then === 'function') {
+    const settled = Promise.resolve(result).finally(() => {
+      top.users--
+    })
+    // Whoever awaits it sees a rejection; a sync call that refuses a Promise does not await it.
+    settled.catch(() => {})
+    return settled as T
+  }
+  top.users--
+  return result
+}
+
+/**
+ * Fails with `ERR_LOCK_REENTRY` if the running operation already holds one of
+ * `ids`: it would wait for itself forever (an update function that writes
+ * its own key).
+ */
+function checkReentry(ids: readonly string[]): void {
+  const frames = context.getStore()
+  if (!frames) return
+  for (const f of frames) {
+    if (f.active && f.users > 0 && f.ids.some((id) => ids.includes(id))) {
+      throw new KonserveError(
+        'ERR_LOCK_REENTRY',
+        'this operation already holds the key\'s lock (an update function writes a key its own operation is updating); it would wait for itself forever',
+      )
+    }
+  }
+}
 
 function lockId(scope: string, key: Uint8Array): string {
   let s = scope + '\u0000'
@@ -32,6 +112,7 @@ function acquireOne(id: string): Promise<void> | undefined {
 }
 
 export async function acquire(ids: string[]): Promise<void> {
+  checkReentry(ids)
   for (const id of ids) await acquireOne(id)
 }
 
@@ -41,6 +122,7 @@ export async function acquire(ids: string[]): Promise<void> {
  * this throws `ERR_LOCK_BUSY` instead.
  */
 export function acquireSync(ids: string[]): void {
+  checkReentry(ids)
   if (ids.some((id) => held.has(id))) {
     throw new KonserveError(
       'ERR_LOCK_BUSY',

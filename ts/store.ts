@@ -72,6 +72,13 @@ export interface FsStoreOptions extends StoreOptions {
    * (its cause ENOENT) and creates nothing: for tools that only read.
    */
   create?: boolean
+  /**
+   * How long a write waits for a key locked by another process (or thread)
+   * before it fails with ERR_LOCK_TIMEOUT naming the holder (default 60000).
+   * Keep it above the 30 s lease after which a holder on another host counts
+   * as dead (docs/FORMAT.md §6).
+   */
+  lockTimeoutMs?: number
 }
 
 /** With `create: false`: the store directory must already be a directory. */
@@ -119,6 +126,14 @@ function codecOptions(opts: FsStoreOptions): { compressor: number; encryptionKey
   const bytes = typeof key === 'string' ? Buffer.from(key, 'utf8') : key instanceof Uint8Array ? Buffer.from(key) : undefined
   if (!bytes || bytes.length === 0) throw badOption('the aes encryptor needs a non-empty key (a string or a Uint8Array)')
   return { compressor, encryptionKey: bytes, acceptPlaintext: opts.acceptPlaintext === true }
+}
+
+function lockTimeout(opts: FsStoreOptions): number {
+  const ms = opts.lockTimeoutMs ?? 60_000
+  if (typeof ms !== 'number' || !(ms >= 0) || !Number.isFinite(ms)) {
+    throw badOption(`lockTimeoutMs must be a finite number >= 0, not ${String(ms)}`)
+  }
+  return ms
 }
 
 export interface SyncOption {
@@ -173,7 +188,7 @@ function nativeBacking(store: NativeFileStore, real: string, syncBlob: boolean):
 /** Opens (creating if needed) a file store in the directory `path`. */
 export function connectFsStore<O extends FsStoreOptions & SyncOption>(path: string, options?: O): Ret<O, Store> {
   const opts: FsStoreOptions & SyncOption = options ?? {}
-  const nativeOptions = () => ({ syncBlob: opts.syncBlob ?? true, ...codecOptions(opts) })
+  const nativeOptions = () => ({ syncBlob: opts.syncBlob ?? true, lockTimeoutMs: lockTimeout(opts), ...codecOptions(opts) })
   if (opts.sync) {
     const dir = checkPath(path)
     if (opts.create === false) existingDirSync(dir)

@@ -303,8 +303,8 @@ class CachedBacking implements Backing {
     this.inner.lockSync(keys)
     this.held.add(keys)
   }
-  tryLock(keys: Uint8Array[]): boolean {
-    const ok = this.inner.tryLock(keys)
+  tryLock(keys: Uint8Array[], waitedMs?: number): boolean {
+    const ok = this.inner.tryLock(keys, waitedMs)
     if (ok) this.held.add(keys)
     return ok
   }

@@ -203,8 +203,8 @@ export class NativeFileBacking implements Backing {
   lockSync(keys: Uint8Array[]): void {
     call(() => this.native.lockSync(bufs(keys)))
   }
-  tryLock(keys: Uint8Array[]): boolean {
-    return call(() => this.native.tryLock(bufs(keys)))
+  tryLock(keys: Uint8Array[], waitedMs?: number): boolean {
+    return call(() => this.native.tryLock(bufs(keys), waitedMs))
   }
   unlock(keys: Uint8Array[]): void {
     call(() => this.native.unlock(bufs(keys)))

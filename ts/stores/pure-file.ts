@@ -10,10 +10,9 @@
  * (one directory fsync per batch), and an append writes all its records with
  * one write and one fsync.
  *
- * Locks: Node has no fcntl, so a key's cross-process lock is a lock file
- * `.<hash>.<lock>` created with O_EXCL and holding the owner's pid; a lock
- * whose owner is dead is taken over. These locks exclude other pure-TS
- * processes, not native ones: do not write one directory from both at once.
+ * Locks: a key's cross-process lock is the lock file `.<hash>.lock` of
+ * docs/FORMAT.md §6 (./file-lock.ts), the same protocol as the Rust core's, so
+ * pure and native processes exclude each other on one directory.
  */
 import gensync, { type Handler } from 'gensync'
 import * as fs from 'node:fs'
@@ -77,6 +76,7 @@ import {
   writeLogWhole,
 } from '../codec/log.js'
 import { xxh3_64 } from '../codec/xxhash.js'
+import { FileLocker, LOCK_NAME, lockErrorCode, lockTimeoutError, type LockRecord } from './file-lock.js'
 import { GroupCommit } from './group-commit.js'
 import type { DecodedHead, PureCodec } from './pure-codec.js'
 
@@ -344,6 +344,8 @@ function processAlive(pid: number): boolean {
 
 export interface PureFileOptions {
   syncBlob: boolean
+  /** How long a lock waits for another holder (default 60000). */
+  lockTimeoutMs?: number
 }
 
 /**
@@ -359,9 +361,6 @@ function parentsOfNewDirs(first: string | undefined, dir: string): string[] {
   return created.map((d) => dirname(d))
 }
 
-
-/** `a`, but never through a symbolic link (a planted link would create its target outside the store). */
-const LOCK_FILE_OPEN = fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW
 
 /** An error of opening a store: mkdir's EEXIST says the path is something other than a directory. */
 function openError(err: unknown, dir: string): KonserveError {
@@ -387,6 +386,7 @@ export class PureFileBacking implements Backing {
     private readonly options: PureFileOptions,
   ) {
     this.lockScope = `file:${dir}`
+    this.locker = new FileLocker(dir)
     this.clock = FileClock.openSync(dir, options.syncBlob)
   }
 
@@ -396,7 +396,6 @@ export class PureFileBacking implements Backing {
       const first = fs.mkdirSync(dir, { recursive: true })
       if (options.syncBlob) for (const parent of parentsOfNewDirs(first, dir)) fsyncDirSync(parent)
       const real = fs.realpathSync(dir)
-      fs.closeSync(fs.openSync(join(real, LOCK_FILE), LOCK_FILE_OPEN, 0o644))
       const store = new PureFileBacking(real, codec, options)
       store.sweepStaging(fs.readdirSync(real))
       return store
@@ -410,7 +409,6 @@ export class PureFileBacking implements Backing {
       const first = await fsp.mkdir(dir, { recursive: true })
       if (options.syncBlob) for (const parent of parentsOfNewDirs(first, dir)) fsyncDirSync(parent)
       const real = await fsp.realpath(dir)
-      await (await fsp.open(join(real, LOCK_FILE), LOCK_FILE_OPEN, 0o644)).close()
       const store = new PureFileBacking(real, codec, options)
       store.sweepStaging(await fsp.readdir(real))
       return store
@@ -437,6 +435,8 @@ export class PureFileBacking implements Backing {
         }
       }
     }
+    // Lock temp files and takeover markers nobody can use any more.
+    if (this.locker.sweep(names)) removed = true
     if (removed && this.options.syncBlob) this.syncDirSync()
   }
 
@@ -1271,84 +1271,84 @@ export class PureFileBacking implements Backing {
     return runAsync(this.trimLogG(key, keepFrom, meta))
   }
 
-  // ---- cross-process locks ---------------------------------------------------------
+  // ---- cross-process locks (docs/FORMAT.md §6, ./file-lock.ts) -------------------
 
-  private lockPath(key: Uint8Array): string {
-    return join(this.dir, `.${this.codec.fileName(key).slice(0, 32)}.lock`)
+  private readonly locker: FileLocker
+  /** The records of the locks this store holds, by lock file hex. */
+  private readonly heldLocks = new Map<string, LockRecord>()
+
+  private get lockTimeoutMs(): number {
+    return this.options.lockTimeoutMs ?? 60_000
   }
 
-  /** Takes one key's lock file if it is free or its owner is dead. */
-  private tryLockOne(path: string): boolean {
-    for (let attempt = 0; attempt < 2; attempt++) {
+  /** The lock file hexes of `keys`, sorted (the order every holder takes them in) and unique. */
+  private lockHexes(keys: Uint8Array[]): string[] {
+    return [...new Set(keys.map((k) => this.codec.fileName(k).slice(0, 32)))].sort()
+  }
+
+  /** Takes every key's lock or none: the holder of the first busy one, or undefined when all are taken. */
+  private tryLockHexes(hexes: string[]): { busy: string; holder: LockRecord | undefined } | undefined {
+    const taken: string[] = []
+    for (const hex of hexes) {
+      let attempt
       try {
-        const fd = fs.openSync(path, 'wx', 0o644)
-        try {
-          fs.writeSync(fd, `${process.pid}\n`)
-        } finally {
-          fs.closeSync(fd)
-        }
-        return true
+        attempt = this.locker.tryAcquire(hex)
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw ioError(err, 'cannot lock a key', path, 'ERR_LOCK')
+        this.releaseHexes(taken, false)
+        throw ioError(err, "cannot take a key's lock", this.locker.lockPath(hex), lockErrorCode(err))
       }
-      // Held. Take it over only if its owner is certainly dead.
-      let owner: number
-      try {
-        owner = Number.parseInt(fs.readFileSync(path, 'utf8'), 10)
-      } catch (err) {
-        if (isMissing(err)) continue // released meanwhile: try again
-        throw ioError(err, 'cannot read a lock file', path, 'ERR_LOCK')
+      if ('busy' in attempt) {
+        this.releaseHexes(taken, false)
+        return { busy: hex, holder: attempt.busy }
       }
-      // An empty file is a lock being created right now: busy.
-      if (!Number.isInteger(owner) || owner <= 0 || processAlive(owner)) return false
-      // Move the dead owner's file aside atomically, so two takers cannot both win.
-      const tomb = `${path}.${process.pid}.dead`
-      try {
-        fs.renameSync(path, tomb)
-        fs.unlinkSync(tomb)
-      } catch (err) {
-        if (!isMissing(err)) throw ioError(err, 'cannot clear a dead lock', path, 'ERR_LOCK')
-      }
+      this.heldLocks.set(hex, attempt.taken)
+      taken.push(hex)
+    }
+    return undefined
+  }
+
+  tryLock(keys: Uint8Array[], waitedMs?: number): boolean {
+    const busy = this.tryLockHexes(this.lockHexes(keys))
+    if (!busy) return true
+    if (waitedMs !== undefined && waitedMs >= this.lockTimeoutMs) {
+      throw lockTimeoutError(this.locker.lockPath(busy.busy), busy.holder, this.lockTimeoutMs)
     }
     return false
   }
 
-  private lockPaths(keys: Uint8Array[]): string[] {
-    return [...new Set(keys.map((k) => this.lockPath(k)))].sort()
-  }
-
-  tryLock(keys: Uint8Array[]): boolean {
-    const taken: string[] = []
-    for (const path of this.lockPaths(keys)) {
-      if (!this.tryLockOne(path)) {
-        this.releasePaths(taken)
-        return false
-      }
-      taken.push(path)
-    }
-    return true
-  }
-
   lockSync(keys: Uint8Array[]): void {
-    // Blocks the thread, as a sync call must; waits grow to 8 ms between polls.
+    // Blocks the thread, as a sync call must; waits grow from 0.2 ms to 8 ms between polls.
+    const hexes = this.lockHexes(keys)
     const wait = new Int32Array(new SharedArrayBuffer(4))
-    for (let pause = 0; !this.tryLock(keys); pause = Math.min(pause * 2 || 0.25, 8)) {
+    const start = performance.now()
+    for (let pause = 0.2; ; pause = Math.min(pause * 2, 8)) {
+      const busy = this.tryLockHexes(hexes)
+      if (!busy) return
+      if (performance.now() - start >= this.lockTimeoutMs) {
+        throw lockTimeoutError(this.locker.lockPath(busy.busy), busy.holder, this.lockTimeoutMs)
+      }
       Atomics.wait(wait, 0, 0, pause)
     }
   }
 
   unlock(keys: Uint8Array[]): void {
-    this.releasePaths(this.lockPaths(keys))
+    this.releaseHexes(this.lockHexes(keys), true)
   }
 
-  private releasePaths(paths: string[]): void {
-    for (const path of paths) {
+  /** Releases every lock of `hexes`; with `report`, throws the first failure (after releasing the rest). */
+  private releaseHexes(hexes: string[], report: boolean): void {
+    let first: KonserveError | undefined
+    for (const hex of hexes) {
+      const rec = this.heldLocks.get(hex)
+      if (!rec) continue
+      this.heldLocks.delete(hex)
       try {
-        fs.unlinkSync(path)
-      } catch {
-        // Already gone: nothing to release.
+        this.locker.release(hex, rec.token)
+      } catch (err) {
+        first ??= ioError(err, "cannot release a key's lock", this.locker.lockPath(hex), lockErrorCode(err))
       }
     }
+    if (first && report) throw first
   }
 }
 
@@ -1703,7 +1703,7 @@ export function deleteStorePure(path: string): void {
   }
   let foreign = false
   for (const name of names) {
-    if (KEY_FILE.test(name) || STAGING.test(name) || name === LOCK_FILE || name === CLOCK_FILE || /^\.[0-9a-f]{32}\.lock$/.test(name)) {
+    if (KEY_FILE.test(name) || STAGING.test(name) || name === LOCK_FILE || name === CLOCK_FILE || LOCK_NAME.test(name)) {
       try {
         fs.unlinkSync(join(dir, name))
       } catch (err) {

@@ -221,8 +221,8 @@ class TieredBacking implements Backing {
     this.back.lockSync(keys)
     this.held.add(keys)
   }
-  tryLock(keys: Uint8Array[]): boolean {
-    const ok = this.back.tryLock(keys)
+  tryLock(keys: Uint8Array[], waitedMs?: number): boolean {
+    const ok = this.back.tryLock(keys, waitedMs)
     if (ok) this.held.add(keys)
     return ok
   }

@@ -25,8 +25,11 @@ pub enum ErrorCode {
     InvalidArgument,
     /// A previous fsync failed; writes are refused until the store is reopened.
     StorePoisoned,
-    /// A lock system call failed.
+    /// A lock could not be taken or released (a file-system call of the lock
+    /// protocol failed, or the lock was taken over).
     Lock,
+    /// A lock stayed held by another holder for longer than the lock timeout.
+    LockTimeout,
     /// An fsync failed. The store is poisoned from then on.
     Fsync,
     /// The file system is full (`ENOSPC`, `EDQUOT`).
@@ -65,6 +68,7 @@ impl ErrorCode {
             ErrorCode::InvalidArgument => "ERR_INVALID_ARGUMENT",
             ErrorCode::StorePoisoned => "ERR_STORE_POISONED",
             ErrorCode::Lock => "ERR_LOCK",
+            ErrorCode::LockTimeout => "ERR_LOCK_TIMEOUT",
             ErrorCode::Fsync => "ERR_FSYNC",
             ErrorCode::NoSpace => "ERR_NO_SPACE",
             ErrorCode::ReadOnly => "ERR_READ_ONLY",

@@ -12,6 +12,7 @@ pub mod blob;
 pub mod cke;
 pub mod codec;
 pub mod error;
+pub mod filelock;
 pub mod format;
 pub mod keyhash;
 pub mod log;

@@ -4,9 +4,10 @@
 //! One table serves every thread and every [`FileStore`](crate::FileStore) of
 //! the process. A lock belongs to no thread: it may be taken on one thread and
 //! released on another (Node hands work between its main thread and the libuv
-//! threadpool). The OFD lock on the lock file excludes other processes; this
-//! table excludes holders within the process, which the kernel cannot tell
-//! apart because they share one open file description.
+//! threadpool). The key's lock file (FORMAT.md §6, [`crate::filelock`])
+//! excludes other processes; this table excludes holders within the process,
+//! so that threads of one process wait here, on a condition variable, rather
+//! than polling the file.
 //!
 //! A slot exists only while its key is held or awaited, so the table is as
 //! large as the number of keys locked right now, never the number ever locked.
@@ -14,12 +15,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 
-/// What the table locks: a store identity and a key's byte in the lock file.
-///
-/// Keyed by the lock-file offset rather than the full key hash so that two keys
-/// sharing a byte (a 2^-63 chance) also exclude each other in-process, as they
-/// do across processes.
-pub(crate) type LockId = (u64, u64);
+/// What the table locks: a store identity and a key's hash (its lock file's
+/// name). Sorted, these are in the order of the lock file names.
+pub(crate) type LockId = (u64, u128);
 
 struct Slot {
     held: bool,
@@ -46,7 +44,13 @@ impl LockTable {
     }
 
     /// Takes `id`, waiting until it is free.
+    #[cfg(test)]
     pub(crate) fn lock(&self, id: LockId) {
+        assert!(self.lock_until(id, None));
+    }
+
+    /// Takes `id`, waiting until it is free or `deadline` passes (`false`).
+    pub(crate) fn lock_until(&self, id: LockId, deadline: Option<std::time::Instant>) -> bool {
         let mut slots = self.slots();
         loop {
             let slot = slots.entry(id).or_insert_with(|| Slot {
@@ -56,14 +60,30 @@ impl LockTable {
             });
             if !slot.held {
                 slot.held = true;
-                return;
+                return true;
             }
             slot.waiters += 1;
             let released = Arc::clone(&slot.released);
-            slots = released.wait(slots).unwrap_or_else(PoisonError::into_inner);
+            let mut timed_out = false;
+            slots = match deadline {
+                None => released.wait(slots).unwrap_or_else(PoisonError::into_inner),
+                Some(d) => {
+                    let left = d.saturating_duration_since(std::time::Instant::now());
+                    let (g, r) = released.wait_timeout(slots, left).unwrap_or_else(PoisonError::into_inner);
+                    timed_out = r.timed_out();
+                    g
+                }
+            };
             // The slot cannot have been removed: it had a waiter, us.
             if let Some(slot) = slots.get_mut(&id) {
                 slot.waiters -= 1;
+                if timed_out && !slot.held {
+                    slot.held = true;
+                    return true;
+                }
+                if timed_out {
+                    return false;
+                }
             }
         }
     }

@@ -20,9 +20,15 @@
 //!   either until the next sync: at a crash each such write is lost, kept, or
 //!   torn (a random prefix or suffix of it kept), independently, in order, and
 //!   the bytes it did not reach keep their durable contents.
+//! - Processes: clones made with [`SimFs::as_process`] act as other processes
+//!   (their own pid and start time) on the same disk, for the lock protocol
+//!   (FORMAT.md §6); [`SimFs::kill_after`] kills one of them at a given step
+//!   while the others live on. A clock ([`SimFs::advance`]) gives files their
+//!   modification times; a crash (a reboot) moves it an hour on and changes
+//!   the boot id.
 //!
-//! Only what the store needs is modelled: no hard links, no renames across
-//! directories or of directories.
+//! Only what the store needs is modelled: no renames across directories or of
+//! directories.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -30,7 +36,7 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::vfs::{Vfs, VfsFile, VfsLockFile};
+use crate::vfs::{FileStat, Identity, Vfs, VfsFile};
 
 type Ino = u64;
 
@@ -84,6 +90,8 @@ struct Dir {
 #[derive(Clone, Debug, Default)]
 struct FileData {
     data: Vec<u8>,
+    /// The simulated clock (ms) at the last write.
+    mtime: u64,
     /// `data[..synced]` is durable, but for the writes in `overwrites`; a cut
     /// below `synced` lowers it.
     synced: usize,
@@ -164,9 +172,18 @@ struct State {
     /// Bumped at each crash: handles opened before it no longer work.
     generation: u64,
     dead_pids: BTreeSet<u32>,
-    /// Held byte locks: (lock file path, offset) -> owning handle.
-    locks: BTreeMap<(PathBuf, u64), u64>,
-    next_lock_owner: u64,
+    /// The process making the current call (set under the mutex by each handle).
+    actor: u32,
+    /// Processes killed by [`SimFs::kill_after`]: their calls fail.
+    killed: BTreeSet<u32>,
+    /// Steps each armed process may still make before it dies.
+    kill_at: BTreeMap<u32, u64>,
+    /// Start ticks of each pid (default 1): a respawned pid has new ones.
+    starts: BTreeMap<u32, u64>,
+    /// Calls of these names fail with this errno, every time.
+    always_fail: BTreeMap<&'static str, i32>,
+    /// The simulated wall clock, in ms.
+    clock_ms: u64,
     rng: Rng,
 }
 
@@ -212,15 +229,19 @@ impl State {
             fail_errno: libc::EIO,
             generation: 0,
             dead_pids: BTreeSet::new(),
-            locks: BTreeMap::new(),
-            next_lock_owner: 0,
+            actor: 0,
+            killed: BTreeSet::new(),
+            kill_at: BTreeMap::new(),
+            starts: BTreeMap::new(),
+            always_fail: BTreeMap::new(),
+            clock_ms: 1_000_000,
             rng: Rng::new(seed),
         }
     }
 
     /// Fails once the process is dead.
     fn alive(&self) -> io::Result<()> {
-        if self.dead {
+        if self.dead || self.killed.contains(&self.actor) {
             return Err(dead_error());
         }
         Ok(())
@@ -233,6 +254,19 @@ impl State {
         if self.crash_at.is_some_and(|at| self.steps >= at) {
             self.dead = true;
             return Err(dead_error());
+        }
+        let actor = self.actor;
+        if let Some(left) = self.kill_at.get_mut(&actor) {
+            if *left == 0 {
+                self.kill_at.remove(&actor);
+                self.killed.insert(actor);
+                self.dead_pids.insert(actor);
+                return Err(dead_error());
+            }
+            *left -= 1;
+        }
+        if let Some(&errno) = self.always_fail.get(call) {
+            return Err(io::Error::from_raw_os_error(errno));
         }
         self.steps += 1;
         if self.fail_once_at == Some(self.steps - 1) {
@@ -302,7 +336,7 @@ impl State {
 
     fn create_file(&mut self, dir: Ino, name: OsString) -> Ino {
         let ino = self.new_ino();
-        self.files.insert(ino, FileData::default());
+        self.files.insert(ino, FileData { mtime: self.clock_ms, ..FileData::default() });
         self.change(dir, DirOp::Link(name, Node::File(ino)));
         ino
     }
@@ -393,7 +427,8 @@ impl State {
         self.dead = false;
         self.crash_at = None;
         self.generation += 1;
-        self.locks.clear();
+        // The machine is back up after a while (and has a new boot id).
+        self.clock_ms += 3_600_000;
         self.dead_pids.insert(std::process::id());
     }
 }
@@ -403,17 +438,54 @@ impl State {
 #[derive(Clone, Debug)]
 pub(crate) struct SimFs {
     state: Arc<Mutex<State>>,
+    /// The process this handle acts as.
+    pid: u32,
 }
 
 impl SimFs {
     /// An empty file system (only the root directory); `seed` drives the
     /// random choices of [`crash`](Self::crash).
     pub(crate) fn new(seed: u64) -> SimFs {
-        SimFs { state: Arc::new(Mutex::new(State::new(seed))) }
+        SimFs { state: Arc::new(Mutex::new(State::new(seed))), pid: std::process::id() }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        s.actor = self.pid;
+        s
+    }
+
+    /// The same disk, seen by another process `pid`.
+    pub(crate) fn as_process(&self, pid: u32) -> SimFs {
+        SimFs { state: Arc::clone(&self.state), pid }
+    }
+
+    /// Process `pid` dies at its `n`-th mutating call from now (that call fails).
+    pub(crate) fn kill_after(&self, pid: u32, n: u64) {
+        self.state().kill_at.insert(pid, n);
+    }
+
+    /// Whether process `pid` was killed by [`kill_after`](Self::kill_after).
+    pub(crate) fn was_killed(&self, pid: u32) -> bool {
+        self.state().killed.contains(&pid)
+    }
+
+    /// A new process gets the dead `pid` (pid reuse): alive, with a new start time.
+    pub(crate) fn respawn(&self, pid: u32) {
+        let mut s = self.state();
+        s.dead_pids.remove(&pid);
+        s.killed.remove(&pid);
+        *s.starts.entry(pid).or_insert(1) += 1;
+    }
+
+    /// Moves the clock on.
+    pub(crate) fn advance(&self, ms: u64) {
+        self.state().clock_ms += ms;
+    }
+
+    /// Every call named `call` fails with `errno` from now on.
+    pub(crate) fn always_fail(&self, call: &'static str, errno: i32) {
+        self.state().always_fail.insert(call, errno);
     }
 
     /// The mutating or syncing calls made so far.
@@ -482,21 +554,21 @@ impl Vfs for SimFs {
             return Err(io::Error::new(io::ErrorKind::AlreadyExists, path.display().to_string()));
         }
         let ino = s.create_file(dir, name);
-        Ok(Box::new(SimFile { state: Arc::clone(&self.state), ino, generation: s.generation, writable: true }))
+        Ok(Box::new(SimFile { state: Arc::clone(&self.state), pid: self.pid, ino, generation: s.generation, writable: true }))
     }
 
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
         let s = self.state();
         s.alive()?;
         let ino = s.file_ino(path)?;
-        Ok(Box::new(SimFile { state: Arc::clone(&self.state), ino, generation: s.generation, writable: false }))
+        Ok(Box::new(SimFile { state: Arc::clone(&self.state), pid: self.pid, ino, generation: s.generation, writable: false }))
     }
 
     fn open_write(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
         let s = self.state();
         s.alive()?;
         let ino = s.file_ino(path)?;
-        Ok(Box::new(SimFile { state: Arc::clone(&self.state), ino, generation: s.generation, writable: true }))
+        Ok(Box::new(SimFile { state: Arc::clone(&self.state), pid: self.pid, ino, generation: s.generation, writable: true }))
     }
 
     fn exists(&self, path: &Path) -> io::Result<bool> {
@@ -604,22 +676,41 @@ impl Vfs for SimFs {
         Ok(Path::new("/").join(parts.iter().collect::<PathBuf>()))
     }
 
-    fn open_lock_file(&self, path: &Path) -> io::Result<Box<dyn VfsLockFile>> {
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut s = self.state();
-        // Counted as a step: it may create the file.
-        s.step("open_lock_file")?;
-        match s.lookup(path)? {
-            Some(Node::File(_)) => {}
-            Some(Node::Dir(_)) => return Err(io::Error::new(io::ErrorKind::IsADirectory, path.display().to_string())),
-            None => {
-                let (dir, name) = s.parent(path)?;
-                s.create_file(dir, name);
-            }
+        s.step("hard_link")?;
+        let ino = s.file_ino(from)?;
+        let (dir, name) = s.parent(to)?;
+        if s.dirs[&dir].live.contains_key(&name) {
+            return Err(io::Error::from_raw_os_error(libc::EEXIST));
         }
-        s.next_lock_owner += 1;
-        let owner = s.next_lock_owner;
-        let path = Path::new("/").join(components(path)?.iter().collect::<PathBuf>());
-        Ok(Box::new(SimLockFile { state: Arc::clone(&self.state), path, owner, generation: s.generation }))
+        s.change(dir, DirOp::Link(name, Node::File(ino)));
+        Ok(())
+    }
+
+    fn stat(&self, path: &Path) -> io::Result<FileStat> {
+        let s = self.state();
+        s.alive()?;
+        let ino = s.file_ino(path)?;
+        let f = &s.files[&ino];
+        Ok(FileStat { age: std::time::Duration::from_millis(s.clock_ms.saturating_sub(f.mtime)), ino, len: f.data.len() as u64 })
+    }
+
+    fn identity(&self) -> Identity {
+        let s = self.state();
+        Identity {
+            boot_id: Some(format!("sim-boot-{}", s.generation)),
+            pid_ns: Some(1),
+            pid: self.pid,
+            start_ticks: Some(s.starts.get(&self.pid).copied().unwrap_or(1)),
+            host: Some("sim".into()),
+        }
+    }
+
+    fn process_start(&self, pid: u32) -> io::Result<Option<u64>> {
+        let s = self.state();
+        s.alive()?;
+        Ok((!s.dead_pids.contains(&pid)).then(|| s.starts.get(&pid).copied().unwrap_or(1)))
     }
 
     fn process_alive(&self, pid: u32) -> bool {
@@ -634,6 +725,7 @@ impl Vfs for SimFs {
 /// An open file of a [`SimFs`]: a handle on an inode, not on a name.
 struct SimFile {
     state: Arc<Mutex<State>>,
+    pid: u32,
     ino: Ino,
     generation: u64,
     writable: bool,
@@ -641,7 +733,9 @@ struct SimFile {
 
 impl SimFile {
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        s.actor = self.pid;
+        s
     }
 }
 
@@ -653,7 +747,10 @@ impl VfsFile for SimFile {
         if !self.writable {
             return Err(io::Error::new(io::ErrorKind::PermissionDenied, "the file is open for reading only"));
         }
-        s.files.get_mut(&self.ino).expect("an open inode").data.extend_from_slice(buf);
+        let now = s.clock_ms;
+        let f = s.files.get_mut(&self.ino).expect("an open inode");
+        f.data.extend_from_slice(buf);
+        f.mtime = now;
         Ok(())
     }
 
@@ -735,59 +832,6 @@ impl VfsFile for SimFile {
         s.check_generation(self.generation)?;
         s.files.get_mut(&self.ino).expect("an open inode").mark_synced();
         Ok(())
-    }
-}
-
-/// An open lock file of a [`SimFs`]: byte locks held by this handle, released
-/// when it is dropped or the process crashes. A lock held by another handle
-/// cannot be waited for (tests are single-threaded), so `lock` fails.
-struct SimLockFile {
-    state: Arc<Mutex<State>>,
-    path: PathBuf,
-    owner: u64,
-    generation: u64,
-}
-
-impl SimLockFile {
-    fn state(&self) -> io::Result<MutexGuard<'_, State>> {
-        let s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        s.alive()?;
-        s.check_generation(self.generation)?;
-        Ok(s)
-    }
-}
-
-impl VfsLockFile for SimLockFile {
-    fn lock(&self, offset: u64) -> io::Result<()> {
-        if self.try_lock(offset)? {
-            Ok(())
-        } else {
-            Err(io::Error::new(io::ErrorKind::WouldBlock, "the simulated lock is held by another handle"))
-        }
-    }
-
-    fn try_lock(&self, offset: u64) -> io::Result<bool> {
-        let mut s = self.state()?;
-        let holder = *s.locks.entry((self.path.clone(), offset)).or_insert(self.owner);
-        Ok(holder == self.owner)
-    }
-
-    fn unlock(&self, offset: u64) -> io::Result<()> {
-        let mut s = self.state()?;
-        let key = (self.path.clone(), offset);
-        if s.locks.get(&key) == Some(&self.owner) {
-            s.locks.remove(&key);
-        }
-        Ok(())
-    }
-}
-
-impl Drop for SimLockFile {
-    fn drop(&mut self) {
-        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if s.generation == self.generation {
-            s.locks.retain(|_, owner| *owner != self.owner);
-        }
     }
 }
 

@@ -19,12 +19,13 @@ use crate::codec::{Codec, OsRandom, SegmentContext, COMPRESSOR_LZ4, ENCRYPTOR_AE
 use crate::error::{Error, ErrorCode, Result};
 use crate::format::{self, HEADER_LEN};
 use crate::keyhash::{self, is_key_file_name, KEY_FILE_SUFFIX};
+use crate::filelock::{self, Attempt, Locker, Record};
 use crate::locks::{LockId, LockTable};
 use crate::staging::{self, InFlight};
-use crate::vfs::{self, RealFs, Vfs, VfsFile, VfsLockFile};
+use crate::vfs::{self, RealFs, Vfs, VfsFile};
 
-/// The lock file of a store directory (FORMAT.md §6): never renamed, never
-/// deleted while the store exists.
+/// The lock file of format versions before the per-key lock files (FORMAT.md
+/// §6): no longer created or used; `delete_store` removes it, listings ignore it.
 pub const LOCK_FILE_NAME: &str = ".konserve.lock";
 
 /// The clock watermark file of a store directory (FORMAT.md §1, §7): written
@@ -93,11 +94,27 @@ pub struct Options {
     /// Without it (the default) an encrypted store refuses them with
     /// `ERR_DECRYPT` (FORMAT.md §4.3).
     pub accept_plaintext: bool,
+    /// How long a lock waits for another holder before it fails with
+    /// `ERR_LOCK_TIMEOUT` (default 60 s; it should exceed the lease).
+    pub lock_timeout: std::time::Duration,
+    /// How old the lock file of a holder whose life cannot be checked (another
+    /// host or pid namespace) must be to count as dead (default 30 s).
+    pub lock_lease: std::time::Duration,
 }
+
+/// The default of [`Options::lock_timeout`].
+pub const DEFAULT_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Default for Options {
     fn default() -> Self {
-        Options { sync_blob: true, compressor: 0, encryption_key: None, accept_plaintext: false }
+        Options {
+            sync_blob: true,
+            compressor: 0,
+            encryption_key: None,
+            accept_plaintext: false,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            lock_lease: filelock::DEFAULT_LEASE,
+        }
     }
 }
 
@@ -108,6 +125,8 @@ impl std::fmt::Debug for Options {
             .field("compressor", &self.compressor)
             .field("encryption_key", &self.encryption_key.as_ref().map(|_| "<redacted>"))
             .field("accept_plaintext", &self.accept_plaintext)
+            .field("lock_timeout", &self.lock_timeout)
+            .field("lock_lease", &self.lock_lease)
             .finish()
     }
 }
@@ -199,7 +218,8 @@ const PARALLEL_SYNC_THREADS: usize = 8;
 pub struct FileStore {
     pub(crate) dir: PathBuf,
     pub(crate) vfs: Arc<dyn Vfs>,
-    lock_file: Box<dyn VfsLockFile>,
+    /// The tokens of the cross-process locks this store holds, by key hash.
+    held: std::sync::Mutex<std::collections::HashMap<u128, Record>>,
     /// Identifies the directory within this process (hash of its canonical
     /// path): two opens of one directory share in-process locks and staging
     /// registrations.
@@ -229,12 +249,9 @@ impl FileStore {
         options.check()?;
         create_dir_durably(&*vfs, dir, options.sync_blob)?;
         let dir = vfs.canonicalize(dir).map_err(|e| Error::io(e, "cannot resolve the store directory", dir))?;
-        let lock_path = dir.join(LOCK_FILE_NAME);
-        let lock_file = vfs
-            .open_lock_file(&lock_path)
-            .map_err(|e| Error::io_with_code(ErrorCode::Lock, e, "cannot open the lock file", &lock_path))?;
         let id = xxh3_64(dir.as_os_str().as_encoded_bytes());
-        let store = FileStore { dir, vfs, lock_file, id, options, poisoned: AtomicBool::new(false) };
+        let held = std::sync::Mutex::new(std::collections::HashMap::new());
+        let store = FileStore { dir, vfs, held, id, options, poisoned: AtomicBool::new(false) };
         store.sweep_staging()?;
         Ok(store)
     }
@@ -266,7 +283,7 @@ impl FileStore {
         let names = self.vfs.read_dir(&self.dir).map_err(|e| Error::io(e, "cannot list the store directory", &self.dir))?;
         let me = std::process::id();
         let mut removed = false;
-        for name in names {
+        for name in &names {
             let Some(name) = name.to_str() else { continue };
             let Some((pid, _)) = staging::parse_staging_name(name) else { continue };
             let path = self.dir.join(name);
@@ -281,6 +298,10 @@ impl FileStore {
             } else if !self.vfs.process_alive(pid) {
                 remove();
             }
+        }
+        // Lock temp files and takeover markers nobody can use any more.
+        if self.locker().sweep(&names) {
+            removed = true;
         }
         if removed && self.options.sync_blob {
             self.sync_dir()?;
@@ -741,33 +762,89 @@ impl FileStore {
     }
 
     /// The lock ids of `keys`, sorted and without duplicates: every holder
-    /// takes locks in one order, so two multi-key writers cannot deadlock.
+    /// takes locks in the order of their lock file names, so two multi-key
+    /// writers cannot deadlock.
     fn lock_ids(&self, keys: &[&[u8]]) -> Result<Vec<LockId>> {
         let mut ids = Vec::with_capacity(keys.len());
         for k in keys {
             cke::validate(k)?;
-            ids.push((self.id, keyhash::lock_offset(k)));
+            ids.push((self.id, keyhash::key_hash(k)));
         }
         ids.sort_unstable();
         ids.dedup();
         Ok(ids)
     }
 
-    fn lock_error(&self, e: io::Error) -> Error {
-        Error::io_with_code(ErrorCode::Lock, e, "cannot lock a key", self.dir.join(LOCK_FILE_NAME))
+    fn locker(&self) -> Locker<'_> {
+        Locker { vfs: &*self.vfs, dir: &self.dir, lease: self.options.lock_lease }
+    }
+
+    fn lock_error(&self, e: io::Error, what: &str, hex: &str) -> Error {
+        let code = match ErrorCode::of_io(&e) {
+            ErrorCode::Io => ErrorCode::Lock,
+            c => c,
+        };
+        Error::io_with_code(code, e, what, self.dir.join(filelock::lock_name(hex)))
+    }
+
+    fn timeout_error(&self, hex: &str, holder: &str) -> Error {
+        Error::new(
+            ErrorCode::LockTimeout,
+            format!(
+                "a key stayed locked by {holder} for longer than the lock timeout ({} ms); lock file {}",
+                self.options.lock_timeout.as_millis(),
+                self.dir.join(filelock::lock_name(hex)).display()
+            ),
+        )
+        .with_file(self.dir.join(filelock::lock_name(hex)))
+    }
+
+    /// One attempt at one key's cross-process lock (the in-process one held).
+    fn try_file_lock(&self, hash: u128) -> Result<std::result::Result<(), Option<Record>>> {
+        let hex = format!("{hash:032x}");
+        match self.locker().try_acquire(&hex) {
+            Ok(Attempt::Taken(rec)) => {
+                self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(hash, rec);
+                Ok(Ok(()))
+            }
+            Ok(Attempt::Busy(holder)) => Ok(Err(holder)),
+            Err(e) => Err(self.lock_error(e, "cannot take a key's lock", &hex)),
+        }
     }
 
     /// Locks every key against every other holder, in this process (any
-    /// thread) and in others, waiting as long as it takes.
+    /// thread) and in others, waiting at most the lock timeout
+    /// (`ERR_LOCK_TIMEOUT`, naming the holder).
     pub fn lock(&self, keys: &[&[u8]]) -> Result<()> {
         let ids = self.lock_ids(keys)?;
+        let deadline = std::time::Instant::now() + self.options.lock_timeout;
         let table = LockTable::global();
         for (i, &id) in ids.iter().enumerate() {
-            table.lock(id);
-            if let Err(e) = self.lock_file.lock(id.1) {
-                table.unlock(id);
-                self.release(&ids[..i]);
-                return Err(self.lock_error(e));
+            let hex = format!("{:032x}", id.1);
+            if !table.lock_until(id, Some(deadline)) {
+                let _ = self.release(&ids[..i]);
+                return Err(self.timeout_error(&hex, "another thread of this process"));
+            }
+            // Polls with backoff: 0.2 ms doubling to 8 ms.
+            let mut pause = std::time::Duration::from_micros(200);
+            loop {
+                match self.try_file_lock(id.1) {
+                    Ok(Ok(())) => break,
+                    Ok(Err(holder)) if std::time::Instant::now() >= deadline => {
+                        table.unlock(id);
+                        let _ = self.release(&ids[..i]);
+                        return Err(self.timeout_error(&hex, &Locker::describe(&holder)));
+                    }
+                    Ok(Err(_)) => {
+                        std::thread::sleep(pause);
+                        pause = (pause * 2).min(std::time::Duration::from_millis(8));
+                    }
+                    Err(e) => {
+                        table.unlock(id);
+                        let _ = self.release(&ids[..i]);
+                        return Err(e);
+                    }
+                }
             }
         }
         Ok(())
@@ -775,44 +852,61 @@ impl FileStore {
 
     /// Locks every key if all are free right now, or none; never waits.
     pub fn try_lock(&self, keys: &[&[u8]]) -> Result<bool> {
+        self.try_lock_waited(keys, None)
+    }
+
+    /// [`try_lock`](Self::try_lock) for a caller that has been polling for
+    /// `waited`: once that reaches the lock timeout, a busy key fails with
+    /// `ERR_LOCK_TIMEOUT` naming its holder instead of `false`.
+    pub fn try_lock_waited(&self, keys: &[&[u8]], waited: Option<std::time::Duration>) -> Result<bool> {
         let ids = self.lock_ids(keys)?;
+        let timed_out = waited.is_some_and(|w| w >= self.options.lock_timeout);
         let table = LockTable::global();
         for (i, &id) in ids.iter().enumerate() {
+            let hex = format!("{:032x}", id.1);
             if !table.try_lock(id) {
-                self.release(&ids[..i]);
-                return Ok(false);
+                let _ = self.release(&ids[..i]);
+                return if timed_out { Err(self.timeout_error(&hex, "another thread of this process")) } else { Ok(false) };
             }
-            match self.lock_file.try_lock(id.1) {
-                Ok(true) => {}
-                Ok(false) => {
+            match self.try_file_lock(id.1) {
+                Ok(Ok(())) => {}
+                Ok(Err(holder)) => {
                     table.unlock(id);
-                    self.release(&ids[..i]);
-                    return Ok(false);
+                    let _ = self.release(&ids[..i]);
+                    return if timed_out { Err(self.timeout_error(&hex, &Locker::describe(&holder))) } else { Ok(false) };
                 }
                 Err(e) => {
                     table.unlock(id);
-                    self.release(&ids[..i]);
-                    return Err(self.lock_error(e));
+                    let _ = self.release(&ids[..i]);
+                    return Err(e);
                 }
             }
         }
         Ok(true)
     }
 
-    /// Releases the locks of `keys` (taken with [`lock`](Self::lock) or [`try_lock`](Self::try_lock)).
+    /// Releases the locks of `keys` (taken with [`lock`](Self::lock) or
+    /// [`try_lock`](Self::try_lock)). Every key is released in this process
+    /// whatever happens; a lock file that cannot be removed (or was taken
+    /// over) is reported.
     pub fn unlock(&self, keys: &[&[u8]]) -> Result<()> {
         let ids = self.lock_ids(keys)?;
-        self.release(&ids);
-        Ok(())
+        self.release(&ids)
     }
 
-    fn release(&self, ids: &[LockId]) {
+    fn release(&self, ids: &[LockId]) -> Result<()> {
+        let mut first = None;
         for &id in ids {
-            // An unlock fails only for a bad descriptor; the kernel drops the
-            // lock with the descriptor anyway, so the table must not stay held.
-            let _ = self.lock_file.unlock(id.1);
+            let rec = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id.1);
+            if let Some(rec) = rec {
+                let hex = format!("{:032x}", id.1);
+                if let Err(e) = self.locker().release(&hex, &rec.token) {
+                    first.get_or_insert_with(|| self.lock_error(e, "cannot release a key's lock", &hex));
+                }
+            }
             LockTable::global().unlock(id);
         }
+        first.map_or(Ok(()), Err)
     }
 }
 
@@ -929,7 +1023,11 @@ pub fn delete_store_with(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
         let ours = name
             .to_str()
             .is_some_and(|n| {
-                is_key_file_name(n) || n == LOCK_FILE_NAME || n == CLOCK_FILE_NAME || staging::parse_staging_name(n).is_some()
+                is_key_file_name(n)
+                    || n == LOCK_FILE_NAME
+                    || n == CLOCK_FILE_NAME
+                    || staging::parse_staging_name(n).is_some()
+                    || filelock::is_lock_name(n)
             });
         if !ours {
             foreign = true;
@@ -999,8 +1097,8 @@ mod tests {
         assert_eq!(store.get(&k).unwrap().unwrap().value, b"second");
         assert_eq!(store.delete(&[&k, &key("missing")]).unwrap(), vec![true, false]);
         assert_eq!(store.get(&k).unwrap(), None);
-        // Only the lock file is left: no staging file, no placeholder.
-        assert_eq!(names(tmp.path()), vec![LOCK_FILE_NAME.to_string()]);
+        // Nothing is left: no staging file, no placeholder, no lock file.
+        assert_eq!(names(tmp.path()), Vec::<String>::new());
     }
 
     #[test]
@@ -1061,7 +1159,7 @@ mod tests {
             assert_eq!(store.put(&[w]).unwrap_err().code(), ErrorCode::InvalidKey);
             assert_eq!(store.lock(&[bad]).unwrap_err().code(), ErrorCode::InvalidKey);
         }
-        assert_eq!(names(tmp.path()), vec![LOCK_FILE_NAME.to_string()]);
+        assert_eq!(names(tmp.path()), Vec::<String>::new());
     }
 
     #[test]

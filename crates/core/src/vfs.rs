@@ -12,6 +12,8 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
+pub use crate::filelock::Identity;
+
 /// A directory's entry names, streamed.
 pub type DirNames = Box<dyn Iterator<Item = io::Result<OsString>> + Send>;
 
@@ -72,8 +74,38 @@ pub trait Vfs: Send + Sync {
     /// The canonical absolute form of a path (symlinks resolved).
     fn canonicalize(&self, path: &Path) -> io::Result<PathBuf>;
 
-    /// Opens, creating it if missing, a lock file; never truncates it.
-    fn open_lock_file(&self, path: &Path) -> io::Result<Box<dyn VfsLockFile>>;
+    /// Makes `to` a second name of the file `from` (`link(2)`): fails with
+    /// `AlreadyExists` if `to` exists, atomically. File systems without hard
+    /// links fail with `EPERM`, `ENOTSUP`/`EOPNOTSUPP` or `ENOSYS` (the lock
+    /// protocol then falls back to an exclusive create). The default: unsupported.
+    fn hard_link(&self, _from: &Path, _to: &Path) -> io::Result<()> {
+        Err(io::Error::from_raw_os_error(libc::ENOSYS))
+    }
+
+    /// The whole content of a small file, at most `max` bytes (more is cut).
+    fn read_small(&self, path: &Path, max: usize) -> io::Result<Vec<u8>> {
+        let file = self.open_read(path)?;
+        let mut buf = vec![0u8; max];
+        let n = file.read_upto_at(&mut buf, 0)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// A file's age (now minus its modification time, never negative), inode
+    /// number and length, without following symlinks.
+    fn stat(&self, path: &Path) -> io::Result<FileStat>;
+
+    /// This process, as lock records name it (FORMAT.md §6).
+    fn identity(&self) -> Identity {
+        Identity::unknown(std::process::id())
+    }
+
+    /// The start time (clock ticks since boot, `/proc/<pid>/stat` field 22)
+    /// of process `pid` of this pid namespace: `None` if there is no such
+    /// process (or only its zombie); an error if that cannot be told.
+    fn process_start(&self, _pid: u32) -> io::Result<Option<u64>> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
 
     /// Whether files may be staged and fsynced from several threads at once (group
     /// commits). The simulated file system says no, so its crash steps stay
@@ -142,17 +174,15 @@ pub trait VfsFile: Send + Sync {
     fn sync(&self) -> io::Result<()>;
 }
 
-/// An open lock file: exclusive locks on single bytes, held by this open file
-/// (not by a thread), released by the kernel when the process dies.
-pub trait VfsLockFile: Send + Sync {
-    /// Takes the exclusive lock on byte `offset`, waiting as long as it takes.
-    fn lock(&self, offset: u64) -> io::Result<()>;
-
-    /// Takes the exclusive lock on byte `offset` if it is free; never waits.
-    fn try_lock(&self, offset: u64) -> io::Result<bool>;
-
-    /// Releases the lock on byte `offset`.
-    fn unlock(&self, offset: u64) -> io::Result<()>;
+/// What [`Vfs::stat`] tells of a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStat {
+    /// Now minus the modification time (zero if that lies in the future).
+    pub age: std::time::Duration,
+    /// The inode number.
+    pub ino: u64,
+    /// The length in bytes.
+    pub len: u64,
 }
 
 /// The real file system, through std and libc.
@@ -309,11 +339,39 @@ impl Vfs for RealFs {
         fs::canonicalize(path)
     }
 
-    fn open_lock_file(&self, path: &Path) -> io::Result<Box<dyn VfsLockFile>> {
-        // Write access: an exclusive (F_WRLCK) lock needs a file open for writing.
-        // Never through a symbolic link: a planted link would make the store create its target elsewhere.
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o644).custom_flags(libc::O_NOFOLLOW).open(path)?;
-        Ok(Box::new(RealLockFile(file)))
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::hard_link(from, to)
+    }
+
+    fn stat(&self, path: &Path) -> io::Result<FileStat> {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::symlink_metadata(path)?;
+        let age = m.modified().ok().and_then(|t| t.elapsed().ok()).unwrap_or_default();
+        Ok(FileStat { age, ino: m.ino(), len: m.len() })
+    }
+
+    fn identity(&self) -> Identity {
+        crate::filelock::real_identity()
+    }
+
+    #[cfg(target_os = "linux")]
+    fn process_start(&self, pid: u32) -> io::Result<Option<u64>> {
+        match fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(s) => match crate::filelock::parse_proc_stat(&s) {
+                Some(('Z' | 'X' | 'x', _)) => Ok(None),
+                Some((_, ticks)) => Ok(Some(ticks)),
+                None => Err(io::Error::other("an unreadable /proc/<pid>/stat")),
+            },
+            // Gone, or hidden from us (hidepid): only kill(2) can tell.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if self.process_alive(pid) {
+                    Err(io::Error::other("the process exists but /proc does not show it"))
+                } else {
+                    Ok(None)
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -385,67 +443,6 @@ impl VfsFile for RealFile {
     fn sync(&self) -> io::Result<()> {
         // On macOS std issues F_FULLFSYNC here.
         self.0.sync_all()
-    }
-}
-
-/// A [`VfsLockFile`] on a real file: open-file-description locks on Linux,
-/// which belong to this open file, so they are not tied to a thread and do not
-/// vanish when some other descriptor of the same file is closed.
-#[derive(Debug)]
-pub struct RealLockFile(pub File);
-
-#[cfg(target_os = "linux")]
-const F_SETLK: libc::c_int = libc::F_OFD_SETLK;
-#[cfg(target_os = "linux")]
-const F_SETLKW: libc::c_int = libc::F_OFD_SETLKW;
-// Elsewhere, classic POSIX locks: per process, and dropped when the process
-// closes any descriptor of the lock file. Good enough as a fallback.
-#[cfg(not(target_os = "linux"))]
-const F_SETLK: libc::c_int = libc::F_SETLK;
-#[cfg(not(target_os = "linux"))]
-const F_SETLKW: libc::c_int = libc::F_SETLKW;
-
-impl RealLockFile {
-    /// One `fcntl` lock call on the byte at `offset`, retried on `EINTR`.
-    fn fcntl(&self, cmd: libc::c_int, lock_type: libc::c_int, offset: u64) -> io::Result<()> {
-        let start = libc::off_t::try_from(offset)
-            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-        // SAFETY: flock is plain data; all-zero is valid, and OFD locks require l_pid = 0.
-        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-        fl.l_type = lock_type as _;
-        fl.l_whence = libc::SEEK_SET as _;
-        fl.l_start = start;
-        fl.l_len = 1;
-        loop {
-            // SAFETY: a valid descriptor and a pointer to a live flock.
-            let r = unsafe { libc::fcntl(self.0.as_raw_fd(), cmd, &mut fl as *mut libc::flock) };
-            if r != -1 {
-                return Ok(());
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
-            }
-        }
-    }
-}
-
-impl VfsLockFile for RealLockFile {
-    fn lock(&self, offset: u64) -> io::Result<()> {
-        self.fcntl(F_SETLKW, libc::F_WRLCK as _, offset)
-    }
-
-    fn try_lock(&self, offset: u64) -> io::Result<bool> {
-        match self.fcntl(F_SETLK, libc::F_WRLCK as _, offset) {
-            Ok(()) => Ok(true),
-            // POSIX allows either errno for "held by someone else".
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
-    fn unlock(&self, offset: u64) -> io::Result<()> {
-        self.fcntl(F_SETLK, libc::F_UNLCK as _, offset)
     }
 }
 

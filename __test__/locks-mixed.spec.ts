@@ -1,0 +1,353 @@
+/**
+ * The cross-process lock protocol (docs/FORMAT.md §6) with the implementations
+ * mixed: native and pure processes on one directory exclude each other, a
+ * killed holder of either kind wedges neither, waits are bounded, faults at
+ * each step of the protocol leave no lock behind, and an update function that
+ * writes its own key fails fast instead of waiting for itself.
+ */
+import test from 'ava'
+import { type ChildProcessWithoutNullStreams, execFile, fork, spawn, spawnSync } from 'node:child_process'
+import { readFileSync, readdirSync, realpathSync, statSync, utimesSync, writeFileSync } from 'node:fs'
+import { hostname } from 'node:os'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import * as k from 'konserve'
+import { tempDir } from './helpers/api.js'
+
+const run = promisify(execFile)
+const here = import.meta.dirname ?? new URL('.', import.meta.url).pathname
+const fixture = (name: string) => join(here, 'fixtures', name)
+const IMPLS = ['native', 'pure'] as const
+type Impl = (typeof IMPLS)[number]
+const lockNames = (dir: string) => readdirSync(dir).filter((n) => /\.(lock|lkt|brk)$/.test(n))
+
+async function newStore(impl: Impl = 'native', extra: k.FsStoreOptions = {}) {
+  const dir = join(tempDir(), 'store')
+  const store = await k.connectFsStore(dir, { native: impl === 'native', ...extra })
+  return { dir, store }
+}
+
+// ---- exclusion across implementations ------------------------------------------
+
+for (const [a, b, mode] of [
+  ['native', 'pure', 'sync'],
+  ['native', 'pure', 'async'],
+  ['native', 'pure', 'mixed'],
+  ['pure', 'pure', 'mixed'],
+] as const) {
+  test(`${a} + ${b} processes x 200 updateIn (${mode}) on one key: exactly 400`, async (t) => {
+    const { dir } = await newStore()
+    await Promise.all([a, b].map((impl) => run(process.execPath, [fixture('incrementer.mjs'), dir, '200', mode, '1', impl])))
+    const store = await k.connectFsStore(dir)
+    t.is(await k.get(store, 'counter'), 400)
+    t.deepEqual(lockNames(dir), [], 'no lock file outlives its lock')
+  })
+}
+
+test('native + pure processes x 400 updateIn over 10 shared keys (sync and async): each key exact', async (t) => {
+  const { dir } = await newStore()
+  await Promise.all(IMPLS.map((impl) => run(process.execPath, [fixture('multi-incrementer.mjs'), dir, '400', impl])))
+  const store = await k.connectFsStore(dir)
+  for (let i = 0; i < 10; i++) t.is(await k.get(store, `k${i}`), 80, `k${i}`)
+})
+
+// ---- killed holders ------------------------------------------------------------------
+
+function holdLock(dir: string, impl: Impl) {
+  const child = fork(fixture('lock-holder.mjs'), [dir, impl], { stdio: 'ignore' })
+  const locked = new Promise<void>((resolve, reject) => {
+    child.once('message', () => resolve())
+    child.once('exit', (code) => reject(new Error(`lock holder exited early with ${code}`)))
+  })
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+  return { child, locked, exited }
+}
+
+for (const holder of IMPLS) {
+  for (const waiter of IMPLS) {
+    test(`a SIGKILLed ${holder} holder does not wedge a ${waiter} waiter (no lease wait)`, async (t) => {
+      // A lock timeout far below the 30 s lease: the dead holder must be seen dead at once.
+      const { dir, store } = await newStore(waiter, { lockTimeoutMs: 10_000 })
+      await k.assoc(store, 'held', 1)
+      const h = holdLock(dir, holder)
+      await h.locked
+      t.is(lockNames(dir).length, 1, 'the holder has a lock file')
+      h.child.kill('SIGKILL')
+      await h.exited
+      const started = Date.now()
+      t.deepEqual(await k.updateIn(store, ['held'], (x: number) => x + 1), [1, 2])
+      k.assoc(store, 'held', 3, { sync: true })
+      t.true(Date.now() - started < 5_000, `took ${Date.now() - started} ms`)
+      t.deepEqual(lockNames(dir), [])
+    })
+  }
+}
+
+test('4 processes (native and pure) increment while holders are SIGKILLed 30 times: every acknowledged increment is there', async (t) => {
+  const { dir } = await newStore()
+  const acked = new Map<string, number>()
+  let nextId = 0
+  const live = new Map<string, ChildProcessWithoutNullStreams>()
+  let ackWaiter: (() => void) | undefined
+  const spawnOne = (impl: Impl) => {
+    const id = `${impl}-${nextId++}`
+    const child = spawn(process.execPath, [fixture('ack-incrementer.mjs'), dir, impl, id], { stdio: ['ignore', 'pipe', 'pipe'] })
+    acked.set(id, 0)
+    live.set(id, child)
+    let err = ''
+    child.stderr.on('data', (d) => (err += d))
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      acked.set(id, acked.get(id)! + (d.match(/a\n/g)?.length ?? 0))
+      ackWaiter?.()
+    })
+    child.once('exit', (code, signal) => {
+      if (signal !== 'SIGKILL') t.fail(`${id} exited with ${code}: ${err}`)
+    })
+    return id
+  }
+  const impls: Impl[] = ['native', 'pure', 'native', 'pure']
+  for (const impl of impls) spawnOne(impl)
+  const totalAcked = () => [...acked.values()].reduce((a, b) => a + b, 0)
+  const untilAcked = async (n: number) => {
+    while (totalAcked() < n) await new Promise<void>((r) => (ackWaiter = r))
+  }
+  for (let kill = 0; kill < 30; kill++) {
+    await untilAcked(totalAcked() + 5)
+    const ids = [...live.keys()]
+    const victim = ids[kill % ids.length]!
+    const child = live.get(victim)!
+    live.delete(victim)
+    const exited = new Promise((r) => child.once('exit', r))
+    child.kill('SIGKILL')
+    await exited
+    spawnOne(victim.startsWith('native') ? 'native' : 'pure')
+  }
+  await untilAcked(totalAcked() + 5)
+  await Promise.all(
+    [...live.values()].map((c) => {
+      const exited = new Promise((r) => c.once('exit', r))
+      c.kill('SIGKILL')
+      return exited
+    }),
+  )
+  const store = await k.connectFsStore(dir, { lockTimeoutMs: 10_000 })
+  // The last state reads and writes at once, whatever the killed left.
+  await k.assoc(store, 'after', 1)
+  const final = (await k.get(store, 'counter')) as { total: number; per: Record<string, number> }
+  const sum = Object.values(final.per).reduce((a, b) => a + b, 0)
+  t.is(final.total, sum, 'no update was lost (each one counted once, in total and per process)')
+  for (const [id, n] of acked) {
+    const stored = final.per[id] ?? 0
+    // Killed between its write and its acknowledgement, a process has one more than it printed.
+    t.true(stored >= n && stored <= n + 1, `${id}: acknowledged ${n}, stored ${stored}`)
+  }
+  t.log(`${final.total} increments, ${nextId} processes, 30 killed holding or waiting`)
+})
+
+// ---- bounded waits -----------------------------------------------------------------
+
+for (const holder of IMPLS) {
+  for (const waiter of IMPLS) {
+    test(`a live ${holder} holder makes a ${waiter} waiter fail with ERR_LOCK_TIMEOUT naming it`, async (t) => {
+      const { dir, store } = await newStore(waiter, { lockTimeoutMs: 300 })
+      const h = holdLock(dir, holder)
+      try {
+        await h.locked
+        const err = (await t.throwsAsync(k.assoc(store, 'held', 1))) as k.KonserveError
+        t.is(err.code, 'ERR_LOCK_TIMEOUT')
+        t.regex(err.message, new RegExp(`process ${h.child.pid} on host `))
+        t.true(err.file?.endsWith('.lock'), err.file)
+        t.deepEqual(err.key, 'held')
+        const syncErr = t.throws(() => k.assoc(store, 'held', 1, { sync: true })) as k.KonserveError
+        t.is(syncErr.code, 'ERR_LOCK_TIMEOUT')
+        t.regex(syncErr.message, new RegExp(`process ${h.child.pid} `))
+      } finally {
+        h.child.kill('SIGKILL')
+        await h.exited
+      }
+      await k.assoc(store, 'held', 2) // free again once the holder is gone
+    })
+  }
+}
+
+// ---- re-entry --------------------------------------------------------------------------
+
+for (const impl of IMPLS) {
+  test(`${impl}: an async update function that writes its own key fails fast with ERR_LOCK_REENTRY`, async (t) => {
+    const { store } = await newStore(impl, { lockTimeoutMs: 5_000 })
+    const started = Date.now()
+    const err = (await t.throwsAsync(
+      k.updateIn(store, ['k'], async () => {
+        await k.assoc(store, 'k', 1)
+        return 2
+      }),
+    )) as k.KonserveError
+    t.is(err.code, 'ERR_LOCK_REENTRY')
+    t.true(Date.now() - started < 1000)
+    // A sync write from the async function is a re-entry too; and multi-key ops.
+    const e2 = (await t.throwsAsync(k.update(store, 'k', async () => k.multiAssoc(store, { j: 1, k: 1 }, { sync: true })))) as k.KonserveError
+    t.is(e2.code, 'ERR_LOCK_REENTRY')
+    // The key stays usable; a write the function starts but does not await is no re-entry.
+    let later: Promise<unknown> | undefined
+    await k.updateIn(store, ['k'], async () => {
+      later = new Promise((r) => setTimeout(r, 20)).then(() => k.assoc(store, 'k', 7))
+      return 3
+    })
+    await later
+    t.is(await k.get(store, 'k'), 7)
+  })
+}
+
+// ---- faults at each step (strace) ----------------------------------------------------
+
+const hasStrace = !spawnSync('strace', ['-V']).error
+
+interface LockFault {
+  title: string
+  syscalls: string[]
+  errno: string
+  /** Which paths strace aims at (-P); a rename is matched by its source, a temp. */
+  target: 'lock' | 'temps'
+  /** The error the write gets; undefined: it succeeds (the fallback without link). */
+  code?: string
+  /** Plant a dead holder's lock first, so that the write takes it over. */
+  deadHolder?: boolean
+  forms: Array<'sync' | 'async'>
+}
+const WRITES = ['write', '?pwrite64', '?writev', '?pwritev']
+const LINKS = ['?link', '?linkat']
+const UNLINKS = ['?unlink', '?unlinkat']
+const RENAMES = ['?rename', '?renameat', '?renameat2']
+const lockFaults: LockFault[] = [
+  { title: 'ENOSPC writing the temp record', syscalls: WRITES, errno: 'ENOSPC', target: 'temps', code: 'ERR_NO_SPACE', forms: ['sync', 'async'] },
+  { title: 'ENOSPC from link', syscalls: LINKS, errno: 'ENOSPC', target: 'lock', code: 'ERR_NO_SPACE', forms: ['sync', 'async'] },
+  { title: 'EIO from unlink of the temp after link', syscalls: UNLINKS, errno: 'EIO', target: 'temps', code: 'ERR_LOCK', forms: ['sync'] },
+  { title: 'EIO from rename in a takeover', syscalls: RENAMES, errno: 'EIO', target: 'temps', code: 'ERR_LOCK', deadHolder: true, forms: ['sync'] },
+  { title: 'EIO from unlink in the release', syscalls: UNLINKS, errno: 'EIO', target: 'lock', code: 'ERR_LOCK', forms: ['sync'] },
+  { title: 'EPERM from link (the fallback)', syscalls: LINKS, errno: 'EPERM', target: 'lock', forms: ['sync'] },
+]
+
+function lineReader(child: ChildProcessWithoutNullStreams) {
+  const lines: unknown[] = []
+  const waiters: Array<(v: unknown) => void> = []
+  let buffered = ''
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+    buffered += chunk
+    for (let nl; (nl = buffered.indexOf('\n')) >= 0; ) {
+      const v = JSON.parse(buffered.slice(0, nl))
+      buffered = buffered.slice(nl + 1)
+      const w = waiters.shift()
+      if (w) w(v)
+      else lines.push(v)
+    }
+  })
+  child.once('close', () => waiters.splice(0).forEach((w) => w(undefined)))
+  return () => new Promise<any>((resolve) => (lines.length > 0 ? resolve(lines.shift()) : child.exitCode !== null ? resolve(undefined) : waiters.push(resolve)))
+}
+
+function tracedBy(pid: number, tracer: number): boolean {
+  try {
+    const tasks = readdirSync(`/proc/${pid}/task`)
+    return tasks.every((tid) => /^TracerPid:\s*(\d+)$/m.exec(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'))?.[1] === String(tracer))
+  } catch {
+    return false
+  }
+}
+
+/** A lock record of a dead process of this boot and pid namespace (FORMAT.md §6). */
+function deadRecord(): string {
+  const dead = spawnSync(process.execPath, ['-e', '0']).pid!
+  const boot = readFileSync('/proc/sys/kernel/random/boot_id', 'latin1').trim()
+  const ns = statSync('/proc/self/ns/pid', { bigint: true }).ino.toString()
+  const host = [...Buffer.from(hostname())].map((b) => (b >= 0x21 && b <= 0x7e ? String.fromCharCode(b) : '_')).join('') || '-'
+  return `konserve-lock 1 ${'ab'.repeat(16)} ${boot} ${ns} ${dead} 1 ${host}\n`
+}
+
+for (const fault of lockFaults) {
+  for (const impl of IMPLS) {
+    for (const form of fault.forms) {
+      test(`${impl} (${form}): ${fault.title} -> ${fault.code ?? 'succeeds'}, no lock left, a new process writes at once`, async (t) => {
+        if (!hasStrace) return t.fail('strace is not installed (Debian: apt-get install strace)')
+        const dir = join(tempDir(), 'store')
+        const child = spawn(process.execPath, [fixture('lock-fault-child.mjs'), dir, impl, form], { stdio: ['pipe', 'pipe', 'pipe'] })
+        let childErr = ''
+        child.stderr.on('data', (d) => (childErr += d))
+        const next = lineReader(child)
+        const ready = await next()
+        if (!ready) throw new Error(`the child failed: ${childErr}`)
+        if (fault.deadHolder) writeFileSync(ready.lockFile, deadRecord())
+        const log = join(tempDir(), 'strace.log')
+        const set = fault.syscalls.join(',')
+        const paths: string[] = fault.target === 'lock' ? [ready.lockFile] : ready.temps
+        const strace = spawn('strace', ['-f', '-y', '-o', log, '-e', `trace=${set}`, '-e', `inject=${set}:error=${fault.errno}:when=1`, ...paths.flatMap((p) => ['-P', p]), '-p', String(ready.pid)], { stdio: ['ignore', 'ignore', 'pipe'] })
+        try {
+          for (let waited = 0; !tracedBy(ready.pid, strace.pid!); waited += 10) {
+            if (strace.exitCode !== null || waited > 10_000) throw new Error('strace did not attach')
+            await new Promise((r) => setTimeout(r, 10))
+          }
+          child.stdin.end('go\n')
+          const report = await next()
+          if (!report) throw new Error(`the child died: ${childErr}`)
+          await new Promise((r) => (strace.exitCode !== null ? r(0) : strace.once('close', r)))
+          const injected = readFileSync(log, 'utf8').split('\n').filter((l) => l.includes('(INJECTED)'))
+          t.log(injected[0], JSON.stringify(report))
+          t.is(injected.length, 1, 'exactly one call failed')
+          t.true(injected[0]?.includes(`-1 ${fault.errno}`))
+          if (fault.code) {
+            t.false(report.first.ok, 'the write failed')
+            t.is(report.first.code, fault.code, report.first.message)
+            t.true(report.first.isKonserveError)
+          } else {
+            t.true(report.first.ok, report.first.message)
+            t.is(report.value, 'new')
+          }
+          const leftover = report.left.filter((n: string) => !(fault.deadHolder && n.endsWith('.lock')))
+          if (fault.title.includes('release')) {
+            t.is(report.value, 'new', 'the write itself was done before the release failed')
+          } else {
+            t.deepEqual(leftover, [], 'no lock, temp or marker file left behind')
+          }
+        } finally {
+          child.kill('SIGKILL')
+          strace.kill('SIGKILL')
+        }
+        // A new process (this one, each kind) writes the key at once: far below the lease.
+        for (const other of IMPLS) {
+          const store = k.connectFsStore(dir, { sync: true, native: other === 'native', lockTimeoutMs: 3_000 })
+          k.assoc(store, 'victim', other, { sync: true })
+          t.is(k.get(store, 'victim', { sync: true }), other)
+        }
+        t.deepEqual(lockNames(realpathSync(dir)), [])
+      })
+    }
+  }
+}
+
+// ---- the fallback's empty lock file -------------------------------------------------
+
+for (const impl of IMPLS) {
+  test(`${impl}: an empty lock file (a fallback writer that died) is busy while young, taken over once old`, async (t) => {
+    const { dir, store } = await newStore(impl, { lockTimeoutMs: 200 })
+    await k.assoc(store, 'k', 1)
+    const hex = readdirSync(dir).find((n) => n.endsWith('.ksv'))!.slice(0, 32)
+    const lock = join(dir, `.${hex}.lock`)
+    writeFileSync(lock, '')
+    const err = (await t.throwsAsync(k.assoc(store, 'k', 2))) as k.KonserveError
+    t.is(err.code, 'ERR_LOCK_TIMEOUT')
+    t.regex(err.message, /being written/)
+    const old = new Date(Date.now() - 10_000)
+    utimesSync(lock, old, old)
+    await k.assoc(store, 'k', 3)
+    t.is(await k.get(store, 'k'), 3)
+    t.deepEqual(lockNames(dir), [])
+  })
+}
+
+test('opening a store creates no .konserve.lock, and writes leave no lock file', async (t) => {
+  for (const impl of IMPLS) {
+    const { dir, store } = await newStore(impl)
+    await k.assoc(store, 'a', 1)
+    t.false(readdirSync(dir).includes('.konserve.lock'))
+    t.deepEqual(lockNames(dir), [])
+  }
+})

@@ -1,0 +1,433 @@
+/**
+ * The cross-process key lock of docs/FORMAT.md §6, in TypeScript: the same
+ * files and the same steps as the Rust core (crates/core/src/filelock.rs), so
+ * pure and native processes exclude each other on one directory.
+ *
+ * - Acquire: write a complete record to `.<hex>.<pid>.<seq>.lkt`, `link` it to
+ *   `.<hex>.lock` (EEXIST: held), unlink the temp. Without `link` (EPERM,
+ *   ENOTSUP, EOPNOTSUPP, ENOSYS): `O_CREAT | O_EXCL` and a write.
+ * - A holder is dead when its process is gone (same boot id and pid
+ *   namespace: `/proc/<pid>/stat` with the recorded start time), else when its
+ *   lock file is older than the lease.
+ * - Takeover: the marker `.<hex>.<dead>.<n>.brk` (created like a lock) admits
+ *   one taker, which renames a fresh record over the lock only if it still
+ *   holds the dead token.
+ * - Release: unlink only a lock that still holds our token.
+ */
+import { randomBytes } from 'node:crypto'
+import * as fs from 'node:fs'
+import { hostname } from 'node:os'
+import { join } from 'node:path'
+import type { ErrorCode } from '../errors.js'
+import { KonserveError } from '../errors.js'
+
+/** How old the lock file of a holder whose life cannot be checked must be to count as dead. */
+export const DEFAULT_LEASE_MS = 30_000
+/** How old an empty or partial lock file (fallback) or a leftover temp file must be to count as abandoned. */
+export const PARTIAL_STALE_MS = 5_000
+const MAX_MARKERS = 64
+const MAX_RECORD = 1024
+
+export interface Identity {
+  bootId?: string
+  /** Decimal strings, as in the record. */
+  pidNs?: string
+  pid: number
+  startTicks?: string
+  host?: string
+}
+
+export interface LockRecord {
+  token: string
+  who: Identity
+}
+
+const HEX32 = /^[0-9a-f]{32}$/
+const DECIMAL = /^[0-9]+$/
+
+function cleanHost(raw: Uint8Array): string | undefined {
+  if (raw.length === 0) return undefined
+  let s = ''
+  for (const b of raw) s += b >= 0x21 && b <= 0x7e ? String.fromCharCode(b) : '_'
+  return s
+}
+
+/** The state letter and start ticks (field 22) of a `/proc/<pid>/stat` line. */
+export function parseProcStat(s: string): [string, string] | undefined {
+  const close = s.lastIndexOf(')')
+  if (close < 0) return undefined
+  const f = s.slice(close + 1).trim().split(/\s+/)
+  const state = f[0]
+  const ticks = f[19]
+  if (!state || ticks === undefined || !DECIMAL.test(ticks)) return undefined
+  return [state[0]!, ticks.replace(/^0+(?=\d)/, '')]
+}
+
+let me: Identity | undefined
+export function identity(): Identity {
+  if (me) return me
+  const who: Identity = { pid: process.pid, host: cleanHost(Buffer.from(hostname(), 'utf8')) }
+  if (process.platform === 'linux') {
+    try {
+      const boot = fs.readFileSync('/proc/sys/kernel/random/boot_id', 'latin1').trim()
+      const ns = fs.statSync('/proc/self/ns/pid', { bigint: true }).ino.toString()
+      const ticks = parseProcStat(fs.readFileSync('/proc/self/stat', 'latin1'))?.[1]
+      if (ticks !== undefined) Object.assign(who, { bootId: cleanHost(Buffer.from(boot, 'latin1')), pidNs: ns, startTicks: ticks })
+    } catch {
+      // Unknown: holders are then judged by the lease.
+    }
+  }
+  return (me = who)
+}
+
+export function recordLine(r: LockRecord): string {
+  const w = r.who
+  return `konserve-lock 1 ${r.token} ${w.bootId ?? '-'} ${w.pidNs ?? '-'} ${w.pid} ${w.startTicks ?? '-'} ${w.host ?? '-'}\n`
+}
+
+export function parseRecord(bytes: Uint8Array): LockRecord | undefined {
+  const text = Buffer.from(bytes).toString('latin1')
+  if (!text.endsWith('\n')) return undefined
+  const f = text.slice(0, -1).split(' ')
+  if (f.length !== 8 || f[0] !== 'konserve-lock' || f[1] !== '1' || !HEX32.test(f[2]!)) return undefined
+  const opt = (s: string) => (s === '-' ? undefined : s)
+  const num = (s: string) => s === '-' || DECIMAL.test(s)
+  if (!num(f[4]!) || !DECIMAL.test(f[5]!) || !num(f[6]!)) return undefined
+  return {
+    token: f[2]!,
+    who: { bootId: opt(f[3]!), pidNs: opt(f[4]!), pid: Number(f[5]), startTicks: opt(f[6]!), host: opt(f[7]!) },
+  }
+}
+
+function freshRecord(): LockRecord {
+  return { token: randomBytes(16).toString('hex'), who: identity() }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code !== 'ESRCH'
+  }
+}
+
+/** Start ticks of `pid`: null if gone (or a zombie), undefined if that cannot be told. */
+function processStart(pid: number): string | null | undefined {
+  try {
+    const st = parseProcStat(fs.readFileSync(`/proc/${pid}/stat`, 'latin1'))
+    if (!st) return undefined
+    return 'ZXx'.includes(st[0]) ? null : st[1]
+  } catch (err) {
+    // Gone, or hidden from us (hidepid): only kill(2) can tell.
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return processAlive(pid) ? undefined : null
+    return undefined
+  }
+}
+
+type Liveness = 'alive' | 'dead' | 'unknown'
+
+export function liveness(self: Identity, rec: Identity): Liveness {
+  if (rec.bootId !== undefined && rec.bootId === self.bootId && rec.pidNs !== undefined && rec.pidNs === self.pidNs) {
+    const start = processStart(rec.pid)
+    if (start === null) return 'dead'
+    if (start === undefined || rec.startTicks === undefined) return 'unknown'
+    return start === rec.startTicks ? 'alive' : 'dead' // else the pid was reused
+  }
+  if (rec.bootId === undefined && self.bootId === undefined && rec.host !== undefined && rec.host === self.host && !processAlive(rec.pid)) {
+    return 'dead'
+  }
+  return 'unknown'
+}
+
+/** Tokens of locks this process failed to release: nobody holds them, they may be taken over. */
+const orphans = new Set<string>()
+let tempSeq = 0
+
+type Holder = { kind: 'gone' } | { kind: 'alive'; rec?: LockRecord } | { kind: 'dead'; dead: string; rec?: LockRecord }
+export type Attempt = { taken: LockRecord } | { busy: LockRecord | undefined }
+
+const code = (err: unknown) => (err as NodeJS.ErrnoException).code
+const isMissing = (err: unknown) => code(err) === 'ENOENT'
+const LINK_UNSUPPORTED = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS'])
+
+function unlinkQuietly(path: string): void {
+  try {
+    fs.unlinkSync(path)
+  } catch {
+    // Garbage at worst: the open sweep removes it.
+  }
+}
+
+function writeAllSync(fd: number, data: Buffer): void {
+  for (let off = 0; off < data.length; ) off += fs.writeSync(fd, data, off, data.length - off)
+}
+
+export function describeHolder(rec: LockRecord | undefined): string {
+  return rec ? `process ${rec.who.pid} on host ${rec.who.host ?? '-'}` : 'a holder whose lock file is being written'
+}
+
+/** The cross-process locks of one store directory. */
+export class FileLocker {
+  constructor(
+    readonly dir: string,
+    readonly leaseMs = DEFAULT_LEASE_MS,
+  ) {}
+
+  lockPath(hex: string): string {
+    return join(this.dir, `.${hex}.lock`)
+  }
+
+  private read(path: string): Buffer | undefined {
+    let fd: number
+    try {
+      fd = fs.openSync(path, 'r')
+    } catch (err) {
+      if (isMissing(err)) return undefined
+      throw err
+    }
+    try {
+      const buf = Buffer.alloc(MAX_RECORD)
+      const n = fs.readSync(fd, buf, 0, MAX_RECORD, 0)
+      return buf.subarray(0, n)
+    } finally {
+      fs.closeSync(fd)
+    }
+  }
+
+  private stat(path: string): fs.BigIntStats | undefined {
+    try {
+      return fs.lstatSync(path, { bigint: true })
+    } catch (err) {
+      if (isMissing(err)) return undefined
+      throw err
+    }
+  }
+
+  private static age(st: fs.BigIntStats): number {
+    return Math.max(0, Date.now() - Number(st.mtimeMs))
+  }
+
+  /** Writes `content` to a new temp file; removes it on error. */
+  private writeTemp(hex: string, content: Buffer): string {
+    for (let i = 0; i < 1000; i++) {
+      const temp = join(this.dir, `.${hex}.${process.pid}.${tempSeq++}.lkt`)
+      let fd: number
+      try {
+        fd = fs.openSync(temp, 'wx', 0o644)
+      } catch (err) {
+        if (code(err) === 'EEXIST') continue // another process with our pid (another pid namespace)
+        throw err
+      }
+      try {
+        writeAllSync(fd, content)
+      } catch (err) {
+        fs.closeSync(fd)
+        unlinkQuietly(temp)
+        throw err
+      }
+      fs.closeSync(fd)
+      return temp
+    }
+    throw Object.assign(new Error('no free lock temp file name'), { code: 'EEXIST' })
+  }
+
+  /** Creates `target` holding `content` whole: false if it exists. Leaves nothing behind on an error. */
+  createWhole(hex: string, target: string, content: Buffer): boolean {
+    const temp = this.writeTemp(hex, content)
+    let linked = false
+    try {
+      fs.linkSync(temp, target)
+      linked = true
+    } catch (err) {
+      unlinkQuietly(temp)
+      if (code(err) === 'EEXIST') return false
+      if (!LINK_UNSUPPORTED.has(code(err) ?? '')) throw err
+    }
+    if (linked) {
+      try {
+        fs.unlinkSync(temp)
+      } catch (err) {
+        // Undo: the target is ours, nobody else removes it.
+        unlinkQuietly(target)
+        unlinkQuietly(temp)
+        throw err
+      }
+      return true
+    }
+    // The fallback: an exclusive create, then the write. Until the write
+    // lands the file is empty; others judge such a file by its age.
+    let fd: number
+    try {
+      fd = fs.openSync(target, 'wx', 0o644)
+    } catch (err) {
+      if (code(err) === 'EEXIST') return false
+      throw err
+    }
+    try {
+      writeAllSync(fd, content)
+    } catch (err) {
+      fs.closeSync(fd)
+      unlinkQuietly(target)
+      throw err
+    }
+    fs.closeSync(fd)
+    // If a slow write let someone take the file over, it is not ours.
+    const back = this.read(target)
+    return back !== undefined && back.equals(content)
+  }
+
+  /** What a lock file or marker says about its holder. */
+  inspect(path: string): Holder {
+    const bytes = this.read(path)
+    if (bytes === undefined) return { kind: 'gone' }
+    const rec = parseRecord(bytes)
+    if (rec) {
+      if (orphans.has(rec.token)) return { kind: 'dead', dead: rec.token, rec }
+      const l = liveness(identity(), rec.who)
+      if (l === 'alive') return { kind: 'alive', rec }
+      if (l === 'dead') return { kind: 'dead', dead: rec.token, rec }
+      const st = this.stat(path)
+      if (!st) return { kind: 'gone' }
+      return FileLocker.age(st) >= this.leaseMs ? { kind: 'dead', dead: rec.token, rec } : { kind: 'alive', rec }
+    }
+    // Empty or partial: being written now (fallback), or abandoned.
+    const st = this.stat(path)
+    if (!st) return { kind: 'gone' }
+    return FileLocker.age(st) >= PARTIAL_STALE_MS ? { kind: 'dead', dead: `i${st.ino.toString(16)}` } : { kind: 'alive' }
+  }
+
+  private stillHolds(lock: string, dead: string): boolean {
+    const bytes = this.read(lock)
+    if (bytes === undefined) return false
+    const rec = parseRecord(bytes)
+    if (rec) return rec.token === dead
+    const st = this.stat(lock)
+    return st !== undefined && `i${st.ino.toString(16)}` === dead
+  }
+
+  /** One attempt to take `hex`'s lock, never waiting. */
+  tryAcquire(hex: string): Attempt {
+    const lock = this.lockPath(hex)
+    const rec = freshRecord()
+    const line = Buffer.from(recordLine(rec), 'latin1')
+    for (let round = 0; round < 4; round++) {
+      if (this.createWhole(hex, lock, line)) return { taken: rec }
+      const h = this.inspect(lock)
+      if (h.kind === 'gone') continue
+      if (h.kind === 'alive') return { busy: h.rec }
+      return this.takeOver(hex, lock, h.dead, rec, line) ? { taken: rec } : { busy: h.rec }
+    }
+    return { busy: undefined }
+  }
+
+  private takeOver(hex: string, lock: string, dead: string, rec: LockRecord, line: Buffer): boolean {
+    let n = 0
+    let marker: string | undefined
+    for (let rounds = 0; marker === undefined; rounds++) {
+      if (n >= MAX_MARKERS || rounds > 4 * MAX_MARKERS) {
+        throw new Error(`too many abandoned takeover markers for ${lock}`)
+      }
+      const m = join(this.dir, `.${hex}.${dead}.${n}.brk`)
+      if (this.createWhole(hex, m, line)) {
+        marker = m
+        break
+      }
+      const h = this.inspect(m)
+      if (h.kind === 'alive') return false // a live taker is at work
+      if (h.kind === 'dead') n++ // its taker died: the next marker
+    }
+    // We are the one taker of `dead` until we remove the marker.
+    try {
+      if (!this.stillHolds(lock, dead)) return false
+      const temp = this.writeTemp(hex, line)
+      try {
+        fs.renameSync(temp, lock)
+      } catch (err) {
+        unlinkQuietly(temp)
+        throw err
+      }
+      void rec
+      return true
+    } finally {
+      // A marker left here is harmless: the lock no longer holds `dead`, the sweep removes it.
+      unlinkQuietly(marker)
+    }
+  }
+
+  /** Releases a lock taken with `token`: removes the file only if it still holds that token. */
+  release(hex: string, token: string): void {
+    const lock = this.lockPath(hex)
+    const bytes = this.read(lock)
+    const rec = bytes && parseRecord(bytes)
+    if (!rec) throw new Error('the lock file is gone or no longer ours')
+    if (rec.token !== token) {
+      throw new Error(`the lock was taken over by ${describeHolder(rec)} (this holder was judged dead)`)
+    }
+    try {
+      fs.unlinkSync(lock)
+    } catch (err) {
+      // The file names us, a live process: let our next acquire take it.
+      orphans.add(token)
+      throw err
+    }
+  }
+
+  /**
+   * The sweep on open: removes temp files older than PARTIAL_STALE_MS and
+   * takeover markers whose lock no longer holds the dead token. Never a lock file.
+   */
+  sweep(names: string[]): boolean {
+    let removed = false
+    for (const name of names) {
+      const path = join(this.dir, name)
+      let remove = false
+      try {
+        const temp = /^\.([0-9a-f]{32})\.[0-9]+\.[0-9]+\.lkt$/.exec(name)
+        const marker = /^\.([0-9a-f]{32})\.([0-9a-f]{32}|i[0-9a-f]+)\.[0-9]+\.brk$/.exec(name)
+        if (temp) {
+          const st = this.stat(path)
+          remove = st !== undefined && FileLocker.age(st) >= PARTIAL_STALE_MS
+        } else if (marker) {
+          remove = !this.stillHolds(this.lockPath(marker[1]!), marker[2]!)
+        }
+      } catch {
+        remove = false
+      }
+      if (remove) {
+        try {
+          fs.unlinkSync(path)
+          removed = true
+        } catch {
+          // Only garbage is left behind.
+        }
+      }
+    }
+    return removed
+  }
+}
+
+/** Whether a name belongs to the lock protocol (never a key; deleteStore removes it). */
+export const LOCK_NAME = /^\.[0-9a-f]{32}\.(lock|[0-9]+\.[0-9]+\.lkt|([0-9a-f]{32}|i[0-9a-f]+)\.[0-9]+\.brk)$/
+
+/** The error code of a failed lock step: ERR_NO_SPACE / ERR_READ_ONLY where the OS says so, else ERR_LOCK. */
+export function lockErrorCode(err: unknown): ErrorCode {
+  switch (code(err)) {
+    case 'ENOSPC':
+    case 'EDQUOT':
+      return 'ERR_NO_SPACE'
+    case 'EROFS':
+      return 'ERR_READ_ONLY'
+    default:
+      return 'ERR_LOCK'
+  }
+}
+
+export function lockTimeoutError(lockFile: string, holder: LockRecord | undefined | string, timeoutMs: number): KonserveError {
+  const who = typeof holder === 'string' ? holder : describeHolder(holder)
+  return new KonserveError(
+    'ERR_LOCK_TIMEOUT',
+    `a key stayed locked by ${who} for longer than the lock timeout (${timeoutMs} ms); lock file ${lockFile}`,
+    { file: lockFile },
+  )
+}
