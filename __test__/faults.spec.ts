@@ -53,7 +53,7 @@
  */
 import test, { type ExecutionContext } from 'ava'
 import { type ChildProcessWithoutNullStreams, spawn, spawnSync } from 'node:child_process'
-import { readFileSync, readdirSync } from 'node:fs'
+import { existsSync, readFileSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { isDeepStrictEqual } from 'node:util'
 import * as k from 'konserve'
@@ -378,14 +378,13 @@ for (const impl of IMPLS) {
   }
 }
 
-// KNOWN BUG, pinned: the pure store takes a key's cross-process lock by
-// creating `.<hash>.lock` with O_EXCL and then writing its pid into it. A
-// writer killed between the two leaves an empty lock file, which every later
-// locker takes for "a lock being created right now" and waits on forever
-// (found by crash-kill.spec.ts). Here strace kills the writer at exactly that
-// write(2); a new process must then update the key. test.failing: when the
-// lock protocol is fixed this starts to pass and ava says so; make it a test.
-test.failing('pure: a writer killed while writing its pid into a key lock file does not wedge the key', async (t) => {
+// Found by crash-kill.spec.ts under the old protocol: a pure writer killed
+// between creating its lock file (O_EXCL) and writing its pid into it left an
+// empty lock file that wedged the key forever. Now a lock file appears whole,
+// by link(2) of a complete record (FORMAT.md §6). Here strace kills the writer
+// at exactly that link; a new process of either kind must then update the key.
+for (const nextImpl of ['native', 'pure'] as const) {
+test(`pure: a writer killed at the link of its lock record does not wedge the key (next: ${nextImpl})`, async (t) => {
   if (!straceVersion) {
     t.fail('strace is not installed (Debian: apt-get install strace; .ci/run installs it)')
     return
@@ -400,7 +399,7 @@ test.failing('pure: a writer killed while writing its pid into a key lock file d
   if (!ready) throw new Error(`the child failed before it was ready: ${childErr}`)
   t.is(ready.impl, 'pure')
   const logFile = join(tempDir('konserve-strace-'), 'strace.log')
-  const set = WRITE_CALLS.join(',')
+  const set = ['?link', '?linkat'].join(',')
   const strace = spawn('strace', ['-f', '-y', '-o', logFile, '-e', `trace=${set}`, '-e', `inject=${set}:signal=KILL:when=1`, '-P', ready.lockFile, '-p', String(ready.pid)], {
     stdio: ['ignore', 'ignore', 'pipe'],
   })
@@ -418,11 +417,11 @@ test.failing('pure: a writer killed while writing its pid into a key lock file d
     child.kill('SIGKILL')
     strace.kill('SIGKILL')
   }
-  t.is(child.signalCode, 'SIGKILL', 'the writer was killed at the write of its pid')
-  t.is(readFileSync(ready.lockFile, 'utf8'), '', 'it left an empty lock file')
+  t.is(child.signalCode, 'SIGKILL', 'the writer was killed at the link of its lock record')
+  t.false(existsSync(ready.lockFile), 'no lock file, empty or whole, was left')
   // A new process updates the key. It must finish; 20 s is far beyond any wait for a lock no one holds.
   const script = `import * as k from ${JSON.stringify(new URL('../dist/index.mjs', import.meta.url).pathname)}
-const s = k.connectFsStore(${JSON.stringify(dir)}, { sync: true, native: false })
+const s = k.connectFsStore(${JSON.stringify(dir)}, { sync: true, native: ${nextImpl === 'native'} })
 process.stdout.write(JSON.stringify(k.updateIn(s, ['victim', 'n'], (n) => [...n, 5], { sync: true })[1]))`
   const next2 = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
@@ -433,3 +432,4 @@ process.stdout.write(JSON.stringify(k.updateIn(s, ['victim', 'n'], (n) => [...n,
   t.is(code, 0, 'the update finished')
   t.deepEqual(out === '' ? undefined : JSON.parse(out), [1, 2, 3, 5])
 })
+}
