@@ -15,7 +15,7 @@ import { type Spec, badArgument, checkOptions, checks, fail, isPlainObject } fro
 import { KonserveError, UserThrew, unbox, withKey } from './errors.js'
 import { type WriteOp, afterWrite } from './hooks.js'
 import { acquire, acquireSync, lockIds, release } from './locks.js'
-import { type Path, getPath, missing, setPath } from './paths.js'
+import { type Path, checkSettable, getPath, missing, setPath } from './paths.js'
 import { RAW_BYTES_ID } from './serializers.js'
 import { type ByteSource, byteSource, bytesOf, itemsOf } from './sources.js'
 import { type Store, type SyncOption, checkStore, closeWaitsFor } from './store.js'
@@ -244,6 +244,13 @@ function* metaBeforeReplace(store: Store, key: Key, cke: Uint8Array, w: WriteArg
 function checkPath(path: unknown): asserts path is readonly [Key, ...unknown[]] {
   if (!Array.isArray(path) || path.length === 0) {
     throw new KonserveError('ERR_INVALID_PATH', 'a path is a non-empty array whose first element is the key')
+  }
+  // A '__proto__' step reaches an object's prototype, not a field: a write
+  // there would be lost (msgpack) or pollute; refused on reads too, alike.
+  for (let i = 1; i < path.length; i++) {
+    if (path[i] === '__proto__') {
+      throw new KonserveError('ERR_INVALID_PATH', `a path step cannot be '__proto__' (step ${i}); use a Map for such keys`)
+    }
   }
 }
 
@@ -572,6 +579,8 @@ const updateInOp = gensync(function* (store: Store, path: Path, fn: Updater, w: 
       if (raw && raw.serializer === RAW_BYTES_ID && rest.length > 0) {
         throw new KonserveError('ERR_INVALID_PATH', 'cannot go into a binary value')
       }
+      // A path that cannot be written is refused before the function runs.
+      checkSettable(old, rest)
       const at = getPath(old, rest)
       const leaf = yield* callUser(fn as (...a: unknown[]) => unknown, [at === missing ? undefined : at])
       const next = setPath(old, rest, leaf)
