@@ -429,7 +429,7 @@ function endSync(store: Store, why: Ended): void {
   store.ended = why
   for (const s of dependents(store)) endSync(s, why)
   seal(b, why, store.path)
-  closeCursors(b)
+  closeCursors(b, why, store.path)
 }
 
 /**
@@ -448,7 +448,7 @@ async function end(store: Store, why: Ended): Promise<void> {
     await b.close?.()
   } finally {
     seal(b, why, store.path)
-    closeCursors(b)
+    closeCursors(b, why, store.path)
   }
   for (const r of results) if (r.status === 'rejected') throw r.reason
 }
@@ -513,15 +513,30 @@ function trackCursors(b: Backing): void {
   }
 }
 
-function closeCursors(b: Backing): void {
+/**
+ * Closes the cursors still open on `b`; a later read through one of them (a
+ * blob stream being consumed, a log iterator) fails with the store's error
+ * (ERR_CLOSED, ERR_STORE_DELETED), not with the cursor's own "closed".
+ */
+function closeCursors(b: Backing, why: Ended, path: string | undefined): void {
   const open = cursors.get(b)
   if (!open) return
+  const error = () => new KonserveError(why.code, why.why, path ? { file: path } : {})
   for (const c of [...open]) {
     try {
       c.close()
     } catch {
       // Closing is best effort: the cursor is dropped either way.
     }
+    const target = c as unknown as Record<string, unknown>
+    for (const m of ['readSync', 'nextSync']) {
+      if (typeof target[m] === 'function') {
+        target[m] = () => {
+          throw error()
+        }
+      }
+    }
+    for (const m of ['read', 'readInto', 'next']) if (typeof target[m] === 'function') target[m] = () => Promise.reject(error())
   }
   open.clear()
 }
