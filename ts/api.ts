@@ -18,7 +18,7 @@ import { acquire, acquireSync, lockIds, release } from './locks.js'
 import { type Path, checkSettable, getPath, missing, setPath } from './paths.js'
 import { RAW_BYTES_ID } from './serializers.js'
 import { type ByteSource, byteSource, bytesOf, itemsOf } from './sources.js'
-import { type Store, type SyncOption, checkStore, closeWaitsFor } from './store.js'
+import { type Store, type SyncOption, checkStore, closeWaitsFor, whileOpen } from './store.js'
 
 export type { Key, KeyType, Metadata }
 
@@ -258,7 +258,8 @@ function checkPath(path: unknown): asserts path is readonly [Key, ...unknown[]] 
 export function run<A extends unknown[], R>(op: gensync.Gensync<A, R>, opts: Options | undefined, args: A): R | Promise<R> {
   if (opts?.sync) return op.sync(...args)
   try {
-    return op.async(...args)
+    // close waits for the operations called before it (args[0] is the store).
+    return whileOpen((args[0] as Store).backing, op.async(...args))
   } catch (err) {
     return Promise.reject(err)
   }
@@ -277,7 +278,7 @@ function runUser<A extends unknown[], R>(op: gensync.Gensync<A, R>, opts: Option
     }
   }
   try {
-    return op.async(...args).catch((err: unknown) => Promise.reject(unbox(err)))
+    return whileOpen((args[0] as Store).backing, op.async(...args).catch((err: unknown) => Promise.reject(unbox(err))))
   } catch (err) {
     return Promise.reject(unbox(err))
   }
@@ -1199,7 +1200,7 @@ export function append<O extends WriteOptions>(store: Store, key: Key, elem: unk
   if (bad) return fail(bad, opts) as Result<O, number>
   if (!opts?.sync && opts?.expectedRevision === undefined) {
     try {
-      return appendAsyncOp(store, key, elem, writeArgs(opts)) as Result<O, number>
+      return whileOpen(store.backing, appendAsyncOp(store, key, elem, writeArgs(opts))) as Result<O, number>
     } catch (err) {
       return Promise.reject(err) as Result<O, number>
     }

@@ -408,16 +408,57 @@ function dependents(store: Store): Store[] {
   return out
 }
 
-/** Async work on a backing that close waits for (grouped appends: see api.ts). */
-const working = new WeakMap<Backing, Set<Promise<unknown>>>()
+/** How many async operations are under way on a backing, and who waits for none to be. */
+interface Work {
+  n: number
+  idle?: Promise<void>
+  wake?: () => void
+}
+const working = new WeakMap<Backing, Work>()
 
-/** @internal Makes close wait for `p`, work already handed to the backing. */
+function started(b: Backing): () => void {
+  let w = working.get(b)
+  if (!w) working.set(b, (w = { n: 0 }))
+  w.n++
+  return () => {
+    if (--w.n === 0 && w.wake) {
+      w.wake()
+      w.wake = w.idle = undefined
+    }
+  }
+}
+
+/** Resolves once no async operation is under way on `b`. */
+function idle(b: Backing): Promise<void> {
+  const w = working.get(b)
+  if (!w || w.n === 0) return Promise.resolve()
+  w.idle ??= new Promise<void>((resolve) => (w.wake = resolve))
+  return w.idle
+}
+
+/** @internal Makes close wait for `p`, work already handed to the backing (grouped appends). */
 export function closeWaitsFor(b: Backing, p: Promise<unknown>): void {
-  let set = working.get(b)
-  if (!set) working.set(b, (set = new Set()))
-  set.add(p)
-  const done = () => set!.delete(p)
+  const done = started(b)
   p.then(done, done)
+}
+
+/**
+ * @internal An async operation called on an open store: close waits for it
+ * to end. Returns the promise to hand to the caller (a rejection nobody
+ * handles is still reported as unhandled).
+ */
+export function whileOpen<R>(b: Backing, p: Promise<R>): Promise<R> {
+  const done = started(b)
+  return p.then(
+    (r) => {
+      done()
+      return r
+    },
+    (err: unknown) => {
+      done()
+      throw err
+    },
+  )
 }
 
 /** Ends `store` (and the stores over it) now, without waiting for queued writes. */
@@ -444,7 +485,8 @@ async function end(store: Store, why: Ended): Promise<void> {
   // Stores over this one first: a write-behind store's queue goes into this one.
   const results = await Promise.allSettled(dependents(store).map((s) => end(s, why)))
   try {
-    await Promise.allSettled([...(working.get(b) ?? [])])
+    // The operations called before close end first; then the backing's own queues.
+    await idle(b)
     await b.close?.()
   } finally {
     seal(b, why, store.path)

@@ -511,6 +511,7 @@ export function withCache(store: Store, options: CacheOptions = {}): Store {
 
 /** The cache's counters, for a Store made by `withCache` (undefined for any other store). */
 export function cacheStats(store: Store): CacheStats | undefined {
+  checkStore('cacheStats', store)
   const b = store.backing
   if (!(b instanceof CachedBacking)) return undefined
   return { entries: b.lru.size, bytes: b.lru.calculatedSize, hits: b.hits, misses: b.misses }

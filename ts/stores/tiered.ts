@@ -602,6 +602,7 @@ export function tieredStore(front: Store, back: Store, options: TieredOptions = 
  * once for a write-through tiered store and for any other store.
  */
 export async function flush(store: Store): Promise<void> {
+  checkStore('flush', store)
   const b = store.backing as { flushAsync?: () => Promise<void> }
   if (typeof b.flushAsync === 'function') await b.flushAsync()
 }
