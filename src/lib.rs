@@ -4,9 +4,10 @@
 //! as a blocking `*Sync` method and as an `AsyncTask` that runs on the libuv
 //! threadpool and resolves a Promise. No storage logic lives here.
 //!
-//! Errors cross as `napi::Error` whose message is `CODE \x1f file \x1f message`;
-//! the TypeScript layer turns that into a `KonserveError` with `code`, `file`
-//! and the key (which only JavaScript knows how to print).
+//! Errors cross as `napi::Error` whose message is `CODE \x1f n \x1f file message`,
+//! `n` the file's length in UTF-16 units (see [`js_error`]); the TypeScript layer
+//! (`fromNative` in ts/errors.ts) turns that into a `KonserveError` with `code`,
+//! `file` and the key (which only JavaScript knows how to print).
 
 use std::sync::{Arc, Mutex};
 
@@ -15,11 +16,16 @@ use napi::bindgen_prelude::*;
 use napi::{Env, Task};
 use napi_derive::napi;
 
+/// A core error as a napi `GenericFailure` whose message is
+/// `CODE \x1f n \x1f file message`: the code (a fixed `ERR_*` name), then the
+/// file's length `n` in UTF-16 code units (JavaScript's string length), then the
+/// file and the message. The file is measured, not delimited, so a path or a
+/// message holding U+001F cannot forge or shift the code and the file.
 pub(crate) fn js_error(e: core::Error) -> Error {
   let file = e.file().map(|p| p.display().to_string()).unwrap_or_default();
   Error::new(
     Status::GenericFailure,
-    format!("{}\u{1f}{}\u{1f}{}", e.code().as_str(), file, e),
+    format!("{}\u{1f}{}\u{1f}{}{}", e.code().as_str(), file.encode_utf16().count(), file, e),
   )
 }
 

@@ -11,13 +11,14 @@ import { type Backing, type BlobSink, type BlobSource, type ListCursor, type Log
 import { nowMs } from './clock.js'
 import { type Key, decodeKey, encodeKey } from './codec/key.js'
 import { type KeyType, type Metadata, decodeMeta, encodeMeta } from './codec/meta.js'
-import { KonserveError, withKey } from './errors.js'
+import { type Spec, badArgument, checkOptions, checks, fail, isPlainObject } from './args.js'
+import { KonserveError, UserThrew, unbox, withKey } from './errors.js'
 import { type WriteOp, afterWrite } from './hooks.js'
-import { acquire, acquireSync, lockIds, release, runHolding, runUser } from './locks.js'
-import { type Path, getPath, missing, setPath } from './paths.js'
+import { acquire, acquireSync, lockIds, release, runHolding, runUser as asUserCode } from './locks.js'
+import { type Path, checkSettable, getPath, missing, setPath } from './paths.js'
 import { RAW_BYTES_ID } from './serializers.js'
 import { type ByteSource, byteSource, bytesOf, itemsOf } from './sources.js'
-import type { Store, SyncOption } from './store.js'
+import { type Store, type SyncOption, checkStore, closeWaitsFor, whileOpen } from './store.js'
 
 export type { Key, KeyType, Metadata }
 
@@ -90,13 +91,24 @@ function isThenable(v: unknown): v is PromiseLike<unknown> {
 /** Calls user code: awaited in async form; in sync form it must not return a Promise. */
 const callUser = gensync({
   sync: (f: (...a: unknown[]) => unknown, args: unknown[]) => {
-    const r = runUser(() => f(...args))
+    let r: unknown
+    try {
+      r = asUserCode(() => f(...args))
+    } catch (err) {
+      throw new UserThrew(err)
+    }
     if (isThenable(r)) {
       throw new KonserveError('ERR_INVALID_ARGUMENT', 'a { sync: true } call got a function that returned a Promise; use the async form')
     }
     return r
   },
-  async: async (f: (...a: unknown[]) => unknown, args: unknown[]) => runUser(() => f(...args)),
+  async: async (f: (...a: unknown[]) => unknown, args: unknown[]) => {
+    try {
+      return await asUserCode(() => f(...args))
+    } catch (err) {
+      throw new UserThrew(err)
+    }
+  },
 })
 
 // Async lock waits poll the cross-process lock with a short, growing pause.
@@ -245,15 +257,66 @@ function checkPath(path: unknown): asserts path is readonly [Key, ...unknown[]] 
   if (!Array.isArray(path) || path.length === 0) {
     throw new KonserveError('ERR_INVALID_PATH', 'a path is a non-empty array whose first element is the key')
   }
+  // A '__proto__' step reaches an object's prototype, not a field: a write
+  // there would be lost (msgpack) or pollute; refused on reads too, alike.
+  for (let i = 1; i < path.length; i++) {
+    if (path[i] === '__proto__') {
+      throw new KonserveError('ERR_INVALID_PATH', `a path step cannot be '__proto__' (step ${i}); use a Map for such keys`)
+    }
+  }
 }
 
 /** @internal */
 export function run<A extends unknown[], R>(op: gensync.Gensync<A, R>, opts: Options | undefined, args: A): R | Promise<R> {
   if (opts?.sync) return op.sync(...args)
   try {
-    return op.async(...args)
+    // close waits for the operations called before it (args[0] is the store).
+    return whileOpen((args[0] as Store).backing, op.async(...args))
   } catch (err) {
     return Promise.reject(err)
+  }
+}
+
+/**
+ * `run` for operations that call the caller's function: what that function
+ * threw reaches the caller as it was thrown (same object), never relabelled.
+ */
+function runUser<A extends unknown[], R>(op: gensync.Gensync<A, R>, opts: Options | undefined, args: A): R | Promise<R> {
+  if (opts?.sync) {
+    try {
+      return op.sync(...args)
+    } catch (err) {
+      throw unbox(err)
+    }
+  }
+  try {
+    return whileOpen((args[0] as Store).backing, op.async(...args).catch((err: unknown) => Promise.reject(unbox(err))))
+  } catch (err) {
+    return Promise.reject(unbox(err))
+  }
+}
+
+// ---- argument checks (see args.ts): every exported function checks its
+// arguments before it reads or writes anything, and knows its options by name.
+
+const O_READ: Spec = { sync: checks.boolean }
+const O_GET: Spec = { sync: checks.boolean, notFound: checks.any }
+const O_WRITE: Spec = { sync: checks.boolean, meta: checks.object, expectedRevision: checks.count }
+const O_DISSOC: Spec = { sync: checks.boolean, expectedRevision: checks.count }
+const O_KEYS: Spec = { sync: checks.boolean, onCorrupt: checks.function }
+const O_READ_BLOB: Spec = { sync: checks.boolean, as: checks.any, offset: checks.count, length: checks.count }
+const O_TRIM: Spec = { sync: checks.boolean, expectedRevision: checks.count, keepLast: checks.count, dropFirst: checks.count }
+const O_MULTI_ASSOC: Spec = { sync: checks.boolean, meta: checks.object }
+
+/** The error for a call's bad store or options (and `fn` when given), or undefined when they are fine. */
+function invalid(name: string, store: unknown, opts: unknown, spec: Spec, fn?: [string, unknown]): unknown {
+  try {
+    checkOptions(name, opts, spec)
+    checkStore(name, store)
+    if (fn && typeof fn[1] !== 'function') throw badArgument(name, fn[0], 'a function', fn[1])
+    return undefined
+  } catch (err) {
+    return err
   }
 }
 
@@ -276,6 +339,8 @@ const existsOp = gensync(function* (store: Store, key: Key) {
 
 /** Whether `key` is in the store. */
 export function exists<O extends Options>(store: Store, key: Key, opts?: O): Result<O, boolean> {
+  const bad = invalid('exists', store, opts, O_READ)
+  if (bad) return fail(bad, opts) as Result<O, boolean>
   return run(existsOp, opts, [store, key]) as Result<O, boolean>
 }
 
@@ -308,6 +373,17 @@ const getInOp = gensync(function* (store: Store, path: Path, notFound: unknown) 
   })
 })
 
+/** A plain object with at least one key, every key one of `spec`'s: an options argument. */
+function isOptionsObject(v: unknown, spec: Spec): boolean {
+  if (!isPlainObject(v)) return false
+  let n = 0
+  for (const k in v) {
+    if (!Object.prototype.hasOwnProperty.call(spec, k)) return false
+    n++
+  }
+  return n > 0
+}
+
 export interface GetOptions extends Options {
   /** Returned when the key is missing (default undefined). */
   notFound?: unknown
@@ -315,6 +391,12 @@ export interface GetOptions extends Options {
 
 /** The value of `key`, or `opts.notFound` (default undefined) when it is missing. */
 export function get<O extends GetOptions>(store: Store, key: Key, opts?: O): Result<O, unknown> {
+  if (opts !== undefined && (opts === null || typeof opts !== 'object' || Array.isArray(opts))) {
+    // get(store, key, 'default'): the default for a missing key is an option.
+    return fail(badArgument('get', 'opts', 'an options object (a default for a missing key goes in { notFound })', opts), opts) as Result<O, unknown>
+  }
+  const bad = invalid('get', store, opts, O_GET)
+  if (bad) return fail(bad, opts) as Result<O, unknown>
   if (!opts?.sync) {
     try {
       return readKey(store, key, undefined, opts?.notFound, opts) as Result<O, unknown>
@@ -369,7 +451,22 @@ function readKey(store: Store, key: Key, rest: Path | undefined, notFound: unkno
  * The value at `path` = [key, ...inner path], or `notFound` when the key or any
  * step of the inner path is missing.
  */
-export function getIn<O extends Options>(store: Store, path: Path, notFound?: unknown, opts?: O): Result<O, unknown> {
+export function getIn<O extends GetOptions>(store: Store, path: Path, notFound?: unknown, opts?: O): Result<O, unknown> {
+  // getIn(store, path, { sync: true }): a third and last argument is the
+  // options when it is a plain object whose keys are all getIn's options
+  // (`sync`, `notFound`); any other value (an empty object too) is notFound.
+  if (arguments.length === 3 && isOptionsObject(notFound, O_GET)) {
+    opts = notFound as O
+    notFound = undefined
+  }
+  const bad = invalid('getIn', store, opts, O_GET)
+  if (bad) return fail(bad, opts) as Result<O, unknown>
+  if (opts?.notFound !== undefined) {
+    if (notFound !== undefined) {
+      return fail(new KonserveError('ERR_INVALID_ARGUMENT', 'getIn: notFound given twice (as an argument and as opts.notFound)'), opts) as Result<O, unknown>
+    }
+    notFound = opts.notFound
+  }
   const read = () => {
     checkPath(path)
     return readKey(store, path[0], path.length > 1 ? path.slice(1) : undefined, notFound, opts)
@@ -393,6 +490,8 @@ const getMetaOp = gensync(function* (store: Store, key: Key) {
 
 /** The metadata of `key` (`{ key, type, lastWrite, ... }`), or undefined. Reads no value. */
 export function getMeta<O extends Options>(store: Store, key: Key, opts?: O): Result<O, Metadata | undefined> {
+  const bad = invalid('getMeta', store, opts, O_READ)
+  if (bad) return fail(bad, opts) as Result<O, Metadata | undefined>
   return run(getMetaOp, opts, [store, key]) as Result<O, Metadata | undefined>
 }
 
@@ -440,6 +539,8 @@ const keysOp = gensync(function* (store: Store, onCorrupt: (err: KonserveError) 
 
 /** The metadata of every key in the store: `{ key, type, lastWrite, ... }` each. */
 export function keys<O extends KeysOptions>(store: Store, opts?: O): Result<O, Metadata[]> {
+  const bad = invalid('keys', store, opts, O_KEYS)
+  if (bad) return fail(bad, opts) as Result<O, Metadata[]>
   return run(keysOp, opts, [store, opts?.onCorrupt ?? warnCorrupt]) as Result<O, Metadata[]>
 }
 
@@ -471,6 +572,8 @@ const assocOp = gensync(function* (store: Store, key: Key, value: unknown, w: Wr
  * Returns `[undefined, value]`: the old value is not read.
  */
 export function assoc<O extends WriteOptions>(store: Store, key: Key, value: unknown, opts?: O): Result<O, [undefined, unknown]> {
+  const bad = invalid('assoc', store, opts, O_WRITE)
+  if (bad) return fail(bad, opts) as Result<O, [undefined, unknown]>
   return run(assocOp, opts, [store, key, value, writeArgs(opts)]) as Result<O, [undefined, unknown]>
 }
 
@@ -489,6 +592,8 @@ const updateInOp = gensync(function* (store: Store, path: Path, fn: Updater, w: 
       if (raw && raw.serializer === RAW_BYTES_ID && rest.length > 0) {
         throw new KonserveError('ERR_INVALID_PATH', 'cannot go into a binary value')
       }
+      // A path that cannot be written is refused before the function runs.
+      checkSettable(old, rest)
       const at = getPath(old, rest)
       const leaf = yield* callUser(fn as (...a: unknown[]) => unknown, [at === missing ? undefined : at])
       const next = setPath(old, rest, leaf)
@@ -512,16 +617,22 @@ export function updateIn<O extends WriteOptions>(
   fn: (old: any) => unknown,
   opts?: O,
 ): Result<O, [unknown, unknown]> {
-  return run(updateInOp, opts, [store, path, fn, writeArgs(opts), 'updateIn']) as Result<O, [unknown, unknown]>
+  const bad = invalid('updateIn', store, opts, O_WRITE, ['fn', fn])
+  if (bad) return fail(bad, opts) as Result<O, [unknown, unknown]>
+  return runUser(updateInOp, opts, [store, path, fn, writeArgs(opts), 'updateIn']) as Result<O, [unknown, unknown]>
 }
 
 /** `updateIn(store, [key], fn)`. */
 export function update<O extends WriteOptions>(store: Store, key: Key, fn: (old: any) => unknown, opts?: O): Result<O, [unknown, unknown]> {
-  return run(updateInOp, opts, [store, [key], fn, writeArgs(opts), 'update']) as Result<O, [unknown, unknown]>
+  const bad = invalid('update', store, opts, O_WRITE, ['fn', fn])
+  if (bad) return fail(bad, opts) as Result<O, [unknown, unknown]>
+  return runUser(updateInOp, opts, [store, [key], fn, writeArgs(opts), 'update']) as Result<O, [unknown, unknown]>
 }
 
 /** Sets the value at `path` (creating maps along it). Returns `[old, new]` of the top-level value. */
 export function assocIn<O extends WriteOptions>(store: Store, path: Path, value: unknown, opts?: O): Result<O, [unknown, unknown]> {
+  const bad = invalid('assocIn', store, opts, O_WRITE)
+  if (bad) return fail(bad, opts) as Result<O, [unknown, unknown]>
   return run(updateInOp, opts, [store, path, () => value, writeArgs(opts), 'assocIn']) as Result<O, [unknown, unknown]>
 }
 
@@ -543,6 +654,8 @@ const dissocOp = gensync(function* (store: Store, key: Key, w: WriteArgs) {
 
 /** Removes `key`. Returns whether it existed. Takes `expectedRevision` like the writes. */
 export function dissoc<O extends Options & Pick<WriteOptions, 'expectedRevision'>>(store: Store, key: Key, opts?: O): Result<O, boolean> {
+  const bad = invalid('dissoc', store, opts, O_DISSOC)
+  if (bad) return fail(bad, opts) as Result<O, boolean>
   return run(dissocOp, opts, [store, key, { expectedRevision: opts?.expectedRevision }]) as Result<O, boolean>
 }
 
@@ -702,6 +815,8 @@ const bassocOp = gensync(function* (store: Store, key: Key, input: unknown, w: W
  * reader sees the old blob or the whole new one. Returns true.
  */
 export function bassoc<O extends WriteOptions>(store: Store, key: Key, input: BlobInput, opts?: O): Result<O, true> {
+  const bad = invalid('bassoc', store, opts, O_WRITE)
+  if (bad) return fail(bad, opts) as Result<O, true>
   return run(bassocOp, opts, [store, key, input, writeArgs(opts)]) as Result<O, true>
 }
 
@@ -831,7 +946,9 @@ const bgetOp = gensync(function* (store: Store, key: Key, cb: (blob: BlobAccess)
  * that outlives a callback, a web stream or a byte range, use `readBlob`.
  */
 export function bget<O extends Options, R>(store: Store, key: Key, cb: (blob: BlobAccess) => R, opts?: O): Result<O, Awaited<R> | undefined> {
-  return run(bgetOp, opts, [store, key, cb as (b: BlobAccess) => unknown, !opts?.sync]) as Result<O, Awaited<R> | undefined>
+  const bad = invalid('bget', store, opts, O_READ, ['cb', cb])
+  if (bad) return fail(bad, opts) as Result<O, Awaited<R> | undefined>
+  return runUser(bgetOp, opts, [store, key, cb as (b: BlobAccess) => unknown, !opts?.sync]) as Result<O, Awaited<R> | undefined>
 }
 
 export interface ReadBlobOptions extends Options {
@@ -874,6 +991,8 @@ const readBlobOp = gensync(function* (store: Store, key: Key, o: ReadBlobOptions
  * and hold the file open until they end or are destroyed.
  */
 export function readBlob<O extends ReadBlobOptions>(store: Store, key: Key, opts?: O): Result<O, ReadBlobResult<O> | undefined> {
+  const bad = invalid('readBlob', store, opts, O_READ_BLOB)
+  if (bad) return fail(bad, opts) as Result<O, ReadBlobResult<O> | undefined>
   return run(readBlobOp, opts, [store, key, opts ?? {}]) as Result<O, ReadBlobResult<O> | undefined>
 }
 
@@ -914,6 +1033,8 @@ const blobFileOp = gensync(function* (store: Store, key: Key) {
  * it keeps reading this blob.
  */
 export function blobFile<O extends Options>(store: Store, key: Key, opts?: O): Result<O, BlobFile | undefined> {
+  const bad = invalid('blobFile', store, opts, O_READ)
+  if (bad) return fail(bad, opts) as Result<O, BlobFile | undefined>
   return run(blobFileOp, opts, [store, key]) as Result<O, BlobFile | undefined>
 }
 
@@ -1029,8 +1150,9 @@ async function appendGrouped(store: Store, key: Key, elem: unknown, w: WriteArgs
   })
   if (waiting) return done
   const queue = queues.get(id)!
+  let leader: Promise<void> | undefined
   try {
-    await lockKeys.async(b, [cke]).then(async (ids) => {
+    leader = lockKeys.async(b, [cke]).then(async (ids) => {
       try {
         while (queue.length > 0) {
           const batch = queue.splice(0, APPEND_BATCH)
@@ -1058,6 +1180,9 @@ async function appendGrouped(store: Store, key: Key, elem: unknown, w: WriteArgs
         }
       }
     })
+    // close waits for the queue to be written.
+    closeWaitsFor(b, leader)
+    await leader
   } catch (err) {
     // The lock could not be taken: everyone waiting fails with that.
     queues.delete(id)
@@ -1083,9 +1208,11 @@ async function appendAsyncOp(store: Store, key: Key, elem: unknown, w: WriteArgs
  * write and one sync). Returns the number of elements in the log.
  */
 export function append<O extends WriteOptions>(store: Store, key: Key, elem: unknown, opts?: O): Result<O, number> {
+  const bad = invalid('append', store, opts, O_WRITE)
+  if (bad) return fail(bad, opts) as Result<O, number>
   if (!opts?.sync && opts?.expectedRevision === undefined) {
     try {
-      return appendAsyncOp(store, key, elem, writeArgs(opts)) as Result<O, number>
+      return whileOpen(store.backing, appendAsyncOp(store, key, elem, writeArgs(opts))) as Result<O, number>
     } catch (err) {
       return Promise.reject(err) as Result<O, number>
     }
@@ -1102,6 +1229,8 @@ const logOp = gensync(function* (store: Store, key: Key) {
  * no log. This holds them all: for long logs use `reduceLog` or `logStream`.
  */
 export function log<O extends Options>(store: Store, key: Key, opts?: O): Result<O, unknown[] | undefined> {
+  const bad = invalid('log', store, opts, O_READ)
+  if (bad) return fail(bad, opts) as Result<O, unknown[] | undefined>
   return run(logOp, opts, [store, key]) as Result<O, unknown[] | undefined>
 }
 
@@ -1127,7 +1256,9 @@ export function reduceLog<O extends Options, A>(
   init: A,
   opts?: O,
 ): Result<O, A> {
-  return run(reduceLogOp, opts, [store, key, fn as (a: unknown, e: unknown) => unknown, init]) as Result<O, A>
+  const bad = invalid('reduceLog', store, opts, O_READ, ['fn', fn])
+  if (bad) return fail(bad, opts) as Result<O, A>
+  return runUser(reduceLogOp, opts, [store, key, fn as (a: unknown, e: unknown) => unknown, init]) as Result<O, A>
 }
 
 /**
@@ -1136,6 +1267,7 @@ export function reduceLog<O extends Options, A>(
  * loop closes the log.
  */
 export async function* logStream(store: Store, key: Key): AsyncGenerator<unknown, void, undefined> {
+  checkStore('logStream', store)
   const cke = encodeKey(key)
   let cursor: LogCursor | undefined
   try {
@@ -1212,6 +1344,8 @@ const trimLogOp = gensync(function* (store: Store, key: Key, o: TrimLogOptions) 
  * Returns how many elements were removed (0 when there is no log).
  */
 export function trimLog<O extends TrimLogOptions>(store: Store, key: Key, opts: O): Result<O, number> {
+  const bad = opts === undefined ? badArgument('trimLog', 'opts', '{ keepLast } or { dropFirst }', opts) : invalid('trimLog', store, opts, O_TRIM)
+  if (bad) return fail(bad, opts) as Result<O, number>
   return run(trimLogOp, opts, [store, key, opts]) as Result<O, number>
 }
 
@@ -1236,6 +1370,8 @@ const multiGetOp = gensync(function* (store: Store, keys: Iterable<Key>) {
 
 /** The values of the keys that exist, as a Map from key to value. */
 export function multiGet<O extends Options>(store: Store, ks: Iterable<Key>, opts?: O): Result<O, Map<Key, unknown>> {
+  const bad = invalid('multiGet', store, opts, O_READ)
+  if (bad) return fail(bad, opts) as Result<O, Map<Key, unknown>>
   return run(multiGetOp, opts, [store, ks]) as Result<O, Map<Key, unknown>>
 }
 
@@ -1274,6 +1410,8 @@ export function multiAssoc<O extends WriteOptions>(
   kvs: Map<Key, unknown> | Iterable<readonly [Key, unknown]> | Record<string, unknown>,
   opts?: O,
 ): Result<O, Map<Key, true>> {
+  const bad = invalid('multiAssoc', store, opts, O_MULTI_ASSOC)
+  if (bad) return fail(bad, opts) as Result<O, Map<Key, true>>
   return run(multiAssocOp, opts, [store, kvs, opts?.meta]) as Result<O, Map<Key, true>>
 }
 
@@ -1297,5 +1435,7 @@ const multiDissocOp = gensync(function* (store: Store, keys: Iterable<Key>) {
 
 /** Removes several keys. Returns Map key -> whether it existed. */
 export function multiDissoc<O extends Options>(store: Store, ks: Iterable<Key>, opts?: O): Result<O, Map<Key, boolean>> {
+  const bad = invalid('multiDissoc', store, opts, O_READ)
+  if (bad) return fail(bad, opts) as Result<O, Map<Key, boolean>>
   return run(multiDissocOp, opts, [store, ks]) as Result<O, Map<Key, boolean>>
 }

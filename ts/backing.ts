@@ -236,6 +236,12 @@ export interface Backing {
    */
   trimLogSync(key: Uint8Array, keepFrom: number, meta: Uint8Array): LogInfo
   trimLogAsync(key: Uint8Array, keepFrom: number, meta: Uint8Array): Promise<LogInfo>
+
+  // ---- closing (optional; see `close` in store.ts) ----
+  /** Finishes the writes already handed to it (queued group commits), then releases what it holds. Called once. */
+  close?(): Promise<void>
+  /** Releases what it holds without waiting; throws (and stays open) if that would drop queued writes. */
+  closeSync?(): void
 }
 
 

@@ -35,6 +35,9 @@ export type ErrorCode =
   | 'ERR_NOT_SUPPORTED'
   | 'ERR_NATIVE_UNAVAILABLE'
   | 'ERR_SOURCE'
+  // The store's life cycle (close, deleteStore): see README "Closing a store".
+  | 'ERR_CLOSED'
+  | 'ERR_STORE_DELETED'
 
 export class KonserveError extends Error {
   override name = 'KonserveError'
@@ -58,6 +61,8 @@ export class KonserveError extends Error {
 
 /** Attaches the key to an error thrown while working on it, and types foreign errors. */
 export function withKey(err: unknown, key: unknown): KonserveError {
+  // The user's own error passes untouched (see UserThrew).
+  if (err instanceof UserThrew) return err as unknown as KonserveError
   const e = toKonserveError(err)
   if (!('key' in e)) {
     e.key = key
@@ -119,18 +124,60 @@ function errnoConstants(): Record<number, string> {
   return byNumber
 }
 
-const SEP = '\u001f'
+/**
+ * What the user's own code threw (an update function, a reduceLog fold, a bget
+ * callback), boxed on its way through konserve so that no layer types or
+ * relabels it; the API unboxes it and the caller gets the very value thrown.
+ */
+export class UserThrew {
+  constructor(readonly thrown: unknown) {}
+}
 
-/** Native errors arrive as `CODE \x1f file \x1f message` (see src/lib.rs). */
+/** The value a user's function threw, or `err` itself. */
+export function unbox(err: unknown): unknown {
+  return err instanceof UserThrew ? err.thrown : err
+}
+
+/** Types a foreign error (a Node OS error, anything else) as a KonserveError. */
 export function toKonserveError(err: unknown): KonserveError {
   if (err instanceof KonserveError) return err
-  if (err instanceof Error && err.message.includes(SEP)) {
-    const [code, file, ...rest] = err.message.split(SEP)
-    return new KonserveError(code as ErrorCode, rest.join(SEP), { file: file || undefined, cause: err })
-  }
   const message = err instanceof Error ? err.message : String(err)
   const file = (err as NodeJS.ErrnoException | undefined)?.path
   return new KonserveError(codeOfOsError(err), message, { cause: err, file: typeof file === 'string' ? file : undefined })
+}
+
+/** Every code, for checking a code that crossed from the native binding. */
+const CODES: ReadonlySet<string> = new Set<ErrorCode>([
+  'ERR_IO', 'ERR_CORRUPT', 'ERR_UNSUPPORTED_VERSION', 'ERR_UNSUPPORTED_CODEC', 'ERR_KEY_MISMATCH', 'ERR_INVALID_KEY',
+  'ERR_STORE_POISONED', 'ERR_LOCK', 'ERR_LOCK_BUSY', 'ERR_FSYNC', 'ERR_NO_SPACE', 'ERR_READ_ONLY', 'ERR_PERMISSION',
+  'ERR_TOO_MANY_FILES', 'ERR_NOT_A_DIRECTORY', 'ERR_NOT_A_FILE', 'ERR_DECRYPT', 'ERR_REVISION_MISMATCH', 'ERR_SERIALIZE',
+  'ERR_DESERIALIZE', 'ERR_SERIALIZER_NOT_FOUND', 'ERR_NOT_A_LOG', 'ERR_NOT_BINARY', 'ERR_INVALID_PATH',
+  'ERR_INVALID_ARGUMENT', 'ERR_NOT_SUPPORTED', 'ERR_NATIVE_UNAVAILABLE', 'ERR_SOURCE', 'ERR_CLOSED', 'ERR_STORE_DELETED',
+])
+
+/** The head of a native error's message: `CODE \x1f n \x1f`, then n UTF-16 units of file, then the message. */
+const NATIVE_HEAD = /^(ERR_[A-Z_]+)\u001f(\d{1,9})\u001f/
+
+/**
+ * Types an error thrown by the native binding (and only there: call it where
+ * the binding is called). The core's errors cross as a napi `GenericFailure`
+ * whose message is `CODE \x1f n \x1f file message` (src/lib.rs `js_error`):
+ * the file's length is given, not delimited, so a file name or a message that
+ * contains U+001F cannot shift the fields; a message that does not have this
+ * exact head (napi-rs's own argument errors, say) is typed as a foreign error.
+ */
+export function fromNative(err: unknown): KonserveError {
+  if (err instanceof KonserveError) return err
+  if (err instanceof Error && (err as { code?: unknown }).code === 'GenericFailure') {
+    const m = NATIVE_HEAD.exec(err.message)
+    const at = m ? m[0].length : 0
+    const n = m ? Number(m[2]) : 0
+    if (m && CODES.has(m[1]!) && at + n <= err.message.length) {
+      const file = err.message.slice(at, at + n)
+      return new KonserveError(m[1] as ErrorCode, err.message.slice(at + n), { file: file || undefined, cause: err })
+    }
+  }
+  return toKonserveError(err)
 }
 
 /** A short, printable form of a key for messages (keys can be 100 KB). */

@@ -30,6 +30,40 @@ function badPath(message: string): KonserveError {
   return new KonserveError('ERR_INVALID_PATH', message)
 }
 
+/** The largest array index (2^32 - 2): a larger "index" would be a named property, which no serializer keeps on an array. */
+const MAX_INDEX = 2 ** 32 - 2
+
+/**
+ * Throws ERR_INVALID_PATH where `setPath(value, path, leaf)` would, without
+ * building anything: a write checks its path before it runs the caller's
+ * function, so a path that cannot be written is refused with nothing done.
+ */
+export function checkSettable(value: unknown, path: Path): void {
+  let v: unknown = value
+  for (const seg of path) {
+    if (v instanceof Map) {
+      v = v.get(seg)
+    } else if (Array.isArray(v)) {
+      checkIndex(seg)
+      v = v[seg as number]
+    } else if (typeof seg !== 'string' && typeof seg !== 'number') {
+      throw badPath(`an object path segment must be a string or a number, got ${typeof seg}`)
+    } else if (v === undefined || v === null) {
+      return
+    } else if (typeof v === 'object' && !ArrayBuffer.isView(v) && !(v instanceof Date) && !(v instanceof Set)) {
+      v = Object.prototype.hasOwnProperty.call(v, seg) ? (v as Record<string, unknown>)[seg] : undefined
+    } else {
+      throw badPath(`cannot go into a ${typeof v} at path segment ${String(seg)}`)
+    }
+  }
+}
+
+function checkIndex(seg: unknown): void {
+  if (typeof seg !== 'number' || !Number.isInteger(seg) || seg < 0 || seg > MAX_INDEX) {
+    throw badPath(`cannot index an array with ${String(seg)} (an index is an integer from 0 to 2^32 - 2)`)
+  }
+}
+
 export function setPath(value: unknown, path: Path, leaf: unknown): unknown {
   if (path.length === 0) return leaf
   const [seg, ...rest] = path
@@ -39,11 +73,9 @@ export function setPath(value: unknown, path: Path, leaf: unknown): unknown {
     return m
   }
   if (Array.isArray(value)) {
-    if (typeof seg !== 'number' || !Number.isInteger(seg) || seg < 0) {
-      throw badPath(`cannot index an array with ${String(seg)}`)
-    }
+    checkIndex(seg)
     const a = value.slice()
-    a[seg] = setPath(value[seg], rest, leaf)
+    a[seg as number] = setPath(value[seg as number], rest, leaf)
     return a
   }
   if (typeof seg !== 'string' && typeof seg !== 'number') {
@@ -54,7 +86,9 @@ export function setPath(value: unknown, path: Path, leaf: unknown): unknown {
   }
   if (typeof value === 'object' && !ArrayBuffer.isView(value) && !(value instanceof Date) && !(value instanceof Set)) {
     const o = value as Record<string, unknown>
-    return { ...o, [seg]: setPath(o[seg], rest, leaf) }
+    // Own properties only: o['__proto__'] would be Object.prototype.
+    const own = Object.prototype.hasOwnProperty.call(o, seg) ? o[seg] : undefined
+    return { ...o, [seg]: setPath(own, rest, leaf) }
   }
   throw badPath(`cannot go into a ${typeof value} at path segment ${String(seg)}`)
 }

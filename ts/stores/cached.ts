@@ -39,7 +39,7 @@ import {
   keyId,
 } from '../backing.js'
 import { KonserveError } from '../errors.js'
-import { Store } from '../store.js'
+import { Store, builtOver, checkStore } from '../store.js'
 
 // ---- shared with the tiered store -------------------------------------------
 
@@ -381,6 +381,13 @@ class CachedBacking implements Backing {
     const f = (this.inner as { flushAsync?: () => Promise<void> }).flushAsync
     return f ? f.call(this.inner) : Promise.resolve()
   }
+  /** close: the cache goes; the store under it stays open. */
+  closeSync(): void {
+    this.lru.clear()
+  }
+  async close(): Promise<void> {
+    this.lru.clear()
+  }
 }
 
 function sizeOf(id: string, slot: Slot): number {
@@ -494,13 +501,17 @@ function positiveInt(name: string, v: unknown, dflt: number): number {
  */
 export function withCache(store: Store, options: CacheOptions = {}): Store {
   if (!(store instanceof Store)) throw new KonserveError('ERR_INVALID_ARGUMENT', 'withCache takes a Store')
+  checkStore('withCache', store)
   const maxEntries = positiveInt('maxEntries', options.maxEntries, 1000)
   const maxBytes = positiveInt('maxBytes', options.maxBytes, 32 * 1024 * 1024)
-  return storeLike(new CachedBacking(store.backing, maxEntries, maxBytes), store)
+  const cached = storeLike(new CachedBacking(store.backing, maxEntries, maxBytes), store)
+  builtOver(cached, store)
+  return cached
 }
 
 /** The cache's counters, for a Store made by `withCache` (undefined for any other store). */
 export function cacheStats(store: Store): CacheStats | undefined {
+  checkStore('cacheStats', store)
   const b = store.backing
   if (!(b instanceof CachedBacking)) return undefined
   return { entries: b.lru.size, bytes: b.lru.calculatedSize, hits: b.hits, misses: b.misses }

@@ -30,7 +30,7 @@ export class GroupCommit {
     return new Promise<void>((resolve, reject) => {
       const bytes = writes.reduce((n, w) => n + w.value.byteLength + w.meta.byteLength, 0)
       this.queue.push({ writes, bytes, resolve, reject })
-      if (!this.running) void this.run()
+      if (!this.running) this.runner = this.run()
     })
   }
 
@@ -47,6 +47,12 @@ export class GroupCommit {
     }
     return batch
   }
+
+  /** Resolves once every put handed to it so far has been written (or has failed). */
+  async idle(): Promise<void> {
+    while (this.running || this.queue.length > 0) await this.runner
+  }
+  private runner: Promise<void> = Promise.resolve()
 
   private async run(): Promise<void> {
     this.running = true

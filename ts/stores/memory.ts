@@ -238,6 +238,14 @@ export class MemoryBacking implements Backing {
     return this.trimLogSync(key, keepFrom, meta)
   }
 
+  /** close: the contents go. */
+  closeSync(): void {
+    this.slots.clear()
+  }
+  async close(): Promise<void> {
+    this.slots.clear()
+  }
+
   // One thread owns this store: the facade's in-thread locks are all it needs.
   lockSync(): void {}
   tryLock(): boolean {

@@ -17,7 +17,7 @@ import type {
   RawWrite,
   StoreClock,
 } from '../backing.js'
-import { toKonserveError } from '../errors.js'
+import { fromNative } from '../errors.js'
 import { RAW_BYTES_ID } from '../serializers.js'
 import { GroupCommit } from './group-commit.js'
 import { type NativeBlobReader, type NativeBlobWriter, type NativeFileStore, type NativeLogCursor, type NativeMetaEntryLike, loadNative } from '../native.js'
@@ -26,7 +26,7 @@ function call<T>(f: () => T): T {
   try {
     return f()
   } catch (err) {
-    throw toKonserveError(err)
+    throw fromNative(err)
   }
 }
 
@@ -34,7 +34,7 @@ async function callAsync<T>(p: () => Promise<T>): Promise<T> {
   try {
     return await p()
   } catch (err) {
-    throw toKonserveError(err)
+    throw fromNative(err)
   }
 }
 
@@ -131,7 +131,7 @@ export class NativeFileBacking implements Backing {
       if (now === TOO_LARGE) return this.getAsync(key).then((e) => e && { serializer: e.serializer, value: e.value, log: e.log !== undefined })
       if (now !== WOULD_BLOCK) return Promise.resolve(now)
     } catch (err) {
-      return Promise.reject(toKonserveError(err))
+      return Promise.reject(fromNative(err))
     }
     return callAsync(async () => fromPrefixed(await this.native.getValueAsync(buf(key))))
   }
@@ -179,6 +179,10 @@ export class NativeFileBacking implements Backing {
   private readonly group = new GroupCommit((ws) => callAsync(() => this.native.putAsync(writes(ws))))
   putAsync(ws: RawWrite[]): Promise<void> {
     return this.group.put(ws)
+  }
+  /** close: the queued group commits are written first. (The core's lock file closes when the binding's object is collected.) */
+  close(): Promise<void> {
+    return this.group.idle()
   }
   deleteSync(keys: Uint8Array[]): boolean[] {
     return call(() => this.native.deleteSync(bufs(keys)))

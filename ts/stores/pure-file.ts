@@ -717,6 +717,10 @@ export class PureFileBacking implements Backing {
   }
 
   private readonly group = new GroupCommit((writes) => this.writeBatch(writes))
+  /** close: the queued group commits are written first; the store holds no descriptor between calls. */
+  close(): Promise<void> {
+    return this.group.idle()
+  }
 
   /**
    * One batch of puts: every staging file written and fsynced (several at

@@ -48,7 +48,7 @@ import {
   keyId,
 } from '../backing.js'
 import { KonserveError } from '../errors.js'
-import { Store } from '../store.js'
+import { Store, builtOver, checkStore } from '../store.js'
 import { FillGuard, HeldKeys, copyEntry, ops, storeLike, watchSink } from './cached.js'
 
 export type WritePolicy = 'write-through' | 'write-behind'
@@ -400,6 +400,17 @@ class TieredBacking implements Backing {
     this.report(wrapped)
   }
 
+  /** close: the queued write-behind writes go to the back first (rejects like flush if one failed). */
+  close(): Promise<void> {
+    return this.flushAsync()
+  }
+  /** A sync close cannot wait for queued writes: refused while some are queued. */
+  closeSync(): void {
+    if (this.pending.size > 0 || this.done < this.seq) {
+      throw new KonserveError('ERR_NOT_SUPPORTED', 'close: write-behind writes are still queued; use the async form of close, or flush first')
+    }
+  }
+
   /** @internal */
   async flushAsync(): Promise<void> {
     const upTo = this.seq
@@ -566,6 +577,8 @@ export function tieredStore(front: Store, back: Store, options: TieredOptions = 
   if (!(front instanceof Store) || !(back instanceof Store)) {
     throw new KonserveError('ERR_INVALID_ARGUMENT', 'tieredStore takes two Stores: front and back')
   }
+  checkStore('tieredStore', front, 'front')
+  checkStore('tieredStore', back, 'back')
   if (front === back || front.backing === back.backing) {
     throw new KonserveError('ERR_INVALID_ARGUMENT', 'tieredStore: the front and the back must be different stores')
   }
@@ -577,7 +590,9 @@ export function tieredStore(front: Store, back: Store, options: TieredOptions = 
   if (readPolicy !== 'front-first') {
     throw new KonserveError('ERR_INVALID_ARGUMENT', `tieredStore: unknown readPolicy ${JSON.stringify(readPolicy)}`)
   }
-  return storeLike(new TieredBacking(front.backing, back.backing, writePolicy, options.onError ?? defaultOnError), back)
+  const tiered = storeLike(new TieredBacking(front.backing, back.backing, writePolicy, options.onError ?? defaultOnError), back)
+  builtOver(tiered, front, back)
+  return tiered
 }
 
 /**
@@ -587,6 +602,7 @@ export function tieredStore(front: Store, back: Store, options: TieredOptions = 
  * once for a write-through tiered store and for any other store.
  */
 export async function flush(store: Store): Promise<void> {
+  checkStore('flush', store)
   const b = store.backing as { flushAsync?: () => Promise<void> }
   if (typeof b.flushAsync === 'function') await b.flushAsync()
 }
