@@ -5,7 +5,7 @@
  * `acceptPlaintext` (an explicit migration) it reads them. Native and pure.
  */
 import test from 'ava'
-import { mkdtempSync } from 'node:fs'
+import { copyFileSync, mkdtempSync, readdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import * as k from 'konserve'
@@ -28,11 +28,16 @@ for (const { name, native } of impls) {
   test(`${name}: an encrypted store refuses planted plaintext values, blobs and logs`, async (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'konserve-strict-'))
     // The encrypted store exists first; then someone writes plaintext files into its directory.
+    // (A plain store cannot open the encrypted store's directory, which has a
+    // key check: the files are written elsewhere and copied in, as anyone who
+    // can write the directory can.)
     const strict = k.connectFsStore(dir, { native, encryptor: aes, sync: true })
-    const plain = k.connectFsStore(dir, { native, sync: true })
+    const elsewhere = mkdtempSync(join(tmpdir(), 'konserve-plant-'))
+    const plain = k.connectFsStore(elsewhere, { native, sync: true })
     k.assoc(plain, 'value', { amount: 1_000_000 }, { sync: true })
     k.bassoc(plain, 'blob', Buffer.alloc(3 << 20, 7), { sync: true })
     k.append(plain, 'log', 'planted record', { sync: true })
+    for (const name of readdirSync(elsewhere)) if (name.endsWith('.ksv')) copyFileSync(join(elsewhere, name), join(dir, name))
 
     for (const key of ['value', 'blob', 'log']) {
       isDecrypt(t, t.throws(() => k.get(strict, key, { sync: true })), key)

@@ -53,6 +53,8 @@ export type {
   RawWrite,
   StoreClock,
 } from './backing.js'
+export { rekey } from './rekey.js'
+export type { RekeyOptions, RekeyProgress, RekeyResult } from './rekey.js'
 export { sweep } from './gc.js'
 export type { SweepOptions, SweepProgress } from './gc.js'
 export { decodeKey, encodeKey } from './codec/key.js'

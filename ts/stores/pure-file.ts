@@ -78,6 +78,8 @@ import {
 import { xxh3_64 } from '../codec/xxhash.js'
 import { FileLocker, LOCK_NAME, lockErrorCode, lockTimeoutError, type LockRecord } from './file-lock.js'
 import { GroupCommit } from './group-commit.js'
+import { checkStoreKeySync } from './keycheck-file.js'
+import { KEY_CHECK_FILE, REKEY_FILE } from '../codec/keycheck.js'
 import type { DecodedHead, PureCodec } from './pure-codec.js'
 
 const HEADER_LEN = 48
@@ -346,6 +348,12 @@ export interface PureFileOptions {
   syncBlob: boolean
   /** How long a lock waits for another holder (default 60000). */
   lockTimeoutMs?: number
+  /** The store's encryption key: checked against the store's key check on open (FORMAT.md §4.7). */
+  encryptionKey?: Uint8Array
+  /** With a key: a store with plaintext files opens (a migration to encryption). */
+  acceptPlaintext?: boolean
+  /** Skip the key check on open: for `rekey` only, which does its own. */
+  skipKeyCheck?: boolean
 }
 
 /**
@@ -398,6 +406,7 @@ export class PureFileBacking implements Backing {
       const real = fs.realpathSync(dir)
       const store = new PureFileBacking(real, codec, options)
       store.sweepStaging(fs.readdirSync(real))
+      store.checkStoreKey()
       return store
     } catch (err) {
       throw openError(err, dir)
@@ -411,10 +420,18 @@ export class PureFileBacking implements Backing {
       const real = await fsp.realpath(dir)
       const store = new PureFileBacking(real, codec, options)
       store.sweepStaging(await fsp.readdir(real))
+      store.checkStoreKey()
       return store
     } catch (err) {
       throw openError(err, dir)
     }
+  }
+
+  /** The key check of the store (FORMAT.md §4.7), as the core's open does it. */
+  private checkStoreKey(): void {
+    if (this.options.skipKeyCheck) return
+    const o = this.options
+    checkStoreKeySync(this.dir, { secret: o.encryptionKey, acceptPlaintext: o.acceptPlaintext, durable: o.syncBlob })
   }
 
   /** Removes staging files of dead processes, and our own that no write has in flight. */
@@ -1075,6 +1092,24 @@ export class PureFileBacking implements Backing {
     }
   }
 
+  /**
+   * Writes `key`'s file whole through a staging file (FORMAT.md §5): what
+   * `produce` writes to the sink, then fsync, rename, directory fsync.
+   * `rekey` re-encodes logs this way.
+   */
+  *replaceFileG(key: Uint8Array, produce: (sink: LogSink) => Handler<void>): Handler<void> {
+    const staging = yield* this.createStagingG(key)
+    try {
+      const sink = this.logSink(staging)
+      yield* produce(sink)
+      yield* sink.flush()
+      remember(this.logId(key), undefined)
+      yield* this.commitStagingG(staging, this.filePath(key))
+    } finally {
+      this.dropStaging(staging)
+    }
+  }
+
   /** A sink that writes a whole log into a staging file (the commit area last, at its place). */
   private logSink(staging: Staging): LogSink & { flush(): Handler<void> } {
     const out = new StagingWriter(staging)
@@ -1707,7 +1742,7 @@ export function deleteStorePure(path: string): void {
   }
   let foreign = false
   for (const name of names) {
-    if (KEY_FILE.test(name) || STAGING.test(name) || name === LOCK_FILE || name === CLOCK_FILE || LOCK_NAME.test(name)) {
+    if (KEY_FILE.test(name) || STAGING.test(name) || name === LOCK_FILE || name === CLOCK_FILE || name === KEY_CHECK_FILE || name === REKEY_FILE || LOCK_NAME.test(name)) {
       try {
         fs.unlinkSync(join(dir, name))
       } catch (err) {

@@ -1410,8 +1410,10 @@ mod tests {
         encode(&Key::str(s))
     }
 
+    /// The combinations share a directory: a keyed store there reads the
+    /// plaintext files of the others as a migration does (FORMAT.md §4.7).
     fn with_codec(compressor: u8, secret: Option<&str>) -> Options {
-        Options { compressor, encryption_key: secret.map(|k| k.as_bytes().to_vec()), ..Options::default() }
+        Options { compressor, encryption_key: secret.map(|k| k.as_bytes().to_vec()), accept_plaintext: secret.is_some(), ..Options::default() }
     }
 
     const COMBOS: [(u8, Option<&str>); 4] = [(0, None), (1, None), (0, Some("s3cr3t")), (1, Some("s3cr3t"))];
@@ -1500,7 +1502,7 @@ mod tests {
         }
         // A value key lists with no log info. The store with the key reads
         // plaintext logs only with accept_plaintext (a migration).
-        let strict = FileStore::open(tmp.path(), with_codec(1, Some("s3cr3t"))).unwrap();
+        let strict = FileStore::open(tmp.path(), Options { accept_plaintext: false, ..with_codec(1, Some("s3cr3t")) }).unwrap();
         assert_eq!(strict.list().unwrap().entries.iter().filter(|e| e.log.is_some()).count(), 2);
         let store = FileStore::open(tmp.path(), Options { accept_plaintext: true, ..with_codec(1, Some("s3cr3t")) }).unwrap();
         store.put(&[Write { key: &key("v"), serializer: 1, meta: b"\x80", value: b"x" }]).unwrap();
@@ -1584,7 +1586,7 @@ mod tests {
             assert_eq!(store.get_meta(&k).unwrap().unwrap().meta, b"\x81\xa1m\x04", "create_meta is for new logs only");
         }
         // A missing key: nothing written.
-        let store = FileStore::open(tmp.path(), Options::default()).unwrap();
+        let store = FileStore::open(tmp.path(), with_codec(0, Some("s3cr3t"))).unwrap();
         assert_eq!(store.log_trim(&key("missing"), 3, META).unwrap(), LogInfo::EMPTY);
         assert!(!store.exists(&key("missing")).unwrap());
         let names: Vec<_> = fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
@@ -1842,7 +1844,7 @@ mod tests {
         assert_eq!(append(&store, &k, &recs[2]).unwrap_err().code(), ErrorCode::Decrypt);
         // The same edit of a plain log is not detected: without a key, anyone
         // who can write the file can rewrite it (FORMAT.md §4.6).
-        let plain = FileStore::open(tmp.path(), Options::default()).unwrap();
+        let plain = FileStore::open(tmp.path().join("plain"), Options::default()).unwrap();
         let k = key("plain-forged");
         let (full, ends) = build(&plain, &k, &recs);
         let area = data_start(&full) - LOG_COMMIT_AREA as usize;
@@ -1877,7 +1879,10 @@ mod tests {
         let mut cursor = store.open_log(&k).unwrap().unwrap();
         assert_eq!(cursor.next_batch(10).unwrap().unwrap(), recs[..2]);
         assert_eq!(cursor.next_batch(10).unwrap_err().code(), ErrorCode::Decrypt);
-        // Without the key the meta segment already fails.
+        // Without the key the store does not open (its key check), and
+        // without the key check the meta segment already fails.
+        assert_eq!(FileStore::open(tmp.path(), Options::default()).unwrap_err().code(), ErrorCode::Decrypt);
+        fs::remove_file(tmp.path().join(crate::codec::keycheck::KEY_CHECK_FILE_NAME)).unwrap();
         let other = FileStore::open(tmp.path(), Options::default()).unwrap();
         assert_eq!(other.open_log(&k).unwrap_err().code(), ErrorCode::Decrypt);
     }

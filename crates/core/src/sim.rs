@@ -1144,7 +1144,9 @@ mod tests {
         for name in fs.read_dir(dir).unwrap() {
             let name = name.into_string().unwrap();
             let ours =
-                name == LOCK_FILE_NAME || universe(ops).iter().any(|k| crate::keyhash::file_name(&key(k)) == name);
+                name == LOCK_FILE_NAME
+                    || name == crate::codec::keycheck::KEY_CHECK_FILE_NAME
+                    || universe(ops).iter().any(|k| crate::keyhash::file_name(&key(k)) == name);
             assert!(ours, "{ctx}: unexpected file {name:?} after reopen");
         }
         // The recovered store takes writes.

@@ -253,6 +253,7 @@ impl FileStore {
         let held = std::sync::Mutex::new(std::collections::HashMap::new());
         let store = FileStore { dir, vfs, held, id, options, poisoned: AtomicBool::new(false) };
         store.sweep_staging()?;
+        crate::codec::keycheck::check_on_open(&store)?;
         Ok(store)
     }
 
@@ -1028,6 +1029,8 @@ pub fn delete_store_with(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
                     || n == CLOCK_FILE_NAME
                     || staging::parse_staging_name(n).is_some()
                     || filelock::is_lock_name(n)
+                    || n == crate::codec::keycheck::KEY_CHECK_FILE_NAME
+                    || n == crate::codec::keycheck::REKEY_FILE_NAME
             });
         if !ours {
             foreign = true;
@@ -1304,7 +1307,8 @@ mod tests {
         let combos = [(0, None), (1, None), (0, Some("s3cr3t")), (1, Some("s3cr3t"))];
         let value: Vec<u8> = b"PLAINTEXT-MARKER ".repeat(1000);
         for (i, &(c, k)) in combos.iter().enumerate() {
-            let store = FileStore::open(tmp.path(), with_codec(c, k)).unwrap();
+            // The keyed stores migrate: they open a directory with plaintext files.
+            let store = FileStore::open(tmp.path(), Options { accept_plaintext: k.is_some(), ..with_codec(c, k) }).unwrap();
             let key = key(&format!("k{i}"));
             store.put(&[Write { key: &key, serializer: 1, meta: b"\x80", value: &value }]).unwrap();
             assert_eq!(store.get(&key).unwrap().unwrap().value, value);
@@ -1336,8 +1340,18 @@ mod tests {
         put1(&store, &key("secret"), b"value");
         let path = store.file_path(&key("secret"));
         let before = fs::read(&path).unwrap();
+        // The key check refuses both opens (FORMAT.md §4.7) ...
         for opts in [with_codec(0, Some("wrong")), with_codec(0, None)] {
-            let other = FileStore::open(tmp.path(), opts).unwrap();
+            assert_eq!(FileStore::open(tmp.path(), opts).unwrap_err().code(), ErrorCode::Decrypt);
+        }
+        // ... and without it (a store from before key checks) every read fails alike.
+        fs::remove_file(tmp.path().join(crate::codec::keycheck::KEY_CHECK_FILE_NAME)).unwrap();
+        for opts in [with_codec(0, None), with_codec(0, Some("wrong"))] {
+            let other = FileStore::open(tmp.path(), opts.clone()).unwrap_or_else(|e| {
+                assert!(opts.encryption_key.is_some(), "{e}");
+                assert_eq!(e.code(), ErrorCode::Decrypt, "a wrong key does not adopt the store: {e}");
+                FileStore::open(tmp.path(), with_codec(0, None)).unwrap()
+            });
             let err = other.get(&key("secret")).unwrap_err();
             assert_eq!(err.code(), ErrorCode::Decrypt);
             assert_eq!(err.file(), Some(path.as_path()));

@@ -19,7 +19,21 @@ fn encrypted(accept_plaintext: bool) -> Options {
     Options { encryption_key: Some(b"s3cr3t".to_vec()), accept_plaintext, ..Options::default() }
 }
 
+/// Plaintext key files written by a plain store elsewhere, then copied into
+/// `dir` (a plain store cannot open an encrypted store's directory: it has a
+/// key check, FORMAT.md §4.7; whoever can write the directory can copy files).
 fn plant(dir: &std::path::Path) {
+    let elsewhere = tempfile::tempdir().unwrap();
+    write_plain(elsewhere.path());
+    for e in std::fs::read_dir(elsewhere.path()).unwrap() {
+        let name = e.unwrap().file_name();
+        if name.to_str().unwrap().ends_with(".ksv") {
+            std::fs::copy(elsewhere.path().join(&name), dir.join(&name)).unwrap();
+        }
+    }
+}
+
+fn write_plain(dir: &std::path::Path) {
     let plain = Arc::new(FileStore::open(dir, Options::default()).unwrap());
     plain.put(&[Write { key: &key("value"), serializer: 0, meta: META, value: b"planted" }]).unwrap();
     let mut w = plain.blob_writer(&key("blob"), META).unwrap();

@@ -1,0 +1,321 @@
+//! The key check of an encrypted store (FORMAT.md §4.7): `.konserve.keycheck`
+//! says which key the store is encrypted with, so that a store opened with
+//! another key fails at once (`ERR_DECRYPT`) instead of writing over values
+//! it cannot read; `.konserve.rekey` marks a rekey in progress.
+//!
+//! The check value is HKDF-SHA256 of the user's key over a random salt. It
+//! holds neither the key nor anything that tests a guess faster than an
+//! encrypted segment already does (one HKDF per guess either way).
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use hkdf::Hkdf;
+use sha2::Sha256;
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::{Randomness, SegmentContext, ENCRYPTOR_NONE};
+use crate::error::{Error, ErrorCode, Result};
+use crate::format::{Header, HEADER_LEN};
+use crate::keyhash::is_key_file_name;
+use crate::staging::{self, InFlight};
+use crate::store::FileStore;
+
+/// The key check file of an encrypted store.
+pub const KEY_CHECK_FILE_NAME: &str = ".konserve.keycheck";
+/// The file that marks a rekey in progress (both keys' checks).
+pub const REKEY_FILE_NAME: &str = ".konserve.rekey";
+/// The fixed hex of the staging files of both (FORMAT.md §5's pattern, so
+/// the open sweep and `delete_store` treat them as every other staging file).
+pub const KEY_CHECK_STAGE_HEX: &str = "4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b";
+
+const CHECK_MAGIC: &[u8; 8] = b"KSVKEYCK";
+const REKEY_MAGIC: &[u8; 8] = b"KSVREKEY";
+const VERSION: u8 = 1;
+/// Length of the random salt.
+pub const CHECK_SALT_LEN: usize = 32;
+/// Length of the check value.
+pub const CHECK_LEN: usize = 32;
+/// The HKDF `info` of the check value (not the segments' info: the check is
+/// never a key of anything).
+pub const CHECK_INFO: &[u8] = b"konserve/1 key check";
+/// Length of `.konserve.keycheck`.
+pub const KEY_CHECK_FILE_LEN: usize = 8 + 1 + CHECK_SALT_LEN + CHECK_LEN + 8;
+/// Length of `.konserve.rekey`.
+pub const REKEY_FILE_LEN: usize = 8 + 1 + 2 * ENTRY_LEN + 8;
+const ENTRY_LEN: usize = 1 + CHECK_SALT_LEN + CHECK_LEN;
+
+/// A salt and the check value of one key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyCheck {
+    /// Random, chosen when the check is written.
+    pub salt: [u8; CHECK_SALT_LEN],
+    /// HKDF-SHA256(IKM = the user's key, salt, info = [`CHECK_INFO`], L = 32).
+    pub check: [u8; CHECK_LEN],
+}
+
+impl KeyCheck {
+    /// The check of `key` with this salt.
+    pub fn with_salt(key: &[u8], salt: [u8; CHECK_SALT_LEN]) -> KeyCheck {
+        let mut check = [0u8; CHECK_LEN];
+        Hkdf::<Sha256>::new(Some(&salt), key).expand(CHECK_INFO, &mut check).expect("32 bytes is a valid HKDF-SHA256 length");
+        KeyCheck { salt, check }
+    }
+
+    /// The check of `key` with a fresh salt from `rng`.
+    pub fn new(key: &[u8], rng: &mut dyn Randomness) -> Result<KeyCheck> {
+        let mut salt = [0u8; CHECK_SALT_LEN];
+        rng.fill(&mut salt)?;
+        Ok(KeyCheck::with_salt(key, salt))
+    }
+
+    /// Whether `key` is the key this check was made of (compared in constant time).
+    pub fn matches(&self, key: &[u8]) -> bool {
+        let other = KeyCheck::with_salt(key, self.salt);
+        self.check.iter().zip(other.check.iter()).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
+    }
+
+    /// The bytes of `.konserve.keycheck`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(KEY_CHECK_FILE_LEN);
+        out.extend_from_slice(CHECK_MAGIC);
+        out.push(VERSION);
+        out.extend_from_slice(&self.salt);
+        out.extend_from_slice(&self.check);
+        let sum = xxh3_64(&out);
+        out.extend_from_slice(&sum.to_le_bytes());
+        out
+    }
+
+    /// Decodes `.konserve.keycheck`: `ERR_CORRUPT` unless it is whole.
+    pub fn decode(bytes: &[u8]) -> Result<KeyCheck> {
+        let body = checked(bytes, CHECK_MAGIC, KEY_CHECK_FILE_LEN, "key check")?;
+        Ok(entry(&body[9..9 + CHECK_SALT_LEN + CHECK_LEN]))
+    }
+}
+
+fn entry(b: &[u8]) -> KeyCheck {
+    KeyCheck {
+        salt: b[..CHECK_SALT_LEN].try_into().expect("32 bytes"),
+        check: b[CHECK_SALT_LEN..CHECK_SALT_LEN + CHECK_LEN].try_into().expect("32 bytes"),
+    }
+}
+
+/// The body of a file of `len` bytes with this magic, its checksum and version checked.
+fn checked<'a>(bytes: &'a [u8], magic: &[u8; 8], len: usize, what: &str) -> Result<&'a [u8]> {
+    if bytes.len() != len || &bytes[..8] != magic {
+        return Err(Error::corrupt(format!("the {what} file is damaged (length {} or magic)", bytes.len())));
+    }
+    let sum = u64::from_le_bytes(bytes[len - 8..].try_into().expect("8 bytes"));
+    if xxh3_64(&bytes[..len - 8]) != sum {
+        return Err(Error::corrupt(format!("the {what} file is damaged (checksum)")));
+    }
+    if bytes[8] != VERSION {
+        return Err(Error::new(
+            ErrorCode::UnsupportedVersion,
+            format!("{what} file version {} is not supported (this build reads {VERSION})", bytes[8]),
+        ));
+    }
+    Ok(&bytes[..len - 8])
+}
+
+/// A rekey in progress: the checks of the key it rekeys from and to (`None`:
+/// no key, plaintext).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingRekey {
+    /// The key the store had.
+    pub from: Option<KeyCheck>,
+    /// The key the store gets.
+    pub to: Option<KeyCheck>,
+}
+
+impl PendingRekey {
+    /// The bytes of `.konserve.rekey`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(REKEY_FILE_LEN);
+        out.extend_from_slice(REKEY_MAGIC);
+        out.push(VERSION);
+        for e in [self.from, self.to] {
+            out.push(u8::from(e.is_some()));
+            let e = e.unwrap_or(KeyCheck { salt: [0; CHECK_SALT_LEN], check: [0; CHECK_LEN] });
+            out.extend_from_slice(&e.salt);
+            out.extend_from_slice(&e.check);
+        }
+        let sum = xxh3_64(&out);
+        out.extend_from_slice(&sum.to_le_bytes());
+        out
+    }
+
+    /// Decodes `.konserve.rekey`: `ERR_CORRUPT` unless it is whole.
+    pub fn decode(bytes: &[u8]) -> Result<PendingRekey> {
+        let body = checked(bytes, REKEY_MAGIC, REKEY_FILE_LEN, "rekey")?;
+        let one = |at: usize| -> Result<Option<KeyCheck>> {
+            match body[at] {
+                0 => Ok(None),
+                1 => Ok(Some(entry(&body[at + 1..at + ENTRY_LEN]))),
+                b => Err(Error::corrupt(format!("the rekey file is damaged (entry flag {b})"))),
+            }
+        };
+        Ok(PendingRekey { from: one(9)?, to: one(9 + ENTRY_LEN)? })
+    }
+}
+
+/// The bytes of `dir/name` (at most `max`), or `None` if it does not exist.
+fn read_small(store: &FileStore, name: &str, max: usize) -> Result<Option<(Vec<u8>, PathBuf)>> {
+    let path = store.dir.join(name);
+    let file = match store.vfs.open_read(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(e, "cannot open the file", &path)),
+    };
+    let mut buf = vec![0u8; max + 1];
+    let got = file.read_upto_at(&mut buf, 0).map_err(|e| Error::io(e, "cannot read the file", &path))?;
+    buf.truncate(got);
+    Ok(Some((buf, path)))
+}
+
+/// Writes `dir/name` as a key file is written (FORMAT.md §5): a new staging
+/// file written whole, fsync, rename over the target, directory fsync.
+fn write_durably(store: &FileStore, name: &str, bytes: &[u8]) -> Result<()> {
+    let durable = store.options().sync_blob;
+    let stage_name = staging::staging_name(KEY_CHECK_STAGE_HEX, std::process::id(), staging::next_seq());
+    let _in_flight = InFlight::register(store.id, stage_name.clone());
+    let stage = store.dir.join(&stage_name);
+    let target = store.dir.join(name);
+    let result = (|| {
+        let mut f = store.vfs.create_new(&stage).map_err(|e| Error::io(e, "cannot create a staging file", &stage))?;
+        f.write_all(bytes).map_err(|e| Error::io(e, "cannot write a staging file", &stage))?;
+        if durable {
+            f.sync().map_err(|e| store.fsync_failed(e, "cannot fsync a staging file", &stage))?;
+        }
+        drop(f);
+        store.vfs.rename(&stage, &target).map_err(|e| Error::io(e, "cannot rename a staging file", &target))
+    })();
+    if result.is_err() {
+        let _ = store.vfs.remove_file(&stage);
+    }
+    result?;
+    if durable {
+        store.sync_dir()?;
+    }
+    Ok(())
+}
+
+fn decrypt(message: impl Into<String>, file: &Path) -> Error {
+    Error::new(ErrorCode::Decrypt, message).with_file(file)
+}
+
+/// What opening a store checks about its key (FORMAT.md §4.7), in the core as
+/// in the pure store: an unfinished rekey refuses the open; a key check must
+/// match the store's key, and a store without a key is refused when there is
+/// one; a keyed open of a store without a key check adopts the key (writes the
+/// check) once every key file is encrypted and one authenticates with it, and
+/// refuses a store that holds plaintext files unless `accept_plaintext`.
+pub(crate) fn check_on_open(store: &FileStore) -> Result<()> {
+    if let Some((bytes, path)) = read_small(store, REKEY_FILE_NAME, REKEY_FILE_LEN)? {
+        PendingRekey::decode(&bytes).map_err(|e| e.with_file(&path))?;
+        return Err(decrypt(
+            "the store has an unfinished rekey: run rekey(dir, { from, to }) again with the same keys to finish it before opening the store",
+            &path,
+        ));
+    }
+    let key = store.options().encryption_key.as_deref();
+    let found = match read_small(store, KEY_CHECK_FILE_NAME, KEY_CHECK_FILE_LEN)? {
+        Some((bytes, path)) => Some((KeyCheck::decode(&bytes).map_err(|e| e.with_file(&path))?, path)),
+        None => None,
+    };
+    match (key, found) {
+        (None, None) => Ok(()),
+        (None, Some((_, path))) => Err(decrypt(
+            "the store is encrypted (it has a key check): open it with its encryptor, or make it plaintext with rekey(dir, { from, to: null })",
+            &path,
+        )),
+        (Some(k), Some((check, path))) if !check.matches(k) => {
+            Err(decrypt("wrong encryption key: the key does not match the store's key check", &path))
+        }
+        (Some(_), Some(_)) => Ok(()),
+        (Some(k), None) => adopt(store, k),
+    }
+}
+
+/// A keyed open of a store without a key check (new, plaintext, or encrypted
+/// by a build before key checks): see [`check_on_open`].
+fn adopt(store: &FileStore, key: &[u8]) -> Result<()> {
+    let accept_plaintext = store.options().accept_plaintext;
+    let mut verified = false;
+    let names = store.vfs.read_dir(&store.dir).map_err(|e| Error::io(e, "cannot list the store directory", &store.dir))?;
+    for name in names {
+        let Some(name) = name.to_str().filter(|n| is_key_file_name(n)) else { continue };
+        let path = store.dir.join(name);
+        let file = match store.vfs.open_read(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(e, "cannot open the key file", &path)),
+        };
+        let size = file.size().map_err(|e| Error::io(e, "cannot stat the key file", &path))?;
+        let mut head = [0u8; HEADER_LEN];
+        // A damaged file is left for the reads that meet it to report.
+        if file.read_exact_at(&mut head, 0).is_err() {
+            continue;
+        }
+        let Ok(header) = Header::decode(&head, size) else { continue };
+        if header.codec.encryptor == ENCRYPTOR_NONE {
+            if accept_plaintext {
+                continue;
+            }
+            return Err(decrypt(
+                "the store holds files that are not encrypted and has no key check (a plaintext store): open it with acceptPlaintext to migrate it key by key, or encrypt it whole with rekey(dir, { from: null, to })",
+                &path,
+            ));
+        }
+        if verified {
+            continue;
+        }
+        let key_hash = u128::from_str_radix(&name[..32], 16).expect("32 lowercase hex digits");
+        let ctx = SegmentContext { secret: Some(key), key_hash, accept_plaintext: false };
+        match FileStore::read_head(&*file, size, &path, &ctx) {
+            Ok(_) => verified = true,
+            Err(e) if e.code() == ErrorCode::Decrypt => {
+                return Err(decrypt("wrong encryption key: the store's files do not authenticate with it", &path));
+            }
+            Err(_) => {}
+        }
+    }
+    store.check_writable()?;
+    write_durably(store, KEY_CHECK_FILE_NAME, &KeyCheck::new(key, &mut super::OsRandom)?.encode())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_check_matches_its_key_only() {
+        let c = KeyCheck::with_salt(b"s3cr3t", [0x80; 32]);
+        assert!(c.matches(b"s3cr3t"));
+        assert!(!c.matches(b"s3cr3u"));
+        assert_eq!(KeyCheck::decode(&c.encode()).unwrap(), c);
+        assert_eq!(c.encode().len(), KEY_CHECK_FILE_LEN);
+    }
+
+    #[test]
+    fn damage_is_corrupt() {
+        let bytes = KeyCheck::with_salt(b"k", [1; 32]).encode();
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 1;
+            assert_eq!(KeyCheck::decode(&b).unwrap_err().code(), ErrorCode::Corrupt, "byte {i}");
+        }
+        assert_eq!(KeyCheck::decode(&bytes[..bytes.len() - 1]).unwrap_err().code(), ErrorCode::Corrupt);
+    }
+
+    #[test]
+    fn a_pending_rekey_round_trips() {
+        let a = KeyCheck::with_salt(b"a", [2; 32]);
+        for p in [PendingRekey { from: Some(a), to: None }, PendingRekey { from: None, to: Some(a) }] {
+            let bytes = p.encode();
+            assert_eq!(bytes.len(), REKEY_FILE_LEN);
+            assert_eq!(PendingRekey::decode(&bytes).unwrap(), p);
+        }
+    }
+}
