@@ -143,6 +143,35 @@ test('a misspelt option is named with what it probably meant', async (t) => {
   isInvalidArgument(t, err, 'did you mean "sync"')
 })
 
+// ---- the other exported functions ----------------------------------------------------
+
+test('withCache, tieredStore, addWriteHook, removeWriteHook, sweep, flush, cacheStats, implementation: bad store, unknown options', async (t) => {
+  const db = k.newMemStore({ sync: true })
+  const other = k.newMemStore({ sync: true })
+  const sync: Array<[string, () => unknown, string[]]> = [
+    ['withCache', () => k.withCache(notAStore), ['store']],
+    ['withCache', () => k.withCache(db, { maxEntires: 3 } as any), ['maxEntires', 'did you mean "maxEntries"']],
+    ['tieredStore', () => k.tieredStore(db, notAStore), ['back']],
+    ['tieredStore', () => k.tieredStore(db, other, { writepolicy: 'write-behind' } as any), ['writepolicy']],
+    ['addWriteHook', () => k.addWriteHook(notAStore, 'h', () => {}), ['store']],
+    ['addWriteHook', () => k.addWriteHook(db, 'h', 5 as any), ['fn', 'a function']],
+    ['addWriteHook', () => k.addWriteHook(db, 'h', () => {}, { onError: () => {} } as any), ['onError']],
+    ['removeWriteHook', () => k.removeWriteHook(notAStore, 'h'), ['store']],
+    ['cacheStats', () => k.cacheStats(notAStore), ['store']],
+    ['implementation', () => k.implementation(notAStore), ['store']],
+    ['sweep', () => k.sweep(notAStore, [], new Date(), { sync: true }), ['store']],
+    ['sweep', () => k.sweep(db, 5 as any, new Date(), { sync: true }), ['whitelist']],
+  ]
+  for (const [name, f, mentions] of sync) isInvalidArgument(t, await failure(t, 'sync', f), name, ...mentions)
+  isInvalidArgument(t, await failure(t, 'async', () => k.sweep(db, [], new Date(), { snyc: true } as any)), 'sweep', 'snyc')
+  isInvalidArgument(t, await failure(t, 'async', () => k.sweep(notAStore, [], new Date())), 'sweep', 'store')
+  isInvalidArgument(t, await failure(t, 'async', () => k.flush(notAStore)), 'flush', 'store')
+  // A closed store's hooks can still be removed.
+  k.addWriteHook(other, 'h', () => {})
+  k.close(other, { sync: true })
+  t.true(k.removeWriteHook(other, 'h'))
+})
+
 // ---- get and getIn: where notFound goes -------------------------------------------
 
 test('get: a default for a missing key goes in { notFound }; any other third argument is refused', async (t) => {

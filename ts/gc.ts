@@ -17,7 +17,8 @@ import type { RawListing, RawMeta } from './backing.js'
 import { decodeKey, encodeKey } from './codec/key.js'
 import { KonserveError, withKey } from './errors.js'
 import { afterWrite } from './hooks.js'
-import type { Store, SyncOption } from './store.js'
+import { type Store, type SyncOption, checkStore } from './store.js'
+import { badArgument, checkOptions, checks, fail } from './args.js'
 
 export interface SweepProgress {
   /** Entries listed so far (readable or not). */
@@ -180,6 +181,16 @@ const sweepOp = gensync(function* (
  * Returns the deleted keys.
  */
 export function sweep<O extends SweepOptions>(store: Store, whitelist: Iterable<Key>, cutoff: Date, opts?: O): Result<O, Key[]> {
+  try {
+    checkOptions('sweep', opts, { sync: checks.boolean, batchSize: checks.any, onProgress: checks.function, onCorrupt: checks.function })
+    checkStore('sweep', store)
+    const w = whitelist as unknown
+    if (w === null || typeof w !== 'object' || typeof (w as Iterable<Key>)[Symbol.iterator] !== 'function') {
+      throw badArgument('sweep', 'whitelist', 'an iterable of keys', w)
+    }
+  } catch (err) {
+    return fail(err, opts) as Result<O, Key[]>
+  }
   if (!(cutoff instanceof Date) || Number.isNaN(cutoff.getTime())) {
     const e = new KonserveError('ERR_INVALID_ARGUMENT', 'sweep takes a valid Date as its cutoff')
     if (opts?.sync) throw e

@@ -26,7 +26,8 @@
  * | multiDissoc | [key] | undefined | undefined; one event per key that existed |
  */
 import type { Key } from './codec/key.js'
-import type { Store } from './store.js'
+import { Store, checkStore } from './store.js'
+import { badArgument, checkOptions, checks } from './args.js'
 
 /** The write operations that call hooks. */
 export type WriteOp = 'assoc' | 'assocIn' | 'update' | 'updateIn' | 'dissoc' | 'bassoc' | 'append' | 'trimLog' | 'multiAssoc' | 'multiDissoc'
@@ -64,7 +65,9 @@ const registry = new WeakMap<Store, Map<HookId, Registered>>()
 
 /** Calls `fn` after each successful write made through `store` (this Store object only). */
 export function addWriteHook(store: Store, id: HookId, fn: WriteHook, opts: WriteHookOptions = {}): void {
-  if (typeof fn !== 'function') throw new TypeError('addWriteHook: the hook must be a function')
+  checkStore('addWriteHook', store)
+  if (typeof fn !== 'function') throw badArgument('addWriteHook', 'fn', 'a function', fn)
+  checkOptions('addWriteHook', opts, { onHookError: checks.function })
   let hooks = registry.get(store)
   if (!hooks) registry.set(store, (hooks = new Map()))
   hooks.set(id, { fn, onHookError: opts.onHookError })
@@ -72,6 +75,8 @@ export function addWriteHook(store: Store, id: HookId, fn: WriteHook, opts: Writ
 
 /** Removes the hook added under `id`. Returns whether there was one. */
 export function removeWriteHook(store: Store, id: HookId): boolean {
+  // A closed store's hooks can still be removed.
+  if (!(store instanceof Store)) throw badArgument('removeWriteHook', 'store', 'a Store', store)
   const hooks = registry.get(store)
   if (!hooks) return false
   const had = hooks.delete(id)

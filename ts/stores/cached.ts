@@ -40,6 +40,7 @@ import {
 } from '../backing.js'
 import { KonserveError } from '../errors.js'
 import { Store, builtOver, checkStore } from '../store.js'
+import { checkOptions, checks } from '../args.js'
 
 // ---- shared with the tiered store -------------------------------------------
 
@@ -500,8 +501,8 @@ function positiveInt(name: string, v: unknown, dflt: number): number {
  * `store` do not fire for writes through the cached Store (add them to it).
  */
 export function withCache(store: Store, options: CacheOptions = {}): Store {
-  if (!(store instanceof Store)) throw new KonserveError('ERR_INVALID_ARGUMENT', 'withCache takes a Store')
   checkStore('withCache', store)
+  checkOptions('withCache', options, { maxEntries: checks.any, maxBytes: checks.any }, 'options')
   const maxEntries = positiveInt('maxEntries', options.maxEntries, 1000)
   const maxBytes = positiveInt('maxBytes', options.maxBytes, 32 * 1024 * 1024)
   const cached = storeLike(new CachedBacking(store.backing, maxEntries, maxBytes), store)

@@ -49,6 +49,7 @@ import {
 } from '../backing.js'
 import { KonserveError } from '../errors.js'
 import { Store, builtOver, checkStore } from '../store.js'
+import { checkOptions, checks } from '../args.js'
 import { FillGuard, HeldKeys, copyEntry, ops, storeLike, watchSink } from './cached.js'
 
 export type WritePolicy = 'write-through' | 'write-behind'
@@ -574,11 +575,9 @@ const tDelete = gensync(function* (self: TieredBacking, keys: Uint8Array[]): Han
  * the tiered Store.
  */
 export function tieredStore(front: Store, back: Store, options: TieredOptions = {}): Store {
-  if (!(front instanceof Store) || !(back instanceof Store)) {
-    throw new KonserveError('ERR_INVALID_ARGUMENT', 'tieredStore takes two Stores: front and back')
-  }
   checkStore('tieredStore', front, 'front')
   checkStore('tieredStore', back, 'back')
+  checkOptions('tieredStore', options, { writePolicy: checks.any, readPolicy: checks.any, onError: checks.function }, 'options')
   if (front === back || front.backing === back.backing) {
     throw new KonserveError('ERR_INVALID_ARGUMENT', 'tieredStore: the front and the back must be different stores')
   }
