@@ -135,8 +135,8 @@ for (const v of variants) {
       }
     }
     walk(parent)
-    const outside = everything.filter((p) => p !== 'a' && p !== join('a', 'store') && !/^a\/store\/([0-9a-f]{32}\.ksv|\.konserve\.lock|\.konserve\.clock)$/.test(p))
-    t.deepEqual(outside, [], 'only hashed key files, the lock file and the clock file, all inside the store')
+    const outside = everything.filter((p) => p !== 'a' && p !== join('a', 'store') && !/^a\/store\/([0-9a-f]{32}\.ksv|\.konserve\.lock|\.konserve\.clock|\.konserve\.keycheck)$/.test(p))
+    t.deepEqual(outside, [], 'only hashed key files, the lock file, the clock file and the key check, all inside the store')
     t.is(statSync('/etc/passwd').mtimeMs, passwd)
   })
 }

@@ -7,7 +7,7 @@
  */
 import test from 'ava'
 import { createDecipheriv, createHmac, hkdfSync } from 'node:crypto'
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs'
+import { readFileSync, readdirSync, unlinkSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import { compressFrameSync, decompressFrameSync } from 'lz4-napi'
@@ -87,8 +87,12 @@ for (const { name, options: combo } of combos()) {
 test('a store reads the files of every other combination (the header names the codec)', async (t) => {
   const dir = join(tempDir(), 'store')
   const all = combos()
-  for (const [i, c] of all.entries()) {
-    const s = await k.connectFsStore(dir, c.options)
+  // Plaintext combinations first: once an encrypted store has its key check,
+  // a plain store no longer opens the directory, and the encrypted writers
+  // open a directory holding plaintext files (a migration: acceptPlaintext).
+  const order = [...all.entries()].sort(([, a], [, b]) => Number(!!a.options.encryptor) - Number(!!b.options.encryptor))
+  for (const [i, c] of order) {
+    const s = await k.connectFsStore(dir, { ...c.options, acceptPlaintext: !!c.options.encryptor })
     await k.assoc(s, `k${i}`, { i, name: c.name })
   }
   const reader = await k.connectFsStore(dir, { encryptor: { type: 'aes', key: 's3cr3t' }, acceptPlaintext: true })
@@ -103,7 +107,14 @@ test('a wrong or missing key, or a flipped byte, is a typed error naming key and
   const [file] = readdirSync(dir).filter((f) => f.endsWith('.ksv'))
   const path = join(dir, file!)
   const before = readFileSync(path)
-  for (const opts of [{ encryptor: { type: 'aes' as const, key: 'wrong' } }, {}]) {
+  const wrong = { encryptor: { type: 'aes' as const, key: 'wrong' } }
+  // The store's key check refuses both opens (FORMAT.md §4.7) ...
+  for (const opts of [wrong, {}]) await t.throwsAsync(k.connectFsStore(dir, opts), { code: 'ERR_DECRYPT' })
+  // ... and without it (a store from before key checks) the wrong key still
+  // does not open (no file authenticates with it), and no key reads nothing.
+  unlinkSync(join(dir, '.konserve.keycheck'))
+  await t.throwsAsync(k.connectFsStore(dir, wrong), { code: 'ERR_DECRYPT', message: /wrong encryption key/ })
+  for (const opts of [{}]) {
     const other = await k.connectFsStore(dir, opts)
     const err = (await t.throwsAsync(k.get(other, 'secret'))) as k.KonserveError
     t.is(err.code, 'ERR_DECRYPT')

@@ -430,7 +430,8 @@ for (const { compressor, encryptor } of codecs) {
       fc.asyncProperty(fileInput, async (r) => {
         const keyCke = encodeKey(r.key)
         const input = { compressor, encryptor, keyCke, serializer: r.serializer, meta: r.meta, value: r.value, secret: r.secret }
-        const ctx = { secret: r.secret, keyHash: file.keyHash(keyCke) }
+        // A reader with a key refuses plaintext files (FORMAT.md §4.3): it gets the key only for encrypted ones.
+        const ctx = { secret: encryptor === 1 ? r.secret : undefined, keyHash: file.keyHash(keyCke) }
         const fixed = await Promise.all(flavours.map((fl) => fl.encode({ ...input, random: r.random })))
         t.deepEqual(fixed[1], fixed[0])
         t.deepEqual(fixed[2], fixed[0])
@@ -485,7 +486,11 @@ for (const { compressor, encryptor } of codecs) {
         // The core's, read by us.
         store.putSync([{ key: buf(keyCke), serializer: r.serializer, meta: buf(r.meta), value: buf(r.value) }])
         const bytes = readFileSync(store.filePath(buf(keyCke)))
-        const d = file.decodeKeyFileSync(bytes, { secret, keyHash: file.keyHashOfFileName(fileName(keyCke)), crypto: nodeCryptoProvider })
+        const d = file.decodeKeyFileSync(bytes, {
+          secret: encryptor === 1 ? secret : undefined,
+          keyHash: file.keyHashOfFileName(fileName(keyCke)),
+          crypto: nodeCryptoProvider,
+        })
         t.true(same(d.key, keyCke) && same(d.meta, r.meta) && same(d.value, r.value))
         t.is(d.serializer, r.serializer)
         t.like(d.header, { compressor, encryptor })
