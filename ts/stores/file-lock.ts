@@ -103,7 +103,8 @@ function freshRecord(): LockRecord {
   return { token: randomBytes(16).toString('hex'), who: identity() }
 }
 
-function processAlive(pid: number): boolean {
+/** Whether process `pid` may be alive: only a definite "no such process" says no. */
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0)
     return true

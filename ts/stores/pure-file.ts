@@ -76,7 +76,7 @@ import {
   writeLogWhole,
 } from '../codec/log.js'
 import { xxh3_64 } from '../codec/xxhash.js'
-import { FileLocker, LOCK_NAME, lockErrorCode, lockTimeoutError, type LockRecord } from './file-lock.js'
+import { FileLocker, LOCK_NAME, lockErrorCode, lockTimeoutError, processAlive, type LockRecord } from './file-lock.js'
 import { GroupCommit } from './group-commit.js'
 import { checkStoreKeySync } from './keycheck-file.js'
 import { KEY_CHECK_FILE, REKEY_FILE } from '../codec/keycheck.js'
@@ -333,16 +333,6 @@ function remember(id: string, v: Verified | undefined): void {
 }
 
 const sameCommit = (a: Commit, b: Commit) => a.seq === b.seq && a.count === b.count && a.end === b.end && a.lastChecksum === b.lastChecksum
-
-/** Whether process `pid` may be alive: only a definite "no such process" says no. */
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code !== 'ESRCH'
-  }
-}
 
 export interface PureFileOptions {
   syncBlob: boolean
