@@ -140,7 +140,9 @@ test('bad codec options are typed errors', async (t) => {
     t.throws(() => k.connectFsStore(dir, { ...(bad as k.FsStoreOptions), sync: true }), { code: 'ERR_INVALID_ARGUMENT' } as object)
     await t.throwsAsync(k.connectFsStore(dir, bad as k.FsStoreOptions), { code: 'ERR_INVALID_ARGUMENT' } as object)
   }
-  t.throws(() => k.newMemStore({ encryptor: { type: 'aes', key: 'x' } } as k.StoreOptions), { code: 'ERR_INVALID_ARGUMENT' } as object)
+  // Thrown in sync form, a rejected Promise in async form (as every bad argument).
+  t.throws(() => k.newMemStore({ encryptor: { type: 'aes', key: 'x' }, sync: true } as k.StoreOptions), { code: 'ERR_INVALID_ARGUMENT' } as object)
+  await t.throwsAsync(k.newMemStore({ encryptor: { type: 'aes', key: 'x' } } as k.StoreOptions), { code: 'ERR_INVALID_ARGUMENT' } as object)
 })
 
 // ---- our bytes are standard ----------------------------------------------------
