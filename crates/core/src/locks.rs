@@ -122,6 +122,13 @@ impl LockTable {
     pub(crate) fn len(&self) -> usize {
         self.slots().len()
     }
+
+    /// How many slots of one store exist: the table is process-wide, and
+    /// tests of other stores run at the same time.
+    #[cfg(test)]
+    pub(crate) fn len_of(&self, store: u64) -> usize {
+        self.slots().keys().filter(|id| id.0 == store).count()
+    }
 }
 
 #[cfg(test)]

@@ -1294,7 +1294,7 @@ mod tests {
         }
         let v = store.get(&k).unwrap().unwrap().value;
         assert_eq!(u64::from_le_bytes(v.try_into().unwrap()), 800);
-        assert_eq!(LockTable::global().len(), 0, "the lock table holds no slot for released keys");
+        assert_eq!(LockTable::global().len_of(store.id), 0, "the lock table holds no slot for released keys");
     }
 
     fn with_codec(compressor: u8, key: Option<&str>) -> Options {
