@@ -8,7 +8,7 @@
 //! checks after it (version, flags, codec ids, total length).
 #![no_main]
 
-use konserve_core::format::{Header, FLAG_LOG, HEADER_LEN};
+use konserve_core::format::{Header, FLAGS_COMMITTED_LOG, FLAG_LOG, HEADER_LEN, LOG_COMMIT_AREA};
 use libfuzzer_sys::fuzz_target;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -23,8 +23,9 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(h) = Header::decode(&bytes, file_len) {
         assert_eq!(h.encode()[..], bytes[..HEADER_LEN]);
-        if h.flags == FLAG_LOG {
-            assert_eq!(h.value_len, 0);
+        if h.flags == FLAG_LOG || h.flags == FLAGS_COMMITTED_LOG {
+            // A log's value segment is empty, or its commit area (FORMAT.md §4.6).
+            assert_eq!(h.value_len, if h.flags == FLAG_LOG { 0 } else { LOG_COMMIT_AREA });
             assert!(h.file_len().is_some_and(|n| n <= file_len));
         } else {
             assert_eq!(h.file_len(), Some(file_len));

@@ -79,8 +79,11 @@ fuzz_target!(|data: &[u8]| {
     let hash = key_hash(cke);
     let plain = check(&file, &SegmentContext { secret: None, key_hash: hash, accept_plaintext: false });
     let secret = check(&file, &SegmentContext { secret: Some(b"s3cr3t"), key_hash: hash, accept_plaintext: false });
+    let migrating = check(&file, &SegmentContext { secret: Some(b"s3cr3t"), key_hash: hash, accept_plaintext: true });
     if plain.is_some() {
-        // It needed no secret, so it was not encrypted: the secret changes nothing.
-        assert_eq!(plain, secret);
+        // It needed no secret, so it was not encrypted: an encrypted store
+        // refuses it (FORMAT.md §4.3), and reads it as it is only when migrating.
+        assert!(secret.is_none(), "an encrypted store read a plaintext file");
+        assert_eq!(plain, migrating);
     }
 });
