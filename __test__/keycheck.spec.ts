@@ -18,7 +18,7 @@ import {
   encodePendingRekey,
   keyCheckMatches,
   keyCheckWithSalt,
-} from '../ts/codec/keycheck.js'
+} from '../ts/format/keycheck.js'
 import { nodeCryptoProvider } from '../ts/crypto-node.js'
 
 const crypto = nodeCryptoProvider.sync!

@@ -1,6 +1,6 @@
 /**
  * Chunked blobs (FORMAT.md §4.5) and append logs (§4.6) in the pure-TypeScript
- * file store (ts/stores/pure-file.ts over ts/codec/blob.ts and log.ts): round
+ * file store (ts/backends/pure/store.ts over ts/format/blob.ts and log.ts): round
  * trips for every codec in both calling forms, range reads, damage and
  * truncation as typed errors, aborts, torn tails, trims, and files written by
  * one implementation read by the other (the native binding is required: without
@@ -12,16 +12,16 @@ import { appendFileSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSyn
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { BlobSource, LogInfo, LogRecord, NewRecord } from '../ts/backing.js'
-import { encodeBlobFileSync } from '../ts/codec/blob.js'
-import * as file from '../ts/codec/file.js'
-import { encodeKey } from '../ts/codec/key.js'
-import { appendLogFileSync, encodeLogFileSync } from '../ts/codec/log.js'
+import type { BlobSource, LogInfo, LogRecord, NewRecord } from '../ts/backing/index.js'
+import { encodeBlobFileSync } from '../ts/format/blob.js'
+import * as file from '../ts/format/file.js'
+import { encodeKey } from '../ts/format/key.js'
+import { appendLogFileSync, encodeLogFileSync } from '../ts/format/log.js'
 import { xxh3_64 } from '../ts/codec/xxhash.js'
 import { nodeCryptoProvider } from '../ts/crypto-node.js'
 import { KonserveError } from '../ts/errors.js'
-import { createPureCodec } from '../ts/stores/pure-codec.js'
-import { PureFileBacking, forgetVerifiedLogs } from '../ts/stores/pure-file.js'
+import { createPureCodec } from '../ts/backends/pure/codec.js'
+import { PureFileBacking, forgetVerifiedLogs } from '../ts/backends/pure/store.js'
 
 const MiB = 1 << 20
 
@@ -1035,9 +1035,9 @@ test('puts: 64 concurrent async puts take far fewer fsyncs than 64 puts one afte
   const src = pathToFileURL(join(import.meta.dirname, '../ts')).href
   writeFileSync(
     script,
-    `import { PureFileBacking } from '${src}/stores/pure-file.ts'
-import { createPureCodec } from '${src}/stores/pure-codec.ts'
-import { encodeKey } from '${src}/codec/key.ts'
+    `import { PureFileBacking } from '${src}/backends/pure/store.ts'
+import { createPureCodec } from '${src}/backends/pure/codec.ts'
+import { encodeKey } from '${src}/format/key.ts'
 const [dir, mode] = process.argv.slice(2)
 const store = PureFileBacking.openSync(dir, createPureCodec(0, undefined), { syncBlob: true })
 const put = (i) => store.putAsync([{ key: encodeKey('k' + i), serializer: 1, meta: new Uint8Array([0x80]), value: new Uint8Array([i]) }])

@@ -11,7 +11,7 @@ import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, unlin
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import * as k from 'konserve'
-import { KEY_CHECK_FILE, REKEY_FILE } from '../ts/codec/keycheck.js'
+import { KEY_CHECK_FILE, REKEY_FILE } from '../ts/format/keycheck.js'
 
 const CHILD = new URL('./fixtures/rekey-child.mjs', import.meta.url).pathname
 const A = { type: 'aes', key: 'key A' } as const

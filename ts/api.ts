@@ -7,10 +7,10 @@
  */
 import { Readable } from 'node:stream'
 import gensync, { type Handler } from 'gensync'
-import { type Backing, type BlobSink, type BlobSource, type ListCursor, type LogCursor, type LogInfo, type LogRecord, type NewRecord, type RawEntry, type RawMeta, type RawValue, type RawWrite, copyBytes } from './backing.js'
+import { type Backing, type BlobSink, type BlobSource, type ListCursor, type LogCursor, type LogInfo, type LogRecord, type NewRecord, type RawEntry, type RawMeta, type RawValue, type RawWrite, copyBytes } from './backing/index.js'
 import { nowMs } from './clock.js'
-import { type Key, decodeKey, encodeKey } from './codec/key.js'
-import { type KeyType, type Metadata, decodeMeta, encodeMeta } from './codec/meta.js'
+import { type Key, decodeKey, encodeKey } from './format/key.js'
+import { type KeyType, type Metadata, decodeMeta, encodeMeta } from './format/meta.js'
 import { type Spec, badArgument, checkOptions, checks, fail, isPlainObject } from './args.js'
 import { KonserveError, UserThrew, unbox, withKey } from './errors.js'
 import { type WriteOp, afterWrite } from './hooks.js'

@@ -26,7 +26,7 @@
  */
 import * as fs from 'node:fs'
 import { join } from 'node:path'
-import type { StoreClock } from './backing.js'
+import type { StoreClock } from './backing/index.js'
 import { KonserveError, codeOfOsError } from './errors.js'
 import { fsyncDirSync } from './fsync.js'
 

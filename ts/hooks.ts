@@ -25,7 +25,7 @@
  * | multiAssoc | [key] | undefined (not read) | the value; one event per key, in the batch's order |
  * | multiDissoc | [key] | undefined | undefined; one event per key that existed |
  */
-import type { Key } from './codec/key.js'
+import type { Key } from './format/key.js'
 import { Store, checkStore } from './store.js'
 import { badArgument, checkOptions, checks } from './args.js'
 

@@ -52,15 +52,15 @@ export type {
   RawMeta,
   RawWrite,
   StoreClock,
-} from './backing.js'
+} from './backing/index.js'
 export { rekey } from './rekey.js'
 export type { RekeyOptions, RekeyProgress, RekeyResult } from './rekey.js'
 export { sweep } from './gc.js'
 export type { SweepOptions, SweepProgress } from './gc.js'
-export { decodeKey, encodeKey } from './codec/key.js'
+export { decodeKey, encodeKey } from './format/key.js'
 export { addWriteHook, removeWriteHook } from './hooks.js'
 export type { HookId, WriteEvent, WriteHook, WriteHookOptions, WriteOp } from './hooks.js'
-export { cacheStats, withCache } from './stores/cached.js'
-export type { CacheOptions, CacheStats } from './stores/cached.js'
-export { flush, tieredStore } from './stores/tiered.js'
-export type { ReadPolicy, TieredOptions, WritePolicy } from './stores/tiered.js'
+export { cacheStats, withCache } from './layers/cached.js'
+export type { CacheOptions, CacheStats } from './layers/cached.js'
+export { flush, tieredStore } from './layers/tiered.js'
+export type { ReadPolicy, TieredOptions, WritePolicy } from './layers/tiered.js'

@@ -27,15 +27,15 @@
 import gensync, { type Handler } from 'gensync'
 import * as fs from 'node:fs'
 import { join, resolve } from 'node:path'
-import type { BlobSink, BlobSource, LogCursor, LogRecord, RawEntry } from './backing.js'
+import type { BlobSink, BlobSource, LogCursor, LogRecord, RawEntry } from './backing/index.js'
 import { concat } from './codec/aes.js'
-import { type Header, ENCRYPTOR_NONE, FLAG_CHUNKED, HEADER_LEN, LOG_COMMIT_AREA, decodeHeader, encodeMetaSegment, isLogHeader } from './codec/file.js'
-import { KEY_CHECK_FILE, REKEY_FILE, type KeyCheck, encodeKeyCheck, encodePendingRekey } from './codec/keycheck.js'
-import { encodeCommitArea, encodeRecords, logHeader } from './codec/log.js'
+import { type Header, ENCRYPTOR_NONE, FLAG_CHUNKED, HEADER_LEN, LOG_COMMIT_AREA, decodeHeader, encodeMetaSegment, isLogHeader } from './format/file.js'
+import { KEY_CHECK_FILE, REKEY_FILE, type KeyCheck, encodeKeyCheck, encodePendingRekey } from './format/keycheck.js'
+import { encodeCommitArea, encodeRecords, logHeader } from './format/log.js'
 import { KonserveError } from './errors.js'
 import type { EncryptorOption } from './store.js'
-import { PureFileBacking } from './stores/pure-file.js'
-import { createPureCodec, type PureCodec } from './stores/pure-codec.js'
+import { PureFileBacking } from './backends/pure/store.js'
+import { createPureCodec, type PureCodec } from './backends/pure/codec.js'
 import {
   checkOfKey,
   checkStoreKeySync,
@@ -44,7 +44,7 @@ import {
   readPendingRekeySync,
   removeStoreFileSync,
   writeStoreFileSync,
-} from './stores/keycheck-file.js'
+} from './backends/pure/keycheck.js'
 
 export interface RekeyOptions {
   /** The store's key now: an encryptor, or null for a plaintext store. */

@@ -3,7 +3,7 @@
  * so a store can always read what it wrote, even after its default changed.
  */
 import { Packr, addExtension as addMsgpackrExtension } from 'msgpackr'
-import { isWellFormed } from './codec/key.js'
+import { isWellFormed } from './format/key.js'
 import { KonserveError } from './errors.js'
 import { NodeBuffer } from './node-buffer.js'
 

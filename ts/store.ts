@@ -5,16 +5,16 @@
 import { realpathSync, statSync } from 'node:fs'
 import { realpath, stat } from 'node:fs/promises'
 import { resolve } from 'node:path'
-import type { Backing } from './backing.js'
+import type { Backing } from './backing/index.js'
 import { type Spec, badArgument, checkOptions, checks, fail, isSync } from './args.js'
 import { KonserveError, fromNative } from './errors.js'
 import { FileClock } from './clock.js'
 import { type NativeBinding, type NativeFileStore, loadNative, nativeOrWarn } from './native.js'
 import { type Serializer, type SerializerOption, SerializerSet } from './serializers.js'
-import { MemoryBacking } from './stores/memory.js'
-import { NativeFileBacking } from './stores/native-file.js'
-import { createPureCodec } from './stores/pure-codec.js'
-import { PureFileBacking, deleteStorePure } from './stores/pure-file.js'
+import { MemoryBacking } from './backends/memory.js'
+import { NativeFileBacking } from './backends/native.js'
+import { createPureCodec } from './backends/pure/codec.js'
+import { PureFileBacking, deleteStorePure } from './backends/pure/store.js'
 
 export interface StoreOptions {
   /** Serializer for new writes: 'msgpack' (default), 'json', or your own. */

@@ -1,7 +1,7 @@
 //! The cross-process key lock (FORMAT.md §6): one lock file per key,
 //! `.<hex>.lock`, created whole by `link(2)` of a complete temporary file,
 //! holding one line that names its holder. The pure TypeScript store
-//! (ts/stores/pure-file.ts) implements the same protocol, so native and pure
+//! (ts/backends/pure/store.ts) implements the same protocol, so native and pure
 //! processes exclude each other.
 //!
 //! - Acquire: write the record to `.<hex>.<pid>.<seq>.lkt`, `link` it to the

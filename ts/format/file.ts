@@ -14,14 +14,14 @@
  * `decodeKeyFile*` decodes files of every kind.
  */
 import gensync, { type Handler } from 'gensync'
-import type { LogInfo } from '../backing.js'
+import type { LogInfo } from '../backing/index.js'
 import { KonserveError } from '../errors.js'
-import { type CryptoProvider, SALT_LEN, IV_LEN, openSegment, randomBytes, sealSegment, webCryptoProvider } from './aes.js'
+import { type CryptoProvider, SALT_LEN, IV_LEN, openSegment, randomBytes, sealSegment, webCryptoProvider } from '../codec/aes.js'
 // blob.ts and log.ts build on this module; their functions are only called at run time, never while modules load.
 import { decodeChunkedValue } from './blob.js'
 import { readLogInfo } from './log.js'
-import { lz4Compress, lz4Decompress } from './lz4.js'
-import { xxh3_128, xxh3_64 } from './xxhash.js'
+import { lz4Compress, lz4Decompress } from '../codec/lz4.js'
+import { xxh3_128, xxh3_64 } from '../codec/xxhash.js'
 
 /** The magic number at the start of every key file: "KNSV". */
 const MAGIC = [0x4b, 0x4e, 0x53, 0x56]
@@ -82,10 +82,10 @@ export interface EncodeInput {
   encryptor: number
   /** The encryption key (a string is its UTF-8 bytes); needed when `encryptor` is 1. */
   secret?: Uint8Array | string | null
-  /** The key's canonical encoding (codec/key.ts). */
+  /** The key's canonical encoding (format/key.ts). */
   keyCke: Uint8Array
   serializer: number
-  /** The metadata bytes (codec/meta.ts). */
+  /** The metadata bytes (format/meta.ts). */
   meta: Uint8Array
   /** The value's plain bytes. */
   value: Uint8Array

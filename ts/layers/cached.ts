@@ -37,7 +37,7 @@ import {
   type StoreClock,
   copyBytes,
   keyId,
-} from '../backing.js'
+} from '../backing/index.js'
 import { KonserveError } from '../errors.js'
 import { Store, builtOver, checkStore } from '../store.js'
 import { checkOptions, checks } from '../args.js'

@@ -16,10 +16,10 @@ import type {
   RawValue,
   RawWrite,
   StoreClock,
-} from '../backing.js'
+} from '../backing/index.js'
 import { fromNative } from '../errors.js'
 import { RAW_BYTES_ID } from '../serializers.js'
-import { GroupCommit } from './group-commit.js'
+import { GroupCommit } from '../backing/group-commit.js'
 import { type NativeBlobReader, type NativeBlobWriter, type NativeFileStore, type NativeLogCursor, type NativeMetaEntryLike, loadNative } from '../native.js'
 
 function call<T>(f: () => T): T {

@@ -20,7 +20,7 @@ import {
   type RawWrite,
   copyBytes,
   keyId,
-} from '../backing.js'
+} from '../backing/index.js'
 import { concat } from '../codec/aes.js'
 import { KonserveError } from '../errors.js'
 import { RAW_BYTES_ID } from '../serializers.js'

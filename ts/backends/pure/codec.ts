@@ -4,7 +4,7 @@
  * the cryptography in both the sync and the async form.
  */
 import type { Handler } from 'gensync'
-import type { RawWrite } from '../backing.js'
+import type { RawWrite } from '../../backing/index.js'
 import {
   type EncodedParts,
   type Header,
@@ -19,9 +19,9 @@ import {
   encodeKeyFilePartsSync,
   keyHash,
   keyHashOfFileName,
-} from '../codec/file.js'
-import { fileName } from '../codec/xxhash.js'
-import { nodeCryptoProvider } from '../crypto-node.js'
+} from '../../format/file.js'
+import { fileName } from '../../codec/xxhash.js'
+import { nodeCryptoProvider } from '../../crypto-node.js'
 
 export interface DecodedHead {
   serializer: number

@@ -22,9 +22,9 @@
  * and open files, one record (or a 64 KiB window) at a time. No `node:` imports.
  */
 import gensync, { type Handler } from 'gensync'
-import type { LogInfo, LogRecord, NewRecord } from '../backing.js'
+import type { LogInfo, LogRecord, NewRecord } from '../backing/index.js'
 import { KonserveError } from '../errors.js'
-import { type CryptoProvider, SALT_LEN, commitTag, concat } from './aes.js'
+import { type CryptoProvider, SALT_LEN, commitTag, concat } from '../codec/aes.js'
 import {
   ENCRYPTOR_AES,
   FLAGS_COMMITTED_LOG,
@@ -48,7 +48,7 @@ import {
   keyHash,
   segmentCodec,
 } from './file.js'
-import { xxh3_64 } from './xxhash.js'
+import { xxh3_64 } from '../codec/xxhash.js'
 
 /** Bytes of a record before its payload: length, index, stamp, serializer. */
 export const RECORD_HEAD_LEN = 21

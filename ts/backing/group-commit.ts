@@ -7,7 +7,7 @@
  * holding its writes is durable. A lone writer waits for nothing: its batch
  * starts at once.
  */
-import type { RawWrite } from '../backing.js'
+import type { RawWrite } from './index.js'
 
 interface Waiter {
   writes: RawWrite[]

@@ -5,7 +5,7 @@
  */
 import * as fs from 'node:fs'
 import { join } from 'node:path'
-import { decodeHeader, decodeKeyFileHeadSync, ENCRYPTOR_NONE, HEADER_LEN, keyHashOfFileName } from '../codec/file.js'
+import { decodeHeader, decodeKeyFileHeadSync, ENCRYPTOR_NONE, HEADER_LEN, keyHashOfFileName } from '../../format/file.js'
 import {
   KEY_CHECK_FILE,
   KEY_CHECK_FILE_LEN,
@@ -19,10 +19,10 @@ import {
   encodeKeyCheck,
   keyCheckMatches,
   newKeyCheck,
-} from '../codec/keycheck.js'
-import { nodeCryptoProvider } from '../crypto-node.js'
-import { KonserveError, codeOfOsError } from '../errors.js'
-import { fsyncDirSync } from '../fsync.js'
+} from '../../format/keycheck.js'
+import { nodeCryptoProvider } from '../../crypto-node.js'
+import { KonserveError, codeOfOsError } from '../../errors.js'
+import { fsyncDirSync } from '../../fsync.js'
 
 const KEY_FILE = /^[0-9a-f]{32}\.ksv$/
 const crypto = nodeCryptoProvider.sync!

@@ -12,7 +12,7 @@
  */
 import gensync, { type Handler } from 'gensync'
 import { KonserveError } from '../errors.js'
-import type { CryptoProvider } from './aes.js'
+import type { CryptoProvider } from '../codec/aes.js'
 import {
   FLAG_CHUNKED,
   HEADER_LEN,
@@ -29,7 +29,7 @@ import {
   keyHash,
   segmentCodec,
 } from './file.js'
-import { xxh3_64 } from './xxhash.js'
+import { xxh3_64 } from '../codec/xxhash.js'
 
 /** The plain length of every chunk but the last: 1 MiB. */
 export const CHUNK_SIZE = 1 << 20

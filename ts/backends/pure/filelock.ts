@@ -18,8 +18,8 @@ import { randomBytes } from 'node:crypto'
 import * as fs from 'node:fs'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
-import type { ErrorCode } from '../errors.js'
-import { KonserveError } from '../errors.js'
+import type { ErrorCode } from '../../errors.js'
+import { KonserveError } from '../../errors.js'
 
 /** How old the lock file of a holder whose life cannot be checked must be to count as dead. */
 export const DEFAULT_LEASE_MS = 30_000

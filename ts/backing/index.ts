@@ -8,7 +8,7 @@
  * backend with no blocking I/O (IndexedDB) throws `ERR_NOT_SUPPORTED` from the
  * sync forms.
  */
-import { NodeBuffer } from './node-buffer.js'
+import { NodeBuffer } from '../node-buffer.js'
 
 export interface RawEntry {
   serializer: number

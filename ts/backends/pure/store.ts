@@ -32,12 +32,12 @@ import type {
   RawListing,
   RawMeta,
   RawWrite,
-} from '../backing.js'
-import { CLOCK_FILE, FileClock } from '../clock.js'
-import type { ErrorCode } from '../errors.js'
-import { KonserveError, codeOfOsError } from '../errors.js'
-import { fsyncDirSync, isFsyncFailure } from '../fsync.js'
-import { RAW_BYTES_ID } from '../serializers.js'
+} from '../../backing/index.js'
+import { CLOCK_FILE, FileClock } from '../../clock.js'
+import type { ErrorCode } from '../../errors.js'
+import { KonserveError, codeOfOsError } from '../../errors.js'
+import { fsyncDirSync, isFsyncFailure } from '../../fsync.js'
+import { RAW_BYTES_ID } from '../../serializers.js'
 import {
   type BlobLayout,
   type ChunkSink,
@@ -49,7 +49,7 @@ import {
   decodeChunkedValue,
   readBlobLayout,
   readChunk,
-} from '../codec/blob.js'
+} from '../../format/blob.js'
 import {
   type EncodedParts,
   type ReadAt,
@@ -58,7 +58,7 @@ import {
   decodeValueSegment,
   encodeMetaSegment,
   isLogHeader,
-} from '../codec/file.js'
+} from '../../format/file.js'
 import {
   type Commit,
   type LogLayout,
@@ -74,13 +74,13 @@ import {
   readLogInfo,
   scanLog,
   writeLogWhole,
-} from '../codec/log.js'
-import { xxh3_64 } from '../codec/xxhash.js'
-import { FileLocker, LOCK_NAME, lockErrorCode, lockTimeoutError, processAlive, type LockRecord } from './file-lock.js'
-import { GroupCommit } from './group-commit.js'
-import { checkStoreKeySync } from './keycheck-file.js'
-import { KEY_CHECK_FILE, REKEY_FILE } from '../codec/keycheck.js'
-import type { DecodedHead, PureCodec } from './pure-codec.js'
+} from '../../format/log.js'
+import { xxh3_64 } from '../../codec/xxhash.js'
+import { FileLocker, LOCK_NAME, lockErrorCode, lockTimeoutError, processAlive, type LockRecord } from './filelock.js'
+import { GroupCommit } from '../../backing/group-commit.js'
+import { checkStoreKeySync } from './keycheck.js'
+import { KEY_CHECK_FILE, REKEY_FILE } from '../../format/keycheck.js'
+import type { DecodedHead, PureCodec } from './codec.js'
 
 const HEADER_LEN = 48
 /** How much of a key file a metadata read takes first (as the core does). */
@@ -263,7 +263,7 @@ function* writeAllG(fd: number, bytes: Uint8Array, pos: number): Handler<void> {
   while (off < bytes.length) off += yield* io.write(fd, bytes, off, bytes.length - off, pos + off)
 }
 
-/** A `ReadAt` (codec/file.ts) over an open file: each read a new buffer. */
+/** A `ReadAt` (format/file.ts) over an open file: each read a new buffer. */
 const fdReader = (fd: number): ReadAt => (pos, length) => preadG(fd, pos, length)
 
 /** A `ReadAt` over an open key file that serves what its prefix (already read) holds without reading again. */
@@ -1120,7 +1120,7 @@ export class PureFileBacking implements Backing {
   /**
    * Writes a whole log for `key` through a staging file (FORMAT.md §5): a
    * new log, a trim, or the migration of a log of the earlier layout
-   * (codec/log.ts writeLogWhole). Remembers the new file as verified.
+   * (format/log.ts writeLogWhole). Remembers the new file as verified.
    */
   private *writeLogG(
     key: Uint8Array,
@@ -1658,7 +1658,7 @@ class PureBlobSource implements BlobSource {
   }
 }
 
-/** A log's records in batches (codec/log.ts LogReader over the open file); closes the file at the end. */
+/** A log's records in batches (format/log.ts LogReader over the open file); closes the file at the end. */
 class PureLogCursor implements LogCursor {
   private closed = false
   private busy = false

@@ -9,8 +9,8 @@
  * encrypted segment already does (one HKDF per guess either way).
  */
 import { KonserveError } from '../errors.js'
-import type { SyncCrypto } from './aes.js'
-import { xxh3_64 } from './xxhash.js'
+import type { SyncCrypto } from '../codec/aes.js'
+import { xxh3_64 } from '../codec/xxhash.js'
 
 export const KEY_CHECK_FILE = '.konserve.keycheck'
 export const REKEY_FILE = '.konserve.rekey'
