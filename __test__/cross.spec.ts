@@ -19,6 +19,7 @@ const user: k.Serializer = {
 const serializers: Array<[string, k.Serializer]> = [
   ['msgpack', k.msgpackSerializer()],
   ['json', k.jsonSerializer()],
+  ['cbor', k.cborSerializer()],
   ['user', user],
 ]
 
@@ -31,7 +32,7 @@ const key = fc.oneof(
   fc.dictionary(fc.string(), fc.oneof(fc.string(), fc.integer())),
 )
 const value = (serializer: string) =>
-  serializer === 'msgpack'
+  serializer === 'msgpack' || serializer === 'cbor'
     ? fc.oneof(
         fc.jsonValue(),
         fc.uint8Array({ maxLength: 3000 }),

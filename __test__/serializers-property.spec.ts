@@ -10,7 +10,7 @@ import test from 'ava'
 import fc from 'fast-check'
 import * as k from 'konserve'
 
-const serializers = [k.jsonSerializer(), k.msgpackSerializer()]
+const serializers = [k.jsonSerializer(), k.msgpackSerializer(), k.cborSerializer()]
 
 class Point {
   constructor(
@@ -254,7 +254,7 @@ test('each serializer says what it refuses and where', (t) => {
 })
 
 test('through a store: the refused value names the key and leaves the old value', async (t) => {
-  for (const serializer of ['json', 'msgpack'] as const) {
+  for (const serializer of ['json', 'msgpack', 'cbor'] as const) {
     const s = await k.newMemStore({ serializer })
     await k.assoc(s, 'k', { ok: true })
     const err = (await t.throwsAsync(k.assoc(s, 'k', { when: { set: new Set([1]), sparse: [1, , 2] } }))) as k.KonserveError
@@ -266,4 +266,53 @@ test('through a store: the refused value names the key and leaves the old value'
     await k.assoc(s, 'z', { z: -0 })
     t.true(Object.is(((await k.get(s, 'z')) as { z: number }).z, -0), `${serializer} keeps -0`)
   }
+})
+
+// cbor stores everything it claims to (what msgpack stores but ArrayBuffer, DataView and extension classes).
+test('cbor stores Maps, Sets, Dates, typed arrays, BigInts, NaN, -0, undefined, cycles, nested, unchanged', (t) => {
+  const cbor = k.cborSerializer()
+  copiesShared = false
+  const storable = fc.anything({
+    maxDepth: 3,
+    withBigInt: true,
+    withDate: true,
+    withMap: true,
+    withSet: true,
+    withTypedArray: true,
+    key: fc.string().filter((x) => x !== '__proto__'),
+    values: [fc.boolean(), fc.integer(), fc.double(), fc.string(), fc.bigInt(), fc.constantFrom(-0, NaN, undefined, -Infinity, 2 ** 53 + 2), fc.uint8Array().map((u) => Buffer.from(u))],
+  })
+  fc.assert(
+    fc.property(storable, (v) => same(v, cbor.decode(cbor.encode(v)))),
+    { numRuns: 2000 },
+  )
+  const loop: Record<string, unknown> = { z: -0, r: /x/g }
+  loop.self = loop
+  const l = cbor.decode(cbor.encode({ a: loop, b: loop })) as { a: typeof loop; b: typeof loop }
+  t.is(l.a, l.b)
+  t.is(l.a.self, l.a)
+  t.true(Object.is(l.a.z, -0))
+  // Standard CBOR: -0 is a float 64 (no shared-reference tag around it), Map is tag 259, Set tag 258, Date tag 1.
+  t.is(Buffer.from(cbor.encode([-0, -0])).toString('hex'), '82fb8000000000000000fb8000000000000000')
+  t.is(Buffer.from(cbor.encode(new Map([[1, 2]]))).toString('hex'), 'd90103a10102')
+  t.is(Buffer.from(cbor.encode(new Set([1]))).toString('hex'), 'd901028101')
+  t.is(Buffer.from(cbor.encode(new Date(0))).toString('hex').slice(0, 2), 'c1')
+})
+
+test('cbor says what it refuses and where', (t) => {
+  const cbor = k.cborSerializer()
+  const refuses = (v: unknown, message: RegExp) => {
+    const err = t.throws(() => cbor.encode(v), { instanceOf: k.KonserveError }) as k.KonserveError
+    t.is(err.code, 'ERR_SERIALIZE')
+    t.regex(err.message, message)
+  }
+  refuses({ b: new ArrayBuffer(2) }, /cbor cannot store a ArrayBuffer \(at \.b\).*Uint8Array/)
+  refuses([new DataView(new ArrayBuffer(1))], /a DataView \(at \[0\]\)/)
+  refuses({ r: new Registered(1) }, /a Registered \(at \.r\).*plain object/)
+  refuses({ p: new Point(1, 2) }, /a Point \(at \.p\)/)
+  refuses(JSON.parse('{"a": {"__proto__": 1}}'), /property named __proto__ \(at \.a\.__proto__\).*cbor-x/)
+  refuses({ s: 'a\uD800' }, /lone UTF-16 surrogate \(at \.s\)/)
+  refuses({ e: new TypeError('e') }, /a TypeError \(at \.e\)/)
+  refuses([1, , 3], /hole in a sparse array \(at \[1\]\)/)
+  refuses({ o: Object.create(null) }, /null prototype \(at \.o\)/)
 })

@@ -33,6 +33,7 @@ export { KonserveError } from './errors.js'
 export type { ErrorCode } from './errors.js'
 export {
   addMsgpackExtension,
+  cborSerializer,
   jsonSerializer,
   msgpackSerializer,
   registerSerializer,

@@ -3,6 +3,7 @@
  * so a store can always read what it wrote, even after its default changed.
  */
 import { Packr, addExtension as addMsgpackrExtension } from 'msgpackr'
+import { Encoder as CborEncoder, addExtension as addCborExtension } from 'cbor-x'
 import { isWellFormed } from './format/key.js'
 import { KonserveError } from './errors.js'
 import { NodeBuffer } from './node-buffer.js'
@@ -58,12 +59,17 @@ const msgpackOptions = {
  * properties named `__proto__` (msgpackr reads them back as `__proto_`),
  * other class instances (it would keep only their fields, as a plain object).
  *
- * Both refuse functions, symbols, symbol-keyed properties, holes in arrays,
+ * CBOR (RFC 8949, written by cbor-x, standard tags only) keeps what msgpack
+ * keeps, except ArrayBuffer and DataView (a CBOR byte string reads back as a
+ * Buffer: store a Uint8Array) and instances of classes registered with
+ * addMsgpackExtension (msgpack extensions are not CBOR tags): it refuses them.
+ *
+ * All three refuse functions, symbols, symbol-keyed properties, holes in arrays,
  * named properties on arrays, objects with a null prototype (they would come
  * back with Object.prototype) and boxed primitives. Only own enumerable
  * properties are stored, as with structuredClone.
  */
-type SerializerName = 'json' | 'msgpack'
+type SerializerName = 'json' | 'msgpack' | 'cbor'
 
 /** Classes registered through addMsgpackExtension: their extension encodes them, so they are not walked. */
 const extensionClasses: Function[] = []
@@ -93,6 +99,8 @@ function kindOf(o: object): string {
 /** What the walk found that encoding must take care of. */
 interface Found {
   negativeZero: boolean
+  /** cbor: a Date that tag 1 (seconds, a float 64) would not keep to the millisecond. */
+  farDate: boolean
 }
 
 /** A step into a value: an array index, a property name, or (in an object) a Map key or entry, or a Set member. */
@@ -115,7 +123,7 @@ function pathOf(steps: Step[]): string {
 /** Walks `value`, throwing ERR_SERIALIZE at the first part `serializer` cannot store unchanged. */
 function checkValue(value: unknown, serializer: SerializerName): Found {
   const json = serializer === 'json'
-  const found: Found = { negativeZero: false }
+  const found: Found = { negativeZero: false, farDate: false }
   const at: Step[] = []
   // msgpack: objects already checked (cycles and shared references are kept).
   // json: the objects on the current path (a cycle is refused; a shared object is written twice, which reads back equal).
@@ -157,7 +165,7 @@ function checkValue(value: unknown, serializer: SerializerName): Found {
       if (json) refuse('a cycle (an object that contains itself)', 'use the msgpack serializer, which keeps cycles')
       return
     }
-    if (!json) {
+    if (serializer === 'msgpack') {
       for (const c of extensionClasses) if (o instanceof c) return
     }
     const proto = Object.getPrototypeOf(o)
@@ -179,7 +187,7 @@ function checkValue(value: unknown, serializer: SerializerName): Found {
     } else if (isObjectPrototype(proto)) {
       for (const k of Object.keys(o)) {
         at.push(k)
-        if (!json && k === '__proto__') refuse('a property named __proto__', 'msgpackr reads it back as __proto_; rename it, use a Map, or use the json serializer')
+        if (!json && k === '__proto__') refuse('a property named __proto__', `${serializer === 'cbor' ? 'cbor-x' : 'msgpackr'} reads it back as __proto_; rename it, use a Map, or use the json serializer`)
         checkString(k, 'a property name')
         visit((o as Record<string, unknown>)[k])
         at.pop()
@@ -209,20 +217,25 @@ function checkValue(value: unknown, serializer: SerializerName): Found {
         at.push({ setMember: true })
         for (const x of o as Set<unknown>) visit(x)
         at.pop()
+      } else if (serializer === 'cbor' && (c === ArrayBuffer || c === DataView) && proto === c.prototype) {
+        refuse(kindOf(o), 'CBOR has one kind of byte string, read back as a Buffer (Uint8Array in browsers); store a Uint8Array, or use the msgpack serializer')
       } else if ((c === Date || c === ArrayBuffer || c === DataView || typedArrayConstructors.has(c)) && proto === c.prototype) {
-        // Leaves msgpackr stores exactly.
+        if (serializer === 'cbor' && c === Date && !dateAsSeconds((o as Date).getTime())) found.farDate = true
+        // Leaves msgpackr (and cbor-x) store exactly.
       } else if (c === RegExp && proto === RegExp.prototype) {
-        if ((o as RegExp).lastIndex !== 0) refuse('a RegExp with a lastIndex', 'msgpack keeps its source and flags; reset lastIndex to 0')
+        if ((o as RegExp).lastIndex !== 0) refuse('a RegExp with a lastIndex', `${serializer} keeps its source and flags; reset lastIndex to 0`)
       } else if (o instanceof Error) {
         // msgpackr keeps name, message and cause, but not the stack, the class
         // of a subclass, other properties, nor whether there was a cause.
-        refuse(kindOf(o), 'msgpack does not keep an Error whole (its stack, class and properties); store { name, message } or register an extension')
+        refuse(kindOf(o), serializer === 'cbor' ? 'cbor does not keep an Error whole (its stack, class and properties); store { name, message }' : 'msgpack does not keep an Error whole (its stack, class and properties); store { name, message } or register an extension')
       } else {
         refuse(
           kindOf(o),
           proto === null
             ? 'copy it into a plain object ({ ...o })'
-            : `msgpack would keep only its fields, as a plain object; register its class with addMsgpackExtension, or store a plain object`,
+            : serializer === 'cbor'
+              ? 'cbor would keep only its fields, as a plain object; store a plain object (or use the msgpack serializer with addMsgpackExtension)'
+              : `msgpack would keep only its fields, as a plain object; register its class with addMsgpackExtension, or store a plain object`,
         )
       }
     }
@@ -274,11 +287,12 @@ addMsgpackrExtension({
  * a -0 are copied (rare). Keeps cycles and shared references as they are.
  * `checkValue` has passed: only arrays, plain objects, Maps and Sets hold values.
  */
-function markNegativeZeros(value: unknown): unknown {
+function markNegativeZeros(value: unknown, freshMarkers = false, farDates = false): unknown {
   const copies = new Map<object, unknown>()
   const copy = (v: unknown): unknown => {
-    if (typeof v === 'number') return v === 0 && 1 / v < 0 ? NEGATIVE_ZERO : v
+    if (typeof v === 'number') return v === 0 && 1 / v < 0 ? (freshMarkers ? new NegativeZero() : NEGATIVE_ZERO) : v
     if (v === null || typeof v !== 'object') return v
+    if (farDates && v instanceof Date && !dateAsSeconds(v.getTime())) return new FarDate(v.toISOString())
     const done = copies.get(v)
     if (done !== undefined) return done
     for (const c of extensionClasses) if (v instanceof c) return v
@@ -327,6 +341,80 @@ export function msgpackSerializer(): Serializer {
   }
 }
 
+// CBOR, as RFC 8949 and the IANA tag registry define it, so any CBOR reader can
+// read it: plain objects as maps, Map as tag 259 (explicit map), Set as tag
+// 258, Date as tag 1, BigInt as a 64-bit integer or a bignum (tags 2/3),
+// undefined as simple value 23, typed arrays as tags 64..87, a Buffer as a
+// byte string, RegExp as tag 27, cycles and shared references as tags 28/29.
+// No records, no packed strings: each value is self-contained.
+const cborOptions = {
+  useRecords: false,
+  mapsAsObjects: true,
+  useTag259ForMaps: true,
+  structuredClone: true,
+  tagUint8Array: true,
+  pack: false,
+  // As for msgpack: binary fields never view the bytes read.
+  copyBuffers: true,
+} as const
+
+// -0 for cbor-x, which writes every -0 as the integer 0: the marker is written
+// (no tag) as a float 64 -0 (`fb 80 00 00 00 00 00 00 00`), which every CBOR
+// reader reads as -0. cbor-x reads `alwaysUseFloat` on each number it writes.
+addCborExtension({
+  Class: NegativeZero,
+  tag: undefined,
+  encode(this: { alwaysUseFloat?: boolean }, _v: unknown, encode: (v: unknown) => void) {
+    const before = this.alwaysUseFloat
+    this.alwaysUseFloat = true
+    try {
+      encode(-0)
+    } finally {
+      this.alwaysUseFloat = before
+    }
+  },
+} as unknown as Parameters<typeof addCborExtension>[0])
+
+/**
+ * Whether CBOR tag 1 (seconds since the epoch, a float 64 unless whole, read
+ * back by cbor-x as `Math.round(seconds * 1000)`) keeps this time exactly: true
+ * within about 70,000 years of 1970, and for an invalid Date (NaN).
+ */
+function dateAsSeconds(ms: number): boolean {
+  return Number.isNaN(ms) || Math.round((ms / 1000) * 1000) === ms
+}
+
+/** A Date beyond that: written as tag 0, its ISO 8601 text (extended year), which keeps the millisecond. */
+class FarDate {
+  constructor(readonly iso: string) {}
+}
+addCborExtension({
+  Class: FarDate,
+  tag: 0,
+  encode(v: FarDate, encode: (v: unknown) => void) {
+    encode(v.iso)
+  },
+  // cbor-x's own reading of tag 0 (registering the class replaces it).
+  decode: (iso: string) => new Date(iso),
+} as unknown as Parameters<typeof addCborExtension>[0])
+
+export function cborSerializer(): Serializer {
+  const encoder = new CborEncoder(cborOptions)
+  return {
+    id: 3,
+    name: 'cbor',
+    copiesInput: true,
+    encode(value) {
+      const found = checkValue(value, 'cbor')
+      // A marker per -0: with structuredClone one shared marker would be written once and referenced (tags 28/29).
+      return encoder.encode(found.negativeZero || found.farDate ? markNegativeZeros(value, true, found.farDate) : value)
+    },
+    decode(bytes) {
+      // Byte strings come back as the input's kind: Buffers in Node, Uint8Arrays in browsers.
+      return encoder.decode(NodeBuffer && !NodeBuffer.isBuffer(bytes) ? NodeBuffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength) : bytes)
+    },
+  }
+}
 
 /**
  * Registers a msgpackr extension (a class and its wire form), as konserve does
@@ -378,7 +466,7 @@ function checkUserSerializer(s: Serializer): void {
   }
 }
 
-export type SerializerOption = 'msgpack' | 'json' | Serializer
+export type SerializerOption = 'msgpack' | 'json' | 'cbor' | Serializer
 
 /** The serializers one store writes with and reads with. */
 export class SerializerSet {
@@ -388,6 +476,7 @@ export class SerializerSet {
   constructor(option: SerializerOption = 'msgpack', extra: readonly Serializer[] = []) {
     this.byId.set(1, msgpackSerializer())
     this.byId.set(2, jsonSerializer())
+    this.byId.set(3, cborSerializer())
     for (const s of extra) {
       checkUserSerializer(s)
       this.byId.set(s.id, s)
@@ -397,7 +486,7 @@ export class SerializerSet {
       if (!s) throw new KonserveError('ERR_INVALID_ARGUMENT', `unknown serializer ${option}`)
       this.write = s
     } else {
-      if (option.id !== 1 && option.id !== 2) checkUserSerializer(option)
+      if (option.id !== 1 && option.id !== 2 && option.id !== 3) checkUserSerializer(option)
       this.byId.set(option.id, option)
       this.write = option
     }
