@@ -38,6 +38,9 @@ export type ErrorCode =
   // The store's life cycle (close, deleteStore): see README "Closing a store".
   | 'ERR_CLOSED'
   | 'ERR_STORE_DELETED'
+  // The store registry (createStore, connectStore): see README "The store registry".
+  | 'ERR_STORE_EXISTS'
+  | 'ERR_STORE_NOT_FOUND'
 
 export class KonserveError extends Error {
   override name = 'KonserveError'
@@ -153,6 +156,7 @@ const CODES: ReadonlySet<string> = new Set<ErrorCode>([
   'ERR_TOO_MANY_FILES', 'ERR_NOT_A_DIRECTORY', 'ERR_NOT_A_FILE', 'ERR_DECRYPT', 'ERR_REVISION_MISMATCH', 'ERR_SERIALIZE',
   'ERR_DESERIALIZE', 'ERR_SERIALIZER_NOT_FOUND', 'ERR_NOT_A_LOG', 'ERR_NOT_BINARY', 'ERR_INVALID_PATH',
   'ERR_INVALID_ARGUMENT', 'ERR_NOT_SUPPORTED', 'ERR_NATIVE_UNAVAILABLE', 'ERR_SOURCE', 'ERR_CLOSED', 'ERR_STORE_DELETED',
+  'ERR_STORE_EXISTS', 'ERR_STORE_NOT_FOUND',
 ])
 
 /** The head of a native error's message: `CODE \x1f n \x1f`, then n UTF-16 units of file, then the message. */

@@ -27,7 +27,9 @@ export {
   updateIn,
 } from './api.js'
 export type { BlobAccess, BlobFile, BlobInput, GetOptions, ReadBlobOptions, TrimLogOptions, Key, KeyType, KeysOptions, Metadata, Options, Result, WriteOptions } from './api.js'
-export { Store, close, connectFsStore, deleteStore, implementation, newMemStore } from './store.js'
+export { Store, close, connectFsStore, implementation, newMemStore } from './store.js'
+export { connectStore, createStore, deleteStore, registerBackend, registeredBackends, releaseStore, storeExists, storeExistsError, storeNotFoundError } from './registry.js'
+export type { Backend, BackendCallOptions, FileStoreConfig, MemoryStoreConfig, StoreConfig } from './registry.js'
 export type { CompressorOption, EncryptorOption, FsStoreOptions, StoreOptions, SyncOption } from './store.js'
 export { KonserveError } from './errors.js'
 export type { ErrorCode } from './errors.js'
