@@ -17,6 +17,7 @@ import type { RawListing, RawMeta } from './backing/index.js'
 import { decodeKey, encodeKey } from './format/key.js'
 import { KonserveError, withKey } from './errors.js'
 import { afterWrite } from './hooks.js'
+import { oldestInFlight } from './gc-guard.js'
 import { type Store, type SyncOption, checkStore } from './store.js'
 import { badArgument, checkOptions, checks, fail } from './args.js'
 
@@ -135,7 +136,9 @@ const sweepOp = gensync(function* (
       throw withKey(err, k)
     }
   }
-  const limit = cutoff.getTime()
+  // The GC guard: nothing a sequence of unreferenced writes still in flight
+  // (here or in another process) wrote is older than its start.
+  const limit = Math.min(cutoff.getTime(), yield* oldestInFlight(store.backing))
   const deleted: Key[] = []
   const progress: SweepProgress = { scanned: 0, deleted: 0, batch: 0 }
   const cursor = store.backing.openList()
@@ -177,7 +180,10 @@ const sweepOp = gensync(function* (
  * than `cutoff`, listing the store in batches of `batchSize` (memory bounded
  * by a batch, the whitelist and the result). A key is locked and its metadata
  * read again before it is deleted: a key written after it was listed is never
- * deleted. Unreadable files are reported to `onCorrupt` and never deleted.
+ * deleted. The cutoff is lowered to the start of the oldest sequence of
+ * unreferenced writes in flight on the store (gc-guard.ts), so a sweep never
+ * deletes what such a sequence wrote; take the cutoff from `gcCutoff` before
+ * computing the whitelist. Unreadable files are reported to `onCorrupt` and never deleted.
  * Returns the deleted keys.
  */
 export function sweep<O extends SweepOptions>(store: Store, whitelist: Iterable<Key>, cutoff: Date, opts?: O): Result<O, Key[]> {

@@ -59,6 +59,8 @@ export type {
 export { rekey } from './rekey.js'
 export type { RekeyOptions, RekeyProgress, RekeyResult } from './rekey.js'
 export { sweep } from './gc.js'
+export { beginUnreferencedWrites, gcCutoff, unreferencedWritesInFlight, withUnreferencedWrites } from './gc-guard.js'
+export type { UnreferencedWrites } from './gc-guard.js'
 export type { SweepOptions, SweepProgress } from './gc.js'
 export { decodeKey, encodeKey } from './format/key.js'
 export { addWriteHook, removeWriteHook } from './hooks.js'
