@@ -102,22 +102,26 @@ const api = {
 
   // ---- blobs ----
   /** Streams a blob of `size` pattern bytes in pieces of `piece`; with `measure`, the JS heap growth at its peak. */
-  async writeBlob(h: number, key: string, meta: string, size: number, piece: number, seed: number, measure = false) {
+  async writeBlob(h: number, key: string, meta: string, size: number, piece: number, seed: number, measure = false, retain = false) {
     const gc = (globalThis as { gc?: () => void }).gc
     const heap = () => (performance as unknown as { memory: { usedJSHeapSize: number } }).memory.usedJSHeapSize
     if (measure) gc?.()
     const base = measure ? heap() : 0
     let peak = 0
+    // The control of the memory test: a writer that keeps every piece (as one that buffers the blob would).
+    const kept: Uint8Array[] = []
     const sink = await store(h).blobWriter.async(unhex(key), unhex(meta))
     for (let at = 0; at < size; at += piece) {
-      await sink.write.async(pattern(seed, at, Math.min(piece, size - at)))
+      const bytes = pattern(seed, at, Math.min(piece, size - at))
+      if (retain) kept.push(bytes)
+      await sink.write.async(bytes)
       if (measure && (at / piece) % 4 === 0) {
         gc?.()
         peak = Math.max(peak, heap() - base)
       }
     }
     await sink.commit.async()
-    return { peak }
+    return { peak, kept: kept.length }
   },
   /** Starts a blob and writes `size` bytes without committing (a writer that dies). */
   async startBlob(h: number, key: string, size: number) {
@@ -147,6 +151,14 @@ const api = {
     return { size: src.size, reads, bad, meta: hex(src.meta.meta) }
   },
   openBlobError: (h: number, key: string) => errorOf(store(h).openBlob.async(unhex(key))),
+
+  /** Waits until no tab or worker holds a stage lock of `db` (a closed tab's locks are released a moment after it goes). */
+  async awaitStageLocks(db: string) {
+    const prefix = `konserve:${db}:stage:`
+    const held = ((await navigator.locks.query()).held ?? []).map((l) => l.name ?? '').filter((n) => n.startsWith(prefix))
+    for (const name of held) await navigator.locks.request(name, async () => {})
+    return held.length
+  },
 
   // ---- logs ----
   append: (h: number, key: string, records: Array<{ serializer: number; stamp: number; bytes: string }>, createMeta: string) =>
