@@ -378,8 +378,14 @@ export class IdbBacking implements Backing {
           try {
             const first = recs[i]
             if (!isRecord(first)) throw new KonserveError('ERR_CORRUPT', 'the key record is not a konserve file record')
-            // A replaced or deleted file is looked up again; gone: not listed.
-            const m = await this.withFile(name, async (rec) => (rec ? this.metaOf(name, rec.gen === first.gen ? first : rec) : undefined))
+            let m: RawMeta | undefined
+            try {
+              m = await this.metaOf(name, first)
+            } catch (err) {
+              if (!(err instanceof Vanished)) throw err
+              // Replaced or deleted since the batch was read: looked up again; gone, not listed.
+              m = await this.withFile(name, async (rec) => rec && this.metaOf(name, rec))
+            }
             if (m) out.entries.push(m)
           } catch (err) {
             const e = this.fail(err, 'cannot read the key', name) as KonserveError
