@@ -393,3 +393,21 @@ test.serial('a lost connection reopens and retries; a deleted database fails typ
   t.is(del.err?.code, 'ERR_STORE_DELETED')
   t.false(del.recreated)
 })
+
+test.serial('appends from two pages that take no lock lose no record: a log changed under an append is appended to again', async (t) => {
+  const db = newDb('append-race')
+  const q = await h.newPage()
+  const a = await p.call<number>('open', db)
+  const b = await q.call<number>('open', db)
+  await p.call('append', a, key('race'), [{ serializer: 1, stamp: 0, bytes: text('first') }], META)
+  await Promise.all([p.call('appendMany', a, key('race'), 15, 'p'), q.call('appendMany', b, key('race'), 15, 'q')])
+  const log = await p.call<{ records: Array<{ index: number; bytes: string }> }>('readLog', a, key('race'), 100)
+  t.deepEqual(
+    log.records.map((r) => r.index),
+    Array.from({ length: 31 }, (_, i) => i),
+  )
+  const got = log.records.map((r) => Buffer.from(r.bytes, 'hex').toString()).sort()
+  t.deepEqual(got, ['first', ...Array.from({ length: 15 }, (_, i) => [`p${i}`, `q${i}`]).flat()].sort())
+  await q.page.close()
+  await p.call('close', a)
+})

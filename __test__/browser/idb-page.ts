@@ -167,6 +167,11 @@ const api = {
       records.map((r) => ({ serializer: r.serializer, stamp: r.stamp, bytes: unhex(r.bytes) })),
       unhex(createMeta),
     ),
+  /** `n` appends of one record each, one after the other, without taking the key's lock. */
+  async appendMany(h: number, key: string, n: number, tag: string) {
+    for (let i = 0; i < n; i++) await store(h).append.async(unhex(key), [{ serializer: 1, stamp: i, bytes: utf8(`${tag}${i}`) }], new Uint8Array([0x80]))
+    return n
+  },
   appendError: (h: number, key: string) => errorOf(store(h).append.async(unhex(key), [{ serializer: 1, stamp: 1, bytes: new Uint8Array([1]) }], new Uint8Array([0x80]))),
   async readLog(h: number, key: string, batch: number) {
     const c = await store(h).openLog.async(unhex(key))

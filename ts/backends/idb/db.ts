@@ -160,7 +160,8 @@ export class Connection {
       try {
         return await this.once(db, stores, mode, durability, body)
       } catch (err) {
-        if (err instanceof KonserveError) throw err
+        // Our own errors (a KonserveError, the backing's signals) pass as they are.
+        if (!(err instanceof Lost) && !(typeof DOMException !== 'undefined' && err instanceof DOMException)) throw err
         if (!isLost(err) || attempt > 0 || this.closed) throw idbError(err, what, file)
         // The connection went away: forget it, and try once on a new one.
         if (this.db === db) this.db = undefined

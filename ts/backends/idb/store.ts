@@ -72,6 +72,8 @@ const INLINE_MAX = 16 << 10
 const SEGMENT_TARGET = 1 << 20
 /** How often a read that met a replaced file starts again. */
 const ATTEMPTS = 4
+/** How often an append or trim whose log another writer (not holding the key's lock) changed meanwhile starts again. */
+const WRITE_ATTEMPTS = 16
 const KEY_FILE = /^[0-9a-f]{32}\.ksv$/
 /** The staging records in `store`: `stage:<gen>` -> { name }. */
 const STAGE_PREFIX = 'stage:'
@@ -745,7 +747,7 @@ export class IdbBacking implements Backing {
         })
       } catch (err) {
         if (!(err instanceof Changed)) throw this.fail(err, 'cannot append to the log', name)
-        if (attempt >= ATTEMPTS) throw new KonserveError('ERR_IO', 'the log was changed again and again by other writers during the append', { file: this.where(name) })
+        if (attempt >= WRITE_ATTEMPTS) throw new KonserveError('ERR_IO', 'the log was changed again and again by other writers during the append', { file: this.where(name) })
       }
     }
   })
@@ -784,7 +786,7 @@ export class IdbBacking implements Backing {
         })
       } catch (err) {
         if (!(err instanceof Changed)) throw this.fail(err, 'cannot trim the log', name)
-        if (attempt >= ATTEMPTS) throw new KonserveError('ERR_IO', 'the log was changed again and again by other writers during the trim', { file: this.where(name) })
+        if (attempt >= WRITE_ATTEMPTS) throw new KonserveError('ERR_IO', 'the log was changed again and again by other writers during the trim', { file: this.where(name) })
       }
     }
   })
