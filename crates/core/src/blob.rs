@@ -77,20 +77,13 @@ impl ChunkStream {
     /// Starts a chunked file: returns the stream and the stored meta segment
     /// (to be written after 48 placeholder bytes). Draws the meta segment's
     /// salt and IV from `rng` first.
-    fn begin(
-        codec: Codec,
-        secret: Option<&[u8]>,
-        key_cke: &[u8],
-        meta: &[u8],
-        rng: &mut dyn Randomness,
-    ) -> Result<(ChunkStream, Vec<u8>)> {
+    fn begin(codec: Codec, secret: Option<&[u8]>, key_cke: &[u8], meta: &[u8], rng: &mut dyn Randomness) -> Result<(ChunkStream, Vec<u8>)> {
         let key_hash = keyhash::key_hash(key_cke);
         let ctx = SegmentContext { secret, key_hash, accept_plaintext: false };
         let plain = format::compose_meta(key_cke, meta)?;
         let stored = codec.encode(&ctx, SegmentKind::Meta, &plain, rng)?.into_owned();
-        let meta_len = u32::try_from(stored.len()).map_err(|_| {
-            Error::new(ErrorCode::InvalidArgument, "a key and its metadata exceed the format's 4 GiB")
-        })?;
+        let meta_len = u32::try_from(stored.len())
+            .map_err(|_| Error::new(ErrorCode::InvalidArgument, "a key and its metadata exceed the format's 4 GiB"))?;
         let stream = ChunkStream {
             codec,
             key_hash,
@@ -111,19 +104,11 @@ impl ChunkStream {
     }
 
     /// Seals one chunk and hands its stored bytes to `sink`.
-    fn seal(
-        &mut self,
-        secret: Option<&[u8]>,
-        plain: &[u8],
-        last: bool,
-        rng: &mut dyn Randomness,
-        sink: &mut Sink<'_>,
-    ) -> Result<()> {
+    fn seal(&mut self, secret: Option<&[u8]>, plain: &[u8], last: bool, rng: &mut dyn Randomness, sink: &mut Sink<'_>) -> Result<()> {
         let ctx = SegmentContext { secret, key_hash: self.key_hash, accept_plaintext: false };
         let kind = if last { SegmentKind::FinalChunk } else { SegmentKind::Chunk };
         let stored = self.codec.encode_at(&ctx, kind, Some(self.chunks), plain, rng)?;
-        let len = u32::try_from(stored.len())
-            .map_err(|_| Error::new(ErrorCode::InvalidArgument, "a stored chunk exceeds 4 GiB"))?;
+        let len = u32::try_from(stored.len()).map_err(|_| Error::new(ErrorCode::InvalidArgument, "a stored chunk exceeds 4 GiB"))?;
         sink(&stored)?;
         self.table.extend_from_slice(&len.to_le_bytes());
         self.table.extend_from_slice(&xxh3_64(&stored).to_le_bytes());
@@ -134,13 +119,7 @@ impl ChunkStream {
     }
 
     /// Takes more plain bytes; seals every chunk that is full and followed by more.
-    fn push(
-        &mut self,
-        secret: Option<&[u8]>,
-        mut bytes: &[u8],
-        rng: &mut dyn Randomness,
-        sink: &mut Sink<'_>,
-    ) -> Result<()> {
+    fn push(&mut self, secret: Option<&[u8]>, mut bytes: &[u8], rng: &mut dyn Randomness, sink: &mut Sink<'_>) -> Result<()> {
         while !bytes.is_empty() {
             if self.buf.len() == CHUNK_SIZE {
                 // More bytes follow, so the buffered chunk is not the last.
@@ -173,16 +152,11 @@ impl ChunkStream {
 
     /// Seals the last chunk (an empty blob is one empty chunk) and returns the
     /// bytes that follow it (table and trailer) and the real header.
-    fn finish(
-        &mut self,
-        secret: Option<&[u8]>,
-        rng: &mut dyn Randomness,
-        sink: &mut Sink<'_>,
-    ) -> Result<(Vec<u8>, [u8; HEADER_LEN])> {
+    fn finish(&mut self, secret: Option<&[u8]>, rng: &mut dyn Randomness, sink: &mut Sink<'_>) -> Result<(Vec<u8>, [u8; HEADER_LEN])> {
         let last = std::mem::take(&mut self.buf);
         self.seal(secret, &last, true, rng, sink)?;
-        let count = u32::try_from(self.chunks)
-            .map_err(|_| Error::new(ErrorCode::InvalidArgument, "a blob exceeds the format's 2^32 chunks"))?;
+        let count =
+            u32::try_from(self.chunks).map_err(|_| Error::new(ErrorCode::InvalidArgument, "a blob exceeds the format's 2^32 chunks"))?;
         let mut tail = std::mem::take(&mut self.table);
         tail.extend_from_slice(&self.sealed.to_le_bytes());
         tail.extend_from_slice(&count.to_le_bytes());
@@ -295,8 +269,7 @@ impl FileStore {
         let secret = options.encryption_key.as_deref();
         let encryptor = if secret.is_some() { ENCRYPTOR_AES } else { ENCRYPTOR_NONE };
         let codec = Codec { compressor: options.compressor, encryptor };
-        let (stream, meta_stored) =
-            ChunkStream::begin(codec, secret, key, meta, &mut OsRandom).map_err(|e| e.with_file(&target))?;
+        let (stream, meta_stored) = ChunkStream::begin(codec, secret, key, meta, &mut OsRandom).map_err(|e| e.with_file(&target))?;
 
         let name = keyhash::file_name(key);
         let hex = &name[..name.len() - KEY_FILE_SUFFIX.len()];
@@ -343,7 +316,8 @@ impl FileStore {
                 Layout::Whole(format::decode_value_owned(&header, &ctx, stored).map_err(|e| e.with_file(&path))?)
             }
         };
-        let entry = MetaEntry { key: meta.key, serializer: header.serializer, meta: meta.meta, file: path.display().to_string(), log: None };
+        let entry =
+            MetaEntry { key: meta.key, serializer: header.serializer, meta: meta.meta, file: path.display().to_string(), log: None };
         Ok(Some(BlobReader { store: Arc::clone(self), file, path, key_hash, header, meta: entry, layout }))
     }
 }
@@ -425,10 +399,7 @@ impl BlobWriter {
         if store.options().sync_blob {
             file.sync().map_err(|e| store.fsync_failed(e, "cannot fsync a staging file", path))?;
         }
-        store
-            .vfs
-            .rename(path, &self.target)
-            .map_err(|e| Error::io(e, "cannot rename a staging file over the key file", &self.target))?;
+        store.vfs.rename(path, &self.target).map_err(|e| Error::io(e, "cannot rename a staging file over the key file", &self.target))?;
         // Renamed: nothing to remove any more.
         self.staged = None;
         if store.options().sync_blob {
@@ -502,9 +473,10 @@ impl ChunkIndex {
         offsets.push(0);
         for entry in tail[..table_len as usize].chunks_exact(TABLE_ENTRY_LEN as usize) {
             let len = u64::from(u32::from_le_bytes(entry[..4].try_into().expect("4 bytes")));
-            total = total.checked_add(len).filter(|&t| t <= table_start).ok_or_else(|| {
-                Error::corrupt("the chunk table's stored lengths run past the chunks")
-            })?;
+            total = total
+                .checked_add(len)
+                .filter(|&t| t <= table_start)
+                .ok_or_else(|| Error::corrupt("the chunk table's stored lengths run past the chunks"))?;
             offsets.push(total);
             sums.push(u64::from_le_bytes(entry[4..].try_into().expect("8 bytes")));
         }
@@ -549,9 +521,10 @@ impl ChunkIndex {
     fn read_stored(&self, i: u64, read: &ReadAt<'_>, buf: &mut Vec<u8>) -> Result<()> {
         let len = self.stored_len(i);
         buf.clear();
-        let n = usize::try_from(len).ok().filter(|&n| buf.try_reserve_exact(n).is_ok()).ok_or_else(|| {
-            Error::new(ErrorCode::InvalidArgument, format!("cannot allocate {len} bytes for a blob"))
-        })?;
+        let n = usize::try_from(len)
+            .ok()
+            .filter(|&n| buf.try_reserve_exact(n).is_ok())
+            .ok_or_else(|| Error::new(ErrorCode::InvalidArgument, format!("cannot allocate {len} bytes for a blob")))?;
         buf.resize(n, 0);
         read(buf, self.value_start + self.offsets[i as usize])?;
         self.check_sum(i, buf)
@@ -569,9 +542,8 @@ impl ChunkIndex {
     fn decode<'a>(&self, i: u64, codec: Codec, ctx: &SegmentContext<'_>, stored: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>> {
         let n = self.count();
         let kind = if i + 1 == n { SegmentKind::FinalChunk } else { SegmentKind::Chunk };
-        let plain = codec
-            .decode_at(ctx, kind, Some(i), stored)
-            .map_err(|e| Error::new(e.code(), format!("chunk {i} of {n}: {}", e.message())))?;
+        let plain =
+            codec.decode_at(ctx, kind, Some(i), stored).map_err(|e| Error::new(e.code(), format!("chunk {i} of {n}: {}", e.message())))?;
         let want = self.plain_len(i);
         if plain.len() as u64 != want {
             return Err(Error::corrupt(format!("chunk {i} of {n} holds {} bytes, not {want}", plain.len())));
@@ -633,9 +605,10 @@ impl ChunkIndex {
 /// An empty buffer able to hold `len` bytes, or `ERR_INVALID_ARGUMENT`.
 fn alloc(len: u64) -> Result<Vec<u8>> {
     let mut v = Vec::new();
-    usize::try_from(len).ok().and_then(|n| v.try_reserve_exact(n).ok()).ok_or_else(|| {
-        Error::new(ErrorCode::InvalidArgument, format!("cannot allocate {len} bytes for a blob"))
-    })?;
+    usize::try_from(len)
+        .ok()
+        .and_then(|n| v.try_reserve_exact(n).ok())
+        .ok_or_else(|| Error::new(ErrorCode::InvalidArgument, format!("cannot allocate {len} bytes for a blob")))?;
     Ok(v)
 }
 
@@ -651,10 +624,7 @@ fn read_vec(read: &ReadAt<'_>, offset: u64, len: u64) -> Result<Vec<u8>> {
 /// start of the file already read) where it can. A short file is corrupt.
 fn reader_from<'a>(file: &'a dyn VfsFile, prefix: &'a [u8], path: &'a Path) -> impl Fn(&mut [u8], u64) -> Result<()> + 'a {
     move |buf: &mut [u8], offset: u64| {
-        if let Some(src) = usize::try_from(offset)
-            .ok()
-            .and_then(|start| prefix.get(start..start.checked_add(buf.len())?))
-        {
+        if let Some(src) = usize::try_from(offset).ok().and_then(|start| prefix.get(start..start.checked_add(buf.len())?)) {
             buf.copy_from_slice(src);
             return Ok(());
         }
@@ -759,11 +729,8 @@ impl BlobReader {
     pub fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
         let size = self.size();
         if offset > size {
-            return Err(Error::new(
-                ErrorCode::InvalidArgument,
-                format!("offset {offset} is past the end of the blob ({size} bytes)"),
-            )
-            .with_file(&self.path));
+            return Err(Error::new(ErrorCode::InvalidArgument, format!("offset {offset} is past the end of the blob ({size} bytes)"))
+                .with_file(&self.path));
         }
         match &self.layout {
             Layout::Whole(bytes) => {
@@ -789,11 +756,8 @@ impl BlobReader {
     pub fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
         let size = self.size();
         if offset > size {
-            return Err(Error::new(
-                ErrorCode::InvalidArgument,
-                format!("offset {offset} is past the end of the blob ({size} bytes)"),
-            )
-            .with_file(&self.path));
+            return Err(Error::new(ErrorCode::InvalidArgument, format!("offset {offset} is past the end of the blob ({size} bytes)"))
+                .with_file(&self.path));
         }
         let n = usize::try_from(size - offset).unwrap_or(usize::MAX).min(buf.len());
         let out = &mut buf[..n];
@@ -907,7 +871,10 @@ mod tests {
                 let bytes = fs::read(store.file_path(&k)).unwrap();
                 let header = Header::decode(&bytes, bytes.len() as u64).unwrap();
                 assert_eq!((header.flags, header.serializer), (FLAG_CHUNKED, 0), "{ctx}");
-                assert_eq!((header.codec.compressor, header.codec.encryptor), (options.compressor, u8::from(options.encryption_key.is_some())));
+                assert_eq!(
+                    (header.codec.compressor, header.codec.encryptor),
+                    (options.compressor, u8::from(options.encryption_key.is_some()))
+                );
                 let trailer = &bytes[bytes.len() - 12..];
                 assert_eq!(u64::from_le_bytes(trailer[..8].try_into().unwrap()), n as u64);
                 assert_eq!(u64::from(u32::from_le_bytes(trailer[8..].try_into().unwrap())), chunk_count(n as u64));
@@ -1135,7 +1102,18 @@ mod tests {
                 let in_chunk = (0..ends.len()).find(|&c| i >= if c == 0 { start } else { ends[c - 1] } && i < ends[c]);
                 let reader = match store.open_blob(&key("k")) {
                     Err(e) => {
-                        assert!(matches!(e.code(), ErrorCode::Corrupt | ErrorCode::Decrypt | ErrorCode::KeyMismatch | ErrorCode::UnsupportedCodec | ErrorCode::UnsupportedVersion | ErrorCode::NotBinary), "{ctx}: {e}");
+                        assert!(
+                            matches!(
+                                e.code(),
+                                ErrorCode::Corrupt
+                                    | ErrorCode::Decrypt
+                                    | ErrorCode::KeyMismatch
+                                    | ErrorCode::UnsupportedCodec
+                                    | ErrorCode::UnsupportedVersion
+                                    | ErrorCode::NotBinary
+                            ),
+                            "{ctx}: {e}"
+                        );
                         assert_eq!(e.file(), Some(path.as_path()), "{ctx}");
                         assert!(in_chunk.is_none(), "{ctx}: a damaged chunk fails the open, not its read");
                         continue;
@@ -1434,7 +1412,13 @@ mod tests {
             let options = Options { sync_blob: true, ..Options::default() };
             crash_at_every_step(
                 options,
-                &[(Writeback::None, 1), (Writeback::Unordered, 2), (Writeback::Unordered, 3), (Writeback::Ordered, 4), (Writeback::Ordered, 5)],
+                &[
+                    (Writeback::None, 1),
+                    (Writeback::Unordered, 2),
+                    (Writeback::Unordered, 3),
+                    (Writeback::Ordered, 4),
+                    (Writeback::Ordered, 5),
+                ],
                 "/sim/blob-plain",
             );
         }

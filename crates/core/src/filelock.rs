@@ -123,16 +123,16 @@ impl Record {
             return None;
         }
         let opt = |s: &str| (s != "-").then(|| s.to_string());
-        let num = |s: &str| -> Option<Option<u64>> { if s == "-" { Some(None) } else { s.parse().ok().map(Some) } };
+        let num = |s: &str| -> Option<Option<u64>> {
+            if s == "-" {
+                Some(None)
+            } else {
+                s.parse().ok().map(Some)
+            }
+        };
         Some(Record {
             token: token.to_string(),
-            who: Identity {
-                boot_id: opt(f[3]),
-                pid_ns: num(f[4])?,
-                pid: f[5].parse().ok()?,
-                start_ticks: num(f[6])?,
-                host: opt(f[7]),
-            },
+            who: Identity { boot_id: opt(f[3]), pid_ns: num(f[4])?, pid: f[5].parse().ok()?, start_ticks: num(f[6])?, host: opt(f[7]) },
         })
     }
 }
@@ -424,9 +424,9 @@ impl Locker<'_> {
                 Err(e) => return Err(e),
             }
             match self.inspect(&marker)? {
-                Holder::Gone => {}                       // its taker finished: try it again
-                Holder::Alive(_) => return Ok(false),    // a live taker is at work
-                Holder::Dead(..) => n += 1,              // its taker died: the next marker
+                Holder::Gone => {}                    // its taker finished: try it again
+                Holder::Alive(_) => return Ok(false), // a live taker is at work
+                Holder::Dead(..) => n += 1,           // its taker died: the next marker
             }
         };
         // We are the one taker of `dead` until we remove the marker.
@@ -546,7 +546,8 @@ mod tests {
 
     #[test]
     fn records_round_trip_and_partial_ones_are_refused() {
-        let who = Identity { boot_id: Some("b-1".into()), pid_ns: Some(4026531836), pid: 42, start_ticks: Some(1234), host: Some("h".into()) };
+        let who =
+            Identity { boot_id: Some("b-1".into()), pid_ns: Some(4026531836), pid: 42, start_ticks: Some(1234), host: Some("h".into()) };
         let rec = Record::fresh(who.clone());
         assert_eq!(rec.token.len(), 32);
         let line = rec.line();
@@ -655,7 +656,13 @@ mod tests {
     fn a_holder_from_another_boot_is_judged_by_the_lease() {
         let fs = disk();
         // A record of another machine (or another boot of this one).
-        let other = Record::fresh(Identity { boot_id: Some("elsewhere".into()), pid_ns: Some(1), pid: 100, start_ticks: Some(1), host: Some("far".into()) });
+        let other = Record::fresh(Identity {
+            boot_id: Some("elsewhere".into()),
+            pid_ns: Some(1),
+            pid: 100,
+            start_ticks: Some(1),
+            host: Some("far".into()),
+        });
         let mut f = fs.create_new(&Path::new(DIR).join(lock_name(HEX))).unwrap();
         f.write_all(other.line().as_bytes()).unwrap();
         drop(f);
@@ -701,9 +708,12 @@ mod tests {
     #[test]
     fn a_crash_at_every_step_of_acquire_takeover_and_release_wedges_nothing() {
         // Acquire of a free lock.
-        let steps = kill_at_every_step(|_| {}, |a| {
-            let _ = locker(a).try_acquire(HEX);
-        });
+        let steps = kill_at_every_step(
+            |_| {},
+            |a| {
+                let _ = locker(a).try_acquire(HEX);
+            },
+        );
         assert!(steps >= 4, "create, write, link, unlink: {steps}");
         // Takeover of a dead holder's lock (and a dead taker's marker).
         let steps = kill_at_every_step(
@@ -717,11 +727,14 @@ mod tests {
         );
         assert!(steps >= 10, "the takeover has its steps: {steps}");
         // Release.
-        let steps = kill_at_every_step(|_| {}, |a| {
-            if let Ok(Attempt::Taken(rec)) = locker(a).try_acquire(HEX) {
-                let _ = locker(a).release(HEX, &rec.token);
-            }
-        });
+        let steps = kill_at_every_step(
+            |_| {},
+            |a| {
+                if let Ok(Attempt::Taken(rec)) = locker(a).try_acquire(HEX) {
+                    let _ = locker(a).release(HEX, &rec.token);
+                }
+            },
+        );
         assert!(steps >= 5, "{steps}");
     }
 
@@ -829,7 +842,12 @@ mod tests {
                                         spins += 1;
                                         if spins >= 200_000 {
                                             let lock = Path::new(DIR).join(lock_name(HEX));
-                                            panic!("{pid} waits forever for {h:?}: {:?} {:?} {:?}", names(&fs), fs.read(&lock).map(|b| String::from_utf8_lossy(&b).to_string()), locker(&me).inspect(&lock));
+                                            panic!(
+                                                "{pid} waits forever for {h:?}: {:?} {:?} {:?}",
+                                                names(&fs),
+                                                fs.read(&lock).map(|b| String::from_utf8_lossy(&b).to_string()),
+                                                locker(&me).inspect(&lock)
+                                            );
                                         }
                                         std::thread::yield_now()
                                     }

@@ -130,10 +130,7 @@ impl Header {
                 }
             }
             Some(n) if n == file_len => Ok(header),
-            _ => Err(Error::corrupt(format!(
-                "file is {file_len} bytes, its header says 48 + {} + {}",
-                header.meta_len, header.value_len
-            ))),
+            _ => Err(Error::corrupt(format!("file is {file_len} bytes, its header says 48 + {} + {}", header.meta_len, header.value_len))),
         }
     }
 
@@ -167,8 +164,7 @@ fn le_u64(b: &[u8]) -> u64 {
 
 /// The plain bytes of a meta segment: u32 LE key length, the key's CKE, the metadata.
 pub fn compose_meta(key_cke: &[u8], meta: &[u8]) -> Result<Vec<u8>> {
-    let k = u32::try_from(key_cke.len())
-        .map_err(|_| Error::invalid_key("a key encoding is longer than 2^32 - 1 bytes"))?;
+    let k = u32::try_from(key_cke.len()).map_err(|_| Error::invalid_key("a key encoding is longer than 2^32 - 1 bytes"))?;
     let mut plain = Vec::with_capacity(4 + key_cke.len() + meta.len());
     plain.extend_from_slice(&k.to_le_bytes());
     plain.extend_from_slice(key_cke);
@@ -282,9 +278,8 @@ pub fn encode_parts<'a>(
     let meta_plain = compose_meta(key_cke, meta)?;
     let meta_stored = codec.encode(&ctx, SegmentKind::Meta, &meta_plain, rng)?;
     let value_stored = codec.encode(&ctx, SegmentKind::Value, value, rng)?;
-    let meta_len = u32::try_from(meta_stored.len()).map_err(|_| {
-        Error::new(ErrorCode::InvalidArgument, "a key and its metadata exceed the format's 4 GiB")
-    })?;
+    let meta_len = u32::try_from(meta_stored.len())
+        .map_err(|_| Error::new(ErrorCode::InvalidArgument, "a key and its metadata exceed the format's 4 GiB"))?;
     let header = Header {
         flags: 0,
         serializer,
@@ -324,9 +319,7 @@ pub struct ParsedFile {
 pub fn parse_head(prefix: &[u8], file_len: u64, ctx: &SegmentContext<'_>) -> Result<(Header, MetaSegment)> {
     let header = Header::decode(prefix, file_len)?;
     let end = HEADER_LEN + header.meta_len as usize;
-    let stored = prefix
-        .get(HEADER_LEN..end)
-        .ok_or_else(|| Error::corrupt("file ends inside the meta segment"))?;
+    let stored = prefix.get(HEADER_LEN..end).ok_or_else(|| Error::corrupt("file ends inside the meta segment"))?;
     let meta = decode_meta(&header, ctx, stored)?;
     Ok((header, meta))
 }

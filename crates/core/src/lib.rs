@@ -15,13 +15,16 @@ pub mod error;
 pub mod filelock;
 pub mod format;
 pub mod keyhash;
-pub mod log;
 mod locks;
-#[cfg(test)] mod sim;
+pub mod log;
+#[cfg(test)]
+mod sim;
 mod staging;
 pub mod store;
 pub mod vfs;
 
 pub use error::{Error, ErrorCode, Result};
 pub use keyhash::file_name;
-pub use store::{delete_store, Entry, FileStore, ListCursor, ListResult, MetaEntry, Options, ValueInto, ValueRef, Write, CLOCK_FILE_NAME, LOCK_FILE_NAME};
+pub use store::{
+    delete_store, Entry, FileStore, ListCursor, ListResult, MetaEntry, Options, ValueInto, ValueRef, Write, CLOCK_FILE_NAME, LOCK_FILE_NAME,
+};

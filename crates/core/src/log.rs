@@ -92,9 +92,7 @@ impl LogInfo {
     fn next_index(&self) -> Result<u64> {
         match self.last_index {
             None => Ok(0),
-            Some(i) => i
-                .checked_add(1)
-                .ok_or_else(|| Error::new(ErrorCode::InvalidArgument, "the log has used up every record index")),
+            Some(i) => i.checked_add(1).ok_or_else(|| Error::new(ErrorCode::InvalidArgument, "the log has used up every record index")),
         }
     }
 }
@@ -255,7 +253,9 @@ fn choose_commit(area: &[u8], codec: Codec, ctx: &SegmentContext<'_>, meta_store
     };
     let room = commit.end.checked_sub(data_start);
     let possible = commit.seq >= 1
-        && room.is_some_and(|room| (commit.count == 0) == (room == 0) && commit.count.checked_mul(RECORD_OVERHEAD as u64).is_some_and(|n| n <= room))
+        && room.is_some_and(|room| {
+            (commit.count == 0) == (room == 0) && commit.count.checked_mul(RECORD_OVERHEAD as u64).is_some_and(|n| n <= room)
+        })
         && (commit.count > 0 || commit.last_sum == 0);
     if !possible {
         return Err(Error::corrupt(format!("the log's commit is impossible: {commit:?} with records from offset {data_start}")));
@@ -288,7 +288,6 @@ pub fn encode_log_file(
     Ok(file)
 }
 
-
 /// One record as stored (FORMAT.md §4.6): the payload is `plain` encoded with
 /// `codec` as kind 4 with `index` bound into the MAC; its salt and IV (with
 /// encryption) come from `rng`. Fails with `ERR_INVALID_ARGUMENT` if the
@@ -320,10 +319,12 @@ fn push_record(
     rng: &mut dyn Randomness,
 ) -> Result<u64> {
     let payload = codec.encode_at(ctx, SegmentKind::Record, Some(index), plain, rng)?;
-    let s = u32::try_from(payload.len())
-        .map_err(|_| Error::new(ErrorCode::InvalidArgument, "a log record exceeds the format's 4 GiB"))?;
+    let s = u32::try_from(payload.len()).map_err(|_| Error::new(ErrorCode::InvalidArgument, "a log record exceeds the format's 4 GiB"))?;
     out.try_reserve(RECORD_OVERHEAD + payload.len()).map_err(|_| {
-        Error::new(ErrorCode::InvalidArgument, format!("cannot allocate {} bytes for log records", out.len() + RECORD_OVERHEAD + payload.len()))
+        Error::new(
+            ErrorCode::InvalidArgument,
+            format!("cannot allocate {} bytes for log records", out.len() + RECORD_OVERHEAD + payload.len()),
+        )
     })?;
     let start = out.len();
     out.extend_from_slice(&s.to_le_bytes());
@@ -368,7 +369,6 @@ pub fn encode_records(
     Ok((out, sum))
 }
 
-
 /// Parses a whole log file held in memory, with the reading rules of
 /// FORMAT.md §4.6 (a torn tail past the acknowledged records is left out;
 /// damage to them is `ERR_CORRUPT`; a log of the earlier layout by its rule).
@@ -385,7 +385,17 @@ pub fn parse_log(bytes: &[u8], ctx: &SegmentContext<'_>) -> Result<ParsedLog> {
         Bound::Committed { commit, .. } => Some(commit),
         Bound::Legacy { .. } => None,
     };
-    let mut cursor = LogCursor::with_layout(Box::new(file), size, PathBuf::new(), &header, layout, bytes.to_vec(), ctx.secret.map(<[u8]>::to_vec), ctx.key_hash, ctx.accept_plaintext);
+    let mut cursor = LogCursor::with_layout(
+        Box::new(file),
+        size,
+        PathBuf::new(),
+        &header,
+        layout,
+        bytes.to_vec(),
+        ctx.secret.map(<[u8]>::to_vec),
+        ctx.key_hash,
+        ctx.accept_plaintext,
+    );
     let mut records = Vec::new();
     while let Some(batch) = cursor.next_batch(usize::MAX)? {
         records.extend(batch);
@@ -410,7 +420,17 @@ pub fn append_log_file(bytes: &[u8], ctx: &SegmentContext<'_>, records: &[NewRec
     let meta_stored = &bytes[HEADER_LEN..HEADER_LEN + header.meta_len as usize];
     let Bound::Committed { commit, .. } = layout.bound else {
         let mut out = MemFile(Vec::new());
-        write_log_whole(&mut out, path, header.codec, ctx, meta_stored, Some((&file, size, &layout, bytes.to_vec(), path)), 0, records, rng)?;
+        write_log_whole(
+            &mut out,
+            path,
+            header.codec,
+            ctx,
+            meta_stored,
+            Some((&file, size, &layout, bytes.to_vec(), path)),
+            0,
+            records,
+            rng,
+        )?;
         return Ok(out.0);
     };
     let scan = walk(&file, size, &layout, bytes.to_vec(), path, |_, _| Ok(()))?;
@@ -439,7 +459,17 @@ pub fn trim_log_file(bytes: &[u8], ctx: &SegmentContext<'_>, keep_from: u64, met
     let layout = open_layout(&file, size, path, &header, bytes, ctx)?;
     let meta_stored = encode_log_meta(header.codec, ctx.secret, &old.key, meta, rng)?;
     let mut out = MemFile(Vec::new());
-    write_log_whole(&mut out, path, header.codec, ctx, &meta_stored, Some((&file, size, &layout, bytes.to_vec(), path)), keep_from, &[], rng)?;
+    write_log_whole(
+        &mut out,
+        path,
+        header.codec,
+        ctx,
+        &meta_stored,
+        Some((&file, size, &layout, bytes.to_vec(), path)),
+        keep_from,
+        &[],
+        rng,
+    )?;
     Ok(out.0)
 }
 
@@ -608,8 +638,7 @@ impl RecordReader {
             let payload = if want_payload {
                 let mut payload = Vec::new();
                 payload.try_reserve_exact(s_len).map_err(|_| {
-                    Error::new(ErrorCode::InvalidArgument, format!("cannot allocate {s} bytes for a log record"))
-                        .with_file(path)
+                    Error::new(ErrorCode::InvalidArgument, format!("cannot allocate {s} bytes for a log record")).with_file(path)
                 })?;
                 payload.resize(s_len, 0);
                 match file.read_exact_at(&mut payload, pos + RECORD_HEAD as u64) {
@@ -642,26 +671,18 @@ impl RecordReader {
 
     /// Passes the stored bytes of `rec` (just returned by [`next`](Self::next))
     /// to `out`, in pieces of at most [`READ_BUF`] bytes.
-    fn copy_raw(
-        &mut self,
-        file: &dyn VfsFile,
-        rec: &RecordHead,
-        path: &Path,
-        out: &mut dyn FnMut(&[u8]) -> Result<()>,
-    ) -> Result<()> {
+    fn copy_raw(&mut self, file: &dyn VfsFile, rec: &RecordHead, path: &Path, out: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
         let (mut at, end) = (rec.start, rec.start + rec.len);
         while at < end {
             let n = (end - at).min(READ_BUF as u64) as usize;
-            let piece = self
-                .window(file, at, n, path)?
-                .ok_or_else(|| Error::corrupt("the log file shrank while it was read").with_file(path))?;
+            let piece =
+                self.window(file, at, n, path)?.ok_or_else(|| Error::corrupt("the log file shrank while it was read").with_file(path))?;
             out(piece)?;
             at += n as u64;
         }
         Ok(())
     }
 }
-
 
 /// The last record of a log, found from `end` backwards (FORMAT.md §4.6):
 /// the 12 bytes before `end` give its checksum and `s`; it must start at or
@@ -697,10 +718,8 @@ fn last_record(file: &dyn VfsFile, end: u64, data_start: u64, prefix: &[u8], pat
 }
 
 fn damaged(path: &Path, at: u64) -> Error {
-    Error::corrupt(format!(
-        "the log is damaged in the middle: the record at offset {at} does not verify, yet a valid record ends the file"
-    ))
-    .with_file(path)
+    Error::corrupt(format!("the log is damaged in the middle: the record at offset {at} does not verify, yet a valid record ends the file"))
+        .with_file(path)
 }
 
 /// Damage to a log's acknowledged records (FORMAT.md §4.6).
@@ -850,7 +869,14 @@ fn walk(
 /// earlier layout without a valid last record (a torn tail) is walked from
 /// the start. In the current layout the last record must be the one the
 /// commit names, and the first and the last must span the commit's count.
-pub(crate) fn log_info(file: &dyn VfsFile, size: u64, path: &Path, header: &Header, prefix: &[u8], ctx: &SegmentContext<'_>) -> Result<LogInfo> {
+pub(crate) fn log_info(
+    file: &dyn VfsFile,
+    size: u64,
+    path: &Path,
+    header: &Header,
+    prefix: &[u8],
+    ctx: &SegmentContext<'_>,
+) -> Result<LogInfo> {
     let meta_end = HEADER_LEN as u64 + u64::from(header.meta_len);
     if header.flags == FLAG_LOG {
         let Some(last) = last_record(file, size, meta_end, prefix, path)? else {
@@ -867,7 +893,9 @@ pub(crate) fn log_info(file: &dyn VfsFile, size: u64, path: &Path, header: &Head
                 Step::Record(first, _)
                     if first.index < last.index
                         && first.start + first.len <= last.start
-                        && (last.index - first.index).checked_mul(RECORD_OVERHEAD as u64).is_some_and(|n| n <= last.start - first.start) =>
+                        && (last.index - first.index)
+                            .checked_mul(RECORD_OVERHEAD as u64)
+                            .is_some_and(|n| n <= last.start - first.start) =>
                 {
                     first.index
                 }
@@ -934,7 +962,8 @@ fn write_log_whole(
     extra: &[NewRecord<'_>],
     rng: &mut dyn Randomness,
 ) -> Result<(LogInfo, Commit)> {
-    let write = |out: &mut dyn VfsFile, bytes: &[u8]| out.write_all(bytes).map_err(|e| Error::io(e, "cannot write a staging file", out_path));
+    let write =
+        |out: &mut dyn VfsFile, bytes: &[u8]| out.write_all(bytes).map_err(|e| Error::io(e, "cannot write a staging file", out_path));
     let header = log_header(codec, meta_stored)?;
     let data_start = (HEADER_LEN + meta_stored.len()) as u64 + LOG_COMMIT_AREA;
     let mut pending = Vec::with_capacity(data_start as usize);
@@ -1194,9 +1223,7 @@ impl FileStore {
             if self.options().sync_blob {
                 file.sync().map_err(|e| self.fsync_failed(e, "cannot fsync a staging file", &stage))?;
             }
-            self.vfs
-                .rename(&stage, &target)
-                .map_err(|e| Error::io(e, "cannot rename a staging file over the key file", &target))?;
+            self.vfs.rename(&stage, &target).map_err(|e| Error::io(e, "cannot rename a staging file over the key file", &target))?;
             renamed = true;
             if self.options().sync_blob {
                 self.sync_dir()?;
@@ -1267,7 +1294,17 @@ impl FileStore {
             remember((self.id, key_hash), None);
             let (info, commit) = self.write_whole(key, |out, stage| {
                 let src: &dyn VfsFile = &*file;
-                write_log_whole(out, stage, header.codec, &ctx, &meta_stored, Some((src, size, &layout, prefix, &path)), 0, records, &mut OsRandom)
+                write_log_whole(
+                    out,
+                    stage,
+                    header.codec,
+                    &ctx,
+                    &meta_stored,
+                    Some((src, size, &layout, prefix, &path)),
+                    0,
+                    records,
+                    &mut OsRandom,
+                )
             })?;
             remember((self.id, key_hash), Some(Verified { meta_sum: header.meta_checksum, commit }));
             return Ok(info);
@@ -1280,9 +1317,9 @@ impl FileStore {
             walk(&*file, size, &layout, prefix, &path, |_, _| Ok(()))?.info
         };
         let index = info.next_index().map_err(|e| e.with_file(&path))?;
-        let (batch, last_sum) =
-            encode_records(header.codec, &ctx, index, records, &mut OsRandom).map_err(|e| e.with_file(&path))?;
-        let new = Commit { seq: commit.seq + 1, count: commit.count + records.len() as u64, end: commit.end + batch.len() as u64, last_sum };
+        let (batch, last_sum) = encode_records(header.codec, &ctx, index, records, &mut OsRandom).map_err(|e| e.with_file(&path))?;
+        let new =
+            Commit { seq: commit.seq + 1, count: commit.count + records.len() as u64, end: commit.end + batch.len() as u64, last_sum };
         let slot = encode_commit_slot(&new, header.codec, &ctx, &meta_stored).map_err(|e| e.with_file(&path))?;
         let sync = |file: &dyn VfsFile| -> Result<()> {
             if self.options().sync_blob {
@@ -1380,14 +1417,22 @@ impl FileStore {
         let meta_stored = encode_log_meta(header.codec, ctx.secret, key, meta, &mut OsRandom).map_err(|e| e.with_file(&path))?;
         remember((self.id, key_hash), None);
         let (info, commit) = self.write_whole(key, |out, stage| {
-            write_log_whole(out, stage, header.codec, &ctx, &meta_stored, Some((&*file, size, &layout, prefix, &path)), keep_from, &[], &mut OsRandom)
+            write_log_whole(
+                out,
+                stage,
+                header.codec,
+                &ctx,
+                &meta_stored,
+                Some((&*file, size, &layout, prefix, &path)),
+                keep_from,
+                &[],
+                &mut OsRandom,
+            )
         })?;
         remember((self.id, key_hash), Some(Verified { meta_sum: xxh3_64(&meta_stored), commit }));
         Ok(info)
     }
 }
-
-
 
 #[cfg(test)]
 mod tests {
@@ -1413,7 +1458,12 @@ mod tests {
     /// The combinations share a directory: a keyed store there reads the
     /// plaintext files of the others as a migration does (FORMAT.md §4.7).
     fn with_codec(compressor: u8, secret: Option<&str>) -> Options {
-        Options { compressor, encryption_key: secret.map(|k| k.as_bytes().to_vec()), accept_plaintext: secret.is_some(), ..Options::default() }
+        Options {
+            compressor,
+            encryption_key: secret.map(|k| k.as_bytes().to_vec()),
+            accept_plaintext: secret.is_some(),
+            ..Options::default()
+        }
     }
 
     const COMBOS: [(u8, Option<&str>); 4] = [(0, None), (1, None), (0, Some("s3cr3t")), (1, Some("s3cr3t"))];
@@ -2074,7 +2124,15 @@ mod tests {
                         assert!(appended.is_err(), "{ctx_}: an append refuses a damaged log");
                     }
                 }
-                *outcomes.entry(if at < area { "head" } else if at < data { "commit" } else { "records" }).or_insert(0) += 1;
+                *outcomes
+                    .entry(if at < area {
+                        "head"
+                    } else if at < data {
+                        "commit"
+                    } else {
+                        "records"
+                    })
+                    .or_insert(0) += 1;
             }
             for len in 0..full.len() {
                 let ctx_ = format!("codec {codec:?}, cut to {len} of {} bytes", full.len());
@@ -2113,7 +2171,10 @@ mod tests {
             mem = append_log_file(&mem, &ctx, &news[3..], &mut OsRandom).unwrap();
             assert_eq!(fs::read(store.file_path(&k)).unwrap(), mem, "codec {c}");
             let parsed = parse_log(&mem, &ctx).unwrap();
-            assert_eq!(parsed.commit, Some(Commit { seq: 3, count: 5, end: mem.len() as u64, last_sum: le_u64(&mem[mem.len() - 12..mem.len() - 4]) }));
+            assert_eq!(
+                parsed.commit,
+                Some(Commit { seq: 3, count: 5, end: mem.len() as u64, last_sum: le_u64(&mem[mem.len() - 12..mem.len() - 4]) })
+            );
             store.log_trim(&k, 2, b"\x80").unwrap();
             let trimmed = trim_log_file(&mem, &ctx, 2, b"\x80", &mut OsRandom).unwrap();
             assert_eq!(fs::read(store.file_path(&k)).unwrap(), trimmed, "codec {c}");
@@ -2167,7 +2228,11 @@ mod tests {
             let new = fs::read(&path).unwrap();
             assert_eq!(le_u32(&new[8..12]), FLAGS_COMMITTED_LOG);
             assert_eq!(new[HEADER_LEN..starts[0]], old[HEADER_LEN..starts[0]], "the meta segment is kept as stored");
-            assert_eq!(new[data_start(&new)..data_start(&new) + starts[2] - starts[0]], old[starts[0]..starts[2]], "records copied as stored");
+            assert_eq!(
+                new[data_start(&new)..data_start(&new) + starts[2] - starts[0]],
+                old[starts[0]..starts[2]],
+                "records copied as stored"
+            );
             assert_eq!(read_all(&store, &k).unwrap(), [&recs[..2], &[r][..]].concat());
             // From then on, damage to its last record is ERR_CORRUPT.
             let mut bad = new.clone();
@@ -2279,9 +2344,7 @@ mod tests {
                 Some((meta, recs))
             }
             (Op::Trim(..), None) => None,
-            (Op::Trim(from, meta), Some((_, recs))) => {
-                Some((meta.to_vec(), recs.iter().filter(|r| r.index >= *from).cloned().collect()))
-            }
+            (Op::Trim(from, meta), Some((_, recs))) => Some((meta.to_vec(), recs.iter().filter(|r| r.index >= *from).cloned().collect())),
         }
     }
 
@@ -2325,11 +2388,8 @@ mod tests {
                 let dead_before = fs.is_dead();
                 let result = match op {
                     Op::Append(batch) => {
-                        let news: Vec<NewRecord<'_>> = batch
-                            .iter()
-                            .enumerate()
-                            .map(|(j, b)| NewRecord { serializer: 1, stamp: stamp(i, j), payload: b })
-                            .collect();
+                        let news: Vec<NewRecord<'_>> =
+                            batch.iter().enumerate().map(|(j, b)| NewRecord { serializer: 1, stamp: stamp(i, j), payload: b }).collect();
                         store.log_append(&k, &news, META).map(drop)
                     }
                     Op::Trim(from, meta) => store.log_trim(&k, *from, meta).map(drop),
@@ -2373,14 +2433,18 @@ mod tests {
     /// it takes an append with the next index. Returns the state, or `None`
     /// if it was corrupt (only when `corrupt_ok`).
     fn recover(fs: &SimFs, dir: &Path, options: &Options, corrupt_ok: bool, ctx: &str, check: impl Fn(&State) -> bool) -> Option<State> {
-        let store = FileStore::open_with(Arc::new(fs.clone()), dir, options.clone())
-            .unwrap_or_else(|e| panic!("{ctx}: reopen failed: {e}"));
+        let store =
+            FileStore::open_with(Arc::new(fs.clone()), dir, options.clone()).unwrap_or_else(|e| panic!("{ctx}: reopen failed: {e}"));
         let state = match read_state(&store) {
             Ok(s) => s,
             Err(e) if corrupt_ok && e.code() == ErrorCode::Corrupt => return None,
             Err(e) => panic!("{ctx}: the log cannot be read: {e}"),
         };
-        assert!(check(&state), "{ctx}: the log holds {:?}", state.as_ref().map(|(m, r)| (m, r.iter().map(|r| (r.index, r.bytes.len())).collect::<Vec<_>>())));
+        assert!(
+            check(&state),
+            "{ctx}: the log holds {:?}",
+            state.as_ref().map(|(m, r)| (m, r.iter().map(|r| (r.index, r.bytes.len())).collect::<Vec<_>>()))
+        );
         let names: Vec<String> = fs.read_dir(dir).unwrap().into_iter().map(|n| n.into_string().unwrap()).collect();
         assert!(names.iter().all(|n| !n.ends_with(".stage")), "{ctx}: staging files left: {names:?}");
         let next = state.as_ref().and_then(|(_, r)| r.last()).map_or(0, |r| r.index + 1);
@@ -2550,7 +2614,13 @@ mod tests {
         let total = count_steps(&options, dir, &ops);
         let mut corrupt = 0;
         for n in 0..=total {
-            for (seed, writeback) in [(1, Writeback::None), (2, Writeback::Ordered), (3, Writeback::Ordered), (4, Writeback::Unordered), (5, Writeback::Unordered)] {
+            for (seed, writeback) in [
+                (1, Writeback::None),
+                (2, Writeback::Ordered),
+                (3, Writeback::Ordered),
+                (4, Writeback::Unordered),
+                (5, Writeback::Unordered),
+            ] {
                 let ctx = format!("crash at step {n} of {total}, seed {seed}, {writeback:?}");
                 let (fs, dir) = setup(seed, dir);
                 fs.fail_after(n);
@@ -2560,7 +2630,8 @@ mod tests {
                     None => true,
                     Some((meta, recs)) => states.iter().flatten().any(|(m, r)| m == meta && r.starts_with(recs)),
                 };
-                corrupt += usize::from(recover(&fs, &dir, &options, writeback == Writeback::Unordered, &ctx, prefix_of_some_state).is_none());
+                corrupt +=
+                    usize::from(recover(&fs, &dir, &options, writeback == Writeback::Unordered, &ctx, prefix_of_some_state).is_none());
             }
         }
         eprintln!("log without sync: {corrupt} damaged logs, all reported as ERR_CORRUPT");
@@ -2610,7 +2681,10 @@ mod tests {
     #[test]
     fn the_log_workload_covers_what_it_claims() {
         let ops = workload();
-        assert!(ops.iter().any(|o| matches!(o, Op::Append(b) if b.iter().any(|r| r.len() > READ_BUF))), "a record larger than the read buffer");
+        assert!(
+            ops.iter().any(|o| matches!(o, Op::Append(b) if b.iter().any(|r| r.len() > READ_BUF))),
+            "a record larger than the read buffer"
+        );
         let states = history(&ops);
         let kinds: BTreeSet<&str> = ops
             .iter()

@@ -294,9 +294,7 @@ impl State {
         for name in parts {
             match self.dirs[&ino].live.get(name) {
                 Some(Node::Dir(d)) => ino = *d,
-                Some(Node::File(_)) => {
-                    return Err(io::Error::new(io::ErrorKind::NotADirectory, path.display().to_string()))
-                }
+                Some(Node::File(_)) => return Err(io::Error::new(io::ErrorKind::NotADirectory, path.display().to_string())),
                 None => return Err(not_found(path)),
             }
         }
@@ -626,9 +624,7 @@ impl Vfs for SimFs {
         for name in components(path)? {
             dir = match s.dirs[&dir].live.get(&name) {
                 Some(Node::Dir(d)) => *d,
-                Some(Node::File(_)) => {
-                    return Err(io::Error::new(io::ErrorKind::AlreadyExists, path.display().to_string()))
-                }
+                Some(Node::File(_)) => return Err(io::Error::new(io::ErrorKind::AlreadyExists, path.display().to_string())),
                 None => {
                     let ino = s.new_ino();
                     s.dirs.insert(ino, Dir::default());
@@ -897,8 +893,7 @@ mod tests {
                 write_file(&fs, "/d/a", b"data", false);
                 fs.rename(&p("/d/a"), &p("/d/b")).unwrap();
                 fs.crash(writeback);
-                let names: Vec<String> =
-                    fs.read_dir(&p("/d")).unwrap().into_iter().map(|n| n.into_string().unwrap()).collect();
+                let names: Vec<String> = fs.read_dir(&p("/d")).unwrap().into_iter().map(|n| n.into_string().unwrap()).collect();
                 // Never both names: a rename survives whole or not at all.
                 assert!(names.is_empty() || names == ["a"] || names == ["b"], "{names:?}");
                 if writeback == Writeback::Ordered && names == ["b"] {
@@ -1039,11 +1034,8 @@ mod tests {
                 let result = match op {
                     Op::Put(kvs) => {
                         let keys: Vec<Vec<u8>> = kvs.iter().map(|(k, _)| key(k)).collect();
-                        let writes: Vec<Write<'_>> = kvs
-                            .iter()
-                            .zip(&keys)
-                            .map(|((_, v), k)| Write { key: k, serializer: 0, meta: META, value: v })
-                            .collect();
+                        let writes: Vec<Write<'_>> =
+                            kvs.iter().zip(&keys).map(|((_, v), k)| Write { key: k, serializer: 0, meta: META, value: v }).collect();
                         store.put(&writes)
                     }
                     Op::Delete(ks) => {
@@ -1086,11 +1078,7 @@ mod tests {
 
     fn staging_files(fs: &SimFs, dir: &Path) -> Vec<String> {
         let names = fs.read_dir(dir).unwrap();
-        names
-            .into_iter()
-            .filter_map(|n| n.into_string().ok())
-            .filter(|n| staging::parse_staging_name(n).is_some())
-            .collect()
+        names.into_iter().filter_map(|n| n.into_string().ok()).filter(|n| staging::parse_staging_name(n).is_some()).collect()
     }
 
     /// Reopens the store after a crash and checks it: each key is in one of
@@ -1105,8 +1093,8 @@ mod tests {
         corrupt_ok: bool,
         ctx: &str,
     ) -> usize {
-        let store = FileStore::open_with(Arc::new(fs.clone()), dir, options.clone())
-            .unwrap_or_else(|e| panic!("{ctx}: reopen failed: {e}"));
+        let store =
+            FileStore::open_with(Arc::new(fs.clone()), dir, options.clone()).unwrap_or_else(|e| panic!("{ctx}: reopen failed: {e}"));
         let (mut readable, mut damaged) = (BTreeSet::new(), 0);
         for name in universe(ops) {
             let got = match store.get(&key(name)) {
@@ -1143,10 +1131,9 @@ mod tests {
         assert_eq!(staging_files(fs, dir), Vec::<String>::new(), "{ctx}: staging files left after reopen");
         for name in fs.read_dir(dir).unwrap() {
             let name = name.into_string().unwrap();
-            let ours =
-                name == LOCK_FILE_NAME
-                    || name == crate::codec::keycheck::KEY_CHECK_FILE_NAME
-                    || universe(ops).iter().any(|k| crate::keyhash::file_name(&key(k)) == name);
+            let ours = name == LOCK_FILE_NAME
+                || name == crate::codec::keycheck::KEY_CHECK_FILE_NAME
+                || universe(ops).iter().any(|k| crate::keyhash::file_name(&key(k)) == name);
             assert!(ours, "{ctx}: unexpected file {name:?} after reopen");
         }
         // The recovered store takes writes.
@@ -1220,9 +1207,7 @@ mod tests {
         let total = count_steps(&options, dir);
         let mut corrupt = 0;
         for n in 0..=total {
-            for (seed, writeback) in
-                [(1, Writeback::None), (2, Writeback::Ordered), (3, Writeback::Ordered), (4, Writeback::Unordered)]
-            {
+            for (seed, writeback) in [(1, Writeback::None), (2, Writeback::Ordered), (3, Writeback::Ordered), (4, Writeback::Unordered)] {
                 let ctx = format!("crash at step {n} of {total}, seed {seed}, {writeback:?}");
                 let (fs, dir) = setup(seed, dir);
                 fs.fail_after(n);

@@ -17,9 +17,9 @@ use xxhash_rust::xxh3::xxh3_64;
 use crate::cke;
 use crate::codec::{Codec, OsRandom, SegmentContext, COMPRESSOR_LZ4, ENCRYPTOR_AES, ENCRYPTOR_NONE};
 use crate::error::{Error, ErrorCode, Result};
+use crate::filelock::{self, Attempt, Locker, Record};
 use crate::format::{self, HEADER_LEN};
 use crate::keyhash::{self, is_key_file_name, KEY_FILE_SUFFIX};
-use crate::filelock::{self, Attempt, Locker, Record};
 use crate::locks::{LockId, LockTable};
 use crate::staging::{self, InFlight};
 use crate::vfs::{self, RealFs, Vfs, VfsFile};
@@ -413,8 +413,7 @@ impl FileStore {
     /// Fails with `ERR_KEY_MISMATCH` unless the file holds `key`.
     pub(crate) fn check_key(stored: &[u8], key: &[u8], path: &Path) -> Result<()> {
         if stored != key {
-            return Err(Error::new(ErrorCode::KeyMismatch, "the key file holds another key than the one asked for")
-                .with_file(path));
+            return Err(Error::new(ErrorCode::KeyMismatch, "the key file holds another key than the one asked for").with_file(path));
         }
         Ok(())
     }
@@ -444,9 +443,9 @@ impl FileStore {
         }
         let offset = offset as u64;
         let mut stored = Vec::new();
-        stored.try_reserve_exact(len).map_err(|_| {
-            Error::new(ErrorCode::InvalidArgument, format!("cannot allocate {len} bytes for the value")).with_file(&path)
-        })?;
+        stored
+            .try_reserve_exact(len)
+            .map_err(|_| Error::new(ErrorCode::InvalidArgument, format!("cannot allocate {len} bytes for the value")).with_file(&path))?;
         stored.resize(len, 0);
         file.read_exact_at(&mut stored, offset).map_err(|e| match e.kind() {
             io::ErrorKind::UnexpectedEof => Error::corrupt("the key file ends early").with_file(&path),
@@ -561,11 +560,7 @@ impl FileStore {
         let ctx = self.context(keyhash::key_hash(key));
         let Some((file, size, path, header, meta, prefix)) = self.open_head(key, &ctx)? else { return Ok(None) };
         Self::check_key(&meta.key, key, &path)?;
-        let log = if header.is_log() {
-            Some(crate::log::log_info(&*file, size, &path, &header, &prefix, &ctx)?)
-        } else {
-            None
-        };
+        let log = if header.is_log() { Some(crate::log::log_info(&*file, size, &path, &header, &prefix, &ctx)?) } else { None };
         Ok(Some(MetaEntry { key: meta.key, serializer: header.serializer, meta: meta.meta, file: path.display().to_string(), log }))
     }
 
@@ -718,8 +713,7 @@ impl FileStore {
     /// foreign files are skipped, unreadable key files reported, nothing changed.
     /// A key written or deleted while the cursor runs may or may not be seen.
     pub fn list_cursor(self: &Arc<Self>) -> Result<ListCursor> {
-        let names =
-            self.vfs.read_dir_iter(&self.dir).map_err(|e| Error::io(e, "cannot list the store directory", &self.dir))?;
+        let names = self.vfs.read_dir_iter(&self.dir).map_err(|e| Error::io(e, "cannot list the store directory", &self.dir))?;
         Ok(ListCursor { store: Arc::clone(self), names: Some(names) })
     }
 
@@ -751,14 +745,9 @@ impl FileStore {
         let (header, meta, prefix) = Self::read_head(&*file, size, path, &ctx)?;
         cke::validate(&meta.key).map_err(|e| Error::corrupt(format!("the stored key is invalid: {e}")).with_file(path))?;
         if keyhash::file_name(&meta.key) != name {
-            return Err(Error::new(ErrorCode::KeyMismatch, "the key file holds a key whose name is another file's")
-                .with_file(path));
+            return Err(Error::new(ErrorCode::KeyMismatch, "the key file holds a key whose name is another file's").with_file(path));
         }
-        let log = if header.is_log() {
-            Some(crate::log::log_info(&*file, size, path, &header, &prefix, &ctx)?)
-        } else {
-            None
-        };
+        let log = if header.is_log() { Some(crate::log::log_info(&*file, size, path, &header, &prefix, &ctx)?) } else { None };
         Ok(Some(MetaEntry { key: meta.key, serializer: header.serializer, meta: meta.meta, file: path.display().to_string(), log }))
     }
 
@@ -1021,17 +1010,15 @@ pub fn delete_store_with(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
     };
     let mut foreign = false;
     for name in names {
-        let ours = name
-            .to_str()
-            .is_some_and(|n| {
-                is_key_file_name(n)
-                    || n == LOCK_FILE_NAME
-                    || n == CLOCK_FILE_NAME
-                    || staging::parse_staging_name(n).is_some()
-                    || filelock::is_lock_name(n)
-                    || n == crate::codec::keycheck::KEY_CHECK_FILE_NAME
-                    || n == crate::codec::keycheck::REKEY_FILE_NAME
-            });
+        let ours = name.to_str().is_some_and(|n| {
+            is_key_file_name(n)
+                || n == LOCK_FILE_NAME
+                || n == CLOCK_FILE_NAME
+                || staging::parse_staging_name(n).is_some()
+                || filelock::is_lock_name(n)
+                || n == crate::codec::keycheck::KEY_CHECK_FILE_NAME
+                || n == crate::codec::keycheck::REKEY_FILE_NAME
+        });
         if !ours {
             foreign = true;
             continue;

@@ -281,7 +281,13 @@ impl Vfs for RealFs {
         how.resolve = libc::RESOLVE_CACHED;
         // SAFETY: a valid C string and a valid open_how of the size passed.
         let fd = unsafe {
-            libc::syscall(libc::SYS_openat2, libc::AT_FDCWD, c_path.as_ptr(), &how as *const libc::open_how, std::mem::size_of::<libc::open_how>())
+            libc::syscall(
+                libc::SYS_openat2,
+                libc::AT_FDCWD,
+                c_path.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
         };
         if fd < 0 {
             let e = io::Error::last_os_error();
@@ -433,7 +439,11 @@ impl VfsFile for RealFile {
         let (Ok(offset), Ok(len)) = (libc::off64_t::try_from(offset), libc::off64_t::try_from(len)) else { return Ok(()) };
         // SAFETY: a plain system call on a descriptor we own.
         let r = unsafe { libc::sync_file_range(self.0.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
-        if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 
     fn size(&self) -> io::Result<u64> {
@@ -494,10 +504,16 @@ mod tests {
             }
             check(store.open_blob(&k).err().unwrap(), "open_blob");
             check(store.open_log(&k).err().unwrap(), "open_log");
-            check(store.log_append(&k, &[crate::log::NewRecord { serializer: 0, stamp: 1, payload: b"r" }], b"\x80").unwrap_err(), "log_append");
+            check(
+                store.log_append(&k, &[crate::log::NewRecord { serializer: 0, stamp: 1, payload: b"r" }], b"\x80").unwrap_err(),
+                "log_append",
+            );
             let listing = store.list().unwrap();
             assert_eq!(listing.entries.len(), 1, "{name}: the good key is listed");
-            assert!(listing.corrupt.iter().any(|e| e.code() == ErrorCode::NotAFile && e.file() == Some(path.as_path())), "{name}: reported");
+            assert!(
+                listing.corrupt.iter().any(|e| e.code() == ErrorCode::NotAFile && e.file() == Some(path.as_path())),
+                "{name}: reported"
+            );
             let mut cursor = store.list_cursor().unwrap();
             let batch = cursor.next_batch(100).unwrap().unwrap();
             assert!(batch.corrupt.iter().any(|e| e.code() == ErrorCode::NotAFile), "{name}: the cursor reports it");

@@ -125,4 +125,3 @@ fn blob_files() {
     }
     check_or_write("blobs.json", Value::Array(out));
 }
-

@@ -43,11 +43,7 @@ fn check(file: &[u8], ctx: &SegmentContext<'_>) {
         Err(e) => assert!(
             matches!(
                 e.code(),
-                ErrorCode::Corrupt
-                    | ErrorCode::UnsupportedVersion
-                    | ErrorCode::UnsupportedCodec
-                    | ErrorCode::Decrypt
-                    | ErrorCode::NotALog
+                ErrorCode::Corrupt | ErrorCode::UnsupportedVersion | ErrorCode::UnsupportedCodec | ErrorCode::Decrypt | ErrorCode::NotALog
             ),
             "unexpected error code {}: {e}",
             e.code()

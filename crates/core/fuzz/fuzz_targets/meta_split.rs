@@ -30,15 +30,8 @@ fuzz_target!(|data: &[u8]| {
 
     let codec = Codec { compressor: *compressor, encryptor: *encryptor };
     let Ok(meta_len) = u32::try_from(segment.len()) else { return };
-    let header = Header {
-        flags: 0,
-        serializer: 0,
-        codec,
-        meta_len,
-        value_len: 0,
-        meta_checksum: xxh3_64(segment),
-        value_checksum: xxh3_64(b""),
-    };
+    let header =
+        Header { flags: 0, serializer: 0, codec, meta_len, value_len: 0, meta_checksum: xxh3_64(segment), value_checksum: xxh3_64(b"") };
     // Plaintext segments are read as a migration would (FORMAT.md §4.3): this target
     // checks that split_meta and decode_meta agree, not the strictness rule.
     let ctx = SegmentContext { secret: Some(b"s3cr3t"), key_hash: key_hash(cke), accept_plaintext: true };
@@ -50,11 +43,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         Err(e) => {
-            assert!(
-                matches!(e.code(), ErrorCode::Corrupt | ErrorCode::UnsupportedCodec | ErrorCode::Decrypt),
-                "{}: {e}",
-                e.code()
-            );
+            assert!(matches!(e.code(), ErrorCode::Corrupt | ErrorCode::UnsupportedCodec | ErrorCode::Decrypt), "{}: {e}", e.code());
             assert!(codec != Codec::NONE || split.is_err());
         }
     }

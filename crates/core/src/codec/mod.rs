@@ -133,18 +133,13 @@ impl Codec {
             ));
         }
         if self.encryptor > ENCRYPTOR_AES {
-            return Err(Error::new(
-                ErrorCode::UnsupportedCodec,
-                format!("encryptor id {} is not supported by this build", self.encryptor),
-            ));
+            return Err(Error::new(ErrorCode::UnsupportedCodec, format!("encryptor id {} is not supported by this build", self.encryptor)));
         }
         Ok(())
     }
 
     fn secret<'a>(&self, ctx: &SegmentContext<'a>) -> Result<&'a [u8]> {
-        ctx.secret.ok_or_else(|| {
-            Error::new(ErrorCode::Decrypt, "the file is encrypted and the store was opened without an encryption key")
-        })
+        ctx.secret.ok_or_else(|| Error::new(ErrorCode::Decrypt, "the file is encrypted and the store was opened without an encryption key"))
     }
 
     /// A segment's stored bytes from its plain bytes (borrowed when neither

@@ -111,9 +111,7 @@ fn build(compressor: u8, secret: Option<&'static str>, key: &Key, meta: &[u8], r
 
 fn record_json(recs: &[LogRecord]) -> Value {
     Value::Array(
-        recs.iter()
-            .map(|r| json!({ "index": r.index, "stamp": r.stamp, "serializer": r.serializer, "bytes": hex(&r.bytes) }))
-            .collect(),
+        recs.iter().map(|r| json!({ "index": r.index, "stamp": r.stamp, "serializer": r.serializer, "bytes": hex(&r.bytes) })).collect(),
     )
 }
 
