@@ -598,18 +598,22 @@ mod tests {
         unsafe impl GlobalAlloc for Counting {
             unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
                 count(layout.size());
-                System.alloc(layout)
+                // SAFETY: the caller's contract, passed on to the system allocator.
+                unsafe { System.alloc(layout) }
             }
             unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
                 count(layout.size());
-                System.alloc_zeroed(layout)
+                // SAFETY: the caller's contract, passed on to the system allocator.
+                unsafe { System.alloc_zeroed(layout) }
             }
             unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
                 count(new_size.saturating_sub(layout.size()));
-                System.realloc(ptr, layout, new_size)
+                // SAFETY: the caller's contract, passed on to the system allocator.
+                unsafe { System.realloc(ptr, layout, new_size) }
             }
             unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-                System.dealloc(ptr, layout)
+                // SAFETY: the caller's contract, passed on to the system allocator.
+                unsafe { System.dealloc(ptr, layout) }
             }
         }
 
@@ -656,13 +660,13 @@ mod tests {
 
     #[test]
     fn rejects_nesting_too_deep() {
-        let mut b = vec![T_ARRAY, 0, 0, 0, 1].repeat(MAX_DEPTH);
+        let mut b = [T_ARRAY, 0, 0, 0, 1].repeat(MAX_DEPTH);
         b.push(T_NULL);
         validate(&b).unwrap();
-        let mut b = vec![T_ARRAY, 0, 0, 0, 1].repeat(MAX_DEPTH + 1);
+        let mut b = [T_ARRAY, 0, 0, 0, 1].repeat(MAX_DEPTH + 1);
         b.push(T_NULL);
         assert_eq!(validate(&b).unwrap_err().code(), ErrorCode::InvalidKey);
         // Deep garbage must not overflow the stack.
-        assert!(validate(&vec![T_ARRAY, 0, 0, 0, 1].repeat(100_000)).is_err());
+        assert!(validate(&[T_ARRAY, 0, 0, 0, 1].repeat(100_000)).is_err());
     }
 }

@@ -240,6 +240,7 @@ pub enum Holder {
 }
 
 /// The cross-process locks of one store directory.
+#[allow(missing_debug_implementations)] // holds a `dyn Vfs`, which has no Debug
 pub struct Locker<'a> {
     /// The file system.
     pub vfs: &'a dyn Vfs,

@@ -6,7 +6,7 @@
 //! metadata as bytes the caller serialized. The store writes each key to its
 //! own file, durably: staging file, fsync, rename, directory fsync.
 
-#![warn(missing_docs)]
+#![warn(missing_docs, missing_debug_implementations)]
 
 pub mod blob;
 pub mod cke;

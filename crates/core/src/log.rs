@@ -2568,7 +2568,7 @@ mod tests {
     /// loses both.)
     #[test]
     fn a_torn_slot_b_is_repaired_before_slot_a_is_written_again() {
-        let ops = vec![Op::Append(vec![b"r0".to_vec()]), Op::Append(vec![b"r1".to_vec(), b"r2".to_vec()])];
+        let ops = [Op::Append(vec![b"r0".to_vec()]), Op::Append(vec![b"r1".to_vec(), b"r2".to_vec()])];
         let k = key("log");
         let before = history(&ops[..1])[1].clone();
         let after = effect(&before, 0, &ops[1]);

@@ -209,6 +209,13 @@ fn head_read_error(e: io::Error, path: &Path) -> Error {
     }
 }
 
+/// An open key file, its size and its path.
+pub(crate) type OpenKeyFile = (Box<dyn VfsFile>, u64, PathBuf);
+
+/// A staging file written for a put, the key file it replaces, and its
+/// registration against the sweep.
+type StagedPut = (PathBuf, PathBuf, InFlight);
+
 /// A batch of at least this many files is staged by several threads.
 const PARALLEL_SYNC_MIN: usize = 4;
 /// At most this many threads stage one batch.
@@ -347,7 +354,7 @@ impl FileStore {
     }
 
     /// Opens `key`'s file for reading, with its size: `None` if it does not exist.
-    pub(crate) fn open_key(&self, key: &[u8]) -> Result<Option<(Box<dyn VfsFile>, u64, PathBuf)>> {
+    pub(crate) fn open_key(&self, key: &[u8]) -> Result<Option<OpenKeyFile>> {
         let Some((file, path)) = self.open_key_file(key)? else { return Ok(None) };
         let size = file.size().map_err(|e| Error::io(e, "cannot stat the key file", &path))?;
         Ok(Some((file, size, path)))
@@ -503,19 +510,19 @@ impl FileStore {
         }
         let whole = &buf[..got];
         let ctx = self.context(keyhash::key_hash(key));
-        let header = format::Header::decode(whole, got as u64).map_err(|e| e.with_file(&path))?;
+        let header = format::Header::decode(whole, got as u64).map_err(|e| e.with_file(path))?;
         if header.flags == format::FLAG_CHUNKED {
             return Ok(ValueInto::TooLarge);
         }
         let value_at = HEADER_LEN + header.meta_len as usize;
-        let meta = format::decode_meta_plain(&header, &ctx, &whole[HEADER_LEN..value_at]).map_err(|e| e.with_file(&path))?;
-        let (stored_key, _) = format::split_meta(&meta).map_err(|e| e.with_file(&path))?;
-        Self::check_key(stored_key, key, &path)?;
+        let meta = format::decode_meta_plain(&header, &ctx, &whole[HEADER_LEN..value_at]).map_err(|e| e.with_file(path))?;
+        let (stored_key, _) = format::split_meta(&meta).map_err(|e| e.with_file(path))?;
+        Self::check_key(stored_key, key, path)?;
         let serializer = header.serializer;
         if header.is_log() {
             return Ok(ValueInto::Found { serializer, log: true, start: 0, len: 0 });
         }
-        let plain = match format::decode_value_plain(&header, &ctx, &whole[value_at..]).map_err(|e| e.with_file(&path))? {
+        let plain = match format::decode_value_plain(&header, &ctx, &whole[value_at..]).map_err(|e| e.with_file(path))? {
             Cow::Borrowed(v) => return Ok(ValueInto::Found { serializer, log: false, start: value_at, len: v.len() }),
             Cow::Owned(plain) => plain,
         };
@@ -581,7 +588,7 @@ impl FileStore {
         for w in writes {
             cke::validate(w.key)?;
         }
-        let mut staged: Vec<(PathBuf, PathBuf, InFlight)> = Vec::with_capacity(writes.len());
+        let mut staged: Vec<StagedPut> = Vec::with_capacity(writes.len());
         let result = self.stage_all(writes, &mut staged).and_then(|()| self.commit(&mut staged));
         // Whatever was not renamed is removed: a failed write leaves no trace.
         for (stage, _, _) in &staged {
@@ -596,13 +603,13 @@ impl FileStore {
     /// and the file system makes many of them durable in one journal commit.
     /// Every staging file created, even on failure, ends up in `staged`, so the
     /// caller removes what was not renamed.
-    fn stage_all(&self, writes: &[Write<'_>], staged: &mut Vec<(PathBuf, PathBuf, InFlight)>) -> Result<()> {
+    fn stage_all(&self, writes: &[Write<'_>], staged: &mut Vec<StagedPut>) -> Result<()> {
         if writes.len() < PARALLEL_SYNC_MIN || !self.vfs.parallel_sync() {
             return writes.iter().try_for_each(|w| self.stage_one(w, staged));
         }
         let threads = writes.len().min(PARALLEL_SYNC_THREADS);
         let per_thread = writes.len().div_ceil(threads);
-        let results: Vec<(Vec<(PathBuf, PathBuf, InFlight)>, Result<()>)> = std::thread::scope(|scope| {
+        let results: Vec<(Vec<StagedPut>, Result<()>)> = std::thread::scope(|scope| {
             let handles: Vec<_> = writes
                 .chunks(per_thread)
                 .map(|part| {
@@ -629,7 +636,7 @@ impl FileStore {
     }
 
     /// Stages one entry: a new staging file, written whole, fsynced when durable.
-    fn stage_one(&self, w: &Write<'_>, staged: &mut Vec<(PathBuf, PathBuf, InFlight)>) -> Result<()> {
+    fn stage_one(&self, w: &Write<'_>, staged: &mut Vec<StagedPut>) -> Result<()> {
         let target = self.file_path(w.key);
         let secret = self.options.encryption_key.as_deref();
         let file = format::encode_parts(self.options.codec(), secret, w.key, w.serializer, w.meta, w.value, &mut OsRandom)
@@ -661,7 +668,7 @@ impl FileStore {
 
     /// Renames every staged file over its target, then fsyncs the directory.
     /// Renamed entries leave `staged`, so the caller removes only what is left.
-    fn commit(&self, staged: &mut Vec<(PathBuf, PathBuf, InFlight)>) -> Result<()> {
+    fn commit(&self, staged: &mut Vec<StagedPut>) -> Result<()> {
         while !staged.is_empty() {
             let (stage, target, _) = &staged[0];
             self.vfs.rename(stage, target).map_err(|e| Error::io(e, "cannot rename a staging file over the key file", target))?;

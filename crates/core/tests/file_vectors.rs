@@ -34,7 +34,7 @@ fn lz4_inputs() -> Vec<(&'static str, Vec<u8>)> {
         ("long literal run (length bytes of 255)", (0..600u32).map(|i| (i * 7919 % 256) as u8).collect()),
         (
             "match length of exactly 19 (4 + 15)",
-            [b"abcdefghij".repeat(1), b"0123456789abcdefghi".to_vec(), b"0123456789abcdefghi".to_vec(), b"tail!".to_vec()].concat(),
+            [b"abcdefghij".to_vec(), b"0123456789abcdefghi".to_vec(), b"0123456789abcdefghi".to_vec(), b"tail!".to_vec()].concat(),
         ),
         ("text", b"konserve keeps values on disk that survive crashes, fast. konserve keeps values.".to_vec()),
         ("low-entropy pseudo-random letters", pseudo),

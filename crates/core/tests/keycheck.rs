@@ -23,7 +23,7 @@ fn put(store: &FileStore, k: &str) {
 }
 
 fn open_err(dir: &Path, options: Options) -> konserve_core::Error {
-    FileStore::open(dir, options).err().expect("the open must fail")
+    FileStore::open(dir, options).expect_err("the open must fail")
 }
 
 #[test]
