@@ -10,7 +10,8 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use konserve_core as core;
-use konserve_core::log::{LogCursor, LogInfo, LogRecord, NewRecord};
+use konserve_core::format::log::{LogInfo, LogRecord, NewRecord};
+use konserve_core::log::LogCursor;
 use napi::bindgen_prelude::*;
 use napi::{Env, Task};
 use napi_derive::napi;

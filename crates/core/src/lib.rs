@@ -2,24 +2,29 @@
 //! durable file store, and the key locks. No N-API in here: the binding crate
 //! at the repository root only converts arguments and calls this crate.
 //!
-//! Keys arrive as their canonical key encoding (CKE, [`cke`]); values and
+//! Keys arrive as their canonical key encoding (CKE, [`format::key`]); values and
 //! metadata as bytes the caller serialized. The store writes each key to its
 //! own file, durably: staging file, fsync, rename, directory fsync.
 
 #![warn(missing_docs, missing_debug_implementations)]
 
-pub mod blob;
-pub mod cke;
+// The format, bytes only: no I/O, and no module here imports one below.
 pub mod codec;
 pub mod error;
-pub mod filelock;
 pub mod format;
 pub mod keyhash;
+
+// I/O, bottom up: vfs (the file system seam); staging (staging file names),
+// filelock (lock files) and locks (the in-process lock table); keyfile (an
+// open store's key files: head reads, the durable write, the poison flag);
+// blob, log and keycheck, which import none of each other; store on top.
+pub mod blob;
+pub mod filelock;
+mod keycheck;
+mod keyfile;
 mod locks;
 pub mod log;
-#[cfg(test)]
-mod sim;
-mod staging;
+pub mod staging;
 pub mod store;
 pub mod vfs;
 

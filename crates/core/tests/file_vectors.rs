@@ -7,9 +7,9 @@
 //! `npm run vectors:regen` rewrites them; do
 //! that only for a deliberate format change, and review the diff.
 
-use konserve_core::cke::{self, Key};
 use konserve_core::codec::{lz4, Codec, FixedRandom, SegmentContext};
 use konserve_core::format;
+use konserve_core::format::key::{self as cke, Key};
 use konserve_core::keyhash::key_hash;
 use serde_json::{json, Value};
 
@@ -113,7 +113,7 @@ fn key_files() {
         let codec = Codec { compressor: case.compressor, encryptor: u8::from(case.secret.is_some()) };
         let secret = case.secret.map(str::as_bytes);
         let mut rng = FixedRandom::new(fixed_random());
-        let file = format::encode_parts(codec, secret, &cke, case.serializer, &case.meta, &case.value, &mut rng).unwrap().to_vec();
+        let file = format::file::encode_parts(codec, secret, &cke, case.serializer, &case.meta, &case.value, &mut rng).unwrap().to_vec();
         let ctx = SegmentContext { secret, key_hash: key_hash(&cke), accept_plaintext: false };
         let parsed = format::parse_file(&file, &ctx).unwrap();
         assert_eq!(

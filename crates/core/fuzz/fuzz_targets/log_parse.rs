@@ -10,7 +10,7 @@
 
 use fuzz_util::allocated_by;
 use konserve_core::codec::SegmentContext;
-use konserve_core::format::HEADER_LEN;
+use konserve_core::format::file::HEADER_LEN;
 use konserve_core::keyhash::key_hash;
 use konserve_core::log::parse_log;
 use konserve_core::ErrorCode;

@@ -10,7 +10,6 @@ use std::borrow::Cow;
 use crate::error::{Error, ErrorCode, Result};
 
 pub mod aes;
-pub mod keycheck;
 pub mod lz4;
 
 /// Compressor id 0: none.
