@@ -20,31 +20,31 @@ type SharedWriter = Arc<Mutex<Option<BlobWriter>>>;
 type SharedReader = Arc<Mutex<Option<Arc<BlobReader>>>>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-  m.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn invalid(message: String) -> Error {
-  js_error(core::Error::new(core::ErrorCode::InvalidArgument, message))
+    js_error(core::Error::new(core::ErrorCode::InvalidArgument, message))
 }
 
 fn closed_writer() -> Error {
-  invalid("the blob writer is closed (committed, aborted, or failed earlier)".to_string())
+    invalid("the blob writer is closed (committed, aborted, or failed earlier)".to_string())
 }
 
 fn write(writer: &Mutex<Option<BlobWriter>>, bytes: &[u8]) -> Result<()> {
-  let mut guard = lock(writer);
-  let w = guard.as_mut().ok_or_else(closed_writer)?;
-  let result = w.write(bytes);
-  if result.is_err() {
-    // The core writer removed its staging file and is closed: let it go.
-    *guard = None;
-  }
-  result.map_err(js_error)
+    let mut guard = lock(writer);
+    let w = guard.as_mut().ok_or_else(closed_writer)?;
+    let result = w.write(bytes);
+    if result.is_err() {
+        // The core writer removed its staging file and is closed: let it go.
+        *guard = None;
+    }
+    result.map_err(js_error)
 }
 
 fn commit(writer: &Mutex<Option<BlobWriter>>) -> Result<()> {
-  let w = lock(writer).take().ok_or_else(closed_writer)?;
-  w.commit().map_err(js_error)
+    let w = lock(writer).take().ok_or_else(closed_writer)?;
+    w.commit().map_err(js_error)
 }
 
 /// A blob being written to a key, in pieces; nothing is visible under the key
@@ -52,98 +52,98 @@ fn commit(writer: &Mutex<Option<BlobWriter>>) -> Result<()> {
 /// commit or abort. Writes must not overlap: await each before the next.
 #[napi]
 pub struct NativeBlobWriter {
-  inner: SharedWriter,
+    inner: SharedWriter,
 }
 
 #[napi]
 impl NativeBlobWriter {
-  /// Appends `bytes` to the blob.
-  #[napi]
-  pub fn write_sync(&self, bytes: Buffer) -> Result<()> {
-    write(&self.inner, &bytes)
-  }
-
-  /// Appends a copy of `bytes` to the blob, on the threadpool.
-  #[napi(ts_return_type = "Promise<void>")]
-  pub fn write_async(&self, bytes: Buffer) -> AsyncTask<WriterTask> {
-    AsyncTask::new(WriterTask { writer: self.inner.clone(), bytes: Some(bytes.to_vec()) })
-  }
-
-  /// Finishes the blob durably (last chunk, table, header, fsync, rename,
-  /// directory fsync). The writer is closed afterwards, even on error.
-  #[napi]
-  pub fn commit_sync(&self) -> Result<()> {
-    commit(&self.inner)
-  }
-
-  #[napi(ts_return_type = "Promise<void>")]
-  pub fn commit_async(&self) -> AsyncTask<WriterTask> {
-    AsyncTask::new(WriterTask { writer: self.inner.clone(), bytes: None })
-  }
-
-  /// Gives the blob up: removes the staging file; the key keeps its old
-  /// value. Idempotent, and a no-op after a commit.
-  #[napi]
-  pub fn abort(&self) {
-    let taken = lock(&self.inner).take();
-    if let Some(w) = taken {
-      w.abort();
+    /// Appends `bytes` to the blob.
+    #[napi]
+    pub fn write_sync(&self, bytes: Buffer) -> Result<()> {
+        write(&self.inner, &bytes)
     }
-  }
+
+    /// Appends a copy of `bytes` to the blob, on the threadpool.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn write_async(&self, bytes: Buffer) -> AsyncTask<WriterTask> {
+        AsyncTask::new(WriterTask { writer: self.inner.clone(), bytes: Some(bytes.to_vec()) })
+    }
+
+    /// Finishes the blob durably (last chunk, table, header, fsync, rename,
+    /// directory fsync). The writer is closed afterwards, even on error.
+    #[napi]
+    pub fn commit_sync(&self) -> Result<()> {
+        commit(&self.inner)
+    }
+
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn commit_async(&self) -> AsyncTask<WriterTask> {
+        AsyncTask::new(WriterTask { writer: self.inner.clone(), bytes: None })
+    }
+
+    /// Gives the blob up: removes the staging file; the key keeps its old
+    /// value. Idempotent, and a no-op after a commit.
+    #[napi]
+    pub fn abort(&self) {
+        let taken = lock(&self.inner).take();
+        if let Some(w) = taken {
+            w.abort();
+        }
+    }
 }
 
 /// A write (`bytes`) or the commit (`None`) of a blob writer, on the threadpool.
 pub struct WriterTask {
-  writer: SharedWriter,
-  bytes: Option<Vec<u8>>,
+    writer: SharedWriter,
+    bytes: Option<Vec<u8>>,
 }
 
 impl Task for WriterTask {
-  type Output = ();
-  type JsValue = ();
+    type Output = ();
+    type JsValue = ();
 
-  fn compute(&mut self) -> Result<()> {
-    match self.bytes.take() {
-      Some(bytes) => write(&self.writer, &bytes),
-      None => commit(&self.writer),
+    fn compute(&mut self) -> Result<()> {
+        match self.bytes.take() {
+            Some(bytes) => write(&self.writer, &bytes),
+            None => commit(&self.writer),
+        }
     }
-  }
 
-  fn resolve(&mut self, _env: Env, _output: ()) -> Result<()> {
-    Ok(())
-  }
+    fn resolve(&mut self, _env: Env, _output: ()) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Starts writing a blob to `key` (its CKE) with metadata `meta`: creates the
 /// staging file. The store's compressor and encryption apply.
 #[napi]
 pub fn blob_writer_open_sync(store: &NativeFileStore, key: Buffer, meta: Buffer) -> Result<NativeBlobWriter> {
-  let w = store.inner.blob_writer(&key, &meta).map_err(js_error)?;
-  Ok(NativeBlobWriter { inner: Arc::new(Mutex::new(Some(w))) })
+    let w = store.inner.blob_writer(&key, &meta).map_err(js_error)?;
+    Ok(NativeBlobWriter { inner: Arc::new(Mutex::new(Some(w))) })
 }
 
 #[napi(ts_return_type = "Promise<NativeBlobWriter>")]
 pub fn blob_writer_open_async(store: &NativeFileStore, key: Buffer, meta: Buffer) -> AsyncTask<WriterOpenTask> {
-  AsyncTask::new(WriterOpenTask { store: store.inner.clone(), key, meta })
+    AsyncTask::new(WriterOpenTask { store: store.inner.clone(), key, meta })
 }
 
 pub struct WriterOpenTask {
-  store: Arc<core::FileStore>,
-  key: Buffer,
-  meta: Buffer,
+    store: Arc<core::FileStore>,
+    key: Buffer,
+    meta: Buffer,
 }
 
 impl Task for WriterOpenTask {
-  type Output = BlobWriter;
-  type JsValue = NativeBlobWriter;
+    type Output = BlobWriter;
+    type JsValue = NativeBlobWriter;
 
-  fn compute(&mut self) -> Result<BlobWriter> {
-    self.store.blob_writer(&self.key, &self.meta).map_err(js_error)
-  }
+    fn compute(&mut self) -> Result<BlobWriter> {
+        self.store.blob_writer(&self.key, &self.meta).map_err(js_error)
+    }
 
-  fn resolve(&mut self, _env: Env, output: BlobWriter) -> Result<NativeBlobWriter> {
-    Ok(NativeBlobWriter { inner: Arc::new(Mutex::new(Some(output))) })
-  }
+    fn resolve(&mut self, _env: Env, output: BlobWriter) -> Result<NativeBlobWriter> {
+        Ok(NativeBlobWriter { inner: Arc::new(Mutex::new(Some(output))) })
+    }
 }
 
 /// One version of a key's blob, open for range reads: it holds the key file
@@ -151,174 +151,174 @@ impl Task for WriterOpenTask {
 /// Every range is checked chunk by chunk before any byte is returned.
 #[napi]
 pub struct NativeBlobReader {
-  inner: SharedReader,
-  size: u64,
-  plain_offset: Option<u64>,
-  meta: core::MetaEntry,
+    inner: SharedReader,
+    size: u64,
+    plain_offset: Option<u64>,
+    meta: core::MetaEntry,
 }
 
 impl NativeBlobReader {
-  fn new(reader: BlobReader) -> NativeBlobReader {
-    NativeBlobReader {
-      size: reader.size(),
-      plain_offset: reader.plain_offset(),
-      meta: reader.meta().clone(),
-      inner: Arc::new(Mutex::new(Some(Arc::new(reader)))),
+    fn new(reader: BlobReader) -> NativeBlobReader {
+        NativeBlobReader {
+            size: reader.size(),
+            plain_offset: reader.plain_offset(),
+            meta: reader.meta().clone(),
+            inner: Arc::new(Mutex::new(Some(Arc::new(reader)))),
+        }
     }
-  }
 }
 
 /// A JS number that must be a safe non-negative integer.
 fn whole(n: f64, what: &str) -> Result<u64> {
-  if n.is_finite() && n >= 0.0 && n.fract() == 0.0 && n <= 9_007_199_254_740_991.0 {
-    Ok(n as u64)
-  } else {
-    Err(invalid(format!("the {what} {n} is not a non-negative safe integer")))
-  }
+    if n.is_finite() && n >= 0.0 && n.fract() == 0.0 && n <= 9_007_199_254_740_991.0 {
+        Ok(n as u64)
+    } else {
+        Err(invalid(format!("the {what} {n} is not a non-negative safe integer")))
+    }
 }
 
 fn read(reader: &Mutex<Option<Arc<BlobReader>>>, offset: f64, length: f64) -> Result<Vec<u8>> {
-  let (offset, length) = (whole(offset, "offset")?, whole(length, "length")?);
-  // Read outside the lock: reads run in parallel, and a close waits for none.
-  let r = lock(reader).clone().ok_or_else(|| invalid("the blob reader is closed".to_string()))?;
-  r.read_at(offset, usize::try_from(length).unwrap_or(usize::MAX)).map_err(js_error)
+    let (offset, length) = (whole(offset, "offset")?, whole(length, "length")?);
+    // Read outside the lock: reads run in parallel, and a close waits for none.
+    let r = lock(reader).clone().ok_or_else(|| invalid("the blob reader is closed".to_string()))?;
+    r.read_at(offset, usize::try_from(length).unwrap_or(usize::MAX)).map_err(js_error)
 }
 
 fn read_into(reader: &Mutex<Option<Arc<BlobReader>>>, offset: f64, target: &mut [u8]) -> Result<usize> {
-  let offset = whole(offset, "offset")?;
-  let r = lock(reader).clone().ok_or_else(|| invalid("the blob reader is closed".to_string()))?;
-  r.read_into(offset, target).map_err(js_error)
+    let offset = whole(offset, "offset")?;
+    let r = lock(reader).clone().ok_or_else(|| invalid("the blob reader is closed".to_string()))?;
+    r.read_into(offset, target).map_err(js_error)
 }
 
 #[napi]
 impl NativeBlobReader {
-  /// The blob's length in bytes.
-  #[napi(getter)]
-  pub fn size(&self) -> f64 {
-    self.size as f64
-  }
+    /// The blob's length in bytes.
+    #[napi(getter)]
+    pub fn size(&self) -> f64 {
+        self.size as f64
+    }
 
-  /// The key's metadata stored with this version of the blob.
-  #[napi(getter)]
-  pub fn meta(&self) -> NativeMetaEntry {
-    meta_to_js(self.meta.clone())
-  }
+    /// The key's metadata stored with this version of the blob.
+    #[napi(getter)]
+    pub fn meta(&self) -> NativeMetaEntry {
+        meta_to_js(self.meta.clone())
+    }
 
-  /// Where the blob's bytes lie contiguously in the file (neither compressed
-  /// nor encrypted), or null.
-  #[napi(getter)]
-  pub fn plain_offset(&self) -> Option<f64> {
-    self.plain_offset.map(|o| o as f64)
-  }
+    /// Where the blob's bytes lie contiguously in the file (neither compressed
+    /// nor encrypted), or null.
+    #[napi(getter)]
+    pub fn plain_offset(&self) -> Option<f64> {
+        self.plain_offset.map(|o| o as f64)
+    }
 
-  /// The key file's path.
-  #[napi(getter)]
-  pub fn file(&self) -> String {
-    self.meta.file.clone()
-  }
+    /// The key file's path.
+    #[napi(getter)]
+    pub fn file(&self) -> String {
+        self.meta.file.clone()
+    }
 
-  /// Up to `length` bytes from `offset` (fewer only at the end of the blob;
-  /// an offset past the end is ERR_INVALID_ARGUMENT).
-  #[napi]
-  pub fn read_sync(&self, offset: f64, length: f64) -> Result<Buffer> {
-    Ok(read(&self.inner, offset, length)?.into())
-  }
+    /// Up to `length` bytes from `offset` (fewer only at the end of the blob;
+    /// an offset past the end is ERR_INVALID_ARGUMENT).
+    #[napi]
+    pub fn read_sync(&self, offset: f64, length: f64) -> Result<Buffer> {
+        Ok(read(&self.inner, offset, length)?.into())
+    }
 
-  #[napi(ts_return_type = "Promise<Buffer>")]
-  pub fn read_async(&self, offset: f64, length: f64) -> AsyncTask<ReadTask> {
-    AsyncTask::new(ReadTask { reader: self.inner.clone(), offset, length })
-  }
+    #[napi(ts_return_type = "Promise<Buffer>")]
+    pub fn read_async(&self, offset: f64, length: f64) -> AsyncTask<ReadTask> {
+        AsyncTask::new(ReadTask { reader: self.inner.clone(), offset, length })
+    }
 
-  /// Reads up to `target.length` bytes from `offset` into `target` and
-  /// returns how many (fewer only at the end of the blob), checked like
-  /// `readSync`. A stream reads into memory the JavaScript engine allocated
-  /// (and accounts for) instead of a new external buffer per piece. On error
-  /// `target` may hold bytes that were not checked.
-  #[napi]
-  pub fn read_into_sync(&self, offset: f64, mut target: Buffer) -> Result<f64> {
-    read_into(&self.inner, offset, &mut target).map(|n| n as f64)
-  }
+    /// Reads up to `target.length` bytes from `offset` into `target` and
+    /// returns how many (fewer only at the end of the blob), checked like
+    /// `readSync`. A stream reads into memory the JavaScript engine allocated
+    /// (and accounts for) instead of a new external buffer per piece. On error
+    /// `target` may hold bytes that were not checked.
+    #[napi]
+    pub fn read_into_sync(&self, offset: f64, mut target: Buffer) -> Result<f64> {
+        read_into(&self.inner, offset, &mut target).map(|n| n as f64)
+    }
 
-  /// `readIntoSync` on the threadpool: `target` stays referenced by the task
-  /// and is filled there; do not touch it until the promise settles.
-  #[napi(ts_return_type = "Promise<number>")]
-  pub fn read_into_async(&self, offset: f64, target: Buffer) -> AsyncTask<ReadIntoTask> {
-    AsyncTask::new(ReadIntoTask { reader: self.inner.clone(), offset, target })
-  }
+    /// `readIntoSync` on the threadpool: `target` stays referenced by the task
+    /// and is filled there; do not touch it until the promise settles.
+    #[napi(ts_return_type = "Promise<number>")]
+    pub fn read_into_async(&self, offset: f64, target: Buffer) -> AsyncTask<ReadIntoTask> {
+        AsyncTask::new(ReadIntoTask { reader: self.inner.clone(), offset, target })
+    }
 
-  /// Releases the file once no read is running; later reads fail. Idempotent.
-  #[napi]
-  pub fn close(&self) {
-    lock(&self.inner).take();
-  }
+    /// Releases the file once no read is running; later reads fail. Idempotent.
+    #[napi]
+    pub fn close(&self) {
+        lock(&self.inner).take();
+    }
 }
 
 pub struct ReadTask {
-  reader: SharedReader,
-  offset: f64,
-  length: f64,
+    reader: SharedReader,
+    offset: f64,
+    length: f64,
 }
 
 impl Task for ReadTask {
-  type Output = Vec<u8>;
-  type JsValue = Buffer;
+    type Output = Vec<u8>;
+    type JsValue = Buffer;
 
-  fn compute(&mut self) -> Result<Vec<u8>> {
-    read(&self.reader, self.offset, self.length)
-  }
+    fn compute(&mut self) -> Result<Vec<u8>> {
+        read(&self.reader, self.offset, self.length)
+    }
 
-  fn resolve(&mut self, _env: Env, output: Vec<u8>) -> Result<Buffer> {
-    Ok(output.into())
-  }
+    fn resolve(&mut self, _env: Env, output: Vec<u8>) -> Result<Buffer> {
+        Ok(output.into())
+    }
 }
 
 /// A read into a caller's buffer, on the threadpool. The task holds a
 /// reference to the buffer, so it outlives the read.
 pub struct ReadIntoTask {
-  reader: SharedReader,
-  offset: f64,
-  target: Buffer,
+    reader: SharedReader,
+    offset: f64,
+    target: Buffer,
 }
 
 impl Task for ReadIntoTask {
-  type Output = usize;
-  type JsValue = f64;
+    type Output = usize;
+    type JsValue = f64;
 
-  fn compute(&mut self) -> Result<usize> {
-    read_into(&self.reader, self.offset, &mut self.target)
-  }
+    fn compute(&mut self) -> Result<usize> {
+        read_into(&self.reader, self.offset, &mut self.target)
+    }
 
-  fn resolve(&mut self, _env: Env, output: usize) -> Result<f64> {
-    Ok(output as f64)
-  }
+    fn resolve(&mut self, _env: Env, output: usize) -> Result<f64> {
+        Ok(output as f64)
+    }
 }
 
 /// Opens the blob of `key` (its CKE) for range reads; null if the key does
 /// not exist, ERR_NOT_BINARY if it holds something else.
 #[napi]
 pub fn blob_open_sync(store: &NativeFileStore, key: Buffer) -> Result<Option<NativeBlobReader>> {
-  Ok(store.inner.open_blob(&key).map_err(js_error)?.map(NativeBlobReader::new))
+    Ok(store.inner.open_blob(&key).map_err(js_error)?.map(NativeBlobReader::new))
 }
 
 #[napi(ts_return_type = "Promise<NativeBlobReader | null>")]
 pub fn blob_open_async(store: &NativeFileStore, key: Buffer) -> AsyncTask<ReaderOpenTask> {
-  AsyncTask::new(ReaderOpenTask { store: store.inner.clone(), key })
+    AsyncTask::new(ReaderOpenTask { store: store.inner.clone(), key })
 }
 
 pub struct ReaderOpenTask {
-  store: Arc<core::FileStore>,
-  key: Buffer,
+    store: Arc<core::FileStore>,
+    key: Buffer,
 }
 
 impl Task for ReaderOpenTask {
-  type Output = Option<BlobReader>;
-  type JsValue = Option<NativeBlobReader>;
+    type Output = Option<BlobReader>;
+    type JsValue = Option<NativeBlobReader>;
 
-  fn compute(&mut self) -> Result<Option<BlobReader>> {
-    self.store.open_blob(&self.key).map_err(js_error)
-  }
+    fn compute(&mut self) -> Result<Option<BlobReader>> {
+        self.store.open_blob(&self.key).map_err(js_error)
+    }
 
-  fn resolve(&mut self, _env: Env, output: Option<BlobReader>) -> Result<Option<NativeBlobReader>> {
-    Ok(output.map(NativeBlobReader::new))
-  }
+    fn resolve(&mut self, _env: Env, output: Option<BlobReader>) -> Result<Option<NativeBlobReader>> {
+        Ok(output.map(NativeBlobReader::new))
+    }
 }

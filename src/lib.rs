@@ -22,11 +22,8 @@ use napi_derive::napi;
 /// file and the message. The file is measured, not delimited, so a path or a
 /// message holding U+001F cannot forge or shift the code and the file.
 pub(crate) fn js_error(e: core::Error) -> Error {
-  let file = e.file().map(|p| p.display().to_string()).unwrap_or_default();
-  Error::new(
-    Status::GenericFailure,
-    format!("{}\u{1f}{}\u{1f}{}{}", e.code().as_str(), file.encode_utf16().count(), file, e),
-  )
+    let file = e.file().map(|p| p.display().to_string()).unwrap_or_default();
+    Error::new(Status::GenericFailure, format!("{}\u{1f}{}\u{1f}{}{}", e.code().as_str(), file.encode_utf16().count(), file, e))
 }
 
 type CoreResult<T> = std::result::Result<T, core::Error>;
@@ -37,548 +34,532 @@ mod log;
 /// A key's record: serializer id, metadata bytes, value bytes.
 #[napi(object)]
 pub struct NativeEntry {
-  pub serializer: u32,
-  pub meta: Buffer,
-  pub value: Buffer,
-  /// Set for an append log (whose `value` is empty): where the log stands.
-  pub log: Option<log::NativeLogInfo>,
+    pub serializer: u32,
+    pub meta: Buffer,
+    pub value: Buffer,
+    /// Set for an append log (whose `value` is empty): where the log stands.
+    pub log: Option<log::NativeLogInfo>,
 }
 
 /// A key's metadata, as `keys` and `getMeta` read it.
 #[napi(object)]
 pub struct NativeMetaEntry {
-  /// The key's canonical encoding (CKE).
-  pub key: Buffer,
-  pub serializer: u32,
-  pub meta: Buffer,
-  pub file: String,
-  /// Set for an append log: where the log stands.
-  pub log: Option<log::NativeLogInfo>,
+    /// The key's canonical encoding (CKE).
+    pub key: Buffer,
+    pub serializer: u32,
+    pub meta: Buffer,
+    pub file: String,
+    /// Set for an append log: where the log stands.
+    pub log: Option<log::NativeLogInfo>,
 }
 
 /// A file `keys` could not read: reported, never fatal, never modified.
 #[napi(object)]
 pub struct NativeCorruptFile {
-  pub code: String,
-  pub file: String,
-  pub message: String,
+    pub code: String,
+    pub file: String,
+    pub message: String,
 }
 
 #[napi(object)]
 pub struct NativeListing {
-  pub entries: Vec<NativeMetaEntry>,
-  pub corrupt: Vec<NativeCorruptFile>,
+    pub entries: Vec<NativeMetaEntry>,
+    pub corrupt: Vec<NativeCorruptFile>,
 }
 
 /// One key to write. `serializer` 0 marks raw bytes (bassoc).
 #[napi(object)]
 pub struct NativeWrite {
-  pub key: Buffer,
-  pub serializer: u32,
-  pub meta: Buffer,
-  pub value: Buffer,
+    pub key: Buffer,
+    pub serializer: u32,
+    pub meta: Buffer,
+    pub value: Buffer,
 }
 
 fn entry_to_js(e: core::Entry) -> NativeEntry {
-  NativeEntry {
-    serializer: e.serializer as u32,
-    meta: e.meta.into(),
-    value: e.value.into(),
-    log: e.log.map(log::info_to_js),
-  }
+    NativeEntry { serializer: e.serializer as u32, meta: e.meta.into(), value: e.value.into(), log: e.log.map(log::info_to_js) }
 }
 
 /// The slab region at `offset`, split into its 2-byte prefix and the rest.
 fn slab_region<'a>(slab: &'a mut BufferSlice<'_>, offset: u32) -> Result<(&'a mut [u8], &'a mut [u8])> {
-  let region = slab
-    .get_mut(offset as usize..)
-    .filter(|r| r.len() > 2)
-    .ok_or_else(|| Error::new(Status::InvalidArg, "the slab offset leaves no room"))?;
-  Ok(region.split_at_mut(2))
+    let region = slab
+        .get_mut(offset as usize..)
+        .filter(|r| r.len() > 2)
+        .ok_or_else(|| Error::new(Status::InvalidArg, "the slab offset leaves no room"))?;
+    Ok(region.split_at_mut(2))
 }
 
 /// `getValueInto`'s number for `found`, with the prefix written.
 fn value_into_result(head: &mut [u8], found: core::ValueInto) -> f64 {
-  match found {
-    core::ValueInto::Missing => -1.0,
-    core::ValueInto::TooLarge => -2.0,
-    core::ValueInto::Found { serializer, log, start, len } => {
-      head[0] = u8::from(log);
-      head[1] = serializer;
-      start as f64 * 4_294_967_296.0 + len as f64
+    match found {
+        core::ValueInto::Missing => -1.0,
+        core::ValueInto::TooLarge => -2.0,
+        core::ValueInto::Found { serializer, log, start, len } => {
+            head[0] = u8::from(log);
+            head[1] = serializer;
+            start as f64 * 4_294_967_296.0 + len as f64
+        }
     }
-  }
 }
 
 /// A Buffer of V8's own `[flags, serializer, ...value]` (see `getValueSync`).
 fn value_buffer<'env>(env: &'env Env, v: core::ValueRef<'_>) -> Result<BufferSlice<'env>> {
-  let len = v.bytes.len() + 2;
-  let mut data = std::ptr::null_mut();
-  let mut raw = std::ptr::null_mut();
-  check_status!(unsafe { napi::sys::napi_create_buffer(env.raw(), len, &mut data, &mut raw) })?;
-  // SAFETY: napi_create_buffer succeeded, so `data` points at `len` writable bytes.
-  let out = unsafe { std::slice::from_raw_parts_mut(data.cast::<u8>(), len) };
-  out[0] = u8::from(v.log);
-  out[1] = v.serializer;
-  out[2..].copy_from_slice(v.bytes);
-  // SAFETY: `raw` is the Buffer just created in this env.
-  unsafe { BufferSlice::from_napi_value(env.raw(), raw) }
+    let len = v.bytes.len() + 2;
+    let mut data = std::ptr::null_mut();
+    let mut raw = std::ptr::null_mut();
+    check_status!(unsafe { napi::sys::napi_create_buffer(env.raw(), len, &mut data, &mut raw) })?;
+    // SAFETY: napi_create_buffer succeeded, so `data` points at `len` writable bytes.
+    let out = unsafe { std::slice::from_raw_parts_mut(data.cast::<u8>(), len) };
+    out[0] = u8::from(v.log);
+    out[1] = v.serializer;
+    out[2..].copy_from_slice(v.bytes);
+    // SAFETY: `raw` is the Buffer just created in this env.
+    unsafe { BufferSlice::from_napi_value(env.raw(), raw) }
 }
 
 fn meta_to_js(e: core::MetaEntry) -> NativeMetaEntry {
-  NativeMetaEntry {
-    key: e.key.into(),
-    serializer: e.serializer as u32,
-    meta: e.meta.into(),
-    file: e.file,
-    log: e.log.map(log::info_to_js),
-  }
+    NativeMetaEntry {
+        key: e.key.into(),
+        serializer: e.serializer as u32,
+        meta: e.meta.into(),
+        file: e.file,
+        log: e.log.map(log::info_to_js),
+    }
 }
 
 fn listing_to_js(l: core::ListResult) -> NativeListing {
-  NativeListing {
-    entries: l.entries.into_iter().map(meta_to_js).collect(),
-    corrupt: l
-      .corrupt
-      .into_iter()
-      .map(|e| NativeCorruptFile {
-        code: e.code().as_str().to_string(),
-        file: e.file().map(|p| p.display().to_string()).unwrap_or_default(),
-        message: e.to_string(),
-      })
-      .collect(),
-  }
+    NativeListing {
+        entries: l.entries.into_iter().map(meta_to_js).collect(),
+        corrupt: l
+            .corrupt
+            .into_iter()
+            .map(|e| NativeCorruptFile {
+                code: e.code().as_str().to_string(),
+                file: e.file().map(|p| p.display().to_string()).unwrap_or_default(),
+                message: e.to_string(),
+            })
+            .collect(),
+    }
 }
 
 fn serializer_id(n: u32) -> Result<u8> {
-  u8::try_from(n).map_err(|_| {
-    Error::new(
-      Status::InvalidArg,
-      format!("ERR_INVALID_ARGUMENT\u{1f}\u{1f}serializer id {n} is not in 0..=255"),
-    )
-  })
+    u8::try_from(n)
+        .map_err(|_| Error::new(Status::InvalidArg, format!("ERR_INVALID_ARGUMENT\u{1f}\u{1f}serializer id {n} is not in 0..=255")))
 }
 
 fn put(store: &core::FileStore, writes: &[NativeWrite]) -> CoreResult<()> {
-  let ws: Vec<core::Write<'_>> = writes
-    .iter()
-    .map(|w| core::Write {
-      key: &w.key,
-      serializer: w.serializer as u8,
-      meta: &w.meta,
-      value: &w.value,
-    })
-    .collect();
-  store.put(&ws)
+    let ws: Vec<core::Write<'_>> =
+        writes.iter().map(|w| core::Write { key: &w.key, serializer: w.serializer as u8, meta: &w.meta, value: &w.value }).collect();
+    store.put(&ws)
 }
 
 fn check_writes(writes: &[NativeWrite]) -> Result<()> {
-  for w in writes {
-    serializer_id(w.serializer)?;
-  }
-  Ok(())
+    for w in writes {
+        serializer_id(w.serializer)?;
+    }
+    Ok(())
 }
 
 fn key_slices(keys: &[Buffer]) -> Vec<&[u8]> {
-  keys.iter().map(|k| k.as_ref()).collect()
+    keys.iter().map(|k| k.as_ref()).collect()
 }
 
 /// How a store is opened (see `FsStoreOptions` in the TypeScript layer).
 #[napi(object)]
 pub struct NativeOpenOptions {
-  pub sync_blob: bool,
-  /// 0: none, 1: LZ4.
-  pub compressor: u32,
-  /// When set, new writes are encrypted and encrypted files can be read.
-  pub encryption_key: Option<Buffer>,
-  /// With an encryption key: also read plaintext files (a migration).
-  pub accept_plaintext: Option<bool>,
-  /// How long a lock waits for another holder (default 60000).
-  pub lock_timeout_ms: Option<f64>,
+    pub sync_blob: bool,
+    /// 0: none, 1: LZ4.
+    pub compressor: u32,
+    /// When set, new writes are encrypted and encrypted files can be read.
+    pub encryption_key: Option<Buffer>,
+    /// With an encryption key: also read plaintext files (a migration).
+    pub accept_plaintext: Option<bool>,
+    /// How long a lock waits for another holder (default 60000).
+    pub lock_timeout_ms: Option<f64>,
 }
 
 fn core_options(o: &NativeOpenOptions) -> Result<core::Options> {
-  let compressor = u8::try_from(o.compressor).map_err(|_| {
-    Error::new(Status::InvalidArg, format!("ERR_INVALID_ARGUMENT\u{1f}\u{1f}unknown compressor id {}", o.compressor))
-  })?;
-  let mut options = core::Options {
-    sync_blob: o.sync_blob,
-    compressor,
-    encryption_key: o.encryption_key.as_ref().map(|k| k.to_vec()),
-    accept_plaintext: o.accept_plaintext.unwrap_or(false),
-    ..core::Options::default()
-  };
-  if let Some(ms) = o.lock_timeout_ms {
-    if !(ms.is_finite() && ms >= 0.0) {
-      return Err(Error::new(Status::InvalidArg, format!("ERR_INVALID_ARGUMENT\u{1f}\u{1f}lockTimeoutMs must be a number >= 0, not {ms}")));
+    let compressor = u8::try_from(o.compressor)
+        .map_err(|_| Error::new(Status::InvalidArg, format!("ERR_INVALID_ARGUMENT\u{1f}\u{1f}unknown compressor id {}", o.compressor)))?;
+    let mut options = core::Options {
+        sync_blob: o.sync_blob,
+        compressor,
+        encryption_key: o.encryption_key.as_ref().map(|k| k.to_vec()),
+        accept_plaintext: o.accept_plaintext.unwrap_or(false),
+        ..core::Options::default()
+    };
+    if let Some(ms) = o.lock_timeout_ms {
+        if !(ms.is_finite() && ms >= 0.0) {
+            return Err(Error::new(
+                Status::InvalidArg,
+                format!("ERR_INVALID_ARGUMENT\u{1f}\u{1f}lockTimeoutMs must be a number >= 0, not {ms}"),
+            ));
+        }
+        options.lock_timeout = std::time::Duration::from_secs_f64(ms / 1000.0);
     }
-    options.lock_timeout = std::time::Duration::from_secs_f64(ms / 1000.0);
-  }
-  Ok(options)
+    Ok(options)
 }
 
 /// One store directory opened by the native core.
 #[napi]
 pub struct NativeFileStore {
-  pub(crate) inner: Arc<core::FileStore>,
+    pub(crate) inner: Arc<core::FileStore>,
 }
 
 #[napi]
 impl NativeFileStore {
-  /// Opens (creating if needed) the store directory; sweeps dead writers' staging files.
-  #[napi(factory)]
-  pub fn open(path: String, options: NativeOpenOptions) -> Result<Self> {
-    let store = core::FileStore::open(&path, core_options(&options)?).map_err(js_error)?;
-    Ok(Self { inner: Arc::new(store) })
-  }
-
-  /// Opens the store on the threadpool.
-  #[napi(ts_return_type = "Promise<NativeFileStore>")]
-  pub fn open_async(path: String, options: NativeOpenOptions) -> Result<AsyncTask<OpenTask>> {
-    Ok(AsyncTask::new(OpenTask { path, options: Some(core_options(&options)?) }))
-  }
-
-  #[napi]
-  pub fn get_sync(&self, key: Buffer) -> Result<Option<NativeEntry>> {
-    Ok(self.inner.get(&key).map_err(js_error)?.map(entry_to_js))
-  }
-
-  /// `get`'s read of a value that `getValueInto` found too large for its
-  /// slab: the value as one Buffer `[flags, serializer, ...value]` (flags bit
-  /// 0: an append log, whose records a log cursor reads), copied once into
-  /// memory V8 owns; `null` if the key is missing. Reads through the core's
-  /// `get` straight away: a small-file attempt would only open the file again.
-  #[napi(ts_return_type = "Buffer | null")]
-  pub fn get_value_sync<'env>(&self, env: &'env Env, key: BufferSlice<'_>) -> Result<Option<BufferSlice<'env>>> {
-    let found = self.inner.get(&key).map_err(js_error)?;
-    found
-      .map(|e| value_buffer(env, core::ValueRef { serializer: e.serializer, log: e.log.is_some(), bytes: &e.value }))
-      .transpose()
-  }
-
-  /// The hottest read behind `get`, into memory JavaScript owns: reads `key`'s
-  /// file into `slab[offset + 2..]` and decodes it there, writing the flags
-  /// (bit 0: an append log) at `slab[offset]` and the serializer at
-  /// `slab[offset + 1]`. Returns -1 if the key is missing, -2 if its file does
-  /// not fit in the rest of the slab (read it with `getValueSync`), else
-  /// `start * 2^32 + len`: the value is at `offset + 2 + start`, `len` bytes.
-  /// No allocation, no copy: the caller hands out views of its slab.
-  #[napi]
-  pub fn get_value_into(&self, key: BufferSlice<'_>, mut slab: BufferSlice<'_>, offset: u32) -> Result<f64> {
-    let (head, file) = slab_region(&mut slab, offset)?;
-    let found = self.inner.read_value_into(&key, file).map_err(js_error)?;
-    Ok(value_into_result(head, found))
-  }
-
-  /// `getValueInto` done only if it cannot wait for the disk (see
-  /// `FileStore::read_value_into_now`): the same results, or -3 when it would
-  /// wait (then read with `getValueAsync`). Lets an async `get` of a cached key
-  /// be answered at once, without blocking the event loop on the disk.
-  #[napi]
-  pub fn get_value_now(&self, key: BufferSlice<'_>, mut slab: BufferSlice<'_>, offset: u32) -> Result<f64> {
-    let (head, file) = slab_region(&mut slab, offset)?;
-    match self.inner.read_value_into_now(&key, file).map_err(js_error)? {
-      None => Ok(-3.0),
-      Some(found) => Ok(value_into_result(head, found)),
+    /// Opens (creating if needed) the store directory; sweeps dead writers' staging files.
+    #[napi(factory)]
+    pub fn open(path: String, options: NativeOpenOptions) -> Result<Self> {
+        let store = core::FileStore::open(&path, core_options(&options)?).map_err(js_error)?;
+        Ok(Self { inner: Arc::new(store) })
     }
-  }
 
-  /// `getValueSync` on the threadpool.
-  #[napi(ts_return_type = "Promise<Buffer | null>")]
-  pub fn get_value_async(&self, key: Buffer) -> AsyncTask<StoreTask> {
-    self.task(Op::GetValue(key))
-  }
+    /// Opens the store on the threadpool.
+    #[napi(ts_return_type = "Promise<NativeFileStore>")]
+    pub fn open_async(path: String, options: NativeOpenOptions) -> Result<AsyncTask<OpenTask>> {
+        Ok(AsyncTask::new(OpenTask { path, options: Some(core_options(&options)?) }))
+    }
 
-  #[napi(ts_return_type = "Promise<NativeEntry | null>")]
-  pub fn get_async(&self, key: Buffer) -> AsyncTask<StoreTask> {
-    self.task(Op::Get(key))
-  }
+    #[napi]
+    pub fn get_sync(&self, key: Buffer) -> Result<Option<NativeEntry>> {
+        Ok(self.inner.get(&key).map_err(js_error)?.map(entry_to_js))
+    }
 
-  #[napi]
-  pub fn get_meta_sync(&self, key: Buffer) -> Result<Option<NativeMetaEntry>> {
-    Ok(self.inner.get_meta(&key).map_err(js_error)?.map(meta_to_js))
-  }
+    /// `get`'s read of a value that `getValueInto` found too large for its
+    /// slab: the value as one Buffer `[flags, serializer, ...value]` (flags bit
+    /// 0: an append log, whose records a log cursor reads), copied once into
+    /// memory V8 owns; `null` if the key is missing. Reads through the core's
+    /// `get` straight away: a small-file attempt would only open the file again.
+    #[napi(ts_return_type = "Buffer | null")]
+    pub fn get_value_sync<'env>(&self, env: &'env Env, key: BufferSlice<'_>) -> Result<Option<BufferSlice<'env>>> {
+        let found = self.inner.get(&key).map_err(js_error)?;
+        found.map(|e| value_buffer(env, core::ValueRef { serializer: e.serializer, log: e.log.is_some(), bytes: &e.value })).transpose()
+    }
 
-  #[napi(ts_return_type = "Promise<NativeMetaEntry | null>")]
-  pub fn get_meta_async(&self, key: Buffer) -> AsyncTask<StoreTask> {
-    self.task(Op::GetMeta(key))
-  }
+    /// The hottest read behind `get`, into memory JavaScript owns: reads `key`'s
+    /// file into `slab[offset + 2..]` and decodes it there, writing the flags
+    /// (bit 0: an append log) at `slab[offset]` and the serializer at
+    /// `slab[offset + 1]`. Returns -1 if the key is missing, -2 if its file does
+    /// not fit in the rest of the slab (read it with `getValueSync`), else
+    /// `start * 2^32 + len`: the value is at `offset + 2 + start`, `len` bytes.
+    /// No allocation, no copy: the caller hands out views of its slab.
+    #[napi]
+    pub fn get_value_into(&self, key: BufferSlice<'_>, mut slab: BufferSlice<'_>, offset: u32) -> Result<f64> {
+        let (head, file) = slab_region(&mut slab, offset)?;
+        let found = self.inner.read_value_into(&key, file).map_err(js_error)?;
+        Ok(value_into_result(head, found))
+    }
 
-  #[napi]
-  pub fn exists_sync(&self, key: Buffer) -> Result<bool> {
-    self.inner.exists(&key).map_err(js_error)
-  }
+    /// `getValueInto` done only if it cannot wait for the disk (see
+    /// `FileStore::read_value_into_now`): the same results, or -3 when it would
+    /// wait (then read with `getValueAsync`). Lets an async `get` of a cached key
+    /// be answered at once, without blocking the event loop on the disk.
+    #[napi]
+    pub fn get_value_now(&self, key: BufferSlice<'_>, mut slab: BufferSlice<'_>, offset: u32) -> Result<f64> {
+        let (head, file) = slab_region(&mut slab, offset)?;
+        match self.inner.read_value_into_now(&key, file).map_err(js_error)? {
+            None => Ok(-3.0),
+            Some(found) => Ok(value_into_result(head, found)),
+        }
+    }
 
-  #[napi(ts_return_type = "Promise<boolean>")]
-  pub fn exists_async(&self, key: Buffer) -> AsyncTask<StoreTask> {
-    self.task(Op::Exists(key))
-  }
+    /// `getValueSync` on the threadpool.
+    #[napi(ts_return_type = "Promise<Buffer | null>")]
+    pub fn get_value_async(&self, key: Buffer) -> AsyncTask<StoreTask> {
+        self.task(Op::GetValue(key))
+    }
 
-  /// Writes every entry durably (staging, fsync, rename, one directory fsync).
-  /// The caller holds the keys' locks.
-  #[napi]
-  pub fn put_sync(&self, writes: Vec<NativeWrite>) -> Result<()> {
-    check_writes(&writes)?;
-    put(&self.inner, &writes).map_err(js_error)
-  }
+    #[napi(ts_return_type = "Promise<NativeEntry | null>")]
+    pub fn get_async(&self, key: Buffer) -> AsyncTask<StoreTask> {
+        self.task(Op::Get(key))
+    }
 
-  #[napi(ts_return_type = "Promise<void>")]
-  pub fn put_async(&self, writes: Vec<NativeWrite>) -> Result<AsyncTask<StoreTask>> {
-    check_writes(&writes)?;
-    Ok(self.task(Op::Put(writes)))
-  }
+    #[napi]
+    pub fn get_meta_sync(&self, key: Buffer) -> Result<Option<NativeMetaEntry>> {
+        Ok(self.inner.get_meta(&key).map_err(js_error)?.map(meta_to_js))
+    }
 
-  /// Deletes each key; returns whether each existed.
-  #[napi]
-  pub fn delete_sync(&self, keys: Vec<Buffer>) -> Result<Vec<bool>> {
-    self.inner.delete(&key_slices(&keys)).map_err(js_error)
-  }
+    #[napi(ts_return_type = "Promise<NativeMetaEntry | null>")]
+    pub fn get_meta_async(&self, key: Buffer) -> AsyncTask<StoreTask> {
+        self.task(Op::GetMeta(key))
+    }
 
-  #[napi(ts_return_type = "Promise<boolean[]>")]
-  pub fn delete_async(&self, keys: Vec<Buffer>) -> AsyncTask<StoreTask> {
-    self.task(Op::Delete(keys))
-  }
+    #[napi]
+    pub fn exists_sync(&self, key: Buffer) -> Result<bool> {
+        self.inner.exists(&key).map_err(js_error)
+    }
 
-  #[napi]
-  pub fn list_sync(&self) -> Result<NativeListing> {
-    Ok(listing_to_js(self.inner.list().map_err(js_error)?))
-  }
+    #[napi(ts_return_type = "Promise<boolean>")]
+    pub fn exists_async(&self, key: Buffer) -> AsyncTask<StoreTask> {
+        self.task(Op::Exists(key))
+    }
 
-  #[napi(ts_return_type = "Promise<NativeListing>")]
-  pub fn list_async(&self) -> AsyncTask<StoreTask> {
-    self.task(Op::List)
-  }
+    /// Writes every entry durably (staging, fsync, rename, one directory fsync).
+    /// The caller holds the keys' locks.
+    #[napi]
+    pub fn put_sync(&self, writes: Vec<NativeWrite>) -> Result<()> {
+        check_writes(&writes)?;
+        put(&self.inner, &writes).map_err(js_error)
+    }
 
-  /// A streaming listing: batches of at most `max` key files (see `NativeListCursor`).
-  #[napi]
-  pub fn open_list(&self) -> Result<NativeListCursor> {
-    let cursor = self.inner.list_cursor().map_err(js_error)?;
-    Ok(NativeListCursor { inner: Arc::new(Mutex::new(Some(cursor))) })
-  }
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn put_async(&self, writes: Vec<NativeWrite>) -> Result<AsyncTask<StoreTask>> {
+        check_writes(&writes)?;
+        Ok(self.task(Op::Put(writes)))
+    }
 
-  /// Blocks until every key is locked (in this process and across processes).
-  #[napi]
-  pub fn lock_sync(&self, keys: Vec<Buffer>) -> Result<()> {
-    self.inner.lock(&key_slices(&keys)).map_err(js_error)
-  }
+    /// Deletes each key; returns whether each existed.
+    #[napi]
+    pub fn delete_sync(&self, keys: Vec<Buffer>) -> Result<Vec<bool>> {
+        self.inner.delete(&key_slices(&keys)).map_err(js_error)
+    }
 
-  /// Takes every key's lock, or none; never blocks. Async callers poll this
-  /// instead of parking a threadpool thread on a lock whose holder may need
-  /// that very thread to finish. A caller that has polled for `waited_ms`
-  /// gets `ERR_LOCK_TIMEOUT` (naming the holder) once that reaches the lock timeout.
-  #[napi]
-  pub fn try_lock(&self, keys: Vec<Buffer>, waited_ms: Option<f64>) -> Result<bool> {
-    let waited = waited_ms.filter(|w| w.is_finite() && *w >= 0.0).map(|w| std::time::Duration::from_secs_f64(w / 1000.0));
-    self.inner.try_lock_waited(&key_slices(&keys), waited).map_err(js_error)
-  }
+    #[napi(ts_return_type = "Promise<boolean[]>")]
+    pub fn delete_async(&self, keys: Vec<Buffer>) -> AsyncTask<StoreTask> {
+        self.task(Op::Delete(keys))
+    }
 
-  #[napi]
-  pub fn unlock(&self, keys: Vec<Buffer>) -> Result<()> {
-    self.inner.unlock(&key_slices(&keys)).map_err(js_error)
-  }
+    #[napi]
+    pub fn list_sync(&self) -> Result<NativeListing> {
+        Ok(listing_to_js(self.inner.list().map_err(js_error)?))
+    }
 
-  /// The path of the file that holds `key`.
-  #[napi]
-  pub fn file_path(&self, key: Buffer) -> String {
-    self.inner.file_path(&key).display().to_string()
-  }
+    #[napi(ts_return_type = "Promise<NativeListing>")]
+    pub fn list_async(&self) -> AsyncTask<StoreTask> {
+        self.task(Op::List)
+    }
 
-  fn task(&self, op: Op) -> AsyncTask<StoreTask> {
-    AsyncTask::new(StoreTask { store: self.inner.clone(), op: Some(op) })
-  }
+    /// A streaming listing: batches of at most `max` key files (see `NativeListCursor`).
+    #[napi]
+    pub fn open_list(&self) -> Result<NativeListCursor> {
+        let cursor = self.inner.list_cursor().map_err(js_error)?;
+        Ok(NativeListCursor { inner: Arc::new(Mutex::new(Some(cursor))) })
+    }
+
+    /// Blocks until every key is locked (in this process and across processes).
+    #[napi]
+    pub fn lock_sync(&self, keys: Vec<Buffer>) -> Result<()> {
+        self.inner.lock(&key_slices(&keys)).map_err(js_error)
+    }
+
+    /// Takes every key's lock, or none; never blocks. Async callers poll this
+    /// instead of parking a threadpool thread on a lock whose holder may need
+    /// that very thread to finish. A caller that has polled for `waited_ms`
+    /// gets `ERR_LOCK_TIMEOUT` (naming the holder) once that reaches the lock timeout.
+    #[napi]
+    pub fn try_lock(&self, keys: Vec<Buffer>, waited_ms: Option<f64>) -> Result<bool> {
+        let waited = waited_ms.filter(|w| w.is_finite() && *w >= 0.0).map(|w| std::time::Duration::from_secs_f64(w / 1000.0));
+        self.inner.try_lock_waited(&key_slices(&keys), waited).map_err(js_error)
+    }
+
+    #[napi]
+    pub fn unlock(&self, keys: Vec<Buffer>) -> Result<()> {
+        self.inner.unlock(&key_slices(&keys)).map_err(js_error)
+    }
+
+    /// The path of the file that holds `key`.
+    #[napi]
+    pub fn file_path(&self, key: Buffer) -> String {
+        self.inner.file_path(&key).display().to_string()
+    }
+
+    fn task(&self, op: Op) -> AsyncTask<StoreTask> {
+        AsyncTask::new(StoreTask { store: self.inner.clone(), op: Some(op) })
+    }
 }
 
 /// A streaming listing of a store directory: `readdir` as it goes, one key
 /// file open at a time, batches of metadata. `null` once exhausted.
 #[napi]
 pub struct NativeListCursor {
-  inner: Arc<Mutex<Option<core::ListCursor>>>,
+    inner: Arc<Mutex<Option<core::ListCursor>>>,
 }
 
 fn next_batch(cursor: &Mutex<Option<core::ListCursor>>, max: u32) -> CoreResult<Option<core::ListResult>> {
-  let mut guard = cursor.lock().unwrap_or_else(|p| p.into_inner());
-  match guard.as_mut() {
-    Some(c) => c.next_batch(max as usize),
-    None => Ok(None),
-  }
+    let mut guard = cursor.lock().unwrap_or_else(|p| p.into_inner());
+    match guard.as_mut() {
+        Some(c) => c.next_batch(max as usize),
+        None => Ok(None),
+    }
 }
 
 #[napi]
 impl NativeListCursor {
-  #[napi]
-  pub fn next_batch_sync(&self, max: u32) -> Result<Option<NativeListing>> {
-    Ok(next_batch(&self.inner, max).map_err(js_error)?.map(listing_to_js))
-  }
+    #[napi]
+    pub fn next_batch_sync(&self, max: u32) -> Result<Option<NativeListing>> {
+        Ok(next_batch(&self.inner, max).map_err(js_error)?.map(listing_to_js))
+    }
 
-  #[napi(ts_return_type = "Promise<NativeListing | null>")]
-  pub fn next_batch_async(&self, max: u32) -> AsyncTask<CursorTask> {
-    AsyncTask::new(CursorTask { cursor: self.inner.clone(), max })
-  }
+    #[napi(ts_return_type = "Promise<NativeListing | null>")]
+    pub fn next_batch_async(&self, max: u32) -> AsyncTask<CursorTask> {
+        AsyncTask::new(CursorTask { cursor: self.inner.clone(), max })
+    }
 
-  /// Releases the directory handle (also done when exhausted or collected).
-  #[napi]
-  pub fn close(&self) {
-    let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-    *guard = None;
-  }
+    /// Releases the directory handle (also done when exhausted or collected).
+    #[napi]
+    pub fn close(&self) {
+        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        *guard = None;
+    }
 }
 
 pub struct CursorTask {
-  cursor: Arc<Mutex<Option<core::ListCursor>>>,
-  max: u32,
+    cursor: Arc<Mutex<Option<core::ListCursor>>>,
+    max: u32,
 }
 
 impl Task for CursorTask {
-  type Output = Option<core::ListResult>;
-  type JsValue = Option<NativeListing>;
+    type Output = Option<core::ListResult>;
+    type JsValue = Option<NativeListing>;
 
-  fn compute(&mut self) -> Result<Self::Output> {
-    next_batch(&self.cursor, self.max).map_err(js_error)
-  }
+    fn compute(&mut self) -> Result<Self::Output> {
+        next_batch(&self.cursor, self.max).map_err(js_error)
+    }
 
-  fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
-    Ok(output.map(listing_to_js))
-  }
+    fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
+        Ok(output.map(listing_to_js))
+    }
 }
 
 /// The file name (`<32 hex>.ksv`) of a key given as its canonical encoding.
 #[napi]
 pub fn file_name(key: Buffer) -> String {
-  core::file_name(&key)
+    core::file_name(&key)
 }
 
 /// An LZ4 frame of `data`, written by the reference compressor (FORMAT.md §4.2).
 #[napi]
 pub fn lz4_compress(data: Buffer) -> Buffer {
-  core::codec::lz4::compress(&data).into()
+    core::codec::lz4::compress(&data).into()
 }
 
 /// The content of one standard LZ4 frame.
 #[napi]
 pub fn lz4_decompress(frame: Buffer) -> Result<Buffer> {
-  Ok(core::codec::lz4::decompress(&frame).map_err(js_error)?.into())
+    Ok(core::codec::lz4::decompress(&frame).map_err(js_error)?.into())
 }
 
 /// Removes a store directory's konserve files (see `konserve_core::delete_store`).
 #[napi]
 pub fn delete_store_sync(path: String) -> Result<()> {
-  core::delete_store(&path).map_err(js_error)
+    core::delete_store(&path).map_err(js_error)
 }
 
 #[napi(ts_return_type = "Promise<void>")]
 pub fn delete_store_async(path: String) -> AsyncTask<DeleteStoreTask> {
-  AsyncTask::new(DeleteStoreTask { path })
+    AsyncTask::new(DeleteStoreTask { path })
 }
 
 pub struct OpenTask {
-  path: String,
-  options: Option<core::Options>,
+    path: String,
+    options: Option<core::Options>,
 }
 
 impl Task for OpenTask {
-  type Output = core::FileStore;
-  type JsValue = NativeFileStore;
+    type Output = core::FileStore;
+    type JsValue = NativeFileStore;
 
-  fn compute(&mut self) -> Result<Self::Output> {
-    let options = self.options.take().expect("open task computed twice");
-    core::FileStore::open(&self.path, options).map_err(js_error)
-  }
+    fn compute(&mut self) -> Result<Self::Output> {
+        let options = self.options.take().expect("open task computed twice");
+        core::FileStore::open(&self.path, options).map_err(js_error)
+    }
 
-  fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
-    Ok(NativeFileStore { inner: Arc::new(output) })
-  }
+    fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
+        Ok(NativeFileStore { inner: Arc::new(output) })
+    }
 }
 
 pub struct DeleteStoreTask {
-  path: String,
+    path: String,
 }
 
 impl Task for DeleteStoreTask {
-  type Output = ();
-  type JsValue = ();
+    type Output = ();
+    type JsValue = ();
 
-  fn compute(&mut self) -> Result<()> {
-    core::delete_store(&self.path).map_err(js_error)
-  }
+    fn compute(&mut self) -> Result<()> {
+        core::delete_store(&self.path).map_err(js_error)
+    }
 
-  fn resolve(&mut self, _env: Env, _output: ()) -> Result<()> {
-    Ok(())
-  }
+    fn resolve(&mut self, _env: Env, _output: ()) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A store operation run on the libuv threadpool.
 pub enum Op {
-  Get(Buffer),
-  GetValue(Buffer),
-  GetMeta(Buffer),
-  Exists(Buffer),
-  Put(Vec<NativeWrite>),
-  Delete(Vec<Buffer>),
-  List,
+    Get(Buffer),
+    GetValue(Buffer),
+    GetMeta(Buffer),
+    Exists(Buffer),
+    Put(Vec<NativeWrite>),
+    Delete(Vec<Buffer>),
+    List,
 }
 
 pub enum OpOutput {
-  Entry(Option<core::Entry>),
-  /// `[flags, serializer, ...value]`, as `getValueSync` lays it out.
-  Value(Option<Vec<u8>>),
-  Meta(Option<core::MetaEntry>),
-  Bool(bool),
-  Unit,
-  Bools(Vec<bool>),
-  Listing(core::ListResult),
+    Entry(Option<core::Entry>),
+    /// `[flags, serializer, ...value]`, as `getValueSync` lays it out.
+    Value(Option<Vec<u8>>),
+    Meta(Option<core::MetaEntry>),
+    Bool(bool),
+    Unit,
+    Bools(Vec<bool>),
+    Listing(core::ListResult),
 }
 
 pub struct StoreTask {
-  store: Arc<core::FileStore>,
-  op: Option<Op>,
+    store: Arc<core::FileStore>,
+    op: Option<Op>,
 }
 
 impl Task for StoreTask {
-  type Output = OpOutput;
-  type JsValue = Unknown<'static>;
+    type Output = OpOutput;
+    type JsValue = Unknown<'static>;
 
-  fn compute(&mut self) -> Result<OpOutput> {
-    let store = &self.store;
-    // The input buffers stay referenced until `finally`, so JS cannot free them mid-write.
-    let op = self.op.as_ref().expect("task computed twice");
-    let out = match op {
-      Op::Get(k) => OpOutput::Entry(store.get(k).map_err(js_error)?),
-      Op::GetValue(k) => OpOutput::Value(
-        store
-          .read_value(k, |v| {
-            let mut out = Vec::with_capacity(v.bytes.len() + 2);
-            out.extend_from_slice(&[u8::from(v.log), v.serializer]);
-            out.extend_from_slice(v.bytes);
-            out
-          })
-          .map_err(js_error)?,
-      ),
-      Op::GetMeta(k) => OpOutput::Meta(store.get_meta(k).map_err(js_error)?),
-      Op::Exists(k) => OpOutput::Bool(store.exists(k).map_err(js_error)?),
-      Op::Put(ws) => {
-        put(store, ws).map_err(js_error)?;
-        OpOutput::Unit
-      }
-      Op::Delete(ks) => OpOutput::Bools(store.delete(&key_slices(ks)).map_err(js_error)?),
-      Op::List => OpOutput::Listing(store.list().map_err(js_error)?),
-    };
-    Ok(out)
-  }
+    fn compute(&mut self) -> Result<OpOutput> {
+        let store = &self.store;
+        // The input buffers stay referenced until `finally`, so JS cannot free them mid-write.
+        let op = self.op.as_ref().expect("task computed twice");
+        let out = match op {
+            Op::Get(k) => OpOutput::Entry(store.get(k).map_err(js_error)?),
+            Op::GetValue(k) => OpOutput::Value(
+                store
+                    .read_value(k, |v| {
+                        let mut out = Vec::with_capacity(v.bytes.len() + 2);
+                        out.extend_from_slice(&[u8::from(v.log), v.serializer]);
+                        out.extend_from_slice(v.bytes);
+                        out
+                    })
+                    .map_err(js_error)?,
+            ),
+            Op::GetMeta(k) => OpOutput::Meta(store.get_meta(k).map_err(js_error)?),
+            Op::Exists(k) => OpOutput::Bool(store.exists(k).map_err(js_error)?),
+            Op::Put(ws) => {
+                put(store, ws).map_err(js_error)?;
+                OpOutput::Unit
+            }
+            Op::Delete(ks) => OpOutput::Bools(store.delete(&key_slices(ks)).map_err(js_error)?),
+            Op::List => OpOutput::Listing(store.list().map_err(js_error)?),
+        };
+        Ok(out)
+    }
 
-  fn resolve(&mut self, env: Env, output: OpOutput) -> Result<Self::JsValue> {
-    let raw = env.raw();
-    // SAFETY: each value is converted in the env the task resolves in.
-    let value = unsafe {
-      match output {
-        OpOutput::Entry(e) => ToNapiValue::to_napi_value(raw, e.map(entry_to_js))?,
-        OpOutput::Value(v) => ToNapiValue::to_napi_value(raw, v.map(Buffer::from))?,
-        OpOutput::Meta(m) => ToNapiValue::to_napi_value(raw, m.map(meta_to_js))?,
-        OpOutput::Bool(b) => ToNapiValue::to_napi_value(raw, b)?,
-        OpOutput::Unit => ToNapiValue::to_napi_value(raw, ())?,
-        OpOutput::Bools(v) => ToNapiValue::to_napi_value(raw, v)?,
-        OpOutput::Listing(l) => ToNapiValue::to_napi_value(raw, listing_to_js(l))?,
-      }
-    };
-    Ok(unsafe { Unknown::from_raw_unchecked(raw, value) })
-  }
+    fn resolve(&mut self, env: Env, output: OpOutput) -> Result<Self::JsValue> {
+        let raw = env.raw();
+        // SAFETY: each value is converted in the env the task resolves in.
+        let value = unsafe {
+            match output {
+                OpOutput::Entry(e) => ToNapiValue::to_napi_value(raw, e.map(entry_to_js))?,
+                OpOutput::Value(v) => ToNapiValue::to_napi_value(raw, v.map(Buffer::from))?,
+                OpOutput::Meta(m) => ToNapiValue::to_napi_value(raw, m.map(meta_to_js))?,
+                OpOutput::Bool(b) => ToNapiValue::to_napi_value(raw, b)?,
+                OpOutput::Unit => ToNapiValue::to_napi_value(raw, ())?,
+                OpOutput::Bools(v) => ToNapiValue::to_napi_value(raw, v)?,
+                OpOutput::Listing(l) => ToNapiValue::to_napi_value(raw, listing_to_js(l))?,
+            }
+        };
+        Ok(unsafe { Unknown::from_raw_unchecked(raw, value) })
+    }
 }

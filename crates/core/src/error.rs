@@ -154,12 +154,7 @@ impl Error {
     /// a failed open before it gets the table's code); any other code
     /// (`Lock`, for one) applies only where the errno table names no code, so
     /// one fault has one code wherever it happens.
-    pub fn io_with_code(
-        code: ErrorCode,
-        err: io::Error,
-        what: impl Into<String>,
-        file: impl Into<PathBuf>,
-    ) -> Error {
+    pub fn io_with_code(code: ErrorCode, err: io::Error, what: impl Into<String>, file: impl Into<PathBuf>) -> Error {
         let code = match code {
             ErrorCode::Fsync if is_fsync_failure(&err) => code,
             ErrorCode::Fsync => ErrorCode::of_io(&err),

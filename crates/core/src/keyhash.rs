@@ -30,9 +30,7 @@ pub fn lock_offset_of_hash(hash: u128) -> u64 {
 
 /// Whether `name` is a key file name: exactly 32 lowercase hex digits then `.ksv`.
 pub fn is_key_file_name(name: &str) -> bool {
-    name.len() == 36
-        && name.ends_with(KEY_FILE_SUFFIX)
-        && is_lower_hex(&name.as_bytes()[..32])
+    name.len() == 36 && name.ends_with(KEY_FILE_SUFFIX) && is_lower_hex(&name.as_bytes()[..32])
 }
 
 pub(crate) fn is_lower_hex(b: &[u8]) -> bool {

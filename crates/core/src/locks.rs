@@ -53,11 +53,7 @@ impl LockTable {
     pub(crate) fn lock_until(&self, id: LockId, deadline: Option<std::time::Instant>) -> bool {
         let mut slots = self.slots();
         loop {
-            let slot = slots.entry(id).or_insert_with(|| Slot {
-                held: false,
-                waiters: 0,
-                released: Arc::new(Condvar::new()),
-            });
+            let slot = slots.entry(id).or_insert_with(|| Slot { held: false, waiters: 0, released: Arc::new(Condvar::new()) });
             if !slot.held {
                 slot.held = true;
                 return true;

@@ -16,13 +16,13 @@ pub(crate) fn next_seq() -> u64 {
 }
 
 /// The staging name for the key file `<hex32>.ksv`.
-pub(crate) fn staging_name(hex32: &str, pid: u32, seq: u64) -> String {
+pub fn staging_name(hex32: &str, pid: u32, seq: u64) -> String {
     format!(".{hex32}.{pid}.{seq}{SUFFIX}")
 }
 
 /// The `(pid, seq)` of a staging name, or `None` for any other name, including
 /// near misses (upper-case hex, a sign, leading zeros, pid 0), which we never wrote.
-pub(crate) fn parse_staging_name(name: &str) -> Option<(u32, u64)> {
+pub fn parse_staging_name(name: &str) -> Option<(u32, u64)> {
     let middle = name.strip_prefix('.')?.strip_suffix(SUFFIX)?;
     let mut parts = middle.split('.');
     let (hex, pid, seq) = (parts.next()?, parts.next()?, parts.next()?);

@@ -11,8 +11,7 @@ use std::io::{self, Write as _};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-
-pub use crate::filelock::Identity;
+use std::sync::OnceLock;
 
 /// A directory's entry names, streamed.
 pub type DirNames = Box<dyn Iterator<Item = io::Result<OsString>> + Send>;
@@ -281,7 +280,13 @@ impl Vfs for RealFs {
         how.resolve = libc::RESOLVE_CACHED;
         // SAFETY: a valid C string and a valid open_how of the size passed.
         let fd = unsafe {
-            libc::syscall(libc::SYS_openat2, libc::AT_FDCWD, c_path.as_ptr(), &how as *const libc::open_how, std::mem::size_of::<libc::open_how>())
+            libc::syscall(
+                libc::SYS_openat2,
+                libc::AT_FDCWD,
+                c_path.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
         };
         if fd < 0 {
             let e = io::Error::last_os_error();
@@ -351,13 +356,13 @@ impl Vfs for RealFs {
     }
 
     fn identity(&self) -> Identity {
-        crate::filelock::real_identity()
+        real_identity()
     }
 
     #[cfg(target_os = "linux")]
     fn process_start(&self, pid: u32) -> io::Result<Option<u64>> {
         match fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Ok(s) => match crate::filelock::parse_proc_stat(&s) {
+            Ok(s) => match parse_proc_stat(&s) {
                 Some(('Z' | 'X' | 'x', _)) => Ok(None),
                 Some((_, ticks)) => Ok(Some(ticks)),
                 None => Err(io::Error::other("an unreadable /proc/<pid>/stat")),
@@ -433,7 +438,11 @@ impl VfsFile for RealFile {
         let (Ok(offset), Ok(len)) = (libc::off64_t::try_from(offset), libc::off64_t::try_from(len)) else { return Ok(()) };
         // SAFETY: a plain system call on a descriptor we own.
         let r = unsafe { libc::sync_file_range(self.0.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
-        if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 
     fn size(&self) -> io::Result<u64> {
@@ -446,119 +455,73 @@ impl VfsFile for RealFile {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use crate::cke::{encode, Key};
-    use crate::error::ErrorCode;
-    use crate::keyhash;
-    use crate::store::{delete_store, FileStore, Options, Write};
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    use std::path::Path;
-    use std::sync::Arc;
+// --- This process, as the lock protocol (FORMAT.md §6) names it ---
 
-    fn key(s: &str) -> Vec<u8> {
-        encode(&Key::str(s))
+/// Who holds (or held) a lock: what the record says of its process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// `/proc/sys/kernel/random/boot_id`, when known.
+    pub boot_id: Option<String>,
+    /// The inode of `/proc/self/ns/pid`, when known.
+    pub pid_ns: Option<u64>,
+    /// The process id (in its pid namespace).
+    pub pid: u32,
+    /// Field 22 of `/proc/<pid>/stat` (start time in clock ticks since boot), when known.
+    pub start_ticks: Option<u64>,
+    /// The host name, when known (bytes outside `!`..`~` replaced by `_`).
+    pub host: Option<String>,
+}
+
+impl Identity {
+    /// A process of which only the pid is known.
+    pub fn unknown(pid: u32) -> Identity {
+        Identity { boot_id: None, pid_ns: None, pid, start_ticks: None, host: None }
     }
+}
 
-    fn mkfifo(path: &Path) {
-        let c = CString::new(path.as_os_str().as_bytes()).unwrap();
-        // SAFETY: a valid C string.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo {}", path.display());
+/// A printable, space-free form of a host name (FORMAT.md §6).
+pub fn clean_host(raw: &[u8]) -> Option<String> {
+    if raw.is_empty() {
+        return None;
     }
+    Some(raw.iter().map(|&b| if (0x21..=0x7e).contains(&b) { b as char } else { '_' }).collect())
+}
 
-    fn put(store: &FileStore, k: &str, v: &[u8]) {
-        store.put(&[Write { key: &key(k), serializer: 0, meta: b"\x80", value: v }]).unwrap();
-    }
-
-    /// A FIFO (or a directory) named like a key file is an error naming the
-    /// file on every read path, never a wait (issue #23 item 3).
-    #[test]
-    fn a_fifo_or_a_directory_named_like_a_key_file_is_an_error_not_a_wait() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = Arc::new(FileStore::open(tmp.path(), Options::default()).unwrap());
-        put(&store, "good", b"v");
-        for (name, make) in [("fifo", mkfifo as fn(&Path)), ("dir", |p: &Path| std::fs::create_dir(p).unwrap())] {
-            let k = key(name);
-            let path = store.file_path(&k);
-            make(&path);
-            let check = |e: crate::Error, what: &str| {
-                assert_eq!(e.code(), ErrorCode::NotAFile, "{name} {what}: {e}");
-                assert_eq!(e.file(), Some(path.as_path()), "{name} {what}");
-            };
-            check(store.get(&k).unwrap_err(), "get");
-            check(store.get_meta(&k).unwrap_err(), "get_meta");
-            check(store.read_value_into(&k, &mut [0; 64]).unwrap_err(), "read_value_into");
-            if let Err(e) = store.read_value_into_now(&k, &mut [0; 64]) {
-                check(e, "read_value_into_now");
-            }
-            check(store.open_blob(&k).err().unwrap(), "open_blob");
-            check(store.open_log(&k).err().unwrap(), "open_log");
-            check(store.log_append(&k, &[crate::log::NewRecord { serializer: 0, stamp: 1, payload: b"r" }], b"\x80").unwrap_err(), "log_append");
-            let listing = store.list().unwrap();
-            assert_eq!(listing.entries.len(), 1, "{name}: the good key is listed");
-            assert!(listing.corrupt.iter().any(|e| e.code() == ErrorCode::NotAFile && e.file() == Some(path.as_path())), "{name}: reported");
-            let mut cursor = store.list_cursor().unwrap();
-            let batch = cursor.next_batch(100).unwrap().unwrap();
-            assert!(batch.corrupt.iter().any(|e| e.code() == ErrorCode::NotAFile), "{name}: the cursor reports it");
-            if name == "fifo" {
-                std::fs::remove_file(&path).unwrap();
-            } else {
-                std::fs::remove_dir(&path).unwrap();
+/// The identity of this process on a real Linux system (or what is known of it elsewhere).
+pub fn real_identity() -> Identity {
+    static ME: OnceLock<Identity> = OnceLock::new();
+    ME.get_or_init(|| {
+        let pid = std::process::id();
+        let mut who = Identity::unknown(pid);
+        let mut buf = [0u8; 256];
+        // SAFETY: a valid buffer of the length passed.
+        if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
+            let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+            who.host = clean_host(&buf[..len]);
+        }
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok();
+            let ns = std::fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino());
+            let ticks = std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| parse_proc_stat(&s)).map(|(_, t)| t);
+            if let (Some(b), Some(ns), Some(t)) = (boot, ns, ticks) {
+                who.boot_id = clean_host(b.trim().as_bytes());
+                who.pid_ns = Some(ns);
+                who.start_ticks = Some(t);
             }
         }
-    }
+        who
+    })
+    .clone()
+}
 
-    /// A key file (or the lock file) that is a symbolic link is never
-    /// followed out of the store (issue #23 item 4).
-    #[test]
-    fn symlinked_store_files_are_not_followed() {
-        let tmp = tempfile::tempdir().unwrap();
-        let outside = tmp.path().join("outside");
-        std::fs::create_dir(&outside).unwrap();
-        let dir = tmp.path().join("store");
-        // A real key file elsewhere, and a link to it in the store under its name.
-        let other = FileStore::open(&outside, Options::default()).unwrap();
-        put(&other, "k", b"secret");
-        let name = keyhash::file_name(&key("k"));
-        std::fs::create_dir(&dir).unwrap();
-        std::os::unix::fs::symlink(outside.join(&name), dir.join(&name)).unwrap();
-        // The lock file a link to a file that does not exist yet: opening must not create it.
-        let target = tmp.path().join("created-by-the-lock");
-        std::os::unix::fs::symlink(&target, dir.join(crate::LOCK_FILE_NAME)).unwrap();
-        match FileStore::open(&dir, Options::default()) {
-            Ok(store) => {
-                let e = store.get(&key("k")).unwrap_err();
-                assert_eq!(e.code(), ErrorCode::NotAFile, "{e}");
-                assert_eq!(e.file(), Some(dir.canonicalize().unwrap().join(&name).as_path()));
-                assert_eq!(store.get_meta(&key("k")).unwrap_err().code(), ErrorCode::NotAFile);
-                let listing = store.list().unwrap();
-                assert!(listing.entries.is_empty());
-                assert_eq!(listing.corrupt.len(), 1);
-                let _ = store.lock(&[&key("k")]);
-            }
-            Err(e) => assert_eq!(e.code(), ErrorCode::NotAFile, "{e}"),
-        }
-        assert!(!target.exists(), "the lock file's link target was created outside the store");
-    }
-
-    /// deleteStore on a path that is a symbolic link to a store directory
-    /// deletes the store's files there and leaves the link and the directory.
-    #[test]
-    fn delete_store_through_a_symlink_deletes_the_files_and_keeps_link_and_directory() {
-        let tmp = tempfile::tempdir().unwrap();
-        let real = tmp.path().join("real");
-        let link = tmp.path().join("link");
-        std::fs::create_dir(&real).unwrap();
-        std::os::unix::fs::symlink(&real, &link).unwrap();
-        let store = FileStore::open(&link, Options::default()).unwrap();
-        put(&store, "a", b"1");
-        drop(store);
-        delete_store(&link).unwrap();
-        assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
-        assert!(real.is_dir());
-        assert_eq!(std::fs::read_dir(&real).unwrap().count(), 0);
-        let store = FileStore::open(&link, Options::default()).unwrap();
-        assert_eq!(store.get(&key("a")).unwrap(), None);
-    }
+/// The state letter and start ticks (field 22) of a `/proc/<pid>/stat` line.
+pub fn parse_proc_stat(s: &str) -> Option<(char, u64)> {
+    let after = &s[s.rfind(')')? + 1..];
+    let mut f = after.split_ascii_whitespace();
+    let state = f.next()?.chars().next()?;
+    // Fields 4..=21 come between the state (3) and the start time (22).
+    let ticks = f.nth(18)?.parse().ok()?;
+    Some((state, ticks))
 }

@@ -30,10 +30,10 @@
 
 use std::sync::Arc;
 
-use konserve_core::blob::{chunk_count, encode_chunked_file, CHUNK_SIZE};
-use konserve_core::cke::{self, Key};
 use konserve_core::codec::{Codec, FixedRandom, SegmentContext};
 use konserve_core::format;
+use konserve_core::format::blob::{chunk_count, encode_chunked_file, CHUNK_SIZE};
+use konserve_core::format::key::{self as cke, Key};
 use konserve_core::keyhash::{file_name, key_hash};
 use konserve_core::{FileStore, Options};
 use serde_json::{json, Value};
@@ -80,7 +80,7 @@ fn blob_files() {
             // The bytes parse back to the blob.
             let ctx = SegmentContext { secret: secret_bytes, key_hash: key_hash(&key), accept_plaintext: false };
             let parsed = format::parse_file(&file, &ctx).unwrap();
-            assert_eq!((parsed.header.flags, parsed.header.serializer), (format::FLAG_CHUNKED, 0), "{name}");
+            assert_eq!((parsed.header.flags, parsed.header.serializer), (format::file::FLAG_CHUNKED, 0), "{name}");
             assert!(parsed.key == key && parsed.meta == meta && parsed.value == data, "{name}: parse_file");
             // The store reads them, in ranges too.
             std::fs::write(store.dir().join(file_name(&key)), &file).unwrap();
@@ -125,4 +125,3 @@ fn blob_files() {
     }
     check_or_write("blobs.json", Value::Array(out));
 }
-

@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use konserve_core::cke::{encode, Key};
-use konserve_core::log::NewRecord;
+use konserve_core::format::key::{encode, Key};
+use konserve_core::format::log::NewRecord;
 use konserve_core::{ErrorCode, FileStore, Options, Write};
 
 const META: &[u8] = b"\x81\xa4type\xa6binary";

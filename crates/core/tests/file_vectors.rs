@@ -7,10 +7,9 @@
 //! `npm run vectors:regen` rewrites them; do
 //! that only for a deliberate format change, and review the diff.
 
-
-use konserve_core::cke::{self, Key};
 use konserve_core::codec::{lz4, Codec, FixedRandom, SegmentContext};
 use konserve_core::format;
+use konserve_core::format::key::{self as cke, Key};
 use konserve_core::keyhash::key_hash;
 use serde_json::{json, Value};
 
@@ -33,7 +32,10 @@ fn lz4_inputs() -> Vec<(&'static str, Vec<u8>)> {
         ("overlapping match (run of one byte)", vec![b'z'; 300]),
         ("15 literals then a match", b"0123456789abcde0123456789abcde-------------".to_vec()),
         ("long literal run (length bytes of 255)", (0..600u32).map(|i| (i * 7919 % 256) as u8).collect()),
-        ("match length of exactly 19 (4 + 15)", [b"abcdefghij".repeat(1), b"0123456789abcdefghi".to_vec(), b"0123456789abcdefghi".to_vec(), b"tail!".to_vec()].concat()),
+        (
+            "match length of exactly 19 (4 + 15)",
+            [b"abcdefghij".to_vec(), b"0123456789abcdefghi".to_vec(), b"0123456789abcdefghi".to_vec(), b"tail!".to_vec()].concat(),
+        ),
         ("text", b"konserve keeps values on disk that survive crashes, fast. konserve keeps values.".to_vec()),
         ("low-entropy pseudo-random letters", pseudo),
     ]
@@ -64,9 +66,7 @@ fn file_cases() -> Vec<FileCase> {
     let msgpack_meta = unhex("82a474797065a576616c7565a96c6173745772697465d6ff65537280"); // {type:'value', lastWrite: timestamp}
     let mut cases = Vec::new();
     let key = |s: &str| Key::str(s);
-    for (compressor, secret, label) in
-        [(0, None, "plain"), (1, None, "lz4"), (0, Some("s3cr3t"), "aes"), (1, Some("s3cr3t"), "lz4+aes")]
-    {
+    for (compressor, secret, label) in [(0, None, "plain"), (1, None, "lz4"), (0, Some("s3cr3t"), "aes"), (1, Some("s3cr3t"), "lz4+aes")] {
         cases.push(FileCase {
             name: Box::leak(format!("{label}: small value").into_boxed_str()),
             compressor,
@@ -113,12 +113,15 @@ fn key_files() {
         let codec = Codec { compressor: case.compressor, encryptor: u8::from(case.secret.is_some()) };
         let secret = case.secret.map(str::as_bytes);
         let mut rng = FixedRandom::new(fixed_random());
-        let file = format::encode_parts(codec, secret, &cke, case.serializer, &case.meta, &case.value, &mut rng)
-            .unwrap()
-            .to_vec();
+        let file = format::file::encode_parts(codec, secret, &cke, case.serializer, &case.meta, &case.value, &mut rng).unwrap().to_vec();
         let ctx = SegmentContext { secret, key_hash: key_hash(&cke), accept_plaintext: false };
         let parsed = format::parse_file(&file, &ctx).unwrap();
-        assert_eq!((parsed.key, parsed.meta.clone(), parsed.value.clone()), (cke.clone(), case.meta.clone(), case.value.clone()), "{}", case.name);
+        assert_eq!(
+            (parsed.key, parsed.meta.clone(), parsed.value.clone()),
+            (cke.clone(), case.meta.clone(), case.value.clone()),
+            "{}",
+            case.name
+        );
         if case.secret.is_some() {
             let wrong = SegmentContext { secret: Some(b"wrong"), key_hash: key_hash(&cke), accept_plaintext: false };
             assert_eq!(format::parse_file(&file, &wrong).unwrap_err().code().as_str(), "ERR_DECRYPT");

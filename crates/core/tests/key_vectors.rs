@@ -4,8 +4,8 @@
 //! name. Some keys are built here in Rust as well, so that the two encoders are
 //! compared, not only the hash.
 
-use konserve_core::cke::{self, Key};
 use konserve_core::file_name;
+use konserve_core::format::key::{self as cke, Key};
 
 struct Vector {
     name: String,

@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use konserve_core::cke::{encode, Key};
-use konserve_core::codec::keycheck::{KeyCheck, PendingRekey, KEY_CHECK_FILE_NAME, REKEY_FILE_NAME};
+use konserve_core::format::key::{encode, Key};
+use konserve_core::format::keycheck::{KeyCheck, PendingRekey, KEY_CHECK_FILE_NAME, REKEY_FILE_NAME};
 use konserve_core::{ErrorCode, FileStore, Options, Write};
 
 const META: &[u8] = b"\x81\xa4type\xa6binary";
@@ -23,7 +23,7 @@ fn put(store: &FileStore, k: &str) {
 }
 
 fn open_err(dir: &Path, options: Options) -> konserve_core::Error {
-    FileStore::open(dir, options).err().expect("the open must fail")
+    FileStore::open(dir, options).expect_err("the open must fail")
 }
 
 #[test]

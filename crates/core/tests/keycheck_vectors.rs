@@ -5,7 +5,7 @@
 //! `npm run vectors:regen` rewrites test-vectors/keycheck.json; do that only
 //! for a deliberate format change, and review the diff.
 
-use konserve_core::codec::keycheck::{KeyCheck, PendingRekey};
+use konserve_core::format::keycheck::{KeyCheck, PendingRekey};
 use serde_json::{json, Value};
 
 mod common;

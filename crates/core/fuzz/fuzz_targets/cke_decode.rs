@@ -4,7 +4,7 @@
 #![no_main]
 
 use fuzz_util::allocated_by;
-use konserve_core::cke;
+use konserve_core::format::key as cke;
 use konserve_core::ErrorCode;
 use libfuzzer_sys::fuzz_target;
 

@@ -8,7 +8,7 @@
 //! checks after it (version, flags, codec ids, total length).
 #![no_main]
 
-use konserve_core::format::{Header, FLAGS_COMMITTED_LOG, FLAG_LOG, HEADER_LEN, LOG_COMMIT_AREA};
+use konserve_core::format::file::{Header, FLAGS_COMMITTED_LOG, FLAG_LOG, HEADER_LEN, LOG_COMMIT_AREA};
 use libfuzzer_sys::fuzz_target;
 use xxhash_rust::xxh3::xxh3_64;
 

@@ -15,7 +15,7 @@
 
 use fuzz_util::allocated_by;
 use konserve_core::codec::{Codec, SegmentContext};
-use konserve_core::format::{self, HEADER_LEN};
+use konserve_core::format::{self, file::HEADER_LEN};
 use konserve_core::keyhash::key_hash;
 use konserve_core::ErrorCode;
 use libfuzzer_sys::fuzz_target;
@@ -36,17 +36,17 @@ fn reseal(file: &mut [u8]) {
     file[40..48].copy_from_slice(&header_sum.to_le_bytes());
 }
 
-fn check(file: &[u8], ctx: &SegmentContext<'_>) -> Option<format::ParsedFile> {
+fn check(file: &[u8], ctx: &SegmentContext<'_>) -> Option<format::file::ParsedFile> {
     let (result, bytes) = allocated_by(|| format::parse_file(file, ctx));
     assert!(bytes <= 1024 * file.len() + 65536, "parsing {} bytes allocated {bytes}", file.len());
     match result {
         Ok(p) => {
             assert_eq!(p.header.encode()[..], file[..HEADER_LEN]);
-            let (h, m) = format::parse_head(file, file.len() as u64, ctx).expect("parse_head agrees with parse_file");
+            let (h, m) = format::file::parse_head(file, file.len() as u64, ctx).expect("parse_head agrees with parse_file");
             assert_eq!((h, &m.key, &m.meta), (p.header, &p.key, &p.meta));
             // (A chunked blob parses to its joined bytes, which re-encode unchunked.)
             if p.header.codec == Codec::NONE && p.header.flags == 0 {
-                let again = format::encode_file(&p.key, p.header.serializer, &p.meta, &p.value).unwrap();
+                let again = format::file::encode_file(&p.key, p.header.serializer, &p.meta, &p.value).unwrap();
                 assert_eq!(again, file, "a plain file re-encodes to itself");
             }
             Some(p)

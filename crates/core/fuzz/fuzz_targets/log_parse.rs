@@ -10,7 +10,7 @@
 
 use fuzz_util::allocated_by;
 use konserve_core::codec::SegmentContext;
-use konserve_core::format::HEADER_LEN;
+use konserve_core::format::file::HEADER_LEN;
 use konserve_core::keyhash::key_hash;
 use konserve_core::log::parse_log;
 use konserve_core::ErrorCode;
@@ -43,11 +43,7 @@ fn check(file: &[u8], ctx: &SegmentContext<'_>) {
         Err(e) => assert!(
             matches!(
                 e.code(),
-                ErrorCode::Corrupt
-                    | ErrorCode::UnsupportedVersion
-                    | ErrorCode::UnsupportedCodec
-                    | ErrorCode::Decrypt
-                    | ErrorCode::NotALog
+                ErrorCode::Corrupt | ErrorCode::UnsupportedVersion | ErrorCode::UnsupportedCodec | ErrorCode::Decrypt | ErrorCode::NotALog
             ),
             "unexpected error code {}: {e}",
             e.code()

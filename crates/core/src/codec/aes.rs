@@ -98,7 +98,7 @@ pub fn open(user_key: &[u8], kind: u8, key_hash: u128, sealed: &[u8]) -> Result<
 
 /// [`open`] of a segment sealed by [`seal_at`] with this index.
 pub fn open_at(user_key: &[u8], kind: u8, key_hash: u128, index: Option<u64>, sealed: &[u8]) -> Result<Vec<u8>> {
-    if sealed.len() < OVERHEAD + 16 || (sealed.len() - OVERHEAD) % 16 != 0 {
+    if sealed.len() < OVERHEAD + 16 || !(sealed.len() - OVERHEAD).is_multiple_of(16) {
         return Err(Error::corrupt("an encrypted segment has an impossible length"));
     }
     let (body, tag) = sealed.split_at(sealed.len() - TAG_LEN);

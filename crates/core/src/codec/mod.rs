@@ -10,7 +10,6 @@ use std::borrow::Cow;
 use crate::error::{Error, ErrorCode, Result};
 
 pub mod aes;
-pub mod keycheck;
 pub mod lz4;
 
 /// Compressor id 0: none.
@@ -133,18 +132,13 @@ impl Codec {
             ));
         }
         if self.encryptor > ENCRYPTOR_AES {
-            return Err(Error::new(
-                ErrorCode::UnsupportedCodec,
-                format!("encryptor id {} is not supported by this build", self.encryptor),
-            ));
+            return Err(Error::new(ErrorCode::UnsupportedCodec, format!("encryptor id {} is not supported by this build", self.encryptor)));
         }
         Ok(())
     }
 
     fn secret<'a>(&self, ctx: &SegmentContext<'a>) -> Result<&'a [u8]> {
-        ctx.secret.ok_or_else(|| {
-            Error::new(ErrorCode::Decrypt, "the file is encrypted and the store was opened without an encryption key")
-        })
+        ctx.secret.ok_or_else(|| Error::new(ErrorCode::Decrypt, "the file is encrypted and the store was opened without an encryption key"))
     }
 
     /// A segment's stored bytes from its plain bytes (borrowed when neither

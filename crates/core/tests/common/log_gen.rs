@@ -31,12 +31,11 @@
 //! ("trim.meta", its salt and IV from "trim.random"), the commit area (seq 1),
 //! then the kept records (index >= keepFrom) copied byte for byte.
 
-use konserve_core::cke::{self, Key};
 use konserve_core::codec::{Codec, FixedRandom, SegmentContext};
+use konserve_core::format::key::{self as cke, Key};
+use konserve_core::format::log::{encode_legacy_log_head, encode_log_file, encode_record, Commit, LogRecord, NewRecord};
 use konserve_core::keyhash::key_hash;
-use konserve_core::log::{
-    append_log_file, encode_legacy_log_head, encode_log_file, encode_record, parse_log, trim_log_file, Commit, LogRecord, NewRecord,
-};
+use konserve_core::log::{append_log_file, parse_log, trim_log_file};
 use serde_json::{json, Value};
 
 use super::hex;
@@ -111,9 +110,7 @@ fn build(compressor: u8, secret: Option<&'static str>, key: &Key, meta: &[u8], r
 
 fn record_json(recs: &[LogRecord]) -> Value {
     Value::Array(
-        recs.iter()
-            .map(|r| json!({ "index": r.index, "stamp": r.stamp, "serializer": r.serializer, "bytes": hex(&r.bytes) }))
-            .collect(),
+        recs.iter().map(|r| json!({ "index": r.index, "stamp": r.stamp, "serializer": r.serializer, "bytes": hex(&r.bytes) })).collect(),
     )
 }
 

@@ -1,4 +1,5 @@
-//! A simulated, pessimistic file system for crash tests (compiled for tests only).
+//! A simulated, pessimistic file system for crash tests, behind the public
+//! I/O seam ([`konserve_core::vfs::Vfs`]): the store runs on it unchanged.
 //!
 //! The model follows RocksDB's FaultInjectionTestFS and SQLite's crash VFS:
 //! - Files and directories are inodes. A directory maps names to inodes; a
@@ -36,7 +37,7 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::vfs::{FileStat, Identity, Vfs, VfsFile};
+use konserve_core::vfs::{FileStat, Identity, Vfs, VfsFile};
 
 type Ino = u64;
 
@@ -113,7 +114,7 @@ impl FileData {
 
 /// What survives of the un-synced changes at a crash, besides torn file tails.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Writeback {
+pub enum Writeback {
     /// Nothing: every directory change not made durable by `sync_dir` is undone.
     None,
     /// The OS had written back part of it: a random prefix of each directory's
@@ -294,9 +295,7 @@ impl State {
         for name in parts {
             match self.dirs[&ino].live.get(name) {
                 Some(Node::Dir(d)) => ino = *d,
-                Some(Node::File(_)) => {
-                    return Err(io::Error::new(io::ErrorKind::NotADirectory, path.display().to_string()))
-                }
+                Some(Node::File(_)) => return Err(io::Error::new(io::ErrorKind::NotADirectory, path.display().to_string())),
                 None => return Err(not_found(path)),
             }
         }
@@ -436,7 +435,7 @@ impl State {
 /// The simulated file system. Clones share one state: a store opened on a
 /// clone sees (and crashes with) the original.
 #[derive(Clone, Debug)]
-pub(crate) struct SimFs {
+pub struct SimFs {
     state: Arc<Mutex<State>>,
     /// The process this handle acts as.
     pid: u32,
@@ -445,7 +444,7 @@ pub(crate) struct SimFs {
 impl SimFs {
     /// An empty file system (only the root directory); `seed` drives the
     /// random choices of [`crash`](Self::crash).
-    pub(crate) fn new(seed: u64) -> SimFs {
+    pub fn new(seed: u64) -> SimFs {
         SimFs { state: Arc::new(Mutex::new(State::new(seed))), pid: std::process::id() }
     }
 
@@ -456,22 +455,22 @@ impl SimFs {
     }
 
     /// The same disk, seen by another process `pid`.
-    pub(crate) fn as_process(&self, pid: u32) -> SimFs {
+    pub fn as_process(&self, pid: u32) -> SimFs {
         SimFs { state: Arc::clone(&self.state), pid }
     }
 
     /// Process `pid` dies at its `n`-th mutating call from now (that call fails).
-    pub(crate) fn kill_after(&self, pid: u32, n: u64) {
+    pub fn kill_after(&self, pid: u32, n: u64) {
         self.state().kill_at.insert(pid, n);
     }
 
     /// Whether process `pid` was killed by [`kill_after`](Self::kill_after).
-    pub(crate) fn was_killed(&self, pid: u32) -> bool {
+    pub fn was_killed(&self, pid: u32) -> bool {
         self.state().killed.contains(&pid)
     }
 
     /// A new process gets the dead `pid` (pid reuse): alive, with a new start time.
-    pub(crate) fn respawn(&self, pid: u32) {
+    pub fn respawn(&self, pid: u32) {
         let mut s = self.state();
         s.dead_pids.remove(&pid);
         s.killed.remove(&pid);
@@ -479,53 +478,53 @@ impl SimFs {
     }
 
     /// Moves the clock on.
-    pub(crate) fn advance(&self, ms: u64) {
+    pub fn advance(&self, ms: u64) {
         self.state().clock_ms += ms;
     }
 
     /// Every call named `call` fails with `errno` from now on.
-    pub(crate) fn always_fail(&self, call: &'static str, errno: i32) {
+    pub fn always_fail(&self, call: &'static str, errno: i32) {
         self.state().always_fail.insert(call, errno);
     }
 
     /// The mutating or syncing calls made so far.
-    pub(crate) fn steps(&self) -> u64 {
+    pub fn steps(&self) -> u64 {
         self.state().steps
     }
 
     /// Arms a crash: the next `n` mutating or syncing calls succeed, and every
     /// call after them fails, as if the process had died.
-    pub(crate) fn fail_after(&self, n: u64) {
+    pub fn fail_after(&self, n: u64) {
         let mut s = self.state();
         s.crash_at = Some(s.steps + n);
     }
 
     /// Arms a lone I/O error: the call `n` steps from now fails with `EIO`,
     /// and the process lives on.
-    pub(crate) fn fail_once(&self, n: u64) {
+    pub fn fail_once(&self, n: u64) {
         let mut s = self.state();
         s.fail_once_at = Some(s.steps + n);
     }
 
     /// [`fail_once`](Self::fail_once) with another errno than `EIO`.
-    pub(crate) fn fail_once_with(&self, n: u64, errno: i32) {
+    pub fn fail_once_with(&self, n: u64, errno: i32) {
         let mut s = self.state();
         s.fail_once_at = Some(s.steps + n);
         s.fail_errno = errno;
     }
 
     /// The call that [`fail_once`](Self::fail_once) made fail, once it has.
-    pub(crate) fn failed_call(&self) -> Option<&'static str> {
+    pub fn failed_call(&self) -> Option<&'static str> {
         self.state().failed_call
     }
 
     /// Whether the armed crash has happened (the process is dead).
-    pub(crate) fn is_dead(&self) -> bool {
+    pub fn is_dead(&self) -> bool {
         self.state().dead
     }
 
     /// Declares process `pid` dead, so [`Vfs::process_alive`] answers `false`.
-    pub(crate) fn kill(&self, pid: u32) {
+    pub fn kill(&self, pid: u32) {
         self.state().dead_pids.insert(pid);
     }
 
@@ -533,12 +532,12 @@ impl SimFs {
     /// except what `writeback` lets survive, un-synced file tails are torn,
     /// old handles stop working, locks are released, and the process that ran
     /// (this one's pid) counts as dead. Calls succeed again afterwards.
-    pub(crate) fn crash(&self, writeback: Writeback) {
+    pub fn crash(&self, writeback: Writeback) {
         self.state().crash(writeback);
     }
 
     /// The full content of the file at `path`, as the running process sees it.
-    pub(crate) fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+    pub fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         let s = self.state();
         let ino = s.file_ino(path)?;
         Ok(s.files[&ino].data.clone())
@@ -626,9 +625,7 @@ impl Vfs for SimFs {
         for name in components(path)? {
             dir = match s.dirs[&dir].live.get(&name) {
                 Some(Node::Dir(d)) => *d,
-                Some(Node::File(_)) => {
-                    return Err(io::Error::new(io::ErrorKind::AlreadyExists, path.display().to_string()))
-                }
+                Some(Node::File(_)) => return Err(io::Error::new(io::ErrorKind::AlreadyExists, path.display().to_string())),
                 None => {
                     let ino = s.new_ino();
                     s.dirs.insert(ino, Dir::default());
@@ -832,528 +829,5 @@ impl VfsFile for SimFile {
         s.check_generation(self.generation)?;
         s.files.get_mut(&self.ino).expect("an open inode").mark_synced();
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cke::{encode, Key};
-    use crate::error::ErrorCode;
-    use crate::staging;
-    use crate::store::{Entry, FileStore, Options, Write, LOCK_FILE_NAME};
-    use std::collections::BTreeMap;
-    use std::time::Instant;
-
-    fn p(s: &str) -> PathBuf {
-        PathBuf::from(s)
-    }
-
-    fn write_file(fs: &SimFs, path: &str, data: &[u8], sync: bool) {
-        let mut f = fs.create_new(&p(path)).unwrap();
-        f.write_all(data).unwrap();
-        if sync {
-            f.sync().unwrap();
-        }
-    }
-
-    // --- The simulator itself: the crash tests are only as good as it is. ---
-
-    #[test]
-    fn sim_keeps_only_what_was_synced() {
-        let fs = SimFs::new(7);
-        fs.create_dir_all(&p("/d")).unwrap();
-        fs.sync_dir(&p("/")).unwrap();
-        write_file(&fs, "/d/synced", b"durable", true);
-        write_file(&fs, "/d/unsynced", b"lost", false);
-        fs.sync_dir(&p("/d")).unwrap();
-        write_file(&fs, "/d/unnamed", b"data", true); // data synced, name not
-        fs.rename(&p("/d/synced"), &p("/d/moved")).unwrap(); // not durable
-        fs.crash(Writeback::None);
-        let mut names = fs.read_dir(&p("/d")).unwrap();
-        names.sort();
-        assert_eq!(names, vec![OsString::from("synced"), OsString::from("unsynced")]);
-        assert_eq!(fs.read(&p("/d/synced")).unwrap(), b"durable");
-        let torn = fs.read(&p("/d/unsynced")).unwrap();
-        assert!(torn.len() <= 4 && torn.iter().zip(b"lost").all(|(&t, &d)| t == d || t == 0), "{torn:?}");
-
-        // A rename made durable by sync_dir survives, with the inode's data.
-        fs.rename(&p("/d/synced"), &p("/d/moved")).unwrap();
-        fs.sync_dir(&p("/d")).unwrap();
-        fs.crash(Writeback::None);
-        assert_eq!(fs.read(&p("/d/moved")).unwrap(), b"durable");
-        assert!(!fs.exists(&p("/d/synced")).unwrap());
-    }
-
-    #[test]
-    fn sim_writeback_keeps_a_prefix_of_the_changes_in_order() {
-        let mut seen = BTreeSet::new();
-        for seed in 0..64 {
-            for writeback in [Writeback::Unordered, Writeback::Ordered] {
-                let fs = SimFs::new(seed);
-                fs.create_dir_all(&p("/d")).unwrap();
-                fs.sync_dir(&p("/")).unwrap();
-                fs.sync_dir(&p("/d")).unwrap();
-                write_file(&fs, "/d/a", b"data", false);
-                fs.rename(&p("/d/a"), &p("/d/b")).unwrap();
-                fs.crash(writeback);
-                let names: Vec<String> =
-                    fs.read_dir(&p("/d")).unwrap().into_iter().map(|n| n.into_string().unwrap()).collect();
-                // Never both names: a rename survives whole or not at all.
-                assert!(names.is_empty() || names == ["a"] || names == ["b"], "{names:?}");
-                if writeback == Writeback::Ordered && names == ["b"] {
-                    assert_eq!(fs.read(&p("/d/b")).unwrap(), b"data", "a surviving rename carries its data");
-                }
-                seen.insert(names);
-            }
-        }
-        assert_eq!(seen.len(), 3, "every prefix occurs for some seed");
-    }
-
-    #[test]
-    fn sim_loses_a_new_directory_whose_parent_was_not_synced() {
-        let fs = SimFs::new(1);
-        fs.create_dir_all(&p("/a/b")).unwrap();
-        fs.sync_dir(&p("/a/b")).unwrap();
-        fs.crash(Writeback::None);
-        assert!(!fs.exists(&p("/a")).unwrap());
-    }
-
-    #[test]
-    fn sim_dies_after_the_armed_step_and_old_handles_stop_working() {
-        let fs = SimFs::new(1);
-        fs.fail_after(2);
-        fs.create_dir_all(&p("/d")).unwrap();
-        let mut f = fs.create_new(&p("/d/f")).unwrap();
-        assert!(!fs.is_dead());
-        assert!(f.write_all(b"x").is_err());
-        assert!(fs.is_dead());
-        assert!(fs.read_dir(&p("/")).is_err(), "reads fail too once dead");
-        fs.crash(Writeback::None);
-        assert!(!fs.process_alive(std::process::id()));
-        assert!(fs.read_dir(&p("/")).unwrap().is_empty());
-        assert!(f.size().is_err());
-    }
-
-    // --- The store under crashes. ---
-
-    /// One step of the workload.
-    #[derive(Clone, Debug)]
-    enum Op {
-        /// One `FileStore::put` of every (key, value).
-        Put(Vec<(&'static str, Vec<u8>)>),
-        /// One `FileStore::delete` of every key.
-        Delete(Vec<&'static str>),
-    }
-
-    /// A key's state: its record, or `None` when absent.
-    type KeyState = Option<Entry>;
-
-    const META: &[u8] = b"\x80"; // an empty MessagePack map
-
-    fn key(name: &str) -> Vec<u8> {
-        encode(&Key::str(name))
-    }
-
-    fn record(value: &[u8]) -> Entry {
-        Entry { serializer: 0, meta: META.to_vec(), value: value.to_vec(), log: None }
-    }
-
-    /// Single puts, overwrites, a multi-key batch, a 256 KiB blob written
-    /// twice, single and multi-key deletes, and a key re-created after its delete.
-    fn workload() -> Vec<Op> {
-        let blob = |salt: u8| -> Vec<u8> { (0..256 * 1024u32).map(|i| (i % 251) as u8 ^ salt).collect() };
-        let v = |s: &str| s.as_bytes().to_vec();
-        vec![
-            Op::Put(vec![("a", v("a1"))]),
-            Op::Put(vec![("b", v("b1"))]),
-            Op::Put(vec![("a", v("a2, longer than a1"))]),
-            Op::Put(vec![("c", v("c1")), ("d", v("d1")), ("a", v("a3"))]),
-            Op::Put(vec![("blob", blob(1))]),
-            Op::Delete(vec!["b"]),
-            Op::Put(vec![("blob", blob(2)), ("e", Vec::new())]),
-            Op::Delete(vec!["c", "d", "never-written"]),
-            Op::Put(vec![("c", v("c2"))]),
-            Op::Delete(vec!["a"]),
-            Op::Put(vec![("d", v("d2"))]),
-        ]
-    }
-
-    /// Every key the workload touches.
-    fn universe(ops: &[Op]) -> BTreeSet<&'static str> {
-        let mut keys = BTreeSet::new();
-        for op in ops {
-            match op {
-                Op::Put(kvs) => keys.extend(kvs.iter().map(|(k, _)| *k)),
-                Op::Delete(ks) => keys.extend(ks.iter().copied()),
-            }
-        }
-        keys
-    }
-
-    /// What `op` leaves in `name`, if it touches it.
-    fn effect(op: &Op, name: &str) -> Option<KeyState> {
-        match op {
-            Op::Put(kvs) => kvs.iter().find(|(k, _)| *k == name).map(|(_, v)| Some(record(v))),
-            Op::Delete(ks) => ks.contains(&name).then_some(None),
-        }
-    }
-
-    /// The store's directory, and a fresh file system on which it exists
-    /// durably: the crash window starts at `open_with` (whose own directory
-    /// creation is tested separately).
-    fn setup(seed: u64, dir: &str) -> (SimFs, PathBuf) {
-        let (fs, dir) = (SimFs::new(seed), p(dir));
-        fs.create_dir_all(&dir).unwrap();
-        for d in dir.ancestors() {
-            fs.sync_dir(d).unwrap();
-        }
-        (fs, dir)
-    }
-
-    /// How one op of the workload ended.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    enum Outcome {
-        /// It returned `Ok`: its effect must be durable.
-        Acked,
-        /// It returned this error: its effect may or may not be there.
-        Failed(ErrorCode),
-        /// It was called after the process died: nothing of it reached the disk.
-        NotRun,
-    }
-
-    /// Opens the store and runs `ops`, one outcome per op (all `NotRun` if
-    /// the open failed). An op may fail only once the process is dead, or
-    /// after [`SimFs::fail_once`] struck.
-    fn run(fs: &SimFs, dir: &Path, options: &Options, ops: &[Op]) -> Vec<Outcome> {
-        let store = match FileStore::open_with(Arc::new(fs.clone()), dir, options.clone()) {
-            Ok(s) => s,
-            Err(e) => {
-                assert!(fs.is_dead() || fs.failed_call().is_some(), "open failed without a fault: {e}");
-                return vec![Outcome::NotRun; ops.len()];
-            }
-        };
-        ops.iter()
-            .map(|op| {
-                let dead_before = fs.is_dead();
-                let result = match op {
-                    Op::Put(kvs) => {
-                        let keys: Vec<Vec<u8>> = kvs.iter().map(|(k, _)| key(k)).collect();
-                        let writes: Vec<Write<'_>> = kvs
-                            .iter()
-                            .zip(&keys)
-                            .map(|((_, v), k)| Write { key: k, serializer: 0, meta: META, value: v })
-                            .collect();
-                        store.put(&writes)
-                    }
-                    Op::Delete(ks) => {
-                        let keys: Vec<Vec<u8>> = ks.iter().map(|k| key(k)).collect();
-                        let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-                        store.delete(&refs).map(drop)
-                    }
-                };
-                match result {
-                    Ok(()) => Outcome::Acked,
-                    Err(_) if dead_before => Outcome::NotRun,
-                    Err(e) => {
-                        assert!(fs.is_dead() || fs.failed_call().is_some(), "{op:?} failed without a fault: {e}");
-                        Outcome::Failed(e.code())
-                    }
-                }
-            })
-            .collect()
-    }
-
-    /// The states `name` may be in after a crash: what the last acknowledged
-    /// op that touched it left (absent if none), or what any later op that
-    /// failed left (it may have got partway).
-    fn allowed_states(ops: &[Op], outcomes: &[Outcome], name: &str) -> Vec<KeyState> {
-        let mut allowed = vec![None];
-        for (op, outcome) in ops.iter().zip(outcomes) {
-            match (effect(op, name), outcome) {
-                (Some(state), Outcome::Acked) => allowed = vec![state],
-                (Some(state), Outcome::Failed(_)) => allowed.push(state),
-                _ => {}
-            }
-        }
-        allowed
-    }
-
-    /// Every state `name` ever had in the workload, and absence.
-    fn any_written_state(ops: &[Op], name: &str) -> Vec<KeyState> {
-        std::iter::once(None).chain(ops.iter().filter_map(|op| effect(op, name))).collect()
-    }
-
-    fn staging_files(fs: &SimFs, dir: &Path) -> Vec<String> {
-        let names = fs.read_dir(dir).unwrap();
-        names
-            .into_iter()
-            .filter_map(|n| n.into_string().ok())
-            .filter(|n| staging::parse_staging_name(n).is_some())
-            .collect()
-    }
-
-    /// Reopens the store after a crash and checks it: each key is in one of
-    /// its allowed states (`corrupt_ok`: or reports itself corrupt), `list`
-    /// agrees with `get`, no staging file is left, and the store takes writes.
-    fn check_recovery(
-        fs: &SimFs,
-        dir: &Path,
-        options: &Options,
-        ops: &[Op],
-        allowed: impl Fn(&str) -> Vec<KeyState>,
-        corrupt_ok: bool,
-        ctx: &str,
-    ) -> usize {
-        let store = FileStore::open_with(Arc::new(fs.clone()), dir, options.clone())
-            .unwrap_or_else(|e| panic!("{ctx}: reopen failed: {e}"));
-        let (mut readable, mut damaged) = (BTreeSet::new(), 0);
-        for name in universe(ops) {
-            let got = match store.get(&key(name)) {
-                Ok(got) => got,
-                Err(e) if corrupt_ok && e.code() == ErrorCode::Corrupt => {
-                    damaged += 1;
-                    continue;
-                }
-                Err(e) => panic!("{ctx}: key {name:?} cannot be read: {e}"),
-            };
-            let allowed = allowed(name);
-            assert!(
-                allowed.contains(&got),
-                "{ctx}: key {name:?} holds {:?}, allowed: {:?}",
-                got.as_ref().map(|e| e.value.len()),
-                allowed.iter().map(|s| s.as_ref().map(|e| e.value.len())).collect::<Vec<_>>()
-            );
-            if got.is_some() {
-                readable.insert(key(name));
-            }
-        }
-        // `list` reads only heads: it lists every readable key, and reports
-        // a damaged file as corrupt or (if only its value is torn) lists it.
-        let listing = store.list().unwrap();
-        let listed: BTreeSet<Vec<u8>> = listing.entries.into_iter().map(|e| e.key).collect();
-        if corrupt_ok {
-            assert!(readable.is_subset(&listed), "{ctx}: a readable key is not listed");
-            assert_eq!(listed.len() + listing.corrupt.len(), readable.len() + damaged, "{ctx}: list and get disagree");
-            assert!(listing.corrupt.iter().all(|e| e.code() == ErrorCode::Corrupt), "{ctx}: {:?}", listing.corrupt);
-        } else {
-            assert!(listing.corrupt.is_empty(), "{ctx}: list reports corrupt files: {:?}", listing.corrupt);
-            assert_eq!(listed, readable, "{ctx}: list disagrees with get");
-        }
-        assert_eq!(staging_files(fs, dir), Vec::<String>::new(), "{ctx}: staging files left after reopen");
-        for name in fs.read_dir(dir).unwrap() {
-            let name = name.into_string().unwrap();
-            let ours =
-                name == LOCK_FILE_NAME
-                    || name == crate::codec::keycheck::KEY_CHECK_FILE_NAME
-                    || universe(ops).iter().any(|k| crate::keyhash::file_name(&key(k)) == name);
-            assert!(ours, "{ctx}: unexpected file {name:?} after reopen");
-        }
-        // The recovered store takes writes.
-        let k = key("after-recovery");
-        store.put(&[Write { key: &k, serializer: 0, meta: META, value: b"ok" }]).unwrap();
-        assert_eq!(store.get(&k).unwrap(), Some(record(b"ok")));
-        damaged
-    }
-
-    /// How many steps the workload takes with `options`, without a crash.
-    fn count_steps(options: &Options, dir: &str) -> u64 {
-        let ops = workload();
-        let (fs, dir) = setup(0, dir);
-        let start = fs.steps();
-        assert!(run(&fs, &dir, options, &ops).iter().all(|&o| o == Outcome::Acked));
-        fs.steps() - start
-    }
-
-    fn synced() -> Options {
-        Options { sync_blob: true, ..Options::default() }
-    }
-
-    /// Crashes the workload at every step, once per seed, and checks the
-    /// recovered store against what was acknowledged.
-    fn crash_at_every_step(options: Options, writeback: Writeback, seeds: &[u64], dir: &str) {
-        let started = Instant::now();
-        assert!(options.sync_blob);
-        let ops = workload();
-        let total = count_steps(&options, dir);
-        for n in 0..=total {
-            for &seed in seeds {
-                let ctx = format!("crash at step {n} of {total}, seed {seed}, {writeback:?}");
-                let (fs, dir) = setup(seed, dir);
-                fs.fail_after(n);
-                let outcomes = run(&fs, &dir, &options, &ops);
-                assert_eq!(fs.is_dead(), n < total, "{ctx}: the crash hit (or not) as armed");
-                fs.crash(writeback);
-                check_recovery(&fs, &dir, &options, &ops, |k| allowed_states(&ops, &outcomes, k), false, &ctx);
-            }
-        }
-        let runs = (total + 1) * seeds.len() as u64;
-        eprintln!("{writeback:?}: {runs} crash runs over {} crash points in {:?}", total + 1, started.elapsed());
-    }
-
-    #[test]
-    fn acknowledged_writes_survive_a_crash_at_every_step() {
-        crash_at_every_step(synced(), Writeback::None, &[1], "/sim/durable-none");
-    }
-
-    #[test]
-    fn acknowledged_writes_survive_a_crash_with_partial_writeback() {
-        crash_at_every_step(synced(), Writeback::Unordered, &[3, 4], "/sim/durable-unordered");
-    }
-
-    #[test]
-    fn acknowledged_writes_survive_a_crash_with_ordered_writeback() {
-        crash_at_every_step(synced(), Writeback::Ordered, &[6], "/sim/durable-ordered");
-    }
-
-    #[test]
-    fn acknowledged_writes_survive_a_crash_with_lz4_and_encryption() {
-        let options = Options { compressor: 1, encryption_key: Some(b"s3cr3t".to_vec()), ..synced() };
-        crash_at_every_step(options, Writeback::Unordered, &[7], "/sim/durable-codec");
-    }
-
-    #[test]
-    fn without_sync_a_crash_keeps_some_written_value_of_each_key() {
-        let options = Options { sync_blob: false, ..Options::default() };
-        let ops = workload();
-        let dir = "/sim/nosync";
-        let total = count_steps(&options, dir);
-        let mut corrupt = 0;
-        for n in 0..=total {
-            for (seed, writeback) in
-                [(1, Writeback::None), (2, Writeback::Ordered), (3, Writeback::Ordered), (4, Writeback::Unordered)]
-            {
-                let ctx = format!("crash at step {n} of {total}, seed {seed}, {writeback:?}");
-                let (fs, dir) = setup(seed, dir);
-                fs.fail_after(n);
-                run(&fs, &dir, &options, &ops);
-                fs.crash(writeback);
-                // Without fsyncs, only a file system that writes a renamed
-                // file's data before the rename (Ordered) keeps every key
-                // whole; elsewhere a torn file must at least be detected.
-                let corrupt_ok = writeback == Writeback::Unordered;
-                corrupt += check_recovery(&fs, &dir, &options, &ops, |k| any_written_state(&ops, k), corrupt_ok, &ctx);
-            }
-        }
-        eprintln!("without sync, unordered writeback: {corrupt} torn key files, all detected");
-    }
-
-    /// A lone I/O error at every step: the op that hit it fails and nothing
-    /// else does, except that after a failed fsync the store refuses every
-    /// write (the kernel may have dropped the dirty pages: "fsyncgate").
-    /// What was acknowledged then survives a crash.
-    #[test]
-    fn a_lone_io_error_fails_its_op_and_a_failed_fsync_stops_writes() {
-        let options = Options { sync_blob: true, ..Options::default() };
-        let ops = workload();
-        let dir = "/sim/eio";
-        let total = count_steps(&options, dir);
-        for n in 0..total {
-            let ctx = format!("EIO at step {n} of {total}");
-            let (fs, dir) = setup(1, dir);
-            fs.fail_once(n);
-            let outcomes = run(&fs, &dir, &options, &ops);
-            let call = fs.failed_call().unwrap_or_else(|| panic!("{ctx}: no call failed"));
-            let ctx = format!("{ctx} ({call})");
-            if outcomes.iter().all(|o| *o == Outcome::NotRun) {
-                assert!(matches!(call, "create_dir_all" | "open_lock_file"), "{ctx}: the open failed");
-            } else if let Some(first) = outcomes.iter().position(|o| *o != Outcome::Acked) {
-                let fsync = call == "sync" || call == "sync_dir";
-                if let Outcome::Failed(code) = outcomes[first] {
-                    assert_eq!(code == ErrorCode::Fsync, fsync, "{ctx}: the failed op's error code is {code:?}");
-                }
-                for later in &outcomes[first + 1..] {
-                    let expected = if fsync { Outcome::Failed(ErrorCode::StorePoisoned) } else { Outcome::Acked };
-                    assert_eq!(*later, expected, "{ctx}: an op after the failure");
-                }
-            }
-            fs.crash(Writeback::None);
-            check_recovery(&fs, &dir, &options, &ops, |k| allowed_states(&ops, &outcomes, k), false, &ctx);
-        }
-    }
-
-    /// Running out of descriptors when the directory is opened for its fsync
-    /// (EMFILE, ENFILE) is not a failed fsync: the op fails with the table's
-    /// code, and the store is not poisoned (issue #23 item 5).
-    #[test]
-    fn a_directory_that_cannot_be_opened_for_fsync_does_not_poison() {
-        let options = Options { sync_blob: true, ..Options::default() };
-        let ops = workload();
-        let dir = "/sim/emfile";
-        let total = count_steps(&options, dir);
-        let mut seen = 0;
-        for errno in [libc::EMFILE, libc::ENFILE] {
-            for n in 0..total {
-                let ctx = format!("errno {errno} at step {n} of {total}");
-                let (fs, dir) = setup(1, dir);
-                fs.fail_once_with(n, errno);
-                let outcomes = run(&fs, &dir, &options, &ops);
-                if fs.failed_call() != Some("sync_dir") {
-                    continue;
-                }
-                let Some(first) = outcomes.iter().position(|o| *o != Outcome::Acked && *o != Outcome::NotRun) else { continue };
-                seen += 1;
-                assert_eq!(outcomes[first], Outcome::Failed(ErrorCode::TooManyFiles), "{ctx}");
-                for later in &outcomes[first + 1..] {
-                    assert_eq!(*later, Outcome::Acked, "{ctx}: an op after the failure");
-                }
-            }
-        }
-        assert!(seen > 4, "only {seen} directory fsyncs failed");
-    }
-
-    #[test]
-    fn open_sweeps_staging_files_of_dead_processes_only() {
-        let (fs, dir) = setup(1, "/sim/sweep");
-        let hex = "0123456789abcdef0123456789abcdef";
-        let dead = staging::staging_name(hex, 4242, 0);
-        let live = staging::staging_name(hex, 4343, 0);
-        for name in [&dead, &live] {
-            write_file(&fs, &format!("{}/{name}", dir.display()), b"partial", true);
-        }
-        fs.sync_dir(&dir).unwrap();
-        fs.kill(4242);
-        let _store = FileStore::open_with(Arc::new(fs.clone()), &dir, Options::default()).unwrap();
-        // The sweep's removal is durable: it survives another crash.
-        fs.crash(Writeback::None);
-        assert_eq!(staging_files(&fs, &dir), vec![live]);
-    }
-
-    /// Found by this simulator (and fixed): `open_with` created the store
-    /// directory without an fsync of its parent, so on a strict POSIX file
-    /// system a crash could take the new directory, and every write
-    /// acknowledged in it, away.
-    #[test]
-    fn a_new_store_directory_survives_a_crash() {
-        let fs = SimFs::new(1);
-        let dir = p("/sim/new");
-        let store = FileStore::open_with(Arc::new(fs.clone()), &dir, Options::default()).unwrap();
-        let k = key("k");
-        store.put(&[Write { key: &k, serializer: 0, meta: META, value: b"v" }]).unwrap();
-        drop(store);
-        fs.crash(Writeback::None);
-        let store = FileStore::open_with(Arc::new(fs.clone()), &dir, Options::default()).unwrap();
-        assert_eq!(store.get(&k).unwrap(), Some(record(b"v")));
-    }
-
-    #[test]
-    fn the_workload_covers_what_it_claims() {
-        // A guard against the crash test quietly shrinking.
-        let ops = workload();
-        let by_kind = ops.iter().fold(BTreeMap::<&str, usize>::new(), |mut m, op| {
-            let kind = match op {
-                Op::Put(kvs) if kvs.len() > 1 => "batch",
-                Op::Put(kvs) if kvs[0].1.len() >= 256 * 1024 => "blob",
-                Op::Put(_) => "put",
-                Op::Delete(ks) if ks.len() > 1 => "multi-delete",
-                Op::Delete(_) => "delete",
-            };
-            *m.entry(kind).or_default() += 1;
-            m
-        });
-        for kind in ["batch", "blob", "put", "multi-delete", "delete"] {
-            assert!(by_kind.get(kind).copied().unwrap_or(0) > 0, "no {kind} in the workload");
-        }
-        assert!(count_steps(&Options::default(), "/sim/count") > 50);
     }
 }

@@ -137,9 +137,7 @@ fn is_safe_integer(f: f64) -> bool {
 }
 
 fn len32(n: usize, what: &str) -> Result<[u8; 4]> {
-    u32::try_from(n)
-        .map(u32::to_be_bytes)
-        .map_err(|_| Error::invalid_key(format!("a key {what} is longer than 2^32 - 1")))
+    u32::try_from(n).map(u32::to_be_bytes).map_err(|_| Error::invalid_key(format!("a key {what} is longer than 2^32 - 1")))
 }
 
 fn write_number(out: &mut Vec<u8>, f: f64) {
@@ -190,8 +188,7 @@ fn write_key(out: &mut Vec<u8>, key: &Key, depth: usize) -> Result<()> {
             }
         }
         Key::Map(entries) => {
-            let mut sorted: Vec<(Vec<u8>, &Key)> =
-                entries.iter().map(|(k, v)| (wtf8_encode(k), v)).collect();
+            let mut sorted: Vec<(Vec<u8>, &Key)> = entries.iter().map(|(k, v)| (wtf8_encode(k), v)).collect();
             // Unsigned byte order, a prefix first: exactly `[u8]`'s `Ord`.
             sorted.sort_by(|a, b| a.0.cmp(&b.0));
             if sorted.windows(2).any(|w| w[0].0 == w[1].0) {
@@ -240,10 +237,7 @@ fn scan_wtf8(bytes: &[u8], out: Option<&mut Vec<u16>>) -> Result<()> {
                 (cp, 3)
             }
             0xF0..=0xF4 => {
-                let cp = (u32::from(x & 0x07) << 18)
-                    | (cont(i + 1)? << 12)
-                    | (cont(i + 2)? << 6)
-                    | cont(i + 3)?;
+                let cp = (u32::from(x & 0x07) << 18) | (cont(i + 1)? << 12) | (cont(i + 2)? << 6) | cont(i + 3)?;
                 if !(0x10000..=0x10FFFF).contains(&cp) {
                     return Err(bad()); // overlong, or above U+10FFFF
                 }
@@ -604,18 +598,22 @@ mod tests {
         unsafe impl GlobalAlloc for Counting {
             unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
                 count(layout.size());
-                System.alloc(layout)
+                // SAFETY: the caller's contract, passed on to the system allocator.
+                unsafe { System.alloc(layout) }
             }
             unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
                 count(layout.size());
-                System.alloc_zeroed(layout)
+                // SAFETY: the caller's contract, passed on to the system allocator.
+                unsafe { System.alloc_zeroed(layout) }
             }
             unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
                 count(new_size.saturating_sub(layout.size()));
-                System.realloc(ptr, layout, new_size)
+                // SAFETY: the caller's contract, passed on to the system allocator.
+                unsafe { System.realloc(ptr, layout, new_size) }
             }
             unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-                System.dealloc(ptr, layout)
+                // SAFETY: the caller's contract, passed on to the system allocator.
+                unsafe { System.dealloc(ptr, layout) }
             }
         }
 
@@ -662,13 +660,13 @@ mod tests {
 
     #[test]
     fn rejects_nesting_too_deep() {
-        let mut b = vec![T_ARRAY, 0, 0, 0, 1].repeat(MAX_DEPTH);
+        let mut b = [T_ARRAY, 0, 0, 0, 1].repeat(MAX_DEPTH);
         b.push(T_NULL);
         validate(&b).unwrap();
-        let mut b = vec![T_ARRAY, 0, 0, 0, 1].repeat(MAX_DEPTH + 1);
+        let mut b = [T_ARRAY, 0, 0, 0, 1].repeat(MAX_DEPTH + 1);
         b.push(T_NULL);
         assert_eq!(validate(&b).unwrap_err().code(), ErrorCode::InvalidKey);
         // Deep garbage must not overflow the stack.
-        assert!(validate(&vec![T_ARRAY, 0, 0, 0, 1].repeat(100_000)).is_err());
+        assert!(validate(&[T_ARRAY, 0, 0, 0, 1].repeat(100_000)).is_err());
     }
 }

@@ -130,10 +130,7 @@ impl Header {
                 }
             }
             Some(n) if n == file_len => Ok(header),
-            _ => Err(Error::corrupt(format!(
-                "file is {file_len} bytes, its header says 48 + {} + {}",
-                header.meta_len, header.value_len
-            ))),
+            _ => Err(Error::corrupt(format!("file is {file_len} bytes, its header says 48 + {} + {}", header.meta_len, header.value_len))),
         }
     }
 
@@ -167,8 +164,7 @@ fn le_u64(b: &[u8]) -> u64 {
 
 /// The plain bytes of a meta segment: u32 LE key length, the key's CKE, the metadata.
 pub fn compose_meta(key_cke: &[u8], meta: &[u8]) -> Result<Vec<u8>> {
-    let k = u32::try_from(key_cke.len())
-        .map_err(|_| Error::invalid_key("a key encoding is longer than 2^32 - 1 bytes"))?;
+    let k = u32::try_from(key_cke.len()).map_err(|_| Error::invalid_key("a key encoding is longer than 2^32 - 1 bytes"))?;
     let mut plain = Vec::with_capacity(4 + key_cke.len() + meta.len());
     plain.extend_from_slice(&k.to_le_bytes());
     plain.extend_from_slice(key_cke);
@@ -282,9 +278,8 @@ pub fn encode_parts<'a>(
     let meta_plain = compose_meta(key_cke, meta)?;
     let meta_stored = codec.encode(&ctx, SegmentKind::Meta, &meta_plain, rng)?;
     let value_stored = codec.encode(&ctx, SegmentKind::Value, value, rng)?;
-    let meta_len = u32::try_from(meta_stored.len()).map_err(|_| {
-        Error::new(ErrorCode::InvalidArgument, "a key and its metadata exceed the format's 4 GiB")
-    })?;
+    let meta_len = u32::try_from(meta_stored.len())
+        .map_err(|_| Error::new(ErrorCode::InvalidArgument, "a key and its metadata exceed the format's 4 GiB"))?;
     let header = Header {
         flags: 0,
         serializer,
@@ -324,118 +319,7 @@ pub struct ParsedFile {
 pub fn parse_head(prefix: &[u8], file_len: u64, ctx: &SegmentContext<'_>) -> Result<(Header, MetaSegment)> {
     let header = Header::decode(prefix, file_len)?;
     let end = HEADER_LEN + header.meta_len as usize;
-    let stored = prefix
-        .get(HEADER_LEN..end)
-        .ok_or_else(|| Error::corrupt("file ends inside the meta segment"))?;
+    let stored = prefix.get(HEADER_LEN..end).ok_or_else(|| Error::corrupt("file ends inside the meta segment"))?;
     let meta = decode_meta(&header, ctx, stored)?;
     Ok((header, meta))
-}
-
-/// Parses a whole key file, checking everything FORMAT.md §4 lists.
-pub fn parse_file(bytes: &[u8], ctx: &SegmentContext<'_>) -> Result<ParsedFile> {
-    let (header, meta) = parse_head(bytes, bytes.len() as u64, ctx)?;
-    if header.is_log() {
-        return Err(Error::new(ErrorCode::NotALog, "the file is an append log: read it with log::parse_log"));
-    }
-    // The total length was checked against the header, so this slice is exact.
-    let value = if header.flags == FLAG_CHUNKED {
-        // A chunked blob (§4.5): every chunk checked, then concatenated.
-        crate::blob::decode_chunked_value(&header, ctx, bytes)?
-    } else {
-        decode_value(&header, ctx, &bytes[HEADER_LEN + header.meta_len as usize..])?
-    };
-    Ok(ParsedFile { header, key: meta.key, meta: meta.meta, value })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const PLAIN: SegmentContext<'static> = SegmentContext { secret: None, key_hash: 0, accept_plaintext: false };
-
-    fn parse_file(bytes: &[u8]) -> Result<ParsedFile> {
-        super::parse_file(bytes, &PLAIN)
-    }
-
-    fn sample() -> Vec<u8> {
-        encode_file(b"\x05\x00\x00\x00\x01a", 1, b"\x80", b"\x2a").unwrap()
-    }
-
-    #[test]
-    fn round_trip() {
-        let file = sample();
-        assert_eq!(file.len(), 48 + 4 + 6 + 1 + 1);
-        let p = parse_file(&file).unwrap();
-        assert_eq!(p.key, b"\x05\x00\x00\x00\x01a");
-        assert_eq!(p.meta, b"\x80");
-        assert_eq!(p.value, b"\x2a");
-        assert_eq!(p.header.serializer, 1);
-        let (h, m) = parse_head(&file[..48 + 11], file.len() as u64, &PLAIN).unwrap();
-        assert_eq!(h, p.header);
-        assert_eq!(m.key, p.key);
-    }
-
-    #[test]
-    fn every_truncation_is_corrupt() {
-        let file = sample();
-        for n in 0..file.len() {
-            assert_eq!(parse_file(&file[..n]).unwrap_err().code(), ErrorCode::Corrupt, "length {n}");
-        }
-        let mut longer = file.clone();
-        longer.push(0);
-        assert_eq!(parse_file(&longer).unwrap_err().code(), ErrorCode::Corrupt);
-    }
-
-    /// Re-seals a header after changing it, so the later checks are reached.
-    fn reseal(file: &mut [u8]) {
-        let sum = xxh3_64(&file[..40]);
-        file[40..48].copy_from_slice(&sum.to_le_bytes());
-    }
-
-    #[test]
-    fn check_order() {
-        let mut f = sample();
-        f[4] = 2;
-        assert_eq!(parse_file(&f).unwrap_err().code(), ErrorCode::Corrupt, "checksum comes before version");
-        reseal(&mut f);
-        assert_eq!(parse_file(&f).unwrap_err().code(), ErrorCode::UnsupportedVersion);
-
-        for flag in [3, 4, 0x8000_0000u32] {
-            let mut f = sample();
-            f[8..12].copy_from_slice(&flag.to_le_bytes());
-            reseal(&mut f);
-            assert_eq!(parse_file(&f).unwrap_err().code(), ErrorCode::UnsupportedCodec, "flags {flag:#x}");
-        }
-
-        for i in [6, 7] {
-            let mut f = sample();
-            f[i] = 9;
-            reseal(&mut f);
-            assert_eq!(parse_file(&f).unwrap_err().code(), ErrorCode::UnsupportedCodec);
-        }
-
-        // Lengths that overflow or disagree with the file are corrupt.
-        let mut f = sample();
-        f[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
-        reseal(&mut f);
-        assert_eq!(parse_file(&f).unwrap_err().code(), ErrorCode::Corrupt);
-
-        // A meta segment whose key length points past its end.
-        let mut f = sample();
-        f[48] = 200;
-        let sum = xxh3_64(&f[48..59]);
-        f[24..32].copy_from_slice(&sum.to_le_bytes());
-        reseal(&mut f);
-        assert_eq!(parse_file(&f).unwrap_err().code(), ErrorCode::Corrupt);
-    }
-
-    #[test]
-    fn every_flipped_byte_is_detected() {
-        let file = sample();
-        for i in 0..file.len() {
-            let mut f = file.clone();
-            f[i] ^= 0x01;
-            assert_eq!(parse_file(&f).unwrap_err().code(), ErrorCode::Corrupt, "byte {i}");
-        }
-    }
 }
