@@ -86,6 +86,8 @@ export async function connectRedisStore(options: RedisStoreOptions): Promise<Sto
       throw new KonserveError('ERR_NOT_SUPPORTED', 'konserve/redis needs the ioredis package: npm install ioredis', { cause: err })
     }
     client = new Redis(options.url, { lazyConnect: true, maxRetriesPerRequest: 3 })
+    // Failures reach the caller as the failing operation's ERR_BACKEND_UNAVAILABLE; the client reconnects by itself.
+    client.on('error', () => {})
     try {
       await client.connect()
     } catch (err) {

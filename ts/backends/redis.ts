@@ -111,10 +111,11 @@ local pos = tonumber(ARGV[1]) - tonumber(f)
 if pos < 0 then pos = 0 end
 return { tonumber(f), redis.call('LRANGE', KEYS[2], pos, pos + tonumber(ARGV[2]) - 1) }`
 
-/** The head fields of a key: KEYS main. Returns { h, t, x, f, s, length of v }. */
+/** The head fields of a key: KEYS main. Returns { h, t, x, f, s, length of v, whether it exists }. */
 const HEAD = `
 local r = redis.call('HMGET', KEYS[1], 'h', 't', 'x', 'f', 's')
 r[6] = redis.call('HSTRLEN', KEYS[1], 'v')
+r[7] = redis.call('EXISTS', KEYS[1])
 return r`
 
 const RENEW = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end`
@@ -267,8 +268,8 @@ export class RedisBacking implements Backing {
 
   /** A key's metadata from its head fields (one round trip). */
   private async metaOf(n: Names, key: Uint8Array | undefined, r: Array<Buffer | number | null>): Promise<RawMeta | undefined> {
-    const [h, t, x, f, s, vlen] = r as [Buffer | null, Buffer | null, Buffer | null, Buffer | null, Buffer | null, number]
-    if (!h) return undefined
+    const [h, t, x, f, s, vlen, exists] = r as [Buffer | null, Buffer | null, Buffer | null, Buffer | null, Buffer | null, number, number]
+    if (!h) return exists ? badKey(n) : undefined
     const length = x || t ? declaredLength(h, n.main) : h.length + Number(vlen)
     if (x && length !== h.length + LOG_COMMIT_AREA) throw corrupt('a log head whose header does not say a log', n.main)
     const d = await this.head(h, length, key, n)
