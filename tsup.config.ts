@@ -70,5 +70,8 @@ const common = {
 export default defineConfig([
   { ...common, entry: { index: 'ts/index.ts' }, format: ['cjs', 'esm'], dts: { entry: { index: 'ts/index.ts' } } },
   { ...common, entry: { cli: 'ts/cli.ts' }, format: ['cjs'] },
-  { ...common, entry: subpaths, format: ['cjs', 'esm'], esbuildPlugins: [subpathUsesIndex], dts: { entry: subpaths } },
+  { ...common, entry: subpaths, format: ['cjs', 'esm'], esbuildPlugins: [subpathUsesIndex] },
+  // Their types import the main entry's types (no copy of Store and the rest): external only here,
+  // since the JavaScript above bundles modules named index.js of its own (ts/backing/index.ts).
+  { ...common, entry: subpaths, format: ['cjs', 'esm'], external: [...common.external, /^\.\/index\.js$/], dts: { entry: subpaths, only: true } },
 ])
