@@ -1,3 +1,4 @@
+import { resolve } from 'node:path'
 import { defineConfig } from 'tsup'
 
 // The CLI calls the library through its public entry; in the build it requires the
@@ -30,6 +31,26 @@ const esmReexportsCjs = {
   },
 }
 
+// The subpath entries (konserve/keyv, konserve/unstorage, konserve/redis) use the
+// library through its built entry next to them, never a bundled second copy: their
+// imports of ts/index.ts become that entry, and of ts/errors.ts (the format code
+// they bundle throws KonserveError) the entry's KonserveError, so instanceof holds.
+const subpathUsesIndex = {
+  name: 'subpath-uses-index',
+  setup(build: { initialOptions: { format?: string }; onResolve: Function; onLoad: Function }) {
+    const entry = build.initialOptions.format === 'esm' ? './index.mjs' : './index.js'
+    build.onResolve({ filter: /^(\.\.?\/)+(index|errors)\.js$/ }, (args: { path: string; resolveDir: string }) => {
+      const target = resolve(args.resolveDir, args.path)
+      if (target === resolve('ts/index.js')) return { path: entry, external: true }
+      if (target === resolve('ts/errors.js')) return { path: 'errors', namespace: 'konserve-errors' }
+      return undefined
+    })
+    build.onResolve({ filter: /.*/, namespace: 'konserve-errors' }, () => ({ path: entry, external: true }))
+    build.onLoad({ filter: /.*/, namespace: 'konserve-errors' }, () => ({ contents: `export { KonserveError } from '${entry}'\n`, loader: 'js' }))
+  },
+}
+const subpaths = { keyv: 'ts/keyv.ts', unstorage: 'ts/unstorage.ts', redis: 'ts/redis.ts' }
+
 // The library in two module formats: CommonJS (.js) and ESM (.mjs, the
 // wrapper above), with types for each. The CLI (the package's bin) only as
 // CommonJS: a second ESM entry would make esbuild split shared shims into a
@@ -49,4 +70,8 @@ const common = {
 export default defineConfig([
   { ...common, entry: { index: 'ts/index.ts' }, format: ['cjs', 'esm'], dts: { entry: { index: 'ts/index.ts' } } },
   { ...common, entry: { cli: 'ts/cli.ts' }, format: ['cjs'] },
+  { ...common, entry: subpaths, format: ['cjs', 'esm'], esbuildPlugins: [subpathUsesIndex] },
+  // Their types import the main entry's types (no copy of Store and the rest): external only here,
+  // since the JavaScript above bundles modules named index.js of its own (ts/backing/index.ts).
+  { ...common, entry: subpaths, format: ['cjs', 'esm'], external: [...common.external, /^\.\/index\.js$/], dts: { entry: subpaths, only: true } },
 ])

@@ -7,6 +7,7 @@ import test from 'ava'
 import { Readable } from 'node:stream'
 import { KonserveError, type Metadata, type Store, addMsgpackExtension, registerSerializer } from 'konserve'
 import { type Api, type Mode, api, storeKinds } from './helpers/api.js'
+import { redisKinds } from './helpers/redis.js'
 
 const modes: Mode[] = ['sync', 'async']
 
@@ -41,8 +42,8 @@ registerSerializer({
   decode: (b) => JSON.parse(new TextDecoder().decode(b)),
 })
 
-for (const kind of storeKinds) {
-  for (const mode of modes) {
+for (const kind of [...storeKinds, ...redisKinds]) {
+  for (const mode of kind.modes ?? modes) {
     const title = (s: string) => `${kind.name} ${mode}: ${s}`
     const setup = async (options = {}): Promise<[Store, Api]> => [await kind.open(mode, options), api(mode)]
 
@@ -520,7 +521,7 @@ for (const kind of storeKinds) {
       t.is(await k.get(s, 'counter'), 8000)
     })
 
-    test(title('a sync write on a key an async op holds fails fast instead of deadlocking'), async (t) => {
+    if ((kind.modes ?? modes).includes('sync')) test(title('a sync write on a key an async op holds fails fast instead of deadlocking'), async (t) => {
       const [s, k] = await setup()
       await k.assoc(s, 'x', 0)
       const sk = api('sync')

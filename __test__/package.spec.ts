@@ -30,11 +30,14 @@ test('the main tarball holds LICENSE, README, the loader and the ESM and CJS ent
     'dist/index.d.ts',
     'dist/index.js',
     'dist/index.mjs',
+    // The subpath entries (konserve/keyv, konserve/redis, konserve/unstorage), in both formats with types.
+    ...['keyv', 'redis', 'unstorage'].flatMap((e) => [`dist/${e}.d.mts`, `dist/${e}.d.ts`, `dist/${e}.js`, `dist/${e}.mjs`]),
     'index.js',
     'package.json',
   ])
   // What the entries in package.json point at is in the tarball.
-  const entries = [pkg.main, pkg.module, pkg.types, pkg.bin.konserve, ...Object.values(pkg.exports['.']).flatMap((c) => Object.values(c as object))]
+  const conditions = Object.entries(pkg.exports as Record<string, unknown>).filter(([p]) => p !== './package.json').flatMap(([, c]) => Object.values(c as object))
+  const entries = [pkg.main, pkg.module, pkg.types, pkg.bin.konserve, ...conditions.flatMap((c) => Object.values(c as object))]
   for (const e of entries) t.true(files.includes(e.replace(/^\.\//, '')), `${e} is packed`)
   t.regex(readFileSync(join(root, 'LICENSE'), 'utf8'), /^Eclipse Public License - v 1\.0/)
   t.is(pkg.license, 'EPL-1.0')

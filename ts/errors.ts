@@ -35,6 +35,8 @@ export type ErrorCode =
   | 'ERR_NOT_SUPPORTED'
   | 'ERR_NATIVE_UNAVAILABLE'
   | 'ERR_SOURCE'
+  // A network backend's server cannot be reached or failed the command (docs/BACKENDS.md).
+  | 'ERR_BACKEND_UNAVAILABLE'
   // The store's life cycle (close, deleteStore): see README "Closing a store".
   | 'ERR_CLOSED'
   | 'ERR_STORE_DELETED'

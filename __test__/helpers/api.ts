@@ -65,6 +65,8 @@ export function tempDir(prefix = 'konserve-test-'): string {
 
 export interface StoreKind {
   name: string
+  /** The calling forms it has (default both; network stores are async only). */
+  modes?: Mode[]
   open(mode: Mode, options?: k.FsStoreOptions): Promise<k.Store>
 }
 
