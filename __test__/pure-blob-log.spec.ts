@@ -15,6 +15,7 @@ import { join } from 'node:path'
 import type { BlobSource, LogInfo, LogRecord, NewRecord } from '../ts/backing/index.js'
 import { encodeBlobFileSync } from '../ts/format/blob.js'
 import * as file from '../ts/format/file.js'
+import * as keyfile from '../ts/format/keyfile.js'
 import { encodeKey } from '../ts/format/key.js'
 import { appendLogFileSync, encodeLogFileSync } from '../ts/format/log.js'
 import { xxh3_64 } from '../ts/codec/xxhash.js'
@@ -365,12 +366,12 @@ for (const c of [{ compressor: 1, encryptor: 0 }, { compressor: 1, encryptor: 1 
     for (const i of positions) {
       const f = good.slice()
       f[i]! ^= 0x04
-      const code = await outcome(() => file.decodeKeyFileSync(f, ctx))
+      const code = await outcome(() => keyfile.decodeKeyFileSync(f, ctx))
       if (code !== 'ERR_CORRUPT') t.fail(`flipped byte ${i}: ${code}`)
-      const short = await outcome(() => file.decodeKeyFileSync(good.subarray(0, i), ctx))
+      const short = await outcome(() => keyfile.decodeKeyFileSync(good.subarray(0, i), ctx))
       if (short !== 'ERR_CORRUPT') t.fail(`truncated to ${i}: ${short}`)
     }
-    t.is(await outcome(() => file.decodeKeyFileSync(Buffer.concat([good, new Uint8Array(1)]), ctx)), 'ERR_CORRUPT', 'one byte longer')
+    t.is(await outcome(() => keyfile.decodeKeyFileSync(Buffer.concat([good, new Uint8Array(1)]), ctx)), 'ERR_CORRUPT', 'one byte longer')
     // Through the store: get, openBlob and reads fail with the code and the file.
     const sampled = [0, 10, 45, 50, 48 + metaLen + 3, 48 + metaLen + 5000, good.length - tailLen - 5, good.length - 20, good.length - 1]
     for (const i of sampled) {
