@@ -17,6 +17,7 @@ import type { NativeFileStore } from '../index.js'
 import { type CryptoProvider, webCryptoProvider } from '../ts/codec/aes.js'
 import * as file from '../ts/format/file.js'
 import * as keyfile from '../ts/format/keyfile.js'
+import { outcome } from './helpers/errors.js'
 import { encodeKey } from '../ts/format/key.js'
 import { lz4Compress, lz4Decompress } from '../ts/codec/lz4.js'
 import { fileName, xxh32, xxh3_128, xxh3_64 } from '../ts/codec/xxhash.js'
@@ -40,16 +41,6 @@ const buf = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength)
 /** Byte equality (ava's deepEqual is slow on megabytes, and tells Buffer from Uint8Array). */
 const same = (a: Uint8Array, b: Uint8Array) => buf(a).equals(buf(b))
 
-/** The error code a call fails with ('OK' if it succeeds); anything but a KonserveError fails the test. */
-async function outcome(f: () => unknown): Promise<string> {
-  try {
-    await f()
-    return 'OK'
-  } catch (err) {
-    if (err instanceof KonserveError) return err.code
-    throw new Error(`not a KonserveError: ${String(err)}`, { cause: err })
-  }
-}
 
 /** Low-entropy bytes: LZ4 finds matches in them, of every length and offset. */
 const lowEntropy = fc

@@ -16,6 +16,7 @@ import { type CryptoProvider, webCryptoProvider } from '../ts/codec/aes.js'
 import { type ChunkSink, ChunkedEncoder, blobHeader, encodeBlobFileAsync, encodeBlobFileSync, readBlobLayout } from '../ts/format/blob.js'
 import * as file from '../ts/format/file.js'
 import * as keyfile from '../ts/format/keyfile.js'
+import { outcome } from './helpers/errors.js'
 import {
   appendLogFileAsync,
   appendLogFileSync,
@@ -48,15 +49,6 @@ function blobOf(n: number): Uint8Array {
   return out
 }
 
-async function outcome(f: () => unknown): Promise<string> {
-  try {
-    await f()
-    return 'OK'
-  } catch (err) {
-    if (err instanceof KonserveError) return err.code
-    throw err
-  }
-}
 
 /** A pure store over a fresh directory holding `bytes` as the file of `keyCke`. */
 function storeWith(t: { teardown(f: () => void): void }, keyCke: Uint8Array, bytes: Uint8Array, compressor: number, secret: string | null) {
