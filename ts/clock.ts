@@ -1,9 +1,10 @@
 /**
  * The per-process last-write clock: wall time, but never behind a stamp this
  * process already gave out, so a wall-clock step back cannot make a new
- * write look old (DESIGN.md §4 lesson 10: GC swept live data after such a
- * step). A file store adds a floor kept in the store directory, shared by
- * every process that writes it: ./backends/pure/clock.ts (docs/FORMAT.md §7).
+ * write look old (GC once swept live data after such a step;
+ * docs/RELIABILITY.md promise 13). A file store adds a floor kept in the
+ * store directory, shared by every process that writes it:
+ * ./backends/pure/clock.ts (docs/FORMAT.md §7).
  */
 let last = 0
 

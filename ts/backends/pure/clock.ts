@@ -3,8 +3,9 @@
  * (docs/FORMAT.md §7), used by the pure and the native file store alike: wall
  * time, never behind a stamp any earlier process gave out in this store, and
  * never ahead of the wall clock by more than a millisecond while the wall
- * clock is honest (DESIGN.md §4 lesson 14: a watermark adopted as the next
- * process's floor drifted lastWrite a minute per process).
+ * clock is honest (a watermark adopted as the next process's floor once
+ * drifted lastWrite a minute per process; docs/RELIABILITY.md promise 13,
+ * __test__/clock.spec.ts).
  *
  * The record holds a cap H (no stamp ever issued in the store reached it), a
  * fixed floor F (no earlier boot's stamp is above it), and a projection: the
