@@ -1,5 +1,5 @@
 /**
- * The lastWrite clock across processes (ts/clock.ts, FORMAT.md §7, issue #12
+ * The lastWrite clock across processes (ts/backends/pure/clock.ts, FORMAT.md §7, issue #12
  * item 1): a stamp is never ahead of the writing process's wall clock (beyond
  * a millisecond or so), does not drift with the number of processes, and never
  * goes backwards across processes on one store, also when a process's wall

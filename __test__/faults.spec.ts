@@ -45,8 +45,8 @@
  *   FORMAT.md §7), with the clock's staging write, its fsync or its rename
  *   failing: a KonserveError with a code, naming the key; the key keeps its old
  *   value; the clock file still holds a readable watermark; nothing staged is
- *   left. (Which code, and whether a failed clock fsync poisons the store, is
- *   logged rather than asserted: see docs/RELIABILITY.md.)
+ *   left; the table's code (ERR_FSYNC for the fsync, which poisons: the clock
+ *   record is written by the one durable write of ts/backends/pure/staging.ts).
  *
  * Needs strace (Debian: `apt-get install strace`) and permission to ptrace
  * one's own child processes; .ci/run installs it. Without strace they fail.
@@ -113,9 +113,9 @@ const faults: Array<[Fault, Form[]]> = [
   [{ title: 'EIO from fsync of the second key\'s staging file', op: 'multiAssoc', syscalls: FSYNC_CALLS, errno: 'EIO', target: 'staging2', code: 'ERR_FSYNC', poisons: true, after: ['old'], after2: ['old'] }, ['sync', 'async']],
   [{ title: 'EROFS from rename of the second key', op: 'multiAssoc', syscalls: RENAME_CALLS, errno: 'EROFS', target: 'keyFile2', code: 'ERR_READ_ONLY', poisons: false, after: ['old', 'new'], after2: ['old'] }, ['sync', 'async']],
   // The clock watermark (FORMAT.md §7): raised before the write that needs it.
-  [{ title: 'ENOSPC from write of the clock file', op: 'clock', syscalls: WRITE_CALLS, errno: 'ENOSPC', target: 'clockStaging', after: ['old'] }, ['sync', 'async']],
-  [{ title: 'EIO from fsync of the clock file', op: 'clock', syscalls: FSYNC_CALLS, errno: 'EIO', target: 'clockStaging', after: ['old'] }, ['sync', 'async']],
-  [{ title: 'EROFS from rename of the clock file', op: 'clock', syscalls: RENAME_CALLS, errno: 'EROFS', target: 'clockFile', after: ['old'] }, ['sync', 'async']],
+  [{ title: 'ENOSPC from write of the clock file', op: 'clock', syscalls: WRITE_CALLS, errno: 'ENOSPC', target: 'clockStaging', code: 'ERR_NO_SPACE', poisons: false, after: ['old'] }, ['sync', 'async']],
+  [{ title: 'EIO from fsync of the clock file', op: 'clock', syscalls: FSYNC_CALLS, errno: 'EIO', target: 'clockStaging', code: 'ERR_FSYNC', poisons: true, after: ['old'] }, ['sync', 'async']],
+  [{ title: 'EROFS from rename of the clock file', op: 'clock', syscalls: RENAME_CALLS, errno: 'EROFS', target: 'clockFile', code: 'ERR_READ_ONLY', poisons: false, after: ['old'] }, ['sync', 'async']],
 ]
 
 interface Ready {

@@ -16,6 +16,8 @@ import { compressFrameSync, decompressFrameSync } from 'lz4-napi'
 import type { NativeFileStore } from '../index.js'
 import { type CryptoProvider, webCryptoProvider } from '../ts/codec/aes.js'
 import * as file from '../ts/format/file.js'
+import * as keyfile from '../ts/format/keyfile.js'
+import { outcome } from './helpers/errors.js'
 import { encodeKey } from '../ts/format/key.js'
 import { lz4Compress, lz4Decompress } from '../ts/codec/lz4.js'
 import { fileName, xxh32, xxh3_128, xxh3_64 } from '../ts/codec/xxhash.js'
@@ -39,16 +41,6 @@ const buf = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength)
 /** Byte equality (ava's deepEqual is slow on megabytes, and tells Buffer from Uint8Array). */
 const same = (a: Uint8Array, b: Uint8Array) => buf(a).equals(buf(b))
 
-/** The error code a call fails with ('OK' if it succeeds); anything but a KonserveError fails the test. */
-async function outcome(f: () => unknown): Promise<string> {
-  try {
-    await f()
-    return 'OK'
-  } catch (err) {
-    if (err instanceof KonserveError) return err.code
-    throw new Error(`not a KonserveError: ${String(err)}`, { cause: err })
-  }
-}
 
 /** Low-entropy bytes: LZ4 finds matches in them, of every length and offset. */
 const lowEntropy = fc
@@ -280,14 +272,14 @@ function blocking<T>(value: T): Promise<T> {
 const asyncFlavour = (name: string, crypto: CryptoProvider): Flavour => ({
   name,
   encode: (input) => file.encodeKeyFileAsync({ ...input, crypto }),
-  decode: (bytes, ctx) => file.decodeKeyFileAsync(bytes, { ...ctx, crypto }),
+  decode: (bytes, ctx) => keyfile.decodeKeyFileAsync(bytes, { ...ctx, crypto }),
   head: (prefix, length, ctx) => file.decodeKeyFileHeadAsync(prefix, length, { ...ctx, crypto }),
 })
 const flavours: Flavour[] = [
   {
     name: 'node:crypto sync',
     encode: async (input) => blocking(file.encodeKeyFileSync({ ...input, crypto: nodeCryptoProvider })),
-    decode: async (bytes, ctx) => blocking(file.decodeKeyFileSync(bytes, { ...ctx, crypto: nodeCryptoProvider })),
+    decode: async (bytes, ctx) => blocking(keyfile.decodeKeyFileSync(bytes, { ...ctx, crypto: nodeCryptoProvider })),
     head: async (prefix, length, ctx) => blocking(file.decodeKeyFileHeadSync(prefix, length, { ...ctx, crypto: nodeCryptoProvider })),
   },
   asyncFlavour('node:crypto async', nodeCryptoProvider),
@@ -374,7 +366,7 @@ test('header checks come in the order of FORMAT.md §4, with the core codes', as
     new DataView(f.buffer).setBigUint64(40, xxh3_64(f.subarray(0, 40)), true)
     return f
   }
-  const code = (f: Uint8Array) => outcome(() => file.decodeKeyFileSync(f, ctx))
+  const code = (f: Uint8Array) => outcome(() => keyfile.decodeKeyFileSync(f, ctx))
   const unsealed = hex(v.file)
   unsealed[4] = 2
   t.is(await code(unsealed), 'ERR_CORRUPT', 'the header checksum comes before the version')
@@ -404,7 +396,7 @@ test('argument errors: unknown codec ids, no secret, no key hash, used-up random
   t.is(await outcome(() => file.encodeKeyFileSync({ ...input, secret: null, crypto: nodeCryptoProvider })), 'ERR_DECRYPT')
   t.is(await outcome(() => file.encodeKeyFileSync({ ...input, random: hex(v.random!).subarray(0, 40), crypto: nodeCryptoProvider })), 'ERR_INVALID_ARGUMENT')
   t.is(await outcome(() => file.encodeKeyFileSync({ ...input, crypto: webCryptoProvider })), 'ERR_NOT_SUPPORTED')
-  t.is(await outcome(() => file.decodeKeyFileSync(hex(v.file), { secret: v.secret, crypto: nodeCryptoProvider })), 'ERR_INVALID_ARGUMENT')
+  t.is(await outcome(() => keyfile.decodeKeyFileSync(hex(v.file), { secret: v.secret, crypto: nodeCryptoProvider })), 'ERR_INVALID_ARGUMENT')
   // Without encryption no provider is needed, even in the blocking form.
   const plain = fileVectors.find((x) => x.encryptor === 0 && x.compressor === 1)!
   t.is(toHex(file.encodeKeyFileSync({ ...inputOf(plain), crypto: webCryptoProvider })), plain.file)
@@ -486,7 +478,7 @@ for (const { compressor, encryptor } of codecs) {
         // The core's, read by us.
         store.putSync([{ key: buf(keyCke), serializer: r.serializer, meta: buf(r.meta), value: buf(r.value) }])
         const bytes = readFileSync(store.filePath(buf(keyCke)))
-        const d = file.decodeKeyFileSync(bytes, {
+        const d = keyfile.decodeKeyFileSync(bytes, {
           secret: encryptor === 1 ? secret : undefined,
           keyHash: file.keyHashOfFileName(fileName(keyCke)),
           crypto: nodeCryptoProvider,

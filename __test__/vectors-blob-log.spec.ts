@@ -15,6 +15,8 @@ import type { LogRecord } from '../ts/backing/index.js'
 import { type CryptoProvider, webCryptoProvider } from '../ts/codec/aes.js'
 import { type ChunkSink, ChunkedEncoder, blobHeader, encodeBlobFileAsync, encodeBlobFileSync, readBlobLayout } from '../ts/format/blob.js'
 import * as file from '../ts/format/file.js'
+import * as keyfile from '../ts/format/keyfile.js'
+import { outcome } from './helpers/errors.js'
 import {
   appendLogFileAsync,
   appendLogFileSync,
@@ -31,7 +33,7 @@ import { fileName } from '../ts/codec/xxhash.js'
 import { nodeCryptoProvider } from '../ts/crypto-node.js'
 import { KonserveError } from '../ts/errors.js'
 import { createPureCodec } from '../ts/backends/pure/codec.js'
-import { PureFileBacking } from '../ts/backends/pure/store.js'
+import { openPureStore } from '../ts/backends/pure/store.js'
 
 const vectorPath = (name: string) => new URL(`../test-vectors/${name}`, import.meta.url)
 const load = <T>(name: string): T | undefined => (existsSync(vectorPath(name)) ? (JSON.parse(readFileSync(vectorPath(name), 'utf8')) as T) : undefined)
@@ -47,22 +49,13 @@ function blobOf(n: number): Uint8Array {
   return out
 }
 
-async function outcome(f: () => unknown): Promise<string> {
-  try {
-    await f()
-    return 'OK'
-  } catch (err) {
-    if (err instanceof KonserveError) return err.code
-    throw err
-  }
-}
 
 /** A pure store over a fresh directory holding `bytes` as the file of `keyCke`. */
 function storeWith(t: { teardown(f: () => void): void }, keyCke: Uint8Array, bytes: Uint8Array, compressor: number, secret: string | null) {
   const dir = mkdtempSync(join(tmpdir(), 'konserve-vectors-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   writeFileSync(join(dir, fileName(keyCke)), bytes)
-  return PureFileBacking.openSync(dir, createPureCodec(compressor, secret === null ? undefined : new TextEncoder().encode(secret)), { syncBlob: false })
+  return openPureStore.sync(dir, createPureCodec(compressor, secret === null ? undefined : new TextEncoder().encode(secret)), { syncBlob: false })
 }
 
 interface Flavour {
@@ -122,7 +115,7 @@ if (!blobs) {
         t.is(sha256(bytes), v.fileSha256, 'the whole file (sha256)')
         if (v.file !== undefined) t.is(toHex(bytes), v.file)
         const ctx = { secret: v.encryptionKey, keyHash: file.keyHash(hex(v.key)), crypto: fl.crypto }
-        const d = fl.sync ? file.decodeKeyFileSync(bytes, ctx) : await file.decodeKeyFileAsync(bytes, ctx)
+        const d = fl.sync ? keyfile.decodeKeyFileSync(bytes, ctx) : await keyfile.decodeKeyFileAsync(bytes, ctx)
         t.true(same(d.value, input.value), 'the whole blob decodes')
         t.is(toHex(d.key), v.key)
         t.is(toHex(d.meta), v.meta)
@@ -132,7 +125,7 @@ if (!blobs) {
         t.is(layout.size, v.blobLength)
         t.is(layout.chunks.length, Math.max(1, Math.ceil(v.blobLength / (1 << 20))))
         if (v.encryptionKey !== null) {
-          t.is(await outcome(() => file.decodeKeyFileAsync(bytes, { ...ctx, secret: 'wrong' })), 'ERR_DECRYPT')
+          t.is(await outcome(() => keyfile.decodeKeyFileAsync(bytes, { ...ctx, secret: 'wrong' })), 'ERR_DECRYPT')
         }
       })
     }
@@ -163,16 +156,16 @@ if (!blobs) {
       const bytes = encodeBlobFileSync(inputOf(v, nodeCryptoProvider))
       const store = storeWith(t, hex(v.key), bytes, v.compressor, v.encryptionKey)
       const blob = blobOf(v.blobLength)
-      const got = store.getSync(hex(v.key))!
+      const got = store.get.sync(hex(v.key))!
       t.true(same(got.value, blob))
       t.is(got.serializer, 0)
-      const src = store.openBlobSync(hex(v.key))!
+      const src = store.openBlob.sync(hex(v.key))!
       t.teardown(() => src.close())
       t.is(src.size, v.blobLength)
       t.is(toHex(src.meta.meta), v.meta)
       for (const [o, n] of [[0, v.blobLength], [1, 5], [(1 << 20) - 3, 7], [v.blobLength, 3]] as const) {
         if (o > v.blobLength) continue
-        t.true(same(src.readSync(o, n), blob.subarray(o, o + n)), `read ${o}+${n}`)
+        t.true(same(src.read.sync(o, n), blob.subarray(o, o + n)), `read ${o}+${n}`)
       }
       if (v.compressor === 0 && v.encryptionKey === null) {
         t.truthy(src.plain)
@@ -302,7 +295,7 @@ if (!logs) {
         else t.is(d.commit, undefined)
         const last = kept[kept.length - 1]
         t.deepEqual(d.log, last ? { firstIndex: kept[0]!.index, lastIndex: last.index, lastStamp: last.stamp } : { firstIndex: 0, lastIndex: -1, lastStamp: 0 })
-        const whole = fl.sync ? file.decodeKeyFileSync(hex(v.file), ctx) : await file.decodeKeyFileAsync(hex(v.file), ctx)
+        const whole = fl.sync ? keyfile.decodeKeyFileSync(hex(v.file), ctx) : await keyfile.decodeKeyFileAsync(hex(v.file), ctx)
         t.is(whole.value.length, 0)
         t.deepEqual(whole.log, d.log)
         t.is(whole.header.flags, v.layout === 'legacy' ? file.FLAG_LOG : file.FLAGS_COMMITTED_LOG)
@@ -316,9 +309,9 @@ if (!logs) {
     test(`log vector: ${v.name}: the pure store reads it and appends after it`, async (t) => {
       const keyCke = hex(v.key)
       const store = storeWith(t, keyCke, hex(v.file), v.compressor, v.encryptionKey)
-      const cursor = store.openLogSync(keyCke)!
+      const cursor = store.openLog.sync(keyCke)!
       const got: LogRecord[] = []
-      for (let b = cursor.nextSync(2); b; b = cursor.nextSync(2)) got.push(...b)
+      for (let b = cursor.next.sync(2); b; b = cursor.next.sync(2)) got.push(...b)
       const kept = keptOf(v)
       t.deepEqual(
         got.map((r) => ({ ...r, bytes: toHex(r.bytes) })),
@@ -326,11 +319,11 @@ if (!logs) {
       )
       const last = kept[kept.length - 1]
       const info = last ? { firstIndex: kept[0]!.index, lastIndex: last.index, lastStamp: last.stamp } : { firstIndex: 0, lastIndex: -1, lastStamp: 0 }
-      t.deepEqual(store.getMetaSync(keyCke)!.log, info)
-      t.deepEqual((await store.getAsync(keyCke))!.log, info)
+      t.deepEqual(store.getMeta.sync(keyCke)!.log, info)
+      t.deepEqual((await store.get.async(keyCke))!.log, info)
       const next = (last?.index ?? -1) + 1
       const added = { serializer: 1, stamp: 4242, bytes: new Uint8Array([1, 2, 3]) }
-      t.deepEqual(store.appendSync(keyCke, [added], new Uint8Array()), {
+      t.deepEqual(store.append.sync(keyCke, [added], new Uint8Array()), {
         firstIndex: last ? kept[0]!.index : next,
         lastIndex: next,
         lastStamp: 4242,
@@ -360,14 +353,14 @@ if (!logs) {
         const whole = encodeLogFileSync(inputOf(v, nodeCryptoProvider))
         const store = storeWith(t, keyCke, whole, v.compressor, v.encryptionKey)
         const kept = keptOf(v)
-        const info = store.trimLogSync(keyCke, v.trim!.keepFrom, hex(v.trim!.meta))
+        const info = store.trimLog.sync(keyCke, v.trim!.keepFrom, hex(v.trim!.meta))
         t.deepEqual(info, { firstIndex: kept[0]!.index, lastIndex: kept[kept.length - 1]!.index, lastStamp: kept[kept.length - 1]!.stamp })
         const after = new Uint8Array(readFileSync(store.filePath(keyCke)))
         const expected = hex(v.file)
         const metaLen = (b: Uint8Array) => new DataView(b.buffer, b.byteOffset).getUint32(12, true)
         // The meta segment has fresh salts (and so the commit's tag differs); the records are the vector's bytes.
         t.is(toHex(after.subarray(48 + metaLen(after) + 128)), toHex(expected.subarray(48 + metaLen(expected) + 128)))
-        t.is(toHex(store.getMetaSync(keyCke)!.meta), v.trim!.meta)
+        t.is(toHex(store.getMeta.sync(keyCke)!.meta), v.trim!.meta)
       })
     }
   }

@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto'
 import { createRequire } from 'node:module'
 import { webCryptoProvider } from '../ts/codec/aes.js'
 import * as file from '../ts/format/file.js'
+import * as keyfile from '../ts/format/keyfile.js'
 import { encodeKey } from '../ts/format/key.js'
 import { lz4Compress, lz4Decompress } from '../ts/codec/lz4.js'
 import { xxh32, xxh3_128, xxh3_64 } from '../ts/codec/xxhash.js'
@@ -52,12 +53,12 @@ const flavours = [
   {
     name: 'node:crypto sync',
     encode: async () => file.encodeKeyFileSync({ ...input, crypto: nodeCryptoProvider }),
-    decode: async (b: Uint8Array) => file.decodeKeyFileSync(b, { ...ctx, crypto: nodeCryptoProvider }),
+    decode: async (b: Uint8Array) => keyfile.decodeKeyFileSync(b, { ...ctx, crypto: nodeCryptoProvider }),
   },
   ...([['node:crypto async', nodeCryptoProvider], ['WebCrypto async', webCryptoProvider]] as const).map(([name, crypto]) => ({
     name,
     encode: () => file.encodeKeyFileAsync({ ...input, crypto }),
-    decode: (b: Uint8Array) => file.decodeKeyFileAsync(b, { ...ctx, crypto }),
+    decode: (b: Uint8Array) => keyfile.decodeKeyFileAsync(b, { ...ctx, crypto }),
   })),
 ]
 for (const fl of flavours) {

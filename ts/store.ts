@@ -8,13 +8,14 @@ import { resolve } from 'node:path'
 import type { Backing } from './backing/index.js'
 import { type Spec, badArgument, checkOptions, checks, fail, isSync } from './args.js'
 import { KonserveError, fromNative } from './errors.js'
-import { FileClock } from './clock.js'
+import { FileClock } from './backends/pure/clock.js'
 import { type NativeBinding, type NativeFileStore, loadNative, nativeOrWarn } from './native.js'
 import { type Serializer, type SerializerOption, SerializerSet } from './serializers.js'
 import { MemoryBacking } from './backends/memory.js'
 import { NativeFileBacking } from './backends/native.js'
 import { createPureCodec } from './backends/pure/codec.js'
-import { PureFileBacking, deleteStorePure } from './backends/pure/store.js'
+import { deleteStorePure, openPureStore } from './backends/pure/store.js'
+import { toLegacy } from './backing/legacy.js'
 
 export interface StoreOptions {
   /** Serializer for new writes: 'msgpack' (default), 'json', or your own. */
@@ -269,7 +270,7 @@ export function connectFsStore<O extends FsStoreOptions & SyncOption>(path: stri
     const native = chooseNative(opts)
     if (!native) {
       const codec = createPureCodec(openOptions.compressor, openOptions.encryptionKey, openOptions.acceptPlaintext)
-      return opened(new Store(PureFileBacking.openSync(dir, codec, openOptions), serializers, dir)) as Ret<O, Store>
+      return opened(new Store(toLegacy(openPureStore.sync(dir, codec, openOptions)), serializers, dir)) as Ret<O, Store>
     }
     // The core creates the directory, fsyncing each new level into its parent.
     let store
@@ -286,7 +287,7 @@ export function connectFsStore<O extends FsStoreOptions & SyncOption>(path: stri
     const native = chooseNative(opts)
     if (!native) {
       const codec = createPureCodec(openOptions.compressor, openOptions.encryptionKey, openOptions.acceptPlaintext)
-      return opened(new Store(await PureFileBacking.open(dir, codec, openOptions), serializers, dir))
+      return opened(new Store(toLegacy(await openPureStore.async(dir, codec, openOptions)), serializers, dir))
     }
     const store = await native.NativeFileStore.openAsync(dir, openOptions).catch((err: unknown) => {
       throw fromNative(err)

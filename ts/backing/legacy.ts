@@ -62,7 +62,10 @@ export function toLegacy(b: New.Backing): Old.Backing {
     // The old facade polls tryLock; the new lock op waits by itself: a blocking
     // backing waits here (fine for tests of a backend), an async-only one
     // starts the op on the first attempt and reports true once it is done.
-    tryLock: (k) => {
+    tryLock: (k, waited) => {
+      // A backing with a non-blocking attempt of its own (the pure file store) is polled as before.
+      const attempt = (b as { tryLock?: (keys: Uint8Array[], waitedMs?: number) => boolean }).tryLock
+      if (attempt) return attempt.call(b, k, waited)
       if (b.blocking) {
         b.lock.sync(k)
         return true

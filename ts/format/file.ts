@@ -10,16 +10,14 @@
  * primitives (../crypto-node.ts), the async form defaults to WebCrypto.
  * No `node:` imports: shared with the browser store.
  *
- * Chunked blob values (§4.5) are in blob.ts, append logs (§4.6) in log.ts;
- * `decodeKeyFile*` decodes files of every kind.
+ * The lowest module of the format layer: chunked blob values (§4.5, blob.ts)
+ * and append logs (§4.6, log.ts) build on it, and keyfile.ts decodes a whole
+ * file of every kind over all three; nothing here imports them.
  */
 import gensync, { type Handler } from 'gensync'
 import type { LogInfo } from '../backing/index.js'
 import { KonserveError } from '../errors.js'
 import { type CryptoProvider, SALT_LEN, IV_LEN, openSegment, randomBytes, sealSegment, webCryptoProvider } from '../codec/aes.js'
-// blob.ts and log.ts build on this module; their functions are only called at run time, never while modules load.
-import { decodeChunkedValue } from './blob.js'
-import { readLogInfo } from './log.js'
 import { lz4Compress, lz4Decompress } from '../codec/lz4.js'
 import { xxh3_128, xxh3_64 } from '../codec/xxhash.js'
 
@@ -445,6 +443,17 @@ function* encodeWhole(input: EncodeInput): Handler<Uint8Array> {
   return file
 }
 
+/**
+ * How many bytes the header and meta segment of a file of `fileLength` bytes
+ * take, from its first bytes `prefix` (a header's meta length, §4): what to
+ * read before `decodeKeyFileHead`. A prefix shorter than a header gives its
+ * own length (the decode then says what is wrong); never more than the file.
+ */
+export function headLength(prefix: Uint8Array, fileLength: number): number {
+  if (prefix.length < HEADER_LEN) return prefix.length
+  return Math.min(fileLength, HEADER_LEN + viewOf(prefix).getUint32(12, true))
+}
+
 function* decodeHead(prefix: Uint8Array, fileLength: number, ctx: SegmentContext): Handler<DecodedHead> {
   const header = decodeHeader(prefix, fileLength)
   const end = HEADER_LEN + header.metaLen
@@ -455,25 +464,6 @@ function* decodeHead(prefix: Uint8Array, fileLength: number, ctx: SegmentContext
   return { header, ...splitMeta(plain) }
 }
 
-function* decodeWhole(bytes: Uint8Array, context: DecodeContext): Handler<DecodedFile> {
-  const ctx = contextOf(context)
-  const head = yield* decodeHead(bytes, bytes.length, ctx)
-  const { header } = head
-  const codec: SegmentCodec = { ...ctx, compressor: header.compressor, encryptor: header.encryptor }
-  const valueStart = HEADER_LEN + header.metaLen
-  if (header.flags === FLAG_CHUNKED) {
-    const value = yield* decodeChunkedValue(bytesReader(bytes), codec, header, valueStart)
-    return { ...head, serializer: header.serializer, value }
-  }
-  if (isLogHeader(header)) {
-    const log = yield* readLogInfo(bytesReader(bytes), header, bytes, codec, bytes.length)
-    return { ...head, serializer: header.serializer, value: new Uint8Array(0), log }
-  }
-  // The total length was checked against the header, so this view is exact.
-  const value = yield* decodeValueSegment(codec, header, bytes.subarray(valueStart))
-  return { ...head, serializer: header.serializer, value }
-}
-
 const encodePartsG = gensync(encodeParts)
 const encodeWholeG = gensync(encodeWhole)
 const decodeHeadG = gensync(function* (prefix: Uint8Array, fileLength: number, context: DecodeContext) {
@@ -481,7 +471,6 @@ const decodeHeadG = gensync(function* (prefix: Uint8Array, fileLength: number, c
 })
 /** `decodeKeyFileHead*` as a gensync operation (to `yield*` in other gensync generators). */
 export const decodeKeyFileHead = decodeHeadG
-const decodeWholeG = gensync(decodeWhole)
 
 /** Encodes a key file: header + meta segment, and the value segment, to write one after the other. */
 export const encodeKeyFilePartsSync = (input: EncodeInput): EncodedParts => encodePartsG.sync(input)
@@ -490,13 +479,6 @@ export const encodeKeyFilePartsAsync = (input: EncodeInput): Promise<EncodedPart
 /** Encodes a whole key file as one buffer. */
 export const encodeKeyFileSync = (input: EncodeInput): Uint8Array => encodeWholeG.sync(input)
 export const encodeKeyFileAsync = (input: EncodeInput): Promise<Uint8Array> => encodeWholeG.async(input)
-
-/**
- * Decodes a whole key file, checking everything §4 lists: a chunked blob's
- * value is the whole blob; a log's value is empty and `log` says where it stands.
- */
-export const decodeKeyFileSync = (bytes: Uint8Array, ctx: DecodeContext): DecodedFile => decodeWholeG.sync(bytes, ctx)
-export const decodeKeyFileAsync = (bytes: Uint8Array, ctx: DecodeContext): Promise<DecodedFile> => decodeWholeG.async(bytes, ctx)
 
 /**
  * Decodes the header and meta segment from the start of a file: `prefix` holds

@@ -3,9 +3,9 @@
  * pure store's open and `rekey` use it; the core's open does the same
  * (crates/core/src/codec/keycheck.rs `check_on_open`).
  */
-import * as fs from 'node:fs'
+import gensync, { type Handler } from 'gensync'
 import { join } from 'node:path'
-import { decodeHeader, decodeKeyFileHeadSync, ENCRYPTOR_NONE, HEADER_LEN, keyHashOfFileName } from '../../format/file.js'
+import { ENCRYPTOR_NONE, HEADER_LEN, decodeHeader, decodeKeyFileHead, headLength, keyHashOfFileName } from '../../format/file.js'
 import {
   KEY_CHECK_FILE,
   KEY_CHECK_FILE_LEN,
@@ -21,112 +21,76 @@ import {
   newKeyCheck,
 } from '../../format/keycheck.js'
 import { nodeCryptoProvider } from '../../crypto-node.js'
-import { KonserveError, codeOfOsError } from '../../errors.js'
-import { fsyncDirSync } from '../../fsync.js'
+import { KonserveError } from '../../errors.js'
+import { StagingDir, stagingName } from './staging.js'
+import { KEY_FILE } from './keyfile.js'
+import * as vfs from './vfs.js'
 
-const KEY_FILE = /^[0-9a-f]{32}\.ksv$/
 const crypto = nodeCryptoProvider.sync!
-
-function ioError(err: unknown, what: string, file: string): KonserveError {
-  if (err instanceof KonserveError) {
-    if (!err.file) err.file = file
-    return err
-  }
-  return new KonserveError(codeOfOsError(err), `${what}: ${(err as Error).message}`, { file, cause: err })
-}
 
 const decrypt = (message: string, file: string) => new KonserveError('ERR_DECRYPT', message, { file })
 
 /** The bytes of `dir/name` (up to `max` + 1), or undefined when it does not exist. Never follows a link. */
-function readSmall(dir: string, name: string, max: number): Uint8Array | undefined {
+function* readSmall(dir: string, name: string, max: number): Handler<Uint8Array | undefined> {
   const file = join(dir, name)
   let fd: number
   try {
-    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK)
+    fd = yield* vfs.open(file, vfs.STORE_OPEN.r)
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-    throw ioError(err, 'cannot open the file', file)
+    if (vfs.isMissing(err)) return undefined
+    throw vfs.ioError(err, 'cannot open the file', file)
   }
   try {
-    const buf = new Uint8Array(max + 1)
-    const n = fs.readSync(fd, buf, 0, buf.length, 0)
-    return buf.subarray(0, n)
+    return yield* vfs.pread(fd, 0, max + 1)
   } catch (err) {
-    throw ioError(err, 'cannot read the file', file)
+    throw vfs.ioError(err, 'cannot read the file', file)
   } finally {
-    fs.closeSync(fd)
+    vfs.closeQuietly(fd)
   }
 }
 
 /** The store's key check, or undefined when it has none (ERR_CORRUPT when damaged). */
-export function readKeyCheckSync(dir: string): KeyCheck | undefined {
-  const bytes = readSmall(dir, KEY_CHECK_FILE, KEY_CHECK_FILE_LEN)
+export const readKeyCheck = gensync(function* (dir: string): Handler<KeyCheck | undefined> {
+  const bytes = yield* readSmall(dir, KEY_CHECK_FILE, KEY_CHECK_FILE_LEN)
   if (!bytes) return undefined
   try {
     return decodeKeyCheck(bytes)
   } catch (err) {
-    throw ioError(err, 'cannot read the key check', join(dir, KEY_CHECK_FILE))
+    throw vfs.ioError(err, 'cannot read the key check', join(dir, KEY_CHECK_FILE))
   }
-}
+})
+export const readKeyCheckSync = readKeyCheck.sync
 
 /** The store's unfinished rekey, or undefined (ERR_CORRUPT when damaged). */
-export function readPendingRekeySync(dir: string): PendingRekey | undefined {
-  const bytes = readSmall(dir, REKEY_FILE, REKEY_FILE_LEN)
+export const readPendingRekey = gensync(function* (dir: string): Handler<PendingRekey | undefined> {
+  const bytes = yield* readSmall(dir, REKEY_FILE, REKEY_FILE_LEN)
   if (!bytes) return undefined
   try {
     return decodePendingRekey(bytes)
   } catch (err) {
-    throw ioError(err, 'cannot read the rekey file', join(dir, REKEY_FILE))
+    throw vfs.ioError(err, 'cannot read the rekey file', join(dir, REKEY_FILE))
   }
-}
+})
+export const readPendingRekeySync = readPendingRekey.sync
 
+/**
+ * Staging files of the key check and the rekey file count from 10^9: the
+ * native core, in the same process, writes the same names counting from 0.
+ */
 let stageSeq = 0
 
-/** Writes `dir/name` as a key file is written (FORMAT.md §5): staging file written whole, fsync, rename, directory fsync. */
-export function writeStoreFileSync(dir: string, name: string, bytes: Uint8Array, durable: boolean): void {
-  const stage = join(dir, `.${KEY_CHECK_STAGE_HEX}.${process.pid}.${1_000_000_000 + stageSeq++}.stage`)
-  const target = join(dir, name)
-  let step = 'cannot create a staging file'
-  try {
-    const fd = fs.openSync(stage, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o644)
-    try {
-      step = 'cannot write a staging file'
-      fs.writeSync(fd, bytes)
-      step = 'cannot fsync a staging file'
-      if (durable) fs.fsyncSync(fd)
-    } finally {
-      fs.closeSync(fd)
-    }
-    step = 'cannot rename a staging file'
-    fs.renameSync(stage, target)
-  } catch (err) {
-    try {
-      fs.unlinkSync(stage)
-    } catch {
-      // never created, or already renamed
-    }
-    throw new KonserveError(step.includes('fsync') ? 'ERR_FSYNC' : codeOfOsError(err), `${step}: ${(err as Error).message}`, { file: target, cause: err })
-  }
-  if (durable) syncDir(dir)
-}
+/** Writes `staging.dir/name` by the durable write of ./staging.ts, as a key file is written. */
+export const writeStoreFile = gensync(function* (staging: StagingDir, name: string, bytes: Uint8Array): Handler<void> {
+  yield* staging.writeFile(stagingName(KEY_CHECK_STAGE_HEX, 1_000_000_000 + stageSeq++), join(staging.dir, name), [bytes])
+})
+export const writeStoreFileSync = (dir: string, name: string, bytes: Uint8Array, durable: boolean): void =>
+  writeStoreFile.sync(new StagingDir(dir, durable), name, bytes)
 
-/** Removes `dir/name` durably (unlink, directory fsync); a missing file is fine. */
-export function removeStoreFileSync(dir: string, name: string, durable: boolean): void {
-  try {
-    fs.unlinkSync(join(dir, name))
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError(err, 'cannot remove the file', join(dir, name))
-  }
-  if (durable) syncDir(dir)
-}
-
-function syncDir(dir: string): void {
-  try {
-    fsyncDirSync(dir)
-  } catch (err) {
-    throw new KonserveError('ERR_FSYNC', `cannot fsync the store directory: ${(err as Error).message}`, { file: dir, cause: err })
-  }
-}
+/** Removes `staging.dir/name` durably (unlink, directory fsync); a missing file is fine. */
+export const removeStoreFile = gensync(function* (staging: StagingDir, name: string): Handler<void> {
+  if (!(yield* staging.remove(join(staging.dir, name), 'cannot remove the file'))) yield* staging.syncDir()
+})
+export const removeStoreFileSync = (dir: string, name: string, durable: boolean): void => removeStoreFile.sync(new StagingDir(dir, durable), name)
 
 /** Whether `key` is the key of `check`. */
 export const matchesKey = (check: KeyCheck, key: Uint8Array): boolean => keyCheckMatches(crypto, check, key)
@@ -138,8 +102,6 @@ export interface StoreKeyOptions {
   secret?: Uint8Array
   /** Read plaintext files too (a migration to encryption). */
   acceptPlaintext?: boolean
-  /** fsync what is written. */
-  durable: boolean
 }
 
 /**
@@ -150,14 +112,15 @@ export interface StoreKeyOptions {
  * once every key file is encrypted and one authenticates with it, and refuses
  * a store that holds plaintext files unless `acceptPlaintext`.
  */
-export function checkStoreKeySync(dir: string, o: StoreKeyOptions): void {
-  if (readPendingRekeySync(dir)) {
+export const checkStoreKey = gensync(function* (staging: StagingDir, o: StoreKeyOptions): Handler<void> {
+  const dir = staging.dir
+  if (yield* readPendingRekey(dir)) {
     throw decrypt(
       'the store has an unfinished rekey: run rekey(dir, { from, to }) again with the same keys to finish it before opening the store',
       join(dir, REKEY_FILE),
     )
   }
-  const check = readKeyCheckSync(dir)
+  const check = yield* readKeyCheck(dir)
   const file = join(dir, KEY_CHECK_FILE)
   if (!o.secret) {
     if (check) throw decrypt('the store is encrypted (it has a key check): open it with its encryptor, or make it plaintext with rekey(dir, { from, to: null })', file)
@@ -167,27 +130,46 @@ export function checkStoreKeySync(dir: string, o: StoreKeyOptions): void {
     if (!matchesKey(check, o.secret)) throw decrypt("wrong encryption key: the key does not match the store's key check", file)
     return
   }
-  adopt(dir, o.secret, o)
-}
+  yield* adopt(staging, o.secret, o)
+})
+export const checkStoreKeySync = (dir: string, o: StoreKeyOptions & { durable: boolean }): void => checkStoreKey.sync(new StagingDir(dir, o.durable), o)
 
-/** A keyed open of a store without a key check: see checkStoreKeySync. */
-function adopt(dir: string, secret: Uint8Array, o: StoreKeyOptions): void {
+/** A keyed open of a store without a key check: see checkStoreKey. */
+function* adopt(staging: StagingDir, secret: Uint8Array, o: StoreKeyOptions): Handler<void> {
+  const dir = staging.dir
   let verified = false
-  for (const name of fs.readdirSync(dir)) {
+  let names: string[]
+  try {
+    names = yield* vfs.readdir(dir)
+  } catch (err) {
+    throw vfs.ioError(err, 'cannot list the store directory', dir)
+  }
+  for (const name of names) {
     if (!KEY_FILE.test(name)) continue
     const file = join(dir, name)
     let fd: number
     try {
-      fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK)
+      fd = yield* vfs.open(file, vfs.STORE_OPEN.r)
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue
-      throw ioError(err, 'cannot open the key file', file)
+      if (vfs.isMissing(err)) continue
+      throw vfs.ioError(err, 'cannot open the key file', file)
     }
     try {
-      const size = fs.fstatSync(fd).size
-      const head = new Uint8Array(HEADER_LEN)
+      let size: number
+      let head: Uint8Array
+      try {
+        size = yield* vfs.regularFileSize(fd, file, 'cannot read the key file')
+      } catch (err) {
+        if ((err as KonserveError).code === 'ERR_NOT_A_FILE') continue
+        throw vfs.ioError(err, 'cannot stat the key file', file)
+      }
       // A damaged file is left for the reads that meet it to report.
-      if (fs.readSync(fd, head, 0, HEADER_LEN, 0) < HEADER_LEN) continue
+      try {
+        head = yield* vfs.pread(fd, 0, HEADER_LEN)
+      } catch {
+        continue
+      }
+      if (head.length < HEADER_LEN) continue
       let header
       try {
         header = decodeHeader(head, size)
@@ -202,17 +184,23 @@ function adopt(dir: string, secret: Uint8Array, o: StoreKeyOptions): void {
         )
       }
       if (verified) continue
-      const prefix = new Uint8Array(HEADER_LEN + header.metaLen)
-      if (fs.readSync(fd, prefix, 0, prefix.length, 0) < prefix.length) continue
+      const need = headLength(head, size)
+      let prefix: Uint8Array
       try {
-        decodeKeyFileHeadSync(prefix, size, { secret, keyHash: keyHashOfFileName(name), crypto: nodeCryptoProvider })
+        prefix = yield* vfs.pread(fd, 0, need)
+      } catch {
+        continue
+      }
+      if (prefix.length < need) continue
+      try {
+        yield* decodeKeyFileHead(prefix, size, { secret, keyHash: keyHashOfFileName(name), crypto: nodeCryptoProvider })
         verified = true
       } catch (err) {
         if ((err as KonserveError).code === 'ERR_DECRYPT') throw decrypt("wrong encryption key: the store's files do not authenticate with it", file)
       }
     } finally {
-      fs.closeSync(fd)
+      vfs.closeQuietly(fd)
     }
   }
-  writeStoreFileSync(dir, KEY_CHECK_FILE, encodeKeyCheck(checkOfKey(secret)), o.durable)
+  yield* writeStoreFile(staging, KEY_CHECK_FILE, encodeKeyCheck(checkOfKey(secret)))
 }

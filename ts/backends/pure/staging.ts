@@ -1,0 +1,225 @@
+/**
+ * Staging files and the durable write (docs/FORMAT.md §5, crates/core/src/
+ * staging.rs): the ONE path by which the pure engine replaces a file, whether
+ * a key file, a blob, a log rewrite, the key check or the clock record.
+ *
+ * A write creates a uniquely named staging file `.<32 hex>.<pid>.<seq>.stage`
+ * (O_EXCL), writes it whole, fsyncs it, closes it, renames it over the
+ * target, then fsyncs the directory, and only then returns. A failed fsync
+ * poisons the writer (ERR_FSYNC, then ERR_STORE_POISONED for every write until
+ * the store is reopened): the kernel may have dropped the dirty pages, and a
+ * retry would wrongly succeed. Staging files of this process are registered
+ * while in flight, so the sweep on open never takes a live one.
+ */
+import type { Handler } from 'gensync'
+import { join } from 'node:path'
+import { KonserveError } from '../../errors.js'
+import { isFsyncFailure } from '../../fsync.js'
+import { processAlive } from './filelock.js'
+import * as vfs from './vfs.js'
+
+/** A staging file's name: `.<hex32>.<pid>.<seq>.stage` (pid and seq canonical decimals). */
+export const STAGING = /^\.([0-9a-f]{32})\.([1-9][0-9]*)\.(0|[1-9][0-9]*)\.stage$/
+
+/** The staging name of a write to a file whose name starts with (or whose fixed name is) `hex32`. */
+export const stagingName = (hex32: string, seq: number): string => `.${hex32}.${process.pid}.${seq}.stage`
+
+/** This process's staging files that exist or are about to, by path: the sweep on open leaves them. */
+const inFlight = new Set<string>()
+
+/** A staging file being written. */
+export interface Staged {
+  readonly path: string
+  fd: number
+  /** Whether `fd` is still open. */
+  open: boolean
+}
+
+/** What each step of a durable write reports when it fails (the target's kind). */
+export interface WriteSteps {
+  /** Names the staging file: 'cannot create a staging file'. */
+  create: string
+  write: string
+  fsync: string
+  /** Names the target. */
+  rename: string
+}
+
+export const KEY_FILE_STEPS: WriteSteps = {
+  create: 'cannot create a staging file',
+  write: 'cannot write a staging file',
+  fsync: 'cannot fsync a staging file',
+  rename: 'cannot rename a staging file over the key file',
+}
+
+/**
+ * The durable writes into one store directory, and its poison: the store's
+ * (one per open store), or one of its own for a file written outside a store
+ * (the key check on open, the clock record of a native store).
+ */
+export class StagingDir {
+  private poisoned = false
+
+  constructor(
+    readonly dir: string,
+    /** fsync what is written (the store's `syncBlob`). */
+    readonly durable: boolean,
+  ) {}
+
+  /** ERR_STORE_POISONED once an fsync failed. */
+  checkWritable(): void {
+    if (this.poisoned) {
+      throw new KonserveError(
+        'ERR_STORE_POISONED',
+        'an earlier fsync failed, so durability cannot be promised; reopen the store to write again',
+        { file: this.dir },
+      )
+    }
+  }
+
+  /** The error of a failed fsync step, poisoning the writer unless the fsync itself never ran (out of descriptors). */
+  fsyncFailed(err: unknown, what: string, file: string): KonserveError {
+    if (!isFsyncFailure(err)) return vfs.ioError(err, what, file)
+    this.poisoned = true
+    return vfs.ioError(err, what, file, 'ERR_FSYNC')
+  }
+
+  /** fsync of an open file (when durable). */
+  *fsync(fd: number, what: string, file: string): Handler<void> {
+    if (!this.durable) return
+    try {
+      yield* vfs.fsync(fd)
+    } catch (err) {
+      throw this.fsyncFailed(err, what, file)
+    }
+  }
+
+  /** fsync of the directory (when durable): makes renames and removals durable. */
+  *syncDir(): Handler<void> {
+    if (!this.durable) return
+    try {
+      yield* vfs.syncDir(this.dir)
+    } catch (err) {
+      throw this.fsyncFailed(err, 'cannot fsync the store directory', this.dir)
+    }
+  }
+
+  /** Creates the staging file `name` (O_EXCL), registered as in flight. */
+  *create(name: string, steps: WriteSteps = KEY_FILE_STEPS): Handler<Staged> {
+    const path = join(this.dir, name)
+    inFlight.add(path)
+    try {
+      return { path, fd: yield* vfs.open(path, vfs.CREATE_NEW, 0o644), open: true }
+    } catch (err) {
+      inFlight.delete(path)
+      throw vfs.ioError(err, steps.create, path)
+    }
+  }
+
+  /** Writes `bytes` at `pos` of a staging file. */
+  *write(s: Staged, bytes: Uint8Array, pos: number, steps: WriteSteps = KEY_FILE_STEPS): Handler<void> {
+    try {
+      yield* vfs.writeAll(s.fd, bytes, pos)
+    } catch (err) {
+      throw vfs.ioError(err, steps.write, s.path)
+    }
+  }
+
+  /** fsync (when durable) and close of a staging file written whole: ready to be renamed. */
+  *seal(s: Staged, steps: WriteSteps = KEY_FILE_STEPS): Handler<void> {
+    this.checkWritable()
+    yield* this.fsync(s.fd, steps.fsync, s.path)
+    s.open = false
+    try {
+      yield* vfs.close(s.fd)
+    } catch (err) {
+      throw vfs.ioError(err, 'cannot close a staging file', s.path)
+    }
+  }
+
+  /** Renames a sealed staging file over `target` (no directory fsync: see `commit`). */
+  *rename(s: Staged, target: string, steps: WriteSteps = KEY_FILE_STEPS): Handler<void> {
+    try {
+      yield* vfs.rename(s.path, target)
+    } catch (err) {
+      throw vfs.ioError(err, steps.rename, target)
+    }
+    inFlight.delete(s.path)
+  }
+
+  /** The end of one durable write: seal, rename over `target`, directory fsync. */
+  *commit(s: Staged, target: string, steps: WriteSteps = KEY_FILE_STEPS): Handler<void> {
+    yield* this.seal(s, steps)
+    yield* this.rename(s, target, steps)
+    yield* this.syncDir()
+  }
+
+  /** Closes and removes a staging file that will not be committed (idempotent; a no-op after its rename). */
+  drop(s: Staged): void {
+    if (s.open) {
+      s.open = false
+      vfs.closeQuietly(s.fd)
+    }
+    if (inFlight.has(s.path)) {
+      vfs.unlinkQuietly(s.path)
+      inFlight.delete(s.path)
+    }
+  }
+
+  /**
+   * The durable write of a whole file: `parts` one after the other into the
+   * staging file `name`, then `commit` over `target`. Nothing is left behind
+   * on failure.
+   */
+  *writeFile(name: string, target: string, parts: Uint8Array[], steps: WriteSteps = KEY_FILE_STEPS): Handler<void> {
+    this.checkWritable()
+    const s = yield* this.create(name, steps)
+    try {
+      let pos = 0
+      for (const p of parts) {
+        yield* this.write(s, p, pos, steps)
+        pos += p.length
+      }
+      yield* this.commit(s, target, steps)
+    } finally {
+      this.drop(s)
+    }
+  }
+
+  /** A durable removal: unlink (a missing file is fine), directory fsync. Returns whether it existed. */
+  *remove(file: string, what: string): Handler<boolean> {
+    this.checkWritable()
+    try {
+      yield* vfs.unlink(file)
+    } catch (err) {
+      if (vfs.isMissing(err)) return false
+      throw vfs.ioError(err, what, file)
+    }
+    yield* this.syncDir()
+    return true
+  }
+
+  /**
+   * The sweep on open: removes the staging files of dead processes, and this
+   * process's that no write has in flight. Returns whether it removed any.
+   */
+  sweep(names: string[]): boolean {
+    let removed = false
+    for (const name of names) {
+      const m = STAGING.exec(name)
+      if (!m) continue
+      const pid = Number(m[2])
+      const path = join(this.dir, name)
+      const ours = pid === process.pid
+      if ((ours && !inFlight.has(path)) || (!ours && !processAlive(pid))) {
+        try {
+          vfs.unlink.sync(path)
+          removed = true
+        } catch {
+          // Only garbage is left behind; no data is at stake.
+        }
+      }
+    }
+    return removed
+  }
+}
