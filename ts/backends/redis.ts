@@ -222,7 +222,7 @@ export class RedisBacking implements Backing {
 
   /** Decodes a head (header + meta segment) for `key` (or, listing, for the name's hash). */
   private async head(h: Uint8Array, fileLength: number, key: Uint8Array | undefined, n: Names) {
-    const d = await this.codec.decodeHead(h, fileLength, key, `${n.hex}.ksv`)
+    const d = await this.codec.decodeHead.async(h, fileLength, key, `${n.hex}.ksv`)
     if (key && Buffer.compare(u8(d.key), u8(key)) !== 0) {
       throw new KonserveError('ERR_KEY_MISMATCH', 'the Redis key holds another key than the one asked for', { file: n.main })
     }
@@ -259,7 +259,7 @@ export class RedisBacking implements Backing {
     } else {
       file = concat([f.h!, f.v ?? new Uint8Array(0)])
     }
-    const d = await this.codec.decode(file, key)
+    const d = await this.codec.decode.async(file, key)
     if (Buffer.compare(u8(d.key), u8(key)) !== 0) {
       throw new KonserveError('ERR_KEY_MISMATCH', 'the Redis key holds another key than the one asked for', { file: n.main })
     }
@@ -302,7 +302,7 @@ export class RedisBacking implements Backing {
     if (writes.length === 0) return
     const items = await Promise.all(
       writes.map(async (w) => {
-        const { head, value } = await this.codec.encode(w)
+        const { head, value } = await this.codec.encode.async(w)
         return { n: this.names(w.key), token: this.token(w.key), gen: '', fields: ['h', u8(head), 'v', u8(value)] }
       }),
     )
@@ -499,7 +499,7 @@ export class RedisBacking implements Backing {
     if (f.x) throw notBinary()
     if (!f.t) {
       // A value written with the raw-bytes serializer reads as a one-piece blob.
-      const e = await this.codec.decode(concat([f.h!, f.v ?? new Uint8Array(0)]), key)
+      const e = await this.codec.decode.async(concat([f.h!, f.v ?? new Uint8Array(0)]), key)
       if (e.serializer !== RAW_BYTES_ID || e.header.flags !== 0) throw notBinary()
       const value = e.value
       const read = redisOp('blob read', async (o: number, l: number) => Buffer.from(value.subarray(o, Math.min(value.length, o + l))))

@@ -18,6 +18,7 @@ import {
   segmentCodec,
 } from '../../format/file.js'
 import { fileName } from '../../codec/xxhash.js'
+import { decodeKeyFile } from '../../format/keyfile.js'
 import { nodeCryptoProvider } from '../../crypto-node.js'
 
 export interface DecodedHead {
@@ -26,6 +27,11 @@ export interface DecodedHead {
   meta: Uint8Array
   /** The file's header (flags, codec ids, segment lengths). */
   header: Header
+}
+
+/** A whole key file decoded: its head and the value's bytes. */
+export interface DecodedEntry extends DecodedHead {
+  value: Uint8Array
 }
 
 export interface PureCodec {
@@ -38,6 +44,8 @@ export interface PureCodec {
    * (a lookup) or from the file's `name` (a listing).
    */
   decodeHead: Op<[head: Uint8Array, fileLength: number, key?: Uint8Array, name?: string], DecodedHead>
+  /** Decodes a whole file that should hold `key` (backends that keep files whole: Redis). */
+  decode: Op<[bytes: Uint8Array, key: Uint8Array], DecodedEntry>
   /** The codec new files of `key` are written with: the store's compressor and key. */
   writeCodec(key: Uint8Array): SegmentCodec
   /** The codec a file is read (and a log appended to) with: the ids its header names, the store's key. */
@@ -61,6 +69,10 @@ export function createPureCodec(compressor: number, secret?: Uint8Array, acceptP
     decodeHead: gensync(function* (h: Uint8Array, n: number, key?: Uint8Array, name?: string) {
       const d = yield* decodeKeyFileHead(h, n, ctx(key, name))
       return { serializer: d.header.serializer, key: d.key, meta: d.meta, header: d.header }
+    }),
+    decode: gensync(function* (bytes: Uint8Array, key: Uint8Array) {
+      const d = yield* decodeKeyFile(bytes, ctx(key))
+      return { ...d, serializer: d.header.serializer }
     }),
     writeCodec: (key) => segmentCodec(compressor, encryptor, ctx(key)),
     readCodec: (header, key) => segmentCodec(header.compressor, header.encryptor, ctx(key)),
