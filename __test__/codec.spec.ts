@@ -170,7 +170,7 @@ test('LZ4: our frames decode with lz4-napi, its frames decode with ours, and the
     }
     t.deepEqual(decompressFrameSync(native.lz4Compress(plain)), plain)
   }
-  t.throws(() => native.lz4Decompress(Buffer.from('not a frame')), { message: /ERR_CORRUPT/ })
+  t.throws(() => native.lz4Decompress(Buffer.from('not a frame')), { code: 'ERR_CORRUPT' })
 })
 
 /** Splits a key file into its header fields and segments (FORMAT.md §4). */

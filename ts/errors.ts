@@ -155,26 +155,21 @@ const CODES: ReadonlySet<string> = new Set<ErrorCode>([
   'ERR_INVALID_ARGUMENT', 'ERR_NOT_SUPPORTED', 'ERR_NATIVE_UNAVAILABLE', 'ERR_SOURCE', 'ERR_CLOSED', 'ERR_STORE_DELETED',
 ])
 
-/** The head of a native error's message: `CODE \x1f n \x1f`, then n UTF-16 units of file, then the message. */
-const NATIVE_HEAD = /^(ERR_[A-Z_]+)\u001f(\d{1,9})\u001f/
-
 /**
  * Types an error thrown by the native binding (and only there: call it where
- * the binding is called). The core's errors cross as a napi `GenericFailure`
- * whose message is `CODE \x1f n \x1f file message` (src/lib.rs `js_error`):
- * the file's length is given, not delimited, so a file name or a message that
- * contains U+001F cannot shift the fields; a message that does not have this
- * exact head (napi-rs's own argument errors, say) is typed as a foreign error.
+ * the binding is called; the binding never runs the user's code). The core's
+ * errors cross as JavaScript Errors whose `code` property is the konserve
+ * code and whose `file` property, when there is one, is the file (src/lib.rs
+ * `js_error`); nothing is read out of the message, so a path or a message
+ * cannot forge a code or a file. Any other error (napi-rs's own argument
+ * errors, with codes such as `InvalidArg`) is typed as a foreign error.
  */
 export function fromNative(err: unknown): KonserveError {
   if (err instanceof KonserveError) return err
-  if (err instanceof Error && (err as { code?: unknown }).code === 'GenericFailure') {
-    const m = NATIVE_HEAD.exec(err.message)
-    const at = m ? m[0].length : 0
-    const n = m ? Number(m[2]) : 0
-    if (m && CODES.has(m[1]!) && at + n <= err.message.length) {
-      const file = err.message.slice(at, at + n)
-      return new KonserveError(m[1] as ErrorCode, err.message.slice(at + n), { file: file || undefined, cause: err })
+  if (err instanceof Error) {
+    const { code, file } = err as { code?: unknown; file?: unknown }
+    if (typeof code === 'string' && CODES.has(code)) {
+      return new KonserveError(code as ErrorCode, err.message, { file: typeof file === 'string' && file ? file : undefined, cause: err })
     }
   }
   return toKonserveError(err)
