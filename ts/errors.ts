@@ -4,40 +4,56 @@
  */
 import { constants as osConstants } from 'node:os'
 
-export type ErrorCode =
-  | 'ERR_IO'
-  | 'ERR_CORRUPT'
-  | 'ERR_UNSUPPORTED_VERSION'
-  | 'ERR_UNSUPPORTED_CODEC'
-  | 'ERR_KEY_MISMATCH'
-  | 'ERR_INVALID_KEY'
-  | 'ERR_STORE_POISONED'
-  | 'ERR_LOCK'
-  | 'ERR_LOCK_BUSY'
-  | 'ERR_LOCK_TIMEOUT'
-  | 'ERR_LOCK_REENTRY'
-  | 'ERR_FSYNC'
-  | 'ERR_NO_SPACE'
-  | 'ERR_READ_ONLY'
-  | 'ERR_PERMISSION'
-  | 'ERR_TOO_MANY_FILES'
-  | 'ERR_NOT_A_DIRECTORY'
-  | 'ERR_NOT_A_FILE'
-  | 'ERR_DECRYPT'
-  | 'ERR_REVISION_MISMATCH'
-  | 'ERR_SERIALIZE'
-  | 'ERR_DESERIALIZE'
-  | 'ERR_SERIALIZER_NOT_FOUND'
-  | 'ERR_NOT_A_LOG'
-  | 'ERR_NOT_BINARY'
-  | 'ERR_INVALID_PATH'
-  | 'ERR_INVALID_ARGUMENT'
-  | 'ERR_NOT_SUPPORTED'
-  | 'ERR_NATIVE_UNAVAILABLE'
-  | 'ERR_SOURCE'
+/**
+ * Every error code, once: the one list (issue 20). The `ErrorCode` type and
+ * the check of codes that cross from the native binding are made from it;
+ * `scripts/error-codes.mjs` (run by `__test__/error-codes.spec.ts`) checks the
+ * others against it: the core's `ErrorCode::as_str` (crates/core/src/error.rs)
+ * may only use codes listed here, the README's "Errors" table must describe
+ * each code here and no other, and no `ERR_*` name in README.md, docs/, ts/
+ * or the Rust sources may be one that is not here.
+ *
+ * To add a code: add it here; if the Rust core raises it, add the variant to
+ * `ErrorCode` in crates/core/src/error.rs with the same string in `as_str`;
+ * add a row to README.md's "Errors" table; then `node scripts/error-codes.mjs`.
+ */
+export const ERROR_CODES = [
+  'ERR_IO',
+  'ERR_CORRUPT',
+  'ERR_UNSUPPORTED_VERSION',
+  'ERR_UNSUPPORTED_CODEC',
+  'ERR_KEY_MISMATCH',
+  'ERR_INVALID_KEY',
+  'ERR_STORE_POISONED',
+  'ERR_LOCK',
+  'ERR_LOCK_BUSY',
+  'ERR_LOCK_TIMEOUT',
+  'ERR_LOCK_REENTRY',
+  'ERR_FSYNC',
+  'ERR_NO_SPACE',
+  'ERR_READ_ONLY',
+  'ERR_PERMISSION',
+  'ERR_TOO_MANY_FILES',
+  'ERR_NOT_A_DIRECTORY',
+  'ERR_NOT_A_FILE',
+  'ERR_DECRYPT',
+  'ERR_REVISION_MISMATCH',
+  'ERR_SERIALIZE',
+  'ERR_DESERIALIZE',
+  'ERR_SERIALIZER_NOT_FOUND',
+  'ERR_NOT_A_LOG',
+  'ERR_NOT_BINARY',
+  'ERR_INVALID_PATH',
+  'ERR_INVALID_ARGUMENT',
+  'ERR_NOT_SUPPORTED',
+  'ERR_NATIVE_UNAVAILABLE',
+  'ERR_SOURCE',
   // The store's life cycle (close, deleteStore): see README "Closing a store".
-  | 'ERR_CLOSED'
-  | 'ERR_STORE_DELETED'
+  'ERR_CLOSED',
+  'ERR_STORE_DELETED',
+] as const
+
+export type ErrorCode = (typeof ERROR_CODES)[number]
 
 export class KonserveError extends Error {
   override name = 'KonserveError'
@@ -147,13 +163,7 @@ export function toKonserveError(err: unknown): KonserveError {
 }
 
 /** Every code, for checking a code that crossed from the native binding. */
-const CODES: ReadonlySet<string> = new Set<ErrorCode>([
-  'ERR_IO', 'ERR_CORRUPT', 'ERR_UNSUPPORTED_VERSION', 'ERR_UNSUPPORTED_CODEC', 'ERR_KEY_MISMATCH', 'ERR_INVALID_KEY',
-  'ERR_STORE_POISONED', 'ERR_LOCK', 'ERR_LOCK_BUSY', 'ERR_LOCK_TIMEOUT', 'ERR_LOCK_REENTRY', 'ERR_FSYNC', 'ERR_NO_SPACE', 'ERR_READ_ONLY', 'ERR_PERMISSION',
-  'ERR_TOO_MANY_FILES', 'ERR_NOT_A_DIRECTORY', 'ERR_NOT_A_FILE', 'ERR_DECRYPT', 'ERR_REVISION_MISMATCH', 'ERR_SERIALIZE',
-  'ERR_DESERIALIZE', 'ERR_SERIALIZER_NOT_FOUND', 'ERR_NOT_A_LOG', 'ERR_NOT_BINARY', 'ERR_INVALID_PATH',
-  'ERR_INVALID_ARGUMENT', 'ERR_NOT_SUPPORTED', 'ERR_NATIVE_UNAVAILABLE', 'ERR_SOURCE', 'ERR_CLOSED', 'ERR_STORE_DELETED',
-])
+const CODES: ReadonlySet<string> = new Set<string>(ERROR_CODES)
 
 /**
  * Types an error thrown by the native binding (and only there: call it where
