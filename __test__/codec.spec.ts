@@ -73,7 +73,7 @@ for (const { name, options: combo } of combos()) {
       t.deepEqual(await k.log(store, 'log', o), [MARKER, 2])
       const metas = await k.keys(store, { ...o, onCorrupt: (e: Error) => t.fail(e.message) })
       t.deepEqual(metas.map((m: k.Metadata) => String(m.key)).sort(), [MARKER, 'blob', 'log'].sort())
-      t.is((await k.getMeta(store, MARKER, o)).note, MARKER)
+      t.is((await k.getMeta(store, MARKER, o))?.note, MARKER)
       const onDisk = storeBytes(dir)
       if (options.encryptor) {
         t.false(onDisk.includes(MARKER), 'no plaintext (values, metadata or keys) in the encrypted store')
