@@ -16,7 +16,6 @@ import { join } from 'node:path'
 import * as k from 'konserve'
 import { tempDir } from './helpers/api.js'
 
-type AnyFn = (...a: any[]) => any
 
 /** Each exported operation called with good arguments except `store` and `opts`. */
 const ops: Record<string, (s: any, o?: any) => any> = {
@@ -45,7 +44,7 @@ const ops: Record<string, (s: any, o?: any) => any> = {
 }
 
 /** Calls `call`; asserts ERR_INVALID_ARGUMENT matching `message`, thrown (sync) or rejected (async). */
-async function refused(t: ExecutionContext, label: string, sync: boolean, call: () => unknown, message: RegExp, code = 'ERR_INVALID_ARGUMENT') {
+async function refused(t: ExecutionContext, label: string, sync: boolean, call: () => unknown, message: RegExp, code: k.ErrorCode = 'ERR_INVALID_ARGUMENT') {
   let result: unknown
   try {
     result = call()
@@ -73,7 +72,7 @@ const fileVariants = [
 ] as const
 
 /** Every operation on a closed store fails with `code`, in both forms; logStream's first step too. */
-async function allRefused(t: ExecutionContext, s: k.Store, code: string, label: string) {
+async function allRefused(t: ExecutionContext, s: k.Store, code: k.ErrorCode, label: string) {
   for (const [name, call] of Object.entries(ops)) {
     if (name === 'close') continue
     await refused(t, `${label}: ${name}`, false, () => call(s), new RegExp(`^${name}: `), code)
@@ -122,12 +121,14 @@ test('await using and using close the store at the end of the block', async (t) 
   const dir = join(tempDir(), 'store')
   let kept: k.Store | undefined
   {
+    // @ts-expect-error Store's type declares no [Symbol.asyncDispose] (ts/store.ts adds it at run time), so a user's `await using` fails tsc too
     await using db = await k.connectFsStore(dir)
     await k.assoc(db, 'key', 1)
     kept = db
   }
   await refused(t, 'after await using', false, () => k.get(kept!, 'key'), /the store is closed/, 'ERR_CLOSED')
   {
+    // @ts-expect-error Store's type declares no [Symbol.dispose] (see above)
     using db = k.connectFsStore(dir, { sync: true })
     t.is(k.get(db, 'key', { sync: true }), 1)
     kept = db

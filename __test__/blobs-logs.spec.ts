@@ -84,8 +84,14 @@ for (const kind of storeKinds) {
         s,
         'b',
         mode === 'sync'
-          ? (acc: k.BlobAccess) => (t.is(acc.size, data.length), acc.blob!)
-          : async (acc: k.BlobAccess) => (t.is(acc.size, data.length), await readAll(acc.stream!)),
+          ? (acc: k.BlobAccess) => {
+              t.is(acc.size, data.length)
+              return acc.blob!
+            }
+          : async (acc: k.BlobAccess) => {
+              t.is(acc.size, data.length)
+              return await readAll(acc.stream!)
+            },
       )
       t.true(Buffer.from(got).equals(data))
       t.is(await a.bget(s, 'missing', () => t.fail('called for a missing key')), undefined)
@@ -165,7 +171,7 @@ for (const kind of storeKinds) {
       }
       const where = await a.blobFile(s, 'b')
       t.is(where.length, data.length)
-      t.is(dirname(where.file), s.path)
+      t.is<string | undefined, string | undefined>(dirname(where.file), s.path)
       t.true(readFileSync(where.file).subarray(where.offset, where.offset + where.length).equals(data))
     })
 

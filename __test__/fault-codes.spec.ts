@@ -163,7 +163,7 @@ for (const impl of ['native', 'pure'] as const) {
 
   // The clock file's rewrite (FORMAT.md §7) uses the table too, and no raw
   // Node error escapes a multi-key write.
-  for (const [errno, code] of [['EROFS', 'ERR_READ_ONLY'], ['EACCES', 'ERR_PERMISSION'], ['ENOSPC', 'ERR_NO_SPACE']]) {
+  for (const [errno, code] of [['EROFS', 'ERR_READ_ONLY'], ['EACCES', 'ERR_PERMISSION'], ['ENOSPC', 'ERR_NO_SPACE']] as const) {
     test(`${impl}: ${errno} on the clock file's rename is ${code} from assoc and multiAssoc, a KonserveError`, async (t) => {
       if (!needStrace(t)) return
       const { ready, results, injected } = await withFault(impl, ['assoc', 'multiAssoc'], { syscalls: RENAME_CALLS, errno, on: (r) => r.clockStaging }, { CLOCK_JUMP: '1' })

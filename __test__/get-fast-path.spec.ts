@@ -8,7 +8,7 @@
  * serializer that keeps its input gets bytes of its own.
  */
 import test from 'ava'
-import * as k from 'konserve'
+import type * as k from 'konserve'
 import { type Mode, api, storeKinds } from './helpers/api.js'
 
 const modes: Mode[] = ['sync', 'async']

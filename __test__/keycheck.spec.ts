@@ -53,7 +53,7 @@ test('a damaged key check is ERR_CORRUPT, byte by byte', (t) => {
   for (let i = 0; i < bytes.length; i++) {
     const b = bytes.slice()
     b[i]! ^= 1
-    t.is(t.throws(() => decodeKeyCheck(b))?.['code' as never], 'ERR_CORRUPT', `byte ${i}`)
+    t.is((t.throws(() => decodeKeyCheck(b)) as { code?: string } | undefined)?.code, 'ERR_CORRUPT', `byte ${i}`)
   }
 })
 

@@ -6,10 +6,11 @@
  * writes its own key fails fast instead of waiting for itself.
  */
 import test from 'ava'
-import { type ChildProcessWithoutNullStreams, execFile, fork, spawn, spawnSync } from 'node:child_process'
+import { type ChildProcessByStdio, type ChildProcessWithoutNullStreams, execFile, fork, spawn, spawnSync } from 'node:child_process'
 import { readFileSync, readdirSync, realpathSync, statSync, utimesSync, writeFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
+import type { Readable } from 'node:stream'
 import { promisify } from 'node:util'
 import * as k from 'konserve'
 import { tempDir } from './helpers/api.js'
@@ -87,7 +88,7 @@ test('4 processes (native and pure) increment while holders are SIGKILLed 30 tim
   const { dir } = await newStore()
   const acked = new Map<string, number>()
   let nextId = 0
-  const live = new Map<string, ChildProcessWithoutNullStreams>()
+  const live = new Map<string, ChildProcessByStdio<null, Readable, Readable>>()
   let ackWaiter: (() => void) | undefined
   const spawnOne = (impl: Impl) => {
     const id = `${impl}-${nextId++}`
@@ -245,7 +246,9 @@ function lineReader(child: ChildProcessWithoutNullStreams) {
       else lines.push(v)
     }
   })
-  child.once('close', () => waiters.splice(0).forEach((w) => w(undefined)))
+  child.once('close', () => {
+    for (const w of waiters.splice(0)) w(undefined)
+  })
   return () => new Promise<any>((resolve) => (lines.length > 0 ? resolve(lines.shift()) : child.exitCode !== null ? resolve(undefined) : waiters.push(resolve)))
 }
 

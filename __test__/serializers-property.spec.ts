@@ -214,6 +214,7 @@ test('each serializer says what it refuses and where', (t) => {
   refuses(json, undefined, /undefined \(at the top level\)/)
   refuses(json, { d: new Date(0) }, /a Date \(at \.d\).*toISOString/)
   refuses(json, { 'odd key': 10n }, /a BigInt \(at \["odd key"\]\)/)
+  // biome-ignore lint/suspicious/noSparseArray: a hole is what is tested
   refuses(json, [1, , 3], /hole in a sparse array \(at \[1\]\)/)
   refuses(json, Object.create(null), /null prototype/)
   refuses(json, new Point(1, 2), /a Point/)
@@ -224,6 +225,7 @@ test('each serializer says what it refuses and where', (t) => {
   const shared = { x: 1 }
   t.deepEqual(json.decode(json.encode({ a: shared, b: shared })), { a: { x: 1 }, b: { x: 1 } }, 'a shared object is not a cycle')
 
+  // biome-ignore lint/suspicious/noSparseArray: a hole is what is tested
   refuses(msgpack, [1, , 3], /hole in a sparse array \(at \[1\]\)/)
   refuses(msgpack, { p: new Point(1, 2) }, /a Point \(at \.p\).*addMsgpackExtension/)
   refuses(msgpack, JSON.parse('{"a": {"__proto__": 1}}'), /property named __proto__ \(at \.a\.__proto__\)/)
@@ -257,6 +259,7 @@ test('through a store: the refused value names the key and leaves the old value'
   for (const serializer of ['json', 'msgpack', 'cbor'] as const) {
     const s = await k.newMemStore({ serializer })
     await k.assoc(s, 'k', { ok: true })
+    // biome-ignore lint/suspicious/noSparseArray: a hole is what is tested
     const err = (await t.throwsAsync(k.assoc(s, 'k', { when: { set: new Set([1]), sparse: [1, , 2] } }))) as k.KonserveError
     t.is(err.code, 'ERR_SERIALIZE')
     t.is(err.key, 'k')

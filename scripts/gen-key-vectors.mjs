@@ -62,5 +62,5 @@ const vectors = keys.map(([name, js]) => {
   const cke = Buffer.from(encodeKey(key))
   return { name, js, cke: cke.toString('hex'), file: fileName(cke) }
 })
-writeFileSync(new URL('../test-vectors/keys.json', import.meta.url), JSON.stringify(vectors, null, 2) + '\n')
+writeFileSync(new URL('../test-vectors/keys.json', import.meta.url), `${JSON.stringify(vectors, null, 2)}\n`)
 console.log(`wrote ${vectors.length} key vectors`)

@@ -117,7 +117,7 @@ for (const generated of ['index.js', 'index.d.ts']) {
 const builtGlibc = newestGlibc(join(buildDir, binaryName))
 check(compareVersions(builtGlibc, GLIBC_BASELINE) <= 0, `${binaryName} needs glibc ${builtGlibc} at most (baseline ${GLIBC_BASELINE})`)
 
-step('pack: the main package and konserve-' + PLATFORM)
+step(`pack: the main package and konserve-${PLATFORM}`)
 rmSync(packDir, { recursive: true, force: true })
 mkdirSync(packDir)
 // The platform package: its package.json and README from npm/, the binary, and the LICENSE.

@@ -14,7 +14,7 @@ use napi::bindgen_prelude::*;
 use napi::{Env, Task};
 use napi_derive::napi;
 
-use crate::{js_error, meta_to_js, NativeFileStore, NativeMetaEntry};
+use crate::{invalid, meta_to_js, CoreResult, NativeFileStore, NativeMetaEntry, OrJs};
 
 type SharedWriter = Arc<Mutex<Option<BlobWriter>>>;
 type SharedReader = Arc<Mutex<Option<Arc<BlobReader>>>>;
@@ -23,15 +23,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn invalid(message: String) -> Error {
-    js_error(core::Error::new(core::ErrorCode::InvalidArgument, message))
+fn closed_writer() -> core::Error {
+    invalid("the blob writer is closed (committed, aborted, or failed earlier)")
 }
 
-fn closed_writer() -> Error {
-    invalid("the blob writer is closed (committed, aborted, or failed earlier)".to_string())
-}
-
-fn write(writer: &Mutex<Option<BlobWriter>>, bytes: &[u8]) -> Result<()> {
+fn write(writer: &Mutex<Option<BlobWriter>>, bytes: &[u8]) -> CoreResult<()> {
     let mut guard = lock(writer);
     let w = guard.as_mut().ok_or_else(closed_writer)?;
     let result = w.write(bytes);
@@ -39,12 +35,12 @@ fn write(writer: &Mutex<Option<BlobWriter>>, bytes: &[u8]) -> Result<()> {
         // The core writer removed its staging file and is closed: let it go.
         *guard = None;
     }
-    result.map_err(js_error)
+    result
 }
 
-fn commit(writer: &Mutex<Option<BlobWriter>>) -> Result<()> {
+fn commit(writer: &Mutex<Option<BlobWriter>>) -> CoreResult<()> {
     let w = lock(writer).take().ok_or_else(closed_writer)?;
-    w.commit().map_err(js_error)
+    w.commit()
 }
 
 /// A blob being written to a key, in pieces; nothing is visible under the key
@@ -59,8 +55,8 @@ pub struct NativeBlobWriter {
 impl NativeBlobWriter {
     /// Appends `bytes` to the blob.
     #[napi]
-    pub fn write_sync(&self, bytes: Buffer) -> Result<()> {
-        write(&self.inner, &bytes)
+    pub fn write_sync(&self, env: &Env, bytes: Buffer) -> Result<()> {
+        write(&self.inner, &bytes).or_js(env)
     }
 
     /// Appends a copy of `bytes` to the blob, on the threadpool.
@@ -72,8 +68,8 @@ impl NativeBlobWriter {
     /// Finishes the blob durably (last chunk, table, header, fsync, rename,
     /// directory fsync). The writer is closed afterwards, even on error.
     #[napi]
-    pub fn commit_sync(&self) -> Result<()> {
-        commit(&self.inner)
+    pub fn commit_sync(&self, env: &Env) -> Result<()> {
+        commit(&self.inner).or_js(env)
     }
 
     #[napi(ts_return_type = "Promise<void>")]
@@ -99,26 +95,26 @@ pub struct WriterTask {
 }
 
 impl Task for WriterTask {
-    type Output = ();
+    type Output = CoreResult<()>;
     type JsValue = ();
 
-    fn compute(&mut self) -> Result<()> {
-        match self.bytes.take() {
+    fn compute(&mut self) -> Result<Self::Output> {
+        Ok(match self.bytes.take() {
             Some(bytes) => write(&self.writer, &bytes),
             None => commit(&self.writer),
-        }
+        })
     }
 
-    fn resolve(&mut self, _env: Env, _output: ()) -> Result<()> {
-        Ok(())
+    fn resolve(&mut self, env: Env, output: Self::Output) -> Result<()> {
+        output.or_js(&env)
     }
 }
 
 /// Starts writing a blob to `key` (its CKE) with metadata `meta`: creates the
 /// staging file. The store's compressor and encryption apply.
 #[napi]
-pub fn blob_writer_open_sync(store: &NativeFileStore, key: Buffer, meta: Buffer) -> Result<NativeBlobWriter> {
-    let w = store.inner.blob_writer(&key, &meta).map_err(js_error)?;
+pub fn blob_writer_open_sync(env: &Env, store: &NativeFileStore, key: Buffer, meta: Buffer) -> Result<NativeBlobWriter> {
+    let w = store.inner.blob_writer(&key, &meta).or_js(env)?;
     Ok(NativeBlobWriter { inner: Arc::new(Mutex::new(Some(w))) })
 }
 
@@ -134,15 +130,15 @@ pub struct WriterOpenTask {
 }
 
 impl Task for WriterOpenTask {
-    type Output = BlobWriter;
+    type Output = CoreResult<BlobWriter>;
     type JsValue = NativeBlobWriter;
 
-    fn compute(&mut self) -> Result<BlobWriter> {
-        self.store.blob_writer(&self.key, &self.meta).map_err(js_error)
+    fn compute(&mut self) -> Result<Self::Output> {
+        Ok(self.store.blob_writer(&self.key, &self.meta))
     }
 
-    fn resolve(&mut self, _env: Env, output: BlobWriter) -> Result<NativeBlobWriter> {
-        Ok(NativeBlobWriter { inner: Arc::new(Mutex::new(Some(output))) })
+    fn resolve(&mut self, env: Env, output: Self::Output) -> Result<NativeBlobWriter> {
+        Ok(NativeBlobWriter { inner: Arc::new(Mutex::new(Some(output.or_js(&env)?))) })
     }
 }
 
@@ -169,7 +165,7 @@ impl NativeBlobReader {
 }
 
 /// A JS number that must be a safe non-negative integer.
-fn whole(n: f64, what: &str) -> Result<u64> {
+fn whole(n: f64, what: &str) -> CoreResult<u64> {
     if n.is_finite() && n >= 0.0 && n.fract() == 0.0 && n <= 9_007_199_254_740_991.0 {
         Ok(n as u64)
     } else {
@@ -177,17 +173,17 @@ fn whole(n: f64, what: &str) -> Result<u64> {
     }
 }
 
-fn read(reader: &Mutex<Option<Arc<BlobReader>>>, offset: f64, length: f64) -> Result<Vec<u8>> {
+fn read(reader: &Mutex<Option<Arc<BlobReader>>>, offset: f64, length: f64) -> CoreResult<Vec<u8>> {
     let (offset, length) = (whole(offset, "offset")?, whole(length, "length")?);
     // Read outside the lock: reads run in parallel, and a close waits for none.
-    let r = lock(reader).clone().ok_or_else(|| invalid("the blob reader is closed".to_string()))?;
-    r.read_at(offset, usize::try_from(length).unwrap_or(usize::MAX)).map_err(js_error)
+    let r = lock(reader).clone().ok_or_else(|| invalid("the blob reader is closed"))?;
+    r.read_at(offset, usize::try_from(length).unwrap_or(usize::MAX))
 }
 
-fn read_into(reader: &Mutex<Option<Arc<BlobReader>>>, offset: f64, target: &mut [u8]) -> Result<usize> {
+fn read_into(reader: &Mutex<Option<Arc<BlobReader>>>, offset: f64, target: &mut [u8]) -> CoreResult<usize> {
     let offset = whole(offset, "offset")?;
-    let r = lock(reader).clone().ok_or_else(|| invalid("the blob reader is closed".to_string()))?;
-    r.read_into(offset, target).map_err(js_error)
+    let r = lock(reader).clone().ok_or_else(|| invalid("the blob reader is closed"))?;
+    r.read_into(offset, target)
 }
 
 #[napi]
@@ -220,8 +216,8 @@ impl NativeBlobReader {
     /// Up to `length` bytes from `offset` (fewer only at the end of the blob;
     /// an offset past the end is ERR_INVALID_ARGUMENT).
     #[napi]
-    pub fn read_sync(&self, offset: f64, length: f64) -> Result<Buffer> {
-        Ok(read(&self.inner, offset, length)?.into())
+    pub fn read_sync(&self, env: &Env, offset: f64, length: f64) -> Result<Buffer> {
+        Ok(read(&self.inner, offset, length).or_js(env)?.into())
     }
 
     #[napi(ts_return_type = "Promise<Buffer>")]
@@ -235,8 +231,8 @@ impl NativeBlobReader {
     /// (and accounts for) instead of a new external buffer per piece. On error
     /// `target` may hold bytes that were not checked.
     #[napi]
-    pub fn read_into_sync(&self, offset: f64, mut target: Buffer) -> Result<f64> {
-        read_into(&self.inner, offset, &mut target).map(|n| n as f64)
+    pub fn read_into_sync(&self, env: &Env, offset: f64, mut target: Buffer) -> Result<f64> {
+        read_into(&self.inner, offset, &mut target).map(|n| n as f64).or_js(env)
     }
 
     /// `readIntoSync` on the threadpool: `target` stays referenced by the task
@@ -260,15 +256,15 @@ pub struct ReadTask {
 }
 
 impl Task for ReadTask {
-    type Output = Vec<u8>;
+    type Output = CoreResult<Vec<u8>>;
     type JsValue = Buffer;
 
-    fn compute(&mut self) -> Result<Vec<u8>> {
-        read(&self.reader, self.offset, self.length)
+    fn compute(&mut self) -> Result<Self::Output> {
+        Ok(read(&self.reader, self.offset, self.length))
     }
 
-    fn resolve(&mut self, _env: Env, output: Vec<u8>) -> Result<Buffer> {
-        Ok(output.into())
+    fn resolve(&mut self, env: Env, output: Self::Output) -> Result<Buffer> {
+        Ok(output.or_js(&env)?.into())
     }
 }
 
@@ -281,23 +277,23 @@ pub struct ReadIntoTask {
 }
 
 impl Task for ReadIntoTask {
-    type Output = usize;
+    type Output = CoreResult<usize>;
     type JsValue = f64;
 
-    fn compute(&mut self) -> Result<usize> {
-        read_into(&self.reader, self.offset, &mut self.target)
+    fn compute(&mut self) -> Result<Self::Output> {
+        Ok(read_into(&self.reader, self.offset, &mut self.target))
     }
 
-    fn resolve(&mut self, _env: Env, output: usize) -> Result<f64> {
-        Ok(output as f64)
+    fn resolve(&mut self, env: Env, output: Self::Output) -> Result<f64> {
+        Ok(output.or_js(&env)? as f64)
     }
 }
 
 /// Opens the blob of `key` (its CKE) for range reads; null if the key does
 /// not exist, ERR_NOT_BINARY if it holds something else.
 #[napi]
-pub fn blob_open_sync(store: &NativeFileStore, key: Buffer) -> Result<Option<NativeBlobReader>> {
-    Ok(store.inner.open_blob(&key).map_err(js_error)?.map(NativeBlobReader::new))
+pub fn blob_open_sync(env: &Env, store: &NativeFileStore, key: Buffer) -> Result<Option<NativeBlobReader>> {
+    Ok(store.inner.open_blob(&key).or_js(env)?.map(NativeBlobReader::new))
 }
 
 #[napi(ts_return_type = "Promise<NativeBlobReader | null>")]
@@ -311,14 +307,14 @@ pub struct ReaderOpenTask {
 }
 
 impl Task for ReaderOpenTask {
-    type Output = Option<BlobReader>;
+    type Output = CoreResult<Option<BlobReader>>;
     type JsValue = Option<NativeBlobReader>;
 
-    fn compute(&mut self) -> Result<Option<BlobReader>> {
-        self.store.open_blob(&self.key).map_err(js_error)
+    fn compute(&mut self) -> Result<Self::Output> {
+        Ok(self.store.open_blob(&self.key))
     }
 
-    fn resolve(&mut self, _env: Env, output: Option<BlobReader>) -> Result<Option<NativeBlobReader>> {
-        Ok(output.map(NativeBlobReader::new))
+    fn resolve(&mut self, env: Env, output: Self::Output) -> Result<Option<NativeBlobReader>> {
+        Ok(output.or_js(&env)?.map(NativeBlobReader::new))
     }
 }

@@ -4,10 +4,14 @@
 //! as a blocking `*Sync` method and as an `AsyncTask` that runs on the libuv
 //! threadpool and resolves a Promise. No storage logic lives here.
 //!
-//! Errors cross as `napi::Error` whose message is `CODE \x1f n \x1f file message`,
-//! `n` the file's length in UTF-16 units (see [`js_error`]); the TypeScript layer
-//! (`fromNative` in ts/errors.ts) turns that into a `KonserveError` with `code`,
-//! `file` and the key (which only JavaScript knows how to print).
+//! Errors cross as JavaScript `Error` objects whose `code` property is the
+//! konserve code (`ERR_*`) and whose `file` property, when the error names a
+//! file, is that file (see [`js_error`]); the TypeScript layer (`fromNative` in
+//! ts/errors.ts) turns them into a `KonserveError`, adding the key (which only
+//! JavaScript knows how to print). Internal helpers return core errors; each
+//! entry point converts them once, on the JavaScript thread: blocking calls
+//! with [`OrJs::or_js`], threadpool tasks in `resolve` (their `Output` is a
+//! core `Result`, so a failure reaches the JavaScript thread intact).
 
 use std::sync::{Arc, Mutex};
 
@@ -16,17 +20,41 @@ use napi::bindgen_prelude::*;
 use napi::{Env, Task};
 use napi_derive::napi;
 
-/// A core error as a napi `GenericFailure` whose message is
-/// `CODE \x1f n \x1f file message`: the code (a fixed `ERR_*` name), then the
-/// file's length `n` in UTF-16 code units (JavaScript's string length), then the
-/// file and the message. The file is measured, not delimited, so a path or a
-/// message holding U+001F cannot forge or shift the code and the file.
-pub(crate) fn js_error(e: core::Error) -> Error {
-    let file = e.file().map(|p| p.display().to_string()).unwrap_or_default();
-    Error::new(Status::GenericFailure, format!("{}\u{1f}{}\u{1f}{}{}", e.code().as_str(), file.encode_utf16().count(), file, e))
+/// A core error as a JavaScript `Error` with the konserve code as its `code`
+/// property and the file (if any) as its `file` property; the message is the
+/// core's (its text, then the OS error). The object is made here, on the
+/// JavaScript thread, and held by reference, so napi-rs throws (blocking
+/// call) or rejects with (task) this very object. No property is ever parsed
+/// out of the message, so a path or a message cannot forge a code or a file.
+pub(crate) fn js_error(env: &Env, e: core::Error) -> Error {
+    let build = || -> Result<Error> {
+        let mut obj = env.create_error(Error::new(Status::GenericFailure, e.to_string()))?;
+        obj.set_named_property("code", e.code().as_str())?;
+        if let Some(file) = e.file() {
+            obj.set_named_property("file", file.display().to_string())?;
+        }
+        Ok(Error::from(obj.to_unknown()))
+    };
+    build().unwrap_or_else(|failed| failed)
 }
 
-type CoreResult<T> = std::result::Result<T, core::Error>;
+/// Converts a core result at an entry point (see [`js_error`]).
+pub(crate) trait OrJs<T> {
+    fn or_js(self, env: &Env) -> Result<T>;
+}
+
+impl<T> OrJs<T> for CoreResult<T> {
+    fn or_js(self, env: &Env) -> Result<T> {
+        self.map_err(|e| js_error(env, e))
+    }
+}
+
+/// An `ERR_INVALID_ARGUMENT` core error.
+pub(crate) fn invalid(message: impl Into<String>) -> core::Error {
+    core::Error::new(core::ErrorCode::InvalidArgument, message)
+}
+
+pub(crate) type CoreResult<T> = std::result::Result<T, core::Error>;
 
 mod blob;
 mod log;
@@ -142,9 +170,8 @@ fn listing_to_js(l: core::ListResult) -> NativeListing {
     }
 }
 
-fn serializer_id(n: u32) -> Result<u8> {
-    u8::try_from(n)
-        .map_err(|_| Error::new(Status::InvalidArg, format!("ERR_INVALID_ARGUMENT\u{1f}\u{1f}serializer id {n} is not in 0..=255")))
+fn serializer_id(n: u32) -> CoreResult<u8> {
+    u8::try_from(n).map_err(|_| invalid(format!("serializer id {n} is not in 0..=255")))
 }
 
 fn put(store: &core::FileStore, writes: &[NativeWrite]) -> CoreResult<()> {
@@ -153,7 +180,7 @@ fn put(store: &core::FileStore, writes: &[NativeWrite]) -> CoreResult<()> {
     store.put(&ws)
 }
 
-fn check_writes(writes: &[NativeWrite]) -> Result<()> {
+fn check_writes(writes: &[NativeWrite]) -> CoreResult<()> {
     for w in writes {
         serializer_id(w.serializer)?;
     }
@@ -178,9 +205,8 @@ pub struct NativeOpenOptions {
     pub lock_timeout_ms: Option<f64>,
 }
 
-fn core_options(o: &NativeOpenOptions) -> Result<core::Options> {
-    let compressor = u8::try_from(o.compressor)
-        .map_err(|_| Error::new(Status::InvalidArg, format!("ERR_INVALID_ARGUMENT\u{1f}\u{1f}unknown compressor id {}", o.compressor)))?;
+fn core_options(o: &NativeOpenOptions) -> CoreResult<core::Options> {
+    let compressor = u8::try_from(o.compressor).map_err(|_| invalid(format!("unknown compressor id {}", o.compressor)))?;
     let mut options = core::Options {
         sync_blob: o.sync_blob,
         compressor,
@@ -190,10 +216,7 @@ fn core_options(o: &NativeOpenOptions) -> Result<core::Options> {
     };
     if let Some(ms) = o.lock_timeout_ms {
         if !(ms.is_finite() && ms >= 0.0) {
-            return Err(Error::new(
-                Status::InvalidArg,
-                format!("ERR_INVALID_ARGUMENT\u{1f}\u{1f}lockTimeoutMs must be a number >= 0, not {ms}"),
-            ));
+            return Err(invalid(format!("lockTimeoutMs must be a number >= 0, not {ms}")));
         }
         options.lock_timeout = std::time::Duration::from_secs_f64(ms / 1000.0);
     }
@@ -210,20 +233,20 @@ pub struct NativeFileStore {
 impl NativeFileStore {
     /// Opens (creating if needed) the store directory; sweeps dead writers' staging files.
     #[napi(factory)]
-    pub fn open(path: String, options: NativeOpenOptions) -> Result<Self> {
-        let store = core::FileStore::open(&path, core_options(&options)?).map_err(js_error)?;
+    pub fn open(env: &Env, path: String, options: NativeOpenOptions) -> Result<Self> {
+        let store = core_options(&options).and_then(|o| core::FileStore::open(&path, o)).or_js(env)?;
         Ok(Self { inner: Arc::new(store) })
     }
 
     /// Opens the store on the threadpool.
     #[napi(ts_return_type = "Promise<NativeFileStore>")]
-    pub fn open_async(path: String, options: NativeOpenOptions) -> Result<AsyncTask<OpenTask>> {
-        Ok(AsyncTask::new(OpenTask { path, options: Some(core_options(&options)?) }))
+    pub fn open_async(env: &Env, path: String, options: NativeOpenOptions) -> Result<AsyncTask<OpenTask>> {
+        Ok(AsyncTask::new(OpenTask { path, options: Some(core_options(&options).or_js(env)?) }))
     }
 
     #[napi]
-    pub fn get_sync(&self, key: Buffer) -> Result<Option<NativeEntry>> {
-        Ok(self.inner.get(&key).map_err(js_error)?.map(entry_to_js))
+    pub fn get_sync(&self, env: &Env, key: Buffer) -> Result<Option<NativeEntry>> {
+        Ok(self.inner.get(&key).or_js(env)?.map(entry_to_js))
     }
 
     /// `get`'s read of a value that `getValueInto` found too large for its
@@ -233,7 +256,7 @@ impl NativeFileStore {
     /// `get` straight away: a small-file attempt would only open the file again.
     #[napi(ts_return_type = "Buffer | null")]
     pub fn get_value_sync<'env>(&self, env: &'env Env, key: BufferSlice<'_>) -> Result<Option<BufferSlice<'env>>> {
-        let found = self.inner.get(&key).map_err(js_error)?;
+        let found = self.inner.get(&key).or_js(env)?;
         found.map(|e| value_buffer(env, core::ValueRef { serializer: e.serializer, log: e.log.is_some(), bytes: &e.value })).transpose()
     }
 
@@ -245,9 +268,9 @@ impl NativeFileStore {
     /// `start * 2^32 + len`: the value is at `offset + 2 + start`, `len` bytes.
     /// No allocation, no copy: the caller hands out views of its slab.
     #[napi]
-    pub fn get_value_into(&self, key: BufferSlice<'_>, mut slab: BufferSlice<'_>, offset: u32) -> Result<f64> {
+    pub fn get_value_into(&self, env: &Env, key: BufferSlice<'_>, mut slab: BufferSlice<'_>, offset: u32) -> Result<f64> {
         let (head, file) = slab_region(&mut slab, offset)?;
-        let found = self.inner.read_value_into(&key, file).map_err(js_error)?;
+        let found = self.inner.read_value_into(&key, file).or_js(env)?;
         Ok(value_into_result(head, found))
     }
 
@@ -256,9 +279,9 @@ impl NativeFileStore {
     /// wait (then read with `getValueAsync`). Lets an async `get` of a cached key
     /// be answered at once, without blocking the event loop on the disk.
     #[napi]
-    pub fn get_value_now(&self, key: BufferSlice<'_>, mut slab: BufferSlice<'_>, offset: u32) -> Result<f64> {
+    pub fn get_value_now(&self, env: &Env, key: BufferSlice<'_>, mut slab: BufferSlice<'_>, offset: u32) -> Result<f64> {
         let (head, file) = slab_region(&mut slab, offset)?;
-        match self.inner.read_value_into_now(&key, file).map_err(js_error)? {
+        match self.inner.read_value_into_now(&key, file).or_js(env)? {
             None => Ok(-3.0),
             Some(found) => Ok(value_into_result(head, found)),
         }
@@ -276,8 +299,8 @@ impl NativeFileStore {
     }
 
     #[napi]
-    pub fn get_meta_sync(&self, key: Buffer) -> Result<Option<NativeMetaEntry>> {
-        Ok(self.inner.get_meta(&key).map_err(js_error)?.map(meta_to_js))
+    pub fn get_meta_sync(&self, env: &Env, key: Buffer) -> Result<Option<NativeMetaEntry>> {
+        Ok(self.inner.get_meta(&key).or_js(env)?.map(meta_to_js))
     }
 
     #[napi(ts_return_type = "Promise<NativeMetaEntry | null>")]
@@ -286,8 +309,8 @@ impl NativeFileStore {
     }
 
     #[napi]
-    pub fn exists_sync(&self, key: Buffer) -> Result<bool> {
-        self.inner.exists(&key).map_err(js_error)
+    pub fn exists_sync(&self, env: &Env, key: Buffer) -> Result<bool> {
+        self.inner.exists(&key).or_js(env)
     }
 
     #[napi(ts_return_type = "Promise<boolean>")]
@@ -298,21 +321,20 @@ impl NativeFileStore {
     /// Writes every entry durably (staging, fsync, rename, one directory fsync).
     /// The caller holds the keys' locks.
     #[napi]
-    pub fn put_sync(&self, writes: Vec<NativeWrite>) -> Result<()> {
-        check_writes(&writes)?;
-        put(&self.inner, &writes).map_err(js_error)
+    pub fn put_sync(&self, env: &Env, writes: Vec<NativeWrite>) -> Result<()> {
+        check_writes(&writes).and_then(|()| put(&self.inner, &writes)).or_js(env)
     }
 
     #[napi(ts_return_type = "Promise<void>")]
-    pub fn put_async(&self, writes: Vec<NativeWrite>) -> Result<AsyncTask<StoreTask>> {
-        check_writes(&writes)?;
+    pub fn put_async(&self, env: &Env, writes: Vec<NativeWrite>) -> Result<AsyncTask<StoreTask>> {
+        check_writes(&writes).or_js(env)?;
         Ok(self.task(Op::Put(writes)))
     }
 
     /// Deletes each key; returns whether each existed.
     #[napi]
-    pub fn delete_sync(&self, keys: Vec<Buffer>) -> Result<Vec<bool>> {
-        self.inner.delete(&key_slices(&keys)).map_err(js_error)
+    pub fn delete_sync(&self, env: &Env, keys: Vec<Buffer>) -> Result<Vec<bool>> {
+        self.inner.delete(&key_slices(&keys)).or_js(env)
     }
 
     #[napi(ts_return_type = "Promise<boolean[]>")]
@@ -321,8 +343,8 @@ impl NativeFileStore {
     }
 
     #[napi]
-    pub fn list_sync(&self) -> Result<NativeListing> {
-        Ok(listing_to_js(self.inner.list().map_err(js_error)?))
+    pub fn list_sync(&self, env: &Env) -> Result<NativeListing> {
+        Ok(listing_to_js(self.inner.list().or_js(env)?))
     }
 
     #[napi(ts_return_type = "Promise<NativeListing>")]
@@ -332,15 +354,15 @@ impl NativeFileStore {
 
     /// A streaming listing: batches of at most `max` key files (see `NativeListCursor`).
     #[napi]
-    pub fn open_list(&self) -> Result<NativeListCursor> {
-        let cursor = self.inner.list_cursor().map_err(js_error)?;
+    pub fn open_list(&self, env: &Env) -> Result<NativeListCursor> {
+        let cursor = self.inner.list_cursor().or_js(env)?;
         Ok(NativeListCursor { inner: Arc::new(Mutex::new(Some(cursor))) })
     }
 
     /// Blocks until every key is locked (in this process and across processes).
     #[napi]
-    pub fn lock_sync(&self, keys: Vec<Buffer>) -> Result<()> {
-        self.inner.lock(&key_slices(&keys)).map_err(js_error)
+    pub fn lock_sync(&self, env: &Env, keys: Vec<Buffer>) -> Result<()> {
+        self.inner.lock(&key_slices(&keys)).or_js(env)
     }
 
     /// Takes every key's lock, or none; never blocks. Async callers poll this
@@ -348,14 +370,14 @@ impl NativeFileStore {
     /// that very thread to finish. A caller that has polled for `waited_ms`
     /// gets `ERR_LOCK_TIMEOUT` (naming the holder) once that reaches the lock timeout.
     #[napi]
-    pub fn try_lock(&self, keys: Vec<Buffer>, waited_ms: Option<f64>) -> Result<bool> {
+    pub fn try_lock(&self, env: &Env, keys: Vec<Buffer>, waited_ms: Option<f64>) -> Result<bool> {
         let waited = waited_ms.filter(|w| w.is_finite() && *w >= 0.0).map(|w| std::time::Duration::from_secs_f64(w / 1000.0));
-        self.inner.try_lock_waited(&key_slices(&keys), waited).map_err(js_error)
+        self.inner.try_lock_waited(&key_slices(&keys), waited).or_js(env)
     }
 
     #[napi]
-    pub fn unlock(&self, keys: Vec<Buffer>) -> Result<()> {
-        self.inner.unlock(&key_slices(&keys)).map_err(js_error)
+    pub fn unlock(&self, env: &Env, keys: Vec<Buffer>) -> Result<()> {
+        self.inner.unlock(&key_slices(&keys)).or_js(env)
     }
 
     /// The path of the file that holds `key`.
@@ -387,8 +409,8 @@ fn next_batch(cursor: &Mutex<Option<core::ListCursor>>, max: u32) -> CoreResult<
 #[napi]
 impl NativeListCursor {
     #[napi]
-    pub fn next_batch_sync(&self, max: u32) -> Result<Option<NativeListing>> {
-        Ok(next_batch(&self.inner, max).map_err(js_error)?.map(listing_to_js))
+    pub fn next_batch_sync(&self, env: &Env, max: u32) -> Result<Option<NativeListing>> {
+        Ok(next_batch(&self.inner, max).or_js(env)?.map(listing_to_js))
     }
 
     #[napi(ts_return_type = "Promise<NativeListing | null>")]
@@ -410,15 +432,15 @@ pub struct CursorTask {
 }
 
 impl Task for CursorTask {
-    type Output = Option<core::ListResult>;
+    type Output = CoreResult<Option<core::ListResult>>;
     type JsValue = Option<NativeListing>;
 
     fn compute(&mut self) -> Result<Self::Output> {
-        next_batch(&self.cursor, self.max).map_err(js_error)
+        Ok(next_batch(&self.cursor, self.max))
     }
 
-    fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
-        Ok(output.map(listing_to_js))
+    fn resolve(&mut self, env: Env, output: Self::Output) -> Result<Self::JsValue> {
+        Ok(output.or_js(&env)?.map(listing_to_js))
     }
 }
 
@@ -436,14 +458,14 @@ pub fn lz4_compress(data: Buffer) -> Buffer {
 
 /// The content of one standard LZ4 frame.
 #[napi]
-pub fn lz4_decompress(frame: Buffer) -> Result<Buffer> {
-    Ok(core::codec::lz4::decompress(&frame).map_err(js_error)?.into())
+pub fn lz4_decompress(env: &Env, frame: Buffer) -> Result<Buffer> {
+    Ok(core::codec::lz4::decompress(&frame).or_js(env)?.into())
 }
 
 /// Removes a store directory's konserve files (see `konserve_core::delete_store`).
 #[napi]
-pub fn delete_store_sync(path: String) -> Result<()> {
-    core::delete_store(&path).map_err(js_error)
+pub fn delete_store_sync(env: &Env, path: String) -> Result<()> {
+    core::delete_store(&path).or_js(env)
 }
 
 #[napi(ts_return_type = "Promise<void>")]
@@ -457,16 +479,16 @@ pub struct OpenTask {
 }
 
 impl Task for OpenTask {
-    type Output = core::FileStore;
+    type Output = CoreResult<core::FileStore>;
     type JsValue = NativeFileStore;
 
     fn compute(&mut self) -> Result<Self::Output> {
         let options = self.options.take().expect("open task computed twice");
-        core::FileStore::open(&self.path, options).map_err(js_error)
+        Ok(core::FileStore::open(&self.path, options))
     }
 
-    fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
-        Ok(NativeFileStore { inner: Arc::new(output) })
+    fn resolve(&mut self, env: Env, output: Self::Output) -> Result<Self::JsValue> {
+        Ok(NativeFileStore { inner: Arc::new(output.or_js(&env)?) })
     }
 }
 
@@ -475,15 +497,15 @@ pub struct DeleteStoreTask {
 }
 
 impl Task for DeleteStoreTask {
-    type Output = ();
+    type Output = CoreResult<()>;
     type JsValue = ();
 
-    fn compute(&mut self) -> Result<()> {
-        core::delete_store(&self.path).map_err(js_error)
+    fn compute(&mut self) -> Result<Self::Output> {
+        Ok(core::delete_store(&self.path))
     }
 
-    fn resolve(&mut self, _env: Env, _output: ()) -> Result<()> {
-        Ok(())
+    fn resolve(&mut self, env: Env, output: Self::Output) -> Result<()> {
+        output.or_js(&env)
     }
 }
 
@@ -514,39 +536,41 @@ pub struct StoreTask {
     op: Option<Op>,
 }
 
-impl Task for StoreTask {
-    type Output = OpOutput;
-    type JsValue = Unknown<'static>;
-
-    fn compute(&mut self) -> Result<OpOutput> {
-        let store = &self.store;
-        // The input buffers stay referenced until `finally`, so JS cannot free them mid-write.
-        let op = self.op.as_ref().expect("task computed twice");
+impl StoreTask {
+    fn run(store: &core::FileStore, op: &Op) -> CoreResult<OpOutput> {
         let out = match op {
-            Op::Get(k) => OpOutput::Entry(store.get(k).map_err(js_error)?),
-            Op::GetValue(k) => OpOutput::Value(
-                store
-                    .read_value(k, |v| {
-                        let mut out = Vec::with_capacity(v.bytes.len() + 2);
-                        out.extend_from_slice(&[u8::from(v.log), v.serializer]);
-                        out.extend_from_slice(v.bytes);
-                        out
-                    })
-                    .map_err(js_error)?,
-            ),
-            Op::GetMeta(k) => OpOutput::Meta(store.get_meta(k).map_err(js_error)?),
-            Op::Exists(k) => OpOutput::Bool(store.exists(k).map_err(js_error)?),
+            Op::Get(k) => OpOutput::Entry(store.get(k)?),
+            Op::GetValue(k) => OpOutput::Value(store.read_value(k, |v| {
+                let mut out = Vec::with_capacity(v.bytes.len() + 2);
+                out.extend_from_slice(&[u8::from(v.log), v.serializer]);
+                out.extend_from_slice(v.bytes);
+                out
+            })?),
+            Op::GetMeta(k) => OpOutput::Meta(store.get_meta(k)?),
+            Op::Exists(k) => OpOutput::Bool(store.exists(k)?),
             Op::Put(ws) => {
-                put(store, ws).map_err(js_error)?;
+                put(store, ws)?;
                 OpOutput::Unit
             }
-            Op::Delete(ks) => OpOutput::Bools(store.delete(&key_slices(ks)).map_err(js_error)?),
-            Op::List => OpOutput::Listing(store.list().map_err(js_error)?),
+            Op::Delete(ks) => OpOutput::Bools(store.delete(&key_slices(ks))?),
+            Op::List => OpOutput::Listing(store.list()?),
         };
         Ok(out)
     }
+}
 
-    fn resolve(&mut self, env: Env, output: OpOutput) -> Result<Self::JsValue> {
+impl Task for StoreTask {
+    type Output = CoreResult<OpOutput>;
+    type JsValue = Unknown<'static>;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        // The input buffers stay referenced until `finally`, so JS cannot free them mid-write.
+        let op = self.op.as_ref().expect("task computed twice");
+        Ok(Self::run(&self.store, op))
+    }
+
+    fn resolve(&mut self, env: Env, output: Self::Output) -> Result<Self::JsValue> {
+        let output = output.or_js(&env)?;
         let raw = env.raw();
         // SAFETY: each value is converted in the env the task resolves in.
         let value = unsafe {

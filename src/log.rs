@@ -16,7 +16,7 @@ use napi::bindgen_prelude::*;
 use napi::{Env, Task};
 use napi_derive::napi;
 
-use crate::{js_error, NativeFileStore};
+use crate::{invalid, CoreResult, NativeFileStore, OrJs};
 
 /// Where a log stands.
 #[napi(object)]
@@ -56,12 +56,8 @@ fn records_to_js(batch: Option<Vec<LogRecord>>) -> Option<Vec<NativeLogRecord>> 
     batch.map(|b| b.into_iter().map(record_to_js).collect())
 }
 
-fn invalid(message: String) -> Error {
-    js_error(core::Error::new(core::ErrorCode::InvalidArgument, message))
-}
-
 /// A JS number that must be an integer in `0 ..= 2^53 - 1`.
-fn whole(n: f64, what: &str) -> Result<u64> {
+fn whole(n: f64, what: &str) -> CoreResult<u64> {
     const MAX_SAFE: f64 = 9_007_199_254_740_991.0;
     if n.is_finite() && n >= 0.0 && n.fract() == 0.0 && n <= MAX_SAFE {
         Ok(n as u64)
@@ -70,7 +66,7 @@ fn whole(n: f64, what: &str) -> Result<u64> {
     }
 }
 
-fn serializer(n: u32) -> Result<u8> {
+fn serializer(n: u32) -> CoreResult<u8> {
     u8::try_from(n).map_err(|_| invalid(format!("serializer id {n} is not in 0..=255")))
 }
 
@@ -96,7 +92,7 @@ pub struct CheckedRecord {
     bytes: Buffer,
 }
 
-fn check_records(records: Vec<NativeNewRecord>) -> Result<Vec<CheckedRecord>> {
+fn check_records(records: Vec<NativeNewRecord>) -> CoreResult<Vec<CheckedRecord>> {
     records
         .into_iter()
         .map(|r| Ok(CheckedRecord { serializer: serializer(r.serializer)?, stamp: whole(r.stamp, "the stamp")?, bytes: r.bytes }))
@@ -115,20 +111,27 @@ fn append(store: &core::FileStore, key: &[u8], records: &[CheckedRecord], create
 /// the last record. No records: ERR_INVALID_ARGUMENT; a key holding
 /// something else: ERR_NOT_A_LOG.
 #[napi]
-pub fn log_append_sync(store: &NativeFileStore, key: Buffer, records: Vec<NativeNewRecord>, create_meta: Buffer) -> Result<NativeLogInfo> {
-    let records = check_records(records)?;
-    let info = append(&store.inner, &key, &records, &create_meta).map_err(js_error)?;
+pub fn log_append_sync(
+    env: &Env,
+    store: &NativeFileStore,
+    key: Buffer,
+    records: Vec<NativeNewRecord>,
+    create_meta: Buffer,
+) -> Result<NativeLogInfo> {
+    let records = check_records(records).or_js(env)?;
+    let info = append(&store.inner, &key, &records, &create_meta).or_js(env)?;
     Ok(info_to_js(info))
 }
 
 #[napi(ts_return_type = "Promise<NativeLogInfo>")]
 pub fn log_append_async(
+    env: &Env,
     store: &NativeFileStore,
     key: Buffer,
     records: Vec<NativeNewRecord>,
     create_meta: Buffer,
 ) -> Result<AsyncTask<LogWriteTask>> {
-    let op = LogWrite::Append { key, records: check_records(records)?, create_meta };
+    let op = LogWrite::Append { key, records: check_records(records).or_js(env)?, create_meta };
     Ok(AsyncTask::new(LogWriteTask { store: store.inner.clone(), op }))
 }
 
@@ -136,14 +139,14 @@ pub fn log_append_async(
 /// index `keepFrom` or more (they keep their indexes). A missing key writes
 /// nothing and reports an empty log.
 #[napi]
-pub fn log_trim_sync(store: &NativeFileStore, key: Buffer, keep_from: f64, meta: Buffer) -> Result<NativeLogInfo> {
-    let keep_from = whole(keep_from, "keepFrom")?;
-    Ok(info_to_js(store.inner.log_trim(&key, keep_from, &meta).map_err(js_error)?))
+pub fn log_trim_sync(env: &Env, store: &NativeFileStore, key: Buffer, keep_from: f64, meta: Buffer) -> Result<NativeLogInfo> {
+    let keep_from = whole(keep_from, "keepFrom").or_js(env)?;
+    Ok(info_to_js(store.inner.log_trim(&key, keep_from, &meta).or_js(env)?))
 }
 
 #[napi(ts_return_type = "Promise<NativeLogInfo>")]
-pub fn log_trim_async(store: &NativeFileStore, key: Buffer, keep_from: f64, meta: Buffer) -> Result<AsyncTask<LogWriteTask>> {
-    let op = LogWrite::Trim { key, keep_from: whole(keep_from, "keepFrom")?, meta };
+pub fn log_trim_async(env: &Env, store: &NativeFileStore, key: Buffer, keep_from: f64, meta: Buffer) -> Result<AsyncTask<LogWriteTask>> {
+    let op = LogWrite::Trim { key, keep_from: whole(keep_from, "keepFrom").or_js(env)?, meta };
     Ok(AsyncTask::new(LogWriteTask { store: store.inner.clone(), op }))
 }
 
@@ -160,19 +163,18 @@ pub struct LogWriteTask {
 }
 
 impl Task for LogWriteTask {
-    type Output = LogInfo;
+    type Output = CoreResult<LogInfo>;
     type JsValue = NativeLogInfo;
 
-    fn compute(&mut self) -> Result<LogInfo> {
-        match &self.op {
+    fn compute(&mut self) -> Result<Self::Output> {
+        Ok(match &self.op {
             LogWrite::Append { key, records, create_meta } => append(&self.store, key, records, create_meta),
             LogWrite::Trim { key, keep_from, meta } => self.store.log_trim(key, *keep_from, meta),
-        }
-        .map_err(js_error)
+        })
     }
 
-    fn resolve(&mut self, _env: Env, output: LogInfo) -> Result<NativeLogInfo> {
-        Ok(info_to_js(output))
+    fn resolve(&mut self, env: Env, output: Self::Output) -> Result<NativeLogInfo> {
+        Ok(info_to_js(output.or_js(&env)?))
     }
 }
 
@@ -202,8 +204,8 @@ fn next_batch(cursor: &Mutex<Option<LogCursor>>, max: u32) -> core::Result<Optio
 impl NativeLogCursor {
     /// The next at most `max` (at least 1) records, or `null` at the end.
     #[napi(ts_return_type = "NativeLogRecord[] | null")]
-    pub fn next_batch_sync(&self, max: u32) -> Result<Option<Vec<NativeLogRecord>>> {
-        Ok(records_to_js(next_batch(&self.inner, max).map_err(js_error)?))
+    pub fn next_batch_sync(&self, env: &Env, max: u32) -> Result<Option<Vec<NativeLogRecord>>> {
+        Ok(records_to_js(next_batch(&self.inner, max).or_js(env)?))
     }
 
     #[napi(ts_return_type = "Promise<NativeLogRecord[] | null>")]
@@ -224,15 +226,15 @@ pub struct LogBatchTask {
 }
 
 impl Task for LogBatchTask {
-    type Output = Option<Vec<LogRecord>>;
+    type Output = CoreResult<Option<Vec<LogRecord>>>;
     type JsValue = Option<Vec<NativeLogRecord>>;
 
     fn compute(&mut self) -> Result<Self::Output> {
-        next_batch(&self.cursor, self.max).map_err(js_error)
+        Ok(next_batch(&self.cursor, self.max))
     }
 
-    fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
-        Ok(records_to_js(output))
+    fn resolve(&mut self, env: Env, output: Self::Output) -> Result<Self::JsValue> {
+        Ok(records_to_js(output.or_js(&env)?))
     }
 }
 
@@ -243,8 +245,8 @@ fn cursor_to_js(c: Option<LogCursor>) -> Option<NativeLogCursor> {
 /// Opens the log of `key` for reading: `null` if the key is missing,
 /// `ERR_NOT_A_LOG` if it holds something else.
 #[napi]
-pub fn log_open_sync(store: &NativeFileStore, key: Buffer) -> Result<Option<NativeLogCursor>> {
-    Ok(cursor_to_js(store.inner.open_log(&key).map_err(js_error)?))
+pub fn log_open_sync(env: &Env, store: &NativeFileStore, key: Buffer) -> Result<Option<NativeLogCursor>> {
+    Ok(cursor_to_js(store.inner.open_log(&key).or_js(env)?))
 }
 
 #[napi(ts_return_type = "Promise<NativeLogCursor | null>")]
@@ -258,14 +260,14 @@ pub struct LogOpenTask {
 }
 
 impl Task for LogOpenTask {
-    type Output = Option<LogCursor>;
+    type Output = CoreResult<Option<LogCursor>>;
     type JsValue = Option<NativeLogCursor>;
 
     fn compute(&mut self) -> Result<Self::Output> {
-        self.store.open_log(&self.key).map_err(js_error)
+        Ok(self.store.open_log(&self.key))
     }
 
-    fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
-        Ok(cursor_to_js(output))
+    fn resolve(&mut self, env: Env, output: Self::Output) -> Result<Self::JsValue> {
+        Ok(cursor_to_js(output.or_js(&env)?))
     }
 }

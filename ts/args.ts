@@ -83,7 +83,7 @@ export function checkOptions(fn: string, opts: unknown, spec: Spec, param = 'opt
   if (opts === undefined) return
   if (opts === null || typeof opts !== 'object' || Array.isArray(opts)) throw badArgument(fn, param, 'an options object', opts)
   for (const key in opts) {
-    if (!Object.prototype.hasOwnProperty.call(spec, key)) throw unknownOption(fn, param, key, spec)
+    if (!Object.hasOwn(spec, key)) throw unknownOption(fn, param, key, spec)
     const v = (opts as Record<string, unknown>)[key]
     if (v === undefined) continue
     const want = spec[key]!(v)
@@ -97,7 +97,7 @@ export function isSync(opts: unknown): boolean {
 }
 
 /** `err` as the call's form reports it: thrown (sync) or a rejected Promise. */
-// `any`: it stands for whichever result the call would have given.
+// biome-ignore lint/suspicious/noExplicitAny: it stands for whichever result the call would have given.
 export function fail(err: unknown, opts: unknown): any {
   if (isSync(opts)) throw err
   return Promise.reject(err)

@@ -4,45 +4,61 @@
  */
 import { constants as osConstants } from 'node:os'
 
-export type ErrorCode =
-  | 'ERR_IO'
-  | 'ERR_CORRUPT'
-  | 'ERR_UNSUPPORTED_VERSION'
-  | 'ERR_UNSUPPORTED_CODEC'
-  | 'ERR_KEY_MISMATCH'
-  | 'ERR_INVALID_KEY'
-  | 'ERR_STORE_POISONED'
-  | 'ERR_LOCK'
-  | 'ERR_LOCK_BUSY'
-  | 'ERR_LOCK_TIMEOUT'
-  | 'ERR_LOCK_REENTRY'
-  | 'ERR_FSYNC'
-  | 'ERR_NO_SPACE'
-  | 'ERR_READ_ONLY'
-  | 'ERR_PERMISSION'
-  | 'ERR_TOO_MANY_FILES'
-  | 'ERR_NOT_A_DIRECTORY'
-  | 'ERR_NOT_A_FILE'
-  | 'ERR_DECRYPT'
-  | 'ERR_REVISION_MISMATCH'
-  | 'ERR_SERIALIZE'
-  | 'ERR_DESERIALIZE'
-  | 'ERR_SERIALIZER_NOT_FOUND'
-  | 'ERR_NOT_A_LOG'
-  | 'ERR_NOT_BINARY'
-  | 'ERR_INVALID_PATH'
-  | 'ERR_INVALID_ARGUMENT'
-  | 'ERR_NOT_SUPPORTED'
-  | 'ERR_NATIVE_UNAVAILABLE'
-  | 'ERR_SOURCE'
+/**
+ * Every error code, once: the one list (issue 20). The `ErrorCode` type and
+ * the check of codes that cross from the native binding are made from it;
+ * `scripts/error-codes.mjs` (run by `__test__/error-codes.spec.ts`) checks the
+ * others against it: the core's `ErrorCode::as_str` (crates/core/src/error.rs)
+ * may only use codes listed here, the README's "Errors" table must describe
+ * each code here and no other, and no `ERR_*` name in README.md, docs/, ts/
+ * or the Rust sources may be one that is not here.
+ *
+ * To add a code: add it here; if the Rust core raises it, add the variant to
+ * `ErrorCode` in crates/core/src/error.rs with the same string in `as_str`;
+ * add a row to README.md's "Errors" table; then `node scripts/error-codes.mjs`.
+ */
+export const ERROR_CODES = [
+  'ERR_IO',
+  'ERR_CORRUPT',
+  'ERR_UNSUPPORTED_VERSION',
+  'ERR_UNSUPPORTED_CODEC',
+  'ERR_KEY_MISMATCH',
+  'ERR_INVALID_KEY',
+  'ERR_STORE_POISONED',
+  'ERR_LOCK',
+  'ERR_LOCK_BUSY',
+  'ERR_LOCK_TIMEOUT',
+  'ERR_LOCK_REENTRY',
+  'ERR_FSYNC',
+  'ERR_NO_SPACE',
+  'ERR_READ_ONLY',
+  'ERR_PERMISSION',
+  'ERR_TOO_MANY_FILES',
+  'ERR_NOT_A_DIRECTORY',
+  'ERR_NOT_A_FILE',
+  'ERR_DECRYPT',
+  'ERR_REVISION_MISMATCH',
+  'ERR_SERIALIZE',
+  'ERR_DESERIALIZE',
+  'ERR_SERIALIZER_NOT_FOUND',
+  'ERR_NOT_A_LOG',
+  'ERR_NOT_BINARY',
+  'ERR_INVALID_PATH',
+  'ERR_INVALID_ARGUMENT',
+  'ERR_NOT_SUPPORTED',
+  'ERR_NATIVE_UNAVAILABLE',
+  'ERR_SOURCE',
   // A network backend's server cannot be reached or failed the command (docs/BACKENDS.md).
-  | 'ERR_BACKEND_UNAVAILABLE'
+  'ERR_BACKEND_UNAVAILABLE',
   // The store's life cycle (close, deleteStore): see README "Closing a store".
-  | 'ERR_CLOSED'
-  | 'ERR_STORE_DELETED'
+  'ERR_CLOSED',
+  'ERR_STORE_DELETED',
   // The store registry (createStore, connectStore): see README "The store registry".
-  | 'ERR_STORE_EXISTS'
-  | 'ERR_STORE_NOT_FOUND'
+  'ERR_STORE_EXISTS',
+  'ERR_STORE_NOT_FOUND',
+] as const
+
+export type ErrorCode = (typeof ERROR_CODES)[number]
 
 export class KonserveError extends Error {
   override name = 'KonserveError'
@@ -152,35 +168,23 @@ export function toKonserveError(err: unknown): KonserveError {
 }
 
 /** Every code, for checking a code that crossed from the native binding. */
-const CODES: ReadonlySet<string> = new Set<ErrorCode>([
-  'ERR_IO', 'ERR_CORRUPT', 'ERR_UNSUPPORTED_VERSION', 'ERR_UNSUPPORTED_CODEC', 'ERR_KEY_MISMATCH', 'ERR_INVALID_KEY',
-  'ERR_STORE_POISONED', 'ERR_LOCK', 'ERR_LOCK_BUSY', 'ERR_LOCK_TIMEOUT', 'ERR_LOCK_REENTRY', 'ERR_FSYNC', 'ERR_NO_SPACE', 'ERR_READ_ONLY', 'ERR_PERMISSION',
-  'ERR_TOO_MANY_FILES', 'ERR_NOT_A_DIRECTORY', 'ERR_NOT_A_FILE', 'ERR_DECRYPT', 'ERR_REVISION_MISMATCH', 'ERR_SERIALIZE',
-  'ERR_DESERIALIZE', 'ERR_SERIALIZER_NOT_FOUND', 'ERR_NOT_A_LOG', 'ERR_NOT_BINARY', 'ERR_INVALID_PATH',
-  'ERR_INVALID_ARGUMENT', 'ERR_NOT_SUPPORTED', 'ERR_NATIVE_UNAVAILABLE', 'ERR_SOURCE', 'ERR_CLOSED', 'ERR_STORE_DELETED',
-  'ERR_STORE_EXISTS', 'ERR_STORE_NOT_FOUND',
-])
-
-/** The head of a native error's message: `CODE \x1f n \x1f`, then n UTF-16 units of file, then the message. */
-const NATIVE_HEAD = /^(ERR_[A-Z_]+)\u001f(\d{1,9})\u001f/
+const CODES: ReadonlySet<string> = new Set<string>(ERROR_CODES)
 
 /**
  * Types an error thrown by the native binding (and only there: call it where
- * the binding is called). The core's errors cross as a napi `GenericFailure`
- * whose message is `CODE \x1f n \x1f file message` (src/lib.rs `js_error`):
- * the file's length is given, not delimited, so a file name or a message that
- * contains U+001F cannot shift the fields; a message that does not have this
- * exact head (napi-rs's own argument errors, say) is typed as a foreign error.
+ * the binding is called; the binding never runs the user's code). The core's
+ * errors cross as JavaScript Errors whose `code` property is the konserve
+ * code and whose `file` property, when there is one, is the file (src/lib.rs
+ * `js_error`); nothing is read out of the message, so a path or a message
+ * cannot forge a code or a file. Any other error (napi-rs's own argument
+ * errors, with codes such as `InvalidArg`) is typed as a foreign error.
  */
 export function fromNative(err: unknown): KonserveError {
   if (err instanceof KonserveError) return err
-  if (err instanceof Error && (err as { code?: unknown }).code === 'GenericFailure') {
-    const m = NATIVE_HEAD.exec(err.message)
-    const at = m ? m[0].length : 0
-    const n = m ? Number(m[2]) : 0
-    if (m && CODES.has(m[1]!) && at + n <= err.message.length) {
-      const file = err.message.slice(at, at + n)
-      return new KonserveError(m[1] as ErrorCode, err.message.slice(at + n), { file: file || undefined, cause: err })
+  if (err instanceof Error) {
+    const { code, file } = err as { code?: unknown; file?: unknown }
+    if (typeof code === 'string' && CODES.has(code)) {
+      return new KonserveError(code as ErrorCode, err.message, { file: typeof file === 'string' && file ? file : undefined, cause: err })
     }
   }
   return toKonserveError(err)

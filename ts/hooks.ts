@@ -11,19 +11,14 @@
  * default, to `process.emitWarning` (code `KONSERVE_HOOK_ERROR`). A write that
  * fails calls no hook.
  *
- * What each operation reports (`path` is always `[key, ...inner path]`;
- * `oldValue`/`newValue` are whole top-level values, the very objects the
- * operation returns: do not mutate them):
- *
- * | op | path | oldValue | newValue |
- * |---|---|---|---|
- * | assoc | [key] | undefined (not read) | the value |
- * | assocIn, update, updateIn | the path given ([key] for update) | the old top-level value | the new top-level value |
- * | dissoc | [key] | undefined (not read) | undefined; only when the key existed |
- * | bassoc | [key] | undefined (not read) | the bytes (a Uint8Array) |
- * | append | [key] | the log before (undefined for a new log) | the log after (an array) |
- * | multiAssoc | [key] | undefined (not read) | the value; one event per key, in the batch's order |
- * | multiDissoc | [key] | undefined | undefined; one event per key that existed |
+ * What each operation reports is the table in README.md ("Write hooks"),
+ * checked by __test__/hook-events.spec.ts. `path` is always
+ * `[key, ...inner path]`; `oldValue`/`newValue` are whole top-level values,
+ * the very objects the operation returns (do not mutate them), and
+ * `oldValue` is undefined where the operation does not read the old value.
+ * In particular `append` reports the element appended as `newValue` and no
+ * `oldValue`, not the log before and after: an append never reads the log,
+ * and making it do so for hooks would cost the whole log on every append.
  */
 import type { Key } from './format/key.js'
 import { Store, checkStore } from './store.js'

@@ -91,7 +91,7 @@ function checkReentry(ids: readonly string[]): void {
 }
 
 function lockId(scope: string, key: Uint8Array): string {
-  let s = scope + '\u0000'
+  let s = `${scope}\u0000`
   // Chunked to stay within the argument limit for very long keys.
   for (let i = 0; i < key.length; i += 4096) s += String.fromCharCode(...key.subarray(i, i + 4096))
   return s

@@ -3,76 +3,24 @@
  * the right `.node` file for this platform).
  */
 import { createRequire } from 'node:module'
-import type { NativeFileStore as NativeFileStoreClass } from '../index.js'
+import type * as Generated from '../index.js'
 import { KonserveError } from './errors.js'
 
-export type NativeFileStore = NativeFileStoreClass
-
-/** The binding's streamed-blob and log surface (src/blob.rs, src/log.rs). */
-export interface NativeBlobWriter {
-  writeSync(bytes: Buffer): void
-  writeAsync(bytes: Buffer): Promise<void>
-  commitSync(): void
-  commitAsync(): Promise<void>
-  abort(): void
-}
-export interface NativeLogInfo {
-  firstIndex: number
-  lastIndex: number
-  lastStamp: number
-}
-export interface NativeMetaEntryLike {
-  key: Buffer
-  serializer: number
-  meta: Buffer
-  file: string
-  log?: NativeLogInfo | null
-}
-export interface NativeBlobReader {
-  readonly size: number
-  readonly meta: NativeMetaEntryLike
-  readonly plainOffset: number | null
-  readonly file: string
-  readSync(offset: number, length: number): Buffer
-  readAsync(offset: number, length: number): Promise<Buffer>
-  readIntoAsync?(offset: number, target: Buffer): Promise<number>
-  close(): void
-}
-export interface NativeLogRecord {
-  index: number
-  stamp: number
-  serializer: number
-  bytes: Buffer
-}
-export interface NativeNewRecord {
-  serializer: number
-  stamp: number
-  bytes: Buffer
-}
-export interface NativeLogCursor {
-  nextBatchSync(max: number): NativeLogRecord[] | null
-  nextBatchAsync(max: number): Promise<NativeLogRecord[] | null>
-  close(): void
-}
-
-export interface NativeBinding {
-  NativeFileStore: typeof NativeFileStoreClass
-  blobWriterOpenSync(store: NativeFileStore, key: Buffer, meta: Buffer): NativeBlobWriter
-  blobWriterOpenAsync(store: NativeFileStore, key: Buffer, meta: Buffer): Promise<NativeBlobWriter>
-  blobOpenSync(store: NativeFileStore, key: Buffer): NativeBlobReader | null
-  blobOpenAsync(store: NativeFileStore, key: Buffer): Promise<NativeBlobReader | null>
-  logAppendSync(store: NativeFileStore, key: Buffer, records: NativeNewRecord[], createMeta: Buffer): NativeLogInfo
-  logAppendAsync(store: NativeFileStore, key: Buffer, records: NativeNewRecord[], createMeta: Buffer): Promise<NativeLogInfo>
-  logOpenSync(store: NativeFileStore, key: Buffer): NativeLogCursor | null
-  logOpenAsync(store: NativeFileStore, key: Buffer): Promise<NativeLogCursor | null>
-  logTrimSync(store: NativeFileStore, key: Buffer, keepFrom: number, meta: Buffer): NativeLogInfo
-  logTrimAsync(store: NativeFileStore, key: Buffer, keepFrom: number, meta: Buffer): Promise<NativeLogInfo>
-  fileName(key: Uint8Array): string
-  lz4Compress(data: Buffer): Buffer
-  lz4Decompress(frame: Buffer): Buffer
-  deleteStoreSync(path: string): void
-  deleteStoreAsync(path: string): Promise<void>
-}
+/*
+ * The binding's types are the ones `napi build` generates from src/*.rs into
+ * index.d.ts (never re-declared here), so a changed Rust signature breaks
+ * `npm run typecheck` wherever TypeScript uses the old one.
+ */
+/** The binding's exports (src/lib.rs, src/blob.rs, src/log.rs). */
+export type NativeBinding = typeof Generated
+export type NativeFileStore = Generated.NativeFileStore
+export type NativeBlobWriter = Generated.NativeBlobWriter
+export type NativeBlobReader = Generated.NativeBlobReader
+export type NativeLogCursor = Generated.NativeLogCursor
+export type NativeLogInfo = Generated.NativeLogInfo
+export type NativeLogRecord = Generated.NativeLogRecord
+export type NativeNewRecord = Generated.NativeNewRecord
+export type NativeMetaEntryLike = Generated.NativeMetaEntry
 
 let binding: NativeBinding | undefined
 let loadError: unknown

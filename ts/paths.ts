@@ -17,7 +17,7 @@ export function getPath(value: unknown, path: Path): unknown {
       if (!v.has(seg)) return MISSING
       v = v.get(seg)
     } else if (v !== null && typeof v === 'object' && (typeof seg === 'string' || typeof seg === 'number')) {
-      if (!Object.prototype.hasOwnProperty.call(v, seg)) return MISSING
+      if (!Object.hasOwn(v, seg)) return MISSING
       v = (v as Record<string, unknown>)[seg]
     } else {
       return MISSING
@@ -51,7 +51,7 @@ export function checkSettable(value: unknown, path: Path): void {
     } else if (v === undefined || v === null) {
       return
     } else if (typeof v === 'object' && !ArrayBuffer.isView(v) && !(v instanceof Date) && !(v instanceof Set)) {
-      v = Object.prototype.hasOwnProperty.call(v, seg) ? (v as Record<string, unknown>)[seg] : undefined
+      v = Object.hasOwn(v, seg) ? (v as Record<string, unknown>)[seg] : undefined
     } else {
       throw badPath(`cannot go into a ${typeof v} at path segment ${String(seg)}`)
     }
@@ -87,7 +87,7 @@ export function setPath(value: unknown, path: Path, leaf: unknown): unknown {
   if (typeof value === 'object' && !ArrayBuffer.isView(value) && !(value instanceof Date) && !(value instanceof Set)) {
     const o = value as Record<string, unknown>
     // Own properties only: o['__proto__'] would be Object.prototype.
-    const own = Object.prototype.hasOwnProperty.call(o, seg) ? o[seg] : undefined
+    const own = Object.hasOwn(o, seg) ? o[seg] : undefined
     return { ...o, [seg]: setPath(own, rest, leaf) }
   }
   throw badPath(`cannot go into a ${typeof value} at path segment ${String(seg)}`)

@@ -72,8 +72,10 @@ const msgpackOptions = {
 type SerializerName = 'json' | 'msgpack' | 'cbor'
 
 /** Classes registered through addMsgpackExtension: their extension encodes them, so they are not walked. */
+// biome-ignore lint/complexity/noBannedTypes: any class (its constructor), tested with instanceof
 const extensionClasses: Function[] = []
 
+// biome-ignore lint/complexity/noBannedTypes: compared with `o.constructor`, which TypeScript types as Function
 const typedArrayConstructors = new Set<Function>(
   [
     Int8Array, Uint8Array, Uint8ClampedArray, Int16Array, Uint16Array, Int32Array, Uint32Array,
@@ -139,7 +141,8 @@ function checkValue(value: unknown, serializer: SerializerName): Found {
   const visit = (v: unknown): void => {
     switch (typeof v) {
       case 'string':
-        return checkString(v, 'a string')
+        checkString(v, 'a string')
+        return
       case 'number':
         if (v === 0) {
           if (1 / v < 0) found.negativeZero = true
@@ -157,7 +160,7 @@ function checkValue(value: unknown, serializer: SerializerName): Found {
         return
       case 'function':
       case 'symbol':
-        return refuse(`a ${typeof v}`)
+        refuse(`a ${typeof v}`)
     }
     if (v === null) return
     const o = v as object
@@ -260,7 +263,7 @@ function isObjectPrototypeOfArray(proto: object | null): boolean {
 function describeMapKey(k: unknown): string {
   if (typeof k === 'string') return JSON.stringify(k.length > 40 ? `${k.slice(0, 37)}...` : k)
   if (typeof k === 'bigint') return `${k}n`
-  if (k !== null && typeof k === 'object') return kindOf(k).replace(/^an? /, '<') + '>'
+  if (k !== null && typeof k === 'object') return `${kindOf(k).replace(/^an? /, '<')}>`
   return String(k)
 }
 

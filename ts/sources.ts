@@ -72,9 +72,9 @@ function checkResult(r: unknown, kind: string): IteratorResult<unknown> {
 /** The parts of a Node Readable used here (duck-typed: any stream module's Readable works). */
 interface NodeReadable {
   read(): unknown
-  on(event: string, f: (...a: any[]) => void): unknown
-  off?(event: string, f: (...a: any[]) => void): unknown
-  removeListener(event: string, f: (...a: any[]) => void): unknown
+  on(event: string, f: (...a: never[]) => void): unknown
+  off?(event: string, f: (...a: never[]) => void): unknown
+  removeListener(event: string, f: (...a: never[]) => void): unknown
   destroy(err?: Error): unknown
   destroyed?: boolean
   errored?: unknown

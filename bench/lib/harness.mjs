@@ -58,7 +58,7 @@ class Run {
       lat: this.lat,
       rss: this.sampler.stop(),
       loopMax: this.loop ? this.loop.max / 1e6 : undefined,
-      maxOp: this.lat.length ? this.lat.reduce((a, b) => (b > a ? b : a), 0) : undefined,
+      maxOp: this.lat.length ? this.lat.reduce((a, b) => Math.max(a, b), 0) : undefined,
     }
   }
 }

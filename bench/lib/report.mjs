@@ -74,7 +74,7 @@ export function fmtTable(t) {
   for (const s of rows) {
     const name = s.isRef ? `**${s.name}** (ref)` : s.name
     if (s.error) {
-      lines.push(`| ${name} | ${head.slice(1).map((h, i) => (i === 0 ? `failed: ${s.error.replace(/\|/g, '/')}` : '')).join(' | ')} |`)
+      lines.push(`| ${name} | ${head.slice(1).map((_h, i) => (i === 0 ? `failed: ${s.error.replace(/\|/g, '/')}` : '')).join(' | ')} |`)
       continue
     }
     const cells = isKeys
@@ -130,7 +130,7 @@ export function markdown({ meta, tables, drivers, keysTables, populateRates }) {
     for (const [name, m] of byStore) {
       const per = sizes.map((n) => ((m.get(n) ?? NaN) * 1000) / n)
       const grow = sizes.slice(1).map((n, i) => (m.get(n) ?? NaN) / (m.get(sizes[i]) ?? NaN))
-      L.push(`| ${name} | ${per.map(fmtNum).join(' | ')}${grow.length ? ' | ' + grow.map((g) => (Number.isFinite(g) ? `${g.toFixed(1)}×` : '—')).join(' | ') : ''} |`)
+      L.push(`| ${name} | ${per.map(fmtNum).join(' | ')}${grow.length ? ` | ${grow.map((g) => (Number.isFinite(g) ? `${g.toFixed(1)}×` : '—')).join(' | ')}` : ''} |`)
     }
     L.push('')
     L.push('Writing the keys (setup of the keys case, not a measurement: all stores are written at the same time, each through its fastest bulk path, non-durable: konserve async multiAssoc of 1000 keys, lmdb batch, classic-level batch, the others 16–32 puts in flight; the times show what it costs to build such a store here, roughly):', '')

@@ -176,22 +176,29 @@ function isPlainObject(v: object): boolean {
 }
 
 function write(w: Writer, key: unknown, depth: number, seen: Set<object>): void {
-  if (key === null) return w.u8(T_NULL)
+  if (key === null) {
+    w.u8(T_NULL)
+    return
+  }
   switch (typeof key) {
     case 'boolean':
-      return w.u8(key ? T_TRUE : T_FALSE)
+      w.u8(key ? T_TRUE : T_FALSE)
+      return
     case 'number':
       if (Number.isSafeInteger(key)) {
         w.u8(T_INT)
-        return w.i64(key === 0 ? 0 : key) // -0 is 0
+        w.i64(key === 0 ? 0 : key) // -0 is 0
+      } else {
+        w.u8(T_FLOAT)
+        w.f64(key)
       }
-      w.u8(T_FLOAT)
-      return w.f64(key)
+      return
     case 'string': {
       const b = wtf8Encode(key)
       w.u8(T_STRING)
       w.u32(b.length)
-      return w.bytes(b)
+      w.bytes(b)
+      return
     }
     case 'object':
       break
@@ -202,7 +209,8 @@ function write(w: Writer, key: unknown, depth: number, seen: Set<object>): void 
   if (obj instanceof Uint8Array) {
     w.u8(T_BYTES)
     w.u32(obj.length)
-    return w.bytes(obj)
+    w.bytes(obj)
+    return
   }
   if (seen.has(obj)) throw invalid('a key cannot contain a cycle')
   if (depth > 256) throw invalid('a key is nested more than 256 levels deep')

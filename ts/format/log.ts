@@ -65,7 +65,8 @@ const corrupt = (message: string) => new KonserveError('ERR_CORRUPT', message)
 let emptyChecksum: bigint | undefined
 /** xxh3_64 of no bytes: a log's value checksum. */
 function emptyValueChecksum(): bigint {
-  return (emptyChecksum ??= xxh3_64(new Uint8Array(0)))
+  emptyChecksum ??= xxh3_64(new Uint8Array(0))
+  return emptyChecksum
 }
 
 /** A u64 LE that fits a safe integer, or undefined. */

@@ -6,6 +6,11 @@ use std::path::{Path, PathBuf};
 
 /// What went wrong, as a stable string code (see [`ErrorCode::as_str`]) that
 /// callers, including the JavaScript layer, branch on.
+///
+/// The one list of codes is `ERROR_CODES` in ts/errors.ts (it also has the
+/// codes only the TypeScript layer raises); `node scripts/error-codes.mjs`
+/// (and `npm test`) fails if a string of `as_str` is not in it. To add a
+/// code: list it there, add the variant here, describe it in README.md.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorCode {
