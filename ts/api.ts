@@ -426,13 +426,12 @@ function valueAt(store: Store, raw: RawValue | RawEntry | undefined, rest: Path 
  * at the inner path `rest`. Logs take the general path.
  */
 function readKey(store: Store, key: Key, rest: Path | undefined, notFound: unknown, opts: Options | undefined): unknown {
-  const b = store.backing
-  const read = b.getValue ?? b.get
   if (opts?.sync) {
     checkBlocking(store)
+    const b = store.backing
     let raw: RawValue | RawEntry | undefined
     try {
-      raw = read.sync(encodeKey(key))
+      raw = (b.getValue ?? b.get).sync(encodeKey(key))
     } catch (err) {
       throw withKey(err, key)
     }
@@ -442,7 +441,8 @@ function readKey(store: Store, key: Key, rest: Path | undefined, notFound: unkno
   return (async () => {
     let raw: RawValue | RawEntry | undefined
     try {
-      raw = await read.async(encodeKey(key))
+      const b = store.backing
+      raw = await (b.getValue ?? b.get).async(encodeKey(key))
     } catch (err) {
       throw withKey(err, key)
     }
