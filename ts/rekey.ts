@@ -27,7 +27,9 @@
 import gensync, { type Handler } from 'gensync'
 import * as fs from 'node:fs'
 import { join, resolve } from 'node:path'
-import type { BlobSink, BlobSource, LogCursor, LogRecord, RawEntry } from './backing/index.js'
+import { type LogRecord, twinOp } from './backing/index.js'
+import { fromLegacy } from './backing/legacy.js'
+import type { Backing } from './backing/seam.js'
 import { concat } from './codec/aes.js'
 import { type Header, ENCRYPTOR_NONE, FLAG_CHUNKED, HEADER_LEN, LOG_COMMIT_AREA, decodeHeader, encodeMetaSegment, isLogHeader } from './format/file.js'
 import { KEY_CHECK_FILE, REKEY_FILE, type KeyCheck, encodeKeyCheck, encodePendingRekey } from './format/keycheck.js'
@@ -99,58 +101,22 @@ function keyBytes(e: EncryptorOption | null | undefined, which: string): Uint8Ar
 
 const sameBytes = (a: Uint8Array, b: Uint8Array) => a.length === b.length && a.every((x, i) => x === b[i])
 
-/** gensync over a backing's blocking and Promise forms. */
-function op<A extends unknown[], R>(sync: (...a: A) => R, async: (...a: A) => Promise<R>) {
-  return gensync<A, R>({ sync, async })
-}
-
-const openBacking = op(
+/**
+ * Opens the pure engine on `dir` with a codec: the engine itself (its durable
+ * replace of a file, for logs) and its operations through the seam.
+ */
+const openEngine = twinOp(
   (dir: string, codec: PureCodec, syncBlob: boolean) => PureFileBacking.openSync(dir, codec, { syncBlob, skipKeyCheck: true }),
   (dir: string, codec: PureCodec, syncBlob: boolean) => PureFileBacking.open(dir, codec, { syncBlob, skipKeyCheck: true }),
 )
-const getEntry = op(
-  (b: PureFileBacking, key: Uint8Array) => b.getSync(key),
-  (b: PureFileBacking, key: Uint8Array) => b.getAsync(key),
-)
-const putEntry = op(
-  (b: PureFileBacking, key: Uint8Array, e: RawEntry) => b.putSync([{ key, serializer: e.serializer, meta: e.meta, value: e.value }]),
-  (b: PureFileBacking, key: Uint8Array, e: RawEntry) => b.putAsync([{ key, serializer: e.serializer, meta: e.meta, value: e.value }]),
-)
-const openBlob = op(
-  (b: PureFileBacking, key: Uint8Array) => b.openBlobSync(key),
-  (b: PureFileBacking, key: Uint8Array) => b.openBlobAsync(key),
-)
-const blobWriter = op(
-  (b: PureFileBacking, key: Uint8Array, meta: Uint8Array) => b.blobWriterSync(key, meta),
-  (b: PureFileBacking, key: Uint8Array, meta: Uint8Array) => b.blobWriterAsync(key, meta),
-)
-const readPiece = op(
-  (s: BlobSource, at: number, n: number) => s.readSync(at, n),
-  (s: BlobSource, at: number, n: number) => s.read(at, n),
-)
-const writePiece = op(
-  (w: BlobSink, bytes: Uint8Array) => w.writeSync(bytes),
-  (w: BlobSink, bytes: Uint8Array) => w.write(bytes),
-)
-const commitBlob = op(
-  (w: BlobSink) => w.commitSync(),
-  (w: BlobSink) => w.commit(),
-)
-const openLog = op(
-  (b: PureFileBacking, key: Uint8Array) => b.openLogSync(key),
-  (b: PureFileBacking, key: Uint8Array) => b.openLogAsync(key),
-)
-const nextRecords = op(
-  (c: LogCursor, max: number) => c.nextSync(max),
-  (c: LogCursor, max: number) => c.next(max),
-)
-const lock = op(
-  (b: PureFileBacking, key: Uint8Array) => b.lockSync([key]),
-  async (b: PureFileBacking, key: Uint8Array) => {
-    // The lock call blocks; an async caller polls tryLock instead.
-    while (!b.tryLock([key])) await new Promise((r) => setTimeout(r, 5))
-  },
-)
+function* openBacking(dir: string, codec: PureCodec, syncBlob: boolean): Handler<Engine> {
+  const engine = yield* openEngine(dir, codec, syncBlob)
+  return { engine, ops: fromLegacy(engine) }
+}
+interface Engine {
+  engine: PureFileBacking
+  ops: Backing
+}
 
 /** The head of a key file: its header and the bytes read (at least header and meta segment). */
 function readHead(file: string): { header: Header; prefix: Uint8Array; size: number } {
@@ -210,18 +176,18 @@ function classify(name: string, file: string, keys: Keys, src: PureCodec, dst: P
 }
 
 /** Re-encodes the log at `key`: the records of `src`, indexes kept, under `dst`'s codec, through a staging file. */
-function* rewriteLog(src: PureFileBacking, dst: PureFileBacking, dstCodec: PureCodec, key: Uint8Array, meta: Uint8Array): Handler<void> {
-  const cursor = yield* openLog(src, key)
+function* rewriteLog(src: Engine, dst: Engine, dstCodec: PureCodec, key: Uint8Array, meta: Uint8Array): Handler<void> {
+  const cursor = yield* src.ops.openLog(key)
   if (!cursor) return
   try {
     const codec = dstCodec.writeCodec(key)
     const metaStored = yield* encodeMetaSegment(codec, key, meta)
-    yield* dst.replaceFileG(key, function* (sink) {
+    yield* dst.engine.replaceFileG(key, function* (sink) {
       yield* sink.write(concat([logHeader(codec, metaStored), metaStored, new Uint8Array(LOG_COMMIT_AREA)]))
       let count = 0
       let end = HEADER_LEN + metaStored.length + LOG_COMMIT_AREA
       let lastChecksum = 0n
-      for (let batch: LogRecord[] | undefined; (batch = yield* nextRecords(cursor, LOG_BATCH)); ) {
+      for (let batch: LogRecord[] | undefined; (batch = yield* cursor.next(LOG_BATCH)); ) {
         if (batch.length === 0) continue
         const bytes = yield* encodeRecords(codec, batch[0]!.index, batch)
         yield* sink.write(bytes)
@@ -238,19 +204,19 @@ function* rewriteLog(src: PureFileBacking, dst: PureFileBacking, dstCodec: PureC
 }
 
 /** Copies the chunked blob at `key` from `src` to `dst` in pieces (the blob writer's durable replace). */
-function* rewriteBlob(src: PureFileBacking, dst: PureFileBacking, key: Uint8Array): Handler<void> {
-  const source = yield* openBlob(src, key)
+function* rewriteBlob(src: Engine, dst: Engine, key: Uint8Array): Handler<void> {
+  const source = yield* src.ops.openBlob(key)
   if (!source) return
   try {
-    const sink = yield* blobWriter(dst, key, source.meta.meta)
+    const sink = yield* dst.ops.blobWriter(key, source.meta.meta)
     try {
       for (let at = 0; at < source.size; ) {
-        const piece = yield* readPiece(source, at, Math.min(BLOB_PIECE, source.size - at))
+        const piece = yield* source.read(at, Math.min(BLOB_PIECE, source.size - at))
         if (piece.length === 0) throw new KonserveError('ERR_CORRUPT', 'rekey: the blob ended early', { file: source.meta.file })
-        yield* writePiece(sink, piece)
+        yield* sink.write(piece)
         at += piece.length
       }
-      yield* commitBlob(sink)
+      yield* sink.commit()
     } finally {
       sink.abort()
     }
@@ -319,19 +285,19 @@ const rekeyG = gensync(function* (path: string, options: RekeyOptions): Handler<
     const key = found.key!
     const c = found.header.compressor === 1 ? 1 : 0
     const dst = dsts[c]!
-    yield* lock(dst, key)
+    yield* dst.ops.lock([key])
     try {
       if (isLogHeader(found.header)) {
-        const meta = src.getMetaSync(key)
+        const meta = yield* src.ops.getMeta(key)
         if (meta) yield* rewriteLog(src, dst, dstCodecs[c]!, key, meta.meta)
       } else if (found.header.flags === FLAG_CHUNKED) {
         yield* rewriteBlob(src, dst, key)
       } else {
-        const entry = yield* getEntry(src, key)
-        if (entry) yield* putEntry(dst, key, entry)
+        const e = yield* src.ops.get(key)
+        if (e) yield* dst.ops.put([{ key, serializer: e.serializer, meta: e.meta, value: e.value }])
       }
     } finally {
-      dst.unlock([key])
+      dst.ops.unlock([key])
     }
     rewritten++
     progress({ step: 'file', file, rewritten })

@@ -1,12 +1,12 @@
 /**
- * TEMPORARY (issue 20, while the code moves onto ./seam.ts): adapters between
- * the old `Backing` (…Sync/…Async pairs, ./index.ts) and the new one (one Op
- * per operation, ./seam.ts), so a backend written in the new shape runs under
- * the old facade and the other way round. Deleted when every backend and the
- * facade use the new shape.
+ * TEMPORARY (issue 20, while the code moves onto ./seam.ts): the old shape
+ * of `Backing` (…Sync/…Async pairs) and `fromLegacy`, which shows a backing
+ * of that shape through the new interface. The facade, the memory and native
+ * backends and the layers are on the seam; the pure file engine
+ * (ts/backends/pure/) is the last one in the old shape, wrapped by
+ * ts/node/fs-store.ts and ts/rekey.ts. Deleted when it moves.
  */
-import gensync from 'gensync'
-import { type LogInfo, type LogRecord, type NewRecord, type RawEntry, type RawListing, type RawMeta, type RawValue, type RawWrite, type StoreClock, keyId } from './index.js'
+import type { LogInfo, LogRecord, NewRecord, RawEntry, RawListing, RawMeta, RawValue, RawWrite, StoreClock } from './index.js'
 import * as New from './seam.js'
 
 /** The old interfaces, under the names this file used for them. */
@@ -17,124 +17,6 @@ declare namespace Old {
   type BlobSink = LegacyBlobSink
   type BlobSource = LegacyBlobSource
   type RawListing = import('./index.js').RawListing
-}
-
-/** A new-shape backing seen through the old interface (for the old facade). */
-export function toLegacy(b: New.Backing): Old.Backing {
-  // Async-only backings: a lock attempt starts the lock op and reports when it is done.
-  const pending = new Map<string, { done: boolean; err?: unknown }>()
-  const listCursor = (c: New.ListCursor): Old.ListCursor => ({ nextSync: (m) => c.next.sync(m), next: (m) => c.next.async(m), close: () => c.close() })
-  const logCursor = (c: New.LogCursor): Old.LogCursor => ({ nextSync: (m) => c.next.sync(m), next: (m) => c.next.async(m), close: () => c.close() })
-  const sink = (s: New.BlobSink): Old.BlobSink => ({
-    writeSync: (x) => s.write.sync(x),
-    write: (x) => s.write.async(x),
-    commitSync: () => s.commit.sync(),
-    commit: () => s.commit.async(),
-    abort: () => s.abort(),
-  })
-  const source = (s: New.BlobSource): Old.BlobSource => ({
-    get size() {
-      return s.size
-    },
-    get meta() {
-      return s.meta
-    },
-    get plain() {
-      return s.plain
-    },
-    readSync: (o, l) => s.read.sync(o, l),
-    read: (o, l) => s.read.async(o, l),
-    readInto: s.readInto ? (o, t) => s.readInto!(o, t) : undefined,
-    close: () => s.close(),
-  })
-  const old: Old.Backing = {
-    implementation: b.implementation as Old.Backing['implementation'],
-    lockScope: b.lockScope,
-    atomicMultiKey: b.atomicMultiKey,
-    getSync: (k) => b.get.sync(k),
-    getAsync: (k) => b.get.async(k),
-    getValueSync: b.getValue ? (k) => b.getValue!.sync(k) : undefined,
-    getValueAsync: b.getValue ? (k) => b.getValue!.async(k) : undefined,
-    getMetaSync: (k) => b.getMeta.sync(k),
-    getMetaAsync: (k) => b.getMeta.async(k),
-    existsSync: (k) => b.exists.sync(k),
-    existsAsync: (k) => b.exists.async(k),
-    putSync: (w) => b.put.sync(w),
-    putAsync: (w) => b.put.async(w),
-    deleteSync: (k) => b.delete.sync(k),
-    deleteAsync: (k) => b.delete.async(k),
-    listSync: () => drain(b.openList(), true) as Old.RawListing,
-    listAsync: () => drain(b.openList(), false) as Promise<Old.RawListing>,
-    openList: () => listCursor(b.openList()),
-    clock: b.clock ? { nowSync: () => b.clock!.sync(), now: () => b.clock!.async() } : undefined,
-    lockSync: (k) => b.lock.sync(k),
-    // The old facade polls tryLock; the new lock op waits by itself: a blocking
-    // backing waits here (fine for tests of a backend), an async-only one
-    // starts the op on the first attempt and reports true once it is done.
-    tryLock: (k) => {
-      if (b.blocking) {
-        b.lock.sync(k)
-        return true
-      }
-      const id = k.map(keyId).join('\u0000')
-      let p = pending.get(id)
-      if (!p) {
-        const q: { done: boolean; err?: unknown } = { done: false }
-        pending.set(id, (p = q))
-        b.lock.async(k).then(
-          () => (q.done = true),
-          (err: unknown) => Object.assign(q, { done: true, err }),
-        )
-      }
-      if (!p.done) return false
-      pending.delete(id)
-      if (p.err) throw p.err
-      return true
-    },
-    unlock: (k) => b.unlock(k),
-    filePath: b.filePath?.bind(b),
-    blobWriterSync: (k, m) => sink(b.blobWriter.sync(k, m)),
-    blobWriterAsync: async (k, m) => sink(await b.blobWriter.async(k, m)),
-    openBlobSync: (k) => {
-      const s = b.openBlob.sync(k)
-      return s && source(s)
-    },
-    openBlobAsync: async (k) => {
-      const s = await b.openBlob.async(k)
-      return s && source(s)
-    },
-    appendSync: (k, r, m) => b.append.sync(k, r, m),
-    appendAsync: (k, r, m) => b.append.async(k, r, m),
-    openLogSync: (k) => {
-      const c = b.openLog.sync(k)
-      return c && logCursor(c)
-    },
-    openLogAsync: async (k) => {
-      const c = await b.openLog.async(k)
-      return c && logCursor(c)
-    },
-    trimLogSync: (k, f, m) => b.trimLog.sync(k, f, m),
-    trimLogAsync: (k, f, m) => b.trimLog.async(k, f, m),
-    close: b.close ? () => b.close!.async() : undefined,
-    closeSync: b.close ? () => b.close!.sync() : undefined,
-  }
-  return old
-}
-
-function drain(c: New.ListCursor, sync: boolean): Old.RawListing | Promise<Old.RawListing> {
-  const all = gensync(function* () {
-    const out: Old.RawListing = { entries: [], corrupt: [] }
-    try {
-      for (let batch = yield* c.next(1024); batch; batch = yield* c.next(1024)) {
-        out.entries.push(...batch.entries)
-        out.corrupt.push(...batch.corrupt)
-      }
-    } finally {
-      c.close()
-    }
-    return out
-  })
-  return sync ? all.sync() : all.async()
 }
 
 /** An old-shape backing seen through the new interface (for a facade already moved). */
