@@ -43,8 +43,8 @@ function writer(dir: string, impl: string, mode: string, guard: 'on' | 'off', ro
 const id = (key: unknown) => JSON.stringify(key)
 
 /** The whitelist: the root and what it points to. */
-async function live(store: k.Store): Promise<unknown[]> {
-  const root = (await k.get(store, 'root')) as { keys: unknown[] } | undefined
+async function live(store: k.Store): Promise<k.Key[]> {
+  const root = (await k.get(store, 'root')) as { keys: k.Key[] } | undefined
   return ['root', ...(root?.keys ?? [])]
 }
 
@@ -74,7 +74,7 @@ for (const [sweeper, child] of [['native', 'pure'], ['pure', 'native']] as const
       for (const key of m.keys) t.false(deleted.has(id(key)), `round ${r}: ${id(key)} was deleted while in flight`)
       w.send({ ack: r })
       t.is((await w.next()).done, r)
-      for (const key of (await k.get(store, 'root') as { keys: unknown[] }).keys) t.true(await k.exists(store, key), `round ${r}: ${id(key)} reachable`)
+      for (const key of (await k.get(store, 'root') as { keys: k.Key[] }).keys) t.true(await k.exists(store, key), `round ${r}: ${id(key)} reachable`)
     }
     await w.end()
     t.true(collected >= (rounds - 2) * 4, `garbage is still collected (${collected})`)

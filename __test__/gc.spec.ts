@@ -3,6 +3,7 @@
  * memory store and both file implementations, in sync and async form.
  */
 import test from 'ava'
+import gensync from 'gensync'
 import { execFile } from 'node:child_process'
 import { existsSync, readFileSync, readdirSync, realpathSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -92,16 +93,18 @@ for (const kind of ['memory', 'native', 'pure'] as const) {
         const c = backing.openList()
         const touch = (l: k.RawListing | undefined) => l?.entries.map((e) => k.decodeKey(e.key)).filter((x) => rewrite.includes(x as string)) ?? []
         return {
-          nextSync: (max) => {
-            const l = c.nextSync(max)
-            for (const key of touch(l)) k.assoc(store, key, 'rewritten', { sync: true })
-            return l
-          },
-          next: async (max) => {
-            const l = await c.next(max)
-            for (const key of touch(l)) await k.assoc(store, key, 'rewritten')
-            return l
-          },
+          next: gensync({
+            sync: (max: number) => {
+              const l = c.next.sync(max)
+              for (const key of touch(l)) k.assoc(store, key, 'rewritten', { sync: true })
+              return l
+            },
+            async: async (max: number) => {
+              const l = await c.next.async(max)
+              for (const key of touch(l)) await k.assoc(store, key, 'rewritten')
+              return l
+            },
+          }),
           close: () => c.close(),
         }
       }

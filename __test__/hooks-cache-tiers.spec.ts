@@ -10,6 +10,7 @@ import { deepStrictEqual, strictEqual } from 'node:assert'
 import { join } from 'node:path'
 import test from 'ava'
 import fc from 'fast-check'
+import gensync from 'gensync'
 import * as k from 'konserve'
 import { KonserveError, type Backing, type BlobSink, type NewRecord, type RawWrite, type Store, type WriteEvent } from 'konserve'
 import { type Api, type Mode, api, tempDir } from './helpers/api.js'
@@ -44,12 +45,12 @@ function faulty(inner: Backing): { backing: Backing; faults: Faults } {
   const put = (ws: RawWrite[]) => {
     faults.puts++
     if (faults.put === 'before') throw injected()
-    inner.putSync(ws)
+    inner.put.sync(ws)
     if (faults.put === 'after') throw injected()
   }
   const del = (ks: Uint8Array[]) => {
     if (faults.delete === 'before') throw injected()
-    const r = inner.deleteSync(ks)
+    const r = inner.delete.sync(ks)
     if (faults.delete === 'after') throw injected()
     return r
   }
@@ -57,44 +58,46 @@ function faulty(inner: Backing): { backing: Backing; faults: Faults } {
   const append = (key: Uint8Array, r: NewRecord[], createMeta: Uint8Array) => {
     faults.puts++
     if (faults.put === 'before') throw injected()
-    const info = inner.appendSync(key, r, createMeta)
+    const info = inner.append.sync(key, r, createMeta)
     if (faults.put === 'after') throw injected()
     return info
   }
   const blobWriter = (key: Uint8Array, meta: Uint8Array): BlobSink => {
-    const sink = inner.blobWriterSync(key, meta)
+    const sink = inner.blobWriter.sync(key, meta)
     const commit = () => {
       faults.puts++
       if (faults.put === 'before') {
         sink.abort()
         throw injected()
       }
-      sink.commitSync()
+      sink.commit.sync()
       if (faults.put === 'after') throw injected()
     }
-    return { ...sink, commitSync: commit, commit: async () => commit() }
+    return { ...sink, commit: gensync({ sync: commit, async: async () => commit() }) }
   }
   const backing = wrapBacking(inner, {
-    appendSync: append,
-    appendAsync: async (key, r, m) => append(key, r, m),
-    blobWriterSync: blobWriter,
-    blobWriterAsync: async (key, meta) => blobWriter(key, meta),
-    putSync: put,
-    putAsync: async (ws) => {
-      if (faults.gate) {
-        faults.onGate?.()
-        await faults.gate
-      }
-      put(ws)
-    },
-    deleteSync: del,
-    deleteAsync: async (ks) => {
-      if (faults.gate) {
-        faults.onGate?.()
-        await faults.gate
-      }
-      return del(ks)
-    },
+    append: gensync({ sync: append, async: async (key: Uint8Array, r: NewRecord[], m: Uint8Array) => append(key, r, m) }),
+    blobWriter: gensync({ sync: blobWriter, async: async (key: Uint8Array, meta: Uint8Array) => blobWriter(key, meta) }),
+    put: gensync({
+      sync: put,
+      async: async (ws: RawWrite[]) => {
+        if (faults.gate) {
+          faults.onGate?.()
+          await faults.gate
+        }
+        put(ws)
+      },
+    }),
+    delete: gensync({
+      sync: del,
+      async: async (ks: Uint8Array[]) => {
+        if (faults.gate) {
+          faults.onGate?.()
+          await faults.gate
+        }
+        return del(ks)
+      },
+    }),
   })
   return { backing, faults }
 }
@@ -108,11 +111,13 @@ function faultyMemStore(): { store: Store; plain: Store; faults: Faults } {
 /** A backing whose async reads and writes complete when fast-check's scheduler says (they happen at once). */
 function scheduled(inner: Backing, s: fc.Scheduler): Backing {
   return wrapBacking(inner, {
-    getAsync: (key) => s.schedule(inner.getAsync(key), 'get'),
-    getMetaAsync: (key) => s.schedule(inner.getMetaAsync(key), 'getMeta'),
-    existsAsync: (key) => s.schedule(inner.existsAsync(key), 'exists'),
-    putAsync: (ws) => s.schedule(inner.putAsync(ws), 'put'),
-    deleteAsync: (ks) => s.schedule(inner.deleteAsync(ks), 'delete'),
+    // Every read goes through `get` (no hot path around the scheduler).
+    getValue: undefined,
+    get: gensync({ sync: inner.get.sync, async: (key: Uint8Array) => s.schedule(inner.get.async(key), 'get') }),
+    getMeta: gensync({ sync: inner.getMeta.sync, async: (key: Uint8Array) => s.schedule(inner.getMeta.async(key), 'getMeta') }),
+    exists: gensync({ sync: inner.exists.sync, async: (key: Uint8Array) => s.schedule(inner.exists.async(key), 'exists') }),
+    put: gensync({ sync: inner.put.sync, async: (ws: RawWrite[]) => s.schedule(inner.put.async(ws), 'put') }),
+    delete: gensync({ sync: inner.delete.sync, async: (ks: Uint8Array[]) => s.schedule(inner.delete.async(ks), 'delete') }),
   })
 }
 
@@ -636,7 +641,7 @@ for (const mode of modes) {
       t.deepEqual((await a.keys(tier)).map((m: k.Metadata) => m.key), ['only-back'])
       if (writePolicy === 'write-through') {
         // A read-modify-write reads the back under its lock (atomic against other writers).
-        t.deepEqual(await a.updateIn(tier, ['only-back', 'v'], (v: string) => v + '!'), [{ v: 'changed' }, { v: 'changed!' }])
+        t.deepEqual(await a.updateIn(tier, ['only-back', 'v'], (v: string) => `${v}!`), [{ v: 'changed' }, { v: 'changed!' }])
         t.deepEqual(await a.get(tier, 'only-back'), { v: 'changed!' })
       }
       await k.flush(tier)

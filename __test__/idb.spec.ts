@@ -13,10 +13,11 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createPureCodec } from '../ts/backends/pure/codec.js'
-import { PureFileBacking } from '../ts/backends/pure/store.js'
+import { type PureFileBacking, openPureStore } from '../ts/backends/pure/store.js'
 import { fileName } from '../ts/codec/xxhash.js'
 import { encodeBlobFileAsync } from '../ts/format/blob.js'
-import { decodeKeyFileAsync, encodeKeyFileAsync, keyHash } from '../ts/format/file.js'
+import { encodeKeyFileAsync, keyHash } from '../ts/format/file.js'
+import { decodeKeyFileAsync } from '../ts/format/keyfile.js'
 import { encodeKey } from '../ts/format/key.js'
 import { appendLogFileAsync, decodeLogFileAsync, encodeLogFileAsync } from '../ts/format/log.js'
 import { type Harness, type TestPage, launch } from './browser/harness.js'
@@ -203,9 +204,9 @@ test.serial('logs: appends, batched reads, trim, log info in get, getMeta and li
 async function pureFiles(compressor: number, run: (b: PureFileBacking) => Promise<void>, keys: string[]): Promise<Record<string, string>> {
   const dir = mkdtempSync(join(tmpdir(), 'konserve-idb-vs-pure-'))
   try {
-    const b = await PureFileBacking.open(dir, createPureCodec(compressor), { syncBlob: false })
+    const b = await openPureStore.async(dir, createPureCodec(compressor), { syncBlob: false })
     await run(b)
-    await b.close()
+    await b.close?.async()
     return Object.fromEntries(keys.map((k) => [k, hex(readFileSync(join(dir, fileName(unhex(k)))))]))
   } finally {
     rmSync(dir, { recursive: true, force: true })
@@ -221,19 +222,19 @@ test.serial("a record's bytes are the key file the Node pure engine writes for t
     const want = await pureFiles(
       compressor,
       async (b) => {
-        await b.putAsync([
+        await b.put.async([
           { key: unhex(keys[0]!), serializer: 1, meta: unhex(META), value: unhex(small) },
           { key: unhex(keys[1]!), serializer: 2, meta: unhex(META), value: unhex(large) },
         ])
-        const sink = await b.blobWriterAsync(unhex(keys[2]!), unhex(META))
-        for (let at = 0; at < 2 * MiB + 77; at += 700_000) await sink.write(pattern(4, at, Math.min(700_000, 2 * MiB + 77 - at)))
-        await sink.commit()
+        const sink = await b.blobWriter.async(unhex(keys[2]!), unhex(META))
+        for (let at = 0; at < 2 * MiB + 77; at += 700_000) await sink.write.async(pattern(4, at, Math.min(700_000, 2 * MiB + 77 - at)))
+        await sink.commit.async()
         const r = (i: number) => ({ ...rec(i), bytes: unhex(rec(i).bytes) })
-        await b.appendAsync(unhex(keys[3]!), [r(0), r(1)], unhex(META))
-        await b.appendAsync(unhex(keys[3]!), [r(2)], unhex(META))
-        await b.appendAsync(unhex(keys[3]!), [r(3), r(4)], unhex(META))
-        await b.trimLogAsync(unhex(keys[3]!), 1, unhex(text('trimmed meta')))
-        await b.appendAsync(unhex(keys[3]!), [r(5)], unhex(META))
+        await b.append.async(unhex(keys[3]!), [r(0), r(1)], unhex(META))
+        await b.append.async(unhex(keys[3]!), [r(2)], unhex(META))
+        await b.append.async(unhex(keys[3]!), [r(3), r(4)], unhex(META))
+        await b.trimLog.async(unhex(keys[3]!), 1, unhex(text('trimmed meta')))
+        await b.append.async(unhex(keys[3]!), [r(5)], unhex(META))
       },
       keys,
     )
@@ -376,9 +377,9 @@ test.serial('two pages doing locked read-modify-write increments end exact; a he
   for (const s of [a, c]) await p.call('close', s)
 })
 
-test.serial('through the old Backing shape (toLegacy): sync calls fail ERR_NOT_SUPPORTED, tryLock polls the Web Lock', async (t) => {
-  const s = await p.call<number>('open', newDb('legacy'))
-  t.deepEqual(await p.call('legacyRoundTrip', s, key('l')), { syncError: 'ERR_NOT_SUPPORTED', polls: 1, value: 'legacy', implementation: 'idb' })
+test.serial('through the seam: a blocking call fails ERR_NOT_SUPPORTED; lock, put and get in async form', async (t) => {
+  const s = await p.call<number>('open', newDb('seam'))
+  t.deepEqual(await p.call('seamRoundTrip', s, key('l')), { syncError: 'ERR_NOT_SUPPORTED', value: 'seam', implementation: 'idb', blocking: false })
   await p.call('close', s)
 })
 

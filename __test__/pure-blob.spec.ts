@@ -6,25 +6,18 @@
  */
 import test from 'ava'
 import { randomBytes } from 'node:crypto'
-import { appendFileSync, readFileSync, readdirSync, statSync, truncateSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
-import type { LogInfo, LogRecord, NewRecord } from '../ts/backing/index.js'
-import type { BlobSource } from '../ts/backing/seam.js'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { encodeBlobFileSync } from '../ts/format/blob.js'
 import * as file from '../ts/format/file.js'
 import * as keyfile from '../ts/format/keyfile.js'
-import { appendLogFileSync, encodeLogFileSync } from '../ts/format/log.js'
 import { xxh3_64 } from '../ts/codec/xxhash.js'
 import { nodeCryptoProvider } from '../ts/crypto-node.js'
-import { KonserveError } from '../ts/errors.js'
+import type { KonserveError } from '../ts/errors.js'
 import { createPureCodec } from '../ts/backends/pure/codec.js'
-import { forgetVerifiedLogs, openPureStore } from '../ts/backends/pure/store.js'
+import { openPureStore } from '../ts/backends/pure/store.js'
 import { failure, outcome } from './helpers/errors.js'
 import * as H from './helpers/pure.js'
-const { MiB, appendedLog, SECRET, META, LOG_META, codecs, codecName, modes, buf, same, key, pattern, tempDir, open, stagingFiles, listAll, listAllAsync, writeBlob, openBlob, readRange, cut, rec, asRecord, info, EMPTY, append, readAll, plainRecords, build, logParts, keepsRecords } = H
-type Mode = H.Mode
-type Codec = H.Codec
-type PureFileBacking = H.PureFileBacking
+const { MiB, SECRET, META, LOG_META, codecs, codecName, modes, buf, same, key, pattern, tempDir, open, stagingFiles, listAll, writeBlob, openBlob, readRange, cut } = H
 
 // ---- blobs: round trips -------------------------------------------------------------
 

@@ -4,26 +4,13 @@
  * other (the native binding is required: without it these tests fail).
  */
 import test from 'ava'
-import { randomBytes } from 'node:crypto'
-import { appendFileSync, readFileSync, readdirSync, statSync, truncateSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { appendFileSync, readFileSync, statSync, truncateSync, } from 'node:fs'
 import type { LogInfo, LogRecord, NewRecord } from '../ts/backing/index.js'
-import type { BlobSource } from '../ts/backing/seam.js'
 import { encodeBlobFileSync } from '../ts/format/blob.js'
-import * as file from '../ts/format/file.js'
-import * as keyfile from '../ts/format/keyfile.js'
-import { appendLogFileSync, encodeLogFileSync } from '../ts/format/log.js'
-import { xxh3_64 } from '../ts/codec/xxhash.js'
-import { nodeCryptoProvider } from '../ts/crypto-node.js'
-import { KonserveError } from '../ts/errors.js'
-import { createPureCodec } from '../ts/backends/pure/codec.js'
-import { forgetVerifiedLogs, openPureStore } from '../ts/backends/pure/store.js'
-import { failure, outcome } from './helpers/errors.js'
+import { outcome } from './helpers/errors.js'
 import * as H from './helpers/pure.js'
-const { MiB, appendedLog, SECRET, META, LOG_META, codecs, codecName, modes, buf, same, key, pattern, tempDir, open, stagingFiles, listAll, listAllAsync, writeBlob, openBlob, readRange, cut, rec, asRecord, info, EMPTY, append, readAll, plainRecords, build, logParts, keepsRecords } = H
-type Mode = H.Mode
+const { MiB, appendedLog, SECRET, META, LOG_META, codecs, codecName, buf, same, key, pattern, tempDir, open, writeBlob, cut, rec, asRecord, info, readAll, plainRecords, logParts } = H
 type Codec = H.Codec
-type PureFileBacking = H.PureFileBacking
 
 import { createRequire } from 'node:module'
 // ---- the native core: the same files ------------------------------------------------------
@@ -176,7 +163,9 @@ if (hasLogs) {
       const batch = Array.from({ length: n }, (_, j) => rec(first + j, pattern(20 * (first + j) + 1, j), 1 + (j % 2)))
       const got = b % 2 ? native!.logAppendSync!(nat, buf(k), nativeRecords(batch), buf(LOG_META)) : pure.append.sync(k, batch, LOG_META)
       t.like(got, { firstIndex: 0, lastIndex: first + n - 1, lastStamp: batch[n - 1]!.stamp })
-      batch.forEach((r, j) => written.push(asRecord(first + j, r)))
+      batch.forEach((r, j) => {
+        written.push(asRecord(first + j, r))
+      })
     }
     t.deepEqual(plainRecords(await readAll(pure, k)), plainRecords(written))
     const whole = appendedLog(c.compressor, k, written, [3, 1, 5, 2, 4])

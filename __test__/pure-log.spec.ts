@@ -5,25 +5,15 @@
  */
 import test from 'ava'
 import { randomBytes } from 'node:crypto'
-import { appendFileSync, readFileSync, readdirSync, statSync, truncateSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
-import type { LogInfo, LogRecord, NewRecord } from '../ts/backing/index.js'
-import type { BlobSource } from '../ts/backing/seam.js'
-import { encodeBlobFileSync } from '../ts/format/blob.js'
+import { readFileSync, statSync, writeFileSync } from 'node:fs'
+import type { LogRecord, } from '../ts/backing/index.js'
 import * as file from '../ts/format/file.js'
-import * as keyfile from '../ts/format/keyfile.js'
-import { appendLogFileSync, encodeLogFileSync } from '../ts/format/log.js'
 import { xxh3_64 } from '../ts/codec/xxhash.js'
-import { nodeCryptoProvider } from '../ts/crypto-node.js'
-import { KonserveError } from '../ts/errors.js'
-import { createPureCodec } from '../ts/backends/pure/codec.js'
-import { forgetVerifiedLogs, openPureStore } from '../ts/backends/pure/store.js'
+import { forgetVerifiedLogs, } from '../ts/backends/pure/store.js'
 import { failure, outcome } from './helpers/errors.js'
 import * as H from './helpers/pure.js'
-const { MiB, appendedLog, SECRET, META, LOG_META, codecs, codecName, modes, buf, same, key, pattern, tempDir, open, stagingFiles, listAll, listAllAsync, writeBlob, openBlob, readRange, cut, rec, asRecord, info, EMPTY, append, readAll, plainRecords, build, logParts, keepsRecords } = H
+const { appendedLog, META, LOG_META, codecs, codecName, modes, same, key, pattern, tempDir, open, stagingFiles, listAll, listAllAsync, writeBlob, rec, asRecord, info, EMPTY, append, readAll, plainRecords, build, logParts, keepsRecords } = H
 type Mode = H.Mode
-type Codec = H.Codec
-type PureFileBacking = H.PureFileBacking
 
 
 for (const c of codecs) {
@@ -349,7 +339,9 @@ for (const c of codecs) {
       const batch = Array.from({ length: n }, (_, j) => rec(first + j, b === 2 && j === 1 ? pattern(1_100_000, 7) : pattern(10 * (first + j), first + j), 1 + (j % 2)))
       const got = b % 2 ? await store.append.async(k, batch, LOG_META) : store.append.sync(k, batch, LOG_META)
       t.deepEqual(got, info(0, first + n - 1, batch[n - 1]!.stamp), `batch ${b}`)
-      batch.forEach((r, j) => written.push(asRecord(first + j, r)))
+      batch.forEach((r, j) => {
+        written.push(asRecord(first + j, r))
+      })
       t.deepEqual(stagingFiles(dir), [])
     }
     for (const mode of modes) t.deepEqual(plainRecords(await readAll(store, k, mode, 4)), plainRecords(written))

@@ -160,7 +160,7 @@ test('memory: a registered store closed with close() is forgotten (its contents 
   const s = k.createStore(config, { sync: true })
   k.close(s, { sync: true })
   t.false(k.storeExists(config, { sync: true }))
-  t.is(t.throws(() => k.connectStore(config, { sync: true }))!.code as string, 'ERR_STORE_NOT_FOUND')
+  t.is((t.throws(() => k.connectStore(config, { sync: true })) as k.KonserveError).code as string, 'ERR_STORE_NOT_FOUND')
   t.truthy(k.createStore(config, { sync: true }))
 })
 
@@ -170,7 +170,7 @@ test('an unknown backend names the registered ones; bad arguments are ERR_INVALI
   t.regex(err.message, /unknown backend "indexeddb"; the registered backends are "file", "memory"/)
   t.throws(() => k.storeExists({ backend: 'nope' }, { sync: true }), { message: /"file", "memory"/ })
   t.throws(() => k.createStore(null as any, { sync: true }), { code: 'ERR_INVALID_ARGUMENT', message: /config must be a plain object/ } as any)
-  await t.throwsAsync(k.createStore({ backend: 'memory' }, { snyc: true } as any), { code: 'ERR_INVALID_ARGUMENT', message: /did you mean "sync"/ } as any)
+  await t.throwsAsync(k.createStore({ backend: 'memory' }, { snyc: true } as any) as Promise<k.Store>, { code: 'ERR_INVALID_ARGUMENT', message: /did you mean "sync"/ } as any)
   await t.throwsAsync(k.releaseStore({} as any), { code: 'ERR_INVALID_ARGUMENT' } as any)
   t.throws(() => k.registerBackend('x', { create() {} } as any), { code: 'ERR_INVALID_ARGUMENT', message: /backend\.connect/ } as any)
 })
@@ -215,7 +215,7 @@ test('registerBackend: a third-party backend plugs in (async-only, with its own 
   await k.releaseStore(s)
   t.deepEqual(released, ['one'])
   // No blocking form: a sync call says so, and its rejected Promise is not left unhandled.
-  t.is(t.throws(() => k.connectStore({ backend: 'toy', name: 'nope' }, { sync: true }))!.code as string, 'ERR_NOT_SUPPORTED')
+  t.is((t.throws(() => k.connectStore({ backend: 'toy', name: 'nope' }, { sync: true })) as k.KonserveError).code as string, 'ERR_NOT_SUPPORTED')
   await k.deleteStore(config)
   t.false(await k.storeExists(config))
   // The error for an unknown backend now names it too.

@@ -31,7 +31,6 @@ import {
 } from '../ts/format/log.js'
 import { fileName } from '../ts/codec/xxhash.js'
 import { nodeCryptoProvider } from '../ts/crypto-node.js'
-import { KonserveError } from '../ts/errors.js'
 import { createPureCodec } from '../ts/backends/pure/codec.js'
 import { openPureStore } from '../ts/backends/pure/store.js'
 

@@ -30,7 +30,7 @@ try {
   console.log(`minified ${code.length} B, gzipped ${gzipSync(code, { level: 9 }).length} B; stubbed: ${[...stubbed].join(', ') || 'none'}`)
   const out = Object.values(r.metafile.outputs)[0]!
   for (const [f, i] of Object.entries(out.inputs).sort((a, b) => b[1].bytesInOutput - a[1].bytesInOutput)) {
-    console.log(String(i.bytesInOutput).padStart(7), f.replace(root + '/', ''))
+    console.log(String(i.bytesInOutput).padStart(7), f.replace(`${root}/`, ''))
   }
 } finally {
   rmSync(dir, { recursive: true, force: true })

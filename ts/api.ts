@@ -1,14 +1,21 @@
 /**
  * The konserve API. Every operation is written once, as a generator over the
- * backing's primitives, and run either blocking (`{ sync: true }`) or as a
- * Promise, by gensync. Locks: every write and every `bget` holds the key's lock
- * from its read to its write; plain reads need none (a file is replaced by an
- * atomic rename, so a reader sees the old file or the new one).
+ * backing's operations (`yield* b.get(k)`, ts/backing/seam.ts), and run either
+ * blocking (`{ sync: true }`) or as a Promise by `run`, the one switch. Locks:
+ * every write and every `bget` holds the key's lock from its read to its
+ * write; plain reads need none (a file is replaced by an atomic rename, so a
+ * reader sees the old file or the new one).
+ *
+ * No Node module is imported here (the browser build uses this file too):
+ * Node streams and the process clock are handed in by the Node entry
+ * (`useNodeStreams`, `useProcessClock`, see ts/node/wire.ts).
  */
-import { Readable } from 'node:stream'
+import type { Readable } from 'node:stream'
 import gensync, { type Handler } from 'gensync'
-import { type Backing, type BlobSink, type BlobSource, type ListCursor, type LogCursor, type LogInfo, type LogRecord, type NewRecord, type RawEntry, type RawMeta, type RawValue, type RawWrite, copyBytes } from './backing/index.js'
-import { nowMs } from './clock.js'
+import { type LogInfo, type LogRecord, type NewRecord, type RawEntry, type RawMeta, type RawValue, type RawWrite, copyBytes, notBlocking, twinOp } from './backing/index.js'
+import type { Backing, BlobSink, BlobSource, LogCursor } from './backing/seam.js'
+import { AppendGroups } from './backing/group-commit.js'
+import { NodeBuffer } from './node-buffer.js'
 import { type Key, decodeKey, encodeKey } from './format/key.js'
 import { type KeyType, type Metadata, decodeMeta, encodeMeta } from './format/meta.js'
 import { type Spec, badArgument, checkOptions, checks, fail, isPlainObject } from './args.js'
@@ -46,43 +53,40 @@ const writeArgs = (o: WriteOptions | undefined): WriteArgs => ({ meta: o?.meta, 
 /** Sync calls return `T`; async calls return `Promise<T>`. */
 export type Result<O, T> = O extends { sync: true } ? T : Promise<T>
 
-// ---- primitives: one backing call, blocking or not --------------------------
+// ---- what the Node entry hands in -------------------------------------------
 
-const bGet = gensync({
-  sync: (b: Backing, k: Uint8Array) => b.getSync(k),
-  async: (b: Backing, k: Uint8Array) => b.getAsync(k),
-})
-const bGetMeta = gensync({
-  sync: (b: Backing, k: Uint8Array) => b.getMetaSync(k),
-  async: (b: Backing, k: Uint8Array) => b.getMetaAsync(k),
-})
-const bExists = gensync({
-  sync: (b: Backing, k: Uint8Array) => b.existsSync(k),
-  async: (b: Backing, k: Uint8Array) => b.existsAsync(k),
-})
-const bPut = gensync({
-  sync: (b: Backing, ws: RawWrite[]) => b.putSync(ws),
-  async: (b: Backing, ws: RawWrite[]) => b.putAsync(ws),
-})
-const bDelete = gensync({
-  sync: (b: Backing, ks: Uint8Array[]) => b.deleteSync(ks),
-  async: (b: Backing, ks: Uint8Array[]) => b.deleteAsync(ks),
-})
-/** @internal */
-export const bGetMetaOp = bGetMeta
-/** @internal */
-export const bDeleteOp = bDelete
-/** @internal The next batch of a listing cursor (keys, gc). */
-export const bListNext = gensync({
-  sync: (c: ListCursor, max: number) => c.nextSync(max),
-  async: (c: ListCursor, max: number) => c.next(max),
-})
+let last = 0
+/** The per-process clock, never behind a stamp it gave out (the Node entry shares ts/clock.ts's). */
+let processNow: () => number = () => {
+  const t = Date.now()
+  last = Math.max(t, last)
+  return last
+}
+/** @internal The per-process lastWrite clock (Node: ts/clock.ts `nowMs`, shared with the file stores' clocks). */
+export function useProcessClock(now: () => number): void {
+  processNow = now
+}
+
+/** Makes a Node Readable of bytes [start, end) of an open blob (ts/node/streams.ts); undefined outside Node. */
+type NodeStreamOf = (src: BlobSource, start: number, end: number) => Readable
+let nodeStreamOf: NodeStreamOf | undefined
+/** @internal Hands in the Node Readable maker (`bget`'s stream, `readBlob`'s `as: 'stream'`). */
+export function useNodeStreams(f: NodeStreamOf): void {
+  nodeStreamOf = f
+}
+function nodeStream(src: BlobSource, start: number, end: number): Readable {
+  if (!nodeStreamOf) {
+    src.close()
+    throw new KonserveError('ERR_NOT_SUPPORTED', "Node Readable streams need the Node entry of konserve; use { as: 'web' }")
+  }
+  return nodeStreamOf(src, start, end)
+}
 
 /** A lastWrite stamp: the store's clock (file stores: the watermark), else the process's. */
-const stamp = gensync({
-  sync: (b: Backing) => new Date(b.clock ? b.clock.nowSync() : nowMs()),
-  async: async (b: Backing) => new Date(b.clock ? await b.clock.now() : nowMs()),
-})
+function* stamp(b: Backing): Handler<Date> {
+  return new Date(b.clock ? yield* b.clock() : processNow())
+}
+const stampOp = gensync(stamp)
 
 function isThenable(v: unknown): v is PromiseLike<unknown> {
   return v !== null && (typeof v === 'object' || typeof v === 'function') && typeof (v as { then?: unknown }).then === 'function'
@@ -111,38 +115,22 @@ const callUser = gensync({
   },
 })
 
-// Async lock waits poll the cross-process lock with a short, growing pause.
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
+/** This thread's locks: a blocking call cannot wait for them (ERR_LOCK_BUSY), an async call queues. */
+const acquireIds = twinOp(acquireSync, acquire)
 
 /** @internal Takes the keys' locks (this thread, then the backing's cross-process lock). */
-export const lockKeys = gensync({
-  sync: (b: Backing, keys: Uint8Array[]): string[] => {
-    const ids = lockIds(b.lockScope, keys)
-    acquireSync(ids)
-    try {
-      b.lockSync(keys)
-    } catch (err) {
-      release(ids)
-      throw err
-    }
-    return ids
-  },
-  async: async (b: Backing, keys: Uint8Array[]): Promise<string[]> => {
-    const ids = lockIds(b.lockScope, keys)
-    await acquire(ids)
-    try {
-      // Waits are bounded: the backing fails with ERR_LOCK_TIMEOUT once it has waited its lockTimeoutMs.
-      const start = performance.now()
-      for (let pause = 0; !b.tryLock(keys, performance.now() - start); pause = Math.min(pause * 2 || 0.25, 8)) {
-        await (pause < 1 ? new Promise<void>((r) => setImmediate(r)) : sleep(pause))
-      }
-    } catch (err) {
-      release(ids)
-      throw err
-    }
-    return ids
-  },
-})
+export function* lockKeys(b: Backing, keys: Uint8Array[]): Handler<string[]> {
+  const ids = lockIds(b.lockScope, keys)
+  yield* acquireIds(ids)
+  try {
+    // Waits are bounded: the backing fails with ERR_LOCK_TIMEOUT once it has waited its lockTimeoutMs.
+    yield* b.lock(keys)
+  } catch (err) {
+    release(ids)
+    throw err
+  }
+  return ids
+}
 
 /**
  * Runs a generator as a holder of `ids` (see `runHolding`): a lock call made
@@ -245,7 +233,7 @@ function nextMeta(key: Key, type: KeyType, prev: Metadata | undefined, w: WriteA
  */
 function* metaBeforeReplace(store: Store, key: Key, cke: Uint8Array, w: WriteArgs): Handler<Metadata | undefined> {
   try {
-    const raw = yield* bGetMeta(store.backing, cke)
+    const raw = yield* store.backing.getMeta(cke)
     return raw ? readMeta(key, raw) : undefined
   } catch (err) {
     if (w.expectedRevision !== undefined) throw err
@@ -266,9 +254,24 @@ function checkPath(path: unknown): asserts path is readonly [Key, ...unknown[]] 
   }
 }
 
-/** @internal */
+/**
+ * @internal The one place a blocking call meets a backend without blocking
+ * I/O (IndexedDB, Redis, …): it fails with ERR_NOT_SUPPORTED before any work.
+ */
+export function checkBlocking(store: Store): void {
+  if (!store.backing.blocking) throw notBlocking(store.implementation)
+}
+
+/**
+ * @internal The run switch: `{ sync: true }` runs the operation blocking and
+ * returns its result (or throws); otherwise it runs as a Promise that close
+ * waits for. `args[0]` is the store.
+ */
 export function run<A extends unknown[], R>(op: gensync.Gensync<A, R>, opts: Options | undefined, args: A): R | Promise<R> {
-  if (opts?.sync) return op.sync(...args)
+  if (opts?.sync) {
+    checkBlocking(args[0] as Store)
+    return op.sync(...args)
+  }
   try {
     // close waits for the operations called before it (args[0] is the store).
     return whileOpen((args[0] as Store).backing, op.async(...args))
@@ -283,6 +286,7 @@ export function run<A extends unknown[], R>(op: gensync.Gensync<A, R>, opts: Opt
  */
 function runUser<A extends unknown[], R>(op: gensync.Gensync<A, R>, opts: Options | undefined, args: A): R | Promise<R> {
   if (opts?.sync) {
+    checkBlocking(args[0] as Store)
     try {
       return op.sync(...args)
     } catch (err) {
@@ -333,7 +337,7 @@ function* about<R>(key: unknown, body: () => Handler<R>): Handler<R> {
 
 const existsOp = gensync(function* (store: Store, key: Key) {
   return yield* about(key, function* () {
-    return yield* bExists(store.backing, encodeKey(key))
+    return yield* store.backing.exists(encodeKey(key))
   })
 })
 
@@ -345,7 +349,7 @@ export function exists<O extends Options>(store: Store, key: Key, opts?: O): Res
 }
 
 /** A key's value; a log's is the array of its elements. */
-function* valueOf(store: Store, cke: Uint8Array, raw: RawEntry): Handler<unknown> {
+function* entryValue(store: Store, cke: Uint8Array, raw: RawEntry): Handler<unknown> {
   if (raw.log) return (yield* readLog(store, cke)) ?? []
   return decodeValue(store, raw)
 }
@@ -357,9 +361,9 @@ function* valueOf(store: Store, cke: Uint8Array, raw: RawEntry): Handler<unknown
  */
 function* readValue(store: Store, key: Key): Handler<{ found: boolean; value: unknown }> {
   const cke = encodeKey(key)
-  const raw = yield* bGet(store.backing, cke)
+  const raw = yield* store.backing.get(cke)
   if (!raw) return { found: false, value: undefined }
-  return { found: true, value: yield* valueOf(store, cke, raw) }
+  return { found: true, value: yield* entryValue(store, cke, raw) }
 }
 
 const getInOp = gensync(function* (store: Store, path: Path, notFound: unknown) {
@@ -378,7 +382,7 @@ function isOptionsObject(v: unknown, spec: Spec): boolean {
   if (!isPlainObject(v)) return false
   let n = 0
   for (const k in v) {
-    if (!Object.prototype.hasOwnProperty.call(spec, k)) return false
+    if (!Object.hasOwn(spec, k)) return false
     n++
   }
   return n > 0
@@ -422,12 +426,12 @@ function valueAt(store: Store, raw: RawValue | RawEntry | undefined, rest: Path 
  * at the inner path `rest`. Logs take the general path.
  */
 function readKey(store: Store, key: Key, rest: Path | undefined, notFound: unknown, opts: Options | undefined): unknown {
-  const b = store.backing
   if (opts?.sync) {
+    checkBlocking(store)
+    const b = store.backing
     let raw: RawValue | RawEntry | undefined
     try {
-      const cke = encodeKey(key)
-      raw = b.getValueSync ? b.getValueSync(cke) : b.getSync(cke)
+      raw = (b.getValue ?? b.get).sync(encodeKey(key))
     } catch (err) {
       throw withKey(err, key)
     }
@@ -437,8 +441,8 @@ function readKey(store: Store, key: Key, rest: Path | undefined, notFound: unkno
   return (async () => {
     let raw: RawValue | RawEntry | undefined
     try {
-      const cke = encodeKey(key)
-      raw = await (b.getValueAsync ? b.getValueAsync(cke) : b.getAsync(cke))
+      const b = store.backing
+      raw = await (b.getValue ?? b.get).async(encodeKey(key))
     } catch (err) {
       throw withKey(err, key)
     }
@@ -455,6 +459,7 @@ export function getIn<O extends GetOptions>(store: Store, path: Path, notFound?:
   // getIn(store, path, { sync: true }): a third and last argument is the
   // options when it is a plain object whose keys are all getIn's options
   // (`sync`, `notFound`); any other value (an empty object too) is notFound.
+  // biome-ignore lint/complexity/noArguments: get(store, key, opts) and get(store, key, notFound) are told apart by arity
   if (arguments.length === 3 && isOptionsObject(notFound, O_GET)) {
     opts = notFound as O
     notFound = undefined
@@ -483,7 +488,7 @@ export function getIn<O extends GetOptions>(store: Store, path: Path, notFound?:
 
 const getMetaOp = gensync(function* (store: Store, key: Key) {
   return yield* about(key, function* () {
-    const raw: RawMeta | undefined = yield* bGetMeta(store.backing, encodeKey(key))
+    const raw: RawMeta | undefined = yield* store.backing.getMeta(encodeKey(key))
     return raw ? readMeta(key, raw) : undefined
   })
 })
@@ -517,7 +522,7 @@ const keysOp = gensync(function* (store: Store, onCorrupt: (err: KonserveError) 
   const cursor = store.backing.openList()
   const out: Metadata[] = []
   try {
-    for (let listing = yield* bListNext(cursor, KEYS_BATCH); listing; listing = yield* bListNext(cursor, KEYS_BATCH)) {
+    for (let listing = yield* cursor.next(KEYS_BATCH); listing; listing = yield* cursor.next(KEYS_BATCH)) {
       for (const c of listing.corrupt) {
         onCorrupt(new KonserveError(c.code as KonserveError['code'], c.message, { file: c.file }))
       }
@@ -560,7 +565,7 @@ const assocOp = gensync(function* (store: Store, key: Key, value: unknown, w: Wr
       const prev = yield* metaBeforeReplace(store, key, cke, w)
       checkRevision(w, prev)
       const meta = encodeMeta(nextMeta(key, 'value', prev, w, false, yield* stamp(store.backing)))
-      yield* bPut(store.backing, [{ key: cke, serializer, meta, value: bytes }])
+      yield* store.backing.put([{ key: cke, serializer, meta, value: bytes }])
     })
     afterWrite(store, { op: 'assoc', key, path: [key], oldValue: undefined, newValue: value })
     return [undefined, value] as [undefined, unknown]
@@ -585,8 +590,8 @@ const updateInOp = gensync(function* (store: Store, path: Path, fn: Updater, w: 
   return yield* about(key, function* () {
     const cke = encodeKey(key)
     const result = yield* withLock(store.backing, [cke], function* () {
-      const raw = yield* bGet(store.backing, cke)
-      const old = raw ? yield* valueOf(store, cke, raw) : undefined
+      const raw = yield* store.backing.get(cke)
+      const old = raw ? yield* entryValue(store, cke, raw) : undefined
       const oldMeta = raw ? readMeta(key, raw) : undefined
       checkRevision(w, oldMeta)
       if (raw && raw.serializer === RAW_BYTES_ID && rest.length > 0) {
@@ -597,7 +602,7 @@ const updateInOp = gensync(function* (store: Store, path: Path, fn: Updater, w: 
       const at = getPath(old, rest)
       const leaf = yield* callUser(fn as (...a: unknown[]) => unknown, [at === missing ? undefined : at])
       const next = setPath(old, rest, leaf)
-      yield* bPut(store.backing, [buildWrite(store, cke, next, nextMeta(key, 'value', oldMeta, w, true, yield* stamp(store.backing)))])
+      yield* store.backing.put([buildWrite(store, cke, next, nextMeta(key, 'value', oldMeta, w, true, yield* stamp(store.backing)))])
       return [old, next] as [unknown, unknown]
     })
     afterWrite(store, { op, key, path: [key, ...rest], oldValue: result[0], newValue: result[1] })
@@ -614,6 +619,7 @@ const updateInOp = gensync(function* (store: Store, path: Path, fn: Updater, w: 
 export function updateIn<O extends WriteOptions>(
   store: Store,
   path: Path,
+  // biome-ignore lint/suspicious/noExplicitAny: the user's function may type its argument as it likes
   fn: (old: any) => unknown,
   opts?: O,
 ): Result<O, [unknown, unknown]> {
@@ -623,6 +629,7 @@ export function updateIn<O extends WriteOptions>(
 }
 
 /** `updateIn(store, [key], fn)`. */
+// biome-ignore lint/suspicious/noExplicitAny: the user's function may type its argument as it likes
 export function update<O extends WriteOptions>(store: Store, key: Key, fn: (old: any) => unknown, opts?: O): Result<O, [unknown, unknown]> {
   const bad = invalid('update', store, opts, O_WRITE, ['fn', fn])
   if (bad) return fail(bad, opts) as Result<O, [unknown, unknown]>
@@ -641,10 +648,10 @@ const dissocOp = gensync(function* (store: Store, key: Key, w: WriteArgs) {
     const cke = encodeKey(key)
     const existed = yield* withLock(store.backing, [cke], function* () {
       if (w.expectedRevision !== undefined) {
-        const raw = yield* bGetMeta(store.backing, cke)
+        const raw = yield* store.backing.getMeta(cke)
         checkRevision(w, raw ? readMeta(key, raw) : undefined)
       }
-      const [existed] = yield* bDelete(store.backing, [cke])
+      const [existed] = yield* store.backing.delete([cke])
       return existed === true
     })
     if (existed) afterWrite(store, { op: 'dissoc', key, path: [key], oldValue: undefined, newValue: undefined })
@@ -685,26 +692,6 @@ const GATHER = 1 << 20
  */
 const SLICE = 64 << 20
 
-const bBlobWriter = gensync({
-  sync: (b: Backing, k: Uint8Array, meta: Uint8Array) => b.blobWriterSync(k, meta),
-  async: (b: Backing, k: Uint8Array, meta: Uint8Array) => b.blobWriterAsync(k, meta),
-})
-const sinkWrite = gensync({
-  sync: (s: BlobSink, bytes: Uint8Array) => s.writeSync(bytes),
-  async: (s: BlobSink, bytes: Uint8Array) => s.write(bytes),
-})
-const sinkCommit = gensync({
-  sync: (s: BlobSink) => s.commitSync(),
-  async: (s: BlobSink) => s.commit(),
-})
-const bOpenBlob = gensync({
-  sync: (b: Backing, k: Uint8Array) => b.openBlobSync(k),
-  async: (b: Backing, k: Uint8Array) => b.openBlobAsync(k),
-})
-const sourceRead = gensync({
-  sync: (s: BlobSource, offset: number, length: number) => s.readSync(offset, length),
-  async: (s: BlobSource, offset: number, length: number) => s.read(offset, length),
-})
 /** The next piece of a source: a sync form reads only sync Iterables (checked before). */
 const nextPiece = gensync({
   sync: (src: ByteSource) => src.nextSync(),
@@ -723,7 +710,7 @@ const isSyncForm = gensync({
 
 /** Writes bytes to the sink in slices of at most SLICE. */
 function* writeBytes(sink: BlobSink, bytes: Uint8Array): Handler<void> {
-  for (let at = 0; at < bytes.length; at += SLICE) yield* sinkWrite(sink, bytes.subarray(at, at + SLICE))
+  for (let at = 0; at < bytes.length; at += SLICE) yield* sink.write(bytes.subarray(at, at + SLICE))
 }
 
 /**
@@ -738,7 +725,7 @@ function* writeStream(sink: BlobSink, src: ByteSource): Handler<number> {
   let total = 0
   const flushGathered = function* (): Handler<void> {
     if (held === 0) return
-    yield* sinkWrite(sink, gather!.subarray(0, held))
+    yield* sink.write(gather!.subarray(0, held))
     held = 0
   }
   for (;;) {
@@ -785,11 +772,11 @@ const bassocOp = gensync(function* (store: Store, key: Key, input: unknown, w: W
         const prev = yield* metaBeforeReplace(store, key, cke, w)
         checkRevision(w, prev)
         const meta = encodeMeta(nextMeta(key, 'binary', prev, w, false, yield* stamp(store.backing)))
-        const sink = yield* bBlobWriter(store.backing, cke, meta)
+        const sink = yield* store.backing.blobWriter(cke, meta)
         try {
           if (bytes) yield* writeBytes(sink, bytes)
           else yield* writeStream(sink, src!)
-          yield* sinkCommit(sink)
+          yield* sink.commit()
         } catch (err) {
           // Nothing of the new blob is left; a failing abort must not hide why.
           try {
@@ -827,50 +814,27 @@ export interface BlobAccess {
   stream?: Readable
 }
 
+/** A Buffer view of `b` where there are Buffers (Node), else `b`. */
 function asBuffer(b: Uint8Array): Buffer {
-  return Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength)
+  const B = NodeBuffer
+  return (B && !B.isBuffer(b) ? B.from(b.buffer, b.byteOffset, b.byteLength) : b) as Buffer
 }
 
 /** How much a blob stream reads at a time: one chunk (FORMAT.md §4.5), so reads stay chunk-aligned. */
-const READ_PIECE = 1 << 20
+export const READ_PIECE = 1 << 20
 
 /**
- * The bytes from `pos` up to the next chunk boundary (or `end`), into a Buffer the JavaScript engine allocated where the
+ * @internal The bytes from `pos` up to the next chunk boundary (or `end`), into a Buffer the JavaScript engine allocated where the
  * source can fill one: V8 then counts that memory and collects it in time
  * (memory made outside it is invisible to its heuristics).
  */
-async function readPiece(src: BlobSource, pos: number, end: number): Promise<Buffer> {
+export async function readPiece(src: BlobSource, pos: number, end: number): Promise<Buffer> {
   // Up to the next chunk boundary: reads stay chunk-aligned.
   const n = Math.min(READ_PIECE - (pos % READ_PIECE), end - pos)
-  if (!src.readInto) return asBuffer(await src.read(pos, n))
-  const target = Buffer.allocUnsafeSlow(n)
+  if (!src.readInto) return asBuffer(await src.read.async(pos, n))
+  const target = (NodeBuffer ? NodeBuffer.allocUnsafeSlow(n) : new Uint8Array(n)) as Buffer
   const got = await src.readInto(pos, target)
   return got === n ? target : target.subarray(0, got)
-}
-
-/** The bytes [start, end) of an open blob as a Node Readable; closes the source when done. */
-function nodeStream(src: BlobSource, start: number, end: number): Readable {
-  let pos = start
-  return new Readable({
-    highWaterMark: READ_PIECE,
-    read() {
-      if (pos >= end) {
-        this.push(null)
-        return
-      }
-      readPiece(src, pos, end).then(
-        (b) => {
-          pos += b.length
-          this.push(b)
-        },
-        (err) => this.destroy(err),
-      )
-    },
-    destroy(err, cb) {
-      src.close()
-      cb(err)
-    },
-  })
 }
 
 /** The bytes [start, end) of an open blob as a web ReadableStream; closes the source when done. */
@@ -920,7 +884,7 @@ function rangeOf(size: number, offset = 0, length?: number): [number, number] {
 
 const bgetOp = gensync(function* (store: Store, key: Key, cb: (blob: BlobAccess) => unknown, streaming: boolean) {
   return yield* about(key, function* () {
-    const src = yield* bOpenBlob(store.backing, encodeKey(key))
+    const src = yield* store.backing.openBlob(encodeKey(key))
     if (!src) return undefined
     let stream: Readable | undefined
     try {
@@ -928,7 +892,7 @@ const bgetOp = gensync(function* (store: Store, key: Key, cb: (blob: BlobAccess)
         stream = nodeStream(src, 0, src.size)
         return yield* callUser(cb as (...a: unknown[]) => unknown, [{ size: src.size, stream }])
       }
-      const blob = asBuffer(yield* sourceRead(src, 0, src.size))
+      const blob = asBuffer(yield* src.read(0, src.size))
       return yield* callUser(cb as (...a: unknown[]) => unknown, [{ size: src.size, blob }])
     } finally {
       // The stream is the callback's to consume while it runs (konserve's bget contract).
@@ -970,13 +934,13 @@ const readBlobOp = gensync(function* (store: Store, key: Key, o: ReadBlobOptions
       throw new KonserveError('ERR_INVALID_ARGUMENT', `readBlob: unknown 'as' ${JSON.stringify(as)}`)
     }
     if (as !== 'buffer' && o.sync) throw new KonserveError('ERR_INVALID_ARGUMENT', 'readBlob: streams are only given by the async form')
-    const src = yield* bOpenBlob(store.backing, encodeKey(key))
+    const src = yield* store.backing.openBlob(encodeKey(key))
     if (!src) return undefined
     const [start, end] = rangeOf(src.size, o.offset, o.length)
     if (as === 'stream') return nodeStream(src, start, end)
     if (as === 'web') return webStream(src, start, end)
     try {
-      return asBuffer(yield* sourceRead(src, start, end - start))
+      return asBuffer(yield* src.read(start, end - start))
     } finally {
       src.close()
     }
@@ -1008,7 +972,7 @@ export interface BlobFile {
 
 const blobFileOp = gensync(function* (store: Store, key: Key) {
   return yield* about(key, function* () {
-    const src = yield* bOpenBlob(store.backing, encodeKey(key))
+    const src = yield* store.backing.openBlob(encodeKey(key))
     if (!src) return undefined
     try {
       if (!src.plain) {
@@ -1043,23 +1007,6 @@ export function blobFile<O extends Options>(store: Store, key: Key, opts?: O): R
 // length-prefixed, checksummed record at the end and syncs the file; a torn
 // tail from a crash is dropped, never misread. Reads stream the records.
 
-const bAppend = gensync({
-  sync: (b: Backing, k: Uint8Array, rs: NewRecord[], createMeta: Uint8Array) => b.appendSync(k, rs, createMeta),
-  async: (b: Backing, k: Uint8Array, rs: NewRecord[], createMeta: Uint8Array) => b.appendAsync(k, rs, createMeta),
-})
-const bOpenLog = gensync({
-  sync: (b: Backing, k: Uint8Array) => b.openLogSync(k),
-  async: (b: Backing, k: Uint8Array) => b.openLogAsync(k),
-})
-const bTrimLog = gensync({
-  sync: (b: Backing, k: Uint8Array, keepFrom: number, meta: Uint8Array) => b.trimLogSync(k, keepFrom, meta),
-  async: (b: Backing, k: Uint8Array, keepFrom: number, meta: Uint8Array) => b.trimLogAsync(k, keepFrom, meta),
-})
-const cursorNext = gensync({
-  sync: (c: LogCursor, max: number) => c.nextSync(max),
-  async: (c: LogCursor, max: number) => c.next(max),
-})
-
 /** Records read per batch: bounded memory whatever the log's length. */
 const LOG_BATCH = 256
 
@@ -1080,11 +1027,11 @@ function* readLog(store: Store, cke: Uint8Array): Handler<unknown[] | undefined>
 
 /** Calls `f` on each element of the log, oldest first; false when the key is missing. */
 function* eachRecord(store: Store, cke: Uint8Array, f: (elem: unknown) => Handler<void>): Handler<boolean> {
-  const cursor = yield* bOpenLog(store.backing, cke)
+  const cursor = yield* store.backing.openLog(cke)
   if (!cursor) return false
   try {
     for (;;) {
-      const batch = yield* cursorNext(cursor, LOG_BATCH)
+      const batch = yield* cursor.next(LOG_BATCH)
       if (!batch) return true
       for (const r of batch) yield* f(decodeRecord(store, r))
     }
@@ -1100,95 +1047,67 @@ const appendOp = gensync(function* (store: Store, key: Key, elem: unknown, w: Wr
     const { serializer, bytes } = encodeValue(store, elem)
     const info = yield* withLock(store.backing, [cke], function* () {
       if (w.expectedRevision !== undefined) {
-        const raw = yield* bGetMeta(store.backing, cke)
+        const raw = yield* store.backing.getMeta(cke)
         if (raw && !raw.log) throw notALog()
         checkRevision(w, raw ? readMeta(key, raw) : undefined)
       }
       const lastWrite = yield* stamp(store.backing)
       // Used only if the log is new; its revision (0) plus the records' count is the log's revision.
       const createMeta = encodeMeta({ ...w.meta, key, type: 'append-log', lastWrite, revision: 0 })
-      return yield* bAppend(store.backing, cke, [{ serializer, bytes, stamp: lastWrite.getTime() }], createMeta)
+      return yield* store.backing.append(cke, [{ serializer, bytes, stamp: lastWrite.getTime() }], createMeta)
     })
     afterWrite(store, { op: 'append', key, path: [key], oldValue: undefined, newValue: elem })
     return info.lastIndex - info.firstIndex + 1
   })
 })
 
-/** Async appends waiting for their key's current appender, per backing and key. */
-interface AppendWaiter {
-  key: Key
-  elem: unknown
+/** A record an async append hands to its log's group commit, with the metadata of a new log. */
+interface AppendItem {
   record: NewRecord
   meta: Record<string, unknown> | undefined
-  resolve: (count: number) => void
-  reject: (err: unknown) => void
 }
-const appendQueues = new WeakMap<Backing, Map<string, AppendWaiter[]>>()
-/** Records per group commit: bounds what one write holds. */
-const APPEND_BATCH = 1024
+const appendGroups = new WeakMap<Backing, AppendGroups<AppendItem>>()
+const lockKeysOp = gensync(lockKeys)
 
 /**
- * Group commit of async appends: the first append of a key takes its lock and
- * writes; appends of the same key that come meanwhile wait in a queue, and the
- * next write takes them all, as one write and one fsync. Each call resolves
- * when its own record is durable. (Appends with `expectedRevision` check the
- * revision on their own, through the plain path.)
+ * An async append through its log's group commit (ts/backing/group-commit.ts):
+ * appends of one key that come while one is written go together as the next
+ * write, one fsync. (Appends with `expectedRevision` check the revision on
+ * their own, through the plain path.)
  */
-async function appendGrouped(store: Store, key: Key, elem: unknown, w: WriteArgs): Promise<number> {
+function appendGrouped(store: Store, key: Key, elem: unknown, w: WriteArgs): Promise<number> {
   const cke = encodeKey(key)
   const { serializer, bytes } = encodeValue(store, elem)
   const b = store.backing
-  let queues = appendQueues.get(b)
-  if (!queues) appendQueues.set(b, (queues = new Map()))
-  const id = lockIds(b.lockScope, [cke])[0]!
-  const record: NewRecord = { serializer, bytes, stamp: 0 }
-  const waiting = queues.get(id)
-  const done = new Promise<number>((resolve, reject) => {
-    const me: AppendWaiter = { key, elem, record, meta: w.meta, resolve, reject }
-    if (waiting) waiting.push(me)
-    else queues.set(id, [me])
-  })
-  if (waiting) return done
-  const queue = queues.get(id)!
-  let leader: Promise<void> | undefined
-  try {
-    leader = lockKeys.async(b, [cke]).then(async (ids) => {
-      try {
-        while (queue.length > 0) {
-          const batch = queue.splice(0, APPEND_BATCH)
-          try {
-            const lastWrite = await stamp.async(b)
-            for (const x of batch) x.record.stamp = lastWrite.getTime()
-            // Used only if the log is new; its revision (0) plus the records' count is the log's revision.
-            const createMeta = encodeMeta({ ...batch[0]!.meta, key, type: 'append-log', lastWrite, revision: 0 })
-            const info = await b.appendAsync(
-              cke,
-              batch.map((x) => x.record),
-              createMeta,
-            )
-            batch.forEach((x, i) => x.resolve(info.lastIndex - (batch.length - 1 - i) - info.firstIndex + 1))
-          } catch (err) {
-            for (const x of batch) x.reject(err)
-          }
-        }
-      } finally {
-        queues.delete(id)
+  let groups = appendGroups.get(b)
+  if (!groups) appendGroups.set(b, (groups = new AppendGroups()))
+  return groups.append(
+    lockIds(b.lockScope, [cke])[0]!,
+    { record: { serializer, bytes, stamp: 0 }, meta: w.meta },
+    async () => {
+      const ids = await lockKeysOp.async(b, [cke])
+      return () => {
         try {
           b.unlock([cke])
         } finally {
           release(ids)
         }
       }
-    })
+    },
+    async (batch) => {
+      const at = (await stampOp.async(b)).getTime()
+      for (const x of batch) x.record.stamp = at
+      // Used only if the log is new; its revision (0) plus the records' count is the log's revision.
+      const createMeta = encodeMeta({ ...batch[0]!.meta, key, type: 'append-log', lastWrite: new Date(at), revision: 0 })
+      return b.append.async(
+        cke,
+        batch.map((x) => x.record),
+        createMeta,
+      )
+    },
     // close waits for the queue to be written.
-    closeWaitsFor(b, leader)
-    await leader
-  } catch (err) {
-    // The lock could not be taken: everyone waiting fails with that.
-    queues.delete(id)
-    for (const x of queue.splice(0)) x.reject(err)
-  }
-  return done
+    (run) => closeWaitsFor(b, run),
+  )
 }
 
 async function appendAsyncOp(store: Store, key: Key, elem: unknown, w: WriteArgs): Promise<number> {
@@ -1252,6 +1171,7 @@ const reduceLogOp = gensync(function* (store: Store, key: Key, fn: (acc: unknown
 export function reduceLog<O extends Options, A>(
   store: Store,
   key: Key,
+  // biome-ignore lint/suspicious/noExplicitAny: the user's function may type the element as it likes
   fn: (acc: A, elem: any) => A | Promise<A>,
   init: A,
   opts?: O,
@@ -1271,7 +1191,7 @@ export async function* logStream(store: Store, key: Key): AsyncGenerator<unknown
   const cke = encodeKey(key)
   let cursor: LogCursor | undefined
   try {
-    cursor = await store.backing.openLogAsync(cke)
+    cursor = await store.backing.openLog.async(cke)
   } catch (err) {
     throw withKey(err, key)
   }
@@ -1280,7 +1200,7 @@ export async function* logStream(store: Store, key: Key): AsyncGenerator<unknown
     for (;;) {
       let batch: LogRecord[] | undefined
       try {
-        batch = await cursor.next(LOG_BATCH)
+        batch = await cursor.next.async(LOG_BATCH)
       } catch (err) {
         throw withKey(err, key)
       }
@@ -1315,7 +1235,7 @@ const trimLogOp = gensync(function* (store: Store, key: Key, o: TrimLogOptions) 
     checkRange(o.keepLast, o.dropFirst)
     const cke = encodeKey(key)
     const removed = yield* withLock(store.backing, [cke], function* () {
-      const raw = yield* bGetMeta(store.backing, cke)
+      const raw = yield* store.backing.getMeta(cke)
       if (!raw) {
         checkRevision(o, undefined)
         return 0
@@ -1330,7 +1250,7 @@ const trimLogOp = gensync(function* (store: Store, key: Key, o: TrimLogOptions) 
       // The log's revision goes up by one (FORMAT.md §4.6).
       const revision = revisionOf(current) + 1 - (keepFrom <= lastIndex ? lastIndex + 1 : 0)
       const meta = encodeMeta({ ...decodeMeta(key, raw.meta), lastWrite: yield* stamp(store.backing), revision })
-      yield* bTrimLog(store.backing, cke, keepFrom, meta)
+      yield* store.backing.trimLog(cke, keepFrom, meta)
       return keepFrom - firstIndex
     })
     if (removed > 0) afterWrite(store, { op: 'trimLog', key, path: [key], oldValue: undefined, newValue: undefined })
@@ -1394,7 +1314,7 @@ const multiAssocOp = gensync(function* (store: Store, kvs: unknown, extra: Recor
       const prev = yield* about(e.key, () => metaBeforeReplace(store, e.key, e.cke, w))
       writes.push({ key: e.cke, serializer: e.serializer, meta: encodeMeta(nextMeta(e.key, 'value', prev, w, false, lastWrite)), value: e.bytes })
     }
-    yield* bPut(store.backing, writes)
+    yield* store.backing.put(writes)
   })
   afterWrite(store, () => entries.map(([k, v]) => ({ op: 'multiAssoc', key: k, path: [k], oldValue: undefined, newValue: v })))
   return new Map(entries.map(([k]) => [k, true as const]))
@@ -1425,7 +1345,7 @@ const multiDissocOp = gensync(function* (store: Store, keys: Iterable<Key>) {
     }
   })
   const existed = yield* withLock(store.backing, ckes, function* () {
-    return yield* bDelete(store.backing, ckes)
+    return yield* store.backing.delete(ckes)
   })
   afterWrite(store, () =>
     ks.filter((_, i) => existed[i] === true).map((k) => ({ op: 'multiDissoc', key: k, path: [k], oldValue: undefined, newValue: undefined })),

@@ -59,7 +59,7 @@ process.stdout.on('error', () => {})
 async function outLines(lines: Iterable<string>): Promise<void> {
   let batch = ''
   for (const line of lines) {
-    batch += line + '\n'
+    batch += `${line}\n`
     if (batch.length >= 65536) {
       await out(batch)
       batch = ''

@@ -11,7 +11,7 @@ let last = 0
 /** The per-process clock, in ms since the epoch. */
 export function nowMs(): number {
   const t = Date.now()
-  last = t > last ? t : last
+  last = Math.max(t, last)
   return last
 }
 

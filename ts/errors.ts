@@ -2,7 +2,6 @@
  * Every error konserve throws (or rejects with) is a `KonserveError` with a
  * stable `code` to branch on, and, where they are known, the key and the file.
  */
-import { constants as osConstants } from 'node:os'
 
 /**
  * Every error code, once: the one list (issue 20). The `ErrorCode` type and
@@ -140,9 +139,17 @@ function errnoName(err: unknown): string | undefined {
 }
 
 let byNumber: Record<number, string> | undefined
+/** @internal Hands in the platform's errno numbers by name (Node: `os.constants.errno`, ts/node/wire.ts). */
+export function useErrnoNames(errno: Record<string, number>): void {
+  byNumber = Object.fromEntries(Object.entries(errno).map(([name, n]) => [n, name]))
+}
 function errnoConstants(): Record<number, string> {
-  byNumber ??= Object.fromEntries(Object.entries(osConstants.errno as Record<string, number>).map(([name, n]) => [n, name]))
-  return byNumber
+  if (!byNumber) {
+    // Not handed in (a module loaded without the Node entry): Node's own table where it can be had.
+    const os = (globalThis as { process?: { getBuiltinModule?: (id: string) => { constants?: { errno?: Record<string, number> } } | undefined } }).process?.getBuiltinModule?.('node:os')
+    useErrnoNames(os?.constants?.errno ?? {})
+  }
+  return byNumber!
 }
 
 /**

@@ -26,6 +26,7 @@ import { nowMs } from './clock.js'
 import { KonserveError, toKonserveError } from './errors.js'
 import { type Identity, identity, liveness } from './backends/pure/filelock.js'
 import { type Store, type SyncOption, checkStore } from './store.js'
+import { guardSweepsWith } from './gc.js'
 
 type Ret<O, T> = O extends { sync: true } ? T : Promise<T>
 
@@ -80,8 +81,8 @@ const markerTemp = (dir: string) => join(dir, `${MARKER_PREFIX}${processToken}.$
 
 /** The stamp a sequence starts at: no later than the wall clock and the store's clock (every later stamp is at or above both). */
 const startStamp = gensync({
-  sync: (b: Backing) => Math.min(Date.now(), b.clock ? b.clock.nowSync() : nowMs()),
-  async: async (b: Backing) => Math.min(Date.now(), b.clock ? await b.clock.now() : nowMs()),
+  sync: (b: Backing) => Math.min(Date.now(), b.clock ? b.clock.sync() : nowMs()),
+  async: async (b: Backing) => Math.min(Date.now(), b.clock ? await b.clock.async() : nowMs()),
 })
 
 const publish = gensync({
@@ -263,6 +264,8 @@ export const oldestInFlight = gensync(function* (b: Backing): Handler<number> {
   if (dir) for (const t of yield* othersOp(dir)) oldest = Math.min(oldest, t)
   return oldest
 })
+
+guardSweepsWith(oldestInFlight)
 
 const cutoffOp = gensync(function* (store: Store, startedAt: number | undefined): Handler<Date> {
   // The caller's start is read before the guard (konserve `cutoff`): a sequence

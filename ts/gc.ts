@@ -11,15 +11,27 @@
  * are deleted. Memory: one batch, the whitelist, and the deleted keys.
  */
 import gensync, { type Handler } from 'gensync'
-import { bDeleteOp, bGetMetaOp, bListNext as nextBatch, readMeta, run, warnCorrupt, withLock } from './api.js'
+import { readMeta, run, warnCorrupt, withLock } from './api.js'
 import type { Key, Metadata, Result } from './api.js'
-import type { RawListing, RawMeta } from './backing/index.js'
+import { type RawListing, type RawMeta, keyId } from './backing/index.js'
 import { decodeKey, encodeKey } from './format/key.js'
 import { KonserveError, withKey } from './errors.js'
 import { afterWrite } from './hooks.js'
-import { oldestInFlight } from './gc-guard.js'
+import { type Backing, type Op, blockingOp } from './backing/index.js'
 import { type Store, type SyncOption, checkStore } from './store.js'
 import { badArgument, checkOptions, checks, fail } from './args.js'
+
+/**
+ * The GC guard's view (ts/gc-guard.ts): the start of the oldest sequence of
+ * unreferenced writes in flight on a backing (Infinity: none). The guard keeps
+ * per-process marker files, so it is Node code: it plugs itself in here when
+ * loaded (the Node entry loads it), which keeps this module free of Node.
+ */
+let oldestInFlight: Op<[b: Backing], number> = blockingOp((_b: Backing) => Infinity)
+/** @internal Called by ts/gc-guard.ts. */
+export function guardSweepsWith(op: Op<[b: Backing], number>): void {
+  oldestInFlight = op
+}
 
 export interface SweepProgress {
   /** Entries listed so far (readable or not). */
@@ -49,13 +61,13 @@ const callProgress = gensync({
   },
 })
 
-/** The CKE of a key as a Map/Set key (latin1: one char per byte). */
-function idOf(cke: Uint8Array): string {
-  return Buffer.from(cke.buffer, cke.byteOffset, cke.byteLength).toString('latin1')
-}
+/** The CKE of a key as a Map/Set key (one char per byte). */
+const idOf = keyId
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.length).equals(Buffer.from(b.buffer, b.byteOffset, b.length))
+  if (a.length !== b.length) return false
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
+  return true
 }
 
 function lastWriteOf(meta: Metadata): number | undefined {
@@ -95,7 +107,7 @@ function* collect(store: Store, cands: Candidate[], cutoff: number, onCorrupt: (
     for (const c of cands) {
       let raw: RawMeta | undefined
       try {
-        raw = yield* bGetMetaOp(b, c.cke)
+        raw = yield* b.getMeta(c.cke)
       } catch (err) {
         onCorrupt(withKey(err, c.key))
         continue
@@ -115,7 +127,7 @@ function* collect(store: Store, cands: Candidate[], cutoff: number, onCorrupt: (
       doomed.push(c)
     }
     if (doomed.length === 0) return []
-    const existed = yield* bDeleteOp(b, doomed.map((c) => c.cke))
+    const existed = yield* b.delete(doomed.map((c) => c.cke))
     return doomed.filter((_, i) => existed[i] === true).map((c) => c.key)
   })
 }
@@ -144,7 +156,7 @@ const sweepOp = gensync(function* (
   const cursor = store.backing.openList()
   try {
     for (;;) {
-      const listing = yield* nextBatch(cursor, batchSize)
+      const listing = yield* cursor.next(batchSize)
       if (!listing) break
       progress.scanned += listing.entries.length + listing.corrupt.length
       reportRaw(listing, onCorrupt)

@@ -1,7 +1,12 @@
 /**
  * konserve: a durable key-value document store with Clojure-style path access,
  * in sync and async form. See README.md.
+ *
+ * The Node entry: the core (api, store, backing, layers, format, codec) has
+ * no Node in it; ./node/ hands it what Node has (./node/wire.ts) and adds the
+ * file stores (./node/fs-store.ts).
  */
+import './node/wire.js'
 export {
   append,
   assoc,
@@ -27,7 +32,8 @@ export {
   updateIn,
 } from './api.js'
 export type { BlobAccess, BlobFile, BlobInput, GetOptions, ReadBlobOptions, TrimLogOptions, Key, KeyType, KeysOptions, Metadata, Options, Result, WriteOptions } from './api.js'
-export { Store, close, connectFsStore, implementation, newMemStore } from './store.js'
+export { Store, close, implementation, newMemStore } from './store.js'
+export { connectFsStore } from './node/fs-store.js'
 export { connectStore, createStore, deleteStore, registerBackend, registeredBackends, releaseStore, storeExists, storeExistsError, storeNotFoundError } from './registry.js'
 export type { Backend, BackendCallOptions, FileStoreConfig, MemoryStoreConfig, StoreConfig } from './registry.js'
 export type { CompressorOption, EncryptorOption, FsStoreOptions, StoreOptions, SyncOption } from './store.js'
@@ -41,12 +47,8 @@ export {
   registerSerializer,
 } from './serializers.js'
 export type { Serializer, SerializerOption } from './serializers.js'
+export type { Backing, BlobSink, BlobSource, ListCursor, LogCursor } from './backing/seam.js'
 export type {
-  Backing,
-  BlobSink,
-  BlobSource,
-  ListCursor,
-  LogCursor,
   LogInfo,
   LogRecord,
   NewRecord,
@@ -65,7 +67,6 @@ export type { SweepOptions, SweepProgress } from './gc.js'
 export { decodeKey, encodeKey } from './format/key.js'
 export { addWriteHook, removeWriteHook } from './hooks.js'
 export type { HookId, WriteEvent, WriteHook, WriteHookOptions, WriteOp } from './hooks.js'
-export { cacheStats, withCache } from './layers/cached.js'
+export { cacheStats, flush, tieredStore, withCache } from './stacked.js'
 export type { CacheOptions, CacheStats } from './layers/cached.js'
-export { flush, tieredStore } from './layers/tiered.js'
 export type { ReadPolicy, TieredOptions, WritePolicy } from './layers/tiered.js'

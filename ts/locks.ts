@@ -6,14 +6,15 @@
  * finish: a deadlock). Entries are removed when released, so the table never
  * grows with the number of distinct keys.
  */
-import { AsyncLocalStorage } from 'node:async_hooks'
 import { KonserveError } from './errors.js'
 
 const held = new Map<string, Array<() => void>>()
 
 /**
  * Which locks the running operation holds, carried along its async context
- * (the only use of `node:async_hooks`; a browser build swaps this module).
+ * (Node: an AsyncLocalStorage, handed in by ts/node/wire.ts; elsewhere a
+ * plain stack, which follows blocking calls and the synchronous start of
+ * async ones).
  * Waiting for one of them is a deadlock only while the holder waits for the
  * user's code (an update function) that asks: so a frame counts while the
  * holder is inside a user call (`runUser`) and the lock is held. A callback
@@ -25,7 +26,36 @@ interface Frame {
   /** User calls of the holder that have not returned (or settled) yet. */
   users: number
 }
-const context = new AsyncLocalStorage<readonly Frame[]>()
+
+/** What carries the frames along calls: AsyncLocalStorage's `getStore`/`run`. */
+export interface AsyncContext<T> {
+  getStore(): T | undefined
+  run<R>(store: T, fn: () => R): R
+}
+
+/** A context that follows synchronous calls only (where no AsyncLocalStorage is). */
+function stackContext<T>(): AsyncContext<T> {
+  let current: T | undefined
+  return {
+    getStore: () => current,
+    run<R>(store: T, fn: () => R): R {
+      const outer = current
+      current = store
+      try {
+        return fn()
+      } finally {
+        current = outer
+      }
+    },
+  }
+}
+
+let context: AsyncContext<readonly Frame[]> = stackContext()
+
+/** @internal Hands in the async context (Node: `new AsyncLocalStorage()`); before any lock is taken. */
+export function useAsyncContext(c: AsyncContext<readonly Frame[]>): void {
+  context = c
+}
 
 /** Runs `fn` (and everything it starts) as a holder of `ids`. */
 export function runHolding<T>(ids: readonly string[], fn: () => T): T {

@@ -8,7 +8,6 @@
  */
 import { type Store as StoreT, KonserveError, Store } from './index.js'
 import type { StoreOptions, CompressorOption, EncryptorOption } from './store.js'
-import { toLegacy } from './backing/legacy.js'
 import { type RedisClient, RedisBacking } from './backends/redis.js'
 
 export interface RedisStoreOptions extends StoreOptions {
@@ -108,7 +107,7 @@ export async function connectRedisStore(options: RedisStoreOptions): Promise<Sto
     scope: scopeOf(client),
   })
   // TEMPORARY (issue 20): the facade still takes the old Backing shape.
-  return new Store(toLegacy(backing), { serializer: options.serializer, serializers: options.serializers })
+  return new Store(backing, { serializer: options.serializer, serializers: options.serializers })
 }
 
 export default connectRedisStore

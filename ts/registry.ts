@@ -20,7 +20,8 @@ import { dirname, resolve } from 'node:path'
 import { type Spec, badArgument, checkOptions, checks, fail, isPlainObject, isSync } from './args.js'
 import { KonserveError, toKonserveError } from './errors.js'
 import { fsyncDirSync } from './fsync.js'
-import { type FsStoreOptions, type StoreOptions, type SyncOption, Store, close, connectFsStore, deleteStore as deleteFsStore, newMemStore } from './store.js'
+import { type FsStoreOptions, type StoreOptions, type SyncOption, Store, close, newMemStore } from './store.js'
+import { connectFsStore, deleteStore as deleteFsStore } from './node/fs-store.js'
 
 type Ret<O, T> = O extends { sync: true } ? T : Promise<T>
 

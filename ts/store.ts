@@ -1,21 +1,16 @@
 /**
- * Stores: a backing plus the serializers it writes and reads with.
- * `connectFsStore` and `newMemStore` return a Store; every API function takes it first.
+ * Stores: a backing plus the serializers it writes and reads with. Every API
+ * function takes a Store first. This module has no Node in it (the browser
+ * build uses it too): `newMemStore` is here, file stores are opened by
+ * ts/node/fs-store.ts (`connectFsStore`, `deleteStore`).
  */
-import { realpathSync, statSync } from 'node:fs'
-import { realpath, stat } from 'node:fs/promises'
-import { resolve } from 'node:path'
-import type { Backing } from './backing/index.js'
+import type { Backing } from './backing/seam.js'
+import { type Op, twinOp } from './backing/index.js'
+import gensync, { type Handler } from 'gensync'
 import { type Spec, badArgument, checkOptions, checks, fail, isSync } from './args.js'
-import { KonserveError, fromNative } from './errors.js'
-import { FileClock } from './backends/pure/clock.js'
-import { type NativeBinding, type NativeFileStore, loadNative, nativeOrWarn } from './native.js'
+import { KonserveError } from './errors.js'
 import { type Serializer, type SerializerOption, SerializerSet } from './serializers.js'
 import { MemoryBacking } from './backends/memory.js'
-import { NativeFileBacking } from './backends/native.js'
-import { createPureCodec } from './backends/pure/codec.js'
-import { deleteStorePure, openPureStore } from './backends/pure/store.js'
-import { toLegacy } from './backing/legacy.js'
 
 export interface StoreOptions {
   /** Serializer for new writes: 'msgpack' (default), 'json', or your own. */
@@ -41,11 +36,14 @@ export interface EncryptorOption {
 
 export interface FsStoreOptions extends StoreOptions {
   /**
-   * fsync each write's file and the directory before a write returns (default
-   * true). With false, a crash may lose recent writes, and on file systems that
-   * do not order data before renames (XFS, for one) may leave a key torn: it
-   * then reads as ERR_CORRUPT, never as a wrong value.
+   * Durable writes: fsync each write's file and the directory before a write
+   * returns (default true). With false, a crash may lose recent writes, and on
+   * file systems that do not order data before renames (XFS, for one) may
+   * leave a key torn: it then reads as ERR_CORRUPT, never as a wrong value.
+   * (Not to be confused with `sync`, which asks for a blocking call.)
    */
+  durable?: boolean
+  /** The seed's name of `durable` (konserve's `:sync-blob?`), still accepted; give one of the two. */
   syncBlob?: boolean
   /** Compress new writes. Files are always read by the compressor their header names. */
   compressor?: CompressorOption | null
@@ -83,61 +81,9 @@ export interface FsStoreOptions extends StoreOptions {
   lockTimeoutMs?: number
 }
 
-/** With `create: false`: the store directory must already be a directory. */
-function notADir(dir: string, cause: unknown): KonserveError {
-  const missing = (cause as NodeJS.ErrnoException)?.code === 'ENOENT'
-  return new KonserveError('ERR_IO', `the store directory ${missing ? 'does not exist' : 'is not a directory'} (create: false): ${dir}`, { file: dir, cause })
-}
-
-function existingDirSync(dir: string): void {
-  let st
-  try {
-    st = statSync(dir)
-  } catch (err) {
-    throw notADir(dir, err)
-  }
-  if (!st.isDirectory()) throw notADir(dir, undefined)
-}
-
-async function existingDir(dir: string): Promise<void> {
-  let st
-  try {
-    st = await stat(dir)
-  } catch (err) {
-    throw notADir(dir, err)
-  }
-  if (!st.isDirectory()) throw notADir(dir, undefined)
-}
-
-function badOption(message: string): KonserveError {
+/** @internal An invalid option. */
+export function badOption(message: string): KonserveError {
   return new KonserveError('ERR_INVALID_ARGUMENT', message)
-}
-
-/** Checks the codec options and turns them into the binding's form. */
-function codecOptions(opts: FsStoreOptions): { compressor: number; encryptionKey?: Buffer; acceptPlaintext?: boolean } {
-  let compressor = 0
-  if (opts.compressor != null) {
-    checkOptions('connectFsStore', opts.compressor, { type: checks.any }, 'options.compressor')
-    if (typeof opts.compressor !== 'object' || opts.compressor.type !== 'lz4') {
-      throw badOption(`unknown compressor ${JSON.stringify(opts.compressor)}; the one compressor is { type: 'lz4' }`)
-    }
-    compressor = 1
-  }
-  if (opts.encryptor == null) return { compressor }
-  checkOptions('connectFsStore', opts.encryptor, { type: checks.any, key: checks.any }, 'options.encryptor')
-  const { type, key } = opts.encryptor as Partial<EncryptorOption>
-  if (type !== 'aes') throw badOption(`unknown encryptor type ${JSON.stringify(type)}; the one encryptor is { type: 'aes', key }`)
-  const bytes = typeof key === 'string' ? Buffer.from(key, 'utf8') : key instanceof Uint8Array ? Buffer.from(key) : undefined
-  if (!bytes || bytes.length === 0) throw badOption('the aes encryptor needs a non-empty key (a string or a Uint8Array)')
-  return { compressor, encryptionKey: bytes, acceptPlaintext: opts.acceptPlaintext === true }
-}
-
-function lockTimeout(opts: FsStoreOptions): number {
-  const ms = opts.lockTimeoutMs ?? 60_000
-  if (typeof ms !== 'number' || !(ms >= 0) || !Number.isFinite(ms)) {
-    throw badOption(`lockTimeoutMs must be a finite number >= 0, not ${String(ms)}`)
-  }
-  return ms
 }
 
 export interface SyncOption {
@@ -170,7 +116,7 @@ export class Store {
 
   /** Which implementation does the work: 'native' (Rust core), 'pure' (TypeScript) or 'memory'. */
   get implementation(): 'native' | 'pure' | 'memory' {
-    return this.backing.implementation
+    return this.backing.implementation as 'native' | 'pure' | 'memory'
   }
 
   /** @internal The error a call named `fn` gets on an ended store. */
@@ -209,92 +155,16 @@ export function checkStore(fn: string, store: unknown, param = 'store'): asserts
   if (store.ended) throw store.endedError(fn)
 }
 
-type Ret<O, T> = O extends { sync: true } ? T : Promise<T>
+/** @internal */
+export type Ret<O, T> = O extends { sync: true } ? T : Promise<T>
 
-function checkPath(path: unknown): string {
-  if (typeof path !== 'string' || path === '') {
-    throw new KonserveError('ERR_INVALID_ARGUMENT', 'a file store needs a directory path (a non-empty string)')
-  }
-  return resolve(path)
-}
-
-/** The native binding if this store should use it, else undefined (pure TypeScript). */
-function chooseNative(opts: FsStoreOptions): NativeBinding | undefined {
-  if (opts.native === true) return loadNative()
-  if (opts.native === false || process.env.KONSERVE_NATIVE === '0') return undefined
-  return nativeOrWarn()
-}
-
-/** The backing over an opened native store in the canonical directory `real`, with its clock. */
-function nativeBacking(store: NativeFileStore, real: string, syncBlob: boolean): NativeFileBacking {
-  try {
-    return new NativeFileBacking(store, `file:${real}`, FileClock.openSync(real, syncBlob))
-  } catch (err) {
-    throw fromNative(err)
-  }
-}
-
-const STORE_OPTIONS: Spec = {
+/** @internal The options every store takes. */
+export const STORE_OPTIONS: Spec = {
   serializer: (v) => (typeof v === 'string' || (v !== null && typeof v === 'object') ? undefined : "a serializer's name or a Serializer"),
   serializers: (v) => (Array.isArray(v) ? undefined : 'an array of Serializers'),
   sync: checks.boolean,
 }
-const FS_STORE_OPTIONS: Spec = {
-  ...STORE_OPTIONS,
-  syncBlob: checks.boolean,
-  compressor: (v) => (v === null || typeof v === 'object' ? undefined : "{ type: 'lz4' } or null"),
-  encryptor: (v) => (v === null || typeof v === 'object' ? undefined : "{ type: 'aes', key } or null"),
-  native: checks.boolean,
-  create: checks.boolean,
-  acceptPlaintext: checks.boolean,
-  lockTimeoutMs: (v) => (typeof v === 'number' ? undefined : 'a number of milliseconds >= 0'),
-}
-const DELETE_OPTIONS: Spec = { sync: checks.boolean, native: checks.boolean }
 const CLOSE_OPTIONS: Spec = { sync: checks.boolean }
-
-/** Checks connectFsStore's arguments; returns the serializers and the binding's options. Opens nothing. */
-function checkFsArgs(path: unknown, options: unknown): { dir: string; serializers: SerializerSet; open: ReturnType<typeof codecOptions> & { syncBlob: boolean; lockTimeoutMs?: number } } {
-  checkOptions('connectFsStore', options, FS_STORE_OPTIONS, 'options')
-  const opts = (options ?? {}) as FsStoreOptions
-  const dir = checkPath(path)
-  const serializers = new SerializerSet(opts.serializer, opts.serializers)
-  return { dir, serializers, open: { syncBlob: opts.syncBlob ?? true, lockTimeoutMs: lockTimeout(opts), ...codecOptions(opts) } }
-}
-
-/** Opens (creating if needed) a file store in the directory `path`. */
-export function connectFsStore<O extends FsStoreOptions & SyncOption>(path: string, options?: O): Ret<O, Store> {
-  const opts: FsStoreOptions & SyncOption = options ?? {}
-  if (isSync(options)) {
-    const { dir, serializers, open: openOptions } = checkFsArgs(path, options)
-    if (opts.create === false) existingDirSync(dir)
-    const native = chooseNative(opts)
-    if (!native) {
-      const codec = createPureCodec(openOptions.compressor, openOptions.encryptionKey, openOptions.acceptPlaintext)
-      return opened(new Store(toLegacy(openPureStore.sync(dir, codec, openOptions)), serializers, dir)) as Ret<O, Store>
-    }
-    // The core creates the directory, fsyncing each new level into its parent.
-    let store
-    try {
-      store = native.NativeFileStore.open(dir, openOptions)
-    } catch (err) {
-      throw fromNative(err)
-    }
-    return opened(new Store(nativeBacking(store, realpathSync(dir), openOptions.syncBlob), serializers, dir)) as Ret<O, Store>
-  }
-  return (async () => {
-    const { dir, serializers, open: openOptions } = checkFsArgs(path, options)
-    if (opts.create === false) await existingDir(dir)
-    const native = chooseNative(opts)
-    if (!native) {
-      const codec = createPureCodec(openOptions.compressor, openOptions.encryptionKey, openOptions.acceptPlaintext)
-      return opened(new Store(toLegacy(await openPureStore.async(dir, codec, openOptions)), serializers, dir))
-    }
-    const store = await native.NativeFileStore.openAsync(dir, openOptions).catch((err: unknown) => {
-      throw fromNative(err)
-    })
-    return opened(new Store(nativeBacking(store, await realpath(dir), openOptions.syncBlob), serializers, dir))
-  })() as Ret<O, Store>
-}
 
 /** A new, empty store in memory, private to this thread. */
 export function newMemStore<O extends StoreOptions & SyncOption>(options?: O): Ret<O, Store> {
@@ -323,8 +193,8 @@ const forget = new FinalizationRegistry<{ scope: string; ref: WeakRef<Store> }>(
   if (set?.size === 0) openStores.delete(scope)
 })
 
-/** Registers a newly opened file store. */
-function opened(store: Store): Store {
+/** @internal Registers a newly opened file store (its backing's lock scope names its directory). */
+export function opened(store: Store): Store {
   const scope = store.backing.lockScope
   const ref = new WeakRef(store)
   let set = openStores.get(scope)
@@ -335,16 +205,10 @@ function opened(store: Store): Store {
   return store
 }
 
-/** The stores of this process open on the directory `dir` (canonical path), or none. */
-function storesOn(dir: string): Store[] {
-  let real: string
-  try {
-    real = realpathSync(dir)
-  } catch {
-    return []
-  }
+/** The stores of this process open on the lock scope `scope` (a file store's: `file:<canonical dir>`). */
+function storesIn(scope: string): Store[] {
   const out: Store[] = []
-  for (const ref of openStores.get(`file:${real}`) ?? []) {
+  for (const ref of openStores.get(scope) ?? []) {
     const s = ref.deref()
     if (s && !s.ended) out.push(s)
   }
@@ -352,33 +216,18 @@ function storesOn(dir: string): Store[] {
 }
 
 /**
- * Deletes a file store's files (konserve files only: anything else and the
- * directory stay if not empty). Stores of this process still open on the
- * directory are ended first: their later calls fail with ERR_STORE_DELETED.
+ * @internal Ends the stores open on `scope` (deleteStore: their directory is
+ * going). A store that refuses to end (a blocking close with write-behind
+ * writes queued) stops it; errors of stores that did end are theirs.
  */
-export function deleteStore<O extends SyncOption & { native?: boolean }>(path: string, options?: O): Ret<O, void> {
-  if (isSync(options)) {
-    checkOptions('deleteStore', options, DELETE_OPTIONS, 'options')
-    const dir = checkPath(path)
-    const native = chooseNative(options!)
-    for (const s of storesOn(dir)) endSync(s, deleted(dir))
+export function* endStoresIn(scope: string, dir: string): Handler<void> {
+  for (const s of storesIn(scope)) {
     try {
-      return (native ? native.deleteStoreSync(dir) : deleteStorePure(dir)) as Ret<O, void>
+      yield* endStore(s, deleted(dir))
     } catch (err) {
-      throw fromNative(err)
+      if (!s.ended) throw err
     }
   }
-  return (async () => {
-    checkOptions('deleteStore', options, DELETE_OPTIONS, 'options')
-    const dir = checkPath(path)
-    const native = chooseNative(options ?? {})
-    await Promise.allSettled(storesOn(dir).map((s) => end(s, deleted(dir))))
-    try {
-      await (native ? native.deleteStoreAsync(dir) : deleteStorePure(dir))
-    } catch (err) {
-      throw fromNative(err)
-    }
-  })() as Ret<O, void>
 }
 
 const deleted = (dir: string): Ended => ({ code: 'ERR_STORE_DELETED', why: `the store's directory was deleted (deleteStore ${dir})` })
@@ -395,7 +244,14 @@ export function implementation(store?: Store): 'native' | 'pure' | 'memory' {
     checkStore('implementation', store)
     return store.implementation
   }
-  return chooseNative({}) ? 'native' : 'pure'
+  return defaultImplementation()
+}
+
+/** Which implementation a new file store would use here (the Node entry knows; elsewhere none is there). */
+let defaultImplementation: () => 'native' | 'pure' | 'memory' = () => 'memory'
+/** @internal Hands in `implementation()`'s answer without a store (ts/node/fs-store.ts). */
+export function useDefaultImplementation(f: () => 'native' | 'pure' | 'memory'): void {
+  defaultImplementation = f
 }
 
 // ---- close ----------------------------------------------------------------------
@@ -416,14 +272,14 @@ export function close<O extends SyncOption>(store: Store, opts?: O): Ret<O, void
   } catch (err) {
     return fail(err, opts) as unknown as Ret<O, void>
   }
-  if (isSync(opts)) return endSync(store, closed) as Ret<O, void>
-  return end(store, closed) as Ret<O, void>
-}
-
-/** What a backing may implement to be closed (see Backing.close). */
-interface Closable {
-  close?(): Promise<void>
-  closeSync?(): void
+  if (isSync(opts)) {
+    if (!store.backing.blocking && !store.ended) {
+      // The facade's one refusal of blocking calls, for a close (ts/api.ts checkBlocking).
+      throw new KonserveError('ERR_NOT_SUPPORTED', `the ${store.implementation} store has no blocking form: call close without { sync: true }`)
+    }
+    return endOp.sync(store, closed) as Ret<O, void>
+  }
+  return endOp.async(store, closed) as Ret<O, void>
 }
 
 /** The stores built over `store` (withCache, tieredStore), still alive and open. */
@@ -489,66 +345,86 @@ export function whileOpen<R>(b: Backing, p: Promise<R>): Promise<R> {
   )
 }
 
-/** Ends `store` (and the stores over it) now, without waiting for queued writes. */
-function endSync(store: Store, why: Ended): void {
-  if (store.ended) return
-  const b = store.backing as Backing & Closable
-  // A tiered store that cannot drop its queue without losing writes refuses first.
-  b.closeSync?.()
-  store.ended = why
-  for (const s of dependents(store)) endSync(s, why)
-  seal(b, why, store.path)
-  closeCursors(b, why, store.path)
-}
+/** Whether the running operation is the blocking form. */
+const inBlockingForm = twinOp(
+  () => true,
+  async () => false,
+)
+/** What a backing's async operations leave to wait for; a blocking close waits for nothing. */
+const untilIdle = twinOp(
+  (_b: Backing) => {},
+  (b: Backing) => idle(b),
+)
+const closeBacking = gensync(function* (b: Backing): Handler<void> {
+  if (b.close) yield* b.close()
+})
 
 /**
- * Ends `store` (and the stores over it), waiting for the writes already handed
- * to it: new calls are refused at once; the backing is sealed once its queues
- * have drained.
+ * Ends `store` and the stores over it. Async form: new calls are refused at
+ * once; the stores over this one end first (a write-behind store's queue goes
+ * into this one), then the operations called before close, then the
+ * backing's own queues (its close), then the backing is sealed. Blocking
+ * form: waits for nothing; a backing that would drop queued writes refuses
+ * first (its close throws) and the store stays open.
  */
-async function end(store: Store, why: Ended): Promise<void> {
+function* endStore(store: Store, why: Ended): Handler<void> {
   if (store.ended) return
+  const b = store.backing
+  const blocking = yield* inBlockingForm()
+  if (blocking) yield* closeBacking(b)
   store.ended = why
-  const b = store.backing as Backing & Closable
-  // Stores over this one first: a write-behind store's queue goes into this one.
-  const results = await Promise.allSettled(dependents(store).map((s) => end(s, why)))
+  let failed: { err: unknown } | undefined
+  for (const s of dependents(store)) {
+    try {
+      yield* endStore(s, why)
+    } catch (err) {
+      failed ??= { err }
+    }
+  }
   try {
-    // The operations called before close end first; then the backing's own queues.
-    await idle(b)
-    await b.close?.()
+    if (!blocking) {
+      yield* untilIdle(b)
+      yield* closeBacking(b)
+    }
   } finally {
     seal(b, why, store.path)
     closeCursors(b, why, store.path)
   }
-  for (const r of results) if (r.status === 'rejected') throw r.reason
+  if (failed) throw failed.err
+}
+const endOp = gensync(endStore)
+
+/** The operations of a backing (its Ops); `lock` too: a write that starts after the end fails at once. */
+const OPS = ['get', 'getValue', 'getMeta', 'exists', 'put', 'delete', 'lock', 'blobWriter', 'openBlob', 'append', 'openLog', 'trimLog'] as const
+
+/** An Op that fails with `error()` in every form. */
+function failing(error: () => KonserveError): Op<unknown[], never> {
+  return twinOp(
+    () => {
+      throw error()
+    },
+    () => Promise.reject(error()),
+  )
 }
 
-const SYNC_METHODS = [
-  'getSync', 'getValueSync', 'getMetaSync', 'existsSync', 'putSync', 'deleteSync', 'listSync', 'openList', 'lockSync',
-  'tryLock', 'blobWriterSync', 'openBlobSync', 'appendSync', 'openLogSync', 'trimLogSync',
-] as const
-const ASYNC_METHODS = [
-  'getAsync', 'getValueAsync', 'getMetaAsync', 'existsAsync', 'putAsync', 'deleteAsync', 'listAsync', 'blobWriterAsync',
-  'openBlobAsync', 'appendAsync', 'openLogAsync', 'trimLogAsync', 'flushAsync',
-] as const
+/** Replaces a member of `target` by an own property (a layer's members may be getters). */
+function shadow(target: object, name: string, value: unknown): void {
+  Object.defineProperty(target, name, { value, writable: true, configurable: true, enumerable: true })
+}
 
 /**
  * Makes every operation of an ended backing fail with the store's error, for
  * whatever reaches it (the API, sweep, a cached or tiered store over it):
- * own properties shadowing the methods, so an open store pays nothing.
+ * own properties shadowing the members, so an open store pays nothing.
  * `unlock` and `filePath` keep working: an operation under way releases its locks.
  */
 function seal(b: Backing, why: Ended, path: string | undefined): void {
   const error = () => new KonserveError(why.code, why.why, path ? { file: path } : {})
-  const target = b as unknown as Record<string, unknown>
-  for (const m of SYNC_METHODS) {
-    if (typeof target[m] === 'function') {
-      target[m] = () => {
-        throw error()
-      }
-    }
-  }
-  for (const m of ASYNC_METHODS) if (typeof target[m] === 'function') target[m] = () => Promise.reject(error())
+  for (const m of OPS) if (b[m]) shadow(b, m, failing(error))
+  shadow(b, 'openList', () => {
+    throw error()
+  })
+  if (b.flush) shadow(b, 'flush', () => Promise.reject(error()))
 }
 
 // ---- open cursors, closed with their store ------------------------------------------
@@ -572,14 +448,14 @@ function trackCursors(b: Backing): void {
     }
     return c
   }
-  const target = b as unknown as Record<string, (...a: unknown[]) => unknown>
-  for (const m of ['openList', 'openBlobSync', 'openLogSync'] as const) {
-    const f = target[m]!.bind(b)
-    target[m] = (...a) => track(f(...a) as Closes | undefined)
-  }
-  for (const m of ['openBlobAsync', 'openLogAsync'] as const) {
-    const f = target[m]!.bind(b)
-    target[m] = async (...a) => track((await f(...a)) as Closes | undefined)
+  const list = b.openList.bind(b)
+  shadow(b, 'openList', () => track(list()))
+  for (const m of ['openBlob', 'openLog'] as const) {
+    const op = b[m] as Op<[Uint8Array], Closes | undefined>
+    shadow(b, m, twinOp(
+      (key: Uint8Array) => track(op.sync(key)),
+      async (key: Uint8Array) => track(await op.async(key)),
+    ))
   }
 }
 
@@ -599,14 +475,8 @@ function closeCursors(b: Backing, why: Ended, path: string | undefined): void {
       // Closing is best effort: the cursor is dropped either way.
     }
     const target = c as unknown as Record<string, unknown>
-    for (const m of ['readSync', 'nextSync']) {
-      if (typeof target[m] === 'function') {
-        target[m] = () => {
-          throw error()
-        }
-      }
-    }
-    for (const m of ['read', 'readInto', 'next']) if (typeof target[m] === 'function') target[m] = () => Promise.reject(error())
+    for (const m of ['read', 'next']) if (target[m]) shadow(c, m, failing(error))
+    if (target.readInto) shadow(c, 'readInto', () => Promise.reject(error()))
   }
   open.clear()
 }

@@ -4,7 +4,6 @@
  * and reports to ava as JSON (bytes as hex). Each function is one step a
  * test asks for; the assertions are on the ava side.
  */
-import { toLegacy } from '../../ts/backing/legacy.js'
 import type { Backing } from '../../ts/backing/seam.js'
 import { pattern, patternByte, seededCrypto } from './shared.js'
 import { fileName, xxh3_64 } from '../../ts/codec/xxhash.js'
@@ -216,30 +215,26 @@ const api = {
     store(h).unlock(keys.map(unhex))
   },
   lockError: (h: number, keys: string[]) => errorOf(store(h).lock.async(keys.map(unhex))),
-  /** Through the old Backing shape (toLegacy), as the facade uses it today: tryLock polling, then a write and a read. */
-  async legacyRoundTrip(h: number, key: string) {
-    const old = toLegacy(store(h) as Backing)
+  /** Through the seam as the facade runs it: a blocking call fails ERR_NOT_SUPPORTED; lock, write, read in async form. */
+  async seamRoundTrip(h: number, key: string) {
+    const b = store(h) as Backing
     const k = unhex(key)
     const syncError = (() => {
       try {
-        old.getSync(k)
+        b.get.sync(k)
         return undefined
       } catch (err) {
         return (err as { code?: string }).code
       }
     })()
-    let polls = 0
-    while (!old.tryLock([k], 0)) {
-      polls++
-      await new Promise((r) => setTimeout(r, 1))
-    }
+    await b.lock.async([k])
     try {
-      await old.putAsync([{ key: k, serializer: 1, meta: new Uint8Array([0x80]), value: utf8('legacy') }])
+      await b.put.async([{ key: k, serializer: 1, meta: new Uint8Array([0x80]), value: utf8('seam') }])
     } finally {
-      old.unlock([k])
+      b.unlock([k])
     }
-    const e = await old.getAsync(k)
-    return { syncError, polls, value: e && new TextDecoder().decode(e.value), implementation: old.implementation }
+    const e = await b.get.async(k)
+    return { syncError, value: e && new TextDecoder().decode(e.value), implementation: b.implementation, blocking: b.blocking }
   },
 
   // ---- what is in IndexedDB ----
@@ -263,7 +258,10 @@ const api = {
       else if (typeof v === 'string') parts.push(utf8(v))
       else if (typeof v === 'number') parts.push(utf8(String(v)))
       else if (Array.isArray(v)) v.forEach(flatten)
-      else if (v && typeof v === 'object') Object.entries(v).forEach(([k, x]) => (flatten(k), flatten(x)))
+      else if (v && typeof v === 'object') for (const [k, x] of Object.entries(v)) {
+        flatten(k)
+        flatten(x)
+      }
     }
     try {
       for (const s of [FILES, SEGMENTS, STORE]) {

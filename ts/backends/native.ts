@@ -1,22 +1,11 @@
 /**
  * The file backing on the Rust core: durable writes, cross-process locks,
  * blocking calls on the main thread and async calls on the libuv threadpool.
+ * Each operation is a `twinOp` over the binding's two entry points (the one
+ * real twin in the code base); errors are typed where the binding is called.
  */
-import type {
-  Backing,
-  BlobSink,
-  BlobSource,
-  ListCursor,
-  LogCursor,
-  LogInfo,
-  NewRecord,
-  RawEntry,
-  RawListing,
-  RawMeta,
-  RawValue,
-  RawWrite,
-  StoreClock,
-} from '../backing/index.js'
+import { type LogInfo, type NewRecord, type RawEntry, type RawListing, type RawMeta, type RawValue, type RawWrite, type StoreClock, pollingLock, twinOp } from '../backing/index.js'
+import type { Backing, BlobSink, BlobSource, ListCursor, LogCursor } from '../backing/seam.js'
 import { fromNative } from '../errors.js'
 import { RAW_BYTES_ID } from '../serializers.js'
 import { GroupCommit } from '../backing/group-commit.js'
@@ -73,12 +62,24 @@ function meta(m: NativeMetaEntryLike): RawMeta {
   return m.log ? { key: m.key, serializer: m.serializer, meta: m.meta, file: m.file, log: m.log } : { key: m.key, serializer: m.serializer, meta: m.meta, file: m.file }
 }
 
+/** A binding call and its threadpool twin as one Op, with the binding's errors typed. */
+function native<A extends unknown[], R>(blocking: (...args: A) => R, threadpool: (...args: A) => Promise<R>) {
+  return twinOp<A, R>(
+    (...args) => call(() => blocking(...args)),
+    (...args) => callAsync(() => threadpool(...args)),
+  )
+}
+
 function sink(w: NativeBlobWriter): BlobSink {
   return {
-    writeSync: (bytes) => call(() => w.writeSync(buf(bytes))),
-    write: (bytes) => callAsync(() => w.writeAsync(buf(bytes))),
-    commitSync: () => call(() => w.commitSync()),
-    commit: () => callAsync(() => w.commitAsync()),
+    write: native(
+      (bytes: Uint8Array) => w.writeSync(buf(bytes)),
+      (bytes: Uint8Array) => w.writeAsync(buf(bytes)),
+    ),
+    commit: native(
+      () => w.commitSync(),
+      () => w.commitAsync(),
+    ),
     abort: () => call(() => w.abort()),
   }
 }
@@ -90,8 +91,10 @@ function source(r: NativeBlobReader | null): BlobSource | undefined {
   return {
     size: r.size,
     meta: meta(r.meta),
-    readSync: (offset, length) => call(() => r.readSync(offset, length)),
-    read: (offset, length) => callAsync(() => r.readAsync(offset, length)),
+    read: native(
+      (offset: number, length: number) => r.readSync(offset, length),
+      (offset: number, length: number) => r.readAsync(offset, length),
+    ),
     readInto: r.readIntoAsync ? (offset, target) => callAsync(() => r.readIntoAsync!(offset, buf(target))) : undefined,
     close: () => r.close(),
     plain: plainOffset === null || plainOffset === undefined ? undefined : { file, offset: plainOffset },
@@ -101,8 +104,10 @@ function source(r: NativeBlobReader | null): BlobSource | undefined {
 function logCursor(c: NativeLogCursor | null): LogCursor | undefined {
   if (c === null) return undefined
   return {
-    nextSync: (max) => call(() => orUndefined(c.nextBatchSync(max))),
-    next: (max) => callAsync(async () => orUndefined(await c.nextBatchAsync(max))),
+    next: native(
+      (max: number) => orUndefined(c.nextBatchSync(max)),
+      async (max: number) => orUndefined(await c.nextBatchAsync(max)),
+    ),
     close: () => c.close(),
   }
 }
@@ -110,31 +115,40 @@ function logCursor(c: NativeLogCursor | null): LogCursor | undefined {
 export class NativeFileBacking implements Backing {
   readonly implementation = 'native' as const
   readonly atomicMultiKey = false
+  readonly blocking = true
+  /** The store's lastWrite clock (the `.konserve.clock` watermark), if it has one. */
+  readonly clock?: Backing['clock']
 
   constructor(
     private readonly native: NativeFileStore,
     readonly lockScope: string,
-    readonly clock?: StoreClock,
-  ) {}
+    clock?: StoreClock,
+  ) {
+    if (clock) this.clock = twinOp(() => clock.nowSync(), () => clock.now())
+  }
 
-  getSync(key: Uint8Array): RawEntry | undefined {
-    return call(() => orUndefined(this.native.getSync(buf(key))))
-  }
-  getValueSync(key: Uint8Array): RawValue | undefined {
-    return call(() => this.readSlab(key, false) as RawValue | undefined)
-  }
-  getValueAsync(key: Uint8Array): Promise<RawValue | undefined> {
-    try {
-      // Answered at once when the file is cached (no thread hop, no disk wait).
-      const now = this.readSlab(key, true)
-      // Known to be large: the general read on the threadpool, which opens it once.
-      if (now === TOO_LARGE) return this.getAsync(key).then((e) => e && { serializer: e.serializer, value: e.value, log: e.log !== undefined })
-      if (now !== WOULD_BLOCK) return Promise.resolve(now)
-    } catch (err) {
-      return Promise.reject(fromNative(err))
-    }
-    return callAsync(async () => fromPrefixed(await this.native.getValueAsync(buf(key))))
-  }
+  readonly get = native(
+    (key: Uint8Array): RawEntry | undefined => orUndefined(this.native.getSync(buf(key))),
+    async (key: Uint8Array) => orUndefined(await this.native.getAsync(buf(key))),
+  )
+
+  /** `get`'s hot path: small files are read into the slab (see SLAB_SIZE), answered at once when cached. */
+  readonly getValue = twinOp(
+    (key: Uint8Array): RawValue | undefined => call(() => this.readSlab(key, false) as RawValue | undefined),
+    (key: Uint8Array): Promise<RawValue | undefined> => {
+      try {
+        // Answered at once when the file is cached (no thread hop, no disk wait).
+        const now = this.readSlab(key, true)
+        // Known to be large: the general read on the threadpool, which opens it once.
+        if (now === TOO_LARGE) return this.get.async(key).then((e) => e && { serializer: e.serializer, value: e.value, log: e.log !== undefined })
+        if (now !== WOULD_BLOCK) return Promise.resolve(now)
+      } catch (err) {
+        return Promise.reject(fromNative(err))
+      }
+      return callAsync(async () => fromPrefixed(await this.native.getValueAsync(buf(key))))
+    },
+  )
+
   /** Reads `key` into the slab (see SLAB_SIZE); `now`: only if that cannot wait for the disk. */
   private readSlab(key: Uint8Array, now: boolean): RawValue | undefined | typeof WOULD_BLOCK | typeof TOO_LARGE {
     if (SLAB_SIZE - slabAt < SLAB_MIN_ROOM) {
@@ -157,59 +171,42 @@ export class NativeFileBacking implements Backing {
     if (serializer === RAW_BYTES_ID) return { serializer, value: Buffer.from(value), log: false }
     return { serializer, value, log: slab[at] === 1, shared: true }
   }
-  getAsync(key: Uint8Array): Promise<RawEntry | undefined> {
-    return callAsync(async () => orUndefined(await this.native.getAsync(buf(key))))
-  }
-  getMetaSync(key: Uint8Array): RawMeta | undefined {
-    return call(() => orUndefined(this.native.getMetaSync(buf(key))))
-  }
-  getMetaAsync(key: Uint8Array): Promise<RawMeta | undefined> {
-    return callAsync(async () => orUndefined(await this.native.getMetaAsync(buf(key))))
-  }
-  existsSync(key: Uint8Array): boolean {
-    return call(() => this.native.existsSync(buf(key)))
-  }
-  existsAsync(key: Uint8Array): Promise<boolean> {
-    return callAsync(() => this.native.existsAsync(buf(key)))
-  }
-  putSync(ws: RawWrite[]): void {
-    call(() => this.native.putSync(writes(ws)))
-  }
+
+  readonly getMeta = native(
+    (key: Uint8Array): RawMeta | undefined => orUndefined(this.native.getMetaSync(buf(key))),
+    async (key: Uint8Array) => orUndefined(await this.native.getMetaAsync(buf(key))),
+  )
+  readonly exists = native(
+    (key: Uint8Array) => this.native.existsSync(buf(key)),
+    (key: Uint8Array) => this.native.existsAsync(buf(key)),
+  )
+
   /** Concurrent async puts are written as group commits (see group-commit.ts). */
   private readonly group = new GroupCommit((ws) => callAsync(() => this.native.putAsync(writes(ws))))
-  putAsync(ws: RawWrite[]): Promise<void> {
-    return this.group.put(ws)
-  }
-  /** close: the queued group commits are written first. (The core's lock file closes when the binding's object is collected.) */
-  close(): Promise<void> {
-    return this.group.idle()
-  }
-  deleteSync(keys: Uint8Array[]): boolean[] {
-    return call(() => this.native.deleteSync(bufs(keys)))
-  }
-  deleteAsync(keys: Uint8Array[]): Promise<boolean[]> {
-    return callAsync(() => this.native.deleteAsync(bufs(keys)))
-  }
-  listSync(): RawListing {
-    return call(() => this.native.listSync())
-  }
-  listAsync(): Promise<RawListing> {
-    return callAsync(() => this.native.listAsync())
-  }
+  readonly put = twinOp(
+    (ws: RawWrite[]): void => call(() => this.native.putSync(writes(ws))),
+    (ws: RawWrite[]) => this.group.put(ws),
+  )
+  readonly delete = native(
+    (keys: Uint8Array[]) => this.native.deleteSync(bufs(keys)),
+    (keys: Uint8Array[]) => this.native.deleteAsync(bufs(keys)),
+  )
   openList(): ListCursor {
     const cursor = call(() => this.native.openList())
     return {
-      nextSync: (max) => call(() => orUndefined(cursor.nextBatchSync(max))),
-      next: (max) => callAsync(async () => orUndefined(await cursor.nextBatchAsync(max))),
+      next: native(
+        (max: number): RawListing | undefined => orUndefined(cursor.nextBatchSync(max)),
+        async (max: number) => orUndefined(await cursor.nextBatchAsync(max)),
+      ),
       close: () => cursor.close(),
     }
   }
-  lockSync(keys: Uint8Array[]): void {
-    call(() => this.native.lockSync(bufs(keys)))
-  }
-  tryLock(keys: Uint8Array[], waitedMs?: number): boolean {
-    return call(() => this.native.tryLock(bufs(keys), waitedMs))
-  }
+
+  /** The core's lock: blocking in sync form; the async form polls its all-or-none attempt. */
+  readonly lock = pollingLock(
+    (keys, waitedMs) => call(() => this.native.tryLock(bufs(keys), waitedMs)),
+    (keys) => call(() => this.native.lockSync(bufs(keys))),
+  )
   unlock(keys: Uint8Array[]): void {
     call(() => this.native.unlock(bufs(keys)))
   }
@@ -217,34 +214,30 @@ export class NativeFileBacking implements Backing {
     return this.native.filePath(buf(key))
   }
 
-  blobWriterSync(key: Uint8Array, m: Uint8Array): BlobSink {
-    return sink(call(() => loadNative().blobWriterOpenSync(this.native, buf(key), buf(m))))
-  }
-  async blobWriterAsync(key: Uint8Array, m: Uint8Array): Promise<BlobSink> {
-    return sink(await callAsync(() => loadNative().blobWriterOpenAsync(this.native, buf(key), buf(m))))
-  }
-  openBlobSync(key: Uint8Array): BlobSource | undefined {
-    return source(call(() => loadNative().blobOpenSync(this.native, buf(key))))
-  }
-  async openBlobAsync(key: Uint8Array): Promise<BlobSource | undefined> {
-    return source(await callAsync(() => loadNative().blobOpenAsync(this.native, buf(key))))
-  }
-  appendSync(key: Uint8Array, rs: NewRecord[], createMeta: Uint8Array): LogInfo {
-    return call(() => loadNative().logAppendSync(this.native, buf(key), records(rs), buf(createMeta)))
-  }
-  appendAsync(key: Uint8Array, rs: NewRecord[], createMeta: Uint8Array): Promise<LogInfo> {
-    return callAsync(() => loadNative().logAppendAsync(this.native, buf(key), records(rs), buf(createMeta)))
-  }
-  openLogSync(key: Uint8Array): LogCursor | undefined {
-    return logCursor(call(() => loadNative().logOpenSync(this.native, buf(key))))
-  }
-  async openLogAsync(key: Uint8Array): Promise<LogCursor | undefined> {
-    return logCursor(await callAsync(() => loadNative().logOpenAsync(this.native, buf(key))))
-  }
-  trimLogSync(key: Uint8Array, keepFrom: number, m: Uint8Array): LogInfo {
-    return call(() => loadNative().logTrimSync(this.native, buf(key), keepFrom, buf(m)))
-  }
-  trimLogAsync(key: Uint8Array, keepFrom: number, m: Uint8Array): Promise<LogInfo> {
-    return callAsync(() => loadNative().logTrimAsync(this.native, buf(key), keepFrom, buf(m)))
-  }
+  readonly blobWriter = twinOp(
+    (key: Uint8Array, m: Uint8Array): BlobSink => sink(call(() => loadNative().blobWriterOpenSync(this.native, buf(key), buf(m)))),
+    async (key: Uint8Array, m: Uint8Array) => sink(await callAsync(() => loadNative().blobWriterOpenAsync(this.native, buf(key), buf(m)))),
+  )
+  readonly openBlob = twinOp(
+    (key: Uint8Array) => source(call(() => loadNative().blobOpenSync(this.native, buf(key)))),
+    async (key: Uint8Array) => source(await callAsync(() => loadNative().blobOpenAsync(this.native, buf(key)))),
+  )
+  readonly append = native(
+    (key: Uint8Array, rs: NewRecord[], createMeta: Uint8Array): LogInfo => loadNative().logAppendSync(this.native, buf(key), records(rs), buf(createMeta)),
+    (key: Uint8Array, rs: NewRecord[], createMeta: Uint8Array) => loadNative().logAppendAsync(this.native, buf(key), records(rs), buf(createMeta)),
+  )
+  readonly openLog = twinOp(
+    (key: Uint8Array) => logCursor(call(() => loadNative().logOpenSync(this.native, buf(key)))),
+    async (key: Uint8Array) => logCursor(await callAsync(() => loadNative().logOpenAsync(this.native, buf(key)))),
+  )
+  readonly trimLog = native(
+    (key: Uint8Array, keepFrom: number, m: Uint8Array): LogInfo => loadNative().logTrimSync(this.native, buf(key), keepFrom, buf(m)),
+    (key: Uint8Array, keepFrom: number, m: Uint8Array) => loadNative().logTrimAsync(this.native, buf(key), keepFrom, buf(m)),
+  )
+
+  /** close: the queued group commits are written first. (The core's lock file closes when the binding's object is collected.) */
+  readonly close = twinOp(
+    () => {},
+    () => this.group.idle(),
+  )
 }

@@ -36,7 +36,8 @@ import { concat } from '../codec/aes.js'
 const RAW_BYTES_ID = 0
 
 /** What this backing needs of an ioredis client (a Redis or a Cluster). */
-export type RedisClient = any // eslint-disable-line @typescript-eslint/no-explicit-any
+// biome-ignore lint/suspicious/noExplicitAny: ioredis is an optional peer; its types are not required to build
+export type RedisClient = any
 
 export interface RedisBackingOptions {
   client: RedisClient
@@ -232,7 +233,7 @@ export class RedisBacking implements Backing {
   /** The fields of a key's hash, or undefined. */
   private async fields(n: Names): Promise<Record<string, Buffer> | undefined> {
     const all = (await this.client.hgetallBuffer(n.main)) as Record<string, Buffer>
-    return all && all.h ? all : Object.keys(all ?? {}).length > 0 ? badKey(n) : undefined
+    return all?.h ? all : Object.keys(all ?? {}).length > 0 ? badKey(n) : undefined
   }
 
   private async chunk(n: Names, gen: string, i: number): Promise<Buffer> {

@@ -1,4 +1,7 @@
 /**
+ * Group commits: of async puts (GroupCommit, used by the file backends) and
+ * of async appends (AppendGroups, used by the facade for every backend).
+ *
  * Group commit of async puts: while one batch is being written, the puts that
  * arrive wait, and go together as the next batch. A file backing writes a
  * batch as one durable unit (all staging files written and synced, then the
@@ -7,7 +10,7 @@
  * holding its writes is durable. A lone writer waits for nothing: its batch
  * starts at once.
  */
-import type { RawWrite } from './index.js'
+import type { LogInfo, RawWrite } from './index.js'
 
 interface Waiter {
   writes: RawWrite[]
@@ -83,5 +86,76 @@ export class GroupCommit {
     } finally {
       this.running = false
     }
+  }
+}
+
+/** Records per group commit of appends: bounds what one write holds. */
+const APPEND_BATCH = 1024
+
+interface Appending<T> {
+  item: T
+  resolve: (count: number) => void
+  reject: (err: unknown) => void
+}
+
+/**
+ * Group commit of async appends, per log: the first append of a log takes its
+ * lock and writes; appends of the same log that come meanwhile wait in a
+ * queue, and the next write takes them all (up to APPEND_BATCH), as one write
+ * and one fsync. Each call resolves, with the log's element count after its
+ * own record, once that record is durable. A batch that fails fails the
+ * appends in it; a lock that cannot be taken fails every append waiting.
+ */
+export class AppendGroups<T> {
+  private readonly queues = new Map<string, Appending<T>[]>()
+
+  /**
+   * Appends `item` to the log `id` (a lock id: one per store and key). The
+   * leader calls `lock` (resolving to the lock's release), then `write` for
+   * each batch (resolving to the log after it); `leading` gets the leader's
+   * whole run (close waits for it).
+   */
+  append(
+    id: string,
+    item: T,
+    lock: () => Promise<() => void>,
+    write: (batch: T[]) => Promise<LogInfo>,
+    leading: (run: Promise<void>) => void,
+  ): Promise<number> {
+    const waiting = this.queues.get(id)
+    const done = new Promise<number>((resolve, reject) => {
+      const me: Appending<T> = { item, resolve, reject }
+      if (waiting) waiting.push(me)
+      else this.queues.set(id, [me])
+    })
+    if (waiting) return done
+    const queue = this.queues.get(id)!
+    const run = lock().then(
+      async (unlock) => {
+        try {
+          while (queue.length > 0) {
+            const batch = queue.splice(0, APPEND_BATCH)
+            try {
+              const info = await write(batch.map((x) => x.item))
+              batch.forEach((x, i) => {
+                x.resolve(info.lastIndex - (batch.length - 1 - i) - info.firstIndex + 1)
+              })
+            } catch (err) {
+              for (const x of batch) x.reject(err)
+            }
+          }
+        } finally {
+          this.queues.delete(id)
+          unlock()
+        }
+      },
+      (err: unknown) => {
+        // The lock could not be taken: everyone waiting fails with that.
+        this.queues.delete(id)
+        for (const x of queue.splice(0)) x.reject(err)
+      },
+    )
+    leading(run)
+    return done
   }
 }

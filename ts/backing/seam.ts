@@ -13,10 +13,16 @@
  * - `asyncOp(kind, fn)`: no blocking form (IndexedDB, Redis, PostgreSQL, S3).
  *   Its sync form fails with ERR_NOT_SUPPORTED, the one place that says so.
  * - `gensync(function* () { ... })`: an operation written as a generator over
- *   other operations (the pure file engine over its file-system ops).
+ *   other operations (the pure file engine over its file-system ops, the
+ *   cache and tier layers over the backing under them).
  *
- * This file is the new shape of `Backing`; it replaces the `…Sync`/`…Async`
- * pairs in ./index.ts when the facade moves onto it.
+ * The leaf constructors put the backend's own functions behind `.sync` and
+ * `.async` (no generator in between), so a hot path that calls them directly
+ * costs what calling the backend costs. `.async` never throws: a synchronous
+ * throw becomes a rejected Promise.
+ *
+ * This file is THE shape of a backing. `./index.ts` adds the raw record
+ * types; the layers over a backing (`ts/layers/`) forward to it.
  */
 import gensync from 'gensync'
 import { KonserveError } from '../errors.js'
@@ -27,22 +33,67 @@ export type Op<A extends unknown[], R> = gensync.Gensync<A, R>
 
 /** An operation with only blocking code; its async form runs it and resolves. */
 export function blockingOp<A extends unknown[], R>(fn: (...args: A) => R): Op<A, R> {
-  return gensync({ sync: fn })
+  return leaf(fn, (...args) => {
+    try {
+      return Promise.resolve(fn(...args))
+    } catch (err) {
+      return Promise.reject(err)
+    }
+  })
 }
 
 /** An operation with a blocking and a non-blocking implementation (the N-API binding's twins). */
-export function twinOp<A extends unknown[], R>(sync: (...args: A) => R, async: (...args: A) => Promise<R>): Op<A, R> {
-  return gensync({ sync, async })
+export function twinOp<A extends unknown[], R>(sync: (...args: A) => R, nonBlocking: (...args: A) => Promise<R>): Op<A, R> {
+  return leaf(sync, (...args) => {
+    try {
+      return nonBlocking(...args)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+  })
 }
 
 /** An operation with no blocking form: `{ sync: true }` calls fail with ERR_NOT_SUPPORTED. */
 export function asyncOp<A extends unknown[], R>(kind: string, fn: (...args: A) => Promise<R>): Op<A, R> {
-  return gensync<A, R>({
-    sync: () => {
-      throw notBlocking(kind)
-    },
-    async: fn,
+  return twinOp<A, R>(() => {
+    throw notBlocking(kind)
+  }, fn)
+}
+
+/** `sync` and `async` (which never throws) as one Op, each called directly by `.sync`/`.async`. */
+function leaf<A extends unknown[], R>(sync: (...args: A) => R, async: (...args: A) => Promise<R>): Op<A, R> {
+  const op = gensync<A, R>({ sync, async })
+  op.sync = sync
+  op.async = async
+  return op
+}
+
+/** The value of an answer that needs no I/O (a cache hit), or MISS. */
+export const MISS: unique symbol = Symbol('miss')
+
+/**
+ * An operation with a fast answer (`hit`: a cache hit, or MISS) before its
+ * general form (`miss`, any Op): one operation, and a hit costs a function
+ * call in every form (no generator, no Promise beyond the one returned).
+ */
+export function withFastPath<A extends unknown[], R>(hit: (...args: A) => R | typeof MISS, miss: Op<A, R>): Op<A, R> {
+  const op = gensync(function* (...args: A): gensync.Handler<R> {
+    const r = hit(...args)
+    return r !== MISS ? r : yield* miss(...args)
   })
+  op.sync = (...args) => {
+    const r = hit(...args)
+    return r !== MISS ? r : miss.sync(...args)
+  }
+  op.async = (...args) => {
+    try {
+      const r = hit(...args)
+      return r !== MISS ? Promise.resolve(r) : miss.async(...args)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+  }
+  return op
 }
 
 /** The error of a blocking call on a backend that has none. */
@@ -50,20 +101,34 @@ export function notBlocking(kind: string): KonserveError {
   return new KonserveError('ERR_NOT_SUPPORTED', `the ${kind} store has no blocking form: call it without { sync: true }`)
 }
 
-/** A listing cursor (see Backing.openList): batches of at most `max`, undefined when done. */
+/**
+ * A streaming listing: batches of at most `max` entries (entries and corrupt
+ * files together), `undefined` once every entry was listed. Keys written or
+ * deleted while a cursor runs may or may not be seen. A cursor is used in one
+ * form (sync or async) at a time.
+ */
 export interface ListCursor {
   next: Op<[max: number], RawListing | undefined>
   /** Releases the cursor early; idempotent. */
   close(): void
 }
 
-/** A log's records in batches of at most `max`, oldest first, undefined after the last. */
+/**
+ * A log's records in batches of at most `max`, oldest first, `undefined` after
+ * the last. Reads see the log as it was when opened (records appended since may
+ * or may not be seen). `close` is idempotent.
+ */
 export interface LogCursor {
   next: Op<[max: number], LogRecord[] | undefined>
   close(): void
 }
 
-/** A blob being written (the caller holds the key's lock); see ./index.ts BlobSink for the contract. */
+/**
+ * A blob being written: bytes go to a private staging area; `commit` makes it
+ * durable and replaces the key atomically (a reader sees the old blob or the
+ * whole new one). The caller holds the key's lock from creation to
+ * commit/abort. After a failed write or commit, or `abort`, nothing is left.
+ */
 export interface BlobSink {
   write: Op<[bytes: Uint8Array], void>
   commit: Op<[], void>
@@ -71,24 +136,42 @@ export interface BlobSink {
   abort(): void
 }
 
-/** An open blob, a consistent snapshot; see ./index.ts BlobSource for the contract. */
+/**
+ * An open blob: a consistent snapshot (a later write replaces the file, it does
+ * not change this one). Every piece is checked before it is returned.
+ */
 export interface BlobSource {
+  /** The blob's length in bytes. */
   readonly size: number
+  /** The key's metadata. */
   readonly meta: RawMeta
+  /** Up to `length` bytes from `offset` (fewer only at the end of the blob). */
   read: Op<[offset: number, length: number], Uint8Array>
-  /** Optional: reads into memory the caller allocated; resolves to the bytes read. */
+  /**
+   * Optional: reads into `target` (up to its length) from `offset`; resolves
+   * to the number of bytes read (fewer only at the end of the blob). Lets
+   * streams read into memory the JavaScript engine allocated and accounts for.
+   */
   readInto?(offset: number, target: Uint8Array): Promise<number>
   close(): void
+  /**
+   * Where the blob's bytes lie as they are, in one file, when it is stored
+   * neither compressed nor encrypted (FORMAT.md §4.5); otherwise undefined.
+   */
   readonly plain?: { file: string; offset: number }
 }
 
 /**
- * What a backend implements. Members and their contracts are those of
- * ./index.ts `Backing`, each written once as an `Op`.
+ * What a backend implements to get the whole konserve API (paths,
+ * serializers, metadata, locking, sync and async) for free. A backend stores,
+ * per key, the serializer id, the metadata bytes and the value bytes (or a
+ * blob, or an append log); keys arrive as their canonical encoding (CKE,
+ * FORMAT.md §2). Every operation is one `Op`; the facade runs it blocking or
+ * as a Promise.
  */
 export interface Backing {
-  /** Which implementation does the work: 'native', 'pure', 'memory', 'idb', 'redis', … */
-  readonly implementation: string
+  /** Which implementation does the work: 'native', 'pure', 'memory' (later 'idb', 'redis', …). */
+  readonly implementation: 'native' | 'pure' | 'memory' | (string & {})
   /** Keys with the same scope share locks (one directory = one scope). */
   readonly lockScope: string
   /** True when a multi-key write is all-or-nothing. */
@@ -125,11 +208,28 @@ export interface Backing {
   /** The file holding a key, where there is one. */
   filePath?(key: Uint8Array): string
 
+  // ---- streamed blobs (FORMAT.md §4.5) ----
+  /** Starts writing a blob under `key` with this metadata (see BlobSink). */
   blobWriter: Op<[key: Uint8Array, meta: Uint8Array], BlobSink>
+  /** Opens the blob at `key`; undefined when missing; `ERR_NOT_BINARY` when the key holds something else. */
   openBlob: Op<[key: Uint8Array], BlobSource | undefined>
 
+  // ---- append logs (FORMAT.md §4.6) ----
+  /**
+   * Appends records (one or more, in order) to the log at `key` (the caller
+   * holds the key's lock), durably when the store is durable: all of them are
+   * written and synced together (one fsync for a group commit). A missing key
+   * becomes a new log with metadata `createMeta`; a key holding something else
+   * fails with `ERR_NOT_A_LOG` and is not changed. Returns the log after the
+   * append.
+   */
   append: Op<[key: Uint8Array, records: NewRecord[], createMeta: Uint8Array], LogInfo>
+  /** The records of the log at `key`; undefined when missing; `ERR_NOT_A_LOG` for another kind of key. */
   openLog: Op<[key: Uint8Array], LogCursor | undefined>
+  /**
+   * Replaces the log at `key` atomically by one with metadata `meta` and only
+   * the records whose index is at least `keepFrom` (caller holds the lock).
+   */
   trimLog: Op<[key: Uint8Array, keepFrom: number, meta: Uint8Array], LogInfo>
 
   /**
@@ -138,6 +238,12 @@ export interface Backing {
    * waiting, and throws (staying open) if that would drop queued writes.
    */
   close?: Op<[], void>
+  /**
+   * Optional: resolves once the writes handed to the backing so far are where
+   * they belong (a write-behind tier: in the back store), rejecting with what
+   * failed since the last flush. Without it a flush has nothing to wait for.
+   */
+  flush?(): Promise<void>
 }
 
 /**
@@ -158,5 +264,9 @@ export function pollingLock(
   })
 }
 
-// setImmediate where there is one (Node), else a zero timeout (browsers).
-const soon: (f: () => void) => void = typeof setImmediate === 'function' ? (f) => setImmediate(f) : (f) => setTimeout(f, 0)
+/** setImmediate where there is one (Node), else a zero timeout (browsers); looked up when called. */
+function soon(f: () => void): void {
+  const g = globalThis as { setImmediate?: (f: () => void) => unknown }
+  if (typeof g.setImmediate === 'function') g.setImmediate(f)
+  else setTimeout(f, 0)
+}

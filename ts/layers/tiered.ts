@@ -29,28 +29,16 @@
  * not see writes made to the back by other processes or other Store objects.
  * With write-behind, other writers of the back are not coordinated with at all:
  * use it for a back store that only this tiered store writes.
+ *
+ * The tiers are a forwarding layer over the back (./forward.ts) with their own
+ * reads, writes, locks, listing and flush; `tieredStore` (ts/stacked.ts) puts
+ * a Store over them.
  */
 import gensync, { type Handler } from 'gensync'
-import {
-  type Backing,
-  type BlobSink,
-  type BlobSource,
-  type ListCursor,
-  type LogCursor,
-  type LogInfo,
-  type NewRecord,
-  type RawEntry,
-  type RawListing,
-  type RawMeta,
-  type RawWrite,
-  type StoreClock,
-  copyBytes,
-  keyId,
-} from '../backing/index.js'
+import { type LogInfo, type NewRecord, type RawEntry, type RawListing, type RawMeta, type RawWrite, copyBytes, keyId, twinOp } from '../backing/index.js'
+import type { Backing, BlobSink, BlobSource, ListCursor, LogCursor } from '../backing/seam.js'
 import { KonserveError } from '../errors.js'
-import { Store, builtOver, checkStore } from '../store.js'
-import { checkOptions, checks } from '../args.js'
-import { FillGuard, HeldKeys, copyEntry, ops, storeLike, watchSink } from './cached.js'
+import { FillGuard, HeldKeys, copyEntry, forward, watchSink } from './forward.js'
 
 export type WritePolicy = 'write-through' | 'write-behind'
 export type ReadPolicy = 'front-first'
@@ -78,49 +66,47 @@ interface Queued {
   failed?: boolean
 }
 
-function defaultOnError(err: unknown): void {
+/** @internal */
+export function defaultOnError(err: unknown): void {
   const message = `konserve tiered store: ${err instanceof Error ? err.message : String(err)}`
-  if (typeof process !== 'undefined' && typeof process.emitWarning === 'function') {
-    process.emitWarning(message, { code: 'KONSERVE_TIER_ERROR', detail: err instanceof Error ? err.stack : undefined })
+  const p = (globalThis as { process?: { emitWarning?: (m: string, o: object) => void } }).process
+  if (typeof p?.emitWarning === 'function') {
+    p.emitWarning(message, { code: 'KONSERVE_TIER_ERROR', detail: err instanceof Error ? err.stack : undefined })
   } else {
     console.warn(message, err)
   }
 }
 
-function asEntry(w: RawWrite): RawEntry {
-  return copyEntry(w)
-}
+/** Waits for a Promise in async form; the blocking form cannot wait (false). */
+const waitFor = twinOp(
+  (_p: Promise<unknown>) => false,
+  async (p: Promise<unknown>) => {
+    await p
+    return true
+  },
+)
 
-class TieredBacking implements Backing {
-  readonly implementation: Backing['implementation']
-  readonly lockScope: string
-  readonly atomicMultiKey: boolean
-  readonly filePath?: (key: Uint8Array) => string
-  /** @internal */ readonly guard = new FillGuard()
-  /** @internal */ readonly held = new HeldKeys()
-  /** @internal write-behind: the latest queued write of each key not yet in the back */
+/** The tiers' state: the write-behind queue and what reads must know. */
+class Tiers {
+  readonly guard = new FillGuard()
+  readonly held = new HeldKeys()
+  /** write-behind: the latest queued write of each key not yet in the back */
   readonly pending = new Map<string, Queued>()
-  /** @internal */ queue: Queued[] = []
-  /** @internal */ seq = 0
-  /** @internal */ done = 0
-  /** @internal */ worker: Promise<void> | undefined
-  /** @internal background errors not yet reported by a flush */
+  queue: Queued[] = []
+  seq = 0
+  done = 0
+  worker: Promise<void> | undefined
+  /** background errors not yet reported by a flush */
   readonly errors: unknown[] = []
 
   constructor(
-    /** @internal */ readonly front: Backing,
-    /** @internal */ readonly back: Backing,
+    readonly front: Backing,
+    readonly back: Backing,
     readonly writePolicy: WritePolicy,
-    /** @internal */ readonly onError: (err: unknown) => void,
-  ) {
-    this.implementation = back.implementation
-    // Locks are the back's: one scope, and the back's cross-process lock.
-    this.lockScope = back.lockScope
-    this.atomicMultiKey = front.atomicMultiKey && back.atomicMultiKey && writePolicy === 'write-through'
-    if (back.filePath) this.filePath = (key) => back.filePath!(key)
-  }
+    readonly onError: (err: unknown) => void,
+  ) {}
 
-  /** @internal Report an error no caller will see; never throws. */
+  /** Report an error no caller will see; never throws. */
   report(err: unknown): void {
     try {
       this.onError(err)
@@ -129,215 +115,11 @@ class TieredBacking implements Backing {
     }
   }
 
-  /** @internal With write-through, a locked key is read from the back. */
+  /** With write-through, a locked key is read from the back. */
   readsBack(id: string): boolean {
     return this.writePolicy === 'write-through' && this.held.has(id)
   }
 
-  getSync(key: Uint8Array) {
-    return tGet.sync(this, key)
-  }
-  getAsync(key: Uint8Array) {
-    return tGet.async(this, key)
-  }
-  getMetaSync(key: Uint8Array) {
-    return tGetMeta.sync(this, key)
-  }
-  getMetaAsync(key: Uint8Array) {
-    return tGetMeta.async(this, key)
-  }
-  existsSync(key: Uint8Array) {
-    return tExists.sync(this, key)
-  }
-  existsAsync(key: Uint8Array) {
-    return tExists.async(this, key)
-  }
-  putSync(writes: RawWrite[]) {
-    tPut.sync(this, writes)
-  }
-  putAsync(writes: RawWrite[]) {
-    return tPut.async(this, writes)
-  }
-  deleteSync(keys: Uint8Array[]) {
-    return tDelete.sync(this, keys)
-  }
-  deleteAsync(keys: Uint8Array[]) {
-    return tDelete.async(this, keys)
-  }
-  listSync() {
-    return tList.sync(this)
-  }
-  listAsync() {
-    return tList.async(this)
-  }
-  /**
-   * The back's cursor, with the write-behind queue as it was on open applied:
-   * queued keys are dropped from the back's batches and their queued writes
-   * (not deletes) come last.
-   */
-  openList(): ListCursor {
-    const queued = new Map(this.pending)
-    const back = this.back.openList()
-    let tail: Queued[] | undefined
-    const filter = (l: RawListing | undefined): RawListing | undefined => {
-      if (l && queued.size > 0) l = { entries: l.entries.filter((e) => !queued.has(keyId(e.key))), corrupt: l.corrupt }
-      return l
-    }
-    const fromTail = (max: number): RawListing | undefined => {
-      tail ??= [...queued.values()].filter((q) => q.write)
-      if (tail.length === 0) return undefined
-      const batch = tail.splice(0, Math.max(1, max))
-      return { entries: batch.map((q) => ({ key: copyBytes(q.key), serializer: q.write!.serializer, meta: copyBytes(q.write!.meta) })), corrupt: [] }
-    }
-    let backDone = false
-    return {
-      nextSync: (max) => {
-        if (!backDone) {
-          const l = back.nextSync(max)
-          if (l) return filter(l)
-          backDone = true
-        }
-        return fromTail(max)
-      },
-      next: async (max) => {
-        if (!backDone) {
-          const l = await back.next(max)
-          if (l) return filter(l)
-          backDone = true
-        }
-        return fromTail(max)
-      },
-      close: () => {
-        backDone = true
-        tail = []
-        back.close()
-      },
-    }
-  }
-  get clock(): StoreClock | undefined {
-    return this.back.clock
-  }
-
-  lockSync(keys: Uint8Array[]): void {
-    this.back.lockSync(keys)
-    this.held.add(keys)
-  }
-  tryLock(keys: Uint8Array[], waitedMs?: number): boolean {
-    const ok = this.back.tryLock(keys, waitedMs)
-    if (ok) this.held.add(keys)
-    return ok
-  }
-  unlock(keys: Uint8Array[]): void {
-    try {
-      this.back.unlock(keys)
-    } finally {
-      this.held.remove(keys)
-    }
-  }
-
-  // ---- streamed blobs and logs: the back alone ----
-  // They are never held in the front (a blob may be larger than memory; a log
-  // grows in place). A write first waits until no queued write of the key is
-  // left (write-behind), forgets the key in the front before and after, and
-  // goes to the back; reads of them go to the back.
-
-  /**
-   * The sync form cannot wait for a queued write of the key to reach the back.
-   * A log operation over a queued value fails as it would after the flush
-   * (the key holds a value); anything else asks for the async form.
-   */
-  private settledSync(key: Uint8Array, log = false): void {
-    const p = this.pending.get(keyId(key))
-    if (!p) return
-    if (log && p.write) throw new KonserveError('ERR_NOT_A_LOG', 'the key holds something other than an append log')
-    throw new KonserveError(
-      'ERR_NOT_SUPPORTED',
-      'a write of this key is still queued (write-behind): use the async form, or flush first',
-    )
-  }
-  private async settled(key: Uint8Array, log = false): Promise<void> {
-    const id = keyId(key)
-    while (this.pending.has(id) && this.worker) await this.worker
-    this.settledSync(key, log)
-  }
-  private forgetSync(key: Uint8Array): void {
-    this.guard.wrote([keyId(key)])
-    this.front.deleteSync([key])
-  }
-  private async forget(key: Uint8Array): Promise<void> {
-    this.guard.wrote([keyId(key)])
-    await this.front.deleteAsync([key])
-  }
-  /** A queued write or delete of the key, which reads must see instead of the back. */
-  private queued(key: Uint8Array, kind: 'ERR_NOT_BINARY' | 'ERR_NOT_A_LOG'): { found: boolean } | undefined {
-    const p = this.pending.get(keyId(key))
-    if (!p) return undefined
-    if (p.write) throw new KonserveError(kind, kind === 'ERR_NOT_BINARY' ? 'the key holds a value, not binary data' : 'the key holds something other than an append log')
-    return { found: false }
-  }
-
-  blobWriterSync(key: Uint8Array, meta: Uint8Array): BlobSink {
-    this.settledSync(key)
-    this.forgetSync(key)
-    return watchSink(this.back.blobWriterSync(key, meta), () => this.guard.wrote([keyId(key)]))
-  }
-  async blobWriterAsync(key: Uint8Array, meta: Uint8Array): Promise<BlobSink> {
-    await this.settled(key)
-    await this.forget(key)
-    return watchSink(await this.back.blobWriterAsync(key, meta), () => this.guard.wrote([keyId(key)]))
-  }
-  openBlobSync(key: Uint8Array): BlobSource | undefined {
-    return this.queued(key, 'ERR_NOT_BINARY') ? undefined : this.back.openBlobSync(key)
-  }
-  async openBlobAsync(key: Uint8Array): Promise<BlobSource | undefined> {
-    return this.queued(key, 'ERR_NOT_BINARY') ? undefined : this.back.openBlobAsync(key)
-  }
-  appendSync(key: Uint8Array, records: NewRecord[], createMeta: Uint8Array): LogInfo {
-    this.settledSync(key, true)
-    this.forgetSync(key)
-    try {
-      return this.back.appendSync(key, records, createMeta)
-    } finally {
-      this.guard.wrote([keyId(key)])
-    }
-  }
-  async appendAsync(key: Uint8Array, records: NewRecord[], createMeta: Uint8Array): Promise<LogInfo> {
-    await this.settled(key, true)
-    await this.forget(key)
-    try {
-      return await this.back.appendAsync(key, records, createMeta)
-    } finally {
-      this.guard.wrote([keyId(key)])
-    }
-  }
-  openLogSync(key: Uint8Array): LogCursor | undefined {
-    return this.queued(key, 'ERR_NOT_A_LOG') ? undefined : this.back.openLogSync(key)
-  }
-  async openLogAsync(key: Uint8Array): Promise<LogCursor | undefined> {
-    return this.queued(key, 'ERR_NOT_A_LOG') ? undefined : this.back.openLogAsync(key)
-  }
-  trimLogSync(key: Uint8Array, keepFrom: number, meta: Uint8Array): LogInfo {
-    this.settledSync(key, true)
-    this.forgetSync(key)
-    try {
-      return this.back.trimLogSync(key, keepFrom, meta)
-    } finally {
-      this.guard.wrote([keyId(key)])
-    }
-  }
-  async trimLogAsync(key: Uint8Array, keepFrom: number, meta: Uint8Array): Promise<LogInfo> {
-    await this.settled(key, true)
-    await this.forget(key)
-    try {
-      return await this.back.trimLogAsync(key, keepFrom, meta)
-    } finally {
-      this.guard.wrote([keyId(key)])
-    }
-  }
-
-  // ---- write-behind queue ----
-
-  /** @internal */
   enqueue(items: Array<{ key: Uint8Array; write?: RawWrite }>): void {
     for (const { key, write } of items) {
       const q: Queued = { id: keyId(key), key, seq: ++this.seq, write }
@@ -361,7 +143,7 @@ class TieredBacking implements Backing {
         const failed = new Set<Queued>()
         if (puts.length > 0) {
           try {
-            await this.back.putAsync(puts.map((q) => q.write!))
+            await this.back.put.async(puts.map((q) => q.write!))
           } catch (err) {
             for (const q of puts) failed.add(q)
             this.fail(err, 'write', puts)
@@ -369,7 +151,7 @@ class TieredBacking implements Backing {
         }
         if (dels.length > 0) {
           try {
-            await this.back.deleteAsync(dels.map((q) => q.key))
+            await this.back.delete.async(dels.map((q) => q.key))
           } catch (err) {
             for (const q of dels) failed.add(q)
             this.fail(err, 'delete', dels)
@@ -401,207 +183,289 @@ class TieredBacking implements Backing {
     this.report(wrapped)
   }
 
-  /** close: the queued write-behind writes go to the back first (rejects like flush if one failed). */
-  close(): Promise<void> {
-    return this.flushAsync()
-  }
-  /** A sync close cannot wait for queued writes: refused while some are queued. */
-  closeSync(): void {
-    if (this.pending.size > 0 || this.done < this.seq) {
-      throw new KonserveError('ERR_NOT_SUPPORTED', 'close: write-behind writes are still queued; use the async form of close, or flush first')
-    }
-  }
-
-  /** @internal */
-  async flushAsync(): Promise<void> {
+  /** Resolves once every write queued before the call is in the back; rejects with the background errors since the last flush. */
+  async flush(): Promise<void> {
     const upTo = this.seq
     while (this.done < upTo && this.worker) await this.worker
     const errs = this.errors.splice(0)
     if (errs.length === 1) throw errs[0]
     if (errs.length > 1) throw new AggregateError(errs, `${errs.length} background writes to the back store failed`)
   }
-}
 
-/** Removes keys from the front; false if that failed (the front may then be stale). */
-function* dropFront(self: TieredBacking, keys: Uint8Array[]): Handler<boolean> {
-  try {
-    yield* ops.delete(self.front, keys)
-    return true
-  } catch {
-    return false
-  }
-}
+  // ---- streamed blobs and logs: the back alone ----
+  // They are never held in the front (a blob may be larger than memory; a log
+  // grows in place). A write first waits until no queued write of the key is
+  // left (write-behind), forgets the key in the front before and after, and
+  // goes to the back; reads of them go to the back.
 
-/** Puts what the back returned into the front, unless a write of the key came in between. */
-function* fill(self: TieredBacking, id: string, key: Uint8Array, raw: RawEntry | undefined, g0: number): Handler<void> {
-  if (!self.guard.clean(id, g0)) return
-  // Logs stay in the back (see "streamed blobs and logs").
-  if (raw?.log) return
-  if (!raw) {
-    // The back has no such key: a front entry of it (written outside) is stale.
-    if (self.readsBack(id)) yield* dropFront(self, [key])
-    return
+  /**
+   * Waits (async form) until no queued write of the key is left. The blocking
+   * form cannot wait: a log operation over a queued value fails as it would
+   * after the flush (the key holds a value); anything else asks for the async
+   * form.
+   */
+  *settled(key: Uint8Array, log = false): Handler<void> {
+    const id = keyId(key)
+    while (this.pending.has(id) && this.worker) if (!(yield* waitFor(this.worker))) break
+    const p = this.pending.get(id)
+    if (!p) return
+    if (log && p.write) throw new KonserveError('ERR_NOT_A_LOG', 'the key holds something other than an append log')
+    throw new KonserveError('ERR_NOT_SUPPORTED', 'a write of this key is still queued (write-behind): use the async form, or flush first')
   }
-  try {
-    yield* ops.put(self.front, [{ key, serializer: raw.serializer, meta: raw.meta, value: raw.value }])
-  } catch {
-    return // a front that cannot take the entry: it is a cache, the read still succeeds
-  }
-  // A write that began while the fill was landing may have landed first: drop
-  // the filled entry, the next read goes to the back (removing is always safe).
-  if (!self.guard.clean(id, g0)) yield* dropFront(self, [key])
-}
 
-const tGet = gensync(function* (self: TieredBacking, key: Uint8Array): Handler<RawEntry | undefined> {
-  const id = keyId(key)
-  const p = self.pending.get(id)
-  if (p) return p.write ? asEntry(p.write) : undefined
-  if (!self.readsBack(id)) {
-    const hit = yield* ops.get(self.front, key)
-    if (hit) return hit
+  *forget(key: Uint8Array): Handler<void> {
+    this.guard.wrote([keyId(key)])
+    yield* this.front.delete([key])
   }
-  const g0 = self.guard.begin()
-  try {
-    const raw = yield* ops.get(self.back, key)
-    yield* fill(self, id, key, raw, g0)
-    return raw
-  } finally {
-    self.guard.end()
+
+  /** A queued write or delete of the key, which reads must see instead of the back. */
+  queued(key: Uint8Array, kind: 'ERR_NOT_BINARY' | 'ERR_NOT_A_LOG'): { found: boolean } | undefined {
+    const p = this.pending.get(keyId(key))
+    if (!p) return undefined
+    if (p.write) throw new KonserveError(kind, kind === 'ERR_NOT_BINARY' ? 'the key holds a value, not binary data' : 'the key holds something other than an append log')
+    return { found: false }
   }
-})
 
-const tGetMeta = gensync(function* (self: TieredBacking, key: Uint8Array): Handler<RawMeta | undefined> {
-  const id = keyId(key)
-  const p = self.pending.get(id)
-  if (p) return p.write ? { key: copyBytes(key), serializer: p.write.serializer, meta: copyBytes(p.write.meta) } : undefined
-  if (!self.readsBack(id)) {
-    const hit = yield* ops.getMeta(self.front, key)
-    if (hit) return hit
+  /** Removes keys from the front; false if that failed (the front may then be stale). */
+  *dropFront(keys: Uint8Array[]): Handler<boolean> {
+    try {
+      yield* this.front.delete(keys)
+      return true
+    } catch {
+      return false
+    }
   }
-  return yield* ops.getMeta(self.back, key)
-})
 
-const tExists = gensync(function* (self: TieredBacking, key: Uint8Array): Handler<boolean> {
-  const id = keyId(key)
-  const p = self.pending.get(id)
-  if (p) return p.write !== undefined
-  if (!self.readsBack(id) && (yield* ops.exists(self.front, key))) return true
-  return yield* ops.exists(self.back, key)
-})
-
-const tList = gensync(function* (self: TieredBacking): Handler<RawListing> {
-  const listing = yield* ops.list(self.back)
-  if (self.pending.size === 0) return listing
-  // write-behind: the back, with the queued writes applied
-  const entries = listing.entries.filter((e) => !self.pending.has(keyId(e.key)))
-  for (const q of self.pending.values()) {
-    if (q.write) entries.push({ key: copyBytes(q.key), serializer: q.write.serializer, meta: copyBytes(q.write.meta) })
-  }
-  return { entries, corrupt: listing.corrupt }
-})
-
-const tPut = gensync(function* (self: TieredBacking, writes: RawWrite[]): Handler<void> {
-  const ids = writes.map((w) => keyId(w.key))
-  const keys = writes.map((w) => w.key)
-  self.guard.wrote(ids)
-  try {
-    if (self.writePolicy === 'write-through') {
-      try {
-        yield* ops.put(self.back, writes)
-      } catch (err) {
-        yield* dropFront(self, keys)
-        throw err
-      }
-      try {
-        yield* ops.put(self.front, writes)
-      } catch (err) {
-        // Durable in the back; the front must not keep the old value.
-        if (!(yield* dropFront(self, keys))) throw err
-        self.report(err)
-      }
+  /** Puts what the back returned into the front, unless a write of the key came in between. */
+  *fill(id: string, key: Uint8Array, raw: RawEntry | undefined, g0: number): Handler<void> {
+    if (!this.guard.clean(id, g0)) return
+    // Logs stay in the back (see "streamed blobs and logs").
+    if (raw?.log) return
+    if (!raw) {
+      // The back has no such key: a front entry of it (written outside) is stale.
+      if (this.readsBack(id)) yield* this.dropFront([key])
       return
     }
-    // write-behind
     try {
-      yield* ops.put(self.front, writes)
-    } catch (err) {
-      // Nothing is queued; keys the front may have taken are dropped (reads
-      // then see the queued or back value, as before this write).
-      yield* dropFront(self, keys)
-      throw err
+      yield* this.front.put([{ key, serializer: raw.serializer, meta: raw.meta, value: raw.value }])
+    } catch {
+      return // a front that cannot take the entry: it is a cache, the read still succeeds
     }
-    // Copies: the queue outlives the caller's buffers.
-    self.enqueue(writes.map((w) => ({ key: copyBytes(w.key), write: { key: copyBytes(w.key), ...copyEntry(w) } })))
-  } finally {
-    self.guard.wrote(ids)
+    // A write that began while the fill was landing may have landed first: drop
+    // the filled entry, the next read goes to the back (removing is always safe).
+    if (!this.guard.clean(id, g0)) yield* this.dropFront([key])
   }
-})
-
-const tDelete = gensync(function* (self: TieredBacking, keys: Uint8Array[]): Handler<boolean[]> {
-  const ids = keys.map(keyId)
-  self.guard.wrote(ids)
-  try {
-    if (self.writePolicy === 'write-through') {
-      let existed: boolean[]
-      try {
-        existed = yield* ops.delete(self.back, keys)
-      } catch (err) {
-        yield* dropFront(self, keys)
-        throw err
-      }
-      // If this fails the front may still hold a deleted key: the caller must know.
-      yield* ops.delete(self.front, keys)
-      return existed
-    }
-    // write-behind: whether each key existed, as this store sees it
-    const before = ids.map((id) => self.pending.get(id))
-    const inFront = yield* ops.delete(self.front, keys)
-    const existed: boolean[] = []
-    for (let i = 0; i < keys.length; i++) {
-      const p = before[i]
-      existed.push(p ? p.write !== undefined : inFront[i] === true || (yield* ops.exists(self.back, keys[i]!)))
-    }
-    self.enqueue(keys.map((k) => ({ key: copyBytes(k) })))
-    return existed
-  } finally {
-    self.guard.wrote(ids)
-  }
-})
-
-/**
- * A Store that reads `front` first and falls back to `back`, and writes both
- * (see the module comment for the policies). It writes with `back`'s
- * serializers and locks `back`'s keys. Hooks are per Store object: add them to
- * the tiered Store.
- */
-export function tieredStore(front: Store, back: Store, options: TieredOptions = {}): Store {
-  checkStore('tieredStore', front, 'front')
-  checkStore('tieredStore', back, 'back')
-  checkOptions('tieredStore', options, { writePolicy: checks.any, readPolicy: checks.any, onError: checks.function }, 'options')
-  if (front === back || front.backing === back.backing) {
-    throw new KonserveError('ERR_INVALID_ARGUMENT', 'tieredStore: the front and the back must be different stores')
-  }
-  const writePolicy = options.writePolicy ?? 'write-through'
-  if (writePolicy !== 'write-through' && writePolicy !== 'write-behind') {
-    throw new KonserveError('ERR_INVALID_ARGUMENT', `tieredStore: unknown writePolicy ${JSON.stringify(writePolicy)}`)
-  }
-  const readPolicy = options.readPolicy ?? 'front-first'
-  if (readPolicy !== 'front-first') {
-    throw new KonserveError('ERR_INVALID_ARGUMENT', `tieredStore: unknown readPolicy ${JSON.stringify(readPolicy)}`)
-  }
-  const tiered = storeLike(new TieredBacking(front.backing, back.backing, writePolicy, options.onError ?? defaultOnError), back)
-  builtOver(tiered, front, back)
-  return tiered
 }
 
-/**
- * Resolves once every write queued (write-behind) before the call is in the
- * back store, durably. Rejects with the error of any background write that
- * failed since the last flush (an AggregateError if several did). Resolves at
- * once for a write-through tiered store and for any other store.
- */
-export async function flush(store: Store): Promise<void> {
-  checkStore('flush', store)
-  const b = store.backing as { flushAsync?: () => Promise<void> }
-  if (typeof b.flushAsync === 'function') await b.flushAsync()
+/** A backing over `front` and `back` (see the module comment for the policies). */
+export function tieredBacking(front: Backing, back: Backing, writePolicy: WritePolicy, onError: (err: unknown) => void): Backing {
+  const t = new Tiers(front, back, writePolicy, onError)
+
+  /** Runs a blob or log write on the back: queued writes of the key first, the front forgets it. */
+  function* onBack<R>(key: Uint8Array, log: boolean, write: () => Handler<R>): Handler<R> {
+    yield* t.settled(key, log)
+    yield* t.forget(key)
+    try {
+      return yield* write()
+    } finally {
+      t.guard.wrote([keyId(key)])
+    }
+  }
+
+  return forward(back, {
+    // Locks are the back's: one scope (forwarded), and the back's cross-process lock.
+    get atomicMultiKey() {
+      return front.atomicMultiKey && back.atomicMultiKey && writePolicy === 'write-through'
+    },
+    get blocking() {
+      return front.blocking && back.blocking
+    },
+    // The tiers' reads go through `get`: no lent bytes from either tier.
+    getValue: undefined,
+
+    get: gensync(function* (key: Uint8Array): Handler<RawEntry | undefined> {
+      const id = keyId(key)
+      const p = t.pending.get(id)
+      if (p) return p.write ? copyEntry(p.write) : undefined
+      if (!t.readsBack(id)) {
+        const hit = yield* front.get(key)
+        if (hit) return hit
+      }
+      const g0 = t.guard.begin()
+      try {
+        const raw = yield* back.get(key)
+        yield* t.fill(id, key, raw, g0)
+        return raw
+      } finally {
+        t.guard.end()
+      }
+    }),
+
+    getMeta: gensync(function* (key: Uint8Array): Handler<RawMeta | undefined> {
+      const id = keyId(key)
+      const p = t.pending.get(id)
+      if (p) return p.write ? { key: copyBytes(key), serializer: p.write.serializer, meta: copyBytes(p.write.meta) } : undefined
+      if (!t.readsBack(id)) {
+        const hit = yield* front.getMeta(key)
+        if (hit) return hit
+      }
+      return yield* back.getMeta(key)
+    }),
+
+    exists: gensync(function* (key: Uint8Array): Handler<boolean> {
+      const id = keyId(key)
+      const p = t.pending.get(id)
+      if (p) return p.write !== undefined
+      if (!t.readsBack(id) && (yield* front.exists(key))) return true
+      return yield* back.exists(key)
+    }),
+
+    put: gensync(function* (writes: RawWrite[]): Handler<void> {
+      const ids = writes.map((w) => keyId(w.key))
+      const keys = writes.map((w) => w.key)
+      t.guard.wrote(ids)
+      try {
+        if (writePolicy === 'write-through') {
+          try {
+            yield* back.put(writes)
+          } catch (err) {
+            yield* t.dropFront(keys)
+            throw err
+          }
+          try {
+            yield* front.put(writes)
+          } catch (err) {
+            // Durable in the back; the front must not keep the old value.
+            if (!(yield* t.dropFront(keys))) throw err
+            t.report(err)
+          }
+          return
+        }
+        // write-behind
+        try {
+          yield* front.put(writes)
+        } catch (err) {
+          // Nothing is queued; keys the front may have taken are dropped (reads
+          // then see the queued or back value, as before this write).
+          yield* t.dropFront(keys)
+          throw err
+        }
+        // Copies: the queue outlives the caller's buffers.
+        t.enqueue(writes.map((w) => ({ key: copyBytes(w.key), write: { key: copyBytes(w.key), ...copyEntry(w) } })))
+      } finally {
+        t.guard.wrote(ids)
+      }
+    }),
+
+    delete: gensync(function* (keys: Uint8Array[]): Handler<boolean[]> {
+      const ids = keys.map(keyId)
+      t.guard.wrote(ids)
+      try {
+        if (writePolicy === 'write-through') {
+          let existed: boolean[]
+          try {
+            existed = yield* back.delete(keys)
+          } catch (err) {
+            yield* t.dropFront(keys)
+            throw err
+          }
+          // If this fails the front may still hold a deleted key: the caller must know.
+          yield* front.delete(keys)
+          return existed
+        }
+        // write-behind: whether each key existed, as this store sees it
+        const before = ids.map((id) => t.pending.get(id))
+        const inFront = yield* front.delete(keys)
+        const existed: boolean[] = []
+        for (let i = 0; i < keys.length; i++) {
+          const p = before[i]
+          existed.push(p ? p.write !== undefined : inFront[i] === true || (yield* back.exists(keys[i]!)))
+        }
+        t.enqueue(keys.map((k) => ({ key: copyBytes(k) })))
+        return existed
+      } finally {
+        t.guard.wrote(ids)
+      }
+    }),
+
+    /**
+     * The back's cursor, with the write-behind queue as it was on open applied:
+     * queued keys are dropped from the back's batches and their queued writes
+     * (not deletes) come last.
+     */
+    openList(): ListCursor {
+      const queued = new Map(t.pending)
+      const cursor = back.openList()
+      let tail: Queued[] | undefined
+      let backDone = false
+      const filter = (l: RawListing): RawListing =>
+        queued.size > 0 ? { entries: l.entries.filter((e) => !queued.has(keyId(e.key))), corrupt: l.corrupt } : l
+      const fromTail = (max: number): RawListing | undefined => {
+        tail ??= [...queued.values()].filter((q) => q.write)
+        if (tail.length === 0) return undefined
+        const batch = tail.splice(0, Math.max(1, max))
+        return { entries: batch.map((q) => ({ key: copyBytes(q.key), serializer: q.write!.serializer, meta: copyBytes(q.write!.meta) })), corrupt: [] }
+      }
+      return {
+        next: gensync(function* (max: number): Handler<RawListing | undefined> {
+          if (!backDone) {
+            const l = yield* cursor.next(max)
+            if (l) return filter(l)
+            backDone = true
+          }
+          return fromTail(max)
+        }),
+        close: () => {
+          backDone = true
+          tail = []
+          cursor.close()
+        },
+      }
+    },
+
+    lock: gensync(function* (keys: Uint8Array[]): Handler<void> {
+      yield* back.lock(keys)
+      t.held.add(keys)
+    }),
+    unlock(keys: Uint8Array[]): void {
+      try {
+        back.unlock(keys)
+      } finally {
+        t.held.remove(keys)
+      }
+    },
+
+    blobWriter: gensync(function* (key: Uint8Array, meta: Uint8Array): Handler<BlobSink> {
+      yield* t.settled(key)
+      yield* t.forget(key)
+      return watchSink(yield* back.blobWriter(key, meta), () => t.guard.wrote([keyId(key)]))
+    }),
+    openBlob: gensync(function* (key: Uint8Array): Handler<BlobSource | undefined> {
+      return t.queued(key, 'ERR_NOT_BINARY') ? undefined : yield* back.openBlob(key)
+    }),
+    append: gensync(function* (key: Uint8Array, records: NewRecord[], createMeta: Uint8Array): Handler<LogInfo> {
+      return yield* onBack(key, true, () => back.append(key, records, createMeta))
+    }),
+    openLog: gensync(function* (key: Uint8Array): Handler<LogCursor | undefined> {
+      return t.queued(key, 'ERR_NOT_A_LOG') ? undefined : yield* back.openLog(key)
+    }),
+    trimLog: gensync(function* (key: Uint8Array, keepFrom: number, meta: Uint8Array): Handler<LogInfo> {
+      return yield* onBack(key, true, () => back.trimLog(key, keepFrom, meta))
+    }),
+
+    /**
+     * close, async: the queued write-behind writes go to the back first
+     * (rejects like flush if one failed). Blocking: cannot wait for queued
+     * writes, so refused while some are queued.
+     */
+    close: twinOp(
+      () => {
+        if (t.pending.size > 0 || t.done < t.seq) {
+          throw new KonserveError('ERR_NOT_SUPPORTED', 'close: write-behind writes are still queued; use the async form of close, or flush first')
+        }
+      },
+      () => t.flush(),
+    ),
+    flush: () => t.flush(),
+  })
 }

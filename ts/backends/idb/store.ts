@@ -118,7 +118,7 @@ function concat(parts: Uint8Array[]): Uint8Array {
 function newGen(): string {
   const r = new Uint8Array(8)
   globalThis.crypto.getRandomValues(r)
-  return Date.now().toString(36) + '.' + Array.from(r, (b) => b.toString(16).padStart(2, '0')).join('')
+  return `${Date.now().toString(36)}.${Array.from(r, (b) => b.toString(16).padStart(2, '0')).join('')}`
 }
 
 function isRecord(r: unknown): r is FileRecord {
@@ -560,7 +560,7 @@ export class IdbBacking implements Backing {
   async sweepStaging(): Promise<void> {
     const locks = (globalThis as { navigator?: { locks?: LockManager } }).navigator?.locks
     if (!locks) return
-    const range = IDBKeyRange.bound(STAGE_PREFIX, STAGE_PREFIX + '\uffff')
+    const range = IDBKeyRange.bound(STAGE_PREFIX, `${STAGE_PREFIX}\uffff`)
     const [keys, values] = await this.tx(
       [STORE],
       'readonly',

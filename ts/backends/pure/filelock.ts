@@ -275,7 +275,7 @@ export class FileLocker {
     fs.closeSync(fd)
     // If a slow write let someone take the file over, it is not ours.
     const back = this.read(target)
-    return back !== undefined && back.equals(content)
+    return back?.equals(content) === true
   }
 
   /** What a lock file or marker says about its holder. */

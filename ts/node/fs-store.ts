@@ -1,0 +1,196 @@
+/**
+ * File stores (Node only): `connectFsStore` opens one on the native Rust core
+ * or on the pure TypeScript engine (the same files either way), `deleteStore`
+ * removes one. Each is one gensync operation over the file system's blocking
+ * and Promise calls, run by `{ sync: true }` or not.
+ */
+import { realpathSync, statSync } from 'node:fs'
+import { realpath, stat } from 'node:fs/promises'
+import { resolve } from 'node:path'
+import gensync, { type Handler } from 'gensync'
+import { blockingOp, twinOp } from '../backing/index.js'
+import { type Spec, checkOptions, checks, isSync } from '../args.js'
+import { KonserveError, fromNative } from '../errors.js'
+import { FileClock } from '../backends/pure/clock.js'
+import { type NativeBinding, type NativeFileStore, loadNative, nativeOrWarn } from '../native.js'
+import { SerializerSet } from '../serializers.js'
+import { type EncryptorOption, type FsStoreOptions, type Ret, STORE_OPTIONS, type SyncOption, Store, badOption, endStoresIn, opened, useDefaultImplementation } from '../store.js'
+import { NativeFileBacking } from '../backends/native.js'
+import { createPureCodec } from '../backends/pure/codec.js'
+import { deleteStorePure, openPureStore } from '../backends/pure/store.js'
+
+/** With `create: false`: the store directory must already be a directory. */
+function notADir(dir: string, cause: unknown): KonserveError {
+  const missing = (cause as NodeJS.ErrnoException)?.code === 'ENOENT'
+  return new KonserveError('ERR_IO', `the store directory ${missing ? 'does not exist' : 'is not a directory'} (create: false): ${dir}`, { file: dir, cause })
+}
+
+const statDir = twinOp(
+  (dir: string) => statSync(dir),
+  (dir: string) => stat(dir),
+)
+
+function* existingDir(dir: string): Handler<void> {
+  let st
+  try {
+    st = yield* statDir(dir)
+  } catch (err) {
+    throw notADir(dir, err)
+  }
+  if (!st.isDirectory()) throw notADir(dir, undefined)
+}
+
+/** Checks the codec options and turns them into the binding's form. */
+function codecOptions(opts: FsStoreOptions): { compressor: number; encryptionKey?: Buffer; acceptPlaintext?: boolean } {
+  let compressor = 0
+  if (opts.compressor != null) {
+    checkOptions('connectFsStore', opts.compressor, { type: checks.any }, 'options.compressor')
+    if (typeof opts.compressor !== 'object' || opts.compressor.type !== 'lz4') {
+      throw badOption(`unknown compressor ${JSON.stringify(opts.compressor)}; the one compressor is { type: 'lz4' }`)
+    }
+    compressor = 1
+  }
+  if (opts.encryptor == null) return { compressor }
+  checkOptions('connectFsStore', opts.encryptor, { type: checks.any, key: checks.any }, 'options.encryptor')
+  const { type, key } = opts.encryptor as Partial<EncryptorOption>
+  if (type !== 'aes') throw badOption(`unknown encryptor type ${JSON.stringify(type)}; the one encryptor is { type: 'aes', key }`)
+  const bytes = typeof key === 'string' ? Buffer.from(key, 'utf8') : key instanceof Uint8Array ? Buffer.from(key) : undefined
+  if (!bytes || bytes.length === 0) throw badOption('the aes encryptor needs a non-empty key (a string or a Uint8Array)')
+  return { compressor, encryptionKey: bytes, acceptPlaintext: opts.acceptPlaintext === true }
+}
+
+function lockTimeout(opts: FsStoreOptions): number {
+  const ms = opts.lockTimeoutMs ?? 60_000
+  if (typeof ms !== 'number' || !(ms >= 0) || !Number.isFinite(ms)) {
+    throw badOption(`lockTimeoutMs must be a finite number >= 0, not ${String(ms)}`)
+  }
+  return ms
+}
+
+/** `durable`, or its seed spelling `syncBlob` (default true); both given must agree. */
+function durableOf(opts: FsStoreOptions): boolean {
+  if (opts.durable !== undefined && opts.syncBlob !== undefined && opts.durable !== opts.syncBlob) {
+    throw badOption('durable and syncBlob are one option (syncBlob is its older name): give one of them')
+  }
+  return opts.durable ?? opts.syncBlob ?? true
+}
+
+function checkPath(path: unknown): string {
+  if (typeof path !== 'string' || path === '') {
+    throw new KonserveError('ERR_INVALID_ARGUMENT', 'a file store needs a directory path (a non-empty string)')
+  }
+  return resolve(path)
+}
+
+/** The native binding if this store should use it, else undefined (pure TypeScript). */
+function chooseNative(opts: FsStoreOptions): NativeBinding | undefined {
+  if (opts.native === true) return loadNative()
+  if (opts.native === false || process.env.KONSERVE_NATIVE === '0') return undefined
+  return nativeOrWarn()
+}
+
+useDefaultImplementation(() => (chooseNative({}) ? 'native' : 'pure'))
+
+/** The backing over an opened native store in the canonical directory `real`, with its clock. */
+function nativeBacking(store: NativeFileStore, real: string, durable: boolean): NativeFileBacking {
+  try {
+    return new NativeFileBacking(store, `file:${real}`, FileClock.openSync(real, durable))
+  } catch (err) {
+    throw fromNative(err)
+  }
+}
+
+const FS_STORE_OPTIONS: Spec = {
+  ...STORE_OPTIONS,
+  durable: checks.boolean,
+  syncBlob: checks.boolean,
+  compressor: (v) => (v === null || typeof v === 'object' ? undefined : "{ type: 'lz4' } or null"),
+  encryptor: (v) => (v === null || typeof v === 'object' ? undefined : "{ type: 'aes', key } or null"),
+  native: checks.boolean,
+  create: checks.boolean,
+  acceptPlaintext: checks.boolean,
+  lockTimeoutMs: (v) => (typeof v === 'number' ? undefined : 'a number of milliseconds >= 0'),
+}
+const DELETE_OPTIONS: Spec = { sync: checks.boolean, native: checks.boolean }
+
+type OpenOptions = ReturnType<typeof codecOptions> & { syncBlob: boolean; lockTimeoutMs?: number }
+
+/** Checks connectFsStore's arguments; returns the serializers and the binding's options. Opens nothing. */
+function checkFsArgs(path: unknown, options: unknown): { dir: string; serializers: SerializerSet; open: OpenOptions } {
+  checkOptions('connectFsStore', options, FS_STORE_OPTIONS, 'options')
+  const opts = (options ?? {}) as FsStoreOptions
+  const dir = checkPath(path)
+  const serializers = new SerializerSet(opts.serializer, opts.serializers)
+  // The engines' option keeps the seed's name, `syncBlob`.
+  return { dir, serializers, open: { syncBlob: durableOf(opts), lockTimeoutMs: lockTimeout(opts), ...codecOptions(opts) } }
+}
+
+// The core creates the directory, fsyncing each new level into its parent.
+const openNative = twinOp(
+  (native: NativeBinding, dir: string, o: OpenOptions) => native.NativeFileStore.open(dir, o),
+  (native: NativeBinding, dir: string, o: OpenOptions) => native.NativeFileStore.openAsync(dir, o),
+)
+const canonical = twinOp(
+  (dir: string) => realpathSync(dir),
+  (dir: string) => realpath(dir),
+)
+
+const connectOp = gensync(function* (path: string, options: (FsStoreOptions & SyncOption) | undefined): Handler<Store> {
+  const { dir, serializers, open } = checkFsArgs(path, options)
+  const opts = options ?? {}
+  if (opts.create === false) yield* existingDir(dir)
+  const native = chooseNative(opts)
+  if (!native) {
+    const codec = createPureCodec(open.compressor, open.encryptionKey, open.acceptPlaintext)
+    return opened(new Store(yield* openPureStore(dir, codec, open), serializers, dir))
+  }
+  let store: NativeFileStore
+  try {
+    store = yield* openNative(native, dir, open)
+  } catch (err) {
+    throw fromNative(err)
+  }
+  return opened(new Store(nativeBacking(store, yield* canonical(dir), open.syncBlob), serializers, dir))
+})
+
+/** Opens (creating if needed) a file store in the directory `path`. */
+export function connectFsStore<O extends FsStoreOptions & SyncOption>(path: string, options?: O): Ret<O, Store> {
+  return (isSync(options) ? connectOp.sync(path, options) : connectOp.async(path, options)) as Ret<O, Store>
+}
+
+/** The canonical path of `dir`, or undefined when it does not exist. */
+function* canonicalOrNone(dir: string): Handler<string | undefined> {
+  try {
+    return yield* canonical(dir)
+  } catch {
+    return undefined
+  }
+}
+
+const deleteNative = twinOp(
+  (native: NativeBinding, dir: string) => native.deleteStoreSync(dir),
+  (native: NativeBinding, dir: string) => native.deleteStoreAsync(dir),
+)
+const deletePure = blockingOp((dir: string) => deleteStorePure(dir))
+
+const deleteOp = gensync(function* (path: string, options: (SyncOption & { native?: boolean }) | undefined): Handler<void> {
+  checkOptions('deleteStore', options, DELETE_OPTIONS, 'options')
+  const dir = checkPath(path)
+  const native = chooseNative(options ?? {})
+  const real = yield* canonicalOrNone(dir)
+  if (real !== undefined) yield* endStoresIn(`file:${real}`, dir)
+  try {
+    yield* native ? deleteNative(native, dir) : deletePure(dir)
+  } catch (err) {
+    throw fromNative(err)
+  }
+})
+
+/**
+ * Deletes a file store's files (konserve files only: anything else and the
+ * directory stay if not empty). Stores of this process still open on the
+ * directory are ended first: their later calls fail with ERR_STORE_DELETED.
+ */
+export function deleteStore<O extends SyncOption & { native?: boolean }>(path: string, options?: O): Ret<O, void> {
+  return (isSync(options) ? deleteOp.sync(path, options) : deleteOp.async(path, options)) as Ret<O, void>
+}
