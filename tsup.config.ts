@@ -1,14 +1,15 @@
 import { resolve } from 'node:path'
 import { defineConfig } from 'tsup'
 
-// The CLI calls the library through its public entry; in the build it requires the
-// built entry next to it instead of bundling a second copy of the library.
+// The CLI (ts/cli/, one module per command group) calls the library through its public entry; in the build it requires the
+// built entry next to it instead of bundling a second copy of the library. The CLI
+// imports '../index' without extension: '../index.js' is the binding loader, external.
 const cliUsesIndex = {
   name: 'cli-uses-index',
   setup(build: { initialOptions: { format?: string }; onResolve: Function }) {
     const entry = build.initialOptions.format === 'esm' ? './index.mjs' : './index.js'
-    build.onResolve({ filter: /^\.\/index\.js$/ }, (args: { importer: string }) =>
-      /[\\/]ts[\\/]cli\.ts$/.test(args.importer) ? { path: entry, external: true } : undefined,
+    build.onResolve({ filter: /^\.\.\/index$/ }, (args: { importer: string }) =>
+      /[\\/]ts[\\/]cli[\\/][^\\/]+\.ts$/.test(args.importer) ? { path: entry, external: true } : undefined,
     )
   },
 }
@@ -69,7 +70,7 @@ const common = {
 
 export default defineConfig([
   { ...common, entry: { index: 'ts/index.ts' }, format: ['cjs', 'esm'], dts: { entry: { index: 'ts/index.ts' } } },
-  { ...common, entry: { cli: 'ts/cli.ts' }, format: ['cjs'] },
+  { ...common, entry: { cli: 'ts/cli/index.ts' }, format: ['cjs'] },
   { ...common, entry: subpaths, format: ['cjs', 'esm'], esbuildPlugins: [subpathUsesIndex] },
   // Their types import the main entry's types (no copy of Store and the rest): external only here,
   // since the JavaScript above bundles modules named index.js of its own (ts/backing/index.ts).

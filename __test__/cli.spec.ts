@@ -95,7 +95,7 @@ test('output that cannot be written exits non-zero with a message (issue #23.7)'
     const full = openSync('/dev/full', 'w')
     try {
       const r = konserveWith(cwd, args, { stdout: full })
-      t.is(r.code, 2, `${args.join(' ')} > /dev/full`)
+      t.is(r.code, 3, `${args.join(' ')} > /dev/full`)
       t.regex(r.stderr, /cannot write the output: ENOSPC/)
     } finally {
       closeSync(full)

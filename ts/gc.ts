@@ -49,6 +49,8 @@ export interface SweepOptions extends SyncOption {
   onProgress?: (p: SweepProgress) => unknown
   /** Called for each file that cannot be read: it is reported and never deleted. Default: a process warning. */
   onCorrupt?: (err: KonserveError) => void
+  /** Report the keys that would be deleted (listed older than the cutoff, not whitelisted) and delete nothing. */
+  dryRun?: boolean
 }
 
 
@@ -139,6 +141,7 @@ const sweepOp = gensync(function* (
   batchSize: number,
   onProgress: ((p: SweepProgress) => unknown) | undefined,
   onCorrupt: (e: KonserveError) => void,
+  dryRun = false,
 ) {
   const keep = new Set<string>()
   for (const k of whitelist) {
@@ -170,7 +173,10 @@ const sweepOp = gensync(function* (
         if (t === undefined || t >= limit) continue
         cands.push({ key: d.key, cke: e.key, meta: e.meta })
       }
-      if (cands.length > 0) {
+      if (dryRun) {
+        for (const c of cands) deleted.push(c.key)
+        progress.deleted += cands.length
+      } else if (cands.length > 0) {
         const gone = yield* collect(store, cands, limit, onCorrupt)
         for (const k of gone) deleted.push(k)
         progress.deleted += gone.length
@@ -200,7 +206,7 @@ const sweepOp = gensync(function* (
  */
 export function sweep<O extends SweepOptions>(store: Store, whitelist: Iterable<Key>, cutoff: Date, opts?: O): Result<O, Key[]> {
   try {
-    checkOptions('sweep', opts, { sync: checks.boolean, batchSize: checks.any, onProgress: checks.function, onCorrupt: checks.function })
+    checkOptions('sweep', opts, { sync: checks.boolean, batchSize: checks.any, onProgress: checks.function, onCorrupt: checks.function, dryRun: checks.boolean })
     checkStore('sweep', store)
     const w = whitelist as unknown
     if (w === null || typeof w !== 'object' || typeof (w as Iterable<Key>)[Symbol.iterator] !== 'function') {
@@ -220,5 +226,5 @@ export function sweep<O extends SweepOptions>(store: Store, whitelist: Iterable<
     if (opts?.sync) throw e
     return Promise.reject(e) as Result<O, Key[]>
   }
-  return run(sweepOp, opts, [store, whitelist, cutoff, batchSize, opts?.onProgress, opts?.onCorrupt ?? warnCorrupt]) as Result<O, Key[]>
+  return run(sweepOp, opts, [store, whitelist, cutoff, batchSize, opts?.onProgress, opts?.onCorrupt ?? warnCorrupt, opts?.dryRun === true]) as Result<O, Key[]>
 }

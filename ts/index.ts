@@ -59,6 +59,8 @@ export type {
   StoreClock,
 } from './backing/index.js'
 export { rekey } from './rekey.js'
+export { exportStore, importStore, scanStore } from './archive/index.js'
+export type { ArchiveCounts, ArchiveSource, ExportOptions, ExportProgress, ImportOptions, ImportProgress, ScanEntry } from './archive/index.js'
 export type { RekeyOptions, RekeyProgress, RekeyResult } from './rekey.js'
 export { sweep } from './gc.js'
 export { beginUnreferencedWrites, gcCutoff, unreferencedWritesInFlight, withUnreferencedWrites } from './gc-guard.js'

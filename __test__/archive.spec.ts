@@ -1,0 +1,195 @@
+/** exportStore / importStore: the archive format of docs/ARCHIVE.md, across stores and codecs. */
+import test from 'ava'
+import { join } from 'node:path'
+import { Readable } from 'node:stream'
+import * as k from 'konserve'
+import { tempDir } from './helpers/api.js'
+import { ByteReader, FRAME_KEY, FRAME_TRAILER, HEADER_LEN, decodeHeader, decodeKeyFrame, readFrame } from '../ts/archive/format.js'
+
+type Side = { name: string; open(): Promise<k.Store> }
+const file = (name: string, opts: k.FsStoreOptions): Side => ({ name, open: () => k.connectFsStore(join(tempDir(), 'store'), { syncBlob: false, ...opts }) })
+const SIDES: Side[] = [
+  file('native', { native: true }),
+  file('pure', { native: false }),
+  { name: 'memory', open: () => k.newMemStore() },
+  file('native lz4+aes', { native: true, compressor: { type: 'lz4' }, encryptor: { type: 'aes', key: 'one key' } }),
+  file('pure aes', { native: false, encryptor: { type: 'aes', key: 'another key' } }),
+  file('pure lz4 json', { native: false, compressor: { type: 'lz4' }, serializer: 'json' }),
+]
+
+async function bytesOf(r: Readable): Promise<Buffer> {
+  const parts: Buffer[] = []
+  for await (const p of r) parts.push(p as Buffer)
+  return Buffer.concat(parts)
+}
+
+/** key (hex CKE) -> the bytes of its frames (KEY to END), and the trailer's counts. */
+async function parse(archive: Uint8Array): Promise<Record<string, Buffer>> {
+  let given = false
+  const r = new ByteReader(async () => (given ? undefined : ((given = true), archive)))
+  decodeHeader(await r.read(HEADER_LEN))
+  const keys = new Map<string, Buffer>()
+  let current: string | undefined
+  for (;;) {
+    const f = await readFrame(r)
+    if (f.type === FRAME_TRAILER) return Object.fromEntries([...keys].sort(([a], [b]) => (a < b ? -1 : 1)))
+    if (f.type === FRAME_KEY) current = Buffer.from(decodeKeyFrame(f.body).key).toString('hex')
+    const framed = Buffer.concat([Buffer.from([f.type]), Buffer.from(f.body)])
+    keys.set(current!, Buffer.concat([keys.get(current!) ?? Buffer.alloc(0), framed]))
+  }
+}
+
+const big = Buffer.alloc(2.5 * 1024 * 1024 + 17)
+for (let i = 0; i < big.length; i++) big[i] = (i * 31 + (i >> 11)) & 0xff
+
+/** A store with every kind of key: values (user metadata, big integers), blobs, logs (trimmed, emptied). */
+async function fill(s: k.Store, json: boolean): Promise<void> {
+  await k.assoc(s, 'doc', { name: 'ana', n: json ? '12345678901234567890' : 12345678901234567890n, list: [1, 2.5, 'x'], nested: { deep: true } }, { meta: { owner: 'ops' } })
+  await k.update(s, 'doc', (d: any) => ({ ...d, version: 2 }))
+  await k.assoc(s, ['user', 42], 'composite key')
+  await k.assoc(s, 'empty string', '')
+  await k.bassoc(s, 'small blob', Buffer.from([0, 1, 2, 255]), { meta: { mime: 'application/octet-stream' } })
+  await k.bassoc(s, 'big blob', big)
+  await k.bassoc(s, 'empty blob', new Uint8Array(0))
+  for (let i = 0; i < 5; i++) await k.append(s, 'log', { i })
+  for (let i = 0; i < 7; i++) await k.append(s, 'trimmed log', i)
+  await k.trimLog(s, 'trimmed log', { keepLast: 3 })
+  await k.append(s, 'emptied log', 'gone')
+  await k.trimLog(s, 'emptied log', { keepLast: 0 })
+}
+
+async function snapshot(s: k.Store) {
+  const out: Record<string, unknown> = {}
+  for (const m of await k.keys(s)) {
+    const id = JSON.stringify(m.key)
+    if (m.type === 'binary') out[id] = { m, v: Buffer.from((await k.readBlob(s, m.key))!) }
+    else if (m.type === 'append-log') out[id] = { m, v: await k.log(s, m.key) }
+    else out[id] = { m, v: await k.get(s, m.key) }
+  }
+  return out
+}
+
+// Each side once as the source and once as the target (a ring), and native onto itself.
+const PAIRS = [...SIDES.map((from, i) => [from, SIDES[(i + 1) % SIDES.length]!] as const), [SIDES[0]!, SIDES[0]!] as const]
+for (const [from, to] of PAIRS) {
+    test(`round trip ${from.name} -> ${to.name}: every byte of every value and its metadata`, async (t) => {
+      const src = await from.open()
+      await fill(src, from.name.includes('json'))
+      const a = await bytesOf(k.exportStore(src))
+      const dst = await to.open()
+      await k.assoc(dst, 'doc', 'will be replaced')
+      await k.assoc(dst, 'other', 'stays')
+      const counts = await k.importStore(dst, Readable.from([a.subarray(0, 1000), a.subarray(1000)]))
+      t.deepEqual(counts, { keys: 9, values: 3, blobs: 3, logs: 3, records: 8, bytes: counts.bytes })
+      t.true(counts.bytes > big.length + 4)
+      t.is(await k.get(dst, 'other'), 'stays')
+      await k.dissoc(dst, 'other')
+      // The archive of the copy holds the same frames for every key: serializer, metadata and value bytes, records.
+      const b = await bytesOf(k.exportStore(dst))
+      t.deepEqual(await parse(b), await parse(a))
+      // And through the API: values, metadata (revision, lastWrite, user fields), blobs, logs.
+      t.deepEqual(await snapshot(dst), await snapshot(src))
+      t.is((await k.getMeta(dst, 'trimmed log'))!.revision, (await k.getMeta(src, 'trimmed log'))!.revision)
+      t.deepEqual(await k.log(dst, 'trimmed log'), [4, 5, 6])
+      // The imported logs keep working: indexes go on from where they were.
+      t.is(await k.append(dst, 'trimmed log', 7), 4)
+      t.is(await k.append(dst, 'emptied log', 'again'), 1)
+    })
+}
+
+test('a value written by a serializer the target does not know is kept as bytes and reads where it is known', async (t) => {
+  const custom: k.Serializer = { id: 200, name: 'upper', encode: (v) => Buffer.from(String(v).toUpperCase()), decode: (b) => Buffer.from(b).toString() }
+  const src = await k.newMemStore({ serializer: custom })
+  await k.assoc(src, 'x', 'hello')
+  const a = await bytesOf(k.exportStore(src))
+  const plain = await k.connectFsStore(join(tempDir(), 's'), { native: false })
+  await k.importStore(plain, a)
+  await t.throwsAsync(k.get(plain, 'x'), { code: 'ERR_SERIALIZER_NOT_FOUND' } as any)
+  const knowing = await k.connectFsStore(plain.path!, { native: true, serializers: [custom] })
+  t.is(await k.get(knowing, 'x'), 'HELLO')
+})
+
+test('a damaged archive fails with ERR_CORRUPT and never writes the damaged key', async (t) => {
+  const src = await k.newMemStore()
+  await k.assoc(src, 'a', 1)
+  await k.bassoc(src, 'blob', big)
+  await k.assoc(src, 'z', 2)
+  const good = await bytesOf(k.exportStore(src))
+  // Flip a byte inside the blob's data.
+  const at = good.indexOf(big.subarray(1 << 20, (1 << 20) + 64))
+  t.true(at > 0)
+  const flipped = Buffer.from(good)
+  flipped[at + 10]! ^= 0x40
+  const dst = await k.connectFsStore(join(tempDir(), 's'), { native: false })
+  await k.bassoc(dst, 'blob', Buffer.from('old blob'))
+  const err = (await t.throwsAsync(k.importStore(dst, flipped))) as k.KonserveError
+  t.is(err.code, 'ERR_CORRUPT')
+  t.regex(err.message, /frame checksum/)
+  t.deepEqual(err.key, 'blob')
+  t.is((await k.readBlob(dst, 'blob'))!.toString(), 'old blob', 'the blob being read when the damage was found is not replaced')
+  // Truncated anywhere: ERR_CORRUPT, never a silent success.
+  for (const cut of [3, HEADER_LEN, HEADER_LEN + 7, good.length - 70, good.length - 1]) {
+    const e = (await t.throwsAsync(k.importStore(await k.newMemStore(), good.subarray(0, cut)))) as k.KonserveError
+    t.is(e.code, 'ERR_CORRUPT', `cut at ${cut}`)
+  }
+  const trailing = (await t.throwsAsync(k.importStore(await k.newMemStore(), Buffer.concat([good, Buffer.from([0])])))) as k.KonserveError
+  t.regex(trailing.message, /bytes follow the trailer/)
+  const notArchive = (await t.throwsAsync(k.importStore(await k.newMemStore(), Buffer.from('{"json": true}\n'.repeat(3))))) as k.KonserveError
+  t.regex(notArchive.message, /no archive magic/)
+})
+
+test('a log whose import fails part-way is deleted, not left short', async (t) => {
+  const src = await k.newMemStore()
+  for (let i = 0; i < 3000; i++) await k.append(src, 'log', i)
+  const good = await bytesOf(k.exportStore(src))
+  const dst = await k.connectFsStore(join(tempDir(), 's'), { native: true })
+  const e = (await t.throwsAsync(k.importStore(dst, good.subarray(0, good.length - 200)))) as k.KonserveError
+  t.is(e.code, 'ERR_CORRUPT')
+  t.false(await k.exists(dst, 'log'))
+})
+
+test('exportStore fails on a damaged key, naming it and its file; onCorrupt skips it', async (t) => {
+  const { readFileSync, writeFileSync } = await import('node:fs')
+  const dir = join(tempDir(), 's')
+  const s = await k.connectFsStore(dir, { native: true })
+  await k.assoc(s, 'good', 'fine')
+  await k.assoc(s, 'bad', 'x'.repeat(100))
+  let entry: k.ScanEntry | undefined
+  for await (const e of k.scanStore(s)) if (e.key === 'bad') entry = e
+  if (!entry) return t.fail()
+  const bytes = readFileSync(entry.file!)
+  bytes[bytes.length - 5]! ^= 1
+  writeFileSync(entry.file!, bytes)
+  const err = (await t.throwsAsync(bytesOf(k.exportStore(s)))) as k.KonserveError
+  t.is(err.code, 'ERR_CORRUPT')
+  t.is(err.key, 'bad')
+  t.is(err.file, entry.file)
+  const seen: k.KonserveError[] = []
+  const a = await bytesOf(k.exportStore(s, { onCorrupt: (e) => seen.push(e) }))
+  t.is(seen.length, 1)
+  const dst = await k.newMemStore()
+  t.is((await k.importStore(dst, a)).keys, 1)
+  t.is(await k.get(dst, 'good'), 'fine')
+})
+
+test('exportStore streams: a store larger than what is read at once is produced piece by piece', async (t) => {
+  const s = await k.newMemStore()
+  await k.bassoc(s, 'b', big)
+  const stream = k.exportStore(s)
+  let largest = 0
+  let n = 0
+  for await (const p of stream) {
+    largest = Math.max(largest, (p as Buffer).length)
+    n++
+  }
+  t.true(largest <= 2 << 20, `pieces of about a chunk (largest ${largest})`)
+  t.true(n >= 3)
+})
+
+test('scanStore lists every key in batches', async (t) => {
+  const s = await k.connectFsStore(join(tempDir(), 's'), { native: false })
+  for (let i = 0; i < 50; i++) await k.assoc(s, `k${i}`, i)
+  const seen = []
+  for await (const e of k.scanStore(s, { batchSize: 7 })) seen.push(e.key)
+  t.deepEqual(seen.sort(), Array.from({ length: 50 }, (_, i) => `k${i}`).sort())
+})

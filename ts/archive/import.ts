@@ -1,0 +1,227 @@
+/**
+ * Reading an archive into a store (docs/ARCHIVE.md), streamed: memory is
+ * bounded by one value (blobs: by one chunk; logs: by one batch of records).
+ * No `node:` imports: shared with the browser store.
+ */
+import { KonserveError, withKey } from '../errors.js'
+import { type Key, decodeKey } from '../format/key.js'
+import type { NewRecord } from '../backing/index.js'
+import {
+  type ArchiveCounts,
+  ByteReader,
+  FRAME_DATA,
+  FRAME_END,
+  FRAME_KEY,
+  FRAME_RECORD,
+  FRAME_TRAILER,
+  HEADER_LEN,
+  KIND_BLOB,
+  KIND_LOG,
+  type KeyFrame,
+  type ReadFrame,
+  archiveError,
+  chain,
+  decodeEndFrame,
+  decodeHeader,
+  decodeKeyFrame,
+  decodeRecordFrame,
+  decodeTrailer,
+  readFrame,
+} from './format.js'
+import { appendRecords, blobWriter, deleteKey, lockKey, putEntry, trimRecords } from './raw.js'
+import type { Store } from '../store.js'
+
+export interface ImportProgress extends ArchiveCounts {
+  /** Bytes of the archive read so far. */
+  archiveBytes: number
+}
+
+export interface ImportOptions {
+  /** Called after each key. */
+  onProgress?: (p: ImportProgress) => void
+}
+
+/** Log records appended per write, and the most bytes they hold. */
+const LOG_BATCH = 1024
+const LOG_BATCH_BYTES = 8 << 20
+
+/**
+ * Reads an archive from `next` (the next byte piece, undefined at the end)
+ * into `store`. Each key of the archive replaces the store's key of the same
+ * name; other keys stay. Returns the archive's counts.
+ */
+export async function importPieces(store: Store, next: () => Promise<Uint8Array | undefined>, opts: ImportOptions = {}): Promise<ArchiveCounts> {
+  const r = new ByteReader(next)
+  let checksum = decodeHeader(await r.read(HEADER_LEN))
+  const counts: ArchiveCounts = { keys: 0, values: 0, blobs: 0, logs: 0, records: 0, bytes: 0 }
+
+  /** The next frame of a key, chained into the checksum. */
+  const nextFrame = async (): Promise<ReadFrame> => {
+    const f = await readFrame(r)
+    checksum = chain(checksum, f.sum)
+    return f
+  }
+
+  for (;;) {
+    const f = await readFrame(r)
+    if (f.type === FRAME_TRAILER) {
+      const t = decodeTrailer(f.body)
+      if (t.checksum !== checksum) throw archiveError('the archive checksum does not match', f.offset)
+      for (const k of Object.keys(counts) as (keyof ArchiveCounts)[]) {
+        if (t.counts[k] !== counts[k]) throw archiveError(`the trailer counts ${t.counts[k]} ${k}, the archive holds ${counts[k]}`, f.offset)
+      }
+      if (!(await r.atEnd())) throw archiveError('bytes follow the trailer', r.offset)
+      return counts
+    }
+    if (f.type !== FRAME_KEY) throw archiveError(`a frame of type ${f.type} where a KEY frame belongs`, f.offset)
+    checksum = chain(checksum, f.sum)
+    const k = decodeKeyFrame(f.body)
+    const key = k.key.slice()
+    let name: Key
+    try {
+      name = decodeKey(key)
+    } catch (err) {
+      throw archiveError(`a KEY frame holds no valid key (${(err as Error).message})`, f.offset)
+    }
+    const entry: KeyFrame = { ...k, key, meta: k.meta.slice() }
+    try {
+      if (k.kind === KIND_LOG) await importLog(store, entry, nextFrame, counts)
+      else await importData(store, entry, nextFrame, counts)
+    } catch (err) {
+      throw withKey(err, name)
+    }
+    counts.keys++
+    opts.onProgress?.({ ...counts, archiveBytes: r.offset })
+  }
+}
+
+/** The DATA frames of a value or blob up to its END, each handed to `take`; checks their total. */
+async function readData(k: KeyFrame, nextFrame: () => Promise<ReadFrame>, take: (bytes: Uint8Array) => Promise<void> | void): Promise<void> {
+  let got = 0
+  for (;;) {
+    const f = await nextFrame()
+    if (f.type === FRAME_DATA) {
+      got += f.body.length
+      if (got > k.size) throw archiveError(`more than the ${k.size} bytes its KEY frame announced`, f.offset)
+      await take(f.body)
+      continue
+    }
+    if (f.type !== FRAME_END) throw archiveError(`a frame of type ${f.type} inside a value`, f.offset)
+    const n = decodeEndFrame(f.body)
+    if (n !== k.size || got !== k.size) throw archiveError(`a value of ${got} bytes where ${k.size} were announced`, f.offset)
+    return
+  }
+}
+
+async function importData(store: Store, k: KeyFrame, nextFrame: () => Promise<ReadFrame>, counts: ArchiveCounts): Promise<void> {
+  if (k.kind === KIND_BLOB) {
+    if (k.serializer !== 0) throw archiveError(`a blob with serializer ${k.serializer}`)
+    // Streamed into a staging file, committed only once its END frame checked out.
+    const unlock = await lockKey(store, k.key)
+    try {
+      const sink = await blobWriter(store, k.key, k.meta)
+      try {
+        await readData(k, nextFrame, (b) => sink.write(b))
+        await sink.commit()
+      } catch (err) {
+        try {
+          sink.abort()
+        } catch {}
+        throw err
+      }
+    } finally {
+      unlock()
+    }
+    counts.blobs++
+  } else {
+    if (k.serializer === 0) throw archiveError('a value with serializer 0 (the blob serializer)')
+    if (k.size > 0x7fffffff) throw new KonserveError('ERR_NOT_SUPPORTED', `a value of ${k.size} bytes is larger than this build reads whole`)
+    const value = new Uint8Array(k.size)
+    let at = 0
+    await readData(k, nextFrame, (b) => {
+      value.set(b, at)
+      at += b.length
+    })
+    const unlock = await lockKey(store, k.key)
+    try {
+      await putEntry(store, k.key, k.serializer, k.meta, value)
+    } finally {
+      unlock()
+    }
+    counts.values++
+  }
+  counts.bytes += k.size
+}
+
+/**
+ * A log: the key is deleted, then the log written record by record under the
+ * key's lock. Its first index (`k.size`) is restored by appending that many
+ * empty placeholder records first and trimming them with the log's own
+ * metadata (so indexes, and with them the log's revision, are as exported).
+ * If the import fails inside the log, the key is deleted.
+ */
+async function importLog(store: Store, k: KeyFrame, nextFrame: () => Promise<ReadFrame>, counts: ArchiveCounts): Promise<void> {
+  if (k.serializer !== 0) throw archiveError(`a log with serializer ${k.serializer}`)
+  const first = k.size
+  const unlock = await lockKey(store, k.key)
+  let written = false
+  try {
+    await deleteKey(store, k.key)
+    const placeholders = async (n: number) => {
+      for (let done = 0; done < n; ) {
+        const m = Math.min(LOG_BATCH * 16, n - done)
+        await appendRecords(store, k.key, Array.from({ length: m }, () => ({ serializer: 0, stamp: 0, bytes: new Uint8Array(0) })), k.meta)
+        written = true
+        done += m
+      }
+    }
+    await placeholders(first)
+    let expect = first
+    let batch: NewRecord[] = []
+    let batchBytes = 0
+    const flush = async () => {
+      if (batch.length === 0) return
+      await appendRecords(store, k.key, batch, k.meta)
+      written = true
+      batch = []
+      batchBytes = 0
+    }
+    for (;;) {
+      const f = await nextFrame()
+      if (f.type === FRAME_RECORD) {
+        const rec = decodeRecordFrame(f.body)
+        if (rec.index !== expect) throw archiveError(`record ${rec.index} where record ${expect} belongs`, f.offset)
+        expect++
+        batch.push({ serializer: rec.serializer, stamp: rec.stamp, bytes: rec.bytes })
+        batchBytes += rec.bytes.length
+        if (batch.length >= LOG_BATCH || batchBytes >= LOG_BATCH_BYTES) await flush()
+        continue
+      }
+      if (f.type !== FRAME_END) throw archiveError(`a frame of type ${f.type} inside a log`, f.offset)
+      const n = decodeEndFrame(f.body)
+      if (n !== expect - first) throw archiveError(`a log of ${expect - first} records where its END frame counts ${n}`, f.offset)
+      break
+    }
+    await flush()
+    const count = expect - first
+    if (count === 0) {
+      // An empty log: one placeholder, trimmed away (the log starts again at index 0).
+      if (first !== 0) throw archiveError('an empty log whose first index is not 0')
+      await placeholders(1)
+      await trimRecords(store, k.key, 1, k.meta)
+    } else if (first > 0) {
+      await trimRecords(store, k.key, first, k.meta)
+    }
+    counts.logs++
+    counts.records += count
+  } catch (err) {
+    if (written) {
+      try {
+        await deleteKey(store, k.key)
+      } catch {}
+    }
+    throw err
+  } finally {
+    unlock()
+  }
+}
