@@ -25,7 +25,7 @@ test('the lists agree: the core, the README table and every ERR_ name in docs an
 function copy(edit: Record<string, (text: string) => string>): string {
   const dir = mkdtempSync(join(tmpdir(), 'konserve-codes-'))
   for (const sub of ['docs', 'src', 'ts', 'crates/core/src']) mkdirSync(join(dir, sub), { recursive: true })
-  for (const file of ['README.md', 'ts/errors.ts', 'crates/core/src/error.rs']) cpSync(join(root, file), join(dir, file))
+  for (const file of ['README.md', 'ts/errors.ts', 'ts/cli/io.ts', 'crates/core/src/error.rs']) cpSync(join(root, file), join(dir, file))
   for (const [file, f] of Object.entries(edit)) {
     mkdirSync(dirname(join(dir, file)), { recursive: true })
     let text = ''

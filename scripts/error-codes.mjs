@@ -30,6 +30,14 @@ export function listedCodes(root) {
   return [...body.matchAll(/'([^']*)'/g)].map((q) => q[1])
 }
 
+/** The `konserve` command's own codes: `CLI_CODES` in ts/cli/io.ts (README describes them in its CLI section). */
+export function cliCodes(root) {
+  const text = readFileSync(join(root, 'ts/cli/io.ts'), 'utf8')
+  const m = /export const CLI_CODES = \[([\s\S]*?)\] as const/.exec(text)
+  if (!m) throw new Error('ts/cli/io.ts: no `export const CLI_CODES = [...] as const`')
+  return [...m[1].matchAll(/'([^']*)'/g)].map((q) => q[1])
+}
+
 /** The strings `ErrorCode::as_str` returns in crates/core/src/error.rs. */
 export function coreCodes(root) {
   const text = readFileSync(join(root, 'crates/core/src/error.rs'), 'utf8')
@@ -94,8 +102,15 @@ export function problems(root) {
   for (const c of inReadme) if (!known.has(c)) out.push(`README.md's "Errors" table describes ${c}, which ERROR_CODES does not list`)
   const rowsTwice = readme.filter((c, i) => readme.indexOf(c) !== i)
   if (rowsTwice.length) out.push(`README.md's "Errors" table describes ${rowsTwice.join(', ')} more than once`)
+  const cli = cliCodes(root)
+  const readmeText = readFileSync(join(root, 'README.md'), 'utf8')
+  for (const c of cli) {
+    if (known.has(c)) out.push(`ts/cli/io.ts lists ${c} in CLI_CODES, which is a library code`)
+    if (!readmeText.includes(`\`${c}\``)) out.push(`README.md does not describe the command's code ${c}`)
+  }
+  const allowed = new Set([...listed, ...cli])
   for (const [c, where] of mentionedCodes(root)) {
-    if (!known.has(c)) out.push(`${[...where].join(', ')} name${where.size === 1 ? 's' : ''} ${c}, which ERROR_CODES does not list`)
+    if (!allowed.has(c)) out.push(`${[...where].join(', ')} name${where.size === 1 ? 's' : ''} ${c}, which ERROR_CODES does not list`)
   }
   return out
 }
@@ -105,5 +120,5 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const found = problems(root)
   for (const p of found) console.error(p)
   if (found.length) process.exit(1)
-  console.log(`error codes agree: ${listedCodes(root).length} in ts/errors.ts, ${coreCodes(root).length} of them raised by the core, each in README.md`)
+  console.log(`error codes agree: ${listedCodes(root).length} in ts/errors.ts (and ${cliCodes(root).length} of the command), ${coreCodes(root).length} of them raised by the core, each in README.md`)
 }

@@ -20,14 +20,10 @@ import { chromium, type Browser, type BrowserContext, type Page } from 'playwrig
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 
 /**
- * Node built-ins that modules below the facade still import, stubbed in test
- * bundles until they are gone (see the report of issue 14): `node:os` in
- * ts/errors.ts (errno names, used only for Node errors). Any other Node
- * built-in fails the bundle.
+ * Node built-ins a test bundle may stub: none since the core went Node-free
+ * (ts/node/wire.ts hands Node's pieces in). Any Node built-in fails the bundle.
  */
-const STUBS: Record<string, string> = {
-  'node:os': 'export const constants = { errno: {} }',
-}
+const STUBS: Record<string, string> = {}
 
 /** A plugin that fails on Node built-ins (other than STUBS) and records what it stubbed. */
 export function noNodeBuiltins(stubbed: Set<string>, stubs: Record<string, string> = STUBS): Plugin {

@@ -139,6 +139,12 @@ export function exitStatus(err: unknown): number {
   return EXIT.failed
 }
 
+/**
+ * The command's own codes, beside the library's (ERROR_CODES in ts/errors.ts);
+ * scripts/error-codes.mjs checks every ERR_ name against both lists.
+ */
+export const CLI_CODES = ['ERR_NOT_FOUND', 'ERR_OUTPUT', 'ERR_FAILED'] as const
+
 /** The one line (or JSON object, for `--json`) an error is reported with on stderr. */
 export function describeError(err: unknown, json: boolean): string {
   const code = err instanceof KonserveError ? err.code : err instanceof UsageError ? 'ERR_INVALID_ARGUMENT' : err instanceof NotFound ? 'ERR_NOT_FOUND' : err instanceof OutputError ? 'ERR_OUTPUT' : 'ERR_FAILED'
