@@ -60,11 +60,11 @@ for (const native of [true, false]) {
     t.deepEqual(await k.get(s, 'a'), { x: { y: 1 } })
     t.deepEqual(k.get(s, 'a', { sync: true }), { x: { y: 1 } })
     t.is(await k.getIn(s, ['a', 'x', 'y']), 1)
-    t.is((await k.getMeta(s, 'a')).key, 'a')
+    t.is((await k.getMeta(s, 'a'))!.key, 'a')
     t.true(await k.exists(s, 'b'))
     t.false(await k.exists(s, 'missing'))
     t.deepEqual((await k.keys(s)).map((m) => m.key).sort(), ['a', 'b', 'blob', 'log'])
-    t.true(Buffer.from(await k.readBlob(s, 'blob')).equals(blobBytes))
+    t.true(Buffer.from((await k.readBlob(s, 'blob'))!).equals(blobBytes))
     t.is(await k.bget(s, 'blob', (acc: k.BlobAccess) => acc.size), blobBytes.length)
     t.deepEqual(await k.log(s, 'log'), ['one', 'two'])
     t.is(await k.reduceLog(s, 'log', (n: number) => n + 1, 0), 2)
@@ -207,3 +207,25 @@ for (const native of [true, false]) {
     t.deepEqual(listing(dir), before)
   })
 }
+
+test('the CLI read commands open the store read-only: on a read-only mount they work, the directory unchanged', async (t) => {
+  const dir = await makeStore(true)
+  const before = listing(dir)
+  const mnt = join(tempDir(), 'ro')
+  mkdirSync(mnt)
+  const cli = new URL('../dist/cli.js', import.meta.url).pathname
+  const commands = [['get', 'a'], ['get-in', 'a', 'x'], ['meta', 'a'], ['exists', 'a'], ['keys'], ['log', 'log'], ['cat', 'blob'], ['verify'], ['stats'], ['export', '-'], ['gc', '--older-than', '1d', '--dry-run']]
+  // Each command's exit code and first line of stderr, then a write's.
+  const sh = `mount --bind "$1" "$2" && mount -o remount,bind,ro "$2" || exit 99
+    node="$3"; cli="$4"; shift 4
+    while [ $# -gt 0 ]; do cmd="$1"; shift; eval "\\"$node\\" \\"$cli\\" --dir \\"$MNT\\" --no-progress $cmd" >/dev/null 2>/tmp/konserve-ro-err.$$; echo "$cmd => $? $(head -c 300 /tmp/konserve-ro-err.$$ | tr '\\n' ' ')"; done
+    rm -f /tmp/konserve-ro-err.$$`
+  const cmdLines = [...commands.map((c) => c.join(' ')), 'put a 1']
+  const { stdout } = await run('unshare', ['-rm', 'sh', '-c', sh, 'sh', dir, mnt, process.execPath, cli, ...cmdLines], { env: { ...process.env, MNT: mnt, KONSERVE_NATIVE: '1' } })
+  const lines = stdout.trim().split('\n')
+  t.is(lines.length, cmdLines.length, stdout)
+  for (const [i, c] of commands.entries()) t.regex(lines[i]!, new RegExp(`^${c.join(' ')} => 0 `), stdout)
+  // A write is refused on the read-only mount, with the way out named.
+  t.regex(lines.at(-1)!, /^put a 1 => [1-9]\d* .*ERR_READ_ONLY.*readOnly: true/, stdout)
+  t.deepEqual(listing(dir), before)
+})
