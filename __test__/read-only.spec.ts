@@ -229,3 +229,54 @@ test('the CLI read commands open the store read-only: on a read-only mount they 
   t.regex(lines.at(-1)!, /^put a 1 => [1-9]\d* .*ERR_READ_ONLY.*readOnly: true/, stdout)
   t.deepEqual(listing(dir), before)
 })
+
+for (const [writer, reader] of [
+  [true, false],
+  [false, true],
+] as const) {
+  const name = `${writer ? 'native' : 'pure'} writer, ${reader ? 'native' : 'pure'} read-only reader`
+  test(`${name} through a read-only mount: every read whole, never going back`, async (t) => {
+    const dir = join(tempDir(), 'store')
+    const s = await k.connectFsStore(dir, { native: writer, durable: false })
+    const value = (n: number) => ({ n, pad: String(n).repeat((n % 50) * 40) })
+    await k.assoc(s, 'v', value(0))
+    const mnt = join(tempDir(), 'ro')
+    mkdirSync(mnt)
+    const N = 300
+    const script = `import * as k from ${JSON.stringify(dist)}
+      const s = await k.connectFsStore(process.argv[1], { native: ${reader}, readOnly: true })
+      let last = -1, reads = 0, seen = new Set()
+      for (;;) {
+        const done = await k.get(s, 'done')
+        const v = await k.get(s, 'v')
+        if (v.pad !== String(v.n).repeat((v.n % 50) * 40)) throw new Error('torn value ' + v.n)
+        if (v.n < last) throw new Error('went back from ' + last + ' to ' + v.n)
+        last = v.n; reads++; seen.add(v.n)
+        if (reads === 1) process.stdout.write('ready\\n')
+        if (done) break
+      }
+      process.stdout.write(JSON.stringify({ last, reads, seen: seen.size }) + '\\n')`
+    const sh = `mount --bind "$1" "$2" && mount -o remount,bind,ro "$2" && exec "$3" --input-type=module -e "$4" "$2"`
+    const { spawn } = await import('node:child_process')
+    const child = spawn('unshare', ['-rm', 'sh', '-c', sh, 'sh', dir, mnt, process.execPath, script], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    let err = ''
+    child.stderr.on('data', (b) => (err += b))
+    const exited = new Promise<number | null>((resolve) => child.on('close', resolve))
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.on('data', (b) => {
+        out += b
+        if (out.includes('ready\n')) resolve()
+      })
+      child.on('close', () => reject(new Error(`the reader ended before it was ready: ${out} ${err}`)))
+    })
+    for (let n = 1; n <= N; n++) await k.assoc(s, 'v', value(n))
+    await k.assoc(s, 'done', true)
+    await k.close(s)
+    t.is(await exited, 0, err)
+    const report = JSON.parse(out.split('\n')[1]!)
+    t.is(report.last, N, out)
+    t.true(report.seen >= 2, out)
+    t.log(`${report.reads} reads saw ${report.seen} of ${N + 1} values`)
+  })
+}
