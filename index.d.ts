@@ -294,6 +294,8 @@ export interface NativeOpenOptions {
   acceptPlaintext?: boolean
   /** How long a lock waits for another holder (default 60000). */
   lockTimeoutMs?: number
+  /** Open read-only: no lock, sweep or key check written; writes fail with ERR_READ_ONLY. */
+  readOnly?: boolean
 }
 
 /** One key to write. `serializer` 0 marks raw bytes (bassoc). */

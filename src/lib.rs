@@ -203,6 +203,8 @@ pub struct NativeOpenOptions {
     pub accept_plaintext: Option<bool>,
     /// How long a lock waits for another holder (default 60000).
     pub lock_timeout_ms: Option<f64>,
+    /// Open read-only: no lock, sweep or key check written; writes fail with ERR_READ_ONLY.
+    pub read_only: Option<bool>,
 }
 
 fn core_options(o: &NativeOpenOptions) -> CoreResult<core::Options> {
@@ -212,6 +214,7 @@ fn core_options(o: &NativeOpenOptions) -> CoreResult<core::Options> {
         compressor,
         encryption_key: o.encryption_key.as_ref().map(|k| k.to_vec()),
         accept_plaintext: o.accept_plaintext.unwrap_or(false),
+        read_only: o.read_only.unwrap_or(false),
         ..core::Options::default()
     };
     if let Some(ms) = o.lock_timeout_ms {

@@ -79,6 +79,16 @@ export interface FsStoreOptions extends StoreOptions {
    * as dead (docs/FORMAT.md §6).
    */
   lockTimeoutMs?: number
+  /**
+   * Open the store read-only (default false), for a directory on read-only
+   * media or without write permission: the directory must exist; opening
+   * creates nothing, sweeps no staging files, writes no key check or clock,
+   * and reads take no lock (a key file is only ever replaced by a rename, so
+   * a read sees the old file or the new one, whole). Every write and lock
+   * (assoc, updateIn, dissoc, bassoc, append, trimLog, multi-key writes)
+   * fails with ERR_READ_ONLY naming the directory, before it touches a file.
+   */
+  readOnly?: boolean
 }
 
 /** @internal An invalid option. */

@@ -27,8 +27,13 @@ export interface Context {
   g: Globals
   args: string[]
   opts: Record<string, string | boolean | undefined>
-  /** Opens the store; `create: false` for the commands that only read. */
-  store(create: boolean): Promise<Store>
+  /**
+   * Opens the store; `create: false` for the commands that only read, which
+   * open it read-only (`readOnly: true`: no lock, no sweep, nothing written,
+   * so they work on read-only media and never change the store they inspect)
+   * unless `write` says the command writes after all (gc).
+   */
+  store(create: boolean, write?: boolean): Promise<Store>
   /** A key from the command line: a string, or JSON with --json-key. */
   key(text: string): Key
 }
@@ -103,11 +108,12 @@ export function makeContext(g: Globals, args: string[], opts: Record<string, str
         throw new UsageError(`--json-key: ${JSON.stringify(text)} is not JSON (${(err as Error).message})`)
       }
     },
-    store(create: boolean): Promise<Store> {
+    store(create: boolean, write = create): Promise<Store> {
       if (secret === null) secret = encryptionKey(g)
       const options: FsStoreOptions = {
         syncBlob: !g.noSync,
         create,
+        readOnly: !write,
         ...(g.lz4 ? { compressor: { type: 'lz4' as const } } : {}),
         ...(secret ? { encryptor: { type: 'aes' as const, key: secret }, acceptPlaintext: g.acceptPlaintext } : {}),
       }

@@ -212,7 +212,8 @@ export async function gcCmd(c: Context): Promise<number> {
   const cutoff = cutoffOf(c.opts['older-than'])
   const keep = await keepList(c, c.opts.keep as string | undefined)
   const dryRun = c.opts['dry-run'] === true
-  const store = await c.store(false)
+  // A dry run only reads: it opens the store read-only.
+  const store = await c.store(false, !dryRun)
   const corrupt: KonserveError[] = []
   const bar = progress(c.g.progress && !c.g.json, dryRun ? 'gc (dry run)' : 'gc', await keyFileCount(c.g.dir), 'keys')
   let deleted: Key[]

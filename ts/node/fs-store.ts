@@ -4,14 +4,15 @@
  * removes one. Each is one gensync operation over the file system's blocking
  * and Promise calls, run by `{ sync: true }` or not.
  */
-import { realpathSync, statSync } from 'node:fs'
-import { realpath, stat } from 'node:fs/promises'
+import { accessSync, constants as fsConstants, realpathSync, statSync } from 'node:fs'
+import { access, realpath, stat } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import gensync, { type Handler } from 'gensync'
 import { blockingOp, twinOp } from '../backing/index.js'
 import { type Spec, checkOptions, checks, isSync } from '../args.js'
 import { KonserveError, fromNative } from '../errors.js'
 import { FileClock } from '../backends/pure/clock.js'
+import { StagingDir } from '../backends/pure/staging.js'
 import { type NativeBinding, type NativeFileStore, loadNative, nativeOrWarn } from '../native.js'
 import { SerializerSet } from '../serializers.js'
 import { type EncryptorOption, type FsStoreOptions, type Ret, STORE_OPTIONS, type SyncOption, Store, badOption, endStoresIn, opened, useDefaultImplementation } from '../store.js'
@@ -38,6 +39,44 @@ function* existingDir(dir: string): Handler<void> {
     throw notADir(dir, err)
   }
   if (!st.isDirectory()) throw notADir(dir, undefined)
+}
+
+/**
+ * A writable open of a directory on read-only media (ERR_READ_ONLY) or
+ * without write permission (ERR_PERMISSION) fails with that code and a
+ * message that names the way out: `readOnly: true`.
+ */
+function unwritable(err: unknown, dir: string, readOnly: boolean): unknown {
+  const code = (err as KonserveError)?.code
+  if (readOnly || (code !== 'ERR_READ_ONLY' && code !== 'ERR_PERMISSION')) return err
+  const why = code === 'ERR_READ_ONLY' ? 'is on a read-only file system' : 'cannot be written by this process'
+  return new KonserveError(code, `the store directory ${why}: open it with { readOnly: true } to read it (${(err as Error).message})`, {
+    file: (err as KonserveError).file ?? dir,
+    cause: err,
+  })
+}
+
+const accessWrite = twinOp(
+  (dir: string) => accessSync(dir, fsConstants.W_OK),
+  (dir: string) => access(dir, fsConstants.W_OK),
+)
+
+/**
+ * A writable open checks first that the directory can be written (access(2),
+ * which writes nothing): a store on read-only media or in a directory this
+ * process may not write fails here, at open, with the way out in its message,
+ * rather than at its first write. A missing directory is left to the engine.
+ */
+function* checkWritableDir(dir: string): Handler<void> {
+  try {
+    yield* accessWrite(dir)
+  } catch (err) {
+    const errno = (err as NodeJS.ErrnoException).code
+    if (errno === 'EROFS') throw unwritable(new KonserveError('ERR_READ_ONLY', String((err as Error).message), { file: dir, cause: err }), dir, false)
+    if (errno === 'EACCES' || errno === 'EPERM') {
+      throw unwritable(new KonserveError('ERR_PERMISSION', String((err as Error).message), { file: dir, cause: err }), dir, false)
+    }
+  }
 }
 
 /** Checks the codec options and turns them into the binding's form. */
@@ -92,9 +131,9 @@ function chooseNative(opts: FsStoreOptions): NativeBinding | undefined {
 useDefaultImplementation(() => (chooseNative({}) ? 'native' : 'pure'))
 
 /** The backing over an opened native store in the canonical directory `real`, with its clock. */
-function nativeBacking(store: NativeFileStore, real: string, durable: boolean): NativeFileBacking {
+function nativeBacking(store: NativeFileStore, real: string, durable: boolean, readOnly: boolean): NativeFileBacking {
   try {
-    return new NativeFileBacking(store, `file:${real}`, FileClock.openSync(real, durable))
+    return new NativeFileBacking(store, `file:${real}`, FileClock.openSync(real, durable, new StagingDir(real, durable, readOnly)))
   } catch (err) {
     throw fromNative(err)
   }
@@ -110,10 +149,11 @@ const FS_STORE_OPTIONS: Spec = {
   create: checks.boolean,
   acceptPlaintext: checks.boolean,
   lockTimeoutMs: (v) => (typeof v === 'number' ? undefined : 'a number of milliseconds >= 0'),
+  readOnly: checks.boolean,
 }
 const DELETE_OPTIONS: Spec = { sync: checks.boolean, native: checks.boolean }
 
-type OpenOptions = ReturnType<typeof codecOptions> & { syncBlob: boolean; lockTimeoutMs?: number }
+type OpenOptions = ReturnType<typeof codecOptions> & { syncBlob: boolean; lockTimeoutMs?: number; readOnly: boolean }
 
 /** Checks connectFsStore's arguments; returns the serializers and the binding's options. Opens nothing. */
 function checkFsArgs(path: unknown, options: unknown): { dir: string; serializers: SerializerSet; open: OpenOptions } {
@@ -122,7 +162,7 @@ function checkFsArgs(path: unknown, options: unknown): { dir: string; serializer
   const dir = checkPath(path)
   const serializers = new SerializerSet(opts.serializer, opts.serializers)
   // The engines' option keeps the seed's name, `syncBlob`.
-  return { dir, serializers, open: { syncBlob: durableOf(opts), lockTimeoutMs: lockTimeout(opts), ...codecOptions(opts) } }
+  return { dir, serializers, open: { syncBlob: durableOf(opts), lockTimeoutMs: lockTimeout(opts), readOnly: opts.readOnly === true, ...codecOptions(opts) } }
 }
 
 // The core creates the directory, fsyncing each new level into its parent.
@@ -138,19 +178,24 @@ const canonical = twinOp(
 const connectOp = gensync(function* (path: string, options: (FsStoreOptions & SyncOption) | undefined): Handler<Store> {
   const { dir, serializers, open } = checkFsArgs(path, options)
   const opts = options ?? {}
-  if (opts.create === false) yield* existingDir(dir)
+  if (opts.create === false || open.readOnly) yield* existingDir(dir)
+  if (!open.readOnly) yield* checkWritableDir(dir)
   const native = chooseNative(opts)
   if (!native) {
     const codec = createPureCodec(open.compressor, open.encryptionKey, open.acceptPlaintext)
-    return opened(new Store(yield* openPureStore(dir, codec, open), serializers, dir))
+    try {
+      return opened(new Store(yield* openPureStore(dir, codec, open), serializers, dir))
+    } catch (err) {
+      throw unwritable(err, dir, open.readOnly)
+    }
   }
   let store: NativeFileStore
   try {
     store = yield* openNative(native, dir, open)
   } catch (err) {
-    throw fromNative(err)
+    throw unwritable(fromNative(err), dir, open.readOnly)
   }
-  return opened(new Store(nativeBacking(store, yield* canonical(dir), open.syncBlob), serializers, dir))
+  return opened(new Store(nativeBacking(store, yield* canonical(dir), open.syncBlob, open.readOnly), serializers, dir))
 })
 
 /** Opens (creating if needed) a file store in the directory `path`. */

@@ -137,6 +137,10 @@ fn adopt(store: &StoreDir, key: &[u8]) -> Result<()> {
             Err(_) => {}
         }
     }
+    if store.options().read_only {
+        // Checked as above, but a read-only open writes no key check.
+        return Ok(());
+    }
     store.check_writable()?;
     write_durably(store, KEY_CHECK_FILE_NAME, &KeyCheck::new(key, &mut OsRandom)?.encode())
 }

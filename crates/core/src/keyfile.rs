@@ -52,6 +52,11 @@ pub struct Options {
     /// How old the lock file of a holder whose life cannot be checked (another
     /// host or pid namespace) must be to count as dead (default 30 s).
     pub lock_lease: std::time::Duration,
+    /// Open the store read-only (FORMAT.md §6): opening creates, sweeps and
+    /// writes nothing (no directory, no staging sweep, no key check), and
+    /// every write and lock fails with `ERR_READ_ONLY` before it touches a
+    /// file. Reads take no lock either way.
+    pub read_only: bool,
 }
 
 /// The default of [`Options::lock_timeout`].
@@ -66,6 +71,7 @@ impl Default for Options {
             accept_plaintext: false,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             lock_lease: filelock::DEFAULT_LEASE,
+            read_only: false,
         }
     }
 }
@@ -79,6 +85,7 @@ impl std::fmt::Debug for Options {
             .field("accept_plaintext", &self.accept_plaintext)
             .field("lock_timeout", &self.lock_timeout)
             .field("lock_lease", &self.lock_lease)
+            .field("read_only", &self.read_only)
             .finish()
     }
 }
@@ -177,10 +184,23 @@ impl StoreDir {
     }
 
     pub(crate) fn check_writable(&self) -> Result<()> {
+        self.check_not_read_only()?;
         if self.poisoned.load(Ordering::Acquire) {
             return Err(Error::new(
                 ErrorCode::StorePoisoned,
                 "an earlier fsync failed, so durability cannot be promised; reopen the store to write again",
+            )
+            .with_file(&self.dir));
+        }
+        Ok(())
+    }
+
+    /// `ERR_READ_ONLY` naming the directory if the store was opened read-only.
+    pub(crate) fn check_not_read_only(&self) -> Result<()> {
+        if self.options.read_only {
+            return Err(Error::new(
+                ErrorCode::ReadOnly,
+                format!("the store is open read-only (readOnly: true): writes and locks are refused: {}", self.dir.display()),
             )
             .with_file(&self.dir));
         }

@@ -146,12 +146,17 @@ impl FileStore {
     /// [`FileStore::open`] on any [`Vfs`] (tests use a simulated one).
     pub fn open_with(vfs: Arc<dyn Vfs>, dir: &Path, options: Options) -> Result<FileStore> {
         options.check()?;
-        create_dir_durably(&*vfs, dir, options.sync_blob)?;
+        if !options.read_only {
+            create_dir_durably(&*vfs, dir, options.sync_blob)?;
+        }
         let dir = vfs.canonicalize(dir).map_err(|e| Error::io(e, "cannot resolve the store directory", dir))?;
         let id = xxh3_64(dir.as_os_str().as_encoded_bytes());
         let held = std::sync::Mutex::new(std::collections::HashMap::new());
+        let read_only = options.read_only;
         let store = FileStore { files: Arc::new(StoreDir::new(dir, vfs, id, options)), held };
-        store.sweep_staging()?;
+        if !read_only {
+            store.sweep_staging()?;
+        }
         crate::keycheck::check_on_open(&store.files)?;
         Ok(store)
     }
@@ -671,6 +676,7 @@ impl FileStore {
     /// thread) and in others, waiting at most the lock timeout
     /// (`ERR_LOCK_TIMEOUT`, naming the holder).
     pub fn lock(&self, keys: &[&[u8]]) -> Result<()> {
+        self.files.check_not_read_only()?;
         let ids = self.lock_ids(keys)?;
         let deadline = std::time::Instant::now() + self.files.options.lock_timeout;
         let table = LockTable::global();
@@ -714,6 +720,7 @@ impl FileStore {
     /// `waited`: once that reaches the lock timeout, a busy key fails with
     /// `ERR_LOCK_TIMEOUT` naming its holder instead of `false`.
     pub fn try_lock_waited(&self, keys: &[&[u8]], waited: Option<std::time::Duration>) -> Result<bool> {
+        self.files.check_not_read_only()?;
         let ids = self.lock_ids(keys)?;
         let timed_out = waited.is_some_and(|w| w >= self.files.options.lock_timeout);
         let table = LockTable::global();

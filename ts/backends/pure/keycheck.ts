@@ -202,5 +202,7 @@ function* adopt(staging: StagingDir, secret: Uint8Array, o: StoreKeyOptions): Ha
       vfs.closeQuietly(fd)
     }
   }
+  // Checked as above, but a read-only open writes no key check.
+  if (staging.readOnly) return
   yield* writeStoreFile(staging, KEY_CHECK_FILE, encodeKeyCheck(checkOfKey(secret)))
 }

@@ -64,10 +64,13 @@ export class StagingDir {
     readonly dir: string,
     /** fsync what is written (the store's `syncBlob`). */
     readonly durable: boolean,
+    /** The store was opened with `readOnly: true`: every write fails with ERR_READ_ONLY. */
+    readonly readOnly = false,
   ) {}
 
-  /** ERR_STORE_POISONED once an fsync failed. */
+  /** ERR_READ_ONLY in a read-only store; ERR_STORE_POISONED once an fsync failed. */
   checkWritable(): void {
+    if (this.readOnly) throw readOnlyError(this.dir)
     if (this.poisoned) {
       throw new KonserveError(
         'ERR_STORE_POISONED',
@@ -222,4 +225,9 @@ export class StagingDir {
     }
     return removed
   }
+}
+
+/** The error of a write (or a lock) in a store opened with `readOnly: true`, naming its directory. */
+export function readOnlyError(dir: string): KonserveError {
+  return new KonserveError('ERR_READ_ONLY', `the store is open read-only (readOnly: true): writes and locks are refused: ${dir}`, { file: dir })
 }

@@ -39,7 +39,7 @@ import { FileLocker, LOCK_NAME, lockErrorCode, lockTimeoutError, type LockRecord
 import { checkStoreKey } from './keycheck.js'
 import { GET_READ, HEAD_READ, KEY_FILE, type KeyFiles, type OpenKeyFile, fileReader, openKeyFile, storedValue } from './keyfile.js'
 import * as log from './log.js'
-import { STAGING, type Staged, StagingDir, stagingName } from './staging.js'
+import { STAGING, type Staged, StagingDir, readOnlyError, stagingName } from './staging.js'
 import * as vfs from './vfs.js'
 
 export { forgetVerifiedLogs } from './log.js'
@@ -58,6 +58,11 @@ export interface PureFileOptions {
   encryptionKey?: Uint8Array
   /** With a key: a store with plaintext files opens (a migration to encryption). */
   acceptPlaintext?: boolean
+  /**
+   * Open read-only: no directory created, no staging sweep, no key check or
+   * clock written, no lock taken; every write and lock fails with ERR_READ_ONLY.
+   */
+  readOnly?: boolean
   /** Skip the key check on open: for `rekey` only, which does its own. */
   skipKeyCheck?: boolean
 }
@@ -89,14 +94,18 @@ function openError(err: unknown, dir: string): KonserveError {
  */
 export const openPureStore = gensync(function* (dir: string, codec: PureCodec, options: PureFileOptions): Handler<PureFileBacking> {
   try {
-    const first = yield* vfs.mkdirAll(dir)
-    if (options.syncBlob) for (const parent of parentsOfNewDirs(first, dir)) yield* vfs.syncDir(parent)
+    if (!options.readOnly) {
+      const first = yield* vfs.mkdirAll(dir)
+      if (options.syncBlob) for (const parent of parentsOfNewDirs(first, dir)) yield* vfs.syncDir(parent)
+    }
     const real = yield* vfs.realpath(dir)
     const store = new PureFileBacking(real, codec, options)
-    const names = yield* vfs.readdir(real)
-    // Lock temp files and takeover markers nobody can use any more, too.
-    const swept = store.staging.sweep(names)
-    if (store.locker.sweep(names) || swept) yield* store.staging.syncDir()
+    if (!options.readOnly) {
+      const names = yield* vfs.readdir(real)
+      // Lock temp files and takeover markers nobody can use any more, too.
+      const swept = store.staging.sweep(names)
+      if (store.locker.sweep(names) || swept) yield* store.staging.syncDir()
+    }
     if (!options.skipKeyCheck) {
       yield* checkStoreKey(store.staging, { secret: options.encryptionKey, acceptPlaintext: options.acceptPlaintext })
     }
@@ -123,7 +132,7 @@ export class PureFileBacking implements Backing, KeyFiles {
     private readonly options: PureFileOptions,
   ) {
     this.lockScope = `file:${dir}`
-    this.staging = new StagingDir(dir, options.syncBlob)
+    this.staging = new StagingDir(dir, options.syncBlob, options.readOnly === true)
     this.locker = new FileLocker(dir)
     this.fileClock = FileClock.openSync(dir, options.syncBlob, this.staging)
   }
@@ -395,6 +404,7 @@ export class PureFileBacking implements Backing, KeyFiles {
    * naming the holder instead of false.
    */
   tryLock(keys: Uint8Array[], waitedMs?: number): boolean {
+    if (this.options.readOnly) throw readOnlyError(this.dir)
     const busy = this.tryLockHexes(this.lockHexes(keys))
     if (!busy) return true
     if (waitedMs !== undefined && waitedMs >= this.lockTimeoutMs) {
