@@ -10,6 +10,7 @@ import test from 'ava'
 import { build } from 'esbuild'
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { bassoc, newMemStore, readBlob } from 'konserve'
 import { type Harness, type TestPage, launch, noNodeBuiltins } from './browser/harness.js'
 
 const root = join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..')
@@ -110,4 +111,10 @@ test('LZ4 and AES through the browser entry: values round trip, IndexedDB holds 
   t.false(r.plainKey)
   t.true(r.rawLength > 0)
   await p.page.close()
+})
+
+test('bassoc takes a Blob (streamed through its ReadableStream) in Node too, async form', async (t) => {
+  const s = await newMemStore()
+  await bassoc(s, 'b', new Blob([new Uint8Array([1, 2]), 'xy']))
+  t.deepEqual([...(await readBlob(s, 'b'))!], [1, 2, 0x78, 0x79])
 })

@@ -682,6 +682,7 @@ export type BlobInput =
   | Iterable<Uint8Array | string>
   | AsyncIterable<Uint8Array | string>
   | ReadableStream<Uint8Array>
+  | Blob
 
 /** Pieces handed to the backing: at least this much is gathered (fewer crossings into the core). */
 const GATHER = 1 << 20
