@@ -72,6 +72,8 @@ export default defineConfig([
   { ...common, entry: { index: 'ts/index.ts' }, format: ['cjs', 'esm'], dts: { entry: { index: 'ts/index.ts' } } },
   { ...common, entry: { cli: 'ts/cli/index.ts' }, format: ['cjs'] },
   { ...common, entry: subpaths, format: ['cjs', 'esm'], esbuildPlugins: [subpathUsesIndex] },
+  // The browser entry (the `browser` export condition): one ESM file with the core and the IndexedDB store, no Node.
+  { entry: { browser: 'ts/browser.ts' }, format: ['esm'], platform: 'browser', target: 'es2022', splitting: false, sourcemap: true, dts: { entry: { browser: 'ts/browser.ts' } } },
   // Their types import the main entry's types (no copy of Store and the rest): external only here,
   // since the JavaScript above bundles modules named index.js of its own (ts/backing/index.ts).
   { ...common, entry: subpaths, format: ['cjs', 'esm'], external: [...common.external, /^\.\/index\.js$/], dts: { entry: subpaths, only: true } },

@@ -25,6 +25,9 @@ test('the main tarball holds LICENSE, README, the loader and the ESM and CJS ent
   t.deepEqual(files, [
     'LICENSE',
     'README.md',
+    // The browser entry (the `browser` condition of "."): ESM only.
+    'dist/browser.d.mts',
+    'dist/browser.mjs',
     'dist/cli.js',
     'dist/index.d.mts',
     'dist/index.d.ts',

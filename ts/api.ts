@@ -682,6 +682,7 @@ export type BlobInput =
   | Iterable<Uint8Array | string>
   | AsyncIterable<Uint8Array | string>
   | ReadableStream<Uint8Array>
+  | Blob
 
 /** Pieces handed to the backing: at least this much is gathered (fewer crossings into the core). */
 const GATHER = 1 << 20
@@ -812,6 +813,8 @@ export interface BlobAccess {
   size: number
   blob?: Buffer
   stream?: Readable
+  /** Async form where there are no Node streams (the browser entry): the blob as a web ReadableStream, instead of `stream`. */
+  web?: ReadableStream<Uint8Array>
 }
 
 /** A Buffer view of `b` where there are Buffers (Node), else `b`. */
@@ -837,14 +840,25 @@ export async function readPiece(src: BlobSource, pos: number, end: number): Prom
   return got === n ? target : target.subarray(0, got)
 }
 
+/** Closes `src` the first time it is called. */
+function closeOnce(src: BlobSource): () => void {
+  let open = true
+  return () => {
+    if (open) {
+      open = false
+      src.close()
+    }
+  }
+}
+
 /** The bytes [start, end) of an open blob as a web ReadableStream; closes the source when done. */
-function webStream(src: BlobSource, start: number, end: number): ReadableStream<Uint8Array> {
+function webStream(src: BlobSource, start: number, end: number, closeSrc = closeOnce(src)): ReadableStream<Uint8Array> {
   let pos = start
   return new ReadableStream<Uint8Array>(
     {
       async pull(controller) {
         if (pos >= end) {
-          src.close()
+          closeSrc()
           controller.close()
           return
         }
@@ -853,12 +867,12 @@ function webStream(src: BlobSource, start: number, end: number): ReadableStream<
           pos += b.length
           controller.enqueue(b)
         } catch (err) {
-          src.close()
+          closeSrc()
           controller.error(err)
         }
       },
       cancel() {
-        src.close()
+        closeSrc()
       },
     },
     { highWaterMark: 1 },
@@ -887,7 +901,13 @@ const bgetOp = gensync(function* (store: Store, key: Key, cb: (blob: BlobAccess)
     const src = yield* store.backing.openBlob(encodeKey(key))
     if (!src) return undefined
     let stream: Readable | undefined
+    let web: (() => void) | undefined
     try {
+      if (streaming && !nodeStreamOf) {
+        web = closeOnce(src)
+        const webStreamOf = webStream(src, 0, src.size, web)
+        return yield* callUser(cb as (...a: unknown[]) => unknown, [{ size: src.size, web: webStreamOf }])
+      }
       if (streaming) {
         stream = nodeStream(src, 0, src.size)
         return yield* callUser(cb as (...a: unknown[]) => unknown, [{ size: src.size, stream }])
@@ -897,6 +917,7 @@ const bgetOp = gensync(function* (store: Store, key: Key, cb: (blob: BlobAccess)
     } finally {
       // The stream is the callback's to consume while it runs (konserve's bget contract).
       if (stream) stream.destroy()
+      else if (web) web()
       else src.close()
     }
   })

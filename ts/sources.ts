@@ -317,7 +317,7 @@ function iterableSource(input: Iterable<unknown>): ByteSource {
 }
 
 /**
- * The source in `input` (a Node Readable, a web ReadableStream, an
+ * The source in `input` (a Node Readable, a web ReadableStream, a Blob, an
  * AsyncIterable or a sync Iterable of byte pieces), listened to from now on;
  * undefined if `input` is none of these. Bytes given whole (`bytesOf`) are
  * not a source: check them first (a string and a Uint8Array are iterable).
@@ -326,6 +326,8 @@ export function byteSource(input: unknown): ByteSource | undefined {
   if (input === null || typeof input !== 'object') return undefined
   if (isNodeReadable(input)) return readableSource(input)
   if (isReadableStream(input)) return webStreamSource(input)
+  // A Blob (a File) streams in through its ReadableStream, never read whole.
+  if (typeof Blob !== 'undefined' && input instanceof Blob) return webStreamSource(input.stream() as ReadableStream<Uint8Array>)
   if (Symbol.asyncIterator in input) return asyncIterableSource(input as AsyncIterable<unknown>)
   if (Symbol.iterator in input) return iterableSource(input as Iterable<unknown>)
   return undefined

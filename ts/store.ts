@@ -124,9 +124,9 @@ export class Store {
     this.serializers = options instanceof SerializerSet ? options : new SerializerSet(options.serializer, options.serializers)
   }
 
-  /** Which implementation does the work: 'native' (Rust core), 'pure' (TypeScript) or 'memory'. */
-  get implementation(): 'native' | 'pure' | 'memory' {
-    return this.backing.implementation as 'native' | 'pure' | 'memory'
+  /** Which implementation does the work: 'native' (Rust core), 'pure' (TypeScript), 'memory' or 'idb' (IndexedDB, the browser entry). */
+  get implementation(): 'native' | 'pure' | 'memory' | 'idb' {
+    return this.backing.implementation as 'native' | 'pure' | 'memory' | 'idb'
   }
 
   /** @internal The error a call named `fn` gets on an ended store. */
@@ -249,7 +249,7 @@ const closed: Ended = { code: 'ERR_CLOSED', why: 'the store is closed' }
  * file store would use here ('native' if its binary loads and KONSERVE_NATIVE
  * is not 0).
  */
-export function implementation(store?: Store): 'native' | 'pure' | 'memory' {
+export function implementation(store?: Store): 'native' | 'pure' | 'memory' | 'idb' {
   if (store !== undefined) {
     checkStore('implementation', store)
     return store.implementation
