@@ -143,7 +143,7 @@ for (const mode of modes) {
       t.deepEqual(await a.get(tier, 'x'), { v: 1 })
       t.deepEqual(await a.get(tier, 'x'), { v: 1 })
       t.is(await a.get(tier, 'missing'), undefined)
-      t.deepEqual(onFront, [{ op: 'assoc', key: 'x', path: ['x'], oldValue: undefined, newValue: { v: 1 } }])
+      t.deepEqual(onFront, [{ op: 'assoc', key: 'x', path: ['x'], oldValue: undefined, newValue: { v: 1 }, meta: await a.getMeta(back, 'x') }])
       t.deepEqual(onTier, [], 'a read is no write of the tiered store')
     })
   }

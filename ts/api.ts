@@ -571,13 +571,15 @@ const assocOp = gensync(function* (store: Store, key: Key, value: unknown, w: Wr
     const cke = encodeKey(key)
     // Encode before locking: a value that cannot be stored fails with nothing written.
     const { serializer, bytes } = encodeValue(store, value)
+    let written!: Metadata
     yield* withLock(store.backing, [cke], function* () {
       const prev = yield* metaBeforeReplace(store, key, cke, w)
       checkRevision(w, prev)
-      const meta = encodeMeta(nextMeta(key, 'value', prev, w, false, yield* stamp(store.backing)))
+      written = nextMeta(key, 'value', prev, w, false, yield* stamp(store.backing))
+      const meta = encodeMeta(written)
       yield* store.backing.put([{ key: cke, serializer, meta, value: bytes }])
     })
-    afterWrite(store, { op: 'assoc', key, path: [key], oldValue: undefined, newValue: value })
+    afterWrite(store, { op: 'assoc', key, path: [key], oldValue: undefined, newValue: value, meta: written })
     return [undefined, value] as [undefined, unknown]
   })
 })
@@ -599,6 +601,7 @@ const updateInOp = gensync(function* (store: Store, path: Path, fn: Updater, w: 
   const [key, ...rest] = path
   return yield* about(key, function* () {
     const cke = encodeKey(key)
+    let written!: Metadata
     const result = yield* withLock(store.backing, [cke], function* () {
       const raw = yield* store.backing.get(cke)
       const old = raw ? yield* entryValue(store, cke, raw) : undefined
@@ -612,10 +615,11 @@ const updateInOp = gensync(function* (store: Store, path: Path, fn: Updater, w: 
       const at = getPath(old, rest)
       const leaf = yield* callUser(fn as (...a: unknown[]) => unknown, [at === missing ? undefined : at])
       const next = setPath(old, rest, leaf)
-      yield* store.backing.put([buildWrite(store, cke, next, nextMeta(key, 'value', oldMeta, w, true, yield* stamp(store.backing)))])
+      written = nextMeta(key, 'value', oldMeta, w, true, yield* stamp(store.backing))
+      yield* store.backing.put([buildWrite(store, cke, next, written)])
       return [old, next] as [unknown, unknown]
     })
-    afterWrite(store, { op, key, path: [key, ...rest], oldValue: result[0], newValue: result[1] })
+    afterWrite(store, { op, key, path: [key, ...rest], oldValue: result[0], newValue: result[1], meta: written })
     return result
   })
 })
@@ -768,6 +772,7 @@ const bassocOp = gensync(function* (store: Store, key: Key, input: unknown, w: W
     const bytes = bytesOf(input)
     // Listened to from here on: a source that fails while we wait for the lock is reported, not thrown at the process.
     const src = bytes ? undefined : byteSource(input)
+    let written!: Metadata
     if (!bytes && !src) {
       throw new KonserveError(
         'ERR_INVALID_ARGUMENT',
@@ -781,7 +786,8 @@ const bassocOp = gensync(function* (store: Store, key: Key, input: unknown, w: W
       yield* withLock(store.backing, [cke], function* () {
         const prev = yield* metaBeforeReplace(store, key, cke, w)
         checkRevision(w, prev)
-        const meta = encodeMeta(nextMeta(key, 'binary', prev, w, false, yield* stamp(store.backing)))
+        written = nextMeta(key, 'binary', prev, w, false, yield* stamp(store.backing))
+        const meta = encodeMeta(written)
         const sink = yield* store.backing.blobWriter(cke, meta)
         try {
           if (bytes) yield* writeBytes(sink, bytes)
@@ -800,7 +806,7 @@ const bassocOp = gensync(function* (store: Store, key: Key, input: unknown, w: W
       if (src) yield* closeSource(src, err)
       throw err
     }
-    afterWrite(store, { op: 'bassoc', key, path: [key], oldValue: undefined, newValue: bytes })
+    afterWrite(store, { op: 'bassoc', key, path: [key], oldValue: undefined, newValue: bytes, meta: written })
     return true as const
   })
 })

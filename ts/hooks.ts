@@ -39,6 +39,12 @@ export interface KeyWriteEvent {
   oldValue: unknown
   /** The whole top-level value after the write; undefined for deletes. */
   newValue: unknown
+  /**
+   * The metadata written, as `getMeta` returns it after the write: for
+   * `assoc`, `assocIn`, `update`, `updateIn` and `bassoc`. Absent for deletes
+   * and logs (`append`, `trimLog`), which write no metadata of their own.
+   */
+  meta?: Metadata
 }
 
 /**

@@ -12,6 +12,7 @@ import { type ReadPolicy, type SyncReport, type TieredOptions, type WritePolicy,
 import { type Ret, Store, builtOver, checkStore } from './store.js'
 import { copyBytes } from './backing/index.js'
 import { type Key, decodeKey, encodeKey } from './format/key.js'
+import { decodeMeta } from './format/meta.js'
 import { afterWrite, hasWriteHooks } from './hooks.js'
 import { RAW_BYTES_ID } from './serializers.js'
 import { itemsOf } from './sources.js'
@@ -97,7 +98,7 @@ function buildTiered(front: Store, back: Store, options: TieredOptions): Store {
         if (!hasWriteHooks(front)) return
         const key = decodeKey(cke)
         const value = raw.serializer === RAW_BYTES_ID ? copyBytes(raw.value) : front.serializers.forId(raw.serializer).decode(raw.value)
-        afterWrite(front, { op: 'assoc', key, path: [key], oldValue: undefined, newValue: value })
+        afterWrite(front, { op: 'assoc', key, path: [key], oldValue: undefined, newValue: value, meta: decodeMeta(key, raw.meta) })
       },
     }),
     back,
