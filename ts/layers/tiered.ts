@@ -21,6 +21,18 @@
  *   flushed it is only in memory: a crash loses it, and other processes do not
  *   see it.
  *
+ * - `'write-around'`: the back (durable when the call returns), then the keys
+ *   are removed from the front; the next read fills it. Deletes as write-through.
+ * - `'frontend-only'` (cache mode): the front only. The back is never written,
+ *   deleted from or locked (locks, listing, blobs and logs are the front's); a
+ *   delete removes the front's copy, so a key the back holds reads through again.
+ *
+ * Reads with `readPolicy: 'frontend-only'` never reach the back; `keys` then
+ * lists the front (as it does in cache mode).
+ *
+ * A read-through that fills the front calls `onFill` (ts/stacked.ts fires the
+ * front Store's hooks with it). `populatorOf` gives the sync-on-connect copy.
+ *
  * Locks: the tiered store locks the back store's keys (same lock scope, the
  * back's cross-process lock), so its read-modify-write operations are atomic in
  * this thread. With write-through, a read-modify-write also reads the back
