@@ -5,10 +5,11 @@
  * connectTieredStore's syncOnConnect; a read-through fires the front's hooks;
  * option checks. On native, pure, memory and cached back stores, sync and async.
  */
-import { mkdtempSync } from 'node:fs'
+import { mkdtempSync, readdirSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import test from 'ava'
+import gensync from 'gensync'
 import * as k from 'konserve'
 import type { Store, WriteEvent } from 'konserve'
 import { type Mode, api } from './helpers/api.js'
@@ -75,12 +76,20 @@ for (const mode of modes) {
     test(title('frontend-only writes: the front only, the back is never written; reads fall through; keys list the front'), async (t) => {
       const [front, back] = [await mem(), await open(kind, mode)]
       await a.assoc(back, 'shared', 'from-back')
+      const files = () =>
+        back.path
+          ? readdirSync(back.path)
+              .sort()
+              .map((f) => [f, statSync(join(back.path!, f)).mtimeMs, statSync(join(back.path!, f)).size])
+          : []
+      const before = files()
       const tier = k.tieredStore(front, back, { writePolicy: 'frontend-only' })
       await a.assoc(tier, 'x', 1)
       await a.multiAssoc(tier, { p: 1 })
       await a.append(tier, 'log', 'e1')
       await a.bassoc(tier, 'bin', new Uint8Array([1, 2]))
       t.deepEqual(await keysOf(a, back), ['shared'], 'the back is untouched')
+      t.deepEqual(files(), before, 'no file of the back directory was made or changed (no lock, no clock watermark)')
       t.deepEqual(await keysOf(a, front), ['bin', 'log', 'p', 'x'])
       t.deepEqual(await a.log(tier, 'log'), ['e1'])
       t.deepEqual([...((await a.readBlob(tier, 'bin')) as Uint8Array)], [1, 2])
@@ -174,4 +183,22 @@ test('tieredStore and connectTieredStore refuse unknown policies and options', a
   t.throws(() => k.connectTieredStore(front, back, { syncOnConnect: { strategy: 'most' } as never, sync: true }), { code: 'ERR_INVALID_ARGUMENT' })
   t.throws(() => k.syncTiers(front, { sync: true }), { code: 'ERR_INVALID_ARGUMENT', message: /not a tiered store/ })
   await t.throwsAsync(k.syncTiers(front) as Promise<unknown>, { code: 'ERR_INVALID_ARGUMENT' })
+})
+
+test('frontend-only writes neither lock the back nor read its clock (a back other peers own)', async (t) => {
+  const plain = k.newMemStore({ sync: true })
+  const inner = (plain as unknown as { backing: k.Backing }).backing
+  const touched: string[] = []
+  const backing: k.Backing = Object.assign(Object.create(inner) as k.Backing, {
+    lock: gensync({ sync: (keys: Uint8Array[]) => (touched.push('lock'), inner.lock.sync(keys)), async: (keys: Uint8Array[]) => (touched.push('lock'), inner.lock.async(keys)) }),
+    clock: gensync({ sync: () => (touched.push('clock'), Date.now()), async: async () => (touched.push('clock'), Date.now()) }),
+  })
+  const back = new k.Store(backing, {})
+  const tier = k.tieredStore(k.newMemStore({ sync: true }), back, { writePolicy: 'frontend-only' })
+  k.assoc(tier, 'x', 1, { sync: true })
+  await k.updateIn(tier, ['x'], (n: number) => n + 1)
+  t.deepEqual(touched, [])
+  const through = k.tieredStore(k.newMemStore({ sync: true }), back)
+  k.assoc(through, 'x', 1, { sync: true })
+  t.deepEqual(touched, ['lock', 'clock'], 'write-through locks the back and uses its clock')
 })

@@ -321,6 +321,12 @@ export function tieredBacking(front: Backing, back: Backing, cfg: TierConfig): B
     get blocking() {
       return front.blocking && back.blocking
     },
+    // Cache mode locks the front's keys and stamps lastWrite with the front's
+    // clock: a file back's clock would write its watermark into the back.
+    get lockScope() {
+      return home.lockScope
+    },
+    clock: home.clock,
     // The tiers' reads go through `get`: no lent bytes from either tier.
     getValue: undefined,
 
