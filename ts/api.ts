@@ -12,7 +12,7 @@
  */
 import type { Readable } from 'node:stream'
 import gensync, { type Handler } from 'gensync'
-import { type LogInfo, type LogRecord, type NewRecord, type RawEntry, type RawMeta, type RawValue, type RawWrite, copyBytes, notBlocking, twinOp } from './backing/index.js'
+import { type LogInfo, type LogRecord, type NewRecord, type RawEntry, type RawMeta, type RawValue, type RawWrite, copyBytes, keyId, notBlocking, twinOp } from './backing/index.js'
 import type { Backing, BlobSink, BlobSource, LogCursor } from './backing/seam.js'
 import { AppendGroups } from './backing/group-commit.js'
 import { NodeBuffer } from './node-buffer.js'
@@ -47,6 +47,12 @@ export interface WriteOptions extends Options {
 }
 
 /** What the write operations take from their options. */
+/** multiAssoc's options: `meta` for every key, or `metaByKey` per key. */
+export interface MultiAssocOptions extends Options {
+  meta?: Record<string, unknown>
+  metaByKey?: Map<Key, Record<string, unknown>> | Record<string, Record<string, unknown>>
+}
+
 type WriteArgs = Pick<WriteOptions, 'meta' | 'expectedRevision'>
 const writeArgs = (o: WriteOptions | undefined): WriteArgs => ({ meta: o?.meta, expectedRevision: o?.expectedRevision })
 
@@ -310,7 +316,11 @@ const O_DISSOC: Spec = { sync: checks.boolean, expectedRevision: checks.count }
 const O_KEYS: Spec = { sync: checks.boolean, onCorrupt: checks.function }
 const O_READ_BLOB: Spec = { sync: checks.boolean, as: checks.any, offset: checks.count, length: checks.count }
 const O_TRIM: Spec = { sync: checks.boolean, expectedRevision: checks.count, keepLast: checks.count, dropFirst: checks.count }
-const O_MULTI_ASSOC: Spec = { sync: checks.boolean, meta: checks.object }
+const O_MULTI_ASSOC: Spec = {
+  sync: checks.boolean,
+  meta: checks.object,
+  metaByKey: (v) => (v instanceof Map || isPlainObject(v) ? undefined : 'a Map or a plain object'),
+}
 
 /** The error for a call's bad store or options (and `fn` when given), or undefined when they are fine. */
 function invalid(name: string, store: unknown, opts: unknown, spec: Spec, fn?: [string, unknown]): unknown {
@@ -561,13 +571,15 @@ const assocOp = gensync(function* (store: Store, key: Key, value: unknown, w: Wr
     const cke = encodeKey(key)
     // Encode before locking: a value that cannot be stored fails with nothing written.
     const { serializer, bytes } = encodeValue(store, value)
+    let written!: Metadata
     yield* withLock(store.backing, [cke], function* () {
       const prev = yield* metaBeforeReplace(store, key, cke, w)
       checkRevision(w, prev)
-      const meta = encodeMeta(nextMeta(key, 'value', prev, w, false, yield* stamp(store.backing)))
+      written = nextMeta(key, 'value', prev, w, false, yield* stamp(store.backing))
+      const meta = encodeMeta(written)
       yield* store.backing.put([{ key: cke, serializer, meta, value: bytes }])
     })
-    afterWrite(store, { op: 'assoc', key, path: [key], oldValue: undefined, newValue: value })
+    afterWrite(store, { op: 'assoc', key, path: [key], oldValue: undefined, newValue: value, meta: written })
     return [undefined, value] as [undefined, unknown]
   })
 })
@@ -584,11 +596,12 @@ export function assoc<O extends WriteOptions>(store: Store, key: Key, value: unk
 
 type Updater = (old: unknown) => unknown
 
-const updateInOp = gensync(function* (store: Store, path: Path, fn: Updater, w: WriteArgs, op: WriteOp) {
+const updateInOp = gensync(function* (store: Store, path: Path, fn: Updater, w: WriteArgs, op: Exclude<WriteOp, 'multiAssoc'>) {
   checkPath(path)
   const [key, ...rest] = path
   return yield* about(key, function* () {
     const cke = encodeKey(key)
+    let written!: Metadata
     const result = yield* withLock(store.backing, [cke], function* () {
       const raw = yield* store.backing.get(cke)
       const old = raw ? yield* entryValue(store, cke, raw) : undefined
@@ -602,10 +615,11 @@ const updateInOp = gensync(function* (store: Store, path: Path, fn: Updater, w: 
       const at = getPath(old, rest)
       const leaf = yield* callUser(fn as (...a: unknown[]) => unknown, [at === missing ? undefined : at])
       const next = setPath(old, rest, leaf)
-      yield* store.backing.put([buildWrite(store, cke, next, nextMeta(key, 'value', oldMeta, w, true, yield* stamp(store.backing)))])
+      written = nextMeta(key, 'value', oldMeta, w, true, yield* stamp(store.backing))
+      yield* store.backing.put([buildWrite(store, cke, next, written)])
       return [old, next] as [unknown, unknown]
     })
-    afterWrite(store, { op, key, path: [key, ...rest], oldValue: result[0], newValue: result[1] })
+    afterWrite(store, { op, key, path: [key, ...rest], oldValue: result[0], newValue: result[1], meta: written })
     return result
   })
 })
@@ -759,6 +773,7 @@ const bassocOp = gensync(function* (store: Store, key: Key, input: unknown, w: W
     const bytes = bytesOf(input)
     // Listened to from here on: a source that fails while we wait for the lock is reported, not thrown at the process.
     const src = bytes ? undefined : byteSource(input)
+    let written!: Metadata
     if (!bytes && !src) {
       throw new KonserveError(
         'ERR_INVALID_ARGUMENT',
@@ -772,7 +787,8 @@ const bassocOp = gensync(function* (store: Store, key: Key, input: unknown, w: W
       yield* withLock(store.backing, [cke], function* () {
         const prev = yield* metaBeforeReplace(store, key, cke, w)
         checkRevision(w, prev)
-        const meta = encodeMeta(nextMeta(key, 'binary', prev, w, false, yield* stamp(store.backing)))
+        written = nextMeta(key, 'binary', prev, w, false, yield* stamp(store.backing))
+        const meta = encodeMeta(written)
         const sink = yield* store.backing.blobWriter(cke, meta)
         try {
           if (bytes) yield* writeBytes(sink, bytes)
@@ -791,7 +807,7 @@ const bassocOp = gensync(function* (store: Store, key: Key, input: unknown, w: W
       if (src) yield* closeSource(src, err)
       throw err
     }
-    afterWrite(store, { op: 'bassoc', key, path: [key], oldValue: undefined, newValue: bytes })
+    afterWrite(store, { op: 'bassoc', key, path: [key], oldValue: undefined, newValue: bytes, meta: written })
     return true as const
   })
 })
@@ -1316,9 +1332,31 @@ export function multiGet<O extends Options>(store: Store, ks: Iterable<Key>, opt
   return run(multiGetOp, opts, [store, ks]) as Result<O, Map<Key, unknown>>
 }
 
-const multiAssocOp = gensync(function* (store: Store, kvs: unknown, extra: Record<string, unknown> | undefined) {
+/** The per-key metadata of a multiAssoc (`metaByKey`), by encoded key; every key must be in the batch. */
+function metaByKeyOf(metaByKey: unknown, encoded: Array<{ key: Key; cke: Uint8Array }>): Map<string, Record<string, unknown>> {
+  const out = new Map<string, Record<string, unknown>>()
+  if (metaByKey === undefined) return out
+  const inBatch = new Set(encoded.map((e) => keyId(e.cke)))
+  const pairs: Array<[unknown, unknown]> =
+    metaByKey instanceof Map ? [...metaByKey.entries()] : Object.entries(metaByKey as Record<string, unknown>)
+  for (const [k, m] of pairs) {
+    if (!isPlainObject(m)) throw badArgument('multiAssoc', `opts.metaByKey's entry for ${JSON.stringify(k)}`, 'a plain object', m)
+    let id: string
+    try {
+      id = keyId(encodeKey(k))
+    } catch (err) {
+      throw withKey(err, k as Key)
+    }
+    if (!inBatch.has(id)) {
+      throw new KonserveError('ERR_INVALID_ARGUMENT', `multiAssoc: opts.metaByKey names the key ${JSON.stringify(k)}, which is not in the batch`)
+    }
+    out.set(id, m)
+  }
+  return out
+}
+
+const multiAssocOp = gensync(function* (store: Store, kvs: unknown, extra: Record<string, unknown> | undefined, metaByKey: unknown) {
   const entries = entriesOf(kvs)
-  const w: WriteArgs = { meta: extra }
   // Encode every value before locking: one that cannot be stored fails the batch with nothing written.
   const encoded = entries.map(([k, v]) => {
     try {
@@ -1327,17 +1365,23 @@ const multiAssocOp = gensync(function* (store: Store, kvs: unknown, extra: Recor
       throw withKey(err, k)
     }
   })
+  const perKey = metaByKeyOf(metaByKey, encoded)
   const ckes = encoded.map((e) => e.cke)
+  const metas: Metadata[] = []
   yield* withLock(store.backing, ckes, function* () {
     const writes: RawWrite[] = []
     const lastWrite = yield* stamp(store.backing)
     for (const e of encoded) {
+      const w: WriteArgs = { meta: perKey.get(keyId(e.cke)) ?? extra }
       const prev = yield* about(e.key, () => metaBeforeReplace(store, e.key, e.cke, w))
-      writes.push({ key: e.cke, serializer: e.serializer, meta: encodeMeta(nextMeta(e.key, 'value', prev, w, false, lastWrite)), value: e.bytes })
+      const meta = nextMeta(e.key, 'value', prev, w, false, lastWrite)
+      metas.push(meta)
+      writes.push({ key: e.cke, serializer: e.serializer, meta: encodeMeta(meta), value: e.bytes })
     }
     yield* store.backing.put(writes)
   })
-  afterWrite(store, () => entries.map(([k, v]) => ({ op: 'multiAssoc', key: k, path: [k], oldValue: undefined, newValue: v })))
+  // One event for the batch, its pairs in order, as konserve reports a multi-assoc.
+  afterWrite(store, () => [{ op: 'multiAssoc', kvs: entries, meta: new Map(entries.map(([k], i) => [k, metas[i]!])) }])
   return new Map(entries.map(([k]) => [k, true as const]))
 })
 
@@ -1345,15 +1389,21 @@ const multiAssocOp = gensync(function* (store: Store, kvs: unknown, extra: Recor
  * Writes several keys; nothing is written if any value cannot be encoded.
  * Memory stores apply the batch atomically; file stores make each key atomic
  * and durable, with one directory sync for the batch. Returns Map key -> true.
+ * `opts.meta` is merged into every key's metadata; `opts.metaByKey` (a Map
+ * from key to metadata, or an object by string key) gives each key its own
+ * (konserve's per-key `meta`; the two cannot be combined).
  */
-export function multiAssoc<O extends WriteOptions>(
+export function multiAssoc<O extends MultiAssocOptions>(
   store: Store,
   kvs: Map<Key, unknown> | Iterable<readonly [Key, unknown]> | Record<string, unknown>,
   opts?: O,
 ): Result<O, Map<Key, true>> {
-  const bad = invalid('multiAssoc', store, opts, O_MULTI_ASSOC)
+  let bad = invalid('multiAssoc', store, opts, O_MULTI_ASSOC)
+  if (!bad && opts?.meta !== undefined && opts.metaByKey !== undefined) {
+    bad = new KonserveError('ERR_INVALID_ARGUMENT', 'multiAssoc: give opts.meta (every key) or opts.metaByKey (per key), not both')
+  }
   if (bad) return fail(bad, opts) as Result<O, Map<Key, true>>
-  return run(multiAssocOp, opts, [store, kvs, opts?.meta]) as Result<O, Map<Key, true>>
+  return run(multiAssocOp, opts, [store, kvs, opts?.meta, opts?.metaByKey]) as Result<O, Map<Key, true>>
 }
 
 const multiDissocOp = gensync(function* (store: Store, keys: Iterable<Key>) {

@@ -21,15 +21,16 @@
  * and making it do so for hooks would cost the whole log on every append.
  */
 import type { Key } from './format/key.js'
+import type { Metadata } from './format/meta.js'
 import { Store, checkStore } from './store.js'
 import { badArgument, checkOptions, checks } from './args.js'
 
 /** The write operations that call hooks. */
 export type WriteOp = 'assoc' | 'assocIn' | 'update' | 'updateIn' | 'dissoc' | 'bassoc' | 'append' | 'trimLog' | 'multiAssoc' | 'multiDissoc'
 
-/** What a hook gets: one event per written key. */
-export interface WriteEvent {
-  op: WriteOp
+/** What a hook gets for a write of one key (every op but `multiAssoc`). */
+export interface KeyWriteEvent {
+  op: Exclude<WriteOp, 'multiAssoc'>
   /** The top-level key. */
   key: Key
   /** `[key, ...inner path]`: the path the operation was given, or `[key]`. */
@@ -38,7 +39,31 @@ export interface WriteEvent {
   oldValue: unknown
   /** The whole top-level value after the write; undefined for deletes. */
   newValue: unknown
+  /**
+   * The metadata written, as `getMeta` returns it after the write: for
+   * `assoc`, `assocIn`, `update`, `updateIn` and `bassoc`. Absent for deletes
+   * and logs (`append`, `trimLog`), which write no metadata of their own.
+   */
+  meta?: Metadata
 }
+
+/**
+ * What a hook gets for a `multiAssoc`: ONE event for the whole batch, as
+ * konserve reports `{:api-op :multi-assoc :kvs kvs :meta meta}`.
+ */
+export interface BatchWriteEvent {
+  op: 'multiAssoc'
+  /** The batch's `[key, value]` pairs, in the order they were given (and written). */
+  kvs: Array<[Key, unknown]>
+  /** The metadata written for each key, as `getMeta` would return it. */
+  meta: Map<Key, Metadata>
+  key?: undefined
+  path?: undefined
+  oldValue?: undefined
+  newValue?: undefined
+}
+
+export type WriteEvent = KeyWriteEvent | BatchWriteEvent
 
 export type WriteHook = (event: WriteEvent) => unknown
 
@@ -100,6 +125,11 @@ function report(id: HookId, hook: Registered, err: unknown, event: WriteEvent): 
   } else {
     console.warn(message, err)
   }
+}
+
+/** @internal Whether `store` has any write hook (so a caller can skip building events). */
+export function hasWriteHooks(store: Store): boolean {
+  return (registry.get(store)?.size ?? 0) > 0
 }
 
 /**

@@ -21,6 +21,18 @@
  *   flushed it is only in memory: a crash loses it, and other processes do not
  *   see it.
  *
+ * - `'write-around'`: the back (durable when the call returns), then the keys
+ *   are removed from the front; the next read fills it. Deletes as write-through.
+ * - `'frontend-only'` (cache mode): the front only. The back is never written,
+ *   deleted from or locked (locks, listing, blobs and logs are the front's); a
+ *   delete removes the front's copy, so a key the back holds reads through again.
+ *
+ * Reads with `readPolicy: 'frontend-only'` never reach the back; `keys` then
+ * lists the front (as it does in cache mode).
+ *
+ * A read-through that fills the front calls `onFill` (ts/stacked.ts fires the
+ * front Store's hooks with it). `populatorOf` gives the sync-on-connect copy.
+ *
  * Locks: the tiered store locks the back store's keys (same lock scope, the
  * back's cross-process lock), so its read-modify-write operations are atomic in
  * this thread. With write-through, a read-modify-write also reads the back
@@ -40,13 +52,14 @@ import type { Backing, BlobSink, BlobSource, ListCursor, LogCursor } from '../ba
 import { KonserveError } from '../errors.js'
 import { FillGuard, HeldKeys, copyEntry, forward, watchSink } from './forward.js'
 
-export type WritePolicy = 'write-through' | 'write-behind'
-export type ReadPolicy = 'front-first'
+export type WritePolicy = 'write-through' | 'write-behind' | 'write-around' | 'frontend-only'
+/** `'frontend-first'` is konserve's name for `'front-first'`. */
+export type ReadPolicy = 'front-first' | 'frontend-first' | 'frontend-only'
 
 export interface TieredOptions {
-  /** 'write-through' (default) or 'write-behind'. */
+  /** 'write-through' (default), 'write-behind', 'write-around' or 'frontend-only'. */
   writePolicy?: WritePolicy
-  /** 'front-first' (the default and only policy). */
+  /** 'front-first' (default; konserve's 'frontend-first') or 'frontend-only'. */
   readPolicy?: ReadPolicy
   /**
    * Gets errors that no caller receives: failed background writes
@@ -104,6 +117,7 @@ class Tiers {
     readonly back: Backing,
     readonly writePolicy: WritePolicy,
     readonly onError: (err: unknown) => void,
+    readonly onFill: ((key: Uint8Array, raw: RawEntry) => void) | undefined,
   ) {}
 
   /** Report an error no caller will see; never throws. */
@@ -115,9 +129,9 @@ class Tiers {
     }
   }
 
-  /** With write-through, a locked key is read from the back. */
+  /** With write-through and write-around, a locked key is read from the back. */
   readsBack(id: string): boolean {
-    return this.writePolicy === 'write-through' && this.held.has(id)
+    return (this.writePolicy === 'write-through' || this.writePolicy === 'write-around') && this.held.has(id)
   }
 
   enqueue(items: Array<{ key: Uint8Array; write?: RawWrite }>): void {
@@ -253,13 +267,39 @@ class Tiers {
     }
     // A write that began while the fill was landing may have landed first: drop
     // the filled entry, the next read goes to the back (removing is always safe).
-    if (!this.guard.clean(id, g0)) yield* this.dropFront([key])
+    if (!this.guard.clean(id, g0)) {
+      yield* this.dropFront([key])
+      return
+    }
+    // The front was written: its hooks hear of it (konserve's read-through does).
+    try {
+      this.onFill?.(key, raw)
+    } catch (err) {
+      this.report(err)
+    }
   }
 }
 
+/** The tiers' settings, checked by `tieredStore`. */
+export interface TierConfig {
+  writePolicy: WritePolicy
+  readPolicy: 'front-first' | 'frontend-only'
+  onError: (err: unknown) => void
+  /** Called after a read-through put a back entry into the front. */
+  onFill?: (key: Uint8Array, raw: RawEntry) => void
+}
+
 /** A backing over `front` and `back` (see the module comment for the policies). */
-export function tieredBacking(front: Backing, back: Backing, writePolicy: WritePolicy, onError: (err: unknown) => void): Backing {
-  const t = new Tiers(front, back, writePolicy, onError)
+export function tieredBacking(front: Backing, back: Backing, cfg: TierConfig): Backing {
+  const { writePolicy, readPolicy } = cfg
+  const t = new Tiers(front, back, writePolicy, cfg.onError, cfg.onFill)
+  /** Reads that never reach the back. */
+  const frontOnly = readPolicy === 'frontend-only'
+  /** The back is never written (nor locked): a cache over a back other peers own. */
+  const cacheMode = writePolicy === 'frontend-only'
+  /** The tier that holds streamed blobs and logs, and whose keys are listed and locked. */
+  const home = cacheMode ? front : back
+  const listed = cacheMode || frontOnly ? front : back
 
   /** Runs a blob or log write on the back: queued writes of the key first, the front forgets it. */
   function* onBack<R>(key: Uint8Array, log: boolean, write: () => Handler<R>): Handler<R> {
@@ -272,14 +312,21 @@ export function tieredBacking(front: Backing, back: Backing, writePolicy: WriteP
     }
   }
 
-  return forward(back, {
+  const b = forward(back, {
     // Locks are the back's: one scope (forwarded), and the back's cross-process lock.
     get atomicMultiKey() {
+      if (cacheMode) return front.atomicMultiKey
       return front.atomicMultiKey && back.atomicMultiKey && writePolicy === 'write-through'
     },
     get blocking() {
       return front.blocking && back.blocking
     },
+    // Cache mode locks the front's keys and stamps lastWrite with the front's
+    // clock: a file back's clock would write its watermark into the back.
+    get lockScope() {
+      return home.lockScope
+    },
+    clock: home.clock,
     // The tiers' reads go through `get`: no lent bytes from either tier.
     getValue: undefined,
 
@@ -287,6 +334,7 @@ export function tieredBacking(front: Backing, back: Backing, writePolicy: WriteP
       const id = keyId(key)
       const p = t.pending.get(id)
       if (p) return p.write ? copyEntry(p.write) : undefined
+      if (frontOnly) return yield* front.get(key)
       if (!t.readsBack(id)) {
         const hit = yield* front.get(key)
         if (hit) return hit
@@ -305,6 +353,7 @@ export function tieredBacking(front: Backing, back: Backing, writePolicy: WriteP
       const id = keyId(key)
       const p = t.pending.get(id)
       if (p) return p.write ? { key: copyBytes(key), serializer: p.write.serializer, meta: copyBytes(p.write.meta) } : undefined
+      if (frontOnly) return yield* front.getMeta(key)
       if (!t.readsBack(id)) {
         const hit = yield* front.getMeta(key)
         if (hit) return hit
@@ -316,6 +365,7 @@ export function tieredBacking(front: Backing, back: Backing, writePolicy: WriteP
       const id = keyId(key)
       const p = t.pending.get(id)
       if (p) return p.write !== undefined
+      if (frontOnly) return yield* front.exists(key)
       if (!t.readsBack(id) && (yield* front.exists(key))) return true
       return yield* back.exists(key)
     }),
@@ -325,6 +375,19 @@ export function tieredBacking(front: Backing, back: Backing, writePolicy: WriteP
       const keys = writes.map((w) => w.key)
       t.guard.wrote(ids)
       try {
+        if (cacheMode) {
+          yield* front.put(writes)
+          return
+        }
+        if (writePolicy === 'write-around') {
+          // The back only; the front forgets the keys (the next read fills it).
+          try {
+            yield* back.put(writes)
+          } finally {
+            if (!(yield* t.dropFront(keys))) t.report(new KonserveError('ERR_IO', 'write-around: the front store could not forget the keys written'))
+          }
+          return
+        }
         if (writePolicy === 'write-through') {
           try {
             yield* back.put(writes)
@@ -361,7 +424,9 @@ export function tieredBacking(front: Backing, back: Backing, writePolicy: WriteP
       const ids = keys.map(keyId)
       t.guard.wrote(ids)
       try {
-        if (writePolicy === 'write-through') {
+        // Cache mode: the front only; a key the back holds reads through again.
+        if (cacheMode) return yield* front.delete(keys)
+        if (writePolicy === 'write-through' || writePolicy === 'write-around') {
           let existed: boolean[]
           try {
             existed = yield* back.delete(keys)
@@ -394,6 +459,7 @@ export function tieredBacking(front: Backing, back: Backing, writePolicy: WriteP
      * (not deletes) come last.
      */
     openList(): ListCursor {
+      if (listed === front) return front.openList()
       const queued = new Map(t.pending)
       const cursor = back.openList()
       let tail: Queued[] | undefined
@@ -424,32 +490,43 @@ export function tieredBacking(front: Backing, back: Backing, writePolicy: WriteP
     },
 
     lock: gensync(function* (keys: Uint8Array[]): Handler<void> {
-      yield* back.lock(keys)
+      yield* home.lock(keys)
       t.held.add(keys)
     }),
     unlock(keys: Uint8Array[]): void {
       try {
-        back.unlock(keys)
+        home.unlock(keys)
       } finally {
         t.held.remove(keys)
       }
     },
 
     blobWriter: gensync(function* (key: Uint8Array, meta: Uint8Array): Handler<BlobSink> {
+      if (cacheMode) return yield* front.blobWriter(key, meta)
       yield* t.settled(key)
       yield* t.forget(key)
       return watchSink(yield* back.blobWriter(key, meta), () => t.guard.wrote([keyId(key)]))
     }),
     openBlob: gensync(function* (key: Uint8Array): Handler<BlobSource | undefined> {
+      if (cacheMode || frontOnly) {
+        const own = yield* front.openBlob(key)
+        if (own || frontOnly) return own
+      }
       return t.queued(key, 'ERR_NOT_BINARY') ? undefined : yield* back.openBlob(key)
     }),
     append: gensync(function* (key: Uint8Array, records: NewRecord[], createMeta: Uint8Array): Handler<LogInfo> {
+      if (cacheMode) return yield* front.append(key, records, createMeta)
       return yield* onBack(key, true, () => back.append(key, records, createMeta))
     }),
     openLog: gensync(function* (key: Uint8Array): Handler<LogCursor | undefined> {
+      if (cacheMode || frontOnly) {
+        const own = yield* front.openLog(key)
+        if (own || frontOnly) return own
+      }
       return t.queued(key, 'ERR_NOT_A_LOG') ? undefined : yield* back.openLog(key)
     }),
     trimLog: gensync(function* (key: Uint8Array, keepFrom: number, meta: Uint8Array): Handler<LogInfo> {
+      if (cacheMode) return yield* front.trimLog(key, keepFrom, meta)
       return yield* onBack(key, true, () => back.trimLog(key, keepFrom, meta))
     }),
 
@@ -468,4 +545,72 @@ export function tieredBacking(front: Backing, back: Backing, writePolicy: WriteP
     ),
     flush: () => t.flush(),
   })
+  populators.set(b, gensync(function* (only: Uint8Array[] | undefined, full: boolean): Handler<SyncReport> {
+    return yield* populate(t, only, full)
+  }))
+  return b
+}
+
+/** What a sync of the front from the back did (konserve's sync-on-connect report). */
+export interface SyncReport {
+  /** Keys copied into the front. */
+  syncedKeys: number
+  /** Keys the front held before. */
+  frontKeys: number
+  /** Keys the back holds. */
+  backKeys: number
+}
+
+const populators = new WeakMap<Backing, gensync.Gensync<[Uint8Array[] | undefined, boolean], SyncReport>>()
+
+/** @internal The sync-on-connect of a tiered backing, or undefined for any other backing. */
+export function populatorOf(b: Backing): gensync.Gensync<[Uint8Array[] | undefined, boolean], SyncReport> | undefined {
+  return populators.get(b)
+}
+
+function* listAll(b: Backing): Handler<Uint8Array[]> {
+  const cursor = b.openList()
+  const out: Uint8Array[] = []
+  try {
+    for (;;) {
+      const l = yield* cursor.next(1000)
+      if (!l) return out
+      for (const e of l.entries) out.push(e.key)
+    }
+  } finally {
+    cursor.close()
+  }
+}
+
+/**
+ * Copies back entries into the front: those missing from the front (`full`
+ * false, konserve's populate-missing-strategy) or all of them (`full`,
+ * full-sync-strategy); only the keys `only` names when given. Logs stay in the
+ * back. Raw entries are copied as they are (metadata included). No hooks fire
+ * (konserve writes the front's protocol directly, too).
+ */
+function* populate(t: Tiers, only: Uint8Array[] | undefined, full: boolean): Handler<SyncReport> {
+  const frontIds = new Set((yield* listAll(t.front)).map(keyId))
+  const backKeys = yield* listAll(t.back)
+  const wanted = only ? new Set(only.map(keyId)) : undefined
+  let syncedKeys = 0
+  for (const key of backKeys) {
+    const id = keyId(key)
+    if (wanted && !wanted.has(id)) continue
+    if (!full && frontIds.has(id)) continue
+    if (t.pending.has(id)) continue // a queued write-behind write is newer
+    const g0 = t.guard.begin()
+    try {
+      const raw = yield* t.back.get(key)
+      if (!raw) continue
+      if (raw.log) continue
+      if (!t.guard.clean(id, g0)) continue
+      yield* t.front.put([{ key, serializer: raw.serializer, meta: raw.meta, value: raw.value }])
+      if (!t.guard.clean(id, g0)) yield* t.dropFront([key])
+      else syncedKeys++
+    } finally {
+      t.guard.end()
+    }
+  }
+  return { syncedKeys, frontKeys: frontIds.size, backKeys: backKeys.length }
 }
