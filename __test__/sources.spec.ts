@@ -256,13 +256,63 @@ test('a locked or non-byte source is an ERR_INVALID_ARGUMENT, and a stream in th
   const locked = new ReadableStream<Uint8Array>()
   locked.getReader()
   await t.throwsAsync(k.bassoc(s, 'v', locked), { code: 'ERR_INVALID_ARGUMENT' } as any)
-  await t.throwsAsync(k.bassoc(s, 'v', [1, 2] as any), { code: 'ERR_INVALID_ARGUMENT' } as any)
+  // An array of byte numbers is bytes (below); anything else in an array is not a byte piece.
+  await t.throwsAsync(k.bassoc(s, 'v', [1, 256] as any), { code: 'ERR_INVALID_ARGUMENT' } as any)
+  await t.throwsAsync(k.bassoc(s, 'v', [1, 1.5] as any), { code: 'ERR_INVALID_ARGUMENT' } as any)
   const sync = await k.newMemStore({ sync: true })
   const stream = Readable.from([Buffer.from('x')])
   t.throws(() => k.bassoc(sync, 'v', stream, { sync: true }), { code: 'ERR_INVALID_ARGUMENT', message: /async form/ } as any)
   t.true(stream.destroyed, 'a refused stream is not left half-listened-to')
   t.false(k.exists(sync, 'v', { sync: true }))
 })
+
+test('a sync bassoc given any stream fails with one error that names the async form; nothing escapes to the process', async (t) => {
+  const sync = await k.newMemStore({ sync: true })
+  const escaped: unknown[] = []
+  const onUncaught = (err: unknown) => escaped.push(err)
+  process.on('uncaughtException', onUncaught)
+  process.on('unhandledRejection', onUncaught)
+  try {
+    const streams: [string, unknown][] = [
+      ['a Readable', Readable.from([Buffer.from('x')])],
+      ['a Readable', createReadStream(join(tempDir(), 'missing-file'))],
+      ['a ReadableStream', new ReadableStream<Uint8Array>({ start: (c) => c.enqueue(new Uint8Array([1])) })],
+      ['an AsyncIterable', (async function* () { yield new Uint8Array([1]) })()],
+    ]
+    for (const [kind, stream] of streams) {
+      const err = t.throws(() => k.bassoc(sync, 'v', stream as k.BlobInput, { sync: true })) as k.KonserveError
+      t.is(err.code, 'ERR_INVALID_ARGUMENT')
+      t.is(err.message, `${kind} can only be stored with the async form of bassoc (key "v")`)
+    }
+    // Let any cleanup error of the refused streams surface before looking.
+    await new Promise((r) => setTimeout(r, 50))
+    t.deepEqual(escaped, [])
+    t.false(k.exists(sync, 'v', { sync: true }))
+  } finally {
+    process.off('uncaughtException', onUncaught)
+    process.off('unhandledRejection', onUncaught)
+  }
+})
+
+for (const kind of kinds) {
+  for (const mode of ['sync', 'async'] as Mode[]) {
+    test(`${kind.name} ${mode}: bassoc takes an array of byte numbers, as konserve takes a vector of them`, async (t) => {
+      const s = await kind.open(mode)
+      const opts = mode === 'sync' ? { sync: true as const } : {}
+      t.true(await k.bassoc(s, 'bytes', [0, 1, 127, 128, 255], opts))
+      const back =
+        mode === 'sync'
+          ? k.bget(s, 'bytes', ({ blob }) => [...blob!], { sync: true })
+          : await k.bget(s, 'bytes', async ({ stream }) => {
+              const all: number[] = []
+              for await (const c of stream!) all.push(...(c as Buffer))
+              return all
+            })
+      t.deepEqual(back, [0, 1, 127, 128, 255])
+      t.is((await k.getMeta(s, 'bytes', opts))?.type, 'binary')
+    })
+  }
+}
 
 for (const mode of ['sync', 'async'] as Mode[]) {
   test(`multiGet, multiAssoc, multiDissoc: an iterable that throws fails with ERR_SOURCE (${mode}), nothing written`, async (t) => {

@@ -693,6 +693,8 @@ export type BlobInput =
   | ArrayBuffer
   | ArrayBufferView
   | string
+  /** konserve's vector of byte numbers: integers 0-255. */
+  | readonly number[]
   | Iterable<Uint8Array | string>
   | AsyncIterable<Uint8Array | string>
   | ReadableStream<Uint8Array>
@@ -777,12 +779,12 @@ const bassocOp = gensync(function* (store: Store, key: Key, input: unknown, w: W
     if (!bytes && !src) {
       throw new KonserveError(
         'ERR_INVALID_ARGUMENT',
-        'bassoc takes a Uint8Array, Buffer, ArrayBuffer, typed array, string, an Iterable of byte pieces, or (async form) a Readable, ReadableStream or AsyncIterable of them',
+        'bassoc takes a Uint8Array, Buffer, ArrayBuffer, typed array, string, an array of byte numbers (0-255), an Iterable of byte pieces, or (async form) a Readable, ReadableStream or AsyncIterable of them',
       )
     }
     try {
       if (src && !src.sync && (yield* isSyncForm())) {
-        throw new KonserveError('ERR_INVALID_ARGUMENT', `a ${src.kind} can only be stored with the async form of bassoc`)
+        throw new KonserveError('ERR_INVALID_ARGUMENT', `${/^[AEIOU]/.test(src.kind) ? 'an' : 'a'} ${src.kind} can only be stored with the async form of bassoc`)
       }
       yield* withLock(store.backing, [cke], function* () {
         const prev = yield* metaBeforeReplace(store, key, cke, w)

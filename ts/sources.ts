@@ -20,8 +20,12 @@ export function bytesOf(input: unknown): Uint8Array | undefined {
   if (input instanceof ArrayBuffer) return new Uint8Array(input)
   if (ArrayBuffer.isView(input)) return new Uint8Array(input.buffer, input.byteOffset, input.byteLength)
   if (typeof input === 'string') return utf8.encode(input)
+  // konserve takes a vector of byte numbers: an array whose every item is an integer 0..255.
+  if (Array.isArray(input) && input.length > 0 && input.every(isByte)) return Uint8Array.from(input)
   return undefined
 }
+
+const isByte = (v: unknown): boolean => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 255
 
 /** A source of byte pieces, read one at a time. */
 export interface ByteSource {
