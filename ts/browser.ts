@@ -45,6 +45,8 @@ export type { ErrorCode } from './errors.js'
 export { addMsgpackExtension, cborSerializer, jsonSerializer, msgpackSerializer, registerSerializer } from './serializers.js'
 export type { Serializer, SerializerOption } from './serializers.js'
 export type { Backing, BlobSink, BlobSource, ListCursor, LogCursor } from './backing/seam.js'
+// For third-party backends (docs/BACKENDS.md): the op constructors and `new Store(backing, options)`.
+export { type Op, asyncOp, blockingOp, notBlocking, pollingLock, twinOp } from './backing/seam.js'
 export { sweep } from './gc.js'
 export type { SweepOptions, SweepProgress } from './gc.js'
 export { decodeKey, encodeKey } from './format/key.js'

@@ -48,6 +48,8 @@ export {
 } from './serializers.js'
 export type { Serializer, SerializerOption } from './serializers.js'
 export type { Backing, BlobSink, BlobSource, ListCursor, LogCursor } from './backing/seam.js'
+// For third-party backends (docs/BACKENDS.md): the op constructors and `new Store(backing, options)`.
+export { type Op, asyncOp, blockingOp, notBlocking, pollingLock, twinOp } from './backing/seam.js'
 export type {
   LogInfo,
   LogRecord,
