@@ -153,10 +153,15 @@ check(
 check(packedPkg.optionalDependencies[platformPkg.name] === pkg.version, `among them ${platformPkg.name}@${pkg.version}`)
 check(readFileSync(join(root, 'package.json'), 'utf8') === pkgText, 'postpack restored the committed package.json')
 const mainFiles = packs[pkg.name].files.map((f) => f.path).sort()
-const allowed = [/^LICENSE$/, /^README\.md$/, /^package\.json$/, /^index\.js$/, /^dist\/(index|cli)\.js$/, /^dist\/index\.mjs$/, /^dist\/chunk-[A-Z0-9]+\.mjs$/, /^dist\/index\.d\.m?ts$/]
-const unexpected = mainFiles.filter((f) => !allowed.some((re) => re.test(f)))
-check(unexpected.length === 0, `the main tarball holds only LICENSE, README, the loader and the ESM/CJS entries with types${unexpected.length ? ` (also: ${unexpected.join(', ')})` : ''}`)
-for (const need of ['LICENSE', 'README.md', 'index.js', 'dist/index.js', 'dist/index.mjs', 'dist/index.d.ts', 'dist/index.d.mts', 'dist/cli.js']) {
+// Every file package.json's "exports" names (the main entry, the browser entry, the subpaths), with its types.
+const exportTargets = []
+const collect = (v) => (typeof v === 'string' ? exportTargets.push(v.replace(/^\.\//, '')) : v && Object.values(v).forEach(collect))
+collect(pkg.exports)
+const exported = new Set(exportTargets.filter((f) => f.startsWith('dist/')))
+const allowed = [/^LICENSE$/, /^README\.md$/, /^package\.json$/, /^index\.js$/, /^dist\/cli\.js$/, /^dist\/chunk-[A-Z0-9]+\.mjs$/]
+const unexpected = mainFiles.filter((f) => !allowed.some((re) => re.test(f)) && !exported.has(f))
+check(unexpected.length === 0, `the main tarball holds only LICENSE, README, the loader, the CLI and the files its exports name (${exported.size})${unexpected.length ? ` (also: ${unexpected.join(', ')})` : ''}`)
+for (const need of ['LICENSE', 'README.md', 'index.js', 'dist/index.js', 'dist/index.mjs', 'dist/index.d.ts', 'dist/index.d.mts', 'dist/cli.js', ...exported]) {
   check(mainFiles.includes(need), `the main tarball holds ${need}`)
 }
 const platformFiles = packs[platformPkg.name].files.map((f) => f.path).sort()
