@@ -28,9 +28,10 @@ const GLIBC_BASELINE = '2.17'
 // Pinned build tools, from PyPI (zig is a Python wheel there).
 const TOOLS = ['cargo-zigbuild==0.24.0', 'ziglang==0.17.0']
 // Install scripts in the dependency tree that are not ours. msgpackr pulls in
-// msgpackr-extract (an optional native accelerator with a node-gyp-build
-// install script); konserve works without it. Anything else fails the check.
-const FOREIGN_INSTALL_SCRIPTS = new Set(['msgpackr-extract'])
+// msgpackr-extract and cbor-x pulls in cbor-extract (optional native
+// accelerators by the same author, each with a node-gyp-build install script);
+// konserve works without them. Anything else fails the check.
+const FOREIGN_INSTALL_SCRIPTS = new Set(['msgpackr-extract', 'cbor-extract'])
 
 const started = Date.now()
 const pkgText = readFileSync(join(root, 'package.json'), 'utf8')
