@@ -6,39 +6,19 @@ mod support;
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
+use support::fixtures::{noise, pattern};
+use support::key;
 
 use konserve_core::blob::{BlobReader, BlobWriter};
 use konserve_core::codec::{Codec, FixedRandom};
 use konserve_core::format::blob::{chunk_count, encode_chunked_file, CHUNK_SIZE};
 use konserve_core::format::file::{Header, FLAG_CHUNKED, HEADER_LEN};
-use konserve_core::format::key::{encode, Key};
 use konserve_core::format::{self, file};
 use konserve_core::{keyhash, staging, ErrorCode, FileStore, Options, Write};
 use xxhash_rust::xxh3::xxh3_64;
 
 const META: &[u8] = b"\x81\xa4type\xa6binary";
 const MIB: usize = CHUNK_SIZE;
-
-fn key(s: &str) -> Vec<u8> {
-    encode(&Key::str(s))
-}
-
-fn pattern(n: usize, salt: u8) -> Vec<u8> {
-    (0..n).map(|i| ((i * 7 + (i >> 10)) as u8) ^ salt).collect()
-}
-
-/// Bytes that LZ4 cannot shrink, so chunk sizes stay realistic.
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 fn codecs() -> Vec<(&'static str, Options)> {
     let with = |compressor, key: Option<&str>| Options {

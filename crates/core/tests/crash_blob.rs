@@ -6,6 +6,7 @@ mod support;
 
 use std::path::Path;
 use std::sync::Arc;
+use support::fixtures::{noise, pattern};
 
 use konserve_core::format::blob::CHUNK_SIZE;
 use konserve_core::{ErrorCode, FileStore, Options, Result};
@@ -14,23 +15,6 @@ use support::key;
 
 const META: &[u8] = b"\x81\xa4type\xa6binary";
 const MIB: usize = CHUNK_SIZE;
-
-fn pattern(n: usize, salt: u8) -> Vec<u8> {
-    (0..n).map(|i| ((i * 7 + (i >> 10)) as u8) ^ salt).collect()
-}
-
-/// Bytes that LZ4 cannot shrink, so chunk sizes stay realistic.
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 fn open_sim(fs: &SimFs, dir: &Path, options: &Options) -> Result<Arc<FileStore>> {
     crash::open(fs, dir, options).map(Arc::new)

@@ -7,6 +7,7 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use support::fixtures::{le_u32, one, payload, read_all, rec};
 
 use konserve_core::codec::{Codec, OsRandom, SegmentContext};
 use konserve_core::format::file::{FLAGS_COMMITTED_LOG, HEADER_LEN, LOG_COMMIT_AREA};
@@ -21,39 +22,6 @@ const META: &[u8] = b"\x81\xa4type\xaaappend-log";
 
 fn new_record(r: &LogRecord) -> NewRecord<'_> {
     NewRecord { serializer: r.serializer, stamp: r.stamp, payload: &r.bytes }
-}
-
-fn le_u32(b: &[u8]) -> u32 {
-    u32::from_le_bytes(b.try_into().unwrap())
-}
-
-fn read_all(store: &FileStore, k: &[u8]) -> Result<Vec<LogRecord>> {
-    let mut cursor = store.open_log(k)?.expect("the log exists");
-    let mut out = Vec::new();
-    while let Some(batch) = cursor.next_batch(7)? {
-        assert!(!batch.is_empty() && batch.len() <= 7);
-        out.extend(batch);
-    }
-    Ok(out)
-}
-
-fn payload(i: u64) -> Vec<u8> {
-    let n = match i % 4 {
-        0 => 0,
-        1 => 10,
-        2 => 300,
-        _ => (i * 37 % 2000) as usize,
-    };
-    (0..n).map(|j| (j as u64 * 7 + i) as u8 % 13 + b'a').collect()
-}
-
-fn rec(index: u64, bytes: Vec<u8>) -> LogRecord {
-    LogRecord { index, stamp: 1000 + index, serializer: (index % 3) as u8, bytes }
-}
-
-/// One record of serializer 1.
-fn one(stamp: u64, payload: &[u8]) -> [NewRecord<'_>; 1] {
-    [NewRecord { serializer: 1, stamp, payload }]
 }
 
 fn info(first: u64, last: Option<u64>, stamp: u64) -> LogInfo {

@@ -5,6 +5,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::fs;
+use support::fixtures::{le_u32, one, payload, read_all, rec};
 
 use konserve_core::codec::{Codec, OsRandom, SegmentContext};
 use konserve_core::format::file::{FLAGS_COMMITTED_LOG, FLAG_LOG, HEADER_LEN, LOG_COMMIT_AREA};
@@ -34,41 +35,12 @@ fn with_codec(compressor: u8, secret: Option<&str>) -> Options {
 const COMBOS: [(u8, Option<&str>); 4] = [(0, None), (1, None), (0, Some("s3cr3t")), (1, Some("s3cr3t"))];
 const META: &[u8] = b"\x81\xa4type\xaaappend-log";
 
-fn read_all(store: &FileStore, k: &[u8]) -> Result<Vec<LogRecord>> {
-    let mut cursor = store.open_log(k)?.expect("the log exists");
-    let mut out = Vec::new();
-    while let Some(batch) = cursor.next_batch(7)? {
-        assert!(!batch.is_empty() && batch.len() <= 7);
-        out.extend(batch);
-    }
-    Ok(out)
-}
-
-fn payload(i: u64) -> Vec<u8> {
-    let n = match i % 4 {
-        0 => 0,
-        1 => 10,
-        2 => 300,
-        _ => (i * 37 % 2000) as usize,
-    };
-    (0..n).map(|j| (j as u64 * 7 + i) as u8 % 13 + b'a').collect()
-}
-
-fn rec(index: u64, bytes: Vec<u8>) -> LogRecord {
-    LogRecord { index, stamp: 1000 + index, serializer: (index % 3) as u8, bytes }
-}
-
 fn append(store: &FileStore, k: &[u8], r: &LogRecord) -> Result<LogInfo> {
     store.log_append(k, &[new_record(r)], META)
 }
 
 fn new_record(r: &LogRecord) -> NewRecord<'_> {
     NewRecord { serializer: r.serializer, stamp: r.stamp, payload: &r.bytes }
-}
-
-/// One record of serializer 1.
-fn one(stamp: u64, payload: &[u8]) -> [NewRecord<'_>; 1] {
-    [NewRecord { serializer: 1, stamp, payload }]
 }
 
 fn info(first: u64, last: Option<u64>, stamp: u64) -> LogInfo {
@@ -807,10 +779,6 @@ fn a_log_of_the_earlier_layout_reads_as_before_and_migrates_on_append() {
         assert_eq!(le_u32(&fs::read(&path).unwrap()[8..12]), FLAGS_COMMITTED_LOG);
         assert_eq!(read_all(&store, &k).unwrap(), recs[1..]);
     }
-}
-
-fn le_u32(b: &[u8]) -> u32 {
-    u32::from_le_bytes(b.try_into().unwrap())
 }
 
 fn le_u64(b: &[u8]) -> u64 {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod crash;
+pub mod fixtures;
 pub mod sim;
 
 use std::path::Path;
