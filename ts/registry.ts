@@ -17,6 +17,8 @@
 import { mkdirSync, rmdirSync, statSync } from 'node:fs'
 import { mkdir, rmdir, stat } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
+import gensync, { type Handler } from 'gensync'
+import { twinOp } from './backing/index.js'
 import { type Spec, badArgument, checkOptions, checks, fail, isPlainObject, isSync } from './args.js'
 import { KonserveError, toKonserveError } from './errors.js'
 import { fsyncDirSync } from './fsync.js'
@@ -257,14 +259,20 @@ async function isDir(dir: string): Promise<boolean> {
   }
 }
 
+const makeDir = twinOp(
+  (dir: string) => {
+    mkdirSync(dir)
+  },
+  (dir: string) => mkdir(dir),
+)
 /**
  * Claims the directory for a new store: mkdir (not recursive), so of two
  * creators only one gets it. True if it made the directory; false if the
  * parent is missing (connectFsStore then creates the levels, fsyncing each).
  */
-function claimSync(dir: string, syncBlob: boolean): boolean {
+const claimOp = gensync(function* (dir: string, syncBlob: boolean): Handler<boolean> {
   try {
-    mkdirSync(dir)
+    yield* makeDir(dir)
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code
     if (code === 'EEXIST') throw storeExistsError(`the file store at ${dir}`, dir)
@@ -273,20 +281,9 @@ function claimSync(dir: string, syncBlob: boolean): boolean {
   }
   if (syncBlob) fsyncDirSync(dirname(dir))
   return true
-}
-
-async function claim(dir: string, syncBlob: boolean): Promise<boolean> {
-  try {
-    await mkdir(dir)
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code
-    if (code === 'EEXIST') throw storeExistsError(`the file store at ${dir}`, dir)
-    if (code === 'ENOENT') return false
-    throw toKonserveError(err)
-  }
-  if (syncBlob) fsyncDirSync(dirname(dir))
-  return true
-}
+})
+const claimSync = claimOp.sync
+const claim = claimOp.async
 
 const fileBackend: Backend = {
   exists(config, { sync }) {
