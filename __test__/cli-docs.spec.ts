@@ -86,3 +86,45 @@ test('--help for each command, usage errors (exit 2), --json errors', async (t) 
   t.is(badKey.code, 2)
   t.is(JSON.parse(badKey.stderr).error.code, 'ERR_INVALID_ARGUMENT')
 })
+
+test('--meta and --expected-revision: user metadata on writes; a lost compare-and-set exits 4 and writes nothing', async (t) => {
+  const cwd = tempDir()
+  const meta = async (key: string) => JSON.parse(text(await konserve(['meta', key], { cwd })))
+  t.is((await konserve(['put', 'doc', '{"n":1}', '--meta', '{"owner":"ana","tags":["x"]}'], { cwd })).code, 0)
+  const m1 = await meta('doc')
+  t.is(m1.owner, 'ana')
+  t.deepEqual(m1.tags, ['x'])
+  t.is(m1.revision, 1)
+  // The right revision writes; a stale one exits 4 (ERR_REVISION_MISMATCH) and leaves value and revision as they were.
+  t.is((await konserve(['put', 'doc', '{"n":2}', '--expected-revision', '1'], { cwd })).code, 0)
+  const stale = await konserve(['--json', 'put', 'doc', '{"n":3}', '--expected-revision', '1'], { cwd })
+  t.is(stale.code, 4)
+  t.is(JSON.parse(stale.stderr.trim()).error.code, 'ERR_REVISION_MISMATCH')
+  t.is(text(await konserve(['get', 'doc'], { cwd })), '{"n":2}\n')
+  t.is((await meta('doc')).revision, 2)
+  // 0: only if the key does not exist.
+  t.is((await konserve(['put', 'doc', '1', '--expected-revision', '0'], { cwd })).code, 4)
+  t.is((await konserve(['put', 'new', '1', '--expected-revision', '0'], { cwd })).code, 0)
+  // update-in and del take it too.
+  t.is((await konserve(['update-in', 'doc', 'n', '5', '--expected-revision', '1'], { cwd })).code, 4)
+  t.is(text(await konserve(['update-in', 'doc', 'n', '5', '--expected-revision', '2', '--meta', '{"owner":"bo"}'], { cwd })), '{"n":5}\n')
+  t.is((await meta('doc')).owner, 'bo')
+  t.is((await konserve(['del', 'doc', '--expected-revision', '2'], { cwd })).code, 4)
+  t.is(text(await konserve(['del', 'doc', '--expected-revision', '3'], { cwd })), 'true\n')
+  // put-file: metadata on a blob.
+  t.is((await konserve(['put-file', 'blob', '-', '--meta', '{"mime":"text/plain"}'], { cwd, input: 'hello' })).code, 0)
+  t.is((await meta('blob')).mime, 'text/plain')
+  // Bad option values are usage errors (exit 2) that write nothing.
+  for (const args of [
+    ['put', 'x', '1', '--meta', '[1]'],
+    ['put', 'x', '1', '--meta', 'nope'],
+    ['put', 'x', '1', '--expected-revision', '-1'],
+    ['put', 'x', '1', '--expected-revision', 'two'],
+  ]) {
+    const r = await konserve(args, { cwd })
+    t.is(r.code, 2, args.join(' '))
+  }
+  t.is((await konserve(['exists', 'x'], { cwd })).stdout.toString(), 'false\n')
+  // Only the write commands take them.
+  t.is((await konserve(['get', 'new', '--meta', '{}'], { cwd })).code, 2)
+})

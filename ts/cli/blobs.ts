@@ -8,7 +8,7 @@ import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { KonserveError, bassoc, bget, readBlob } from '../index'
 import type { Context } from './open.js'
-import { NotFound, OutputError, type Progress, outputError, progress, writeFileAtomic } from './io.js'
+import { NotFound, OutputError, type Progress, outputError, progress, writeFileAtomic, writeOptions } from './io.js'
 
 const PIECE = 1 << 20
 
@@ -23,6 +23,7 @@ async function* counted(src: AsyncIterable<Uint8Array>, bar: Progress): AsyncGen
 export async function putFileCmd(c: Context): Promise<number> {
   const [keyText, path] = c.args
   const key = c.key(keyText!)
+  const o = writeOptions(c.opts)
   let total: number | undefined
   let input: AsyncIterable<Uint8Array>
   if (path === '-') {
@@ -40,7 +41,7 @@ export async function putFileCmd(c: Context): Promise<number> {
   const store = await c.store(true)
   const bar = progress(c.g.progress, 'put-file', total, 'bytes')
   try {
-    await bassoc(store, key, counted(input, bar))
+    await bassoc(store, key, counted(input, bar), o)
   } finally {
     bar.stop()
   }

@@ -1,7 +1,7 @@
 /** Document commands: get, put, get-in, update-in, meta, exists, del, keys, append, log. */
 import { append, assoc, assocIn, bget, dissoc, exists, get, getIn, getMeta, logStream, scanStore } from '../index'
 import type { Context } from './open.js'
-import { LineWriter, NotFound, UsageError, note, out, parseJson, toJson, valueArg } from './io.js'
+import { LineWriter, NotFound, UsageError, note, out, parseJson, toJson, valueArg, writeOptions } from './io.js'
 
 /** A path step: JSON with --json-key; otherwise an integer literal is a number (an array index), anything else a string. */
 function step(c: Context, text: string): unknown {
@@ -47,8 +47,9 @@ export async function getCmd(c: Context): Promise<number> {
 export async function putCmd(c: Context): Promise<number> {
   const [keyText, valueText] = c.args
   const key = c.key(keyText!)
+  const o = writeOptions(c.opts)
   const value = await valueArg(valueText!)
-  await assoc(await c.store(true), key, value)
+  await assoc(await c.store(true), key, value, o)
   return 0
 }
 
@@ -63,6 +64,7 @@ export async function getInCmd(c: Context): Promise<number> {
 
 export async function updateInCmd(c: Context): Promise<number> {
   const args = c.args
+  const o = writeOptions(c.opts)
   const keyText = args[0]!
   const steps = args.slice(1, -1)
   const valueText = args[args.length - 1]!
@@ -72,7 +74,7 @@ export async function updateInCmd(c: Context): Promise<number> {
   } catch (err) {
     throw new UsageError(`update-in takes a JSON value, not ${JSON.stringify(valueText)} (${(err as Error).message}); quote a string as '"text"'`)
   }
-  const [, now] = await assocIn(await c.store(true), [c.key(keyText), ...steps.map((s) => step(c, s))], value)
+  const [, now] = await assocIn(await c.store(true), [c.key(keyText), ...steps.map((s) => step(c, s))], value, o)
   await out(`${toJson(now)}\n`)
   return 0
 }
@@ -90,7 +92,8 @@ export async function existsCmd(c: Context): Promise<number> {
 }
 
 export async function delCmd(c: Context): Promise<number> {
-  await out(`${await dissoc(await c.store(true), c.key(c.args[0]!))}\n`)
+  const { expectedRevision } = writeOptions(c.opts)
+  await out(`${await dissoc(await c.store(true), c.key(c.args[0]!), { expectedRevision })}\n`)
   return 0
 }
 

@@ -9,7 +9,7 @@ import { dirname, join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { catCmd, getFileCmd, putFileCmd } from './blobs.js'
 import { appendCmd, delCmd, existsCmd, getCmd, getInCmd, keysCmd, logCmd, metaCmd, putCmd, updateInCmd } from './docs.js'
-import { EXIT, UsageError, describeError, exitStatus, note, out } from './io.js'
+import { EXIT, UsageError, WRITE_OPTIONS, describeError, exitStatus, note, out } from './io.js'
 import { type Context, type Globals, KEY_ENV, makeContext } from './open.js'
 import { exportCmd, gcCmd, importCmd, statsCmd, verifyCmd } from './ops.js'
 
@@ -53,6 +53,7 @@ const COMMANDS: Record<string, Command> = {
     count: [2, 2],
     summary: 'store a value: JSON if it parses (integers beyond 2^53 exact), else the string; - reads stdin',
     help: 'With -, a final newline is dropped from a string value. A value that starts with - goes after --: konserve put n -- -5',
+    options: WRITE_OPTIONS,
     run: putCmd,
   },
   'get-in': {
@@ -65,11 +66,18 @@ const COMMANDS: Record<string, Command> = {
     args: 'KEY STEP... JSON|-',
     count: [2, Infinity],
     summary: 'set the value at a path (maps along it are created), atomically; prints the new value',
+    options: WRITE_OPTIONS,
     run: updateInCmd,
   },
   meta: { args: 'KEY', count: [1, 1], summary: "print the key's metadata (type, lastWrite, revision, user fields)", run: metaCmd },
   exists: { args: 'KEY', count: [1, 1], summary: 'print true or false', run: existsCmd },
-  del: { args: 'KEY', count: [1, 1], summary: 'delete a key; prints whether it existed', run: delCmd },
+  del: {
+    args: 'KEY',
+    count: [1, 1],
+    summary: 'delete a key; prints whether it existed',
+    options: { 'expected-revision': WRITE_OPTIONS['expected-revision'] },
+    run: delCmd,
+  },
   keys: {
     args: '',
     count: [0, 0],
@@ -86,6 +94,7 @@ const COMMANDS: Record<string, Command> = {
     args: 'KEY PATH|-',
     count: [2, 2],
     summary: "store a file's bytes (or stdin's) as a blob, streamed",
+    options: WRITE_OPTIONS,
     run: putFileCmd,
   },
   cat: { args: 'KEY', count: [1, 1], summary: "write a blob's bytes to stdout, streamed", run: catCmd },
@@ -155,7 +164,8 @@ encrypted (AES-256, authenticated) and the store refuses unencrypted files.
 
 Exit status: 0 done; 1 not found (key or store) or damage found (verify,
 export --skip-damaged); 2 usage (a bad command line, key or path); 3 any
-other error, including I/O and output that could not be written.`
+other error, including I/O and output that could not be written; 4 a
+revision mismatch (--expected-revision: the key changed; nothing written).`
 
 function usage(): string {
   const width = Math.max(...Object.entries(COMMANDS).map(([n, c]) => n.length + c.args.length + 1))

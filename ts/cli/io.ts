@@ -9,7 +9,7 @@ import { isInteger, parse as parseLossless, stringify as stringifyLossless } fro
 import { KonserveError } from '../index'
 
 /** Documented exit statuses (README "The konserve command"). */
-export const EXIT = { ok: 0, notFound: 1, damaged: 1, usage: 2, failed: 3 } as const
+export const EXIT = { ok: 0, notFound: 1, damaged: 1, usage: 2, failed: 3, conflict: 4 } as const
 
 /** A bad command line: exit 2, with the command's usage. */
 export class UsageError extends Error {}
@@ -129,12 +129,45 @@ export async function valueArg(arg: string): Promise<unknown> {
   return typeof v === 'string' ? v.replace(/\r?\n$/, '') : v
 }
 
+/** What the write commands take: --meta JSON (user fields) and --expected-revision N (a compare-and-set). */
+export const WRITE_OPTIONS = {
+  meta: { type: 'string', help: 'user metadata for the key, a JSON object (getMeta and `konserve meta` return its fields)' },
+  'expected-revision': {
+    type: 'string',
+    help: 'write only if the key is at revision N (0: only if it does not exist); else exit 4 (ERR_REVISION_MISMATCH) and change nothing',
+  },
+} as const
+
+/** The --meta and --expected-revision options of a write command, checked, as the library's write options. */
+export function writeOptions(opts: Record<string, string | boolean | undefined>): { meta?: Record<string, unknown>; expectedRevision?: number } {
+  const r: { meta?: Record<string, unknown>; expectedRevision?: number } = {}
+  const meta = opts.meta
+  if (typeof meta === 'string') {
+    let v: unknown
+    try {
+      v = parseJson(meta)
+    } catch (err) {
+      throw new UsageError(`--meta takes a JSON object, not ${JSON.stringify(meta)} (${(err as Error).message})`)
+    }
+    if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new UsageError(`--meta takes a JSON object, not ${meta}`)
+    r.meta = v as Record<string, unknown>
+  }
+  const rev = opts['expected-revision']
+  if (typeof rev === 'string') {
+    if (!/^(0|[1-9][0-9]*)$/.test(rev) || !Number.isSafeInteger(Number(rev))) throw new UsageError(`--expected-revision takes a revision number (0, 1, 2, ...), not ${JSON.stringify(rev)}`)
+    r.expectedRevision = Number(rev)
+  }
+  return r
+}
+
 /** The exit status for an error. */
 export function exitStatus(err: unknown): number {
   if (err instanceof UsageError) return EXIT.usage
   if (err instanceof NotFound) return EXIT.notFound
   if (err instanceof KonserveError) {
     if (['ERR_INVALID_ARGUMENT', 'ERR_INVALID_KEY', 'ERR_INVALID_PATH'].includes(err.code)) return EXIT.usage
+    // A lost compare-and-set: its own status, so a script can re-read and retry.
+    if (err.code === 'ERR_REVISION_MISMATCH') return EXIT.conflict
   }
   return EXIT.failed
 }
