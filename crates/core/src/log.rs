@@ -433,6 +433,18 @@ impl LogLayout {
     }
 }
 
+/// A log file's head, checked: the header, the prefix up to the data, and the
+/// layout. Fails if the file holds another key or a value (`ERR_NOT_A_LOG`).
+fn read_log_head(file: &dyn VfsFile, size: u64, path: &Path, key: &[u8], ctx: &SegmentContext<'_>) -> Result<(Header, Vec<u8>, LogLayout)> {
+    let (header, meta, prefix) = keyfile::read_head(file, size, path, ctx)?;
+    keyfile::check_key(&meta.key, key, path)?;
+    if !header.is_log() {
+        return Err(Error::new(ErrorCode::NotALog, "the key holds a value, not an append log").with_file(path));
+    }
+    let layout = open_layout(file, size, path, &header, &prefix, ctx)?;
+    Ok((header, prefix, layout))
+}
+
 /// Reads a log's layout from its head (`prefix` holds at least the header
 /// and meta segment): for the current layout, the commit (one read of the
 /// commit area at most, usually none: it is in `prefix`), checked against the
@@ -890,12 +902,7 @@ pub(crate) fn append(files: &StoreDir, key: &[u8], records: &[NewRecord<'_>], cr
     };
     let size = file.size().map_err(|e| Error::io(e, "cannot stat the log file", &path))?;
     let ctx = files.context(key_hash);
-    let (header, meta, prefix) = keyfile::read_head(&*file, size, &path, &ctx)?;
-    keyfile::check_key(&meta.key, key, &path)?;
-    if !header.is_log() {
-        return Err(Error::new(ErrorCode::NotALog, "the key holds a value, not an append log").with_file(&path));
-    }
-    let layout = open_layout(&*file, size, &path, &header, &prefix, &ctx)?;
+    let (header, prefix, layout) = read_log_head(&*file, size, &path, key, &ctx)?;
     let meta_stored = prefix[HEADER_LEN..HEADER_LEN + header.meta_len as usize].to_vec();
     let Bound::Committed { commit, b_valid } = layout.bound else {
         // The earlier layout: migrated by a rewrite, the new records after the old.
@@ -986,12 +993,7 @@ pub(crate) fn open(files: &StoreDir, key: &[u8]) -> Result<Option<LogCursor>> {
     let Some((file, size, path)) = files.open_key(key)? else { return Ok(None) };
     let key_hash = keyhash::key_hash(key);
     let ctx = files.context(key_hash);
-    let (header, meta, prefix) = keyfile::read_head(&*file, size, &path, &ctx)?;
-    keyfile::check_key(&meta.key, key, &path)?;
-    if !header.is_log() {
-        return Err(Error::new(ErrorCode::NotALog, "the key holds a value, not an append log").with_file(&path));
-    }
-    let layout = open_layout(&*file, size, &path, &header, &prefix, &ctx)?;
+    let (header, prefix, layout) = read_log_head(&*file, size, &path, key, &ctx)?;
     let secret = files.options().encryption_key.clone();
     Ok(Some(LogCursor::with_layout(file, size, path, &header, layout, prefix, secret, key_hash, ctx.accept_plaintext)))
 }
@@ -1002,12 +1004,7 @@ pub(crate) fn trim(files: &StoreDir, key: &[u8], keep_from: u64, meta: &[u8]) ->
     let Some((file, size, path)) = files.open_key(key)? else { return Ok(LogInfo::EMPTY) };
     let key_hash = keyhash::key_hash(key);
     let ctx = files.context(key_hash);
-    let (header, old_meta, prefix) = keyfile::read_head(&*file, size, &path, &ctx)?;
-    keyfile::check_key(&old_meta.key, key, &path)?;
-    if !header.is_log() {
-        return Err(Error::new(ErrorCode::NotALog, "the key holds a value, not an append log").with_file(&path));
-    }
-    let layout = open_layout(&*file, size, &path, &header, &prefix, &ctx)?;
+    let (header, prefix, layout) = read_log_head(&*file, size, &path, key, &ctx)?;
     let meta_stored = encode_log_meta(header.codec, ctx.secret, key, meta, &mut OsRandom).map_err(|e| e.with_file(&path))?;
     remember((files.id, key_hash), None);
     let (info, commit) = files.write_whole(key, |out, stage| {
