@@ -35,7 +35,7 @@ if (rust) {
   const meta = JSON.parse(execFileSync('cargo', ['metadata', '--format-version', '1', '--no-deps'], { cwd: root, encoding: 'utf8' }))
   const computedDir = join(meta.target_directory, 'tmp', 'konserve-vectors')
   const started = Date.now()
-  const testArgs = ['test', '-p', 'konserve-core', ...Object.keys(RUST).flatMap((t) => ['--test', t])]
+  const testArgs = ['test', '--no-fail-fast', '-p', 'konserve-core', ...Object.keys(RUST).flatMap((t) => ['--test', t])]
   console.log(`cargo ${testArgs.join(' ')}`)
   const run = spawnSync('cargo', testArgs, { cwd: root, stdio: 'inherit' })
   if (run.error) throw run.error

@@ -22,6 +22,8 @@ const LAST_LITERALS = 5
 /** A match must start at least 12 bytes before the end of a block. */
 const MF_LIMIT = 12
 const HASH_SHIFT = 32 - 12
+/** Skip-ahead (FORMAT.md §4.2.1): the step between tried positions grows by one after each 2^SKIP_TRIGGER misses in a row. */
+const SKIP_TRIGGER = 6
 
 function corrupt(what: string): KonserveError {
   return new KonserveError('ERR_CORRUPT', `invalid LZ4 frame: ${what}`)
@@ -86,6 +88,7 @@ function compressBlock(
   table.fill(-1)
   let anchor = 0
   let p = 0
+  let misses = 1 << SKIP_TRIGGER
   while (p + MF_LIMIT <= n) {
     const seq = src.getUint32(start + p, true)
     const h = Math.imul(seq, 2654435761) >>> HASH_SHIFT
@@ -98,8 +101,10 @@ function compressBlock(
       o = emitSequence(out, o, plain, start + anchor, p - anchor, p - c, len)
       p += len
       anchor = p
+      misses = 1 << SKIP_TRIGGER
     } else {
-      p++
+      p += misses >>> SKIP_TRIGGER
+      misses++
     }
   }
   return emitSequence(out, o, plain, start + anchor, n - anchor, 0, 0)
