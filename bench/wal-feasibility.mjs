@@ -19,6 +19,8 @@
 //   ckpt-syncfs  staging files written and renamed without fsync, then ONE syncfs
 //                (`sync -f dir`, coreutils; what the core could call, Node cannot)
 //   ckpt-nosync  the same without any sync: the kernel's per-file work alone
+//   raw-each     the reference, in the same rounds: 1000 puts of the raw loop, 64 in flight
+// (--checkpoint-only skips the put cases.)
 //
 //   node bench/wal-feasibility.mjs [--rounds 5] [--ms 800] [--quick]
 import fs from 'node:fs'
@@ -210,7 +212,7 @@ async function runOne(store, mode, size) {
 }
 
 const CASES = []
-for (const mode of ['one', 'many'])
+if (!process.argv.includes('--checkpoint-only')) for (const mode of ['one', 'many'])
   for (const size of SIZES) CASES.push({ mode, size, stores: STORES.filter((s) => s[mode]) })
 
 const results = new Map() // `${mode}/${size}/${id}` -> { ops: [], lat: [] }
@@ -245,7 +247,16 @@ async function checkpoint(kind, size) {
     await fh.close()
     await fsp.rename(p, join(dir, name))
   }
-  for (let i = 0; i < CKPT; i += 64) await Promise.all(names.slice(i, i + 64).map(stage))
+  if (kind === 'raw-each') {
+    let next = 0
+    const worker = async () => {
+      while (next < CKPT) {
+        const name = names[next++]
+        await rawWriteAsync(dir, name, value, true)
+      }
+    }
+    await Promise.all(Array.from({ length: CONC }, worker))
+  } else for (let i = 0; i < CKPT; i += 64) await Promise.all(names.slice(i, i + 64).map(stage))
   if (kind === 'ckpt-fsync') {
     const d = await fsp.open(dir, 'r')
     await d.sync()
@@ -253,7 +264,7 @@ async function checkpoint(kind, size) {
   } else if (kind === 'ckpt-syncfs') execFileSync('sync', ['-f', dir])
   return CKPT / ((performance.now() - t0) / 1000)
 }
-const CKPT_KINDS = ['ckpt-fsync', 'ckpt-syncfs', 'ckpt-nosync']
+const CKPT_KINDS = ['raw-each', 'ckpt-fsync', 'ckpt-syncfs', 'ckpt-nosync']
 const ckpt = new Map()
 for (let round = 0; round < ROUNDS; round++)
   for (const size of SIZES)
