@@ -14,10 +14,10 @@ import { HEADER_LEN } from './file.js'
 export const WAL_FILE_NAME = '.konserve.wal'
 export const SLOT_LEN = 64
 export const SLOT_A = 0
-export const SLOT_B = 512
-export const HINT_AT = 1024
+export const SLOT_B = 4096
+export const HINT_AT = 8192
 export const HINT_LEN = 32
-export const FRAMES_AT = 4096
+export const FRAMES_AT = 12288
 export const FRAME_HEAD = 32
 export const FRAME_TRAILER = 8
 export const MIN_FRAME = 64

@@ -1,15 +1,18 @@
 //! The write-ahead log (docs/WAL.md §3; not used by the store yet):
 //! `wal::parse_wal` of any bytes. Only typed errors, allocations in
 //! proportion to the file, and what parses is consistent: seqs consecutive
-//! from the header's first, frames back to back from offset 4096 up to the
-//! end, every payload inside its frame, and every frame re-encodes from its
-//! records to exactly the bytes that were read.
+//! from the header's first, frames back to back from the first frame's offset
+//! up to the end, every payload inside its frame, and every frame re-encodes
+//! from its records to exactly the bytes that were read.
 //!
-//! Input: mode (1 byte) | the file (rest). Mode bit 0 reseals header slot B
-//! (magic, version, reserved bytes, checksum) around whatever generation and
-//! first seq the input holds there; bit 1 reseals the head check and the frame
-//! check of each frame whose length field fits, walking from offset 4096, so
-//! that mutations reach the record parser instead of a checksum.
+//! Input: mode (1 byte) | header slot B (64 bytes) | the file from the first
+//! frame's offset on (rest); the target puts them in a log file, zeros
+//! elsewhere (so no input is spent on the zero pages before the frames). Mode
+//! bit 0 reseals slot B (magic, version, reserved bytes, checksum) around
+//! whatever generation and first seq the input holds there; bit 1 reseals the
+//! head check and the frame check of each frame whose length field fits,
+//! walking from the first frame, so that mutations reach the record parser
+//! instead of a checksum.
 #![no_main]
 
 use fuzz_util::allocated_by;
@@ -45,7 +48,10 @@ fn reseal_frames(file: &mut [u8]) {
 
 fuzz_target!(|data: &[u8]| {
     let [mode, rest @ ..] = data else { return };
-    let mut file = rest.to_vec();
+    let Some((slot, frames)) = rest.split_at_checked(SLOT_LEN) else { return };
+    let mut file = vec![0u8; FRAMES_AT];
+    file[SLOT_B..SLOT_B + SLOT_LEN].copy_from_slice(slot);
+    file.extend_from_slice(frames);
     if mode & 1 != 0 {
         reseal_header(&mut file);
     }

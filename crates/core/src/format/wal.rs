@@ -19,14 +19,14 @@ pub const WAL_FILE_NAME: &str = ".konserve.wal";
 pub const SLOT_LEN: usize = 64;
 /// The offset of header slot A.
 pub const SLOT_A: usize = 0;
-/// The offset of header slot B (another sector than A).
-pub const SLOT_B: usize = 512;
-/// The offset of the end hint.
-pub const HINT_AT: usize = 1024;
+/// The offset of header slot B (another page than A).
+pub const SLOT_B: usize = 4096;
+/// The offset of the end hint (a page of its own: rewritten after every frame).
+pub const HINT_AT: usize = 8192;
 /// The length of the end hint.
 pub const HINT_LEN: usize = 32;
 /// The offset of the first frame.
-pub const FRAMES_AT: usize = 4096;
+pub const FRAMES_AT: usize = 12288;
 /// The bytes of a frame before its records.
 pub const FRAME_HEAD: usize = 32;
 /// The bytes of a frame after its records and padding: the frame check.
