@@ -4,7 +4,7 @@
 // committed files. Run this only for a deliberate format change, then review
 // the diff of test-vectors/ by hand against docs/FORMAT.md.
 //
-// - blobs.json, files.json, lz4.json, logs.json, keycheck.json: computed by the Rust core's
+// - blobs.json, files.json, lz4.json, logs.json, keycheck.json, wal.json: computed by the Rust core's
 //   vector tests (crates/core/tests/*_vectors.rs). Each test leaves what it
 //   computed in <cargo target dir>/tmp/konserve-vectors/ before it compares,
 //   so this runs them (they fail where the committed files differ, which is
@@ -29,6 +29,7 @@ const RUST = {
   file_vectors: ['files.json', 'lz4.json'],
   keycheck_vectors: ['keycheck.json'],
   log_vectors: ['logs.json'],
+  wal_vectors: ['wal.json'],
 }
 
 if (rust) {

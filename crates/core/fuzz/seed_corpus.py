@@ -57,6 +57,11 @@ def main():
         if enc == 1:
             write(out, "aes_open", bytes([0, len(secret)]) + secret + keyed + meta)
             write(out, "aes_open", bytes([1, len(secret)]) + secret + keyed + value)
+    for v in load("wal.json"):
+        # mode | header slot B | the file from the first frame on (12288)
+        f = bytes.fromhex(v["file"])
+        for mode in (0, 3):
+            write(out, "wal_scan", bytes([mode]) + f[4096:4160] + f[12288:])
     if shutil.which("lz4"):
         # Over 64 KiB, so that 64 KiB blocks are linked; repetitive, so small.
         big = b"".join(b"key %06d konserve value; " % (i % 500) for i in range(4000))

@@ -8,6 +8,8 @@
 //! - [`blob`]: the chunks, chunk table and trailer of a chunked blob (§4.5).
 //! - [`log`]: an append log's records and commit area (§4.6).
 //! - [`keycheck`]: the key check and rekey files of an encrypted store (§4.7).
+//! - [`wal`]: the write-ahead log's header, hint and frames (docs/WAL.md §3;
+//!   not used by the store yet).
 //!
 //! Segments are compressed and encrypted by [`crate::codec`]; key hashes and
 //! file names come from [`crate::keyhash`]. [`parse_file`], the whole-file
@@ -19,6 +21,7 @@ pub mod file;
 pub mod key;
 pub mod keycheck;
 pub mod log;
+pub mod wal;
 
 use crate::codec::SegmentContext;
 use crate::error::{Error, ErrorCode, Result};

@@ -1,0 +1,48 @@
+/**
+ * The switch of docs/WAL.md §8 relies on this build's open: a store whose
+ * `.konserve.keycheck` has version 2 (the write-ahead log's format marker,
+ * the same 81 bytes with version byte 2) is refused by every open of a build
+ * that does not know the log, native and pure, writable and read-only, with a
+ * key and without, with ERR_UNSUPPORTED_VERSION naming the file, and the open
+ * writes nothing. So no process of this build can open a store that has a log
+ * and read key files that the log supersedes.
+ */
+import test from 'ava'
+import { mkdtempSync, readFileSync, readdirSync, realpathSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import * as k from 'konserve'
+import { xxh3_64 } from '../ts/codec/xxhash.js'
+import { KEY_CHECK_FILE, KEY_CHECK_FILE_LEN, encodeKeyCheck } from '../ts/format/keycheck.js'
+
+const aes = { type: 'aes', key: 's3cr3t' } as const
+
+/** `bytes` (a version-1 key check) as version 2, its checksum fixed. */
+function asVersion2(bytes: Uint8Array): Uint8Array {
+  const out = Uint8Array.from(bytes)
+  out[8] = 2
+  new DataView(out.buffer).setBigUint64(KEY_CHECK_FILE_LEN - 8, xxh3_64(out.subarray(0, KEY_CHECK_FILE_LEN - 8)), true)
+  return out
+}
+
+for (const native of [true, false]) {
+  const impl = native ? 'native' : 'pure'
+  for (const keyed of [false, true]) {
+    test(`${impl}: a version-2 key check (${keyed ? 'encrypted' : 'plaintext'} store) refuses every open with ERR_UNSUPPORTED_VERSION`, (t) => {
+      const dir = mkdtempSync(join(tmpdir(), 'konserve-walmark-'))
+      const store = k.connectFsStore(dir, { native, sync: true, ...(keyed ? { encryptor: aes } : {}) })
+      k.assoc(store, 'a', 1, { sync: true })
+      k.close(store, { sync: true })
+      const v1 = keyed ? readFileSync(join(dir, KEY_CHECK_FILE)) : encodeKeyCheck({ salt: new Uint8Array(32), check: new Uint8Array(32) })
+      writeFileSync(join(dir, KEY_CHECK_FILE), asVersion2(v1))
+      const before = readdirSync(dir).sort()
+      const opens = [{}, { readOnly: true }, { encryptor: aes }, { encryptor: aes, readOnly: true }]
+      for (const o of opens) {
+        const err = t.throws(() => k.connectFsStore(dir, { native, sync: true, ...o }), undefined, JSON.stringify(o)) as k.KonserveError
+        t.is(err.code, 'ERR_UNSUPPORTED_VERSION', JSON.stringify(o))
+        t.is(err.file, join(realpathSync(dir), KEY_CHECK_FILE), JSON.stringify(o))
+      }
+      t.deepEqual(readdirSync(dir).sort(), before)
+    })
+  }
+}
