@@ -213,7 +213,7 @@ test('foreign or damaged rows are typed errors naming the key, never a crash', a
   await k.append(db, 'l', 1)
   const nameOf = async (kind: number) => (await raw.query(`SELECT name FROM "${tb}" WHERE kind = $1`, [kind])).rows[0].name as string
   const [a, b, l] = [await nameOf(0), await nameOf(1), await nameOf(2)]
-  const corrupt = async (key: string, p: Promise<unknown>, code = 'ERR_CORRUPT') => {
+  const corrupt = async (key: string, p: Promise<unknown>, code: k.KonserveError['code'] = 'ERR_CORRUPT') => {
     const err = await t.throwsAsync(p, { instanceOf: k.KonserveError })
     t.is(err!.code, code, err!.message)
     t.is(err!.key, key)
