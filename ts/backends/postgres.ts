@@ -622,7 +622,8 @@ export class PostgresBacking implements Backing {
     let cached: { i: number; plain: Uint8Array } | undefined
     const chunk = async (i: number): Promise<Uint8Array> => {
       if (cached?.i === i) return cached.plain
-      const r = await this.pool.query({
+      // On the lock holder's connection while the key is locked here: a holder never waits for a second connection.
+      const r = await this.via([key]).query({
         text: `SELECT data FROM ${this.t.chunks} WHERE name = $1 AND gen = $2 AND idx = $3`,
         values: [hex, row.gen, i],
       })
@@ -704,7 +705,7 @@ export class PostgresBacking implements Backing {
     let closed = false
     const next = pgOp('log read', async (max: number): Promise<LogRecord[] | undefined> => {
       if (closed || at >= end) return undefined
-      const r = await this.pool.query({
+      const r = await this.via([key]).query({
         text: `SELECT idx, data FROM ${this.t.records} WHERE name = $1 AND idx >= $2 AND idx < $3 ORDER BY idx LIMIT $4`,
         values: [hex, at, end, Math.min(Math.max(1, max), end - at)],
       })
