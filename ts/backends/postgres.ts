@@ -44,7 +44,7 @@ export interface PgResult {
   rows: Array<Record<string, unknown>>
   rowCount: number | null
 }
-type QueryConfig = { text: string; values?: unknown[]; binary?: boolean }
+type QueryConfig = { name?: string; text: string; values?: unknown[]; binary?: boolean }
 /** What this backing needs of a node-postgres client (a pooled connection). */
 export interface PgClient {
   query(q: QueryConfig | string, values?: unknown[]): Promise<PgResult>
@@ -274,6 +274,16 @@ export class PostgresBacking implements Backing {
     }
   }
 
+  /** Prepared statement names by text: a statement is parsed and planned once per connection, not per call. */
+  private readonly stmts = new Map<string, string>()
+
+  /** A query as a named (prepared) statement. */
+  private st(text: string, values: unknown[]): QueryConfig {
+    let name = this.stmts.get(text)
+    if (!name) this.stmts.set(text, (name = `konserve_${fileName(Buffer.from(text, 'utf8')).slice(0, 24)}`))
+    return { name, text, values }
+  }
+
   private hex(key: Uint8Array): string {
     return fileName(key).slice(0, 32)
   }
@@ -308,13 +318,13 @@ export class PostgresBacking implements Backing {
   }
 
   private async row(key: Uint8Array, hex: string, columns: string): Promise<Row | undefined> {
-    const r = await this.via([key]).query({ text: `SELECT ${columns} FROM ${this.t.main} WHERE name = $1`, values: [hex] })
+    const r = await this.via([key]).query(this.st(`SELECT ${columns} FROM ${this.t.main} WHERE name = $1`, [hex]))
     return r.rows[0] ? rowOf(r.rows[0], this.where(hex)) : undefined
   }
 
   /** A blob's stored chunks in order, checked for count. */
   private async allChunks(c: PgPool | PgClient, hex: string, row: Row): Promise<Buffer[]> {
-    const r = await c.query({ text: `SELECT idx, data FROM ${this.t.chunks} WHERE name = $1 AND gen = $2 ORDER BY idx`, values: [hex, row.gen] })
+    const r = await c.query(this.st(`SELECT idx, data FROM ${this.t.chunks} WHERE name = $1 AND gen = $2 ORDER BY idx`, [hex, row.gen]))
     const out: Buffer[] = []
     for (const [i, x] of r.rows.entries()) {
       if (int(x.idx) !== i || !Buffer.isBuffer(x.data)) break
@@ -361,7 +371,7 @@ export class PostgresBacking implements Backing {
   })
 
   exists = pgOp('exists', async (key: Uint8Array): Promise<boolean> => {
-    const r = await this.via([key]).query({ text: `SELECT 1 FROM ${this.t.main} WHERE name = $1`, values: [this.hex(key)] })
+    const r = await this.via([key]).query(this.st(`SELECT 1 FROM ${this.t.main} WHERE name = $1`, [this.hex(key)]))
     return r.rows.length > 0
   })
 
@@ -382,16 +392,13 @@ export class PostgresBacking implements Backing {
       files.push(u8(concat([head, value])))
     }
     const none = names.map(() => null)
-    await this.via(writes.map((w) => w.key)).query({
-      text: this.sql.put,
-      values: [names, names.map(() => 0), lens, files, none, none, none, none, none],
-    })
+    await this.via(writes.map((w) => w.key)).query(this.st(this.sql.put, [names, names.map(() => 0), lens, files, none, none, none, none, none]))
   })
 
   delete = pgOp('delete', async (keys: Uint8Array[]): Promise<boolean[]> => {
     if (keys.length === 0) return []
     const names = keys.map((k) => this.hex(k))
-    const r = await this.via(keys).query({ text: this.sql.del, values: [[...new Set(names)]] })
+    const r = await this.via(keys).query(this.st(this.sql.del, [[...new Set(names)]]))
     const gone = new Set(r.rows.map((x) => x.name as string))
     // A key named twice existed once.
     const seen = new Set<string>()
@@ -411,10 +418,9 @@ export class PostgresBacking implements Backing {
       if (done) return undefined
       if (this.closed) throw new KonserveError('ERR_CLOSED', 'the store is closed')
       const want = Math.max(1, Math.min(max, 10_000))
-      const r = await this.pool.query({
-        text: `SELECT name, ${HEAD_COLUMNS} FROM ${this.t.main} WHERE name > $1 ORDER BY name LIMIT $2`,
-        values: [after, want],
-      })
+      const r = await this.pool.query(
+        this.st(`SELECT name, ${HEAD_COLUMNS} FROM ${this.t.main} WHERE name > $1 ORDER BY name LIMIT $2`, [after, want]),
+      )
       if (r.rows.length < want) done = true
       if (r.rows.length === 0) return undefined
       after = r.rows[r.rows.length - 1]!.name as string
@@ -552,7 +558,7 @@ export class PostgresBacking implements Backing {
     const flush = async (out: Uint8Array[]) => {
       if (out.length === 0) return
       const idx = out.map(() => count++)
-      await client.query({ text: this.sql.chunks, values: [hex, gen, idx, out.map(u8)] })
+      await client.query(this.st(this.sql.chunks, [hex, gen, idx, out.map(u8)]))
     }
     const closed = () => new KonserveError('ERR_INVALID_ARGUMENT', 'the blob writer is closed')
     const abort = () => {
@@ -583,10 +589,7 @@ export class PostgresBacking implements Backing {
           await flush(out)
           const metaStored = await encodeMetaSegment.async(codec, key, meta)
           const head = concat([blobHeader(codec, metaStored, enc.valueLength, tail), metaStored])
-          await client.query({
-            text: this.sql.put,
-            values: [[hex], [1], [head.length], [u8(concat([head, tail]))], [gen], [count], [null], [null], [null]],
-          })
+          await client.query(this.st(this.sql.put, [[hex], [1], [head.length], [u8(concat([head, tail]))], [gen], [count], [null], [null], [null]]))
           await client.query('COMMIT')
           open = false
           done()
@@ -623,10 +626,7 @@ export class PostgresBacking implements Backing {
     const chunk = async (i: number): Promise<Uint8Array> => {
       if (cached?.i === i) return cached.plain
       // On the lock holder's connection while the key is locked here: a holder never waits for a second connection.
-      const r = await this.via([key]).query({
-        text: `SELECT data FROM ${this.t.chunks} WHERE name = $1 AND gen = $2 AND idx = $3`,
-        values: [hex, row.gen, i],
-      })
+      const r = await this.via([key]).query(this.st(`SELECT data FROM ${this.t.chunks} WHERE name = $1 AND gen = $2 AND idx = $3`, [hex, row.gen, i]))
       const stored = r.rows[0]?.data
       if (!Buffer.isBuffer(stored)) {
         throw new KonserveError('ERR_IO', `chunk ${i} of the blob is gone (it was replaced or deleted more than the grace period ago)`, {
@@ -689,7 +689,7 @@ export class PostgresBacking implements Backing {
     for (const [i, rec] of records.entries()) encoded.push(u8(await encodeRecord.async(codec, next + i, rec.stamp, rec.serializer, rec.bytes)))
     const stamp = records[records.length - 1]!.stamp
     const idx = records.map((_, i) => next + i)
-    await this.via([key]).query({ text: this.sql.append, values: [hex, idx, encoded, head.length, u8(head), first, next + records.length, stamp] })
+    await this.via([key]).query(this.st(this.sql.append, [hex, idx, encoded, head.length, u8(head), first, next + records.length, stamp]))
     return logInfo(first, next + records.length, stamp)
   })
 
@@ -705,10 +705,14 @@ export class PostgresBacking implements Backing {
     let closed = false
     const next = pgOp('log read', async (max: number): Promise<LogRecord[] | undefined> => {
       if (closed || at >= end) return undefined
-      const r = await this.via([key]).query({
-        text: `SELECT idx, data FROM ${this.t.records} WHERE name = $1 AND idx >= $2 AND idx < $3 ORDER BY idx LIMIT $4`,
-        values: [hex, at, end, Math.min(Math.max(1, max), end - at)],
-      })
+      const r = await this.via([key]).query(
+        this.st(`SELECT idx, data FROM ${this.t.records} WHERE name = $1 AND idx >= $2 AND idx < $3 ORDER BY idx LIMIT $4`, [
+          hex,
+          at,
+          end,
+          Math.min(Math.max(1, max), end - at),
+        ]),
+      )
       if (r.rows.length === 0) return undefined
       const firstIdx = int(r.rows[0]!.idx)!
       if (firstIdx > at) at = firstIdx // trimmed meanwhile
@@ -743,7 +747,7 @@ export class PostgresBacking implements Backing {
     const drop = Math.min(Math.max(0, keepFrom - first), next - first)
     const kept = next - first - drop
     const [f, x, s] = kept > 0 ? [first + drop, next, stamp] : [0, 0, 0]
-    await this.via([key]).query({ text: this.sql.trim, values: [hex, first + drop, head.length, u8(head), f, x, s] })
+    await this.via([key]).query(this.st(this.sql.trim, [hex, first + drop, head.length, u8(head), f, x, s]))
     return logInfo(f, x, s)
   })
 
