@@ -233,7 +233,7 @@ export class PostgresBacking implements Backing {
   /** Mixed into every advisory lock id: stores on different tables do not share locks. */
   private readonly salt: bigint
   private closed = false
-  private readonly sql: { put: string; del: string; chunks: string; append: string; trim: string }
+  private readonly sql: { put: string; put1: string; del: string; chunk: string; append: string; trim: string }
 
   constructor(private readonly o: PostgresBackingOptions) {
     this.pool = o.pool
@@ -244,24 +244,30 @@ export class PostgresBacking implements Backing {
     const { main, chunks, records } = this.t
     const grace = `now() + ${Math.round(o.blobGraceMs)} * interval '1 millisecond'`
     // A replaced or deleted blob's chunks get their end of grace; those past it go.
-    const sweep = `sw AS (DELETE FROM ${chunks} WHERE until < now())`
-    this.sql = {
-      // $1 names, $2 kinds, $3 head_lens, $4 files, $5 gens, $6 chunk counts, $7 firsts, $8 nexts, $9 stamps
-      put: `WITH w AS (SELECT * FROM unnest($1::text[], $2::smallint[], $3::int[], $4::bytea[], $5::bigint[], $6::int[], $7::bigint[], $8::bigint[], $9::bigint[])
-          AS w(name, kind, head_len, file, gen, chunks, first, next, stamp)),
-        old AS (SELECT t.name, t.kind, t.gen FROM ${main} t JOIN w USING (name)),
+    // SKIP LOCKED: writers never wait for each other's sweeps (nor deadlock on them).
+    const sweep = `sw AS (DELETE FROM ${chunks} WHERE ctid IN (SELECT ctid FROM ${chunks} WHERE until < now() FOR UPDATE SKIP LOCKED))`
+    const upsert = (w: string) => `${w}        old AS (SELECT t.name, t.kind, t.gen FROM ${main} t JOIN w USING (name)),
         c AS (UPDATE ${chunks} c SET until = ${grace} FROM old WHERE old.kind = 1 AND c.name = old.name AND c.gen = old.gen AND c.until IS NULL),
         r AS (DELETE FROM ${records} r USING old WHERE old.kind = 2 AND r.name = old.name),
         ${sweep}
         INSERT INTO ${main} (name, kind, head_len, file, gen, chunks, first, next, stamp) SELECT * FROM w
         ON CONFLICT (name) DO UPDATE SET kind = EXCLUDED.kind, head_len = EXCLUDED.head_len, file = EXCLUDED.file, gen = EXCLUDED.gen,
-          chunks = EXCLUDED.chunks, first = EXCLUDED.first, next = EXCLUDED.next, stamp = EXCLUDED.stamp`,
+          chunks = EXCLUDED.chunks, first = EXCLUDED.first, next = EXCLUDED.next, stamp = EXCLUDED.stamp`
+    this.sql = {
+      // $1 names, $2 kinds, $3 head_lens, $4 files, $5 gens, $6 chunk counts, $7 firsts, $8 nexts, $9 stamps
+      put: upsert(`WITH w AS (SELECT * FROM unnest($1::text[], $2::smallint[], $3::int[], $4::bytea[], $5::bigint[], $6::int[], $7::bigint[], $8::bigint[], $9::bigint[])
+          AS w(name, kind, head_len, file, gen, chunks, first, next, stamp)),
+`),
+      // One key: plain parameters (a Buffer goes as binary, not as the hex text of an array literal).
+      put1: upsert(`WITH w AS (SELECT $1::text AS name, $2::smallint AS kind, $3::int AS head_len, $4::bytea AS file, $5::bigint AS gen, $6::int AS chunks,
+          $7::bigint AS first, $8::bigint AS next, $9::bigint AS stamp),
+`),
       del: `WITH d AS (DELETE FROM ${main} WHERE name = ANY($1::text[]) RETURNING name, kind, gen),
         c AS (UPDATE ${chunks} c SET until = ${grace} FROM d WHERE d.kind = 1 AND c.name = d.name AND c.gen = d.gen AND c.until IS NULL),
         r AS (DELETE FROM ${records} r USING d WHERE d.kind = 2 AND r.name = d.name),
         ${sweep}
         SELECT name FROM d`,
-      chunks: `INSERT INTO ${chunks} (name, gen, idx, data) SELECT $1, $2, i, d FROM unnest($3::int[], $4::bytea[]) AS u(i, d)`,
+      chunk: `INSERT INTO ${chunks} (name, gen, idx, data) VALUES ($1, $2, $3, $4)`,
       // $1 name, $2 indexes, $3 records, $4 head_len, $5 head, $6 first, $7 next, $8 stamp
       append: `WITH r AS (INSERT INTO ${records} (name, idx, data) SELECT $1, i, d FROM unnest($2::bigint[], $3::bytea[]) AS u(i, d)
           ON CONFLICT (name, idx) DO UPDATE SET data = EXCLUDED.data)
@@ -392,7 +398,11 @@ export class PostgresBacking implements Backing {
       files.push(u8(concat([head, value])))
     }
     const none = names.map(() => null)
-    await this.via(writes.map((w) => w.key)).query(this.st(this.sql.put, [names, names.map(() => 0), lens, files, none, none, none, none, none]))
+    const values =
+      names.length === 1
+        ? [names[0], 0, lens[0], files[0], null, null, null, null, null]
+        : [names, names.map(() => 0), lens, files, none, none, none, none, none]
+    await this.via(writes.map((w) => w.key)).query(this.st(names.length === 1 ? this.sql.put1 : this.sql.put, values))
   })
 
   delete = pgOp('delete', async (keys: Uint8Array[]): Promise<boolean[]> => {
@@ -460,7 +470,7 @@ export class PostgresBacking implements Backing {
     const client = await this.pool.connect()
     const holder: Holder = { client, ids, onError: (err) => (holder.broken = err) }
     client.on('error', holder.onError)
-    const timeout = Math.max(1, Math.ceil(this.o.lockTimeoutMs))
+    const timeout = Math.min(2 ** 31 - 1, Math.max(1, Math.ceil(this.o.lockTimeoutMs)))
     try {
       // One round trip; SET LOCAL ends with the transaction, the session locks stay.
       await client.query(`BEGIN; SET LOCAL lock_timeout = ${timeout}; ${ids.map((id) => `SELECT pg_advisory_lock(${id});`).join(' ')} COMMIT`)
@@ -557,8 +567,8 @@ export class PostgresBacking implements Backing {
     })
     const flush = async (out: Uint8Array[]) => {
       if (out.length === 0) return
-      const idx = out.map(() => count++)
-      await client.query(this.st(this.sql.chunks, [hex, gen, idx, out.map(u8)]))
+      // One statement per chunk: the chunk goes as a binary parameter.
+      for (const c of out) await client.query(this.st(this.sql.chunk, [hex, gen, count++, u8(c)]))
     }
     const closed = () => new KonserveError('ERR_INVALID_ARGUMENT', 'the blob writer is closed')
     const abort = () => {
@@ -589,7 +599,7 @@ export class PostgresBacking implements Backing {
           await flush(out)
           const metaStored = await encodeMetaSegment.async(codec, key, meta)
           const head = concat([blobHeader(codec, metaStored, enc.valueLength, tail), metaStored])
-          await client.query(this.st(this.sql.put, [[hex], [1], [head.length], [u8(concat([head, tail]))], [gen], [count], [null], [null], [null]]))
+          await client.query(this.st(this.sql.put1, [hex, 1, head.length, u8(concat([head, tail])), gen, count, null, null, null]))
           await client.query('COMMIT')
           open = false
           done()
