@@ -11,7 +11,8 @@
  */
 import { hostname } from 'node:os'
 import { type Store as StoreT, KonserveError, Store, registerBackend, storeExistsError, storeNotFoundError } from './index.js'
-import type { StoreOptions, CompressorOption, EncryptorOption } from './store.js'
+// Types from the main entry too (not ./store.js): the subpaths' declarations then share no chunk of their own.
+import type { StoreOptions, CompressorOption, EncryptorOption } from './index.js'
 import { type PgClient, type PgPool, type PgTables, PostgresBacking, createTablesSql, tablesOf, typed } from './backends/postgres.js'
 
 export type { PgPool, PgClient } from './backends/postgres.js'
