@@ -32,7 +32,7 @@ const esmReexportsCjs = {
   },
 }
 
-// The subpath entries (konserve/keyv, konserve/unstorage, konserve/redis) use the
+// The subpath entries (konserve/keyv, konserve/unstorage, konserve/redis, konserve/postgres) use the
 // library through its built entry next to them, never a bundled second copy: their
 // imports of ts/index.ts become that entry, and of ts/errors.ts (the format code
 // they bundle throws KonserveError) the entry's KonserveError, so instanceof holds.
@@ -50,7 +50,7 @@ const subpathUsesIndex = {
     build.onLoad({ filter: /.*/, namespace: 'konserve-errors' }, () => ({ contents: `export { KonserveError } from '${entry}'\n`, loader: 'js' }))
   },
 }
-const subpaths = { keyv: 'ts/keyv.ts', unstorage: 'ts/unstorage.ts', redis: 'ts/redis.ts' }
+const subpaths = { keyv: 'ts/keyv.ts', unstorage: 'ts/unstorage.ts', redis: 'ts/redis.ts', postgres: 'ts/postgres.ts' }
 
 // The library in two module formats: CommonJS (.js) and ESM (.mjs, the
 // wrapper above), with types for each. The CLI (the package's bin) only as
