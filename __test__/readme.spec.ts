@@ -1,7 +1,8 @@
 /**
  * Every `js` and `ts` code block of README.md runs as the README says: saved
  * as example.mjs (node) or example.mts (npx tsx), alone, in an empty
- * directory. The Redis example gets a real server (REDIS_URL), the secret one
+ * directory. The Redis and PostgreSQL examples get real servers (REDIS_URL,
+ * DATABASE_URL), the secret one
  * its key (KONSERVE_KEY), and the browser example is bundled with esbuild and
  * run in Chromium. A block the README adds later is run too: there is no list.
  */
@@ -13,6 +14,7 @@ import { fileURLToPath } from 'node:url'
 import { build } from 'esbuild'
 import { chromium } from 'playwright-core'
 import { CHROMIUM, serve } from './browser/harness.js'
+import { sharedPostgres } from './helpers/postgres.js'
 import { sharedRedis } from './helpers/redis.js'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
@@ -93,6 +95,7 @@ for (const ex of examples()) {
       }
       const env: Record<string, string> = { KONSERVE_KEY: 'a passphrase for the README example' }
       if (ex.code.includes('konserve/redis')) env.REDIS_URL = (await sharedRedis()).url
+      if (ex.code.includes('konserve/postgres')) env.DATABASE_URL = (await sharedPostgres()).url
       const file = ex.lang === 'ts' ? 'example.mts' : 'example.mjs'
       writeFileSync(join(dir, file), ex.code)
       const r = await run(ex.lang === 'ts' ? ['--import', 'tsx', file] : [file], dir, env)
