@@ -8,6 +8,7 @@ import { Readable } from 'node:stream'
 import { KonserveError, type Metadata, type Store, addMsgpackExtension, registerSerializer } from 'konserve'
 import { type Api, type Mode, api, storeKinds } from './helpers/api.js'
 import { redisKinds } from './helpers/redis.js'
+import { s3Kinds } from './helpers/s3.js'
 
 const modes: Mode[] = ['sync', 'async']
 
@@ -42,7 +43,7 @@ registerSerializer({
   decode: (b) => JSON.parse(new TextDecoder().decode(b)),
 })
 
-for (const kind of [...storeKinds, ...redisKinds]) {
+for (const kind of [...storeKinds, ...redisKinds, ...s3Kinds]) {
   for (const mode of kind.modes ?? modes) {
     const title = (s: string) => `${kind.name} ${mode}: ${s}`
     const setup = async (options = {}): Promise<[Store, Api]> => [await kind.open(mode, options), api(mode)]
