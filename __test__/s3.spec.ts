@@ -95,7 +95,12 @@ for (const [name, codec] of [
     const dir = tempDir()
     const mains = (await objects(s3, p)).filter((o) => o.startsWith(`${p}/k/`))
     t.is(mains.length, 2)
-    for (const main of mains) writeFileSync(join(dir, `${main.slice(main.lastIndexOf('/') + 1)}.ksv`), await body(s3, main))
+    for (const main of mains) {
+      const bytes = await body(s3, main)
+      // Encrypted: no plaintext in the object (DESIGN.md §4.8).
+      if (name === 'lz4+aes') t.false(bytes.includes('world'), main)
+      writeFileSync(join(dir, `${main.slice(main.lastIndexOf('/') + 1)}.ksv`), bytes)
+    }
     for (const native of [true, false]) {
       const fs = await k.connectFsStore(dir, { native, ...codec })
       t.deepEqual(await k.get(fs, ['doc', 1]), { hello: 'world', n: [1, 2, 3] })
@@ -296,6 +301,7 @@ test.serial('a server killed mid-upload: ERR_BACKEND_UNAVAILABLE, no partial obj
   await t.throwsAsync(k.bassoc(db, 'a', src), { code: 'ERR_BACKEND_UNAVAILABLE' } as never)
   t.true(killed)
   await t.throwsAsync(k.get(db, 'a'), { code: 'ERR_BACKEND_UNAVAILABLE' } as never)
+  await t.throwsAsync(connectS3Store({ bucket: BUCKET, endpoint: server.endpoint, credentials: ACCESS, maxAttempts: 1 }), { code: 'ERR_BACKEND_UNAVAILABLE' } as never)
   await server.restart()
   t.is(await k.get(db, 'a'), 'before')
   t.deepEqual((await objects(s3, p)).filter((o) => !o.startsWith(`${p}/x/`)).length, 1)
