@@ -10,8 +10,8 @@
  * Importing it also registers the backend `'s3'` with the store registry:
  * `createStore({ backend: 's3', bucket, prefix, endpoint, … })`.
  */
-import { type Store as StoreT, KonserveError, Store, registerBackend, storeExistsError, storeNotFoundError } from './index.js'
-import type { StoreOptions, CompressorOption, EncryptorOption } from './store.js'
+// The option types from the entry, not ./store.js: its declarations then stay in the entry's (no shared chunk).
+import { type Store as StoreT, type StoreOptions, type CompressorOption, type EncryptorOption, KonserveError, Store, registerBackend, storeExistsError, storeNotFoundError } from './index.js'
 import { MIN_PART, type S3Client, type S3Sdk, S3Backing, typedS3 } from './backends/s3.js'
 
 export interface S3StoreOptions extends StoreOptions {

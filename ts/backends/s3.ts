@@ -265,8 +265,13 @@ export class S3Backing implements Backing {
     return String(r.ETag ?? '')
   }
 
-  private async remove(object: string): Promise<void> {
-    await this.send('DeleteObjectCommand', { Key: object })
+  /** Deletes an object if it is still the one with this etag (else ERR_LOCK: another writer changed it). */
+  private async remove(object: string, etag: string): Promise<void> {
+    try {
+      await this.send('DeleteObjectCommand', { Key: object, IfMatch: etag })
+    } catch (err) {
+      if (!isMissing(err)) throw typedS3(err, 'delete', this.where(object))
+    }
   }
 
   /** The condition a write of this key must meet: what its lock holder saw. */
@@ -403,7 +408,7 @@ export class S3Backing implements Backing {
         const etag = String(r.ETag ?? '')
         const cond = this.condition(key)
         if (cond !== undefined && cond !== etag) throw typedS3({ name: 'PreconditionFailed', $metadata: { httpStatusCode: 412 }, message: 'changed meanwhile' }, 'delete', this.where(n.main))
-        await this.remove(n.main)
+        await this.remove(n.main, etag)
         const isLog = (r.Metadata as Record<string, string> | undefined)?.[LOG_FIELD] !== undefined
         if (this.held.has(keyId(key))) this.seen.set(keyId(key), { etag: undefined, log: false })
         if (isLog) await this.dropRecords(n, 0, Number.MAX_SAFE_INTEGER).catch(() => {})
@@ -544,6 +549,9 @@ export class S3Backing implements Backing {
     return Buffer.from(JSON.stringify({ owner: this.owner, lease: this.o.lockLeaseMs, n, nonce: randomBytes(6).toString('hex') }))
   }
 
+  /** Lock releases under way: close waits for them before it destroys the client. */
+  private readonly releasing = new Set<Promise<unknown>>()
+
   private release(id: string): Promise<unknown> {
     const h = this.held.get(id)
     if (!h) return Promise.resolve()
@@ -551,6 +559,12 @@ export class S3Backing implements Backing {
     this.held.delete(id)
     this.seen.delete(id)
     if (this.held.size === 0) this.stopRenewing()
+    const p = this.deleteLock(h).finally(() => this.releasing.delete(p))
+    this.releasing.add(p)
+    return p
+  }
+
+  private deleteLock(h: Held): Promise<unknown> {
     // After a renewal under way (it changes the etag), delete only our own lock object.
     return Promise.resolve(h.renewing)
       .then(() => (h.lost ? undefined : this.send('DeleteObjectCommand', { Key: h.object, IfMatch: h.etag })))
@@ -948,7 +962,8 @@ export class S3Backing implements Backing {
   }
 
   close = s3Op('close', async (): Promise<void> => {
-    await Promise.all([...this.held.keys()].map((id) => this.release(id)))
+    for (const id of [...this.held.keys()]) void this.release(id)
+    await Promise.all([...this.releasing])
     this.stopRenewing()
     this.retryOrphans()
     if (this.o.ownsClient) this.client.destroy?.()
