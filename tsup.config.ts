@@ -50,7 +50,7 @@ const subpathUsesIndex = {
     build.onLoad({ filter: /.*/, namespace: 'konserve-errors' }, () => ({ contents: `export { KonserveError } from '${entry}'\n`, loader: 'js' }))
   },
 }
-const subpaths = { keyv: 'ts/keyv.ts', unstorage: 'ts/unstorage.ts', redis: 'ts/redis.ts', postgres: 'ts/postgres.ts' }
+const subpaths = { keyv: 'ts/keyv.ts', unstorage: 'ts/unstorage.ts', redis: 'ts/redis.ts', postgres: 'ts/postgres.ts', s3: 'ts/s3.ts' }
 
 // The library in two module formats: CommonJS (.js) and ESM (.mjs, the
 // wrapper above), with types for each. The CLI (the package's bin) only as

@@ -9,6 +9,7 @@ import { KonserveError, type Metadata, type Store, addMsgpackExtension, register
 import { type Api, type Mode, api, storeKinds } from './helpers/api.js'
 import { redisKinds } from './helpers/redis.js'
 import { postgresKinds } from './helpers/postgres.js'
+import { s3Kinds } from './helpers/s3.js'
 
 const modes: Mode[] = ['sync', 'async']
 
@@ -43,7 +44,7 @@ registerSerializer({
   decode: (b) => JSON.parse(new TextDecoder().decode(b)),
 })
 
-for (const kind of [...storeKinds, ...redisKinds, ...postgresKinds]) {
+for (const kind of [...storeKinds, ...redisKinds, ...postgresKinds, ...s3Kinds]) {
   for (const mode of kind.modes ?? modes) {
     const title = (s: string) => `${kind.name} ${mode}: ${s}`
     const setup = async (options = {}): Promise<[Store, Api]> => [await kind.open(mode, options), api(mode)]

@@ -33,8 +33,8 @@ test('the main tarball holds LICENSE, README, the loader and the ESM and CJS ent
     'dist/index.d.ts',
     'dist/index.js',
     'dist/index.mjs',
-    // The subpath entries (konserve/keyv, konserve/postgres, konserve/redis, konserve/unstorage), in both formats with types.
-    ...['keyv', 'postgres', 'redis', 'unstorage'].flatMap((e) => [`dist/${e}.d.mts`, `dist/${e}.d.ts`, `dist/${e}.js`, `dist/${e}.mjs`]),
+    // The subpath entries (konserve/keyv, konserve/postgres, konserve/redis, konserve/s3, konserve/unstorage), in both formats with types.
+    ...['keyv', 'postgres', 'redis', 's3', 'unstorage'].flatMap((e) => [`dist/${e}.d.mts`, `dist/${e}.d.ts`, `dist/${e}.js`, `dist/${e}.mjs`]),
     'index.js',
     'package.json',
   ])

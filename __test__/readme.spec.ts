@@ -1,8 +1,8 @@
 /**
  * Every `js` and `ts` code block of README.md runs as the README says: saved
  * as example.mjs (node) or example.mts (npx tsx), alone, in an empty
- * directory. The Redis and PostgreSQL examples get real servers (REDIS_URL,
- * DATABASE_URL), the secret one
+ * directory. The Redis, PostgreSQL and S3 examples get real servers (REDIS_URL,
+ * DATABASE_URL, S3_ENDPOINT with S3_BUCKET and AWS_* credentials), the secret one
  * its key (KONSERVE_KEY), and the browser example is bundled with esbuild and
  * run in Chromium. A block the README adds later is run too: there is no list.
  */
@@ -16,6 +16,7 @@ import { chromium } from 'playwright-core'
 import { CHROMIUM, serve } from './browser/harness.js'
 import { sharedPostgres } from './helpers/postgres.js'
 import { sharedRedis } from './helpers/redis.js'
+import { ACCESS, BUCKET, sharedWeed } from './helpers/s3.js'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 
@@ -96,6 +97,9 @@ for (const ex of examples()) {
       const env: Record<string, string> = { KONSERVE_KEY: 'a passphrase for the README example' }
       if (ex.code.includes('konserve/redis')) env.REDIS_URL = (await sharedRedis()).url
       if (ex.code.includes('konserve/postgres')) env.DATABASE_URL = (await sharedPostgres()).url
+      if (ex.code.includes('konserve/s3')) {
+        Object.assign(env, { S3_ENDPOINT: (await sharedWeed()).endpoint, S3_BUCKET: BUCKET, AWS_ACCESS_KEY_ID: ACCESS.accessKeyId, AWS_SECRET_ACCESS_KEY: ACCESS.secretAccessKey })
+      }
       const file = ex.lang === 'ts' ? 'example.mts' : 'example.mjs'
       writeFileSync(join(dir, file), ex.code)
       const r = await run(ex.lang === 'ts' ? ['--import', 'tsx', file] : [file], dir, env)
