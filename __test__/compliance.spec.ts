@@ -514,13 +514,14 @@ for (const kind of [...storeKinds, ...redisKinds, ...postgresKinds, ...s3Kinds])
 
     // Sync calls cannot overlap within one thread, so this runs in async form
     // only; the sync form's exclusion is tested across processes (file-store.spec.ts).
-    if (mode === 'async') test(title('concurrency: 8 async updateIn loops x 1000 on one key end at 8000'), async (t) => {
+    const per = 'contendedUpdates' in kind && typeof kind.contendedUpdates === 'number' ? kind.contendedUpdates : 1000
+    if (mode === 'async') test(title(`concurrency: 8 async updateIn loops x ${per} on one key end at ${8 * per}`), async (t) => {
       const [s, k] = await setup()
       const loops = Array.from({ length: 8 }, async () => {
-        for (let i = 0; i < 1000; i++) await k.updateIn(s, ['counter'], (x?: number) => (x ?? 0) + 1)
+        for (let i = 0; i < per; i++) await k.updateIn(s, ['counter'], (x?: number) => (x ?? 0) + 1)
       })
       await Promise.all(loops)
-      t.is(await k.get(s, 'counter'), 8000)
+      t.is(await k.get(s, 'counter'), 8 * per)
     })
 
     if ((kind.modes ?? modes).includes('sync')) test(title('a sync write on a key an async op holds fails fast instead of deadlocking'), async (t) => {

@@ -67,6 +67,12 @@ export interface StoreKind {
   name: string
   /** The calling forms it has (default both; network stores are async only). */
   modes?: Mode[]
+  /**
+   * How many updateIn calls each of the contention test's 8 loops makes
+   * (default 1000). An object store pays several HTTP requests per locked
+   * update, so it runs fewer; the cross-process tests of its own spec say more.
+   */
+  contendedUpdates?: number
   open(mode: Mode, options?: k.FsStoreOptions): Promise<k.Store>
 }
 
