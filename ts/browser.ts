@@ -2,8 +2,8 @@
  * konserve in the browser (issue 14): the browser entry, chosen by the
  * `browser` export condition (esbuild, Vite, webpack, Rollup read it). The
  * same API functions as the Node entry (ts/index.ts) minus what needs Node:
- * file stores, the registry (directories), Node streams, `rekey`, the store
- * archive (its stream side is Node's) and the CLI; plus `connectIdbStore`, a
+ * file stores, the registry (directories), Node streams, `rekey` and the CLI
+ * (`exportStore`/`importStore` take and give web streams here); plus `connectIdbStore`, a
  * store in IndexedDB holding the file format's bytes (ts/backends/idb/).
  *
  * Nothing here imports a `node:` module or assumes a Node global at module
@@ -15,6 +15,8 @@ import { KonserveError } from './errors.js'
 import { STORE_OPTIONS, Store, type StoreOptions, badOption } from './store.js'
 
 export * from './portable.js'
+export { exportStore, importStore } from './archive/web.js'
+export type { ArchiveCounts, ExportOptions, ExportProgress, ImportOptions, ImportProgress, WebArchiveSource } from './archive/web.js'
 
 /** The options of `connectIdbStore`. */
 export interface IdbStoreOptions extends StoreOptions {
