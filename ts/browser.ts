@@ -12,6 +12,7 @@
 import { checkOptions, checks } from './args.js'
 import { openIdbBacking } from './backends/idb/index.js'
 import { KonserveError } from './errors.js'
+import { loadCbor, loadSegments } from './lazy/codecs.js'
 import { STORE_OPTIONS, Store, type StoreOptions, badOption } from './store.js'
 
 export * from './portable.js'
@@ -75,6 +76,8 @@ export async function connectIdbStore(name: string, options: IdbStoreOptions = {
     if (!((typeof key === 'string' || key instanceof Uint8Array) && key.length > 0)) throw badOption('the aes encryptor needs a non-empty key (a string or a Uint8Array)')
     encryptionKey = key
   }
+  // cbor-x loads before the store can write with it (reads of CBOR values load it in the backing).
+  if (options.serializer === 'cbor') await loadCbor()
   const backing = await openIdbBacking(name, {
     compressor,
     encryptionKey,
@@ -84,4 +87,15 @@ export async function connectIdbStore(name: string, options: IdbStoreOptions = {
     openTimeoutMs: options.openTimeoutMs,
   })
   return new Store(backing, { serializer: options.serializer, serializers: options.serializers })
+}
+
+/**
+ * Loads the code that the browser build loads on demand: LZ4, the AES
+ * segment code and cbor-x (each its own chunk, fetched the first time a store
+ * needs it; connectIdbStore stores do this themselves). Needed only for a
+ * blocking call or a store of another kind (newMemStore with the cbor
+ * serializer) that uses them before any async call loaded them.
+ */
+export async function loadCodecs(): Promise<void> {
+  await Promise.all([loadSegments(), loadCbor()])
 }
