@@ -5,9 +5,9 @@
  * resolves through the `browser` condition to dist/browser.mjs: run
  * `npx tsup` first), each output gzipped (-9). The initial chunk (what the
  * page loads: the entry and what it imports statically) and the lazy chunks
- * (LZ4, the AES segment code, cbor-x: fetched by dynamic import() only when a
- * store uses them) are reported apart, then the bytes each source module adds
- * to each (from a second bundle of the same app over ts/browser.ts, with the
+ * (LZ4 and cbor-x: fetched by dynamic import() only when a store compresses,
+ * encrypts or uses CBOR; the AES code itself stays in the initial chunk) are
+ * reported apart, then the bytes each source module adds to each (from a second bundle of the same app over ts/browser.ts, with the
  * browser build's swap of ts/lazy/codecs.ts).
  *   node scripts/browser-bundle-size.mjs [--json]
  */
@@ -103,7 +103,7 @@ async function main() {
     return
   }
   console.log(`initial chunk: minified ${r.initial.minified} B, gzipped ${r.initial.gzipped} B (esbuild --minify --splitting, gzip -9)`)
-  console.log(`lazy chunks (loaded when a store uses LZ4, AES or CBOR): minified ${r.lazy.minified} B, gzipped ${r.lazy.gzipped} B, in ${r.lazy.chunks.length} files`)
+  console.log(`lazy chunks (LZ4 and cbor-x, loaded when a store compresses, encrypts or uses CBOR): minified ${r.lazy.minified} B, gzipped ${r.lazy.gzipped} B, in ${r.lazy.chunks.length} files`)
   console.log('largest modules in the initial chunk (bytes in the minified bundle of the sources):')
   for (const [f, n] of Object.entries(r.initialModules).slice(0, 15)) console.log(String(n).padStart(8), f)
   console.log('modules in the lazy chunks:')
