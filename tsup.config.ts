@@ -50,6 +50,19 @@ const subpathUsesIndex = {
     build.onLoad({ filter: /.*/, namespace: 'konserve-errors' }, () => ({ contents: `export { KonserveError } from '${entry}'\n`, loader: 'js' }))
   },
 }
+// The browser build loads LZ4, the AES segment code and cbor-x on demand (issue 14): ts/lazy/codecs.ts
+// (eager: Node, and any other build) is swapped for ts/lazy/codecs.browser.ts (dynamic import()s), and
+// with splitting esbuild emits each as a chunk of its own (dist/chunk-*.mjs) that an app's bundler keeps apart.
+const lazyCodecs = {
+  name: 'lazy-codecs',
+  setup(build: { onResolve: Function }) {
+    build.onResolve({ filter: /[\\/]lazy[\\/]codecs\.js$/ }, (args: { path: string; resolveDir: string }) => {
+      const target = resolve(args.resolveDir, args.path)
+      return target === resolve('ts/lazy/codecs.js') ? { path: resolve('ts/lazy/codecs.browser.ts') } : undefined
+    })
+  },
+}
+
 const subpaths = { keyv: 'ts/keyv.ts', unstorage: 'ts/unstorage.ts', redis: 'ts/redis.ts', postgres: 'ts/postgres.ts', s3: 'ts/s3.ts' }
 
 // The library in two module formats: CommonJS (.js) and ESM (.mjs, the
@@ -72,8 +85,22 @@ export default defineConfig([
   { ...common, entry: { index: 'ts/index.ts' }, format: ['cjs', 'esm'], dts: { entry: { index: 'ts/index.ts' } } },
   { ...common, entry: { cli: 'ts/cli/index.ts' }, format: ['cjs'] },
   { ...common, entry: subpaths, format: ['cjs', 'esm'], esbuildPlugins: [subpathUsesIndex] },
-  // The browser entry (the `browser` export condition): one ESM file with the core and the IndexedDB store, no Node.
-  { entry: { browser: 'ts/browser.ts' }, format: ['esm'], platform: 'browser', target: 'es2022', splitting: false, sourcemap: true, dts: { entry: { browser: 'ts/browser.ts' } } },
+  // The browser entry (the `browser` export condition): ESM with the core and the IndexedDB store, no Node;
+  // the codecs and cbor-x in chunks loaded on demand (lazyCodecs above).
+  {
+    entry: { browser: 'ts/browser.ts' },
+    format: ['esm'],
+    platform: 'browser',
+    target: 'es2022',
+    splitting: true,
+    sourcemap: true,
+    esbuildPlugins: [lazyCodecs],
+    // The chunks in dist/browser/, apart from the Node build's files.
+    esbuildOptions(o: { chunkNames?: string }) {
+      o.chunkNames = 'browser/[name]-[hash]'
+    },
+    dts: { entry: { browser: 'ts/browser.ts' } },
+  },
   // Their types import the main entry's types (no copy of Store and the rest): external only here,
   // since the JavaScript above bundles modules named index.js of its own (ts/backing/index.ts).
   { ...common, entry: subpaths, format: ['cjs', 'esm'], external: [...common.external, /^\.\/index\.js$/], dts: { entry: subpaths, only: true } },

@@ -113,6 +113,19 @@ test('LZ4 and AES through the browser entry: values round trip, IndexedDB holds 
   await p.page.close()
 })
 
+test('cbor-x loads on demand: a CBOR store writes; a fresh page reads its values and log with the default serializer; a memory store needs loadCodecs', async (t) => {
+  const a = await h.newPage()
+  await a.call('cborWrite', 'cbor')
+  await a.page.close()
+  const b = await h.newPage()
+  t.deepEqual(await b.call('cborRead', 'cbor'), ['12345678901234567890', 5, [[1, 'one']], [7]])
+  await b.page.close()
+  const c = await h.newPage()
+  t.deepEqual(await c.call('cborMemory'), { before: 'ERR_NOT_SUPPORTED', after: [1] })
+  t.deepEqual(pageErrors(a, b, c), [])
+  await c.page.close()
+})
+
 test('bassoc takes a Blob (streamed through its ReadableStream) in Node too, async form', async (t) => {
   const s = await newMemStore()
   await bassoc(s, 'b', new Blob([new Uint8Array([1, 2]), 'xy']))

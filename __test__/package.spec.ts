@@ -21,7 +21,12 @@ const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'))
 test('the main tarball holds LICENSE, README, the loader and the ESM and CJS entries with types, nothing else', async (t) => {
   // --ignore-scripts: the test runs on the build `npm test` just made; `npm pack` itself builds in prepack.
   const { stdout } = await run('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: root })
-  const files: string[] = JSON.parse(stdout)[0].files.map((f: { path: string }) => f.path).sort()
+  const packed: string[] = JSON.parse(stdout)[0].files.map((f: { path: string }) => f.path).sort()
+  // The browser entry's chunks (shared code; LZ4/AES and cbor-x, loaded on demand), named by their content's hash.
+  const chunks = packed.filter((f) => f.startsWith('dist/browser/'))
+  t.deepEqual(chunks.filter((f) => !/^dist\/browser\/(chunk|segments|serializers-cbor)-[A-Z0-9]+\.mjs$/.test(f)), [])
+  t.true(chunks.some((f) => f.startsWith('dist/browser/segments-')) && chunks.some((f) => f.startsWith('dist/browser/serializers-cbor-')), chunks.join(' '))
+  const files = packed.filter((f) => !chunks.includes(f))
   t.deepEqual(files, [
     'LICENSE',
     'README.md',

@@ -2,8 +2,8 @@
  * konserve in the browser (issue 14): the browser entry, chosen by the
  * `browser` export condition (esbuild, Vite, webpack, Rollup read it). The
  * same API functions as the Node entry (ts/index.ts) minus what needs Node:
- * file stores, the registry (directories), Node streams, `rekey`, the store
- * archive (its stream side is Node's) and the CLI; plus `connectIdbStore`, a
+ * file stores, the registry (directories), Node streams, `rekey` and the CLI
+ * (`exportStore`/`importStore` take and give web streams here); plus `connectIdbStore`, a
  * store in IndexedDB holding the file format's bytes (ts/backends/idb/).
  *
  * Nothing here imports a `node:` module or assumes a Node global at module
@@ -12,9 +12,12 @@
 import { checkOptions, checks } from './args.js'
 import { openIdbBacking } from './backends/idb/index.js'
 import { KonserveError } from './errors.js'
+import { loadCbor, loadSegments } from './lazy/codecs.js'
 import { STORE_OPTIONS, Store, type StoreOptions, badOption } from './store.js'
 
 export * from './portable.js'
+export { exportStore, importStore } from './archive/web.js'
+export type { ArchiveCounts, ExportOptions, ExportProgress, ImportOptions, ImportProgress, WebArchiveSource } from './archive/web.js'
 
 /** The options of `connectIdbStore`. */
 export interface IdbStoreOptions extends StoreOptions {
@@ -73,6 +76,8 @@ export async function connectIdbStore(name: string, options: IdbStoreOptions = {
     if (!((typeof key === 'string' || key instanceof Uint8Array) && key.length > 0)) throw badOption('the aes encryptor needs a non-empty key (a string or a Uint8Array)')
     encryptionKey = key
   }
+  // cbor-x loads before the store can write with it (reads of CBOR values load it in the backing).
+  if (options.serializer === 'cbor') await loadCbor()
   const backing = await openIdbBacking(name, {
     compressor,
     encryptionKey,
@@ -82,4 +87,15 @@ export async function connectIdbStore(name: string, options: IdbStoreOptions = {
     openTimeoutMs: options.openTimeoutMs,
   })
   return new Store(backing, { serializer: options.serializer, serializers: options.serializers })
+}
+
+/**
+ * Loads the code that the browser build loads on demand: LZ4, the AES
+ * segment code and cbor-x (each its own chunk, fetched the first time a store
+ * needs it; connectIdbStore stores do this themselves). Needed only for a
+ * blocking call or a store of another kind (newMemStore with the cbor
+ * serializer) that uses them before any async call loaded them.
+ */
+export async function loadCodecs(): Promise<void> {
+  await Promise.all([loadSegments(), loadCbor()])
 }

@@ -3,10 +3,10 @@
  * so a store can always read what it wrote, even after its default changed.
  */
 import { Packr, addExtension as addMsgpackrExtension } from 'msgpackr'
-import { Encoder as CborEncoder, addExtension as addCborExtension } from 'cbor-x'
 import { isWellFormed } from './format/key.js'
 import { KonserveError } from './errors.js'
 import { NodeBuffer } from './node-buffer.js'
+import { type CborCodec, cborNow } from './lazy/codecs.js'
 
 export interface Serializer {
   /** Wire id: 1..127 are konserve's, 128..255 are yours. Never reuse one. */
@@ -272,7 +272,8 @@ function describeMapKey(k: unknown): string {
  * extension writes as a standard MessagePack float 64 -0 (no extension type
  * in the bytes), which every reader reads back as -0.
  */
-class NegativeZero {}
+/** @internal */
+export class NegativeZero {}
 const NEGATIVE_ZERO = new NegativeZero()
 addMsgpackrExtension({
   Class: NegativeZero,
@@ -344,77 +345,52 @@ export function msgpackSerializer(): Serializer {
   }
 }
 
-// CBOR, as RFC 8949 and the IANA tag registry define it, so any CBOR reader can
-// read it: plain objects as maps, Map as tag 259 (explicit map), Set as tag
-// 258, Date as tag 1, BigInt as a 64-bit integer or a bignum (tags 2/3),
-// undefined as simple value 23, typed arrays as tags 64..87, a Buffer as a
-// byte string, RegExp as tag 27, cycles and shared references as tags 28/29.
-// No records, no packed strings: each value is self-contained.
-const cborOptions = {
-  useRecords: false,
-  mapsAsObjects: true,
-  useTag259ForMaps: true,
-  structuredClone: true,
-  tagUint8Array: true,
-  pack: false,
-  // As for msgpack: binary fields never view the bytes read.
-  copyBuffers: true,
-} as const
-
-// -0 for cbor-x, which writes every -0 as the integer 0: the marker is written
-// (no tag) as a float 64 -0 (`fb 80 00 00 00 00 00 00 00`), which every CBOR
-// reader reads as -0. cbor-x reads `alwaysUseFloat` on each number it writes.
-addCborExtension({
-  Class: NegativeZero,
-  tag: undefined,
-  encode(this: { alwaysUseFloat?: boolean }, _v: unknown, encode: (v: unknown) => void) {
-    const before = this.alwaysUseFloat
-    this.alwaysUseFloat = true
-    try {
-      encode(-0)
-    } finally {
-      this.alwaysUseFloat = before
-    }
-  },
-} as unknown as Parameters<typeof addCborExtension>[0])
-
 /**
  * Whether CBOR tag 1 (seconds since the epoch, a float 64 unless whole, read
  * back by cbor-x as `Math.round(seconds * 1000)`) keeps this time exactly: true
  * within about 70,000 years of 1970, and for an invalid Date (NaN).
  */
-function dateAsSeconds(ms: number): boolean {
+export function dateAsSeconds(ms: number): boolean {
   return Number.isNaN(ms) || Math.round((ms / 1000) * 1000) === ms
 }
 
-/** A Date beyond that: written as tag 0, its ISO 8601 text (extended year), which keeps the millisecond. */
-class FarDate {
+/** @internal A Date beyond that: written as tag 0, its ISO 8601 text (extended year), which keeps the millisecond. */
+export class FarDate {
   constructor(readonly iso: string) {}
 }
-addCborExtension({
-  Class: FarDate,
-  tag: 0,
-  encode(v: FarDate, encode: (v: unknown) => void) {
-    encode(v.iso)
-  },
-  // cbor-x's own reading of tag 0 (registering the class replaces it).
-  decode: (iso: string) => new Date(iso),
-} as unknown as Parameters<typeof addCborExtension>[0])
-
+/**
+ * The CBOR serializer (RFC 8949, written by cbor-x: ./serializers-cbor.ts).
+ * cbor-x is reached through ./lazy/codecs.ts: in the browser build it loads
+ * the first time a store needs it (connectIdbStore with `serializer: 'cbor'`,
+ * or a CBOR value read); before that, a call fails with ERR_NOT_SUPPORTED.
+ */
 export function cborSerializer(): Serializer {
-  const encoder = new CborEncoder(cborOptions)
+  let codec: CborCodec | undefined
+  const ready = (): CborCodec => {
+    if (codec) return codec
+    const make = cborNow()
+    if (!make) {
+      throw new KonserveError(
+        'ERR_NOT_SUPPORTED',
+        "the cbor serializer's code (cbor-x) is loaded on demand in the browser and is not loaded yet: open the store with connectIdbStore(name, { serializer: 'cbor' }), or await loadCodecs() first",
+      )
+    }
+    codec = make()
+    return codec
+  }
   return {
     id: 3,
     name: 'cbor',
     copiesInput: true,
     encode(value) {
+      const c = ready()
       const found = checkValue(value, 'cbor')
       // A marker per -0: with structuredClone one shared marker would be written once and referenced (tags 28/29).
-      return encoder.encode(found.negativeZero || found.farDate ? markNegativeZeros(value, true, found.farDate) : value)
+      return c.encode(found.negativeZero || found.farDate ? markNegativeZeros(value, true, found.farDate) : value)
     },
     decode(bytes) {
       // Byte strings come back as the input's kind: Buffers in Node, Uint8Arrays in browsers.
-      return encoder.decode(NodeBuffer && !NodeBuffer.isBuffer(bytes) ? NodeBuffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength) : bytes)
+      return ready().decode(NodeBuffer && !NodeBuffer.isBuffer(bytes) ? NodeBuffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength) : bytes)
     },
   }
 }

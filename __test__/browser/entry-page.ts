@@ -97,6 +97,27 @@ const api = {
   async read(db: string, key: string, opts?: Record<string, unknown>) {
     return k.get(await open(db, opts), key)
   },
+  /** Writes CBOR values and a CBOR log (cbor-x loaded by connectIdbStore's serializer option). */
+  async cborWrite(db: string) {
+    const s = await open(db, { serializer: 'cbor' })
+    await k.assoc(s, 'v', { n: 12345678901234567890n, d: new Date(5), m: new Map([[1, 'one']]) })
+    await k.append(s, 'log', { at: new Date(7) })
+  },
+  /** In a fresh page (cbor-x not loaded), a store opened with the default serializer reads them: the reads load cbor-x. */
+  async cborRead(db: string) {
+    const s = await open(db)
+    const v = (await k.get(s, 'v')) as { n: bigint; d: Date; m: Map<number, string> }
+    const log = (await k.log(s, 'log')) as Array<{ at: Date }>
+    return [v.n.toString(), v.d.getTime(), [...v.m], log.map((e) => e.at.getTime())]
+  },
+  /** A memory store with the cbor serializer: refused before loadCodecs, works after. */
+  async cborMemory() {
+    const before = await errorOf(async () => k.assoc(await k.newMemStore({ serializer: 'cbor' }), 'a', 1))
+    await k.loadCodecs()
+    const s = await k.newMemStore({ serializer: 'cbor' })
+    await k.assoc(s, 'a', new Set([1]))
+    return { before, after: [...((await k.get(s, 'a')) as Set<number>)] }
+  },
   /** A compressed and encrypted store: round trip, and what IndexedDB holds has no plaintext. */
   async codecs(db: string) {
     const s = await open(db, { compressor: { type: 'lz4' }, encryptor: { type: 'aes', key: 'secret' } })

@@ -30,6 +30,7 @@ import {
 } from './format.js'
 import { appendRecords, blobWriter, deleteKey, lockKey, putEntry, trimRecords } from './raw.js'
 import type { Store } from '../store.js'
+import { byteSource, bytesOf } from '../sources.js'
 
 export interface ImportProgress extends ArchiveCounts {
   /** Bytes of the archive read so far. */
@@ -223,5 +224,43 @@ async function importLog(store: Store, k: KeyFrame, nextFrame: () => Promise<Rea
     throw err
   } finally {
     unlock()
+  }
+}
+
+/**
+ * Reads an archive from `source` (bytes, a Node Readable, a web
+ * ReadableStream, a Blob, or an iterable or async iterable of byte pieces)
+ * into `store`: the body of both entries' `importStore`.
+ */
+export async function importFrom(store: Store, source: unknown, opts?: ImportOptions): Promise<ArchiveCounts> {
+  const whole = bytesOf(source)
+  if (whole) {
+    let given = false
+    return importPieces(
+      store,
+      async () => {
+        if (given) return undefined
+        given = true
+        return whole
+      },
+      opts,
+    )
+  }
+  const src = byteSource(source)
+  if (!src) {
+    throw new KonserveError('ERR_INVALID_ARGUMENT', 'importStore reads a Readable, a ReadableStream, a Blob, an async iterable of byte pieces or bytes')
+  }
+  try {
+    return await importPieces(
+      store,
+      async () => {
+        const r = await src.next()
+        return r.done ? undefined : r.value
+      },
+      opts,
+    )
+  } catch (err) {
+    await src.close(err)
+    throw err
   }
 }

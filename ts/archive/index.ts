@@ -5,15 +5,14 @@
  * and ./import.ts, without Node built-ins.
  */
 import { Readable } from 'node:stream'
-import { KonserveError } from '../errors.js'
+import type { KonserveError } from '../errors.js'
 import type { Key } from '../format/key.js'
 import type { Metadata } from '../format/meta.js'
-import { byteSource, bytesOf } from '../sources.js'
 import { type Store, checkStore } from '../store.js'
 import { checkOptions, checks } from '../args.js'
 import type { ArchiveCounts } from './format.js'
 import { type ExportOptions, exportPieces } from './export.js'
-import { type ImportOptions, importPieces } from './import.js'
+import { type ImportOptions, importFrom } from './import.js'
 import { listRaw } from './raw.js'
 
 export type { ArchiveCounts } from './format.js'
@@ -51,36 +50,7 @@ export type ArchiveSource = NodeJS.ReadableStream | ReadableStream<Uint8Array> |
 export async function importStore(store: Store, source: ArchiveSource, opts?: ImportOptions): Promise<ArchiveCounts> {
   checkOptions('importStore', opts, { onProgress: checks.function })
   checkStore('importStore', store)
-  const whole = bytesOf(source)
-  if (whole) {
-    let given = false
-    return importPieces(
-      store,
-      async () => {
-        if (given) return undefined
-        given = true
-        return whole
-      },
-      opts,
-    )
-  }
-  const src = byteSource(source)
-  if (!src) {
-    throw new KonserveError('ERR_INVALID_ARGUMENT', 'importStore reads a Readable, a ReadableStream, an async iterable of byte pieces or bytes')
-  }
-  try {
-    return await importPieces(
-      store,
-      async () => {
-        const r = await src.next()
-        return r.done ? undefined : r.value
-      },
-      opts,
-    )
-  } catch (err) {
-    await src.close(err)
-    throw err
-  }
+  return importFrom(store, source, opts)
 }
 
 /** One key found by `scanStore`, or a file it could not read. */

@@ -17,8 +17,8 @@
 import gensync, { type Handler } from 'gensync'
 import type { LogInfo } from '../backing/index.js'
 import { KonserveError } from '../errors.js'
-import { type CryptoProvider, SALT_LEN, IV_LEN, openSegment, randomBytes, sealSegment, webCryptoProvider } from '../codec/aes.js'
-import { lz4Compress, lz4Decompress } from '../codec/lz4.js'
+import { type CryptoProvider, SALT_LEN, IV_LEN, randomBytes, webCryptoProvider } from '../codec/aes.js'
+import { type Segments, loadSegments, segmentsNow } from '../lazy/codecs.js'
 import { xxh3_128, xxh3_64 } from '../codec/xxhash.js'
 
 /** The magic number at the start of every key file: "KNSV". */
@@ -331,6 +331,20 @@ function* draw(ctx: SegmentContext, random: RandomSource, n: number): Handler<Ui
   return random.bytes.subarray(random.pos - n, random.pos)
 }
 
+/**
+ * The LZ4 and AES segment code (../lazy/codecs.ts): at hand in Node; in the
+ * browser build loaded by the first async call that needs it (a blocking call
+ * before that fails with ERR_NOT_SUPPORTED; the browser's stores are async).
+ */
+const segments = gensync({
+  sync: (): Segments => {
+    const s = segmentsNow()
+    if (!s) throw new KonserveError('ERR_NOT_SUPPORTED', 'the LZ4 and AES code is loaded on demand in the browser: a blocking call cannot load it')
+    return s
+  },
+  async: (): Promise<Segments> => loadSegments(),
+})
+
 function* encodeSegment(
   ctx: SegmentContext,
   compressor: number,
@@ -341,12 +355,14 @@ function* encodeSegment(
   index?: number,
 ): Handler<Uint8Array> {
   checkCodec(compressor, encryptor)
-  const compressed = compressor === COMPRESSOR_LZ4 ? lz4Compress(plain) : plain
+  if (compressor !== COMPRESSOR_LZ4 && encryptor !== ENCRYPTOR_AES) return plain
+  const codecs = yield* segments()
+  const compressed = compressor === COMPRESSOR_LZ4 ? codecs.lz4Compress(plain) : plain
   if (encryptor !== ENCRYPTOR_AES) return compressed
   const secret = secretOf(ctx)
   const salt = yield* draw(ctx, random, SALT_LEN)
   const iv = yield* draw(ctx, random, IV_LEN)
-  return yield* sealSegment(ctx.crypto, secret, kind, keyHashOf(ctx), compressed, salt, iv, index)
+  return yield* codecs.sealSegment(ctx.crypto, secret, kind, keyHashOf(ctx), compressed, salt, iv, index)
 }
 
 /** A segment's plain bytes from its stored bytes (checksum already checked). */
@@ -359,9 +375,11 @@ function* decodeSegment(
 ): Handler<Uint8Array> {
   checkCodec(header.compressor, header.encryptor)
   checkEncrypted(ctx, header.encryptor)
+  if (header.compressor !== COMPRESSOR_LZ4 && header.encryptor !== ENCRYPTOR_AES) return stored
+  const codecs = yield* segments()
   const decrypted =
-    header.encryptor === ENCRYPTOR_AES ? yield* openSegment(ctx.crypto, secretOf(ctx), kind, keyHashOf(ctx), stored, index) : stored
-  return header.compressor === COMPRESSOR_LZ4 ? lz4Decompress(decrypted) : decrypted
+    header.encryptor === ENCRYPTOR_AES ? yield* codecs.openSegment(ctx.crypto, secretOf(ctx), kind, keyHashOf(ctx), stored, index) : stored
+  return header.compressor === COMPRESSOR_LZ4 ? codecs.lz4Decompress(decrypted) : decrypted
 }
 
 /**

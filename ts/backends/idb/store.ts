@@ -26,6 +26,7 @@ import gensync, { type Handler } from 'gensync'
 import type { LogInfo, NewRecord, RawCorrupt, RawEntry, RawListing, RawMeta, RawWrite } from '../../backing/index.js'
 import { type Backing, type BlobSink, type BlobSource, type ListCursor, type LogCursor, asyncOp } from '../../backing/seam.js'
 import { type CryptoProvider, webCryptoProvider } from '../../codec/aes.js'
+import { loadCbor } from '../../lazy/codecs.js'
 import { fileName } from '../../codec/xxhash.js'
 import { KonserveError } from '../../errors.js'
 import { CHUNK_SIZE, ChunkedEncoder, blobHeader, readBlobLayout, readChunk, type BlobLayout, type ChunkSink } from '../../format/blob.js'
@@ -66,6 +67,8 @@ import { WebLocks } from './locks.js'
 
 /** The serializer id of raw bytes (a blob), as ../../serializers.ts (not imported: it brings msgpackr). */
 const RAW_BYTES_ID = 0
+/** The CBOR serializer's id: reading a value of it loads cbor-x first (../../lazy/codecs.ts). */
+const CBOR_ID = 3
 /** A plain file up to this length is one record (its head); a longer one keeps its value segment apart. */
 const INLINE_MAX = 16 << 10
 /** A rewritten log goes to segments of about this length. */
@@ -320,6 +323,12 @@ export class IdbBacking implements Backing {
   // ---- reads -----------------------------------------------------------------------
 
   readonly get = asyncOp('idb', async (key: Uint8Array): Promise<RawEntry | undefined> => {
+    const e = await this.getEntry(key)
+    if (e?.serializer === CBOR_ID) await loadCbor()
+    return e
+  })
+
+  private async getEntry(key: Uint8Array): Promise<RawEntry | undefined> {
     const name = fileName(key)
     return this.withFile(name, async (rec) => {
       if (!rec) return undefined
@@ -340,7 +349,7 @@ export class IdbBacking implements Backing {
       const stored = await this.readBytes(name, rec, valueStart, rec.size - valueStart)
       return { serializer: header.serializer, meta, value: await run(decodeValueSegment(codec, header, stored)) }
     })
-  })
+  }
 
   readonly getMeta = asyncOp('idb', async (key: Uint8Array): Promise<RawMeta | undefined> => {
     const name = fileName(key)
@@ -761,7 +770,10 @@ export class IdbBacking implements Backing {
       return {
         next: asyncOp('idb', async (max: number) => {
           try {
-            return await run(reader.next(max))
+            const records = await run(reader.next(max))
+            // cbor-x loads (in the browser build) before a CBOR record reaches its decoder.
+            if (records?.some((r) => r.serializer === CBOR_ID)) await loadCbor()
+            return records
           } catch (err) {
             if (err instanceof Vanished) throw new KonserveError('ERR_IO', 'the log was rewritten or deleted while it was read', { file: this.where(name) })
             throw this.fail(err, 'cannot read the log', name)
