@@ -108,6 +108,13 @@ export declare class NativeFileStore {
   getValueAsync(key: Buffer): Promise<Buffer | null>
   getAsync(key: Buffer): Promise<NativeEntry | null>
   getMetaSync(key: Buffer): NativeMetaEntry | null
+  /**
+   * `getMetaSync` done only if it cannot wait for the disk (see
+   * `FileStore::get_meta_now`): the same result, or `false` when it would
+   * wait (then read with `getMetaAsync`). An async write's revision read of
+   * a cached or missing key then costs no thread hop.
+   */
+  getMetaNow(key: Buffer): NativeMetaEntry | null | false
   getMetaAsync(key: Buffer): Promise<NativeMetaEntry | null>
   existsSync(key: Buffer): boolean
   existsAsync(key: Buffer): Promise<boolean>
