@@ -178,6 +178,43 @@ export function* pread(fd: number, pos: number, length: number): Handler<Uint8Ar
   return n < length ? buf.subarray(0, n) : buf
 }
 
+/** The blocking form's read buffer, reused: `readFirst` copies out only the bytes read. */
+let scratch = Buffer.allocUnsafeSlow(64 * 1024)
+
+function readFirstSync(fd: number, length: number): Uint8Array {
+  if (scratch.length < length) scratch = Buffer.allocUnsafeSlow(length)
+  let n = 0
+  while (n < length) {
+    const got = fs.readSync(fd, scratch, n, length - n, n)
+    if (got === 0) break
+    n += got
+  }
+  const out = new Uint8Array(n)
+  out.set(scratch.subarray(0, n))
+  return out
+}
+
+async function readFirstAsync(fd: number, length: number): Promise<Uint8Array> {
+  // Not zero-filled (every byte handed out was read), and not kept: the bytes read are copied out.
+  const buf = Buffer.allocUnsafe(length)
+  let n = 0
+  while (n < length) {
+    const got = await cb<number>((d) => fs.read(fd, buf, n, length - n, n, d))
+    if (got === 0) break
+    n += got
+  }
+  const out = new Uint8Array(n)
+  out.set(buf.subarray(0, n))
+  return out
+}
+
+/**
+ * Up to `length` bytes from the start of a file (fewer only at its end), in
+ * an array of exactly the bytes read: no zero-filled buffer of `length`
+ * bytes per read, and no large buffer kept alive by a small file's value.
+ */
+export const readFirst = gensync({ sync: readFirstSync, async: readFirstAsync })
+
 /** Reads into all of `buf` from `pos` (fewer only at the end of the file); returns how many bytes were read. */
 export function* preadInto(fd: number, buf: Uint8Array, pos: number): Handler<number> {
   let n = 0
