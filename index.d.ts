@@ -57,7 +57,13 @@ export declare class NativeBlobReader {
 export declare class NativeBlobWriter {
   /** Appends `bytes` to the blob. */
   writeSync(bytes: Buffer): void
-  /** Appends a copy of `bytes` to the blob, on the threadpool. */
+  /**
+   * Appends `bytes` to the blob, on the threadpool. The task reads the
+   * caller's memory itself (no copy on the JavaScript thread, which cost a
+   * memcpy and fresh pages per piece there): the caller must not change
+   * `bytes` until the Promise settles, as with `putAsync`'s values (every
+   * caller awaits the write before reusing its buffer).
+   */
   writeAsync(bytes: Buffer): Promise<void>
   /**
    * Finishes the blob durably (last chunk, table, header, fsync, rename,
