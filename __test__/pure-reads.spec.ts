@@ -7,7 +7,7 @@
  * that are not regular files still fail as ERR_NOT_A_FILE (odd-files.spec.ts).
  */
 import test from 'ava'
-import { mkdtempSync, truncateSync } from 'node:fs'
+import fs, { mkdtempSync, truncateSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import * as k from 'konserve'
@@ -41,3 +41,25 @@ for (const mode of ['sync', 'async'] as Mode[]) {
     await t.throwsAsync(a.get(store, 'cut'), { code: 'ERR_CORRUPT' })
   })
 }
+
+test.serial('async: a small key file is read with one open and one read (no fstat, no read to find the end)', async (t) => {
+  const store = await k.connectFsStore(fresh(), { native: false })
+  await k.assoc(store, 'a', { x: 1 })
+  const counts: Record<string, number> = {}
+  const patched = ['open', 'read', 'fstat'] as const
+  const saved = patched.map((f) => fs[f])
+  patched.forEach((f, i) => {
+    ;(fs as unknown as Record<string, unknown>)[f] = (...args: unknown[]) => {
+      counts[f] = (counts[f] ?? 0) + 1
+      return (saved[i] as (...a: unknown[]) => unknown)(...args)
+    }
+  })
+  try {
+    t.deepEqual(await k.get(store, 'a'), { x: 1 })
+  } finally {
+    patched.forEach((f, i) => {
+      ;(fs as unknown as Record<string, unknown>)[f] = saved[i]
+    })
+  }
+  t.deepEqual(counts, { open: 1, read: 1 })
+})

@@ -43,6 +43,9 @@ function declaredLength(b: Uint8Array): number | undefined {
   return HEADER_LEN + v.getUint32(12, true) + v.getUint32(16, true) + v.getUint32(20, true) * 0x1_0000_0000
 }
 
+/** Whether the first bytes of a key file are the whole file, as its header says. */
+const isWhole = (b: Uint8Array): boolean => declaredLength(b) === b.length
+
 /**
  * Opens a key file and decodes its header and meta segment (reading
  * `firstRead` bytes first, then the rest of the head if it is longer);
@@ -70,7 +73,7 @@ export function* openKeyFile(
     let prefix: Uint8Array
     try {
       try {
-        prefix = yield* vfs.readFirst(fd, firstRead)
+        prefix = yield* vfs.readFirst(fd, firstRead, isWhole)
       } catch (err) {
         // Not a regular file (a directory: EISDIR) fails as ERR_NOT_A_FILE, as the fstat first did.
         yield* vfs.regularFileSize(fd, file, 'cannot read the key file')
@@ -79,7 +82,7 @@ export function* openKeyFile(
       // A read shorter than asked is the whole file if the header says so
       // (as the core's open_head): no fstat then. Else the file system says
       // how long the file is (and that it is a regular file).
-      if (prefix.length < firstRead && declaredLength(prefix) === prefix.length) {
+      if (prefix.length < firstRead && isWhole(prefix)) {
         size = prefix.length
       } else {
         size = yield* vfs.regularFileSize(fd, file, 'cannot read the key file')
