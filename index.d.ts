@@ -57,7 +57,13 @@ export declare class NativeBlobReader {
 export declare class NativeBlobWriter {
   /** Appends `bytes` to the blob. */
   writeSync(bytes: Buffer): void
-  /** Appends a copy of `bytes` to the blob, on the threadpool. */
+  /**
+   * Appends `bytes` to the blob, on the threadpool. The task reads the
+   * caller's memory itself (no copy on the JavaScript thread, which cost a
+   * memcpy and fresh pages per piece there): the caller must not change
+   * `bytes` until the Promise settles, as with `putAsync`'s values (every
+   * caller awaits the write before reusing its buffer).
+   */
   writeAsync(bytes: Buffer): Promise<void>
   /**
    * Finishes the blob durably (last chunk, table, header, fsync, rename,
@@ -108,6 +114,13 @@ export declare class NativeFileStore {
   getValueAsync(key: Buffer): Promise<Buffer | null>
   getAsync(key: Buffer): Promise<NativeEntry | null>
   getMetaSync(key: Buffer): NativeMetaEntry | null
+  /**
+   * `getMetaSync` done only if it cannot wait for the disk (see
+   * `FileStore::get_meta_now`): the same result, or `false` when it would
+   * wait (then read with `getMetaAsync`). An async write's revision read of
+   * a cached or missing key then costs no thread hop.
+   */
+  getMetaNow(key: Buffer): NativeMetaEntry | null | false
   getMetaAsync(key: Buffer): Promise<NativeMetaEntry | null>
   existsSync(key: Buffer): boolean
   existsAsync(key: Buffer): Promise<boolean>

@@ -16,6 +16,8 @@
 //
 //   node bench/peers.mjs [--quick]        (npm run bench [-- --quick])
 //   --quick: fewer ops, 10 MB blobs only, keys at 10k only; < 2 minutes.
+//   --many-blobs=COUNT[:MIN_KB-MAX_KB]: the "many blobs at once" case's size
+//     (default 10,000 blobs of 64 KB–4 MB; --quick: 200).
 //   --only=a,b: run only the cases (tables) whose id starts with one of these,
 //     e.g. --only=put-inflight or --only=get (debugging, profiling).
 //
@@ -29,7 +31,7 @@ import { execFile, execFileSync } from 'node:child_process'
 import { randomFillSync } from 'node:crypto'
 import { pack } from 'msgpackr'
 import * as D from './lib/drivers.mjs'
-import { serial, inflight, once, gc, shuffled } from './lib/harness.mjs'
+import { serial, inflight, once, gc, shuffled, median } from './lib/harness.mjs'
 import { markdown, svg } from './lib/report.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
@@ -49,6 +51,8 @@ const wanted = (id) => !only.length || only.some((o) => id.startsWith(o))
 const wantedGroup = (g) => !only.length || only.some((o) => o.startsWith(g) || g.startsWith(o))
 
 const MB = 1 << 20
+/** `--many-blobs=COUNT[:MIN_KB-MAX_KB]`: the "many blobs at once" case's blob count and size range. */
+const manyArg = (process.argv.find((a) => a.startsWith('--many-blobs=')) ?? '').slice(13)
 const C = quick
   ? {
       rounds: 3,
@@ -59,6 +63,7 @@ const C = quick
       updateDurable: { n: 100, maxMs: 200 },
       updateNd: { n: 300, maxMs: 150 },
       blobs: [{ size: 10 * MB, label: '10 MB', count: 2, rounds: 3 }],
+      manyBlobs: { count: 200, minSize: 64 * 1024, maxSize: 4 * MB, conc: 16, rounds: 3 },
       keys: [{ n: 10_000, label: '10k', rounds: 2 }],
     }
   : {
@@ -73,12 +78,20 @@ const C = quick
         { size: 10 * MB, label: '10 MB', count: 3, rounds: 5 },
         { size: 1024 * MB, label: '1 GB', count: 1, rounds: 2 },
       ],
+      manyBlobs: { count: 10_000, minSize: 64 * 1024, maxSize: 4 * MB, conc: 16, rounds: 3 },
       keys: [
         { n: 10_000, label: '10k', rounds: 5 },
         { n: 100_000, label: '100k', rounds: 3, skip: ['cacache'] },
         { n: 1_000_000, label: '1M', rounds: 1, skip: ['cacache', 'node-persist', 'unstorage', 'keyv-file'] },
       ],
     }
+
+if (manyArg) {
+  const m = /^(\d+)(?::(\d+)-(\d+))?$/.exec(manyArg)
+  if (!m) throw new Error(`--many-blobs=${manyArg}: expected COUNT or COUNT:MIN_KB-MAX_KB`)
+  C.manyBlobs.count = Number(m[1])
+  if (m[2]) Object.assign(C.manyBlobs, { minSize: Number(m[2]) * 1024, maxSize: Number(m[3]) * 1024 })
+}
 
 // The value: a small document whose msgpack encoding is about 200 bytes.
 const VALUE = {
@@ -347,6 +360,61 @@ async function caseBlob(spec, tDurable, tNd, tRead) {
   gc()
 }
 
+/**
+ * Many blobs at once: `count` blobs of `minSize`..`maxSize` bytes (sizes
+ * log-uniform, the same for every store), `conc` writes in flight, into one
+ * fresh directory per store and round. Each blob is a different slice of one
+ * random pool, so no two blobs are alike (cacache stores content by hash).
+ */
+async function caseManyBlobs(t, drivers, { count, minSize, maxSize, conc, rounds }) {
+  let s = 0x2545f491
+  const rnd = () => {
+    s ^= s << 13; s >>>= 0
+    s ^= s >>> 17
+    s ^= s << 5; s >>>= 0
+    return s / 2 ** 32
+  }
+  const sizes = Array.from({ length: count }, () => Math.round(minSize * (maxSize / minSize) ** rnd()))
+  const pool = blobOf(2 * maxSize)
+  const offsets = sizes.map((_, i) => (i * 4099) % (pool.length - maxSize))
+  const total = sizes.reduce((a, b) => a + b, 0)
+  t.notes.push(`${count} blobs of ${fmtSize(minSize)}–${fmtSize(maxSize)} (log-uniform sizes, ${fmtSize(total)} in all), ${conc} in flight, ${rounds} rounds; latency is per blob, from its call to its resolution`)
+  const cpu = new Map()
+  for (let r = 0; r < rounds; r++) {
+    log(`${t.id}: round ${r + 1}/${rounds}`)
+    for (const d of orderOf(drivers, r)) {
+      if (failed(t, d)) continue
+      const dir = freshDir(d.id)
+      try {
+        const inst = await d.open(dir, { binary: true })
+        gc()
+        const c0 = process.cpuUsage()
+        const m = await inflight({
+          n: count,
+          conc,
+          op: (i) => d.bput(inst, `blob-${i}`, pool.subarray(offsets[i], offsets[i] + sizes[i])),
+          bytesOf: (i) => sizes[i],
+        })
+        const c = process.cpuUsage(c0)
+        await d.close(inst)
+        ;(cpu.get(d) ?? cpu.set(d, []).get(d)).push((c.user + c.system) / 1000 / (m.bytes / MB))
+        record(t, d, 'bassoc', m)
+      } catch (e) {
+        fail(t, d, 'bassoc', e)
+      } finally {
+        await rmDirs([dir])
+        gc()
+      }
+    }
+  }
+  const tp = (d) => (t.rows.get(d.id)?.error === undefined && t.rows.get(d.id) ? median(t.rows.get(d.id).tps) : NaN)
+  const ours = tp(drivers[0])
+  const vs = drivers.slice(1).map((d) => `${(ours / tp(d)).toFixed(2)}× ${d.name}`)
+  t.notes.push(`${drivers[0].name} ÷ the others (median throughputs): ${vs.join(', ')}; goal ≥ 1.5× the raw loop, ≥ 3× cacache, loop delay ≤ 10 ms`)
+  t.notes.push(`CPU time of the whole process per MB written (median of rounds, all threads): ${drivers.filter((d) => cpu.has(d)).map((d) => `${d.name} ${median(cpu.get(d)).toFixed(2)} ms`).join(', ')}`)
+}
+const fmtSize = (b) => (b >= MB ? `${+(b / MB).toFixed(1)} MB` : `${Math.round(b / 1024)} KB`)
+
 async function caseKeys(spec, t, populateRates) {
   const { n, rounds, skip = [] } = spec
   const keys = Array.from({ length: n }, (_, i) => `key-${i}`)
@@ -470,6 +538,12 @@ if (wantedGroup('blob')) {
     ])
     await caseBlob(spec, tw, tn, tr)
   }
+}
+if (wantedGroup('many-blobs')) {
+  const t = table('many-blobs', 'Many blobs at once, durable', 'MB/s', P.ksNA.id, [
+    'ours: bassoc through the async API (file and directory fsynced before each resolves); raw: the same system calls per blob with fs.promises (open O_EXCL, write, fsync, close, rename, open + fsync + close the directory); cacache: put, which never fsyncs (not durable: a bound, not a peer in kind)',
+  ])
+  await caseManyBlobs(t, [P.ksNA, P.ksPA, P.rawA, P.cacache], C.manyBlobs)
 }
 const populateRates = []
 const keysTables = []

@@ -59,10 +59,14 @@ impl NativeBlobWriter {
         write(&self.inner, &bytes).or_js(env)
     }
 
-    /// Appends a copy of `bytes` to the blob, on the threadpool.
+    /// Appends `bytes` to the blob, on the threadpool. The task reads the
+    /// caller's memory itself (no copy on the JavaScript thread, which cost a
+    /// memcpy and fresh pages per piece there): the caller must not change
+    /// `bytes` until the Promise settles, as with `putAsync`'s values (every
+    /// caller awaits the write before reusing its buffer).
     #[napi(ts_return_type = "Promise<void>")]
     pub fn write_async(&self, bytes: Buffer) -> AsyncTask<WriterTask> {
-        AsyncTask::new(WriterTask { writer: self.inner.clone(), bytes: Some(bytes.to_vec()) })
+        AsyncTask::new(WriterTask { writer: self.inner.clone(), bytes: Some(bytes) })
     }
 
     /// Finishes the blob durably (last chunk, table, header, fsync, rename,
@@ -91,7 +95,8 @@ impl NativeBlobWriter {
 /// A write (`bytes`) or the commit (`None`) of a blob writer, on the threadpool.
 pub struct WriterTask {
     writer: SharedWriter,
-    bytes: Option<Vec<u8>>,
+    /// Kept (not taken) so that the reference is released with the task, on the JavaScript thread.
+    bytes: Option<Buffer>,
 }
 
 impl Task for WriterTask {
@@ -99,8 +104,8 @@ impl Task for WriterTask {
     type JsValue = ();
 
     fn compute(&mut self) -> Result<Self::Output> {
-        Ok(match self.bytes.take() {
-            Some(bytes) => write(&self.writer, &bytes),
+        Ok(match self.bytes.as_ref() {
+            Some(bytes) => write(&self.writer, bytes),
             None => commit(&self.writer),
         })
     }

@@ -306,6 +306,18 @@ impl NativeFileStore {
         Ok(self.inner.get_meta(&key).or_js(env)?.map(meta_to_js))
     }
 
+    /// `getMetaSync` done only if it cannot wait for the disk (see
+    /// `FileStore::get_meta_now`): the same result, or `false` when it would
+    /// wait (then read with `getMetaAsync`). An async write's revision read of
+    /// a cached or missing key then costs no thread hop.
+    #[napi(ts_return_type = "NativeMetaEntry | null | false")]
+    pub fn get_meta_now(&self, env: &Env, key: BufferSlice<'_>) -> Result<Option<Either<NativeMetaEntry, bool>>> {
+        Ok(match self.inner.get_meta_now(&key).or_js(env)? {
+            None => Some(Either::B(false)),
+            Some(found) => found.map(|e| Either::A(meta_to_js(e))),
+        })
+    }
+
     #[napi(ts_return_type = "Promise<NativeMetaEntry | null>")]
     pub fn get_meta_async(&self, key: Buffer) -> AsyncTask<StoreTask> {
         self.task(Op::GetMeta(key))

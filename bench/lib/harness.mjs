@@ -92,11 +92,15 @@ export async function serial({ api, n, maxMs = Infinity, op, bytesPerOp = 0 }) {
   return await run.finish(i, i * bytesPerOp)
 }
 
-/** Keeps `conc` async ops in flight until n ops were started or maxMs elapsed; waits for all. */
-export async function inflight({ n, conc, maxMs = Infinity, op }) {
+/**
+ * Keeps `conc` async ops in flight until n ops were started or maxMs elapsed;
+ * waits for all. `bytesOf(i)`: op i's bytes, summed over the ops done.
+ */
+export async function inflight({ n, conc, maxMs = Infinity, op, bytesOf }) {
   const run = new Run('async')
   let next = 0
   let done = 0
+  let bytes = 0
   const worker = async () => {
     while (next < n && performance.now() - run.start < maxMs) {
       const i = next++
@@ -106,10 +110,11 @@ export async function inflight({ n, conc, maxMs = Infinity, op }) {
       run.lat.push(t1 - t0)
       run.sampler.tick(t1)
       done++
+      if (bytesOf) bytes += bytesOf(i)
     }
   }
   await Promise.all(Array.from({ length: conc }, worker))
-  return await run.finish(done)
+  return await run.finish(done, bytes)
 }
 
 /** Times one call (sync or async), with the same memory and loop measurements. */

@@ -172,9 +172,24 @@ export class NativeFileBacking implements Backing {
     return { serializer, value, log: slab[at] === 1, shared: true }
   }
 
-  readonly getMeta = native(
-    (key: Uint8Array): RawMeta | undefined => orUndefined(this.native.getMetaSync(buf(key))),
-    async (key: Uint8Array) => orUndefined(await this.native.getMetaAsync(buf(key))),
+  /**
+   * The async form answers at once when the key's file is cached, or its
+   * absence is (getMetaNow: no thread hop, never a wait for the disk), else on
+   * the threadpool. Every replacing write reads this (for the revision), so an
+   * async assoc of such a key costs one threadpool task (its put), not two.
+   * (A brand-new key's first lookup is not cached: it still takes the hop.)
+   */
+  readonly getMeta = twinOp(
+    (key: Uint8Array): RawMeta | undefined => call(() => orUndefined(this.native.getMetaSync(buf(key)))),
+    (key: Uint8Array): Promise<RawMeta | undefined> => {
+      try {
+        const now = this.native.getMetaNow(buf(key))
+        if (now !== false) return Promise.resolve(now === null ? undefined : meta(now))
+      } catch (err) {
+        return Promise.reject(fromNative(err))
+      }
+      return callAsync(async () => orUndefined(await this.native.getMetaAsync(buf(key))))
+    },
   )
   readonly exists = native(
     (key: Uint8Array) => this.native.existsSync(buf(key)),

@@ -262,6 +262,49 @@ impl StoreDir {
         Ok(Some((file, size, path, header, meta, prefix)))
     }
 
+    /// [`open_head`](Self::open_head) done only if it cannot wait for the disk:
+    /// the path lookup and the head read from cached pages alone
+    /// ([`Vfs::open_read_cached`], [`VfsFile::read_cached_at`]). The outer
+    /// `None` means it would wait (then use `open_head` on a worker thread);
+    /// `Some(None)`: the key has no file. A head longer than the first read is
+    /// left to `open_head` too.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn open_head_now(
+        &self,
+        key: &[u8],
+        ctx: &SegmentContext<'_>,
+    ) -> Result<Option<Option<(Box<dyn VfsFile>, u64, PathBuf, Header, MetaSegment, Vec<u8>)>>> {
+        key::validate(key)?;
+        let path = self.file_path(key);
+        let file = match self.vfs.open_read_cached(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Some(None)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(Error::io(e, "cannot open the key file", &path)),
+        };
+        let mut buf = vec![0u8; HEAD_READ];
+        let got = match file.read_cached_at(&mut buf, 0) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(head_read_error(e, &path)),
+        };
+        buf.truncate(got);
+        // A cached read may stop short of the end: only the file's size tells.
+        let size = match Header::declared_len(&buf) {
+            Some(len) if got < HEAD_READ && len == got as u64 => len,
+            _ => file.size().map_err(|e| Error::io(e, "cannot stat the key file", &path))?,
+        };
+        if (got as u64) < size.min(HEAD_READ as u64) {
+            return Ok(None);
+        }
+        let header = Header::decode(&buf, size).map_err(|e| e.with_file(&path))?;
+        if HEADER_LEN + header.meta_len as usize > buf.len() {
+            return Ok(None);
+        }
+        let (header, meta, prefix) = finish_head(&*file, size, &path, ctx, buf)?;
+        Ok(Some(Some((file, size, path, header, meta, prefix))))
+    }
+
     /// Creates a new staging file for `key`'s file (FORMAT.md §5), registered
     /// against the open sweep before it exists: the file, its path, and the
     /// registration (held until the file is renamed or removed).

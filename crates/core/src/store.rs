@@ -438,6 +438,28 @@ impl FileStore {
         Ok(Some(MetaEntry { key: meta.key, serializer: header.serializer, meta: meta.meta, file: path.display().to_string(), log }))
     }
 
+    /// [`get_meta`](Self::get_meta) done only if it cannot wait for the disk
+    /// (see [`read_value_into_now`](Self::read_value_into_now)): `None` when it
+    /// would wait, and for append logs (whose info needs their tail); then the
+    /// caller reads on a worker thread. So the revision read of an async write
+    /// costs no thread hop when the key's file is cached (or missing).
+    pub fn get_meta_now(&self, key: &[u8]) -> Result<Option<Option<MetaEntry>>> {
+        let ctx = self.files.context(keyhash::key_hash(key));
+        let Some(found) = self.files.open_head_now(key, &ctx)? else { return Ok(None) };
+        let Some((_file, _size, path, header, meta, _prefix)) = found else { return Ok(Some(None)) };
+        keyfile::check_key(&meta.key, key, &path)?;
+        if header.is_log() {
+            return Ok(None);
+        }
+        Ok(Some(Some(MetaEntry {
+            key: meta.key,
+            serializer: header.serializer,
+            meta: meta.meta,
+            file: path.display().to_string(),
+            log: None,
+        })))
+    }
+
     /// Whether `key` has a file.
     pub fn exists(&self, key: &[u8]) -> Result<bool> {
         key::validate(key)?;

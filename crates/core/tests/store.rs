@@ -96,6 +96,42 @@ fn read_value_into_now_never_waits_for_the_disk() {
     assert!(matches!(store.read_value_into_now(&key("a"), &mut buf).unwrap(), Some(ValueInto::Found { .. })));
 }
 
+/// The cached-only metadata read (the revision read of an async write)
+/// answers from the page cache, and says "would block" once the file's pages
+/// are dropped, for append logs, and for heads longer than its first read.
+#[cfg(target_os = "linux")]
+#[test]
+fn get_meta_now_never_waits_for_the_disk() {
+    use std::os::unix::io::AsRawFd;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    put1(&store, &key("a"), b"value");
+    let now = store.get_meta_now(&key("a")).unwrap().expect("a cached file is read at once").expect("the key exists");
+    assert_eq!(now, store.get_meta(&key("a")).unwrap().unwrap());
+    let _ = store.get_meta(&key("missing")).unwrap();
+    assert_eq!(store.get_meta_now(&key("missing")).unwrap(), Some(None));
+    // A file holding another key is refused here too.
+    fs::copy(store.file_path(&key("a")), store.file_path(&key("b"))).unwrap();
+    assert_eq!(store.get_meta_now(&key("b")).unwrap_err().code(), ErrorCode::KeyMismatch);
+    // A head longer than the first read (4096 bytes) is left to get_meta.
+    let long_meta = vec![0x41u8; 5000];
+    store.put(&[Write { key: &key("m"), serializer: 1, meta: &long_meta, value: b"v" }]).unwrap();
+    assert_eq!(store.get_meta_now(&key("m")).unwrap(), None);
+    assert_eq!(store.get_meta(&key("m")).unwrap().unwrap().meta, long_meta);
+    // An append log's info needs its records: left to get_meta.
+    let r = konserve_core::format::log::NewRecord { serializer: 1, stamp: 7, payload: b"x" };
+    store.log_append(&key("log"), &[r], b"\x80").unwrap();
+    assert_eq!(store.get_meta_now(&key("log")).unwrap(), None);
+    // Drop the file's (clean, fsynced) pages: the cached-only read must not wait for them.
+    let f = fs::File::open(store.file_path(&key("a"))).unwrap();
+    // SAFETY: a valid descriptor; advice only.
+    let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(r, 0);
+    assert_eq!(store.get_meta_now(&key("a")).unwrap(), None);
+    assert!(store.get_meta(&key("a")).unwrap().is_some());
+    assert!(store.get_meta_now(&key("a")).unwrap().is_some());
+}
+
 #[test]
 fn invalid_keys_are_refused_and_write_nothing() {
     let tmp = tempfile::tempdir().unwrap();

@@ -17,7 +17,7 @@ import {
   keyHashOfFileName,
   segmentCodec,
 } from '../../format/file.js'
-import { fileName } from '../../codec/xxhash.js'
+import { toHex } from '../../codec/xxhash.js'
 import { decodeKeyFile } from '../../format/keyfile.js'
 import { nodeCryptoProvider } from '../../crypto-node.js'
 
@@ -56,14 +56,26 @@ export function createPureCodec(compressor: number, secret?: Uint8Array, acceptP
   const crypto = nodeCryptoProvider
   const encryptor = secret ? 1 : 0
   const input = (w: RawWrite) => ({ compressor, encryptor, secret, crypto, keyCke: w.key, serializer: w.serializer, meta: w.meta, value: w.value })
+  // A read hashes its key twice (the file's name, then the key hash the
+  // segments are checked with): the last key's hash is kept for the second.
+  // Keys are the engine's own CKE arrays, never changed once made.
+  let lastKey: Uint8Array | undefined
+  let lastHash: Uint8Array | undefined
+  const hashOf = (key: Uint8Array): Uint8Array => {
+    if (key !== lastKey) {
+      lastHash = keyHash(key)
+      lastKey = key
+    }
+    return lastHash!
+  }
   const ctx = (key?: Uint8Array, name?: string) => ({
     secret,
     crypto,
     acceptPlaintext,
-    keyHash: key ? keyHash(key) : name ? keyHashOfFileName(name) : undefined,
+    keyHash: key ? hashOf(key) : name ? keyHashOfFileName(name) : undefined,
   })
   return {
-    fileName,
+    fileName: (cke) => `${toHex(hashOf(cke))}.ksv`,
     // The blocking encoder runs node:crypto's blocking primitives; the async one its Promise forms.
     encode: gensync({ sync: (w: RawWrite) => encodeKeyFilePartsSync(input(w)), async: (w: RawWrite) => encodeKeyFilePartsAsync(input(w)) }),
     decodeHead: gensync(function* (h: Uint8Array, n: number, key?: Uint8Array, name?: string) {

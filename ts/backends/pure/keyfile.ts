@@ -36,6 +36,16 @@ function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   return true
 }
 
+/** The file length a key file's first bytes declare (48 + m + v), or undefined when they are too short to say (the core's Header::declared_len). */
+function declaredLength(b: Uint8Array): number | undefined {
+  if (b.length < 24) return undefined
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength)
+  return HEADER_LEN + v.getUint32(12, true) + v.getUint32(16, true) + v.getUint32(20, true) * 0x1_0000_0000
+}
+
+/** Whether the first bytes of a key file are the whole file, as its header says. */
+const isWhole = (b: Uint8Array): boolean => declaredLength(b) === b.length
+
 /**
  * Opens a key file and decodes its header and meta segment (reading
  * `firstRead` bytes first, then the rest of the head if it is longer);
@@ -62,8 +72,22 @@ export function* openKeyFile(
     let size: number
     let prefix: Uint8Array
     try {
-      size = yield* vfs.regularFileSize(fd, file, 'cannot read the key file')
-      prefix = yield* vfs.pread(fd, 0, Math.min(size, firstRead))
+      try {
+        prefix = yield* vfs.readFirst(fd, firstRead, isWhole)
+      } catch (err) {
+        // Not a regular file (a directory: EISDIR) fails as ERR_NOT_A_FILE, as the fstat first did.
+        yield* vfs.regularFileSize(fd, file, 'cannot read the key file')
+        throw err
+      }
+      // A read shorter than asked is the whole file if the header says so
+      // (as the core's open_head): no fstat then. Else the file system says
+      // how long the file is (and that it is a regular file).
+      if (prefix.length < firstRead && isWhole(prefix)) {
+        size = prefix.length
+      } else {
+        size = yield* vfs.regularFileSize(fd, file, 'cannot read the key file')
+        if (prefix.length > size) prefix = prefix.subarray(0, size)
+      }
       const need = headLength(prefix, size)
       if (need > prefix.length) {
         const more = new Uint8Array(need)

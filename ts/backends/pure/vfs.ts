@@ -178,6 +178,45 @@ export function* pread(fd: number, pos: number, length: number): Handler<Uint8Ar
   return n < length ? buf.subarray(0, n) : buf
 }
 
+/** The blocking form's read buffer, reused: `readFirst` copies out only the bytes read. */
+let scratch = Buffer.allocUnsafeSlow(64 * 1024)
+
+function readFirstSync(fd: number, length: number, whole: (b: Uint8Array) => boolean): Uint8Array {
+  if (scratch.length < length) scratch = Buffer.allocUnsafeSlow(length)
+  let n = 0
+  while (n < length) {
+    const got = fs.readSync(fd, scratch, n, length - n, n)
+    n += got
+    if (got === 0 || (n < length && whole(scratch.subarray(0, n)))) break
+  }
+  const out = new Uint8Array(n)
+  out.set(scratch.subarray(0, n))
+  return out
+}
+
+async function readFirstAsync(fd: number, length: number, whole: (b: Uint8Array) => boolean): Promise<Uint8Array> {
+  // Not zero-filled (every byte handed out was read), and not kept: the bytes read are copied out.
+  const buf = Buffer.allocUnsafe(length)
+  let n = 0
+  while (n < length) {
+    const got = await cb<number>((d) => fs.read(fd, buf, n, length - n, n, d))
+    n += got
+    if (got === 0 || (n < length && whole(buf.subarray(0, n)))) break
+  }
+  const out = new Uint8Array(n)
+  out.set(buf.subarray(0, n))
+  return out
+}
+
+/**
+ * Up to `length` bytes from the start of a file (fewer only at its end), in
+ * an array of exactly the bytes read: no zero-filled buffer of `length`
+ * bytes per read, and no large buffer kept alive by a small file's value.
+ * A short read stops the reading when `whole` says the bytes are the whole
+ * file (no second read to find the end: one threadpool task, not two).
+ */
+export const readFirst = gensync({ sync: readFirstSync, async: readFirstAsync })
+
 /** Reads into all of `buf` from `pos` (fewer only at the end of the file); returns how many bytes were read. */
 export function* preadInto(fd: number, buf: Uint8Array, pos: number): Handler<number> {
   let n = 0

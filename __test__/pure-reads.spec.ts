@@ -1,0 +1,65 @@
+/**
+ * The pure engine's reads (ts/backends/pure/keyfile.ts): a key file's first
+ * read lands in a reused buffer (blocking form) or an unfilled one (async
+ * form) and only the bytes read are copied out, so a small value never keeps
+ * a 64 KiB read buffer alive; and a read that holds the whole file, as its
+ * header says, needs no fstat (the core's open_head does the same). Files
+ * that are not regular files still fail as ERR_NOT_A_FILE (odd-files.spec.ts).
+ */
+import test from 'ava'
+import fs, { mkdtempSync, truncateSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import * as k from 'konserve'
+import { type Mode, api } from './helpers/api.js'
+
+const fresh = () => mkdtempSync(join(tmpdir(), 'konserve-pure-reads-'))
+
+for (const mode of ['sync', 'async'] as Mode[]) {
+  const a = api(mode)
+  test(`${mode}: a small value read by the pure engine holds only its file's bytes, not a 64 KiB read buffer`, async (t) => {
+    const store = mode === 'sync' ? k.connectFsStore(fresh(), { native: false, sync: true }) : await k.connectFsStore(fresh(), { native: false })
+    await a.assoc(store, 'raw', new Uint8Array([1, 2, 3]))
+    const v = (await a.get(store, 'raw')) as Uint8Array
+    t.deepEqual([...v], [1, 2, 3])
+    t.true(v.buffer.byteLength < 1024, `the value's memory is ${v.buffer.byteLength} bytes`)
+    // Reading it again gives bytes of their own: the reused buffer is never handed out.
+    const w = (await a.get(store, 'raw')) as Uint8Array
+    w.fill(9)
+    t.deepEqual([...v], [1, 2, 3])
+    t.deepEqual([...((await a.get(store, 'raw')) as Uint8Array)], [1, 2, 3])
+  })
+
+  test(`${mode}: a file shorter than its header says is still corrupt, and a longer value still reads whole`, async (t) => {
+    const dir = fresh()
+    const store = mode === 'sync' ? k.connectFsStore(dir, { native: false, sync: true }) : await k.connectFsStore(dir, { native: false })
+    const big = 'z'.repeat(100_000) // past the 64 KiB first read: sized by fstat
+    await a.assoc(store, 'big', big)
+    t.is(await a.get(store, 'big'), big)
+    await a.assoc(store, 'cut', { a: 1, b: 'x'.repeat(100) })
+    truncateSync(store.backing.filePath!(k.encodeKey('cut')), 60)
+    await t.throwsAsync(a.get(store, 'cut'), { code: 'ERR_CORRUPT' })
+  })
+}
+
+test.serial('async: a small key file is read with one open and one read (no fstat, no read to find the end)', async (t) => {
+  const store = await k.connectFsStore(fresh(), { native: false })
+  await k.assoc(store, 'a', { x: 1 })
+  const counts: Record<string, number> = {}
+  const patched = ['open', 'read', 'fstat'] as const
+  const saved = patched.map((f) => fs[f])
+  patched.forEach((f, i) => {
+    ;(fs as unknown as Record<string, unknown>)[f] = (...args: unknown[]) => {
+      counts[f] = (counts[f] ?? 0) + 1
+      return (saved[i] as (...a: unknown[]) => unknown)(...args)
+    }
+  })
+  try {
+    t.deepEqual(await k.get(store, 'a'), { x: 1 })
+  } finally {
+    patched.forEach((f, i) => {
+      ;(fs as unknown as Record<string, unknown>)[f] = saved[i]
+    })
+  }
+  t.deepEqual(counts, { open: 1, read: 1 })
+})
