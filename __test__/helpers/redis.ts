@@ -22,6 +22,8 @@ export interface RedisServer {
   dir: string
   /** SIGTERM, resolves when it has exited. */
   stop(): Promise<void>
+  /** SIGKILL (no shutdown, no final save), resolves when it has exited. */
+  kill(): Promise<void>
 }
 
 const running = new Set<ChildProcess>()
@@ -74,6 +76,10 @@ export async function startRedis(args: string[] = [], port?: number, options: St
     dir,
     async stop() {
       if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM')
+      await exited
+    },
+    async kill() {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
       await exited
     },
   }
