@@ -110,7 +110,8 @@ async function rig(kind: Kind): Promise<Rig> {
   const admin = new Redis(server.port, { maxRetriesPerRequest: 0 })
   admin.on('error', () => {})
   const client = await clientOf(kind, server)
-  const db = await connectRedisStore({ client, prefix: 'f', lockLeaseMs: 1000 })
+  // A short lease: the locks the killed operation left lapse soon after the restart (a longer one only makes the test wait).
+  const db = await connectRedisStore({ client, prefix: 'f', lockLeaseMs: 4000 })
   const r = { server, admin, client, db }
   cleanups.push(() => closeClient(kind, client), () => admin.disconnect(), () => r.server.kill())
   return r

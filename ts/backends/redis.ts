@@ -119,6 +119,17 @@ r[6] = redis.call('HSTRLEN', KEYS[1], 'v')
 r[7] = redis.call('EXISTS', KEYS[1])
 return r`)
 
+/**
+ * Takes a key's lock and, if it got it, reads the key's hash in the same step:
+ * KEYS lock, main; ARGV token, lease. Returns false (busy) or the hash's
+ * fields, flat. The read is what the holder's next get/getMeta of the key
+ * would see (nobody else writes the key while the lock is held): one round
+ * trip instead of two for every locked read-modify-write.
+ */
+const LOCK = script(`
+if not redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then return false end
+return redis.call('HGETALL', KEYS[2])`)
+
 const RENEW = script(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end`)
 const UNLOCK = script(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end`)
 
@@ -182,7 +193,7 @@ export class RedisBacking implements Backing {
   private readonly codec: PureCodec
   private readonly cluster: boolean
   /** Locks this backing holds: key id -> token. */
-  private readonly held = new Map<string, { token: string; lock: string }>()
+  private readonly held = new Map<string, { token: string; lock: string; fields?: Buffer[] }>()
   private renewer: ReturnType<typeof setInterval> | undefined
   /** Identifies this process in lock tokens (ERR_LOCK_TIMEOUT names the holder). */
   private readonly owner = `${hostname()}:${process.pid}`
@@ -222,9 +233,23 @@ export class RedisBacking implements Backing {
     return d
   }
 
+  /** The hash read with the key's lock (LOCK), once, if no write came in between. */
+  private prefetched(key: Uint8Array | undefined): Buffer[] | undefined {
+    const h = key && this.held.get(keyId(key))
+    if (!h?.fields) return undefined
+    const f = h.fields
+    h.fields = undefined
+    return f
+  }
+
+  /** Forgets the hashes read with locks: a write is coming (ours; nobody else's while we hold the locks). */
+  private dropPrefetched(): void {
+    for (const h of this.held.values()) h.fields = undefined
+  }
+
   /** The fields of a key's hash, or undefined. */
-  private async fields(n: Names): Promise<Record<string, Buffer> | undefined> {
-    const flat = (await this.conn.sendBuffers(['HGETALL', n.main])) as Buffer[]
+  private async fields(n: Names, key?: Uint8Array): Promise<Record<string, Buffer> | undefined> {
+    const flat = this.prefetched(key) ?? ((await this.conn.sendBuffers(['HGETALL', n.main])) as Buffer[])
     if (flat.length === 0) return undefined
     const all: Record<string, Buffer> = {}
     for (let i = 0; i + 1 < flat.length; i += 2) all[flat[i]!.toString()] = flat[i + 1]!
@@ -239,7 +264,7 @@ export class RedisBacking implements Backing {
 
   get = redisOp('get', async (key: Uint8Array): Promise<RawEntry | undefined> => {
     const n = this.names(key)
-    const f = await this.fields(n)
+    const f = await this.fields(n, key)
     if (!f) return undefined
     if (f.x) {
       const d = await this.head(f.h!, f.h!.length + LOG_COMMIT_AREA, key, n)
@@ -276,7 +301,13 @@ export class RedisBacking implements Backing {
 
   getMeta = redisOp('getMeta', async (key: Uint8Array): Promise<RawMeta | undefined> => {
     const n = this.names(key)
-    return this.metaOf(n, key, await this.headFields(n.main))
+    const flat = this.prefetched(key)
+    if (!flat) return this.metaOf(n, key, await this.headFields(n.main))
+    // HEAD's reply, from the prefetched hash.
+    const f = new Map<string, Buffer>()
+    for (let i = 0; i + 1 < flat.length; i += 2) f.set(flat[i]!.toString(), flat[i + 1]!)
+    const pick = (name: string) => f.get(name) ?? null
+    return this.metaOf(n, key, [pick('h'), pick('t'), pick('x'), pick('f'), pick('s'), f.get('v')?.length ?? 0, flat.length > 0 ? 1 : 0])
   })
 
   /** HEAD's reply for a key's hash: { h, t, x, f, s, length of v, whether it exists }. */
@@ -290,6 +321,7 @@ export class RedisBacking implements Backing {
 
   /** Runs SWAP for these keys: one call on one server, one per key on a Cluster (slots differ). */
   private async swap(items: Array<{ n: Names; token: string; gen: string; fields: Array<string | Buffer> }>): Promise<number[]> {
+    this.dropPrefetched()
     const call = (group: typeof items) => {
       const keys = group.flatMap((w) => [w.n.main, w.n.list, w.n.lock])
       const args = group.flatMap((w) => [w.token, w.n.chunks, w.gen, String(w.fields.length), ...w.fields])
@@ -372,15 +404,16 @@ export class RedisBacking implements Backing {
 
   lock = redisOp('lock', async (keys: Uint8Array[]): Promise<void> => {
     // One order for every process: no two lockers wait on each other in a cycle.
-    const wanted = [...new Map(keys.map((k) => [keyId(k), this.names(k).lock])).entries()].sort((a, b) => (a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0))
+    const wanted = [...new Map(keys.map((k) => [keyId(k), this.names(k)])).entries()].sort((a, b) => (a[1].lock < b[1].lock ? -1 : a[1].lock > b[1].lock ? 1 : 0))
     const start = performance.now()
     for (let pause = 0; ; pause = Math.min(pause * 2 || 1, 50)) {
       const taken: Array<[string, string]> = []
       let busy: string | undefined
-      for (const [id, lock] of wanted) {
+      for (const [id, { lock, main }] of wanted) {
         const token = `${this.owner}:${randomBytes(8).toString('hex')}`
-        if ((await this.conn.send(['SET', lock, token, 'PX', String(this.o.lockLeaseMs), 'NX'])) === 'OK') {
-          this.held.set(id, { token, lock })
+        const got = (await this.conn.script(LOCK, [lock, main], [token, String(this.o.lockLeaseMs)], true)) as Buffer[] | null
+        if (got) {
+          this.held.set(id, { token, lock, fields: got })
           taken.push([id, lock])
         } else {
           busy = lock
@@ -569,6 +602,7 @@ export class RedisBacking implements Backing {
     const encoded: Buffer[] = []
     for (const [i, rec] of records.entries()) encoded.push(u8(await encodeRecord.async(codec, next + i, rec.stamp, rec.serializer, rec.bytes)))
     const stamp = records[records.length - 1]!.stamp
+    this.dropPrefetched()
     await this.conn.script(APPEND, [n.main, n.list, n.lock], [this.token(key), create ? '1' : '0', u8(head), String(first), String(next + records.length), String(stamp), ...encoded])
     return logInfo(first, next + records.length, stamp)
   })
@@ -618,6 +652,7 @@ export class RedisBacking implements Backing {
     const first = num(r[3] as Buffer)!
     const next = num(r[2] as Buffer)!
     const stamp = num(r[4] as Buffer) ?? 0
+    this.dropPrefetched()
     const drop = Math.min(Math.max(0, keepFrom - first), next - first)
     const kept = next - first - drop
     const [f, x, s] = kept > 0 ? [first + drop, next, stamp] : [0, 0, 0]
