@@ -26,7 +26,6 @@ import { type RedisServer, startRedis } from './helpers/redis.js'
 type Kind = 'ioredis' | 'node-redis'
 const kinds: Kind[] = ['ioredis', 'node-redis']
 
-// biome-ignore lint/suspicious/noExplicitAny: either client
 type AnyClient = any
 
 /** A client as connectRedisStore would make it for a URL: commands fail while the server is away (no endless waiting). */
