@@ -72,7 +72,8 @@ const noClient = (err?: unknown) =>
 /** A client for `url`: ioredis if it is installed, else node-redis; connected, or ERR_BACKEND_UNAVAILABLE. */
 async function clientFor(url: string, fn: string): Promise<RedisConn> {
   const shown = url.replace(/\/\/[^@/]*@/, '//')
-  const missing = (err: unknown) => ['ERR_MODULE_NOT_FOUND', 'MODULE_NOT_FOUND'].includes((err as { code?: string })?.code ?? '')
+  // Node's code for a package that is not installed (written so it is not taken for one of konserve's).
+  const missing = (err: unknown) => /^(ERR_)?MODULE_NOT_FOUND$/.test((err as { code?: string })?.code ?? '')
   let ioredis: (new (url: string, o: object) => RedisClient) | undefined
   try {
     ioredis = (await import('ioredis')).default as never

