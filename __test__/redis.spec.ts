@@ -14,6 +14,7 @@
  * - no blocking form (ERR_NOT_SUPPORTED).
  */
 import { spawn } from 'node:child_process'
+import { createRequire } from 'node:module'
 import { writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import test from 'ava'
@@ -148,18 +149,24 @@ function child(script: string, args: string[]) {
 }
 const dist = (f: string) => JSON.stringify(resolve('dist', f))
 
-test('updateIn from two processes x 1000 on one key ends exact', async (t) => {
+test('updateIn from two processes x 1000 on one key ends exact (one on ioredis, one on node-redis)', async (t) => {
   const server = await sharedRedis()
   const p = prefix()
   const script = `
     const { updateIn, close } = await import(${dist('index.mjs')})
     const { connectRedisStore } = await import(${dist('redis.mjs')})
-    const db = await connectRedisStore({ url: process.argv[2], prefix: process.argv[3] })
+    let client
+    if (process.argv[4] === 'node-redis') {
+      client = (await import(${JSON.stringify(createRequire(import.meta.url).resolve('redis'))})).createClient({ url: process.argv[2] })
+      await client.connect()
+    }
+    const db = await connectRedisStore(client ? { client, prefix: process.argv[3] } : { url: process.argv[2], prefix: process.argv[3] })
     for (let i = 0; i < 1000; i++) await updateIn(db, ['n'], (x = 0) => x + 1)
     await close(db)
+    await client?.close()
   `
-  const a = child(script, [server.url, p])
-  const b = child(script, [server.url, p])
+  const a = child(script, [server.url, p, 'ioredis'])
+  const b = child(script, [server.url, p, 'node-redis'])
   t.deepEqual(await Promise.all([a.exit, b.exit]), [0, 0])
   const db = await connectRedisStore({ url: server.url, prefix: p })
   t.is(await k.get(db, 'n'), 2000)

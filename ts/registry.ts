@@ -11,7 +11,10 @@
  *   releaseStore(store)   gives back what this connection holds
  *
  * Each takes `{ sync: true }` as its last argument for the blocking form, as
- * everywhere else. `deleteStore(path, options)`, the file-store form of
+ * everywhere else. The network backends ('redis', 'postgres', 's3') are known
+ * by name: the async form loads one from its subpath module (`konserve/redis`,
+ * …) on first use, through the loader the Node entry injects (useBackendLoader);
+ * they have no blocking form. `deleteStore(path, options)`, the file-store form of
  * store.ts, keeps working: a string first argument goes there.
  */
 import { mkdirSync, rmdirSync, statSync } from 'node:fs'
@@ -87,6 +90,54 @@ export function storeNotFoundError(what: string, file?: string): KonserveError {
 }
 
 const backends = new Map<string, Backend>()
+
+/**
+ * The backends known by name that load on first use: the module each is in
+ * (which registers it at its top level) and the packages it needs.
+ */
+const known: Record<string, { module: string; needs: string }> = {
+  redis: { module: 'konserve/redis', needs: 'ioredis (or redis, for node-redis)' },
+  postgres: { module: 'konserve/postgres', needs: 'pg' },
+  s3: { module: 'konserve/s3', needs: '@aws-sdk/client-s3 and @aws-sdk/lib-storage' },
+}
+let loadModule: ((specifier: string) => Promise<unknown>) | undefined
+const loading = new Map<string, Promise<void>>()
+
+/** @internal The Node entry's module loader (ts/node/wire.ts), for the backends known by name. */
+export function useBackendLoader(load: (specifier: string) => Promise<unknown>): void {
+  loadModule = load
+}
+
+/** Loads the module of a backend known by name (once); it registers the backend. */
+function loadKnown(fn: string, name: string): Promise<void> {
+  let p = loading.get(name)
+  if (!p) {
+    const { module, needs } = known[name]!
+    p = (async () => {
+      if (!loadModule) throw new KonserveError('ERR_NOT_SUPPORTED', `${fn}: the ${JSON.stringify(name)} backend needs Node (${module}); it is not available here`)
+      try {
+        await loadModule(module)
+      } catch (err) {
+        // Node's codes (written so that they are not taken for konserve's: scripts/error-codes.mjs).
+        const code = (err as { code?: string })?.code ?? ''
+        const notFound = /^(ERR_)?MODULE_NOT_FOUND$/.test(code)
+        const message = (err as Error)?.message ?? String(err)
+        if (/^ERR_(PACKAGE_PATH_NOT_EXPORTED)$/.test(code) || (notFound && message.includes(module))) {
+          throw new KonserveError('ERR_NOT_SUPPORTED', `${fn}: this build of konserve has no ${module}, so no ${JSON.stringify(name)} backend`, { cause: err })
+        }
+        if (notFound) {
+          throw new KonserveError('ERR_NOT_SUPPORTED', `${fn}: the ${JSON.stringify(name)} backend needs ${needs}: npm install ${needs.split(' ')[0]} (${message})`, { cause: err })
+        }
+        throw toKonserveError(err)
+      }
+      if (!backends.has(name)) throw new KonserveError('ERR_NOT_SUPPORTED', `${fn}: ${module} was loaded but registered no ${JSON.stringify(name)} backend`)
+    })()
+    loading.set(name, p)
+    // A failed load is tried again next time (the package may have been installed meanwhile).
+    p.catch(() => loading.delete(name))
+  }
+  return p
+}
 /** The backend and config each store of the registry came from, for releaseStore. */
 const origin = new WeakMap<Store, { name: string; backend: Backend; config: StoreConfig }>()
 
@@ -111,17 +162,43 @@ export function registeredBackends(): string[] {
 
 const OPTS: Spec = { sync: checks.boolean }
 
-function backendOf(fn: string, config: unknown): { name: string; backend: Backend; config: StoreConfig } {
+type Found = { name: string; backend: Backend; config: StoreConfig }
+
+function backendOf(fn: string, config: unknown): Found {
   if (!isPlainObject(config)) throw badArgument(fn, 'config', "a plain object { backend: 'file' | 'memory' | ..., ... }", config)
   const name = config.backend
   if (typeof name !== 'string') throw badArgument(fn, 'config.backend', `a backend's name (${names()})`, name)
   const backend = backends.get(name)
-  if (!backend) throw new KonserveError('ERR_INVALID_ARGUMENT', `${fn}: unknown backend ${JSON.stringify(name)}; the registered backends are ${names()} (registerBackend adds one)`)
+  if (!backend) {
+    if (Object.hasOwn(known, name)) {
+      throw new KonserveError('ERR_NOT_SUPPORTED', `${fn}: the ${JSON.stringify(name)} backend has no blocking form (it loads from ${known[name]!.module} on first use); call it without { sync: true }`)
+    }
+    throw new KonserveError('ERR_INVALID_ARGUMENT', `${fn}: unknown backend ${JSON.stringify(name)}; the registered backends are ${names()} (registerBackend adds one); known by name: ${unloaded()}`)
+  }
   return { name, backend, config: config as StoreConfig }
+}
+
+/** backendOf, in the async form: a backend known by name is loaded first. */
+async function backendOfAsync(fn: string, config: unknown): Promise<Found> {
+  const name = isPlainObject(config) ? config.backend : undefined
+  if (typeof name === 'string' && !backends.has(name) && Object.hasOwn(known, name)) await loadKnown(fn, name)
+  return backendOf(fn, config)
+}
+
+/** Runs `f` with the config's backend: at once in the sync form, after loading it (if need be) in the async one. */
+function withBackend<T>(fn: string, config: unknown, sync: boolean, f: (b: Found) => T | Promise<T>): T | Promise<T> {
+  return sync ? f(backendOf(fn, config)) : backendOfAsync(fn, config).then(f)
 }
 
 function names(): string {
   return [...backends.keys()].map((n) => JSON.stringify(n)).join(', ')
+}
+
+function unloaded(): string {
+  return Object.keys(known)
+    .filter((n) => !backends.has(n))
+    .map((n) => `${JSON.stringify(n)} (${known[n]!.module})`)
+    .join(', ')
 }
 
 function isThenable(x: unknown): x is PromiseLike<unknown> {
@@ -154,15 +231,16 @@ function checkStoreResult(fn: string, name: string, s: unknown): Store {
 function opening<O extends SyncOption>(fn: 'createStore' | 'connectStore', config: StoreConfig, opts?: O): Ret<O, Store> {
   try {
     checkOptions(fn, opts, OPTS)
-    const b = backendOf(fn, config)
     const sync = isSync(opts)
-    const done = (s: unknown): Store => {
-      const store = checkStoreResult(fn, b.name, s)
-      origin.set(store, b)
-      return store
-    }
-    const r = call(fn, b.name, sync, () => (fn === 'createStore' ? b.backend.create(b.config, { sync }) : b.backend.connect(b.config, { sync })))
-    return (sync ? done(r) : (r as Promise<Store>).then(done)) as Ret<O, Store>
+    return withBackend(fn, config, sync, (b) => {
+      const done = (s: unknown): Store => {
+        const store = checkStoreResult(fn, b.name, s)
+        origin.set(store, b)
+        return store
+      }
+      const r = call(fn, b.name, sync, () => (fn === 'createStore' ? b.backend.create(b.config, { sync }) : b.backend.connect(b.config, { sync })))
+      return sync ? done(r) : (r as Promise<Store>).then(done)
+    }) as Ret<O, Store>
   } catch (err) {
     return fail(err, opts)
   }
@@ -182,9 +260,8 @@ export function connectStore<O extends SyncOption>(config: StoreConfig, opts?: O
 export function storeExists<O extends SyncOption>(config: StoreConfig, opts?: O): Ret<O, boolean> {
   try {
     checkOptions('storeExists', opts, OPTS)
-    const b = backendOf('storeExists', config)
     const sync = isSync(opts)
-    return call('storeExists', b.name, sync, () => b.backend.exists(b.config, { sync })) as Ret<O, boolean>
+    return withBackend('storeExists', config, sync, (b) => call('storeExists', b.name, sync, () => b.backend.exists(b.config, { sync }))) as Ret<O, boolean>
   } catch (err) {
     return fail(err, opts)
   }
@@ -202,9 +279,8 @@ export function deleteStore<O extends SyncOption>(target: string | StoreConfig, 
   if (typeof target === 'string') return deleteFsStore(target, opts as O & { native?: boolean })
   try {
     checkOptions('deleteStore', opts, OPTS)
-    const b = backendOf('deleteStore', target)
     const sync = isSync(opts)
-    return call('deleteStore', b.name, sync, () => b.backend.delete(b.config, { sync })) as Ret<O, void>
+    return withBackend('deleteStore', target, sync, (b) => call('deleteStore', b.name, sync, () => b.backend.delete(b.config, { sync }))) as Ret<O, void>
   } catch (err) {
     return fail(err, opts)
   }

@@ -3,7 +3,9 @@
  * free loopback port in a temp directory and resolves once it accepts
  * connections; `startCluster()` starts three cluster-enabled ones and joins
  * them (`redis-cli --cluster create`). Both are stopped when the test process
- * exits, or earlier with `stop()`.
+ * exits, or earlier with `stop()`. `startRedis({ persist: true })` keeps an
+ * append-only file fsynced on every write (appendfsync always) in its `dir`:
+ * a server started again on that dir (`{ dir }`) has every acknowledged write.
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process'
 import { createServer } from 'node:net'
@@ -16,8 +18,12 @@ export interface RedisServer {
   port: number
   url: string
   proc: ChildProcess
+  /** Its working directory (the append-only file, with `persist`). */
+  dir: string
   /** SIGTERM, resolves when it has exited. */
   stop(): Promise<void>
+  /** SIGKILL (no shutdown, no final save), resolves when it has exited. */
+  kill(): Promise<void>
 }
 
 const running = new Set<ChildProcess>()
@@ -37,11 +43,19 @@ export function freePort(): Promise<number> {
   })
 }
 
+export interface StartOptions {
+  /** An append-only file, fsynced before every write is acknowledged. */
+  persist?: boolean
+  /** The working directory (default a new temp dir): a restart passes the old server's. */
+  dir?: string
+}
+
 /** Starts redis-server with these extra arguments; resolves once it is ready. */
-export async function startRedis(args: string[] = [], port?: number): Promise<RedisServer> {
+export async function startRedis(args: string[] = [], port?: number, options: StartOptions = {}): Promise<RedisServer> {
   port ??= await freePort()
-  const dir = tempDir('konserve-redis-')
-  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...args], {
+  const dir = options.dir ?? tempDir('konserve-redis-')
+  const aof = options.persist ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no']
+  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', ...aof, '--dir', dir, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   running.add(proc)
@@ -59,8 +73,13 @@ export async function startRedis(args: string[] = [], port?: number): Promise<Re
     port,
     url: `redis://127.0.0.1:${port}`,
     proc,
+    dir,
     async stop() {
       if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM')
+      await exited
+    },
+    async kill() {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
       await exited
     },
   }
@@ -87,10 +106,12 @@ export async function startCluster(): Promise<{ nodes: RedisServer[]; stop(): Pr
 let shared: Promise<RedisServer> | undefined
 let stores = 0
 const opened: Store[] = []
+const clients: Array<{ close(): Promise<unknown> }> = []
 
 // The stores opened here hold connections: closed, and the server stopped, after the file's tests.
 test.after.always(async () => {
   await Promise.allSettled(opened.map((s) => close(s)))
+  await Promise.allSettled(clients.map((c) => c.close()))
   if (shared) await (await shared).stop()
 })
 
@@ -99,15 +120,26 @@ export function sharedRedis(): Promise<RedisServer> {
   return (shared ??= startRedis())
 }
 
-/** A store kind on the shared server; each store gets its own key prefix. */
-function redisKind(name: string, base: object) {
+/** A node-redis v5 client on `url`, connected; closed after the file's tests. */
+export async function nodeRedisClient(url: string) {
+  const { createClient } = await import('redis')
+  const client = createClient({ url })
+  client.on('error', () => {})
+  await client.connect()
+  clients.push(client)
+  return client
+}
+
+/** A store kind on the shared server; each store gets its own key prefix. `client: 'node-redis'` passes a node-redis client instead of the URL. */
+function redisKind(name: string, base: object, client: 'ioredis-url' | 'node-redis' = 'ioredis-url') {
   return {
     name,
     modes: ['async'] as Mode[],
     async open(_mode: Mode, options: object = {}) {
       const { connectRedisStore } = await import('konserve/redis')
       const server = await sharedRedis()
-      const s = await connectRedisStore({ url: server.url, prefix: `t${process.pid}-${++stores}`, ...base, ...options })
+      const target = client === 'node-redis' ? { client: await nodeRedisClient(server.url) } : { url: server.url }
+      const s = await connectRedisStore({ ...target, prefix: `t${process.pid}-${++stores}`, ...base, ...options })
       opened.push(s)
       return s
     },
@@ -117,4 +149,5 @@ function redisKind(name: string, base: object) {
 export const redisKinds = [
   redisKind('redis', {}),
   redisKind('redis lz4+aes', { compressor: { type: 'lz4' }, encryptor: { type: 'aes', key: 'compliance' } }),
+  redisKind('redis (node-redis)', {}, 'node-redis'),
 ]

@@ -32,15 +32,17 @@ import { checkRecord, decodeRecordPayload, encodeRecord, logHeader } from '../fo
 import { LOG_COMMIT_AREA } from '../format/file.js'
 import { fileName } from '../codec/xxhash.js'
 import { concat } from '../codec/aes.js'
+import { type RedisConn, script } from './redis-client.js'
 /** The raw-bytes serializer's id (ts/serializers.ts RAW_BYTES_ID), not imported: this module is bundled without the serializer registry. */
 const RAW_BYTES_ID = 0
 
-/** What this backing needs of an ioredis client (a Redis or a Cluster). */
-// biome-ignore lint/suspicious/noExplicitAny: ioredis is an optional peer; its types are not required to build
+/** An ioredis client (a Redis or a Cluster) or a node-redis v5 client. */
+// biome-ignore lint/suspicious/noExplicitAny: ioredis and node-redis are optional peers; their types are not required to build
 export type RedisClient = any
 
 export interface RedisBackingOptions {
-  client: RedisClient
+  /** The client, through the adapter of ./redis-client.ts. */
+  conn: RedisConn
   /** Close the client with the store (it was made by connectRedisStore). */
   ownsClient: boolean
   /** The first part of every Redis key (no braces). */
@@ -54,14 +56,12 @@ export interface RedisBackingOptions {
   lockLeaseMs: number
   /** How long a replaced blob generation stays readable. */
   blobGraceMs: number
-  /** Identifies the server and database for the lock scope. */
-  scope: string
 }
 
 // ---- scripts (atomic on the server; all keys of one call share a slot in a Cluster) ----
 
 /** Checks each caller's lock, then replaces (or deletes) each key: KEYS (main, list, lock) per key. */
-const SWAP = `
+const SWAP = script(`
 local grace = ARGV[1]
 local n = #KEYS / 3
 local a = 2
@@ -84,10 +84,10 @@ for i = 1, n do
     if w[i][2] ~= '' then redis.call('PERSIST', w[i][1] .. w[i][2]) end
   end
 end
-return out`
+return out`)
 
 /** Appends records to a log (creating it): KEYS main, list, lock; ARGV token, create, head, first, next, stamp, records… */
-const APPEND = `
+const APPEND = script(`
 if ARGV[1] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[1] then return redis.error_reply('KONSERVE_LOCK_LOST ' .. KEYS[3]) end
 if ARGV[2] == '1' then
   redis.call('DEL', KEYS[1], KEYS[2])
@@ -95,44 +95,43 @@ if ARGV[2] == '1' then
 end
 redis.call('RPUSH', KEYS[2], unpack(ARGV, 7))
 redis.call('HSET', KEYS[1], 'x', ARGV[5], 's', ARGV[6])
-return 1`
+return 1`)
 
 /** Drops a log's first records and sets its head: KEYS main, list, lock; ARGV token, drop, head, first, next, stamp. */
-const TRIM = `
+const TRIM = script(`
 if ARGV[1] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[1] then return redis.error_reply('KONSERVE_LOCK_LOST ' .. KEYS[3]) end
 redis.call('LTRIM', KEYS[2], ARGV[2], -1)
 redis.call('HSET', KEYS[1], 'h', ARGV[3], 'f', ARGV[4], 'x', ARGV[5], 's', ARGV[6])
-return 1`
+return 1`)
 
 /** Up to ARGV[2] records of a log from index ARGV[1]: KEYS main, list. Returns { first, records }. */
-const LOGREAD = `
+const LOGREAD = script(`
 local f = redis.call('HGET', KEYS[1], 'f')
 if not f then return { -1, {} } end
 local pos = tonumber(ARGV[1]) - tonumber(f)
 if pos < 0 then pos = 0 end
-return { tonumber(f), redis.call('LRANGE', KEYS[2], pos, pos + tonumber(ARGV[2]) - 1) }`
+return { tonumber(f), redis.call('LRANGE', KEYS[2], pos, pos + tonumber(ARGV[2]) - 1) }`)
 
 /** The head fields of a key: KEYS main. Returns { h, t, x, f, s, length of v, whether it exists }. */
-const HEAD = `
+const HEAD = script(`
 local r = redis.call('HMGET', KEYS[1], 'h', 't', 'x', 'f', 's')
 r[6] = redis.call('HSTRLEN', KEYS[1], 'v')
 r[7] = redis.call('EXISTS', KEYS[1])
-return r`
+return r`)
 
-const RENEW = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end`
-const UNLOCK = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end`
+/**
+ * Takes a key's lock and, if it got it, reads the key's hash in the same step:
+ * KEYS lock, main; ARGV token, lease. Returns false (busy) or the hash's
+ * fields, flat. The read is what the holder's next get/getMeta of the key
+ * would see (nobody else writes the key while the lock is held): one round
+ * trip instead of two for every locked read-modify-write.
+ */
+const LOCK = script(`
+if not redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then return false end
+return redis.call('HGETALL', KEYS[2])`)
 
-/** Registers the scripts on a client (ioredis: EVALSHA, falling back to EVAL). */
-function defineScripts(client: RedisClient): void {
-  if (client.konserveSwap) return
-  client.defineCommand('konserveSwap', { lua: SWAP })
-  client.defineCommand('konserveAppend', { numberOfKeys: 3, lua: APPEND })
-  client.defineCommand('konserveTrim', { numberOfKeys: 3, lua: TRIM })
-  client.defineCommand('konserveLogRead', { numberOfKeys: 2, lua: LOGREAD })
-  client.defineCommand('konserveHead', { numberOfKeys: 1, lua: HEAD })
-  client.defineCommand('konserveRenew', { numberOfKeys: 1, lua: RENEW })
-  client.defineCommand('konserveUnlock', { numberOfKeys: 1, lua: UNLOCK })
-}
+const RENEW = script(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end`)
+const UNLOCK = script(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end`)
 
 // ---- errors ----
 
@@ -190,23 +189,27 @@ export class RedisBacking implements Backing {
   readonly lockScope: string
   readonly atomicMultiKey: boolean
   readonly blocking = false
-  private readonly client: RedisClient
+  private readonly conn: RedisConn
   private readonly codec: PureCodec
   private readonly cluster: boolean
   /** Locks this backing holds: key id -> token. */
-  private readonly held = new Map<string, { token: string; lock: string }>()
+  private readonly held = new Map<string, { token: string; lock: string; fields?: Buffer[] }>()
   private renewer: ReturnType<typeof setInterval> | undefined
   /** Identifies this process in lock tokens (ERR_LOCK_TIMEOUT names the holder). */
   private readonly owner = `${hostname()}:${process.pid}`
 
   constructor(private readonly o: RedisBackingOptions) {
-    this.client = o.client
-    this.cluster = o.client.isCluster === true
+    this.conn = o.conn
+    this.cluster = o.conn.cluster
     // One script call writes several keys only where they can share a server (not a Cluster).
     this.atomicMultiKey = !this.cluster
-    this.lockScope = `redis:${o.scope}#${o.prefix}`
+    this.lockScope = `redis:${o.conn.scope}#${o.prefix}`
     this.codec = createPureCodec(o.compressor, o.encryptionKey, o.acceptPlaintext)
-    defineScripts(this.client)
+  }
+
+  /** The connection (the registry's backend uses it for its marker key). */
+  get connection(): RedisConn {
+    return this.conn
   }
 
   private names(key: Uint8Array): Names {
@@ -230,21 +233,38 @@ export class RedisBacking implements Backing {
     return d
   }
 
+  /** The hash read with the key's lock (LOCK), once, if no write came in between. */
+  private prefetched(key: Uint8Array | undefined): Buffer[] | undefined {
+    const h = key && this.held.get(keyId(key))
+    if (!h?.fields) return undefined
+    const f = h.fields
+    h.fields = undefined
+    return f
+  }
+
+  /** Forgets the hashes read with locks: a write is coming (ours; nobody else's while we hold the locks). */
+  private dropPrefetched(): void {
+    for (const h of this.held.values()) h.fields = undefined
+  }
+
   /** The fields of a key's hash, or undefined. */
-  private async fields(n: Names): Promise<Record<string, Buffer> | undefined> {
-    const all = (await this.client.hgetallBuffer(n.main)) as Record<string, Buffer>
-    return all?.h ? all : Object.keys(all ?? {}).length > 0 ? badKey(n) : undefined
+  private async fields(n: Names, key?: Uint8Array): Promise<Record<string, Buffer> | undefined> {
+    const flat = this.prefetched(key) ?? ((await this.conn.sendBuffers(['HGETALL', n.main])) as Buffer[])
+    if (flat.length === 0) return undefined
+    const all: Record<string, Buffer> = {}
+    for (let i = 0; i + 1 < flat.length; i += 2) all[flat[i]!.toString()] = flat[i + 1]!
+    return all.h ? all : badKey(n)
   }
 
   private async chunk(n: Names, gen: string, i: number): Promise<Buffer> {
-    const c = (await this.client.hgetBuffer(n.chunks + gen, String(i))) as Buffer | null
+    const c = (await this.conn.sendBuffers(['HGET', n.chunks + gen, String(i)])) as Buffer | null
     if (!c) throw new KonserveError('ERR_IO', `chunk ${i} of the blob is gone (it was replaced or deleted more than the grace period ago)`, { file: n.main })
     return c
   }
 
   get = redisOp('get', async (key: Uint8Array): Promise<RawEntry | undefined> => {
     const n = this.names(key)
-    const f = await this.fields(n)
+    const f = await this.fields(n, key)
     if (!f) return undefined
     if (f.x) {
       const d = await this.head(f.h!, f.h!.length + LOG_COMMIT_AREA, key, n)
@@ -281,19 +301,31 @@ export class RedisBacking implements Backing {
 
   getMeta = redisOp('getMeta', async (key: Uint8Array): Promise<RawMeta | undefined> => {
     const n = this.names(key)
-    return this.metaOf(n, key, await this.client.konserveHeadBuffer(n.main))
+    const flat = this.prefetched(key)
+    if (!flat) return this.metaOf(n, key, await this.headFields(n.main))
+    // HEAD's reply, from the prefetched hash.
+    const f = new Map<string, Buffer>()
+    for (let i = 0; i + 1 < flat.length; i += 2) f.set(flat[i]!.toString(), flat[i + 1]!)
+    const pick = (name: string) => f.get(name) ?? null
+    return this.metaOf(n, key, [pick('h'), pick('t'), pick('x'), pick('f'), pick('s'), f.get('v')?.length ?? 0, flat.length > 0 ? 1 : 0])
   })
 
-  exists = redisOp('exists', async (key: Uint8Array): Promise<boolean> => (await this.client.exists(this.names(key).main)) === 1)
+  /** HEAD's reply for a key's hash: { h, t, x, f, s, length of v, whether it exists }. */
+  private headFields(main: string): Promise<Array<Buffer | number | null>> {
+    return this.conn.script(HEAD, [main], [], true) as Promise<Array<Buffer | number | null>>
+  }
+
+  exists = redisOp('exists', async (key: Uint8Array): Promise<boolean> => Number(await this.conn.send(['EXISTS', this.names(key).main])) === 1)
 
   // ---- writing ----
 
   /** Runs SWAP for these keys: one call on one server, one per key on a Cluster (slots differ). */
   private async swap(items: Array<{ n: Names; token: string; gen: string; fields: Array<string | Buffer> }>): Promise<number[]> {
+    this.dropPrefetched()
     const call = (group: typeof items) => {
       const keys = group.flatMap((w) => [w.n.main, w.n.list, w.n.lock])
       const args = group.flatMap((w) => [w.token, w.n.chunks, w.gen, String(w.fields.length), ...w.fields])
-      return this.client.konserveSwap(keys.length, ...keys, String(this.o.blobGraceMs), ...args) as Promise<number[]>
+      return this.conn.script(SWAP, keys, [String(this.o.blobGraceMs), ...args]) as Promise<number[]>
     }
     if (!this.cluster) return call(items)
     return (await Promise.all(items.map((w) => call([w])))).flat()
@@ -319,7 +351,7 @@ export class RedisBacking implements Backing {
   // ---- listing: SCAN in batches (every master of a Cluster in turn) ----
 
   openList(): ListCursor {
-    const nodes: RedisClient[] = this.cluster ? this.client.nodes('master') : [this.client]
+    const nodes = this.conn.scanNodes()
     const match = `${this.o.prefix}:k:{*}`
     let node = 0
     let cursor = '0'
@@ -328,7 +360,7 @@ export class RedisBacking implements Backing {
     const seen = new Set<string>()
     const refill = async (want: number) => {
       while (!done && pending.length < want) {
-        const [next, found] = (await nodes[node].scan(cursor, 'MATCH', match, 'COUNT', Math.max(want, 100))) as [string, string[]]
+        const [next, found] = (await nodes[node]!.send(['SCAN', cursor, 'MATCH', match, 'COUNT', String(Math.max(want, 100))])) as [string, string[]]
         cursor = next
         for (const name of found) {
           if (/^.*:k:\{[0-9a-f]{32}\}$/.test(name) && !seen.has(name)) {
@@ -345,7 +377,7 @@ export class RedisBacking implements Backing {
       const names = pending.splice(0, want)
       if (names.length === 0) return undefined
       const out: RawListing = { entries: [], corrupt: [] }
-      const heads = await Promise.all(names.map((name) => this.client.konserveHeadBuffer(name) as Promise<Array<Buffer | number | null>>))
+      const heads = await Promise.all(names.map((name) => this.headFields(name)))
       for (const [i, name] of names.entries()) {
         const hex = name.slice(name.lastIndexOf('{') + 1, -1)
         const n: Names = { hex, main: name, list: '', lock: '', chunks: '' }
@@ -372,15 +404,16 @@ export class RedisBacking implements Backing {
 
   lock = redisOp('lock', async (keys: Uint8Array[]): Promise<void> => {
     // One order for every process: no two lockers wait on each other in a cycle.
-    const wanted = [...new Map(keys.map((k) => [keyId(k), this.names(k).lock])).entries()].sort((a, b) => (a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0))
+    const wanted = [...new Map(keys.map((k) => [keyId(k), this.names(k)])).entries()].sort((a, b) => (a[1].lock < b[1].lock ? -1 : a[1].lock > b[1].lock ? 1 : 0))
     const start = performance.now()
     for (let pause = 0; ; pause = Math.min(pause * 2 || 1, 50)) {
       const taken: Array<[string, string]> = []
       let busy: string | undefined
-      for (const [id, lock] of wanted) {
+      for (const [id, { lock, main }] of wanted) {
         const token = `${this.owner}:${randomBytes(8).toString('hex')}`
-        if ((await this.client.set(lock, token, 'PX', this.o.lockLeaseMs, 'NX')) === 'OK') {
-          this.held.set(id, { token, lock })
+        const got = (await this.conn.script(LOCK, [lock, main], [token, String(this.o.lockLeaseMs)], true)) as Buffer[] | null
+        if (got) {
+          this.held.set(id, { token, lock, fields: got })
           taken.push([id, lock])
         } else {
           busy = lock
@@ -394,7 +427,7 @@ export class RedisBacking implements Backing {
       for (const [id] of taken) this.release(id)
       const waited = performance.now() - start
       if (waited >= this.o.lockTimeoutMs) {
-        const holder = ((await this.client.get(busy)) as string | null)?.replace(/:[0-9a-f]{16}$/, '') ?? 'nobody (just released)'
+        const holder = ((await this.conn.send(['GET', busy])) as string | null)?.replace(/:[0-9a-f]{16}$/, '') ?? 'nobody (just released)'
         throw new KonserveError('ERR_LOCK_TIMEOUT', `waited ${Math.round(waited)} ms for the lock ${busy}, held by ${holder}`)
       }
       await new Promise((r) => setTimeout(r, pause + Math.random() * pause))
@@ -406,7 +439,7 @@ export class RedisBacking implements Backing {
     if (!h) return
     this.held.delete(id)
     // Commands on one connection run in order: a later SET NX of ours comes after this.
-    this.client.konserveUnlock(h.lock, h.token).catch(() => {
+    this.conn.script(UNLOCK, [h.lock], [h.token]).catch(() => {
       // The lease ends it anyway.
     })
     if (this.held.size === 0) this.stopRenewing()
@@ -420,7 +453,7 @@ export class RedisBacking implements Backing {
     if (this.renewer) return
     this.renewer = setInterval(() => {
       for (const { lock, token } of this.held.values()) {
-        this.client.konserveRenew(lock, token, this.o.lockLeaseMs).catch(() => {
+        this.conn.script(RENEW, [lock], [token, String(this.o.lockLeaseMs)]).catch(() => {
           // A write under a lost lock fails by itself (fenced).
         })
       }
@@ -454,13 +487,16 @@ export class RedisBacking implements Backing {
       const args: Array<string | Buffer> = []
       for (const c of out) args.push(String(count++), u8(c))
       // Staged with an expiry: a writer that dies leaves nothing for long.
-      await this.client.multi().hset(staged, ...args).pexpire(staged, Math.max(this.o.lockLeaseMs, 60_000)).exec().then(execOk)
+      await this.conn.multi([
+        ['HSET', staged, ...args],
+        ['PEXPIRE', staged, String(Math.max(this.o.lockLeaseMs, 60_000))],
+      ])
     }
     const closed = () => new KonserveError('ERR_INVALID_ARGUMENT', 'the blob writer is closed')
     const abort = () => {
       if (!open) return
       open = false
-      this.client.del(staged).catch(() => {})
+      this.conn.send(['DEL', staged]).catch(() => {})
     }
     return {
       write: redisOp('blob write', async (bytes: Uint8Array) => {
@@ -542,7 +578,7 @@ export class RedisBacking implements Backing {
   append = redisOp('append', async (key: Uint8Array, records: NewRecord[], createMeta: Uint8Array): Promise<LogInfo> => {
     if (records.length === 0) throw new KonserveError('ERR_INVALID_ARGUMENT', 'an append needs at least one record')
     const n = this.names(key)
-    const r = (await this.client.konserveHeadBuffer(n.main)) as Array<Buffer | number | null>
+    const r = await this.headFields(n.main)
     let create = false
     let head: Uint8Array
     let first: number
@@ -566,7 +602,8 @@ export class RedisBacking implements Backing {
     const encoded: Buffer[] = []
     for (const [i, rec] of records.entries()) encoded.push(u8(await encodeRecord.async(codec, next + i, rec.stamp, rec.serializer, rec.bytes)))
     const stamp = records[records.length - 1]!.stamp
-    await this.client.konserveAppend(n.main, n.list, n.lock, this.token(key), create ? '1' : '0', u8(head), String(first), String(next + records.length), String(stamp), ...encoded)
+    this.dropPrefetched()
+    await this.conn.script(APPEND, [n.main, n.list, n.lock], [this.token(key), create ? '1' : '0', u8(head), String(first), String(next + records.length), String(stamp), ...encoded])
     return logInfo(first, next + records.length, stamp)
   })
 
@@ -582,7 +619,7 @@ export class RedisBacking implements Backing {
     let closed = false
     const next = redisOp('log read', async (max: number): Promise<LogRecord[] | undefined> => {
       if (closed || at >= end) return undefined
-      const [first, raw] = (await this.client.konserveLogReadBuffer(n.main, n.list, String(at), String(Math.min(Math.max(1, max), end - at)))) as [number, Buffer[]]
+      const [first, raw] = (await this.conn.script(LOGREAD, [n.main, n.list], [String(at), String(Math.min(Math.max(1, max), end - at))], true)) as [number, Buffer[]]
       if (first < 0) return undefined
       if (first > at) at = first // trimmed meanwhile
       const out: LogRecord[] = []
@@ -605,7 +642,7 @@ export class RedisBacking implements Backing {
 
   trimLog = redisOp('trimLog', async (key: Uint8Array, keepFrom: number, meta: Uint8Array): Promise<LogInfo> => {
     const n = this.names(key)
-    const r = (await this.client.konserveHeadBuffer(n.main)) as Array<Buffer | number | null>
+    const r = await this.headFields(n.main)
     if (!r[0]) return { firstIndex: 0, lastIndex: -1, lastStamp: 0 }
     if (!r[2]) throw notALog()
     const header = decodeHeader(r[0] as Buffer, (r[0] as Buffer).length + LOG_COMMIT_AREA)
@@ -615,17 +652,18 @@ export class RedisBacking implements Backing {
     const first = num(r[3] as Buffer)!
     const next = num(r[2] as Buffer)!
     const stamp = num(r[4] as Buffer) ?? 0
+    this.dropPrefetched()
     const drop = Math.min(Math.max(0, keepFrom - first), next - first)
     const kept = next - first - drop
     const [f, x, s] = kept > 0 ? [first + drop, next, stamp] : [0, 0, 0]
-    await this.client.konserveTrim(n.main, n.list, n.lock, this.token(key), String(drop), u8(head), String(f), String(x), String(s))
+    await this.conn.script(TRIM, [n.main, n.list, n.lock], [this.token(key), String(drop), u8(head), String(f), String(x), String(s)])
     return logInfo(f, x, s)
   })
 
   close = redisOp('close', async (): Promise<void> => {
     for (const id of [...this.held.keys()]) this.release(id)
     this.stopRenewing()
-    if (this.o.ownsClient) await this.client.quit().catch(() => this.client.disconnect())
+    if (this.o.ownsClient) await this.conn.close()
   })
 }
 
@@ -633,7 +671,3 @@ function badKey(n: Names): never {
   throw corrupt('a Redis hash under the konserve prefix without a head: not written by konserve', n.main)
 }
 
-function execOk(results: Array<[Error | null, unknown]> | null): void {
-  if (!results) throw new Error('the transaction was aborted')
-  for (const [err] of results) if (err) throw err
-}
