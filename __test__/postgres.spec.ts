@@ -16,7 +16,7 @@
  * - a server stopped mid-operation gives ERR_BACKEND_UNAVAILABLE and no
  *   partial value; the store works again once it is back;
  * - the registry: import 'konserve/postgres', then createStore/connectStore/
- *   storeExists/deleteStore with backend 'postgres'; a given pool is not ended.
+ *   storeExists/deleteStore with backend 'postgres' (which ends the stores of this process open on the table); a given pool is not ended.
  */
 import { spawn } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
@@ -374,8 +374,11 @@ test("the registry: import 'konserve/postgres', then createStore, connectStore, 
   t.throws(() => k.connectStore(config, { sync: true }), { code: 'ERR_NOT_SUPPORTED' } as never)
   await k.releaseStore(again)
   await k.close(db)
+  // A store of this process still open on the table is ended by deleteStore: ERR_STORE_DELETED, not a missing relation.
+  const open = await k.connectStore(config)
   await k.deleteStore(config)
   t.false(await k.storeExists(config))
+  await t.throwsAsync(k.get(open, 'x'), { code: 'ERR_STORE_DELETED' } as never)
   // With a pool of the caller's: used, not ended.
   const pool = new pg.Pool({ connectionString: server.url, max: 2 })
   const withPool = { backend: 'postgres', pool, table: table() }
