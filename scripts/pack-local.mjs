@@ -159,9 +159,19 @@ const exportTargets = []
 const collect = (v) => (typeof v === 'string' ? exportTargets.push(v.replace(/^\.\//, '')) : v && Object.values(v).forEach(collect))
 collect(pkg.exports)
 const exported = new Set(exportTargets.filter((f) => f.startsWith('dist/')))
-const allowed = [/^LICENSE$/, /^README\.md$/, /^package\.json$/, /^index\.js$/, /^dist\/cli\.js$/, /^dist\/chunk-[A-Z0-9]+\.mjs$/]
+// dist/browser/*.mjs: the browser entry's chunks, loaded on demand by dynamic import() (LZ4, the AES segment code, cbor-x).
+const allowed = [/^LICENSE$/, /^README\.md$/, /^package\.json$/, /^index\.js$/, /^dist\/cli\.js$/, /^dist\/chunk-[A-Z0-9]+\.mjs$/, /^dist\/browser\/[a-z0-9-]+-[A-Z0-9]+\.mjs$/i]
 const unexpected = mainFiles.filter((f) => !allowed.some((re) => re.test(f)) && !exported.has(f))
-check(unexpected.length === 0, `the main tarball holds only LICENSE, README, the loader, the CLI and the files its exports name (${exported.size})${unexpected.length ? ` (also: ${unexpected.join(', ')})` : ''}`)
+check(unexpected.length === 0, `the main tarball holds only LICENSE, README, the loader, the CLI, the browser entry's lazy chunks and the files its exports name (${exported.size})${unexpected.length ? ` (also: ${unexpected.join(', ')})` : ''}`)
+// Every lazy chunk the browser entry imports is in the tarball (a missing one would fail only when a store first compresses or reads CBOR).
+const browserEntry = exportTargets.find((f) => f.startsWith('dist/browser') && f.endsWith('.mjs'))
+const chunkRefs = new Set()
+for (const f of [browserEntry, ...mainFiles.filter((f) => f.startsWith('dist/browser/'))]) {
+  const text = execFileSync('tar', ['-xOzf', join(packDir, packs[pkg.name].filename), `package/${f}`], { encoding: 'utf8' })
+  for (const m of text.matchAll(/["'](\.\/(?:browser\/)?[A-Za-z0-9_-]+\.mjs)["']/g)) chunkRefs.add(join(dirname(f), m[1]).replace(/\\/g, '/'))
+}
+const missingChunks = [...chunkRefs].filter((f) => !mainFiles.includes(f))
+check(missingChunks.length === 0, `the browser entry's ${chunkRefs.size} chunk imports are all in the tarball${missingChunks.length ? ` (missing: ${missingChunks.join(', ')})` : ''}`)
 for (const need of ['LICENSE', 'README.md', 'index.js', 'dist/index.js', 'dist/index.mjs', 'dist/index.d.ts', 'dist/index.d.mts', 'dist/cli.js', ...exported]) {
   check(mainFiles.includes(need), `the main tarball holds ${need}`)
 }
