@@ -26,13 +26,13 @@
  * connections, and the server drops their locks at once: no lease.
  */
 import { randomBytes } from 'node:crypto'
-import gensync from 'gensync'
 import { type LogInfo, type LogRecord, type NewRecord, type RawEntry, type RawListing, type RawMeta, type RawWrite, keyId } from '../backing/index.js'
-import { type Backing, type BlobSink, type BlobSource, type ListCursor, type LogCursor, asyncOp } from '../backing/seam.js'
+import type { Backing, BlobSink, BlobSource, ListCursor, LogCursor } from '../backing/seam.js'
 import { createPureCodec, type PureCodec } from './pure/codec.js'
+import { corrupt, notALog, notBinary, stagedBlobWriter, typedOps, u8 } from './remote.js'
 import { KonserveError } from '../errors.js'
 import { HEADER_LEN, LOG_COMMIT_AREA, decodeHeader, encodeMetaSegment } from '../format/file.js'
-import { CHUNK_SIZE, ChunkedEncoder, blobHeader, decodeBlobTable, decodeChunk, type ChunkSink } from '../format/blob.js'
+import { CHUNK_SIZE, decodeBlobTable, decodeChunk } from '../format/blob.js'
 import { checkRecord, decodeRecordPayload, encodeRecord, logHeader } from '../format/log.js'
 import { fileName } from '../codec/xxhash.js'
 import { concat } from '../codec/aes.js'
@@ -140,21 +140,9 @@ export function typed(err: unknown, what: string): KonserveError {
 }
 
 /** An async op whose foreign errors are typed. */
-function pgOp<A extends unknown[], R>(what: string, fn: (...args: A) => Promise<R>) {
-  return asyncOp('postgres', async (...args: A): Promise<R> => {
-    try {
-      return await fn(...args)
-    } catch (err) {
-      throw typed(err, what)
-    }
-  })
-}
+const pgOp = typedOps('postgres', typed)
 
-const corrupt = (message: string, file: string) => new KonserveError('ERR_CORRUPT', message, { file })
-const notALog = () => new KonserveError('ERR_NOT_A_LOG', 'the key holds something other than an append log')
-const notBinary = () => new KonserveError('ERR_NOT_BINARY', 'the key holds a value, not binary data written by bassoc')
 
-const u8 = (b: Uint8Array) => (Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength))
 
 /** The length a file with this head has (as decodeHead wants), from its header's segment lengths. */
 function declaredLength(head: Uint8Array, file: string): number {
@@ -555,61 +543,24 @@ export class PostgresBacking implements Backing {
       throw err
     }
     const gen = BigInt.asIntN(64, randomBytes(8).readBigUInt64LE()).toString()
-    const codec = this.codec.writeCodec(key)
-    const enc = new ChunkedEncoder(codec)
     let count = 0
-    let open = true
-    // Every sealed chunk goes to the server before write/commit returns; one chunk in memory at a time.
-    const encode = gensync(function* (step: (sink: ChunkSink) => gensync.Handler<unknown>, out: Uint8Array[]) {
-      return yield* step(function* (stored) {
-        out.push(Buffer.from(stored))
-      })
-    })
-    const flush = async (out: Uint8Array[]) => {
-      if (out.length === 0) return
+    return stagedBlobWriter(pgOp, this.codec.writeCodec(key), key, meta, {
       // One statement per chunk: the chunk goes as a binary parameter.
-      for (const c of out) await client.query(this.st(this.sql.chunk, [hex, gen, count++, u8(c)]))
-    }
-    const closed = () => new KonserveError('ERR_INVALID_ARGUMENT', 'the blob writer is closed')
-    const abort = () => {
-      if (!open) return
-      open = false
-      client.query('ROLLBACK').then(
-        () => done(),
-        () => done(true),
-      )
-    }
-    return {
-      write: pgOp('blob write', async (bytes: Uint8Array) => {
-        if (!open) throw closed()
-        const out: Uint8Array[] = []
-        try {
-          await encode.async((sink) => enc.write(bytes, sink), out)
-          await flush(out)
-        } catch (err) {
-          abort()
-          throw err
-        }
-      }),
-      commit: pgOp('blob commit', async () => {
-        if (!open) throw closed()
-        try {
-          const out: Uint8Array[] = []
-          const tail = (await encode.async((sink) => enc.finish(sink), out)) as Uint8Array
-          await flush(out)
-          const metaStored = await encodeMetaSegment.async(codec, key, meta)
-          const head = concat([blobHeader(codec, metaStored, enc.valueLength, tail), metaStored])
-          await client.query(this.st(this.sql.put1, [hex, 1, head.length, u8(concat([head, tail])), gen, count, null, null, null]))
-          await client.query('COMMIT')
-          open = false
-          done()
-        } catch (err) {
-          abort()
-          throw err
-        }
-      }),
-      abort,
-    }
+      stage: async (chunks) => {
+        for (const c of chunks) await client.query(this.st(this.sql.chunk, [hex, gen, count++, u8(c)]))
+      },
+      publish: async (head, tail) => {
+        await client.query(this.st(this.sql.put1, [hex, 1, head.length, u8(concat([head, tail])), gen, count, null, null, null]))
+        await client.query('COMMIT')
+        done()
+      },
+      discard: () => {
+        client.query('ROLLBACK').then(
+          () => done(),
+          () => done(true),
+        )
+      },
+    })
   })
 
   openBlob = pgOp('openBlob', async (key: Uint8Array): Promise<BlobSource | undefined> => {

@@ -21,13 +21,13 @@
  */
 import { hostname } from 'node:os'
 import { randomBytes } from 'node:crypto'
-import gensync from 'gensync'
 import { type LogInfo, type LogRecord, type NewRecord, type RawEntry, type RawListing, type RawMeta, type RawWrite, keyId } from '../backing/index.js'
-import { type Backing, type BlobSink, type BlobSource, type ListCursor, type LogCursor, asyncOp } from '../backing/seam.js'
+import type { Backing, BlobSink, BlobSource, ListCursor, LogCursor } from '../backing/seam.js'
 import { createPureCodec, type PureCodec } from './pure/codec.js'
+import { corrupt, notALog, notBinary, stagedBlobWriter, typedOps, u8 } from './remote.js'
 import { KonserveError } from '../errors.js'
 import { HEADER_LEN, decodeHeader, encodeMetaSegment } from '../format/file.js'
-import { CHUNK_SIZE, ChunkedEncoder, blobHeader, decodeBlobTable, decodeChunk, type ChunkSink } from '../format/blob.js'
+import { CHUNK_SIZE, decodeBlobTable, decodeChunk } from '../format/blob.js'
 import { checkRecord, decodeRecordPayload, encodeRecord, logHeader } from '../format/log.js'
 import { LOG_COMMIT_AREA } from '../format/file.js'
 import { fileName } from '../codec/xxhash.js'
@@ -146,21 +146,9 @@ function typed(err: unknown, what: string): KonserveError {
 }
 
 /** An async op whose foreign errors are typed. */
-function redisOp<A extends unknown[], R>(what: string, fn: (...args: A) => Promise<R>) {
-  return asyncOp('redis', async (...args: A): Promise<R> => {
-    try {
-      return await fn(...args)
-    } catch (err) {
-      throw typed(err, what)
-    }
-  })
-}
+const redisOp = typedOps('redis', typed)
 
-const corrupt = (message: string, file: string) => new KonserveError('ERR_CORRUPT', message, { file })
-const notALog = () => new KonserveError('ERR_NOT_A_LOG', 'the key holds something other than an append log')
-const notBinary = () => new KonserveError('ERR_NOT_BINARY', 'the key holds a value, not binary data written by bassoc')
 
-const u8 = (b: Uint8Array) => (Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength))
 const num = (b: Buffer | string | null | undefined): number | undefined => (b == null ? undefined : Number(b.toString()))
 
 /** The length a file with this head has when its value segment is `valueLen` stored bytes (as decodeHeader wants). */
@@ -472,61 +460,24 @@ export class RedisBacking implements Backing {
     const n = this.names(key)
     const gen = randomBytes(8).toString('hex')
     const staged = n.chunks + gen
-    const codec = this.codec.writeCodec(key)
-    const enc = new ChunkedEncoder(codec)
     let count = 0
-    let open = true
-    // Every sealed chunk goes to Redis before write/commit returns; one chunk in memory at a time.
-    const encode = gensync(function* (step: (sink: ChunkSink) => gensync.Handler<unknown>, out: Uint8Array[]) {
-      return yield* step(function* (stored) {
-        out.push(Buffer.from(stored))
-      })
+    return stagedBlobWriter(redisOp, this.codec.writeCodec(key), key, meta, {
+      stage: async (chunks) => {
+        const args: Array<string | Buffer> = []
+        for (const c of chunks) args.push(String(count++), u8(c))
+        // Staged with an expiry: a writer that dies leaves nothing for long.
+        await this.conn.multi([
+          ['HSET', staged, ...args],
+          ['PEXPIRE', staged, String(Math.max(this.o.lockLeaseMs, 60_000))],
+        ])
+      },
+      publish: async (head, tail) => {
+        await this.swap([{ n, token: this.token(key), gen, fields: ['h', u8(head), 't', u8(tail), 'g', gen, 'n', String(count)] }])
+      },
+      discard: () => {
+        this.conn.send(['DEL', staged]).catch(() => {})
+      },
     })
-    const flush = async (out: Uint8Array[]) => {
-      if (out.length === 0) return
-      const args: Array<string | Buffer> = []
-      for (const c of out) args.push(String(count++), u8(c))
-      // Staged with an expiry: a writer that dies leaves nothing for long.
-      await this.conn.multi([
-        ['HSET', staged, ...args],
-        ['PEXPIRE', staged, String(Math.max(this.o.lockLeaseMs, 60_000))],
-      ])
-    }
-    const closed = () => new KonserveError('ERR_INVALID_ARGUMENT', 'the blob writer is closed')
-    const abort = () => {
-      if (!open) return
-      open = false
-      this.conn.send(['DEL', staged]).catch(() => {})
-    }
-    return {
-      write: redisOp('blob write', async (bytes: Uint8Array) => {
-        if (!open) throw closed()
-        const out: Uint8Array[] = []
-        try {
-          await encode.async((sink) => enc.write(bytes, sink), out)
-          await flush(out)
-        } catch (err) {
-          abort()
-          throw err
-        }
-      }),
-      commit: redisOp('blob commit', async () => {
-        if (!open) throw closed()
-        try {
-          const out: Uint8Array[] = []
-          const tail = (await encode.async((sink) => enc.finish(sink), out)) as Uint8Array
-          await flush(out)
-          const metaStored = await encodeMetaSegment.async(codec, key, meta)
-          const head = concat([blobHeader(codec, metaStored, enc.valueLength, tail), metaStored])
-          await this.swap([{ n, token: this.token(key), gen, fields: ['h', u8(head), 't', u8(tail), 'g', gen, 'n', String(count)] }])
-          open = false
-        } catch (err) {
-          abort()
-          throw err
-        }
-      }),
-      abort,
-    }
   })
 
   openBlob = redisOp('openBlob', async (key: Uint8Array): Promise<BlobSource | undefined> => {

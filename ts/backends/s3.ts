@@ -26,8 +26,9 @@ import { hostname } from 'node:os'
 import { randomBytes } from 'node:crypto'
 import gensync from 'gensync'
 import { type LogInfo, type LogRecord, type NewRecord, type RawEntry, type RawListing, type RawMeta, type RawWrite, keyId } from '../backing/index.js'
-import { type Backing, type BlobSink, type BlobSource, type ListCursor, type LogCursor, asyncOp } from '../backing/seam.js'
+import type { Backing, BlobSink, BlobSource, ListCursor, LogCursor } from '../backing/seam.js'
 import { createPureCodec, type PureCodec } from './pure/codec.js'
+import { corrupt, notALog, notBinary, typedOps, u8 } from './remote.js'
 import { KonserveError } from '../errors.js'
 import { HEADER_LEN, LOG_COMMIT_AREA, decodeHeader, encodeMetaSegment } from '../format/file.js'
 import { CHUNK_SIZE, ChunkedEncoder, blobHeader, decodeBlobTable, decodeChunk, TABLE_ENTRY_LEN, TRAILER_LEN, decodeBlobTrailer, type ChunkSink } from '../format/blob.js'
@@ -104,19 +105,8 @@ export function typedS3(err: unknown, what: string, object?: string): KonserveEr
 }
 
 /** An async op whose foreign errors are typed. */
-function s3Op<A extends unknown[], R>(what: string, fn: (...args: A) => Promise<R>) {
-  return asyncOp('s3', async (...args: A): Promise<R> => {
-    try {
-      return await fn(...args)
-    } catch (err) {
-      throw typedS3(err, what)
-    }
-  })
-}
+const s3Op = typedOps('s3', typedS3)
 
-const corrupt = (message: string, file: string) => new KonserveError('ERR_CORRUPT', message, { file })
-const notALog = () => new KonserveError('ERR_NOT_A_LOG', 'the key holds something other than an append log')
-const notBinary = () => new KonserveError('ERR_NOT_BINARY', 'the key holds a value, not binary data written by bassoc')
 
 /** A codec error about an object: names the object (as a file store's names the file). */
 function about(err: unknown, object: string): unknown {
@@ -124,7 +114,6 @@ function about(err: unknown, object: string): unknown {
   return err
 }
 
-const u8 = (b: Uint8Array) => (Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength))
 
 function logInfo(f: number, x: number, s: number): LogInfo {
   return x > f ? { firstIndex: f, lastIndex: x - 1, lastStamp: s } : { firstIndex: x, lastIndex: x - 1, lastStamp: 0 }

@@ -1,0 +1,96 @@
+/**
+ * What the network backends (Redis, PostgreSQL, S3) share: their typed
+ * errors, the staged blob writer, and the op constructor that types a client's failure, so that a
+ * dropped connection reaches the caller as ERR_BACKEND_UNAVAILABLE (or what
+ * the backend's `typed` makes of it), never as the client's own error.
+ */
+import gensync from 'gensync'
+import { type BlobSink, type Op, asyncOp } from '../backing/seam.js'
+import { concat } from '../codec/aes.js'
+import { KonserveError } from '../errors.js'
+import { type ChunkSink, ChunkedEncoder, blobHeader } from '../format/blob.js'
+import { type SegmentCodec, encodeMetaSegment } from '../format/file.js'
+
+export const corrupt = (message: string, file: string) => new KonserveError('ERR_CORRUPT', message, { file })
+export const notALog = () => new KonserveError('ERR_NOT_A_LOG', 'the key holds something other than an append log')
+export const notBinary = () => new KonserveError('ERR_NOT_BINARY', 'the key holds a value, not binary data written by bassoc')
+
+/** The bytes as a Buffer over the same memory (what the clients take), without a copy. */
+export const u8 = (b: Uint8Array): Buffer => (Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength))
+
+/** The op constructor of backend `kind`: an async-only op whose foreign errors go through `typed(err, what)`. */
+export function typedOps(kind: string, typed: (err: unknown, what: string) => unknown) {
+  return <A extends unknown[], R>(what: string, fn: (...args: A) => Promise<R>): Op<A, R> =>
+    asyncOp(kind, async (...args: A): Promise<R> => {
+      try {
+        return await fn(...args)
+      } catch (err) {
+        throw typed(err, what)
+      }
+    })
+}
+
+/** How a backend stages a blob's chunks and then publishes it (see stagedBlobWriter). */
+export interface BlobStaging {
+  /** Stores sealed chunks, in order, before write/commit returns. */
+  stage(chunks: Uint8Array[]): Promise<void>
+  /** Makes the blob visible: `head` (header and metadata segment) and `tail` (chunk table and trailer) of its key file. */
+  publish(head: Uint8Array, tail: Uint8Array): Promise<void>
+  /** Drops what was staged (no-op once published); must not throw. */
+  discard(): void
+}
+
+/**
+ * A blob writer for a backend that stores chunks apart from the key's head
+ * (Redis, PostgreSQL): chunks are sealed as bytes arrive and staged before
+ * each write returns (one chunk in memory at a time); commit seals the last
+ * one, builds the key file's head and tail and publishes them. Any failure
+ * discards what was staged, and a closed writer refuses further calls.
+ */
+export function stagedBlobWriter(op: ReturnType<typeof typedOps>, codec: SegmentCodec, key: Uint8Array, meta: Uint8Array, staging: BlobStaging): BlobSink {
+  const enc = new ChunkedEncoder(codec)
+  let open = true
+  const encode = gensync(function* (step: (sink: ChunkSink) => gensync.Handler<unknown>, out: Uint8Array[]) {
+    return yield* step(function* (stored) {
+      out.push(Buffer.from(stored))
+    })
+  })
+  const closed = () => new KonserveError('ERR_INVALID_ARGUMENT', 'the blob writer is closed')
+  const abort = () => {
+    if (!open) return
+    open = false
+    staging.discard()
+  }
+  const stage = async (out: Uint8Array[]) => {
+    if (out.length > 0) await staging.stage(out)
+  }
+  return {
+    write: op('blob write', async (bytes: Uint8Array) => {
+      if (!open) throw closed()
+      const out: Uint8Array[] = []
+      try {
+        await encode.async((sink) => enc.write(bytes, sink), out)
+        await stage(out)
+      } catch (err) {
+        abort()
+        throw err
+      }
+    }),
+    commit: op('blob commit', async () => {
+      if (!open) throw closed()
+      try {
+        const out: Uint8Array[] = []
+        const tail = (await encode.async((sink) => enc.finish(sink), out)) as Uint8Array
+        await stage(out)
+        const metaStored = await encodeMetaSegment.async(codec, key, meta)
+        const head = concat([blobHeader(codec, metaStored, enc.valueLength, tail), metaStored])
+        await staging.publish(head, tail)
+        open = false
+      } catch (err) {
+        abort()
+        throw err
+      }
+    }),
+    abort,
+  }
+}
