@@ -18,13 +18,13 @@
  * - the registry: import 'konserve/postgres', then createStore/connectStore/
  *   storeExists/deleteStore with backend 'postgres' (which ends the stores of this process open on the table); a given pool is not ended.
  */
-import { spawn } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 import test from 'ava'
 import pg from 'pg'
 import * as k from 'konserve'
 import { connectPostgresStore } from 'konserve/postgres'
+import { child, dist } from './helpers/child.js'
 import { tempDir } from './helpers/api.js'
 import { type PostgresServer, sharedPostgres, startPostgres } from './helpers/postgres.js'
 
@@ -249,25 +249,6 @@ test('foreign or damaged rows are typed errors naming the key, never a crash', a
   await raw.end()
 })
 
-/** Runs a Node child process on the built package; resolves with its output lines as they come. */
-function child(script: string, args: string[]) {
-  const file = join(tempDir(), 'child.mjs')
-  writeFileSync(file, script)
-  const proc = spawn(process.execPath, [file, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, NODE_OPTIONS: '' } })
-  let out = ''
-  const waiters: Array<[string, () => void]> = []
-  proc.stdout.on('data', (d: Buffer) => {
-    out += d.toString()
-    for (const w of [...waiters]) {
-      if (!out.includes(w[0])) continue
-      waiters.splice(waiters.indexOf(w), 1)
-      w[1]()
-    }
-  })
-  const exit = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)))
-  return { proc, exit, saw: (s: string) => new Promise<void>((r) => (out.includes(s) ? r() : waiters.push([s, r]))) }
-}
-const dist = (f: string) => JSON.stringify(resolve('dist', f))
 
 test('updateIn from two processes x 1000 on one key ends exact', async (t) => {
   const server = await sharedPostgres()

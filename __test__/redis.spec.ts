@@ -13,16 +13,16 @@
  * - a 3-node Redis Cluster: every operation, keys across all masters;
  * - no blocking form (ERR_NOT_SUPPORTED).
  */
-import { spawn } from 'node:child_process'
 import { createRequire } from 'node:module'
 import { writeFileSync } from 'node:fs'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 import test from 'ava'
 import Redis from 'ioredis'
 import Keyv from 'keyv'
 import * as k from 'konserve'
 import { konserveKeyv } from 'konserve/keyv'
 import { connectRedisStore } from 'konserve/redis'
+import { child, dist } from './helpers/child.js'
 import { tempDir } from './helpers/api.js'
 import { type RedisServer, sharedRedis, startCluster, startRedis } from './helpers/redis.js'
 
@@ -133,21 +133,6 @@ test('foreign or damaged data under the prefix is a typed error, never a crash',
   redis.disconnect()
 })
 
-/** Runs a Node child process on the built package; resolves with its output lines as they come. */
-function child(script: string, args: string[]) {
-  const file = join(tempDir(), 'child.mjs')
-  writeFileSync(file, script)
-  const proc = spawn(process.execPath, [file, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, NODE_OPTIONS: '' } })
-  let out = ''
-  const waiters: Array<[string, () => void]> = []
-  proc.stdout.on('data', (d: Buffer) => {
-    out += d.toString()
-    for (const w of [...waiters]) if (out.includes(w[0])) (waiters.splice(waiters.indexOf(w), 1), w[1]())
-  })
-  const exit = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)))
-  return { proc, exit, saw: (s: string) => new Promise<void>((r) => (out.includes(s) ? r() : waiters.push([s, r]))) }
-}
-const dist = (f: string) => JSON.stringify(resolve('dist', f))
 
 test('updateIn from two processes x 1000 on one key ends exact (one on ioredis, one on node-redis)', async (t) => {
   const server = await sharedRedis()

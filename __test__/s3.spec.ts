@@ -12,14 +12,14 @@
  * - the registry (`backend: 's3'`) and the tiering recipe (a file store in
  *   front, write-through).
  */
-import { spawn } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import test from 'ava'
 import { GetObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3'
 import * as k from 'konserve'
 import { connectS3Store } from 'konserve/s3'
+import { child as spawnChild, dist } from './helpers/child.js'
 import { tempDir } from './helpers/api.js'
 import { ACCESS, BUCKET, type WeedServer, sharedWeed } from './helpers/s3.js'
 
@@ -204,21 +204,8 @@ test('foreign or truncated objects under the prefix are typed errors naming the 
   await k.close(db)
 })
 
-/** Runs a Node child process on the built package; resolves with its output lines as they come. */
-function child(script: string, args: string[]) {
-  const file = join(tempDir(), 'child.mjs')
-  writeFileSync(file, script)
-  const proc = spawn(process.execPath, [file, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, NODE_OPTIONS: '--no-warnings' } })
-  let out = ''
-  const waiters: Array<[string, () => void]> = []
-  proc.stdout.on('data', (d: Buffer) => {
-    out += d.toString()
-    for (const w of [...waiters]) if (out.includes(w[0])) (waiters.splice(waiters.indexOf(w), 1), w[1]())
-  })
-  const exit = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)))
-  return { proc, exit, saw: (s: string) => new Promise<void>((r) => (out.includes(s) ? r() : waiters.push([s, r]))) }
-}
-const dist = (f: string) => JSON.stringify(resolve('dist', f))
+/** A child with the AWS SDK's Node-version warning silenced. */
+const child = (script: string, args: string[]) => spawnChild(script, args, { nodeOptions: '--no-warnings' })
 const connect = `connectS3Store({ bucket: ${JSON.stringify(BUCKET)}, prefix: process.argv[3], endpoint: process.argv[2], credentials: ${JSON.stringify(ACCESS)}`
 
 test('updateIn from two processes x 200 on one key ends exact', async (t) => {
