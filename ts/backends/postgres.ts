@@ -29,7 +29,7 @@ import { randomBytes } from 'node:crypto'
 import { type LogInfo, type LogRecord, type NewRecord, type RawEntry, type RawListing, type RawMeta, type RawWrite, keyId } from '../backing/index.js'
 import type { Backing, BlobSink, BlobSource, ListCursor, LogCursor } from '../backing/seam.js'
 import { createPureCodec, type PureCodec } from './pure/codec.js'
-import { corrupt, notALog, notBinary, stagedBlobWriter, typedOps, u8 } from './remote.js'
+import { corrupt, declaredLength, logInfo, notALog, notBinary, stagedBlobWriter, typedOps, u8 } from './remote.js'
 import { KonserveError } from '../errors.js'
 import { HEADER_LEN, LOG_COMMIT_AREA, decodeHeader, encodeMetaSegment } from '../format/file.js'
 import { CHUNK_SIZE, decodeBlobTable, decodeChunk } from '../format/blob.js'
@@ -143,17 +143,6 @@ export function typed(err: unknown, what: string): KonserveError {
 const pgOp = typedOps('postgres', typed)
 
 
-
-/** The length a file with this head has (as decodeHead wants), from its header's segment lengths. */
-function declaredLength(head: Uint8Array, file: string): number {
-  if (head.length < HEADER_LEN) throw corrupt(`a head of ${head.length} bytes, shorter than a header`, file)
-  const v = new DataView(head.buffer, head.byteOffset, head.byteLength)
-  return HEADER_LEN + v.getUint32(12, true) + v.getUint32(16, true) + v.getUint32(20, true) * 0x100000000
-}
-
-function logInfo(f: number, x: number, s: number): LogInfo {
-  return x > f ? { firstIndex: f, lastIndex: x - 1, lastStamp: s } : { firstIndex: x, lastIndex: x - 1, lastStamp: 0 }
-}
 
 /** One row of the main table as it came, checked field by field. */
 interface Row {

@@ -24,7 +24,7 @@ import { randomBytes } from 'node:crypto'
 import { type LogInfo, type LogRecord, type NewRecord, type RawEntry, type RawListing, type RawMeta, type RawWrite, keyId } from '../backing/index.js'
 import type { Backing, BlobSink, BlobSource, ListCursor, LogCursor } from '../backing/seam.js'
 import { createPureCodec, type PureCodec } from './pure/codec.js'
-import { corrupt, notALog, notBinary, stagedBlobWriter, typedOps, u8 } from './remote.js'
+import { corrupt, declaredLength, logInfo, notALog, notBinary, stagedBlobWriter, typedOps, u8 } from './remote.js'
 import { KonserveError } from '../errors.js'
 import { HEADER_LEN, decodeHeader, encodeMetaSegment } from '../format/file.js'
 import { CHUNK_SIZE, decodeBlobTable, decodeChunk } from '../format/blob.js'
@@ -150,17 +150,6 @@ const redisOp = typedOps('redis', typed)
 
 
 const num = (b: Buffer | string | null | undefined): number | undefined => (b == null ? undefined : Number(b.toString()))
-
-/** The length a file with this head has when its value segment is `valueLen` stored bytes (as decodeHeader wants). */
-function declaredLength(head: Uint8Array, file: string): number {
-  if (head.length < HEADER_LEN) throw corrupt(`a head of ${head.length} bytes, shorter than a header`, file)
-  const v = new DataView(head.buffer, head.byteOffset, head.byteLength)
-  return HEADER_LEN + v.getUint32(12, true) + v.getUint32(16, true) + v.getUint32(20, true) * 0x100000000
-}
-
-function logInfo(f: number, x: number, s: number): LogInfo {
-  return x > f ? { firstIndex: f, lastIndex: x - 1, lastStamp: s } : { firstIndex: x, lastIndex: x - 1, lastStamp: 0 }
-}
 
 interface Names {
   main: string

@@ -9,11 +9,24 @@ import { type BlobSink, type Op, asyncOp } from '../backing/seam.js'
 import { concat } from '../codec/aes.js'
 import { KonserveError } from '../errors.js'
 import { type ChunkSink, ChunkedEncoder, blobHeader } from '../format/blob.js'
-import { type SegmentCodec, encodeMetaSegment } from '../format/file.js'
+import { HEADER_LEN, type SegmentCodec, encodeMetaSegment } from '../format/file.js'
+import type { LogInfo } from '../backing/index.js'
 
 export const corrupt = (message: string, file: string) => new KonserveError('ERR_CORRUPT', message, { file })
 export const notALog = () => new KonserveError('ERR_NOT_A_LOG', 'the key holds something other than an append log')
 export const notBinary = () => new KonserveError('ERR_NOT_BINARY', 'the key holds a value, not binary data written by bassoc')
+
+/** The length a key file with this head has (as decodeHeader wants), from the header's segment lengths. */
+export function declaredLength(head: Uint8Array, file: string): number {
+  if (head.length < HEADER_LEN) throw corrupt(`a head of ${head.length} bytes, shorter than a header`, file)
+  const v = new DataView(head.buffer, head.byteOffset, head.byteLength)
+  return HEADER_LEN + v.getUint32(12, true) + v.getUint32(16, true) + v.getUint32(20, true) * 0x100000000
+}
+
+/** A log's info from its first index `f`, next index `x` and last stamp `s` (an empty log: no stamp). */
+export function logInfo(f: number, x: number, s: number): LogInfo {
+  return x > f ? { firstIndex: f, lastIndex: x - 1, lastStamp: s } : { firstIndex: x, lastIndex: x - 1, lastStamp: 0 }
+}
 
 /** The bytes as a Buffer over the same memory (what the clients take), without a copy. */
 export const u8 = (b: Uint8Array): Buffer => (Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength))

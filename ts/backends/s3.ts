@@ -28,7 +28,7 @@ import gensync from 'gensync'
 import { type LogInfo, type LogRecord, type NewRecord, type RawEntry, type RawListing, type RawMeta, type RawWrite, keyId } from '../backing/index.js'
 import type { Backing, BlobSink, BlobSource, ListCursor, LogCursor } from '../backing/seam.js'
 import { createPureCodec, type PureCodec } from './pure/codec.js'
-import { corrupt, notALog, notBinary, typedOps, u8 } from './remote.js'
+import { corrupt, logInfo, notALog, notBinary, typedOps, u8 } from './remote.js'
 import { KonserveError } from '../errors.js'
 import { HEADER_LEN, LOG_COMMIT_AREA, decodeHeader, encodeMetaSegment } from '../format/file.js'
 import { CHUNK_SIZE, ChunkedEncoder, blobHeader, decodeBlobTable, decodeChunk, TABLE_ENTRY_LEN, TRAILER_LEN, decodeBlobTrailer, type ChunkSink } from '../format/blob.js'
@@ -114,10 +114,6 @@ function about(err: unknown, object: string): unknown {
   return err
 }
 
-
-function logInfo(f: number, x: number, s: number): LogInfo {
-  return x > f ? { firstIndex: f, lastIndex: x - 1, lastStamp: s } : { firstIndex: x, lastIndex: x - 1, lastStamp: 0 }
-}
 
 /** `first,next,stamp` of a log head's user metadata, checked. */
 function parseLogField(v: string, object: string): [number, number, number] {
