@@ -29,11 +29,11 @@ import { randomBytes } from 'node:crypto'
 import { type LogInfo, type LogRecord, type NewRecord, type RawEntry, type RawListing, type RawMeta, type RawWrite, keyId } from '../backing/index.js'
 import type { Backing, BlobSink, BlobSource, ListCursor, LogCursor } from '../backing/seam.js'
 import { createPureCodec, type PureCodec } from './pure/codec.js'
-import { corrupt, declaredLength, logInfo, notALog, notBinary, stagedBlobWriter, typedOps, u8 } from './remote.js'
+import { closableCursor, corrupt, declaredLength, logInfo, notALog, notBinary, readStoredRecord, stagedBlobWriter, typedOps, u8 } from './remote.js'
 import { KonserveError } from '../errors.js'
 import { HEADER_LEN, LOG_COMMIT_AREA, decodeHeader, encodeMetaSegment } from '../format/file.js'
 import { CHUNK_SIZE, decodeBlobTable, decodeChunk } from '../format/blob.js'
-import { checkRecord, decodeRecordPayload, encodeRecord, logHeader } from '../format/log.js'
+import { encodeRecord, logHeader } from '../format/log.js'
 import { fileName } from '../codec/xxhash.js'
 import { concat } from '../codec/aes.js'
 /** The raw-bytes serializer's id (ts/serializers.ts RAW_BYTES_ID), not imported: this module is bundled without the serializer registry. */
@@ -652,36 +652,29 @@ export class PostgresBacking implements Backing {
     const codec = this.codec.readCodec(d.header, key)
     const end = row.next!
     let at = row.first!
-    let closed = false
-    const next = pgOp('log read', async (max: number): Promise<LogRecord[] | undefined> => {
-      if (closed || at >= end) return undefined
-      const r = await this.via([key]).query(
-        this.st(`SELECT idx, data FROM ${this.t.records} WHERE name = $1 AND idx >= $2 AND idx < $3 ORDER BY idx LIMIT $4`, [
-          hex,
-          at,
-          end,
-          Math.min(Math.max(1, max), end - at),
-        ]),
-      )
-      if (r.rows.length === 0) return undefined
-      const firstIdx = int(r.rows[0]!.idx)!
-      if (firstIdx > at) at = firstIdx // trimmed meanwhile
-      const out: LogRecord[] = []
-      for (const x of r.rows) {
-        const bytes = x.data as Buffer
-        const info = Buffer.isBuffer(bytes) && int(x.idx) === at ? checkRecord(bytes, 0) : undefined
-        if (!info || info.index !== at || info.end !== bytes.length) throw corrupt(`log record ${at} is damaged`, `${this.t.name}_records/${hex}`)
-        out.push({ index: info.index, stamp: info.stamp, serializer: info.serializer, bytes: await decodeRecordPayload.async(codec, info, bytes) })
-        at++
-      }
-      return out
-    })
-    return {
-      next,
-      close: () => {
-        closed = true
-      },
-    }
+    return closableCursor((closed) =>
+      pgOp('log read', async (max: number): Promise<LogRecord[] | undefined> => {
+        if (closed() || at >= end) return undefined
+        const r = await this.via([key]).query(
+          this.st(`SELECT idx, data FROM ${this.t.records} WHERE name = $1 AND idx >= $2 AND idx < $3 ORDER BY idx LIMIT $4`, [
+            hex,
+            at,
+            end,
+            Math.min(Math.max(1, max), end - at),
+          ]),
+        )
+        if (r.rows.length === 0) return undefined
+        const firstIdx = int(r.rows[0]!.idx)!
+        if (firstIdx > at) at = firstIdx // trimmed meanwhile
+        const out: LogRecord[] = []
+        for (const x of r.rows) {
+          // A row filed under another index is damage too.
+          out.push(await readStoredRecord(codec, int(x.idx) === at ? x.data : undefined, at, `${this.t.name}_records/${hex}`))
+          at++
+        }
+        return out
+      }),
+    )
   })
 
   trimLog = pgOp('trimLog', async (key: Uint8Array, keepFrom: number, meta: Uint8Array): Promise<LogInfo> => {

@@ -24,11 +24,11 @@ import { randomBytes } from 'node:crypto'
 import { type LogInfo, type LogRecord, type NewRecord, type RawEntry, type RawListing, type RawMeta, type RawWrite, keyId } from '../backing/index.js'
 import type { Backing, BlobSink, BlobSource, ListCursor, LogCursor } from '../backing/seam.js'
 import { createPureCodec, type PureCodec } from './pure/codec.js'
-import { corrupt, declaredLength, logInfo, notALog, notBinary, stagedBlobWriter, typedOps, u8 } from './remote.js'
+import { closableCursor, corrupt, declaredLength, logInfo, notALog, notBinary, readStoredRecord, stagedBlobWriter, typedOps, u8 } from './remote.js'
 import { KonserveError } from '../errors.js'
 import { HEADER_LEN, decodeHeader, encodeMetaSegment } from '../format/file.js'
 import { CHUNK_SIZE, decodeBlobTable, decodeChunk } from '../format/blob.js'
-import { checkRecord, decodeRecordPayload, encodeRecord, logHeader } from '../format/log.js'
+import { encodeRecord, logHeader } from '../format/log.js'
 import { LOG_COMMIT_AREA } from '../format/file.js'
 import { fileName } from '../codec/xxhash.js'
 import { concat } from '../codec/aes.js'
@@ -556,28 +556,21 @@ export class RedisBacking implements Backing {
     const codec = this.codec.readCodec(d.header, key)
     const end = num(f.x)!
     let at = num(f.f)!
-    let closed = false
-    const next = redisOp('log read', async (max: number): Promise<LogRecord[] | undefined> => {
-      if (closed || at >= end) return undefined
-      const [first, raw] = (await this.conn.script(LOGREAD, [n.main, n.list], [String(at), String(Math.min(Math.max(1, max), end - at))], true)) as [number, Buffer[]]
-      if (first < 0) return undefined
-      if (first > at) at = first // trimmed meanwhile
-      const out: LogRecord[] = []
-      for (const bytes of raw) {
-        const info = checkRecord(bytes, 0)
-        if (!info || info.index !== at) throw corrupt(`log record ${at} is damaged`, n.list)
-        out.push({ index: info.index, stamp: info.stamp, serializer: info.serializer, bytes: await decodeRecordPayload.async(codec, info, bytes) })
-        at++
-        if (at >= end) break
-      }
-      return out.length > 0 ? out : undefined
-    })
-    return {
-      next,
-      close: () => {
-        closed = true
-      },
-    }
+    return closableCursor((closed) =>
+      redisOp('log read', async (max: number): Promise<LogRecord[] | undefined> => {
+        if (closed() || at >= end) return undefined
+        const [first, raw] = (await this.conn.script(LOGREAD, [n.main, n.list], [String(at), String(Math.min(Math.max(1, max), end - at))], true)) as [number, Buffer[]]
+        if (first < 0) return undefined
+        if (first > at) at = first // trimmed meanwhile
+        const out: LogRecord[] = []
+        for (const bytes of raw) {
+          out.push(await readStoredRecord(codec, bytes, at, n.list))
+          at++
+          if (at >= end) break
+        }
+        return out.length > 0 ? out : undefined
+      }),
+    )
   })
 
   trimLog = redisOp('trimLog', async (key: Uint8Array, keepFrom: number, meta: Uint8Array): Promise<LogInfo> => {

@@ -10,7 +10,9 @@ import { concat } from '../codec/aes.js'
 import { KonserveError } from '../errors.js'
 import { type ChunkSink, ChunkedEncoder, blobHeader } from '../format/blob.js'
 import { HEADER_LEN, type SegmentCodec, encodeMetaSegment } from '../format/file.js'
-import type { LogInfo } from '../backing/index.js'
+import type { LogInfo, LogRecord } from '../backing/index.js'
+import type { LogCursor } from '../backing/seam.js'
+import { checkRecord, decodeRecordPayload } from '../format/log.js'
 
 export const corrupt = (message: string, file: string) => new KonserveError('ERR_CORRUPT', message, { file })
 export const notALog = () => new KonserveError('ERR_NOT_A_LOG', 'the key holds something other than an append log')
@@ -26,6 +28,33 @@ export function declaredLength(head: Uint8Array, file: string): number {
 /** A log's info from its first index `f`, next index `x` and last stamp `s` (an empty log: no stamp). */
 export function logInfo(f: number, x: number, s: number): LogInfo {
   return x > f ? { firstIndex: f, lastIndex: x - 1, lastStamp: s } : { firstIndex: x, lastIndex: x - 1, lastStamp: 0 }
+}
+
+/**
+ * Log record `index` as a backend stores it (one record per row, list item or
+ * object: `bytes` must be that record whole), checked and decoded. Damage is
+ * ERR_CORRUPT naming `file`; a decode error names `file` too.
+ */
+export async function readStoredRecord(codec: SegmentCodec, bytes: unknown, index: number, file: string): Promise<LogRecord> {
+  const info = bytes instanceof Uint8Array ? checkRecord(bytes, 0) : undefined
+  if (!info || info.index !== index) throw corrupt(`log record ${index} is damaged`, file)
+  try {
+    return { index, stamp: info.stamp, serializer: info.serializer, bytes: await decodeRecordPayload.async(codec, info, bytes as Uint8Array) }
+  } catch (err) {
+    if (err instanceof KonserveError && !err.file) err.file = file
+    throw err
+  }
+}
+
+/** A log cursor whose reads `make` builds; they see `closed()` turn true once the cursor is closed. */
+export function closableCursor(make: (closed: () => boolean) => LogCursor['next']): LogCursor {
+  let closed = false
+  return {
+    next: make(() => closed),
+    close: () => {
+      closed = true
+    },
+  }
 }
 
 /** The bytes as a Buffer over the same memory (what the clients take), without a copy. */

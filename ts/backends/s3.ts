@@ -28,11 +28,11 @@ import gensync from 'gensync'
 import { type LogInfo, type LogRecord, type NewRecord, type RawEntry, type RawListing, type RawMeta, type RawWrite, keyId } from '../backing/index.js'
 import type { Backing, BlobSink, BlobSource, ListCursor, LogCursor } from '../backing/seam.js'
 import { createPureCodec, type PureCodec } from './pure/codec.js'
-import { corrupt, logInfo, notALog, notBinary, typedOps, u8 } from './remote.js'
+import { closableCursor, corrupt, logInfo, notALog, notBinary, readStoredRecord, typedOps, u8 } from './remote.js'
 import { KonserveError } from '../errors.js'
 import { HEADER_LEN, LOG_COMMIT_AREA, decodeHeader, encodeMetaSegment } from '../format/file.js'
 import { CHUNK_SIZE, ChunkedEncoder, blobHeader, decodeBlobTable, decodeChunk, TABLE_ENTRY_LEN, TRAILER_LEN, decodeBlobTrailer, type ChunkSink } from '../format/blob.js'
-import { checkRecord, decodeRecordPayload, encodeRecord, logHeader } from '../format/log.js'
+import { encodeRecord, logHeader } from '../format/log.js'
 import { fileName } from '../codec/xxhash.js'
 import { concat } from '../codec/aes.js'
 /** The raw-bytes serializer's id (ts/serializers.ts RAW_BYTES_ID), not imported: this module is bundled without the serializer registry. */
@@ -857,45 +857,33 @@ export class S3Backing implements Backing {
     const d = await this.head(f.bytes, f.bytes.length + LOG_COMMIT_AREA, key, n)
     const codec = this.codec.readCodec(d.header, key)
     let [at, end] = parseLogField(field, file)
-    let closed = false
-    const next = s3Op('log read', async (max: number): Promise<LogRecord[] | undefined> => {
-      if (closed || at >= end) return undefined
-      const want = Math.min(Math.max(1, max), end - at, PARALLEL)
-      const got = await Promise.all(Array.from({ length: want }, (_, i) => this.fetch(this.recordName(n, at + i))))
-      const out: LogRecord[] = []
-      for (const [i, r] of got.entries()) {
-        const index = at + i
-        const name = this.where(this.recordName(n, index))
-        if (!r) {
-          // Trimmed meanwhile? Then go on from the log's new first record.
-          const now = await this.fetch(n.main)
-          const nowField = now?.metadata[LOG_FIELD]
-          const nowFirst = nowField !== undefined ? parseLogField(nowField, file)[0] : end
-          if (nowFirst > index) {
-            at = Math.min(nowFirst, end)
-            return out.length > 0 ? out : next.async(max)
+    return closableCursor((closed) => {
+      const next = s3Op('log read', async (max: number): Promise<LogRecord[] | undefined> => {
+        if (closed() || at >= end) return undefined
+        const want = Math.min(Math.max(1, max), end - at, PARALLEL)
+        const got = await Promise.all(Array.from({ length: want }, (_, i) => this.fetch(this.recordName(n, at + i))))
+        const out: LogRecord[] = []
+        for (const [i, r] of got.entries()) {
+          const index = at + i
+          const name = this.where(this.recordName(n, index))
+          if (!r) {
+            // Trimmed meanwhile? Then go on from the log's new first record.
+            const now = await this.fetch(n.main)
+            const nowField = now?.metadata[LOG_FIELD]
+            const nowFirst = nowField !== undefined ? parseLogField(nowField, file)[0] : end
+            if (nowFirst > index) {
+              at = Math.min(nowFirst, end)
+              return out.length > 0 ? out : next.async(max)
+            }
+            throw corrupt(`log record ${index} is missing`, name)
           }
-          throw corrupt(`log record ${index} is missing`, name)
+          out.push(await readStoredRecord(codec, r.bytes, index, name))
         }
-        const info = checkRecord(r.bytes, 0)
-        if (!info || info.index !== index) throw corrupt(`log record ${index} is damaged`, name)
-        let bytes: Uint8Array
-        try {
-          bytes = await decodeRecordPayload.async(codec, info, r.bytes)
-        } catch (err) {
-          throw about(err, name)
-        }
-        out.push({ index, stamp: info.stamp, serializer: info.serializer, bytes })
-      }
-      at += want
-      return out
+        at += want
+        return out
+      })
+      return next
     })
-    return {
-      next,
-      close: () => {
-        closed = true
-      },
-    }
   })
 
   trimLog = s3Op('trimLog', async (key: Uint8Array, keepFrom: number, meta: Uint8Array): Promise<LogInfo> => {
