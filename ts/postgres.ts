@@ -14,6 +14,7 @@ import { type Store as StoreT, KonserveError, Store, close, registerBackend, sto
 // Types from the main entry too (not ./store.js): the subpaths' declarations then share no chunk of their own.
 import type { StoreOptions, CompressorOption, EncryptorOption } from './index.js'
 import { type PgClient, type PgPool, type PgTables, PostgresBacking, createTablesSql, tablesOf, typed } from './backends/postgres.js'
+import { connectChecks } from './backends/remote.js'
 
 export type { PgPool, PgClient } from './backends/postgres.js'
 
@@ -40,13 +41,8 @@ export interface PostgresStoreOptions extends StoreOptions {
   sync?: boolean
 }
 
-const bad = (fn: string, message: string) => new KonserveError('ERR_INVALID_ARGUMENT', `${fn}: ${message}`)
-
-function ms(fn: string, v: unknown, name: string, dflt: number): number {
-  if (v === undefined) return dflt
-  if (typeof v !== 'number' || !(v >= 0) || !Number.isFinite(v)) throw bad(fn, `${name} must be a finite number >= 0, not ${String(v)}`)
-  return v
-}
+const bad = (fn: string, message: string) => connectChecks(fn).bad(message)
+const ms = (fn: string, v: unknown, name: string, dflt: number) => connectChecks(fn).ms(v, name, dflt)
 
 /** Where a pool points, for the lock scope and messages (no credentials). */
 function scopeOf(options: PostgresStoreOptions): string {
@@ -81,19 +77,7 @@ function check(fn: string, options: PostgresStoreOptions): Checked {
   if (options.pool !== undefined && (typeof options.pool !== 'object' || typeof options.pool?.connect !== 'function'))
     throw bad(fn, 'pool must be a pg Pool')
   const tables = tablesOf(options.table ?? 'konserve', fn)
-  let compressor = 0
-  if (options.compressor != null) {
-    if (options.compressor.type !== 'lz4')
-      throw bad(fn, `unknown compressor ${JSON.stringify(options.compressor)}; the one compressor is { type: 'lz4' }`)
-    compressor = 1
-  }
-  let encryptionKey: Uint8Array | undefined
-  if (options.encryptor != null) {
-    const { type, key } = options.encryptor
-    if (type !== 'aes') throw bad(fn, `unknown encryptor type ${JSON.stringify(type)}; the one encryptor is { type: 'aes', key }`)
-    encryptionKey = typeof key === 'string' ? Buffer.from(key, 'utf8') : key instanceof Uint8Array ? Buffer.from(key) : undefined
-    if (!encryptionKey || encryptionKey.length === 0) throw bad(fn, 'the aes encryptor needs a non-empty key (a string or a Uint8Array)')
-  }
+  const { compressor, encryptionKey } = connectChecks(fn).codecOptions(options)
   return { tables, compressor, encryptionKey }
 }
 

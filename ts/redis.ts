@@ -14,6 +14,7 @@
 import { type Backend, type StoreConfig, type Store as StoreT, KonserveError, Store, close, registerBackend, storeExistsError, storeNotFoundError } from './index.js'
 import type { StoreOptions, CompressorOption, EncryptorOption } from './store.js'
 import { type RedisClient, RedisBacking } from './backends/redis.js'
+import { connectChecks } from './backends/remote.js'
 import { type RedisConn, isIoredis, isNodeRedis, isNodeRedisCluster, redisConn } from './backends/redis-client.js'
 
 export interface RedisStoreOptions extends StoreOptions {
@@ -45,13 +46,7 @@ export interface RedisStoreOptions extends StoreOptions {
   sync?: boolean
 }
 
-const bad = (message: string) => new KonserveError('ERR_INVALID_ARGUMENT', `connectRedisStore: ${message}`)
-
-function ms(v: unknown, name: string, dflt: number): number {
-  if (v === undefined) return dflt
-  if (typeof v !== 'number' || !(v >= 0) || !Number.isFinite(v)) throw bad(`${name} must be a finite number >= 0, not ${String(v)}`)
-  return v
-}
+const { bad, ms, codecOptions } = connectChecks('connectRedisStore')
 
 /** Stores of this process, by lock scope (server, database, prefix): deleteStore ends them. */
 const openStores = new Map<string, Set<WeakRef<StoreT>>>()
@@ -156,18 +151,7 @@ export async function connectRedisStore(options: RedisStoreOptions): Promise<Sto
   if (options?.sync === true) throw new KonserveError('ERR_NOT_SUPPORTED', 'the redis store has no blocking form: call connectRedisStore without { sync: true }')
   if (!options || typeof options !== 'object') throw bad('give exactly one of { url } and { client }')
   const prefix = prefixOf(options.prefix)
-  let compressor = 0
-  if (options.compressor != null) {
-    if (options.compressor.type !== 'lz4') throw bad(`unknown compressor ${JSON.stringify(options.compressor)}; the one compressor is { type: 'lz4' }`)
-    compressor = 1
-  }
-  let encryptionKey: Uint8Array | undefined
-  if (options.encryptor != null) {
-    const { type, key } = options.encryptor
-    if (type !== 'aes') throw bad(`unknown encryptor type ${JSON.stringify(type)}; the one encryptor is { type: 'aes', key }`)
-    encryptionKey = typeof key === 'string' ? Buffer.from(key, 'utf8') : key instanceof Uint8Array ? Buffer.from(key) : undefined
-    if (!encryptionKey || encryptionKey.length === 0) throw bad('the aes encryptor needs a non-empty key (a string or a Uint8Array)')
-  }
+  const { compressor, encryptionKey } = codecOptions(options)
   const lockTimeoutMs = ms(options.lockTimeoutMs, 'lockTimeoutMs', 60_000)
   const lockLeaseMs = ms(options.lockLeaseMs, 'lockLeaseMs', 30_000)
   const blobGraceMs = ms(options.blobGraceMs, 'blobGraceMs', 60_000)

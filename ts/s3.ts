@@ -13,6 +13,7 @@
 // The option types from the entry, not ./store.js: its declarations then stay in the entry's (no shared chunk).
 import { type Store as StoreT, type StoreOptions, type CompressorOption, type EncryptorOption, KonserveError, Store, registerBackend, storeExistsError, storeNotFoundError } from './index.js'
 import { MIN_PART, type S3Client, type S3Sdk, S3Backing, typedS3 } from './backends/s3.js'
+import { connectChecks } from './backends/remote.js'
 
 export interface S3StoreOptions extends StoreOptions {
   /** The bucket (it must exist). */
@@ -46,13 +47,7 @@ export interface S3StoreOptions extends StoreOptions {
   sync?: boolean
 }
 
-const bad = (message: string) => new KonserveError('ERR_INVALID_ARGUMENT', `connectS3Store: ${message}`)
-
-function ms(v: unknown, name: string, dflt: number): number {
-  if (v === undefined) return dflt
-  if (typeof v !== 'number' || !(v >= 0) || !Number.isFinite(v)) throw bad(`${name} must be a finite number >= 0, not ${String(v)}`)
-  return v
-}
+const { bad, ms, codecOptions } = connectChecks('connectS3Store')
 
 async function loadSdk(): Promise<S3Sdk> {
   try {
@@ -101,18 +96,7 @@ function settings(options: S3StoreOptions) {
   if (options.client !== undefined && (options.endpoint !== undefined || options.credentials !== undefined)) throw bad('give either { client } or { endpoint, credentials }, not both')
   const prefix = options.prefix ?? 'konserve'
   if (typeof prefix !== 'string' || prefix === '' || prefix.startsWith('/') || prefix.endsWith('/')) throw bad('prefix must be a non-empty string without a leading or trailing slash')
-  let compressor = 0
-  if (options.compressor != null) {
-    if (options.compressor.type !== 'lz4') throw bad(`unknown compressor ${JSON.stringify(options.compressor)}; the one compressor is { type: 'lz4' }`)
-    compressor = 1
-  }
-  let encryptionKey: Uint8Array | undefined
-  if (options.encryptor != null) {
-    const { type, key } = options.encryptor
-    if (type !== 'aes') throw bad(`unknown encryptor type ${JSON.stringify(type)}; the one encryptor is { type: 'aes', key }`)
-    encryptionKey = typeof key === 'string' ? Buffer.from(key, 'utf8') : key instanceof Uint8Array ? Buffer.from(key) : undefined
-    if (!encryptionKey || encryptionKey.length === 0) throw bad('the aes encryptor needs a non-empty key (a string or a Uint8Array)')
-  }
+  const { compressor, encryptionKey } = codecOptions(options)
   const partSize = ms(options.partSize, 'partSize', 8 * 1024 * 1024)
   if (partSize < MIN_PART) throw bad(`partSize must be at least 5 MiB (S3's minimum part), not ${partSize}`)
   return {

@@ -57,6 +57,33 @@ export function closableCursor(make: (closed: () => boolean) => LogCursor['next'
   }
 }
 
+/** The option checks of connect function `fn`: `bad(message)` is its ERR_INVALID_ARGUMENT, `ms(value, name, default)` a duration option. */
+export function connectChecks(fn: string) {
+  const bad = (message: string) => new KonserveError('ERR_INVALID_ARGUMENT', `${fn}: ${message}`)
+  const ms = (v: unknown, name: string, dflt: number): number => {
+    if (v === undefined) return dflt
+    if (typeof v !== 'number' || !(v >= 0) || !Number.isFinite(v)) throw bad(`${name} must be a finite number >= 0, not ${String(v)}`)
+    return v
+  }
+  /** The store's compressor id (0 none, 1 LZ4) and AES key, from its `compressor` and `encryptor` options. */
+  const codecOptions = (o: { compressor?: { type?: unknown } | null; encryptor?: { type?: unknown; key?: unknown } | null }) => {
+    let compressor = 0
+    if (o.compressor != null) {
+      if (o.compressor.type !== 'lz4') throw bad(`unknown compressor ${JSON.stringify(o.compressor)}; the one compressor is { type: 'lz4' }`)
+      compressor = 1
+    }
+    let encryptionKey: Uint8Array | undefined
+    if (o.encryptor != null) {
+      const { type, key } = o.encryptor
+      if (type !== 'aes') throw bad(`unknown encryptor type ${JSON.stringify(type)}; the one encryptor is { type: 'aes', key }`)
+      encryptionKey = typeof key === 'string' ? Buffer.from(key, 'utf8') : key instanceof Uint8Array ? Buffer.from(key) : undefined
+      if (!encryptionKey || encryptionKey.length === 0) throw bad('the aes encryptor needs a non-empty key (a string or a Uint8Array)')
+    }
+    return { compressor, encryptionKey }
+  }
+  return { bad, ms, codecOptions }
+}
+
 /** The bytes as a Buffer over the same memory (what the clients take), without a copy. */
 export const u8 = (b: Uint8Array): Buffer => (Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength))
 
