@@ -167,7 +167,6 @@ export async function connectRedisStore(options: RedisStoreOptions): Promise<Sto
     lockLeaseMs,
     blobGraceMs,
   })
-  // TEMPORARY (issue 20): the facade still takes the old Backing shape.
   return track(new Store(backing, { serializer: options.serializer, serializers: options.serializers }))
 }
 

@@ -128,7 +128,6 @@ export async function connectS3Store(options: S3StoreOptions): Promise<StoreT> {
     throw e
   }
   const backing = new S3Backing({ ...s, client, sdk, ownsClient: owns, scope })
-  // TEMPORARY (issue 20): the facade still takes the old Backing shape.
   return new Store(backing, { serializer: options.serializer, serializers: options.serializers })
 }
 
