@@ -171,6 +171,13 @@ pub trait VfsFile: Send + Sync {
 
     /// Makes the file's data durable (fsync).
     fn sync(&self) -> io::Result<()>;
+
+    /// Makes the file's data durable, and of its metadata only what reading
+    /// the data back needs (`fdatasync`): for a file written in place, whose
+    /// length does not change. The default is a full [`sync`](Self::sync).
+    fn sync_data(&self) -> io::Result<()> {
+        self.sync()
+    }
 }
 
 /// What [`Vfs::stat`] tells of a file.
@@ -452,6 +459,10 @@ impl VfsFile for RealFile {
     fn sync(&self) -> io::Result<()> {
         // On macOS std issues F_FULLFSYNC here.
         self.0.sync_all()
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
     }
 }
 
