@@ -25,7 +25,11 @@ const ROUNDS = arg('rounds', 5)
 const MS = arg('ms', 800)
 const pass = ['ms', 'burst', 'stream', 'stream1', 'cap-kib'].flatMap((n) => (process.argv.includes(`--${n}`) ? [`--${n}`, String(arg(n))] : []))
 const root = new URL('..', import.meta.url).pathname
-const load = () => os.loadavg().map((l) => l.toFixed(2)).join(' ')
+const load = () =>
+  os
+    .loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ')
 
 execFileSync('cargo', ['build', '--release', '-q', '-p', 'konserve-core', '--example', 'wal_bench'], { cwd: root, stdio: 'inherit' })
 const exe = join(root, 'target/release/examples/wal_bench')
