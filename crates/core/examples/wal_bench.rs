@@ -13,6 +13,9 @@
 //!     committer checkpoints during the stream (every put ends up in its key file),
 //!   - `bg`: timed, with a second thread checkpointing in a loop meanwhile
 //!     (puts while a checkpoint runs);
+//!   - the checkpointing cases twice: fsync of each staging file and one
+//!     directory fsync per slice, and (`/syncfs`) no fsync per file but one
+//!     `syncfs` per checkpoint (`WalOptions::checkpoint_syncfs`);
 //!
 //! 1 at a time and 64 in flight, values of 100 B and 1 KiB, in interleaved
 //! rounds (the order reversed every other round), medians.
@@ -37,6 +40,8 @@ use konserve_core::wal::{record_hash, Wal, WalOptions};
 use konserve_core::{FileStore, Options, Write};
 
 const CONC: usize = 64;
+/// The cases, in the order of the table.
+const CASES: [&str; 10] = ["raw", "store", "wal", "burst", "burst+ckpt", "burst+ckpt/syncfs", "bg", "bg/syncfs", "stream", "stream/syncfs"];
 const META: &[u8] = b"\x80";
 
 struct Args {
@@ -124,8 +129,9 @@ impl Bench {
         d
     }
 
-    fn wal(&self, dir: &Path, cap: u64) -> Wal {
-        Wal::open(Arc::new(RealFs), dir, WalOptions { checkpoint_cap: cap, ..WalOptions::default() }).unwrap()
+    fn wal(&self, dir: &Path, cap: u64, syncfs: bool) -> Wal {
+        let o = WalOptions { checkpoint_cap: cap, checkpoint_syncfs: syncfs, ..WalOptions::default() };
+        Wal::open(Arc::new(RealFs), dir, o).unwrap()
     }
 
     fn wal_put(w: &Wal, i: u64, value: &[u8]) {
@@ -140,7 +146,9 @@ impl Bench {
         let v = &value[..];
         let dir = self.fresh();
         let ms = Some(self.a.ms);
-        let r = match case {
+        // A case named `…/syncfs` checkpoints with one syncfs, the others fsync each file.
+        let syncfs = case.ends_with("/syncfs");
+        let r = match case.trim_end_matches("/syncfs") {
             "raw" => {
                 let dir = &dir;
                 drive(conc, u64::MAX, ms, |i| raw_put(dir, i, v))
@@ -150,22 +158,22 @@ impl Bench {
                 drive(conc, u64::MAX, ms, |i| s.put(&[Write { key: &cke(i), serializer: 0, meta: META, value: v }]).unwrap())
             }
             "wal" => {
-                let w = self.wal(&dir, u64::MAX);
+                let w = self.wal(&dir, u64::MAX, syncfs);
                 drive(conc, u64::MAX, ms, |i| Self::wal_put(&w, i, v))
             }
             "burst" | "burst+ckpt" => {
-                let w = self.wal(&dir, u64::MAX);
+                let w = self.wal(&dir, u64::MAX, syncfs);
                 let n = self.a.burst as u64;
                 let start = Instant::now();
                 drive(conc, n, None, |i| Self::wal_put(&w, i, v));
-                if case == "burst+ckpt" {
+                if case != "burst" {
                     assert!(w.checkpoint().unwrap());
                     assert_eq!(w.stats().checkpointed_keys, n);
                 }
                 n as f64 / start.elapsed().as_secs_f64()
             }
             "stream" => {
-                let w = self.wal(&dir, self.a.cap);
+                let w = self.wal(&dir, self.a.cap, syncfs);
                 let n = if conc == 1 { self.a.stream1 } else { self.a.stream } as u64;
                 let start = Instant::now();
                 drive(conc, n, None, |i| Self::wal_put(&w, i, v));
@@ -177,7 +185,7 @@ impl Bench {
                 r
             }
             "bg" => {
-                let w = self.wal(&dir, u64::MAX);
+                let w = self.wal(&dir, u64::MAX, syncfs);
                 let stop = AtomicBool::new(false);
                 std::thread::scope(|s| {
                     s.spawn(|| {
@@ -214,11 +222,11 @@ fn main() {
     let mut cases: Vec<(&str, usize, usize)> = Vec::new();
     for size in [100, 1024] {
         for conc in [1, CONC] {
-            for case in ["raw", "store", "wal", "stream"] {
+            for case in ["raw", "store", "wal", "stream", "stream/syncfs"] {
                 cases.push((case, conc, size));
             }
         }
-        for case in ["burst", "burst+ckpt", "bg"] {
+        for case in ["burst", "burst+ckpt", "burst+ckpt/syncfs", "bg", "bg/syncfs"] {
             cases.push((case, CONC, size));
         }
     }
@@ -256,7 +264,7 @@ fn main() {
     for size in [100, 1024] {
         for conc in [1, CONC] {
             let raw = median(results.get_mut(&(size, conc, "raw")).unwrap());
-            for case in ["raw", "store", "wal", "burst", "burst+ckpt", "bg", "stream"] {
+            for case in CASES {
                 let Some(v) = results.get_mut(&(size, conc, case)) else { continue };
                 let m = median(v);
                 println!("| {size} B | {conc} | {case} | {m:.0} | {:.2} |", m / raw);

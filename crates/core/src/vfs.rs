@@ -61,6 +61,13 @@ pub trait Vfs: Send + Sync {
         Ok(Box::new(self.read_dir(path)?.into_iter().map(Ok)))
     }
 
+    /// Makes everything written to the file system that holds `path` durable,
+    /// file data and directory entries alike (`syncfs(2)`). The default (and
+    /// any system without it): `Unsupported`, and the caller fsyncs file by file.
+    fn sync_fs(&self, _path: &Path) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
     /// Creates a directory and any missing parents.
     fn create_dir_all(&self, path: &Path) -> io::Result<()>;
 
@@ -345,6 +352,17 @@ impl Vfs for RealFs {
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC).open(path)?.sync_all()
+    }
+
+    #[cfg(target_os = "linux")]
+    fn sync_fs(&self, path: &Path) -> io::Result<()> {
+        let dir = OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC).open(path)?;
+        // SAFETY: a plain system call on a descriptor we own.
+        if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 
     fn canonicalize(&self, path: &Path) -> io::Result<PathBuf> {

@@ -58,11 +58,27 @@ pub struct WalOptions {
     /// Back-pressure: more bytes of frames than this, not checkpointed, and
     /// a committer runs a checkpoint before it appends ([`CHECKPOINT_CAP`]).
     pub checkpoint_cap: u64,
+    /// A checkpoint writes and renames its staging files without fsyncing
+    /// each, and makes them durable with one `syncfs` before the reset
+    /// (docs/WAL.md §1.1). Where the file system has no `syncfs` it fsyncs
+    /// each key file it wrote, then the directory. The log keeps the values
+    /// until the reset, so a key file torn by a crash before then is
+    /// shadowed by its record and written again. Default `false` (an fsync
+    /// of each staging file, one directory fsync per slice, as the pure
+    /// store must): `syncfs` also flushes every other writer's dirty pages
+    /// on that file system, and measured no faster on a busy one (§1).
+    pub checkpoint_syncfs: bool,
 }
 
 impl Default for WalOptions {
     fn default() -> Self {
-        WalOptions { store: Options::default(), grow_step: GROW_STEP, grow_margin: MAX_FRAME as u64, checkpoint_cap: CHECKPOINT_CAP }
+        WalOptions {
+            store: Options::default(),
+            grow_step: GROW_STEP,
+            grow_margin: MAX_FRAME as u64,
+            checkpoint_cap: CHECKPOINT_CAP,
+            checkpoint_syncfs: false,
+        }
     }
 }
 
@@ -692,8 +708,9 @@ impl Wal {
     /// Runs a checkpoint (docs/WAL.md §5) unless one runs already (in this
     /// process or another: then `Ok(false)`): the newest record of each key
     /// written into its key file (a put: staging file, fsync, rename; a
-    /// delete: unlink), per slice of at most 256 keys under the log lock with
-    /// one directory fsync; then, if no frame was appended meanwhile, the
+    /// delete: unlink), per slice of at most 256 keys under the log lock,
+    /// then one directory fsync (or one `syncfs` at the end,
+    /// [`WalOptions::checkpoint_syncfs`]); then, if no frame was appended meanwhile, the
     /// reset: a new generation in slot A, `fdatasync`, slot B, `fdatasync`,
     /// and the end hint of the empty log.
     pub fn checkpoint(&self) -> Result<bool> {
@@ -711,8 +728,13 @@ impl Wal {
             todo.sort_by_key(|(_, e)| e.at);
             (idx.header.generation, idx.last_seq, todo)
         };
+        let by_fs = self.files.options.sync_blob && self.options.checkpoint_syncfs;
+        let mut written = Vec::new();
         for slice in todo.chunks(SLICE) {
-            self.checkpoint_slice(slice)?;
+            self.checkpoint_slice(slice, by_fs, &mut written)?;
+        }
+        if by_fs && !written.is_empty() {
+            self.sync_written(&written)?;
         }
         *done = Some((generation, s));
         self.count(C_CHECKPOINTS, 1);
@@ -737,13 +759,37 @@ impl Wal {
         Ok(true)
     }
 
+    /// Makes the key files a checkpoint wrote (renamed without fsync) and
+    /// the directory durable: one `syncfs`, or where there is none, an fsync
+    /// of each key file written, then of the directory.
+    fn sync_written(&self, written: &[(WalOp, PathBuf)]) -> Result<()> {
+        match self.files.vfs.sync_fs(&self.files.dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => {}
+            Err(e) => return Err(self.files.fsync_failed(e, "cannot syncfs the store's file system", &self.files.dir)),
+        }
+        for (op, path) in written {
+            if *op != WalOp::Put {
+                continue;
+            }
+            match self.files.vfs.open_read(path) {
+                Ok(f) => f.sync().map_err(|e| self.files.fsync_failed(e, "cannot fsync a checkpointed key file", path))?,
+                // Replaced or removed since: whoever did it made it durable.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(e, "cannot open a checkpointed key file", path)),
+            }
+        }
+        self.files.sync_dir()
+    }
+
     /// Stages the puts of one slice (fsynced), then under the log lock renames
     /// those still newest over their key files (a delete: unlinks the key
     /// file), drops the others, and fsyncs the directory once.
-    fn checkpoint_slice(&self, slice: &[([u8; 16], Entry)]) -> Result<()> {
+    fn checkpoint_slice(&self, slice: &[([u8; 16], Entry)], by_fs: bool, written: &mut Vec<(WalOp, PathBuf)>) -> Result<()> {
         let mut staged: Vec<Staged> = Vec::with_capacity(slice.len());
-        let result = self.stage_slice(slice, &mut staged).and_then(|()| {
-            let _held = self.lock_log()?;
+        let fsync_each = self.files.options.sync_blob && !by_fs;
+        let result = self.stage_slice(slice, fsync_each, &mut staged).and_then(|()| {
+            let held = self.lock_log()?;
             let mut idx = lock(&self.index);
             self.catch_up(&mut idx)?;
             let mut changed = 0u64;
@@ -768,10 +814,15 @@ impl Wal {
                     },
                     WalOp::File => continue,
                 }
+                if by_fs {
+                    written.push((entry.op, target));
+                }
                 changed += 1;
             }
             drop(idx);
-            if changed > 0 && self.files.options.sync_blob {
+            // The directory fsync needs no log lock: the reset waits for it.
+            drop(held);
+            if changed > 0 && fsync_each {
                 self.files.sync_dir()?;
             }
             self.count(C_KEYS, changed);
@@ -784,9 +835,9 @@ impl Wal {
     }
 
     /// Writes the payload of each put of `slice` to a new staging file and
-    /// fsyncs it (several threads at once where the file system allows).
-    fn stage_slice(&self, slice: &[([u8; 16], Entry)], staged: &mut Vec<Staged>) -> Result<()> {
-        let threads = if self.files.vfs.parallel_sync() && slice.len() >= 4 { slice.len().min(16) } else { 1 };
+    /// fsyncs it (up to 64 threads at once where the file system allows).
+    fn stage_slice(&self, slice: &[([u8; 16], Entry)], fsync: bool, staged: &mut Vec<Staged>) -> Result<()> {
+        let threads = if self.files.vfs.parallel_sync() && slice.len() >= 4 { slice.len().min(64) } else { 1 };
         let per = slice.len().div_ceil(threads).max(1);
         let results: Vec<(Vec<Staged>, Result<()>)> = std::thread::scope(|scope| {
             let run = |part: &[([u8; 16], Entry)]| {
@@ -801,7 +852,7 @@ impl Wal {
                     let (mut f, stage, in_flight) = self.files.create_staging_hex(&hex(hash))?;
                     mine.push(Some((stage.clone(), in_flight)));
                     f.write_all(&payload).map_err(|err| Error::io(err, "cannot write a staging file", &stage))?;
-                    if self.files.options.sync_blob {
+                    if fsync {
                         f.sync().map_err(|err| self.files.fsync_failed(err, "cannot fsync a staging file", &stage))?;
                     }
                     Ok(())

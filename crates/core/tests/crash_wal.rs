@@ -32,6 +32,12 @@ fn options() -> WalOptions {
     WalOptions { grow_step: 64 * 1024, grow_margin: 4096, ..WalOptions::default() }
 }
 
+/// The two ways a checkpoint makes its key files durable: one `syncfs`, or
+/// an fsync of each staging file and one directory fsync.
+fn modes() -> [WalOptions; 2] {
+    [options(), WalOptions { checkpoint_syncfs: true, ..options() }]
+}
+
 fn payload(k: &str, v: &[u8]) -> Vec<u8> {
     encode_file(&key(k), 0, b"\x80", v).unwrap()
 }
@@ -92,8 +98,8 @@ fn universe(ops: &[Op]) -> BTreeSet<&'static str> {
     keys
 }
 
-fn run(fs: &SimFs, dir: &Path, ops: &[Op]) -> Vec<Outcome> {
-    let w = match Wal::open(Arc::new(fs.clone()), dir, options()) {
+fn run(fs: &SimFs, dir: &Path, ops: &[Op], o: &WalOptions) -> Vec<Outcome> {
+    let w = match Wal::open(Arc::new(fs.clone()), dir, o.clone()) {
         Ok(w) => w,
         Err(e) => {
             assert!(fs.is_dead(), "open failed without a fault: {e}");
@@ -145,8 +151,8 @@ fn allowed(ops: &[Op], out: &[Outcome], k: &str) -> Vec<Option<Vec<u8>>> {
     all
 }
 
-fn check(fs: &SimFs, dir: &Path, ops: &[Op], out: &[Outcome], ctx: &str) {
-    let w = Wal::open(Arc::new(fs.clone()), dir, options()).unwrap_or_else(|e| panic!("{ctx}: the log does not open: {e}"));
+fn check(fs: &SimFs, dir: &Path, ops: &[Op], out: &[Outcome], o: &WalOptions, ctx: &str) {
+    let w = Wal::open(Arc::new(fs.clone()), dir, o.clone()).unwrap_or_else(|e| panic!("{ctx}: the log does not open: {e}"));
     let keys = universe(ops);
     let mut seen = Vec::new();
     for k in &keys {
@@ -172,13 +178,15 @@ fn check(fs: &SimFs, dir: &Path, ops: &[Op], out: &[Outcome], ctx: &str) {
 #[test]
 fn every_acknowledged_record_survives_a_crash_at_every_step() {
     let ops = workload();
-    let wl = Workload { dir: "/wal", prepare: |_: &SimFs, _: &Path| (), run: |fs: &SimFs, dir: &Path, ()| run(fs, dir, &ops) };
-    let plans: Vec<(Writeback, u64)> =
-        (0..2u64).flat_map(|seed| [Writeback::None, Writeback::Unordered, Writeback::Ordered].map(|wb| (wb, seed))).collect();
-    let runs = wl.crash_at_every_step(&plans, |fs, dir, out, point| {
-        check(fs, dir, &ops, &out, &point.crash_ctx());
-    });
-    assert!(runs > 300, "{runs} runs");
+    for o in modes() {
+        let wl = Workload { dir: "/wal", prepare: |_: &SimFs, _: &Path| (), run: |fs: &SimFs, dir: &Path, ()| run(fs, dir, &ops, &o) };
+        let plans: Vec<(Writeback, u64)> =
+            (0..2u64).flat_map(|seed| [Writeback::None, Writeback::Unordered, Writeback::Ordered].map(|wb| (wb, seed))).collect();
+        let runs = wl.crash_at_every_step(&plans, |fs, dir, out, point| {
+            check(fs, dir, &ops, &out, &o, &format!("{} (syncfs {})", point.crash_ctx(), o.checkpoint_syncfs));
+        });
+        assert!(runs > 300, "{runs} runs");
+    }
 }
 
 #[test]
@@ -195,7 +203,7 @@ fn an_existing_log_crashed_mid_append_is_never_corrupt_and_its_torn_tail_is_writ
     let ops: Vec<Op> = (0..6).map(|i| Op::Put(vec![(["x", "y", "c", "d"][i % 4], vec![i as u8; 100 + 50 * i])])).collect();
     let mut ops = ops;
     ops.push(Op::Put(vec![("c", b"c9".to_vec()), ("d", b"d9".to_vec())]));
-    let wl = Workload { dir: "/wal2", prepare, run: |fs: &SimFs, dir: &Path, ()| run(fs, dir, &ops) };
+    let wl = Workload { dir: "/wal2", prepare, run: |fs: &SimFs, dir: &Path, ()| run(fs, dir, &ops, &options()) };
     let plans = [(Writeback::None, 7), (Writeback::Unordered, 8), (Writeback::Ordered, 9)];
     wl.crash_at_every_step(&plans, |fs, dir, out, point| {
         let ctx = point.crash_ctx();
@@ -220,25 +228,27 @@ fn a_checkpoint_and_reset_crashed_at_every_step_under_many_seeds_keep_every_valu
     // The reset writes the two header slots over durable bytes: a crash may
     // tear the write in flight; slot A is fdatasynced before slot B is
     // written, so one slot always holds.
-    let prepare = |fs: &SimFs, dir: &Path| {
-        let w = Wal::open(Arc::new(fs.clone()), dir, options()).unwrap();
-        apply(&w, &Op::Put(vec![("a", b"a1".to_vec()), ("b", b"b1".to_vec())])).unwrap();
-        apply(&w, &Op::Delete("b")).unwrap();
-    };
-    let wl = Workload {
-        dir: "/wal3",
-        prepare,
-        run: |fs: &SimFs, dir: &Path, ()| {
-            let w = Wal::open(Arc::new(fs.clone()), dir, options());
-            w.and_then(|w| w.checkpoint()).is_ok()
-        },
-    };
-    let plans: Vec<(Writeback, u64)> =
-        (0..24u64).flat_map(|seed| [Writeback::None, Writeback::Unordered, Writeback::Ordered].map(|wb| (wb, 100 + seed))).collect();
-    wl.crash_at_every_step(&plans, |fs, dir, _, point| {
-        let ctx = point.crash_ctx();
-        let w = Wal::open(Arc::new(fs.clone()), dir, options()).unwrap_or_else(|e| panic!("{ctx}: the log does not open: {e}"));
-        assert_eq!(visible(&w, fs, dir, "a", &ctx), Some(payload("a", b"a1")), "{ctx}");
-        assert_eq!(visible(&w, fs, dir, "b", &ctx), None, "{ctx}");
-    });
+    for o in modes() {
+        let prepare = |fs: &SimFs, dir: &Path| {
+            let w = Wal::open(Arc::new(fs.clone()), dir, o.clone()).unwrap();
+            apply(&w, &Op::Put(vec![("a", b"a1".to_vec()), ("b", b"b1".to_vec())])).unwrap();
+            apply(&w, &Op::Delete("b")).unwrap();
+        };
+        let wl = Workload {
+            dir: "/wal3",
+            prepare,
+            run: |fs: &SimFs, dir: &Path, ()| {
+                let w = Wal::open(Arc::new(fs.clone()), dir, o.clone());
+                w.and_then(|w| w.checkpoint()).is_ok()
+            },
+        };
+        let plans: Vec<(Writeback, u64)> =
+            (0..24u64).flat_map(|seed| [Writeback::None, Writeback::Unordered, Writeback::Ordered].map(|wb| (wb, 100 + seed))).collect();
+        wl.crash_at_every_step(&plans, |fs, dir, _, point| {
+            let ctx = point.crash_ctx();
+            let w = Wal::open(Arc::new(fs.clone()), dir, options()).unwrap_or_else(|e| panic!("{ctx}: the log does not open: {e}"));
+            assert_eq!(visible(&w, fs, dir, "a", &ctx), Some(payload("a", b"a1")), "{ctx}");
+            assert_eq!(visible(&w, fs, dir, "b", &ctx), None, "{ctx}");
+        });
+    }
 }

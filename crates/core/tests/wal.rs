@@ -523,3 +523,24 @@ fn a_log_without_a_valid_header_slot_is_corrupt() {
     assert_eq!(e.code(), ErrorCode::Corrupt);
     assert_eq!(e.file(), Some(path.as_path()));
 }
+
+#[test]
+fn a_syncfs_checkpoint_falls_back_to_fsyncs_where_there_is_no_syncfs() {
+    // The wrapper has no sync_fs (the Vfs default: Unsupported).
+    let (fs, _) = setup(15, DIR);
+    let gated = Gated {
+        inner: fs.clone(),
+        syncs: Arc::default(),
+        gate: Arc::new((std::sync::Mutex::new(true), std::sync::Condvar::new())),
+        entered: Arc::default(),
+    };
+    let opts = WalOptions { checkpoint_syncfs: true, ..options() };
+    let w = Wal::open(Arc::new(gated), Path::new(DIR), opts).unwrap();
+    put(&w, "a", b"a1");
+    op(&w, WalOp::Delete, "b");
+    assert!(w.checkpoint().unwrap());
+    assert_eq!(w.stats().resets, 1);
+    // Durable: a crash right now keeps the key file.
+    fs.crash(support::sim::Writeback::None);
+    assert_eq!(key_file(&fs, "a"), Some(payload("a", b"a1")));
+}
