@@ -22,6 +22,9 @@
 //!
 //! cargo run --release -p konserve-core --example wal_bench -- [--rounds 5] [--ms 800] [--burst 2000] [--stream 20000] [--stream1 4000] [--cap-kib 256] [--json] [--reverse]
 //!
+//! `--scan-mib N` instead measures how long opening a log holding N MiB of
+//! frames (1 KiB values) takes, its pages cached: the scan of §5's bound.
+//!
 //! `--json` prints one line per case and round (bench/wal-protocol.mjs reads
 //! them and adds lmdb in the same rounds); otherwise a table of medians.
 
@@ -216,6 +219,10 @@ fn median(v: &mut [f64]) -> f64 {
 
 fn main() {
     let a = args();
+    let scan_mib = std::env::args().skip_while(|x| x != "--scan-mib").nth(1).and_then(|v| v.parse::<u64>().ok());
+    if let Some(mib) = scan_mib {
+        return scan(mib);
+    }
     let root = tempfile::Builder::new().prefix("ks-walbench-").tempdir().unwrap();
     let bench = Bench { root: root.path().to_path_buf(), seq: AtomicU64::new(0), a };
     let a = &bench.a;
@@ -271,4 +278,44 @@ fn main() {
             }
         }
     }
+}
+
+/// Fills a log with `mib` MiB of frames, then times opening it (median of 5).
+fn scan(mib: u64) {
+    let root = tempfile::Builder::new().prefix("ks-walscan-").tempdir().unwrap();
+    let dir = root.path();
+    let opts = || WalOptions { checkpoint_cap: u64::MAX, ..WalOptions::default() };
+    let w = Wal::open(Arc::new(RealFs), dir, opts()).unwrap();
+    let value = vec![7u8; 1024];
+    let mut i = 0u64;
+    while w.log_bytes() < mib << 20 {
+        let payloads: Vec<(Vec<u8>, [u8; 16])> = (0..4000)
+            .map(|_| {
+                i += 1;
+                let k = cke(i);
+                (encode_file(&k, 0, META, &value).unwrap(), record_hash(&k))
+            })
+            .collect();
+        let recs: Vec<NewWalRecord<'_>> = payloads.iter().map(|(p, h)| NewWalRecord { op: WalOp::Put, key_hash: *h, payload: p }).collect();
+        w.append(&recs).unwrap();
+    }
+    let bytes = w.log_bytes();
+    drop(w);
+    let mut times: Vec<f64> = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            let w = Wal::open(Arc::new(RealFs), dir, opts()).unwrap();
+            assert_eq!(w.log_bytes(), bytes);
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    let m = median(&mut times);
+    println!(
+        "wal_bench --scan-mib {mib}: {} records, {:.1} MiB of frames: open (scan, pages cached) {:.0} ms median of 5, {:.0} MiB/s; load average {}",
+        i,
+        bytes as f64 / (1 << 20) as f64,
+        m * 1e3,
+        bytes as f64 / (1 << 20) as f64 / m,
+        load()
+    );
 }
