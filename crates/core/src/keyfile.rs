@@ -310,7 +310,12 @@ impl StoreDir {
     /// registration (held until the file is renamed or removed).
     pub(crate) fn create_staging(&self, key: &[u8]) -> Result<(Box<dyn VfsFile>, PathBuf, InFlight)> {
         let name = keyhash::file_name(key);
-        let hex = &name[..name.len() - KEY_FILE_SUFFIX.len()];
+        self.create_staging_hex(&name[..name.len() - KEY_FILE_SUFFIX.len()])
+    }
+
+    /// [`create_staging`](Self::create_staging) for the key file `<hex>.ksv`
+    /// (the write-ahead log's checkpoint knows its keys by hash only).
+    pub(crate) fn create_staging_hex(&self, hex: &str) -> Result<(Box<dyn VfsFile>, PathBuf, InFlight)> {
         let stage_name = staging::staging_name(hex, std::process::id(), staging::next_seq());
         let path = self.dir.join(&stage_name);
         // Registered before it exists, so a concurrent sweep never takes it.

@@ -17,7 +17,8 @@ pub mod keyhash;
 // I/O, bottom up: vfs (the file system seam); staging (staging file names),
 // filelock (lock files) and locks (the in-process lock table); keyfile (an
 // open store's key files: head reads, the durable write, the poison flag);
-// blob, log and keycheck, which import none of each other; store on top.
+// blob, log and keycheck, which import none of each other; store on top;
+// wal (the write-ahead log protocol, not wired into the store yet).
 pub mod blob;
 pub mod filelock;
 mod keycheck;
@@ -27,6 +28,7 @@ pub mod log;
 pub mod staging;
 pub mod store;
 pub mod vfs;
+pub mod wal;
 
 pub use error::{Error, ErrorCode, Result};
 pub use keyhash::file_name;

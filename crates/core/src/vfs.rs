@@ -61,6 +61,13 @@ pub trait Vfs: Send + Sync {
         Ok(Box::new(self.read_dir(path)?.into_iter().map(Ok)))
     }
 
+    /// Makes everything written to the file system that holds `path` durable,
+    /// file data and directory entries alike (`syncfs(2)`). The default (and
+    /// any system without it): `Unsupported`, and the caller fsyncs file by file.
+    fn sync_fs(&self, _path: &Path) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
     /// Creates a directory and any missing parents.
     fn create_dir_all(&self, path: &Path) -> io::Result<()>;
 
@@ -171,6 +178,13 @@ pub trait VfsFile: Send + Sync {
 
     /// Makes the file's data durable (fsync).
     fn sync(&self) -> io::Result<()>;
+
+    /// Makes the file's data durable, and of its metadata only what reading
+    /// the data back needs (`fdatasync`): for a file written in place, whose
+    /// length does not change. The default is a full [`sync`](Self::sync).
+    fn sync_data(&self) -> io::Result<()> {
+        self.sync()
+    }
 }
 
 /// What [`Vfs::stat`] tells of a file.
@@ -340,6 +354,17 @@ impl Vfs for RealFs {
         OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC).open(path)?.sync_all()
     }
 
+    #[cfg(target_os = "linux")]
+    fn sync_fs(&self, path: &Path) -> io::Result<()> {
+        let dir = OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC).open(path)?;
+        // SAFETY: a plain system call on a descriptor we own.
+        if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
     fn canonicalize(&self, path: &Path) -> io::Result<PathBuf> {
         fs::canonicalize(path)
     }
@@ -452,6 +477,10 @@ impl VfsFile for RealFile {
     fn sync(&self) -> io::Result<()> {
         // On macOS std issues F_FULLFSYNC here.
         self.0.sync_all()
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
     }
 }
 

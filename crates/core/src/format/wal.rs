@@ -307,18 +307,30 @@ pub fn scan_frames(b: &[u8], header: &WalHeader) -> Result<WalScan> {
         frames.push(frame);
     }
     let stop = b.len().min(at.saturating_add(MAX_FRAME));
-    let mut probe = at + 8;
+    check_tail(&b[at.min(stop)..stop], at as u64, header.generation, seq)?;
+    Ok(WalScan { frames, end: at, next_seq: seq })
+}
+
+/// The damage check after the end of the frames that fit (docs/WAL.md §3.3):
+/// `tail` holds the log's bytes from file offset `end` (where no frame fits)
+/// on, up to [`MAX_FRAME`] of them. A frame head of `generation` with a seq
+/// above `next_seq` at a multiple of 8 after `end` means an acknowledged
+/// frame follows a damaged one: `ERR_CORRUPT`, naming both offsets.
+pub fn check_tail(tail: &[u8], end: u64, generation: u64, next_seq: u64) -> Result<()> {
+    let stop = tail.len().min(MAX_FRAME);
+    let mut probe = 8;
     while probe + FRAME_HEAD <= stop {
         // The generation first: one comparison rules out almost every offset.
-        if le_u64(b, probe + 8) == header.generation && head_at(b, probe, header.generation).is_some() && le_u64(b, probe + 16) > seq {
+        if le_u64(tail, probe + 8) == generation && head_at(tail, probe, generation).is_some() && le_u64(tail, probe + 16) > next_seq {
             return Err(Error::corrupt(format!(
-                "write-ahead log frame {seq} at offset {at} is damaged: frame {} at offset {probe} follows it",
-                le_u64(b, probe + 16)
+                "write-ahead log frame {next_seq} at offset {end} is damaged: frame {} at offset {} follows it",
+                le_u64(tail, probe + 16),
+                end + probe as u64
             )));
         }
         probe += 8;
     }
-    Ok(WalScan { frames, end: at, next_seq: seq })
+    Ok(())
 }
 
 /// The header and the frames of a whole log file (`decode_header`, then `scan_frames`).

@@ -663,6 +663,20 @@ impl Vfs for SimFs {
         Ok(())
     }
 
+    /// Everything becomes durable: every file's data and every directory's entries.
+    fn sync_fs(&self, _path: &Path) -> io::Result<()> {
+        let mut s = self.state();
+        s.step("sync_fs")?;
+        for f in s.files.values_mut() {
+            f.mark_synced();
+        }
+        for d in s.dirs.values_mut() {
+            d.durable = d.live.clone();
+            d.pending.clear();
+        }
+        Ok(())
+    }
+
     fn canonicalize(&self, path: &Path) -> io::Result<PathBuf> {
         let s = self.state();
         s.alive()?;

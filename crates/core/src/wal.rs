@@ -1,0 +1,923 @@
+//! The write-ahead log protocol (docs/WAL.md §4–§6) over the [`Vfs`]: the
+//! log file `.konserve.wal` (created preallocated, grown in steps), appends
+//! with group commit under the log lock, the index of the current generation
+//! and its catch-up by the end hint, lookups, and the checkpoint with its
+//! reset and back-pressure.
+//!
+//! **Not wired into the store yet** (docs/WAL.md §9 item 4): nothing in
+//! [`FileStore`](crate::FileStore) calls it. The bytes are those of
+//! [`crate::format::wal`].
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::error::{Error, ErrorCode, Result};
+use crate::filelock::{Attempt, Locker};
+use crate::format::file;
+use crate::format::wal::{
+    check_tail, decode_frame_at, decode_header, decode_hint, encode_frame, encode_header_slot, encode_hint, frame_len, NewWalRecord,
+    WalFrame, WalHeader, WalHint, WalOp, FRAMES_AT, FRAME_HEAD, HINT_AT, HINT_LEN, MAX_FRAME, MIN_FRAME, SLOT_A, SLOT_B, SLOT_LEN,
+    WAL_FILE_NAME,
+};
+use crate::keyfile::{Options, StoreDir};
+use crate::keyhash::KEY_FILE_SUFFIX;
+use crate::staging::InFlight;
+use crate::vfs::{Vfs, VfsFile};
+
+/// The log lock's name part (FORMAT.md §6 protocol): `.57414c…57.lock`.
+pub const WAL_LOCK_HEX: &str = "57414c57414c57414c57414c57414c57";
+/// The checkpoint lock's name part: `.434b5054…54.lock`.
+pub const CHECKPOINT_LOCK_HEX: &str = "434b5054434b5054434b5054434b5054";
+/// The log grows by this much (zero-filled, fsynced) at a time.
+pub const GROW_STEP: u64 = 64 << 20;
+/// The log may hold this many bytes of frames not checkpointed before a committer checkpoints first.
+pub const CHECKPOINT_CAP: u64 = 256 << 20;
+/// A checkpoint renames at most this many keys per hold of the log lock.
+const SLICE: usize = 256;
+/// Zero-fill writes of at most this many bytes.
+const FILL_CHUNK: usize = 1 << 20;
+
+/// How a [`Wal`] is run.
+#[derive(Clone, Debug)]
+pub struct WalOptions {
+    /// The store's options: `sync_blob` (the log's `fdatasync`s and the
+    /// checkpoint's fsyncs), the lock timeout and lease, and the encryption
+    /// key a put record's payload is checked with.
+    pub store: Options,
+    /// The log grows by this many bytes at a time ([`GROW_STEP`]; tests use less).
+    pub grow_step: u64,
+    /// The log grows when fewer than this many bytes are left past its end
+    /// ([`MAX_FRAME`]; tests use less).
+    pub grow_margin: u64,
+    /// Back-pressure: more bytes of frames than this, not checkpointed, and
+    /// a committer runs a checkpoint before it appends ([`CHECKPOINT_CAP`]).
+    pub checkpoint_cap: u64,
+    /// A checkpoint writes and renames its staging files without fsyncing
+    /// each, and makes them durable with one `syncfs` before the reset
+    /// (docs/WAL.md §1.1). Where the file system has no `syncfs` it fsyncs
+    /// each key file it wrote, then the directory. The log keeps the values
+    /// until the reset, so a key file torn by a crash before then is
+    /// shadowed by its record and written again. Default `false` (an fsync
+    /// of each staging file, one directory fsync per slice, as the pure
+    /// store must): `syncfs` also flushes every other writer's dirty pages
+    /// on that file system, and measured no faster on a busy one (§1).
+    pub checkpoint_syncfs: bool,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            store: Options::default(),
+            grow_step: GROW_STEP,
+            grow_margin: MAX_FRAME as u64,
+            checkpoint_cap: CHECKPOINT_CAP,
+            checkpoint_syncfs: false,
+        }
+    }
+}
+
+/// What the log says of a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WalLookup {
+    /// Its newest value: the whole key file (checked: header, meta segment, key).
+    Put(Vec<u8>),
+    /// It was deleted.
+    Deleted,
+    /// Its key file holds its newest value.
+    File,
+    /// The log has no record of it: its key file, as without a log.
+    Absent,
+}
+
+/// Counters, for tests and benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalStats {
+    /// Frames appended by this instance.
+    pub frames: u64,
+    /// Records appended by this instance.
+    pub records: u64,
+    /// `fdatasync`s of the log by this instance (appends, growth, resets).
+    pub data_syncs: u64,
+    /// Checkpoints that ran to their end.
+    pub checkpoints: u64,
+    /// Resets to a new generation.
+    pub resets: u64,
+    /// Keys written (renamed or unlinked) by checkpoints.
+    pub checkpointed_keys: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Entry {
+    op: WalOp,
+    /// The file offset of the record's payload.
+    at: u64,
+    len: u32,
+    seq: u64,
+}
+
+/// The index of the current generation (docs/WAL.md §6).
+#[derive(Debug)]
+struct Index {
+    header: WalHeader,
+    /// The seq of the last frame read (`first - 1` when none).
+    last_seq: u64,
+    /// The offset past the last frame read.
+    end: u64,
+    map: HashMap<[u8; 16], Entry>,
+}
+
+impl Index {
+    fn empty(header: WalHeader) -> Index {
+        Index { header, last_seq: header.first - 1, end: FRAMES_AT as u64, map: HashMap::new() }
+    }
+
+    /// Adds a frame read from bytes that start at file offset `base`.
+    fn add(&mut self, frame: &WalFrame, base: u64) {
+        for r in &frame.records {
+            let e = Entry { op: r.op, at: base + r.payload.start as u64, len: r.payload.len() as u32, seq: frame.seq };
+            self.map.insert(r.key_hash, e);
+        }
+        self.last_seq = frame.seq;
+        self.end = base + (frame.at + frame.len) as u64;
+    }
+}
+
+struct OwnedRecord {
+    op: WalOp,
+    key_hash: [u8; 16],
+    payload: Vec<u8>,
+}
+
+struct Pending {
+    id: u64,
+    records: Vec<OwnedRecord>,
+}
+
+#[derive(Default)]
+struct Queue {
+    next_id: u64,
+    pending: VecDeque<Pending>,
+    leader: bool,
+    done: HashMap<u64, Result<()>>,
+}
+
+/// An open write-ahead log of one store directory.
+pub struct Wal {
+    files: StoreDir,
+    path: PathBuf,
+    file: RwLock<Box<dyn VfsFile>>,
+    options: WalOptions,
+    index: Mutex<Index>,
+    /// The file's length as last seen (under the log lock).
+    file_len: Mutex<u64>,
+    /// The in-process half of the log lock.
+    log_mutex: Mutex<()>,
+    /// The in-process half of the checkpoint lock; holds the (generation,
+    /// seq) up to which every record is durable in its key file.
+    checkpointed: Mutex<Option<(u64, u64)>>,
+    queue: Mutex<Queue>,
+    turn: Condvar,
+    stats: [AtomicU64; 6],
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal").field("path", &self.path).field("options", &self.options).finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A copy of an error for each writer of a rejected frame.
+fn copy_error(e: &Error) -> Error {
+    let mut message = e.message().to_string();
+    if let Some(io) = e.io_error() {
+        message = format!("{message}: {io}");
+    }
+    let c = Error::new(e.code(), message);
+    match e.file() {
+        Some(f) => c.with_file(f),
+        None => c,
+    }
+}
+
+fn random_generation(not: u64) -> u64 {
+    loop {
+        let mut b = [0u8; 8];
+        if getrandom::getrandom(&mut b).is_err() {
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+            b = xxh3_64(&[t.to_le_bytes(), not.to_le_bytes()].concat()).to_le_bytes();
+        }
+        let g = u64::from_le_bytes(b);
+        if g != 0 && g != not {
+            return g;
+        }
+    }
+}
+
+const C_FRAMES: usize = 0;
+const C_RECORDS: usize = 1;
+const C_SYNCS: usize = 2;
+const C_CHECKPOINTS: usize = 3;
+const C_RESETS: usize = 4;
+const C_KEYS: usize = 5;
+
+/// A lock of the FORMAT.md §6 protocol held by this [`Wal`], released on drop.
+struct HeldLock<'a> {
+    wal: &'a Wal,
+    hex: &'static str,
+    token: String,
+}
+
+impl Drop for HeldLock<'_> {
+    fn drop(&mut self) {
+        // A lock file that could not be removed names this live process:
+        // filelock keeps its token as an orphan our next acquire takes over.
+        let _ = self.wal.locker().release(self.hex, &self.token);
+    }
+}
+
+impl Wal {
+    /// Opens the log of the store directory `dir` (which must exist), creating
+    /// it if there is none: a new log is written whole under a staging name
+    /// (zero-filled to [`WalOptions::grow_step`], header slots A and B, an
+    /// end hint), fsynced, renamed into place, and the directory fsynced. An
+    /// existing log's header is read (`ERR_CORRUPT` when neither slot is
+    /// valid, `ERR_UNSUPPORTED_VERSION` for another version) and its frames
+    /// scanned (damage is `ERR_CORRUPT`; a torn tail is ignored).
+    pub fn open(vfs: Arc<dyn Vfs>, dir: &Path, options: WalOptions) -> Result<Wal> {
+        options.store.check()?;
+        if options.grow_step < (FRAMES_AT + MIN_FRAME) as u64 || !options.grow_step.is_multiple_of(4096) {
+            return Err(Error::new(ErrorCode::InvalidArgument, "the log's growth step must be a multiple of 4096 above 12352 bytes"));
+        }
+        let dir = vfs.canonicalize(dir).map_err(|e| Error::io(e, "cannot resolve the store directory", dir))?;
+        let id = xxh3_64(dir.as_os_str().as_encoded_bytes());
+        let path = dir.join(WAL_FILE_NAME);
+        let files = StoreDir::new(dir, vfs, id, options.store.clone());
+        let placeholder = WalHeader { generation: 1, first: 1 };
+        let mut wal = Wal {
+            file: RwLock::new(Box::new(NoFile)),
+            path,
+            options,
+            index: Mutex::new(Index::empty(placeholder)),
+            file_len: Mutex::new(0),
+            log_mutex: Mutex::new(()),
+            checkpointed: Mutex::new(None),
+            queue: Mutex::new(Queue::default()),
+            turn: Condvar::new(),
+            stats: Default::default(),
+            files,
+        };
+        let exists = |w: &Wal| w.files.vfs.exists(&w.path).map_err(|e| Error::io(e, "cannot look for the write-ahead log", &w.path));
+        if !exists(&wal)? {
+            let _held = wal.lock_log()?;
+            if !exists(&wal)? {
+                wal.create()?;
+            }
+        }
+        let f = wal.files.vfs.open_write(&wal.path).map_err(|e| Error::io(e, "cannot open the write-ahead log", &wal.path))?;
+        *wal.file.get_mut().unwrap_or_else(PoisonError::into_inner) = f;
+        {
+            let mut idx = lock(&wal.index);
+            wal.rescan(&mut idx)?;
+        }
+        Ok(wal)
+    }
+
+    /// The log file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What this instance has done so far.
+    pub fn stats(&self) -> WalStats {
+        let c = |i: usize| self.stats[i].load(Ordering::Relaxed);
+        WalStats {
+            frames: c(C_FRAMES),
+            records: c(C_RECORDS),
+            data_syncs: c(C_SYNCS),
+            checkpoints: c(C_CHECKPOINTS),
+            resets: c(C_RESETS),
+            checkpointed_keys: c(C_KEYS),
+        }
+    }
+
+    fn count(&self, i: usize, n: u64) {
+        self.stats[i].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// How many appends wait for the next frame (not counting the one being committed).
+    pub fn queued(&self) -> usize {
+        lock(&self.queue).pending.len()
+    }
+
+    /// Bytes of frames in the current generation (as of the last catch-up).
+    pub fn log_bytes(&self) -> u64 {
+        lock(&self.index).end - FRAMES_AT as u64
+    }
+
+    fn locker(&self) -> Locker<'_> {
+        Locker { vfs: &*self.files.vfs, dir: &self.files.dir, lease: self.files.options.lock_lease }
+    }
+
+    fn lock_error(&self, e: io::Error, what: &str, hex: &str) -> Error {
+        let code = match ErrorCode::of_io(&e) {
+            ErrorCode::Io => ErrorCode::Lock,
+            c => c,
+        };
+        Error::io_with_code(code, e, what, self.files.dir.join(crate::filelock::lock_name(hex)))
+    }
+
+    /// One attempt at a lock file; `None` when busy.
+    fn try_file_lock(&self, hex: &'static str) -> Result<Option<HeldLock<'_>>> {
+        match self.locker().try_acquire(hex) {
+            Ok(Attempt::Taken(rec)) => Ok(Some(HeldLock { wal: self, hex, token: rec.token })),
+            Ok(Attempt::Busy(_)) => Ok(None),
+            Err(e) => Err(self.lock_error(e, "cannot take the write-ahead log's lock", hex)),
+        }
+    }
+
+    /// The log lock: the in-process mutex, then the lock file (polled with
+    /// backoff up to the lock timeout).
+    fn lock_log(&self) -> Result<(HeldLock<'_>, MutexGuard<'_, ()>)> {
+        let guard = lock(&self.log_mutex);
+        let deadline = Instant::now() + self.files.options.lock_timeout;
+        let mut pause = Duration::from_micros(50);
+        loop {
+            if let Some(held) = self.try_file_lock(WAL_LOCK_HEX)? {
+                return Ok((held, guard));
+            }
+            if Instant::now() >= deadline {
+                let lock = self.files.dir.join(crate::filelock::lock_name(WAL_LOCK_HEX));
+                return Err(Error::new(
+                    ErrorCode::LockTimeout,
+                    format!("the write-ahead log stayed locked for longer than the lock timeout; lock file {}", lock.display()),
+                )
+                .with_file(lock));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(8));
+        }
+    }
+
+    fn sync_log(&self, what: &str) -> Result<()> {
+        if !self.files.options.sync_blob {
+            return Ok(());
+        }
+        self.count(C_SYNCS, 1);
+        let f = self.file.read().unwrap_or_else(PoisonError::into_inner);
+        f.sync_data().map_err(|e| self.files.fsync_failed(e, what, &self.path))
+    }
+
+    fn write_at(&self, bytes: &[u8], at: u64, what: &str) -> Result<()> {
+        let mut f = self.file.write().unwrap_or_else(PoisonError::into_inner);
+        f.write_all_at(bytes, at).map_err(|e| Error::io(e, what, &self.path))
+    }
+
+    fn read_at(&self, buf: &mut [u8], at: u64) -> Result<()> {
+        let f = self.file.read().unwrap_or_else(PoisonError::into_inner);
+        f.read_exact_at(buf, at)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => Error::corrupt(format!("the write-ahead log ends before offset {}", at + buf.len() as u64)),
+                _ => Error::io(e, "cannot read the write-ahead log", &self.path),
+            })
+            .map_err(|e| e.with_file(&self.path))
+    }
+
+    fn read_upto(&self, buf: &mut [u8], at: u64) -> Result<usize> {
+        let f = self.file.read().unwrap_or_else(PoisonError::into_inner);
+        let mut got = 0;
+        while got < buf.len() {
+            match f.read_upto_at(&mut buf[got..], at + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) => return Err(Error::io(e, "cannot read the write-ahead log", &self.path)),
+            }
+        }
+        Ok(got)
+    }
+
+    /// Writes a new log whole under a staging name and renames it into place.
+    fn create(&self) -> Result<()> {
+        self.files.check_writable()?;
+        let header = WalHeader { generation: random_generation(0), first: 1 };
+        let mut head = vec![0u8; FRAMES_AT];
+        head[SLOT_A..SLOT_A + SLOT_LEN].copy_from_slice(&encode_header_slot(&header));
+        head[SLOT_B..SLOT_B + SLOT_LEN].copy_from_slice(&encode_header_slot(&header));
+        let hint = encode_hint(&WalHint { generation: header.generation, seq: 0, end: FRAMES_AT as u64 });
+        head[HINT_AT..HINT_AT + HINT_LEN].copy_from_slice(&hint);
+        let (mut f, stage, _in_flight) = self.files.create_staging_hex(WAL_LOCK_HEX)?;
+        let mut renamed = false;
+        let result = (|| {
+            let werr = |e| Error::io(e, "cannot write a new write-ahead log", &stage);
+            f.write_all(&head).map_err(werr)?;
+            let zeros = vec![0u8; FILL_CHUNK];
+            let mut left = self.options.grow_step as usize - FRAMES_AT;
+            while left > 0 {
+                let n = left.min(FILL_CHUNK);
+                f.write_all(&zeros[..n]).map_err(werr)?;
+                left -= n;
+            }
+            if self.files.options.sync_blob {
+                f.sync().map_err(|e| self.files.fsync_failed(e, "cannot fsync a new write-ahead log", &stage))?;
+            }
+            self.files
+                .vfs
+                .rename(&stage, &self.path)
+                .map_err(|e| Error::io(e, "cannot rename the new write-ahead log into place", &self.path))?;
+            renamed = true;
+            if self.files.options.sync_blob {
+                self.files.sync_dir()?;
+            }
+            Ok(())
+        })();
+        drop(f);
+        if !renamed {
+            let _ = self.files.vfs.remove_file(&stage);
+        }
+        result
+    }
+
+    /// Reads the header and every frame of its generation from scratch
+    /// (docs/WAL.md §3.3), then looks past the end for damage.
+    fn rescan(&self, idx: &mut Index) -> Result<()> {
+        let mut head = vec![0u8; SLOT_B + SLOT_LEN];
+        let got = self.read_upto(&mut head, 0)?;
+        head.truncate(got);
+        let header = decode_header(&head).map_err(|e| e.with_file(&self.path))?;
+        let file_len = {
+            let f = self.file.read().unwrap_or_else(PoisonError::into_inner);
+            f.size().map_err(|e| Error::io(e, "cannot stat the write-ahead log", &self.path))?
+        };
+        *idx = Index::empty(header);
+        let mut buf = Vec::new();
+        loop {
+            let at = idx.end;
+            if at + FRAME_HEAD as u64 > file_len {
+                break;
+            }
+            let mut h = [0u8; FRAME_HEAD];
+            self.read_at(&mut h, at)?;
+            let len = u32::from_le_bytes(h[0..4].try_into().unwrap()) as u64;
+            if !(MIN_FRAME as u64..=MAX_FRAME as u64).contains(&len) || at + len > file_len {
+                break;
+            }
+            buf.resize(len as usize, 0);
+            self.read_at(&mut buf, at)?;
+            match decode_frame_at(&buf, 0, header.generation, idx.last_seq + 1).map_err(|e| self.at_offset(e, at))? {
+                Some(frame) => idx.add(&frame, at),
+                None => break,
+            }
+        }
+        let tail_len = (file_len - idx.end).min(MAX_FRAME as u64) as usize;
+        let mut tail = vec![0u8; tail_len];
+        let got = self.read_upto(&mut tail, idx.end)?;
+        tail.truncate(got);
+        check_tail(&tail, idx.end, header.generation, idx.last_seq + 1).map_err(|e| e.with_file(&self.path))?;
+        *lock(&self.file_len) = file_len;
+        Ok(())
+    }
+
+    /// A frame error of bytes read from offset `at`: the offsets in its
+    /// message are relative to `at`; this one names the file and the offset.
+    fn at_offset(&self, e: Error, at: u64) -> Error {
+        Error::new(e.code(), format!("{} (the frame read from offset {at})", e.message())).with_file(&self.path)
+    }
+
+    /// Catches the index up to the end hint (docs/WAL.md §6).
+    fn catch_up(&self, idx: &mut Index) -> Result<()> {
+        let mut hb = [0u8; HINT_LEN];
+        self.read_at(&mut hb, HINT_AT as u64)?;
+        if let Some(h) = decode_hint(&hb).filter(|h| h.generation == idx.header.generation) {
+            if h.seq == idx.last_seq && h.end == idx.end {
+                return Ok(());
+            }
+            // Later frames of this generation: read just those, if they all fit.
+            if h.seq > idx.last_seq && h.end > idx.end && h.end - idx.end <= 1 << 30 && self.read_frames(idx, &h)? {
+                return Ok(());
+            }
+        }
+        self.rescan(idx)
+    }
+
+    /// Reads the frames from the index's end to the hint's; whether they all fit.
+    fn read_frames(&self, idx: &mut Index, hint: &WalHint) -> Result<bool> {
+        let base = idx.end;
+        let mut buf = vec![0u8; (hint.end - base) as usize];
+        if self.read_upto(&mut buf, base)? < buf.len() {
+            return Ok(false);
+        }
+        let mut pos = 0;
+        while pos < buf.len() {
+            match decode_frame_at(&buf, pos, idx.header.generation, idx.last_seq + 1).map_err(|e| self.at_offset(e, base))? {
+                Some(frame) => {
+                    pos += frame.len;
+                    idx.add(&frame, base);
+                }
+                None => return Ok(false),
+            }
+        }
+        Ok(idx.last_seq == hint.seq)
+    }
+
+    /// Appends `records` as part of one frame (with those of the other
+    /// writers in flight: group commit), and returns once that frame is
+    /// durable: one `pwrite` of the frame, one of the end hint, one
+    /// `fdatasync`. A multi-record call is durable all or nothing. Errors:
+    /// `ERR_INVALID_ARGUMENT` (no records, a malformed record, more than one
+    /// frame holds), `ERR_FSYNC` (the log's `fdatasync` failed: this `Wal`
+    /// is poisoned, every later write fails with `ERR_STORE_POISONED`), a
+    /// write's error (`ERR_NO_SPACE`, `ERR_IO`: nothing of the frame is
+    /// acknowledged, the next frame is written over it).
+    pub fn append(&self, records: &[NewWalRecord<'_>]) -> Result<()> {
+        // What no frame could hold is refused before it joins a batch.
+        encode_frame(1, 1, records)?;
+        let owned = records.iter().map(|r| OwnedRecord { op: r.op, key_hash: r.key_hash, payload: r.payload.to_vec() }).collect();
+        let mut q = lock(&self.queue);
+        let id = q.next_id;
+        q.next_id += 1;
+        q.pending.push_back(Pending { id, records: owned });
+        loop {
+            if let Some(r) = q.done.remove(&id) {
+                return r;
+            }
+            if !q.leader {
+                q.leader = true;
+                let mut batch = Vec::new();
+                let mut lens: Vec<usize> = Vec::new();
+                while let Some(p) = q.pending.front() {
+                    let more = p.records.iter().map(|r| r.payload.len());
+                    if !batch.is_empty() && frame_len(lens.iter().copied().chain(more.clone())) > MAX_FRAME {
+                        break;
+                    }
+                    lens.extend(more);
+                    batch.push(q.pending.pop_front().expect("a front"));
+                }
+                drop(q);
+                let result = self.commit(&batch);
+                q = lock(&self.queue);
+                for p in &batch {
+                    let r = match &result {
+                        Ok(()) => Ok(()),
+                        Err(e) => Err(copy_error(e)),
+                    };
+                    q.done.insert(p.id, r);
+                }
+                q.leader = false;
+                self.turn.notify_all();
+                continue;
+            }
+            q = self.turn.wait(q).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// One group commit: back-pressure, the log lock, catch-up, room, the
+    /// frame, the hint, one `fdatasync`.
+    fn commit(&self, batch: &[Pending]) -> Result<()> {
+        self.files.check_writable()?;
+        {
+            let mut idx = lock(&self.index);
+            self.catch_up(&mut idx)?;
+            let over = idx.end - FRAMES_AT as u64 > self.options.checkpoint_cap;
+            drop(idx);
+            if over {
+                self.checkpoint()?;
+            }
+        }
+        let _held = self.lock_log()?;
+        let mut idx = lock(&self.index);
+        self.catch_up(&mut idx)?;
+        let records: Vec<NewWalRecord<'_>> =
+            batch.iter().flat_map(|p| &p.records).map(|r| NewWalRecord { op: r.op, key_hash: r.key_hash, payload: &r.payload }).collect();
+        let seq = idx.last_seq + 1;
+        let generation = idx.header.generation;
+        let frame = encode_frame(generation, seq, &records)?;
+        let at = idx.end;
+        let end = at + frame.len() as u64;
+        self.ensure_room(end)?;
+        drop(idx);
+        self.write_at(&frame, at, "cannot write a frame to the write-ahead log")?;
+        let hint = encode_hint(&WalHint { generation, seq, end });
+        if let Err(e) = self.write_at(&hint, HINT_AT as u64, "cannot write the write-ahead log's end hint") {
+            // The frame is whole and fits: a reader that scans may have seen
+            // it, so it stays (never acknowledged; the next frame follows it).
+            if let Ok(Some(f)) = decode_frame_at(&frame, 0, generation, seq) {
+                let mut idx = lock(&self.index);
+                if idx.header.generation == generation && idx.last_seq + 1 == seq {
+                    idx.add(&f, at);
+                }
+            }
+            return Err(e);
+        }
+        self.sync_log("cannot fdatasync the write-ahead log")?;
+        self.count(C_FRAMES, 1);
+        self.count(C_RECORDS, records.len() as u64);
+        // The frame is durable: acknowledged whatever happens now. The index
+        // takes it in here, or at the next catch-up if this read fails.
+        let mut idx = lock(&self.index);
+        let _ = self.catch_up(&mut idx);
+        Ok(())
+    }
+
+    /// Grows the file (zero-filled, fsynced, in steps) until `end` plus the
+    /// margin fits. Under the log lock.
+    fn ensure_room(&self, end: u64) -> Result<()> {
+        let want = end + self.options.grow_margin.max(1);
+        let mut len = lock(&self.file_len);
+        if want <= *len {
+            return Ok(());
+        }
+        *len = {
+            let f = self.file.read().unwrap_or_else(PoisonError::into_inner);
+            f.size().map_err(|e| Error::io(e, "cannot stat the write-ahead log", &self.path))?
+        };
+        if want <= *len {
+            return Ok(());
+        }
+        self.files.check_writable()?;
+        let step = self.options.grow_step;
+        let target = want.div_ceil(step) * step;
+        let zeros = vec![0u8; FILL_CHUNK];
+        let mut at = *len;
+        while at < target {
+            let n = ((target - at) as usize).min(FILL_CHUNK);
+            self.write_at(&zeros[..n], at, "cannot grow the write-ahead log")?;
+            at += n as u64;
+        }
+        if self.files.options.sync_blob {
+            self.count(C_SYNCS, 1);
+            let f = self.file.read().unwrap_or_else(PoisonError::into_inner);
+            f.sync().map_err(|e| self.files.fsync_failed(e, "cannot fsync the grown write-ahead log", &self.path))?;
+        }
+        *len = target;
+        Ok(())
+    }
+
+    /// What the log says of the key whose hash (XXH3-128 of its CKE,
+    /// big-endian) is `key_hash`, after catching up. A put's payload is
+    /// checked as this key's file (header, meta segment, key); one that is
+    /// not (a reset reused its offset since the index was read) sends the
+    /// reader back to the hint: a new generation means catch up and look
+    /// again, the same one means the error stands (`ERR_CORRUPT` or
+    /// `ERR_KEY_MISMATCH`, naming the log and the offset).
+    pub fn get(&self, key_hash: &[u8; 16]) -> Result<WalLookup> {
+        for _ in 0..16 {
+            let (entry, generation) = {
+                let mut idx = lock(&self.index);
+                self.catch_up(&mut idx)?;
+                (idx.map.get(key_hash).copied(), idx.header.generation)
+            };
+            let Some(e) = entry else { return Ok(WalLookup::Absent) };
+            match e.op {
+                WalOp::Delete => return Ok(WalLookup::Deleted),
+                WalOp::File => return Ok(WalLookup::File),
+                WalOp::Put => {}
+            }
+            let mut payload = vec![0u8; e.len as usize];
+            let checked = self.read_at(&mut payload, e.at).and_then(|()| self.check_payload(&payload, key_hash, e.at));
+            match checked {
+                Ok(()) => return Ok(WalLookup::Put(payload)),
+                Err(err) => {
+                    let mut hb = [0u8; HINT_LEN];
+                    self.read_at(&mut hb, HINT_AT as u64)?;
+                    if decode_hint(&hb).is_some_and(|h| h.generation == generation) {
+                        return Err(err);
+                    }
+                }
+            }
+        }
+        Err(Error::new(ErrorCode::Io, "the write-ahead log was reset too often during one read").with_file(&self.path))
+    }
+
+    fn check_payload(&self, payload: &[u8], key_hash: &[u8; 16], at: u64) -> Result<()> {
+        let ctx = self.files.context(u128::from_be_bytes(*key_hash));
+        let bad = |e: Error| Error::new(e.code(), format!("the put record at offset {at}: {}", e.message())).with_file(&self.path);
+        let (_, meta) = file::parse_head(payload, payload.len() as u64, &ctx).map_err(bad)?;
+        if crate::keyhash::key_hash(&meta.key).to_be_bytes() != *key_hash {
+            return Err(bad(Error::new(ErrorCode::KeyMismatch, "the payload holds another key")));
+        }
+        Ok(())
+    }
+
+    /// Runs a checkpoint (docs/WAL.md §5) unless one runs already (in this
+    /// process or another: then `Ok(false)`): the newest record of each key
+    /// written into its key file (a put: staging file, fsync, rename; a
+    /// delete: unlink), per slice of at most 256 keys under the log lock,
+    /// then one directory fsync (or one `syncfs` at the end,
+    /// [`WalOptions::checkpoint_syncfs`]); then, if no frame was appended meanwhile, the
+    /// reset: a new generation in slot A, `fdatasync`, slot B, `fdatasync`,
+    /// and the end hint of the empty log.
+    pub fn checkpoint(&self) -> Result<bool> {
+        self.files.check_writable()?;
+        let Ok(mut done) = self.checkpointed.try_lock() else { return Ok(false) };
+        let Some(_ckpt) = self.try_file_lock(CHECKPOINT_LOCK_HEX)? else { return Ok(false) };
+        let (generation, s, todo) = {
+            let mut idx = lock(&self.index);
+            self.catch_up(&mut idx)?;
+            let from = match *done {
+                Some((g, seq)) if g == idx.header.generation => seq,
+                _ => 0,
+            };
+            let mut todo: Vec<([u8; 16], Entry)> = idx.map.iter().filter(|(_, e)| e.seq > from).map(|(h, e)| (*h, *e)).collect();
+            todo.sort_by_key(|(_, e)| e.at);
+            (idx.header.generation, idx.last_seq, todo)
+        };
+        let by_fs = self.files.options.sync_blob && self.options.checkpoint_syncfs;
+        let mut written = Vec::new();
+        for slice in todo.chunks(SLICE) {
+            self.checkpoint_slice(slice, by_fs, &mut written)?;
+        }
+        if by_fs && !written.is_empty() {
+            self.sync_written(&written)?;
+        }
+        *done = Some((generation, s));
+        self.count(C_CHECKPOINTS, 1);
+        // The reset, only if nothing was appended after S.
+        let _held = self.lock_log()?;
+        let mut idx = lock(&self.index);
+        self.catch_up(&mut idx)?;
+        if idx.header.generation != generation || idx.last_seq != s || idx.end == FRAMES_AT as u64 {
+            return Ok(true);
+        }
+        let header = WalHeader { generation: random_generation(generation), first: s + 1 };
+        let slot = encode_header_slot(&header);
+        self.write_at(&slot, SLOT_A as u64, "cannot write the write-ahead log's header slot A")?;
+        self.sync_log("cannot fdatasync the write-ahead log's header slot A")?;
+        self.write_at(&slot, SLOT_B as u64, "cannot write the write-ahead log's header slot B")?;
+        self.sync_log("cannot fdatasync the write-ahead log's header slot B")?;
+        *idx = Index::empty(header);
+        let hint = encode_hint(&WalHint { generation: header.generation, seq: s, end: FRAMES_AT as u64 });
+        self.write_at(&hint, HINT_AT as u64, "cannot write the write-ahead log's end hint")?;
+        *done = Some((header.generation, s));
+        self.count(C_RESETS, 1);
+        Ok(true)
+    }
+
+    /// Makes the key files a checkpoint wrote (renamed without fsync) and
+    /// the directory durable: one `syncfs`, or where there is none, an fsync
+    /// of each key file written, then of the directory.
+    fn sync_written(&self, written: &[(WalOp, PathBuf)]) -> Result<()> {
+        match self.files.vfs.sync_fs(&self.files.dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => {}
+            Err(e) => return Err(self.files.fsync_failed(e, "cannot syncfs the store's file system", &self.files.dir)),
+        }
+        for (op, path) in written {
+            if *op != WalOp::Put {
+                continue;
+            }
+            match self.files.vfs.open_read(path) {
+                Ok(f) => f.sync().map_err(|e| self.files.fsync_failed(e, "cannot fsync a checkpointed key file", path))?,
+                // Replaced or removed since: whoever did it made it durable.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(e, "cannot open a checkpointed key file", path)),
+            }
+        }
+        self.files.sync_dir()
+    }
+
+    /// Stages the puts of one slice (fsynced), then under the log lock renames
+    /// those still newest over their key files (a delete: unlinks the key
+    /// file), drops the others, and fsyncs the directory once.
+    fn checkpoint_slice(&self, slice: &[([u8; 16], Entry)], by_fs: bool, written: &mut Vec<(WalOp, PathBuf)>) -> Result<()> {
+        let mut staged: Vec<Staged> = Vec::with_capacity(slice.len());
+        let fsync_each = self.files.options.sync_blob && !by_fs;
+        let result = self.stage_slice(slice, fsync_each, &mut staged).and_then(|()| {
+            let held = self.lock_log()?;
+            let mut idx = lock(&self.index);
+            self.catch_up(&mut idx)?;
+            let mut changed = 0u64;
+            for ((hash, entry), stage) in slice.iter().zip(staged.iter_mut()) {
+                if idx.map.get(hash) != Some(entry) {
+                    continue;
+                }
+                let target = self.files.dir.join(format!("{}{KEY_FILE_SUFFIX}", hex(hash)));
+                match entry.op {
+                    WalOp::Put => {
+                        let (from, _) = stage.as_ref().expect("a staged put");
+                        self.files
+                            .vfs
+                            .rename(from, &target)
+                            .map_err(|e| Error::io(e, "cannot rename a staging file over the key file", &target))?;
+                        *stage = None;
+                    }
+                    WalOp::Delete => match self.files.vfs.remove_file(&target) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(Error::io(e, "cannot remove a deleted key's file", &target)),
+                    },
+                    WalOp::File => continue,
+                }
+                if by_fs {
+                    written.push((entry.op, target));
+                }
+                changed += 1;
+            }
+            drop(idx);
+            // The directory fsync needs no log lock: the reset waits for it.
+            drop(held);
+            if changed > 0 && fsync_each {
+                self.files.sync_dir()?;
+            }
+            self.count(C_KEYS, changed);
+            Ok(())
+        });
+        for (path, _) in staged.into_iter().flatten() {
+            let _ = self.files.vfs.remove_file(&path);
+        }
+        result
+    }
+
+    /// Writes the payload of each put of `slice` to a new staging file and
+    /// fsyncs it (up to 64 threads at once where the file system allows).
+    fn stage_slice(&self, slice: &[([u8; 16], Entry)], fsync: bool, staged: &mut Vec<Staged>) -> Result<()> {
+        let threads = if self.files.vfs.parallel_sync() && slice.len() >= 4 { slice.len().min(64) } else { 1 };
+        let per = slice.len().div_ceil(threads).max(1);
+        let results: Vec<(Vec<Staged>, Result<()>)> = std::thread::scope(|scope| {
+            let run = |part: &[([u8; 16], Entry)]| {
+                let mut mine = Vec::with_capacity(part.len());
+                let r = part.iter().try_for_each(|(hash, e)| {
+                    if e.op != WalOp::Put {
+                        mine.push(None);
+                        return Ok(());
+                    }
+                    let mut payload = vec![0u8; e.len as usize];
+                    self.read_at(&mut payload, e.at)?;
+                    let (mut f, stage, in_flight) = self.files.create_staging_hex(&hex(hash))?;
+                    mine.push(Some((stage.clone(), in_flight)));
+                    f.write_all(&payload).map_err(|err| Error::io(err, "cannot write a staging file", &stage))?;
+                    if fsync {
+                        f.sync().map_err(|err| self.files.fsync_failed(err, "cannot fsync a staging file", &stage))?;
+                    }
+                    Ok(())
+                });
+                (mine, r)
+            };
+            if threads == 1 {
+                return vec![run(slice)];
+            }
+            let handles: Vec<_> = slice.chunks(per).map(|part| scope.spawn(move || run(part))).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| (Vec::new(), Err(Error::new(ErrorCode::Io, "a staging thread panicked")))))
+                .collect()
+        });
+        let mut first = Ok(());
+        for (mine, r) in results {
+            staged.extend(mine);
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first?;
+        if staged.len() != slice.len() {
+            return Err(Error::new(ErrorCode::Io, "a checkpoint slice was not staged whole"));
+        }
+        Ok(())
+    }
+}
+
+/// A checkpoint's staging file of a put (with its registration against the
+/// sweep), or `None` for a delete or file record.
+type Staged = Option<(PathBuf, InFlight)>;
+
+fn hex(hash: &[u8; 16]) -> String {
+    format!("{:032x}", u128::from_be_bytes(*hash))
+}
+
+/// The file handle before the log is open.
+struct NoFile;
+
+impl VfsFile for NoFile {
+    fn write_all(&mut self, _: &[u8]) -> io::Result<()> {
+        Err(io::ErrorKind::NotFound.into())
+    }
+    fn write_all_at(&mut self, _: &[u8], _: u64) -> io::Result<()> {
+        Err(io::ErrorKind::NotFound.into())
+    }
+    fn set_len(&mut self, _: u64) -> io::Result<()> {
+        Err(io::ErrorKind::NotFound.into())
+    }
+    fn read_exact_at(&self, _: &mut [u8], _: u64) -> io::Result<()> {
+        Err(io::ErrorKind::NotFound.into())
+    }
+    fn size(&self) -> io::Result<u64> {
+        Err(io::ErrorKind::NotFound.into())
+    }
+    fn sync(&self) -> io::Result<()> {
+        Err(io::ErrorKind::NotFound.into())
+    }
+}
+
+/// The hash a record names for a key given as its CKE: XXH3-128, big-endian.
+pub fn record_hash(cke: &[u8]) -> [u8; 16] {
+    crate::keyhash::key_hash(cke).to_be_bytes()
+}

@@ -1,0 +1,546 @@
+//! The write-ahead log protocol (crates/core/src/wal.rs, docs/WAL.md §4–§6)
+//! on the simulated file system: round trips, group commit sharing one
+//! `fdatasync`, two instances on one directory (stand-ins for two
+//! processes), checkpoint and reset, back-pressure, faults and damage.
+
+mod support;
+
+use std::ffi::OsString;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+
+use konserve_core::format::file::encode_file;
+use konserve_core::format::wal::{NewWalRecord, WalOp, FRAMES_AT, WAL_FILE_NAME};
+use konserve_core::vfs::{FileStat, Identity, Vfs, VfsFile};
+use konserve_core::wal::{record_hash, Wal, WalLookup, WalOptions};
+use konserve_core::{file_name, ErrorCode};
+use support::crash::setup;
+use support::key;
+use support::sim::SimFs;
+
+const DIR: &str = "/store";
+
+fn options() -> WalOptions {
+    WalOptions { grow_step: 64 * 1024, grow_margin: 4096, ..WalOptions::default() }
+}
+
+fn open(fs: &SimFs) -> Wal {
+    Wal::open(Arc::new(fs.clone()), Path::new(DIR), options()).unwrap()
+}
+
+/// The key file of `k` holding `v` (the payload of a put record).
+fn payload(k: &str, v: &[u8]) -> Vec<u8> {
+    encode_file(&key(k), 0, b"\x80", v).unwrap()
+}
+
+fn h(k: &str) -> [u8; 16] {
+    record_hash(&key(k))
+}
+
+fn put(w: &Wal, k: &str, v: &[u8]) {
+    let p = payload(k, v);
+    w.append(&[NewWalRecord { op: WalOp::Put, key_hash: h(k), payload: &p }]).unwrap();
+}
+
+fn op(w: &Wal, o: WalOp, k: &str) {
+    w.append(&[NewWalRecord { op: o, key_hash: h(k), payload: &[] }]).unwrap();
+}
+
+fn key_file(fs: &SimFs, k: &str) -> Option<Vec<u8>> {
+    fs.read(&Path::new(DIR).join(file_name(&key(k)))).ok()
+}
+
+#[test]
+fn puts_deletes_and_file_records_round_trip_and_survive_a_reopen() {
+    let (fs, _) = setup(1, DIR);
+    let w = open(&fs);
+    put(&w, "a", b"a1");
+    put(&w, "b", b"b1");
+    put(&w, "a", b"a2");
+    op(&w, WalOp::Delete, "b");
+    op(&w, WalOp::File, "c");
+    let (pa, pd) = (payload("a", b"a3"), payload("d", b"d1"));
+    w.append(&[
+        NewWalRecord { op: WalOp::Put, key_hash: h("a"), payload: &pa },
+        NewWalRecord { op: WalOp::Put, key_hash: h("d"), payload: &pd },
+    ])
+    .unwrap();
+    let check = |w: &Wal| {
+        assert_eq!(w.get(&h("a")).unwrap(), WalLookup::Put(payload("a", b"a3")));
+        assert_eq!(w.get(&h("b")).unwrap(), WalLookup::Deleted);
+        assert_eq!(w.get(&h("c")).unwrap(), WalLookup::File);
+        assert_eq!(w.get(&h("d")).unwrap(), WalLookup::Put(payload("d", b"d1")));
+        assert_eq!(w.get(&h("e")).unwrap(), WalLookup::Absent);
+    };
+    check(&w);
+    assert_eq!(w.stats().frames, 6);
+    drop(w);
+    check(&open(&fs));
+    // Nothing was written to key files.
+    assert_eq!(key_file(&fs, "a"), None);
+}
+
+#[test]
+fn malformed_appends_are_refused_before_anything_is_written() {
+    let (fs, _) = setup(2, DIR);
+    let w = open(&fs);
+    let steps = fs.steps();
+    assert_eq!(w.append(&[]).unwrap_err().code(), ErrorCode::InvalidArgument);
+    let short = [0u8; 10];
+    let e = w.append(&[NewWalRecord { op: WalOp::Put, key_hash: h("a"), payload: &short }]).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidArgument);
+    assert_eq!(fs.steps(), steps);
+}
+
+#[test]
+fn a_put_payload_of_another_key_is_refused_on_read() {
+    let (fs, _) = setup(3, DIR);
+    let w = open(&fs);
+    let p = payload("b", b"not a's");
+    w.append(&[NewWalRecord { op: WalOp::Put, key_hash: h("a"), payload: &p }]).unwrap();
+    let e = w.get(&h("a")).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::KeyMismatch);
+    assert_eq!(e.file(), Some(Path::new("/store/.konserve.wal")));
+    assert!(e.message().contains("offset"), "{e}");
+}
+
+// --- Counting the log's fdatasyncs: a Vfs that wraps the simulator ---
+
+/// The simulator, with the log's `sync_data` calls counted, and the first one
+/// held at a gate until the test opens it.
+#[derive(Clone)]
+struct Gated {
+    inner: SimFs,
+    syncs: Arc<AtomicU64>,
+    gate: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    entered: Arc<AtomicBool>,
+}
+
+impl Gated {
+    fn open_gate(&self) {
+        *self.gate.0.lock().unwrap() = true;
+        self.gate.1.notify_all();
+    }
+}
+
+struct GatedFile {
+    inner: Box<dyn VfsFile>,
+    fs: Gated,
+}
+
+impl VfsFile for GatedFile {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.inner.write_all(buf)
+    }
+    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.inner.write_all_at(buf, offset)
+    }
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.inner.read_exact_at(buf, offset)
+    }
+    fn read_upto_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.inner.read_upto_at(buf, offset)
+    }
+    fn size(&self) -> io::Result<u64> {
+        self.inner.size()
+    }
+    fn sync(&self) -> io::Result<()> {
+        self.inner.sync()
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.fs.syncs.fetch_add(1, Ordering::SeqCst);
+        self.fs.entered.store(true, Ordering::SeqCst);
+        let (open, cv) = &*self.fs.gate;
+        let mut g = open.lock().unwrap();
+        while !*g {
+            g = cv.wait(g).unwrap();
+        }
+        drop(g);
+        self.inner.sync_data()
+    }
+}
+
+impl Vfs for Gated {
+    fn create_new(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+        self.inner.create_new(path)
+    }
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+        self.inner.open_read(path)
+    }
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+        let f = self.inner.open_write(path)?;
+        if path.file_name() == Some(WAL_FILE_NAME.as_ref()) {
+            return Ok(Box::new(GatedFile { inner: f, fs: self.clone() }));
+        }
+        Ok(f)
+    }
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        self.inner.exists(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove_file(path)
+    }
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<OsString>> {
+        self.inner.read_dir(path)
+    }
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(path)
+    }
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove_dir(path)
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        self.inner.sync_dir(path)
+    }
+    fn canonicalize(&self, path: &Path) -> io::Result<PathBuf> {
+        self.inner.canonicalize(path)
+    }
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.inner.hard_link(from, to)
+    }
+    fn stat(&self, path: &Path) -> io::Result<FileStat> {
+        self.inner.stat(path)
+    }
+    fn identity(&self) -> Identity {
+        self.inner.identity()
+    }
+    fn process_start(&self, pid: u32) -> io::Result<Option<u64>> {
+        self.inner.process_start(pid)
+    }
+    fn process_alive(&self, pid: u32) -> bool {
+        self.inner.process_alive(pid)
+    }
+    fn parallel_sync(&self) -> bool {
+        self.inner.parallel_sync()
+    }
+}
+
+#[test]
+fn sixty_four_writers_on_threads_share_one_fdatasync() {
+    let (fs, _) = setup(4, DIR);
+    let gated = Gated {
+        inner: fs.clone(),
+        syncs: Arc::default(),
+        gate: Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new())),
+        entered: Arc::default(),
+    };
+    let w = Arc::new(Wal::open(Arc::new(gated.clone()), Path::new(DIR), options()).unwrap());
+    // The first writer commits alone and is held in its fdatasync...
+    let first = {
+        let w = Arc::clone(&w);
+        std::thread::spawn(move || put(&w, "k0", b"v0"))
+    };
+    while !gated.entered.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
+    // ...while 63 more queue up behind it.
+    let start = Arc::new(Barrier::new(63));
+    let rest: Vec<_> = (1..64)
+        .map(|i| {
+            let (w, start) = (Arc::clone(&w), Arc::clone(&start));
+            std::thread::spawn(move || {
+                start.wait();
+                put(&w, &format!("k{i}"), format!("v{i}").as_bytes())
+            })
+        })
+        .collect();
+    while w.queued() < 63 {
+        std::thread::yield_now();
+    }
+    gated.open_gate();
+    first.join().unwrap();
+    for t in rest {
+        t.join().unwrap();
+    }
+    // One frame and one fdatasync for the first writer, one of each for the other 63.
+    assert_eq!(gated.syncs.load(Ordering::SeqCst), 2);
+    let s = w.stats();
+    assert_eq!((s.frames, s.records, s.data_syncs), (2, 64, 2));
+    for i in 0..64 {
+        assert_eq!(w.get(&h(&format!("k{i}"))).unwrap(), WalLookup::Put(payload(&format!("k{i}"), format!("v{i}").as_bytes())));
+    }
+}
+
+#[test]
+fn two_instances_see_each_others_acknowledged_appends_on_the_next_get() {
+    let (fs, _) = setup(5, DIR);
+    let other = fs.as_process(4242);
+    let w1 = open(&fs);
+    let w2 = open(&other);
+    put(&w1, "k", b"one");
+    assert_eq!(w2.get(&h("k")).unwrap(), WalLookup::Put(payload("k", b"one")));
+    put(&w2, "k", b"two");
+    put(&w2, "j", b"j1");
+    assert_eq!(w1.get(&h("k")).unwrap(), WalLookup::Put(payload("k", b"two")));
+    op(&w1, WalOp::Delete, "j");
+    assert_eq!(w2.get(&h("j")).unwrap(), WalLookup::Deleted);
+    // A checkpoint and reset by one: the other finds the new generation.
+    assert!(w1.checkpoint().unwrap());
+    assert_eq!(w1.stats().resets, 1);
+    assert_eq!(w2.get(&h("k")).unwrap(), WalLookup::Absent);
+    assert_eq!(key_file(&fs, "k"), Some(payload("k", b"two")));
+    put(&w2, "k", b"three");
+    assert_eq!(w1.get(&h("k")).unwrap(), WalLookup::Put(payload("k", b"three")));
+    // Appends interleaved from both, in frames of the new generation.
+    for i in 0..10 {
+        let w = if i % 2 == 0 { &w1 } else { &w2 };
+        put(w, &format!("x{i}"), b"x");
+    }
+    for i in 0..10 {
+        assert_eq!(w1.get(&h(&format!("x{i}"))).unwrap(), WalLookup::Put(payload(&format!("x{i}"), b"x")));
+        assert_eq!(w2.get(&h(&format!("x{i}"))).unwrap(), WalLookup::Put(payload(&format!("x{i}"), b"x")));
+    }
+}
+
+#[test]
+fn a_reader_whose_record_offset_was_reused_by_a_reset_catches_up_and_retries() {
+    let (fs, _) = setup(6, DIR);
+    let (w1, w2) = (open(&fs), open(&fs.as_process(4343)));
+    put(&w1, "a", b"a1");
+    assert_eq!(w2.get(&h("a")).unwrap(), WalLookup::Put(payload("a", b"a1")));
+    // w1 checkpoints, resets and writes another key over the same offset.
+    assert!(w1.checkpoint().unwrap());
+    put(&w1, "b", b"b1");
+    assert_eq!(w2.get(&h("a")).unwrap(), WalLookup::Absent);
+    assert_eq!(w2.get(&h("b")).unwrap(), WalLookup::Put(payload("b", b"b1")));
+}
+
+#[test]
+fn checkpoint_writes_key_files_resets_and_new_appends_follow() {
+    let (fs, _) = setup(7, DIR);
+    let w = open(&fs);
+    put(&w, "gone", b"old");
+    assert!(w.checkpoint().unwrap());
+    assert_eq!(key_file(&fs, "gone"), Some(payload("gone", b"old")));
+    put(&w, "a", b"a1");
+    put(&w, "a", b"a2");
+    op(&w, WalOp::Delete, "gone");
+    op(&w, WalOp::File, "f");
+    put(&w, "b", b"b1");
+    assert!(w.log_bytes() > 0);
+    assert!(w.checkpoint().unwrap());
+    let s = w.stats();
+    assert_eq!((s.checkpoints, s.resets), (2, 2));
+    assert_eq!(w.log_bytes(), 0);
+    assert_eq!(key_file(&fs, "a"), Some(payload("a", b"a2")));
+    assert_eq!(key_file(&fs, "b"), Some(payload("b", b"b1")));
+    assert_eq!(key_file(&fs, "gone"), None);
+    assert_eq!(key_file(&fs, "f"), None);
+    for k in ["a", "b", "gone", "f"] {
+        assert_eq!(w.get(&h(k)).unwrap(), WalLookup::Absent, "{k}");
+    }
+    // No staging file is left behind.
+    assert!(support::crash::staging_files(&fs, Path::new(DIR)).is_empty());
+    // A checkpoint of an empty log does nothing.
+    let steps = fs.steps();
+    assert!(w.checkpoint().unwrap());
+    assert_eq!(w.stats().resets, 2);
+    put(&w, "a", b"a3");
+    assert!(fs.steps() > steps);
+    assert_eq!(w.get(&h("a")).unwrap(), WalLookup::Put(payload("a", b"a3")));
+    drop(w);
+    let w = open(&fs);
+    assert_eq!(w.get(&h("a")).unwrap(), WalLookup::Put(payload("a", b"a3")));
+    assert_eq!(w.get(&h("b")).unwrap(), WalLookup::Absent);
+}
+
+#[test]
+fn a_checkpoint_does_not_reset_over_a_frame_appended_after_it_started() {
+    let (fs, _) = setup(8, DIR);
+    let (w1, w2) = (open(&fs), open(&fs.as_process(4444)));
+    put(&w1, "a", b"a1");
+    // w2 appends while w1's checkpoint runs: simulated by w2 appending after
+    // w1 read its index (w1 catches up again under the log lock before the reset).
+    put(&w2, "b", b"b1");
+    assert!(w1.checkpoint().unwrap());
+    assert_eq!(w1.stats().resets, 1);
+    assert_eq!(key_file(&fs, "b"), Some(payload("b", b"b1")));
+    // Now a true race: a checkpoint that finds a newer frame than its S does not reset.
+    put(&w1, "c", b"c1");
+    let steps_before = fs.steps();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // Runs interleaved at the sim's granularity; whatever the order,
+            // every key reads its newest value afterwards.
+            w1.checkpoint().unwrap();
+        });
+        s.spawn(|| put(&w2, "c", b"c2"));
+    });
+    assert!(fs.steps() > steps_before);
+    for w in [&w1, &w2] {
+        let c = match w.get(&h("c")).unwrap() {
+            WalLookup::Put(p) => p,
+            WalLookup::Absent => key_file(&fs, "c").unwrap(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(c, payload("c", b"c2"));
+    }
+}
+
+#[test]
+fn back_pressure_checkpoints_before_appending_past_the_cap() {
+    let (fs, _) = setup(9, DIR);
+    let opts = WalOptions { checkpoint_cap: 2048, ..options() };
+    let w = Wal::open(Arc::new(fs.clone()), Path::new(DIR), opts).unwrap();
+    let value = vec![7u8; 200];
+    for i in 0..100 {
+        put(&w, &format!("k{i}"), &value);
+        assert!(w.log_bytes() <= 2048 + 512, "the log holds {} bytes", w.log_bytes());
+    }
+    let s = w.stats();
+    assert!(s.checkpoints >= 10 && s.resets >= 10, "{s:?}");
+    for i in 0..100 {
+        let k = format!("k{i}");
+        let got = match w.get(&h(&k)).unwrap() {
+            WalLookup::Put(p) => p,
+            WalLookup::Absent => key_file(&fs, &k).unwrap(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(got, payload(&k, &value));
+    }
+}
+
+#[test]
+fn the_log_grows_in_steps_and_reads_across_them() {
+    let (fs, _) = setup(10, DIR);
+    let w = open(&fs);
+    let value = vec![1u8; 3000];
+    for i in 0..60 {
+        put(&w, &format!("k{i}"), &value);
+    }
+    let len = fs.read(&Path::new(DIR).join(WAL_FILE_NAME)).unwrap().len();
+    assert!(len >= 3 * 64 * 1024 && len % (64 * 1024) == 0, "{len}");
+    drop(w);
+    let w = open(&fs);
+    for i in 0..60 {
+        assert_eq!(w.get(&h(&format!("k{i}"))).unwrap(), WalLookup::Put(payload(&format!("k{i}"), &value)));
+    }
+}
+
+#[test]
+fn a_failed_fdatasync_poisons_the_log() {
+    for errno in [libc::EIO, libc::ENOSPC] {
+        let (fs, _) = setup(11, DIR);
+        let w = open(&fs);
+        put(&w, "a", b"a1");
+        fs.always_fail("sync", errno);
+        let p = payload("a", b"a2");
+        let e = w.append(&[NewWalRecord { op: WalOp::Put, key_hash: h("a"), payload: &p }]).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Fsync, "errno {errno}: {e}");
+        let steps = fs.steps();
+        for _ in 0..2 {
+            let e = w.append(&[NewWalRecord { op: WalOp::Put, key_hash: h("b"), payload: &p }]).unwrap_err();
+            assert_eq!(e.code(), ErrorCode::StorePoisoned);
+            assert_eq!(w.checkpoint().unwrap_err().code(), ErrorCode::StorePoisoned);
+        }
+        assert_eq!(fs.steps(), steps, "a poisoned log writes nothing");
+    }
+}
+
+#[test]
+fn a_failed_write_rejects_the_batch_and_the_next_append_succeeds() {
+    // A lone fault at every step of one append: it fails with the fault's
+    // code, nothing of it is acknowledged, and (unless it was the log's
+    // fdatasync, which poisons) the next append succeeds and reads back, in
+    // this instance, another one, and after a reopen.
+    for errno in [libc::EIO, libc::ENOSPC] {
+        let total = {
+            let (fs, _) = setup(12, DIR);
+            let w = open(&fs);
+            put(&w, "a", b"a1");
+            let s = fs.steps();
+            put(&w, "a", b"a2");
+            fs.steps() - s
+        };
+        for n in 0..total {
+            let (fs, _) = setup(12, DIR);
+            let w = open(&fs);
+            put(&w, "a", b"a1");
+            fs.fail_once_with(n, errno);
+            let p = payload("a", b"a2");
+            let r = w.append(&[NewWalRecord { op: WalOp::Put, key_hash: h("a"), payload: &p }]);
+            let call = fs.failed_call().expect("the fault struck");
+            let Err(e) = r else {
+                // Only the lock's release comes after the fdatasync: the
+                // frame is durable, so the append is acknowledged.
+                assert_eq!(call, "remove_file", "step {n}");
+                assert_eq!(w.get(&h("a")).unwrap(), WalLookup::Put(payload("a", b"a2")));
+                continue;
+            };
+            if call == "sync" {
+                assert_eq!(e.code(), ErrorCode::Fsync, "{call}");
+                continue;
+            }
+            let want = if errno == libc::ENOSPC { ErrorCode::NoSpace } else { e.code() };
+            assert_eq!(e.code(), want, "step {n} ({call}): {e}");
+            put(&w, "a", b"a3");
+            let other = open(&fs.as_process(4545));
+            for w in [&w, &other, &open(&fs)] {
+                assert_eq!(w.get(&h("a")).unwrap(), WalLookup::Put(payload("a", b"a3")), "step {n} ({call})");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_flipped_byte_in_an_acknowledged_frame_before_a_later_one_is_corrupt() {
+    let (fs, _) = setup(13, DIR);
+    let w = open(&fs);
+    put(&w, "a", b"a1");
+    put(&w, "b", b"b1");
+    drop(w);
+    // Flip a byte inside the first frame's payload.
+    let path = Path::new(DIR).join(WAL_FILE_NAME);
+    let mut f = fs.open_write(&path).unwrap();
+    let at = FRAMES_AT as u64 + 40;
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at).unwrap();
+    f.write_all_at(&[b[0] ^ 0x10], at).unwrap();
+    f.sync().unwrap();
+    let e = Wal::open(Arc::new(fs.clone()), Path::new(DIR), options()).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Corrupt);
+    assert_eq!(e.file(), Some(path.as_path()));
+    assert!(e.message().contains(&format!("at offset {FRAMES_AT}")), "{e}");
+}
+
+#[test]
+fn a_log_without_a_valid_header_slot_is_corrupt() {
+    let (fs, _) = setup(14, DIR);
+    drop(open(&fs));
+    let path = Path::new(DIR).join(WAL_FILE_NAME);
+    let mut f = fs.open_write(&path).unwrap();
+    f.write_all_at(&[0xff; 8], 0).unwrap();
+    f.write_all_at(&[0xff; 8], 4096).unwrap();
+    let e = Wal::open(Arc::new(fs.clone()), Path::new(DIR), options()).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Corrupt);
+    assert_eq!(e.file(), Some(path.as_path()));
+}
+
+#[test]
+fn a_syncfs_checkpoint_falls_back_to_fsyncs_where_there_is_no_syncfs() {
+    // The wrapper has no sync_fs (the Vfs default: Unsupported).
+    let (fs, _) = setup(15, DIR);
+    let gated = Gated {
+        inner: fs.clone(),
+        syncs: Arc::default(),
+        gate: Arc::new((std::sync::Mutex::new(true), std::sync::Condvar::new())),
+        entered: Arc::default(),
+    };
+    let opts = WalOptions { checkpoint_syncfs: true, ..options() };
+    let w = Wal::open(Arc::new(gated), Path::new(DIR), opts).unwrap();
+    put(&w, "a", b"a1");
+    op(&w, WalOp::Delete, "b");
+    assert!(w.checkpoint().unwrap());
+    assert_eq!(w.stats().resets, 1);
+    // Durable: a crash right now keeps the key file.
+    fs.crash(support::sim::Writeback::None);
+    assert_eq!(key_file(&fs, "a"), Some(payload("a", b"a1")));
+}
