@@ -26,6 +26,7 @@ mod locks;
 pub mod log;
 pub mod staging;
 pub mod store;
+pub mod valuecache;
 pub mod vfs;
 
 pub use error::{Error, ErrorCode, Result};
@@ -33,3 +34,4 @@ pub use keyhash::file_name;
 pub use store::{
     delete_store, Entry, FileStore, ListCursor, ListResult, MetaEntry, Options, ValueInto, ValueRef, Write, CLOCK_FILE_NAME, LOCK_FILE_NAME,
 };
+pub use valuecache::ValueCacheStats;
