@@ -147,6 +147,8 @@ export declare class NativeFileStore {
    */
   tryLock(keys: Array<Buffer>, waitedMs?: number | undefined | null): boolean
   unlock(keys: Array<Buffer>): void
+  /** What the value cache has done (for tests and diagnostics). */
+  valueCacheStats(): NativeValueCacheStats
   /** The path of the file that holds `key`. */
   filePath(key: Buffer): string
 }
@@ -309,6 +311,18 @@ export interface NativeOpenOptions {
   lockTimeoutMs?: number
   /** Open read-only: no lock, sweep or key check written; writes fail with ERR_READ_ONLY. */
   readOnly?: boolean
+  /** The value cache's memory budget in bytes (default 4 MiB; 0: off). Linux only. */
+  valueCacheBytes?: number
+}
+
+/** What a store's value cache has done (see `valueCacheStats`). */
+export interface NativeValueCacheStats {
+  enabled: boolean
+  hits: number
+  misses: number
+  entries: number
+  bytes: number
+  overflows: number
 }
 
 /** One key to write. `serializer` 0 marks raw bytes (bassoc). */

@@ -205,6 +205,8 @@ pub struct NativeOpenOptions {
     pub lock_timeout_ms: Option<f64>,
     /// Open read-only: no lock, sweep or key check written; writes fail with ERR_READ_ONLY.
     pub read_only: Option<bool>,
+    /// The value cache's memory budget in bytes (default 4 MiB; 0: off). Linux only.
+    pub value_cache_bytes: Option<f64>,
 }
 
 fn core_options(o: &NativeOpenOptions) -> CoreResult<core::Options> {
@@ -223,7 +225,24 @@ fn core_options(o: &NativeOpenOptions) -> CoreResult<core::Options> {
         }
         options.lock_timeout = std::time::Duration::from_secs_f64(ms / 1000.0);
     }
+    if let Some(bytes) = o.value_cache_bytes {
+        if !(bytes.is_finite() && bytes >= 0.0) {
+            return Err(invalid(format!("valueCacheBytes must be a number >= 0, not {bytes}")));
+        }
+        options.value_cache_bytes = bytes as usize;
+    }
     Ok(options)
+}
+
+/// What a store's value cache has done (see `valueCacheStats`).
+#[napi(object)]
+pub struct NativeValueCacheStats {
+    pub enabled: bool,
+    pub hits: f64,
+    pub misses: f64,
+    pub entries: u32,
+    pub bytes: f64,
+    pub overflows: f64,
 }
 
 /// One store directory opened by the native core.
@@ -393,6 +412,20 @@ impl NativeFileStore {
     #[napi]
     pub fn unlock(&self, env: &Env, keys: Vec<Buffer>) -> Result<()> {
         self.inner.unlock(&key_slices(&keys)).or_js(env)
+    }
+
+    /// What the value cache has done (for tests and diagnostics).
+    #[napi]
+    pub fn value_cache_stats(&self) -> NativeValueCacheStats {
+        let s = self.inner.value_cache_stats();
+        NativeValueCacheStats {
+            enabled: s.enabled,
+            hits: s.hits as f64,
+            misses: s.misses as f64,
+            entries: u32::try_from(s.entries).unwrap_or(u32::MAX),
+            bytes: s.bytes as f64,
+            overflows: s.overflows as f64,
+        }
     }
 
     /// The path of the file that holds `key`.

@@ -89,6 +89,15 @@ export interface FsStoreOptions extends StoreOptions {
    * fails with ERR_READ_ONLY naming the directory, before it touches a file.
    */
   readOnly?: boolean
+  /**
+   * The native core's value cache, in bytes of memory per store (default
+   * 4 MiB; 0 turns it off): small values read before are answered from memory
+   * until the kernel reports a change to their file (inotify on Linux, local
+   * file systems only; a write acknowledged in any process before a get
+   * begins is always seen, docs/RELIABILITY.md). Elsewhere, and in the pure
+   * implementation, it has no effect.
+   */
+  valueCacheBytes?: number
 }
 
 /** @internal An invalid option. */

@@ -150,10 +150,11 @@ const FS_STORE_OPTIONS: Spec = {
   acceptPlaintext: checks.boolean,
   lockTimeoutMs: (v) => (typeof v === 'number' ? undefined : 'a number of milliseconds >= 0'),
   readOnly: checks.boolean,
+  valueCacheBytes: (v) => (typeof v === 'number' && v >= 0 && Number.isFinite(v) ? undefined : 'a number of bytes >= 0'),
 }
 const DELETE_OPTIONS: Spec = { sync: checks.boolean, native: checks.boolean }
 
-type OpenOptions = ReturnType<typeof codecOptions> & { syncBlob: boolean; lockTimeoutMs?: number; readOnly: boolean }
+type OpenOptions = ReturnType<typeof codecOptions> & { syncBlob: boolean; lockTimeoutMs?: number; readOnly: boolean; valueCacheBytes?: number }
 
 /** Checks connectFsStore's arguments; returns the serializers and the binding's options. Opens nothing. */
 function checkFsArgs(path: unknown, options: unknown): { dir: string; serializers: SerializerSet; open: OpenOptions } {
@@ -162,7 +163,9 @@ function checkFsArgs(path: unknown, options: unknown): { dir: string; serializer
   const dir = checkPath(path)
   const serializers = new SerializerSet(opts.serializer, opts.serializers)
   // The engines' option keeps the seed's name, `syncBlob`.
-  return { dir, serializers, open: { syncBlob: durableOf(opts), lockTimeoutMs: lockTimeout(opts), readOnly: opts.readOnly === true, ...codecOptions(opts) } }
+  const open: OpenOptions = { syncBlob: durableOf(opts), lockTimeoutMs: lockTimeout(opts), readOnly: opts.readOnly === true, ...codecOptions(opts) }
+  if (opts.valueCacheBytes !== undefined) open.valueCacheBytes = opts.valueCacheBytes
+  return { dir, serializers, open }
 }
 
 // The core creates the directory, fsyncing each new level into its parent.

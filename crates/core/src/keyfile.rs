@@ -21,6 +21,7 @@ use crate::format::key;
 use crate::format::log::LogInfo;
 use crate::keyhash::{self, KEY_FILE_SUFFIX};
 use crate::staging::{self, InFlight};
+use crate::valuecache::ValueCache;
 use crate::vfs::{Vfs, VfsFile};
 
 /// How much of a key file `keys` and `getMeta` read in their first read:
@@ -57,6 +58,12 @@ pub struct Options {
     /// every write and lock fails with `ERR_READ_ONLY` before it touches a
     /// file. Reads take no lock either way.
     pub read_only: bool,
+    /// The most memory (bytes) the store's value cache may hold (default 4 MiB;
+    /// 0: no cache). Small values read by [`read_value_into`](crate::FileStore::read_value_into)
+    /// are kept decoded and dropped on the kernel's word that their file
+    /// changed (Linux, local file systems; see `valuecache.rs` and
+    /// docs/RELIABILITY.md). Elsewhere it has no effect.
+    pub value_cache_bytes: usize,
 }
 
 /// The default of [`Options::lock_timeout`].
@@ -72,6 +79,7 @@ impl Default for Options {
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             lock_lease: filelock::DEFAULT_LEASE,
             read_only: false,
+            value_cache_bytes: crate::valuecache::DEFAULT_VALUE_CACHE_BYTES,
         }
     }
 }
@@ -86,6 +94,7 @@ impl std::fmt::Debug for Options {
             .field("lock_timeout", &self.lock_timeout)
             .field("lock_lease", &self.lock_lease)
             .field("read_only", &self.read_only)
+            .field("value_cache_bytes", &self.value_cache_bytes)
             .finish()
     }
 }
@@ -149,6 +158,8 @@ pub(crate) struct StoreDir {
     /// so no later write may be trusted to be durable (PostgreSQL's
     /// "fsyncgate"). Cleared only by opening the store again.
     poisoned: AtomicBool,
+    /// The value cache (see `valuecache.rs`): `None` when off.
+    pub(crate) cache: Option<ValueCache>,
 }
 
 impl std::fmt::Debug for StoreDir {
@@ -160,7 +171,8 @@ impl std::fmt::Debug for StoreDir {
 impl StoreDir {
     /// The store directory `dir` (canonical), on `vfs`, with its id.
     pub(crate) fn new(dir: PathBuf, vfs: Arc<dyn Vfs>, id: u64, options: Options) -> StoreDir {
-        StoreDir { dir, vfs, id, options, poisoned: AtomicBool::new(false) }
+        let cache = if vfs.watchable() { ValueCache::new(&dir, options.value_cache_bytes) } else { None };
+        StoreDir { dir, vfs, id, options, poisoned: AtomicBool::new(false), cache }
     }
 
     /// The store's options.

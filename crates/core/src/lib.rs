@@ -27,6 +27,7 @@ mod locks;
 pub mod log;
 pub mod staging;
 pub mod store;
+pub mod valuecache;
 pub mod vfs;
 pub mod wal;
 
@@ -35,3 +36,4 @@ pub use keyhash::file_name;
 pub use store::{
     delete_store, Entry, FileStore, ListCursor, ListResult, MetaEntry, Options, ValueInto, ValueRef, Write, CLOCK_FILE_NAME, LOCK_FILE_NAME,
 };
+pub use valuecache::ValueCacheStats;

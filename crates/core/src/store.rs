@@ -27,6 +27,7 @@ use crate::keyhash::{self, is_key_file_name};
 use crate::locks::{LockId, LockTable};
 use crate::log::{self, LogCursor};
 use crate::staging::{self, InFlight};
+use crate::valuecache::{Lookup, Ticket, ValueCacheStats};
 use crate::vfs::{self, RealFs, Vfs};
 
 /// The lock file of format versions before the per-key lock files (FORMAT.md
@@ -334,11 +335,46 @@ impl FileStore {
     /// open, read, close and no copy at all. Every check of [`get`](Self::get)
     /// applies: header, checksums, the stored key. A file that does not fit in
     /// `buf` whole (or a chunked blob) is [`ValueInto::TooLarge`]: read it with `get`.
+    ///
+    /// With the value cache (Linux, see [`Options::value_cache_bytes`]) a
+    /// small value read before is answered from memory, unless the kernel
+    /// reported a change to its file since: then no file is opened at all.
     pub fn read_value_into(&self, key: &[u8], buf: &mut [u8]) -> Result<ValueInto> {
+        let (hash, ticket) = match self.cache_lookup(key, buf) {
+            Ok(found) => return Ok(found),
+            Err(miss) => miss,
+        };
         let Some((file, path)) = self.files.open_key_file(key)? else { return Ok(ValueInto::Missing) };
         let got = file.read_upto_at(buf, 0).map_err(|e| keyfile::head_read_error(e, &path))?;
         drop(file);
-        self.decode_read(key, &path, buf, got)
+        let found = self.decode_read(key, &path, buf, got)?;
+        self.cache_insert(hash, ticket, key, buf, found);
+        Ok(found)
+    }
+
+    /// The value cache's answer (`Ok`), or the key's hash and the ticket of a miss.
+    fn cache_lookup(&self, key: &[u8], buf: &mut [u8]) -> std::result::Result<ValueInto, (u128, Option<Ticket>)> {
+        let Some(cache) = self.files.cache.as_ref() else { return Err((0, None)) };
+        let hash = keyhash::key_hash(key);
+        match cache.lookup(hash, key, buf) {
+            Lookup::Hit { serializer, len } => Ok(ValueInto::Found { serializer, log: false, start: 0, len }),
+            Lookup::Miss(ticket) => Err((hash, Some(ticket))),
+            Lookup::Off => Err((hash, None)),
+        }
+    }
+
+    /// Keeps a plain value just read (not a log: logs change in place).
+    fn cache_insert(&self, hash: u128, ticket: Option<Ticket>, key: &[u8], buf: &[u8], found: ValueInto) {
+        if let (Some(cache), Some(ticket), ValueInto::Found { serializer, log: false, start, len }) =
+            (self.files.cache.as_ref(), ticket, found)
+        {
+            cache.insert(ticket, hash, key, serializer, &buf[start..start + len]);
+        }
+    }
+
+    /// What the value cache did so far (all zero and `enabled: false` without one).
+    pub fn value_cache_stats(&self) -> ValueCacheStats {
+        self.files.cache.as_ref().map(|c| c.stats()).unwrap_or_default()
     }
 
     /// [`read_value_into`](Self::read_value_into), done only if it cannot wait
@@ -348,6 +384,10 @@ impl FileStore {
     /// of a cached key is answered at once, without a thread hop, and still
     /// never blocks its event loop on the disk.
     pub fn read_value_into_now(&self, key: &[u8], buf: &mut [u8]) -> Result<Option<ValueInto>> {
+        let (hash, ticket) = match self.cache_lookup(key, buf) {
+            Ok(found) => return Ok(Some(found)),
+            Err(miss) => miss,
+        };
         key::validate(key)?;
         let path = self.files.file_path(key);
         let file = match self.files.vfs.open_read_cached(&path) {
@@ -366,7 +406,9 @@ impl FileStore {
             return Ok(None);
         }
         drop(file);
-        self.decode_read(key, &path, buf, got).map(Some)
+        let found = self.decode_read(key, &path, buf, got)?;
+        self.cache_insert(hash, ticket, key, buf, found);
+        Ok(Some(found))
     }
 
     /// Decodes a key file that a read put in `buf[..got]` (see [`read_value_into`](Self::read_value_into)).

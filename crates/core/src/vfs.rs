@@ -113,6 +113,13 @@ pub trait Vfs: Send + Sync {
         Err(io::ErrorKind::Unsupported.into())
     }
 
+    /// Whether the kernel's change notifications (inotify) describe this file
+    /// system, so that the store may cache values and drop them on its word
+    /// (`valuecache.rs`). Only the real file system on Linux says yes.
+    fn watchable(&self) -> bool {
+        false
+    }
+
     /// Whether files may be staged and fsynced from several threads at once (group
     /// commits). The simulated file system says no, so its crash steps stay
     /// in a reproducible order.
@@ -254,6 +261,10 @@ fn regular(file: File) -> io::Result<Box<dyn VfsFile>> {
 }
 
 impl Vfs for RealFs {
+    fn watchable(&self) -> bool {
+        cfg!(target_os = "linux")
+    }
+
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
         let file = OpenOptions::new().write(true).create_new(true).mode(0o644).custom_flags(libc::O_NOFOLLOW).open(path)?;
         Ok(Box::new(RealFile(file)))
