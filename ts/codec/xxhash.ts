@@ -8,6 +8,7 @@
  * hashing a large segment costs milliseconds in every engine. No `node:`
  * imports: shared with the browser store.
  */
+import { accumulateLongWasm, wasmAccumulator } from './xxh3-wasm.js'
 
 const P32_1 = 0x9e3779b1
 const P32_2 = 0x85ebca77
@@ -183,13 +184,31 @@ function mix16(input: Uint8Array, ip: number, sp: number): void {
   )
 }
 
+/** XXH3_INIT_ACC, low word first. */
+const INIT_ACC = new Uint32Array([
+  P32_3, 0, P64_1L, P64_1H, P64_2L, P64_2H, P64_3L, P64_3H,
+  P64_4L, P64_4H, P32_2, 0, P64_5L, P64_5H, P32_1, 0,
+])
+
+/** Inputs from this length on take the WebAssembly loop (./xxh3-wasm.ts) where there is one: below, the copy and call cost more than they save. */
+const WASM_FROM = 1024
+let wasmAllowed = true
+
+/** Whether the long loop may run in WebAssembly (tests turn it off to check the JavaScript loop gives the same). */
+export function useWasmXxh3(on: boolean): void {
+  wasmAllowed = on
+}
+
+/** Whether long inputs are hashed by the WebAssembly loop here. */
+export const wasmXxh3 = (): boolean => wasmAllowed && wasmAccumulator(SECRET) !== null
+
 /** The 8 accumulators of the long-input loop: lane i is (acc[2i + 1], acc[2i]). */
 function accumulateLong(input: Uint8Array): Uint32Array {
-  // XXH3_INIT_ACC, low word first.
-  const acc = new Uint32Array([
-    P32_3, 0, P64_1L, P64_1H, P64_2L, P64_2H, P64_3L, P64_3H,
-    P64_4L, P64_4H, P32_2, 0, P64_5L, P64_5H, P32_1, 0,
-  ])
+  if (wasmAllowed && input.length >= WASM_FROM) {
+    const k = wasmAccumulator(SECRET)
+    if (k) return accumulateLongWasm(k, input, INIT_ACC)
+  }
+  const acc = INIT_ACC.slice()
   const n = input.length
   const view = new DataView(input.buffer, input.byteOffset, n)
   const blocks = Math.floor((n - 1) / BLOCK_LEN)
