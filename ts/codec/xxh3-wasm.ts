@@ -11,7 +11,7 @@
  * `wasmAccumulator()` is null and ./xxhash.ts runs its JavaScript loop, which
  * gives the same accumulators (__test__/xxh3-wasm.spec.ts checks the two
  * against each other and against the reference library). No `node:` imports:
- * shared with the browser store. The module is under 1 KiB, so even a browser's
+ * shared with the browser store. The module is under 2 KiB, so even a browser's
  * main thread may compile it synchronously.
  *
  * Memory layout (one page-aligned memory of WINDOW + 256 bytes, never grown):
