@@ -132,13 +132,17 @@ export class PureFileBacking implements Backing, KeyFiles {
     private readonly options: PureFileOptions,
   ) {
     this.lockScope = `file:${dir}`
+    this.dirPrefix = dir.endsWith(sep) ? dir : dir + sep
     this.staging = new StagingDir(dir, options.syncBlob, options.readOnly === true)
     this.locker = new FileLocker(dir)
     this.fileClock = FileClock.openSync(dir, options.syncBlob, this.staging)
   }
 
+  /** `dir` and a separator: a key file's path is this and its name (no join to normalize a canonical path on every read). */
+  private readonly dirPrefix: string
+
   filePath(key: Uint8Array): string {
-    return join(this.dir, this.codec.fileName(key))
+    return this.dirPrefix + this.codec.fileName(key)
   }
 
   stagingName(key: Uint8Array): string {
