@@ -230,8 +230,7 @@ export class PureFileBacking implements Backing, KeyFiles {
     try {
       yield* vfs.eachLimited(writes.length, STAGING_CONCURRENCY, function* (this: PureFileBacking, i: number): Handler<void> {
         const s = (staged[i] = yield* staging.create(this.stagingName(writes[i]!.key)))
-        yield* staging.write(s, files[i]!.head, 0)
-        yield* staging.write(s, files[i]!.value, files[i]!.head.length)
+        yield* staging.writev(s, [files[i]!.head, files[i]!.value], 0)
         yield* staging.seal(s)
       }.bind(this))
       staging.checkWritable()
