@@ -3,7 +3,8 @@
  * the JavaScript loop and the reference library (xxhash-addon) at every
  * boundary of the loop and of the copy window, on unaligned inputs; the
  * module is small enough for a browser's main thread to compile it
- * synchronously; and without WebAssembly the JavaScript loop still hashes.
+ * synchronously; without WebAssembly the JavaScript loop still hashes; and the
+ * short paths (their 64-bit products from Math.imul and a double) match too.
  */
 import test from 'ava'
 import { execFileSync } from 'node:child_process'
@@ -75,4 +76,14 @@ const b = Buffer.from(Array.from({ length: 65536 + 999 }, (_, i) => (i * 7) & 0x
 console.log(JSON.stringify({ wasm: x.wasmXxh3(), h64: String(x.xxh3_64(b)) }))`
   const out = JSON.parse(execFileSync(process.execPath, ['--import=tsx', '--input-type=module', '-e', script], { encoding: 'utf8' }))
   t.deepEqual(out, { wasm: false, h64: String(ref.XXHash3.hash(b).readBigUInt64BE(0)) })
+})
+
+test('short inputs (0..240 bytes, the JavaScript paths and their 64-bit products): the reference\'s hashes (property)', (t) => {
+  for (let i = 0; i < 3000; i++) {
+    const n = i % 241
+    // Random bytes, and every few all 0xff (the largest products).
+    const b = i % 7 === 0 ? new Uint8Array(n).fill(0xff) : randomBytes(n)
+    const r = both(b)
+    t.deepEqual(r.js, r.ref, `length ${n}`)
+  }
 })

@@ -62,13 +62,14 @@ const sec32 = (i: number) => SW[i]!
 let H = 0
 let L = 0
 
-/** (H, L) = a * b for u32 a, b (16-bit halves keep every partial product exact). */
+/**
+ * (H, L) = a * b for u32 a, b. The low word is exact (Math.imul); the double
+ * product is within 2^11 of the exact one, so with the exact low word it
+ * rounds to the exact high word (as in accumulate512).
+ */
 function mul32(a: number, b: number): void {
-  const a0 = a & 0xffff, a1 = a >>> 16, b0 = b & 0xffff, b1 = b >>> 16
-  const lo = a0 * b0, m1 = a1 * b0, m2 = a0 * b1
-  const mid = (lo >>> 16) + (m1 & 0xffff) + (m2 & 0xffff)
-  L = ((mid << 16) | (lo & 0xffff)) >>> 0
-  H = (a1 * b1 + (m1 >>> 16) + (m2 >>> 16) + (mid >>> 16)) >>> 0
+  L = Math.imul(a, b) >>> 0
+  H = Math.round((a * b - L) / 0x100000000) >>> 0
 }
 
 /** (H, L) = low 64 bits of a * b. */
