@@ -102,7 +102,7 @@ test('blobs of whole chunks, streamed in 1 MiB pieces: native and pure write the
       const f = readFileSync(s.backing.filePath!(k.encodeKey('b')))
       const metaLen = f.readUInt32LE(12)
       values.push(f.subarray(48 + metaLen))
-      t.true(Buffer.from(await k.bget(s, 'b', ({ blob: b }) => b, { sync: true })).equals(Buffer.from(blob)))
+      t.true(Buffer.from(k.bget(s, 'b', ({ blob: b }) => b as Uint8Array, { sync: true }) as Uint8Array).equals(Buffer.from(blob)))
     }
     t.true(values[0]!.equals(values[1]!), `size ${size}`)
     t.true(values[1]!.equals(expectedValue(blob)), `size ${size}: the format's bytes`)
