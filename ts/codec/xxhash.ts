@@ -8,6 +8,7 @@
  * hashing a large segment costs milliseconds in every engine. No `node:`
  * imports: shared with the browser store.
  */
+import { accumulateLongWasm, wasmAccumulator } from './xxh3-wasm.js'
 
 const P32_1 = 0x9e3779b1
 const P32_2 = 0x85ebca77
@@ -61,13 +62,14 @@ const sec32 = (i: number) => SW[i]!
 let H = 0
 let L = 0
 
-/** (H, L) = a * b for u32 a, b (16-bit halves keep every partial product exact). */
+/**
+ * (H, L) = a * b for u32 a, b. The low word is exact (Math.imul); the double
+ * product is within 2^11 of the exact one, so with the exact low word it
+ * rounds to the exact high word (as in accumulate512).
+ */
 function mul32(a: number, b: number): void {
-  const a0 = a & 0xffff, a1 = a >>> 16, b0 = b & 0xffff, b1 = b >>> 16
-  const lo = a0 * b0, m1 = a1 * b0, m2 = a0 * b1
-  const mid = (lo >>> 16) + (m1 & 0xffff) + (m2 & 0xffff)
-  L = ((mid << 16) | (lo & 0xffff)) >>> 0
-  H = (a1 * b1 + (m1 >>> 16) + (m2 >>> 16) + (mid >>> 16)) >>> 0
+  L = Math.imul(a, b) >>> 0
+  H = Math.round((a * b - L) / 0x100000000) >>> 0
 }
 
 /** (H, L) = low 64 bits of a * b. */
@@ -183,13 +185,31 @@ function mix16(input: Uint8Array, ip: number, sp: number): void {
   )
 }
 
+/** XXH3_INIT_ACC, low word first. */
+const INIT_ACC = new Uint32Array([
+  P32_3, 0, P64_1L, P64_1H, P64_2L, P64_2H, P64_3L, P64_3H,
+  P64_4L, P64_4H, P32_2, 0, P64_5L, P64_5H, P32_1, 0,
+])
+
+/** Inputs from this length on take the WebAssembly loop (./xxh3-wasm.ts) where there is one: below, the copy and call cost more than they save. */
+const WASM_FROM = 1024
+let wasmAllowed = true
+
+/** Whether the long loop may run in WebAssembly (tests turn it off to check the JavaScript loop gives the same). */
+export function useWasmXxh3(on: boolean): void {
+  wasmAllowed = on
+}
+
+/** Whether long inputs are hashed by the WebAssembly loop here. */
+export const wasmXxh3 = (): boolean => wasmAllowed && wasmAccumulator(SECRET) !== null
+
 /** The 8 accumulators of the long-input loop: lane i is (acc[2i + 1], acc[2i]). */
 function accumulateLong(input: Uint8Array): Uint32Array {
-  // XXH3_INIT_ACC, low word first.
-  const acc = new Uint32Array([
-    P32_3, 0, P64_1L, P64_1H, P64_2L, P64_2H, P64_3L, P64_3H,
-    P64_4L, P64_4H, P32_2, 0, P64_5L, P64_5H, P32_1, 0,
-  ])
+  if (wasmAllowed && input.length >= WASM_FROM) {
+    const k = wasmAccumulator(SECRET)
+    if (k) return accumulateLongWasm(k, input, INIT_ACC)
+  }
+  const acc = INIT_ACC.slice()
   const n = input.length
   const view = new DataView(input.buffer, input.byteOffset, n)
   const blocks = Math.floor((n - 1) / BLOCK_LEN)

@@ -202,7 +202,10 @@ export type ChunkSink = (stored: Uint8Array) => Handler<void>
 /**
  * Encodes a blob as it streams in, holding at most one chunk: a full chunk is
  * sealed as not the last only once more bytes arrive; `finish` seals the last
- * one (an empty one for an empty blob) and gives `table || trailer`.
+ * one (an empty one for an empty blob) and gives `table || trailer`. A blob
+ * stored as is (no compression, no encryption) stores a chunk the same
+ * whether it is the last or not, so a full chunk is sealed at once, straight
+ * from the caller's bytes when they hold it whole (no copy).
  */
 export class ChunkedEncoder {
   private pending: Uint8Array | undefined
@@ -211,11 +214,15 @@ export class ChunkedEncoder {
   private size = 0
   private stored = 0
   private tail: Uint8Array | undefined
+  /** Chunks are stored as they are: the last one's bytes are no different. */
+  private readonly asIs: boolean
 
   constructor(
     private readonly codec: SegmentCodec,
     private readonly random?: RandomSource,
-  ) {}
+  ) {
+    this.asIs = codec.compressor === 0 && codec.encryptor === 0
+  }
 
   /** The blob's length so far. */
   get length(): number {
@@ -248,8 +255,8 @@ export class ChunkedEncoder {
         yield* this.seal(this.pending!, false, sink)
         this.fill = 0
       }
-      if (this.fill === 0 && bytes.length - at > CHUNK_SIZE) {
-        // A whole chunk with more after it, straight from the caller's bytes.
+      if (this.fill === 0 && (bytes.length - at > CHUNK_SIZE || (this.asIs && bytes.length - at === CHUNK_SIZE))) {
+        // A whole chunk with more after it (or stored as is), straight from the caller's bytes.
         yield* this.seal(bytes.subarray(at, at + CHUNK_SIZE), false, sink)
         at += CHUNK_SIZE
         this.size += CHUNK_SIZE
@@ -261,13 +268,20 @@ export class ChunkedEncoder {
       this.fill += n
       this.size += n
       at += n
+      if (this.asIs && this.fill === CHUNK_SIZE) {
+        yield* this.seal(this.pending, false, sink)
+        this.fill = 0
+      }
     }
   }
 
   /** Seals the last chunk and returns `table || trailer`. */
   *finish(sink: ChunkSink): Handler<Uint8Array> {
     if (this.tail) throw new KonserveError('ERR_INVALID_ARGUMENT', 'the blob is already finished')
-    yield* this.seal((this.pending ?? new Uint8Array(0)).subarray(0, this.fill), true, sink)
+    // Stored as is, a blob of whole chunks has sealed its last one already (an empty blob has none: one empty chunk).
+    if (!(this.asIs && this.fill === 0 && this.entries.length > 0)) {
+      yield* this.seal((this.pending ?? new Uint8Array(0)).subarray(0, this.fill), true, sink)
+    }
     this.pending = undefined
     this.fill = 0
     this.tail = encodeBlobTail(this.entries, this.size)

@@ -128,13 +128,27 @@ export class StagingDir {
     }
   }
 
-  /** fsync (when durable) and close of a staging file written whole: ready to be renamed. */
+  /** Writes `parts` one after the other from `pos` of a staging file (one pwritev). */
+  *writev(s: Staged, parts: Uint8Array[], pos: number, steps: WriteSteps = KEY_FILE_STEPS): Handler<void> {
+    try {
+      yield* vfs.writeAllv(s.fd, parts, pos)
+    } catch (err) {
+      throw vfs.ioError(err, steps.write, s.path)
+    }
+  }
+
+  /**
+   * fsync (when durable) and close of a staging file written whole: ready to
+   * be renamed. The close is made on the calling thread in both forms (its
+   * data is written, and fsynced when durable: close(2) does not wait for
+   * the disk), which spares the async form a threadpool task.
+   */
   *seal(s: Staged, steps: WriteSteps = KEY_FILE_STEPS): Handler<void> {
     this.checkWritable()
     yield* this.fsync(s.fd, steps.fsync, s.path)
     s.open = false
     try {
-      yield* vfs.close(s.fd)
+      vfs.close.sync(s.fd)
     } catch (err) {
       throw vfs.ioError(err, 'cannot close a staging file', s.path)
     }
@@ -178,11 +192,7 @@ export class StagingDir {
     this.checkWritable()
     const s = yield* this.create(name, steps)
     try {
-      let pos = 0
-      for (const p of parts) {
-        yield* this.write(s, p, pos, steps)
-        pos += p.length
-      }
+      yield* this.writev(s, parts, 0, steps)
       yield* this.commit(s, target, steps)
     } finally {
       this.drop(s)

@@ -132,13 +132,17 @@ export class PureFileBacking implements Backing, KeyFiles {
     private readonly options: PureFileOptions,
   ) {
     this.lockScope = `file:${dir}`
+    this.dirPrefix = dir.endsWith(sep) ? dir : dir + sep
     this.staging = new StagingDir(dir, options.syncBlob, options.readOnly === true)
     this.locker = new FileLocker(dir)
     this.fileClock = FileClock.openSync(dir, options.syncBlob, this.staging)
   }
 
+  /** `dir` and a separator: a key file's path is this and its name (no join to normalize a canonical path on every read). */
+  private readonly dirPrefix: string
+
   filePath(key: Uint8Array): string {
-    return join(this.dir, this.codec.fileName(key))
+    return this.dirPrefix + this.codec.fileName(key)
   }
 
   stagingName(key: Uint8Array): string {
@@ -226,8 +230,7 @@ export class PureFileBacking implements Backing, KeyFiles {
     try {
       yield* vfs.eachLimited(writes.length, STAGING_CONCURRENCY, function* (this: PureFileBacking, i: number): Handler<void> {
         const s = (staged[i] = yield* staging.create(this.stagingName(writes[i]!.key)))
-        yield* staging.write(s, files[i]!.head, 0)
-        yield* staging.write(s, files[i]!.value, files[i]!.head.length)
+        yield* staging.writev(s, [files[i]!.head, files[i]!.value], 0)
         yield* staging.seal(s)
       }.bind(this))
       staging.checkWritable()

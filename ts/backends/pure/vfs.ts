@@ -105,6 +105,11 @@ export const write = gensync({
   async: (fd: number, buf: Uint8Array, off: number, len: number, pos: number) => cb<number>((d) => fs.write(fd, buf, off, len, pos, d)),
 })
 
+export const writev = gensync({
+  sync: (fd: number, parts: Uint8Array[], pos: number): number => fs.writevSync(fd, parts, pos),
+  async: (fd: number, parts: Uint8Array[], pos: number) => cb<number>((d) => fs.writev(fd, parts, pos, d)),
+})
+
 export const fsync = gensync({
   sync: (fd: number): void => fs.fsyncSync(fd),
   async: (fd: number) => cb<void>((d) => fs.fsync(fd, done0(d))),
@@ -132,15 +137,21 @@ export const exists = gensync({
     new Promise<boolean>((resolve, reject) => fs.lstat(path, (err) => (!err ? resolve(true) : isMissing(err) ? resolve(false) : reject(err)))),
 })
 
-/** Makes a directory's entries (creations, renames, removals) durable. */
+/**
+ * Makes a directory's entries (creations, renames, removals) durable. The
+ * async form opens and closes the directory on the calling thread (the path
+ * of a directory a write just renamed or removed a file in is in the kernel's
+ * cache: no disk wait) and only the fsync, which waits for the disk, on the
+ * threadpool: one task, not three.
+ */
 export const syncDir = gensync({
   sync: (dir: string): void => fsyncDirSync(dir),
   async: async (dir: string): Promise<void> => {
-    const fd = await cb<number>((d) => fs.open(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY, d))
+    const fd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY)
     try {
       await cb<void>((d) => fs.fsync(fd, done0(d)))
     } finally {
-      await cb<void>((d) => fs.close(fd, done0(d)))
+      fs.closeSync(fd)
     }
   },
 })
@@ -226,6 +237,25 @@ export function* preadInto(fd: number, buf: Uint8Array, pos: number): Handler<nu
     n += got
   }
   return n
+}
+
+/**
+ * Writes all of `parts`, one after the other, from `pos`: one pwritev for
+ * all of them (one threadpool task in the async form), then, if it wrote
+ * less than asked (as pwritev(2) may), the rest part by part.
+ */
+export function* writeAllv(fd: number, parts: Uint8Array[], pos: number): Handler<void> {
+  let n = yield* writev(fd, parts, pos)
+  for (const p of parts) {
+    if (n >= p.length) {
+      n -= p.length
+      pos += p.length
+      continue
+    }
+    yield* writeAll(fd, p.subarray(n), pos + n)
+    pos += p.length
+    n = 0
+  }
 }
 
 /** Writes all of `bytes` at `pos` (write may write less than asked, as write(2) may). */
