@@ -130,6 +130,16 @@ export declare class NativeFileStore {
    */
   putSync(writes: Array<NativeWrite>): void
   putAsync(writes: Array<NativeWrite>): Promise<void>
+  /**
+   * A replacing write with its revision read fused in (`FileStore::replace`):
+   * `meta` holds the revision slot at `revisionAt`; `lock`: take and release
+   * the key's lock here (one attempt). Returns the new revision (>= 1) when
+   * written, 0 when the lock is held elsewhere, -1 when the core leaves the
+   * write to the general path, or -2 - actual on a revision mismatch.
+   */
+  replaceSync(w: NativeReplace): number
+  /** `replaceSync` on the threadpool: an async write of a new key is this one task. */
+  replaceAsync(w: NativeReplace): Promise<number>
   /** Deletes each key; returns whether each existed. */
   deleteSync(keys: Array<Buffer>): Array<boolean>
   deleteAsync(keys: Array<Buffer>): Promise<boolean[]>
@@ -309,6 +319,17 @@ export interface NativeOpenOptions {
   lockTimeoutMs?: number
   /** Open read-only: no lock, sweep or key check written; writes fail with ERR_READ_ONLY. */
   readOnly?: boolean
+}
+
+/** A replacing write (see `replaceSync`). */
+export interface NativeReplace {
+  key: Buffer
+  serializer: number
+  meta: Buffer
+  revisionAt: number
+  value: Buffer
+  expectedRevision?: number
+  lock: boolean
 }
 
 /** One key to write. `serializer` 0 marks raw bytes (bassoc). */

@@ -133,7 +133,7 @@ useDefaultImplementation(() => (chooseNative({}) ? 'native' : 'pure'))
 /** The backing over an opened native store in the canonical directory `real`, with its clock. */
 function nativeBacking(store: NativeFileStore, real: string, durable: boolean, readOnly: boolean): NativeFileBacking {
   try {
-    return new NativeFileBacking(store, `file:${real}`, FileClock.openSync(real, durable, new StagingDir(real, durable, readOnly)))
+    return new NativeFileBacking(store, `file:${real}`, FileClock.openSync(real, durable, new StagingDir(real, durable, readOnly)), durable)
   } catch (err) {
     throw fromNative(err)
   }
