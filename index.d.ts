@@ -84,6 +84,12 @@ export declare class NativeFileStore {
   static open(path: string, options: NativeOpenOptions): NativeFileStore
   /** Opens the store on the threadpool. */
   static openAsync(path: string, options: NativeOpenOptions): Promise<NativeFileStore>
+  /**
+   * The store directory, canonical (symbolic links resolved, as `realpath`
+   * gives it): the facade needs it for the store's lock scope and clock,
+   * and takes it from here instead of a `realpath` of its own.
+   */
+  get dir(): string
   getSync(key: Buffer): NativeEntry | null
   /**
    * `get`'s read of a value that `getValueInto` found too large for its

@@ -8,8 +8,9 @@
  * long heads) to the threadpool.
  */
 import test from 'ava'
-import { fork } from 'node:child_process'
-import { mkdtempSync, copyFileSync, readdirSync } from 'node:fs'
+import { execFile, fork } from 'node:child_process'
+import { promisify } from 'node:util'
+import { mkdtempSync, copyFileSync, readdirSync, realpathSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import * as k from 'konserve'
@@ -191,3 +192,22 @@ for (const holder of ['native', 'pure'] as const) {
     t.deepEqual(readdirSync(dir).filter((n) => /\.(lock|lkt|brk)$/.test(n)), [], 'no lock file left')
   })
 }
+
+test('an async open is one thread hop: the writable check runs beside the open, and the canonical directory comes from the core', async (t) => {
+  const real = fresh()
+  const link = join(fresh(), 'link')
+  symlinkSync(real, link)
+  k.assoc(k.connectFsStore(real, { native: true, sync: true }), 'a', 1, { sync: true })
+  const fixture = join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, 'fixtures', 'open-hops.mjs')
+  const { stdout } = await promisify(execFile)(process.execPath, [fixture, link])
+  const { started, lockScope } = JSON.parse(stdout) as { started: Record<string, number>; lockScope: string }
+  // One access(2) and the open task, started together; no realpath of the facade's own.
+  t.is(started.FSREQPROMISE, 1, stdout)
+  t.is(Object.values(started).reduce((a, b) => a + b, 0), 2, stdout)
+  // The lock scope is the canonical directory, the one the pure engine and a sync open use.
+  t.is(lockScope, `file:${realpathSync(real)}`)
+  t.is(k.connectFsStore(link, { native: false, sync: true }).backing.lockScope, lockScope)
+  const store = await k.connectFsStore(link, { native: true })
+  t.is(store.backing.lockScope, lockScope)
+  t.is(await k.get(store, 'a'), 1)
+})

@@ -285,6 +285,14 @@ impl NativeFileStore {
         Ok(AsyncTask::new(OpenTask { path, options: Some(core_options(&options).or_js(env)?) }))
     }
 
+    /// The store directory, canonical (symbolic links resolved, as `realpath`
+    /// gives it): the facade needs it for the store's lock scope and clock,
+    /// and takes it from here instead of a `realpath` of its own.
+    #[napi(getter)]
+    pub fn dir(&self) -> String {
+        self.inner.dir().display().to_string()
+    }
+
     #[napi]
     pub fn get_sync(&self, env: &Env, key: Buffer) -> Result<Option<NativeEntry>> {
         Ok(self.inner.get(&key).or_js(env)?.map(entry_to_js))
