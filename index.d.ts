@@ -84,6 +84,12 @@ export declare class NativeFileStore {
   static open(path: string, options: NativeOpenOptions): NativeFileStore
   /** Opens the store on the threadpool. */
   static openAsync(path: string, options: NativeOpenOptions): Promise<NativeFileStore>
+  /**
+   * The store directory, canonical (symbolic links resolved, as `realpath`
+   * gives it): the facade needs it for the store's lock scope and clock,
+   * and takes it from here instead of a `realpath` of its own.
+   */
+  get dir(): string
   getSync(key: Buffer): NativeEntry | null
   /**
    * `get`'s read of a value that `getValueInto` found too large for its
@@ -130,6 +136,16 @@ export declare class NativeFileStore {
    */
   putSync(writes: Array<NativeWrite>): void
   putAsync(writes: Array<NativeWrite>): Promise<void>
+  /**
+   * A replacing write with its revision read fused in (`FileStore::replace`):
+   * `meta` holds the revision slot at `revisionAt`; `lock`: take and release
+   * the key's lock here (one attempt). Returns the new revision (>= 1) when
+   * written, 0 when the lock is held elsewhere, -1 when the core leaves the
+   * write to the general path, or -2 - actual on a revision mismatch.
+   */
+  replaceSync(w: NativeReplace): number
+  /** `replaceSync` on the threadpool: an async write of a new key is this one task. */
+  replaceAsync(w: NativeReplace): Promise<number>
   /** Deletes each key; returns whether each existed. */
   deleteSync(keys: Array<Buffer>): Array<boolean>
   deleteAsync(keys: Array<Buffer>): Promise<boolean[]>
@@ -323,6 +339,17 @@ export interface NativeValueCacheStats {
   entries: number
   bytes: number
   overflows: number
+}
+
+/** A replacing write (see `replaceSync`). */
+export interface NativeReplace {
+  key: Buffer
+  serializer: number
+  meta: Buffer
+  revisionAt: number
+  value: Buffer
+  expectedRevision?: number
+  lock: boolean
 }
 
 /** One key to write. `serializer` 0 marks raw bytes (bassoc). */

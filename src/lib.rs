@@ -180,6 +180,44 @@ fn put(store: &core::FileStore, writes: &[NativeWrite]) -> CoreResult<()> {
     store.put(&ws)
 }
 
+/// A replacing write (see `replaceSync`).
+#[napi(object)]
+pub struct NativeReplace {
+    pub key: Buffer,
+    pub serializer: u32,
+    pub meta: Buffer,
+    pub revision_at: u32,
+    pub value: Buffer,
+    pub expected_revision: Option<f64>,
+    pub lock: bool,
+}
+
+fn replace(store: &core::FileStore, w: &NativeReplace) -> CoreResult<core::Replaced> {
+    let expected_revision = match w.expected_revision {
+        None => None,
+        Some(n) if n >= 0.0 && n.fract() == 0.0 && n < 9_007_199_254_740_992.0 => Some(n as u64),
+        Some(n) => return Err(invalid(format!("expectedRevision must be a whole number >= 0, not {n}"))),
+    };
+    store.replace(&core::Replace {
+        key: &w.key,
+        serializer: serializer_id(w.serializer)?,
+        meta: &w.meta,
+        revision_at: w.revision_at as usize,
+        value: &w.value,
+        expected_revision,
+        lock: w.lock,
+    })
+}
+
+fn replaced_to_js(r: core::Replaced) -> f64 {
+    match r {
+        core::Replaced::Written { revision } => revision as f64,
+        core::Replaced::Busy => 0.0,
+        core::Replaced::Unsure => -1.0,
+        core::Replaced::Mismatch { actual } => -2.0 - actual as f64,
+    }
+}
+
 fn check_writes(writes: &[NativeWrite]) -> CoreResult<()> {
     for w in writes {
         serializer_id(w.serializer)?;
@@ -264,6 +302,14 @@ impl NativeFileStore {
     #[napi(ts_return_type = "Promise<NativeFileStore>")]
     pub fn open_async(env: &Env, path: String, options: NativeOpenOptions) -> Result<AsyncTask<OpenTask>> {
         Ok(AsyncTask::new(OpenTask { path, options: Some(core_options(&options).or_js(env)?) }))
+    }
+
+    /// The store directory, canonical (symbolic links resolved, as `realpath`
+    /// gives it): the facade needs it for the store's lock scope and clock,
+    /// and takes it from here instead of a `realpath` of its own.
+    #[napi(getter)]
+    pub fn dir(&self) -> String {
+        self.inner.dir().display().to_string()
     }
 
     #[napi]
@@ -363,6 +409,23 @@ impl NativeFileStore {
     pub fn put_async(&self, env: &Env, writes: Vec<NativeWrite>) -> Result<AsyncTask<StoreTask>> {
         check_writes(&writes).or_js(env)?;
         Ok(self.task(Op::Put(writes)))
+    }
+
+    /// A replacing write with its revision read fused in (`FileStore::replace`):
+    /// `meta` holds the revision slot at `revisionAt`; `lock`: take and release
+    /// the key's lock here (one attempt). Returns the new revision (>= 1) when
+    /// written, 0 when the lock is held elsewhere, -1 when the core leaves the
+    /// write to the general path, or -2 - actual on a revision mismatch.
+    #[napi]
+    pub fn replace_sync(&self, env: &Env, w: NativeReplace) -> Result<f64> {
+        replace(&self.inner, &w).map(replaced_to_js).or_js(env)
+    }
+
+    /// `replaceSync` on the threadpool: an async write of a new key is this one task.
+    #[napi(ts_return_type = "Promise<number>")]
+    pub fn replace_async(&self, env: &Env, w: NativeReplace) -> Result<AsyncTask<StoreTask>> {
+        serializer_id(w.serializer).or_js(env)?;
+        Ok(self.task(Op::Replace(w)))
     }
 
     /// Deletes each key; returns whether each existed.
@@ -564,6 +627,7 @@ pub enum Op {
     GetMeta(Buffer),
     Exists(Buffer),
     Put(Vec<NativeWrite>),
+    Replace(NativeReplace),
     Delete(Vec<Buffer>),
     List,
 }
@@ -575,6 +639,7 @@ pub enum OpOutput {
     Meta(Option<core::MetaEntry>),
     Bool(bool),
     Unit,
+    Number(f64),
     Bools(Vec<bool>),
     Listing(core::ListResult),
 }
@@ -600,6 +665,7 @@ impl StoreTask {
                 put(store, ws)?;
                 OpOutput::Unit
             }
+            Op::Replace(w) => OpOutput::Number(replaced_to_js(replace(store, w)?)),
             Op::Delete(ks) => OpOutput::Bools(store.delete(&key_slices(ks))?),
             Op::List => OpOutput::Listing(store.list()?),
         };
@@ -628,6 +694,7 @@ impl Task for StoreTask {
                 OpOutput::Meta(m) => ToNapiValue::to_napi_value(raw, m.map(meta_to_js))?,
                 OpOutput::Bool(b) => ToNapiValue::to_napi_value(raw, b)?,
                 OpOutput::Unit => ToNapiValue::to_napi_value(raw, ())?,
+                OpOutput::Number(n) => ToNapiValue::to_napi_value(raw, n)?,
                 OpOutput::Bools(v) => ToNapiValue::to_napi_value(raw, v)?,
                 OpOutput::Listing(l) => ToNapiValue::to_napi_value(raw, listing_to_js(l))?,
             }

@@ -12,7 +12,23 @@
  */
 import type { Readable } from 'node:stream'
 import gensync, { type Handler } from 'gensync'
-import { type LogInfo, type LogRecord, type NewRecord, type RawEntry, type RawMeta, type RawValue, type RawWrite, copyBytes, keyId, notBlocking, twinOp } from './backing/index.js'
+import {
+  type LogInfo,
+  type LogRecord,
+  type NewRecord,
+  type RawEntry,
+  type RawMeta,
+  type RawReplace,
+  type RawValue,
+  type RawWrite,
+  REPLACE_BUSY,
+  REPLACE_MISMATCH,
+  REPLACE_UNSURE,
+  copyBytes,
+  keyId,
+  notBlocking,
+  twinOp,
+} from './backing/index.js'
 import type { Backing, BlobSink, BlobSource, LogCursor } from './backing/seam.js'
 import { AppendGroups } from './backing/group-commit.js'
 import { NodeBuffer } from './node-buffer.js'
@@ -210,15 +226,67 @@ function revisionOf(meta: Metadata | undefined): number {
 function checkRevision(w: WriteArgs, current: Metadata | undefined): void {
   if (w.expectedRevision === undefined) return
   const actual = revisionOf(current)
-  if (actual !== w.expectedRevision) {
-    const e = new KonserveError(
-      'ERR_REVISION_MISMATCH',
-      w.expectedRevision === 0
-        ? `the key must not exist yet, but it is at revision ${actual}`
-        : `expected revision ${w.expectedRevision}, but the key is at revision ${actual}`,
-    )
-    e.actualRevision = actual
-    throw e
+  if (actual !== w.expectedRevision) throw revisionMismatch(w.expectedRevision, actual)
+}
+
+function revisionMismatch(expected: number, actual: number): KonserveError {
+  const e = new KonserveError(
+    'ERR_REVISION_MISMATCH',
+    expected === 0 ? `the key must not exist yet, but it is at revision ${actual}` : `expected revision ${expected}, but the key is at revision ${actual}`,
+  )
+  e.actualRevision = actual
+  return e
+}
+
+/** `fixstr 'revision'` then REVISION_SLOT: where a replacing write's meta leaves the backing its revision. */
+const SLOT_AFTER_NAME = Uint8Array.of(0xa8, 0x72, 0x65, 0x76, 0x69, 0x73, 0x69, 0x6f, 0x6e, 0xce, 0xff, 0xff, 0xff, 0xff)
+
+/** Where REVISION_SLOT is in `meta` (after the 'revision' name), or -1 unless it is there exactly once. */
+function revisionSlot(meta: Uint8Array): number {
+  let found = -1
+  outer: for (let i = 0; i + SLOT_AFTER_NAME.length <= meta.length; i++) {
+    for (let j = 0; j < SLOT_AFTER_NAME.length; j++) if (meta[i + j] !== SLOT_AFTER_NAME[j]) continue outer
+    if (found >= 0) return -1
+    found = i + 9
+  }
+  return found
+}
+
+/**
+ * A replacing write through the backing's fused op (Backing.replace), when it
+ * has one: this thread's lock here; the cross-process lock, the revision read
+ * and the write in the backing (the native store: one threadpool task, lock
+ * files taken off the JavaScript thread). The metadata written, or undefined
+ * when the backing leaves the write to the general path (nothing written).
+ */
+function* fusedReplace(store: Store, key: Key, cke: Uint8Array, type: KeyType, serializer: number, value: Uint8Array, w: WriteArgs): Handler<Metadata | undefined> {
+  const b = store.backing
+  const ids = lockIds(b.lockScope, [cke])
+  yield* acquireIds(ids)
+  try {
+    const written = nextMeta(key, type, undefined, w, false, yield* stamp(b))
+    written.revision = 0xffffffff
+    const meta = encodeMeta(written)
+    const revisionAt = revisionSlot(meta)
+    if (revisionAt < 0) return undefined
+    const r: RawReplace = { key: cke, serializer, meta, revisionAt, value, expectedRevision: w.expectedRevision, lock: true }
+    let n = yield* b.replace!(r)
+    if (n === REPLACE_BUSY) {
+      // Held elsewhere: waited for as the general path waits, then written holding it.
+      yield* b.lock([cke])
+      try {
+        r.lock = false
+        n = yield* b.replace!(r)
+      } finally {
+        b.unlock([cke])
+      }
+    }
+    if (n === REPLACE_UNSURE) return undefined
+    if (n <= REPLACE_MISMATCH) throw revisionMismatch(w.expectedRevision!, REPLACE_MISMATCH - n)
+    written.revision = n
+    return written
+  } finally {
+    release(ids)
   }
 }
 
@@ -571,15 +639,15 @@ const assocOp = gensync(function* (store: Store, key: Key, value: unknown, w: Wr
     const cke = encodeKey(key)
     // Encode before locking: a value that cannot be stored fails with nothing written.
     const { serializer, bytes } = encodeValue(store, value)
-    let written!: Metadata
-    yield* withLock(store.backing, [cke], function* () {
+    let written: Metadata | undefined = store.backing.replace ? yield* fusedReplace(store, key, cke, 'value', serializer, bytes, w) : undefined
+    if (!written) yield* withLock(store.backing, [cke], function* () {
       const prev = yield* metaBeforeReplace(store, key, cke, w)
       checkRevision(w, prev)
       written = nextMeta(key, 'value', prev, w, false, yield* stamp(store.backing))
       const meta = encodeMeta(written)
       yield* store.backing.put([{ key: cke, serializer, meta, value: bytes }])
     })
-    afterWrite(store, { op: 'assoc', key, path: [key], oldValue: undefined, newValue: value, meta: written })
+    afterWrite(store, { op: 'assoc', key, path: [key], oldValue: undefined, newValue: value, meta: written! })
     return [undefined, value] as [undefined, unknown]
   })
 })

@@ -37,6 +37,11 @@ export class GroupCommit {
     })
   }
 
+  /** Whether a batch is being written or waiting. */
+  get busy(): boolean {
+    return this.running || this.queue.length > 0
+  }
+
   private take(): Waiter[] {
     const batch: Waiter[] = []
     let writes = 0

@@ -74,6 +74,26 @@ export interface RawWrite {
   value: Uint8Array
 }
 
+/**
+ * A replacing write whose revision the backing reads itself (Backing.replace):
+ * `meta` holds REVISION_SLOT at `revisionAt`, where the backing writes the
+ * key's next revision (its shortest MessagePack form).
+ */
+export interface RawReplace extends RawWrite {
+  revisionAt: number
+  /** Write only if the key is at this revision (0: missing). */
+  expectedRevision?: number
+  /** Take (one attempt) and release the key's cross-process lock inside the write; else the caller holds it. */
+  lock: boolean
+}
+
+/** The MessagePack bytes (uint 32, 0xffffffff) a RawReplace's meta holds where the new revision goes. */
+export const REVISION_SLOT = Uint8Array.of(0xce, 0xff, 0xff, 0xff, 0xff)
+/** Backing.replace's answers other than a revision (>= 1): the lock is held elsewhere; left to the general path; mismatch is `REPLACE_MISMATCH - actual`. */
+export const REPLACE_BUSY = 0
+export const REPLACE_UNSURE = -1
+export const REPLACE_MISMATCH = -2
+
 export interface RawCorrupt {
   code: string
   file: string

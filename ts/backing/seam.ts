@@ -26,7 +26,7 @@
  */
 import gensync from 'gensync'
 import { KonserveError } from '../errors.js'
-import type { LogInfo, LogRecord, NewRecord, RawEntry, RawListing, RawMeta, RawValue, RawWrite } from './index.js'
+import type { LogInfo, LogRecord, NewRecord, RawEntry, RawListing, RawMeta, RawReplace, RawValue, RawWrite } from './index.js'
 
 /** One backing operation: `.sync(...)`, `.async(...)`, or `yield*` in a gensync generator. */
 export type Op<A extends unknown[], R> = gensync.Gensync<A, R>
@@ -189,6 +189,18 @@ export interface Backing {
   exists: Op<[key: Uint8Array], boolean>
   /** Writes all entries; each key's write is atomic and, when durable, synced before returning. */
   put: Op<[writes: RawWrite[]], void>
+  /**
+   * Optional: a replacing write with the revision read fused in, for a
+   * backing where that saves a round trip (the native store: one threadpool
+   * task, its lock files taken and released inside it). Under the key's
+   * lock (taken here when `w.lock`, one attempt), reads the revision the key
+   * is at (0: missing), checks `w.expectedRevision`, writes with the next
+   * revision in `w.meta`'s slot. Returns the new revision, or REPLACE_BUSY
+   * (the lock is held elsewhere), REPLACE_UNSURE (nothing done: use the
+   * general path), `REPLACE_MISMATCH - actual` (not written). Layers do not
+   * forward it, so a layer's writes take the general path.
+   */
+  replace?: Op<[w: RawReplace], number>
   /** Deletes the keys; returns whether each existed. */
   delete: Op<[keys: Uint8Array[]], boolean[]>
   /** Every entry, in batches (memory proportional to a batch). */

@@ -71,12 +71,19 @@ function* checkWritableDir(dir: string): Handler<void> {
   try {
     yield* accessWrite(dir)
   } catch (err) {
-    const errno = (err as NodeJS.ErrnoException).code
-    if (errno === 'EROFS') throw unwritable(new KonserveError('ERR_READ_ONLY', String((err as Error).message), { file: dir, cause: err }), dir, false)
-    if (errno === 'EACCES' || errno === 'EPERM') {
-      throw unwritable(new KonserveError('ERR_PERMISSION', String((err as Error).message), { file: dir, cause: err }), dir, false)
-    }
+    const e = notWritable(err, dir)
+    if (e) throw e
   }
+}
+
+/** The error of a failed access(W_OK) of `dir`, or undefined when it is none of ours (a missing directory). */
+function notWritable(err: unknown, dir: string): unknown {
+  const errno = (err as NodeJS.ErrnoException).code
+  if (errno === 'EROFS') return unwritable(new KonserveError('ERR_READ_ONLY', String((err as Error).message), { file: dir, cause: err }), dir, false)
+  if (errno === 'EACCES' || errno === 'EPERM') {
+    return unwritable(new KonserveError('ERR_PERMISSION', String((err as Error).message), { file: dir, cause: err }), dir, false)
+  }
+  return undefined
 }
 
 /** Checks the codec options and turns them into the binding's form. */
@@ -133,7 +140,7 @@ useDefaultImplementation(() => (chooseNative({}) ? 'native' : 'pure'))
 /** The backing over an opened native store in the canonical directory `real`, with its clock. */
 function nativeBacking(store: NativeFileStore, real: string, durable: boolean, readOnly: boolean): NativeFileBacking {
   try {
-    return new NativeFileBacking(store, `file:${real}`, FileClock.openSync(real, durable, new StagingDir(real, durable, readOnly)))
+    return new NativeFileBacking(store, `file:${real}`, FileClock.openSync(real, durable, new StagingDir(real, durable, readOnly)), durable)
   } catch (err) {
     throw fromNative(err)
   }
@@ -168,10 +175,35 @@ function checkFsArgs(path: unknown, options: unknown): { dir: string; serializer
   return { dir, serializers, open }
 }
 
-// The core creates the directory, fsyncing each new level into its parent.
+/**
+ * Opens the native store (the core creates the directory, fsyncing each new
+ * level into its parent); a writable open checks the directory first
+ * (checkWritableDir). The async form runs the check and the open at once,
+ * on two threads: an async open waits for one thread hop, not two.
+ */
 const openNative = twinOp(
-  (native: NativeBinding, dir: string, o: OpenOptions) => native.NativeFileStore.open(dir, o),
-  (native: NativeBinding, dir: string, o: OpenOptions) => native.NativeFileStore.openAsync(dir, o),
+  (native: NativeBinding, dir: string, o: OpenOptions) => {
+    if (!o.readOnly) {
+      try {
+        accessSync(dir, fsConstants.W_OK)
+      } catch (err) {
+        const refused = notWritable(err, dir)
+        if (refused) throw refused
+      }
+    }
+    try {
+      return native.NativeFileStore.open(dir, o)
+    } catch (err) {
+      throw unwritable(fromNative(err), dir, o.readOnly)
+    }
+  },
+  async (native: NativeBinding, dir: string, o: OpenOptions) => {
+    const [checked, store] = await Promise.allSettled([o.readOnly ? undefined : access(dir, fsConstants.W_OK), native.NativeFileStore.openAsync(dir, o)])
+    const refused = checked.status === 'rejected' ? notWritable(checked.reason, dir) : undefined
+    if (refused) throw refused
+    if (store.status === 'rejected') throw unwritable(fromNative(store.reason), dir, o.readOnly)
+    return store.value
+  },
 )
 const canonical = twinOp(
   (dir: string) => realpathSync(dir),
@@ -182,9 +214,9 @@ const connectOp = gensync(function* (path: string, options: (FsStoreOptions & Sy
   const { dir, serializers, open } = checkFsArgs(path, options)
   const opts = options ?? {}
   if (opts.create === false || open.readOnly) yield* existingDir(dir)
-  if (!open.readOnly) yield* checkWritableDir(dir)
   const native = chooseNative(opts)
   if (!native) {
+    if (!open.readOnly) yield* checkWritableDir(dir)
     const codec = createPureCodec(open.compressor, open.encryptionKey, open.acceptPlaintext)
     try {
       return opened(new Store(yield* openPureStore(dir, codec, open), serializers, dir))
@@ -192,13 +224,9 @@ const connectOp = gensync(function* (path: string, options: (FsStoreOptions & Sy
       throw unwritable(err, dir, open.readOnly)
     }
   }
-  let store: NativeFileStore
-  try {
-    store = yield* openNative(native, dir, open)
-  } catch (err) {
-    throw unwritable(fromNative(err), dir, open.readOnly)
-  }
-  return opened(new Store(nativeBacking(store, yield* canonical(dir), open.syncBlob, open.readOnly), serializers, dir))
+  const store: NativeFileStore = yield* openNative(native, dir, open)
+  // The core's canonical directory: no realpath of our own (another thread hop in async form).
+  return opened(new Store(nativeBacking(store, store.dir, open.syncBlob, open.readOnly), serializers, dir))
 })
 
 /** Opens (creating if needed) a file store in the directory `path`. */

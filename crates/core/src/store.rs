@@ -114,6 +114,44 @@ pub struct Write<'a> {
     pub value: &'a [u8],
 }
 
+/// A replacing write for [`FileStore::replace`].
+#[derive(Clone, Copy, Debug)]
+pub struct Replace<'a> {
+    /// The key's CKE.
+    pub key: &'a [u8],
+    /// Serializer id of the value (0 = raw bytes).
+    pub serializer: u8,
+    /// The metadata bytes, with [`REVISION_SLOT`](crate::format::meta::REVISION_SLOT) where the new revision goes.
+    pub meta: &'a [u8],
+    /// Where in `meta` the slot is.
+    pub revision_at: usize,
+    /// The value bytes.
+    pub value: &'a [u8],
+    /// Write only if the key is at this revision (0: missing).
+    pub expected_revision: Option<u64>,
+    /// Take the key's lock (one attempt) and release it here; else the caller holds it.
+    pub lock: bool,
+}
+
+/// What [`FileStore::replace`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replaced {
+    /// Written: the key is now at `revision`.
+    Written {
+        /// The key's new revision.
+        revision: u64,
+    },
+    /// Not written: the key is at `actual`, not the expected revision.
+    Mismatch {
+        /// The revision the key is at.
+        actual: u64,
+    },
+    /// Not written: another holder has the key's lock (only with `lock`).
+    Busy,
+    /// Not written: the key's current revision is for the caller's general path to read.
+    Unsure,
+}
+
 /// A staging file written for a put, the key file it replaces, and its
 /// registration against the sweep.
 type StagedPut = (PathBuf, PathBuf, InFlight);
@@ -526,6 +564,52 @@ impl FileStore {
             let _ = self.files.vfs.remove_file(stage);
         }
         result
+    }
+
+    /// A replacing write with its revision read fused in: under `key`'s lock
+    /// (taken and released here when `r.lock`, one attempt, else held by the
+    /// caller), reads the revision the key is at ([`format::meta::revision`](crate::format::meta::revision);
+    /// 0 when missing), checks `r.expected_revision`, and writes `r.meta` with
+    /// the next revision spliced into its [`REVISION_SLOT`](crate::format::meta::REVISION_SLOT) at
+    /// `r.revision_at`, as [`put`](Self::put) writes. One call, so an async
+    /// write of a new key is one threadpool task with its lock files taken
+    /// and released off the JavaScript thread, not a lock, a read, a write
+    /// and an unlock. What it is not sure of (an append log, a metadata map it
+    /// cannot read, a failed read) it leaves to the caller's general path:
+    /// [`Replaced::Unsure`], nothing written, the lock as it found it.
+    pub fn replace(&self, r: &Replace<'_>) -> Result<Replaced> {
+        if r.lock && !self.try_lock(&[r.key])? {
+            return Ok(Replaced::Busy);
+        }
+        let result = self.replace_locked(r);
+        if r.lock {
+            let released = self.unlock(&[r.key]);
+            if result.is_ok() {
+                released?;
+            }
+        }
+        result
+    }
+
+    fn replace_locked(&self, r: &Replace<'_>) -> Result<Replaced> {
+        let current = match self.get_meta(r.key) {
+            Ok(None) => 0,
+            Ok(Some(e)) if e.log.is_none() => match crate::format::meta::revision(&e.meta) {
+                Some(n) => n,
+                None => return Ok(Replaced::Unsure),
+            },
+            Ok(Some(_)) | Err(_) => return Ok(Replaced::Unsure),
+        };
+        if let Some(expected) = r.expected_revision {
+            if expected != current {
+                return Ok(Replaced::Mismatch { actual: current });
+            }
+        }
+        let Some(meta) = crate::format::meta::splice_revision(r.meta, r.revision_at, current + 1) else {
+            return Ok(Replaced::Unsure);
+        };
+        self.put(&[Write { key: r.key, serializer: r.serializer, meta: &meta, value: r.value }])?;
+        Ok(Replaced::Written { revision: current + 1 })
     }
 
     /// Writes each entry to its own new staging file and (when durable) fsyncs

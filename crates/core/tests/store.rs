@@ -133,6 +133,70 @@ fn get_meta_now_never_waits_for_the_disk() {
     assert!(store.get_meta_now(&key("a")).unwrap().is_some());
 }
 
+/// A metadata map as the facade writes it for a replacing write: the revision slot last.
+fn slotted_meta() -> (Vec<u8>, usize) {
+    let mut m = b"\x83\xa4type\xa5value\xa9lastWrite\xd6\xff\x00\x00\x00\x01\xa8revision".to_vec();
+    let at = m.len();
+    m.extend_from_slice(&konserve_core::format::meta::REVISION_SLOT);
+    (m, at)
+}
+
+#[test]
+fn replace_counts_revisions_checks_the_expected_one_and_takes_the_lock_itself() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let (meta, at) = slotted_meta();
+    let k = key("r");
+    let w = |expected: Option<u64>, lock: bool| Replace { key: &k, serializer: 1, meta: &meta, revision_at: at, value: b"v", expected_revision: expected, lock };
+    // A new key: revision 1, its meta the slot spliced with the shortest form.
+    assert_eq!(store.replace(&w(Some(0), true)).unwrap(), Replaced::Written { revision: 1 });
+    let mut want = meta[..at].to_vec();
+    want.push(1);
+    assert_eq!(store.get_meta(&k).unwrap().unwrap().meta, want);
+    assert_eq!(store.replace(&w(None, true)).unwrap(), Replaced::Written { revision: 2 });
+    // A wrong expectation writes nothing.
+    assert_eq!(store.replace(&w(Some(1), true)).unwrap(), Replaced::Mismatch { actual: 2 });
+    assert_eq!(store.replace(&w(Some(0), true)).unwrap(), Replaced::Mismatch { actual: 2 });
+    assert_eq!(store.get(&k).unwrap().unwrap().meta[at], 2);
+    // The lock was released each time; held by another holder, the write is Busy and nothing is written.
+    let other = open(tmp.path());
+    assert!(other.try_lock(&[&k]).unwrap());
+    assert_eq!(store.replace(&w(None, true)).unwrap(), Replaced::Busy);
+    assert_eq!(store.get(&k).unwrap().unwrap().meta[at], 2);
+    // A caller holding the lock writes with lock: false.
+    other.unlock(&[&k]).unwrap();
+    store.lock(&[&k]).unwrap();
+    assert_eq!(store.replace(&w(Some(2), false)).unwrap(), Replaced::Written { revision: 3 });
+    assert!(!other.try_lock(&[&k]).unwrap(), "lock: false leaves the caller's lock held");
+    store.unlock(&[&k]).unwrap();
+    assert!(other.try_lock(&[&k]).unwrap());
+    other.unlock(&[&k]).unwrap();
+    // No lock file is left behind.
+    assert!(names(tmp.path()).iter().all(|n| n.ends_with(".ksv") || n.starts_with(".konserve")), "{:?}", names(tmp.path()));
+}
+
+#[test]
+fn replace_leaves_what_it_is_not_sure_of_to_the_caller() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let (meta, at) = slotted_meta();
+    let w = |k: &[u8], at: usize| store.replace(&Replace { key: k, serializer: 1, meta: &meta, revision_at: at, value: b"v", expected_revision: None, lock: true });
+    // A metadata map it cannot read (here: not a map), an append log, a slot not where it is said to be.
+    put1(&store, &key("raw"), b"x");
+    assert_eq!(w(&key("raw"), at).unwrap(), Replaced::Unsure);
+    let r = konserve_core::format::log::NewRecord { serializer: 1, stamp: 7, payload: b"x" };
+    store.log_append(&key("log"), &[r], b"\x80").unwrap();
+    assert_eq!(w(&key("log"), at).unwrap(), Replaced::Unsure);
+    assert_eq!(w(&key("new"), at - 1).unwrap(), Replaced::Unsure);
+    // Nothing written, nothing left locked.
+    assert_eq!(store.get(&key("raw")).unwrap().unwrap().meta, b"\x80");
+    assert!(store.get(&key("new")).unwrap().is_none());
+    for k in ["raw", "log", "new"] {
+        assert!(store.try_lock(&[&key(k)]).unwrap());
+        store.unlock(&[&key(k)]).unwrap();
+    }
+}
+
 #[test]
 fn invalid_keys_are_refused_and_write_nothing() {
     let tmp = tempfile::tempdir().unwrap();

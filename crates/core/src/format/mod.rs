@@ -8,6 +8,7 @@
 //! - [`blob`]: the chunks, chunk table and trailer of a chunked blob (§4.5).
 //! - [`log`]: an append log's records and commit area (§4.6).
 //! - [`keycheck`]: the key check and rekey files of an encrypted store (§4.7).
+//! - [`meta`]: the revision in a key's metadata map (§4.4), for fused writes.
 //! - [`wal`]: the write-ahead log's header, hint and frames (docs/WAL.md §3;
 //!   not used by the store yet).
 //!
@@ -21,6 +22,7 @@ pub mod file;
 pub mod key;
 pub mod keycheck;
 pub mod log;
+pub mod meta;
 pub mod wal;
 
 use crate::codec::SegmentContext;
