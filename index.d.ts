@@ -331,16 +331,6 @@ export interface NativeOpenOptions {
   valueCacheBytes?: number
 }
 
-/** What a store's value cache has done (see `valueCacheStats`). */
-export interface NativeValueCacheStats {
-  enabled: boolean
-  hits: number
-  misses: number
-  entries: number
-  bytes: number
-  overflows: number
-}
-
 /** A replacing write (see `replaceSync`). */
 export interface NativeReplace {
   key: Buffer
@@ -350,6 +340,16 @@ export interface NativeReplace {
   value: Buffer
   expectedRevision?: number
   lock: boolean
+}
+
+/** What a store's value cache has done (see `valueCacheStats`). */
+export interface NativeValueCacheStats {
+  enabled: boolean
+  hits: number
+  misses: number
+  entries: number
+  bytes: number
+  overflows: number
 }
 
 /** One key to write. `serializer` 0 marks raw bytes (bassoc). */

@@ -147,7 +147,15 @@ fn replace_counts_revisions_checks_the_expected_one_and_takes_the_lock_itself() 
     let store = open(tmp.path());
     let (meta, at) = slotted_meta();
     let k = key("r");
-    let w = |expected: Option<u64>, lock: bool| Replace { key: &k, serializer: 1, meta: &meta, revision_at: at, value: b"v", expected_revision: expected, lock };
+    let w = |expected: Option<u64>, lock: bool| Replace {
+        key: &k,
+        serializer: 1,
+        meta: &meta,
+        revision_at: at,
+        value: b"v",
+        expected_revision: expected,
+        lock,
+    };
     // A new key: revision 1, its meta the slot spliced with the shortest form.
     assert_eq!(store.replace(&w(Some(0), true)).unwrap(), Replaced::Written { revision: 1 });
     let mut want = meta[..at].to_vec();
@@ -180,7 +188,9 @@ fn replace_leaves_what_it_is_not_sure_of_to_the_caller() {
     let tmp = tempfile::tempdir().unwrap();
     let store = open(tmp.path());
     let (meta, at) = slotted_meta();
-    let w = |k: &[u8], at: usize| store.replace(&Replace { key: k, serializer: 1, meta: &meta, revision_at: at, value: b"v", expected_revision: None, lock: true });
+    let w = |k: &[u8], at: usize| {
+        store.replace(&Replace { key: k, serializer: 1, meta: &meta, revision_at: at, value: b"v", expected_revision: None, lock: true })
+    };
     // A metadata map it cannot read (here: not a map), an append log, a slot not where it is said to be.
     put1(&store, &key("raw"), b"x");
     assert_eq!(w(&key("raw"), at).unwrap(), Replaced::Unsure);
