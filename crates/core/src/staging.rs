@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
+use crate::error::{Error, ErrorCode, Result};
 use crate::keyhash::is_lower_hex;
 
 const SUFFIX: &str = ".stage";
@@ -13,6 +14,50 @@ const SUFFIX: &str = ".stage";
 pub(crate) fn next_seq() -> u64 {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     SEQ.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Runs `stage` over `items`, split into parts on up to `threads` scoped
+/// threads (creating, writing and syncing many small files is latency-bound,
+/// and the file system makes many of them durable in one journal commit).
+/// Everything any part staged ends up in `staged`, even from a part that
+/// failed, so that the caller can remove what it does not rename; the first
+/// failure is returned.
+pub(crate) fn stage_parallel<T: Sync, S: Send>(
+    items: &[T],
+    threads: usize,
+    staged: &mut Vec<S>,
+    stage: impl Fn(&[T], &mut Vec<S>) -> Result<()> + Sync,
+) -> Result<()> {
+    let threads = threads.clamp(1, items.len().max(1));
+    if threads == 1 {
+        return stage(items, staged);
+    }
+    let per = items.len().div_ceil(threads);
+    let stage = &stage;
+    let results: Vec<(Vec<S>, Result<()>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(per)
+            .map(|part| {
+                scope.spawn(move || {
+                    let mut mine = Vec::with_capacity(part.len());
+                    let r = stage(part, &mut mine);
+                    (mine, r)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| (Vec::new(), Err(Error::new(ErrorCode::Io, "a staging thread panicked")))))
+            .collect()
+    });
+    let mut first = Ok(());
+    for (mine, r) in results {
+        staged.extend(mine);
+        if first.is_ok() {
+            first = r;
+        }
+    }
+    first
 }
 
 /// The staging name for the key file `<hex32>.ksv`.

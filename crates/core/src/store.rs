@@ -26,7 +26,7 @@ pub use crate::keyfile::{MetaEntry, Options, DEFAULT_LOCK_TIMEOUT};
 use crate::keyhash::{self, is_key_file_name};
 use crate::locks::{LockId, LockTable};
 use crate::log::{self, LogCursor};
-use crate::staging::{self, InFlight};
+use crate::staging::{self, stage_parallel, InFlight};
 use crate::valuecache::{Lookup, Ticket, ValueCacheStats};
 use crate::vfs::{self, RealFs, Vfs};
 
@@ -619,35 +619,8 @@ impl FileStore {
     /// Every staging file created, even on failure, ends up in `staged`, so the
     /// caller removes what was not renamed.
     fn stage_all(&self, writes: &[Write<'_>], staged: &mut Vec<StagedPut>) -> Result<()> {
-        if writes.len() < PARALLEL_SYNC_MIN || !self.files.vfs.parallel_sync() {
-            return writes.iter().try_for_each(|w| self.stage_one(w, staged));
-        }
-        let threads = writes.len().min(PARALLEL_SYNC_THREADS);
-        let per_thread = writes.len().div_ceil(threads);
-        let results: Vec<(Vec<StagedPut>, Result<()>)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = writes
-                .chunks(per_thread)
-                .map(|part| {
-                    scope.spawn(move || {
-                        let mut mine = Vec::with_capacity(part.len());
-                        let r = part.iter().try_for_each(|w| self.stage_one(w, &mut mine));
-                        (mine, r)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| (Vec::new(), Err(Error::new(ErrorCode::Io, "a staging thread panicked")))))
-                .collect()
-        });
-        let mut first = Ok(());
-        for (mine, r) in results {
-            staged.extend(mine);
-            if first.is_ok() {
-                first = r;
-            }
-        }
-        first
+        let threads = if writes.len() < PARALLEL_SYNC_MIN || !self.files.vfs.parallel_sync() { 1 } else { PARALLEL_SYNC_THREADS };
+        stage_parallel(writes, threads, staged, |part, out| part.iter().try_for_each(|w| self.stage_one(w, out)))
     }
 
     /// Stages one entry: a new staging file, written whole, fsynced when durable.

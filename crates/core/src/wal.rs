@@ -27,7 +27,7 @@ use crate::format::wal::{
 };
 use crate::keyfile::{Options, StoreDir};
 use crate::keyhash::KEY_FILE_SUFFIX;
-use crate::staging::InFlight;
+use crate::staging::{stage_parallel, InFlight};
 use crate::vfs::{Vfs, VfsFile};
 
 /// The log lock's name part (FORMAT.md §6 protocol): `.57414c…57.lock`.
@@ -839,45 +839,24 @@ impl Wal {
     /// Writes the payload of each put of `slice` to a new staging file and
     /// fsyncs it (up to 64 threads at once where the file system allows).
     fn stage_slice(&self, slice: &[([u8; 16], Entry)], fsync: bool, staged: &mut Vec<Staged>) -> Result<()> {
-        let threads = if self.files.vfs.parallel_sync() && slice.len() >= 4 { slice.len().min(64) } else { 1 };
-        let per = slice.len().div_ceil(threads).max(1);
-        let results: Vec<(Vec<Staged>, Result<()>)> = std::thread::scope(|scope| {
-            let run = |part: &[([u8; 16], Entry)]| {
-                let mut mine = Vec::with_capacity(part.len());
-                let r = part.iter().try_for_each(|(hash, e)| {
-                    if e.op != WalOp::Put {
-                        mine.push(None);
-                        return Ok(());
-                    }
-                    let mut payload = vec![0u8; e.len as usize];
-                    self.read_at(&mut payload, e.at)?;
-                    let (mut f, stage, in_flight) = self.files.create_staging_hex(&hex(hash))?;
-                    mine.push(Some((stage.clone(), in_flight)));
-                    f.write_all(&payload).map_err(|err| Error::io(err, "cannot write a staging file", &stage))?;
-                    if fsync {
-                        f.sync().map_err(|err| self.files.fsync_failed(err, "cannot fsync a staging file", &stage))?;
-                    }
-                    Ok(())
-                });
-                (mine, r)
-            };
-            if threads == 1 {
-                return vec![run(slice)];
-            }
-            let handles: Vec<_> = slice.chunks(per).map(|part| scope.spawn(move || run(part))).collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| (Vec::new(), Err(Error::new(ErrorCode::Io, "a staging thread panicked")))))
-                .collect()
-        });
-        let mut first = Ok(());
-        for (mine, r) in results {
-            staged.extend(mine);
-            if first.is_ok() {
-                first = r;
-            }
-        }
-        first?;
+        let threads = if self.files.vfs.parallel_sync() && slice.len() >= 4 { 64 } else { 1 };
+        stage_parallel(slice, threads, staged, |part, out| {
+            part.iter().try_for_each(|(hash, e)| {
+                if e.op != WalOp::Put {
+                    out.push(None);
+                    return Ok(());
+                }
+                let mut payload = vec![0u8; e.len as usize];
+                self.read_at(&mut payload, e.at)?;
+                let (mut f, stage, in_flight) = self.files.create_staging_hex(&hex(hash))?;
+                out.push(Some((stage.clone(), in_flight)));
+                f.write_all(&payload).map_err(|err| Error::io(err, "cannot write a staging file", &stage))?;
+                if fsync {
+                    f.sync().map_err(|err| self.files.fsync_failed(err, "cannot fsync a staging file", &stage))?;
+                }
+                Ok(())
+            })
+        })?;
         if staged.len() != slice.len() {
             return Err(Error::new(ErrorCode::Io, "a checkpoint slice was not staged whole"));
         }
