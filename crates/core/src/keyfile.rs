@@ -175,6 +175,21 @@ impl StoreDir {
         StoreDir { dir, vfs, id, options, poisoned: AtomicBool::new(false), cache }
     }
 
+    /// The FORMAT.md §6 lock files of this directory.
+    pub(crate) fn locker(&self) -> filelock::Locker<'_> {
+        filelock::Locker { vfs: &*self.vfs, dir: &self.dir, lease: self.options.lock_lease }
+    }
+
+    /// A failure to take or release lock `hex`, typed (an I/O error of no
+    /// more telling kind is `ERR_LOCK`) and naming the lock file.
+    pub(crate) fn lock_error(&self, e: io::Error, what: &str, hex: &str) -> Error {
+        let code = match ErrorCode::of_io(&e) {
+            ErrorCode::Io => ErrorCode::Lock,
+            c => c,
+        };
+        Error::io_with_code(code, e, what, self.dir.join(filelock::lock_name(hex)))
+    }
+
     /// The store's options.
     pub(crate) fn options(&self) -> &Options {
         &self.options

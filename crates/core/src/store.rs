@@ -323,7 +323,7 @@ impl FileStore {
             }
         }
         // Lock temp files and takeover markers nobody can use any more.
-        if self.locker().sweep(&names) {
+        if self.files.locker().sweep(&names) {
             removed = true;
         }
         if removed && self.files.options.sync_blob {
@@ -756,18 +756,6 @@ impl FileStore {
         Ok(ids)
     }
 
-    fn locker(&self) -> Locker<'_> {
-        Locker { vfs: &*self.files.vfs, dir: &self.files.dir, lease: self.files.options.lock_lease }
-    }
-
-    fn lock_error(&self, e: io::Error, what: &str, hex: &str) -> Error {
-        let code = match ErrorCode::of_io(&e) {
-            ErrorCode::Io => ErrorCode::Lock,
-            c => c,
-        };
-        Error::io_with_code(code, e, what, self.files.dir.join(filelock::lock_name(hex)))
-    }
-
     fn timeout_error(&self, hex: &str, holder: &str) -> Error {
         Error::new(
             ErrorCode::LockTimeout,
@@ -783,13 +771,13 @@ impl FileStore {
     /// One attempt at one key's cross-process lock (the in-process one held).
     fn try_file_lock(&self, hash: u128) -> Result<std::result::Result<(), Option<Record>>> {
         let hex = format!("{hash:032x}");
-        match self.locker().try_acquire(&hex) {
+        match self.files.locker().try_acquire(&hex) {
             Ok(Attempt::Taken(rec)) => {
                 self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(hash, rec);
                 Ok(Ok(()))
             }
             Ok(Attempt::Busy(holder)) => Ok(Err(holder)),
-            Err(e) => Err(self.lock_error(e, "cannot take a key's lock", &hex)),
+            Err(e) => Err(self.files.lock_error(e, "cannot take a key's lock", &hex)),
         }
     }
 
@@ -883,8 +871,8 @@ impl FileStore {
             let rec = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id.1);
             if let Some(rec) = rec {
                 let hex = format!("{:032x}", id.1);
-                if let Err(e) = self.locker().release(&hex, &rec.token) {
-                    first.get_or_insert_with(|| self.lock_error(e, "cannot release a key's lock", &hex));
+                if let Err(e) = self.files.locker().release(&hex, &rec.token) {
+                    first.get_or_insert_with(|| self.files.lock_error(e, "cannot release a key's lock", &hex));
                 }
             }
             LockTable::global().unlock(id);

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::error::{Error, ErrorCode, Result};
-use crate::filelock::{Attempt, Locker};
+use crate::filelock::Attempt;
 use crate::format::file;
 use crate::format::wal::{
     check_tail, decode_frame_at, decode_header, decode_hint, encode_frame, encode_header_slot, encode_hint, frame_len, NewWalRecord,
@@ -241,7 +241,7 @@ impl Drop for HeldLock<'_> {
     fn drop(&mut self) {
         // A lock file that could not be removed names this live process:
         // filelock keeps its token as an orphan our next acquire takes over.
-        let _ = self.wal.locker().release(self.hex, &self.token);
+        let _ = self.wal.files.locker().release(self.hex, &self.token);
     }
 }
 
@@ -324,24 +324,12 @@ impl Wal {
         lock(&self.index).end - FRAMES_AT as u64
     }
 
-    fn locker(&self) -> Locker<'_> {
-        Locker { vfs: &*self.files.vfs, dir: &self.files.dir, lease: self.files.options.lock_lease }
-    }
-
-    fn lock_error(&self, e: io::Error, what: &str, hex: &str) -> Error {
-        let code = match ErrorCode::of_io(&e) {
-            ErrorCode::Io => ErrorCode::Lock,
-            c => c,
-        };
-        Error::io_with_code(code, e, what, self.files.dir.join(crate::filelock::lock_name(hex)))
-    }
-
     /// One attempt at a lock file; `None` when busy.
     fn try_file_lock(&self, hex: &'static str) -> Result<Option<HeldLock<'_>>> {
-        match self.locker().try_acquire(hex) {
+        match self.files.locker().try_acquire(hex) {
             Ok(Attempt::Taken(rec)) => Ok(Some(HeldLock { wal: self, hex, token: rec.token })),
             Ok(Attempt::Busy(_)) => Ok(None),
-            Err(e) => Err(self.lock_error(e, "cannot take the write-ahead log's lock", hex)),
+            Err(e) => Err(self.files.lock_error(e, "cannot take the write-ahead log's lock", hex)),
         }
     }
 
