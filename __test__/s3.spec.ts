@@ -316,9 +316,21 @@ test("the registry: createStore / connectStore / storeExists / deleteStore with 
   t.throws(() => k.storeExists(config, { sync: true }), { code: 'ERR_NOT_SUPPORTED' } as never)
   await k.releaseStore(again)
   await k.releaseStore(db)
+  // A store of this process still open on the prefix is ended by deleteStore: ERR_STORE_DELETED,
+  // not an empty store that a later write would quietly fill again (objects under a deleted store's prefix).
+  const open = await k.connectStore(config)
+  const direct = await connectS3Store({ bucket: BUCKET, prefix: config.prefix, endpoint: server.endpoint, credentials: ACCESS })
+  const elsewhere = await k.createStore({ ...config, prefix: prefix() })
   await k.deleteStore(config)
   t.false(await k.storeExists(config))
   t.deepEqual(await objects(server.client(), config.prefix), [])
+  await t.throwsAsync(k.get(open, 'a'), { code: 'ERR_STORE_DELETED', message: /was deleted \(deleteStore\)/ } as never)
+  await t.throwsAsync(k.assoc(direct, 'b', 2), { code: 'ERR_STORE_DELETED' } as never)
+  t.deepEqual(await objects(server.client(), config.prefix), [])
+  // A store on another prefix is not touched.
+  await k.assoc(elsewhere, 'c', 3)
+  t.is(await k.get(elsewhere, 'c'), 3)
+  await k.close(elsewhere)
 })
 
 test('tiering: a file store in front of S3, write-through; the blobs read back from S3 alone', async (t) => {

@@ -14,7 +14,7 @@ import { type Store as StoreT, KonserveError, Store, close, registerBackend, sto
 // Types from the main entry too (not ./store.js): the subpaths' declarations then share no chunk of their own.
 import type { StoreOptions, CompressorOption, EncryptorOption } from './index.js'
 import { type PgClient, type PgPool, type PgTables, PostgresBacking, createTablesSql, tablesOf, typed } from './backends/postgres.js'
-import { connectChecks } from './backends/remote.js'
+import { connectChecks, openStoreTracker } from './backends/remote.js'
 
 export type { PgPool, PgClient } from './backends/postgres.js'
 
@@ -137,27 +137,8 @@ async function prepare(pool: PgPool, tables: PgTables, mode: Mode): Promise<void
 }
 
 /** The stores of this process open on each server and table, so that deleteStore ends them (ERR_STORE_DELETED). */
-const openStores = new Map<string, Set<WeakRef<StoreT>>>()
+const openStores = openStoreTracker<StoreT>((s) => close(s))
 const tableScope = (options: PostgresStoreOptions, tables: PgTables) => `${scopeOf(options)}#${tables.main}`
-
-function track(scope: string, store: StoreT): StoreT {
-  let set = openStores.get(scope)
-  if (!set) openStores.set(scope, (set = new Set()))
-  for (const ref of set) if (!ref.deref() || ref.deref()!.ended) set.delete(ref)
-  set.add(new WeakRef(store))
-  return store
-}
-
-/** Ends this process's stores open on the table: their later calls fail with ERR_STORE_DELETED, not with a missing relation. */
-async function endStores(scope: string, name: string): Promise<void> {
-  for (const ref of openStores.get(scope) ?? []) {
-    const s = ref.deref()
-    if (!s || s.ended) continue
-    await close(s).catch(() => {})
-    s.ended = { code: 'ERR_STORE_DELETED', why: `the postgres store in table ${JSON.stringify(name)} was deleted (deleteStore)` }
-  }
-  openStores.delete(scope)
-}
 
 async function open(fn: string, options: PostgresStoreOptions, mode: Mode): Promise<StoreT> {
   const c = check(fn, options)
@@ -182,7 +163,7 @@ async function open(fn: string, options: PostgresStoreOptions, mode: Mode): Prom
     blobGraceMs,
     scope: scopeOf(options),
   })
-  return track(tableScope(options, c.tables), new Store(backing, { serializer: options.serializer, serializers: options.serializers }))
+  return openStores.track(tableScope(options, c.tables), new Store(backing, { serializer: options.serializer, serializers: options.serializers }))
 }
 
 /** Opens a konserve store on PostgreSQL (creating its tables if missing): `{ connectionString }` (the store owns the pool) or `{ pool }` (yours). */
@@ -226,7 +207,7 @@ export const postgresBackend = {
     withPool('storeExists', optionsOf('storeExists', config, sync), (pool, tables) => tableExists(pool, tables)),
   delete: (config: PostgresStoreConfig, { sync }: { sync: boolean }) =>
     withPool('deleteStore', optionsOf('deleteStore', config, sync), async (pool, t) => {
-      await endStores(tableScope(config, t), t.name)
+      await openStores.endAll(tableScope(config, t), `the postgres store in table ${JSON.stringify(t.name)} was deleted (deleteStore)`)
       await pool.query(`DROP TABLE IF EXISTS ${t.main}, ${t.chunks}, ${t.records}`)
     }),
 }

@@ -14,7 +14,7 @@
 import { type Backend, type StoreConfig, type Store as StoreT, KonserveError, Store, close, registerBackend, storeExistsError, storeNotFoundError } from './index.js'
 import type { StoreOptions, CompressorOption, EncryptorOption } from './store.js'
 import { type RedisClient, RedisBacking } from './backends/redis.js'
-import { connectChecks } from './backends/remote.js'
+import { connectChecks, openStoreTracker } from './backends/remote.js'
 import { type RedisConn, isIoredis, isNodeRedis, isNodeRedisCluster, redisConn } from './backends/redis-client.js'
 
 export interface RedisStoreOptions extends StoreOptions {
@@ -49,16 +49,8 @@ export interface RedisStoreOptions extends StoreOptions {
 const { bad, ms, codecOptions } = connectChecks('connectRedisStore')
 
 /** Stores of this process, by lock scope (server, database, prefix): deleteStore ends them. */
-const openStores = new Map<string, Set<WeakRef<StoreT>>>()
-
-function track(store: StoreT): StoreT {
-  const scope = store.backing.lockScope
-  let set = openStores.get(scope)
-  if (!set) openStores.set(scope, (set = new Set()))
-  for (const ref of set) if (!ref.deref() || ref.deref()!.ended) set.delete(ref)
-  set.add(new WeakRef(store))
-  return store
-}
+const openStores = openStoreTracker<StoreT>((s) => close(s))
+const track = (store: StoreT): StoreT => openStores.track(store.backing.lockScope, store)
 
 const unavailable = (what: string, err: unknown) => new KonserveError('ERR_BACKEND_UNAVAILABLE', `${what}: ${(err as Error)?.message ?? String(err)}`, { cause: err })
 const noClient = (err?: unknown) =>
@@ -268,13 +260,7 @@ export const redisBackend: Backend<StoreConfig> = {
   async delete(config) {
     await withConn('deleteStore', config, async (conn, prefix) => {
       const scope = `redis:${conn.scope}#${prefix}`
-      for (const ref of openStores.get(scope) ?? []) {
-        const s = ref.deref()
-        if (!s || s.ended) continue
-        await close(s).catch(() => {})
-        s.ended = { code: 'ERR_STORE_DELETED', why: `the redis store with prefix ${JSON.stringify(prefix)} was deleted (deleteStore)` }
-      }
-      openStores.delete(scope)
+      await openStores.endAll(scope, `the redis store with prefix ${JSON.stringify(prefix)} was deleted (deleteStore)`)
       const match = `${glob(prefix)}:*`
       for (const node of conn.scanNodes()) {
         let cursor = '0'

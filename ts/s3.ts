@@ -11,9 +11,9 @@
  * `createStore({ backend: 's3', bucket, prefix, endpoint, … })`.
  */
 // The option types from the entry, not ./store.js: its declarations then stay in the entry's (no shared chunk).
-import { type Store as StoreT, type StoreOptions, type CompressorOption, type EncryptorOption, KonserveError, Store, registerBackend, storeExistsError, storeNotFoundError } from './index.js'
-import { MIN_PART, type S3Client, type S3Sdk, S3Backing, typedS3 } from './backends/s3.js'
-import { connectChecks } from './backends/remote.js'
+import { type Store as StoreT, type StoreOptions, type CompressorOption, type EncryptorOption, KonserveError, Store, close, registerBackend, storeExistsError, storeNotFoundError } from './index.js'
+import { MIN_PART, type S3Client, type S3Sdk, S3Backing, s3Place, typedS3 } from './backends/s3.js'
+import { connectChecks, openStoreTracker } from './backends/remote.js'
 
 export interface S3StoreOptions extends StoreOptions {
   /** The bucket (it must exist). */
@@ -128,8 +128,11 @@ export async function connectS3Store(options: S3StoreOptions): Promise<StoreT> {
     throw e
   }
   const backing = new S3Backing({ ...s, client, sdk, ownsClient: owns, scope })
-  return new Store(backing, { serializer: options.serializer, serializers: options.serializers })
+  return openStores.track(backing.lockScope, new Store(backing, { serializer: options.serializer, serializers: options.serializers }))
 }
+
+/** The stores of this process open on each endpoint, bucket and prefix: deleteStore ends them (ERR_STORE_DELETED). */
+const openStores = openStoreTracker<StoreT>((s) => close(s))
 
 // ---- the registry backend: { backend: 's3', bucket, prefix, ...connectS3Store's options } ----
 
@@ -142,12 +145,12 @@ export interface S3StoreConfig extends S3StoreOptions {
 const MARKER = 'konserve-store'
 
 /** Runs `f` with a client for the config (the config's own, or one made and destroyed here). */
-async function withClient<T>(config: S3StoreConfig, f: (client: S3Client, sdk: S3Sdk, s: ReturnType<typeof settings>) => Promise<T>): Promise<T> {
+async function withClient<T>(config: S3StoreConfig, f: (client: S3Client, sdk: S3Sdk, s: ReturnType<typeof settings>, scope: string) => Promise<T>): Promise<T> {
   const s = settings(config)
   const sdk = await loadSdk()
-  const { client, owns } = await clientOf(config, sdk)
+  const { client, owns, scope } = await clientOf(config, sdk)
   try {
-    return await f(client, sdk, s)
+    return await f(client, sdk, s, scope)
   } catch (err) {
     throw typedS3(err, `the s3 store s3://${s.bucket}/${s.prefix}`)
   } finally {
@@ -191,9 +194,10 @@ export const s3Backend = {
   exists(config: S3StoreConfig): Promise<boolean> {
     return withClient(config, (client, sdk, s) => markerExists(client, sdk, s))
   },
-  /** Deletes every object under the prefix (the marker last). */
+  /** Ends this process's stores open on it, then deletes every object under the prefix (the marker last). */
   delete(config: S3StoreConfig): Promise<void> {
-    return withClient(config, async (client, sdk, s) => {
+    return withClient(config, async (client, sdk, s, scope) => {
+      await openStores.endAll(s3Place(scope, s.bucket, s.prefix), `the s3 store s3://${s.bucket}/${s.prefix} was deleted (deleteStore)`)
       // From the start each time: deleting while paging could skip objects.
       for (;;) {
         const r = await client.send(new sdk.ListObjectsV2Command({ Bucket: s.bucket, Prefix: `${s.prefix}/` }))

@@ -1,6 +1,6 @@
 /**
  * What the network backends (Redis, PostgreSQL, S3) share: their typed
- * errors, the staged blob writer, and the op constructor that types a client's failure, so that a
+ * errors, the staged blob writer, the tracking of open stores that deleteStore ends, and the op constructor that types a client's failure, so that a
  * dropped connection reaches the caller as ERR_BACKEND_UNAVAILABLE (or what
  * the backend's `typed` makes of it), never as the client's own error.
  */
@@ -82,6 +82,41 @@ export function connectChecks(fn: string) {
     return { compressor, encryptionKey }
   }
   return { bad, ms, codecOptions }
+}
+
+/** A store as the tracker sees it: `ended` is what its later calls fail with. */
+interface Endable {
+  ended?: { code: 'ERR_CLOSED' | 'ERR_STORE_DELETED'; why: string }
+}
+
+/**
+ * The stores of this process open on each place of a server (a table, a key
+ * prefix, a bucket prefix), so that deleteStore ends them: their later calls
+ * fail with ERR_STORE_DELETED, not with a missing table or an empty store
+ * that quietly fills again. `close` comes from the caller so that a subpath
+ * bundle closes with the Store class its users hold.
+ */
+export function openStoreTracker<S extends Endable>(close: (store: S) => Promise<void>) {
+  const open = new Map<string, Set<WeakRef<S>>>()
+  return {
+    track(place: string, store: S): S {
+      let set = open.get(place)
+      if (!set) open.set(place, (set = new Set()))
+      for (const ref of set) if (!ref.deref() || ref.deref()!.ended) set.delete(ref)
+      set.add(new WeakRef(store))
+      return store
+    },
+    /** Closes and ends every store of this process open on `place`; `why` says which store was deleted. */
+    async endAll(place: string, why: string): Promise<void> {
+      for (const ref of open.get(place) ?? []) {
+        const s = ref.deref()
+        if (!s || s.ended) continue
+        await close(s).catch(() => {})
+        s.ended = { code: 'ERR_STORE_DELETED', why }
+      }
+      open.delete(place)
+    },
+  }
 }
 
 /** The bytes as a Buffer over the same memory (what the clients take), without a copy. */

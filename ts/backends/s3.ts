@@ -168,6 +168,9 @@ interface Fetched {
   metadata: Record<string, string>
 }
 
+/** Names one store on one S3 endpoint: its lock scope, and where deleteStore looks for its open stores. */
+export const s3Place = (scope: string, bucket: string, prefix: string) => `s3:${scope}/${bucket}/${prefix}`
+
 export class S3Backing implements Backing {
   readonly implementation = 's3'
   readonly lockScope: string
@@ -186,7 +189,7 @@ export class S3Backing implements Backing {
   constructor(private readonly o: S3BackingOptions) {
     this.client = o.client
     this.sdk = o.sdk
-    this.lockScope = `s3:${o.scope}/${o.bucket}/${o.prefix}`
+    this.lockScope = s3Place(o.scope, o.bucket, o.prefix)
     this.codec = createPureCodec(o.compressor, o.encryptionKey, o.acceptPlaintext)
   }
 
