@@ -137,6 +137,23 @@ test('lz4: reads lz4-napi frames with and without checksums (fast-check)', (t) =
   )
 })
 
+test('lz4: long overlapping matches (every period 1..40, runs up to 200 KB) decode equally in both decoders', (t) => {
+  // lz4-napi (the reference library) writes these as matches whose offset is
+  // shorter than their length: both decoders copy them in doubling pieces.
+  for (let period = 1; period <= 40; period++) {
+    for (const run of [33, 64 + period, 5000, 200_000]) {
+      const plain = new Uint8Array(period + run + 7)
+      for (let i = 0; i < period; i++) plain[i] = (i * 67 + period) & 0xff
+      for (let i = period; i < period + run; i++) plain[i] = plain[i - period]!
+      plain.set([1, 2, 3, 4, 5, 6, 7], period + run)
+      for (const frame of [compressFrameSync(buf(plain)), lz4Compress(plain)]) {
+        t.true(same(lz4Decompress(frame), plain), `pure, period ${period}, run ${run}`)
+        t.true(same(native.lz4Decompress(buf(frame)), plain), `native, period ${period}, run ${run}`)
+      }
+    }
+  }
+})
+
 test('lz4: several blocks, empty and incompressible input', (t) => {
   const big = new Uint8Array((4 << 20) * 2 + 12345)
   for (let i = 0; i < big.length; i++) big[i] = (i * 31) ^ (i >> 9)

@@ -274,6 +274,16 @@ function decompressBlock(src: Uint8Array, out: Output, floor: number, limit: num
     const from = to - offset
     if (offset >= len && len > 32) {
       buf.copyWithin(to, from, from + len)
+    } else if (len > 32) {
+      // An overlapping match repeats bytes with period `offset` from `from` on;
+      // all written so far is that repetition, so while `copied` is a multiple
+      // of `offset` the next piece can be all of it: pieces of offset, 2 offset,
+      // 4 offset, ... bytes (the core's lz4.rs does the same).
+      for (let copied = 0; copied < len; ) {
+        const n = Math.min(len - copied, to + copied - from)
+        buf.copyWithin(to + copied, from, from + n)
+        copied += n
+      }
     } else {
       // Byte by byte: an overlapping match repeats the last `offset` bytes.
       for (let k = 0; k < len; k++) buf[to + k] = buf[from + k]!

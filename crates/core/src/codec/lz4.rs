@@ -89,10 +89,7 @@ fn compress_block(src: &[u8], out: &mut Vec<u8>, table: &mut [u32]) {
             let c = candidate as usize;
             if p - c <= 0xFFFF && read_u32(src, c) == seq {
                 let limit = n - LAST_LITERALS;
-                let mut len = MIN_MATCH;
-                while p + len < limit && src[c + len] == src[p + len] {
-                    len += 1;
-                }
+                let len = MIN_MATCH + common_len(src, c + MIN_MATCH, p + MIN_MATCH, limit - (p + MIN_MATCH));
                 emit_sequence(out, &src[anchor..p], Some(((p - c) as u16, len)));
                 p += len;
                 anchor = p;
@@ -104,6 +101,25 @@ fn compress_block(src: &[u8], out: &mut Vec<u8>, table: &mut [u32]) {
         misses += 1;
     }
     emit_sequence(out, &src[anchor..], None);
+}
+
+/// How many bytes from `a` on equal those from `b` on, at most `max`: the
+/// reference compressor's byte-by-byte match extension, eight bytes a step
+/// (a long run of repeated data was a loop of single-byte compares).
+fn common_len(src: &[u8], a: usize, b: usize, max: usize) -> usize {
+    let word = |i: usize| u64::from_le_bytes(src[i..i + 8].try_into().expect("8 bytes"));
+    let mut n = 0;
+    while n + 8 <= max {
+        let diff = word(a + n) ^ word(b + n);
+        if diff != 0 {
+            return n + (diff.trailing_zeros() / 8) as usize;
+        }
+        n += 8;
+    }
+    while n < max && src[a + n] == src[b + n] {
+        n += 1;
+    }
+    n
 }
 
 fn push_length(out: &mut Vec<u8>, mut extra: usize) {
@@ -274,14 +290,17 @@ fn decompress_block(src: &[u8], out: &mut Vec<u8>, floor: usize, limit: usize) -
         if out.len() - start + len > limit {
             return Err(corrupt("a block decodes to more than the block size"));
         }
+        // The match repeats bytes with period `offset` from `from` on. When it
+        // overlaps its own output (offset < len), everything from `from` to the
+        // end is already that repetition, so while `copied` is a multiple of
+        // `offset` the next piece can be all of it: the pieces double in size
+        // (offset, 2 offset, 4 offset, ...) instead of one push per byte.
         let from = out.len() - offset;
-        if offset >= len {
-            out.extend_from_within(from..from + len);
-        } else {
-            // Overlapping copy: the match repeats the last `offset` bytes.
-            for k in 0..len {
-                out.push(out[from + k]);
-            }
+        let mut copied = 0;
+        while copied < len {
+            let n = (len - copied).min(out.len() - from);
+            out.extend_from_within(from..from + n);
+            copied += n;
         }
     }
 }
@@ -307,6 +326,49 @@ mod tests {
         // More than one block.
         let big: Vec<u8> = (0..(BLOCK_SIZE + 12345)).map(|i| (i % 251) as u8).collect();
         round_trip(&big);
+    }
+
+    /// One block of one sequence: `literals`, then a match of `len` at `offset`
+    /// (len >= 4), then `tail` as the last sequence's literals.
+    fn block(literals: &[u8], offset: u16, len: usize, tail: &[u8]) -> Vec<u8> {
+        let mut b = Vec::new();
+        emit_sequence(&mut b, literals, Some((offset, len)));
+        emit_sequence(&mut b, tail, None);
+        b
+    }
+
+    #[test]
+    fn overlapping_matches_decode_as_one_byte_at_a_time() {
+        // The copy in pieces must equal the definition: out[i] = out[i - offset].
+        for offset in 1..=40usize {
+            for len in [4, 5, offset - 1, offset, offset + 1, 2 * offset + 3, 1000, 70_000].map(|l| l.max(MIN_MATCH)) {
+                let literals: Vec<u8> = (0..offset.max(7)).map(|i| (i * 37 + offset) as u8).collect();
+                let mut expected = literals.clone();
+                for _ in 0..len {
+                    expected.push(expected[expected.len() - offset]);
+                }
+                expected.extend_from_slice(b"tail!");
+                let mut out = Vec::new();
+                decompress_block(&block(&literals, offset as u16, len, b"tail!"), &mut out, 0, usize::MAX).unwrap();
+                assert_eq!(out, expected, "offset {offset} len {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn common_len_is_the_byte_by_byte_count() {
+        let mut data: Vec<u8> = (0..4096u32).map(|i| (i % 7) as u8).collect();
+        data[1000] = 99;
+        data[2049] = 98;
+        for a in [0usize, 7, 14, 700] {
+            for b in [a + 7, a + 14, a + 21, a + 1] {
+                for max in [0usize, 1, 7, 8, 9, 63, 64, 65, 1500, 4096 - b] {
+                    let max = max.min(data.len() - b);
+                    let naive = (0..max).take_while(|&k| data[a + k] == data[b + k]).count();
+                    assert_eq!(common_len(&data, a, b, max), naive, "a {a} b {b} max {max}");
+                }
+            }
+        }
     }
 
     #[test]
