@@ -359,3 +359,11 @@ export interface NativeWrite {
   meta: Buffer
   value: Buffer
 }
+
+/**
+ * A threadpool task that does nothing: the floor of every async call, the
+ * cost of the thread hop alone (queue, wake a pool thread, wake the
+ * JavaScript thread, settle a Promise). `bench/async-floor.mjs` measures the
+ * store's async calls against it.
+ */
+export declare function noopAsync(): Promise<void>

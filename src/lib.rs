@@ -702,3 +702,27 @@ impl Task for StoreTask {
         Ok(unsafe { Unknown::from_raw_unchecked(raw, value) })
     }
 }
+
+/// A threadpool task that does nothing: the floor of every async call, the
+/// cost of the thread hop alone (queue, wake a pool thread, wake the
+/// JavaScript thread, settle a Promise). `bench/async-floor.mjs` measures the
+/// store's async calls against it.
+#[napi(ts_return_type = "Promise<void>")]
+pub fn noop_async() -> AsyncTask<NoopTask> {
+    AsyncTask::new(NoopTask)
+}
+
+pub struct NoopTask;
+
+impl Task for NoopTask {
+    type Output = ();
+    type JsValue = ();
+
+    fn compute(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn resolve(&mut self, _env: Env, _output: ()) -> Result<()> {
+        Ok(())
+    }
+}
