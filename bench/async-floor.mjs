@@ -49,7 +49,11 @@ const only = arg('only', 'floor,put,get').split(',')
 const builds = [resolve(arg('dist', join(here, '..'))), ...(arg('compare', '') ? [resolve(arg('compare', ''))] : [])]
 const label = (i) => (builds.length > 1 ? (i === 0 ? ' [A]' : ' [B]') : '')
 
-const load = () => os.loadavg().map((x) => x.toFixed(2)).join(' ')
+const load = () =>
+  os
+    .loadavg()
+    .map((x) => x.toFixed(2))
+    .join(' ')
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b)
   const m = s.length >> 1
@@ -227,7 +231,9 @@ const fmt = (x) => (x >= 100 ? x.toFixed(0) : x.toFixed(1))
 for (const [name, xs] of results) {
   const unit = name.endsWith('(ms)') ? 'ms' : name.endsWith('reads') ? '' : 'µs/op'
   const m = name.endsWith('(ms)') ? median(xs) / 1000 : median(xs)
-  console.log(`${name.padEnd(48)} ${fmt(m).padStart(7)} ${unit.padEnd(5)}  rounds: ${xs.map((x) => fmt(name.endsWith('(ms)') ? x / 1000 : x)).join(' ')}`)
+  console.log(
+    `${name.padEnd(48)} ${fmt(m).padStart(7)} ${unit.padEnd(5)}  rounds: ${xs.map((x) => fmt(name.endsWith('(ms)') ? x / 1000 : x)).join(' ')}`,
+  )
 }
 console.log('\nratios (throughput async ÷ sync; per round, then the median):')
 for (let i = 0; i < builds.length; i++) {
