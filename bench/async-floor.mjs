@@ -12,7 +12,10 @@
 //   floor   a no-op napi task (the binding's noopAsync: queue, wake a pool
 //           thread, wake the JavaScript thread, settle a Promise), Node's own
 //           threadpool round trip (fs.fstat with a callback), and a
-//           setImmediate turn, against fs.fstatSync.
+//           setImmediate turn, against fs.fstatSync; and tasks that spin 100
+//           and 400 µs on the pool thread against the same spin on the
+//           JavaScript thread (the hop around a task as long as a put, while
+//           the JavaScript thread sleeps).
 //   put     assoc of new keys on a non-durable store (syncBlob: false), sync
 //           and async, a fresh store per round. The async put is broken down
 //           by wrapping the binding object's replaceAsync: JS before the task
@@ -85,6 +88,21 @@ function casesOf(b, i) {
       record(name, perOp(t0, N))
     }
     if (nb.noopAsync) cases.push(['noop', () => hop('floor: napi no-op task (noopAsync)', () => nb.noopAsync())])
+    // The hop around a task as long as a put: the pool thread spins, the JavaScript thread sleeps.
+    for (const us of [100, 400]) {
+      if (nb.noopAsync) cases.push([`busy-${us}`, () => hop(`floor: napi task spinning ${us} µs`, () => nb.noopAsync(us))])
+      cases.push([
+        `spin-${us}`,
+        () => {
+          const t0 = performance.now()
+          for (let j = 0; j < N; j++) {
+            const end = performance.now() + us / 1000
+            while (performance.now() < end);
+          }
+          record(`floor: ${us} µs spun on the JavaScript thread`, perOp(t0, N))
+        },
+      ])
+    }
     cases.push(['fstat-cb', () => hop('floor: libuv fs.fstat (callback)', () => new Promise((r) => fs.fstat(fd, r)))])
     cases.push(['immediate', () => hop('floor: setImmediate turn', () => new Promise((r) => setImmediate(r)))])
     cases.push([
