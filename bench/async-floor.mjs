@@ -22,7 +22,8 @@
 //           (assoc called → task queued), task (queued → its Promise settled in
 //           JavaScript: the hop, the core's work, the hop back), after (settled
 //           → assoc's Promise resolved to the caller). The sync put's core call
-//           (replaceSync) is timed alike.
+//           (replaceSync) is timed alike; "task − sync core call" is what the
+//           hop costs a put, to compare with the floor measured beside it.
 //   get     cold: a fresh instance (opened in the timed run, as in
 //           bench/peers.mjs) then each key once (not in the value cache; the
 //           OS page cache is warm); warm: the same keys again. The count of
@@ -187,6 +188,8 @@ function casesOf(b, i) {
         record(`put async${L}: JS before the task`, us(m.before))
         record(`put async${L}: task (queued → settled)`, us(m.task))
         record(`put async${L}: JS after (settled → resolved)`, us(m.after))
+        // What the thread hop costs a put: the task less the same core call made on the JavaScript thread.
+        record(`put async${L}: task − sync core call`, us(m.task) - us(m.syncCore))
         await k.close(sa)
       },
     ])
