@@ -359,3 +359,13 @@ export interface NativeWrite {
   meta: Buffer
   value: Buffer
 }
+
+/**
+ * A threadpool task that does nothing (or only spins for `busy_micros`
+ * microseconds): the floor of every async call, the cost of the thread hop
+ * alone (queue, wake a pool thread, wake the JavaScript thread, settle a
+ * Promise). `bench/async-floor.mjs` measures the store's async calls
+ * against it; with `busy_micros` set, how the hop's cost grows when the
+ * JavaScript thread sleeps as long as a store operation takes.
+ */
+export declare function noopAsync(busyMicros?: number | undefined | null): Promise<void>

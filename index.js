@@ -855,3 +855,4 @@ module.exports.logTrimAsync = nativeBinding.logTrimAsync
 module.exports.logTrimSync = nativeBinding.logTrimSync
 module.exports.lz4Compress = nativeBinding.lz4Compress
 module.exports.lz4Decompress = nativeBinding.lz4Decompress
+module.exports.noopAsync = nativeBinding.noopAsync

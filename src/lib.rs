@@ -702,3 +702,35 @@ impl Task for StoreTask {
         Ok(unsafe { Unknown::from_raw_unchecked(raw, value) })
     }
 }
+
+/// A threadpool task that does nothing (or only spins for `busy_micros`
+/// microseconds): the floor of every async call, the cost of the thread hop
+/// alone (queue, wake a pool thread, wake the JavaScript thread, settle a
+/// Promise). `bench/async-floor.mjs` measures the store's async calls
+/// against it; with `busy_micros` set, how the hop's cost grows when the
+/// JavaScript thread sleeps as long as a store operation takes.
+#[napi(ts_return_type = "Promise<void>")]
+pub fn noop_async(busy_micros: Option<u32>) -> AsyncTask<NoopTask> {
+    AsyncTask::new(NoopTask { busy: std::time::Duration::from_micros(u64::from(busy_micros.unwrap_or(0))) })
+}
+
+pub struct NoopTask {
+    busy: std::time::Duration,
+}
+
+impl Task for NoopTask {
+    type Output = ();
+    type JsValue = ();
+
+    fn compute(&mut self) -> Result<()> {
+        let start = std::time::Instant::now();
+        while start.elapsed() < self.busy {
+            std::hint::spin_loop();
+        }
+        Ok(())
+    }
+
+    fn resolve(&mut self, _env: Env, _output: ()) -> Result<()> {
+        Ok(())
+    }
+}

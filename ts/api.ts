@@ -37,7 +37,7 @@ import { type KeyType, type Metadata, decodeMeta, encodeMeta } from './format/me
 import { type Spec, badArgument, checkOptions, checks, fail, isPlainObject } from './args.js'
 import { KonserveError, UserThrew, unbox, withKey } from './errors.js'
 import { type WriteOp, afterWrite } from './hooks.js'
-import { acquire, acquireSync, lockIds, release, runHolding, runUser as asUserCode } from './locks.js'
+import { acquire, acquireSync, lockIds, release, runHolding, runUser as asUserCode, tryAcquire } from './locks.js'
 import { type Path, checkSettable, getPath, missing, setPath } from './paths.js'
 import { RAW_BYTES_ID } from './serializers.js'
 import { type ByteSource, byteSource, bytesOf, itemsOf } from './sources.js'
@@ -634,23 +634,112 @@ function buildWrite(store: Store, cke: Uint8Array, value: unknown, meta: Metadat
   return { key: cke, serializer, meta: encodeMeta(meta), value: bytes }
 }
 
+/** assoc's write by the general path: under the key's lock, its revision read, then put. */
+function* assocLocked(store: Store, key: Key, cke: Uint8Array, serializer: number, bytes: Uint8Array, w: WriteArgs): Handler<Metadata> {
+  let written!: Metadata
+  yield* withLock(store.backing, [cke], function* () {
+    const prev = yield* metaBeforeReplace(store, key, cke, w)
+    checkRevision(w, prev)
+    written = nextMeta(key, 'value', prev, w, false, yield* stamp(store.backing))
+    const meta = encodeMeta(written)
+    yield* store.backing.put([{ key: cke, serializer, meta, value: bytes }])
+  })
+  return written
+}
+
+/** assoc after encoding: the fused write (when `fused`), else the general path; then the hooks. */
+function* assocEncoded(store: Store, key: Key, value: unknown, cke: Uint8Array, serializer: number, bytes: Uint8Array, w: WriteArgs, fused: boolean): Handler<[undefined, unknown]> {
+  let written: Metadata | undefined = fused ? yield* fusedReplace(store, key, cke, 'value', serializer, bytes, w) : undefined
+  if (!written) written = yield* assocLocked(store, key, cke, serializer, bytes, w)
+  afterWrite(store, { op: 'assoc', key, path: [key], oldValue: undefined, newValue: value, meta: written })
+  return [undefined, value]
+}
+
 const assocOp = gensync(function* (store: Store, key: Key, value: unknown, w: WriteArgs) {
   return yield* about(key, function* () {
     const cke = encodeKey(key)
     // Encode before locking: a value that cannot be stored fails with nothing written.
     const { serializer, bytes } = encodeValue(store, value)
-    let written: Metadata | undefined = store.backing.replace ? yield* fusedReplace(store, key, cke, 'value', serializer, bytes, w) : undefined
-    if (!written) yield* withLock(store.backing, [cke], function* () {
-      const prev = yield* metaBeforeReplace(store, key, cke, w)
-      checkRevision(w, prev)
-      written = nextMeta(key, 'value', prev, w, false, yield* stamp(store.backing))
-      const meta = encodeMeta(written)
-      yield* store.backing.put([{ key: cke, serializer, meta, value: bytes }])
-    })
-    afterWrite(store, { op: 'assoc', key, path: [key], oldValue: undefined, newValue: value, meta: written! })
-    return [undefined, value] as [undefined, unknown]
+    return yield* assocEncoded(store, key, value, cke, serializer, bytes, w, store.backing.replace !== undefined)
   })
 })
+
+/** The part of an async assoc that assocFused leaves to the general machinery (see there). */
+const assocEncodedOp = gensync(function* (store: Store, key: Key, value: unknown, cke: Uint8Array, serializer: number, bytes: Uint8Array, w: WriteArgs, fused: boolean) {
+  return yield* about(key, () => assocEncoded(store, key, value, cke, serializer, bytes, w, fused))
+})
+
+/** A fused write whose key was locked elsewhere (REPLACE_BUSY): waited for as the general path waits, then written holding it. */
+const replaceWhenFreeOp = gensync(function* (b: Backing, r: RawReplace): Handler<number> {
+  yield* b.lock([r.key])
+  try {
+    return yield* b.replace!({ ...r, lock: false })
+  } finally {
+    b.unlock([r.key])
+  }
+})
+
+/**
+ * assoc's async form over a backing with the fused write (Backing.replace),
+ * as plain Promise code: the steps of assocOp through fusedReplace (this
+ * thread's lock, the stamp, the metadata with its revision slot, the one
+ * fused call, the hooks, errors carrying the key), without gensync's
+ * generators and the Promise each of their steps adds. Its task is queued
+ * within the call, and its result reaches the caller through two `then`s
+ * (bench/async-floor.mjs: the JavaScript around the thread hop). Whatever is
+ * off this path goes on through assocEncodedOp, in the order the general
+ * path takes: the key's lock held by another async call of this thread
+ * (queued behind it), a revision slot not found or the backing leaving the
+ * write to the general path (REPLACE_UNSURE). A key locked elsewhere
+ * (REPLACE_BUSY) is waited for still holding this thread's lock, as
+ * fusedReplace does.
+ */
+function assocFused(store: Store, key: Key, value: unknown, w: WriteArgs): Promise<[undefined, unknown]> {
+  const b = store.backing
+  let cke: Uint8Array
+  let serializer: number
+  let bytes: Uint8Array
+  let ids: string[] | undefined
+  let written: Metadata
+  let r: RawReplace
+  let task: Promise<number>
+  try {
+    cke = encodeKey(key)
+    // Encode before locking: a value that cannot be stored fails with nothing written.
+    ;({ serializer, bytes } = encodeValue(store, value))
+    const wanted = lockIds(b.lockScope, [cke])
+    if (!tryAcquire(wanted)) return assocEncodedOp.async(store, key, value, cke, serializer, bytes, w, true)
+    ids = wanted
+    // A backing with `replace` has a clock whose blocking form is what its async form runs (seam.ts).
+    written = nextMeta(key, 'value', undefined, w, false, new Date(b.clock ? b.clock.sync() : processNow()))
+    written.revision = 0xffffffff
+    const meta = encodeMeta(written)
+    const revisionAt = revisionSlot(meta)
+    if (revisionAt < 0) {
+      release(ids)
+      return assocEncodedOp.async(store, key, value, cke, serializer, bytes, w, false)
+    }
+    r = { key: cke, serializer, meta, revisionAt, value: bytes, expectedRevision: w.expectedRevision, lock: true }
+    task = b.replace!.async(r)
+  } catch (err) {
+    if (ids) release(ids)
+    return Promise.reject(withKey(err, key))
+  }
+  const held = ids
+  const failed = (err: unknown): never => {
+    release(held)
+    throw withKey(err, key)
+  }
+  const done = (n: number): [undefined, unknown] | Promise<[undefined, unknown]> => {
+    release(held)
+    if (n === REPLACE_UNSURE) return assocEncodedOp.async(store, key, value, cke, serializer, bytes, w, false)
+    if (n <= REPLACE_MISMATCH) throw withKey(revisionMismatch(w.expectedRevision!, REPLACE_MISMATCH - n), key)
+    written.revision = n
+    afterWrite(store, { op: 'assoc', key, path: [key], oldValue: undefined, newValue: value, meta: written })
+    return [undefined, value]
+  }
+  return task.then((n) => (n === REPLACE_BUSY ? replaceWhenFreeOp.async(b, r).then(done, failed) : done(n)), failed)
+}
 
 /**
  * Stores `value` under `key`, replacing any old value and metadata.
@@ -659,6 +748,7 @@ const assocOp = gensync(function* (store: Store, key: Key, value: unknown, w: Wr
 export function assoc<O extends WriteOptions>(store: Store, key: Key, value: unknown, opts?: O): Result<O, [undefined, unknown]> {
   const bad = invalid('assoc', store, opts, O_WRITE)
   if (bad) return fail(bad, opts) as Result<O, [undefined, unknown]>
+  if (!opts?.sync && store.backing.replace) return whileOpen(store.backing, assocFused(store, key, value, writeArgs(opts))) as Result<O, [undefined, unknown]>
   return run(assocOp, opts, [store, key, value, writeArgs(opts)]) as Result<O, [undefined, unknown]>
 }
 

@@ -198,7 +198,9 @@ export interface Backing {
    * revision in `w.meta`'s slot. Returns the new revision, or REPLACE_BUSY
    * (the lock is held elsewhere), REPLACE_UNSURE (nothing done: use the
    * general path), `REPLACE_MISMATCH - actual` (not written). Layers do not
-   * forward it, so a layer's writes take the general path.
+   * forward it, so a layer's writes take the general path. A backing with it
+   * has no `clock`, or one whose blocking form is what its async form runs:
+   * the async assoc stamps its write with `clock.sync()`, no Promise.
    */
   replace?: Op<[w: RawReplace], number>
   /** Deletes the keys; returns whether each existed. */

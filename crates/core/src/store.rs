@@ -439,8 +439,15 @@ impl FileStore {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
             Err(e) => return Err(keyfile::head_read_error(e, &path)),
         };
-        // A cached read may stop short of the end: only the file's size tells.
-        if got < buf.len() && file.size().map_err(|e| Error::io(e, "cannot stat the key file", &path))? != got as u64 {
+        // A cached read may stop short of the end. One that ends where the
+        // header says the file ends holds it whole, as `open_head_now` takes
+        // it and as the blocking read decodes it (the file was stat'ed on
+        // open, a regular file: no second stat per get); otherwise only the
+        // file's size tells.
+        if got < buf.len()
+            && file::Header::declared_len(&buf[..got]) != Some(got as u64)
+            && file.size().map_err(|e| Error::io(e, "cannot stat the key file", &path))? != got as u64
+        {
             return Ok(None);
         }
         drop(file);
