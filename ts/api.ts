@@ -16,6 +16,7 @@ import {
   type LogInfo,
   type LogRecord,
   type NewRecord,
+  type RawBlobReplace,
   type RawEntry,
   type RawMeta,
   type RawReplace,
@@ -837,6 +838,50 @@ function* writeStream(sink: BlobSink, src: ByteSource): Handler<number> {
   return total
 }
 
+/**
+ * bassoc through the backing's fused blob open (Backing.blobReplace), as
+ * fusedReplace does for assoc: this thread's lock here; the cross-process
+ * lock, the revision read and the staging file in the backing's open (the
+ * native store: one threadpool task), the lock released by the sink's commit
+ * (its task) or abort. `fill` writes the blob and commits. The metadata
+ * written, or undefined when the backing leaves the write to the general
+ * path (nothing opened, nothing read from the source).
+ */
+function* fusedBlobReplace(store: Store, key: Key, cke: Uint8Array, w: WriteArgs, fill: (sink: BlobSink) => Handler<void>): Handler<Metadata | undefined> {
+  const b = store.backing
+  const ids = lockIds(b.lockScope, [cke])
+  yield* acquireIds(ids)
+  try {
+    const written = nextMeta(key, 'binary', undefined, w, false, yield* stamp(b))
+    written.revision = 0xffffffff
+    const meta = encodeMeta(written)
+    const revisionAt = revisionSlot(meta)
+    if (revisionAt < 0) return undefined
+    const r: RawBlobReplace = { key: cke, meta, revisionAt, expectedRevision: w.expectedRevision, lock: true }
+    const opened = yield* b.blobReplace!(r)
+    if (opened !== REPLACE_BUSY) return yield* filled(opened)
+    // Held elsewhere: waited for as the general path waits, then opened and written holding it.
+    yield* b.lock([cke])
+    try {
+      r.lock = false
+      return yield* filled(yield* b.blobReplace!(r))
+    } finally {
+      b.unlock([cke])
+    }
+    function* filled(o: { sink: BlobSink; revision: number } | number): Handler<Metadata | undefined> {
+      if (typeof o === 'number') {
+        if (o <= REPLACE_MISMATCH) throw revisionMismatch(w.expectedRevision!, REPLACE_MISMATCH - o)
+        return undefined
+      }
+      yield* fill(o.sink)
+      written.revision = o.revision
+      return written
+    }
+  } finally {
+    release(ids)
+  }
+}
+
 const bassocOp = gensync(function* (store: Store, key: Key, input: unknown, w: WriteArgs) {
   return yield* about(key, function* () {
     const cke = encodeKey(key)
@@ -854,12 +899,7 @@ const bassocOp = gensync(function* (store: Store, key: Key, input: unknown, w: W
       if (src && !src.sync && (yield* isSyncForm())) {
         throw new KonserveError('ERR_INVALID_ARGUMENT', `${/^[AEIOU]/.test(src.kind) ? 'an' : 'a'} ${src.kind} can only be stored with the async form of bassoc`)
       }
-      yield* withLock(store.backing, [cke], function* () {
-        const prev = yield* metaBeforeReplace(store, key, cke, w)
-        checkRevision(w, prev)
-        written = nextMeta(key, 'binary', prev, w, false, yield* stamp(store.backing))
-        const meta = encodeMeta(written)
-        const sink = yield* store.backing.blobWriter(cke, meta)
+      const fill = function* (sink: BlobSink): Handler<void> {
         try {
           if (bytes) yield* writeBytes(sink, bytes)
           else yield* writeStream(sink, src!)
@@ -871,6 +911,15 @@ const bassocOp = gensync(function* (store: Store, key: Key, input: unknown, w: W
           } catch {}
           throw err
         }
+      }
+      const fused = store.backing.blobReplace ? yield* fusedBlobReplace(store, key, cke, w, fill) : undefined
+      if (fused) written = fused
+      else yield* withLock(store.backing, [cke], function* () {
+        const prev = yield* metaBeforeReplace(store, key, cke, w)
+        checkRevision(w, prev)
+        written = nextMeta(key, 'binary', prev, w, false, yield* stamp(store.backing))
+        const meta = encodeMeta(written)
+        yield* fill(yield* store.backing.blobWriter(cke, meta))
       })
     } catch (err) {
       // A source we stop reading is told so (a Readable is destroyed, a web stream cancelled).
