@@ -218,3 +218,45 @@ test.serial('a blob writer holding the lock keeps other processes out until its 
   k.bassoc(pure, 'held', Buffer.from('after'), { sync: true, expectedRevision: 1 })
   t.is(text(store, 'held'), 'after')
 })
+
+test.serial('a stream piece of 128 KB or more goes to the core as it is (no copy on the JavaScript thread); smaller ones are gathered', async (t) => {
+  const store = await k.connectFsStore(fresh(), { native: true })
+  const written: Uint8Array[] = []
+  // The writers the fused open gives: each write's bytes recorded as the binding gets them.
+  const open = binding.blobReplaceAsync as (...a: unknown[]) => Promise<unknown>
+  binding.blobReplaceAsync = async (...a: unknown[]) => {
+    const w = (await open(...a)) as Record<string, unknown> | number
+    if (typeof w === 'number') return w
+    const write = w.writeAsync as (x: Uint8Array) => Promise<void>
+    w.writeAsync = (x: Uint8Array) => (written.push(x), write.call(w, x))
+    return w
+  }
+  t.teardown(() => (binding.blobReplaceAsync = open))
+  const big = [Buffer.allocUnsafeSlow(256 << 10).fill(1), Buffer.allocUnsafeSlow(128 << 10).fill(2)]
+  await k.bassoc(store, 'big', Readable.from(big))
+  t.is(written.length, 2)
+  for (const [i, w] of written.entries()) t.true(w.buffer === big[i]!.buffer && w.byteOffset === big[i]!.byteOffset, `piece ${i} written in place`)
+  written.length = 0
+  await k.bassoc(store, 'small', Readable.from(Array.from({ length: 40 }, (_, i) => Buffer.alloc(10_000, i))))
+  t.is(written.length, 1, 'forty 10 KB pieces, one write')
+  t.is(size(store, 'small'), 400_000)
+  t.deepEqual(k.bget(store, 'big', ({ blob }) => blob, { sync: true }), Buffer.concat(big))
+})
+
+test.serial('a source that refills one buffer for every piece is stored right when its pieces are written as they are', async (t) => {
+  const store = await k.connectFsStore(fresh(), { native: true })
+  const shared = Buffer.alloc(200_000)
+  // Each next() refills the same buffer: a piece written late would hold the next piece's bytes.
+  const refilling = {
+    [Symbol.asyncIterator]() {
+      let i = 0
+      return {
+        next: async () => (i < 6 ? { done: false, value: shared.fill(++i) } : { done: true, value: undefined }),
+      }
+    },
+  }
+  await k.bassoc(store, 'r', refilling as AsyncIterable<Uint8Array>)
+  const got = k.bget(store, 'r', ({ blob }) => blob!, { sync: true })
+  t.is(got.length, 1_200_000)
+  for (let i = 0; i < 6; i++) t.true(got.subarray(i * 200_000, (i + 1) * 200_000).every((x) => x === i + 1), `piece ${i + 1}`)
+})

@@ -772,6 +772,13 @@ export type BlobInput =
 /** Pieces handed to the backing: at least this much is gathered (fewer crossings into the core). */
 const GATHER = 1 << 20
 /**
+ * A piece at least this large goes to the backing as it is, not through the
+ * gather buffer: on the JavaScript thread, one more crossing into the core
+ * costs less than copying it (a stream's 256 KB pieces were copied there at
+ * about 0.3 ms per MB; bench/blob-stalls.mjs --form=stream).
+ */
+const DIRECT = 128 << 10
+/**
  * A larger piece is cut to this size, so a backing never copies more than this
  * at once. Large: the core seals whole chunks straight from the caller's bytes,
  * except a slice's last chunk (it might be the blob's last), which it copies.
@@ -804,6 +811,8 @@ function* writeBytes(sink: BlobSink, bytes: Uint8Array): Handler<void> {
  * GATHER-sized buffer (a stream may reuse its own buffer for the next piece,
  * and fewer, larger writes cost fewer crossings into the core); the sink is
  * done with the bytes once its write has resolved, so the buffer is reused.
+ * A piece of DIRECT bytes or more is written as it is, and its write resolved
+ * before the next piece is asked for, so a reused buffer is never read late.
  */
 function* writeStream(sink: BlobSink, src: ByteSource): Handler<number> {
   let gather: Uint8Array | undefined
@@ -819,7 +828,7 @@ function* writeStream(sink: BlobSink, src: ByteSource): Handler<number> {
     if (r.done) break
     const piece = r.value
     total += piece.length
-    if (piece.length >= GATHER) {
+    if (piece.length >= DIRECT) {
       yield* flushGathered()
       yield* writeBytes(sink, piece)
       continue
