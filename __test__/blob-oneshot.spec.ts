@@ -40,7 +40,7 @@ function countCalls(store: k.Store): { calls: Record<string, number>; restore: (
   const undo: (() => void)[] = []
   const wrap = (target: Record<string, unknown>, name: string) => {
     const f = target[name] as (...a: unknown[]) => unknown
-    const own = Object.prototype.hasOwnProperty.call(target, name)
+    const own = Object.hasOwn(target, name)
     target[name] = function (this: unknown, ...args: unknown[]) {
       calls[name] = (calls[name] ?? 0) + 1
       return f.apply(this, args)
@@ -49,7 +49,12 @@ function countCalls(store: k.Store): { calls: Record<string, number>; restore: (
   }
   for (const m of ['tryLock', 'lockSync', 'unlock', 'getMetaNow', 'getMetaAsync', 'getMetaSync']) wrap(native, m)
   for (const m of ['blobReplaceAsync', 'blobReplaceSync', 'blobWriterOpenAsync', 'blobWriterOpenSync']) wrap(binding, m)
-  return { calls, restore: () => undo.reverse().forEach((u) => u()) }
+  return {
+    calls,
+    restore: () => {
+      for (const u of undo.reverse()) u()
+    },
+  }
 }
 const onThisThread = (calls: Record<string, number>) => (calls.tryLock ?? 0) + (calls.lockSync ?? 0) + (calls.unlock ?? 0)
 
@@ -85,7 +90,7 @@ for (const sync of [false, true]) {
     const store = k.connectFsStore(dir, { native: true, sync: true })
     const { calls } = countCalls(store)
     const seen: unknown[] = []
-    k.addWriteHook(store, 'seen', (e) => seen.push([e.op, e.key, e.meta?.revision, e.meta?.type]))
+    k.addWriteHook(store, 'seen', (e) => seen.push([e.op, e.key, (e.meta as k.Metadata | undefined)?.revision, (e.meta as k.Metadata | undefined)?.type]))
     const bassoc = (key: string, v: Uint8Array, o: k.WriteOptions = {}) => (sync ? k.bassoc(store, key, v, { ...o, sync: true }) : k.bassoc(store, key, v, o))
     await bassoc('x', Buffer.from('one'), { expectedRevision: 0, meta: { owner: 'me' } })
     const e1 = await t.throwsAsync(async () => bassoc('x', Buffer.from('two'), { expectedRevision: 0 }), {
@@ -256,7 +261,7 @@ test.serial('a source that refills one buffer for every piece is stored right wh
     },
   }
   await k.bassoc(store, 'r', refilling as AsyncIterable<Uint8Array>)
-  const got = k.bget(store, 'r', ({ blob }) => blob!, { sync: true })
+  const got = k.bget(store, 'r', ({ blob }) => blob!, { sync: true })!
   t.is(got.length, 1_200_000)
   for (let i = 0; i < 6; i++) t.true(got.subarray(i * 200_000, (i + 1) * 200_000).every((x) => x === i + 1), `piece ${i + 1}`)
 })

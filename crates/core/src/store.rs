@@ -170,6 +170,8 @@ pub struct BlobReplace<'a> {
 
 /// What [`FileStore::blob_replace`] did: [`Replaced`], with the writer when it opened one.
 #[derive(Debug)]
+// Made once per blob and moved once, into the binding's writer: not worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum BlobReplaced {
     /// Opened: the committed blob puts the key at `revision`.
     Opened {
