@@ -55,6 +55,11 @@ export declare class NativeBlobReader {
  * commit or abort. Writes must not overlap: await each before the next.
  */
 export declare class NativeBlobWriter {
+  /**
+   * The key's revision once the blob is committed, for a writer that
+   * `blobReplaceSync`/`blobReplaceAsync` opened (0 for `blobWriterOpen*`).
+   */
+  get revision(): number
   /** Appends `bytes` to the blob. */
   writeSync(bytes: Buffer): void
   /**
@@ -202,6 +207,23 @@ export declare function blobOpenAsync(store: NativeFileStore, key: Buffer): Prom
  */
 export declare function blobOpenSync(store: NativeFileStore, key: Buffer): NativeBlobReader | null
 
+/**
+ * `blobReplaceSync` on the threadpool: the lock file, the revision read and
+ * the staging file are this one task, none of it on the JavaScript thread.
+ */
+export declare function blobReplaceAsync(store: NativeFileStore, w: NativeBlobReplace): Promise<NativeBlobWriter | number>
+
+/**
+ * `blobWriterOpenSync` with the lock and the revision read of a replacing
+ * write fused in (`FileStore::blob_replace`): `meta` holds the revision slot
+ * at `revisionAt`; `lock`: take the key's lock here (one attempt) and let the
+ * writer release it when it commits or aborts. Returns the writer (its
+ * `revision`: the key's revision once committed), or a number as
+ * `replaceSync` answers: 0 the lock is held elsewhere, -1 left to the general
+ * path, -2 - actual on a revision mismatch.
+ */
+export declare function blobReplaceSync(store: NativeFileStore, w: NativeBlobReplace): NativeBlobWriter | number
+
 export declare function blobWriterOpenAsync(store: NativeFileStore, key: Buffer, meta: Buffer): Promise<NativeBlobWriter>
 
 /**
@@ -251,6 +273,15 @@ export declare function lz4Compress(data: Buffer): Buffer
 
 /** The content of one standard LZ4 frame. */
 export declare function lz4Decompress(frame: Buffer): Buffer
+
+/** A blob write with its lock and revision read fused in (see `blobReplaceSync`). */
+export interface NativeBlobReplace {
+  key: Buffer
+  meta: Buffer
+  revisionAt: number
+  expectedRevision?: number
+  lock: boolean
+}
 
 /** A file `keys` could not read: reported, never fatal, never modified. */
 export interface NativeCorruptFile {

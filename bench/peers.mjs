@@ -20,13 +20,17 @@
 //     (default 10,000 blobs of 64 KB–4 MB; --quick: 200).
 //   --only=a,b: run only the cases (tables) whose id starts with one of these,
 //     e.g. --only=put-inflight or --only=get (debugging, profiling).
+//   --before=DIR: also run "konserve native (async) before", another build of
+//     konserve in DIR (a copy of dist/, index.js, the .node file, package.json
+//     and a node_modules link), in the many-blobs case: old and new in one run,
+//     in alternating order, e.g. --only=many-blobs --before=/tmp/old.
 //
 // Writes bench/results/latest.md (all tables) and bench/results/latest.svg
 // (quick.* for --quick, partial.* for --only: neither is committed).
 import fs from 'node:fs'
 import os from 'node:os'
 import { join, dirname } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import { execFile, execFileSync } from 'node:child_process'
 import { randomFillSync } from 'node:crypto'
 import { pack } from 'msgpackr'
@@ -53,6 +57,8 @@ const wantedGroup = (g) => !only.length || only.some((o) => o.startsWith(g) || g
 const MB = 1 << 20
 /** `--many-blobs=COUNT[:MIN_KB-MAX_KB]`: the "many blobs at once" case's blob count and size range. */
 const manyArg = (process.argv.find((a) => a.startsWith('--many-blobs=')) ?? '').slice(13)
+/** `--before=DIR`: another build of konserve to set beside this one (see the header). */
+const beforeDir = (process.argv.find((a) => a.startsWith('--before=')) ?? '').slice(9)
 const C = quick
   ? {
       rounds: 3,
@@ -171,7 +177,9 @@ const orderOf = (list, r) => (r % 2 ? [...list].reverse() : list)
 // ---------------------------------------------------------------- drivers
 
 const ks = (impl, api, durable, cached = false) => D.konserve({ impl, api, durable, cached })
+const before = beforeDir ? await import(pathToFileURL(join(beforeDir, 'dist', 'index.mjs')).href) : undefined
 const P = {
+  ksNAbefore: before && D.konserve({ impl: 'native', api: 'async', durable: true, lib: before, label: 'before' }),
   ksNS: ks('native', 'sync', true),
   ksNA: ks('native', 'async', true),
   ksPS: ks('pure', 'sync', true),
@@ -543,7 +551,7 @@ if (wantedGroup('many-blobs')) {
   const t = table('many-blobs', 'Many blobs at once, durable', 'MB/s', P.ksNA.id, [
     'ours: bassoc through the async API (file and directory fsynced before each resolves); raw: the same system calls per blob with fs.promises (open O_EXCL, write, fsync, close, rename, open + fsync + close the directory); cacache: put, which never fsyncs (not durable: a bound, not a peer in kind)',
   ])
-  await caseManyBlobs(t, [P.ksNA, P.ksPA, P.rawA, P.cacache], C.manyBlobs)
+  await caseManyBlobs(t, [P.ksNA, ...(before ? [P.ksNAbefore] : []), P.ksPA, P.rawA, P.cacache], C.manyBlobs)
 }
 const populateRates = []
 const keysTables = []
@@ -592,11 +600,11 @@ const meta = {
   loadEnd: os.loadavg().map((x) => x.toFixed(2)).join(' '),
   totalSecs,
   versions,
-  dist: distStamp,
+  dist: beforeDir ? `${distStamp}; before: ${beforeDir}` : distStamp,
   valueBytes: VALUE_BYTES,
   rounds: C.rounds,
 }
-const drivers = Object.values(P)
+const drivers = Object.values(P).filter(Boolean)
 // Tables that --only skipped are left out of the report.
 const ran = tables.filter((t) => t.rows.size > 0)
 const md = markdown({ meta, tables: ran, drivers, keysTables, populateRates })

@@ -14,7 +14,7 @@ use napi::bindgen_prelude::*;
 use napi::{Env, Task};
 use napi_derive::napi;
 
-use crate::{invalid, meta_to_js, CoreResult, NativeFileStore, NativeMetaEntry, OrJs};
+use crate::{expected_revision, invalid, meta_to_js, replaced_to_js, CoreResult, NativeFileStore, NativeMetaEntry, OrJs};
 
 type SharedWriter = Arc<Mutex<Option<BlobWriter>>>;
 type SharedReader = Arc<Mutex<Option<Arc<BlobReader>>>>;
@@ -49,10 +49,25 @@ fn commit(writer: &Mutex<Option<BlobWriter>>) -> CoreResult<()> {
 #[napi]
 pub struct NativeBlobWriter {
     inner: SharedWriter,
+    /// The key's revision once committed (`blobReplaceSync`), else 0.
+    revision: f64,
+}
+
+impl NativeBlobWriter {
+    fn new(w: BlobWriter, revision: u64) -> NativeBlobWriter {
+        NativeBlobWriter { inner: Arc::new(Mutex::new(Some(w))), revision: revision as f64 }
+    }
 }
 
 #[napi]
 impl NativeBlobWriter {
+    /// The key's revision once the blob is committed, for a writer that
+    /// `blobReplaceSync`/`blobReplaceAsync` opened (0 for `blobWriterOpen*`).
+    #[napi(getter)]
+    pub fn revision(&self) -> f64 {
+        self.revision
+    }
+
     /// Appends `bytes` to the blob.
     #[napi]
     pub fn write_sync(&self, env: &Env, bytes: Buffer) -> Result<()> {
@@ -120,7 +135,7 @@ impl Task for WriterTask {
 #[napi]
 pub fn blob_writer_open_sync(env: &Env, store: &NativeFileStore, key: Buffer, meta: Buffer) -> Result<NativeBlobWriter> {
     let w = store.inner.blob_writer(&key, &meta).or_js(env)?;
-    Ok(NativeBlobWriter { inner: Arc::new(Mutex::new(Some(w))) })
+    Ok(NativeBlobWriter::new(w, 0))
 }
 
 #[napi(ts_return_type = "Promise<NativeBlobWriter>")]
@@ -143,7 +158,71 @@ impl Task for WriterOpenTask {
     }
 
     fn resolve(&mut self, env: Env, output: Self::Output) -> Result<NativeBlobWriter> {
-        Ok(NativeBlobWriter { inner: Arc::new(Mutex::new(Some(output.or_js(&env)?))) })
+        Ok(NativeBlobWriter::new(output.or_js(&env)?, 0))
+    }
+}
+
+/// A blob write with its lock and revision read fused in (see `blobReplaceSync`).
+#[napi(object)]
+pub struct NativeBlobReplace {
+    pub key: Buffer,
+    pub meta: Buffer,
+    pub revision_at: u32,
+    pub expected_revision: Option<f64>,
+    pub lock: bool,
+}
+
+fn blob_replace(store: &Arc<core::FileStore>, w: &NativeBlobReplace) -> CoreResult<core::BlobReplaced> {
+    store.blob_replace(&core::BlobReplace {
+        key: &w.key,
+        meta: &w.meta,
+        revision_at: w.revision_at as usize,
+        expected_revision: expected_revision(w.expected_revision)?,
+        lock: w.lock,
+    })
+}
+
+fn blob_replaced_to_js(r: core::BlobReplaced) -> Either<NativeBlobWriter, f64> {
+    match r {
+        core::BlobReplaced::Opened { writer, revision } => Either::A(NativeBlobWriter::new(writer, revision)),
+        core::BlobReplaced::Not(r) => Either::B(replaced_to_js(r)),
+    }
+}
+
+/// `blobWriterOpenSync` with the lock and the revision read of a replacing
+/// write fused in (`FileStore::blob_replace`): `meta` holds the revision slot
+/// at `revisionAt`; `lock`: take the key's lock here (one attempt) and let the
+/// writer release it when it commits or aborts. Returns the writer (its
+/// `revision`: the key's revision once committed), or a number as
+/// `replaceSync` answers: 0 the lock is held elsewhere, -1 left to the general
+/// path, -2 - actual on a revision mismatch.
+#[napi]
+pub fn blob_replace_sync(env: &Env, store: &NativeFileStore, w: NativeBlobReplace) -> Result<Either<NativeBlobWriter, f64>> {
+    blob_replace(&store.inner, &w).map(blob_replaced_to_js).or_js(env)
+}
+
+/// `blobReplaceSync` on the threadpool: the lock file, the revision read and
+/// the staging file are this one task, none of it on the JavaScript thread.
+#[napi(ts_return_type = "Promise<NativeBlobWriter | number>")]
+pub fn blob_replace_async(store: &NativeFileStore, w: NativeBlobReplace) -> AsyncTask<BlobReplaceTask> {
+    AsyncTask::new(BlobReplaceTask { store: store.inner.clone(), w })
+}
+
+pub struct BlobReplaceTask {
+    store: Arc<core::FileStore>,
+    w: NativeBlobReplace,
+}
+
+impl Task for BlobReplaceTask {
+    type Output = CoreResult<core::BlobReplaced>;
+    type JsValue = Either<NativeBlobWriter, f64>;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        Ok(blob_replace(&self.store, &self.w))
+    }
+
+    fn resolve(&mut self, env: Env, output: Self::Output) -> Result<Self::JsValue> {
+        Ok(blob_replaced_to_js(output.or_js(&env)?))
     }
 }
 

@@ -192,12 +192,17 @@ pub struct NativeReplace {
     pub lock: bool,
 }
 
+/// A replacing write's `expectedRevision`: a safe whole number >= 0, or none.
+pub(crate) fn expected_revision(n: Option<f64>) -> CoreResult<Option<u64>> {
+    match n {
+        None => Ok(None),
+        Some(n) if n >= 0.0 && n.fract() == 0.0 && n < 9_007_199_254_740_992.0 => Ok(Some(n as u64)),
+        Some(n) => Err(invalid(format!("expectedRevision must be a whole number >= 0, not {n}"))),
+    }
+}
+
 fn replace(store: &core::FileStore, w: &NativeReplace) -> CoreResult<core::Replaced> {
-    let expected_revision = match w.expected_revision {
-        None => None,
-        Some(n) if n >= 0.0 && n.fract() == 0.0 && n < 9_007_199_254_740_992.0 => Some(n as u64),
-        Some(n) => return Err(invalid(format!("expectedRevision must be a whole number >= 0, not {n}"))),
-    };
+    let expected_revision = expected_revision(w.expected_revision)?;
     store.replace(&core::Replace {
         key: &w.key,
         serializer: serializer_id(w.serializer)?,
@@ -209,7 +214,7 @@ fn replace(store: &core::FileStore, w: &NativeReplace) -> CoreResult<core::Repla
     })
 }
 
-fn replaced_to_js(r: core::Replaced) -> f64 {
+pub(crate) fn replaced_to_js(r: core::Replaced) -> f64 {
     match r {
         core::Replaced::Written { revision } => revision as f64,
         core::Replaced::Busy => 0.0,

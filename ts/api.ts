@@ -16,6 +16,7 @@ import {
   type LogInfo,
   type LogRecord,
   type NewRecord,
+  type RawBlobReplace,
   type RawEntry,
   type RawMeta,
   type RawReplace,
@@ -861,6 +862,13 @@ export type BlobInput =
 /** Pieces handed to the backing: at least this much is gathered (fewer crossings into the core). */
 const GATHER = 1 << 20
 /**
+ * A piece at least this large goes to the backing as it is, not through the
+ * gather buffer: on the JavaScript thread, one more crossing into the core
+ * costs less than copying it (a stream's 256 KB pieces were copied there at
+ * about 0.3 ms per MB; bench/blob-stalls.mjs --form=stream).
+ */
+const DIRECT = 128 << 10
+/**
  * A larger piece is cut to this size, so a backing never copies more than this
  * at once. Large: the core seals whole chunks straight from the caller's bytes,
  * except a slice's last chunk (it might be the blob's last), which it copies.
@@ -893,6 +901,8 @@ function* writeBytes(sink: BlobSink, bytes: Uint8Array): Handler<void> {
  * GATHER-sized buffer (a stream may reuse its own buffer for the next piece,
  * and fewer, larger writes cost fewer crossings into the core); the sink is
  * done with the bytes once its write has resolved, so the buffer is reused.
+ * A piece of DIRECT bytes or more is written as it is, and its write resolved
+ * before the next piece is asked for, so a reused buffer is never read late.
  */
 function* writeStream(sink: BlobSink, src: ByteSource): Handler<number> {
   let gather: Uint8Array | undefined
@@ -908,7 +918,7 @@ function* writeStream(sink: BlobSink, src: ByteSource): Handler<number> {
     if (r.done) break
     const piece = r.value
     total += piece.length
-    if (piece.length >= GATHER) {
+    if (piece.length >= DIRECT) {
       yield* flushGathered()
       yield* writeBytes(sink, piece)
       continue
@@ -925,6 +935,50 @@ function* writeStream(sink: BlobSink, src: ByteSource): Handler<number> {
   }
   yield* flushGathered()
   return total
+}
+
+/**
+ * bassoc through the backing's fused blob open (Backing.blobReplace), as
+ * fusedReplace does for assoc: this thread's lock here; the cross-process
+ * lock, the revision read and the staging file in the backing's open (the
+ * native store: one threadpool task), the lock released by the sink's commit
+ * (its task) or abort. `fill` writes the blob and commits. The metadata
+ * written, or undefined when the backing leaves the write to the general
+ * path (nothing opened, nothing read from the source).
+ */
+function* fusedBlobReplace(store: Store, key: Key, cke: Uint8Array, w: WriteArgs, fill: (sink: BlobSink) => Handler<void>): Handler<Metadata | undefined> {
+  const b = store.backing
+  const ids = lockIds(b.lockScope, [cke])
+  yield* acquireIds(ids)
+  try {
+    const written = nextMeta(key, 'binary', undefined, w, false, yield* stamp(b))
+    written.revision = 0xffffffff
+    const meta = encodeMeta(written)
+    const revisionAt = revisionSlot(meta)
+    if (revisionAt < 0) return undefined
+    const r: RawBlobReplace = { key: cke, meta, revisionAt, expectedRevision: w.expectedRevision, lock: true }
+    const opened = yield* b.blobReplace!(r)
+    if (opened !== REPLACE_BUSY) return yield* filled(opened)
+    // Held elsewhere: waited for as the general path waits, then opened and written holding it.
+    yield* b.lock([cke])
+    try {
+      r.lock = false
+      return yield* filled(yield* b.blobReplace!(r))
+    } finally {
+      b.unlock([cke])
+    }
+    function* filled(o: { sink: BlobSink; revision: number } | number): Handler<Metadata | undefined> {
+      if (typeof o === 'number') {
+        if (o <= REPLACE_MISMATCH) throw revisionMismatch(w.expectedRevision!, REPLACE_MISMATCH - o)
+        return undefined
+      }
+      yield* fill(o.sink)
+      written.revision = o.revision
+      return written
+    }
+  } finally {
+    release(ids)
+  }
 }
 
 const bassocOp = gensync(function* (store: Store, key: Key, input: unknown, w: WriteArgs) {
@@ -944,12 +998,7 @@ const bassocOp = gensync(function* (store: Store, key: Key, input: unknown, w: W
       if (src && !src.sync && (yield* isSyncForm())) {
         throw new KonserveError('ERR_INVALID_ARGUMENT', `${/^[AEIOU]/.test(src.kind) ? 'an' : 'a'} ${src.kind} can only be stored with the async form of bassoc`)
       }
-      yield* withLock(store.backing, [cke], function* () {
-        const prev = yield* metaBeforeReplace(store, key, cke, w)
-        checkRevision(w, prev)
-        written = nextMeta(key, 'binary', prev, w, false, yield* stamp(store.backing))
-        const meta = encodeMeta(written)
-        const sink = yield* store.backing.blobWriter(cke, meta)
+      const fill = function* (sink: BlobSink): Handler<void> {
         try {
           if (bytes) yield* writeBytes(sink, bytes)
           else yield* writeStream(sink, src!)
@@ -961,6 +1010,15 @@ const bassocOp = gensync(function* (store: Store, key: Key, input: unknown, w: W
           } catch {}
           throw err
         }
+      }
+      const fused = store.backing.blobReplace ? yield* fusedBlobReplace(store, key, cke, w, fill) : undefined
+      if (fused) written = fused
+      else yield* withLock(store.backing, [cke], function* () {
+        const prev = yield* metaBeforeReplace(store, key, cke, w)
+        checkRevision(w, prev)
+        written = nextMeta(key, 'binary', prev, w, false, yield* stamp(store.backing))
+        const meta = encodeMeta(written)
+        yield* fill(yield* store.backing.blobWriter(cke, meta))
       })
     } catch (err) {
       // A source we stop reading is told so (a Readable is destroyed, a web stream cancelled).

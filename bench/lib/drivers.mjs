@@ -16,7 +16,7 @@
 import fs from 'node:fs'
 import fsp from 'node:fs/promises'
 import { join } from 'node:path'
-import * as k from '../../dist/index.mjs'
+import * as ours from '../../dist/index.mjs'
 import { pack, unpack } from 'msgpackr'
 
 const SYNC = { sync: true }
@@ -40,14 +40,16 @@ export async function pool(items, conc, fn) {
 // The read cache in front of the file store: sized to hold every key of the get cases.
 const CACHE = { maxEntries: 100_000, maxBytes: 256 << 20 }
 
-export function konserve({ impl = 'native', api = 'sync', durable = true, cached = false }) {
+/** `lib`: another build of konserve (bench/peers.mjs --before), named `label` in the tables. */
+export function konserve({ impl = 'native', api = 'sync', durable = true, cached = false, lib, label }) {
+  const k = lib ?? ours
   const sync = api === 'sync'
   const o = sync ? SYNC : undefined
   const native = impl === 'native'
   const base = `connectFsStore(dir, { native: ${native}, syncBlob: ${durable} })`
   return {
-    id: `ks-${impl}-${api}${durable ? '' : '-nd'}${cached ? '-cached' : ''}`,
-    name: `konserve ${native ? 'native' : 'pure-TS'}${cached ? ' + read cache' : ''} (${api})`,
+    id: `ks-${impl}-${api}${durable ? '' : '-nd'}${cached ? '-cached' : ''}${label ? `-${label}` : ''}`,
+    name: `konserve ${native ? 'native' : 'pure-TS'}${cached ? ' + read cache' : ''} (${api})${label ? ` ${label}` : ''}`,
     family: `konserve ${native ? 'native' : 'pure-TS'}${cached ? ' + read cache' : ''} (${api})`,
     kind: 'ours',
     mode: durable ? 'durable' : 'non-durable',
@@ -78,6 +80,7 @@ export function konserve({ impl = 'native', api = 'sync', durable = true, cached
 }
 
 export function konserveMem() {
+  const k = ours
   return {
     id: 'ks-mem',
     name: 'konserve memory (sync)',

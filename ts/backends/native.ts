@@ -4,7 +4,7 @@
  * Each operation is a `twinOp` over the binding's two entry points (the one
  * real twin in the code base); errors are typed where the binding is called.
  */
-import { type LogInfo, type NewRecord, type RawEntry, type RawListing, type RawMeta, type RawReplace, type RawValue, type RawWrite, REPLACE_UNSURE, type StoreClock, pollingLock, twinOp } from '../backing/index.js'
+import { type LogInfo, type NewRecord, type RawBlobReplace, type RawEntry, type RawListing, type RawMeta, type RawReplace, type RawValue, type RawWrite, REPLACE_UNSURE, type StoreClock, pollingLock, twinOp } from '../backing/index.js'
 import type { Backing, BlobSink, BlobSource, ListCursor, LogCursor } from '../backing/seam.js'
 import { fromNative } from '../errors.js'
 import { RAW_BYTES_ID } from '../serializers.js'
@@ -92,6 +92,19 @@ function sink(w: NativeBlobWriter): BlobSink {
     ),
     abort: () => call(() => w.abort()),
   }
+}
+
+const blobReplacing = (w: RawBlobReplace) => ({
+  key: buf(w.key),
+  meta: buf(w.meta),
+  revisionAt: w.revisionAt,
+  expectedRevision: w.expectedRevision,
+  lock: w.lock,
+})
+
+/** blobReplace's answer: the writer (holding the key's lock when it took it) and its revision, or a REPLACE_* number. */
+function opened(r: NativeBlobWriter | number): { sink: BlobSink; revision: number } | number {
+  return typeof r === 'number' ? r : { sink: sink(r), revision: r.revision }
 }
 
 function source(r: NativeBlobReader | null): BlobSource | undefined {
@@ -275,6 +288,11 @@ export class NativeFileBacking implements Backing {
   readonly blobWriter = twinOp(
     (key: Uint8Array, m: Uint8Array): BlobSink => sink(call(() => loadNative().blobWriterOpenSync(this.native, buf(key), buf(m)))),
     async (key: Uint8Array, m: Uint8Array) => sink(await callAsync(() => loadNative().blobWriterOpenAsync(this.native, buf(key), buf(m)))),
+  )
+  /** The fused blob open (Backing.blobReplace): the lock, the revision read and the staging file in one call (one threadpool task). */
+  readonly blobReplace = twinOp(
+    (w: RawBlobReplace) => opened(call(() => loadNative().blobReplaceSync(this.native, blobReplacing(w)))),
+    async (w: RawBlobReplace) => opened(await callAsync(() => loadNative().blobReplaceAsync(this.native, blobReplacing(w)))),
   )
   readonly openBlob = twinOp(
     (key: Uint8Array) => source(call(() => loadNative().blobOpenSync(this.native, buf(key)))),

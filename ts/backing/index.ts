@@ -87,6 +87,9 @@ export interface RawReplace extends RawWrite {
   lock: boolean
 }
 
+/** A blob write with the revision read fused in (Backing.blobReplace): RawReplace without the value. */
+export type RawBlobReplace = Omit<RawReplace, 'serializer' | 'value'>
+
 /** The MessagePack bytes (uint 32, 0xffffffff) a RawReplace's meta holds where the new revision goes. */
 export const REVISION_SLOT = Uint8Array.of(0xce, 0xff, 0xff, 0xff, 0xff)
 /** Backing.replace's answers other than a revision (>= 1): the lock is held elsewhere; left to the general path; mismatch is `REPLACE_MISMATCH - actual`. */

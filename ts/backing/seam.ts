@@ -26,7 +26,7 @@
  */
 import gensync from 'gensync'
 import { KonserveError } from '../errors.js'
-import type { LogInfo, LogRecord, NewRecord, RawEntry, RawListing, RawMeta, RawReplace, RawValue, RawWrite } from './index.js'
+import type { LogInfo, LogRecord, NewRecord, RawBlobReplace, RawEntry, RawListing, RawMeta, RawReplace, RawValue, RawWrite } from './index.js'
 
 /** One backing operation: `.sync(...)`, `.async(...)`, or `yield*` in a gensync generator. */
 export type Op<A extends unknown[], R> = gensync.Gensync<A, R>
@@ -225,6 +225,20 @@ export interface Backing {
   // ---- streamed blobs (FORMAT.md §4.5) ----
   /** Starts writing a blob under `key` with this metadata (see BlobSink). */
   blobWriter: Op<[key: Uint8Array, meta: Uint8Array], BlobSink>
+  /**
+   * Optional: `blobWriter` with the lock and the revision read of a replacing
+   * write fused in, as `replace` does for a value (the native store: the open
+   * is one threadpool task, and the commit's task releases the lock, so no
+   * lock file is touched on the JavaScript thread). Under the key's lock
+   * (taken here when `w.lock`, one attempt, and then released by the sink's
+   * commit or abort), reads the revision the key is at, checks
+   * `w.expectedRevision`, and opens a sink whose metadata carries the next
+   * revision in `w.meta`'s slot. Returns the sink with that revision, or a
+   * number as `replace` answers (REPLACE_BUSY, REPLACE_UNSURE,
+   * `REPLACE_MISMATCH - actual`: nothing opened, the lock as it was). Layers
+   * do not forward it.
+   */
+  blobReplace?: Op<[w: RawBlobReplace], { sink: BlobSink; revision: number } | number>
   /** Opens the blob at `key`; undefined when missing; `ERR_NOT_BINARY` when the key holds something else. */
   openBlob: Op<[key: Uint8Array], BlobSource | undefined>
 

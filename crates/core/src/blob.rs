@@ -21,6 +21,7 @@ use crate::format::key;
 use crate::keyfile::{self, MetaEntry, StoreDir};
 use crate::keyhash;
 use crate::staging::InFlight;
+use crate::store::KeyLock;
 use crate::vfs::VfsFile;
 
 /// The staging file of a [`BlobWriter`] until it is renamed.
@@ -68,6 +69,9 @@ pub struct BlobWriter {
     /// `None` once committed, aborted or failed.
     staged: Option<Staged>,
     stream: ChunkStream,
+    /// The key's lock, when the writer holds it (`FileStore::blob_replace`):
+    /// released once the blob is committed or given up.
+    lock: Option<KeyLock>,
 }
 
 impl std::fmt::Debug for BlobWriter {
@@ -76,6 +80,7 @@ impl std::fmt::Debug for BlobWriter {
             .field("target", &self.target)
             .field("open", &self.staged.is_some())
             .field("size", &self.stream.size())
+            .field("holds_lock", &self.lock.is_some())
             .finish()
     }
 }
@@ -96,6 +101,7 @@ pub(crate) fn writer(files: &Arc<StoreDir>, key: &[u8], meta: &[u8]) -> Result<B
         target,
         staged: Some(Staged { file, path, _in_flight: in_flight, written: 0, kicked: 0 }),
         stream,
+        lock: None,
     };
     let mut head = vec![0u8; HEADER_LEN];
     head.extend_from_slice(&meta_stored);
@@ -184,11 +190,24 @@ impl BlobWriter {
     /// the key file and fsyncs the directory (the fsyncs only with
     /// `sync_blob`). Returns when the new blob is durable. On error the
     /// staging file is removed (unless it was already renamed).
+    /// A writer that holds the key's lock releases it here, after the rename
+    /// (a failed release is reported when the blob was written).
     pub fn commit(mut self) -> Result<()> {
         let result = self.finish();
         // Whatever was not renamed is removed: a failed write leaves no trace.
         self.discard();
-        result
+        let released = self.lock.take().map_or(Ok(()), KeyLock::release);
+        result.and(released)
+    }
+
+    /// Hands the writer the key's lock, released when it commits or is given up.
+    pub(crate) fn hold_lock(&mut self, lock: KeyLock) {
+        self.lock = Some(lock);
+    }
+
+    /// Whether the writer holds its key's lock (`FileStore::blob_replace`).
+    pub fn holds_lock(&self) -> bool {
+        self.lock.is_some()
     }
 
     fn finish(&mut self) -> Result<()> {
@@ -216,15 +235,27 @@ impl BlobWriter {
     }
 
     /// Gives up the blob: removes the staging file; the key keeps its old
-    /// value. Dropping the writer does the same.
+    /// value (and a lock the writer holds is released). Dropping the writer
+    /// does the same.
     pub fn abort(mut self) {
         self.discard();
+        self.release_quietly();
+    }
+
+    /// Releases a lock the writer holds (in this process whatever happens);
+    /// a lock file that cannot be removed cannot be reported here: an abort
+    /// or a drop has no result.
+    fn release_quietly(&mut self) {
+        if let Some(lock) = self.lock.take() {
+            let _ = lock.release();
+        }
     }
 }
 
 impl Drop for BlobWriter {
     fn drop(&mut self) {
         self.discard();
+        self.release_quietly();
     }
 }
 

@@ -152,6 +152,53 @@ pub enum Replaced {
     Unsure,
 }
 
+/// A blob write with its revision read fused in, for [`FileStore::blob_replace`].
+#[derive(Clone, Copy, Debug)]
+pub struct BlobReplace<'a> {
+    /// The key's CKE.
+    pub key: &'a [u8],
+    /// The metadata bytes, with [`REVISION_SLOT`](crate::format::meta::REVISION_SLOT) where the new revision goes.
+    pub meta: &'a [u8],
+    /// Where in `meta` the slot is.
+    pub revision_at: usize,
+    /// Open only if the key is at this revision (0: missing).
+    pub expected_revision: Option<u64>,
+    /// Take the key's lock (one attempt) and hand it to the writer, which
+    /// releases it when it commits, aborts or is dropped; else the caller holds it.
+    pub lock: bool,
+}
+
+/// What [`FileStore::blob_replace`] did: [`Replaced`], with the writer when it opened one.
+#[derive(Debug)]
+// Made once per blob and moved once, into the binding's writer: not worth a box.
+#[allow(clippy::large_enum_variant)]
+pub enum BlobReplaced {
+    /// Opened: the committed blob puts the key at `revision`.
+    Opened {
+        /// The writer (holding the key's lock when it was taken here).
+        writer: BlobWriter,
+        /// The key's revision once the blob is committed.
+        revision: u64,
+    },
+    /// Nothing opened: the write would replace something else ([`Replaced`] but `Written`).
+    Not(Replaced),
+}
+
+/// A key's cross-process lock held by a [`BlobWriter`] that
+/// [`FileStore::blob_replace`] opened: released (in whatever thread runs
+/// the commit) once the blob is committed or given up.
+pub(crate) struct KeyLock {
+    store: Arc<FileStore>,
+    key: Vec<u8>,
+}
+
+impl KeyLock {
+    /// Releases the lock; a lock file that cannot be removed is reported.
+    pub(crate) fn release(self) -> Result<()> {
+        self.store.unlock(&[&self.key])
+    }
+}
+
 /// A staging file written for a put, the key file it replaces, and its
 /// registration against the sweep.
 type StagedPut = (PathBuf, PathBuf, InFlight);
@@ -598,15 +645,64 @@ impl FileStore {
         result
     }
 
-    fn replace_locked(&self, r: &Replace<'_>) -> Result<Replaced> {
-        let current = match self.get_meta(r.key) {
-            Ok(None) => 0,
-            Ok(Some(e)) if e.log.is_none() => match crate::format::meta::revision(&e.meta) {
-                Some(n) => n,
-                None => return Ok(Replaced::Unsure),
-            },
-            Ok(Some(_)) | Err(_) => return Ok(Replaced::Unsure),
+    /// [`blob_writer`](Self::blob_writer) with the lock and the revision read
+    /// of a replacing write fused in, as [`replace`](Self::replace) does for
+    /// a value: under `key`'s lock (taken here when `r.lock`, one attempt),
+    /// reads the revision the key is at, checks `r.expected_revision`, and
+    /// opens a writer whose metadata carries the next revision in its slot.
+    /// A lock taken here goes with the writer: its commit (or abort, or drop)
+    /// releases it. So an async `bassoc` takes and releases its lock files in
+    /// the writer's threadpool tasks, none on the JavaScript thread. Anything
+    /// but an opened writer leaves the lock as it found it.
+    pub fn blob_replace(self: &Arc<Self>, r: &BlobReplace<'_>) -> Result<BlobReplaced> {
+        if r.lock && !self.try_lock(&[r.key])? {
+            return Ok(BlobReplaced::Not(Replaced::Busy));
+        }
+        let result = self.blob_replace_locked(r);
+        match result {
+            Ok(BlobReplaced::Opened { mut writer, revision }) if r.lock => {
+                writer.hold_lock(KeyLock { store: Arc::clone(self), key: r.key.to_vec() });
+                Ok(BlobReplaced::Opened { writer, revision })
+            }
+            other => {
+                if r.lock {
+                    let released = self.unlock(&[r.key]);
+                    if other.is_ok() {
+                        released?;
+                    }
+                }
+                other
+            }
+        }
+    }
+
+    fn blob_replace_locked(&self, r: &BlobReplace<'_>) -> Result<BlobReplaced> {
+        let Some(current) = self.current_revision(r.key) else { return Ok(BlobReplaced::Not(Replaced::Unsure)) };
+        if let Some(expected) = r.expected_revision {
+            if expected != current {
+                return Ok(BlobReplaced::Not(Replaced::Mismatch { actual: current }));
+            }
+        }
+        let Some(meta) = crate::format::meta::splice_revision(r.meta, r.revision_at, current + 1) else {
+            return Ok(BlobReplaced::Not(Replaced::Unsure));
         };
+        let writer = blob::writer(&self.files, r.key, &meta)?;
+        Ok(BlobReplaced::Opened { writer, revision: current + 1 })
+    }
+
+    /// The revision `key` is at (0: missing), or `None` when the core is not
+    /// sure of it (an append log, a metadata map it cannot read, a failed
+    /// read): the caller's general path reads it then.
+    fn current_revision(&self, key: &[u8]) -> Option<u64> {
+        match self.get_meta(key) {
+            Ok(None) => Some(0),
+            Ok(Some(e)) if e.log.is_none() => crate::format::meta::revision(&e.meta),
+            Ok(Some(_)) | Err(_) => None,
+        }
+    }
+
+    fn replace_locked(&self, r: &Replace<'_>) -> Result<Replaced> {
+        let Some(current) = self.current_revision(r.key) else { return Ok(Replaced::Unsure) };
         if let Some(expected) = r.expected_revision {
             if expected != current {
                 return Ok(Replaced::Mismatch { actual: current });

@@ -467,3 +467,65 @@ fn list_cursor_streams_batches_with_the_rules_of_list() {
     delete_store(tmp.path()).unwrap();
     assert!(!tmp.path().exists());
 }
+
+#[test]
+fn blob_replace_opens_a_writer_that_holds_the_lock_until_it_commits_or_is_given_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(tmp.path()));
+    let other = open(tmp.path());
+    let (meta, at) = slotted_meta();
+    let k = key("b");
+    let w = |expected: Option<u64>, lock: bool| BlobReplace { key: &k, meta: &meta, revision_at: at, expected_revision: expected, lock };
+    let opened = |r: BlobReplaced| match r {
+        BlobReplaced::Opened { writer, revision } => (writer, revision),
+        BlobReplaced::Not(r) => panic!("not opened: {r:?}"),
+    };
+    // A new key: revision 1; the lock is held from the open to the commit, and released by it.
+    let (mut writer, revision) = opened(store.blob_replace(&w(Some(0), true)).unwrap());
+    assert_eq!(revision, 1);
+    assert!(writer.holds_lock());
+    assert!(!other.try_lock(&[&k]).unwrap(), "the writer holds the key's lock");
+    writer.write(b"blob one").unwrap();
+    writer.commit().unwrap();
+    assert!(other.try_lock(&[&k]).unwrap(), "the commit released it");
+    // Held elsewhere: Busy, nothing opened.
+    assert!(matches!(store.blob_replace(&w(None, true)).unwrap(), BlobReplaced::Not(Replaced::Busy)));
+    other.unlock(&[&k]).unwrap();
+    let e = store.get(&k).unwrap().unwrap();
+    assert_eq!((e.serializer, e.meta[at]), (0, 1));
+    // A wrong expectation opens nothing and leaves the lock free.
+    assert!(matches!(store.blob_replace(&w(Some(0), true)).unwrap(), BlobReplaced::Not(Replaced::Mismatch { actual: 1 })));
+    assert!(other.try_lock(&[&k]).unwrap());
+    other.unlock(&[&k]).unwrap();
+    // An aborted writer, and a dropped one, release the lock and leave the old blob.
+    let (writer, revision) = opened(store.blob_replace(&w(Some(1), true)).unwrap());
+    assert_eq!(revision, 2);
+    writer.abort();
+    assert!(other.try_lock(&[&k]).unwrap());
+    other.unlock(&[&k]).unwrap();
+    let (mut writer, _) = opened(store.blob_replace(&w(None, true)).unwrap());
+    writer.write(b"never committed").unwrap();
+    drop(writer);
+    assert!(other.try_lock(&[&k]).unwrap());
+    other.unlock(&[&k]).unwrap();
+    assert_eq!(store.get(&k).unwrap().unwrap().value, b"blob one");
+    // A caller holding the lock opens with lock: false and keeps it after the commit.
+    store.lock(&[&k]).unwrap();
+    let (mut writer, revision) = opened(store.blob_replace(&w(Some(1), false)).unwrap());
+    assert_eq!(revision, 2);
+    assert!(!writer.holds_lock());
+    writer.write(b"blob two").unwrap();
+    writer.commit().unwrap();
+    assert!(!other.try_lock(&[&k]).unwrap(), "lock: false leaves the caller's lock held");
+    store.unlock(&[&k]).unwrap();
+    assert_eq!(store.get(&k).unwrap().unwrap().value, b"blob two");
+    assert_eq!(store.get_meta(&k).unwrap().unwrap().meta[at], 2);
+    // What the core is not sure of (an append log) is left to the caller, the lock free.
+    let r = konserve_core::format::log::NewRecord { serializer: 1, stamp: 7, payload: b"x" };
+    store.log_append(&key("log"), &[r], b"\x80").unwrap();
+    let lw = BlobReplace { key: &key("log"), meta: &meta, revision_at: at, expected_revision: None, lock: true };
+    assert!(matches!(store.blob_replace(&lw).unwrap(), BlobReplaced::Not(Replaced::Unsure)));
+    assert!(other.try_lock(&[&key("log")]).unwrap());
+    other.unlock(&[&key("log")]).unwrap();
+    assert!(names(tmp.path()).iter().all(|n| n.ends_with(".ksv") || n.starts_with(".konserve")), "{:?}", names(tmp.path()));
+}
