@@ -34,7 +34,7 @@ pub mod wal;
 pub use error::{Error, ErrorCode, Result};
 pub use keyhash::file_name;
 pub use store::{
-    delete_store, BlobReplace, BlobReplaced, Entry, FileStore, ListCursor, ListResult, MetaEntry, Options, Replace, Replaced, ValueInto, ValueRef, Write,
-    CLOCK_FILE_NAME, LOCK_FILE_NAME,
+    delete_store, BlobReplace, BlobReplaced, Entry, FileStore, ListCursor, ListResult, MetaEntry, Options, Replace, Replaced, ValueInto,
+    ValueRef, Write, CLOCK_FILE_NAME, LOCK_FILE_NAME,
 };
 pub use valuecache::ValueCacheStats;
