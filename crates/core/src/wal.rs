@@ -691,7 +691,10 @@ impl Wal {
             })
             .map(|_| ())
             .map_err(|e| {
-                lock(&self.queue).committer = false;
+                // Not queued after all: the caller has the error, never the completion.
+                let mut q = lock(&self.queue);
+                q.committer = false;
+                q.pending.retain(|p| p.id != id);
                 Error::io(e, "cannot start the write-ahead log's committer thread", &self.path)
             })
     }

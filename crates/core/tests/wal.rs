@@ -281,6 +281,14 @@ fn sixty_four_writers_on_threads_share_one_fdatasync() {
     }
 }
 
+/// [`options`] with a hold of the log lock across frames that never ends
+/// by its age in a test, however loaded the machine (its default, 20 ms,
+/// could pass while a test queues its writers).
+fn holding() -> WalOptions {
+    let store = konserve_core::Options { lock_lease: std::time::Duration::from_secs(86_400), ..Default::default() };
+    WalOptions { store, lock_hold: std::time::Duration::from_secs(3600), ..options() }
+}
+
 /// The log lock's file (FORMAT.md §6 protocol).
 fn log_lock() -> PathBuf {
     Path::new(DIR).join(format!(".{WAL_LOCK_HEX}.lock"))
@@ -313,10 +321,10 @@ fn held_with_queue(g: &Gated, o: WalOptions, n: usize) -> (Arc<Wal>, Vec<std::th
 
 #[test]
 fn a_committer_keeps_the_log_lock_across_frames_while_appends_are_queued_and_releases_it_when_idle() {
-    for (hold, takes) in [(options().lock_hold, 1), (std::time::Duration::ZERO, 2)] {
+    for (hold, takes) in [(holding().lock_hold, 1), (std::time::Duration::ZERO, 2)] {
         let (fs, _) = setup(40, DIR);
         let g = Gated::new(fs.clone());
-        let (w, threads) = held_with_queue(&g, WalOptions { lock_hold: hold, ..options() }, 63);
+        let (w, threads) = held_with_queue(&g, WalOptions { lock_hold: hold, ..holding() }, 63);
         assert!(fs.exists(&log_lock()).unwrap());
         g.open_gate();
         for t in threads {
@@ -340,7 +348,7 @@ fn a_committer_keeps_the_log_lock_across_frames_while_appends_are_queued_and_rel
 fn another_instance_waiting_for_the_log_lock_gets_it_once_the_holder_is_idle_and_catches_up() {
     let (fs, _) = setup(41, DIR);
     let ga = Gated::new(fs.clone());
-    let (a, threads) = held_with_queue(&ga, options(), 63);
+    let (a, threads) = held_with_queue(&ga, holding(), 63);
     // Another process appends while a holds the lock with 63 appends queued.
     let gb = Gated::new(fs.as_process(4545));
     gb.open_gate();
@@ -423,7 +431,7 @@ fn two_instances_appending_bursts_at_once_never_interleave_frames() {
 fn a_process_killed_while_holding_the_log_lock_between_frames_is_taken_over() {
     let (fs, _) = setup(43, DIR);
     let g = Gated::new(fs.as_process(4747));
-    let (a, mut threads) = held_with_queue(&g, options(), 8);
+    let (a, mut threads) = held_with_queue(&g, holding(), 8);
     // a dies at its next mutating call after the first frame's fdatasync:
     // the write of the second frame, made under the lock kept from the first.
     fs.kill_after(4747, 1);
