@@ -460,7 +460,8 @@ impl Wal {
     }
 
     /// Whether this instance holds the log's lock file right now (between
-    /// frames too, [`WalOptions::lock_hold`]).
+    /// frames too, [`WalOptions::lock_hold`]); waits for a frame being
+    /// committed to end.
     pub fn holds_log_lock(&self) -> bool {
         lock(&self.log_mutex).token.is_some()
     }

@@ -428,6 +428,31 @@ fn two_instances_appending_bursts_at_once_never_interleave_frames() {
 }
 
 #[test]
+fn a_frame_that_fails_under_a_kept_log_lock_releases_it() {
+    let (fs, _) = setup(45, DIR);
+    let g = Gated::new(fs.clone());
+    let (w, mut threads) = held_with_queue(&g, holding(), 8);
+    // The first frame's fdatasync succeeds; the next call, the write of the
+    // second frame under the lock kept from the first, fails alone.
+    fs.fail_once(1);
+    g.open_gate();
+    threads.remove(0).join().unwrap().unwrap();
+    for t in threads {
+        assert_eq!(t.join().unwrap().unwrap_err().code(), ErrorCode::Io);
+    }
+    assert_eq!(fs.failed_call(), Some("write_all_at"));
+    assert!(!w.holds_log_lock());
+    assert!(!fs.exists(&log_lock()).unwrap());
+    // Another process gets the lock at once, and this one appends again.
+    let other = open(&fs.as_process(4949));
+    put(&other, "o", b"o1");
+    put(&w, "k1", b"again");
+    assert_eq!(other.get(&h("k1")).unwrap(), WalLookup::Put(payload("k1", b"again")));
+    assert_eq!(w.get(&h("k0")).unwrap(), WalLookup::Put(payload("k0", b"v0")));
+    assert_eq!(w.get(&h("k2")).unwrap(), WalLookup::Absent);
+}
+
+#[test]
 fn a_process_killed_while_holding_the_log_lock_between_frames_is_taken_over() {
     let (fs, _) = setup(43, DIR);
     let g = Gated::new(fs.as_process(4747));
