@@ -20,7 +20,7 @@
 //!     file taken and released for every frame (`WalOptions::lock_hold`
 //!     zero: the protocol before the lock was kept across frames), in the
 //!     same rounds;
-//!   - `wal/queue` (64 in flight only): `Wal::submit` from one thread that
+//!   - `wal/queue`, `burst/queue` (64 in flight only): `Wal::submit` from one thread that
 //!     keeps 64 appends in flight and is woken by their completions (the
 //!     committer thread commits), instead of 64 threads each blocked in
 //!     `Wal::append` (how a binding with few threads would drive it);
@@ -52,7 +52,7 @@ use konserve_core::{FileStore, Options, Write};
 
 const CONC: usize = 64;
 /// The cases, in the order of the table.
-const CASES: [&str; 13] = [
+const CASES: [&str; 14] = [
     "raw",
     "store",
     "wal",
@@ -60,6 +60,7 @@ const CASES: [&str; 13] = [
     "wal/queue",
     "burst",
     "burst/nohold",
+    "burst/queue",
     "burst+ckpt",
     "burst+ckpt/syncfs",
     "bg",
@@ -131,12 +132,13 @@ fn drive(conc: usize, n: u64, ms: Option<u64>, op: impl Fn(u64) + Sync) -> f64 {
 }
 
 /// Keeps `conc` appends in flight through `Wal::submit` from this one
-/// thread, woken by their completions, until `ms` elapsed: ops/s.
-fn drive_queue(w: &Arc<Wal>, conc: usize, ms: u64, value: &[u8]) -> f64 {
+/// thread, woken by their completions, until `n` were submitted or `ms`
+/// elapsed, then waits for the last: ops/s.
+fn drive_queue(w: &Arc<Wal>, conc: usize, n: u64, ms: Option<u64>, value: &[u8]) -> f64 {
     // (in flight, done)
     let state = Arc::new((Mutex::new((0usize, 0u64)), Condvar::new()));
     let start = Instant::now();
-    let deadline = start + Duration::from_millis(ms);
+    let deadline = ms.map(|ms| start + Duration::from_millis(ms));
     let mut i = 0u64;
     loop {
         {
@@ -144,7 +146,7 @@ fn drive_queue(w: &Arc<Wal>, conc: usize, ms: u64, value: &[u8]) -> f64 {
             while g.0 >= conc {
                 g = state.1.wait(g).unwrap();
             }
-            if Instant::now() >= deadline {
+            if i >= n || deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
             g.0 += 1;
@@ -240,7 +242,11 @@ impl Bench {
             }
             "wal/queue" => {
                 let w = Arc::new(self.wal(&dir, u64::MAX, false));
-                drive_queue(&w, conc, self.a.ms, v)
+                drive_queue(&w, conc, u64::MAX, ms, v)
+            }
+            "burst/queue" => {
+                let w = Arc::new(self.wal(&dir, u64::MAX, false));
+                drive_queue(&w, conc, self.a.burst as u64, None, v)
             }
             "burst" | "burst+ckpt" | "burst/nohold" => {
                 let w = if case == "burst/nohold" { self.wal_with(&dir, nohold) } else { self.wal(&dir, u64::MAX, syncfs) };
@@ -311,7 +317,7 @@ fn main() {
                 cases.push((case, conc, size));
             }
         }
-        for case in ["wal/queue", "burst", "burst/nohold", "burst+ckpt", "burst+ckpt/syncfs", "bg", "bg/syncfs"] {
+        for case in ["wal/queue", "burst", "burst/nohold", "burst/queue", "burst+ckpt", "burst+ckpt/syncfs", "bg", "bg/syncfs"] {
             cases.push((case, CONC, size));
         }
     }
