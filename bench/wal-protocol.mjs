@@ -87,7 +87,7 @@ for (const size of [100, 1024])
     const med = (c) => median(results.get(`${size}/${conc}/${c}`) ?? [])
     const raw = med('raw')
     const lm = med('lmdb')
-    for (const c of ['raw', 'store', 'lmdb', 'wal', 'burst', 'burst+ckpt', 'burst+ckpt/syncfs', 'bg', 'bg/syncfs', 'stream', 'stream/syncfs']) {
+    for (const c of ['raw', 'store', 'lmdb', 'wal', 'wal/nohold', 'wal/queue', 'burst', 'burst/nohold', 'burst/queue', 'burst+ckpt', 'burst+ckpt/syncfs', 'bg', 'bg/syncfs', 'stream', 'stream/syncfs']) {
       const o = med(c)
       if (Number.isNaN(o)) continue
       console.log(`| ${size} B | ${conc} | ${c} | ${fmt(o)} | ${fmt(o / raw)} | ${fmt(o / lm)} |`)

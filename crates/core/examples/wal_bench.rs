@@ -16,6 +16,14 @@
 //!   - the checkpointing cases twice: fsync of each staging file and one
 //!     directory fsync per slice, and (`/syncfs`) no fsync per file but one
 //!     `syncfs` per checkpoint (`WalOptions::checkpoint_syncfs`);
+//!   - `wal/nohold`, `burst/nohold`: `wal` and `burst` with the log's lock
+//!     file taken and released for every frame (`WalOptions::lock_hold`
+//!     zero: the protocol before the lock was kept across frames), in the
+//!     same rounds;
+//!   - `wal/queue`, `burst/queue` (64 in flight only): `Wal::submit` from one thread that
+//!     keeps 64 appends in flight and is woken by their completions (the
+//!     committer thread commits), instead of 64 threads each blocked in
+//!     `Wal::append` (how a binding with few threads would drive it);
 //!
 //! 1 at a time and 64 in flight, values of 100 B and 1 KiB, in interleaved
 //! rounds (the order reversed every other round), medians.
@@ -32,7 +40,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use konserve_core::format::file::encode_file;
@@ -44,7 +52,22 @@ use konserve_core::{FileStore, Options, Write};
 
 const CONC: usize = 64;
 /// The cases, in the order of the table.
-const CASES: [&str; 10] = ["raw", "store", "wal", "burst", "burst+ckpt", "burst+ckpt/syncfs", "bg", "bg/syncfs", "stream", "stream/syncfs"];
+const CASES: [&str; 14] = [
+    "raw",
+    "store",
+    "wal",
+    "wal/nohold",
+    "wal/queue",
+    "burst",
+    "burst/nohold",
+    "burst/queue",
+    "burst+ckpt",
+    "burst+ckpt/syncfs",
+    "bg",
+    "bg/syncfs",
+    "stream",
+    "stream/syncfs",
+];
 const META: &[u8] = b"\x80";
 
 struct Args {
@@ -108,6 +131,50 @@ fn drive(conc: usize, n: u64, ms: Option<u64>, op: impl Fn(u64) + Sync) -> f64 {
     done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Keeps `conc` appends in flight through `Wal::submit` from this one
+/// thread, woken by their completions, until `n` were submitted or `ms`
+/// elapsed, then waits for the last: ops/s.
+fn drive_queue(w: &Arc<Wal>, conc: usize, n: u64, ms: Option<u64>, value: &[u8]) -> f64 {
+    // (in flight, done)
+    let state = Arc::new((Mutex::new((0usize, 0u64)), Condvar::new()));
+    let start = Instant::now();
+    let deadline = ms.map(|ms| start + Duration::from_millis(ms));
+    let mut i = 0u64;
+    loop {
+        {
+            let mut g = state.0.lock().unwrap();
+            while g.0 >= conc {
+                g = state.1.wait(g).unwrap();
+            }
+            if i >= n || deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+            g.0 += 1;
+        }
+        let k = cke(i);
+        i += 1;
+        let p = encode_file(&k, 0, META, value).unwrap();
+        let st = Arc::clone(&state);
+        let rec = [NewWalRecord { op: WalOp::Put, key_hash: record_hash(&k), payload: &p }];
+        w.submit(
+            &rec,
+            Box::new(move |r| {
+                r.unwrap();
+                let mut g = st.0.lock().unwrap();
+                g.0 -= 1;
+                g.1 += 1;
+                st.1.notify_one();
+            }),
+        )
+        .unwrap();
+    }
+    let mut g = state.0.lock().unwrap();
+    while g.0 > 0 {
+        g = state.1.wait(g).unwrap();
+    }
+    g.1 as f64 / start.elapsed().as_secs_f64()
+}
+
 fn raw_put(dir: &Path, i: u64, value: &[u8]) {
     let name = format!("{:032x}.ksv", konserve_core::keyhash::key_hash(&cke(i)));
     let stage = dir.join(format!(".{name}.{}.stage", std::process::id()));
@@ -133,7 +200,10 @@ impl Bench {
     }
 
     fn wal(&self, dir: &Path, cap: u64, syncfs: bool) -> Wal {
-        let o = WalOptions { checkpoint_cap: cap, checkpoint_syncfs: syncfs, ..WalOptions::default() };
+        self.wal_with(dir, WalOptions { checkpoint_cap: cap, checkpoint_syncfs: syncfs, ..WalOptions::default() })
+    }
+
+    fn wal_with(&self, dir: &Path, o: WalOptions) -> Wal {
         Wal::open(Arc::new(RealFs), dir, o).unwrap()
     }
 
@@ -151,6 +221,8 @@ impl Bench {
         let ms = Some(self.a.ms);
         // A case named `…/syncfs` checkpoints with one syncfs, the others fsync each file.
         let syncfs = case.ends_with("/syncfs");
+        // A case named `…/nohold` takes and releases the lock file per frame.
+        let nohold = WalOptions { checkpoint_cap: u64::MAX, lock_hold: Duration::ZERO, ..WalOptions::default() };
         let r = match case.trim_end_matches("/syncfs") {
             "raw" => {
                 let dir = &dir;
@@ -164,12 +236,24 @@ impl Bench {
                 let w = self.wal(&dir, u64::MAX, syncfs);
                 drive(conc, u64::MAX, ms, |i| Self::wal_put(&w, i, v))
             }
-            "burst" | "burst+ckpt" => {
-                let w = self.wal(&dir, u64::MAX, syncfs);
+            "wal/nohold" => {
+                let w = self.wal_with(&dir, nohold);
+                drive(conc, u64::MAX, ms, |i| Self::wal_put(&w, i, v))
+            }
+            "wal/queue" => {
+                let w = Arc::new(self.wal(&dir, u64::MAX, false));
+                drive_queue(&w, conc, u64::MAX, ms, v)
+            }
+            "burst/queue" => {
+                let w = Arc::new(self.wal(&dir, u64::MAX, false));
+                drive_queue(&w, conc, self.a.burst as u64, None, v)
+            }
+            "burst" | "burst+ckpt" | "burst/nohold" => {
+                let w = if case == "burst/nohold" { self.wal_with(&dir, nohold) } else { self.wal(&dir, u64::MAX, syncfs) };
                 let n = self.a.burst as u64;
                 let start = Instant::now();
                 drive(conc, n, None, |i| Self::wal_put(&w, i, v));
-                if case != "burst" {
+                if case.starts_with("burst+ckpt") {
                     assert!(w.checkpoint().unwrap());
                     assert_eq!(w.stats().checkpointed_keys, n);
                 }
@@ -229,11 +313,11 @@ fn main() {
     let mut cases: Vec<(&str, usize, usize)> = Vec::new();
     for size in [100, 1024] {
         for conc in [1, CONC] {
-            for case in ["raw", "store", "wal", "stream", "stream/syncfs"] {
+            for case in ["raw", "store", "wal", "wal/nohold", "stream", "stream/syncfs"] {
                 cases.push((case, conc, size));
             }
         }
-        for case in ["burst", "burst+ckpt", "burst+ckpt/syncfs", "bg", "bg/syncfs"] {
+        for case in ["wal/queue", "burst", "burst/nohold", "burst/queue", "burst+ckpt", "burst+ckpt/syncfs", "bg", "bg/syncfs"] {
             cases.push((case, CONC, size));
         }
     }

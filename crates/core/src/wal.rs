@@ -42,6 +42,9 @@ pub const CHECKPOINT_CAP: u64 = 256 << 20;
 const SLICE: usize = 256;
 /// Zero-fill writes of at most this many bytes.
 const FILL_CHUNK: usize = 1 << 20;
+/// The longest a committer keeps the log's lock file across batches
+/// ([`WalOptions::lock_hold`]).
+pub const LOCK_HOLD: Duration = Duration::from_millis(20);
 
 /// How a [`Wal`] is run.
 #[derive(Clone, Debug)]
@@ -68,6 +71,16 @@ pub struct WalOptions {
     /// store must): `syncfs` also flushes every other writer's dirty pages
     /// on that file system, and measured no faster on a busy one (§1).
     pub checkpoint_syncfs: bool,
+    /// How long the log's lock file (FORMAT.md §6) may stay taken across
+    /// consecutive group commits while appends keep coming (docs/WAL.md §4):
+    /// a committer that finishes a frame with more appends queued in this
+    /// instance keeps the lock file for the next frame instead of releasing
+    /// and taking it again (six metadata calls), and releases it as soon as
+    /// its queue is empty, after a failure, or once it has held it this
+    /// long (at most a quarter of the lease, so a holder is never judged
+    /// dead by the lock file's age). Zero: released after every frame.
+    /// Default [`LOCK_HOLD`].
+    pub lock_hold: Duration,
 }
 
 impl Default for WalOptions {
@@ -78,6 +91,7 @@ impl Default for WalOptions {
             grow_margin: MAX_FRAME as u64,
             checkpoint_cap: CHECKPOINT_CAP,
             checkpoint_syncfs: false,
+            lock_hold: LOCK_HOLD,
         }
     }
 }
@@ -110,6 +124,9 @@ pub struct WalStats {
     pub resets: u64,
     /// Keys written (renamed or unlinked) by checkpoints.
     pub checkpointed_keys: u64,
+    /// Times this instance took the log's lock file (a hold kept across
+    /// frames counts once).
+    pub log_locks: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,9 +171,14 @@ struct OwnedRecord {
     payload: Vec<u8>,
 }
 
+/// What an asynchronous append calls with its outcome.
+pub type Completion = Box<dyn FnOnce(Result<()>) + Send>;
+
 struct Pending {
     id: u64,
     records: Vec<OwnedRecord>,
+    /// `None`: a writer blocked in [`Wal::append`] waits for its entry in `done`.
+    notify: Option<Completion>,
 }
 
 #[derive(Default)]
@@ -164,7 +186,20 @@ struct Queue {
     next_id: u64,
     pending: VecDeque<Pending>,
     leader: bool,
+    /// A committer thread of [`Wal::submit`] runs (or is about to).
+    committer: bool,
     done: HashMap<u64, Result<()>>,
+}
+
+/// The log lock's file while this instance holds it, possibly across
+/// frames ([`WalOptions::lock_hold`]); guarded by the in-process half of
+/// the log lock.
+#[derive(Default)]
+struct LogHold {
+    /// The token of the lock file, while it is ours.
+    token: Option<String>,
+    /// When it was taken.
+    since: Option<Instant>,
 }
 
 /// An open write-ahead log of one store directory.
@@ -176,14 +211,14 @@ pub struct Wal {
     index: Mutex<Index>,
     /// The file's length as last seen (under the log lock).
     file_len: Mutex<u64>,
-    /// The in-process half of the log lock.
-    log_mutex: Mutex<()>,
+    /// The in-process half of the log lock, and the lock file while held.
+    log_mutex: Mutex<LogHold>,
     /// The in-process half of the checkpoint lock; holds the (generation,
     /// seq) up to which every record is durable in its key file.
     checkpointed: Mutex<Option<(u64, u64)>>,
     queue: Mutex<Queue>,
     turn: Condvar,
-    stats: [AtomicU64; 6],
+    stats: [AtomicU64; 7],
 }
 
 impl std::fmt::Debug for Wal {
@@ -229,6 +264,7 @@ const C_SYNCS: usize = 2;
 const C_CHECKPOINTS: usize = 3;
 const C_RESETS: usize = 4;
 const C_KEYS: usize = 5;
+const C_LOCKS: usize = 6;
 
 /// A lock of the FORMAT.md §6 protocol held by this [`Wal`], released on drop.
 struct HeldLock<'a> {
@@ -242,6 +278,39 @@ impl Drop for HeldLock<'_> {
         // A lock file that could not be removed names this live process:
         // filelock keeps its token as an orphan our next acquire takes over.
         let _ = self.wal.files.locker().release(self.hex, &self.token);
+    }
+}
+
+/// The log lock held: the in-process mutex, and the lock file in its
+/// [`LogHold`]. On drop the lock file is released, unless [`keep`](Self::keep)
+/// was called, appends are queued in this instance and the hold is younger
+/// than [`WalOptions::lock_hold`].
+struct LogGuard<'a> {
+    wal: &'a Wal,
+    hold: MutexGuard<'a, LogHold>,
+    keep: bool,
+}
+
+impl LogGuard<'_> {
+    /// The work under the lock succeeded: the lock file may stay for the next frame.
+    fn keep(&mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for LogGuard<'_> {
+    fn drop(&mut self) {
+        let young = self.hold.since.is_some_and(|t| t.elapsed() < self.wal.max_hold());
+        if !(self.keep && young && !lock(&self.wal.queue).pending.is_empty()) {
+            self.wal.release_hold(&mut self.hold);
+        }
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        let mut hold = lock(&self.log_mutex);
+        self.release_hold(&mut hold);
     }
 }
 
@@ -269,7 +338,7 @@ impl Wal {
             options,
             index: Mutex::new(Index::empty(placeholder)),
             file_len: Mutex::new(0),
-            log_mutex: Mutex::new(()),
+            log_mutex: Mutex::new(LogHold::default()),
             checkpointed: Mutex::new(None),
             queue: Mutex::new(Queue::default()),
             turn: Condvar::new(),
@@ -307,6 +376,7 @@ impl Wal {
             checkpoints: c(C_CHECKPOINTS),
             resets: c(C_RESETS),
             checkpointed_keys: c(C_KEYS),
+            log_locks: c(C_LOCKS),
         }
     }
 
@@ -334,14 +404,31 @@ impl Wal {
     }
 
     /// The log lock: the in-process mutex, then the lock file (polled with
-    /// backoff up to the lock timeout).
-    fn lock_log(&self) -> Result<(HeldLock<'_>, MutexGuard<'_, ()>)> {
-        let guard = lock(&self.log_mutex);
+    /// backoff up to the lock timeout) unless this instance still holds it
+    /// from the previous frame ([`WalOptions::lock_hold`]).
+    fn lock_log(&self) -> Result<LogGuard<'_>> {
+        let mut hold = lock(&self.log_mutex);
+        if hold.since.is_some_and(|t| t.elapsed() >= self.max_hold()) {
+            self.release_hold(&mut hold);
+        }
+        if hold.token.is_none() {
+            let token = self.take_log_file()?;
+            hold.token = Some(token);
+            hold.since = Some(Instant::now());
+            self.count(C_LOCKS, 1);
+        }
+        Ok(LogGuard { wal: self, hold, keep: false })
+    }
+
+    /// Takes the log's lock file: its token.
+    fn take_log_file(&self) -> Result<String> {
         let deadline = Instant::now() + self.files.options.lock_timeout;
         let mut pause = Duration::from_micros(50);
         loop {
-            if let Some(held) = self.try_file_lock(WAL_LOCK_HEX)? {
-                return Ok((held, guard));
+            match self.files.locker().try_acquire(WAL_LOCK_HEX) {
+                Ok(Attempt::Taken(rec)) => return Ok(rec.token),
+                Ok(Attempt::Busy(_)) => {}
+                Err(e) => return Err(self.files.lock_error(e, "cannot take the write-ahead log's lock", WAL_LOCK_HEX)),
             }
             if Instant::now() >= deadline {
                 let lock = self.files.dir.join(crate::filelock::lock_name(WAL_LOCK_HEX));
@@ -354,6 +441,29 @@ impl Wal {
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(8));
         }
+    }
+
+    /// How long the lock file may stay taken across frames.
+    fn max_hold(&self) -> Duration {
+        self.options.lock_hold.min(self.files.options.lock_lease / 4)
+    }
+
+    /// Releases the log's lock file if this instance holds it (under the
+    /// in-process mutex).
+    fn release_hold(&self, hold: &mut LogHold) {
+        if let Some(token) = hold.token.take() {
+            // A lock file that could not be removed names this live process:
+            // filelock keeps its token as an orphan our next acquire takes over.
+            let _ = self.files.locker().release(WAL_LOCK_HEX, &token);
+        }
+        hold.since = None;
+    }
+
+    /// Whether this instance holds the log's lock file right now (between
+    /// frames too, [`WalOptions::lock_hold`]); waits for a frame being
+    /// committed to end.
+    pub fn holds_log_lock(&self) -> bool {
+        lock(&self.log_mutex).token.is_some()
     }
 
     fn sync_log(&self, what: &str) -> Result<()> {
@@ -532,39 +642,105 @@ impl Wal {
         let mut q = lock(&self.queue);
         let id = q.next_id;
         q.next_id += 1;
-        q.pending.push_back(Pending { id, records: owned });
+        q.pending.push_back(Pending { id, records: owned, notify: None });
         loop {
             if let Some(r) = q.done.remove(&id) {
                 return r;
             }
             if !q.leader {
-                q.leader = true;
-                let mut batch = Vec::new();
-                let mut lens: Vec<usize> = Vec::new();
-                while let Some(p) = q.pending.front() {
-                    let more = p.records.iter().map(|r| r.payload.len());
-                    if !batch.is_empty() && frame_len(lens.iter().copied().chain(more.clone())) > MAX_FRAME {
-                        break;
-                    }
-                    lens.extend(more);
-                    batch.push(q.pending.pop_front().expect("a front"));
-                }
-                drop(q);
-                let result = self.commit(&batch);
-                q = lock(&self.queue);
-                for p in &batch {
-                    let r = match &result {
-                        Ok(()) => Ok(()),
-                        Err(e) => Err(copy_error(e)),
-                    };
-                    q.done.insert(p.id, r);
-                }
-                q.leader = false;
-                self.turn.notify_all();
+                q = self.lead(q);
                 continue;
             }
             q = self.turn.wait(q).unwrap_or_else(PoisonError::into_inner);
         }
+    }
+
+    /// [`append`](Self::append) without blocking the caller: the records
+    /// join the queue, and `done` is called with the outcome once their
+    /// frame is durable (or rejected), on the thread that committed it. A
+    /// committer thread is started when no writer leads a group commit, and
+    /// ends when the queue is empty. A record no frame could hold is refused
+    /// here, before it joins the queue.
+    pub fn submit(self: &Arc<Self>, records: &[NewWalRecord<'_>], done: Completion) -> Result<()> {
+        encode_frame(1, 1, records)?;
+        let owned = records.iter().map(|r| OwnedRecord { op: r.op, key_hash: r.key_hash, payload: r.payload.to_vec() }).collect();
+        let mut q = lock(&self.queue);
+        let id = q.next_id;
+        q.next_id += 1;
+        q.pending.push_back(Pending { id, records: owned, notify: Some(done) });
+        if q.committer {
+            return Ok(());
+        }
+        q.committer = true;
+        drop(q);
+        let wal = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("konserve-wal-commit".into())
+            .spawn(move || {
+                let mut q = lock(&wal.queue);
+                loop {
+                    if q.pending.is_empty() {
+                        q.committer = false;
+                        return;
+                    }
+                    if !q.leader {
+                        q = wal.lead(q);
+                        continue;
+                    }
+                    q = wal.turn.wait(q).unwrap_or_else(PoisonError::into_inner);
+                }
+            })
+            .map(|_| ())
+            .map_err(|e| {
+                // Not queued after all: the caller has the error, never the completion.
+                let mut q = lock(&self.queue);
+                q.committer = false;
+                q.pending.retain(|p| p.id != id);
+                Error::io(e, "cannot start the write-ahead log's committer thread", &self.path)
+            })
+    }
+
+    /// Leads one group commit: takes the queued appends that fit one frame,
+    /// commits them with the queue unlocked, and hands out the outcome.
+    fn lead<'a>(&'a self, mut q: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
+        q.leader = true;
+        let mut batch = Vec::new();
+        let mut lens: Vec<usize> = Vec::new();
+        while let Some(p) = q.pending.front() {
+            let more = p.records.iter().map(|r| r.payload.len());
+            if !batch.is_empty() && frame_len(lens.iter().copied().chain(more.clone())) > MAX_FRAME {
+                break;
+            }
+            lens.extend(more);
+            batch.push(q.pending.pop_front().expect("a front"));
+        }
+        drop(q);
+        let result = self.commit(&batch);
+        if result.is_err() {
+            // A commit that failed before it took the log lock leaves a hold
+            // kept by the previous frame: never keep it past a failure.
+            let mut hold = lock(&self.log_mutex);
+            self.release_hold(&mut hold);
+        }
+        let outcome = |r: &Result<()>| match r {
+            Ok(()) => Ok(()),
+            Err(e) => Err(copy_error(e)),
+        };
+        let mut waiting = Vec::new();
+        for p in batch.iter_mut() {
+            if let Some(n) = p.notify.take() {
+                n(outcome(&result));
+            } else {
+                waiting.push(p.id);
+            }
+        }
+        let mut q = lock(&self.queue);
+        for id in waiting {
+            q.done.insert(id, outcome(&result));
+        }
+        q.leader = false;
+        self.turn.notify_all();
+        q
     }
 
     /// One group commit: back-pressure, the log lock, catch-up, room, the
@@ -580,7 +756,7 @@ impl Wal {
                 self.checkpoint()?;
             }
         }
-        let _held = self.lock_log()?;
+        let mut held = self.lock_log()?;
         let mut idx = lock(&self.index);
         self.catch_up(&mut idx)?;
         let records: Vec<NewWalRecord<'_>> =
@@ -612,6 +788,8 @@ impl Wal {
         // takes it in here, or at the next catch-up if this read fails.
         let mut idx = lock(&self.index);
         let _ = self.catch_up(&mut idx);
+        drop(idx);
+        held.keep();
         Ok(())
     }
 
@@ -779,7 +957,7 @@ impl Wal {
         let mut staged: Vec<Staged> = Vec::with_capacity(slice.len());
         let fsync_each = self.files.options.sync_blob && !by_fs;
         let result = self.stage_slice(slice, fsync_each, &mut staged).and_then(|()| {
-            let held = self.lock_log()?;
+            let mut held = self.lock_log()?;
             let mut idx = lock(&self.index);
             self.catch_up(&mut idx)?;
             let mut changed = 0u64;
@@ -811,6 +989,7 @@ impl Wal {
             }
             drop(idx);
             // The directory fsync needs no log lock: the reset waits for it.
+            held.keep();
             drop(held);
             if changed > 0 && fsync_each {
                 self.files.sync_dir()?;

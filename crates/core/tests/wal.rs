@@ -14,7 +14,7 @@ use std::sync::{Arc, Barrier};
 use konserve_core::format::file::encode_file;
 use konserve_core::format::wal::{NewWalRecord, WalOp, FRAMES_AT, WAL_FILE_NAME};
 use konserve_core::vfs::{FileStat, Identity, Vfs, VfsFile};
-use konserve_core::wal::{record_hash, Wal, WalLookup, WalOptions};
+use konserve_core::wal::{record_hash, Wal, WalLookup, WalOptions, WAL_LOCK_HEX};
 use konserve_core::{file_name, ErrorCode};
 use support::crash::setup;
 use support::key;
@@ -116,9 +116,22 @@ struct Gated {
     syncs: Arc<AtomicU64>,
     gate: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
     entered: Arc<AtomicBool>,
+    /// Attempts to create the log's lock file that found it taken.
+    busy: Arc<AtomicU64>,
 }
 
 impl Gated {
+    /// `inner` with the gate shut.
+    fn new(inner: SimFs) -> Gated {
+        Gated {
+            inner,
+            syncs: Arc::default(),
+            gate: Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new())),
+            entered: Arc::default(),
+            busy: Arc::default(),
+        }
+    }
+
     fn open_gate(&self) {
         *self.gate.0.lock().unwrap() = true;
         self.gate.1.notify_all();
@@ -204,7 +217,11 @@ impl Vfs for Gated {
         self.inner.canonicalize(path)
     }
     fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.inner.hard_link(from, to)
+        let r = self.inner.hard_link(from, to);
+        if matches!(&r, Err(e) if e.kind() == io::ErrorKind::AlreadyExists) && to == log_lock() {
+            self.busy.fetch_add(1, Ordering::SeqCst);
+        }
+        r
     }
     fn stat(&self, path: &Path) -> io::Result<FileStat> {
         self.inner.stat(path)
@@ -226,12 +243,7 @@ impl Vfs for Gated {
 #[test]
 fn sixty_four_writers_on_threads_share_one_fdatasync() {
     let (fs, _) = setup(4, DIR);
-    let gated = Gated {
-        inner: fs.clone(),
-        syncs: Arc::default(),
-        gate: Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new())),
-        entered: Arc::default(),
-    };
+    let gated = Gated::new(fs.clone());
     let w = Arc::new(Wal::open(Arc::new(gated.clone()), Path::new(DIR), options()).unwrap());
     // The first writer commits alone and is held in its fdatasync...
     let first = {
@@ -267,6 +279,252 @@ fn sixty_four_writers_on_threads_share_one_fdatasync() {
     for i in 0..64 {
         assert_eq!(w.get(&h(&format!("k{i}"))).unwrap(), WalLookup::Put(payload(&format!("k{i}"), format!("v{i}").as_bytes())));
     }
+}
+
+/// [`options`] with a hold of the log lock across frames that never ends
+/// by its age in a test, however loaded the machine (its default, 20 ms,
+/// could pass while a test queues its writers).
+fn holding() -> WalOptions {
+    let store = konserve_core::Options { lock_lease: std::time::Duration::from_secs(86_400), ..Default::default() };
+    WalOptions { store, lock_hold: std::time::Duration::from_secs(3600), ..options() }
+}
+
+/// The log lock's file (FORMAT.md §6 protocol).
+fn log_lock() -> PathBuf {
+    Path::new(DIR).join(format!(".{WAL_LOCK_HEX}.lock"))
+}
+
+/// Opens a log on `g` with a first writer of `k0` held in its `fdatasync`
+/// (the log lock taken) and `n` more writers queued behind it, each
+/// appending `k<i>`; returns the log and the writers' threads (the first one
+/// first).
+fn held_with_queue(g: &Gated, o: WalOptions, n: usize) -> (Arc<Wal>, Vec<std::thread::JoinHandle<konserve_core::Result<()>>>) {
+    let w = Arc::new(Wal::open(Arc::new(g.clone()), Path::new(DIR), o).unwrap());
+    let append = |w: &Arc<Wal>, i: usize| {
+        let w = Arc::clone(w);
+        std::thread::spawn(move || {
+            let k = format!("k{i}");
+            let p = payload(&k, format!("v{i}").as_bytes());
+            w.append(&[NewWalRecord { op: WalOp::Put, key_hash: h(&k), payload: &p }])
+        })
+    };
+    let mut threads = vec![append(&w, 0)];
+    while !g.entered.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
+    threads.extend((1..=n).map(|i| append(&w, i)));
+    while w.queued() < n {
+        std::thread::yield_now();
+    }
+    (w, threads)
+}
+
+#[test]
+fn a_committer_keeps_the_log_lock_across_frames_while_appends_are_queued_and_releases_it_when_idle() {
+    for (hold, takes) in [(holding().lock_hold, 1), (std::time::Duration::ZERO, 2)] {
+        let (fs, _) = setup(40, DIR);
+        let g = Gated::new(fs.clone());
+        let (w, threads) = held_with_queue(&g, WalOptions { lock_hold: hold, ..holding() }, 63);
+        assert!(fs.exists(&log_lock()).unwrap());
+        g.open_gate();
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
+        let s = w.stats();
+        assert_eq!((s.frames, s.records), (2, 64));
+        // The second frame reused the lock file the first one took (unless
+        // lock_hold is zero), and the lock is released once the queue is empty.
+        // (Opening created the log under the lock, taken once more.)
+        assert_eq!(s.log_locks, 1 + takes, "lock_hold {hold:?}");
+        assert!(!w.holds_log_lock());
+        assert!(!fs.exists(&log_lock()).unwrap());
+        for i in 0..64 {
+            assert_eq!(w.get(&h(&format!("k{i}"))).unwrap(), WalLookup::Put(payload(&format!("k{i}"), format!("v{i}").as_bytes())));
+        }
+    }
+}
+
+#[test]
+fn another_instance_waiting_for_the_log_lock_gets_it_once_the_holder_is_idle_and_catches_up() {
+    let (fs, _) = setup(41, DIR);
+    let ga = Gated::new(fs.clone());
+    let (a, threads) = held_with_queue(&ga, holding(), 63);
+    // Another process appends while a holds the lock with 63 appends queued.
+    let gb = Gated::new(fs.as_process(4545));
+    gb.open_gate();
+    let b = Arc::new(Wal::open(Arc::new(gb.clone()), Path::new(DIR), options()).unwrap());
+    let tb = {
+        let b = Arc::clone(&b);
+        std::thread::spawn(move || put(&b, "other", b"o1"))
+    };
+    // b has found the lock taken at least once before a goes on.
+    while gb.busy.load(Ordering::SeqCst) == 0 {
+        std::thread::yield_now();
+    }
+    ga.open_gate();
+    for t in threads {
+        t.join().unwrap().unwrap();
+    }
+    tb.join().unwrap();
+    // a kept the lock file for both of its frames (once more to create the
+    // log); b got it after them.
+    assert_eq!(a.stats().log_locks, 2);
+    assert_eq!(b.stats().frames, 1);
+    assert!(!fs.exists(&log_lock()).unwrap());
+    // Each caught up with the other's frames.
+    assert_eq!(a.get(&h("other")).unwrap(), WalLookup::Put(payload("other", b"o1")));
+    for i in 0..64 {
+        assert_eq!(b.get(&h(&format!("k{i}"))).unwrap(), WalLookup::Put(payload(&format!("k{i}"), format!("v{i}").as_bytes())));
+    }
+    // And both append again, in turn.
+    put(&a, "again", b"a");
+    put(&b, "again", b"b");
+    assert_eq!(a.get(&h("again")).unwrap(), WalLookup::Put(payload("again", b"b")));
+    drop((a, b));
+    let w = open(&fs);
+    assert_eq!(w.get(&h("other")).unwrap(), WalLookup::Put(payload("other", b"o1")));
+    assert_eq!(w.get(&h("k63")).unwrap(), WalLookup::Put(payload("k63", b"v63")));
+}
+
+#[test]
+fn two_instances_appending_bursts_at_once_never_interleave_frames() {
+    let (fs, _) = setup(42, DIR);
+    let (a, b) = (Arc::new(open(&fs)), Arc::new(open(&fs.as_process(4646))));
+    let start = Arc::new(Barrier::new(32));
+    let threads: Vec<_> = (0..32)
+        .map(|t| {
+            let (w, start) = (Arc::clone(if t % 2 == 0 { &a } else { &b }), Arc::clone(&start));
+            std::thread::spawn(move || {
+                start.wait();
+                for r in 0..20 {
+                    put(&w, &format!("t{t}-{r}"), format!("{t}/{r}").as_bytes());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let (sa, sb) = (a.stats(), b.stats());
+    assert_eq!(sa.records + sb.records, 640);
+    assert!(!fs.exists(&log_lock()).unwrap());
+    // Both, caught up, end where the other does.
+    a.get(&h("x")).unwrap();
+    b.get(&h("x")).unwrap();
+    let mut a_end = [a.log_bytes(), b.log_bytes()];
+    assert_eq!(a_end[0], a_end[1]);
+    drop((a, b));
+    // A fresh scan reads every frame of both: none was written over another.
+    let w = open(&fs);
+    for t in 0..32 {
+        for r in 0..20 {
+            let k = format!("t{t}-{r}");
+            assert_eq!(w.get(&h(&k)).unwrap(), WalLookup::Put(payload(&k, format!("{t}/{r}").as_bytes())), "{k}");
+        }
+    }
+    // ...and no more: the frames of both are contiguous, none past them.
+    a_end.sort_unstable();
+    assert_eq!(w.log_bytes(), a_end[0]);
+}
+
+#[test]
+fn a_frame_that_fails_under_a_kept_log_lock_releases_it() {
+    let (fs, _) = setup(45, DIR);
+    let g = Gated::new(fs.clone());
+    let (w, mut threads) = held_with_queue(&g, holding(), 8);
+    // The first frame's fdatasync succeeds; the next call, the write of the
+    // second frame under the lock kept from the first, fails alone.
+    fs.fail_once(1);
+    g.open_gate();
+    threads.remove(0).join().unwrap().unwrap();
+    for t in threads {
+        assert_eq!(t.join().unwrap().unwrap_err().code(), ErrorCode::Io);
+    }
+    assert_eq!(fs.failed_call(), Some("write_all_at"));
+    assert!(!w.holds_log_lock());
+    assert!(!fs.exists(&log_lock()).unwrap());
+    // Another process gets the lock at once, and this one appends again.
+    let other = open(&fs.as_process(4949));
+    put(&other, "o", b"o1");
+    put(&w, "k1", b"again");
+    assert_eq!(other.get(&h("k1")).unwrap(), WalLookup::Put(payload("k1", b"again")));
+    assert_eq!(w.get(&h("k0")).unwrap(), WalLookup::Put(payload("k0", b"v0")));
+    assert_eq!(w.get(&h("k2")).unwrap(), WalLookup::Absent);
+}
+
+#[test]
+fn a_process_killed_while_holding_the_log_lock_between_frames_is_taken_over() {
+    let (fs, _) = setup(43, DIR);
+    let g = Gated::new(fs.as_process(4747));
+    let (a, mut threads) = held_with_queue(&g, holding(), 8);
+    // a dies at its next mutating call after the first frame's fdatasync:
+    // the write of the second frame, made under the lock kept from the first.
+    fs.kill_after(4747, 1);
+    g.open_gate();
+    let first = threads.remove(0);
+    first.join().unwrap().unwrap();
+    for t in threads {
+        assert!(t.join().unwrap().is_err());
+    }
+    assert!(fs.was_killed(4747));
+    assert_eq!(a.stats().frames, 1);
+    // Its lock file names the dead process.
+    assert!(fs.exists(&log_lock()).unwrap());
+    drop(a);
+    // Another process takes the lock over, keeps the acknowledged frame and
+    // writes over the unacknowledged one.
+    let b = open(&fs.as_process(4848));
+    put(&b, "b", b"b1");
+    assert_eq!(b.get(&h("k0")).unwrap(), WalLookup::Put(payload("k0", b"v0")));
+    for i in 1..=8 {
+        assert_eq!(b.get(&h(&format!("k{i}"))).unwrap(), WalLookup::Absent);
+    }
+    drop(b);
+    let w = open(&fs);
+    assert_eq!(w.get(&h("b")).unwrap(), WalLookup::Put(payload("b", b"b1")));
+    assert_eq!(w.get(&h("k0")).unwrap(), WalLookup::Put(payload("k0", b"v0")));
+}
+
+#[test]
+fn submit_commits_on_a_committer_thread_and_calls_each_completion() {
+    let (fs, _) = setup(44, DIR);
+    let g = Gated::new(fs.clone());
+    let w = Arc::new(Wal::open(Arc::new(g.clone()), Path::new(DIR), options()).unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let submit = |i: usize| {
+        let k = format!("k{i}");
+        let p = payload(&k, format!("v{i}").as_bytes());
+        let tx = tx.clone();
+        w.submit(&[NewWalRecord { op: WalOp::Put, key_hash: h(&k), payload: &p }], Box::new(move |r| tx.send((i, r)).unwrap()))
+    };
+    // The first is committed alone on the committer thread, held in its
+    // fdatasync; the caller is not blocked, and 63 more queue behind it.
+    submit(0).unwrap();
+    while !g.entered.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
+    for i in 1..64 {
+        submit(i).unwrap();
+    }
+    assert_eq!(w.queued(), 63);
+    let short = [0u8; 10];
+    let e = w.submit(&[NewWalRecord { op: WalOp::Put, key_hash: h("x"), payload: &short }], Box::new(|_| panic!("called"))).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidArgument);
+    g.open_gate();
+    let mut seen: Vec<usize> = (0..64).map(|_| rx.recv().unwrap()).map(|(i, r)| r.map(|()| i).unwrap()).collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..64).collect::<Vec<_>>());
+    let s = w.stats();
+    assert_eq!((s.frames, s.records, s.data_syncs), (2, 64, 2));
+    assert_eq!(g.syncs.load(Ordering::SeqCst), 2);
+    for i in 0..64 {
+        assert_eq!(w.get(&h(&format!("k{i}"))).unwrap(), WalLookup::Put(payload(&format!("k{i}"), format!("v{i}").as_bytes())));
+    }
+    // Blocking appends and submissions share the queue.
+    put(&w, "sync", b"s");
+    submit(64).unwrap();
+    assert!(rx.recv().unwrap().1.is_ok());
+    assert!(!w.holds_log_lock());
 }
 
 #[test]
@@ -533,6 +791,7 @@ fn a_syncfs_checkpoint_falls_back_to_fsyncs_where_there_is_no_syncfs() {
         syncs: Arc::default(),
         gate: Arc::new((std::sync::Mutex::new(true), std::sync::Condvar::new())),
         entered: Arc::default(),
+        busy: Arc::default(),
     };
     let opts = WalOptions { checkpoint_syncfs: true, ..options() };
     let w = Wal::open(Arc::new(gated), Path::new(DIR), opts).unwrap();
