@@ -82,8 +82,23 @@ export function weedClient(endpoint: string, options: object = {}): S3Client {
   })
 }
 
-/** Starts `weed server -s3`; resolves once S3 answers (and the bucket `konserve` exists). */
+/**
+ * Starts `weed server -s3`; resolves once S3 answers (and the bucket `konserve` exists).
+ * The ports are free when picked, but another test's server may bind one before weed
+ * does (a race no picker can close): weed then exits with "address already in use",
+ * and it is started again on new ports, up to 3 times.
+ */
 export async function startWeed(): Promise<WeedServer> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startWeedOnce()
+    } catch (err) {
+      if (attempt >= 3 || !/address already in use/.test((err as Error).message)) throw err
+    }
+  }
+}
+
+async function startWeedOnce(): Promise<WeedServer> {
   const bin = weedBinary()
   const dir = tempDir('konserve-weed-')
   const config = join(dir, 's3.json')
