@@ -17,9 +17,12 @@
 //
 // Each blob scenario runs in its own child process, so its memory figures are
 // its own. Machines here are shared and noisy: figures are medians of rounds
-// where there are rounds, and ratios are what to compare.
+// where there are rounds, and ratios are what to compare. The stream ingest
+// runs in interleaved rounds whose order alternates (raw first, then bassoc
+// first), each into a fresh file or store after a `sync`, so the disk's
+// writeback of one side does not land on the other's clock.
 //
-//   node bench/blobs-logs.mjs [--quick] [--gb N] [--records N]
+//   node bench/blobs-logs.mjs [--quick] [--gb N] [--rounds N] [--records N]
 import { execFileSync } from 'node:child_process'
 import { closeSync, createWriteStream, fsyncSync, mkdtempSync, openSync, rmSync } from 'node:fs'
 import { randomFillSync } from 'node:crypto'
@@ -37,7 +40,11 @@ const argOf = (name, dflt) => {
   const i = args.indexOf(name)
   return i >= 0 ? Number(args[i + 1]) : dflt
 }
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b)
+  const m = s.length >> 1
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2
+}
 const fmt = (x, d = 1) => (x >= 100 ? x.toFixed(0) : x.toFixed(d))
 
 /** A stream of `total` bytes in 64 KiB pieces, all views of one random buffer (no memory of its own). */
@@ -90,6 +97,7 @@ async function child(scenario, dir, bytes) {
   if (scenario === 'raw-write') {
     r = await watched(async () => {
       const file = join(dir, 'raw.bin')
+      rmSync(file, { force: true })
       await new Promise((resolve, reject) => {
         const out = createWriteStream(file)
         source(bytes).pipe(out).on('finish', resolve).on('error', reject)
@@ -195,12 +203,38 @@ async function main() {
   const dir = mkdtempSync(join(tmpdir(), 'konserve-bench-blobs-'))
   try {
     console.log(`# Blobs: ${gb} GiB stream, native file store, durable (node ${process.version})\n`)
-    const raw = runChild('raw-write', dir, bytes)
-    const ing = runChild('bassoc', dir, bytes)
+    const rounds = argOf('--rounds', quick ? 2 : 4)
+    const raws = []
+    const ings = []
+    for (let round = 0; round < rounds; round++) {
+      // A fresh store each round: replacing the last round's blob would add its unlink to the clock.
+      rmSync(join(dir, 'store'), { recursive: true, force: true })
+      rmSync(join(dir, 'raw.bin'), { force: true })
+      const order = round % 2 === 0 ? ['raw-write', 'bassoc'] : ['bassoc', 'raw-write']
+      for (const scenario of order) {
+        execFileSync('sync')
+        const r = runChild(scenario, dir, bytes)
+        ;(scenario === 'raw-write' ? raws : ings).push(r)
+      }
+      const mb = (r) => bytes / MiB / r.seconds
+      console.log(`round ${round + 1} (${order.join(' then ')}): raw ${fmt(mb(raws.at(-1)))} MB/s, bassoc ${fmt(mb(ings.at(-1)))} MB/s, ratio ${(mb(ings.at(-1)) / mb(raws.at(-1))).toFixed(2)}`)
+    }
+    console.log('')
     rmSync(join(dir, 'raw.bin'), { force: true })
+    // The median round of each side (by time); the memory and loop figures are their worst over the rounds.
+    const mid = (rs) => ({
+      seconds: median(rs.map((r) => r.seconds)),
+      growthMB: Math.max(...rs.map((r) => r.growthMB)),
+      worstLateMs: Math.max(...rs.map((r) => r.worstLateMs)),
+      loopMaxMs: Math.max(...rs.map((r) => r.loopMaxMs)),
+    })
+    const raw = mid(raws)
+    const ing = mid(ings)
+    const ratios = ings.map((r, i) => raws[i].seconds / r.seconds)
     const out = runChild('stream-out', dir, bytes)
     const ranges = runChild('ranges', dir, bytes)
     const mbs = (r) => bytes / MiB / r.seconds
+    console.log(`median of ${rounds} interleaved rounds; ratio of the medians ${(raw.seconds / ing.seconds).toFixed(2)}, median of the per-round ratios ${median(ratios).toFixed(2)} (memory and loop: the worst round)\n`)
     console.log('| case | MB/s | ratio | memory growth | worst 1 ms timer lateness | loop delay max |')
     console.log('|---|---|---|---|---|---|')
     console.log(`| fs.createWriteStream + fsync | ${fmt(mbs(raw))} | 1.00 | ${fmt(raw.growthMB)} MB | ${fmt(raw.worstLateMs)} ms | ${fmt(raw.loopMaxMs)} ms |`)
