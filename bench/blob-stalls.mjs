@@ -21,6 +21,7 @@ import os from 'node:os'
 import { dirname, join } from 'node:path'
 import { Readable } from 'node:stream'
 import { fileURLToPath, pathToFileURL } from 'node:url'
+import { manyBlobSizes } from './lib/harness.mjs'
 
 const arg = (name, dflt) => (process.argv.find((a) => a.startsWith(`--${name}=`)) ?? `=${dflt}`).split('=').slice(1).join('=')
 const dist = arg('dist', join(dirname(fileURLToPath(import.meta.url)), '..'))
@@ -34,14 +35,7 @@ const MB = 1 << 20
 const minSize = 64 * 1024
 const maxSize = 4 * MB
 // The sizes and pool of bench/peers.mjs's case.
-let s = 0x2545f491
-const rnd = () => {
-  s ^= s << 13; s >>>= 0
-  s ^= s >>> 17
-  s ^= s << 5; s >>>= 0
-  return s / 2 ** 32
-}
-const sizes = Array.from({ length: count }, () => Math.round(minSize * (maxSize / minSize) ** rnd()))
+const sizes = manyBlobSizes(count, minSize, maxSize)
 const pool = randomFillSync(Buffer.allocUnsafe(2 * maxSize))
 const offsets = sizes.map((_, i) => (i * 4099) % (pool.length - maxSize))
 const dir = fs.mkdtempSync(join(os.tmpdir(), 'konserve-blob-stalls-'))

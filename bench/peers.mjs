@@ -35,7 +35,7 @@ import { execFile, execFileSync } from 'node:child_process'
 import { randomFillSync } from 'node:crypto'
 import { pack } from 'msgpackr'
 import * as D from './lib/drivers.mjs'
-import { serial, inflight, once, gc, shuffled, median } from './lib/harness.mjs'
+import { serial, inflight, once, gc, shuffled, median, manyBlobSizes } from './lib/harness.mjs'
 import { markdown, svg } from './lib/report.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
@@ -375,14 +375,7 @@ async function caseBlob(spec, tDurable, tNd, tRead) {
  * random pool, so no two blobs are alike (cacache stores content by hash).
  */
 async function caseManyBlobs(t, drivers, { count, minSize, maxSize, conc, rounds }) {
-  let s = 0x2545f491
-  const rnd = () => {
-    s ^= s << 13; s >>>= 0
-    s ^= s >>> 17
-    s ^= s << 5; s >>>= 0
-    return s / 2 ** 32
-  }
-  const sizes = Array.from({ length: count }, () => Math.round(minSize * (maxSize / minSize) ** rnd()))
+  const sizes = manyBlobSizes(count, minSize, maxSize)
   const pool = blobOf(2 * maxSize)
   const offsets = sizes.map((_, i) => (i * 4099) % (pool.length - maxSize))
   const total = sizes.reduce((a, b) => a + b, 0)

@@ -156,3 +156,20 @@ export function shuffled(xs, seed = 0x9e3779b9) {
   }
   return a
 }
+
+/**
+ * The many-blobs case's blob sizes: `count` sizes from `minSize` to `maxSize`,
+ * log-uniform, from a fixed xorshift seed (the same for every store and script).
+ */
+export function manyBlobSizes(count, minSize, maxSize) {
+  let s = 0x2545f491
+  const rnd = () => {
+    s ^= s << 13
+    s >>>= 0
+    s ^= s >>> 17
+    s ^= s << 5
+    s >>>= 0
+    return s / 2 ** 32
+  }
+  return Array.from({ length: count }, () => Math.round(minSize * (maxSize / minSize) ** rnd()))
+}
