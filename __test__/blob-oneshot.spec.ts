@@ -10,7 +10,7 @@
  * failed write, and errors that name the key.
  */
 import test from 'ava'
-import { execFile, fork } from 'node:child_process'
+import { execFile } from 'node:child_process'
 import { mkdtempSync, readdirSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
@@ -18,6 +18,7 @@ import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { promisify } from 'node:util'
 import * as k from 'konserve'
+import { holdLock, untilCalls } from './helpers/lock-holder.js'
 
 const root = join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..')
 const fresh = () => mkdtempSync(join(tmpdir(), 'konserve-blob-oneshot-'))
@@ -164,9 +165,8 @@ for (const holder of ['native', 'pure'] as const) {
     const dir = fresh()
     const store = await k.connectFsStore(dir, { native: true })
     await k.bassoc(store, 'held', Buffer.from('one'))
-    const child = fork(join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, 'fixtures', 'lock-holder.mjs'), [dir, holder], { stdio: 'ignore' })
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
-    await new Promise<void>((resolve) => child.once('message', () => resolve()))
+    const h = holdLock(dir, holder)
+    await h.locked
     const { calls } = countCalls(store)
     let done = false
     const write = k.bassoc(store, 'held', pieces(2, 1000), { expectedRevision: 1 }).then((r) => {
@@ -174,15 +174,11 @@ for (const holder of ['native', 'pure'] as const) {
       return r
     })
     // The fused open found the lock busy and polls; one round trip to the holder later it still waits.
-    while ((calls.tryLock ?? 0) < 2) await new Promise((r) => setImmediate(r))
-    await new Promise<void>((resolve) => {
-      child.once('message', () => resolve())
-      child.send('ping')
-    })
+    await untilCalls(calls, 'tryLock', 2)
+    await h.ping()
     t.false(done, 'no write while another process holds the lock')
     t.is(text(store, 'held'), 'one')
-    child.kill('SIGKILL')
-    await exited
+    await h.kill()
     t.true(await write)
     t.is(calls.blobReplaceAsync, 2, 'one busy attempt, then one open holding the lock')
     const pure = k.connectFsStore(dir, { native: false, sync: true })

@@ -8,12 +8,13 @@
  * long heads) to the threadpool.
  */
 import test from 'ava'
-import { execFile, fork } from 'node:child_process'
+import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { mkdtempSync, copyFileSync, readdirSync, realpathSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import * as k from 'konserve'
+import { holdLock, untilCalls } from './helpers/lock-holder.js'
 
 interface NativeLike {
   getMetaNow(key: Buffer): unknown
@@ -165,9 +166,8 @@ for (const holder of ['native', 'pure'] as const) {
     const dir = fresh()
     const store = await k.connectFsStore(dir, { native: true, durable: false })
     await k.assoc(store, 'held', 1)
-    const child = fork(join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, 'fixtures', 'lock-holder.mjs'), [dir, holder], { stdio: 'ignore' })
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
-    await new Promise<void>((resolve) => child.once('message', () => resolve()))
+    const h = holdLock(dir, holder)
+    await h.locked
     const calls = countCalls(store)
     let done = false
     const write = k.assoc(store, 'held', 2, { expectedRevision: 1 }).then((r) => {
@@ -175,15 +175,11 @@ for (const holder of ['native', 'pure'] as const) {
       return r
     })
     // The fused attempt found the lock busy and polls; one round trip to the holder later it still waits.
-    while ((calls.tryLock ?? 0) < 2) await new Promise((r) => setImmediate(r))
-    await new Promise<void>((resolve) => {
-      child.once('message', () => resolve())
-      child.send('ping')
-    })
+    await untilCalls(calls, 'tryLock', 2)
+    await h.ping()
     t.false(done, 'no write while another process holds the lock')
     t.is(await k.get(store, 'held'), 1)
-    child.kill('SIGKILL')
-    await exited
+    await h.kill()
     await write
     t.is(calls.replaceAsync, 2, 'one busy attempt, then one write holding the lock')
     const pure = k.connectFsStore(dir, { native: false, sync: true })

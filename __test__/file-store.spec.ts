@@ -3,11 +3,12 @@
  * and foreign files, bounded file descriptors, the on-disk names.
  */
 import test from 'ava'
-import { execFile, fork } from 'node:child_process'
+import { execFile } from 'node:child_process'
 import { readdirSync, readFileSync, writeFileSync, truncateSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import * as k from 'konserve'
+import { holdLock } from './helpers/lock-holder.js'
 import { tempDir } from './helpers/api.js'
 
 const run = promisify(execFile)
@@ -46,20 +47,8 @@ for (const impl of ['native', 'pure'] as const) {
     const dir = join(tempDir(), 'store')
     const store = await k.connectFsStore(dir, { native })
     await k.assoc(store, 'held', 1)
-    const child = fork(fixture('lock-holder.mjs'), [dir, impl], { stdio: 'ignore' })
-    const message = (want: string) =>
-      new Promise<void>((resolve, reject) => {
-        const onMessage = (m: unknown) => {
-          if (m !== want) return
-          child.off('message', onMessage)
-          child.off('exit', onExit)
-          resolve()
-        }
-        const onExit = (code: number | null) => reject(new Error(`lock holder exited early with ${code}`))
-        child.on('message', onMessage)
-        child.once('exit', onExit)
-      })
-    await message('locked')
+    const h = holdLock(dir, impl)
+    await h.locked
     // Three waiters in this process. None may run its function while the holder lives.
     let holderAlive = true
     let ranWhileHeld = 0
@@ -79,12 +68,10 @@ for (const impl of ['native', 'pure'] as const) {
     t.throws(() => k.assoc(store, 'held', 5, { sync: true }), { code: 'ERR_LOCK_BUSY' } as any)
     // A round trip to the holder (still inside its update) gives the waiters
     // every chance to run, which they must not take.
-    const pong = message('pong')
-    child.send('ping')
-    await pong
+    await h.ping()
     t.is(finished, 0, 'no waiter finished while the holder lived')
     holderAlive = false
-    child.kill('SIGKILL')
+    h.child.kill('SIGKILL')
     const results = await Promise.all(updates)
     t.is(ranWhileHeld, 0, 'no waiter ran while the holder lived')
     t.deepEqual(results.map(([, now]) => now).sort(), [2, 3, 4], 'each waiter updated in turn, none lost')

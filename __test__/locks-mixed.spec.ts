@@ -6,7 +6,7 @@
  * writes its own key fails fast instead of waiting for itself.
  */
 import test from 'ava'
-import { type ChildProcessByStdio, type ChildProcessWithoutNullStreams, execFile, fork, spawn, spawnSync } from 'node:child_process'
+import { type ChildProcessByStdio, type ChildProcessWithoutNullStreams, execFile, spawn, spawnSync } from 'node:child_process'
 import { readFileSync, readdirSync, realpathSync, statSync, utimesSync, writeFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
@@ -14,6 +14,7 @@ import type { Readable } from 'node:stream'
 import { promisify } from 'node:util'
 import * as k from 'konserve'
 import { tempDir } from './helpers/api.js'
+import { holdLock } from './helpers/lock-holder.js'
 
 const run = promisify(execFile)
 const here = import.meta.dirname ?? new URL('.', import.meta.url).pathname
@@ -54,16 +55,6 @@ test('native + pure processes x 400 updateIn over 10 shared keys (sync and async
 
 // ---- killed holders ------------------------------------------------------------------
 
-function holdLock(dir: string, impl: Impl) {
-  const child = fork(fixture('lock-holder.mjs'), [dir, impl], { stdio: 'ignore' })
-  const locked = new Promise<void>((resolve, reject) => {
-    child.once('message', () => resolve())
-    child.once('exit', (code) => reject(new Error(`lock holder exited early with ${code}`)))
-  })
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
-  return { child, locked, exited }
-}
-
 for (const holder of IMPLS) {
   for (const waiter of IMPLS) {
     test(`a SIGKILLed ${holder} holder does not wedge a ${waiter} waiter (no lease wait)`, async (t) => {
@@ -73,8 +64,7 @@ for (const holder of IMPLS) {
       const h = holdLock(dir, holder)
       await h.locked
       t.is(lockNames(dir).length, 1, 'the holder has a lock file')
-      h.child.kill('SIGKILL')
-      await h.exited
+      await h.kill()
       const started = Date.now()
       t.deepEqual(await k.updateIn(store, ['held'], (x: number) => x + 1), [1, 2])
       k.assoc(store, 'held', 3, { sync: true })
@@ -163,8 +153,7 @@ for (const holder of IMPLS) {
         t.is(syncErr.code, 'ERR_LOCK_TIMEOUT')
         t.regex(syncErr.message, new RegExp(`process ${h.child.pid} `))
       } finally {
-        h.child.kill('SIGKILL')
-        await h.exited
+        await h.kill()
       }
       await k.assoc(store, 'held', 2) // free again once the holder is gone
     })
