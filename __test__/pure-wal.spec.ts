@@ -554,3 +554,33 @@ test("core vector: a log the pure engine creates with the core's generation is t
   Wal.open.sync(dir, { ...vopts, generation: () => generation })
   t.true(hex(readFileSync(join(dir, WAL_FILE_NAME))) === vector.empty)
 })
+
+test('a process killed while holding the log lock file is taken over, and its frames are kept', async (t) => {
+  const dir = fresh(t)
+  const mod = (f: string) => JSON.stringify(resolve(f))
+  // The child appends one frame, then takes the log's lock file the way a
+  // committer keeping it between frames holds it, and is killed.
+  const script = `
+    import { Wal, recordHash, WAL_LOCK_HEX } from ${mod('ts/backends/pure/wal.ts')}
+    import { FileLocker } from ${mod('ts/backends/pure/filelock.ts')}
+    import { encodeKey } from ${mod('ts/format/key.ts')}
+    import { encodeKeyFileSync } from ${mod('ts/format/file.ts')}
+    const w = Wal.open.sync(process.argv[2], { growStep: 65536, growMargin: 4096 })
+    const k = encodeKey('dead')
+    const payload = encodeKeyFileSync({ compressor: 0, encryptor: 0, keyCke: k, serializer: 0, meta: new Uint8Array([0x80]), value: new TextEncoder().encode('acknowledged') })
+    w.append.sync([{ op: 1, keyHash: recordHash(k), payload }])
+    if (!('taken' in new FileLocker(process.argv[2]).tryAcquire(WAL_LOCK_HEX))) process.exit(3)
+    console.log('holding')
+    setInterval(() => {}, 1000)
+  `
+  const c = child(script, [dir], { nodeOptions: '--import=tsx' })
+  await c.saw('holding\n')
+  t.true(existsSync(lockFile(dir)))
+  c.proc.kill('SIGKILL')
+  await c.exit
+  const w = await Wal.open.async(dir, SMALL)
+  await w.append.async([put('alive', 'after the takeover')])
+  t.deepEqual(await w.get.async(h('dead')), { kind: 'put', payload: payload('dead', 'acknowledged') })
+  t.deepEqual(await w.get.async(h('alive')), { kind: 'put', payload: payload('alive', 'after the takeover') })
+  t.false(existsSync(lockFile(dir)))
+})
