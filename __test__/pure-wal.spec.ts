@@ -584,3 +584,17 @@ test('a process killed while holding the log lock file is taken over, and its fr
   t.deepEqual(await w.get.async(h('alive')), { kind: 'put', payload: payload('alive', 'after the takeover') })
   t.false(existsSync(lockFile(dir)))
 })
+
+test('read-only: no log is created (ERR_READ_ONLY, nothing written); an existing log is read and refuses writes', async (t) => {
+  const dir = fresh(t)
+  t.is((await codeOf(() => Wal.open.async(dir, { ...SMALL, readOnly: true }))).code, 'ERR_READ_ONLY')
+  t.deepEqual(readdirSync(dir), [])
+  const w = await Wal.open.async(dir, SMALL)
+  await w.append.async([put('a', 'a1')])
+  await w.close.async()
+  const r = await Wal.open.async(dir, { ...SMALL, readOnly: true })
+  t.deepEqual(await r.get.async(h('a')), { kind: 'put', payload: payload('a', 'a1') })
+  t.is((await codeOf(() => r.append.async([put('a', 'a2')]))).code, 'ERR_READ_ONLY')
+  t.is((await codeOf(() => r.checkpoint.async())).code, 'ERR_READ_ONLY')
+  t.deepEqual(readdirSync(dir), [WAL_FILE_NAME])
+})

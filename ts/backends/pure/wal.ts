@@ -299,6 +299,8 @@ export class Wal {
       }
     }
     if (!(yield* exists())) {
+      // A read-only open creates nothing, not even the lock file.
+      w.staging.checkWritable()
       yield* w.lockLog()
       try {
         if (!(yield* exists())) yield* w.create()
