@@ -598,3 +598,21 @@ test('read-only: no log is created (ERR_READ_ONLY, nothing written); an existing
   t.is((await codeOf(() => r.checkpoint.async())).code, 'ERR_READ_ONLY')
   t.deepEqual(readdirSync(dir), [WAL_FILE_NAME])
 })
+
+test('async gets racing async appends in one instance: every acknowledged append is seen, the index never goes back', async (t) => {
+  const dir = fresh(t)
+  const w = await Wal.open.async(dir, SMALL)
+  const other = await Wal.open.async(dir, SMALL)
+  const seen = await Promise.all(
+    Array.from({ length: 100 }, async (_, i) => {
+      const writer = i % 3 === 0 ? other : w
+      // Gets of keys not written yet run alongside, each catching up on its own.
+      const early = w.get.async(h(`r${i + 1}`))
+      await writer.append.async([put(`r${i}`, `v${i}`)])
+      const [mine, before] = await Promise.all([w.get.async(h(`r${i}`)), early])
+      return mine.kind === 'put' && hex(mine.payload) === hex(payload(`r${i}`, `v${i}`)) && (before.kind === 'absent' || before.kind === 'put')
+    }),
+  )
+  t.true(seen.every(Boolean))
+  for (let i = 0; i < 100; i++) t.deepEqual(await w.get.async(h(`r${i}`)), { kind: 'put', payload: payload(`r${i}`, `v${i}`) })
+})
