@@ -30,6 +30,7 @@ const RUST = {
   keycheck_vectors: ['keycheck.json'],
   log_vectors: ['logs.json'],
   wal_vectors: ['wal.json'],
+  wal_log_vectors: ['wal-log.json'],
 }
 
 if (rust) {

@@ -245,16 +245,27 @@ export function scanFrames(b: Uint8Array, header: WalHeader): WalScan {
     at += frame.len
     seq += 1n
   }
-  const stop = Math.min(b.length, at + MAX_FRAME)
-  const lo = Number(header.generation & 0xffffffffn)
-  const hi = Number(header.generation >> 32n)
-  for (let probe = at + 8; probe + FRAME_HEAD <= stop; probe += 8) {
+  checkTail(b.subarray(at, Math.min(b.length, at + MAX_FRAME)), at, header.generation, seq)
+  return { frames, end: at, nextSeq: seq }
+}
+
+/**
+ * The damage check after the end of the frames that fit (docs/WAL.md §3.3;
+ * the core's `check_tail`): `tail` holds the log's bytes from file offset
+ * `end` (where no frame fits) on, up to MAX_FRAME of them. A frame head of
+ * `generation` with a seq above `nextSeq` at a multiple of 8 after `end`
+ * means an acknowledged frame follows a damaged one: ERR_CORRUPT, naming both offsets.
+ */
+export function checkTail(tail: Uint8Array, end: number, generation: bigint, nextSeq: bigint): void {
+  const stop = Math.min(tail.length, MAX_FRAME)
+  const lo = Number(generation & 0xffffffffn)
+  const hi = Number(generation >> 32n)
+  for (let probe = 8; probe + FRAME_HEAD <= stop; probe += 8) {
     // The generation first: two comparisons rule out almost every offset.
-    if (generationAt(b, probe, lo, hi) && headAt(b, probe, header.generation) !== undefined && u64(b, probe + 16) > seq) {
-      throw corrupt(`write-ahead log frame ${seq} at offset ${at} is damaged: frame ${u64(b, probe + 16)} at offset ${probe} follows it`)
+    if (generationAt(tail, probe, lo, hi) && headAt(tail, probe, generation) !== undefined && u64(tail, probe + 16) > nextSeq) {
+      throw corrupt(`write-ahead log frame ${nextSeq} at offset ${end} is damaged: frame ${u64(tail, probe + 16)} at offset ${end + probe} follows it`)
     }
   }
-  return { frames, end: at, nextSeq: seq }
 }
 
 /** The header and the frames of a whole log file. */

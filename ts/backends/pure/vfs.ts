@@ -115,6 +115,12 @@ export const fsync = gensync({
   async: (fd: number) => cb<void>((d) => fs.fsync(fd, done0(d))),
 })
 
+/** fdatasync(2): the file's data and what is needed to read it back (its size), not its other metadata. */
+export const fdatasync = gensync({
+  sync: (fd: number): void => fs.fdatasyncSync(fd),
+  async: (fd: number) => cb<void>((d) => fs.fdatasync(fd, done0(d))),
+})
+
 export const truncate = gensync({
   sync: (fd: number, len: number): void => fs.ftruncateSync(fd, len),
   async: (fd: number, len: number) => cb<void>((d) => fs.ftruncate(fd, len, done0(d))),

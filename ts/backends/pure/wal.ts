@@ -1,0 +1,947 @@
+/**
+ * The write-ahead log protocol (docs/WAL.md §4–§6) in the pure engine, over
+ * ./vfs.ts: the same files, bytes, locks and steps as the core's
+ * crates/core/src/wal.rs, so pure and native processes can share one log.
+ *
+ * - The log file `.konserve.wal` is created whole under a staging name
+ *   (FORMAT.md §5, with the log lock's digits), zero-filled to the growth
+ *   step, fsynced, renamed into place, the directory fsynced.
+ * - Appends: concurrent async appends are one group commit (one frame, one
+ *   `pwrite`, the end hint, one `fdatasync`) under the log lock: an
+ *   in-process mutex, then the lock file `.57414c…57.lock` (FORMAT.md §6,
+ *   ./filelock.ts), kept across frames while appends are queued, for at most
+ *   20 ms (a quarter of the lease at most), and released when the queue is
+ *   empty, after a failure, and on close. A blocking append commits its own
+ *   frame.
+ * - The index (key hash → newest record) of the current generation, caught
+ *   up by the end hint before every read and append; a get re-validates a
+ *   put's payload (a reset may have reused its offset).
+ * - The checkpoint (under `.434b5054…54.lock`): staging files of the newest
+ *   puts, renamed (deletes unlinked) in slices of at most 256 keys under the
+ *   log lock, a directory fsync per slice, then the reset (slot A,
+ *   `fdatasync`, slot B, `fdatasync`, the hint of the empty log) if nothing
+ *   was appended meanwhile. Back-pressure: a committer that finds more than
+ *   the cap of frames not checkpointed checkpoints first.
+ * - A failed `fdatasync` poisons the log's StagingDir (ERR_FSYNC, then
+ *   ERR_STORE_POISONED).
+ *
+ * NOT WIRED INTO THE STORE YET (docs/WAL.md §9 item 4): ./store.ts never
+ * calls it.
+ *
+ * Each operation is a gensync operation (`.sync`, `.async`, or `yield*`).
+ * Within one process a blocking call cannot wait for an async one that holds
+ * the log's in-process lock (the event loop cannot run while it waits):
+ * it fails at once with ERR_LOCK_TIMEOUT instead of waiting forever.
+ */
+import gensync, { type Handler } from 'gensync'
+import { randomBytes } from 'node:crypto'
+import { join } from 'node:path'
+import { KonserveError } from '../../errors.js'
+import { toHex, xxh3_128 } from '../../codec/xxhash.js'
+import {
+  FRAME_HEAD,
+  FRAMES_AT,
+  HINT_AT,
+  HINT_LEN,
+  MAX_FRAME,
+  MIN_FRAME,
+  type NewWalRecord,
+  SLOT_A,
+  SLOT_B,
+  SLOT_LEN,
+  WAL_DELETE,
+  WAL_FILE,
+  WAL_FILE_NAME,
+  WAL_PUT,
+  type WalFrame,
+  type WalHeader,
+  type WalHint,
+  type WalOp,
+  checkTail,
+  decodeFrameAt,
+  decodeHeader,
+  decodeHint,
+  encodeFrame,
+  encodeHeaderSlot,
+  encodeHint,
+  frameLen,
+} from '../../format/wal.js'
+import { type PureCodec, createPureCodec } from './codec.js'
+import { DEFAULT_LEASE_MS, FileLocker, lockErrorCode } from './filelock.js'
+import { type Staged, StagingDir } from './staging.js'
+import * as vfs from './vfs.js'
+
+/** The log lock's name part (FORMAT.md §6 protocol): `.57414c…57.lock`. */
+export const WAL_LOCK_HEX = '57414c57414c57414c57414c57414c57'
+/** The checkpoint lock's name part: `.434b5054…54.lock`. */
+export const CHECKPOINT_LOCK_HEX = '434b5054434b5054434b5054434b5054'
+/** The log grows by this much (zero-filled, fsynced) at a time. */
+export const GROW_STEP = 64 * 1024 * 1024
+/** The log may hold this many bytes of frames not checkpointed before a committer checkpoints first. */
+export const CHECKPOINT_CAP = 256 * 1024 * 1024
+/** The longest a committer keeps the log's lock file across frames. */
+export const LOCK_HOLD_MS = 20
+/** A checkpoint renames at most this many keys per hold of the log lock. */
+const SLICE = 256
+/** Zero-fill writes of at most this many bytes. */
+const FILL_CHUNK = 1 << 20
+/** Staging files of a checkpoint slice written at once (async form). */
+const STAGE_CONCURRENCY = 16
+/** Staging sequence numbers of the log's files: far from the store's own counter, so the names never collide. */
+let stagingSeq = 2 ** 31
+
+/** A step of the log's I/O, as the test hook `fault` sees it. */
+export type WalStep = 'create' | 'grow' | 'frame' | 'hint' | 'fdatasync' | 'slot' | 'stage' | 'rename' | 'unlink' | 'payload'
+
+export interface WalOptions {
+  /** fdatasync the log (and fsync the checkpoint's files). Default true. */
+  syncBlob?: boolean
+  /** How long the log lock is waited for (default 60000). */
+  lockTimeoutMs?: number
+  /** The lock lease (default DEFAULT_LEASE_MS). */
+  leaseMs?: number
+  /** The log grows by this many bytes at a time (GROW_STEP; tests use less): a multiple of 4096 above 12352. */
+  growStep?: number
+  /** The log grows when fewer than this many bytes are left past its end (MAX_FRAME; tests use less). */
+  growMargin?: number
+  /** Back-pressure cap (CHECKPOINT_CAP). */
+  checkpointCap?: number
+  /** How long the log's lock file may stay taken across frames while appends are queued (LOCK_HOLD_MS; 0: released after every frame). */
+  lockHoldMs?: number
+  /** The codec a put's payload is checked with on a get (the store's key); default: no key. */
+  codec?: PureCodec
+  /** The durable writes and the poison this log shares (the store's); default: its own. */
+  staging?: StagingDir
+  /** Open read-only: no log created, every write fails with ERR_READ_ONLY. */
+  readOnly?: boolean
+  /** For tests: the generation of a new log or of a reset (default: random, nonzero, another than `not`). */
+  generation?: (not: bigint) => bigint
+  /** For tests: called before each I/O step of the log; what it throws is that step's error (an errno error). */
+  fault?: (step: WalStep, file: string) => void
+}
+
+/** What the log says of a key. */
+export type WalLookup =
+  | { kind: 'put' /** The whole key file (checked: header, meta segment, key). */; payload: Uint8Array }
+  | { kind: 'deleted' }
+  | { kind: 'file' }
+  | { kind: 'absent' }
+
+/** Counters, for tests and benchmarks (the core's WalStats). */
+export interface WalStats {
+  frames: number
+  records: number
+  /** fdatasyncs (and the growth's fsyncs) of the log by this instance. */
+  dataSyncs: number
+  checkpoints: number
+  resets: number
+  checkpointedKeys: number
+  /** Times this instance took the log's lock file (a hold kept across frames counts once). */
+  logLocks: number
+}
+
+interface Entry {
+  op: WalOp
+  /** The file offset of the record's payload. */
+  at: number
+  len: number
+  seq: bigint
+}
+
+/** The index of the current generation (docs/WAL.md §6). */
+class Index {
+  /** The seq of the last frame read (`first - 1` when none). */
+  lastSeq: bigint
+  /** The offset past the last frame read. */
+  end = FRAMES_AT
+  /** Key hash (hex) → its newest record. */
+  readonly map = new Map<string, Entry>()
+
+  constructor(readonly header: WalHeader) {
+    this.lastSeq = header.first - 1n
+  }
+
+  /** Adds a frame read from bytes that start at file offset `base`. */
+  add(frame: WalFrame, base: number): void {
+    for (const r of frame.records) {
+      this.map.set(toHex(r.keyHash), { op: r.op, at: base + r.payload[0], len: r.payload[1] - r.payload[0], seq: frame.seq })
+    }
+    this.lastSeq = frame.seq
+    this.end = base + frame.at + frame.len
+  }
+}
+
+interface Pending {
+  records: NewWalRecord[]
+  resolve: () => void
+  reject: (err: unknown) => void
+}
+
+const sameEntry = (a: Entry | undefined, b: Entry) => a !== undefined && a.op === b.op && a.at === b.at && a.len === b.len && a.seq === b.seq
+
+/** A pause between polls of a busy lock: blocking, or a timer. */
+const pause = gensync({
+  sync: (ms: number): void => {
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms)
+  },
+  async: (ms: number) => new Promise<void>((r) => setTimeout(r, ms)),
+})
+
+function randomGeneration(not: bigint): bigint {
+  for (;;) {
+    const g = randomBytes(8).readBigUInt64LE(0)
+    if (g !== 0n && g !== not) return g
+  }
+}
+
+/** A copy of an error for each writer of a rejected frame but the first. */
+function copyError(err: unknown): unknown {
+  if (!(err instanceof KonserveError)) return err
+  return new KonserveError(err.code, err.message, { file: err.file, cause: err.cause })
+}
+
+/** The in-process half of the log lock: an async waits its turn, a blocking call cannot. */
+const takeMutex = gensync({
+  sync: (w: Wal): void => {
+    if (w.mutexHeld) {
+      throw new KonserveError(
+        'ERR_LOCK_TIMEOUT',
+        'the write-ahead log is locked by an async operation of this process, which a blocking call cannot wait for',
+        { file: w.path },
+      )
+    }
+    w.mutexHeld = true
+  },
+  async: async (w: Wal): Promise<void> => {
+    while (w.mutexHeld) await new Promise<void>((r) => w.mutexWaiters.push(r))
+    w.mutexHeld = true
+  },
+})
+
+/** An open write-ahead log of one store directory. */
+export class Wal {
+  readonly path: string
+  readonly staging: StagingDir
+  readonly locker: FileLocker
+  private readonly codec: PureCodec
+  private fd = -1
+  private closed = false
+  private index: Index
+  /** Bumped whenever `index` changes: a catch-up that read while another changed it starts again. */
+  private version = 0
+  /** The file's length as last seen (under the log lock). */
+  private fileLen = 0
+  /** The log's lock file while this instance holds it, possibly across frames. */
+  private hold: { token: string; since: number } | undefined
+  /** @internal The in-process half of the log lock. */
+  mutexHeld = false
+  /** @internal */
+  readonly mutexWaiters: Array<() => void> = []
+  private checkpointing = false
+  /** The generation and seq up to which every record is durable in its key file. */
+  private done: { generation: bigint; seq: bigint } | undefined
+  private readonly queue: Pending[] = []
+  private running = false
+  private runner: Promise<void> = Promise.resolve()
+  private readonly counters: WalStats = { frames: 0, records: 0, dataSyncs: 0, checkpoints: 0, resets: 0, checkpointedKeys: 0, logLocks: 0 }
+  private readonly opts: Required<
+    Pick<WalOptions, 'syncBlob' | 'lockTimeoutMs' | 'leaseMs' | 'growStep' | 'growMargin' | 'checkpointCap' | 'lockHoldMs'>
+  >
+  private readonly fault: WalOptions['fault']
+  private readonly newGeneration: (not: bigint) => bigint
+
+  private constructor(
+    readonly dir: string,
+    options: WalOptions,
+  ) {
+    this.opts = {
+      syncBlob: options.syncBlob ?? true,
+      lockTimeoutMs: options.lockTimeoutMs ?? 60_000,
+      leaseMs: options.leaseMs ?? DEFAULT_LEASE_MS,
+      growStep: options.growStep ?? GROW_STEP,
+      growMargin: options.growMargin ?? MAX_FRAME,
+      checkpointCap: options.checkpointCap ?? CHECKPOINT_CAP,
+      lockHoldMs: options.lockHoldMs ?? LOCK_HOLD_MS,
+    }
+    this.path = join(dir, WAL_FILE_NAME)
+    this.staging = options.staging ?? new StagingDir(dir, this.opts.syncBlob, options.readOnly ?? false)
+    this.locker = new FileLocker(dir, this.opts.leaseMs)
+    this.codec = options.codec ?? createPureCodec(0)
+    this.fault = options.fault
+    this.newGeneration = options.generation ?? randomGeneration
+    this.index = new Index({ generation: 1n, first: 1n })
+  }
+
+  /**
+   * Opens the log of the store directory `dir` (which must exist), creating
+   * it if there is none (whole, under a staging name, then renamed). An
+   * existing log's header is read (ERR_CORRUPT when neither slot is valid,
+   * ERR_UNSUPPORTED_VERSION for another version) and its frames scanned
+   * (damage is ERR_CORRUPT naming the log and the offset; a torn tail is ignored).
+   */
+  static readonly open = gensync(function* (dir: string, options: WalOptions = {}): Handler<Wal> {
+    const step = options.growStep ?? GROW_STEP
+    if (step < FRAMES_AT + MIN_FRAME || step % 4096 !== 0) {
+      throw new KonserveError('ERR_INVALID_ARGUMENT', "the log's growth step must be a multiple of 4096 above 12352 bytes")
+    }
+    let real: string
+    try {
+      real = yield* vfs.realpath(dir)
+    } catch (err) {
+      throw vfs.ioError(err, 'cannot resolve the store directory', dir)
+    }
+    const w = new Wal(real, options)
+    const exists = function* (): Handler<boolean> {
+      try {
+        return yield* vfs.exists(w.path)
+      } catch (err) {
+        throw vfs.ioError(err, 'cannot look for the write-ahead log', w.path)
+      }
+    }
+    if (!(yield* exists())) {
+      // A read-only open creates nothing, not even the lock file.
+      w.staging.checkWritable()
+      yield* w.lockLog()
+      try {
+        if (!(yield* exists())) yield* w.create()
+      } finally {
+        w.unlockLog(false)
+      }
+    }
+    try {
+      w.fd = yield* vfs.open(w.path, vfs.STORE_OPEN[options.readOnly ? 'r' : 'r+'])
+    } catch (err) {
+      throw vfs.ioError(err, 'cannot open the write-ahead log', w.path)
+    }
+    try {
+      yield* vfs.regularFileSize(w.fd, w.path, 'cannot open the write-ahead log')
+      w.install(yield* w.scan())
+    } catch (err) {
+      vfs.closeQuietly(w.fd)
+      throw err
+    }
+    return w
+  })
+
+  /** What this instance has done so far. */
+  stats(): WalStats {
+    return { ...this.counters }
+  }
+
+  /** How many async appends wait for the next frame (not counting those being committed). */
+  queued(): number {
+    return this.queue.length
+  }
+
+  /** Bytes of frames in the current generation (as of the last catch-up). */
+  logBytes(): number {
+    return this.index.end - FRAMES_AT
+  }
+
+  /** Whether this instance holds the log's lock file right now (between frames too). */
+  holdsLogLock(): boolean {
+    return this.hold !== undefined
+  }
+
+  // ---- the log lock ---------------------------------------------------------------------
+
+  private maxHold(): number {
+    return Math.min(this.opts.lockHoldMs, this.opts.leaseMs / 4)
+  }
+
+  /** The log lock: the in-process mutex, then the lock file (polled up to the lock timeout) unless still held from the previous frame. */
+  private *lockLog(): Handler<void> {
+    yield* takeMutex(this)
+    try {
+      if (this.hold && performance.now() - this.hold.since >= this.maxHold()) this.releaseHold()
+      if (!this.hold) {
+        const token = yield* this.takeFileLock(WAL_LOCK_HEX, true)
+        this.hold = { token: token!, since: performance.now() }
+        this.counters.logLocks++
+      }
+    } catch (err) {
+      this.releaseMutex()
+      throw err
+    }
+  }
+
+  /**
+   * Releases the log lock: the lock file too, unless `keep` (the work under
+   * it succeeded), appends are queued and the hold is younger than the
+   * longest hold.
+   */
+  private unlockLog(keep: boolean): void {
+    const young = this.hold !== undefined && performance.now() - this.hold.since < this.maxHold()
+    if (!(keep && young && this.queue.length > 0 && !this.closed)) this.releaseHold()
+    this.releaseMutex()
+  }
+
+  private releaseMutex(): void {
+    this.mutexHeld = false
+    this.mutexWaiters.shift()?.()
+  }
+
+  /** Releases the log's lock file if this instance holds it. */
+  private releaseHold(): void {
+    const h = this.hold
+    this.hold = undefined
+    if (!h) return
+    try {
+      this.locker.release(WAL_LOCK_HEX, h.token)
+    } catch {
+      // A lock file that could not be removed names this live process:
+      // filelock keeps its token as an orphan our next acquire takes over.
+    }
+  }
+
+  /** Takes a lock file: its token; polled with backoff up to the lock timeout when `wait`, else undefined when busy. */
+  private *takeFileLock(hex: string, wait: boolean): Handler<string | undefined> {
+    const start = performance.now()
+    for (let ms = 0.05; ; ms = Math.min(ms * 2, 8)) {
+      let attempt: ReturnType<FileLocker['tryAcquire']>
+      try {
+        attempt = this.locker.tryAcquire(hex)
+      } catch (err) {
+        throw vfs.ioError(err, "cannot take the write-ahead log's lock", this.locker.lockPath(hex), lockErrorCode(err))
+      }
+      if ('taken' in attempt) return attempt.taken.token
+      if (!wait) return undefined
+      if (performance.now() - start >= this.opts.lockTimeoutMs) {
+        const file = this.locker.lockPath(hex)
+        throw new KonserveError('ERR_LOCK_TIMEOUT', `the write-ahead log stayed locked for longer than the lock timeout; lock file ${file}`, { file })
+      }
+      yield* pause(ms)
+    }
+  }
+
+  // ---- I/O ------------------------------------------------------------------------------
+
+  private *writeAt(bytes: Uint8Array, at: number, what: string, step: WalStep): Handler<void> {
+    try {
+      this.fault?.(step, this.path)
+      yield* vfs.writeAll(this.fd, bytes, at)
+    } catch (err) {
+      throw vfs.ioError(err, what, this.path)
+    }
+  }
+
+  private *syncLog(what: string): Handler<void> {
+    if (!this.opts.syncBlob) return
+    this.counters.dataSyncs++
+    try {
+      this.fault?.('fdatasync', this.path)
+      yield* vfs.fdatasync(this.fd)
+    } catch (err) {
+      throw this.staging.fsyncFailed(err, what, this.path)
+    }
+  }
+
+  /** Exactly `len` bytes at `at`: a shorter file is ERR_CORRUPT. */
+  private *readAt(len: number, at: number): Handler<Uint8Array> {
+    const b = yield* this.readUpto(len, at)
+    if (b.length < len) throw new KonserveError('ERR_CORRUPT', `the write-ahead log ends before offset ${at + len}`, { file: this.path })
+    return b
+  }
+
+  private *readUpto(len: number, at: number): Handler<Uint8Array> {
+    try {
+      return yield* vfs.pread(this.fd, at, len)
+    } catch (err) {
+      throw vfs.ioError(err, 'cannot read the write-ahead log', this.path)
+    }
+  }
+
+  private *size(): Handler<number> {
+    try {
+      return yield* vfs.regularFileSize(this.fd, this.path, 'cannot stat the write-ahead log')
+    } catch (err) {
+      throw vfs.ioError(err, 'cannot stat the write-ahead log', this.path)
+    }
+  }
+
+  /** Writes a new log whole under a staging name and renames it into place (under the log lock). */
+  private *create(): Handler<void> {
+    this.staging.checkWritable()
+    const header = { generation: this.newGeneration(0n), first: 1n }
+    const head = new Uint8Array(FRAMES_AT)
+    head.set(encodeHeaderSlot(header), SLOT_A)
+    head.set(encodeHeaderSlot(header), SLOT_B)
+    head.set(encodeHint({ generation: header.generation, seq: 0n, end: FRAMES_AT }), HINT_AT)
+    const steps = {
+      create: 'cannot create a new write-ahead log',
+      write: 'cannot write a new write-ahead log',
+      fsync: 'cannot fsync a new write-ahead log',
+      rename: 'cannot rename the new write-ahead log into place',
+    }
+    const s = yield* this.staging.create(`.${WAL_LOCK_HEX}.${process.pid}.${stagingSeq++}.stage`, steps)
+    try {
+      this.fault?.('create', s.path)
+      yield* this.staging.write(s, head, 0, steps)
+      const zeros = new Uint8Array(FILL_CHUNK)
+      for (let at = FRAMES_AT; at < this.opts.growStep; at += FILL_CHUNK) {
+        yield* this.staging.write(s, zeros.subarray(0, Math.min(FILL_CHUNK, this.opts.growStep - at)), at, steps)
+      }
+      yield* this.staging.commit(s, this.path, steps)
+    } catch (err) {
+      throw vfs.ioError(err, steps.write, s.path)
+    } finally {
+      this.staging.drop(s)
+    }
+  }
+
+  // ---- the index ------------------------------------------------------------------------
+
+  /** A frame error of bytes read from offset `at`: its offsets are relative to `at`; this one names the file and the offset. */
+  private atOffset(err: unknown, at: number): unknown {
+    if (!(err instanceof KonserveError)) return err
+    return new KonserveError(err.code, `${err.message} (the frame read from offset ${at})`, { file: this.path })
+  }
+
+  /** Reads the header and every frame of its generation from scratch (docs/WAL.md §3.3), then looks past the end for damage. */
+  private *scan(): Handler<Index> {
+    const head = yield* this.readUpto(SLOT_B + SLOT_LEN, 0)
+    let header: WalHeader
+    try {
+      header = decodeHeader(head)
+    } catch (err) {
+      if (err instanceof KonserveError) err.file = this.path
+      throw err
+    }
+    const fileLen = yield* this.size()
+    const idx = new Index(header)
+    for (;;) {
+      const at = idx.end
+      if (at + FRAME_HEAD > fileLen) break
+      const h = yield* this.readAt(FRAME_HEAD, at)
+      const len = new DataView(h.buffer, h.byteOffset, h.byteLength).getUint32(0, true)
+      if (len < MIN_FRAME || len > MAX_FRAME || at + len > fileLen) break
+      const buf = yield* this.readAt(len, at)
+      let frame: WalFrame | undefined
+      try {
+        frame = decodeFrameAt(buf, 0, header.generation, idx.lastSeq + 1n)
+      } catch (err) {
+        throw this.atOffset(err, at)
+      }
+      if (!frame) break
+      idx.add(frame, at)
+    }
+    const tail = yield* this.readUpto(Math.min(fileLen - idx.end, MAX_FRAME), idx.end)
+    try {
+      checkTail(tail, idx.end, header.generation, idx.lastSeq + 1n)
+    } catch (err) {
+      if (err instanceof KonserveError) err.file = this.path
+      throw err
+    }
+    this.fileLen = Math.max(this.fileLen, fileLen)
+    return idx
+  }
+
+  private install(idx: Index): void {
+    this.index = idx
+    this.version++
+  }
+
+  /**
+   * Catches the index up to the end hint (docs/WAL.md §6): current when the
+   * hint names its generation, seq and end; the later frames of the same
+   * generation read and added; else a scan from scratch. Reads happen with
+   * nothing held: what was read is applied only if no other catch-up changed
+   * the index meanwhile (else it starts again).
+   */
+  private *catchUp(): Handler<void> {
+    for (;;) {
+      const v = this.version
+      const idx = this.index
+      const h = decodeHint(yield* this.readAt(HINT_LEN, HINT_AT))
+      if (this.version !== v) continue
+      if (h && h.generation === idx.header.generation) {
+        if (h.seq === idx.lastSeq && h.end === idx.end) return
+        if (h.seq > idx.lastSeq && h.end > idx.end && h.end - idx.end <= 1 << 30) {
+          const frames = yield* this.readFrames(idx, h)
+          if (this.version !== v) continue
+          if (frames) {
+            for (const f of frames) idx.add(f, f.base)
+            this.version++
+            return
+          }
+        }
+      }
+      const fresh = yield* this.scan()
+      if (this.version !== v) continue
+      this.install(fresh)
+      return
+    }
+  }
+
+  /** The frames from the index's end to the hint's, if they all fit. */
+  private *readFrames(idx: Index, hint: WalHint): Handler<Array<WalFrame & { base: number }> | undefined> {
+    const base = idx.end
+    const buf = yield* this.readUpto(hint.end - base, base)
+    if (buf.length < hint.end - base) return undefined
+    const out: Array<WalFrame & { base: number }> = []
+    let seq = idx.lastSeq + 1n
+    for (let pos = 0; pos < buf.length; ) {
+      let frame: WalFrame | undefined
+      try {
+        frame = decodeFrameAt(buf, pos, idx.header.generation, seq)
+      } catch (err) {
+        throw this.atOffset(err, base)
+      }
+      if (!frame) return undefined
+      out.push({ ...frame, base })
+      pos += frame.len
+      seq++
+    }
+    return seq - 1n === hint.seq ? out : undefined
+  }
+
+  // ---- appends --------------------------------------------------------------------------
+
+  /**
+   * Appends `records` as one frame and returns once it is durable: one
+   * `pwrite` of the frame, one of the end hint, one `fdatasync`. The async
+   * form joins the group commit: the records of the async appends in flight
+   * are one frame (up to MAX_FRAME; more wait for the next). A multi-record
+   * call is durable all or nothing. Errors: ERR_INVALID_ARGUMENT (no
+   * records, a malformed record, more than one frame holds), ERR_FSYNC (the
+   * log's fdatasync failed: poisoned, every later write fails with
+   * ERR_STORE_POISONED), a write's error (ERR_NO_SPACE, ERR_IO: nothing of
+   * the frame is acknowledged, the next frame is written over it).
+   */
+  readonly append = gensync({
+    sync: (records: readonly NewWalRecord[]): void => {
+      encodeFrame(1n, 1n, records)
+      this.checkOpen()
+      this.commitAlone(records)
+    },
+    async: (records: readonly NewWalRecord[]): Promise<void> => {
+      try {
+        // What no frame could hold is refused before it joins a batch.
+        encodeFrame(1n, 1n, records)
+        this.checkOpen()
+      } catch (err) {
+        return Promise.reject(err)
+      }
+      const own = records.map((r) => ({ op: r.op, keyHash: r.keyHash.slice(), payload: r.payload.slice() }))
+      return new Promise<void>((resolve, reject) => {
+        this.queue.push({ records: own, resolve, reject })
+        if (!this.running) this.runner = this.run()
+      })
+    },
+  })
+
+  private checkOpen(): void {
+    if (this.closed) throw new KonserveError('ERR_CLOSED', 'the write-ahead log is closed', { file: this.path })
+  }
+
+  private commitAlone(records: readonly NewWalRecord[]): void {
+    try {
+      gensync(() => this.commit(records)).sync()
+    } catch (err) {
+      this.releaseIdleHold()
+      throw err
+    }
+  }
+
+  /** After a failure: never keep a hold past it (unless another frame is being committed under the mutex now). */
+  private releaseIdleHold(): void {
+    if (!this.mutexHeld) this.releaseHold()
+  }
+
+  /** The group commit of async appends: one frame per round, while appends are queued. */
+  private async run(): Promise<void> {
+    this.running = true
+    try {
+      while (this.queue.length > 0) {
+        const batch: Pending[] = []
+        const lens: number[] = []
+        while (this.queue.length > 0) {
+          const more = this.queue[0]!.records.map((r) => r.payload.length)
+          if (batch.length > 0 && frameLen([...lens, ...more]) > MAX_FRAME) break
+          lens.push(...more)
+          batch.push(this.queue.shift()!)
+        }
+        try {
+          await gensync(() => this.commit(batch.flatMap((p) => p.records))).async()
+        } catch (err) {
+          this.releaseIdleHold()
+          batch.forEach((p, i) => {
+            p.reject(i === 0 ? err : copyError(err))
+          })
+          continue
+        }
+        for (const p of batch) p.resolve()
+      }
+    } finally {
+      this.running = false
+    }
+  }
+
+  /** One group commit: back-pressure, the log lock, catch-up, room, the frame, the hint, one fdatasync. */
+  private *commit(records: readonly NewWalRecord[]): Handler<void> {
+    this.staging.checkWritable()
+    yield* this.catchUp()
+    if (this.index.end - FRAMES_AT > this.opts.checkpointCap) yield* this.checkpointRun()
+    yield* this.lockLog()
+    let keep = false
+    try {
+      yield* this.catchUp()
+      const idx = this.index
+      const seq = idx.lastSeq + 1n
+      const generation = idx.header.generation
+      const frame = encodeFrame(generation, seq, records)
+      const at = idx.end
+      const end = at + frame.length
+      yield* this.ensureRoom(end)
+      yield* this.writeAt(frame, at, 'cannot write a frame to the write-ahead log', 'frame')
+      try {
+        yield* this.writeAt(encodeHint({ generation, seq, end }), HINT_AT, "cannot write the write-ahead log's end hint", 'hint')
+      } catch (err) {
+        // The frame is whole and fits: a reader that scans may have seen
+        // it, so it stays (never acknowledged; the next frame follows it).
+        const f = decodeFrameAt(frame, 0, generation, seq)
+        const now = this.index
+        if (f && now.header.generation === generation && now.lastSeq + 1n === seq && now.end === at) {
+          now.add(f, at)
+          this.version++
+        }
+        throw err
+      }
+      yield* this.syncLog('cannot fdatasync the write-ahead log')
+      this.counters.frames++
+      this.counters.records += records.length
+      // The frame is durable: acknowledged whatever happens now. The index
+      // takes it in here, or at the next catch-up if this read fails.
+      try {
+        yield* this.catchUp()
+      } catch {
+        // Acknowledged all the same.
+      }
+      keep = true
+    } finally {
+      this.unlockLog(keep)
+    }
+  }
+
+  /** Grows the file (zero-filled, fsynced, in steps) until `end` plus the margin fits. Under the log lock. */
+  private *ensureRoom(end: number): Handler<void> {
+    const want = end + Math.max(1, this.opts.growMargin)
+    if (want <= this.fileLen) return
+    this.fileLen = yield* this.size()
+    if (want <= this.fileLen) return
+    this.staging.checkWritable()
+    const step = this.opts.growStep
+    const target = Math.ceil(want / step) * step
+    const zeros = new Uint8Array(FILL_CHUNK)
+    for (let at = this.fileLen; at < target; at += FILL_CHUNK) {
+      yield* this.writeAt(zeros.subarray(0, Math.min(FILL_CHUNK, target - at)), at, 'cannot grow the write-ahead log', 'grow')
+    }
+    if (this.opts.syncBlob) {
+      this.counters.dataSyncs++
+      try {
+        this.fault?.('fdatasync', this.path)
+        yield* vfs.fsync(this.fd)
+      } catch (err) {
+        throw this.staging.fsyncFailed(err, 'cannot fsync the grown write-ahead log', this.path)
+      }
+    }
+    this.fileLen = target
+  }
+
+  // ---- reads ----------------------------------------------------------------------------
+
+  /**
+   * What the log says of the key whose hash (XXH3-128 of its CKE,
+   * big-endian) is `keyHash`, after catching up. A put's payload is checked
+   * as this key's file (header, meta segment, key); one that is not (a reset
+   * reused its offset since the index was read) sends the reader back to the
+   * hint: a new generation means catch up and look again, the same one means
+   * the error stands (ERR_CORRUPT or ERR_KEY_MISMATCH, naming the log and the offset).
+   */
+  readonly get = gensync((keyHash: Uint8Array) => this.lookup(keyHash))
+
+  private *lookup(keyHash: Uint8Array): Handler<WalLookup> {
+    const hex = toHex(keyHash)
+    for (let round = 0; round < 16; round++) {
+      yield* this.catchUp()
+      const generation = this.index.header.generation
+      const e = this.index.map.get(hex)
+      if (!e) return { kind: 'absent' }
+      if (e.op === WAL_DELETE) return { kind: 'deleted' }
+      if (e.op === WAL_FILE) return { kind: 'file' }
+      try {
+        this.fault?.('payload', this.path)
+        const payload = yield* this.readAt(e.len, e.at)
+        yield* this.checkPayload(payload, keyHash, hex, e.at)
+        return { kind: 'put', payload }
+      } catch (err) {
+        const h = decodeHint(yield* this.readAt(HINT_LEN, HINT_AT))
+        if (h?.generation === generation) throw err
+      }
+    }
+    throw new KonserveError('ERR_IO', 'the write-ahead log was reset too often during one read', { file: this.path })
+  }
+
+  private *checkPayload(payload: Uint8Array, keyHash: Uint8Array, hex: string, at: number): Handler<void> {
+    const bad = (code: KonserveError['code'], m: string) => new KonserveError(code, `the put record at offset ${at}: ${m}`, { file: this.path })
+    let key: Uint8Array
+    try {
+      key = (yield* this.codec.decodeHead(payload, payload.length, undefined, `${hex}.ksv`)).key
+    } catch (err) {
+      if (err instanceof KonserveError) throw bad(err.code, err.message)
+      throw err
+    }
+    const h = xxh3_128(key)
+    if (h.length !== keyHash.length || h.some((b, i) => b !== keyHash[i])) throw bad('ERR_KEY_MISMATCH', 'the payload holds another key')
+  }
+
+  // ---- the checkpoint -------------------------------------------------------------------
+
+  /**
+   * Runs a checkpoint (docs/WAL.md §5) unless one runs already (in this
+   * process or another: then false): the newest record of each key written
+   * into its key file (a put: staging file, fsync, rename; a delete: unlink),
+   * per slice of at most 256 keys under the log lock, a directory fsync per
+   * slice; then, if no frame was appended meanwhile, the reset: a new
+   * generation in slot A, fdatasync, slot B, fdatasync, the end hint of the empty log.
+   */
+  readonly checkpoint = gensync(() => this.checkpointRun())
+
+  private *checkpointRun(): Handler<boolean> {
+    this.staging.checkWritable()
+    if (this.checkpointing) return false
+    this.checkpointing = true
+    try {
+      const token = yield* this.takeFileLock(CHECKPOINT_LOCK_HEX, false)
+      if (token === undefined) return false
+      try {
+        return yield* this.checkpointLocked()
+      } finally {
+        try {
+          this.locker.release(CHECKPOINT_LOCK_HEX, token)
+        } catch {
+          // An orphan our next acquire takes over.
+        }
+      }
+    } finally {
+      this.checkpointing = false
+    }
+  }
+
+  private *checkpointLocked(): Handler<boolean> {
+    yield* this.catchUp()
+    const idx = this.index
+    const generation = idx.header.generation
+    const s = idx.lastSeq
+    const from = this.done && this.done.generation === generation ? this.done.seq : 0n
+    const todo = [...idx.map].filter(([, e]) => e.seq > from).sort((a, b) => a[1].at - b[1].at)
+    for (let i = 0; i < todo.length; i += SLICE) yield* this.checkpointSlice(todo.slice(i, i + SLICE))
+    this.done = { generation, seq: s }
+    this.counters.checkpoints++
+    // The reset, only if nothing was appended after S.
+    yield* this.lockLog()
+    try {
+      yield* this.catchUp()
+      const now = this.index
+      if (now.header.generation !== generation || now.lastSeq !== s || now.end === FRAMES_AT) return true
+      const header = { generation: this.newGeneration(generation), first: s + 1n }
+      const slot = encodeHeaderSlot(header)
+      yield* this.writeAt(slot, SLOT_A, "cannot write the write-ahead log's header slot A", 'slot')
+      yield* this.syncLog("cannot fdatasync the write-ahead log's header slot A")
+      yield* this.writeAt(slot, SLOT_B, "cannot write the write-ahead log's header slot B", 'slot')
+      yield* this.syncLog("cannot fdatasync the write-ahead log's header slot B")
+      this.install(new Index(header))
+      yield* this.writeAt(
+        encodeHint({ generation: header.generation, seq: s, end: FRAMES_AT }),
+        HINT_AT,
+        "cannot write the write-ahead log's end hint",
+        'hint',
+      )
+      this.done = { generation: header.generation, seq: s }
+      this.counters.resets++
+      return true
+    } finally {
+      this.unlockLog(false)
+    }
+  }
+
+  /**
+   * Stages the puts of one slice (fsynced), then under the log lock renames
+   * those still newest over their key files (a delete: unlinks the key
+   * file), drops the others, and fsyncs the directory once.
+   */
+  private *checkpointSlice(slice: Array<[string, Entry]>): Handler<void> {
+    const staged: Array<Staged | undefined> = new Array(slice.length)
+    try {
+      const steps = {
+        create: 'cannot create a staging file',
+        write: 'cannot write a staging file',
+        fsync: 'cannot fsync a staging file',
+        rename: 'cannot rename a staging file over the key file',
+      }
+      const self = this
+      yield* vfs.eachLimited(slice.length, STAGE_CONCURRENCY, function* (i: number): Handler<void> {
+        const [hex, e] = slice[i]!
+        if (e.op !== WAL_PUT) return
+        const payload = yield* self.readAt(e.len, e.at)
+        const s = yield* self.staging.create(`.${hex}.${process.pid}.${stagingSeq++}.stage`, steps)
+        staged[i] = s
+        self.fault?.('stage', s.path)
+        yield* self.staging.write(s, payload, 0, steps)
+        yield* self.staging.seal(s, steps)
+      })
+      yield* this.lockLog()
+      let changed = 0
+      let keep = false
+      try {
+        yield* this.catchUp()
+        for (let i = 0; i < slice.length; i++) {
+          const [hex, e] = slice[i]!
+          if (!sameEntry(this.index.map.get(hex), e) || e.op === WAL_FILE) continue
+          const target = join(this.dir, `${hex}.ksv`)
+          if (e.op === WAL_PUT) {
+            this.fault?.('rename', target)
+            yield* this.staging.rename(staged[i]!, target, steps)
+          } else {
+            try {
+              this.fault?.('unlink', target)
+              yield* vfs.unlink(target)
+            } catch (err) {
+              if (!vfs.isMissing(err)) throw vfs.ioError(err, "cannot remove a deleted key's file", target)
+            }
+          }
+          changed++
+        }
+        keep = true
+      } finally {
+        this.unlockLog(keep)
+      }
+      // The directory fsync needs no log lock: the reset waits for it.
+      if (changed > 0) yield* this.staging.syncDir()
+      this.counters.checkpointedKeys += changed
+    } finally {
+      for (const s of staged) if (s) this.staging.drop(s)
+    }
+  }
+
+  // ---- close ----------------------------------------------------------------------------
+
+  /** Closes the log: the async form waits for the appends in flight; the log's lock file is released. */
+  readonly close = gensync({
+    sync: (): void => this.shut(),
+    async: async (): Promise<void> => {
+      while (this.running) await this.runner
+      this.shut()
+    },
+  })
+
+  private shut(): void {
+    if (this.closed) return
+    this.closed = true
+    if (!this.mutexHeld) this.releaseHold()
+    vfs.closeQuietly(this.fd)
+  }
+}
+
+/** The hash a record names for a key given as its CKE: XXH3-128, big-endian (its file name's digits). */
+export const recordHash = (cke: Uint8Array): Uint8Array => xxh3_128(cke)
