@@ -360,6 +360,11 @@ export interface NativeOpenOptions {
   readOnly?: boolean
   /** The value cache's memory budget in bytes (default 4 MiB; 0: off). Linux only. */
   valueCacheBytes?: number
+  /**
+   * The write-ahead log (experimental, docs/WAL.md): true upgrades the
+   * store, false downgrades it, absent keeps what its marker says.
+   */
+  wal?: boolean
 }
 
 /** A replacing write (see `replaceSync`). */

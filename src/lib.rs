@@ -250,6 +250,9 @@ pub struct NativeOpenOptions {
     pub read_only: Option<bool>,
     /// The value cache's memory budget in bytes (default 4 MiB; 0: off). Linux only.
     pub value_cache_bytes: Option<f64>,
+    /// The write-ahead log (experimental, docs/WAL.md): true upgrades the
+    /// store, false downgrades it, absent keeps what its marker says.
+    pub wal: Option<bool>,
 }
 
 fn core_options(o: &NativeOpenOptions) -> CoreResult<core::Options> {
@@ -260,6 +263,7 @@ fn core_options(o: &NativeOpenOptions) -> CoreResult<core::Options> {
         encryption_key: o.encryption_key.as_ref().map(|k| k.to_vec()),
         accept_plaintext: o.accept_plaintext.unwrap_or(false),
         read_only: o.read_only.unwrap_or(false),
+        wal: o.wal,
         ..core::Options::default()
     };
     if let Some(ms) = o.lock_timeout_ms {
