@@ -120,3 +120,19 @@ test('pure: wal: true is refused (the pure engine has no log yet)', async (t) =>
   const dir = tempDir()
   await t.throwsAsync(k.connectFsStore(dir, { native: false, wal: true }), { code: 'ERR_NOT_SUPPORTED' } as never)
 })
+
+test('rekey refuses a store on its log (ERR_UNSUPPORTED_VERSION, nothing written) until it is switched back', async (t) => {
+  const dir = tempDir()
+  const A = { type: 'aes', key: 'key A' } as const
+  const store = await k.connectFsStore(dir, { native: true, wal: true })
+  await k.assoc(store, 'k', 'v')
+  await k.close(store)
+  const before = readdirSync(dir).sort()
+  await t.throwsAsync(k.rekey(dir, { from: null, to: A }), { code: 'ERR_UNSUPPORTED_VERSION' } as never)
+  t.deepEqual(readdirSync(dir).sort(), before)
+  await k.close(await k.connectFsStore(dir, { native: true, wal: false }))
+  t.deepEqual(await k.rekey(dir, { from: null, to: A }), { rewritten: 1, skipped: 0 })
+  const keyed = await k.connectFsStore(dir, { native: true, encryptor: A })
+  t.is(await k.get(keyed, 'k'), 'v')
+  await k.close(keyed)
+})
