@@ -71,6 +71,10 @@ pub struct Options {
     /// the log removed); `None` (the default) changes nothing. A store with
     /// the marker uses the log whatever this says (a read-only open too).
     pub wal: Option<bool>,
+    /// The write-ahead log's growth step in bytes (`None`: 64 MiB,
+    /// [`crate::wal::GROW_STEP`]); a multiple of 4096. For tests on the
+    /// simulated file system, where every byte of a new log is written.
+    pub wal_grow_step: Option<u64>,
 }
 
 /// The default of [`Options::lock_timeout`].
@@ -88,6 +92,7 @@ impl Default for Options {
             read_only: false,
             value_cache_bytes: crate::valuecache::DEFAULT_VALUE_CACHE_BYTES,
             wal: None,
+            wal_grow_step: None,
         }
     }
 }
@@ -104,6 +109,7 @@ impl std::fmt::Debug for Options {
             .field("read_only", &self.read_only)
             .field("value_cache_bytes", &self.value_cache_bytes)
             .field("wal", &self.wal)
+            .field("wal_grow_step", &self.wal_grow_step)
             .finish()
     }
 }

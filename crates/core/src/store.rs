@@ -287,7 +287,11 @@ impl FileStore {
     }
 
     fn new_wal(&self) -> Result<Arc<Wal>> {
-        let options = WalOptions { store: self.files.options.clone(), ..WalOptions::default() };
+        let mut options = WalOptions { store: self.files.options.clone(), ..WalOptions::default() };
+        if let Some(step) = self.files.options.wal_grow_step {
+            options.grow_step = step;
+            options.grow_margin = options.grow_margin.min(step / 2);
+        }
         Ok(Arc::new(Wal::open(Arc::clone(&self.files.vfs), &self.files.dir, options)?))
     }
 
