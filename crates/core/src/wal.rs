@@ -4,8 +4,8 @@
 //! and its catch-up by the end hint, lookups, and the checkpoint with its
 //! reset and back-pressure.
 //!
-//! **Not wired into the store yet** (docs/WAL.md §9 item 4): nothing in
-//! [`FileStore`](crate::FileStore) calls it. The bytes are those of
+//! [`FileStore`](crate::FileStore) uses it when the store has the log's
+//! marker (docs/WAL.md §8, §9 item 4). The bytes are those of
 //! [`crate::format::wal`].
 
 use std::collections::{HashMap, VecDeque};

@@ -395,3 +395,26 @@ fn delete_store_removes_the_log() {
     delete_store(&dir).unwrap();
     assert!(!dir.exists(), "{:?}", std::fs::read_dir(&dir).map(|d| d.map(|e| e.unwrap().file_name()).collect::<Vec<_>>()));
 }
+
+#[test]
+fn a_log_past_16_mib_is_checkpointed_by_the_write_that_fills_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path(), Some(true));
+    let other = open(tmp.path(), None);
+    let value = noise(15_000);
+    let n = (WAL_CHECKPOINT_BYTES as usize / 15_000) + 50;
+    for i in 0..n {
+        put1(&store, &key(&format!("k{i}")), &value);
+        assert!(store.wal().unwrap().log_bytes() <= WAL_CHECKPOINT_BYTES + 16_384, "put {i}");
+    }
+    assert_eq!(store.wal().unwrap().stats().checkpoints, 1);
+    assert!(store.file_path(&key("k0")).exists(), "the first keys were checkpointed into their files");
+    assert!(!store.file_path(&key(&format!("k{}", n - 1))).exists(), "the last ones are still logged");
+    assert_eq!(value_of(&other, "k0"), value);
+    assert_eq!(value_of(&other, &format!("k{}", n - 1)), value);
+    assert_eq!(other.list().unwrap().entries.len(), n);
+}
+
+fn value_of(store: &FileStore, k: &str) -> Vec<u8> {
+    value(store, &key(k)).unwrap()
+}
