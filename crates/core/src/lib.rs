@@ -34,7 +34,7 @@ pub mod wal;
 pub use error::{Error, ErrorCode, Result};
 pub use keyhash::file_name;
 pub use store::{
-    delete_store, BlobReplace, BlobReplaced, Entry, FileStore, ListCursor, ListResult, MetaEntry, Options, Replace, Replaced, ValueInto,
-    ValueRef, Write, CLOCK_FILE_NAME, LOCK_FILE_NAME, WAL_CHECKPOINT_BYTES, WAL_MAX_RECORD,
+    delete_store, BlobReplace, BlobReplaced, Done, Entry, FileStore, ListCursor, ListResult, MetaEntry, Options, Replace, Replaced,
+    ValueInto, ValueRef, Write, CLOCK_FILE_NAME, LOCK_FILE_NAME, WAL_CHECKPOINT_BYTES, WAL_MAX_RECORD,
 };
 pub use valuecache::ValueCacheStats;

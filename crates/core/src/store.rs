@@ -845,26 +845,13 @@ impl FileStore {
     /// returned, each key's logged value first moved into its file, to be
     /// written to their key files (docs/WAL.md §4).
     fn put_logged<'w>(&self, wal: &Wal, writes: &[Write<'w>]) -> Result<Vec<Write<'w>>> {
-        let secret = self.files.options.encryption_key.as_deref();
         let mut payloads = Vec::new();
         let mut large = Vec::new();
         for w in writes {
-            // A value this much larger than a record cannot compress into one: not encoded twice.
-            if w.value.len() + w.meta.len() + w.key.len() > 4 * WAL_MAX_RECORD {
-                large.push(*w);
-                continue;
+            match self.log_payload(w)? {
+                Some(whole) => payloads.push((record_hash(w.key), whole)),
+                None => large.push(*w),
             }
-            let target = self.files.file_path(w.key);
-            let file = file::encode_parts(self.files.options.codec(), secret, w.key, w.serializer, w.meta, w.value, &mut OsRandom)
-                .map_err(|e| e.with_file(&target))?;
-            if file.head.len() + file.value.len() > WAL_MAX_RECORD {
-                large.push(*w);
-                continue;
-            }
-            let mut whole = Vec::with_capacity(file.head.len() + file.value.len());
-            whole.extend_from_slice(&file.head);
-            whole.extend_from_slice(&file.value);
-            payloads.push((record_hash(w.key), whole));
         }
         if !payloads.is_empty() {
             let records: Vec<NewWalRecord<'_>> =
@@ -876,6 +863,106 @@ impl FileStore {
             wal.flush_key(&record_hash(w.key))?;
         }
         Ok(large)
+    }
+
+    /// The key file of `w` as a put record's payload, or `None` when it is
+    /// longer than [`WAL_MAX_RECORD`] (it goes to its key file).
+    fn log_payload(&self, w: &Write<'_>) -> Result<Option<Vec<u8>>> {
+        // A value this much larger than a record cannot compress into one: not encoded twice.
+        if w.value.len() + w.meta.len() + w.key.len() > 4 * WAL_MAX_RECORD {
+            return Ok(None);
+        }
+        let secret = self.files.options.encryption_key.as_deref();
+        let target = self.files.file_path(w.key);
+        let file = file::encode_parts(self.files.options.codec(), secret, w.key, w.serializer, w.meta, w.value, &mut OsRandom)
+            .map_err(|e| e.with_file(&target))?;
+        if file.head.len() + file.value.len() > WAL_MAX_RECORD {
+            return Ok(None);
+        }
+        let mut whole = Vec::with_capacity(file.head.len() + file.value.len());
+        whole.extend_from_slice(&file.head);
+        whole.extend_from_slice(&file.value);
+        Ok(Some(whole))
+    }
+
+    /// [`put`](Self::put) for a caller that must not block on the log's
+    /// `fdatasync` (a binding with a few threads, docs/WAL.md §1.2): on a
+    /// store with a log, when every write is small enough to be a record, the
+    /// records are queued for the log's committer thread ([`Wal::submit`])
+    /// and this returns at once; `done` is called with the outcome once
+    /// their frame is durable, on that thread. Otherwise (no log, a value
+    /// too large) the put runs here and `done` is called before this returns.
+    /// The caller holds the keys' locks until `done` is called.
+    pub fn put_then(self: &Arc<Self>, writes: &[Write<'_>], done: Done<()>) {
+        let Some(wal) = self.wal.clone() else { return done(self.put(writes)) };
+        let prepared = (|| -> Result<Option<Vec<Payload>>> {
+            self.files.check_writable()?;
+            let mut payloads = Vec::with_capacity(writes.len());
+            for w in writes {
+                key::validate(w.key)?;
+                match self.log_payload(w)? {
+                    Some(p) => payloads.push((record_hash(w.key), p)),
+                    None => return Ok(None),
+                }
+            }
+            Ok(Some(payloads))
+        })();
+        match prepared {
+            Err(e) => done(Err(e)),
+            Ok(None) => done(self.put(writes)),
+            Ok(Some(payloads)) => submit_puts(&wal, &payloads, done),
+        }
+    }
+
+    /// [`replace`](Self::replace) for a caller that must not block on the
+    /// log's `fdatasync`, as [`put_then`](Self::put_then): the lock (when
+    /// `r.lock`) and the revision read run here, the put record goes to the
+    /// log's committer thread, and the key's lock is released there once the
+    /// frame is durable, before `done` is called. Anything else (no log, a
+    /// value too large, a mismatch, a busy lock) is done here and `done`
+    /// called before this returns.
+    pub fn replace_then(self: &Arc<Self>, r: &Replace<'_>, done: Done<Replaced>) {
+        let Some(wal) = self.wal.clone() else { return done(self.replace(r)) };
+        if r.lock {
+            match self.try_lock(&[r.key]) {
+                Ok(true) => {}
+                Ok(false) => return done(Ok(Replaced::Busy)),
+                Err(e) => return done(Err(e)),
+            }
+        }
+        let (store, key, lock) = (Arc::clone(self), r.key.to_vec(), r.lock);
+        let finish = move |result: Result<Replaced>| {
+            let released = if lock { store.unlock(&[&key]) } else { Ok(()) };
+            done(result.and_then(|v| released.map(|()| v)))
+        };
+        let prepared = (|| -> Result<std::result::Result<(Vec<u8>, u64), Replaced>> {
+            let Some(current) = self.current_revision(r.key) else { return Ok(Err(Replaced::Unsure)) };
+            if let Some(expected) = r.expected_revision {
+                if expected != current {
+                    return Ok(Err(Replaced::Mismatch { actual: current }));
+                }
+            }
+            let Some(meta) = crate::format::meta::splice_revision(r.meta, r.revision_at, current + 1) else {
+                return Ok(Err(Replaced::Unsure));
+            };
+            let w = Write { key: r.key, serializer: r.serializer, meta: &meta, value: r.value };
+            match self.log_payload(&w)? {
+                Some(p) => Ok(Ok((p, current + 1))),
+                None => {
+                    self.put(&[w])?;
+                    Ok(Err(Replaced::Written { revision: current + 1 }))
+                }
+            }
+        })();
+        match prepared {
+            Err(e) => finish(Err(e)),
+            Ok(Err(replaced)) => finish(Ok(replaced)),
+            Ok(Ok((payload, revision))) => submit_puts(
+                &wal,
+                &[(record_hash(r.key), payload)],
+                Box::new(move |result| finish(result.map(|()| Replaced::Written { revision }))),
+            ),
+        }
     }
 
     /// A replacing write with its revision read fused in: under `key`'s lock
@@ -1384,6 +1471,35 @@ fn logged_puts(logged: &std::collections::HashMap<u128, WalOp>) -> Vec<u128> {
     let mut puts: Vec<u128> = logged.iter().filter(|(_, op)| **op == WalOp::Put).map(|(h, _)| *h).collect();
     puts.sort_unstable_by(|a, b| b.cmp(a));
     puts
+}
+
+/// A put record to queue: the key's hash and the key file.
+type Payload = ([u8; 16], Vec<u8>);
+
+/// What [`FileStore::put_then`] and [`FileStore::replace_then`] call with their outcome.
+pub type Done<T> = Box<dyn FnOnce(Result<T>) + Send>;
+
+/// Queues put records for the log's committer thread; `done` gets the
+/// outcome (after a checkpoint, when the log is full), exactly once.
+fn submit_puts(wal: &Arc<Wal>, payloads: &[Payload], done: Done<()>) {
+    let records: Vec<NewWalRecord<'_>> = payloads.iter().map(|(h, p)| NewWalRecord { op: WalOp::Put, key_hash: *h, payload: p }).collect();
+    let slot = Arc::new(std::sync::Mutex::new(Some(done)));
+    let take = |slot: &std::sync::Mutex<Option<Done<()>>>| slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+    let (theirs, log) = (Arc::clone(&slot), Arc::clone(wal));
+    let submitted = wal.submit(
+        &records,
+        Box::new(move |result| {
+            let result = result.and_then(|()| checkpoint_if_full(&log));
+            if let Some(done) = take(&theirs) {
+                done(result);
+            }
+        }),
+    );
+    if let Err(e) = submitted {
+        if let Some(done) = take(&slot) {
+            done(Err(e));
+        }
+    }
 }
 
 /// After an append: a checkpoint when the log holds more than

@@ -418,3 +418,69 @@ fn a_log_past_16_mib_is_checkpointed_by_the_write_that_fills_it() {
 fn value_of(store: &FileStore, k: &str) -> Vec<u8> {
     value(store, &key(k)).unwrap()
 }
+
+#[test]
+fn put_then_and_replace_then_commit_through_the_committer_thread() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Arc::new(FileStore::open(tmp.path(), Options { wal: Some(true), ..Options::default() }).unwrap());
+    let (meta, at) = slotted_meta();
+    let keys: Vec<Vec<u8>> = (0..64).map(|i| key(&format!("q{i}"))).collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // 64 replacing writes queued from one thread, none waiting for its frame.
+    for k in &keys {
+        let tx = tx.clone();
+        let r = Replace { key: k, serializer: 1, meta: &meta, revision_at: at, value: b"q", expected_revision: Some(0), lock: true };
+        store.replace_then(&r, Box::new(move |res| tx.send(res.map(|x| format!("{x:?}"))).unwrap()));
+    }
+    for _ in &keys {
+        assert_eq!(rx.recv().unwrap().unwrap(), "Written { revision: 1 }");
+    }
+    let stats = store.wal().unwrap().stats();
+    assert_eq!(stats.records, 64);
+    for k in &keys {
+        assert_eq!(value(&store, k).unwrap(), b"q");
+        assert!(store.try_lock(&[k]).unwrap(), "the key's lock was released once its frame was durable");
+        store.unlock(&[k]).unwrap();
+    }
+    // A mismatch, and a busy lock, are answered at once.
+    let r = |expected| Replace {
+        key: &keys[0],
+        serializer: 1,
+        meta: &meta,
+        revision_at: at,
+        value: b"x",
+        expected_revision: expected,
+        lock: true,
+    };
+    let tx2 = tx.clone();
+    store.replace_then(&r(Some(0)), Box::new(move |res| tx2.send(res.map(|x| format!("{x:?}"))).unwrap()));
+    assert_eq!(rx.recv().unwrap().unwrap(), "Mismatch { actual: 1 }");
+    let other = open(tmp.path(), None);
+    assert!(other.try_lock(&[&keys[0]]).unwrap());
+    let tx2 = tx.clone();
+    store.replace_then(&r(None), Box::new(move |res| tx2.send(res.map(|x| format!("{x:?}"))).unwrap()));
+    assert_eq!(rx.recv().unwrap().unwrap(), "Busy");
+    other.unlock(&[&keys[0]]).unwrap();
+    // put_then: small writes through the committer, a large one here.
+    let big = noise(20_000);
+    for (k, v) in [(key("p-small"), b"small".to_vec()), (key("p-big"), big.clone())] {
+        let tx2 = tx.clone();
+        store.put_then(
+            &[Write { key: &k, serializer: 1, meta: b"\x80", value: &v }],
+            Box::new(move |res| tx2.send(res.map(|()| String::new())).unwrap()),
+        );
+        rx.recv().unwrap().unwrap();
+        assert_eq!(value(&other, &k).unwrap(), v);
+    }
+    assert!(store.file_path(&key("p-big")).exists());
+    assert!(!store.file_path(&key("p-small")).exists());
+    // Without a log, both run in place.
+    let plain = Arc::new(open(&tmp.path().join("plain"), None));
+    let tx2 = tx.clone();
+    plain.put_then(
+        &[Write { key: &keys[0], serializer: 1, meta: b"\x80", value: b"v" }],
+        Box::new(move |res| tx2.send(res.map(|()| String::new())).unwrap()),
+    );
+    rx.recv().unwrap().unwrap();
+    assert!(plain.file_path(&keys[0]).exists());
+}
