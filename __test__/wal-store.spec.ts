@@ -136,3 +136,16 @@ test('rekey refuses a store on its log (ERR_UNSUPPORTED_VERSION, nothing written
   t.is(await k.get(keyed, 'k'), 'v')
   await k.close(keyed)
 })
+
+for (const wal of [true, false]) test(`native, wal: ${wal}: sweep lists and deletes the keys older than the cutoff (logged ones with the log), keeping the whitelist`, async (t) => {
+  const dir = tempDir()
+  const store = await k.connectFsStore(dir, { native: true, wal })
+  for (const key of ['old1', 'old2', 'kept']) await k.assoc(store, key, key)
+  const cutoff = new Date((await k.getMeta(store, 'kept'))!.lastWrite.getTime() + 1)
+  if (wal) t.deepEqual(keyFiles(dir), [], 'every key is logged')
+  const deleted = await k.sweep(store, ['kept'], cutoff)
+  t.deepEqual([...deleted].sort(), ['old1', 'old2'])
+  t.deepEqual((await k.keys(store)).map((m) => m.key).sort(), ['kept'])
+  t.is(await k.get(store, 'old1'), undefined)
+  await k.close(store)
+})
