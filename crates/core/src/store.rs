@@ -324,7 +324,10 @@ impl FileStore {
     /// checkpoint another process runs. Nothing without a log.
     pub fn checkpoint(&self) -> Result<()> {
         match &self.wal {
-            Some(wal) => checkpoint_all(wal, self.files.options.lock_timeout),
+            Some(wal) => {
+                self.check_writable()?;
+                checkpoint_all(wal, self.files.options.lock_timeout)
+            }
             None => Ok(()),
         }
     }
@@ -350,6 +353,16 @@ impl FileStore {
             wal.flush_key(&record_hash(key))?;
         }
         Ok(())
+    }
+
+    /// Whether the store takes writes: a failed fsync of a key file, the
+    /// directory or the log poisons both (`ERR_STORE_POISONED`).
+    fn check_writable(&self) -> Result<()> {
+        self.files.check_writable()?;
+        match self.wal.as_ref() {
+            Some(wal) => wal.check_writable(),
+            None => Ok(()),
+        }
     }
 
     /// The path errors about a logged value name.
@@ -815,7 +828,7 @@ impl FileStore {
     /// replaced atomically; a batch is not (a crash may keep some keys' new
     /// values and others' old ones). The caller holds the keys' locks.
     pub fn put(&self, writes: &[Write<'_>]) -> Result<()> {
-        self.files.check_writable()?;
+        self.check_writable()?;
         for w in writes {
             key::validate(w.key)?;
         }
@@ -896,7 +909,7 @@ impl FileStore {
     pub fn put_then(self: &Arc<Self>, writes: &[Write<'_>], done: Done<()>) {
         let Some(wal) = self.wal.clone() else { return done(self.put(writes)) };
         let prepared = (|| -> Result<Option<Vec<Payload>>> {
-            self.files.check_writable()?;
+            self.check_writable()?;
             let mut payloads = Vec::with_capacity(writes.len());
             for w in writes {
                 key::validate(w.key)?;
@@ -936,6 +949,7 @@ impl FileStore {
             done(result.and_then(|v| released.map(|()| v)))
         };
         let prepared = (|| -> Result<std::result::Result<(Vec<u8>, u64), Replaced>> {
+            self.check_writable()?;
             let Some(current) = self.current_revision(r.key) else { return Ok(Err(Replaced::Unsure)) };
             if let Some(expected) = r.expected_revision {
                 if expected != current {
@@ -1114,7 +1128,7 @@ impl FileStore {
     /// Deletes each key (given as its CKE); returns whether each existed. One
     /// directory fsync makes all the deletions durable before this returns.
     pub fn delete(&self, keys: &[&[u8]]) -> Result<Vec<bool>> {
-        self.files.check_writable()?;
+        self.check_writable()?;
         for k in keys {
             key::validate(k)?;
         }

@@ -800,6 +800,12 @@ impl Wal {
         Ok(())
     }
 
+    /// Whether this log takes writes: `ERR_STORE_POISONED` once one of its
+    /// fsyncs failed, `ERR_READ_ONLY` when opened read-only.
+    pub fn check_writable(&self) -> Result<()> {
+        self.files.check_writable()
+    }
+
     /// Every key the log has a record of, with the op of its newest record
     /// (after catching up): what a listing takes over the key files (docs/WAL.md §6).
     pub fn records(&self) -> Result<Vec<([u8; 16], WalOp)>> {

@@ -188,3 +188,30 @@ fn acknowledged_logged_writes_survive_a_crash_with_partial_writeback() {
 fn acknowledged_logged_writes_survive_a_crash_with_ordered_writeback() {
     crash_at_every_step(Writeback::Ordered, &[6], "/sim/wal-ordered");
 }
+
+/// A lone I/O error at every step: the op that hit it fails and nothing
+/// else does, except that after a failed fsync (of a key file, the
+/// directory or the log) the store refuses every write, logged or not
+/// ("fsyncgate"). What was acknowledged then survives a crash.
+#[test]
+fn a_lone_io_error_fails_its_op_and_a_failed_fsync_stops_writes() {
+    let options = options();
+    let ops = workload();
+    workload_in(&options, "/sim/wal-eio").fault_at_every_step(1, None, |fs, dir, outcomes, point| {
+        let ctx = format!("EIO at step {} of {}", point.n, point.total);
+        let call = fs.failed_call().unwrap_or_else(|| panic!("{ctx}: no call failed"));
+        let ctx = format!("{ctx} ({call}): {outcomes:?}");
+        if let Some(first) = outcomes.iter().position(|o| *o != Outcome::Acked && *o != Outcome::NotRun) {
+            let fsync = matches!(call, "sync" | "sync_dir" | "sync_fs");
+            if let Outcome::Failed(code) = outcomes[first] {
+                assert_eq!(code == konserve_core::ErrorCode::Fsync, fsync, "{ctx}: the failed op's error code is {code:?}");
+            }
+            for later in &outcomes[first + 1..] {
+                let expected = if fsync { Outcome::Failed(konserve_core::ErrorCode::StorePoisoned) } else { Outcome::Acked };
+                assert_eq!(*later, expected, "{ctx}: an op after the failure");
+            }
+        }
+        fs.crash(Writeback::None);
+        check_recovery(fs, dir, &ops, &outcomes, &ctx);
+    });
+}
