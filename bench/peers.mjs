@@ -67,6 +67,7 @@ const C = quick
       ndPut: { n: 500, maxMs: 150 },
       get: { keys: 600, warmPasses: 3 },
       updateDurable: { n: 100, maxMs: 200 },
+      updateInflight: { n: 400, maxMs: 300, conc: 16, keys: 4 },
       updateNd: { n: 300, maxMs: 150 },
       blobs: [{ size: 10 * MB, label: '10 MB', count: 2, rounds: 3 }],
       manyBlobs: { count: 200, minSize: 64 * 1024, maxSize: 4 * MB, conc: 16, rounds: 3 },
@@ -79,6 +80,7 @@ const C = quick
       ndPut: { n: 2000, maxMs: 400 },
       get: { keys: 2000, warmPasses: 3 },
       updateDurable: { n: 500, maxMs: 500 },
+      updateInflight: { n: 4000, maxMs: 800, conc: 16, keys: 4 },
       updateNd: { n: 1000, maxMs: 300 },
       blobs: [
         { size: 10 * MB, label: '10 MB', count: 3, rounds: 5 },
@@ -182,6 +184,8 @@ const P = {
   ksNAbefore: before && D.konserve({ impl: 'native', api: 'async', durable: true, lib: before, label: 'before' }),
   ksNS: ks('native', 'sync', true),
   ksNA: ks('native', 'async', true),
+  ksNSwal: D.konserve({ impl: 'native', api: 'sync', durable: true, wal: true }),
+  ksNAwal: D.konserve({ impl: 'native', api: 'async', durable: true, wal: true }),
   ksPS: ks('pure', 'sync', true),
   ksPA: ks('pure', 'async', true),
   ksNSnd: ks('native', 'sync', false),
@@ -209,8 +213,8 @@ const P = {
 }
 // In the read tables the mode is irrelevant: reads use the non-durable
 // drivers' stores, shown without a mode.
-const DURABLE_WRITERS = [P.ksNS, P.ksNA, P.ksPS, P.lmdb, P.level, P.wfaS, P.rawS]
-const INFLIGHT_WRITERS = [P.ksNA, P.ksPA, P.lmdb, P.level, P.wfaA, P.rawA]
+const DURABLE_WRITERS = [P.ksNS, P.ksNA, P.ksNSwal, P.ksNAwal, P.ksPS, P.lmdb, P.level, P.wfaS, P.rawS]
+const INFLIGHT_WRITERS = [P.ksNA, P.ksNAwal, P.ksPA, P.lmdb, P.level, P.wfaA, P.rawA]
 const ND_WRITERS = [P.ksNSnd, P.ksNAnd, P.ksPSnd, P.mem, P.lmdbNd, P.levelNd, P.persist, P.cacache, P.unstorage, P.keyv, P.wfaSnd, P.rawSnd]
 const READERS = [P.ksNSnd, P.ksNAnd, P.ksPSnd, P.ksNScached, P.mem, P.lmdbNd, P.levelNd, P.persist, P.cacache, P.unstorage, P.keyv, P.rawSnd, P.rawDecode]
 
@@ -304,6 +308,31 @@ async function caseUpdate(t, drivers, { n, maxMs }) {
           const v = await d.get(inst, 'counter')
           if (v !== m.ops + 1) throw new Error(`counter is ${v} after ${m.ops + 1} increments`)
         }
+        await d.close(inst)
+        record(t, d, 'updateIn', m)
+      } catch (e) {
+        fail(t, d, 'updateIn', e)
+      } finally {
+        retire(dir)
+      }
+    }
+  }
+}
+
+/** `conc` updateIn in flight on `keys` hot counters: writers contend for each key's lock. Atomic updaters only. */
+async function caseUpdateInflight(t, drivers, { n, maxMs, conc, keys }) {
+  for (let r = 0; r < C.rounds; r++) {
+    log(`${t.id}: round ${r + 1}/${C.rounds}`)
+    for (const d of orderOf(drivers, r)) {
+      if (failed(t, d)) continue
+      const dir = freshDir(d.id)
+      try {
+        const inst = await d.open(dir)
+        for (let i = 0; i < keys; i++) await d.update(inst, `counter-${i}`) // the keys exist before the timed updates
+        const m = await inflight({ n, conc, maxMs, op: (i) => d.update(inst, `counter-${i % keys}`) })
+        let sum = 0
+        for (let i = 0; i < keys; i++) sum += await d.get(inst, `counter-${i}`)
+        if (sum !== m.ops + keys) throw new Error(`the counters sum to ${sum} after ${m.ops + keys} increments`)
         await d.close(inst)
         record(t, d, 'updateIn', m)
       } catch (e) {
@@ -518,6 +547,10 @@ if (wantedGroup('update')) {
     'ours: updateIn(store, [key], x => x + 1) under the key lock; lmdb: a write transaction (atomic); the others: get + put, not atomic',
   ])
   if (wanted(a.id)) await caseUpdate(a, DURABLE_WRITERS.filter((d) => d.update), C.updateDurable)
+  const c = table('update-inflight', `updateIn, durable, ${C.updateInflight.conc} in flight on ${C.updateInflight.keys} counters (async APIs)`, 'ops/s', P.ksNA.id, [
+    'contention: the writers of one counter take turns on its lock (lmdb: its write transactions); only atomic updaters, checked by the counters\' sum',
+  ])
+  if (wanted(c.id)) await caseUpdateInflight(c, [P.ksNA, P.ksNAwal, P.ksPA, P.lmdb], C.updateInflight)
   const b = table('update-nd', 'updateIn of a counter, non-durable', 'ops/s', REF_ND)
   if (wanted(b.id)) await caseUpdate(b, ND_WRITERS.filter((d) => d.update), C.updateNd)
 }

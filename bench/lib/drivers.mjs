@@ -41,24 +41,27 @@ export async function pool(items, conc, fn) {
 const CACHE = { maxEntries: 100_000, maxBytes: 256 << 20 }
 
 /** `lib`: another build of konserve (bench/peers.mjs --before), named `label` in the tables. */
-export function konserve({ impl = 'native', api = 'sync', durable = true, cached = false, lib, label }) {
+/** `wal`: the store on its write-ahead log (docs/WAL.md, the `wal: true` option). */
+export function konserve({ impl = 'native', api = 'sync', durable = true, cached = false, wal = false, lib, label }) {
   const k = lib ?? ours
   const sync = api === 'sync'
   const o = sync ? SYNC : undefined
   const native = impl === 'native'
-  const base = `connectFsStore(dir, { native: ${native}, syncBlob: ${durable} })`
+  const walOpt = wal ? { wal: true } : {}
+  const base = `connectFsStore(dir, { native: ${native}, syncBlob: ${durable}${wal ? ', wal: true' : ''} })`
+  const w = wal ? ' + WAL' : ''
   return {
-    id: `ks-${impl}-${api}${durable ? '' : '-nd'}${cached ? '-cached' : ''}${label ? `-${label}` : ''}`,
-    name: `konserve ${native ? 'native' : 'pure-TS'}${cached ? ' + read cache' : ''} (${api})${label ? ` ${label}` : ''}`,
-    family: `konserve ${native ? 'native' : 'pure-TS'}${cached ? ' + read cache' : ''} (${api})`,
+    id: `ks-${impl}-${api}${durable ? '' : '-nd'}${cached ? '-cached' : ''}${wal ? '-wal' : ''}${label ? `-${label}` : ''}`,
+    name: `konserve ${native ? 'native' : 'pure-TS'}${cached ? ' + read cache' : ''}${w} (${api})${label ? ` ${label}` : ''}`,
+    family: `konserve ${native ? 'native' : 'pure-TS'}${cached ? ' + read cache' : ''}${w} (${api})`,
     kind: 'ours',
     mode: durable ? 'durable' : 'non-durable',
     api: {},
     defaultApi: api,
     config: `${cached ? `withCache(${base}, { maxEntries: 100000, maxBytes: 256 MiB })` : base}${sync ? ', { sync: true } calls' : ', Promise calls'}`,
     open: cached
-      ? async (dir) => k.withCache(await k.connectFsStore(dir, { sync, native, syncBlob: durable }), CACHE)
-      : (dir) => k.connectFsStore(dir, { sync, native, syncBlob: durable }),
+      ? async (dir) => k.withCache(await k.connectFsStore(dir, { sync, native, syncBlob: durable, ...walOpt }), CACHE)
+      : (dir) => k.connectFsStore(dir, { sync, native, syncBlob: durable, ...walOpt }),
     close: () => {},
     put: (s, key, v) => k.assoc(s, key, v, o),
     get: (s, key) => k.get(s, key, o),
