@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::codec::{Codec, SegmentContext, COMPRESSOR_LZ4, ENCRYPTOR_AES, ENCRYPTOR_NONE};
-use crate::dirsync::DirSync;
 use crate::error::{Error, ErrorCode, Result};
 use crate::filelock;
 use crate::format::file::{self, Header, MetaSegment, HEADER_LEN};
@@ -159,8 +158,6 @@ pub(crate) struct StoreDir {
     /// so no later write may be trusted to be durable (PostgreSQL's
     /// "fsyncgate"). Cleared only by opening the store again.
     poisoned: AtomicBool,
-    /// The directory fsyncs of this store's writers, shared (`dirsync.rs`).
-    dir_sync: DirSync,
     /// The value cache (see `valuecache.rs`): `None` when off.
     pub(crate) cache: Option<ValueCache>,
 }
@@ -175,7 +172,7 @@ impl StoreDir {
     /// The store directory `dir` (canonical), on `vfs`, with its id.
     pub(crate) fn new(dir: PathBuf, vfs: Arc<dyn Vfs>, id: u64, options: Options) -> StoreDir {
         let cache = if vfs.watchable() { ValueCache::new(&dir, options.value_cache_bytes) } else { None };
-        StoreDir { dir, vfs, id, options, poisoned: AtomicBool::new(false), dir_sync: DirSync::default(), cache }
+        StoreDir { dir, vfs, id, options, poisoned: AtomicBool::new(false), cache }
     }
 
     /// The FORMAT.md §6 lock files of this directory.
@@ -247,12 +244,8 @@ impl StoreDir {
         Error::io_with_code(ErrorCode::Fsync, err, what, path)
     }
 
-    /// Makes the directory's entries durable: returns once a directory fsync
-    /// that started after this call began has returned. Writers of this store
-    /// that call it at once share one fsync (`dirsync.rs`); a failed fsync
-    /// fails (and poisons, through `fsync_failed`) every caller it covered.
     pub(crate) fn sync_dir(&self) -> Result<()> {
-        self.dir_sync.sync(|| self.vfs.sync_dir(&self.dir)).map_err(|e| self.fsync_failed(e, "cannot fsync the store directory", &self.dir))
+        self.vfs.sync_dir(&self.dir).map_err(|e| self.fsync_failed(e, "cannot fsync the store directory", &self.dir))
     }
 
     /// Opens `key`'s file for reading, with its path: `None` if it does not exist.

@@ -17,11 +17,9 @@ pub mod keyhash;
 // I/O, bottom up: vfs (the file system seam); staging (staging file names),
 // filelock (lock files) and locks (the in-process lock table); keyfile (an
 // open store's key files: head reads, the durable write, the poison flag);
-// dirsync (the shared directory fsync); blob, log and keycheck, which
-// import none of each other; store on top;
+// blob, log and keycheck, which import none of each other; store on top;
 // wal (the write-ahead log protocol, not wired into the store yet).
 pub mod blob;
-mod dirsync;
 pub mod filelock;
 mod keycheck;
 mod keyfile;

@@ -5,14 +5,13 @@
  *
  * A write creates a uniquely named staging file `.<32 hex>.<pid>.<seq>.stage`
  * (O_EXCL), writes it whole, fsyncs it, closes it, renames it over the
- * target, then fsyncs the directory, and only then returns. Async writers of
- * one store share their directory fsyncs (`DirSync`, as the core's dirsync.rs). A failed fsync
+ * target, then fsyncs the directory, and only then returns. A failed fsync
  * poisons the writer (ERR_FSYNC, then ERR_STORE_POISONED for every write until
  * the store is reopened): the kernel may have dropped the dirty pages, and a
  * retry would wrongly succeed. Staging files of this process are registered
  * while in flight, so the sweep on open never takes a live one.
  */
-import gensync, { type Handler } from 'gensync'
+import type { Handler } from 'gensync'
 import { join } from 'node:path'
 import { KonserveError } from '../../errors.js'
 import { isFsyncFailure } from '../../fsync.js'
@@ -54,54 +53,12 @@ export const KEY_FILE_STEPS: WriteSteps = {
 }
 
 /**
- * Group commit for a directory's fsync (crates/core/src/dirsync.rs): a
- * caller's promise settles once a directory fsync that STARTED after the
- * call (so after the caller's rename) has ended, with that fsync's result.
- * If none runs, the caller starts one; if one runs (it may predate the
- * caller's rename), the caller joins the next one, started when the running
- * one ends, for every caller that came meanwhile. One fsync covers every
- * change made before it started; its error rejects each caller it covered.
- */
-export class DirSync {
-  /** The fsync running, and the one that starts when it ends (callers waiting). */
-  private running: Promise<void> | undefined
-  private next: Promise<void> | undefined
-
-  constructor(private readonly fsync: () => Promise<void>) {}
-
-  sync(): Promise<void> {
-    if (this.running === undefined) return this.start()
-    this.next ??= this.running.then(noop, noop).then(() => {
-      this.next = undefined
-      return this.start()
-    })
-    return this.next
-  }
-
-  private start(): Promise<void> {
-    const p: Promise<void> = this.fsync().finally(() => {
-      if (this.running === p) this.running = undefined
-    })
-    this.running = p
-    return p
-  }
-}
-
-const noop = (): void => {}
-
-/**
  * The durable writes into one store directory, and its poison: the store's
  * (one per open store), or one of its own for a file written outside a store
  * (the key check on open, the clock record of a native store).
  */
 export class StagingDir {
   private poisoned = false
-  /** The async writers' directory fsyncs, shared; a blocking call runs its own (it cannot wait for one). */
-  private readonly dirSync = new DirSync(() => vfs.syncDir.async(this.dir))
-  private readonly syncDirOp = gensync({
-    sync: (): void => vfs.syncDir.sync(this.dir),
-    async: (): Promise<void> => this.dirSync.sync(),
-  })
 
   constructor(
     readonly dir: string,
@@ -140,15 +97,11 @@ export class StagingDir {
     }
   }
 
-  /**
-   * fsync of the directory (when durable): makes renames and removals
-   * durable. Returns once a directory fsync that started after this call has
-   * ended; concurrent async callers share one (`DirSync`).
-   */
+  /** fsync of the directory (when durable): makes renames and removals durable. */
   *syncDir(): Handler<void> {
     if (!this.durable) return
     try {
-      yield* this.syncDirOp()
+      yield* vfs.syncDir(this.dir)
     } catch (err) {
       throw this.fsyncFailed(err, 'cannot fsync the store directory', this.dir)
     }
