@@ -186,6 +186,19 @@ struct State {
     /// The simulated wall clock, in ms.
     clock_ms: u64,
     rng: Rng,
+    /// Called after each successful `sync_dir`, outside the state's lock
+    /// (see [`SimFs::after_sync_dir`]).
+    after_sync_dir: Option<SyncDirHook>,
+}
+
+/// What [`SimFs::after_sync_dir`] runs.
+#[derive(Clone)]
+struct SyncDirHook(Arc<dyn Fn(&Path) + Send + Sync>);
+
+impl std::fmt::Debug for SyncDirHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SyncDirHook")
+    }
 }
 
 fn dead_error() -> io::Error {
@@ -237,6 +250,7 @@ impl State {
             always_fail: BTreeMap::new(),
             clock_ms: 1_000_000,
             rng: Rng::new(seed),
+            after_sync_dir: None,
         }
     }
 
@@ -487,6 +501,14 @@ impl SimFs {
         self.state().always_fail.insert(call, errno);
     }
 
+    /// Runs `hook` after each successful `sync_dir` (the directory's entries
+    /// are durable as of the call), before the call returns, outside the
+    /// simulator's lock: a test can hold a directory fsync there, as if the
+    /// disk were slow, while other threads go on.
+    pub fn after_sync_dir(&self, hook: impl Fn(&Path) + Send + Sync + 'static) {
+        self.state().after_sync_dir = Some(SyncDirHook(Arc::new(hook)));
+    }
+
     /// The mutating or syncing calls made so far.
     pub fn steps(&self) -> u64 {
         self.state().steps
@@ -660,6 +682,11 @@ impl Vfs for SimFs {
         let d = s.dirs.get_mut(&ino).expect("resolved");
         d.durable = d.live.clone();
         d.pending.clear();
+        let hook = s.after_sync_dir.clone();
+        drop(s);
+        if let Some(hook) = hook {
+            (hook.0)(path);
+        }
         Ok(())
     }
 
