@@ -140,6 +140,12 @@ export declare class NativeFileStore {
    * The caller holds the keys' locks.
    */
   putSync(writes: Array<NativeWrite>): void
+  /**
+   * On a store with a write-ahead log, the writes go to its committer
+   * thread (`FileStore::put_then`): the threadpool task only encodes and
+   * queues them, and the Promise settles from the committer once their
+   * frame is durable, so no pool thread waits for the `fdatasync`.
+   */
   putAsync(writes: Array<NativeWrite>): Promise<void>
   /**
    * A replacing write with its revision read fused in (`FileStore::replace`):
@@ -149,7 +155,11 @@ export declare class NativeFileStore {
    * write to the general path, or -2 - actual on a revision mismatch.
    */
   replaceSync(w: NativeReplace): number
-  /** `replaceSync` on the threadpool: an async write of a new key is this one task. */
+  /**
+   * `replaceSync` on the threadpool: an async write of a new key is this one task.
+   * On a store with a write-ahead log, the record goes to its committer
+   * thread (`FileStore::replace_then`), as for `putAsync`.
+   */
   replaceAsync(w: NativeReplace): Promise<number>
   /** Deletes each key; returns whether each existed. */
   deleteSync(keys: Array<Buffer>): Array<boolean>
@@ -360,6 +370,11 @@ export interface NativeOpenOptions {
   readOnly?: boolean
   /** The value cache's memory budget in bytes (default 4 MiB; 0: off). Linux only. */
   valueCacheBytes?: number
+  /**
+   * The write-ahead log (experimental, docs/WAL.md): true upgrades the
+   * store, false downgrades it, absent keeps what its marker says.
+   */
+  wal?: boolean
 }
 
 /** A replacing write (see `replaceSync`). */

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use konserve_core as core;
 use napi::bindgen_prelude::*;
-use napi::{Env, Task};
+use napi::{Env, JsDeferred, Task};
 use napi_derive::napi;
 
 /// A core error as a JavaScript `Error` with the konserve code as its `code`
@@ -250,6 +250,9 @@ pub struct NativeOpenOptions {
     pub read_only: Option<bool>,
     /// The value cache's memory budget in bytes (default 4 MiB; 0: off). Linux only.
     pub value_cache_bytes: Option<f64>,
+    /// The write-ahead log (experimental, docs/WAL.md): true upgrades the
+    /// store, false downgrades it, absent keeps what its marker says.
+    pub wal: Option<bool>,
 }
 
 fn core_options(o: &NativeOpenOptions) -> CoreResult<core::Options> {
@@ -260,6 +263,7 @@ fn core_options(o: &NativeOpenOptions) -> CoreResult<core::Options> {
         encryption_key: o.encryption_key.as_ref().map(|k| k.to_vec()),
         accept_plaintext: o.accept_plaintext.unwrap_or(false),
         read_only: o.read_only.unwrap_or(false),
+        wal: o.wal,
         ..core::Options::default()
     };
     if let Some(ms) = o.lock_timeout_ms {
@@ -410,10 +414,19 @@ impl NativeFileStore {
         check_writes(&writes).and_then(|()| put(&self.inner, &writes)).or_js(env)
     }
 
+    /// On a store with a write-ahead log, the writes go to its committer
+    /// thread (`FileStore::put_then`): the threadpool task only encodes and
+    /// queues them, and the Promise settles from the committer once their
+    /// frame is durable, so no pool thread waits for the `fdatasync`.
     #[napi(ts_return_type = "Promise<void>")]
-    pub fn put_async(&self, env: &Env, writes: Vec<NativeWrite>) -> Result<AsyncTask<StoreTask>> {
+    pub fn put_async<'env>(&self, env: &'env Env, writes: Vec<NativeWrite>) -> Result<Either<AsyncTask<StoreTask>, Object<'env>>> {
         check_writes(&writes).or_js(env)?;
-        Ok(self.task(Op::Put(writes)))
+        if self.inner.wal().is_none() {
+            return Ok(Either::A(self.task(Op::Put(writes))));
+        }
+        let (deferred, promise) = env.create_deferred::<(), Settle<()>>()?;
+        env.spawn(SubmitTask { store: self.inner.clone(), op: Submit::Put(writes, Some(deferred)) })?;
+        Ok(Either::B(promise))
     }
 
     /// A replacing write with its revision read fused in (`FileStore::replace`):
@@ -427,10 +440,18 @@ impl NativeFileStore {
     }
 
     /// `replaceSync` on the threadpool: an async write of a new key is this one task.
+    /// On a store with a write-ahead log, the record goes to its committer
+    /// thread (`FileStore::replace_then`), as for `putAsync`.
     #[napi(ts_return_type = "Promise<number>")]
-    pub fn replace_async(&self, env: &Env, w: NativeReplace) -> Result<AsyncTask<StoreTask>> {
+    pub fn replace_async<'env>(&self, env: &'env Env, w: NativeReplace) -> Result<Either<AsyncTask<StoreTask>, Object<'env>>> {
         serializer_id(w.serializer).or_js(env)?;
-        Ok(self.task(Op::Replace(w)))
+        expected_revision(w.expected_revision).or_js(env)?;
+        if self.inner.wal().is_none() {
+            return Ok(Either::A(self.task(Op::Replace(w))));
+        }
+        let (deferred, promise) = env.create_deferred::<f64, Settle<f64>>()?;
+        env.spawn(SubmitTask { store: self.inner.clone(), op: Submit::Replace(w, Some(deferred)) })?;
+        Ok(Either::B(promise))
     }
 
     /// Deletes each key; returns whether each existed.
@@ -705,6 +726,69 @@ impl Task for StoreTask {
             }
         };
         Ok(unsafe { Unknown::from_raw_unchecked(raw, value) })
+    }
+}
+
+/// What settles a deferred Promise, on the JavaScript thread.
+type Settle<T> = Box<dyn FnOnce(Env) -> Result<T> + Send>;
+
+/// A write queued for the write-ahead log's committer thread, with the
+/// Promise it settles.
+pub enum Submit {
+    Put(Vec<NativeWrite>, Option<JsDeferred<(), Settle<()>>>),
+    Replace(NativeReplace, Option<JsDeferred<f64, Settle<f64>>>),
+}
+
+/// Runs on the libuv pool: encodes a write and queues it for the log's
+/// committer thread (the lock and revision read of a replace included);
+/// the committer settles the Promise once the frame is durable. The task's
+/// own result is nothing.
+pub struct SubmitTask {
+    store: Arc<core::FileStore>,
+    op: Submit,
+}
+
+impl Task for SubmitTask {
+    type Output = ();
+    type JsValue = ();
+
+    fn compute(&mut self) -> Result<()> {
+        // The input buffers stay with the task (dropped on the JavaScript
+        // thread); the core copies what it queues, so the committer never reads them.
+        match &mut self.op {
+            Submit::Put(writes, deferred) => {
+                let deferred = deferred.take().expect("task computed twice");
+                let ws: Vec<core::Write<'_>> = writes
+                    .iter()
+                    .map(|w| core::Write { key: &w.key, serializer: w.serializer as u8, meta: &w.meta, value: &w.value })
+                    .collect();
+                self.store.put_then(&ws, Box::new(move |r| deferred.resolve(Box::new(move |env| r.or_js(&env)))));
+            }
+            Submit::Replace(w, deferred) => {
+                let deferred = deferred.take().expect("task computed twice");
+                let settle = move |r: CoreResult<core::Replaced>| deferred.resolve(Box::new(move |env| r.map(replaced_to_js).or_js(&env)));
+                match expected_revision(w.expected_revision).and_then(|e| serializer_id(w.serializer).map(|s| (e, s))) {
+                    Err(e) => settle(Err(e)),
+                    Ok((expected_revision, serializer)) => {
+                        let r = core::Replace {
+                            key: &w.key,
+                            serializer,
+                            meta: &w.meta,
+                            revision_at: w.revision_at as usize,
+                            value: &w.value,
+                            expected_revision,
+                            lock: w.lock,
+                        };
+                        self.store.replace_then(&r, Box::new(settle));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve(&mut self, _env: Env, _output: ()) -> Result<()> {
+        Ok(())
     }
 }
 

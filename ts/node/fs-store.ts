@@ -158,10 +158,17 @@ const FS_STORE_OPTIONS: Spec = {
   lockTimeoutMs: (v) => (typeof v === 'number' ? undefined : 'a number of milliseconds >= 0'),
   readOnly: checks.boolean,
   valueCacheBytes: (v) => (typeof v === 'number' && v >= 0 && Number.isFinite(v) ? undefined : 'a number of bytes >= 0'),
+  wal: checks.boolean,
 }
 const DELETE_OPTIONS: Spec = { sync: checks.boolean, native: checks.boolean }
 
-type OpenOptions = ReturnType<typeof codecOptions> & { syncBlob: boolean; lockTimeoutMs?: number; readOnly: boolean; valueCacheBytes?: number }
+type OpenOptions = ReturnType<typeof codecOptions> & {
+  syncBlob: boolean
+  lockTimeoutMs?: number
+  readOnly: boolean
+  valueCacheBytes?: number
+  wal?: boolean
+}
 
 /** Checks connectFsStore's arguments; returns the serializers and the binding's options. Opens nothing. */
 function checkFsArgs(path: unknown, options: unknown): { dir: string; serializers: SerializerSet; open: OpenOptions } {
@@ -172,6 +179,7 @@ function checkFsArgs(path: unknown, options: unknown): { dir: string; serializer
   // The engines' option keeps the seed's name, `syncBlob`.
   const open: OpenOptions = { syncBlob: durableOf(opts), lockTimeoutMs: lockTimeout(opts), readOnly: opts.readOnly === true, ...codecOptions(opts) }
   if (opts.valueCacheBytes !== undefined) open.valueCacheBytes = opts.valueCacheBytes
+  if (opts.wal !== undefined) open.wal = opts.wal
   return { dir, serializers, open }
 }
 
@@ -216,6 +224,9 @@ const connectOp = gensync(function* (path: string, options: (FsStoreOptions & Sy
   if (opts.create === false || open.readOnly) yield* existingDir(dir)
   const native = chooseNative(opts)
   if (!native) {
+    if (open.wal === true) {
+      throw new KonserveError('ERR_NOT_SUPPORTED', 'the write-ahead log (wal: true) is implemented by the native core only so far: open the store with native: true')
+    }
     if (!open.readOnly) yield* checkWritableDir(dir)
     const codec = createPureCodec(open.compressor, open.encryptionKey, open.acceptPlaintext)
     try {

@@ -11,6 +11,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::format::file::{Header, HEADER_LEN};
 use crate::format::keycheck::{
     KeyCheck, PendingRekey, KEY_CHECK_FILE_LEN, KEY_CHECK_FILE_NAME, KEY_CHECK_STAGE_HEX, REKEY_FILE_LEN, REKEY_FILE_NAME,
+    WAL_MARKER_VERSION,
 };
 use crate::keyfile::{self, StoreDir};
 use crate::keyhash::is_key_file_name;
@@ -67,7 +68,10 @@ fn decrypt(message: impl Into<String>, file: &Path) -> Error {
 /// one; a keyed open of a store without a key check adopts the key (writes the
 /// check) once every key file is encrypted and one authenticates with it, and
 /// refuses a store that holds plaintext files unless `accept_plaintext`.
-pub(crate) fn check_on_open(store: &StoreDir) -> Result<()> {
+///
+/// Returns whether the store has the write-ahead log marker (a version-2
+/// key check, docs/WAL.md §8; salt and check all zero when it has no key).
+pub(crate) fn check_on_open(store: &StoreDir) -> Result<bool> {
     if let Some((bytes, path)) = read_small(store, REKEY_FILE_NAME, REKEY_FILE_LEN)? {
         PendingRekey::decode(&bytes).map_err(|e| e.with_file(&path))?;
         return Err(decrypt(
@@ -76,10 +80,19 @@ pub(crate) fn check_on_open(store: &StoreDir) -> Result<()> {
         ));
     }
     let key = store.options().encryption_key.as_deref();
-    let found = match read_small(store, KEY_CHECK_FILE_NAME, KEY_CHECK_FILE_LEN)? {
-        Some((bytes, path)) => Some((KeyCheck::decode(&bytes).map_err(|e| e.with_file(&path))?, path)),
-        None => None,
+    let (found, marker) = match read_small(store, KEY_CHECK_FILE_NAME, KEY_CHECK_FILE_LEN)? {
+        Some((bytes, path)) => {
+            let (check, version) = KeyCheck::decode_versioned(&bytes).map_err(|e| e.with_file(&path))?;
+            let marker = version == WAL_MARKER_VERSION;
+            // The marker of a store without a key says nothing of keys.
+            ((!check.is_none() || !marker).then_some((check, path)), marker)
+        }
+        None => (None, false),
     };
+    check_key(store, key, found, marker).map(|()| marker)
+}
+
+fn check_key(store: &StoreDir, key: Option<&[u8]>, found: Option<(KeyCheck, PathBuf)>, marker: bool) -> Result<()> {
     match (key, found) {
         (None, None) => Ok(()),
         (None, Some((_, path))) => Err(decrypt(
@@ -90,13 +103,49 @@ pub(crate) fn check_on_open(store: &StoreDir) -> Result<()> {
             Err(decrypt("wrong encryption key: the key does not match the store's key check", &path))
         }
         (Some(_), Some(_)) => Ok(()),
-        (Some(k), None) => adopt(store, k),
+        (Some(k), None) => adopt(store, k, marker),
+    }
+}
+
+/// The key check as it is on disk (`None`: no file), and its version.
+pub(crate) fn read_marker(store: &StoreDir) -> Result<Option<(KeyCheck, u8)>> {
+    match read_small(store, KEY_CHECK_FILE_NAME, KEY_CHECK_FILE_LEN)? {
+        Some((bytes, path)) => Ok(Some(KeyCheck::decode_versioned(&bytes).map_err(|e| e.with_file(&path))?)),
+        None => Ok(None),
+    }
+}
+
+/// Writes the write-ahead log marker (docs/WAL.md §8): the store's key check
+/// as version 2 (all zero without one), durably (staging, rename, directory fsync).
+pub(crate) fn write_wal_marker(store: &StoreDir) -> Result<()> {
+    let check = read_marker(store)?.map_or(KeyCheck::NONE, |(c, _)| c);
+    write_durably(store, KEY_CHECK_FILE_NAME, &check.encode_version(WAL_MARKER_VERSION))
+}
+
+/// Removes the write-ahead log marker: the key check back to version 1, or
+/// no file when the store has no key; durably.
+pub(crate) fn remove_wal_marker(store: &StoreDir) -> Result<()> {
+    match read_marker(store)? {
+        Some((check, _)) if !check.is_none() => write_durably(store, KEY_CHECK_FILE_NAME, &check.encode()),
+        Some(_) => {
+            let path = store.dir.join(KEY_CHECK_FILE_NAME);
+            match store.vfs.remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(Error::io(e, "cannot remove the key check", &path)),
+            }
+            if store.options().sync_blob {
+                store.sync_dir()?;
+            }
+            Ok(())
+        }
+        None => Ok(()),
     }
 }
 
 /// A keyed open of a store without a key check (new, plaintext, or encrypted
 /// by a build before key checks): see [`check_on_open`].
-fn adopt(store: &StoreDir, key: &[u8]) -> Result<()> {
+fn adopt(store: &StoreDir, key: &[u8], marker: bool) -> Result<()> {
     let accept_plaintext = store.options().accept_plaintext;
     let mut verified = false;
     let names = store.vfs.read_dir(&store.dir).map_err(|e| Error::io(e, "cannot list the store directory", &store.dir))?;
@@ -142,5 +191,6 @@ fn adopt(store: &StoreDir, key: &[u8]) -> Result<()> {
         return Ok(());
     }
     store.check_writable()?;
-    write_durably(store, KEY_CHECK_FILE_NAME, &KeyCheck::new(key, &mut OsRandom)?.encode())
+    let version = if marker { WAL_MARKER_VERSION } else { 1 };
+    write_durably(store, KEY_CHECK_FILE_NAME, &KeyCheck::new(key, &mut OsRandom)?.encode_version(version))
 }

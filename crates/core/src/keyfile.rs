@@ -64,6 +64,17 @@ pub struct Options {
     /// changed (Linux, local file systems; see `valuecache.rs` and
     /// docs/RELIABILITY.md). Elsewhere it has no effect.
     pub value_cache_bytes: usize,
+    /// The write-ahead log (docs/WAL.md, experimental): `Some(true)` upgrades
+    /// a store without the log's marker on a writable open (creates
+    /// `.konserve.wal`, then writes the version-2 key check); `Some(false)`
+    /// downgrades a store with it (a full checkpoint, the marker removed,
+    /// the log removed); `None` (the default) changes nothing. A store with
+    /// the marker uses the log whatever this says (a read-only open too).
+    pub wal: Option<bool>,
+    /// The write-ahead log's growth step in bytes (`None`: 64 MiB,
+    /// [`crate::wal::GROW_STEP`]); a multiple of 4096. For tests on the
+    /// simulated file system, where every byte of a new log is written.
+    pub wal_grow_step: Option<u64>,
 }
 
 /// The default of [`Options::lock_timeout`].
@@ -80,6 +91,8 @@ impl Default for Options {
             lock_lease: filelock::DEFAULT_LEASE,
             read_only: false,
             value_cache_bytes: crate::valuecache::DEFAULT_VALUE_CACHE_BYTES,
+            wal: None,
+            wal_grow_step: None,
         }
     }
 }
@@ -95,6 +108,8 @@ impl std::fmt::Debug for Options {
             .field("lock_lease", &self.lock_lease)
             .field("read_only", &self.read_only)
             .field("value_cache_bytes", &self.value_cache_bytes)
+            .field("wal", &self.wal)
+            .field("wal_grow_step", &self.wal_grow_step)
             .finish()
     }
 }

@@ -18,7 +18,7 @@ pub mod keyhash;
 // filelock (lock files) and locks (the in-process lock table); keyfile (an
 // open store's key files: head reads, the durable write, the poison flag);
 // blob, log and keycheck, which import none of each other; store on top;
-// wal (the write-ahead log protocol, not wired into the store yet).
+// wal (the write-ahead log protocol, used by the store behind its marker).
 pub mod blob;
 pub mod filelock;
 mod keycheck;
@@ -34,7 +34,7 @@ pub mod wal;
 pub use error::{Error, ErrorCode, Result};
 pub use keyhash::file_name;
 pub use store::{
-    delete_store, BlobReplace, BlobReplaced, Entry, FileStore, ListCursor, ListResult, MetaEntry, Options, Replace, Replaced, ValueInto,
-    ValueRef, Write, CLOCK_FILE_NAME, LOCK_FILE_NAME,
+    delete_store, BlobReplace, BlobReplaced, Done, Entry, FileStore, ListCursor, ListResult, MetaEntry, Options, Replace, Replaced,
+    ValueInto, ValueRef, Write, CLOCK_FILE_NAME, LOCK_FILE_NAME, WAL_CHECKPOINT_BYTES, WAL_MAX_RECORD,
 };
 pub use valuecache::ValueCacheStats;

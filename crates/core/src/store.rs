@@ -21,6 +21,7 @@ use crate::format::file::{self, HEADER_LEN};
 use crate::format::key;
 use crate::format::keycheck::{KEY_CHECK_FILE_NAME, REKEY_FILE_NAME};
 use crate::format::log::{LogInfo, NewRecord};
+use crate::format::wal::{NewWalRecord, WalOp, WAL_FILE_NAME};
 use crate::keyfile::{self, StoreDir};
 pub use crate::keyfile::{MetaEntry, Options, DEFAULT_LOCK_TIMEOUT};
 use crate::keyhash::{self, is_key_file_name};
@@ -29,6 +30,7 @@ use crate::log::{self, LogCursor};
 use crate::staging::{self, stage_parallel, InFlight};
 use crate::valuecache::{Lookup, Ticket, ValueCacheStats};
 use crate::vfs::{self, RealFs, Vfs};
+use crate::wal::{record_hash, Wal, WalLookup, WalOptions};
 
 /// The lock file of format versions before the per-key lock files (FORMAT.md
 /// §6): no longer created or used; `delete_store` removes it, listings ignore it.
@@ -41,6 +43,15 @@ pub const CLOCK_FILE_NAME: &str = ".konserve.clock";
 /// The largest file [`FileStore::read_value`] reads in one `pread` into its
 /// reused per-thread buffer; larger values take the general path.
 const SMALL_READ: usize = 16 * 1024;
+
+/// A put whose key file is at most this long is a record of the
+/// write-ahead log (docs/WAL.md §2), when the store has one.
+pub const WAL_MAX_RECORD: usize = 16 * 1024;
+
+/// A write that leaves more than this many bytes of frames in the log runs
+/// a checkpoint before it returns (docs/WAL.md §5's 16 MiB; the idle
+/// checkpoint of §5 is not built yet).
+pub const WAL_CHECKPOINT_BYTES: u64 = 16 << 20;
 
 thread_local! {
     static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -214,6 +225,8 @@ pub struct FileStore {
     files: Arc<StoreDir>,
     /// The tokens of the cross-process locks this store holds, by key hash.
     held: std::sync::Mutex<std::collections::HashMap<u128, Record>>,
+    /// The write-ahead log, when the store has its marker (docs/WAL.md §8).
+    wal: Option<Arc<Wal>>,
 }
 
 impl std::fmt::Debug for FileStore {
@@ -239,12 +252,144 @@ impl FileStore {
         let id = xxh3_64(dir.as_os_str().as_encoded_bytes());
         let held = std::sync::Mutex::new(std::collections::HashMap::new());
         let read_only = options.read_only;
-        let store = FileStore { files: Arc::new(StoreDir::new(dir, vfs, id, options)), held };
+        let mut store = FileStore { files: Arc::new(StoreDir::new(dir, vfs, id, options)), held, wal: None };
         if !read_only {
             store.sweep_staging()?;
         }
-        crate::keycheck::check_on_open(&store.files)?;
+        let marker = crate::keycheck::check_on_open(&store.files)?;
+        store.wal = store.open_wal(marker)?;
         Ok(store)
+    }
+
+    /// The write-ahead log on open (docs/WAL.md §8): opened when the store
+    /// has the marker; created, then the marker written, on a writable open
+    /// with `wal: Some(true)` (the upgrade); checkpointed whole, the marker
+    /// removed, then the log removed, with `wal: Some(false)` (the downgrade).
+    fn open_wal(&self, marker: bool) -> Result<Option<Arc<Wal>>> {
+        let options = &self.files.options;
+        let writable = !options.read_only;
+        match (marker, options.wal) {
+            (false, Some(true)) if writable => {
+                // A log without the marker is not this store's (a crash
+                // during an upgrade or a downgrade, an old build's
+                // deleteStore): a new one replaces it.
+                self.remove_wal_file()?;
+                let wal = self.new_wal()?;
+                crate::keycheck::write_wal_marker(&self.files)?;
+                Ok(Some(wal))
+            }
+            (false, _) => Ok(None),
+            (true, Some(false)) if writable => {
+                let wal = self.new_wal()?;
+                checkpoint_all(&wal, options.lock_timeout)?;
+                crate::keycheck::remove_wal_marker(&self.files)?;
+                drop(wal);
+                self.remove_wal_file()?;
+                Ok(None)
+            }
+            (true, _) => Ok(Some(self.new_wal()?)),
+        }
+    }
+
+    fn new_wal(&self) -> Result<Arc<Wal>> {
+        let mut options = WalOptions { store: self.files.options.clone(), ..WalOptions::default() };
+        if let Some(step) = self.files.options.wal_grow_step {
+            options.grow_step = step;
+            options.grow_margin = options.grow_margin.min(step / 2);
+        }
+        Ok(Arc::new(Wal::open(Arc::clone(&self.files.vfs), &self.files.dir, options)?))
+    }
+
+    /// Removes `.konserve.wal` if there is one, durably.
+    fn remove_wal_file(&self) -> Result<()> {
+        let path = self.files.dir.join(WAL_FILE_NAME);
+        match self.files.vfs.remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(e, "cannot remove the write-ahead log", &path)),
+        }
+        if self.files.options.sync_blob {
+            self.files.sync_dir()?;
+        }
+        Ok(())
+    }
+
+    /// The store's write-ahead log, when it has one (docs/WAL.md).
+    pub fn wal(&self) -> Option<&Arc<Wal>> {
+        self.wal.as_ref()
+    }
+
+    /// Moves every record of the write-ahead log into its key file and resets
+    /// the log (docs/WAL.md §5), waiting up to the lock timeout for a
+    /// checkpoint another process runs. Nothing without a log.
+    pub fn checkpoint(&self) -> Result<()> {
+        match &self.wal {
+            Some(wal) => checkpoint_all(wal, self.files.options.lock_timeout),
+            None => Ok(()),
+        }
+    }
+
+    /// What the log says of `key` for a read: `Some(Some(payload))`, its
+    /// newest value (a whole key file); `Some(None)`, deleted; `None`, read
+    /// its key file (no log, no record, or a file record).
+    fn logged(&self, key: &[u8]) -> Result<Option<Option<Vec<u8>>>> {
+        let Some(wal) = self.wal.as_ref() else { return Ok(None) };
+        key::validate(key)?;
+        Ok(match wal.get(&record_hash(key))? {
+            WalLookup::Put(payload) => Some(Some(payload)),
+            WalLookup::Deleted => Some(None),
+            WalLookup::File | WalLookup::Absent => None,
+        })
+    }
+
+    /// Before a write that goes to `key`'s file (docs/WAL.md §4 step 5):
+    /// the key's logged value moved into its file first ([`Wal::flush_key`]).
+    fn flush_logged(&self, key: &[u8]) -> Result<()> {
+        if let Some(wal) = self.wal.as_ref() {
+            key::validate(key)?;
+            wal.flush_key(&record_hash(key))?;
+        }
+        Ok(())
+    }
+
+    /// The path errors about a logged value name.
+    fn wal_path(&self) -> PathBuf {
+        self.files.dir.join(WAL_FILE_NAME)
+    }
+
+    /// The header and meta segment of a put record's payload, checked as `key`'s file.
+    fn payload_head(&self, key: &[u8], payload: &[u8]) -> Result<(file::Header, file::MetaSegment)> {
+        let path = self.wal_path();
+        let ctx = self.files.context(keyhash::key_hash(key));
+        let (header, meta) = file::parse_head(payload, payload.len() as u64, &ctx).map_err(|e| e.with_file(&path))?;
+        if header.flags != 0 {
+            return Err(Error::corrupt("a put record of the write-ahead log holds a blob or a log").with_file(&path));
+        }
+        keyfile::check_key(&meta.key, key, &path)?;
+        Ok((header, meta))
+    }
+
+    /// A logged value as [`get`](Self::get) returns it.
+    fn logged_entry(&self, key: &[u8], payload: Vec<u8>) -> Result<Entry> {
+        let (header, meta) = self.payload_head(key, &payload)?;
+        let at = HEADER_LEN + header.meta_len as usize;
+        let end = usize::try_from(header.value_len).ok().and_then(|n| n.checked_add(at)).filter(|&e| e <= payload.len());
+        let Some(end) = end else { return Err(Error::corrupt("a put record ends inside its value").with_file(self.wal_path())) };
+        let ctx = self.files.context(keyhash::key_hash(key));
+        let value = file::decode_value_owned(&header, &ctx, payload[at..end].to_vec()).map_err(|e| e.with_file(self.wal_path()))?;
+        Ok(Entry { serializer: header.serializer, meta: meta.meta, value, log: None })
+    }
+
+    /// A logged value's metadata as [`get_meta`](Self::get_meta) returns it.
+    fn logged_meta(&self, key: &[u8], payload: &[u8]) -> Result<MetaEntry> {
+        let (header, meta) = self.payload_head(key, payload)?;
+        Ok(MetaEntry {
+            key: meta.key,
+            serializer: header.serializer,
+            meta: meta.meta,
+            file: self.wal_path().display().to_string(),
+            log: None,
+        })
     }
 
     /// The store directory (canonical).
@@ -267,6 +412,7 @@ impl FileStore {
     /// The blob is written with the store's compressor and encryption,
     /// serializer 0 and `FLAG_CHUNKED` (FORMAT.md §4.5).
     pub fn blob_writer(self: &Arc<Self>, key: &[u8], meta: &[u8]) -> Result<BlobWriter> {
+        self.flush_logged(key)?;
         blob::writer(&self.files, key, meta)
     }
 
@@ -277,6 +423,26 @@ impl FileStore {
     /// `ERR_NOT_BINARY`. A blob written before chunking (flags 0, serializer 0)
     /// is read whole into memory here.
     pub fn open_blob(self: &Arc<Self>, key: &[u8]) -> Result<Option<BlobReader>> {
+        match self.logged(key)? {
+            None => {}
+            Some(None) => return Ok(None),
+            Some(Some(payload)) => {
+                let (header, _) = self.payload_head(key, &payload)?;
+                if header.serializer != 0 {
+                    let what = format!("a value of serializer {}", header.serializer);
+                    return Err(Error::new(ErrorCode::NotBinary, format!("the key holds {what}, not a blob")).with_file(self.wal_path()));
+                }
+                if self.files.options.read_only {
+                    return Err(Error::new(
+                        ErrorCode::ReadOnly,
+                        "the key's bytes are in the write-ahead log, not yet in its file: a read-only store cannot open them as a blob",
+                    )
+                    .with_file(self.wal_path()));
+                }
+                // Raw bytes small enough to be logged: moved into the key file, then read as a blob.
+                self.flush_logged(key)?;
+            }
+        }
         blob::open(&self.files, key)
     }
 
@@ -311,6 +477,8 @@ impl FileStore {
     /// and of this one all its records or none: the commit decides, and the
     /// records it names were fsynced before it was written.
     pub fn log_append(&self, key: &[u8], records: &[NewRecord<'_>], create_meta: &[u8]) -> Result<LogInfo> {
+        self.files.check_writable()?;
+        self.flush_logged(key)?;
         log::append(&self.files, key, records, create_meta)
     }
 
@@ -319,6 +487,13 @@ impl FileStore {
     /// the cursor reads the records acknowledged when it was opened (an
     /// append or a trim meanwhile is not seen).
     pub fn open_log(&self, key: &[u8]) -> Result<Option<LogCursor>> {
+        match self.logged(key)? {
+            None => {}
+            Some(None) => return Ok(None),
+            Some(Some(_)) => {
+                return Err(Error::new(ErrorCode::NotALog, "the key holds a value, not an append log").with_file(self.wal_path()));
+            }
+        }
         log::open(&self.files, key)
     }
 
@@ -334,6 +509,8 @@ impl FileStore {
     /// key is not an error: nothing is written and [`LogInfo::EMPTY`]
     /// returned. The caller holds the key's lock.
     pub fn log_trim(&self, key: &[u8], keep_from: u64, meta: &[u8]) -> Result<LogInfo> {
+        self.files.check_writable()?;
+        self.flush_logged(key)?;
         log::trim(&self.files, key, keep_from, meta)
     }
 
@@ -380,6 +557,9 @@ impl FileStore {
     }
     /// The record of `key` (its CKE), or `None` if the key does not exist.
     pub fn get(&self, key: &[u8]) -> Result<Option<Entry>> {
+        if let Some(logged) = self.logged(key)? {
+            return logged.map(|p| self.logged_entry(key, p)).transpose();
+        }
         let ctx = self.files.context(keyhash::key_hash(key));
         let Some((file, size, path, header, meta, prefix)) = self.files.open_head(key, &ctx)? else { return Ok(None) };
         keyfile::check_key(&meta.key, key, &path)?;
@@ -425,6 +605,11 @@ impl FileStore {
     /// small value read before is answered from memory, unless the kernel
     /// reported a change to its file since: then no file is opened at all.
     pub fn read_value_into(&self, key: &[u8], buf: &mut [u8]) -> Result<ValueInto> {
+        // The log first, then the cache: a logged write changes no key file,
+        // so the cache never learns of it (it keeps only values read from files).
+        if let Some(logged) = self.logged(key)? {
+            return self.logged_into(key, logged, buf);
+        }
         let (hash, ticket) = match self.cache_lookup(key, buf) {
             Ok(found) => return Ok(found),
             Err(miss) => miss,
@@ -435,6 +620,16 @@ impl FileStore {
         let found = self.decode_read(key, &path, buf, got)?;
         self.cache_insert(hash, ticket, key, buf, found);
         Ok(found)
+    }
+
+    /// [`read_value_into`](Self::read_value_into) of a value the log holds.
+    fn logged_into(&self, key: &[u8], logged: Option<Vec<u8>>, buf: &mut [u8]) -> Result<ValueInto> {
+        let Some(payload) = logged else { return Ok(ValueInto::Missing) };
+        if payload.len() >= buf.len() {
+            return Ok(ValueInto::TooLarge);
+        }
+        buf[..payload.len()].copy_from_slice(&payload);
+        self.decode_read(key, &self.wal_path(), buf, payload.len())
     }
 
     /// The value cache's answer (`Ok`), or the key's hash and the ticket of a miss.
@@ -469,6 +664,10 @@ impl FileStore {
     /// of a cached key is answered at once, without a thread hop, and still
     /// never blocks its event loop on the disk.
     pub fn read_value_into_now(&self, key: &[u8], buf: &mut [u8]) -> Result<Option<ValueInto>> {
+        // The log's end hint is one `pread` of a page every reader keeps hot.
+        if let Some(logged) = self.logged(key)? {
+            return self.logged_into(key, logged, buf).map(Some);
+        }
         let (hash, ticket) = match self.cache_lookup(key, buf) {
             Ok(found) => return Ok(Some(found)),
             Err(miss) => miss,
@@ -565,6 +764,9 @@ impl FileStore {
 
     /// The metadata of `key`, read without the value, or `None`.
     pub fn get_meta(&self, key: &[u8]) -> Result<Option<MetaEntry>> {
+        if let Some(logged) = self.logged(key)? {
+            return logged.map(|p| self.logged_meta(key, &p)).transpose();
+        }
         let ctx = self.files.context(keyhash::key_hash(key));
         let Some((file, size, path, header, meta, prefix)) = self.files.open_head(key, &ctx)? else { return Ok(None) };
         keyfile::check_key(&meta.key, key, &path)?;
@@ -578,6 +780,9 @@ impl FileStore {
     /// caller reads on a worker thread. So the revision read of an async write
     /// costs no thread hop when the key's file is cached (or missing).
     pub fn get_meta_now(&self, key: &[u8]) -> Result<Option<Option<MetaEntry>>> {
+        if let Some(logged) = self.logged(key)? {
+            return logged.map(|p| self.logged_meta(key, &p)).transpose().map(Some);
+        }
         let ctx = self.files.context(keyhash::key_hash(key));
         let Some(found) = self.files.open_head_now(key, &ctx)? else { return Ok(None) };
         let Some((_file, _size, path, header, meta, _prefix)) = found else { return Ok(Some(None)) };
@@ -596,6 +801,9 @@ impl FileStore {
 
     /// Whether `key` has a file.
     pub fn exists(&self, key: &[u8]) -> Result<bool> {
+        if let Some(logged) = self.logged(key)? {
+            return Ok(logged.is_some());
+        }
         key::validate(key)?;
         let path = self.files.file_path(key);
         self.files.vfs.exists(&path).map_err(|e| Error::io(e, "cannot look up the key file", &path))
@@ -611,6 +819,17 @@ impl FileStore {
         for w in writes {
             key::validate(w.key)?;
         }
+        let large;
+        let writes = match self.wal.as_ref() {
+            Some(wal) => {
+                large = self.put_logged(wal, writes)?;
+                if large.is_empty() {
+                    return Ok(());
+                }
+                &large[..]
+            }
+            None => writes,
+        };
         let mut staged: Vec<StagedPut> = Vec::with_capacity(writes.len());
         let result = self.stage_all(writes, &mut staged).and_then(|()| self.commit(&mut staged));
         // Whatever was not renamed is removed: a failed write leaves no trace.
@@ -618,6 +837,132 @@ impl FileStore {
             let _ = self.files.vfs.remove_file(stage);
         }
         result
+    }
+
+    /// The logged half of a [`put`](Self::put) on a store with a log: every
+    /// write whose key file is at most [`WAL_MAX_RECORD`] bytes is a put
+    /// record, all of them in one frame (durable together); the others are
+    /// returned, each key's logged value first moved into its file, to be
+    /// written to their key files (docs/WAL.md §4).
+    fn put_logged<'w>(&self, wal: &Wal, writes: &[Write<'w>]) -> Result<Vec<Write<'w>>> {
+        let mut payloads = Vec::new();
+        let mut large = Vec::new();
+        for w in writes {
+            match self.log_payload(w)? {
+                Some(whole) => payloads.push((record_hash(w.key), whole)),
+                None => large.push(*w),
+            }
+        }
+        if !payloads.is_empty() {
+            let records: Vec<NewWalRecord<'_>> =
+                payloads.iter().map(|(h, p)| NewWalRecord { op: WalOp::Put, key_hash: *h, payload: p }).collect();
+            wal.append(&records)?;
+            checkpoint_if_full(wal)?;
+        }
+        for w in &large {
+            wal.flush_key(&record_hash(w.key))?;
+        }
+        Ok(large)
+    }
+
+    /// The key file of `w` as a put record's payload, or `None` when it is
+    /// longer than [`WAL_MAX_RECORD`] (it goes to its key file).
+    fn log_payload(&self, w: &Write<'_>) -> Result<Option<Vec<u8>>> {
+        // A value this much larger than a record cannot compress into one: not encoded twice.
+        if w.value.len() + w.meta.len() + w.key.len() > 4 * WAL_MAX_RECORD {
+            return Ok(None);
+        }
+        let secret = self.files.options.encryption_key.as_deref();
+        let target = self.files.file_path(w.key);
+        let file = file::encode_parts(self.files.options.codec(), secret, w.key, w.serializer, w.meta, w.value, &mut OsRandom)
+            .map_err(|e| e.with_file(&target))?;
+        if file.head.len() + file.value.len() > WAL_MAX_RECORD {
+            return Ok(None);
+        }
+        let mut whole = Vec::with_capacity(file.head.len() + file.value.len());
+        whole.extend_from_slice(&file.head);
+        whole.extend_from_slice(&file.value);
+        Ok(Some(whole))
+    }
+
+    /// [`put`](Self::put) for a caller that must not block on the log's
+    /// `fdatasync` (a binding with a few threads, docs/WAL.md §1.2): on a
+    /// store with a log, when every write is small enough to be a record, the
+    /// records are queued for the log's committer thread ([`Wal::submit`])
+    /// and this returns at once; `done` is called with the outcome once
+    /// their frame is durable, on that thread. Otherwise (no log, a value
+    /// too large) the put runs here and `done` is called before this returns.
+    /// The caller holds the keys' locks until `done` is called.
+    pub fn put_then(self: &Arc<Self>, writes: &[Write<'_>], done: Done<()>) {
+        let Some(wal) = self.wal.clone() else { return done(self.put(writes)) };
+        let prepared = (|| -> Result<Option<Vec<Payload>>> {
+            self.files.check_writable()?;
+            let mut payloads = Vec::with_capacity(writes.len());
+            for w in writes {
+                key::validate(w.key)?;
+                match self.log_payload(w)? {
+                    Some(p) => payloads.push((record_hash(w.key), p)),
+                    None => return Ok(None),
+                }
+            }
+            Ok(Some(payloads))
+        })();
+        match prepared {
+            Err(e) => done(Err(e)),
+            Ok(None) => done(self.put(writes)),
+            Ok(Some(payloads)) => submit_puts(&wal, &payloads, done),
+        }
+    }
+
+    /// [`replace`](Self::replace) for a caller that must not block on the
+    /// log's `fdatasync`, as [`put_then`](Self::put_then): the lock (when
+    /// `r.lock`) and the revision read run here, the put record goes to the
+    /// log's committer thread, and the key's lock is released there once the
+    /// frame is durable, before `done` is called. Anything else (no log, a
+    /// value too large, a mismatch, a busy lock) is done here and `done`
+    /// called before this returns.
+    pub fn replace_then(self: &Arc<Self>, r: &Replace<'_>, done: Done<Replaced>) {
+        let Some(wal) = self.wal.clone() else { return done(self.replace(r)) };
+        if r.lock {
+            match self.try_lock(&[r.key]) {
+                Ok(true) => {}
+                Ok(false) => return done(Ok(Replaced::Busy)),
+                Err(e) => return done(Err(e)),
+            }
+        }
+        let (store, key, lock) = (Arc::clone(self), r.key.to_vec(), r.lock);
+        let finish = move |result: Result<Replaced>| {
+            let released = if lock { store.unlock(&[&key]) } else { Ok(()) };
+            done(result.and_then(|v| released.map(|()| v)))
+        };
+        let prepared = (|| -> Result<std::result::Result<(Vec<u8>, u64), Replaced>> {
+            let Some(current) = self.current_revision(r.key) else { return Ok(Err(Replaced::Unsure)) };
+            if let Some(expected) = r.expected_revision {
+                if expected != current {
+                    return Ok(Err(Replaced::Mismatch { actual: current }));
+                }
+            }
+            let Some(meta) = crate::format::meta::splice_revision(r.meta, r.revision_at, current + 1) else {
+                return Ok(Err(Replaced::Unsure));
+            };
+            let w = Write { key: r.key, serializer: r.serializer, meta: &meta, value: r.value };
+            match self.log_payload(&w)? {
+                Some(p) => Ok(Ok((p, current + 1))),
+                None => {
+                    self.put(&[w])?;
+                    Ok(Err(Replaced::Written { revision: current + 1 }))
+                }
+            }
+        })();
+        match prepared {
+            Err(e) => finish(Err(e)),
+            Ok(Err(replaced)) => finish(Ok(replaced)),
+            Ok(Ok((payload, revision))) => submit_puts(
+                &wal,
+                &[(record_hash(r.key), payload)],
+                Box::new(move |result| finish(result.map(|()| Replaced::Written { revision }))),
+            ),
+        }
     }
 
     /// A replacing write with its revision read fused in: under `key`'s lock
@@ -686,6 +1031,7 @@ impl FileStore {
         let Some(meta) = crate::format::meta::splice_revision(r.meta, r.revision_at, current + 1) else {
             return Ok(BlobReplaced::Not(Replaced::Unsure));
         };
+        self.flush_logged(r.key)?;
         let writer = blob::writer(&self.files, r.key, &meta)?;
         Ok(BlobReplaced::Opened { writer, revision: current + 1 })
     }
@@ -772,6 +1118,21 @@ impl FileStore {
         for k in keys {
             key::validate(k)?;
         }
+        if let Some(wal) = self.wal.as_ref() {
+            // Delete records for the keys that exist, in one frame (docs/WAL.md §4).
+            let existed = keys.iter().map(|k| self.exists(k)).collect::<Result<Vec<bool>>>()?;
+            let records: Vec<NewWalRecord<'_>> = keys
+                .iter()
+                .zip(&existed)
+                .filter(|(_, &e)| e)
+                .map(|(k, _)| NewWalRecord { op: WalOp::Delete, key_hash: record_hash(k), payload: &[] })
+                .collect();
+            if !records.is_empty() {
+                wal.append(&records)?;
+                checkpoint_if_full(wal)?;
+            }
+            return Ok(existed);
+        }
         let mut existed = Vec::with_capacity(keys.len());
         for k in keys {
             let path = self.files.file_path(k);
@@ -793,11 +1154,56 @@ impl FileStore {
     pub fn list(&self) -> Result<ListResult> {
         let names =
             self.files.vfs.read_dir(&self.files.dir).map_err(|e| Error::io(e, "cannot list the store directory", &self.files.dir))?;
+        let logged = self.logged_keys()?;
         let mut out = ListResult::default();
         for name in names {
-            self.list_name(&name, &mut out);
+            if !shadowed(&logged, &name) {
+                self.list_name(&name, &mut out);
+            }
+        }
+        for hash in logged_puts(&logged) {
+            self.list_logged(hash, &mut out);
         }
         Ok(out)
+    }
+
+    /// The keys the log has a put or a delete of (their files are shadowed),
+    /// by key hash: empty without a log.
+    fn logged_keys(&self) -> Result<std::collections::HashMap<u128, WalOp>> {
+        let Some(wal) = self.wal.as_ref() else { return Ok(Default::default()) };
+        Ok(wal.records()?.into_iter().filter(|(_, op)| *op != WalOp::File).map(|(h, op)| (u128::from_be_bytes(h), op)).collect())
+    }
+
+    /// Lists the logged value of the key whose hash is `hash` into `out`
+    /// (its key file, if the log moved on to a file record meanwhile).
+    fn list_logged(&self, hash: u128, out: &mut ListResult) -> bool {
+        let Some(wal) = self.wal.as_ref() else { return false };
+        let found = wal.get(&hash.to_be_bytes()).and_then(|l| match l {
+            WalLookup::Put(payload) => {
+                let path = self.wal_path();
+                let ctx = self.files.context(hash);
+                let (header, meta) = file::parse_head(&payload, payload.len() as u64, &ctx).map_err(|e| e.with_file(&path))?;
+                key::validate(&meta.key).map_err(|e| Error::corrupt(format!("the stored key is invalid: {e}")).with_file(&path))?;
+                Ok(Some(MetaEntry {
+                    key: meta.key,
+                    serializer: header.serializer,
+                    meta: meta.meta,
+                    file: path.display().to_string(),
+                    log: None,
+                }))
+            }
+            WalLookup::Deleted => Ok(None),
+            WalLookup::File | WalLookup::Absent => {
+                let name = format!("{hash:032x}{}", keyhash::KEY_FILE_SUFFIX);
+                self.list_one(&self.files.dir.join(&name), &name)
+            }
+        });
+        match found {
+            Ok(Some(entry)) => out.entries.push(entry),
+            Ok(None) => return false,
+            Err(e) => out.corrupt.push(e),
+        }
+        true
     }
 
     /// A streaming [`list`](Self::list): the directory is read as it goes
@@ -808,7 +1214,9 @@ impl FileStore {
     pub fn list_cursor(self: &Arc<Self>) -> Result<ListCursor> {
         let names =
             self.files.vfs.read_dir_iter(&self.files.dir).map_err(|e| Error::io(e, "cannot list the store directory", &self.files.dir))?;
-        Ok(ListCursor { store: Arc::clone(self), names: Some(names) })
+        let logged = self.logged_keys()?;
+        let puts = logged_puts(&logged);
+        Ok(ListCursor { store: Arc::clone(self), names: Some(names), logged, puts })
     }
 
     /// Lists one directory entry into `out` if it is a key file.
@@ -989,6 +1397,10 @@ pub struct ListCursor {
     store: Arc<FileStore>,
     /// `None` once the directory is exhausted or the cursor closed.
     names: Option<vfs::DirNames>,
+    /// The keys the log had a put or a delete of when the cursor was opened.
+    logged: std::collections::HashMap<u128, WalOp>,
+    /// The logged puts still to list, after the directory.
+    puts: Vec<u128>,
 }
 
 impl std::fmt::Debug for ListCursor {
@@ -1002,13 +1414,23 @@ impl ListCursor {
     /// directory is exhausted. A batch may hold fewer than `max` only at the end.
     pub fn next_batch(&mut self, max: usize) -> Result<Option<ListResult>> {
         let max = max.max(1);
-        let Some(names) = self.names.as_mut() else { return Ok(None) };
+        if self.names.is_none() && self.puts.is_empty() {
+            return Ok(None);
+        }
         let mut out = ListResult::default();
         let mut n = 0;
         while n < max {
+            let Some(names) = self.names.as_mut() else {
+                // The directory is done: the logged puts.
+                let Some(hash) = self.puts.pop() else { break };
+                if self.store.list_logged(hash, &mut out) {
+                    n += 1;
+                }
+                continue;
+            };
             match names.next() {
                 Some(Ok(name)) => {
-                    if self.store.list_name(&name, &mut out) {
+                    if !shadowed(&self.logged, &name) && self.store.list_name(&name, &mut out) {
                         n += 1;
                     }
                 }
@@ -1018,11 +1440,10 @@ impl ListCursor {
                 }
                 None => {
                     self.names = None;
-                    break;
                 }
             }
         }
-        if n == 0 && self.names.is_none() {
+        if n == 0 && self.names.is_none() && self.puts.is_empty() {
             return Ok(None);
         }
         Ok(Some(out))
@@ -1031,6 +1452,85 @@ impl ListCursor {
     /// Releases the directory handle; later batches are `None`.
     pub fn close(&mut self) {
         self.names = None;
+        self.puts.clear();
+    }
+}
+
+/// Whether the directory entry `name` is a key file the log shadows (a put or a delete of its key).
+fn shadowed(logged: &std::collections::HashMap<u128, WalOp>, name: &std::ffi::OsStr) -> bool {
+    !logged.is_empty()
+        && name
+            .to_str()
+            .filter(|n| is_key_file_name(n))
+            .and_then(|n| u128::from_str_radix(&n[..32], 16).ok())
+            .is_some_and(|h| logged.contains_key(&h))
+}
+
+/// The hashes of the logged puts, in a stable order.
+fn logged_puts(logged: &std::collections::HashMap<u128, WalOp>) -> Vec<u128> {
+    let mut puts: Vec<u128> = logged.iter().filter(|(_, op)| **op == WalOp::Put).map(|(h, _)| *h).collect();
+    puts.sort_unstable_by(|a, b| b.cmp(a));
+    puts
+}
+
+/// A put record to queue: the key's hash and the key file.
+type Payload = ([u8; 16], Vec<u8>);
+
+/// What [`FileStore::put_then`] and [`FileStore::replace_then`] call with their outcome.
+pub type Done<T> = Box<dyn FnOnce(Result<T>) + Send>;
+
+/// Queues put records for the log's committer thread; `done` gets the
+/// outcome (after a checkpoint, when the log is full), exactly once.
+fn submit_puts(wal: &Arc<Wal>, payloads: &[Payload], done: Done<()>) {
+    let records: Vec<NewWalRecord<'_>> = payloads.iter().map(|(h, p)| NewWalRecord { op: WalOp::Put, key_hash: *h, payload: p }).collect();
+    let slot = Arc::new(std::sync::Mutex::new(Some(done)));
+    let take = |slot: &std::sync::Mutex<Option<Done<()>>>| slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+    let (theirs, log) = (Arc::clone(&slot), Arc::clone(wal));
+    let submitted = wal.submit(
+        &records,
+        Box::new(move |result| {
+            let result = result.and_then(|()| checkpoint_if_full(&log));
+            if let Some(done) = take(&theirs) {
+                done(result);
+            }
+        }),
+    );
+    if let Err(e) = submitted {
+        if let Some(done) = take(&slot) {
+            done(Err(e));
+        }
+    }
+}
+
+/// After an append: a checkpoint when the log holds more than
+/// [`WAL_CHECKPOINT_BYTES`] (skipped when another runs one). The write is
+/// durable already; a failed checkpoint is left for the next one to redo
+/// (it is idempotent), except a failed fsync, which poisons and is reported.
+fn checkpoint_if_full(wal: &Wal) -> Result<()> {
+    if wal.log_bytes() <= WAL_CHECKPOINT_BYTES {
+        return Ok(());
+    }
+    match wal.checkpoint() {
+        Err(e) if e.code() == ErrorCode::Fsync => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Checkpoints `wal` until it is empty (a checkpoint of another process
+/// running, or appends meanwhile, mean another turn), up to `timeout`.
+fn checkpoint_all(wal: &Wal, timeout: std::time::Duration) -> Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut pause = std::time::Duration::from_micros(200);
+    loop {
+        if wal.checkpoint()? && wal.log_bytes() == 0 {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Error::new(ErrorCode::LockTimeout, "the write-ahead log could not be checkpointed whole within the lock timeout")
+                .with_file(wal.path()));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(8));
     }
 }
 
@@ -1102,6 +1602,7 @@ pub fn delete_store_with(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
                 || filelock::is_lock_name(n)
                 || n == KEY_CHECK_FILE_NAME
                 || n == REKEY_FILE_NAME
+                || n == WAL_FILE_NAME
         });
         if !ours {
             foreign = true;

@@ -4,8 +4,8 @@
 //! and its catch-up by the end hint, lookups, and the checkpoint with its
 //! reset and back-pressure.
 //!
-//! **Not wired into the store yet** (docs/WAL.md §9 item 4): nothing in
-//! [`FileStore`](crate::FileStore) calls it. The bytes are those of
+//! [`FileStore`](crate::FileStore) uses it when the store has the log's
+//! marker (docs/WAL.md §8, §9 item 4). The bytes are those of
 //! [`crate::format::wal`].
 
 use std::collections::{HashMap, VecDeque};
@@ -352,7 +352,8 @@ impl Wal {
                 wal.create()?;
             }
         }
-        let f = wal.files.vfs.open_write(&wal.path).map_err(|e| Error::io(e, "cannot open the write-ahead log", &wal.path))?;
+        let f = if wal.files.options.read_only { wal.files.vfs.open_read(&wal.path) } else { wal.files.vfs.open_write(&wal.path) }
+            .map_err(|e| Error::io(e, "cannot open the write-ahead log", &wal.path))?;
         *wal.file.get_mut().unwrap_or_else(PoisonError::into_inner) = f;
         {
             let mut idx = lock(&wal.index);
@@ -757,13 +758,21 @@ impl Wal {
             }
         }
         let mut held = self.lock_log()?;
-        let mut idx = lock(&self.index);
-        self.catch_up(&mut idx)?;
         let records: Vec<NewWalRecord<'_>> =
             batch.iter().flat_map(|p| &p.records).map(|r| NewWalRecord { op: r.op, key_hash: r.key_hash, payload: &r.payload }).collect();
+        self.write_frame(&records)?;
+        held.keep();
+        Ok(())
+    }
+
+    /// Writes one frame of `records` at the end (catch-up, room, the frame,
+    /// the hint, one `fdatasync`). The caller holds the log lock.
+    fn write_frame(&self, records: &[NewWalRecord<'_>]) -> Result<()> {
+        let mut idx = lock(&self.index);
+        self.catch_up(&mut idx)?;
         let seq = idx.last_seq + 1;
         let generation = idx.header.generation;
-        let frame = encode_frame(generation, seq, &records)?;
+        let frame = encode_frame(generation, seq, records)?;
         let at = idx.end;
         let end = at + frame.len() as u64;
         self.ensure_room(end)?;
@@ -788,9 +797,80 @@ impl Wal {
         // takes it in here, or at the next catch-up if this read fails.
         let mut idx = lock(&self.index);
         let _ = self.catch_up(&mut idx);
-        drop(idx);
-        held.keep();
         Ok(())
+    }
+
+    /// Every key the log has a record of, with the op of its newest record
+    /// (after catching up): what a listing takes over the key files (docs/WAL.md §6).
+    pub fn records(&self) -> Result<Vec<([u8; 16], WalOp)>> {
+        let mut idx = lock(&self.index);
+        self.catch_up(&mut idx)?;
+        Ok(idx.map.iter().map(|(h, e)| (*h, e.op)).collect())
+    }
+
+    /// Before a write that goes to a key file (a large value, a blob, an
+    /// append log, a trim: docs/WAL.md §4 step 5) of a key whose newest
+    /// record is a put or a delete, which would shadow that file: under the
+    /// log lock, the record's value is written into the key file (a put:
+    /// staging file, fsync, rename; a delete: unlink), the directory
+    /// fsynced, and only then a file record appended, `fdatasync`. From then
+    /// on the key file holds the key's newest value and no checkpoint
+    /// touches it, so the caller, holding the key's lock, may replace the
+    /// file as without a log. A crash before the file record leaves the
+    /// record, whose value the file now also holds. Returns whether it
+    /// wrote anything (`false`: no record, or a file record already).
+    pub fn flush_key(&self, key_hash: &[u8; 16]) -> Result<bool> {
+        self.files.check_writable()?;
+        let entry = {
+            let mut idx = lock(&self.index);
+            self.catch_up(&mut idx)?;
+            idx.map.get(key_hash).copied()
+        };
+        if entry.is_none_or(|e| e.op == WalOp::File) {
+            return Ok(false);
+        }
+        let _held = self.lock_log()?;
+        let entry = {
+            let mut idx = lock(&self.index);
+            self.catch_up(&mut idx)?;
+            idx.map.get(key_hash).copied()
+        };
+        let Some(e) = entry.filter(|e| e.op != WalOp::File) else { return Ok(false) };
+        let target = self.files.dir.join(format!("{}{KEY_FILE_SUFFIX}", hex(key_hash)));
+        match e.op {
+            WalOp::Put => {
+                let mut payload = vec![0u8; e.len as usize];
+                self.read_at(&mut payload, e.at)?;
+                self.check_payload(&payload, key_hash, e.at)?;
+                let (mut f, stage, _in_flight) = self.files.create_staging_hex(&hex(key_hash))?;
+                let result = (|| {
+                    f.write_all(&payload).map_err(|err| Error::io(err, "cannot write a staging file", &stage))?;
+                    if self.files.options.sync_blob {
+                        f.sync().map_err(|err| self.files.fsync_failed(err, "cannot fsync a staging file", &stage))?;
+                    }
+                    self.files
+                        .vfs
+                        .rename(&stage, &target)
+                        .map_err(|err| Error::io(err, "cannot rename a staging file over the key file", &target))
+                })();
+                drop(f);
+                if result.is_err() {
+                    let _ = self.files.vfs.remove_file(&stage);
+                }
+                result?;
+            }
+            WalOp::Delete => match self.files.vfs.remove_file(&target) {
+                Ok(()) => {}
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => return Err(Error::io(err, "cannot remove a deleted key's file", &target)),
+            },
+            WalOp::File => unreachable!("filtered above"),
+        }
+        if self.files.options.sync_blob {
+            self.files.sync_dir()?;
+        }
+        self.write_frame(&[NewWalRecord { op: WalOp::File, key_hash: *key_hash, payload: &[] }])?;
+        Ok(true)
     }
 
     /// Grows the file (zero-filled, fsynced, in steps) until `end` plus the

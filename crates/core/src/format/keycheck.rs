@@ -26,6 +26,10 @@ pub const KEY_CHECK_STAGE_HEX: &str = "4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b";
 const CHECK_MAGIC: &[u8; 8] = b"KSVKEYCK";
 const REKEY_MAGIC: &[u8; 8] = b"KSVREKEY";
 const VERSION: u8 = 1;
+/// The version of `.konserve.keycheck` that marks a store with a write-ahead
+/// log (docs/WAL.md §8): the same bytes as version 1; a store without a key
+/// has salt and check all zero.
+pub const WAL_MARKER_VERSION: u8 = 2;
 /// Length of the random salt.
 pub const CHECK_SALT_LEN: usize = 32;
 /// Length of the check value.
@@ -69,11 +73,25 @@ impl KeyCheck {
         self.check.iter().zip(other.check.iter()).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
     }
 
+    /// The check of a store without a key that has the write-ahead log marker: all zero.
+    pub const NONE: KeyCheck = KeyCheck { salt: [0; CHECK_SALT_LEN], check: [0; CHECK_LEN] };
+
+    /// Whether this is [`KeyCheck::NONE`] (no key).
+    pub fn is_none(&self) -> bool {
+        *self == KeyCheck::NONE
+    }
+
     /// The bytes of `.konserve.keycheck`.
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_version(VERSION)
+    }
+
+    /// The bytes of `.konserve.keycheck` with this version (1, or
+    /// [`WAL_MARKER_VERSION`]).
+    pub fn encode_version(&self, version: u8) -> Vec<u8> {
         let mut out = Vec::with_capacity(KEY_CHECK_FILE_LEN);
         out.extend_from_slice(CHECK_MAGIC);
-        out.push(VERSION);
+        out.push(version);
         out.extend_from_slice(&self.salt);
         out.extend_from_slice(&self.check);
         let sum = xxh3_64(&out);
@@ -83,8 +101,15 @@ impl KeyCheck {
 
     /// Decodes `.konserve.keycheck`: `ERR_CORRUPT` unless it is whole.
     pub fn decode(bytes: &[u8]) -> Result<KeyCheck> {
-        let body = checked(bytes, CHECK_MAGIC, KEY_CHECK_FILE_LEN, "key check")?;
+        let body = checked(bytes, CHECK_MAGIC, KEY_CHECK_FILE_LEN, "key check", VERSION)?;
         Ok(entry(&body[9..9 + CHECK_SALT_LEN + CHECK_LEN]))
+    }
+
+    /// Decodes `.konserve.keycheck` of version 1 or [`WAL_MARKER_VERSION`]:
+    /// the check and its version.
+    pub fn decode_versioned(bytes: &[u8]) -> Result<(KeyCheck, u8)> {
+        let body = checked(bytes, CHECK_MAGIC, KEY_CHECK_FILE_LEN, "key check", WAL_MARKER_VERSION)?;
+        Ok((entry(&body[9..9 + CHECK_SALT_LEN + CHECK_LEN]), body[8]))
     }
 }
 
@@ -96,7 +121,7 @@ fn entry(b: &[u8]) -> KeyCheck {
 }
 
 /// The body of a file of `len` bytes with this magic, its checksum and version checked.
-fn checked<'a>(bytes: &'a [u8], magic: &[u8; 8], len: usize, what: &str) -> Result<&'a [u8]> {
+fn checked<'a>(bytes: &'a [u8], magic: &[u8; 8], len: usize, what: &str, newest: u8) -> Result<&'a [u8]> {
     if bytes.len() != len || &bytes[..8] != magic {
         return Err(Error::corrupt(format!("the {what} file is damaged (length {} or magic)", bytes.len())));
     }
@@ -104,10 +129,11 @@ fn checked<'a>(bytes: &'a [u8], magic: &[u8; 8], len: usize, what: &str) -> Resu
     if xxh3_64(&bytes[..len - 8]) != sum {
         return Err(Error::corrupt(format!("the {what} file is damaged (checksum)")));
     }
-    if bytes[8] != VERSION {
+    if !(VERSION..=newest).contains(&bytes[8]) {
+        let reads = if newest == VERSION { format!("{VERSION}") } else { format!("{VERSION} to {newest}") };
         return Err(Error::new(
             ErrorCode::UnsupportedVersion,
-            format!("{what} file version {} is not supported (this build reads {VERSION})", bytes[8]),
+            format!("{what} file version {} is not supported (this build reads {reads})", bytes[8]),
         ));
     }
     Ok(&bytes[..len - 8])
@@ -142,7 +168,7 @@ impl PendingRekey {
 
     /// Decodes `.konserve.rekey`: `ERR_CORRUPT` unless it is whole.
     pub fn decode(bytes: &[u8]) -> Result<PendingRekey> {
-        let body = checked(bytes, REKEY_MAGIC, REKEY_FILE_LEN, "rekey")?;
+        let body = checked(bytes, REKEY_MAGIC, REKEY_FILE_LEN, "rekey", VERSION)?;
         let one = |at: usize| -> Result<Option<KeyCheck>> {
             match body[at] {
                 0 => Ok(None),
@@ -176,6 +202,19 @@ mod tests {
             assert_eq!(KeyCheck::decode(&b).unwrap_err().code(), ErrorCode::Corrupt, "byte {i}");
         }
         assert_eq!(KeyCheck::decode(&bytes[..bytes.len() - 1]).unwrap_err().code(), ErrorCode::Corrupt);
+    }
+
+    #[test]
+    fn the_wal_marker_is_version_2_and_decodes_only_as_versioned() {
+        let c = KeyCheck::with_salt(b"k", [3; 32]);
+        let v2 = c.encode_version(WAL_MARKER_VERSION);
+        assert_eq!(v2.len(), KEY_CHECK_FILE_LEN);
+        assert_eq!(v2[8], 2);
+        assert_eq!(KeyCheck::decode_versioned(&v2).unwrap(), (c, 2));
+        assert_eq!(KeyCheck::decode_versioned(&c.encode()).unwrap(), (c, 1));
+        assert_eq!(KeyCheck::decode(&v2).unwrap_err().code(), ErrorCode::UnsupportedVersion);
+        assert_eq!(KeyCheck::decode_versioned(&c.encode_version(3)).unwrap_err().code(), ErrorCode::UnsupportedVersion);
+        assert!(KeyCheck::decode_versioned(&KeyCheck::NONE.encode_version(2)).unwrap().0.is_none());
     }
 
     #[test]

@@ -1,0 +1,486 @@
+//! The store on its write-ahead log (docs/WAL.md §9 item 4): the marker and
+//! the upgrade, reads and writes through the log, large values and blobs
+//! over logged keys, listings, a second instance as another process,
+//! checkpoints, the value cache, the downgrade and deleteStore.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use konserve_core::format::key::{encode, Key};
+use konserve_core::format::keycheck::{KeyCheck, KEY_CHECK_FILE_NAME};
+use konserve_core::format::wal::{WalOp, WAL_FILE_NAME};
+use konserve_core::wal::record_hash;
+use konserve_core::*;
+
+fn key(s: &str) -> Vec<u8> {
+    encode(&Key::str(s))
+}
+
+fn options(wal: Option<bool>) -> Options {
+    Options { sync_blob: false, wal, ..Options::default() }
+}
+
+fn open(dir: &Path, wal: Option<bool>) -> FileStore {
+    FileStore::open(dir, options(wal)).unwrap()
+}
+
+fn put1(store: &FileStore, k: &[u8], value: &[u8]) {
+    store.put(&[Write { key: k, serializer: 1, meta: b"\x80", value }]).unwrap();
+}
+
+fn value(store: &FileStore, k: &[u8]) -> Option<Vec<u8>> {
+    store.get(k).unwrap().map(|e| e.value)
+}
+
+/// What `read_value_into` finds (the cached hot path).
+fn read_into(store: &FileStore, k: &[u8]) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 16 * 1024 + 2];
+    match store.read_value_into(k, &mut buf).unwrap() {
+        ValueInto::Found { start, len, log: false, .. } => Some(buf[start..start + len].to_vec()),
+        ValueInto::Missing => None,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn listed(store: &FileStore) -> Vec<Vec<u8>> {
+    let l = store.list().unwrap();
+    assert!(l.corrupt.is_empty(), "{:?}", l.corrupt);
+    let mut keys: Vec<Vec<u8>> = l.entries.into_iter().map(|e| e.key).collect();
+    keys.sort();
+    keys
+}
+
+fn listed_by_cursor(store: &Arc<FileStore>) -> Vec<Vec<u8>> {
+    let mut c = store.list_cursor().unwrap();
+    let mut keys = Vec::new();
+    while let Some(b) = c.next_batch(2).unwrap() {
+        assert!(b.corrupt.is_empty());
+        keys.extend(b.entries.into_iter().map(|e| e.key));
+    }
+    keys.sort();
+    keys
+}
+
+fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    v.sort();
+    v
+}
+
+fn op_of(store: &FileStore, k: &[u8]) -> Option<WalOp> {
+    let h = record_hash(k);
+    store.wal().unwrap().records().unwrap().into_iter().find(|(x, _)| *x == h).map(|(_, op)| op)
+}
+
+/// Incompressible bytes, so a value of this length makes a key file at least as long.
+fn noise(n: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn the_upgrade_writes_the_marker_and_a_reopen_without_the_option_uses_the_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A store of today, with a value in a key file.
+    let plain = open(tmp.path(), None);
+    assert!(plain.wal().is_none());
+    put1(&plain, &key("old"), b"from before");
+    drop(plain);
+    assert!(!tmp.path().join(WAL_FILE_NAME).exists());
+
+    let store = open(tmp.path(), Some(true));
+    assert!(store.wal().is_some());
+    assert!(tmp.path().join(WAL_FILE_NAME).exists());
+    let marker = std::fs::read(tmp.path().join(KEY_CHECK_FILE_NAME)).unwrap();
+    assert_eq!(marker[8], 2, "version 2");
+    assert_eq!(KeyCheck::decode_versioned(&marker).unwrap(), (KeyCheck::NONE, 2), "no key: salt and check all zero");
+    assert_eq!(value(&store, &key("old")).unwrap(), b"from before");
+    put1(&store, &key("new"), b"logged");
+    assert!(!store.file_path(&key("new")).exists(), "the value is in the log, not in a key file");
+    drop(store);
+
+    for wal in [None, Some(true)] {
+        let again = open(tmp.path(), wal);
+        assert!(again.wal().is_some(), "the marker decides ({wal:?})");
+        assert_eq!(value(&again, &key("new")).unwrap(), b"logged");
+    }
+    let ro = FileStore::open(tmp.path(), Options { read_only: true, ..options(None) }).unwrap();
+    assert_eq!(value(&ro, &key("new")).unwrap(), b"logged", "a read-only open reads the log too");
+}
+
+#[test]
+fn a_stale_log_without_the_marker_is_replaced_by_the_upgrade() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path(), Some(true));
+    put1(&store, &key("k"), b"logged long ago");
+    drop(store);
+    // The marker goes (as an old build's rekey or a crashed downgrade might leave it), the log stays.
+    std::fs::remove_file(tmp.path().join(KEY_CHECK_FILE_NAME)).unwrap();
+    let store = open(tmp.path(), None);
+    assert!(store.wal().is_none());
+    assert_eq!(value(&store, &key("k")), None, "a log without the marker is ignored");
+    drop(store);
+    let store = open(tmp.path(), Some(true));
+    assert_eq!(value(&store, &key("k")), None, "the upgrade starts a new log");
+}
+
+#[test]
+fn puts_replaces_deletes_and_reads_round_trip_through_the_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(tmp.path(), Some(true)));
+    let (a, b, c) = (key("a"), key("b"), key("c"));
+    put1(&store, &a, b"va");
+    store
+        .put(&[
+            Write { key: &b, serializer: 2, meta: b"\x81\xa1m\x01", value: b"vb" },
+            Write { key: &c, serializer: 1, meta: b"\x80", value: b"vc" },
+        ])
+        .unwrap();
+    let frames = store.wal().unwrap().stats().frames;
+    assert_eq!(frames, 2, "a batch is one frame");
+    for k in [&a, &b, &c] {
+        assert!(!store.file_path(k).exists());
+        assert_eq!(op_of(&store, k), Some(WalOp::Put));
+    }
+    assert_eq!(value(&store, &a).unwrap(), b"va");
+    assert_eq!(read_into(&store, &b).unwrap(), b"vb");
+    let e = store.get(&b).unwrap().unwrap();
+    assert_eq!((e.serializer, e.meta.as_slice()), (2, &b"\x81\xa1m\x01"[..]));
+    let m = store.get_meta(&b).unwrap().unwrap();
+    assert_eq!((m.key.as_slice(), m.serializer, m.meta.as_slice()), (b.as_slice(), 2, &b"\x81\xa1m\x01"[..]));
+    assert_eq!(store.get_meta_now(&b).unwrap().unwrap().unwrap().meta, b"\x81\xa1m\x01");
+    let mut buf = vec![0u8; 4096];
+    assert!(matches!(store.read_value_into_now(&a, &mut buf).unwrap(), Some(ValueInto::Found { len: 2, .. })));
+    assert_eq!(store.read_value(&c, |v| v.bytes.to_vec()).unwrap().unwrap(), b"vc");
+    assert!(store.exists(&a).unwrap());
+    assert!(!store.exists(&key("nope")).unwrap());
+    assert_eq!(listed(&store), sorted(vec![a.clone(), b.clone(), c.clone()]));
+    assert_eq!(listed_by_cursor(&store), sorted(vec![a.clone(), b.clone(), c.clone()]));
+
+    // A put over a key that has a key file: the log shadows the file.
+    put1(&store, &a, b"va2");
+    assert_eq!(value(&store, &a).unwrap(), b"va2");
+    store.checkpoint().unwrap();
+    assert!(store.file_path(&a).exists());
+    put1(&store, &a, b"va3");
+    assert_eq!(value(&store, &a).unwrap(), b"va3");
+    assert_eq!(read_into(&store, &a).unwrap(), b"va3");
+    assert_eq!(listed(&store), sorted(vec![a.clone(), b.clone(), c.clone()]), "a key file and its record are one key");
+
+    // Deletes: a logged key, a key whose value is in its file, a missing key.
+    assert_eq!(store.delete(&[&a, &b, &key("nope")]).unwrap(), vec![true, true, false]);
+    assert_eq!(op_of(&store, &a), Some(WalOp::Delete));
+    assert!(store.file_path(&a).exists(), "the file stays until the checkpoint, shadowed");
+    assert_eq!(value(&store, &a), None);
+    assert_eq!(read_into(&store, &a), None);
+    assert_eq!(store.get_meta(&a).unwrap(), None);
+    assert!(!store.exists(&a).unwrap());
+    assert!(!store.exists(&b).unwrap());
+    assert_eq!(listed(&store), vec![c.clone()]);
+    assert_eq!(listed_by_cursor(&store), vec![c.clone()]);
+    assert_eq!(store.delete(&[&a]).unwrap(), vec![false]);
+
+    // The checkpoint moves it all into the key files and empties the log.
+    store.checkpoint().unwrap();
+    assert_eq!(store.wal().unwrap().log_bytes(), 0);
+    assert!(!store.file_path(&a).exists());
+    assert!(store.file_path(&c).exists());
+    assert_eq!(value(&store, &c).unwrap(), b"vc");
+    assert_eq!(value(&store, &a), None);
+    assert_eq!(listed(&store), vec![c]);
+}
+
+/// A metadata map as the facade writes it for a replacing write: the revision slot last.
+fn slotted_meta() -> (Vec<u8>, usize) {
+    let mut m = b"\x83\xa4type\xa5value\xa9lastWrite\xd6\xff\x00\x00\x00\x01\xa8revision".to_vec();
+    let at = m.len();
+    m.extend_from_slice(&konserve_core::format::meta::REVISION_SLOT);
+    (m, at)
+}
+
+#[test]
+fn expected_revisions_are_checked_against_logged_values() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path(), Some(true));
+    let other = open(tmp.path(), None);
+    let (meta, at) = slotted_meta();
+    let k = key("r");
+    let w = |expected: Option<u64>| Replace {
+        key: &k,
+        serializer: 1,
+        meta: &meta,
+        revision_at: at,
+        value: b"v",
+        expected_revision: expected,
+        lock: true,
+    };
+    assert_eq!(store.replace(&w(Some(0))).unwrap(), Replaced::Written { revision: 1 });
+    assert_eq!(store.replace(&w(Some(1))).unwrap(), Replaced::Written { revision: 2 });
+    assert!(!store.file_path(&k).exists(), "both revisions are logged");
+    assert_eq!(store.replace(&w(Some(1))).unwrap(), Replaced::Mismatch { actual: 2 });
+    // Another instance (another process) sees the logged revision too.
+    assert_eq!(other.replace(&w(Some(0))).unwrap(), Replaced::Mismatch { actual: 2 });
+    assert_eq!(other.replace(&w(Some(2))).unwrap(), Replaced::Written { revision: 3 });
+    assert_eq!(store.replace(&w(Some(2))).unwrap(), Replaced::Mismatch { actual: 3 });
+    store.delete(&[&k]).unwrap();
+    assert_eq!(other.replace(&w(Some(3))).unwrap(), Replaced::Mismatch { actual: 0 }, "a logged delete is revision 0");
+}
+
+#[test]
+fn a_second_instance_sees_logged_writes_and_deletes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = open(tmp.path(), Some(true));
+    let b = Arc::new(open(tmp.path(), None));
+    let k = key("shared");
+    put1(&a, &k, b"one");
+    assert_eq!(value(&b, &k).unwrap(), b"one");
+    assert_eq!(read_into(&b, &k).unwrap(), b"one");
+    put1(&b, &k, b"two");
+    assert_eq!(value(&a, &k).unwrap(), b"two");
+    assert_eq!(listed_by_cursor(&b), vec![k.clone()]);
+    a.delete(&[&k]).unwrap();
+    assert_eq!(value(&b, &k), None);
+    assert!(!b.exists(&k).unwrap());
+    assert!(listed(&b).is_empty());
+    // A checkpoint by one, then reads by the other.
+    put1(&b, &k, b"three");
+    a.checkpoint().unwrap();
+    assert!(a.file_path(&k).exists());
+    assert_eq!(value(&b, &k).unwrap(), b"three");
+    assert_eq!(read_into(&b, &k).unwrap(), b"three");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_cached_value_is_never_served_after_a_logged_write_of_its_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reader = FileStore::open(tmp.path(), Options { wal: Some(true), sync_blob: false, ..Options::default() }).unwrap();
+    let writer = open(tmp.path(), None);
+    let k = key("cached");
+    put1(&writer, &k, b"in its file");
+    writer.checkpoint().unwrap();
+    assert!(reader.file_path(&k).exists());
+    // Read twice: the second from the cache.
+    assert_eq!(read_into(&reader, &k).unwrap(), b"in its file");
+    assert_eq!(read_into(&reader, &k).unwrap(), b"in its file");
+    let cached = reader.value_cache_stats();
+    if !cached.enabled {
+        return; // a file system the cache does not trust: nothing to check
+    }
+    assert!(cached.hits >= 1, "{cached:?}");
+    // A logged write of another instance changes no key file: no event for the cache.
+    put1(&writer, &k, b"logged");
+    assert_eq!(read_into(&reader, &k).unwrap(), b"logged");
+    assert_eq!(reader.read_value(&k, |v| v.bytes.to_vec()).unwrap().unwrap(), b"logged");
+    writer.delete(&[&k]).unwrap();
+    assert_eq!(read_into(&reader, &k), None);
+    // And after the checkpoint (the file replaced, then the log reset), the file's newest value.
+    put1(&writer, &k, b"checkpointed");
+    writer.checkpoint().unwrap();
+    assert_eq!(read_into(&reader, &k).unwrap(), b"checkpointed");
+    assert_eq!(read_into(&reader, &k).unwrap(), b"checkpointed");
+}
+
+#[test]
+fn a_large_value_over_a_logged_key_goes_to_its_file_after_a_file_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(tmp.path(), Some(true)));
+    let other = open(tmp.path(), None);
+    let k = key("grows");
+    put1(&store, &k, b"small");
+    assert_eq!(op_of(&store, &k), Some(WalOp::Put));
+    let big = noise(20_000);
+    put1(&store, &k, &big);
+    assert_eq!(op_of(&store, &k), Some(WalOp::File), "the key's file holds its newest value");
+    assert!(store.file_path(&k).exists());
+    assert_eq!(value(&store, &k).unwrap(), big);
+    assert_eq!(value(&other, &k).unwrap(), big);
+    // A checkpoint does not write the old logged value over it.
+    store.checkpoint().unwrap();
+    assert_eq!(value(&store, &k).unwrap(), big);
+    // Small again: logged again; a blob over it: its file again.
+    put1(&store, &k, b"small again");
+    assert_eq!(value(&other, &k).unwrap(), b"small again");
+    let mut w = store.blob_writer(&k, b"\x80").unwrap();
+    w.write(b"blob bytes").unwrap();
+    w.commit().unwrap();
+    assert_eq!(op_of(&store, &k), Some(WalOp::File));
+    assert_eq!(value(&other, &k).unwrap(), b"blob bytes");
+    store.checkpoint().unwrap();
+    let r = store.open_blob(&k).unwrap().unwrap();
+    assert_eq!(r.size(), 10);
+    // A logged delete, then an append log on the key.
+    store.delete(&[&k]).unwrap();
+    assert!(store.open_blob(&k).unwrap().is_none());
+    assert!(store.open_log(&k).unwrap().is_none());
+    let rec = konserve_core::format::log::NewRecord { serializer: 1, stamp: 7, payload: b"x" };
+    store.log_append(&k, &[rec], b"\x80").unwrap();
+    assert_eq!(op_of(&store, &k), Some(WalOp::File));
+    assert!(store.get(&k).unwrap().unwrap().log.is_some());
+    assert!(other.open_log(&k).unwrap().is_some());
+    store.checkpoint().unwrap();
+    assert!(store.get(&k).unwrap().unwrap().log.is_some(), "the checkpoint left the log's file alone");
+    // A logged raw value read as a blob is moved into its file first.
+    let raw = key("raw");
+    store.put(&[Write { key: &raw, serializer: 0, meta: b"\x80", value: b"raw bytes" }]).unwrap();
+    let r = store.open_blob(&raw).unwrap().unwrap();
+    assert_eq!(r.size(), 9);
+    assert_eq!(op_of(&store, &raw), Some(WalOp::File));
+    put1(&store, &key("typed"), b"x");
+    assert_eq!(store.open_blob(&key("typed")).unwrap_err().code(), ErrorCode::NotBinary);
+    assert_eq!(store.open_log(&key("typed")).unwrap_err().code(), ErrorCode::NotALog);
+}
+
+#[test]
+fn an_encrypted_store_keeps_its_key_check_in_the_marker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keyed =
+        |wal: Option<bool>, secret: &[u8]| FileStore::open(tmp.path(), Options { encryption_key: Some(secret.to_vec()), ..options(wal) });
+    let store = keyed(Some(true), b"the key").unwrap();
+    put1(&store, &key("s"), b"secret value");
+    drop(store);
+    let marker = std::fs::read(tmp.path().join(KEY_CHECK_FILE_NAME)).unwrap();
+    let (check, version) = KeyCheck::decode_versioned(&marker).unwrap();
+    assert_eq!(version, 2);
+    assert!(check.matches(b"the key"));
+    assert_eq!(keyed(None, b"another").unwrap_err().code(), ErrorCode::Decrypt);
+    assert_eq!(FileStore::open(tmp.path(), options(None)).unwrap_err().code(), ErrorCode::Decrypt);
+    let store = keyed(None, b"the key").unwrap();
+    assert_eq!(value(&store, &key("s")).unwrap(), b"secret value");
+    drop(store);
+    // The downgrade keeps the key check, as version 1.
+    let store = keyed(Some(false), b"the key").unwrap();
+    assert!(store.wal().is_none());
+    assert_eq!(value(&store, &key("s")).unwrap(), b"secret value");
+    let (check, version) = KeyCheck::decode_versioned(&std::fs::read(tmp.path().join(KEY_CHECK_FILE_NAME)).unwrap()).unwrap();
+    assert_eq!(version, 1);
+    assert!(check.matches(b"the key"));
+}
+
+#[test]
+fn the_downgrade_checkpoints_removes_the_marker_and_the_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path(), Some(true));
+    put1(&store, &key("kept"), b"v");
+    put1(&store, &key("gone"), b"v");
+    store.delete(&[&key("gone")]).unwrap();
+    drop(store);
+    let store = open(tmp.path(), Some(false));
+    assert!(store.wal().is_none());
+    assert!(!tmp.path().join(WAL_FILE_NAME).exists());
+    assert!(!tmp.path().join(KEY_CHECK_FILE_NAME).exists(), "no key: no key check at all");
+    assert_eq!(value(&store, &key("kept")).unwrap(), b"v");
+    assert_eq!(value(&store, &key("gone")), None);
+    assert_eq!(listed(&store), vec![key("kept")]);
+    drop(store);
+    assert!(open(tmp.path(), None).wal().is_none());
+}
+
+#[test]
+fn delete_store_removes_the_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    let store = open(&dir, Some(true));
+    put1(&store, &key("k"), b"v");
+    store.lock(&[&key("k")]).unwrap();
+    store.unlock(&[&key("k")]).unwrap();
+    drop(store);
+    assert!(dir.join(WAL_FILE_NAME).exists());
+    delete_store(&dir).unwrap();
+    assert!(!dir.exists(), "{:?}", std::fs::read_dir(&dir).map(|d| d.map(|e| e.unwrap().file_name()).collect::<Vec<_>>()));
+}
+
+#[test]
+fn a_log_past_16_mib_is_checkpointed_by_the_write_that_fills_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path(), Some(true));
+    let other = open(tmp.path(), None);
+    let value = noise(15_000);
+    let n = (WAL_CHECKPOINT_BYTES as usize / 15_000) + 50;
+    for i in 0..n {
+        put1(&store, &key(&format!("k{i}")), &value);
+        assert!(store.wal().unwrap().log_bytes() <= WAL_CHECKPOINT_BYTES + 16_384, "put {i}");
+    }
+    assert_eq!(store.wal().unwrap().stats().checkpoints, 1);
+    assert!(store.file_path(&key("k0")).exists(), "the first keys were checkpointed into their files");
+    assert!(!store.file_path(&key(&format!("k{}", n - 1))).exists(), "the last ones are still logged");
+    assert_eq!(value_of(&other, "k0"), value);
+    assert_eq!(value_of(&other, &format!("k{}", n - 1)), value);
+    assert_eq!(other.list().unwrap().entries.len(), n);
+}
+
+fn value_of(store: &FileStore, k: &str) -> Vec<u8> {
+    value(store, &key(k)).unwrap()
+}
+
+#[test]
+fn put_then_and_replace_then_commit_through_the_committer_thread() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Arc::new(FileStore::open(tmp.path(), Options { wal: Some(true), ..Options::default() }).unwrap());
+    let (meta, at) = slotted_meta();
+    let keys: Vec<Vec<u8>> = (0..64).map(|i| key(&format!("q{i}"))).collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // 64 replacing writes queued from one thread, none waiting for its frame.
+    for k in &keys {
+        let tx = tx.clone();
+        let r = Replace { key: k, serializer: 1, meta: &meta, revision_at: at, value: b"q", expected_revision: Some(0), lock: true };
+        store.replace_then(&r, Box::new(move |res| tx.send(res.map(|x| format!("{x:?}"))).unwrap()));
+    }
+    for _ in &keys {
+        assert_eq!(rx.recv().unwrap().unwrap(), "Written { revision: 1 }");
+    }
+    let stats = store.wal().unwrap().stats();
+    assert_eq!(stats.records, 64);
+    for k in &keys {
+        assert_eq!(value(&store, k).unwrap(), b"q");
+        assert!(store.try_lock(&[k]).unwrap(), "the key's lock was released once its frame was durable");
+        store.unlock(&[k]).unwrap();
+    }
+    // A mismatch, and a busy lock, are answered at once.
+    let r = |expected| Replace {
+        key: &keys[0],
+        serializer: 1,
+        meta: &meta,
+        revision_at: at,
+        value: b"x",
+        expected_revision: expected,
+        lock: true,
+    };
+    let tx2 = tx.clone();
+    store.replace_then(&r(Some(0)), Box::new(move |res| tx2.send(res.map(|x| format!("{x:?}"))).unwrap()));
+    assert_eq!(rx.recv().unwrap().unwrap(), "Mismatch { actual: 1 }");
+    let other = open(tmp.path(), None);
+    assert!(other.try_lock(&[&keys[0]]).unwrap());
+    let tx2 = tx.clone();
+    store.replace_then(&r(None), Box::new(move |res| tx2.send(res.map(|x| format!("{x:?}"))).unwrap()));
+    assert_eq!(rx.recv().unwrap().unwrap(), "Busy");
+    other.unlock(&[&keys[0]]).unwrap();
+    // put_then: small writes through the committer, a large one here.
+    let big = noise(20_000);
+    for (k, v) in [(key("p-small"), b"small".to_vec()), (key("p-big"), big.clone())] {
+        let tx2 = tx.clone();
+        store.put_then(
+            &[Write { key: &k, serializer: 1, meta: b"\x80", value: &v }],
+            Box::new(move |res| tx2.send(res.map(|()| String::new())).unwrap()),
+        );
+        rx.recv().unwrap().unwrap();
+        assert_eq!(value(&other, &k).unwrap(), v);
+    }
+    assert!(store.file_path(&key("p-big")).exists());
+    assert!(!store.file_path(&key("p-small")).exists());
+    // Without a log, both run in place.
+    let plain = Arc::new(open(&tmp.path().join("plain"), None));
+    let tx2 = tx.clone();
+    plain.put_then(
+        &[Write { key: &keys[0], serializer: 1, meta: b"\x80", value: b"v" }],
+        Box::new(move |res| tx2.send(res.map(|()| String::new())).unwrap()),
+    );
+    rx.recv().unwrap().unwrap();
+    assert!(plain.file_path(&keys[0]).exists());
+}
