@@ -25,8 +25,8 @@
  * - A failed `fdatasync` poisons the log's StagingDir (ERR_FSYNC, then
  *   ERR_STORE_POISONED).
  *
- * NOT WIRED INTO THE STORE YET (docs/WAL.md §9 item 4): ./store.ts never
- * calls it.
+ * ./store.ts uses it when the store has the log's marker (docs/WAL.md §8,
+ * §9 items 3 and 4), as the core's store does.
  *
  * Each operation is a gensync operation (`.sync`, `.async`, or `yield*`).
  * Within one process a blocking call cannot wait for an async one that holds
@@ -685,6 +685,16 @@ export class Wal {
     yield* this.lockLog()
     let keep = false
     try {
+      yield* this.writeFrame(records)
+      keep = true
+    } finally {
+      this.unlockLog(keep)
+    }
+  }
+
+  /** Writes one frame of `records` at the end (catch-up, room, the frame, the hint, one fdatasync). The caller holds the log lock. */
+  private *writeFrame(records: readonly NewWalRecord[]): Handler<void> {
+    {
       yield* this.catchUp()
       const idx = this.index
       const seq = idx.lastSeq + 1n
@@ -717,7 +727,81 @@ export class Wal {
       } catch {
         // Acknowledged all the same.
       }
+    }
+  }
+
+  /**
+   * Every key the log has a record of, with the op of its newest record
+   * (after catching up), by the hex of its hash: what a listing takes over
+   * the key files (docs/WAL.md §6; the core's `Wal::records`).
+   */
+  readonly records = gensync(() => this.recordsG())
+
+  private *recordsG(): Handler<Map<string, WalOp>> {
+    yield* this.catchUp()
+    return new Map([...this.index.map].map(([hex, e]) => [hex, e.op]))
+  }
+
+  /**
+   * Before a write that goes to a key file (a large value, a blob, an append
+   * log, a trim: docs/WAL.md §4 step 5) of a key whose newest record is a
+   * put or a delete, which would shadow that file (the core's
+   * `Wal::flush_key`): under the log lock, the record's value is written
+   * into the key file (a put: staging file, fsync, rename; a delete:
+   * unlink), the directory fsynced, and only then a file record appended,
+   * `fdatasync`. From then on the key file holds the key's newest value and
+   * no checkpoint touches it, so the caller, holding the key's lock, may
+   * replace the file as without a log. Returns whether it wrote anything.
+   */
+  readonly flushKey = gensync((keyHash: Uint8Array) => this.flushKeyG(keyHash))
+
+  private *flushKeyG(keyHash: Uint8Array): Handler<boolean> {
+    this.staging.checkWritable()
+    const hex = toHex(keyHash)
+    yield* this.catchUp()
+    const first = this.index.map.get(hex)
+    if (!first || first.op === WAL_FILE) return false
+    yield* this.lockLog()
+    let keep = false
+    try {
+      yield* this.catchUp()
+      const e = this.index.map.get(hex)
+      if (!e || e.op === WAL_FILE) {
+        keep = true
+        return false
+      }
+      const target = join(this.dir, `${hex}.ksv`)
+      if (e.op === WAL_PUT) {
+        const payload = yield* this.readAt(e.len, e.at)
+        yield* this.checkPayload(payload, keyHash, hex, e.at)
+        const steps = {
+          create: 'cannot create a staging file',
+          write: 'cannot write a staging file',
+          fsync: 'cannot fsync a staging file',
+          rename: 'cannot rename a staging file over the key file',
+        }
+        const st = yield* this.staging.create(`.${hex}.${process.pid}.${stagingSeq++}.stage`, steps)
+        try {
+          this.fault?.('stage', st.path)
+          yield* this.staging.write(st, payload, 0, steps)
+          yield* this.staging.seal(st, steps)
+          this.fault?.('rename', target)
+          yield* this.staging.rename(st, target, steps)
+        } finally {
+          this.staging.drop(st)
+        }
+      } else {
+        try {
+          this.fault?.('unlink', target)
+          yield* vfs.unlink(target)
+        } catch (err) {
+          if (!vfs.isMissing(err)) throw vfs.ioError(err, "cannot remove a deleted key's file", target)
+        }
+      }
+      yield* this.staging.syncDir()
+      yield* this.writeFrame([{ op: WAL_FILE, keyHash, payload: new Uint8Array(0) }])
       keep = true
+      return true
     } finally {
       this.unlockLog(keep)
     }
