@@ -7,7 +7,7 @@
  * (one log shared by both engines) are at the end.
  */
 import test from 'ava'
-import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs'
+import { existsSync, readFileSync, readdirSync, realpathSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import * as k from 'konserve'
 import { child, dist } from './helpers/child.js'
@@ -210,6 +210,40 @@ test('pure, wal: true: blocking and async calls mixed on one store (awaited, rea
   for (let i = 0; i < 32; i++) t.is(k.get(store, `p${i}`, { sync: true }), i)
   t.is(k.keys(store, { sync: true }).length, 5 + 32 + 1)
   t.deepEqual(keyFiles(dir), [], 'everything was logged')
+  await k.close(store)
+})
+
+test('pure, wal: true: blocking writes from callbacks while async writes are in flight: keys not in the log go to their files, a logged key fails at once with ERR_LOCK_TIMEOUT (no hang), nothing is lost', async (t) => {
+  const dir = tempDir()
+  const store = await k.connectFsStore(dir, { native: false, wal: true })
+  await k.assoc(store, 'logged', 0)
+  const pending = Array.from({ length: 200 }, (_, i) => k.assoc(store, `a${i % 20}`, i))
+  let fresh = 0
+  let loggedOk = 0
+  const failures: k.KonserveError[] = []
+  let done = false
+  const all = Promise.all(pending).then(() => (done = true))
+  while (!done) {
+    await new Promise<void>((r) => setImmediate(r))
+    // A key no record names: always written (logged, or to its file while the async writes hold the log).
+    k.assoc(store, `fresh${fresh}`, fresh, { sync: true })
+    fresh++
+    try {
+      k.updateIn(store, ['logged'], (n: number) => n + 1, { sync: true })
+      loggedOk++
+    } catch (err) {
+      failures.push(err as k.KonserveError)
+    }
+  }
+  await all
+  for (const e of failures) {
+    t.is(e.code, 'ERR_LOCK_TIMEOUT')
+    t.is(e.file, join(realpathSync(dir), '.konserve.wal'))
+  }
+  t.is(await k.get(store, 'logged'), loggedOk, 'every blocking update that returned is there, no other')
+  for (let i = 0; i < fresh; i++) t.is(await k.get(store, `fresh${i}`), i)
+  for (let i = 180; i < 200; i++) t.is(await k.get(store, `a${i % 20}`), i)
+  t.log(`${fresh} fresh keys, ${loggedOk} logged updates, ${failures.length} refused`)
   await k.close(store)
 })
 

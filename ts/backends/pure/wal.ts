@@ -229,6 +229,10 @@ export class Wal {
   private index: Index
   /** Bumped whenever `index` changes: a catch-up that read while another changed it starts again. */
   private version = 0
+  /** Numbers the catch-ups' reads in the order they begin. */
+  private readTickets = 0
+  /** The ticket of the newest read a catch-up applied: the index holds everything acknowledged before that read began. */
+  private freshAs = 0
   /** The file's length as last seen (under the log lock). */
   private fileLen = 0
   /** The log's lock file while this instance holds it, possibly across frames. */
@@ -549,26 +553,46 @@ export class Wal {
    * the index meanwhile (else it starts again).
    */
   private *catchUp(): Handler<void> {
+    // A catch-up whose read began after this call began, applied meanwhile,
+    // is as good as this one's: it ends the retries (else blocking calls
+    // that change the index between every await of an async catch-up would
+    // make it retry for ever).
+    const called = ++this.readTickets
     for (;;) {
       const v = this.version
       const idx = this.index
+      const ticket = ++this.readTickets
       const h = decodeHint(yield* this.readAt(HINT_LEN, HINT_AT))
-      if (this.version !== v) continue
+      if (this.version !== v) {
+        if (this.freshAs > called) return
+        continue
+      }
       if (h && h.generation === idx.header.generation) {
-        if (h.seq === idx.lastSeq && h.end === idx.end) return
+        if (h.seq === idx.lastSeq && h.end === idx.end) {
+          this.freshAs = Math.max(this.freshAs, ticket)
+          return
+        }
         if (h.seq > idx.lastSeq && h.end > idx.end && h.end - idx.end <= 1 << 30) {
           const frames = yield* this.readFrames(idx, h)
-          if (this.version !== v) continue
+          if (this.version !== v) {
+            if (this.freshAs > called) return
+            continue
+          }
           if (frames) {
             for (const f of frames) idx.add(f, f.base)
             this.version++
+            this.freshAs = Math.max(this.freshAs, ticket)
             return
           }
         }
       }
       const fresh = yield* this.scan()
-      if (this.version !== v) continue
+      if (this.version !== v) {
+        if (this.freshAs > called) return
+        continue
+      }
       this.install(fresh)
+      this.freshAs = Math.max(this.freshAs, ticket)
       return
     }
   }
