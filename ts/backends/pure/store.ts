@@ -27,10 +27,9 @@
  * blobs, append logs and trims go to key files after the key's logged value
  * is moved into its file (Wal.flushKey); listings merge the log. The same
  * steps as the core's store.rs, so native and pure processes share the log.
- * One difference the event loop forces: a blocking write cannot wait for an
- * async write of the same store instance that holds the log's in-process
- * lock (between its awaits), so it fails at once with ERR_LOCK_TIMEOUT; an
- * awaited async write never leaves that lock held, and reads take no lock.
+ * Blocking and async calls mix freely on one store instance: the log's
+ * work under its lock runs synchronously in both forms (./wal.ts underLog),
+ * so a blocking call never finds it held by an async one.
  */
 import gensync, { type Handler } from 'gensync'
 import * as fs from 'node:fs'
@@ -468,7 +467,6 @@ export class PureFileBacking implements Backing, KeyFiles {
       const wal = this.wal
       if (!wal) return this.writeBatch.sync(writes)
       this.staging.checkWritable()
-      if (this.bypassLog(wal, writes.map((w) => w.key))) return this.writeBatch.sync(writes)
       const large = this.putLoggedOp.sync(wal, writes)
       if (large.length > 0) this.writeBatch.sync(large)
     },
@@ -486,47 +484,14 @@ export class PureFileBacking implements Backing, KeyFiles {
 
   private readonly putLoggedOp = gensync((wal: Wal, writes: RawWrite[]) => this.putLogged(wal, writes))
 
-  /**
-   * Whether a blocking write of `keys` goes to their key files without the
-   * log: when an async write of this instance holds the log's in-process
-   * lock between its awaits (a blocking call cannot wait for it: the event
-   * loop cannot run) and no key has a put or delete record that its file
-   * would be shadowed by. A key file is a valid place for any key whose
-   * newest record is not a put or a delete (as a large value's, after
-   * Wal.flushKey), and the caller holds the keys' locks. When one of them
-   * has such a record, the log is needed: ERR_LOCK_TIMEOUT at once.
-   */
-  private bypassLog(wal: Wal, keys: Uint8Array[]): boolean {
-    if (!wal.mutexHeld) return false
-    for (const key of keys) {
-      const kind = wal.get.sync(recordHash(key)).kind
-      if (kind === 'put' || kind === 'deleted') {
-        throw new KonserveError(
-          'ERR_LOCK_TIMEOUT',
-          'the write-ahead log is locked by an async write of this store, which a blocking write of a logged key cannot wait for (the event loop cannot run): await the async writes first, or write this key with the async form',
-          { file: wal.path },
-        )
-      }
-    }
-    return true
-  }
-
   private readonly group = new GroupCommit((writes) => this.writeBatch.async(writes))
 
-  readonly delete: Op<[keys: Uint8Array[]], boolean[]> = gensync({
-    sync: (keys: Uint8Array[]) => {
-      this.staging.checkWritable()
-      return this.deleteOp.sync(keys, this.wal !== undefined && !this.bypassLog(this.wal, keys))
-    },
-    async: (keys: Uint8Array[]) => this.deleteOp.async(keys, this.wal !== undefined),
-  })
+  readonly delete: Op<[keys: Uint8Array[]], boolean[]> = gensync((keys: Uint8Array[]) => this.deleteG(keys))
 
-  private readonly deleteOp = gensync((keys: Uint8Array[], viaLog: boolean) => this.deleteG(keys, viaLog))
-
-  private *deleteG(keys: Uint8Array[], viaLog: boolean): Handler<boolean[]> {
+  private *deleteG(keys: Uint8Array[]): Handler<boolean[]> {
     this.staging.checkWritable()
     const wal = this.wal
-    if (wal && viaLog) {
+    if (wal) {
       // Delete records for the keys that exist, in one frame (docs/WAL.md §4).
       const existed: boolean[] = []
       for (const key of keys) existed.push(yield* this.existsG(key))

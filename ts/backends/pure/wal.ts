@@ -370,6 +370,86 @@ export class Wal {
   }
 
   /**
+   * Takes the log lock now if it is free (the in-process mutex must be
+   * free): false when another process holds the lock file.
+   */
+  private tryLockLogNow(): boolean {
+    takeMutex.sync(this)
+    try {
+      if (this.hold && performance.now() - this.hold.since >= this.maxHold()) this.releaseHold()
+      if (this.hold) return true
+      let attempt: ReturnType<FileLocker['tryAcquire']>
+      try {
+        attempt = this.locker.tryAcquire(WAL_LOCK_HEX)
+      } catch (err) {
+        throw vfs.ioError(err, "cannot take the write-ahead log's lock", this.locker.lockPath(WAL_LOCK_HEX), lockErrorCode(err))
+      }
+      if (!('taken' in attempt)) {
+        this.releaseMutex()
+        return false
+      }
+      this.hold = { token: attempt.taken.token, since: performance.now() }
+      this.counters.logLocks++
+      return true
+    } catch (err) {
+      this.releaseMutex()
+      throw err
+    }
+  }
+
+  /**
+   * Runs `work` under the log lock, then releases it (the lock file kept as
+   * `unlockLog` says when `keepOnSuccess` and the work succeeded). The work
+   * runs synchronously in both forms: the async form waits for the lock
+   * file without holding anything, then takes the lock, does the work and
+   * releases the lock in one synchronous run. So a blocking call of this
+   * process never finds the log lock held by an async one (the event loop
+   * cannot run while a blocking call waits: it could not wait for it), and
+   * blocking and async calls mix freely on one instance. The price: the
+   * async form's frame (its pwrites and its one fdatasync per group
+   * commit), a flushKey's file and the checkpoint's renames and reset block
+   * the event loop while they run.
+   */
+  private readonly underLogOp = gensync({
+    sync: (work: () => Handler<unknown>, keepOnSuccess: boolean): unknown => {
+      gensync(() => this.lockLog()).sync()
+      let keep = false
+      try {
+        const r = gensync(work).sync()
+        keep = keepOnSuccess
+        return r
+      } finally {
+        this.unlockLog(keep)
+      }
+    },
+    async: async (work: () => Handler<unknown>, keepOnSuccess: boolean): Promise<unknown> => {
+      const start = performance.now()
+      for (let ms = 0.05; ; ms = Math.min(ms * 2, 8)) {
+        while (this.mutexHeld) await new Promise<void>((r) => this.mutexWaiters.push(r))
+        if (this.tryLockLogNow()) {
+          let keep = false
+          try {
+            const r = gensync(work).sync()
+            keep = keepOnSuccess
+            return r
+          } finally {
+            this.unlockLog(keep)
+          }
+        }
+        if (performance.now() - start >= this.opts.lockTimeoutMs) {
+          const file = this.locker.lockPath(WAL_LOCK_HEX)
+          throw new KonserveError('ERR_LOCK_TIMEOUT', `the write-ahead log stayed locked for longer than the lock timeout; lock file ${file}`, { file })
+        }
+        await pause.async(ms)
+      }
+    },
+  })
+
+  private *underLog<T>(work: () => Handler<T>, keepOnSuccess: boolean): Handler<T> {
+    return (yield* this.underLogOp(work, keepOnSuccess)) as T
+  }
+
+  /**
    * Releases the log lock: the lock file too, unless `keep` (the work under
    * it succeeded), appends are queued and the hold is younger than the
    * longest hold.
@@ -706,14 +786,7 @@ export class Wal {
     this.staging.checkWritable()
     yield* this.catchUp()
     if (this.index.end - FRAMES_AT > this.opts.checkpointCap) yield* this.checkpointRun()
-    yield* this.lockLog()
-    let keep = false
-    try {
-      yield* this.writeFrame(records)
-      keep = true
-    } finally {
-      this.unlockLog(keep)
-    }
+    yield* this.underLog(() => this.writeFrame(records), true)
   }
 
   /** Writes one frame of `records` at the end (catch-up, room, the frame, the hint, one fdatasync). The caller holds the log lock. */
@@ -785,15 +858,14 @@ export class Wal {
     yield* this.catchUp()
     const first = this.index.map.get(hex)
     if (!first || first.op === WAL_FILE) return false
-    yield* this.lockLog()
-    let keep = false
-    try {
+    return yield* this.underLog(() => this.flushLocked(keyHash, hex), true)
+  }
+
+  private *flushLocked(keyHash: Uint8Array, hex: string): Handler<boolean> {
+    {
       yield* this.catchUp()
       const e = this.index.map.get(hex)
-      if (!e || e.op === WAL_FILE) {
-        keep = true
-        return false
-      }
+      if (!e || e.op === WAL_FILE) return false
       const target = join(this.dir, `${hex}.ksv`)
       if (e.op === WAL_PUT) {
         const payload = yield* this.readAt(e.len, e.at)
@@ -824,10 +896,7 @@ export class Wal {
       }
       yield* this.staging.syncDir()
       yield* this.writeFrame([{ op: WAL_FILE, keyHash, payload: new Uint8Array(0) }])
-      keep = true
       return true
-    } finally {
-      this.unlockLog(keep)
     }
   }
 
@@ -947,8 +1016,11 @@ export class Wal {
     this.done = { generation, seq: s }
     this.counters.checkpoints++
     // The reset, only if nothing was appended after S.
-    yield* this.lockLog()
-    try {
+    return yield* this.underLog(() => this.resetLocked(generation, s), false)
+  }
+
+  private *resetLocked(generation: bigint, s: bigint): Handler<boolean> {
+    {
       yield* this.catchUp()
       const now = this.index
       if (now.header.generation !== generation || now.lastSeq !== s || now.end === FRAMES_AT) return true
@@ -968,8 +1040,6 @@ export class Wal {
       this.done = { generation: header.generation, seq: s }
       this.counters.resets++
       return true
-    } finally {
-      this.unlockLog(false)
     }
   }
 
@@ -998,10 +1068,20 @@ export class Wal {
         yield* self.staging.write(s, payload, 0, steps)
         yield* self.staging.seal(s, steps)
       })
-      yield* this.lockLog()
-      let changed = 0
-      let keep = false
-      try {
+      const changed = yield* this.underLog(() => this.renameSlice(slice, staged, steps), true)
+      // The directory fsync needs no log lock: the reset waits for it.
+      if (changed > 0) yield* this.staging.syncDir()
+      this.counters.checkpointedKeys += changed
+    } finally {
+      for (const s of staged) if (s) this.staging.drop(s)
+    }
+  }
+
+  /** Under the log lock: renames the staged puts of a slice still newest over their key files, unlinks its deletes still newest. */
+  private *renameSlice(slice: Array<[string, Entry]>, staged: Array<Staged | undefined>, steps: Parameters<StagingDir['rename']>[2]): Handler<number> {
+    let changed = 0
+    {
+      {
         yield* this.catchUp()
         for (let i = 0; i < slice.length; i++) {
           const [hex, e] = slice[i]!
@@ -1020,16 +1100,9 @@ export class Wal {
           }
           changed++
         }
-        keep = true
-      } finally {
-        this.unlockLog(keep)
       }
-      // The directory fsync needs no log lock: the reset waits for it.
-      if (changed > 0) yield* this.staging.syncDir()
-      this.counters.checkpointedKeys += changed
-    } finally {
-      for (const s of staged) if (s) this.staging.drop(s)
     }
+    return changed
   }
 
   // ---- close ----------------------------------------------------------------------------
