@@ -438,7 +438,9 @@ export class Wal {
         }
         if (performance.now() - start >= this.opts.lockTimeoutMs) {
           const file = this.locker.lockPath(WAL_LOCK_HEX)
-          throw new KonserveError('ERR_LOCK_TIMEOUT', `the write-ahead log stayed locked for longer than the lock timeout; lock file ${file}`, { file })
+          throw new KonserveError('ERR_LOCK_TIMEOUT', `the write-ahead log stayed locked for longer than the lock timeout; lock file ${file}`, {
+            file,
+          })
         }
         await pause.async(ms)
       }
@@ -791,39 +793,37 @@ export class Wal {
 
   /** Writes one frame of `records` at the end (catch-up, room, the frame, the hint, one fdatasync). The caller holds the log lock. */
   private *writeFrame(records: readonly NewWalRecord[]): Handler<void> {
-    {
+    yield* this.catchUp()
+    const idx = this.index
+    const seq = idx.lastSeq + 1n
+    const generation = idx.header.generation
+    const frame = encodeFrame(generation, seq, records)
+    const at = idx.end
+    const end = at + frame.length
+    yield* this.ensureRoom(end)
+    yield* this.writeAt(frame, at, 'cannot write a frame to the write-ahead log', 'frame')
+    try {
+      yield* this.writeAt(encodeHint({ generation, seq, end }), HINT_AT, "cannot write the write-ahead log's end hint", 'hint')
+    } catch (err) {
+      // The frame is whole and fits: a reader that scans may have seen
+      // it, so it stays (never acknowledged; the next frame follows it).
+      const f = decodeFrameAt(frame, 0, generation, seq)
+      const now = this.index
+      if (f && now.header.generation === generation && now.lastSeq + 1n === seq && now.end === at) {
+        now.add(f, at)
+        this.version++
+      }
+      throw err
+    }
+    yield* this.syncLog('cannot fdatasync the write-ahead log')
+    this.counters.frames++
+    this.counters.records += records.length
+    // The frame is durable: acknowledged whatever happens now. The index
+    // takes it in here, or at the next catch-up if this read fails.
+    try {
       yield* this.catchUp()
-      const idx = this.index
-      const seq = idx.lastSeq + 1n
-      const generation = idx.header.generation
-      const frame = encodeFrame(generation, seq, records)
-      const at = idx.end
-      const end = at + frame.length
-      yield* this.ensureRoom(end)
-      yield* this.writeAt(frame, at, 'cannot write a frame to the write-ahead log', 'frame')
-      try {
-        yield* this.writeAt(encodeHint({ generation, seq, end }), HINT_AT, "cannot write the write-ahead log's end hint", 'hint')
-      } catch (err) {
-        // The frame is whole and fits: a reader that scans may have seen
-        // it, so it stays (never acknowledged; the next frame follows it).
-        const f = decodeFrameAt(frame, 0, generation, seq)
-        const now = this.index
-        if (f && now.header.generation === generation && now.lastSeq + 1n === seq && now.end === at) {
-          now.add(f, at)
-          this.version++
-        }
-        throw err
-      }
-      yield* this.syncLog('cannot fdatasync the write-ahead log')
-      this.counters.frames++
-      this.counters.records += records.length
-      // The frame is durable: acknowledged whatever happens now. The index
-      // takes it in here, or at the next catch-up if this read fails.
-      try {
-        yield* this.catchUp()
-      } catch {
-        // Acknowledged all the same.
-      }
+    } catch {
+      // Acknowledged all the same.
     }
   }
 
@@ -862,42 +862,40 @@ export class Wal {
   }
 
   private *flushLocked(keyHash: Uint8Array, hex: string): Handler<boolean> {
-    {
-      yield* this.catchUp()
-      const e = this.index.map.get(hex)
-      if (!e || e.op === WAL_FILE) return false
-      const target = join(this.dir, `${hex}.ksv`)
-      if (e.op === WAL_PUT) {
-        const payload = yield* this.readAt(e.len, e.at)
-        yield* this.checkPayload(payload, keyHash, hex, e.at)
-        const steps = {
-          create: 'cannot create a staging file',
-          write: 'cannot write a staging file',
-          fsync: 'cannot fsync a staging file',
-          rename: 'cannot rename a staging file over the key file',
-        }
-        const st = yield* this.staging.create(`.${hex}.${process.pid}.${stagingSeq++}.stage`, steps)
-        try {
-          this.fault?.('stage', st.path)
-          yield* this.staging.write(st, payload, 0, steps)
-          yield* this.staging.seal(st, steps)
-          this.fault?.('rename', target)
-          yield* this.staging.rename(st, target, steps)
-        } finally {
-          this.staging.drop(st)
-        }
-      } else {
-        try {
-          this.fault?.('unlink', target)
-          yield* vfs.unlink(target)
-        } catch (err) {
-          if (!vfs.isMissing(err)) throw vfs.ioError(err, "cannot remove a deleted key's file", target)
-        }
+    yield* this.catchUp()
+    const e = this.index.map.get(hex)
+    if (!e || e.op === WAL_FILE) return false
+    const target = join(this.dir, `${hex}.ksv`)
+    if (e.op === WAL_PUT) {
+      const payload = yield* this.readAt(e.len, e.at)
+      yield* this.checkPayload(payload, keyHash, hex, e.at)
+      const steps = {
+        create: 'cannot create a staging file',
+        write: 'cannot write a staging file',
+        fsync: 'cannot fsync a staging file',
+        rename: 'cannot rename a staging file over the key file',
       }
-      yield* this.staging.syncDir()
-      yield* this.writeFrame([{ op: WAL_FILE, keyHash, payload: new Uint8Array(0) }])
-      return true
+      const st = yield* this.staging.create(`.${hex}.${process.pid}.${stagingSeq++}.stage`, steps)
+      try {
+        this.fault?.('stage', st.path)
+        yield* this.staging.write(st, payload, 0, steps)
+        yield* this.staging.seal(st, steps)
+        this.fault?.('rename', target)
+        yield* this.staging.rename(st, target, steps)
+      } finally {
+        this.staging.drop(st)
+      }
+    } else {
+      try {
+        this.fault?.('unlink', target)
+        yield* vfs.unlink(target)
+      } catch (err) {
+        if (!vfs.isMissing(err)) throw vfs.ioError(err, "cannot remove a deleted key's file", target)
+      }
     }
+    yield* this.staging.syncDir()
+    yield* this.writeFrame([{ op: WAL_FILE, keyHash, payload: new Uint8Array(0) }])
+    return true
   }
 
   /** Grows the file (zero-filled, fsynced, in steps) until `end` plus the margin fits. Under the log lock. */
@@ -1020,27 +1018,25 @@ export class Wal {
   }
 
   private *resetLocked(generation: bigint, s: bigint): Handler<boolean> {
-    {
-      yield* this.catchUp()
-      const now = this.index
-      if (now.header.generation !== generation || now.lastSeq !== s || now.end === FRAMES_AT) return true
-      const header = { generation: this.newGeneration(generation), first: s + 1n }
-      const slot = encodeHeaderSlot(header)
-      yield* this.writeAt(slot, SLOT_A, "cannot write the write-ahead log's header slot A", 'slot')
-      yield* this.syncLog("cannot fdatasync the write-ahead log's header slot A")
-      yield* this.writeAt(slot, SLOT_B, "cannot write the write-ahead log's header slot B", 'slot')
-      yield* this.syncLog("cannot fdatasync the write-ahead log's header slot B")
-      this.install(new Index(header))
-      yield* this.writeAt(
-        encodeHint({ generation: header.generation, seq: s, end: FRAMES_AT }),
-        HINT_AT,
-        "cannot write the write-ahead log's end hint",
-        'hint',
-      )
-      this.done = { generation: header.generation, seq: s }
-      this.counters.resets++
-      return true
-    }
+    yield* this.catchUp()
+    const now = this.index
+    if (now.header.generation !== generation || now.lastSeq !== s || now.end === FRAMES_AT) return true
+    const header = { generation: this.newGeneration(generation), first: s + 1n }
+    const slot = encodeHeaderSlot(header)
+    yield* this.writeAt(slot, SLOT_A, "cannot write the write-ahead log's header slot A", 'slot')
+    yield* this.syncLog("cannot fdatasync the write-ahead log's header slot A")
+    yield* this.writeAt(slot, SLOT_B, "cannot write the write-ahead log's header slot B", 'slot')
+    yield* this.syncLog("cannot fdatasync the write-ahead log's header slot B")
+    this.install(new Index(header))
+    yield* this.writeAt(
+      encodeHint({ generation: header.generation, seq: s, end: FRAMES_AT }),
+      HINT_AT,
+      "cannot write the write-ahead log's end hint",
+      'hint',
+    )
+    this.done = { generation: header.generation, seq: s }
+    this.counters.resets++
+    return true
   }
 
   /**
@@ -1078,29 +1074,29 @@ export class Wal {
   }
 
   /** Under the log lock: renames the staged puts of a slice still newest over their key files, unlinks its deletes still newest. */
-  private *renameSlice(slice: Array<[string, Entry]>, staged: Array<Staged | undefined>, steps: Parameters<StagingDir['rename']>[2]): Handler<number> {
+  private *renameSlice(
+    slice: Array<[string, Entry]>,
+    staged: Array<Staged | undefined>,
+    steps: Parameters<StagingDir['rename']>[2],
+  ): Handler<number> {
     let changed = 0
-    {
-      {
-        yield* this.catchUp()
-        for (let i = 0; i < slice.length; i++) {
-          const [hex, e] = slice[i]!
-          if (!sameEntry(this.index.map.get(hex), e) || e.op === WAL_FILE) continue
-          const target = join(this.dir, `${hex}.ksv`)
-          if (e.op === WAL_PUT) {
-            this.fault?.('rename', target)
-            yield* this.staging.rename(staged[i]!, target, steps)
-          } else {
-            try {
-              this.fault?.('unlink', target)
-              yield* vfs.unlink(target)
-            } catch (err) {
-              if (!vfs.isMissing(err)) throw vfs.ioError(err, "cannot remove a deleted key's file", target)
-            }
-          }
-          changed++
+    yield* this.catchUp()
+    for (let i = 0; i < slice.length; i++) {
+      const [hex, e] = slice[i]!
+      if (!sameEntry(this.index.map.get(hex), e) || e.op === WAL_FILE) continue
+      const target = join(this.dir, `${hex}.ksv`)
+      if (e.op === WAL_PUT) {
+        this.fault?.('rename', target)
+        yield* this.staging.rename(staged[i]!, target, steps)
+      } else {
+        try {
+          this.fault?.('unlink', target)
+          yield* vfs.unlink(target)
+        } catch (err) {
+          if (!vfs.isMissing(err)) throw vfs.ioError(err, "cannot remove a deleted key's file", target)
         }
       }
+      changed++
     }
     return changed
   }
