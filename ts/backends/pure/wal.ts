@@ -30,8 +30,14 @@
  *
  * Each operation is a gensync operation (`.sync`, `.async`, or `yield*`).
  * Within one process a blocking call cannot wait for an async one that holds
- * the log's in-process lock (the event loop cannot run while it waits):
- * it fails at once with ERR_LOCK_TIMEOUT instead of waiting forever.
+ * the log's in-process lock (the event loop cannot run while it waits), so
+ * no async operation holds it across an await: the work under the log lock
+ * (a frame, flushKey, a checkpoint slice's renames, the reset) runs
+ * synchronously in both forms, the async form having waited for the lock
+ * file with nothing held (underLog). Only a blocking call made from inside
+ * that work (a test's fault hook) finds the lock held: ERR_LOCK_TIMEOUT at
+ * once instead of waiting forever. The price: an async frame's pwrites and
+ * fdatasync (one per group commit) block the event loop while they run.
  */
 import gensync, { type Handler } from 'gensync'
 import { randomBytes } from 'node:crypto'
