@@ -338,12 +338,6 @@ export class PureFileBacking implements Backing, KeyFiles {
     return large
   }
 
-  /** Moves every record of the log into its key file and resets the log (docs/WAL.md §5); nothing without a log. */
-  readonly checkpoint: Op<[], void> = gensync(() => this.checkpointG())
-
-  private *checkpointG(): Handler<void> {
-    if (this.wal) yield* checkpointAll(this.wal, this.lockTimeoutMs)
-  }
 
   // ---- reads ------------------------------------------------------------------
 
