@@ -9,7 +9,13 @@
  * - mixed: a native and a pure writer on one directory at once, each on keys
  *   of its own (no cross-process read-modify-write between the two), each
  *   killed at its own moment, so one opens, sweeps and writes while the
- *   other is alive or dying.
+ *   other is alive or dying;
+ * - native-wal, pure-wal, mixed-wal: the same three on a store switched to
+ *   its write-ahead log (docs/WAL.md) with `wal: true` before the writers
+ *   start; the writers and the checker open it normally (the marker turns
+ *   the log on), so small writes are records of `.konserve.wal` killed
+ *   mid-frame, mid-group-commit, mid-checkpoint, and reread by both engines.
+ *   A third of the kills of the other cases each.
  *
  * Each writer runs 1 to 4 lanes of calls at once (its async calls are in
  * flight together, so group commits are killed mid-batch), and all its lanes
@@ -40,7 +46,7 @@
 import test from 'ava'
 import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { existsSync, readdirSync, statSync } from 'node:fs'
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { isDeepStrictEqual } from 'node:util'
 import * as k from 'konserve'
@@ -48,7 +54,7 @@ import { tempDir } from './helpers/api.js'
 
 const here = import.meta.dirname ?? new URL('.', import.meta.url).pathname
 const WRITER = join(here, 'fixtures', 'crash-writer.mjs')
-const KILLS = Math.max(1, Number(process.env.KONSERVE_KILLS ?? 60) | 0)
+const KILLS_ALL = Math.max(1, Number(process.env.KONSERVE_KILLS ?? 60) | 0)
 const BATCH = 30
 const MAX_LANES = 4
 const sync = { sync: true } as const
@@ -62,12 +68,28 @@ interface Writer {
 interface Case {
   name: string
   writers: Writer[]
+  /** The store is switched to its write-ahead log before the first writer starts. */
+  wal?: boolean
+  /** Kills of this case (default KILLS_ALL). */
+  kills?: number
 }
+const WAL_KILLS = Math.max(1, Math.round(KILLS_ALL / 3))
 const CASES: Case[] = [
   { name: 'native', writers: [{ impl: 'native', prefix: 'N' }] },
   { name: 'pure', writers: [{ impl: 'pure', prefix: 'P' }] },
   {
     name: 'mixed native+pure',
+    writers: [
+      { impl: 'native', prefix: 'N' },
+      { impl: 'pure', prefix: 'P' },
+    ],
+  },
+  { name: 'native-wal', wal: true, kills: WAL_KILLS, writers: [{ impl: 'native', prefix: 'N' }] },
+  { name: 'pure-wal', wal: true, kills: WAL_KILLS, writers: [{ impl: 'pure', prefix: 'P' }] },
+  {
+    name: 'mixed-wal',
+    wal: true,
+    kills: WAL_KILLS,
     writers: [
       { impl: 'native', prefix: 'N' },
       { impl: 'pure', prefix: 'P' },
@@ -152,6 +174,8 @@ interface Stats {
   ops: Record<string, number>
   impls: Record<string, number>
   verifiedWith: Record<string, number>
+  /** Keys (at least) the checks found in the write-ahead log, not in a key file. */
+  walReads: number
 }
 
 /** What the shared counter and log of one writer did during one run. */
@@ -189,6 +213,7 @@ class Harness {
     ops: {},
     impls: {},
     verifiedWith: {},
+    walReads: 0,
   }
 
   constructor(readonly c: Case) {
@@ -395,6 +420,8 @@ class Harness {
     if (corrupt.length > 0) errors.push(`keys() reported corrupt files: ${corrupt.join('; ')}`)
     const present = [...observed].filter(([, v]) => v !== undefined).map(([key]) => key).sort()
     if (!isDeepStrictEqual(listed, present)) errors.push(`keys() lists ${show(listed)} but the keys that exist are ${show(present)}`)
+    // Keys that exist without a key file: their values were read from the write-ahead log.
+    this.stats.walReads += Math.max(0, present.length - readdirSync(dir).filter((n) => n.endsWith('.ksv')).length)
 
     // The observed state is the acknowledged state of the next run. A shared
     // log that grew long starts over (every append reads it whole).
@@ -559,6 +586,7 @@ async function runAndKill(h: Harness, w: Writer, seed: number, shared: SharedRun
 
 for (const c of CASES) {
   const h = new Harness(c)
+  const KILLS = c.kills ?? KILLS_ALL
   const batches = Math.ceil(KILLS / BATCH)
   for (let b = 0; b < batches; b++) {
     const first = b * BATCH + 1
@@ -567,6 +595,10 @@ for (const c of CASES) {
       if (h.failures.length > 0) {
         t.fail(`an earlier batch failed; not continuing on that state`)
         return
+      }
+      if (c.wal && b === 0) {
+        // Switched to its log before any writer starts; nobody passes `wal` after this.
+        k.close(k.connectFsStore(h.dir, { ...sync, native: c.writers[0]!.impl === 'native', wal: true }), sync)
       }
       const started = Date.now()
       const before = { ...h.stats }
@@ -652,5 +684,12 @@ for (const c of CASES) {
       }
     }
     t.true(s.syncOps > 0 && s.asyncOps > 0, 'both sync and async forms ran')
+    if (c.wal) {
+      // Not vacuous: the store stayed on its log, and the checks read values from it.
+      t.true(existsSync(join(h.dir, '.konserve.wal')), 'the log is there')
+      t.is(readFileSync(join(h.dir, '.konserve.keycheck'))[8], 2, 'the marker is there')
+      t.log(`keys found in the log, not in a key file, by the checks: ${s.walReads}`)
+      t.true(s.walReads > 0, 'the checker read values from the log')
+    }
   })
 }

@@ -7,7 +7,7 @@
  */
 import test from 'ava'
 import { type ChildProcessByStdio, type ChildProcessWithoutNullStreams, execFile, spawn, spawnSync } from 'node:child_process'
-import { readFileSync, readdirSync, realpathSync, statSync, utimesSync, writeFileSync } from 'node:fs'
+import { existsSync, readFileSync, readdirSync, realpathSync, statSync, utimesSync, writeFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
@@ -46,6 +46,24 @@ for (const [a, b, mode] of [
   })
 }
 
+// The same with the write-ahead log on (docs/WAL.md): the counter lives in the log, shared by both engines.
+for (const mode of ['sync', 'async', 'mixed'] as const) {
+  test(`native + pure processes x 200 updateIn (${mode}) on one key, wal: true: exactly 400, in the log`, async (t) => {
+    const { dir, store } = await newStore('native', { wal: true })
+    await k.close(store)
+    await Promise.all((['native', 'pure'] as const).map((impl) => run(process.execPath, [fixture('incrementer.mjs'), dir, '200', mode, '1', impl])))
+    const check = await k.connectFsStore(dir, { native: false })
+    t.is(await k.get(check, 'counter'), 400)
+    t.deepEqual(
+      readdirSync(dir).filter((n) => n.endsWith('.ksv')),
+      [],
+      'every increment was a record of the log',
+    )
+    await k.close(check)
+    t.deepEqual(lockNames(dir), [], 'no lock file outlives its lock')
+  })
+}
+
 test('native + pure processes x 400 updateIn over 10 shared keys (sync and async): each key exact', async (t) => {
   const { dir } = await newStore()
   await Promise.all(IMPLS.map((impl) => run(process.execPath, [fixture('multi-incrementer.mjs'), dir, '400', impl])))
@@ -74,66 +92,71 @@ for (const holder of IMPLS) {
   }
 }
 
-test('4 processes (native and pure) increment while holders are SIGKILLed 30 times: every acknowledged increment is there', async (t) => {
-  const { dir } = await newStore()
-  const acked = new Map<string, number>()
-  let nextId = 0
-  const live = new Map<string, ChildProcessByStdio<null, Readable, Readable>>()
-  let ackWaiter: (() => void) | undefined
-  const spawnOne = (impl: Impl) => {
-    const id = `${impl}-${nextId++}`
-    const child = spawn(process.execPath, [fixture('ack-incrementer.mjs'), dir, impl, id], { stdio: ['ignore', 'pipe', 'pipe'] })
-    acked.set(id, 0)
-    live.set(id, child)
-    let err = ''
-    child.stderr.on('data', (d) => (err += d))
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      acked.set(id, acked.get(id)! + (d.match(/a\n/g)?.length ?? 0))
-      ackWaiter?.()
-    })
-    child.once('exit', (code, signal) => {
-      if (signal !== 'SIGKILL') t.fail(`${id} exited with ${code}: ${err}`)
-    })
-    return id
-  }
-  const impls: Impl[] = ['native', 'pure', 'native', 'pure']
-  for (const impl of impls) spawnOne(impl)
-  const totalAcked = () => [...acked.values()].reduce((a, b) => a + b, 0)
-  const untilAcked = async (n: number) => {
-    while (totalAcked() < n) await new Promise<void>((r) => (ackWaiter = r))
-  }
-  for (let kill = 0; kill < 30; kill++) {
+for (const wal of [false, true]) {
+  const KILLS = wal ? 15 : 30
+  test(`4 processes (native and pure) increment while holders are SIGKILLed ${KILLS} times${wal ? ' (wal: true)' : ''}: every acknowledged increment is there`, async (t) => {
+    const { dir, store: opened } = await newStore('native', wal ? { wal: true } : {})
+    await k.close(opened)
+    const acked = new Map<string, number>()
+    let nextId = 0
+    const live = new Map<string, ChildProcessByStdio<null, Readable, Readable>>()
+    let ackWaiter: (() => void) | undefined
+    const spawnOne = (impl: Impl) => {
+      const id = `${impl}-${nextId++}`
+      const child = spawn(process.execPath, [fixture('ack-incrementer.mjs'), dir, impl, id], { stdio: ['ignore', 'pipe', 'pipe'] })
+      acked.set(id, 0)
+      live.set(id, child)
+      let err = ''
+      child.stderr.on('data', (d) => (err += d))
+      child.stdout.setEncoding('utf8').on('data', (d: string) => {
+        acked.set(id, acked.get(id)! + (d.match(/a\n/g)?.length ?? 0))
+        ackWaiter?.()
+      })
+      child.once('exit', (code, signal) => {
+        if (signal !== 'SIGKILL') t.fail(`${id} exited with ${code}: ${err}`)
+      })
+      return id
+    }
+    const impls: Impl[] = ['native', 'pure', 'native', 'pure']
+    for (const impl of impls) spawnOne(impl)
+    const totalAcked = () => [...acked.values()].reduce((a, b) => a + b, 0)
+    const untilAcked = async (n: number) => {
+      while (totalAcked() < n) await new Promise<void>((r) => (ackWaiter = r))
+    }
+    for (let kill = 0; kill < KILLS; kill++) {
+      await untilAcked(totalAcked() + 5)
+      const ids = [...live.keys()]
+      const victim = ids[kill % ids.length]!
+      const child = live.get(victim)!
+      live.delete(victim)
+      const exited = new Promise((r) => child.once('exit', r))
+      child.kill('SIGKILL')
+      await exited
+      spawnOne(victim.startsWith('native') ? 'native' : 'pure')
+    }
     await untilAcked(totalAcked() + 5)
-    const ids = [...live.keys()]
-    const victim = ids[kill % ids.length]!
-    const child = live.get(victim)!
-    live.delete(victim)
-    const exited = new Promise((r) => child.once('exit', r))
-    child.kill('SIGKILL')
-    await exited
-    spawnOne(victim.startsWith('native') ? 'native' : 'pure')
-  }
-  await untilAcked(totalAcked() + 5)
-  await Promise.all(
-    [...live.values()].map((c) => {
-      const exited = new Promise((r) => c.once('exit', r))
-      c.kill('SIGKILL')
-      return exited
-    }),
-  )
-  const store = await k.connectFsStore(dir, { lockTimeoutMs: 10_000 })
-  // The last state reads and writes at once, whatever the killed left.
-  await k.assoc(store, 'after', 1)
-  const final = (await k.get(store, 'counter')) as { total: number; per: Record<string, number> }
-  const sum = Object.values(final.per).reduce((a, b) => a + b, 0)
-  t.is(final.total, sum, 'no update was lost (each one counted once, in total and per process)')
-  for (const [id, n] of acked) {
-    const stored = final.per[id] ?? 0
-    // Killed between its write and its acknowledgement, a process has one more than it printed.
-    t.true(stored >= n && stored <= n + 1, `${id}: acknowledged ${n}, stored ${stored}`)
-  }
-  t.log(`${final.total} increments, ${nextId} processes, 30 killed holding or waiting`)
-})
+    await Promise.all(
+      [...live.values()].map((c) => {
+        const exited = new Promise((r) => c.once('exit', r))
+        c.kill('SIGKILL')
+        return exited
+      }),
+    )
+    const store = await k.connectFsStore(dir, { lockTimeoutMs: 10_000 })
+    // The last state reads and writes at once, whatever the killed left.
+    await k.assoc(store, 'after', 1)
+    const final = (await k.get(store, 'counter')) as { total: number; per: Record<string, number> }
+    const sum = Object.values(final.per).reduce((a, b) => a + b, 0)
+    t.is(final.total, sum, 'no update was lost (each one counted once, in total and per process)')
+    for (const [id, n] of acked) {
+      const stored = final.per[id] ?? 0
+      // Killed between its write and its acknowledgement, a process has one more than it printed.
+      t.true(stored >= n && stored <= n + 1, `${id}: acknowledged ${n}, stored ${stored}`)
+    }
+    if (wal) t.true(existsSync(join(dir, '.konserve.wal')), 'the store stayed on its log')
+    t.log(`${final.total} increments, ${nextId} processes, ${KILLS} killed holding or waiting`)
+  })
+}
 
 // ---- bounded waits -----------------------------------------------------------------
 
@@ -238,7 +261,8 @@ function lineReader(child: ChildProcessWithoutNullStreams) {
   child.once('close', () => {
     for (const w of waiters.splice(0)) w(undefined)
   })
-  return () => new Promise<any>((resolve) => (lines.length > 0 ? resolve(lines.shift()) : child.exitCode !== null ? resolve(undefined) : waiters.push(resolve)))
+  return () =>
+    new Promise<any>((resolve) => (lines.length > 0 ? resolve(lines.shift()) : child.exitCode !== null ? resolve(undefined) : waiters.push(resolve)))
 }
 
 function tracedBy(pid: number, tracer: number): boolean {
@@ -275,7 +299,23 @@ for (const fault of lockFaults) {
         const log = join(tempDir(), 'strace.log')
         const set = fault.syscalls.join(',')
         const paths: string[] = fault.target === 'lock' ? [ready.lockFile] : ready.temps
-        const strace = spawn('strace', ['-f', '-y', '-o', log, '-e', `trace=${set}`, '-e', `inject=${set}:error=${fault.errno}:when=1`, ...paths.flatMap((p) => ['-P', p]), '-p', String(ready.pid)], { stdio: ['ignore', 'ignore', 'pipe'] })
+        const strace = spawn(
+          'strace',
+          [
+            '-f',
+            '-y',
+            '-o',
+            log,
+            '-e',
+            `trace=${set}`,
+            '-e',
+            `inject=${set}:error=${fault.errno}:when=1`,
+            ...paths.flatMap((p) => ['-P', p]),
+            '-p',
+            String(ready.pid),
+          ],
+          { stdio: ['ignore', 'ignore', 'pipe'] },
+        )
         try {
           for (let waited = 0; !tracedBy(ready.pid, strace.pid!); waited += 10) {
             if (strace.exitCode !== null || waited > 10_000) throw new Error('strace did not attach')
@@ -285,7 +325,9 @@ for (const fault of lockFaults) {
           const report = await next()
           if (!report) throw new Error(`the child died: ${childErr}`)
           await new Promise((r) => (strace.exitCode !== null ? r(0) : strace.once('close', r)))
-          const injected = readFileSync(log, 'utf8').split('\n').filter((l) => l.includes('(INJECTED)'))
+          const injected = readFileSync(log, 'utf8')
+            .split('\n')
+            .filter((l) => l.includes('(INJECTED)'))
           t.log(injected[0], JSON.stringify(report))
           t.is(injected.length, 1, 'exactly one call failed')
           t.true(injected[0]?.includes(`-1 ${fault.errno}`))
@@ -325,7 +367,9 @@ for (const impl of IMPLS) {
   test(`${impl}: an empty lock file (a fallback writer that died) is busy while young, taken over once old`, async (t) => {
     const { dir, store } = await newStore(impl, { lockTimeoutMs: 200 })
     await k.assoc(store, 'k', 1)
-    const hex = readdirSync(dir).find((n) => n.endsWith('.ksv'))!.slice(0, 32)
+    const hex = readdirSync(dir)
+      .find((n) => n.endsWith('.ksv'))!
+      .slice(0, 32)
     const lock = join(dir, `.${hex}.lock`)
     writeFileSync(lock, '')
     const err = (await t.throwsAsync(k.assoc(store, 'k', 2))) as k.KonserveError

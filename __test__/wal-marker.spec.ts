@@ -7,9 +7,10 @@
  * writes nothing. So no process of this build can open a store that has a log
  * and read key files that the log supersedes.
  *
- * The native core now knows the log (docs/WAL.md §9 item 4): it opens such a
- * store and uses its log, whatever its options say; the key check in the
- * marker is checked as before. The pure engine still refuses it.
+ * Both engines now know the log (docs/WAL.md §9 items 3 and 4): they open
+ * such a store and use its log, whatever the options say; the key check in
+ * the marker is checked as before. What they refuse now is a later version
+ * (3 here), the same way, for the same reason.
  */
 import test from 'ava'
 import { mkdtempSync, readFileSync, readdirSync, realpathSync, writeFileSync } from 'node:fs'
@@ -21,25 +22,25 @@ import { KEY_CHECK_FILE, KEY_CHECK_FILE_LEN, encodeKeyCheck } from '../ts/format
 
 const aes = { type: 'aes', key: 's3cr3t' } as const
 
-/** `bytes` (a version-1 key check) as version 2, its checksum fixed. */
-function asVersion2(bytes: Uint8Array): Uint8Array {
+/** `bytes` (a version-1 key check) as `version` (2 by default), its checksum fixed. */
+function asVersion2(bytes: Uint8Array, version = 2): Uint8Array {
   const out = Uint8Array.from(bytes)
-  out[8] = 2
+  out[8] = version
   new DataView(out.buffer).setBigUint64(KEY_CHECK_FILE_LEN - 8, xxh3_64(out.subarray(0, KEY_CHECK_FILE_LEN - 8)), true)
   return out
 }
 
-// The pure engine does not know the log yet: it refuses the marker.
-for (const native of [false]) {
+// A marker this build does not know (version 3) is refused by both engines.
+for (const native of [true, false]) {
   const impl = native ? 'native' : 'pure'
   for (const keyed of [false, true]) {
-    test(`${impl}: a version-2 key check (${keyed ? 'encrypted' : 'plaintext'} store) refuses every open with ERR_UNSUPPORTED_VERSION`, (t) => {
+    test(`${impl}: a version-3 key check (${keyed ? 'encrypted' : 'plaintext'} store) refuses every open with ERR_UNSUPPORTED_VERSION`, (t) => {
       const dir = mkdtempSync(join(tmpdir(), 'konserve-walmark-'))
       const store = k.connectFsStore(dir, { native, sync: true, ...(keyed ? { encryptor: aes } : {}) })
       k.assoc(store, 'a', 1, { sync: true })
       k.close(store, { sync: true })
       const v1 = keyed ? readFileSync(join(dir, KEY_CHECK_FILE)) : encodeKeyCheck({ salt: new Uint8Array(32), check: new Uint8Array(32) })
-      writeFileSync(join(dir, KEY_CHECK_FILE), asVersion2(v1))
+      writeFileSync(join(dir, KEY_CHECK_FILE), asVersion2(v1, 3))
       const before = readdirSync(dir).sort()
       const opens = [{}, { readOnly: true }, { encryptor: aes }, { encryptor: aes, readOnly: true }]
       for (const o of opens) {
@@ -52,10 +53,10 @@ for (const native of [false]) {
   }
 }
 
-for (const keyed of [false, true]) {
-  test(`native: a version-2 key check (${keyed ? 'encrypted' : 'plaintext'} store) is opened on its log, its key still checked`, (t) => {
+for (const [native, keyed] of [true, false].flatMap((n) => [false, true].map((kd) => [n, kd] as const))) {
+  test(`${native ? 'native' : 'pure'}: a version-2 key check (${keyed ? 'encrypted' : 'plaintext'} store) is opened on its log, its key still checked`, (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'konserve-walmark-'))
-    const store = k.connectFsStore(dir, { native: true, sync: true, ...(keyed ? { encryptor: aes } : {}) })
+    const store = k.connectFsStore(dir, { native, sync: true, ...(keyed ? { encryptor: aes } : {}) })
     k.assoc(store, 'a', 1, { sync: true })
     k.close(store, { sync: true })
     const v1 = keyed ? readFileSync(join(dir, KEY_CHECK_FILE)) : encodeKeyCheck({ salt: new Uint8Array(32), check: new Uint8Array(32) })
@@ -65,7 +66,7 @@ for (const keyed of [false, true]) {
     const right = keyed ? [{ encryptor: aes }, { encryptor: aes, readOnly: true }] : [{}, { readOnly: true }]
     const wrong = keyed ? [{}, { readOnly: true }] : [{ encryptor: aes }, { encryptor: aes, readOnly: true }]
     for (const o of right) {
-      const s = k.connectFsStore(dir, { native: true, sync: true, ...o })
+      const s = k.connectFsStore(dir, { native, sync: true, ...o })
       t.is(k.get(s, 'a', { sync: true }), 1, JSON.stringify(o))
       if (!o.readOnly) k.assoc(s, 'b', 2, { sync: true })
       t.is(k.get(s, 'b', { sync: true }), 2, JSON.stringify(o))
@@ -74,7 +75,7 @@ for (const keyed of [false, true]) {
     t.true(readdirSync(dir).includes('.konserve.wal'))
     t.deepEqual(readFileSync(join(dir, KEY_CHECK_FILE)), Buffer.from(v2), 'the marker is kept')
     for (const o of wrong) {
-      const err = t.throws(() => k.connectFsStore(dir, { native: true, sync: true, ...o }), undefined, JSON.stringify(o)) as k.KonserveError
+      const err = t.throws(() => k.connectFsStore(dir, { native, sync: true, ...o }), undefined, JSON.stringify(o)) as k.KonserveError
       t.is(err.code, 'ERR_DECRYPT', JSON.stringify(o))
     }
   })

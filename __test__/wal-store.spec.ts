@@ -1,13 +1,13 @@
 /**
- * The facade over a native store on its write-ahead log (docs/WAL.md §9
- * item 4; `wal: true`, experimental): small writes are records of
- * `.konserve.wal`, not key files, and every read, listing and write of the
- * facade sees them, in this process, in a second store on the same
- * directory, and in a child process. The pure engine refuses `wal: true`
- * and still refuses a store with the log (wal-marker.spec.ts).
+ * The facade over a store on its write-ahead log (docs/WAL.md §9 items 3
+ * and 4; `wal: true`, experimental), native and pure: small writes are
+ * records of `.konserve.wal`, not key files, and every read, listing and
+ * write of the facade sees them, in this process, in a second store on the
+ * same directory, and in a child process. The mixed native/pure tests
+ * (one log shared by both engines) are at the end.
  */
 import test from 'ava'
-import { existsSync, readFileSync, readdirSync } from 'node:fs'
+import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import * as k from 'konserve'
 import { child, dist } from './helpers/child.js'
@@ -15,131 +15,178 @@ import { tempDir } from './helpers/api.js'
 
 const keyFiles = (dir: string) => readdirSync(dir).filter((n) => n.endsWith('.ksv'))
 
-test('native, wal: true: assoc, get, updateIn, dissoc, keys and bassoc through the log', async (t) => {
-  const dir = tempDir()
-  const store = await k.connectFsStore(dir, { native: true, wal: true })
-  t.true(existsSync(join(dir, '.konserve.wal')))
-  t.is(readFileSync(join(dir, '.konserve.keycheck'))[8], 2, 'the version-2 marker')
-  await k.assoc(store, 'a', { n: 1 })
-  await k.assoc(store, 'b', 'bee')
-  t.deepEqual(keyFiles(dir), [], 'small values are logged, not key files')
-  t.deepEqual(await k.get(store, 'a'), { n: 1 })
-  t.deepEqual(k.get(store, 'b', { sync: true }), 'bee')
-  t.true(await k.exists(store, 'a'))
-  t.is((await k.getMeta(store, 'a'))!.revision, 1)
-  await k.updateIn(store, ['a', 'n'], (n: number) => n + 1)
-  t.deepEqual(await k.get(store, 'a'), { n: 2 })
-  t.is((await k.getMeta(store, 'a'))!.revision, 2)
-  await t.throwsAsync(k.assoc(store, 'a', 0, { expectedRevision: 1 }), { code: 'ERR_REVISION_MISMATCH' } as never)
-  t.deepEqual((await k.keys(store)).map((m) => m.key).sort(), ['a', 'b'])
-  await k.dissoc(store, 'b')
-  t.is(await k.get(store, 'b'), undefined)
-  t.false(await k.exists(store, 'b'))
-  t.deepEqual((await k.keys(store)).map((m) => m.key), ['a'])
-  // A blob over a logged key goes to its key file, and is read back.
-  await k.bassoc(store, 'a', Buffer.from('blob bytes'))
-  t.is(keyFiles(dir).length, 1)
-  t.is(Buffer.from(k.bget(store, 'a', ({ blob }) => blob!, { sync: true })!).toString(), 'blob bytes')
-  // A large value: its key file too.
-  const big = 'x'.repeat(40_000) + Math.random()
-  await k.assoc(store, 'big', big)
-  t.is(await k.get(store, 'big'), big)
-  t.is(keyFiles(dir).length, 2)
-  await k.close(store)
-  // Reopened without the option: the marker decides.
-  const again = await k.connectFsStore(dir, { native: true })
-  t.is(await k.get(again, 'big'), big)
-  t.is(await k.get(again, 'b'), undefined)
-  await k.close(again)
-  await k.deleteStore(dir)
-  t.false(existsSync(dir))
-})
+/** Writes more than 16 MiB of logged values (1,500 keys of 12,000 bytes, 100 per frame): the write that passes 16 MiB checkpoints the log. */
+async function fillPastCheckpoint(store: k.Store): Promise<void> {
+  const value = 'f'.repeat(12_000)
+  for (let b = 0; b < 15; b++) {
+    await k.multiAssoc(store, Object.fromEntries(Array.from({ length: 100 }, (_, i) => [`fill${b * 100 + i}`, value])))
+  }
+}
 
-test('native, wal: true: two stores on one directory see each other\'s logged writes and deletes', async (t) => {
-  const dir = tempDir()
-  const a = await k.connectFsStore(dir, { native: true, wal: true })
-  const b = await k.connectFsStore(dir, { native: true })
-  await k.assoc(a, 'shared', 1)
-  t.is(await k.get(b, 'shared'), 1)
-  t.is(k.get(b, 'shared', { sync: true }), 1)
-  await k.updateIn(b, ['shared'], (n: number) => n + 1)
-  t.is(await k.get(a, 'shared'), 2)
-  t.is((await k.getMeta(a, 'shared'))!.revision, 2)
-  await k.dissoc(a, 'shared')
-  t.is(await k.get(b, 'shared'), undefined)
-  t.deepEqual(await k.keys(b), [])
-  await k.close(a)
-  await k.close(b)
-})
-
-test('native, wal: true: a child process reads a value this process wrote through the log, and writes one back', async (t) => {
-  const dir = tempDir()
-  const store = await k.connectFsStore(dir, { native: true, wal: true })
-  await k.assoc(store, 'from-parent', { hello: 'child' })
-  t.deepEqual(keyFiles(dir), [])
-  const c = child(
-    `
-    const k = await import(${dist('index.mjs')})
-    const store = await k.connectFsStore(process.argv[2], { native: true })
-    console.log('read ' + JSON.stringify(await k.get(store, 'from-parent')))
-    await k.assoc(store, 'from-child', 42)
+for (const native of [true, false]) {
+  const impl = native ? 'native' : 'pure'
+  test(`${impl}, wal: true: assoc, get, updateIn, dissoc, keys and bassoc through the log`, async (t) => {
+    const dir = tempDir()
+    const store = await k.connectFsStore(dir, { native, wal: true })
+    t.true(existsSync(join(dir, '.konserve.wal')))
+    t.is(readFileSync(join(dir, '.konserve.keycheck'))[8], 2, 'the version-2 marker')
+    await k.assoc(store, 'a', { n: 1 })
+    await k.assoc(store, 'b', 'bee')
+    t.deepEqual(keyFiles(dir), [], 'small values are logged, not key files')
+    t.deepEqual(await k.get(store, 'a'), { n: 1 })
+    t.deepEqual(k.get(store, 'b', { sync: true }), 'bee')
+    t.true(await k.exists(store, 'a'))
+    t.is((await k.getMeta(store, 'a'))!.revision, 1)
+    await k.updateIn(store, ['a', 'n'], (n: number) => n + 1)
+    t.deepEqual(await k.get(store, 'a'), { n: 2 })
+    t.is((await k.getMeta(store, 'a'))!.revision, 2)
+    await t.throwsAsync(k.assoc(store, 'a', 0, { expectedRevision: 1 }), { code: 'ERR_REVISION_MISMATCH' } as never)
+    t.deepEqual((await k.keys(store)).map((m) => m.key).sort(), ['a', 'b'])
+    await k.dissoc(store, 'b')
+    t.is(await k.get(store, 'b'), undefined)
+    t.false(await k.exists(store, 'b'))
+    t.deepEqual((await k.keys(store)).map((m) => m.key), ['a'])
+    // A blob over a logged key goes to its key file, and is read back.
+    await k.bassoc(store, 'a', Buffer.from('blob bytes'))
+    t.is(keyFiles(dir).length, 1)
+    t.is(Buffer.from(k.bget(store, 'a', ({ blob }) => blob!, { sync: true })!).toString(), 'blob bytes')
+    // A large value: its key file too.
+    const big = 'x'.repeat(40_000) + Math.random()
+    await k.assoc(store, 'big', big)
+    t.is(await k.get(store, 'big'), big)
+    t.is(keyFiles(dir).length, 2)
     await k.close(store)
-    console.log('done')
-  `,
-    [dir],
-  )
-  await c.saw('read {"hello":"child"}')
-  await c.saw('done')
-  t.is(await c.exit, 0)
-  t.is(await k.get(store, 'from-child'), 42)
-  t.deepEqual(keyFiles(dir), [], 'the child logged its write too')
-  await k.close(store)
-})
+    // Reopened without the option: the marker decides.
+    const again = await k.connectFsStore(dir, { native })
+    t.is(await k.get(again, 'big'), big)
+    t.is(await k.get(again, 'b'), undefined)
+    await k.close(again)
+    await k.deleteStore(dir, { native })
+    t.false(existsSync(dir))
+  })
 
-test('native, wal: false switches the store back: its values in key files, no log, no marker', async (t) => {
-  const dir = tempDir()
-  const store = await k.connectFsStore(dir, { native: true, wal: true })
-  await k.assoc(store, 'kept', 'v')
-  await k.assoc(store, 'gone', 'v')
-  await k.dissoc(store, 'gone')
-  await k.close(store)
-  const back = await k.connectFsStore(dir, { native: true, wal: false })
-  t.false(existsSync(join(dir, '.konserve.wal')))
-  t.false(existsSync(join(dir, '.konserve.keycheck')))
-  t.is(keyFiles(dir).length, 1)
-  t.is(await k.get(back, 'kept'), 'v')
-  await k.close(back)
-  // Now the pure engine opens it again.
-  const pure = await k.connectFsStore(dir, { native: false })
-  t.is(await k.get(pure, 'kept'), 'v')
-  t.is(await k.get(pure, 'gone'), undefined)
-  await k.close(pure)
-})
+  test(`${impl}, wal: true: two stores on one directory see each other's logged writes and deletes`, async (t) => {
+    const dir = tempDir()
+    const a = await k.connectFsStore(dir, { native, wal: true })
+    const b = await k.connectFsStore(dir, { native })
+    await k.assoc(a, 'shared', 1)
+    t.is(await k.get(b, 'shared'), 1)
+    t.is(k.get(b, 'shared', { sync: true }), 1)
+    await k.updateIn(b, ['shared'], (n: number) => n + 1)
+    t.is(await k.get(a, 'shared'), 2)
+    t.is((await k.getMeta(a, 'shared'))!.revision, 2)
+    await k.dissoc(a, 'shared')
+    t.is(await k.get(b, 'shared'), undefined)
+    t.deepEqual(await k.keys(b), [])
+    await k.close(a)
+    await k.close(b)
+  })
 
-test('pure: wal: true is refused (the pure engine has no log yet)', async (t) => {
-  const dir = tempDir()
-  await t.throwsAsync(k.connectFsStore(dir, { native: false, wal: true }), { code: 'ERR_NOT_SUPPORTED' } as never)
-})
+  test(`${impl}, wal: true: a child process reads a value this process wrote through the log, and writes one back`, async (t) => {
+    const dir = tempDir()
+    const store = await k.connectFsStore(dir, { native, wal: true })
+    await k.assoc(store, 'from-parent', { hello: 'child' })
+    t.deepEqual(keyFiles(dir), [])
+    const c = child(
+      `
+      const k = await import(${dist('index.mjs')})
+      const store = await k.connectFsStore(process.argv[2], { native: process.argv[3] === 'native' })
+      console.log('read ' + JSON.stringify(await k.get(store, 'from-parent')))
+      await k.assoc(store, 'from-child', 42)
+      await k.close(store)
+      console.log('done')
+    `,
+      [dir, impl],
+    )
+    await c.saw('read {"hello":"child"}')
+    await c.saw('done')
+    t.is(await c.exit, 0)
+    t.is(await k.get(store, 'from-child'), 42)
+    t.deepEqual(keyFiles(dir), [], 'the child logged its write too')
+    await k.close(store)
+  })
 
-test('rekey refuses a store on its log (ERR_UNSUPPORTED_VERSION, nothing written) until it is switched back', async (t) => {
-  const dir = tempDir()
+  test(`${impl}, wal: false switches the store back: its values in key files, no log, no marker`, async (t) => {
+    const dir = tempDir()
+    const store = await k.connectFsStore(dir, { native, wal: true })
+    await k.assoc(store, 'kept', 'v')
+    await k.assoc(store, 'gone', 'v')
+    await k.dissoc(store, 'gone')
+    await k.close(store)
+    const back = await k.connectFsStore(dir, { native, wal: false })
+    t.false(existsSync(join(dir, '.konserve.wal')))
+    t.false(existsSync(join(dir, '.konserve.keycheck')))
+    t.is(keyFiles(dir).length, 1)
+    t.is(await k.get(back, 'kept'), 'v')
+    await k.close(back)
+    // Now an engine without the log (any build) opens it again.
+    const pure = await k.connectFsStore(dir, { native: false })
+    t.is(await k.get(pure, 'kept'), 'v')
+    t.is(await k.get(pure, 'gone'), undefined)
+    await k.close(pure)
+  })
+}
+
+for (const native of [true, false]) {
+  const impl = native ? 'native' : 'pure'
+  test(`rekey refuses a store on its log (${impl}, ERR_UNSUPPORTED_VERSION, nothing written) until it is switched back`, async (t) => {
+    const dir = tempDir()
+    const A = { type: 'aes', key: 'key A' } as const
+    const store = await k.connectFsStore(dir, { native, wal: true })
+    await k.assoc(store, 'k', 'v')
+    await k.close(store)
+    const before = readdirSync(dir).sort()
+    await t.throwsAsync(k.rekey(dir, { from: null, to: A }), { code: 'ERR_UNSUPPORTED_VERSION' } as never)
+    await t.throwsAsync(k.rekey(dir, { from: A, to: null }), { code: 'ERR_UNSUPPORTED_VERSION' } as never)
+    t.deepEqual(readdirSync(dir).sort(), before)
+    await k.close(await k.connectFsStore(dir, { native, wal: false }))
+    t.deepEqual(await k.rekey(dir, { from: null, to: A }), { rewritten: 1, skipped: 0 })
+    const keyed = await k.connectFsStore(dir, { native, encryptor: A })
+    t.is(await k.get(keyed, 'k'), 'v')
+    await k.close(keyed)
+  })
+
+  test(`${impl}, wal: true on an encrypted store: the marker keeps its key check, values in the log are encrypted`, async (t) => {
+    const dir = tempDir()
+    const A = { type: 'aes', key: 'key A' } as const
+    await k.close(await k.connectFsStore(dir, { native, encryptor: A }))
+    const v1 = readFileSync(join(dir, '.konserve.keycheck'))
+    const store = await k.connectFsStore(dir, { native, encryptor: A, wal: true })
+    const v2 = readFileSync(join(dir, '.konserve.keycheck'))
+    t.is(v2[8], 2)
+    t.deepEqual(v2.subarray(9, 9 + 64), v1.subarray(9, 9 + 64), 'the same salt and check')
+    await k.assoc(store, 'secret', 'plaintext-marker-xyz')
+    t.false(readFileSync(join(dir, '.konserve.wal')).includes('plaintext-marker-xyz'))
+    await k.close(store)
+    await t.throwsAsync(k.connectFsStore(dir, { native: !native }), { code: 'ERR_DECRYPT' } as never)
+    const other = await k.connectFsStore(dir, { native: !native, encryptor: A })
+    t.is(await k.get(other, 'secret'), 'plaintext-marker-xyz')
+    await k.close(other)
+  })
+}
+
+test('wal: true upgrades a store to the same bytes in both engines: the marker byte for byte, a log of the same length, and no other file', async (t) => {
   const A = { type: 'aes', key: 'key A' } as const
-  const store = await k.connectFsStore(dir, { native: true, wal: true })
-  await k.assoc(store, 'k', 'v')
-  await k.close(store)
-  const before = readdirSync(dir).sort()
-  await t.throwsAsync(k.rekey(dir, { from: null, to: A }), { code: 'ERR_UNSUPPORTED_VERSION' } as never)
-  t.deepEqual(readdirSync(dir).sort(), before)
-  await k.close(await k.connectFsStore(dir, { native: true, wal: false }))
-  t.deepEqual(await k.rekey(dir, { from: null, to: A }), { rewritten: 1, skipped: 0 })
-  const keyed = await k.connectFsStore(dir, { native: true, encryptor: A })
-  t.is(await k.get(keyed, 'k'), 'v')
-  await k.close(keyed)
+  for (const keyed of [false, true]) {
+    const made: Array<{ marker: Buffer; walLen: number; names: string[] }> = []
+    const template = tempDir()
+    await k.close(await k.connectFsStore(template, { native: true, ...(keyed ? { encryptor: A } : {}) }))
+    for (const native of [true, false]) {
+      const dir = tempDir()
+      for (const n of readdirSync(template)) writeFileSync(join(dir, n), readFileSync(join(template, n)))
+      const store = await k.connectFsStore(dir, { native, wal: true, ...(keyed ? { encryptor: A } : {}) })
+      await k.close(store)
+      made.push({ marker: readFileSync(join(dir, '.konserve.keycheck')), walLen: statSync(join(dir, '.konserve.wal')).size, names: readdirSync(dir).sort() })
+    }
+    t.deepEqual(made[1]!.marker, made[0]!.marker, keyed ? 'encrypted' : 'plaintext')
+    t.is(made[1]!.walLen, made[0]!.walLen)
+    t.deepEqual(made[1]!.names, made[0]!.names)
+  }
 })
 
-for (const wal of [true, false]) test(`native, wal: ${wal}: sweep lists and deletes the keys older than the cutoff (logged ones with the log), keeping the whitelist`, async (t) => {
+for (const native of [true, false]) for (const wal of [true, false]) test(`${native ? 'native' : 'pure'}, wal: ${wal}: sweep lists and deletes the keys older than the cutoff (logged ones with the log), keeping the whitelist`, async (t) => {
   const dir = tempDir()
-  const store = await k.connectFsStore(dir, { native: true, wal })
+  const store = await k.connectFsStore(dir, { native, wal })
   for (const key of ['old1', 'old2', 'kept']) await k.assoc(store, key, key)
   const cutoff = new Date((await k.getMeta(store, 'kept'))!.lastWrite.getTime() + 1)
   if (wal) t.deepEqual(keyFiles(dir), [], 'every key is logged')
@@ -149,3 +196,142 @@ for (const wal of [true, false]) test(`native, wal: ${wal}: sweep lists and dele
   t.is(await k.get(store, 'old1'), undefined)
   await k.close(store)
 })
+
+// ---- the pure engine's blocking and async calls on one store ---------------------
+
+test('pure, wal: true: blocking and async calls mixed on one store (awaited, reads during writes, a blocking write beside pending ones) neither fail nor hang', async (t) => {
+  const dir = tempDir()
+  const store = await k.connectFsStore(dir, { native: false, wal: true })
+  for (let i = 0; i < 20; i++) {
+    if (i % 2 === 0) k.assoc(store, `k${i % 5}`, i, { sync: true })
+    else await k.assoc(store, `k${i % 5}`, i)
+    t.is(k.get(store, `k${i % 5}`, { sync: true }), i)
+    t.is(await k.get(store, `k${i % 5}`), i)
+  }
+  // Blocking reads while async writes are in flight: reads take no lock.
+  const pending = Array.from({ length: 32 }, (_, i) => k.assoc(store, `p${i}`, i))
+  const seen: unknown[] = []
+  const reader = setInterval(() => {
+    seen.push(k.get(store, 'k0', { sync: true }), k.keys(store, { sync: true }).length)
+  }, 0)
+  // A blocking write issued beside the pending async writes, before they reach the log.
+  k.updateIn(store, ['blocking'], (n: number | undefined) => (n ?? 0) + 1, { sync: true })
+  await Promise.all(pending)
+  clearInterval(reader)
+  t.true(seen.every((v) => typeof v === 'number'))
+  t.is(k.get(store, 'blocking', { sync: true }), 1)
+  for (let i = 0; i < 32; i++) t.is(k.get(store, `p${i}`, { sync: true }), i)
+  t.is(k.keys(store, { sync: true }).length, 5 + 32 + 1)
+  t.deepEqual(keyFiles(dir), [], 'everything was logged')
+  await k.close(store)
+})
+
+test('pure, wal: true: blocking writes from callbacks while async writes are in flight on one store all succeed and none is lost (the log is never held across an await)', async (t) => {
+  const dir = tempDir()
+  const store = await k.connectFsStore(dir, { native: false, wal: true })
+  await k.assoc(store, 'logged', 0)
+  const pending = Array.from({ length: 200 }, (_, i) => k.assoc(store, `a${i % 20}`, i))
+  let rounds = 0
+  let done = false
+  const all = Promise.all(pending).then(() => (done = true))
+  while (!done) {
+    await new Promise<void>((r) => setImmediate(r))
+    k.assoc(store, `fresh${rounds}`, rounds, { sync: true })
+    k.updateIn(store, ['logged'], (n: number) => n + 1, { sync: true })
+    if (rounds % 3 === 0) k.dissoc(store, `fresh${rounds}`, { sync: true })
+    rounds++
+  }
+  await all
+  t.true(rounds > 0)
+  t.is(await k.get(store, 'logged'), rounds)
+  for (let i = 0; i < rounds; i++) t.is(await k.get(store, `fresh${i}`), i % 3 === 0 ? undefined : i)
+  for (let i = 180; i < 200; i++) t.is(await k.get(store, `a${i % 20}`), i)
+  t.deepEqual(keyFiles(dir), [], 'everything was logged')
+  await k.close(store)
+})
+
+// ---- native and pure on one store with the log ----------------------------------
+
+for (const [writer, reader] of [
+  [true, false],
+  [false, true],
+] as const) {
+  const w = writer ? 'native' : 'pure'
+  const r = reader ? 'native' : 'pure'
+  test(`mixed, wal: true: ${w} writes, ${r} reads at once (puts, deletes, updateIn, a checkpoint, a blob and a large value over logged keys)`, async (t) => {
+    const dir = tempDir()
+    const a = await k.connectFsStore(dir, { native: writer, wal: true })
+    const b = await k.connectFsStore(dir, { native: reader })
+    await k.assoc(a, 'x', { v: 1 })
+    await k.multiAssoc(a, { y: 'why', z: 26 })
+    t.deepEqual(keyFiles(dir), [])
+    t.deepEqual(await k.get(b, 'x'), { v: 1 })
+    t.is(k.get(b, 'y', { sync: true }), 'why')
+    t.deepEqual((await k.keys(b)).map((m) => m.key).sort(), ['x', 'y', 'z'])
+    await k.updateIn(b, ['x', 'v'], (n: number) => n + 1)
+    t.deepEqual(await k.get(a, 'x'), { v: 2 })
+    t.is((await k.getMeta(a, 'x'))!.revision, 2)
+    await k.dissoc(a, 'z')
+    t.false(await k.exists(b, 'z'))
+    t.deepEqual((await k.keys(b)).map((m) => m.key).sort(), ['x', 'y'])
+    // A checkpoint by the writer (its log passed 16 MiB): the reader reads the key files.
+    await k.dissoc(a, 'y')
+    await fillPastCheckpoint(a)
+    // The 14th batch took the log past 16 MiB: everything up to it is in key files, the 15th is logged.
+    t.is(keyFiles(dir).length, 1 + 1400, 'x and the filler in their key files; y deleted')
+    t.deepEqual(await k.get(b, 'x'), { v: 2 })
+    t.is(await k.get(b, 'y'), undefined)
+    t.is(await k.get(b, 'fill1499'), 'f'.repeat(12_000))
+    t.is((await k.keys(b)).length, 1 + 1500)
+    // A blob written by the reader over a key the writer logged.
+    await k.assoc(a, 'blob', 'logged first')
+    await k.bassoc(b, 'blob', Buffer.from('blob bytes'))
+    t.is(Buffer.from(k.bget(a, 'blob', ({ blob }) => blob!, { sync: true })!).toString(), 'blob bytes')
+    // A large value by the reader over a key the writer logged, then logged again by the writer.
+    const big = 'L'.repeat(40_000)
+    await k.assoc(a, 'big', 'small')
+    await k.assoc(b, 'big', big)
+    t.is(await k.get(a, 'big'), big)
+    await k.assoc(a, 'big', 'small again')
+    t.is(await k.get(b, 'big'), 'small again')
+    // An append log by one over a key the other deleted through the log.
+    await k.assoc(a, 'events', 1)
+    await k.dissoc(b, 'events')
+    await k.append(a, 'events', { e: 1 })
+    t.deepEqual(await k.log(b, 'events'), [{ e: 1 }])
+    await k.close(a)
+    await k.close(b)
+  })
+}
+
+for (const [parent, kid] of [
+  ['native', 'pure'],
+  ['pure', 'native'],
+] as const) {
+  test(`mixed, wal: true: a ${kid} child process and this ${parent} store see each other's acknowledged writes and deletes at once`, async (t) => {
+    const dir = tempDir()
+    const store = await k.connectFsStore(dir, { native: parent === 'native', wal: true })
+    await k.assoc(store, 'from-parent', 1)
+    await k.assoc(store, 'doomed', 'x')
+    const c = child(
+      `
+      const k = await import(${dist('index.mjs')})
+      const store = await k.connectFsStore(process.argv[2], { native: process.argv[3] === 'native' })
+      console.log('read ' + JSON.stringify(await k.get(store, 'from-parent')))
+      await k.dissoc(store, 'doomed')
+      await k.assoc(store, 'from-child', 2)
+      console.log('wrote')
+      await k.close(store)
+    `,
+      [dir, kid],
+    )
+    await c.saw('read 1')
+    await c.saw('wrote')
+    t.is(await c.exit, 0)
+    t.is(await k.get(store, 'from-child'), 2)
+    t.is(await k.get(store, 'doomed'), undefined)
+    t.deepEqual((await k.keys(store)).map((m) => m.key).sort(), ['from-child', 'from-parent'])
+    t.deepEqual(keyFiles(dir), [])
+    await k.close(store)
+  })
+}

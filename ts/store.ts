@@ -99,14 +99,13 @@ export interface FsStoreOptions extends StoreOptions {
    */
   valueCacheBytes?: number
   /**
-   * Experimental, native core only (docs/WAL.md): `true` switches the store
+   * Experimental (docs/WAL.md), in the native core and the pure engine alike (they share one log): `true` switches the store
    * to a write-ahead log (small puts and deletes become records of
    * `.konserve.wal`, acknowledged after one `fdatasync`, moved into key files
    * by checkpoints); `false` switches it back (a full checkpoint, then the
    * log removed). Absent: the store stays as it is. A store with the log is
-   * refused by builds and engines that do not know it (ERR_UNSUPPORTED_VERSION),
-   * including the pure engine for now. No other process may have the store
-   * open while it is switched.
+   * refused by builds that do not know it and by `rekey` (ERR_UNSUPPORTED_VERSION).
+   * No other process may have the store open while it is switched.
    */
   wal?: boolean
 }

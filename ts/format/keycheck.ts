@@ -25,6 +25,12 @@ export const REKEY_FILE_LEN = 8 + 1 + 2 * ENTRY_LEN + 8
 const CHECK_MAGIC = new TextEncoder().encode('KSVKEYCK')
 const REKEY_MAGIC = new TextEncoder().encode('KSVREKEY')
 const VERSION = 1
+/**
+ * The version of `.konserve.keycheck` that marks a store with a write-ahead
+ * log (docs/WAL.md §8): the same bytes as version 1; a store without a key
+ * has salt and check all zero (the core's WAL_MARKER_VERSION).
+ */
+export const WAL_MARKER_VERSION = 2
 
 /** A salt and the check value of one key. */
 export interface KeyCheck {
@@ -60,23 +66,24 @@ function withChecksum(body: Uint8Array): Uint8Array {
 }
 
 /** The bytes of `.konserve.keycheck`: magic, version, salt, check, xxh3_64 of those. */
-export function encodeKeyCheck(c: KeyCheck): Uint8Array {
+export function encodeKeyCheck(c: KeyCheck, version: number = VERSION): Uint8Array {
   const body = new Uint8Array(KEY_CHECK_FILE_LEN - 8)
   body.set(CHECK_MAGIC)
-  body[8] = VERSION
+  body[8] = version
   body.set(c.salt, 9)
   body.set(c.check, 9 + CHECK_SALT_LEN)
   return withChecksum(body)
 }
 
-function checked(bytes: Uint8Array, magic: Uint8Array, len: number, what: string): Uint8Array {
+function checked(bytes: Uint8Array, magic: Uint8Array, len: number, what: string, newest = VERSION): Uint8Array {
   if (bytes.length !== len || magic.some((b, i) => bytes[i] !== b)) {
     throw new KonserveError('ERR_CORRUPT', `the ${what} file is damaged (length ${bytes.length} or magic)`)
   }
   const sum = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getBigUint64(len - 8, true)
   if (xxh3_64(bytes.subarray(0, len - 8)) !== sum) throw new KonserveError('ERR_CORRUPT', `the ${what} file is damaged (checksum)`)
-  if (bytes[8] !== VERSION) {
-    throw new KonserveError('ERR_UNSUPPORTED_VERSION', `${what} file version ${bytes[8]} is not supported (this build reads ${VERSION})`)
+  if (bytes[8]! < VERSION || bytes[8]! > newest) {
+    const reads = newest === VERSION ? `${VERSION}` : `${VERSION} to ${newest}`
+    throw new KonserveError('ERR_UNSUPPORTED_VERSION', `${what} file version ${bytes[8]} is not supported (this build reads ${reads})`)
   }
   return bytes.subarray(0, len - 8)
 }
@@ -89,6 +96,18 @@ const entryAt = (b: Uint8Array, at: number): KeyCheck => ({
 /** Decodes `.konserve.keycheck` (ERR_CORRUPT unless it is whole). */
 export function decodeKeyCheck(bytes: Uint8Array): KeyCheck {
   return entryAt(checked(bytes, CHECK_MAGIC, KEY_CHECK_FILE_LEN, 'key check'), 9)
+}
+
+/** The check of a store without a key that has the write-ahead log marker: all zero. */
+export const KEY_CHECK_NONE: KeyCheck = { salt: new Uint8Array(CHECK_SALT_LEN), check: new Uint8Array(CHECK_LEN) }
+
+/** Whether `c` is KEY_CHECK_NONE (no key). */
+export const isNoKeyCheck = (c: KeyCheck): boolean => c.salt.every((b) => b === 0) && c.check.every((b) => b === 0)
+
+/** Decodes `.konserve.keycheck` of version 1 or WAL_MARKER_VERSION: the check and its version. */
+export function decodeKeyCheckVersioned(bytes: Uint8Array): { check: KeyCheck; version: number } {
+  const body = checked(bytes, CHECK_MAGIC, KEY_CHECK_FILE_LEN, 'key check', WAL_MARKER_VERSION)
+  return { check: entryAt(body, 9), version: body[8]! }
 }
 
 /** A rekey in progress: the checks of the key it rekeys from and to (null: no key, plaintext). */

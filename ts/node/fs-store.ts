@@ -224,9 +224,6 @@ const connectOp = gensync(function* (path: string, options: (FsStoreOptions & Sy
   if (opts.create === false || open.readOnly) yield* existingDir(dir)
   const native = chooseNative(opts)
   if (!native) {
-    if (open.wal === true) {
-      throw new KonserveError('ERR_NOT_SUPPORTED', 'the write-ahead log (wal: true) is implemented by the native core only so far: open the store with native: true')
-    }
     if (!open.readOnly) yield* checkWritableDir(dir)
     const codec = createPureCodec(open.compressor, open.encryptionKey, open.acceptPlaintext)
     try {

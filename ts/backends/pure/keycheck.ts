@@ -14,7 +14,11 @@ import {
   type PendingRekey,
   REKEY_FILE,
   REKEY_FILE_LEN,
+  KEY_CHECK_NONE,
+  WAL_MARKER_VERSION,
   decodeKeyCheck,
+  decodeKeyCheckVersioned,
+  isNoKeyCheck,
   decodePendingRekey,
   encodeKeyCheck,
   keyCheckMatches,
@@ -60,6 +64,35 @@ export const readKeyCheck = gensync(function* (dir: string): Handler<KeyCheck | 
   }
 })
 export const readKeyCheckSync = readKeyCheck.sync
+
+/** The key check as it is on disk, and its version (1, or 2: the write-ahead log's marker); undefined when there is none. */
+export const readMarker = gensync(function* (dir: string): Handler<{ check: KeyCheck; version: number } | undefined> {
+  const bytes = yield* readSmall(dir, KEY_CHECK_FILE, KEY_CHECK_FILE_LEN)
+  if (!bytes) return undefined
+  try {
+    return decodeKeyCheckVersioned(bytes)
+  } catch (err) {
+    throw vfs.ioError(err, 'cannot read the key check', join(dir, KEY_CHECK_FILE))
+  }
+})
+
+/**
+ * Writes the write-ahead log marker (docs/WAL.md §8), as the core's
+ * `write_wal_marker`: the store's key check as version 2 (all zero without
+ * one), durably (staging, rename, directory fsync).
+ */
+export const writeWalMarker = gensync(function* (staging: StagingDir): Handler<void> {
+  const check = (yield* readMarker(staging.dir))?.check ?? KEY_CHECK_NONE
+  yield* writeStoreFile(staging, KEY_CHECK_FILE, encodeKeyCheck(check, WAL_MARKER_VERSION))
+})
+
+/** Removes the write-ahead log marker (the core's `remove_wal_marker`): the key check back to version 1, or no file when the store has no key; durably. */
+export const removeWalMarker = gensync(function* (staging: StagingDir): Handler<void> {
+  const found = yield* readMarker(staging.dir)
+  if (!found) return
+  if (!isNoKeyCheck(found.check)) yield* writeStoreFile(staging, KEY_CHECK_FILE, encodeKeyCheck(found.check))
+  else yield* removeStoreFile(staging, KEY_CHECK_FILE)
+})
 
 /** The store's unfinished rekey, or undefined (ERR_CORRUPT when damaged). */
 export const readPendingRekey = gensync(function* (dir: string): Handler<PendingRekey | undefined> {
@@ -111,8 +144,11 @@ export interface StoreKeyOptions {
  * keyed open of a store without a key check adopts the key (writes the check)
  * once every key file is encrypted and one authenticates with it, and refuses
  * a store that holds plaintext files unless `acceptPlaintext`.
+ *
+ * Returns whether the store has the write-ahead log marker (a version-2 key
+ * check, docs/WAL.md §8; salt and check all zero when it has no key).
  */
-export const checkStoreKey = gensync(function* (staging: StagingDir, o: StoreKeyOptions): Handler<void> {
+export const checkStoreKey = gensync(function* (staging: StagingDir, o: StoreKeyOptions): Handler<boolean> {
   const dir = staging.dir
   if (yield* readPendingRekey(dir)) {
     throw decrypt(
@@ -120,22 +156,26 @@ export const checkStoreKey = gensync(function* (staging: StagingDir, o: StoreKey
       join(dir, REKEY_FILE),
     )
   }
-  const check = yield* readKeyCheck(dir)
+  const found = yield* readMarker(dir)
+  const marker = found?.version === WAL_MARKER_VERSION
+  // The marker of a store without a key says nothing of keys.
+  const check = found && (!marker || !isNoKeyCheck(found.check)) ? found.check : undefined
   const file = join(dir, KEY_CHECK_FILE)
   if (!o.secret) {
     if (check) throw decrypt('the store is encrypted (it has a key check): open it with its encryptor, or make it plaintext with rekey(dir, { from, to: null })', file)
-    return
+    return marker
   }
   if (check) {
     if (!matchesKey(check, o.secret)) throw decrypt("wrong encryption key: the key does not match the store's key check", file)
-    return
+    return marker
   }
-  yield* adopt(staging, o.secret, o)
+  yield* adopt(staging, o.secret, o, marker)
+  return marker
 })
-export const checkStoreKeySync = (dir: string, o: StoreKeyOptions & { durable: boolean }): void => checkStoreKey.sync(new StagingDir(dir, o.durable), o)
+export const checkStoreKeySync = (dir: string, o: StoreKeyOptions & { durable: boolean }): boolean => checkStoreKey.sync(new StagingDir(dir, o.durable), o)
 
 /** A keyed open of a store without a key check: see checkStoreKey. */
-function* adopt(staging: StagingDir, secret: Uint8Array, o: StoreKeyOptions): Handler<void> {
+function* adopt(staging: StagingDir, secret: Uint8Array, o: StoreKeyOptions, marker: boolean): Handler<void> {
   const dir = staging.dir
   let verified = false
   let names: string[]
@@ -204,5 +244,5 @@ function* adopt(staging: StagingDir, secret: Uint8Array, o: StoreKeyOptions): Ha
   }
   // Checked as above, but a read-only open writes no key check.
   if (staging.readOnly) return
-  yield* writeStoreFile(staging, KEY_CHECK_FILE, encodeKeyCheck(checkOfKey(secret)))
+  yield* writeStoreFile(staging, KEY_CHECK_FILE, encodeKeyCheck(checkOfKey(secret), marker ? WAL_MARKER_VERSION : 1))
 }

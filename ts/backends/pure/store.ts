@@ -20,6 +20,16 @@
  * commits (one directory fsync per batch). Locks: the lock files of
  * docs/FORMAT.md §6 (./filelock.ts), the core's protocol, so pure and native
  * processes exclude each other on one directory.
+ *
+ * The write-ahead log (docs/WAL.md, ./wal.ts), when the store has its marker
+ * (a version-2 key check): every read consults the log first; puts whose key
+ * file is at most 16 KiB and deletes are records of one frame; large values,
+ * blobs, append logs and trims go to key files after the key's logged value
+ * is moved into its file (Wal.flushKey); listings merge the log. The same
+ * steps as the core's store.rs, so native and pure processes share the log.
+ * Blocking and async calls mix freely on one store instance: the log's
+ * work under its lock runs synchronously in both forms (./wal.ts underLog),
+ * so a blocking call never finds it held by an async one.
  */
 import gensync, { type Handler } from 'gensync'
 import * as fs from 'node:fs'
@@ -32,15 +42,17 @@ import { FLAG_CHUNKED, decodeValueSegment, isLogHeader } from '../../format/file
 import { decodeChunkedValue } from '../../format/blob.js'
 import type { LogSink } from '../../format/log.js'
 import { KEY_CHECK_FILE, REKEY_FILE } from '../../format/keycheck.js'
+import { WAL_DELETE, WAL_FILE as WAL_FILE_OP, WAL_FILE_NAME, WAL_PUT, type NewWalRecord } from '../../format/wal.js'
 import * as blob from './blob.js'
 import { CLOCK_FILE, FileClock } from './clock.js'
 import type { PureCodec } from './codec.js'
 import { FileLocker, LOCK_NAME, lockErrorCode, lockTimeoutError, type LockRecord } from './filelock.js'
-import { checkStoreKey } from './keycheck.js'
+import { checkStoreKey, removeWalMarker, writeWalMarker } from './keycheck.js'
 import { GET_READ, HEAD_READ, KEY_FILE, type KeyFiles, type OpenKeyFile, fileReader, openKeyFile, storedValue } from './keyfile.js'
 import * as log from './log.js'
 import { STAGING, type Staged, StagingDir, readOnlyError, stagingName } from './staging.js'
 import * as vfs from './vfs.js'
+import { Wal, recordHash } from './wal.js'
 
 export { forgetVerifiedLogs } from './log.js'
 
@@ -49,6 +61,11 @@ const LOCK_FILE = '.konserve.lock'
 const STAGING_CONCURRENCY = 16
 
 let stagingSeq = 0
+
+/** A put whose key file is at most this long is a record of the write-ahead log (the core's WAL_MAX_RECORD). */
+export const WAL_MAX_RECORD = 16 * 1024
+/** A write that leaves more than this many bytes of frames in the log runs a checkpoint before it returns (the core's WAL_CHECKPOINT_BYTES). */
+export const WAL_CHECKPOINT_BYTES = 16 * 1024 * 1024
 
 export interface PureFileOptions {
   syncBlob: boolean
@@ -65,6 +82,15 @@ export interface PureFileOptions {
   readOnly?: boolean
   /** Skip the key check on open: for `rekey` only, which does its own. */
   skipKeyCheck?: boolean
+  /**
+   * The write-ahead log (docs/WAL.md, experimental), as the core's
+   * `Options::wal`: true upgrades a store without the marker on a writable
+   * open (a stale `.konserve.wal` removed, a new log created, then the
+   * version-2 key check written); false downgrades a store with it (a full
+   * checkpoint, the marker removed, then the log removed); absent changes
+   * nothing. A store with the marker uses the log whatever this says.
+   */
+  wal?: boolean
 }
 
 /**
@@ -107,13 +133,97 @@ export const openPureStore = gensync(function* (dir: string, codec: PureCodec, o
       if (store.locker.sweep(names) || swept) yield* store.staging.syncDir()
     }
     if (!options.skipKeyCheck) {
-      yield* checkStoreKey(store.staging, { secret: options.encryptionKey, acceptPlaintext: options.acceptPlaintext })
+      const marker = yield* checkStoreKey(store.staging, { secret: options.encryptionKey, acceptPlaintext: options.acceptPlaintext })
+      store.wal = yield* openWal(store, marker, options)
     }
     return store
   } catch (err) {
     throw openError(err, dir)
   }
 })
+
+/** The options of the store's log. */
+const walOptions = (store: PureFileBacking, options: PureFileOptions) => ({
+  syncBlob: options.syncBlob,
+  lockTimeoutMs: options.lockTimeoutMs,
+  codec: store.codec,
+  staging: store.staging,
+  readOnly: options.readOnly === true,
+})
+
+/** Removes `.konserve.wal` if there is one, durably. */
+function* removeWalFile(store: PureFileBacking): Handler<void> {
+  if (!(yield* store.staging.remove(join(store.dir, WAL_FILE_NAME), 'cannot remove the write-ahead log'))) yield* store.staging.syncDir()
+}
+
+/**
+ * The write-ahead log on open (the core's `FileStore::open_wal`): opened when
+ * the store has the marker; created, then the marker written, on a writable
+ * open with `wal: true` (the upgrade); checkpointed whole, the marker
+ * removed, then the log removed, with `wal: false` (the downgrade).
+ */
+function* openWal(store: PureFileBacking, marker: boolean, options: PureFileOptions): Handler<Wal | undefined> {
+  const writable = options.readOnly !== true
+  if (!marker) {
+    if (!(options.wal === true && writable)) return undefined
+    // A log without the marker is not this store's (a crash during an
+    // upgrade or a downgrade, an old build's deleteStore): a new one replaces it.
+    yield* removeWalFile(store)
+    const wal = yield* Wal.open(store.dir, walOptions(store, options))
+    try {
+      yield* writeWalMarker(store.staging)
+    } catch (err) {
+      wal.close.sync()
+      throw err
+    }
+    return wal
+  }
+  const wal = yield* Wal.open(store.dir, walOptions(store, options))
+  if (!(options.wal === false && writable)) return wal
+  try {
+    yield* checkpointAll(wal, options.lockTimeoutMs ?? 60_000)
+    yield* removeWalMarker(store.staging)
+  } finally {
+    wal.close.sync()
+  }
+  yield* removeWalFile(store)
+  return undefined
+}
+
+/** A pause between checkpoint attempts: blocking, or a timer. */
+const pauseMs = gensync({
+  sync: (ms: number): void => {
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms)
+  },
+  async: (ms: number) => new Promise<void>((r) => setTimeout(r, ms)),
+})
+
+/** Checkpoints `wal` until it is empty (another process's checkpoint, or appends meanwhile, mean another turn), up to `timeoutMs` (the core's `checkpoint_all`). */
+function* checkpointAll(wal: Wal, timeoutMs: number): Handler<void> {
+  const start = performance.now()
+  for (let ms = 0.2; ; ms = Math.min(ms * 2, 8)) {
+    if ((yield* wal.checkpoint()) && wal.logBytes() === 0) return
+    if (performance.now() - start >= timeoutMs) {
+      throw new KonserveError('ERR_LOCK_TIMEOUT', 'the write-ahead log could not be checkpointed whole within the lock timeout', { file: wal.path })
+    }
+    yield* pauseMs(ms)
+  }
+}
+
+/**
+ * After an append: a checkpoint when the log holds more than
+ * WAL_CHECKPOINT_BYTES (skipped when another runs one). The write is durable
+ * already; a failed checkpoint is left for the next one to redo, except a
+ * failed fsync, which poisons and is reported (the core's `checkpoint_if_full`).
+ */
+function* checkpointIfFull(wal: Wal): Handler<void> {
+  if (wal.logBytes() <= WAL_CHECKPOINT_BYTES) return
+  try {
+    yield* wal.checkpoint()
+  } catch (err) {
+    if ((err as KonserveError).code === 'ERR_FSYNC') throw err
+  }
+}
 
 export class PureFileBacking implements Backing, KeyFiles {
   readonly implementation = 'pure'
@@ -125,6 +235,8 @@ export class PureFileBacking implements Backing, KeyFiles {
   /** The store's lastWrite clock (the `.konserve.clock` record), written through `staging`. */
   readonly fileClock: FileClock
   readonly locker: FileLocker
+  /** The write-ahead log, when the store has its marker (docs/WAL.md §8). */
+  wal: Wal | undefined
 
   constructor(
     readonly dir: string,
@@ -151,11 +263,98 @@ export class PureFileBacking implements Backing, KeyFiles {
 
   readonly clock: Op<[], number> = blockingOp(() => this.fileClock.nowSync())
 
+  // ---- the write-ahead log ------------------------------------------------------
+
+  /** The path errors about a logged value name. */
+  private get walPath(): string {
+    return join(this.dir, WAL_FILE_NAME)
+  }
+
+  /**
+   * What the log says of `key` for a read: a payload (its newest value, a
+   * whole key file), null (deleted), or undefined: read its key file (no
+   * log, no record, or a file record).
+   */
+  private *logged(key: Uint8Array): Handler<Uint8Array | null | undefined> {
+    if (!this.wal) return undefined
+    const l = yield* this.wal.get(recordHash(key))
+    if (l.kind === 'put') return l.payload
+    if (l.kind === 'deleted') return null
+    return undefined
+  }
+
+  /** Before a write that goes to `key`'s file (docs/WAL.md §4 step 5): the key's logged value moved into its file first. */
+  private *flushLogged(key: Uint8Array): Handler<void> {
+    if (this.wal) yield* this.wal.flushKey(recordHash(key))
+  }
+
+  /** The header and meta of a put record's payload, checked as `key`'s file. */
+  private *payloadHead(key: Uint8Array, payload: Uint8Array) {
+    let head
+    try {
+      head = yield* this.codec.decodeHead(payload, payload.length, key)
+    } catch (err) {
+      throw vfs.ioError(err, 'cannot decode a put record of the write-ahead log', this.walPath)
+    }
+    if (head.header.flags !== 0) throw new KonserveError('ERR_CORRUPT', 'a put record of the write-ahead log holds a blob or a log', { file: this.walPath })
+    if (head.key.length !== key.length || head.key.some((b, i) => b !== key[i])) {
+      throw new KonserveError('ERR_KEY_MISMATCH', 'a put record of the write-ahead log holds another key than the one asked for', { file: this.walPath })
+    }
+    return head
+  }
+
+  /** The key file of `w` as a put record's payload, or undefined when it is longer than WAL_MAX_RECORD (it goes to its key file). */
+  private *logPayload(w: RawWrite): Handler<Uint8Array | undefined> {
+    // A value this much larger than a record cannot compress into one: not encoded twice.
+    if (w.value.length + w.meta.length + w.key.length > 4 * WAL_MAX_RECORD) return undefined
+    const f = yield* this.codec.encode(w)
+    if (f.head.length + f.value.length > WAL_MAX_RECORD) return undefined
+    const whole = new Uint8Array(f.head.length + f.value.length)
+    whole.set(f.head)
+    whole.set(f.value, f.head.length)
+    return whole
+  }
+
+  /**
+   * The logged half of a put on a store with a log (the core's
+   * `put_logged`): every write whose key file is at most WAL_MAX_RECORD
+   * bytes is a put record, all of them in one frame (durable together; the
+   * async form joins the log's group commit); the others are returned, each
+   * key's logged value first moved into its file, to be written to their key files.
+   */
+  private *putLogged(wal: Wal, writes: RawWrite[]): Handler<RawWrite[]> {
+    const records: NewWalRecord[] = []
+    const large: RawWrite[] = []
+    for (const w of writes) {
+      const payload = yield* this.logPayload(w)
+      if (payload) records.push({ op: WAL_PUT, keyHash: recordHash(w.key), payload })
+      else large.push(w)
+    }
+    if (records.length > 0) {
+      yield* wal.append(records)
+      yield* checkpointIfFull(wal)
+    }
+    for (const w of large) yield* wal.flushKey(recordHash(w.key))
+    return large
+  }
+
+
   // ---- reads ------------------------------------------------------------------
 
   readonly get: Op<[key: Uint8Array], RawEntry | undefined> = gensync((key: Uint8Array) => this.getG(key))
 
   private *getG(key: Uint8Array): Handler<RawEntry | undefined> {
+    const logged = yield* this.logged(key)
+    if (logged === null) return undefined
+    if (logged) {
+      yield* this.payloadHead(key, logged)
+      try {
+        const d = yield* this.codec.decode(logged, key)
+        return { serializer: d.serializer, meta: d.meta, value: d.value }
+      } catch (err) {
+        throw vfs.ioError(err, 'cannot decode a put record of the write-ahead log', this.walPath)
+      }
+    }
     const f = yield* openKeyFile(this.codec, this.filePath(key), GET_READ, key)
     if (!f) return undefined
     try {
@@ -182,6 +381,12 @@ export class PureFileBacking implements Backing, KeyFiles {
   readonly getMeta: Op<[key: Uint8Array], RawMeta | undefined> = gensync((key: Uint8Array) => this.getMetaG(key))
 
   private *getMetaG(key: Uint8Array): Handler<RawMeta | undefined> {
+    const logged = yield* this.logged(key)
+    if (logged === null) return undefined
+    if (logged) {
+      const h = yield* this.payloadHead(key, logged)
+      return { key: h.key, serializer: h.serializer, meta: h.meta, file: this.walPath }
+    }
     const f = yield* openKeyFile(this.codec, this.filePath(key), HEAD_READ, key)
     if (!f) return undefined
     try {
@@ -201,6 +406,8 @@ export class PureFileBacking implements Backing, KeyFiles {
   readonly exists: Op<[key: Uint8Array], boolean> = gensync((key: Uint8Array) => this.existsG(key))
 
   private *existsG(key: Uint8Array): Handler<boolean> {
+    const logged = yield* this.logged(key)
+    if (logged !== undefined) return logged !== null
     const file = this.filePath(key)
     try {
       return yield* vfs.exists(file)
@@ -250,16 +457,26 @@ export class PureFileBacking implements Backing, KeyFiles {
    * caller, so each gets its own result.
    */
   readonly put: Op<[writes: RawWrite[]], void> = gensync({
-    sync: (writes: RawWrite[]) => this.writeBatch.sync(writes),
+    sync: (writes: RawWrite[]) => {
+      const wal = this.wal
+      if (!wal) return this.writeBatch.sync(writes)
+      this.staging.checkWritable()
+      const large = this.putLoggedOp.sync(wal, writes)
+      if (large.length > 0) this.writeBatch.sync(large)
+    },
     async: (writes: RawWrite[]) => {
       try {
         this.staging.checkWritable()
       } catch (err) {
         return Promise.reject(err)
       }
-      return this.group.put(writes)
+      const wal = this.wal
+      if (!wal) return this.group.put(writes)
+      return this.putLoggedOp.async(wal, writes).then((large) => (large.length > 0 ? this.group.put(large) : undefined))
     },
   })
+
+  private readonly putLoggedOp = gensync((wal: Wal, writes: RawWrite[]) => this.putLogged(wal, writes))
 
   private readonly group = new GroupCommit((writes) => this.writeBatch.async(writes))
 
@@ -267,6 +484,20 @@ export class PureFileBacking implements Backing, KeyFiles {
 
   private *deleteG(keys: Uint8Array[]): Handler<boolean[]> {
     this.staging.checkWritable()
+    const wal = this.wal
+    if (wal) {
+      // Delete records for the keys that exist, in one frame (docs/WAL.md §4).
+      const existed: boolean[] = []
+      for (const key of keys) existed.push(yield* this.existsG(key))
+      const records: NewWalRecord[] = keys
+        .filter((_, i) => existed[i])
+        .map((key) => ({ op: WAL_DELETE, keyHash: recordHash(key), payload: new Uint8Array(0) }))
+      if (records.length > 0) {
+        yield* wal.append(records)
+        yield* checkpointIfFull(wal)
+      }
+      return existed
+    }
     const existed: boolean[] = []
     for (const key of keys) {
       const file = this.filePath(key)
@@ -283,7 +514,13 @@ export class PureFileBacking implements Backing, KeyFiles {
   }
 
   /** Async form: the queued group commits are written first. The store holds no descriptor between calls. */
-  readonly close: Op<[], void> = gensync({ sync: () => {}, async: () => this.group.idle() })
+  readonly close: Op<[], void> = gensync({
+    sync: () => this.wal?.close.sync(),
+    async: async () => {
+      await this.group.idle()
+      await this.wal?.close.async()
+    },
+  })
 
   // ---- listing ------------------------------------------------------------------
 
@@ -308,6 +545,25 @@ export class PureFileBacking implements Backing, KeyFiles {
     return true
   }
 
+  /** Lists the logged value of the key whose hash is `hex` (its key file, if the log moved on to a file record meanwhile). */
+  private *listLogged(hex: string, out: RawListing): Handler<boolean> {
+    const name = `${hex}.ksv`
+    let found: RawMeta | undefined
+    try {
+      const l = yield* this.wal!.get(Uint8Array.from(Buffer.from(hex, 'hex')))
+      if (l.kind === 'deleted') return false
+      if (l.kind !== 'put') return yield* this.listOne(name, out)
+      const h = yield* this.codec.decodeHead(l.payload, l.payload.length, undefined, name)
+      found = { key: h.key, serializer: h.serializer, meta: h.meta, file: this.walPath }
+    } catch (err) {
+      const e = vfs.ioError(err, 'cannot read a put record of the write-ahead log', this.walPath)
+      out.corrupt.push({ code: e.code, file: this.walPath, message: e.message } satisfies RawCorrupt)
+      return true
+    }
+    out.entries.push(found)
+    return true
+  }
+
   /** A streaming listing over `opendir`: one key file open at a time. */
   openList(): ListCursor {
     let dir: fs.Dir | undefined
@@ -326,9 +582,22 @@ export class PureFileBacking implements Backing, KeyFiles {
       }
     }
     const self = this
+    // The keys the log has a put or a delete of (their files are shadowed),
+    // read at the first batch; the logged puts are listed after the directory.
+    let logged: Map<string, number> | undefined
+    let puts: string[] | undefined
     const next = gensync(function* (max: number): Handler<RawListing | undefined> {
       const out: RawListing = { entries: [], corrupt: [] }
       let n = 0
+      if (self.wal && !logged) {
+        try {
+          logged = new Map([...(yield* self.wal.records())].filter(([, op]) => op !== WAL_FILE_OP))
+        } catch (err) {
+          close()
+          throw err
+        }
+        puts = [...logged].filter(([, op]) => op === WAL_PUT).map(([hex]) => hex).sort().reverse()
+      }
       while (dir && n < Math.max(1, max)) {
         let ent: fs.Dirent | null
         try {
@@ -342,7 +611,11 @@ export class PureFileBacking implements Backing, KeyFiles {
           break
         }
         if (!KEY_FILE.test(ent.name)) continue
+        if (logged?.has(ent.name.slice(0, 32))) continue
         if (yield* self.listOne(ent.name, out)) n++
+      }
+      while (!dir && puts && puts.length > 0 && n < Math.max(1, max)) {
+        if (yield* self.listLogged(puts.pop()!, out)) n++
       }
       return n > 0 ? out : undefined
     })
@@ -351,15 +624,61 @@ export class PureFileBacking implements Backing, KeyFiles {
 
   // ---- streamed blobs and append logs (./blob.ts, ./log.ts) ---------------------------
 
-  readonly blobWriter: Op<[key: Uint8Array, meta: Uint8Array], BlobSink> = gensync((key: Uint8Array, meta: Uint8Array) => blob.blobWriter(this, key, meta))
-  readonly openBlob: Op<[key: Uint8Array], BlobSource | undefined> = gensync((key: Uint8Array) => blob.openBlob(this, key))
+  // With a log, a write to a key file first moves the key's logged value into it (flushLogged).
+  readonly blobWriter: Op<[key: Uint8Array, meta: Uint8Array], BlobSink> = gensync(
+    function* (this: PureFileBacking, key: Uint8Array, meta: Uint8Array): Handler<BlobSink> {
+      yield* this.flushLogged(key)
+      return yield* blob.blobWriter(this, key, meta)
+    }.bind(this),
+  )
+  readonly openBlob: Op<[key: Uint8Array], BlobSource | undefined> = gensync((key: Uint8Array) => this.openBlobG(key))
   readonly append: Op<[key: Uint8Array, records: NewRecord[], createMeta: Uint8Array], LogInfo> = gensync(
-    (key: Uint8Array, records: NewRecord[], createMeta: Uint8Array) => log.append(this, key, records, createMeta),
+    function* (this: PureFileBacking, key: Uint8Array, records: NewRecord[], createMeta: Uint8Array): Handler<LogInfo> {
+      if (this.wal) {
+        this.staging.checkWritable()
+        yield* this.flushLogged(key)
+      }
+      return yield* log.append(this, key, records, createMeta)
+    }.bind(this),
   )
-  readonly openLog: Op<[key: Uint8Array], LogCursor | undefined> = gensync((key: Uint8Array) => log.openLog(this, key))
+  readonly openLog: Op<[key: Uint8Array], LogCursor | undefined> = gensync((key: Uint8Array) => this.openLogG(key))
   readonly trimLog: Op<[key: Uint8Array, keepFrom: number, meta: Uint8Array], LogInfo> = gensync(
-    (key: Uint8Array, keepFrom: number, meta: Uint8Array) => log.trimLog(this, key, keepFrom, meta),
+    function* (this: PureFileBacking, key: Uint8Array, keepFrom: number, meta: Uint8Array): Handler<LogInfo> {
+      if (this.wal) {
+        this.staging.checkWritable()
+        yield* this.flushLogged(key)
+      }
+      return yield* log.trimLog(this, key, keepFrom, meta)
+    }.bind(this),
   )
+
+  private *openBlobG(key: Uint8Array): Handler<BlobSource | undefined> {
+    const logged = yield* this.logged(key)
+    if (logged === null) return undefined
+    if (logged) {
+      const h = yield* this.payloadHead(key, logged)
+      if (h.serializer !== 0) {
+        throw new KonserveError('ERR_NOT_BINARY', `the key holds a value of serializer ${h.serializer}, not a blob`, { file: this.walPath })
+      }
+      if (this.options.readOnly) {
+        throw new KonserveError(
+          'ERR_READ_ONLY',
+          "the key's bytes are in the write-ahead log, not yet in its file: a read-only store cannot open them as a blob",
+          { file: this.walPath },
+        )
+      }
+      // Raw bytes small enough to be logged: moved into the key file, then read as a blob.
+      yield* this.flushLogged(key)
+    }
+    return yield* blob.openBlob(this, key)
+  }
+
+  private *openLogG(key: Uint8Array): Handler<LogCursor | undefined> {
+    const logged = yield* this.logged(key)
+    if (logged === null) return undefined
+    if (logged) throw new KonserveError('ERR_NOT_A_LOG', 'the key holds a value, not an append log', { file: this.walPath })
+    return yield* log.openLog(this, key)
+  }
 
   /** Writes `key`'s file whole from what `produce` writes (log.ts replaceFile): how `rekey` re-encodes logs. */
   replaceFile(key: Uint8Array, produce: (sink: LogSink) => Handler<void>): Handler<void> {
@@ -470,7 +789,7 @@ export function deleteStorePure(path: string): void {
   }
   let foreign = false
   for (const name of names) {
-    if (KEY_FILE.test(name) || STAGING.test(name) || name === LOCK_FILE || name === CLOCK_FILE || name === KEY_CHECK_FILE || name === REKEY_FILE || LOCK_NAME.test(name)) {
+    if (KEY_FILE.test(name) || STAGING.test(name) || name === LOCK_FILE || name === CLOCK_FILE || name === KEY_CHECK_FILE || name === REKEY_FILE || name === WAL_FILE_NAME || LOCK_NAME.test(name)) {
       try {
         vfs.unlink.sync(join(dir, name))
       } catch (err) {

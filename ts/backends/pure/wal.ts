@@ -25,13 +25,19 @@
  * - A failed `fdatasync` poisons the log's StagingDir (ERR_FSYNC, then
  *   ERR_STORE_POISONED).
  *
- * NOT WIRED INTO THE STORE YET (docs/WAL.md §9 item 4): ./store.ts never
- * calls it.
+ * ./store.ts uses it when the store has the log's marker (docs/WAL.md §8,
+ * §9 items 3 and 4), as the core's store does.
  *
  * Each operation is a gensync operation (`.sync`, `.async`, or `yield*`).
  * Within one process a blocking call cannot wait for an async one that holds
- * the log's in-process lock (the event loop cannot run while it waits):
- * it fails at once with ERR_LOCK_TIMEOUT instead of waiting forever.
+ * the log's in-process lock (the event loop cannot run while it waits), so
+ * no async operation holds it across an await: the work under the log lock
+ * (a frame, flushKey, a checkpoint slice's renames, the reset) runs
+ * synchronously in both forms, the async form having waited for the lock
+ * file with nothing held (underLog). Only a blocking call made from inside
+ * that work (a test's fault hook) finds the lock held: ERR_LOCK_TIMEOUT at
+ * once instead of waiting forever. The price: an async frame's pwrites and
+ * fdatasync (one per group commit) block the event loop while they run.
  */
 import gensync, { type Handler } from 'gensync'
 import { randomBytes } from 'node:crypto'
@@ -229,6 +235,10 @@ export class Wal {
   private index: Index
   /** Bumped whenever `index` changes: a catch-up that read while another changed it starts again. */
   private version = 0
+  /** Numbers the catch-ups' reads in the order they begin. */
+  private readTickets = 0
+  /** The ticket of the newest read a catch-up applied: the index holds everything acknowledged before that read began. */
+  private freshAs = 0
   /** The file's length as last seen (under the log lock). */
   private fileLen = 0
   /** The log's lock file while this instance holds it, possibly across frames. */
@@ -363,6 +373,88 @@ export class Wal {
       this.releaseMutex()
       throw err
     }
+  }
+
+  /**
+   * Takes the log lock now if it is free (the in-process mutex must be
+   * free): false when another process holds the lock file.
+   */
+  private tryLockLogNow(): boolean {
+    takeMutex.sync(this)
+    try {
+      if (this.hold && performance.now() - this.hold.since >= this.maxHold()) this.releaseHold()
+      if (this.hold) return true
+      let attempt: ReturnType<FileLocker['tryAcquire']>
+      try {
+        attempt = this.locker.tryAcquire(WAL_LOCK_HEX)
+      } catch (err) {
+        throw vfs.ioError(err, "cannot take the write-ahead log's lock", this.locker.lockPath(WAL_LOCK_HEX), lockErrorCode(err))
+      }
+      if (!('taken' in attempt)) {
+        this.releaseMutex()
+        return false
+      }
+      this.hold = { token: attempt.taken.token, since: performance.now() }
+      this.counters.logLocks++
+      return true
+    } catch (err) {
+      this.releaseMutex()
+      throw err
+    }
+  }
+
+  /**
+   * Runs `work` under the log lock, then releases it (the lock file kept as
+   * `unlockLog` says when `keepOnSuccess` and the work succeeded). The work
+   * runs synchronously in both forms: the async form waits for the lock
+   * file without holding anything, then takes the lock, does the work and
+   * releases the lock in one synchronous run. So a blocking call of this
+   * process never finds the log lock held by an async one (the event loop
+   * cannot run while a blocking call waits: it could not wait for it), and
+   * blocking and async calls mix freely on one instance. The price: the
+   * async form's frame (its pwrites and its one fdatasync per group
+   * commit), a flushKey's file and the checkpoint's renames and reset block
+   * the event loop while they run.
+   */
+  private readonly underLogOp = gensync({
+    sync: (work: () => Handler<unknown>, keepOnSuccess: boolean): unknown => {
+      gensync(() => this.lockLog()).sync()
+      let keep = false
+      try {
+        const r = gensync(work).sync()
+        keep = keepOnSuccess
+        return r
+      } finally {
+        this.unlockLog(keep)
+      }
+    },
+    async: async (work: () => Handler<unknown>, keepOnSuccess: boolean): Promise<unknown> => {
+      const start = performance.now()
+      for (let ms = 0.05; ; ms = Math.min(ms * 2, 8)) {
+        while (this.mutexHeld) await new Promise<void>((r) => this.mutexWaiters.push(r))
+        if (this.tryLockLogNow()) {
+          let keep = false
+          try {
+            const r = gensync(work).sync()
+            keep = keepOnSuccess
+            return r
+          } finally {
+            this.unlockLog(keep)
+          }
+        }
+        if (performance.now() - start >= this.opts.lockTimeoutMs) {
+          const file = this.locker.lockPath(WAL_LOCK_HEX)
+          throw new KonserveError('ERR_LOCK_TIMEOUT', `the write-ahead log stayed locked for longer than the lock timeout; lock file ${file}`, {
+            file,
+          })
+        }
+        await pause.async(ms)
+      }
+    },
+  })
+
+  private *underLog<T>(work: () => Handler<T>, keepOnSuccess: boolean): Handler<T> {
+    return (yield* this.underLogOp(work, keepOnSuccess)) as T
   }
 
   /**
@@ -549,26 +641,46 @@ export class Wal {
    * the index meanwhile (else it starts again).
    */
   private *catchUp(): Handler<void> {
+    // A catch-up whose read began after this call began, applied meanwhile,
+    // is as good as this one's: it ends the retries (else blocking calls
+    // that change the index between every await of an async catch-up would
+    // make it retry for ever).
+    const called = ++this.readTickets
     for (;;) {
       const v = this.version
       const idx = this.index
+      const ticket = ++this.readTickets
       const h = decodeHint(yield* this.readAt(HINT_LEN, HINT_AT))
-      if (this.version !== v) continue
+      if (this.version !== v) {
+        if (this.freshAs > called) return
+        continue
+      }
       if (h && h.generation === idx.header.generation) {
-        if (h.seq === idx.lastSeq && h.end === idx.end) return
+        if (h.seq === idx.lastSeq && h.end === idx.end) {
+          this.freshAs = Math.max(this.freshAs, ticket)
+          return
+        }
         if (h.seq > idx.lastSeq && h.end > idx.end && h.end - idx.end <= 1 << 30) {
           const frames = yield* this.readFrames(idx, h)
-          if (this.version !== v) continue
+          if (this.version !== v) {
+            if (this.freshAs > called) return
+            continue
+          }
           if (frames) {
             for (const f of frames) idx.add(f, f.base)
             this.version++
+            this.freshAs = Math.max(this.freshAs, ticket)
             return
           }
         }
       }
       const fresh = yield* this.scan()
-      if (this.version !== v) continue
+      if (this.version !== v) {
+        if (this.freshAs > called) return
+        continue
+      }
       this.install(fresh)
+      this.freshAs = Math.max(this.freshAs, ticket)
       return
     }
   }
@@ -682,45 +794,114 @@ export class Wal {
     this.staging.checkWritable()
     yield* this.catchUp()
     if (this.index.end - FRAMES_AT > this.opts.checkpointCap) yield* this.checkpointRun()
-    yield* this.lockLog()
-    let keep = false
+    yield* this.underLog(() => this.writeFrame(records), true)
+  }
+
+  /** Writes one frame of `records` at the end (catch-up, room, the frame, the hint, one fdatasync). The caller holds the log lock. */
+  private *writeFrame(records: readonly NewWalRecord[]): Handler<void> {
+    yield* this.catchUp()
+    const idx = this.index
+    const seq = idx.lastSeq + 1n
+    const generation = idx.header.generation
+    const frame = encodeFrame(generation, seq, records)
+    const at = idx.end
+    const end = at + frame.length
+    yield* this.ensureRoom(end)
+    yield* this.writeAt(frame, at, 'cannot write a frame to the write-ahead log', 'frame')
+    try {
+      yield* this.writeAt(encodeHint({ generation, seq, end }), HINT_AT, "cannot write the write-ahead log's end hint", 'hint')
+    } catch (err) {
+      // The frame is whole and fits: a reader that scans may have seen
+      // it, so it stays (never acknowledged; the next frame follows it).
+      const f = decodeFrameAt(frame, 0, generation, seq)
+      const now = this.index
+      if (f && now.header.generation === generation && now.lastSeq + 1n === seq && now.end === at) {
+        now.add(f, at)
+        this.version++
+      }
+      throw err
+    }
+    yield* this.syncLog('cannot fdatasync the write-ahead log')
+    this.counters.frames++
+    this.counters.records += records.length
+    // The frame is durable: acknowledged whatever happens now. The index
+    // takes it in here, or at the next catch-up if this read fails.
     try {
       yield* this.catchUp()
-      const idx = this.index
-      const seq = idx.lastSeq + 1n
-      const generation = idx.header.generation
-      const frame = encodeFrame(generation, seq, records)
-      const at = idx.end
-      const end = at + frame.length
-      yield* this.ensureRoom(end)
-      yield* this.writeAt(frame, at, 'cannot write a frame to the write-ahead log', 'frame')
-      try {
-        yield* this.writeAt(encodeHint({ generation, seq, end }), HINT_AT, "cannot write the write-ahead log's end hint", 'hint')
-      } catch (err) {
-        // The frame is whole and fits: a reader that scans may have seen
-        // it, so it stays (never acknowledged; the next frame follows it).
-        const f = decodeFrameAt(frame, 0, generation, seq)
-        const now = this.index
-        if (f && now.header.generation === generation && now.lastSeq + 1n === seq && now.end === at) {
-          now.add(f, at)
-          this.version++
-        }
-        throw err
-      }
-      yield* this.syncLog('cannot fdatasync the write-ahead log')
-      this.counters.frames++
-      this.counters.records += records.length
-      // The frame is durable: acknowledged whatever happens now. The index
-      // takes it in here, or at the next catch-up if this read fails.
-      try {
-        yield* this.catchUp()
-      } catch {
-        // Acknowledged all the same.
-      }
-      keep = true
-    } finally {
-      this.unlockLog(keep)
+    } catch {
+      // Acknowledged all the same.
     }
+  }
+
+  /**
+   * Every key the log has a record of, with the op of its newest record
+   * (after catching up), by the hex of its hash: what a listing takes over
+   * the key files (docs/WAL.md §6; the core's `Wal::records`).
+   */
+  readonly records = gensync(() => this.recordsG())
+
+  private *recordsG(): Handler<Map<string, WalOp>> {
+    yield* this.catchUp()
+    return new Map([...this.index.map].map(([hex, e]) => [hex, e.op]))
+  }
+
+  /**
+   * Before a write that goes to a key file (a large value, a blob, an append
+   * log, a trim: docs/WAL.md §4 step 5) of a key whose newest record is a
+   * put or a delete, which would shadow that file (the core's
+   * `Wal::flush_key`): under the log lock, the record's value is written
+   * into the key file (a put: staging file, fsync, rename; a delete:
+   * unlink), the directory fsynced, and only then a file record appended,
+   * `fdatasync`. From then on the key file holds the key's newest value and
+   * no checkpoint touches it, so the caller, holding the key's lock, may
+   * replace the file as without a log. Returns whether it wrote anything.
+   */
+  readonly flushKey = gensync((keyHash: Uint8Array) => this.flushKeyG(keyHash))
+
+  private *flushKeyG(keyHash: Uint8Array): Handler<boolean> {
+    this.staging.checkWritable()
+    const hex = toHex(keyHash)
+    yield* this.catchUp()
+    const first = this.index.map.get(hex)
+    if (!first || first.op === WAL_FILE) return false
+    return yield* this.underLog(() => this.flushLocked(keyHash, hex), true)
+  }
+
+  private *flushLocked(keyHash: Uint8Array, hex: string): Handler<boolean> {
+    yield* this.catchUp()
+    const e = this.index.map.get(hex)
+    if (!e || e.op === WAL_FILE) return false
+    const target = join(this.dir, `${hex}.ksv`)
+    if (e.op === WAL_PUT) {
+      const payload = yield* this.readAt(e.len, e.at)
+      yield* this.checkPayload(payload, keyHash, hex, e.at)
+      const steps = {
+        create: 'cannot create a staging file',
+        write: 'cannot write a staging file',
+        fsync: 'cannot fsync a staging file',
+        rename: 'cannot rename a staging file over the key file',
+      }
+      const st = yield* this.staging.create(`.${hex}.${process.pid}.${stagingSeq++}.stage`, steps)
+      try {
+        this.fault?.('stage', st.path)
+        yield* this.staging.write(st, payload, 0, steps)
+        yield* this.staging.seal(st, steps)
+        this.fault?.('rename', target)
+        yield* this.staging.rename(st, target, steps)
+      } finally {
+        this.staging.drop(st)
+      }
+    } else {
+      try {
+        this.fault?.('unlink', target)
+        yield* vfs.unlink(target)
+      } catch (err) {
+        if (!vfs.isMissing(err)) throw vfs.ioError(err, "cannot remove a deleted key's file", target)
+      }
+    }
+    yield* this.staging.syncDir()
+    yield* this.writeFrame([{ op: WAL_FILE, keyHash, payload: new Uint8Array(0) }])
+    return true
   }
 
   /** Grows the file (zero-filled, fsynced, in steps) until `end` plus the margin fits. Under the log lock. */
@@ -839,30 +1020,29 @@ export class Wal {
     this.done = { generation, seq: s }
     this.counters.checkpoints++
     // The reset, only if nothing was appended after S.
-    yield* this.lockLog()
-    try {
-      yield* this.catchUp()
-      const now = this.index
-      if (now.header.generation !== generation || now.lastSeq !== s || now.end === FRAMES_AT) return true
-      const header = { generation: this.newGeneration(generation), first: s + 1n }
-      const slot = encodeHeaderSlot(header)
-      yield* this.writeAt(slot, SLOT_A, "cannot write the write-ahead log's header slot A", 'slot')
-      yield* this.syncLog("cannot fdatasync the write-ahead log's header slot A")
-      yield* this.writeAt(slot, SLOT_B, "cannot write the write-ahead log's header slot B", 'slot')
-      yield* this.syncLog("cannot fdatasync the write-ahead log's header slot B")
-      this.install(new Index(header))
-      yield* this.writeAt(
-        encodeHint({ generation: header.generation, seq: s, end: FRAMES_AT }),
-        HINT_AT,
-        "cannot write the write-ahead log's end hint",
-        'hint',
-      )
-      this.done = { generation: header.generation, seq: s }
-      this.counters.resets++
-      return true
-    } finally {
-      this.unlockLog(false)
-    }
+    return yield* this.underLog(() => this.resetLocked(generation, s), false)
+  }
+
+  private *resetLocked(generation: bigint, s: bigint): Handler<boolean> {
+    yield* this.catchUp()
+    const now = this.index
+    if (now.header.generation !== generation || now.lastSeq !== s || now.end === FRAMES_AT) return true
+    const header = { generation: this.newGeneration(generation), first: s + 1n }
+    const slot = encodeHeaderSlot(header)
+    yield* this.writeAt(slot, SLOT_A, "cannot write the write-ahead log's header slot A", 'slot')
+    yield* this.syncLog("cannot fdatasync the write-ahead log's header slot A")
+    yield* this.writeAt(slot, SLOT_B, "cannot write the write-ahead log's header slot B", 'slot')
+    yield* this.syncLog("cannot fdatasync the write-ahead log's header slot B")
+    this.install(new Index(header))
+    yield* this.writeAt(
+      encodeHint({ generation: header.generation, seq: s, end: FRAMES_AT }),
+      HINT_AT,
+      "cannot write the write-ahead log's end hint",
+      'hint',
+    )
+    this.done = { generation: header.generation, seq: s }
+    this.counters.resets++
+    return true
   }
 
   /**
@@ -890,38 +1070,41 @@ export class Wal {
         yield* self.staging.write(s, payload, 0, steps)
         yield* self.staging.seal(s, steps)
       })
-      yield* this.lockLog()
-      let changed = 0
-      let keep = false
-      try {
-        yield* this.catchUp()
-        for (let i = 0; i < slice.length; i++) {
-          const [hex, e] = slice[i]!
-          if (!sameEntry(this.index.map.get(hex), e) || e.op === WAL_FILE) continue
-          const target = join(this.dir, `${hex}.ksv`)
-          if (e.op === WAL_PUT) {
-            this.fault?.('rename', target)
-            yield* this.staging.rename(staged[i]!, target, steps)
-          } else {
-            try {
-              this.fault?.('unlink', target)
-              yield* vfs.unlink(target)
-            } catch (err) {
-              if (!vfs.isMissing(err)) throw vfs.ioError(err, "cannot remove a deleted key's file", target)
-            }
-          }
-          changed++
-        }
-        keep = true
-      } finally {
-        this.unlockLog(keep)
-      }
+      const changed = yield* this.underLog(() => this.renameSlice(slice, staged, steps), true)
       // The directory fsync needs no log lock: the reset waits for it.
       if (changed > 0) yield* this.staging.syncDir()
       this.counters.checkpointedKeys += changed
     } finally {
       for (const s of staged) if (s) this.staging.drop(s)
     }
+  }
+
+  /** Under the log lock: renames the staged puts of a slice still newest over their key files, unlinks its deletes still newest. */
+  private *renameSlice(
+    slice: Array<[string, Entry]>,
+    staged: Array<Staged | undefined>,
+    steps: Parameters<StagingDir['rename']>[2],
+  ): Handler<number> {
+    let changed = 0
+    yield* this.catchUp()
+    for (let i = 0; i < slice.length; i++) {
+      const [hex, e] = slice[i]!
+      if (!sameEntry(this.index.map.get(hex), e) || e.op === WAL_FILE) continue
+      const target = join(this.dir, `${hex}.ksv`)
+      if (e.op === WAL_PUT) {
+        this.fault?.('rename', target)
+        yield* this.staging.rename(staged[i]!, target, steps)
+      } else {
+        try {
+          this.fault?.('unlink', target)
+          yield* vfs.unlink(target)
+        } catch (err) {
+          if (!vfs.isMissing(err)) throw vfs.ioError(err, "cannot remove a deleted key's file", target)
+        }
+      }
+      changed++
+    }
+    return changed
   }
 
   // ---- close ----------------------------------------------------------------------------
