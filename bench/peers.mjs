@@ -186,6 +186,8 @@ const P = {
   ksNA: ks('native', 'async', true),
   ksNSwal: D.konserve({ impl: 'native', api: 'sync', durable: true, wal: true }),
   ksNAwal: D.konserve({ impl: 'native', api: 'async', durable: true, wal: true }),
+  ksPSwal: D.konserve({ impl: 'pure', api: 'sync', durable: true, wal: true }),
+  ksPAwal: D.konserve({ impl: 'pure', api: 'async', durable: true, wal: true }),
   ksPS: ks('pure', 'sync', true),
   ksPA: ks('pure', 'async', true),
   ksNSnd: ks('native', 'sync', false),
@@ -213,8 +215,8 @@ const P = {
 }
 // In the read tables the mode is irrelevant: reads use the non-durable
 // drivers' stores, shown without a mode.
-const DURABLE_WRITERS = [P.ksNS, P.ksNA, P.ksNSwal, P.ksNAwal, P.ksPS, P.lmdb, P.level, P.wfaS, P.rawS]
-const INFLIGHT_WRITERS = [P.ksNA, P.ksNAwal, P.ksPA, P.lmdb, P.level, P.wfaA, P.rawA]
+const DURABLE_WRITERS = [P.ksNS, P.ksNA, P.ksNSwal, P.ksNAwal, P.ksPS, P.ksPSwal, P.lmdb, P.level, P.wfaS, P.rawS]
+const INFLIGHT_WRITERS = [P.ksNA, P.ksNAwal, P.ksPA, P.ksPAwal, P.lmdb, P.level, P.wfaA, P.rawA]
 const ND_WRITERS = [P.ksNSnd, P.ksNAnd, P.ksPSnd, P.mem, P.lmdbNd, P.levelNd, P.persist, P.cacache, P.unstorage, P.keyv, P.wfaSnd, P.rawSnd]
 const READERS = [P.ksNSnd, P.ksNAnd, P.ksPSnd, P.ksNScached, P.mem, P.lmdbNd, P.levelNd, P.persist, P.cacache, P.unstorage, P.keyv, P.rawSnd, P.rawDecode]
 
@@ -550,7 +552,7 @@ if (wantedGroup('update')) {
   const c = table('update-inflight', `updateIn, durable, ${C.updateInflight.conc} in flight on ${C.updateInflight.keys} counters (async APIs)`, 'ops/s', P.ksNA.id, [
     'contention: the writers of one counter take turns on its lock (lmdb: its write transactions); only atomic updaters, checked by the counters\' sum',
   ])
-  if (wanted(c.id)) await caseUpdateInflight(c, [P.ksNA, P.ksNAwal, P.ksPA, P.lmdb], C.updateInflight)
+  if (wanted(c.id)) await caseUpdateInflight(c, [P.ksNA, P.ksNAwal, P.ksPA, P.ksPAwal, P.lmdb], C.updateInflight)
   const b = table('update-nd', 'updateIn of a counter, non-durable', 'ops/s', REF_ND)
   if (wanted(b.id)) await caseUpdate(b, ND_WRITERS.filter((d) => d.update), C.updateNd)
 }
