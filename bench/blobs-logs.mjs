@@ -22,7 +22,9 @@
 // first), each into a fresh file or store after a `sync`, so the disk's
 // writeback of one side does not land on the other's clock.
 //
-//   node bench/blobs-logs.mjs [--quick] [--gb N] [--rounds N] [--records N]
+//   node bench/blobs-logs.mjs [--quick] [--gb N] [--rounds N] [--rest SECONDS] [--records N]
+//   --rest: seconds to wait after the sync before each timed stream (default 0):
+//     lets a disk that slows down after gigabytes of writes recover.
 import { execFileSync } from 'node:child_process'
 import { closeSync, createWriteStream, fsyncSync, mkdtempSync, openSync, rmSync } from 'node:fs'
 import { randomFillSync } from 'node:crypto'
@@ -204,6 +206,8 @@ async function main() {
   try {
     console.log(`# Blobs: ${gb} GiB stream, native file store, durable (node ${process.version})\n`)
     const rounds = argOf('--rounds', quick ? 2 : 4)
+    const rest = argOf('--rest', 0)
+    if (rest > 0) console.log(`each timed stream starts ${rest} s after a sync\n`)
     const raws = []
     const ings = []
     for (let round = 0; round < rounds; round++) {
@@ -213,6 +217,7 @@ async function main() {
       const order = round % 2 === 0 ? ['raw-write', 'bassoc'] : ['bassoc', 'raw-write']
       for (const scenario of order) {
         execFileSync('sync')
+        if (rest > 0) await new Promise((r) => setTimeout(r, rest * 1000))
         const r = runChild(scenario, dir, bytes)
         ;(scenario === 'raw-write' ? raws : ings).push(r)
       }
