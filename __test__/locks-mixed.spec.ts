@@ -8,11 +8,13 @@
 import test from 'ava'
 import { type ChildProcessByStdio, type ChildProcessWithoutNullStreams, execFile, spawn, spawnSync } from 'node:child_process'
 import { existsSync, readFileSync, readdirSync, realpathSync, statSync, utimesSync, writeFileSync } from 'node:fs'
+import { createRequire, syncBuiltinESMExports } from 'node:module'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
 import { promisify } from 'node:util'
 import * as k from 'konserve'
+import { FileLocker } from '../ts/backends/pure/filelock.js'
 import { tempDir } from './helpers/api.js'
 import { holdLock } from './helpers/lock-holder.js'
 
@@ -387,6 +389,49 @@ for (let i = 0; i < 5; i++) k.assoc(s, 'key' + i, i, { sync: true })`
     t.deepEqual(lockNames(realpathSync(dir)), [])
   })
 }
+
+// ---- the read-back after a slow write of the record (pure, in process) ------------------
+
+// The engine skips the read-back when the create and the write took under 1 s
+// (a taker needs the empty file to be 5 s old). Here the create is followed by
+// a pause the monotonic clock sees as PARTIAL_STALE, during which another
+// locker takes the (aged) empty file over: the slow writer must yield.
+test.serial('pure: a slow write of the lock record reads back and yields to the taker of the empty file', (t) => {
+  const dir = tempDir()
+  const locker = new FileLocker(dir)
+  const taker = new FileLocker(dir)
+  const hex = 'ab'.repeat(16)
+  const cjsFs = createRequire(import.meta.url)('node:fs') as typeof import('node:fs')
+  const realOpen = cjsFs.openSync
+  const realNow = performance.now
+  let skew = 0
+  let takerGot: { taken?: { token: string } } | undefined
+  cjsFs.openSync = ((path: string, flags: string, mode?: number) => {
+    const fd = realOpen(path, flags, mode)
+    if (takerGot === undefined && flags === 'wx' && String(path).endsWith(`${hex}.lock`)) {
+      takerGot = {}
+      const old = new Date(Date.now() - 10_000)
+      utimesSync(path, old, old)
+      skew += 5_000
+      takerGot = taker.tryAcquire(hex) as { taken?: { token: string } }
+    }
+    return fd
+  }) as typeof cjsFs.openSync
+  performance.now = () => realNow.call(performance) + skew
+  syncBuiltinESMExports()
+  try {
+    const att = locker.tryAcquire(hex) as { taken?: unknown; busy?: { token: string } }
+    t.truthy(takerGot?.taken, 'the taker took the aged empty file over')
+    t.is(att.taken, undefined, 'the slow writer did not take it too')
+    t.is(att.busy?.token, takerGot?.taken?.token)
+  } finally {
+    cjsFs.openSync = realOpen
+    performance.now = realNow
+    syncBuiltinESMExports()
+  }
+  taker.release(hex, takerGot!.taken!.token)
+  t.deepEqual(lockNames(dir), [])
+})
 
 // ---- the empty lock file of a writer that died between its create and its write -------
 

@@ -435,3 +435,85 @@ fn a_store_waits_for_a_live_holder_at_most_the_lock_timeout_and_names_it() {
     assert!(names(&fs).is_empty(), "{:?}", names(&fs));
     let _ = rec;
 }
+
+/// The simulated disk seen by process 100, whose create of the lock file is
+/// followed by a pause of PARTIAL_STALE (a slow write) during which process
+/// 200 takes the still empty file over.
+struct SlowWriter {
+    inner: SimFs,
+    taker: SimFs,
+    taken: Mutex<Option<Record>>,
+}
+
+impl Vfs for SlowWriter {
+    fn create_new(&self, path: &Path) -> io::Result<Box<dyn konserve_core::vfs::VfsFile>> {
+        let f = self.inner.create_new(path)?;
+        let mut taken = self.taken.lock().unwrap();
+        if path.extension().is_some_and(|e| e == "lock") && taken.is_none() {
+            self.inner.advance(PARTIAL_STALE.as_millis() as u64);
+            *taken = Some(taken(locker(&self.taker).try_acquire(HEX)));
+        }
+        Ok(f)
+    }
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn konserve_core::vfs::VfsFile>> {
+        self.inner.open_read(path)
+    }
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn konserve_core::vfs::VfsFile>> {
+        self.inner.open_write(path)
+    }
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        self.inner.exists(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove_file(path)
+    }
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<std::ffi::OsString>> {
+        self.inner.read_dir(path)
+    }
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(path)
+    }
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove_dir(path)
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        self.inner.sync_dir(path)
+    }
+    fn canonicalize(&self, path: &Path) -> io::Result<std::path::PathBuf> {
+        self.inner.canonicalize(path)
+    }
+    fn stat(&self, path: &Path) -> io::Result<konserve_core::vfs::FileStat> {
+        self.inner.stat(path)
+    }
+    fn identity(&self) -> Identity {
+        self.inner.identity()
+    }
+    fn process_start(&self, pid: u32) -> io::Result<Option<u64>> {
+        self.inner.process_start(pid)
+    }
+    fn process_alive(&self, pid: u32) -> bool {
+        self.inner.process_alive(pid)
+    }
+    fn monotonic(&self) -> Duration {
+        self.inner.monotonic()
+    }
+}
+
+/// The read-back guards a slow write: when the create and the write took
+/// PARTIAL_STALE (by the clock file ages use), another process may have taken
+/// the empty file over meanwhile, and the writer must see the lock as busy,
+/// not take it too.
+#[test]
+fn a_slow_write_of_the_record_reads_back_and_yields_to_a_taker() {
+    let fs = disk();
+    let slow = SlowWriter { inner: fs.as_process(100), taker: fs.as_process(200), taken: Mutex::new(None) };
+    let a = Locker { vfs: &slow, dir: Path::new(DIR), lease: DEFAULT_LEASE };
+    let att = a.try_acquire(HEX).unwrap();
+    let b_rec = slow.taken.lock().unwrap().clone().expect("the taker took the empty file");
+    assert!(matches!(att, Attempt::Busy(Some(r)) if r.token == b_rec.token), "the slow writer yields");
+    let b = fs.as_process(200);
+    assert_clean_after(&fs, &b_rec, &b);
+}
