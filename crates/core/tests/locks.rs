@@ -374,7 +374,7 @@ fn racing_takers_with_deaths_never_hold_together() {
                                     // died between its create and its write) blocks until
                                     // PARTIAL_STALE old: let that time pass. A live writer
                                     // then sees its write as slow and reads back.
-                                    if spins % 5_000 == 0 {
+                                    if spins.is_multiple_of(5_000) {
                                         fs.advance(PARTIAL_STALE.as_millis() as u64);
                                     }
                                     if spins >= 200_000 {
@@ -448,10 +448,10 @@ struct SlowWriter {
 impl Vfs for SlowWriter {
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn konserve_core::vfs::VfsFile>> {
         let f = self.inner.create_new(path)?;
-        let mut taken = self.taken.lock().unwrap();
-        if path.extension().is_some_and(|e| e == "lock") && taken.is_none() {
+        let mut got = self.taken.lock().unwrap();
+        if path.extension().is_some_and(|e| e == "lock") && got.is_none() {
             self.inner.advance(PARTIAL_STALE.as_millis() as u64);
-            *taken = Some(taken(locker(&self.taker).try_acquire(HEX)));
+            *got = Some(taken(locker(&self.taker).try_acquire(HEX)));
         }
         Ok(f)
     }
