@@ -359,9 +359,10 @@ class Harness {
     // and renaming it): the reopen below must sweep them. (The first writer
     // may die before it has created the directory.)
     if (existsSync(dir) && readdirSync(dir).some((n) => n.endsWith('.stage'))) this.stats.stagingLeftByKill++
-    // A killed writer never leaves an empty lock file (FORMAT.md §6: a lock
-    // file appears whole, by link(2) of a complete record). The old protocol
-    // did, and wedged the key forever: count any, and fail on them below.
+    // A writer killed between the exclusive create of a lock file and the
+    // write of its record leaves an empty lock file (FORMAT.md §6): it blocks
+    // that key until it is 5 s old, then is taken over by its next writer.
+    // Count them (an old protocol wedged the key forever).
     if (existsSync(dir)) {
       for (const n of readdirSync(dir).filter((x) => /^\.[0-9a-f]{32}\.lock$/.test(x))) {
         if (statSync(join(dir, n)).size === 0) this.stats.emptyLockLeft++
@@ -660,7 +661,7 @@ for (const c of CASES) {
     )
     t.log(`shared counter increments acknowledged: ${s.sharedIncsAcked}; shared log appends acknowledged: ${s.sharedAppendsAcked}`)
     t.log(`calls begun by op: ${JSON.stringify(s.ops)}; writers by implementation: ${JSON.stringify(s.impls)}; verified with: ${JSON.stringify(s.verifiedWith)}`)
-    t.is(s.emptyLockLeft, 0, 'no killed writer left an empty lock file')
+    t.log(`empty lock files left by a kill (each taken over once 5 s old): ${s.emptyLockLeft}`)
     if (s.notLoaded > 0) t.log(`writers rerun because dist/ was being rebuilt: ${s.notLoaded}`)
     t.is(h.failures.length, 0)
     t.is(s.kills, KILLS)

@@ -1,18 +1,24 @@
 //! The cross-process key lock (FORMAT.md §6): one lock file per key,
-//! `.<hex>.lock`, created whole by `link(2)` of a complete temporary file,
-//! holding one line that names its holder. The pure TypeScript store
+//! `.<hex>.lock`, created by `O_CREAT | O_EXCL` and one write, holding one
+//! line that names its holder. The pure TypeScript store
 //! (ts/backends/pure/store.ts) implements the same protocol, so native and pure
 //! processes exclude each other.
 //!
-//! - Acquire: write the record to `.<hex>.<pid>.<seq>.lkt`, `link` it to the
-//!   lock file (`EEXIST`: held), unlink the temp. A lock file is never empty
-//!   or partial. Where `link` is unsupported: `O_CREAT | O_EXCL` and a write.
+//! - Acquire: create the lock file exclusively (`EEXIST`: held) and write the
+//!   record (a read-back only if that took 1 s or more). An empty or partial
+//!   lock file counts as held until it is [`PARTIAL_STALE`] old: a process
+//!   killed between the create and the write blocks the key that long.
+//!   Older builds created the file whole by `link(2)` of a `.lkt` temp file;
+//!   both ways create the same name exclusively, so they exclude each other,
+//!   and the sweep still removes leftover `.lkt` files.
 //! - A holder is dead when its process is gone (same boot and pid namespace:
 //!   `/proc/<pid>/stat` with the recorded start time), else when the lock
 //!   file is older than the lease.
 //! - Takeover of a dead holder's lock: the marker `.<hex>.<dead>.<n>.brk`
-//!   (created like a lock file) admits one taker, which re-reads the lock and
-//!   renames a fresh record over it only if the dead token is still there.
+//!   (created like a lock file; judged like one, so an empty marker is its
+//!   taker's until PARTIAL_STALE old) admits one taker, which re-reads the
+//!   lock and renames a fresh record (written to a `.lkt` temp file) over it
+//!   only if the dead token is still there.
 //! - Release: unlink the lock file only if it still holds our token.
 
 use std::collections::HashSet;
@@ -29,9 +35,14 @@ pub use crate::vfs::{clean_host, parse_proc_stat, real_identity, Identity};
 /// host, other pid namespace) must be before it counts as dead.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
-/// How old an empty or partial lock file (the fallback without `link`) or a
-/// leftover temp file must be before it counts as abandoned.
+/// How old an empty or partial lock file (one being written, or left by a
+/// process killed between its create and its write) or a leftover temp file
+/// must be before it counts as abandoned.
 pub const PARTIAL_STALE: Duration = Duration::from_secs(5);
+
+/// A create and write of a lock file faster than this (a fifth of
+/// [`PARTIAL_STALE`]) cannot have been taken over: no read-back.
+const SKIP_READ_BACK: Duration = Duration::from_secs(1);
 
 /// The most takeover markers tried for one dead token (each one left by a
 /// taker that died in the middle of its takeover).
@@ -164,12 +175,6 @@ fn orphans() -> std::sync::MutexGuard<'static, HashSet<String>> {
 
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
-fn link_unsupported(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EPERM | libc::ENOTSUP | libc::ENOSYS))
-        || e.raw_os_error() == Some(libc::EOPNOTSUPP)
-        || e.kind() == io::ErrorKind::Unsupported
-}
-
 /// Whether the holder `rec` is alive, dead, or cannot be told.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Liveness {
@@ -269,40 +274,30 @@ impl Locker<'_> {
         Err(io::Error::new(io::ErrorKind::AlreadyExists, "no free lock temp file name"))
     }
 
-    /// Creates `target` holding `content`, whole, or fails with
-    /// `AlreadyExists` if it exists; leaves nothing behind on any error.
-    pub fn create_whole(&self, hex: &str, target: &Path, content: &[u8]) -> io::Result<()> {
-        // Where link(2) is unsupported, each acquire pays one failed call
-        // (not remembered: another store of this process may be elsewhere).
-        {
-            let temp = self.write_temp(hex, content)?;
-            match self.vfs.hard_link(&temp, target) {
-                Ok(()) => {
-                    if let Err(e) = self.vfs.remove_file(&temp) {
-                        // Undo: the target is ours, nobody else removes it.
-                        let _ = self.vfs.remove_file(target);
-                        let _ = self.vfs.remove_file(&temp);
-                        return Err(e);
-                    }
-                    return Ok(());
-                }
-                Err(e) => {
-                    let _ = self.vfs.remove_file(&temp);
-                    if !link_unsupported(&e) {
-                        return Err(e);
-                    }
-                }
-            }
-        }
-        // The fallback: an exclusive create, then the write. Until the write
-        // lands the file is empty; others judge such a file by its age.
+    /// Creates `target` holding `content`, or fails with `AlreadyExists` if it
+    /// exists; leaves nothing behind on any error. The exclusive create of
+    /// the name itself, then the write: until the write lands the file is
+    /// empty, and every reader (this build and older ones) judges an empty or
+    /// partial file by its age (alive until [`PARTIAL_STALE`] old).
+    pub fn create_whole(&self, _hex: &str, target: &Path, content: &[u8]) -> io::Result<()> {
+        let started = self.vfs.monotonic();
         let mut file = self.vfs.create_new(target)?;
         if let Err(e) = file.write_all(content) {
             drop(file);
+            // Undo: the target is ours, nobody else removes it.
             let _ = self.vfs.remove_file(target);
             return Err(e);
         }
         drop(file);
+        // Nobody can have taken the file over while it was empty if the
+        // create and write took less than a safe fraction of PARTIAL_STALE
+        // (by a monotonic clock, immune to wall-clock steps):
+        // a taker judges an empty file by its modification time, which is
+        // at least as late as our create, and takes it only once that is
+        // PARTIAL_STALE old. Only a slower write needs the read-back.
+        if self.vfs.monotonic().saturating_sub(started) < SKIP_READ_BACK {
+            return Ok(());
+        }
         // If a slow write let someone take the file over, it is not ours.
         match self.read(target)? {
             Some(b) if b == content => Ok(()),
@@ -330,7 +325,7 @@ impl Locker<'_> {
             };
             return Ok(if stat.age >= self.lease { Holder::Dead(rec.token.clone(), Some(rec)) } else { Holder::Alive(Some(rec)) });
         }
-        // Empty or partial: being written now (fallback), or abandoned.
+        // Empty or partial: being written now, or abandoned.
         let stat = match self.vfs.stat(path) {
             Ok(s) => s,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Holder::Gone),

@@ -88,6 +88,15 @@ pub trait Vfs: Send + Sync {
         Err(io::Error::from_raw_os_error(libc::ENOSYS))
     }
 
+    /// A monotonic clock (time since an arbitrary start), for timing steps
+    /// against file ages: the lock protocol skips a read-back when its create
+    /// and write took less than a fraction of PARTIAL_STALE. The simulated
+    /// file system answers with its own clock, the one its file ages use.
+    fn monotonic(&self) -> std::time::Duration {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        START.get_or_init(std::time::Instant::now).elapsed()
+    }
+
     /// The whole content of a small file, at most `max` bytes (more is cut).
     fn read_small(&self, path: &Path, max: usize) -> io::Result<Vec<u8>> {
         let file = self.open_read(path)?;

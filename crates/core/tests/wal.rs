@@ -180,7 +180,11 @@ impl VfsFile for GatedFile {
 
 impl Vfs for Gated {
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
-        self.inner.create_new(path)
+        let r = self.inner.create_new(path);
+        if matches!(&r, Err(e) if e.kind() == io::ErrorKind::AlreadyExists) && path == log_lock() {
+            self.busy.fetch_add(1, Ordering::SeqCst);
+        }
+        r
     }
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
         self.inner.open_read(path)
@@ -217,11 +221,7 @@ impl Vfs for Gated {
         self.inner.canonicalize(path)
     }
     fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let r = self.inner.hard_link(from, to);
-        if matches!(&r, Err(e) if e.kind() == io::ErrorKind::AlreadyExists) && to == log_lock() {
-            self.busy.fetch_add(1, Ordering::SeqCst);
-        }
-        r
+        self.inner.hard_link(from, to)
     }
     fn stat(&self, path: &Path) -> io::Result<FileStat> {
         self.inner.stat(path)

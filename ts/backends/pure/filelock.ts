@@ -3,15 +3,20 @@
  * files and the same steps as the Rust core (crates/core/src/filelock.rs), so
  * pure and native processes exclude each other on one directory.
  *
- * - Acquire: write a complete record to `.<hex>.<pid>.<seq>.lkt`, `link` it to
- *   `.<hex>.lock` (EEXIST: held), unlink the temp. Without `link` (EPERM,
- *   ENOTSUP, EOPNOTSUPP, ENOSYS): `O_CREAT | O_EXCL` and a write.
+ * - Acquire: create `.<hex>.lock` exclusively (`O_CREAT | O_EXCL`; EEXIST:
+ *   held) and write the record (a read-back only if that took 1 s or more).
+ *   An empty or partial lock file counts as held until it is PARTIAL_STALE_MS
+ *   old: a process killed between the create and the write blocks the key
+ *   that long. Older builds created the file whole by `link` of a `.lkt` temp
+ *   file; both ways create the same name exclusively, so they exclude each
+ *   other, and the sweep still removes leftover `.lkt` files.
  * - A holder is dead when its process is gone (same boot id and pid
  *   namespace: `/proc/<pid>/stat` with the recorded start time), else when its
  *   lock file is older than the lease.
- * - Takeover: the marker `.<hex>.<dead>.<n>.brk` (created like a lock) admits
- *   one taker, which renames a fresh record over the lock only if it still
- *   holds the dead token.
+ * - Takeover: the marker `.<hex>.<dead>.<n>.brk` (created and judged like a
+ *   lock, so an empty marker is its taker's until PARTIAL_STALE_MS old) admits
+ *   one taker, which renames a fresh record (written to a `.lkt` temp file)
+ *   over the lock only if it still holds the dead token.
  * - Release: unlink only a lock that still holds our token.
  */
 import { randomBytes } from 'node:crypto'
@@ -23,8 +28,10 @@ import { KonserveError } from '../../errors.js'
 
 /** How old the lock file of a holder whose life cannot be checked must be to count as dead. */
 export const DEFAULT_LEASE_MS = 30_000
-/** How old an empty or partial lock file (fallback) or a leftover temp file must be to count as abandoned. */
+/** How old an empty or partial lock file (being written, or left by a process killed between its create and its write) or a leftover temp file must be to count as abandoned. */
 export const PARTIAL_STALE_MS = 5_000
+/** A create and write of a lock file faster than this (a fifth of PARTIAL_STALE_MS) cannot have been taken over: no read-back. */
+const SKIP_READ_BACK_MS = 1_000
 const MAX_MARKERS = 64
 const MAX_RECORD = 1024
 
@@ -150,7 +157,6 @@ export type Attempt = { taken: LockRecord } | { busy: LockRecord | undefined }
 
 const code = (err: unknown) => (err as NodeJS.ErrnoException).code
 const isMissing = (err: unknown) => code(err) === 'ENOENT'
-const LINK_UNSUPPORTED = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS'])
 
 function unlinkQuietly(path: string): void {
   try {
@@ -233,31 +239,15 @@ export class FileLocker {
     throw Object.assign(new Error('no free lock temp file name'), { code: 'EEXIST' })
   }
 
-  /** Creates `target` holding `content` whole: false if it exists. Leaves nothing behind on an error. */
-  createWhole(hex: string, target: string, content: Buffer): boolean {
-    const temp = this.writeTemp(hex, content)
-    let linked = false
-    try {
-      fs.linkSync(temp, target)
-      linked = true
-    } catch (err) {
-      unlinkQuietly(temp)
-      if (code(err) === 'EEXIST') return false
-      if (!LINK_UNSUPPORTED.has(code(err) ?? '')) throw err
-    }
-    if (linked) {
-      try {
-        fs.unlinkSync(temp)
-      } catch (err) {
-        // Undo: the target is ours, nobody else removes it.
-        unlinkQuietly(target)
-        unlinkQuietly(temp)
-        throw err
-      }
-      return true
-    }
-    // The fallback: an exclusive create, then the write. Until the write
-    // lands the file is empty; others judge such a file by its age.
+  /**
+   * Creates `target` holding `content`: false if it exists. Leaves nothing
+   * behind on an error. The exclusive create of the name itself, then the
+   * write: until the write lands the file is empty, and every reader (this
+   * build and older ones) judges an empty or partial file by its age (alive
+   * until PARTIAL_STALE_MS old).
+   */
+  createWhole(_hex: string, target: string, content: Buffer): boolean {
+    const started = performance.now()
     let fd: number
     try {
       fd = fs.openSync(target, 'wx', 0o644)
@@ -269,10 +259,18 @@ export class FileLocker {
       writeAllSync(fd, content)
     } catch (err) {
       fs.closeSync(fd)
+      // Undo: the target is ours, nobody else removes it.
       unlinkQuietly(target)
       throw err
     }
     fs.closeSync(fd)
+    // Nobody can have taken the file over while it was empty if the create
+    // and write took less than a safe fraction of PARTIAL_STALE_MS (by a
+    // monotonic clock, immune to wall-clock steps): a taker judges an empty
+    // file by its modification time, which is at least as late as our create,
+    // and takes it only once that is PARTIAL_STALE_MS old. Only a slower write
+    // needs the read-back.
+    if (performance.now() - started < SKIP_READ_BACK_MS) return true
     // If a slow write let someone take the file over, it is not ours.
     const back = this.read(target)
     return back?.equals(content) === true
@@ -292,7 +290,7 @@ export class FileLocker {
       if (!st) return { kind: 'gone' }
       return FileLocker.age(st) >= this.leaseMs ? { kind: 'dead', dead: rec.token, rec } : { kind: 'alive', rec }
     }
-    // Empty or partial: being written now (fallback), or abandoned.
+    // Empty or partial: being written now, or abandoned.
     const st = this.stat(path)
     if (!st) return { kind: 'gone' }
     return FileLocker.age(st) >= PARTIAL_STALE_MS ? { kind: 'dead', dead: `i${st.ino.toString(16)}` } : { kind: 'alive' }

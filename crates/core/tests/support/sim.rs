@@ -726,6 +726,10 @@ impl Vfs for SimFs {
         Ok(())
     }
 
+    fn monotonic(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.state().clock_ms)
+    }
+
     fn stat(&self, path: &Path) -> io::Result<FileStat> {
         let s = self.state();
         s.alive()?;
