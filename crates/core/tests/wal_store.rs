@@ -3,6 +3,8 @@
 //! over logged keys, listings, a second instance as another process,
 //! checkpoints, the value cache, the downgrade and deleteStore.
 
+mod support;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -73,15 +75,7 @@ fn op_of(store: &FileStore, k: &[u8]) -> Option<WalOp> {
 
 /// Incompressible bytes, so a value of this length makes a key file at least as long.
 fn noise(n: usize) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    support::fixtures::noise(n, 0x9e37_79b9_7f4a_7c15)
 }
 
 #[test]
