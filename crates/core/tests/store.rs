@@ -158,18 +158,11 @@ fn get_meta_now_never_waits_for_the_disk() {
 }
 
 /// A metadata map as the facade writes it for a replacing write: the revision slot last.
-fn slotted_meta() -> (Vec<u8>, usize) {
-    let mut m = b"\x83\xa4type\xa5value\xa9lastWrite\xd6\xff\x00\x00\x00\x01\xa8revision".to_vec();
-    let at = m.len();
-    m.extend_from_slice(&konserve_core::format::meta::REVISION_SLOT);
-    (m, at)
-}
-
 #[test]
 fn replace_counts_revisions_checks_the_expected_one_and_takes_the_lock_itself() {
     let tmp = tempfile::tempdir().unwrap();
     let store = open(tmp.path());
-    let (meta, at) = slotted_meta();
+    let (meta, at) = support::fixtures::slotted_meta();
     let k = key("r");
     let w = |expected: Option<u64>, lock: bool| Replace {
         key: &k,
@@ -211,7 +204,7 @@ fn replace_counts_revisions_checks_the_expected_one_and_takes_the_lock_itself() 
 fn replace_leaves_what_it_is_not_sure_of_to_the_caller() {
     let tmp = tempfile::tempdir().unwrap();
     let store = open(tmp.path());
-    let (meta, at) = slotted_meta();
+    let (meta, at) = support::fixtures::slotted_meta();
     let w = |k: &[u8], at: usize| {
         store.replace(&Replace { key: k, serializer: 1, meta: &meta, revision_at: at, value: b"v", expected_revision: None, lock: true })
     };
@@ -497,7 +490,7 @@ fn blob_replace_opens_a_writer_that_holds_the_lock_until_it_commits_or_is_given_
     let tmp = tempfile::tempdir().unwrap();
     let store = Arc::new(open(tmp.path()));
     let other = open(tmp.path());
-    let (meta, at) = slotted_meta();
+    let (meta, at) = support::fixtures::slotted_meta();
     let k = key("b");
     let w = |expected: Option<u64>, lock: bool| BlobReplace { key: &k, meta: &meta, revision_at: at, expected_revision: expected, lock };
     let opened = |r: BlobReplaced| match r {

@@ -191,19 +191,12 @@ fn puts_replaces_deletes_and_reads_round_trip_through_the_log() {
 }
 
 /// A metadata map as the facade writes it for a replacing write: the revision slot last.
-fn slotted_meta() -> (Vec<u8>, usize) {
-    let mut m = b"\x83\xa4type\xa5value\xa9lastWrite\xd6\xff\x00\x00\x00\x01\xa8revision".to_vec();
-    let at = m.len();
-    m.extend_from_slice(&konserve_core::format::meta::REVISION_SLOT);
-    (m, at)
-}
-
 #[test]
 fn expected_revisions_are_checked_against_logged_values() {
     let tmp = tempfile::tempdir().unwrap();
     let store = open(tmp.path(), Some(true));
     let other = open(tmp.path(), None);
-    let (meta, at) = slotted_meta();
+    let (meta, at) = support::fixtures::slotted_meta();
     let k = key("r");
     let w = |expected: Option<u64>| Replace {
         key: &k,
@@ -417,7 +410,7 @@ fn value_of(store: &FileStore, k: &str) -> Vec<u8> {
 fn put_then_and_replace_then_commit_through_the_committer_thread() {
     let tmp = tempfile::tempdir().unwrap();
     let store = Arc::new(FileStore::open(tmp.path(), Options { wal: Some(true), ..Options::default() }).unwrap());
-    let (meta, at) = slotted_meta();
+    let (meta, at) = support::fixtures::slotted_meta();
     let keys: Vec<Vec<u8>> = (0..64).map(|i| key(&format!("q{i}"))).collect();
     let (tx, rx) = std::sync::mpsc::channel();
     // 64 replacing writes queued from one thread, none waiting for its frame.

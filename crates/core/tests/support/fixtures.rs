@@ -52,3 +52,12 @@ pub fn noise(n: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// A value's metadata map with konserve's revision slot (REVISION_SLOT) last,
+/// and where the slot starts: what the facade hands a fused replace.
+pub fn slotted_meta() -> (Vec<u8>, usize) {
+    let mut m = b"\x83\xa4type\xa5value\xa9lastWrite\xd6\xff\x00\x00\x00\x01\xa8revision".to_vec();
+    let at = m.len();
+    m.extend_from_slice(&konserve_core::format::meta::REVISION_SLOT);
+    (m, at)
+}
