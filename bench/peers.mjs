@@ -296,7 +296,14 @@ async function caseGet(cold, warm, drivers, { keys: nKeys, warmPasses }) {
   for (const st of state.values()) retire(st.dir)
 }
 
-async function caseUpdate(t, drivers, { n, maxMs }) {
+/**
+ * updateIn of counters: one `counter` updated one call at a time, or (with
+ * `conc`) `conc` calls in flight on `keys` hot counters, whose writers contend
+ * for each key's lock (atomic updaters only there). The counters are checked
+ * after each run, wherever the driver can read them back.
+ */
+async function caseUpdate(t, drivers, { n, maxMs, conc, keys: hot = 1 }) {
+  const counter = (i) => (conc ? `counter-${i % hot}` : 'counter')
   for (let r = 0; r < C.rounds; r++) {
     log(`${t.id}: round ${r + 1}/${C.rounds}`)
     for (const d of orderOf(drivers, r)) {
@@ -304,37 +311,14 @@ async function caseUpdate(t, drivers, { n, maxMs }) {
       const dir = freshDir(d.id)
       try {
         const inst = await d.open(dir)
-        await d.update(inst, 'counter') // the key exists before the timed updates
-        const m = await serial({ api: D.apiOf(d, 'update'), n, maxMs, op: () => d.update(inst, 'counter') })
+        for (let i = 0; i < hot; i++) await d.update(inst, counter(i)) // the keys exist before the timed updates
+        const op = (i) => d.update(inst, counter(i))
+        const m = conc ? await inflight({ n, conc, maxMs, op }) : await serial({ api: D.apiOf(d, 'update'), n, maxMs, op })
         if (d.get && d.kind !== 'raw') {
-          const v = await d.get(inst, 'counter')
-          if (v !== m.ops + 1) throw new Error(`counter is ${v} after ${m.ops + 1} increments`)
+          let sum = 0
+          for (let i = 0; i < hot; i++) sum += await d.get(inst, counter(i))
+          if (sum !== m.ops + hot) throw new Error(`the counters sum to ${sum} after ${m.ops + hot} increments`)
         }
-        await d.close(inst)
-        record(t, d, 'updateIn', m)
-      } catch (e) {
-        fail(t, d, 'updateIn', e)
-      } finally {
-        retire(dir)
-      }
-    }
-  }
-}
-
-/** `conc` updateIn in flight on `keys` hot counters: writers contend for each key's lock. Atomic updaters only. */
-async function caseUpdateInflight(t, drivers, { n, maxMs, conc, keys }) {
-  for (let r = 0; r < C.rounds; r++) {
-    log(`${t.id}: round ${r + 1}/${C.rounds}`)
-    for (const d of orderOf(drivers, r)) {
-      if (failed(t, d)) continue
-      const dir = freshDir(d.id)
-      try {
-        const inst = await d.open(dir)
-        for (let i = 0; i < keys; i++) await d.update(inst, `counter-${i}`) // the keys exist before the timed updates
-        const m = await inflight({ n, conc, maxMs, op: (i) => d.update(inst, `counter-${i % keys}`) })
-        let sum = 0
-        for (let i = 0; i < keys; i++) sum += await d.get(inst, `counter-${i}`)
-        if (sum !== m.ops + keys) throw new Error(`the counters sum to ${sum} after ${m.ops + keys} increments`)
         await d.close(inst)
         record(t, d, 'updateIn', m)
       } catch (e) {
@@ -552,7 +536,7 @@ if (wantedGroup('update')) {
   const c = table('update-inflight', `updateIn, durable, ${C.updateInflight.conc} in flight on ${C.updateInflight.keys} counters (async APIs)`, 'ops/s', P.ksNA.id, [
     'contention: the writers of one counter take turns on its lock (lmdb: its write transactions); only atomic updaters, checked by the counters\' sum',
   ])
-  if (wanted(c.id)) await caseUpdateInflight(c, [P.ksNA, P.ksNAwal, P.ksPA, P.ksPAwal, P.lmdb], C.updateInflight)
+  if (wanted(c.id)) await caseUpdate(c, [P.ksNA, P.ksNAwal, P.ksPA, P.ksPAwal, P.lmdb], C.updateInflight)
   const b = table('update-nd', 'updateIn of a counter, non-durable', 'ops/s', REF_ND)
   if (wanted(b.id)) await caseUpdate(b, ND_WRITERS.filter((d) => d.update), C.updateNd)
 }
