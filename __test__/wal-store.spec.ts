@@ -335,3 +335,22 @@ for (const [parent, kid] of [
     await k.close(store)
   })
 }
+
+for (const native of [true, false]) {
+  const impl = native ? 'native' : 'pure'
+  test(`${impl}, wal: true: a multiAssoc of more small values than one 8 MiB frame holds is logged frame by frame`, async (t) => {
+    const dir = tempDir()
+    const store = await k.connectFsStore(dir, { native, wal: true, syncBlob: false })
+    // 700 values of 15,000 bytes: about 10.5 MB of records, more than one frame (8 MiB) holds.
+    const batch = (tag: string) => Object.fromEntries(Array.from({ length: 700 }, (_, i) => [`m${i}`, `${tag}${i}`.padEnd(15_000, '.')]))
+    await k.multiAssoc(store, batch('async'))
+    t.deepEqual(keyFiles(dir), [], 'all logged, no key file')
+    // The second batch takes the log past 16 MiB: checkpointed into key files, as any write.
+    k.multiAssoc(store, batch('sync'), { sync: true })
+    const other = await k.connectFsStore(dir, { native: !native })
+    for (const i of [0, 350, 699]) t.is(await k.get(other, `m${i}`), `sync${i}`.padEnd(15_000, '.'))
+    t.is((await k.getMeta(other, 'm699'))!.revision, 2)
+    await k.close(other)
+    await k.close(store)
+  })
+}

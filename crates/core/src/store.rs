@@ -21,7 +21,7 @@ use crate::format::file::{self, HEADER_LEN};
 use crate::format::key;
 use crate::format::keycheck::{KEY_CHECK_FILE_NAME, REKEY_FILE_NAME};
 use crate::format::log::{LogInfo, NewRecord};
-use crate::format::wal::{NewWalRecord, WalOp, WAL_FILE_NAME};
+use crate::format::wal::{frame_len, NewWalRecord, WalOp, MAX_FRAME, RECORD_HEAD, WAL_FILE_NAME};
 use crate::keyfile::{self, StoreDir};
 pub use crate::keyfile::{MetaEntry, Options, DEFAULT_LOCK_TIMEOUT};
 use crate::keyhash::{self, is_key_file_name};
@@ -869,7 +869,7 @@ impl FileStore {
         if !payloads.is_empty() {
             let records: Vec<NewWalRecord<'_>> =
                 payloads.iter().map(|(h, p)| NewWalRecord { op: WalOp::Put, key_hash: *h, payload: p }).collect();
-            wal.append(&records)?;
+            append_in_frames(wal, &records)?;
             checkpoint_if_full(wal)?;
         }
         for w in &large {
@@ -923,6 +923,8 @@ impl FileStore {
         match prepared {
             Err(e) => done(Err(e)),
             Ok(None) => done(self.put(writes)),
+            // More than one frame holds: appended frame by frame, here.
+            Ok(Some(payloads)) if frame_len(payloads.iter().map(|(_, p)| p.len())) > MAX_FRAME => done(self.put(writes)),
             Ok(Some(payloads)) => submit_puts(&wal, &payloads, done),
         }
     }
@@ -1142,7 +1144,7 @@ impl FileStore {
                 .map(|(k, _)| NewWalRecord { op: WalOp::Delete, key_hash: record_hash(k), payload: &[] })
                 .collect();
             if !records.is_empty() {
-                wal.append(&records)?;
+                append_in_frames(wal, &records)?;
                 checkpoint_if_full(wal)?;
             }
             return Ok(existed);
@@ -1495,6 +1497,27 @@ pub type Done<T> = Box<dyn FnOnce(Result<T>) + Send>;
 
 /// Queues put records for the log's committer thread; `done` gets the
 /// outcome (after a checkpoint, when the log is full), exactly once.
+/// Appends `records` in as few frames as hold them, one after the other: a
+/// batch larger than one frame ([`MAX_FRAME`]) is durable frame by frame, as
+/// a batch of key files is durable file by file (each key atomic, the batch
+/// not); a batch that fits is one frame, durable together.
+fn append_in_frames(wal: &Wal, records: &[NewWalRecord<'_>]) -> Result<()> {
+    // A frame's length depends only on the sum of its records' heads and payloads.
+    let len_of = |body: usize| frame_len([body - RECORD_HEAD]);
+    let mut start = 0;
+    while start < records.len() {
+        let mut body = RECORD_HEAD + records[start].payload.len();
+        let mut end = start + 1;
+        while end < records.len() && len_of(body + RECORD_HEAD + records[end].payload.len()) <= MAX_FRAME {
+            body += RECORD_HEAD + records[end].payload.len();
+            end += 1;
+        }
+        wal.append(&records[start..end])?;
+        start = end;
+    }
+    Ok(())
+}
+
 fn submit_puts(wal: &Arc<Wal>, payloads: &[Payload], done: Done<()>) {
     let records: Vec<NewWalRecord<'_>> = payloads.iter().map(|(h, p)| NewWalRecord { op: WalOp::Put, key_hash: *h, payload: p }).collect();
     let slot = Arc::new(std::sync::Mutex::new(Some(done)));

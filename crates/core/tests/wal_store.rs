@@ -471,3 +471,41 @@ fn put_then_and_replace_then_commit_through_the_committer_thread() {
     rx.recv().unwrap().unwrap();
     assert!(plain.file_path(&keys[0]).exists());
 }
+
+#[test]
+fn a_batch_of_small_values_larger_than_one_frame_is_logged_frame_by_frame() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(tmp.path(), Some(true)));
+    let other = open(tmp.path(), None);
+    // 700 records of ~15 KiB: about 10.5 MiB, more than one 8 MiB frame holds.
+    let keys: Vec<Vec<u8>> = (0..700).map(|i| key(&format!("batch-{i}"))).collect();
+    let values: Vec<Vec<u8>> = (0..700u64).map(|i| support::fixtures::noise(15 * 1024, i + 1)).collect();
+    let writes = |tag: u8| -> Vec<Vec<u8>> { values.iter().map(|v| [v.as_slice(), &[tag]].concat()).collect() };
+
+    let first = writes(1);
+    let batch: Vec<Write<'_>> = keys.iter().zip(&first).map(|(k, v)| Write { key: k, serializer: 1, meta: b"\x80", value: v }).collect();
+    let frames = store.wal().unwrap().stats().frames;
+    store.put(&batch).unwrap();
+    assert_eq!(store.wal().unwrap().stats().frames - frames, 2, "two frames, each at most 8 MiB");
+    for (k, v) in keys.iter().zip(&first) {
+        assert!(!store.file_path(k).exists(), "logged, not in a key file");
+        assert_eq!(&value(&other, k).unwrap(), v);
+    }
+
+    // The async form: the same batch runs in place, frame by frame.
+    let second = writes(2);
+    let batch: Vec<Write<'_>> = keys.iter().zip(&second).map(|(k, v)| Write { key: k, serializer: 1, meta: b"\x80", value: v }).collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    store.put_then(&batch, Box::new(move |res| tx.send(res).unwrap()));
+    rx.recv().unwrap().unwrap();
+    for (k, v) in keys.iter().zip(&second) {
+        assert_eq!(&value(&other, k).unwrap(), v);
+    }
+
+    // Deletes of all of them (small records) still one frame.
+    let frames = store.wal().unwrap().stats().frames;
+    let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+    assert!(store.delete(&refs).unwrap().iter().all(|&e| e));
+    assert_eq!(store.wal().unwrap().stats().frames - frames, 1);
+    assert!(keys.iter().all(|k| value(&other, k).is_none()));
+}

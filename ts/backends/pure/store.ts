@@ -42,7 +42,7 @@ import { FLAG_CHUNKED, decodeValueSegment, isLogHeader } from '../../format/file
 import { decodeChunkedValue } from '../../format/blob.js'
 import type { LogSink } from '../../format/log.js'
 import { KEY_CHECK_FILE, REKEY_FILE } from '../../format/keycheck.js'
-import { WAL_DELETE, WAL_FILE as WAL_FILE_OP, WAL_FILE_NAME, WAL_PUT, type NewWalRecord } from '../../format/wal.js'
+import { MAX_FRAME, RECORD_HEAD, WAL_DELETE, WAL_FILE as WAL_FILE_OP, WAL_FILE_NAME, WAL_PUT, frameLen, type NewWalRecord } from '../../format/wal.js'
 import * as blob from './blob.js'
 import { CLOCK_FILE, FileClock } from './clock.js'
 import type { PureCodec } from './codec.js'
@@ -150,6 +150,28 @@ const walOptions = (store: PureFileBacking, options: PureFileOptions) => ({
   staging: store.staging,
   readOnly: options.readOnly === true,
 })
+
+/**
+ * Appends `records` in as few frames as hold them, one after the other (the
+ * core's `append_in_frames`): a batch larger than one frame (MAX_FRAME) is
+ * durable frame by frame, as a batch of key files is durable file by file
+ * (each key atomic, the batch not); a batch that fits is one frame.
+ */
+function* appendInFrames(wal: Wal, records: NewWalRecord[]): Handler<void> {
+  // A frame's length depends only on the sum of its records' heads and payloads.
+  const lenOf = (body: number) => frameLen([body - RECORD_HEAD])
+  let start = 0
+  while (start < records.length) {
+    let body = RECORD_HEAD + records[start]!.payload.length
+    let end = start + 1
+    while (end < records.length && lenOf(body + RECORD_HEAD + records[end]!.payload.length) <= MAX_FRAME) {
+      body += RECORD_HEAD + records[end]!.payload.length
+      end++
+    }
+    yield* wal.append(records.slice(start, end))
+    start = end
+  }
+}
 
 /** Removes `.konserve.wal` if there is one, durably. */
 function* removeWalFile(store: PureFileBacking): Handler<void> {
@@ -331,7 +353,7 @@ export class PureFileBacking implements Backing, KeyFiles {
       else large.push(w)
     }
     if (records.length > 0) {
-      yield* wal.append(records)
+      yield* appendInFrames(wal, records)
       yield* checkpointIfFull(wal)
     }
     for (const w of large) yield* wal.flushKey(recordHash(w.key))
@@ -493,7 +515,7 @@ export class PureFileBacking implements Backing, KeyFiles {
         .filter((_, i) => existed[i])
         .map((key) => ({ op: WAL_DELETE, keyHash: recordHash(key), payload: new Uint8Array(0) }))
       if (records.length > 0) {
-        yield* wal.append(records)
+        yield* appendInFrames(wal, records)
         yield* checkpointIfFull(wal)
       }
       return existed
