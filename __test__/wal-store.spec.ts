@@ -129,21 +129,45 @@ for (const native of [true, false]) {
 
 for (const native of [true, false]) {
   const impl = native ? 'native' : 'pure'
-  test(`rekey refuses a store on its log (${impl}, ERR_UNSUPPORTED_VERSION, nothing written) until it is switched back`, async (t) => {
+  test(`rekey of a store on its log (${impl}): checkpointed, rekeyed, and back on a log under the new key`, async (t) => {
     const dir = tempDir()
     const A = { type: 'aes', key: 'key A' } as const
     const store = await k.connectFsStore(dir, { native, wal: true })
     await k.assoc(store, 'k', 'v')
+    await k.assoc(store, 'k', 'v2')
     await k.close(store)
+    t.deepEqual(keyFiles(dir), [], 'the value is in the log')
+    // A wrong `from` is refused before anything is written: the log stays.
     const before = readdirSync(dir).sort()
-    await t.throwsAsync(k.rekey(dir, { from: null, to: A }), { code: 'ERR_UNSUPPORTED_VERSION' } as never)
-    await t.throwsAsync(k.rekey(dir, { from: A, to: null }), { code: 'ERR_UNSUPPORTED_VERSION' } as never)
+    const wal = readFileSync(join(dir, '.konserve.wal'))
+    await t.throwsAsync(k.rekey(dir, { from: A, to: null }), { code: 'ERR_DECRYPT' } as never)
     t.deepEqual(readdirSync(dir).sort(), before)
-    await k.close(await k.connectFsStore(dir, { native, wal: false }))
+    t.true(readFileSync(join(dir, '.konserve.wal')).equals(wal), 'the log as it was')
+
     t.deepEqual(await k.rekey(dir, { from: null, to: A }), { rewritten: 1, skipped: 0 })
+    const marker = readFileSync(join(dir, '.konserve.keycheck'))
+    t.true(marker[8]! >= 2, 'back on a log: the marker')
+    t.true(existsSync(join(dir, '.konserve.wal')))
+    t.is(keyFiles(dir).length, 1, 'the checkpointed value, in its key file under A')
+    await t.throwsAsync(k.connectFsStore(dir, { native }), { code: 'ERR_DECRYPT' } as never)
+    for (const reader of [native, !native]) {
+      const keyed = await k.connectFsStore(dir, { native: reader, encryptor: A })
+      t.is(await k.get(keyed, 'k'), 'v2')
+      t.is((await k.getMeta(keyed, 'k'))!.revision, 2)
+      await k.close(keyed)
+    }
+    // A logged write under A, then back to plaintext: the same again.
     const keyed = await k.connectFsStore(dir, { native, encryptor: A })
-    t.is(await k.get(keyed, 'k'), 'v')
+    await k.assoc(keyed, 'l', 'logged under A')
     await k.close(keyed)
+    t.deepEqual(k.rekey(dir, { from: A, to: null, sync: true }), { rewritten: 2, skipped: 0 })
+    const plain = await k.connectFsStore(dir, { native })
+    t.truthy(plain)
+    t.is(await k.get(plain, 'l'), 'logged under A')
+    t.true(readFileSync(join(dir, '.konserve.keycheck'))[8]! >= 2)
+    await k.assoc(plain, 'm', 'logged again')
+    t.is(keyFiles(dir).length, 2, 'a new small write goes to the log')
+    await k.close(plain)
   })
 
   test(`${impl}, wal: true on an encrypted store: the marker keeps its key check, values in the log are encrypted`, async (t) => {
@@ -352,5 +376,31 @@ for (const native of [true, false]) {
     t.is((await k.getMeta(other, 'm699'))!.revision, 2)
     await k.close(other)
     await k.close(store)
+  })
+}
+
+for (const native of [true, false]) {
+  const impl = native ? 'native' : 'pure'
+  test(`${impl}: a keyed open of a plaintext store on its log is refused (its records are plaintext), unless acceptPlaintext`, async (t) => {
+    const dir = tempDir()
+    const A = { type: 'aes', key: 'key A' } as const
+    const store = await k.connectFsStore(dir, { native, wal: true })
+    await k.assoc(store, 'k', 'plain')
+    await k.close(store)
+    const marker = readFileSync(join(dir, '.konserve.keycheck'))
+    const e = await t.throwsAsync(k.connectFsStore(dir, { native, encryptor: A }), { code: 'ERR_DECRYPT', message: /write-ahead log and has no key/ } as never)
+    t.is((e as k.KonserveError).file, join(dir, '.konserve.keycheck'))
+    t.deepEqual(readFileSync(join(dir, '.konserve.keycheck')), marker, 'no key check adopted')
+    const plain = await k.connectFsStore(dir, { native })
+    t.is(await k.get(plain, 'k'), 'plain')
+    await k.close(plain)
+    // acceptPlaintext migrates key by key: the logged plaintext value is read, a new write is encrypted.
+    const migrating = await k.connectFsStore(dir, { native, encryptor: A, acceptPlaintext: true })
+    t.is(await k.get(migrating, 'k'), 'plain')
+    await k.assoc(migrating, 'k', 'secret now')
+    await k.close(migrating)
+    const keyed = await k.connectFsStore(dir, { native: !native, encryptor: A })
+    t.is(await k.get(keyed, 'k'), 'secret now')
+    await k.close(keyed)
   })
 }

@@ -229,14 +229,11 @@ const rekeyG = gensync(function* (path: string, options: RekeyOptions): Handler<
     throw new KonserveError('ERR_IO', `rekey: cannot open the store directory: ${(err as Error).message}`, { file: path, cause: err })
   }
 
-  // A store on its write-ahead log (docs/WAL.md §9 item 4): refused, nothing written; `wal: false` switches it back first.
-  if (readMarker.sync(dir)?.version === WAL_MARKER_VERSION) {
-    throw new KonserveError(
-      'ERR_UNSUPPORTED_VERSION',
-      'rekey: the store is on its write-ahead log (a version-2 key check): open it once with wal: false to switch it back, then rekey it',
-      { file: join(dir, KEY_CHECK_FILE) },
-    )
-  }
+  // 0. A store on its write-ahead log (docs/WAL.md §7): checkpointed whole and
+  // switched back to key files (`wal: false`, which checks `from` as any open
+  // does), rekeyed as any store, then put on a new log under the new key.
+  const onLog = (readMarker.sync(dir)?.version ?? 1) >= 2
+  if (onLog) yield* (yield* openPureStore(dir, createPureCodec(0, keys.from), { syncBlob: durable, encryptionKey: keys.from, wal: false })).close()
 
   // 1. The pending rekey: resumed, or checked against the store and written.
   const pending = readPendingRekeySync(dir)
@@ -302,6 +299,8 @@ const rekeyG = gensync(function* (path: string, options: RekeyOptions): Handler<
   else removeStoreFileSync(dir, KEY_CHECK_FILE, durable)
   progress({ step: 'keycheck', rewritten })
   removeStoreFileSync(dir, REKEY_FILE, durable)
+  // 4. Back on a log, if it was (a crash before this leaves it on key files: open it once with wal: true).
+  if (onLog) yield* (yield* openPureStore(dir, createPureCodec(0, keys.to), { syncBlob: durable, encryptionKey: keys.to, wal: true })).close()
   progress({ step: 'done', rewritten })
   return { rewritten, skipped }
 })

@@ -147,6 +147,14 @@ pub(crate) fn remove_wal_marker(store: &StoreDir) -> Result<()> {
 /// by a build before key checks): see [`check_on_open`].
 fn adopt(store: &StoreDir, key: &[u8], marker: bool) -> Result<()> {
     let accept_plaintext = store.options().accept_plaintext;
+    if marker && !accept_plaintext {
+        // A store on its log with no key: its records are plaintext key files
+        // that this walk of the key files does not see.
+        return Err(decrypt(
+            "the store is on its write-ahead log and has no key (a plaintext store): open it with acceptPlaintext to migrate it key by key, or encrypt it whole with rekey(dir, { from: null, to })",
+            &store.dir.join(KEY_CHECK_FILE_NAME),
+        ));
+    }
     let mut verified = false;
     let names = store.vfs.read_dir(&store.dir).map_err(|e| Error::io(e, "cannot list the store directory", &store.dir))?;
     for name in names {

@@ -177,6 +177,13 @@ export const checkStoreKeySync = (dir: string, o: StoreKeyOptions & { durable: b
 /** A keyed open of a store without a key check: see checkStoreKey. */
 function* adopt(staging: StagingDir, secret: Uint8Array, o: StoreKeyOptions, marker: boolean): Handler<void> {
   const dir = staging.dir
+  if (marker && !o.acceptPlaintext) {
+    // A store on its log with no key: its records are plaintext key files that this walk of the key files does not see.
+    throw decrypt(
+      'the store is on its write-ahead log and has no key (a plaintext store): open it with acceptPlaintext to migrate it key by key, or encrypt it whole with rekey(dir, { from: null, to })',
+      join(dir, KEY_CHECK_FILE),
+    )
+  }
   let verified = false
   let names: string[]
   try {
