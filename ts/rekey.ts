@@ -23,6 +23,11 @@
  *
  * A crash at any point leaves either the old store (before 1), a pending
  * rekey that a rerun finishes (1 to 3), or the new store.
+ *
+ * A store on its write-ahead log (docs/WAL.md) is first switched back to key
+ * files (opened with `wal: false` and the `from` key: a full checkpoint), and
+ * after step 3 put back on a new log under the `to` key; a crash in between
+ * leaves it on key files.
  */
 import gensync, { type Handler } from 'gensync'
 import * as fs from 'node:fs'
