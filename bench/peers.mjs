@@ -188,6 +188,8 @@ const P = {
   ksNAwal: D.konserve({ impl: 'native', api: 'async', durable: true, wal: true }),
   ksPSwal: D.konserve({ impl: 'pure', api: 'sync', durable: true, wal: true }),
   ksPAwal: D.konserve({ impl: 'pure', api: 'async', durable: true, wal: true }),
+  ksNSndWal: D.konserve({ impl: 'native', api: 'sync', durable: false, wal: true }),
+  ksNAndWal: D.konserve({ impl: 'native', api: 'async', durable: false, wal: true }),
   ksPS: ks('pure', 'sync', true),
   ksPA: ks('pure', 'async', true),
   ksNSnd: ks('native', 'sync', false),
@@ -217,7 +219,7 @@ const P = {
 // drivers' stores, shown without a mode.
 const DURABLE_WRITERS = [P.ksNS, P.ksNA, P.ksNSwal, P.ksNAwal, P.ksPS, P.ksPSwal, P.lmdb, P.level, P.wfaS, P.rawS]
 const INFLIGHT_WRITERS = [P.ksNA, P.ksNAwal, P.ksPA, P.ksPAwal, P.lmdb, P.level, P.wfaA, P.rawA]
-const ND_WRITERS = [P.ksNSnd, P.ksNAnd, P.ksPSnd, P.mem, P.lmdbNd, P.levelNd, P.persist, P.cacache, P.unstorage, P.keyv, P.wfaSnd, P.rawSnd]
+const ND_WRITERS = [P.ksNSnd, P.ksNAnd, P.ksNSndWal, P.ksNAndWal, P.ksPSnd, P.mem, P.lmdbNd, P.levelNd, P.persist, P.cacache, P.unstorage, P.keyv, P.wfaSnd, P.rawSnd]
 const READERS = [P.ksNSnd, P.ksNAnd, P.ksPSnd, P.ksNScached, P.mem, P.lmdbNd, P.levelNd, P.persist, P.cacache, P.unstorage, P.keyv, P.rawSnd, P.rawDecode]
 
 // ---------------------------------------------------------------- cases
