@@ -85,7 +85,7 @@ for (const [native, keyed] of [true, false].flatMap((n) => [false, true].map((kd
 // Version 3 (docs/WAL.md §4.1: replacing writes take no key lock file) is what
 // the core's upgrade writes, and the core opens it on its log, the key checked.
 for (const keyed of [false, true]) {
-  test(`native: wal: true writes a version-3 key check (${keyed ? 'encrypted' : 'plaintext'} store), opened on its log without a key lock file per assoc`, async (t) => {
+  test(`native: wal: true writes a version-3 key check (${keyed ? 'encrypted' : 'plaintext'} store), concurrent async assocs through the core's lock-free replace, opened again on its log`, async (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'konserve-walmark-'))
     const base = { native: true, sync: true, ...(keyed ? { encryptor: aes } : {}) } as const
     const store = k.connectFsStore(dir, { ...base, wal: true })
@@ -94,7 +94,8 @@ for (const keyed of [false, true]) {
     await Promise.all(Array.from({ length: 16 }, (_, i) => k.assoc(store, `a${i}`, i)))
     k.assoc(store, 'a0', 'sync', { sync: true })
     k.close(store, { sync: true })
-    t.deepEqual(readdirSync(dir).filter((n) => n.endsWith('.lock')), [])
+    const locks = readdirSync(dir).filter((n) => n.endsWith('.lock'))
+    t.deepEqual(locks, [], 'no lock file left')
     const again = k.connectFsStore(dir, base)
     t.is(k.get(again, 'a0', { sync: true }), 'sync')
     t.is(k.get(again, 'a15', { sync: true }), 15)

@@ -108,7 +108,8 @@ fn check_recovery(fs: &SimFs, dir: &Path, ops: &[Op], outcomes: &[Outcome], ctx:
             let at = got.as_ref().map_or(0, |(_, r)| *r);
             let (m, slot) = meta();
             let k = key(name);
-            let r = Replace { key: &k, serializer: 1, meta: &m, revision_at: slot, value: b"after", expected_revision: Some(at), lock: true };
+            let r =
+                Replace { key: &k, serializer: 1, meta: &m, revision_at: slot, value: b"after", expected_revision: Some(at), lock: true };
             let mut answer = store.replace(&r).unwrap();
             if answer == Replaced::Busy {
                 // A lock file the crash left (the locked path's): taken over by a locked writer, as the facade does.
