@@ -183,8 +183,10 @@ pub type Completion = Box<dyn FnOnce(Result<()>) + Send>;
 /// its catch-up and before the frame is encoded ([`Wal::append_decided`],
 /// [`Wal::submit_decided`]; docs/WAL.md §4.1): the record to put in the
 /// frame, or `None` to leave the write out of it (its answer is the
-/// closure's business). It may read the log (`Wal::get`): the committer
-/// holds no other mutex of the log while it runs.
+/// closure's business). It may read the log (`Wal::get`, `Wal::records`):
+/// the committer holds no other mutex of the log while it runs. It must not
+/// take the log lock (`append`, `checkpoint`, `flush_key`, `barrier`,
+/// `holds_log_lock`): the committer holds it.
 pub type Decide = Box<dyn FnOnce(&Wal) -> Result<Option<OwnedRecord>> + Send>;
 
 struct Pending {

@@ -16,12 +16,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
+use konserve_core::format::file::encode_file;
 use konserve_core::format::key::{encode, Key};
 use konserve_core::format::keycheck::{KeyCheck, KEY_CHECK_FILE_NAME};
 use konserve_core::format::meta::{revision, REVISION_SLOT};
-use konserve_core::format::wal::{FRAMES_AT, WAL_FILE_NAME};
+use konserve_core::format::wal::{NewWalRecord, WalOp, FRAMES_AT, WAL_FILE_NAME};
 use konserve_core::vfs::{FileStat, Identity, RealFs, Vfs, VfsFile};
-use konserve_core::wal::WAL_LOCK_HEX;
+use konserve_core::wal::{record_hash, OwnedRecord, Wal, WalLookup, WalOptions, WAL_LOCK_HEX};
 use konserve_core::*;
 
 fn key(s: &str) -> Vec<u8> {
@@ -401,4 +402,67 @@ fn a_version_2_store_keeps_taking_lock_files() {
     let store = FileStore::open(dir, options(Some(false))).unwrap();
     assert!(store.wal().is_none() && !store.is_lock_free());
     assert_eq!(store.get(&k).unwrap().unwrap().value, b"w");
+}
+
+// ---- the log's decided writes (Wal::append_decided, Wal::submit_decided) ----
+
+fn put_record(k: &str, v: &[u8]) -> OwnedRecord {
+    OwnedRecord { op: WalOp::Put, key_hash: record_hash(&key(k)), payload: encode_file(&key(k), 0, b"\x80", v).unwrap() }
+}
+
+#[test]
+fn decisions_run_under_the_log_lock_see_the_log_and_answer_for_their_write_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wal = Arc::new(
+        Wal::open(Arc::new(RealFs), tmp.path(), WalOptions { store: options(None), grow_step: 64 * 1024, ..WalOptions::default() })
+            .unwrap(),
+    );
+    let first = put_record("seen", b"1");
+    wal.append(&[NewWalRecord { op: first.op, key_hash: first.key_hash, payload: &first.payload }]).unwrap();
+    // A blocking decided write: its decision holds the log lock and reads the log.
+    let held = Arc::new(AtomicBool::new(false));
+    let h = Arc::clone(&held);
+    wal.append_decided(
+        16 * 1024,
+        Box::new(move |w: &Wal| {
+            // (Not `holds_log_lock`: that waits for the in-process mutex the committer holds.)
+            let lock = w.path().parent().unwrap().join(konserve_core::filelock::lock_name(konserve_core::wal::WAL_LOCK_HEX));
+            h.store(lock.exists(), Ordering::SeqCst);
+            assert!(matches!(w.get(&record_hash(&key("seen")))?, WalLookup::Put(_)), "the decision sees the log");
+            Ok(Some(put_record("decided", b"2")))
+        }),
+    )
+    .unwrap();
+    assert!(held.load(Ordering::SeqCst), "the decision ran under the log's lock file");
+    assert!(matches!(wal.get(&record_hash(&key("decided"))).unwrap(), WalLookup::Put(_)));
+    // Queued together on the committer thread: a plain append, a write left
+    // out, a failed decision and a record too large for its reserve, each
+    // answered for itself.
+    let (tx, rx) = std::sync::mpsc::channel::<(&str, konserve_core::Result<()>)>();
+    let done = |name: &'static str| {
+        let tx = tx.clone();
+        Box::new(move |r| tx.send((name, r)).unwrap()) as konserve_core::wal::Completion
+    };
+    let plain = put_record("plain", b"3");
+    wal.submit(&[NewWalRecord { op: plain.op, key_hash: plain.key_hash, payload: &plain.payload }], done("plain")).unwrap();
+    wal.submit_decided(16 * 1024, Box::new(|_: &Wal| Ok(None)), done("left out")).unwrap();
+    wal.submit_decided(16 * 1024, Box::new(|_: &Wal| Err(Error::new(ErrorCode::Io, "no"))), done("failed")).unwrap();
+    wal.submit_decided(8, Box::new(|_: &Wal| Ok(Some(put_record("large", b"4")))), done("too large")).unwrap();
+    wal.submit_decided(16 * 1024, Box::new(|_: &Wal| Ok(Some(put_record("kept", b"5")))), done("kept")).unwrap();
+    let mut got: Vec<(&str, Option<ErrorCode>)> = (0..5).map(|_| rx.recv().unwrap()).map(|(n, r)| (n, r.err().map(|e| e.code()))).collect();
+    got.sort_by_key(|(n, _)| *n);
+    assert_eq!(
+        got,
+        vec![
+            ("failed", Some(ErrorCode::Io)),
+            ("kept", None),
+            ("left out", None),
+            ("plain", None),
+            ("too large", Some(ErrorCode::InvalidArgument)),
+        ]
+    );
+    for (k, found) in [("plain", true), ("kept", true), ("large", false)] {
+        assert_eq!(matches!(wal.get(&record_hash(&key(k))).unwrap(), WalLookup::Put(_)), found, "{k}");
+    }
+    assert_eq!(wal.append_decided(usize::MAX / 2, Box::new(|_: &Wal| Ok(None))).unwrap_err().code(), ErrorCode::InvalidArgument);
 }
