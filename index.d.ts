@@ -95,6 +95,13 @@ export declare class NativeFileStore {
    * and takes it from here instead of a `realpath` of its own.
    */
   get dir(): string
+  /**
+   * Whether a replacing write (`replaceSync`, `replaceAsync` with `lock`)
+   * takes no key lock file: the store is on its write-ahead log with a
+   * version-3 marker (docs/WAL.md §4.1), and concurrent ones share the
+   * log's group commit.
+   */
+  get lockFree(): boolean
   getSync(key: Buffer): NativeEntry | null
   /**
    * `get`'s read of a value that `getValueInto` found too large for its

@@ -66,6 +66,29 @@ for (const mode of ['sync', 'async', 'mixed'] as const) {
   })
 }
 
+// The lock-free replace of a version-3 store (docs/WAL.md §4.1): compare-and-set
+// assocs with no key lock file in one process, updateIn under the key's lock in
+// another, on one counter: no increment lost either way.
+for (const mode of ['sync', 'async', 'mixed'] as const) {
+  // Two loops of one process, except mixed (a blocking call of a key an async call of the same thread holds is ERR_LOCK_BUSY).
+  const loops = mode === 'mixed' ? 1 : 2
+  test(`native processes: 150 compare-and-set assocs (${mode}, ${loops} loops) against 150 updateIn on one key, wal: true: nothing lost`, async (t) => {
+    const { dir, store } = await newStore('native', { wal: true })
+    t.is(readFileSync(join(dir, '.konserve.keycheck'))[8], 3, 'a lock-free store')
+    await k.close(store)
+    const [cas] = await Promise.all([
+      run(process.execPath, [fixture('cas-incrementer.mjs'), dir, String(150 / loops), mode, String(loops), 'native']),
+      run(process.execPath, [fixture('incrementer.mjs'), dir, '150', mode, '1', 'native']),
+    ])
+    t.is(Number(cas.stdout.trim()), 150)
+    const check = await k.connectFsStore(dir, { native: true })
+    t.is(await k.get(check, 'counter'), 300)
+    t.is((await k.getMeta(check, 'counter'))!.revision, 300, 'revisions are a sequence')
+    await k.close(check)
+    t.deepEqual(lockNames(dir), [], 'no lock file outlives its lock')
+  })
+}
+
 test('native + pure processes x 400 updateIn over 10 shared keys (sync and async): each key exact', async (t) => {
   const { dir } = await newStore()
   await Promise.all(IMPLS.map((impl) => run(process.execPath, [fixture('multi-incrementer.mjs'), dir, '400', impl])))

@@ -10,7 +10,8 @@
  * Both engines now know the log (docs/WAL.md §9 items 3 and 4): they open
  * such a store and use its log, whatever the options say; the key check in
  * the marker is checked as before. What they refuse now is a later version
- * (3 here), the same way, for the same reason.
+ * (4 here: the core also reads version 3, docs/WAL.md §4.1), the same way,
+ * for the same reason.
  */
 import test from 'ava'
 import { mkdtempSync, readFileSync, readdirSync, realpathSync, writeFileSync } from 'node:fs'
@@ -30,17 +31,17 @@ function asVersion2(bytes: Uint8Array, version = 2): Uint8Array {
   return out
 }
 
-// A marker this build does not know (version 3) is refused by both engines.
+// A marker this build does not know (version 4) is refused by both engines.
 for (const native of [true, false]) {
   const impl = native ? 'native' : 'pure'
   for (const keyed of [false, true]) {
-    test(`${impl}: a version-3 key check (${keyed ? 'encrypted' : 'plaintext'} store) refuses every open with ERR_UNSUPPORTED_VERSION`, (t) => {
+    test(`${impl}: a version-4 key check (${keyed ? 'encrypted' : 'plaintext'} store) refuses every open with ERR_UNSUPPORTED_VERSION`, (t) => {
       const dir = mkdtempSync(join(tmpdir(), 'konserve-walmark-'))
       const store = k.connectFsStore(dir, { native, sync: true, ...(keyed ? { encryptor: aes } : {}) })
       k.assoc(store, 'a', 1, { sync: true })
       k.close(store, { sync: true })
       const v1 = keyed ? readFileSync(join(dir, KEY_CHECK_FILE)) : encodeKeyCheck({ salt: new Uint8Array(32), check: new Uint8Array(32) })
-      writeFileSync(join(dir, KEY_CHECK_FILE), asVersion2(v1, 3))
+      writeFileSync(join(dir, KEY_CHECK_FILE), asVersion2(v1, 4))
       const before = readdirSync(dir).sort()
       const opens = [{}, { readOnly: true }, { encryptor: aes }, { encryptor: aes, readOnly: true }]
       for (const o of opens) {
@@ -77,6 +78,32 @@ for (const [native, keyed] of [true, false].flatMap((n) => [false, true].map((kd
     for (const o of wrong) {
       const err = t.throws(() => k.connectFsStore(dir, { native, sync: true, ...o }), undefined, JSON.stringify(o)) as k.KonserveError
       t.is(err.code, 'ERR_DECRYPT', JSON.stringify(o))
+    }
+  })
+}
+
+// Version 3 (docs/WAL.md §4.1: replacing writes take no key lock file) is what
+// the core's upgrade writes, and the core opens it on its log, the key checked.
+for (const keyed of [false, true]) {
+  test(`native: wal: true writes a version-3 key check (${keyed ? 'encrypted' : 'plaintext'} store), concurrent async assocs through the core's lock-free replace, opened again on its log`, async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'konserve-walmark-'))
+    const base = { native: true, sync: true, ...(keyed ? { encryptor: aes } : {}) } as const
+    const store = k.connectFsStore(dir, { ...base, wal: true })
+    const marker = readFileSync(join(dir, KEY_CHECK_FILE))
+    t.is(marker[8], 3)
+    await Promise.all(Array.from({ length: 16 }, (_, i) => k.assoc(store, `a${i}`, i)))
+    k.assoc(store, 'a0', 'sync', { sync: true })
+    k.close(store, { sync: true })
+    const locks = readdirSync(dir).filter((n) => n.endsWith('.lock'))
+    t.deepEqual(locks, [], 'no lock file left')
+    const again = k.connectFsStore(dir, base)
+    t.is(k.get(again, 'a0', { sync: true }), 'sync')
+    t.is(k.get(again, 'a15', { sync: true }), 15)
+    k.close(again, { sync: true })
+    t.deepEqual(readFileSync(join(dir, KEY_CHECK_FILE)), marker, 'the marker is kept')
+    if (keyed) {
+      const err = t.throws(() => k.connectFsStore(dir, { native: true, sync: true })) as k.KonserveError
+      t.is(err.code, 'ERR_DECRYPT')
     }
   })
 }

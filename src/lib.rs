@@ -321,6 +321,15 @@ impl NativeFileStore {
         self.inner.dir().display().to_string()
     }
 
+    /// Whether a replacing write (`replaceSync`, `replaceAsync` with `lock`)
+    /// takes no key lock file: the store is on its write-ahead log with a
+    /// version-3 marker (docs/WAL.md §4.1), and concurrent ones share the
+    /// log's group commit.
+    #[napi(getter)]
+    pub fn lock_free(&self) -> bool {
+        self.inner.is_lock_free()
+    }
+
     #[napi]
     pub fn get_sync(&self, env: &Env, key: Buffer) -> Result<Option<NativeEntry>> {
         Ok(self.inner.get(&key).or_js(env)?.map(entry_to_js))

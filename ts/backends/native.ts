@@ -149,6 +149,7 @@ export class NativeFileBacking implements Backing {
     private readonly durable = true,
   ) {
     if (clock) this.clock = twinOp(() => clock.nowSync(), () => clock.now())
+    this.lockFree = native.lockFree === true
   }
 
   readonly get = native(
@@ -231,12 +232,15 @@ export class NativeFileBacking implements Backing {
    * threadpool task in async form. A durable store's concurrent async writes
    * share directory fsyncs through the group commit instead: while a batch
    * or a fused write is in flight, the next is left to the general path.
+   * On a lock-free store (docs/WAL.md §4.1) every fused write joins the
+   * log's group commit with no key lock file: none is left to it.
    */
   private replacing = 0
+  private readonly lockFree: boolean
   readonly replace = twinOp(
     (w: RawReplace): number => call(() => this.native.replaceSync(replacing(w))),
     (w: RawReplace): Promise<number> => {
-      if (this.durable && (this.replacing > 0 || this.group.busy)) return Promise.resolve(REPLACE_UNSURE)
+      if (this.durable && !this.lockFree && (this.replacing > 0 || this.group.busy)) return Promise.resolve(REPLACE_UNSURE)
       this.replacing++
       let task: Promise<number>
       try {

@@ -11,7 +11,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::format::file::{Header, HEADER_LEN};
 use crate::format::keycheck::{
     KeyCheck, PendingRekey, KEY_CHECK_FILE_LEN, KEY_CHECK_FILE_NAME, KEY_CHECK_STAGE_HEX, REKEY_FILE_LEN, REKEY_FILE_NAME,
-    WAL_MARKER_VERSION,
+    WAL_LOCKFREE_VERSION,
 };
 use crate::keyfile::{self, StoreDir};
 use crate::keyhash::is_key_file_name;
@@ -69,9 +69,10 @@ fn decrypt(message: impl Into<String>, file: &Path) -> Error {
 /// check) once every key file is encrypted and one authenticates with it, and
 /// refuses a store that holds plaintext files unless `accept_plaintext`.
 ///
-/// Returns whether the store has the write-ahead log marker (a version-2
-/// key check, docs/WAL.md §8; salt and check all zero when it has no key).
-pub(crate) fn check_on_open(store: &StoreDir) -> Result<bool> {
+/// Returns the version of the store's write-ahead log marker, `None` without
+/// one: a key check of version 2 or 3 (docs/WAL.md §8, §4.1; salt and check
+/// all zero when it has no key).
+pub(crate) fn check_on_open(store: &StoreDir) -> Result<Option<u8>> {
     if let Some((bytes, path)) = read_small(store, REKEY_FILE_NAME, REKEY_FILE_LEN)? {
         PendingRekey::decode(&bytes).map_err(|e| e.with_file(&path))?;
         return Err(decrypt(
@@ -83,16 +84,16 @@ pub(crate) fn check_on_open(store: &StoreDir) -> Result<bool> {
     let (found, marker) = match read_small(store, KEY_CHECK_FILE_NAME, KEY_CHECK_FILE_LEN)? {
         Some((bytes, path)) => {
             let (check, version) = KeyCheck::decode_versioned(&bytes).map_err(|e| e.with_file(&path))?;
-            let marker = version == WAL_MARKER_VERSION;
+            let marker = (version > 1).then_some(version);
             // The marker of a store without a key says nothing of keys.
-            ((!check.is_none() || !marker).then_some((check, path)), marker)
+            ((!check.is_none() || marker.is_none()).then_some((check, path)), marker)
         }
-        None => (None, false),
+        None => (None, None),
     };
     check_key(store, key, found, marker).map(|()| marker)
 }
 
-fn check_key(store: &StoreDir, key: Option<&[u8]>, found: Option<(KeyCheck, PathBuf)>, marker: bool) -> Result<()> {
+fn check_key(store: &StoreDir, key: Option<&[u8]>, found: Option<(KeyCheck, PathBuf)>, marker: Option<u8>) -> Result<()> {
     match (key, found) {
         (None, None) => Ok(()),
         (None, Some((_, path))) => Err(decrypt(
@@ -115,11 +116,12 @@ pub(crate) fn read_marker(store: &StoreDir) -> Result<Option<(KeyCheck, u8)>> {
     }
 }
 
-/// Writes the write-ahead log marker (docs/WAL.md §8): the store's key check
-/// as version 2 (all zero without one), durably (staging, rename, directory fsync).
+/// Writes the write-ahead log marker (docs/WAL.md §8, §4.1): the store's key
+/// check as version 3 (all zero without one), durably (staging, rename,
+/// directory fsync).
 pub(crate) fn write_wal_marker(store: &StoreDir) -> Result<()> {
     let check = read_marker(store)?.map_or(KeyCheck::NONE, |(c, _)| c);
-    write_durably(store, KEY_CHECK_FILE_NAME, &check.encode_version(WAL_MARKER_VERSION))
+    write_durably(store, KEY_CHECK_FILE_NAME, &check.encode_version(WAL_LOCKFREE_VERSION))
 }
 
 /// Removes the write-ahead log marker: the key check back to version 1, or
@@ -145,7 +147,7 @@ pub(crate) fn remove_wal_marker(store: &StoreDir) -> Result<()> {
 
 /// A keyed open of a store without a key check (new, plaintext, or encrypted
 /// by a build before key checks): see [`check_on_open`].
-fn adopt(store: &StoreDir, key: &[u8], marker: bool) -> Result<()> {
+fn adopt(store: &StoreDir, key: &[u8], marker: Option<u8>) -> Result<()> {
     let accept_plaintext = store.options().accept_plaintext;
     if marker && !accept_plaintext {
         // A store on its log with no key: its records are plaintext key files
@@ -199,6 +201,7 @@ fn adopt(store: &StoreDir, key: &[u8], marker: bool) -> Result<()> {
         return Ok(());
     }
     store.check_writable()?;
-    let version = if marker { WAL_MARKER_VERSION } else { 1 };
+    // The marker's version is kept (2 or 3).
+    let version = marker.unwrap_or(1);
     write_durably(store, KEY_CHECK_FILE_NAME, &KeyCheck::new(key, &mut OsRandom)?.encode_version(version))
 }

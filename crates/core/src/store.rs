@@ -227,6 +227,10 @@ pub struct FileStore {
     held: std::sync::Mutex<std::collections::HashMap<u128, Record>>,
     /// The write-ahead log, when the store has its marker (docs/WAL.md §8).
     wal: Option<Arc<Wal>>,
+    /// The marker is version 3 (docs/WAL.md §4.1): a replacing write takes
+    /// only the key's in-process lock and decides under the log lock; a
+    /// locked writer passes through the log lock once it holds its lock files.
+    lockfree: bool,
 }
 
 impl std::fmt::Debug for FileStore {
@@ -252,12 +256,12 @@ impl FileStore {
         let id = xxh3_64(dir.as_os_str().as_encoded_bytes());
         let held = std::sync::Mutex::new(std::collections::HashMap::new());
         let read_only = options.read_only;
-        let mut store = FileStore { files: Arc::new(StoreDir::new(dir, vfs, id, options)), held, wal: None };
+        let mut store = FileStore { files: Arc::new(StoreDir::new(dir, vfs, id, options)), held, wal: None, lockfree: false };
         if !read_only {
             store.sweep_staging()?;
         }
         let marker = crate::keycheck::check_on_open(&store.files)?;
-        store.wal = store.open_wal(marker)?;
+        (store.wal, store.lockfree) = store.open_wal(marker)?;
         Ok(store)
     }
 
@@ -265,30 +269,37 @@ impl FileStore {
     /// has the marker; created, then the marker written, on a writable open
     /// with `wal: Some(true)` (the upgrade); checkpointed whole, the marker
     /// removed, then the log removed, with `wal: Some(false)` (the downgrade).
-    fn open_wal(&self, marker: bool) -> Result<Option<Arc<Wal>>> {
+    /// `marker` is the marker's version (2 or 3); the upgrade writes 3. The
+    /// second half: whether the store is lock-free (version 3, docs/WAL.md §4.1).
+    fn open_wal(&self, marker: Option<u8>) -> Result<(Option<Arc<Wal>>, bool)> {
         let options = &self.files.options;
         let writable = !options.read_only;
         match (marker, options.wal) {
-            (false, Some(true)) if writable => {
+            (None, Some(true)) if writable => {
                 // A log without the marker is not this store's (a crash
                 // during an upgrade or a downgrade, an old build's
                 // deleteStore): a new one replaces it.
                 self.remove_wal_file()?;
                 let wal = self.new_wal()?;
                 crate::keycheck::write_wal_marker(&self.files)?;
-                Ok(Some(wal))
+                Ok((Some(wal), true))
             }
-            (false, _) => Ok(None),
-            (true, Some(false)) if writable => {
+            (None, _) => Ok((None, false)),
+            (Some(_), Some(false)) if writable => {
                 let wal = self.new_wal()?;
                 checkpoint_all(&wal, options.lock_timeout)?;
                 crate::keycheck::remove_wal_marker(&self.files)?;
                 drop(wal);
                 self.remove_wal_file()?;
-                Ok(None)
+                Ok((None, false))
             }
-            (true, _) => Ok(Some(self.new_wal()?)),
+            (Some(version), _) => Ok((Some(self.new_wal()?), version >= crate::format::keycheck::WAL_LOCKFREE_VERSION)),
         }
+    }
+
+    /// Whether replacing writes take no key lock file (a version-3 marker, docs/WAL.md §4.1).
+    pub fn is_lock_free(&self) -> bool {
+        self.lockfree && self.wal.is_some()
     }
 
     fn new_wal(&self) -> Result<Arc<Wal>> {
@@ -936,8 +947,47 @@ impl FileStore {
     /// frame is durable, before `done` is called. Anything else (no log, a
     /// value too large, a mismatch, a busy lock) is done here and `done`
     /// called before this returns.
+    ///
+    /// On a lock-free store, the lock-free replace of [`replace`](Self::replace):
+    /// the decision under the log lock runs on the committer thread, which
+    /// releases the key's in-process lock once the frame is durable, before
+    /// `done` is called.
     pub fn replace_then(self: &Arc<Self>, r: &Replace<'_>, done: Done<Replaced>) {
         let Some(wal) = self.wal.clone() else { return done(self.replace(r)) };
+        if r.lock && self.lockfree {
+            match self.lockfree_prepare(r) {
+                Err(e) => return done(Err(e)),
+                Ok(LockFree::Answer(a)) => return done(Ok(a)),
+                Ok(LockFree::Locked) => {}
+                Ok(LockFree::Ready(w)) => {
+                    let answer = Arc::clone(&w.answer);
+                    let id = self.lock_id(r.key);
+                    let slot = Arc::new(std::sync::Mutex::new(Some(done)));
+                    let take = |slot: &std::sync::Mutex<Option<Done<Replaced>>>| {
+                        slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+                    };
+                    let (theirs, log) = (Arc::clone(&slot), Arc::clone(&wal));
+                    let submitted = wal.submit_decided(
+                        WAL_MAX_RECORD,
+                        Box::new(move |wal| w.decide(wal)),
+                        Box::new(move |result| {
+                            let result = result.and_then(|()| checkpoint_if_full(&log)).map(|()| take_answer(&answer));
+                            LockTable::global().unlock(id);
+                            if let Some(done) = take(&theirs) {
+                                done(result);
+                            }
+                        }),
+                    );
+                    if let Err(e) = submitted {
+                        LockTable::global().unlock(id);
+                        if let Some(done) = take(&slot) {
+                            done(Err(e));
+                        }
+                    }
+                    return;
+                }
+            }
+        }
         if r.lock {
             match self.try_lock(&[r.key]) {
                 Ok(true) => {}
@@ -992,7 +1042,27 @@ impl FileStore {
     /// and an unlock. What it is not sure of (an append log, a metadata map it
     /// cannot read, a failed read) it leaves to the caller's general path:
     /// [`Replaced::Unsure`], nothing written, the lock as it found it.
+    ///
+    /// On a lock-free store (docs/WAL.md §4.1) with `r.lock`, a write whose
+    /// key file fits a log record takes only the key's in-process lock: the
+    /// lock file check, the revision read and the check of
+    /// `r.expected_revision` happen under the log lock, in the group commit
+    /// that writes its record ([`Replaced::Busy`] when another holder's lock
+    /// file exists).
     pub fn replace(&self, r: &Replace<'_>) -> Result<Replaced> {
+        if let Some(wal) = self.wal.as_ref().filter(|_| r.lock && self.lockfree) {
+            match self.lockfree_prepare(r)? {
+                LockFree::Answer(a) => return Ok(a),
+                LockFree::Locked => {}
+                LockFree::Ready(w) => {
+                    let answer = Arc::clone(&w.answer);
+                    let appended = wal.append_decided(WAL_MAX_RECORD, Box::new(move |wal| w.decide(wal)));
+                    let result = appended.and_then(|()| checkpoint_if_full(wal)).map(|()| take_answer(&answer));
+                    LockTable::global().unlock(self.lock_id(r.key));
+                    return result;
+                }
+            }
+        }
         if r.lock && !self.try_lock(&[r.key])? {
             return Ok(Replaced::Busy);
         }
@@ -1061,6 +1131,58 @@ impl FileStore {
             Ok(Some(e)) if e.log.is_none() => crate::format::meta::revision(&e.meta),
             Ok(Some(_)) | Err(_) => None,
         }
+    }
+
+    fn lock_id(&self, key: &[u8]) -> LockId {
+        (self.files.id, keyhash::key_hash(key))
+    }
+
+    /// The first half of a lock-free replace (docs/WAL.md §4.1): the key's
+    /// in-process lock (one attempt: [`Replaced::Busy`]), then the record
+    /// encoded with the revision the key is likely at (the expected one, or
+    /// the one read now), so the committer usually needs no encoding of its
+    /// own. A key file too large for a record: [`LockFree::Locked`], the
+    /// in-process lock released, for the locked path. Any answer but
+    /// [`LockFree::Ready`] leaves the in-process lock as it found it.
+    fn lockfree_prepare(&self, r: &Replace<'_>) -> Result<LockFree> {
+        self.check_writable()?;
+        key::validate(r.key)?;
+        let id = self.lock_id(r.key);
+        let table = LockTable::global();
+        if !table.try_lock(id) {
+            return Ok(LockFree::Answer(Replaced::Busy));
+        }
+        let prepared = (|| {
+            let guess = match r.expected_revision {
+                Some(e) => e,
+                None => match self.current_revision(r.key) {
+                    Some(c) => c,
+                    None => return Ok(LockFree::Answer(Replaced::Unsure)),
+                },
+            };
+            let Some(meta) = crate::format::meta::splice_revision(r.meta, r.revision_at, guess + 1) else {
+                return Ok(LockFree::Answer(Replaced::Unsure));
+            };
+            let Some(payload) = self.log_payload(&Write { key: r.key, serializer: r.serializer, meta: &meta, value: r.value })? else {
+                return Ok(LockFree::Locked);
+            };
+            Ok(LockFree::Ready(Box::new(LockFreeWrite {
+                files: Arc::clone(&self.files),
+                key: r.key.to_vec(),
+                serializer: r.serializer,
+                meta: r.meta.to_vec(),
+                revision_at: r.revision_at,
+                value: r.value.to_vec(),
+                expected: r.expected_revision,
+                guess,
+                payload,
+                answer: Arc::new(std::sync::Mutex::new(None)),
+            })))
+        })();
+        if !matches!(prepared, Ok(LockFree::Ready(_))) {
+            table.unlock(id);
+        }
+        prepared
     }
 
     fn replace_locked(&self, r: &Replace<'_>) -> Result<Replaced> {
@@ -1344,6 +1466,19 @@ impl FileStore {
                 }
             }
         }
+        self.pass_log_lock(&ids)
+    }
+
+    /// A locked writer on a lock-free store, holding the lock files of
+    /// `ids`, passes through the log lock before it reads those keys
+    /// (docs/WAL.md §4.1): every lock-free write that found no lock file is
+    /// then in the log. On failure the locks are released.
+    fn pass_log_lock(&self, ids: &[LockId]) -> Result<()> {
+        let Some(wal) = self.wal.as_ref().filter(|_| self.lockfree) else { return Ok(()) };
+        if let Err(e) = wal.barrier() {
+            let _ = self.release(ids);
+            return Err(e);
+        }
         Ok(())
     }
 
@@ -1380,6 +1515,7 @@ impl FileStore {
                 }
             }
         }
+        self.pass_log_lock(&ids)?;
         Ok(true)
     }
 
@@ -1494,6 +1630,111 @@ type Payload = ([u8; 16], Vec<u8>);
 
 /// What [`FileStore::put_then`] and [`FileStore::replace_then`] call with their outcome.
 pub type Done<T> = Box<dyn FnOnce(Result<T>) + Send>;
+
+/// What [`FileStore::lockfree_prepare`] found.
+enum LockFree {
+    /// Answered at once, nothing written, the in-process lock released.
+    Answer(Replaced),
+    /// The key file is too large for a record: the locked path writes it.
+    Locked,
+    /// The in-process lock is held; the write is to be decided under the log lock.
+    Ready(Box<LockFreeWrite>),
+}
+
+/// A lock-free replace on its way to the log (docs/WAL.md §4.1): what its
+/// decision under the log lock needs, owned (the committer may be another
+/// thread), and where it leaves its answer.
+struct LockFreeWrite {
+    files: Arc<StoreDir>,
+    key: Vec<u8>,
+    serializer: u8,
+    meta: Vec<u8>,
+    revision_at: usize,
+    value: Vec<u8>,
+    expected: Option<u64>,
+    /// The revision `payload` was encoded for (the new one is `guess + 1`).
+    guess: u64,
+    payload: Vec<u8>,
+    answer: Arc<std::sync::Mutex<Option<Replaced>>>,
+}
+
+/// The answer a decision left (`Unsure` if none: it never ran to its end).
+fn take_answer(answer: &std::sync::Mutex<Option<Replaced>>) -> Replaced {
+    answer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take().unwrap_or(Replaced::Unsure)
+}
+
+impl LockFreeWrite {
+    /// Under the log lock, after the committer's catch-up: `Busy` when the
+    /// key's lock file exists (whatever it holds); else the current revision
+    /// (the log's newest record, else the key file; 0 when missing;
+    /// `Unsure` when it cannot be told), `Mismatch` against the expected
+    /// one, or the record with the next revision in its slot.
+    fn decide(self, wal: &Wal) -> Result<Option<crate::wal::OwnedRecord>> {
+        let set = |a: Replaced| *self.answer.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(a);
+        let hash = keyhash::key_hash(&self.key);
+        let lock_path = self.files.dir.join(filelock::lock_name(&format!("{hash:032x}")));
+        if self.files.vfs.exists(&lock_path).map_err(|e| Error::io(e, "cannot look for a key's lock file", &lock_path))? {
+            set(Replaced::Busy);
+            return Ok(None);
+        }
+        let Some(current) = revision_now(&self.files, wal, &self.key) else {
+            set(Replaced::Unsure);
+            return Ok(None);
+        };
+        if self.expected.is_some_and(|e| e != current) {
+            set(Replaced::Mismatch { actual: current });
+            return Ok(None);
+        }
+        let payload = if current == self.guess {
+            self.payload
+        } else {
+            let Some(meta) = crate::format::meta::splice_revision(&self.meta, self.revision_at, current + 1) else {
+                set(Replaced::Unsure);
+                return Ok(None);
+            };
+            let secret = self.files.options.encryption_key.as_deref();
+            let file =
+                file::encode_parts(self.files.options.codec(), secret, &self.key, self.serializer, &meta, &self.value, &mut OsRandom)
+                    .map_err(|e| e.with_file(self.files.file_path(&self.key)))?;
+            if file.head.len() + file.value.len() > WAL_MAX_RECORD {
+                set(Replaced::Unsure);
+                return Ok(None);
+            }
+            let mut whole = file.head;
+            whole.extend_from_slice(&file.value);
+            whole
+        };
+        set(Replaced::Written { revision: current + 1 });
+        Ok(Some(crate::wal::OwnedRecord { op: WalOp::Put, key_hash: hash.to_be_bytes(), payload }))
+    }
+}
+
+/// The revision `key` is at, as [`FileStore::current_revision`] reads it
+/// (the log's newest record, else the key file; 0 when missing; `None` for
+/// an append log, a metadata map without a revision, or a failed read).
+fn revision_now(files: &StoreDir, wal: &Wal, key: &[u8]) -> Option<u64> {
+    let hash = keyhash::key_hash(key);
+    let ctx = files.context(hash);
+    let meta = match wal.get(&hash.to_be_bytes()).ok()? {
+        WalLookup::Put(payload) => {
+            let (header, meta) = file::parse_head(&payload, payload.len() as u64, &ctx).ok()?;
+            if header.flags != 0 || meta.key != key {
+                return None;
+            }
+            meta.meta
+        }
+        WalLookup::Deleted => return Some(0),
+        WalLookup::File | WalLookup::Absent => {
+            let Some((_file, _size, path, header, meta, _prefix)) = files.open_head(key, &ctx).ok()? else { return Some(0) };
+            keyfile::check_key(&meta.key, key, &path).ok()?;
+            if header.is_log() {
+                return None;
+            }
+            meta.meta
+        }
+    };
+    crate::format::meta::revision(&meta)
+}
 
 /// Queues put records for the log's committer thread; `done` gets the
 /// outcome (after a checkpoint, when the log is full), exactly once.

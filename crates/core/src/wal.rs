@@ -165,20 +165,55 @@ impl Index {
     }
 }
 
-struct OwnedRecord {
-    op: WalOp,
-    key_hash: [u8; 16],
-    payload: Vec<u8>,
+/// A record the log's queue owns; what a [`Decide`] step answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnedRecord {
+    /// What the record does.
+    pub op: WalOp,
+    /// The key's hash (XXH3-128 of its CKE, big-endian).
+    pub key_hash: [u8; 16],
+    /// A put's whole key file; empty for the other ops.
+    pub payload: Vec<u8>,
 }
 
 /// What an asynchronous append calls with its outcome.
 pub type Completion = Box<dyn FnOnce(Result<()>) + Send>;
 
+/// A write's decision, made by the committer **under the log lock**, after
+/// its catch-up and before the frame is encoded ([`Wal::append_decided`],
+/// [`Wal::submit_decided`]; docs/WAL.md §4.1): the record to put in the
+/// frame, or `None` to leave the write out of it (its answer is the
+/// closure's business). It may read the log (`Wal::get`, `Wal::records`):
+/// the committer holds no other mutex of the log while it runs. It must not
+/// take the log lock (`append`, `checkpoint`, `flush_key`, `barrier`,
+/// `holds_log_lock`): the committer holds it.
+pub type Decide = Box<dyn FnOnce(&Wal) -> Result<Option<OwnedRecord>> + Send>;
+
 struct Pending {
     id: u64,
     records: Vec<OwnedRecord>,
+    /// A write decided under the log lock: the most its record's payload
+    /// may hold (what the frame reserves for it), and the decision.
+    decide: Option<(usize, Decide)>,
+    /// The outcome of a write that is not in the frame (left out by its
+    /// decision, or its decision failed), set by the commit.
+    outcome: Option<Result<()>>,
     /// `None`: a writer blocked in [`Wal::append`] waits for its entry in `done`.
     notify: Option<Completion>,
+}
+
+impl Pending {
+    fn new(id: u64, records: Vec<OwnedRecord>, decide: Option<(usize, Decide)>, notify: Option<Completion>) -> Pending {
+        Pending { id, records, decide, outcome: None, notify }
+    }
+
+    /// The payload lengths the frame reserves for this write.
+    fn lens(&self) -> Vec<usize> {
+        match &self.decide {
+            Some((reserve, _)) => vec![*reserve],
+            None => self.records.iter().map(|r| r.payload.len()).collect(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -460,6 +495,18 @@ impl Wal {
         hold.since = None;
     }
 
+    /// Passes through the log lock (docs/WAL.md §4.1): takes it and releases
+    /// it, writing nothing. A locked writer on a lock-free store does this
+    /// once it holds its key lock files and before it reads those keys, so
+    /// that every lock-free write that found no lock file is in the log by
+    /// then, and every later one finds the lock file. When this instance
+    /// keeps the lock file across frames, the in-process mutex is enough.
+    pub fn barrier(&self) -> Result<()> {
+        let mut held = self.lock_log()?;
+        held.keep();
+        Ok(())
+    }
+
     /// Whether this instance holds the log's lock file right now (between
     /// frames too, [`WalOptions::lock_hold`]); waits for a frame being
     /// committed to end.
@@ -640,10 +687,34 @@ impl Wal {
         // What no frame could hold is refused before it joins a batch.
         encode_frame(1, 1, records)?;
         let owned = records.iter().map(|r| OwnedRecord { op: r.op, key_hash: r.key_hash, payload: r.payload.to_vec() }).collect();
+        self.append_pending(owned, None)
+    }
+
+    /// [`append`](Self::append) of one write decided under the log lock
+    /// (docs/WAL.md §4.1): `decide` runs in the group commit that takes this
+    /// write, after the log lock and the catch-up, before the frame is
+    /// encoded; its record (a payload of at most `reserve` bytes) joins the
+    /// frame, or with `None` the write is left out (and answered `Ok` once
+    /// the frame is done, durable or not). Returns once the frame is
+    /// durable: an error of the commit (the log lock, the frame's write or
+    /// `fdatasync`) or of `decide` is this write's.
+    pub fn append_decided(&self, reserve: usize, decide: Decide) -> Result<()> {
+        Self::check_reserve(reserve)?;
+        self.append_pending(Vec::new(), Some((reserve, decide)))
+    }
+
+    fn check_reserve(reserve: usize) -> Result<()> {
+        if frame_len([reserve]) > MAX_FRAME {
+            return Err(Error::new(ErrorCode::InvalidArgument, "a decided write's reserve exceeds a frame"));
+        }
+        Ok(())
+    }
+
+    fn append_pending(&self, owned: Vec<OwnedRecord>, decide: Option<(usize, Decide)>) -> Result<()> {
         let mut q = lock(&self.queue);
         let id = q.next_id;
         q.next_id += 1;
-        q.pending.push_back(Pending { id, records: owned, notify: None });
+        q.pending.push_back(Pending::new(id, owned, decide, None));
         loop {
             if let Some(r) = q.done.remove(&id) {
                 return r;
@@ -665,10 +736,22 @@ impl Wal {
     pub fn submit(self: &Arc<Self>, records: &[NewWalRecord<'_>], done: Completion) -> Result<()> {
         encode_frame(1, 1, records)?;
         let owned = records.iter().map(|r| OwnedRecord { op: r.op, key_hash: r.key_hash, payload: r.payload.to_vec() }).collect();
+        self.submit_pending(owned, None, done)
+    }
+
+    /// [`submit`](Self::submit) of one write decided under the log lock, as
+    /// [`append_decided`](Self::append_decided): `done` gets the outcome on
+    /// the committer thread.
+    pub fn submit_decided(self: &Arc<Self>, reserve: usize, decide: Decide, done: Completion) -> Result<()> {
+        Self::check_reserve(reserve)?;
+        self.submit_pending(Vec::new(), Some((reserve, decide)), done)
+    }
+
+    fn submit_pending(self: &Arc<Self>, owned: Vec<OwnedRecord>, decide: Option<(usize, Decide)>, done: Completion) -> Result<()> {
         let mut q = lock(&self.queue);
         let id = q.next_id;
         q.next_id += 1;
-        q.pending.push_back(Pending { id, records: owned, notify: Some(done) });
+        q.pending.push_back(Pending::new(id, owned, decide, Some(done)));
         if q.committer {
             return Ok(());
         }
@@ -708,15 +791,15 @@ impl Wal {
         let mut batch = Vec::new();
         let mut lens: Vec<usize> = Vec::new();
         while let Some(p) = q.pending.front() {
-            let more = p.records.iter().map(|r| r.payload.len());
-            if !batch.is_empty() && frame_len(lens.iter().copied().chain(more.clone())) > MAX_FRAME {
+            let more = p.lens();
+            if !batch.is_empty() && frame_len(lens.iter().copied().chain(more.iter().copied())) > MAX_FRAME {
                 break;
             }
             lens.extend(more);
             batch.push(q.pending.pop_front().expect("a front"));
         }
         drop(q);
-        let result = self.commit(&batch);
+        let result = self.commit(&mut batch);
         if result.is_err() {
             // A commit that failed before it took the log lock leaves a hold
             // kept by the previous frame: never keep it past a failure.
@@ -729,24 +812,26 @@ impl Wal {
         };
         let mut waiting = Vec::new();
         for p in batch.iter_mut() {
+            let r = p.outcome.take().unwrap_or_else(|| outcome(&result));
             if let Some(n) = p.notify.take() {
-                n(outcome(&result));
+                n(r);
             } else {
-                waiting.push(p.id);
+                waiting.push((p.id, r));
             }
         }
         let mut q = lock(&self.queue);
-        for id in waiting {
-            q.done.insert(id, outcome(&result));
+        for (id, r) in waiting {
+            q.done.insert(id, r);
         }
         q.leader = false;
         self.turn.notify_all();
         q
     }
 
-    /// One group commit: back-pressure, the log lock, catch-up, room, the
-    /// frame, the hint, one `fdatasync`.
-    fn commit(&self, batch: &[Pending]) -> Result<()> {
+    /// One group commit: back-pressure, the log lock, catch-up, the
+    /// decisions of decided writes (docs/WAL.md §4.1), room, the frame, the
+    /// hint, one `fdatasync`.
+    fn commit(&self, batch: &mut [Pending]) -> Result<()> {
         self.files.check_writable()?;
         {
             let mut idx = lock(&self.index);
@@ -758,9 +843,35 @@ impl Wal {
             }
         }
         let mut held = self.lock_log()?;
-        let records: Vec<NewWalRecord<'_>> =
-            batch.iter().flat_map(|p| &p.records).map(|r| NewWalRecord { op: r.op, key_hash: r.key_hash, payload: &r.payload }).collect();
-        self.write_frame(&records)?;
+        if batch.iter().any(|p| p.decide.is_some()) {
+            // The catch-up first, so that each decision reads the log as of
+            // its end; then each decision in order, with no mutex of the log
+            // held but the log lock's (a decision reads through `get`).
+            {
+                let mut idx = lock(&self.index);
+                self.catch_up(&mut idx)?;
+            }
+            for p in batch.iter_mut() {
+                let Some((reserve, decide)) = p.decide.take() else { continue };
+                match decide(self) {
+                    Ok(Some(r)) if r.payload.len() <= reserve => p.records = vec![r],
+                    Ok(Some(_)) => {
+                        p.outcome = Some(Err(Error::new(ErrorCode::InvalidArgument, "a decided record exceeds the room reserved for it")))
+                    }
+                    Ok(None) => p.outcome = Some(Ok(())),
+                    Err(e) => p.outcome = Some(Err(e)),
+                }
+            }
+        }
+        let records: Vec<NewWalRecord<'_>> = batch
+            .iter()
+            .filter(|p| p.outcome.is_none())
+            .flat_map(|p| &p.records)
+            .map(|r| NewWalRecord { op: r.op, key_hash: r.key_hash, payload: &r.payload })
+            .collect();
+        if !records.is_empty() {
+            self.write_frame(&records)?;
+        }
         held.keep();
         Ok(())
     }

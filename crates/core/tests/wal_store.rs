@@ -92,8 +92,8 @@ fn the_upgrade_writes_the_marker_and_a_reopen_without_the_option_uses_the_log() 
     assert!(store.wal().is_some());
     assert!(tmp.path().join(WAL_FILE_NAME).exists());
     let marker = std::fs::read(tmp.path().join(KEY_CHECK_FILE_NAME)).unwrap();
-    assert_eq!(marker[8], 2, "version 2");
-    assert_eq!(KeyCheck::decode_versioned(&marker).unwrap(), (KeyCheck::NONE, 2), "no key: salt and check all zero");
+    assert_eq!(marker[8], 3, "version 3: lock-free replaces (docs/WAL.md §4.1)");
+    assert_eq!(KeyCheck::decode_versioned(&marker).unwrap(), (KeyCheck::NONE, 3), "no key: salt and check all zero");
     assert_eq!(value(&store, &key("old")).unwrap(), b"from before");
     put1(&store, &key("new"), b"logged");
     assert!(!store.file_path(&key("new")).exists(), "the value is in the log, not in a key file");
@@ -334,7 +334,7 @@ fn an_encrypted_store_keeps_its_key_check_in_the_marker() {
     drop(store);
     let marker = std::fs::read(tmp.path().join(KEY_CHECK_FILE_NAME)).unwrap();
     let (check, version) = KeyCheck::decode_versioned(&marker).unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     assert!(check.matches(b"the key"));
     assert_eq!(keyed(None, b"another").unwrap_err().code(), ErrorCode::Decrypt);
     assert_eq!(FileStore::open(tmp.path(), options(None)).unwrap_err().code(), ErrorCode::Decrypt);

@@ -28,8 +28,13 @@ const REKEY_MAGIC: &[u8; 8] = b"KSVREKEY";
 const VERSION: u8 = 1;
 /// The version of `.konserve.keycheck` that marks a store with a write-ahead
 /// log (docs/WAL.md §8): the same bytes as version 1; a store without a key
-/// has salt and check all zero.
+/// has salt and check all zero. A store of this version is still opened on
+/// its log, and every write there takes its key lock file.
 pub const WAL_MARKER_VERSION: u8 = 2;
+/// The version an upgrade writes now (docs/WAL.md §4.1): a store with a
+/// write-ahead log whose replacing writes take no key lock file (the same
+/// bytes again). The newest version this build reads.
+pub const WAL_LOCKFREE_VERSION: u8 = 3;
 /// Length of the random salt.
 pub const CHECK_SALT_LEN: usize = 32;
 /// Length of the check value.
@@ -86,8 +91,8 @@ impl KeyCheck {
         self.encode_version(VERSION)
     }
 
-    /// The bytes of `.konserve.keycheck` with this version (1, or
-    /// [`WAL_MARKER_VERSION`]).
+    /// The bytes of `.konserve.keycheck` with this version (1,
+    /// [`WAL_MARKER_VERSION`] or [`WAL_LOCKFREE_VERSION`]).
     pub fn encode_version(&self, version: u8) -> Vec<u8> {
         let mut out = Vec::with_capacity(KEY_CHECK_FILE_LEN);
         out.extend_from_slice(CHECK_MAGIC);
@@ -105,10 +110,10 @@ impl KeyCheck {
         Ok(entry(&body[9..9 + CHECK_SALT_LEN + CHECK_LEN]))
     }
 
-    /// Decodes `.konserve.keycheck` of version 1 or [`WAL_MARKER_VERSION`]:
-    /// the check and its version.
+    /// Decodes `.konserve.keycheck` of version 1, [`WAL_MARKER_VERSION`] or
+    /// [`WAL_LOCKFREE_VERSION`]: the check and its version.
     pub fn decode_versioned(bytes: &[u8]) -> Result<(KeyCheck, u8)> {
-        let body = checked(bytes, CHECK_MAGIC, KEY_CHECK_FILE_LEN, "key check", WAL_MARKER_VERSION)?;
+        let body = checked(bytes, CHECK_MAGIC, KEY_CHECK_FILE_LEN, "key check", WAL_LOCKFREE_VERSION)?;
         Ok((entry(&body[9..9 + CHECK_SALT_LEN + CHECK_LEN]), body[8]))
     }
 }
@@ -205,7 +210,7 @@ mod tests {
     }
 
     #[test]
-    fn the_wal_marker_is_version_2_and_decodes_only_as_versioned() {
+    fn the_wal_markers_are_versions_2_and_3_and_decode_only_as_versioned() {
         let c = KeyCheck::with_salt(b"k", [3; 32]);
         let v2 = c.encode_version(WAL_MARKER_VERSION);
         assert_eq!(v2.len(), KEY_CHECK_FILE_LEN);
@@ -213,8 +218,14 @@ mod tests {
         assert_eq!(KeyCheck::decode_versioned(&v2).unwrap(), (c, 2));
         assert_eq!(KeyCheck::decode_versioned(&c.encode()).unwrap(), (c, 1));
         assert_eq!(KeyCheck::decode(&v2).unwrap_err().code(), ErrorCode::UnsupportedVersion);
-        assert_eq!(KeyCheck::decode_versioned(&c.encode_version(3)).unwrap_err().code(), ErrorCode::UnsupportedVersion);
+        let v3 = c.encode_version(WAL_LOCKFREE_VERSION);
+        assert_eq!(v3[8], 3);
+        assert_eq!(v3[9..v3.len() - 8], v2[9..v2.len() - 8], "the same salt and check");
+        assert_eq!(KeyCheck::decode_versioned(&v3).unwrap(), (c, 3));
+        assert_eq!(KeyCheck::decode(&v3).unwrap_err().code(), ErrorCode::UnsupportedVersion);
+        assert_eq!(KeyCheck::decode_versioned(&c.encode_version(4)).unwrap_err().code(), ErrorCode::UnsupportedVersion);
         assert!(KeyCheck::decode_versioned(&KeyCheck::NONE.encode_version(2)).unwrap().0.is_none());
+        assert!(KeyCheck::decode_versioned(&KeyCheck::NONE.encode_version(3)).unwrap().0.is_none());
     }
 
     #[test]

@@ -1,0 +1,468 @@
+//! The lock-free replace on a version-3 store (docs/WAL.md §4.1): no key
+//! lock file, BUSY when another holder's lock file exists, the locked
+//! writer's pass through the log lock, version 2 keeping its lock files, and
+//! no lost update between lock-free and locked writers of two processes.
+//!
+//! Two processes are two [`FileStore`]s on one directory through [`Probe`],
+//! whose second name for the directory (a symbolic link it does not resolve)
+//! gives the second store its own in-process lock table slots, as another
+//! process has.
+
+mod support;
+
+use std::ffi::OsString;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use konserve_core::format::file::encode_file;
+use konserve_core::format::key::{encode, Key};
+use konserve_core::format::keycheck::{KeyCheck, KEY_CHECK_FILE_NAME};
+use konserve_core::format::meta::{revision, REVISION_SLOT};
+use konserve_core::format::wal::{NewWalRecord, WalOp, FRAMES_AT, WAL_FILE_NAME};
+use konserve_core::vfs::{FileStat, Identity, RealFs, Vfs, VfsFile};
+use konserve_core::wal::{record_hash, OwnedRecord, Wal, WalLookup, WalOptions, WAL_LOCK_HEX};
+use konserve_core::*;
+
+fn key(s: &str) -> Vec<u8> {
+    encode(&Key::str(s))
+}
+
+/// A metadata map as the facade writes it for a replacing write: the revision slot last.
+fn slotted_meta() -> (Vec<u8>, usize) {
+    let mut m = b"\x83\xa4type\xa5value\xa9lastWrite\xd6\xff\x00\x00\x00\x01\xa8revision".to_vec();
+    let at = m.len();
+    m.extend_from_slice(&REVISION_SLOT);
+    (m, at)
+}
+
+/// The real file system, counting the key lock files created, with a gate
+/// on the log's frame writes and a second name for the store directory.
+#[derive(Clone, Default)]
+struct Probe {
+    /// Key lock files created (`.<hex>.lock`, not the log's).
+    key_locks: Arc<AtomicU64>,
+    /// Attempts at the log's lock file that found it taken.
+    log_busy: Arc<AtomicU64>,
+    /// Shut: the next frame write waits for it to open (and says it entered).
+    gate: Arc<(Mutex<bool>, Condvar)>,
+    gated: Arc<AtomicBool>,
+    entered: Arc<AtomicBool>,
+    /// Each frame write yields this long first (widens the window between
+    /// a lock-free write's decision and its frame).
+    delay_micros: Arc<AtomicU64>,
+}
+
+impl Probe {
+    fn shut(&self) {
+        *self.gate.0.lock().unwrap() = false;
+        self.gated.store(true, Ordering::SeqCst);
+    }
+
+    fn open(&self) {
+        self.gated.store(false, Ordering::SeqCst);
+        *self.gate.0.lock().unwrap() = true;
+        self.gate.1.notify_all();
+    }
+}
+
+struct ProbeFile {
+    inner: Box<dyn VfsFile>,
+    fs: Probe,
+}
+
+impl VfsFile for ProbeFile {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.inner.write_all(buf)
+    }
+    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        if offset >= FRAMES_AT as u64 && !buf.iter().all(|&b| b == 0) {
+            let d = self.fs.delay_micros.load(Ordering::SeqCst);
+            if d > 0 {
+                std::thread::sleep(std::time::Duration::from_micros(d));
+            }
+            if self.fs.gated.load(Ordering::SeqCst) {
+                self.fs.entered.store(true, Ordering::SeqCst);
+                let (open, cv) = &*self.fs.gate;
+                let mut g = open.lock().unwrap();
+                while !*g {
+                    g = cv.wait(g).unwrap();
+                }
+            }
+        }
+        self.inner.write_all_at(buf, offset)
+    }
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.inner.read_exact_at(buf, offset)
+    }
+    fn read_upto_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.inner.read_upto_at(buf, offset)
+    }
+    fn size(&self) -> io::Result<u64> {
+        self.inner.size()
+    }
+    fn sync(&self) -> io::Result<()> {
+        self.inner.sync()
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.inner.sync_data()
+    }
+}
+
+const ALIAS: &str = "alias";
+
+impl Vfs for Probe {
+    fn create_new(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let lock = name.ends_with(".lock") && name.len() == 38;
+        let log_lock = name == format!(".{WAL_LOCK_HEX}.lock");
+        let r = RealFs.create_new(path);
+        match &r {
+            Ok(_) if lock && !log_lock && !name.starts_with(".434b5054") => {
+                self.key_locks.fetch_add(1, Ordering::SeqCst);
+            }
+            Err(e) if log_lock && e.kind() == io::ErrorKind::AlreadyExists => {
+                self.log_busy.fetch_add(1, Ordering::SeqCst);
+            }
+            _ => {}
+        }
+        r
+    }
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+        RealFs.open_read(path)
+    }
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+        let f = RealFs.open_write(path)?;
+        if path.file_name() == Some(WAL_FILE_NAME.as_ref()) {
+            return Ok(Box::new(ProbeFile { inner: f, fs: self.clone() }));
+        }
+        Ok(f)
+    }
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        RealFs.exists(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        RealFs.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        RealFs.remove_file(path)
+    }
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<OsString>> {
+        RealFs.read_dir(path)
+    }
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        RealFs.create_dir_all(path)
+    }
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        RealFs.remove_dir(path)
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        RealFs.sync_dir(path)
+    }
+    fn canonicalize(&self, path: &Path) -> io::Result<PathBuf> {
+        // The alias stays itself: another store identity, as in another process.
+        if path.file_name() == Some(ALIAS.as_ref()) {
+            return Ok(RealFs.canonicalize(path.parent().unwrap())?.join(ALIAS));
+        }
+        RealFs.canonicalize(path)
+    }
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        RealFs.hard_link(from, to)
+    }
+    fn stat(&self, path: &Path) -> io::Result<FileStat> {
+        RealFs.stat(path)
+    }
+    fn identity(&self) -> Identity {
+        RealFs.identity()
+    }
+    fn process_start(&self, pid: u32) -> io::Result<Option<u64>> {
+        RealFs.process_start(pid)
+    }
+    fn process_alive(&self, pid: u32) -> bool {
+        RealFs.process_alive(pid)
+    }
+    fn parallel_sync(&self) -> bool {
+        RealFs.parallel_sync()
+    }
+}
+
+fn options(wal: Option<bool>) -> Options {
+    Options { sync_blob: false, wal, ..Options::default() }
+}
+
+/// Two stores on one new directory as two processes: `a` upgrades it (version 3), `b` opens it through the alias.
+fn two(tmp: &Path) -> (Arc<FileStore>, Probe, Arc<FileStore>, Probe) {
+    let dir = tmp.join("s");
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::symlink(&dir, tmp.join(ALIAS)).unwrap();
+    let (pa, pb) = (Probe::default(), Probe::default());
+    let a = FileStore::open_with(Arc::new(pa.clone()), &dir, options(Some(true))).unwrap();
+    let b = FileStore::open_with(Arc::new(pb.clone()), &tmp.join(ALIAS), options(None)).unwrap();
+    assert!(a.is_lock_free() && b.is_lock_free());
+    (Arc::new(a), pa, Arc::new(b), pb)
+}
+
+fn replace<'a>(k: &'a [u8], meta: &'a [u8], at: usize, value: &'a [u8], expected: Option<u64>) -> Replace<'a> {
+    Replace { key: k, serializer: 1, meta, revision_at: at, value, expected_revision: expected, lock: true }
+}
+
+fn lock_files(dir: &Path) -> Vec<String> {
+    support::dir_names(dir).into_iter().filter(|n| n.ends_with(".lock")).collect()
+}
+
+#[test]
+fn the_upgrade_writes_version_3_and_a_lock_free_replace_creates_no_lock_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, pa, b, _) = two(tmp.path());
+    let marker = std::fs::read(tmp.path().join("s").join(KEY_CHECK_FILE_NAME)).unwrap();
+    assert_eq!(KeyCheck::decode_versioned(&marker).unwrap(), (KeyCheck::NONE, 3));
+    let (meta, at) = slotted_meta();
+    let k = key("k");
+    for i in 0..20u64 {
+        assert_eq!(a.replace(&replace(&k, &meta, at, b"v", Some(i))).unwrap(), Replaced::Written { revision: i + 1 });
+    }
+    assert_eq!(a.replace(&replace(&k, &meta, at, b"v", Some(3))).unwrap(), Replaced::Mismatch { actual: 20 });
+    assert_eq!(a.replace(&replace(&k, &meta, at, b"w", None)).unwrap(), Replaced::Written { revision: 21 });
+    // Through the committer thread too.
+    let (tx, rx) = std::sync::mpsc::channel();
+    for _ in 0..5 {
+        let tx = tx.clone();
+        a.replace_then(&replace(&k, &meta, at, b"x", None), Box::new(move |r| tx.send(r.unwrap()).unwrap()));
+        assert!(matches!(rx.recv().unwrap(), Replaced::Written { .. }));
+    }
+    assert_eq!(pa.key_locks.load(Ordering::SeqCst), 0, "no key lock file was created");
+    let e = b.get(&k).unwrap().unwrap();
+    assert_eq!((e.value.as_slice(), revision(&e.meta)), (&b"x"[..], Some(26)));
+    // The in-process lock still excludes this process's locked writers.
+    assert!(a.try_lock(&[&k]).unwrap());
+    assert_eq!(a.replace(&replace(&k, &meta, at, b"y", None)).unwrap(), Replaced::Busy);
+    a.unlock(&[&k]).unwrap();
+    assert_eq!(pa.key_locks.load(Ordering::SeqCst), 1, "only the try_lock's");
+    // A value too large for a record takes the key's lock file, as before.
+    let big = support::fixtures::noise(20_000, 7);
+    assert_eq!(a.replace(&replace(&k, &meta, at, &big, Some(26))).unwrap(), Replaced::Written { revision: 27 });
+    assert_eq!(pa.key_locks.load(Ordering::SeqCst), 2);
+    assert_eq!(b.get(&k).unwrap().unwrap().value, big);
+    assert!(lock_files(&tmp.path().join("s")).is_empty());
+}
+
+#[test]
+fn another_holders_lock_file_makes_a_lock_free_replace_busy_and_appends_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, _, b, _) = two(tmp.path());
+    let (meta, at) = slotted_meta();
+    let k = key("held");
+    assert_eq!(a.replace(&replace(&k, &meta, at, b"1", None)).unwrap(), Replaced::Written { revision: 1 });
+    let before = a.wal().unwrap().stats();
+    b.lock(&[&k]).unwrap();
+    assert_eq!(a.replace(&replace(&k, &meta, at, b"2", None)).unwrap(), Replaced::Busy);
+    assert_eq!(a.replace(&replace(&k, &meta, at, b"2", Some(1))).unwrap(), Replaced::Busy);
+    let (tx, rx) = std::sync::mpsc::channel();
+    a.replace_then(&replace(&k, &meta, at, b"2", None), Box::new(move |r| tx.send(r.unwrap()).unwrap()));
+    assert_eq!(rx.recv().unwrap(), Replaced::Busy);
+    let after = a.wal().unwrap().stats();
+    assert_eq!(after.records, before.records, "nothing appended");
+    // An empty lock file (a holder being written, or a dead one) is a lock file too.
+    b.unlock(&[&k]).unwrap();
+    let lock = tmp.path().join("s").join(konserve_core::filelock::lock_name(&format!("{:032x}", konserve_core::keyhash::key_hash(&k))));
+    std::fs::write(&lock, b"").unwrap();
+    assert_eq!(a.replace(&replace(&k, &meta, at, b"2", None)).unwrap(), Replaced::Busy);
+    std::fs::remove_file(&lock).unwrap();
+    assert_eq!(a.replace(&replace(&k, &meta, at, b"2", None)).unwrap(), Replaced::Written { revision: 2 });
+    // The in-process lock was released after each answer.
+    assert!(a.try_lock(&[&k]).unwrap());
+    a.unlock(&[&k]).unwrap();
+}
+
+/// A locked writer that takes its lock file while a lock-free write of the
+/// key is between its decision (no lock file yet) and its frame waits for
+/// that frame before it reads: its read sees the lock-free write.
+#[test]
+fn a_locked_writer_passes_through_the_log_lock_before_it_reads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, pa, b, pb) = two(tmp.path());
+    let (meta, at) = slotted_meta();
+    let k = key("raced");
+    assert_eq!(a.replace(&replace(&k, &meta, at, b"0", None)).unwrap(), Replaced::Written { revision: 1 });
+    pa.shut();
+    let writer = {
+        let (a, k, meta) = (Arc::clone(&a), k.clone(), meta.clone());
+        std::thread::spawn(move || a.replace(&replace(&k, &meta, at, b"lock-free", Some(1))).unwrap())
+    };
+    // Wait (an event, polled) for the lock-free write's frame to be at the gate: decided, not written.
+    while !pa.entered.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = {
+        let (b, k) = (Arc::clone(&b), k.clone());
+        std::thread::spawn(move || {
+            b.lock(&[&k]).unwrap();
+            let e = b.get(&k).unwrap().unwrap();
+            tx.send(e.value).unwrap();
+            b.unlock(&[&k]).unwrap();
+        })
+    };
+    // The locked writer either waits for the log lock (as it must) or has read already (the bug).
+    let early = loop {
+        if pb.log_busy.load(Ordering::SeqCst) > 0 {
+            break None;
+        }
+        if let Ok(v) = rx.try_recv() {
+            break Some(v);
+        }
+        std::thread::yield_now();
+    };
+    pa.open();
+    assert_eq!(writer.join().unwrap(), Replaced::Written { revision: 2 });
+    let seen = match early {
+        Some(v) => v,
+        None => rx.recv().unwrap(),
+    };
+    reader.join().unwrap();
+    assert_eq!(String::from_utf8_lossy(&seen), "lock-free", "the locked writer read before the lock-free write's frame");
+}
+
+#[test]
+fn lock_free_and_locked_increments_of_two_processes_lose_no_update() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, pa, b, _) = two(tmp.path());
+    // Widen the window between a decision and its frame.
+    pa.delay_micros.store(200, Ordering::SeqCst);
+    let (meta, at) = slotted_meta();
+    let k = key("counter");
+    assert_eq!(a.replace(&replace(&k, &meta, at, &0u64.to_le_bytes(), None)).unwrap(), Replaced::Written { revision: 1 });
+    let count = |e: &Entry| u64::from_le_bytes(e.value.as_slice().try_into().unwrap());
+    const ROUNDS: u64 = 150;
+    let lock_free: Vec<_> = (0..3)
+        .map(|_| {
+            let (a, k, meta) = (Arc::clone(&a), k.clone(), meta.clone());
+            std::thread::spawn(move || {
+                let mut done = 0u64;
+                while done < ROUNDS {
+                    let e = a.get(&k).unwrap().unwrap();
+                    let next = (count(&e) + 1).to_le_bytes();
+                    match a.replace(&replace(&k, &meta, at, &next, revision(&e.meta))).unwrap() {
+                        Replaced::Written { .. } => done += 1,
+                        Replaced::Mismatch { .. } | Replaced::Busy => {}
+                        Replaced::Unsure => panic!("unsure"),
+                    }
+                }
+                done
+            })
+        })
+        .collect();
+    let locked: Vec<_> = (0..3)
+        .map(|_| {
+            let (b, k, meta) = (Arc::clone(&b), k.clone(), meta.clone());
+            std::thread::spawn(move || {
+                for _ in 0..ROUNDS {
+                    b.lock(&[&k]).unwrap();
+                    let e = b.get(&k).unwrap().unwrap();
+                    let next = (count(&e) + 1).to_le_bytes();
+                    let r = Replace { lock: false, ..replace(&k, &meta, at, &next, None) };
+                    assert!(matches!(b.replace(&r).unwrap(), Replaced::Written { .. }));
+                    b.unlock(&[&k]).unwrap();
+                }
+                ROUNDS
+            })
+        })
+        .collect();
+    let total: u64 = lock_free.into_iter().chain(locked).map(|t| t.join().unwrap()).sum();
+    let e = a.get(&k).unwrap().unwrap();
+    assert_eq!(count(&e), total, "an increment was lost");
+    assert_eq!(revision(&e.meta), Some(total + 1), "revisions are a sequence");
+}
+
+#[test]
+fn a_version_2_store_keeps_taking_lock_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    drop(FileStore::open(dir, options(Some(true))).unwrap());
+    std::fs::write(dir.join(KEY_CHECK_FILE_NAME), KeyCheck::NONE.encode_version(2)).unwrap();
+    let p = Probe::default();
+    let store = Arc::new(FileStore::open_with(Arc::new(p.clone()), dir, options(Some(true))).unwrap());
+    assert!(store.wal().is_some());
+    assert!(!store.is_lock_free());
+    let (meta, at) = slotted_meta();
+    let k = key("v2");
+    assert_eq!(store.replace(&replace(&k, &meta, at, b"v", None)).unwrap(), Replaced::Written { revision: 1 });
+    assert_eq!(p.key_locks.load(Ordering::SeqCst), 1);
+    let (tx, rx) = std::sync::mpsc::channel();
+    store.replace_then(&replace(&k, &meta, at, b"w", None), Box::new(move |r| tx.send(r.unwrap()).unwrap()));
+    assert_eq!(rx.recv().unwrap(), Replaced::Written { revision: 2 });
+    assert_eq!(p.key_locks.load(Ordering::SeqCst), 2);
+    drop(store);
+    assert_eq!(KeyCheck::decode_versioned(&std::fs::read(dir.join(KEY_CHECK_FILE_NAME)).unwrap()).unwrap().1, 2, "kept at 2");
+    // The downgrade works from either version.
+    let store = FileStore::open(dir, options(Some(false))).unwrap();
+    assert!(store.wal().is_none() && !store.is_lock_free());
+    assert_eq!(store.get(&k).unwrap().unwrap().value, b"w");
+}
+
+// ---- the log's decided writes (Wal::append_decided, Wal::submit_decided) ----
+
+fn put_record(k: &str, v: &[u8]) -> OwnedRecord {
+    OwnedRecord { op: WalOp::Put, key_hash: record_hash(&key(k)), payload: encode_file(&key(k), 0, b"\x80", v).unwrap() }
+}
+
+#[test]
+fn decisions_run_under_the_log_lock_see_the_log_and_answer_for_their_write_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wal = Arc::new(
+        Wal::open(Arc::new(RealFs), tmp.path(), WalOptions { store: options(None), grow_step: 64 * 1024, ..WalOptions::default() })
+            .unwrap(),
+    );
+    let first = put_record("seen", b"1");
+    wal.append(&[NewWalRecord { op: first.op, key_hash: first.key_hash, payload: &first.payload }]).unwrap();
+    // A blocking decided write: its decision holds the log lock and reads the log.
+    let held = Arc::new(AtomicBool::new(false));
+    let h = Arc::clone(&held);
+    wal.append_decided(
+        16 * 1024,
+        Box::new(move |w: &Wal| {
+            // (Not `holds_log_lock`: that waits for the in-process mutex the committer holds.)
+            let lock = w.path().parent().unwrap().join(konserve_core::filelock::lock_name(konserve_core::wal::WAL_LOCK_HEX));
+            h.store(lock.exists(), Ordering::SeqCst);
+            assert!(matches!(w.get(&record_hash(&key("seen")))?, WalLookup::Put(_)), "the decision sees the log");
+            Ok(Some(put_record("decided", b"2")))
+        }),
+    )
+    .unwrap();
+    assert!(held.load(Ordering::SeqCst), "the decision ran under the log's lock file");
+    assert!(matches!(wal.get(&record_hash(&key("decided"))).unwrap(), WalLookup::Put(_)));
+    // Queued together on the committer thread: a plain append, a write left
+    // out, a failed decision and a record too large for its reserve, each
+    // answered for itself.
+    let (tx, rx) = std::sync::mpsc::channel::<(&str, konserve_core::Result<()>)>();
+    let done = |name: &'static str| {
+        let tx = tx.clone();
+        Box::new(move |r| tx.send((name, r)).unwrap()) as konserve_core::wal::Completion
+    };
+    let plain = put_record("plain", b"3");
+    wal.submit(&[NewWalRecord { op: plain.op, key_hash: plain.key_hash, payload: &plain.payload }], done("plain")).unwrap();
+    wal.submit_decided(16 * 1024, Box::new(|_: &Wal| Ok(None)), done("left out")).unwrap();
+    wal.submit_decided(16 * 1024, Box::new(|_: &Wal| Err(Error::new(ErrorCode::Io, "no"))), done("failed")).unwrap();
+    wal.submit_decided(8, Box::new(|_: &Wal| Ok(Some(put_record("large", b"4")))), done("too large")).unwrap();
+    wal.submit_decided(16 * 1024, Box::new(|_: &Wal| Ok(Some(put_record("kept", b"5")))), done("kept")).unwrap();
+    let mut got: Vec<(&str, Option<ErrorCode>)> = (0..5).map(|_| rx.recv().unwrap()).map(|(n, r)| (n, r.err().map(|e| e.code()))).collect();
+    got.sort_by_key(|(n, _)| *n);
+    assert_eq!(
+        got,
+        vec![
+            ("failed", Some(ErrorCode::Io)),
+            ("kept", None),
+            ("left out", None),
+            ("plain", None),
+            ("too large", Some(ErrorCode::InvalidArgument)),
+        ]
+    );
+    for (k, found) in [("plain", true), ("kept", true), ("large", false)] {
+        assert_eq!(matches!(wal.get(&record_hash(&key(k))).unwrap(), WalLookup::Put(_)), found, "{k}");
+    }
+    assert_eq!(wal.append_decided(usize::MAX / 2, Box::new(|_: &Wal| Ok(None))).unwrap_err().code(), ErrorCode::InvalidArgument);
+}
