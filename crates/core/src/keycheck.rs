@@ -149,7 +149,7 @@ pub(crate) fn remove_wal_marker(store: &StoreDir) -> Result<()> {
 /// by a build before key checks): see [`check_on_open`].
 fn adopt(store: &StoreDir, key: &[u8], marker: Option<u8>) -> Result<()> {
     let accept_plaintext = store.options().accept_plaintext;
-    if marker && !accept_plaintext {
+    if marker.is_some() && !accept_plaintext {
         // A store on its log with no key: its records are plaintext key files
         // that this walk of the key files does not see.
         return Err(decrypt(

@@ -9,7 +9,7 @@ mod support;
 
 use std::path::Path;
 
-use konserve_core::format::meta::{revision, REVISION_SLOT};
+use konserve_core::format::meta::revision;
 use konserve_core::{Error, ErrorCode, FileStore, Options, Replace, Replaced, Result};
 use support::crash::{self, Outcome, SimFs, Workload, Writeback};
 use support::key;
@@ -23,13 +23,6 @@ enum Op {
 
 /// A key's value and revision.
 type KeyState = Option<(Vec<u8>, u64)>;
-
-fn meta() -> (Vec<u8>, usize) {
-    let mut m = b"\x83\xa4type\xa5value\xa9lastWrite\xd6\xff\x00\x00\x00\x01\xa8revision".to_vec();
-    let at = m.len();
-    m.extend_from_slice(&REVISION_SLOT);
-    (m, at)
-}
 
 fn workload() -> Vec<Op> {
     let v = |s: &str| s.as_bytes().to_vec();
@@ -70,7 +63,7 @@ fn options() -> Options {
 fn apply(fs: &SimFs, store: &FileStore, op: &Op) -> Result<()> {
     match op {
         Op::Replace(k, v, expected, want) => {
-            let (m, at) = meta();
+            let (m, at) = support::fixtures::slotted_meta();
             let k = key(k);
             let r = Replace { key: &k, serializer: 1, meta: &m, revision_at: at, value: v, expected_revision: *expected, lock: true };
             match store.replace(&r)? {
@@ -106,7 +99,7 @@ fn check_recovery(fs: &SimFs, dir: &Path, ops: &[Op], outcomes: &[Outcome], ctx:
         // The revision sequence goes on from what survived.
         if store.is_lock_free() {
             let at = got.as_ref().map_or(0, |(_, r)| *r);
-            let (m, slot) = meta();
+            let (m, slot) = support::fixtures::slotted_meta();
             let k = key(name);
             let r =
                 Replace { key: &k, serializer: 1, meta: &m, revision_at: slot, value: b"after", expected_revision: Some(at), lock: true };

@@ -19,7 +19,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use konserve_core::format::file::encode_file;
 use konserve_core::format::key::{encode, Key};
 use konserve_core::format::keycheck::{KeyCheck, KEY_CHECK_FILE_NAME};
-use konserve_core::format::meta::{revision, REVISION_SLOT};
+use konserve_core::format::meta::revision;
 use konserve_core::format::wal::{NewWalRecord, WalOp, FRAMES_AT, WAL_FILE_NAME};
 use konserve_core::vfs::{FileStat, Identity, RealFs, Vfs, VfsFile};
 use konserve_core::wal::{record_hash, OwnedRecord, Wal, WalLookup, WalOptions, WAL_LOCK_HEX};
@@ -27,14 +27,6 @@ use konserve_core::*;
 
 fn key(s: &str) -> Vec<u8> {
     encode(&Key::str(s))
-}
-
-/// A metadata map as the facade writes it for a replacing write: the revision slot last.
-fn slotted_meta() -> (Vec<u8>, usize) {
-    let mut m = b"\x83\xa4type\xa5value\xa9lastWrite\xd6\xff\x00\x00\x00\x01\xa8revision".to_vec();
-    let at = m.len();
-    m.extend_from_slice(&REVISION_SLOT);
-    (m, at)
 }
 
 /// The real file system, counting the key lock files created, with a gate
@@ -220,7 +212,7 @@ fn the_upgrade_writes_version_3_and_a_lock_free_replace_creates_no_lock_file() {
     let (a, pa, b, _) = two(tmp.path());
     let marker = std::fs::read(tmp.path().join("s").join(KEY_CHECK_FILE_NAME)).unwrap();
     assert_eq!(KeyCheck::decode_versioned(&marker).unwrap(), (KeyCheck::NONE, 3));
-    let (meta, at) = slotted_meta();
+    let (meta, at) = support::fixtures::slotted_meta();
     let k = key("k");
     for i in 0..20u64 {
         assert_eq!(a.replace(&replace(&k, &meta, at, b"v", Some(i))).unwrap(), Replaced::Written { revision: i + 1 });
@@ -254,7 +246,7 @@ fn the_upgrade_writes_version_3_and_a_lock_free_replace_creates_no_lock_file() {
 fn another_holders_lock_file_makes_a_lock_free_replace_busy_and_appends_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, _, b, _) = two(tmp.path());
-    let (meta, at) = slotted_meta();
+    let (meta, at) = support::fixtures::slotted_meta();
     let k = key("held");
     assert_eq!(a.replace(&replace(&k, &meta, at, b"1", None)).unwrap(), Replaced::Written { revision: 1 });
     let before = a.wal().unwrap().stats();
@@ -285,7 +277,7 @@ fn another_holders_lock_file_makes_a_lock_free_replace_busy_and_appends_nothing(
 fn a_locked_writer_passes_through_the_log_lock_before_it_reads() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, pa, b, pb) = two(tmp.path());
-    let (meta, at) = slotted_meta();
+    let (meta, at) = support::fixtures::slotted_meta();
     let k = key("raced");
     assert_eq!(a.replace(&replace(&k, &meta, at, b"0", None)).unwrap(), Replaced::Written { revision: 1 });
     pa.shut();
@@ -333,7 +325,7 @@ fn lock_free_and_locked_increments_of_two_processes_lose_no_update() {
     let (a, pa, b, _) = two(tmp.path());
     // Widen the window between a decision and its frame.
     pa.delay_micros.store(200, Ordering::SeqCst);
-    let (meta, at) = slotted_meta();
+    let (meta, at) = support::fixtures::slotted_meta();
     let k = key("counter");
     assert_eq!(a.replace(&replace(&k, &meta, at, &0u64.to_le_bytes(), None)).unwrap(), Replaced::Written { revision: 1 });
     let count = |e: &Entry| u64::from_le_bytes(e.value.as_slice().try_into().unwrap());
@@ -388,7 +380,7 @@ fn a_version_2_store_keeps_taking_lock_files() {
     let store = Arc::new(FileStore::open_with(Arc::new(p.clone()), dir, options(Some(true))).unwrap());
     assert!(store.wal().is_some());
     assert!(!store.is_lock_free());
-    let (meta, at) = slotted_meta();
+    let (meta, at) = support::fixtures::slotted_meta();
     let k = key("v2");
     assert_eq!(store.replace(&replace(&k, &meta, at, b"v", None)).unwrap(), Replaced::Written { revision: 1 });
     assert_eq!(p.key_locks.load(Ordering::SeqCst), 1);
