@@ -13,6 +13,10 @@ import * as k from 'konserve'
 import { child, dist } from './helpers/child.js'
 import { tempDir } from './helpers/api.js'
 
+// These tests look at what is in the log: no idle checkpoint moves it into key files meanwhile
+// (this process's stores and its children; the idle checkpoint is tested in wal-lockfree.spec.ts).
+process.env.KONSERVE_WAL_IDLE_MS = '0'
+
 const keyFiles = (dir: string) => readdirSync(dir).filter((n) => n.endsWith('.ksv'))
 
 /** Writes more than 16 MiB of logged values (1,500 keys of 12,000 bytes, 100 per frame): the write that passes 16 MiB checkpoints the log. */
@@ -29,7 +33,7 @@ for (const native of [true, false]) {
     const dir = tempDir()
     const store = await k.connectFsStore(dir, { native, wal: true })
     t.true(existsSync(join(dir, '.konserve.wal')))
-    t.is(readFileSync(join(dir, '.konserve.keycheck'))[8], 2, 'the version-2 marker')
+    t.is(readFileSync(join(dir, '.konserve.keycheck'))[8], 3, 'the version-3 marker (docs/WAL.md §4.1)')
     await k.assoc(store, 'a', { n: 1 })
     await k.assoc(store, 'b', 'bee')
     t.deepEqual(keyFiles(dir), [], 'small values are logged, not key files')
@@ -153,7 +157,7 @@ for (const native of [true, false]) {
     const v1 = readFileSync(join(dir, '.konserve.keycheck'))
     const store = await k.connectFsStore(dir, { native, encryptor: A, wal: true })
     const v2 = readFileSync(join(dir, '.konserve.keycheck'))
-    t.is(v2[8], 2)
+    t.is(v2[8], 3)
     t.deepEqual(v2.subarray(9, 9 + 64), v1.subarray(9, 9 + 64), 'the same salt and check')
     await k.assoc(store, 'secret', 'plaintext-marker-xyz')
     t.false(readFileSync(join(dir, '.konserve.wal')).includes('plaintext-marker-xyz'))

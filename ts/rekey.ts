@@ -30,7 +30,7 @@ import { join, resolve } from 'node:path'
 import type { LogRecord, RawEntry } from './backing/index.js'
 import { concat } from './codec/aes.js'
 import { type Header, ENCRYPTOR_NONE, FLAG_CHUNKED, HEADER_LEN, LOG_COMMIT_AREA, decodeHeader, encodeMetaSegment, isLogHeader } from './format/file.js'
-import { KEY_CHECK_FILE, REKEY_FILE, type KeyCheck, WAL_MARKER_VERSION, encodeKeyCheck, encodePendingRekey } from './format/keycheck.js'
+import { KEY_CHECK_FILE, REKEY_FILE, type KeyCheck, encodeKeyCheck, encodePendingRekey, isWalMarkerVersion } from './format/keycheck.js'
 import { encodeCommitArea, encodeRecords, logHeader } from './format/log.js'
 import { KonserveError } from './errors.js'
 import type { EncryptorOption } from './store.js'
@@ -230,10 +230,10 @@ const rekeyG = gensync(function* (path: string, options: RekeyOptions): Handler<
   }
 
   // A store on its write-ahead log (docs/WAL.md §9 item 4): refused, nothing written; `wal: false` switches it back first.
-  if (readMarker.sync(dir)?.version === WAL_MARKER_VERSION) {
+  if (isWalMarkerVersion(readMarker.sync(dir)?.version)) {
     throw new KonserveError(
       'ERR_UNSUPPORTED_VERSION',
-      'rekey: the store is on its write-ahead log (a version-2 key check): open it once with wal: false to switch it back, then rekey it',
+      'rekey: the store is on its write-ahead log (a version-2 or -3 key check): open it once with wal: false to switch it back, then rekey it',
       { file: join(dir, KEY_CHECK_FILE) },
     )
   }
