@@ -14,7 +14,7 @@
  */
 import test from 'ava'
 import { execFile } from 'node:child_process'
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs'
+import { readFileSync, readdirSync, realpathSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { promisify } from 'node:util'
@@ -22,7 +22,8 @@ import * as k from 'konserve'
 import { xxh3_64 } from '../ts/codec/xxhash.js'
 import { KEY_CHECK_FILE, KEY_CHECK_FILE_LEN } from '../ts/format/keycheck.js'
 import type { PureFileBacking } from '../ts/backends/pure/store.js'
-import { WAL_LOCK_HEX, CHECKPOINT_LOCK_HEX } from '../ts/backends/pure/wal.js'
+import { FileLocker } from '../ts/backends/pure/filelock.js'
+import { CHECKPOINT_LOCK_HEX, WAL_LOCK_HEX } from '../ts/backends/pure/wal.js'
 import { tempDir } from './helpers/api.js'
 import { holdLock } from './helpers/lock-holder.js'
 
@@ -96,6 +97,35 @@ for (const version of [3, 2] as const) {
     await k.close(store)
   })
 }
+
+test('pure, version 3: a locked writer passes through the log lock after taking its key lock file, before it reads (else a lock-free write in flight could be lost to it)', async (t) => {
+  const { dir } = await pureStore(3)
+  const store = await k.connectFsStore(dir, { native: false, lockTimeoutMs: 300 })
+  await k.assoc(store, 'x', 1)
+  // The log lock held elsewhere (as a lock-free writer of another process holds it between its check and its frame).
+  const locker = new FileLocker(realpathSync(dir))
+  const held = locker.tryAcquire(WAL_LOCK_HEX)
+  if (!('taken' in held)) return t.fail('the log lock was busy')
+  let called = 0
+  const inc = (v: unknown) => {
+    called++
+    return (v as number) + 1
+  }
+  const err = t.throws(() => k.updateIn(store, ['x'], inc, { sync: true })) as k.KonserveError
+  t.is(err.code, 'ERR_LOCK_TIMEOUT')
+  t.is(err.file, locker.lockPath(WAL_LOCK_HEX), 'it waited for the log lock')
+  t.is(called, 0, 'nothing was read under the key lock before the pass')
+  t.deepEqual(
+    readdirSync(dir).filter((n) => n.endsWith('.lock') && n !== `.${WAL_LOCK_HEX}.lock`),
+    [],
+    'the key lock was released',
+  )
+  locker.release(WAL_LOCK_HEX, held.taken.token)
+  await k.updateIn(store, ['x'], inc)
+  t.is(await k.get(store, 'x'), 2)
+  t.is(called, 1)
+  await k.close(store)
+})
 
 for (const holder of ['pure', 'native'] as const) {
   test(`pure, version 3: a key lock held by another (${holder}) process makes the assoc wait for it, then write`, async (t) => {
