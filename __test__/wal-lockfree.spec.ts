@@ -77,7 +77,13 @@ for (const version of [3, 2] as const) {
   test(`pure, version ${version}: assoc ${version === 3 ? 'takes no key lock file' : 'still takes its key lock file'} (async, sync, with expectedRevision)`, async (t) => {
     const { store } = await pureStore(version)
     const locks = countKeyLocks(store)
+    const before = backing(store).wal!.stats()
     await Promise.all(Array.from({ length: 40 }, (_, i) => k.assoc(store, `k${i}`, i)))
+    const after = backing(store).wal!.stats()
+    // The replaces in flight share frames and fdatasyncs (the group commit).
+    t.is(after.records - before.records, 40)
+    t.true(after.frames - before.frames < 20, `40 writes in ${after.frames - before.frames} frames`)
+    t.true(after.dataSyncs - before.dataSyncs < 20, `40 writes with ${after.dataSyncs - before.dataSyncs} fdatasyncs`)
     for (let i = 0; i < 10; i++) k.assoc(store, `s${i}`, i, { sync: true })
     await k.assoc(store, 'k0', 'again', { expectedRevision: 1 })
     k.assoc(store, 's0', 'again', { sync: true, expectedRevision: 1 })
