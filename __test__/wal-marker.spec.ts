@@ -7,11 +7,11 @@
  * writes nothing. So no process of this build can open a store that has a log
  * and read key files that the log supersedes.
  *
- * Both engines now know the log (docs/WAL.md §9 items 3 and 4): they open
- * such a store and use its log, whatever the options say; the key check in
- * the marker is checked as before. What they refuse now is a later version
- * (4 here: the core also reads version 3, docs/WAL.md §4.1), the same way,
- * for the same reason.
+ * Both engines now know the log (docs/WAL.md §9 items 3 and 4) and its
+ * version 3 (§4.1: lock-free replaces): they open a store of version 2 or 3
+ * and use its log, whatever the options say; the key check in the marker is
+ * checked as before. What they refuse now is a later version (4 here), the
+ * same way, for the same reason.
  */
 import test from 'ava'
 import { mkdtempSync, readFileSync, readdirSync, realpathSync, writeFileSync } from 'node:fs'
@@ -54,14 +54,14 @@ for (const native of [true, false]) {
   }
 }
 
-for (const [native, keyed] of [true, false].flatMap((n) => [false, true].map((kd) => [n, kd] as const))) {
-  test(`${native ? 'native' : 'pure'}: a version-2 key check (${keyed ? 'encrypted' : 'plaintext'} store) is opened on its log, its key still checked`, (t) => {
+for (const [native, keyed, version] of [true, false].flatMap((n) => [false, true].flatMap((kd) => [2, 3].map((v) => [n, kd, v] as const)))) {
+  test(`${native ? 'native' : 'pure'}: a version-${version} key check (${keyed ? 'encrypted' : 'plaintext'} store) is opened on its log, its key still checked`, (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'konserve-walmark-'))
     const store = k.connectFsStore(dir, { native, sync: true, ...(keyed ? { encryptor: aes } : {}) })
     k.assoc(store, 'a', 1, { sync: true })
     k.close(store, { sync: true })
     const v1 = keyed ? readFileSync(join(dir, KEY_CHECK_FILE)) : encodeKeyCheck({ salt: new Uint8Array(32), check: new Uint8Array(32) })
-    const v2 = asVersion2(v1)
+    const v2 = asVersion2(v1, version)
     writeFileSync(join(dir, KEY_CHECK_FILE), v2)
     // The store's own key opens it (the first, writable, open creates the log); the other is refused as before.
     const right = keyed ? [{ encryptor: aes }, { encryptor: aes, readOnly: true }] : [{}, { readOnly: true }]

@@ -13,6 +13,10 @@ import * as k from 'konserve'
 import { child, dist } from './helpers/child.js'
 import { tempDir } from './helpers/api.js'
 
+// These tests look at what is in the log: no idle checkpoint moves it into key files meanwhile
+// (this process's stores and its children; the idle checkpoint is tested in wal-lockfree.spec.ts).
+process.env.KONSERVE_WAL_IDLE_MS = '0'
+
 const keyFiles = (dir: string) => readdirSync(dir).filter((n) => n.endsWith('.ksv'))
 
 /** Writes more than 16 MiB of logged values (1,500 keys of 12,000 bytes, 100 per frame): the write that passes 16 MiB checkpoints the log. */

@@ -35,7 +35,7 @@ import { join, resolve } from 'node:path'
 import type { LogRecord, RawEntry } from './backing/index.js'
 import { concat } from './codec/aes.js'
 import { type Header, ENCRYPTOR_NONE, FLAG_CHUNKED, HEADER_LEN, LOG_COMMIT_AREA, decodeHeader, encodeMetaSegment, isLogHeader } from './format/file.js'
-import { KEY_CHECK_FILE, REKEY_FILE, type KeyCheck, encodeKeyCheck, encodePendingRekey } from './format/keycheck.js'
+import { KEY_CHECK_FILE, REKEY_FILE, type KeyCheck, encodeKeyCheck, encodePendingRekey, isWalMarkerVersion } from './format/keycheck.js'
 import { encodeCommitArea, encodeRecords, logHeader } from './format/log.js'
 import { KonserveError } from './errors.js'
 import type { EncryptorOption } from './store.js'
@@ -237,7 +237,7 @@ const rekeyG = gensync(function* (path: string, options: RekeyOptions): Handler<
   // 0. A store on its write-ahead log (docs/WAL.md §7): checkpointed whole and
   // switched back to key files (`wal: false`, which checks `from` as any open
   // does), rekeyed as any store, then put on a new log under the new key.
-  const onLog = (readMarker.sync(dir)?.version ?? 1) >= 2
+  const onLog = isWalMarkerVersion(readMarker.sync(dir)?.version)
   if (onLog) yield* (yield* openPureStore(dir, createPureCodec(0, keys.from), { syncBlob: durable, encryptionKey: keys.from, wal: false })).close()
 
   // 1. The pending rekey: resumed, or checked against the store and written.

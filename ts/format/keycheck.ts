@@ -31,6 +31,16 @@ const VERSION = 1
  * has salt and check all zero (the core's WAL_MARKER_VERSION).
  */
 export const WAL_MARKER_VERSION = 2
+/**
+ * The version a store upgraded to its log gets now (docs/WAL.md §4.1): the
+ * same bytes; the store's replacing writes may skip their key lock files
+ * (the lock-free replace), and every locked writer passes through the log
+ * lock. Versions 2 and 3 both mean "this store has a log".
+ */
+export const WAL_LOCKFREE_VERSION = 3
+
+/** Whether a `.konserve.keycheck` of this version marks a store with a write-ahead log (2 or 3). */
+export const isWalMarkerVersion = (version: number | undefined): boolean => version === WAL_MARKER_VERSION || version === WAL_LOCKFREE_VERSION
 
 /** A salt and the check value of one key. */
 export interface KeyCheck {
@@ -104,9 +114,9 @@ export const KEY_CHECK_NONE: KeyCheck = { salt: new Uint8Array(CHECK_SALT_LEN), 
 /** Whether `c` is KEY_CHECK_NONE (no key). */
 export const isNoKeyCheck = (c: KeyCheck): boolean => c.salt.every((b) => b === 0) && c.check.every((b) => b === 0)
 
-/** Decodes `.konserve.keycheck` of version 1 or WAL_MARKER_VERSION: the check and its version. */
+/** Decodes `.konserve.keycheck` of version 1, WAL_MARKER_VERSION or WAL_LOCKFREE_VERSION: the check and its version. */
 export function decodeKeyCheckVersioned(bytes: Uint8Array): { check: KeyCheck; version: number } {
-  const body = checked(bytes, CHECK_MAGIC, KEY_CHECK_FILE_LEN, 'key check', WAL_MARKER_VERSION)
+  const body = checked(bytes, CHECK_MAGIC, KEY_CHECK_FILE_LEN, 'key check', WAL_LOCKFREE_VERSION)
   return { check: entryAt(body, 9), version: body[8]! }
 }
 

@@ -15,12 +15,13 @@ import {
   REKEY_FILE,
   REKEY_FILE_LEN,
   KEY_CHECK_NONE,
-  WAL_MARKER_VERSION,
+  WAL_LOCKFREE_VERSION,
   decodeKeyCheck,
   decodeKeyCheckVersioned,
   isNoKeyCheck,
   decodePendingRekey,
   encodeKeyCheck,
+  isWalMarkerVersion,
   keyCheckMatches,
   newKeyCheck,
 } from '../../format/keycheck.js'
@@ -65,7 +66,7 @@ export const readKeyCheck = gensync(function* (dir: string): Handler<KeyCheck | 
 })
 export const readKeyCheckSync = readKeyCheck.sync
 
-/** The key check as it is on disk, and its version (1, or 2: the write-ahead log's marker); undefined when there is none. */
+/** The key check as it is on disk, and its version (1, or 2 or 3: the write-ahead log's marker); undefined when there is none. */
 export const readMarker = gensync(function* (dir: string): Handler<{ check: KeyCheck; version: number } | undefined> {
   const bytes = yield* readSmall(dir, KEY_CHECK_FILE, KEY_CHECK_FILE_LEN)
   if (!bytes) return undefined
@@ -78,12 +79,13 @@ export const readMarker = gensync(function* (dir: string): Handler<{ check: KeyC
 
 /**
  * Writes the write-ahead log marker (docs/WAL.md §8), as the core's
- * `write_wal_marker`: the store's key check as version 2 (all zero without
- * one), durably (staging, rename, directory fsync).
+ * `write_wal_marker`: the store's key check as version 3 (docs/WAL.md
+ * §4.1: lock-free replaces; all zero without a key), durably (staging,
+ * rename, directory fsync).
  */
 export const writeWalMarker = gensync(function* (staging: StagingDir): Handler<void> {
   const check = (yield* readMarker(staging.dir))?.check ?? KEY_CHECK_NONE
-  yield* writeStoreFile(staging, KEY_CHECK_FILE, encodeKeyCheck(check, WAL_MARKER_VERSION))
+  yield* writeStoreFile(staging, KEY_CHECK_FILE, encodeKeyCheck(check, WAL_LOCKFREE_VERSION))
 })
 
 /** Removes the write-ahead log marker (the core's `remove_wal_marker`): the key check back to version 1, or no file when the store has no key; durably. */
@@ -145,10 +147,11 @@ export interface StoreKeyOptions {
  * once every key file is encrypted and one authenticates with it, and refuses
  * a store that holds plaintext files unless `acceptPlaintext`.
  *
- * Returns whether the store has the write-ahead log marker (a version-2 key
- * check, docs/WAL.md §8; salt and check all zero when it has no key).
+ * Returns the version of the store's write-ahead log marker (2 or 3, a key
+ * check of that version, docs/WAL.md §8 and §4.1; salt and check all zero
+ * when it has no key), or 0 when it has none.
  */
-export const checkStoreKey = gensync(function* (staging: StagingDir, o: StoreKeyOptions): Handler<boolean> {
+export const checkStoreKey = gensync(function* (staging: StagingDir, o: StoreKeyOptions): Handler<number> {
   const dir = staging.dir
   if (yield* readPendingRekey(dir)) {
     throw decrypt(
@@ -157,7 +160,7 @@ export const checkStoreKey = gensync(function* (staging: StagingDir, o: StoreKey
     )
   }
   const found = yield* readMarker(dir)
-  const marker = found?.version === WAL_MARKER_VERSION
+  const marker = found !== undefined && isWalMarkerVersion(found.version) ? found.version : 0
   // The marker of a store without a key says nothing of keys.
   const check = found && (!marker || !isNoKeyCheck(found.check)) ? found.check : undefined
   const file = join(dir, KEY_CHECK_FILE)
@@ -172,10 +175,10 @@ export const checkStoreKey = gensync(function* (staging: StagingDir, o: StoreKey
   yield* adopt(staging, o.secret, o, marker)
   return marker
 })
-export const checkStoreKeySync = (dir: string, o: StoreKeyOptions & { durable: boolean }): boolean => checkStoreKey.sync(new StagingDir(dir, o.durable), o)
+export const checkStoreKeySync = (dir: string, o: StoreKeyOptions & { durable: boolean }): number => checkStoreKey.sync(new StagingDir(dir, o.durable), o)
 
 /** A keyed open of a store without a key check: see checkStoreKey. */
-function* adopt(staging: StagingDir, secret: Uint8Array, o: StoreKeyOptions, marker: boolean): Handler<void> {
+function* adopt(staging: StagingDir, secret: Uint8Array, o: StoreKeyOptions, marker: number): Handler<void> {
   const dir = staging.dir
   if (marker && !o.acceptPlaintext) {
     // A store on its log with no key: its records are plaintext key files that this walk of the key files does not see.
@@ -251,5 +254,5 @@ function* adopt(staging: StagingDir, secret: Uint8Array, o: StoreKeyOptions, mar
   }
   // Checked as above, but a read-only open writes no key check.
   if (staging.readOnly) return
-  yield* writeStoreFile(staging, KEY_CHECK_FILE, encodeKeyCheck(checkOfKey(secret), marker ? WAL_MARKER_VERSION : 1))
+  yield* writeStoreFile(staging, KEY_CHECK_FILE, encodeKeyCheck(checkOfKey(secret), marker || 1))
 }

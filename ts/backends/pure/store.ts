@@ -34,14 +34,15 @@
 import gensync, { type Handler } from 'gensync'
 import * as fs from 'node:fs'
 import { dirname, join, relative, sep } from 'node:path'
-import type { LogInfo, NewRecord, RawCorrupt, RawEntry, RawListing, RawMeta, RawWrite } from '../../backing/index.js'
-import { type Backing, type BlobSink, type BlobSource, type ListCursor, type LogCursor, type Op, blockingOp, pollingLock } from '../../backing/seam.js'
+import { type LogInfo, type NewRecord, type RawCorrupt, type RawEntry, type RawListing, type RawMeta, type RawReplace, type RawWrite, REPLACE_BUSY, REPLACE_MISMATCH, REPLACE_UNSURE } from '../../backing/index.js'
+import { type Backing, type BlobSink, type BlobSource, type ListCursor, type LogCursor, type Op, blockingOp, pollingLock, twinOp } from '../../backing/seam.js'
 import { GroupCommit } from '../../backing/group-commit.js'
 import { KonserveError } from '../../errors.js'
 import { FLAG_CHUNKED, decodeValueSegment, isLogHeader } from '../../format/file.js'
 import { decodeChunkedValue } from '../../format/blob.js'
 import type { LogSink } from '../../format/log.js'
-import { KEY_CHECK_FILE, REKEY_FILE } from '../../format/keycheck.js'
+import { KEY_CHECK_FILE, REKEY_FILE, WAL_LOCKFREE_VERSION } from '../../format/keycheck.js'
+import { decodeMeta } from '../../format/meta.js'
 import { MAX_FRAME, RECORD_HEAD, WAL_DELETE, WAL_FILE as WAL_FILE_OP, WAL_FILE_NAME, WAL_PUT, frameLen, type NewWalRecord } from '../../format/wal.js'
 import * as blob from './blob.js'
 import { CLOCK_FILE, FileClock } from './clock.js'
@@ -52,7 +53,8 @@ import { GET_READ, HEAD_READ, KEY_FILE, type KeyFiles, type OpenKeyFile, fileRea
 import * as log from './log.js'
 import { STAGING, type Staged, StagingDir, readOnlyError, stagingName } from './staging.js'
 import * as vfs from './vfs.js'
-import { Wal, recordHash } from './wal.js'
+import { IDLE_CHECKPOINT_MS, Wal, recordHash } from './wal.js'
+import { toHex } from '../../codec/xxhash.js'
 
 export { forgetVerifiedLogs } from './log.js'
 
@@ -86,7 +88,7 @@ export interface PureFileOptions {
    * The write-ahead log (docs/WAL.md, experimental), as the core's
    * `Options::wal`: true upgrades a store without the marker on a writable
    * open (a stale `.konserve.wal` removed, a new log created, then the
-   * version-2 key check written); false downgrades a store with it (a full
+   * version-3 key check written, docs/WAL.md §4.1); false downgrades a store with it (a full
    * checkpoint, the marker removed, then the log removed); absent changes
    * nothing. A store with the marker uses the log whatever this says.
    */
@@ -135,6 +137,8 @@ export const openPureStore = gensync(function* (dir: string, codec: PureCodec, o
     if (!options.skipKeyCheck) {
       const marker = yield* checkStoreKey(store.staging, { secret: options.encryptionKey, acceptPlaintext: options.acceptPlaintext })
       store.wal = yield* openWal(store, marker, options)
+      // A version-3 store (docs/WAL.md §4.1): replaces without key lock files, locked writers pass through the log lock.
+      if (store.wal && (marker === 0 || marker >= WAL_LOCKFREE_VERSION)) store.enableLockFree()
     }
     return store
   } catch (err) {
@@ -142,8 +146,20 @@ export const openPureStore = gensync(function* (dir: string, codec: PureCodec, o
   }
 })
 
+/**
+ * The idle checkpoint's delay (docs/WAL.md §5): IDLE_CHECKPOINT_MS, or
+ * `KONSERVE_WAL_IDLE_MS` (milliseconds; 0 turns it off: for tests that look
+ * at what is in the log, and for tuning).
+ */
+function idleCheckpointMs(): number {
+  const env = typeof process !== 'undefined' ? process.env.KONSERVE_WAL_IDLE_MS : undefined
+  const n = env === undefined || env === '' ? Number.NaN : Number(env)
+  return Number.isFinite(n) && n >= 0 ? n : IDLE_CHECKPOINT_MS
+}
+
 /** The options of the store's log. */
 const walOptions = (store: PureFileBacking, options: PureFileOptions) => ({
+  idleCheckpointMs: idleCheckpointMs(),
   syncBlob: options.syncBlob,
   lockTimeoutMs: options.lockTimeoutMs,
   codec: store.codec,
@@ -184,7 +200,7 @@ function* removeWalFile(store: PureFileBacking): Handler<void> {
  * open with `wal: true` (the upgrade); checkpointed whole, the marker
  * removed, then the log removed, with `wal: false` (the downgrade).
  */
-function* openWal(store: PureFileBacking, marker: boolean, options: PureFileOptions): Handler<Wal | undefined> {
+function* openWal(store: PureFileBacking, marker: number, options: PureFileOptions): Handler<Wal | undefined> {
   const writable = options.readOnly !== true
   if (!marker) {
     if (!(options.wal === true && writable)) return undefined
@@ -247,6 +263,46 @@ function* checkpointIfFull(wal: Wal): Handler<void> {
   }
 }
 
+/**
+ * The revision a key with this metadata map is at (not an append log's): its
+ * `revision`, 1 when it has none (a file from before revisions); undefined
+ * when the map is not one to be sure of (the core's `format::meta::revision`;
+ * the caller then leaves the write to the facade's general path).
+ */
+function revisionOfMeta(meta: Uint8Array): number | undefined {
+  let m: Record<string, unknown>
+  try {
+    m = decodeMeta('', meta) as Record<string, unknown>
+  } catch {
+    return undefined
+  }
+  const r = m.revision
+  if (r === undefined) return 1
+  return typeof r === 'number' && Number.isInteger(r) && r >= 0 && r <= 0xffffffff ? r : undefined
+}
+
+/**
+ * `meta` with the revision slot (REVISION_SLOT, 5 bytes) at `at` replaced by
+ * `revision` in its shortest MessagePack form, as the facade's encoder writes
+ * it (the core's `format::meta::splice_revision`); undefined when the slot is
+ * not there or the revision needs more than 32 bits.
+ */
+function spliceRevision(meta: Uint8Array, at: number, revision: number): Uint8Array | undefined {
+  const slot = [0xce, 0xff, 0xff, 0xff, 0xff]
+  if (at < 0 || at + 5 > meta.length || slot.some((b, i) => meta[at + i] !== b)) return undefined
+  if (!Number.isInteger(revision) || revision < 0 || revision > 0xffffffff) return undefined
+  let enc: number[]
+  if (revision <= 0x7f) enc = [revision]
+  else if (revision <= 0xff) enc = [0xcc, revision]
+  else if (revision <= 0xffff) enc = [0xcd, revision >>> 8, revision & 0xff]
+  else enc = [0xce, revision >>> 24, (revision >>> 16) & 0xff, (revision >>> 8) & 0xff, revision & 0xff]
+  const out = new Uint8Array(meta.length - 5 + enc.length)
+  out.set(meta.subarray(0, at))
+  out.set(enc, at)
+  out.set(meta.subarray(at + 5), at + enc.length)
+  return out
+}
+
 export class PureFileBacking implements Backing, KeyFiles {
   readonly implementation = 'pure'
   readonly atomicMultiKey = false
@@ -259,6 +315,14 @@ export class PureFileBacking implements Backing, KeyFiles {
   readonly locker: FileLocker
   /** The write-ahead log, when the store has its marker (docs/WAL.md §8). */
   wal: Wal | undefined
+  /** A version-3 store on its log (docs/WAL.md §4.1): replaces without key lock files; locked writers pass through the log lock. */
+  lockFree = false
+  /**
+   * The fused replacing write (Backing.replace), on a version-3 store only
+   * (docs/WAL.md §4.1): see replaceG. Without it the facade's general path
+   * takes the key's lock file for every write.
+   */
+  replace?: Op<[w: RawReplace], number>
 
   constructor(
     readonly dir: string,
@@ -284,6 +348,81 @@ export class PureFileBacking implements Backing, KeyFiles {
   }
 
   readonly clock: Op<[], number> = blockingOp(() => this.fileClock.nowSync())
+
+  /** @internal At open, on a version-3 store on its log (docs/WAL.md §4.1). */
+  enableLockFree(): void {
+    this.lockFree = true
+    this.replace = gensync((w: RawReplace) => this.replaceG(w))
+  }
+
+  /**
+   * The lock-free replace (docs/WAL.md §4.1): the facade holds this
+   * process's lock of the key. Under the log lock, after the committer's
+   * catch-up (Wal.appendDecided; the async form shares the group commit's
+   * frame and fdatasync with the other writes in flight): with `w.lock`, a
+   * key lock file that exists answers REPLACE_BUSY (nothing appended: the
+   * caller takes the lock and calls again with `lock: false`); else the
+   * key's current revision is read (the log's newest record, else its key
+   * file; 0 missing), `w.expectedRevision` checked (REPLACE_MISMATCH -
+   * actual), and the put record of `w` with the next revision in its
+   * metadata's slot appended in that frame: the new revision once durable.
+   * Whatever is not sure (an append log, metadata it cannot read, a failed
+   * read, a key file over WAL_MAX_RECORD bytes) answers REPLACE_UNSURE,
+   * nothing written: the facade's general path writes it.
+   */
+  private *replaceG(w: RawReplace): Handler<number> {
+    const wal = this.wal
+    this.staging.checkWritable()
+    // A value this much larger than a record cannot compress into one.
+    if (!wal || w.value.length + w.meta.length + w.key.length > 4 * WAL_MAX_RECORD) return REPLACE_UNSURE
+    const keyHash = recordHash(w.key)
+    const hex = toHex(keyHash)
+    const lockFile = this.locker.lockPath(hex)
+    const self = this
+    let answer = REPLACE_UNSURE
+    yield* wal.appendDecided(function* (inFrame: ReadonlySet<string>): Handler<NewWalRecord[]> {
+      answer = REPLACE_UNSURE
+      if (inFrame.has(hex)) return []
+      try {
+        if (w.lock && (yield* vfs.exists(lockFile))) {
+          answer = REPLACE_BUSY
+          return []
+        }
+        const current = yield* self.revisionLocked(wal, w.key, keyHash)
+        if (current === undefined) return []
+        if (w.expectedRevision !== undefined && w.expectedRevision !== current) {
+          answer = REPLACE_MISMATCH - current
+          return []
+        }
+        const meta = spliceRevision(w.meta, w.revisionAt, current + 1)
+        if (!meta) return []
+        const payload = yield* self.logPayload({ key: w.key, serializer: w.serializer, meta, value: w.value })
+        if (!payload) return []
+        answer = current + 1
+        return [{ op: WAL_PUT, keyHash, payload }]
+      } catch {
+        answer = REPLACE_UNSURE
+        return []
+      }
+    }, WAL_MAX_RECORD)
+    if (answer > 0) yield* checkpointIfFull(wal)
+    return answer
+  }
+
+  /** Under the log lock: the revision `key` is at (0: missing), or undefined when not sure (the core's `current_revision`). */
+  private *revisionLocked(wal: Wal, key: Uint8Array, keyHash: Uint8Array): Handler<number | undefined> {
+    const l = yield* wal.lookupLocked(keyHash)
+    if (l.kind === 'deleted') return 0
+    if (l.kind === 'put') return revisionOfMeta((yield* this.payloadHead(key, l.payload)).meta)
+    const f = yield* openKeyFile(this.codec, this.filePath(key), HEAD_READ, key)
+    if (!f) return 0
+    try {
+      if (isLogHeader(f.head.header)) return undefined
+      return revisionOfMeta(f.head.meta)
+    } finally {
+      vfs.closeQuietly(f.fd)
+    }
+  }
 
   // ---- the write-ahead log ------------------------------------------------------
 
@@ -748,6 +887,20 @@ export class PureFileBacking implements Backing, KeyFiles {
    * naming the holder instead of false.
    */
   tryLock(keys: Uint8Array[], waitedMs?: number): boolean {
+    if (!this.tryLockFiles(keys, waitedMs)) return false
+    if (!this.lockFree || !this.wal) return true
+    // The pass through the log lock (see lock), blocking: another process holds it for a frame at most.
+    try {
+      this.wal.pass.sync()
+    } catch (err) {
+      this.releaseHexes(this.lockHexes(keys), false)
+      throw err
+    }
+    return true
+  }
+
+  /** tryLock's key lock files alone. */
+  private tryLockFiles(keys: Uint8Array[], waitedMs?: number): boolean {
     if (this.options.readOnly) throw readOnlyError(this.dir)
     const busy = this.tryLockHexes(this.lockHexes(keys))
     if (!busy) return true
@@ -757,13 +910,43 @@ export class PureFileBacking implements Backing, KeyFiles {
     return false
   }
 
-  /** Blocking: waits grow from 0.2 ms to 8 ms between attempts. Async: polls `tryLock` without blocking the loop. */
-  readonly lock: Op<[keys: Uint8Array[]], void> = pollingLock(
-    (keys, waitedMs) => this.tryLock(keys, waitedMs),
+  /** The key lock files alone. Blocking: waits grow from 0.2 ms to 8 ms between attempts. Async: polls `tryLockFiles` without blocking the loop. */
+  private readonly lockFiles: Op<[keys: Uint8Array[]], void> = pollingLock(
+    (keys, waitedMs) => this.tryLockFiles(keys, waitedMs),
     (keys) => {
       const wait = new Int32Array(new SharedArrayBuffer(4))
       const start = performance.now()
-      for (let pause = 0.2; !this.tryLock(keys, performance.now() - start); pause = Math.min(pause * 2, 8)) Atomics.wait(wait, 0, 0, pause)
+      for (let pause = 0.2; !this.tryLockFiles(keys, performance.now() - start); pause = Math.min(pause * 2, 8)) Atomics.wait(wait, 0, 0, pause)
+    },
+  )
+
+  /**
+   * Takes every key's lock file (as tryLock), then, on a version-3 store,
+   * passes through the log lock (docs/WAL.md §4.1): every lock-free replace
+   * of these keys that found no lock file is then durable in the log, and
+   * every later one finds the lock file. The async form waits for the log
+   * lock without blocking the loop; a failure releases the key locks.
+   */
+  readonly lock: Op<[keys: Uint8Array[]], void> = twinOp(
+    (keys: Uint8Array[]) => {
+      this.lockFiles.sync(keys)
+      if (!this.lockFree || !this.wal) return
+      try {
+        this.wal.pass.sync()
+      } catch (err) {
+        this.releaseHexes(this.lockHexes(keys), false)
+        throw err
+      }
+    },
+    async (keys: Uint8Array[]) => {
+      await this.lockFiles.async(keys)
+      if (!this.lockFree || !this.wal) return
+      try {
+        await this.wal.pass.async()
+      } catch (err) {
+        this.releaseHexes(this.lockHexes(keys), false)
+        throw err
+      }
     },
   )
 

@@ -87,6 +87,8 @@ export const GROW_STEP = 64 * 1024 * 1024
 export const CHECKPOINT_CAP = 256 * 1024 * 1024
 /** The longest a committer keeps the log's lock file across frames. */
 export const LOCK_HOLD_MS = 20
+/** A log idle this long after an append is checkpointed (docs/WAL.md §5). */
+export const IDLE_CHECKPOINT_MS = 100
 /** A checkpoint renames at most this many keys per hold of the log lock. */
 const SLICE = 256
 /** Zero-fill writes of at most this many bytes. */
@@ -124,6 +126,13 @@ export interface WalOptions {
   generation?: (not: bigint) => bigint
   /** For tests: called before each I/O step of the log; what it throws is that step's error (an errno error). */
   fault?: (step: WalStep, file: string) => void
+  /**
+   * The idle checkpoint (docs/WAL.md §5): after an append, a log idle for
+   * this many milliseconds, and not empty, is checkpointed from a timer that
+   * never keeps the process alive (the store passes IDLE_CHECKPOINT_MS;
+   * default 0: never, so a log opened on its own checkpoints when asked).
+   */
+  idleCheckpointMs?: number
 }
 
 /** What the log says of a key. */
@@ -177,8 +186,25 @@ class Index {
   }
 }
 
-interface Pending {
-  records: NewWalRecord[]
+/**
+ * Records decided under the log lock (docs/WAL.md §4.1, the lock-free
+ * replace): called after the committer's catch-up, before the frame is
+ * encoded, synchronously, with the hex hashes of the keys the frame already
+ * holds; returns the records to append (none: this write is not in the
+ * frame), each payload at most the `maxPayload` it was queued with. It may
+ * read the log (Wal.lookupLocked) and key files; what it throws fails the frame.
+ */
+export type Decide = (inFrame: ReadonlySet<string>) => Handler<readonly NewWalRecord[]>
+
+/** What one writer hands to a frame: fixed records, or a decision made under the log lock. */
+interface Item {
+  records: readonly NewWalRecord[]
+  decide?: Decide
+  /** For a decision: the most payload bytes it may return (one record). */
+  maxPayload?: number
+}
+
+interface Pending extends Item {
   resolve: () => void
   reject: (err: unknown) => void
 }
@@ -259,6 +285,15 @@ export class Wal {
   >
   private readonly fault: WalOptions['fault']
   private readonly newGeneration: (not: bigint) => bigint
+  private readonly idleMs: number
+  /** When this instance last appended a frame (performance.now()). */
+  private lastAppend = 0
+  /** The idle checkpoint's timer, while one is armed. */
+  private idleTimer: ReturnType<typeof setTimeout> | undefined
+  /** The idle checkpoint running now. */
+  private idleRun: Promise<void> | undefined
+  /** What the last idle checkpoint failed with (kept for tests and diagnostics; a failed fsync also poisons the store). */
+  idleError: unknown
 
   private constructor(
     readonly dir: string,
@@ -279,6 +314,7 @@ export class Wal {
     this.codec = options.codec ?? createPureCodec(0)
     this.fault = options.fault
     this.newGeneration = options.generation ?? randomGeneration
+    this.idleMs = options.readOnly ? 0 : (options.idleCheckpointMs ?? 0)
     this.index = new Index({ generation: 1n, first: 1n })
   }
 
@@ -724,7 +760,7 @@ export class Wal {
     sync: (records: readonly NewWalRecord[]): void => {
       encodeFrame(1n, 1n, records)
       this.checkOpen()
-      this.commitAlone(records)
+      this.commitAlone([{ records }])
     },
     async: (records: readonly NewWalRecord[]): Promise<void> => {
       try {
@@ -742,13 +778,122 @@ export class Wal {
     },
   })
 
+  /**
+   * Appends what `decide` returns, decided under the log lock after the
+   * committer's catch-up (see Decide): the lock-free replace of docs/WAL.md
+   * §4.1. Returns once the frame holding its records is durable (at once when
+   * it returned none). The async form joins the group commit: the decisions
+   * of the writes in flight are made in order within one hold of the log
+   * lock and share one frame and one fdatasync with the other appends.
+   */
+  readonly appendDecided = gensync({
+    sync: (decide: Decide, maxPayload: number): void => {
+      this.checkOpen()
+      this.commitAlone([{ records: [], decide, maxPayload }])
+    },
+    async: (decide: Decide, maxPayload: number): Promise<void> => {
+      try {
+        this.checkOpen()
+        if (frameLen([maxPayload]) > MAX_FRAME) throw new KonserveError('ERR_INVALID_ARGUMENT', 'a decided record cannot be longer than a frame', { file: this.path })
+      } catch (err) {
+        return Promise.reject(err)
+      }
+      return new Promise<void>((resolve, reject) => {
+        this.queue.push({ records: [], decide, maxPayload, resolve, reject })
+        if (!this.running) this.runner = this.run()
+      })
+    },
+  })
+
+  /**
+   * Passes through the log lock (docs/WAL.md §4.1: a locked writer on a
+   * version-3 store, once it holds its key lock files): takes it and
+   * releases it, writing nothing. When this instance keeps the lock file
+   * across frames, the in-process mutex is enough.
+   */
+  readonly pass = gensync(() => this.underLog(function* () {}, true))
+
+  // ---- the idle checkpoint (docs/WAL.md §5) ------------------------------------------------
+
+  /** After a frame: (re)arms the idle checkpoint's timer. */
+  private armIdle(): void {
+    this.lastAppend = performance.now()
+    if (this.idleMs <= 0 || this.closed || this.idleTimer !== undefined || this.idleRun !== undefined) return
+    this.startIdleTimer(this.idleMs)
+  }
+
+  private startIdleTimer(ms: number): void {
+    const t = setTimeout(() => this.idleTick(), ms)
+    t.unref?.()
+    this.idleTimer = t
+  }
+
+  /**
+   * The timer fired: a log appended to since then waits again; an idle one,
+   * not empty, gets a checkpoint (async; skipped when another runs one, and
+   * then tried again after the next idle period). A failure is kept in
+   * `idleError` and the next append's idle period tries again; a failed
+   * fsync has poisoned the store already (every later write fails with
+   * ERR_STORE_POISONED), as it does for a checkpoint a write runs.
+   */
+  private idleTick(): void {
+    this.idleTimer = undefined
+    if (this.closed) return
+    const idle = performance.now() - this.lastAppend
+    if (idle < this.idleMs) {
+      this.startIdleTimer(this.idleMs - idle)
+      return
+    }
+    if (this.logBytes() === 0) return
+    try {
+      this.staging.checkWritable()
+    } catch {
+      return
+    }
+    const run = (async () => {
+      let again = false
+      try {
+        const ran = await this.checkpoint.async()
+        again = !ran || this.logBytes() > 0
+      } catch (err) {
+        this.idleError = err
+      } finally {
+        this.idleRun = undefined
+        if (this.closed) vfs.closeQuietly(this.fd)
+        else if (again) this.armIdle()
+      }
+    })()
+    this.idleRun = run
+  }
+
+  /** Resolves once no idle checkpoint runs (for close and tests). */
+  async idle(): Promise<void> {
+    while (this.idleRun) await this.idleRun
+  }
+
   private checkOpen(): void {
     if (this.closed) throw new KonserveError('ERR_CLOSED', 'the write-ahead log is closed', { file: this.path })
   }
+  /**
+   * Under the log lock (from a Decide): what the log says of a key, from the
+   * index as the committer's catch-up left it (no catch-up: nobody else can
+   * append meanwhile). A put's payload is checked as this key's file.
+   */
+  *lookupLocked(keyHash: Uint8Array): Handler<WalLookup> {
+    const hex = toHex(keyHash)
+    const e = this.index.map.get(hex)
+    if (!e) return { kind: 'absent' }
+    if (e.op === WAL_DELETE) return { kind: 'deleted' }
+    if (e.op === WAL_FILE) return { kind: 'file' }
+    const payload = yield* this.readAt(e.len, e.at)
+    yield* this.checkPayload(payload, keyHash, hex, e.at)
+    return { kind: 'put', payload }
+  }
 
-  private commitAlone(records: readonly NewWalRecord[]): void {
+
+  private commitAlone(items: readonly Item[]): void {
     try {
-      gensync(() => this.commit(records)).sync()
+      gensync(() => this.commit(items)).sync()
     } catch (err) {
       this.releaseIdleHold()
       throw err
@@ -768,13 +913,14 @@ export class Wal {
         const batch: Pending[] = []
         const lens: number[] = []
         while (this.queue.length > 0) {
-          const more = this.queue[0]!.records.map((r) => r.payload.length)
+          const next = this.queue[0]!
+          const more = next.decide ? [next.maxPayload ?? 0] : next.records.map((r) => r.payload.length)
           if (batch.length > 0 && frameLen([...lens, ...more]) > MAX_FRAME) break
           lens.push(...more)
           batch.push(this.queue.shift()!)
         }
         try {
-          await gensync(() => this.commit(batch.flatMap((p) => p.records))).async()
+          await gensync(() => this.commit(batch)).async()
         } catch (err) {
           this.releaseIdleHold()
           batch.forEach((p, i) => {
@@ -789,17 +935,38 @@ export class Wal {
     }
   }
 
-  /** One group commit: back-pressure, the log lock, catch-up, room, the frame, the hint, one fdatasync. */
-  private *commit(records: readonly NewWalRecord[]): Handler<void> {
+  /** One group commit: back-pressure, the log lock, catch-up, the decisions, room, the frame, the hint, one fdatasync. */
+  private *commit(items: readonly Item[]): Handler<void> {
     this.staging.checkWritable()
     yield* this.catchUp()
     if (this.index.end - FRAMES_AT > this.opts.checkpointCap) yield* this.checkpointRun()
-    yield* this.underLog(() => this.writeFrame(records), true)
+    yield* this.underLog(() => this.writeItems(items), true)
+  }
+
+  /**
+   * Under the log lock: catches up, makes the decisions of `items` (docs/WAL.md
+   * §4.1) and writes their records as one frame, if there are any.
+   */
+  private *writeItems(items: readonly Item[]): Handler<void> {
+    yield* this.catchUp()
+    const records: NewWalRecord[] = []
+    const inFrame = new Set<string>()
+    for (const it of items) {
+      const rs = it.decide ? yield* it.decide(inFrame) : it.records
+      for (const r of rs) {
+        if (it.decide && r.payload.length > (it.maxPayload ?? 0)) {
+          throw new KonserveError('ERR_INVALID_ARGUMENT', 'a record decided under the log lock is longer than it was queued for', { file: this.path })
+        }
+        records.push(r)
+        inFrame.add(toHex(r.keyHash))
+      }
+    }
+    if (records.length > 0) yield* this.writeFrame(records, true)
   }
 
   /** Writes one frame of `records` at the end (catch-up, room, the frame, the hint, one fdatasync). The caller holds the log lock. */
-  private *writeFrame(records: readonly NewWalRecord[]): Handler<void> {
-    yield* this.catchUp()
+  private *writeFrame(records: readonly NewWalRecord[], caughtUp = false): Handler<void> {
+    if (!caughtUp) yield* this.catchUp()
     const idx = this.index
     const seq = idx.lastSeq + 1n
     const generation = idx.header.generation
@@ -824,6 +991,7 @@ export class Wal {
     yield* this.syncLog('cannot fdatasync the write-ahead log')
     this.counters.frames++
     this.counters.records += records.length
+    this.armIdle()
     // The frame is durable: acknowledged whatever happens now. The index
     // takes it in here, or at the next catch-up if this read fails.
     try {
@@ -1114,6 +1282,9 @@ export class Wal {
     sync: (): void => this.shut(),
     async: async (): Promise<void> => {
       while (this.running) await this.runner
+      if (this.idleTimer !== undefined) clearTimeout(this.idleTimer)
+      this.idleTimer = undefined
+      await this.idle()
       this.shut()
     },
   })
@@ -1121,8 +1292,11 @@ export class Wal {
   private shut(): void {
     if (this.closed) return
     this.closed = true
+    if (this.idleTimer !== undefined) clearTimeout(this.idleTimer)
+    this.idleTimer = undefined
     if (!this.mutexHeld) this.releaseHold()
-    vfs.closeQuietly(this.fd)
+    // An idle checkpoint still running closes the file when it ends (its I/O must not meet a reused descriptor).
+    if (!this.idleRun) vfs.closeQuietly(this.fd)
   }
 }
 
