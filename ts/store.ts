@@ -108,6 +108,14 @@ export interface FsStoreOptions extends StoreOptions {
    * No other process may have the store open while it is switched.
    */
   wal?: boolean
+  /**
+   * With the write-ahead log: how long (ms) the log must see no append before
+   * the native core checkpoints it in a background thread (default 100; 0:
+   * never, the log is then checkpointed by the write that takes it past
+   * 16 MiB, by `wal: false`, or by another process). The pure engine has no
+   * idle checkpoint yet and ignores it.
+   */
+  walIdleCheckpointMs?: number
 }
 
 /** @internal An invalid option. */

@@ -19,7 +19,8 @@ fn key(s: &str) -> Vec<u8> {
 }
 
 fn options(wal: Option<bool>) -> Options {
-    Options { sync_blob: false, wal, ..Options::default() }
+    // No idle checkpoint: these tests look at the log's records.
+    Options { sync_blob: false, wal, wal_idle_checkpoint: Some(std::time::Duration::ZERO), ..Options::default() }
 }
 
 fn open(dir: &Path, wal: Option<bool>) -> FileStore {
@@ -254,7 +255,7 @@ fn a_second_instance_sees_logged_writes_and_deletes() {
 #[test]
 fn a_cached_value_is_never_served_after_a_logged_write_of_its_key() {
     let tmp = tempfile::tempdir().unwrap();
-    let reader = FileStore::open(tmp.path(), Options { wal: Some(true), sync_blob: false, ..Options::default() }).unwrap();
+    let reader = FileStore::open(tmp.path(), Options { wal: Some(true), ..options(None) }).unwrap();
     let writer = open(tmp.path(), None);
     let k = key("cached");
     put1(&writer, &k, b"in its file");
@@ -416,7 +417,7 @@ fn value_of(store: &FileStore, k: &str) -> Vec<u8> {
 #[test]
 fn put_then_and_replace_then_commit_through_the_committer_thread() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = Arc::new(FileStore::open(tmp.path(), Options { wal: Some(true), ..Options::default() }).unwrap());
+    let store = Arc::new(FileStore::open(tmp.path(), Options { wal: Some(true), sync_blob: true, ..options(None) }).unwrap());
     let (meta, at) = slotted_meta();
     let keys: Vec<Vec<u8>> = (0..64).map(|i| key(&format!("q{i}"))).collect();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -477,4 +478,41 @@ fn put_then_and_replace_then_commit_through_the_committer_thread() {
     );
     rx.recv().unwrap().unwrap();
     assert!(plain.file_path(&keys[0]).exists());
+}
+
+/// Polls `done` until it holds, failing after `secs` seconds (a condition, never a bare sleep).
+fn wait_until(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}: not within {secs} s");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn an_idle_store_checkpoints_its_log_by_itself_with_the_default_options() {
+    let (on_dir, off_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // The defaults: idle hold 2 ms, idle checkpoint after 100 ms.
+    let on = FileStore::open(on_dir.path(), Options { sync_blob: false, wal: Some(true), ..Options::default() }).unwrap();
+    let off = open(off_dir.path(), Some(true));
+    for s in [&on, &off] {
+        put1(s, &key("a"), b"va");
+        put1(s, &key("b"), b"vb");
+        s.delete(&[&key("b")]).unwrap();
+    }
+    wait_until(30, "the idle checkpoint", || on.wal().unwrap().log_bytes() == 0);
+    assert!(on.file_path(&key("a")).exists());
+    assert_eq!(value(&on, &key("a")).unwrap(), b"va");
+    assert_eq!(value(&on, &key("b")), None);
+    assert!(on.wal().unwrap().stats().idle_checkpoints >= 1);
+    // With it off, the frames stay.
+    assert_eq!(op_of(&off, &key("a")), Some(WalOp::Put));
+    assert!(!off.file_path(&key("a")).exists());
+    // Dropping the store ends its background thread and leaves no lock file.
+    put1(&on, &key("c"), b"vc");
+    drop(on);
+    let lock = on_dir.path().join(format!(".{}.lock", konserve_core::wal::WAL_LOCK_HEX));
+    assert!(!lock.exists(), "the idle hold was released on drop");
+    let again = open(on_dir.path(), None);
+    assert_eq!(value(&again, &key("c")).unwrap(), b"vc");
 }
