@@ -373,11 +373,13 @@ impl Drop for LogGuard<'_> {
             // background thread will release it (docs/WAL.md §4.1).
             if let Some(until) = self.wal.idle_release_at(&self.hold) {
                 self.hold.idle_until = Some(until);
+                // The thread is woken only when it has no earlier time to
+                // wake at (then it finds this hold's later time and waits on).
                 let mut st = lock(&self.wal.bg.state);
                 if st.release_at.is_none_or(|t| t > until) {
                     st.release_at = Some(until);
+                    self.wal.bg.wake.notify_all();
                 }
-                self.wal.bg.wake.notify_all();
                 return;
             }
         }
@@ -388,6 +390,14 @@ impl Drop for LogGuard<'_> {
 impl Drop for Wal {
     fn drop(&mut self) {
         self.stop_background();
+        // The thread holds no strong reference while it waits, so it is
+        // waiting or about to find the log gone: joined at once. When this
+        // drop runs on it (it held the last reference), it ends right after.
+        if let Some(t) = lock(&self.bg.thread).take() {
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
     }
 }
 
@@ -561,7 +571,8 @@ impl Wal {
     }
 
     /// Ends the background thread of [`open_shared`](Self::open_shared)
-    /// (waiting for it, unless called on it) and a committer thread waiting
+    /// (at once, or after the idle checkpoint it is running; it is not
+    /// waited for here, the drop joins it) and a committer thread waiting
     /// for more, and releases the log's lock file if it is kept: what a
     /// store's close does, and the drop. The log stays usable, without idle
     /// holds or idle checkpoints (frames not checkpointed stay in the log
@@ -573,15 +584,6 @@ impl Wal {
             st.running = false;
         }
         self.bg.wake.notify_all();
-        // The thread holds no strong reference while it waits, so it is
-        // waiting, acting (then this is not the drop), or about to find the
-        // log gone; when this runs on it (the drop of its last reference),
-        // it ends on its own right after.
-        if let Some(t) = lock(&self.bg.thread).take() {
-            if t.thread().id() != std::thread::current().id() {
-                let _ = t.join();
-            }
-        }
         let mut hold = lock(&self.log_mutex);
         self.release_hold(&mut hold);
     }
@@ -627,9 +629,11 @@ impl Wal {
         if st.stop || lock(&self.bg.thread).is_none() {
             return;
         }
-        st.checkpoint_at = Some(Instant::now() + after);
+        // Woken only when it had no time set: an earlier one wakes it anyway.
+        if st.checkpoint_at.replace(Instant::now() + after).is_none() {
+            self.bg.wake.notify_all();
+        }
         st.seen = Some((generation, seq));
-        self.bg.wake.notify_all();
     }
 
     /// The background thread, once the log has been idle for
