@@ -401,6 +401,48 @@ impl Drop for Wal {
     }
 }
 
+/// The logs of [`Wal::open_shared`] that may keep their lock file idle, for
+/// [`release_at_exit`].
+static SHARED: Mutex<Vec<Weak<Wal>>> = Mutex::new(Vec::new());
+
+/// Registers `wal` for [`release_at_exit`] (once per process, the hook).
+fn release_on_exit(wal: &Arc<Wal>) {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        #[cfg(unix)]
+        // SAFETY: registers a plain function with no arguments, which never
+        // unwinds (it catches any panic).
+        unsafe {
+            libc::atexit(release_at_exit);
+        }
+    });
+    let mut shared = lock(&SHARED);
+    shared.retain(|w| w.strong_count() > 0);
+    shared.push(Arc::downgrade(wal));
+}
+
+/// At the process's exit (a Node process ends without closing its stores,
+/// or calls `process.exit`): each log's lock file kept idle is released,
+/// so an exit within the idle hold leaves no lock file (a kill still does:
+/// it names a dead process, taken over at once). A log in the middle of a
+/// frame is left alone (its frame ends with the process).
+extern "C" fn release_at_exit() {
+    let _ = std::panic::catch_unwind(|| {
+        let shared = match SHARED.try_lock() {
+            Ok(s) => s,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
+        for w in shared.iter().filter_map(Weak::upgrade) {
+            if let Ok(mut hold) = w.log_mutex.try_lock() {
+                w.release_hold(&mut hold);
+            }
+            // No drop (and no join of its thread) while the process exits.
+            std::mem::forget(w);
+        }
+    });
+}
+
 /// The committer thread of [`Wal::submit`]: commits while anything is
 /// queued; then waits up to `idle_hold` (bounded by the longest hold) for
 /// more, holding the log only weakly (so a burst of one-at-a-time writes
@@ -560,6 +602,9 @@ impl Wal {
             .map_err(|e| Error::io(e, "cannot start the write-ahead log's background thread", &wal.path))?;
         *lock(&wal.bg.thread) = Some(thread);
         lock(&wal.bg.state).running = hold;
+        if hold {
+            release_on_exit(&wal);
+        }
         let (generation, last_seq, bytes) = {
             let idx = lock(&wal.index);
             (idx.header.generation, idx.last_seq, idx.end - FRAMES_AT as u64)

@@ -516,3 +516,29 @@ fn an_idle_store_checkpoints_its_log_by_itself_with_the_default_options() {
     let again = open(on_dir.path(), None);
     assert_eq!(value(&again, &key("c")).unwrap(), b"vc");
 }
+
+#[test]
+fn a_process_that_exits_while_keeping_the_log_lock_idle_releases_it_at_exit() {
+    const CHILD: &str = "KONSERVE_TEST_EXIT_WHILE_HOLDING";
+    if let Ok(dir) = std::env::var(CHILD) {
+        // The child: a write, the log's lock file kept idle, then exit()
+        // with the store never dropped (as a Node process that ends, or
+        // calls process.exit, without closing it).
+        let o = Options { wal_idle_hold: Some(std::time::Duration::from_secs(3600)), ..options(Some(true)) };
+        let store = FileStore::open(Path::new(&dir), o).unwrap();
+        put1(&store, &key("k"), b"v");
+        assert!(store.wal().unwrap().holds_log_lock());
+        std::process::exit(0);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let name = "a_process_that_exits_while_keeping_the_log_lock_idle_releases_it_at_exit";
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--test-threads=1"])
+        .env(CHILD, tmp.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lock = tmp.path().join(format!(".{}.lock", konserve_core::wal::WAL_LOCK_HEX));
+    assert!(!lock.exists(), "the lock file kept idle was released at exit");
+    assert_eq!(value(&open(tmp.path(), None), &key("k")).unwrap(), b"v");
+}
