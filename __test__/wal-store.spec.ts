@@ -373,7 +373,8 @@ test('native, wal: true: an idle store checkpoints its log into key files by its
 
 for (const ending of ['close', 'end', 'process.exit'] as const) {
   const how = { close: 'writes, closes and ends', end: 'writes and ends without closing', 'process.exit': 'writes and calls process.exit' }[ending]
-  test(`native, wal: true: a node process that ${how} exits at once and leaves no log lock file (the background thread keeps nothing alive)`, async (t) => {
+  // Serial: a test beside it that blocks this worker's event loop (the mixed ones' blocking calls) would delay the child's exit event.
+  test.serial(`native, wal: true: a node process that ${how} exits at once and leaves no log lock file (the background thread keeps nothing alive)`, async (t) => {
     const dir = tempDir()
     const c = child(
       `

@@ -424,8 +424,9 @@ fn release_on_exit(wal: &Arc<Wal>) {
 /// At the process's exit (a Node process ends without closing its stores,
 /// or calls `process.exit`): each log's lock file kept idle is released,
 /// so an exit within the idle hold leaves no lock file (a kill still does:
-/// it names a dead process, taken over at once). A log in the middle of a
-/// frame is left alone (its frame ends with the process).
+/// it names a dead process, taken over at once). A log busy (a frame, or
+/// the background thread releasing it) is waited for up to 100 ms, never
+/// blocked on.
 extern "C" fn release_at_exit() {
     let _ = std::panic::catch_unwind(|| {
         let shared = match SHARED.try_lock() {
@@ -433,9 +434,19 @@ extern "C" fn release_at_exit() {
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return,
         };
+        let deadline = Instant::now() + Duration::from_millis(100);
         for w in shared.iter().filter_map(Weak::upgrade) {
-            if let Ok(mut hold) = w.log_mutex.try_lock() {
-                w.release_hold(&mut hold);
+            loop {
+                match w.log_mutex.try_lock() {
+                    Ok(mut hold) => w.release_hold(&mut hold),
+                    Err(std::sync::TryLockError::Poisoned(p)) => w.release_hold(&mut p.into_inner()),
+                    Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(1));
+                        continue;
+                    }
+                    Err(std::sync::TryLockError::WouldBlock) => {}
+                }
+                break;
             }
             // No drop (and no join of its thread) while the process exits.
             std::mem::forget(w);
