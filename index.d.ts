@@ -102,6 +102,12 @@ export declare class NativeFileStore {
    * log's group commit.
    */
   get lockFree(): boolean
+  /**
+   * The store's close: ends the write-ahead log's background thread and
+   * releases the log's lock file if it is kept idle (docs/WAL.md §4.1).
+   * The store stays usable (also done when the object is collected).
+   */
+  stopBackground(): void
   getSync(key: Buffer): NativeEntry | null
   /**
    * `get`'s read of a value that `getValueInto` found too large for its
@@ -382,6 +388,11 @@ export interface NativeOpenOptions {
    * store, false downgrades it, absent keeps what its marker says.
    */
   wal?: boolean
+  /**
+   * With the log: how long it must be idle before this store checkpoints
+   * it in the background (default 100; 0: never, docs/WAL.md §5).
+   */
+  walIdleCheckpointMs?: number
 }
 
 /** A replacing write (see `replaceSync`). */

@@ -209,12 +209,12 @@ test('pure: a child process that writes through the log exits at once: the idle 
   writeFileSync(
     script,
     `import * as k from ${JSON.stringify(pathToFileURL(resolve('dist/index.js')).href)}
-const s = await k.connectFsStore(${JSON.stringify(dir)}, { native: false, wal: true })
+const s = await k.connectFsStore(${JSON.stringify(dir)}, { native: false, wal: true, walIdleCheckpointMs: 60000 })
 await k.assoc(s, 'a', 1)
 k.assoc(s, 'b', 2, { sync: true })
 `,
   )
-  const { stdout } = await run(process.execPath, [script], { env: { ...process.env, KONSERVE_WAL_IDLE_MS: '60000' } })
+  const { stdout } = await run(process.execPath, [script])
   t.is(stdout, '')
   // It exited with its records still in the log: its idle timer (a minute here) did not hold it.
   t.deepEqual(keyFiles(dir), [])

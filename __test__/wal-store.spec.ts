@@ -13,11 +13,9 @@ import * as k from 'konserve'
 import { child, dist } from './helpers/child.js'
 import { tempDir } from './helpers/api.js'
 
-// These tests look at what is in the log: no idle checkpoint moves it into key files meanwhile
-// (this process's stores and its children; the idle checkpoint is tested in wal-lockfree.spec.ts).
-process.env.KONSERVE_WAL_IDLE_MS = '0'
-
 const keyFiles = (dir: string) => readdirSync(dir).filter((n) => n.endsWith('.ksv'))
+/** No idle checkpoint (either engine): these tests look at what is still in the log. */
+const quiet = { walIdleCheckpointMs: 0 } as const
 
 /** Writes more than 16 MiB of logged values (1,500 keys of 12,000 bytes, 100 per frame): the write that passes 16 MiB checkpoints the log. */
 async function fillPastCheckpoint(store: k.Store): Promise<void> {
@@ -31,7 +29,7 @@ for (const native of [true, false]) {
   const impl = native ? 'native' : 'pure'
   test(`${impl}, wal: true: assoc, get, updateIn, dissoc, keys and bassoc through the log`, async (t) => {
     const dir = tempDir()
-    const store = await k.connectFsStore(dir, { native, wal: true })
+    const store = await k.connectFsStore(dir, { ...quiet, native, wal: true })
     t.true(existsSync(join(dir, '.konserve.wal')))
     t.is(readFileSync(join(dir, '.konserve.keycheck'))[8], 3, 'the version-3 marker (docs/WAL.md §4.1)')
     await k.assoc(store, 'a', { n: 1 })
@@ -61,7 +59,7 @@ for (const native of [true, false]) {
     t.is(keyFiles(dir).length, 2)
     await k.close(store)
     // Reopened without the option: the marker decides.
-    const again = await k.connectFsStore(dir, { native })
+    const again = await k.connectFsStore(dir, { ...quiet, native })
     t.is(await k.get(again, 'big'), big)
     t.is(await k.get(again, 'b'), undefined)
     await k.close(again)
@@ -71,8 +69,8 @@ for (const native of [true, false]) {
 
   test(`${impl}, wal: true: two stores on one directory see each other's logged writes and deletes`, async (t) => {
     const dir = tempDir()
-    const a = await k.connectFsStore(dir, { native, wal: true })
-    const b = await k.connectFsStore(dir, { native })
+    const a = await k.connectFsStore(dir, { ...quiet, native, wal: true })
+    const b = await k.connectFsStore(dir, { ...quiet, native })
     await k.assoc(a, 'shared', 1)
     t.is(await k.get(b, 'shared'), 1)
     t.is(k.get(b, 'shared', { sync: true }), 1)
@@ -88,13 +86,13 @@ for (const native of [true, false]) {
 
   test(`${impl}, wal: true: a child process reads a value this process wrote through the log, and writes one back`, async (t) => {
     const dir = tempDir()
-    const store = await k.connectFsStore(dir, { native, wal: true })
+    const store = await k.connectFsStore(dir, { ...quiet, native, wal: true })
     await k.assoc(store, 'from-parent', { hello: 'child' })
     t.deepEqual(keyFiles(dir), [])
     const c = child(
       `
       const k = await import(${dist('index.mjs')})
-      const store = await k.connectFsStore(process.argv[2], { native: process.argv[3] === 'native' })
+      const store = await k.connectFsStore(process.argv[2], { walIdleCheckpointMs: 0, native: process.argv[3] === 'native' })
       console.log('read ' + JSON.stringify(await k.get(store, 'from-parent')))
       await k.assoc(store, 'from-child', 42)
       await k.close(store)
@@ -112,19 +110,19 @@ for (const native of [true, false]) {
 
   test(`${impl}, wal: false switches the store back: its values in key files, no log, no marker`, async (t) => {
     const dir = tempDir()
-    const store = await k.connectFsStore(dir, { native, wal: true })
+    const store = await k.connectFsStore(dir, { ...quiet, native, wal: true })
     await k.assoc(store, 'kept', 'v')
     await k.assoc(store, 'gone', 'v')
     await k.dissoc(store, 'gone')
     await k.close(store)
-    const back = await k.connectFsStore(dir, { native, wal: false })
+    const back = await k.connectFsStore(dir, { ...quiet, native, wal: false })
     t.false(existsSync(join(dir, '.konserve.wal')))
     t.false(existsSync(join(dir, '.konserve.keycheck')))
     t.is(keyFiles(dir).length, 1)
     t.is(await k.get(back, 'kept'), 'v')
     await k.close(back)
     // Now an engine without the log (any build) opens it again.
-    const pure = await k.connectFsStore(dir, { native: false })
+    const pure = await k.connectFsStore(dir, { ...quiet, native: false })
     t.is(await k.get(pure, 'kept'), 'v')
     t.is(await k.get(pure, 'gone'), undefined)
     await k.close(pure)
@@ -136,7 +134,7 @@ for (const native of [true, false]) {
   test(`rekey of a store on its log (${impl}): checkpointed, rekeyed, and back on a log under the new key`, async (t) => {
     const dir = tempDir()
     const A = { type: 'aes', key: 'key A' } as const
-    const store = await k.connectFsStore(dir, { native, wal: true })
+    const store = await k.connectFsStore(dir, { ...quiet, native, wal: true })
     await k.assoc(store, 'k', 'v')
     await k.assoc(store, 'k', 'v2')
     await k.close(store)
@@ -161,11 +159,11 @@ for (const native of [true, false]) {
       await k.close(keyed)
     }
     // A logged write under A, then back to plaintext: the same again.
-    const keyed = await k.connectFsStore(dir, { native, encryptor: A })
+    const keyed = await k.connectFsStore(dir, { ...quiet, native, encryptor: A })
     await k.assoc(keyed, 'l', 'logged under A')
     await k.close(keyed)
     t.deepEqual(k.rekey(dir, { from: A, to: null, sync: true }), { rewritten: 2, skipped: 0 })
-    const plain = await k.connectFsStore(dir, { native })
+    const plain = await k.connectFsStore(dir, { ...quiet, native })
     t.truthy(plain)
     t.is(await k.get(plain, 'l'), 'logged under A')
     t.true(readFileSync(join(dir, '.konserve.keycheck'))[8]! >= 2)
@@ -177,17 +175,17 @@ for (const native of [true, false]) {
   test(`${impl}, wal: true on an encrypted store: the marker keeps its key check, values in the log are encrypted`, async (t) => {
     const dir = tempDir()
     const A = { type: 'aes', key: 'key A' } as const
-    await k.close(await k.connectFsStore(dir, { native, encryptor: A }))
+    await k.close(await k.connectFsStore(dir, { ...quiet, native, encryptor: A }))
     const v1 = readFileSync(join(dir, '.konserve.keycheck'))
-    const store = await k.connectFsStore(dir, { native, encryptor: A, wal: true })
+    const store = await k.connectFsStore(dir, { ...quiet, native, encryptor: A, wal: true })
     const v2 = readFileSync(join(dir, '.konserve.keycheck'))
     t.is(v2[8], 3)
     t.deepEqual(v2.subarray(9, 9 + 64), v1.subarray(9, 9 + 64), 'the same salt and check')
     await k.assoc(store, 'secret', 'plaintext-marker-xyz')
     t.false(readFileSync(join(dir, '.konserve.wal')).includes('plaintext-marker-xyz'))
     await k.close(store)
-    await t.throwsAsync(k.connectFsStore(dir, { native: !native }), { code: 'ERR_DECRYPT' } as never)
-    const other = await k.connectFsStore(dir, { native: !native, encryptor: A })
+    await t.throwsAsync(k.connectFsStore(dir, { ...quiet, native: !native }), { code: 'ERR_DECRYPT' } as never)
+    const other = await k.connectFsStore(dir, { ...quiet, native: !native, encryptor: A })
     t.is(await k.get(other, 'secret'), 'plaintext-marker-xyz')
     await k.close(other)
   })
@@ -198,11 +196,11 @@ test('wal: true upgrades a store to the same bytes in both engines: the marker b
   for (const keyed of [false, true]) {
     const made: Array<{ marker: Buffer; walLen: number; names: string[] }> = []
     const template = tempDir()
-    await k.close(await k.connectFsStore(template, { native: true, ...(keyed ? { encryptor: A } : {}) }))
+    await k.close(await k.connectFsStore(template, { ...quiet, native: true, ...(keyed ? { encryptor: A } : {}) }))
     for (const native of [true, false]) {
       const dir = tempDir()
       for (const n of readdirSync(template)) writeFileSync(join(dir, n), readFileSync(join(template, n)))
-      const store = await k.connectFsStore(dir, { native, wal: true, ...(keyed ? { encryptor: A } : {}) })
+      const store = await k.connectFsStore(dir, { ...quiet, native, wal: true, ...(keyed ? { encryptor: A } : {}) })
       await k.close(store)
       made.push({ marker: readFileSync(join(dir, '.konserve.keycheck')), walLen: statSync(join(dir, '.konserve.wal')).size, names: readdirSync(dir).sort() })
     }
@@ -214,7 +212,7 @@ test('wal: true upgrades a store to the same bytes in both engines: the marker b
 
 for (const native of [true, false]) for (const wal of [true, false]) test(`${native ? 'native' : 'pure'}, wal: ${wal}: sweep lists and deletes the keys older than the cutoff (logged ones with the log), keeping the whitelist`, async (t) => {
   const dir = tempDir()
-  const store = await k.connectFsStore(dir, { native, wal })
+  const store = await k.connectFsStore(dir, { ...quiet, native, wal })
   for (const key of ['old1', 'old2', 'kept']) await k.assoc(store, key, key)
   const cutoff = new Date((await k.getMeta(store, 'kept'))!.lastWrite.getTime() + 1)
   if (wal) t.deepEqual(keyFiles(dir), [], 'every key is logged')
@@ -229,7 +227,7 @@ for (const native of [true, false]) for (const wal of [true, false]) test(`${nat
 
 test('pure, wal: true: blocking and async calls mixed on one store (awaited, reads during writes, a blocking write beside pending ones) neither fail nor hang', async (t) => {
   const dir = tempDir()
-  const store = await k.connectFsStore(dir, { native: false, wal: true })
+  const store = await k.connectFsStore(dir, { ...quiet, native: false, wal: true })
   for (let i = 0; i < 20; i++) {
     if (i % 2 === 0) k.assoc(store, `k${i % 5}`, i, { sync: true })
     else await k.assoc(store, `k${i % 5}`, i)
@@ -256,7 +254,7 @@ test('pure, wal: true: blocking and async calls mixed on one store (awaited, rea
 
 test('pure, wal: true: blocking writes from callbacks while async writes are in flight on one store all succeed and none is lost (the log is never held across an await)', async (t) => {
   const dir = tempDir()
-  const store = await k.connectFsStore(dir, { native: false, wal: true })
+  const store = await k.connectFsStore(dir, { ...quiet, native: false, wal: true })
   await k.assoc(store, 'logged', 0)
   const pending = Array.from({ length: 200 }, (_, i) => k.assoc(store, `a${i % 20}`, i))
   let rounds = 0
@@ -288,8 +286,8 @@ for (const [writer, reader] of [
   const r = reader ? 'native' : 'pure'
   test(`mixed, wal: true: ${w} writes, ${r} reads at once (puts, deletes, updateIn, a checkpoint, a blob and a large value over logged keys)`, async (t) => {
     const dir = tempDir()
-    const a = await k.connectFsStore(dir, { native: writer, wal: true })
-    const b = await k.connectFsStore(dir, { native: reader })
+    const a = await k.connectFsStore(dir, { ...quiet, native: writer, wal: true })
+    const b = await k.connectFsStore(dir, { ...quiet, native: reader })
     await k.assoc(a, 'x', { v: 1 })
     await k.multiAssoc(a, { y: 'why', z: 26 })
     t.deepEqual(keyFiles(dir), [])
@@ -338,13 +336,13 @@ for (const [parent, kid] of [
 ] as const) {
   test(`mixed, wal: true: a ${kid} child process and this ${parent} store see each other's acknowledged writes and deletes at once`, async (t) => {
     const dir = tempDir()
-    const store = await k.connectFsStore(dir, { native: parent === 'native', wal: true })
+    const store = await k.connectFsStore(dir, { ...quiet, native: parent === 'native', wal: true })
     await k.assoc(store, 'from-parent', 1)
     await k.assoc(store, 'doomed', 'x')
     const c = child(
       `
       const k = await import(${dist('index.mjs')})
-      const store = await k.connectFsStore(process.argv[2], { native: process.argv[3] === 'native' })
+      const store = await k.connectFsStore(process.argv[2], { walIdleCheckpointMs: 0, native: process.argv[3] === 'native' })
       console.log('read ' + JSON.stringify(await k.get(store, 'from-parent')))
       await k.dissoc(store, 'doomed')
       await k.assoc(store, 'from-child', 2)
@@ -368,7 +366,7 @@ for (const native of [true, false]) {
   const impl = native ? 'native' : 'pure'
   test(`${impl}, wal: true: a multiAssoc of more small values than one 8 MiB frame holds is logged frame by frame`, async (t) => {
     const dir = tempDir()
-    const store = await k.connectFsStore(dir, { native, wal: true, syncBlob: false })
+    const store = await k.connectFsStore(dir, { ...quiet, native, wal: true, syncBlob: false })
     // 700 values of 15,000 bytes: about 10.5 MB of records, more than one frame (8 MiB) holds.
     const batch = (tag: string) => Object.fromEntries(Array.from({ length: 700 }, (_, i) => [`m${i}`, `${tag}${i}`.padEnd(15_000, '.')]))
     await k.multiAssoc(store, batch('async'))
@@ -406,5 +404,81 @@ for (const native of [true, false]) {
     const keyed = await k.connectFsStore(dir, { native: !native, encryptor: A })
     t.is(await k.get(keyed, 'k'), 'secret now')
     await k.close(keyed)
+  })
+}
+
+// ---- the core's background thread: the idle checkpoint, the idle hold, and exit ----
+
+const LOG_LOCK = '.57414c57414c57414c57414c57414c57.lock'
+
+/** Polls `done` until it holds, failing after `ms` (a condition, never a bare sleep). */
+async function waitUntil(ms: number, what: string, done: () => boolean): Promise<void> {
+  const deadline = Date.now() + ms
+  while (!done()) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`)
+    await new Promise((r) => setTimeout(r, 5))
+  }
+}
+
+for (const native of [true, false]) {
+  test(`${native ? 'native' : 'pure'}, wal: true: an idle store checkpoints its log into key files by itself (walIdleCheckpointMs; 0 keeps the records)`, async (t) => {
+    const [on, off] = [tempDir(), tempDir()]
+    const a = await k.connectFsStore(on, { native, wal: true, walIdleCheckpointMs: 50 })
+    const b = await k.connectFsStore(off, { native, wal: true, walIdleCheckpointMs: 0 })
+    for (const s of [a, b]) {
+      await k.assoc(s, 'x', 1)
+      k.assoc(s, 'y', 2, { sync: true })
+      await k.dissoc(s, 'y')
+    }
+    await waitUntil(20_000, 'the idle checkpoint', () => keyFiles(on).length === 1)
+    t.deepEqual(await k.get(a, 'x'), 1)
+    t.is(await k.get(a, 'y'), undefined)
+    t.deepEqual(keyFiles(off), [], 'with 0 the values stay in the log')
+    t.is(await k.get(b, 'x'), 1)
+    await t.throwsAsync(k.connectFsStore(tempDir(), { native, walIdleCheckpointMs: -1 }), { code: 'ERR_INVALID_ARGUMENT' } as never)
+    await k.close(a)
+    await k.close(b)
+    t.false(existsSync(join(on, LOG_LOCK)), 'close released the log lock')
+  })
+}
+
+for (const ending of ['close', 'end', 'process.exit'] as const) {
+  const how = { close: 'writes, closes and ends', end: 'writes and ends without closing', 'process.exit': 'writes and calls process.exit' }[ending]
+  // Serial: a test beside it that blocks this worker's event loop (the mixed ones' blocking calls) would delay the child's exit event.
+  test.serial(`native, wal: true: a node process that ${how} exits at once and leaves no log lock file (the background thread keeps nothing alive)`, async (t) => {
+    const dir = tempDir()
+    const c = child(
+      `
+      const k = await import(${dist('index.mjs')})
+      const store = await k.connectFsStore(process.argv[2], { native: true, wal: true })
+      await k.assoc(store, 'async', 2)
+      await Promise.all([k.assoc(store, 'a', 3), k.assoc(store, 'b', 4)])
+      ${ending === 'close' ? 'await k.close(store)' : ''}
+      // The last write blocks: the lock file is kept for 2 ms after it, longer than the exit takes.
+      ${ending === 'close' ? '' : "k.assoc(store, 'sync', 1, { sync: true })"}
+      console.log('wrote ' + Date.now())
+      ${ending === 'process.exit' ? 'process.exit(0)' : ''}
+    `,
+      [dir],
+    )
+    let wrote = 0
+    await new Promise<void>((r) =>
+      c.proc.stdout.on('data', (d: Buffer) => {
+        const m = /wrote (\d+)/.exec(d.toString())
+        if (m) {
+          wrote = Number(m[1])
+          r()
+        }
+      }),
+    )
+    t.is(await c.exit, 0)
+    const took = Date.now() - wrote
+    t.true(took < 2000, `exited ${took} ms after its last write`)
+    t.false(existsSync(join(dir, LOG_LOCK)), 'the log lock file was released (close, or at exit)')
+    const again = await k.connectFsStore(dir, { native: true, lockTimeoutMs: 2000 })
+    t.deepEqual([await k.get(again, 'async'), await k.get(again, 'a'), await k.get(again, 'b')], [2, 3, 4])
+    if (ending !== 'close') t.is(await k.get(again, 'sync'), 1)
+    await k.assoc(again, 'after', 5)
+    await k.close(again)
   })
 }

@@ -253,6 +253,9 @@ pub struct NativeOpenOptions {
     /// The write-ahead log (experimental, docs/WAL.md): true upgrades the
     /// store, false downgrades it, absent keeps what its marker says.
     pub wal: Option<bool>,
+    /// With the log: how long it must be idle before this store checkpoints
+    /// it in the background (default 100; 0: never, docs/WAL.md §5).
+    pub wal_idle_checkpoint_ms: Option<f64>,
 }
 
 fn core_options(o: &NativeOpenOptions) -> CoreResult<core::Options> {
@@ -277,6 +280,12 @@ fn core_options(o: &NativeOpenOptions) -> CoreResult<core::Options> {
             return Err(invalid(format!("valueCacheBytes must be a number >= 0, not {bytes}")));
         }
         options.value_cache_bytes = bytes as usize;
+    }
+    if let Some(ms) = o.wal_idle_checkpoint_ms {
+        if !(ms.is_finite() && ms >= 0.0) {
+            return Err(invalid(format!("walIdleCheckpointMs must be a number >= 0, not {ms}")));
+        }
+        options.wal_idle_checkpoint = Some(std::time::Duration::from_secs_f64(ms / 1000.0));
     }
     Ok(options)
 }
@@ -328,6 +337,14 @@ impl NativeFileStore {
     #[napi(getter)]
     pub fn lock_free(&self) -> bool {
         self.inner.is_lock_free()
+    }
+
+    /// The store's close: ends the write-ahead log's background thread and
+    /// releases the log's lock file if it is kept idle (docs/WAL.md §4.1).
+    /// The store stays usable (also done when the object is collected).
+    #[napi]
+    pub fn stop_background(&self) {
+        self.inner.stop_background();
     }
 
     #[napi]

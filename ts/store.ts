@@ -104,10 +104,19 @@ export interface FsStoreOptions extends StoreOptions {
    * `.konserve.wal`, acknowledged after one `fdatasync`, moved into key files
    * by checkpoints); `false` switches it back (a full checkpoint, then the
    * log removed). Absent: the store stays as it is. A store with the log is
-   * refused by builds that do not know it and by `rekey` (ERR_UNSUPPORTED_VERSION).
+   * refused by builds that do not know it (ERR_UNSUPPORTED_VERSION); `rekey`
+   * checkpoints it, rekeys it and puts it back on a new log.
    * No other process may have the store open while it is switched.
    */
   wal?: boolean
+  /**
+   * With the write-ahead log: how long (ms) the log must see no append before
+   * it is checkpointed in the background (default 100; 0: never, the log is
+   * then checkpointed by the write that takes it past 16 MiB, by
+   * `wal: false`, or by another process). The native core runs it on a
+   * thread of its own, the pure engine from an `unref`ed timer.
+   */
+  walIdleCheckpointMs?: number
 }
 
 /** @internal An invalid option. */

@@ -315,9 +315,16 @@ export class NativeFileBacking implements Backing {
     (key: Uint8Array, keepFrom: number, m: Uint8Array) => loadNative().logTrimAsync(this.native, buf(key), keepFrom, buf(m)),
   )
 
-  /** close: the queued group commits are written first. (The core's lock file closes when the binding's object is collected.) */
+  /**
+   * close: the queued group commits are written first; then the write-ahead
+   * log's background thread ends and its lock file, if kept idle, is released
+   * (the core's store lock closes when the binding's object is collected).
+   */
   readonly close = twinOp(
-    () => {},
-    () => this.group.idle(),
+    () => this.native.stopBackground(),
+    async () => {
+      await this.group.idle()
+      this.native.stopBackground()
+    },
   )
 }

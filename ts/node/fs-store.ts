@@ -159,6 +159,7 @@ const FS_STORE_OPTIONS: Spec = {
   readOnly: checks.boolean,
   valueCacheBytes: (v) => (typeof v === 'number' && v >= 0 && Number.isFinite(v) ? undefined : 'a number of bytes >= 0'),
   wal: checks.boolean,
+  walIdleCheckpointMs: (v) => (typeof v === 'number' && v >= 0 && Number.isFinite(v) ? undefined : 'a number of milliseconds >= 0'),
 }
 const DELETE_OPTIONS: Spec = { sync: checks.boolean, native: checks.boolean }
 
@@ -168,6 +169,7 @@ type OpenOptions = ReturnType<typeof codecOptions> & {
   readOnly: boolean
   valueCacheBytes?: number
   wal?: boolean
+  walIdleCheckpointMs?: number
 }
 
 /** Checks connectFsStore's arguments; returns the serializers and the binding's options. Opens nothing. */
@@ -180,6 +182,7 @@ function checkFsArgs(path: unknown, options: unknown): { dir: string; serializer
   const open: OpenOptions = { syncBlob: durableOf(opts), lockTimeoutMs: lockTimeout(opts), readOnly: opts.readOnly === true, ...codecOptions(opts) }
   if (opts.valueCacheBytes !== undefined) open.valueCacheBytes = opts.valueCacheBytes
   if (opts.wal !== undefined) open.wal = opts.wal
+  if (opts.walIdleCheckpointMs !== undefined) open.walIdleCheckpointMs = opts.walIdleCheckpointMs
   return { dir, serializers, open }
 }
 

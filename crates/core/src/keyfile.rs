@@ -75,6 +75,15 @@ pub struct Options {
     /// [`crate::wal::GROW_STEP`]); a multiple of 4096. For tests on the
     /// simulated file system, where every byte of a new log is written.
     pub wal_grow_step: Option<u64>,
+    /// How long the log's lock file stays taken after a frame with nothing
+    /// queued (`None`: [`crate::wal::IDLE_HOLD`], 2 ms; zero: released at
+    /// once; docs/WAL.md §4.1).
+    pub wal_idle_hold: Option<std::time::Duration>,
+    /// How long the log must be idle before the background thread
+    /// checkpoints it (`None`: [`crate::wal::IDLE_CHECKPOINT`], 100 ms;
+    /// zero: never; docs/WAL.md §5). Tests that look at the log's records
+    /// (and the crash tests, which must be deterministic) turn it off.
+    pub wal_idle_checkpoint: Option<std::time::Duration>,
 }
 
 /// The default of [`Options::lock_timeout`].
@@ -93,6 +102,8 @@ impl Default for Options {
             value_cache_bytes: crate::valuecache::DEFAULT_VALUE_CACHE_BYTES,
             wal: None,
             wal_grow_step: None,
+            wal_idle_hold: None,
+            wal_idle_checkpoint: None,
         }
     }
 }
@@ -110,6 +121,8 @@ impl std::fmt::Debug for Options {
             .field("value_cache_bytes", &self.value_cache_bytes)
             .field("wal", &self.wal)
             .field("wal_grow_step", &self.wal_grow_step)
+            .field("wal_idle_hold", &self.wal_idle_hold)
+            .field("wal_idle_checkpoint", &self.wal_idle_checkpoint)
             .finish()
     }
 }

@@ -308,7 +308,13 @@ impl FileStore {
             options.grow_step = step;
             options.grow_margin = options.grow_margin.min(step / 2);
         }
-        Ok(Arc::new(Wal::open(Arc::clone(&self.files.vfs), &self.files.dir, options)?))
+        if let Some(hold) = self.files.options.wal_idle_hold {
+            options.idle_hold = hold;
+        }
+        if let Some(after) = self.files.options.wal_idle_checkpoint {
+            options.idle_checkpoint = Some(after);
+        }
+        Wal::open_shared(Arc::clone(&self.files.vfs), &self.files.dir, options)
     }
 
     /// Removes `.konserve.wal` if there is one, durably.
@@ -328,6 +334,15 @@ impl FileStore {
     /// The store's write-ahead log, when it has one (docs/WAL.md).
     pub fn wal(&self) -> Option<&Arc<Wal>> {
         self.wal.as_ref()
+    }
+
+    /// Ends the log's background work ([`Wal::stop_background`]: the idle
+    /// hold of its lock file released, no idle checkpoint); a store's close.
+    /// The store stays usable. Nothing without a log.
+    pub fn stop_background(&self) {
+        if let Some(wal) = self.wal.as_ref() {
+            wal.stop_background();
+        }
     }
 
     /// Moves every record of the write-ahead log into its key file and resets

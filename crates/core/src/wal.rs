@@ -12,7 +12,8 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, Weak};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use xxhash_rust::xxh3::xxh3_64;
@@ -45,6 +46,12 @@ const FILL_CHUNK: usize = 1 << 20;
 /// The longest a committer keeps the log's lock file across batches
 /// ([`WalOptions::lock_hold`]).
 pub const LOCK_HOLD: Duration = Duration::from_millis(20);
+/// How long the log's lock file stays taken after a frame when nothing is
+/// queued ([`WalOptions::idle_hold`]).
+pub const IDLE_HOLD: Duration = Duration::from_millis(2);
+/// A log with frames not checkpointed and no append for this long is
+/// checkpointed by the background thread ([`WalOptions::idle_checkpoint`]).
+pub const IDLE_CHECKPOINT: Duration = Duration::from_millis(100);
 
 /// How a [`Wal`] is run.
 #[derive(Clone, Debug)]
@@ -81,6 +88,21 @@ pub struct WalOptions {
     /// dead by the lock file's age). Zero: released after every frame.
     /// Default [`LOCK_HOLD`].
     pub lock_hold: Duration,
+    /// How long the log's lock file stays taken after a frame when nothing
+    /// is queued (docs/WAL.md §4.1, "Holding the log lock while idle"): a
+    /// frame within this time reuses it with no lock-file call; the
+    /// background thread releases it once it expires, never later than
+    /// [`lock_hold`](Self::lock_hold) after it was taken. The committer
+    /// thread of [`Wal::submit`] also waits this long for more before it
+    /// ends. Only a log opened with [`Wal::open_shared`] keeps the lock file
+    /// idle (it has the background thread). Zero: released when the queue
+    /// is empty. Default [`IDLE_HOLD`].
+    pub idle_hold: Duration,
+    /// The idle checkpoint (docs/WAL.md §5): a writable log opened with
+    /// [`Wal::open_shared`] that holds frames not checkpointed and has seen
+    /// no append (of any process) for this long is checkpointed by its
+    /// background thread. `None` or zero: never. Default [`IDLE_CHECKPOINT`].
+    pub idle_checkpoint: Option<Duration>,
 }
 
 impl Default for WalOptions {
@@ -92,6 +114,8 @@ impl Default for WalOptions {
             checkpoint_cap: CHECKPOINT_CAP,
             checkpoint_syncfs: false,
             lock_hold: LOCK_HOLD,
+            idle_hold: IDLE_HOLD,
+            idle_checkpoint: Some(IDLE_CHECKPOINT),
         }
     }
 }
@@ -127,6 +151,12 @@ pub struct WalStats {
     /// Times this instance took the log's lock file (a hold kept across
     /// frames counts once).
     pub log_locks: u64,
+    /// Checkpoints the background thread ran because the log was idle
+    /// ([`WalOptions::idle_checkpoint`]), whatever their outcome.
+    pub idle_checkpoints: u64,
+    /// Idle checkpoints that failed (the log keeps its frames; the next
+    /// append arms another).
+    pub idle_checkpoint_errors: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -235,6 +265,36 @@ struct LogHold {
     token: Option<String>,
     /// When it was taken.
     since: Option<Instant>,
+    /// Kept with nothing queued ([`WalOptions::idle_hold`]): released by the
+    /// background thread at this time unless a frame takes it first.
+    idle_until: Option<Instant>,
+}
+
+/// What the background thread of a [`Wal`] opened with [`Wal::open_shared`]
+/// is to do, and when.
+#[derive(Default)]
+struct BgState {
+    /// A background thread serves this log (it releases idle holds).
+    running: bool,
+    /// The log is being dropped: the thread ends.
+    stop: bool,
+    /// Release the idle hold of the log's lock file then.
+    release_at: Option<Instant>,
+    /// Run the idle checkpoint then, if the log is still at `seen`.
+    checkpoint_at: Option<Instant>,
+    /// The (generation, last seq) the log had when the idle checkpoint was
+    /// armed: any other by then means appends came, and the wait starts again.
+    seen: Option<(u64, u64)>,
+    /// Appends submitted while a committer thread of [`Wal::submit`] ran
+    /// (it waits for this to change while idle).
+    submitted: u64,
+}
+
+#[derive(Default)]
+struct Background {
+    state: Mutex<BgState>,
+    wake: Condvar,
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// An open write-ahead log of one store directory.
@@ -253,7 +313,9 @@ pub struct Wal {
     checkpointed: Mutex<Option<(u64, u64)>>,
     queue: Mutex<Queue>,
     turn: Condvar,
-    stats: [AtomicU64; 7],
+    stats: [AtomicU64; 9],
+    /// The background thread's orders ([`Wal::open_shared`]).
+    bg: Arc<Background>,
 }
 
 impl std::fmt::Debug for Wal {
@@ -300,6 +362,8 @@ const C_CHECKPOINTS: usize = 3;
 const C_RESETS: usize = 4;
 const C_KEYS: usize = 5;
 const C_LOCKS: usize = 6;
+const C_IDLE_CHECKPOINTS: usize = 7;
+const C_IDLE_ERRORS: usize = 8;
 
 /// A lock of the FORMAT.md §6 protocol held by this [`Wal`], released on drop.
 struct HeldLock<'a> {
@@ -336,16 +400,183 @@ impl LogGuard<'_> {
 impl Drop for LogGuard<'_> {
     fn drop(&mut self) {
         let young = self.hold.since.is_some_and(|t| t.elapsed() < self.wal.max_hold());
-        if !(self.keep && young && !lock(&self.wal.queue).pending.is_empty()) {
-            self.wal.release_hold(&mut self.hold);
+        if self.keep && young {
+            if !lock(&self.wal.queue).pending.is_empty() {
+                return;
+            }
+            // Nothing queued: kept a little longer for the next frame, if a
+            // background thread will release it (docs/WAL.md §4.1).
+            if let Some(until) = self.wal.idle_release_at(&self.hold) {
+                self.hold.idle_until = Some(until);
+                // The thread is woken only when it has no earlier time to
+                // wake at (then it finds this hold's later time and waits on).
+                let mut st = lock(&self.wal.bg.state);
+                if st.release_at.is_none_or(|t| t > until) {
+                    st.release_at = Some(until);
+                    self.wal.bg.wake.notify_all();
+                }
+                return;
+            }
         }
+        self.wal.release_hold(&mut self.hold);
     }
 }
 
 impl Drop for Wal {
     fn drop(&mut self) {
-        let mut hold = lock(&self.log_mutex);
-        self.release_hold(&mut hold);
+        self.stop_background();
+        // The thread holds no strong reference while it waits, so it is
+        // waiting or about to find the log gone: joined at once. When this
+        // drop runs on it (it held the last reference), it ends right after.
+        if let Some(t) = lock(&self.bg.thread).take() {
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// The logs of [`Wal::open_shared`] that may keep their lock file idle, for
+/// [`release_at_exit`].
+static SHARED: Mutex<Vec<Weak<Wal>>> = Mutex::new(Vec::new());
+
+/// Registers `wal` for [`release_at_exit`] (once per process, the hook).
+fn release_on_exit(wal: &Arc<Wal>) {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        #[cfg(unix)]
+        // SAFETY: registers a plain function with no arguments, which never
+        // unwinds (it catches any panic).
+        unsafe {
+            libc::atexit(release_at_exit);
+        }
+    });
+    let mut shared = lock(&SHARED);
+    shared.retain(|w| w.strong_count() > 0);
+    shared.push(Arc::downgrade(wal));
+}
+
+/// At the process's exit (a Node process ends without closing its stores,
+/// or calls `process.exit`): each log's lock file kept idle is released,
+/// so an exit within the idle hold leaves no lock file (a kill still does:
+/// it names a dead process, taken over at once). A log busy (a frame, or
+/// the background thread releasing it) is waited for up to 100 ms, never
+/// blocked on.
+extern "C" fn release_at_exit() {
+    let _ = std::panic::catch_unwind(|| {
+        let shared = match SHARED.try_lock() {
+            Ok(s) => s,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
+        let deadline = Instant::now() + Duration::from_millis(100);
+        for w in shared.iter().filter_map(Weak::upgrade) {
+            loop {
+                match w.log_mutex.try_lock() {
+                    Ok(mut hold) => w.release_hold(&mut hold),
+                    Err(std::sync::TryLockError::Poisoned(p)) => w.release_hold(&mut p.into_inner()),
+                    Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(1));
+                        continue;
+                    }
+                    Err(std::sync::TryLockError::WouldBlock) => {}
+                }
+                break;
+            }
+            // No drop (and no join of its thread) while the process exits.
+            std::mem::forget(w);
+        }
+    });
+}
+
+/// The committer thread of [`Wal::submit`]: commits while anything is
+/// queued; then waits up to `idle_hold` (bounded by the longest hold) for
+/// more, holding the log only weakly (so a burst of one-at-a-time writes
+/// needs no new thread per frame, and a drop of the log is never delayed),
+/// and ends.
+fn committer(mut wal: Arc<Wal>) {
+    let linger = wal.options.idle_hold.min(wal.max_hold());
+    let bg = Arc::clone(&wal.bg);
+    loop {
+        let seen = {
+            let mut q = lock(&wal.queue);
+            while !q.pending.is_empty() {
+                q = if q.leader { wal.turn.wait(q).unwrap_or_else(PoisonError::into_inner) } else { wal.lead(q) };
+            }
+            if linger.is_zero() {
+                q.committer = false;
+                return;
+            }
+            lock(&bg.state).submitted
+        };
+        let weak = Arc::downgrade(&wal);
+        drop(wal);
+        let deadline = Instant::now() + linger;
+        let timed_out = {
+            let mut st = lock(&bg.state);
+            loop {
+                let now = Instant::now();
+                if st.stop || now >= deadline {
+                    break true;
+                }
+                if st.submitted != seen {
+                    break false;
+                }
+                st = bg.wake.wait_timeout(st, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
+            }
+        };
+        let Some(w) = weak.upgrade() else { return };
+        wal = w;
+        let mut q = lock(&wal.queue);
+        if q.pending.is_empty() && timed_out {
+            q.committer = false;
+            return;
+        }
+    }
+}
+
+/// The background thread of a log opened with [`Wal::open_shared`]:
+/// releases the idle hold of the log's lock file when it expires and runs
+/// the idle checkpoint. It holds the log only weakly, and only while it
+/// acts: it ends when the log is dropped.
+fn background(wal: Weak<Wal>, bg: Arc<Background>) {
+    let mut st = lock(&bg.state);
+    loop {
+        if st.stop {
+            return;
+        }
+        let now = Instant::now();
+        match [st.release_at, st.checkpoint_at].into_iter().flatten().min() {
+            None => {
+                st = bg.wake.wait(st).unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            Some(t) if t > now => {
+                st = bg.wake.wait_timeout(st, t - now).unwrap_or_else(PoisonError::into_inner).0;
+                continue;
+            }
+            Some(_) => {}
+        }
+        let release = st.release_at.is_some_and(|t| t <= now);
+        let checkpoint = st.checkpoint_at.is_some_and(|t| t <= now);
+        if release {
+            st.release_at = None;
+        }
+        let seen = st.seen;
+        if checkpoint {
+            st.checkpoint_at = None;
+        }
+        drop(st);
+        let Some(w) = wal.upgrade() else { return };
+        if release {
+            w.release_idle_hold();
+        }
+        if checkpoint {
+            w.idle_checkpoint(seen);
+        }
+        // If this was the last reference, the log's drop runs here and sets `stop`.
+        drop(w);
+        st = lock(&bg.state);
     }
 }
 
@@ -378,6 +609,7 @@ impl Wal {
             queue: Mutex::new(Queue::default()),
             turn: Condvar::new(),
             stats: Default::default(),
+            bg: Arc::default(),
             files,
         };
         let exists = |w: &Wal| w.files.vfs.exists(&w.path).map_err(|e| Error::io(e, "cannot look for the write-ahead log", &w.path));
@@ -397,6 +629,144 @@ impl Wal {
         Ok(wal)
     }
 
+    /// [`open`](Self::open), shared, with a background thread (docs/WAL.md
+    /// §4.1, §5) when the log is writable and [`WalOptions::idle_hold`] or
+    /// [`WalOptions::idle_checkpoint`] is set: it releases the log's lock
+    /// file kept idle after a frame, and checkpoints a log idle with frames
+    /// not checkpointed (also those found on open). It holds the log weakly
+    /// and ends when the log is dropped (the drop waits for it).
+    pub fn open_shared(vfs: Arc<dyn Vfs>, dir: &Path, options: WalOptions) -> Result<Arc<Wal>> {
+        let wal = Arc::new(Wal::open(vfs, dir, options)?);
+        let hold = !wal.options.idle_hold.is_zero();
+        if wal.files.options.read_only || !(hold || wal.idle_checkpoint_after().is_some()) {
+            return Ok(wal);
+        }
+        let (weak, bg) = (Arc::downgrade(&wal), Arc::clone(&wal.bg));
+        let thread = std::thread::Builder::new()
+            .name("konserve-wal-idle".into())
+            .spawn(move || background(weak, bg))
+            .map_err(|e| Error::io(e, "cannot start the write-ahead log's background thread", &wal.path))?;
+        *lock(&wal.bg.thread) = Some(thread);
+        lock(&wal.bg.state).running = hold;
+        if hold {
+            release_on_exit(&wal);
+        }
+        let (generation, last_seq, bytes) = {
+            let idx = lock(&wal.index);
+            (idx.header.generation, idx.last_seq, idx.end - FRAMES_AT as u64)
+        };
+        if bytes > 0 {
+            wal.arm_idle_checkpoint(generation, last_seq);
+        }
+        Ok(wal)
+    }
+
+    /// Ends the background thread of [`open_shared`](Self::open_shared)
+    /// (at once, or after the idle checkpoint it is running; it is not
+    /// waited for here, the drop joins it) and a committer thread waiting
+    /// for more, and releases the log's lock file if it is kept: what a
+    /// store's close does, and the drop. The log stays usable, without idle
+    /// holds or idle checkpoints (frames not checkpointed stay in the log
+    /// for the next one).
+    pub fn stop_background(&self) {
+        {
+            let mut st = lock(&self.bg.state);
+            st.stop = true;
+            st.running = false;
+        }
+        self.bg.wake.notify_all();
+        let mut hold = lock(&self.log_mutex);
+        self.release_hold(&mut hold);
+    }
+
+    /// The idle checkpoint's delay, when it is on.
+    fn idle_checkpoint_after(&self) -> Option<Duration> {
+        self.options.idle_checkpoint.filter(|d| !d.is_zero())
+    }
+
+    /// When a hold of the log's lock file kept with nothing queued is to be
+    /// released: `idle_hold` from now, never past `lock_hold` from when it
+    /// was taken; `None` when it is not to be kept (no background thread,
+    /// `idle_hold` zero, or no time left).
+    fn idle_release_at(&self, hold: &LogHold) -> Option<Instant> {
+        if self.options.idle_hold.is_zero() || !lock(&self.bg.state).running {
+            return None;
+        }
+        let until = (Instant::now() + self.options.idle_hold).min(hold.since? + self.max_hold());
+        (until > Instant::now()).then_some(until)
+    }
+
+    /// The background thread: releases the idle hold if it has expired (a
+    /// frame since took it, or kept it to a later time, which is then armed).
+    fn release_idle_hold(&self) {
+        let mut hold = lock(&self.log_mutex);
+        match hold.idle_until {
+            Some(t) if t <= Instant::now() => self.release_hold(&mut hold),
+            Some(t) => {
+                let mut st = lock(&self.bg.state);
+                if st.release_at.is_none_or(|r| r > t) {
+                    st.release_at = Some(t);
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// After a frame of `generation` up to `seq`: the idle checkpoint is
+    /// due `idle_checkpoint` from now, if the log is still there then.
+    fn arm_idle_checkpoint(&self, generation: u64, seq: u64) {
+        let Some(after) = self.idle_checkpoint_after() else { return };
+        let mut st = lock(&self.bg.state);
+        if st.stop || lock(&self.bg.thread).is_none() {
+            return;
+        }
+        // Woken only when it had no time set: an earlier one wakes it anyway.
+        if st.checkpoint_at.replace(Instant::now() + after).is_none() {
+            self.bg.wake.notify_all();
+        }
+        st.seen = Some((generation, seq));
+    }
+
+    /// The background thread, once the log has been idle for
+    /// `idle_checkpoint` since it was at `seen`: appends since (of any
+    /// process, read by a catch-up) start the wait again; else a checkpoint.
+    /// Its errors are not any write's: the log keeps its frames, the next
+    /// append arms another (a failed fsync poisons the log as anywhere:
+    /// every later write fails with `ERR_STORE_POISONED`). A checkpoint
+    /// another process runs, or appends during this one, mean another wait.
+    fn idle_checkpoint(&self, seen: Option<(u64, u64)>) {
+        if self.files.check_writable().is_err() {
+            return;
+        }
+        let now = {
+            let mut idx = lock(&self.index);
+            if self.catch_up(&mut idx).is_err() {
+                self.count(C_IDLE_ERRORS, 1);
+                return;
+            }
+            if idx.end == FRAMES_AT as u64 {
+                return;
+            }
+            (idx.header.generation, idx.last_seq)
+        };
+        if seen != Some(now) {
+            self.arm_idle_checkpoint(now.0, now.1);
+            return;
+        }
+        self.count(C_IDLE_CHECKPOINTS, 1);
+        match self.checkpoint() {
+            Ok(_) => {
+                let idx = lock(&self.index);
+                if idx.end > FRAMES_AT as u64 {
+                    let (g, s) = (idx.header.generation, idx.last_seq);
+                    drop(idx);
+                    self.arm_idle_checkpoint(g, s);
+                }
+            }
+            Err(_) => self.count(C_IDLE_ERRORS, 1),
+        }
+    }
+
     /// The log file's path.
     pub fn path(&self) -> &Path {
         &self.path
@@ -413,6 +783,8 @@ impl Wal {
             resets: c(C_RESETS),
             checkpointed_keys: c(C_KEYS),
             log_locks: c(C_LOCKS),
+            idle_checkpoints: c(C_IDLE_CHECKPOINTS),
+            idle_checkpoint_errors: c(C_IDLE_ERRORS),
         }
     }
 
@@ -444,9 +816,11 @@ impl Wal {
     /// from the previous frame ([`WalOptions::lock_hold`]).
     fn lock_log(&self) -> Result<LogGuard<'_>> {
         let mut hold = lock(&self.log_mutex);
-        if hold.since.is_some_and(|t| t.elapsed() >= self.max_hold()) {
+        let now = Instant::now();
+        if hold.since.is_some_and(|t| now - t >= self.max_hold()) || hold.idle_until.is_some_and(|t| t <= now) {
             self.release_hold(&mut hold);
         }
+        hold.idle_until = None;
         if hold.token.is_none() {
             let token = self.take_log_file()?;
             hold.token = Some(token);
@@ -493,6 +867,7 @@ impl Wal {
             let _ = self.files.locker().release(WAL_LOCK_HEX, &token);
         }
         hold.since = None;
+        hold.idle_until = None;
     }
 
     /// Passes through the log lock (docs/WAL.md §4.1): takes it and releases
@@ -753,35 +1128,22 @@ impl Wal {
         q.next_id += 1;
         q.pending.push_back(Pending::new(id, owned, decide, Some(done)));
         if q.committer {
+            drop(q);
+            // It may be waiting for more (WalOptions::idle_hold).
+            lock(&self.bg.state).submitted += 1;
+            self.bg.wake.notify_all();
             return Ok(());
         }
         q.committer = true;
         drop(q);
         let wal = Arc::clone(self);
-        std::thread::Builder::new()
-            .name("konserve-wal-commit".into())
-            .spawn(move || {
-                let mut q = lock(&wal.queue);
-                loop {
-                    if q.pending.is_empty() {
-                        q.committer = false;
-                        return;
-                    }
-                    if !q.leader {
-                        q = wal.lead(q);
-                        continue;
-                    }
-                    q = wal.turn.wait(q).unwrap_or_else(PoisonError::into_inner);
-                }
-            })
-            .map(|_| ())
-            .map_err(|e| {
-                // Not queued after all: the caller has the error, never the completion.
-                let mut q = lock(&self.queue);
-                q.committer = false;
-                q.pending.retain(|p| p.id != id);
-                Error::io(e, "cannot start the write-ahead log's committer thread", &self.path)
-            })
+        std::thread::Builder::new().name("konserve-wal-commit".into()).spawn(move || committer(wal)).map(|_| ()).map_err(|e| {
+            // Not queued after all: the caller has the error, never the completion.
+            let mut q = lock(&self.queue);
+            q.committer = false;
+            q.pending.retain(|p| p.id != id);
+            Error::io(e, "cannot start the write-ahead log's committer thread", &self.path)
+        })
     }
 
     /// Leads one group commit: takes the queued appends that fit one frame,
@@ -904,6 +1266,7 @@ impl Wal {
         self.sync_log("cannot fdatasync the write-ahead log")?;
         self.count(C_FRAMES, 1);
         self.count(C_RECORDS, records.len() as u64);
+        self.arm_idle_checkpoint(generation, seq);
         // The frame is durable: acknowledged whatever happens now. The index
         // takes it in here, or at the next catch-up if this read fails.
         let mut idx = lock(&self.index);

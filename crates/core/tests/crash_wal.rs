@@ -29,7 +29,14 @@ enum Op {
 }
 
 fn options() -> WalOptions {
-    WalOptions { grow_step: 64 * 1024, grow_margin: 4096, ..WalOptions::default() }
+    // (`Wal::open` starts no background thread; these say so anyway.)
+    WalOptions {
+        grow_step: 64 * 1024,
+        grow_margin: 4096,
+        idle_hold: std::time::Duration::ZERO,
+        idle_checkpoint: None,
+        ..WalOptions::default()
+    }
 }
 
 /// The two ways a checkpoint makes its key files durable: one `syncfs`, or

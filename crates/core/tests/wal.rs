@@ -803,3 +803,143 @@ fn a_syncfs_checkpoint_falls_back_to_fsyncs_where_there_is_no_syncfs() {
     fs.crash(support::sim::Writeback::None);
     assert_eq!(key_file(&fs, "a"), Some(payload("a", b"a1")));
 }
+
+/// A log with a background thread ([`Wal::open_shared`]), opened as `fs`'s process.
+fn shared(fs: &SimFs, o: WalOptions) -> Arc<Wal> {
+    Wal::open_shared(Arc::new(fs.clone()), Path::new(DIR), o).unwrap()
+}
+
+/// Polls `done` until it holds, failing after `secs` seconds (a condition, never a bare sleep).
+fn wait_until(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}: not within {secs} s");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn sequential_appends_from_one_thread_take_the_log_lock_file_once_while_idle_holds_are_kept() {
+    let hour = std::time::Duration::from_secs(3600);
+    for (idle_hold, takes) in [(hour, 1), (std::time::Duration::ZERO, 20)] {
+        let (fs, _) = setup(50, DIR);
+        let w = shared(&fs, WalOptions { idle_hold, idle_checkpoint: None, ..holding() });
+        for i in 0..20 {
+            put(&w, &format!("k{i}"), b"v");
+        }
+        // (Opening created the log under the lock, taken once more.)
+        assert_eq!(w.stats().log_locks, 1 + takes, "idle_hold {idle_hold:?}");
+        assert_eq!(w.holds_log_lock(), !idle_hold.is_zero());
+        assert_eq!(fs.exists(&log_lock()).unwrap(), !idle_hold.is_zero());
+        // Submitted appends reuse it too.
+        let (tx, rx) = std::sync::mpsc::channel();
+        for i in 0..5 {
+            let p = payload("s", format!("{i}").as_bytes());
+            let tx = tx.clone();
+            w.submit(&[NewWalRecord { op: WalOp::Put, key_hash: h("s"), payload: &p }], Box::new(move |r| tx.send(r).unwrap())).unwrap();
+            rx.recv().unwrap().unwrap();
+        }
+        assert_eq!(w.stats().log_locks, 1 + takes + if idle_hold.is_zero() { 5 } else { 0 });
+        // Dropping the log releases a kept lock file (the last reference
+        // may be the committer thread's, for a moment after the completion).
+        drop(w);
+        wait_until(10, "the lock file released by the drop", || !fs.exists(&log_lock()).unwrap());
+        assert_eq!(open(&fs).get(&h("k19")).unwrap(), WalLookup::Put(payload("k19", b"v")));
+    }
+}
+
+#[test]
+fn an_idle_hold_is_released_by_the_background_thread_and_never_kept_past_lock_hold() {
+    // Released once idle_hold has passed with no frame.
+    let (fs, _) = setup(51, DIR);
+    let w = shared(&fs, WalOptions { idle_hold: std::time::Duration::from_millis(30), idle_checkpoint: None, ..holding() });
+    put(&w, "a", b"1");
+    wait_until(10, "the idle hold released", || !w.holds_log_lock());
+    assert!(!fs.exists(&log_lock()).unwrap());
+    // An idle_hold longer than lock_hold: released lock_hold after it was taken.
+    let (fs, _) = setup(52, DIR);
+    let o = WalOptions {
+        idle_hold: std::time::Duration::from_secs(3600),
+        lock_hold: std::time::Duration::from_millis(30),
+        idle_checkpoint: None,
+        ..holding()
+    };
+    let w = shared(&fs, o);
+    put(&w, "a", b"1");
+    wait_until(10, "the hold ended by lock_hold", || !w.holds_log_lock());
+    assert!(!fs.exists(&log_lock()).unwrap());
+}
+
+#[test]
+fn another_process_waiting_for_the_log_lock_gets_it_once_the_idle_hold_expires() {
+    let (fs, _) = setup(53, DIR);
+    // The lock kept idle for 300 ms, while a hold may last six hours: only
+    // the idle hold's end lets the other process in before its lock timeout.
+    let a = shared(&fs, WalOptions { idle_hold: std::time::Duration::from_millis(300), idle_checkpoint: None, ..holding() });
+    put(&a, "a", b"1");
+    assert!(a.holds_log_lock());
+    let gb = Gated::new(fs.as_process(5353));
+    gb.open_gate();
+    let store = konserve_core::Options { lock_timeout: std::time::Duration::from_secs(30), ..Default::default() };
+    let b = Wal::open(Arc::new(gb.clone()), Path::new(DIR), WalOptions { store, ..options() }).unwrap();
+    let started = std::time::Instant::now();
+    put(&b, "b", b"2");
+    let waited = started.elapsed();
+    assert!(gb.busy.load(Ordering::SeqCst) > 0, "b found the lock taken");
+    assert!(waited < std::time::Duration::from_secs(20), "b waited {waited:?}");
+    assert!(!a.holds_log_lock());
+    // a catches up with b's frame and appends after it.
+    assert_eq!(a.get(&h("b")).unwrap(), WalLookup::Put(payload("b", b"2")));
+    put(&a, "a", b"3");
+    assert_eq!(b.get(&h("a")).unwrap(), WalLookup::Put(payload("a", b"3")));
+}
+
+#[test]
+fn the_idle_checkpoint_empties_the_log_without_any_call_unless_it_is_off() {
+    let (on_fs, _) = setup(54, DIR);
+    let (off_fs, _) = setup(55, DIR);
+    let idle = |after| WalOptions { idle_checkpoint: after, ..options() };
+    let on = shared(&on_fs, idle(Some(std::time::Duration::from_millis(50))));
+    let off = shared(&off_fs, idle(None));
+    for w in [&on, &off] {
+        put(w, "a", b"a1");
+        put(w, "b", b"b1");
+        op(w, WalOp::Delete, "b");
+        assert!(w.log_bytes() > 0);
+    }
+    wait_until(20, "the idle checkpoint", || on.log_bytes() == 0);
+    let s = on.stats();
+    assert!(s.idle_checkpoints >= 1 && s.resets >= 1 && s.idle_checkpoint_errors == 0, "{s:?}");
+    assert_eq!(key_file(&on_fs, "a"), Some(payload("a", b"a1")));
+    assert_eq!(key_file(&on_fs, "b"), None);
+    // Off: the frames stay (this ran at least as long as the other's wait).
+    assert!(off.log_bytes() > 0);
+    assert_eq!(off.stats().checkpoints, 0);
+    assert_eq!(key_file(&off_fs, "a"), None);
+    // Frames found on open (written by a log without the thread) are checkpointed too.
+    let plain = open(&on_fs);
+    put(&plain, "c", b"c1");
+    drop((plain, on));
+    let again = shared(&on_fs, idle(Some(std::time::Duration::from_millis(50))));
+    assert!(again.log_bytes() > 0);
+    wait_until(20, "the idle checkpoint of frames found on open", || again.log_bytes() == 0);
+    assert_eq!(key_file(&on_fs, "c"), Some(payload("c", b"c1")));
+}
+
+#[test]
+fn a_failed_idle_checkpoint_keeps_the_frames_and_poisons_only_on_a_failed_fsync() {
+    let (fs, _) = setup(56, DIR);
+    // (No idle hold: its release would be the next mutating call.)
+    let o = WalOptions { idle_hold: std::time::Duration::ZERO, idle_checkpoint: Some(std::time::Duration::from_millis(20)), ..options() };
+    let w = shared(&fs, o);
+    put(&w, "a", b"a1");
+    // The next mutating call, the checkpoint's staging file, fails with EIO.
+    fs.fail_once(1);
+    wait_until(20, "the failed idle checkpoint", || w.stats().idle_checkpoint_errors >= 1);
+    assert!(w.log_bytes() > 0, "the log keeps its frames");
+    assert!(w.check_writable().is_ok(), "an I/O error does not poison");
+    // The next append arms another, which succeeds.
+    put(&w, "b", b"b1");
+    wait_until(20, "the next idle checkpoint", || w.log_bytes() == 0);
+    assert_eq!(key_file(&fs, "a"), Some(payload("a", b"a1")));
+}

@@ -19,7 +19,8 @@ fn key(s: &str) -> Vec<u8> {
 }
 
 fn options(wal: Option<bool>) -> Options {
-    Options { sync_blob: false, wal, ..Options::default() }
+    // No idle checkpoint: these tests look at the log's records.
+    Options { sync_blob: false, wal, wal_idle_checkpoint: Some(std::time::Duration::ZERO), ..Options::default() }
 }
 
 fn open(dir: &Path, wal: Option<bool>) -> FileStore {
@@ -247,7 +248,7 @@ fn a_second_instance_sees_logged_writes_and_deletes() {
 #[test]
 fn a_cached_value_is_never_served_after_a_logged_write_of_its_key() {
     let tmp = tempfile::tempdir().unwrap();
-    let reader = FileStore::open(tmp.path(), Options { wal: Some(true), sync_blob: false, ..Options::default() }).unwrap();
+    let reader = FileStore::open(tmp.path(), Options { wal: Some(true), ..options(None) }).unwrap();
     let writer = open(tmp.path(), None);
     let k = key("cached");
     put1(&writer, &k, b"in its file");
@@ -409,7 +410,7 @@ fn value_of(store: &FileStore, k: &str) -> Vec<u8> {
 #[test]
 fn put_then_and_replace_then_commit_through_the_committer_thread() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = Arc::new(FileStore::open(tmp.path(), Options { wal: Some(true), ..Options::default() }).unwrap());
+    let store = Arc::new(FileStore::open(tmp.path(), Options { wal: Some(true), sync_blob: true, ..options(None) }).unwrap());
     let (meta, at) = support::fixtures::slotted_meta();
     let keys: Vec<Vec<u8>> = (0..64).map(|i| key(&format!("q{i}"))).collect();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -508,4 +509,67 @@ fn a_batch_of_small_values_larger_than_one_frame_is_logged_frame_by_frame() {
     assert!(store.delete(&refs).unwrap().iter().all(|&e| e));
     assert_eq!(store.wal().unwrap().stats().frames - frames, 1);
     assert!(keys.iter().all(|k| value(&other, k).is_none()));
+}
+
+/// Polls `done` until it holds, failing after `secs` seconds (a condition, never a bare sleep).
+fn wait_until(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}: not within {secs} s");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn an_idle_store_checkpoints_its_log_by_itself_with_the_default_options() {
+    let (on_dir, off_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // The defaults: idle hold 2 ms, idle checkpoint after 100 ms.
+    let on = FileStore::open(on_dir.path(), Options { sync_blob: false, wal: Some(true), ..Options::default() }).unwrap();
+    let off = open(off_dir.path(), Some(true));
+    for s in [&on, &off] {
+        put1(s, &key("a"), b"va");
+        put1(s, &key("b"), b"vb");
+        s.delete(&[&key("b")]).unwrap();
+    }
+    wait_until(30, "the idle checkpoint", || on.wal().unwrap().log_bytes() == 0);
+    assert!(on.file_path(&key("a")).exists());
+    assert_eq!(value(&on, &key("a")).unwrap(), b"va");
+    assert_eq!(value(&on, &key("b")), None);
+    assert!(on.wal().unwrap().stats().idle_checkpoints >= 1);
+    // With it off, the frames stay.
+    assert_eq!(op_of(&off, &key("a")), Some(WalOp::Put));
+    assert!(!off.file_path(&key("a")).exists());
+    // Dropping the store ends its background thread and leaves no lock file.
+    put1(&on, &key("c"), b"vc");
+    drop(on);
+    let lock = on_dir.path().join(format!(".{}.lock", konserve_core::wal::WAL_LOCK_HEX));
+    assert!(!lock.exists(), "the idle hold was released on drop");
+    let again = open(on_dir.path(), None);
+    assert_eq!(value(&again, &key("c")).unwrap(), b"vc");
+}
+
+#[test]
+fn a_process_that_exits_while_keeping_the_log_lock_idle_releases_it_at_exit() {
+    const CHILD: &str = "KONSERVE_TEST_EXIT_WHILE_HOLDING";
+    if let Ok(dir) = std::env::var(CHILD) {
+        // The child: a write, the log's lock file kept idle, then exit()
+        // with the store never dropped (as a Node process that ends, or
+        // calls process.exit, without closing it).
+        let o = Options { wal_idle_hold: Some(std::time::Duration::from_secs(3600)), ..options(Some(true)) };
+        let store = FileStore::open(Path::new(&dir), o).unwrap();
+        put1(&store, &key("k"), b"v");
+        assert!(store.wal().unwrap().holds_log_lock());
+        std::process::exit(0);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let name = "a_process_that_exits_while_keeping_the_log_lock_idle_releases_it_at_exit";
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--test-threads=1"])
+        .env(CHILD, tmp.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lock = tmp.path().join(format!(".{}.lock", konserve_core::wal::WAL_LOCK_HEX));
+    assert!(!lock.exists(), "the lock file kept idle was released at exit");
+    assert_eq!(value(&open(tmp.path(), None), &key("k")).unwrap(), b"v");
 }

@@ -75,6 +75,8 @@ export interface PureFileOptions {
   lockTimeoutMs?: number
   /** The store's encryption key: checked against the store's key check on open (FORMAT.md §4.7). */
   encryptionKey?: Uint8Array
+  /** With the log: its idle checkpoint's delay in ms (default IDLE_CHECKPOINT_MS, 100; 0: none). */
+  walIdleCheckpointMs?: number
   /** With a key: a store with plaintext files opens (a migration to encryption). */
   acceptPlaintext?: boolean
   /**
@@ -146,20 +148,10 @@ export const openPureStore = gensync(function* (dir: string, codec: PureCodec, o
   }
 })
 
-/**
- * The idle checkpoint's delay (docs/WAL.md §5): IDLE_CHECKPOINT_MS, or
- * `KONSERVE_WAL_IDLE_MS` (milliseconds; 0 turns it off: for tests that look
- * at what is in the log, and for tuning).
- */
-function idleCheckpointMs(): number {
-  const env = typeof process !== 'undefined' ? process.env.KONSERVE_WAL_IDLE_MS : undefined
-  const n = env === undefined || env === '' ? Number.NaN : Number(env)
-  return Number.isFinite(n) && n >= 0 ? n : IDLE_CHECKPOINT_MS
-}
-
 /** The options of the store's log. */
 const walOptions = (store: PureFileBacking, options: PureFileOptions) => ({
-  idleCheckpointMs: idleCheckpointMs(),
+  // The idle checkpoint's delay (docs/WAL.md §5); 0 turns it off.
+  idleCheckpointMs: options.walIdleCheckpointMs ?? IDLE_CHECKPOINT_MS,
   syncBlob: options.syncBlob,
   lockTimeoutMs: options.lockTimeoutMs,
   codec: store.codec,
