@@ -1,5 +1,5 @@
 /**
- * The write-ahead log's bytes (docs/WAL.md §3) against the golden vectors the
+ * The write-ahead log's bytes (docs/FORMAT.md §10) against the golden vectors the
  * Rust core generated (test-vectors/wal.json, crates/core/tests/wal_vectors.rs):
  * the pure-TypeScript codec (ts/format/wal.ts) must produce exactly those bytes
  * from the same input and read them back the same way, torn tails and damage

@@ -1,5 +1,5 @@
 /**
- * The write-ahead log's bytes (docs/WAL.md §3), with no I/O: the header
+ * The write-ahead log's bytes (docs/FORMAT.md §10), with no I/O: the header
  * slots, the end hint, frames of records, and the reader of a log's frames
  * with its torn-tail and damage rules. Byte-identical to
  * crates/core/src/format/wal.rs (golden vectors: test-vectors/wal.json).
@@ -197,7 +197,7 @@ function headAt(b: Uint8Array, at: number, generation: bigint): number | undefin
 }
 
 /**
- * The frame at `at` if one fits there (docs/WAL.md §3.3): undefined where none
+ * The frame at `at` if one fits there (docs/FORMAT.md §10.3): undefined where none
  * does (the end: a torn tail, zeros, another generation or seq); ERR_CORRUPT
  * for a frame whose checks hold but whose records do not parse.
  */
@@ -250,7 +250,7 @@ export function scanFrames(b: Uint8Array, header: WalHeader): WalScan {
 }
 
 /**
- * The damage check after the end of the frames that fit (docs/WAL.md §3.3;
+ * The damage check after the end of the frames that fit (docs/FORMAT.md §10.3;
  * the core's `check_tail`): `tail` holds the log's bytes from file offset
  * `end` (where no frame fits) on, up to MAX_FRAME of them. A frame head of
  * `generation` with a seq above `nextSeq` at a multiple of 8 after `end`

@@ -968,7 +968,7 @@ impl Wal {
     }
 
     /// Reads the header and every frame of its generation from scratch
-    /// (docs/WAL.md §3.3), then looks past the end for damage.
+    /// (docs/FORMAT.md §10.3), then looks past the end for damage.
     fn rescan(&self, idx: &mut Index) -> Result<()> {
         let mut head = vec![0u8; SLOT_B + SLOT_LEN];
         let got = self.read_upto(&mut head, 0)?;

@@ -625,7 +625,7 @@ export class Wal {
     return new KonserveError(err.code, `${err.message} (the frame read from offset ${at})`, { file: this.path })
   }
 
-  /** Reads the header and every frame of its generation from scratch (docs/WAL.md §3.3), then looks past the end for damage. */
+  /** Reads the header and every frame of its generation from scratch (docs/FORMAT.md §10.3), then looks past the end for damage. */
   private *scan(): Handler<Index> {
     const head = yield* this.readUpto(SLOT_B + SLOT_LEN, 0)
     let header: WalHeader

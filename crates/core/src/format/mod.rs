@@ -9,7 +9,7 @@
 //! - [`log`]: an append log's records and commit area (§4.6).
 //! - [`keycheck`]: the key check and rekey files of an encrypted store (§4.7).
 //! - [`meta`]: the revision in a key's metadata map (§4.4), for fused writes.
-//! - [`wal`]: the write-ahead log's header, hint and frames (docs/WAL.md §3;
+//! - [`wal`]: the write-ahead log's header, hint and frames (docs/FORMAT.md §10;
 //!   not used by the store yet).
 //!
 //! Segments are compressed and encrypted by [`crate::codec`]; key hashes and

@@ -1,4 +1,4 @@
-//! The write-ahead log's bytes (docs/WAL.md §3), with no I/O: the header
+//! The write-ahead log's bytes (docs/FORMAT.md §10), with no I/O: the header
 //! slots, the end hint, frames of records, and the reader of a log's frames
 //! with its torn-tail and damage rules.
 //!
@@ -251,7 +251,7 @@ fn head_at(b: &[u8], at: usize, generation: u64) -> Option<usize> {
     possible.then_some(len)
 }
 
-/// The frame at `at` if one fits there (docs/WAL.md §3.3): `Ok(None)` where
+/// The frame at `at` if one fits there (docs/FORMAT.md §10.3): `Ok(None)` where
 /// none does (the end: a torn tail, zeros, another generation or seq);
 /// `ERR_CORRUPT` for a frame whose checks hold but whose records do not parse.
 pub fn decode_frame_at(b: &[u8], at: usize, generation: u64, seq: u64) -> Result<Option<WalFrame>> {
@@ -311,7 +311,7 @@ pub fn scan_frames(b: &[u8], header: &WalHeader) -> Result<WalScan> {
     Ok(WalScan { frames, end: at, next_seq: seq })
 }
 
-/// The damage check after the end of the frames that fit (docs/WAL.md §3.3):
+/// The damage check after the end of the frames that fit (docs/FORMAT.md §10.3):
 /// `tail` holds the log's bytes from file offset `end` (where no frame fits)
 /// on, up to [`MAX_FRAME`] of them. A frame head of `generation` with a seq
 /// above `next_seq` at a multiple of 8 after `end` means an acknowledged
