@@ -21,21 +21,10 @@ struct Counted {
     sizes: Arc<AtomicU64>,
 }
 
-struct CountedFile {
-    inner: Box<dyn VfsFile>,
-    sizes: Arc<AtomicU64>,
-}
-
-impl FileHooks for CountedFile {
-    fn inner(&self) -> &dyn VfsFile {
-        &*self.inner
-    }
-    fn inner_mut(&mut self) -> &mut dyn VfsFile {
-        &mut *self.inner
-    }
-    fn size(&self) -> io::Result<u64> {
+impl FileHooks for Counted {
+    fn size(&self, file: &dyn VfsFile) -> io::Result<u64> {
         self.sizes.fetch_add(1, Ordering::SeqCst);
-        self.inner.size()
+        file.size()
     }
 }
 
@@ -45,7 +34,7 @@ impl VfsHooks for Counted {
     }
     fn open_read_cached(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
         let inner = RealFs.open_read_cached(path)?;
-        Ok(Box::new(HookedFile(CountedFile { inner, sizes: Arc::clone(&self.sizes) })))
+        Ok(Box::new(HookedFile { inner, hooks: self.clone() }))
     }
 }
 

@@ -138,28 +138,17 @@ impl Gated {
     }
 }
 
-struct GatedFile {
-    inner: Box<dyn VfsFile>,
-    fs: Gated,
-}
-
-impl FileHooks for GatedFile {
-    fn inner(&self) -> &dyn VfsFile {
-        &*self.inner
-    }
-    fn inner_mut(&mut self) -> &mut dyn VfsFile {
-        &mut *self.inner
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        self.fs.syncs.fetch_add(1, Ordering::SeqCst);
-        self.fs.entered.store(true, Ordering::SeqCst);
-        let (open, cv) = &*self.fs.gate;
+impl FileHooks for Gated {
+    fn sync_data(&self, file: &dyn VfsFile) -> io::Result<()> {
+        self.syncs.fetch_add(1, Ordering::SeqCst);
+        self.entered.store(true, Ordering::SeqCst);
+        let (open, cv) = &*self.gate;
         let mut g = open.lock().unwrap();
         while !*g {
             g = cv.wait(g).unwrap();
         }
         drop(g);
-        self.inner.sync_data()
+        file.sync_data()
     }
 }
 
@@ -177,7 +166,7 @@ impl VfsHooks for Gated {
     fn open_write(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
         let f = self.inner.open_write(path)?;
         if path.file_name() == Some(WAL_FILE_NAME.as_ref()) {
-            return Ok(Box::new(HookedFile(GatedFile { inner: f, fs: self.clone() })));
+            return Ok(Box::new(HookedFile { inner: f, hooks: self.clone() }));
         }
         Ok(f)
     }

@@ -59,34 +59,23 @@ impl Probe {
     }
 }
 
-struct ProbeFile {
-    inner: Box<dyn VfsFile>,
-    fs: Probe,
-}
-
-impl FileHooks for ProbeFile {
-    fn inner(&self) -> &dyn VfsFile {
-        &*self.inner
-    }
-    fn inner_mut(&mut self) -> &mut dyn VfsFile {
-        &mut *self.inner
-    }
-    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+impl FileHooks for Probe {
+    fn write_all_at(&self, file: &mut dyn VfsFile, buf: &[u8], offset: u64) -> io::Result<()> {
         if offset >= FRAMES_AT as u64 && !buf.iter().all(|&b| b == 0) {
-            let d = self.fs.delay_micros.load(Ordering::SeqCst);
+            let d = self.delay_micros.load(Ordering::SeqCst);
             if d > 0 {
                 std::thread::sleep(std::time::Duration::from_micros(d));
             }
-            if self.fs.gated.load(Ordering::SeqCst) {
-                self.fs.entered.store(true, Ordering::SeqCst);
-                let (open, cv) = &*self.fs.gate;
+            if self.gated.load(Ordering::SeqCst) {
+                self.entered.store(true, Ordering::SeqCst);
+                let (open, cv) = &*self.gate;
                 let mut g = open.lock().unwrap();
                 while !*g {
                     g = cv.wait(g).unwrap();
                 }
             }
         }
-        self.inner.write_all_at(buf, offset)
+        file.write_all_at(buf, offset)
     }
 }
 
@@ -115,7 +104,7 @@ impl VfsHooks for Probe {
     fn open_write(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
         let f = RealFs.open_write(path)?;
         if path.file_name() == Some(WAL_FILE_NAME.as_ref()) {
-            return Ok(Box::new(HookedFile(ProbeFile { inner: f, fs: self.clone() })));
+            return Ok(Box::new(HookedFile { inner: f, hooks: self.clone() }));
         }
         Ok(f)
     }

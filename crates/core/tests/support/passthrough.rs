@@ -3,8 +3,9 @@
 //!
 //! A test's wrapper implements [`VfsHooks`] (naming the file system it wraps
 //! in [`VfsHooks::inner`] and overriding only what it changes) and is handed
-//! to the store as [`Hooked`]`(wrapper)`; an open file it wraps implements
-//! [`FileHooks`] and is returned as [`HookedFile`]`(file)`. Every method of
+//! to the store as [`Hooked`]`(wrapper)`; a file it opens comes back as a
+//! [`HookedFile`] of the opened file and of hooks (often the wrapper itself)
+//! implementing [`FileHooks`], again only what they change. Every method of
 //! [`Vfs`] and [`VfsFile`], the defaulted ones included, is forwarded, so a
 //! wrapper that overrides nothing behaves exactly like the file system it
 //! wraps. (A blanket `impl<T: VfsHooks> Vfs for T` is refused by the orphan
@@ -183,78 +184,76 @@ impl<D: VfsHooks> Vfs for Hooked<D> {
     }
 }
 
-/// A [`VfsFile`] whose every method defaults to the one of [`inner`](Self::inner).
+/// What a test changes of the files it wraps: each method gets the wrapped
+/// file (`file`) and defaults to calling the same method of it.
 pub trait FileHooks: Send + Sync {
-    /// The file the calls go to.
-    fn inner(&self) -> &dyn VfsFile;
-    /// The same, for the writing calls.
-    fn inner_mut(&mut self) -> &mut dyn VfsFile;
-
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.inner_mut().write_all(buf)
+    fn write_all(&self, file: &mut dyn VfsFile, buf: &[u8]) -> io::Result<()> {
+        file.write_all(buf)
     }
-    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.inner_mut().write_all_at(buf, offset)
+    fn write_all_at(&self, file: &mut dyn VfsFile, buf: &[u8], offset: u64) -> io::Result<()> {
+        file.write_all_at(buf, offset)
     }
-    fn set_len(&mut self, len: u64) -> io::Result<()> {
-        self.inner_mut().set_len(len)
+    fn set_len(&self, file: &mut dyn VfsFile, len: u64) -> io::Result<()> {
+        file.set_len(len)
     }
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.inner().read_exact_at(buf, offset)
+    fn read_exact_at(&self, file: &dyn VfsFile, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        file.read_exact_at(buf, offset)
     }
-    fn read_upto_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.inner().read_upto_at(buf, offset)
+    fn read_upto_at(&self, file: &dyn VfsFile, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        file.read_upto_at(buf, offset)
     }
-    fn read_cached_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.inner().read_cached_at(buf, offset)
+    fn read_cached_at(&self, file: &dyn VfsFile, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        file.read_cached_at(buf, offset)
     }
-    fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
-        self.inner().start_writeback(offset, len)
+    fn start_writeback(&self, file: &dyn VfsFile, offset: u64, len: u64) -> io::Result<()> {
+        file.start_writeback(offset, len)
     }
-    fn size(&self) -> io::Result<u64> {
-        self.inner().size()
+    fn size(&self, file: &dyn VfsFile) -> io::Result<u64> {
+        file.size()
     }
-    fn sync(&self) -> io::Result<()> {
-        self.inner().sync()
+    fn sync(&self, file: &dyn VfsFile) -> io::Result<()> {
+        file.sync()
     }
-    fn sync_data(&self) -> io::Result<()> {
-        self.inner().sync_data()
+    fn sync_data(&self, file: &dyn VfsFile) -> io::Result<()> {
+        file.sync_data()
     }
 }
 
-/// The [`VfsFile`] of a [`FileHooks`].
-#[derive(Debug)]
-pub struct HookedFile<F>(pub F);
+/// The file `inner` with the [`FileHooks`] of `hooks`.
+pub struct HookedFile<F> {
+    pub inner: Box<dyn VfsFile>,
+    pub hooks: F,
+}
 
 impl<F: FileHooks> VfsFile for HookedFile<F> {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.0.write_all(buf)
+        self.hooks.write_all(&mut *self.inner, buf)
     }
     fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.0.write_all_at(buf, offset)
+        self.hooks.write_all_at(&mut *self.inner, buf, offset)
     }
     fn set_len(&mut self, len: u64) -> io::Result<()> {
-        self.0.set_len(len)
+        self.hooks.set_len(&mut *self.inner, len)
     }
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.0.read_exact_at(buf, offset)
+        self.hooks.read_exact_at(&*self.inner, buf, offset)
     }
     fn read_upto_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.0.read_upto_at(buf, offset)
+        self.hooks.read_upto_at(&*self.inner, buf, offset)
     }
     fn read_cached_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.0.read_cached_at(buf, offset)
+        self.hooks.read_cached_at(&*self.inner, buf, offset)
     }
     fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
-        self.0.start_writeback(offset, len)
+        self.hooks.start_writeback(&*self.inner, offset, len)
     }
     fn size(&self) -> io::Result<u64> {
-        self.0.size()
+        self.hooks.size(&*self.inner)
     }
     fn sync(&self) -> io::Result<()> {
-        self.0.sync()
+        self.hooks.sync(&*self.inner)
     }
     fn sync_data(&self) -> io::Result<()> {
-        self.0.sync_data()
+        self.hooks.sync_data(&*self.inner)
     }
 }
