@@ -172,9 +172,9 @@ for (const [a, b] of [
     const n = 120
     const env = (impl: string) => ({ ...process.env, KONSERVE_NATIVE: impl === 'native' ? '1' : '0' })
     const outs = await Promise.all(
-      [a, b].map((impl) => run(process.execPath, [fixture('cas-updatein-incrementer.mjs'), dir, String(n), impl], { env: env(impl) })),
+      [a, b].map((impl) => run(process.execPath, [fixture('cas-incrementer.mjs'), dir, String(n), 'updatein', '1', impl], { env: env(impl) })),
     )
-    const done = outs.reduce((sum, o) => sum + (JSON.parse(o.stdout) as { done: number }).done, 0)
+    const done = outs.reduce((sum, o) => sum + Number(o.stdout.trim()), 0)
     t.is(done, 2 * n)
     const check = await k.connectFsStore(dir, { native: false })
     t.is(await k.get(check, 'counter'), done)

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use konserve_core::filelock::*;
 use konserve_core::vfs::Vfs;
+use support::passthrough::{Hooked, VfsHooks};
 
 #[test]
 fn records_round_trip_and_partial_ones_are_refused() {
@@ -451,7 +452,10 @@ struct SlowWriter {
     taken: Mutex<Option<Record>>,
 }
 
-impl Vfs for SlowWriter {
+impl VfsHooks for SlowWriter {
+    fn inner(&self) -> &dyn Vfs {
+        &self.inner
+    }
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn konserve_core::vfs::VfsFile>> {
         let f = self.inner.create_new(path)?;
         let mut got = self.taken.lock().unwrap();
@@ -460,51 +464,6 @@ impl Vfs for SlowWriter {
             *got = Some(taken(locker(&self.taker).try_acquire(HEX)));
         }
         Ok(f)
-    }
-    fn open_read(&self, path: &Path) -> io::Result<Box<dyn konserve_core::vfs::VfsFile>> {
-        self.inner.open_read(path)
-    }
-    fn open_write(&self, path: &Path) -> io::Result<Box<dyn konserve_core::vfs::VfsFile>> {
-        self.inner.open_write(path)
-    }
-    fn exists(&self, path: &Path) -> io::Result<bool> {
-        self.inner.exists(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove_file(path)
-    }
-    fn read_dir(&self, path: &Path) -> io::Result<Vec<std::ffi::OsString>> {
-        self.inner.read_dir(path)
-    }
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(path)
-    }
-    fn remove_dir(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove_dir(path)
-    }
-    fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        self.inner.sync_dir(path)
-    }
-    fn canonicalize(&self, path: &Path) -> io::Result<std::path::PathBuf> {
-        self.inner.canonicalize(path)
-    }
-    fn stat(&self, path: &Path) -> io::Result<konserve_core::vfs::FileStat> {
-        self.inner.stat(path)
-    }
-    fn identity(&self) -> Identity {
-        self.inner.identity()
-    }
-    fn process_start(&self, pid: u32) -> io::Result<Option<u64>> {
-        self.inner.process_start(pid)
-    }
-    fn process_alive(&self, pid: u32) -> bool {
-        self.inner.process_alive(pid)
-    }
-    fn monotonic(&self) -> Duration {
-        self.inner.monotonic()
     }
 }
 
@@ -515,7 +474,7 @@ impl Vfs for SlowWriter {
 #[test]
 fn a_slow_write_of_the_record_reads_back_and_yields_to_a_taker() {
     let fs = disk();
-    let slow = SlowWriter { inner: fs.as_process(100), taker: fs.as_process(200), taken: Mutex::new(None) };
+    let slow = Hooked(SlowWriter { inner: fs.as_process(100), taker: fs.as_process(200), taken: Mutex::new(None) });
     let a = Locker { vfs: &slow, dir: Path::new(DIR), lease: DEFAULT_LEASE };
     let att = a.try_acquire(HEX).unwrap();
     let b_rec = slow.taken.lock().unwrap().clone().expect("the taker took the empty file");

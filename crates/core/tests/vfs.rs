@@ -118,3 +118,40 @@ fn delete_store_through_a_symlink_deletes_the_files_and_keeps_link_and_directory
     let store = FileStore::open(&link, Options::default()).unwrap();
     assert_eq!(store.get(&key("a")).unwrap(), None);
 }
+
+/// The forwarding wrapper the tests build their probes on
+/// (tests/support/passthrough.rs), overriding nothing, answers as the real
+/// file system where the traits' defaults would not: each defaulted method is forwarded.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_test_passthrough_forwards_the_defaulted_methods_to_the_real_file_system() {
+    use konserve_core::vfs::{RealFs, Vfs, VfsFile};
+    use support::passthrough::{FileHooks, Hooked, HookedFile, VfsHooks};
+    struct Nothing;
+    impl VfsHooks for Nothing {
+        fn inner(&self) -> &dyn Vfs {
+            &RealFs
+        }
+    }
+    impl FileHooks for Nothing {}
+    let tmp = tempfile::tempdir().unwrap();
+    let (fs, file, link) = (Hooked(Nothing), tmp.path().join("f"), tmp.path().join("l"));
+    std::fs::write(&file, b"data").unwrap();
+    std::os::unix::fs::symlink(&file, &link).unwrap();
+    assert!(fs.is_symlink(&link).unwrap());
+    assert!(fs.watchable() && fs.parallel_sync());
+    assert_eq!(fs.identity(), RealFs.identity());
+    assert_eq!(fs.process_start(std::process::id()).unwrap(), RealFs.process_start(std::process::id()).unwrap());
+    fs.sync_fs(tmp.path()).unwrap();
+    fs.hard_link(&file, &tmp.path().join("h")).unwrap();
+    assert_eq!(fs.read_dir_iter(tmp.path()).unwrap().count(), 3);
+    // A file just written is cached: the cached open and read answer (where the kernel has them).
+    let f = HookedFile { inner: fs.open_read(&file).unwrap(), hooks: Nothing };
+    let mut buf = [0u8; 8];
+    let (real, hooked) = (RealFs.open_read_cached(&file).map(|_| ()), fs.open_read_cached(&file).map(|_| ()));
+    assert_eq!(real.is_ok(), hooked.is_ok(), "{real:?} {hooked:?}");
+    let real = RealFs.open_read(&file).unwrap().read_cached_at(&mut buf, 0).ok();
+    assert_eq!(f.read_cached_at(&mut buf, 0).ok(), real);
+    f.start_writeback(0, 4).unwrap();
+    f.sync_data().unwrap();
+}

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,11 +12,12 @@ use std::sync::{Arc, Barrier};
 
 use konserve_core::format::file::encode_file;
 use konserve_core::format::wal::{NewWalRecord, WalOp, FRAMES_AT, WAL_FILE_NAME};
-use konserve_core::vfs::{FileStat, Identity, Vfs, VfsFile};
+use konserve_core::vfs::{Vfs, VfsFile};
 use konserve_core::wal::{record_hash, Wal, WalLookup, WalOptions, WAL_LOCK_HEX};
 use konserve_core::{file_name, ErrorCode};
 use support::crash::setup;
 use support::key;
+use support::passthrough::{FileHooks, Hooked, HookedFile, VfsHooks};
 use support::sim::SimFs;
 
 const DIR: &str = "/store";
@@ -122,14 +122,14 @@ struct Gated {
 
 impl Gated {
     /// `inner` with the gate shut.
-    fn new(inner: SimFs) -> Gated {
-        Gated {
+    fn new(inner: SimFs) -> Hooked<Gated> {
+        Hooked(Gated {
             inner,
             syncs: Arc::default(),
             gate: Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new())),
             entered: Arc::default(),
             busy: Arc::default(),
-        }
+        })
     }
 
     fn open_gate(&self) {
@@ -138,47 +138,24 @@ impl Gated {
     }
 }
 
-struct GatedFile {
-    inner: Box<dyn VfsFile>,
-    fs: Gated,
-}
-
-impl VfsFile for GatedFile {
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.inner.write_all(buf)
-    }
-    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.inner.write_all_at(buf, offset)
-    }
-    fn set_len(&mut self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.inner.read_exact_at(buf, offset)
-    }
-    fn read_upto_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.inner.read_upto_at(buf, offset)
-    }
-    fn size(&self) -> io::Result<u64> {
-        self.inner.size()
-    }
-    fn sync(&self) -> io::Result<()> {
-        self.inner.sync()
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        self.fs.syncs.fetch_add(1, Ordering::SeqCst);
-        self.fs.entered.store(true, Ordering::SeqCst);
-        let (open, cv) = &*self.fs.gate;
+impl FileHooks for Gated {
+    fn sync_data(&self, file: &dyn VfsFile) -> io::Result<()> {
+        self.syncs.fetch_add(1, Ordering::SeqCst);
+        self.entered.store(true, Ordering::SeqCst);
+        let (open, cv) = &*self.gate;
         let mut g = open.lock().unwrap();
         while !*g {
             g = cv.wait(g).unwrap();
         }
         drop(g);
-        self.inner.sync_data()
+        file.sync_data()
     }
 }
 
-impl Vfs for Gated {
+impl VfsHooks for Gated {
+    fn inner(&self) -> &dyn Vfs {
+        &self.inner
+    }
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
         let r = self.inner.create_new(path);
         if matches!(&r, Err(e) if e.kind() == io::ErrorKind::AlreadyExists) && path == log_lock() {
@@ -186,57 +163,17 @@ impl Vfs for Gated {
         }
         r
     }
-    fn open_read(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
-        self.inner.open_read(path)
-    }
     fn open_write(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
         let f = self.inner.open_write(path)?;
         if path.file_name() == Some(WAL_FILE_NAME.as_ref()) {
-            return Ok(Box::new(GatedFile { inner: f, fs: self.clone() }));
+            return Ok(Box::new(HookedFile { inner: f, hooks: self.clone() }));
         }
         Ok(f)
     }
-    fn exists(&self, path: &Path) -> io::Result<bool> {
-        self.inner.exists(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove_file(path)
-    }
-    fn read_dir(&self, path: &Path) -> io::Result<Vec<OsString>> {
-        self.inner.read_dir(path)
-    }
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(path)
-    }
-    fn remove_dir(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove_dir(path)
-    }
-    fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        self.inner.sync_dir(path)
-    }
-    fn canonicalize(&self, path: &Path) -> io::Result<PathBuf> {
-        self.inner.canonicalize(path)
-    }
-    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.inner.hard_link(from, to)
-    }
-    fn stat(&self, path: &Path) -> io::Result<FileStat> {
-        self.inner.stat(path)
-    }
-    fn identity(&self) -> Identity {
-        self.inner.identity()
-    }
-    fn process_start(&self, pid: u32) -> io::Result<Option<u64>> {
-        self.inner.process_start(pid)
-    }
-    fn process_alive(&self, pid: u32) -> bool {
-        self.inner.process_alive(pid)
-    }
-    fn parallel_sync(&self) -> bool {
-        self.inner.parallel_sync()
+    /// No `syncfs` (the `Vfs` default): a checkpoint fsyncs file by file
+    /// (a_syncfs_checkpoint_falls_back_to_fsyncs_where_there_is_no_syncfs).
+    fn sync_fs(&self, _path: &Path) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
     }
 }
 
@@ -298,7 +235,7 @@ fn log_lock() -> PathBuf {
 /// (the log lock taken) and `n` more writers queued behind it, each
 /// appending `k<i>`; returns the log and the writers' threads (the first one
 /// first).
-fn held_with_queue(g: &Gated, o: WalOptions, n: usize) -> (Arc<Wal>, Vec<std::thread::JoinHandle<konserve_core::Result<()>>>) {
+fn held_with_queue(g: &Hooked<Gated>, o: WalOptions, n: usize) -> (Arc<Wal>, Vec<std::thread::JoinHandle<konserve_core::Result<()>>>) {
     let w = Arc::new(Wal::open(Arc::new(g.clone()), Path::new(DIR), o).unwrap());
     let append = |w: &Arc<Wal>, i: usize| {
         let w = Arc::clone(w);
@@ -786,13 +723,13 @@ fn a_log_without_a_valid_header_slot_is_corrupt() {
 fn a_syncfs_checkpoint_falls_back_to_fsyncs_where_there_is_no_syncfs() {
     // The wrapper has no sync_fs (the Vfs default: Unsupported).
     let (fs, _) = setup(15, DIR);
-    let gated = Gated {
+    let gated = Hooked(Gated {
         inner: fs.clone(),
         syncs: Arc::default(),
         gate: Arc::new((std::sync::Mutex::new(true), std::sync::Condvar::new())),
         entered: Arc::default(),
         busy: Arc::default(),
-    };
+    });
     let opts = WalOptions { checkpoint_syncfs: true, ..options() };
     let w = Wal::open(Arc::new(gated), Path::new(DIR), opts).unwrap();
     put(&w, "a", b"a1");

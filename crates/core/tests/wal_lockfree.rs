@@ -10,7 +10,6 @@
 
 mod support;
 
-use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,9 +20,10 @@ use konserve_core::format::key::{encode, Key};
 use konserve_core::format::keycheck::{KeyCheck, KEY_CHECK_FILE_NAME};
 use konserve_core::format::meta::revision;
 use konserve_core::format::wal::{NewWalRecord, WalOp, FRAMES_AT, WAL_FILE_NAME};
-use konserve_core::vfs::{FileStat, Identity, RealFs, Vfs, VfsFile};
+use konserve_core::vfs::{RealFs, Vfs, VfsFile};
 use konserve_core::wal::{record_hash, OwnedRecord, Wal, WalLookup, WalOptions, WAL_LOCK_HEX};
 use konserve_core::*;
+use support::passthrough::{FileHooks, Hooked, HookedFile, VfsHooks};
 
 fn key(s: &str) -> Vec<u8> {
     encode(&Key::str(s))
@@ -59,55 +59,32 @@ impl Probe {
     }
 }
 
-struct ProbeFile {
-    inner: Box<dyn VfsFile>,
-    fs: Probe,
-}
-
-impl VfsFile for ProbeFile {
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.inner.write_all(buf)
-    }
-    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+impl FileHooks for Probe {
+    fn write_all_at(&self, file: &mut dyn VfsFile, buf: &[u8], offset: u64) -> io::Result<()> {
         if offset >= FRAMES_AT as u64 && !buf.iter().all(|&b| b == 0) {
-            let d = self.fs.delay_micros.load(Ordering::SeqCst);
+            let d = self.delay_micros.load(Ordering::SeqCst);
             if d > 0 {
                 std::thread::sleep(std::time::Duration::from_micros(d));
             }
-            if self.fs.gated.load(Ordering::SeqCst) {
-                self.fs.entered.store(true, Ordering::SeqCst);
-                let (open, cv) = &*self.fs.gate;
+            if self.gated.load(Ordering::SeqCst) {
+                self.entered.store(true, Ordering::SeqCst);
+                let (open, cv) = &*self.gate;
                 let mut g = open.lock().unwrap();
                 while !*g {
                     g = cv.wait(g).unwrap();
                 }
             }
         }
-        self.inner.write_all_at(buf, offset)
-    }
-    fn set_len(&mut self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.inner.read_exact_at(buf, offset)
-    }
-    fn read_upto_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.inner.read_upto_at(buf, offset)
-    }
-    fn size(&self) -> io::Result<u64> {
-        self.inner.size()
-    }
-    fn sync(&self) -> io::Result<()> {
-        self.inner.sync()
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        self.inner.sync_data()
+        file.write_all_at(buf, offset)
     }
 }
 
 const ALIAS: &str = "alias";
 
-impl Vfs for Probe {
+impl VfsHooks for Probe {
+    fn inner(&self) -> &dyn Vfs {
+        &RealFs
+    }
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let lock = name.ends_with(".lock") && name.len() == 38;
@@ -124,36 +101,12 @@ impl Vfs for Probe {
         }
         r
     }
-    fn open_read(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
-        RealFs.open_read(path)
-    }
     fn open_write(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
         let f = RealFs.open_write(path)?;
         if path.file_name() == Some(WAL_FILE_NAME.as_ref()) {
-            return Ok(Box::new(ProbeFile { inner: f, fs: self.clone() }));
+            return Ok(Box::new(HookedFile { inner: f, hooks: self.clone() }));
         }
         Ok(f)
-    }
-    fn exists(&self, path: &Path) -> io::Result<bool> {
-        RealFs.exists(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        RealFs.rename(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        RealFs.remove_file(path)
-    }
-    fn read_dir(&self, path: &Path) -> io::Result<Vec<OsString>> {
-        RealFs.read_dir(path)
-    }
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        RealFs.create_dir_all(path)
-    }
-    fn remove_dir(&self, path: &Path) -> io::Result<()> {
-        RealFs.remove_dir(path)
-    }
-    fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        RealFs.sync_dir(path)
     }
     fn canonicalize(&self, path: &Path) -> io::Result<PathBuf> {
         // The alias stays itself: another store identity, as in another process.
@@ -162,24 +115,6 @@ impl Vfs for Probe {
         }
         RealFs.canonicalize(path)
     }
-    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
-        RealFs.hard_link(from, to)
-    }
-    fn stat(&self, path: &Path) -> io::Result<FileStat> {
-        RealFs.stat(path)
-    }
-    fn identity(&self) -> Identity {
-        RealFs.identity()
-    }
-    fn process_start(&self, pid: u32) -> io::Result<Option<u64>> {
-        RealFs.process_start(pid)
-    }
-    fn process_alive(&self, pid: u32) -> bool {
-        RealFs.process_alive(pid)
-    }
-    fn parallel_sync(&self) -> bool {
-        RealFs.parallel_sync()
-    }
 }
 
 fn options(wal: Option<bool>) -> Options {
@@ -187,11 +122,11 @@ fn options(wal: Option<bool>) -> Options {
 }
 
 /// Two stores on one new directory as two processes: `a` upgrades it (version 3), `b` opens it through the alias.
-fn two(tmp: &Path) -> (Arc<FileStore>, Probe, Arc<FileStore>, Probe) {
+fn two(tmp: &Path) -> (Arc<FileStore>, Hooked<Probe>, Arc<FileStore>, Hooked<Probe>) {
     let dir = tmp.join("s");
     std::fs::create_dir(&dir).unwrap();
     std::os::unix::fs::symlink(&dir, tmp.join(ALIAS)).unwrap();
-    let (pa, pb) = (Probe::default(), Probe::default());
+    let (pa, pb) = (Hooked(Probe::default()), Hooked(Probe::default()));
     let a = FileStore::open_with(Arc::new(pa.clone()), &dir, options(Some(true))).unwrap();
     let b = FileStore::open_with(Arc::new(pb.clone()), &tmp.join(ALIAS), options(None)).unwrap();
     assert!(a.is_lock_free() && b.is_lock_free());
@@ -376,7 +311,7 @@ fn a_version_2_store_keeps_taking_lock_files() {
     let dir = tmp.path();
     drop(FileStore::open(dir, options(Some(true))).unwrap());
     std::fs::write(dir.join(KEY_CHECK_FILE_NAME), KeyCheck::NONE.encode_version(2)).unwrap();
-    let p = Probe::default();
+    let p = Hooked(Probe::default());
     let store = Arc::new(FileStore::open_with(Arc::new(p.clone()), dir, options(Some(true))).unwrap());
     assert!(store.wal().is_some());
     assert!(!store.is_lock_free());

@@ -1,10 +1,12 @@
 //! What the store's integration tests share: the simulated file system
-//! ([`sim`]), the crash harness on top of it ([`crash`]), and small helpers.
+//! ([`sim`]), the crash harness on top of it ([`crash`]), a forwarding file
+//! system for tests that override a call or two ([`passthrough`]), and small helpers.
 //! Each test file includes it with `mod support;` and uses its own part.
 #![allow(dead_code)]
 
 pub mod crash;
 pub mod fixtures;
+pub mod passthrough;
 pub mod sim;
 
 use std::path::Path;
