@@ -439,6 +439,18 @@ export class Wal {
     }
   }
 
+  /** Runs `work` (synchronously) with the log lock just taken, then releases it; the lock file kept as `unlockLog` says when `keepOnSuccess` and the work succeeded. */
+  private runHoldingLog(work: () => Handler<unknown>, keepOnSuccess: boolean): unknown {
+    let keep = false
+    try {
+      const r = gensync(work).sync()
+      keep = keepOnSuccess
+      return r
+    } finally {
+      this.unlockLog(keep)
+    }
+  }
+
   /**
    * Runs `work` under the log lock, then releases it (the lock file kept as
    * `unlockLog` says when `keepOnSuccess` and the work succeeded). The work
@@ -455,29 +467,13 @@ export class Wal {
   private readonly underLogOp = gensync({
     sync: (work: () => Handler<unknown>, keepOnSuccess: boolean): unknown => {
       gensync(() => this.lockLog()).sync()
-      let keep = false
-      try {
-        const r = gensync(work).sync()
-        keep = keepOnSuccess
-        return r
-      } finally {
-        this.unlockLog(keep)
-      }
+      return this.runHoldingLog(work, keepOnSuccess)
     },
     async: async (work: () => Handler<unknown>, keepOnSuccess: boolean): Promise<unknown> => {
       const start = performance.now()
       for (let ms = 0.05; ; ms = Math.min(ms * 2, 8)) {
         while (this.mutexHeld) await new Promise<void>((r) => this.mutexWaiters.push(r))
-        if (this.tryLockLogNow()) {
-          let keep = false
-          try {
-            const r = gensync(work).sync()
-            keep = keepOnSuccess
-            return r
-          } finally {
-            this.unlockLog(keep)
-          }
-        }
+        if (this.tryLockLogNow()) return this.runHoldingLog(work, keepOnSuccess)
         if (performance.now() - start >= this.opts.lockTimeoutMs) {
           const file = this.locker.lockPath(WAL_LOCK_HEX)
           throw new KonserveError('ERR_LOCK_TIMEOUT', `the write-ahead log stayed locked for longer than the lock timeout; lock file ${file}`, {
