@@ -979,30 +979,48 @@ impl Wal {
             f.size().map_err(|e| Error::io(e, "cannot stat the write-ahead log", &self.path))?
         };
         *idx = Index::empty(header);
+        let mut file_len = file_len;
         let mut buf = Vec::new();
+        let mut read_on = false;
         loop {
-            let at = idx.end;
-            if at + FRAME_HEAD as u64 > file_len {
-                break;
+            loop {
+                let at = idx.end;
+                if at + FRAME_HEAD as u64 > file_len {
+                    break;
+                }
+                let mut h = [0u8; FRAME_HEAD];
+                self.read_at(&mut h, at)?;
+                let len = u32::from_le_bytes(h[0..4].try_into().unwrap()) as u64;
+                if !(MIN_FRAME as u64..=MAX_FRAME as u64).contains(&len) || at + len > file_len {
+                    break;
+                }
+                buf.resize(len as usize, 0);
+                self.read_at(&mut buf, at)?;
+                match decode_frame_at(&buf, 0, header.generation, idx.last_seq + 1).map_err(|e| self.at_offset(e, at))? {
+                    Some(frame) => idx.add(&frame, at),
+                    None => break,
+                }
             }
-            let mut h = [0u8; FRAME_HEAD];
-            self.read_at(&mut h, at)?;
-            let len = u32::from_le_bytes(h[0..4].try_into().unwrap()) as u64;
-            if !(MIN_FRAME as u64..=MAX_FRAME as u64).contains(&len) || at + len > file_len {
-                break;
-            }
-            buf.resize(len as usize, 0);
-            self.read_at(&mut buf, at)?;
-            match decode_frame_at(&buf, 0, header.generation, idx.last_seq + 1).map_err(|e| self.at_offset(e, at))? {
-                Some(frame) => idx.add(&frame, at),
-                None => break,
+            let tail_len = (file_len - idx.end).min(MAX_FRAME as u64) as usize;
+            let mut tail = vec![0u8; tail_len];
+            let got = self.read_upto(&mut tail, idx.end)?;
+            tail.truncate(got);
+            match check_tail(&tail, idx.end, header.generation, idx.last_seq + 1) {
+                Ok(()) => break,
+                // A later frame past the end: damage, or another process's
+                // frames appended while this scan (which takes no lock) read
+                // the end. A frame is written only once the one before it is
+                // whole, so reading on from the end once more finds every
+                // frame whole that was only being written; what still does
+                // not fit then is damage.
+                Err(e) if !read_on && e.code() == ErrorCode::Corrupt => {
+                    read_on = true;
+                    let f = self.file.read().unwrap_or_else(PoisonError::into_inner);
+                    file_len = f.size().map_err(|e| Error::io(e, "cannot stat the write-ahead log", &self.path))?;
+                }
+                Err(e) => return Err(e.with_file(&self.path)),
             }
         }
-        let tail_len = (file_len - idx.end).min(MAX_FRAME as u64) as usize;
-        let mut tail = vec![0u8; tail_len];
-        let got = self.read_upto(&mut tail, idx.end)?;
-        tail.truncate(got);
-        check_tail(&tail, idx.end, header.generation, idx.last_seq + 1).map_err(|e| e.with_file(&self.path))?;
         *lock(&self.file_len) = file_len;
         Ok(())
     }

@@ -880,3 +880,64 @@ fn a_failed_idle_checkpoint_keeps_the_frames_and_poisons_only_on_a_failed_fsync(
     wait_until(20, "the next idle checkpoint", || w.log_bytes() == 0);
     assert_eq!(key_file(&fs, "a"), Some(payload("a", b"a1")));
 }
+
+/// A file system whose log, read once at a frame head past the first frame,
+/// shows zeros there: what a scan sees when it reads a frame another process
+/// is still writing (its later frames then appear before the scan ends).
+#[derive(Clone)]
+struct MidWrite {
+    inner: SimFs,
+    fired: Arc<AtomicBool>,
+}
+
+impl FileHooks for MidWrite {
+    fn read_exact_at(&self, file: &dyn VfsFile, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if offset > FRAMES_AT as u64 && buf.len() == konserve_core::format::wal::FRAME_HEAD && !self.fired.swap(true, Ordering::SeqCst) {
+            buf.fill(0);
+            return Ok(());
+        }
+        file.read_exact_at(buf, offset)
+    }
+}
+
+impl VfsHooks for MidWrite {
+    fn inner(&self) -> &dyn Vfs {
+        &self.inner
+    }
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+        let f = self.inner.open_write(path)?;
+        if path.file_name() == Some(WAL_FILE_NAME.as_ref()) {
+            return Ok(Box::new(HookedFile { inner: f, hooks: self.clone() }));
+        }
+        Ok(f)
+    }
+}
+
+#[test]
+fn a_scan_that_reads_a_frame_while_it_is_written_reads_on_instead_of_reporting_damage() {
+    let (fs, _) = setup(15, DIR);
+    let w = open(&fs);
+    for (k, v) in [("a", b"a1"), ("b", b"b1"), ("c", b"c1")] {
+        put(&w, k, v);
+    }
+    drop(w);
+    let fired = Arc::new(AtomicBool::new(false));
+    let vfs = Hooked(MidWrite { inner: fs.clone(), fired: Arc::clone(&fired) });
+    // Without reading on, this open failed: "frame 2 ... is damaged: frame 3 ... follows it".
+    let r = Wal::open(Arc::new(vfs), Path::new(DIR), options()).unwrap();
+    assert!(fired.load(Ordering::SeqCst), "the frame head was read as zeros once");
+    for k in ["a", "b", "c"] {
+        assert!(matches!(r.get(&h(k)).unwrap(), WalLookup::Put { .. }), "{k} is in the log");
+    }
+    // Real damage still is: a frame that does not fit on a second read either.
+    let path = Path::new(DIR).join(WAL_FILE_NAME);
+    let mut f = fs.open_write(&path).unwrap();
+    let mut head = [0u8; 4];
+    f.read_exact_at(&mut head, FRAMES_AT as u64).unwrap();
+    let second = FRAMES_AT as u64 + u32::from_le_bytes(head) as u64;
+    f.write_all_at(&[0u8; 8], second).unwrap();
+    f.sync().unwrap();
+    let e = Wal::open(Arc::new(fs.clone()), Path::new(DIR), options()).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Corrupt);
+    assert!(e.message().contains("follows it"), "{e}");
+}

@@ -631,30 +631,42 @@ export class Wal {
       if (err instanceof KonserveError) err.file = this.path
       throw err
     }
-    const fileLen = yield* this.size()
+    let fileLen = yield* this.size()
     const idx = new Index(header)
-    for (;;) {
-      const at = idx.end
-      if (at + FRAME_HEAD > fileLen) break
-      const h = yield* this.readAt(FRAME_HEAD, at)
-      const len = new DataView(h.buffer, h.byteOffset, h.byteLength).getUint32(0, true)
-      if (len < MIN_FRAME || len > MAX_FRAME || at + len > fileLen) break
-      const buf = yield* this.readAt(len, at)
-      let frame: WalFrame | undefined
-      try {
-        frame = decodeFrameAt(buf, 0, header.generation, idx.lastSeq + 1n)
-      } catch (err) {
-        throw this.atOffset(err, at)
+    for (let readOn = false; ; readOn = true) {
+      for (;;) {
+        const at = idx.end
+        if (at + FRAME_HEAD > fileLen) break
+        const h = yield* this.readAt(FRAME_HEAD, at)
+        const len = new DataView(h.buffer, h.byteOffset, h.byteLength).getUint32(0, true)
+        if (len < MIN_FRAME || len > MAX_FRAME || at + len > fileLen) break
+        const buf = yield* this.readAt(len, at)
+        let frame: WalFrame | undefined
+        try {
+          frame = decodeFrameAt(buf, 0, header.generation, idx.lastSeq + 1n)
+        } catch (err) {
+          throw this.atOffset(err, at)
+        }
+        if (!frame) break
+        idx.add(frame, at)
       }
-      if (!frame) break
-      idx.add(frame, at)
-    }
-    const tail = yield* this.readUpto(Math.min(fileLen - idx.end, MAX_FRAME), idx.end)
-    try {
-      checkTail(tail, idx.end, header.generation, idx.lastSeq + 1n)
-    } catch (err) {
-      if (err instanceof KonserveError) err.file = this.path
-      throw err
+      const tail = yield* this.readUpto(Math.min(fileLen - idx.end, MAX_FRAME), idx.end)
+      try {
+        checkTail(tail, idx.end, header.generation, idx.lastSeq + 1n)
+        break
+      } catch (err) {
+        // A later frame past the end: damage, or another process's frames
+        // appended while this scan (which takes no lock) read the end. A frame
+        // is written only once the one before it is whole, so reading on from
+        // the end once more finds every frame whole that was only being
+        // written (the core's rescan does the same); what still does not fit is damage.
+        if (!readOn && err instanceof KonserveError && err.code === 'ERR_CORRUPT') {
+          fileLen = yield* this.size()
+          continue
+        }
+        if (err instanceof KonserveError) err.file = this.path
+        throw err
+      }
     }
     this.fileLen = Math.max(this.fileLen, fileLen)
     return idx
