@@ -52,12 +52,13 @@
  * one's own child processes; .ci/run installs it. Without strace they fail.
  */
 import test, { type ExecutionContext } from 'ava'
-import { type ChildProcessWithoutNullStreams, spawn, spawnSync } from 'node:child_process'
+import { type ChildProcess, type ChildProcessWithoutNullStreams, spawn, spawnSync } from 'node:child_process'
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { isDeepStrictEqual } from 'node:util'
 import * as k from 'konserve'
 import { tempDir } from './helpers/api.js'
+import { injectFault, injectedLines } from './helpers/strace.js'
 
 const here = import.meta.dirname ?? new URL('.', import.meta.url).pathname
 const CHILD = join(here, 'fixtures', 'fault-child.mjs')
@@ -184,21 +185,6 @@ function lineReader(child: ChildProcessWithoutNullStreams) {
     })
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-
-/** Whether every thread of `pid` is traced by `tracer`. */
-function allTracedBy(pid: number, tracer: number): boolean {
-  try {
-    const tasks = readdirSync(`/proc/${pid}/task`)
-    return (
-      tasks.length > 0 &&
-      tasks.every((tid) => /^TracerPid:\s*(\d+)$/m.exec(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'))?.[1] === String(tracer))
-    )
-  } catch {
-    return false
-  }
-}
-
 function closed(p: ChildProcessWithoutNullStreams | ReturnType<typeof spawn>) {
   return new Promise<number | null>((resolve) => {
     if (p.exitCode !== null || p.signalCode !== null) resolve(p.exitCode)
@@ -245,41 +231,23 @@ async function runWithFault(t: ExecutionContext, dir: string, impl: Impl, fault:
   const { paths, shown } = aim(ready, fault.target)
   const logFile = join(tempDir('konserve-strace-'), 'strace.log')
   const set = fault.syscalls.join(',')
-  const straceArgs = [
-    '-f',
-    '-y',
-    '-o',
-    logFile,
-    '-e',
-    `trace=${set}`,
-    '-e',
-    `inject=${set}:error=${fault.errno}:when=1`,
-    ...paths.flatMap((p) => ['-P', p]),
-    '-p',
-    String(ready.pid),
-  ]
-  const strace = spawn('strace', straceArgs, { stdio: ['ignore', 'ignore', 'pipe'] })
-  let straceErr = ''
-  strace.stderr!.setEncoding('utf8').on('data', (d: string) => (straceErr += d))
+  let strace: ChildProcess | undefined
   try {
     // Go only once every thread of the child is traced (new threads are followed: -f).
-    for (let waited = 0; !allTracedBy(ready.pid, strace.pid!); waited += 10) {
-      if (strace.exitCode !== null || waited > 10_000) throw new Error(`strace did not attach: ${straceErr}`)
-      await sleep(10)
-    }
+    strace = (await injectFault({ pid: ready.pid, syscalls: fault.syscalls, inject: `error=${fault.errno}:when=1`, paths, log: logFile })).strace
     child.stdin.end('go\n')
     const report = (await next()) as Report | undefined
     await closed(child)
     await closed(strace)
     if (!report) throw new Error(`the child died: ${childErr}`)
     const straceLog = readFileSync(logFile, 'utf8')
-    const injected = straceLog.split('\n').filter((l) => l.includes('(INJECTED)'))
+    const injected = injectedLines(logFile)
     t.log(`strace -f -y -e trace=${set} -e inject=${set}:error=${fault.errno}:when=1 -P <${shown}> -p <child>`)
     for (const l of injected) t.log(`injected: ${l.length > 240 ? `${l.slice(0, 240)}...` : l}`)
     return { ready, report, injected, straceLog }
   } finally {
     child.kill('SIGKILL')
-    strace.kill('SIGKILL')
+    strace?.kill('SIGKILL')
   }
 }
 
@@ -401,23 +369,16 @@ test(`pure: a writer killed at the write of its lock record blocks the key only 
   if (!ready) throw new Error(`the child failed before it was ready: ${childErr}`)
   t.is(ready.impl, 'pure')
   const logFile = join(tempDir('konserve-strace-'), 'strace.log')
-  const set = ['write', '?pwrite64', '?writev', '?pwritev'].join(',')
-  const strace = spawn('strace', ['-f', '-y', '-o', logFile, '-e', `trace=${set}`, '-e', `inject=${set}:signal=KILL:when=1`, '-P', ready.lockFile, '-p', String(ready.pid)], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  })
-  let straceErr = ''
-  strace.stderr!.setEncoding('utf8').on('data', (d: string) => (straceErr += d))
+  const syscalls = ['write', '?pwrite64', '?writev', '?pwritev']
+  let strace: ChildProcess | undefined
   try {
-    for (let waited = 0; !allTracedBy(ready.pid, strace.pid!); waited += 10) {
-      if (strace.exitCode !== null || waited > 10_000) throw new Error(`strace did not attach: ${straceErr}`)
-      await sleep(10)
-    }
+    strace = (await injectFault({ pid: ready.pid, syscalls, inject: 'signal=KILL:when=1', paths: [ready.lockFile], log: logFile })).strace
     child.stdin.end('go\n')
     await closed(child)
     await closed(strace)
   } finally {
     child.kill('SIGKILL')
-    strace.kill('SIGKILL')
+    strace?.kill('SIGKILL')
   }
   t.is(child.signalCode, 'SIGKILL', 'the writer was killed at the write of its lock record')
   t.true(existsSync(ready.lockFile), 'it left its lock file')

@@ -6,7 +6,7 @@
  * writes its own key fails fast instead of waiting for itself.
  */
 import test from 'ava'
-import { type ChildProcessByStdio, type ChildProcessWithoutNullStreams, execFile, spawn, spawnSync } from 'node:child_process'
+import { type ChildProcess, type ChildProcessByStdio, type ChildProcessWithoutNullStreams, execFile, spawn, spawnSync } from 'node:child_process'
 import { existsSync, readFileSync, readdirSync, realpathSync, statSync, utimesSync, writeFileSync } from 'node:fs'
 import { createRequire, syncBuiltinESMExports } from 'node:module'
 import { hostname } from 'node:os'
@@ -17,6 +17,7 @@ import * as k from 'konserve'
 import { FileLocker } from '../ts/backends/pure/filelock.js'
 import { tempDir } from './helpers/api.js'
 import { holdLock } from './helpers/lock-holder.js'
+import { injectFault, injectedLines } from './helpers/strace.js'
 
 const run = promisify(execFile)
 const here = import.meta.dirname ?? new URL('.', import.meta.url).pathname
@@ -288,15 +289,6 @@ function lineReader(child: ChildProcessWithoutNullStreams) {
     new Promise<any>((resolve) => (lines.length > 0 ? resolve(lines.shift()) : child.exitCode !== null ? resolve(undefined) : waiters.push(resolve)))
 }
 
-function tracedBy(pid: number, tracer: number): boolean {
-  try {
-    const tasks = readdirSync(`/proc/${pid}/task`)
-    return tasks.every((tid) => /^TracerPid:\s*(\d+)$/m.exec(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'))?.[1] === String(tracer))
-  } catch {
-    return false
-  }
-}
-
 /** A lock record of a dead process of this boot and pid namespace (FORMAT.md §6). */
 function deadRecord(): string {
   const dead = spawnSync(process.execPath, ['-e', '0']).pid!
@@ -320,37 +312,16 @@ for (const fault of lockFaults) {
         if (!ready) throw new Error(`the child failed: ${childErr}`)
         if (fault.deadHolder) writeFileSync(ready.lockFile, deadRecord())
         const log = join(tempDir(), 'strace.log')
-        const set = fault.syscalls.join(',')
         const paths: string[] = fault.target === 'lock' ? [ready.lockFile] : ready.temps
-        const strace = spawn(
-          'strace',
-          [
-            '-f',
-            '-y',
-            '-o',
-            log,
-            '-e',
-            `trace=${set}`,
-            '-e',
-            `inject=${set}:error=${fault.errno}:when=1`,
-            ...paths.flatMap((p) => ['-P', p]),
-            '-p',
-            String(ready.pid),
-          ],
-          { stdio: ['ignore', 'ignore', 'pipe'] },
-        )
+        let strace: ChildProcess | undefined
         try {
-          for (let waited = 0; !tracedBy(ready.pid, strace.pid!); waited += 10) {
-            if (strace.exitCode !== null || waited > 10_000) throw new Error('strace did not attach')
-            await new Promise((r) => setTimeout(r, 10))
-          }
+          strace = (await injectFault({ pid: ready.pid, syscalls: fault.syscalls, inject: `error=${fault.errno}:when=1`, paths, log })).strace
           child.stdin.end('go\n')
           const report = await next()
           if (!report) throw new Error(`the child died: ${childErr}`)
-          await new Promise((r) => (strace.exitCode !== null ? r(0) : strace.once('close', r)))
-          const injected = readFileSync(log, 'utf8')
-            .split('\n')
-            .filter((l) => l.includes('(INJECTED)'))
+          const tracer = strace
+          await new Promise((r) => (tracer.exitCode !== null ? r(0) : tracer.once('close', r)))
+          const injected = injectedLines(log)
           t.log(injected[0], JSON.stringify(report))
           t.is(injected.length, 1, 'exactly one call failed')
           t.true(injected[0]?.includes(`-1 ${fault.errno}`))
@@ -370,7 +341,7 @@ for (const fault of lockFaults) {
           }
         } finally {
           child.kill('SIGKILL')
-          strace.kill('SIGKILL')
+          strace?.kill('SIGKILL')
         }
         // A new process (this one, each kind) writes the key at once: far below the lease.
         for (const other of IMPLS) {
