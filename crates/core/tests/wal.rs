@@ -746,15 +746,6 @@ fn shared(fs: &SimFs, o: WalOptions) -> Arc<Wal> {
     Wal::open_shared(Arc::new(fs.clone()), Path::new(DIR), o).unwrap()
 }
 
-/// Polls `done` until it holds, failing after `secs` seconds (a condition, never a bare sleep).
-fn wait_until(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    while !done() {
-        assert!(std::time::Instant::now() < deadline, "{what}: not within {secs} s");
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
-}
-
 #[test]
 fn sequential_appends_from_one_thread_take_the_log_lock_file_once_while_idle_holds_are_kept() {
     let hour = std::time::Duration::from_secs(3600);
@@ -780,7 +771,7 @@ fn sequential_appends_from_one_thread_take_the_log_lock_file_once_while_idle_hol
         // Dropping the log releases a kept lock file (the last reference
         // may be the committer thread's, for a moment after the completion).
         drop(w);
-        wait_until(10, "the lock file released by the drop", || !fs.exists(&log_lock()).unwrap());
+        support::fixtures::wait_until(10, "the lock file released by the drop", || !fs.exists(&log_lock()).unwrap());
         assert_eq!(open(&fs).get(&h("k19")).unwrap(), WalLookup::Put(payload("k19", b"v")));
     }
 }
@@ -791,7 +782,7 @@ fn an_idle_hold_is_released_by_the_background_thread_and_never_kept_past_lock_ho
     let (fs, _) = setup(51, DIR);
     let w = shared(&fs, WalOptions { idle_hold: std::time::Duration::from_millis(30), idle_checkpoint: None, ..holding() });
     put(&w, "a", b"1");
-    wait_until(10, "the idle hold released", || !w.holds_log_lock());
+    support::fixtures::wait_until(10, "the idle hold released", || !w.holds_log_lock());
     assert!(!fs.exists(&log_lock()).unwrap());
     // An idle_hold longer than lock_hold: released lock_hold after it was taken.
     let (fs, _) = setup(52, DIR);
@@ -803,7 +794,7 @@ fn an_idle_hold_is_released_by_the_background_thread_and_never_kept_past_lock_ho
     };
     let w = shared(&fs, o);
     put(&w, "a", b"1");
-    wait_until(10, "the hold ended by lock_hold", || !w.holds_log_lock());
+    support::fixtures::wait_until(10, "the hold ended by lock_hold", || !w.holds_log_lock());
     assert!(!fs.exists(&log_lock()).unwrap());
 }
 
@@ -844,7 +835,7 @@ fn the_idle_checkpoint_empties_the_log_without_any_call_unless_it_is_off() {
         op(w, WalOp::Delete, "b");
         assert!(w.log_bytes() > 0);
     }
-    wait_until(20, "the idle checkpoint", || on.log_bytes() == 0);
+    support::fixtures::wait_until(20, "the idle checkpoint", || on.log_bytes() == 0);
     let s = on.stats();
     assert!(s.idle_checkpoints >= 1 && s.resets >= 1 && s.idle_checkpoint_errors == 0, "{s:?}");
     assert_eq!(key_file(&on_fs, "a"), Some(payload("a", b"a1")));
@@ -859,7 +850,7 @@ fn the_idle_checkpoint_empties_the_log_without_any_call_unless_it_is_off() {
     drop((plain, on));
     let again = shared(&on_fs, idle(Some(std::time::Duration::from_millis(50))));
     assert!(again.log_bytes() > 0);
-    wait_until(20, "the idle checkpoint of frames found on open", || again.log_bytes() == 0);
+    support::fixtures::wait_until(20, "the idle checkpoint of frames found on open", || again.log_bytes() == 0);
     assert_eq!(key_file(&on_fs, "c"), Some(payload("c", b"c1")));
 }
 
@@ -872,12 +863,12 @@ fn a_failed_idle_checkpoint_keeps_the_frames_and_poisons_only_on_a_failed_fsync(
     put(&w, "a", b"a1");
     // The next mutating call, the checkpoint's staging file, fails with EIO.
     fs.fail_once(1);
-    wait_until(20, "the failed idle checkpoint", || w.stats().idle_checkpoint_errors >= 1);
+    support::fixtures::wait_until(20, "the failed idle checkpoint", || w.stats().idle_checkpoint_errors >= 1);
     assert!(w.log_bytes() > 0, "the log keeps its frames");
     assert!(w.check_writable().is_ok(), "an I/O error does not poison");
     // The next append arms another, which succeeds.
     put(&w, "b", b"b1");
-    wait_until(20, "the next idle checkpoint", || w.log_bytes() == 0);
+    support::fixtures::wait_until(20, "the next idle checkpoint", || w.log_bytes() == 0);
     assert_eq!(key_file(&fs, "a"), Some(payload("a", b"a1")));
 }
 

@@ -511,15 +511,6 @@ fn a_batch_of_small_values_larger_than_one_frame_is_logged_frame_by_frame() {
     assert!(keys.iter().all(|k| value(&other, k).is_none()));
 }
 
-/// Polls `done` until it holds, failing after `secs` seconds (a condition, never a bare sleep).
-fn wait_until(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    while !done() {
-        assert!(std::time::Instant::now() < deadline, "{what}: not within {secs} s");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-}
-
 #[test]
 fn an_idle_store_checkpoints_its_log_by_itself_with_the_default_options() {
     let (on_dir, off_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -531,7 +522,7 @@ fn an_idle_store_checkpoints_its_log_by_itself_with_the_default_options() {
         put1(s, &key("b"), b"vb");
         s.delete(&[&key("b")]).unwrap();
     }
-    wait_until(30, "the idle checkpoint", || on.wal().unwrap().log_bytes() == 0);
+    support::fixtures::wait_until(30, "the idle checkpoint", || on.wal().unwrap().log_bytes() == 0);
     assert!(on.file_path(&key("a")).exists());
     assert_eq!(value(&on, &key("a")).unwrap(), b"va");
     assert_eq!(value(&on, &key("b")), None);

@@ -61,3 +61,13 @@ pub fn slotted_meta() -> (Vec<u8>, usize) {
     m.extend_from_slice(&konserve_core::format::meta::REVISION_SLOT);
     (m, at)
 }
+
+/// Polls `done` every 2 ms until it holds, failing after `secs` seconds (a
+/// condition with a deadline, never a bare sleep).
+pub fn wait_until(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}: not within {secs} s");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
