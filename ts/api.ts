@@ -161,8 +161,12 @@ export function* lockKeys(b: Backing, keys: Uint8Array[]): Handler<string[]> {
  * ERR_LOCK_REENTRY instead of waiting for itself.
  */
 const holding = gensync({
-  sync: (ids: string[], body: () => Handler<unknown>): unknown => runHolding(ids, () => gensync(body).sync()),
-  async: (ids: string[], body: () => Handler<unknown>): Promise<unknown> => runHolding(ids, () => gensync(body).async()),
+  sync: (ids: string[], body: () => Handler<unknown>): unknown => runHolding(ids, () => runBody.sync(body)),
+  async: (ids: string[], body: () => Handler<unknown>): Promise<unknown> => runHolding(ids, () => runBody.async(body)),
+})
+/** Runs a generator body, made once (not a gensync function per call: making one costs more than the body's bookkeeping). */
+const runBody = gensync(function* (body: () => Handler<unknown>): Handler<unknown> {
+  return yield* body()
 })
 
 /** @internal Runs `body` holding the keys' locks. */
@@ -665,6 +669,98 @@ const assocOp = gensync(function* (store: Store, key: Key, value: unknown, w: Wr
   })
 })
 
+/**
+ * assoc's blocking form as plain code: the steps of assocOp (the fused write
+ * through fusedReplace when the backing has one, else assocLocked's: this
+ * thread's lock, the backing's, the revision read, the stamp, the put; then
+ * the hooks; errors carrying the key), in the same order, without gensync's
+ * generators (a memory put is a few microseconds of work, and the generators
+ * and closures cost as much again). The locked part runs no user code, so it
+ * needs no holder frame (runHolding): only a user call inside it could ask
+ * for its lock again.
+ */
+function assocSync(store: Store, key: Key, value: unknown, w: WriteArgs): [undefined, unknown] {
+  checkBlocking(store)
+  try {
+    const cke = encodeKey(key)
+    // Encode before locking: a value that cannot be stored fails with nothing written.
+    const { serializer, bytes } = encodeValue(store, value)
+    let written = store.backing.replace ? fusedReplaceSync(store, key, cke, serializer, bytes, w) : undefined
+    if (!written) written = assocLockedSync(store, key, cke, serializer, bytes, w)
+    afterWrite(store, { op: 'assoc', key, path: [key], oldValue: undefined, newValue: value, meta: written })
+    return [undefined, value]
+  } catch (err) {
+    throw withKey(err, key)
+  }
+}
+
+/** fusedReplace's blocking form as plain code (see assocSync): the same steps, in the same order. */
+function fusedReplaceSync(store: Store, key: Key, cke: Uint8Array, serializer: number, value: Uint8Array, w: WriteArgs): Metadata | undefined {
+  const b = store.backing
+  const ids = lockIds(b.lockScope, [cke])
+  acquireSync(ids)
+  try {
+    const written = nextMeta(key, 'value', undefined, w, false, new Date(b.clock ? b.clock.sync() : processNow()))
+    written.revision = 0xffffffff
+    const meta = encodeMeta(written)
+    const revisionAt = revisionSlot(meta)
+    if (revisionAt < 0) return undefined
+    const r: RawReplace = { key: cke, serializer, meta, revisionAt, value, expectedRevision: w.expectedRevision, lock: true }
+    let n = b.replace!.sync(r)
+    if (n === REPLACE_BUSY) {
+      // Held elsewhere: waited for as the general path waits, then written holding it.
+      b.lock.sync([cke])
+      try {
+        r.lock = false
+        n = b.replace!.sync(r)
+      } finally {
+        b.unlock([cke])
+      }
+    }
+    if (n === REPLACE_UNSURE) return undefined
+    if (n <= REPLACE_MISMATCH) throw revisionMismatch(w.expectedRevision!, REPLACE_MISMATCH - n)
+    written.revision = n
+    return written
+  } finally {
+    release(ids)
+  }
+}
+
+/** assocLocked's blocking form as plain code (see assocSync): lockKeys, metaBeforeReplace, stamp, put, unlock, in that order. */
+function assocLockedSync(store: Store, key: Key, cke: Uint8Array, serializer: number, bytes: Uint8Array, w: WriteArgs): Metadata {
+  const b = store.backing
+  const keys = [cke]
+  const ids = lockIds(b.lockScope, keys)
+  acquireSync(ids)
+  try {
+    b.lock.sync(keys)
+  } catch (err) {
+    release(ids)
+    throw err
+  }
+  try {
+    let prev: Metadata | undefined
+    try {
+      const raw = b.getMeta.sync(cke)
+      prev = raw ? readMeta(key, raw) : undefined
+    } catch (err) {
+      // An unreadable old file must not stop the write that repairs it (metaBeforeReplace).
+      if (w.expectedRevision !== undefined) throw err
+      prev = undefined
+    }
+    checkRevision(w, prev)
+    const written = nextMeta(key, 'value', prev, w, false, new Date(b.clock ? b.clock.sync() : processNow()))
+    b.put.sync([{ key: cke, serializer, meta: encodeMeta(written), value: bytes }])
+    return written
+  } finally {
+    try {
+      b.unlock(keys)
+    } finally {
+      release(ids)
+    }
+  }
+}
+
 /** The part of an async assoc that assocFused leaves to the general machinery (see there). */
 const assocEncodedOp = gensync(function* (store: Store, key: Key, value: unknown, cke: Uint8Array, serializer: number, bytes: Uint8Array, w: WriteArgs, fused: boolean) {
   return yield* about(key, () => assocEncoded(store, key, value, cke, serializer, bytes, w, fused))
@@ -750,6 +846,7 @@ export function assoc<O extends WriteOptions>(store: Store, key: Key, value: unk
   const bad = invalid('assoc', store, opts, O_WRITE)
   if (bad) return fail(bad, opts) as Result<O, [undefined, unknown]>
   if (!opts?.sync && store.backing.replace) return whileOpen(store.backing, assocFused(store, key, value, writeArgs(opts))) as Result<O, [undefined, unknown]>
+  if (opts?.sync) return assocSync(store, key, value, writeArgs(opts)) as Result<O, [undefined, unknown]>
   return run(assocOp, opts, [store, key, value, writeArgs(opts)]) as Result<O, [undefined, unknown]>
 }
 
