@@ -1,8 +1,8 @@
 /**
  * The facade's hot paths written as plain code beside the general (gensync)
  * machinery: the blocking assoc (api.ts assocSync: the fused write, or the
- * locked general write), and short ASCII string keys' encoding (format/key.ts
- * encodeStringKey). Each must do exactly what the general path does: same
+ * locked general write), the blocking exists, getMeta and dissoc, and short
+ * ASCII string keys' encoding (format/key.ts encodeStringKey). Each must do exactly what the general path does: same
  * metadata, same revisions, same errors naming the key, same hooks, same
  * locks, same key bytes. The async assoc still takes the general path on
  * a store without a fused write (memory, pure without a log), so comparing
@@ -68,6 +68,18 @@ async function trace(store: k.Store, sync: boolean): Promise<unknown[]> {
   await step(() => k.assoc(store, 'bad', () => 1, o()))
   await step(() => k.assoc(store, 'bad', undefined, o({ expectedRevision: -1 })))
   await step(() => k.assoc(store, undefined as never, 1, o()))
+  // The other single-key operations with blocking forms of their own: exists, getMeta, dissoc.
+  await step(() => k.assoc(store, 'gone', 'soon', o()))
+  await step(async () => [await k.exists(store, 'gone', o()), await k.exists(store, 'never', o())])
+  await step(async () => [noClock(await k.getMeta(store, 'gone', o())), await k.getMeta(store, 'never', o())])
+  await step(() => k.dissoc(store, 'gone', o({ expectedRevision: 2 })))
+  await step(() => k.dissoc(store, 'gone', o({ expectedRevision: 1 })))
+  await step(() => k.dissoc(store, 'gone', o()))
+  await step(() => k.dissoc(store, 'never', o({ expectedRevision: 0 })))
+  await step(async () => [await k.exists(store, 'gone', o()), await k.getMeta(store, 'gone', o())])
+  await step(() => k.exists(store, undefined as never, o()))
+  await step(() => k.getMeta(store, undefined as never, o()))
+  await step(() => k.dissoc(store, undefined as never, o()))
   for (const key of ['k', 'new', 'bad', ['a', 'compound', 1]]) {
     out.push({ key, meta: noClock(await k.getMeta(store, key, o())), value: await k.get(store, key, o()) })
   }
@@ -75,7 +87,7 @@ async function trace(store: k.Store, sync: boolean): Promise<unknown[]> {
 }
 
 for (const kind of kinds) {
-  test(`${kind.name}: the blocking assoc writes, fails and reports exactly as the async one`, async (t) => {
+  test(`${kind.name}: the blocking assoc, exists, getMeta and dissoc write, fail and report exactly as the async ones`, async (t) => {
     const syncStore = await kind.open(true)
     const asyncStore = await kind.open(false)
     const got = await trace(syncStore, true)
@@ -84,7 +96,11 @@ for (const kind of kinds) {
     type Entry = { result?: unknown; error?: { code: string; key: unknown; actualRevision?: number }; hook?: unknown; key?: unknown }
     const entries = got as Entry[]
     const steps = entries.filter((x) => 'result' in x || 'error' in x)
-    t.is(steps.length, 11)
+    t.is(steps.length, 22)
+    t.deepEqual(steps[12], { result: [true, false] })
+    t.like(steps[14], { error: { code: 'ERR_REVISION_MISMATCH', key: 'gone', actualRevision: 1 } })
+    t.deepEqual([steps[15], steps[16], steps[17], steps[18]], [{ result: true }, { result: false }, { result: false }, { result: [false, undefined] }])
+    for (const i of [19, 20, 21]) t.like(steps[i], { error: { code: 'ERR_INVALID_KEY' } })
     t.deepEqual(steps[2], { result: [undefined, 3] })
     t.like(steps[3], { error: { code: 'ERR_REVISION_MISMATCH', key: 'k', actualRevision: 3 } })
     t.like(steps[4], { error: { code: 'ERR_REVISION_MISMATCH', key: 'k', actualRevision: 3 } })
@@ -94,10 +110,10 @@ for (const kind of kinds) {
     t.like(steps[10], { error: { code: 'ERR_INVALID_KEY' } })
     t.like(entries.find((x) => x.key === 'k'), { meta: { revision: 3, type: 'value', key: 'k' }, value: 3 })
     t.like(entries.find((x) => (x.hook as k.KeyWriteEvent | undefined)?.meta?.revision === 2), { hook: { op: 'assoc', key: 'k', meta: { note: 'user', type: 'value' } } })
-    t.is(entries.filter((x) => x.hook).length, 5)
+    t.is(entries.filter((x) => x.hook).length, 7)
   })
 
-  test(`${kind.name}: the blocking assoc meets this thread's locks as the general path does`, async (t) => {
+  test(`${kind.name}: the blocking assoc and dissoc meet this thread's locks as the general path does`, async (t) => {
     const store = await kind.open(true)
     const S = { sync: true } as const
     // An async update of the key holds its lock: a blocking write cannot wait for it.
@@ -117,6 +133,7 @@ for (const kind of kinds) {
     const busy = t.throws(() => k.assoc(store, 'held', 1, S))
     t.is((busy as k.KonserveError).code, 'ERR_LOCK_BUSY')
     t.is((busy as k.KonserveError).key, 'held')
+    t.like(t.throws(() => k.dissoc(store, 'held', S)), { code: 'ERR_LOCK_BUSY', key: 'held' })
     finish()
     await update
     t.is(k.get(store, 'held', S), 'updated')
@@ -140,7 +157,7 @@ for (const kind of kinds) {
   })
 }
 
-test('pure file: the blocking assoc repairs an unreadable key file, unless a revision was asked for', async (t) => {
+test('pure file: the blocking assoc repairs an unreadable key file, unless a revision was asked for; getMeta and dissoc name it', async (t) => {
   for (const sync of [true, false]) {
     const dir = join(tempDir(), 'store')
     const store = sync ? k.connectFsStore(dir, { native: false, sync: true }) : await k.connectFsStore(dir, { native: false })
@@ -152,6 +169,10 @@ test('pure file: the blocking assoc repairs an unreadable key file, unless a rev
     const err = await t.throwsAsync(async () => k.assoc(store, 'broken', 'v2', o({ expectedRevision: 1 })))
     t.is((err as k.KonserveError).key, 'broken', `sync: ${sync}`)
     t.not((err as k.KonserveError).code, 'ERR_REVISION_MISMATCH')
+    const metaErr = await t.throwsAsync(async () => k.getMeta(store, 'broken', o()))
+    t.like(metaErr, { code: (err as k.KonserveError).code, key: 'broken' })
+    const dissocErr = await t.throwsAsync(async () => k.dissoc(store, 'broken', o({ expectedRevision: 1 })))
+    t.like(dissocErr, { code: (err as k.KonserveError).code, key: 'broken' })
     await k.assoc(store, 'broken', 'v3', o())
     t.is(await k.get(store, 'broken', o()), 'v3')
     t.is((await k.getMeta(store, 'broken', o()))?.revision, 1)

@@ -428,6 +428,15 @@ const existsOp = gensync(function* (store: Store, key: Key) {
 export function exists<O extends Options>(store: Store, key: Key, opts?: O): Result<O, boolean> {
   const bad = invalid('exists', store, opts, O_READ)
   if (bad) return fail(bad, opts) as Result<O, boolean>
+  if (opts?.sync) {
+    // existsOp's blocking form, without its generators.
+    checkBlocking(store)
+    try {
+      return store.backing.exists.sync(encodeKey(key)) as Result<O, boolean>
+    } catch (err) {
+      throw withKey(err, key)
+    }
+  }
   return run(existsOp, opts, [store, key]) as Result<O, boolean>
 }
 
@@ -580,6 +589,16 @@ const getMetaOp = gensync(function* (store: Store, key: Key) {
 export function getMeta<O extends Options>(store: Store, key: Key, opts?: O): Result<O, Metadata | undefined> {
   const bad = invalid('getMeta', store, opts, O_READ)
   if (bad) return fail(bad, opts) as Result<O, Metadata | undefined>
+  if (opts?.sync) {
+    // getMetaOp's blocking form, without its generators.
+    checkBlocking(store)
+    try {
+      const raw = store.backing.getMeta.sync(encodeKey(key))
+      return (raw ? readMeta(key, raw) : undefined) as Result<O, Metadata | undefined>
+    } catch (err) {
+      throw withKey(err, key)
+    }
+  }
   return run(getMetaOp, opts, [store, key]) as Result<O, Metadata | undefined>
 }
 
@@ -726,10 +745,12 @@ function fusedReplaceSync(store: Store, key: Key, cke: Uint8Array, serializer: n
   }
 }
 
-/** assocLocked's blocking form as plain code (see assocSync): lockKeys, metaBeforeReplace, stamp, put, unlock, in that order. */
-function assocLockedSync(store: Store, key: Key, cke: Uint8Array, serializer: number, bytes: Uint8Array, w: WriteArgs): Metadata {
-  const b = store.backing
-  const keys = [cke]
+/**
+ * withLock's blocking form as plain code, for a body that runs no user code
+ * (so it needs no holder frame, see assocSync): lockKeys, the body, the
+ * backing's unlock, this thread's release, in withLock's order.
+ */
+function withLockSync<R>(b: Backing, keys: Uint8Array[], body: () => R): R {
   const ids = lockIds(b.lockScope, keys)
   acquireSync(ids)
   try {
@@ -739,6 +760,20 @@ function assocLockedSync(store: Store, key: Key, cke: Uint8Array, serializer: nu
     throw err
   }
   try {
+    return body()
+  } finally {
+    try {
+      b.unlock(keys)
+    } finally {
+      release(ids)
+    }
+  }
+}
+
+/** assocLocked's blocking form as plain code (see assocSync): under the key's lock, metaBeforeReplace, stamp, put. */
+function assocLockedSync(store: Store, key: Key, cke: Uint8Array, serializer: number, bytes: Uint8Array, w: WriteArgs): Metadata {
+  const b = store.backing
+  return withLockSync(b, [cke], () => {
     let prev: Metadata | undefined
     try {
       const raw = b.getMeta.sync(cke)
@@ -752,13 +787,7 @@ function assocLockedSync(store: Store, key: Key, cke: Uint8Array, serializer: nu
     const written = nextMeta(key, 'value', prev, w, false, new Date(b.clock ? b.clock.sync() : processNow()))
     b.put.sync([{ key: cke, serializer, meta: encodeMeta(written), value: bytes }])
     return written
-  } finally {
-    try {
-      b.unlock(keys)
-    } finally {
-      release(ids)
-    }
-  }
+  })
 }
 
 /** The part of an async assoc that assocFused leaves to the general machinery (see there). */
@@ -929,10 +958,32 @@ const dissocOp = gensync(function* (store: Store, key: Key, w: WriteArgs) {
   })
 })
 
+/** dissocOp's blocking form as plain code (see assocSync): the same steps, in the same order. */
+function dissocSync(store: Store, key: Key, w: WriteArgs): boolean {
+  checkBlocking(store)
+  try {
+    const b = store.backing
+    const cke = encodeKey(key)
+    const existed = withLockSync(b, [cke], () => {
+      if (w.expectedRevision !== undefined) {
+        const raw = b.getMeta.sync(cke)
+        checkRevision(w, raw ? readMeta(key, raw) : undefined)
+      }
+      const [existed] = b.delete.sync([cke])
+      return existed === true
+    })
+    if (existed) afterWrite(store, { op: 'dissoc', key, path: [key], oldValue: undefined, newValue: undefined })
+    return existed
+  } catch (err) {
+    throw withKey(err, key)
+  }
+}
+
 /** Removes `key`. Returns whether it existed. Takes `expectedRevision` like the writes. */
 export function dissoc<O extends Options & Pick<WriteOptions, 'expectedRevision'>>(store: Store, key: Key, opts?: O): Result<O, boolean> {
   const bad = invalid('dissoc', store, opts, O_DISSOC)
   if (bad) return fail(bad, opts) as Result<O, boolean>
+  if (opts?.sync) return dissocSync(store, key, { expectedRevision: opts.expectedRevision }) as Result<O, boolean>
   return run(dissocOp, opts, [store, key, { expectedRevision: opts?.expectedRevision }]) as Result<O, boolean>
 }
 
