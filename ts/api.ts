@@ -161,8 +161,12 @@ export function* lockKeys(b: Backing, keys: Uint8Array[]): Handler<string[]> {
  * ERR_LOCK_REENTRY instead of waiting for itself.
  */
 const holding = gensync({
-  sync: (ids: string[], body: () => Handler<unknown>): unknown => runHolding(ids, () => gensync(body).sync()),
-  async: (ids: string[], body: () => Handler<unknown>): Promise<unknown> => runHolding(ids, () => gensync(body).async()),
+  sync: (ids: string[], body: () => Handler<unknown>): unknown => runHolding(ids, () => runBody.sync(body)),
+  async: (ids: string[], body: () => Handler<unknown>): Promise<unknown> => runHolding(ids, () => runBody.async(body)),
+})
+/** Runs a generator body, made once (not a gensync function per call: making one costs more than the body's bookkeeping). */
+const runBody = gensync(function* (body: () => Handler<unknown>): Handler<unknown> {
+  return yield* body()
 })
 
 /** @internal Runs `body` holding the keys' locks. */
@@ -424,6 +428,15 @@ const existsOp = gensync(function* (store: Store, key: Key) {
 export function exists<O extends Options>(store: Store, key: Key, opts?: O): Result<O, boolean> {
   const bad = invalid('exists', store, opts, O_READ)
   if (bad) return fail(bad, opts) as Result<O, boolean>
+  if (opts?.sync) {
+    // existsOp's blocking form, without its generators.
+    checkBlocking(store)
+    try {
+      return store.backing.exists.sync(encodeKey(key)) as Result<O, boolean>
+    } catch (err) {
+      throw withKey(err, key)
+    }
+  }
   return run(existsOp, opts, [store, key]) as Result<O, boolean>
 }
 
@@ -576,6 +589,16 @@ const getMetaOp = gensync(function* (store: Store, key: Key) {
 export function getMeta<O extends Options>(store: Store, key: Key, opts?: O): Result<O, Metadata | undefined> {
   const bad = invalid('getMeta', store, opts, O_READ)
   if (bad) return fail(bad, opts) as Result<O, Metadata | undefined>
+  if (opts?.sync) {
+    // getMetaOp's blocking form, without its generators.
+    checkBlocking(store)
+    try {
+      const raw = store.backing.getMeta.sync(encodeKey(key))
+      return (raw ? readMeta(key, raw) : undefined) as Result<O, Metadata | undefined>
+    } catch (err) {
+      throw withKey(err, key)
+    }
+  }
   return run(getMetaOp, opts, [store, key]) as Result<O, Metadata | undefined>
 }
 
@@ -665,6 +688,108 @@ const assocOp = gensync(function* (store: Store, key: Key, value: unknown, w: Wr
   })
 })
 
+/**
+ * assoc's blocking form as plain code: the steps of assocOp (the fused write
+ * through fusedReplace when the backing has one, else assocLocked's: this
+ * thread's lock, the backing's, the revision read, the stamp, the put; then
+ * the hooks; errors carrying the key), in the same order, without gensync's
+ * generators (a memory put is a few microseconds of work, and the generators
+ * and closures cost as much again). The locked part runs no user code, so it
+ * needs no holder frame (runHolding): only a user call inside it could ask
+ * for its lock again.
+ */
+function assocSync(store: Store, key: Key, value: unknown, w: WriteArgs): [undefined, unknown] {
+  checkBlocking(store)
+  try {
+    const cke = encodeKey(key)
+    // Encode before locking: a value that cannot be stored fails with nothing written.
+    const { serializer, bytes } = encodeValue(store, value)
+    let written = store.backing.replace ? fusedReplaceSync(store, key, cke, serializer, bytes, w) : undefined
+    if (!written) written = assocLockedSync(store, key, cke, serializer, bytes, w)
+    afterWrite(store, { op: 'assoc', key, path: [key], oldValue: undefined, newValue: value, meta: written })
+    return [undefined, value]
+  } catch (err) {
+    throw withKey(err, key)
+  }
+}
+
+/** fusedReplace's blocking form as plain code (see assocSync): the same steps, in the same order. */
+function fusedReplaceSync(store: Store, key: Key, cke: Uint8Array, serializer: number, value: Uint8Array, w: WriteArgs): Metadata | undefined {
+  const b = store.backing
+  const ids = lockIds(b.lockScope, [cke])
+  acquireSync(ids)
+  try {
+    const written = nextMeta(key, 'value', undefined, w, false, new Date(b.clock ? b.clock.sync() : processNow()))
+    written.revision = 0xffffffff
+    const meta = encodeMeta(written)
+    const revisionAt = revisionSlot(meta)
+    if (revisionAt < 0) return undefined
+    const r: RawReplace = { key: cke, serializer, meta, revisionAt, value, expectedRevision: w.expectedRevision, lock: true }
+    let n = b.replace!.sync(r)
+    if (n === REPLACE_BUSY) {
+      // Held elsewhere: waited for as the general path waits, then written holding it.
+      b.lock.sync([cke])
+      try {
+        r.lock = false
+        n = b.replace!.sync(r)
+      } finally {
+        b.unlock([cke])
+      }
+    }
+    if (n === REPLACE_UNSURE) return undefined
+    if (n <= REPLACE_MISMATCH) throw revisionMismatch(w.expectedRevision!, REPLACE_MISMATCH - n)
+    written.revision = n
+    return written
+  } finally {
+    release(ids)
+  }
+}
+
+/**
+ * withLock's blocking form as plain code, for a body that runs no user code
+ * (so it needs no holder frame, see assocSync): lockKeys, the body, the
+ * backing's unlock, this thread's release, in withLock's order.
+ */
+function withLockSync<R>(b: Backing, keys: Uint8Array[], body: () => R): R {
+  const ids = lockIds(b.lockScope, keys)
+  acquireSync(ids)
+  try {
+    b.lock.sync(keys)
+  } catch (err) {
+    release(ids)
+    throw err
+  }
+  try {
+    return body()
+  } finally {
+    try {
+      b.unlock(keys)
+    } finally {
+      release(ids)
+    }
+  }
+}
+
+/** assocLocked's blocking form as plain code (see assocSync): under the key's lock, metaBeforeReplace, stamp, put. */
+function assocLockedSync(store: Store, key: Key, cke: Uint8Array, serializer: number, bytes: Uint8Array, w: WriteArgs): Metadata {
+  const b = store.backing
+  return withLockSync(b, [cke], () => {
+    let prev: Metadata | undefined
+    try {
+      const raw = b.getMeta.sync(cke)
+      prev = raw ? readMeta(key, raw) : undefined
+    } catch (err) {
+      // An unreadable old file must not stop the write that repairs it (metaBeforeReplace).
+      if (w.expectedRevision !== undefined) throw err
+      prev = undefined
+    }
+    checkRevision(w, prev)
+    const written = nextMeta(key, 'value', prev, w, false, new Date(b.clock ? b.clock.sync() : processNow()))
+    b.put.sync([{ key: cke, serializer, meta: encodeMeta(written), value: bytes }])
+    return written
+  })
+}
+
 /** The part of an async assoc that assocFused leaves to the general machinery (see there). */
 const assocEncodedOp = gensync(function* (store: Store, key: Key, value: unknown, cke: Uint8Array, serializer: number, bytes: Uint8Array, w: WriteArgs, fused: boolean) {
   return yield* about(key, () => assocEncoded(store, key, value, cke, serializer, bytes, w, fused))
@@ -750,6 +875,7 @@ export function assoc<O extends WriteOptions>(store: Store, key: Key, value: unk
   const bad = invalid('assoc', store, opts, O_WRITE)
   if (bad) return fail(bad, opts) as Result<O, [undefined, unknown]>
   if (!opts?.sync && store.backing.replace) return whileOpen(store.backing, assocFused(store, key, value, writeArgs(opts))) as Result<O, [undefined, unknown]>
+  if (opts?.sync) return assocSync(store, key, value, writeArgs(opts)) as Result<O, [undefined, unknown]>
   return run(assocOp, opts, [store, key, value, writeArgs(opts)]) as Result<O, [undefined, unknown]>
 }
 
@@ -832,10 +958,32 @@ const dissocOp = gensync(function* (store: Store, key: Key, w: WriteArgs) {
   })
 })
 
+/** dissocOp's blocking form as plain code (see assocSync): the same steps, in the same order. */
+function dissocSync(store: Store, key: Key, w: WriteArgs): boolean {
+  checkBlocking(store)
+  try {
+    const b = store.backing
+    const cke = encodeKey(key)
+    const existed = withLockSync(b, [cke], () => {
+      if (w.expectedRevision !== undefined) {
+        const raw = b.getMeta.sync(cke)
+        checkRevision(w, raw ? readMeta(key, raw) : undefined)
+      }
+      const [existed] = b.delete.sync([cke])
+      return existed === true
+    })
+    if (existed) afterWrite(store, { op: 'dissoc', key, path: [key], oldValue: undefined, newValue: undefined })
+    return existed
+  } catch (err) {
+    throw withKey(err, key)
+  }
+}
+
 /** Removes `key`. Returns whether it existed. Takes `expectedRevision` like the writes. */
 export function dissoc<O extends Options & Pick<WriteOptions, 'expectedRevision'>>(store: Store, key: Key, opts?: O): Result<O, boolean> {
   const bad = invalid('dissoc', store, opts, O_DISSOC)
   if (bad) return fail(bad, opts) as Result<O, boolean>
+  if (opts?.sync) return dissocSync(store, key, { expectedRevision: opts.expectedRevision }) as Result<O, boolean>
   return run(dissocOp, opts, [store, key, { expectedRevision: opts?.expectedRevision }]) as Result<O, boolean>
 }
 

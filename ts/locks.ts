@@ -121,6 +121,7 @@ function checkReentry(ids: readonly string[]): void {
 }
 
 function lockId(scope: string, key: Uint8Array): string {
+  if (key.length <= 4096) return `${scope}\u0000${String.fromCharCode.apply(null, key as unknown as number[])}`
   let s = `${scope}\u0000`
   // Chunked to stay within the argument limit for very long keys.
   for (let i = 0; i < key.length; i += 4096) s += String.fromCharCode(...key.subarray(i, i + 4096))
@@ -129,6 +130,7 @@ function lockId(scope: string, key: Uint8Array): string {
 
 /** Sorted, de-duplicated lock ids: one acquisition order everywhere prevents deadlock. */
 export function lockIds(scope: string, keys: Uint8Array[]): string[] {
+  if (keys.length === 1) return [lockId(scope, keys[0]!)] // the usual single key: no Set, no sort
   return [...new Set(keys.map((k) => lockId(scope, k)))].sort()
 }
 

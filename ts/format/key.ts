@@ -248,11 +248,31 @@ export function encodeKey(key: unknown): Uint8Array {
   return w.result()
 }
 
+/** Keys up to this many UTF-16 units take encodeStringKey's ASCII loop (it must stay below 256). */
+const SHORT_KEY = 64
+
 /**
  * The CKE of a string key (the common case, on every get): the same bytes as
  * the general writer, encoded straight into one array.
  */
 function encodeStringKey(key: string): Uint8Array {
+  // A short ASCII key (the usual one) is copied unit by unit: TextEncoder's
+  // call, the subarray and the well-formedness check cost ten times as much.
+  const len = key.length
+  if (len <= SHORT_KEY) {
+    const out = new Uint8Array(5 + len)
+    let i = 0
+    for (; i < len; i++) {
+      const c = key.charCodeAt(i)
+      if (c >= 0x80) break
+      out[5 + i] = c
+    }
+    if (i === len) {
+      out[0] = T_STRING
+      out[4] = len // < 256: the length's upper bytes stay 0
+      return out
+    }
+  }
   if (key.length > 0x3fffffff || !isWellFormed(key)) {
     const w = new Writer()
     write(w, key, 0, new Set())
