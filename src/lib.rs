@@ -596,6 +596,9 @@ impl NativeFileStore {
     /// settler, not lock-free, a store that takes no writes, a value that
     /// may not fit a record, the key's in-process lock held, a bad
     /// argument): nothing was done, the caller takes `replaceAsync`.
+    // Positional arguments, not a `NativeReplace` object: no object to make
+    // in JavaScript and no property lookups here, on the hot path.
+    #[allow(clippy::too_many_arguments)]
     #[napi]
     pub fn replace_queued(
         &self,
@@ -612,7 +615,15 @@ impl NativeFileStore {
             return Ok(-1.0);
         };
         let id = settler.next_id.load(std::sync::atomic::Ordering::Relaxed);
-        let r = core::Replace { key: &key, serializer, meta: &meta, revision_at: revision_at as usize, value: &value, expected_revision, lock: true };
+        let r = core::Replace {
+            key: &key,
+            serializer,
+            meta: &meta,
+            revision_at: revision_at as usize,
+            value: &value,
+            expected_revision,
+            lock: true,
+        };
         let theirs = Arc::clone(settler);
         // Counted before it is queued: the committer may push its outcome at once.
         if settler.pending.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
