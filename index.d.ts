@@ -174,6 +174,26 @@ export declare class NativeFileStore {
    * thread (`FileStore::replace_then`), as for `putAsync`.
    */
   replaceAsync(w: NativeReplace): Promise<number>
+  /**
+   * Sets the function that settles this store's queued writes
+   * (`replaceQueued`): it is called on the JavaScript thread with
+   * `(answers, failures)`, `answers` a Float64Array of `[id, answer, ...]`
+   * (`replaceSync`'s numbers), `failures` `[id, code, message, file, ...]`
+   * (`file` empty when none). Once per store; later calls change nothing.
+   */
+  settleWith(settle: (answers: Float64Array, failures: string[]) => void): void
+  /**
+   * The lock-free replace queued straight for the log's committer, on
+   * this thread with no file I/O and no threadpool task
+   * (`FileStore::replace_queued`, docs/WAL.md §4.1.1), the key's lock
+   * requested: returns the write's id (>= 0), whose answer (as
+   * `replaceSync`'s) or failure reaches the `settleWith` function once its
+   * frame is durable; or -1 when the write is not for this path (no
+   * settler, not lock-free, a store that takes no writes, a value that
+   * may not fit a record, the key's in-process lock held, a bad
+   * argument): nothing was done, the caller takes `replaceAsync`.
+   */
+  replaceQueued(key: Buffer, serializer: number, meta: Buffer, revisionAt: number, value: Buffer, expectedRevision?: number | undefined | null): number
   /** Deletes each key; returns whether each existed. */
   deleteSync(keys: Array<Buffer>): Array<boolean>
   deleteAsync(keys: Array<Buffer>): Promise<boolean[]>

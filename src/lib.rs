@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use konserve_core as core;
 use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, JsDeferred, Task};
 use napi_derive::napi;
 
@@ -305,6 +306,82 @@ pub struct NativeValueCacheStats {
 #[napi]
 pub struct NativeFileStore {
     pub(crate) inner: Arc<core::FileStore>,
+    /// The queued writes' settling (`settleWith`, `replaceQueued`), once set.
+    pub(crate) settler: std::sync::OnceLock<Arc<Settler>>,
+}
+
+/// The JavaScript function that settles queued writes, as a threadsafe
+/// function: no argument from the committer (its call_js_back drains the
+/// list), weak (unreferenced until a write is pending).
+type SettleFn = ThreadsafeFunction<(), Unknown<'static>, FnArgs<(Float64Array, Vec<String>)>, Status, false, true, 0>;
+
+/// How queued writes (`replaceQueued`, docs/WAL.md §4.1.1) settle: the
+/// committer pushes each outcome to `list` and calls the store's one
+/// threadsafe function only when the list was empty; on the JavaScript
+/// thread its call drains the whole list into one call of the JavaScript
+/// settler (`[id, answer, ...]`, and `[id, code, message, file, ...]` for
+/// failures). `pending` (JavaScript thread only) counts the writes queued
+/// and not yet drained: the function is referenced (keeps the process
+/// alive) while it is above 0.
+pub(crate) struct Settler {
+    list: Mutex<Vec<(u32, CoreResult<core::Replaced>)>>,
+    tsfn: std::sync::OnceLock<SettleFn>,
+    pending: std::sync::atomic::AtomicU32,
+    next_id: std::sync::atomic::AtomicU32,
+}
+
+impl Settler {
+    /// On the committer thread: one outcome in, the JavaScript thread woken if it was the first.
+    fn push(&self, id: u32, r: CoreResult<core::Replaced>) {
+        let first = {
+            let mut list = self.list.lock().unwrap_or_else(|p| p.into_inner());
+            list.push((id, r));
+            list.len() == 1
+        };
+        if first {
+            if let Some(f) = self.tsfn.get() {
+                // Closing (the environment ends): nothing is left to settle.
+                let _ = f.call((), ThreadsafeFunctionCallMode::NonBlocking);
+            }
+        }
+    }
+
+    /// On the JavaScript thread: every outcome so far, as the settler's arguments.
+    fn drain(&self, env: &Env) -> FnArgs<(Float64Array, Vec<String>)> {
+        let list = std::mem::take(&mut *self.list.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut answers = Vec::with_capacity(list.len() * 2);
+        let mut failures = Vec::new();
+        for (id, r) in &list {
+            match r {
+                Ok(a) => answers.extend([f64::from(*id), replaced_to_js(*a)]),
+                Err(e) => failures.extend([
+                    id.to_string(),
+                    e.code().as_str().to_string(),
+                    e.to_string(),
+                    e.file().map(|f| f.display().to_string()).unwrap_or_default(),
+                ]),
+            }
+        }
+        let n = list.len() as u32;
+        if n > 0 && self.pending.fetch_sub(n, std::sync::atomic::Ordering::Relaxed) == n {
+            self.reference(env, false);
+        }
+        FnArgs::from((Float64Array::new(answers), failures))
+    }
+
+    /// Keeps the process alive (or not) for the pending writes; JavaScript thread only.
+    fn reference(&self, env: &Env, on: bool) {
+        if let Some(f) = self.tsfn.get() {
+            // SAFETY: on the JavaScript thread of the environment that made the function.
+            unsafe {
+                if on {
+                    napi::sys::napi_ref_threadsafe_function(env.raw(), f.raw());
+                } else {
+                    napi::sys::napi_unref_threadsafe_function(env.raw(), f.raw());
+                }
+            }
+        }
+    }
 }
 
 #[napi]
@@ -313,7 +390,7 @@ impl NativeFileStore {
     #[napi(factory)]
     pub fn open(env: &Env, path: String, options: NativeOpenOptions) -> Result<Self> {
         let store = core_options(&options).and_then(|o| core::FileStore::open(&path, o)).or_js(env)?;
-        Ok(Self { inner: Arc::new(store) })
+        Ok(Self { inner: Arc::new(store), settler: Default::default() })
     }
 
     /// Opens the store on the threadpool.
@@ -478,6 +555,88 @@ impl NativeFileStore {
         let (deferred, promise) = env.create_deferred::<f64, Settle<f64>>()?;
         env.spawn(SubmitTask { store: self.inner.clone(), op: Submit::Replace(w, Some(deferred)) })?;
         Ok(Either::B(promise))
+    }
+
+    /// Sets the function that settles this store's queued writes
+    /// (`replaceQueued`): it is called on the JavaScript thread with
+    /// `(answers, failures)`, `answers` a Float64Array of `[id, answer, ...]`
+    /// (`replaceSync`'s numbers), `failures` `[id, code, message, file, ...]`
+    /// (`file` empty when none). Once per store; later calls change nothing.
+    #[napi(ts_args_type = "settle: (answers: Float64Array, failures: string[]) => void")]
+    pub fn settle_with(&self, settle: Function<'_, FnArgs<(Float64Array, Vec<String>)>, Unknown<'static>>) -> Result<()> {
+        if self.settler.get().is_some() {
+            return Ok(());
+        }
+        let settler = Arc::new(Settler {
+            list: Mutex::new(Vec::new()),
+            tsfn: std::sync::OnceLock::new(),
+            pending: std::sync::atomic::AtomicU32::new(0),
+            next_id: std::sync::atomic::AtomicU32::new(0),
+        });
+        let weak = Arc::downgrade(&settler);
+        let tsfn: SettleFn = settle.build_threadsafe_function::<()>().weak::<true>().callee_handled::<false>().build_callback(
+            move |ctx: ThreadsafeCallContext<()>| {
+                Ok(match weak.upgrade() {
+                    Some(s) => s.drain(&ctx.env),
+                    None => FnArgs::from((Float64Array::new(Vec::new()), Vec::new())),
+                })
+            },
+        )?;
+        let _ = settler.tsfn.set(tsfn);
+        let _ = self.settler.set(settler);
+        Ok(())
+    }
+
+    /// The lock-free replace queued straight for the log's committer, on
+    /// this thread with no file I/O and no threadpool task
+    /// (`FileStore::replace_queued`, docs/WAL.md §4.1.1), the key's lock
+    /// requested: returns the write's id (>= 0), whose answer (as
+    /// `replaceSync`'s) or failure reaches the `settleWith` function once its
+    /// frame is durable; or -1 when the write is not for this path (no
+    /// settler, not lock-free, a store that takes no writes, a value that
+    /// may not fit a record, the key's in-process lock held, a bad
+    /// argument): nothing was done, the caller takes `replaceAsync`.
+    // Positional arguments, not a `NativeReplace` object: no object to make
+    // in JavaScript and no property lookups here, on the hot path.
+    #[allow(clippy::too_many_arguments)]
+    #[napi]
+    pub fn replace_queued(
+        &self,
+        env: &Env,
+        key: BufferSlice<'_>,
+        serializer: u32,
+        meta: BufferSlice<'_>,
+        revision_at: u32,
+        value: BufferSlice<'_>,
+        expected_revision: Option<f64>,
+    ) -> Result<f64> {
+        let Some(settler) = self.settler.get() else { return Ok(-1.0) };
+        let (Ok(expected_revision), Ok(serializer)) = (crate::expected_revision(expected_revision), serializer_id(serializer)) else {
+            return Ok(-1.0);
+        };
+        let id = settler.next_id.load(std::sync::atomic::Ordering::Relaxed);
+        let r = core::Replace {
+            key: &key,
+            serializer,
+            meta: &meta,
+            revision_at: revision_at as usize,
+            value: &value,
+            expected_revision,
+            lock: true,
+        };
+        let theirs = Arc::clone(settler);
+        // Counted before it is queued: the committer may push its outcome at once.
+        if settler.pending.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
+            settler.reference(env, true);
+        }
+        if !self.inner.replace_queued(&r, Box::new(move |result| theirs.push(id, result))) {
+            if settler.pending.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) == 1 {
+                settler.reference(env, false);
+            }
+            return Ok(-1.0);
+        }
+        settler.next_id.store(id.wrapping_add(1), std::sync::atomic::Ordering::Relaxed);
+        Ok(f64::from(id))
     }
 
     /// Deletes each key; returns whether each existed.
@@ -651,7 +810,7 @@ impl Task for OpenTask {
     }
 
     fn resolve(&mut self, env: Env, output: Self::Output) -> Result<Self::JsValue> {
-        Ok(NativeFileStore { inner: Arc::new(output.or_js(&env)?) })
+        Ok(NativeFileStore { inner: Arc::new(output.or_js(&env)?), settler: Default::default() })
     }
 }
 

@@ -29,6 +29,63 @@ async function callAsync<T>(p: () => Promise<T>): Promise<T> {
 
 const orUndefined = <T>(v: T | null): T | undefined => (v === null ? undefined : v)
 
+/** A queued write's Promise, settled by its store's settler (see QueuedWrites). */
+type Waiter = { resolve: (n: number) => void; reject: (err: unknown) => void }
+
+/**
+ * The Promises of a binding store's queued writes (`replaceQueued`,
+ * docs/WAL.md §4.1.1), by id: one per binding object, shared by every
+ * backing over it. The settler closes over this alone (never the binding
+ * object, which the binding's threadsafe function would then keep alive):
+ * the committer's outcomes arrive in batches, `[id, answer, ...]` and
+ * `[id, code, message, file, ...]`, and each settles its Promise here, on
+ * this thread, failures as KonserveErrors made as every binding error is.
+ */
+class QueuedWrites {
+  readonly waiting = new Map<number, Waiter>()
+  private idle: (() => void)[] = []
+
+  static of(store: NativeFileStore): QueuedWrites {
+    let q = queuedWrites.get(store)
+    if (q === undefined) {
+      const made = new QueuedWrites()
+      store.settleWith((answers, failures) => made.settle(answers, failures))
+      queuedWrites.set(store, made)
+      q = made
+    }
+    return q
+  }
+
+  private settle(answers: Float64Array, failures: string[]): void {
+    const w = this.waiting
+    for (let i = 0; i < answers.length; i += 2) {
+      const waiter = w.get(answers[i]!)
+      if (waiter === undefined) continue
+      w.delete(answers[i]!)
+      waiter.resolve(answers[i + 1]!)
+    }
+    for (let i = 0; i < failures.length; i += 4) {
+      const id = Number(failures[i])
+      const waiter = w.get(id)
+      if (waiter === undefined) continue
+      w.delete(id)
+      const err = Object.assign(new Error(failures[i + 2]), failures[i + 3] ? { code: failures[i + 1], file: failures[i + 3] } : { code: failures[i + 1] })
+      waiter.reject(fromNative(err))
+    }
+    if (w.size === 0 && this.idle.length > 0) {
+      const idle = this.idle
+      this.idle = []
+      for (const f of idle) f()
+    }
+  }
+
+  /** Resolves once no queued write is pending (each settled, durable or failed). */
+  whenIdle(): Promise<void> {
+    return this.waiting.size === 0 ? Promise.resolve() : new Promise((resolve) => this.idle.push(resolve))
+  }
+}
+const queuedWrites = new WeakMap<NativeFileStore, QueuedWrites>()
+
 /**
  * `get` reads small files straight into a slab that this module owns (see
  * getValueInto in src/lib.rs): each read takes the next region, a region is
@@ -150,6 +207,7 @@ export class NativeFileBacking implements Backing {
   ) {
     if (clock) this.clock = twinOp(() => clock.nowSync(), () => clock.now())
     this.lockFree = native.lockFree === true
+    if (this.lockFree) this.queued = QueuedWrites.of(native)
   }
 
   readonly get = native(
@@ -237,9 +295,26 @@ export class NativeFileBacking implements Backing {
    */
   private replacing = 0
   private readonly lockFree: boolean
+  /** A lock-free store's queued writes (see QueuedWrites). */
+  private readonly queued?: QueuedWrites
   readonly replace = twinOp(
     (w: RawReplace): number => call(() => this.native.replaceSync(replacing(w))),
     (w: RawReplace): Promise<number> => {
+      if (this.queued !== undefined && w.lock) {
+        // The fast path (docs/WAL.md §4.1.1): straight to the log's committer, no threadpool task.
+        let id: number
+        try {
+          id = this.native.replaceQueued(buf(w.key), w.serializer, buf(w.meta), w.revisionAt, buf(w.value), w.expectedRevision)
+        } catch (err) {
+          return Promise.reject(fromNative(err))
+        }
+        if (id >= 0) {
+          const waiting = this.queued.waiting
+          return new Promise<number>((resolve, reject) => {
+            waiting.set(id, { resolve, reject })
+          })
+        }
+      }
       if (this.durable && !this.lockFree && (this.replacing > 0 || this.group.busy)) return Promise.resolve(REPLACE_UNSURE)
       this.replacing++
       let task: Promise<number>
@@ -316,7 +391,7 @@ export class NativeFileBacking implements Backing {
   )
 
   /**
-   * close: the queued group commits are written first; then the write-ahead
+   * close: the queued group commits and queued writes are settled first; then the write-ahead
    * log's background thread ends and its lock file, if kept idle, is released
    * (the core's store lock closes when the binding's object is collected).
    */
@@ -324,6 +399,8 @@ export class NativeFileBacking implements Backing {
     () => this.native.stopBackground(),
     async () => {
       await this.group.idle()
+      // Every queued write settles (durable, or failed): the committer answers each.
+      await this.queued?.whenIdle()
       this.native.stopBackground()
     },
   )

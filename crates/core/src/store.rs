@@ -48,6 +48,10 @@ const SMALL_READ: usize = 16 * 1024;
 /// write-ahead log (docs/WAL.md §2), when the store has one.
 pub const WAL_MAX_RECORD: usize = 16 * 1024;
 
+/// What [`FileStore::replace_queued`] allows an encoded key file beyond its
+/// key, metadata and value.
+const QUEUED_SLACK: usize = 1024;
+
 /// A write that leaves more than this many bytes of frames in the log runs
 /// a checkpoint before it returns (docs/WAL.md §5's 16 MiB; the idle
 /// checkpoint of §5 is not built yet).
@@ -975,30 +979,7 @@ impl FileStore {
                 Ok(LockFree::Answer(a)) => return done(Ok(a)),
                 Ok(LockFree::Locked) => {}
                 Ok(LockFree::Ready(w)) => {
-                    let answer = Arc::clone(&w.answer);
-                    let id = self.lock_id(r.key);
-                    let slot = Arc::new(std::sync::Mutex::new(Some(done)));
-                    let take = |slot: &std::sync::Mutex<Option<Done<Replaced>>>| {
-                        slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
-                    };
-                    let (theirs, log) = (Arc::clone(&slot), Arc::clone(&wal));
-                    let submitted = wal.submit_decided(
-                        WAL_MAX_RECORD,
-                        Box::new(move |wal| w.decide(wal)),
-                        Box::new(move |result| {
-                            let result = result.and_then(|()| checkpoint_if_full(&log)).map(|()| take_answer(&answer));
-                            LockTable::global().unlock(id);
-                            if let Some(done) = take(&theirs) {
-                                done(result);
-                            }
-                        }),
-                    );
-                    if let Err(e) = submitted {
-                        LockTable::global().unlock(id);
-                        if let Some(done) = take(&slot) {
-                            done(Err(e));
-                        }
-                    }
+                    submit_lockfree(&wal, self.lock_id(r.key), w, done);
                     return;
                 }
             }
@@ -1044,6 +1025,49 @@ impl FileStore {
                 Box::new(move |result| finish(result.map(|()| Replaced::Written { revision }))),
             ),
         }
+    }
+
+    /// The fast path of [`replace_then`](Self::replace_then) for a caller
+    /// on a thread that must not block (the JavaScript thread; docs/WAL.md
+    /// §4.1.1): on a lock-free store, with `r.lock`, a write whose key file
+    /// surely fits a record is queued for the log's committer with no file
+    /// I/O here: the key's in-process lock (one attempt), then the decision
+    /// under the log lock reads the revision, checks `r.expected_revision`
+    /// and encodes the record on the committer thread; `done` is called
+    /// there, exactly once, once the frame is durable (or failed), the
+    /// in-process lock released before it. Returns `false`, `done` dropped
+    /// uncalled and nothing done, whenever the write is not for this path
+    /// (no log, not lock-free, no `r.lock`, a store that takes no writes, an
+    /// invalid key, a value that may not fit a record, the in-process lock
+    /// held): the caller takes the general path, which answers it as before.
+    pub fn replace_queued(self: &Arc<Self>, r: &Replace<'_>, done: Done<Replaced>) -> bool {
+        let Some(wal) = self.wal.as_ref().filter(|_| r.lock && self.lockfree) else { return false };
+        if self.check_writable().is_err() || key::validate(r.key).is_err() {
+            return false;
+        }
+        // What an encoded key file adds at most to its parts (header, lengths,
+        // encryption, an incompressible value's framing) is well under this.
+        if r.value.len() + r.meta.len() + r.key.len() + QUEUED_SLACK > WAL_MAX_RECORD {
+            return false;
+        }
+        let id = self.lock_id(r.key);
+        if !LockTable::global().try_lock(id) {
+            return false;
+        }
+        let w = Box::new(LockFreeWrite {
+            files: Arc::clone(&self.files),
+            key: r.key.to_vec(),
+            serializer: r.serializer,
+            meta: r.meta.to_vec(),
+            revision_at: r.revision_at,
+            value: r.value.to_vec(),
+            expected: r.expected_revision,
+            guess: None,
+            payload: Vec::new(),
+            answer: Arc::new(std::sync::Mutex::new(None)),
+        });
+        submit_lockfree(wal, id, w, done);
+        true
     }
 
     /// A replacing write with its revision read fused in: under `key`'s lock
@@ -1189,7 +1213,7 @@ impl FileStore {
                 revision_at: r.revision_at,
                 value: r.value.to_vec(),
                 expected: r.expected_revision,
-                guess,
+                guess: Some(guess),
                 payload,
                 answer: Arc::new(std::sync::Mutex::new(None)),
             })))
@@ -1667,8 +1691,9 @@ struct LockFreeWrite {
     revision_at: usize,
     value: Vec<u8>,
     expected: Option<u64>,
-    /// The revision `payload` was encoded for (the new one is `guess + 1`).
-    guess: u64,
+    /// The revision `payload` was encoded for (the new one is `guess + 1`);
+    /// `None`: nothing encoded yet (the decision encodes it).
+    guess: Option<u64>,
     payload: Vec<u8>,
     answer: Arc<std::sync::Mutex<Option<Replaced>>>,
 }
@@ -1676,6 +1701,34 @@ struct LockFreeWrite {
 /// The answer a decision left (`Unsure` if none: it never ran to its end).
 fn take_answer(answer: &std::sync::Mutex<Option<Replaced>>) -> Replaced {
     answer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take().unwrap_or(Replaced::Unsure)
+}
+
+/// Queues a prepared lock-free replace (its key's in-process lock `id`
+/// held) for the log's committer: `done` gets its answer there once the
+/// frame is durable, the in-process lock released first; exactly once,
+/// also when it cannot be queued (then here).
+fn submit_lockfree(wal: &Arc<Wal>, id: LockId, w: Box<LockFreeWrite>, done: Done<Replaced>) {
+    let answer = Arc::clone(&w.answer);
+    let slot = Arc::new(std::sync::Mutex::new(Some(done)));
+    let take = |slot: &std::sync::Mutex<Option<Done<Replaced>>>| slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+    let (theirs, log) = (Arc::clone(&slot), Arc::clone(wal));
+    let submitted = wal.submit_decided(
+        WAL_MAX_RECORD,
+        Box::new(move |wal| w.decide(wal)),
+        Box::new(move |result| {
+            let result = result.and_then(|()| checkpoint_if_full(&log)).map(|()| take_answer(&answer));
+            LockTable::global().unlock(id);
+            if let Some(done) = take(&theirs) {
+                done(result);
+            }
+        }),
+    );
+    if let Err(e) = submitted {
+        LockTable::global().unlock(id);
+        if let Some(done) = take(&slot) {
+            done(Err(e));
+        }
+    }
 }
 
 impl LockFreeWrite {
@@ -1700,7 +1753,7 @@ impl LockFreeWrite {
             set(Replaced::Mismatch { actual: current });
             return Ok(None);
         }
-        let payload = if current == self.guess {
+        let payload = if self.guess == Some(current) {
             self.payload
         } else {
             let Some(meta) = crate::format::meta::splice_revision(&self.meta, self.revision_at, current + 1) else {

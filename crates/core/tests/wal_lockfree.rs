@@ -393,3 +393,65 @@ fn decisions_run_under_the_log_lock_see_the_log_and_answer_for_their_write_alone
     }
     assert_eq!(wal.append_decided(usize::MAX / 2, Box::new(|_: &Wal| Ok(None))).unwrap_err().code(), ErrorCode::InvalidArgument);
 }
+
+/// The queued fast path (`FileStore::replace_queued`, docs/WAL.md §4.1.1):
+/// no revision read before the committer's decision, so 64 keys queued at
+/// once all get their next revision from the decision,
+/// mismatches and another holder's lock file still answer their own
+/// caller, and what is not for this path is declined with nothing done.
+#[test]
+fn queued_replaces_are_decided_by_the_committer_and_declined_when_not_for_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, pa, b, _) = two(tmp.path());
+    let (meta, at) = support::fixtures::slotted_meta();
+    let keys: Vec<Vec<u8>> = (0..64).map(|i| key(&format!("q{i}"))).collect();
+    // Half of them exist at revision 1 (in a key file after a checkpoint, so
+    // the decision reads both the log and key files).
+    for k in keys.iter().step_by(2) {
+        assert_eq!(a.replace(&replace(k, &meta, at, b"old", None)).unwrap(), Replaced::Written { revision: 1 });
+    }
+    a.checkpoint().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    for (i, k) in keys.iter().enumerate() {
+        let tx = tx.clone();
+        // Every fourth expects a wrong revision: a mismatch for it alone.
+        let expected = if i % 4 == 1 { Some(7) } else { None };
+        assert!(a.replace_queued(&replace(k, &meta, at, b"new", expected), Box::new(move |r| tx.send((i, r.unwrap())).unwrap())));
+    }
+    let mut answers: Vec<(usize, Replaced)> = (0..64).map(|_| rx.recv().unwrap()).collect();
+    answers.sort_by_key(|(i, _)| *i);
+    for (i, r) in answers {
+        let want =
+            if i % 4 == 1 { Replaced::Mismatch { actual: 0 } } else { Replaced::Written { revision: if i % 2 == 0 { 2 } else { 1 } } };
+        assert_eq!(r, want, "key {i}");
+    }
+    assert_eq!(revision(&b.get(&keys[0]).unwrap().unwrap().meta), Some(2));
+    assert!(b.get(&keys[1]).unwrap().is_none(), "the mismatch wrote nothing");
+    assert_eq!(pa.key_locks.load(Ordering::SeqCst), 0, "no key lock file was created");
+    // Another holder's lock file: BUSY, to this caller, nothing appended.
+    let before = a.wal().unwrap().stats();
+    b.lock(&[&keys[0]]).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    assert!(a.replace_queued(&replace(&keys[0], &meta, at, b"x", None), Box::new(move |r| tx.send(r.unwrap()).unwrap())));
+    assert_eq!(rx.recv().unwrap(), Replaced::Busy);
+    assert_eq!(a.wal().unwrap().stats().records, before.records, "nothing appended");
+    b.unlock(&[&keys[0]]).unwrap();
+    // Declined, `done` never called: the in-process lock held here, a value
+    // that may not fit a record, no lock requested, a store with no log.
+    let never = || -> Box<dyn FnOnce(Result<Replaced>) + Send> { Box::new(|_| panic!("a declined write is never answered")) };
+    assert!(a.try_lock(&[&keys[2]]).unwrap());
+    assert!(!a.replace_queued(&replace(&keys[2], &meta, at, b"x", None), never()));
+    a.unlock(&[&keys[2]]).unwrap();
+    let big = vec![0u8; WAL_MAX_RECORD];
+    assert!(!a.replace_queued(&replace(&keys[2], &meta, at, &big, None), never()));
+    let mut unlocked = replace(&keys[2], &meta, at, b"x", None);
+    unlocked.lock = false;
+    assert!(!a.replace_queued(&unlocked, never()));
+    let plain = Arc::new(FileStore::open(tmp.path().join("plain"), options(None)).unwrap());
+    assert!(!plain.replace_queued(&replace(&keys[2], &meta, at, b"x", None), never()));
+    // The in-process locks were all released.
+    for k in &keys {
+        assert!(a.try_lock(&[k]).unwrap());
+        a.unlock(&[k]).unwrap();
+    }
+}
