@@ -189,7 +189,7 @@ test('a failed fdatasync of the log rejects every pending queued write with a Ko
       t.true(r.code === 'ERR_FSYNC' || r.code === 'ERR_STORE_POISONED', `${r.code}: ${r.message}`)
     }
     // The failed fdatasync is the first frame's (ERR_FSYNC for its writes, ERR_STORE_POISONED
-    // after it), or, if the idle checkpoint's came first, every write is refused as poisoned.
+    // after it): the child runs no idle checkpoint, whose fdatasync could come first.
     t.log(results.map((r) => r.code).join(' '))
     t.true(injectedLines(log).length >= 1, 'the fault was injected')
     // The warm-up write went the fast path too; the 64 were queued (a later one may be refused before it is queued: poisoned).
