@@ -201,6 +201,14 @@ pub trait VfsFile: Send + Sync {
         Err(io::ErrorKind::Unsupported.into())
     }
 
+    /// A second handle on the same open file (`dup(2)`: one position, one set
+    /// of flags, `O_DIRECT` included), for a thread that writes while this
+    /// one goes on. The default (and the simulated file system, whose steps
+    /// must stay in one order): `Unsupported`.
+    fn try_clone(&self) -> io::Result<Box<dyn VfsFile>> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
     /// The file's current length in bytes.
     fn size(&self) -> io::Result<u64>;
 
@@ -521,6 +529,10 @@ impl VfsFile for RealFile {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+
+    fn try_clone(&self) -> io::Result<Box<dyn VfsFile>> {
+        Ok(Box::new(RealFile(self.0.try_clone()?)))
     }
 
     fn size(&self) -> io::Result<u64> {

@@ -14,8 +14,9 @@ use support::key;
 
 use konserve_core::blob::DIRECT_FROM;
 use konserve_core::format::blob::CHUNK_SIZE;
-use konserve_core::vfs::{Vfs, DIRECT_ALIGN};
+use konserve_core::vfs::{Vfs, VfsFile, DIRECT_ALIGN};
 use konserve_core::{FileStore, Options};
+use support::passthrough::{FileHooks, Hooked, HookedFile, VfsHooks};
 
 const META: &[u8] = b"\x81\xa4type\xa6binary";
 const MIB: usize = CHUNK_SIZE;
@@ -148,4 +149,71 @@ fn blobs_written_direct_on_real_file_systems_match_the_buffered_ones() {
             assert!(file_bytes(&real, &direct, &k) == file_bytes(&real, &buffered, &k), "{ctx}: file bytes");
         }
     }
+}
+
+/// The real file system, except that the second handle a direct blob write
+/// takes for its writer thread ([`VfsFile::try_clone`]) refuses every write
+/// with `EINVAL`: a refusal that comes back from that thread.
+#[derive(Clone, Default)]
+struct RefusingClone;
+
+/// A file handle whose every write fails with `EINVAL`.
+struct Refusing;
+
+impl VfsFile for Refusing {
+    fn write_all(&mut self, _: &[u8]) -> std::io::Result<()> {
+        Err(std::io::Error::from_raw_os_error(libc::EINVAL))
+    }
+    fn write_all_at(&mut self, _: &[u8], _: u64) -> std::io::Result<()> {
+        Err(std::io::Error::from_raw_os_error(libc::EINVAL))
+    }
+    fn set_len(&mut self, _: u64) -> std::io::Result<()> {
+        Err(std::io::Error::from_raw_os_error(libc::EINVAL))
+    }
+    fn read_exact_at(&self, _: &mut [u8], _: u64) -> std::io::Result<()> {
+        Err(std::io::Error::from_raw_os_error(libc::EINVAL))
+    }
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(0)
+    }
+    fn sync(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl FileHooks for RefusingClone {
+    fn try_clone(&self, _: &dyn VfsFile) -> std::io::Result<Box<dyn VfsFile>> {
+        Ok(Box::new(Refusing))
+    }
+}
+
+impl VfsHooks for RefusingClone {
+    fn inner(&self) -> &dyn Vfs {
+        &konserve_core::vfs::RealFs
+    }
+    fn create_new(&self, path: &Path) -> std::io::Result<Box<dyn VfsFile>> {
+        let inner = konserve_core::vfs::RealFs.create_new(path)?;
+        Ok(Box::new(HookedFile { inner, hooks: self.clone() }))
+    }
+}
+
+/// A direct write refused on the writer thread (the first full buffer, or
+/// a later one): that buffer and the rest are written buffered, the file is
+/// the buffered path's byte for byte, and no staging file is left.
+#[test]
+fn a_direct_write_refused_on_the_writer_thread_falls_back_to_buffered_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Arc::new(FileStore::open_with(Arc::new(Hooked(RefusingClone)), &tmp.path().join("s"), Options::default()).unwrap());
+    let buffered = Arc::new(FileStore::open(&tmp.path().join("b"), Options { direct_blobs: false, ..Options::default() }).unwrap());
+    for (i, size) in [DIRECT_FROM as usize + 3 * MIB, 2 * DIRECT_FROM as usize + 17].into_iter().enumerate() {
+        let blob = noise(size, 40 + i as u64);
+        let k = key(&format!("b{i}"));
+        write(&store, &k, &blob, 300_001);
+        write(&buffered, &k, &blob, 300_001);
+        assert!(store.get(&k).unwrap().unwrap().value == blob, "blob {i}");
+        let real = konserve_core::vfs::RealFs;
+        assert!(file_bytes(&real, &store, &k) == file_bytes(&real, &buffered, &k), "blob {i}'s bytes");
+    }
+    let left: Vec<_> = std::fs::read_dir(tmp.path().join("s")).unwrap().filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
+    assert_eq!(support::staging_names(left).len(), 0);
 }
