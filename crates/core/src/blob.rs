@@ -90,7 +90,8 @@ type Full = (Vec<Block>, usize, u64);
 /// buffered pace).
 struct Behind {
     to: Option<mpsc::Sender<Full>>,
-    back: mpsc::Receiver<(Full, io::Result<()>)>,
+    /// (In a mutex only so that the writer is `Sync`: one thread uses it.)
+    back: Mutex<mpsc::Receiver<(Full, io::Result<()>)>>,
     thread: Option<std::thread::JoinHandle<()>>,
     /// Whether a buffer is with the thread.
     busy: bool,
@@ -108,7 +109,7 @@ impl Behind {
                 }
             }
         })?;
-        Ok(Behind { to: Some(to), back, thread: Some(thread), busy: false })
+        Ok(Behind { to: Some(to), back: Mutex::new(back), thread: Some(thread), busy: false })
     }
 
     /// Waits for the buffer with the thread, if any: it and how its write went.
@@ -117,7 +118,8 @@ impl Behind {
             return None;
         }
         self.busy = false;
-        Some(self.back.recv().unwrap_or_else(|_| ((Vec::new(), 0, 0), Err(io::Error::other("the direct writer thread ended")))))
+        let back = self.back.get_mut().unwrap_or_else(PoisonError::into_inner);
+        Some(back.recv().unwrap_or_else(|_| ((Vec::new(), 0, 0), Err(io::Error::other("the direct writer thread ended")))))
     }
 }
 
@@ -127,7 +129,8 @@ impl Drop for Behind {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-        while let Ok(((buf, _, _), _)) = self.back.try_recv() {
+        let back = self.back.get_mut().unwrap_or_else(PoisonError::into_inner);
+        while let Ok(((buf, _, _), _)) = back.try_recv() {
             give_back(buf);
         }
     }
@@ -212,7 +215,7 @@ impl Staged {
             let (now, rest) = bytes.split_at(head as usize);
             self.append_buffered(now, store)?;
             bytes = rest;
-            if self.written % DIRECT_ALIGN as u64 == 0 {
+            if self.written.is_multiple_of(DIRECT_ALIGN as u64) {
                 self.direct_tried = true;
                 match self.file.set_direct(true) {
                     Ok(()) => self.direct = Some(Direct::new(self.written, &*self.file)),

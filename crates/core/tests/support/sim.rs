@@ -853,7 +853,7 @@ impl VfsFile for SimFile {
         }
         if self.direct {
             let align = konserve_core::vfs::DIRECT_ALIGN;
-            if offset % align as u64 != 0 || buf.len() % align != 0 || (buf.as_ptr() as usize) % align != 0 {
+            if !offset.is_multiple_of(align as u64) || !buf.len().is_multiple_of(align) || !(buf.as_ptr() as usize).is_multiple_of(align) {
                 s.direct_misaligned += 1;
                 return Err(io::Error::from_raw_os_error(libc::EINVAL));
             }
