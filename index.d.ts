@@ -413,6 +413,8 @@ export interface NativeOpenOptions {
    * it in the background (default 100; 0: never, docs/WAL.md §5).
    */
   walIdleCheckpointMs?: number
+  /** With sync_blob: write large blobs direct (O_DIRECT; default true). */
+  directBlobs?: boolean
 }
 
 /** A replacing write (see `replaceSync`). */

@@ -257,6 +257,8 @@ pub struct NativeOpenOptions {
     /// With the log: how long it must be idle before this store checkpoints
     /// it in the background (default 100; 0: never, docs/WAL.md §5).
     pub wal_idle_checkpoint_ms: Option<f64>,
+    /// With sync_blob: write large blobs direct (O_DIRECT; default true).
+    pub direct_blobs: Option<bool>,
 }
 
 fn core_options(o: &NativeOpenOptions) -> CoreResult<core::Options> {
@@ -268,6 +270,7 @@ fn core_options(o: &NativeOpenOptions) -> CoreResult<core::Options> {
         accept_plaintext: o.accept_plaintext.unwrap_or(false),
         read_only: o.read_only.unwrap_or(false),
         wal: o.wal,
+        direct_blobs: o.direct_blobs.unwrap_or(true),
         ..core::Options::default()
     };
     if let Some(ms) = o.lock_timeout_ms {

@@ -160,6 +160,7 @@ const FS_STORE_OPTIONS: Spec = {
   valueCacheBytes: (v) => (typeof v === 'number' && v >= 0 && Number.isFinite(v) ? undefined : 'a number of bytes >= 0'),
   wal: checks.boolean,
   walIdleCheckpointMs: (v) => (typeof v === 'number' && v >= 0 && Number.isFinite(v) ? undefined : 'a number of milliseconds >= 0'),
+  directBlobs: checks.boolean,
 }
 const DELETE_OPTIONS: Spec = { sync: checks.boolean, native: checks.boolean }
 
@@ -170,6 +171,7 @@ type OpenOptions = ReturnType<typeof codecOptions> & {
   valueCacheBytes?: number
   wal?: boolean
   walIdleCheckpointMs?: number
+  directBlobs?: boolean
 }
 
 /** Checks connectFsStore's arguments; returns the serializers and the binding's options. Opens nothing. */
@@ -183,6 +185,7 @@ function checkFsArgs(path: unknown, options: unknown): { dir: string; serializer
   if (opts.valueCacheBytes !== undefined) open.valueCacheBytes = opts.valueCacheBytes
   if (opts.wal !== undefined) open.wal = opts.wal
   if (opts.walIdleCheckpointMs !== undefined) open.walIdleCheckpointMs = opts.walIdleCheckpointMs
+  if (opts.directBlobs !== undefined) open.directBlobs = opts.directBlobs
   return { dir, serializers, open }
 }
 

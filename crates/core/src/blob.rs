@@ -11,7 +11,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 
 use crate::codec::{Codec, OsRandom, SegmentContext};
 use crate::error::{Error, ErrorCode, Result};
@@ -22,7 +22,7 @@ use crate::keyfile::{self, MetaEntry, StoreDir};
 use crate::keyhash;
 use crate::staging::InFlight;
 use crate::store::KeyLock;
-use crate::vfs::VfsFile;
+use crate::vfs::{VfsFile, DIRECT_ALIGN};
 
 /// The staging file of a [`BlobWriter`] until it is renamed.
 struct Staged {
@@ -30,10 +30,15 @@ struct Staged {
     path: PathBuf,
     /// Keeps the open sweep of this process away from the file.
     _in_flight: InFlight,
-    /// Bytes written so far (the file is written in order from its start).
+    /// Bytes written so far (the file is written in order from its start),
+    /// with those still gathered in `direct`'s buffer.
     written: u64,
     /// Where the bytes whose writeback has not been started begin.
     kicked: u64,
+    /// The direct path, once taken (see [`DIRECT_FROM`]).
+    direct: Option<Direct>,
+    /// Whether the direct path was tried (taken or refused): it is tried once.
+    direct_tried: bool,
 }
 
 /// With durable writes, a blob's writeback is started every this many bytes:
@@ -46,16 +51,299 @@ struct Staged {
 /// below the step get no hint: their fsync writes them in one go.
 const WRITEBACK_STEP: u64 = 64 << 20;
 
+/// A durable blob is written direct (`O_DIRECT`, past the page cache) once
+/// more than this many bytes of it have arrived; smaller blobs stay buffered
+/// (their fsync writes them in one go, and a direct write of a few blocks
+/// gains nothing). Issue 17: 16 threads each writing 4 MiB files with an
+/// fdatasync each ran at 382 MB/s buffered and 1,697 MB/s direct on the
+/// same disk: the page cache's writeback, not the disk, set the pace.
+pub const DIRECT_FROM: u64 = 1 << 20;
+
+/// The size of a direct write (and of the aligned buffer that gathers it).
+const DIRECT_BUF: usize = 1 << 20;
+
+/// One aligned block of a direct buffer.
+#[derive(Clone, Copy)]
+#[repr(C, align(4096))]
+struct Block([u8; DIRECT_ALIGN]);
+
+/// The direct path of a staging file: bytes gathered in an aligned buffer,
+/// written in whole blocks at `at`, an aligned offset.
+struct Direct {
+    buf: Vec<Block>,
+    /// How many bytes of `buf` are filled.
+    len: usize,
+    /// Where in the file `buf` goes.
+    at: u64,
+    /// The thread that writes a full buffer while the next one fills, when
+    /// the file can be shared with it ([`VfsFile::try_clone`]).
+    behind: Option<Behind>,
+}
+
+/// A full buffer for [`Behind`]: its blocks, how many bytes, where.
+type Full = (Vec<Block>, usize, u64);
+
+/// A thread that makes one staging file's direct writes, one buffer at a
+/// time, so that the blob's next bytes are chunked, checksummed and copied
+/// while the disk writes the last ones (a direct write returns only once
+/// the device has the bytes: done in line, a single stream ran at 0.7x its
+/// buffered pace).
+struct Behind {
+    to: Option<mpsc::Sender<Full>>,
+    /// (In a mutex only so that the writer is `Sync`: one thread uses it.)
+    back: Mutex<mpsc::Receiver<(Full, io::Result<()>)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Whether a buffer is with the thread.
+    busy: bool,
+}
+
+impl Behind {
+    fn start(mut file: Box<dyn VfsFile>) -> io::Result<Behind> {
+        let (to, work) = mpsc::channel::<Full>();
+        let (done, back) = mpsc::channel();
+        let thread = std::thread::Builder::new().name("konserve-direct".into()).spawn(move || {
+            for (buf, len, at) in work {
+                let r = file.write_all_at(&blocks_bytes(&buf)[..len], at);
+                if done.send(((buf, len, at), r)).is_err() {
+                    return;
+                }
+            }
+        })?;
+        Ok(Behind { to: Some(to), back: Mutex::new(back), thread: Some(thread), busy: false })
+    }
+
+    /// Waits for the buffer with the thread, if any: it and how its write went.
+    fn wait(&mut self) -> Option<(Full, io::Result<()>)> {
+        if !self.busy {
+            return None;
+        }
+        self.busy = false;
+        let back = self.back.get_mut().unwrap_or_else(PoisonError::into_inner);
+        Some(back.recv().unwrap_or_else(|_| ((Vec::new(), 0, 0), Err(io::Error::other("the direct writer thread ended")))))
+    }
+}
+
+impl Drop for Behind {
+    fn drop(&mut self) {
+        self.to = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        let back = self.back.get_mut().unwrap_or_else(PoisonError::into_inner);
+        while let Ok(((buf, _, _), _)) = back.try_recv() {
+            give_back(buf);
+        }
+    }
+}
+
+/// Direct buffers given back by finished writers, for the next ones: at most
+/// [`POOLED`] of them. (A fresh 1 MiB buffer per blob made the allocator's
+/// heap grow by about 100 MB with 16 blobs in flight.)
+static POOL: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
+
+/// How many direct buffers [`POOL`] keeps (32 MiB: two per blob, 16 blobs).
+const POOLED: usize = 32;
+
+/// A direct buffer from the pool, or a new one.
+fn take_buffer() -> Vec<Block> {
+    let pooled = POOL.lock().unwrap_or_else(PoisonError::into_inner).pop();
+    pooled.unwrap_or_else(|| vec![Block([0; DIRECT_ALIGN]); DIRECT_BUF / DIRECT_ALIGN])
+}
+
+/// Gives a direct buffer back to the pool (or frees it).
+fn give_back(buf: Vec<Block>) {
+    if buf.len() * DIRECT_ALIGN != DIRECT_BUF {
+        return;
+    }
+    let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
+    if pool.len() < POOLED {
+        pool.push(buf);
+    }
+}
+
+/// The bytes of a direct buffer.
+fn blocks_bytes(buf: &[Block]) -> &[u8] {
+    // SAFETY: `Block` is a plain byte array without padding (`repr(C)`,
+    // size = alignment), so the blocks are contiguous, initialized bytes.
+    unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), buf.len() * DIRECT_ALIGN) }
+}
+
+impl Direct {
+    fn new(at: u64, file: &dyn VfsFile) -> Direct {
+        let behind = file.try_clone().and_then(Behind::start).ok();
+        Direct { buf: take_buffer(), len: 0, at, behind }
+    }
+
+    fn bytes(&mut self) -> &mut [u8] {
+        let n = self.buf.len() * DIRECT_ALIGN;
+        // SAFETY: as in `blocks_bytes`, borrowed mutably with `self`.
+        unsafe { std::slice::from_raw_parts_mut(self.buf.as_mut_ptr().cast::<u8>(), n) }
+    }
+}
+
+impl Drop for Direct {
+    fn drop(&mut self) {
+        // The thread's buffer first: it is done once `behind` is dropped.
+        self.behind = None;
+        give_back(std::mem::take(&mut self.buf));
+    }
+}
+
+/// Whether a direct-I/O error means "not here" (then buffered writes do):
+/// `EINVAL` (a file system without `O_DIRECT`, or stricter alignment),
+/// `Unsupported` (a VFS without it), `EOPNOTSUPP`.
+fn direct_refused(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Unsupported || matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP))
+}
+
 impl Staged {
-    /// Appends `bytes`; with `durable`, starts the writeback of each full step.
-    fn append(&mut self, bytes: &[u8], durable: bool) -> Result<()> {
-        self.file.write_all(bytes).map_err(|e| Error::io(e, "cannot write a staging file", &self.path))?;
+    fn new(file: Box<dyn VfsFile>, path: PathBuf, in_flight: InFlight) -> Staged {
+        Staged { file, path, _in_flight: in_flight, written: 0, kicked: 0, direct: None, direct_tried: false }
+    }
+
+    fn write_error(&self, e: io::Error) -> Error {
+        Error::io(e, "cannot write a staging file", &self.path)
+    }
+
+    /// Appends `bytes`: buffered, or gathered for a direct write once the
+    /// blob is large and `store` allows it (see [`DIRECT_FROM`]); with
+    /// durable writes, starts the writeback of each full step of buffered bytes.
+    fn append(&mut self, mut bytes: &[u8], store: &StoreDir) -> Result<()> {
+        if self.direct.is_none() && !self.direct_tried && self.written + bytes.len() as u64 > DIRECT_FROM && store.direct_blobs() {
+            // Buffered up to the next block boundary, then direct from there.
+            let head = ((DIRECT_ALIGN as u64 - self.written % DIRECT_ALIGN as u64) % DIRECT_ALIGN as u64).min(bytes.len() as u64);
+            let (now, rest) = bytes.split_at(head as usize);
+            self.append_buffered(now, store)?;
+            bytes = rest;
+            if self.written.is_multiple_of(DIRECT_ALIGN as u64) {
+                self.direct_tried = true;
+                match self.file.set_direct(true) {
+                    Ok(()) => self.direct = Some(Direct::new(self.written, &*self.file)),
+                    Err(e) if direct_refused(&e) => store.refuse_direct(),
+                    Err(e) => return Err(self.write_error(e)),
+                }
+            }
+        }
+        if self.direct.is_none() {
+            return self.append_buffered(bytes, store);
+        }
+        while !bytes.is_empty() {
+            let Some(direct) = self.direct.as_mut() else { return self.append_buffered(bytes, store) };
+            let len = direct.len;
+            let room = &mut direct.bytes()[len..];
+            let n = room.len().min(bytes.len());
+            room[..n].copy_from_slice(&bytes[..n]);
+            direct.len += n;
+            self.written += n as u64;
+            bytes = &bytes[n..];
+            if direct.len == DIRECT_BUF {
+                self.flush_direct(store, false)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `bytes` through the page cache at the end of what is written.
+    fn append_buffered(&mut self, bytes: &[u8], store: &StoreDir) -> Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        if self.direct_tried {
+            // After a direct write the file's position is not its end.
+            self.file.write_all_at(bytes, self.written).map_err(|e| self.write_error(e))?;
+        } else {
+            self.file.write_all(bytes).map_err(|e| self.write_error(e))?;
+        }
         self.written += bytes.len() as u64;
-        if durable && self.written - self.kicked >= WRITEBACK_STEP {
+        if store.options().sync_blob && self.written - self.kicked >= WRITEBACK_STEP {
             // Only a hint: a write-back error comes back from the fsync at commit.
             let _ = self.file.start_writeback(self.kicked, self.written - self.kicked);
             self.kicked = self.written;
         }
+        Ok(())
+    }
+
+    /// Writes the whole blocks gathered in the direct buffer (a full one
+    /// goes to the [`Behind`] thread when there is one, after the buffer it
+    /// had is written); with `last`, waits for that thread and also writes
+    /// what is left of a block, through the page cache (direct I/O turned
+    /// off: the staging file is not written direct again). A file system
+    /// that refuses the direct write gets it buffered, and the store
+    /// remembers that.
+    fn flush_direct(&mut self, store: &StoreDir, last: bool) -> Result<()> {
+        let Some(mut direct) = self.direct.take() else { return Ok(()) };
+        let spare = match direct.behind.as_mut().and_then(Behind::wait) {
+            None => None,
+            Some(((buf, _, _), Ok(()))) => Some(buf),
+            Some((earlier, Err(e))) if direct_refused(&e) => return self.fall_back(store, direct, Some(earlier)),
+            Some((_, Err(e))) => return Err(self.write_error(e)),
+        };
+        let (len, at) = (direct.len, direct.at);
+        let whole = len / DIRECT_ALIGN * DIRECT_ALIGN;
+        if !last {
+            if let Some(to) = direct.behind.as_ref().and_then(|b| b.to.as_ref()) {
+                let full = std::mem::replace(&mut direct.buf, spare.unwrap_or_else(take_buffer));
+                match to.send((full, whole, at)) {
+                    Ok(()) => {
+                        if let Some(behind) = direct.behind.as_mut() {
+                            behind.busy = true;
+                        }
+                        direct.at = at + whole as u64;
+                        direct.len = 0;
+                        self.kicked = direct.at;
+                        self.direct = Some(direct);
+                        return Ok(());
+                    }
+                    // The thread is gone: written here.
+                    Err(mpsc::SendError((full, _, _))) => {
+                        give_back(std::mem::replace(&mut direct.buf, full));
+                        direct.behind = None;
+                    }
+                }
+            } else if let Some(buf) = spare {
+                give_back(buf);
+            }
+        } else if let Some(buf) = spare {
+            give_back(buf);
+        }
+        let mut buffered_from = 0;
+        if whole > 0 {
+            match self.file.write_all_at(&direct.bytes()[..whole], at) {
+                Ok(()) => buffered_from = whole,
+                Err(e) if direct_refused(&e) => return self.fall_back(store, direct, None),
+                Err(e) => return Err(self.write_error(e)),
+            }
+        }
+        if last {
+            self.file.set_direct(false).map_err(|e| self.write_error(e))?;
+            let tail = &direct.bytes()[buffered_from..len];
+            self.file.write_all_at(tail, at + buffered_from as u64).map_err(|e| self.write_error(e))?;
+            return Ok(());
+        }
+        // Whole blocks only before the last flush: the buffer was full.
+        direct.at = at + whole as u64;
+        direct.len = 0;
+        self.kicked = direct.at;
+        self.direct = Some(direct);
+        Ok(())
+    }
+
+    /// The file system refused a direct write: direct I/O off, and what was
+    /// to be written direct (the `earlier` buffer, then `direct`'s) written
+    /// through the page cache; the store remembers it. (Run with the
+    /// [`Behind`] thread idle: its buffer is back.)
+    fn fall_back(&mut self, store: &StoreDir, mut direct: Direct, earlier: Option<Full>) -> Result<()> {
+        store.refuse_direct();
+        self.file.set_direct(false).map_err(|e| self.write_error(e))?;
+        if let Some((buf, len, at)) = earlier {
+            self.file.write_all_at(&blocks_bytes(&buf)[..len], at).map_err(|e| self.write_error(e))?;
+            self.kicked = at;
+            give_back(buf);
+        } else {
+            self.kicked = direct.at;
+        }
+        let (len, at) = (direct.len, direct.at);
+        self.file.write_all_at(&direct.bytes()[..len], at).map_err(|e| self.write_error(e))?;
         Ok(())
     }
 }
@@ -101,13 +389,7 @@ pub(crate) fn writer(files: &Arc<StoreDir>, key: &[u8], meta: &[u8]) -> Result<B
     let codec = files.new_file_codec();
     let (stream, meta_stored) = ChunkStream::begin(codec, secret, key, meta, &mut OsRandom).map_err(|e| e.with_file(&target))?;
     let (file, path, in_flight) = files.create_staging(key)?;
-    let mut writer = BlobWriter {
-        files: Arc::clone(files),
-        target,
-        staged: Some(Staged { file, path, _in_flight: in_flight, written: 0, kicked: 0 }),
-        stream,
-        lock: None,
-    };
+    let mut writer = BlobWriter { files: Arc::clone(files), target, staged: Some(Staged::new(file, path, in_flight)), stream, lock: None };
     let mut head = vec![0u8; HEADER_LEN];
     head.extend_from_slice(&meta_stored);
     writer.write_raw(&head)?;
@@ -143,9 +425,8 @@ pub(crate) fn open(files: &Arc<StoreDir>, key: &[u8]) -> Result<Option<BlobReade
 impl BlobWriter {
     /// Writes stored bytes to the staging file; on failure the file is removed.
     fn write_raw(&mut self, bytes: &[u8]) -> Result<()> {
-        let durable = self.files.options().sync_blob;
         let staged = self.staged.as_mut().ok_or_else(closed_error)?;
-        if let Err(err) = staged.append(bytes, durable) {
+        if let Err(err) = staged.append(bytes, &self.files) {
             self.discard();
             return Err(err);
         }
@@ -168,9 +449,9 @@ impl BlobWriter {
     /// its staging file removed.
     pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
         let Some(staged) = self.staged.as_mut() else { return Err(closed_error()) };
-        let options = self.files.options();
-        let (secret, durable) = (options.encryption_key.as_deref(), options.sync_blob);
-        let mut sink = |b: &[u8]| staged.append(b, durable);
+        let files = &*self.files;
+        let secret = files.options().encryption_key.as_deref();
+        let mut sink = |b: &[u8]| staged.append(b, files);
         let result = self.stream.push(secret, bytes, &mut OsRandom, &mut sink);
         if let Err(e) = result {
             let e = e.with_file(&self.target);
@@ -220,10 +501,10 @@ impl BlobWriter {
         let staged = self.staged.as_mut().ok_or_else(closed_error)?;
         store.check_writable()?;
         let secret = store.options().encryption_key.as_deref();
-        let durable = store.options().sync_blob;
-        let mut sink = |b: &[u8]| staged.append(b, durable);
+        let mut sink = |b: &[u8]| staged.append(b, &store);
         let (tail, header) = self.stream.finish(secret, &mut OsRandom, &mut sink).map_err(|e| e.with_file(&self.target))?;
-        staged.append(&tail, durable)?;
+        staged.append(&tail, &store)?;
+        staged.flush_direct(&store, true)?;
         let (file, path) = (&mut staged.file, &staged.path);
         let write_err = |e: io::Error| Error::io(e, "cannot write a staging file", path);
         file.write_all_at(&header, 0).map_err(write_err)?;

@@ -84,6 +84,15 @@ pub struct Options {
     /// zero: never; docs/WAL.md §5). Tests that look at the log's records
     /// (and the crash tests, which must be deterministic) turn it off.
     pub wal_idle_checkpoint: Option<std::time::Duration>,
+    /// Write large durable blobs past the page cache (`O_DIRECT`, default
+    /// `true`; only with `sync_blob`): once more than
+    /// [`crate::blob::DIRECT_FROM`] bytes of a blob have arrived, the rest
+    /// goes straight to the device in aligned blocks, which on Linux runs at
+    /// the disk's pace where the page cache's writeback does not (issue 17).
+    /// A file system that refuses it gets buffered writes, remembered for the
+    /// store. The bytes written are the same either way; a blob just written
+    /// direct is read from the disk, not from the page cache.
+    pub direct_blobs: bool,
 }
 
 /// The default of [`Options::lock_timeout`].
@@ -104,6 +113,7 @@ impl Default for Options {
             wal_grow_step: None,
             wal_idle_hold: None,
             wal_idle_checkpoint: None,
+            direct_blobs: true,
         }
     }
 }
@@ -123,6 +133,7 @@ impl std::fmt::Debug for Options {
             .field("wal_grow_step", &self.wal_grow_step)
             .field("wal_idle_hold", &self.wal_idle_hold)
             .field("wal_idle_checkpoint", &self.wal_idle_checkpoint)
+            .field("direct_blobs", &self.direct_blobs)
             .finish()
     }
 }
@@ -188,6 +199,9 @@ pub(crate) struct StoreDir {
     poisoned: AtomicBool,
     /// The value cache (see `valuecache.rs`): `None` when off.
     pub(crate) cache: Option<ValueCache>,
+    /// Set once the file system refused a direct write (`O_DIRECT`): later
+    /// blobs of this open store are written buffered.
+    direct_refused: AtomicBool,
 }
 
 impl std::fmt::Debug for StoreDir {
@@ -200,7 +214,18 @@ impl StoreDir {
     /// The store directory `dir` (canonical), on `vfs`, with its id.
     pub(crate) fn new(dir: PathBuf, vfs: Arc<dyn Vfs>, id: u64, options: Options) -> StoreDir {
         let cache = if vfs.watchable() { ValueCache::new(&dir, options.value_cache_bytes) } else { None };
-        StoreDir { dir, vfs, id, options, poisoned: AtomicBool::new(false), cache }
+        StoreDir { dir, vfs, id, options, poisoned: AtomicBool::new(false), cache, direct_refused: AtomicBool::new(false) }
+    }
+
+    /// Whether blobs may be written direct (`O_DIRECT`): durable, not turned
+    /// off, not refused by the file system yet.
+    pub(crate) fn direct_blobs(&self) -> bool {
+        self.options.sync_blob && self.options.direct_blobs && !self.direct_refused.load(Ordering::Relaxed)
+    }
+
+    /// Remembers that the file system refused a direct write.
+    pub(crate) fn refuse_direct(&self) {
+        self.direct_refused.store(true, Ordering::Relaxed);
     }
 
     /// The FORMAT.md §6 lock files of this directory.

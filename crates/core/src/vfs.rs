@@ -189,6 +189,26 @@ pub trait VfsFile: Send + Sync {
         Ok(())
     }
 
+    /// Turns direct I/O on or off for this open file (Linux: `O_DIRECT`
+    /// through `fcntl(F_SETFL)`). While it is on, a write goes from the
+    /// caller's buffer to the device, past the page cache, and must be
+    /// aligned to [`DIRECT_ALIGN`] (offset, length and buffer address); a
+    /// file system that cannot do it refuses (`EINVAL`), here or at the first
+    /// write. A direct write is no more durable than a buffered one: the
+    /// device's cache and the file's length still need the fsync. The
+    /// default (and any system without it): `Unsupported`.
+    fn set_direct(&mut self, _on: bool) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
+    /// A second handle on the same open file (`dup(2)`: one position, one set
+    /// of flags, `O_DIRECT` included), for a thread that writes while this
+    /// one goes on. The default (and the simulated file system, whose steps
+    /// must stay in one order): `Unsupported`.
+    fn try_clone(&self) -> io::Result<Box<dyn VfsFile>> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
     /// The file's current length in bytes.
     fn size(&self) -> io::Result<u64>;
 
@@ -202,6 +222,11 @@ pub trait VfsFile: Send + Sync {
         self.sync()
     }
 }
+
+/// The alignment of a direct write ([`VfsFile::set_direct`]): its offset,
+/// length and buffer address are multiples of this. 4096 covers devices of
+/// 512- and 4096-byte logical blocks.
+pub const DIRECT_ALIGN: usize = 4096;
 
 /// What [`Vfs::stat`] tells of a file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -488,6 +513,26 @@ impl VfsFile for RealFile {
         } else {
             Err(io::Error::last_os_error())
         }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn set_direct(&mut self, on: bool) -> io::Result<()> {
+        let fd = self.0.as_raw_fd();
+        // SAFETY: plain system calls on a descriptor we own.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if flags < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let flags = if on { flags | libc::O_DIRECT } else { flags & !libc::O_DIRECT };
+        // SAFETY: as above.
+        if unsafe { libc::fcntl(fd, libc::F_SETFL, flags) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn try_clone(&self) -> io::Result<Box<dyn VfsFile>> {
+        Ok(Box::new(RealFile(self.0.try_clone()?)))
     }
 
     fn size(&self) -> io::Result<u64> {

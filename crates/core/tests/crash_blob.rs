@@ -61,6 +61,15 @@ fn crash_at_every_step(options: Options, plans: &[(Writeback, u64)], dir: &'stat
         (pattern(MIB + MIB / 2, 1), pattern(2 * MIB + 3, 2))
     };
     let workload = replace_blob(&options, dir, &old, &new);
+    // An incompressible new blob takes the direct path (blob.rs,
+    // DIRECT_FROM): the crashes below fall on its direct writes too.
+    let (fs, sim_dir) = crash::setup(0, dir);
+    let store = (workload.prepare)(&fs, &sim_dir);
+    let before = fs.direct_writes().0;
+    (workload.run)(&fs, &sim_dir, store).1.unwrap();
+    if options.compressor == 0 {
+        assert!(fs.direct_writes().0 > before && fs.direct_writes().1 == 0, "the new blob is written direct: {:?}", fs.direct_writes());
+    }
     let total = workload.steps();
     assert!(total >= 8, "{total} steps");
     workload.crash_at_every_step(plans, |fs, dir, (store, result), point| {

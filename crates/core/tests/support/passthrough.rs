@@ -123,12 +123,14 @@ file_hooks! {
         fn write_all(buf: &[u8]) -> io::Result<()>;
         fn write_all_at(buf: &[u8], offset: u64) -> io::Result<()>;
         fn set_len(len: u64) -> io::Result<()>;
+        fn set_direct(on: bool) -> io::Result<()>;
     }
     ref {
         fn read_exact_at(buf: &mut [u8], offset: u64) -> io::Result<()>;
         fn read_upto_at(buf: &mut [u8], offset: u64) -> io::Result<usize>;
         fn read_cached_at(buf: &mut [u8], offset: u64) -> io::Result<usize>;
         fn start_writeback(offset: u64, len: u64) -> io::Result<()>;
+        fn try_clone() -> io::Result<Box<dyn VfsFile>>;
         fn size() -> io::Result<u64>;
         fn sync() -> io::Result<()>;
         fn sync_data() -> io::Result<()>;

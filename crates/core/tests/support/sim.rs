@@ -189,6 +189,11 @@ struct State {
     /// Called after each successful `sync_dir`, outside the state's lock
     /// (see [`SimFs::after_sync_dir`]).
     after_sync_dir: Option<SyncDirHook>,
+    /// Direct writes made, and those refused as misaligned.
+    direct_writes: u64,
+    direct_misaligned: u64,
+    /// Calls of `set_direct(true)` that succeeded.
+    direct_opens: u64,
 }
 
 /// What [`SimFs::after_sync_dir`] runs.
@@ -251,6 +256,9 @@ impl State {
             clock_ms: 1_000_000,
             rng: Rng::new(seed),
             after_sync_dir: None,
+            direct_writes: 0,
+            direct_misaligned: 0,
+            direct_opens: 0,
         }
     }
 
@@ -509,6 +517,18 @@ impl SimFs {
         self.state().after_sync_dir = Some(SyncDirHook(Arc::new(hook)));
     }
 
+    /// The direct writes made so far (aligned, accepted) and those refused
+    /// as misaligned (a bug of the writer: it falls back, silently).
+    pub fn direct_writes(&self) -> (u64, u64) {
+        let s = self.state();
+        (s.direct_writes, s.direct_misaligned)
+    }
+
+    /// How many times a file was switched to direct I/O.
+    pub fn direct_opens(&self) -> u64 {
+        self.state().direct_opens
+    }
+
     /// The mutating or syncing calls made so far.
     pub fn steps(&self) -> u64 {
         self.state().steps
@@ -575,21 +595,42 @@ impl Vfs for SimFs {
             return Err(io::Error::new(io::ErrorKind::AlreadyExists, path.display().to_string()));
         }
         let ino = s.create_file(dir, name);
-        Ok(Box::new(SimFile { state: Arc::clone(&self.state), pid: self.pid, ino, generation: s.generation, writable: true }))
+        Ok(Box::new(SimFile {
+            state: Arc::clone(&self.state),
+            pid: self.pid,
+            ino,
+            generation: s.generation,
+            writable: true,
+            direct: false,
+        }))
     }
 
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
         let s = self.state();
         s.alive()?;
         let ino = s.file_ino(path)?;
-        Ok(Box::new(SimFile { state: Arc::clone(&self.state), pid: self.pid, ino, generation: s.generation, writable: false }))
+        Ok(Box::new(SimFile {
+            state: Arc::clone(&self.state),
+            pid: self.pid,
+            ino,
+            generation: s.generation,
+            writable: false,
+            direct: false,
+        }))
     }
 
     fn open_write(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
         let s = self.state();
         s.alive()?;
         let ino = s.file_ino(path)?;
-        Ok(Box::new(SimFile { state: Arc::clone(&self.state), pid: self.pid, ino, generation: s.generation, writable: true }))
+        Ok(Box::new(SimFile {
+            state: Arc::clone(&self.state),
+            pid: self.pid,
+            ino,
+            generation: s.generation,
+            writable: true,
+            direct: false,
+        }))
     }
 
     fn exists(&self, path: &Path) -> io::Result<bool> {
@@ -771,6 +812,8 @@ struct SimFile {
     ino: Ino,
     generation: u64,
     writable: bool,
+    /// Direct I/O on ([`VfsFile::set_direct`]): writes must be aligned.
+    direct: bool,
 }
 
 impl SimFile {
@@ -796,12 +839,25 @@ impl VfsFile for SimFile {
         Ok(())
     }
 
+    /// A direct write (after `set_direct(true)`) is the step `write_direct`
+    /// (`always_fail("write_direct", EINVAL)` refuses them, like a file
+    /// system without `O_DIRECT`); one not aligned to `DIRECT_ALIGN` fails
+    /// with `EINVAL`, as in Linux, and is counted ([`SimFs::direct_writes`]).
+    /// Like a buffered write, it is durable only after the next sync.
     fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
         let mut s = self.state();
-        s.step("write_all_at")?;
+        s.step(if self.direct { "write_direct" } else { "write_all_at" })?;
         s.check_generation(self.generation)?;
         if !self.writable {
             return Err(io::Error::new(io::ErrorKind::PermissionDenied, "the file is open for reading only"));
+        }
+        if self.direct {
+            let align = konserve_core::vfs::DIRECT_ALIGN;
+            if !offset.is_multiple_of(align as u64) || !buf.len().is_multiple_of(align) || !(buf.as_ptr() as usize).is_multiple_of(align) {
+                s.direct_misaligned += 1;
+                return Err(io::Error::from_raw_os_error(libc::EINVAL));
+            }
+            s.direct_writes += 1;
         }
         let start = usize::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
         let f = s.files.get_mut(&self.ino).expect("an open inode");
@@ -866,6 +922,16 @@ impl VfsFile for SimFile {
         s.alive()?;
         s.check_generation(self.generation)?;
         Ok(s.files[&self.ino].data.len() as u64)
+    }
+
+    fn set_direct(&mut self, on: bool) -> io::Result<()> {
+        let mut s = self.state();
+        s.step("set_direct")?;
+        s.check_generation(self.generation)?;
+        s.direct_opens += u64::from(on);
+        drop(s);
+        self.direct = on;
+        Ok(())
     }
 
     fn sync(&self) -> io::Result<()> {
