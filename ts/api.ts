@@ -38,7 +38,8 @@ import { type KeyType, type Metadata, decodeMeta, encodeMeta } from './format/me
 import { type Spec, badArgument, checkOptions, checks, fail, isPlainObject } from './args.js'
 import { KonserveError, UserThrew, unbox, withKey } from './errors.js'
 import { type WriteOp, afterWrite } from './hooks.js'
-import { acquire, acquireSync, lockIds, release, runHolding, runUser as asUserCode, tryAcquire } from './locks.js'
+import { type Frames, acquire, acquireSync, lockIds, release, runHolding, runUser as asUserCode, tryAcquire } from './locks.js'
+import { type Batch, alone, combine } from './combine.js'
 import { type Path, checkSettable, getPath, missing, setPath } from './paths.js'
 import { RAW_BYTES_ID } from './serializers.js'
 import { type ByteSource, byteSource, bytesOf, itemsOf } from './sources.js'
@@ -881,31 +882,151 @@ export function assoc<O extends WriteOptions>(store: Store, key: Key, value: unk
 
 type Updater = (old: unknown) => unknown
 
+/** One updateIn call (ts/combine.ts runs several of one key under one hold), and what it did. */
+interface UpdateCall {
+  key: Key
+  rest: unknown[]
+  fn: Updater
+  w: WriteArgs
+}
+interface Updated {
+  old: unknown
+  next: unknown
+  meta: Metadata
+}
+
+/** Waits for a Promise the async form started (the blocking form has none). */
+const awaited = gensync({
+  sync: (p: Promise<unknown>): unknown => p,
+  async: (p: Promise<unknown>): Promise<unknown> => p,
+})
+
+/**
+ * Starts the user's function as the code of the call that gave it (its
+ * frames, holding `ids`: see locks.ts): its value, or (async form) the
+ * Promise it returned, not awaited yet (what it threw: UserThrew).
+ */
+const startUser = gensync({
+  sync: (frames: Frames, ids: string[], f: Updater, arg: unknown): { value: unknown } => ({
+    value: runHolding(ids, () => callUser.sync(f as (...a: unknown[]) => unknown, [arg]), frames),
+  }),
+  async: async (frames: Frames, ids: string[], f: Updater, arg: unknown): Promise<{ value: unknown } | { pending: Promise<unknown> }> => {
+    let r: unknown
+    try {
+      r = runHolding(ids, () => asUserCode(() => f(arg)), frames)
+    } catch (err) {
+      throw new UserThrew(err)
+    }
+    if (!isThenable(r)) return { value: r }
+    const pending = Promise.resolve(r).catch((err: unknown) => Promise.reject(new UserThrew(err)))
+    pending.catch(() => {}) // awaited later; a rejection before that is not unhandled
+    return { pending }
+  },
+})
+
+/**
+ * Runs a batch of updates of one key (ts/combine.ts; one call in the blocking
+ * form) under one hold of its lock: each call on the value the calls before
+ * it left, its revision checked against theirs, its own failure its own;
+ * then one write of the last value. A function that returns a Promise is
+ * awaited only once the calls before it are written and settled: whatever it
+ * waits for (their results, say) never waits for it.
+ */
+function* updateBatch(store: Store, cke: Uint8Array, ids: string[], batch: Batch<UpdateCall, Updated>): Handler<void> {
+  const b = store.backing
+  // withLock's, without its holder frame: each function runs as a holder of its own (startUser).
+  yield* lockKeys(b, [cke])
+  try {
+    let raw = yield* b.get(cke)
+    let meta: Metadata | undefined
+    // The value the calls so far left, unwritten, or undefined: the stored one.
+    let left: RawWrite | undefined
+    let dirty = false
+    let storedRead = false
+    let lastWrite: Date | undefined
+    const write = function* () {
+      if (dirty) yield* b.put([left!])
+      dirty = false
+    }
+    for (let e = batch.take(); e; e = batch.take()) {
+      const { key, rest, fn, w } = e.arg
+      let old: unknown
+      let started: { value: unknown } | { pending: Promise<unknown> }
+      try {
+        if (left) {
+          // What a call after a written one would read back.
+          old = decodeValue(store, { serializer: left.serializer, value: left.value, shared: true })
+          meta = readMeta(key, left)
+        } else {
+          // After calls that failed, read again: a function may have changed what it was given.
+          if (storedRead) raw = yield* b.get(cke)
+          storedRead = true
+          old = raw ? yield* entryValue(store, cke, raw) : undefined
+          meta = raw ? readMeta(key, raw) : undefined
+        }
+        checkRevision(w, meta)
+        if (!left && raw && raw.serializer === RAW_BYTES_ID && rest.length > 0) {
+          throw new KonserveError('ERR_INVALID_PATH', 'cannot go into a binary value')
+        }
+        // A path that cannot be written is refused before the function runs.
+        checkSettable(old, rest)
+        const at = getPath(old, rest)
+        started = yield* startUser(e.frames, ids, fn, at === missing ? undefined : at)
+      } catch (err) {
+        batch.failed(e, err)
+        continue
+      }
+      if ('pending' in started) {
+        // Before the function is awaited: a write that fails here fails the batch.
+        yield* write()
+        batch.settle()
+      }
+      try {
+        const leaf = 'pending' in started ? yield* awaited(started.pending) : started.value
+        const next = setPath(old, rest, leaf)
+        lastWrite ??= yield* stamp(b)
+        const written = nextMeta(key, 'value', meta, w, true, lastWrite)
+        left = buildWrite(store, cke, next, written)
+        dirty = true
+        batch.done(e, { old, next, meta: written })
+      } catch (err) {
+        batch.failed(e, err)
+      }
+    }
+    yield* write()
+  } finally {
+    try {
+      b.unlock([cke])
+    } finally {
+      release(ids)
+    }
+  }
+}
+const updateBatchOp = gensync(updateBatch)
+
+/** One update: in the async form, combined with the other waiting updates of its key (ts/combine.ts); else alone. */
+const updateKey = gensync({
+  sync: (store: Store, cke: Uint8Array, call: UpdateCall): Updated => {
+    const batch = alone<UpdateCall, Updated>(call)
+    updateBatchOp.sync(store, cke, lockIds(store.backing.lockScope, [cke]), batch)
+    return batch.only()
+  },
+  async: (store: Store, cke: Uint8Array, call: UpdateCall): Promise<Updated> => {
+    const ids = lockIds(store.backing.lockScope, [cke])
+    const combined = combine<UpdateCall, Updated>(store, ids[0]!, call, (batch) => updateBatchOp.async(store, cke, ids, batch))
+    if (combined) return combined
+    const batch = alone<UpdateCall, Updated>(call)
+    return updateBatchOp.async(store, cke, ids, batch).then(() => batch.only())
+  },
+})
+
 const updateInOp = gensync(function* (store: Store, path: Path, fn: Updater, w: WriteArgs, op: Exclude<WriteOp, 'multiAssoc'>) {
   checkPath(path)
   const [key, ...rest] = path
   return yield* about(key, function* () {
-    const cke = encodeKey(key)
-    let written!: Metadata
-    const result = yield* withLock(store.backing, [cke], function* () {
-      const raw = yield* store.backing.get(cke)
-      const old = raw ? yield* entryValue(store, cke, raw) : undefined
-      const oldMeta = raw ? readMeta(key, raw) : undefined
-      checkRevision(w, oldMeta)
-      if (raw && raw.serializer === RAW_BYTES_ID && rest.length > 0) {
-        throw new KonserveError('ERR_INVALID_PATH', 'cannot go into a binary value')
-      }
-      // A path that cannot be written is refused before the function runs.
-      checkSettable(old, rest)
-      const at = getPath(old, rest)
-      const leaf = yield* callUser(fn as (...a: unknown[]) => unknown, [at === missing ? undefined : at])
-      const next = setPath(old, rest, leaf)
-      written = nextMeta(key, 'value', oldMeta, w, true, yield* stamp(store.backing))
-      yield* store.backing.put([buildWrite(store, cke, next, written)])
-      return [old, next] as [unknown, unknown]
-    })
-    afterWrite(store, { op, key, path: [key, ...rest], oldValue: result[0], newValue: result[1], meta: written })
-    return result
+    const done = yield* updateKey(store, encodeKey(key), { key, rest, fn, w })
+    afterWrite(store, { op, key, path: [key, ...rest], oldValue: done.old, newValue: done.next, meta: done.meta })
+    return [done.old, done.next] as [unknown, unknown]
   })
 })
 

@@ -9,6 +9,9 @@
 import { KonserveError } from './errors.js'
 
 const held = new Map<string, Array<() => void>>()
+/** For `lastRequest`: requests so far, and the last one's number for each lock requested and not yet free. */
+let requests = 0
+const asked = new Map<string, number>()
 
 /**
  * Which locks the running operation holds, carried along its async context
@@ -57,10 +60,10 @@ export function useAsyncContext(c: AsyncContext<readonly Frame[]>): void {
   context = c
 }
 
-/** Runs `fn` (and everything it starts) as a holder of `ids`. */
-export function runHolding<T>(ids: readonly string[], fn: () => T): T {
+/** Runs `fn` (and everything it starts) as a holder of `ids`, within the running operation (or the one whose frames are `within`). */
+export function runHolding<T>(ids: readonly string[], fn: () => T, within: readonly Frame[] | undefined = context.getStore()): T {
   const frame: Frame = { ids, active: true, users: 0 }
-  const frames = [...(context.getStore() ?? []).filter((f) => f.active), frame]
+  const frames = [...(within ?? []).filter((f) => f.active), frame]
   let result: T
   try {
     result = context.run(frames, fn)
@@ -75,6 +78,39 @@ export function runHolding<T>(ids: readonly string[], fn: () => T): T {
   }
   frame.active = false
   return result
+}
+
+/** @internal The running operation's frames, to run code for it later as it (`runAs`, `runHolding`; ts/combine.ts). */
+export type Frames = readonly Frame[]
+
+/** @internal The running operation's frames. */
+export function currentFrames(): Frames {
+  return context.getStore() ?? []
+}
+
+/** @internal Runs `fn` (and everything it starts) as no operation: with no frames. */
+export function runDetached<T>(fn: () => T): T {
+  return context.getStore()?.length ? context.run([], fn) : fn()
+}
+
+/**
+ * @internal Whether the running operation holds `id` (inside its user code or
+ * not): ts/combine.ts leaves such a call to the lock, which fails it with
+ * ERR_LOCK_REENTRY or makes it wait its turn, as ever.
+ */
+export function holdsHere(id: string): boolean {
+  const frames = context.getStore()
+  return frames?.some((f) => f.active && f.ids.includes(id)) === true
+}
+
+/**
+ * @internal The number of the last request for `id` while it is held or
+ * waited for (requests are numbered in this thread), else undefined: a
+ * combined batch (ts/combine.ts) takes more calls only while no other
+ * request came after its own, so that writes keep their call order.
+ */
+export function lastRequest(id: string): number | undefined {
+  return asked.get(id)
 }
 
 /** Runs user code (an update function) of the innermost holder; see `Frame`. */
@@ -135,6 +171,7 @@ export function lockIds(scope: string, keys: Uint8Array[]): string[] {
 }
 
 function acquireOne(id: string): Promise<void> | undefined {
+  asked.set(id, ++requests)
   const queue = held.get(id)
   if (!queue) {
     held.set(id, [])
@@ -181,8 +218,12 @@ export function release(ids: string[]): void {
   for (const id of ids) {
     const queue = held.get(id)
     const next = queue?.shift()
-    if (next) next() // hand the lock straight to the next waiter
-    else held.delete(id)
+    if (next) {
+      next() // hand the lock straight to the next waiter
+    } else {
+      held.delete(id)
+      asked.delete(id)
+    }
   }
 }
 
