@@ -4,7 +4,10 @@
  *
  * When a hook runs: after the write is durable (for a file store: synced; for
  * a write-behind tiered store: in the front) and after the key's lock is released, before the write's result is handed back
- * (so after `await assoc(...)` every hook has been called). Hooks run
+ * (so after `await assoc(...)` every hook has been called). One exception:
+ * when concurrent async updates of one key are combined (ts/combine.ts) and a
+ * later update function returns a Promise, the earlier calls' hooks run once
+ * their write is durable, while the lock is still held for the later ones. Hooks run
  * synchronously, in the order they were added; a hook that returns a Promise is
  * not awaited. A hook that throws, or whose Promise rejects, never turns the
  * write into a failure: its error goes to the hook's `onHookError` or, by
@@ -133,8 +136,8 @@ export function hasWriteHooks(store: Store): boolean {
 }
 
 /**
- * Called by every write operation once its write succeeded and its lock is
- * released. `events` is one event, or a function building them (so a batch
+ * Called by every write operation once its write succeeded and (but for the
+ * combined updates above) its lock is released. `events` is one event, or a function building them (so a batch
  * builds nothing when the store has no hooks). Never throws.
  */
 export function afterWrite(store: Store, events: WriteEvent | (() => WriteEvent[])): void {
