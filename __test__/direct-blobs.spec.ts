@@ -51,14 +51,14 @@ test('bassoc of large blobs on a durable native store reads back in both engines
       const engine = store === native ? 'native' : 'pure'
       for (const [i, blob] of blobs.entries()) {
         for (const key of [`sync-${i}`, `stream-${i}`]) {
-          const got = k.bget(store, key, ({ blob }) => Buffer.from(blob!), { sync: true })
+          const got = k.bget(store, key, ({ blob }) => Buffer.from(blob!), { sync: true })!
           t.true(got.equals(blob), `${engine} ${key}: ${blob.length} bytes`)
           const tail = await k.readBlob(store, key, { offset: blob.length - 5000, length: 5000 })
-          t.true(Buffer.from(tail).equals(blob.subarray(blob.length - 5000)), `${engine} ${key}: the last 5000 bytes`)
+          t.true(Buffer.from(tail!).equals(blob.subarray(blob.length - 5000)), `${engine} ${key}: the last 5000 bytes`)
         }
       }
     }
-    const where = await k.blobFile(native, 'stream-3')
+    const where = (await k.blobFile(native, 'stream-3'))!
     t.true(fileRange(where.file, where.offset, where.length).equals(blobs[3]!), 'the file holds the blob as plain bytes')
     k.close(pure, { sync: true })
     k.close(native, { sync: true })

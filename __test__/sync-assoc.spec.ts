@@ -46,7 +46,7 @@ async function trace(store: k.Store, sync: boolean): Promise<unknown[]> {
   const out: unknown[] = []
   const noClock = (m: k.Metadata | undefined) => m && { ...m, lastWrite: m.lastWrite instanceof Date }
   k.addWriteHook(store, 'trace', (e) => {
-    out.push({ hook: { ...e, meta: noClock(e.meta) } })
+    out.push({ hook: { ...e, meta: noClock(e.meta as k.Metadata | undefined) } })
   })
   const step = async (f: () => unknown) => {
     try {

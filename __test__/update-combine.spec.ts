@@ -300,7 +300,7 @@ test('a function that awaits an earlier call of its batch gets it: the calls bef
   const count = countPuts(s)
   const first = k.update(s, 'k', inc)
   const second = k.update(s, 'k', async (x: number) => {
-    const [, seen] = await first
+    const [, seen] = (await first) as [unknown, number]
     return x + seen
   })
   const third = k.update(s, 'k', inc)
