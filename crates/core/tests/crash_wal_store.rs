@@ -85,17 +85,7 @@ fn allowed_states(ops: &[Op], outcomes: &[Outcome], name: &str) -> Vec<KeyState>
 }
 
 fn options() -> Options {
-    // No background thread: the crash is simulated at every step of the
-    // test's own calls, which must be the only ones (deterministic).
-    let zero = Some(std::time::Duration::ZERO);
-    Options {
-        sync_blob: true,
-        wal: Some(true),
-        wal_grow_step: Some(64 * 1024),
-        wal_idle_hold: zero,
-        wal_idle_checkpoint: zero,
-        ..Options::default()
-    }
+    crash::wal_options()
 }
 
 fn apply(store: &FileStore, _: usize, op: &Op) -> Result<()> {

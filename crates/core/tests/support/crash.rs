@@ -30,6 +30,22 @@ pub enum Outcome {
     NotRun,
 }
 
+/// A durable store on its write-ahead log, with no background thread (idle
+/// hold, idle checkpoint): the crash is simulated at every step of the test's
+/// own calls, which must be the only ones (a timer's step would make the step
+/// count depend on the machine's load).
+pub fn wal_options() -> Options {
+    let zero = Some(std::time::Duration::ZERO);
+    Options {
+        sync_blob: true,
+        wal: Some(true),
+        wal_grow_step: Some(64 * 1024),
+        wal_idle_hold: zero,
+        wal_idle_checkpoint: zero,
+        ..Options::default()
+    }
+}
+
 /// A fresh file system (crashes drawn from `seed`) on which the store
 /// directory `dir` exists durably: the crash window starts at the open.
 pub fn setup(seed: u64, dir: &str) -> (SimFs, PathBuf) {
