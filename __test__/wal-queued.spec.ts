@@ -16,6 +16,7 @@
  */
 import test from 'ava'
 import { execFile, spawn, spawnSync } from 'node:child_process'
+import { readdirSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
@@ -134,6 +135,27 @@ test('a process exits by itself once its queued writes resolved, the store left 
   const store = await k.connectFsStore(dir, { native: true })
   t.deepEqual(await k.get(store, 'k199'), { i: 199 })
   await k.close(store)
+})
+
+// The process's event loop empties while the core's background thread may be
+// checkpointing the log: the exit stops the checkpoint after its slice and waits
+// for it, so its lock file goes with it (a kill would leave one naming a dead
+// process, taken over at once, but a plain exit leaves none), and nothing is lost.
+test('a process that exits by itself during an idle checkpoint leaves no lock file and loses nothing', async (t) => {
+  for (let round = 0; round < 3; round++) {
+    const dir = join(tempDir('konserve-queued-'), 'store')
+    const { stdout } = await run(process.execPath, [writer, 'checkpoint-exit', dir], { timeout: 60_000 })
+    t.true(JSON.parse(stdout.trim()).done)
+    t.deepEqual(
+      readdirSync(dir).filter((n) => /\.(lock|lkt|brk)$/.test(n)),
+      [],
+      `round ${round}: no lock file outlives its process`,
+    )
+    const store = await k.connectFsStore(dir, { native: true })
+    for (let i = 0; i < 3000; i += 7) t.deepEqual(await k.get(store, `k${i}`), { i }, `round ${round}: k${i}`)
+    t.deepEqual(await k.get(store, 'k2999'), { i: 2999 })
+    await k.close(store)
+  }
 })
 
 test('a pending queued write keeps its process alive until it is durable and resolved', async (t) => {

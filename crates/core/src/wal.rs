@@ -11,7 +11,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -440,6 +440,11 @@ impl Drop for Wal {
 /// [`release_at_exit`].
 static SHARED: Mutex<Vec<Weak<Wal>>> = Mutex::new(Vec::new());
 
+/// Set by [`release_at_exit`]: a checkpoint running on another thread stops
+/// after its current slice (as a crash there would, but with its lock file
+/// released), so the exit need not wait for the whole log.
+static EXITING: AtomicBool = AtomicBool::new(false);
+
 /// Registers `wal` for [`release_at_exit`] (once per process, the hook).
 fn release_on_exit(wal: &Arc<Wal>) {
     static HOOK: std::sync::Once = std::sync::Once::new();
@@ -459,11 +464,15 @@ fn release_on_exit(wal: &Arc<Wal>) {
 /// At the process's exit (a Node process ends without closing its stores,
 /// or calls `process.exit`): each log's lock file kept idle is released,
 /// so an exit within the idle hold leaves no lock file (a kill still does:
-/// it names a dead process, taken over at once). A log busy (a frame, or
-/// the background thread releasing it) is waited for up to 100 ms, never
-/// blocked on.
+/// it names a dead process, taken over at once). A checkpoint running on
+/// the background thread (the process's event loop may empty while it
+/// runs) stops after its slice and is waited for, then kept from starting
+/// again, so its lock file goes too. A log busy (a frame, or the background
+/// thread releasing it) is waited for up to 100 ms (a checkpoint's slice up
+/// to 1 s), never blocked on.
 extern "C" fn release_at_exit() {
     let _ = std::panic::catch_unwind(|| {
+        EXITING.store(true, Ordering::SeqCst);
         let shared = match SHARED.try_lock() {
             Ok(s) => s,
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
@@ -471,6 +480,20 @@ extern "C" fn release_at_exit() {
         };
         let deadline = Instant::now() + Duration::from_millis(100);
         for w in shared.iter().filter_map(Weak::upgrade) {
+            let ckpt_deadline = Instant::now() + Duration::from_secs(1);
+            loop {
+                match w.checkpointed.try_lock() {
+                    // Held to the end: no checkpoint starts after this.
+                    Ok(done) => std::mem::forget(done),
+                    Err(std::sync::TryLockError::Poisoned(p)) => std::mem::forget(p.into_inner()),
+                    Err(std::sync::TryLockError::WouldBlock) if Instant::now() < ckpt_deadline => {
+                        std::thread::sleep(Duration::from_millis(1));
+                        continue;
+                    }
+                    Err(std::sync::TryLockError::WouldBlock) => {}
+                }
+                break;
+            }
             loop {
                 match w.log_mutex.try_lock() {
                     Ok(mut hold) => w.release_hold(&mut hold),
@@ -1477,6 +1500,11 @@ impl Wal {
         let by_fs = self.files.options.sync_blob && self.options.checkpoint_syncfs;
         let mut written = Vec::new();
         for slice in todo.chunks(SLICE) {
+            if EXITING.load(Ordering::Relaxed) {
+                // Its key files so far are renamed but not yet made durable
+                // (by_fs): the log keeps every record, as after a crash here.
+                return Ok(false);
+            }
             self.checkpoint_slice(slice, by_fs, &mut written)?;
         }
         if by_fs && !written.is_empty() {
