@@ -313,12 +313,18 @@ function nextMeta(key: Key, type: KeyType, prev: Metadata | undefined, w: WriteA
  */
 function* metaBeforeReplace(store: Store, key: Key, cke: Uint8Array, w: WriteArgs): Handler<Metadata | undefined> {
   try {
-    const raw = yield* store.backing.getMeta(cke)
-    return raw ? readMeta(key, raw) : undefined
+    return oldMeta(key, yield* store.backing.getMeta(cke))
   } catch (err) {
-    if (w.expectedRevision !== undefined) throw err
-    return undefined
+    return unreadableOldMeta(err, w)
   }
+}
+
+const oldMeta = (key: Key, raw: RawMeta | undefined) => (raw ? readMeta(key, raw) : undefined)
+
+/** metaBeforeReplace's rule for an old file it cannot read: no metadata (revision 1 next), unless a revision was asked for. */
+function unreadableOldMeta(err: unknown, w: WriteArgs): undefined {
+  if (w.expectedRevision !== undefined) throw err
+  return undefined
 }
 
 function checkPath(path: unknown): asserts path is readonly [Key, ...unknown[]] {
@@ -777,12 +783,9 @@ function assocLockedSync(store: Store, key: Key, cke: Uint8Array, serializer: nu
   return withLockSync(b, [cke], () => {
     let prev: Metadata | undefined
     try {
-      const raw = b.getMeta.sync(cke)
-      prev = raw ? readMeta(key, raw) : undefined
+      prev = oldMeta(key, b.getMeta.sync(cke))
     } catch (err) {
-      // An unreadable old file must not stop the write that repairs it (metaBeforeReplace).
-      if (w.expectedRevision !== undefined) throw err
-      prev = undefined
+      prev = unreadableOldMeta(err, w)
     }
     checkRevision(w, prev)
     const written = nextMeta(key, 'value', prev, w, false, new Date(b.clock ? b.clock.sync() : processNow()))

@@ -1054,19 +1054,7 @@ impl FileStore {
         if !LockTable::global().try_lock(id) {
             return false;
         }
-        let w = Box::new(LockFreeWrite {
-            files: Arc::clone(&self.files),
-            key: r.key.to_vec(),
-            serializer: r.serializer,
-            meta: r.meta.to_vec(),
-            revision_at: r.revision_at,
-            value: r.value.to_vec(),
-            expected: r.expected_revision,
-            guess: None,
-            payload: Vec::new(),
-            answer: Arc::new(std::sync::Mutex::new(None)),
-        });
-        submit_lockfree(wal, id, w, done);
+        submit_lockfree(wal, id, LockFreeWrite::new(&self.files, r, None, Vec::new()), done);
         true
     }
 
@@ -1205,18 +1193,7 @@ impl FileStore {
             let Some(payload) = self.log_payload(&Write { key: r.key, serializer: r.serializer, meta: &meta, value: r.value })? else {
                 return Ok(LockFree::Locked);
             };
-            Ok(LockFree::Ready(Box::new(LockFreeWrite {
-                files: Arc::clone(&self.files),
-                key: r.key.to_vec(),
-                serializer: r.serializer,
-                meta: r.meta.to_vec(),
-                revision_at: r.revision_at,
-                value: r.value.to_vec(),
-                expected: r.expected_revision,
-                guess: Some(guess),
-                payload,
-                answer: Arc::new(std::sync::Mutex::new(None)),
-            })))
+            Ok(LockFree::Ready(LockFreeWrite::new(&self.files, r, Some(guess), payload)))
         })();
         if !matches!(prepared, Ok(LockFree::Ready(_))) {
             table.unlock(id);
@@ -1732,6 +1709,22 @@ fn submit_lockfree(wal: &Arc<Wal>, id: LockId, w: Box<LockFreeWrite>, done: Done
 }
 
 impl LockFreeWrite {
+    /// `r`'s parts, owned for the committer thread; `payload` encoded for `guess`.
+    fn new(files: &Arc<StoreDir>, r: &Replace<'_>, guess: Option<u64>, payload: Vec<u8>) -> Box<Self> {
+        Box::new(LockFreeWrite {
+            files: Arc::clone(files),
+            key: r.key.to_vec(),
+            serializer: r.serializer,
+            meta: r.meta.to_vec(),
+            revision_at: r.revision_at,
+            value: r.value.to_vec(),
+            expected: r.expected_revision,
+            guess,
+            payload,
+            answer: Arc::new(std::sync::Mutex::new(None)),
+        })
+    }
+
     /// Under the log lock, after the committer's catch-up: `Busy` when the
     /// key's lock file exists (whatever it holds); else the current revision
     /// (the log's newest record, else the key file; 0 when missing;

@@ -586,6 +586,13 @@ impl SimFs {
     }
 }
 
+impl SimFs {
+    /// A handle on inode `ino`, of this generation, buffered.
+    fn open_file(&self, s: &State, ino: Ino, writable: bool) -> Box<dyn VfsFile> {
+        Box::new(SimFile { state: Arc::clone(&self.state), pid: self.pid, ino, generation: s.generation, writable, direct: false })
+    }
+}
+
 impl Vfs for SimFs {
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
         let mut s = self.state();
@@ -595,42 +602,21 @@ impl Vfs for SimFs {
             return Err(io::Error::new(io::ErrorKind::AlreadyExists, path.display().to_string()));
         }
         let ino = s.create_file(dir, name);
-        Ok(Box::new(SimFile {
-            state: Arc::clone(&self.state),
-            pid: self.pid,
-            ino,
-            generation: s.generation,
-            writable: true,
-            direct: false,
-        }))
+        Ok(self.open_file(&s, ino, true))
     }
 
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
         let s = self.state();
         s.alive()?;
         let ino = s.file_ino(path)?;
-        Ok(Box::new(SimFile {
-            state: Arc::clone(&self.state),
-            pid: self.pid,
-            ino,
-            generation: s.generation,
-            writable: false,
-            direct: false,
-        }))
+        Ok(self.open_file(&s, ino, false))
     }
 
     fn open_write(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
         let s = self.state();
         s.alive()?;
         let ino = s.file_ino(path)?;
-        Ok(Box::new(SimFile {
-            state: Arc::clone(&self.state),
-            pid: self.pid,
-            ino,
-            generation: s.generation,
-            writable: true,
-            direct: false,
-        }))
+        Ok(self.open_file(&s, ino, true))
     }
 
     fn exists(&self, path: &Path) -> io::Result<bool> {
