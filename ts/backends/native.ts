@@ -164,6 +164,20 @@ function opened(r: NativeBlobWriter | number): { sink: BlobSink; revision: numbe
   return typeof r === 'number' ? r : { sink: sink(r), revision: r.revision }
 }
 
+/**
+ * A blocking range read into a Buffer Node allocates: memory the allocator
+ * hands back again, its pages already mapped. A buffer the core allocates
+ * is new memory each time (freed only when collected): a 10 MB bget spent
+ * more time in page faults than in reading (3.5 ms vs readFileSync's 1.4 ms).
+ */
+function readWhole(r: NativeBlobReader, offset: number, length: number): Buffer {
+  if (!Number.isSafeInteger(offset) || offset < 0 || offset > r.size) return r.readSync(offset, length) // its error
+  const n = Math.min(length, r.size - offset)
+  const target = Buffer.allocUnsafeSlow(n)
+  const got = r.readIntoSync(offset, target)
+  return got === n ? target : target.subarray(0, got)
+}
+
 function source(r: NativeBlobReader | null): BlobSource | undefined {
   if (r === null) return undefined
   const plainOffset = r.plainOffset
@@ -172,7 +186,7 @@ function source(r: NativeBlobReader | null): BlobSource | undefined {
     size: r.size,
     meta: meta(r.meta),
     read: native(
-      (offset: number, length: number) => r.readSync(offset, length),
+      (offset: number, length: number) => readWhole(r, offset, length),
       (offset: number, length: number) => r.readAsync(offset, length),
     ),
     readInto: r.readIntoAsync ? (offset, target) => callAsync(() => r.readIntoAsync!(offset, buf(target))) : undefined,
