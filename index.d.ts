@@ -415,6 +415,11 @@ export interface NativeOpenOptions {
   walIdleCheckpointMs?: number
   /** With sync_blob: write large blobs direct (O_DIRECT; default true). */
   directBlobs?: boolean
+  /**
+   * With direct_blobs: only once the process wrote more than this many
+   * bytes of durable blobs lately (default 1 GiB; 0: always).
+   */
+  directBlobsVolume?: number
 }
 
 /** A replacing write (see `replaceSync`). */

@@ -4,8 +4,9 @@
  * `directBlobs`): blobs around the 1 MiB threshold and the 4096-byte block
  * read back byte for byte in both engines, lie as plain bytes in their file
  * where `blobFile` says, and the direct path is really taken (strace sees
- * `fcntl(..., O_DIRECT)`) unless `directBlobs: false` or the store is not
- * durable. The byte-level proof (files identical to the buffered path's, the
+ * `fcntl(..., O_DIRECT)`) with `directBlobs: true`; not with `false`, not if the store is not
+ * durable, or (the default, 'auto') below the volume at which a process
+ * starts writing direct. The byte-level proof (files identical to the buffered path's, the
  * fallback, crashes) is in crates/core/tests/blob_direct.rs and crash_blob.rs.
  */
 import test from 'ava'
@@ -38,7 +39,7 @@ function fileRange(file: string, offset: number, length: number): Buffer {
 test('bassoc of large blobs on a durable native store reads back in both engines', async (t) => {
   const dir = tempDir('konserve-direct-')
   try {
-    const native = k.connectFsStore(dir, { native: true, sync: true })
+    const native = k.connectFsStore(dir, { native: true, sync: true, directBlobs: true })
     const blobs = SIZES.map(blobOf)
     for (const [i, blob] of blobs.entries()) {
       k.bassoc(native, `sync-${i}`, blob, { sync: true })
@@ -89,21 +90,24 @@ await k.close(s)
   }
 }
 
-test('large durable blobs are written with O_DIRECT, unless directBlobs: false or not durable', (t) => {
-  const direct = fcntlsOfABlobWrite({})
+test('large durable blobs are written with O_DIRECT with directBlobs: true; not with false, not durable, or below the volume of auto', (t) => {
+  const direct = fcntlsOfABlobWrite({ directBlobs: true })
   t.is(direct.match(/F_SETFL, [^)]*O_DIRECT/g)?.length, 2, 'each blob turns O_DIRECT on once')
   t.false(/F_SETFL, [^)]*O_DIRECT/.test(fcntlsOfABlobWrite({ directBlobs: false })), 'directBlobs: false')
-  t.false(/F_SETFL, [^)]*O_DIRECT/.test(fcntlsOfABlobWrite({ durable: false })), 'durable: false')
+  t.false(/F_SETFL, [^)]*O_DIRECT/.test(fcntlsOfABlobWrite({ durable: false, directBlobs: true })), 'durable: false')
+  // The default, 'auto': 6 MiB is far below the volume (1 GiB lately) at which direct writes start
+  // (the switch at volume: crates/core/tests/blob_volume.rs).
+  t.false(/F_SETFL, [^)]*O_DIRECT/.test(fcntlsOfABlobWrite({})), "directBlobs: 'auto', 6 MiB written")
 })
 
-test('directBlobs must be a boolean', (t) => {
+test("directBlobs must be true, false or 'auto'", (t) => {
   const dir = tempDir('konserve-direct-')
   try {
     for (const native of [true, false]) {
       const err = t.throws(() => k.connectFsStore(dir, { native, sync: true, directBlobs: 'yes' as unknown as boolean }))
       t.is((err as k.KonserveError).code, 'ERR_INVALID_ARGUMENT')
       // Accepted by both engines (the pure one always writes buffered).
-      k.close(k.connectFsStore(dir, { native, sync: true, directBlobs: false }), { sync: true })
+      for (const directBlobs of [false, true, 'auto'] as const) k.close(k.connectFsStore(dir, { native, sync: true, directBlobs }), { sync: true })
     }
   } finally {
     rmSync(dir, { recursive: true, force: true })

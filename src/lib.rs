@@ -259,6 +259,9 @@ pub struct NativeOpenOptions {
     pub wal_idle_checkpoint_ms: Option<f64>,
     /// With sync_blob: write large blobs direct (O_DIRECT; default true).
     pub direct_blobs: Option<bool>,
+    /// With direct_blobs: only once the process wrote more than this many
+    /// bytes of durable blobs lately (default 1 GiB; 0: always).
+    pub direct_blobs_volume: Option<f64>,
 }
 
 fn core_options(o: &NativeOpenOptions) -> CoreResult<core::Options> {
@@ -273,6 +276,12 @@ fn core_options(o: &NativeOpenOptions) -> CoreResult<core::Options> {
         direct_blobs: o.direct_blobs.unwrap_or(true),
         ..core::Options::default()
     };
+    if let Some(v) = o.direct_blobs_volume {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(invalid(format!("directBlobsVolume must be a number of bytes >= 0, not {v}")));
+        }
+        options.direct_blobs_volume = v as u64;
+    }
     if let Some(ms) = o.lock_timeout_ms {
         if !(ms.is_finite() && ms >= 0.0) {
             return Err(invalid(format!("lockTimeoutMs must be a number >= 0, not {ms}")));

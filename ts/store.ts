@@ -119,15 +119,17 @@ export interface FsStoreOptions extends StoreOptions {
   walIdleCheckpointMs?: number
   /**
    * Native core, Linux, with `durable`: write large blobs past the page cache
-   * (`O_DIRECT`; default true). Once more than 1 MiB of a blob has arrived, the
-   * rest goes to the disk in aligned 1 MiB writes, which runs at the disk's
-   * pace where the page cache's writeback does not (README, "Blobs"). The
-   * bytes are the same; a blob just written is then read from the disk, not
-   * from memory. `false` writes every blob through the page cache. A file
-   * system that refuses direct I/O gets buffered writes anyway. The pure
-   * engine always writes buffered.
+   * (`O_DIRECT`). Once more than 1 MiB of a blob has arrived, the rest goes to
+   * the disk in aligned 1 MiB writes, which runs at the disk's pace where the
+   * page cache's writeback does not (README, "Blobs"). The bytes are the same;
+   * a blob just written direct is then read from the disk, not from memory.
+   * `'auto'` (the default): only while the process ingests at volume (more
+   * than 1 GiB of durable blobs in the last 10–20 s, all stores); `true`: every
+   * large blob; `false`: every blob through the page cache. A file system that
+   * refuses direct I/O gets buffered writes anyway. The pure engine always
+   * writes buffered.
    */
-  directBlobs?: boolean
+  directBlobs?: boolean | 'auto'
 }
 
 /** @internal An invalid option. */

@@ -160,7 +160,7 @@ const FS_STORE_OPTIONS: Spec = {
   valueCacheBytes: (v) => (typeof v === 'number' && v >= 0 && Number.isFinite(v) ? undefined : 'a number of bytes >= 0'),
   wal: checks.boolean,
   walIdleCheckpointMs: (v) => (typeof v === 'number' && v >= 0 && Number.isFinite(v) ? undefined : 'a number of milliseconds >= 0'),
-  directBlobs: checks.boolean,
+  directBlobs: (v) => (typeof v === 'boolean' || v === 'auto' ? undefined : "true, false or 'auto'"),
 }
 const DELETE_OPTIONS: Spec = { sync: checks.boolean, native: checks.boolean }
 
@@ -172,6 +172,7 @@ type OpenOptions = ReturnType<typeof codecOptions> & {
   wal?: boolean
   walIdleCheckpointMs?: number
   directBlobs?: boolean
+  directBlobsVolume?: number
 }
 
 /** Checks connectFsStore's arguments; returns the serializers and the binding's options. Opens nothing. */
@@ -185,7 +186,9 @@ function checkFsArgs(path: unknown, options: unknown): { dir: string; serializer
   if (opts.valueCacheBytes !== undefined) open.valueCacheBytes = opts.valueCacheBytes
   if (opts.wal !== undefined) open.wal = opts.wal
   if (opts.walIdleCheckpointMs !== undefined) open.walIdleCheckpointMs = opts.walIdleCheckpointMs
-  if (opts.directBlobs !== undefined) open.directBlobs = opts.directBlobs
+  // 'auto' (the default): direct once the process ingests at volume (the core's DIRECT_VOLUME); true: from the first large blob on.
+  if (opts.directBlobs === false) open.directBlobs = false
+  else if (opts.directBlobs === true) Object.assign(open, { directBlobs: true, directBlobsVolume: 0 })
   return { dir, serializers, open }
 }
 

@@ -93,6 +93,13 @@ pub struct Options {
     /// store. The bytes written are the same either way; a blob just written
     /// direct is read from the disk, not from the page cache.
     pub direct_blobs: bool,
+    /// With `direct_blobs`: direct writes start only once this process has
+    /// written more than this many bytes of durable blobs (all stores)
+    /// within the last 10 to 20 s ([`crate::blob::DIRECT_VOLUME`], 1 GiB,
+    /// by default; 0: from the first large blob on). Below that volume the
+    /// page cache keeps up, and a blob read soon after its write is read
+    /// from memory, not from the disk.
+    pub direct_blobs_volume: u64,
 }
 
 /// The default of [`Options::lock_timeout`].
@@ -114,6 +121,7 @@ impl Default for Options {
             wal_idle_hold: None,
             wal_idle_checkpoint: None,
             direct_blobs: true,
+            direct_blobs_volume: crate::blob::DIRECT_VOLUME,
         }
     }
 }
@@ -134,6 +142,7 @@ impl std::fmt::Debug for Options {
             .field("wal_idle_hold", &self.wal_idle_hold)
             .field("wal_idle_checkpoint", &self.wal_idle_checkpoint)
             .field("direct_blobs", &self.direct_blobs)
+            .field("direct_blobs_volume", &self.direct_blobs_volume)
             .finish()
     }
 }

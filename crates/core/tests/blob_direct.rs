@@ -44,8 +44,13 @@ fn file_bytes(vfs: &dyn Vfs, store: &FileStore, k: &[u8]) -> Vec<u8> {
     buf
 }
 
+/// Direct writes from the first large blob on (not only at volume).
+fn always_direct() -> Options {
+    Options { direct_blobs_volume: 0, ..Options::default() }
+}
+
 fn sim_store(fs: &SimFs, dir: &Path, direct_blobs: bool) -> Arc<FileStore> {
-    Arc::new(crash::open(fs, dir, &Options { direct_blobs, ..Options::default() }).unwrap())
+    Arc::new(crash::open(fs, dir, &Options { direct_blobs, direct_blobs_volume: 0, ..Options::default() }).unwrap())
 }
 
 /// Every size, written in pieces of several lengths (a piece smaller than a
@@ -134,7 +139,7 @@ fn blobs_written_direct_on_real_file_systems_match_the_buffered_ones() {
     let shm = Path::new("/dev/shm").is_dir().then(|| tempfile::tempdir_in("/dev/shm").unwrap());
     let roots = std::iter::once(tmp.path()).chain(shm.as_ref().map(|d| d.path()));
     for root in roots {
-        let direct = Arc::new(FileStore::open(root.join("direct"), Options::default()).unwrap());
+        let direct = Arc::new(FileStore::open(root.join("direct"), always_direct()).unwrap());
         let buffered = Arc::new(FileStore::open(root.join("buffered"), Options { direct_blobs: false, ..Options::default() }).unwrap());
         for (i, size) in sizes().into_iter().enumerate() {
             let ctx = format!("{}: {size} bytes", root.display());
@@ -203,7 +208,7 @@ impl VfsHooks for RefusingClone {
 #[test]
 fn a_direct_write_refused_on_the_writer_thread_falls_back_to_buffered_writes() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = Arc::new(FileStore::open_with(Arc::new(Hooked(RefusingClone)), &tmp.path().join("s"), Options::default()).unwrap());
+    let store = Arc::new(FileStore::open_with(Arc::new(Hooked(RefusingClone)), &tmp.path().join("s"), always_direct()).unwrap());
     let buffered = Arc::new(FileStore::open(tmp.path().join("b"), Options { direct_blobs: false, ..Options::default() }).unwrap());
     for (i, size) in [DIRECT_FROM as usize + 3 * MIB, 2 * DIRECT_FROM as usize + 17].into_iter().enumerate() {
         let blob = noise(size, 40 + i as u64);

@@ -94,7 +94,7 @@ fn crash_at_every_step(options: Options, plans: &[(Writeback, u64)], dir: &'stat
 
 #[test]
 fn a_blob_write_survives_a_crash_at_every_step() {
-    let options = Options { sync_blob: true, ..Options::default() };
+    let options = Options { sync_blob: true, direct_blobs_volume: 0, ..Options::default() };
     crash_at_every_step(
         options,
         &[(Writeback::None, 1), (Writeback::Unordered, 2), (Writeback::Unordered, 3), (Writeback::Ordered, 4), (Writeback::Ordered, 5)],
@@ -104,7 +104,7 @@ fn a_blob_write_survives_a_crash_at_every_step() {
 
 #[test]
 fn a_compressed_encrypted_blob_write_survives_a_crash_at_every_step() {
-    let options = Options { sync_blob: true, compressor: 1, encryption_key: Some(b"k".to_vec()), ..Options::default() };
+    let options = Options { sync_blob: true, direct_blobs_volume: 0, compressor: 1, encryption_key: Some(b"k".to_vec()), ..Options::default() };
     crash_at_every_step(options, &[(Writeback::Unordered, 6), (Writeback::Ordered, 7)], "/sim/blob-codec");
 }
 
@@ -113,7 +113,7 @@ fn a_compressed_encrypted_blob_write_survives_a_crash_at_every_step() {
 /// failed fsync the store refuses writes.
 #[test]
 fn a_lone_io_error_fails_the_blob_write_and_leaves_no_staging_file() {
-    let options = Options { sync_blob: true, ..Options::default() };
+    let options = Options { sync_blob: true, direct_blobs_volume: 0, ..Options::default() };
     let (old, new) = (noise(MIB + 1, 1), noise(2 * MIB + 3, 2));
     replace_blob(&options, "/sim/blob-eio", &old, &new).fault_at_every_step(1, None, |fs, dir, (store, result), point| {
         let call = fs.failed_call().unwrap();
@@ -146,7 +146,7 @@ fn a_lone_io_error_fails_the_blob_write_and_leaves_no_staging_file() {
 #[test]
 fn concurrent_blob_writes_survive_a_crash_at_every_step() {
     const WRITERS: usize = 4;
-    let options = Options { sync_blob: true, ..Options::default() };
+    let options = Options { sync_blob: true, direct_blobs_volume: 0, ..Options::default() };
     let blobs: Vec<(Vec<u8>, Vec<u8>)> =
         (0..WRITERS).map(|i| (noise(MIB / 8 + i, i as u64), noise(MIB / 4 + 3 * i, 100 + i as u64))).collect();
     let name = |i: usize| key(&format!("b{i}"));
@@ -213,7 +213,7 @@ fn concurrent_blob_writes_survive_a_crash_at_every_step() {
 fn a_blob_renamed_during_another_blobs_directory_fsync_waits_for_one_of_its_own() {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::{Condvar, Mutex};
-    let options = Options { sync_blob: true, ..Options::default() };
+    let options = Options { sync_blob: true, direct_blobs_volume: 0, ..Options::default() };
     for round in 0..10 {
         let (fs, dir) = crash::setup(round, "/sim/blob-held-dir-fsync");
         let store = open_sim(&fs, &dir, &options).unwrap();
