@@ -698,6 +698,11 @@ impl Wal {
             st.running = false;
         }
         self.bg.wake.notify_all();
+        // An idle checkpoint running on the thread stops after its slice
+        // (see `idle_checkpoint`); any checkpoint is waited for, so none holds
+        // its lock file once the store is closed. (Before the log lock: a
+        // checkpoint takes it while holding this one.)
+        drop(lock(&self.checkpointed));
         let mut hold = lock(&self.log_mutex);
         self.release_hold(&mut hold);
     }
@@ -777,7 +782,8 @@ impl Wal {
             return;
         }
         self.count(C_IDLE_CHECKPOINTS, 1);
-        match self.checkpoint() {
+        // The store's close stops it (stop_background waits for it).
+        match self.checkpoint_unless(&|| lock(&self.bg.state).stop) {
             Ok(_) => {
                 let idx = lock(&self.index);
                 if idx.end > FRAMES_AT as u64 {
@@ -1483,6 +1489,13 @@ impl Wal {
     /// reset: a new generation in slot A, `fdatasync`, slot B, `fdatasync`,
     /// and the end hint of the empty log.
     pub fn checkpoint(&self) -> Result<bool> {
+        self.checkpoint_unless(&|| false)
+    }
+
+    /// [`checkpoint`](Self::checkpoint), stopped between slices (`Ok(false)`,
+    /// the log keeping every record, as a crash there would leave it) once
+    /// `stopped` says so or the process exits.
+    fn checkpoint_unless(&self, stopped: &dyn Fn() -> bool) -> Result<bool> {
         self.files.check_writable()?;
         let Ok(mut done) = self.checkpointed.try_lock() else { return Ok(false) };
         let Some(_ckpt) = self.try_file_lock(CHECKPOINT_LOCK_HEX)? else { return Ok(false) };
@@ -1500,7 +1513,7 @@ impl Wal {
         let by_fs = self.files.options.sync_blob && self.options.checkpoint_syncfs;
         let mut written = Vec::new();
         for slice in todo.chunks(SLICE) {
-            if EXITING.load(Ordering::Relaxed) {
+            if EXITING.load(Ordering::Relaxed) || stopped() {
                 // Its key files so far are renamed but not yet made durable
                 // (by_fs): the log keeps every record, as after a crash here.
                 return Ok(false);

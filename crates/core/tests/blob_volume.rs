@@ -23,7 +23,8 @@ fn direct_writes_start_once_the_process_has_written_the_volume_and_not_before() 
     let volume = 8 * MIB as u64;
     let store = Arc::new(crash::open(&fs, &dir, &Options { direct_blobs_volume: volume, ..Options::default() }).unwrap());
     let (nd_fs, nd_dir) = crash::setup(2, "/sim/volume-nd");
-    let not_durable = Arc::new(crash::open(&nd_fs, &nd_dir, &Options { sync_blob: false, direct_blobs_volume: 0, ..Options::default() }).unwrap());
+    let not_durable =
+        Arc::new(crash::open(&nd_fs, &nd_dir, &Options { sync_blob: false, direct_blobs_volume: 0, ..Options::default() }).unwrap());
     let write = |store: &Arc<konserve_core::FileStore>, k: &str, blob: &[u8]| {
         let mut w = store.blob_writer(&key(k), META).unwrap();
         for p in blob.chunks(256 << 10) {

@@ -104,7 +104,8 @@ fn a_blob_write_survives_a_crash_at_every_step() {
 
 #[test]
 fn a_compressed_encrypted_blob_write_survives_a_crash_at_every_step() {
-    let options = Options { sync_blob: true, direct_blobs_volume: 0, compressor: 1, encryption_key: Some(b"k".to_vec()), ..Options::default() };
+    let options =
+        Options { sync_blob: true, direct_blobs_volume: 0, compressor: 1, encryption_key: Some(b"k".to_vec()), ..Options::default() };
     crash_at_every_step(options, &[(Writeback::Unordered, 6), (Writeback::Ordered, 7)], "/sim/blob-codec");
 }
 
