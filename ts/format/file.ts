@@ -429,6 +429,38 @@ export const decodeValueSegment = gensync(function* (codec: SegmentCodec, header
   return yield* decodeSegment(codec, header, VALUE, stored)
 })
 
+// ---- the common case, without generators ------------------------------------------
+
+/**
+ * The serializer and stored value of a whole key file `bytes` in the common
+ * case only: a plain value (flags 0) stored without compression or
+ * encryption, every check of the general decode passed (header, meta
+ * checksum, the key it holds is `key`, value checksum). Undefined for
+ * anything else, a log, a chunked blob, a codec or damage alike: the caller
+ * then decodes by the general path, which says what it is. The value is a
+ * view of `bytes`. What a hot read runs instead of decodeKeyFile (no
+ * generators, no Promises): where it answers, the general decode returns the
+ * same serializer and bytes (__test__/pure-reads.spec.ts).
+ */
+export function decodePlainValue(bytes: Uint8Array, key: Uint8Array): { serializer: number; value: Uint8Array } | undefined {
+  let header: Header
+  try {
+    header = decodeHeader(bytes, bytes.length)
+  } catch {
+    return undefined
+  }
+  if (header.flags !== FLAG_NONE || header.compressor !== COMPRESSOR_NONE || header.encryptor !== ENCRYPTOR_NONE) return undefined
+  // decodeHeader checked that 48 + m + v is the length of `bytes`.
+  const valueAt = HEADER_LEN + header.metaLen
+  if (xxh3_64(bytes.subarray(HEADER_LEN, valueAt)) !== header.metaChecksum) return undefined
+  // The meta segment: u32 LE key length, the key's CKE, the metadata (splitMeta).
+  if (header.metaLen < 4 + key.length || viewOf(bytes).getUint32(HEADER_LEN, true) !== key.length) return undefined
+  for (let i = 0; i < key.length; i++) if (bytes[HEADER_LEN + 4 + i] !== key[i]) return undefined
+  const value = bytes.subarray(valueAt)
+  if (xxh3_64(value) !== header.valueChecksum) return undefined
+  return { serializer: header.serializer, value }
+}
+
 // ---- whole files --------------------------------------------------------------
 
 function* encodeParts(input: EncodeInput): Handler<EncodedParts> {

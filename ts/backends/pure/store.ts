@@ -34,11 +34,11 @@
 import gensync, { type Handler } from 'gensync'
 import * as fs from 'node:fs'
 import { dirname, join, relative, sep } from 'node:path'
-import { type LogInfo, type NewRecord, type RawCorrupt, type RawEntry, type RawListing, type RawMeta, type RawReplace, type RawWrite, REPLACE_BUSY, REPLACE_MISMATCH, REPLACE_UNSURE } from '../../backing/index.js'
+import { type LogInfo, type NewRecord, type RawCorrupt, type RawEntry, type RawListing, type RawMeta, type RawReplace, type RawValue, type RawWrite, REPLACE_BUSY, REPLACE_MISMATCH, REPLACE_UNSURE } from '../../backing/index.js'
 import { type Backing, type BlobSink, type BlobSource, type ListCursor, type LogCursor, type Op, blockingOp, pollingLock, twinOp } from '../../backing/seam.js'
 import { GroupCommit } from '../../backing/group-commit.js'
 import { KonserveError } from '../../errors.js'
-import { FLAG_CHUNKED, decodeValueSegment, isLogHeader } from '../../format/file.js'
+import { FLAG_CHUNKED, decodePlainValue, decodeValueSegment, isLogHeader } from '../../format/file.js'
 import { decodeChunkedValue } from '../../format/blob.js'
 import type { LogSink } from '../../format/log.js'
 import { KEY_CHECK_FILE, REKEY_FILE, WAL_LOCKFREE_VERSION } from '../../format/keycheck.js'
@@ -49,7 +49,7 @@ import { CLOCK_FILE, FileClock } from './clock.js'
 import type { PureCodec } from './codec.js'
 import { FileLocker, LOCK_NAME, lockErrorCode, lockTimeoutError, type LockRecord } from './filelock.js'
 import { checkStoreKey, removeWalMarker, writeWalMarker } from './keycheck.js'
-import { GET_READ, HEAD_READ, KEY_FILE, type KeyFiles, type OpenKeyFile, fileReader, openKeyFile, storedValue } from './keyfile.js'
+import { GET_READ, HEAD_READ, KEY_FILE, type KeyFiles, type OpenKeyFile, fileReader, isWhole, openKeyFile, storedValue } from './keyfile.js'
 import * as log from './log.js'
 import { STAGING, type Staged, StagingDir, readOnlyError, stagingName } from './staging.js'
 import * as vfs from './vfs.js'
@@ -295,6 +295,15 @@ function spliceRevision(meta: Uint8Array, at: number, revision: number): Uint8Ar
   return out
 }
 
+/** What decodePlainValue found in a file read whole, its value copied out of the read buffer (it is reused). */
+function plainValue(b: Uint8Array, key: Uint8Array): RawValue | undefined {
+  const d = decodePlainValue(b, key)
+  return d && { serializer: d.serializer, value: new Uint8Array(d.value), log: false }
+}
+
+/** A RawEntry as getValue answers it. */
+const rawValue = (e: RawEntry | undefined): RawValue | undefined => e && { serializer: e.serializer, value: e.value, log: e.log !== undefined }
+
 export class PureFileBacking implements Backing, KeyFiles {
   readonly implementation = 'pure'
   readonly atomicMultiKey = false
@@ -530,6 +539,29 @@ export class PureFileBacking implements Backing, KeyFiles {
       vfs.closeQuietly(f.fd)
     }
   }
+
+  /**
+   * `get`'s hot path (Backing.getValue), without generators: the key file
+   * opened, read whole in one read, closed, and decoded by decodePlainValue,
+   * the common case of a plain value stored without compression or
+   * encryption. Whatever that does not answer (a store with a log or a key,
+   * a log, a blob, a codec, a larger file, any error or damage) is read again
+   * by the general path (getG), which answers or fails as it always did.
+   */
+  readonly getValue: Op<[key: Uint8Array], RawValue | undefined> = twinOp(
+    (key: Uint8Array) => {
+      if (this.wal || this.codec.encrypted) return rawValue(this.get.sync(key))
+      const v = vfs.withWholeSync(this.filePath(key), GET_READ, isWhole, (b) => plainValue(b, key))
+      if (v === vfs.missing) return undefined
+      return v ?? rawValue(this.get.sync(key))
+    },
+    async (key: Uint8Array) => {
+      if (this.wal || this.codec.encrypted) return rawValue(await this.get.async(key))
+      const v = await vfs.withWholeAsync(this.filePath(key), GET_READ, isWhole, (b) => plainValue(b, key))
+      if (v === vfs.missing) return undefined
+      return v ?? rawValue(await this.get.async(key))
+    },
+  )
 
   readonly getMeta: Op<[key: Uint8Array], RawMeta | undefined> = gensync((key: Uint8Array) => this.getMetaG(key))
 
