@@ -88,6 +88,7 @@ const damages: Array<[string, (file: string) => void]> = [
   ['unknown compressor', (f) => rewriteHeader(f, (v) => v.setUint8(6, 9))],
   ['version', (f) => rewriteHeader(f, (v) => v.setUint8(4, 2))],
   ['meta byte', (f) => flip(f, 50)],
+  ['last metadata byte', (f) => flip(f, 48 + fs.readFileSync(f).readUInt32LE(12) - 1)],
   ['value byte', (f) => flip(f, fs.statSync(f).size - 1)],
   ['cut', (f) => fs.truncateSync(f, fs.statSync(f).size - 1)],
   ['extended', (f) => fs.appendFileSync(f, Buffer.from([0]))],
@@ -178,4 +179,58 @@ test('a value read by the fast path is its own memory, never a view of the reuse
   await b.getValue!.async(k.encodeKey('doc'))
   t.deepEqual([...first.value], [1, 2, 3])
   t.falsy(first.shared)
+})
+
+/** A listing's view of `key`: its entry (key, serializer, meta) or the code of the corrupt file, in both forms. */
+async function listed(store: k.Store, key: string): Promise<unknown[]> {
+  const file = path(store, key)
+  const pick = (l: { entries: { key: Uint8Array; serializer: number; meta: Uint8Array; file?: string }[]; corrupt: { code: unknown; file: string }[] }) => {
+    const e = l.entries.find((x) => x.file === file)
+    if (e) return { key: [...e.key], serializer: e.serializer, meta: [...e.meta] }
+    const c = l.corrupt.find((x) => x.file === file)
+    return c ? { code: c.code } : 'absent'
+  }
+  const all = async (async: boolean) => {
+    const cursor = store.backing.openList()
+    const out = { entries: [] as never[], corrupt: [] as never[] }
+    try {
+      for (;;) {
+        const l = async ? await cursor.next.async(1000) : cursor.next.sync(1000)
+        if (!l) return out
+        out.entries.push(...(l.entries as never[]))
+        out.corrupt.push(...(l.corrupt as never[]))
+      }
+    } finally {
+      cursor.close()
+    }
+  }
+  return [pick(await all(false)), pick(await all(true))]
+}
+
+/** What the general head read (getMeta: openKeyFile and its generators) says of `key`, as a listing would. */
+function byGetMeta(store: k.Store, key: string): unknown {
+  try {
+    const m = store.backing.getMeta.sync(k.encodeKey(key))
+    return m ? { key: [...m.key], serializer: m.serializer, meta: [...m.meta] } : 'absent'
+  } catch (err) {
+    return { code: (err as k.KonserveError).code }
+  }
+}
+
+for (const [what, damage] of [['intact', () => {}], ...damages] as Array<[string, (file: string) => void]>) {
+  test(`a listing of a key file (${what}) agrees with the general head read`, async (t) => {
+    const store = plainStore()
+    for (const key of ['doc', 'raw', 'empty', 'raw0', 'log', 'blob']) {
+      if (!['log', 'blob'].includes(key)) damage(path(store, key))
+      const [sync, async] = await listed(store, key)
+      t.deepEqual(sync, byGetMeta(store, key), `${key}: blocking listing`)
+      t.deepEqual(async, sync, `${key}: async listing`)
+    }
+  })
+}
+
+test("a listing of another key's file under a key's name reports ERR_KEY_MISMATCH", async (t) => {
+  const store = plainStore()
+  fs.copyFileSync(path(store, 'doc'), path(store, 'raw'))
+  t.deepEqual(await listed(store, 'raw'), [{ code: 'ERR_KEY_MISMATCH' }, { code: 'ERR_KEY_MISMATCH' }])
 })

@@ -38,7 +38,7 @@ import { type LogInfo, type NewRecord, type RawCorrupt, type RawEntry, type RawL
 import { type Backing, type BlobSink, type BlobSource, type ListCursor, type LogCursor, type Op, blockingOp, pollingLock, twinOp } from '../../backing/seam.js'
 import { GroupCommit } from '../../backing/group-commit.js'
 import { KonserveError } from '../../errors.js'
-import { FLAG_CHUNKED, decodePlainValue, decodeValueSegment, isLogHeader } from '../../format/file.js'
+import { FLAG_CHUNKED, decodePlainHead, decodePlainValue, decodeValueSegment, isLogHeader } from '../../format/file.js'
 import { decodeChunkedValue } from '../../format/blob.js'
 import type { LogSink } from '../../format/log.js'
 import { KEY_CHECK_FILE, REKEY_FILE, WAL_LOCKFREE_VERSION } from '../../format/keycheck.js'
@@ -712,6 +712,14 @@ export class PureFileBacking implements Backing, KeyFiles {
   /** One key file of a listing: its entry, nothing if it vanished, or a corrupt entry. */
   private *listOne(name: string, out: RawListing): Handler<boolean> {
     const file = join(this.dir, name)
+    if (!this.codec.encrypted) {
+      const m = yield* this.plainListed(file, name)
+      if (m === vfs.missing) return false
+      if (m) {
+        out.entries.push(m)
+        return true
+      }
+    }
     try {
       const f = yield* openKeyFile(this.codec, file, HEAD_READ, undefined, name)
       if (!f) return false
@@ -728,6 +736,25 @@ export class PureFileBacking implements Backing, KeyFiles {
       out.corrupt.push({ code: e.code, file, message: e.message } satisfies RawCorrupt)
     }
     return true
+  }
+
+  /**
+   * listOne's hot path, without the generators of openKeyFile: the file read
+   * whole in one read (HEAD_READ bytes, as the general path's first read) and
+   * its head decoded by decodePlainHead; its key must be the one its name
+   * says. Undefined for anything else (a larger file, a log, a blob, a
+   * codec, damage, an error): listOne then reads it by the general path.
+   */
+  private readonly plainListed = twinOp(
+    (file: string, name: string) => vfs.withWholeSync(file, HEAD_READ, isWhole, (b) => this.plainMeta(b, file, name)),
+    (file: string, name: string) => vfs.withWholeAsync(file, HEAD_READ, isWhole, (b) => this.plainMeta(b, file, name)),
+  )
+
+  /** A listing's entry of the plain key file `b` named `name`, copied out of the read buffer (it is reused). */
+  private plainMeta(b: Uint8Array, file: string, name: string): RawMeta | undefined {
+    const h = decodePlainHead(b)
+    if (!h || this.codec.fileName(h.key) !== name) return undefined
+    return { key: new Uint8Array(h.key), serializer: h.header.serializer, meta: new Uint8Array(h.meta), file }
   }
 
   /** Lists the logged value of the key whose hash is `hex` (its key file, if the log moved on to a file record meanwhile). */
