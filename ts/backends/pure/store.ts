@@ -6,7 +6,10 @@
  * Each operation of the Backing (../../backing/seam.ts) is written once, as a
  * generator over the file-system operations of ./vfs.ts: run blocking
  * (`op.sync`) it makes `fs.*Sync` calls, run as a Promise (`op.async`) the
- * same calls on the libuv threadpool. The modules below it mirror the core's:
+ * same calls on the libuv threadpool. Two hot reads also have plain code for
+ * their common case (getValue, a listing's plainListed: a plain file read
+ * whole in one read, no generators) and leave everything else to the general
+ * generators (__test__/pure-get-fast.spec.ts). The modules below it mirror the core's:
  *
  *   store.ts     open, get, getMeta, exists, put, delete, list, locks
  *   blob.ts      streamed blobs          log.ts       append logs
