@@ -714,7 +714,8 @@ export class PureFileBacking implements Backing, KeyFiles {
 
   /** One key file of a listing: its entry, nothing if it vanished, or a corrupt entry. */
   private *listOne(name: string, out: RawListing): Handler<boolean> {
-    const file = join(this.dir, name)
+    // The canonical directory and a key file's name: no join to normalize (as filePath).
+    const file = this.dirPrefix + name
     if (!this.codec.encrypted) {
       const m = yield* this.plainListed(file, name)
       if (m === vfs.missing) return false
