@@ -13,7 +13,8 @@
 //
 // Cases: blob writes (a 10 MB Buffer, durable and not, sync and async, and a
 // stream of 64 KiB pieces), puts (durable and not, sync and async, 64 in
-// flight), gets (sync, async), updateIn. Nothing is written to bench/results.
+// flight), gets (sync, async, and cold: a fresh instance reading each key once),
+// keys (one call on a fresh instance), updateIn. Nothing is written to bench/results.
 import fs from 'node:fs'
 import os from 'node:os'
 import { join } from 'node:path'
@@ -153,6 +154,26 @@ const cases = {
     await current.multiAssoc(await open(dir, true, false, false), new Map(keys.map((key) => [key, VALUE])))
     const s = await open(dir, native, false, false)
     return time(6000, true, (i) => k.get(s, keys[i % 2000]))
+  },
+  'get-cold-sync': async (native) => {
+    // A fresh instance reads each key once (its open counted): the OS page cache is warm.
+    const k = lib(native)
+    const dir = fresh()
+    await current.multiAssoc(await open(dir, true, false, false), new Map(keys.map((key) => [key, VALUE])))
+    let s
+    const r = await time(1, false, () => {
+      s = open(dir, native, true, false)
+      for (const key of keys) k.get(s, key, SYNC)
+    })
+    return { wall: r.wall / keys.length, cpu: r.cpu / keys.length }
+  },
+  'keys-sync': async (native) => {
+    // One keys call on a fresh instance of a 2000-key store (its open counted), per key.
+    const k = lib(native)
+    const dir = fresh()
+    await current.multiAssoc(await open(dir, true, false, false), new Map(keys.map((key) => [key, VALUE])))
+    const r = await time(1, false, () => k.keys(open(dir, native, true, false), SYNC))
+    return { wall: r.wall / keys.length, cpu: r.cpu / keys.length }
   },
   'update-durable-sync': async (native) => {
     const k = lib(native)

@@ -282,6 +282,18 @@ function mergeAccs(acc: Uint32Array, sp: number, startH: number, startL: number)
 
 // ---- XXH3-64 ----------------------------------------------------------------
 
+/** The accumulator of the 17..240-byte path (module variables, as H and L: no closure per hash). */
+let AH = 0
+let AL = 0
+
+/** (AH, AL) += XXH3_mix16B(input[ip..], secret[sp..]). */
+function mixAdd(input: Uint8Array, ip: number, sp: number): void {
+  mix16(input, ip, sp)
+  add64(AH, AL, H, L)
+  AH = H
+  AL = L
+}
+
 /** (H, L) = XXH3-64 of `input`. */
 function hash64(input: Uint8Array): void {
   const n = input.length
@@ -318,39 +330,34 @@ function hash64(input: Uint8Array): void {
   } else if (n <= 240) {
     // 17..240 bytes: an accumulator seeded with n * P64_1, 16-byte mixes added in.
     mul64(nh, nl, P64_1H, P64_1L)
-    let ah = H, al = L
-    const mix = (ip: number, sp: number) => {
-      mix16(input, ip, sp)
-      add64(ah, al, H, L)
-      ah = H
-      al = L
-    }
+    AH = H
+    AL = L
     if (n <= 128) {
       if (n > 32) {
         if (n > 64) {
           if (n > 96) {
-            mix(48, 96)
-            mix(n - 64, 112)
+            mixAdd(input, 48, 96)
+            mixAdd(input, n - 64, 112)
           }
-          mix(32, 64)
-          mix(n - 48, 80)
+          mixAdd(input, 32, 64)
+          mixAdd(input, n - 48, 80)
         }
-        mix(16, 32)
-        mix(n - 32, 48)
+        mixAdd(input, 16, 32)
+        mixAdd(input, n - 32, 48)
       }
-      mix(0, 0)
-      mix(n - 16, 16)
-      avalanche3(ah, al)
+      mixAdd(input, 0, 0)
+      mixAdd(input, n - 16, 16)
+      avalanche3(AH, AL)
       return
     }
-    for (let i = 0; i < 8; i++) mix(16 * i, 16 * i)
-    avalanche3(ah, al)
-    ah = H
-    al = L
+    for (let i = 0; i < 8; i++) mixAdd(input, 16 * i, 16 * i)
+    avalanche3(AH, AL)
+    AH = H
+    AL = L
     const rounds = n >> 4
-    for (let i = 8; i < rounds; i++) mix(16 * i, 16 * (i - 8) + MIDSIZE_START)
-    mix(n - 16, MIDSIZE_LAST)
-    avalanche3(ah, al)
+    for (let i = 8; i < rounds; i++) mixAdd(input, 16 * i, 16 * (i - 8) + MIDSIZE_START)
+    mixAdd(input, n - 16, MIDSIZE_LAST)
+    avalanche3(AH, AL)
   } else {
     const acc = accumulateLong(input)
     mul64(nh, nl, P64_1H, P64_1L)

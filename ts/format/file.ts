@@ -429,6 +429,52 @@ export const decodeValueSegment = gensync(function* (codec: SegmentCodec, header
   return yield* decodeSegment(codec, header, VALUE, stored)
 })
 
+// ---- the common case, without generators ------------------------------------------
+
+/**
+ * The header, key and metadata of a whole key file `bytes` in the common case
+ * only: a plain value (flags 0) stored without compression or encryption,
+ * its header and meta checksum right (the checks of the general head decode,
+ * decodeKeyFileHead; the value segment is not read). Undefined for anything
+ * else, a log, a chunked blob, a codec or damage alike: the caller then
+ * decodes by the general path, which says what it is. Views of `bytes`. What
+ * hot reads run instead of the generators (no Promises either).
+ */
+export function decodePlainHead(bytes: Uint8Array): DecodedHead | undefined {
+  let header: Header
+  try {
+    header = decodeHeader(bytes, bytes.length)
+  } catch {
+    return undefined
+  }
+  if (header.flags !== FLAG_NONE || header.compressor !== COMPRESSOR_NONE || header.encryptor !== ENCRYPTOR_NONE) return undefined
+  // decodeHeader checked that 48 + m + v is the length of `bytes`.
+  const valueAt = HEADER_LEN + header.metaLen
+  if (xxh3_64(bytes.subarray(HEADER_LEN, valueAt)) !== header.metaChecksum) return undefined
+  // The meta segment: u32 LE key length, the key's CKE, the metadata (splitMeta).
+  if (header.metaLen < 4) return undefined
+  const k = viewOf(bytes).getUint32(HEADER_LEN, true)
+  if (k > header.metaLen - 4) return undefined
+  return { header, key: bytes.subarray(HEADER_LEN + 4, HEADER_LEN + 4 + k), meta: bytes.subarray(HEADER_LEN + 4 + k, valueAt) }
+}
+
+/**
+ * The serializer and stored value of a whole key file `bytes` that should
+ * hold `key`, in decodePlainHead's common case, the key and the value
+ * checksum checked too (all the general decode checks); undefined for
+ * anything else. The value is a view of `bytes`. Where it answers, the
+ * general decode returns the same serializer and bytes
+ * (__test__/pure-get-fast.spec.ts).
+ */
+export function decodePlainValue(bytes: Uint8Array, key: Uint8Array): { serializer: number; value: Uint8Array } | undefined {
+  const h = decodePlainHead(bytes)
+  if (!h || h.key.length !== key.length) return undefined
+  for (let i = 0; i < key.length; i++) if (h.key[i] !== key[i]) return undefined
+  const value = bytes.subarray(HEADER_LEN + h.header.metaLen)
+  if (xxh3_64(value) !== h.header.valueChecksum) return undefined
+  return { serializer: h.header.serializer, value }
+}
+
 // ---- whole files --------------------------------------------------------------
 
 function* encodeParts(input: EncodeInput): Handler<EncodedParts> {

@@ -44,7 +44,7 @@ function declaredLength(b: Uint8Array): number | undefined {
 }
 
 /** Whether the first bytes of a key file are the whole file, as its header says. */
-const isWhole = (b: Uint8Array): boolean => declaredLength(b) === b.length
+export const isWhole = (b: Uint8Array): boolean => declaredLength(b) === b.length
 
 /**
  * Opens a key file and decodes its header and meta segment (reading

@@ -6,7 +6,10 @@
  * Each operation of the Backing (../../backing/seam.ts) is written once, as a
  * generator over the file-system operations of ./vfs.ts: run blocking
  * (`op.sync`) it makes `fs.*Sync` calls, run as a Promise (`op.async`) the
- * same calls on the libuv threadpool. The modules below it mirror the core's:
+ * same calls on the libuv threadpool. Two hot reads also have plain code for
+ * their common case (getValue, a listing's plainListed: a plain file read
+ * whole in one read, no generators) and leave everything else to the general
+ * generators (__test__/pure-get-fast.spec.ts). The modules below it mirror the core's:
  *
  *   store.ts     open, get, getMeta, exists, put, delete, list, locks
  *   blob.ts      streamed blobs          log.ts       append logs
@@ -34,11 +37,11 @@
 import gensync, { type Handler } from 'gensync'
 import * as fs from 'node:fs'
 import { dirname, join, relative, sep } from 'node:path'
-import { type LogInfo, type NewRecord, type RawCorrupt, type RawEntry, type RawListing, type RawMeta, type RawReplace, type RawWrite, REPLACE_BUSY, REPLACE_MISMATCH, REPLACE_UNSURE } from '../../backing/index.js'
+import { type LogInfo, type NewRecord, type RawCorrupt, type RawEntry, type RawListing, type RawMeta, type RawReplace, type RawValue, type RawWrite, REPLACE_BUSY, REPLACE_MISMATCH, REPLACE_UNSURE } from '../../backing/index.js'
 import { type Backing, type BlobSink, type BlobSource, type ListCursor, type LogCursor, type Op, blockingOp, pollingLock, twinOp } from '../../backing/seam.js'
 import { GroupCommit } from '../../backing/group-commit.js'
 import { KonserveError } from '../../errors.js'
-import { FLAG_CHUNKED, decodeValueSegment, isLogHeader } from '../../format/file.js'
+import { FLAG_CHUNKED, decodePlainHead, decodePlainValue, decodeValueSegment, isLogHeader } from '../../format/file.js'
 import { decodeChunkedValue } from '../../format/blob.js'
 import type { LogSink } from '../../format/log.js'
 import { KEY_CHECK_FILE, REKEY_FILE, WAL_LOCKFREE_VERSION } from '../../format/keycheck.js'
@@ -49,7 +52,7 @@ import { CLOCK_FILE, FileClock } from './clock.js'
 import type { PureCodec } from './codec.js'
 import { FileLocker, LOCK_NAME, lockErrorCode, lockTimeoutError, type LockRecord } from './filelock.js'
 import { checkStoreKey, removeWalMarker, writeWalMarker } from './keycheck.js'
-import { GET_READ, HEAD_READ, KEY_FILE, type KeyFiles, type OpenKeyFile, fileReader, openKeyFile, storedValue } from './keyfile.js'
+import { GET_READ, HEAD_READ, KEY_FILE, type KeyFiles, type OpenKeyFile, fileReader, isWhole, openKeyFile, storedValue } from './keyfile.js'
 import * as log from './log.js'
 import { STAGING, type Staged, StagingDir, readOnlyError, stagingName } from './staging.js'
 import * as vfs from './vfs.js'
@@ -295,6 +298,15 @@ function spliceRevision(meta: Uint8Array, at: number, revision: number): Uint8Ar
   return out
 }
 
+/** What decodePlainValue found in a file read whole, its value copied out of the read buffer (it is reused). */
+function plainValue(b: Uint8Array, key: Uint8Array): RawValue | undefined {
+  const d = decodePlainValue(b, key)
+  return d && { serializer: d.serializer, value: new Uint8Array(d.value), log: false }
+}
+
+/** A RawEntry as getValue answers it. */
+const rawValue = (e: RawEntry | undefined): RawValue | undefined => e && { serializer: e.serializer, value: e.value, log: e.log !== undefined }
+
 export class PureFileBacking implements Backing, KeyFiles {
   readonly implementation = 'pure'
   readonly atomicMultiKey = false
@@ -531,6 +543,29 @@ export class PureFileBacking implements Backing, KeyFiles {
     }
   }
 
+  /**
+   * `get`'s hot path (Backing.getValue), without generators: the key file
+   * opened, read whole in one read, closed, and decoded by decodePlainValue,
+   * the common case of a plain value stored without compression or
+   * encryption. Whatever that does not answer (a store with a log or a key,
+   * a log, a blob, a codec, a larger file, any error or damage) is read again
+   * by the general path (getG), which answers or fails as it always did.
+   */
+  readonly getValue: Op<[key: Uint8Array], RawValue | undefined> = twinOp(
+    (key: Uint8Array) => {
+      if (this.wal || this.codec.encrypted) return rawValue(this.get.sync(key))
+      const v = vfs.withWholeSync(this.filePath(key), GET_READ, isWhole, (b) => plainValue(b, key))
+      if (v === vfs.missing) return undefined
+      return v ?? rawValue(this.get.sync(key))
+    },
+    async (key: Uint8Array) => {
+      if (this.wal || this.codec.encrypted) return rawValue(await this.get.async(key))
+      const v = await vfs.withWholeAsync(this.filePath(key), GET_READ, isWhole, (b) => plainValue(b, key))
+      if (v === vfs.missing) return undefined
+      return v ?? rawValue(await this.get.async(key))
+    },
+  )
+
   readonly getMeta: Op<[key: Uint8Array], RawMeta | undefined> = gensync((key: Uint8Array) => this.getMetaG(key))
 
   private *getMetaG(key: Uint8Array): Handler<RawMeta | undefined> {
@@ -679,7 +714,16 @@ export class PureFileBacking implements Backing, KeyFiles {
 
   /** One key file of a listing: its entry, nothing if it vanished, or a corrupt entry. */
   private *listOne(name: string, out: RawListing): Handler<boolean> {
-    const file = join(this.dir, name)
+    // The canonical directory and a key file's name: no join to normalize (as filePath).
+    const file = this.dirPrefix + name
+    if (!this.codec.encrypted) {
+      const m = yield* this.plainListed(file, name)
+      if (m === vfs.missing) return false
+      if (m) {
+        out.entries.push(m)
+        return true
+      }
+    }
     try {
       const f = yield* openKeyFile(this.codec, file, HEAD_READ, undefined, name)
       if (!f) return false
@@ -696,6 +740,25 @@ export class PureFileBacking implements Backing, KeyFiles {
       out.corrupt.push({ code: e.code, file, message: e.message } satisfies RawCorrupt)
     }
     return true
+  }
+
+  /**
+   * listOne's hot path, without the generators of openKeyFile: the file read
+   * whole in one read (HEAD_READ bytes, as the general path's first read) and
+   * its head decoded by decodePlainHead; its key must be the one its name
+   * says. Undefined for anything else (a larger file, a log, a blob, a
+   * codec, damage, an error): listOne then reads it by the general path.
+   */
+  private readonly plainListed = twinOp(
+    (file: string, name: string) => vfs.withWholeSync(file, HEAD_READ, isWhole, (b) => this.plainMeta(b, file, name)),
+    (file: string, name: string) => vfs.withWholeAsync(file, HEAD_READ, isWhole, (b) => this.plainMeta(b, file, name)),
+  )
+
+  /** A listing's entry of the plain key file `b` named `name`, copied out of the read buffer (it is reused). */
+  private plainMeta(b: Uint8Array, file: string, name: string): RawMeta | undefined {
+    const h = decodePlainHead(b)
+    if (!h || this.codec.fileName(h.key) !== name) return undefined
+    return { key: new Uint8Array(h.key), serializer: h.header.serializer, meta: new Uint8Array(h.meta), file }
   }
 
   /** Lists the logged value of the key whose hash is `hex` (its key file, if the log moved on to a file record meanwhile). */

@@ -226,6 +226,64 @@ async function readFirstAsync(fd: number, length: number, whole: (b: Uint8Array)
 }
 
 /**
+ * The whole file at `path` when one read of `length` bytes from its start
+ * holds it (`whole` says so: the read stopped short where the file says it
+ * ends), handed to `use` as a view of a reused buffer that is valid only
+ * until `use` returns: a hot read's one open, one read and one close, with
+ * no copy and no allocation of its own. `missing` when there is no such file;
+ * `undefined` when anything else happened (another error, a file that one
+ * read did not hold): the caller then reads by its general path, which says
+ * what it is. Blocking form.
+ */
+export function withWholeSync<T>(path: string, length: number, whole: (b: Uint8Array) => boolean, use: (b: Uint8Array) => T): T | typeof missing | undefined {
+  let fd: number
+  try {
+    fd = fs.openSync(path, STORE_OPEN.r)
+  } catch (err) {
+    return isMissing(err) ? missing : undefined
+  }
+  try {
+    if (scratch.length < length) scratch = Buffer.allocUnsafeSlow(length)
+    const n = fs.readSync(fd, scratch, 0, length, 0)
+    const b = scratch.subarray(0, n)
+    return n < length && whole(b) ? use(b) : undefined
+  } catch {
+    return undefined
+  } finally {
+    closeQuietly(fd)
+  }
+}
+
+/** What withWhole answers for a file that does not exist. */
+export const missing: unique symbol = Symbol('missing')
+
+/** Read buffers of withWholeAsync not in use (a few: one per read in flight is allocated beyond them). */
+const spare: Buffer[] = []
+
+/** withWholeSync's async form: the open and the read on the threadpool (one task each), the close on the calling thread. */
+export function withWholeAsync<T>(path: string, length: number, whole: (b: Uint8Array) => boolean, use: (b: Uint8Array) => T): Promise<T | typeof missing | undefined> {
+  return new Promise((resolve) => {
+    fs.open(path, STORE_OPEN.r, (err, fd) => {
+      if (err) return resolve(isMissing(err) ? missing : undefined)
+      let buf = spare.pop()
+      if (!buf || buf.length < length) buf = Buffer.allocUnsafeSlow(length)
+      const b0 = buf
+      fs.read(fd, b0, 0, length, 0, (err, n) => {
+        closeQuietly(fd)
+        try {
+          const b = b0.subarray(0, n)
+          resolve(!err && n < length && whole(b) ? use(b) : undefined)
+        } catch {
+          resolve(undefined)
+        } finally {
+          if (spare.length < 8) spare.push(b0)
+        }
+      })
+    })
+  })
+}
+
+/**
  * Up to `length` bytes from the start of a file (fewer only at its end), in
  * an array of exactly the bytes read: no zero-filled buffer of `length`
  * bytes per read, and no large buffer kept alive by a small file's value.
