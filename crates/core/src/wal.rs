@@ -52,6 +52,16 @@ pub const IDLE_HOLD: Duration = Duration::from_millis(2);
 /// A log with frames not checkpointed and no append for this long is
 /// checkpointed by the background thread ([`WalOptions::idle_checkpoint`]).
 pub const IDLE_CHECKPOINT: Duration = Duration::from_millis(100);
+/// A log holding more bytes of frames than this is checkpointed after the
+/// append that filled it ([`WalOptions::checkpoint_at`], [`Wal::checkpoint_if_full`]).
+pub const CHECKPOINT_AT: u64 = 16 << 20;
+/// Past this many times [`WalOptions::checkpoint_at`] bytes of frames, the
+/// writer runs the checkpoint itself even where the background thread is
+/// there to (back-pressure: the thread has fallen behind the writes).
+pub const HARD_FACTOR: u64 = 4;
+/// A size-triggered checkpoint of the background thread that failed, or
+/// found another one running, is not tried again sooner than this.
+const FULL_RETRY: Duration = Duration::from_millis(100);
 
 /// How a [`Wal`] is run.
 #[derive(Clone, Debug)]
@@ -103,6 +113,13 @@ pub struct WalOptions {
     /// no append (of any process) for this long is checkpointed by its
     /// background thread. `None` or zero: never. Default [`IDLE_CHECKPOINT`].
     pub idle_checkpoint: Option<Duration>,
+    /// The size-triggered checkpoint (docs/WAL.md §5): a write that leaves
+    /// more bytes of frames than this calls for one
+    /// ([`Wal::checkpoint_if_full`]). The background thread of
+    /// [`Wal::open_shared`] runs it while the write returns; without that
+    /// thread, or past [`HARD_FACTOR`] times this, the writer runs it.
+    /// Default [`CHECKPOINT_AT`].
+    pub checkpoint_at: u64,
 }
 
 impl Default for WalOptions {
@@ -116,6 +133,7 @@ impl Default for WalOptions {
             lock_hold: LOCK_HOLD,
             idle_hold: IDLE_HOLD,
             idle_checkpoint: Some(IDLE_CHECKPOINT),
+            checkpoint_at: CHECKPOINT_AT,
         }
     }
 }
@@ -157,6 +175,15 @@ pub struct WalStats {
     /// Idle checkpoints that failed (the log keeps its frames; the next
     /// append arms another).
     pub idle_checkpoint_errors: u64,
+    /// Size-triggered checkpoints the background thread ran
+    /// ([`Wal::checkpoint_if_full`]), whatever their outcome.
+    pub full_checkpoints: u64,
+    /// Size-triggered checkpoints of the background thread that failed (the
+    /// log keeps its frames; the next write past the threshold asks again).
+    pub full_checkpoint_errors: u64,
+    /// Size-triggered checkpoints a writer ran itself: no background
+    /// thread, or the log past [`HARD_FACTOR`] times the threshold.
+    pub inline_checkpoints: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -285,6 +312,11 @@ struct BgState {
     /// The (generation, last seq) the log had when the idle checkpoint was
     /// armed: any other by then means appends came, and the wait starts again.
     seen: Option<(u64, u64)>,
+    /// Run the size-triggered checkpoint then ([`Wal::checkpoint_if_full`]).
+    full_at: Option<Instant>,
+    /// After a size-triggered checkpoint that failed or found another
+    /// running: not again before this.
+    full_retry: Option<Instant>,
     /// Appends submitted while a committer thread of [`Wal::submit`] ran
     /// (it waits for this to change while idle).
     submitted: u64,
@@ -313,7 +345,7 @@ pub struct Wal {
     checkpointed: Mutex<Option<(u64, u64)>>,
     queue: Mutex<Queue>,
     turn: Condvar,
-    stats: [AtomicU64; 9],
+    stats: [AtomicU64; 12],
     /// The background thread's orders ([`Wal::open_shared`]).
     bg: Arc<Background>,
 }
@@ -364,6 +396,9 @@ const C_KEYS: usize = 5;
 const C_LOCKS: usize = 6;
 const C_IDLE_CHECKPOINTS: usize = 7;
 const C_IDLE_ERRORS: usize = 8;
+const C_FULL: usize = 9;
+const C_FULL_ERRORS: usize = 10;
+const C_INLINE: usize = 11;
 
 /// A lock of the FORMAT.md §6 protocol held by this [`Wal`], released on drop.
 struct HeldLock<'a> {
@@ -559,9 +594,9 @@ fn committer(mut wal: Arc<Wal>) {
 }
 
 /// The background thread of a log opened with [`Wal::open_shared`]:
-/// releases the idle hold of the log's lock file when it expires and runs
-/// the idle checkpoint. It holds the log only weakly, and only while it
-/// acts: it ends when the log is dropped.
+/// releases the idle hold of the log's lock file when it expires, and runs
+/// the idle checkpoint and the size-triggered one. It holds the log only
+/// weakly, and only while it acts: it ends when the log is dropped.
 fn background(wal: Weak<Wal>, bg: Arc<Background>) {
     let mut st = lock(&bg.state);
     loop {
@@ -569,7 +604,7 @@ fn background(wal: Weak<Wal>, bg: Arc<Background>) {
             return;
         }
         let now = Instant::now();
-        match [st.release_at, st.checkpoint_at].into_iter().flatten().min() {
+        match [st.release_at, st.checkpoint_at, st.full_at].into_iter().flatten().min() {
             None => {
                 st = bg.wake.wait(st).unwrap_or_else(PoisonError::into_inner);
                 continue;
@@ -582,6 +617,10 @@ fn background(wal: Weak<Wal>, bg: Arc<Background>) {
         }
         let release = st.release_at.is_some_and(|t| t <= now);
         let checkpoint = st.checkpoint_at.is_some_and(|t| t <= now);
+        let full = st.full_at.is_some_and(|t| t <= now);
+        if full {
+            st.full_at = None;
+        }
         if release {
             st.release_at = None;
         }
@@ -593,6 +632,9 @@ fn background(wal: Weak<Wal>, bg: Arc<Background>) {
         let Some(w) = wal.upgrade() else { return };
         if release {
             w.release_idle_hold();
+        }
+        if full {
+            w.full_checkpoint();
         }
         if checkpoint {
             w.idle_checkpoint(seen);
@@ -685,12 +727,14 @@ impl Wal {
     }
 
     /// Ends the background thread of [`open_shared`](Self::open_shared)
-    /// (at once, or after the idle checkpoint it is running; it is not
-    /// waited for here, the drop joins it) and a committer thread waiting
+    /// (at once, or after the current slice of a checkpoint it is running,
+    /// which leaves the rest in the log; the drop joins the thread) and a
+    /// committer thread waiting
     /// for more, and releases the log's lock file if it is kept: what a
     /// store's close does, and the drop. The log stays usable, without idle
-    /// holds or idle checkpoints (frames not checkpointed stay in the log
-    /// for the next one).
+    /// holds or idle checkpoints, its writers running the size-triggered
+    /// checkpoint themselves (frames not checkpointed stay in the log for
+    /// the next one).
     pub fn stop_background(&self) {
         {
             let mut st = lock(&self.bg.state);
@@ -782,8 +826,7 @@ impl Wal {
             return;
         }
         self.count(C_IDLE_CHECKPOINTS, 1);
-        // The store's close stops it (stop_background waits for it).
-        match self.checkpoint_unless(&|| lock(&self.bg.state).stop) {
+        match self.checkpoint_as(true) {
             Ok(_) => {
                 let idx = lock(&self.index);
                 if idx.end > FRAMES_AT as u64 {
@@ -793,6 +836,70 @@ impl Wal {
                 }
             }
             Err(_) => self.count(C_IDLE_ERRORS, 1),
+        }
+    }
+
+    /// After a write: a log holding more than [`WalOptions::checkpoint_at`]
+    /// bytes of frames is checkpointed (docs/WAL.md §5). Where the background
+    /// thread of [`open_shared`](Self::open_shared) runs, it is woken to do
+    /// it and this returns at once: the write does not wait for thousands of
+    /// key files, and a committer thread goes on committing. Without the
+    /// thread (turned off, stopped by a close, a read-only log), and past
+    /// [`HARD_FACTOR`] times the threshold (the thread has fallen behind),
+    /// the writer runs it, past the hard limit after waiting for the one
+    /// this process runs. The write is durable already: only a failed fsync
+    /// of a checkpoint it ran is its error (the store is poisoned); other
+    /// failures leave the frames for the next checkpoint, which is idempotent.
+    pub fn checkpoint_if_full(&self) -> Result<()> {
+        let at = self.options.checkpoint_at;
+        let bytes = self.log_bytes();
+        if bytes <= at {
+            return Ok(());
+        }
+        let hard = bytes > at.saturating_mul(HARD_FACTOR);
+        if !hard && self.wake_full_checkpoint() {
+            return Ok(());
+        }
+        self.count(C_INLINE, 1);
+        let ran = if hard { self.checkpoint_waiting() } else { self.checkpoint() };
+        match ran {
+            Err(e) if e.code() == ErrorCode::Fsync => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Asks the background thread for the size-triggered checkpoint (now, or
+    /// after a failed one's pause); whether there is a thread to run it.
+    fn wake_full_checkpoint(&self) -> bool {
+        let mut st = lock(&self.bg.state);
+        if st.stop || lock(&self.bg.thread).is_none() {
+            return false;
+        }
+        if st.full_at.is_none() {
+            let now = Instant::now();
+            st.full_at = Some(st.full_retry.map_or(now, |r| r.max(now)));
+            self.bg.wake.notify_all();
+        }
+        true
+    }
+
+    /// The background thread's size-triggered checkpoint. Writes during it
+    /// ask for the next one (a checkpoint that saw appends after its start
+    /// cannot reset the log, so the next one takes those and resets); a
+    /// failure, or another checkpoint running, pauses the asking for
+    /// [`FULL_RETRY`], so a lasting error is not retried in a loop. A failed
+    /// fsync poisons the log as anywhere.
+    fn full_checkpoint(&self) {
+        if self.log_bytes() <= self.options.checkpoint_at {
+            return;
+        }
+        self.count(C_FULL, 1);
+        let ran = self.checkpoint_as(true).unwrap_or_else(|_| {
+            self.count(C_FULL_ERRORS, 1);
+            false
+        });
+        if !ran {
+            lock(&self.bg.state).full_retry = Some(Instant::now() + FULL_RETRY);
         }
     }
 
@@ -814,6 +921,9 @@ impl Wal {
             log_locks: c(C_LOCKS),
             idle_checkpoints: c(C_IDLE_CHECKPOINTS),
             idle_checkpoint_errors: c(C_IDLE_ERRORS),
+            full_checkpoints: c(C_FULL),
+            full_checkpoint_errors: c(C_FULL_ERRORS),
+            inline_checkpoints: c(C_INLINE),
         }
     }
 
@@ -1489,15 +1599,39 @@ impl Wal {
     /// reset: a new generation in slot A, `fdatasync`, slot B, `fdatasync`,
     /// and the end hint of the empty log.
     pub fn checkpoint(&self) -> Result<bool> {
-        self.checkpoint_unless(&|| false)
+        self.checkpoint_as(false)
     }
 
-    /// [`checkpoint`](Self::checkpoint), stopped between slices (`Ok(false)`,
-    /// the log keeping every record, as a crash there would leave it) once
-    /// `stopped` says so or the process exits.
-    fn checkpoint_unless(&self, stopped: &dyn Fn() -> bool) -> Result<bool> {
+    /// [`checkpoint`](Self::checkpoint); one the background thread runs
+    /// (`background`) also stops after its current slice once the
+    /// background is stopped (a close, the drop), as at exit.
+    fn checkpoint_as(&self, background: bool) -> Result<bool> {
         self.files.check_writable()?;
-        let Ok(mut done) = self.checkpointed.try_lock() else { return Ok(false) };
+        let Ok(done) = self.checkpointed.try_lock() else { return Ok(false) };
+        self.checkpoint_holding(done, background)
+    }
+
+    /// [`checkpoint`](Self::checkpoint), after waiting for the one this
+    /// process runs (back-pressure past the hard limit: the writer waits;
+    /// that one's records are then in their key files, and this one takes
+    /// the rest, and resets the log if nothing was appended meanwhile: on a
+    /// committer thread nothing of this process is). Not once the process
+    /// exits (the exit hook keeps checkpoints from starting).
+    fn checkpoint_waiting(&self) -> Result<bool> {
+        self.files.check_writable()?;
+        loop {
+            match self.checkpointed.try_lock() {
+                Ok(done) => return self.checkpoint_holding(done, false),
+                Err(std::sync::TryLockError::WouldBlock) if !EXITING.load(Ordering::Relaxed) => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => return Ok(false),
+            }
+        }
+    }
+
+    /// The checkpoint, its in-process lock held (`done`).
+    fn checkpoint_holding(&self, mut done: MutexGuard<'_, Option<(u64, u64)>>, background: bool) -> Result<bool> {
         let Some(_ckpt) = self.try_file_lock(CHECKPOINT_LOCK_HEX)? else { return Ok(false) };
         let (generation, s, todo) = {
             let mut idx = lock(&self.index);
@@ -1513,7 +1647,7 @@ impl Wal {
         let by_fs = self.files.options.sync_blob && self.options.checkpoint_syncfs;
         let mut written = Vec::new();
         for slice in todo.chunks(SLICE) {
-            if EXITING.load(Ordering::Relaxed) || stopped() {
+            if EXITING.load(Ordering::Relaxed) || (background && lock(&self.bg.state).stop) {
                 // Its key files so far are renamed but not yet made durable
                 // (by_fs): the log keeps every record, as after a crash here.
                 return Ok(false);

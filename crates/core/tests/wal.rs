@@ -17,7 +17,7 @@ use konserve_core::wal::{record_hash, Wal, WalLookup, WalOptions, WAL_LOCK_HEX};
 use konserve_core::{file_name, ErrorCode};
 use support::crash::setup;
 use support::key;
-use support::passthrough::{FileHooks, Hooked, HookedFile, VfsHooks};
+use support::passthrough::{FileHooks, Hooked, HookedFile, StagingGate, VfsHooks};
 use support::sim::SimFs;
 
 const DIR: &str = "/store";
@@ -931,4 +931,134 @@ fn a_scan_that_reads_a_frame_while_it_is_written_reads_on_instead_of_reporting_d
     let e = Wal::open(Arc::new(fs.clone()), Path::new(DIR), options()).unwrap_err();
     assert_eq!(e.code(), ErrorCode::Corrupt);
     assert!(e.message().contains("follows it"), "{e}");
+}
+
+// --- The size-triggered checkpoint (docs/WAL.md §5): on the background thread ---
+
+/// Options with a size-triggered checkpoint past `at` bytes and no idle checkpoint.
+fn full_at(at: u64) -> WalOptions {
+    WalOptions { checkpoint_at: at, idle_checkpoint: None, ..options() }
+}
+
+/// Appends 200-byte puts of new keys from `from` on until the log holds more
+/// than `bytes`, each followed by [`Wal::checkpoint_if_full`] as a store's
+/// write does; returns the next key number. (At most 1,000: a writer that
+/// checkpoints inline would empty the log again and again.)
+fn fill(w: &Wal, from: usize, bytes: u64) -> usize {
+    let mut i = from;
+    while w.log_bytes() <= bytes && i < from + 1000 {
+        put(w, &format!("k{i}"), &[7u8; 200]);
+        w.checkpoint_if_full().unwrap();
+        i += 1;
+    }
+    i
+}
+
+/// Appends 200-byte puts of new keys until the log holds more than `bytes`,
+/// with no checkpoint asked for; returns the number of keys.
+fn puts_past(w: &Wal, bytes: u64) -> usize {
+    let mut i = 0;
+    while w.log_bytes() <= bytes {
+        put(w, &format!("k{i}"), &[7u8; 200]);
+        i += 1;
+    }
+    i
+}
+
+#[test]
+fn a_write_that_fills_the_log_wakes_the_background_checkpoint_and_returns_without_waiting_for_it() {
+    let (fs, _) = setup(60, DIR);
+    let gate = StagingGate::new(Arc::new(fs.clone()));
+    let w = Wal::open_shared(Arc::new(gate.clone()), Path::new(DIR), full_at(2048)).unwrap();
+    gate.shut();
+    // Past the threshold, below the hard limit: the writes return while the
+    // checkpoint is held in its first staging file (on a thread, so that a
+    // write that waited for it fails the test instead of hanging it).
+    let writer = {
+        let (w, gate) = (Arc::clone(&w), gate.clone());
+        std::thread::spawn(move || {
+            let next = fill(&w, 0, 2048);
+            support::fixtures::wait_until(20, "the background checkpoint", || gate.held() > 0);
+            fill(&w, next, 3 * 2048)
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !writer.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let returned = writer.is_finished();
+    let s = w.stats();
+    gate.open_gate();
+    let next = writer.join().unwrap();
+    assert!(returned, "a write waited for the checkpoint");
+    assert_eq!((s.checkpoints, s.inline_checkpoints), (0, 0), "{s:?}");
+    assert!(s.full_checkpoints >= 1, "{s:?}");
+    // The background thread goes on until the log is below the threshold
+    // (the appends during its first run were not in it: no reset then).
+    support::fixtures::wait_until(20, "the background checkpoints", || w.log_bytes() <= 2048 && w.stats().resets >= 1);
+    assert_eq!(w.stats().inline_checkpoints, 0);
+    for i in 0..next {
+        let k = format!("k{i}");
+        let got = match w.get(&h(&k)).unwrap() {
+            WalLookup::Put(p) => p,
+            WalLookup::Absent => key_file(&fs, &k).unwrap(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(got, payload(&k, &[7u8; 200]));
+    }
+    assert_eq!(key_file(&fs, "k0"), Some(payload("k0", &[7u8; 200])));
+}
+
+#[test]
+fn past_four_times_the_threshold_a_writer_waits_for_the_checkpoint_and_runs_the_rest() {
+    let (fs, _) = setup(61, DIR);
+    let gate = StagingGate::new(Arc::new(fs.clone()));
+    let w = Wal::open_shared(Arc::new(gate.clone()), Path::new(DIR), full_at(2048)).unwrap();
+    gate.shut();
+    let next = fill(&w, 0, 2048);
+    support::fixtures::wait_until(20, "the background checkpoint", || gate.held() > 0);
+    let mut i = next;
+    while w.log_bytes() <= 4 * 2048 {
+        put(&w, &format!("k{i}"), &[7u8; 200]);
+        i += 1;
+    }
+    // The write past the hard limit does not return while the checkpoint is held.
+    let writer = {
+        let w = Arc::clone(&w);
+        std::thread::spawn(move || w.checkpoint_if_full())
+    };
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(!writer.is_finished(), "the writer past the hard limit waited for the checkpoint");
+    gate.open_gate();
+    writer.join().unwrap().unwrap();
+    let s = w.stats();
+    assert!(s.inline_checkpoints == 1 && s.resets >= 1, "{s:?}");
+    assert_eq!(w.log_bytes(), 0, "the writer's checkpoint took the rest and reset the log");
+}
+
+#[test]
+fn without_the_background_thread_the_write_that_fills_the_log_checkpoints_it() {
+    let (fs, _) = setup(62, DIR);
+    let o = WalOptions { idle_hold: std::time::Duration::ZERO, ..full_at(2048) };
+    let w = shared(&fs, o);
+    puts_past(&w, 2048);
+    w.checkpoint_if_full().unwrap();
+    let s = w.stats();
+    assert!(s.inline_checkpoints == 1 && s.full_checkpoints == 0 && s.resets == 1, "{s:?}");
+    assert_eq!(w.log_bytes(), 0);
+}
+
+#[test]
+fn a_failed_fsync_of_a_background_checkpoint_poisons_the_log() {
+    let (fs, _) = setup(63, DIR);
+    let w = shared(&fs, full_at(2048));
+    puts_past(&w, 2048);
+    // From now on every fsync fails: the checkpoint's staging file's first.
+    fs.always_fail("sync", libc::EIO);
+    w.checkpoint_if_full().unwrap();
+    support::fixtures::wait_until(20, "the failed background checkpoint", || w.stats().full_checkpoint_errors >= 1);
+    assert_eq!(w.check_writable().unwrap_err().code(), ErrorCode::StorePoisoned);
+    let p = payload("late", b"v");
+    let e = w.append(&[NewWalRecord { op: WalOp::Put, key_hash: h("late"), payload: &p }]).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::StorePoisoned);
 }

@@ -385,9 +385,11 @@ fn delete_store_removes_the_log() {
 }
 
 #[test]
-fn a_log_past_16_mib_is_checkpointed_by_the_write_that_fills_it() {
+fn without_the_background_thread_a_log_past_16_mib_is_checkpointed_by_the_write_that_fills_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = open(tmp.path(), Some(true));
+    // No idle hold and no idle checkpoint: no background thread.
+    let o = Options { wal_idle_hold: Some(std::time::Duration::ZERO), ..options(Some(true)) };
+    let store = FileStore::open(tmp.path(), o).unwrap();
     let other = open(tmp.path(), None);
     let value = noise(15_000);
     let n = (WAL_CHECKPOINT_BYTES as usize / 15_000) + 50;
@@ -395,9 +397,47 @@ fn a_log_past_16_mib_is_checkpointed_by_the_write_that_fills_it() {
         put1(&store, &key(&format!("k{i}")), &value);
         assert!(store.wal().unwrap().log_bytes() <= WAL_CHECKPOINT_BYTES + 16_384, "put {i}");
     }
-    assert_eq!(store.wal().unwrap().stats().checkpoints, 1);
+    let s = store.wal().unwrap().stats();
+    assert!(s.checkpoints == 1 && s.inline_checkpoints == 1 && s.full_checkpoints == 0, "{s:?}");
     assert!(store.file_path(&key("k0")).exists(), "the first keys were checkpointed into their files");
     assert!(!store.file_path(&key(&format!("k{}", n - 1))).exists(), "the last ones are still logged");
+    assert_eq!(value_of(&other, "k0"), value);
+    assert_eq!(value_of(&other, &format!("k{}", n - 1)), value);
+    assert_eq!(other.list().unwrap().entries.len(), n);
+}
+
+#[test]
+fn a_log_past_16_mib_is_checkpointed_by_the_background_thread_while_the_writes_return() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gate = support::passthrough::StagingGate::new(Arc::new(vfs::RealFs));
+    let store = Arc::new(FileStore::open_with(Arc::new(gate.clone()), tmp.path(), options(Some(true))).unwrap());
+    gate.shut();
+    let value = noise(15_000);
+    let n = (WAL_CHECKPOINT_BYTES as usize / 15_000) + 50;
+    // The writes, on a thread, while every staging file waits at the gate.
+    let writer = {
+        let (store, value) = (Arc::clone(&store), value.clone());
+        std::thread::spawn(move || {
+            for i in 0..n {
+                put1(&store, &key(&format!("k{i}")), &value);
+            }
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !writer.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let returned = writer.is_finished();
+    gate.open_gate();
+    writer.join().unwrap();
+    assert!(returned, "a write waited for the checkpoint");
+    let wal = store.wal().unwrap();
+    assert!(gate.held() > 0 && wal.stats().full_checkpoints >= 1, "the background thread started a checkpoint");
+    support::fixtures::wait_until(60, "the background checkpoint", || wal.stats().checkpoints >= 1);
+    let s = wal.stats();
+    assert_eq!(s.inline_checkpoints, 0, "{s:?}");
+    assert!(store.file_path(&key("k0")).exists(), "the first keys were checkpointed into their files");
+    let other = open(tmp.path(), None);
     assert_eq!(value_of(&other, "k0"), value);
     assert_eq!(value_of(&other, &format!("k{}", n - 1)), value);
     assert_eq!(other.list().unwrap().entries.len(), n);

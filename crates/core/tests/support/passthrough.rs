@@ -136,3 +136,56 @@ file_hooks! {
         fn sync_data() -> io::Result<()>;
     }
 }
+
+/// A file system whose staging files (FORMAT.md §5) can be held at a gate:
+/// once the test shuts it, each `create_new` of one blocks until the test
+/// opens it again (a checkpoint held in its first slice, docs/WAL.md §5).
+#[derive(Clone)]
+pub struct StagingGate {
+    pub inner: std::sync::Arc<dyn Vfs>,
+    /// Whether the gate is shut.
+    shut: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    /// Staging files that came to the gate while it was shut.
+    held: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl StagingGate {
+    /// `inner` with the gate open.
+    pub fn new(inner: std::sync::Arc<dyn Vfs>) -> Hooked<StagingGate> {
+        Hooked(StagingGate { inner, shut: Default::default(), held: Default::default() })
+    }
+
+    pub fn shut(&self) {
+        *self.shut.0.lock().unwrap() = true;
+    }
+
+    pub fn open_gate(&self) {
+        *self.shut.0.lock().unwrap() = false;
+        self.shut.1.notify_all();
+    }
+
+    /// Staging files that came to the gate while it was shut.
+    pub fn held(&self) -> u64 {
+        self.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl VfsHooks for StagingGate {
+    fn inner(&self) -> &dyn Vfs {
+        &*self.inner
+    }
+    fn create_new(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if konserve_core::staging::parse_staging_name(name).is_some() {
+            let (shut, cv) = &*self.shut;
+            let mut g = shut.lock().unwrap();
+            if *g {
+                self.held.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            while *g {
+                g = cv.wait(g).unwrap();
+            }
+        }
+        self.inner.create_new(path)
+    }
+}
