@@ -129,7 +129,8 @@ test('blobs stream: each chunk goes to the server as it is written and comes bac
   t.is(inserts().length, 12)
   // Each insert carries one chunk (1 MiB), as a binary parameter.
   for (const q of inserts()) t.true(Buffer.isBuffer(q.values![3]) && (q.values![3] as Buffer).length <= MiB + 1024)
-  // Reading: one chunk per query, fetched as the stream is consumed.
+  // Reading: one chunk per query, fetched as the stream is consumed: at most
+  // two chunks ahead of it (a Node stream reads two pieces ahead, ts/node/streams.ts).
   seen.length = 0
   const chunkReads = () => seen.filter((q) => /SELECT data FROM .*_chunks" WHERE name = \$1 AND gen = \$2 AND idx = \$3/.test(q.text)).length
   const stream = (await k.readBlob(db, 'big', { as: 'stream' }))!
@@ -137,8 +138,8 @@ test('blobs stream: each chunk goes to the server as it is written and comes bac
   let i = 0
   for await (const piece of stream) {
     bytes += piece.length
-    t.true(chunkReads() <= Math.floor((bytes - 1) / MiB) + 1, `${chunkReads()} chunks read after ${bytes} bytes`)
-    if (i++ === 0) t.is(chunkReads(), 1)
+    t.true(chunkReads() <= Math.floor((bytes - 1) / MiB) + 1 + 2, `${chunkReads()} chunks read after ${bytes} bytes`)
+    if (i++ === 0) t.true(chunkReads() <= 3)
   }
   t.is(bytes, 12 * MiB)
   t.is(chunkReads(), 12)
