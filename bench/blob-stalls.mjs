@@ -7,7 +7,7 @@
 // neither (blocked: a system call waiting for the disk, a lock, a GC helper).
 // Garbage collections over 2 ms are listed from perf_hooks.
 //
-//   node bench/blob-stalls.mjs [--dist=DIR] [--impl=native|pure|raw] [--form=buffer|stream]
+//   node bench/blob-stalls.mjs [--dist=DIR] [--impl=native|pure|raw] [--form=buffer|stream] [--direct=true|false|auto]
 //                              [--count=N] [--conc=N]
 //   --dist: the konserve build to load (DIR/dist/index.mjs; default this one)
 //   --impl=raw: the raw per-file loop of bench/peers.mjs (fs.promises), for comparison
@@ -39,7 +39,10 @@ const sizes = manyBlobSizes(count, minSize, maxSize)
 const pool = randomFillSync(Buffer.allocUnsafe(2 * maxSize))
 const offsets = sizes.map((_, i) => (i * 4099) % (pool.length - maxSize))
 const dir = fs.mkdtempSync(join(os.tmpdir(), 'konserve-blob-stalls-'))
-const store = impl === 'raw' ? undefined : await k.connectFsStore(dir, { native: impl === 'native', syncBlob: true })
+// --direct=true|false|auto: the native store's directBlobs (default: its default, 'auto').
+const direct = arg('direct', '')
+const directBlobs = direct === '' ? {} : { directBlobs: direct === 'auto' ? 'auto' : direct === 'true' }
+const store = impl === 'raw' ? undefined : await k.connectFsStore(dir, { native: impl === 'native', syncBlob: true, ...directBlobs })
 
 const gcs = []
 new PerformanceObserver((l) => {
