@@ -287,13 +287,18 @@ function* fusedReplace(store: Store, key: Key, cke: Uint8Array, type: KeyType, s
         b.unlock([cke])
       }
     }
-    if (n === REPLACE_UNSURE) return undefined
-    if (n <= REPLACE_MISMATCH) throw revisionMismatch(w.expectedRevision!, REPLACE_MISMATCH - n)
-    written.revision = n
-    return written
+    return replacedAs(n, w, written)
   } finally {
     release(ids)
   }
+}
+
+/** A fused replace's answer `n` (not busy): the metadata written with its revision, undefined when unsure (the general path decides), or the mismatch. */
+function replacedAs(n: number, w: WriteArgs, written: Metadata): Metadata | undefined {
+  if (n === REPLACE_UNSURE) return undefined
+  if (n <= REPLACE_MISMATCH) throw revisionMismatch(w.expectedRevision!, REPLACE_MISMATCH - n)
+  written.revision = n
+  return written
 }
 
 /**
@@ -743,10 +748,7 @@ function fusedReplaceSync(store: Store, key: Key, cke: Uint8Array, serializer: n
         b.unlock([cke])
       }
     }
-    if (n === REPLACE_UNSURE) return undefined
-    if (n <= REPLACE_MISMATCH) throw revisionMismatch(w.expectedRevision!, REPLACE_MISMATCH - n)
-    written.revision = n
-    return written
+    return replacedAs(n, w, written)
   } finally {
     release(ids)
   }
