@@ -136,6 +136,13 @@ export declare class NativeFileStore {
   getValueNow(key: Buffer, slab: Buffer, offset: number): number
   /** `getValueSync` on the threadpool. */
   getValueAsync(key: Buffer): Promise<Buffer | null>
+  /**
+   * `getSync` done only if it cannot wait for the disk (see
+   * `FileStore::get_now`): the same result, or `false` when it would
+   * wait (then read with `getAsync`). The read of an async update of a
+   * logged or cached key then costs no thread hop.
+   */
+  getNow(key: Buffer): NativeEntry | null | false
   getAsync(key: Buffer): Promise<NativeEntry | null>
   getMetaSync(key: Buffer): NativeMetaEntry | null
   /**
@@ -194,6 +201,16 @@ export declare class NativeFileStore {
    * argument): nothing was done, the caller takes `replaceAsync`.
    */
   replaceQueued(key: Buffer, serializer: number, meta: Buffer, revisionAt: number, value: Buffer, expectedRevision?: number | undefined | null): number
+  /**
+   * A put of keys whose locks the caller holds, queued straight for the
+   * log's committer from this thread, with no threadpool task
+   * (`FileStore::put_queued`): returns the write's id (>= 0), whose
+   * outcome reaches the `settleWith` function (answer 0) once its frame
+   * is durable; or -1 when the put is not for this path (no settler, no
+   * log, a value that may not fit a record, a bad argument): nothing was
+   * done, the caller takes `putAsync`.
+   */
+  putQueued(writes: Array<NativeWrite>): number
   /** Deletes each key; returns whether each existed. */
   deleteSync(keys: Array<Buffer>): Array<boolean>
   deleteAsync(keys: Array<Buffer>): Promise<boolean[]>

@@ -176,9 +176,12 @@ fn serializer_id(n: u32) -> CoreResult<u8> {
 }
 
 fn put(store: &core::FileStore, writes: &[NativeWrite]) -> CoreResult<()> {
-    let ws: Vec<core::Write<'_>> =
-        writes.iter().map(|w| core::Write { key: &w.key, serializer: w.serializer as u8, meta: &w.meta, value: &w.value }).collect();
-    store.put(&ws)
+    store.put(&core_writes(writes))
+}
+
+/// The core's view of the writes (their serializer ids checked by `check_writes`).
+fn core_writes(writes: &[NativeWrite]) -> Vec<core::Write<'_>> {
+    writes.iter().map(|w| core::Write { key: &w.key, serializer: w.serializer as u8, meta: &w.meta, value: &w.value }).collect()
 }
 
 /// A replacing write (see `replaceSync`).
@@ -485,6 +488,18 @@ impl NativeFileStore {
         self.task(Op::GetValue(key))
     }
 
+    /// `getSync` done only if it cannot wait for the disk (see
+    /// `FileStore::get_now`): the same result, or `false` when it would
+    /// wait (then read with `getAsync`). The read of an async update of a
+    /// logged or cached key then costs no thread hop.
+    #[napi(ts_return_type = "NativeEntry | null | false")]
+    pub fn get_now(&self, env: &Env, key: BufferSlice<'_>) -> Result<Option<Either<NativeEntry, bool>>> {
+        Ok(match self.inner.get_now(&key).or_js(env)? {
+            None => Some(Either::B(false)),
+            Some(found) => found.map(|e| Either::A(entry_to_js(e))),
+        })
+    }
+
     #[napi(ts_return_type = "Promise<NativeEntry | null>")]
     pub fn get_async(&self, key: Buffer) -> AsyncTask<StoreTask> {
         self.task(Op::Get(key))
@@ -642,6 +657,37 @@ impl NativeFileStore {
             settler.reference(env, true);
         }
         if !self.inner.replace_queued(&r, Box::new(move |result| theirs.push(id, result))) {
+            if settler.pending.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) == 1 {
+                settler.reference(env, false);
+            }
+            return Ok(-1.0);
+        }
+        settler.next_id.store(id.wrapping_add(1), std::sync::atomic::Ordering::Relaxed);
+        Ok(f64::from(id))
+    }
+
+    /// A put of keys whose locks the caller holds, queued straight for the
+    /// log's committer from this thread, with no threadpool task
+    /// (`FileStore::put_queued`): returns the write's id (>= 0), whose
+    /// outcome reaches the `settleWith` function (answer 0) once its frame
+    /// is durable; or -1 when the put is not for this path (no settler, no
+    /// log, a value that may not fit a record, a bad argument): nothing was
+    /// done, the caller takes `putAsync`.
+    #[napi]
+    pub fn put_queued(&self, env: &Env, writes: Vec<NativeWrite>) -> Result<f64> {
+        let Some(settler) = self.settler.get() else { return Ok(-1.0) };
+        if check_writes(&writes).is_err() {
+            return Ok(-1.0);
+        }
+        let ws = core_writes(&writes);
+        let id = settler.next_id.load(std::sync::atomic::Ordering::Relaxed);
+        let theirs = Arc::clone(settler);
+        // Counted before it is queued: the committer may push its outcome at once.
+        if settler.pending.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
+            settler.reference(env, true);
+        }
+        let done = Box::new(move |result: CoreResult<()>| theirs.push(id, result.map(|()| core::Replaced::Written { revision: 0 })));
+        if !self.inner.put_queued(&ws, done) {
             if settler.pending.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) == 1 {
                 settler.reference(env, false);
             }
@@ -955,11 +1001,7 @@ impl Task for SubmitTask {
         match &mut self.op {
             Submit::Put(writes, deferred) => {
                 let deferred = deferred.take().expect("task computed twice");
-                let ws: Vec<core::Write<'_>> = writes
-                    .iter()
-                    .map(|w| core::Write { key: &w.key, serializer: w.serializer as u8, meta: &w.meta, value: &w.value })
-                    .collect();
-                self.store.put_then(&ws, Box::new(move |r| deferred.resolve(Box::new(move |env| r.or_js(&env)))));
+                self.store.put_then(&core_writes(writes), Box::new(move |r| deferred.resolve(Box::new(move |env| r.or_js(&env)))));
             }
             Submit::Replace(w, deferred) => {
                 let deferred = deferred.take().expect("task computed twice");

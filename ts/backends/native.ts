@@ -40,20 +40,38 @@ type Waiter = { resolve: (n: number) => void; reject: (err: unknown) => void }
  * the committer's outcomes arrive in batches, `[id, answer, ...]` and
  * `[id, code, message, file, ...]`, and each settles its Promise here, on
  * this thread, failures as KonserveErrors made as every binding error is.
+ *
+ * They settle in the check phase (setImmediate), never in the threadsafe
+ * function's call: code they resume may queue the next writes at once
+ * (an updateIn's read, function and write run on this thread), and Node
+ * runs a threadsafe function's calls back to back while more arrive, so
+ * settling there let a fast committer keep the event loop from its timers
+ * for many frames in a row.
  */
 class QueuedWrites {
   readonly waiting = new Map<number, Waiter>()
   private idle: (() => void)[] = []
+  /** Outcomes received and not settled yet (see the class comment). */
+  private received: [Float64Array, string[]][] = []
 
   static of(store: NativeFileStore): QueuedWrites {
     let q = queuedWrites.get(store)
     if (q === undefined) {
       const made = new QueuedWrites()
-      store.settleWith((answers, failures) => made.settle(answers, failures))
+      store.settleWith((answers, failures) => made.receive(answers, failures))
       queuedWrites.set(store, made)
       q = made
     }
     return q
+  }
+
+  private receive(answers: Float64Array, failures: string[]): void {
+    if (this.received.push([answers, failures]) > 1) return
+    setImmediate(() => {
+      const received = this.received
+      this.received = []
+      for (const [a, f] of received) this.settle(a, f)
+    })
   }
 
   private settle(answers: Float64Array, failures: string[]): void {
@@ -77,6 +95,13 @@ class QueuedWrites {
       this.idle = []
       for (const f of idle) f()
     }
+  }
+
+  /** The answer of queued write `id` (see settle). */
+  answer(id: number): Promise<number> {
+    return new Promise<number>((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject })
+    })
   }
 
   /** Resolves once no queued write is pending (each settled, durable or failed). */
@@ -225,9 +250,18 @@ export class NativeFileBacking implements Backing {
     if (this.lockFree) this.queued = QueuedWrites.of(native)
   }
 
-  readonly get = native(
-    (key: Uint8Array): RawEntry | undefined => orUndefined(this.native.getSync(buf(key))),
-    async (key: Uint8Array) => orUndefined(await this.native.getAsync(buf(key))),
+  /** The async form answers at once when the key is logged or its file cached (getNow: no thread hop, never a wait for the disk). */
+  readonly get = twinOp(
+    (key: Uint8Array): RawEntry | undefined => call(() => orUndefined(this.native.getSync(buf(key)))),
+    (key: Uint8Array): Promise<RawEntry | undefined> => {
+      try {
+        const now = this.native.getNow(buf(key))
+        if (now !== false) return Promise.resolve(orUndefined(now))
+      } catch (err) {
+        return Promise.reject(fromNative(err))
+      }
+      return callAsync(async () => orUndefined(await this.native.getAsync(buf(key))))
+    },
   )
 
   /** `get`'s hot path: small files are read into the slab (see SLAB_SIZE), answered at once when cached. */
@@ -298,7 +332,19 @@ export class NativeFileBacking implements Backing {
   private readonly group = new GroupCommit((ws) => callAsync(() => this.native.putAsync(writes(ws))))
   readonly put = twinOp(
     (ws: RawWrite[]): void => call(() => this.native.putSync(writes(ws))),
-    (ws: RawWrite[]) => this.group.put(ws),
+    (ws: RawWrite[]): Promise<void> => {
+      if (this.queued !== undefined) {
+        // Straight to the log's committer from this thread, no threadpool task (the caller holds the keys' locks).
+        let id: number
+        try {
+          id = this.native.putQueued(writes(ws))
+        } catch (err) {
+          return Promise.reject(fromNative(err))
+        }
+        if (id >= 0) return this.queued.answer(id).then(() => undefined)
+      }
+      return this.group.put(ws)
+    },
   )
   /**
    * The fused replacing write (Backing.replace): one binding call, one
@@ -323,12 +369,7 @@ export class NativeFileBacking implements Backing {
         } catch (err) {
           return Promise.reject(fromNative(err))
         }
-        if (id >= 0) {
-          const waiting = this.queued.waiting
-          return new Promise<number>((resolve, reject) => {
-            waiting.set(id, { resolve, reject })
-          })
-        }
+        if (id >= 0) return this.queued.answer(id)
       }
       if (this.durable && !this.lockFree && (this.replacing > 0 || this.group.busy)) return Promise.resolve(REPLACE_UNSURE)
       this.replacing++

@@ -228,8 +228,9 @@ const PARALLEL_SYNC_THREADS: usize = 8;
 /// readers, and log cursors) and the cross-process locks it holds.
 pub struct FileStore {
     files: Arc<StoreDir>,
-    /// The tokens of the cross-process locks this store holds, by key hash.
-    held: std::sync::Mutex<std::collections::HashMap<u128, Record>>,
+    /// The tokens of the cross-process locks this store holds, by key hash,
+    /// and when each lock file was created.
+    held: std::sync::Mutex<std::collections::HashMap<u128, (String, std::time::Instant)>>,
     /// The write-ahead log, when the store has its marker (docs/WAL.md §8).
     wal: Option<Arc<Wal>>,
     /// The marker is version 3 (docs/WAL.md §4.1): a replacing write takes
@@ -843,6 +844,31 @@ impl FileStore {
         })))
     }
 
+    /// [`get`](Self::get) done only if it cannot wait for the disk (see
+    /// [`read_value_into_now`](Self::read_value_into_now)): `None` when it
+    /// would wait, and for append logs, chunked blobs and values the first
+    /// read of the file did not hold whole; then the caller reads on a
+    /// worker thread. So the read of an async update of a logged or cached
+    /// key costs no thread hop.
+    pub fn get_now(&self, key: &[u8]) -> Result<Option<Option<Entry>>> {
+        if let Some(logged) = self.logged(key)? {
+            return logged.map(|p| self.logged_entry(key, p)).transpose().map(Some);
+        }
+        let ctx = self.files.context(keyhash::key_hash(key));
+        let Some(found) = self.files.open_head_now(key, &ctx)? else { return Ok(None) };
+        let Some((_file, _size, path, header, meta, prefix)) = found else { return Ok(Some(None)) };
+        keyfile::check_key(&meta.key, key, &path)?;
+        if header.is_log() || header.flags == file::FLAG_CHUNKED {
+            return Ok(None);
+        }
+        let at = HEADER_LEN + header.meta_len as usize;
+        let Some(stored) = usize::try_from(header.value_len).ok().and_then(|n| prefix.get(at..at.checked_add(n)?)) else {
+            return Ok(None);
+        };
+        let value = file::decode_value_owned(&header, &ctx, stored.to_vec()).map_err(|e| e.with_file(&path))?;
+        Ok(Some(Some(Entry { serializer: header.serializer, meta: meta.meta, value, log: None })))
+    }
+
     /// Whether `key` has a file.
     pub fn exists(&self, key: &[u8]) -> Result<bool> {
         if let Some(logged) = self.logged(key)? {
@@ -958,6 +984,37 @@ impl FileStore {
             Ok(Some(payloads)) if frame_len(payloads.iter().map(|(_, p)| p.len())) > MAX_FRAME => done(self.put(writes)),
             Ok(Some(payloads)) => submit_puts(&wal, &payloads, done),
         }
+    }
+
+    /// [`put_then`](Self::put_then) for a caller on a thread that must not
+    /// block (the JavaScript thread), holding the keys' locks: on a store
+    /// with a log, when every write surely fits a record and all fit one
+    /// frame, their records are encoded here (no file I/O) and queued for
+    /// the log's committer; `done` is called there, exactly once, once
+    /// their frame is durable (or failed). Returns `false`, nothing done and
+    /// `done` dropped uncalled, otherwise (no log, a store that takes no
+    /// writes, an invalid key, a value that may not fit, an encoding that
+    /// failed): the caller takes the general path, which answers it.
+    pub fn put_queued(self: &Arc<Self>, writes: &[Write<'_>], done: Done<()>) -> bool {
+        let Some(wal) = self.wal.as_ref() else { return false };
+        if self.check_writable().is_err() {
+            return false;
+        }
+        let mut payloads = Vec::with_capacity(writes.len());
+        for w in writes {
+            if key::validate(w.key).is_err() || w.value.len() + w.meta.len() + w.key.len() + QUEUED_SLACK > WAL_MAX_RECORD {
+                return false;
+            }
+            match self.log_payload(w) {
+                Ok(Some(p)) => payloads.push((record_hash(w.key), p)),
+                _ => return false,
+            }
+        }
+        if frame_len(payloads.iter().map(|(_, p)| p.len())) > MAX_FRAME {
+            return false;
+        }
+        submit_puts(wal, &payloads, done);
+        true
     }
 
     /// [`replace`](Self::replace) for a caller that must not block on the
@@ -1434,13 +1491,20 @@ impl FileStore {
         .with_file(self.files.dir.join(filelock::lock_name(hex)))
     }
 
-    /// One attempt at one key's cross-process lock (the in-process one held).
-    fn try_file_lock(&self, hash: u128) -> Result<std::result::Result<(), Option<Record>>> {
+    /// One attempt at one key's cross-process lock (the in-process one
+    /// held): `Ok(Ok(true))` when it is a lock file this process kept idle
+    /// (docs/WAL.md §4.1.2), taken with no file call.
+    fn try_file_lock(&self, hash: u128) -> Result<std::result::Result<bool, Option<Record>>> {
         let hex = format!("{hash:032x}");
+        let held = |token: String, since| self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(hash, (token, since));
+        if let Some((token, since)) = self.kept_wal().and_then(|wal| wal.take_kept_key(hash)) {
+            held(token, since);
+            return Ok(Ok(true));
+        }
         match self.files.locker().try_acquire(&hex) {
             Ok(Attempt::Taken(rec)) => {
-                self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(hash, rec);
-                Ok(Ok(()))
+                held(rec.token, std::time::Instant::now());
+                Ok(Ok(false))
             }
             Ok(Attempt::Busy(holder)) => Ok(Err(holder)),
             Err(e) => Err(self.files.lock_error(e, "cannot take a key's lock", &hex)),
@@ -1455,6 +1519,7 @@ impl FileStore {
         let ids = self.lock_ids(keys)?;
         let deadline = std::time::Instant::now() + self.files.options.lock_timeout;
         let table = LockTable::global();
+        let mut all_kept = true;
         for (i, &id) in ids.iter().enumerate() {
             let hex = format!("{:032x}", id.1);
             if !table.lock_until(id, Some(deadline)) {
@@ -1465,7 +1530,10 @@ impl FileStore {
             let mut pause = std::time::Duration::from_micros(200);
             loop {
                 match self.try_file_lock(id.1) {
-                    Ok(Ok(())) => break,
+                    Ok(Ok(kept)) => {
+                        all_kept &= kept;
+                        break;
+                    }
                     Ok(Err(holder)) if std::time::Instant::now() >= deadline => {
                         table.unlock(id);
                         let _ = self.release(&ids[..i]);
@@ -1483,7 +1551,17 @@ impl FileStore {
                 }
             }
         }
+        if all_kept {
+            // Each lock file existed since its last pass (docs/WAL.md §4.1.2).
+            return Ok(());
+        }
         self.pass_log_lock(&ids)
+    }
+
+    /// The log that keeps this store's key lock files idle (docs/WAL.md
+    /// §4.1.2): a lock-free store's.
+    fn kept_wal(&self) -> Option<&Arc<Wal>> {
+        self.wal.as_ref().filter(|_| self.lockfree)
     }
 
     /// A locked writer on a lock-free store, holding the lock files of
@@ -1512,6 +1590,7 @@ impl FileStore {
         let ids = self.lock_ids(keys)?;
         let timed_out = waited.is_some_and(|w| w >= self.files.options.lock_timeout);
         let table = LockTable::global();
+        let mut all_kept = true;
         for (i, &id) in ids.iter().enumerate() {
             let hex = format!("{:032x}", id.1);
             if !table.try_lock(id) {
@@ -1519,7 +1598,7 @@ impl FileStore {
                 return if timed_out { Err(self.timeout_error(&hex, "another thread of this process")) } else { Ok(false) };
             }
             match self.try_file_lock(id.1) {
-                Ok(Ok(())) => {}
+                Ok(Ok(kept)) => all_kept &= kept,
                 Ok(Err(holder)) => {
                     table.unlock(id);
                     let _ = self.release(&ids[..i]);
@@ -1532,7 +1611,9 @@ impl FileStore {
                 }
             }
         }
-        self.pass_log_lock(&ids)?;
+        if !all_kept {
+            self.pass_log_lock(&ids)?;
+        }
         Ok(true)
     }
 
@@ -1549,9 +1630,14 @@ impl FileStore {
         let mut first = None;
         for &id in ids {
             let rec = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id.1);
-            if let Some(rec) = rec {
+            // Kept idle for the next holder here (docs/WAL.md §4.1.2), before the in-process lock goes.
+            let token = rec.and_then(|(token, since)| match self.kept_wal() {
+                Some(wal) => wal.keep_key_lock(id.1, token, since),
+                None => Some(token),
+            });
+            if let Some(token) = token {
                 let hex = format!("{:032x}", id.1);
-                if let Err(e) = self.files.locker().release(&hex, &rec.token) {
+                if let Err(e) = self.files.locker().release(&hex, &token) {
                     first.get_or_insert_with(|| self.files.lock_error(e, "cannot release a key's lock", &hex));
                 }
             }
@@ -1735,7 +1821,10 @@ impl LockFreeWrite {
         let set = |a: Replaced| *self.answer.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(a);
         let hash = keyhash::key_hash(&self.key);
         let lock_path = self.files.dir.join(filelock::lock_name(&format!("{hash:032x}")));
-        if self.files.vfs.exists(&lock_path).map_err(|e| Error::io(e, "cannot look for a key's lock file", &lock_path))? {
+        // A lock file this process keeps idle is its own (docs/WAL.md §4.1.2).
+        if !wal.keeps_key(hash)
+            && self.files.vfs.exists(&lock_path).map_err(|e| Error::io(e, "cannot look for a key's lock file", &lock_path))?
+        {
             set(Replaced::Busy);
             return Ok(None);
         }

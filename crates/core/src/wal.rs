@@ -320,6 +320,18 @@ struct BgState {
     /// Appends submitted while a committer thread of [`Wal::submit`] ran
     /// (it waits for this to change while idle).
     submitted: u64,
+    /// Remove the kept key lock files due by then ([`Wal::keep_key_lock`]).
+    keys_at: Option<Instant>,
+}
+
+/// A key's lock file kept after its holder in this process released it
+/// (docs/WAL.md §4.1.2): the next holder here takes it with no file call.
+struct KeptKey {
+    token: String,
+    /// When the lock file was created.
+    since: Instant,
+    /// When the background thread removes it, unless a holder takes it first.
+    until: Instant,
 }
 
 #[derive(Default)]
@@ -340,6 +352,11 @@ pub struct Wal {
     file_len: Mutex<u64>,
     /// The in-process half of the log lock, and the lock file while held.
     log_mutex: Mutex<LogHold>,
+    /// The key lock files kept idle, by key hash ([`Wal::keep_key_lock`]).
+    kept: Mutex<HashMap<u128, KeptKey>>,
+    /// Set while the holder of `log_mutex` waits for a frame's `fdatasync`,
+    /// the frame and its hint written (see [`Wal::barrier`]).
+    syncing: AtomicBool,
     /// The in-process half of the checkpoint lock; holds the (generation,
     /// seq) up to which every record is durable in its key file.
     checkpointed: Mutex<Option<(u64, u64)>>,
@@ -529,6 +546,11 @@ extern "C" fn release_at_exit() {
                 }
                 break;
             }
+            if let Ok(mut kept) = w.kept.try_lock() {
+                for (hash, k) in kept.drain() {
+                    let _ = w.files.locker().release(&format!("{hash:032x}"), &k.token);
+                }
+            }
             loop {
                 match w.log_mutex.try_lock() {
                     Ok(mut hold) => w.release_hold(&mut hold),
@@ -604,7 +626,7 @@ fn background(wal: Weak<Wal>, bg: Arc<Background>) {
             return;
         }
         let now = Instant::now();
-        match [st.release_at, st.checkpoint_at, st.full_at].into_iter().flatten().min() {
+        match [st.release_at, st.checkpoint_at, st.full_at, st.keys_at].into_iter().flatten().min() {
             None => {
                 st = bg.wake.wait(st).unwrap_or_else(PoisonError::into_inner);
                 continue;
@@ -618,6 +640,10 @@ fn background(wal: Weak<Wal>, bg: Arc<Background>) {
         let release = st.release_at.is_some_and(|t| t <= now);
         let checkpoint = st.checkpoint_at.is_some_and(|t| t <= now);
         let full = st.full_at.is_some_and(|t| t <= now);
+        let keys = st.keys_at.is_some_and(|t| t <= now);
+        if keys {
+            st.keys_at = None;
+        }
         if full {
             st.full_at = None;
         }
@@ -632,6 +658,9 @@ fn background(wal: Weak<Wal>, bg: Arc<Background>) {
         let Some(w) = wal.upgrade() else { return };
         if release {
             w.release_idle_hold();
+        }
+        if keys {
+            w.release_kept_keys(false);
         }
         if full {
             w.full_checkpoint();
@@ -670,6 +699,8 @@ impl Wal {
             index: Mutex::new(Index::empty(placeholder)),
             file_len: Mutex::new(0),
             log_mutex: Mutex::new(LogHold::default()),
+            syncing: AtomicBool::new(false),
+            kept: Mutex::new(HashMap::new()),
             checkpointed: Mutex::new(None),
             queue: Mutex::new(Queue::default()),
             turn: Condvar::new(),
@@ -747,8 +778,76 @@ impl Wal {
         // its lock file once the store is closed. (Before the log lock: a
         // checkpoint takes it while holding this one.)
         drop(lock(&self.checkpointed));
+        self.release_kept_keys(true);
         let mut hold = lock(&self.log_mutex);
         self.release_hold(&mut hold);
+    }
+
+    /// Keeps key `hash`'s lock file, created at `since` and just released
+    /// by its holder in this process, for the next holder here (docs/WAL.md
+    /// §4.1.2): `idle_hold` from now, never past the longest hold from
+    /// `since`, then the background thread removes it. Gives the token back
+    /// when it is not to be kept (no background thread, the hold off or
+    /// used up, the process exiting): the caller removes the lock file.
+    pub(crate) fn keep_key_lock(&self, hash: u128, token: String, since: Instant) -> Option<String> {
+        let now = Instant::now();
+        let until = (now + self.options.idle_hold).min(since + self.max_hold());
+        if self.options.idle_hold.is_zero() || until <= now || EXITING.load(Ordering::SeqCst) {
+            return Some(token);
+        }
+        let mut st = lock(&self.bg.state);
+        if !st.running || st.stop {
+            return Some(token);
+        }
+        lock(&self.kept).insert(hash, KeptKey { token, since, until });
+        if st.keys_at.is_none_or(|t| t > until) {
+            st.keys_at = Some(until);
+            drop(st);
+            self.bg.wake.notify_all();
+        }
+        None
+    }
+
+    /// Takes key `hash`'s kept lock file for a new holder in this process
+    /// (whose in-process lock is held): its token and when it was created,
+    /// while that is within the longest hold; one older is removed here.
+    pub(crate) fn take_kept_key(&self, hash: u128) -> Option<(String, Instant)> {
+        let k = lock(&self.kept).remove(&hash)?;
+        if Instant::now() < k.since + self.max_hold() {
+            return Some((k.token, k.since));
+        }
+        let _ = self.files.locker().release(&format!("{hash:032x}"), &k.token);
+        None
+    }
+
+    /// Whether this process keeps key `hash`'s lock file idle: a lock-free
+    /// write of this process (its in-process lock held) may write the key.
+    pub(crate) fn keeps_key(&self, hash: u128) -> bool {
+        lock(&self.kept).contains_key(&hash)
+    }
+
+    /// Removes the kept key lock files that are due (all of them with
+    /// `all`), and arms the background thread for the next one.
+    fn release_kept_keys(&self, all: bool) {
+        let now = Instant::now();
+        let (due, next) = {
+            let mut kept = lock(&self.kept);
+            let due: Vec<(u128, String)> = kept.iter().filter(|(_, k)| all || k.until <= now).map(|(h, k)| (*h, k.token.clone())).collect();
+            for (h, _) in &due {
+                kept.remove(h);
+            }
+            (due, kept.values().map(|k| k.until).min())
+        };
+        for (hash, token) in due {
+            // One that cannot be removed names this live process: as after any failed release.
+            let _ = self.files.locker().release(&format!("{hash:032x}"), &token);
+        }
+        if let Some(t) = next {
+            let mut st = lock(&self.bg.state);
+            if st.keys_at.is_none_or(|k| k > t) {
+                st.keys_at = Some(t);
+            }
+        }
     }
 
     /// The idle checkpoint's delay, when it is on.
@@ -1015,7 +1114,16 @@ impl Wal {
     /// that every lock-free write that found no lock file is in the log by
     /// then, and every later one finds the lock file. When this instance
     /// keeps the lock file across frames, the in-process mutex is enough.
+    ///
+    /// A frame waiting for its `fdatasync` is passed without waiting for it:
+    /// its writer holds the lock file, and every decision made before this
+    /// call is in that frame or an earlier one, all written and visible to
+    /// the catch-up of a read (so a caller on the JavaScript thread never
+    /// waits for the disk here while the committer syncs).
     pub fn barrier(&self) -> Result<()> {
+        if matches!(self.log_mutex.try_lock(), Err(std::sync::TryLockError::WouldBlock)) && self.syncing.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let mut held = self.lock_log()?;
         held.keep();
         Ok(())
@@ -1420,7 +1528,10 @@ impl Wal {
             }
             return Err(e);
         }
-        self.sync_log("cannot fdatasync the write-ahead log")?;
+        self.syncing.store(true, Ordering::Release);
+        let synced = self.sync_log("cannot fdatasync the write-ahead log");
+        self.syncing.store(false, Ordering::Release);
+        synced?;
         self.count(C_FRAMES, 1);
         self.count(C_RECORDS, records.len() as u64);
         self.arm_idle_checkpoint(generation, seq);

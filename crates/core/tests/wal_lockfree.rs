@@ -41,6 +41,8 @@ struct Probe {
     gate: Arc<(Mutex<bool>, Condvar)>,
     gated: Arc<AtomicBool>,
     entered: Arc<AtomicBool>,
+    /// Shut for the log's `fdatasync` instead (`shut_sync`).
+    sync_gated: Arc<AtomicBool>,
     /// Each frame write yields this long first (widens the window between
     /// a lock-free write's decision and its frame).
     delay_micros: Arc<AtomicU64>,
@@ -52,8 +54,23 @@ impl Probe {
         self.gated.store(true, Ordering::SeqCst);
     }
 
+    fn shut_sync(&self) {
+        *self.gate.0.lock().unwrap() = false;
+        self.sync_gated.store(true, Ordering::SeqCst);
+    }
+
+    fn wait_at_gate(&self) {
+        self.entered.store(true, Ordering::SeqCst);
+        let (open, cv) = &*self.gate;
+        let mut g = open.lock().unwrap();
+        while !*g {
+            g = cv.wait(g).unwrap();
+        }
+    }
+
     fn open(&self) {
         self.gated.store(false, Ordering::SeqCst);
+        self.sync_gated.store(false, Ordering::SeqCst);
         *self.gate.0.lock().unwrap() = true;
         self.gate.1.notify_all();
     }
@@ -67,15 +84,16 @@ impl FileHooks for Probe {
                 std::thread::sleep(std::time::Duration::from_micros(d));
             }
             if self.gated.load(Ordering::SeqCst) {
-                self.entered.store(true, Ordering::SeqCst);
-                let (open, cv) = &*self.gate;
-                let mut g = open.lock().unwrap();
-                while !*g {
-                    g = cv.wait(g).unwrap();
-                }
+                self.wait_at_gate();
             }
         }
         file.write_all_at(buf, offset)
+    }
+    fn sync_data(&self, file: &dyn VfsFile) -> io::Result<()> {
+        if self.sync_gated.load(Ordering::SeqCst) {
+            self.wait_at_gate();
+        }
+        file.sync_data()
     }
 }
 
@@ -141,6 +159,25 @@ fn lock_files(dir: &Path) -> Vec<String> {
     support::dir_names(dir).into_iter().filter(|n| n.ends_with(".lock")).collect()
 }
 
+/// The key lock files in `dir` (not the log's or the checkpoint's).
+fn key_lock_files(dir: &Path) -> Vec<String> {
+    let (log, ckpt) = (format!(".{WAL_LOCK_HEX}.lock"), format!(".{}.lock", konserve_core::wal::CHECKPOINT_LOCK_HEX));
+    lock_files(dir).into_iter().filter(|n| *n != log && *n != ckpt).collect()
+}
+
+/// The key lock files left once their idle hold (docs/WAL.md §4.1.2) is
+/// over: waits up to 2 s for them to go.
+fn lock_files_after_idle_hold(dir: &Path) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let left = lock_files(dir);
+        if left.is_empty() || std::time::Instant::now() >= deadline {
+            return left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 #[test]
 fn the_upgrade_writes_version_3_and_a_lock_free_replace_creates_no_lock_file() {
     let tmp = tempfile::tempdir().unwrap();
@@ -169,12 +206,14 @@ fn the_upgrade_writes_version_3_and_a_lock_free_replace_creates_no_lock_file() {
     assert_eq!(a.replace(&replace(&k, &meta, at, b"y", None)).unwrap(), Replaced::Busy);
     a.unlock(&[&k]).unwrap();
     assert_eq!(pa.key_locks.load(Ordering::SeqCst), 1, "only the try_lock's");
-    // A value too large for a record takes the key's lock file, as before.
+    // Its lock file kept idle goes (docs/WAL.md §4.1.2); then a value too
+    // large for a record takes the key's lock file, as before.
+    assert!(lock_files_after_idle_hold(&tmp.path().join("s")).is_empty());
     let big = support::fixtures::noise(20_000, 7);
     assert_eq!(a.replace(&replace(&k, &meta, at, &big, Some(26))).unwrap(), Replaced::Written { revision: 27 });
     assert_eq!(pa.key_locks.load(Ordering::SeqCst), 2);
     assert_eq!(b.get(&k).unwrap().unwrap().value, big);
-    assert!(lock_files(&tmp.path().join("s")).is_empty());
+    assert!(lock_files_after_idle_hold(&tmp.path().join("s")).is_empty());
 }
 
 #[test]
@@ -436,6 +475,8 @@ fn queued_replaces_are_decided_by_the_committer_and_declined_when_not_for_it() {
     assert_eq!(rx.recv().unwrap(), Replaced::Busy);
     assert_eq!(a.wal().unwrap().stats().records, before.records, "nothing appended");
     b.unlock(&[&keys[0]]).unwrap();
+    // `b` keeps its lock file idle for a moment (docs/WAL.md §4.1.2).
+    assert!(lock_files_after_idle_hold(&tmp.path().join("s")).is_empty());
     // Declined, `done` never called: the in-process lock held here, a value
     // that may not fit a record, no lock requested, a store with no log.
     let never = || -> Box<dyn FnOnce(Result<Replaced>) + Send> { Box::new(|_| panic!("a declined write is never answered")) };
@@ -454,4 +495,128 @@ fn queued_replaces_are_decided_by_the_committer_and_declined_when_not_for_it() {
         assert!(a.try_lock(&[k]).unwrap());
         a.unlock(&[k]).unwrap();
     }
+}
+
+/// Docs/WAL.md §4.1.2: a key lock file released by its holder is kept for
+/// a moment for the next holder in this process, who takes it with no file
+/// call; a lock-free write of this process writes the key meanwhile; another
+/// process finds it held (BUSY, or waits for it) until the background
+/// thread removes it; a close removes it at once.
+#[test]
+fn a_released_key_lock_file_is_kept_for_this_process_and_only_briefly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::symlink(&dir, tmp.path().join(ALIAS)).unwrap();
+    let (pa, pb) = (Hooked(Probe::default()), Hooked(Probe::default()));
+    // The idle hold as long as it gets: the longest hold (LOCK_HOLD, 20 ms) from the file's creation.
+    let long = Options { wal_idle_hold: Some(std::time::Duration::from_secs(60)), ..options(Some(true)) };
+    let a = Arc::new(FileStore::open_with(Arc::new(pa.clone()), &dir, long.clone()).unwrap());
+    let b = Arc::new(FileStore::open_with(Arc::new(pb.clone()), &tmp.path().join(ALIAS), long).unwrap());
+    let (meta, at) = support::fixtures::slotted_meta();
+    let k = key("k");
+    // Each check is of one hold, and counts only if it ran within it (a
+    // loaded machine may stall a thread past 20 ms: then it runs again).
+    let within_a_hold = |what: &str, check: &mut dyn FnMut() -> bool| {
+        for _ in 0..20 {
+            assert!(lock_files_after_idle_hold(&dir).is_empty());
+            let t = std::time::Instant::now();
+            let ok = check();
+            if t.elapsed() < std::time::Duration::from_millis(15) {
+                assert!(ok, "{what}");
+                return;
+            }
+        }
+        panic!("{what}: never ran within one hold");
+    };
+    within_a_hold("kept after the unlock, taken again with no new file", &mut || {
+        let made = pa.key_locks.load(Ordering::SeqCst);
+        a.lock(&[&k]).unwrap();
+        a.unlock(&[&k]).unwrap();
+        let kept = key_lock_files(&dir).len() == 1;
+        a.lock(&[&k]).unwrap();
+        let mut locked = replace(&k, &meta, at, b"one", None);
+        locked.lock = false;
+        let one = matches!(a.replace(&locked).unwrap(), Replaced::Written { .. });
+        a.unlock(&[&k]).unwrap();
+        let again = a.try_lock(&[&k]).unwrap();
+        a.unlock(&[&k]).unwrap();
+        kept && one && again && pa.key_locks.load(Ordering::SeqCst) == made + 1
+    });
+    within_a_hold("another process finds it held; a lock-free write of this process is not kept out", &mut || {
+        a.lock(&[&k]).unwrap();
+        a.unlock(&[&k]).unwrap();
+        // (A lock file makes another process's lock-free write BUSY: another_holders_lock_file_….)
+        let held = !b.try_lock(&[&k]).unwrap() && key_lock_files(&dir).len() == 1;
+        let written = matches!(a.replace(&replace(&k, &meta, at, b"two", None)).unwrap(), Replaced::Written { .. });
+        held && written
+    });
+    // It goes by itself; then the other process takes the key, and reads what `a` wrote.
+    assert!(lock_files_after_idle_hold(&dir).is_empty());
+    b.lock(&[&k]).unwrap();
+    assert_eq!(b.get(&k).unwrap().unwrap().value, b"two");
+    b.unlock(&[&k]).unwrap();
+    // A blocking lock of `b` waits for a hold of `a` to end.
+    assert!(lock_files_after_idle_hold(&dir).is_empty());
+    a.lock(&[&k]).unwrap();
+    a.unlock(&[&k]).unwrap();
+    b.lock(&[&k]).unwrap();
+    b.unlock(&[&k]).unwrap();
+    // A close removes a kept lock file at once.
+    assert!(lock_files_after_idle_hold(&dir).is_empty());
+    a.lock(&[&k]).unwrap();
+    a.unlock(&[&k]).unwrap();
+    a.stop_background();
+    assert!(lock_files(&dir).is_empty(), "a close left {:?}", lock_files(&dir));
+}
+
+#[test]
+fn a_key_locked_again_and_again_gets_a_fresh_lock_file_after_the_longest_hold() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, pa, _b, _) = two(tmp.path());
+    let k = key("k");
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_millis(200) {
+        a.lock(&[&k]).unwrap();
+        a.unlock(&[&k]).unwrap();
+    }
+    let made = pa.key_locks.load(Ordering::SeqCst);
+    // The longest hold is 20 ms (LOCK_HOLD): about ten files in 200 ms, never one.
+    assert!((2..=200).contains(&made), "{made} lock files in 200 ms");
+    assert!(lock_files_after_idle_hold(&tmp.path().join("s")).is_empty());
+}
+
+/// A locked writer's pass through the log lock (docs/WAL.md §4.1) does not
+/// wait for a frame's `fdatasync`: that frame and its hint are written and
+/// its writer holds the log's lock file, so every decision before the pass
+/// is visible to the reads after it (the JavaScript thread, which takes
+/// key locks, used to wait for the disk here).
+#[test]
+fn a_locked_writer_passes_a_frame_that_waits_for_its_fdatasync() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pa = Hooked(Probe::default());
+    let durable = Options { sync_blob: true, ..options(Some(true)) };
+    let a = Arc::new(FileStore::open_with(Arc::new(pa.clone()), tmp.path(), durable).unwrap());
+    let (meta, at) = support::fixtures::slotted_meta();
+    let (k1, k2) = (key("one"), key("two"));
+    pa.shut_sync();
+    let (tx, rx) = std::sync::mpsc::channel();
+    a.replace_then(&replace(&k1, &meta, at, b"x", None), Box::new(move |r| tx.send(r.unwrap()).unwrap()));
+    support::fixtures::wait_until(10, "the frame to wait in its fdatasync", || pa.entered.load(Ordering::SeqCst));
+    let (a2, k2b) = (Arc::clone(&a), k2.clone());
+    let (ltx, lrx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        a2.lock(&[&k2b]).unwrap();
+        ltx.send(()).unwrap();
+    });
+    let passed = lrx.recv_timeout(std::time::Duration::from_secs(5)).is_ok();
+    let seen = a.get(&k1).unwrap().map(|e| e.value);
+    pa.open();
+    assert!(passed, "the lock waited for the frame's fdatasync");
+    assert_eq!(seen.as_deref(), Some(&b"x"[..]), "the frame's record is read after the pass");
+    assert!(matches!(rx.recv().unwrap(), Replaced::Written { revision: 1 }));
+    if !passed {
+        lrx.recv().unwrap();
+    }
+    a.unlock(&[&k2]).unwrap();
 }

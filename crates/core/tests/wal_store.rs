@@ -605,6 +605,33 @@ fn a_process_that_exits_while_keeping_the_log_lock_idle_releases_it_at_exit() {
     assert_eq!(value(&open(tmp.path(), None), &key("k")).unwrap(), b"v");
 }
 
+#[test]
+fn a_process_that_exits_while_keeping_a_key_lock_file_idle_releases_it_at_exit() {
+    const CHILD: &str = "KONSERVE_TEST_EXIT_WHILE_KEEPING_A_KEY_LOCK";
+    if let Ok(dir) = std::env::var(CHILD) {
+        // The child: a key locked and released (its lock file kept idle for
+        // the next holder here, docs/WAL.md §4.1.2), then exit() at once,
+        // within the hold, the store never dropped.
+        let o = Options { wal_idle_hold: Some(std::time::Duration::from_secs(3600)), ..options(Some(true)) };
+        let store = FileStore::open(Path::new(&dir), o).unwrap();
+        store.lock(&[&key("k")]).unwrap();
+        store.unlock(&[&key("k")]).unwrap();
+        let kept = support::dir_names(Path::new(&dir)).into_iter().filter(|n| n.ends_with(".lock")).count();
+        assert!(kept >= 1, "the key's lock file is kept idle");
+        std::process::exit(0);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let name = "a_process_that_exits_while_keeping_a_key_lock_file_idle_releases_it_at_exit";
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--test-threads=1"])
+        .env(CHILD, tmp.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let left: Vec<String> = support::dir_names(tmp.path()).into_iter().filter(|n| n.ends_with(".lock")).collect();
+    assert!(left.is_empty(), "lock files left at exit: {left:?}");
+}
+
 /// A store's close (`stop_background`) while its background thread runs an
 /// idle checkpoint: the checkpoint stops after its slice and is waited for,
 /// so no lock file of it outlives the close (a close used to return with the
