@@ -243,14 +243,35 @@ function* checkpointAll(wal: Wal, timeoutMs: number): Handler<void> {
   }
 }
 
+/** Past this many times WAL_CHECKPOINT_BYTES an async write runs the checkpoint itself (the core's HARD_FACTOR). */
+export const WAL_HARD_FACTOR = 4
+
+/** Whether the operation runs in its async form. */
+const inAsync = gensync({ sync: () => false, async: () => Promise.resolve(true) })
+/** Waits for the log's background checkpoint (async form; the blocking form cannot wait for one). */
+const backgroundDone = gensync({ sync: (_wal: Wal): void => {}, async: (wal: Wal) => wal.idle() })
+
 /**
  * After an append: a checkpoint when the log holds more than
- * WAL_CHECKPOINT_BYTES (skipped when another runs one). The write is durable
- * already; a failed checkpoint is left for the next one to redo, except a
- * failed fsync, which poisons and is reported (the core's `checkpoint_if_full`).
+ * WAL_CHECKPOINT_BYTES (docs/WAL.md §5). An async write starts it in the
+ * background and returns (its Promise does not wait for thousands of key
+ * files); past WAL_HARD_FACTOR times that (the background one has fallen
+ * behind) it waits for the one running and runs the rest itself
+ * (back-pressure). A blocking write runs it (its caller waits anyway, and a
+ * background one cannot run while a loop of blocking calls holds the
+ * thread). The write is durable already; a failed checkpoint is left for the
+ * next one to redo, except a failed fsync, which poisons and is reported to
+ * the writer that ran it (the core's `checkpoint_if_full`).
  */
 function* checkpointIfFull(wal: Wal): Handler<void> {
-  if (wal.logBytes() <= WAL_CHECKPOINT_BYTES) return
+  const bytes = wal.logBytes()
+  if (bytes <= WAL_CHECKPOINT_BYTES) return
+  const async = yield* inAsync()
+  if (async && bytes <= WAL_CHECKPOINT_BYTES * WAL_HARD_FACTOR) {
+    wal.startCheckpoint()
+    return
+  }
+  if (async) yield* backgroundDone(wal)
   try {
     yield* wal.checkpoint()
   } catch (err) {

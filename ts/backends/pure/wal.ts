@@ -853,6 +853,23 @@ export class Wal {
       return
     }
     if (this.logBytes() === 0) return
+    this.runBackground()
+  }
+
+  /**
+   * Starts a checkpoint in the background, as the idle one runs (async;
+   * `idle()` waits for it), unless one runs already in this process or the
+   * store takes no writes; returns at once. The size-triggered checkpoint
+   * of an async write (store.ts `checkpointIfFull`), off the write's path as
+   * the core's background thread runs it (docs/WAL.md §5).
+   */
+  startCheckpoint(): void {
+    if (this.closed || this.idleRun !== undefined || this.checkpointing) return
+    this.runBackground()
+  }
+
+  /** Runs a checkpoint as `idleRun`: a failure is kept in `idleError` and the idle checkpoint armed again. */
+  private runBackground(): void {
     try {
       this.staging.checkWritable()
     } catch {
@@ -874,7 +891,7 @@ export class Wal {
     this.idleRun = run
   }
 
-  /** Resolves once no idle checkpoint runs (for close and tests). */
+  /** Resolves once no background checkpoint (idle, or started by startCheckpoint) runs (for close, back-pressure and tests). */
   async idle(): Promise<void> {
     while (this.idleRun) await this.idleRun
   }
