@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto'
 import { readFileSync, statSync, writeFileSync } from 'node:fs'
 import type { LogRecord, } from '../ts/backing/index.js'
 import * as file from '../ts/format/file.js'
+import { openLogLayout } from '../ts/format/log.js'
 import { xxh3_64 } from '../ts/codec/xxhash.js'
 import { forgetVerifiedLogs, } from '../ts/backends/pure/store.js'
 import { failure, outcome } from './helpers/errors.js'
@@ -387,3 +388,36 @@ test('log group commits: no records, or one bad record, writes nothing', async (
   t.deepEqual(stagingFiles(dir), [])
 })
 
+
+test('a reader whose length of the log was read before an append still reads it (readers take no lock)', async (t) => {
+  // The pure store's reader hands openLogLayout the length it read when it
+  // opened the file, and `lengthNow` for a second look: an append that landed
+  // after that length was read, and before the commit was, is not damage.
+  const dir = tempDir(t)
+  const store = open(dir, codecs[0]!, true)
+  const k = key('events')
+  for (let i = 0; i < 3; i++) await append(store, 'async', k, rec(i, pattern(10, i)))
+  const before = readFileSync(store.filePath(k)).length
+  await append(store, 'async', k, rec(3, pattern(10, 3)))
+  const bytes = new Uint8Array(readFileSync(store.filePath(k)))
+  const head = file.decodeKeyFileHeadSync(bytes, bytes.length, {})
+  const codec = file.segmentCodec(head.header.compressor, head.header.encryptor, {})
+  const layout = (length?: number) =>
+    openLogLayout.sync(
+      file.bytesReader(bytes),
+      head.header,
+      bytes,
+      codec,
+      before,
+      length === undefined
+        ? undefined
+        : function* () {
+            return length
+          },
+    )
+  t.is((await failure(() => layout())).code, 'ERR_CORRUPT', 'a length read before the append, and no second look')
+  t.is(layout(bytes.length).commit!.end, bytes.length)
+  t.regex((await failure(() => layout(before))).message, /shorter than its acknowledged records/, 'still shorter on the second look: damage')
+  // Through the store: all four records.
+  t.is((await readAll(store, k, 'async', 10)).length, 4)
+})

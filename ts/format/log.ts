@@ -324,6 +324,8 @@ export function checkLogHeader(header: Header): void {
  * the bytes read from the start of the file, or one read of the commit
  * area), checked against the file's length; for the earlier layout whether a
  * valid record ends the file. `prefix` holds at least the header and meta segment.
+ * `lengthNow` reads the file's length again (a file store, whose readers take
+ * no lock: an append may land after `fileLength` was read).
  */
 export const openLogLayout = gensync(function* (
   read: ReadAt,
@@ -331,6 +333,7 @@ export const openLogLayout = gensync(function* (
   prefix: Uint8Array,
   codec: SegmentCodec,
   fileLength: number,
+  lengthNow?: () => Handler<number>,
 ): Handler<LogLayout> {
   checkLogHeader(header)
   // Every read of a log decides its layout here: an encrypted store refuses a
@@ -354,7 +357,11 @@ export const openLogLayout = gensync(function* (
     commit.seq >= 1 && room >= 0 && (commit.count === 0) === (room === 0) && commit.count * RECORD_OVERHEAD <= room && (commit.count > 0 || commit.lastChecksum === 0n)
   if (!possible) throw corrupt(`the log's commit is impossible: ${commit.count} records ending at offset ${commit.end}, from offset ${dataStart}`)
   if (fileLength < commit.end) {
-    throw corrupt(`the log file is ${fileLength} bytes, shorter than its acknowledged records, which end at offset ${commit.end}`)
+    // Readers take no lock: an append may have landed since the length was
+    // read. It writes its records before its commit, so a file shorter than
+    // the commit it read now is damaged; one that has grown is not.
+    const now = lengthNow ? yield* lengthNow() : fileLength
+    if (now < commit.end) throw corrupt(`the log file is ${now} bytes, shorter than its acknowledged records, which end at offset ${commit.end}`)
   }
   return { dataStart, areaAt: metaEnd, commit, bValid, validAtEnd: false }
 })
@@ -441,6 +448,7 @@ export const readLogInfo = gensync(function* (
   prefix: Uint8Array,
   codec: SegmentCodec,
   fileLength: number,
+  lengthNow?: () => Handler<number>,
 ): Handler<LogInfo> {
   checkLogHeader(header)
   const metaEnd = HEADER_LEN + header.metaLen
@@ -454,7 +462,7 @@ export const readLogInfo = gensync(function* (
     const layout: LogLayout = { dataStart: metaEnd, areaAt: metaEnd, bValid: false, validAtEnd: !!tail }
     return logInfoOf(yield* scanLog(read, layout, fileLength))
   }
-  const layout = yield* openLogLayout(read, header, prefix, codec, fileLength)
+  const layout = yield* openLogLayout(read, header, prefix, codec, fileLength, lengthNow)
   const commit = layout.commit!
   if (commit.count === 0) return logInfoOf({})
   const tail = yield* tailRecord(read, layout.dataStart, commit.end)

@@ -470,11 +470,17 @@ fn open_layout(file: &dyn VfsFile, size: u64, path: &Path, header: &Header, pref
     let meta_stored = &prefix[HEADER_LEN..meta_end as usize];
     let (commit, b_valid) = choose_commit(&area, header.codec, ctx, meta_stored, data_start).map_err(|e| e.with_file(path))?;
     if size < commit.end {
-        return Err(Error::corrupt(format!(
-            "the log file is {size} bytes, shorter than its acknowledged records, which end at offset {}",
-            commit.end
-        ))
-        .with_file(path));
+        // Readers take no lock: an append may have landed since `size` was
+        // read. It writes its records before its commit, so a file shorter
+        // than the commit it read now is damaged; one that has grown is not.
+        let now = file.size().map_err(|e| Error::io(e, "cannot stat the log file", path))?;
+        if now < commit.end {
+            return Err(Error::corrupt(format!(
+                "the log file is {now} bytes, shorter than its acknowledged records, which end at offset {}",
+                commit.end
+            ))
+            .with_file(path));
+        }
     }
     Ok(LogLayout { data_start, area_at: meta_end, bound: Bound::Committed { commit, b_valid } })
 }

@@ -784,3 +784,70 @@ fn a_log_of_the_earlier_layout_reads_as_before_and_migrates_on_append() {
 fn le_u64(b: &[u8]) -> u64 {
     u64::from_le_bytes(b.try_into().unwrap())
 }
+
+/// Readers of an append log take no lock. One whose size of the file was
+/// read just before an append landed, and whose read of the commit came
+/// after it, saw a file shorter than its commit and failed with ERR_CORRUPT
+/// ("shorter than its acknowledged records", seen in CI's soak test under a
+/// concurrent appender); the records are written before the commit, so the
+/// file has grown by then. A file truly shorter than its commit still fails.
+#[test]
+fn a_reader_whose_size_was_read_before_an_append_still_reads_the_log() {
+    use konserve_core::vfs::{RealFs, Vfs, VfsFile};
+    use std::path::Path;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use support::passthrough::{FileHooks, Hooked, HookedFile, VfsHooks};
+
+    /// The first size read of a key file opened for reading: the real size,
+    /// then an append by another store (as in another process), then that size.
+    #[derive(Clone)]
+    struct AppendAfterSize {
+        appender: Arc<(FileStore, Vec<u8>)>,
+        armed: Arc<AtomicBool>,
+    }
+    impl FileHooks for AppendAfterSize {
+        fn size(&self, file: &dyn VfsFile) -> std::io::Result<u64> {
+            let size = file.size()?;
+            if self.armed.swap(false, Ordering::SeqCst) {
+                let (store, k) = &*self.appender;
+                append(store, k, &rec(3, payload(3))).unwrap();
+            }
+            Ok(size)
+        }
+    }
+    impl VfsHooks for AppendAfterSize {
+        fn inner(&self) -> &dyn Vfs {
+            &RealFs
+        }
+        fn open_read(&self, path: &Path) -> std::io::Result<Box<dyn VfsFile>> {
+            let inner = RealFs.open_read(path)?;
+            Ok(Box::new(HookedFile { inner, hooks: self.clone() }))
+        }
+    }
+
+    let tmp = tempfile::tempdir().unwrap();
+    let k = key("events");
+    let writer = FileStore::open(tmp.path(), Options::default()).unwrap();
+    for i in 0..3 {
+        append(&writer, &k, &rec(i, payload(i))).unwrap();
+    }
+    let hooks = AppendAfterSize { appender: Arc::new((writer, k.clone())), armed: Arc::new(AtomicBool::new(false)) };
+    let reader = FileStore::open_with(Arc::new(Hooked(hooks.clone())), tmp.path(), Options::default()).unwrap();
+    hooks.armed.store(true, Ordering::SeqCst);
+    let mut cursor = reader.open_log(&k).unwrap().unwrap();
+    assert!(!hooks.armed.load(Ordering::SeqCst), "the append landed between the size read and the commit read");
+    let mut got = Vec::new();
+    while let Some(batch) = cursor.next_batch(usize::MAX).unwrap() {
+        got.extend(batch);
+    }
+    assert_eq!(got.len(), 4, "the records of the commit it read");
+    drop(cursor);
+    // A file shorter than its commit is damage, as before.
+    let path = reader.file_path(&k);
+    let len = fs::metadata(&path).unwrap().len();
+    fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 5).unwrap();
+    let Err(err) = reader.open_log(&k) else { panic!("a short log opened") };
+    assert_eq!(err.code(), ErrorCode::Corrupt);
+    assert!(err.to_string().contains("shorter than its acknowledged records"), "{err}");
+}

@@ -74,11 +74,14 @@ export function* logInfo(store: KeyFiles, f: OpenKeyFile): Handler<LogInfo | und
   if (!isLogHeader(f.head.header)) return undefined
   try {
     const codec = store.codec.readCodec(f.head.header, f.head.key)
-    return yield* readLogInfo(bufferedReader(fileReader(f)), f.head.header, f.prefix, codec, f.size)
+    return yield* readLogInfo(bufferedReader(fileReader(f)), f.head.header, f.prefix, codec, f.size, lengthNow(f))
   } catch (err) {
     throw vfs.ioError(err, 'cannot read the log', f.file)
   }
 }
+
+/** The open log file's length now (an append may have grown it since it was opened: readers take no lock). */
+const lengthNow = (f: { fd: number; file: string }) => () => vfs.regularFileSize(f.fd, f.file, 'the log file')
 
 /** The head of the log file at `key` opened with `flags`, checked to be a log, and its layout; undefined when missing. */
 function* openLogFile(store: KeyFiles, key: Uint8Array, flags: 'r' | 'r+'): Handler<OpenLog | undefined> {
@@ -90,7 +93,7 @@ function* openLogFile(store: KeyFiles, key: Uint8Array, flags: 'r' | 'r+'): Hand
     }
     checkLogHeader(f.head.header)
     const codec = store.codec.readCodec(f.head.header, key)
-    const layout = yield* openLogLayout(bufferedReader(fileReader(f)), f.head.header, f.prefix, codec, f.size)
+    const layout = yield* openLogLayout(bufferedReader(fileReader(f)), f.head.header, f.prefix, codec, f.size, lengthNow(f))
     return { ...f, layout }
   } catch (err) {
     vfs.closeQuietly(f.fd)
