@@ -320,6 +320,10 @@ struct BgState {
     /// Appends submitted while a committer thread of [`Wal::submit`] ran
     /// (it waits for this to change while idle).
     submitted: u64,
+    /// That committer waits for more right now: only then does a submit
+    /// wake it (a busy one takes what is queued when its frame ends; a
+    /// wake per write cost a futex call and woke the background thread too).
+    committer_waiting: bool,
     /// Remove the kept key lock files due by then ([`Wal::keep_key_lock`]).
     keys_at: Option<Instant>,
 }
@@ -602,7 +606,9 @@ fn committer(mut wal: Arc<Wal>) {
                 if st.submitted != seen {
                     break false;
                 }
+                st.committer_waiting = true;
                 st = bg.wake.wait_timeout(st, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
+                st.committer_waiting = false;
             }
         };
         let Some(w) = weak.upgrade() else { return };
@@ -1395,8 +1401,12 @@ impl Wal {
         if q.committer {
             drop(q);
             // It may be waiting for more (WalOptions::idle_hold).
-            lock(&self.bg.state).submitted += 1;
-            self.bg.wake.notify_all();
+            let mut st = lock(&self.bg.state);
+            st.submitted += 1;
+            if st.committer_waiting {
+                drop(st);
+                self.bg.wake.notify_all();
+            }
             return Ok(());
         }
         q.committer = true;

@@ -464,6 +464,30 @@ fn submit_commits_on_a_committer_thread_and_calls_each_completion() {
     assert!(!w.holds_log_lock());
 }
 
+/// A committer that waits for more (`idle_hold`) is woken by the next
+/// submission, which is committed at once, not when the wait ends (a
+/// submission wakes it only while it waits: none may be missed).
+#[test]
+fn a_submission_wakes_a_committer_that_waits_for_more() {
+    let (fs, _) = setup(45, DIR);
+    let long = WalOptions { idle_hold: std::time::Duration::from_secs(30), lock_hold: std::time::Duration::from_secs(60), ..options() };
+    let w = Arc::new(Wal::open(Arc::new(fs.clone()), Path::new(DIR), long).unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    for i in 0..20 {
+        let k = format!("k{i}");
+        let p = payload(&k, b"v");
+        let tx = tx.clone();
+        let t = std::time::Instant::now();
+        w.submit(&[NewWalRecord { op: WalOp::Put, key_hash: h(&k), payload: &p }], Box::new(move |r| tx.send(r).unwrap())).unwrap();
+        // The committer waits for more up to the longest hold (a quarter of the 30 s lease):
+        // a submission it missed would wait that long.
+        rx.recv_timeout(std::time::Duration::from_secs(2)).expect("committed while the committer waited for more").unwrap();
+        assert!(t.elapsed() < std::time::Duration::from_secs(2));
+        std::thread::sleep(std::time::Duration::from_millis(if i % 2 == 0 { 5 } else { 0 }));
+    }
+    assert_eq!(w.stats().records, 20);
+}
+
 #[test]
 fn two_instances_see_each_others_acknowledged_appends_on_the_next_get() {
     let (fs, _) = setup(5, DIR);
