@@ -579,6 +579,17 @@ fn an_idle_store_checkpoints_its_log_by_itself_with_the_default_options() {
     assert_eq!(value(&again, &key("c")).unwrap(), b"vc");
 }
 
+/// Runs the test `name` of this binary as a child process, with `var` set
+/// to `dir` (the test's child branch), and checks that it exited cleanly.
+fn run_as_child(name: &str, var: &str, dir: &Path) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--test-threads=1"])
+        .env(var, dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 #[test]
 fn a_process_that_exits_while_keeping_the_log_lock_idle_releases_it_at_exit() {
     const CHILD: &str = "KONSERVE_TEST_EXIT_WHILE_HOLDING";
@@ -593,13 +604,7 @@ fn a_process_that_exits_while_keeping_the_log_lock_idle_releases_it_at_exit() {
         std::process::exit(0);
     }
     let tmp = tempfile::tempdir().unwrap();
-    let name = "a_process_that_exits_while_keeping_the_log_lock_idle_releases_it_at_exit";
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--test-threads=1"])
-        .env(CHILD, tmp.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    run_as_child("a_process_that_exits_while_keeping_the_log_lock_idle_releases_it_at_exit", CHILD, tmp.path());
     let lock = tmp.path().join(format!(".{}.lock", konserve_core::wal::WAL_LOCK_HEX));
     assert!(!lock.exists(), "the lock file kept idle was released at exit");
     assert_eq!(value(&open(tmp.path(), None), &key("k")).unwrap(), b"v");
@@ -621,13 +626,7 @@ fn a_process_that_exits_while_keeping_a_key_lock_file_idle_releases_it_at_exit()
         std::process::exit(0);
     }
     let tmp = tempfile::tempdir().unwrap();
-    let name = "a_process_that_exits_while_keeping_a_key_lock_file_idle_releases_it_at_exit";
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--test-threads=1"])
-        .env(CHILD, tmp.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    run_as_child("a_process_that_exits_while_keeping_a_key_lock_file_idle_releases_it_at_exit", CHILD, tmp.path());
     let left: Vec<String> = support::dir_names(tmp.path()).into_iter().filter(|n| n.ends_with(".lock")).collect();
     assert!(left.is_empty(), "lock files left at exit: {left:?}");
 }
