@@ -384,6 +384,27 @@ impl Settler {
         FnArgs::from((Float64Array::new(answers), failures))
     }
 
+    /// Queues one write through `submit` (JavaScript thread): `submit` gets
+    /// the completion that pushes its outcome here, and returns whether the
+    /// core took the write. Returns its id (>= 0), or -1 when the core
+    /// declined it (nothing queued, nothing left pending).
+    fn queue(self: &Arc<Self>, env: &Env, submit: impl FnOnce(Box<dyn FnOnce(CoreResult<core::Replaced>) + Send>) -> bool) -> f64 {
+        let id = self.next_id.load(std::sync::atomic::Ordering::Relaxed);
+        let theirs = Arc::clone(self);
+        // Counted before it is queued: the committer may push its outcome at once.
+        if self.pending.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
+            self.reference(env, true);
+        }
+        if !submit(Box::new(move |result| theirs.push(id, result))) {
+            if self.pending.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) == 1 {
+                self.reference(env, false);
+            }
+            return -1.0;
+        }
+        self.next_id.store(id.wrapping_add(1), std::sync::atomic::Ordering::Relaxed);
+        f64::from(id)
+    }
+
     /// Keeps the process alive (or not) for the pending writes; JavaScript thread only.
     fn reference(&self, env: &Env, on: bool) {
         if let Some(f) = self.tsfn.get() {
@@ -641,7 +662,6 @@ impl NativeFileStore {
         let (Ok(expected_revision), Ok(serializer)) = (crate::expected_revision(expected_revision), serializer_id(serializer)) else {
             return Ok(-1.0);
         };
-        let id = settler.next_id.load(std::sync::atomic::Ordering::Relaxed);
         let r = core::Replace {
             key: &key,
             serializer,
@@ -651,19 +671,7 @@ impl NativeFileStore {
             expected_revision,
             lock: true,
         };
-        let theirs = Arc::clone(settler);
-        // Counted before it is queued: the committer may push its outcome at once.
-        if settler.pending.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
-            settler.reference(env, true);
-        }
-        if !self.inner.replace_queued(&r, Box::new(move |result| theirs.push(id, result))) {
-            if settler.pending.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) == 1 {
-                settler.reference(env, false);
-            }
-            return Ok(-1.0);
-        }
-        settler.next_id.store(id.wrapping_add(1), std::sync::atomic::Ordering::Relaxed);
-        Ok(f64::from(id))
+        Ok(settler.queue(env, |done| self.inner.replace_queued(&r, done)))
     }
 
     /// A put of keys whose locks the caller holds, queued straight for the
@@ -680,21 +688,8 @@ impl NativeFileStore {
             return Ok(-1.0);
         }
         let ws = core_writes(&writes);
-        let id = settler.next_id.load(std::sync::atomic::Ordering::Relaxed);
-        let theirs = Arc::clone(settler);
-        // Counted before it is queued: the committer may push its outcome at once.
-        if settler.pending.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
-            settler.reference(env, true);
-        }
-        let done = Box::new(move |result: CoreResult<()>| theirs.push(id, result.map(|()| core::Replaced::Written { revision: 0 })));
-        if !self.inner.put_queued(&ws, done) {
-            if settler.pending.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) == 1 {
-                settler.reference(env, false);
-            }
-            return Ok(-1.0);
-        }
-        settler.next_id.store(id.wrapping_add(1), std::sync::atomic::Ordering::Relaxed);
-        Ok(f64::from(id))
+        Ok(settler
+            .queue(env, |done| self.inner.put_queued(&ws, Box::new(move |r| done(r.map(|()| core::Replaced::Written { revision: 0 }))))))
     }
 
     /// Deletes each key; returns whether each existed.
