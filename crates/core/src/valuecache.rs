@@ -13,10 +13,11 @@
 //!   truncate, a chmod). The kernel queues the inotify event inside the system
 //!   call, before it returns: a write acknowledged to its caller (the rename
 //!   returned) has its event queued already, in every process's instance.
-//! - Each lookup first drains the queue (under the cache's one mutex) and
-//!   drops what the events name; only then may it answer from memory. A
-//!   `get` that begins after a write's rename returned therefore never sees
-//!   the value the write replaced.
+//! - A lookup that finds its key held first drains the queue (under the
+//!   cache's one mutex) and drops what the events name; only then may it
+//!   answer from memory. A `get` that begins after a write's rename returned
+//!   therefore never sees the value the write replaced. (A key not held is a
+//!   miss whatever is queued: nothing is read from the queue.)
 //! - A miss reads the file and inserts what it read only if no event of this
 //!   store was drained since its lookup (the store's epoch did not move): an
 //!   older file read just before a rename, whose event another thread drained
@@ -473,7 +474,7 @@ mod linux {
             Some(ValueCache { token })
         }
 
-        /// Drains the events, then answers from memory if it can, copying the
+        /// Answers from memory if it can (the events drained first), copying the
         /// value to the start of `buf` (a value longer than `buf` is a miss).
         pub(crate) fn lookup(&self, hash: u128, key: &[u8], buf: &mut [u8]) -> Lookup {
             if FORKED.load(Ordering::Relaxed) {
@@ -486,7 +487,14 @@ mod linux {
                 Armed::No => hub.arm(self.token),
                 Armed::Yes => {}
             }
-            hub.drain();
+            // Only a hit needs the queue drained first. A key not held is a
+            // miss whatever is queued: the caller reads its file, and an event
+            // left queued (of a write before or after that read) is drained
+            // before any later hit and drops what the miss inserted. (An event
+            // drained meanwhile by another lookup moves the epoch: no insert.)
+            if hub.stores.get(&self.token).is_some_and(|s| s.map.contains_key(&hash)) {
+                hub.drain();
+            }
             let Some(s) = hub.stores.get_mut(&self.token) else { return Lookup::Off };
             if s.armed != Armed::Yes {
                 return Lookup::Off;

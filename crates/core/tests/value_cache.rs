@@ -109,6 +109,40 @@ fn another_writer_is_seen_at_once_by_rename_delete_or_in_place_write() {
     assert!(store.value_cache_stats().enabled);
 }
 
+/// A miss reads nothing from the event queue (a key not held is a miss
+/// whatever is queued): events of writes made meanwhile wait there, and the
+/// next hit applies them first, whichever keys the misses in between read,
+/// and whatever those misses inserted.
+#[test]
+fn a_change_queued_while_only_misses_ran_is_seen_by_the_next_hit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let other = writer(tmp.path());
+    let keys: Vec<Vec<u8>> = (0..50).map(|i| key(&format!("k{i}"))).collect();
+    put1(&other, &keys[0], b"first");
+    assert_eq!(read(&store, &keys[0]).as_deref(), Some(&b"first"[..]));
+    assert_eq!(read(&store, &keys[0]).as_deref(), Some(&b"first"[..]));
+    for round in 0..200u32 {
+        // Queued: a replace of the held key, and writes of keys read below.
+        put1(&other, &keys[0], &round.to_le_bytes());
+        for k in &keys[1..] {
+            put1(&other, k, &round.to_le_bytes());
+        }
+        // Misses (each key's first read since its write), inserting what they read ...
+        for k in &keys[1..] {
+            assert_eq!(read(&store, k), Some(round.to_le_bytes().to_vec()), "round {round}");
+        }
+        // ... and then the held key: never the value the queued write replaced.
+        assert_eq!(read(&store, &keys[0]), Some(round.to_le_bytes().to_vec()), "round {round}");
+        assert_eq!(read(&store, &keys[0]), Some(round.to_le_bytes().to_vec()), "round {round}");
+        // A miss's insert of a key whose older write was still queued is dropped, not served stale.
+        put1(&other, &keys[1], b"newer");
+        assert_eq!(read(&store, &keys[1]).as_deref(), Some(&b"newer"[..]), "round {round}");
+    }
+    let s = store.value_cache_stats();
+    assert!(s.enabled && s.hits >= 200, "{s:?}");
+}
+
 #[test]
 fn the_store_deleted_and_recreated_is_read_from_its_files() {
     let tmp = tempfile::tempdir().unwrap();
