@@ -181,6 +181,18 @@ pub struct MetaEntry {
 }
 
 /// The error of a read of a key file's head: a short file is truncated.
+/// `e`, the failure of a read or decode of a file opened unchecked (see
+/// [`Vfs::open_read_unchecked`]), or the error that says the file is not a
+/// regular one, when that is why it failed.
+pub(crate) fn unless_irregular(file: &dyn VfsFile, path: &Path, e: Error) -> Error {
+    match file.check_regular() {
+        Err(not_regular) if not_regular.get_ref().is_some_and(|i| i.is::<crate::vfs::NotRegularFile>()) => {
+            Error::io(not_regular, "cannot open the key file", path)
+        }
+        _ => e,
+    }
+}
+
 pub(crate) fn head_read_error(e: io::Error, path: &Path) -> Error {
     match e.kind() {
         io::ErrorKind::UnexpectedEof => Error::corrupt("the key file ends early").with_file(path),
@@ -312,9 +324,17 @@ impl StoreDir {
 
     /// Opens `key`'s file for reading, with its path: `None` if it does not exist.
     pub(crate) fn open_key_file(&self, key: &[u8]) -> Result<Option<(Box<dyn VfsFile>, PathBuf)>> {
+        self.open_key_file_as(key, false)
+    }
+
+    /// [`open_key_file`](Self::open_key_file), the file's type unchecked when
+    /// `unchecked` (see [`Vfs::open_read_unchecked`]): the caller passes its
+    /// read's or decode's error through [`unless_irregular`].
+    pub(crate) fn open_key_file_as(&self, key: &[u8], unchecked: bool) -> Result<Option<(Box<dyn VfsFile>, PathBuf)>> {
         key::validate(key)?;
         let path = self.file_path(key);
-        match self.vfs.open_read(&path) {
+        let opened = if unchecked { self.vfs.open_read_unchecked(&path) } else { self.vfs.open_read(&path) };
+        match opened {
             Ok(f) => Ok(Some((f, path))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(e, "cannot open the key file", &path)),
@@ -365,7 +385,7 @@ impl StoreDir {
     ) -> Result<Option<Option<(Box<dyn VfsFile>, u64, PathBuf, Header, MetaSegment, Vec<u8>)>>> {
         key::validate(key)?;
         let path = self.file_path(key);
-        let file = match self.vfs.open_read_cached(&path) {
+        let file = match self.vfs.open_read_cached(&path).and_then(|f| f.check_regular().map(|()| f)) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Some(None)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),

@@ -659,10 +659,15 @@ impl FileStore {
             Ok(found) => return Ok(found),
             Err(miss) => miss,
         };
-        let Some((file, path)) = self.files.open_key_file(key)? else { return Ok(ValueInto::Missing) };
-        let got = file.read_upto_at(buf, 0).map_err(|e| keyfile::head_read_error(e, &path))?;
+        // The file's type is checked only if its read or decode fails (one
+        // stat fewer per get): a regular file's bytes are what the checks judge.
+        let Some((file, path)) = self.files.open_key_file_as(key, true)? else { return Ok(ValueInto::Missing) };
+        let found = file
+            .read_upto_at(buf, 0)
+            .map_err(|e| keyfile::head_read_error(e, &path))
+            .and_then(|got| self.decode_read(key, &path, buf, got))
+            .map_err(|e| keyfile::unless_irregular(&*file, &path, e))?;
         drop(file);
-        let found = self.decode_read(key, &path, buf, got)?;
         self.cache_insert(hash, ticket, key, buf, found);
         Ok(found)
     }
@@ -725,24 +730,24 @@ impl FileStore {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
             Err(e) => return Err(Error::io(e, "cannot open the key file", &path)),
         };
+        // Opened with its type unchecked, as the blocking read does.
         let got = match file.read_cached_at(buf, 0) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-            Err(e) => return Err(keyfile::head_read_error(e, &path)),
+            Err(e) => return Err(keyfile::unless_irregular(&*file, &path, keyfile::head_read_error(e, &path))),
         };
         // A cached read may stop short of the end. One that ends where the
         // header says the file ends holds it whole, as `open_head_now` takes
-        // it and as the blocking read decodes it (the file was stat'ed on
-        // open, a regular file: no second stat per get); otherwise only the
-        // file's size tells.
+        // it and as the blocking read decodes it (no stat per get); otherwise
+        // only the file's size tells.
         if got < buf.len()
             && file::Header::declared_len(&buf[..got]) != Some(got as u64)
             && file.size().map_err(|e| Error::io(e, "cannot stat the key file", &path))? != got as u64
         {
             return Ok(None);
         }
+        let found = self.decode_read(key, &path, buf, got).map_err(|e| keyfile::unless_irregular(&*file, &path, e))?;
         drop(file);
-        let found = self.decode_read(key, &path, buf, got)?;
         self.cache_insert(hash, ticket, key, buf, found);
         Ok(Some(found))
     }

@@ -25,10 +25,20 @@ pub trait Vfs: Send + Sync {
     /// Opens an existing file for reading.
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn VfsFile>>;
 
+    /// [`open_read`](Self::open_read) that may leave out the check that the
+    /// file is a regular one (a stat per open): for the hot read, which reads
+    /// and decodes the file and calls [`VfsFile::check_regular`] only when
+    /// that fails. The default checks as `open_read` does.
+    fn open_read_unchecked(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+        self.open_read(path)
+    }
+
     /// Opens an existing file for reading, but only if that cannot wait for the
     /// disk: `WouldBlock` otherwise. Lets an async read be answered on the
-    /// caller's thread when everything it needs is cached. The default (and
-    /// any system that cannot promise it) always says `WouldBlock`.
+    /// caller's thread when everything it needs is cached. Like
+    /// [`open_read_unchecked`](Self::open_read_unchecked), it may leave the
+    /// file's type unchecked. The default (and any system that cannot promise
+    /// it) always says `WouldBlock`.
     fn open_read_cached(&self, _path: &Path) -> io::Result<Box<dyn VfsFile>> {
         Err(io::ErrorKind::WouldBlock.into())
     }
@@ -165,6 +175,12 @@ pub trait VfsFile: Send + Sync {
     /// Reads exactly `buf.len()` bytes at `offset`; `UnexpectedEof` if the file is shorter.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
 
+    /// A [`NotRegularFile`] error if this is not a regular file (see
+    /// [`Vfs::open_read_unchecked`]). The default: every file is regular.
+    fn check_regular(&self) -> io::Result<()> {
+        Ok(())
+    }
+
     /// Reads up to `buf.len()` bytes at `offset` and returns how many: fewer
     /// where the file ends (a network file system may also return fewer, so
     /// callers check what they got). A small file is read without a stat.
@@ -287,11 +303,9 @@ const STORE_OPEN_FLAGS: libc::c_int = libc::O_NOFOLLOW | libc::O_NONBLOCK | libc
 
 /// The file, if it is a regular file; otherwise a [`NotRegularFile`] error.
 fn regular(file: File) -> io::Result<Box<dyn VfsFile>> {
-    let ft = file.metadata()?.file_type();
-    if !ft.is_file() {
-        return Err(NotRegularFile::error(ft));
-    }
-    Ok(Box::new(RealFile(file)))
+    let file = RealFile(file);
+    file.check_regular()?;
+    Ok(Box::new(file))
 }
 
 impl Vfs for RealFs {
@@ -306,6 +320,10 @@ impl Vfs for RealFs {
 
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
         regular(OpenOptions::new().read(true).custom_flags(STORE_OPEN_FLAGS).open(path)?)
+    }
+
+    fn open_read_unchecked(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+        Ok(Box::new(RealFile(OpenOptions::new().read(true).custom_flags(STORE_OPEN_FLAGS).open(path)?)))
     }
 
     fn open_write(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
@@ -360,7 +378,7 @@ impl Vfs for RealFs {
         }
         // SAFETY: openat2 returned a new descriptor that nothing else owns.
         let fd = unsafe { File::from_raw_fd(fd as libc::c_int) };
-        regular(fd)
+        Ok(Box::new(RealFile(fd)))
     }
 
     fn exists(&self, path: &Path) -> io::Result<bool> {
@@ -469,6 +487,14 @@ impl VfsFile for RealFile {
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         FileExt::read_exact_at(&self.0, buf, offset)
+    }
+
+    fn check_regular(&self) -> io::Result<()> {
+        let ft = self.0.metadata()?.file_type();
+        if !ft.is_file() {
+            return Err(NotRegularFile::error(ft));
+        }
+        Ok(())
     }
 
     fn read_upto_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
