@@ -30,7 +30,7 @@ import {
   notBlocking,
   twinOp,
 } from './backing/index.js'
-import type { Backing, BlobSink, BlobSource, LogCursor } from './backing/seam.js'
+import { type Backing, type BlobSink, type BlobSource, type LogCursor, MISS } from './backing/seam.js'
 import { AppendGroups } from './backing/group-commit.js'
 import { NodeBuffer } from './node-buffer.js'
 import { type Key, decodeKey, encodeKey } from './format/key.js'
@@ -542,10 +542,28 @@ function readKey(store: Store, key: Key, rest: Path | undefined, notFound: unkno
     if (!raw?.log) return valueAt(store, raw, rest, notFound)
     return getInOp.sync(store, [key, ...(rest ?? [])], notFound)
   }
+  const b = store.backing
+  if (b.getValueNow) {
+    // Answered on this thread (a cached or logged key): one resolved Promise.
+    const cke = encodeKey(key)
+    let now: RawValue | undefined | typeof MISS
+    try {
+      now = b.getValueNow(cke)
+    } catch (err) {
+      return Promise.reject(withKey(err, key))
+    }
+    if (now !== MISS) {
+      if (now?.log) return getInOp.async(store, [key, ...(rest ?? [])], notFound)
+      try {
+        return Promise.resolve(valueAt(store, now, rest, notFound))
+      } catch (err) {
+        return Promise.reject(err)
+      }
+    }
+  }
   return (async () => {
     let raw: RawValue | RawEntry | undefined
     try {
-      const b = store.backing
       raw = await (b.getValue ?? b.get).async(encodeKey(key))
     } catch (err) {
       throw withKey(err, key)

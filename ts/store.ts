@@ -472,9 +472,11 @@ function shadow(target: object, name: string, value: unknown): void {
 function seal(b: Backing, why: Ended, path: string | undefined): void {
   const error = () => new KonserveError(why.code, why.why, path ? { file: path } : {})
   for (const m of OPS) if (b[m]) shadow(b, m, failing(error))
-  shadow(b, 'openList', () => {
+  const throwing = () => {
     throw error()
-  })
+  }
+  shadow(b, 'openList', throwing)
+  if (b.getValueNow) shadow(b, 'getValueNow', throwing)
   if (b.flush) shadow(b, 'flush', () => Promise.reject(error()))
 }
 

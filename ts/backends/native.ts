@@ -5,7 +5,7 @@
  * real twin in the code base); errors are typed where the binding is called.
  */
 import { type LogInfo, type NewRecord, type RawBlobReplace, type RawEntry, type RawListing, type RawMeta, type RawReplace, type RawValue, type RawWrite, REPLACE_UNSURE, type StoreClock, pollingLock, twinOp } from '../backing/index.js'
-import type { Backing, BlobSink, BlobSource, ListCursor, LogCursor } from '../backing/seam.js'
+import { type Backing, type BlobSink, type BlobSource, type ListCursor, type LogCursor, MISS } from '../backing/seam.js'
 import { fromNative } from '../errors.js'
 import { RAW_BYTES_ID } from '../serializers.js'
 import { GroupCommit } from '../backing/group-commit.js'
@@ -280,6 +280,16 @@ export class NativeFileBacking implements Backing {
       return callAsync(async () => fromPrefixed(await this.native.getValueAsync(buf(key))))
     },
   )
+
+  readonly getValueNow = (key: Uint8Array): RawValue | undefined | typeof MISS => {
+    let now: ReturnType<NativeFileBacking['readSlab']>
+    try {
+      now = this.readSlab(key, true)
+    } catch (err) {
+      throw fromNative(err)
+    }
+    return now === WOULD_BLOCK || now === TOO_LARGE ? MISS : now
+  }
 
   /** Reads `key` into the slab (see SLAB_SIZE); `now`: only if that cannot wait for the disk. */
   private readSlab(key: Uint8Array, now: boolean): RawValue | undefined | typeof WOULD_BLOCK | typeof TOO_LARGE {

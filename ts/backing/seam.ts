@@ -185,6 +185,12 @@ export interface Backing {
   get: Op<[key: Uint8Array], RawEntry | undefined>
   /** Optional hot path of `get`: the value without metadata, possibly lent (RawValue.shared). */
   getValue?: Op<[key: Uint8Array], RawValue | undefined>
+  /**
+   * Optional: `getValue` answered on this thread when that cannot wait for
+   * the disk (a cached or logged key), else MISS. The async `get` tries it
+   * first, so a cached read costs one resolved Promise, not a chain of them.
+   */
+  getValueNow?: (key: Uint8Array) => RawValue | undefined | typeof MISS
   getMeta: Op<[key: Uint8Array], RawMeta | undefined>
   exists: Op<[key: Uint8Array], boolean>
   /** Writes all entries; each key's write is atomic and, when durable, synced before returning. */
