@@ -21,6 +21,7 @@ import {
   type RawMeta,
   type RawReplace,
   type RawValue,
+  type DecodedMemo,
   type RawWrite,
   REPLACE_BUSY,
   REPLACE_MISMATCH,
@@ -42,6 +43,7 @@ import { type Frames, acquire, acquireSync, lockIds, release, runHolding, runUse
 import { type Batch, alone, combine } from './combine.js'
 import { type Path, checkSettable, getPath, missing, setPath } from './paths.js'
 import { RAW_BYTES_ID } from './serializers.js'
+import { NOT_PLAIN, copyPlain, plainCopy } from './plain-copy.js'
 import { type ByteSource, byteSource, bytesOf, itemsOf } from './sources.js'
 import { type Store, type SyncOption, checkStore, closeWaitsFor, whileOpen } from './store.js'
 
@@ -186,11 +188,19 @@ export function* withLock<R>(b: Backing, keys: Uint8Array[], body: () => Handler
 
 // ---- encoding helpers -------------------------------------------------------
 
-function decodeValue(store: Store, raw: { serializer: number; value: Uint8Array; shared?: boolean }): unknown {
+function decodeValue(store: Store, raw: { serializer: number; value: Uint8Array; shared?: boolean; memo?: DecodedMemo }): unknown {
   if (raw.serializer === RAW_BYTES_ID) return raw.shared ? copyBytes(raw.value) : raw.value
   const s = store.serializers.forId(raw.serializer)
+  const memo = s.pureDecode ? raw.memo : undefined
+  // A value a read cache holds, decoded before: a copy of its plain tree.
+  if (memo?.done && memo.tree !== NOT_PLAIN) return copyPlain(memo.tree)
   try {
-    return s.decode(raw.shared && !s.copiesInput ? copyBytes(raw.value) : raw.value)
+    const v = s.decode(raw.shared && !s.copiesInput ? copyBytes(raw.value) : raw.value)
+    if (memo && !memo.done) {
+      memo.tree = plainCopy(v)
+      memo.done = true
+    }
+    return v
   } catch (err) {
     throw new KonserveError('ERR_DESERIALIZE', `the ${s.name} serializer cannot decode the stored value: ${(err as Error).message}`, {
       cause: err,

@@ -20,6 +20,12 @@ export interface Serializer {
    * Unset, `decode` gets bytes of its own.
    */
   readonly copiesInput?: boolean
+  /**
+   * @internal Set on the built-in serializers: the same bytes always decode
+   * to equal values, so a read cache may keep a decoded value and hand out
+   * copies of it (RawValue.memo).
+   */
+  readonly pureDecode?: boolean
 }
 
 /** Id 0 in a header marks raw bytes written by `bassoc`; it is not a serializer. */
@@ -333,6 +339,7 @@ export function msgpackSerializer(): Serializer {
     id: 1,
     name: 'msgpack',
     copiesInput: true,
+    pureDecode: true,
     encode(value) {
       const found = checkValue(value, 'msgpack')
       return packr.pack(found.negativeZero ? markNegativeZeros(value) : value)
@@ -382,6 +389,7 @@ export function cborSerializer(): Serializer {
     id: 3,
     name: 'cbor',
     copiesInput: true,
+    pureDecode: true,
     encode(value) {
       const c = ready()
       const found = checkValue(value, 'cbor')
@@ -420,6 +428,7 @@ export function jsonSerializer(): Serializer {
     id: 2,
     name: 'json',
     copiesInput: true,
+    pureDecode: true,
     encode(value) {
       const found = checkValue(value, 'json')
       const text = found.negativeZero ? JSON.stringify(value, markNegativeZero).replaceAll(NEGATIVE_ZERO_QUOTED, '-0') : JSON.stringify(value)

@@ -28,6 +28,19 @@ export interface RawValue {
    * that may keep it (see Serializer.copiesInput); decoders never write to it.
    */
   shared?: boolean
+  /**
+   * Set by a backing that keeps `value`'s bytes unchanged for as long as it
+   * hands out this memo (a read cache's entry): the facade may keep the
+   * decoded value in it, as plain data, and answer later reads with a copy.
+   */
+  memo?: DecodedMemo
+}
+
+/** See RawValue.memo. */
+export interface DecodedMemo {
+  /** Whether the value was decoded once (then `tree` is its copy, or NOT_PLAIN). */
+  done?: boolean
+  tree?: unknown
 }
 
 export interface RawMeta {

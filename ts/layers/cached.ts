@@ -28,7 +28,7 @@
  */
 import gensync, { type Handler } from 'gensync'
 import { LRUCache } from 'lru-cache'
-import { type LogInfo, MISS, type NewRecord, type RawEntry, type RawMeta, type RawValue, type RawWrite, copyBytes, keyId, withFastPath } from '../backing/index.js'
+import { type DecodedMemo, type LogInfo, MISS, type NewRecord, type RawEntry, type RawMeta, type RawValue, type RawWrite, copyBytes, keyId, withFastPath } from '../backing/index.js'
 import type { Backing, BlobSink } from '../backing/seam.js'
 import { FillGuard, HeldKeys, copyEntry, forward, watchSink } from './forward.js'
 
@@ -52,13 +52,22 @@ export interface CacheStats {
 
 /** A missing key, remembered. */
 const ABSENT = Object.freeze({ absent: true as const })
-type Slot = (RawEntry & { absent?: undefined }) | typeof ABSENT
+type Slot = (RawEntry & { absent?: undefined; memo?: DecodedMemo }) | typeof ABSENT
 
 // Per-entry bookkeeping of the LRU and the Map, roughly.
 const OVERHEAD = 64
+/**
+ * Values up to this many bytes are also kept decoded, once read (RawValue.memo:
+ * a hit then costs a copy of plain data instead of a decode), and charged
+ * MEMO_FACTOR times their bytes more for it (a decoded tree is larger than its
+ * bytes); never an entry that would then take more than 1/16 of maxBytes.
+ */
+const MEMO_MAX = 4096
+const MEMO_FACTOR = 4
 
 function sizeOf(id: string, slot: Slot): number {
-  return id.length + OVERHEAD + (slot.absent ? 0 : slot.meta.byteLength + slot.value.byteLength)
+  if (slot.absent) return id.length + OVERHEAD
+  return id.length + OVERHEAD + slot.meta.byteLength + slot.value.byteLength * (slot.memo ? 1 + MEMO_FACTOR : 1)
 }
 
 /** The cache of one cached backing. */
@@ -81,7 +90,16 @@ class Cache {
       this.lru.delete(id) // too big to cache: and never keep an older value
       return
     }
-    this.lru.set(id, slot.absent ? ABSENT : copyEntry(slot))
+    if (slot.absent) {
+      this.lru.set(id, ABSENT)
+      return
+    }
+    const kept: Slot = copyEntry(slot)
+    if (kept.log === undefined && kept.value.byteLength <= MEMO_MAX) {
+      kept.memo = {}
+      if (sizeOf(id, kept) * 16 > this.maxBytes) kept.memo = undefined
+    }
+    this.lru.set(id, kept)
   }
 
   /** The cached slot, unless the key is locked (then the caller reads the underlying store). */
@@ -171,7 +189,8 @@ export function cachedBacking(inner: Backing, maxEntries: number, maxBytes: numb
       (key: Uint8Array): RawValue | undefined | typeof MISS => {
         const slot = cache.lookup(keyId(key))
         if (!slot) return MISS
-        return slot.absent ? undefined : { serializer: slot.serializer, value: slot.value, log: slot.log !== undefined, shared: true }
+        if (slot.absent) return undefined
+        return { serializer: slot.serializer, value: slot.value, log: slot.log !== undefined, shared: true, memo: slot.memo }
       },
       gensync(function* (key: Uint8Array): Handler<RawValue | undefined> {
         const raw = yield* fill(key, keyId(key))
