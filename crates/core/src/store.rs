@@ -245,6 +245,16 @@ impl std::fmt::Debug for FileStore {
     }
 }
 
+/// A dropped store ends its log's background work here, on the dropping
+/// thread, so the log's lock file is released when the drop returns: the
+/// background or committer thread may hold the log for a moment, and the
+/// log's own drop would then run on it, a little later.
+impl Drop for FileStore {
+    fn drop(&mut self) {
+        self.stop_background();
+    }
+}
+
 impl FileStore {
     /// Opens the store in `dir` on the real file system, creating the
     /// directory if needed, and sweeps staging files left by dead writers.
