@@ -1,10 +1,10 @@
 /**
- * Copies of plain data: the trees of primitives, plain objects and arrays
- * that most stored values decode to. A read cache keeps such a tree once and
+ * Copies of plain data: the trees of primitives, plain objects, arrays and
+ * Dates that most stored values decode to. A read cache keeps such a tree once and
  * answers each hit with a copy, several times cheaper than decoding the
  * value's bytes again (msgpack records: each value carries its own record
  * definitions, which every decode must read).
- * Anything else (a Date, Map, Set, typed array, class instance, a shared or
+ * Anything else (a Map, Set, typed array, class instance, a shared or
  * cyclic reference, a `__proto__` key) makes the tree not plain: it is then
  * decoded on every read, as before.
  */
@@ -36,6 +36,8 @@ export function plainCopy(v: unknown): unknown {
       // Named properties on an array (refused by the serializers, but a decoder may make them).
       return Object.keys(src).length === src.length ? out : NOT_PLAIN
     }
+    // A Date (as decoders make them: no properties of its own) is copied by its time.
+    if (proto === Date.prototype) return Reflect.ownKeys(x).length === 0 ? new Date((x as Date).getTime()) : NOT_PLAIN
     if (proto !== Object.prototype || Object.getOwnPropertySymbols(x).length > 0) return NOT_PLAIN
     const out: Record<string, unknown> = {}
     for (const k of Object.keys(x)) {
@@ -59,6 +61,7 @@ export function copyPlain(x: unknown): unknown {
     for (let i = 0; i < x.length; i++) out[i] = copyPlain(x[i])
     return out
   }
+  if (x instanceof Date) return new Date(x.getTime())
   const out: Record<string, unknown> = {}
   for (const k of Object.keys(x)) out[k] = copyPlain((x as Record<string, unknown>)[k])
   return out
