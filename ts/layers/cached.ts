@@ -85,14 +85,15 @@ class Cache {
     this.lru = new LRUCache<string, Slot>({ max: maxEntries, maxSize: maxBytes, sizeCalculation: (slot, id) => sizeOf(id, slot) })
   }
 
-  remember(id: string, slot: Slot): void {
+  /** Caches `slot` (a copy of it), and returns what it keeps; undefined when it is too big. */
+  remember(id: string, slot: Slot): Slot | undefined {
     if (sizeOf(id, slot) > this.maxBytes) {
       this.lru.delete(id) // too big to cache: and never keep an older value
-      return
+      return undefined
     }
     if (slot.absent) {
       this.lru.set(id, ABSENT)
-      return
+      return ABSENT
     }
     const kept: Slot = copyEntry(slot)
     if (kept.log === undefined && kept.value.byteLength <= MEMO_MAX) {
@@ -100,6 +101,7 @@ class Cache {
       if (sizeOf(id, kept) * 16 > this.maxBytes) kept.memo = undefined
     }
     this.lru.set(id, kept)
+    return kept
   }
 
   /** The cached slot, unless the key is locked (then the caller reads the underlying store). */
@@ -125,19 +127,21 @@ const caches = new WeakMap<Backing, Cache>()
 export function cachedBacking(inner: Backing, maxEntries: number, maxBytes: number): Backing {
   const cache = new Cache(maxEntries, maxBytes)
 
-  /** A miss: reads the underlying store and caches what it read, unless a write raced it. */
-  const fill = gensync(function* (key: Uint8Array, id: string): Handler<RawEntry | undefined> {
+  /**
+   * A miss: reads the underlying store and caches what it read, unless a
+   * write raced it. Returns what it read, and what the cache keeps of it.
+   */
+  const fill = gensync(function* (key: Uint8Array, id: string): Handler<[RawEntry | undefined, Slot | undefined]> {
     const g0 = cache.guard.begin()
     try {
       const raw = yield* inner.get(key)
-      if (cache.guard.clean(id, g0)) cache.remember(id, raw ?? ABSENT)
-      return raw
+      return [raw, cache.guard.clean(id, g0) ? cache.remember(id, raw ?? ABSENT) : undefined]
     } finally {
       cache.guard.end()
     }
   })
   const fillKey = gensync(function* (key: Uint8Array) {
-    return yield* fill(key, keyId(key))
+    return (yield* fill(key, keyId(key)))[0]
   })
 
   /** Reads that missed the cache: the underlying store's answer, remembered when the key is missing. */
@@ -193,8 +197,11 @@ export function cachedBacking(inner: Backing, maxEntries: number, maxBytes: numb
         return { serializer: slot.serializer, value: slot.value, log: slot.log !== undefined, shared: true, memo: slot.memo }
       },
       gensync(function* (key: Uint8Array): Handler<RawValue | undefined> {
-        const raw = yield* fill(key, keyId(key))
-        return raw && { serializer: raw.serializer, value: raw.value, log: raw.log !== undefined }
+        const [raw, kept] = yield* fill(key, keyId(key))
+        if (!raw) return undefined
+        // What the cache now keeps, lent with its memo: the miss's decode fills it, and hits only copy.
+        if (kept && !kept.absent) return { serializer: kept.serializer, value: kept.value, log: kept.log !== undefined, shared: true, memo: kept.memo }
+        return { serializer: raw.serializer, value: raw.value, log: raw.log !== undefined }
       }),
     ),
 
