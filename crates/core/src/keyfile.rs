@@ -180,7 +180,6 @@ pub struct MetaEntry {
     pub log: Option<LogInfo>,
 }
 
-/// The error of a read of a key file's head: a short file is truncated.
 /// `e`, the failure of a read or decode of a file opened unchecked (see
 /// [`Vfs::open_read_unchecked`]), or the error that says the file is not a
 /// regular one, when that is why it failed.
@@ -193,6 +192,7 @@ pub(crate) fn unless_irregular(file: &dyn VfsFile, path: &Path, e: Error) -> Err
     }
 }
 
+/// The error of a read of a key file's head: a short file is truncated.
 pub(crate) fn head_read_error(e: io::Error, path: &Path) -> Error {
     match e.kind() {
         io::ErrorKind::UnexpectedEof => Error::corrupt("the key file ends early").with_file(path),

@@ -319,7 +319,9 @@ impl Vfs for RealFs {
     }
 
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
-        regular(OpenOptions::new().read(true).custom_flags(STORE_OPEN_FLAGS).open(path)?)
+        let file = self.open_read_unchecked(path)?;
+        file.check_regular()?;
+        Ok(file)
     }
 
     fn open_read_unchecked(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
