@@ -51,6 +51,8 @@ import { join } from 'node:path'
 import { isDeepStrictEqual } from 'node:util'
 import * as k from 'konserve'
 import { tempDir } from './helpers/api.js'
+import { processAlive } from '../ts/backends/pure/filelock.js'
+import { STAGING } from '../ts/backends/pure/staging.js'
 
 const here = import.meta.dirname ?? new URL('.', import.meta.url).pathname
 const WRITER = join(here, 'fixtures', 'crash-writer.mjs')
@@ -379,7 +381,10 @@ class Harness {
     // small (pid_max 32768 here) and busy its pid may already name another
     // process or thread: then the sweep rightly keeps its files, and a later
     // open takes them. Only files of pids that are gone count as left over.
-    const staging = readdirSync(dir).filter((n) => n.endsWith('.stage') && !pidInUse(Number(/\.(\d+)\.\d+\.stage$/.exec(n)?.[1])))
+    const staging = readdirSync(dir).filter((n) => {
+      const m = STAGING.exec(n)
+      return n.endsWith('.stage') && !(m && processAlive(Number(m[2])))
+    })
     if (staging.length > 0) errors.push(`staging files left after reopening (${impl}): ${staging.join(', ')}`)
 
     const pending = new Map<string, { obs: Obs; line: Line }>()
@@ -442,17 +447,6 @@ class Harness {
       }
     }
     return errors
-  }
-}
-
-/** Whether `pid` names a process (or a thread) now: what the sweep asks before it removes a staging file. */
-function pidInUse(pid: number): boolean {
-  if (!(pid > 0)) return false
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code !== 'ESRCH'
   }
 }
 
