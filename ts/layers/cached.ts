@@ -70,6 +70,11 @@ function sizeOf(id: string, slot: Slot): number {
   return id.length + OVERHEAD + slot.meta.byteLength + slot.value.byteLength * (slot.memo ? 1 + MEMO_FACTOR : 1)
 }
 
+/** A cached entry's value as getValue answers it: the cache's own bytes, lent (shared), with its memo. */
+function lent(slot: RawEntry & { memo?: DecodedMemo }): RawValue {
+  return { serializer: slot.serializer, value: slot.value, log: slot.log !== undefined, shared: true, memo: slot.memo }
+}
+
 /** The cache of one cached backing. */
 class Cache {
   readonly lru: LRUCache<string, Slot>
@@ -194,13 +199,13 @@ export function cachedBacking(inner: Backing, maxEntries: number, maxBytes: numb
         const slot = cache.lookup(keyId(key))
         if (!slot) return MISS
         if (slot.absent) return undefined
-        return { serializer: slot.serializer, value: slot.value, log: slot.log !== undefined, shared: true, memo: slot.memo }
+        return lent(slot)
       },
       gensync(function* (key: Uint8Array): Handler<RawValue | undefined> {
         const [raw, kept] = yield* fill(key, keyId(key))
         if (!raw) return undefined
         // What the cache now keeps, lent with its memo: the miss's decode fills it, and hits only copy.
-        if (kept && !kept.absent) return { serializer: kept.serializer, value: kept.value, log: kept.log !== undefined, shared: true, memo: kept.memo }
+        if (kept && !kept.absent) return lent(kept)
         return { serializer: raw.serializer, value: raw.value, log: raw.log !== undefined }
       }),
     ),
