@@ -52,7 +52,14 @@ export interface CacheStats {
 
 /** A missing key, remembered. */
 const ABSENT = Object.freeze({ absent: true as const })
-type Slot = (RawEntry & { absent?: undefined; memo?: DecodedMemo }) | typeof ABSENT
+/**
+ * What the cache keeps of a key. `meta` is absent when a `get` missed and read
+ * the value alone (the inner backing's getValue, its hot path: half the cost
+ * of reading the whole entry); a read that needs the metadata then reads the
+ * whole entry and keeps that instead.
+ */
+type Kept = Omit<RawEntry, 'meta'> & { meta?: Uint8Array; absent?: undefined; memo?: DecodedMemo }
+type Slot = Kept | typeof ABSENT
 
 // Per-entry bookkeeping of the LRU and the Map, roughly.
 const OVERHEAD = 64
@@ -67,12 +74,18 @@ const MEMO_FACTOR = 4
 
 function sizeOf(id: string, slot: Slot): number {
   if (slot.absent) return id.length + OVERHEAD
-  return id.length + OVERHEAD + slot.meta.byteLength + slot.value.byteLength * (slot.memo ? 1 + MEMO_FACTOR : 1)
+  return id.length + OVERHEAD + (slot.meta?.byteLength ?? 0) + slot.value.byteLength * (slot.memo ? 1 + MEMO_FACTOR : 1)
 }
 
 /** A cached entry's value as getValue answers it: the cache's own bytes, lent (shared), with its memo. */
-function lent(slot: RawEntry & { memo?: DecodedMemo }): RawValue {
+function lent(slot: Kept): RawValue {
   return { serializer: slot.serializer, value: slot.value, log: slot.log !== undefined, shared: true, memo: slot.memo }
+}
+
+/** A copy of what a read or write gave, for the cache to keep. */
+function keep(e: Kept): Kept {
+  if (e.meta) return copyEntry(e as RawEntry)
+  return { serializer: e.serializer, value: copyBytes(e.value) }
 }
 
 /** The cache of one cached backing. */
@@ -100,7 +113,7 @@ class Cache {
       this.lru.set(id, ABSENT)
       return ABSENT
     }
-    const kept: Slot = copyEntry(slot)
+    const kept = keep(slot)
     if (kept.log === undefined && kept.value.byteLength <= MEMO_MAX) {
       kept.memo = {}
       if (sizeOf(id, kept) * 16 > this.maxBytes) kept.memo = undefined
@@ -109,10 +122,14 @@ class Cache {
     return kept
   }
 
-  /** The cached slot, unless the key is locked (then the caller reads the underlying store). */
-  lookup(id: string): Slot | undefined {
+  /**
+   * The cached slot, unless the key is locked (then the caller reads the
+   * underlying store) or the read needs the metadata the slot lacks.
+   */
+  lookup(id: string, needsMeta = false): Slot | undefined {
     if (this.held.has(id)) return undefined
-    const slot = this.lru.get(id)
+    let slot = this.lru.get(id)
+    if (slot && needsMeta && !slot.absent && !slot.meta) slot = undefined
     if (slot) this.hits++
     else this.misses++
     return slot
@@ -147,6 +164,32 @@ export function cachedBacking(inner: Backing, maxEntries: number, maxBytes: numb
   })
   const fillKey = gensync(function* (key: Uint8Array) {
     return (yield* fill(key, keyId(key)))[0]
+  })
+
+  /**
+   * A miss of getValue: reads the value alone where the underlying store can
+   * (its getValue), caches it without metadata, and answers what the cache
+   * keeps (lent, with its memo). A log's value is answered, not cached.
+   */
+  const innerGetValue = inner.getValue
+  const fillValue = gensync(function* (key: Uint8Array): Handler<RawValue | undefined> {
+    const id = keyId(key)
+    if (!innerGetValue) {
+      const [raw, kept] = yield* fill(key, id)
+      if (!raw) return undefined
+      if (kept && !kept.absent) return lent(kept)
+      return { serializer: raw.serializer, value: raw.value, log: raw.log !== undefined }
+    }
+    const g0 = cache.guard.begin()
+    try {
+      const v = yield* innerGetValue(key)
+      if (v?.log || !cache.guard.clean(id, g0)) return v
+      const kept = cache.remember(id, v ? { serializer: v.serializer, value: v.value } : ABSENT)
+      // What the cache now keeps, lent with its memo: the miss's decode fills it, and hits only copy.
+      return kept && !kept.absent ? lent(kept) : v
+    } finally {
+      cache.guard.end()
+    }
   })
 
   /** Reads that missed the cache: the underlying store's answer, remembered when the key is missing. */
@@ -186,11 +229,13 @@ export function cachedBacking(inner: Backing, maxEntries: number, maxBytes: numb
     }
   }
 
+  const missingMeta = missing((key) => inner.getMeta(key), (r) => r !== undefined)
+
   const b = forward(inner, {
     get: withFastPath((key: Uint8Array) => {
-      const slot = cache.lookup(keyId(key))
+      const slot = cache.lookup(keyId(key), true)
       if (!slot) return MISS
-      return slot.absent ? undefined : copyEntry(slot)
+      return slot.absent ? undefined : copyEntry(slot as RawEntry)
     }, fillKey),
 
     /** `get`'s hot path: a hit lends the cached bytes, marked shared (the facade copies them where they could escape). */
@@ -201,25 +246,30 @@ export function cachedBacking(inner: Backing, maxEntries: number, maxBytes: numb
         if (slot.absent) return undefined
         return lent(slot)
       },
-      gensync(function* (key: Uint8Array): Handler<RawValue | undefined> {
-        const [raw, kept] = yield* fill(key, keyId(key))
-        if (!raw) return undefined
-        // What the cache now keeps, lent with its memo: the miss's decode fills it, and hits only copy.
-        if (kept && !kept.absent) return lent(kept)
-        return { serializer: raw.serializer, value: raw.value, log: raw.log !== undefined }
-      }),
+      fillValue,
     ),
 
     getMeta: withFastPath(
       (key: Uint8Array): RawMeta | undefined | typeof MISS => {
-        const slot = cache.lookup(keyId(key))
+        const slot = cache.lookup(keyId(key), true)
         if (!slot) return MISS
         if (slot.absent) return undefined
-        const m: RawMeta = { key: copyBytes(key), serializer: slot.serializer, meta: copyBytes(slot.meta) }
+        const m: RawMeta = { key: copyBytes(key), serializer: slot.serializer, meta: copyBytes(slot.meta!) }
         if (slot.log) m.log = { ...slot.log }
         return m
       },
-      missing((key) => inner.getMeta(key), (r) => r !== undefined),
+      gensync(function* (key: Uint8Array): Handler<RawMeta | undefined> {
+        // A key cached without its metadata: the whole entry is read and kept instead.
+        const slot = cache.held.has(keyId(key)) ? undefined : cache.lru.peek(keyId(key))
+        if (slot && !slot.absent) {
+          const [raw] = yield* fill(key, keyId(key))
+          if (!raw) return undefined
+          const m: RawMeta = { key: copyBytes(key), serializer: raw.serializer, meta: raw.meta }
+          if (raw.log) m.log = raw.log
+          return m
+        }
+        return yield* missingMeta(key)
+      }),
     ),
 
     exists: withFastPath((key: Uint8Array) => {
