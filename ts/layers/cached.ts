@@ -260,9 +260,10 @@ export function cachedBacking(inner: Backing, maxEntries: number, maxBytes: numb
       },
       gensync(function* (key: Uint8Array): Handler<RawMeta | undefined> {
         // A key cached without its metadata: the whole entry is read and kept instead.
-        const slot = cache.held.has(keyId(key)) ? undefined : cache.lru.peek(keyId(key))
+        const id = keyId(key)
+        const slot = cache.held.has(id) ? undefined : cache.lru.peek(id)
         if (slot && !slot.absent) {
-          const [raw] = yield* fill(key, keyId(key))
+          const [raw] = yield* fill(key, id)
           if (!raw) return undefined
           const m: RawMeta = { key: copyBytes(key), serializer: raw.serializer, meta: raw.meta }
           if (raw.log) m.log = raw.log
