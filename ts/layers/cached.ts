@@ -82,6 +82,13 @@ function lent(slot: Kept): RawValue {
   return { serializer: slot.serializer, value: slot.value, log: slot.log !== undefined, shared: true, memo: slot.memo }
 }
 
+/** getMeta's answer from an entry with its metadata: copies, so nothing the cache keeps escapes. */
+function metaOf(key: Uint8Array, e: Kept): RawMeta {
+  const m: RawMeta = { key: copyBytes(key), serializer: e.serializer, meta: copyBytes(e.meta!) }
+  if (e.log) m.log = { ...e.log }
+  return m
+}
+
 /** A copy of what a read or write gave, for the cache to keep. */
 function keep(e: Kept): Kept {
   if (e.meta) return copyEntry(e as RawEntry)
@@ -253,10 +260,7 @@ export function cachedBacking(inner: Backing, maxEntries: number, maxBytes: numb
       (key: Uint8Array): RawMeta | undefined | typeof MISS => {
         const slot = cache.lookup(keyId(key), true)
         if (!slot) return MISS
-        if (slot.absent) return undefined
-        const m: RawMeta = { key: copyBytes(key), serializer: slot.serializer, meta: copyBytes(slot.meta!) }
-        if (slot.log) m.log = { ...slot.log }
-        return m
+        return slot.absent ? undefined : metaOf(key, slot)
       },
       gensync(function* (key: Uint8Array): Handler<RawMeta | undefined> {
         // A key cached without its metadata: the whole entry is read and kept instead.
@@ -264,10 +268,7 @@ export function cachedBacking(inner: Backing, maxEntries: number, maxBytes: numb
         const slot = cache.held.has(id) ? undefined : cache.lru.peek(id)
         if (slot && !slot.absent) {
           const [raw] = yield* fill(key, id)
-          if (!raw) return undefined
-          const m: RawMeta = { key: copyBytes(key), serializer: raw.serializer, meta: raw.meta }
-          if (raw.log) m.log = raw.log
-          return m
+          return raw && metaOf(key, raw)
         }
         return yield* missingMeta(key)
       }),
