@@ -7,6 +7,7 @@
  * that are not regular files still fail as ERR_NOT_A_FILE (odd-files.spec.ts).
  */
 import test from 'ava'
+import { execFileSync } from 'node:child_process'
 import fs, { mkdtempSync, truncateSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -62,4 +63,38 @@ test.serial('async: a small key file is read with one open and one read (no fsta
     })
   }
   t.deepEqual(counts, { open: 1, read: 1 })
+})
+
+test.serial('sync: opens that miss leave the stack trace limit as it was, and errors that reach the caller keep their stack', (t) => {
+  const store = k.connectFsStore(fresh(), { native: false, sync: true })
+  const before = Error.stackTraceLimit
+  Error.stackTraceLimit = 17
+  try {
+    t.is(k.get(store, 'missing', { sync: true }), undefined) // the key file's open fails with ENOENT
+    k.assoc(store, 'new', 1, { sync: true }) // the revision read of a new key misses too
+    t.is(Error.stackTraceLimit, 17)
+    // A failure that reaches the caller: a key file that is a directory.
+    fs.mkdirSync(store.backing.filePath!(k.encodeKey('dir')))
+    const err = t.throws(() => k.get(store, 'dir', { sync: true }), { code: 'ERR_NOT_A_FILE' })
+    t.true((err?.stack ?? '').includes('\n    at '), 'the typed error has a stack')
+    t.is(Error.stackTraceLimit, 17)
+  } finally {
+    Error.stackTraceLimit = before
+  }
+})
+
+test('sync: the pure engine works where intrinsics are frozen (the stack trace limit cannot be set)', (t) => {
+  const dir = fresh()
+  const script = join(dir, 'frozen.mjs')
+  fs.writeFileSync(
+    script,
+    `import * as k from ${JSON.stringify(new URL('../dist/index.mjs', import.meta.url).href)}
+const s = k.connectFsStore(${JSON.stringify(join(dir, 'store'))}, { native: false, sync: true })
+k.assoc(s, 'a', 1, { sync: true })
+k.assoc(s, 'a', 2, { sync: true })
+console.log(JSON.stringify([k.get(s, 'a', { sync: true }), k.get(s, 'missing', { sync: true }) ?? null]))
+`,
+  )
+  const out = execFileSync(process.execPath, ['--frozen-intrinsics', '--no-warnings', script], { encoding: 'utf8' })
+  t.deepEqual(JSON.parse(out), [2, null])
 })

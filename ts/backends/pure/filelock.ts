@@ -19,12 +19,13 @@
  *   over the lock only if it still holds the dead token.
  * - Release: unlink only a lock that still holds our token.
  */
-import { randomBytes } from 'node:crypto'
+import { randomFillSync } from 'node:crypto'
 import * as fs from 'node:fs'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
 import type { ErrorCode } from '../../errors.js'
 import { KonserveError } from '../../errors.js'
+import { openSyncQuiet } from './vfs.js'
 
 /** How old the lock file of a holder whose life cannot be checked must be to count as dead. */
 export const DEFAULT_LEASE_MS = 30_000
@@ -106,8 +107,22 @@ export function parseRecord(bytes: Uint8Array): LockRecord | undefined {
   }
 }
 
+/**
+ * Random bytes for lock tokens, drawn from the system's generator 4 KiB at a
+ * time: one call per 256 locks instead of one per lock (2-3 µs each). Every
+ * token still gets 128 bits no other token shares.
+ */
+const tokenPool = Buffer.allocUnsafeSlow(4096)
+let tokenAt = tokenPool.length
+
 function freshRecord(): LockRecord {
-  return { token: randomBytes(16).toString('hex'), who: identity() }
+  if (tokenAt === tokenPool.length) {
+    randomFillSync(tokenPool)
+    tokenAt = 0
+  }
+  const token = tokenPool.toString('hex', tokenAt, tokenAt + 16)
+  tokenAt += 16
+  return { token, who: identity() }
 }
 
 /** Whether process `pid` may be alive: only a definite "no such process" says no. */
@@ -188,7 +203,7 @@ export class FileLocker {
   private read(path: string): Buffer | undefined {
     let fd: number
     try {
-      fd = fs.openSync(path, 'r')
+      fd = openSyncQuiet(path, 'r')
     } catch (err) {
       if (isMissing(err)) return undefined
       throw err
@@ -221,7 +236,7 @@ export class FileLocker {
       const temp = join(this.dir, `.${hex}.${process.pid}.${tempSeq++}.lkt`)
       let fd: number
       try {
-        fd = fs.openSync(temp, 'wx', 0o644)
+        fd = openSyncQuiet(temp, 'wx', 0o644)
       } catch (err) {
         if (code(err) === 'EEXIST') continue // another process with our pid (another pid namespace)
         throw err
@@ -250,7 +265,7 @@ export class FileLocker {
     const started = performance.now()
     let fd: number
     try {
-      fd = fs.openSync(target, 'wx', 0o644)
+      fd = openSyncQuiet(target, 'wx', 0o644)
     } catch (err) {
       if (code(err) === 'EEXIST') return false
       throw err
