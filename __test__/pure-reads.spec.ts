@@ -44,8 +44,12 @@ for (const mode of ['sync', 'async'] as Mode[]) {
 }
 
 test.serial('async: a small key file is read with one open and one read (no fstat, no read to find the end)', async (t) => {
-  const store = await k.connectFsStore(fresh(), { native: false })
-  await k.assoc(store, 'a', { x: 1 })
+  const dir = fresh()
+  // Written by the native core: this process's pure engine has not read or written the file lately (backends/pure/warm.ts).
+  const writer = await k.connectFsStore(dir, { native: true })
+  await k.assoc(writer, 'a', { x: 1 })
+  await k.close(writer)
+  const store = await k.connectFsStore(dir, { native: false })
   const counts: Record<string, number> = {}
   const patched = ['open', 'read', 'fstat'] as const
   const saved = patched.map((f) => fs[f])
@@ -97,4 +101,44 @@ console.log(JSON.stringify([k.get(s, 'a', { sync: true }), k.get(s, 'missing', {
   )
   const out = execFileSync(process.execPath, ['--frozen-intrinsics', '--no-warnings', script], { encoding: 'utf8' })
   t.deepEqual(JSON.parse(out), [2, null])
+})
+
+/** Counts the async fs calls `fn` makes (the threadpool's: open, read, fstat). */
+async function threadpoolCalls(fn: () => Promise<unknown>): Promise<Record<string, number>> {
+  const counts: Record<string, number> = {}
+  const patched = ['open', 'read', 'fstat'] as const
+  const saved = patched.map((f) => fs[f])
+  patched.forEach((f, i) => {
+    ;(fs as unknown as Record<string, unknown>)[f] = (...args: unknown[]) => {
+      counts[f] = (counts[f] ?? 0) + 1
+      return (saved[i] as (...a: unknown[]) => unknown)(...args)
+    }
+  })
+  try {
+    await fn()
+  } finally {
+    patched.forEach((f, i) => {
+      ;(fs as unknown as Record<string, unknown>)[f] = saved[i]
+    })
+  }
+  return counts
+}
+
+test.serial('async: a key file this process wrote or read lately is read on the calling thread, and still read each time', async (t) => {
+  const dir = fresh()
+  const store = await k.connectFsStore(dir, { native: false })
+  await k.assoc(store, 'a', { v: 1 })
+  t.deepEqual(await threadpoolCalls(async () => t.deepEqual(await k.get(store, 'a'), { v: 1 })), {}, 'written here: no threadpool read')
+  // Another writer (the native core, as another process would) replaces the file: the next get reads the new one.
+  const other = await k.connectFsStore(dir, { native: true })
+  await k.assoc(other, 'a', { v: 2 })
+  t.deepEqual(await threadpoolCalls(async () => t.deepEqual(await k.get(store, 'a'), { v: 2 })), {})
+  // A key file removed by the other writer: answered missing.
+  await k.dissoc(other, 'a')
+  t.is(await k.get(store, 'a'), undefined)
+  // A key written only by the other writer is not warm: read on the threadpool once, then warm.
+  await k.assoc(other, 'b', { v: 3 })
+  t.deepEqual(await threadpoolCalls(async () => t.deepEqual(await k.get(store, 'b'), { v: 3 })), { open: 1, read: 1 })
+  t.deepEqual(await threadpoolCalls(async () => t.deepEqual(await k.get(store, 'b'), { v: 3 })), {})
+  await k.close(other)
 })

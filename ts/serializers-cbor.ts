@@ -30,7 +30,6 @@ const cborOptions = {
   copyBuffers: true,
 } as const
 
-
 let registered = false
 
 /**

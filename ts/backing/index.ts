@@ -132,7 +132,6 @@ export interface StoreClock {
   now(): Promise<number>
 }
 
-
 /**
  * A copy of bytes that shares no bytes with them, for backings that keep or
  * hand out bytes. (Not `.slice()`: on a Node Buffer that is a view of the same

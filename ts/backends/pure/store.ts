@@ -37,8 +37,32 @@
 import gensync, { type Handler } from 'gensync'
 import * as fs from 'node:fs'
 import { dirname, join, relative, sep } from 'node:path'
-import { type LogInfo, type NewRecord, type RawCorrupt, type RawEntry, type RawListing, type RawMeta, type RawReplace, type RawValue, type RawWrite, REPLACE_BUSY, REPLACE_MISMATCH, REPLACE_UNSURE } from '../../backing/index.js'
-import { type Backing, type BlobSink, type BlobSource, type ListCursor, type LogCursor, type Op, blockingOp, pollingLock, twinOp } from '../../backing/seam.js'
+import {
+  type LogInfo,
+  type NewRecord,
+  type RawCorrupt,
+  type RawEntry,
+  type RawListing,
+  type RawMeta,
+  type RawReplace,
+  type RawValue,
+  type RawWrite,
+  REPLACE_BUSY,
+  REPLACE_MISMATCH,
+  REPLACE_UNSURE,
+} from '../../backing/index.js'
+import {
+  type Backing,
+  type BlobSink,
+  type BlobSource,
+  type ListCursor,
+  type LogCursor,
+  MISS,
+  type Op,
+  blockingOp,
+  pollingLock,
+  twinOp,
+} from '../../backing/seam.js'
 import { GroupCommit } from '../../backing/group-commit.js'
 import { KonserveError } from '../../errors.js'
 import { FLAG_CHUNKED, decodePlainHead, decodePlainValue, decodeValueSegment, isLogHeader } from '../../format/file.js'
@@ -56,6 +80,7 @@ import { GET_READ, HEAD_READ, KEY_FILE, type KeyFiles, type OpenKeyFile, fileRea
 import * as log from './log.js'
 import { STAGING, type Staged, StagingDir, readOnlyError, stagingName } from './staging.js'
 import * as vfs from './vfs.js'
+import * as warm from './warm.js'
 import { IDLE_CHECKPOINT_MS, Wal, recordHash } from './wal.js'
 import { toHex } from '../../codec/xxhash.js'
 
@@ -116,7 +141,10 @@ function parentsOfNewDirs(first: string | undefined, dir: string): string[] {
 /** An error of opening a store: mkdir's EEXIST says the path is something other than a directory. */
 function openError(err: unknown, dir: string): KonserveError {
   if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
-    return new KonserveError('ERR_NOT_A_DIRECTORY', 'cannot open the store directory: the path exists and is not a directory', { file: dir, cause: err })
+    return new KonserveError('ERR_NOT_A_DIRECTORY', 'cannot open the store directory: the path exists and is not a directory', {
+      file: dir,
+      cause: err,
+    })
   }
   return vfs.ioError(err, 'cannot open the store directory', dir)
 }
@@ -482,9 +510,12 @@ export class PureFileBacking implements Backing, KeyFiles {
     } catch (err) {
       throw vfs.ioError(err, 'cannot decode a put record of the write-ahead log', this.walPath)
     }
-    if (head.header.flags !== 0) throw new KonserveError('ERR_CORRUPT', 'a put record of the write-ahead log holds a blob or a log', { file: this.walPath })
+    if (head.header.flags !== 0)
+      throw new KonserveError('ERR_CORRUPT', 'a put record of the write-ahead log holds a blob or a log', { file: this.walPath })
     if (head.key.length !== key.length || head.key.some((b, i) => b !== key[i])) {
-      throw new KonserveError('ERR_KEY_MISMATCH', 'a put record of the write-ahead log holds another key than the one asked for', { file: this.walPath })
+      throw new KonserveError('ERR_KEY_MISMATCH', 'a put record of the write-ahead log holds another key than the one asked for', {
+        file: this.walPath,
+      })
     }
     return head
   }
@@ -523,7 +554,6 @@ export class PureFileBacking implements Backing, KeyFiles {
     for (const w of large) yield* wal.flushKey(recordHash(w.key))
     return large
   }
-
 
   // ---- reads ------------------------------------------------------------------
 
@@ -575,17 +605,38 @@ export class PureFileBacking implements Backing, KeyFiles {
   readonly getValue: Op<[key: Uint8Array], RawValue | undefined> = twinOp(
     (key: Uint8Array) => {
       if (this.wal || this.codec.encrypted) return rawValue(this.get.sync(key))
-      const v = vfs.withWholeSync(this.filePath(key), GET_READ, isWhole, (b) => plainValue(b, key))
+      const file = this.filePath(key)
+      const v = vfs.withWholeSync(file, GET_READ, isWhole, (b) => plainValue(b, key))
       if (v === vfs.missing) return undefined
+      warm.touch(file)
       return v ?? rawValue(this.get.sync(key))
     },
     async (key: Uint8Array) => {
       if (this.wal || this.codec.encrypted) return rawValue(await this.get.async(key))
-      const v = await vfs.withWholeAsync(this.filePath(key), GET_READ, isWhole, (b) => plainValue(b, key))
+      const file = this.filePath(key)
+      const v = await vfs.withWholeAsync(file, GET_READ, isWhole, (b) => plainValue(b, key))
       if (v === vfs.missing) return undefined
+      warm.touch(file)
       return v ?? rawValue(await this.get.async(key))
     },
   )
+
+  /**
+   * An async get's answer on the calling thread, for a plain key file this
+   * process read or wrote lately (./warm.ts: its pages are in the page cache,
+   * and it is still read, so no write is missed); MISS for anything else,
+   * which the async path then reads on the threadpool.
+   */
+  readonly getValueNow = (key: Uint8Array): RawValue | undefined | typeof MISS => {
+    if (this.wal || this.codec.encrypted) return MISS
+    const file = this.filePath(key)
+    if (!warm.isWarm(file)) return MISS
+    const v = warm.timed(() => vfs.withWholeSync(file, GET_READ, isWhole, (b) => plainValue(b, key)))
+    if (v === vfs.missing) return undefined
+    if (v === undefined) return MISS
+    warm.touch(file)
+    return v
+  }
 
   readonly getMeta: Op<[key: Uint8Array], RawMeta | undefined> = gensync((key: Uint8Array) => this.getMetaG(key))
 
@@ -644,13 +695,21 @@ export class PureFileBacking implements Backing, KeyFiles {
     const staged: Array<Staged | undefined> = []
     let renamed = 0
     try {
-      yield* vfs.eachLimited(writes.length, STAGING_CONCURRENCY, function* (this: PureFileBacking, i: number): Handler<void> {
-        const s = (staged[i] = yield* staging.create(this.stagingName(writes[i]!.key)))
-        yield* staging.writev(s, [files[i]!.head, files[i]!.value], 0)
-        yield* staging.seal(s)
-      }.bind(this))
+      yield* vfs.eachLimited(
+        writes.length,
+        STAGING_CONCURRENCY,
+        function* (this: PureFileBacking, i: number): Handler<void> {
+          const s = (staged[i] = yield* staging.create(this.stagingName(writes[i]!.key)))
+          yield* staging.writev(s, [files[i]!.head, files[i]!.value], 0)
+          yield* staging.seal(s)
+        }.bind(this),
+      )
       staging.checkWritable()
-      for (; renamed < writes.length; renamed++) yield* staging.rename(staged[renamed]!, this.filePath(writes[renamed]!.key))
+      for (; renamed < writes.length; renamed++) {
+        const file = this.filePath(writes[renamed]!.key)
+        yield* staging.rename(staged[renamed]!, file)
+        warm.touch(file)
+      }
       yield* staging.syncDir()
     } finally {
       for (const s of staged.slice(renamed)) if (s) staging.drop(s)
@@ -833,7 +892,11 @@ export class PureFileBacking implements Backing, KeyFiles {
           close()
           throw err
         }
-        puts = [...logged].filter(([, op]) => op === WAL_PUT).map(([hex]) => hex).sort().reverse()
+        puts = [...logged]
+          .filter(([, op]) => op === WAL_PUT)
+          .map(([hex]) => hex)
+          .sort()
+          .reverse()
       }
       while (dir && n < Math.max(1, max)) {
         let ent: fs.Dirent | null
@@ -1070,7 +1133,16 @@ export function deleteStorePure(path: string): void {
   }
   let foreign = false
   for (const name of names) {
-    if (KEY_FILE.test(name) || STAGING.test(name) || name === LOCK_FILE || name === CLOCK_FILE || name === KEY_CHECK_FILE || name === REKEY_FILE || name === WAL_FILE_NAME || LOCK_NAME.test(name)) {
+    if (
+      KEY_FILE.test(name) ||
+      STAGING.test(name) ||
+      name === LOCK_FILE ||
+      name === CLOCK_FILE ||
+      name === KEY_CHECK_FILE ||
+      name === REKEY_FILE ||
+      name === WAL_FILE_NAME ||
+      LOCK_NAME.test(name)
+    ) {
       try {
         vfs.unlink.sync(join(dir, name))
       } catch (err) {
