@@ -605,10 +605,9 @@ export class PureFileBacking implements Backing, KeyFiles {
   readonly getValue: Op<[key: Uint8Array], RawValue | undefined> = twinOp(
     (key: Uint8Array) => {
       if (this.wal || this.codec.encrypted) return rawValue(this.get.sync(key))
-      const file = this.filePath(key)
-      const v = vfs.withWholeSync(file, GET_READ, isWhole, (b) => plainValue(b, key))
+      // Not noted as warm (./warm.ts): only async gets gain from that, and this path stays as lean as it was.
+      const v = vfs.withWholeSync(this.filePath(key), GET_READ, isWhole, (b) => plainValue(b, key))
       if (v === vfs.missing) return undefined
-      warm.touch(file)
       return v ?? rawValue(this.get.sync(key))
     },
     async (key: Uint8Array) => {

@@ -1,8 +1,10 @@
 /**
- * Key files this process read or wrote in the last few seconds: their pages
- * are almost surely in the kernel's page cache, so an async get of one reads
- * it on the calling thread (one open, one read, one close: about 10 µs)
- * instead of taking two threadpool tasks (about 100 µs on a 2-core machine).
+ * Key files this process wrote, or read by an async get, in the last few
+ * seconds: their pages are almost surely in the kernel's page cache, so an
+ * async get of one reads it on the calling thread (one open, one read, one
+ * close: about 10 µs) instead of taking two threadpool tasks (about 100 µs
+ * on a 2-core machine). A blocking get does not note its file: only async
+ * gets gain, and the blocking path stays as lean as it was.
  * The native core gets the same effect from its value cache; here the file
  * is still read every time, so a write by another process is never missed.
  *
