@@ -248,9 +248,7 @@ function checkRevision(w: WriteArgs, current: Metadata | undefined): void {
 function revisionMismatch(expected: number, actual: number): KonserveError {
   const e = new KonserveError(
     'ERR_REVISION_MISMATCH',
-    expected === 0
-      ? `the key must not exist yet, but it is at revision ${actual}`
-      : `expected revision ${expected}, but the key is at revision ${actual}`,
+    expected === 0 ? `the key must not exist yet, but it is at revision ${actual}` : `expected revision ${expected}, but the key is at revision ${actual}`,
   )
   e.actualRevision = actual
   return e
@@ -277,15 +275,7 @@ function revisionSlot(meta: Uint8Array): number {
  * files taken off the JavaScript thread). The metadata written, or undefined
  * when the backing leaves the write to the general path (nothing written).
  */
-function* fusedReplace(
-  store: Store,
-  key: Key,
-  cke: Uint8Array,
-  type: KeyType,
-  serializer: number,
-  value: Uint8Array,
-  w: WriteArgs,
-): Handler<Metadata | undefined> {
+function* fusedReplace(store: Store, key: Key, cke: Uint8Array, type: KeyType, serializer: number, value: Uint8Array, w: WriteArgs): Handler<Metadata | undefined> {
   const b = store.backing
   const ids = lockIds(b.lockScope, [cke])
   yield* acquireIds(ids)
@@ -405,10 +395,7 @@ function runUser<A extends unknown[], R>(op: gensync.Gensync<A, R>, opts: Option
     }
   }
   try {
-    return whileOpen(
-      (args[0] as Store).backing,
-      op.async(...args).catch((err: unknown) => Promise.reject(unbox(err))),
-    )
+    return whileOpen((args[0] as Store).backing, op.async(...args).catch((err: unknown) => Promise.reject(unbox(err))))
   } catch (err) {
     return Promise.reject(unbox(err))
   }
@@ -613,10 +600,7 @@ export function getIn<O extends GetOptions>(store: Store, path: Path, notFound?:
   if (bad) return fail(bad, opts) as Result<O, unknown>
   if (opts?.notFound !== undefined) {
     if (notFound !== undefined) {
-      return fail(new KonserveError('ERR_INVALID_ARGUMENT', 'getIn: notFound given twice (as an argument and as opts.notFound)'), opts) as Result<
-        O,
-        unknown
-      >
+      return fail(new KonserveError('ERR_INVALID_ARGUMENT', 'getIn: notFound given twice (as an argument and as opts.notFound)'), opts) as Result<O, unknown>
     }
     notFound = opts.notFound
   }
@@ -728,16 +712,7 @@ function* assocLocked(store: Store, key: Key, cke: Uint8Array, serializer: numbe
 }
 
 /** assoc after encoding: the fused write (when `fused`), else the general path; then the hooks. */
-function* assocEncoded(
-  store: Store,
-  key: Key,
-  value: unknown,
-  cke: Uint8Array,
-  serializer: number,
-  bytes: Uint8Array,
-  w: WriteArgs,
-  fused: boolean,
-): Handler<[undefined, unknown]> {
+function* assocEncoded(store: Store, key: Key, value: unknown, cke: Uint8Array, serializer: number, bytes: Uint8Array, w: WriteArgs, fused: boolean): Handler<[undefined, unknown]> {
   let written: Metadata | undefined = fused ? yield* fusedReplace(store, key, cke, 'value', serializer, bytes, w) : undefined
   if (!written) written = yield* assocLocked(store, key, cke, serializer, bytes, w)
   afterWrite(store, { op: 'assoc', key, path: [key], oldValue: undefined, newValue: value, meta: written })
@@ -850,16 +825,7 @@ function assocLockedSync(store: Store, key: Key, cke: Uint8Array, serializer: nu
 }
 
 /** The part of an async assoc that assocFused leaves to the general machinery (see there). */
-const assocEncodedOp = gensync(function* (
-  store: Store,
-  key: Key,
-  value: unknown,
-  cke: Uint8Array,
-  serializer: number,
-  bytes: Uint8Array,
-  w: WriteArgs,
-  fused: boolean,
-) {
+const assocEncodedOp = gensync(function* (store: Store, key: Key, value: unknown, cke: Uint8Array, serializer: number, bytes: Uint8Array, w: WriteArgs, fused: boolean) {
   return yield* about(key, () => assocEncoded(store, key, value, cke, serializer, bytes, w, fused))
 })
 
@@ -942,8 +908,7 @@ function assocFused(store: Store, key: Key, value: unknown, w: WriteArgs): Promi
 export function assoc<O extends WriteOptions>(store: Store, key: Key, value: unknown, opts?: O): Result<O, [undefined, unknown]> {
   const bad = invalid('assoc', store, opts, O_WRITE)
   if (bad) return fail(bad, opts) as Result<O, [undefined, unknown]>
-  if (!opts?.sync && store.backing.replace)
-    return whileOpen(store.backing, assocFused(store, key, value, writeArgs(opts))) as Result<O, [undefined, unknown]>
+  if (!opts?.sync && store.backing.replace) return whileOpen(store.backing, assocFused(store, key, value, writeArgs(opts))) as Result<O, [undefined, unknown]>
   if (opts?.sync) return assocSync(store, key, value, writeArgs(opts)) as Result<O, [undefined, unknown]>
   return run(assocOp, opts, [store, key, value, writeArgs(opts)]) as Result<O, [undefined, unknown]>
 }
@@ -1283,13 +1248,7 @@ function* writeStream(sink: BlobSink, src: ByteSource): Handler<number> {
  * written, or undefined when the backing leaves the write to the general
  * path (nothing opened, nothing read from the source).
  */
-function* fusedBlobReplace(
-  store: Store,
-  key: Key,
-  cke: Uint8Array,
-  w: WriteArgs,
-  fill: (sink: BlobSink) => Handler<void>,
-): Handler<Metadata | undefined> {
+function* fusedBlobReplace(store: Store, key: Key, cke: Uint8Array, w: WriteArgs, fill: (sink: BlobSink) => Handler<void>): Handler<Metadata | undefined> {
   const b = store.backing
   const ids = lockIds(b.lockScope, [cke])
   yield* acquireIds(ids)
@@ -1339,10 +1298,7 @@ const bassocOp = gensync(function* (store: Store, key: Key, input: unknown, w: W
     }
     try {
       if (src && !src.sync && (yield* isSyncForm())) {
-        throw new KonserveError(
-          'ERR_INVALID_ARGUMENT',
-          `${/^[AEIOU]/.test(src.kind) ? 'an' : 'a'} ${src.kind} can only be stored with the async form of bassoc`,
-        )
+        throw new KonserveError('ERR_INVALID_ARGUMENT', `${/^[AEIOU]/.test(src.kind) ? 'an' : 'a'} ${src.kind} can only be stored with the async form of bassoc`)
       }
       const fill = function* (sink: BlobSink): Handler<void> {
         try {
@@ -1359,14 +1315,13 @@ const bassocOp = gensync(function* (store: Store, key: Key, input: unknown, w: W
       }
       const fused = store.backing.blobReplace ? yield* fusedBlobReplace(store, key, cke, w, fill) : undefined
       if (fused) written = fused
-      else
-        yield* withLock(store.backing, [cke], function* () {
-          const prev = yield* metaBeforeReplace(store, key, cke, w)
-          checkRevision(w, prev)
-          written = nextMeta(key, 'binary', prev, w, false, yield* stamp(store.backing))
-          const meta = encodeMeta(written)
-          yield* fill(yield* store.backing.blobWriter(cke, meta))
-        })
+      else yield* withLock(store.backing, [cke], function* () {
+        const prev = yield* metaBeforeReplace(store, key, cke, w)
+        checkRevision(w, prev)
+        written = nextMeta(key, 'binary', prev, w, false, yield* stamp(store.backing))
+        const meta = encodeMeta(written)
+        yield* fill(yield* store.backing.blobWriter(cke, meta))
+      })
     } catch (err) {
       // A source we stop reading is told so (a Readable is destroyed, a web stream cancelled).
       if (src) yield* closeSource(src, err)
@@ -1902,7 +1857,8 @@ function metaByKeyOf(metaByKey: unknown, encoded: Array<{ key: Key; cke: Uint8Ar
   const out = new Map<string, Record<string, unknown>>()
   if (metaByKey === undefined) return out
   const inBatch = new Set(encoded.map((e) => keyId(e.cke)))
-  const pairs: Array<[unknown, unknown]> = metaByKey instanceof Map ? [...metaByKey.entries()] : Object.entries(metaByKey as Record<string, unknown>)
+  const pairs: Array<[unknown, unknown]> =
+    metaByKey instanceof Map ? [...metaByKey.entries()] : Object.entries(metaByKey as Record<string, unknown>)
   for (const [k, m] of pairs) {
     if (!isPlainObject(m)) throw badArgument('multiAssoc', `opts.metaByKey's entry for ${JSON.stringify(k)}`, 'a plain object', m)
     let id: string

@@ -66,16 +66,14 @@ export async function connectIdbStore(name: string, options: IdbStoreOptions = {
   )
   let compressor = 0
   if (options.compressor != null) {
-    if (options.compressor.type !== 'lz4')
-      throw badOption(`unknown compressor ${JSON.stringify(options.compressor)}; the one compressor is { type: 'lz4' }`)
+    if (options.compressor.type !== 'lz4') throw badOption(`unknown compressor ${JSON.stringify(options.compressor)}; the one compressor is { type: 'lz4' }`)
     compressor = 1
   }
   let encryptionKey: Uint8Array | string | undefined
   if (options.encryptor != null) {
     const { type, key } = options.encryptor
     if (type !== 'aes') throw badOption(`unknown encryptor type ${JSON.stringify(type)}; the one encryptor is { type: 'aes', key }`)
-    if (!((typeof key === 'string' || key instanceof Uint8Array) && key.length > 0))
-      throw badOption('the aes encryptor needs a non-empty key (a string or a Uint8Array)')
+    if (!((typeof key === 'string' || key instanceof Uint8Array) && key.length > 0)) throw badOption('the aes encryptor needs a non-empty key (a string or a Uint8Array)')
     encryptionKey = key
   }
   // cbor-x loads before the store can write with it (reads of CBOR values load it in the backing).

@@ -146,9 +146,7 @@ export function useErrnoNames(errno: Record<string, number>): void {
 function errnoConstants(): Record<number, string> {
   if (!byNumber) {
     // Not handed in (a module loaded without the Node entry): Node's own table where it can be had.
-    const os = (
-      globalThis as { process?: { getBuiltinModule?: (id: string) => { constants?: { errno?: Record<string, number> } } | undefined } }
-    ).process?.getBuiltinModule?.('node:os')
+    const os = (globalThis as { process?: { getBuiltinModule?: (id: string) => { constants?: { errno?: Record<string, number> } } | undefined } }).process?.getBuiltinModule?.('node:os')
     useErrnoNames(os?.constants?.errno ?? {})
   }
   return byNumber!

@@ -160,21 +160,14 @@ export function beginUnreferencedWrites<O extends SyncOption>(store: Store, opts
  * `with-unreferenced-writes`): the guard is held until `fn` returns, or, in
  * the async form, until the Promise it returns settles. Returns what `fn` returns.
  */
-export function withUnreferencedWrites<T, O extends SyncOption>(
-  store: Store,
-  fn: () => T,
-  opts?: O,
-): O extends { sync: true } ? T : Promise<Awaited<T>> {
+export function withUnreferencedWrites<T, O extends SyncOption>(store: Store, fn: () => T, opts?: O): O extends { sync: true } ? T : Promise<Awaited<T>> {
   if (typeof fn !== 'function') return fail(badArgument('withUnreferencedWrites', 'fn', 'a function', fn), opts)
   if (isSync(opts)) {
     const g = beginUnreferencedWrites(store, { sync: true })
     try {
       const r = fn()
       if (r !== null && typeof r === 'object' && typeof (r as { then?: unknown }).then === 'function') {
-        throw new KonserveError(
-          'ERR_INVALID_ARGUMENT',
-          'withUnreferencedWrites: a sync call was given a function that returns a Promise; call it without { sync: true }',
-        )
+        throw new KonserveError('ERR_INVALID_ARGUMENT', 'withUnreferencedWrites: a sync call was given a function that returns a Promise; call it without { sync: true }')
       }
       return r as never
     } finally {
@@ -293,8 +286,7 @@ export function gcCutoff<O extends SyncOption>(store: Store, startedAt?: Date, o
   try {
     checkOptions('gcCutoff', opts, OPTS)
     checkStore('gcCutoff', store)
-    if (startedAt !== undefined && (!(startedAt instanceof Date) || Number.isNaN(startedAt.getTime())))
-      throw badArgument('gcCutoff', 'startedAt', 'a valid Date', startedAt)
+    if (startedAt !== undefined && (!(startedAt instanceof Date) || Number.isNaN(startedAt.getTime()))) throw badArgument('gcCutoff', 'startedAt', 'a valid Date', startedAt)
   } catch (err) {
     return fail(err, opts)
   }

@@ -53,6 +53,7 @@ export interface SweepOptions extends SyncOption {
   dryRun?: boolean
 }
 
+
 const callProgress = gensync({
   sync: (f: (p: SweepProgress) => unknown, p: SweepProgress) => {
     f(p)
@@ -103,38 +104,34 @@ function decodeListed(e: RawMeta, onCorrupt: (e: KonserveError) => void): { key:
 /** Deletes the candidates that still are garbage, under their locks. */
 function* collect(store: Store, cands: Candidate[], cutoff: number, onCorrupt: (e: KonserveError) => void): Handler<Key[]> {
   const b = store.backing
-  return yield* withLock(
-    b,
-    cands.map((c) => c.cke),
-    function* () {
-      const doomed: Candidate[] = []
-      for (const c of cands) {
-        let raw: RawMeta | undefined
-        try {
-          raw = yield* b.getMeta(c.cke)
-        } catch (err) {
-          onCorrupt(withKey(err, c.key))
-          continue
-        }
-        if (!raw) continue // deleted meanwhile
-        // Written since it was listed (whatever its stamp says): it stays.
-        if (!sameBytes(raw.meta, c.meta)) continue
-        let meta: Metadata
-        try {
-          meta = readMeta(c.key, raw)
-        } catch (err) {
-          onCorrupt(withKey(err, c.key))
-          continue
-        }
-        const t = lastWriteOf(meta)
-        if (t === undefined || t >= cutoff) continue
-        doomed.push(c)
+  return yield* withLock(b, cands.map((c) => c.cke), function* () {
+    const doomed: Candidate[] = []
+    for (const c of cands) {
+      let raw: RawMeta | undefined
+      try {
+        raw = yield* b.getMeta(c.cke)
+      } catch (err) {
+        onCorrupt(withKey(err, c.key))
+        continue
       }
-      if (doomed.length === 0) return []
-      const existed = yield* b.delete(doomed.map((c) => c.cke))
-      return doomed.filter((_, i) => existed[i] === true).map((c) => c.key)
-    },
-  )
+      if (!raw) continue // deleted meanwhile
+      // Written since it was listed (whatever its stamp says): it stays.
+      if (!sameBytes(raw.meta, c.meta)) continue
+      let meta: Metadata
+      try {
+        meta = readMeta(c.key, raw)
+      } catch (err) {
+        onCorrupt(withKey(err, c.key))
+        continue
+      }
+      const t = lastWriteOf(meta)
+      if (t === undefined || t >= cutoff) continue
+      doomed.push(c)
+    }
+    if (doomed.length === 0) return []
+    const existed = yield* b.delete(doomed.map((c) => c.cke))
+    return doomed.filter((_, i) => existed[i] === true).map((c) => c.key)
+  })
 }
 
 const sweepOp = gensync(function* (
@@ -209,13 +206,7 @@ const sweepOp = gensync(function* (
  */
 export function sweep<O extends SweepOptions>(store: Store, whitelist: Iterable<Key>, cutoff: Date, opts?: O): Result<O, Key[]> {
   try {
-    checkOptions('sweep', opts, {
-      sync: checks.boolean,
-      batchSize: checks.any,
-      onProgress: checks.function,
-      onCorrupt: checks.function,
-      dryRun: checks.boolean,
-    })
+    checkOptions('sweep', opts, { sync: checks.boolean, batchSize: checks.any, onProgress: checks.function, onCorrupt: checks.function, dryRun: checks.boolean })
     checkStore('sweep', store)
     const w = whitelist as unknown
     if (w === null || typeof w !== 'object' || typeof (w as Iterable<Key>)[Symbol.iterator] !== 'function') {
@@ -235,8 +226,5 @@ export function sweep<O extends SweepOptions>(store: Store, whitelist: Iterable<
     if (opts?.sync) throw e
     return Promise.reject(e) as Result<O, Key[]>
   }
-  return run(sweepOp, opts, [store, whitelist, cutoff, batchSize, opts?.onProgress, opts?.onCorrupt ?? warnCorrupt, opts?.dryRun === true]) as Result<
-    O,
-    Key[]
-  >
+  return run(sweepOp, opts, [store, whitelist, cutoff, batchSize, opts?.onProgress, opts?.onCorrupt ?? warnCorrupt, opts?.dryRun === true]) as Result<O, Key[]>
 }

@@ -120,7 +120,9 @@ function report(id: HookId, hook: Registered, err: unknown, event: WriteEvent): 
   } catch (inner) {
     err = inner // an error handler that throws: report that instead
   }
-  const message = `konserve write hook ${describe(id)} failed after a successful ${event.op}: ${err instanceof Error ? err.message : String(err)}`
+  const message = `konserve write hook ${describe(id)} failed after a successful ${event.op}: ${
+    err instanceof Error ? err.message : String(err)
+  }`
   if (typeof process !== 'undefined' && typeof process.emitWarning === 'function') {
     process.emitWarning(message, { code: 'KONSERVE_HOOK_ERROR', detail: err instanceof Error ? err.stack : undefined })
   } else {

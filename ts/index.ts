@@ -13,17 +13,7 @@ export { blobFile } from './api.js'
 export type { BlobFile } from './api.js'
 export type { FsStoreOptions } from './store.js'
 export { connectFsStore } from './node/fs-store.js'
-export {
-  connectStore,
-  createStore,
-  deleteStore,
-  registerBackend,
-  registeredBackends,
-  releaseStore,
-  storeExists,
-  storeExistsError,
-  storeNotFoundError,
-} from './registry.js'
+export { connectStore, createStore, deleteStore, registerBackend, registeredBackends, releaseStore, storeExists, storeExistsError, storeNotFoundError } from './registry.js'
 export type { Backend, BackendCallOptions, FileStoreConfig, MemoryStoreConfig, StoreConfig } from './registry.js'
 export { rekey } from './rekey.js'
 export type { RekeyOptions, RekeyProgress, RekeyResult } from './rekey.js'

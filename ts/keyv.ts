@@ -27,8 +27,7 @@ interface Entry {
   e?: number
 }
 
-const live = (x: unknown): x is Entry =>
-  x !== null && typeof x === 'object' && 'v' in x && (typeof (x as Entry).e !== 'number' || Date.now() <= (x as Entry).e!)
+const live = (x: unknown): x is Entry => x !== null && typeof x === 'object' && 'v' in x && (typeof (x as Entry).e !== 'number' || Date.now() <= (x as Entry).e!)
 
 /** The Keyv storage adapter (Keyv's `KeyvStoreAdapter` shape). */
 export class KonserveKeyv extends EventEmitter {
@@ -103,10 +102,7 @@ export class KonserveKeyv extends EventEmitter {
   }
 
   async deleteMany(ks: string[]): Promise<boolean> {
-    const existed = await multiDissoc(
-      this.store,
-      ks.map((k) => this.key(k)),
-    )
+    const existed = await multiDissoc(this.store, ks.map((k) => this.key(k)))
     return [...existed.values()].some(Boolean)
   }
 

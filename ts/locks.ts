@@ -150,7 +150,7 @@ function checkReentry(ids: readonly string[]): void {
     if (f.active && f.users > 0 && f.ids.some((id) => ids.includes(id))) {
       throw new KonserveError(
         'ERR_LOCK_REENTRY',
-        "this operation already holds the key's lock (an update function writes a key its own operation is updating); it would wait for itself forever",
+        'this operation already holds the key\'s lock (an update function writes a key its own operation is updating); it would wait for itself forever',
       )
     }
   }

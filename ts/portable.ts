@@ -26,21 +26,7 @@ export {
   update,
   updateIn,
 } from './api.js'
-export type {
-  BlobAccess,
-  BlobInput,
-  GetOptions,
-  ReadBlobOptions,
-  TrimLogOptions,
-  Key,
-  KeyType,
-  KeysOptions,
-  Metadata,
-  MultiAssocOptions,
-  Options,
-  Result,
-  WriteOptions,
-} from './api.js'
+export type { BlobAccess, BlobInput, GetOptions, ReadBlobOptions, TrimLogOptions, Key, KeyType, KeysOptions, Metadata, MultiAssocOptions, Options, Result, WriteOptions } from './api.js'
 export { Store, close, implementation, newMemStore } from './store.js'
 export type { CompressorOption, EncryptorOption, StoreOptions, SyncOption } from './store.js'
 export { KonserveError } from './errors.js'

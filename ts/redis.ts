@@ -11,17 +11,7 @@
  * registry (`createStore({ backend: 'redis', url })`, …), which the Node
  * entry also loads by itself on first use of that name.
  */
-import {
-  type Backend,
-  type StoreConfig,
-  type Store as StoreT,
-  KonserveError,
-  Store,
-  close,
-  registerBackend,
-  storeExistsError,
-  storeNotFoundError,
-} from './index.js'
+import { type Backend, type StoreConfig, type Store as StoreT, KonserveError, Store, close, registerBackend, storeExistsError, storeNotFoundError } from './index.js'
 import type { StoreOptions, CompressorOption, EncryptorOption } from './store.js'
 import { type RedisClient, RedisBacking } from './backends/redis.js'
 import { connectChecks, openStoreTracker } from './backends/remote.js'
@@ -62,14 +52,9 @@ const { bad, ms, codecOptions } = connectChecks('connectRedisStore')
 const openStores = openStoreTracker<StoreT>((s) => close(s))
 const track = (store: StoreT): StoreT => openStores.track(store.backing.lockScope, store)
 
-const unavailable = (what: string, err: unknown) =>
-  new KonserveError('ERR_BACKEND_UNAVAILABLE', `${what}: ${(err as Error)?.message ?? String(err)}`, { cause: err })
+const unavailable = (what: string, err: unknown) => new KonserveError('ERR_BACKEND_UNAVAILABLE', `${what}: ${(err as Error)?.message ?? String(err)}`, { cause: err })
 const noClient = (err?: unknown) =>
-  new KonserveError(
-    'ERR_NOT_SUPPORTED',
-    'konserve/redis needs a Redis client package: npm install ioredis (or npm install redis, for node-redis)',
-    err ? { cause: err } : {},
-  )
+  new KonserveError('ERR_NOT_SUPPORTED', 'konserve/redis needs a Redis client package: npm install ioredis (or npm install redis, for node-redis)', err ? { cause: err } : {})
 
 /** A client for `url`: ioredis if it is installed, else node-redis; connected, or ERR_BACKEND_UNAVAILABLE. */
 async function clientFor(url: string, fn: string): Promise<RedisConn> {
@@ -120,10 +105,13 @@ function connectOnce(client: RedisClient): Promise<void> {
       reject(err)
     }
     client.on('error', onError)
-    client.connect().then(() => {
-      client.off('error', onError)
-      resolve()
-    }, onError)
+    client.connect().then(
+      () => {
+        client.off('error', onError)
+        resolve()
+      },
+      onError,
+    )
   })
 }
 
@@ -152,8 +140,7 @@ async function connFor(options: { url?: unknown; client?: unknown }, fn: string)
 
 /** Opens a konserve store on Redis: `{ url }` (the store owns the client) or `{ client }` (yours: ioredis or node-redis). */
 export async function connectRedisStore(options: RedisStoreOptions): Promise<StoreT> {
-  if (options?.sync === true)
-    throw new KonserveError('ERR_NOT_SUPPORTED', 'the redis store has no blocking form: call connectRedisStore without { sync: true }')
+  if (options?.sync === true) throw new KonserveError('ERR_NOT_SUPPORTED', 'the redis store has no blocking form: call connectRedisStore without { sync: true }')
   if (!options || typeof options !== 'object') throw bad('give exactly one of { url } and { client }')
   const prefix = prefixOf(options.prefix)
   const { compressor, encryptionKey } = codecOptions(options)
@@ -196,8 +183,7 @@ const glob = (s: string) => s.replace(/[*?[\]\\]/g, '\\$&')
 
 function configArgs(fn: string, config: StoreConfig): RedisStoreOptions & { prefix: string } {
   const { backend: _backend, ...options } = config
-  if ('sync' in options)
-    throw new KonserveError('ERR_INVALID_ARGUMENT', `${fn}: config.sync must be absent (pass { sync: true } as the last argument)`)
+  if ('sync' in options) throw new KonserveError('ERR_INVALID_ARGUMENT', `${fn}: config.sync must be absent (pass { sync: true } as the last argument)`)
   return { ...(options as RedisStoreOptions), prefix: prefixOf(options.prefix) }
 }
 

@@ -114,8 +114,7 @@ function loadKnown(fn: string, name: string): Promise<void> {
   if (!p) {
     const { module, needs } = known[name]!
     p = (async () => {
-      if (!loadModule)
-        throw new KonserveError('ERR_NOT_SUPPORTED', `${fn}: the ${JSON.stringify(name)} backend needs Node (${module}); it is not available here`)
+      if (!loadModule) throw new KonserveError('ERR_NOT_SUPPORTED', `${fn}: the ${JSON.stringify(name)} backend needs Node (${module}); it is not available here`)
       try {
         await loadModule(module)
       } catch (err) {
@@ -124,21 +123,14 @@ function loadKnown(fn: string, name: string): Promise<void> {
         const notFound = /^(ERR_)?MODULE_NOT_FOUND$/.test(code)
         const message = (err as Error)?.message ?? String(err)
         if (/^ERR_(PACKAGE_PATH_NOT_EXPORTED)$/.test(code) || (notFound && message.includes(module))) {
-          throw new KonserveError('ERR_NOT_SUPPORTED', `${fn}: this build of konserve has no ${module}, so no ${JSON.stringify(name)} backend`, {
-            cause: err,
-          })
+          throw new KonserveError('ERR_NOT_SUPPORTED', `${fn}: this build of konserve has no ${module}, so no ${JSON.stringify(name)} backend`, { cause: err })
         }
         if (notFound) {
-          throw new KonserveError(
-            'ERR_NOT_SUPPORTED',
-            `${fn}: the ${JSON.stringify(name)} backend needs ${needs}: npm install ${needs.split(' ')[0]} (${message})`,
-            { cause: err },
-          )
+          throw new KonserveError('ERR_NOT_SUPPORTED', `${fn}: the ${JSON.stringify(name)} backend needs ${needs}: npm install ${needs.split(' ')[0]} (${message})`, { cause: err })
         }
         throw toKonserveError(err)
       }
-      if (!backends.has(name))
-        throw new KonserveError('ERR_NOT_SUPPORTED', `${fn}: ${module} was loaded but registered no ${JSON.stringify(name)} backend`)
+      if (!backends.has(name)) throw new KonserveError('ERR_NOT_SUPPORTED', `${fn}: ${module} was loaded but registered no ${JSON.stringify(name)} backend`)
     })()
     loading.set(name, p)
     // A failed load is tried again next time (the package may have been installed meanwhile).
@@ -155,13 +147,11 @@ const origin = new WeakMap<Store, { name: string; backend: Backend; config: Stor
  */
 export function registerBackend<C extends StoreConfig>(name: string, backend: Backend<C>): void {
   if (typeof name !== 'string' || name === '') throw badArgument('registerBackend', 'name', 'a non-empty string', name)
-  if (backend === null || typeof backend !== 'object')
-    throw badArgument('registerBackend', 'backend', 'an object { create, connect, exists, delete, release? }', backend)
+  if (backend === null || typeof backend !== 'object') throw badArgument('registerBackend', 'backend', 'an object { create, connect, exists, delete, release? }', backend)
   for (const f of ['create', 'connect', 'exists', 'delete'] as const) {
     if (typeof backend[f] !== 'function') throw badArgument('registerBackend', `backend.${f}`, 'a function', backend[f])
   }
-  if (backend.release !== undefined && typeof backend.release !== 'function')
-    throw badArgument('registerBackend', 'backend.release', 'a function', backend.release)
+  if (backend.release !== undefined && typeof backend.release !== 'function') throw badArgument('registerBackend', 'backend.release', 'a function', backend.release)
   backends.set(name, backend as unknown as Backend)
 }
 
@@ -181,15 +171,9 @@ function backendOf(fn: string, config: unknown): Found {
   const backend = backends.get(name)
   if (!backend) {
     if (Object.hasOwn(known, name)) {
-      throw new KonserveError(
-        'ERR_NOT_SUPPORTED',
-        `${fn}: the ${JSON.stringify(name)} backend has no blocking form (it loads from ${known[name]!.module} on first use); call it without { sync: true }`,
-      )
+      throw new KonserveError('ERR_NOT_SUPPORTED', `${fn}: the ${JSON.stringify(name)} backend has no blocking form (it loads from ${known[name]!.module} on first use); call it without { sync: true }`)
     }
-    throw new KonserveError(
-      'ERR_INVALID_ARGUMENT',
-      `${fn}: unknown backend ${JSON.stringify(name)}; the registered backends are ${names()} (registerBackend adds one); known by name: ${unloaded()}`,
-    )
+    throw new KonserveError('ERR_INVALID_ARGUMENT', `${fn}: unknown backend ${JSON.stringify(name)}; the registered backends are ${names()} (registerBackend adds one); known by name: ${unloaded()}`)
   }
   return { name, backend, config: config as StoreConfig }
 }
@@ -240,11 +224,7 @@ function call<T>(fn: string, name: string, sync: boolean, f: () => T | Promise<T
 }
 
 function checkStoreResult(fn: string, name: string, s: unknown): Store {
-  if (!(s instanceof Store))
-    throw new KonserveError(
-      'ERR_INVALID_ARGUMENT',
-      `${fn}: the ${JSON.stringify(name)} backend gave ${typeof s === 'object' ? 'an object' : typeof s} that is not a Store`,
-    )
+  if (!(s instanceof Store)) throw new KonserveError('ERR_INVALID_ARGUMENT', `${fn}: the ${JSON.stringify(name)} backend gave ${typeof s === 'object' ? 'an object' : typeof s} that is not a Store`)
   return s
 }
 
@@ -281,10 +261,7 @@ export function storeExists<O extends SyncOption>(config: StoreConfig, opts?: O)
   try {
     checkOptions('storeExists', opts, OPTS)
     const sync = isSync(opts)
-    return withBackend('storeExists', config, sync, (b) => call('storeExists', b.name, sync, () => b.backend.exists(b.config, { sync }))) as Ret<
-      O,
-      boolean
-    >
+    return withBackend('storeExists', config, sync, (b) => call('storeExists', b.name, sync, () => b.backend.exists(b.config, { sync }))) as Ret<O, boolean>
   } catch (err) {
     return fail(err, opts)
   }
@@ -303,10 +280,7 @@ export function deleteStore<O extends SyncOption>(target: string | StoreConfig, 
   try {
     checkOptions('deleteStore', opts, OPTS)
     const sync = isSync(opts)
-    return withBackend('deleteStore', target, sync, (b) => call('deleteStore', b.name, sync, () => b.backend.delete(b.config, { sync }))) as Ret<
-      O,
-      void
-    >
+    return withBackend('deleteStore', target, sync, (b) => call('deleteStore', b.name, sync, () => b.backend.delete(b.config, { sync }))) as Ret<O, void>
   } catch (err) {
     return fail(err, opts)
   }

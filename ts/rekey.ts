@@ -34,16 +34,7 @@ import * as fs from 'node:fs'
 import { join, resolve } from 'node:path'
 import type { LogRecord, RawEntry } from './backing/index.js'
 import { concat } from './codec/aes.js'
-import {
-  type Header,
-  ENCRYPTOR_NONE,
-  FLAG_CHUNKED,
-  HEADER_LEN,
-  LOG_COMMIT_AREA,
-  decodeHeader,
-  encodeMetaSegment,
-  isLogHeader,
-} from './format/file.js'
+import { type Header, ENCRYPTOR_NONE, FLAG_CHUNKED, HEADER_LEN, LOG_COMMIT_AREA, decodeHeader, encodeMetaSegment, isLogHeader } from './format/file.js'
 import { KEY_CHECK_FILE, REKEY_FILE, type KeyCheck, encodeKeyCheck, encodePendingRekey, isWalMarkerVersion } from './format/keycheck.js'
 import { encodeCommitArea, encodeRecords, logHeader } from './format/log.js'
 import { KonserveError } from './errors.js'
@@ -152,19 +143,13 @@ function classify(name: string, file: string, keys: Keys, src: PureCodec, dst: P
   try {
     head = readHead(file)
   } catch (err) {
-    throw err instanceof KonserveError
-      ? Object.assign(err, { file })
-      : new KonserveError('ERR_IO', `rekey: cannot read the key file: ${(err as Error).message}`, { file, cause: err })
+    throw err instanceof KonserveError ? Object.assign(err, { file }) : new KonserveError('ERR_IO', `rekey: cannot read the key file: ${(err as Error).message}`, { file, cause: err })
   }
   const { header, prefix, size } = head
   if (header.encryptor === ENCRYPTOR_NONE) {
     if (!keys.to) return { form: 'to', header }
     if (!keys.from) return { form: 'from', key: src.decodeHead.sync(prefix, size, undefined, name).key, header }
-    throw new KonserveError(
-      'ERR_DECRYPT',
-      'rekey: the file is not encrypted, in an encrypted store (planted?): delete it or restore it, then run rekey again',
-      { file },
-    )
+    throw new KonserveError('ERR_DECRYPT', 'rekey: the file is not encrypted, in an encrypted store (planted?): delete it or restore it, then run rekey again', { file })
   }
   const attempt = (codec: PureCodec) => {
     try {

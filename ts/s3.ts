@@ -11,18 +11,7 @@
  * `createStore({ backend: 's3', bucket, prefix, endpoint, … })`.
  */
 // The option types from the entry, not ./store.js: its declarations then stay in the entry's (no shared chunk).
-import {
-  type Store as StoreT,
-  type StoreOptions,
-  type CompressorOption,
-  type EncryptorOption,
-  KonserveError,
-  Store,
-  close,
-  registerBackend,
-  storeExistsError,
-  storeNotFoundError,
-} from './index.js'
+import { type Store as StoreT, type StoreOptions, type CompressorOption, type EncryptorOption, KonserveError, Store, close, registerBackend, storeExistsError, storeNotFoundError } from './index.js'
 import { MIN_PART, type S3Client, type S3Sdk, S3Backing, s3Place, typedS3 } from './backends/s3.js'
 import { connectChecks, openStoreTracker } from './backends/remote.js'
 
@@ -101,15 +90,12 @@ async function clientOf(options: S3StoreOptions, sdk: S3Sdk): Promise<{ client: 
 
 /** The options, checked, as the backing takes them (without the client). */
 function settings(options: S3StoreOptions) {
-  if (options?.sync === true)
-    throw new KonserveError('ERR_NOT_SUPPORTED', 'the s3 store has no blocking form: call connectS3Store without { sync: true }')
+  if (options?.sync === true) throw new KonserveError('ERR_NOT_SUPPORTED', 'the s3 store has no blocking form: call connectS3Store without { sync: true }')
   if (!options || typeof options !== 'object') throw bad('give { bucket, prefix?, client } or { bucket, prefix?, endpoint, region, credentials }')
   if (typeof options.bucket !== 'string' || options.bucket === '') throw bad('bucket must be a non-empty string')
-  if (options.client !== undefined && (options.endpoint !== undefined || options.credentials !== undefined))
-    throw bad('give either { client } or { endpoint, credentials }, not both')
+  if (options.client !== undefined && (options.endpoint !== undefined || options.credentials !== undefined)) throw bad('give either { client } or { endpoint, credentials }, not both')
   const prefix = options.prefix ?? 'konserve'
-  if (typeof prefix !== 'string' || prefix === '' || prefix.startsWith('/') || prefix.endsWith('/'))
-    throw bad('prefix must be a non-empty string without a leading or trailing slash')
+  if (typeof prefix !== 'string' || prefix === '' || prefix.startsWith('/') || prefix.endsWith('/')) throw bad('prefix must be a non-empty string without a leading or trailing slash')
   const { compressor, encryptionKey } = codecOptions(options)
   const partSize = ms(options.partSize, 'partSize', 8 * 1024 * 1024)
   if (partSize < MIN_PART) throw bad(`partSize must be at least 5 MiB (S3's minimum part), not ${partSize}`)
@@ -159,10 +145,7 @@ export interface S3StoreConfig extends S3StoreOptions {
 const MARKER = 'konserve-store'
 
 /** Runs `f` with a client for the config (the config's own, or one made and destroyed here). */
-async function withClient<T>(
-  config: S3StoreConfig,
-  f: (client: S3Client, sdk: S3Sdk, s: ReturnType<typeof settings>, scope: string) => Promise<T>,
-): Promise<T> {
+async function withClient<T>(config: S3StoreConfig, f: (client: S3Client, sdk: S3Sdk, s: ReturnType<typeof settings>, scope: string) => Promise<T>): Promise<T> {
   const s = settings(config)
   const sdk = await loadSdk()
   const { client, owns, scope } = await clientOf(config, sdk)
@@ -197,8 +180,7 @@ export const s3Backend = {
       try {
         await client.send(new sdk.PutObjectCommand({ Bucket: s.bucket, Key: `${s.prefix}/${MARKER}`, Body: 'konserve store\n', IfNoneMatch: '*' }))
       } catch (err) {
-        if ((err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 412)
-          throw storeExistsError(`the s3 store s3://${s.bucket}/${s.prefix}`)
+        if ((err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 412) throw storeExistsError(`the s3 store s3://${s.bucket}/${s.prefix}`)
         throw err
       }
     })
@@ -219,9 +201,7 @@ export const s3Backend = {
       // From the start each time: deleting while paging could skip objects.
       for (;;) {
         const r = await client.send(new sdk.ListObjectsV2Command({ Bucket: s.bucket, Prefix: `${s.prefix}/` }))
-        const objects = ((r.Contents as Array<{ Key: string }> | undefined) ?? [])
-          .filter((c) => c.Key !== `${s.prefix}/${MARKER}`)
-          .map((c) => ({ Key: c.Key }))
+        const objects = ((r.Contents as Array<{ Key: string }> | undefined) ?? []).filter((c) => c.Key !== `${s.prefix}/${MARKER}`).map((c) => ({ Key: c.Key }))
         if (objects.length === 0) break
         await client.send(new sdk.DeleteObjectsCommand({ Bucket: s.bucket, Delete: { Objects: objects, Quiet: true } }))
       }

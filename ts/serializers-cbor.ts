@@ -30,6 +30,7 @@ const cborOptions = {
   copyBuffers: true,
 } as const
 
+
 let registered = false
 
 /**

@@ -84,17 +84,8 @@ const extensionClasses: Function[] = []
 // biome-ignore lint/complexity/noBannedTypes: compared with `o.constructor`, which TypeScript types as Function
 const typedArrayConstructors = new Set<Function>(
   [
-    Int8Array,
-    Uint8Array,
-    Uint8ClampedArray,
-    Int16Array,
-    Uint16Array,
-    Int32Array,
-    Uint32Array,
-    Float32Array,
-    Float64Array,
-    BigInt64Array,
-    BigUint64Array,
+    Int8Array, Uint8Array, Uint8ClampedArray, Int16Array, Uint16Array, Int32Array, Uint32Array,
+    Float32Array, Float64Array, BigInt64Array, BigUint64Array,
   ].concat(NodeBuffer ? [NodeBuffer as unknown as typeof Uint8Array] : []),
 )
 
@@ -168,11 +159,7 @@ function checkValue(value: unknown, serializer: SerializerName): Found {
       case 'boolean':
         return
       case 'undefined':
-        if (json)
-          refuse(
-            'undefined',
-            'JSON has no undefined (a property would be dropped, an array element read back as null); use null or the msgpack serializer',
-          )
+        if (json) refuse('undefined', 'JSON has no undefined (a property would be dropped, an array element read back as null); use null or the msgpack serializer')
         return
       case 'bigint':
         if (json) refuse('a BigInt', 'JSON numbers are doubles; store it as a string, or use the msgpack serializer')
@@ -209,11 +196,7 @@ function checkValue(value: unknown, serializer: SerializerName): Found {
     } else if (isObjectPrototype(proto)) {
       for (const k of Object.keys(o)) {
         at.push(k)
-        if (!json && k === '__proto__')
-          refuse(
-            'a property named __proto__',
-            `${serializer === 'cbor' ? 'cbor-x' : 'msgpackr'} reads it back as __proto_; rename it, use a Map, or use the json serializer`,
-          )
+        if (!json && k === '__proto__') refuse('a property named __proto__', `${serializer === 'cbor' ? 'cbor-x' : 'msgpackr'} reads it back as __proto_; rename it, use a Map, or use the json serializer`)
         checkString(k, 'a property name')
         visit((o as Record<string, unknown>)[k])
         at.pop()
@@ -244,10 +227,7 @@ function checkValue(value: unknown, serializer: SerializerName): Found {
         for (const x of o as Set<unknown>) visit(x)
         at.pop()
       } else if (serializer === 'cbor' && (c === ArrayBuffer || c === DataView) && proto === c.prototype) {
-        refuse(
-          kindOf(o),
-          'CBOR has one kind of byte string, read back as a Buffer (Uint8Array in browsers); store a Uint8Array, or use the msgpack serializer',
-        )
+        refuse(kindOf(o), 'CBOR has one kind of byte string, read back as a Buffer (Uint8Array in browsers); store a Uint8Array, or use the msgpack serializer')
       } else if ((c === Date || c === ArrayBuffer || c === DataView || typedArrayConstructors.has(c)) && proto === c.prototype) {
         if (serializer === 'cbor' && c === Date && !dateAsSeconds((o as Date).getTime())) found.farDate = true
         // Leaves msgpackr (and cbor-x) store exactly.
@@ -256,12 +236,7 @@ function checkValue(value: unknown, serializer: SerializerName): Found {
       } else if (o instanceof Error) {
         // msgpackr keeps name, message and cause, but not the stack, the class
         // of a subclass, other properties, nor whether there was a cause.
-        refuse(
-          kindOf(o),
-          serializer === 'cbor'
-            ? 'cbor does not keep an Error whole (its stack, class and properties); store { name, message }'
-            : 'msgpack does not keep an Error whole (its stack, class and properties); store { name, message } or register an extension',
-        )
+        refuse(kindOf(o), serializer === 'cbor' ? 'cbor does not keep an Error whole (its stack, class and properties); store { name, message }' : 'msgpack does not keep an Error whole (its stack, class and properties); store { name, message } or register an extension')
       } else {
         refuse(
           kindOf(o),

@@ -8,15 +8,7 @@ import { checkOptions, checks, fail } from './args.js'
 import type { Backing } from './backing/seam.js'
 import { KonserveError } from './errors.js'
 import { type CacheOptions, type CacheStats, cacheStatsOf, cachedBacking } from './layers/cached.js'
-import {
-  type ReadPolicy,
-  type SyncReport,
-  type TieredOptions,
-  type WritePolicy,
-  defaultOnError,
-  populatorOf,
-  tieredBacking,
-} from './layers/tiered.js'
+import { type ReadPolicy, type SyncReport, type TieredOptions, type WritePolicy, defaultOnError, populatorOf, tieredBacking } from './layers/tiered.js'
 import { type Ret, Store, builtOver, checkStore } from './store.js'
 import { copyBytes } from './backing/index.js'
 import { type Key, decodeKey, encodeKey } from './format/key.js'

@@ -446,21 +446,7 @@ function* endStore(store: Store, why: Ended): Handler<void> {
 const endOp = gensync(endStore)
 
 /** The operations of a backing (its Ops); `lock` too: a write that starts after the end fails at once. */
-const OPS = [
-  'get',
-  'getValue',
-  'getMeta',
-  'exists',
-  'put',
-  'delete',
-  'lock',
-  'blobWriter',
-  'blobReplace',
-  'openBlob',
-  'append',
-  'openLog',
-  'trimLog',
-] as const
+const OPS = ['get', 'getValue', 'getMeta', 'exists', 'put', 'delete', 'lock', 'blobWriter', 'blobReplace', 'openBlob', 'append', 'openLog', 'trimLog'] as const
 
 /** An Op that fails with `error()` in every form. */
 function failing(error: () => KonserveError): Op<unknown[], never> {
@@ -519,14 +505,10 @@ function trackCursors(b: Backing): void {
   shadow(b, 'openList', () => track(list()))
   for (const m of ['openBlob', 'openLog'] as const) {
     const op = b[m] as Op<[Uint8Array], Closes | undefined>
-    shadow(
-      b,
-      m,
-      twinOp(
-        (key: Uint8Array) => track(op.sync(key)),
-        async (key: Uint8Array) => track(await op.async(key)),
-      ),
-    )
+    shadow(b, m, twinOp(
+      (key: Uint8Array) => track(op.sync(key)),
+      async (key: Uint8Array) => track(await op.async(key)),
+    ))
   }
 }
 

@@ -213,10 +213,7 @@ export function decodeTrailer(body: Uint8Array): { counts: ArchiveCounts; checks
   if (body.length !== TRAILER_BODY_LEN) throw archiveError('the TRAILER frame is malformed')
   const dv = view(body)
   const [keys, values, blobs, logs, records, bytes] = [0, 1, 2, 3, 4, 5].map((i) => u64(dv, i * 8, 'a count')) as number[]
-  return {
-    counts: { keys: keys!, values: values!, blobs: blobs!, logs: logs!, records: records!, bytes: bytes! },
-    checksum: dv.getBigUint64(48, true),
-  }
+  return { counts: { keys: keys!, values: values!, blobs: blobs!, logs: logs!, records: records!, bytes: bytes! }, checksum: dv.getBigUint64(48, true) }
 }
 
 // ---- reading frames from a stream of byte pieces --------------------------------------

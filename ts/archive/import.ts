@@ -171,12 +171,7 @@ async function importLog(store: Store, k: KeyFrame, nextFrame: () => Promise<Rea
     const placeholders = async (n: number) => {
       for (let done = 0; done < n; ) {
         const m = Math.min(LOG_BATCH * 16, n - done)
-        await appendRecords(
-          store,
-          k.key,
-          Array.from({ length: m }, () => ({ serializer: 0, stamp: 0, bytes: new Uint8Array(0) })),
-          k.meta,
-        )
+        await appendRecords(store, k.key, Array.from({ length: m }, () => ({ serializer: 0, stamp: 0, bytes: new Uint8Array(0) })), k.meta)
         written = true
         done += m
       }
@@ -253,10 +248,7 @@ export async function importFrom(store: Store, source: unknown, opts?: ImportOpt
   }
   const src = byteSource(source)
   if (!src) {
-    throw new KonserveError(
-      'ERR_INVALID_ARGUMENT',
-      'importStore reads a Readable, a ReadableStream, a Blob, an async iterable of byte pieces or bytes',
-    )
+    throw new KonserveError('ERR_INVALID_ARGUMENT', 'importStore reads a Readable, a ReadableStream, a Blob, an async iterable of byte pieces or bytes')
   }
   try {
     return await importPieces(

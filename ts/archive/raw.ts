@@ -61,10 +61,7 @@ export function fileOf(store: Store, cke: Uint8Array): string | undefined {
 }
 
 /** A key's entry as stored: serializer id, metadata bytes, value bytes (whole), whether it is a log. */
-export async function readEntry(
-  store: Store,
-  cke: Uint8Array,
-): Promise<{ serializer: number; meta: Uint8Array; value: Uint8Array; log: boolean } | undefined> {
+export async function readEntry(store: Store, cke: Uint8Array): Promise<{ serializer: number; meta: Uint8Array; value: Uint8Array; log: boolean } | undefined> {
   const e = await store.backing.get.async(cke)
   return e && { serializer: e.serializer, meta: e.meta, value: e.value, log: e.log !== undefined }
 }

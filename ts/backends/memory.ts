@@ -5,19 +5,7 @@
  * Multi-key writes are atomic. Every operation is blocking code (`blockingOp`):
  * its async form is the same code, resolved.
  */
-import {
-  type LogInfo,
-  type LogRecord,
-  type NewRecord,
-  type RawEntry,
-  type RawListing,
-  type RawMeta,
-  type RawValue,
-  type RawWrite,
-  blockingOp,
-  copyBytes,
-  keyId,
-} from '../backing/index.js'
+import { type LogInfo, type LogRecord, type NewRecord, type RawEntry, type RawListing, type RawMeta, type RawValue, type RawWrite, blockingOp, copyBytes, keyId } from '../backing/index.js'
 import type { Backing, BlobSink, BlobSource, ListCursor, LogCursor } from '../backing/seam.js'
 import { concat } from '../codec/aes.js'
 import { KonserveError } from '../errors.js'

@@ -4,33 +4,12 @@
  * Each operation is a `twinOp` over the binding's two entry points (the one
  * real twin in the code base); errors are typed where the binding is called.
  */
-import {
-  type LogInfo,
-  type NewRecord,
-  type RawBlobReplace,
-  type RawEntry,
-  type RawListing,
-  type RawMeta,
-  type RawReplace,
-  type RawValue,
-  type RawWrite,
-  REPLACE_UNSURE,
-  type StoreClock,
-  pollingLock,
-  twinOp,
-} from '../backing/index.js'
+import { type LogInfo, type NewRecord, type RawBlobReplace, type RawEntry, type RawListing, type RawMeta, type RawReplace, type RawValue, type RawWrite, REPLACE_UNSURE, type StoreClock, pollingLock, twinOp } from '../backing/index.js'
 import { type Backing, type BlobSink, type BlobSource, type ListCursor, type LogCursor, MISS } from '../backing/seam.js'
 import { fromNative } from '../errors.js'
 import { RAW_BYTES_ID } from '../serializers.js'
 import { GroupCommit } from '../backing/group-commit.js'
-import {
-  type NativeBlobReader,
-  type NativeBlobWriter,
-  type NativeFileStore,
-  type NativeLogCursor,
-  type NativeMetaEntryLike,
-  loadNative,
-} from '../native.js'
+import { type NativeBlobReader, type NativeBlobWriter, type NativeFileStore, type NativeLogCursor, type NativeMetaEntryLike, loadNative } from '../native.js'
 
 function call<T>(f: () => T): T {
   try {
@@ -108,10 +87,7 @@ class QueuedWrites {
       const waiter = w.get(id)
       if (waiter === undefined) continue
       w.delete(id)
-      const err = Object.assign(
-        new Error(failures[i + 2]),
-        failures[i + 3] ? { code: failures[i + 1], file: failures[i + 3] } : { code: failures[i + 1] },
-      )
+      const err = Object.assign(new Error(failures[i + 2]), failures[i + 3] ? { code: failures[i + 1], file: failures[i + 3] } : { code: failures[i + 1] })
       waiter.reject(fromNative(err))
     }
     if (w.size === 0 && this.idle.length > 0) {
@@ -160,7 +136,8 @@ function buf(b: Uint8Array): Buffer {
 }
 const bufs = (keys: Uint8Array[]) => keys.map(buf)
 const records = (rs: NewRecord[]) => rs.map((r) => ({ serializer: r.serializer, stamp: r.stamp, bytes: buf(r.bytes) }))
-const writes = (ws: RawWrite[]) => ws.map((w) => ({ key: buf(w.key), serializer: w.serializer, meta: buf(w.meta), value: buf(w.value) }))
+const writes = (ws: RawWrite[]) =>
+  ws.map((w) => ({ key: buf(w.key), serializer: w.serializer, meta: buf(w.meta), value: buf(w.value) }))
 
 const replacing = (w: RawReplace) => ({
   key: buf(w.key),
@@ -174,9 +151,7 @@ const replacing = (w: RawReplace) => ({
 
 /** napi-rs gives `null` for an absent optional field here; the Backing interface wants it absent. */
 function meta(m: NativeMetaEntryLike): RawMeta {
-  return m.log
-    ? { key: m.key, serializer: m.serializer, meta: m.meta, file: m.file, log: m.log }
-    : { key: m.key, serializer: m.serializer, meta: m.meta, file: m.file }
+  return m.log ? { key: m.key, serializer: m.serializer, meta: m.meta, file: m.file, log: m.log } : { key: m.key, serializer: m.serializer, meta: m.meta, file: m.file }
 }
 
 /** A binding call and its threadpool twin as one Op, with the binding's errors typed. */
@@ -270,11 +245,7 @@ export class NativeFileBacking implements Backing {
     clock?: StoreClock,
     private readonly durable = true,
   ) {
-    if (clock)
-      this.clock = twinOp(
-        () => clock.nowSync(),
-        () => clock.now(),
-      )
+    if (clock) this.clock = twinOp(() => clock.nowSync(), () => clock.now())
     this.lockFree = native.lockFree === true
     if (this.lockFree) this.queued = QueuedWrites.of(native)
   }
@@ -473,8 +444,7 @@ export class NativeFileBacking implements Backing {
     async (key: Uint8Array) => source(await callAsync(() => loadNative().blobOpenAsync(this.native, buf(key)))),
   )
   readonly append = native(
-    (key: Uint8Array, rs: NewRecord[], createMeta: Uint8Array): LogInfo =>
-      loadNative().logAppendSync(this.native, buf(key), records(rs), buf(createMeta)),
+    (key: Uint8Array, rs: NewRecord[], createMeta: Uint8Array): LogInfo => loadNative().logAppendSync(this.native, buf(key), records(rs), buf(createMeta)),
     (key: Uint8Array, rs: NewRecord[], createMeta: Uint8Array) => loadNative().logAppendAsync(this.native, buf(key), records(rs), buf(createMeta)),
   )
   readonly openLog = twinOp(

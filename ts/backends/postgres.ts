@@ -142,6 +142,8 @@ export function typed(err: unknown, what: string): KonserveError {
 /** An async op whose foreign errors are typed. */
 const pgOp = typedOps('postgres', typed)
 
+
+
 /** One row of the main table as it came, checked field by field. */
 interface Row {
   kind: number

@@ -92,9 +92,7 @@ function ioredisConn(client: AnyClient): RedisConn {
     sendBuffers: (args) => send(args, true),
     script: withScripts(send),
     async multi(cmds) {
-      const results = (await client.multi(cmds.map(([name, ...rest]) => [String(name).toLowerCase(), ...rest])).exec()) as Array<
-        [Error | null, unknown]
-      > | null
+      const results = (await client.multi(cmds.map(([name, ...rest]) => [String(name).toLowerCase(), ...rest])).exec()) as Array<[Error | null, unknown]> | null
       if (!results) throw new Error('the transaction was aborted')
       for (const [err] of results) if (err) throw err
     },

@@ -140,15 +140,14 @@ function typed(err: unknown, what: string): KonserveError {
   if (err instanceof KonserveError) return err
   const message = (err as Error)?.message ?? String(err)
   if (message.includes('KONSERVE_LOCK_LOST')) {
-    return new KonserveError('ERR_LOCK', `${what}: the key's lock expired before the write (another writer may have taken it): ${message}`, {
-      cause: err,
-    })
+    return new KonserveError('ERR_LOCK', `${what}: the key's lock expired before the write (another writer may have taken it): ${message}`, { cause: err })
   }
   return new KonserveError('ERR_BACKEND_UNAVAILABLE', `${what}: Redis: ${message}`, { cause: err })
 }
 
 /** An async op whose foreign errors are typed. */
 const redisOp = typedOps('redis', typed)
+
 
 const num = (b: Buffer | string | null | undefined): number | undefined => (b == null ? undefined : Number(b.toString()))
 
@@ -236,10 +235,7 @@ export class RedisBacking implements Backing {
 
   private async chunk(n: Names, gen: string, i: number): Promise<Buffer> {
     const c = (await this.conn.sendBuffers(['HGET', n.chunks + gen, String(i)])) as Buffer | null
-    if (!c)
-      throw new KonserveError('ERR_IO', `chunk ${i} of the blob is gone (it was replaced or deleted more than the grace period ago)`, {
-        file: n.main,
-      })
+    if (!c) throw new KonserveError('ERR_IO', `chunk ${i} of the blob is gone (it was replaced or deleted more than the grace period ago)`, { file: n.main })
     return c
   }
 
@@ -385,9 +381,7 @@ export class RedisBacking implements Backing {
 
   lock = redisOp('lock', async (keys: Uint8Array[]): Promise<void> => {
     // One order for every process: no two lockers wait on each other in a cycle.
-    const wanted = [...new Map(keys.map((k) => [keyId(k), this.names(k)])).entries()].sort((a, b) =>
-      a[1].lock < b[1].lock ? -1 : a[1].lock > b[1].lock ? 1 : 0,
-    )
+    const wanted = [...new Map(keys.map((k) => [keyId(k), this.names(k)])).entries()].sort((a, b) => (a[1].lock < b[1].lock ? -1 : a[1].lock > b[1].lock ? 1 : 0))
     const start = performance.now()
     for (let pause = 0; ; pause = Math.min(pause * 2 || 1, 50)) {
       const taken: Array<[string, string]> = []
@@ -434,16 +428,13 @@ export class RedisBacking implements Backing {
 
   private startRenewing(): void {
     if (this.renewer) return
-    this.renewer = setInterval(
-      () => {
-        for (const { lock, token } of this.held.values()) {
-          this.conn.script(RENEW, [lock], [token, String(this.o.lockLeaseMs)]).catch(() => {
-            // A write under a lost lock fails by itself (fenced).
-          })
-        }
-      },
-      Math.max(10, Math.floor(this.o.lockLeaseMs / 3)),
-    )
+    this.renewer = setInterval(() => {
+      for (const { lock, token } of this.held.values()) {
+        this.conn.script(RENEW, [lock], [token, String(this.o.lockLeaseMs)]).catch(() => {
+          // A write under a lost lock fails by itself (fenced).
+        })
+      }
+    }, Math.max(10, Math.floor(this.o.lockLeaseMs / 3)))
     this.renewer.unref?.()
   }
 
@@ -552,11 +543,7 @@ export class RedisBacking implements Backing {
     for (const [i, rec] of records.entries()) encoded.push(u8(await encodeRecord.async(codec, next + i, rec.stamp, rec.serializer, rec.bytes)))
     const stamp = records[records.length - 1]!.stamp
     this.dropPrefetched()
-    await this.conn.script(
-      APPEND,
-      [n.main, n.list, n.lock],
-      [this.token(key), create ? '1' : '0', u8(head), String(first), String(next + records.length), String(stamp), ...encoded],
-    )
+    await this.conn.script(APPEND, [n.main, n.list, n.lock], [this.token(key), create ? '1' : '0', u8(head), String(first), String(next + records.length), String(stamp), ...encoded])
     return logInfo(first, next + records.length, stamp)
   })
 
@@ -572,12 +559,7 @@ export class RedisBacking implements Backing {
     return closableCursor((closed) =>
       redisOp('log read', async (max: number): Promise<LogRecord[] | undefined> => {
         if (closed() || at >= end) return undefined
-        const [first, raw] = (await this.conn.script(
-          LOGREAD,
-          [n.main, n.list],
-          [String(at), String(Math.min(Math.max(1, max), end - at))],
-          true,
-        )) as [number, Buffer[]]
+        const [first, raw] = (await this.conn.script(LOGREAD, [n.main, n.list], [String(at), String(Math.min(Math.max(1, max), end - at))], true)) as [number, Buffer[]]
         if (first < 0) return undefined
         if (first > at) at = first // trimmed meanwhile
         const out: LogRecord[] = []
@@ -621,3 +603,4 @@ export class RedisBacking implements Backing {
 function badKey(n: Names): never {
   throw corrupt('a Redis hash under the konserve prefix without a head: not written by konserve', n.main)
 }
+

@@ -151,13 +151,7 @@ export interface BlobStaging {
  * one, builds the key file's head and tail and publishes them. Any failure
  * discards what was staged, and a closed writer refuses further calls.
  */
-export function stagedBlobWriter(
-  op: ReturnType<typeof typedOps>,
-  codec: SegmentCodec,
-  key: Uint8Array,
-  meta: Uint8Array,
-  staging: BlobStaging,
-): BlobSink {
+export function stagedBlobWriter(op: ReturnType<typeof typedOps>, codec: SegmentCodec, key: Uint8Array, meta: Uint8Array, staging: BlobStaging): BlobSink {
   const enc = new ChunkedEncoder(codec)
   let open = true
   const encode = gensync(function* (step: (sink: ChunkSink) => gensync.Handler<unknown>, out: Uint8Array[]) {

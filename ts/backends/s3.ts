@@ -31,17 +31,7 @@ import { createPureCodec, type PureCodec } from './pure/codec.js'
 import { closableCursor, corrupt, logInfo, notALog, notBinary, readStoredRecord, typedOps, u8 } from './remote.js'
 import { KonserveError } from '../errors.js'
 import { HEADER_LEN, LOG_COMMIT_AREA, decodeHeader, encodeMetaSegment } from '../format/file.js'
-import {
-  CHUNK_SIZE,
-  ChunkedEncoder,
-  blobHeader,
-  decodeBlobTable,
-  decodeChunk,
-  TABLE_ENTRY_LEN,
-  TRAILER_LEN,
-  decodeBlobTrailer,
-  type ChunkSink,
-} from '../format/blob.js'
+import { CHUNK_SIZE, ChunkedEncoder, blobHeader, decodeBlobTable, decodeChunk, TABLE_ENTRY_LEN, TRAILER_LEN, decodeBlobTrailer, type ChunkSink } from '../format/blob.js'
 import { encodeRecord, logHeader } from '../format/log.js'
 import { fileName } from '../codec/xxhash.js'
 import { concat } from '../codec/aes.js'
@@ -106,14 +96,10 @@ export function typedS3(err: unknown, what: string, object?: string): KonserveEr
   const s = status(err)
   const message = `${e?.name ?? 'Error'}${s ? ` (HTTP ${s})` : ''}: ${e?.message ?? String(err)}${e?.code ? ` [${e.code}]` : ''}`
   if (isConflict(err)) {
-    return new KonserveError(
-      'ERR_LOCK',
-      `${what}: the object changed since this lock holder read it (its lock lapsed and another writer wrote): ${message}`,
-      {
-        cause: err,
-        ...(object ? { file: object } : {}),
-      },
-    )
+    return new KonserveError('ERR_LOCK', `${what}: the object changed since this lock holder read it (its lock lapsed and another writer wrote): ${message}`, {
+      cause: err,
+      ...(object ? { file: object } : {}),
+    })
   }
   return new KonserveError('ERR_BACKEND_UNAVAILABLE', `${what}: S3: ${message}`, { cause: err, ...(object ? { file: object } : {}) })
 }
@@ -121,11 +107,13 @@ export function typedS3(err: unknown, what: string, object?: string): KonserveEr
 /** An async op whose foreign errors are typed. */
 const s3Op = typedOps('s3', typedS3)
 
+
 /** A codec error about an object: names the object (as a file store's names the file). */
 function about(err: unknown, object: string): unknown {
   if (err instanceof KonserveError && !err.file) err.file = object
   return err
 }
+
 
 /** `first,next,stamp` of a log head's user metadata, checked. */
 function parseLogField(v: string, object: string): [number, number, number] {
@@ -241,26 +229,16 @@ export class S3Backing implements Backing {
   private async fetch(object: string, range?: [number, number], ifMatch?: string): Promise<Fetched | undefined> {
     let r: Record<string, unknown>
     try {
-      r = await this.send('GetObjectCommand', {
-        Key: object,
-        ...(range ? { Range: `bytes=${range[0]}-${range[1] - 1}` } : {}),
-        ...(ifMatch ? { IfMatch: ifMatch } : {}),
-      })
+      r = await this.send('GetObjectCommand', { Key: object, ...(range ? { Range: `bytes=${range[0]}-${range[1] - 1}` } : {}), ...(ifMatch ? { IfMatch: ifMatch } : {}) })
     } catch (err) {
       if (isMissing(err)) return undefined
       if (status(err) === 416) return { bytes: Buffer.alloc(0), etag: '', size: 0, metadata: {} }
-      if (ifMatch && status(err) === 412)
-        throw new KonserveError('ERR_IO', 'the blob was replaced while it was being read', { file: this.where(object) })
+      if (ifMatch && status(err) === 412) throw new KonserveError('ERR_IO', 'the blob was replaced while it was being read', { file: this.where(object) })
       throw typedS3(err, 'read', this.where(object))
     }
     const bytes = Buffer.from(await (r.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray())
     const total = /\/(\d+)$/.exec(String(r.ContentRange ?? ''))
-    return {
-      bytes,
-      etag: String(r.ETag ?? ''),
-      size: total ? Number(total[1]) : bytes.length,
-      metadata: (r.Metadata as Record<string, string>) ?? {},
-    }
+    return { bytes, etag: String(r.ETag ?? ''), size: total ? Number(total[1]) : bytes.length, metadata: (r.Metadata as Record<string, string>) ?? {} }
   }
 
   /** Writes an object, on a condition: `etag` (If-Match), null (If-None-Match: *), undefined (none). */
@@ -353,8 +331,7 @@ export class S3Backing implements Backing {
     } catch (err) {
       throw about(err, file)
     }
-    if (Buffer.compare(u8(d.key), u8(key)) !== 0)
-      throw new KonserveError('ERR_KEY_MISMATCH', 'the object holds another key than the one asked for', { file })
+    if (Buffer.compare(u8(d.key), u8(key)) !== 0) throw new KonserveError('ERR_KEY_MISMATCH', 'the object holds another key than the one asked for', { file })
     return { serializer: d.serializer, meta: d.meta, value: d.value }
   })
 
@@ -413,22 +390,12 @@ export class S3Backing implements Backing {
           r = await this.send('HeadObjectCommand', { Key: n.main })
         } catch (err) {
           if (!isMissing(err)) throw err
-          if (this.condition(key))
-            throw typedS3(
-              { name: 'PreconditionFailed', $metadata: { httpStatusCode: 412 }, message: 'deleted meanwhile' },
-              'delete',
-              this.where(n.main),
-            )
+          if (this.condition(key)) throw typedS3({ name: 'PreconditionFailed', $metadata: { httpStatusCode: 412 }, message: 'deleted meanwhile' }, 'delete', this.where(n.main))
           return false
         }
         const etag = String(r.ETag ?? '')
         const cond = this.condition(key)
-        if (cond !== undefined && cond !== etag)
-          throw typedS3(
-            { name: 'PreconditionFailed', $metadata: { httpStatusCode: 412 }, message: 'changed meanwhile' },
-            'delete',
-            this.where(n.main),
-          )
+        if (cond !== undefined && cond !== etag) throw typedS3({ name: 'PreconditionFailed', $metadata: { httpStatusCode: 412 }, message: 'changed meanwhile' }, 'delete', this.where(n.main))
         await this.remove(n.main, etag)
         const isLog = (r.Metadata as Record<string, string> | undefined)?.[LOG_FIELD] !== undefined
         if (this.held.has(keyId(key))) this.seen.set(keyId(key), { etag: undefined, log: false })
@@ -446,11 +413,7 @@ export class S3Backing implements Backing {
     let done = false
     const refill = async (want: number) => {
       while (!done && pending.length < want) {
-        const r = await this.send('ListObjectsV2Command', {
-          Prefix: `${this.o.prefix}/k/`,
-          MaxKeys: Math.min(1000, Math.max(want, 100)),
-          ...(token ? { ContinuationToken: token } : {}),
-        })
+        const r = await this.send('ListObjectsV2Command', { Prefix: `${this.o.prefix}/k/`, MaxKeys: Math.min(1000, Math.max(want, 100)), ...(token ? { ContinuationToken: token } : {}) })
         for (const c of (r.Contents as Array<{ Key: string }> | undefined) ?? []) pending.push(c.Key)
         token = r.NextContinuationToken as string | undefined
         if (!r.IsTruncated || !token) done = true
@@ -471,14 +434,7 @@ export class S3Backing implements Backing {
       )
       for (const [i, r] of heads.entries()) {
         if (r.status === 'fulfilled') {
-          if (r.value)
-            out.entries.push({
-              key: r.value.d.key,
-              serializer: r.value.d.serializer,
-              meta: r.value.d.meta,
-              file: this.where(names[i]!),
-              ...(r.value.log ? { log: r.value.log } : {}),
-            })
+          if (r.value) out.entries.push({ key: r.value.d.key, serializer: r.value.d.serializer, meta: r.value.d.meta, file: this.where(names[i]!), ...(r.value.log ? { log: r.value.log } : {}) })
         } else {
           const e = typedS3(r.reason, 'list', this.where(names[i]!))
           if (e.code === 'ERR_BACKEND_UNAVAILABLE') throw e
@@ -627,25 +583,22 @@ export class S3Backing implements Backing {
 
   private startRenewing(): void {
     if (this.renewer) return
-    this.renewer = setInterval(
-      () => {
-        for (const h of this.held.values()) {
-          if (h.renewing || h.lost) continue
-          h.renewing = this.store(h.object, this.lockBody(++this.renewals), h.etag)
-            .then((etag) => {
-              h.etag = etag
-            })
-            .catch((err) => {
-              // Taken over (the lease lapsed): writes are fenced by their own conditions.
-              if (isConflict(err)) h.lost = true
-            })
-            .finally(() => {
-              h.renewing = undefined
-            })
-        }
-      },
-      Math.max(10, Math.floor(this.o.lockLeaseMs / 3)),
-    )
+    this.renewer = setInterval(() => {
+      for (const h of this.held.values()) {
+        if (h.renewing || h.lost) continue
+        h.renewing = this.store(h.object, this.lockBody(++this.renewals), h.etag)
+          .then((etag) => {
+            h.etag = etag
+          })
+          .catch((err) => {
+            // Taken over (the lease lapsed): writes are fenced by their own conditions.
+            if (isConflict(err)) h.lost = true
+          })
+          .finally(() => {
+            h.renewing = undefined
+          })
+      }
+    }, Math.max(10, Math.floor(this.o.lockLeaseMs / 3)))
     this.renewer.unref?.()
   }
 
@@ -752,12 +705,7 @@ export class S3Backing implements Backing {
             await upload(Buffer.concat([head, ...first]), 1)
             first.length = 0
             parts.sort((a, b) => a.PartNumber - b.PartNumber)
-            const r = await this.send('CompleteMultipartUploadCommand', {
-              Key: n.main,
-              UploadId: uploadId,
-              MultipartUpload: { Parts: parts },
-              ...when,
-            })
+            const r = await this.send('CompleteMultipartUploadCommand', { Key: n.main, UploadId: uploadId, MultipartUpload: { Parts: parts }, ...when })
             etag = String(r.ETag ?? '')
           }
           open = false
@@ -962,8 +910,7 @@ export class S3Backing implements Backing {
     const kept = next - first - drop
     const [nf, nx, ns] = kept > 0 ? [first + drop, next, stamp] : [0, 0, 0]
     const cond = this.condition(key)
-    if (cond !== undefined && cond !== f.etag)
-      throw typedS3({ name: 'PreconditionFailed', $metadata: { httpStatusCode: 412 }, message: 'changed meanwhile' }, 'trimLog', file)
+    if (cond !== undefined && cond !== f.etag) throw typedS3({ name: 'PreconditionFailed', $metadata: { httpStatusCode: 412 }, message: 'changed meanwhile' }, 'trimLog', file)
     const etag = await this.store(n.main, head, f.etag, { [LOG_FIELD]: `${nf},${nx},${ns}` }).catch((err) => {
       throw typedS3(err, 'trimLog', file)
     })

@@ -132,6 +132,7 @@ export interface StoreClock {
   now(): Promise<number>
 }
 
+
 /**
  * A copy of bytes that shares no bytes with them, for backings that keep or
  * hand out bytes. (Not `.slice()`: on a Node Buffer that is a view of the same

@@ -188,9 +188,9 @@ export interface Backing {
   /**
    * Optional: `getValue` answered on this thread when that is not expected
    * to wait for the disk (a cached or logged key; in the pure engine, a file
-   * read or written lately: backends/pure/warm.ts), else MISS. The async
-   * `get` tries it first, so such a read costs one resolved Promise, not a
-   * chain of them.
+   * written or read by an async get lately: backends/pure/warm.ts), else
+   * MISS. The async `get` tries it first, so such a read costs one resolved
+   * Promise, not a chain of them.
    */
   getValueNow?: (key: Uint8Array) => RawValue | undefined | typeof MISS
   getMeta: Op<[key: Uint8Array], RawMeta | undefined>

@@ -97,10 +97,6 @@ export async function getFileCmd(c: Context): Promise<number> {
   if (path === '-') return catCmd(c)
   // A missing key fails before anything is created.
   const stream = await blobStream(c)
-  await writeFileAtomic(
-    path,
-    (dest) => copyOut(c, stream, dest, (err) => new OutputError(`cannot write ${path}: ${(err as Error).message}`, { cause: err })),
-    () => stream.destroy(),
-  )
+  await writeFileAtomic(path, (dest) => copyOut(c, stream, dest, (err) => new OutputError(`cannot write ${path}: ${(err as Error).message}`, { cause: err })), () => stream.destroy())
   return 0
 }

@@ -110,8 +110,7 @@ export async function keysCmd(c: Context): Promise<number> {
   const store = await c.store(false)
   const prefix = typeof c.opts.prefix === 'string' ? (c.g.jsonKey ? c.key(c.opts.prefix) : c.opts.prefix) : undefined
   const type = c.opts.type as string | undefined
-  if (type !== undefined && !['value', 'binary', 'append-log'].includes(type))
-    throw new UsageError(`--type is value, binary or append-log, not ${type}`)
+  if (type !== undefined && !['value', 'binary', 'append-log'].includes(type)) throw new UsageError(`--type is value, binary or append-log, not ${type}`)
   const w = new LineWriter()
   for await (const e of scanStore(store)) {
     if (e.error) {

@@ -83,10 +83,7 @@ const COMMANDS: Record<string, Command> = {
     count: [0, 0],
     summary: "print every key's metadata, one JSON line each (streamed)",
     options: {
-      prefix: {
-        type: 'string',
-        help: 'only string keys starting with P (with --json-key: P is JSON; an array keeps array keys starting with its elements)',
-      },
+      prefix: { type: 'string', help: 'only string keys starting with P (with --json-key: P is JSON; an array keeps array keys starting with its elements)' },
       type: { type: 'string', help: 'only keys of this type: value, binary or append-log' },
     },
     run: keysCmd,

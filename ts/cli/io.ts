@@ -154,8 +154,7 @@ export function writeOptions(opts: Record<string, string | boolean | undefined>)
   }
   const rev = opts['expected-revision']
   if (typeof rev === 'string') {
-    if (!/^(0|[1-9][0-9]*)$/.test(rev) || !Number.isSafeInteger(Number(rev)))
-      throw new UsageError(`--expected-revision takes a revision number (0, 1, 2, ...), not ${JSON.stringify(rev)}`)
+    if (!/^(0|[1-9][0-9]*)$/.test(rev) || !Number.isSafeInteger(Number(rev))) throw new UsageError(`--expected-revision takes a revision number (0, 1, 2, ...), not ${JSON.stringify(rev)}`)
     r.expectedRevision = Number(rev)
   }
   return r
@@ -181,16 +180,7 @@ export const CLI_CODES = ['ERR_NOT_FOUND', 'ERR_OUTPUT', 'ERR_FAILED'] as const
 
 /** The one line (or JSON object, for `--json`) an error is reported with on stderr. */
 export function describeError(err: unknown, json: boolean): string {
-  const code =
-    err instanceof KonserveError
-      ? err.code
-      : err instanceof UsageError
-        ? 'ERR_INVALID_ARGUMENT'
-        : err instanceof NotFound
-          ? 'ERR_NOT_FOUND'
-          : err instanceof OutputError
-            ? 'ERR_OUTPUT'
-            : 'ERR_FAILED'
+  const code = err instanceof KonserveError ? err.code : err instanceof UsageError ? 'ERR_INVALID_ARGUMENT' : err instanceof NotFound ? 'ERR_NOT_FOUND' : err instanceof OutputError ? 'ERR_OUTPUT' : 'ERR_FAILED'
   const message = (err as Error)?.message ?? String(err)
   const file = err instanceof KonserveError ? err.file : undefined
   if (json) {
@@ -207,11 +197,7 @@ export function describeError(err: unknown, json: boolean): string {
  * synced and renamed: PATH is whole or untouched. `onOpenFailed` runs when
  * the temporary file cannot be created.
  */
-export async function writeFileAtomic(
-  path: string,
-  produce: (dest: NodeJS.WritableStream) => Promise<void>,
-  onOpenFailed?: () => void,
-): Promise<void> {
+export async function writeFileAtomic(path: string, produce: (dest: NodeJS.WritableStream) => Promise<void>, onOpenFailed?: () => void): Promise<void> {
   const tmp = join(dirname(path), `.${basename(path)}.konserve-${process.pid}.tmp`)
   let fh
   try {
@@ -281,11 +267,7 @@ export function progress(enabled: boolean, what: string, total: number | undefin
   })
   const start = performance.now()
   let done = 0
-  const payload = () => ({
-    done: show(done),
-    all: show(total ?? 0),
-    rate: show(Math.round(done / Math.max(0.001, (performance.now() - start) / 1000))),
-  })
+  const payload = () => ({ done: show(done), all: show(total ?? 0), rate: show(Math.round(done / Math.max(0.001, (performance.now() - start) / 1000))) })
   bar.start(known ? total : 1, 0, payload())
   return {
     add(n) {

@@ -3,20 +3,7 @@ import { createReadStream, existsSync } from 'node:fs'
 import { open, readFile, readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
-import {
-  type Key,
-  type KeyType,
-  KonserveError,
-  type Store,
-  exists,
-  exportStore,
-  get,
-  importStore,
-  logStream,
-  readBlob,
-  scanStore,
-  sweep,
-} from '../index'
+import { type Key, type KeyType, KonserveError, type Store, exists, exportStore, get, importStore, logStream, readBlob, scanStore, sweep } from '../index'
 import type { Context } from './open.js'
 import { LineWriter, UsageError, bytesText, note, out, outputError, progress, readStdin, toJson, writeFileAtomic } from './io.js'
 
@@ -181,24 +168,10 @@ export async function statsCmd(c: Context): Promise<number> {
     `encrypted       ${stats.encrypted ? 'yes (key check present)' : 'no'}`,
     `keys            ${keys}${unreadable ? ` (+${unreadable} unreadable: run verify)` : ''}`,
     `bytes on disk   ${bytes} (${bytesText(bytes)})`,
-    `by type         ${Object.entries(byType)
-      .map(([k, v]) => `${k} ${v}`)
-      .join(', ')}`,
-    `serializers     ${
-      Object.entries(serializer)
-        .map(([k, v]) => `${k} ${v}`)
-        .join(', ') || '-'
-    }`,
-    `compressors     ${
-      Object.entries(compressor)
-        .map(([k, v]) => `${k} ${v}`)
-        .join(', ') || '-'
-    }`,
-    `encryptors      ${
-      Object.entries(encryptor)
-        .map(([k, v]) => `${k} ${v}`)
-        .join(', ') || '-'
-    }`,
+    `by type         ${Object.entries(byType).map(([k, v]) => `${k} ${v}`).join(', ')}`,
+    `serializers     ${Object.entries(serializer).map(([k, v]) => `${k} ${v}`).join(', ') || '-'}`,
+    `compressors     ${Object.entries(compressor).map(([k, v]) => `${k} ${v}`).join(', ') || '-'}`,
+    `encryptors      ${Object.entries(encryptor).map(([k, v]) => `${k} ${v}`).join(', ') || '-'}`,
     `largest keys`,
     ...largest.map((l) => `  ${String(l.bytes).padStart(12)}  ${l.type.padEnd(10)}  ${toJson(l.key)}`),
   ]
@@ -235,8 +208,7 @@ async function keepList(c: Context, file: string | undefined): Promise<Key[]> {
 }
 
 export async function gcCmd(c: Context): Promise<number> {
-  if (typeof c.opts['older-than'] !== 'string')
-    throw new UsageError('gc needs --older-than (for example --older-than 7d): it deletes every key not written since')
+  if (typeof c.opts['older-than'] !== 'string') throw new UsageError('gc needs --older-than (for example --older-than 7d): it deletes every key not written since')
   const cutoff = cutoffOf(c.opts['older-than'])
   const keep = await keepList(c, c.opts.keep as string | undefined)
   const dryRun = c.opts['dry-run'] === true
@@ -262,16 +234,13 @@ export async function gcCmd(c: Context): Promise<number> {
   const w = new LineWriter()
   for (const k of deleted) await w.line(toJson(k))
   await w.flush()
-  note(
-    `gc: ${deleted.length} key${deleted.length === 1 ? '' : 's'} ${dryRun ? 'would be deleted (dry run: nothing deleted)' : 'deleted'}, not written since ${cutoff.toISOString()}`,
-  )
+  note(`gc: ${deleted.length} key${deleted.length === 1 ? '' : 's'} ${dryRun ? 'would be deleted (dry run: nothing deleted)' : 'deleted'}, not written since ${cutoff.toISOString()}`)
   return 0
 }
 
 export async function exportCmd(c: Context): Promise<number> {
   const target = c.args[0] ?? '-'
-  if (target === '-' && process.stdout.isTTY)
-    throw new UsageError('the archive is binary: give a FILE or redirect stdout (konserve export > store.ksvarchive)')
+  if (target === '-' && process.stdout.isTTY) throw new UsageError('the archive is binary: give a FILE or redirect stdout (konserve export > store.ksvarchive)')
   const store = await c.store(false)
   const skip = c.opts['skip-damaged'] === true
   const skipped: KonserveError[] = []
@@ -307,8 +276,7 @@ export async function exportCmd(c: Context): Promise<number> {
 
 export async function importCmd(c: Context): Promise<number> {
   const source = c.args[0] ?? '-'
-  if (source === '-' && process.stdin.isTTY)
-    throw new UsageError('import reads an archive: give a FILE or redirect stdin (konserve import < store.ksvarchive)')
+  if (source === '-' && process.stdin.isTTY) throw new UsageError('import reads an archive: give a FILE or redirect stdin (konserve import < store.ksvarchive)')
   let total: number | undefined
   if (source !== '-') {
     try {

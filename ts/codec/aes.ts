@@ -72,7 +72,8 @@ export function concat(parts: readonly Uint8Array[]): Uint8Array {
   return out
 }
 
-const hmacKey = (key: Uint8Array, use: KeyUsage) => subtle().importKey('raw', bs(key), { name: 'HMAC', hash: 'SHA-256' }, false, [use])
+const hmacKey = (key: Uint8Array, use: KeyUsage) =>
+  subtle().importKey('raw', bs(key), { name: 'HMAC', hash: 'SHA-256' }, false, [use])
 const aesKey = (key: Uint8Array, use: KeyUsage) => subtle().importKey('raw', bs(key), 'AES-CBC', false, [use])
 
 /** The encryptor's primitives over `globalThis.crypto` (browsers, Deno, Node >= 19). Async only. */

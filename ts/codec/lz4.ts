@@ -76,7 +76,15 @@ export function lz4Compress(plain: Uint8Array): Uint8Array {
 }
 
 /** The reference block compressor (§4.2.1) of plain[start..start+n]; returns the end in `out`. */
-function compressBlock(plain: Uint8Array, src: DataView, start: number, n: number, out: Uint8Array, o: number, table: Int32Array): number {
+function compressBlock(
+  plain: Uint8Array,
+  src: DataView,
+  start: number,
+  n: number,
+  out: Uint8Array,
+  o: number,
+  table: Int32Array,
+): number {
   table.fill(-1)
   let anchor = 0
   let p = 0

@@ -114,14 +114,7 @@ function localsAfter(params: number): { decl: number[]; l: Locals } {
   const a = Array.from({ length: 8 }, (_, i) => params + i)
   const l = { a, s: params + 8, q: params + 9, ks: params + 10, d: params + 11, kk: params + 12 }
   // 8 i64, 3 i32, 2 i64
-  return {
-    decl: vec([
-      [8, I64],
-      [3, I32],
-      [2, I64],
-    ]),
-    l,
-  }
+  return { decl: vec([[8, I64], [3, I32], [2, I64]]), l }
 }
 
 const loadAccs = (l: Locals): number[] => l.a.flatMap((a, i) => [op.i32Const, 0, op.i64Load, ...memarg(ACC + 8 * i), op.set, a])
@@ -138,24 +131,7 @@ function stripe(l: Locals, secretAt: number): number[] {
     out.push(op.get, l.q, op.i64Load, ...memarg(8 * i), op.set, l.d)
     out.push(op.get, l.d, op.get, l.ks, op.i64Load, ...memarg(secretAt + 8 * i), op.i64Xor, op.set, l.kk)
     out.push(op.get, l.a[i ^ 1]!, op.get, l.d, op.i64Add, op.set, l.a[i ^ 1]!)
-    out.push(
-      op.get,
-      l.a[i]!,
-      op.get,
-      l.kk,
-      op.i64Const,
-      ...sleb(0xffffffff),
-      op.i64And,
-      op.get,
-      l.kk,
-      op.i64Const,
-      32,
-      op.i64ShrU,
-      op.i64Mul,
-      op.i64Add,
-      op.set,
-      l.a[i]!,
-    )
+    out.push(op.get, l.a[i]!, op.get, l.kk, op.i64Const, ...sleb(0xffffffff), op.i64And, op.get, l.kk, op.i64Const, 32, op.i64ShrU, op.i64Mul, op.i64Add, op.set, l.a[i]!)
   }
   return out
 }
@@ -163,102 +139,36 @@ function stripe(l: Locals, secretAt: number): number[] {
 /** XXH3_scrambleAcc: acc[i] = (acc[i] ^ (acc[i] >> 47) ^ secret[128 + 8i]) * PRIME32_1. */
 function scramble(l: Locals): number[] {
   return l.a.flatMap((a, i) => [
-    op.get,
-    a,
-    op.get,
-    a,
-    op.i64Const,
-    47,
-    op.i64ShrU,
-    op.i64Xor,
-    op.i32Const,
-    0,
-    op.i64Load,
-    ...memarg(SECRET_AT + SCRAMBLE_SECRET + 8 * i),
-    op.i64Xor,
-    op.i64Const,
-    ...sleb(PRIME32_1),
-    op.i64Mul,
-    op.set,
-    a,
+    op.get, a, op.get, a, op.i64Const, 47, op.i64ShrU, op.i64Xor,
+    op.i32Const, 0, op.i64Load, ...memarg(SECRET_AT + SCRAMBLE_SECRET + 8 * i), op.i64Xor,
+    op.i64Const, ...sleb(PRIME32_1), op.i64Mul, op.set, a,
   ])
 }
 
 /** q = p + s * 64; ks = s * 8. */
 const placeStripe = (l: Locals, p: number): number[] => [
-  op.get,
-  p,
-  op.get,
-  l.s,
-  op.i32Const,
-  6,
-  op.i32Shl,
-  op.i32Add,
-  op.set,
-  l.q,
-  op.get,
-  l.s,
-  op.i32Const,
-  3,
-  op.i32Shl,
-  op.set,
-  l.ks,
+  op.get, p, op.get, l.s, op.i32Const, 6, op.i32Shl, op.i32Add, op.set, l.q,
+  op.get, l.s, op.i32Const, 3, op.i32Shl, op.set, l.ks,
 ]
 
 /** `blocks(p, count)`: `count` (>= 0) whole blocks from `p`, each 16 stripes then a scramble. */
 function blocksBody(): number[] {
-  const P = 0,
-    COUNT = 1
+  const P = 0, COUNT = 1
   const { decl, l } = localsAfter(2)
   const code = [
     ...loadAccs(l),
-    op.block,
-    EMPTY_BLOCK,
-    op.get,
-    COUNT,
-    op.i32Eqz,
-    op.brIf,
-    0,
-    op.loop,
-    EMPTY_BLOCK,
-    op.i32Const,
-    0,
-    op.set,
-    l.s,
-    op.loop,
-    EMPTY_BLOCK,
+    op.block, EMPTY_BLOCK,
+    op.get, COUNT, op.i32Eqz, op.brIf, 0,
+    op.loop, EMPTY_BLOCK,
+    op.i32Const, 0, op.set, l.s,
+    op.loop, EMPTY_BLOCK,
     ...placeStripe(l, P),
     ...stripe(l, SECRET_AT),
-    op.get,
-    l.s,
-    op.i32Const,
-    1,
-    op.i32Add,
-    op.tee,
-    l.s,
-    op.i32Const,
-    STRIPES_PER_BLOCK,
-    op.i32LtU,
-    op.brIf,
-    0,
+    op.get, l.s, op.i32Const, 1, op.i32Add, op.tee, l.s, op.i32Const, STRIPES_PER_BLOCK, op.i32LtU, op.brIf, 0,
     op.end,
     ...scramble(l),
-    op.get,
-    P,
-    op.i32Const,
-    ...sleb(BLOCK_LEN),
-    op.i32Add,
-    op.set,
-    P,
-    op.get,
-    COUNT,
-    op.i32Const,
-    1,
-    op.i32Sub,
-    op.tee,
-    COUNT,
-    op.brIf,
-    0,
+    op.get, P, op.i32Const, ...sleb(BLOCK_LEN), op.i32Add, op.set, P,
+    op.get, COUNT, op.i32Const, 1, op.i32Sub, op.tee, COUNT, op.brIf, 0,
     op.end,
     op.end,
     ...storeAccs(l),
@@ -269,48 +179,21 @@ function blocksBody(): number[] {
 
 /** `tail(p, stripes, last)`: `stripes` stripes from `p` (secret offsets 8s), then the last stripe at `last` (secret offset 121). */
 function tailBody(): number[] {
-  const P = 0,
-    STRIPES = 1,
-    LAST = 2
+  const P = 0, STRIPES = 1, LAST = 2
   const { decl, l } = localsAfter(3)
   const code = [
     ...loadAccs(l),
-    op.i32Const,
-    0,
-    op.set,
-    l.s,
-    op.block,
-    EMPTY_BLOCK,
-    op.loop,
-    EMPTY_BLOCK,
-    op.get,
-    l.s,
-    op.get,
-    STRIPES,
-    op.i32GeU,
-    op.brIf,
-    1,
+    op.i32Const, 0, op.set, l.s,
+    op.block, EMPTY_BLOCK,
+    op.loop, EMPTY_BLOCK,
+    op.get, l.s, op.get, STRIPES, op.i32GeU, op.brIf, 1,
     ...placeStripe(l, P),
     ...stripe(l, SECRET_AT),
-    op.get,
-    l.s,
-    op.i32Const,
-    1,
-    op.i32Add,
-    op.set,
-    l.s,
-    op.br,
-    0,
+    op.get, l.s, op.i32Const, 1, op.i32Add, op.set, l.s,
+    op.br, 0,
     op.end,
     op.end,
-    op.get,
-    LAST,
-    op.set,
-    l.q,
-    op.i32Const,
-    0,
-    op.set,
-    l.ks,
+    op.get, LAST, op.set, l.q, op.i32Const, 0, op.set, l.ks,
     ...stripe(l, SECRET_AT + LAST_STRIPE_SECRET),
     ...storeAccs(l),
     op.end,
@@ -322,34 +205,14 @@ function tailBody(): number[] {
 export function xxh3Module(): Uint8Array<ArrayBuffer> {
   const body = (b: number[]) => [...uleb(b.length), ...b]
   const bytes = [
-    0x00,
-    0x61,
-    0x73,
-    0x6d,
-    0x01,
-    0x00,
-    0x00,
-    0x00,
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
     // types: 0 = (i32, i32) -> (), 1 = (i32, i32, i32) -> ()
-    ...section(
-      1,
-      vec([
-        [0x60, ...vec([[I32], [I32]]), 0],
-        [0x60, ...vec([[I32], [I32], [I32]]), 0],
-      ]),
-    ),
+    ...section(1, vec([[0x60, ...vec([[I32], [I32]]), 0], [0x60, ...vec([[I32], [I32], [I32]]), 0]])),
     // functions: blocks, tail
     ...section(3, vec([[0], [1]])),
     // one memory, PAGES pages, no maximum
     ...section(5, vec([[0x00, ...uleb(PAGES)]])),
-    ...section(
-      7,
-      vec([
-        [...str('memory'), 0x02, 0],
-        [...str('blocks'), 0x00, 0],
-        [...str('tail'), 0x00, 1],
-      ]),
-    ),
+    ...section(7, vec([[...str('memory'), 0x02, 0], [...str('blocks'), 0x00, 0], [...str('tail'), 0x00, 1]])),
     ...section(10, vec([body(blocksBody()), body(tailBody())])),
   ]
   return new Uint8Array(bytes)

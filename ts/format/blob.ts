@@ -170,7 +170,12 @@ export const readChunk = gensync(function* (read: ReadAt, codec: SegmentCodec, l
 })
 
 /** The whole blob of a chunked file, every chunk checked. */
-export const decodeChunkedValue = gensync(function* (read: ReadAt, codec: SegmentCodec, header: Header, valueStart: number): Handler<Uint8Array> {
+export const decodeChunkedValue = gensync(function* (
+  read: ReadAt,
+  codec: SegmentCodec,
+  header: Header,
+  valueStart: number,
+): Handler<Uint8Array> {
   const layout = yield* readBlobLayout(read, header, valueStart)
   const out = new Uint8Array(layout.size)
   for (let i = 0; i < layout.chunks.length; i++) out.set(yield* readChunk(read, codec, layout, i), i * CHUNK_SIZE)

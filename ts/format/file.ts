@@ -212,7 +212,10 @@ export function decodeHeader(bytes: Uint8Array, fileLength: number): Header {
   if (xxh3_64(bytes.subarray(0, 40)) !== v.getBigUint64(40, true)) throw corrupt('header checksum mismatch')
   const version = bytes[4]!
   if (version !== FORMAT_VERSION) {
-    throw new KonserveError('ERR_UNSUPPORTED_VERSION', `file format version ${version} is not supported (this build reads ${FORMAT_VERSION})`)
+    throw new KonserveError(
+      'ERR_UNSUPPORTED_VERSION',
+      `file format version ${version} is not supported (this build reads ${FORMAT_VERSION})`,
+    )
   }
   const flags = v.getUint32(8, true)
   if (flags !== FLAG_NONE && flags !== FLAG_CHUNKED && flags !== FLAG_LOG && flags !== FLAGS_COMMITTED_LOG) {
@@ -235,9 +238,7 @@ export function decodeHeader(bytes: Uint8Array, fileLength: number): Header {
   const declared = HEADER_LEN + header.metaLen + header.valueLen
   const logArea = flags === FLAG_LOG ? 0 : flags === FLAGS_COMMITTED_LOG ? LOG_COMMIT_AREA : undefined
   if (logArea !== undefined && (header.valueLen !== logArea || declared > fileLength)) {
-    throw corrupt(
-      `a log file of ${fileLength} bytes whose header says 48 + ${header.metaLen} + ${header.valueLen} (a log's value segment is ${logArea} bytes)`,
-    )
+    throw corrupt(`a log file of ${fileLength} bytes whose header says 48 + ${header.metaLen} + ${header.valueLen} (a log's value segment is ${logArea} bytes)`)
   }
   if (declared !== fileLength && logArea === undefined) {
     throw corrupt(`file is ${fileLength} bytes, its header says 48 + ${header.metaLen} + ${header.valueLen}`)

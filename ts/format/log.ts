@@ -175,7 +175,12 @@ export function checkRecord(bytes: Uint8Array, pos: number): RecordInfo | undefi
  * The record at `pos` if it is valid, lies within `end` and (when given) has
  * index `expectIndex`; undefined where the readable log ends.
  */
-export const readRecordAt = gensync(function* (read: ReadAt, pos: number, end: number, expectIndex?: number): Handler<FoundRecord | undefined> {
+export const readRecordAt = gensync(function* (
+  read: ReadAt,
+  pos: number,
+  end: number,
+  expectIndex?: number,
+): Handler<FoundRecord | undefined> {
   if (end - pos < RECORD_OVERHEAD) return undefined
   const len = yield* read(pos, 4)
   if (len.length < 4) return undefined
@@ -349,11 +354,7 @@ export const openLogLayout = gensync(function* (
   if (!commit) throw corrupt('both commit slots of the log are damaged')
   const room = commit.end - dataStart
   const possible =
-    commit.seq >= 1 &&
-    room >= 0 &&
-    (commit.count === 0) === (room === 0) &&
-    commit.count * RECORD_OVERHEAD <= room &&
-    (commit.count > 0 || commit.lastChecksum === 0n)
+    commit.seq >= 1 && room >= 0 && (commit.count === 0) === (room === 0) && commit.count * RECORD_OVERHEAD <= room && (commit.count > 0 || commit.lastChecksum === 0n)
   if (!possible) throw corrupt(`the log's commit is impossible: ${commit.count} records ending at offset ${commit.end}, from offset ${dataStart}`)
   if (fileLength < commit.end) {
     // Readers take no lock: an append may have landed since the length was
@@ -368,16 +369,12 @@ export const openLogLayout = gensync(function* (
 const damagedLegacy = (pos: number) =>
   corrupt(`the log is damaged in the middle: the record at offset ${pos} does not verify, yet the file ends with a valid record`)
 const damagedCommitted = (pos: number, commit: Commit) =>
-  corrupt(
-    `the log is damaged: its acknowledged record at offset ${pos} does not verify (its commit says ${commit.count} records end at offset ${commit.end})`,
-  )
+  corrupt(`the log is damaged: its acknowledged record at offset ${pos} does not verify (its commit says ${commit.count} records end at offset ${commit.end})`)
 
 /** Fails unless the records found (their count, the last one's checksum) are exactly those `commit` acknowledged. */
 function checkCommitEnd(commit: Commit, count: number, lastChecksum: bigint | undefined): void {
   if (count !== commit.count || (lastChecksum ?? 0n) !== commit.lastChecksum) {
-    throw corrupt(
-      `the log's records do not match its commit: ${count} records end at offset ${commit.end}, the commit says ${commit.count} with another last record`,
-    )
+    throw corrupt(`the log's records do not match its commit: ${count} records end at offset ${commit.end}, the commit says ${commit.count} with another last record`)
   }
 }
 
@@ -716,13 +713,8 @@ export interface LogFileInput {
   crypto?: CryptoProvider
 }
 
-const codecOf = (input: {
-  compressor: number
-  encryptor: number
-  secret?: Uint8Array | string | null
-  crypto?: CryptoProvider
-  keyCke: Uint8Array
-}) => segmentCodec(input.compressor, input.encryptor, { secret: input.secret, crypto: input.crypto, keyHash: keyHash(input.keyCke) })
+const codecOf = (input: { compressor: number; encryptor: number; secret?: Uint8Array | string | null; crypto?: CryptoProvider; keyCke: Uint8Array }) =>
+  segmentCodec(input.compressor, input.encryptor, { secret: input.secret, crypto: input.crypto, keyHash: keyHash(input.keyCke) })
 
 const checkIndexes = (records: ReadonlyArray<LogRecord>) => {
   records.forEach((r, i) => {

@@ -192,8 +192,7 @@ function headAt(b: Uint8Array, at: number, generation: bigint): number | undefin
   if (u64(b, at + 8) !== generation || xxh3_64(b.subarray(at, at + 24)) !== u64(b, at + 24)) return undefined
   const len = u32(b, at)
   const n = u32(b, at + 4)
-  const possible =
-    len >= MIN_FRAME && len <= MAX_FRAME && len % 8 === 0 && n >= 1 && n <= Math.floor((len - FRAME_HEAD - FRAME_TRAILER) / RECORD_HEAD)
+  const possible = len >= MIN_FRAME && len <= MAX_FRAME && len % 8 === 0 && n >= 1 && n <= Math.floor((len - FRAME_HEAD - FRAME_TRAILER) / RECORD_HEAD)
   return possible ? len : undefined
 }
 
@@ -264,9 +263,7 @@ export function checkTail(tail: Uint8Array, end: number, generation: bigint, nex
   for (let probe = 8; probe + FRAME_HEAD <= stop; probe += 8) {
     // The generation first: two comparisons rule out almost every offset.
     if (generationAt(tail, probe, lo, hi) && headAt(tail, probe, generation) !== undefined && u64(tail, probe + 16) > nextSeq) {
-      throw corrupt(
-        `write-ahead log frame ${nextSeq} at offset ${end} is damaged: frame ${u64(tail, probe + 16)} at offset ${end + probe} follows it`,
-      )
+      throw corrupt(`write-ahead log frame ${nextSeq} at offset ${end} is damaged: frame ${u64(tail, probe + 16)} at offset ${end + probe} follows it`)
     }
   }
 }

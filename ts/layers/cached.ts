@@ -28,19 +28,7 @@
  */
 import gensync, { type Handler } from 'gensync'
 import { LRUCache } from 'lru-cache'
-import {
-  type DecodedMemo,
-  type LogInfo,
-  MISS,
-  type NewRecord,
-  type RawEntry,
-  type RawMeta,
-  type RawValue,
-  type RawWrite,
-  copyBytes,
-  keyId,
-  withFastPath,
-} from '../backing/index.js'
+import { type DecodedMemo, type LogInfo, MISS, type NewRecord, type RawEntry, type RawMeta, type RawValue, type RawWrite, copyBytes, keyId, withFastPath } from '../backing/index.js'
 import type { Backing, BlobSink } from '../backing/seam.js'
 import { FillGuard, HeldKeys, copyEntry, forward, watchSink } from './forward.js'
 
@@ -248,10 +236,7 @@ export function cachedBacking(inner: Backing, maxEntries: number, maxBytes: numb
     }
   }
 
-  const missingMeta = missing(
-    (key) => inner.getMeta(key),
-    (r) => r !== undefined,
-  )
+  const missingMeta = missing((key) => inner.getMeta(key), (r) => r !== undefined)
 
   const b = forward(inner, {
     get: withFastPath((key: Uint8Array) => {
@@ -261,12 +246,15 @@ export function cachedBacking(inner: Backing, maxEntries: number, maxBytes: numb
     }, fillKey),
 
     /** `get`'s hot path: a hit lends the cached bytes, marked shared (the facade copies them where they could escape). */
-    getValue: withFastPath((key: Uint8Array): RawValue | undefined | typeof MISS => {
-      const slot = cache.lookup(keyId(key))
-      if (!slot) return MISS
-      if (slot.absent) return undefined
-      return lent(slot)
-    }, fillValue),
+    getValue: withFastPath(
+      (key: Uint8Array): RawValue | undefined | typeof MISS => {
+        const slot = cache.lookup(keyId(key))
+        if (!slot) return MISS
+        if (slot.absent) return undefined
+        return lent(slot)
+      },
+      fillValue,
+    ),
 
     getMeta: withFastPath(
       (key: Uint8Array): RawMeta | undefined | typeof MISS => {
@@ -286,16 +274,10 @@ export function cachedBacking(inner: Backing, maxEntries: number, maxBytes: numb
       }),
     ),
 
-    exists: withFastPath(
-      (key: Uint8Array) => {
-        const slot = cache.lookup(keyId(key))
-        return slot ? !slot.absent : MISS
-      },
-      missing(
-        (key) => inner.exists(key),
-        (found) => found,
-      ),
-    ),
+    exists: withFastPath((key: Uint8Array) => {
+      const slot = cache.lookup(keyId(key))
+      return slot ? !slot.absent : MISS
+    }, missing((key) => inner.exists(key), (found) => found)),
 
     put: gensync(function* (writes: RawWrite[]): Handler<void> {
       const ids = writes.map((w) => keyId(w.key))

@@ -15,28 +15,8 @@ import type { Backing, BlobSink } from '../backing/seam.js'
 
 /** Every member of a Backing: what a layer forwards unless it has its own. */
 const MEMBERS = [
-  'implementation',
-  'lockScope',
-  'atomicMultiKey',
-  'blocking',
-  'get',
-  'getValue',
-  'getMeta',
-  'exists',
-  'put',
-  'delete',
-  'openList',
-  'clock',
-  'lock',
-  'unlock',
-  'filePath',
-  'blobWriter',
-  'openBlob',
-  'append',
-  'openLog',
-  'trimLog',
-  'close',
-  'flush',
+  'implementation', 'lockScope', 'atomicMultiKey', 'blocking', 'get', 'getValue', 'getMeta', 'exists', 'put', 'delete',
+  'openList', 'clock', 'lock', 'unlock', 'filePath', 'blobWriter', 'openBlob', 'append', 'openLog', 'trimLog', 'close', 'flush',
 ] as const satisfies readonly (keyof Backing)[]
 
 /** The members that are plain methods: forwarded bound to the inner backing. */

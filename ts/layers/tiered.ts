@@ -47,17 +47,7 @@
  * a Store over them.
  */
 import gensync, { type Handler } from 'gensync'
-import {
-  type LogInfo,
-  type NewRecord,
-  type RawEntry,
-  type RawListing,
-  type RawMeta,
-  type RawWrite,
-  copyBytes,
-  keyId,
-  twinOp,
-} from '../backing/index.js'
+import { type LogInfo, type NewRecord, type RawEntry, type RawListing, type RawMeta, type RawWrite, copyBytes, keyId, twinOp } from '../backing/index.js'
 import type { Backing, BlobSink, BlobSource, ListCursor, LogCursor } from '../backing/seam.js'
 import { KonserveError } from '../errors.js'
 import { FillGuard, HeldKeys, copyEntry, forward, watchSink } from './forward.js'
@@ -194,11 +184,15 @@ class Tiers {
   }
 
   private fail(err: unknown, what: string, qs: Queued[]): void {
-    const e = err instanceof KonserveError ? err : new KonserveError('ERR_IO', `${err instanceof Error ? err.message : String(err)}`, { cause: err })
-    const wrapped = new KonserveError(e.code, `a background ${what} of ${qs.length} key(s) to the back store failed (write-behind): ${e.message}`, {
-      cause: err,
-      file: e.file,
-    })
+    const e =
+      err instanceof KonserveError
+        ? err
+        : new KonserveError('ERR_IO', `${err instanceof Error ? err.message : String(err)}`, { cause: err })
+    const wrapped = new KonserveError(
+      e.code,
+      `a background ${what} of ${qs.length} key(s) to the back store failed (write-behind): ${e.message}`,
+      { cause: err, file: e.file },
+    )
     this.errors.push(wrapped)
     this.report(wrapped)
   }
@@ -242,11 +236,7 @@ class Tiers {
   queued(key: Uint8Array, kind: 'ERR_NOT_BINARY' | 'ERR_NOT_A_LOG'): { found: boolean } | undefined {
     const p = this.pending.get(keyId(key))
     if (!p) return undefined
-    if (p.write)
-      throw new KonserveError(
-        kind,
-        kind === 'ERR_NOT_BINARY' ? 'the key holds a value, not binary data' : 'the key holds something other than an append log',
-      )
+    if (p.write) throw new KonserveError(kind, kind === 'ERR_NOT_BINARY' ? 'the key holds a value, not binary data' : 'the key holds something other than an append log')
     return { found: false }
   }
 
@@ -480,10 +470,7 @@ export function tieredBacking(front: Backing, back: Backing, cfg: TierConfig): B
         tail ??= [...queued.values()].filter((q) => q.write)
         if (tail.length === 0) return undefined
         const batch = tail.splice(0, Math.max(1, max))
-        return {
-          entries: batch.map((q) => ({ key: copyBytes(q.key), serializer: q.write!.serializer, meta: copyBytes(q.write!.meta) })),
-          corrupt: [],
-        }
+        return { entries: batch.map((q) => ({ key: copyBytes(q.key), serializer: q.write!.serializer, meta: copyBytes(q.write!.meta) })), corrupt: [] }
       }
       return {
         next: gensync(function* (max: number): Handler<RawListing | undefined> {
@@ -558,12 +545,9 @@ export function tieredBacking(front: Backing, back: Backing, cfg: TierConfig): B
     ),
     flush: () => t.flush(),
   })
-  populators.set(
-    b,
-    gensync(function* (only: Uint8Array[] | undefined, full: boolean): Handler<SyncReport> {
-      return yield* populate(t, only, full)
-    }),
-  )
+  populators.set(b, gensync(function* (only: Uint8Array[] | undefined, full: boolean): Handler<SyncReport> {
+    return yield* populate(t, only, full)
+  }))
   return b
 }
 

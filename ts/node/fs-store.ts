@@ -15,18 +15,7 @@ import { FileClock } from '../backends/pure/clock.js'
 import { StagingDir } from '../backends/pure/staging.js'
 import { type NativeBinding, type NativeFileStore, loadNative, nativeOrWarn } from '../native.js'
 import { SerializerSet } from '../serializers.js'
-import {
-  type EncryptorOption,
-  type FsStoreOptions,
-  type Ret,
-  STORE_OPTIONS,
-  type SyncOption,
-  Store,
-  badOption,
-  endStoresIn,
-  opened,
-  useDefaultImplementation,
-} from '../store.js'
+import { type EncryptorOption, type FsStoreOptions, type Ret, STORE_OPTIONS, type SyncOption, Store, badOption, endStoresIn, opened, useDefaultImplementation } from '../store.js'
 import { NativeFileBacking } from '../backends/native.js'
 import { createPureCodec } from '../backends/pure/codec.js'
 import { deleteStorePure, openPureStore } from '../backends/pure/store.js'
@@ -34,10 +23,7 @@ import { deleteStorePure, openPureStore } from '../backends/pure/store.js'
 /** With `create: false`: the store directory must already be a directory. */
 function notADir(dir: string, cause: unknown): KonserveError {
   const missing = (cause as NodeJS.ErrnoException)?.code === 'ENOENT'
-  return new KonserveError('ERR_IO', `the store directory ${missing ? 'does not exist' : 'is not a directory'} (create: false): ${dir}`, {
-    file: dir,
-    cause,
-  })
+  return new KonserveError('ERR_IO', `the store directory ${missing ? 'does not exist' : 'is not a directory'} (create: false): ${dir}`, { file: dir, cause })
 }
 
 const statDir = twinOp(
@@ -229,10 +215,7 @@ const openNative = twinOp(
     }
   },
   async (native: NativeBinding, dir: string, o: OpenOptions) => {
-    const [checked, store] = await Promise.allSettled([
-      o.readOnly ? undefined : access(dir, fsConstants.W_OK),
-      native.NativeFileStore.openAsync(dir, o),
-    ])
+    const [checked, store] = await Promise.allSettled([o.readOnly ? undefined : access(dir, fsConstants.W_OK), native.NativeFileStore.openAsync(dir, o)])
     const refused = checked.status === 'rejected' ? notWritable(checked.reason, dir) : undefined
     if (refused) throw refused
     if (store.status === 'rejected') throw unwritable(fromNative(store.reason), dir, o.readOnly)

@@ -91,9 +91,7 @@ export class Connection {
     if (this.closed) return Promise.reject(new KonserveError('ERR_CLOSED', 'the store is closed', { file: this.name }))
     if (this.deleted) {
       return Promise.reject(
-        new KonserveError('ERR_STORE_DELETED', 'the IndexedDB database was deleted (by another tab or worker) while the store was open', {
-          file: this.name,
-        }),
+        new KonserveError('ERR_STORE_DELETED', 'the IndexedDB database was deleted (by another tab or worker) while the store was open', { file: this.name }),
       )
     }
     if (this.db) return Promise.resolve(this.db)
@@ -108,11 +106,7 @@ export class Connection {
       const r = version === undefined ? indexedDB.open(this.name) : indexedDB.open(this.name, version)
       const timer = setTimeout(() => {
         done = true
-        reject(
-          new KonserveError('ERR_IO', `cannot open the IndexedDB database: still blocked after ${timeoutMs} ms (another connection does not close)`, {
-            file: this.name,
-          }),
-        )
+        reject(new KonserveError('ERR_IO', `cannot open the IndexedDB database: still blocked after ${timeoutMs} ms (another connection does not close)`, { file: this.name }))
       }, timeoutMs)
       r.onupgradeneeded = () => {
         const db = r.result
@@ -160,14 +154,7 @@ export class Connection {
    * `body` may only await requests of this transaction. A transaction that
    * failed because the connection went away is retried once on a new one.
    */
-  async run<T>(
-    stores: string[],
-    mode: IDBTransactionMode,
-    durability: Durability,
-    body: (tx: IDBTransaction) => Promise<T>,
-    what: string,
-    file: string,
-  ): Promise<T> {
+  async run<T>(stores: string[], mode: IDBTransactionMode, durability: Durability, body: (tx: IDBTransaction) => Promise<T>, what: string, file: string): Promise<T> {
     for (let attempt = 0; ; attempt++) {
       const db = await this.open()
       try {
@@ -188,13 +175,7 @@ export class Connection {
     }
   }
 
-  private once<T>(
-    db: IDBDatabase,
-    stores: string[],
-    mode: IDBTransactionMode,
-    durability: Durability,
-    body: (tx: IDBTransaction) => Promise<T>,
-  ): Promise<T> {
+  private once<T>(db: IDBDatabase, stores: string[], mode: IDBTransactionMode, durability: Durability, body: (tx: IDBTransaction) => Promise<T>): Promise<T> {
     const tx = db.transaction(stores, mode, mode === 'readwrite' ? { durability } : undefined)
     return new Promise<T>((resolve, reject) => {
       let result: { v: T } | undefined

@@ -46,7 +46,9 @@ export class WebLocks {
     try {
       for (const name of wanted) {
         const release = await new Promise<() => void>((resolve, reject) => {
-          locks.request(name, { signal: abort.signal }, () => new Promise<void>((done) => resolve(done))).catch((err: unknown) => reject(err))
+          locks
+            .request(name, { signal: abort.signal }, () => new Promise<void>((done) => resolve(done)))
+            .catch((err: unknown) => reject(err))
         })
         this.held.set(name, release)
         taken.push(name)
@@ -55,13 +57,9 @@ export class WebLocks {
       for (const name of taken) this.release(name)
       if ((err as { name?: string }).name !== 'AbortError') throw err
       const waitingFor = wanted[taken.length]!
-      throw new KonserveError(
-        'ERR_LOCK_TIMEOUT',
-        `the key's lock was not free within ${this.timeoutMs} ms (held by ${await this.holder(waitingFor)})`,
-        {
-          file: waitingFor,
-        },
-      )
+      throw new KonserveError('ERR_LOCK_TIMEOUT', `the key's lock was not free within ${this.timeoutMs} ms (held by ${await this.holder(waitingFor)})`, {
+        file: waitingFor,
+      })
     } finally {
       clearTimeout(timer)
     }

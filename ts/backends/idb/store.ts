@@ -218,14 +218,7 @@ export class IdbBacking implements Backing {
     return segmentCodec(header.compressor, header.encryptor, this.ctx(key))
   }
 
-  private tx<T>(
-    stores: string[],
-    mode: IDBTransactionMode,
-    body: (tx: IDBTransaction) => Promise<T>,
-    what: string,
-    name: string,
-    durability?: Durability,
-  ): Promise<T> {
+  private tx<T>(stores: string[], mode: IDBTransactionMode, body: (tx: IDBTransaction) => Promise<T>, what: string, name: string, durability?: Durability): Promise<T> {
     return this.conn.run(stores, mode, durability ?? this.durability, body, what, this.where(name))
   }
 
@@ -252,8 +245,7 @@ export class IdbBacking implements Backing {
         if (now && rec && now.gen === rec.gen) {
           throw new KonserveError('ERR_CORRUPT', 'a segment of the key file is missing', { file: this.where(name) })
         }
-        if (attempt >= ATTEMPTS)
-          throw new KonserveError('ERR_IO', 'the key was replaced again and again while it was read', { file: this.where(name) })
+        if (attempt >= ATTEMPTS) throw new KonserveError('ERR_IO', 'the key was replaced again and again while it was read', { file: this.where(name) })
       }
     }
   }
@@ -311,13 +303,9 @@ export class IdbBacking implements Backing {
   private async head(name: string, rec: FileRecord, key?: Uint8Array): Promise<DecodedHead> {
     const head = await run(decodeKeyFileHead(rec.head, rec.size, this.ctx(key, name)))
     if (key ? !sameBytes(head.key, key) : fileName(head.key) !== name) {
-      throw new KonserveError(
-        'ERR_KEY_MISMATCH',
-        key ? 'the key file holds another key than the one asked for' : "the key file holds a key whose name is another file's",
-        {
-          file: this.where(name),
-        },
-      )
+      throw new KonserveError('ERR_KEY_MISMATCH', key ? 'the key file holds another key than the one asked for' : "the key file holds a key whose name is another file's", {
+        file: this.where(name),
+      })
     }
     return head
   }
@@ -524,14 +512,7 @@ export class IdbBacking implements Backing {
       })
     }
     try {
-      await this.tx(
-        [STORE],
-        'readwrite',
-        async (t) => void t.objectStore(STORE).put({ name }, lockName),
-        'cannot start writing the key',
-        name,
-        'relaxed',
-      )
+      await this.tx([STORE], 'readwrite', async (t) => void t.objectStore(STORE).put({ name }, lockName), 'cannot start writing the key', name, 'relaxed')
     } catch (err) {
       release?.()
       throw err
@@ -541,14 +522,7 @@ export class IdbBacking implements Backing {
 
   /** Writes a segment of a staged generation (relaxed: the commit's strict transaction makes it durable). */
   putSegment(name: string, gen: string, offset: number, bytes: Uint8Array): Promise<void> {
-    return this.tx(
-      [SEGMENTS],
-      'readwrite',
-      async (t) => void t.objectStore(SEGMENTS).put(own(bytes), [name, gen, offset]),
-      'cannot write the key',
-      name,
-      'relaxed',
-    )
+    return this.tx([SEGMENTS], 'readwrite', async (t) => void t.objectStore(SEGMENTS).put(own(bytes), [name, gen, offset]), 'cannot write the key', name, 'relaxed')
   }
 
   /**
@@ -680,8 +654,7 @@ export class IdbBacking implements Backing {
         try {
           return await run(readChunk(read, codec, layout, i))
         } catch (err) {
-          if (err instanceof Vanished)
-            throw new KonserveError('ERR_IO', 'the blob was replaced or deleted while it was read', { file: this.where(name) })
+          if (err instanceof Vanished) throw new KonserveError('ERR_IO', 'the blob was replaced or deleted while it was read', { file: this.where(name) })
           throw this.fail(err, 'cannot read the blob', name)
         }
       })
@@ -692,8 +665,7 @@ export class IdbBacking implements Backing {
 
   private async openLogFile(name: string, rec: FileRecord, key: Uint8Array) {
     const head = await this.head(name, rec, key)
-    if (!isLogHeader(head.header))
-      throw new KonserveError('ERR_NOT_A_LOG', 'the key holds something other than an append log', { file: this.where(name) })
+    if (!isLogHeader(head.header)) throw new KonserveError('ERR_NOT_A_LOG', 'the key holds something other than an append log', { file: this.where(name) })
     const codec = this.readCodec(head.header, key)
     const read = this.reader(name, rec)
     const layout = await run(openLogLayout(read, head.header, rec.head, codec, rec.size))
@@ -784,8 +756,7 @@ export class IdbBacking implements Backing {
         })
       } catch (err) {
         if (!(err instanceof Changed)) throw this.fail(err, 'cannot append to the log', name)
-        if (attempt >= WRITE_ATTEMPTS)
-          throw new KonserveError('ERR_IO', 'the log was changed again and again by other writers during the append', { file: this.where(name) })
+        if (attempt >= WRITE_ATTEMPTS) throw new KonserveError('ERR_IO', 'the log was changed again and again by other writers during the append', { file: this.where(name) })
       }
     }
   })
@@ -804,8 +775,7 @@ export class IdbBacking implements Backing {
             if (records?.some((r) => r.serializer === CBOR_ID)) await loadCbor()
             return records
           } catch (err) {
-            if (err instanceof Vanished)
-              throw new KonserveError('ERR_IO', 'the log was rewritten or deleted while it was read', { file: this.where(name) })
+            if (err instanceof Vanished) throw new KonserveError('ERR_IO', 'the log was rewritten or deleted while it was read', { file: this.where(name) })
             throw this.fail(err, 'cannot read the log', name)
           }
         }),
@@ -828,8 +798,7 @@ export class IdbBacking implements Backing {
         })
       } catch (err) {
         if (!(err instanceof Changed)) throw this.fail(err, 'cannot trim the log', name)
-        if (attempt >= WRITE_ATTEMPTS)
-          throw new KonserveError('ERR_IO', 'the log was changed again and again by other writers during the trim', { file: this.where(name) })
+        if (attempt >= WRITE_ATTEMPTS) throw new KonserveError('ERR_IO', 'the log was changed again and again by other writers during the trim', { file: this.where(name) })
       }
     }
   })
@@ -877,13 +846,9 @@ export class IdbBacking implements Backing {
       }
       if (header.encryptor === 0) {
         if (this.options.acceptPlaintext) continue
-        throw new KonserveError(
-          'ERR_DECRYPT',
-          'the store holds plaintext files and was opened with an encryption key (open with acceptPlaintext to migrate)',
-          {
-            file: this.where(name),
-          },
-        )
+        throw new KonserveError('ERR_DECRYPT', 'the store holds plaintext files and was opened with an encryption key (open with acceptPlaintext to migrate)', {
+          file: this.where(name),
+        })
       }
       try {
         await run(decodeKeyFileHead(rec.head, rec.size, this.ctx(undefined, name)))
@@ -894,13 +859,7 @@ export class IdbBacking implements Backing {
     }
     const salt = await this.crypto.async.randomBytes(CHECK_SALT_LEN)
     const bytes = encodeKeyCheck({ salt, check: await this.crypto.async.hkdfSha256(this.secret, salt, CHECK_INFO, CHECK_LEN) })
-    await this.tx(
-      [STORE],
-      'readwrite',
-      async (t) => void t.objectStore(STORE).put(bytes, KEY_CHECK_FILE),
-      'cannot write the key check',
-      KEY_CHECK_FILE,
-    )
+    await this.tx([STORE], 'readwrite', async (t) => void t.objectStore(STORE).put(bytes, KEY_CHECK_FILE), 'cannot write the key check', KEY_CHECK_FILE)
   }
 
   /** The whole bytes of the key file `name` (`<32 hex>.ksv`): what a file store holds in that file. */

@@ -214,10 +214,7 @@ class FileBlobSource implements BlobSource {
   private *readIntoG(offset: number, target: Uint8Array): Handler<number> {
     if (this.closed) throw misuse('the blob is closed')
     if (!Number.isSafeInteger(offset) || offset < 0 || !(target instanceof Uint8Array)) {
-      throw new KonserveError(
-        'ERR_INVALID_ARGUMENT',
-        `a blob read takes a non-negative integer offset and a Uint8Array, not ${offset}, ${String(target)}`,
-      )
+      throw new KonserveError('ERR_INVALID_ARGUMENT', `a blob read takes a non-negative integer offset and a Uint8Array, not ${offset}, ${String(target)}`)
     }
     if (offset > this.size) {
       throw new KonserveError('ERR_INVALID_ARGUMENT', `offset ${offset} is past the end of the blob (${this.size} bytes)`, { file: this.file })

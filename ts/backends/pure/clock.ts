@@ -161,9 +161,7 @@ const CLOCK_STEPS: WriteSteps = {
   rename: 'cannot rename the clock file',
 }
 
-const writeRecord = gensync((staging: StagingDir, name: string, target: string, bytes: Uint8Array) =>
-  staging.writeFile(name, target, [bytes], CLOCK_STEPS),
-)
+const writeRecord = gensync((staging: StagingDir, name: string, target: string, bytes: Uint8Array) => staging.writeFile(name, target, [bytes], CLOCK_STEPS))
 
 /** Writes the record by the durable write of ./staging.ts (as a key file is written). */
 export function writeClockRecordSync(staging: StagingDir, record: ClockRecord): void {

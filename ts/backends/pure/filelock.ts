@@ -64,10 +64,7 @@ function cleanHost(raw: Uint8Array): string | undefined {
 export function parseProcStat(s: string): [string, string] | undefined {
   const close = s.lastIndexOf(')')
   if (close < 0) return undefined
-  const f = s
-    .slice(close + 1)
-    .trim()
-    .split(/\s+/)
+  const f = s.slice(close + 1).trim().split(/\s+/)
   const state = f[0]
   const ticks = f[19]
   if (!state || ticks === undefined || !DECIMAL.test(ticks)) return undefined

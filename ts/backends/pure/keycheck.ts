@@ -165,11 +165,7 @@ export const checkStoreKey = gensync(function* (staging: StagingDir, o: StoreKey
   const check = found && (!marker || !isNoKeyCheck(found.check)) ? found.check : undefined
   const file = join(dir, KEY_CHECK_FILE)
   if (!o.secret) {
-    if (check)
-      throw decrypt(
-        'the store is encrypted (it has a key check): open it with its encryptor, or make it plaintext with rekey(dir, { from, to: null })',
-        file,
-      )
+    if (check) throw decrypt('the store is encrypted (it has a key check): open it with its encryptor, or make it plaintext with rekey(dir, { from, to: null })', file)
     return marker
   }
   if (check) {
@@ -179,8 +175,7 @@ export const checkStoreKey = gensync(function* (staging: StagingDir, o: StoreKey
   yield* adopt(staging, o.secret, o, marker)
   return marker
 })
-export const checkStoreKeySync = (dir: string, o: StoreKeyOptions & { durable: boolean }): number =>
-  checkStoreKey.sync(new StagingDir(dir, o.durable), o)
+export const checkStoreKeySync = (dir: string, o: StoreKeyOptions & { durable: boolean }): number => checkStoreKey.sync(new StagingDir(dir, o.durable), o)
 
 /** A keyed open of a store without a key check: see checkStoreKey. */
 function* adopt(staging: StagingDir, secret: Uint8Array, o: StoreKeyOptions, marker: number): Handler<void> {

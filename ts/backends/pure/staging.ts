@@ -72,9 +72,11 @@ export class StagingDir {
   checkWritable(): void {
     if (this.readOnly) throw readOnlyError(this.dir)
     if (this.poisoned) {
-      throw new KonserveError('ERR_STORE_POISONED', 'an earlier fsync failed, so durability cannot be promised; reopen the store to write again', {
-        file: this.dir,
-      })
+      throw new KonserveError(
+        'ERR_STORE_POISONED',
+        'an earlier fsync failed, so durability cannot be promised; reopen the store to write again',
+        { file: this.dir },
+      )
     }
   }
 

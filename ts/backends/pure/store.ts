@@ -37,32 +37,8 @@
 import gensync, { type Handler } from 'gensync'
 import * as fs from 'node:fs'
 import { dirname, join, relative, sep } from 'node:path'
-import {
-  type LogInfo,
-  type NewRecord,
-  type RawCorrupt,
-  type RawEntry,
-  type RawListing,
-  type RawMeta,
-  type RawReplace,
-  type RawValue,
-  type RawWrite,
-  REPLACE_BUSY,
-  REPLACE_MISMATCH,
-  REPLACE_UNSURE,
-} from '../../backing/index.js'
-import {
-  type Backing,
-  type BlobSink,
-  type BlobSource,
-  type ListCursor,
-  type LogCursor,
-  MISS,
-  type Op,
-  blockingOp,
-  pollingLock,
-  twinOp,
-} from '../../backing/seam.js'
+import { type LogInfo, type NewRecord, type RawCorrupt, type RawEntry, type RawListing, type RawMeta, type RawReplace, type RawValue, type RawWrite, REPLACE_BUSY, REPLACE_MISMATCH, REPLACE_UNSURE } from '../../backing/index.js'
+import { type Backing, type BlobSink, type BlobSource, type ListCursor, type LogCursor, MISS, type Op, blockingOp, pollingLock, twinOp } from '../../backing/seam.js'
 import { GroupCommit } from '../../backing/group-commit.js'
 import { KonserveError } from '../../errors.js'
 import { FLAG_CHUNKED, decodePlainHead, decodePlainValue, decodeValueSegment, isLogHeader } from '../../format/file.js'
@@ -141,10 +117,7 @@ function parentsOfNewDirs(first: string | undefined, dir: string): string[] {
 /** An error of opening a store: mkdir's EEXIST says the path is something other than a directory. */
 function openError(err: unknown, dir: string): KonserveError {
   if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
-    return new KonserveError('ERR_NOT_A_DIRECTORY', 'cannot open the store directory: the path exists and is not a directory', {
-      file: dir,
-      cause: err,
-    })
+    return new KonserveError('ERR_NOT_A_DIRECTORY', 'cannot open the store directory: the path exists and is not a directory', { file: dir, cause: err })
   }
   return vfs.ioError(err, 'cannot open the store directory', dir)
 }
@@ -510,12 +483,9 @@ export class PureFileBacking implements Backing, KeyFiles {
     } catch (err) {
       throw vfs.ioError(err, 'cannot decode a put record of the write-ahead log', this.walPath)
     }
-    if (head.header.flags !== 0)
-      throw new KonserveError('ERR_CORRUPT', 'a put record of the write-ahead log holds a blob or a log', { file: this.walPath })
+    if (head.header.flags !== 0) throw new KonserveError('ERR_CORRUPT', 'a put record of the write-ahead log holds a blob or a log', { file: this.walPath })
     if (head.key.length !== key.length || head.key.some((b, i) => b !== key[i])) {
-      throw new KonserveError('ERR_KEY_MISMATCH', 'a put record of the write-ahead log holds another key than the one asked for', {
-        file: this.walPath,
-      })
+      throw new KonserveError('ERR_KEY_MISMATCH', 'a put record of the write-ahead log holds another key than the one asked for', { file: this.walPath })
     }
     return head
   }
@@ -554,6 +524,7 @@ export class PureFileBacking implements Backing, KeyFiles {
     for (const w of large) yield* wal.flushKey(recordHash(w.key))
     return large
   }
+
 
   // ---- reads ------------------------------------------------------------------
 
@@ -605,7 +576,6 @@ export class PureFileBacking implements Backing, KeyFiles {
   readonly getValue: Op<[key: Uint8Array], RawValue | undefined> = twinOp(
     (key: Uint8Array) => {
       if (this.wal || this.codec.encrypted) return rawValue(this.get.sync(key))
-      // Not noted as warm (./warm.ts): only async gets gain from that, and this path stays as lean as it was.
       const v = vfs.withWholeSync(this.filePath(key), GET_READ, isWhole, (b) => plainValue(b, key))
       if (v === vfs.missing) return undefined
       return v ?? rawValue(this.get.sync(key))
@@ -622,9 +592,9 @@ export class PureFileBacking implements Backing, KeyFiles {
 
   /**
    * An async get's answer on the calling thread, for a plain key file this
-   * process read or wrote lately (./warm.ts: its pages are in the page cache,
-   * and it is still read, so no write is missed); MISS for anything else,
-   * which the async path then reads on the threadpool.
+   * process wrote, or read by an async get, lately (./warm.ts: its pages are
+   * in the page cache, and it is still read, so no write is missed); MISS
+   * for anything else, which the async path then reads on the threadpool.
    */
   readonly getValueNow = (key: Uint8Array): RawValue | undefined | typeof MISS => {
     if (this.wal || this.codec.encrypted) return MISS
@@ -694,15 +664,11 @@ export class PureFileBacking implements Backing, KeyFiles {
     const staged: Array<Staged | undefined> = []
     let renamed = 0
     try {
-      yield* vfs.eachLimited(
-        writes.length,
-        STAGING_CONCURRENCY,
-        function* (this: PureFileBacking, i: number): Handler<void> {
-          const s = (staged[i] = yield* staging.create(this.stagingName(writes[i]!.key)))
-          yield* staging.writev(s, [files[i]!.head, files[i]!.value], 0)
-          yield* staging.seal(s)
-        }.bind(this),
-      )
+      yield* vfs.eachLimited(writes.length, STAGING_CONCURRENCY, function* (this: PureFileBacking, i: number): Handler<void> {
+        const s = (staged[i] = yield* staging.create(this.stagingName(writes[i]!.key)))
+        yield* staging.writev(s, [files[i]!.head, files[i]!.value], 0)
+        yield* staging.seal(s)
+      }.bind(this))
       staging.checkWritable()
       for (; renamed < writes.length; renamed++) {
         const file = this.filePath(writes[renamed]!.key)
@@ -891,11 +857,7 @@ export class PureFileBacking implements Backing, KeyFiles {
           close()
           throw err
         }
-        puts = [...logged]
-          .filter(([, op]) => op === WAL_PUT)
-          .map(([hex]) => hex)
-          .sort()
-          .reverse()
+        puts = [...logged].filter(([, op]) => op === WAL_PUT).map(([hex]) => hex).sort().reverse()
       }
       while (dir && n < Math.max(1, max)) {
         let ent: fs.Dirent | null
@@ -1132,16 +1094,7 @@ export function deleteStorePure(path: string): void {
   }
   let foreign = false
   for (const name of names) {
-    if (
-      KEY_FILE.test(name) ||
-      STAGING.test(name) ||
-      name === LOCK_FILE ||
-      name === CLOCK_FILE ||
-      name === KEY_CHECK_FILE ||
-      name === REKEY_FILE ||
-      name === WAL_FILE_NAME ||
-      LOCK_NAME.test(name)
-    ) {
+    if (KEY_FILE.test(name) || STAGING.test(name) || name === LOCK_FILE || name === CLOCK_FILE || name === KEY_CHECK_FILE || name === REKEY_FILE || name === WAL_FILE_NAME || LOCK_NAME.test(name)) {
       try {
         vfs.unlink.sync(join(dir, name))
       } catch (err) {

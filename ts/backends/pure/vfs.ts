@@ -257,12 +257,7 @@ async function readFirstAsync(fd: number, length: number, whole: (b: Uint8Array)
  * read did not hold): the caller then reads by its general path, which says
  * what it is. Blocking form.
  */
-export function withWholeSync<T>(
-  path: string,
-  length: number,
-  whole: (b: Uint8Array) => boolean,
-  use: (b: Uint8Array) => T,
-): T | typeof missing | undefined {
+export function withWholeSync<T>(path: string, length: number, whole: (b: Uint8Array) => boolean, use: (b: Uint8Array) => T): T | typeof missing | undefined {
   let fd: number
   try {
     fd = openSyncQuiet(path, STORE_OPEN.r)
@@ -288,12 +283,7 @@ export const missing: unique symbol = Symbol('missing')
 const spare: Buffer[] = []
 
 /** withWholeSync's async form: the open and the read on the threadpool (one task each), the close on the calling thread. */
-export function withWholeAsync<T>(
-  path: string,
-  length: number,
-  whole: (b: Uint8Array) => boolean,
-  use: (b: Uint8Array) => T,
-): Promise<T | typeof missing | undefined> {
+export function withWholeAsync<T>(path: string, length: number, whole: (b: Uint8Array) => boolean, use: (b: Uint8Array) => T): Promise<T | typeof missing | undefined> {
   return new Promise((resolve) => {
     fs.open(path, STORE_OPEN.r, (err, fd) => {
       if (err) return resolve(isMissing(err) ? missing : undefined)

@@ -802,8 +802,7 @@ export class Wal {
     async: (decide: Decide, maxPayload: number): Promise<void> => {
       try {
         this.checkOpen()
-        if (frameLen([maxPayload]) > MAX_FRAME)
-          throw new KonserveError('ERR_INVALID_ARGUMENT', 'a decided record cannot be longer than a frame', { file: this.path })
+        if (frameLen([maxPayload]) > MAX_FRAME) throw new KonserveError('ERR_INVALID_ARGUMENT', 'a decided record cannot be longer than a frame', { file: this.path })
       } catch (err) {
         return Promise.reject(err)
       }
@@ -915,6 +914,7 @@ export class Wal {
     yield* this.checkPayload(payload, keyHash, hex, e.at)
     return { kind: 'put', payload }
   }
+
 
   private commitAlone(items: readonly Item[]): void {
     try {
