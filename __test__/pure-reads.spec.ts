@@ -43,13 +43,8 @@ for (const mode of ['sync', 'async'] as Mode[]) {
   })
 }
 
-test.serial('async: a small key file is read with one open and one read (no fstat, no read to find the end)', async (t) => {
-  const dir = fresh()
-  // Written by the native core: this process's pure engine has not read or written the file lately (backends/pure/warm.ts).
-  const writer = await k.connectFsStore(dir, { native: true })
-  await k.assoc(writer, 'a', { x: 1 })
-  await k.close(writer)
-  const store = await k.connectFsStore(dir, { native: false })
+/** Counts the async fs calls `fn` makes (the threadpool's: open, read, fstat). */
+async function threadpoolCalls(fn: () => Promise<unknown>): Promise<Record<string, number>> {
   const counts: Record<string, number> = {}
   const patched = ['open', 'read', 'fstat'] as const
   const saved = patched.map((f) => fs[f])
@@ -60,13 +55,23 @@ test.serial('async: a small key file is read with one open and one read (no fsta
     }
   })
   try {
-    t.deepEqual(await k.get(store, 'a'), { x: 1 })
+    await fn()
   } finally {
     patched.forEach((f, i) => {
       ;(fs as unknown as Record<string, unknown>)[f] = saved[i]
     })
   }
-  t.deepEqual(counts, { open: 1, read: 1 })
+  return counts
+}
+
+test.serial('async: a small key file is read with one open and one read (no fstat, no read to find the end)', async (t) => {
+  const dir = fresh()
+  // Written by the native core: this process's pure engine has not read or written the file lately (backends/pure/warm.ts).
+  const writer = await k.connectFsStore(dir, { native: true })
+  await k.assoc(writer, 'a', { x: 1 })
+  await k.close(writer)
+  const store = await k.connectFsStore(dir, { native: false })
+  t.deepEqual(await threadpoolCalls(async () => t.deepEqual(await k.get(store, 'a'), { x: 1 })), { open: 1, read: 1 })
 })
 
 test.serial('sync: opens that miss leave the stack trace limit as it was, and errors that reach the caller keep their stack', (t) => {
@@ -102,27 +107,6 @@ console.log(JSON.stringify([k.get(s, 'a', { sync: true }), k.get(s, 'missing', {
   const out = execFileSync(process.execPath, ['--frozen-intrinsics', '--no-warnings', script], { encoding: 'utf8' })
   t.deepEqual(JSON.parse(out), [2, null])
 })
-
-/** Counts the async fs calls `fn` makes (the threadpool's: open, read, fstat). */
-async function threadpoolCalls(fn: () => Promise<unknown>): Promise<Record<string, number>> {
-  const counts: Record<string, number> = {}
-  const patched = ['open', 'read', 'fstat'] as const
-  const saved = patched.map((f) => fs[f])
-  patched.forEach((f, i) => {
-    ;(fs as unknown as Record<string, unknown>)[f] = (...args: unknown[]) => {
-      counts[f] = (counts[f] ?? 0) + 1
-      return (saved[i] as (...a: unknown[]) => unknown)(...args)
-    }
-  })
-  try {
-    await fn()
-  } finally {
-    patched.forEach((f, i) => {
-      ;(fs as unknown as Record<string, unknown>)[f] = saved[i]
-    })
-  }
-  return counts
-}
 
 test.serial('async: a key file this process wrote or read lately is read on the calling thread, and still read each time', async (t) => {
   const dir = fresh()
