@@ -401,7 +401,7 @@ const eachLimitedOp = gensync({
 
 export function* eachLimited(n: number, limit: number, task: (i: number) => Handler<void>): Handler<void> {
   // One task (a single put): run inline, in either form. Wrapping it as a
-  // gensync operation cost about 6 µs a put.
+  // gensync operation on every call showed as about 6 µs a put in a CPU profile.
   if (n === 1) return yield* task(0)
   yield* eachLimitedOp(n, limit, task)
 }
