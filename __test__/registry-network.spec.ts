@@ -146,7 +146,8 @@ async function child(code: string, opts: { ext?: 'mjs' | 'cjs'; hide?: string[];
   let err = ''
   proc.stdout.on('data', (d: Buffer) => (out += d.toString()))
   proc.stderr.on('data', (d: Buffer) => (err += d.toString()))
-  const code_ = await new Promise<number | null>((r) => proc.once('exit', r))
+  // 'close', not 'exit': the child's output may still be in the pipe when it exits.
+  const code_ = await new Promise<number | null>((r) => proc.once('close', (code) => r(code)))
   return { out: out.trim(), err, code: code_ }
 }
 
