@@ -43,10 +43,9 @@ for (const mode of ['sync', 'async'] as Mode[]) {
   })
 }
 
-/** Counts the async fs calls `fn` makes (the threadpool's: open, read, fstat). */
-async function threadpoolCalls(fn: () => Promise<unknown>): Promise<Record<string, number>> {
+/** Counts the calls of the fs functions `patched` that `fn` makes. */
+async function fsCalls(patched: ReadonlyArray<'open' | 'read' | 'fstat' | 'openSync'>, fn: () => Promise<unknown>): Promise<Record<string, number>> {
   const counts: Record<string, number> = {}
-  const patched = ['open', 'read', 'fstat'] as const
   const saved = patched.map((f) => fs[f])
   patched.forEach((f, i) => {
     ;(fs as unknown as Record<string, unknown>)[f] = (...args: unknown[]) => {
@@ -63,6 +62,9 @@ async function threadpoolCalls(fn: () => Promise<unknown>): Promise<Record<strin
   }
   return counts
 }
+
+/** Counts the async fs calls `fn` makes (the threadpool's: open, read, fstat). */
+const threadpoolCalls = (fn: () => Promise<unknown>) => fsCalls(['open', 'read', 'fstat'], fn)
 
 test.serial('async: a small key file is read with one open and one read (no fstat, no read to find the end)', async (t) => {
   const dir = fresh()
@@ -126,3 +128,21 @@ test.serial('async: a key file this process wrote or read lately is read on the 
   t.deepEqual(await threadpoolCalls(async () => t.deepEqual(await k.get(store, 'b'), { v: 3 })), {})
   await k.close(other)
 })
+
+test.serial(
+  'async: a write getValueNow could not answer (compressed, or too large for one read) is not noted warm, so it is not read twice',
+  async (t) => {
+    const lz4 = await k.connectFsStore(fresh(), { native: false, compressor: { type: 'lz4' } })
+    await k.assoc(lz4, 'a', { v: 'x'.repeat(200) })
+    t.deepEqual(
+      await fsCalls(['openSync'], async () => t.deepEqual(await k.get(lz4, 'a'), { v: 'x'.repeat(200) })),
+      {},
+      'compressed: no read on the calling thread',
+    )
+    const plain = await k.connectFsStore(fresh(), { native: false })
+    const big = 'y'.repeat(100_000) // past the 64 KiB one read
+    await k.assoc(plain, 'big', big)
+    t.deepEqual(await fsCalls(['openSync'], async () => t.is(await k.get(plain, 'big'), big)), {}, 'large: no read on the calling thread')
+    t.deepEqual(await fsCalls(['openSync'], async () => t.is(await k.get(plain, 'big'), big)), {}, 'nor after an async get of it')
+  },
+)

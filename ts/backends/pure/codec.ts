@@ -37,6 +37,8 @@ export interface DecodedEntry extends DecodedHead {
 export interface PureCodec {
   /** Whether the store has an encryption key (its reads then check every file is encrypted). */
   readonly encrypted: boolean
+  /** Whether new files are written compressed (the store's compressor is not 0). */
+  readonly compressed: boolean
   /** `<32 hex>.ksv` of a key's CKE. */
   fileName(cke: Uint8Array): string
   /** A key file's bytes: header + meta segment, and the value segment. */
@@ -78,6 +80,7 @@ export function createPureCodec(compressor: number, secret?: Uint8Array, acceptP
   })
   return {
     encrypted: secret != null,
+    compressed: compressor !== 0,
     fileName: (cke) => `${toHex(hashOf(cke))}.ksv`,
     // The blocking encoder runs node:crypto's blocking primitives; the async one its Promise forms.
     encode: gensync({ sync: (w: RawWrite) => encodeKeyFilePartsSync(input(w)), async: (w: RawWrite) => encodeKeyFilePartsAsync(input(w)) }),

@@ -585,8 +585,10 @@ export class PureFileBacking implements Backing, KeyFiles {
       const file = this.filePath(key)
       const v = await vfs.withWholeAsync(file, GET_READ, isWhole, (b) => plainValue(b, key))
       if (v === vfs.missing) return undefined
+      if (v === undefined) return rawValue(await this.get.async(key))
+      // Only a file this path answers is noted warm: getValueNow would read any other twice.
       warm.touch(file)
-      return v ?? rawValue(await this.get.async(key))
+      return v
     },
   )
 
@@ -670,10 +672,13 @@ export class PureFileBacking implements Backing, KeyFiles {
         yield* staging.seal(s)
       }.bind(this))
       staging.checkWritable()
+      // Files getValueNow can answer (plain, and read whole by its one read) are noted warm; it would read any other twice.
+      const warmable = !this.codec.encrypted && !this.codec.compressed
       for (; renamed < writes.length; renamed++) {
         const file = this.filePath(writes[renamed]!.key)
         yield* staging.rename(staged[renamed]!, file)
-        warm.touch(file)
+        const { head, value } = files[renamed]!
+        if (warmable && head.length + value.length < GET_READ) warm.touch(file)
       }
       yield* staging.syncDir()
     } finally {

@@ -1,6 +1,7 @@
 /**
  * Key files this process wrote, or read by an async get, in the last few
- * seconds: their pages are almost surely in the kernel's page cache, so an
+ * seconds, of the kind the store's one-read path answers (plain, under
+ * 64 KiB; the store notes only those): their pages are almost surely in the kernel's page cache, so an
  * async get of one reads it on the calling thread (one open, one read, one
  * close: about 10 µs) instead of taking two threadpool tasks (about 100 µs
  * on a 2-core machine). A blocking get does not note its file: only async
