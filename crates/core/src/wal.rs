@@ -836,18 +836,24 @@ impl Wal {
     /// `all`), and arms the background thread for the next one.
     fn release_kept_keys(&self, all: bool) {
         let now = Instant::now();
-        let (due, next) = {
+        let due: Vec<u128> = lock(&self.kept).iter().filter(|(_, k)| all || k.until <= now).map(|(h, _)| *h).collect();
+        for hash in due {
+            // Each one out of the map and its file removed under one hold of
+            // the map: a holder that finds no kept file here (take_kept_key)
+            // then finds no file either. Removing the file after letting go
+            // of the map made a `try_lock` in that moment meet the file
+            // still there, named by this live process: busy, with nobody
+            // holding the key.
             let mut kept = lock(&self.kept);
-            let due: Vec<(u128, String)> = kept.iter().filter(|(_, k)| all || k.until <= now).map(|(h, k)| (*h, k.token.clone())).collect();
-            for (h, _) in &due {
-                kept.remove(h);
+            // Taken by a holder meanwhile, or kept again since: not due any more.
+            if !kept.get(&hash).is_some_and(|k| all || k.until <= now) {
+                continue;
             }
-            (due, kept.values().map(|k| k.until).min())
-        };
-        for (hash, token) in due {
+            let Some(k) = kept.remove(&hash) else { continue };
             // One that cannot be removed names this live process: as after any failed release.
-            let _ = self.files.locker().release(&format!("{hash:032x}"), &token);
+            let _ = self.files.locker().release(&format!("{hash:032x}"), &k.token);
         }
+        let next = lock(&self.kept).values().map(|k| k.until).min();
         if let Some(t) = next {
             let mut st = lock(&self.bg.state);
             if st.keys_at.is_none_or(|k| k > t) {

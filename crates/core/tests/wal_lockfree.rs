@@ -29,6 +29,9 @@ fn key(s: &str) -> Vec<u8> {
     encode(&Key::str(s))
 }
 
+/// Code run once at a point of a file call.
+type OnceHook = Box<dyn FnOnce() + Send>;
+
 /// The real file system, counting the key lock files created, with a gate
 /// on the log's frame writes and a second name for the store directory.
 #[derive(Clone, Default)]
@@ -46,6 +49,8 @@ struct Probe {
     /// Each frame write yields this long first (widens the window between
     /// a lock-free write's decision and its frame).
     delay_micros: Arc<AtomicU64>,
+    /// Run once, in the removal of the next key lock file, before it.
+    at_key_lock_removal: Arc<Mutex<Option<OnceHook>>>,
 }
 
 impl Probe {
@@ -118,6 +123,15 @@ impl VfsHooks for Probe {
             _ => {}
         }
         r
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.ends_with(".lock") && name != format!(".{WAL_LOCK_HEX}.lock") {
+            if let Some(f) = self.at_key_lock_removal.lock().unwrap().take() {
+                f();
+            }
+        }
+        RealFs.remove_file(path)
     }
     fn open_write(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
         let f = RealFs.open_write(path)?;
@@ -568,6 +582,41 @@ fn a_released_key_lock_file_is_kept_for_this_process_and_only_briefly() {
     a.unlock(&[&k]).unwrap();
     a.stop_background();
     assert!(lock_files(&dir).is_empty(), "a close left {:?}", lock_files(&dir));
+}
+
+/// The background release of a kept key lock file takes it out of the
+/// kept map and removes the file as one step: a `try_lock` of this process
+/// in between used to find neither the kept entry nor a free file (the file
+/// named this live process), and answered busy with nobody holding the key.
+#[test]
+fn a_try_lock_during_the_release_of_a_kept_lock_file_is_not_busy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, pa, _b, _) = two(tmp.path());
+    let k = key("k");
+    a.lock(&[&k]).unwrap();
+    a.unlock(&[&k]).unwrap();
+    assert_eq!(key_lock_files(&tmp.path().join("s")).len(), 1, "kept idle");
+    // In the removal: another thread of this process tries the key, and
+    // this waits up to 300 ms for its answer (it waits for the release to
+    // end, or answers at once).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let rx = Arc::new(Mutex::new(rx));
+    let within = Arc::new(Mutex::new(None));
+    let (a2, k2, rx2, within2) = (a.clone(), k.clone(), rx.clone(), within.clone());
+    *pa.at_key_lock_removal.lock().unwrap() = Some(Box::new(move || {
+        std::thread::spawn(move || tx.send(a2.try_lock(&[&k2]).unwrap()).unwrap());
+        *within2.lock().unwrap() = Some(rx2.lock().unwrap().recv_timeout(std::time::Duration::from_millis(300)).ok());
+    }));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while within.lock().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "the kept lock file was never released");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert_ne!(within.lock().unwrap().unwrap(), Some(false), "busy while its lock file was being released");
+    // It waited for the release, then took the key.
+    assert!(rx.lock().unwrap().recv().unwrap(), "the try_lock after the release");
+    a.unlock(&[&k]).unwrap();
+    assert!(lock_files_after_idle_hold(&tmp.path().join("s")).is_empty());
 }
 
 #[test]
