@@ -1379,9 +1379,13 @@ impl FileStore {
     /// time. Files that are not key files are ignored; key files that cannot
     /// be read are reported in [`ListResult::corrupt`]; nothing is changed.
     pub fn list(&self) -> Result<ListResult> {
+        // The log before the directory: a checkpoint between the two moves
+        // logged keys into files and empties the log, so the other order
+        // missed those keys (neither in the names nor in the log). In this
+        // one each is in `logged`, and `list_logged` reads its file.
+        let logged = self.logged_keys()?;
         let names =
             self.files.vfs.read_dir(&self.files.dir).map_err(|e| Error::io(e, "cannot list the store directory", &self.files.dir))?;
-        let logged = self.logged_keys()?;
         let mut out = ListResult::default();
         for name in names {
             if !shadowed(&logged, &name) {
@@ -1439,9 +1443,10 @@ impl FileStore {
     /// foreign files are skipped, unreadable key files reported, nothing changed.
     /// A key written or deleted while the cursor runs may or may not be seen.
     pub fn list_cursor(self: &Arc<Self>) -> Result<ListCursor> {
+        // The log before the directory, as in `list`.
+        let logged = self.logged_keys()?;
         let names =
             self.files.vfs.read_dir_iter(&self.files.dir).map_err(|e| Error::io(e, "cannot list the store directory", &self.files.dir))?;
-        let logged = self.logged_keys()?;
         let puts = logged_puts(&logged);
         Ok(ListCursor { store: Arc::clone(self), names: Some(names), logged, puts })
     }

@@ -23,14 +23,11 @@ use konserve_core::format::wal::{NewWalRecord, WalOp, FRAMES_AT, WAL_FILE_NAME};
 use konserve_core::vfs::{RealFs, Vfs, VfsFile};
 use konserve_core::wal::{record_hash, OwnedRecord, Wal, WalLookup, WalOptions, WAL_LOCK_HEX};
 use konserve_core::*;
-use support::passthrough::{FileHooks, Hooked, HookedFile, VfsHooks};
+use support::passthrough::{FileHooks, Hooked, HookedFile, OnceHook, VfsHooks};
 
 fn key(s: &str) -> Vec<u8> {
     encode(&Key::str(s))
 }
-
-/// Code run once at a point of a file call.
-type OnceHook = Box<dyn FnOnce() + Send>;
 
 /// The real file system, counting the key lock files created, with a gate
 /// on the log's frame writes and a second name for the store directory.
@@ -50,7 +47,7 @@ struct Probe {
     /// a lock-free write's decision and its frame).
     delay_micros: Arc<AtomicU64>,
     /// Run once, in the removal of the next key lock file, before it.
-    at_key_lock_removal: Arc<Mutex<Option<OnceHook>>>,
+    at_key_lock_removal: OnceHook,
 }
 
 impl Probe {
@@ -127,9 +124,7 @@ impl VfsHooks for Probe {
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if name.ends_with(".lock") && name != format!(".{WAL_LOCK_HEX}.lock") {
-            if let Some(f) = self.at_key_lock_removal.lock().unwrap().take() {
-                f();
-            }
+            self.at_key_lock_removal.run();
         }
         RealFs.remove_file(path)
     }
@@ -603,10 +598,10 @@ fn a_try_lock_during_the_release_of_a_kept_lock_file_is_not_busy() {
     let rx = Arc::new(Mutex::new(rx));
     let within = Arc::new(Mutex::new(None));
     let (a2, k2, rx2, within2) = (a.clone(), k.clone(), rx.clone(), within.clone());
-    *pa.at_key_lock_removal.lock().unwrap() = Some(Box::new(move || {
+    pa.at_key_lock_removal.set(move || {
         std::thread::spawn(move || tx.send(a2.try_lock(&[&k2]).unwrap()).unwrap());
         *within2.lock().unwrap() = Some(rx2.lock().unwrap().recv_timeout(std::time::Duration::from_millis(300)).ok());
-    }));
+    });
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while within.lock().unwrap().is_none() {
         assert!(std::time::Instant::now() < deadline, "the kept lock file was never released");

@@ -189,3 +189,29 @@ impl VfsHooks for StagingGate {
         self.inner.create_new(path)
     }
 }
+
+/// Code a test sets to run once at a point of a file call (the hook of a
+/// [`VfsHooks`] override): shared by the test and its file system.
+#[derive(Clone, Default)]
+pub struct OnceHook(std::sync::Arc<std::sync::Mutex<Option<HookFn>>>);
+
+type HookFn = Box<dyn FnOnce() + Send>;
+
+impl OnceHook {
+    pub fn set(&self, f: impl FnOnce() + Send + 'static) {
+        *self.0.lock().unwrap() = Some(Box::new(f));
+    }
+
+    /// Runs the hook if one is set (outside the slot's mutex), and unsets it.
+    pub fn run(&self) {
+        let f = self.0.lock().unwrap().take();
+        if let Some(f) = f {
+            f();
+        }
+    }
+
+    /// Whether it is set and has not run yet.
+    pub fn is_set(&self) -> bool {
+        self.0.lock().unwrap().is_some()
+    }
+}
