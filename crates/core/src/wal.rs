@@ -341,7 +341,12 @@ struct KeptKey {
 #[derive(Default)]
 struct Background {
     state: Mutex<BgState>,
+    /// Wakes the background thread (a time set earlier, or a stop).
     wake: Condvar,
+    /// Wakes the committer thread waiting for more (a submission, or a
+    /// stop): its own, so that a write one at a time does not wake the
+    /// background thread too (which cost about 16 µs of CPU per write).
+    committer_wake: Condvar,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -607,7 +612,7 @@ fn committer(mut wal: Arc<Wal>) {
                     break false;
                 }
                 st.committer_waiting = true;
-                st = bg.wake.wait_timeout(st, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
+                st = bg.committer_wake.wait_timeout(st, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
                 st.committer_waiting = false;
             }
         };
@@ -779,6 +784,7 @@ impl Wal {
             st.running = false;
         }
         self.bg.wake.notify_all();
+        self.bg.committer_wake.notify_all();
         // An idle checkpoint running on the thread stops after its slice
         // (see `idle_checkpoint`); any checkpoint is waited for, so none holds
         // its lock file once the store is closed. (Before the log lock: a
@@ -1411,7 +1417,7 @@ impl Wal {
             st.submitted += 1;
             if st.committer_waiting {
                 drop(st);
-                self.bg.wake.notify_all();
+                self.bg.committer_wake.notify_one();
             }
             return Ok(());
         }
