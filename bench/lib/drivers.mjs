@@ -40,6 +40,9 @@ export async function pool(items, conc, fn) {
 // The read cache in front of the file store: sized to hold every key of the get cases.
 const CACHE = { maxEntries: 100_000, maxBytes: 256 << 20 }
 
+/** The file store under each read cache the driver opened (closed with it). */
+const under = new WeakMap()
+
 /** `lib`: another build of konserve (bench/peers.mjs --before), named `label` in the tables. */
 /** `wal`: the store on its write-ahead log (docs/WAL.md, the `wal: true` option). */
 export function konserve({ impl = 'native', api = 'sync', durable = true, cached = false, wal = false, lib, label }) {
@@ -60,9 +63,20 @@ export function konserve({ impl = 'native', api = 'sync', durable = true, cached
     defaultApi: api,
     config: `${cached ? `withCache(${base}, { maxEntries: 100000, maxBytes: 256 MiB })` : base}${sync ? ', { sync: true } calls' : ', Promise calls'}`,
     open: cached
-      ? async (dir) => k.withCache(await k.connectFsStore(dir, { sync, native, syncBlob: durable, ...walOpt }), CACHE)
+      ? async (dir) => {
+          const files = await k.connectFsStore(dir, { sync, native, syncBlob: durable, ...walOpt })
+          const s = k.withCache(files, CACHE)
+          under.set(s, files)
+          return s
+        }
       : (dir) => k.connectFsStore(dir, { sync, native, syncBlob: durable, ...walOpt }),
-    close: () => {},
+    // Closed after each run: an open store's background work (the log's idle
+    // checkpoint, its kept lock files) would otherwise run into the next
+    // store's run and tax it.
+    close: async (s) => {
+      await k.close(s)
+      if (under.has(s)) await k.close(under.get(s))
+    },
     put: (s, key, v) => k.assoc(s, key, v, o),
     get: (s, key) => k.get(s, key, o),
     update: (s, key) => k.updateIn(s, [key], inc, o),
