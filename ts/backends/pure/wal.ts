@@ -1018,7 +1018,17 @@ export class Wal {
     this.counters.records += records.length
     this.armIdle()
     // The frame is durable: acknowledged whatever happens now. The index
-    // takes it in here, or at the next catch-up if this read fails.
+    // takes it in here from the bytes just written (no read back), unless a
+    // reader's catch-up read it meanwhile; anything else, at the next one.
+    const f = decodeFrameAt(frame, 0, generation, seq)
+    const now = this.index
+    if (f && now.header.generation === generation && now.lastSeq + 1n === seq && now.end === at) {
+      now.add(f, at)
+      this.version++
+      // Under the log lock nobody else appended: current for any catch-up called before now.
+      this.freshAs = Math.max(this.freshAs, ++this.readTickets)
+      return
+    }
     try {
       yield* this.catchUp()
     } catch {
