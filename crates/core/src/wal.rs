@@ -1566,12 +1566,7 @@ impl Wal {
         if let Err(e) = self.write_at(&hint, HINT_AT as u64, "cannot write the write-ahead log's end hint") {
             // The frame is whole and fits: a reader that scans may have seen
             // it, so it stays (never acknowledged; the next frame follows it).
-            if let Ok(Some(f)) = decode_frame_at(&frame, 0, generation, seq) {
-                let mut idx = lock(&self.index);
-                if idx.header.generation == generation && idx.last_seq + 1 == seq {
-                    idx.add(&f, at);
-                }
-            }
+            self.take_in_own_frame(&mut lock(&self.index), &frame, generation, seq, at);
             return Err(e);
         }
         self.syncing.store(true, Ordering::Release);
@@ -1586,13 +1581,23 @@ impl Wal {
         // a reader's catch-up read it meanwhile; anything else, at the next
         // catch-up.
         let mut idx = lock(&self.index);
-        match decode_frame_at(&frame, 0, generation, seq) {
-            Ok(Some(f)) if idx.header.generation == generation && idx.last_seq + 1 == seq && idx.end == at => idx.add(&f, at),
-            _ => {
-                let _ = self.catch_up(&mut idx);
-            }
+        if !self.take_in_own_frame(&mut idx, &frame, generation, seq, at) {
+            let _ = self.catch_up(&mut idx);
         }
         Ok(())
+    }
+
+    /// Takes the frame this process just wrote at `at` into the index from
+    /// its bytes (no read back). Whether it did: not when a reader's
+    /// catch-up took it in meanwhile, or the index is elsewhere.
+    fn take_in_own_frame(&self, idx: &mut Index, frame: &[u8], generation: u64, seq: u64, at: u64) -> bool {
+        match decode_frame_at(frame, 0, generation, seq) {
+            Ok(Some(f)) if idx.header.generation == generation && idx.last_seq + 1 == seq && idx.end == at => {
+                idx.add(&f, at);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Whether this log takes writes: `ERR_STORE_POISONED` once one of its

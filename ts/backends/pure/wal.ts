@@ -1005,12 +1005,7 @@ export class Wal {
     } catch (err) {
       // The frame is whole and fits: a reader that scans may have seen
       // it, so it stays (never acknowledged; the next frame follows it).
-      const f = decodeFrameAt(frame, 0, generation, seq)
-      const now = this.index
-      if (f && now.header.generation === generation && now.lastSeq + 1n === seq && now.end === at) {
-        now.add(f, at)
-        this.version++
-      }
+      this.takeInOwnFrame(frame, generation, seq, at)
       throw err
     }
     yield* this.syncLog('cannot fdatasync the write-ahead log')
@@ -1020,11 +1015,7 @@ export class Wal {
     // The frame is durable: acknowledged whatever happens now. The index
     // takes it in here from the bytes just written (no read back), unless a
     // reader's catch-up read it meanwhile; anything else, at the next one.
-    const f = decodeFrameAt(frame, 0, generation, seq)
-    const now = this.index
-    if (f && now.header.generation === generation && now.lastSeq + 1n === seq && now.end === at) {
-      now.add(f, at)
-      this.version++
+    if (this.takeInOwnFrame(frame, generation, seq, at)) {
       // Under the log lock nobody else appended: current for any catch-up called before now.
       this.freshAs = Math.max(this.freshAs, ++this.readTickets)
       return
@@ -1034,6 +1025,20 @@ export class Wal {
     } catch {
       // Acknowledged all the same.
     }
+  }
+
+  /**
+   * Takes the frame this process just wrote at `at` into the index from its
+   * bytes (no read back). Whether it did: not when a reader's catch-up took
+   * it in meanwhile, or the index is elsewhere.
+   */
+  private takeInOwnFrame(frame: Uint8Array, generation: bigint, seq: bigint, at: number): boolean {
+    const f = decodeFrameAt(frame, 0, generation, seq)
+    const now = this.index
+    if (!f || now.header.generation !== generation || now.lastSeq + 1n !== seq || now.end !== at) return false
+    now.add(f, at)
+    this.version++
+    return true
   }
 
   /**
