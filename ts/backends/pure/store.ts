@@ -672,8 +672,8 @@ export class PureFileBacking implements Backing, KeyFiles {
         yield* staging.seal(s)
       }.bind(this))
       staging.checkWritable()
-      // Files getValueNow can answer (plain, and read whole by its one read) are noted warm; it would read any other twice.
-      const warmable = !this.codec.encrypted && !this.codec.compressed
+      // Files getValueNow can answer (no log, plain, and read whole by its one read) are noted warm; it would read any other twice.
+      const warmable = !this.wal && !this.codec.encrypted && !this.codec.compressed
       for (; renamed < writes.length; renamed++) {
         const file = this.filePath(writes[renamed]!.key)
         yield* staging.rename(staged[renamed]!, file)
