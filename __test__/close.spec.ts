@@ -5,12 +5,13 @@
  * their file descriptors are released; `Symbol.asyncDispose` closes; closing
  * again does nothing; deleteStore ends the stores open on its directory.
  */
-import { mkdtempSync, readdirSync, readlinkSync } from 'node:fs'
+import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import test from 'ava'
 import * as k from 'konserve'
 import type { KonserveError, Store } from 'konserve'
+import { fdsIn } from './helpers/api.js'
 
 type Kind = 'memory' | 'native' | 'pure'
 const kinds: Kind[] = ['memory', 'native', 'pure']
@@ -31,19 +32,6 @@ async function codeOf(f: () => unknown): Promise<string | undefined> {
   return undefined
 }
 
-/**
- * This process's descriptors open on files in `dir` (not all of them: the test
- * runner's own, such as its TypeScript loader's cache files, come and go).
- */
-const fds = (dir: string) =>
-  readdirSync('/proc/self/fd').filter((fd) => {
-    try {
-      return readlinkSync(`/proc/self/fd/${fd}`).startsWith(`${dir}/`)
-    } catch {
-      return false // closed since the listing
-    }
-  }).length
-
 for (const kind of kinds) {
   for (const form of ['sync', 'async'] as const) {
     test(`${kind} (${form}): calls after close fail with ERR_CLOSED; closing again does nothing`, async (t) => {
@@ -57,11 +45,14 @@ for (const kind of kinds) {
       t.true(p instanceof Promise)
       t.is(await codeOf(() => p), 'ERR_CLOSED')
       t.is(await codeOf(() => k.update(db, 'a', (x: number) => x + 1)), 'ERR_CLOSED')
-      t.is(await codeOf(async () => {
-        for await (const _ of k.logStream(db, 'l')) {
-          // nothing
-        }
-      }), 'ERR_CLOSED')
+      t.is(
+        await codeOf(async () => {
+          for await (const _ of k.logStream(db, 'l')) {
+            // nothing
+          }
+        }),
+        'ERR_CLOSED',
+      )
       // Again: nothing happens, both forms.
       t.is(k.close(db, { sync: true }), undefined)
       t.is(await k.close(db), undefined)
@@ -83,9 +74,15 @@ for (const kind of ['native', 'pure'] as const) {
     const n = 50
     const appends = Array.from({ length: n }, (_, i) => k.append(db, 'log', i))
     await k.close(db)
-    t.deepEqual((await Promise.all(appends)).sort((a, b) => a - b), Array.from({ length: n }, (_, i) => i + 1))
+    t.deepEqual(
+      (await Promise.all(appends)).sort((a, b) => a - b),
+      Array.from({ length: n }, (_, i) => i + 1),
+    )
     const again = open(kind, dir)
-    t.deepEqual(k.log(again, 'log', { sync: true }), Array.from({ length: n }, (_, i) => i))
+    t.deepEqual(
+      k.log(again, 'log', { sync: true }),
+      Array.from({ length: n }, (_, i) => i),
+    )
     k.close(again, { sync: true })
   })
 
@@ -95,13 +92,13 @@ for (const kind of ['native', 'pure'] as const) {
     const db = open(kind, dir)
     k.bassoc(db, 'blob', Buffer.alloc(3 << 20, 7), { sync: true })
     for (let i = 0; i < 3; i++) k.append(db, 'log', i, { sync: true })
-    const before = fds(dir)
+    const before = fdsIn(dir)
     const streams = await Promise.all([1, 2, 3].map(() => k.readBlob(db, 'blob', { as: 'stream' })))
     const iter = k.logStream(db, 'log')[Symbol.asyncIterator]()
     t.is((await iter.next()).value, 0)
-    t.true(fds(dir) > before, `the streams hold descriptors: ${fds(dir)} vs ${before}`)
+    t.true(fdsIn(dir) > before, `the streams hold descriptors: ${fdsIn(dir)} vs ${before}`)
     await k.close(db)
-    t.is(fds(dir), before, 'close released every descriptor')
+    t.is(fdsIn(dir), before, 'close released every descriptor')
     // A stream whose store was closed fails when read on, never hangs.
     for (const s of streams) {
       const err = await t.throwsAsync(async () => {
@@ -131,7 +128,15 @@ test('write-behind: async close writes the queue to the back first', async (t) =
   await k.close(tiered)
   t.is(await codeOf(() => k.get(tiered, 'k0')), 'ERR_CLOSED')
   // The back stays open (it is the caller's) and holds every write.
-  t.deepEqual((await k.multiGet(back, Array.from({ length: 20 }, (_, i) => `k${i}`))).size, 20)
+  t.deepEqual(
+    (
+      await k.multiGet(
+        back,
+        Array.from({ length: 20 }, (_, i) => `k${i}`),
+      )
+    ).size,
+    20,
+  )
 })
 
 test('closing a store ends the cached and tiered stores built over it', async (t) => {

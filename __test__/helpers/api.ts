@@ -3,7 +3,7 @@
  * calls with `{ sync: true }` and asserts the result is a plain value (no
  * Promise); `api('async')` asserts a Promise. Either way the test awaits it.
  */
-import { mkdtempSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import * as k from 'konserve'
@@ -62,6 +62,20 @@ export type Api = ReturnType<typeof api>
 export function tempDir(prefix = 'konserve-test-'): string {
   return mkdtempSync(join(tmpdir(), prefix))
 }
+
+/**
+ * This process's descriptors open on files in `dir`. Not all of them: tests of
+ * one file run concurrently, and the runner's own (its loader's cache files)
+ * come and go.
+ */
+export const fdsIn = (dir: string): number =>
+  readdirSync('/proc/self/fd').filter((fd) => {
+    try {
+      return readlinkSync(`/proc/self/fd/${fd}`).startsWith(`${dir}/`)
+    } catch {
+      return false // closed since the listing
+    }
+  }).length
 
 export interface StoreKind {
   name: string
