@@ -1,10 +1,11 @@
 /**
- * XXH3's long loop in WebAssembly (ts/codec/xxh3-wasm.ts): the same hashes as
- * the JavaScript loop and the reference library (xxhash-addon) at every
- * boundary of the loop and of the copy window, on unaligned inputs; the
- * module is small enough for a browser's main thread to compile it
- * synchronously; without WebAssembly the JavaScript loop still hashes; and the
- * short paths (their 64-bit products from Math.imul and a double) match too.
+ * XXH3 in WebAssembly (ts/codec/xxh3-wasm.ts: the long loop, and the 17..240
+ * byte paths of XXH3-64): the same hashes as the JavaScript code and the
+ * reference library (xxhash-addon) at every boundary of the loop and of the
+ * copy window, on unaligned inputs; the module is small enough for a
+ * browser's main thread to compile it synchronously; without WebAssembly the
+ * JavaScript code still hashes; and the short paths (the JavaScript ones'
+ * 64-bit products from Math.imul and a double) match too.
  */
 import test from 'ava'
 import { execFileSync } from 'node:child_process'
@@ -78,12 +79,13 @@ console.log(JSON.stringify({ wasm: x.wasmXxh3(), h64: String(x.xxh3_64(b)) }))`
   t.deepEqual(out, { wasm: false, h64: String(ref.XXHash3.hash(b).readBigUInt64BE(0)) })
 })
 
-test('short inputs (0..240 bytes, the JavaScript paths and their 64-bit products): the reference\'s hashes (property)', (t) => {
+test('short inputs (0..240 bytes: the JavaScript paths and their 64-bit products, and the WebAssembly 17..240-byte paths): the reference\'s hashes (property)', (t) => {
   for (let i = 0; i < 3000; i++) {
     const n = i % 241
-    // Random bytes, and every few all 0xff (the largest products).
-    const b = i % 7 === 0 ? new Uint8Array(n).fill(0xff) : randomBytes(n)
+    // Random bytes at an odd offset, and every few all 0xff (the largest products) or all zeros.
+    const b = i % 7 === 0 ? new Uint8Array(n).fill(0xff) : i % 11 === 0 ? new Uint8Array(n) : randomBytes(n + 1).subarray(1)
     const r = both(b)
     t.deepEqual(r.js, r.ref, `length ${n}`)
+    t.deepEqual(r.wasm, r.ref, `length ${n} (WebAssembly)`)
   }
 })
