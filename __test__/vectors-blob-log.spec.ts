@@ -35,11 +35,13 @@ import { createPureCodec } from '../ts/backends/pure/codec.js'
 import { openPureStore } from '../ts/backends/pure/store.js'
 
 const vectorPath = (name: string) => new URL(`../test-vectors/${name}`, import.meta.url)
-const load = <T>(name: string): T | undefined => (existsSync(vectorPath(name)) ? (JSON.parse(readFileSync(vectorPath(name), 'utf8')) as T) : undefined)
+const load = <T>(name: string): T | undefined =>
+  existsSync(vectorPath(name)) ? (JSON.parse(readFileSync(vectorPath(name), 'utf8')) as T) : undefined
 const hex = (s: string) => new Uint8Array(Buffer.from(s, 'hex'))
 const toHex = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex')
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex')
-const same = (a: Uint8Array, b: Uint8Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength))
+const same = (a: Uint8Array, b: Uint8Array) =>
+  Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength))
 
 /** The vectors' blob: byte i is `(i * 7 + (i >> 10)) & 0xff`. */
 function blobOf(n: number): Uint8Array {
@@ -47,7 +49,6 @@ function blobOf(n: number): Uint8Array {
   for (let i = 0; i < n; i++) out[i] = (i * 7 + (i >> 10)) & 0xff
   return out
 }
-
 
 /** A pure store over a fresh directory holding `bytes` as the file of `keyCke`. */
 function storeWith(t: { teardown(f: () => void): void }, keyCke: Uint8Array, bytes: Uint8Array, compressor: number, secret: string | null) {
@@ -92,7 +93,11 @@ if (!blobs) {
 } else {
   test('blob vectors: every codec, and sizes around the chunk size', (t) => {
     for (const c of [0, 1]) for (const e of [null, 'x']) t.true(blobs.some((v) => v.compressor === c && (v.encryptionKey === null) === (e === null)))
-    for (const n of [0, 1 << 20, (1 << 20) + 1]) t.true(blobs.some((v) => v.blobLength === n), `a blob of ${n} bytes`)
+    for (const n of [0, 1 << 20, (1 << 20) + 1])
+      t.true(
+        blobs.some((v) => v.blobLength === n),
+        `a blob of ${n} bytes`,
+      )
   })
 
   const inputOf = (v: BlobVector, crypto: CryptoProvider) => ({
@@ -129,27 +134,36 @@ if (!blobs) {
       })
     }
 
-    test(`blob vector: ${v.name}: streamed in odd pieces, the same bytes`, (t) => {
-      const input = inputOf(v, nodeCryptoProvider)
-      const codec = file.segmentCodec(input.compressor, input.encryptor, { secret: input.secret, crypto: nodeCryptoProvider, keyHash: file.keyHash(input.keyCke) })
-      const random = { bytes: input.random, pos: 0 }
-      const metaStored = file.encodeMetaSegment.sync(codec, input.keyCke, input.meta, random)
-      const parts: Uint8Array[] = []
-      // eslint-disable-next-line require-yield
-      const sink: ChunkSink = function* (stored) {
-        parts.push(stored.slice())
-      }
-      const enc = new ChunkedEncoder(codec, random)
-      let at = 0
-      for (const n of [0, 4099, 1 << 20, 1, 7, 3 << 20]) {
-        runBlocking(enc.write(input.value.subarray(at, at + n), sink))
-        at = Math.min(input.value.length, at + n)
-      }
-      runBlocking(enc.write(input.value.subarray(at), sink))
-      const tail = runBlocking(enc.finish(sink))
-      const whole = Buffer.concat([blobHeader(codec, metaStored, enc.valueLength, tail), metaStored, ...parts, tail])
-      t.is(sha256(whole), v.fileSha256)
-    })
+    for (const last of [false, true])
+      test(`blob vector: ${v.name}: streamed in odd pieces, the same bytes${last ? ' (the rest by finishWith)' : ''}`, (t) => {
+        const input = inputOf(v, nodeCryptoProvider)
+        const codec = file.segmentCodec(input.compressor, input.encryptor, {
+          secret: input.secret,
+          crypto: nodeCryptoProvider,
+          keyHash: file.keyHash(input.keyCke),
+        })
+        const random = { bytes: input.random, pos: 0 }
+        const metaStored = file.encodeMetaSegment.sync(codec, input.keyCke, input.meta, random)
+        const parts: Uint8Array[] = []
+        // eslint-disable-next-line require-yield
+        const sink: ChunkSink = function* (stored) {
+          parts.push(stored.slice())
+        }
+        const enc = new ChunkedEncoder(codec, random)
+        let at = 0
+        for (const n of [0, 4099, 1 << 20, 1, 7, 3 << 20]) {
+          runBlocking(enc.write(input.value.subarray(at, at + n), sink))
+          at = Math.min(input.value.length, at + n)
+        }
+        let tail: Uint8Array
+        if (last) tail = runBlocking(enc.finishWith(input.value.subarray(at), sink))
+        else {
+          runBlocking(enc.write(input.value.subarray(at), sink))
+          tail = runBlocking(enc.finish(sink))
+        }
+        const whole = Buffer.concat([blobHeader(codec, metaStored, enc.valueLength, tail), metaStored, ...parts, tail])
+        t.is(sha256(whole), v.fileSha256)
+      })
 
     test(`blob vector: ${v.name}: the pure store reads it (whole, ranges, metadata)`, (t) => {
       const bytes = encodeBlobFileSync(inputOf(v, nodeCryptoProvider))
@@ -162,7 +176,12 @@ if (!blobs) {
       t.teardown(() => src.close())
       t.is(src.size, v.blobLength)
       t.is(toHex(src.meta.meta), v.meta)
-      for (const [o, n] of [[0, v.blobLength], [1, 5], [(1 << 20) - 3, 7], [v.blobLength, 3]] as const) {
+      for (const [o, n] of [
+        [0, v.blobLength],
+        [1, 5],
+        [(1 << 20) - 3, 7],
+        [v.blobLength, 3],
+      ] as const) {
         if (o > v.blobLength) continue
         t.true(same(src.read.sync(o, n), blob.subarray(o, o + n)), `read ${o}+${n}`)
       }
@@ -212,10 +231,14 @@ if (!logs) {
   test('log vectors: every codec, both layouts, and a trimmed log', (t) => {
     for (const layout of ['committed', 'legacy']) {
       for (const c of [0, 1]) {
-        for (const e of [null, 'x']) t.true(logs.some((v) => v.layout === layout && v.compressor === c && (v.encryptionKey === null) === (e === null)))
+        for (const e of [null, 'x'])
+          t.true(logs.some((v) => v.layout === layout && v.compressor === c && (v.encryptionKey === null) === (e === null)))
       }
     }
-    t.true(logs.some((v) => v.trim && v.trim.keepFrom > 0), 'a trimmed log')
+    t.true(
+      logs.some((v) => v.trim && v.trim.keepFrom > 0),
+      'a trimmed log',
+    )
   })
 
   /** The records the vector's file holds (a trimmed log: those from keepFrom on). */
@@ -231,7 +254,8 @@ if (!logs) {
     crypto,
   })
 
-  const recordsOf = (v: LogVector): LogRecord[] => v.records.map((r) => ({ index: r.index, stamp: r.stamp, serializer: r.serializer, bytes: hex(r.bytes) }))
+  const recordsOf = (v: LogVector): LogRecord[] =>
+    v.records.map((r) => ({ index: r.index, stamp: r.stamp, serializer: r.serializer, bytes: hex(r.bytes) }))
   const inputOf = (v: LogVector, crypto: CryptoProvider, records = recordsOf(v)) => ({
     compressor: v.compressor,
     encryptor: v.encryptionKey === null ? 0 : 1,
@@ -293,14 +317,18 @@ if (!logs) {
         if (v.commit) t.like(d.commit, v.commit)
         else t.is(d.commit, undefined)
         const last = kept[kept.length - 1]
-        t.deepEqual(d.log, last ? { firstIndex: kept[0]!.index, lastIndex: last.index, lastStamp: last.stamp } : { firstIndex: 0, lastIndex: -1, lastStamp: 0 })
+        t.deepEqual(
+          d.log,
+          last ? { firstIndex: kept[0]!.index, lastIndex: last.index, lastStamp: last.stamp } : { firstIndex: 0, lastIndex: -1, lastStamp: 0 },
+        )
         const whole = fl.sync ? keyfile.decodeKeyFileSync(hex(v.file), ctx) : await keyfile.decodeKeyFileAsync(hex(v.file), ctx)
         t.is(whole.value.length, 0)
         t.deepEqual(whole.log, d.log)
         t.is(whole.header.flags, v.layout === 'legacy' ? file.FLAG_LOG : file.FLAGS_COMMITTED_LOG)
         // One byte short: the earlier layout drops its torn last record; the current one refuses.
         const short = hex(v.file).subarray(0, v.file.length / 2 - 1)
-        if (v.layout === 'legacy') t.is((fl.sync ? decodeLogFileSync(short, ctx) : await decodeLogFileAsync(short, ctx)).records.length, kept.length - 1)
+        if (v.layout === 'legacy')
+          t.is((fl.sync ? decodeLogFileSync(short, ctx) : await decodeLogFileAsync(short, ctx)).records.length, kept.length - 1)
         else t.is(await outcome(() => (fl.sync ? decodeLogFileSync(short, ctx) : decodeLogFileAsync(short, ctx))), 'ERR_CORRUPT')
       })
     }
@@ -317,7 +345,9 @@ if (!logs) {
         kept,
       )
       const last = kept[kept.length - 1]
-      const info = last ? { firstIndex: kept[0]!.index, lastIndex: last.index, lastStamp: last.stamp } : { firstIndex: 0, lastIndex: -1, lastStamp: 0 }
+      const info = last
+        ? { firstIndex: kept[0]!.index, lastIndex: last.index, lastStamp: last.stamp }
+        : { firstIndex: 0, lastIndex: -1, lastStamp: 0 }
       t.deepEqual(store.getMeta.sync(keyCke)!.log, info)
       t.deepEqual((await store.get.async(keyCke))!.log, info)
       const next = (last?.index ?? -1) + 1

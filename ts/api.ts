@@ -1198,6 +1198,17 @@ function* writeBytes(sink: BlobSink, bytes: Uint8Array): Handler<void> {
   for (let at = 0; at < bytes.length; at += SLICE) yield* sink.write(bytes.subarray(at, at + SLICE))
 }
 
+/** Writes a whole blob's bytes and commits: the last slice through `commitWith` where the sink has it (no copy of its last chunk). */
+function* writeAllAndCommit(sink: BlobSink, bytes: Uint8Array): Handler<void> {
+  if (!sink.commitWith) {
+    yield* writeBytes(sink, bytes)
+    return yield* sink.commit()
+  }
+  const last = bytes.length === 0 ? 0 : Math.floor((bytes.length - 1) / SLICE) * SLICE
+  yield* writeBytes(sink, bytes.subarray(0, last))
+  yield* sink.commitWith(bytes.subarray(last))
+}
+
 /**
  * Drains a stream into the sink. Small pieces are copied into one reused
  * GATHER-sized buffer (a stream may reuse its own buffer for the next piece,
@@ -1302,9 +1313,11 @@ const bassocOp = gensync(function* (store: Store, key: Key, input: unknown, w: W
       }
       const fill = function* (sink: BlobSink): Handler<void> {
         try {
-          if (bytes) yield* writeBytes(sink, bytes)
-          else yield* writeStream(sink, src!)
-          yield* sink.commit()
+          if (bytes) yield* writeAllAndCommit(sink, bytes)
+          else {
+            yield* writeStream(sink, src!)
+            yield* sink.commit()
+          }
         } catch (err) {
           // Nothing of the new blob is left; a failing abort must not hide why.
           try {

@@ -132,6 +132,12 @@ export interface LogCursor {
 export interface BlobSink {
   write: Op<[bytes: Uint8Array], void>
   commit: Op<[], void>
+  /**
+   * Optional: `write(bytes)` then `commit()`, for the blob's last bytes, which
+   * the sink reads only during the call: it may store them without the copy a
+   * `write` makes of a last partial chunk (more bytes might follow a write).
+   */
+  commitWith?: Op<[bytes: Uint8Array], void>
   /** Drops the staged blob; idempotent, and a no-op after commit. */
   abort(): void
 }

@@ -275,6 +275,24 @@ export class ChunkedEncoder {
     }
   }
 
+  /**
+   * `write(bytes)` then `finish`, for bytes known to be the blob's last, read
+   * only during this call: stored as is, their last partial chunk is sealed
+   * straight from them too, not copied into a held chunk (a one-piece blob of
+   * a few MB is written with no copy at all). The same bytes as write + finish.
+   */
+  *finishWith(bytes: Uint8Array, sink: ChunkSink): Handler<Uint8Array> {
+    if (this.asIs && this.fill === 0 && !this.tail) {
+      const whole = bytes.length - (bytes.length % CHUNK_SIZE)
+      yield* this.write(bytes.subarray(0, whole), sink)
+      if (whole < bytes.length) {
+        yield* this.seal(bytes.subarray(whole), true, sink)
+        this.size += bytes.length - whole
+      }
+    } else yield* this.write(bytes, sink)
+    return yield* this.finish(sink)
+  }
+
   /** Seals the last chunk and returns `table || trailer`. */
   *finish(sink: ChunkSink): Handler<Uint8Array> {
     if (this.tail) throw new KonserveError('ERR_INVALID_ARGUMENT', 'the blob is already finished')

@@ -52,6 +52,7 @@ export function copyEntry(e: RawEntry): RawEntry {
 
 /** `sink`, calling `done` once it is committed or aborted (whether that worked or not). */
 export function watchSink(sink: BlobSink, done: () => void): BlobSink {
+  const { commitWith } = sink
   return {
     write: sink.write,
     commit: gensync(function* () {
@@ -60,6 +61,15 @@ export function watchSink(sink: BlobSink, done: () => void): BlobSink {
       } finally {
         done()
       }
+    }),
+    ...(commitWith && {
+      commitWith: gensync(function* (bytes: Uint8Array) {
+        try {
+          yield* commitWith(bytes)
+        } finally {
+          done()
+        }
+      }),
     }),
     abort: () => {
       try {

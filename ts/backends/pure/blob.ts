@@ -96,6 +96,7 @@ class FileBlobSink implements BlobSink {
   private readonly sink: ChunkSink
   readonly write = gensync((bytes: Uint8Array) => this.guard(() => this.encoder.write(bytes, this.sink)))
   readonly commit = gensync(() => this.guard(() => this.commitG()))
+  readonly commitWith = gensync((bytes: Uint8Array) => this.guard(() => this.commitG(bytes)))
 
   constructor(
     private readonly store: KeyFiles,
@@ -132,8 +133,8 @@ class FileBlobSink implements BlobSink {
     }
   }
 
-  private *commitG(): Handler<void> {
-    const tail = yield* this.encoder.finish(this.sink)
+  private *commitG(last?: Uint8Array): Handler<void> {
+    const tail = last ? yield* this.encoder.finishWith(last, this.sink) : yield* this.encoder.finish(this.sink)
     yield* this.sink(tail)
     const header = blobHeader(this.codec, this.metaStored, this.encoder.valueLength, tail)
     yield* this.store.staging.write(this.staged, header, 0)
