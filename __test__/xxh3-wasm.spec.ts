@@ -1,6 +1,6 @@
 /**
  * XXH3 in WebAssembly (ts/codec/xxh3-wasm.ts: the long loop, and the 17..240
- * byte paths of XXH3-64): the same hashes as the JavaScript code and the
+ * byte paths of XXH3-64 and XXH3-128): the same hashes as the JavaScript code and the
  * reference library (xxhash-addon) at every boundary of the loop and of the
  * copy window, on unaligned inputs; the module is small enough for a
  * browser's main thread to compile it synchronously; without WebAssembly the

@@ -1,12 +1,13 @@
 /**
  * XXH3's long-input accumulation loop (XXH3_hashLong's accumulate and
- * scramble, the scalar form of the xxHash reference) and its 17..240-byte
- * XXH3-64 paths as a small WebAssembly module, assembled here from its
- * instructions: WebAssembly has 64-bit integers, so the loop that costs the
- * pure engine most (the checksum of every 1 MiB blob chunk, of every large
- * value) runs at several GB/s instead of the ~250 MB/s that 32-bit halves
- * allow in JavaScript, and the three checksums of a small key file (header,
- * metadata, value) take 0.1 µs each instead of up to 1.5 µs.
+ * scramble, the scalar form of the xxHash reference) and the 17..240-byte
+ * paths of XXH3-64 and XXH3-128 as a small WebAssembly module, assembled here
+ * from its instructions: WebAssembly has 64-bit integers, so the loop that
+ * costs the pure engine most (the checksum of every 1 MiB blob chunk, of
+ * every large value) runs at several GB/s instead of the ~250 MB/s that
+ * 32-bit halves allow in JavaScript, and the three checksums of a small key
+ * file (header, metadata, value) and the file name of a key of 17 bytes or
+ * more take about 0.1 µs each instead of up to 1.5 µs.
  *
  * Only an accelerator: where WebAssembly is missing or refused (a content
  * security policy without 'wasm-unsafe-eval', a platform without it),
@@ -17,7 +18,8 @@
  * main thread may compile it synchronously.
  *
  * Memory layout (one page-aligned memory of WINDOW + 256 bytes, never grown):
- *   0..64      the 8 accumulators (u64 little-endian: lane i is u32 words 2i, 2i + 1)
+ *   0..64      the 8 accumulators (u64 little-endian: lane i is u32 words 2i, 2i + 1);
+ *              mid128 leaves its result in the first two
  *   64..256    the default secret (kSecret)
  *   256..      input bytes, copied in by the caller
  */
@@ -47,10 +49,12 @@ const op = {
   block: 0x02,
   loop: 0x03,
   if: 0x04,
+  else: 0x05,
   end: 0x0b,
   br: 0x0c,
   brIf: 0x0d,
   return: 0x0f,
+  call: 0x10,
   get: 0x20,
   set: 0x21,
   tee: 0x22,
@@ -67,6 +71,7 @@ const op = {
   i32Shl: 0x74,
   i32ShrU: 0x76,
   i64Add: 0x7c,
+  i64Sub: 0x7d,
   i64Mul: 0x7e,
   i64And: 0x83,
   i64Or: 0x84,
@@ -225,47 +230,88 @@ function tailBody(): number[] {
   return [...decl, ...code]
 }
 
-// ---- the 17..240-byte paths of XXH3-64 ------------------------------------------
+// ---- the 17..240-byte paths of XXH3-64 and XXH3-128 ---------------------------------
 
 const LOW32 = i64Const(0xffffffffn)
 const PRIME64_1 = i64Const(0x9e3779b185ebca87n)
+const PRIME64_2 = i64Const(0xc2b2ae3d27d4eb4fn)
+const PRIME64_4 = i64Const(0x85ebca77c2b2ae63n)
 const AVALANCHE = i64Const(0x165667919e3779f9n)
-/** The secret offset of the 129..240-byte path's rounds from the ninth on, and of its last mix (XXH3_MIDSIZE_STARTOFFSET, SECRET_SIZE_MIN - MIDSIZE_LASTOFFSET). */
+/** The secret offset of the 129..240-byte paths' later rounds, and of their last mix (XXH3_MIDSIZE_STARTOFFSET, SECRET_SIZE_MIN - MIDSIZE_LASTOFFSET). */
 const MIDSIZE_START = 3
 const MIDSIZE_LAST = 136 - 17
-
-/** The locals of `mid`: after p, n: acc, x, y, ll, hl, lh, hh, cr (i64), then i, ip, sp, count (i32). */
-const M = { p: 0, n: 1, acc: 2, x: 3, y: 4, ll: 5, hl: 6, lh: 7, hh: 8, cr: 9, i: 10, ip: 11, sp: 12, count: 13 }
+/** The index of `fold`, the module's fifth function. */
+const FOLD = 4
 
 /**
- * acc += XXH3_mix16B(input at ip, secret at sp): the 128-bit product of
- * (in[0..8] ^ sec[0..8]) and (in[8..16] ^ sec[8..16]), its two halves xored
- * (mul128_fold64), from four 32 x 32 -> 64-bit products.
+ * `fold(x, y)`: the 128-bit product x * y with its two halves xored (XXH3's
+ * mul128_fold64), from four 32 x 32 -> 64-bit products.
  */
-const mix16 = (): number[] => [
-  op.get, M.ip, op.i64Load, ...memarg(0), op.get, M.sp, op.i64Load, ...memarg(0), op.i64Xor, op.set, M.x,
-  op.get, M.ip, op.i64Load, ...memarg(8), op.get, M.sp, op.i64Load, ...memarg(8), op.i64Xor, op.set, M.y,
-  op.get, M.x, ...LOW32, op.i64And, op.get, M.y, ...LOW32, op.i64And, op.i64Mul, op.set, M.ll,
-  op.get, M.x, op.i64Const, 32, op.i64ShrU, op.get, M.y, ...LOW32, op.i64And, op.i64Mul, op.set, M.hl,
-  op.get, M.x, ...LOW32, op.i64And, op.get, M.y, op.i64Const, 32, op.i64ShrU, op.i64Mul, op.set, M.lh,
-  op.get, M.x, op.i64Const, 32, op.i64ShrU, op.get, M.y, op.i64Const, 32, op.i64ShrU, op.i64Mul, op.set, M.hh,
-  // cr = (ll >> 32) + lo32(hl) + lh: below 2^64
-  op.get, M.ll, op.i64Const, 32, op.i64ShrU, op.get, M.hl, ...LOW32, op.i64And, op.i64Add, op.get, M.lh, op.i64Add, op.set, M.cr,
-  // acc += (cr << 32 | lo32(ll)) ^ ((hl >> 32) + (cr >> 32) + hh)
-  op.get, M.acc,
-  op.get, M.cr, op.i64Const, 32, op.i64Shl, op.get, M.ll, ...LOW32, op.i64And, op.i64Or,
-  op.get, M.hl, op.i64Const, 32, op.i64ShrU, op.get, M.cr, op.i64Const, 32, op.i64ShrU, op.i64Add, op.get, M.hh, op.i64Add,
-  op.i64Xor, op.i64Add, op.set, M.acc,
+function foldBody(): number[] {
+  const X = 0, Y = 1, LL = 2, HL = 3, LH = 4, HH = 5, CR = 6
+  const code = [
+    op.get, X, ...LOW32, op.i64And, op.get, Y, ...LOW32, op.i64And, op.i64Mul, op.set, LL,
+    op.get, X, op.i64Const, 32, op.i64ShrU, op.get, Y, ...LOW32, op.i64And, op.i64Mul, op.set, HL,
+    op.get, X, ...LOW32, op.i64And, op.get, Y, op.i64Const, 32, op.i64ShrU, op.i64Mul, op.set, LH,
+    op.get, X, op.i64Const, 32, op.i64ShrU, op.get, Y, op.i64Const, 32, op.i64ShrU, op.i64Mul, op.set, HH,
+    // cr = (ll >> 32) + lo32(hl) + lh: below 2^64
+    op.get, LL, op.i64Const, 32, op.i64ShrU, op.get, HL, ...LOW32, op.i64And, op.i64Add, op.get, LH, op.i64Add, op.set, CR,
+    // (cr << 32 | lo32(ll)) ^ ((hl >> 32) + (cr >> 32) + hh)
+    op.get, CR, op.i64Const, 32, op.i64Shl, op.get, LL, ...LOW32, op.i64And, op.i64Or,
+    op.get, HL, op.i64Const, 32, op.i64ShrU, op.get, CR, op.i64Const, 32, op.i64ShrU, op.i64Add, op.get, HH, op.i64Add,
+    op.i64Xor,
+    op.end,
+  ]
+  return [...vec([[5, I64]]), ...code]
+}
+
+/** The locals of `mid` and `mid128`: after p, n: lo, hi (the accumulators) and x as i64, then i, ip, ip2, sp, count as i32. */
+const M = { p: 0, n: 1, lo: 2, hi: 3, x: 4, i: 5, ip: 6, ip2: 7, sp: 8, count: 9 }
+const midLocals = vec([[3, I64], [5, I32]])
+
+/** The u64 at local `addr` + `at` in memory, on the stack. */
+const load = (addr: number, at: number): number[] => [op.get, addr, op.i64Load, ...memarg(at)]
+
+/** acc += XXH3_mix16B(input at ip, secret at sp + sec) = fold(in[0..8] ^ key[0..8], in[8..16] ^ key[8..16]). */
+const mix16 = (acc: number, ip: number, sec: number): number[] => [
+  op.get, acc,
+  ...load(ip, 0), ...load(M.sp, sec), op.i64Xor,
+  ...load(ip, 8), ...load(M.sp, sec + 8), op.i64Xor,
+  op.call, FOLD, op.i64Add, op.set, acc,
 ]
 
 /** acc = XXH3_avalanche(acc): acc ^= acc >> 37; acc *= 0x165667919E3779F9; acc ^= acc >> 32. */
-const avalanche = (): number[] => [
-  op.get, M.acc, op.get, M.acc, op.i64Const, 37, op.i64ShrU, op.i64Xor, ...AVALANCHE, op.i64Mul, op.set, M.acc,
-  op.get, M.acc, op.get, M.acc, op.i64Const, 32, op.i64ShrU, op.i64Xor, op.set, M.acc,
+const avalanche = (acc: number): number[] => [
+  op.get, acc, op.get, acc, op.i64Const, 37, op.i64ShrU, op.i64Xor, ...AVALANCHE, op.i64Mul, op.set, acc,
+  op.get, acc, op.get, acc, op.i64Const, 32, op.i64ShrU, op.i64Xor, op.set, acc,
 ]
 
-/** ip = p + (16 * i) + extra (extra: an i32 expression's instructions, or none). */
-const inputAt = (extra: number[] = []): number[] => [op.get, M.p, op.get, M.i, op.i32Const, 4, op.i32Shl, op.i32Add, ...extra, op.set, M.ip]
+/** local = base + (i << shift) + add (`add` may be negative). */
+const offsetBy = (local: number, base: number[], shift: number, add = 0): number[] => [
+  ...base, op.get, M.i, op.i32Const, shift, op.i32Shl, op.i32Add,
+  ...(add > 0 ? [op.i32Const, ...sleb(add), op.i32Add] : add < 0 ? [op.i32Const, ...sleb(-add), op.i32Sub] : []),
+  op.set, local,
+]
+const P = [op.get, M.p]
+const SECRET = [op.i32Const, ...sleb(SECRET_AT)]
+/** p + n - back */
+const fromEnd = (back: number): number[] => [op.get, M.p, op.get, M.n, op.i32Add, op.i32Const, back, op.i32Sub]
+/** local = p + n - 16 - 16i */
+const mirrored = (local: number): number[] => [...fromEnd(16), op.get, M.i, op.i32Const, 4, op.i32Shl, op.i32Sub, op.set, local]
+/** lo = n * PRIME64_1 */
+const seedLow = [op.get, M.n, op.i64ExtendI32U, ...PRIME64_1, op.i64Mul, op.set, M.lo]
+/** if n <= 128 */
+const ifUpTo128 = [op.get, M.n, op.i32Const, ...sleb(128), op.i32LeU, op.if, EMPTY_BLOCK]
+/** i++, and again while i < `limit` (an i32 expression) */
+const nextWhileBelow = (limit: number[]): number[] => [op.get, M.i, op.i32Const, 1, op.i32Add, op.tee, M.i, ...limit, op.i32LtU, op.brIf, 0]
+/** A loop over i from its value while i < `limit` (a local): block, loop, the exit test, `body`, i++. */
+const whileBelow = (limit: number, body: number[]): number[] => [
+  op.block, EMPTY_BLOCK, op.loop, EMPTY_BLOCK,
+  op.get, M.i, op.get, limit, op.i32GeU, op.brIf, 1,
+  ...body,
+  op.get, M.i, op.i32Const, 1, op.i32Add, op.set, M.i, op.br, 0,
+  op.end, op.end,
+]
 
 /**
  * `mid(p, n)`: XXH3-64 (seed 0) of the n bytes at p, 17 <= n <= 240. Up to
@@ -274,51 +320,102 @@ const inputAt = (extra: number[] = []): number[] => [op.get, M.p, op.get, M.i, o
  * rest of the 16-byte rounds and the last 16 bytes.
  */
 function midBody(): number[] {
-  const decl = vec([[8, I64], [4, I32]])
   const code = [
-    op.get, M.n, op.i64ExtendI32U, ...PRIME64_1, op.i64Mul, op.set, M.acc,
-    op.get, M.n, op.i32Const, ...sleb(128), op.i32LeU,
-    op.if, EMPTY_BLOCK,
+    ...seedLow,
+    ...ifUpTo128,
     // count = (n - 1) / 32 + 1 pairs: in[16i] with sec[32i], in[n - 16 - 16i] with sec[32i + 16]
     op.get, M.n, op.i32Const, 1, op.i32Sub, op.i32Const, 5, op.i32ShrU, op.i32Const, 1, op.i32Add, op.set, M.count,
     op.loop, EMPTY_BLOCK,
-    ...inputAt(), op.get, M.i, op.i32Const, 5, op.i32Shl, op.i32Const, ...sleb(SECRET_AT), op.i32Add, op.set, M.sp,
-    ...mix16(),
-    op.get, M.p, op.get, M.n, op.i32Add, op.i32Const, 16, op.i32Sub, op.get, M.i, op.i32Const, 4, op.i32Shl, op.i32Sub, op.set, M.ip,
-    op.get, M.sp, op.i32Const, 16, op.i32Add, op.set, M.sp,
-    ...mix16(),
-    op.get, M.i, op.i32Const, 1, op.i32Add, op.tee, M.i, op.get, M.count, op.i32LtU, op.brIf, 0,
+    ...offsetBy(M.ip, P, 4), ...offsetBy(M.sp, SECRET, 5),
+    ...mix16(M.lo, M.ip, 0),
+    ...mirrored(M.ip),
+    ...mix16(M.lo, M.ip, 16),
+    ...nextWhileBelow([op.get, M.count]),
     op.end,
-    ...avalanche(),
-    op.get, M.acc, op.return,
+    ...avalanche(M.lo),
+    op.get, M.lo, op.return,
     op.end,
     // 129..240: in[16i] with sec[16i] for i < 8
     op.loop, EMPTY_BLOCK,
-    ...inputAt(), op.get, M.i, op.i32Const, 4, op.i32Shl, op.i32Const, ...sleb(SECRET_AT), op.i32Add, op.set, M.sp,
-    ...mix16(),
-    op.get, M.i, op.i32Const, 1, op.i32Add, op.tee, M.i, op.i32Const, 8, op.i32LtU, op.brIf, 0,
+    ...offsetBy(M.ip, P, 4), ...offsetBy(M.sp, SECRET, 4),
+    ...mix16(M.lo, M.ip, 0),
+    ...nextWhileBelow([op.i32Const, 8]),
     op.end,
-    ...avalanche(),
+    ...avalanche(M.lo),
     // then in[16i] with sec[16(i - 8) + 3] for 8 <= i < n / 16
     op.get, M.n, op.i32Const, 4, op.i32ShrU, op.set, M.count,
-    op.block, EMPTY_BLOCK,
-    op.loop, EMPTY_BLOCK,
-    op.get, M.i, op.get, M.count, op.i32GeU, op.brIf, 1,
-    ...inputAt(), op.get, M.i, op.i32Const, 4, op.i32Shl, op.i32Const, ...sleb(128 - MIDSIZE_START - SECRET_AT), op.i32Sub, op.set, M.sp,
-    ...mix16(),
-    op.get, M.i, op.i32Const, 1, op.i32Add, op.set, M.i,
-    op.br, 0,
-    op.end,
-    op.end,
+    ...whileBelow(M.count, [...offsetBy(M.ip, P, 4), ...offsetBy(M.sp, SECRET, 4, MIDSIZE_START - 128), ...mix16(M.lo, M.ip, 0)]),
     // and the last 16 bytes with sec[119]
-    op.get, M.p, op.get, M.n, op.i32Add, op.i32Const, 16, op.i32Sub, op.set, M.ip,
+    ...fromEnd(16), op.set, M.ip,
     op.i32Const, ...sleb(SECRET_AT + MIDSIZE_LAST), op.set, M.sp,
-    ...mix16(),
-    ...avalanche(),
-    op.get, M.acc,
+    ...mix16(M.lo, M.ip, 0),
+    ...avalanche(M.lo),
+    op.get, M.lo,
     op.end,
   ]
-  return [...decl, ...code]
+  return [...midLocals, ...code]
+}
+
+/**
+ * XXH128_mix32B with the input pair at ip, ip2 and the secret at sp:
+ * lo = (lo + mix16B(in1, sec)) ^ (in2[0..8] + in2[8..16]);
+ * hi = (hi + mix16B(in2, sec + 16)) ^ (in1[0..8] + in1[8..16]).
+ */
+const mix32 = (): number[] => [
+  ...mix16(M.lo, M.ip, 0),
+  op.get, M.lo, ...load(M.ip2, 0), ...load(M.ip2, 8), op.i64Add, op.i64Xor, op.set, M.lo,
+  ...mix16(M.hi, M.ip2, 16),
+  op.get, M.hi, ...load(M.ip, 0), ...load(M.ip, 8), op.i64Add, op.i64Xor, op.set, M.hi,
+]
+
+/**
+ * `mid128(p, n)`: XXH3-128 (seed 0) of the n bytes at p, 17 <= n <= 240,
+ * left in memory at ACC as two little-endian u64, the low half first. Up to
+ * 128 bytes: mix32B of pairs from both ends, the innermost pair first (the
+ * order matters: each step xors after it adds); 129..240: four 32-byte
+ * rounds, both halves avalanched, the rest and the last 32 bytes.
+ */
+function mid128Body(): number[] {
+  const code = [
+    ...seedLow,
+    ...ifUpTo128,
+    // i = (n - 1) / 32 down to 0: in[16i] and in[n - 16 - 16i] with sec[32i]
+    op.get, M.n, op.i32Const, 1, op.i32Sub, op.i32Const, 5, op.i32ShrU, op.set, M.i,
+    op.block, EMPTY_BLOCK, op.loop, EMPTY_BLOCK,
+    ...offsetBy(M.ip, P, 4), ...mirrored(M.ip2), ...offsetBy(M.sp, SECRET, 5),
+    ...mix32(),
+    op.get, M.i, op.i32Eqz, op.brIf, 1,
+    op.get, M.i, op.i32Const, 1, op.i32Sub, op.set, M.i, op.br, 0,
+    op.end, op.end,
+    op.else,
+    // 129..240: in[32i], in[32i + 16] with sec[32i] for i < 4
+    op.loop, EMPTY_BLOCK,
+    ...offsetBy(M.ip, P, 5), ...offsetBy(M.ip2, P, 5, 16), ...offsetBy(M.sp, SECRET, 5),
+    ...mix32(),
+    ...nextWhileBelow([op.i32Const, 4]),
+    op.end,
+    ...avalanche(M.lo),
+    ...avalanche(M.hi),
+    // then with sec[32(i - 4) + 3] for 4 <= i < n / 32
+    op.get, M.n, op.i32Const, 5, op.i32ShrU, op.set, M.count,
+    ...whileBelow(M.count, [...offsetBy(M.ip, P, 5), ...offsetBy(M.ip2, P, 5, 16), ...offsetBy(M.sp, SECRET, 5, MIDSIZE_START - 128), ...mix32()]),
+    // and the last 32 bytes, the later half first, with sec[103]
+    ...fromEnd(16), op.set, M.ip,
+    ...fromEnd(32), op.set, M.ip2,
+    op.i32Const, ...sleb(SECRET_AT + MIDSIZE_LAST - 16), op.set, M.sp,
+    ...mix32(),
+    op.end,
+    // low = avalanche(lo + hi); high = 0 - avalanche(lo * P1 + hi * P4 + n * P2)
+    op.get, M.lo, ...PRIME64_1, op.i64Mul, op.get, M.hi, ...PRIME64_4, op.i64Mul, op.i64Add,
+    op.get, M.n, op.i64ExtendI32U, ...PRIME64_2, op.i64Mul, op.i64Add, op.set, M.x,
+    op.get, M.lo, op.get, M.hi, op.i64Add, op.set, M.lo,
+    ...avalanche(M.lo),
+    ...avalanche(M.x),
+    op.i32Const, 0, op.get, M.lo, op.i64Store, ...memarg(ACC),
+    op.i32Const, 0, op.i64Const, 0, op.get, M.x, op.i64Sub, op.i64Store, ...memarg(ACC + 8),
+    op.end,
+  ]
+  return [...midLocals, ...code]
 }
 
 /** The module's bytes. */
@@ -326,14 +423,21 @@ export function xxh3Module(): Uint8Array<ArrayBuffer> {
   const body = (b: number[]) => [...uleb(b.length), ...b]
   const bytes = [
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
-    // types: 0 = (i32, i32) -> (), 1 = (i32, i32, i32) -> (), 2 = (i32, i32) -> i64
-    ...section(1, vec([[0x60, ...vec([[I32], [I32]]), 0], [0x60, ...vec([[I32], [I32], [I32]]), 0], [0x60, ...vec([[I32], [I32]]), ...vec([[I64]])]])),
-    // functions: blocks, tail, mid
-    ...section(3, vec([[0], [1], [2]])),
+    // types: 0 = (i32, i32) -> (), 1 = (i32, i32, i32) -> (), 2 = (i32, i32) -> i64, 3 = (i64, i64) -> i64
+    ...section(1, vec([
+      [0x60, ...vec([[I32], [I32]]), 0],
+      [0x60, ...vec([[I32], [I32], [I32]]), 0],
+      [0x60, ...vec([[I32], [I32]]), ...vec([[I64]])],
+      [0x60, ...vec([[I64], [I64]]), ...vec([[I64]])],
+    ])),
+    // functions: blocks, tail, mid, mid128, fold (FOLD)
+    ...section(3, vec([[0], [1], [2], [0], [3]])),
     // one memory, PAGES pages, no maximum
     ...section(5, vec([[0x00, ...uleb(PAGES)]])),
-    ...section(7, vec([[...str('memory'), 0x02, 0], [...str('blocks'), 0x00, 0], [...str('tail'), 0x00, 1], [...str('mid'), 0x00, 2]])),
-    ...section(10, vec([body(blocksBody()), body(tailBody()), body(midBody())])),
+    ...section(7, vec([
+      [...str('memory'), 0x02, 0], [...str('blocks'), 0x00, 0], [...str('tail'), 0x00, 1], [...str('mid'), 0x00, 2], [...str('mid128'), 0x00, 3],
+    ])),
+    ...section(10, vec([body(blocksBody()), body(tailBody()), body(midBody()), body(mid128Body()), body(foldBody())])),
   ]
   return new Uint8Array(bytes)
 }
@@ -347,6 +451,8 @@ export interface Xxh3Accumulator {
   tail(p: number, stripes: number, last: number): void
   /** XXH3-64 of the n bytes at p (17..240), as a signed 64-bit bigint (WebAssembly's i64). */
   mid(p: number, n: number): bigint
+  /** XXH3-128 of the n bytes at p (17..240), left in `acc[0..4]`: the low 64 bits (low word first), then the high. */
+  mid128(p: number, n: number): void
 }
 
 let instance: Xxh3Accumulator | null | undefined
@@ -363,10 +469,11 @@ export function wasmAccumulator(secret: Uint8Array): Xxh3Accumulator | null {
       blocks: (p: number, count: number) => void
       tail: (p: number, stripes: number, last: number) => void
       mid: (p: number, n: number) => bigint
+      mid128: (p: number, n: number) => void
     }
     const memory = new Uint8Array(exports.memory.buffer)
     memory.set(secret, SECRET_AT)
-    instance = { memory, acc: new Uint32Array(exports.memory.buffer, ACC, 16), blocks: exports.blocks, tail: exports.tail, mid: exports.mid }
+    instance = { memory, acc: new Uint32Array(exports.memory.buffer, ACC, 16), blocks: exports.blocks, tail: exports.tail, mid: exports.mid, mid128: exports.mid128 }
   } catch {
     // No WebAssembly here: the JavaScript loop.
   }

@@ -544,7 +544,13 @@ function putBE32(out: Uint8Array, at: number, v: number): void {
 
 /** XXH3-128 (seed 0) of `input` in canonical form: 16 bytes, big-endian, high 64 bits first. */
 export function xxh3_128(input: Uint8Array): Uint8Array {
-  hash128(input)
+  const n = input.length
+  const k = n > 16 && n <= 240 && wasmAllowed ? wasmAccumulator(SECRET) : null
+  if (k) {
+    k.memory.set(input, INPUT_AT)
+    k.mid128(INPUT_AT, n)
+    set128(k.acc[3]!, k.acc[2]!, k.acc[1]!, k.acc[0]!)
+  } else hash128(input)
   const out = new Uint8Array(16)
   putBE32(out, 0, RHH)
   putBE32(out, 4, RHL)
