@@ -106,7 +106,7 @@ test("directBlobs must be true, false or 'auto'", (t) => {
     for (const native of [true, false]) {
       const err = t.throws(() => k.connectFsStore(dir, { native, sync: true, directBlobs: 'yes' as unknown as boolean }))
       t.is((err as k.KonserveError).code, 'ERR_INVALID_ARGUMENT')
-      // Accepted by both engines (the pure one always writes buffered).
+      // Accepted by both engines (the pure one's direct path: pure-direct.spec.ts).
       for (const directBlobs of [false, true, 'auto'] as const) k.close(k.connectFsStore(dir, { native, sync: true, directBlobs }), { sync: true })
     }
   } finally {

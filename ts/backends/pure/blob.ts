@@ -22,6 +22,7 @@ import {
 } from '../../format/blob.js'
 import { type SegmentCodec, FLAG_CHUNKED, HEADER_LEN, decodeValueSegment, encodeMetaSegment, isLogHeader } from '../../format/file.js'
 import { RAW_BYTES_ID } from '../../serializers.js'
+import { BlobAppender } from './direct.js'
 import { HEAD_READ, type KeyFiles, fdReader, fileReader, openKeyFile, storedValue } from './keyfile.js'
 import type { Staged } from './staging.js'
 import * as vfs from './vfs.js'
@@ -92,7 +93,8 @@ class FileBlobSink implements BlobSink {
   private state: 'open' | 'committed' | 'dropped' = 'open'
   private busy = false
   private readonly encoder: ChunkedEncoder
-  private pos: number
+  /** The staging file's writes after its head: through the page cache, or direct (./direct.ts). */
+  private readonly out: BlobAppender
   private readonly sink: ChunkSink
   readonly write = gensync((bytes: Uint8Array) => this.guard(() => this.encoder.write(bytes, this.sink)))
   readonly commit = gensync(() => this.guard(() => this.commitG()))
@@ -106,12 +108,12 @@ class FileBlobSink implements BlobSink {
     private readonly metaStored: Uint8Array,
   ) {
     this.encoder = new ChunkedEncoder(codec)
-    this.pos = HEADER_LEN + metaStored.length
+    const out = new BlobAppender(store.staging, store.directBlobs, staged, HEADER_LEN + metaStored.length)
+    this.out = out
     const self = this
     this.sink = function* (stored) {
       if (self.state !== 'open') throw misuse('the blob writer was aborted')
-      yield* store.staging.write(staged, stored, self.pos)
-      self.pos += stored.length
+      yield* out.append(stored)
     }
   }
 
@@ -128,14 +130,20 @@ class FileBlobSink implements BlobSink {
       throw err
     } finally {
       this.busy = false
-      // Also after an abort that came while this call ran: its file descriptor was in use.
-      if (this.state === 'dropped') this.store.staging.drop(this.staged)
+      // Also after an abort that came while this call ran: its file descriptors were in use.
+      if (this.state === 'dropped') this.dropFiles()
     }
+  }
+
+  private dropFiles(): void {
+    this.out.drop()
+    this.store.staging.drop(this.staged)
   }
 
   private *commitG(last?: Uint8Array): Handler<void> {
     const tail = last ? yield* this.encoder.finishWith(last, this.sink) : yield* this.encoder.finish(this.sink)
     yield* this.sink(tail)
+    yield* this.out.finish()
     const header = blobHeader(this.codec, this.metaStored, this.encoder.valueLength, tail)
     yield* this.store.staging.write(this.staged, header, 0)
     yield* this.store.staging.commit(this.staged, this.target)
@@ -145,7 +153,7 @@ class FileBlobSink implements BlobSink {
   abort(): void {
     if (this.state !== 'open') return
     this.state = 'dropped'
-    if (!this.busy) this.store.staging.drop(this.staged)
+    if (!this.busy) this.dropFiles()
   }
 }
 

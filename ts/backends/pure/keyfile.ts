@@ -8,6 +8,7 @@ import type { Handler } from 'gensync'
 import { KonserveError } from '../../errors.js'
 import { type ReadAt, HEADER_LEN, headLength } from '../../format/file.js'
 import type { DecodedHead, PureCodec } from './codec.js'
+import type { DirectBlobs } from './direct.js'
 import type { StagingDir } from './staging.js'
 import * as vfs from './vfs.js'
 
@@ -137,6 +138,8 @@ export interface KeyFiles {
   readonly dir: string
   readonly codec: PureCodec
   readonly staging: StagingDir
+  /** When large durable blobs are written direct (./direct.ts). */
+  readonly directBlobs: DirectBlobs
   /** The key file of `key`. */
   filePath(key: Uint8Array): string
   /** A new staging file name for a write to `key`'s file. */

@@ -52,6 +52,7 @@ import { CLOCK_FILE, FileClock } from './clock.js'
 import type { PureCodec } from './codec.js'
 import { FileLocker, LOCK_NAME, lockErrorCode, lockTimeoutError, type LockRecord } from './filelock.js'
 import { checkStoreKey, removeWalMarker, writeWalMarker } from './keycheck.js'
+import { DIRECT_VOLUME, DirectBlobs } from './direct.js'
 import { GET_READ, HEAD_READ, KEY_FILE, type KeyFiles, type OpenKeyFile, fileReader, isWhole, openKeyFile, storedValue } from './keyfile.js'
 import * as log from './log.js'
 import { STAGING, type Staged, StagingDir, readOnlyError, stagingName } from './staging.js'
@@ -90,6 +91,10 @@ export interface PureFileOptions {
   readOnly?: boolean
   /** Skip the key check on open: for `rekey` only, which does its own. */
   skipKeyCheck?: boolean
+  /** Large durable blobs written direct (./direct.ts), as the core's `direct_blobs`: false never; default on. */
+  directBlobs?: boolean
+  /** Direct only past this many bytes of durable blobs in the last 10-20 s (default DIRECT_VOLUME; 0 with `directBlobs: true`). */
+  directBlobsVolume?: number
   /**
    * The write-ahead log (docs/WAL.md, experimental), as the core's
    * `Options::wal`: true upgrades a store without the marker on a writable
@@ -336,6 +341,7 @@ export class PureFileBacking implements Backing, KeyFiles {
   readonly lockScope: string
   /** The durable writes of this store, and its poison. */
   readonly staging: StagingDir
+  readonly directBlobs: DirectBlobs
   /** The store's lastWrite clock (the `.konserve.clock` record), written through `staging`. */
   readonly fileClock: FileClock
   readonly locker: FileLocker
@@ -358,6 +364,7 @@ export class PureFileBacking implements Backing, KeyFiles {
     this.lockScope = `file:${dir}`
     this.dirPrefix = dir.endsWith(sep) ? dir : dir + sep
     this.staging = new StagingDir(dir, options.syncBlob, options.readOnly === true)
+    this.directBlobs = new DirectBlobs(options.directBlobs !== false, options.directBlobsVolume ?? DIRECT_VOLUME)
     this.locker = new FileLocker(dir)
     this.fileClock = FileClock.openSync(dir, options.syncBlob, this.staging)
   }
