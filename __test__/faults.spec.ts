@@ -81,7 +81,7 @@ type Target = 'staging' | 'dir' | 'keyFile' | 'staging2' | 'keyFile2' | 'clockSt
 type State = 'old' | 'new' | 'absent'
 interface Fault {
   title: string
-  op: 'assoc' | 'bassoc' | 'dissoc' | 'multiAssoc' | 'clock'
+  op: 'assoc' | 'bassoc' | 'bassoc-direct' | 'dissoc' | 'multiAssoc' | 'clock'
   /** System calls to fail (a leading '?' lets strace ignore names this architecture lacks). */
   syscalls: string[]
   errno: string
@@ -94,6 +94,12 @@ interface Fault {
   after: State[]
   /** Likewise 'victim2' (multiAssoc only). */
   after2?: State[]
+  /** Which of the aimed calls fails (strace's `when`, counted per thread; default the first). */
+  when?: number
+  /** The implementations it is run for (default both). */
+  impls?: Impl[]
+  /** What the failed call's line must show, beyond the path and the errno. */
+  shows?: RegExp
 }
 
 const WRITE_CALLS = ['write', '?pwrite64', '?writev', '?pwritev', '?pwritev2']
@@ -107,6 +113,9 @@ const faults: Array<[Fault, Form[]]> = [
   [{ title: 'EIO from write', op: 'assoc', syscalls: WRITE_CALLS, errno: 'EIO', target: 'staging', code: 'ERR_IO', poisons: false, after: ['old'] }, ['sync', 'async']],
   [{ title: 'EROFS from rename', op: 'assoc', syscalls: RENAME_CALLS, errno: 'EROFS', target: 'keyFile', code: 'ERR_READ_ONLY', poisons: false, after: ['old'] }, ['sync', 'async']],
   [{ title: 'ENOSPC from write of a blob', op: 'bassoc', syscalls: WRITE_CALLS, errno: 'ENOSPC', target: 'staging', code: 'ERR_NO_SPACE', poisons: false, after: ['old'] }, ['async']],
+  // The pure engine's direct write (ts/backends/pure/direct.ts): the blocking form makes its writes in
+  // order on one thread: the placeholder header, the metadata, the head up to a block, then 1 MiB direct.
+  [{ title: 'EIO from the first direct write of a 3 MiB blob', op: 'bassoc-direct', syscalls: WRITE_CALLS, errno: 'EIO', target: 'staging', code: 'ERR_IO', poisons: false, after: ['old'], when: 4, impls: ['pure'], shows: /, 1048576, \d*4096\) = -1 EIO/ }, ['sync']],
   [{ title: 'EROFS from unlink in a delete', op: 'dissoc', syscalls: ['?unlink', '?unlinkat'], errno: 'EROFS', target: 'keyFile', code: 'ERR_READ_ONLY', poisons: false, after: ['old'] }, ['sync']],
   [{ title: 'EIO from fsync of the directory after a delete', op: 'dissoc', syscalls: FSYNC_CALLS, errno: 'EIO', target: 'dir', code: 'ERR_FSYNC', poisons: true, after: ['absent'] }, ['async']],
   // multiAssoc: the fault hits the second key of the batch.
@@ -234,7 +243,8 @@ async function runWithFault(t: ExecutionContext, dir: string, impl: Impl, fault:
   let strace: ChildProcess | undefined
   try {
     // Go only once every thread of the child is traced (new threads are followed: -f).
-    strace = (await injectFault({ pid: ready.pid, syscalls: fault.syscalls, inject: `error=${fault.errno}:when=1`, paths, log: logFile })).strace
+    const when = fault.when ?? 1
+    strace = (await injectFault({ pid: ready.pid, syscalls: fault.syscalls, inject: `error=${fault.errno}:when=${when}`, paths, log: logFile })).strace
     child.stdin.end('go\n')
     const report = (await next()) as Report | undefined
     await closed(child)
@@ -242,7 +252,7 @@ async function runWithFault(t: ExecutionContext, dir: string, impl: Impl, fault:
     if (!report) throw new Error(`the child died: ${childErr}`)
     const straceLog = readFileSync(logFile, 'utf8')
     const injected = injectedLines(logFile)
-    t.log(`strace -f -y -e trace=${set} -e inject=${set}:error=${fault.errno}:when=1 -P <${shown}> -p <child>`)
+    t.log(`strace -f -y -e trace=${set} -e inject=${set}:error=${fault.errno}:when=${when} -P <${shown}> -p <child>`)
     for (const l of injected) t.log(`injected: ${l.length > 240 ? `${l.slice(0, 240)}...` : l}`)
     return { ready, report, injected, straceLog }
   } finally {
@@ -261,6 +271,7 @@ const which = (values: Record<State, unknown>, states: State[], v: unknown) => s
 
 for (const impl of IMPLS) {
   for (const [fault, forms] of faults) {
+    if (fault.impls && !fault.impls.includes(impl)) continue
     for (const form of forms) {
       const name = `${impl}: ${fault.op} (${form}) with ${fault.title} -> ${fault.code ?? 'a KonserveError'}`
       test(name, async (t) => {
@@ -283,6 +294,7 @@ for (const impl of IMPLS) {
         const { mark } = aim(ready, fault.target)
         t.true(injected[0]?.includes(mark), `the failed call was on ${mark}`)
         t.true(injected[0]?.includes(`-1 ${fault.errno}`), `it failed with ${fault.errno}`)
+        if (fault.shows) t.regex(injected[0] ?? '', fault.shows)
 
         // The caller was told, with a typed error, in the form it called.
         const { first } = report
