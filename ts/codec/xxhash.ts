@@ -198,7 +198,7 @@ const INIT_ACC = new Uint32Array([
  */
 let wasmAllowed = true
 
-/** Whether XXH3-64 and the long loop may run in WebAssembly (tests turn it off to check the JavaScript gives the same). */
+/** Whether XXH3 may run in WebAssembly (tests turn it off to check the JavaScript gives the same). */
 export function useWasmXxh3(on: boolean): void {
   wasmAllowed = on
 }
@@ -368,17 +368,22 @@ function hash64(input: Uint8Array): void {
   }
 }
 
+/**
+ * The WebAssembly module with `input` copied in, when its length takes the
+ * module's 17..240-byte paths (their 64-bit products: several times the
+ * JavaScript paths' speed, copy included); else null.
+ */
+function midModule(input: Uint8Array) {
+  const n = input.length
+  const k = n > 16 && n <= 240 && wasmAllowed ? wasmAccumulator(SECRET) : null
+  k?.memory.set(input, INPUT_AT)
+  return k
+}
+
 /** XXH3-64 (seed 0) of `input`, as an unsigned 64-bit bigint. */
 export function xxh3_64(input: Uint8Array): bigint {
-  const n = input.length
-  if (n > 16 && n <= 240 && wasmAllowed) {
-    // WebAssembly's 64-bit products: several times the JavaScript path's speed even with the copy.
-    const k = wasmAccumulator(SECRET)
-    if (k) {
-      k.memory.set(input, INPUT_AT)
-      return BigInt.asUintN(64, k.mid(INPUT_AT, n))
-    }
-  }
+  const k = midModule(input)
+  if (k) return BigInt.asUintN(64, k.mid(INPUT_AT, input.length))
   hash64(input)
   return (BigInt(H) << 32n) | BigInt(L)
 }
@@ -544,11 +549,9 @@ function putBE32(out: Uint8Array, at: number, v: number): void {
 
 /** XXH3-128 (seed 0) of `input` in canonical form: 16 bytes, big-endian, high 64 bits first. */
 export function xxh3_128(input: Uint8Array): Uint8Array {
-  const n = input.length
-  const k = n > 16 && n <= 240 && wasmAllowed ? wasmAccumulator(SECRET) : null
+  const k = midModule(input)
   if (k) {
-    k.memory.set(input, INPUT_AT)
-    k.mid128(INPUT_AT, n)
+    k.mid128(INPUT_AT, input.length)
     set128(k.acc[3]!, k.acc[2]!, k.acc[1]!, k.acc[0]!)
   } else hash128(input)
   const out = new Uint8Array(16)

@@ -136,15 +136,15 @@ export class BlobAppender {
   ) {}
 
   *append(bytes: Uint8Array): Handler<void> {
-    if (!this.direct && !this.tried && this.pos + bytes.length > DIRECT_FROM && this.staging.durable) {
-      if (this.policy.allows(ingest(bytes.length))) {
-        // Buffered up to the next block boundary, then direct from there.
-        const head = Math.min((ALIGN - (this.pos % ALIGN)) % ALIGN, bytes.length)
-        yield* this.buffered(bytes.subarray(0, head))
-        bytes = bytes.subarray(head)
-        if (this.pos % ALIGN === 0) yield* this.startDirect()
-      }
-    } else if (this.staging.durable) ingest(bytes.length)
+    // Only durable blobs count, and go direct (0 is never past a volume).
+    const recent = this.staging.durable ? ingest(bytes.length) : 0
+    if (!this.direct && !this.tried && this.pos + bytes.length > DIRECT_FROM && this.policy.allows(recent)) {
+      // Buffered up to the next block boundary, then direct from there.
+      const head = Math.min((ALIGN - (this.pos % ALIGN)) % ALIGN, bytes.length)
+      yield* this.buffered(bytes.subarray(0, head))
+      bytes = bytes.subarray(head)
+      if (this.pos % ALIGN === 0) yield* this.startDirect()
+    }
     while (this.direct && bytes.length > 0) {
       const d = this.direct
       const n = Math.min(d.buf.length - d.len, bytes.length)
