@@ -13,13 +13,13 @@
  */
 import test from 'ava'
 import { randomBytes } from 'node:crypto'
-import { constants, readFileSync, readdirSync, readlinkSync, realpathSync } from 'node:fs'
+import { constants, readFileSync, realpathSync } from 'node:fs'
 import * as k from 'konserve'
 import { encodeBlobFileSync } from '../ts/format/blob.js'
 import { createPureCodec } from '../ts/backends/pure/codec.js'
 import { testing } from '../ts/backends/pure/direct.js'
 import { type PureFileBacking, openPureStore } from '../ts/backends/pure/store.js'
-import { fdsIn } from './helpers/api.js'
+import { descriptorsIn, fdsIn } from './helpers/api.js'
 import * as H from './helpers/pure.js'
 const { MiB, SECRET, META, codecs, codecName, modes, same, key, pattern, tempDir, stagingFiles, cut } = H
 
@@ -27,18 +27,17 @@ const O_DIRECT = (constants as { O_DIRECT?: number }).O_DIRECT ?? 0
 
 /** Whether a descriptor of this process is open with O_DIRECT on a staging file in `dir`. */
 function directOpenIn(dir: string): boolean {
-  for (const fd of readdirSync('/proc/self/fd')) {
-    let link: string
+  return descriptorsIn(dir).some(({ fd, path }) => {
+    if (!path.endsWith('.stage')) return false
+    let info: string
     try {
-      link = readlinkSync(`/proc/self/fd/${fd}`)
+      info = readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8')
     } catch {
-      continue // closed since the listing
+      return false // closed since the listing
     }
-    if (!link.startsWith(`${dir}/`) || !link.endsWith('.stage')) continue
-    const flags = /^flags:\s*([0-7]+)$/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))?.[1]
-    if (flags !== undefined && (Number.parseInt(flags, 8) & O_DIRECT) !== 0) return true
-  }
-  return false
+    const flags = /^flags:\s*([0-7]+)$/m.exec(info)?.[1]
+    return flags !== undefined && (Number.parseInt(flags, 8) & O_DIRECT) !== 0
+  })
 }
 
 function openStore(

@@ -64,18 +64,25 @@ export function tempDir(prefix = 'konserve-test-'): string {
 }
 
 /**
- * This process's descriptors open on files in `dir`. Not all of them: tests of
- * one file run concurrently, and the runner's own (its loader's cache files)
- * come and go.
+ * This process's descriptors open on files in `dir`, with the path each
+ * names. Not all of them: tests of one file run concurrently, and the
+ * runner's own (its loader's cache files) come and go.
  */
-export const fdsIn = (dir: string): number =>
-  readdirSync('/proc/self/fd').filter((fd) => {
+export function descriptorsIn(dir: string): Array<{ fd: string; path: string }> {
+  const out: Array<{ fd: string; path: string }> = []
+  for (const fd of readdirSync('/proc/self/fd')) {
     try {
-      return readlinkSync(`/proc/self/fd/${fd}`).startsWith(`${dir}/`)
+      const path = readlinkSync(`/proc/self/fd/${fd}`)
+      if (path.startsWith(`${dir}/`)) out.push({ fd, path })
     } catch {
-      return false // closed since the listing
+      // closed since the listing
     }
-  }).length
+  }
+  return out
+}
+
+/** How many descriptors of this process are open on files in `dir` (see descriptorsIn). */
+export const fdsIn = (dir: string): number => descriptorsIn(dir).length
 
 export interface StoreKind {
   name: string
