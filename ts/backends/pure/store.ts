@@ -58,6 +58,7 @@ import * as log from './log.js'
 import { STAGING, type Staged, StagingDir, readOnlyError, stagingName } from './staging.js'
 import * as vfs from './vfs.js'
 import * as warm from './warm.js'
+import { DEFAULT_VALUE_CACHE_BYTES, HeldValues } from './held.js'
 import { IDLE_CHECKPOINT_MS, Wal, recordHash } from './wal.js'
 import { toHex } from '../../codec/xxhash.js'
 
@@ -93,6 +94,8 @@ export interface PureFileOptions {
   skipKeyCheck?: boolean
   /** Large durable blobs written direct (./direct.ts), as the core's `direct_blobs`: false never; default on. */
   directBlobs?: boolean
+  /** The value cache's budget (./held.ts), as the core's `value_cache_bytes`: default 4 MiB, 0 turns it off. */
+  valueCacheBytes?: number
   /** Direct only past this many bytes of durable blobs in the last 10-20 s (default DIRECT_VOLUME; 0 with `directBlobs: true`). */
   directBlobsVolume?: number
   /**
@@ -367,7 +370,15 @@ export class PureFileBacking implements Backing, KeyFiles {
     this.directBlobs = new DirectBlobs(options.directBlobs !== false, options.directBlobsVolume ?? DIRECT_VOLUME)
     this.locker = new FileLocker(dir)
     this.fileClock = FileClock.openSync(dir, options.syncBlob, this.staging)
+    this.held = HeldValues.open(dir, options.valueCacheBytes ?? DEFAULT_VALUE_CACHE_BYTES, this)
   }
+
+  /** The value cache (./held.ts): undefined where it cannot see every change, or turned off. */
+  readonly held: HeldValues | undefined
+
+  /** Takes the descriptor of a plain key file getValue just read whole into the value cache. */
+  private readonly holdRead = (file: string) => (fd: number, size: number, v: RawValue | undefined) =>
+    v !== undefined && this.held!.hold(file, fd, size, v.serializer, v.value)
 
   /** `dir` and a separator: a key file's path is this and its name (no join to normalize a canonical path on every read). */
   private readonly dirPrefix: string
@@ -583,7 +594,11 @@ export class PureFileBacking implements Backing, KeyFiles {
   readonly getValue: Op<[key: Uint8Array], RawValue | undefined> = twinOp(
     (key: Uint8Array) => {
       if (this.wal || this.codec.encrypted) return rawValue(this.get.sync(key))
-      const v = vfs.withWholeSync(this.filePath(key), GET_READ, isWhole, (b) => plainValue(b, key))
+      const file = this.filePath(key)
+      const held = this.held
+      const hit = held?.lookup(file)
+      if (hit !== undefined) return hit === vfs.missing ? undefined : hit
+      const v = vfs.withWholeSync(file, GET_READ, isWhole, (b) => plainValue(b, key), held && this.holdRead(file))
       if (v === vfs.missing) return undefined
       return v ?? rawValue(this.get.sync(key))
     },
@@ -608,8 +623,11 @@ export class PureFileBacking implements Backing, KeyFiles {
   readonly getValueNow = (key: Uint8Array): RawValue | undefined | typeof MISS => {
     if (this.wal || this.codec.encrypted) return MISS
     const file = this.filePath(key)
+    const held = this.held
+    const hit = held?.lookup(file)
+    if (hit !== undefined) return hit === vfs.missing ? undefined : hit
     if (!warm.isWarm(file)) return MISS
-    const v = warm.timed(() => vfs.withWholeSync(file, GET_READ, isWhole, (b) => plainValue(b, key)))
+    const v = warm.timed(() => vfs.withWholeSync(file, GET_READ, isWhole, (b) => plainValue(b, key), held && this.holdRead(file)))
     if (v === vfs.missing) return undefined
     if (v === undefined) return MISS
     warm.touch(file)
@@ -684,6 +702,7 @@ export class PureFileBacking implements Backing, KeyFiles {
       for (; renamed < writes.length; renamed++) {
         const file = this.filePath(writes[renamed]!.key)
         yield* staging.rename(staged[renamed]!, file)
+        this.held?.drop(file)
         const { head, value } = files[renamed]!
         if (warmable && head.length + value.length < GET_READ) warm.touch(file)
       }
@@ -747,6 +766,7 @@ export class PureFileBacking implements Backing, KeyFiles {
     for (const key of keys) {
       const file = this.filePath(key)
       try {
+        this.held?.drop(file)
         yield* vfs.unlink(file)
         existed.push(true)
       } catch (err) {
@@ -758,11 +778,15 @@ export class PureFileBacking implements Backing, KeyFiles {
     return existed
   }
 
-  /** Async form: the queued group commits are written first. The store holds no descriptor between calls. */
+  /** Async form: the queued group commits are written first. Between calls the store holds no descriptor but its value cache's, which this closes. */
   readonly close: Op<[], void> = gensync({
-    sync: () => this.wal?.close.sync(),
+    sync: () => {
+      this.held?.clear()
+      this.wal?.close.sync()
+    },
     async: async () => {
       await this.group.idle()
+      this.held?.clear()
       await this.wal?.close.async()
     },
   })

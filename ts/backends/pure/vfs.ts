@@ -252,27 +252,39 @@ async function readFirstAsync(fd: number, length: number, whole: (b: Uint8Array)
  * holds it (`whole` says so: the read stopped short where the file says it
  * ends), handed to `use` as a view of a reused buffer that is valid only
  * until `use` returns: a hot read's one open, one read and one close, with
- * no copy and no allocation of its own. `missing` when there is no such file;
+ * no copy and no allocation of its own; `keep`, given, may take the
+ * descriptor instead of its being closed. `missing` when there is no such file;
  * `undefined` when anything else happened (another error, a file that one
  * read did not hold): the caller then reads by its general path, which says
  * what it is. Blocking form.
  */
-export function withWholeSync<T>(path: string, length: number, whole: (b: Uint8Array) => boolean, use: (b: Uint8Array) => T): T | typeof missing | undefined {
+export function withWholeSync<T>(
+  path: string,
+  length: number,
+  whole: (b: Uint8Array) => boolean,
+  use: (b: Uint8Array) => T,
+  keep?: (fd: number, size: number, answer: T) => boolean,
+): T | typeof missing | undefined {
   let fd: number
   try {
     fd = openSyncQuiet(path, STORE_OPEN.r)
   } catch (err) {
     return isMissing(err) ? missing : undefined
   }
+  let kept = false
   try {
     if (scratch.length < length) scratch = Buffer.allocUnsafeSlow(length)
     const n = fs.readSync(fd, scratch, 0, length, 0)
     const b = scratch.subarray(0, n)
-    return n < length && whole(b) ? use(b) : undefined
+    if (!(n < length && whole(b))) return undefined
+    const answer = use(b)
+    // `keep` takes the descriptor (the pure value cache, ./held.ts) or leaves it to be closed.
+    if (keep && answer !== undefined) kept = keep(fd, n, answer)
+    return answer
   } catch {
     return undefined
   } finally {
-    closeQuietly(fd)
+    if (!kept) closeQuietly(fd)
   }
 }
 

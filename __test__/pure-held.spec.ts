@@ -1,0 +1,187 @@
+/**
+ * The pure engine's value cache (ts/backends/pure/held.ts): a repeated get of
+ * an unchanged key holds its key file open and answers after one stat finds
+ * the same inode at the path. What it holds is bounded (the store's
+ * `valueCacheBytes`, the process's descriptor budget), given back by `close`
+ * and by the garbage collector, and nothing it holds is ever answered after
+ * the file changed: replaced or removed by this process, changed in place,
+ * or a value's bytes mutated by the caller. The cross-process promises (a
+ * writer in another process, a deleted or swapped store directory) are in
+ * value-cache.spec.ts, with the native cache's.
+ */
+import test from 'ava'
+import { execFile } from 'node:child_process'
+import { readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import * as k from '../ts/index.js'
+import { type HeldValues, MAX_HELD_FILE, testing } from '../ts/backends/pure/held.js'
+import type { PureFileBacking } from '../ts/backends/pure/store.js'
+import { fdsIn, tempDir } from './helpers/api.js'
+
+const run = promisify(execFile)
+const dist = new URL('../dist/index.mjs', import.meta.url).pathname
+
+const heldOf = (s: k.Store): HeldValues => {
+  const held = (s as unknown as { backing: PureFileBacking }).backing.held
+  if (!held) throw new Error('the store has no value cache')
+  return held
+}
+const open = (dir: string, options: k.FsStoreOptions = {}) => k.connectFsStore(dir, { native: false, durable: false, sync: true, ...options })
+const keyFiles = (dir: string) => readdirSync(dir).filter((n) => n.endsWith('.ksv'))
+
+test('a repeated get holds one descriptor and answers from memory, sync and async', async (t) => {
+  const dir = join(tempDir(), 'store')
+  const s = open(dir)
+  k.assoc(s, 'a', { doc: 1 }, { sync: true })
+  const held = heldOf(s)
+  t.deepEqual(k.get(s, 'a', { sync: true }), { doc: 1 })
+  t.is(held.size, 1)
+  t.is(fdsIn(dir), 1, 'the key file is held open')
+  const hits = held.hits
+  for (let i = 0; i < 10; i++) t.deepEqual(k.get(s, 'a', { sync: true }), { doc: 1 })
+  for (let i = 0; i < 10; i++) t.deepEqual(await k.get(s, 'a'), { doc: 1 })
+  t.is(held.hits - hits, 20)
+  t.is(fdsIn(dir), 1)
+  k.close(s, { sync: true })
+  t.is(fdsIn(dir), 0, 'close gives it back')
+})
+
+test("this process's put and dissoc drop the entry at once, and the next get reads the new file", async (t) => {
+  const dir = join(tempDir(), 'store')
+  const s = open(dir)
+  k.assoc(s, 'a', 1, { sync: true })
+  t.is(k.get(s, 'a', { sync: true }), 1)
+  t.is(heldOf(s).size, 1)
+  k.assoc(s, 'a', 2, { sync: true })
+  t.is(heldOf(s).size, 0, 'the write dropped it')
+  t.is(fdsIn(dir), 0)
+  t.is(k.get(s, 'a', { sync: true }), 2)
+  await k.assoc(s, 'a', 3)
+  t.is(await k.get(s, 'a'), 3)
+  t.is(k.get(s, 'a', { sync: true }), 3)
+  k.dissoc(s, 'a', { sync: true })
+  t.is(heldOf(s).size, 0)
+  t.is(k.get(s, 'a', { sync: true }), undefined)
+  t.is(await k.get(s, 'a'), undefined)
+})
+
+test('a second instance on the directory sees the first one write, replace and remove', (t) => {
+  const dir = join(tempDir(), 'store')
+  const w = open(dir)
+  const r = open(dir)
+  for (let i = 0; i < 300; i++) {
+    // One size for every value: n from 1000 on is a uint16.
+    k.assoc(w, 'a', { n: 1000 + i }, { sync: true })
+    t.is((k.get(r, 'a', { sync: true }) as { n: number }).n, 1000 + i)
+    t.is((k.get(r, 'a', { sync: true }) as { n: number }).n, 1000 + i)
+    if (i % 7 === 6) {
+      k.dissoc(w, 'a', { sync: true })
+      t.is(k.get(r, 'a', { sync: true }), undefined)
+    }
+  }
+  t.true(heldOf(r).hits >= 300)
+})
+
+test('a key file changed in place (same inode, a later mtime) is read again', async (t) => {
+  const dir = join(tempDir(), 'store')
+  const other = join(tempDir(), 'other')
+  const s = open(dir)
+  const o = open(other)
+  // The same key and value size in another store: a valid file with other bytes.
+  k.assoc(s, 'a', { n: 1001 }, { sync: true })
+  k.assoc(o, 'a', { n: 2002 }, { sync: true })
+  t.is((k.get(s, 'a', { sync: true }) as { n: number }).n, 1001)
+  t.is((k.get(s, 'a', { sync: true }) as { n: number }).n, 1001)
+  const [name] = keyFiles(dir)
+  const before = statSync(join(dir, name!))
+  // A later clock tick than the file's (timestamps are as coarse as the kernel's tick).
+  await new Promise((r) => setTimeout(r, 30))
+  writeFileSync(join(dir, name!), readFileSync(join(other, name!)))
+  t.is(statSync(join(dir, name!)).ino, before.ino, 'the same inode')
+  t.is((k.get(s, 'a', { sync: true }) as { n: number }).n, 2002)
+  t.is(((await k.get(s, 'a')) as { n: number }).n, 2002)
+})
+
+test("a caller's changes to a returned value's bytes do not reach the next get", (t) => {
+  const dir = join(tempDir(), 'store')
+  const s = open(dir)
+  k.assoc(s, 'b', { bytes: new Uint8Array([1, 2, 3]) }, { sync: true })
+  for (let i = 0; i < 3; i++) {
+    const v = k.get(s, 'b', { sync: true }) as { bytes: Uint8Array }
+    t.deepEqual([...v.bytes], [1, 2, 3])
+    v.bytes.fill(9)
+  }
+})
+
+test('only small plain values are held: not compressed, encrypted or logged stores, nor files over 16 KiB', (t) => {
+  const big = open(join(tempDir(), 'big'))
+  k.assoc(big, 'x', 'y'.repeat(MAX_HELD_FILE), { sync: true })
+  k.get(big, 'x', { sync: true })
+  t.is(heldOf(big).size, 0)
+  const lz4 = open(join(tempDir(), 'lz4'), { compressor: { type: 'lz4' } })
+  k.assoc(lz4, 'x', 'y'.repeat(200), { sync: true })
+  t.is(k.get(lz4, 'x', { sync: true }), 'y'.repeat(200))
+  t.is(heldOf(lz4).size, 0)
+  const aes = open(join(tempDir(), 'aes'), { encryptor: { type: 'aes', key: 'held s3cret' } })
+  k.assoc(aes, 'x', 1, { sync: true })
+  t.is(k.get(aes, 'x', { sync: true }), 1)
+  t.is(heldOf(aes).size, 0)
+  const logged = open(join(tempDir(), 'wal'), { wal: true })
+  k.assoc(logged, 'x', 1, { sync: true })
+  t.is(k.get(logged, 'x', { sync: true }), 1)
+  t.is(heldOf(logged).size, 0)
+  const off = open(join(tempDir(), 'off'), { valueCacheBytes: 0 })
+  t.is((off as unknown as { backing: PureFileBacking }).backing.held, undefined, 'valueCacheBytes: 0 turns it off')
+})
+
+test("a store's valueCacheBytes bounds what it holds", (t) => {
+  const dir = join(tempDir(), 'store')
+  const s = open(dir, { valueCacheBytes: 4000 })
+  for (let i = 0; i < 100; i++) k.assoc(s, `k${i}`, 'v'.repeat(100), { sync: true })
+  for (let round = 0; round < 3; round++) for (let i = 0; i < 100; i++) t.is(k.get(s, `k${i}`, { sync: true }), 'v'.repeat(100))
+  // Each entry charges its file (about 190 bytes), its path and 96 bytes.
+  t.true(heldOf(s).size > 0 && heldOf(s).size <= 12, `${heldOf(s).size} held`)
+  t.is(fdsIn(dir), heldOf(s).size)
+})
+
+test.serial('the descriptor budget is shared by every store of the process, read ones kept over idle ones', (t) => {
+  testing.setDescriptorBudget(10)
+  t.teardown(() => testing.setDescriptorBudget(undefined))
+  const a = join(tempDir(), 'a')
+  const b = join(tempDir(), 'b')
+  const sa = open(a)
+  const sb = open(b)
+  for (let i = 0; i < 50; i++) {
+    k.assoc(sa, `k${i}`, i, { sync: true })
+    k.assoc(sb, `k${i}`, i, { sync: true })
+  }
+  for (let i = 0; i < 50; i++) t.is(k.get(sa, `k${i}`, { sync: true }), i)
+  t.is(fdsIn(a), 10)
+  // Store b takes the descriptors of a, which nobody reads now.
+  for (let round = 0; round < 2; round++) for (let i = 0; i < 5; i++) t.is(k.get(sb, `k${i}`, { sync: true }), i)
+  t.is(fdsIn(b), 5)
+  t.is(fdsIn(a) + fdsIn(b), 10)
+  t.is(testing.descriptorsHeld() >= 10, true)
+  k.close(sa, { sync: true })
+  k.close(sb, { sync: true })
+  t.is(fdsIn(a) + fdsIn(b), 0)
+})
+
+test('a store dropped without close gives its descriptors back when collected', async (t) => {
+  const dir = join(tempDir(), 'store')
+  const script = `import * as k from ${JSON.stringify(dist)}; import { readdirSync, readlinkSync } from 'node:fs'
+    const dir = ${JSON.stringify(dir)}
+    const held = () => readdirSync('/proc/self/fd').filter((fd) => { try { return readlinkSync('/proc/self/fd/' + fd).startsWith(dir + '/') } catch { return false } }).length
+    ;(() => {
+      const s = k.connectFsStore(dir, { native: false, durable: false, sync: true })
+      for (let i = 0; i < 40; i++) k.assoc(s, 'k' + i, i, { sync: true })
+      for (let i = 0; i < 40; i++) k.get(s, 'k' + i, { sync: true })
+    })()
+    const before = held()
+    let after = before
+    for (let i = 0; i < 50 && after > 0; i++) { globalThis.gc(); await new Promise((r) => setTimeout(r, 20)); after = held() }
+    console.log(JSON.stringify({ before, after }))`
+  const { stdout } = await run(process.execPath, ['--expose-gc', '--input-type=module', '-e', script], { env: { ...process.env, NODE_OPTIONS: '' } })
+  t.deepEqual(JSON.parse(stdout), { before: 40, after: 0 })
+})
