@@ -47,6 +47,22 @@ test('a repeated get holds one descriptor and answers from memory, sync and asyn
   t.is(fdsIn(dir), 0, 'close gives it back')
 })
 
+test('an async get of a file this process has not seen holds it after the threadpool read: the next async get is a hit', async (t) => {
+  const dir = join(tempDir(), 'store')
+  // Written by the native core: not warm for the pure engine, so the first async get reads on the threadpool.
+  const w = k.connectFsStore(dir, { native: true, durable: false, sync: true })
+  k.assoc(w, 'a', { doc: 2 }, { sync: true })
+  const s = open(dir)
+  const held = heldOf(s)
+  t.deepEqual(await k.get(s, 'a'), { doc: 2 })
+  t.is(held.size, 1)
+  const hits = held.hits
+  t.deepEqual(await k.get(s, 'a'), { doc: 2 })
+  t.is(held.hits - hits, 1)
+  k.assoc(w, 'a', { doc: 3 }, { sync: true })
+  t.deepEqual(await k.get(s, 'a'), { doc: 3 })
+})
+
 test("this process's put and dissoc drop the entry at once, and the next get reads the new file", async (t) => {
   const dir = join(tempDir(), 'store')
   const s = open(dir)

@@ -605,7 +605,7 @@ export class PureFileBacking implements Backing, KeyFiles {
     async (key: Uint8Array) => {
       if (this.wal || this.codec.encrypted) return rawValue(await this.get.async(key))
       const file = this.filePath(key)
-      const v = await vfs.withWholeAsync(file, GET_READ, isWhole, (b) => plainValue(b, key))
+      const v = await vfs.withWholeAsync(file, GET_READ, isWhole, (b) => plainValue(b, key), this.held && this.holdRead(file))
       if (v === vfs.missing) return undefined
       if (v === undefined) return rawValue(await this.get.async(key))
       // Only a file this path answers is noted warm: getValueNow would read any other twice.

@@ -294,8 +294,14 @@ export const missing: unique symbol = Symbol('missing')
 /** Read buffers of withWholeAsync not in use (a few: one per read in flight is allocated beyond them). */
 const spare: Buffer[] = []
 
-/** withWholeSync's async form: the open and the read on the threadpool (one task each), the close on the calling thread. */
-export function withWholeAsync<T>(path: string, length: number, whole: (b: Uint8Array) => boolean, use: (b: Uint8Array) => T): Promise<T | typeof missing | undefined> {
+/** withWholeSync's async form: the open and the read on the threadpool (one task each); `keep` or the close on the calling thread. */
+export function withWholeAsync<T>(
+  path: string,
+  length: number,
+  whole: (b: Uint8Array) => boolean,
+  use: (b: Uint8Array) => T,
+  keep?: (fd: number, size: number, answer: T) => boolean,
+): Promise<T | typeof missing | undefined> {
   return new Promise((resolve) => {
     fs.open(path, STORE_OPEN.r, (err, fd) => {
       if (err) return resolve(isMissing(err) ? missing : undefined)
@@ -303,13 +309,16 @@ export function withWholeAsync<T>(path: string, length: number, whole: (b: Uint8
       if (!buf || buf.length < length) buf = Buffer.allocUnsafeSlow(length)
       const b0 = buf
       fs.read(fd, b0, 0, length, 0, (err, n) => {
-        closeQuietly(fd)
+        let kept = false
         try {
           const b = b0.subarray(0, n)
-          resolve(!err && n < length && whole(b) ? use(b) : undefined)
+          const answer = !err && n < length && whole(b) ? use(b) : undefined
+          if (keep && answer !== undefined) kept = keep(fd, n, answer)
+          resolve(answer)
         } catch {
           resolve(undefined)
         } finally {
+          if (!kept) closeQuietly(fd)
           if (spare.length < 8) spare.push(b0)
         }
       })
