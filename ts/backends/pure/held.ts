@@ -107,27 +107,19 @@ interface Entry {
 const clock = new Set<Entry>()
 
 /**
- * Evicts one entry that `which` accepts (CLOCK: the first not read since the
- * hand last passed; read ones get a second chance at the back): false when
- * there is none.
+ * CLOCK over every store's entries: the first not read since the hand last
+ * passed goes; read ones get a second chance at the back. False when there
+ * is nothing to evict.
  */
-function evictOne(which: (e: Entry) => boolean): boolean {
-  for (let turns = clock.size * 2; turns > 0; turns--) {
-    let found: Entry | undefined
-    for (const e of clock) {
-      if (which(e)) {
-        found = e
-        break
-      }
-    }
-    if (!found) return false
-    clock.delete(found)
-    if (!found.used) {
-      found.owner.release(found)
+function evictAny(): boolean {
+  for (const e of clock) {
+    clock.delete(e)
+    if (!e.used) {
+      e.owner.release(e)
       return true
     }
-    found.used = false
-    clock.add(found)
+    e.used = false
+    clock.add(e)
   }
   return false
 }
@@ -165,11 +157,12 @@ export class HeldValues {
   }
 
   /**
-   * The value of `file` if its path still names the inode read; `vfs.missing`
-   * if there is no file there any more; undefined when nothing is held for it
-   * or it changed (its entry is dropped: read the file).
+   * The value of `file` if its path still names the inode read; undefined
+   * when nothing is held for it, or it changed or is gone (its entry is
+   * dropped: read the file, which answers or reports exactly as without the
+   * cache).
    */
-  lookup(file: string): RawValue | typeof vfs.missing | undefined {
+  lookup(file: string): RawValue | undefined {
     const e = this.entries.get(file)
     if (!e) return undefined
     let st: fs.Stats | undefined
@@ -180,11 +173,7 @@ export class HeldValues {
       this.drop(file)
       return undefined
     }
-    if (!st) {
-      this.drop(file)
-      return vfs.missing
-    }
-    if (st.ino !== e.ino || st.dev !== e.dev || st.size !== e.size || st.ctimeMs !== e.ctimeMs || st.mtimeMs !== e.mtimeMs) {
+    if (!st || st.ino !== e.ino || st.dev !== e.dev || st.size !== e.size || st.ctimeMs !== e.ctimeMs || st.mtimeMs !== e.mtimeMs) {
       this.drop(file)
       this.misses++
       return undefined
@@ -212,8 +201,8 @@ export class HeldValues {
     }
     if (st.size !== size) return false
     this.drop(file)
-    while (this.bytes + charge > this.budget) if (!evictOne((e) => e.owner === this)) return false
-    while (fdsHeld >= descriptorBudget()) if (!evictOne(() => true)) return false
+    while (this.bytes + charge > this.budget) if (!this.evictOwn()) return false
+    while (fdsHeld >= descriptorBudget()) if (!evictAny()) return false
     const e: Entry = {
       owner: this,
       file,
@@ -254,6 +243,21 @@ export class HeldValues {
   /** How many entries (descriptors) this store holds. */
   get size(): number {
     return this.entries.size
+  }
+
+  /** CLOCK over this store's own entries, for its byte budget (as evictAny). */
+  private evictOwn(): boolean {
+    for (const [file, e] of this.entries) {
+      if (!e.used) {
+        clock.delete(e)
+        this.release(e)
+        return true
+      }
+      e.used = false
+      this.entries.delete(file)
+      this.entries.set(file, e)
+    }
+    return false
   }
 
   /** @internal Closes `e`'s descriptor and forgets it (the caller took it out of the clock). */

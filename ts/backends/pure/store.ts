@@ -597,7 +597,7 @@ export class PureFileBacking implements Backing, KeyFiles {
       const file = this.filePath(key)
       const held = this.held
       const hit = held?.lookup(file)
-      if (hit !== undefined) return hit === vfs.missing ? undefined : hit
+      if (hit !== undefined) return hit
       const v = vfs.withWholeSync(file, GET_READ, isWhole, (b) => plainValue(b, key), held && this.holdRead(file))
       if (v === vfs.missing) return undefined
       return v ?? rawValue(this.get.sync(key))
@@ -625,7 +625,7 @@ export class PureFileBacking implements Backing, KeyFiles {
     const file = this.filePath(key)
     const held = this.held
     const hit = held?.lookup(file)
-    if (hit !== undefined) return hit === vfs.missing ? undefined : hit
+    if (hit !== undefined) return hit
     if (!warm.isWarm(file)) return MISS
     const v = warm.timed(() => vfs.withWholeSync(file, GET_READ, isWhole, (b) => plainValue(b, key), held && this.holdRead(file)))
     if (v === vfs.missing) return undefined
