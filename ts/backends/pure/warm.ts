@@ -6,8 +6,9 @@
  * close: about 10 µs) instead of taking two threadpool tasks (about 100 µs
  * on a 2-core machine). A blocking get does not note its file: only async
  * gets gain, and the blocking path stays as lean as it was.
- * The native core gets the same effect from its value cache; here the file
- * is still read every time, so a write by another process is never missed.
+ * The value cache (./held.ts) answers a file it holds after one stat; this
+ * covers the read that fills it, and stores where it is off: the file is
+ * still read, so a write by another process is never missed.
  *
  * The guess can be wrong (memory pressure evicted the file): then that read
  * blocks the loop for as long as the disk takes. Reads on the calling thread
