@@ -15,7 +15,7 @@ import { readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import * as k from '../ts/index.js'
-import { type HeldValues, MAX_HELD_FILE, testing } from '../ts/backends/pure/held.js'
+import { type HeldValues, MAX_HELD_FILE, SETTLED_MS, testing } from '../ts/backends/pure/held.js'
 import type { PureFileBacking } from '../ts/backends/pure/store.js'
 import { fdsIn, tempDir } from './helpers/api.js'
 
@@ -29,11 +29,14 @@ const heldOf = (s: k.Store): HeldValues => {
 }
 const open = (dir: string, options: k.FsStoreOptions = {}) => k.connectFsStore(dir, { native: false, durable: false, sync: true, ...options })
 const keyFiles = (dir: string) => readdirSync(dir).filter((n) => n.endsWith('.ksv'))
+/** Waits until a file written now is old enough to be held past its first repeat (SETTLED_MS). */
+const settle = () => new Promise((r) => setTimeout(r, SETTLED_MS + 10))
 
 test('a repeated get holds one descriptor and answers from memory, sync and async', async (t) => {
   const dir = join(tempDir(), 'store')
   const s = open(dir)
   k.assoc(s, 'a', { doc: 1 }, { sync: true })
+  await settle()
   const held = heldOf(s)
   t.deepEqual(k.get(s, 'a', { sync: true }), { doc: 1 })
   t.is(held.size, 1)
@@ -52,6 +55,7 @@ test('an async get of a file this process has not seen holds it after the thread
   // Written by the native core: not warm for the pure engine, so the first async get reads on the threadpool.
   const w = k.connectFsStore(dir, { native: true, durable: false, sync: true })
   k.assoc(w, 'a', { doc: 2 }, { sync: true })
+  await settle()
   const s = open(dir)
   const held = heldOf(s)
   t.deepEqual(await k.get(s, 'a'), { doc: 2 })
@@ -82,21 +86,39 @@ test("this process's put and dissoc drop the entry at once, and the next get rea
   t.is(await k.get(s, 'a'), undefined)
 })
 
-test('a second instance on the directory sees the first one write, replace and remove', (t) => {
+test('a second instance on the directory sees the first one write, replace and remove', async (t) => {
   const dir = join(tempDir(), 'store')
   const w = open(dir)
   const r = open(dir)
-  for (let i = 0; i < 300; i++) {
-    // One size for every value: n from 1000 on is a uint16.
+  for (let i = 0; i < 200; i++) {
+    // One size for every value: n from 1000 on is a uint16. Every other value settles first, so its reads are hits.
     k.assoc(w, 'a', { n: 1000 + i }, { sync: true })
-    t.is((k.get(r, 'a', { sync: true }) as { n: number }).n, 1000 + i)
-    t.is((k.get(r, 'a', { sync: true }) as { n: number }).n, 1000 + i)
+    if (i % 2 === 0) await settle()
+    for (let j = 0; j < 3; j++) t.is((k.get(r, 'a', { sync: true }) as { n: number }).n, 1000 + i)
     if (i % 7 === 6) {
       k.dissoc(w, 'a', { sync: true })
       t.is(k.get(r, 'a', { sync: true }), undefined)
     }
   }
-  t.true(heldOf(r).hits >= 300)
+  t.true(heldOf(r).hits >= 200, `${heldOf(r).hits} hits`)
+})
+
+test('a file read within SETTLED_MS of its last change is read again at its first repeat, then held', async (t) => {
+  const dir = join(tempDir(), 'store')
+  const s = open(dir)
+  const held = heldOf(s)
+  k.assoc(s, 'a', 1, { sync: true })
+  t.is(k.get(s, 'a', { sync: true }), 1)
+  const misses = held.misses
+  t.is(k.get(s, 'a', { sync: true }), 1)
+  t.is(held.misses - misses, 1, 'too fresh: read again')
+  await settle()
+  t.is(k.get(s, 'a', { sync: true }), 1)
+  t.is(held.misses - misses, 2, 'read again once more, now settled')
+  const hits = held.hits
+  t.is(k.get(s, 'a', { sync: true }), 1)
+  t.is(k.get(s, 'a', { sync: true }), 1)
+  t.is(held.hits - hits, 2)
 })
 
 test('a key file changed in place (same inode, a later mtime) is read again', async (t) => {
@@ -107,8 +129,10 @@ test('a key file changed in place (same inode, a later mtime) is read again', as
   // The same key and value size in another store: a valid file with other bytes.
   k.assoc(s, 'a', { n: 1001 }, { sync: true })
   k.assoc(o, 'a', { n: 2002 }, { sync: true })
+  await settle()
   t.is((k.get(s, 'a', { sync: true }) as { n: number }).n, 1001)
   t.is((k.get(s, 'a', { sync: true }) as { n: number }).n, 1001)
+  t.true(heldOf(s).hits >= 1, 'held')
   const [name] = keyFiles(dir)
   const before = statSync(join(dir, name!))
   // A later clock tick than the file's (timestamps are as coarse as the kernel's tick).
@@ -117,6 +141,23 @@ test('a key file changed in place (same inode, a later mtime) is read again', as
   t.is(statSync(join(dir, name!)).ino, before.ino, 'the same inode')
   t.is((k.get(s, 'a', { sync: true }) as { n: number }).n, 2002)
   t.is(((await k.get(s, 'a')) as { n: number }).n, 2002)
+})
+
+test('a key file changed in place right after it was read (within a clock tick) is read again', async (t) => {
+  const dir = join(tempDir(), 'store')
+  const other = join(tempDir(), 'other')
+  const s = open(dir)
+  const o = open(other)
+  k.assoc(s, 'a', { n: 1001 }, { sync: true })
+  k.assoc(o, 'a', { n: 2002 }, { sync: true })
+  await settle()
+  const [name] = keyFiles(dir)
+  const replacement = readFileSync(join(other, name!))
+  t.is((k.get(s, 'a', { sync: true }) as { n: number }).n, 1001)
+  // At once, same size, same inode: only the file's ctime, later than the read less SETTLED_MS, tells.
+  writeFileSync(join(dir, name!), replacement)
+  t.is((k.get(s, 'a', { sync: true }) as { n: number }).n, 2002)
+  t.is((k.get(s, 'a', { sync: true }) as { n: number }).n, 2002)
 })
 
 test("a caller's changes to a returned value's bytes do not reach the next get", (t) => {
@@ -161,7 +202,7 @@ test("a store's valueCacheBytes bounds what it holds", (t) => {
   t.is(fdsIn(dir), heldOf(s).size)
 })
 
-test.serial('the descriptor budget is shared by every store of the process, read ones kept over idle ones', (t) => {
+test.serial('the descriptor budget is shared by every store of the process, read ones kept over idle ones', async (t) => {
   testing.setDescriptorBudget(10)
   t.teardown(() => testing.setDescriptorBudget(undefined))
   const a = join(tempDir(), 'a')
@@ -172,6 +213,7 @@ test.serial('the descriptor budget is shared by every store of the process, read
     k.assoc(sa, `k${i}`, i, { sync: true })
     k.assoc(sb, `k${i}`, i, { sync: true })
   }
+  await settle()
   for (let i = 0; i < 50; i++) t.is(k.get(sa, `k${i}`, { sync: true }), i)
   t.is(fdsIn(a), 10)
   // Store b takes the descriptors of a, which nobody reads now.

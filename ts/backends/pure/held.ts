@@ -16,6 +16,11 @@
  *   while we hold its descriptor, so no new file can have its number: equal
  *   device and inode numbers mean the same file, not a reused number. The
  *   size, ctime and mtime are compared too (a change in place, a chmod).
+ * - Which inode we hold is asked (`fstat`) at the first repeat, not at the
+ *   read: a key read once pays nothing but the kept descriptor. Then the
+ *   file's ctime must be older than the read by SETTLED_MS, more than the
+ *   kernel's timestamp granularity (one clock tick): a change in place after
+ *   the read would have stamped a later ctime, so it is read again instead.
  * - A stat walks the whole path, so a store directory moved away or deleted
  *   and recreated is seen like any replaced file.
  * - Only file systems with stable, unique inode numbers whose every change
@@ -40,6 +45,8 @@ export const DEFAULT_VALUE_CACHE_BYTES = 4 << 20
 export const MAX_HELD_FILE = 16 * 1024
 /** What an entry costs besides its file and path. */
 const ENTRY_OVERHEAD = 96
+/** How much older than the read a file's ctime must be at its first repeat (file timestamps lag by up to a clock tick: 1-10 ms). */
+export const SETTLED_MS = 20
 
 /** `statfs` types whose inode numbers are stable and unique among live files, and whose changes all pass through this kernel. */
 const LOCAL_FS = new Set([
@@ -86,6 +93,10 @@ interface Entry {
   owner: HeldValues
   file: string
   fd: number
+  /** When the file was read (Date.now()). */
+  readAt: number
+  /** Whether dev, ino, ctimeMs and mtimeMs are known (the first repeat learns them). */
+  known: boolean
   dev: number
   ino: number
   size: number
@@ -94,35 +105,51 @@ interface Entry {
   serializer: number
   value: Uint8Array
   charge: number
-  /** Read since the CLOCK hand last passed. */
+  /** Read since a CLOCK hand last passed. */
   used: boolean
+  /** Its slots in the process's ring and in its store's. */
+  slot: number
+  ownSlot: number
 }
 
 /**
- * Every store's entries, in the order the CLOCK hand visits them: one
- * order for the process, so a store that needs a descriptor can take one
- * from a store nobody reads any more (dropped without `close`, not yet
- * collected).
+ * Entries in slots that a CLOCK hand sweeps: the next victim is the first
+ * entry the hand finds not read since it last passed (it clears the bits of
+ * the read ones on its way). An array, not a Set used as a queue: V8 leaves
+ * a deleted Set entry as a hole until the table is rebuilt, and a queue
+ * that deletes at its front and iterates from it steps over every hole.
  */
-const clock = new Set<Entry>()
+class Ring {
+  private readonly slots: Array<Entry | undefined> = []
+  private readonly free: number[] = []
+  private hand = 0
 
-/**
- * CLOCK over every store's entries: the first not read since the hand last
- * passed goes; read ones get a second chance at the back. False when there
- * is nothing to evict.
- */
-function evictAny(): boolean {
-  for (const e of clock) {
-    clock.delete(e)
-    if (!e.used) {
-      e.owner.release(e)
-      return true
-    }
-    e.used = false
-    clock.add(e)
+  add(e: Entry): number {
+    const i = this.free.pop() ?? this.slots.length
+    this.slots[i] = e
+    return i
   }
-  return false
+
+  remove(i: number): void {
+    this.slots[i] = undefined
+    this.free.push(i)
+  }
+
+  victim(): Entry | undefined {
+    const n = this.slots.length
+    for (let steps = 0; steps < 2 * n; steps++) {
+      if (this.hand >= n) this.hand = 0
+      const e = this.slots[this.hand++]
+      if (e === undefined) continue
+      if (!e.used) return e
+      e.used = false
+    }
+    return undefined
+  }
 }
+
+/** Every store's entries: one ring for the process, so a store that needs a descriptor can take one from a store nobody reads any more (dropped without `close`, not yet collected). */
+const everyStore = new Ring()
 
 const finalizer = new FinalizationRegistry<HeldValues>((held) => held.clear())
 
@@ -138,6 +165,8 @@ function cacheableDir(dir: string): boolean {
 
 export class HeldValues {
   private readonly entries = new Map<string, Entry>()
+  /** This store's entries, for its byte budget. */
+  private readonly own = new Ring()
   private bytes = 0
   hits = 0
   misses = 0
@@ -173,6 +202,7 @@ export class HeldValues {
       this.drop(file)
       return undefined
     }
+    if (st && !e.known && !this.learn(e)) st = undefined
     if (!st || st.ino !== e.ino || st.dev !== e.dev || st.size !== e.size || st.ctimeMs !== e.ctimeMs || st.mtimeMs !== e.mtimeMs) {
       this.drop(file)
       this.misses++
@@ -193,51 +223,65 @@ export class HeldValues {
     if (size > MAX_HELD_FILE) return false
     const charge = size + file.length + ENTRY_OVERHEAD
     if (charge > this.budget) return false
-    let st: fs.Stats
-    try {
-      st = fs.fstatSync(fd)
-    } catch {
-      return false
-    }
-    if (st.size !== size) return false
     this.drop(file)
-    while (this.bytes + charge > this.budget) if (!this.evictOwn()) return false
-    while (fdsHeld >= descriptorBudget()) if (!evictAny()) return false
+    while (this.bytes + charge > this.budget) if (!this.evict(this.own)) return false
+    while (fdsHeld >= descriptorBudget()) if (!this.evict(everyStore)) return false
     const e: Entry = {
       owner: this,
       file,
       fd,
-      dev: st.dev,
-      ino: st.ino,
+      readAt: Date.now(),
+      known: false,
+      dev: 0,
+      ino: 0,
       size,
-      ctimeMs: st.ctimeMs,
-      mtimeMs: st.mtimeMs,
+      ctimeMs: 0,
+      mtimeMs: 0,
       serializer,
       value: value.slice(),
       charge,
       used: false,
+      slot: -1,
+      ownSlot: -1,
     }
+    e.slot = everyStore.add(e)
+    e.ownSlot = this.own.add(e)
     this.entries.set(file, e)
-    clock.add(e)
     this.bytes += charge
     fdsHeld++
+    return true
+  }
+
+  /**
+   * At an entry's first repeat: which inode it holds, if that file is
+   * exactly what was read (its size) and was last changed well before the
+   * read (SETTLED_MS), so no change in place can have come after it unseen.
+   */
+  private learn(e: Entry): boolean {
+    let st: fs.Stats
+    try {
+      st = fs.fstatSync(e.fd)
+    } catch {
+      return false
+    }
+    if (st.size !== e.size || st.ctimeMs > e.readAt - SETTLED_MS) return false
+    e.dev = st.dev
+    e.ino = st.ino
+    e.ctimeMs = st.ctimeMs
+    e.mtimeMs = st.mtimeMs
+    e.known = true
     return true
   }
 
   /** Forgets `file` (this process just replaced or removed it): its descriptor is closed now rather than at eviction. */
   drop(file: string): void {
     const e = this.entries.get(file)
-    if (!e) return
-    clock.delete(e)
-    this.release(e)
+    if (e) this.release(e)
   }
 
   /** Closes every descriptor held (the store is closing, or was collected). */
   clear(): void {
-    for (const e of [...this.entries.values()]) {
-      clock.delete(e)
-      this.release(e)
-    }
+    for (const e of [...this.entries.values()]) this.release(e)
   }
 
   /** How many entries (descriptors) this store holds. */
@@ -245,23 +289,18 @@ export class HeldValues {
     return this.entries.size
   }
 
-  /** CLOCK over this store's own entries, for its byte budget (as evictAny). */
-  private evictOwn(): boolean {
-    for (const [file, e] of this.entries) {
-      if (!e.used) {
-        clock.delete(e)
-        this.release(e)
-        return true
-      }
-      e.used = false
-      this.entries.delete(file)
-      this.entries.set(file, e)
-    }
-    return false
+  /** Evicts the victim of `ring` (this store's, or every store's): false when there is none. */
+  private evict(ring: Ring): boolean {
+    const e = ring.victim()
+    if (!e) return false
+    e.owner.release(e)
+    return true
   }
 
-  /** @internal Closes `e`'s descriptor and forgets it (the caller took it out of the clock). */
-  release(e: Entry): void {
+  /** Closes `e`'s descriptor and forgets it. */
+  private release(e: Entry): void {
+    everyStore.remove(e.slot)
+    this.own.remove(e.ownSlot)
     this.entries.delete(e.file)
     this.bytes -= e.charge
     fdsHeld--
