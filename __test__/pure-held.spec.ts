@@ -121,41 +121,37 @@ test('a file read within SETTLED_MS of its last change is read again at its firs
   t.is(held.hits - hits, 2)
 })
 
-test('a key file changed in place (same inode, a later mtime) is read again', async (t) => {
+/** A store holding key 'a' = { n: 1001 }, settled, and another valid key file for 'a' of the same size: { n: 2002 } written by another store. */
+async function withReplacement() {
   const dir = join(tempDir(), 'store')
   const other = join(tempDir(), 'other')
   const s = open(dir)
-  const o = open(other)
-  // The same key and value size in another store: a valid file with other bytes.
   k.assoc(s, 'a', { n: 1001 }, { sync: true })
-  k.assoc(o, 'a', { n: 2002 }, { sync: true })
+  k.assoc(open(other), 'a', { n: 2002 }, { sync: true })
   await settle()
+  const [name] = keyFiles(dir)
+  return { s, file: join(dir, name!), replacement: readFileSync(join(other, name!)) }
+}
+
+test('a key file changed in place (same inode, a later mtime) is read again', async (t) => {
+  const { s, file, replacement } = await withReplacement()
   t.is((k.get(s, 'a', { sync: true }) as { n: number }).n, 1001)
   t.is((k.get(s, 'a', { sync: true }) as { n: number }).n, 1001)
   t.true(heldOf(s).hits >= 1, 'held')
-  const [name] = keyFiles(dir)
-  const before = statSync(join(dir, name!))
+  const before = statSync(file)
   // A later clock tick than the file's (timestamps are as coarse as the kernel's tick).
   await new Promise((r) => setTimeout(r, 30))
-  writeFileSync(join(dir, name!), readFileSync(join(other, name!)))
-  t.is(statSync(join(dir, name!)).ino, before.ino, 'the same inode')
+  writeFileSync(file, replacement)
+  t.is(statSync(file).ino, before.ino, 'the same inode')
   t.is((k.get(s, 'a', { sync: true }) as { n: number }).n, 2002)
   t.is(((await k.get(s, 'a')) as { n: number }).n, 2002)
 })
 
 test('a key file changed in place right after it was read (within a clock tick) is read again', async (t) => {
-  const dir = join(tempDir(), 'store')
-  const other = join(tempDir(), 'other')
-  const s = open(dir)
-  const o = open(other)
-  k.assoc(s, 'a', { n: 1001 }, { sync: true })
-  k.assoc(o, 'a', { n: 2002 }, { sync: true })
-  await settle()
-  const [name] = keyFiles(dir)
-  const replacement = readFileSync(join(other, name!))
+  const { s, file, replacement } = await withReplacement()
   t.is((k.get(s, 'a', { sync: true }) as { n: number }).n, 1001)
   // At once, same size, same inode: only the file's ctime, later than the read less SETTLED_MS, tells.
-  writeFileSync(join(dir, name!), replacement)
+  writeFileSync(file, replacement)
   t.is((k.get(s, 'a', { sync: true }) as { n: number }).n, 2002)
   t.is((k.get(s, 'a', { sync: true }) as { n: number }).n, 2002)
 })
