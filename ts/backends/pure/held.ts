@@ -153,7 +153,7 @@ const everyStore = new Ring()
 
 const finalizer = new FinalizationRegistry<HeldValues>((held) => held.clear())
 
-/** Whether a store in `dir` can use the cache (Linux, a local file system listed above). */
+/** Whether a store in `dir` can use the cache (Linux, a local file system listed above; Node before 18.15 has no statfsSync: no cache). */
 function cacheableDir(dir: string): boolean {
   if (process.platform !== 'linux') return false
   try {
