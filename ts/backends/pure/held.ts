@@ -168,7 +168,9 @@ export class HeldValues {
   /** This store's entries, for its byte budget. */
   private readonly own = new Ring()
   private bytes = 0
+  /** Lookups answered from memory. */
   hits = 0
+  /** Lookups of a held entry whose file had changed, or was too fresh to hold (the file read again). */
   misses = 0
 
   private constructor(private readonly budget: number) {}
