@@ -380,6 +380,11 @@ export class PureFileBacking implements Backing, KeyFiles {
   private readonly holdRead = (file: string) => (fd: number, size: number, v: RawValue | undefined) =>
     v !== undefined && this.held!.hold(file, fd, size, v.serializer, v.value)
 
+  /** The one-read path on the calling thread (vfs.withWholeSync), the file then held by the value cache. */
+  private readPlainSync(file: string, key: Uint8Array): RawValue | typeof vfs.missing | undefined {
+    return vfs.withWholeSync(file, GET_READ, isWhole, (b) => plainValue(b, key), this.held && this.holdRead(file))
+  }
+
   /** `dir` and a separator: a key file's path is this and its name (no join to normalize a canonical path on every read). */
   private readonly dirPrefix: string
 
@@ -595,10 +600,7 @@ export class PureFileBacking implements Backing, KeyFiles {
     (key: Uint8Array) => {
       if (this.wal || this.codec.encrypted) return rawValue(this.get.sync(key))
       const file = this.filePath(key)
-      const held = this.held
-      const hit = held?.lookup(file)
-      if (hit !== undefined) return hit
-      const v = vfs.withWholeSync(file, GET_READ, isWhole, (b) => plainValue(b, key), held && this.holdRead(file))
+      const v = this.held?.lookup(file) ?? this.readPlainSync(file, key)
       if (v === vfs.missing) return undefined
       return v ?? rawValue(this.get.sync(key))
     },
@@ -623,11 +625,10 @@ export class PureFileBacking implements Backing, KeyFiles {
   readonly getValueNow = (key: Uint8Array): RawValue | undefined | typeof MISS => {
     if (this.wal || this.codec.encrypted) return MISS
     const file = this.filePath(key)
-    const held = this.held
-    const hit = held?.lookup(file)
+    const hit = this.held?.lookup(file)
     if (hit !== undefined) return hit
     if (!warm.isWarm(file)) return MISS
-    const v = warm.timed(() => vfs.withWholeSync(file, GET_READ, isWhole, (b) => plainValue(b, key), held && this.holdRead(file)))
+    const v = warm.timed(() => this.readPlainSync(file, key))
     if (v === vfs.missing) return undefined
     if (v === undefined) return MISS
     warm.touch(file)
