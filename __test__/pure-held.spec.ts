@@ -11,11 +11,11 @@
  */
 import test from 'ava'
 import { execFile } from 'node:child_process'
-import { readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import * as k from '../ts/index.js'
-import { type HeldValues, MAX_HELD_FILE, SETTLED_MS, testing } from '../ts/backends/pure/held.js'
+import { COARSE_SETTLED_MS, type HeldValues, MAX_HELD_FILE, SETTLED_MS, settledBy, testing } from '../ts/backends/pure/held.js'
 import type { PureFileBacking } from '../ts/backends/pure/store.js'
 import { fdsIn, tempDir } from './helpers/api.js'
 
@@ -154,6 +154,80 @@ test('a key file changed in place right after it was read (within a clock tick) 
   writeFileSync(file, replacement)
   t.is((k.get(s, 'a', { sync: true }) as { n: number }).n, 2002)
   t.is((k.get(s, 'a', { sync: true }) as { n: number }).n, 2002)
+})
+
+test('the settle rule: a ctime on a whole second must be a second older than the read', (t) => {
+  const readAt = 1_796_655_612_500
+  t.true(settledBy(readAt - SETTLED_MS - 0.5, readAt))
+  t.false(settledBy(readAt - SETTLED_MS + 0.5, readAt))
+  // 1796655612000 may stand for any moment of that second on a file system that keeps whole seconds.
+  t.false(settledBy(1_796_655_612_000, readAt))
+  t.false(settledBy(1_796_655_611_000, 1_796_655_612_010), 'less than COARSE_SETTLED_MS before the read')
+  t.true(settledBy(readAt - COARSE_SETTLED_MS - 500, readAt))
+})
+
+test('on a file system that keeps whole seconds (ext4 with 128-byte inodes), a change in place within the second of the read is seen', async (t) => {
+  // A real one: an ext4 image made with 128-byte inodes (no sub-second timestamps), loop-mounted in a
+  // private mount namespace (unshare -m) so that the mount goes with the child. Needs root.
+  if (process.getuid?.() !== 0) {
+    t.fail('this test loop-mounts an ext4 image, which needs root (the CI machine runs as root)')
+    return
+  }
+  const image = join(tempDir(), 'coarse.img')
+  const mnt = join(tempDir(), 'mnt')
+  mkdirSync(mnt)
+  await run('truncate', ['-s', '32M', image])
+  // mkfs.ext4 lives in /usr/sbin, which a non-login PATH may lack.
+  await run('mkfs.ext4', ['-q', '-F', '-I', '128', image], { env: { ...process.env, PATH: `${process.env.PATH}:/usr/sbin:/sbin` } })
+  // In the child: (1) a key written and read twice early in one second, then changed in place with a
+  // same-size file in that second (so its ctime stays the same): the next get must see the change;
+  // (2) a key read a second after it was written is held, and a later change in place is still seen.
+  const script = `import * as k from ${JSON.stringify(dist)}; import fs from 'node:fs'; import { join } from 'node:path'
+    const base = process.argv[1]
+    const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+    const open = (d) => k.connectFsStore(d, { native: false, durable: false, sync: true })
+    const out = { inSecond: [] }
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const dir = join(base, 's' + attempt), other = join(base, 'o' + attempt)
+      while (Date.now() % 1000 > 100) await sleep(5)
+      const s = open(dir)
+      k.assoc(s, 'a', { n: 1001 }, { sync: true })
+      k.assoc(open(other), 'a', { n: 2002 }, { sync: true })
+      const name = fs.readdirSync(dir).find((n) => n.endsWith('.ksv'))
+      const file = join(dir, name)
+      const ctime = fs.statSync(file).ctimeMs
+      await sleep(${SETTLED_MS + 20})
+      const reads = [k.get(s, 'a', { sync: true }).n, k.get(s, 'a', { sync: true }).n]
+      fs.writeFileSync(file, fs.readFileSync(join(other, name)))
+      const sameCtime = fs.statSync(file).ctimeMs === ctime
+      reads.push(k.get(s, 'a', { sync: true }).n, k.get(s, 'a', { sync: true }).n)
+      out.inSecond.push({ wholeSecond: ctime % 1000 === 0, sameCtime, reads })
+      if (sameCtime) break
+    }
+    const dir = join(base, 'later'), other = join(base, 'later-other')
+    const s = open(dir)
+    k.assoc(s, 'b', { n: 3003 }, { sync: true })
+    k.assoc(open(other), 'b', { n: 4004 }, { sync: true })
+    await sleep(${COARSE_SETTLED_MS + 100})
+    const held = s.backing.held
+    const reads = [k.get(s, 'b', { sync: true }).n]
+    const hits = held.hits
+    reads.push(k.get(s, 'b', { sync: true }).n, k.get(s, 'b', { sync: true }).n)
+    const name = fs.readdirSync(dir).find((n) => n.endsWith('.ksv'))
+    fs.writeFileSync(join(dir, name), fs.readFileSync(join(other, name)))
+    reads.push(k.get(s, 'b', { sync: true }).n)
+    out.later = { hits: held.hits - hits, reads }
+    console.log(JSON.stringify(out))`
+  const sh = 'mount -o loop "$1" "$2" && exec "$3" --input-type=module -e "$4" "$2"'
+  const { stdout } = await run('unshare', ['-m', '--propagation', 'private', 'sh', '-c', sh, 'sh', image, mnt, process.execPath, script], {
+    env: { ...process.env, NODE_OPTIONS: '' },
+  })
+  const out = JSON.parse(stdout)
+  const last = out.inSecond.at(-1)
+  t.true(last.wholeSecond, `whole-second timestamps: ${stdout}`)
+  t.true(last.sameCtime, `the change in place kept the ctime (within the second): ${stdout}`)
+  t.deepEqual(last.reads, [1001, 1001, 2002, 2002])
+  t.deepEqual(out.later, { hits: 2, reads: [3003, 3003, 3003, 4004] }, 'held a second later; a later change in place is seen')
 })
 
 test("a caller's changes to a returned value's bytes do not reach the next get", (t) => {

@@ -19,7 +19,8 @@
  * - Which inode we hold is asked (`fstat`) at the first repeat, not at the
  *   read: a key read once pays nothing but the kept descriptor. Then the
  *   file's ctime must be older than the read by SETTLED_MS, more than the
- *   kernel's timestamp granularity (one clock tick): a change in place after
+ *   kernel's timestamp granularity (one clock tick; a second where the file
+ *   system keeps whole seconds, COARSE_SETTLED_MS): a change in place after
  *   the read would have stamped a later ctime, so it is read again instead.
  * - A stat walks the whole path, so a store directory moved away or deleted
  *   and recreated is seen like any replaced file.
@@ -47,6 +48,20 @@ export const MAX_HELD_FILE = 16 * 1024
 const ENTRY_OVERHEAD = 96
 /** How much older than the read a file's ctime must be at its first repeat (file timestamps lag by up to a clock tick: 1-10 ms). */
 export const SETTLED_MS = 20
+/**
+ * The same for a ctime on a whole second: it may come from a file system
+ * that keeps whole seconds (ext4 with 128-byte inodes, as mke2fs makes for
+ * file systems under 512 MiB, and ext3), where a change in place later in
+ * that second keeps the same ctime. Such a file must be a second older.
+ * (A finer file system's ctime falls on a whole second about once in
+ * millions: that file is only held a second later.)
+ */
+export const COARSE_SETTLED_MS = 1000 + SETTLED_MS
+
+/** Whether a file whose ctime was `ctimeMs` when read at `readAt` is old enough that any later change in place stamps another ctime. */
+export function settledBy(ctimeMs: number, readAt: number): boolean {
+  return ctimeMs <= readAt - (ctimeMs % 1000 === 0 ? COARSE_SETTLED_MS : SETTLED_MS)
+}
 
 /** `statfs` types whose inode numbers are stable and unique among live files, and whose changes all pass through this kernel. */
 const LOCAL_FS = new Set([
@@ -257,7 +272,7 @@ export class HeldValues {
   /**
    * At an entry's first repeat: which inode it holds, if that file is
    * exactly what was read (its size) and was last changed well before the
-   * read (SETTLED_MS), so no change in place can have come after it unseen.
+   * read (settledBy), so no change in place can have come after it unseen.
    */
   private learn(e: Entry): boolean {
     let st: fs.Stats
@@ -266,7 +281,7 @@ export class HeldValues {
     } catch {
       return false
     }
-    if (st.size !== e.size || st.ctimeMs > e.readAt - SETTLED_MS) return false
+    if (st.size !== e.size || !settledBy(st.ctimeMs, e.readAt)) return false
     e.dev = st.dev
     e.ino = st.ino
     e.ctimeMs = st.ctimeMs
