@@ -67,6 +67,25 @@ test('an async get of a file this process has not seen holds it after the thread
   t.deepEqual(await k.get(s, 'a'), { doc: 3 })
 })
 
+test('close while async gets are on the threadpool: they answer, and no descriptor stays held', async (t) => {
+  const dir = join(tempDir(), 'store')
+  // Written by the native core: not warm for the pure engine, so each async get reads on the threadpool.
+  const w = k.connectFsStore(dir, { native: true, durable: false, sync: true })
+  for (let i = 0; i < 20; i++) k.assoc(w, `k${i}`, { i }, { sync: true })
+  k.close(w, { sync: true })
+  await settle()
+  for (const form of ['sync', 'async'] as const) {
+    const s = open(dir)
+    const gets = Array.from({ length: 20 }, (_, i) => k.get(s, `k${i}`))
+    const closing = form === 'sync' ? k.close(s, { sync: true }) : k.close(s)
+    const values = await Promise.all(gets)
+    await closing
+    t.deepEqual(values, Array.from({ length: 20 }, (_, i) => ({ i })), `${form} close`)
+    t.is(heldOf(s).size, 0, `${form} close: nothing held`)
+    t.is(fdsIn(dir), 0, `${form} close: no descriptor open in the store`)
+  }
+})
+
 test("this process's put and dissoc drop the entry at once, and the next get reads the new file", async (t) => {
   const dir = join(tempDir(), 'store')
   const s = open(dir)

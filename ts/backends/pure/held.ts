@@ -187,6 +187,8 @@ export class HeldValues {
   hits = 0
   /** Lookups of a held entry whose file had changed, or was too fresh to hold (the file read again). */
   misses = 0
+  /** Set by `close`: a read still in flight then (an async get) closes its descriptor instead of holding it. */
+  private closed = false
 
   private constructor(private readonly budget: number) {}
 
@@ -237,7 +239,7 @@ export class HeldValues {
    * must not close it), false when the caller closes it.
    */
   hold(file: string, fd: number, size: number, serializer: number, value: Uint8Array): boolean {
-    if (size > MAX_HELD_FILE) return false
+    if (this.closed || size > MAX_HELD_FILE) return false
     const charge = size + file.length + ENTRY_OVERHEAD
     if (charge > this.budget) return false
     this.drop(file)
@@ -296,9 +298,15 @@ export class HeldValues {
     if (e) this.release(e)
   }
 
-  /** Closes every descriptor held (the store is closing, or was collected). */
+  /** Closes every descriptor held (the store was collected). */
   clear(): void {
     for (const e of [...this.entries.values()]) this.release(e)
+  }
+
+  /** The store is closing: closes every descriptor held, and holds none from now on. */
+  close(): void {
+    this.closed = true
+    this.clear()
   }
 
   /** How many entries (descriptors) this store holds. */

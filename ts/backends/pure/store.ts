@@ -782,12 +782,12 @@ export class PureFileBacking implements Backing, KeyFiles {
   /** Async form: the queued group commits are written first. Between calls the store holds no descriptor but its value cache's, which this closes. */
   readonly close: Op<[], void> = gensync({
     sync: () => {
-      this.held?.clear()
+      this.held?.close()
       this.wal?.close.sync()
     },
     async: async () => {
       await this.group.idle()
-      this.held?.clear()
+      this.held?.close()
       await this.wal?.close.async()
     },
   })
