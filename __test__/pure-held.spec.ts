@@ -249,6 +249,42 @@ test('on a file system that keeps whole seconds (ext4 with 128-byte inodes), a c
   t.deepEqual(out.later, { hits: 2, reads: [3003, 3003, 3003, 4004] }, 'held a second later; a later change in place is seen')
 })
 
+test.serial('a key file changed in place between a threadpool read and its callback is read again', async (t) => {
+  // The async get's read finishes on the threadpool; the JavaScript thread is busy; the file is
+  // rewritten in place (same size, same inode); then the read's callback holds the file. The read
+  // began before the change, so the change must not look older than it (its ctime is 20 ms
+  // older than the callback): the next gets read the new bytes.
+  const spin = (ms: number) => {
+    const end = performance.now() + ms
+    while (performance.now() < end);
+  }
+  let raced = 0
+  for (let round = 0; round < 5 && raced < 2; round++) {
+    const dir = join(tempDir(), 'store')
+    const other = join(tempDir(), 'other')
+    // Written by the native core: not warm for the pure engine, so the async get reads on the threadpool.
+    k.assoc(k.connectFsStore(dir, { native: true, durable: false, sync: true }), 'a', { n: 1001 }, { sync: true })
+    k.assoc(k.connectFsStore(other, { native: true, durable: false, sync: true }), 'a', { n: 2002 }, { sync: true })
+    const [name] = keyFiles(dir)
+    const replacement = readFileSync(join(other, name!))
+    await settle()
+    const s = open(dir)
+    const pending = k.get(s, 'a') as Promise<{ n: number }>
+    spin(20) // the open finishes on the threadpool
+    await new Promise((r) => setImmediate(r)) // its callback has queued the read
+    spin(10) // the read finishes
+    writeFileSync(join(dir, name!), replacement)
+    spin(SETTLED_MS + 20) // the read's callback waits
+    const first = (await pending).n
+    await settle()
+    const later = [(k.get(s, 'a', { sync: true }) as { n: number }).n, ((await k.get(s, 'a')) as { n: number }).n, (k.get(s, 'a', { sync: true }) as { n: number }).n]
+    t.deepEqual(later, [2002, 2002, 2002], `round ${round}: the change in place is seen (first get: ${first})`)
+    if (first === 1001) raced++
+    k.close(s, { sync: true })
+  }
+  t.true(raced >= 1, 'the read came before the change in at least one round')
+})
+
 test("a caller's changes to a returned value's bytes do not reach the next get", (t) => {
   const dir = join(tempDir(), 'store')
   const s = open(dir)

@@ -108,7 +108,7 @@ interface Entry {
   owner: HeldValues
   file: string
   fd: number
-  /** When the file was read (Date.now()). */
+  /** When its read began (Date.now() before the open): a change in place after the read stamps a later ctime. */
   readAt: number
   /** Whether dev, ino, ctimeMs and mtimeMs are known (the first repeat learns them). */
   known: boolean
@@ -236,9 +236,12 @@ export class HeldValues {
   /**
    * Keeps `fd` (open on `file`, whose whole `size` bytes held `value`) with
    * the value, if the budgets allow: true when it is now held (the caller
-   * must not close it), false when the caller closes it.
+   * must not close it), false when the caller closes it. `readAt` is when
+   * the read began (Date.now() before the open), not when it ended: an
+   * async read's callback may run long after the read, and a change in
+   * place between the two must not look older than the read.
    */
-  hold(file: string, fd: number, size: number, serializer: number, value: Uint8Array): boolean {
+  hold(file: string, readAt: number, fd: number, size: number, serializer: number, value: Uint8Array): boolean {
     if (this.closed || size > MAX_HELD_FILE) return false
     const charge = size + file.length + ENTRY_OVERHEAD
     if (charge > this.budget) return false
@@ -249,7 +252,7 @@ export class HeldValues {
       owner: this,
       file,
       fd,
-      readAt: Date.now(),
+      readAt,
       known: false,
       dev: 0,
       ino: 0,

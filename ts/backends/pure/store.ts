@@ -376,9 +376,15 @@ export class PureFileBacking implements Backing, KeyFiles {
   /** The value cache (./held.ts): undefined where it cannot see every change, or turned off. */
   readonly held: HeldValues | undefined
 
-  /** Takes the descriptor of a plain key file getValue just read whole into the value cache. */
-  private readonly holdRead = (file: string) => (fd: number, size: number, v: RawValue | undefined) =>
-    v !== undefined && this.held!.hold(file, fd, size, v.serializer, v.value)
+  /**
+   * Takes the descriptor of a plain key file getValue just read whole into
+   * the value cache. Called before the read: the time it notes is when the
+   * read began (HeldValues.hold).
+   */
+  private readonly holdRead = (file: string) => {
+    const readAt = Date.now()
+    return (fd: number, size: number, v: RawValue | undefined) => v !== undefined && this.held!.hold(file, readAt, fd, size, v.serializer, v.value)
+  }
 
   /** The one-read path on the calling thread (vfs.withWholeSync), the file then held by the value cache. */
   private readPlainSync(file: string, key: Uint8Array): RawValue | typeof vfs.missing | undefined {
