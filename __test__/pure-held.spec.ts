@@ -351,6 +351,45 @@ test.serial('the descriptor budget is shared by every store of the process, read
   t.is(fdsIn(a) + fdsIn(b), 0)
 })
 
+test("worker threads' descriptor budgets: the main thread's divided by the number of CPUs", async (t) => {
+  // A child with an open-file limit of 800: the main thread may hold 100 (an eighth); a worker
+  // thread, whose budget cannot see the main thread's, 100 / CPUs. Each reads 300 keys twice.
+  const dir = join(tempDir(), 'store')
+  const w = k.connectFsStore(dir, { native: true, durable: false, sync: true })
+  for (let i = 0; i < 300; i++) k.assoc(w, `k${i}`, i, { sync: true })
+  k.close(w, { sync: true })
+  await settle()
+  const script = `import * as k from ${JSON.stringify(dist)}; import { readdirSync, readlinkSync } from 'node:fs'
+    import { Worker, isMainThread, parentPort } from 'node:worker_threads'; import os from 'node:os'
+    const dir = ${JSON.stringify(dir)}
+    const held = () => readdirSync('/proc/self/fd').filter((fd) => { try { return readlinkSync('/proc/self/fd/' + fd).startsWith(dir + '/') } catch { return false } }).length
+    const readAll = () => {
+      const s = k.connectFsStore(dir, { native: false, durable: false, sync: true })
+      for (let pass = 0; pass < 2; pass++) for (let i = 0; i < 300; i++) if (k.get(s, 'k' + i, { sync: true }) !== i) throw new Error('k' + i)
+      return s
+    }
+    if (isMainThread) {
+      const s = readAll()
+      const main = held()
+      const worker = new Worker(new URL(import.meta.url), { eval: false })
+      worker.once('message', (inWorker) => {
+        console.log(JSON.stringify({ main, inWorker, cpus: os.availableParallelism() }))
+        worker.postMessage('done')
+      })
+    } else {
+      const s = readAll()
+      const before = held()
+      parentPort.postMessage(before)
+      parentPort.once('message', () => { k.close(s, { sync: true }); process.exit(0) })
+    }`
+  const file = join(tempDir(), 'budget.mjs')
+  writeFileSync(file, script)
+  const { stdout } = await run('sh', ['-c', 'ulimit -n 800 && exec "$0" "$1"', process.execPath, file], { env: { ...process.env, NODE_OPTIONS: '' } })
+  const { main, inWorker, cpus } = JSON.parse(stdout)
+  t.is(main, 100, 'the main thread: an eighth of 800')
+  t.is(inWorker - main, Math.floor(100 / cpus), `a worker: 100 / ${cpus} CPUs more`)
+})
+
 test('a store dropped without close gives its descriptors back when collected', async (t) => {
   const dir = join(tempDir(), 'store')
   const script = `import * as k from ${JSON.stringify(dist)}; import { readdirSync, readlinkSync } from 'node:fs'

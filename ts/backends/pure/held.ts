@@ -31,12 +31,15 @@
  * Bounds: a store charges each entry its file size, path and ENTRY_OVERHEAD
  * against `valueCacheBytes` (default 4 MiB, 0 turns it off), so a replaced
  * file it still holds keeps at most that much disk space from being freed
- * until its entry goes. Descriptors are one process-wide budget, an eighth
- * of the process's open-file limit and at most 4,096. Entries are evicted by
+ * until its entry goes. Descriptors are one budget for the thread, an eighth
+ * of the process's open-file limit and at most 4,096 (a worker thread's is
+ * that divided by the number of CPUs). Entries are evicted by
  * CLOCK; `close` releases a store's, and so does the garbage collector for a
  * store dropped without `close`.
  */
 import * as fs from 'node:fs'
+import * as os from 'node:os'
+import { isMainThread } from 'node:worker_threads'
 import type { RawValue } from '../../backing/index.js'
 import * as vfs from './vfs.js'
 
@@ -74,10 +77,16 @@ const LOCAL_FS = new Set([
   0x794c7630, // overlayfs
 ])
 
-/** Descriptors every store's cache may hold at once in this process. */
+/** Descriptors every store's cache may hold at once in this thread. */
 let fdBudget: number | undefined
 let fdsHeld = 0
 
+/**
+ * An eighth of the open-file limit, at most 4,096, on the main thread. Each
+ * worker thread has a budget of its own (module state is per thread) that
+ * cannot see the others': it gets that divided by the number of CPUs, so a
+ * pool of one worker per CPU holds at most as many as the main thread.
+ */
 function descriptorBudget(): number {
   if (fdBudget === undefined) {
     let soft = 1024
@@ -92,11 +101,12 @@ function descriptorBudget(): number {
       // not Linux's procfs: the conservative default
     }
     fdBudget = Math.min(4096, Math.floor(soft / 8))
+    if (!isMainThread) fdBudget = Math.floor(fdBudget / Math.max(1, os.availableParallelism?.() ?? os.cpus().length))
   }
   return fdBudget
 }
 
-/** @internal For tests: the process-wide descriptor budget (undefined: from the open-file limit again) and how many are held. */
+/** @internal For tests: this thread's descriptor budget (undefined: from the open-file limit again) and how many are held. */
 export const testing = {
   setDescriptorBudget(n: number | undefined): void {
     fdBudget = n
@@ -163,7 +173,7 @@ class Ring {
   }
 }
 
-/** Every store's entries: one ring for the process, so a store that needs a descriptor can take one from a store nobody reads any more (dropped without `close`, not yet collected). */
+/** Every store's entries: one ring for the thread, so a store that needs a descriptor can take one from a store nobody reads any more (dropped without `close`, not yet collected). */
 const everyStore = new Ring()
 
 const finalizer = new FinalizationRegistry<HeldValues>((held) => held.clear())
