@@ -11,7 +11,7 @@
  */
 import test from 'ava'
 import { execFile } from 'node:child_process'
-import { mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, readdirSync, renameSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import * as k from '../ts/index.js'
@@ -283,6 +283,80 @@ test.serial('a key file changed in place between a threadpool read and its callb
     k.close(s, { sync: true })
   }
   t.true(raced >= 1, 'the read came before the change in at least one round')
+})
+
+test("a fake clock (a test suite's fake timers) ahead of the kernel's does not hide a change in place", async (t) => {
+  // In a child: Date.now replaced after konserve loaded (as vi.useFakeTimers() and advanceTimersByTime
+  // do) runs an hour ahead; then, in another child, replaced before konserve loaded.
+  const script = (fakeFirst: boolean) => `import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'; import { join } from 'node:path'
+    const realNow = Date.now
+    const fake = () => { Date.now = () => realNow() + 3_600_000 }
+    ${fakeFirst ? 'fake()' : ''}
+    const k = await import(${JSON.stringify(dist)})
+    ${fakeFirst ? '' : 'fake()'}
+    const base = process.argv[1], dir = join(base, 'store'), other = join(base, 'other')
+    const open = (d) => k.connectFsStore(d, { native: false, durable: false, sync: true })
+    const s = open(dir)
+    k.assoc(s, 'a', { n: 1001 }, { sync: true })
+    k.assoc(open(other), 'a', { n: 2002 }, { sync: true })
+    const name = readdirSync(dir).find((n) => n.endsWith('.ksv'))
+    await new Promise((r) => setTimeout(r, ${SETTLED_MS + 10}))
+    const reads = [k.get(s, 'a', { sync: true }).n]
+    writeFileSync(join(dir, name), readFileSync(join(other, name)))
+    reads.push(k.get(s, 'a', { sync: true }).n, k.get(s, 'a', { sync: true }).n, (await k.get(s, 'a')).n)
+    console.log(JSON.stringify({ reads, cache: s.backing.held !== undefined }))`
+  for (const fakeFirst of [false, true]) {
+    const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script(fakeFirst), tempDir()], { env: { ...process.env, NODE_OPTIONS: '' } })
+    t.deepEqual(JSON.parse(stdout), { reads: [1001, 2002, 2002, 2002], cache: !fakeFirst }, fakeFirst ? 'faked before konserve loaded: no cache' : 'faked after')
+  }
+})
+
+test('a link at a key path is not followed by a hit: the get fails as the read does (ERR_NOT_A_FILE)', async (t) => {
+  const base = tempDir()
+  const dir = join(base, 'store')
+  const s = open(dir)
+  k.assoc(s, 'a', 'v1', { sync: true })
+  await settle()
+  t.is(k.get(s, 'a', { sync: true }), 'v1')
+  t.is(k.get(s, 'a', { sync: true }), 'v1')
+  const [name] = keyFiles(dir)
+  // The directory moved away (its files' ctimes unchanged), and the key path made a link to the very file held.
+  renameSync(dir, join(base, 'real'))
+  mkdirSync(dir)
+  symlinkSync(join(base, 'real', name!), join(dir, name!))
+  t.is(t.throws<k.KonserveError>(() => k.get(s, 'a', { sync: true }))?.code, 'ERR_NOT_A_FILE')
+  t.is((await t.throwsAsync<k.KonserveError>(k.get(s, 'a') as Promise<unknown>))?.code, 'ERR_NOT_A_FILE')
+})
+
+test('a key file found on a file system the cache cannot use (the store directory swapped for a link) turns the cache off', async (t) => {
+  // ramfs (not on the list of local file systems, as NFS or FUSE) mounted in a private mount namespace. Needs root.
+  if (process.getuid?.() !== 0) {
+    t.fail('this test mounts a ramfs, which needs root (the CI machine runs as root)')
+    return
+  }
+  const base = tempDir()
+  const mnt = join(base, 'mnt')
+  mkdirSync(mnt)
+  const script = `import * as k from ${JSON.stringify(dist)}; import { renameSync, symlinkSync, readdirSync, readlinkSync } from 'node:fs'
+    const [base, mnt] = process.argv.slice(1)
+    const open = (d) => k.connectFsStore(d, { native: false, durable: false, sync: true })
+    const s = open(base + '/s')
+    k.assoc(s, 'a', 1, { sync: true })
+    const there = open(mnt + '/s')
+    k.assoc(there, 'a', 2, { sync: true })
+    await new Promise((r) => setTimeout(r, ${SETTLED_MS + 10}))
+    const before = [k.get(s, 'a', { sync: true }), k.get(s, 'a', { sync: true })]
+    renameSync(base + '/s', base + '/s-old')
+    symlinkSync(mnt + '/s', base + '/s')
+    const after = []
+    for (let i = 0; i < 5; i++) after.push(k.get(s, 'a', { sync: true }))
+    const onRamfs = readdirSync('/proc/self/fd').filter((fd) => { try { return readlinkSync('/proc/self/fd/' + fd).startsWith(mnt + '/') } catch { return false } }).length
+    console.log(JSON.stringify({ cacheThere: there.backing.held !== undefined, before, after, held: s.backing.held.size, onRamfs }))`
+  const sh = 'mount -t ramfs none "$2" && exec "$3" --input-type=module -e "$4" "$1" "$2"'
+  const { stdout } = await run('unshare', ['-m', '--propagation', 'private', 'sh', '-c', sh, 'sh', base, mnt, process.execPath, script], {
+    env: { ...process.env, NODE_OPTIONS: '' },
+  })
+  t.deepEqual(JSON.parse(stdout), { cacheThere: false, before: [1, 1], after: [2, 2, 2, 2, 2], held: 0, onRamfs: 0 })
 })
 
 test("a caller's changes to a returned value's bytes do not reach the next get", (t) => {

@@ -61,6 +61,20 @@ export const SETTLED_MS = 20
  */
 export const COARSE_SETTLED_MS = 1000 + SETTLED_MS
 
+/**
+ * The wall clock as this module found it. Test suites' fake timers (jest,
+ * vitest, sinon) replace `Date` later: a fake clock ahead of the kernel's
+ * would make a fresh change look settled. One that was already fake when
+ * this module loaded (not the engine's own function) turns the cache off.
+ */
+const wallNow: () => number = Date.now
+const wallClockTrusted = /\{\s*\[native code\]\s*\}\s*$/.test(Function.prototype.toString.call(wallNow))
+
+/** Now by the wall clock this module trusts (for `hold`'s `readAt`). */
+export function readStart(): number {
+  return wallNow()
+}
+
 /** Whether a file whose ctime was `ctimeMs` when read at `readAt` is old enough that any later change in place stamps another ctime. */
 export function settledBy(ctimeMs: number, readAt: number): boolean {
   return ctimeMs <= readAt - (ctimeMs % 1000 === 0 ? COARSE_SETTLED_MS : SETTLED_MS)
@@ -118,7 +132,7 @@ interface Entry {
   owner: HeldValues
   file: string
   fd: number
-  /** When its read began (Date.now() before the open): a change in place after the read stamps a later ctime. */
+  /** When its read began (readStart() before the open): a change in place after the read stamps a later ctime. */
   readAt: number
   /** Whether dev, ino, ctimeMs and mtimeMs are known (the first repeat learns them). */
   known: boolean
@@ -178,11 +192,11 @@ const everyStore = new Ring()
 
 const finalizer = new FinalizationRegistry<HeldValues>((held) => held.clear())
 
-/** Whether a store in `dir` can use the cache (Linux, a local file system listed above; Node before 18.15 has no statfsSync: no cache). */
-function cacheableDir(dir: string): boolean {
+/** Whether `path` (a store directory, a key file) is on a file system the cache can use (Linux, one listed above; Node before 18.15 has no statfsSync: no cache). */
+function cacheableFs(path: string): boolean {
   if (process.platform !== 'linux') return false
   try {
-    return LOCAL_FS.has(fs.statfsSync(dir).type)
+    return LOCAL_FS.has(fs.statfsSync(path).type)
   } catch {
     return false
   }
@@ -197,7 +211,7 @@ export class HeldValues {
   hits = 0
   /** Lookups of a held entry whose file had changed, or was too fresh to hold (the file read again). */
   misses = 0
-  /** Set by `close`: a read still in flight then (an async get) closes its descriptor instead of holding it. */
+  /** Set by `close` (or a key file found on a file system the cache cannot use): nothing is held from then on; a read still in flight closes its descriptor. */
   private closed = false
 
   private constructor(private readonly budget: number) {}
@@ -208,7 +222,7 @@ export class HeldValues {
    * what is held (the cache must not refer to it).
    */
   static open(dir: string, budget: number, owner: object): HeldValues | undefined {
-    if (budget <= 0 || descriptorBudget() <= 0 || !cacheableDir(dir)) return undefined
+    if (budget <= 0 || !wallClockTrusted || descriptorBudget() <= 0 || !cacheableFs(dir)) return undefined
     const held = new HeldValues(budget)
     finalizer.register(owner, held)
     return held
@@ -225,7 +239,8 @@ export class HeldValues {
     if (!e) return undefined
     let st: fs.Stats | undefined
     try {
-      st = fs.statSync(file, { throwIfNoEntry: false })
+      // lstat: a link at the key path is another inode (the read refuses links: O_NOFOLLOW).
+      st = fs.lstatSync(file, { throwIfNoEntry: false })
     } catch {
       // EACCES, ENOTDIR, ...: the plain path reads and reports it
       this.drop(file)
@@ -247,7 +262,7 @@ export class HeldValues {
    * Keeps `fd` (open on `file`, whose whole `size` bytes held `value`) with
    * the value, if the budgets allow: true when it is now held (the caller
    * must not close it), false when the caller closes it. `readAt` is when
-   * the read began (Date.now() before the open), not when it ended: an
+   * the read began (readStart() before the open), not when it ended: an
    * async read's callback may run long after the read, and a change in
    * place between the two must not look older than the read.
    */
@@ -297,6 +312,13 @@ export class HeldValues {
       return false
     }
     if (st.size !== e.size || !settledBy(st.ctimeMs, e.readAt)) return false
+    // The store was checked at open; its path may lead elsewhere since (a directory swapped for a
+    // link to NFS): a file on a file system the cache cannot use turns this store's cache off.
+    if (!cacheableFs(e.file)) {
+      this.closed = true
+      this.clear()
+      return false
+    }
     e.dev = st.dev
     e.ino = st.ino
     e.ctimeMs = st.ctimeMs

@@ -58,7 +58,7 @@ import * as log from './log.js'
 import { STAGING, type Staged, StagingDir, readOnlyError, stagingName } from './staging.js'
 import * as vfs from './vfs.js'
 import * as warm from './warm.js'
-import { DEFAULT_VALUE_CACHE_BYTES, HeldValues } from './held.js'
+import { DEFAULT_VALUE_CACHE_BYTES, HeldValues, readStart } from './held.js'
 import { IDLE_CHECKPOINT_MS, Wal, recordHash } from './wal.js'
 import { toHex } from '../../codec/xxhash.js'
 
@@ -382,7 +382,7 @@ export class PureFileBacking implements Backing, KeyFiles {
    * read began (HeldValues.hold).
    */
   private readonly holdRead = (file: string) => {
-    const readAt = Date.now()
+    const readAt = readStart()
     return (fd: number, size: number, v: RawValue | undefined) => v !== undefined && this.held!.hold(file, readAt, fd, size, v.serializer, v.value)
   }
 
