@@ -415,14 +415,24 @@ const closeBacking = gensync(function* (b: Backing): Handler<void> {
  * once; the stores over this one end first (a write-behind store's queue goes
  * into this one), then the operations called before close, then the
  * backing's own queues (its close), then the backing is sealed. Blocking
- * form: waits for nothing; a backing that would drop queued writes refuses
- * first (its close throws) and the store stays open.
+ * form: waits for nothing; the stores over this one end first, and one that
+ * would drop queued writes refuses (its close throws), and so does a backing
+ * of this store's own: this store then stays open. (A first version closed
+ * this backing before asking the stores over it: a write-behind tier over it
+ * refused, but its queued writes could no longer reach this store.)
  */
 function* endStore(store: Store, why: Ended): Handler<void> {
   if (store.ended) return
   const b = store.backing
   const blocking = yield* inBlockingForm()
-  if (blocking) yield* closeBacking(b)
+  if (blocking) {
+    for (const s of dependents(store)) yield* endStore(s, why)
+    yield* closeBacking(b)
+    store.ended = why
+    seal(b, why, store.path)
+    closeCursors(b, why, store.path)
+    return
+  }
   store.ended = why
   let failed: { err: unknown } | undefined
   for (const s of dependents(store)) {
@@ -433,10 +443,8 @@ function* endStore(store: Store, why: Ended): Handler<void> {
     }
   }
   try {
-    if (!blocking) {
-      yield* untilIdle(b)
-      yield* closeBacking(b)
-    }
+    yield* untilIdle(b)
+    yield* closeBacking(b)
   } finally {
     seal(b, why, store.path)
     closeCursors(b, why, store.path)

@@ -9,7 +9,7 @@
  * getter each), so the layer sees the inner backing as it is then (sealed by
  * close, say). Also here: the bookkeeping both layers share.
  */
-import gensync from 'gensync'
+import gensync, { type Handler } from 'gensync'
 import { type RawEntry, copyBytes, keyId } from '../backing/index.js'
 import type { Backing, BlobSink } from '../backing/seam.js'
 
@@ -50,24 +50,30 @@ export function copyEntry(e: RawEntry): RawEntry {
   return c
 }
 
-/** `sink`, calling `done` once it is committed or aborted (whether that worked or not). */
-export function watchSink(sink: BlobSink, done: () => void): BlobSink {
+/** `sink`, calling `done` once it is committed or aborted (whether that worked or not), and after a commit `afterCommit` (with whether it worked). */
+export function watchSink(sink: BlobSink, done: () => void, afterCommit?: (ok: boolean) => Handler<void>): BlobSink {
   const { commitWith } = sink
   return {
     write: sink.write,
     commit: gensync(function* () {
+      let ok = false
       try {
         yield* sink.commit()
+        ok = true
       } finally {
         done()
+        if (afterCommit) yield* afterCommit(ok)
       }
     }),
     ...(commitWith && {
       commitWith: gensync(function* (bytes: Uint8Array) {
+        let ok = false
         try {
           yield* commitWith(bytes)
+          ok = true
         } finally {
           done()
+          if (afterCommit) yield* afterCommit(ok)
         }
       }),
     }),

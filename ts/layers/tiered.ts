@@ -14,10 +14,12 @@
  * - `'write-behind'`: the front, then the call returns; the back write is
  *   queued and done in the background, in order for each key (queued writes of
  *   one key are coalesced: the last one wins). `flush(store)` resolves once
- *   every write queued before it is in the back. A background write that fails
+ *   every write queued before it is in the back (checked after each batch:
+ *   writes queued later do not hold it up). A background write that fails
  *   is reported to `onError` at once (default: a process warning) and makes the
  *   next `flush` reject with it; it is not retried, and this store keeps
- *   answering reads of the key with the value it was given. Until a write is
+ *   answering reads of the key with the value it was given (until a blob or
+ *   log write of the key lands in the back). Until a write is
  *   flushed it is only in memory: a crash loses it, and other processes do not
  *   see it.
  *
@@ -50,6 +52,7 @@ import gensync, { type Handler } from 'gensync'
 import { type LogInfo, type NewRecord, type RawEntry, type RawListing, type RawMeta, type RawWrite, copyBytes, keyId, twinOp } from '../backing/index.js'
 import type { Backing, BlobSink, BlobSource, ListCursor, LogCursor } from '../backing/seam.js'
 import { KonserveError } from '../errors.js'
+import { RAW_BYTES_ID } from '../serializers.js'
 import { FillGuard, HeldKeys, copyEntry, forward, watchSink } from './forward.js'
 
 export type WritePolicy = 'write-through' | 'write-behind' | 'write-around' | 'frontend-only'
@@ -109,6 +112,8 @@ class Tiers {
   seq = 0
   done = 0
   worker: Promise<void> | undefined
+  /** Settled after each batch of the worker (and when it stops): waiters re-check, instead of waiting for the whole queue to empty. */
+  private batchEnd: { promise: Promise<void>; resolve: () => void } | undefined
   /** background errors not yet reported by a flush */
   readonly errors: unknown[] = []
 
@@ -177,10 +182,42 @@ class Tiers {
           else this.pending.delete(q.id)
         }
         this.done = batch[batch.length - 1]!.seq
+        this.endBatch()
       }
     } finally {
       this.worker = undefined
+      this.endBatch()
     }
+  }
+
+  /** A Promise settled when the worker's current batch is done (or the worker stops). */
+  nextBatch(): Promise<void> {
+    if (!this.batchEnd) {
+      let resolve!: () => void
+      const promise = new Promise<void>((r) => {
+        resolve = r
+      })
+      this.batchEnd = { promise, resolve }
+    }
+    return this.batchEnd.promise
+  }
+
+  private endBatch(): void {
+    const b = this.batchEnd
+    this.batchEnd = undefined
+    b?.resolve()
+  }
+
+  /** A queued write of the key not yet in the back (a failed one is not: it will not be retried). */
+  queuedWrite(id: string): Queued | undefined {
+    const p = this.pending.get(id)
+    return p && !p.failed ? p : undefined
+  }
+
+  /** Whether any write is still queued (failed ones aside). */
+  anyQueued(): boolean {
+    for (const q of this.pending.values()) if (!q.failed) return true
+    return this.done < this.seq
   }
 
   private fail(err: unknown, what: string, qs: Queued[]): void {
@@ -200,7 +237,8 @@ class Tiers {
   /** Resolves once every write queued before the call is in the back; rejects with the background errors since the last flush. */
   async flush(): Promise<void> {
     const upTo = this.seq
-    while (this.done < upTo && this.worker) await this.worker
+    // Batch by batch: a writer that keeps queueing must not keep this waiting.
+    while (this.done < upTo && this.worker) await this.nextBatch()
     const errs = this.errors.splice(0)
     if (errs.length === 1) throw errs[0]
     if (errs.length > 1) throw new AggregateError(errs, `${errs.length} background writes to the back store failed`)
@@ -220,8 +258,8 @@ class Tiers {
    */
   *settled(key: Uint8Array, log = false): Handler<void> {
     const id = keyId(key)
-    while (this.pending.has(id) && this.worker) if (!(yield* waitFor(this.worker))) break
-    const p = this.pending.get(id)
+    while (this.queuedWrite(id) && this.worker) if (!(yield* waitFor(this.nextBatch()))) break
+    const p = this.queuedWrite(id)
     if (!p) return
     if (log && p.write) throw new KonserveError('ERR_NOT_A_LOG', 'the key holds something other than an append log')
     throw new KonserveError('ERR_NOT_SUPPORTED', 'a write of this key is still queued (write-behind): use the async form, or flush first')
@@ -230,6 +268,19 @@ class Tiers {
   *forget(key: Uint8Array): Handler<void> {
     this.guard.wrote([keyId(key)])
     yield* this.front.delete([key])
+  }
+
+  /**
+   * After a blob or log write to the back (done or failed): a read during it
+   * may have filled the front from the back's old entry, so the front
+   * forgets the key again (a front that cannot is reported: it may answer
+   * the old value); a failed write-behind entry of the key is superseded.
+   */
+  *forgetAfter(key: Uint8Array, ok: boolean): Handler<void> {
+    const id = keyId(key)
+    this.guard.wrote([id])
+    if (ok && this.pending.get(id)?.failed) this.pending.delete(id)
+    if (!(yield* this.dropFront([key]))) this.report(new KonserveError('ERR_IO', 'the front store could not forget a key written to the back (a blob or a log): it may answer the old value'))
   }
 
   /** A queued write or delete of the key, which reads must see instead of the back. */
@@ -253,8 +304,8 @@ class Tiers {
   /** Puts what the back returned into the front, unless a write of the key came in between. */
   *fill(id: string, key: Uint8Array, raw: RawEntry | undefined, g0: number): Handler<void> {
     if (!this.guard.clean(id, g0)) return
-    // Logs stay in the back (see "streamed blobs and logs").
-    if (raw?.log) return
+    // Logs and blobs stay in the back (see "streamed blobs and logs"), but in cache mode, whose blobs are the front's.
+    if (raw?.log || (raw?.serializer === RAW_BYTES_ID && this.writePolicy !== 'frontend-only')) return
     if (!raw) {
       // The back has no such key: a front entry of it (written outside) is stale.
       if (this.readsBack(id)) yield* this.dropFront([key])
@@ -305,10 +356,13 @@ export function tieredBacking(front: Backing, back: Backing, cfg: TierConfig): B
   function* onBack<R>(key: Uint8Array, log: boolean, write: () => Handler<R>): Handler<R> {
     yield* t.settled(key, log)
     yield* t.forget(key)
+    let ok = false
     try {
-      return yield* write()
+      const r = yield* write()
+      ok = true
+      return r
     } finally {
-      t.guard.wrote([keyId(key)])
+      yield* t.forgetAfter(key, ok)
     }
   }
 
@@ -505,7 +559,12 @@ export function tieredBacking(front: Backing, back: Backing, cfg: TierConfig): B
       if (cacheMode) return yield* front.blobWriter(key, meta)
       yield* t.settled(key)
       yield* t.forget(key)
-      return watchSink(yield* back.blobWriter(key, meta), () => t.guard.wrote([keyId(key)]))
+      // A commit forgets the key in the front again; an abort leaves the back as it was, so a fill of it stands.
+      return watchSink(
+        yield* back.blobWriter(key, meta),
+        () => t.guard.wrote([keyId(key)]),
+        (ok) => t.forgetAfter(key, ok),
+      )
     }),
     openBlob: gensync(function* (key: Uint8Array): Handler<BlobSource | undefined> {
       if (cacheMode || frontOnly) {
@@ -537,7 +596,7 @@ export function tieredBacking(front: Backing, back: Backing, cfg: TierConfig): B
      */
     close: twinOp(
       () => {
-        if (t.pending.size > 0 || t.done < t.seq) {
+        if (t.anyQueued()) {
           throw new KonserveError('ERR_NOT_SUPPORTED', 'close: write-behind writes are still queued; use the async form of close, or flush first')
         }
       },
@@ -603,7 +662,7 @@ function* populate(t: Tiers, only: Uint8Array[] | undefined, full: boolean): Han
     try {
       const raw = yield* t.back.get(key)
       if (!raw) continue
-      if (raw.log) continue
+      if (raw.log || (raw.serializer === RAW_BYTES_ID && t.writePolicy !== 'frontend-only')) continue
       if (!t.guard.clean(id, g0)) continue
       yield* t.front.put([{ key, serializer: raw.serializer, meta: raw.meta, value: raw.value }])
       if (!t.guard.clean(id, g0)) yield* t.dropFront([key])
