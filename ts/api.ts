@@ -275,7 +275,7 @@ function revisionSlot(meta: Uint8Array): number {
  * files taken off the JavaScript thread). The metadata written, or undefined
  * when the backing leaves the write to the general path (nothing written).
  */
-function* fusedReplace(store: Store, key: Key, cke: Uint8Array, type: KeyType, serializer: number, value: Uint8Array, w: WriteArgs): Handler<Metadata | undefined> {
+function* fusedReplace(store: Store, key: Key, cke: Uint8Array, type: KeyType, serializer: number, value: Uint8Array, w: WriteArgs): Handler<Metadata> {
   const b = store.backing
   const ids = lockIds(b.lockScope, [cke])
   yield* acquireIds(ids)
@@ -284,7 +284,8 @@ function* fusedReplace(store: Store, key: Key, cke: Uint8Array, type: KeyType, s
     written.revision = 0xffffffff
     const meta = encodeMeta(written)
     const revisionAt = revisionSlot(meta)
-    if (revisionAt < 0) return undefined
+    // Left to the general path: written still holding this thread's lock (call order).
+    if (revisionAt < 0) return yield* assocHeld(store, key, cke, serializer, value, w)
     const r: RawReplace = { key: cke, serializer, meta, revisionAt, value, expectedRevision: w.expectedRevision, lock: true }
     let n = yield* b.replace!(r)
     if (n === REPLACE_BUSY) {
@@ -297,7 +298,7 @@ function* fusedReplace(store: Store, key: Key, cke: Uint8Array, type: KeyType, s
         b.unlock([cke])
       }
     }
-    return replacedAs(n, w, written)
+    return replacedAs(n, w, written) ?? (yield* assocHeld(store, key, cke, serializer, value, w))
   } finally {
     release(ids)
   }
@@ -700,16 +701,35 @@ function buildWrite(store: Store, cke: Uint8Array, value: unknown, meta: Metadat
 
 /** assoc's write by the general path: under the key's lock, its revision read, then put. */
 function* assocLocked(store: Store, key: Key, cke: Uint8Array, serializer: number, bytes: Uint8Array, w: WriteArgs): Handler<Metadata> {
-  let written!: Metadata
-  yield* withLock(store.backing, [cke], function* () {
-    const prev = yield* metaBeforeReplace(store, key, cke, w)
-    checkRevision(w, prev)
-    written = nextMeta(key, 'value', prev, w, false, yield* stamp(store.backing))
-    const meta = encodeMeta(written)
-    yield* store.backing.put([{ key: cke, serializer, meta, value: bytes }])
-  })
+  return yield* withLock(store.backing, [cke], () => assocBody(store, key, cke, serializer, bytes, w))
+}
+
+/** assoc's general write under the key's locks: the revision read, the stamp, the put. */
+function* assocBody(store: Store, key: Key, cke: Uint8Array, serializer: number, bytes: Uint8Array, w: WriteArgs): Handler<Metadata> {
+  const prev = yield* metaBeforeReplace(store, key, cke, w)
+  checkRevision(w, prev)
+  const written = nextMeta(key, 'value', prev, w, false, yield* stamp(store.backing))
+  yield* store.backing.put([{ key: cke, serializer, meta: encodeMeta(written), value: bytes }])
   return written
 }
+
+/**
+ * assoc's general write for a caller that already holds this thread's lock
+ * of the key (a fused write the backing left to the general path): the
+ * backing's lock, then assocBody. Releasing this thread's lock and asking
+ * again would let a later call of this thread (an update of the key) go
+ * first, out of call order.
+ */
+function* assocHeld(store: Store, key: Key, cke: Uint8Array, serializer: number, bytes: Uint8Array, w: WriteArgs): Handler<Metadata> {
+  const b = store.backing
+  yield* b.lock([cke])
+  try {
+    return yield* assocBody(store, key, cke, serializer, bytes, w)
+  } finally {
+    b.unlock([cke])
+  }
+}
+const assocHeldOp = gensync(assocHeld)
 
 /** assoc after encoding: the fused write (when `fused`), else the general path; then the hooks. */
 function* assocEncoded(store: Store, key: Key, value: unknown, cke: Uint8Array, serializer: number, bytes: Uint8Array, w: WriteArgs, fused: boolean): Handler<[undefined, unknown]> {
@@ -875,12 +895,8 @@ function assocFused(store: Store, key: Key, value: unknown, w: WriteArgs): Promi
     written.revision = 0xffffffff
     const meta = encodeMeta(written)
     const revisionAt = revisionSlot(meta)
-    if (revisionAt < 0) {
-      release(ids)
-      return assocEncodedOp.async(store, key, value, cke, serializer, bytes, w, false)
-    }
     r = { key: cke, serializer, meta, revisionAt, value: bytes, expectedRevision: w.expectedRevision, lock: true }
-    task = b.replace!.async(r)
+    task = revisionAt < 0 ? Promise.resolve(REPLACE_UNSURE) : b.replace!.async(r)
   } catch (err) {
     if (ids) release(ids)
     return Promise.reject(withKey(err, key))
@@ -891,8 +907,15 @@ function assocFused(store: Store, key: Key, value: unknown, w: WriteArgs): Promi
     throw withKey(err, key)
   }
   const done = (n: number): [undefined, unknown] | Promise<[undefined, unknown]> => {
+    // Left to the general path: written still holding this thread's lock, so that a later call of the key waits (call order).
+    if (n === REPLACE_UNSURE) {
+      return assocHeldOp.async(store, key, cke, serializer, bytes, w).then((meta) => {
+        release(held)
+        afterWrite(store, { op: 'assoc', key, path: [key], oldValue: undefined, newValue: value, meta })
+        return [undefined, value] as [undefined, unknown]
+      }, failed)
+    }
     release(held)
-    if (n === REPLACE_UNSURE) return assocEncodedOp.async(store, key, value, cke, serializer, bytes, w, false)
     if (n <= REPLACE_MISMATCH) throw withKey(revisionMismatch(w.expectedRevision!, REPLACE_MISMATCH - n), key)
     written.revision = n
     afterWrite(store, { op: 'assoc', key, path: [key], oldValue: undefined, newValue: value, meta: written })

@@ -180,9 +180,26 @@ function acquireOne(id: string): Promise<void> | undefined {
   return new Promise((resolve) => queue.push(resolve))
 }
 
+/**
+ * Takes the locks for an async call: it queues on every one of them at once,
+ * within the call, and then waits. A call made after this one therefore
+ * waits behind it on each key they share (writes keep their call order; a
+ * first version awaited each lock before asking for the next, and a later
+ * write of its second key went first). Each lock's queue is in call order,
+ * so no two calls wait for each other.
+ */
 export async function acquire(ids: string[]): Promise<void> {
   checkReentry(ids)
-  for (const id of ids) await acquireOne(id)
+  if (ids.length === 1) {
+    await acquireOne(ids[0]!)
+    return
+  }
+  const waits: Promise<void>[] = []
+  for (const id of ids) {
+    const wait = acquireOne(id)
+    if (wait) waits.push(wait)
+  }
+  await Promise.all(waits)
 }
 
 /**

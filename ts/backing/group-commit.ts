@@ -10,6 +10,7 @@
  * holding its writes is durable. A lone writer waits for nothing: its batch
  * starts at once.
  */
+import { lastRequest } from '../locks.js'
 import type { LogInfo, RawWrite } from './index.js'
 
 interface Waiter {
@@ -111,8 +112,14 @@ interface Appending<T> {
  * own record, once that record is durable. A batch that fails fails the
  * appends in it; a lock that cannot be taken fails every append waiting.
  */
+/** The appends of one log waiting for its next write, and the number of the lock request their leader made. */
+interface AppendGroup<T> {
+  queue: Appending<T>[]
+  request: number | undefined
+}
+
 export class AppendGroups<T> {
-  private readonly queues = new Map<string, Appending<T>[]>()
+  private readonly groups = new Map<string, AppendGroup<T>>()
 
   /**
    * Appends `item` to the log `id` (a lock id: one per store and key). The
@@ -127,15 +134,23 @@ export class AppendGroups<T> {
     write: (batch: T[]) => Promise<LogInfo>,
     leading: (run: Promise<void>) => void,
   ): Promise<number> {
-    const waiting = this.queues.get(id)
-    const done = new Promise<number>((resolve, reject) => {
-      const me: Appending<T> = { item, resolve, reject }
-      if (waiting) waiting.push(me)
-      else this.queues.set(id, [me])
-    })
-    if (waiting) return done
-    const queue = this.queues.get(id)!
-    const run = lock().then(
+    // Joins the log's group only while its leader's lock request is the key's last (lastRequest, a
+    // lock id's request number): a write of the key called after it (a dissoc) must not be
+    // overtaken, so an append called after that write starts a group of its own, queued behind it.
+    const waiting = this.groups.get(id)
+    if (waiting && waiting.request !== undefined && lastRequest(id) === waiting.request) {
+      return new Promise<number>((resolve, reject) => waiting.queue.push({ item, resolve, reject }))
+    }
+    const group: AppendGroup<T> = { queue: [], request: undefined }
+    const done = new Promise<number>((resolve, reject) => group.queue.push({ item, resolve, reject }))
+    this.groups.set(id, group)
+    const queue = group.queue
+    const forget = () => {
+      if (this.groups.get(id) === group) this.groups.delete(id)
+    }
+    const locking = lock()
+    group.request = lastRequest(id)
+    const run = locking.then(
       async (unlock) => {
         try {
           while (queue.length > 0) {
@@ -150,13 +165,13 @@ export class AppendGroups<T> {
             }
           }
         } finally {
-          this.queues.delete(id)
+          forget()
           unlock()
         }
       },
       (err: unknown) => {
         // The lock could not be taken: everyone waiting fails with that.
-        this.queues.delete(id)
+        forget()
         for (const x of queue.splice(0)) x.reject(err)
       },
     )

@@ -1,0 +1,58 @@
+/**
+ * Async calls of one thread keep their call order on the keys they share
+ * (README: "no call made after another write of the key ... joins it, so
+ * writes keep their call order"), as the blocking forms do. Cases an
+ * adversarial review found out of order (2026-12-07), each checked to fail
+ * before its fix:
+ * - an append called after a dissoc of its log joined the group commit of
+ *   an append called before the dissoc, and went first: the log ended empty;
+ * - on a durable native store, an assoc the core left to the general path
+ *   (a group commit busy: REPLACE_UNSURE) gave up its lock and asked again,
+ *   so an update called after it went first and was overwritten;
+ * - a multi-key write awaited each key's lock before asking for the next,
+ *   so a later write of its second key went first.
+ */
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import test from 'ava'
+import * as k from 'konserve'
+import type { Store } from 'konserve'
+
+const dir = () => join(mkdtempSync(join(tmpdir(), 'konserve-call-order-')), 'store')
+const kinds: Record<string, () => Promise<Store>> = {
+  memory: async () => k.newMemStore() as Promise<Store>,
+  native: async () => k.connectFsStore(dir(), { native: true }) as Promise<Store>,
+  pure: async () => k.connectFsStore(dir(), { native: false }) as Promise<Store>,
+  'native, wal': async () => k.connectFsStore(dir(), { native: true, wal: true }) as Promise<Store>,
+  'pure, wal': async () => k.connectFsStore(dir(), { native: false, wal: true }) as Promise<Store>,
+}
+
+for (const [kind, open] of Object.entries(kinds)) {
+  test(`${kind}: append, dissoc, append, called in that order without waiting: the log holds the last append`, async (t) => {
+    const s = await open()
+    const r = await Promise.all([k.append(s, 'L', 1), k.dissoc(s, 'L'), k.append(s, 'L', 2)])
+    t.deepEqual(r, [1, true, 1])
+    t.deepEqual(await k.log(s, 'L'), [2])
+    await k.close(s)
+  })
+
+  test(`${kind}: multiAssoc or multiDissoc of two keys, then an assoc of the second: the assoc comes last`, async (t) => {
+    const s = await open()
+    await Promise.all([k.multiAssoc(s, [['a', 7], ['b', 8]]), k.assoc(s, 'b', 9)])
+    t.is(await k.get(s, 'b'), 9)
+    await Promise.all([k.multiDissoc(s, ['a', 'b']), k.assoc(s, 'b', 10)])
+    t.is(await k.get(s, 'b'), 10)
+    await k.close(s)
+  })
+
+  test(`${kind}: assocs in flight, then assoc and update of one key: the update sees the assoc`, async (t) => {
+    const s = await open()
+    for (let round = 0; round < 20; round++) {
+      const r = await Promise.all([k.assoc(s, 'other', round), k.assoc(s, 'n', 10), k.update(s, 'n', (x: number) => x + 1)])
+      t.deepEqual(r[2], [10, 11], `round ${round}`)
+      t.is(await k.get(s, 'n'), 11)
+    }
+    await k.close(s)
+  })
+}
