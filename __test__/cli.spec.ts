@@ -1,7 +1,7 @@
 /** The `konserve` command, as a user runs it. */
 import test from 'ava'
 import { execFile, spawnSync } from 'node:child_process'
-import { closeSync, existsSync, openSync, readFileSync, readdirSync } from 'node:fs'
+import { closeSync, existsSync, openSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import * as k from 'konserve'
@@ -141,4 +141,50 @@ test('--version prints the package version', (t) => {
     t.is(r.stdout, `${pkg.version}\n`)
   }
   t.deepEqual(readdirSync(cwd), [])
+})
+
+test('a damaged blob read to stdout (cat, get-file -, export -) fails ERR_CORRUPT naming its file, not ERR_OUTPUT', async (t) => {
+  // A first version reported a read's error as an output error: pipeline destroys stdout with it.
+  const cwd = tempDir()
+  const dir = join(cwd, 'konserve-data')
+  const s = (await k.connectFsStore(dir)) as k.Store
+  await k.bassoc(s, 'b', Buffer.alloc(3_000_000, 7))
+  await k.close(s)
+  const [file] = readdirSync(dir).filter((n) => n.endsWith('.ksv'))
+  const bytes = readFileSync(join(dir, file!))
+  bytes[2_000_000]! ^= 1
+  writeFileSync(join(dir, file!), bytes)
+  for (const args of [['cat', 'b'], ['get-file', 'b', '-'], ['export', '-']]) {
+    const devNull = openSync('/dev/null', 'w')
+    const r = konserveWith(cwd, ['--json', ...args], { stdout: devNull })
+    closeSync(devNull)
+    t.is(r.code, 3, args.join(' '))
+    const e = JSON.parse(r.stderr.trim().split('\n').pop()!).error
+    t.is(e.code, 'ERR_CORRUPT', `${args.join(' ')}: ${r.stderr}`)
+    t.is(e.file, join(dir, file!))
+  }
+})
+
+test('JSON that cannot be stored as written is a usage error, never a string: a number out of range, a duplicated key; update-in from stdin takes JSON only', async (t) => {
+  const cwd = tempDir()
+  for (const text of ['1e400', '-1e400', '[1e999]', '{"a":1,"a":2}']) {
+    const r = await konserve(cwd, 'put', 'k', text)
+    t.is(r.code, 2, text)
+    t.regex(r.stderr, /ERR_INVALID_ARGUMENT/)
+  }
+  t.is((await konserve(cwd, 'get', 'k')).code, 1, 'nothing stored')
+  t.is((await konserve(cwd, '--json-key', 'put', '1e400', '1')).code, 2, 'nor as a key')
+  t.is(konserveWith(cwd, ['update-in', 'm', 'a', '-'], { input: 'hello\n' }).code, 2, 'a bare word on stdin is not JSON')
+  t.is(konserveWith(cwd, ['update-in', 'm', 'a', '-'], { input: '"hello"\n' }).code, 0)
+  t.is((await konserve(cwd, 'get', 'm')).stdout.trim(), '{"a":"hello"}')
+  t.is((await konserve(cwd, 'put', 'text', 'not json at all')).stdout, '', 'text that is not JSON is still a string')
+  t.is((await konserve(cwd, 'get', 'text')).stdout.trim(), '"not json at all"')
+})
+
+test('a field named __proto__ is printed as a field', async (t) => {
+  const cwd = tempDir()
+  const s = (await k.connectFsStore(join(cwd, 'konserve-data'), { serializer: 'json' })) as k.Store
+  await k.assoc(s, 'obj', JSON.parse('{"__proto__":{"x":1},"y":2}'))
+  await k.close(s)
+  t.is((await konserve(cwd, 'get', 'obj')).stdout.trim(), '{"__proto__":{"x":1},"y":2}')
 })

@@ -70,13 +70,18 @@ async function blobSize(c: Context): Promise<number | undefined> {
 async function copyOut(c: Context, stream: Readable, dest: NodeJS.WritableStream, onWriteError: (err: unknown) => Error): Promise<void> {
   const bar = progress(c.g.progress, c.args[1] === undefined ? 'cat' : 'get-file', await blobSize(c), 'bytes')
   let writeFailed: unknown
+  let readFailed: unknown
   dest.on('error', (err) => {
     writeFailed ??= err
+  })
+  stream.on('error', (err) => {
+    readFailed ??= err
   })
   try {
     await pipeline(stream, (src: AsyncIterable<Buffer>) => counted(src, bar), dest)
   } catch (err) {
-    if (writeFailed !== undefined) throw onWriteError(writeFailed)
+    // pipeline destroys the destination with a read's error too (a damaged chunk): that is no output error.
+    if (writeFailed !== undefined && writeFailed !== readFailed) throw onWriteError(writeFailed)
     throw err
   } finally {
     bar.stop()

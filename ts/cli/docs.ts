@@ -1,7 +1,7 @@
 /** Document commands: get, put, get-in, update-in, meta, exists, del, keys, append, log. */
 import { append, assoc, assocIn, bget, dissoc, exists, get, getIn, getMeta, logStream, scanStore } from '../index'
 import type { Context } from './open.js'
-import { LineWriter, NotFound, UsageError, note, out, parseJson, toJson, valueArg, writeOptions } from './io.js'
+import { LineWriter, NotFound, UsageError, jsonArg, note, out, toJson, valueArg, writeOptions } from './io.js'
 
 /** A path step: JSON with --json-key; otherwise an integer literal is a number (an array index), anything else a string. */
 function step(c: Context, text: string): unknown {
@@ -68,12 +68,8 @@ export async function updateInCmd(c: Context): Promise<number> {
   const keyText = args[0]!
   const steps = args.slice(1, -1)
   const valueText = args[args.length - 1]!
-  let value: unknown
-  try {
-    value = valueText === '-' ? await valueArg('-') : parseJson(valueText)
-  } catch (err) {
-    throw new UsageError(`update-in takes a JSON value, not ${JSON.stringify(valueText)} (${(err as Error).message}); quote a string as '"text"'`)
-  }
+  // JSON only, from stdin too (a bare word there is no more a string than it is here).
+  const value = await jsonArg(valueText, 'update-in')
   const [, now] = await assocIn(await c.store(true), [c.key(keyText), ...steps.map((s) => step(c, s))], value, o)
   await out(`${toJson(now)}\n`)
   return 0

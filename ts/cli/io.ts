@@ -80,9 +80,8 @@ export function toJson(value: unknown): string {
       if (v instanceof Set) return [...v].map(plain)
       if (Array.isArray(v)) return v.map(plain)
       if (ArrayBuffer.isView(v)) return Array.from(v as unknown as ArrayLike<unknown>, plain)
-      const o: Record<string, unknown> = {}
-      for (const [k, x] of Object.entries(v)) o[k] = plain(x)
-      return o
+      // fromEntries defines each field: an own "__proto__" stays a field (an assignment would set the prototype).
+      return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, plain(x)]))
     } finally {
       onPath.delete(v)
     }
@@ -97,20 +96,40 @@ function parseNumber(token: string): number | bigint {
     if (!Number.isSafeInteger(n)) return BigInt(token)
     return n
   }
-  return Number(token)
+  const n = Number(token)
+  // 1e400 would be stored as Infinity and printed back as null.
+  if (!Number.isFinite(n)) throw new UsageError(`the number ${token} is beyond a double's range`)
+  return n
 }
 
-/** JSON (big integers exact), or throws. */
+/** JSON (big integers exact), or throws (UsageError for JSON that cannot be stored as written: a number out of range, a duplicated key). */
 export function parseJson(text: string): unknown {
-  return parseLossless(text, null, parseNumber)
+  try {
+    return parseLossless(text, null, parseNumber)
+  } catch (err) {
+    if (err instanceof SyntaxError && err.message.startsWith('Duplicate key')) throw new UsageError(`the JSON has a duplicated key: ${err.message}`)
+    throw err
+  }
 }
 
-/** JSON if it parses as JSON (big integers exact), else the text itself. */
+/** JSON if it parses as JSON (big integers exact), else the text itself; JSON that cannot be stored as written is a UsageError. */
 export function parseValue(text: string): unknown {
   try {
     return parseJson(text)
-  } catch {
+  } catch (err) {
+    if (err instanceof UsageError) throw err
     return text
+  }
+}
+
+/** A JSON argument, from the argument or from stdin for `-`: UsageError when it is not JSON. */
+export async function jsonArg(arg: string, what: string): Promise<unknown> {
+  const text = arg === '-' ? (await readStdin()).toString('utf8') : arg
+  try {
+    return parseJson(text)
+  } catch (err) {
+    if (err instanceof UsageError) throw err
+    throw new UsageError(`${what} takes a JSON value, not ${JSON.stringify(text.length > 80 ? `${text.slice(0, 80)}…` : text)} (${(err as Error).message}); quote a string as '"text"'`)
   }
 }
 

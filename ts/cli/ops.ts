@@ -256,11 +256,14 @@ export async function exportCmd(c: Context): Promise<number> {
   try {
     if (target === '-') {
       let writeFailed: unknown
+      let readFailed: unknown
       process.stdout.on('error', (err) => (writeFailed ??= err))
+      archive.on('error', (err) => (readFailed ??= err))
       try {
         await pipeline(archive, process.stdout)
       } catch (err) {
-        throw writeFailed !== undefined ? outputError(writeFailed) : err
+        // pipeline destroys stdout with a read's error too (a damaged key): that is no output error.
+        throw writeFailed !== undefined && writeFailed !== readFailed ? outputError(writeFailed) : err
       }
     } else {
       await writeFileAtomic(target, (dest) => pipeline(archive, dest))
