@@ -11,6 +11,8 @@
  *   so an update called after it went first and was overwritten;
  * - a multi-key write awaited each key's lock before asking for the next,
  *   so a later write of its second key went first.
+ * Also: a multiDissoc naming a key twice answered false (or, on a logged
+ * store, true with two hook events): now true, one event.
  */
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -43,6 +45,17 @@ for (const [kind, open] of Object.entries(kinds)) {
     t.is(await k.get(s, 'b'), 9)
     await Promise.all([k.multiDissoc(s, ['a', 'b']), k.assoc(s, 'b', 10)])
     t.is(await k.get(s, 'b'), 10)
+    await k.close(s)
+  })
+
+  test(`${kind}: multiDissoc naming a key twice: it existed (both mentions say so), one hook event`, async (t) => {
+    const s = await open()
+    await k.assoc(s, 'b', 1)
+    const events: string[] = []
+    k.addWriteHook(s, 'h', (e) => events.push(`${e.op}:${String(e.key)}`))
+    t.deepEqual([...((await k.multiDissoc(s, ['b', 'c', 'b'])) as Map<unknown, boolean>)], [['b', true], ['c', false]])
+    t.deepEqual(events, ['multiDissoc:b'])
+    t.false(await k.exists(s, 'b'))
     await k.close(s)
   })
 

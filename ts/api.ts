@@ -1971,13 +1971,33 @@ const multiDissocOp = gensync(function* (store: Store, keys: Iterable<Key>) {
       throw withKey(err, k)
     }
   })
-  const existed = yield* withLock(store.backing, ckes, function* () {
-    return yield* store.backing.delete(ckes)
+  // A key named twice is deleted once: whether it existed before the call answers for every mention
+  // (the backings differ on a repeated key: one says false the second time, a log says true twice).
+  const firstOf = new Map<string, number>()
+  const unique: Uint8Array[] = []
+  const slots = ckes.map((c) => {
+    const id = keyId(c)
+    let j = firstOf.get(id)
+    if (j === undefined) {
+      j = unique.length
+      firstOf.set(id, j)
+      unique.push(c)
+    }
+    return j
   })
-  afterWrite(store, () =>
-    ks.filter((_, i) => existed[i] === true).map((k) => ({ op: 'multiDissoc', key: k, path: [k], oldValue: undefined, newValue: undefined })),
-  )
-  return new Map(ks.map((k, i) => [k, existed[i] === true]))
+  const existed = yield* withLock(store.backing, unique, function* () {
+    return yield* store.backing.delete(unique)
+  })
+  afterWrite(store, () => {
+    const seen = new Set<number>()
+    return ks.flatMap((k, i) => {
+      const j = slots[i]!
+      if (seen.has(j) || existed[j] !== true) return []
+      seen.add(j)
+      return [{ op: 'multiDissoc' as const, key: k, path: [k], oldValue: undefined, newValue: undefined }]
+    })
+  })
+  return new Map(ks.map((k, i) => [k, existed[slots[i]!] === true]))
 })
 
 /** Removes several keys. Returns Map key -> whether it existed. */
