@@ -121,3 +121,18 @@ for (const mode of modes) {
     })
   }
 }
+
+test('user metadata that msgpack cannot store unchanged is refused (ERR_SERIALIZE), as the same value is, and nothing is written', async (t) => {
+  // A first version stored a "__proto__" field as "__proto_" and a lone surrogate as U+FFFD.
+  for (const kind of kinds) {
+    const s = await open(kind, 'async')
+    for (const meta of [JSON.parse('{"__proto__":1,"y":2}'), { x: '\ud800' }]) {
+      const e = await t.throwsAsync(k.assoc(s, 'm', 1, { meta }) as Promise<unknown>, { code: 'ERR_SERIALIZE' }, kind)
+      t.regex(e?.message ?? '', /^metadata: /)
+      const m = await t.throwsAsync(k.multiAssoc(s, [['m', 1]], { meta }) as Promise<unknown>, { code: 'ERR_SERIALIZE' }, kind)
+      t.truthy(m)
+    }
+    t.false(await k.exists(s, 'm'), `${kind}: nothing written`)
+    await k.close(s)
+  }
+})

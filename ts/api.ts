@@ -42,7 +42,7 @@ import { type WriteOp, afterWrite } from './hooks.js'
 import { type Frames, acquire, acquireSync, lockIds, release, runHolding, runUser as asUserCode, tryAcquire } from './locks.js'
 import { type Batch, alone, combine } from './combine.js'
 import { type Path, checkSettable, getPath, missing, setPath } from './paths.js'
-import { RAW_BYTES_ID } from './serializers.js'
+import { RAW_BYTES_ID, checkMetadata } from './serializers.js'
 import { NOT_PLAIN, copyPlain, plainCopy } from './plain-copy.js'
 import { type ByteSource, byteSource, bytesOf, itemsOf } from './sources.js'
 import { type Store, type SyncOption, checkStore, closeWaitsFor, whileOpen } from './store.js'
@@ -318,6 +318,7 @@ function replacedAs(n: number, w: WriteArgs, written: Metadata): Metadata | unde
  * revision counts on from `prev`'s.
  */
 function nextMeta(key: Key, type: KeyType, prev: Metadata | undefined, w: WriteArgs, keep: boolean, lastWrite: Date): Metadata {
+  if (w.meta) checkMetadata(w.meta)
   return { ...(keep ? prev : undefined), ...w.meta, key, type, lastWrite, revision: revisionOf(prev) + 1 }
 }
 

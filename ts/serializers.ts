@@ -128,6 +128,21 @@ function pathOf(steps: Step[]): string {
     .join('')
 }
 
+/**
+ * Checks a write's user metadata (the `meta` option) as a msgpack value is
+ * checked: metadata is stored with msgpack whatever the store's serializer,
+ * and what it cannot store unchanged (a lone surrogate, a `__proto__` field)
+ * would otherwise come back changed. ERR_SERIALIZE, naming where.
+ */
+export function checkMetadata(meta: object): void {
+  try {
+    checkValue(meta, 'msgpack')
+  } catch (err) {
+    if (err instanceof KonserveError) throw new KonserveError(err.code, `metadata: ${err.message}`, { cause: err })
+    throw err
+  }
+}
+
 /** Walks `value`, throwing ERR_SERIALIZE at the first part `serializer` cannot store unchanged. */
 function checkValue(value: unknown, serializer: SerializerName): Found {
   const json = serializer === 'json'
