@@ -1,7 +1,7 @@
 /** The `konserve` command, as a user runs it. */
 import test from 'ava'
-import { execFile, spawnSync } from 'node:child_process'
-import { closeSync, existsSync, openSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
+import { execFile, spawn, spawnSync } from 'node:child_process'
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import * as k from 'konserve'
@@ -187,4 +187,29 @@ test('a field named __proto__ is printed as a field', async (t) => {
   await k.assoc(s, 'obj', JSON.parse('{"__proto__":{"x":1},"y":2}'))
   await k.close(s)
   t.is((await konserve(cwd, 'get', 'obj')).stdout.trim(), '{"__proto__":{"x":1},"y":2}')
+})
+
+test('get-file interrupted (SIGINT) leaves neither PATH nor its temporary file', async (t) => {
+  // A first version left the hidden temporary file, a partial copy (of an encrypted store: in plaintext).
+  const cwd = tempDir()
+  const s = (await k.connectFsStore(join(cwd, 'konserve-data'), { durable: false })) as k.Store
+  const piece = Buffer.alloc(1 << 20, 3)
+  await k.bassoc(
+    s,
+    'big',
+    (async function* () {
+      for (let i = 0; i < 400; i++) yield piece
+    })(),
+  )
+  await k.close(s)
+  const out = join(cwd, 'out')
+  mkdirSync(out)
+  const child = spawn(process.execPath, [cli, '--no-progress', '--no-sync', 'get-file', 'big', join(out, 'copy')], { cwd, stdio: 'ignore' })
+  const started = Date.now()
+  while (!readdirSync(out).some((n) => n.endsWith('.tmp')) && Date.now() - started < 20_000) await new Promise((r) => setTimeout(r, 2))
+  t.true(readdirSync(out).some((n) => n.endsWith('.tmp')), 'the copy began')
+  child.kill('SIGINT')
+  const [code, signal] = await new Promise<[number | null, string | null]>((r) => child.on('exit', (c, sg) => r([c, sg])))
+  t.true(signal === 'SIGINT' || code === 130, `ended by the signal (${code}, ${signal})`)
+  t.deepEqual(readdirSync(out), [], 'nothing left')
 })

@@ -2,6 +2,7 @@
  * The command's input and output: stdout written and waited for, JSON in and
  * out (integers beyond 2^53 exact), errors and exit statuses, progress bars.
  */
+import { rmSync } from 'node:fs'
 import { open, rename, rm } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { SingleBar } from 'cli-progress'
@@ -225,6 +226,14 @@ export async function writeFileAtomic(path: string, produce: (dest: NodeJS.Writa
     onOpenFailed?.()
     throw new OutputError(`cannot write ${path}: ${(err as Error).message}`, { cause: err })
   }
+  // Ctrl-C or a kill while it is written: the partial file goes (it may be a plaintext copy of an
+  // encrypted store's data), then the signal takes its course (exit 130 for SIGINT).
+  const onSignal = (signal: NodeJS.Signals) => {
+    rmSync(tmp, { force: true })
+    for (const s of CLEANUP_SIGNALS) process.removeListener(s, onSignal)
+    process.kill(process.pid, signal)
+  }
+  for (const s of CLEANUP_SIGNALS) process.on(s, onSignal)
   try {
     await produce(fh.createWriteStream())
     // The stream closed the file: sync it through a new descriptor, then rename it into place.
@@ -235,12 +244,24 @@ export async function writeFileAtomic(path: string, produce: (dest: NodeJS.Writa
       await again.close()
     }
     await rename(tmp, path)
+    // The rename is durable once the directory is synced.
+    const dir = await open(dirname(path), 'r')
+    try {
+      await dir.sync()
+    } finally {
+      await dir.close()
+    }
   } catch (err) {
     await fh.close().catch(() => {})
     await rm(tmp, { force: true })
     throw err
+  } finally {
+    for (const s of CLEANUP_SIGNALS) process.removeListener(s, onSignal)
   }
 }
+
+/** The signals that end the command, on which a temporary file is removed first. */
+const CLEANUP_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP']
 
 // ---- progress -----------------------------------------------------------------------
 
