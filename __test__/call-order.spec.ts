@@ -48,6 +48,16 @@ for (const [kind, open] of Object.entries(kinds)) {
     await k.close(s)
   })
 
+  test(`${kind}: binary data read by get is a Buffer (README: binary comes back as Buffers in Node)`, async (t) => {
+    // A first version answered the pure engine's plain Uint8Array.
+    const s = await open()
+    await k.bassoc(s, 'blob', new Uint8Array([1, 2, 3]))
+    const v = await k.get(s, 'blob')
+    t.true(Buffer.isBuffer(v), String((v as object)?.constructor?.name))
+    t.deepEqual([...(v as Uint8Array)], [1, 2, 3])
+    await k.close(s)
+  })
+
   test(`${kind}: multiDissoc naming a key twice: it existed (both mentions say so), one hook event`, async (t) => {
     const s = await open()
     await k.assoc(s, 'b', 1)

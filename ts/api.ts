@@ -189,7 +189,8 @@ export function* withLock<R>(b: Backing, keys: Uint8Array[], body: () => Handler
 // ---- encoding helpers -------------------------------------------------------
 
 function decodeValue(store: Store, raw: { serializer: number; value: Uint8Array; shared?: boolean; memo?: DecodedMemo }): unknown {
-  if (raw.serializer === RAW_BYTES_ID) return raw.shared ? copyBytes(raw.value) : raw.value
+  // Binary data is a Buffer in Node from every store (the pure engine's reads are plain Uint8Arrays).
+  if (raw.serializer === RAW_BYTES_ID) return asBuffer(raw.shared ? copyBytes(raw.value) : raw.value)
   const s = store.serializers.forId(raw.serializer)
   const memo = s.pureDecode ? raw.memo : undefined
   // A value a read cache holds, decoded before: a copy of its plain tree.
