@@ -58,6 +58,17 @@ for (const [kind, open] of Object.entries(kinds)) {
     await k.close(s)
   })
 
+  test(`${kind}: ERR_NOT_A_LOG from trimLog and from append with expectedRevision names the key and, on a file store, its file`, async (t) => {
+    const s = await open()
+    await k.assoc(s, 'v', 1)
+    for (const call of [() => k.trimLog(s, 'v', { keepLast: 1 }), () => k.append(s, 'v', 2, { expectedRevision: 1 })]) {
+      const e = await t.throwsAsync<k.KonserveError>(call() as Promise<unknown>, { code: 'ERR_NOT_A_LOG' })
+      t.is(e?.key, 'v')
+      if (kind !== 'memory') t.regex(e?.file ?? '', /\.ksv$/)
+    }
+    await k.close(s)
+  })
+
   test(`${kind}: multiDissoc naming a key twice: it existed (both mentions say so), one hook event`, async (t) => {
     const s = await open()
     await k.assoc(s, 'b', 1)

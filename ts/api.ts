@@ -1605,7 +1605,11 @@ export function blobFile<O extends Options>(store: Store, key: Key, opts?: O): R
 /** Records read per batch: bounded memory whatever the log's length. */
 const LOG_BATCH = 256
 
-const notALog = () => new KonserveError('ERR_NOT_A_LOG', 'the key holds something other than an append log')
+/** ERR_NOT_A_LOG, naming the key's file where the backing has files. */
+const notALog = (b: Backing, cke: Uint8Array) => {
+  const file = b.filePath?.(cke)
+  return new KonserveError('ERR_NOT_A_LOG', 'the key holds something other than an append log', file ? { file } : {})
+}
 
 function decodeRecord(store: Store, r: LogRecord): unknown {
   return decodeValue(store, { serializer: r.serializer, value: r.bytes })
@@ -1643,7 +1647,7 @@ const appendOp = gensync(function* (store: Store, key: Key, elem: unknown, w: Wr
     const info = yield* withLock(store.backing, [cke], function* () {
       if (w.expectedRevision !== undefined) {
         const raw = yield* store.backing.getMeta(cke)
-        if (raw && !raw.log) throw notALog()
+        if (raw && !raw.log) throw notALog(store.backing, cke)
         checkRevision(w, raw ? readMeta(key, raw) : undefined)
       }
       const lastWrite = yield* stamp(store.backing)
@@ -1835,7 +1839,7 @@ const trimLogOp = gensync(function* (store: Store, key: Key, o: TrimLogOptions) 
         checkRevision(o, undefined)
         return 0
       }
-      if (!raw.log) throw notALog()
+      if (!raw.log) throw notALog(store.backing, cke)
       const current = readMeta(key, raw)
       checkRevision(o, current)
       const { firstIndex, lastIndex } = raw.log
