@@ -104,6 +104,12 @@ interface Appending<T> {
   reject: (err: unknown) => void
 }
 
+/** The appends of one log waiting for its next write, and the number of the lock request their leader made. */
+interface AppendGroup<T> {
+  queue: Appending<T>[]
+  request: number | undefined
+}
+
 /**
  * Group commit of async appends, per log: the first append of a log takes its
  * lock and writes; appends of the same log that come meanwhile wait in a
@@ -111,13 +117,9 @@ interface Appending<T> {
  * and one fsync. Each call resolves, with the log's element count after its
  * own record, once that record is durable. A batch that fails fails the
  * appends in it; a lock that cannot be taken fails every append waiting.
+ * An append joins a waiting group only while no other write of the key was
+ * called after the group's leader (call order).
  */
-/** The appends of one log waiting for its next write, and the number of the lock request their leader made. */
-interface AppendGroup<T> {
-  queue: Appending<T>[]
-  request: number | undefined
-}
-
 export class AppendGroups<T> {
   private readonly groups = new Map<string, AppendGroup<T>>()
 
