@@ -99,6 +99,12 @@ test('gc --older-than --keep --dry-run, then for real', async (t) => {
   t.deepEqual(lines((await konserve(['keys'], { cwd })).stdout).map((l) => JSON.parse(l).key), ['b'])
   const bad = await konserve(['gc', '--older-than', 'soon'], { cwd })
   t.is(bad.code, 2)
+  // A day that is not on the calendar is refused, not read as the next month's (Date reads 2024-02-30 as March 1).
+  for (const day of ['2024-02-30', '2023-02-29', '2024-13-01', '2024-04-31T12:00:00Z']) {
+    t.is((await konserve(['gc', '--older-than', day, '--dry-run'], { cwd })).code, 2, day)
+  }
+  t.is((await konserve(['gc', '--older-than', '2024-02-29', '--dry-run'], { cwd })).code, 0, 'a leap day is a day')
+  t.is((await konserve(['gc', '--older-than', '2024-03-01T00:30:00+02:00', '--dry-run'], { cwd })).code, 0, 'an offset that moves the UTC day back')
   t.is((await konserve(['gc'], { cwd })).code, 2, 'gc without --older-than is refused')
 })
 

@@ -185,9 +185,14 @@ const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000,
 export function cutoffOf(text: string, now = Date.now()): Date {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d|w)$/.exec(text)
   if (m) return new Date(now - Number(m[1]) * UNITS[m[2]!]!)
-  if (/^\d{4}-\d{2}-\d{2}/.test(text)) {
+  const ymd = /^(\d{4})-(\d{2})-(\d{2})/.exec(text)
+  if (ymd) {
     const d = new Date(text)
-    if (!Number.isNaN(d.getTime())) return d
+    // The date part must be a day of the calendar: Date reads 2024-02-30 as March 1.
+    const [y, mo, da] = [Number(ymd[1]), Number(ymd[2]), Number(ymd[3])]
+    const day = new Date(Date.UTC(y, mo - 1, da))
+    const onCalendar = day.getUTCFullYear() === y && day.getUTCMonth() === mo - 1 && day.getUTCDate() === da
+    if (onCalendar && !Number.isNaN(d.getTime())) return d
   }
   throw new UsageError(`--older-than takes a duration (7d, 12h, 30m, 90s, 2w) or an ISO date, not ${JSON.stringify(text)}`)
 }
