@@ -192,14 +192,20 @@ const everyStore = new Ring()
 
 const finalizer = new FinalizationRegistry<HeldValues>((held) => held.clear())
 
-/** Whether `path` (a store directory, a key file) is on a file system the cache can use (Linux, one listed above; Node before 18.15 has no statfsSync: no cache). */
-function cacheableFs(path: string): boolean {
-  if (process.platform !== 'linux') return false
+/** The `statfs` type of the file system of `path`; undefined where it cannot be asked (not Linux, Node before 18.15 without statfsSync, an error). */
+function fsTypeOf(path: string): number | undefined {
+  if (process.platform !== 'linux') return undefined
   try {
-    return LOCAL_FS.has(fs.statfsSync(path).type)
+    return fs.statfsSync(path).type
   } catch {
-    return false
+    return undefined
   }
+}
+
+/** Whether `path` (a store directory, a key file) is on a file system the cache can use (one listed above). */
+function cacheableFs(path: string): boolean {
+  const type = fsTypeOf(path)
+  return type !== undefined && LOCAL_FS.has(type)
 }
 
 export class HeldValues {
@@ -313,8 +319,12 @@ export class HeldValues {
     }
     if (st.size !== e.size || !settledBy(st.ctimeMs, e.readAt)) return false
     // The store was checked at open; its path may lead elsewhere since (a directory swapped for a
-    // link to NFS): a file on a file system the cache cannot use turns this store's cache off.
-    if (!cacheableFs(e.file)) {
+    // link to NFS): a file on a file system the cache cannot use turns this store's cache off. One
+    // that cannot be asked (removed meanwhile) is only not held: a dissoc racing this must not
+    // turn the cache off for good.
+    const type = fsTypeOf(e.file)
+    if (type === undefined) return false
+    if (!LOCAL_FS.has(type)) {
       this.closed = true
       this.clear()
       return false
