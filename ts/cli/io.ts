@@ -219,21 +219,23 @@ export function describeError(err: unknown, json: boolean): string {
  */
 export async function writeFileAtomic(path: string, produce: (dest: NodeJS.WritableStream) => Promise<void>, onOpenFailed?: () => void): Promise<void> {
   const tmp = join(dirname(path), `.${basename(path)}.konserve-${process.pid}.tmp`)
-  let fh
-  try {
-    fh = await open(tmp, 'wx')
-  } catch (err) {
-    onOpenFailed?.()
-    throw new OutputError(`cannot write ${path}: ${(err as Error).message}`, { cause: err })
-  }
   // Ctrl-C or a kill while it is written: the partial file goes (it may be a plaintext copy of an
-  // encrypted store's data), then the signal takes its course (exit 130 for SIGINT).
+  // encrypted store's data), then the signal takes its course (exit 130 for SIGINT). Listening
+  // from before the file exists: a signal between its create and the next turn must find it too.
   const onSignal = (signal: NodeJS.Signals) => {
     rmSync(tmp, { force: true })
     for (const s of CLEANUP_SIGNALS) process.removeListener(s, onSignal)
     process.kill(process.pid, signal)
   }
   for (const s of CLEANUP_SIGNALS) process.on(s, onSignal)
+  let fh
+  try {
+    fh = await open(tmp, 'wx')
+  } catch (err) {
+    for (const s of CLEANUP_SIGNALS) process.removeListener(s, onSignal)
+    onOpenFailed?.()
+    throw new OutputError(`cannot write ${path}: ${(err as Error).message}`, { cause: err })
+  }
   try {
     await produce(fh.createWriteStream())
     // The stream closed the file: sync it through a new descriptor, then rename it into place.
