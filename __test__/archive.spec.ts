@@ -4,7 +4,22 @@ import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import * as k from 'konserve'
 import { tempDir } from './helpers/api.js'
-import { ByteReader, FRAME_KEY, FRAME_TRAILER, HEADER_LEN, decodeHeader, decodeKeyFrame, readFrame } from '../ts/archive/format.js'
+import { readFileSync } from 'node:fs'
+import {
+  ByteReader,
+  DATA_MAX,
+  FRAME_DATA,
+  FRAME_END,
+  FRAME_HEAD_LEN,
+  FRAME_KEY,
+  FRAME_SUM_LEN,
+  FRAME_TRAILER,
+  HEADER_LEN,
+  type ReadFrame,
+  decodeHeader,
+  decodeKeyFrame,
+  readFrame,
+} from '../ts/archive/format.js'
 
 type Side = { name: string; open(): Promise<k.Store> }
 const file = (name: string, opts: k.FsStoreOptions): Side => ({ name, open: () => k.connectFsStore(join(tempDir(), 'store'), { syncBlob: false, ...opts }) })
@@ -23,20 +38,31 @@ async function bytesOf(r: Readable): Promise<Buffer> {
   return Buffer.concat(parts)
 }
 
-/** key (hex CKE) -> the bytes of its frames (KEY to END), and the trailer's counts. */
-async function parse(archive: Uint8Array): Promise<Record<string, Buffer>> {
+/** Every frame of an archive, in order. */
+async function framesOf(archive: Uint8Array): Promise<ReadFrame[]> {
   let given = false
   const r = new ByteReader(async () => (given ? undefined : ((given = true), archive)))
-  decodeHeader(await r.read(HEADER_LEN))
+  const { version } = decodeHeader(await r.read(HEADER_LEN))
+  const frames: ReadFrame[] = []
+  for (;;) {
+    const f = await readFrame(r, version)
+    frames.push(f)
+    if (f.type === FRAME_TRAILER) return frames
+  }
+}
+
+/** key (hex CKE) -> the bytes of its frames (KEY to END, an END's running checksum left out). */
+async function parse(archive: Uint8Array): Promise<Record<string, Buffer>> {
   const keys = new Map<string, Buffer>()
   let current: string | undefined
-  for (;;) {
-    const f = await readFrame(r)
+  for (const f of await framesOf(archive)) {
     if (f.type === FRAME_TRAILER) return Object.fromEntries([...keys].sort(([a], [b]) => (a < b ? -1 : 1)))
     if (f.type === FRAME_KEY) current = Buffer.from(decodeKeyFrame(f.body).key).toString('hex')
-    const framed = Buffer.concat([Buffer.from([f.type]), Buffer.from(f.body)])
+    const body = f.type === FRAME_END ? f.body.subarray(0, 8) : f.body
+    const framed = Buffer.concat([Buffer.from([f.type]), Buffer.from(body)])
     keys.set(current!, Buffer.concat([keys.get(current!) ?? Buffer.alloc(0), framed]))
   }
+  throw new Error('no trailer')
 }
 
 const big = Buffer.alloc(2.5 * 1024 * 1024 + 17)
@@ -136,6 +162,95 @@ test('a damaged archive fails with ERR_CORRUPT and never writes the damaged key'
   t.regex(trailing.message, /bytes follow the trailer/)
   const notArchive = (await t.throwsAsync(k.importStore(await k.newMemStore(), Buffer.from('{"json": true}\n'.repeat(3))))) as k.KonserveError
   t.regex(notArchive.message, /no archive magic/)
+})
+
+/** The bytes of frame `f` of `archive` (head, body, checksum). */
+const frameBytes = (archive: Buffer, f: ReadFrame) => archive.subarray(f.offset, f.offset + FRAME_HEAD_LEN + f.body.length + FRAME_SUM_LEN)
+
+test('frames each intact but out of order fail at their END, before the key is written', async (t) => {
+  const src = await k.newMemStore()
+  // (Not `big`: its pattern repeats every 2^20 bytes, so its chunks are equal.)
+  const blob = Buffer.concat([Buffer.alloc(DATA_MAX, 1), Buffer.alloc(DATA_MAX, 2), Buffer.from('end')])
+  await k.bassoc(src, 'blob', blob)
+  await k.assoc(src, 'doc', { v: 1 })
+  const good = await bytesOf(k.exportStore(src))
+  const frames = await framesOf(good)
+  const data = frames.filter((f) => f.type === FRAME_DATA && f.body.length === DATA_MAX)
+  t.is(data.length, 2)
+  t.true(frames.indexOf(data[1]!) === frames.indexOf(data[0]!) + 1)
+  // The blob's first two chunks swapped: every frame checks out on its own.
+  const [a, b] = [frameBytes(good, data[0]!), frameBytes(good, data[1]!)]
+  const swapped = Buffer.concat([good.subarray(0, data[0]!.offset), b, a, good.subarray(data[1]!.offset + b.length)])
+  t.is(swapped.length, good.length)
+  for (const native of [true, false]) {
+    const dst = await k.connectFsStore(join(tempDir(), 's'), { native })
+    await k.bassoc(dst, 'blob', Buffer.from('old blob'))
+    const err = (await t.throwsAsync(k.importStore(dst, swapped))) as k.KonserveError
+    t.is(err.code, 'ERR_CORRUPT')
+    t.regex(err.message, /archive checksum at the end of a key/)
+    t.is(err.key, 'blob')
+    t.is((await k.readBlob(dst, 'blob'))!.toString(), 'old blob', 'the reordered blob is never committed')
+  }
+  // A whole key's frames from another archive spliced in: found at that key's END.
+  const other = await k.newMemStore()
+  await k.assoc(other, 'doc', { v: 'forged' })
+  const otherArchive = await bytesOf(k.exportStore(other))
+  const theirs = (await framesOf(otherArchive)).filter((f) => f.type !== FRAME_TRAILER)
+  const at = frames.filter((f) => f.type === FRAME_KEY)[1]!.offset // the doc's KEY frame, after the blob's END
+  const end = frames[frames.length - 2]! // the doc's END
+  const spliced = Buffer.concat([good.subarray(0, at), ...theirs.map((f) => frameBytes(otherArchive, f)), good.subarray(end.offset + frameBytes(good, end).length)])
+  const dst = await k.newMemStore()
+  await k.assoc(dst, 'doc', 'mine')
+  const err = (await t.throwsAsync(k.importStore(dst, spliced))) as k.KonserveError
+  t.regex(err.message, /archive checksum at the end of a key/)
+  t.is(await k.get(dst, 'doc'), 'mine')
+  t.deepEqual(await k.readBlob(dst, 'blob'), blob, 'the keys before the damage are imported')
+})
+
+test("a damaged frame length is refused at the frame's head, before its body is read", async (t) => {
+  const src = await k.newMemStore()
+  await k.assoc(src, 'a', 'x'.repeat(1000))
+  await k.bassoc(src, 'blob', big)
+  const good = await bytesOf(k.exportStore(src))
+  const key = (await framesOf(good)).find((f) => f.type === FRAME_KEY)!
+  const bad = Buffer.from(good)
+  bad[key.offset + 4]! ^= 0x80 // the length's top byte: 2 GiB more
+  let pulled = 0
+  const source = async function* () {
+    for (let at = 0; at < bad.length; at += 4096) {
+      pulled += 4096
+      yield bad.subarray(at, at + 4096)
+    }
+  }
+  const err = (await t.throwsAsync(k.importStore(await k.newMemStore(), source()))) as k.KonserveError
+  t.is(err.code, 'ERR_CORRUPT')
+  t.regex(err.message, /head check does not match/)
+  t.true(pulled <= 8192, `the archive was read no further than the frame's head (${pulled} bytes pulled)`)
+})
+
+test('a version 1 archive (no head checks, no running checksums) still imports', async (t) => {
+  const v1 = readFileSync(new URL('../test-vectors/archive-v1.ksva', import.meta.url))
+  t.is(v1.readUInt16LE(8), 1)
+  const blob = Buffer.alloc(3000)
+  for (let i = 0; i < blob.length; i++) blob[i] = (i * 31 + (i >> 11)) & 0xff
+  for (const s of [await k.newMemStore(), await k.connectFsStore(join(tempDir(), 's'), { native: true }), await k.connectFsStore(join(tempDir(), 's'), { native: false })]) {
+    const c = await k.importStore(s, v1)
+    t.deepEqual({ ...c, bytes: 0 }, { keys: 4, values: 2, blobs: 1, logs: 1, records: 3, bytes: 0 })
+    t.true(c.bytes > blob.length)
+    t.deepEqual(await k.get(s, 'doc'), { name: 'ana', list: [1, 2.5, 'x'] })
+    t.is((await k.getMeta(s, 'doc'))!.owner, 'ops')
+    t.is(await k.get(s, ['user', 42]), 'composite key')
+    t.deepEqual(await k.readBlob(s, 'blob'), blob)
+    t.deepEqual(await k.log(s, 'log'), [4, 5, 6])
+    t.is(await k.append(s, 'log', 7), 4)
+  }
+  // A newer version than this build reads is refused as such.
+  const v9 = Buffer.from(v1)
+  v9.writeUInt16LE(9, 8)
+  const { xxh3_64 } = await import('../ts/codec/xxhash.js')
+  v9.writeBigUInt64LE(xxh3_64(v9.subarray(0, 16)), 16)
+  const err = (await t.throwsAsync(k.importStore(await k.newMemStore(), v9))) as k.KonserveError
+  t.is(err.code, 'ERR_UNSUPPORTED_VERSION')
 })
 
 test('a log whose import fails part-way is deleted, not left short', async (t) => {

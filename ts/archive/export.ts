@@ -67,7 +67,7 @@ export async function* exportPieces(store: Store, opts: ExportOptions = {}): Asy
   async function* dataOf(k: Listed, kind: typeof KIND_VALUE | typeof KIND_BLOB, serializer: number, meta: Uint8Array, bytes: Uint8Array) {
     yield* emit(FRAME_KEY, encodeKeyFrame({ kind, serializer, key: k.cke, meta, size: bytes.length }))
     for (let at = 0; at < bytes.length; at += DATA_MAX) yield* emit(FRAME_DATA, bytes.subarray(at, at + DATA_MAX))
-    yield* emit(FRAME_END, encodeEndFrame(bytes.length))
+    yield* emit(FRAME_END, encodeEndFrame(bytes.length, checksum))
     counts.bytes += bytes.length
     if (kind === KIND_BLOB) counts.blobs++
     else counts.values++
@@ -100,7 +100,7 @@ export async function* exportPieces(store: Store, opts: ExportOptions = {}): Asy
         yield* emit(FRAME_DATA, piece)
         at += piece.length
       }
-      yield* emit(FRAME_END, encodeEndFrame(blob.size))
+      yield* emit(FRAME_END, encodeEndFrame(blob.size, checksum))
     } finally {
       blob.close()
     }
@@ -129,7 +129,7 @@ export async function* exportPieces(store: Store, opts: ExportOptions = {}): Asy
           n++
         }
       }
-      yield* emit(FRAME_END, encodeEndFrame(n))
+      yield* emit(FRAME_END, encodeEndFrame(n, checksum))
       counts.records += n
       counts.logs++
     } finally {

@@ -9,10 +9,14 @@ import { xxh3_64 } from '../codec/xxhash.js'
 
 /** "KSVARCHV" */
 export const MAGIC = new Uint8Array([0x4b, 0x53, 0x56, 0x41, 0x52, 0x43, 0x48, 0x56])
-export const ARCHIVE_VERSION = 1
+/** The version this build writes. */
+export const ARCHIVE_VERSION = 2
+/** Version 1 (no head check, no running checksum at END) is still read. */
+export const OLDEST_READ_VERSION = 1
 export const HEADER_LEN = 24
-/** A frame's type (1 byte) and body length (u32 LE). */
-export const FRAME_HEAD_LEN = 5
+/** A frame's type (1 byte) and body length (u32 LE); from version 2 a u32 check of those 5 bytes follows. */
+export const FRAME_HEAD_LEN_V1 = 5
+export const FRAME_HEAD_LEN = 9
 /** A frame's checksum after its body. */
 export const FRAME_SUM_LEN = 8
 /** The most bytes of a value or blob in one DATA frame (the file format's chunk size). */
@@ -95,28 +99,46 @@ export function encodeHeader(): Uint8Array {
   return h
 }
 
-/** Checks a header; returns its checksum, the start of the archive checksum's chain. */
-export function decodeHeader(h: Uint8Array): bigint {
+/** What a checked header says: its checksum (the start of the archive checksum's chain) and the version. */
+export interface Header {
+  sum: bigint
+  version: number
+}
+
+/** Checks a header. */
+export function decodeHeader(h: Uint8Array): Header {
   if (h.length < HEADER_LEN) throw archiveError('it is shorter than its header', 0)
   for (let i = 0; i < MAGIC.length; i++) if (h[i] !== MAGIC[i]) throw archiveError('no archive magic "KSVARCHV" at its start', 0)
   const dv = view(h)
   const sum = dv.getBigUint64(16, true)
   if (xxh3_64(h.subarray(0, 16)) !== sum) throw archiveError('the header checksum does not match', 0)
   const version = dv.getUint16(8, true)
-  if (version !== ARCHIVE_VERSION) {
-    throw new KonserveError('ERR_UNSUPPORTED_VERSION', `archive version ${version} is not supported (this build reads version ${ARCHIVE_VERSION})`)
+  if (version < OLDEST_READ_VERSION || version > ARCHIVE_VERSION) {
+    throw new KonserveError(
+      'ERR_UNSUPPORTED_VERSION',
+      `archive version ${version} is not supported (this build reads versions ${OLDEST_READ_VERSION} to ${ARCHIVE_VERSION})`,
+    )
   }
   if (dv.getUint16(10, true) !== 0 || dv.getUint32(12, true) !== 0) throw archiveError('unknown header flags', 10)
-  return sum
+  return { sum, version }
 }
 
 // ---- frames -------------------------------------------------------------------------
 
-/** A frame's checksum: xxh3_64 of its head (type, length) followed by xxh3_64 of its body. */
+/**
+ * The check of a frame's type and length (version 2): the low 32 bits of
+ * their xxh3_64. A damaged length is refused before its body is read, so it
+ * cannot make a reader buffer up to 4 GiB of what follows.
+ */
+export function headCheck(head: Uint8Array): number {
+  return Number(xxh3_64(head.subarray(0, FRAME_HEAD_LEN_V1)) & 0xffffffffn)
+}
+
+/** A frame's checksum: xxh3_64 of its whole head (with version 2's check) followed by xxh3_64 of its body. */
 export function frameSum(head: Uint8Array, body: Uint8Array): bigint {
-  const b = new Uint8Array(FRAME_HEAD_LEN + 8)
-  b.set(head.subarray(0, FRAME_HEAD_LEN), 0)
-  view(b).setBigUint64(FRAME_HEAD_LEN, xxh3_64(body), true)
+  const b = new Uint8Array(head.length + 8)
+  b.set(head, 0)
+  view(b).setBigUint64(head.length, xxh3_64(body), true)
   return xxh3_64(b)
 }
 
@@ -135,6 +157,7 @@ export function frame(type: number, body: Uint8Array): { head: Uint8Array; body:
   const head = new Uint8Array(FRAME_HEAD_LEN)
   head[0] = type
   view(head).setUint32(1, body.length, true)
+  view(head).setUint32(FRAME_HEAD_LEN_V1, headCheck(head), true)
   const sum = frameSum(head, body)
   return { head, body, sum, tail: le64(sum) }
 }
@@ -188,14 +211,28 @@ export function decodeRecordFrame(body: Uint8Array): RecordFrame {
   return { index: u64(dv, 0, 'an index'), stamp: u64(dv, 8, 'a stamp'), serializer: body[16]!, bytes: body.subarray(17) }
 }
 
-/** count u64: bytes of a value or blob, records of a log. */
-export function encodeEndFrame(count: number): Uint8Array {
-  return le64(BigInt(count))
+/** What an END frame says. */
+export interface EndFrame {
+  /** Bytes of a value or blob, records of a log. */
+  count: number
+  /** Version 2: the archive checksum after the key's frames before this END (undefined in version 1). */
+  chain?: bigint
 }
 
-export function decodeEndFrame(body: Uint8Array): number {
-  if (body.length !== 8) throw archiveError('an END frame is malformed')
-  return u64(view(body), 0, 'a count')
+/** count u64 | the archive checksum so far, u64 (version 2). */
+export function encodeEndFrame(count: number, chainSoFar: bigint): Uint8Array {
+  const body = new Uint8Array(16)
+  const dv = view(body)
+  dv.setBigUint64(0, BigInt(count), true)
+  dv.setBigUint64(8, chainSoFar, true)
+  return body
+}
+
+export function decodeEndFrame(body: Uint8Array, version: number): EndFrame {
+  if (body.length !== (version === 1 ? 8 : 16)) throw archiveError('an END frame is malformed')
+  const dv = view(body)
+  const count = u64(dv, 0, 'a count')
+  return version === 1 ? { count } : { count, chain: dv.getBigUint64(8, true) }
 }
 
 export function encodeTrailer(c: ArchiveCounts, checksum: bigint): Uint8Array {
@@ -277,23 +314,30 @@ export interface ReadFrame {
   offset: number
 }
 
-/** The next frame, its checksum checked; a stream that ends inside one is damaged. */
-export async function readFrame(r: ByteReader): Promise<ReadFrame> {
+/**
+ * The next frame of an archive of `version`, its checksum checked (and, from
+ * version 2, its head before its body is read); a stream that ends inside
+ * one is damaged.
+ */
+export async function readFrame(r: ByteReader, version: number): Promise<ReadFrame> {
   const offset = r.offset
-  const head = await r.read(FRAME_HEAD_LEN)
+  const headLen = version === 1 ? FRAME_HEAD_LEN_V1 : FRAME_HEAD_LEN
+  const head = (await r.read(headLen)).slice()
   if (head.length === 0) throw archiveError('it ends before its trailer (truncated)', offset)
-  if (head.length < FRAME_HEAD_LEN) throw archiveError('it ends inside a frame (truncated)', offset)
+  if (head.length < headLen) throw archiveError('it ends inside a frame (truncated)', offset)
+  if (version !== 1 && view(head).getUint32(FRAME_HEAD_LEN_V1, true) !== headCheck(head)) {
+    throw archiveError("a frame's type or length is damaged (its head check does not match)", offset)
+  }
   const type = head[0]!
   const len = view(head).getUint32(1, true)
   if (type === FRAME_DATA && len > DATA_MAX) throw archiveError(`a DATA frame of ${len} bytes (at most ${DATA_MAX})`, offset)
   if (type !== FRAME_KEY && type !== FRAME_DATA && type !== FRAME_RECORD && type !== FRAME_END && type !== FRAME_TRAILER) {
     throw archiveError(`unknown frame type ${type}`, offset)
   }
-  const head5 = head.slice()
   const body = await r.read(len)
   const tail = await r.read(FRAME_SUM_LEN)
   if (body.length < len || tail.length < FRAME_SUM_LEN) throw archiveError('it ends inside a frame (truncated)', offset)
   const sum = view(tail).getBigUint64(0, true)
-  if (frameSum(head5, body) !== sum) throw archiveError('a frame checksum does not match', offset)
+  if (frameSum(head, body) !== sum) throw archiveError('a frame checksum does not match', offset)
   return { type, body, sum, offset }
 }

@@ -9,6 +9,7 @@ import type { NewRecord } from '../backing/index.js'
 import {
   type ArchiveCounts,
   ByteReader,
+  type EndFrame,
   FRAME_DATA,
   FRAME_END,
   FRAME_KEY,
@@ -53,18 +54,30 @@ const LOG_BATCH_BYTES = 8 << 20
  */
 export async function importPieces(store: Store, next: () => Promise<Uint8Array | undefined>, opts: ImportOptions = {}): Promise<ArchiveCounts> {
   const r = new ByteReader(next)
-  let checksum = decodeHeader(await r.read(HEADER_LEN))
+  const { sum, version } = decodeHeader(await r.read(HEADER_LEN))
+  let checksum = sum
   const counts: ArchiveCounts = { keys: 0, values: 0, blobs: 0, logs: 0, records: 0, bytes: 0 }
 
-  /** The next frame of a key, chained into the checksum. */
-  const nextFrame = async (): Promise<ReadFrame> => {
-    const f = await readFrame(r)
+  /**
+   * The next frame of a key, chained into the checksum. An END frame is
+   * decoded here and, from version 2, its running checksum compared with the
+   * chain so far: frames each intact but reordered, dropped or spliced in
+   * from elsewhere are found before the key is written.
+   */
+  const nextFrame: NextFrame = async () => {
+    const f = await readFrame(r, version)
+    const prior = checksum
     checksum = chain(checksum, f.sum)
-    return f
+    if (f.type !== FRAME_END) return { ...f, end: undefined }
+    const end = decodeEndFrame(f.body, version)
+    if (end.chain !== undefined && end.chain !== prior) {
+      throw archiveError('the archive checksum at the end of a key does not match (frames reordered, dropped or from another archive)', f.offset)
+    }
+    return { ...f, end }
   }
 
   for (;;) {
-    const f = await readFrame(r)
+    const f = await readFrame(r, version)
     if (f.type === FRAME_TRAILER) {
       const t = decodeTrailer(f.body)
       if (t.checksum !== checksum) throw archiveError('the archive checksum does not match', f.offset)
@@ -96,8 +109,11 @@ export async function importPieces(store: Store, next: () => Promise<Uint8Array 
   }
 }
 
+/** A key's next frame; an END frame comes decoded and checked. */
+type NextFrame = () => Promise<ReadFrame & { end: EndFrame | undefined }>
+
 /** The DATA frames of a value or blob up to its END, each handed to `take`; checks their total. */
-async function readData(k: KeyFrame, nextFrame: () => Promise<ReadFrame>, take: (bytes: Uint8Array) => Promise<void> | void): Promise<void> {
+async function readData(k: KeyFrame, nextFrame: NextFrame, take: (bytes: Uint8Array) => Promise<void> | void): Promise<void> {
   let got = 0
   for (;;) {
     const f = await nextFrame()
@@ -107,14 +123,14 @@ async function readData(k: KeyFrame, nextFrame: () => Promise<ReadFrame>, take: 
       await take(f.body)
       continue
     }
-    if (f.type !== FRAME_END) throw archiveError(`a frame of type ${f.type} inside a value`, f.offset)
-    const n = decodeEndFrame(f.body)
+    if (!f.end) throw archiveError(`a frame of type ${f.type} inside a value`, f.offset)
+    const n = f.end.count
     if (n !== k.size || got !== k.size) throw archiveError(`a value of ${got} bytes where ${k.size} were announced`, f.offset)
     return
   }
 }
 
-async function importData(store: Store, k: KeyFrame, nextFrame: () => Promise<ReadFrame>, counts: ArchiveCounts): Promise<void> {
+async function importData(store: Store, k: KeyFrame, nextFrame: NextFrame, counts: ArchiveCounts): Promise<void> {
   if (k.kind === KIND_BLOB) {
     if (k.serializer !== 0) throw archiveError(`a blob with serializer ${k.serializer}`)
     // Streamed into a staging file, committed only once its END frame checked out.
@@ -161,7 +177,7 @@ async function importData(store: Store, k: KeyFrame, nextFrame: () => Promise<Re
  * metadata (so indexes, and with them the log's revision, are as exported).
  * If the import fails inside the log, the key is deleted.
  */
-async function importLog(store: Store, k: KeyFrame, nextFrame: () => Promise<ReadFrame>, counts: ArchiveCounts): Promise<void> {
+async function importLog(store: Store, k: KeyFrame, nextFrame: NextFrame, counts: ArchiveCounts): Promise<void> {
   if (k.serializer !== 0) throw archiveError(`a log with serializer ${k.serializer}`)
   const first = k.size
   const unlock = await lockKey(store, k.key)
@@ -198,8 +214,8 @@ async function importLog(store: Store, k: KeyFrame, nextFrame: () => Promise<Rea
         if (batch.length >= LOG_BATCH || batchBytes >= LOG_BATCH_BYTES) await flush()
         continue
       }
-      if (f.type !== FRAME_END) throw archiveError(`a frame of type ${f.type} inside a log`, f.offset)
-      const n = decodeEndFrame(f.body)
+      if (!f.end) throw archiveError(`a frame of type ${f.type} inside a log`, f.offset)
+      const n = f.end.count
       if (n !== expect - first) throw archiveError(`a log of ${expect - first} records where its END frame counts ${n}`, f.offset)
       break
     }
