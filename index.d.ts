@@ -103,6 +103,12 @@ export declare class NativeFileStore {
    */
   get lockFree(): boolean
   /**
+   * Whether the store is on its write-ahead log (docs/WAL.md): a key file
+   * written from outside the core would then bypass the key's logged
+   * value, so the facade writes no staged log of its own there.
+   */
+  get onWal(): boolean
+  /**
    * The store's close: ends the write-ahead log's background thread and
    * releases the log's lock file if it is kept idle (docs/WAL.md §4.1).
    * The store stays usable (also done when the object is collected).

@@ -452,6 +452,14 @@ impl NativeFileStore {
         self.inner.is_lock_free()
     }
 
+    /// Whether the store is on its write-ahead log (docs/WAL.md): a key file
+    /// written from outside the core would then bypass the key's logged
+    /// value, so the facade writes no staged log of its own there.
+    #[napi(getter)]
+    pub fn on_wal(&self) -> bool {
+        self.inner.wal().is_some()
+    }
+
     /// The store's close: ends the write-ahead log's background thread and
     /// releases the log's lock file if it is kept idle (docs/WAL.md §4.1).
     /// The store stays usable (also done when the object is collected).

@@ -454,7 +454,7 @@ function* endStore(store: Store, why: Ended): Handler<void> {
 const endOp = gensync(endStore)
 
 /** The operations of a backing (its Ops); `lock` too: a write that starts after the end fails at once. */
-const OPS = ['get', 'getValue', 'getMeta', 'exists', 'put', 'delete', 'lock', 'blobWriter', 'blobReplace', 'openBlob', 'append', 'openLog', 'trimLog'] as const
+const OPS = ['get', 'getValue', 'getMeta', 'exists', 'put', 'delete', 'lock', 'blobWriter', 'blobReplace', 'openBlob', 'append', 'openLog', 'trimLog', 'logWriter'] as const
 
 /** An Op that fails with `error()` in every form. */
 function failing(error: () => KonserveError): Op<unknown[], never> {

@@ -29,7 +29,7 @@ import {
   decodeTrailer,
   readFrame,
 } from './format.js'
-import { appendRecords, blobWriter, deleteKey, lockKey, putEntry, trimRecords } from './raw.js'
+import { type RawLogSink, appendRecords, blobWriter, deleteKey, lockKey, logWriter, putEntry, trimRecords } from './raw.js'
 import type { Store } from '../store.js'
 import { byteSource, bytesOf } from '../sources.js'
 
@@ -170,36 +170,87 @@ async function importData(store: Store, k: KeyFrame, nextFrame: NextFrame, count
   counts.bytes += k.size
 }
 
+/** Where an imported log's records go, batch by batch. */
+interface LogTarget {
+  append(batch: NewRecord[]): Promise<void>
+  /** After the END frame checked out, with the number of records. */
+  finish(count: number): Promise<void>
+  /** The import failed inside the log. */
+  fail(): Promise<void>
+}
+
 /**
- * A log: the key is deleted, then the log written record by record under the
- * key's lock. Its first index (`k.size`) is restored by appending that many
- * empty placeholder records first and trimming them with the log's own
- * metadata (so indexes, and with them the log's revision, are as exported).
- * If the import fails inside the log, the key is deleted.
+ * A staged log (Backing.logWriter: the file stores): written whole beside
+ * the key and committed over it at the END, so the key keeps its old
+ * contents until then, also if the process dies in between.
+ */
+function stagedLog(w: RawLogSink): LogTarget {
+  return {
+    append: (batch) => w.append(batch),
+    finish: () => w.commit(),
+    fail: async () => w.abort(),
+  }
+}
+
+/**
+ * A log written on the live key (backings without a staged writer): the key
+ * is deleted, then the log appended batch by batch. Its first index `f` is
+ * restored by appending `f` empty placeholder records first and trimming
+ * them with the log's own metadata. If the import fails inside the log, the
+ * key is deleted; if the process dies, the log is left part-written.
+ */
+async function liveLog(store: Store, k: KeyFrame): Promise<LogTarget> {
+  const first = k.size
+  let written = false
+  const append = async (batch: NewRecord[]) => {
+    await appendRecords(store, k.key, batch, k.meta)
+    written = true
+  }
+  const placeholders = async (n: number) => {
+    for (let done = 0; done < n; ) {
+      const m = Math.min(LOG_BATCH * 16, n - done)
+      await append(Array.from({ length: m }, () => ({ serializer: 0, stamp: 0, bytes: new Uint8Array(0) })))
+      done += m
+    }
+  }
+  await deleteKey(store, k.key)
+  await placeholders(first)
+  return {
+    append,
+    async finish(count) {
+      if (count === 0) {
+        // An empty log: one placeholder, trimmed away (the log starts again at index 0).
+        await placeholders(1)
+        await trimRecords(store, k.key, 1, k.meta)
+      } else if (first > 0) {
+        await trimRecords(store, k.key, first, k.meta)
+      }
+    },
+    async fail() {
+      if (written) await deleteKey(store, k.key)
+    },
+  }
+}
+
+/**
+ * A log, under the key's lock: its records in batches to a staged log where
+ * the store has one, else to the live key (see stagedLog, liveLog), so that
+ * indexes, and with them the log's revision, are as exported.
  */
 async function importLog(store: Store, k: KeyFrame, nextFrame: NextFrame, counts: ArchiveCounts): Promise<void> {
   if (k.serializer !== 0) throw archiveError(`a log with serializer ${k.serializer}`)
   const first = k.size
   const unlock = await lockKey(store, k.key)
-  let written = false
+  let target: LogTarget | undefined
   try {
-    await deleteKey(store, k.key)
-    const placeholders = async (n: number) => {
-      for (let done = 0; done < n; ) {
-        const m = Math.min(LOG_BATCH * 16, n - done)
-        await appendRecords(store, k.key, Array.from({ length: m }, () => ({ serializer: 0, stamp: 0, bytes: new Uint8Array(0) })), k.meta)
-        written = true
-        done += m
-      }
-    }
-    await placeholders(first)
+    const staged = await logWriter(store, k.key, k.meta, first)
+    target = staged ? stagedLog(staged) : await liveLog(store, k)
     let expect = first
     let batch: NewRecord[] = []
     let batchBytes = 0
     const flush = async () => {
       if (batch.length === 0) return
-      await appendRecords(store, k.key, batch, k.meta)
-      written = true
+      await target!.append(batch)
       batch = []
       batchBytes = 0
     }
@@ -221,22 +272,14 @@ async function importLog(store: Store, k: KeyFrame, nextFrame: NextFrame, counts
     }
     await flush()
     const count = expect - first
-    if (count === 0) {
-      // An empty log: one placeholder, trimmed away (the log starts again at index 0).
-      if (first !== 0) throw archiveError('an empty log whose first index is not 0')
-      await placeholders(1)
-      await trimRecords(store, k.key, 1, k.meta)
-    } else if (first > 0) {
-      await trimRecords(store, k.key, first, k.meta)
-    }
+    if (count === 0 && first !== 0) throw archiveError('an empty log whose first index is not 0')
+    await target.finish(count)
     counts.logs++
     counts.records += count
   } catch (err) {
-    if (written) {
-      try {
-        await deleteKey(store, k.key)
-      } catch {}
-    }
+    try {
+      await target?.fail()
+    } catch {}
     throw err
   } finally {
     unlock()

@@ -155,6 +155,25 @@ export async function blobWriter(store: Store, cke: Uint8Array, meta: Uint8Array
   return { write: (b) => sink.write.async(b), commit: () => sink.commit.async(), abort: () => sink.abort() }
 }
 
+/** A whole log being written with `meta` as its metadata bytes (the caller holds the key's lock). */
+export interface RawLogSink {
+  append(records: NewRecord[]): Promise<void>
+  commit(): Promise<void>
+  abort(): void
+}
+
+/**
+ * A whole new log for `cke`, staged and committed at once over whatever the
+ * key holds (the caller holds its lock); undefined when the backing has no
+ * staged log writer (an import then deletes the key and appends).
+ */
+export async function logWriter(store: Store, cke: Uint8Array, meta: Uint8Array, firstIndex: number): Promise<RawLogSink | undefined> {
+  const open = store.backing.logWriter
+  if (!open) return undefined
+  const w = await open.async(cke, meta, firstIndex)
+  return { append: (records) => w.append.async(records), commit: async () => void (await w.commit.async()), abort: () => w.abort() }
+}
+
 /** Appends records to the log at `cke`, created with `meta` if missing (the caller holds the key's lock). */
 export async function appendRecords(store: Store, cke: Uint8Array, records: NewRecord[], meta: Uint8Array): Promise<void> {
   await store.backing.append.async(cke, records, meta)

@@ -5,7 +5,8 @@
  * real twin in the code base); errors are typed where the binding is called.
  */
 import { type LogInfo, type NewRecord, type RawBlobReplace, type RawEntry, type RawListing, type RawMeta, type RawReplace, type RawValue, type RawWrite, REPLACE_UNSURE, type StoreClock, pollingLock, twinOp } from '../backing/index.js'
-import { type Backing, type BlobSink, type BlobSource, type ListCursor, type LogCursor, MISS } from '../backing/seam.js'
+import { type Backing, type BlobSink, type BlobSource, type ListCursor, type LogCursor, type LogWriter, MISS, type Op } from '../backing/seam.js'
+import gensync, { type Handler } from 'gensync'
 import { fromNative } from '../errors.js'
 import { RAW_BYTES_ID } from '../serializers.js'
 import { GroupCommit } from '../backing/group-commit.js'
@@ -239,15 +240,35 @@ export class NativeFileBacking implements Backing {
   /** The store's lastWrite clock (the `.konserve.clock` watermark), if it has one. */
   readonly clock?: Backing['clock']
 
+  /**
+   * A whole log written through a staging file (an import; Backing.logWriter).
+   * The core has no streaming log writer of its own: the pure engine's
+   * writes it, on the same files and in the same format, through `twin`, a
+   * pure backing on this directory with this store's codec (opened at the
+   * first use, as rekey opens one). Not on a store with a write-ahead log,
+   * where a key file written outside the core would bypass the key's logged
+   * value.
+   */
+  readonly logWriter?: Op<[key: Uint8Array, meta: Uint8Array, firstIndex: number], LogWriter>
+  private twinOpened: Backing | undefined
+
   constructor(
     private readonly native: NativeFileStore,
     readonly lockScope: string,
     clock?: StoreClock,
     private readonly durable = true,
+    twin?: () => Handler<Backing>,
   ) {
     if (clock) this.clock = twinOp(() => clock.nowSync(), () => clock.now())
     this.lockFree = native.lockFree === true
     if (this.lockFree) this.queued = QueuedWrites.of(native)
+    if (twin && !native.onWal) {
+      const self = this
+      this.logWriter = gensync(function* (key: Uint8Array, meta: Uint8Array, firstIndex: number): Handler<LogWriter> {
+        self.twinOpened ??= yield* twin()
+        return yield* self.twinOpened.logWriter!(key, meta, firstIndex)
+      })
+    }
   }
 
   /** The async form answers at once when the key is logged or its file cached (getNow: no thread hop, never a wait for the disk). */
@@ -462,12 +483,16 @@ export class NativeFileBacking implements Backing {
    * (the core's store lock closes when the binding's object is collected).
    */
   readonly close = twinOp(
-    () => this.native.stopBackground(),
+    () => {
+      this.native.stopBackground()
+      this.twinOpened?.close?.sync()
+    },
     async () => {
       await this.group.idle()
       // Every queued write settles (durable, or failed): the committer answers each.
       await this.queued?.whenIdle()
       this.native.stopBackground()
+      await this.twinOpened?.close?.async()
     },
   )
 }

@@ -153,4 +153,4 @@ export function keyId(key: Uint8Array): string {
 }
 
 export { type Op, MISS, asyncOp, blockingOp, notBlocking, pollingLock, twinOp, withFastPath } from './seam.js'
-export type { Backing, BlobSink, BlobSource, ListCursor, LogCursor } from './seam.js'
+export type { Backing, BlobSink, BlobSource, ListCursor, LogCursor, LogWriter } from './seam.js'

@@ -143,6 +143,21 @@ export interface BlobSink {
 }
 
 /**
+ * A whole log being written (an archive's import): records go to a private
+ * staging area in batches, indexes consecutive from the first index given;
+ * `commit` makes the log durable and replaces the key atomically (a reader
+ * sees the old contents or the whole new log, even after a crash). The
+ * caller holds the key's lock from creation to commit/abort. After a failed
+ * append or commit, or `abort`, nothing is left.
+ */
+export interface LogWriter {
+  append: Op<[records: NewRecord[]], void>
+  commit: Op<[], LogInfo>
+  /** Drops the staged log; idempotent, and a no-op after commit. */
+  abort(): void
+}
+
+/**
  * An open blob: a consistent snapshot (a later write replaces the file, it does
  * not change this one). Every piece is checked before it is returned.
  */
@@ -273,6 +288,13 @@ export interface Backing {
    * the records whose index is at least `keepFrom` (caller holds the lock).
    */
   trimLog: Op<[key: Uint8Array, keepFrom: number, meta: Uint8Array], LogInfo>
+  /**
+   * Optional: starts writing a whole new log for `key` with metadata `meta`
+   * whose first record will have index `firstIndex` (see LogWriter). Without
+   * it an import deletes the key and appends to it (an interrupted import
+   * then leaves the log part-written). Layers do not forward it.
+   */
+  logWriter?: Op<[key: Uint8Array, meta: Uint8Array, firstIndex: number], LogWriter>
 
   /**
    * Optional. Async form: finishes the writes already handed over (queued group

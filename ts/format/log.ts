@@ -627,6 +627,72 @@ export interface LogSource {
 }
 
 /**
+ * A whole log written to `sink` piece by piece: the header and `metaStored`
+ * with a placeholder for the commit area at `start`, then records as they
+ * come (stored ones copied as they are, new ones encoded with the next
+ * indexes, from `firstIndex`), then the commit area (both slots: seq 1) at
+ * its place by `finish`. writeLogWhole writes with it, and so does an
+ * import, whose records arrive in batches.
+ */
+export class WholeLogWriter {
+  private first: { index: number } | undefined
+  private last: { index: number; stamp: number } | undefined
+  private count = 0
+  private end: number
+  private lastChecksum = 0n
+
+  constructor(
+    private readonly sink: LogSink,
+    private readonly codec: SegmentCodec,
+    private readonly metaStored: Uint8Array,
+    private nextIndex = 0,
+    private readonly random?: RandomSource,
+  ) {
+    this.end = HEADER_LEN + metaStored.length + LOG_COMMIT_AREA
+  }
+
+  *start(): Handler<void> {
+    yield* this.sink.write(concat([logHeader(this.codec, this.metaStored), this.metaStored, new Uint8Array(LOG_COMMIT_AREA)]))
+  }
+
+  /** A stored record, copied as it is (its MAC binds the key and its index, not the file). */
+  *copy(bytes: Uint8Array, rec: RecordInfo): Handler<void> {
+    yield* this.sink.write(bytes)
+    this.counted(rec, bytes.length, rec.checksum)
+  }
+
+  /** New records, encoded with the next indexes. */
+  *add(records: ReadonlyArray<NewRecord>): Handler<void> {
+    const index = this.nextIndex
+    const batch = yield* encodeRecords(this.codec, index, records, this.random)
+    yield* this.sink.write(batch)
+    this.first ??= { index }
+    this.count += records.length - 1
+    this.counted({ index: index + records.length - 1, stamp: records[records.length - 1]!.stamp }, batch.length, viewOf(batch).getBigUint64(batch.length - 12, true))
+  }
+
+  private counted(last: { index: number; stamp: number }, bytes: number, checksum: bigint): void {
+    this.first ??= last
+    this.last = last
+    this.count++
+    this.end += bytes
+    this.lastChecksum = checksum
+    this.nextIndex = last.index + 1
+  }
+
+  /** Writes the commit area; returns where the log stands and its commit. */
+  *finish(): Handler<{ info: LogInfo; commit: Commit }> {
+    const commit: Commit = { seq: 1, count: this.count, end: this.end, lastChecksum: this.lastChecksum }
+    yield* this.sink.writeAt(yield* encodeCommitArea(commit, this.codec, this.metaStored), HEADER_LEN + this.metaStored.length)
+    const info =
+      this.first && this.last
+        ? { firstIndex: this.first.index, lastIndex: this.last.index, lastStamp: this.last.stamp }
+        : { firstIndex: 0, lastIndex: -1, lastStamp: 0 }
+    return { info, commit }
+  }
+}
+
+/**
  * Writes a whole log to `sink` (as the core's `write_log_whole`): the header
  * and `metaStored`, a placeholder for the commit area, the records of `src`
  * (if any) of index `keepFrom` or more, copied as stored, then `extra`
@@ -643,37 +709,15 @@ export const writeLogWhole = gensync(function* (
   extra: ReadonlyArray<NewRecord>,
   random?: RandomSource,
 ): Handler<{ info: LogInfo; commit: Commit }> {
-  const dataStart = HEADER_LEN + metaStored.length + LOG_COMMIT_AREA
-  yield* sink.write(concat([logHeader(codec, metaStored), metaStored, new Uint8Array(LOG_COMMIT_AREA)]))
-  let first: RecordInfo | undefined
-  let last: RecordInfo | undefined
-  let count = 0
-  let end = dataStart
-  let lastChecksum = 0n
+  const w = new WholeLogWriter(sink, codec, metaStored, 0, random)
+  yield* w.start()
   if (src) {
     yield* scanLog(src.read, src.layout, src.fileLength, function* (rec) {
-      if (rec.info.index < keepFrom) return
-      first ??= rec.info
-      last = rec.info
-      count++
-      end += rec.bytes.length
-      lastChecksum = rec.info.checksum
-      yield* sink.write(rec.bytes)
+      if (rec.info.index >= keepFrom) yield* w.copy(rec.bytes, rec.info)
     })
   }
-  let info = logInfoOf({ first, last })
-  if (extra.length > 0) {
-    const index = info.lastIndex + 1
-    const batch = yield* encodeRecords(codec, index, extra, random)
-    yield* sink.write(batch)
-    info = { firstIndex: count > 0 ? info.firstIndex : index, lastIndex: index + extra.length - 1, lastStamp: extra[extra.length - 1]!.stamp }
-    count += extra.length
-    end += batch.length
-    lastChecksum = viewOf(batch).getBigUint64(batch.length - 12, true)
-  }
-  const commit: Commit = { seq: 1, count, end, lastChecksum }
-  yield* sink.writeAt(yield* encodeCommitArea(commit, codec, metaStored), HEADER_LEN + metaStored.length)
-  return { info, commit }
+  if (extra.length > 0) yield* w.add(extra)
+  return yield* w.finish()
 })
 
 /** A sink that collects a whole log in memory. */

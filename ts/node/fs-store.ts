@@ -137,10 +137,20 @@ function chooseNative(opts: FsStoreOptions): NativeBinding | undefined {
 
 useDefaultImplementation(() => (chooseNative({}) ? 'native' : 'pure'))
 
-/** The backing over an opened native store in the canonical directory `real`, with its clock. */
-function nativeBacking(store: NativeFileStore, real: string, durable: boolean, readOnly: boolean): NativeFileBacking {
+/**
+ * The backing over an opened native store in the canonical directory `real`,
+ * with its clock, and a pure backing on the same files for what the core
+ * does not write itself (an import's staged log, NativeFileBacking.logWriter).
+ */
+function nativeBacking(store: NativeFileStore, real: string, open: OpenOptions): NativeFileBacking {
+  const durable = open.syncBlob
+  const twin = function* () {
+    const codec = createPureCodec(open.compressor, open.encryptionKey, open.acceptPlaintext)
+    // No key check and no write-ahead log: the core checked the key, and the twin is not used on a log.
+    return yield* openPureStore(real, codec, { syncBlob: durable, lockTimeoutMs: open.lockTimeoutMs, readOnly: open.readOnly, valueCacheBytes: 0, skipKeyCheck: true })
+  }
   try {
-    return new NativeFileBacking(store, `file:${real}`, FileClock.openSync(real, durable, new StagingDir(real, durable, readOnly)), durable)
+    return new NativeFileBacking(store, `file:${real}`, FileClock.openSync(real, durable, new StagingDir(real, durable, open.readOnly)), durable, twin)
   } catch (err) {
     throw fromNative(err)
   }
@@ -243,7 +253,7 @@ const connectOp = gensync(function* (path: string, options: (FsStoreOptions & Sy
   }
   const store: NativeFileStore = yield* openNative(native, dir, open)
   // The core's canonical directory: no realpath of our own (another thread hop in async form).
-  return opened(new Store(nativeBacking(store, store.dir, open.syncBlob, open.readOnly), serializers, dir))
+  return opened(new Store(nativeBacking(store, store.dir, open), serializers, dir))
 })
 
 /** Opens (creating if needed) a file store in the directory `path`. */

@@ -8,7 +8,7 @@
  */
 import gensync, { type Handler } from 'gensync'
 import type { LogInfo, LogRecord, NewRecord } from '../../backing/index.js'
-import type { LogCursor } from '../../backing/seam.js'
+import type { LogCursor, LogWriter } from '../../backing/seam.js'
 import { KonserveError } from '../../errors.js'
 import { type SegmentCodec, HEADER_LEN, encodeMetaSegment, isLogHeader } from '../../format/file.js'
 import {
@@ -17,6 +17,7 @@ import {
   type LogSink,
   COMMIT_SLOT,
   LogReader,
+  WholeLogWriter,
   bufferedReader,
   checkLogHeader,
   encodeCommitSlot,
@@ -316,6 +317,83 @@ export function* trimLog(store: KeyFiles, key: Uint8Array, keepFrom: number, met
     return yield* writeLog(store, key, codec, metaStored, f, keepFrom, [])
   } finally {
     vfs.closeQuietly(f.fd)
+  }
+}
+
+/**
+ * A whole new log for `key` (the caller holds its lock), written through a
+ * staging file as it comes (an archive's import): the head at once, each
+ * batch of records with the next indexes from `firstIndex`, then the commit
+ * area and the durable commit (FORMAT.md §5), which replaces whatever the
+ * key held. Until then the key is as it was; a failure or abort removes the
+ * staging file.
+ */
+export function* logWriter(store: KeyFiles, key: Uint8Array, meta: Uint8Array, firstIndex: number): Handler<LogWriter> {
+  store.staging.checkWritable()
+  const codec = store.codec.writeCodec(key)
+  const metaStored = yield* encodeMetaSegment(codec, key, meta)
+  const staged = yield* store.staging.create(store.stagingName(key))
+  const sink = logSink(store.staging, staged)
+  const w = new WholeLogWriter(sink, codec, metaStored, firstIndex)
+  try {
+    yield* w.start()
+  } catch (err) {
+    store.staging.drop(staged)
+    throw err
+  }
+  return new FileLogWriter(store, key, staged, sink, w, xxh3_64(metaStored))
+}
+
+/** See logWriter. */
+class FileLogWriter implements LogWriter {
+  private state: 'open' | 'committed' | 'dropped' = 'open'
+  private busy = false
+  readonly append = gensync((records: NewRecord[]) => this.guard(() => this.w.add(records)))
+  readonly commit = gensync(() => this.guard(() => this.commitG()))
+
+  constructor(
+    private readonly store: KeyFiles,
+    private readonly key: Uint8Array,
+    private readonly staged: Staged,
+    private readonly sink: ReturnType<typeof logSink>,
+    private readonly w: WholeLogWriter,
+    private readonly metaChecksum: bigint,
+  ) {}
+
+  private *commitG(): Handler<LogInfo> {
+    const written = yield* this.w.finish()
+    yield* this.sink.flush()
+    const id = logId(this.store, this.key)
+    remember(id, undefined)
+    yield* this.store.staging.commit(this.staged, this.store.filePath(this.key))
+    this.state = 'committed'
+    this.store.staging.drop(this.staged) // its descriptor, if the commit left it open
+    remember(id, { metaChecksum: this.metaChecksum, commit: written.commit })
+    return written.info
+  }
+
+  private *guard<T>(op: () => Handler<T>): Handler<T> {
+    if (this.state !== 'open') {
+      throw new KonserveError('ERR_INVALID_ARGUMENT', this.state === 'committed' ? 'the log is already committed' : 'the log writer was aborted or has failed')
+    }
+    if (this.busy) throw new KonserveError('ERR_INVALID_ARGUMENT', 'another call on this log writer is in progress')
+    this.busy = true
+    try {
+      return yield* op()
+    } catch (err) {
+      if (this.state === 'open') this.state = 'dropped'
+      throw err
+    } finally {
+      this.busy = false
+      if (this.state === 'dropped') this.store.staging.drop(this.staged)
+    }
+  }
+
+  abort(): void {
+    if (this.state !== 'open') return
+    this.state = 'dropped'
+    // A call under way drops the file when it ends (its descriptor is in use).
+    if (!this.busy) this.store.staging.drop(this.staged)
   }
 }
 

@@ -38,7 +38,7 @@ import gensync, { type Handler } from 'gensync'
 import * as fs from 'node:fs'
 import { dirname, join, relative, sep } from 'node:path'
 import { type LogInfo, type NewRecord, type RawCorrupt, type RawEntry, type RawListing, type RawMeta, type RawReplace, type RawValue, type RawWrite, REPLACE_BUSY, REPLACE_MISMATCH, REPLACE_UNSURE } from '../../backing/index.js'
-import { type Backing, type BlobSink, type BlobSource, type ListCursor, type LogCursor, MISS, type Op, blockingOp, pollingLock, twinOp } from '../../backing/seam.js'
+import { type Backing, type BlobSink, type BlobSource, type ListCursor, type LogCursor, type LogWriter, MISS, type Op, blockingOp, pollingLock, twinOp } from '../../backing/seam.js'
 import { GroupCommit } from '../../backing/group-commit.js'
 import { KonserveError } from '../../errors.js'
 import { FLAG_CHUNKED, decodePlainHead, decodePlainValue, decodeValueSegment, isLogHeader } from '../../format/file.js'
@@ -953,6 +953,13 @@ export class PureFileBacking implements Backing, KeyFiles {
         yield* this.flushLogged(key)
       }
       return yield* log.trimLog(this, key, keepFrom, meta)
+    }.bind(this),
+  )
+
+  readonly logWriter: Op<[key: Uint8Array, meta: Uint8Array, firstIndex: number], LogWriter> = gensync(
+    function* (this: PureFileBacking, key: Uint8Array, meta: Uint8Array, firstIndex: number): Handler<LogWriter> {
+      yield* this.flushLogged(key)
+      return yield* log.logWriter(this, key, meta, firstIndex)
     }.bind(this),
   )
 
