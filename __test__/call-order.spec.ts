@@ -90,3 +90,22 @@ for (const [kind, open] of Object.entries(kinds)) {
     await k.close(s)
   })
 }
+
+for (const [kind, open] of Object.entries(kinds)) {
+  test(`${kind}: a binary key comes back from keys() as a plain Uint8Array of its own`, async (t) => {
+    const s = await open()
+    const key = [Uint8Array.of(1, 2, 3), 'x']
+    await k.assoc(s, key, 'v')
+    await k.assoc(s, Uint8Array.of(9), 'w')
+    const listed = (await k.keys(s)).map((m) => m.key)
+    const flat = listed.flatMap((x) => (Array.isArray(x) ? x : [x])).filter((x): x is Uint8Array => x instanceof Uint8Array)
+    t.is(flat.length, 2)
+    for (const b of flat) {
+      t.is(b.constructor.name, 'Uint8Array', 'not a Buffer (a Buffer from some engines, a Uint8Array from others)')
+      t.is(b.byteOffset, 0)
+      t.is(b.buffer.byteLength, b.length, 'its own memory, not a view of a listing')
+    }
+    for (const x of listed) t.is(await k.get(s, x), x instanceof Uint8Array ? 'w' : 'v')
+    await k.close(s)
+  })
+}

@@ -317,7 +317,8 @@ class Reader {
   }
   bytes(n: number): Uint8Array {
     this.need(n)
-    const b = this.buf.slice(this.pos, this.pos + n)
+    // A view: a caller that keeps the bytes copies them.
+    const b = this.buf.subarray(this.pos, this.pos + n)
     this.pos += n
     return b
   }
@@ -354,7 +355,9 @@ function read(r: Reader, depth: number): Key {
     case T_STRING:
       return wtf8Decode(r.bytes(r.u32()))
     case T_BYTES:
-      return r.bytes(r.u32())
+      // A copy, and a plain Uint8Array whatever the encoding came in (a Node
+      // Buffer from some engines): the same key from every store.
+      return new Uint8Array(r.bytes(r.u32()))
     case T_ARRAY: {
       const n = r.u32()
       const out: Key[] = []
