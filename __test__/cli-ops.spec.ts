@@ -1,7 +1,7 @@
 /** `konserve verify`, `stats`, `gc`, `export`/`import`, encryption keys: through the real command. */
 import test from 'ava'
 import { spawn } from 'node:child_process'
-import { readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import * as k from 'konserve'
 import { tempDir } from './helpers/api.js'
@@ -85,14 +85,19 @@ test('gc --older-than --keep --dry-run, then for real', async (t) => {
   for (const key of ['a', 'b', 'c']) await konserve(['put', key, '1'], { cwd })
   writeFileSync(join(cwd, 'keep.txt'), '# keys to keep\nb\n\n')
   const future = new Date(Date.now() + 3_600_000).toISOString()
-  const dry = await konserve(['gc', '--older-than', future, '--keep', 'keep.txt', '--dry-run'], { cwd })
+  // A date in the future (a mistyped year) would match every key: refused, nothing deleted.
+  const ahead = await konserve(['gc', '--older-than', future], { cwd })
+  t.is(ahead.code, 2)
+  t.regex(ahead.stderr, /is in the future, so every key is older/)
+  t.is((await konserve(['exists', 'a'], { cwd })).stdout.toString(), 'true\n')
+  const dry = await konserve(['gc', '--older-than', '0s', '--keep', 'keep.txt', '--dry-run'], { cwd })
   t.is(dry.code, 0, dry.stderr)
   t.deepEqual(lines(dry.stdout).map((l) => JSON.parse(l)).sort(), ['a', 'c'])
   t.regex(dry.stderr, /2 keys would be deleted \(dry run: nothing deleted\)/)
   t.is((await konserve(['exists', 'a'], { cwd })).stdout.toString(), 'true\n')
   // 7 days: nothing is that old.
   t.deepEqual(lines((await konserve(['gc', '--older-than', '7d'], { cwd })).stdout), [])
-  const real = await konserve(['gc', '--older-than', future, '--keep', 'keep.txt', '--json'], { cwd })
+  const real = await konserve(['gc', '--older-than', '0s', '--keep', 'keep.txt', '--json'], { cwd })
   const report = JSON.parse(real.stdout.toString())
   t.deepEqual(report.deleted.sort(), ['a', 'c'])
   t.false(report.dryRun)
@@ -144,6 +149,13 @@ test('export | import through pipes and files, with encryption and compression o
   const bad = await konserve(['--dir', 'e', 'import'], { cwd, input: damaged })
   t.is(bad.code, 3)
   t.regex(bad.stderr, /ERR_CORRUPT: the archive is damaged/)
+  t.true(existsSync(join(cwd, 'e')), 'the keys read before the damage are imported')
+  // Not an archive at all: no store is left behind where there was none, and an existing one stays.
+  const notArchive = await konserve(['--dir', 'f', 'import'], { cwd, input: Buffer.from('{"not": "an archive"}\n') })
+  t.is(notArchive.code, 3)
+  t.false(existsSync(join(cwd, 'f')))
+  t.is((await konserve(['--dir', 'd', 'import'], { cwd, input: Buffer.from('nope') })).code, 3)
+  t.is((await konserve(['--dir', 'd', 'get', 'doc'], { cwd })).stdout.toString(), '{"n":12345678901234567890}\n')
 })
 
 test('encryption keys from the environment or a prompt, never argv', async (t) => {

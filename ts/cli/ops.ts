@@ -3,7 +3,7 @@ import { createReadStream, existsSync } from 'node:fs'
 import { open, readFile, readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
-import { type Key, type KeyType, KonserveError, type Store, exists, exportStore, get, importStore, logStream, readBlob, scanStore, sweep } from '../index'
+import { type Key, type KeyType, KonserveError, type Store, close, deleteStore, exists, exportStore, get, importStore, logStream, readBlob, scanStore, sweep } from '../index'
 import type { Context } from './open.js'
 import { LineWriter, UsageError, bytesText, note, out, outputError, progress, readStdin, toJson, writeFileAtomic } from './io.js'
 
@@ -215,6 +215,10 @@ async function keepList(c: Context, file: string | undefined): Promise<Key[]> {
 export async function gcCmd(c: Context): Promise<number> {
   if (typeof c.opts['older-than'] !== 'string') throw new UsageError('gc needs --older-than (for example --older-than 7d): it deletes every key not written since')
   const cutoff = cutoffOf(c.opts['older-than'])
+  // A date in the future matches every key: most likely a mistyped year, and it would empty the store.
+  if (cutoff.getTime() > Date.now()) {
+    throw new UsageError(`--older-than ${c.opts['older-than']} is in the future, so every key is older: to delete every key not written from now on, say --older-than 0s`)
+  }
   const keep = await keepList(c, c.opts.keep as string | undefined)
   const dryRun = c.opts['dry-run'] === true
   // A dry run only reads: it opens the store read-only.
@@ -293,13 +297,27 @@ export async function importCmd(c: Context): Promise<number> {
       throw new KonserveError('ERR_IO', `cannot read ${source}: ${(err as Error).message}`, { file: source, cause: err })
     }
   }
+  const created = !existsSync(c.g.dir)
   const store = await c.store(true)
   const bar = progress(c.g.progress, 'import', total, 'bytes')
   let counts
+  let imported = 0
   try {
     counts = await importStore(store, source === '-' ? process.stdin : createReadStream(source, { highWaterMark: 1 << 20 }), {
-      onProgress: (p) => bar.set(p.archiveBytes),
+      onProgress: (p) => {
+        imported = p.keys
+        bar.set(p.archiveBytes)
+      },
     })
+  } catch (err) {
+    // Not an archive, or damaged before its first key: no store is left where there was none.
+    if (created && imported === 0) {
+      try {
+        await close(store)
+        await deleteStore(c.g.dir)
+      } catch {}
+    }
+    throw err
   } finally {
     bar.stop()
   }
