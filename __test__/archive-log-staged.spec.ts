@@ -181,3 +181,24 @@ test('stores on a write-ahead log import logs: native on the live key, as before
     await k.close(s)
   }
 })
+
+for (const engine of ENGINES) {
+  test(`${engine}: a log this process has read and appended to is replaced by the import, and appends go on from the archived indexes`, async (t) => {
+    const src = await k.newMemStore()
+    for (let i = 0; i < 7; i++) await k.append(src, 'log', `new ${i}`)
+    await k.trimLog(src, 'log', { keepLast: 4 })
+    const archive = await archiveOf(src)
+    const s = await withOldLog(join(tempDir(), 'store'), engine === 'native')
+    // Warm: the log read, appended to (verified by this process), its metadata read.
+    t.deepEqual(await k.log(s, 'log'), OLD)
+    t.is(await k.append(s, 'log', 'old 5'), 6)
+    t.truthy(await k.getMeta(s, 'log'))
+    await k.importStore(s, archive)
+    t.deepEqual(await k.log(s, 'log'), ['new 3', 'new 4', 'new 5', 'new 6'])
+    t.deepEqual(await k.getMeta(s, 'log'), await k.getMeta(src, 'log'))
+    t.is(await k.append(s, 'log', 'new 7'), 5)
+    t.is(await k.append(src, 'log', 'new 7'), 5)
+    t.deepEqual(await k.log(s, 'log'), await k.log(src, 'log'))
+    t.is(await k.get(s, 'doc'), 'kept')
+  })
+}
