@@ -213,8 +213,16 @@ async function liveLog(store: Store, k: KeyFrame): Promise<LogTarget> {
       done += m
     }
   }
+  const fail = async () => {
+    if (written) await deleteKey(store, k.key)
+  }
   await deleteKey(store, k.key)
-  await placeholders(first)
+  try {
+    await placeholders(first)
+  } catch (err) {
+    await fail().catch(() => {})
+    throw err
+  }
   return {
     append,
     async finish(count) {
@@ -226,9 +234,7 @@ async function liveLog(store: Store, k: KeyFrame): Promise<LogTarget> {
         await trimRecords(store, k.key, first, k.meta)
       }
     },
-    async fail() {
-      if (written) await deleteKey(store, k.key)
-    },
+    fail,
   }
 }
 

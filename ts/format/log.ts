@@ -658,7 +658,7 @@ export class WholeLogWriter {
   /** A stored record, copied as it is (its MAC binds the key and its index, not the file). */
   *copy(bytes: Uint8Array, rec: RecordInfo): Handler<void> {
     yield* this.sink.write(bytes)
-    this.counted(rec, bytes.length, rec.checksum)
+    this.counted(rec, 1, bytes.length, rec.checksum)
   }
 
   /** New records, encoded with the next indexes. */
@@ -667,14 +667,15 @@ export class WholeLogWriter {
     const batch = yield* encodeRecords(this.codec, index, records, this.random)
     yield* this.sink.write(batch)
     this.first ??= { index }
-    this.count += records.length - 1
-    this.counted({ index: index + records.length - 1, stamp: records[records.length - 1]!.stamp }, batch.length, viewOf(batch).getBigUint64(batch.length - 12, true))
+    const last = { index: index + records.length - 1, stamp: records[records.length - 1]!.stamp }
+    this.counted(last, records.length, batch.length, viewOf(batch).getBigUint64(batch.length - 12, true))
   }
 
-  private counted(last: { index: number; stamp: number }, bytes: number, checksum: bigint): void {
+  /** `n` records written, `bytes` long, ending with `last` (its checksum field `checksum`). */
+  private counted(last: { index: number; stamp: number }, n: number, bytes: number, checksum: bigint): void {
     this.first ??= last
     this.last = last
-    this.count++
+    this.count += n
     this.end += bytes
     this.lastChecksum = checksum
     this.nextIndex = last.index + 1
