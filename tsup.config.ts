@@ -83,7 +83,8 @@ const common = {
 
 export default defineConfig([
   { ...common, entry: { index: 'ts/index.ts' }, format: ['cjs', 'esm'], dts: { entry: { index: 'ts/index.ts' } } },
-  { ...common, entry: { cli: 'ts/cli/index.ts' }, format: ['cjs'] },
+  // The CLI checks an archive's header with the format code (ts/archive/format.ts), which throws the entry's KonserveError.
+  { ...common, entry: { cli: 'ts/cli/index.ts' }, format: ['cjs'], esbuildPlugins: [cliUsesIndex, subpathUsesIndex] },
   { ...common, entry: subpaths, format: ['cjs', 'esm'], esbuildPlugins: [subpathUsesIndex] },
   // The browser entry (the `browser` export condition): ESM with the core and the IndexedDB store, no Node;
   // the codecs and cbor-x in chunks loaded on demand (lazyCodecs above).

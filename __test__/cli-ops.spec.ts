@@ -84,13 +84,18 @@ test('gc --older-than --keep --dry-run, then for real', async (t) => {
   const cwd = tempDir()
   for (const key of ['a', 'b', 'c']) await konserve(['put', key, '1'], { cwd })
   writeFileSync(join(cwd, 'keep.txt'), '# keys to keep\nb\n\n')
-  const future = new Date(Date.now() + 3_600_000).toISOString()
-  // A date in the future (a mistyped year) would match every key: refused, nothing deleted.
-  const ahead = await konserve(['gc', '--older-than', future], { cwd })
-  t.is(ahead.code, 2)
-  t.regex(ahead.stderr, /is in the future, so every key is older/)
+  // A date far in the future (a mistyped year) would match every key: refused, nothing deleted.
+  for (const far of [new Date(Date.now() + 2 * 86_400_000).toISOString(), '2062-01-01']) {
+    const ahead = await konserve(['gc', '--older-than', far], { cwd })
+    t.is(ahead.code, 2)
+    t.regex(ahead.stderr, /is more than a day in the future, so every key would be deleted/)
+  }
   t.is((await konserve(['exists', 'a'], { cwd })).stdout.toString(), 'true\n')
-  const dry = await konserve(['gc', '--older-than', '0s', '--keep', 'keep.txt', '--dry-run'], { cwd })
+  // A duration beyond the calendar is a usage error too.
+  t.regex((await konserve(['gc', '--older-than', '99999999999d'], { cwd })).stderr, /--older-than takes a duration/)
+  // Up to a day ahead is taken (a store's clock may run ahead of this machine's).
+  const future = new Date(Date.now() + 3_600_000).toISOString()
+  const dry = await konserve(['gc', '--older-than', future, '--keep', 'keep.txt', '--dry-run'], { cwd })
   t.is(dry.code, 0, dry.stderr)
   t.deepEqual(lines(dry.stdout).map((l) => JSON.parse(l)).sort(), ['a', 'c'])
   t.regex(dry.stderr, /2 keys would be deleted \(dry run: nothing deleted\)/)
@@ -150,9 +155,13 @@ test('export | import through pipes and files, with encryption and compression o
   t.is(bad.code, 3)
   t.regex(bad.stderr, /ERR_CORRUPT: the archive is damaged/)
   t.true(existsSync(join(cwd, 'e')), 'the keys read before the damage are imported')
-  // Not an archive at all: no store is left behind where there was none, and an existing one stays.
-  const notArchive = await konserve(['--dir', 'f', 'import'], { cwd, input: Buffer.from('{"not": "an archive"}\n') })
+  // Not an archive at all: its header is checked before any store is opened, so none is created.
+  const notArchive = await konserve(['--dir', 'f/g/h', 'import'], { cwd, input: Buffer.from('{"not": "an archive"}\n') })
   t.is(notArchive.code, 3)
+  t.regex(notArchive.stderr, /ERR_CORRUPT: the archive is damaged or not an archive/)
+  t.false(existsSync(join(cwd, 'f')))
+  writeFileSync(join(cwd, 'not.ksva'), 'KSVARCHV but not more')
+  t.is((await konserve(['--dir', 'f', 'import', 'not.ksva'], { cwd })).code, 3)
   t.false(existsSync(join(cwd, 'f')))
   t.is((await konserve(['--dir', 'd', 'import'], { cwd, input: Buffer.from('nope') })).code, 3)
   t.is((await konserve(['--dir', 'd', 'get', 'doc'], { cwd })).stdout.toString(), '{"n":12345678901234567890}\n')

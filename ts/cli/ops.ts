@@ -3,7 +3,8 @@ import { createReadStream, existsSync } from 'node:fs'
 import { open, readFile, readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
-import { type Key, type KeyType, KonserveError, type Store, close, deleteStore, exists, exportStore, get, importStore, logStream, readBlob, scanStore, sweep } from '../index'
+import { type Key, type KeyType, KonserveError, type Store, exists, exportStore, get, importStore, logStream, readBlob, scanStore, sweep } from '../index'
+import { HEADER_LEN, decodeHeader } from '../archive/format.js'
 import type { Context } from './open.js'
 import { LineWriter, UsageError, bytesText, note, out, outputError, progress, readStdin, toJson, writeFileAtomic } from './io.js'
 
@@ -184,7 +185,10 @@ const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000,
 /** `7d`, `12h`, `30m`, `90s`, `2w`, `500ms` before now, or an ISO date. */
 export function cutoffOf(text: string, now = Date.now()): Date {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d|w)$/.exec(text)
-  if (m) return new Date(now - Number(m[1]) * UNITS[m[2]!]!)
+  if (m) {
+    const d = new Date(now - Number(m[1]) * UNITS[m[2]!]!)
+    if (!Number.isNaN(d.getTime())) return d
+  }
   const ymd = /^(\d{4})-(\d{2})-(\d{2})/.exec(text)
   if (ymd) {
     const d = new Date(text)
@@ -212,12 +216,19 @@ async function keepList(c: Context, file: string | undefined): Promise<Key[]> {
     .map((l) => c.key(l))
 }
 
+/** How far ahead of now `gc --older-than` takes a cutoff (see gcCmd). */
+const FUTURE_SLACK_MS = 86_400_000
+
 export async function gcCmd(c: Context): Promise<number> {
   if (typeof c.opts['older-than'] !== 'string') throw new UsageError('gc needs --older-than (for example --older-than 7d): it deletes every key not written since')
   const cutoff = cutoffOf(c.opts['older-than'])
-  // A date in the future matches every key: most likely a mistyped year, and it would empty the store.
-  if (cutoff.getTime() > Date.now()) {
-    throw new UsageError(`--older-than ${c.opts['older-than']} is in the future, so every key is older: to delete every key not written from now on, say --older-than 0s`)
+  // A date far in the future matches every key: most likely a mistyped year, and it would empty
+  // the store. Up to a day ahead is allowed: a store's clock may run ahead of this machine's, and a
+  // date without a time is UTC midnight, ahead of the local day east of Greenwich.
+  if (cutoff.getTime() > Date.now() + FUTURE_SLACK_MS) {
+    throw new UsageError(
+      `--older-than ${c.opts['older-than']} is more than a day in the future, so every key would be deleted (a mistyped year?); to delete every key on purpose, give a date within a day from now`,
+    )
   }
   const keep = await keepList(c, c.opts.keep as string | undefined)
   const dryRun = c.opts['dry-run'] === true
@@ -286,6 +297,36 @@ export async function exportCmd(c: Context): Promise<number> {
   return skipped.length > 0 ? 1 : 0
 }
 
+/**
+ * The pieces of `input` with the archive header read and checked first
+ * (ERR_CORRUPT, ERR_UNSUPPORTED_VERSION), then handed on with the rest.
+ */
+async function checkedArchive(input: AsyncIterable<Uint8Array>): Promise<AsyncIterable<Uint8Array>> {
+  const it = input[Symbol.asyncIterator]()
+  const head: Uint8Array[] = []
+  let got = 0
+  try {
+    while (got < HEADER_LEN) {
+      const r = await it.next()
+      if (r.done) break
+      head.push(r.value)
+      got += r.value.length
+    }
+    decodeHeader(Buffer.concat(head))
+  } catch (err) {
+    await it.return?.()
+    throw err
+  }
+  return (async function* () {
+    try {
+      yield* head
+      for (let r = await it.next(); !r.done; r = await it.next()) yield r.value
+    } finally {
+      await it.return?.()
+    }
+  })()
+}
+
 export async function importCmd(c: Context): Promise<number> {
   const source = c.args[0] ?? '-'
   if (source === '-' && process.stdin.isTTY) throw new UsageError('import reads an archive: give a FILE or redirect stdin (konserve import < store.ksvarchive)')
@@ -297,27 +338,13 @@ export async function importCmd(c: Context): Promise<number> {
       throw new KonserveError('ERR_IO', `cannot read ${source}: ${(err as Error).message}`, { file: source, cause: err })
     }
   }
-  const created = !existsSync(c.g.dir)
+  // The header first: what is not an archive opens (and creates) no store.
+  const archive = await checkedArchive(source === '-' ? process.stdin : createReadStream(source, { highWaterMark: 1 << 20 }))
   const store = await c.store(true)
   const bar = progress(c.g.progress, 'import', total, 'bytes')
   let counts
-  let imported = 0
   try {
-    counts = await importStore(store, source === '-' ? process.stdin : createReadStream(source, { highWaterMark: 1 << 20 }), {
-      onProgress: (p) => {
-        imported = p.keys
-        bar.set(p.archiveBytes)
-      },
-    })
-  } catch (err) {
-    // Not an archive, or damaged before its first key: no store is left where there was none.
-    if (created && imported === 0) {
-      try {
-        await close(store)
-        await deleteStore(c.g.dir)
-      } catch {}
-    }
-    throw err
+    counts = await importStore(store, archive, { onProgress: (p) => bar.set(p.archiveBytes) })
   } finally {
     bar.stop()
   }
