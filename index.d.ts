@@ -483,3 +483,21 @@ export interface NativeWrite {
  * JavaScript thread sleeps as long as a store operation takes.
  */
 export declare function noopAsync(busyMicros?: number | undefined | null): Promise<void>
+
+/**
+ * Whether a staging file named with this process's pid is in flight in the
+ * core (a native write, or one the TypeScript engine registered): the
+ * TypeScript engine's sweep on open asks before removing it.
+ */
+export declare function stagingInFlight(dir: string, name: string): boolean
+
+/**
+ * Registers a staging file the TypeScript engine is writing in the store in
+ * the canonical directory `dir` with the core's in-flight registry, so that
+ * a native store's sweep on open in this process leaves it alone (its name
+ * has this process's pid). Released by `stagingRelease`.
+ */
+export declare function stagingRegister(dir: string, name: string): void
+
+/** Ends a registration of `stagingRegister`. */
+export declare function stagingRelease(dir: string, name: string): void

@@ -858,3 +858,6 @@ module.exports.logTrimSync = nativeBinding.logTrimSync
 module.exports.lz4Compress = nativeBinding.lz4Compress
 module.exports.lz4Decompress = nativeBinding.lz4Decompress
 module.exports.noopAsync = nativeBinding.noopAsync
+module.exports.stagingInFlight = nativeBinding.stagingInFlight
+module.exports.stagingRegister = nativeBinding.stagingRegister
+module.exports.stagingRelease = nativeBinding.stagingRelease

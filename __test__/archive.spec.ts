@@ -207,6 +207,27 @@ test('frames each intact but out of order fail at their END, before the key is w
   t.deepEqual(await k.readBlob(dst, 'blob'), blob, 'the keys before the damage are imported')
 })
 
+test('a key from another export of the same store is refused at its END: every archive has its own id', async (t) => {
+  const src = await k.newMemStore()
+  await k.assoc(src, 'a', 'first')
+  await k.assoc(src, 'w', 'one')
+  const first = await bytesOf(k.exportStore(src))
+  await k.assoc(src, 'w', 'two')
+  const second = await bytesOf(k.exportStore(src))
+  t.notDeepEqual(first.subarray(12, 16), second.subarray(12, 16), 'two exports, two ids')
+  // The first archive with the second's frames of `w` in place of its own (same offsets: same sizes).
+  const [f1, f2] = [await framesOf(first), await framesOf(second)]
+  const wAt = (fs: ReadFrame[]) => fs.filter((f) => f.type === FRAME_KEY)[1]!.offset
+  const trailerAt = (fs: ReadFrame[]) => fs[fs.length - 1]!.offset
+  const spliced = Buffer.concat([first.subarray(0, wAt(f1)), second.subarray(wAt(f2), trailerAt(f2)), first.subarray(trailerAt(f1))])
+  const dst = await k.newMemStore()
+  const err = (await t.throwsAsync(k.importStore(dst, spliced))) as k.KonserveError
+  t.regex(err.message, /archive checksum at the end of a key/)
+  t.is(err.key, 'w')
+  t.is(await k.get(dst, 'a'), 'first')
+  t.false(await k.exists(dst, 'w'), "the other export's value is never written")
+})
+
 test("a damaged frame length is refused at the frame's head, before its body is read", async (t) => {
   const src = await k.newMemStore()
   await k.assoc(src, 'a', 'x'.repeat(1000))

@@ -1034,6 +1034,29 @@ impl Task for SubmitTask {
     }
 }
 
+/// Registers a staging file the TypeScript engine is writing in the store in
+/// the canonical directory `dir` with the core's in-flight registry, so that
+/// a native store's sweep on open in this process leaves it alone (its name
+/// has this process's pid). Released by `stagingRelease`.
+#[napi]
+pub fn staging_register(dir: String, name: String) {
+    core::staging::register_foreign(std::path::Path::new(&dir), &name);
+}
+
+/// Ends a registration of `stagingRegister`.
+#[napi]
+pub fn staging_release(dir: String, name: String) {
+    core::staging::release_foreign(std::path::Path::new(&dir), &name);
+}
+
+/// Whether a staging file named with this process's pid is in flight in the
+/// core (a native write, or one the TypeScript engine registered): the
+/// TypeScript engine's sweep on open asks before removing it.
+#[napi]
+pub fn staging_in_flight(dir: String, name: String) -> bool {
+    core::staging::in_flight_in(std::path::Path::new(&dir), &name)
+}
+
 /// A threadpool task that does nothing (or only spins for `busy_micros`
 /// microseconds): the floor of every async call, the cost of the thread hop
 /// alone (queue, wake a pool thread, wake the JavaScript thread, settle a

@@ -46,11 +46,25 @@ export function nativeOrWarn(): NativeBinding | undefined {
 }
 const warnedKey = Symbol.for('konserve.pureFallbackWarned')
 
+const onLoad: Array<(b: NativeBinding) => void> = []
+
+/** The binding if this process has loaded it (this never loads it). */
+export function loadedNative(): NativeBinding | undefined {
+  return binding
+}
+
+/** Calls `f` with the binding when it loads (at once if it has). */
+export function whenNativeLoads(f: (b: NativeBinding) => void): void {
+  if (binding) f(binding)
+  else onLoad.push(f)
+}
+
 export function loadNative(): NativeBinding {
   if (binding) return binding
   if (loadError === undefined) {
     try {
       binding = createRequire(import.meta.url)('../index.js') as NativeBinding
+      for (const f of onLoad.splice(0)) f(binding)
       return binding
     } catch (err) {
       loadError = err

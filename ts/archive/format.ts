@@ -89,12 +89,18 @@ function le64(v: bigint): Uint8Array {
 
 // ---- the header ---------------------------------------------------------------------
 
-/** magic (8) | version u16 | flags u16 (0) | reserved u32 (0) | xxh3_64 of bytes 0..16 (8) */
+/**
+ * magic (8) | version u16 | flags u16 (0) | archive id u32 | xxh3_64 of bytes 0..16 (8).
+ * The id is random (version 1: 0): it starts every archive's checksum chain
+ * somewhere else, so a key's frames from another export, even of the same
+ * store, fail the running checksum at their END.
+ */
 export function encodeHeader(): Uint8Array {
   const h = new Uint8Array(HEADER_LEN)
   h.set(MAGIC, 0)
   const dv = view(h)
   dv.setUint16(8, ARCHIVE_VERSION, true)
+  globalThis.crypto.getRandomValues(h.subarray(12, 16))
   dv.setBigUint64(16, xxh3_64(h.subarray(0, 16)), true)
   return h
 }
@@ -119,7 +125,7 @@ export function decodeHeader(h: Uint8Array): Header {
       `archive version ${version} is not supported (this build reads versions ${OLDEST_READ_VERSION} to ${ARCHIVE_VERSION})`,
     )
   }
-  if (dv.getUint16(10, true) !== 0 || dv.getUint32(12, true) !== 0) throw archiveError('unknown header flags', 10)
+  if (dv.getUint16(10, true) !== 0 || (version === 1 && dv.getUint32(12, true) !== 0)) throw archiveError('unknown header flags', 10)
   return { sum, version }
 }
 

@@ -117,6 +117,41 @@ impl Drop for InFlight {
     }
 }
 
+/// Staging files of this process written by another engine over the same
+/// directories (the TypeScript one, through the binding), by store id and
+/// name: registered here too, so that this engine's sweep on open does not
+/// take them for a dead process's, and that engine's sweep can ask
+/// [`in_flight_in`] about this one's.
+fn foreign() -> MutexGuard<'static, std::collections::HashMap<(u64, String), InFlight>> {
+    static MAP: OnceLock<Mutex<std::collections::HashMap<(u64, String), InFlight>>> = OnceLock::new();
+    MAP.get_or_init(Default::default).lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The id of the store in the canonical directory `dir`, as an open store has it.
+pub fn store_id(dir: &std::path::Path) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(dir.as_os_str().as_encoded_bytes())
+}
+
+/// Registers staging file `name` of the store in the canonical directory
+/// `dir` as in flight for another engine of this process (until
+/// [`release_foreign`]).
+pub fn register_foreign(dir: &std::path::Path, name: &str) {
+    let id = store_id(dir);
+    foreign().insert((id, name.to_string()), InFlight::register(id, name.to_string()));
+}
+
+/// Ends a registration of [`register_foreign`].
+pub fn release_foreign(dir: &std::path::Path, name: &str) {
+    foreign().remove(&(store_id(dir), name.to_string()));
+}
+
+/// Whether staging file `name` of the store in the canonical directory `dir`
+/// is in flight in this process (a write of this engine, or one registered
+/// by another).
+pub fn in_flight_in(dir: &std::path::Path, name: &str) -> bool {
+    in_flight().contains(&(store_id(dir), name.to_string()))
+}
+
 /// Runs `remove` unless `name` is in flight in `store`, holding the registry so
 /// that no write can register the name meanwhile.
 pub(crate) fn remove_unless_in_flight(store: u64, name: &str, remove: impl FnOnce()) {

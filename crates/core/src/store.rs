@@ -11,8 +11,6 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use xxhash_rust::xxh3::xxh3_64;
-
 use crate::blob::{self, BlobReader, BlobWriter};
 use crate::codec::OsRandom;
 use crate::error::{Error, ErrorCode, Result};
@@ -269,7 +267,7 @@ impl FileStore {
             create_dir_durably(&*vfs, dir, options.sync_blob)?;
         }
         let dir = vfs.canonicalize(dir).map_err(|e| Error::io(e, "cannot resolve the store directory", dir))?;
-        let id = xxh3_64(dir.as_os_str().as_encoded_bytes());
+        let id = staging::store_id(&dir);
         let held = std::sync::Mutex::new(std::collections::HashMap::new());
         let read_only = options.read_only;
         let mut store = FileStore { files: Arc::new(StoreDir::new(dir, vfs, id, options)), held, wal: None, lockfree: false };

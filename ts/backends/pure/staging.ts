@@ -12,9 +12,10 @@
  * while in flight, so the sweep on open never takes a live one.
  */
 import type { Handler } from 'gensync'
-import { join } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import { KonserveError } from '../../errors.js'
 import { isFsyncFailure } from '../../fsync.js'
+import { loadedNative, whenNativeLoads } from '../../native.js'
 import { processAlive } from './filelock.js'
 import * as vfs from './vfs.js'
 
@@ -24,8 +25,32 @@ export const STAGING = /^\.([0-9a-f]{32})\.([1-9][0-9]*)\.(0|[1-9][0-9]*)\.stage
 /** The staging name of a write to a file whose name starts with (or whose fixed name is) `hex32`. */
 export const stagingName = (hex32: string, seq: number): string => `.${hex32}.${process.pid}.${seq}.stage`
 
-/** This process's staging files that exist or are about to, by path: the sweep on open leaves them. */
+/**
+ * This process's staging files that exist or are about to, by path: the sweep
+ * on open leaves them. Mirrored into the native core's registry once the
+ * binding is loaded, and a sweep asks that registry too: a native store and
+ * a pure one on the same directory in one process (a pure backing the native
+ * one opened for an import, or the user's own) must not take each other's
+ * live staging files for a dead process's, which have the same pid.
+ */
 const inFlight = new Set<string>()
+
+function enter(path: string): void {
+  inFlight.add(path)
+  loadedNative()?.stagingRegister(dirname(path), basename(path))
+}
+
+function leave(path: string): void {
+  if (!inFlight.delete(path)) return
+  loadedNative()?.stagingRelease(dirname(path), basename(path))
+}
+
+whenNativeLoads((native) => {
+  for (const path of inFlight) native.stagingRegister(dirname(path), basename(path))
+})
+
+/** Whether a staging file of this process is in flight, in this engine or in the native core. */
+const liveHere = (path: string) => inFlight.has(path) || loadedNative()?.stagingInFlight(dirname(path), basename(path)) === true
 
 /** A staging file being written. */
 export interface Staged {
@@ -110,11 +135,11 @@ export class StagingDir {
   /** Creates the staging file `name` (O_EXCL), registered as in flight. */
   *create(name: string, steps: WriteSteps = KEY_FILE_STEPS): Handler<Staged> {
     const path = join(this.dir, name)
-    inFlight.add(path)
+    enter(path)
     try {
       return { path, fd: yield* vfs.open(path, vfs.CREATE_NEW, 0o644), open: true }
     } catch (err) {
-      inFlight.delete(path)
+      leave(path)
       throw vfs.ioError(err, steps.create, path)
     }
   }
@@ -161,7 +186,7 @@ export class StagingDir {
     } catch (err) {
       throw vfs.ioError(err, steps.rename, target)
     }
-    inFlight.delete(s.path)
+    leave(s.path)
   }
 
   /** The end of one durable write: seal, rename over `target`, directory fsync. */
@@ -179,7 +204,7 @@ export class StagingDir {
     }
     if (inFlight.has(s.path)) {
       vfs.unlinkQuietly(s.path)
-      inFlight.delete(s.path)
+      leave(s.path)
     }
   }
 
@@ -224,7 +249,7 @@ export class StagingDir {
       const pid = Number(m[2])
       const path = join(this.dir, name)
       const ours = pid === process.pid
-      if ((ours && !inFlight.has(path)) || (!ours && !processAlive(pid))) {
+      if ((ours && !liveHere(path)) || (!ours && !processAlive(pid))) {
         try {
           vfs.unlink.sync(path)
           removed = true
