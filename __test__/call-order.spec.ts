@@ -109,3 +109,18 @@ for (const [kind, open] of Object.entries(kinds)) {
     await k.close(s)
   })
 }
+
+for (const [kind, open] of Object.entries(kinds)) {
+  test(`${kind}: a log trimmed to no records reads as an empty list, sync and async`, async (t) => {
+    const s = await open()
+    await k.append(s, 'E', 'x')
+    await k.trimLog(s, 'E', { keepLast: 0 })
+    // Twice: the second get may be answered from a cache.
+    for (let i = 0; i < 2; i++) {
+      t.deepEqual(await k.get(s, 'E'), [])
+      t.deepEqual(k.get(s, 'E', { sync: true }), [])
+    }
+    t.deepEqual(await k.log(s, 'E'), [])
+    await k.close(s)
+  })
+}

@@ -330,9 +330,11 @@ export class NativeFileBacking implements Backing {
     slabAt = (start + len + 7) & ~7
     const value = slab.subarray(start, start + len)
     const serializer = slab[at + 1]!
+    const log = slab[at] === 1
     // Raw bytes go to the caller as they are: a Buffer of their own (small ones from Node's pool).
-    if (serializer === RAW_BYTES_ID) return { serializer, value: Buffer.from(value), log: false }
-    return { serializer, value, log: slab[at] === 1, shared: true }
+    // (A log has serializer 0 too: it is a log, not bytes, even when empty.)
+    if (serializer === RAW_BYTES_ID && !log) return { serializer, value: Buffer.from(value), log: false }
+    return { serializer, value, log, shared: true }
   }
 
   /**
