@@ -202,3 +202,33 @@ for (const engine of ENGINES) {
     t.is(await k.get(s, 'doc'), 'kept')
   })
 }
+
+for (const engine of ENGINES) {
+  test(`${engine}: a close called during an import waits for it, as for any write under way`, async (t) => {
+    const archive = await big()
+    const dir = join(tempDir(), 'store')
+    const s = await k.connectFsStore(dir, { native: engine === 'native' })
+    let release!: () => void
+    const gate = new Promise<void>((r) => (release = r))
+    let handed = 0
+    // The archive in pieces; halfway, the source waits for the gate (the import is inside the log).
+    const pieces = async function* () {
+      for (let at = 0; at < archive.length; at += 65536) {
+        if (at >= archive.length / 2 && handed++ === 0) await gate
+        yield archive.subarray(at, at + 65536)
+      }
+    }
+    const order: string[] = []
+    const imported = k.importStore(s, pieces()).then(() => order.push('import'))
+    while (handed === 0) await new Promise((r) => setTimeout(r, 5))
+    const closed = k.close(s).then(() => order.push('close'))
+    await new Promise((r) => setTimeout(r, 50))
+    t.deepEqual(order, [], 'close waits')
+    release()
+    await Promise.all([imported, closed])
+    t.deepEqual(order, ['import', 'close'])
+    const again = await k.connectFsStore(dir, { native: engine === 'native' })
+    t.is(((await k.log(again, 'log')) as unknown[]).length, 20_000)
+    t.deepEqual(stagingFiles(dir), [])
+  })
+}

@@ -30,7 +30,7 @@ import {
   readFrame,
 } from './format.js'
 import { type RawLogSink, appendRecords, blobWriter, deleteKey, lockKey, logWriter, putEntry, trimRecords } from './raw.js'
-import type { Store } from '../store.js'
+import { type Store, whileOpen } from '../store.js'
 import { byteSource, bytesOf } from '../sources.js'
 
 export interface ImportProgress extends ArchiveCounts {
@@ -297,7 +297,12 @@ async function importLog(store: Store, k: KeyFrame, nextFrame: NextFrame, counts
  * ReadableStream, a Blob, or an iterable or async iterable of byte pieces)
  * into `store`: the body of both entries' `importStore`.
  */
-export async function importFrom(store: Store, source: unknown, opts?: ImportOptions): Promise<ArchiveCounts> {
+export function importFrom(store: Store, source: unknown, opts?: ImportOptions): Promise<ArchiveCounts> {
+  // An import is one write of the store: a close called meanwhile waits for it to end.
+  return whileOpen(store.backing, importAll(store, source, opts))
+}
+
+async function importAll(store: Store, source: unknown, opts?: ImportOptions): Promise<ArchiveCounts> {
   const whole = bytesOf(source)
   if (whole) {
     let given = false
