@@ -137,7 +137,9 @@ pub fn store_id(dir: &std::path::Path) -> u64 {
 /// [`release_foreign`]).
 pub fn register_foreign(dir: &std::path::Path, name: &str) {
     let id = store_id(dir);
-    foreign().insert((id, name.to_string()), InFlight::register(id, name.to_string()));
+    // Once: a second registration replacing the first would drop the first's
+    // guard, which takes the name out of the registry again.
+    foreign().entry((id, name.to_string())).or_insert_with(|| InFlight::register(id, name.to_string()));
 }
 
 /// Ends a registration of [`register_foreign`].
@@ -166,6 +168,24 @@ mod tests {
     use super::*;
 
     const HEX: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn another_engines_staging_file_is_in_flight_until_released() {
+        let dir = std::path::Path::new("/a/store/of/the/foreign/registration/test");
+        let name = staging_name(HEX, std::process::id(), 3);
+        assert!(!in_flight_in(dir, &name));
+        register_foreign(dir, &name);
+        register_foreign(dir, &name);
+        assert!(in_flight_in(dir, &name), "registered twice, still in flight");
+        let id = store_id(dir);
+        let mut removed = false;
+        remove_unless_in_flight(id, &name, || removed = true);
+        assert!(!removed, "a sweep leaves it");
+        release_foreign(dir, &name);
+        assert!(!in_flight_in(dir, &name));
+        remove_unless_in_flight(id, &name, || removed = true);
+        assert!(removed);
+    }
 
     #[test]
     fn names_round_trip() {
