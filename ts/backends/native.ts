@@ -265,7 +265,12 @@ export class NativeFileBacking implements Backing {
     if (twin && !native.onWal) {
       const self = this
       this.logWriter = gensync(function* (key: Uint8Array, meta: Uint8Array, firstIndex: number): Handler<LogWriter> {
-        self.twinOpened ??= yield* twin()
+        if (!self.twinOpened) {
+          const opened = yield* twin()
+          // Two first uses at once: the one that lost closes its own.
+          if (!self.twinOpened) self.twinOpened = opened
+          else if (opened.close) yield* opened.close()
+        }
         return yield* self.twinOpened.logWriter!(key, meta, firstIndex)
       })
     }
