@@ -11,15 +11,13 @@ import { join } from 'node:path'
 import { once } from 'node:events'
 import * as k from 'konserve'
 import { tempDir } from './helpers/api.js'
+import { archiveReader } from './helpers/archive.js'
 import {
-  ByteReader,
   FRAME_END,
   FRAME_KEY,
   FRAME_RECORD,
   FRAME_TRAILER,
-  HEADER_LEN,
   chain,
-  decodeHeader,
   decodeKeyFrame,
   decodeRecordFrame,
   decodeTrailer,
@@ -115,9 +113,7 @@ for (const engine of ENGINES) {
 
 /** The archive `a` with every log's indexes moved up by `by` (its first index too), re-framed and re-chained. */
 async function shifted(a: Buffer, by: number): Promise<Buffer> {
-  let given = false
-  const r = new ByteReader(async () => (given ? undefined : ((given = true), a)))
-  const { version } = decodeHeader(await r.read(HEADER_LEN))
+  const { r, version } = await archiveReader(a)
   const header = encodeHeader()
   let sum = Buffer.from(header).readBigUInt64LE(16)
   const out: Uint8Array[] = [header]
@@ -146,9 +142,7 @@ async function shifted(a: Buffer, by: number): Promise<Buffer> {
 
 /** The size field of an archive's first KEY frame (a log's: its first index). */
 async function firstIndexIn(a: Buffer): Promise<number> {
-  let given = false
-  const r = new ByteReader(async () => (given ? undefined : ((given = true), a)))
-  const { version } = decodeHeader(await r.read(HEADER_LEN))
+  const { r, version } = await archiveReader(a)
   return decodeKeyFrame((await readFrame(r, version)).body).size
 }
 

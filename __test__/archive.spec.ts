@@ -4,9 +4,9 @@ import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import * as k from 'konserve'
 import { tempDir } from './helpers/api.js'
+import { archiveReader } from './helpers/archive.js'
 import { readFileSync } from 'node:fs'
 import {
-  ByteReader,
   DATA_MAX,
   FRAME_DATA,
   FRAME_END,
@@ -16,7 +16,6 @@ import {
   FRAME_TRAILER,
   HEADER_LEN,
   type ReadFrame,
-  decodeHeader,
   decodeKeyFrame,
   readFrame,
 } from '../ts/archive/format.js'
@@ -40,9 +39,7 @@ async function bytesOf(r: Readable): Promise<Buffer> {
 
 /** Every frame of an archive, in order. */
 async function framesOf(archive: Uint8Array): Promise<ReadFrame[]> {
-  let given = false
-  const r = new ByteReader(async () => (given ? undefined : ((given = true), archive)))
-  const { version } = decodeHeader(await r.read(HEADER_LEN))
+  const { r, version } = await archiveReader(archive)
   const frames: ReadFrame[] = []
   for (;;) {
     const f = await readFrame(r, version)
