@@ -109,6 +109,17 @@ export declare class NativeFileStore {
    */
   get onWal(): boolean
   /**
+   * Milliseconds until the sweep on open wants `sweepStagingAgainAsync`:
+   * it kept staging files written in another pid namespace or on another
+   * host because they were younger than the lease (FORMAT.md §5). `null`: it kept none.
+   */
+  get stagingSweepDueMs(): number | null
+  /**
+   * The sweep on open once more; resolves to the milliseconds until the
+   * next one is due, or -1 when none is.
+   */
+  sweepStagingAgainAsync(): Promise<number>
+  /**
    * The store's close: ends the write-ahead log's background thread and
    * releases the log's lock file if it is kept idle (docs/WAL.md §4.1).
    * The store stays usable (also done when the object is collected).

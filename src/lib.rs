@@ -460,6 +460,21 @@ impl NativeFileStore {
         self.inner.wal().is_some()
     }
 
+    /// Milliseconds until the sweep on open wants `sweepStagingAgainAsync`:
+    /// it kept staging files written in another pid namespace or on another
+    /// host because they were younger than the lease (FORMAT.md §5). `null`: it kept none.
+    #[napi(getter)]
+    pub fn staging_sweep_due_ms(&self) -> Option<f64> {
+        self.inner.staging_sweep_due().map(|d| d.as_secs_f64() * 1000.0)
+    }
+
+    /// The sweep on open once more; resolves to the milliseconds until the
+    /// next one is due, or -1 when none is.
+    #[napi(ts_return_type = "Promise<number>")]
+    pub fn sweep_staging_again_async(&self) -> AsyncTask<StoreTask> {
+        self.task(Op::SweepStaging)
+    }
+
     /// The store's close: ends the write-ahead log's background thread and
     /// releases the log's lock file if it is kept idle (docs/WAL.md §4.1).
     /// The store stays usable (also done when the object is collected).
@@ -902,6 +917,7 @@ pub enum Op {
     Replace(NativeReplace),
     Delete(Vec<Buffer>),
     List,
+    SweepStaging,
 }
 
 pub enum OpOutput {
@@ -940,6 +956,7 @@ impl StoreTask {
             Op::Replace(w) => OpOutput::Number(replaced_to_js(replace(store, w)?)),
             Op::Delete(ks) => OpOutput::Bools(store.delete(&key_slices(ks))?),
             Op::List => OpOutput::Listing(store.list()?),
+            Op::SweepStaging => OpOutput::Number(store.sweep_staging_again()?.map_or(-1.0, |d| d.as_secs_f64() * 1000.0)),
         };
         Ok(out)
     }

@@ -11,6 +11,7 @@ import { fromNative } from '../errors.js'
 import { RAW_BYTES_ID } from '../serializers.js'
 import { GroupCommit } from '../backing/group-commit.js'
 import { type NativeBlobReader, type NativeBlobWriter, type NativeFileStore, type NativeLogCursor, type NativeMetaEntryLike, loadNative } from '../native.js'
+import { SweepAgain } from './pure/staging.js'
 
 function call<T>(f: () => T): T {
   try {
@@ -252,6 +253,12 @@ export class NativeFileBacking implements Backing {
   readonly logWriter?: Op<[key: Uint8Array, meta: Uint8Array, firstIndex: number], LogWriter>
   private twinOpened: Backing | undefined
 
+  /** The staging sweep again, when the one on open kept files from another namespace (see SweepAgain). */
+  private readonly sweepAgain = new SweepAgain(async () => {
+    const due = await this.native.sweepStagingAgainAsync()
+    return due < 0 ? undefined : due
+  })
+
   constructor(
     private readonly native: NativeFileStore,
     readonly lockScope: string,
@@ -260,6 +267,7 @@ export class NativeFileBacking implements Backing {
     twin?: () => Handler<Backing>,
   ) {
     if (clock) this.clock = twinOp(() => clock.nowSync(), () => clock.now())
+    this.sweepAgain.arm(native.stagingSweepDueMs ?? undefined)
     this.lockFree = native.lockFree === true
     if (this.lockFree) this.queued = QueuedWrites.of(native)
     if (twin && !native.onWal) {
@@ -491,10 +499,12 @@ export class NativeFileBacking implements Backing {
    */
   readonly close = twinOp(
     () => {
+      this.sweepAgain.stop()
       this.native.stopBackground()
       this.twinOpened?.close?.sync()
     },
     async () => {
+      this.sweepAgain.stop()
       await this.group.idle()
       // Every queued write settles (durable, or failed): the committer answers each.
       await this.queued?.whenIdle()

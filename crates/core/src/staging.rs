@@ -4,16 +4,81 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Duration;
 
 use crate::error::{Error, ErrorCode, Result};
 use crate::keyhash::is_lower_hex;
+use crate::vfs::{real_identity, Identity};
 
 const SUFFIX: &str = ".stage";
+
+/// A staging sequence number is `tag << 32 | engine << 31 | count` (FORMAT.md
+/// §5). `tag` names the boot, pid namespace and host the writer ran in, so
+/// that a sweep can tell a writer whose pid it can check from one whose pid
+/// means nothing here (another container on a shared volume, another host on
+/// a network file system). `engine` is 0 here and 1 in the TypeScript engine:
+/// the two count apart in one process and never make the same name.
+const TAG_SHIFT: u32 = 32;
+/// Tags run from 1 to this; 0 is a name of a build before tags, judged by its pid alone.
+const TAG_MAX: u64 = (1 << 20) - 1;
+const COUNT_MASK: u64 = (1 << 31) - 1;
+
+/// The tag of a process (see [`TAG_SHIFT`]): a hash of its boot id, pid
+/// namespace and host name as its lock records write them, in 1..=[`TAG_MAX`].
+pub fn namespace_tag_of(who: &Identity) -> u64 {
+    let field = |s: Option<String>| s.unwrap_or_else(|| "-".to_string());
+    let line =
+        format!("konserve-stage {} {} {}", field(who.boot_id.clone()), field(who.pid_ns.map(|n| n.to_string())), field(who.host.clone()));
+    xxhash_rust::xxh3::xxh3_64(line.as_bytes()) % TAG_MAX + 1
+}
+
+/// This process's tag.
+pub fn namespace_tag() -> u64 {
+    static TAG: OnceLock<u64> = OnceLock::new();
+    *TAG.get_or_init(|| namespace_tag_of(&real_identity()))
+}
 
 /// The next staging sequence number of this process.
 pub(crate) fn next_seq() -> u64 {
     static SEQ: AtomicU64 = AtomicU64::new(0);
-    SEQ.fetch_add(1, Ordering::Relaxed)
+    (namespace_tag() << TAG_SHIFT) | (SEQ.fetch_add(1, Ordering::Relaxed) & COUNT_MASK)
+}
+
+/// What the sweep on open does with a staging file that no write of this
+/// process has in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// Its writer is gone: remove it.
+    Remove,
+    /// This process's pid in this namespace: remove it unless a write of
+    /// this process has it in flight.
+    RemoveUnlessInFlight,
+    /// A live process of this namespace (or one that cannot be told) writes it.
+    Keep,
+    /// Written elsewhere (its tag is not ours), where its pid cannot be
+    /// checked: kept until it is `lease` old unchanged, which is still this long.
+    KeepFor(Duration),
+}
+
+/// The fate of the staging file of `pid` and `seq` (see [`Fate`]). `age`
+/// (now minus the file's mtime) is asked only for a file written elsewhere.
+pub fn fate(pid: u32, seq: u64, alive: impl FnOnce(u32) -> bool, age: impl FnOnce() -> Option<Duration>, lease: Duration) -> Fate {
+    let tag = seq >> TAG_SHIFT;
+    if tag == 0 || tag == namespace_tag() {
+        return if pid == std::process::id() {
+            Fate::RemoveUnlessInFlight
+        } else if alive(pid) {
+            Fate::Keep
+        } else {
+            Fate::Remove
+        };
+    }
+    match age() {
+        // Gone already, or unreadable: nothing to decide now.
+        None => Fate::Keep,
+        Some(age) if age >= lease => Fate::Remove,
+        Some(age) => Fate::KeepFor(lease - age),
+    }
 }
 
 /// Runs `stage` over `items`, split into parts on up to `threads` scoped
@@ -168,6 +233,8 @@ mod tests {
     use super::*;
 
     const HEX: &str = "0123456789abcdef0123456789abcdef";
+    /// The tag of boot id `b`, pid namespace 4026531836 and host `h`.
+    const TAG_VECTOR: u64 = 131_812;
 
     #[test]
     fn another_engines_staging_file_is_in_flight_until_released() {
@@ -185,6 +252,43 @@ mod tests {
         assert!(!in_flight_in(dir, &name));
         remove_unless_in_flight(id, &name, || removed = true);
         assert!(removed);
+    }
+
+    #[test]
+    fn a_sweep_judges_a_pid_only_where_it_means_something() {
+        let me = std::process::id();
+        let here = namespace_tag() << TAG_SHIFT;
+        let lease = Duration::from_secs(30);
+        let elsewhere = (namespace_tag() % TAG_MAX + 1) << TAG_SHIFT;
+        let never = || -> Option<Duration> { panic!("the age of a file of this namespace is never asked") };
+        // Written here (or by a build before tags): the pid decides.
+        for seq in [here | 5, (1 << 31) | here | 5, 5] {
+            assert_eq!(fate(me, seq, |_| true, never, lease), Fate::RemoveUnlessInFlight);
+            assert_eq!(fate(me + 1, seq, |_| false, never, lease), Fate::Remove);
+            assert_eq!(fate(me + 1, seq, |_| true, never, lease), Fate::Keep);
+        }
+        // Written elsewhere, by a process with our pid or a pid dead here: the file's age decides.
+        for pid in [me, me + 1] {
+            let dead = |_| panic!("a pid of another namespace is never checked");
+            assert_eq!(fate(pid, elsewhere | 5, dead, || Some(Duration::from_secs(1)), lease), Fate::KeepFor(Duration::from_secs(29)));
+            assert_eq!(fate(pid, elsewhere | 5, dead, || Some(lease), lease), Fate::Remove);
+            assert_eq!(fate(pid, elsewhere | 5, dead, || None, lease), Fate::Keep);
+        }
+    }
+
+    #[test]
+    fn the_tag_names_the_boot_the_pid_namespace_and_the_host() {
+        let who = Identity { boot_id: Some("b".into()), pid_ns: Some(4026531836), pid: 1, start_ticks: Some(9), host: Some("h".into()) };
+        let tag = namespace_tag_of(&who);
+        assert!((1..=TAG_MAX).contains(&tag));
+        // The pid and the start time are not part of it: every process of the namespace has one tag.
+        assert_eq!(tag, namespace_tag_of(&Identity { pid: 2, start_ticks: Some(10), ..who.clone() }));
+        assert_ne!(tag, namespace_tag_of(&Identity { pid_ns: Some(4026532000), ..who.clone() }));
+        assert_ne!(tag, namespace_tag_of(&Identity { boot_id: Some("c".into()), ..who.clone() }));
+        assert_ne!(tag, namespace_tag_of(&Identity { host: None, ..who.clone() }));
+        // The vector the TypeScript engine checks too (__test__/staging-names.spec.ts).
+        assert_eq!(tag, TAG_VECTOR);
+        assert!(next_seq() >> TAG_SHIFT == namespace_tag() && next_seq() & (1 << 31) == 0);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::blob::{self, BlobReader, BlobWriter};
 use crate::codec::OsRandom;
@@ -235,6 +236,8 @@ pub struct FileStore {
     /// only the key's in-process lock and decides under the log lock; a
     /// locked writer passes through the log lock once it holds its lock files.
     lockfree: bool,
+    /// When the sweep on open wants another (see [`FileStore::staging_sweep_due`]).
+    sweep_due: Option<Duration>,
 }
 
 impl std::fmt::Debug for FileStore {
@@ -270,9 +273,10 @@ impl FileStore {
         let id = staging::store_id(&dir);
         let held = std::sync::Mutex::new(std::collections::HashMap::new());
         let read_only = options.read_only;
-        let mut store = FileStore { files: Arc::new(StoreDir::new(dir, vfs, id, options)), held, wal: None, lockfree: false };
+        let mut store =
+            FileStore { files: Arc::new(StoreDir::new(dir, vfs, id, options)), held, wal: None, lockfree: false, sweep_due: None };
         if !read_only {
-            store.sweep_staging()?;
+            store.sweep_due = store.sweep_staging()?;
         }
         let marker = crate::keycheck::check_on_open(&store.files)?;
         (store.wal, store.lockfree) = store.open_wal(marker)?;
@@ -575,17 +579,21 @@ impl FileStore {
         log::forget_verified(self.files.id);
     }
 
-    /// Removes staging files that no live write owns: those of dead processes,
-    /// and those of this process that no write of this store has in flight
-    /// (a previous process that had our pid). Nothing else is touched.
-    fn sweep_staging(&self) -> Result<()> {
+    /// Removes staging files that no live write owns: those of dead processes
+    /// of this namespace, those of this process that no write of this store has
+    /// in flight (a previous process that had our pid), and those written in
+    /// another namespace or on another host once they are a lease old
+    /// unchanged (FORMAT.md §5). Nothing else is touched. Returns how long
+    /// until the youngest kept one of those is a lease old: the time for
+    /// [`FileStore::sweep_staging_again`].
+    fn sweep_staging(&self) -> Result<Option<Duration>> {
         let names =
             self.files.vfs.read_dir(&self.files.dir).map_err(|e| Error::io(e, "cannot list the store directory", &self.files.dir))?;
-        let me = std::process::id();
         let mut removed = false;
+        let mut again: Option<Duration> = None;
         for name in &names {
             let Some(name) = name.to_str() else { continue };
-            let Some((pid, _)) = staging::parse_staging_name(name) else { continue };
+            let Some((pid, seq)) = staging::parse_staging_name(name) else { continue };
             let path = self.files.dir.join(name);
             let mut remove = || {
                 // A failure here only leaves garbage behind; it never loses data.
@@ -593,10 +601,13 @@ impl FileStore {
                     removed = true;
                 }
             };
-            if pid == me {
-                staging::remove_unless_in_flight(self.files.id, name, remove);
-            } else if !self.files.vfs.process_alive(pid) {
-                remove();
+            let alive = |pid| self.files.vfs.process_alive(pid);
+            let age = || self.files.vfs.stat(&path).ok().map(|st| st.age);
+            match staging::fate(pid, seq, alive, age, self.files.options.lock_lease) {
+                staging::Fate::Remove => remove(),
+                staging::Fate::RemoveUnlessInFlight => staging::remove_unless_in_flight(self.files.id, name, remove),
+                staging::Fate::Keep => {}
+                staging::Fate::KeepFor(left) => again = Some(again.map_or(left, |a| a.min(left))),
             }
         }
         // Lock temp files and takeover markers nobody can use any more.
@@ -606,7 +617,23 @@ impl FileStore {
         if removed && self.files.options.sync_blob {
             self.files.sync_dir()?;
         }
-        Ok(())
+        Ok(again)
+    }
+
+    /// The sweep on open once more (see [`FileStore::sweep_staging`]), for
+    /// staging files from elsewhere that the last one kept because they were
+    /// young: `None` when none is left, else when to call it again.
+    pub fn sweep_staging_again(&self) -> Result<Option<Duration>> {
+        if self.files.options.read_only {
+            return Ok(None);
+        }
+        self.sweep_staging()
+    }
+
+    /// When the sweep on open wants [`FileStore::sweep_staging_again`] called
+    /// (it kept young staging files written in another namespace), if it does.
+    pub fn staging_sweep_due(&self) -> Option<Duration> {
+        self.sweep_due
     }
     /// The record of `key` (its CKE), or `None` if the key does not exist.
     pub fn get(&self, key: &[u8]) -> Result<Option<Entry>> {

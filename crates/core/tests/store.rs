@@ -320,18 +320,26 @@ fn open_sweeps_dead_writers_staging_files_only() {
     let hex = "0123456789abcdef0123456789abcdef";
     // pid 2^31 - 1 is beyond Linux's pid_max: certainly dead.
     let dead = staging::staging_name(hex, (1 << 31) - 1, 0);
-    // Our own pid, but no write in flight: a previous process with our pid.
-    let stale_own = staging::staging_name(hex, std::process::id(), u64::MAX);
+    // Our own pid in our namespace, but no write in flight: a previous process with our pid.
+    let here = staging::namespace_tag() << 32;
+    let stale_own = staging::staging_name(hex, std::process::id(), here | 5);
+    let stale_own_older_build = staging::staging_name(hex, std::process::id(), 5);
     // pid 1 is alive: its staging file must stay.
-    let live = staging::staging_name(hex, 1, 0);
-    for n in [&dead, &stale_own, &live] {
+    let live = staging::staging_name(hex, 1, here);
+    // Our pid, written in another pid namespace (another tag) a moment ago: it stays.
+    let elsewhere = staging::staging_name(hex, std::process::id(), ((staging::namespace_tag() % 0xf_ffff) + 1) << 32);
+    for n in [&dead, &stale_own, &stale_own_older_build, &live, &elsewhere] {
         fs::write(tmp.path().join(n), b"partial").unwrap();
     }
     let store = open(tmp.path());
     let left = names(tmp.path());
     assert!(!left.contains(&dead));
     assert!(!left.contains(&stale_own));
+    assert!(!left.contains(&stale_own_older_build));
     assert!(left.contains(&live));
+    assert!(left.contains(&elsewhere));
+    let due = store.staging_sweep_due().expect("another sweep is due for the file from elsewhere");
+    assert!(due > std::time::Duration::from_secs(25) && due <= std::time::Duration::from_secs(30), "{due:?}");
     assert_eq!(store.get(&key("kept")).unwrap().unwrap().value, b"1");
 }
 

@@ -152,7 +152,6 @@ export function readClockSync(dir: string): number {
   return readClockRecordSync(dir).h
 }
 
-let stageSeq = 0
 
 const CLOCK_STEPS: WriteSteps = {
   create: 'cannot create a staging file of the clock',
@@ -169,7 +168,7 @@ export function writeClockRecordSync(staging: StagingDir, record: ClockRecord): 
   const bytes = Buffer.from(formatClock(record), 'latin1')
   for (let attempt = 0; ; attempt++) {
     try {
-      writeRecord.sync(staging, stagingName(CLOCK_STAGE_HEX, stageSeq++), target, bytes)
+      writeRecord.sync(staging, stagingName(CLOCK_STAGE_HEX), target, bytes)
       return
     } catch (err) {
       // A concurrent open's staging sweep (native core, same process) may take the file: try again.

@@ -112,11 +112,10 @@ export const readPendingRekeySync = readPendingRekey.sync
  * Staging files of the key check and the rekey file count from 10^9: the
  * native core, in the same process, writes the same names counting from 0.
  */
-let stageSeq = 0
 
 /** Writes `staging.dir/name` by the durable write of ./staging.ts, as a key file is written. */
 export const writeStoreFile = gensync(function* (staging: StagingDir, name: string, bytes: Uint8Array): Handler<void> {
-  yield* staging.writeFile(stagingName(KEY_CHECK_STAGE_HEX, 1_000_000_000 + stageSeq++), join(staging.dir, name), [bytes])
+  yield* staging.writeFile(stagingName(KEY_CHECK_STAGE_HEX), join(staging.dir, name), [bytes])
 })
 export const writeStoreFileSync = (dir: string, name: string, bytes: Uint8Array, durable: boolean): void =>
   writeStoreFile.sync(new StagingDir(dir, durable), name, bytes)

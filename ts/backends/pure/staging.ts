@@ -12,18 +12,72 @@
  * while in flight, so the sweep on open never takes a live one.
  */
 import type { Handler } from 'gensync'
+import * as fs from 'node:fs'
 import { basename, dirname, join } from 'node:path'
 import { KonserveError } from '../../errors.js'
 import { isFsyncFailure } from '../../fsync.js'
 import { loadedNative, whenNativeLoads } from '../../native.js'
-import { processAlive } from './filelock.js'
+import { xxh3_64 } from '../../codec/xxhash.js'
+import { DEFAULT_LEASE_MS, identity, processAlive, type Identity } from './filelock.js'
 import * as vfs from './vfs.js'
 
 /** A staging file's name: `.<hex32>.<pid>.<seq>.stage` (pid and seq canonical decimals). */
 export const STAGING = /^\.([0-9a-f]{32})\.([1-9][0-9]*)\.(0|[1-9][0-9]*)\.stage$/
 
+/**
+ * A staging sequence number is `tag · 2^32 + engine · 2^31 + count`
+ * (docs/FORMAT.md §5, crates/core/src/staging.rs). `tag` names the boot, pid
+ * namespace and host of the writer, so that a sweep can tell a writer whose
+ * pid it can check from one whose pid means nothing here (another container
+ * on a shared volume, another host on a network file system). `engine` is 1
+ * here and 0 in the Rust core: the two count apart in one process and never
+ * make the same name.
+ */
+const TAG_UNIT = 2 ** 32
+const TAG_MAX = 2n ** 20n - 1n
+const ENGINE = 2 ** 31
+
+/** The tag of a process: a hash of its boot id, pid namespace and host name as its lock records write them, in 1..2^20−1. */
+export function namespaceTagOf(who: Identity): number {
+  const line = `konserve-stage ${who.bootId ?? '-'} ${who.pidNs ?? '-'} ${who.host ?? '-'}`
+  return Number(xxh3_64(new TextEncoder().encode(line)) % TAG_MAX) + 1
+}
+
+let tag: number | undefined
+/** This process's tag. */
+export const namespaceTag = (): number => (tag ??= namespaceTagOf(identity()))
+
+let count = 0
 /** The staging name of a write to a file whose name starts with (or whose fixed name is) `hex32`. */
-export const stagingName = (hex32: string, seq: number): string => `.${hex32}.${process.pid}.${seq}.stage`
+export function stagingName(hex32: string): string {
+  const seq = namespaceTag() * TAG_UNIT + ENGINE + count
+  count = (count + 1) % ENGINE
+  return `.${hex32}.${process.pid}.${seq}.stage`
+}
+
+/** What the sweep on open does with a staging file that no write of this process has in flight (see crates/core/src/staging.rs). */
+export type Fate =
+  /** Its writer is gone. */
+  | 'remove'
+  /** This process's pid in this namespace: removed unless a write of this process has it in flight. */
+  | 'remove-unless-in-flight'
+  /** A live process of this namespace (or one that cannot be told) writes it. */
+  | 'keep'
+  /** Written elsewhere (its tag is not ours), where its pid cannot be checked: kept until it is a lease old unchanged, this many ms from now. */
+  | { keepForMs: number }
+
+/** The fate of the staging file of `pid` and `seq`; `ageMs` (now minus its mtime) is asked only for a file written elsewhere. */
+export function fate(pid: number, seq: number, alive: (pid: number) => boolean, ageMs: () => number | undefined, leaseMs: number): Fate {
+  const fileTag = Math.floor(seq / TAG_UNIT)
+  if (fileTag === 0 || fileTag === namespaceTag()) {
+    if (pid === process.pid) return 'remove-unless-in-flight'
+    return alive(pid) ? 'keep' : 'remove'
+  }
+  const age = ageMs()
+  // Gone already, or unreadable: nothing to decide now.
+  if (age === undefined) return 'keep'
+  return age >= leaseMs ? 'remove' : { keepForMs: leaseMs - age }
+}
 
 /**
  * This process's staging files that exist or are about to, by path: the sweep
@@ -238,18 +292,30 @@ export class StagingDir {
   }
 
   /**
-   * The sweep on open: removes the staging files of dead processes, and this
-   * process's that no write has in flight. Returns whether it removed any.
+   * The sweep on open: removes the staging files of dead processes of this
+   * namespace, this process's that no write has in flight, and those written
+   * in another namespace or on another host once they are a lease old
+   * unchanged (docs/FORMAT.md §5). Returns whether it removed any, and in
+   * how many ms the youngest kept one of those is a lease old (the time for
+   * another sweep), if it kept any.
    */
-  sweep(names: string[]): boolean {
+  sweep(names: string[], leaseMs = DEFAULT_LEASE_MS): { removed: boolean; dueMs?: number } {
     let removed = false
+    let dueMs: number | undefined
     for (const name of names) {
       const m = STAGING.exec(name)
       if (!m) continue
-      const pid = Number(m[2])
       const path = join(this.dir, name)
-      const ours = pid === process.pid
-      if ((ours && !liveHere(path)) || (!ours && !processAlive(pid))) {
+      const ageMs = () => {
+        try {
+          return Math.max(0, Date.now() - fs.lstatSync(path).mtimeMs)
+        } catch {
+          return undefined
+        }
+      }
+      const f = fate(Number(m[2]), Number(m[3]), processAlive, ageMs, leaseMs)
+      if (typeof f === 'object') dueMs = Math.min(dueMs ?? Infinity, f.keepForMs)
+      else if (f === 'remove' || (f === 'remove-unless-in-flight' && !liveHere(path))) {
         try {
           vfs.unlink.sync(path)
           removed = true
@@ -258,7 +324,37 @@ export class StagingDir {
         }
       }
     }
-    return removed
+    return { removed, dueMs }
+  }
+}
+
+/**
+ * The sweep again, for the staging files from elsewhere that the one on open
+ * kept because they were younger than the lease: run when the youngest is
+ * past it, and again while a sweep keeps some. A timer that does not keep
+ * the process alive; `stop` at the store's close.
+ */
+export class SweepAgain {
+  private timer: ReturnType<typeof setTimeout> | undefined
+  private stopped = false
+
+  /** `sweep` resolves to when the next one is due (ms), if one is. */
+  constructor(private readonly sweep: () => Promise<number | undefined>) {}
+
+  arm(dueMs: number | undefined): void {
+    if (dueMs === undefined || this.stopped) return
+    // A little past the lease, so that the file is past it by any reading of the clock.
+    this.timer = setTimeout(() => {
+      this.timer = undefined
+      // A failed sweep only leaves garbage behind.
+      this.sweep().then((next) => this.arm(next), () => {})
+    }, dueMs + 50)
+    this.timer.unref?.()
+  }
+
+  stop(): void {
+    this.stopped = true
+    if (this.timer !== undefined) clearTimeout(this.timer)
   }
 }
 

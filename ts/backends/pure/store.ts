@@ -55,7 +55,7 @@ import { checkStoreKey, removeWalMarker, writeWalMarker } from './keycheck.js'
 import { DIRECT_VOLUME, DirectBlobs } from './direct.js'
 import { GET_READ, HEAD_READ, KEY_FILE, type KeyFiles, type OpenKeyFile, fileReader, isWhole, openKeyFile, storedValue } from './keyfile.js'
 import * as log from './log.js'
-import { STAGING, type Staged, StagingDir, readOnlyError, stagingName } from './staging.js'
+import { STAGING, type Staged, StagingDir, SweepAgain, readOnlyError, stagingName } from './staging.js'
 import * as vfs from './vfs.js'
 import * as warm from './warm.js'
 import { DEFAULT_VALUE_CACHE_BYTES, HeldValues, readStart } from './held.js'
@@ -68,7 +68,6 @@ const LOCK_FILE = '.konserve.lock'
 /** How many staging files of one batch of puts are written and fsynced at once (async form). */
 const STAGING_CONCURRENCY = 16
 
-let stagingSeq = 0
 
 /** A put whose key file is at most this long is a record of the write-ahead log (the core's WAL_MAX_RECORD). */
 export const WAL_MAX_RECORD = 16 * 1024
@@ -146,7 +145,8 @@ export const openPureStore = gensync(function* (dir: string, codec: PureCodec, o
       const names = yield* vfs.readdir(real)
       // Lock temp files and takeover markers nobody can use any more, too.
       const swept = store.staging.sweep(names)
-      if (store.locker.sweep(names) || swept) yield* store.staging.syncDir()
+      if (store.locker.sweep(names) || swept.removed) yield* store.staging.syncDir()
+      store.sweepAgain.arm(swept.dueMs)
     }
     if (!options.skipKeyCheck) {
       const marker = yield* checkStoreKey(store.staging, { secret: options.encryptionKey, acceptPlaintext: options.acceptPlaintext })
@@ -159,6 +159,13 @@ export const openPureStore = gensync(function* (dir: string, codec: PureCodec, o
     throw openError(err, dir)
   }
 })
+
+/** The staging sweep of a store after its open (SweepAgain): when the next one is due, if one is. */
+const resweep = gensync(function* (staging: StagingDir): Handler<number | undefined> {
+  const swept = staging.sweep(yield* vfs.readdir(staging.dir))
+  if (swept.removed) yield* staging.syncDir()
+  return swept.dueMs
+}).async
 
 /** The options of the store's log. */
 const walOptions = (store: PureFileBacking, options: PureFileOptions) => ({
@@ -399,7 +406,7 @@ export class PureFileBacking implements Backing, KeyFiles {
   }
 
   stagingName(key: Uint8Array): string {
-    return stagingName(this.codec.fileName(key).slice(0, 32), stagingSeq++)
+    return stagingName(this.codec.fileName(key).slice(0, 32))
   }
 
   readonly clock: Op<[], number> = blockingOp(() => this.fileClock.nowSync())
@@ -785,13 +792,18 @@ export class PureFileBacking implements Backing, KeyFiles {
     return existed
   }
 
+  /** The staging sweep again, when the one on open kept files from another namespace (see SweepAgain). */
+  readonly sweepAgain = new SweepAgain(() => resweep(this.staging))
+
   /** Async form: the queued group commits are written first. Between calls the store holds no descriptor but its value cache's, which this closes. */
   readonly close: Op<[], void> = gensync({
     sync: () => {
+      this.sweepAgain.stop()
       this.held?.close()
       this.wal?.close.sync()
     },
     async: async () => {
+      this.sweepAgain.stop()
       await this.group.idle()
       this.held?.close()
       await this.wal?.close.async()

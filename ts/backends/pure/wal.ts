@@ -74,7 +74,7 @@ import {
 } from '../../format/wal.js'
 import { type PureCodec, createPureCodec } from './codec.js'
 import { DEFAULT_LEASE_MS, FileLocker, lockErrorCode } from './filelock.js'
-import { type Staged, StagingDir } from './staging.js'
+import { type Staged, StagingDir, stagingName } from './staging.js'
 import * as vfs from './vfs.js'
 
 /** The log lock's name part (FORMAT.md §6 protocol): `.57414c…57.lock`. */
@@ -95,8 +95,6 @@ const SLICE = 256
 const FILL_CHUNK = 1 << 20
 /** Staging files of a checkpoint slice written at once (async form). */
 const STAGE_CONCURRENCY = 16
-/** Staging sequence numbers of the log's files: far from the store's own counter, so the names never collide. */
-let stagingSeq = 2 ** 31
 
 /** A step of the log's I/O, as the test hook `fault` sees it. */
 export type WalStep = 'create' | 'grow' | 'frame' | 'hint' | 'fdatasync' | 'slot' | 'stage' | 'rename' | 'unlink' | 'payload'
@@ -597,7 +595,7 @@ export class Wal {
       fsync: 'cannot fsync a new write-ahead log',
       rename: 'cannot rename the new write-ahead log into place',
     }
-    const s = yield* this.staging.create(`.${WAL_LOCK_HEX}.${process.pid}.${stagingSeq++}.stage`, steps)
+    const s = yield* this.staging.create(stagingName(WAL_LOCK_HEX), steps)
     try {
       this.fault?.('create', s.path)
       yield* this.staging.write(s, head, 0, steps)
@@ -1089,7 +1087,7 @@ export class Wal {
         fsync: 'cannot fsync a staging file',
         rename: 'cannot rename a staging file over the key file',
       }
-      const st = yield* this.staging.create(`.${hex}.${process.pid}.${stagingSeq++}.stage`, steps)
+      const st = yield* this.staging.create(stagingName(hex), steps)
       try {
         this.fault?.('stage', st.path)
         yield* this.staging.write(st, payload, 0, steps)
@@ -1272,7 +1270,7 @@ export class Wal {
         const [hex, e] = slice[i]!
         if (e.op !== WAL_PUT) return
         const payload = yield* self.readAt(e.len, e.at)
-        const s = yield* self.staging.create(`.${hex}.${process.pid}.${stagingSeq++}.stage`, steps)
+        const s = yield* self.staging.create(stagingName(hex), steps)
         staged[i] = s
         self.fault?.('stage', s.path)
         yield* self.staging.write(s, payload, 0, steps)

@@ -1,0 +1,126 @@
+/**
+ * The sweep on open and staging files written in another pid namespace or on
+ * another host (docs/FORMAT.md §5). A staging file's name carries its
+ * writer's pid, which means nothing outside the writer's pid namespace: two
+ * containers on one volume are often both PID 1. The sweep used to take a
+ * live writer there for this process (same pid, no write in flight) or for a
+ * dead one (a pid with no process here) and remove its staging file, failing
+ * its write. A name now also carries a tag of its writer's boot, pid namespace
+ * and host; a file with another tag is removed only once it is a lease (30 s)
+ * old unchanged, by the open's sweep or by a sweep the open schedules.
+ */
+import test from 'ava'
+import { spawn, spawnSync } from 'node:child_process'
+import { readdirSync, utimesSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import * as k from 'konserve'
+import { namespaceTag, namespaceTagOf } from '../ts/backends/pure/staging.js'
+import { tempDir } from './helpers/api.js'
+
+const CHILD = new URL('./fixtures/ns-child.mjs', import.meta.url).pathname
+const HEX = 'ab'.repeat(16)
+const TAG = 2 ** 32
+const stagingFiles = (dir: string) => readdirSync(dir).filter((n) => n.endsWith('.stage')).sort()
+const here = namespaceTag()
+const elsewhere = (here % (2 ** 20 - 1)) + 1
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/** A pid with no process: a child's, after it exited. */
+function deadPid(): number {
+  const r = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'])
+  return Number(r.stdout.toString())
+}
+
+/** A leftover staging file, its mtime `ageMs` ago. */
+function leftover(dir: string, pid: number, tag: number, ageMs = 0): string {
+  const name = `.${HEX}.${pid}.${tag * TAG + 7}.stage`
+  writeFileSync(join(dir, name), 'a staging file')
+  const t = (Date.now() - ageMs) / 1000
+  utimesSync(join(dir, name), t, t)
+  return name
+}
+
+test('the tag is the hash the Rust core computes (crates/core/src/staging.rs)', (t) => {
+  t.is(namespaceTagOf({ bootId: 'b', pidNs: '4026531836', pid: 1, startTicks: '9', host: 'h' }), 131812)
+  t.true(here >= 1 && here < 2 ** 20)
+})
+
+for (const native of [true, false]) {
+  const engine = native ? 'native' : 'pure'
+
+  test(`${engine}: a pid is judged only where it means something`, async (t) => {
+    const dir = join(tempDir(), 'store')
+    await k.close(await k.connectFsStore(dir, { native }))
+    const dead = deadPid()
+    const gone = [leftover(dir, dead, here), leftover(dir, dead, 0), leftover(dir, process.pid, elsewhere, 60_000), leftover(dir, dead, elsewhere, 31_000)]
+    const kept = [leftover(dir, process.pid, elsewhere), leftover(dir, dead, elsewhere, 20_000), leftover(dir, 1, here)]
+    const s = await k.connectFsStore(dir, { native })
+    t.deepEqual(stagingFiles(dir), kept.sort(), `removed: ${gone.join(' ')}`)
+    await k.close(s)
+  })
+
+  test(`${engine}: a staging file from elsewhere is removed once a lease old, by a sweep the open schedules`, async (t) => {
+    const dir = join(tempDir(), 'store')
+    await k.close(await k.connectFsStore(dir, { native }))
+    const name = leftover(dir, process.pid, elsewhere, 29_500)
+    const s = await k.connectFsStore(dir, { native })
+    t.deepEqual(stagingFiles(dir), [name], 'kept at the open: younger than the lease')
+    const until = Date.now() + 5_000
+    while (stagingFiles(dir).length > 0 && Date.now() < until) await sleep(50)
+    t.deepEqual(stagingFiles(dir), [], 'removed while the store is open')
+    await k.close(s)
+  })
+
+  test(`${engine}: close ends the scheduled sweep`, async (t) => {
+    const dir = join(tempDir(), 'store')
+    await k.close(await k.connectFsStore(dir, { native }))
+    const name = leftover(dir, process.pid, elsewhere, 29_500)
+    await k.close(await k.connectFsStore(dir, { native }))
+    await sleep(1_500)
+    t.deepEqual(stagingFiles(dir), [name])
+  })
+}
+
+/** Runs the fixture as PID 1 of a new pid namespace. */
+function inNamespace(args: string[]) {
+  return spawn('unshare', ['-p', '-f', '--mount-proc', process.execPath, CHILD, ...args], { stdio: ['pipe', 'pipe', 'inherit'] })
+}
+
+function firstLine(child: ReturnType<typeof spawn>): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let out = ''
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString()
+      const nl = out.indexOf('\n')
+      if (nl >= 0) resolve(out.slice(0, nl))
+    })
+    child.once('exit', (code) => reject(new Error(`the child exited (${code}) before a line: ${out}`)))
+  })
+}
+
+const canUnshare = process.getuid?.() === 0 && spawnSync('unshare', ['-p', '-f', '--mount-proc', 'true']).status === 0
+
+for (const [writer, opener] of [
+  ['native', 'native'],
+  ['pure', 'pure'],
+  ['native', 'pure'],
+  ['pure', 'native'],
+] as const) {
+  const title = `two containers on one volume, both PID 1: a ${writer} blob streaming in one while a ${opener} store opens in the other is committed`
+  ;(canUnshare ? test.serial : test.skip)(title, async (t) => {
+    const dir = join(tempDir(), 'store')
+    await k.close(await k.connectFsStore(dir))
+    const w = inNamespace(['writer', dir, writer])
+    t.is(await firstLine(w), 'staged 1')
+    const o = inNamespace(['opener', dir, opener])
+    t.is(await firstLine(o), 'opened 1')
+    t.is(stagingFiles(dir).length, 1, "the writer's staging file is still there")
+    const done = firstLine(w)
+    w.stdin!.end('go\n')
+    t.is(await done, 'ok')
+    const s = await k.connectFsStore(dir)
+    t.is((await k.readBlob(s, 'blob'))?.length, 2 << 20)
+    await k.close(s)
+    t.deepEqual(stagingFiles(dir), [])
+  })
+}
