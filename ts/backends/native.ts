@@ -11,6 +11,7 @@ import { fromNative } from '../errors.js'
 import { RAW_BYTES_ID } from '../serializers.js'
 import { GroupCommit } from '../backing/group-commit.js'
 import { type NativeBlobReader, type NativeBlobWriter, type NativeFileStore, type NativeLogCursor, type NativeMetaEntryLike, loadNative } from '../native.js'
+import { releaseError } from './pure/filelock.js'
 import { SweepAgain } from './pure/staging.js'
 
 function call<T>(f: () => T): T {
@@ -460,7 +461,11 @@ export class NativeFileBacking implements Backing {
     (keys) => call(() => this.native.lockSync(bufs(keys))),
   )
   unlock(keys: Uint8Array[]): void {
-    call(() => this.native.unlock(bufs(keys)))
+    try {
+      call(() => this.native.unlock(bufs(keys)))
+    } catch (err) {
+      throw releaseError(err, this.native.dir)
+    }
   }
   filePath(key: Uint8Array): string {
     return this.native.filePath(buf(key))

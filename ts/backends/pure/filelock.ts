@@ -126,6 +126,17 @@ function freshRecord(): LockRecord {
 }
 
 /** Whether process `pid` may be alive: only a definite "no such process" says no. */
+/**
+ * The error of a lock release that failed because the store directory itself
+ * is gone (deleteStore, or the directory removed by hand, while the key was
+ * locked): ERR_STORE_DELETED says that, where ERR_LOCK's "gone or no longer
+ * ours" would send a reader looking for a takeover. Any other error as is.
+ */
+export function releaseError(err: unknown, dir: string): unknown {
+  if ((err as KonserveError).code !== 'ERR_LOCK' || fs.existsSync(dir)) return err
+  return new KonserveError('ERR_STORE_DELETED', `the store directory was deleted while a key was locked: ${dir}`, { file: dir, cause: err })
+}
+
 export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0)

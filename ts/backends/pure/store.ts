@@ -50,7 +50,7 @@ import { MAX_FRAME, RECORD_HEAD, WAL_DELETE, WAL_FILE as WAL_FILE_OP, WAL_FILE_N
 import * as blob from './blob.js'
 import { CLOCK_FILE, FileClock } from './clock.js'
 import type { PureCodec } from './codec.js'
-import { FileLocker, LOCK_NAME, lockErrorCode, lockTimeoutError, type LockRecord } from './filelock.js'
+import { FileLocker, LOCK_NAME, lockErrorCode, lockTimeoutError, type LockRecord, releaseError } from './filelock.js'
 import { checkStoreKey, removeWalMarker, writeWalMarker } from './keycheck.js'
 import { DIRECT_VOLUME, DirectBlobs } from './direct.js'
 import { GET_READ, HEAD_READ, KEY_FILE, type KeyFiles, type OpenKeyFile, fileReader, isWhole, openKeyFile, storedValue } from './keyfile.js'
@@ -1113,7 +1113,11 @@ export class PureFileBacking implements Backing, KeyFiles {
   )
 
   unlock(keys: Uint8Array[]): void {
-    this.releaseHexes(this.lockHexes(keys), true)
+    try {
+      this.releaseHexes(this.lockHexes(keys), true)
+    } catch (err) {
+      throw releaseError(err, this.dir)
+    }
   }
 
   /** Releases every lock of `hexes`; with `report`, throws the first failure (after releasing the rest). */
