@@ -240,16 +240,19 @@ function revisionOf(meta: Metadata | undefined): number {
   return typeof meta.revision === 'number' ? meta.revision : 1
 }
 
-function checkRevision(w: WriteArgs, current: Metadata | undefined): void {
+function checkRevision(w: WriteArgs, current: Metadata | undefined, b: Backing, cke: Uint8Array): void {
   if (w.expectedRevision === undefined) return
   const actual = revisionOf(current)
-  if (actual !== w.expectedRevision) throw revisionMismatch(w.expectedRevision, actual)
+  if (actual !== w.expectedRevision) throw revisionMismatch(w.expectedRevision, actual, b, cke)
 }
 
-function revisionMismatch(expected: number, actual: number): KonserveError {
+/** ERR_REVISION_MISMATCH, naming the key's file where the backing has files (the caller adds the key). */
+function revisionMismatch(expected: number, actual: number, b: Backing, cke: Uint8Array): KonserveError {
+  const file = b.filePath?.(cke)
   const e = new KonserveError(
     'ERR_REVISION_MISMATCH',
     expected === 0 ? `the key must not exist yet, but it is at revision ${actual}` : `expected revision ${expected}, but the key is at revision ${actual}`,
+    file ? { file } : {},
   )
   e.actualRevision = actual
   return e
@@ -299,16 +302,16 @@ function* fusedReplace(store: Store, key: Key, cke: Uint8Array, type: KeyType, s
         b.unlock([cke])
       }
     }
-    return replacedAs(n, w, written) ?? (yield* assocHeld(store, key, cke, serializer, value, w))
+    return replacedAs(n, w, written, b, cke) ?? (yield* assocHeld(store, key, cke, serializer, value, w))
   } finally {
     release(ids)
   }
 }
 
 /** A fused replace's answer `n` (not busy): the metadata written with its revision, undefined when unsure (the general path decides), or the mismatch. */
-function replacedAs(n: number, w: WriteArgs, written: Metadata): Metadata | undefined {
+function replacedAs(n: number, w: WriteArgs, written: Metadata, b: Backing, cke: Uint8Array): Metadata | undefined {
   if (n === REPLACE_UNSURE) return undefined
-  if (n <= REPLACE_MISMATCH) throw revisionMismatch(w.expectedRevision!, REPLACE_MISMATCH - n)
+  if (n <= REPLACE_MISMATCH) throw revisionMismatch(w.expectedRevision!, REPLACE_MISMATCH - n, b, cke)
   written.revision = n
   return written
 }
@@ -709,7 +712,7 @@ function* assocLocked(store: Store, key: Key, cke: Uint8Array, serializer: numbe
 /** assoc's general write under the key's locks: the revision read, the stamp, the put. */
 function* assocBody(store: Store, key: Key, cke: Uint8Array, serializer: number, bytes: Uint8Array, w: WriteArgs): Handler<Metadata> {
   const prev = yield* metaBeforeReplace(store, key, cke, w)
-  checkRevision(w, prev)
+  checkRevision(w, prev, store.backing, cke)
   const written = nextMeta(key, 'value', prev, w, false, yield* stamp(store.backing))
   yield* store.backing.put([{ key: cke, serializer, meta: encodeMeta(written), value: bytes }])
   return written
@@ -798,7 +801,7 @@ function fusedReplaceSync(store: Store, key: Key, cke: Uint8Array, serializer: n
         b.unlock([cke])
       }
     }
-    return replacedAs(n, w, written)
+    return replacedAs(n, w, written, b, cke)
   } finally {
     release(ids)
   }
@@ -839,7 +842,7 @@ function assocLockedSync(store: Store, key: Key, cke: Uint8Array, serializer: nu
     } catch (err) {
       prev = unreadableOldMeta(err, w)
     }
-    checkRevision(w, prev)
+    checkRevision(w, prev, store.backing, cke)
     const written = nextMeta(key, 'value', prev, w, false, new Date(b.clock ? b.clock.sync() : processNow()))
     b.put.sync([{ key: cke, serializer, meta: encodeMeta(written), value: bytes }])
     return written
@@ -918,7 +921,7 @@ function assocFused(store: Store, key: Key, value: unknown, w: WriteArgs): Promi
       }, failed)
     }
     release(held)
-    if (n <= REPLACE_MISMATCH) throw withKey(revisionMismatch(w.expectedRevision!, REPLACE_MISMATCH - n), key)
+    if (n <= REPLACE_MISMATCH) throw withKey(revisionMismatch(w.expectedRevision!, REPLACE_MISMATCH - n, b, cke), key)
     written.revision = n
     afterWrite(store, { op: 'assoc', key, path: [key], oldValue: undefined, newValue: value, meta: written })
     return [undefined, value]
@@ -1022,7 +1025,7 @@ function* updateBatch(store: Store, cke: Uint8Array, ids: string[], batch: Batch
           old = raw ? yield* entryValue(store, cke, raw) : undefined
           meta = raw ? readMeta(key, raw) : undefined
         }
-        checkRevision(w, meta)
+        checkRevision(w, meta, b, cke)
         if (!left && raw && raw.serializer === RAW_BYTES_ID && rest.length > 0) {
           throw new KonserveError('ERR_INVALID_PATH', 'cannot go into a binary value')
         }
@@ -1127,7 +1130,7 @@ const dissocOp = gensync(function* (store: Store, key: Key, w: WriteArgs) {
     const existed = yield* withLock(store.backing, [cke], function* () {
       if (w.expectedRevision !== undefined) {
         const raw = yield* store.backing.getMeta(cke)
-        checkRevision(w, raw ? readMeta(key, raw) : undefined)
+        checkRevision(w, raw ? readMeta(key, raw) : undefined, store.backing, cke)
       }
       const [existed] = yield* store.backing.delete([cke])
       return existed === true
@@ -1146,7 +1149,7 @@ function dissocSync(store: Store, key: Key, w: WriteArgs): boolean {
     const existed = withLockSync(b, [cke], () => {
       if (w.expectedRevision !== undefined) {
         const raw = b.getMeta.sync(cke)
-        checkRevision(w, raw ? readMeta(key, raw) : undefined)
+        checkRevision(w, raw ? readMeta(key, raw) : undefined, b, cke)
       }
       const [existed] = b.delete.sync([cke])
       return existed === true
@@ -1307,7 +1310,7 @@ function* fusedBlobReplace(store: Store, key: Key, cke: Uint8Array, w: WriteArgs
     }
     function* filled(o: { sink: BlobSink; revision: number } | number): Handler<Metadata | undefined> {
       if (typeof o === 'number') {
-        if (o <= REPLACE_MISMATCH) throw revisionMismatch(w.expectedRevision!, REPLACE_MISMATCH - o)
+        if (o <= REPLACE_MISMATCH) throw revisionMismatch(w.expectedRevision!, REPLACE_MISMATCH - o, b, cke)
         return undefined
       }
       yield* fill(o.sink)
@@ -1355,7 +1358,7 @@ const bassocOp = gensync(function* (store: Store, key: Key, input: unknown, w: W
       if (fused) written = fused
       else yield* withLock(store.backing, [cke], function* () {
         const prev = yield* metaBeforeReplace(store, key, cke, w)
-        checkRevision(w, prev)
+        checkRevision(w, prev, store.backing, cke)
         written = nextMeta(key, 'binary', prev, w, false, yield* stamp(store.backing))
         const meta = encodeMeta(written)
         yield* fill(yield* store.backing.blobWriter(cke, meta))
@@ -1648,7 +1651,7 @@ const appendOp = gensync(function* (store: Store, key: Key, elem: unknown, w: Wr
       if (w.expectedRevision !== undefined) {
         const raw = yield* store.backing.getMeta(cke)
         if (raw && !raw.log) throw notALog(store.backing, cke)
-        checkRevision(w, raw ? readMeta(key, raw) : undefined)
+        checkRevision(w, raw ? readMeta(key, raw) : undefined, store.backing, cke)
       }
       const lastWrite = yield* stamp(store.backing)
       // Used only if the log is new; its revision (0) plus the records' count is the log's revision.
@@ -1836,12 +1839,12 @@ const trimLogOp = gensync(function* (store: Store, key: Key, o: TrimLogOptions) 
     const removed = yield* withLock(store.backing, [cke], function* () {
       const raw = yield* store.backing.getMeta(cke)
       if (!raw) {
-        checkRevision(o, undefined)
+        checkRevision(o, undefined, store.backing, cke)
         return 0
       }
       if (!raw.log) throw notALog(store.backing, cke)
       const current = readMeta(key, raw)
-      checkRevision(o, current)
+      checkRevision(o, current, store.backing, cke)
       const { firstIndex, lastIndex } = raw.log
       const count = lastIndex - firstIndex + 1
       const keepFrom = o.keepLast !== undefined ? firstIndex + Math.max(0, count - o.keepLast) : firstIndex + Math.min(count, o.dropFirst!)
