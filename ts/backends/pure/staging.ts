@@ -299,7 +299,7 @@ export class StagingDir {
    * how many ms the youngest kept one of those is a lease old (the time for
    * another sweep), if it kept any.
    */
-  sweep(names: string[], leaseMs = DEFAULT_LEASE_MS): { removed: boolean; dueMs?: number } {
+  sweep(names: string[]): { removed: boolean; dueMs?: number } {
     let removed = false
     let dueMs: number | undefined
     for (const name of names) {
@@ -313,7 +313,7 @@ export class StagingDir {
           return undefined
         }
       }
-      const f = fate(Number(m[2]), Number(m[3]), processAlive, ageMs, leaseMs)
+      const f = fate(Number(m[2]), Number(m[3]), processAlive, ageMs, DEFAULT_LEASE_MS)
       if (typeof f === 'object') dueMs = Math.min(dueMs ?? Infinity, f.keepForMs)
       else if (f === 'remove' || (f === 'remove-unless-in-flight' && !liveHere(path))) {
         try {

@@ -68,7 +68,6 @@ const LOCK_FILE = '.konserve.lock'
 /** How many staging files of one batch of puts are written and fsynced at once (async form). */
 const STAGING_CONCURRENCY = 16
 
-
 /** A put whose key file is at most this long is a record of the write-ahead log (the core's WAL_MAX_RECORD). */
 export const WAL_MAX_RECORD = 16 * 1024
 /** A write that leaves more than this many bytes of frames in the log runs a checkpoint before it returns (the core's WAL_CHECKPOINT_BYTES). */
@@ -141,12 +140,13 @@ export const openPureStore = gensync(function* (dir: string, codec: PureCodec, o
     }
     const real = yield* vfs.realpath(dir)
     const store = new PureFileBacking(real, codec, options)
+    let sweepDue: number | undefined
     if (!options.readOnly) {
       const names = yield* vfs.readdir(real)
       // Lock temp files and takeover markers nobody can use any more, too.
       const swept = store.staging.sweep(names)
       if (store.locker.sweep(names) || swept.removed) yield* store.staging.syncDir()
-      store.sweepAgain.arm(swept.dueMs)
+      sweepDue = swept.dueMs
     }
     if (!options.skipKeyCheck) {
       const marker = yield* checkStoreKey(store.staging, { secret: options.encryptionKey, acceptPlaintext: options.acceptPlaintext })
@@ -154,6 +154,8 @@ export const openPureStore = gensync(function* (dir: string, codec: PureCodec, o
       // A version-3 store (docs/WAL.md §4.1): replaces without key lock files, locked writers pass through the log lock.
       if (store.wal && (marker === 0 || marker >= WAL_LOCKFREE_VERSION)) store.enableLockFree()
     }
+    // Armed only for a store that opened: a failed open leaves no timer behind.
+    store.sweepAgain.arm(sweepDue)
     return store
   } catch (err) {
     throw openError(err, dir)
