@@ -45,6 +45,33 @@ test('the tag is the hash the Rust core computes (crates/core/src/staging.rs)', 
   t.true(here >= 1 && here < 2 ** 20)
 })
 
+/** The staging file name a blob write of `engine` uses in a child (run by `run`, given the fixture's arguments). */
+async function childStagingName(engine: 'native' | 'pure', run: (args: string[]) => ReturnType<typeof spawn>): Promise<{ tag: number; engineBit: number }> {
+  const dir = join(tempDir(), 'store')
+  const child = run(['names', dir, engine])
+  const name = await firstLine(child)
+  const seq = Number(/^\.[0-9a-f]{32}\.\d+\.(\d+)\.stage$/.exec(name)?.[1])
+  return { tag: Math.floor(seq / TAG), engineBit: Math.floor(seq / 2 ** 31) % 2 }
+}
+
+test('both engines of one process write its tag, each with its own engine bit', async (t) => {
+  const run = (args: string[]) => spawn(process.execPath, [CHILD, ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
+  t.deepEqual(await childStagingName('native', run), { tag: here, engineBit: 0 })
+  t.deepEqual(await childStagingName('pure', run), { tag: here, engineBit: 1 })
+})
+
+const canUnshareUts = process.getuid?.() === 0 && spawnSync('unshare', ['-u', 'true']).status === 0
+
+;(canUnshareUts ? test : test.skip)('a host name that is not UTF-8 gives both engines one tag', async (t) => {
+  // A UTS namespace of its own, with the host name h\xffx (Node decodes it to "h\ufffdx").
+  const sh = 'printf "h\\377x" > /proc/sys/kernel/hostname && exec "$0" "$@"'
+  const run = (args: string[]) => spawn('unshare', ['-u', 'sh', '-c', sh, process.execPath, CHILD, ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const native = await childStagingName('native', run)
+  const pure = await childStagingName('pure', run)
+  t.not(native.tag, here, 'the host name is part of the tag')
+  t.is(native.tag, pure.tag)
+})
+
 for (const native of [true, false]) {
   const engine = native ? 'native' : 'pure'
 
@@ -78,6 +105,24 @@ for (const native of [true, false]) {
     await k.close(await k.connectFsStore(dir, { native }))
     await sleep(1_500)
     t.deepEqual(stagingFiles(dir), [name])
+  })
+}
+
+const RESWEEP = new URL('./fixtures/resweep-child.mjs', import.meta.url).pathname
+
+for (const engine of ['native', 'pure'] as const) {
+  test(`${engine}: the scheduled sweep of a store in a worker thread leaves a write of the main thread alone`, async (t) => {
+    // The sweep on open of one thread can take another thread's live file
+    // (the pure engine's in-flight set is per thread); the scheduled sweep,
+    // which runs again and again on a shared volume, looks at files of
+    // other tags alone.
+    const child = spawn(process.execPath, [RESWEEP, 'worker', join(tempDir(), 'store'), engine], { stdio: ['ignore', 'pipe', 'inherit'] })
+    t.is(await firstLine(child), 'ok')
+  })
+
+  test(`${engine}: a store dropped without close while its sweep is scheduled is still collected`, async (t) => {
+    const child = spawn(process.execPath, ['--expose-gc', RESWEEP, 'gc', join(tempDir(), 'store'), engine], { stdio: ['ignore', 'pipe', 'inherit'] })
+    t.is(await firstLine(child), 'collected true')
   })
 }
 

@@ -255,10 +255,7 @@ export class NativeFileBacking implements Backing {
   private twinOpened: Backing | undefined
 
   /** The staging sweep again, when the one on open kept files from another namespace (see SweepAgain). */
-  private readonly sweepAgain = new SweepAgain(async () => {
-    const due = await this.native.sweepStagingAgainAsync()
-    return due < 0 ? undefined : due
-  })
+  private readonly sweepAgain: SweepAgain
 
   constructor(
     private readonly native: NativeFileStore,
@@ -268,6 +265,12 @@ export class NativeFileBacking implements Backing {
     twin?: () => Handler<Backing>,
   ) {
     if (clock) this.clock = twinOp(() => clock.nowSync(), () => clock.now())
+    // The timer holds the store weakly: one dropped without close can still be collected (and end its log's thread).
+    const weak = new WeakRef(native)
+    this.sweepAgain = new SweepAgain(async () => {
+      const due = await weak.deref()?.sweepStagingAgainAsync()
+      return due === undefined || due < 0 ? undefined : due
+    })
     this.sweepAgain.arm(native.stagingSweepDueMs ?? undefined)
     this.lockFree = native.lockFree === true
     if (this.lockFree) this.queued = QueuedWrites.of(native)

@@ -44,6 +44,13 @@ pub(crate) fn next_seq() -> u64 {
     (namespace_tag() << TAG_SHIFT) | (SEQ.fetch_add(1, Ordering::Relaxed) & COUNT_MASK)
 }
 
+/// Whether a staging file of `seq` was written in another boot, pid
+/// namespace or host than this process (a tag neither ours nor 0).
+pub fn written_elsewhere(seq: u64) -> bool {
+    let tag = seq >> TAG_SHIFT;
+    tag != 0 && tag != namespace_tag()
+}
+
 /// What the sweep on open does with a staging file that no write of this
 /// process has in flight.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,8 +70,7 @@ pub enum Fate {
 /// The fate of the staging file of `pid` and `seq` (see [`Fate`]). `age`
 /// (now minus the file's mtime) is asked only for a file written elsewhere.
 pub fn fate(pid: u32, seq: u64, alive: impl FnOnce(u32) -> bool, age: impl FnOnce() -> Option<Duration>, lease: Duration) -> Fate {
-    let tag = seq >> TAG_SHIFT;
-    if tag == 0 || tag == namespace_tag() {
+    if !written_elsewhere(seq) {
         return if pid == std::process::id() {
             Fate::RemoveUnlessInFlight
         } else if alive(pid) {

@@ -276,7 +276,7 @@ impl FileStore {
         let mut store =
             FileStore { files: Arc::new(StoreDir::new(dir, vfs, id, options)), held, wal: None, lockfree: false, sweep_due: None };
         if !read_only {
-            store.sweep_due = store.sweep_staging()?;
+            store.sweep_due = store.sweep_staging(false)?;
         }
         let marker = crate::keycheck::check_on_open(&store.files)?;
         (store.wal, store.lockfree) = store.open_wal(marker)?;
@@ -585,15 +585,19 @@ impl FileStore {
     /// another namespace or on another host once they are a lease old
     /// unchanged (FORMAT.md §5). Nothing else is touched. Returns how long
     /// until the youngest kept one of those is a lease old: the time for
-    /// [`FileStore::sweep_staging_again`].
-    fn sweep_staging(&self) -> Result<Option<Duration>> {
+    /// [`FileStore::sweep_staging_again`], which (`again`) looks at those alone.
+    fn sweep_staging(&self, again: bool) -> Result<Option<Duration>> {
         let names =
             self.files.vfs.read_dir(&self.files.dir).map_err(|e| Error::io(e, "cannot list the store directory", &self.files.dir))?;
+        let me = std::process::id();
         let mut removed = false;
-        let mut again: Option<Duration> = None;
+        let mut due: Option<Duration> = None;
         for name in &names {
             let Some(name) = name.to_str() else { continue };
             let Some((pid, seq)) = staging::parse_staging_name(name) else { continue };
+            if again && !staging::written_elsewhere(seq) {
+                continue;
+            }
             let path = self.files.dir.join(name);
             let mut remove = || {
                 // A failure here only leaves garbage behind; it never loses data.
@@ -604,11 +608,20 @@ impl FileStore {
             let alive = |pid| self.files.vfs.process_alive(pid);
             let age = || self.files.vfs.stat(&path).ok().map(|st| st.age);
             match staging::fate(pid, seq, alive, age, self.files.options.lock_lease) {
+                // Our pid, whatever the tag says: never a file a write of ours has in flight.
+                staging::Fate::Remove | staging::Fate::RemoveUnlessInFlight if pid == me => {
+                    staging::remove_unless_in_flight(self.files.id, name, remove)
+                }
                 staging::Fate::Remove => remove(),
-                staging::Fate::RemoveUnlessInFlight => staging::remove_unless_in_flight(self.files.id, name, remove),
-                staging::Fate::Keep => {}
-                staging::Fate::KeepFor(left) => again = Some(again.map_or(left, |a| a.min(left))),
+                staging::Fate::RemoveUnlessInFlight | staging::Fate::Keep => {}
+                staging::Fate::KeepFor(left) => due = Some(due.map_or(left, |d| d.min(left))),
             }
+        }
+        if again {
+            // Leftovers only: their removal need not be durable (the next
+            // sweep takes any that come back), and a failed fsync here must
+            // not poison the store behind its user's back.
+            return Ok(due);
         }
         // Lock temp files and takeover markers nobody can use any more.
         if self.files.locker().sweep(&names) {
@@ -617,17 +630,17 @@ impl FileStore {
         if removed && self.files.options.sync_blob {
             self.files.sync_dir()?;
         }
-        Ok(again)
+        Ok(due)
     }
 
-    /// The sweep on open once more (see [`FileStore::sweep_staging`]), for
-    /// staging files from elsewhere that the last one kept because they were
-    /// young: `None` when none is left, else when to call it again.
+    /// The sweep once more, for the staging files from elsewhere that the
+    /// last one kept because they were young (see [`FileStore::sweep_staging`]):
+    /// `None` when none is left, else when to call it again.
     pub fn sweep_staging_again(&self) -> Result<Option<Duration>> {
         if self.files.options.read_only {
             return Ok(None);
         }
-        self.sweep_staging()
+        self.sweep_staging(true)
     }
 
     /// When the sweep on open wants [`FileStore::sweep_staging_again`] called

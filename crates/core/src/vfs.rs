@@ -619,7 +619,9 @@ pub fn real_identity() -> Identity {
         // SAFETY: a valid buffer of the length passed.
         if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
             let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-            who.host = clean_host(&buf[..len]);
+            // Decoded as Node's os.hostname() decodes it (invalid UTF-8 becomes
+            // U+FFFD), so that both engines of one process write one host.
+            who.host = clean_host(String::from_utf8_lossy(&buf[..len]).as_bytes());
         }
         #[cfg(target_os = "linux")]
         {

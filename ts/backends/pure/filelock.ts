@@ -133,7 +133,14 @@ function freshRecord(): LockRecord {
  * ours" would send a reader looking for a takeover. Any other error as is.
  */
 export function releaseError(err: unknown, dir: string): unknown {
-  if ((err as KonserveError).code !== 'ERR_LOCK' || fs.existsSync(dir)) return err
+  if ((err as KonserveError).code !== 'ERR_LOCK') return err
+  try {
+    fs.statSync(dir)
+    return err
+  } catch (e) {
+    // Only a directory that is not there: one this process may no longer look into says nothing.
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') return err
+  }
   return new KonserveError('ERR_STORE_DELETED', `the store directory was deleted while a key was locked: ${dir}`, { file: dir, cause: err })
 }
 

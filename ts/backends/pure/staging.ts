@@ -66,10 +66,15 @@ export type Fate =
   /** Written elsewhere (its tag is not ours), where its pid cannot be checked: kept until it is a lease old unchanged, this many ms from now. */
   | { keepForMs: number }
 
+/** Whether a staging file of `seq` was written in another boot, pid namespace or host than this process (a tag neither ours nor 0). */
+export function writtenElsewhere(seq: number): boolean {
+  const fileTag = Math.floor(seq / TAG_UNIT)
+  return fileTag !== 0 && fileTag !== namespaceTag()
+}
+
 /** The fate of the staging file of `pid` and `seq`; `ageMs` (now minus its mtime) is asked only for a file written elsewhere. */
 export function fate(pid: number, seq: number, alive: (pid: number) => boolean, ageMs: () => number | undefined, leaseMs: number): Fate {
-  const fileTag = Math.floor(seq / TAG_UNIT)
-  if (fileTag === 0 || fileTag === namespaceTag()) {
+  if (!writtenElsewhere(seq)) {
     if (pid === process.pid) return 'remove-unless-in-flight'
     return alive(pid) ? 'keep' : 'remove'
   }
@@ -297,15 +302,20 @@ export class StagingDir {
    * in another namespace or on another host once they are a lease old
    * unchanged (docs/FORMAT.md §5). Returns whether it removed any, and in
    * how many ms the youngest kept one of those is a lease old (the time for
-   * another sweep), if it kept any.
+   * another sweep, which, `again`, looks at those alone), if it kept any.
    */
-  sweep(names: string[]): { removed: boolean; dueMs?: number } {
+  sweep(names: string[], again = false): { removed: boolean; dueMs?: number } {
     let removed = false
     let dueMs: number | undefined
     for (const name of names) {
       const m = STAGING.exec(name)
       if (!m) continue
+      const pid = Number(m[2])
+      const seq = Number(m[3])
+      if (again && !writtenElsewhere(seq)) continue
       const path = join(this.dir, name)
+      // Our pid, whatever the tag says: never a file a write of ours has in flight.
+      if (pid === process.pid && liveHere(path)) continue
       const ageMs = () => {
         try {
           return Math.max(0, Date.now() - fs.lstatSync(path).mtimeMs)
@@ -313,9 +323,9 @@ export class StagingDir {
           return undefined
         }
       }
-      const f = fate(Number(m[2]), Number(m[3]), processAlive, ageMs, DEFAULT_LEASE_MS)
+      const f = fate(pid, seq, processAlive, ageMs, DEFAULT_LEASE_MS)
       if (typeof f === 'object') dueMs = Math.min(dueMs ?? Infinity, f.keepForMs)
-      else if (f === 'remove' || (f === 'remove-unless-in-flight' && !liveHere(path))) {
+      else if (f !== 'keep') {
         try {
           vfs.unlink.sync(path)
           removed = true

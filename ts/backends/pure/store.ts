@@ -162,12 +162,13 @@ export const openPureStore = gensync(function* (dir: string, codec: PureCodec, o
   }
 })
 
-/** The staging sweep of a store after its open (SweepAgain): when the next one is due, if one is. */
-const resweep = gensync(function* (staging: StagingDir): Handler<number | undefined> {
-  const swept = staging.sweep(yield* vfs.readdir(staging.dir))
-  if (swept.removed) yield* staging.syncDir()
-  return swept.dueMs
-}).async
+/**
+ * The staging sweep of a store after its open (SweepAgain), of the files from
+ * elsewhere alone: when the next one is due, if one is. No directory fsync:
+ * the removal of leftovers need not be durable, and a failed fsync here must
+ * not poison the store behind its user's back.
+ */
+const resweep = async (staging: StagingDir): Promise<number | undefined> => staging.sweep(await vfs.readdir.async(staging.dir), true).dueMs
 
 /** The options of the store's log. */
 const walOptions = (store: PureFileBacking, options: PureFileOptions) => ({
@@ -375,7 +376,9 @@ export class PureFileBacking implements Backing, KeyFiles {
   ) {
     this.lockScope = `file:${dir}`
     this.dirPrefix = dir.endsWith(sep) ? dir : dir + sep
-    this.staging = new StagingDir(dir, options.syncBlob, options.readOnly === true)
+    const staging = (this.staging = new StagingDir(dir, options.syncBlob, options.readOnly === true))
+    // The timer holds the staging directory alone: a store dropped without close can still be collected.
+    this.sweepAgain = new SweepAgain(() => resweep(staging))
     this.directBlobs = new DirectBlobs(options.directBlobs !== false, options.directBlobsVolume ?? DIRECT_VOLUME)
     this.locker = new FileLocker(dir)
     this.fileClock = FileClock.openSync(dir, options.syncBlob, this.staging)
@@ -795,7 +798,7 @@ export class PureFileBacking implements Backing, KeyFiles {
   }
 
   /** The staging sweep again, when the one on open kept files from another namespace (see SweepAgain). */
-  readonly sweepAgain = new SweepAgain(() => resweep(this.staging))
+  readonly sweepAgain: SweepAgain
 
   /** Async form: the queued group commits are written first. Between calls the store holds no descriptor but its value cache's, which this closes. */
   readonly close: Op<[], void> = gensync({
