@@ -60,7 +60,8 @@ pub struct Record {
     pub who: Identity,
 }
 
-fn field(s: &Option<impl ToString>) -> String {
+/// A record field as written: its text, or `-` when unknown (also the staging tag's line, staging.rs).
+pub(crate) fn field(s: &Option<impl ToString>) -> String {
     s.as_ref().map_or_else(|| "-".to_string(), |v| v.to_string())
 }
 

@@ -7,6 +7,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use crate::error::{Error, ErrorCode, Result};
+use crate::filelock::field;
 use crate::keyhash::is_lower_hex;
 use crate::vfs::{real_identity, Identity};
 
@@ -26,9 +27,7 @@ const COUNT_MASK: u64 = (1 << 31) - 1;
 /// The tag of a process (see [`TAG_SHIFT`]): a hash of its boot id, pid
 /// namespace and host name as its lock records write them, in 1..=[`TAG_MAX`].
 pub fn namespace_tag_of(who: &Identity) -> u64 {
-    let field = |s: Option<String>| s.unwrap_or_else(|| "-".to_string());
-    let line =
-        format!("konserve-stage {} {} {}", field(who.boot_id.clone()), field(who.pid_ns.map(|n| n.to_string())), field(who.host.clone()));
+    let line = format!("konserve-stage {} {} {}", field(&who.boot_id), field(&who.pid_ns), field(&who.host));
     xxhash_rust::xxh3::xxh3_64(line.as_bytes()) % TAG_MAX + 1
 }
 
@@ -292,7 +291,7 @@ mod tests {
         assert_ne!(tag, namespace_tag_of(&Identity { pid_ns: Some(4026532000), ..who.clone() }));
         assert_ne!(tag, namespace_tag_of(&Identity { boot_id: Some("c".into()), ..who.clone() }));
         assert_ne!(tag, namespace_tag_of(&Identity { host: None, ..who.clone() }));
-        // The vector the TypeScript engine checks too (__test__/staging-names.spec.ts).
+        // The vector the TypeScript engine checks too (__test__/staging-namespaces.spec.ts).
         assert_eq!(tag, TAG_VECTOR);
         assert!(next_seq() >> TAG_SHIFT == namespace_tag() && next_seq() & (1 << 31) == 0);
     }
